@@ -1,0 +1,37 @@
+"""Shared plumbing of the gymnasium views: scenario resolution, spaces, action validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from envs.scenario import Scenario
+
+
+def resolve_scenario(scenario: Scenario | str | Path | None) -> Scenario:
+    if scenario is None:
+        return Scenario.default()
+    if isinstance(scenario, Scenario):
+        return scenario
+    return Scenario.load(scenario)
+
+
+def observation_space(sc: Scenario) -> gym.spaces.Box:
+    d = sc.feature_spec.dim
+    return gym.spaces.Box(low=np.full(d, -1.5, np.float32), high=np.full(d, np.inf, np.float32), dtype=np.float32)
+
+
+def scalar_action(action, n_actions: int) -> int:
+    """Validate one action: an integer index in range, never clipped."""
+    a = np.asarray(action)
+    if a.shape != () or a.dtype.kind not in "iu":
+        raise ValueError(f"action: expected one integer index, got {action!r}")
+    if not 0 <= int(a) < n_actions:
+        raise ValueError(f"action: index {int(a)} is outside the action space [0, {n_actions})")
+    return int(a)
+
+
+def seed_or_draw(seed: int | None, np_random: np.random.Generator) -> int:
+    return int(seed) if seed is not None else int(np_random.integers(0, 2**62))

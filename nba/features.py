@@ -1,0 +1,196 @@
+"""The one feature function: what a policy sees of a customer at a moment.
+
+The simulator and the service both build observations here, from
+
+* a :class:`Profile` — fields the caller knows (segment, time zone, consent, lifecycle stage, cart
+  state, tenure), and
+* a :class:`History` — a summary of the customer's own contacts and responses (recency and counts
+  per channel, a decayed contact load as fatigue proxy, last engagement, purchases, site visits),
+
+never from a simulated customer's latent traits. Times are hours since the Unix epoch (UTC), so a
+customer's local hour is ``(now + tz_offset) mod 24``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+LIFECYCLE_STAGES: tuple[str, ...] = ("new", "active", "at_risk", "lapsed")
+NEVER = -1e9  # time stamp of an event that never happened (hours)
+
+
+@dataclass(frozen=True)
+class LifecycleRules:
+    """Thresholds (days) that turn tenure and purchase recency into a lifecycle stage."""
+
+    welcome_days: float = 14.0  # the welcome window after sign-up
+    new_days: float = 30.0  # a customer who has not bought yet is "new" this long
+    at_risk_days: float = 45.0  # days without purchase before "at risk"
+    lapsed_days: float = 90.0  # days without purchase before "lapsed"
+    post_purchase_days: float = 14.0  # the post-purchase window
+    cart_days: float = 3.0  # an abandoned cart stays open this long
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"lifecycle.{f.name}: must be a positive number of days, got {v!r}")
+        if not self.at_risk_days < self.lapsed_days:
+            raise ValueError("lifecycle.at_risk_days: must be smaller than lifecycle.lapsed_days")
+
+
+def lifecycle_stage(tenure_days: np.ndarray, days_since_purchase: np.ndarray, rules: LifecycleRules) -> np.ndarray:
+    """Stage index into :data:`LIFECYCLE_STAGES` (int8), vectorised.
+
+    ``days_since_purchase`` is ``inf`` for a customer who never bought; such a customer is *new*
+    during ``new_days`` and then ages by tenure like any other.
+    """
+    tenure_days = np.asarray(tenure_days, dtype=np.float64)
+    idle = np.minimum(np.asarray(days_since_purchase, dtype=np.float64), tenure_days)
+    stage = np.where(idle < rules.at_risk_days, 1, np.where(idle < rules.lapsed_days, 2, 3)).astype(np.int8)
+    stage[(tenure_days < rules.new_days) & ~np.isfinite(days_since_purchase)] = 0
+    return stage
+
+
+@dataclass
+class Profile:
+    """What the caller knows of each customer: arrays with one row per customer."""
+
+    segment: np.ndarray  # (N,) int, index into the scenario's segments
+    tz_offset: np.ndarray  # (N,) float hours east of UTC
+    consent: np.ndarray  # (N, C) bool, opted in and reachable on the channel
+    stage: np.ndarray  # (N,) int8, index into LIFECYCLE_STAGES
+    cart_active: np.ndarray  # (N,) bool, an abandoned cart is open
+    tenure_days: np.ndarray  # (N,) float days since sign-up
+
+
+@dataclass
+class History:
+    """Per-customer summary of contacts and responses, updated in place by row indices.
+
+    ``load`` is the contact load per channel at the time of the last contact on that channel; it
+    decays with ``half_life_h``: ``load(t) = load * 2 ** (-(t - last_contact) / half_life_h)``.
+    """
+
+    n_contacts: np.ndarray  # (N, C) float32
+    last_contact: np.ndarray  # (N, C) float64 hours
+    load: np.ndarray  # (N, C) float32
+    n_engaged: np.ndarray  # (N, C) float32 opens/clicks
+    last_engaged: np.ndarray  # (N, C) float64 hours
+    n_purchases: np.ndarray  # (N,) float32
+    last_purchase: np.ndarray  # (N,) float64 hours
+    last_visit: np.ndarray  # (N,) float64 hours
+    half_life_h: float = 168.0
+
+    @classmethod
+    def empty(cls, n: int, n_channels: int, half_life_h: float = 168.0) -> History:
+        return cls(
+            n_contacts=np.zeros((n, n_channels), np.float32),
+            last_contact=np.full((n, n_channels), NEVER),
+            load=np.zeros((n, n_channels), np.float32),
+            n_engaged=np.zeros((n, n_channels), np.float32),
+            last_engaged=np.full((n, n_channels), NEVER),
+            n_purchases=np.zeros(n, np.float32),
+            last_purchase=np.full(n, NEVER),
+            last_visit=np.full(n, NEVER),
+            half_life_h=half_life_h,
+        )
+
+    def reset_rows(self, rows: np.ndarray) -> None:
+        """Forget the history of ``rows`` (a customer replaced by a new one)."""
+        for name in ("n_contacts", "load", "n_engaged", "n_purchases"):
+            getattr(self, name)[rows] = 0
+        for name in ("last_contact", "last_engaged", "last_purchase", "last_visit"):
+            getattr(self, name)[rows] = NEVER
+
+    def load_at(self, now: np.ndarray) -> np.ndarray:
+        """(N, C) decayed contact load at ``now`` (N,)."""
+        dt = np.maximum(np.asarray(now, np.float64)[:, None] - self.last_contact, 0.0)
+        return (self.load * np.exp2(-dt / self.half_life_h)).astype(np.float32)
+
+    def record_contacts(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray) -> None:
+        """A message on ``channels[i]`` to customer ``rows[i]`` at ``when[i]`` (rows unique)."""
+        dt = np.maximum(when - self.last_contact[rows, channels], 0.0)
+        self.load[rows, channels] = self.load[rows, channels] * np.exp2(-dt / self.half_life_h) + 1.0
+        self.last_contact[rows, channels] = when
+        self.n_contacts[rows, channels] += 1.0
+
+    def record_engagements(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray) -> None:
+        self.last_engaged[rows, channels] = when
+        self.n_engaged[rows, channels] += 1.0
+
+    def record_purchases(self, rows: np.ndarray, when: np.ndarray) -> None:
+        self.last_purchase[rows] = when
+        self.n_purchases[rows] += 1.0
+
+    def record_visits(self, rows: np.ndarray, when: np.ndarray) -> None:
+        self.last_visit[rows] = when
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Layout of the observation vector for a given set of segments and channels."""
+
+    segments: tuple[str, ...]
+    channels: tuple[str, ...]
+    recency_scale_h: float = 168.0  # recency features are exp(-hours / scale)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        out = [f"segment={s}" for s in self.segments]
+        out += ["tz_offset", "local_hour_sin", "local_hour_cos", "log_tenure_days"]
+        out += [f"stage={s}" for s in LIFECYCLE_STAGES]
+        out += ["cart_active", "welcome_window", "post_purchase_window"]
+        out += [f"consent={c}" for c in self.channels]
+        for stat in ("log_contacts", "contact_recency", "contact_load", "log_engaged", "engaged_recency"):
+            out += [f"{stat}={c}" for c in self.channels]
+        out += ["log_purchases", "purchase_recency", "visit_recency"]
+        return tuple(out)
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+
+def build_features(
+    spec: FeatureSpec, profile: Profile, history: History, now: np.ndarray, rules: LifecycleRules
+) -> np.ndarray:
+    """(N, spec.dim) float32 observation for each customer at ``now`` (N,) hours since epoch."""
+    n = profile.segment.shape[0]
+    now = np.broadcast_to(np.asarray(now, np.float64), (n,))
+    s, c = len(spec.segments), len(spec.channels)
+    out = np.zeros((n, spec.dim), np.float32)
+    rows = np.arange(n)
+    out[rows, profile.segment] = 1.0
+    j = s
+    out[:, j] = profile.tz_offset / 12.0
+    angle = (2 * np.pi / 24.0) * np.mod(now + profile.tz_offset, 24.0)
+    out[:, j + 1] = np.sin(angle)
+    out[:, j + 2] = np.cos(angle)
+    out[:, j + 3] = np.log1p(np.maximum(profile.tenure_days, 0.0))
+    j += 4
+    out[rows, j + profile.stage] = 1.0
+    j += len(LIFECYCLE_STAGES)
+    since_purchase_h = now - history.last_purchase
+    out[:, j] = profile.cart_active
+    out[:, j + 1] = profile.tenure_days < rules.welcome_days
+    out[:, j + 2] = since_purchase_h < 24.0 * rules.post_purchase_days
+    j += 3
+    out[:, j : j + c] = profile.consent
+    j += c
+    scale = spec.recency_scale_h
+    out[:, j : j + c] = np.log1p(history.n_contacts)
+    out[:, j + c : j + 2 * c] = np.exp(-(now[:, None] - history.last_contact) / scale)
+    out[:, j + 2 * c : j + 3 * c] = history.load_at(now)
+    out[:, j + 3 * c : j + 4 * c] = np.log1p(history.n_engaged)
+    out[:, j + 4 * c : j + 5 * c] = np.exp(-(now[:, None] - history.last_engaged) / scale)
+    j += 5 * c
+    out[:, j] = np.log1p(history.n_purchases)
+    out[:, j + 1] = np.exp(-since_purchase_h / scale)
+    out[:, j + 2] = np.exp(-(now - history.last_visit) / scale)
+    return out
