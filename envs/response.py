@@ -8,7 +8,7 @@ customers; :func:`expected_reward` turns them into the exact expected profit of 
 For a contact on channel ``c`` with content ``k`` sent at local hour ``h`` after waiting ``w`` hours::
 
     seen      = reachable * delivery_c * (1 - exp(-open_c * aff_nc * hour_nc(h) * fatigue_n))
-    click     = 1 - exp(-click_c * content_aff_nk * relevance_nk * 2^(-w / urgency_k))
+    click     = 1 - exp(-click_c * content_aff_nk * relevance_nk * 2^(-w / urgency_k) * sqrt(hour_nc(h)))
     convert   = 1 - exp(-conversion_k * relevance_nk * (1 + synergy * breadth_n))
     organic   = 1 - exp(-organic_n * (1 + synergy * breadth_n) * window_days)
     E[revenue] = basket_n * [seen (1 - discount_k)(1 - (1 - organic)(1 - click convert)) + (1 - seen) organic]
@@ -140,12 +140,12 @@ def contact_terms(
     p_open = -np.expm1(-sa.open_rate[ch] * _take(tr.channel_affinity, ch) * hour_mult * fat_mult)
     rel = _take(m.relevance, ct)
     urgency = np.exp2(-wait / sa.urgency_h[ct])
-    p_click = -np.expm1(-sa.click_rate[ch] * _take(tr.content_affinity, ct) * rel * urgency)
+    p_click = -np.expm1(-sa.click_rate[ch] * _take(tr.content_affinity, ct) * rel * urgency * np.sqrt(hour_mult))
     p_convert = -np.expm1(-sa.conversion_rate[ct] * rel * m.synergy[:, None])
     irrelevance = 1.0 + 2.0 * np.maximum(0.0, 1.0 - rel)
-    bad_timing = 1.0 + 3.0 * np.maximum(0.0, 1.0 - hour_mult)
+    bad_timing = 1.0 + 5.0 * np.maximum(0.0, 1.0 - hour_mult) ** 2
     p_optout = np.minimum(sa.optout[ch] * (1.0 + fz.optout_per_load * fat_c) * irrelevance * bad_timing, 1.0)
-    p_churn = np.minimum(sc.churn.per_message * (1.0 + 0.3 * m.fatigue_total[:, None]) * irrelevance, 1.0)
+    p_churn = np.minimum(sc.churn.per_message * (1.0 + 0.3 * m.fatigue_total[:, None]) * irrelevance * bad_timing, 1.0)
     return ContactTerms(
         is_contact=is_contact,
         sent=sent,

@@ -20,7 +20,7 @@ def resolve_scenario(scenario: Scenario | str | Path | None) -> Scenario:
 
 def observation_space(sc: Scenario) -> gym.spaces.Box:
     d = sc.feature_spec.dim
-    return gym.spaces.Box(low=np.full(d, -1.5, np.float32), high=np.full(d, np.inf, np.float32), dtype=np.float32)
+    return gym.spaces.Box(low=np.full(d, -1.5, np.float32), high=np.full(d, 1e4, np.float32), dtype=np.float32)
 
 
 def scalar_action(action, n_actions: int) -> int:

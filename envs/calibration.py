@@ -1,0 +1,212 @@
+"""Calibration targets, with their sources, and the simulation that measures them.
+
+Each :class:`Target` states a fact from the marketing articles this project grew from (listed in
+DESIGN.md) and the tolerance within which the default scenario must reproduce it. ``checked``
+targets are measured by simulating customers under the business-as-usual schedule
+(:func:`nba.policies.rules.business_as_usual`) and compared by ``tests/envs/test_calibration.py``
+and ``nba scenario report``; ``input`` targets are facts about brands (not customers) that set how
+the business-as-usual schedule and the scenario's inputs were chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs import response
+from envs.simulation import Simulation
+from envs.scenario import Scenario
+from nba.actions import ActionSpace
+from nba.features import FeatureSpec
+from nba.policies.rules import business_as_usual
+
+Policy = Callable[[np.ndarray, FeatureSpec, ActionSpace], np.ndarray]
+
+INSIDER = "Insider, 'Guide du marketing omnicanal et du marketing multicanal' (2021), citing Harvard Business Review"
+ITERABLE = "Iterable, 'Le marketing multicanal' (citing its 2018 survey of brands)"
+QUESTIONPRO = "QuestionPro, 'Omnichannel vs multichannel'"
+HAPTIC = "Hapticmedia, 'Marketing omnicanal 101' (citing Global Commerce Review and Forrester)"
+AGENCY = "French agency guide, 'Omnicanal, multicanal, cross canal'"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    statement: str
+    value: float
+    low: float
+    high: float
+    source: str
+    kind: str = "checked"  # "checked": measured on simulated customers; "input": sets an input
+
+    def ok(self, measured: float) -> bool:
+        return self.low <= measured <= self.high
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("sms_read_3min", "90% of SMS are read within 3 minutes of receipt", 0.90, 0.88, 0.92, ITERABLE),
+    Target("touchpoints_per_purchase", "5 to 20 touchpoints before a purchase (median, messages + visits)",
+           12.5, 5.0, 20.0, AGENCY + "; DESIGN.md"),
+    Target("multichannel_buyers", "73% of shoppers used several channels (share of buyers on 2+ channels)",
+           0.73, 0.66, 0.80, INSIDER),
+    Target("multichannel_spend_ratio", "multi-channel customers spend more (revenue per buyer, 2+ vs 1 channel)",
+           1.5, 1.15, 4.0, INSIDER),
+    Target("omni_revenue_share", "the most omnichannel 7% of customers carry about 27% of revenue",
+           0.27, 0.20, 0.34, HAPTIC),
+    Target("wrong_moment", "a message on the wrong channel or at the wrong moment has little effect or a "
+           "negative one (share of customers for whom a cart reminder without a cart, or an SMS at "
+           "03:00, earns less than no contact)", 1.0, 0.9, 1.0, QUESTIONPRO),
+    Target("welcome_email_share", "welcome campaigns use email 98%, SMS 19%, push 17%, in-app 12%, web push "
+           "10%, direct mail 10%: the business-as-usual welcome series is by email", 0.98, 0, 1, ITERABLE,
+           kind="input"),
+    Target("welcome_series_length", "welcome series of 1-3 messages (41% of brands), 4-6 (41%), 7+ (18%): "
+           "business-as-usual sends one every 3 days of the 14-day window (4-5)", 5, 0, 10, ITERABLE,
+           kind="input"),
+    Target("promo_email_per_month", "a quarter of brands send fewer than 3 promotional emails a month, a "
+           "quarter more than 10: business-as-usual sends one a week", 4.3, 3, 10, ITERABLE, kind="input"),
+)
+TARGETS_BY_NAME = {t.name: t for t in TARGETS}
+
+
+@dataclass
+class JourneyStats:
+    """What a calibration run records, per customer over the measured days."""
+
+    revenue: np.ndarray  # (N,)
+    purchases: np.ndarray  # (N,)
+    channels_used: np.ndarray  # (N,) outbound channels with a message seen, plus the site if visited
+    engagements: np.ndarray  # (N,) messages seen + visits
+    touchpoints_at_purchase: np.ndarray  # touchpoints since the previous purchase, at each purchase
+    sms_delays_min: np.ndarray
+    sent_per_channel: np.ndarray  # (C,)
+    seen_per_channel: np.ndarray  # (C,)
+    daily_revenue: np.ndarray  # (days,) mean revenue per customer
+    churned: np.ndarray  # (N,) bool
+    segment: np.ndarray  # (N,)
+    extra: dict = field(default_factory=dict)
+
+
+def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 180, warmup_days: int = 90,
+                      policy: Policy = business_as_usual, progress: Callable[[int], None] | None = None
+                      ) -> JourneyStats:
+    """Run ``n`` customers for ``days`` under ``policy``; measure the days after ``warmup_days``.
+
+    Churned customers stop (they buy nothing more); the warm-up lets histories fill so that
+    touchpoints before a purchase are not cut short by the start of the simulation.
+    """
+    sim = Simulation(sc, seed, n, decision_hour=sc.journey_decision_hour)
+    c = len(sc.channels)
+    alive = np.ones(n, bool)
+    revenue = np.zeros(n)
+    purchases = np.zeros(n)
+    used = np.zeros((n, c + 1), bool)
+    engagements = np.zeros(n)
+    touch = np.zeros(n)
+    at_purchase: list[np.ndarray] = []
+    sms_delays: list[np.ndarray] = []
+    sent_c = np.zeros(c)
+    seen_c = np.zeros(c)
+    daily = np.zeros(days - warmup_days)
+    sms = sc.action_space.channels.index("sms") if "sms" in sc.channels else -1
+    for day in range(days):
+        actions = np.where(alive, policy(sim.observe(), sim.spec, sim.space), 0)
+        last_visit = sim.history.last_visit.copy()
+        res = sim.step(actions)
+        o = res.outcome
+        visited = alive & (sim.history.last_visit != last_visit)
+        ch = np.maximum(sim.space.channel_of[actions], 0)
+        delivered = alive & o.delivered
+        touch += delivered + visited
+        bought = alive & o.purchased
+        if day >= warmup_days:
+            seen = alive & o.seen
+            revenue += np.where(alive, o.revenue, 0.0)
+            purchases += bought
+            used[np.flatnonzero(seen), ch[seen]] = True
+            used[visited, c] = True
+            engagements += seen + visited
+            at_purchase.append(touch[bought])
+            np.add.at(sent_c, ch[alive & o.sent], 1)
+            np.add.at(seen_c, ch[seen], 1)
+            if sms >= 0:
+                sms_delays.append(o.seen_delay_min[seen & (ch == sms)])
+            daily[day - warmup_days] = np.where(alive, o.revenue, 0.0).mean()
+        touch[bought] = 0
+        alive &= ~res.churned
+        if progress is not None:
+            progress(day)
+    return JourneyStats(
+        revenue=revenue, purchases=purchases, channels_used=used.sum(axis=1), engagements=engagements,
+        touchpoints_at_purchase=np.concatenate(at_purchase), sms_delays_min=np.concatenate(sms_delays or [[]]),
+        sent_per_channel=sent_c, seen_per_channel=seen_c, daily_revenue=daily, churned=~alive,
+        segment=sim.traits.segment.copy(),
+    )
+
+
+def omni_rank(stats: JourneyStats) -> np.ndarray:
+    """Customers ordered from most to least omnichannel (channels used, then engagements)."""
+    return np.lexsort((-stats.engagements, -stats.channels_used))
+
+
+def wrong_moment_share(sc: Scenario, n: int = 5_000, seed: int = 1) -> float:
+    """Share of (customer, wrong action) pairs whose exact expected reward is below no contact.
+
+    Wrong actions: a cart reminder by email when no cart is open, and an SMS promo at 03:00 local.
+    """
+    sim = Simulation(sc, seed, n, decision_hour=3, penalties=True)
+    space, m = sim.space, sim.moment
+    vals = []
+    if "email" in sc.channels and "cart_reminder" in sc.contents:
+        rows = ~m.cart & m.reachable[:, space.channels.index("email")]
+        er = sim.expected_rewards(np.array([[0, space.index("email", "cart_reminder", None)]]))[rows]
+        vals.append(er[:, 1] < er[:, 0])
+    if "sms" in sc.channels and "promo" in sc.contents:
+        rows = m.reachable[:, space.channels.index("sms")]
+        er = sim.expected_rewards(np.array([[0, space.index("sms", "promo", None)]]))[rows]
+        vals.append(er[:, 1] < er[:, 0])
+    return float(np.concatenate(vals).mean()) if vals else float("nan")
+
+
+def sms_read_within(sc: Scenario, minutes: float = 3.0, n: int = 200_000, seed: int = 2) -> float:
+    """P(an SMS is read within ``minutes`` of receipt) from the scenario's delay distribution."""
+    from envs.random import Streams
+
+    u = Streams.from_seed(seed, 1).uniform(n)[0]
+    ch = np.full(n, list(sc.channels).index("sms"))
+    return float((response.delay_minutes(sc, ch, u) <= minutes).mean())
+
+
+def measure(sc: Scenario, stats: JourneyStats) -> dict[str, float]:
+    """The checked targets' values for a calibration run."""
+    buyers = stats.purchases > 0
+    multi = stats.channels_used >= 2
+    order = omni_rank(stats)
+    top = order[: max(1, int(round(0.07 * len(order))))]
+    rev_multi = stats.revenue[buyers & multi].mean() if (buyers & multi).any() else np.nan
+    rev_single = stats.revenue[buyers & ~multi].mean() if (buyers & ~multi).any() else np.nan
+    out = {
+        "touchpoints_per_purchase": float(np.median(stats.touchpoints_at_purchase)),
+        "multichannel_buyers": float(multi[buyers].mean()),
+        "multichannel_spend_ratio": float(rev_multi / rev_single),
+        "omni_revenue_share": float(stats.revenue[top].sum() / stats.revenue.sum()),
+        "wrong_moment": wrong_moment_share(sc),
+    }
+    if "sms" in sc.channels:
+        out["sms_read_3min"] = sms_read_within(sc)
+    return out
+
+
+@dataclass(frozen=True)
+class Check:
+    target: Target
+    measured: float
+
+    @property
+    def ok(self) -> bool:
+        return self.target.ok(self.measured)
+
+
+def check(measured: dict[str, float]) -> list[Check]:
+    return [Check(TARGETS_BY_NAME[k], v) for k, v in measured.items()]

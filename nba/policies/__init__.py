@@ -1,0 +1,1 @@
+"""Policies that pick an action for each context."""
