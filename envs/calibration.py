@@ -3,7 +3,7 @@
 Each :class:`Target` states a fact from the marketing articles this project grew from (listed in
 DESIGN.md) and the tolerance within which the default scenario must reproduce it. ``checked``
 targets are measured by simulating customers under the business-as-usual schedule
-(:func:`nba.policies.rules.business_as_usual`) and compared by ``tests/envs/test_calibration.py``
+(:class:`nba.policies.rules.BusinessAsUsual`) and compared by ``tests/envs/test_calibration.py``
 and ``nba scenario report``; ``input`` targets are facts about brands (not customers) that set how
 the business-as-usual schedule and the scenario's inputs were chosen.
 """
@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs import response
-from envs.simulation import Simulation
+from envs.rollout import ActFn, journeys
 from envs.scenario import Scenario
-from nba.actions import ActionSpace
-from nba.features import FeatureSpec
-from nba.policies.rules import business_as_usual
-
-Policy = Callable[[np.ndarray, FeatureSpec, ActionSpace], np.ndarray]
+from envs.simulation import Simulation
+from nba.policies.rules import BusinessAsUsual
 
 INSIDER = "Insider, 'Guide du marketing omnicanal et du marketing multicanal' (2021), citing Harvard Business Review"
 ITERABLE = "Iterable, 'Le marketing multicanal' (citing its 2018 survey of brands)"
@@ -89,16 +86,15 @@ class JourneyStats:
 
 
 def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 180, warmup_days: int = 90,
-                      policy: Policy = business_as_usual, progress: Callable[[int], None] | None = None
+                      policy: ActFn | None = None, progress: Callable[[int], None] | None = None
                       ) -> JourneyStats:
     """Run ``n`` customers for ``days`` under ``policy``; measure the days after ``warmup_days``.
 
-    Churned customers stop (they buy nothing more); the warm-up lets histories fill so that
+    ``policy`` defaults to business as usual. Churned customers stop (they buy nothing more); the warm-up lets histories fill so that
     touchpoints before a purchase are not cut short by the start of the simulation.
     """
     sim = Simulation(sc, seed, n, decision_hour=sc.journey_decision_hour)
     c = len(sc.channels)
-    alive = np.ones(n, bool)
     revenue = np.zeros(n)
     purchases = np.zeros(n)
     used = np.zeros((n, c + 1), bool)
@@ -109,20 +105,18 @@ def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 
     sent_c = np.zeros(c)
     seen_c = np.zeros(c)
     daily = np.zeros(days - warmup_days)
-    sms = sc.action_space.channels.index("sms") if "sms" in sc.channels else -1
-    for day in range(days):
-        actions = np.where(alive, policy(sim.observe(), sim.spec, sim.space), 0)
-        last_visit = sim.history.last_visit.copy()
-        res = sim.step(actions)
-        o = res.outcome
+    sms = sim.space.channels.index("sms") if "sms" in sc.channels else -1
+    last_visit = sim.history.last_visit.copy()
+    for step in journeys(sim, policy or BusinessAsUsual(sim.spec, sim.space), days):
+        o, alive = step.result.outcome, step.alive
         visited = alive & (sim.history.last_visit != last_visit)
-        ch = np.maximum(sim.space.channel_of[actions], 0)
-        delivered = alive & o.delivered
-        touch += delivered + visited
+        last_visit = sim.history.last_visit.copy()
+        ch = np.maximum(sim.space.channel_of[step.actions], 0)
+        touch += (alive & o.delivered) + visited
         bought = alive & o.purchased
-        if day >= warmup_days:
+        if step.day >= warmup_days:
             seen = alive & o.seen
-            revenue += np.where(alive, o.revenue, 0.0)
+            revenue += step.reward
             purchases += bought
             used[np.flatnonzero(seen), ch[seen]] = True
             used[visited, c] = True
@@ -132,11 +126,11 @@ def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 
             np.add.at(seen_c, ch[seen], 1)
             if sms >= 0:
                 sms_delays.append(o.seen_delay_min[seen & (ch == sms)])
-            daily[day - warmup_days] = np.where(alive, o.revenue, 0.0).mean()
+            daily[step.day - warmup_days] = step.reward.mean()
         touch[bought] = 0
-        alive &= ~res.churned
         if progress is not None:
-            progress(day)
+            progress(step.day)
+    alive = step.alive & ~step.result.churned
     return JourneyStats(
         revenue=revenue, purchases=purchases, channels_used=used.sum(axis=1), engagements=engagements,
         touchpoints_at_purchase=np.concatenate(at_purchase), sms_delays_min=np.concatenate(sms_delays or [[]]),

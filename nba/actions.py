@@ -139,10 +139,7 @@ class ActionSpace:
         """Validate an array of action indices; raise (never clip) when one is out of range."""
         actions = np.asarray(actions)
         if actions.dtype.kind not in "iu":
-            if actions.dtype.kind == "f" and np.all(np.isfinite(actions)) and np.all(actions == np.round(actions)):
-                actions = actions.astype(np.int64)
-            else:
-                raise ValueError(f"{name}: action indices must be integers, got dtype {actions.dtype}")
+            raise ValueError(f"{name}: action indices must be integers, got dtype {actions.dtype}")
         if actions.size and (actions.min() < 0 or actions.max() >= self.n_actions):
             bad = actions[(actions < 0) | (actions >= self.n_actions)].ravel()[0]
             raise ValueError(f"{name}: index {int(bad)} is outside the action space [0, {self.n_actions})")

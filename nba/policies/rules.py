@@ -22,6 +22,21 @@ def hours_since_contact(obs: np.ndarray, spec: FeatureSpec, channel: str) -> np.
         return -spec.recency_scale_h * np.log(r)
 
 
+class BusinessAsUsual:
+    """The business-as-usual schedule as a callable ``(obs, mask) -> actions``."""
+
+    name = "business_as_usual"
+
+    def __init__(self, spec: FeatureSpec, space: ActionSpace) -> None:
+        self.spec, self.space = spec, space
+
+    def __call__(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        actions = business_as_usual(obs, self.spec, self.space)
+        if mask is not None:
+            actions = np.where(mask[np.arange(len(actions)), actions], actions, 0)
+        return actions
+
+
 def business_as_usual(obs: np.ndarray, spec: FeatureSpec, space: ActionSpace) -> np.ndarray:
     """(N,) actions of the business-as-usual schedule for observations ``obs`` (N, spec.dim)."""
     n = obs.shape[0]
