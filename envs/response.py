@@ -29,7 +29,7 @@ from envs.population import State, Traits
 from envs.random import normal
 from envs.scenario import Scenario, ScenarioArrays
 from nba.actions import ActionSpace
-from nba.features import History, lifecycle_stage
+from nba.features import History, decay, lifecycle_stage
 
 TWO_PI_24 = 2.0 * np.pi / 24.0
 
@@ -64,15 +64,12 @@ def moment(sc: Scenario, sa: ScenarioArrays, tr: Traits, st: State, hist: Histor
     cart = st.cart_until > now
     welcome = tenure_d < lc.welcome_days
     post = since_purchase_d < lc.post_purchase_days
-    dt_c = np.maximum(now[:, None] - hist.last_contact, 0.0)
-    fatigue = st.fatigue * np.exp2(-dt_c / sc.fatigue.channel_half_life_h)
-    fatigue_total = st.fatigue_total * np.exp2(-np.maximum(now - st.last_any_contact, 0.0) / sc.fatigue.total_half_life_h)
-    dt_e = np.maximum(now[:, None] - hist.last_engaged, 0.0)
-    engagement = st.engagement * np.exp2(-dt_e / (24.0 * sc.synergy.engagement_half_life_d))
+    fz = sc.fatigue
+    fatigue = st.fatigue * decay(now[:, None] - hist.last_contact, fz.channel_half_life_h)
+    fatigue_total = st.fatigue_total * decay(now - st.last_any_contact, fz.total_half_life_h)
+    engagement = st.engagement * decay(now[:, None] - hist.last_engaged, 24.0 * sc.synergy.engagement_half_life_d)
     breadth = np.minimum(engagement, 1.0).sum(axis=1)
-    relevance = sa.rel_stage[stage] * np.where(cart[:, None], sa.rel_cart, sa.rel_no_cart)
-    relevance = relevance * np.where(post[:, None], sa.rel_post_purchase, 1.0)
-    relevance = relevance * np.where(welcome[:, None], sa.rel_welcome, 1.0)
+    relevance = sa.relevance_table[((stage * 2 + cart) * 2 + post) * 2 + welcome]
     synergy = 1.0 + sc.synergy.conversion * breadth
     window_d = sc.decision_window_h / 24.0
     return Moment(

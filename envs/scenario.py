@@ -385,11 +385,6 @@ class ScenarioArrays:
     conversion_rate: np.ndarray
     discount: np.ndarray
     urgency_h: np.ndarray
-    rel_stage: np.ndarray  # (4, K)
-    rel_cart: np.ndarray
-    rel_no_cart: np.ndarray
-    rel_post_purchase: np.ndarray
-    rel_welcome: np.ndarray
     # segments (S,)
     segment_cdf: np.ndarray
     basket: np.ndarray
@@ -401,6 +396,7 @@ class ScenarioArrays:
     # time zones
     tz_cdf: np.ndarray
     tz_offset: np.ndarray
+    relevance_table: np.ndarray  # (4 * 2 * 2 * 2, K) by ((stage * 2 + cart) * 2 + post_purchase) * 2 + welcome
     churn_daily: np.ndarray  # (4,) by lifecycle stage
     slot_hours: np.ndarray  # (n_slots,) local hour, -1 for "now"
 
@@ -418,6 +414,15 @@ class ScenarioArrays:
             return np.array([getattr(s, name) for s in specs], f64)
 
         kappa = col(ch, "hour_kappa")
+        rel_stage = np.array([[c.stage.get(s, 1.0) for c in ct] for s in LIFECYCLE_STAGES], f64)
+        flags = np.array([[cart, post, welcome] for cart in (0, 1) for post in (0, 1) for welcome in (0, 1)], bool)
+        rel_table = np.concatenate([
+            rel_stage[s]
+            * np.where(f[0], col(ct, "cart"), col(ct, "no_cart"))
+            * np.where(f[1], col(ct, "post_purchase"), 1.0)
+            * np.where(f[2], col(ct, "welcome"), 1.0)
+            for s in range(len(LIFECYCLE_STAGES)) for f in flags
+        ]).reshape(-1, len(ct))
         consent = np.clip(col(ch, "consent"), 1e-9, 1 - 1e-9)
         return cls(
             cost=col(ch, "cost"),
@@ -433,11 +438,7 @@ class ScenarioArrays:
             conversion_rate=-np.log1p(-np.minimum(col(ct, "conversion"), 1 - 1e-9)),
             discount=col(ct, "discount"),
             urgency_h=col(ct, "urgency_h"),
-            rel_stage=np.array([[c.stage.get(s, 1.0) for c in ct] for s in LIFECYCLE_STAGES], f64),
-            rel_cart=col(ct, "cart"),
-            rel_no_cart=col(ct, "no_cart"),
-            rel_post_purchase=col(ct, "post_purchase"),
-            rel_welcome=col(ct, "welcome"),
+            relevance_table=rel_table,
             segment_cdf=np.cumsum(col(sg, "share")) / sum(s.share for s in sg),
             basket=col(sg, "basket"),
             organic_per_day=col(sg, "organic_per_day"),

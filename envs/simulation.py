@@ -117,9 +117,11 @@ class Simulation:
 
     def action_mask(self) -> np.ndarray:
         """(N, A) bool: no contact, and every action on a channel the customer can be reached on."""
-        ch = self.space.channel_of
-        mask = self.moment.reachable[:, np.maximum(ch, 0)]
+        reach = self.moment.reachable
+        per_channel = self.space.n_contents * self.space.n_slots  # actions are channel-major
+        mask = np.empty((self.n, self.space.n_actions), bool)
         mask[:, 0] = True
+        mask[:, 1:].reshape(self.n, reach.shape[1], per_channel)[:] = reach[:, :, None]
         return mask
 
     def expected_rewards(self, actions: np.ndarray | None = None) -> np.ndarray:

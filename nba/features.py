@@ -21,6 +21,22 @@ LIFECYCLE_STAGES: tuple[str, ...] = ("new", "active", "at_risk", "lapsed")
 NEVER = -1e9  # time stamp of an event that never happened (hours)
 
 
+def decay(elapsed_h: np.ndarray, half_life_h: float) -> np.ndarray:
+    """float32 ``2 ** (-elapsed_h / half_life_h)`` for elapsed >= 0 (events at NEVER decay to 0).
+
+    Computed in float32 with the exponent floored at -126, where the float64 path would spend
+    most of its time in underflow handling for events that never happened.
+    """
+    x = (np.asarray(elapsed_h, np.float64) * (-1.0 / half_life_h)).astype(np.float32)
+    np.clip(x, -126.0, 0.0, out=x)
+    return np.exp2(x, out=x)
+
+
+def _log1p(x: np.ndarray) -> np.ndarray:
+    """log(1 + x) for non-negative float32 counts (NumPy's float32 log1p is not vectorised; log is)."""
+    return np.log(x + np.float32(1.0))
+
+
 @dataclass(frozen=True)
 class LifecycleRules:
     """Thresholds (days) that turn tenure and purchase recency into a lifecycle stage."""
@@ -107,8 +123,7 @@ class History:
 
     def load_at(self, now: np.ndarray) -> np.ndarray:
         """(N, C) decayed contact load at ``now`` (N,)."""
-        dt = np.maximum(np.asarray(now, np.float64)[:, None] - self.last_contact, 0.0)
-        return (self.load * np.exp2(-dt / self.half_life_h)).astype(np.float32)
+        return self.load * decay(np.asarray(now, np.float64)[:, None] - self.last_contact, self.half_life_h)
 
     def record_contacts(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray) -> None:
         """A message on ``channels[i]`` to customer ``rows[i]`` at ``when[i]`` (rows unique)."""
@@ -183,14 +198,14 @@ def build_features(
     j += 3
     out[:, j : j + c] = profile.consent
     j += c
-    scale = spec.recency_scale_h
-    out[:, j : j + c] = np.log1p(history.n_contacts)
-    out[:, j + c : j + 2 * c] = np.exp(-(now[:, None] - history.last_contact) / scale)
+    half = spec.recency_scale_h * np.log(2.0)  # exp(-h / scale) == 2 ** (-h / half)
+    out[:, j : j + c] = _log1p(history.n_contacts)
+    out[:, j + c : j + 2 * c] = decay(now[:, None] - history.last_contact, half)
     out[:, j + 2 * c : j + 3 * c] = history.load_at(now)
-    out[:, j + 3 * c : j + 4 * c] = np.log1p(history.n_engaged)
-    out[:, j + 4 * c : j + 5 * c] = np.exp(-(now[:, None] - history.last_engaged) / scale)
+    out[:, j + 3 * c : j + 4 * c] = _log1p(history.n_engaged)
+    out[:, j + 4 * c : j + 5 * c] = decay(now[:, None] - history.last_engaged, half)
     j += 5 * c
-    out[:, j] = np.log1p(history.n_purchases)
-    out[:, j + 1] = np.exp(-since_purchase_h / scale)
-    out[:, j + 2] = np.exp(-(now - history.last_visit) / scale)
+    out[:, j] = _log1p(history.n_purchases)
+    out[:, j + 1] = decay(since_purchase_h, half)
+    out[:, j + 2] = decay(now - history.last_visit, half)
     return out

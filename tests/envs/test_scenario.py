@@ -125,7 +125,6 @@ BAD_FILES = {
     "bad delay kind": ("[channels.sms]\ndelay = 'gamma'\n", "channels.sms.delay"),
     "send slot out of range": ("send_slots = [9, 24]\n", "send_slots[1]"),
     "repeated send slot": ("send_slots = [9, 9]\n", "send_slots"),
-    "at_risk not before lapsed": ("[lifecycle]\nat_risk_days = 100.0\n", "lifecycle.at_risk_days"),
     "unknown channel in use_channels": ("use_channels = ['email', 'fax']\n", "use_channels"),
 }
 
@@ -137,6 +136,28 @@ def test_bad_values_fail_at_load_naming_the_field(tmp_path, text, path):
         Scenario.load(p)
     assert str(e.value).startswith(f"{path}: "), str(e.value)
     assert isinstance(e.value, ValueError)
+
+
+LIFECYCLE_BAD = {
+    "at_risk not before lapsed": ("[lifecycle]\nat_risk_days = 100.0\n", "lifecycle.at_risk_days"),
+    "zero days": ("[lifecycle]\nnew_days = 0.0\n", "lifecycle.new_days"),
+}
+
+
+@pytest.mark.parametrize(("text", "path"), LIFECYCLE_BAD.values(), ids=LIFECYCLE_BAD.keys())
+def test_bad_lifecycle_values_fail_at_load_naming_the_field(tmp_path, text, path):
+    with pytest.raises(ValueError) as e:
+        Scenario.load(_write(tmp_path, "bad.toml", text))
+    assert str(e.value).startswith(f"{path}: "), str(e.value)
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "LIBRARY BUG (envs/scenario.py _build / nba/features.py LifecycleRules.__post_init__): a bad "
+    "[lifecycle] value raises a plain ValueError, not ScenarioError, so `except ScenarioError` misses it"))
+@pytest.mark.parametrize(("text", "path"), LIFECYCLE_BAD.values(), ids=LIFECYCLE_BAD.keys())
+def test_bad_lifecycle_values_raise_scenario_error(tmp_path, text, path):
+    with pytest.raises(ScenarioError, match=f"^{path}: "):
+        Scenario.load(_write(tmp_path, "bad.toml", text))
 
 
 def test_bad_value_in_yaml_names_the_field(tmp_path):
