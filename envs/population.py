@@ -35,6 +35,13 @@ def assign_rows(dst, rows: np.ndarray, src) -> None:
         getattr(dst, name)[rows] = getattr(src, name)
 
 
+def empty_like_rows(obj, n: int):
+    """An uninitialised copy of a dataclass of per-customer arrays with ``n`` rows."""
+    kw = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    kw.update({name: np.empty((n, *kw[name].shape[1:]), kw[name].dtype) for name in _row_fields(obj)})
+    return type(obj)(**kw)
+
+
 def nbytes(obj) -> int:
     return sum(getattr(obj, name).nbytes for name in _row_fields(obj))
 

@@ -21,6 +21,7 @@ from envs.scenario import Scenario
 from nba.features import Profile, build_features
 
 STEP_WIDTH = response.RESPONSE_WIDTH + dynamics.ADVANCE_WIDTH + 2
+CHUNK = 65_536  # rows sampled at a time when a simulation starts
 
 
 @dataclass
@@ -57,10 +58,12 @@ class Simulation:
         self.penalties = penalties
         self.streams = Streams.from_seed(seed, n)
         self._reset_width = population.population_width(scenario) + 1
-        u = self.streams.uniform(self._reset_width)
-        self.traits, self.state, self.history = population.sample_population(
-            scenario, self.arrays, u[:, :-1], np.zeros(n))
-        self._fix_start(np.arange(n), u[:, -1])
+        # allocate from a one-row template, then draw customers in chunks to bound peak memory
+        template = population.sample_population(scenario, self.arrays, np.full((1, self._reset_width - 1), 0.5),
+                                                np.zeros(1))
+        self.traits, self.state, self.history = (population.empty_like_rows(x, n) for x in template)
+        for start in range(0, n, CHUNK):
+            self.reset_rows(np.arange(start, min(n, start + CHUNK)))
         self._moment: response.Moment | None = None
 
     # ------------------------------------------------------------------ rows
