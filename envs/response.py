@@ -227,9 +227,13 @@ def sample_outcome(
     opted_out = seen & (u[:, 5] < t1["p_optout"])
     churned = seen & (u[:, 6] < t1["p_churn"])
     s = sc.population.purchase_noise_sigma
-    basket = m.basket * np.exp(s * normal(u[:, 7]) - s * s / 2)
-    revenue = np.where(purchased, basket * (1.0 - t1["discount"] * seen), 0.0)
+    revenue = np.zeros(len(actions))
+    rows = np.flatnonzero(purchased)
+    revenue[rows] = m.basket[rows] * np.exp(s * normal(u[rows, 7]) - s * s / 2) * (1.0 - t1["discount"][rows] * seen[rows])
     ch = np.maximum(space.channel_of[actions], 0)
+    delay = np.full(len(actions), np.nan)
+    rows = np.flatnonzero(seen)
+    delay[rows] = delay_minutes(sc, ch[rows], u[rows, 8])
     penalty = opted_out * sa.optout_penalty[ch] + churned * sc.churn.penalty
     return Outcome(
         sent=t1["sent"],
@@ -243,5 +247,5 @@ def sample_outcome(
         revenue=revenue,
         cost=t1["cost"],
         penalty=penalty,
-        seen_delay_min=np.where(seen, delay_minutes(sc, ch, u[:, 8]), np.nan),
+        seen_delay_min=delay,
     )

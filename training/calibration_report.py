@@ -314,7 +314,7 @@ def _plot_funnel(plt, inp: ReportInputs, path: Path) -> None:
     ax.grid(axis="y", which="major", alpha=0.3)
     ax.legend(title="stage reached", ncols=4, loc="upper right")
     lo = np.nanmin(np.where(f.converted > 0, f.converted, np.nan)) if np.any(f.converted > 0) else 1e-4
-    ax.set_ylim(lo / 3, 3.0)
+    ax.set_ylim(lo / 3, 5.0)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -353,9 +353,9 @@ def _plot_hours(plt, inp: ReportInputs, path: Path) -> None:
     from matplotlib.lines import Line2D
 
     handles += [Line2D([], [], color="black", lw=1.2, ls="-."), Line2D([], [], color="grey", lw=0.6, ls=":")]
-    labels += [f"business-as-usual send ({inp.decision_hour}:00)", "send slots offered"]
+    labels += [f"business-as-usual send ({inp.decision_hour:02d}:00)", "send slots offered"]
     fig.legend(handles, labels, loc="outside lower center", ncols=5)
-    fig.suptitle("Hour-of-day engagement curves by segment: open-rate multiplier by local send hour")
+    fig.suptitle("Hour-of-day engagement curves by segment: multiplier of the open hazard by local send hour")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -396,15 +396,15 @@ def _plot_sms_delay(plt, inp: ReportInputs, path: Path) -> None:
         ax2.plot(x, p, color=colors[ch], lw=1.6, label=ch)
         lo, hi = min(lo, float(np.interp(0.005, p, x))), max(hi, float(np.interp(0.995, p, x)))
     ax2.set_xscale("log")
-    ticks = [(1, "1 min"), (60, "1 h"), (1440, "1 day"), (10080, "1 week")]
+    ticks = [(1 / 60, "1 s"), (1, "1 min"), (60, "1 h"), (1440, "1 day"), (10080, "1 week")]
     ax2.set_xticks([v for v, _ in ticks], [s for _, s in ticks])
-    ax2.set_xlim(max(lo, 1e-3), hi)
+    ax2.set_xlim(max(lo, 1e-3), 1.5 * hi)
     ax2.set_ylim(0, 1.01)
     ax2.set_xlabel("time from delivery to seen (log scale)")
     ax2.set_ylabel("share seen")
     ax2.set_title("Delay to seen, every channel (scenario distributions)")
     ax2.grid(alpha=0.3, which="major")
-    ax2.legend(fontsize=8, loc="lower right")
+    ax2.legend(fontsize=8, loc="upper left")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -540,9 +540,10 @@ def _sections(inp: ReportInputs) -> list[Section]:
         ),
         Section(
             "Hour-of-day engagement", HOURS_PNG, "hour-of-day engagement curves per channel and segment",
-            "Mean multiplier of the open rate by local send hour, `hour_norm[c] * exp(kappa_c * "
+            "Mean hour-of-day multiplier by local send hour, `hour_norm[c] * exp(kappa_c * "
             "cos(2π(h − peak_nc)/24))`, over the customers of each segment (per-customer peaks spread around "
-            "the channel's peak, shifted per segment). Each customer's curve averages 1 over the day, so the "
+            "the channel's peak, shifted per segment). It multiplies the open hazard, and its square root the "
+            "click hazard. Each customer's curve averages 1 over the day, so the "
             "gap between a curve and 1 is what send-time optimisation can win or lose. No calibration target.",
         ),
         Section(
@@ -598,7 +599,7 @@ def _intro(inp: ReportInputs, out_dir: Path, checked: list[TargetRow]) -> tuple[
         + (f"; failing: {', '.join(failed)}." if failed else ".")
     )
     if inp.scenario_name != "default":
-        text += " Rerun with the same scenario file."
+        text += " To reproduce it, add `--scenario FILE` with the same scenario file."
     return text, _command(inp, out_dir)
 
 

@@ -108,12 +108,20 @@ def test_expected_reward_matches_monte_carlo(sim):
 def test_no_contact_expected_reward_is_organic_revenue(sim):
     m = sim.moment
     er = sim.expected_rewards()
-    np.testing.assert_allclose(er[:, 0], m.basket * m.p_organic, rtol=1e-12, atol=0)
+    # Moment holds float32 baskets and rates; the reward formula multiplies them in float64
+    expected = m.basket.astype(np.float64) * m.p_organic.astype(np.float64)
+    np.testing.assert_allclose(er[:, 0], expected, rtol=1e-12, atol=0)
     assert (er[:, 0] > 0).all()
 
 
 def test_cart_reminder_without_cart_is_worse_than_no_contact(sim):
-    """Calibration fact "wrong_moment": a message at the wrong moment has no or a negative effect."""
+    """Calibration fact "wrong_moment": a message at the wrong moment has little or a negative effect.
+
+    envs/calibration.py states it as a share: for at least 90% of customers without an open cart, a
+    cart reminder earns less than no contact (per-customer affinities are heterogeneous, so a few
+    with a very high content affinity and a free channel may still gain a little). Checked here on
+    every channel and send slot, and on average it must lose money on every channel.
+    """
     space, m = sim.space, sim.moment
     er = sim.expected_rewards()
     mask = sim.action_mask()
@@ -122,10 +130,13 @@ def test_cart_reminder_without_cart_is_worse_than_no_contact(sim):
     no_cart = ~m.cart
     assert no_cart.sum() > 1000 and m.cart.sum() > 20
     sent = mask[:, cart_actions] & no_cart[:, None]
-    assert sent.sum() > 1000
     gain = er[:, cart_actions] - er[:, [0]]
-    # every cart reminder that is actually sent to someone without a cart loses money in expectation
-    assert (gain[sent] < 0).all(), f"max gain {gain[sent].max()}"
+    for c, name in enumerate(space.channels):
+        cols = space.channel_of[cart_actions] == c
+        g = gain[:, cols][sent[:, cols]]
+        assert g.size > 300, name
+        assert (g < 0).mean() >= 0.9, (name, (g < 0).mean())
+        assert g.mean() < 0, (name, g.mean())
     # one that is not sent (channel unreachable) is exactly no contact
     np.testing.assert_array_equal(gain[~mask[:, cart_actions]], 0.0)
     # while with an open cart the best cart reminder beats no contact for most customers
@@ -137,8 +148,7 @@ def test_contact_terms_probabilities_are_probabilities(sim):
     sc, sa, space = sim.scenario, sim.arrays, sim.space
     t = response.contact_terms(sc, sa, space, sim.traits, sim.moment, np.arange(space.n_actions)[None, :])
     for name in ("p_deliver", "p_open", "p_click", "p_convert", "p_optout", "p_churn", "p_seen", "discount"):
-        p = getattr(t, name)
-        assert p.shape == (sim.n, space.n_actions), name
+        p = np.broadcast_to(getattr(t, name), (sim.n, space.n_actions))  # discount is (1, A): per action
         assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all(), name
     assert ((sim.moment.p_organic >= 0) & (sim.moment.p_organic <= 1)).all()
     # no contact has nothing: not sent, never seen, no cost
@@ -146,14 +156,15 @@ def test_contact_terms_probabilities_are_probabilities(sim):
 
 
 def test_probabilities_stay_valid_under_heavy_fatigue(scenario):
-    """Hammer customers with SMS and push every step: fatigue and opt-out odds grow, but stay bounded."""
+    """Hammer customers with an SMS every day: fatigue and opt-out odds grow, but stay bounded."""
     s = Simulation(scenario, seed=5, n=500, decision_hour=8, replace_rate=0.0, penalties=True)
     sms = s.space.index("sms", "promo", None)
-    push = s.space.index("push", "winback", 3)
-    for k in range(30):
-        s.step(np.full(s.n, sms if k % 2 else push))
+    for _ in range(30):
+        s.step(np.full(s.n, sms))
     m = s.moment
-    assert m.fatigue.max() > 3  # the state is indeed stressed
+    # a daily message with a 72 h half-life: load just before the next one is 2**(-1/3) / (1 - 2**(-1/3))
+    # = 3.85 for those still reachable (steady state): the state is indeed stressed
+    assert m.fatigue.max() > 3.5
     t = response.contact_terms(s.scenario, s.arrays, s.space, s.traits, m, np.arange(s.space.n_actions)[None, :])
     for name in ("p_deliver", "p_open", "p_click", "p_convert", "p_optout", "p_churn", "p_seen"):
         p = getattr(t, name)

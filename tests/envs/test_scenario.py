@@ -37,7 +37,7 @@ def test_default_loads(default):
     assert default.contents["promo"].urgency_h == math.inf  # not in the file: the dataclass default
     assert default.segments["genz"].channel_affinity["social_ad"] == 1.9
     sa = default.arrays()
-    assert sa.cost.shape == (7,) and sa.rel_stage.shape == (4, 8)
+    assert sa.cost.shape == (7,) and sa.conversion_rate.shape == (8,)
     assert sa.segment_cdf[-1] == pytest.approx(1.0)
     np.testing.assert_array_equal(sa.slot_hours, [-1, 9, 13, 19])
 

@@ -148,12 +148,13 @@ def test_build_features_shape_names_finite():
     assert x.dtype == np.float32
     assert len(set(SPEC.names)) == len(SPEC.names) == SPEC.dim
     assert np.isfinite(x).all()
-    # an entirely empty history is finite too (NEVER time stamps give recency 0, not NaN or inf)
+    # an entirely empty history is finite too: NEVER time stamps give recency ~0 (nba.features.decay
+    # floors the float32 exponent at -126, so "never" reads 2**-126 = 1.2e-38, not NaN or inf)
     x0 = build_features(SPEC, profile, History.empty(4, 2), now, RULES)
     assert np.isfinite(x0).all()
     for name in SPEC.names:
         if "recency" in name or name.startswith(("log_contacts", "contact_load", "log_engaged", "log_purchases")):
-            np.testing.assert_array_equal(x0[:, SPEC.index(name)], 0.0, err_msg=name)
+            np.testing.assert_allclose(x0[:, SPEC.index(name)], 0.0, rtol=0, atol=1e-30, err_msg=name)
 
 
 def test_build_features_hand_made_values():
@@ -176,12 +177,19 @@ def test_build_features_hand_made_values():
     np.testing.assert_array_equal(col("post_purchase_window"), [0, 1, 0, 0])  # bought 3 days ago < 14
     np.testing.assert_array_equal(col("consent=sms"), [0, 1, 0, 1])
     np.testing.assert_allclose(col("log_contacts=email"), np.log1p([0, 1, 1, 0]), rtol=1e-6)
-    np.testing.assert_allclose(col("contact_recency=sms"), [0, np.exp(-48 / 168), 0, 0], rtol=1e-6)
+    # recencies are exp(-hours / 168) in float32 (rtol 1e-5: a few float32 ulps); "never" is ~0
+    # (atol 1e-30: the float32 floor 2**-126 of nba.features.decay)
+    tol = {"rtol": 1e-5, "atol": 1e-30}
+    np.testing.assert_allclose(col("contact_recency=sms"), [0, np.exp(-48 / 168), 0, 0], **tol)
     # load decays with half-life 168 h: 24 h after one contact, 2**(-24/168)
-    np.testing.assert_allclose(col("contact_load=email"), [0, 2 ** (-24 / 168), 2 ** (-2400 / 168), 0], rtol=1e-5)
-    np.testing.assert_allclose(col("engaged_recency=email"), [0, np.exp(-20 / 168), 0, 0], rtol=1e-6)
-    np.testing.assert_allclose(col("purchase_recency"), [0, np.exp(-72 / 168), np.exp(-2880 / 168), 0], rtol=1e-5)
-    np.testing.assert_allclose(col("visit_recency"), [np.exp(-1 / 168), np.exp(-30 / 168), 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(col("contact_load=email"), [0, 2 ** (-24 / 168), 2 ** (-2400 / 168), 0], **tol)
+    np.testing.assert_allclose(col("engaged_recency=email"), [0, np.exp(-20 / 168), 0, 0], **tol)
+    np.testing.assert_allclose(col("purchase_recency"), [0, np.exp(-72 / 168), np.exp(-2880 / 168), 0], **tol)
+    np.testing.assert_allclose(col("visit_recency"), [np.exp(-1 / 168), np.exp(-30 / 168), 0, 0], **tol)
+    # an event stamped in the future (a send slot later today) reads as "just now", never above 1
+    h2 = History.empty(4, 2)
+    h2.record_contacts(np.array([0]), np.array([0]), np.array([now + 5.0]))
+    assert build_features(SPEC, profile, h2, now, RULES)[0, SPEC.index("contact_recency=email")] == 1.0
 
 
 def test_build_features_signature_takes_only_observable_inputs():

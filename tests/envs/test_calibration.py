@@ -1,0 +1,72 @@
+"""The default scenario reproduces the articles' figures (envs/calibration.py lists each target,
+its source and tolerance). One calibration run of 20,000 customers is shared by the checks; at that
+size the sampling error of each figure is far inside its tolerance (e.g. the share of multi-channel
+buyers is a proportion over ~8,000 buyers: standard error ~0.005 against a band of ±0.07)."""
+
+import numpy as np
+import pytest
+
+from envs import calibration
+from envs.population import nbytes
+from envs.scenario import Scenario
+from envs.simulation import Simulation
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return Scenario.default()
+
+
+@pytest.fixture(scope="module")
+def measured(scenario):
+    stats = calibration.simulate_journeys(scenario, n=20_000, seed=0)
+    return calibration.measure(scenario, stats)
+
+
+def test_every_checked_target_is_measured(measured):
+    checked = {t.name for t in calibration.TARGETS if t.kind == "checked"}
+    assert checked == set(measured)
+
+
+@pytest.mark.parametrize("name", [t.name for t in calibration.TARGETS if t.kind == "checked"])
+def test_target_within_tolerance(measured, name):
+    target = calibration.TARGETS_BY_NAME[name]
+    assert target.ok(measured[name]), f"{name}: measured {measured[name]:.4f}, target [{target.low}, {target.high}]"
+
+
+def test_targets_name_a_source_and_bracket_their_value():
+    for t in calibration.TARGETS:
+        assert t.source and t.statement
+        assert t.low <= t.value <= t.high, t.name
+
+
+def test_calibration_holds_on_another_seed(scenario):
+    """The fit is a property of the scenario, not of one lucky seed."""
+    stats = calibration.simulate_journeys(scenario, n=10_000, seed=123)
+    for check in calibration.check(calibration.measure(scenario, stats)):
+        assert check.ok, (check.target.name, check.measured)
+
+
+def test_business_as_usual_beats_no_contact(scenario):
+    """Marketing pays on this population: a sanity check of the uplift machinery."""
+    from envs.rollout import compare_policies, no_contact
+    from nba.policies.rules import BusinessAsUsual
+
+    diff = compare_policies(scenario, BusinessAsUsual(scenario.feature_spec, scenario.action_space), no_contact,
+                            n=5_000, seed=4)
+    assert diff.ci_low > 0, diff
+
+
+def test_common_random_numbers_make_paired_differences_tight(scenario):
+    from envs.rollout import journey_returns, no_contact
+
+    a = journey_returns(scenario, no_contact, 3_000, seed=5)
+    b = journey_returns(scenario, no_contact, 3_000, seed=5)
+    assert np.array_equal(a, b)
+
+
+def test_million_customers_fit_in_one_gigabyte(scenario):
+    sim = Simulation(scenario, 0, 1_000_000, decision_hour=scenario.journey_decision_hour)
+    held = nbytes(sim.traits) + nbytes(sim.state) + nbytes(sim.history)
+    held += sim.streams.keys.nbytes + sim.streams.counters.nbytes
+    assert held < 2**30, f"{held / 2**20:.0f} MB"
