@@ -48,13 +48,13 @@ TARGETS: tuple[Target, ...] = (
            12.5, 5.0, 20.0, AGENCY + "; DESIGN.md"),
     Target("multichannel_buyers", "73% of shoppers used several channels (share of buyers on 2+ channels)",
            0.73, 0.66, 0.80, INSIDER),
-    Target("multichannel_spend_ratio", "multi-channel customers spend more (revenue per buyer, 2+ vs 1 channel)",
+    Target("multichannel_spend_ratio", "multi-channel customers spend more (revenue per buyer, 2+ channels vs fewer)",
            1.5, 1.15, 4.0, INSIDER),
     Target("omni_revenue_share", "the most omnichannel 7% of customers carry about 27% of revenue",
            0.27, 0.20, 0.34, HAPTIC),
     Target("wrong_moment", "a message on the wrong channel or at the wrong moment has little effect or a "
-           "negative one (share of customers for whom a cart reminder without a cart, or an SMS at "
-           "03:00, earns less than no contact)", 1.0, 0.9, 1.0, QUESTIONPRO),
+           "negative one (share of (customer, wrong message) pairs - a cart reminder without a cart, an SMS "
+           "at 03:00 - that earn less than no contact)", 1.0, 0.9, 1.0, QUESTIONPRO),
     Target("welcome_email_share", "welcome campaigns use email 98%, SMS 19%, push 17%, in-app 12%, web push "
            "10%, direct mail 10%: the business-as-usual welcome series is by email", 0.98, 0, 1, ITERABLE,
            kind="input"),
@@ -116,7 +116,8 @@ def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 
         bought = alive & o.purchased
         if step.day >= warmup_days:
             seen = alive & o.seen
-            revenue += step.reward
+            gross = np.where(alive, o.revenue, 0.0)
+            revenue += gross
             purchases += bought
             used[np.flatnonzero(seen), ch[seen]] = True
             used[visited, c] = True
@@ -126,7 +127,7 @@ def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 
             np.add.at(seen_c, ch[seen], 1)
             if sms >= 0:
                 sms_delays.append(o.seen_delay_min[seen & (ch == sms)])
-            daily[step.day - warmup_days] = step.reward.mean()
+            daily[step.day - warmup_days] = gross.mean()
         touch[bought] = 0
         if progress is not None:
             progress(step.day)

@@ -88,7 +88,7 @@ def sample_traits(sc: Scenario, sa: ScenarioArrays, u: np.ndarray) -> Traits:
     peak = np.mod(sa.peak_hour[None, :] + sa.peak_shift_h[seg, None] + pop.peak_sigma_h * peak_z, 24.0)
     consent_p = 1.0 / (1.0 + np.exp(-(sa.consent_logit[None, :] + pop.omni_consent * omni[:, None])))
     b2 = pop.basket_sigma**2 / 2
-    basket = sa.basket[seg] * np.exp(pop.basket_sigma * basket_z - b2 + pop.omni_basket * omni)
+    basket = sa.basket[seg] * np.exp(pop.basket_sigma * basket_z - b2 + pop.omni_basket * omni - pop.omni_basket**2 / 2)
     organic = -np.log1p(-sa.organic_per_day[seg]) * np.exp(pop.omni_organic * omni - pop.omni_organic**2 / 2)
     visits = sa.visits_per_day[seg] * np.exp(pop.omni_visits * omni - pop.omni_visits**2 / 2)
     f2 = sc.fatigue.sensitivity_sigma**2 / 2

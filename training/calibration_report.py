@@ -591,12 +591,14 @@ def _command(inp: ReportInputs, out_dir: Path) -> str:
 def _intro(inp: ReportInputs, out_dir: Path, checked: list[TargetRow]) -> tuple[str, str]:
     passed = sum(r.status == "PASS" for r in checked)
     failed = [r.target.name for r in checked if r.status == "FAIL"]
+    missing = [r.target.name for r in checked if r.status == "N/A"]
     text = (
         f"Scenario '{inp.scenario_name}': {inp.n:,} simulated customers, seed {inp.seed}, {inp.days} days "
-        f"simulated under the business-as-usual schedule (`nba.policies.rules.business_as_usual`), the first "
+        f"simulated under the business-as-usual schedule (`nba.policies.rules.BusinessAsUsual`), the first "
         f"{inp.warmup_days} as warm-up and the last {inp.days - inp.warmup_days} measured. "
-        f"{passed} of {len(checked)} checked calibration targets pass"
-        + (f"; failing: {', '.join(failed)}." if failed else ".")
+        f"{passed} of {len(checked) - len(missing)} measured calibration targets pass"
+        + (f"; failing: {', '.join(failed)}" if failed else "")
+        + (f"; not measurable in this scenario: {', '.join(missing)}" if missing else "") + "."
     )
     if inp.scenario_name != "default":
         text += " To reproduce it, add `--scenario FILE` with the same scenario file."

@@ -40,6 +40,23 @@ def test_check_env(env_id):
         check_env(gym.make(env_id).unwrapped, skip_render_check=True)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "LIBRARY BUG (envs/bandit.py _outcome_info, used by both views): info['outcome']['seen_delay_min'] "
+    "is float('nan') when the message is not seen, and NaN != NaN, so gymnasium's data_equivalence "
+    "(check_env's determinism check) calls two identical steps different"))
+@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+def test_step_info_of_identical_steps_is_equivalent(env_id):
+    """What check_env checks, made deterministic: no contact is never seen, so the NaN always shows."""
+    from gymnasium.utils.env_checker import data_equivalence
+
+    infos = []
+    for _ in range(2):
+        env = gym.make(env_id).unwrapped
+        env.reset(seed=0)
+        infos.append(env.step(0)[-1])
+    assert data_equivalence(infos[0], infos[1])
+
+
 def _rollout(env, seed: int, actions: list[int]) -> list[dict]:
     obs, info = env.reset(seed=seed)
     out = [{"obs": obs, "info": info}]

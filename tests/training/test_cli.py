@@ -1,0 +1,58 @@
+"""The ``nba`` command line, run as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from training.cli import app
+
+runner = CliRunner()
+
+
+def test_scenario_check_accepts_the_default_and_names_the_bad_field(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('[channels.sms]\ncost = 0.08\n')
+    res = runner.invoke(app, ["scenario", "check", str(good)])
+    assert res.exit_code == 0, res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("channels:\n  sms:\n    cost: -1\n")
+    res = runner.invoke(app, ["scenario", "check", str(bad)])
+    assert res.exit_code == 2
+    assert "channels.sms.cost" in res.output
+
+
+def test_scenario_show_prints_the_resolved_scenario():
+    res = runner.invoke(app, ["scenario", "show"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert set(data["channels"]) == {"email", "sms", "push", "in_app", "web_push", "direct_mail", "social_ad"}
+
+
+def test_simulate_prints_a_value_table():
+    res = runner.invoke(app, ["simulate", "--customers", "300", "--days", "7", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "business_as_usual" in res.output and "no_contact" in res.output
+
+
+def test_unknown_policy_lists_the_valid_ones():
+    res = runner.invoke(app, ["simulate", "--policy", "magic", "--customers", "10", "--days", "1"])
+    assert res.exit_code == 2
+    assert "business_as_usual" in res.output
+
+
+def test_quickstart_console_script_end_to_end(tmp_path):
+    """The installed ``nba`` script, as the README's first command runs it (smaller population)."""
+    exe = Path(sys.executable).with_name("nba")
+    env = dict(os.environ, COLUMNS="160")
+    out = tmp_path / "qs"
+    proc = subprocess.run([str(exe), "quickstart", "--customers", "3000", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["policies"]) == {"business_as_usual", "no_contact"}
+    assert (out / "calibration" / "report.md").exists()
+    assert "PASS" in proc.stdout
