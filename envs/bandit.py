@@ -52,8 +52,12 @@ from envs.views import observation_space, resolve_scenario, scalar_action, seed_
 
 
 def _outcome_info(res, i: int) -> dict[str, Any]:
-    o = res.outcome
-    return {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in vars(o).items()}
+    """Row ``i`` of a step's outcome as plain Python values (None where a value does not apply)."""
+    out = {}
+    for k, v in vars(res.outcome).items():
+        x = v[i].item()
+        out[k] = None if isinstance(x, float) and np.isnan(x) else x
+    return out
 
 
 class BanditEnv(gym.Env[np.ndarray, np.int64]):

@@ -170,7 +170,7 @@ def sms_read_within(sc: Scenario, minutes: float = 3.0, n: int = 200_000, seed: 
 
     u = Streams.from_seed(seed, 1).uniform(n)[0]
     ch = np.full(n, list(sc.channels).index("sms"))
-    return float((response.delay_minutes(sc, ch, u) <= minutes).mean())
+    return float((response.delay_minutes(sc.arrays(), ch, u) <= minutes).mean())
 
 
 def measure(sc: Scenario, stats: JourneyStats) -> dict[str, float]:

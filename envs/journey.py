@@ -120,6 +120,8 @@ class JourneyVectorEnv(VectorEnv):
         if self.sim is None:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"action: expected shape ({self.num_envs},), got {actions.shape}")
         restart = self._done
         active = ~restart
         res = self.sim.step(np.where(active, actions, 0), active=active if restart.any() else None)

@@ -39,7 +39,7 @@ def stream_keys(seed: int, n: int, salt: int = 0) -> np.ndarray:
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
         raise TypeError(f"seed: must be an integer, got {seed!r}")
     s = (np.arange(n, dtype=np.uint64) + np.uint64(int(seed) % 2**64)) * _GAMMA
-    s += np.uint64(salt) * _M1
+    s += np.uint64((int(salt) * int(_M1)) % 2**64)
     return _mix(_mix(s) + _GAMMA)
 
 

@@ -204,13 +204,11 @@ class Outcome:
     seen_delay_min: np.ndarray  # minutes from delivery to seen (where seen)
 
 
-def delay_minutes(sc: Scenario, ch: np.ndarray, u: np.ndarray) -> np.ndarray:
+def delay_minutes(sa: ScenarioArrays, ch: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Minutes from delivery to seen on channels ``ch`` from uniforms ``u`` (inverse CDF)."""
-    specs = list(sc.channels.values())
-    median = np.array([s.delay_median_min for s in specs])[ch]
-    sigma = np.array([s.delay_sigma for s in specs])[ch]
-    expo = np.array([s.delay == "exponential" for s in specs])[ch]
-    return np.where(expo, median * np.log(1.0 / (1.0 - u)) / np.log(2.0), median * np.exp(sigma * normal(u)))
+    median = sa.delay_median_min[ch]
+    expo = median * np.log(1.0 / (1.0 - u)) / np.log(2.0)
+    return np.where(sa.delay_exponential[ch], expo, median * np.exp(sa.delay_sigma[ch] * normal(u)))
 
 
 def sample_outcome(
@@ -233,7 +231,7 @@ def sample_outcome(
     ch = np.maximum(space.channel_of[actions], 0)
     delay = np.full(len(actions), np.nan)
     rows = np.flatnonzero(seen)
-    delay[rows] = delay_minutes(sc, ch[rows], u[rows, 8])
+    delay[rows] = delay_minutes(sa, ch[rows], u[rows, 8])
     penalty = opted_out * sa.optout_penalty[ch] + churned * sc.churn.penalty
     return Outcome(
         sent=t1["sent"],

@@ -47,10 +47,12 @@ def _prob(path: str, v: float) -> None:
 
 
 def _nonneg(path: str, v: float) -> None:
+    _check(math.isfinite(v), path, f"must be finite, got {v!r}")
     _check(v >= 0.0, path, f"must be >= 0, got {v!r}")
 
 
-def _pos(path: str, v: float) -> None:
+def _pos(path: str, v: float, allow_inf: bool = False) -> None:
+    _check(allow_inf or math.isfinite(v), path, f"must be finite, got {v!r}")
     _check(v > 0.0, path, f"must be > 0, got {v!r}")
 
 
@@ -100,7 +102,7 @@ class ContentSpec:
     def validate(self, path: str) -> None:
         _prob(f"{path}.conversion", self.conversion)
         _prob(f"{path}.discount", self.discount)
-        _pos(f"{path}.urgency_h", self.urgency_h)
+        _pos(f"{path}.urgency_h", self.urgency_h, allow_inf=True)  # inf: no urgency
         for k, v in self.stage.items():
             _check(k in LIFECYCLE_STAGES, f"{path}.stage",
                    f"unknown lifecycle stage {k!r}; valid: {list(LIFECYCLE_STAGES)}")
@@ -304,6 +306,9 @@ class Scenario:
             for k in keep:
                 _check(k in known, f"use_{group}", f"unknown {group[:-1]} {k!r}; valid: {list(known)}")
             data[group] = {k: known[k] for k in keep}
+        for group, valid in (("channels", CHANNELS), ("contents", CONTENTS)):
+            for k in data.get(group, {}) if isinstance(data.get(group), dict) else ():
+                _check(k in valid, group, f"unknown {group[:-1]} {k!r}; valid: {list(valid)}")
         return _build(cls, data, "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -340,8 +345,13 @@ def _build(tp: Any, value: Any, path: str) -> Any:
         kwargs = {k: _build(hints[k], v, f"{path}.{k}".lstrip(".")) for k, v in value.items()}
         try:
             return tp(**kwargs)
+        except ScenarioError:
+            raise
         except TypeError as e:  # a required field is missing
-            raise ScenarioError(f"{where}: {e}") from None
+            missing = sorted(n for n in names if n not in value)
+            raise ScenarioError(f"{where}: missing field(s) {missing} ({e})") from None
+        except ValueError as e:  # a nested validator (e.g. LifecycleRules) names the field itself
+            raise ScenarioError(str(e)) from None
     if origin is dict:
         _check(isinstance(value, dict), where, f"must be a table, got {type(value).__name__}")
         _, vt = typing.get_args(tp)
@@ -381,6 +391,9 @@ class ScenarioArrays:
     hour_kappa: np.ndarray
     hour_norm: np.ndarray  # 1 / I0(kappa): makes the hour curve average 1 over the day
     optout_penalty: np.ndarray
+    delay_median_min: np.ndarray
+    delay_sigma: np.ndarray
+    delay_exponential: np.ndarray  # bool
     # contents (K,)
     conversion_rate: np.ndarray
     discount: np.ndarray
@@ -435,6 +448,9 @@ class ScenarioArrays:
             hour_kappa=kappa,
             hour_norm=1.0 / i0(kappa),
             optout_penalty=col(ch, "optout_penalty"),
+            delay_median_min=col(ch, "delay_median_min"),
+            delay_sigma=col(ch, "delay_sigma"),
+            delay_exponential=np.array([c.delay == "exponential" for c in ch]),
             conversion_rate=-np.log1p(-np.minimum(col(ct, "conversion"), 1 - 1e-9)),
             discount=col(ct, "discount"),
             urgency_h=col(ct, "urgency_h"),

@@ -22,7 +22,7 @@ NEVER = -1e9  # time stamp of an event that never happened (hours)
 
 
 def decay(elapsed_h: np.ndarray, half_life_h: float) -> np.ndarray:
-    """float32 ``2 ** (-elapsed_h / half_life_h)`` for elapsed >= 0 (events at NEVER decay to 0).
+    """float32 ``2 ** (-elapsed_h / half_life_h)`` for elapsed >= 0 (events at NEVER decay to ~1e-38).
 
     Computed in float32 with the exponent floored at -126, where the float64 path would spend
     most of its time in underflow handling for events that never happened.

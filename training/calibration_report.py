@@ -130,7 +130,7 @@ def delay_quantiles(sc: Scenario, channel: str, k: int = 2000) -> tuple[np.ndarr
     """
     p = (np.arange(k) + 0.5) / k
     ch = np.full(k, list(sc.channels).index(channel))
-    return np.sort(response.delay_minutes(sc, ch, p)), p
+    return np.sort(response.delay_minutes(sc.arrays(), ch, p)), p
 
 
 def empirical_cdf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -40,10 +40,6 @@ def test_check_env(env_id):
         check_env(gym.make(env_id).unwrapped, skip_render_check=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LIBRARY BUG (envs/bandit.py _outcome_info, used by both views): info['outcome']['seen_delay_min'] "
-    "is float('nan') when the message is not seen, and NaN != NaN, so gymnasium's data_equivalence "
-    "(check_env's determinism check) calls two identical steps different"))
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
 def test_step_info_of_identical_steps_is_equivalent(env_id):
     """What check_env checks, made deterministic: no contact is never seen, so the NaN always shows."""
@@ -187,18 +183,13 @@ def test_vector_env_rejects_invalid_actions_without_side_effects(env_id, bad):
         np.testing.assert_array_equal(r1, r2)
 
 
-_BROADCAST_BUG = pytest.mark.xfail(strict=True, reason=(
-    "LIBRARY BUG (envs/journey.py JourneyVectorEnv.step): np.where(active, actions, 0) broadcasts a "
-    "scalar or shape-(1,) action to every sub-env before Simulation.step checks the shape"))
-
-
 @pytest.mark.parametrize(
     ("env_id", "bad"),
     [
         (BANDIT, np.int64(3)),
         (BANDIT, np.array([3])),
-        pytest.param(JOURNEY, np.int64(3), marks=_BROADCAST_BUG),
-        pytest.param(JOURNEY, np.array([3]), marks=_BROADCAST_BUG),
+        (JOURNEY, np.int64(3)),
+        (JOURNEY, np.array([3])),
     ],
     ids=["bandit-scalar", "bandit-shape(1,)", "journey-scalar", "journey-shape(1,)"],
 )

@@ -151,9 +151,6 @@ def test_bad_lifecycle_values_fail_at_load_naming_the_field(tmp_path, text, path
     assert str(e.value).startswith(f"{path}: "), str(e.value)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "LIBRARY BUG (envs/scenario.py _build / nba/features.py LifecycleRules.__post_init__): a bad "
-    "[lifecycle] value raises a plain ValueError, not ScenarioError, so `except ScenarioError` misses it"))
 @pytest.mark.parametrize(("text", "path"), LIFECYCLE_BAD.values(), ids=LIFECYCLE_BAD.keys())
 def test_bad_lifecycle_values_raise_scenario_error(tmp_path, text, path):
     with pytest.raises(ScenarioError, match=f"^{path}: "):
@@ -216,3 +213,10 @@ def test_from_dict_does_not_mutate_its_input(default):
     snapshot = yaml.safe_dump(d)
     Scenario.from_dict(d)
     assert yaml.safe_dump(d) == snapshot
+
+
+def test_infinite_cost_and_misspelt_channel_table_are_rejected(tmp_path):
+    with pytest.raises(ScenarioError, match=r"^channels\.email\.cost: must be finite"):
+        Scenario.load(_write(tmp_path, "inf.toml", "[channels.email]\ncost = inf\n"))
+    with pytest.raises(ScenarioError, match=r"^channels: unknown channel 'emial'"):
+        Scenario.load(_write(tmp_path, "typo.toml", "[channels.emial]\ncost = 0.1\n"))
