@@ -29,7 +29,7 @@ from envs.population import State, Traits
 from envs.random import normal
 from envs.scenario import Scenario, ScenarioArrays
 from nba.actions import ActionSpace
-from nba.features import History, decay, lifecycle_stage
+from nba.features import History, decay, hour_of_day, lifecycle_stage
 
 TWO_PI_24 = 2.0 * np.pi / 24.0
 
@@ -74,7 +74,7 @@ def moment(sc: Scenario, sa: ScenarioArrays, tr: Traits, st: State, hist: Histor
     window_d = sc.decision_window_h / 24.0
     return Moment(
         now=now,
-        local_hour=np.mod(now + tr.tz_offset, 24.0),
+        local_hour=hour_of_day(now + tr.tz_offset),
         tenure_days=tenure_d,
         stage=stage,
         cart=cart,
@@ -115,7 +115,11 @@ class ContactTerms:
 
 def _take(table: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """table[n, idx[n, a]] for a (N, X) table and (N or 1, A) indices."""
-    return np.take_along_axis(table, np.broadcast_to(idx, (table.shape[0], idx.shape[1])), axis=1)
+    n, x = table.shape
+    if idx.shape[0] == 1:  # the same actions for every row: a column gather
+        return table[:, idx[0]]
+    flat = idx + (np.arange(n) * x)[:, None]  # row-major offsets: cheaper than take_along_axis
+    return np.take(table, flat)
 
 
 def contact_terms(
@@ -128,7 +132,7 @@ def contact_terms(
     slot_h = sa.slot_hours[np.maximum(space.slot_of[actions], 0)]
     lh = m.local_hour[:, None]
     send_h = np.where(slot_h < 0, lh, slot_h)
-    wait = np.where(slot_h < 0, 0.0, np.mod(slot_h - lh, 24.0))
+    wait = np.where(slot_h < 0, 0.0, hour_of_day(slot_h - lh))
     hour_mult = sa.hour_norm[ch] * np.exp(sa.hour_kappa[ch] * np.cos(TWO_PI_24 * (send_h - _take(tr.peak_hour, ch))))
     fat_c = _take(m.fatigue, ch)
     fz = sc.fatigue

@@ -32,6 +32,12 @@ def decay(elapsed_h: np.ndarray, half_life_h: float) -> np.ndarray:
     return np.exp2(x, out=x)
 
 
+def hour_of_day(hours: np.ndarray) -> np.ndarray:
+    """``hours mod 24`` for hour stamps (floor-based: several times faster than ``np.mod`` on floats)."""
+    hours = np.asarray(hours, np.float64)
+    return hours - 24.0 * np.floor(hours * (1.0 / 24.0))
+
+
 def _log1p(x: np.ndarray) -> np.ndarray:
     """log(1 + x) for non-negative float32 counts (NumPy's float32 log1p is not vectorised; log is)."""
     return np.log(x + np.float32(1.0))
@@ -184,7 +190,7 @@ def build_features(
     out[rows, profile.segment] = 1.0
     j = s
     out[:, j] = profile.tz_offset / 12.0
-    angle = (2 * np.pi / 24.0) * np.mod(now + profile.tz_offset, 24.0)
+    angle = (2 * np.pi / 24.0) * hour_of_day(now + profile.tz_offset)
     out[:, j + 1] = np.sin(angle)
     out[:, j + 2] = np.cos(angle)
     out[:, j + 3] = np.log1p(np.maximum(profile.tenure_days, 0.0))
@@ -200,8 +206,9 @@ def build_features(
     j += c
     half = spec.recency_scale_h * np.log(2.0)  # exp(-h / scale) == 2 ** (-h / half)
     out[:, j : j + c] = _log1p(history.n_contacts)
-    out[:, j + c : j + 2 * c] = decay(now[:, None] - history.last_contact, half)
-    out[:, j + 2 * c : j + 3 * c] = history.load_at(now)
+    since_contact = now[:, None] - history.last_contact
+    out[:, j + c : j + 2 * c] = decay(since_contact, half)
+    out[:, j + 2 * c : j + 3 * c] = history.load * decay(since_contact, history.half_life_h)
     out[:, j + 3 * c : j + 4 * c] = _log1p(history.n_engaged)
     out[:, j + 4 * c : j + 5 * c] = decay(now[:, None] - history.last_engaged, half)
     j += 5 * c
