@@ -181,38 +181,42 @@ class FeatureSpec:
 def build_features(
     spec: FeatureSpec, profile: Profile, history: History, now: np.ndarray, rules: LifecycleRules
 ) -> np.ndarray:
-    """(N, spec.dim) float32 observation for each customer at ``now`` (N,) hours since epoch."""
+    """(N, spec.dim) float32 observation for each customer at ``now`` (N,) hours since epoch.
+
+    Built feature-major, one contiguous row per feature, and returned as its transpose: an
+    (N, dim) array in Fortran order (``np.ascontiguousarray`` makes a C-ordered copy if needed).
+    """
     n = profile.segment.shape[0]
     now = np.broadcast_to(np.asarray(now, np.float64), (n,))
     s, c = len(spec.segments), len(spec.channels)
-    out = np.zeros((n, spec.dim), np.float32)
+    out = np.zeros((spec.dim, n), np.float32)
     rows = np.arange(n)
-    out[rows, profile.segment] = 1.0
+    out[profile.segment, rows] = 1.0
     j = s
-    out[:, j] = profile.tz_offset / 12.0
+    out[j] = profile.tz_offset / 12.0
     angle = (2 * np.pi / 24.0) * hour_of_day(now + profile.tz_offset)
-    out[:, j + 1] = np.sin(angle)
-    out[:, j + 2] = np.cos(angle)
-    out[:, j + 3] = np.log1p(np.maximum(profile.tenure_days, 0.0))
+    out[j + 1] = np.sin(angle)
+    out[j + 2] = np.cos(angle)
+    out[j + 3] = np.log1p(np.maximum(profile.tenure_days, 0.0))
     j += 4
-    out[rows, j + profile.stage] = 1.0
+    out[j + profile.stage, rows] = 1.0
     j += len(LIFECYCLE_STAGES)
     since_purchase_h = now - history.last_purchase
-    out[:, j] = profile.cart_active
-    out[:, j + 1] = profile.tenure_days < rules.welcome_days
-    out[:, j + 2] = since_purchase_h < 24.0 * rules.post_purchase_days
+    out[j] = profile.cart_active
+    out[j + 1] = profile.tenure_days < rules.welcome_days
+    out[j + 2] = since_purchase_h < 24.0 * rules.post_purchase_days
     j += 3
-    out[:, j : j + c] = profile.consent
+    out[j : j + c] = profile.consent.T
     j += c
     half = spec.recency_scale_h * np.log(2.0)  # exp(-h / scale) == 2 ** (-h / half)
-    out[:, j : j + c] = _log1p(history.n_contacts)
-    since_contact = now[:, None] - history.last_contact
-    out[:, j + c : j + 2 * c] = decay(since_contact, half)
-    out[:, j + 2 * c : j + 3 * c] = history.load * decay(since_contact, history.half_life_h)
-    out[:, j + 3 * c : j + 4 * c] = _log1p(history.n_engaged)
-    out[:, j + 4 * c : j + 5 * c] = decay(now[:, None] - history.last_engaged, half)
+    since_contact = (now[:, None] - history.last_contact).T
+    out[j : j + c] = _log1p(history.n_contacts).T
+    out[j + c : j + 2 * c] = decay(since_contact, half)
+    out[j + 2 * c : j + 3 * c] = history.load.T * decay(since_contact, history.half_life_h)
+    out[j + 3 * c : j + 4 * c] = _log1p(history.n_engaged).T
+    out[j + 4 * c : j + 5 * c] = decay((now[:, None] - history.last_engaged).T, half)
     j += 5 * c
-    out[:, j] = _log1p(history.n_purchases)
-    out[:, j + 1] = decay(since_purchase_h, half)
-    out[:, j + 2] = decay(now - history.last_visit, half)
-    return out
+    out[j] = _log1p(history.n_purchases)
+    out[j + 1] = decay(since_purchase_h, half)
+    out[j + 2] = decay(now - history.last_visit, half)
+    return out.T
