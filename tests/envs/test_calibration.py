@@ -70,3 +70,15 @@ def test_million_customers_fit_in_one_gigabyte(scenario):
     held = nbytes(sim.traits) + nbytes(sim.state) + nbytes(sim.history)
     held += sim.streams.keys.nbytes + sim.streams.counters.nbytes
     assert held < 2**30, f"{held / 2**20:.0f} MB"
+
+
+def test_paired_comparison_is_tighter_than_independent_runs(scenario):
+    """Common random numbers: the same-seed difference has far less variance than a cross-seed one."""
+    from envs.rollout import journey_returns, no_contact
+    from nba.policies.rules import BusinessAsUsual
+
+    bau = BusinessAsUsual(scenario.feature_spec, scenario.action_space)
+    a = journey_returns(scenario, bau, 3_000, seed=6, days=30)
+    b_same = journey_returns(scenario, no_contact, 3_000, seed=6, days=30)
+    b_other = journey_returns(scenario, no_contact, 3_000, seed=7, days=30)
+    assert np.var(a - b_same) < 0.5 * np.var(a - b_other)

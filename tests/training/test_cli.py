@@ -56,3 +56,16 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     assert set(summary["policies"]) == {"business_as_usual", "no_contact"}
     assert (out / "calibration" / "report.md").exists()
     assert "PASS" in proc.stdout
+
+
+def test_mlproject_entry_point_runs_with_local_env(tmp_path):
+    """``mlflow run . -e simulate --env-manager local`` runs the same command line, tracked in SQLite."""
+    repo = Path(__file__).resolve().parents[2]
+    mlflow = Path(sys.executable).with_name("mlflow")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", MLFLOW_DISABLE_TELEMETRY="true",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run([str(mlflow), "run", str(repo), "-e", "simulate", "-P", "customers=200", "-P", "days=3",
+                           "--env-manager", "local"], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "business_as_usual" in proc.stdout
