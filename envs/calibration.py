@@ -3,7 +3,7 @@
 Each :class:`Target` states a fact from the marketing articles this project grew from (listed in
 DESIGN.md) and the tolerance within which the default scenario must reproduce it. ``checked``
 targets are measured by simulating customers under the business-as-usual schedule
-(:class:`nba.policies.rules.BusinessAsUsual`) and compared by ``tests/envs/test_calibration.py``
+(:class:`nba.policies.baselines.BusinessAsUsual`) and compared by ``tests/envs/test_calibration.py``
 and ``nba scenario report``; ``input`` targets are facts about brands (not customers) that set how
 the business-as-usual schedule and the scenario's inputs were chosen.
 """
@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs import response
-from envs.rollout import ActFn, journeys
+from envs.rollout import journeys, policy_rng
 from envs.scenario import Scenario
 from envs.simulation import Simulation
-from nba.policies.rules import BusinessAsUsual
+from nba.policies import Policy
+from nba.policies.baselines import BusinessAsUsual
 
 INSIDER = "Insider, 'Guide du marketing omnicanal et du marketing multicanal' (2021), citing Harvard Business Review"
 ITERABLE = "Iterable, 'Le marketing multicanal' (citing its 2018 survey of brands)"
@@ -86,12 +87,12 @@ class JourneyStats:
 
 
 def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 180, warmup_days: int = 90,
-                      policy: ActFn | None = None, progress: Callable[[int], None] | None = None
+                      policy: Policy | None = None, progress: Callable[[int], None] | None = None
                       ) -> JourneyStats:
     """Run ``n`` customers for ``days`` under ``policy``; measure the days after ``warmup_days``.
 
-    ``policy`` defaults to business as usual. Churned customers stop (they buy nothing more); the warm-up lets histories fill so that
-    touchpoints before a purchase are not cut short by the start of the simulation.
+    ``policy`` defaults to business as usual. Churned customers stop (they buy nothing more); the
+    warm-up lets histories fill so that touchpoints before a purchase are not cut short by the start of the simulation.
     """
     sim = Simulation(sc, seed, n, decision_hour=sc.journey_decision_hour)
     c = len(sc.channels)
@@ -107,7 +108,8 @@ def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 
     daily = np.zeros(days - warmup_days)
     sms = sim.space.channels.index("sms") if "sms" in sc.channels else -1
     last_visit = sim.history.last_visit.copy()
-    for step in journeys(sim, policy or BusinessAsUsual(sim.spec, sim.space), days):
+    policy = policy or BusinessAsUsual(sim.space, tuple(sc.segments))
+    for step in journeys(sim, policy, days, policy_rng(seed)):
         o, alive = step.result.outcome, step.alive
         visited = alive & (sim.history.last_visit != last_visit)
         last_visit = sim.history.last_visit.copy()

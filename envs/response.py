@@ -136,7 +136,8 @@ def contact_terms(
     hour_mult = sa.hour_norm[ch] * np.exp(sa.hour_kappa[ch] * np.cos(TWO_PI_24 * (send_h - _take(tr.peak_hour, ch))))
     fat_c = _take(m.fatigue, ch)
     fz = sc.fatigue
-    fat_mult = np.exp(-tr.sensitivity[:, None] * (fz.channel_weight * fat_c + fz.total_weight * m.fatigue_total[:, None]))
+    load = fz.channel_weight * fat_c + fz.total_weight * m.fatigue_total[:, None]
+    fat_mult = np.exp(-tr.sensitivity[:, None] * load)
     sent = _take(m.reachable, ch) & is_contact
     p_open = -np.expm1(-sa.open_rate[ch] * _take(tr.channel_affinity, ch) * hour_mult * fat_mult)
     rel = _take(m.relevance, ct)
@@ -231,7 +232,8 @@ def sample_outcome(
     s = sc.population.purchase_noise_sigma
     revenue = np.zeros(len(actions))
     rows = np.flatnonzero(purchased)
-    revenue[rows] = m.basket[rows] * np.exp(s * normal(u[rows, 7]) - s * s / 2) * (1.0 - t1["discount"][rows] * seen[rows])
+    basket = m.basket[rows] * np.exp(s * normal(u[rows, 7]) - s * s / 2)
+    revenue[rows] = basket * (1.0 - t1["discount"][rows] * seen[rows])
     ch = np.maximum(space.channel_of[actions], 0)
     delay = np.full(len(actions), np.nan)
     rows = np.flatnonzero(seen)

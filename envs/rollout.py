@@ -1,6 +1,6 @@
 """Policies run in the simulator: journey rollouts and Monte Carlo values with common random numbers.
 
-A policy here is any callable ``(obs (N, d), mask (N, A)) -> actions (N,)``. Because every row of a
+Policies act through :func:`nba.policies.act` with their own generator. Because every row of a
 :class:`envs.simulation.Simulation` draws the same uniforms whatever the action, two policies
 evaluated with the same seed meet the same customers with the same luck: the difference of their
 values has far less variance than two independent runs would (common random numbers).
@@ -16,8 +16,9 @@ from scipy import stats
 
 from envs.scenario import Scenario
 from envs.simulation import Simulation, StepResult
+from nba.policies import Policy, act
 
-ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+POLICY_SALT = 0x5EED  # the policy's generator is seeded apart from the environment's streams
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,11 @@ class JourneyStep:
     reward: np.ndarray  # (N,) realised reward, 0 for customers already gone
 
 
-def journeys(sim: Simulation, policy: ActFn, days: int) -> Iterator[JourneyStep]:
+def journeys(sim: Simulation, policy: Policy, days: int, rng: np.random.Generator) -> Iterator[JourneyStep]:
     """Step every customer of ``sim`` for ``days`` days under ``policy``; churn ends a customer."""
     alive = np.ones(sim.n, bool)
     for day in range(days):
-        actions = np.where(alive, policy(sim.observe(), sim.action_mask()), 0)
+        actions = np.where(alive, act(policy, sim.observe(), sim.action_mask(), rng).actions, 0)
         res = sim.step(actions)
         yield JourneyStep(day, actions, res, alive.copy(), np.where(alive, res.reward, 0.0))
         alive &= ~res.churned
@@ -58,29 +59,30 @@ class ValueEstimate:
         return cls(mean, mean - half, mean + half, n, level)
 
 
-def journey_returns(scenario: Scenario, policy: ActFn, n: int, seed: int, days: int | None = None,
+def policy_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, POLICY_SALT])
+
+
+def journey_returns(scenario: Scenario, policy: Policy, n: int, seed: int, days: int | None = None,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:
     """(n,) undiscounted return of each customer over ``days`` (default: the scenario's horizon)."""
     sim = Simulation(scenario, seed, n, decision_hour=scenario.journey_decision_hour)
     total = np.zeros(n)
-    for step in journeys(sim, policy, days or scenario.horizon_days):
+    for step in journeys(sim, policy, days or scenario.horizon_days, policy_rng(seed)):
         total += step.reward
         if progress is not None:
             progress(step.day)
     return total
 
 
-def journey_value(scenario: Scenario, policy: ActFn, n: int = 10_000, seed: int = 0,
+def journey_value(scenario: Scenario, policy: Policy, n: int = 10_000, seed: int = 0,
                   days: int | None = None) -> ValueEstimate:
     """Monte Carlo value (mean return per customer) of ``policy`` on ``nba/Journey-v0``."""
     return ValueEstimate.of(journey_returns(scenario, policy, n, seed, days))
 
 
-def compare_policies(scenario: Scenario, a: ActFn, b: ActFn, n: int = 10_000, seed: int = 0,
+def compare_policies(scenario: Scenario, a: Policy, b: Policy, n: int = 10_000, seed: int = 0,
                      days: int | None = None) -> ValueEstimate:
     """Value of ``a`` minus value of ``b`` per customer, paired by common random numbers."""
     return ValueEstimate.of(journey_returns(scenario, a, n, seed, days) - journey_returns(scenario, b, n, seed, days))
 
-
-def no_contact(obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return np.zeros(obs.shape[0], np.int64)

@@ -594,7 +594,7 @@ def _intro(inp: ReportInputs, out_dir: Path, checked: list[TargetRow]) -> tuple[
     missing = [r.target.name for r in checked if r.status == "N/A"]
     text = (
         f"Scenario '{inp.scenario_name}': {inp.n:,} simulated customers, seed {inp.seed}, {inp.days} days "
-        f"simulated under the business-as-usual schedule (`nba.policies.rules.BusinessAsUsual`), the first "
+        f"simulated under the business-as-usual schedule (`nba.policies.baselines.BusinessAsUsual`), the first "
         f"{inp.warmup_days} as warm-up and the last {inp.days - inp.warmup_days} measured. "
         f"{passed} of {len(checked) - len(missing)} measured calibration targets pass"
         + (f"; failing: {', '.join(failed)}" if failed else "")

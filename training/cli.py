@@ -20,7 +20,8 @@ scenario_app = typer.Typer(help="Inspect, validate and calibrate simulator scena
 app.add_typer(scenario_app, name="scenario")
 console = Console()
 
-POLICIES = ("business_as_usual", "no_contact")
+POLICIES = ("business_as_usual", "rule_based_journey", "batch_and_blast", "uniform_random", "no_contact")
+QUICKSTART_POLICIES = ("business_as_usual", "no_contact")
 ScenarioOpt = Annotated[Path | None, typer.Option("--scenario", "-s", help="TOML/YAML scenario (default: built-in)")]
 SeedOpt = Annotated[int, typer.Option(help="random seed")]
 
@@ -36,15 +37,12 @@ def _load_scenario(path: Path | None):
 
 
 def _policy(name: str, scenario):
-    from envs.rollout import no_contact
-    from nba.policies.rules import BusinessAsUsual
+    from nba.policies import create
 
-    if name == "business_as_usual":
-        return BusinessAsUsual(scenario.feature_spec, scenario.action_space)
-    if name == "no_contact":
-        return no_contact
-    console.print(f"[red]unknown policy {name!r}[/red]; valid: {', '.join(POLICIES)}")
-    raise typer.Exit(2)
+    if name not in POLICIES:
+        console.print(f"[red]unknown policy {name!r}[/red]; valid: {', '.join(POLICIES)}")
+        raise typer.Exit(2)
+    return create(name, scenario.action_space, tuple(scenario.segments))
 
 
 @contextmanager
@@ -57,14 +55,14 @@ def _progress(description: str, total: int):
 
 def _journey_summary(scenario, name: str, policy, customers: int, days: int, seed: int):
     """Returns per customer plus channel mix of one policy, with a progress bar."""
-    from envs.rollout import journeys
+    from envs.rollout import journeys, policy_rng
     from envs.simulation import Simulation
 
     sim = Simulation(scenario, seed, customers, decision_hour=scenario.journey_decision_hour)
     total = np.zeros(customers)
     sent = np.zeros(len(scenario.channels))
     with _progress(f"{name:>18}: {customers:,} customers x {days} days", days) as tick:
-        for step in journeys(sim, policy, days):
+        for step in journeys(sim, policy, days, policy_rng(seed)):
             total += step.reward
             ch = sim.space.channel_of[step.actions]
             np.add.at(sent, ch[step.result.outcome.sent & step.alive], 1)
@@ -120,7 +118,7 @@ def quickstart(
                   f"+ no contact = {space.n_actions} actions; {scenario.feature_spec.dim} observation features")
     days = scenario.horizon_days
     results = {name: _journey_summary(scenario, name, _policy(name, scenario), customers, days, seed)
-               for name in POLICIES}
+               for name in QUICKSTART_POLICIES}
     console.print(_value_table(scenario, results, "no_contact"))
     console.print("Both policies meet the same customers with the same luck (common random numbers), "
                   "so the difference's interval is tight.")

@@ -49,19 +49,21 @@ def test_calibration_holds_on_another_seed(scenario):
 
 def test_business_as_usual_beats_no_contact(scenario):
     """Marketing pays on this population: a sanity check of the uplift machinery."""
-    from envs.rollout import compare_policies, no_contact
-    from nba.policies.rules import BusinessAsUsual
+    from envs.rollout import compare_policies
+    from nba.policies.baselines import BusinessAsUsual, NoContact
 
-    diff = compare_policies(scenario, BusinessAsUsual(scenario.feature_spec, scenario.action_space), no_contact,
+    diff = compare_policies(scenario, BusinessAsUsual(scenario.action_space, tuple(scenario.segments)),
+                            NoContact(scenario.action_space),
                             n=5_000, seed=4)
     assert diff.ci_low > 0, diff
 
 
 def test_common_random_numbers_make_paired_differences_tight(scenario):
-    from envs.rollout import journey_returns, no_contact
+    from envs.rollout import journey_returns
+    from nba.policies.baselines import NoContact
 
-    a = journey_returns(scenario, no_contact, 3_000, seed=5)
-    b = journey_returns(scenario, no_contact, 3_000, seed=5)
+    a = journey_returns(scenario, NoContact(scenario.action_space), 3_000, seed=5)
+    b = journey_returns(scenario, NoContact(scenario.action_space), 3_000, seed=5)
     assert np.array_equal(a, b)
 
 
@@ -74,10 +76,11 @@ def test_million_customers_fit_in_one_gigabyte(scenario):
 
 def test_paired_comparison_is_tighter_than_independent_runs(scenario):
     """Common random numbers: the same-seed difference has far less variance than a cross-seed one."""
-    from envs.rollout import journey_returns, no_contact
-    from nba.policies.rules import BusinessAsUsual
+    from envs.rollout import journey_returns
+    from nba.policies.baselines import BusinessAsUsual, NoContact
 
-    bau = BusinessAsUsual(scenario.feature_spec, scenario.action_space)
+    no_contact = NoContact(scenario.action_space)
+    bau = BusinessAsUsual(scenario.action_space, tuple(scenario.segments))
     a = journey_returns(scenario, bau, 3_000, seed=6, days=30)
     b_same = journey_returns(scenario, no_contact, 3_000, seed=6, days=30)
     b_other = journey_returns(scenario, no_contact, 3_000, seed=7, days=30)

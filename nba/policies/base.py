@@ -1,0 +1,150 @@
+"""The one policy interface, and the distributions policies are built from.
+
+Every policy maps a batch of contexts ``X`` (N, d) and an eligibility mask (N, A) to a probability
+distribution over actions that is **deterministic given the policy's state**; acting draws one
+uniform per row from the caller's ``numpy.random.Generator`` and inverts that row's cumulative
+distribution. Hence:
+
+* the logged propensity is the exact probability of the chosen action (no estimate),
+* the same seed gives the same decisions, and a batch of 10,000 decides exactly as 10,000 batches
+  of one drawn from the same generator,
+* exploration never leaves the mask: probabilities are zero on ineligible actions.
+
+Randomised learners that sample parameters (Thompson sampling) draw their posterior samples when
+they *update*, from their own seeded generator, and keep them as state; their distribution is then
+the exact share of samples under which each action is best.
+
+A policy implements :class:`Policy`; :func:`act` does the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from nba.actions import ActionSpace
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What a policy decided for a batch."""
+
+    actions: np.ndarray  # (N,) int64
+    propensities: np.ndarray  # (N,) float64: P(action | context) under the policy
+    probabilities: np.ndarray  # (N, A) float64: the full distribution (0 off the mask)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Interface of every policy. State is saved by :mod:`nba.serialization` (never pickled)."""
+
+    name: ClassVar[str]
+    space: ActionSpace
+
+    def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) action distribution for contexts ``X`` (N, d) under ``mask`` (N, A)."""
+        ...
+
+    def update(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+               propensities: np.ndarray) -> Policy:
+        """Learn from a logged batch; returns self. Policies that do not learn ignore it."""
+        ...
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+        """(JSON parameters, NumPy arrays, LightGBM model texts) that rebuild the policy."""
+        ...
+
+    @classmethod
+    def from_state(cls, space: ActionSpace, params: dict[str, Any], arrays: dict[str, np.ndarray],
+                   models: dict[str, str]) -> Policy:
+        ...
+
+
+def check_batch(space: ActionSpace, X: np.ndarray, mask: np.ndarray, dim: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a batch of contexts and its mask; raise ValueError naming the field."""
+    X = np.asarray(X)
+    mask = np.asarray(mask)
+    if X.ndim != 2:
+        raise ValueError(f"X: expected a 2-D array (N, d), got shape {X.shape}")
+    if dim is not None and X.shape[1] != dim:
+        raise ValueError(f"X: expected {dim} features, got {X.shape[1]}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X: contains NaN or infinite values")
+    if mask.shape != (X.shape[0], space.n_actions):
+        raise ValueError(f"mask: expected shape ({X.shape[0]}, {space.n_actions}), got {mask.shape}")
+    if mask.dtype != bool:
+        raise ValueError(f"mask: expected a boolean array, got dtype {mask.dtype}")
+    if X.shape[0] and not mask.any(axis=1).all():
+        raise ValueError("mask: every row needs at least one eligible action (no contact is always eligible)")
+    return X, mask
+
+
+def sample(probabilities: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Invert each row's cumulative distribution at ``u`` (N,) in [0, 1)."""
+    cdf = np.cumsum(probabilities, axis=1)
+    target = u * cdf[:, -1]
+    actions = (cdf <= target[:, None]).sum(axis=1)
+    # guard against rounding: never land on a zero-probability action
+    actions = np.minimum(actions, probabilities.shape[1] - 1)
+    bad = probabilities[np.arange(len(actions)), actions] <= 0
+    if bad.any():
+        actions[bad] = np.argmax(probabilities[bad] > 0, axis=1)
+    return actions.astype(np.int64)
+
+
+def act(policy: Policy, X: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Decisions:
+    """Decide for a batch: the policy's distribution, then one uniform per row from ``rng``."""
+    X, mask = check_batch(policy.space, X, mask)
+    probs = policy.probabilities(X, mask)
+    actions = sample(probs, rng.random(X.shape[0]))
+    return Decisions(actions, probs[np.arange(len(actions)), actions], probs)
+
+
+# ----------------------------------------------------------------------------- distributions
+def uniform(mask: np.ndarray) -> np.ndarray:
+    return mask / mask.sum(axis=1, keepdims=True)
+
+
+def masked_argmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(N,) best eligible action (lowest index among ties)."""
+    return np.argmax(np.where(mask, scores, -np.inf), axis=1)
+
+
+def greedy(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = np.zeros(mask.shape)
+    out[np.arange(len(out)), masked_argmax(scores, mask)] = 1.0
+    return out
+
+
+def epsilon_greedy(scores: np.ndarray, mask: np.ndarray, epsilon: float) -> np.ndarray:
+    """Best eligible action with probability 1 - epsilon, uniform over eligible ones otherwise."""
+    return (1.0 - epsilon) * greedy(scores, mask) + epsilon * uniform(mask)
+
+
+def inverse_gap(scores: np.ndarray, mask: np.ndarray, gamma: float) -> np.ndarray:
+    """SquareCB's inverse-gap weighting (Foster & Rakhlin, 2020), for rewards to maximise.
+
+    ``p(a) = 1 / (K + gamma * (best - score(a)))`` for every eligible ``a`` but the best, which
+    takes the remaining mass; ``K`` is the number of eligible actions.
+    """
+    k = mask.sum(axis=1, keepdims=True)
+    s = np.where(mask, scores, -np.inf)
+    best = masked_argmax(scores, mask)
+    top = s[np.arange(len(s)), best][:, None]
+    p = np.where(mask, 1.0 / (k + gamma * np.maximum(top - np.where(mask, scores, top), 0.0)), 0.0)
+    p[np.arange(len(p)), best] = 0.0
+    p[np.arange(len(p)), best] = 1.0 - p.sum(axis=1)
+    return p
+
+
+def share_of_argmax(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(N, A) share of ``samples`` (M, N, A) under which each eligible action is best."""
+    m = samples.shape[0]
+    best = np.argmax(np.where(mask[None], samples, -np.inf), axis=2)  # (M, N)
+    out = np.zeros(mask.shape)
+    rows = np.broadcast_to(np.arange(mask.shape[0]), best.shape)
+    np.add.at(out, (rows.ravel(), best.ravel()), 1.0 / m)
+    return out
