@@ -86,3 +86,54 @@ def compare_policies(scenario: Scenario, a: Policy, b: Policy, n: int = 10_000, 
     """Value of ``a`` minus value of ``b`` per customer, paired by common random numbers."""
     return ValueEstimate.of(journey_returns(scenario, a, n, seed, days) - journey_returns(scenario, b, n, seed, days))
 
+
+
+@dataclass(frozen=True)
+class BanditRun:
+    """A policy learning online on ``nba/Bandit-v0``, scored against exact expected rewards."""
+
+    rewards: np.ndarray  # (T,) realised
+    expected: np.ndarray  # (T,) exact expected reward of the chosen action
+    oracle: np.ndarray  # (T,) best eligible expected reward
+    no_contact: np.ndarray  # (T,) expected reward of no contact
+    seconds: float  # time spent in the policy (act + update)
+
+    @property
+    def normalised_score(self) -> float:
+        """(V - V_no_contact) / (V_oracle - V_no_contact), on exact expectations."""
+        gain = self.oracle.mean() - self.no_contact.mean()
+        return float((self.expected.mean() - self.no_contact.mean()) / gain)
+
+    @property
+    def decisions_per_s(self) -> float:
+        return len(self.rewards) / self.seconds
+
+
+def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 1000, seed: int = 0,
+               progress: Callable[[int], None] | None = None) -> BanditRun:
+    """Act on ``batch`` contexts at a time, learn from their rewards, until ``decisions`` are made."""
+    import time
+
+    sim = Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    rng = policy_rng(seed)
+    out = {k: [] for k in ("rewards", "expected", "oracle", "no_contact")}
+    spent = 0.0
+    for step in range(-(-decisions // batch)):
+        X, mask = sim.observe(), sim.action_mask()
+        er = sim.expected_rewards()
+        t0 = time.perf_counter()
+        d = act(policy, X, mask, rng)
+        spent += time.perf_counter() - t0
+        res = sim.step(d.actions)
+        t0 = time.perf_counter()
+        policy.update(X, d.actions, res.reward, d.propensities)
+        spent += time.perf_counter() - t0
+        rows = np.arange(batch)
+        out["rewards"].append(res.reward)
+        out["expected"].append(er[rows, d.actions])
+        out["oracle"].append(np.where(mask, er, -np.inf).max(axis=1))
+        out["no_contact"].append(er[:, 0])
+        if progress is not None:
+            progress(step)
+    cat = {k: np.concatenate(v)[:decisions] for k, v in out.items()}
+    return BanditRun(**cat, seconds=spent)

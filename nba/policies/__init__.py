@@ -10,19 +10,29 @@ from typing import Any
 from nba.actions import ActionSpace
 from nba.policies.base import Decisions, Policy, act
 from nba.policies.baselines import BatchAndBlast, BusinessAsUsual, NoContact, RuleBasedJourney, UniformRandom
+from nba.policies.lgbm import LGBMEpsilonGreedy, LGBMSquareCB
+from nba.policies.linear import LinTS, LinUCB
 
 POLICIES: dict[str, type] = {
-    cls.name: cls for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney)
+    cls.name: cls
+    for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney,
+                LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB)
 }
 RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name)
+LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name)
 
 
-def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), **params: Any) -> Policy:
-    """A new policy by name; rule-based ones also need the scenario's segment names."""
+def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: int | None = None,
+           **params: Any) -> Policy:
+    """A new policy by name; rule-based ones need the segment names, learners the context size."""
     if name not in POLICIES:
         raise ValueError(f"policy: unknown policy {name!r}; valid: {sorted(POLICIES)}")
     if name in RULE_BASED:
         params.setdefault("segments", tuple(segments))
+    if name in LEARNERS:
+        if dim is None:
+            raise ValueError(f"dim: policy {name!r} needs the number of context features")
+        params.setdefault("dim", dim)
     return POLICIES[name](space, **params)
 
 

@@ -1,0 +1,151 @@
+"""LightGBM reward model with epsilon-greedy or SquareCB exploration.
+
+A gradient-boosted regression of the reward on ``[x, psi(a)]`` (context and action features, see
+:func:`nba.policies.linear.action_design`) scores every eligible action; exploration turns the
+scores into a distribution:
+
+* ``lgbm_egreedy``: the best action with probability ``1 - epsilon``, uniform over eligible
+  actions otherwise;
+* ``lgbm_squarecb``: inverse-gap weighting with ``gamma = gamma_scale * n ** gamma_exponent``
+  (``n`` the number of rewards learnt from), as in SquareCB.
+
+Before it has ``min_samples`` rewards the policy explores uniformly. It keeps what it has learnt
+from and refits from scratch whenever the data has grown by ``refit_growth`` (geometric schedule:
+total fitting cost stays proportional to the data). The model is saved as LightGBM text, the data
+as NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightgbm as lgb
+import numpy as np
+
+from nba.actions import ActionSpace
+from nba.policies.base import epsilon_greedy, inverse_gap, uniform
+from nba.policies.linear import _check_update, action_design
+
+
+class _LGBMReward:
+    name: ClassVar[str]
+
+    def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 100, learning_rate: float = 0.1,
+                 num_leaves: int = 31, min_data_in_leaf: int = 50, min_samples: int = 1000,
+                 refit_growth: float = 1.5, seed: int = 0, threads: int = 2) -> None:
+        if min_samples < 1 or refit_growth <= 1.0:
+            raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
+        self.space, self.dim = space, dim
+        self.params = {"num_boost_round": num_boost_round, "learning_rate": learning_rate, "num_leaves": num_leaves,
+                       "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
+                       "refit_growth": refit_growth, "seed": seed, "threads": threads}
+        self.psi = action_design(space).astype(np.float32)
+        self.X = np.zeros((0, dim), np.float32)
+        self.actions = np.zeros(0, np.int64)
+        self.rewards = np.zeros(0, np.float64)
+        self.booster: lgb.Booster | None = None
+        self.fitted_on = 0
+
+    # ------------------------------------------------------------------ model
+    def _design(self, X: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        return np.hstack([np.asarray(X, np.float32), self.psi[actions]])
+
+    def _fit(self) -> None:
+        p = self.params
+        lgb_params = {"objective": "regression", "learning_rate": p["learning_rate"], "num_leaves": p["num_leaves"],
+                      "min_data_in_leaf": p["min_data_in_leaf"], "seed": p["seed"], "deterministic": True,
+                      "num_threads": p["threads"], "verbose": -1}
+        data = lgb.Dataset(self._design(self.X, self.actions), self.rewards, free_raw_data=True)
+        self.booster = lgb.train(lgb_params, data, num_boost_round=p["num_boost_round"])
+        self.fitted_on = len(self.rewards)
+
+    def scores(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """(N, A) predicted reward of every action (NaN where ``mask`` is False, if given)."""
+        n, a = X.shape[0], self.space.n_actions
+        if mask is None:
+            mask = np.ones((n, a), bool)
+        out = np.full((n, a), np.nan)
+        if self.booster is None:
+            return out
+        rows, cols = np.nonzero(mask)
+        out[rows, cols] = self.booster.predict(self._design(np.asarray(X)[rows], cols),
+                                               num_threads=self.params["threads"])
+        return out
+
+    def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.booster is None:
+            return uniform(mask)
+        return self._explore(np.nan_to_num(self.scores(X, mask), nan=-np.inf), mask)
+
+    def _explore(self, scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def update(self, X, actions, rewards, propensities=None):
+        X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards)
+        self.X = np.vstack([self.X, X.astype(np.float32)])
+        self.actions = np.concatenate([self.actions, actions])
+        self.rewards = np.concatenate([self.rewards, rewards])
+        n = len(self.rewards)
+        if n >= self.params["min_samples"] and n >= self.params["refit_growth"] * self.fitted_on:
+            self._fit()
+        return self
+
+    # ------------------------------------------------------------------ state
+    def _explore_params(self) -> dict[str, Any]:
+        return {}
+
+    def get_state(self):
+        params = {"dim": self.dim, **self.params, **self._explore_params(), "fitted_on": self.fitted_on}
+        arrays = {"X": self.X, "actions": self.actions, "rewards": self.rewards}
+        models = {} if self.booster is None else {"reward_model": self.booster.model_to_string()}
+        return params, arrays, models
+
+    @classmethod
+    def from_state(cls, space, params, arrays, models):
+        params = dict(params)
+        fitted_on = params.pop("fitted_on")
+        policy = cls(space, **params)
+        policy.X = np.array(arrays["X"], np.float32)
+        policy.actions = np.array(arrays["actions"], np.int64)
+        policy.rewards = np.array(arrays["rewards"], np.float64)
+        policy.fitted_on = fitted_on
+        if "reward_model" in models:
+            policy.booster = lgb.Booster(model_str=models["reward_model"])
+        return policy
+
+
+class LGBMEpsilonGreedy(_LGBMReward):
+    name: ClassVar[str] = "lgbm_egreedy"
+
+    def __init__(self, space: ActionSpace, dim: int, epsilon: float = 0.05, **kw: Any) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon: must be in [0, 1], got {epsilon!r}")
+        super().__init__(space, dim, **kw)
+        self.epsilon = epsilon
+
+    def _explore_params(self):
+        return {"epsilon": self.epsilon}
+
+    def _explore(self, scores, mask):
+        return epsilon_greedy(scores, mask, self.epsilon)
+
+
+class LGBMSquareCB(_LGBMReward):
+    name: ClassVar[str] = "lgbm_squarecb"
+
+    def __init__(self, space: ActionSpace, dim: int, gamma_scale: float = 10.0, gamma_exponent: float = 0.5,
+                 **kw: Any) -> None:
+        if gamma_scale <= 0:
+            raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
+        super().__init__(space, dim, **kw)
+        self.gamma_scale, self.gamma_exponent = gamma_scale, gamma_exponent
+
+    def _explore_params(self):
+        return {"gamma_scale": self.gamma_scale, "gamma_exponent": self.gamma_exponent}
+
+    @property
+    def gamma(self) -> float:
+        return self.gamma_scale * max(self.fitted_on, 1) ** self.gamma_exponent
+
+    def _explore(self, scores, mask):
+        return inverse_gap(scores, mask, self.gamma)
