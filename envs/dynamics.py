@@ -15,17 +15,18 @@ from envs.population import State, Traits
 from envs.response import ContactTerms, Moment, Outcome
 from envs.scenario import Scenario, ScenarioArrays
 from nba.actions import ActionSpace
-from nba.features import NEVER, History
+from nba.features import NEVER, History, hour_of_day
 
 ADVANCE_WIDTH = 4  # uniforms one advance consumes
 
 
 def apply_outcome(
-    sc: Scenario, space: ActionSpace, st: State, hist: History, m: Moment, actions: np.ndarray,
+    sc: Scenario, space: ActionSpace, tr: Traits, st: State, hist: History, m: Moment, actions: np.ndarray,
     t: ContactTerms, out: Outcome,
 ) -> None:
     """Record the decision of each row (``actions`` (N,)) and its outcome."""
     now = st.now
+    tz = tr.tz_offset.astype(np.float64)
     ch = np.maximum(space.channel_of[actions], 0).astype(np.intp)
     sent = np.flatnonzero(out.sent)
     if sent.size:
@@ -35,7 +36,7 @@ def apply_outcome(
         total_dt = np.maximum(when - st.last_any_contact[sent], 0.0)
         st.fatigue_total[sent] = st.fatigue_total[sent] * np.exp2(-total_dt / sc.fatigue.total_half_life_h) + 1.0
         st.last_any_contact[sent] = when
-        hist.record_contacts(sent, c, when)
+        hist.record_contacts(sent, c, when, hour_of_day(when + tz[sent]))
     seen = np.flatnonzero(out.seen)
     if seen.size:
         c = ch[seen]
@@ -43,7 +44,8 @@ def apply_outcome(
         hl = 24.0 * sc.synergy.engagement_half_life_d
         dt = np.maximum(when - hist.last_engaged[seen, c], 0.0)
         st.engagement[seen, c] = st.engagement[seen, c] * np.exp2(-dt / hl) + 1.0
-        hist.record_engagements(seen, c, when)
+        sent_at = now[seen] + t.wait_h[seen, 0]
+        hist.record_engagements(seen, c, when, hour_of_day(sent_at + tz[seen]))
     bought = np.flatnonzero(out.purchased)
     if bought.size:
         hist.record_purchases(bought, now[bought] + t.wait_h[bought, 0])

@@ -154,7 +154,7 @@ class Simulation:
         t = response.contact_terms(sc, sa, space, self.traits, m, actions[:, None])
         out = response.sample_outcome(sc, sa, space, m, actions, t, u[:, : response.RESPONSE_WIDTH])
         reward = out.revenue - out.cost - (out.penalty if self.penalties else 0.0)
-        dynamics.apply_outcome(sc, space, self.state, self.history, m, actions, t, out)
+        dynamics.apply_outcome(sc, space, self.traits, self.state, self.history, m, actions, t, out)
         j = response.RESPONSE_WIDTH
         if self.decision_hour is None:
             dt = sc.decision_window_h + 24.0 * u[:, j + dynamics.ADVANCE_WIDTH]

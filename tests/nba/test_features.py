@@ -104,8 +104,9 @@ def test_record_contacts_many_rows_at_once_with_another_half_life():
 
 def test_reset_rows_forgets_history():
     h = History.empty(2, 2)
-    h.record_contacts(np.array([0, 1]), np.array([0, 0]), np.array([5.0, 5.0]))
-    h.record_engagements(np.array([0, 1]), np.array([1, 1]), np.array([6.0, 6.0]))
+    h.record_contacts(np.array([0, 1]), np.array([0, 0]), np.array([5.0, 5.0]), local_hour=np.array([9.0, 9.0]))
+    h.record_contacts(np.array([0, 1]), np.array([1, 1]), np.array([5.0, 5.0]), local_hour=np.array([9.0, 9.0]))
+    h.record_engagements(np.array([0, 1]), np.array([1, 1]), np.array([6.0, 6.0]), sent_local_hour=np.array([9.0, 9.0]))
     h.record_purchases(np.array([0, 1]), np.array([7.0, 7.0]))
     h.record_visits(np.array([0, 1]), np.array([8.0, 8.0]))
     h.reset_rows(np.array([1]))
@@ -221,3 +222,19 @@ def test_simulated_observation_ignores_latent_traits():
     np.testing.assert_array_equal(after, before)
     # the scramble did reach the simulator (so the test above could have failed)
     assert not np.allclose(sim.expected_rewards(), er_before)
+
+
+def test_hour_preference_points_at_the_hours_that_respond():
+    """Messages at 09:00 and 21:00 alike, only those at 21:00 seen: the preference points at 21:00."""
+    h = History.empty(1, 1)
+    row, ch = np.array([0]), np.array([0])
+    for i, hour in enumerate([9.0, 21.0] * 5):
+        h.record_contacts(row, ch, np.array([100.0 * i]), local_hour=np.array([hour]))
+        if hour == 21.0:
+            h.record_engagements(row, ch, np.array([100.0 * i + 1]), sent_local_hour=np.array([hour]))
+    c, s = h.hour_preference()
+    angle = np.arctan2(s[0, 0], c[0, 0]) % (2 * np.pi)
+    assert abs(angle * 24 / (2 * np.pi) - 21.0) < 1e-4
+    # sum(seen e^ih) - rate * sum(sent e^ih): 5 e^{i21} - 0.5 * 5 (e^{i9} + e^{i21}); 9 h and 21 h are
+    # opposite, so this is 5 e^{i21}, of length 5, divided by n_sent + 1 = 11
+    assert abs(np.hypot(c[0, 0], s[0, 0]) - 5.0 / 11.0) < 1e-5
