@@ -12,13 +12,14 @@ from nba.policies.base import Decisions, Policy, act
 from nba.policies.baselines import BatchAndBlast, BusinessAsUsual, NoContact, RuleBasedJourney, UniformRandom
 from nba.policies.lgbm import LGBMEpsilonGreedy, LGBMSquareCB
 from nba.policies.linear import LinTS, LinUCB
+from nba.policies.sto import SendTime
 
 POLICIES: dict[str, type] = {
     cls.name: cls
     for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney,
-                LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB)
+                LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, SendTime)
 }
-RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name)
+RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name)
 LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name)
 
 
@@ -29,6 +30,10 @@ def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: i
         raise ValueError(f"policy: unknown policy {name!r}; valid: {sorted(POLICIES)}")
     if name in RULE_BASED:
         params.setdefault("segments", tuple(segments))
+    if name == SendTime.name and params.get("first", "lints") in LEARNERS:
+        if dim is None:
+            raise ValueError(f"dim: policy {name!r} needs the number of context features")
+        params["first_params"] = {"dim": dim, **params.get("first_params", {})}
     if name in LEARNERS:
         if dim is None:
             raise ValueError(f"dim: policy {name!r} needs the number of context features")
