@@ -137,3 +137,48 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
             progress(step)
     cat = {k: np.concatenate(v)[:decisions] for k, v in out.items()}
     return BanditRun(**cat, seconds=spent)
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """Logged journey transitions of customers still present (one row per customer-day)."""
+
+    X: np.ndarray  # (T, d) float32
+    actions: np.ndarray  # (T,)
+    propensities: np.ndarray  # (T,)
+    rewards: np.ndarray  # (T,)
+    mask: np.ndarray  # (T, A)
+    X_next: np.ndarray  # (T, d)
+    mask_next: np.ndarray  # (T, A)
+    terminated: np.ndarray  # (T,) the customer churned: no future
+    truncated: np.ndarray  # (T,) the log ends here: the future is unknown, not zero
+    customer: np.ndarray  # (T,) row of the customer in the simulation
+    day: np.ndarray  # (T,)
+
+
+def collect_transitions(scenario: Scenario, policy: Policy, n: int, seed: int, days: int | None = None,
+                        progress: Callable[[int], None] | None = None) -> Transitions:
+    """Run ``policy`` on ``n`` customers of ``nba/Journey-v0`` and log every transition."""
+    days = days or scenario.horizon_days
+    sim = Simulation(scenario, seed, n, decision_hour=scenario.journey_decision_hour)
+    rng = policy_rng(seed)
+    alive = np.ones(n, bool)
+    cols: dict[str, list[np.ndarray]] = {f: [] for f in Transitions.__dataclass_fields__}
+    X, mask = np.ascontiguousarray(sim.observe()), sim.action_mask()
+    for day in range(days):
+        d = act(policy, X, mask, rng)
+        res = sim.step(np.where(alive, d.actions, 0))
+        X_next, mask_next = np.ascontiguousarray(sim.observe()), sim.action_mask()
+        rows = np.flatnonzero(alive)
+        term = res.churned[rows]
+        batch = {"X": X[rows], "actions": d.actions[rows], "propensities": d.propensities[rows],
+                 "rewards": res.reward[rows], "mask": mask[rows], "X_next": X_next[rows],
+                 "mask_next": mask_next[rows], "terminated": term,
+                 "truncated": ~term & (day == days - 1), "customer": rows, "day": np.full(rows.size, day)}
+        for k, v in batch.items():
+            cols[k].append(v)
+        alive &= ~res.churned
+        X, mask = X_next, mask_next
+        if progress is not None:
+            progress(day)
+    return Transitions(**{k: np.concatenate(v) for k, v in cols.items()})

@@ -8,19 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 from nba.actions import ActionSpace
-from nba.policies.base import Decisions, Policy, act
+from nba.policies.base import Decisions, Explore, Policy, act
 from nba.policies.baselines import BatchAndBlast, BusinessAsUsual, NoContact, RuleBasedJourney, UniformRandom
 from nba.policies.lgbm import LGBMEpsilonGreedy, LGBMSquareCB
+from nba.policies.fqi import FittedQ
 from nba.policies.linear import LinTS, LinUCB
 from nba.policies.sto import SendTime
 
 POLICIES: dict[str, type] = {
     cls.name: cls
     for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney,
-                LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, SendTime)
+                LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, SendTime, FittedQ)
 }
 RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name)
-LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name)
+LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, FittedQ.name)
 
 
 def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: int | None = None,
@@ -41,4 +42,4 @@ def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: i
     return POLICIES[name](space, **params)
 
 
-__all__ = ["POLICIES", "Decisions", "Policy", "act", "create"]
+__all__ = ["POLICIES", "Decisions", "Explore", "Policy", "act", "create"]

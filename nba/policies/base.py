@@ -148,3 +148,26 @@ def share_of_argmax(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
     rows = np.broadcast_to(np.arange(mask.shape[0]), best.shape)
     np.add.at(out, (rows.ravel(), best.ravel()), 1.0 / m)
     return out
+
+
+class Explore:
+    """A logging policy: ``policy`` mixed with uniform exploration over eligible actions.
+
+    ``(1 - epsilon) * policy + epsilon * uniform``: gives the support offline learners and
+    off-policy estimators need, with exact propensities. Not saved: rebuild it around the saved
+    policy.
+    """
+
+    def __init__(self, policy: Policy, epsilon: float) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon: must be in [0, 1], got {epsilon!r}")
+        self.policy, self.epsilon = policy, epsilon
+        self.space = policy.space
+        self.name = f"{policy.name}+explore{epsilon:g}"
+
+    def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return (1.0 - self.epsilon) * self.policy.probabilities(X, mask) + self.epsilon * uniform(mask)
+
+    def update(self, X, actions, rewards, propensities):
+        self.policy.update(X, actions, rewards, propensities)
+        return self
