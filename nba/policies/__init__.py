@@ -10,8 +10,8 @@ from typing import Any
 from nba.actions import ActionSpace
 from nba.policies.base import Decisions, Explore, Policy, act
 from nba.policies.baselines import BatchAndBlast, BusinessAsUsual, NoContact, RuleBasedJourney, UniformRandom
-from nba.policies.lgbm import LGBMEpsilonGreedy, LGBMSquareCB
 from nba.policies.fqi import FittedQ
+from nba.policies.lgbm import LGBMEpsilonGreedy, LGBMSquareCB
 from nba.policies.linear import LinTS, LinUCB
 from nba.policies.sto import SendTime
 

@@ -9,7 +9,8 @@ Each iteration fits a LightGBM regression of
 on ``[x, psi(a)]``. Bootstrapping stops on *termination* (the customer churned: no future value),
 not on *truncation* (the log simply ends: the future still counts), so the policy learns what
 fatigue, opt-outs and churn cost later. The maximum runs over the actions the logging policy took
-often enough to be evaluated (``min_support``) (at most ``max_candidates``, the most frequent), never over actions the data says little about.
+often enough to be evaluated (``min_support`` times; at most ``max_candidates``, the most frequent),
+never over actions the data says little about.
 ``gamma = 0`` gives the myopic reward model a contextual bandit would use, on the same data.
 
 The learnt policy is greedy in Q (``epsilon`` adds uniform exploration over eligible candidates).
