@@ -57,7 +57,8 @@ def population_memory(n: int = 1_000_000) -> dict:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     held = population.nbytes(sim.traits) + population.nbytes(sim.state) + population.nbytes(sim.history)
-    held += sim.streams.keys.nbytes + sim.streams.counters.nbytes
+    held += sim.streams.keys.nbytes + sim.streams.counters.nbytes + sim.recent.times.nbytes
+    held += sim.recent.any_times.nbytes
     return {"customers": n, "held_mb": held / 2**20, "bytes_per_customer": held / n, "peak_mb": peak / 2**20}
 
 

@@ -151,17 +151,23 @@ def wrong_moment_share(sc: Scenario, n: int = 5_000, seed: int = 1) -> float:
     """Share of (customer, wrong action) pairs whose exact expected reward is below no contact.
 
     Wrong actions: a cart reminder by email when no cart is open, and an SMS promo at 03:00 local.
+    This measures the customers' response, so it asks the response model directly: the contact
+    policy (which would block the 03:00 SMS outright) is not consulted.
     """
     sim = Simulation(sc, seed, n, decision_hour=3, penalties=True)
     space, m = sim.space, sim.moment
+
+    def expected(action: int) -> np.ndarray:
+        return response.expected_reward(sc, sim.arrays, space, sim.traits, m, np.array([[0, action]]))
+
     vals = []
     if "email" in sc.channels and "cart_reminder" in sc.contents:
         rows = ~m.cart & m.reachable[:, space.channels.index("email")]
-        er = sim.expected_rewards(np.array([[0, space.index("email", "cart_reminder", None)]]))[rows]
+        er = expected(space.index("email", "cart_reminder", None))[rows]
         vals.append(er[:, 1] < er[:, 0])
     if "sms" in sc.channels and "promo" in sc.contents:
         rows = m.reachable[:, space.channels.index("sms")]
-        er = sim.expected_rewards(np.array([[0, space.index("sms", "promo", None)]]))[rows]
+        er = expected(space.index("sms", "promo", None))[rows]
         vals.append(er[:, 1] < er[:, 0])
     return float(np.concatenate(vals).mean()) if vals else float("nan")
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from nba.actions import CHANNELS, CONTENTS, ActionSpace
+from nba.eligibility import ContactRules
 from nba.features import LIFECYCLE_STAGES, FeatureSpec, LifecycleRules
 
 DEFAULT_PATH = Path(__file__).parent / "scenarios" / "default.toml"
@@ -229,6 +230,7 @@ class Scenario:
     churn: ChurnSpec = field(default_factory=ChurnSpec)
     synergy: SynergySpec = field(default_factory=SynergySpec)
     population: PopulationSpec = field(default_factory=PopulationSpec)
+    contact: ContactRules = field(default_factory=ContactRules)  # the contact policy (nba.eligibility)
     decision_window_h: float = 24.0  # a decision is credited with what happens within this window
     horizon_days: int = 90  # Journey-v0 episode length
     journey_decision_hour: int = 8  # local hour of the daily Journey-v0 decision ("now")
@@ -309,7 +311,15 @@ class Scenario:
         for group, valid in (("channels", CHANNELS), ("contents", CONTENTS)):
             for k in data.get(group, {}) if isinstance(data.get(group), dict) else ():
                 _check(k in valid, group, f"unknown {group[:-1]} {k!r}; valid: {list(valid)}")
-        return _build(cls, data, "")
+        contact = data.pop("contact", {})
+        _check(isinstance(contact, dict), "contact", f"must be a table, got {type(contact).__name__}")
+        try:
+            rules = ContactRules.from_dict(contact)
+        except ValueError as e:
+            raise ScenarioError(f"contact.{e}") from None
+        scenario = _build(cls, data, "")
+        object.__setattr__(scenario, "contact", rules)
+        return scenario
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -323,6 +333,8 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, ContactRules):
+        return obj.to_dict()
     if is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, dict):

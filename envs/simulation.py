@@ -18,6 +18,7 @@ import numpy as np
 from envs import dynamics, population, response
 from envs.random import Streams
 from envs.scenario import Scenario
+from nba.eligibility import RecentContacts, eligibility, send_time
 from nba.features import Profile, build_features
 
 STEP_WIDTH = response.RESPONSE_WIDTH + dynamics.ADVANCE_WIDTH + 2
@@ -30,6 +31,7 @@ class StepResult:
     outcome: response.Outcome
     replaced: np.ndarray  # (N,) bool: the row now holds a new customer (bandit view)
     churned: np.ndarray  # (N,) bool: the customer left during this step
+    blocked: np.ndarray  # (N,) bool: the contact policy did not allow the action: nothing was sent
 
 
 class Simulation:
@@ -62,9 +64,15 @@ class Simulation:
         template = population.sample_population(scenario, self.arrays, np.full((1, self._reset_width - 1), 0.5),
                                                 np.zeros(1))
         self.traits, self.state, self.history = (population.empty_like_rows(x, n) for x in template)
+        self.rules = scenario.contact
+        overall = [cap.max_count for cap in self.rules.caps if cap.channel is None]
+        per_channel = [cap.max_count for cap in self.rules.caps if cap.channel is not None]
+        self.recent = RecentContacts.empty(n, len(scenario.channels), k=max([1, *overall]),
+                                           k_channel=max([1, *per_channel]))
         for start in range(0, n, CHUNK):
             self.reset_rows(np.arange(start, min(n, start + CHUNK)))
         self._moment: response.Moment | None = None
+        self._mask: np.ndarray | None = None
 
     # ------------------------------------------------------------------ rows
     def _start_time(self, u: np.ndarray, tz: np.ndarray, base: np.ndarray | None) -> np.ndarray:
@@ -93,6 +101,7 @@ class Simulation:
         population.assign_rows(self.traits, rows, tr)
         population.assign_rows(self.state, rows, st)
         population.assign_rows(self.history, rows, hist)
+        self.recent.reset_rows(rows)
         self._fix_start(rows, u[:, -1], base)
         self._moment = None
 
@@ -101,6 +110,7 @@ class Simulation:
     def moment(self) -> response.Moment:
         if self._moment is None:
             self._moment = response.moment(self.scenario, self.arrays, self.traits, self.state, self.history)
+            self._mask = None
         return self._moment
 
     def profile(self) -> Profile:
@@ -119,20 +129,27 @@ class Simulation:
         return build_features(self.spec, self.profile(), self.history, self.state.now, self.scenario.lifecycle)
 
     def action_mask(self) -> np.ndarray:
-        """(N, A) bool: no contact, and every action on a channel the customer can be reached on."""
-        reach = self.moment.reachable
-        per_channel = self.space.n_contents * self.space.n_slots  # actions are channel-major
-        mask = np.empty((self.n, self.space.n_actions), bool)
-        mask[:, 0] = True
-        mask[:, 1:].reshape(self.n, reach.shape[1], per_channel)[:] = reach[:, :, None]
-        return mask
+        """(N, A) bool: what the contact policy allows now (consent, quiet hours, caps, gap).
+
+        Reachability (consent and no opt-out) comes from the simulated customer; the scenario's
+        :class:`nba.eligibility.ContactRules` does the rest, as the service will.
+        """
+        m = self.moment
+        if self._mask is None:
+            self._mask = eligibility(self.space, self.rules, self.recent, now=self.state.now,
+                                     tz_offset=self.traits.tz_offset.astype(np.float64), consent=m.reachable)
+        return self._mask
 
     def expected_rewards(self, actions: np.ndarray | None = None) -> np.ndarray:
         """Exact expected reward of ``actions`` (N, A') — by default every action, (N, n_actions)."""
         if actions is None:
             actions = np.arange(self.space.n_actions)[None, :]
+        actions = np.asarray(actions)
+        # an action the contact policy blocks is not sent: it earns what no contact earns
+        allowed = np.take_along_axis(self.action_mask(), np.broadcast_to(actions, (self.n, actions.shape[1])), 1)
+        actions = np.where(allowed, actions, 0)
         return response.expected_reward(self.scenario, self.arrays, self.space, self.traits, self.moment,
-                                         np.asarray(actions), penalties=self.penalties)
+                                         actions, penalties=self.penalties)
 
     # ------------------------------------------------------------------ dynamics
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
@@ -146,6 +163,10 @@ class Simulation:
             raise ValueError(f"action: expected shape ({self.n},), got {actions.shape}")
         sc, sa, space = self.scenario, self.arrays, self.space
         m = self.moment
+        blocked = ~self.action_mask()[np.arange(self.n), actions]
+        actions = np.where(blocked, 0, actions)  # the contact policy is never violated
+        self.recent.record_decisions(space, actions, send_time(space, self.state.now,
+                                                                self.traits.tz_offset.astype(np.float64)))
         if active is None:
             u = self.streams.uniform(STEP_WIDTH)
         else:
@@ -169,4 +190,4 @@ class Simulation:
             replaced = self.state.churned | (u[:, -1] < self.replace_rate)
             rows = np.flatnonzero(replaced)
             self.reset_rows(rows, base=self.state.now[rows])
-        return StepResult(reward=reward, outcome=out, replaced=replaced, churned=churned)
+        return StepResult(reward=reward, outcome=out, replaced=replaced, churned=churned, blocked=blocked)

@@ -229,9 +229,10 @@ class RecentContacts:
     def __post_init__(self) -> None:
         times = np.asarray(self.times, np.float64)
         any_times = np.asarray(self.any_times, np.float64)
-        if times.ndim != 3 or any_times.ndim != 2 or times.shape[::2] != any_times.shape or any_times.shape[1] < 1:
-            raise ValueError(f"recent: times {times.shape} must be (N, C, k) and any_times {any_times.shape} "
-                             "(N, k), with k >= 1")
+        if (times.ndim != 3 or any_times.ndim != 2 or times.shape[0] != any_times.shape[0]
+                or any_times.shape[1] < 1 or times.shape[2] < 1):
+            raise ValueError(f"recent: times {times.shape} must be (N, C, k_channel) and any_times "
+                             f"{any_times.shape} (N, k), with k, k_channel >= 1")
         if not (np.isfinite(times).all() and np.isfinite(any_times).all()):
             raise ValueError("recent: send times must be finite (NEVER marks no contact)")
         # newest first, stored customer-minor
@@ -239,9 +240,13 @@ class RecentContacts:
         self.any_times = np.asfortranarray(-np.sort(-any_times, axis=1))
 
     @classmethod
-    def empty(cls, n: int, n_channels: int, k: int = 8) -> RecentContacts:
-        """No contacts yet for ``n`` customers; ``k`` bounds the ``max_count`` of any cap checked against it."""
-        return cls(np.full((k, n_channels, n), NEVER).T, np.full((k, n), NEVER).T)
+    def empty(cls, n: int, n_channels: int, k: int = 8, k_channel: int | None = None) -> RecentContacts:
+        """No contacts yet for ``n`` customers; ``k`` bounds the ``max_count`` of caps over all channels,
+        ``k_channel`` (default ``k``) that of per-channel caps."""
+        out = cls.__new__(cls)  # already sorted: skip the validating copy of __post_init__
+        out.times = np.full((k_channel or k, n_channels, n), NEVER).T
+        out.any_times = np.full((k, n), NEVER).T
+        return out
 
     @property
     def n(self) -> int:
@@ -253,7 +258,13 @@ class RecentContacts:
 
     @property
     def k(self) -> int:
+        """Latest contacts kept over all channels."""
         return self.any_times.shape[1]
+
+    @property
+    def k_channel(self) -> int:
+        """Latest contacts kept per channel."""
+        return self.times.shape[2]
 
     def record(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray) -> None:
         """Contact customer ``rows[i]`` on channel index ``channels[i]`` at ``when[i]`` hours (rows unique)."""
@@ -378,9 +389,10 @@ def _check_request(space: ActionSpace, rules: ContactRules, recent: RecentContac
     if recent.n_channels != c:
         raise ValueError(f"recent: holds {recent.n_channels} channels, the action space {c}")
     for i, cap in enumerate(rules.caps):
-        if (cap.channel is None or cap.channel in space.channels) and cap.max_count > recent.k:
-            raise ValueError(f"caps[{i}].max_count: {cap.max_count} exceeds the {recent.k} latest contacts kept "
-                             f"per customer (RecentContacts k)")
+        kept, what = (recent.k, "k") if cap.channel is None else (recent.k_channel, "k_channel")
+        if (cap.channel is None or cap.channel in space.channels) and cap.max_count > kept:
+            raise ValueError(f"caps[{i}].max_count: {cap.max_count} exceeds the {kept} latest contacts kept "
+                             f"per customer (RecentContacts {what})")
     return now, tz, consent, allowed, budget_left, cost
 
 
@@ -395,7 +407,7 @@ def _limit_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContac
     ``j0 + m <= k``. Past that, the oldest kept contact decides: when it lies after ``s - w``, some
     dropped ones may too and the send is blocked; otherwise fewer than ``m`` are in the window.
     """
-    n, k = recent.n, recent.k
+    n = recent.n
     index = {ch: c for c, ch in enumerate(space.channels)}
     # (channel index, or None for all channels; window_h; max_count; reason): the gap is a cap of one
     limits = [(index[cap.channel], cap.window_h, cap.max_count, Reason.CHANNEL_CAP)
@@ -412,6 +424,7 @@ def _limit_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContac
     rows = np.arange(n)
     for c, w, m, reason in limits:
         table = recent.any_times if c is None else recent.times[:, c]  # (N, k)
+        k = table.shape[1]
         if w not in nothing_ahead:
             nothing_ahead[w] = bool(np.all(newest < now + w))
         if nothing_ahead[w]:

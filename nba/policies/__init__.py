@@ -20,8 +20,8 @@ POLICIES: dict[str, type] = {
     for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney,
                 LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, SendTime, FittedQ)
 }
-RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name)
-LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, FittedQ.name)
+RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name)  # need the segment names
+LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, FittedQ.name, SendTime.name)
 
 
 def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: int | None = None,
@@ -31,10 +31,6 @@ def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: i
         raise ValueError(f"policy: unknown policy {name!r}; valid: {sorted(POLICIES)}")
     if name in RULE_BASED:
         params.setdefault("segments", tuple(segments))
-    if name == SendTime.name and params.get("first", "lints") in LEARNERS:
-        if dim is None:
-            raise ValueError(f"dim: policy {name!r} needs the number of context features")
-        params["first_params"] = {"dim": dim, **params.get("first_params", {})}
     if name in LEARNERS:
         if dim is None:
             raise ValueError(f"dim: policy {name!r} needs the number of context features")

@@ -77,8 +77,8 @@ def check_batch(space: ActionSpace, X: np.ndarray, mask: np.ndarray, dim: int | 
         raise ValueError(f"mask: expected shape ({X.shape[0]}, {space.n_actions}), got {mask.shape}")
     if mask.dtype != bool:
         raise ValueError(f"mask: expected a boolean array, got dtype {mask.dtype}")
-    if X.shape[0] and not mask.any(axis=1).all():
-        raise ValueError("mask: every row needs at least one eligible action (no contact is always eligible)")
+    if X.shape[0] and not mask[:, 0].all():
+        raise ValueError("mask: no contact (action 0) must be eligible in every row")
     return X, mask
 
 
@@ -97,7 +97,7 @@ def sample(probabilities: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 def act(policy: Policy, X: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Decisions:
     """Decide for a batch: the policy's distribution, then one uniform per row from ``rng``."""
-    X, mask = check_batch(policy.space, X, mask)
+    X, mask = check_batch(policy.space, X, mask, getattr(policy, "dim", None))
     probs = policy.probabilities(X, mask)
     actions = sample(probs, rng.random(X.shape[0]))
     return Decisions(actions, probs[np.arange(len(actions)), actions], probs)
@@ -108,9 +108,19 @@ def uniform(mask: np.ndarray) -> np.ndarray:
     return mask / mask.sum(axis=1, keepdims=True)
 
 
-def masked_argmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(N,) best eligible action (lowest index among ties)."""
-    return np.argmax(np.where(mask, scores, -np.inf), axis=1)
+TIE_RTOL = 1e-9  # scores this close count as ties
+
+
+def masked_argmax(scores: np.ndarray, mask: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Best eligible action along ``axis``, the lowest index among ties.
+
+    Scores within ``TIE_RTOL`` (relative) of the best are ties: the last bits of a matrix product
+    differ with the batch's size, and a decision must not.
+    """
+    s = np.where(mask, scores, -np.inf)
+    best = s.max(axis=axis, keepdims=True)
+    tol = TIE_RTOL * np.maximum(np.abs(np.where(np.isfinite(best), best, 0.0)), 1.0)
+    return np.argmax(s >= best - tol, axis=axis)
 
 
 def greedy(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -143,7 +153,7 @@ def inverse_gap(scores: np.ndarray, mask: np.ndarray, gamma: float) -> np.ndarra
 def share_of_argmax(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(N, A) share of ``samples`` (M, N, A) under which each eligible action is best."""
     m = samples.shape[0]
-    best = np.argmax(np.where(mask[None], samples, -np.inf), axis=2)  # (M, N)
+    best = masked_argmax(samples, np.broadcast_to(mask[None], samples.shape), axis=2)  # (M, N)
     out = np.zeros(mask.shape)
     rows = np.broadcast_to(np.arange(mask.shape[0]), best.shape)
     np.add.at(out, (rows.ravel(), best.ravel()), 1.0 / m)

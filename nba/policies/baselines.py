@@ -104,6 +104,7 @@ class _Rules(_Stateless):
     def __init__(self, space: ActionSpace, segments: list[str] | tuple[str, ...], channels=None) -> None:
         self.space = space
         self.spec = FeatureSpec(tuple(segments), tuple(channels or space.channels))
+        self.dim = self.spec.dim
 
     def _params(self):
         return {"segments": list(self.spec.segments), "channels": list(self.spec.channels)}

@@ -81,7 +81,7 @@ class _LGBMReward:
         raise NotImplementedError
 
     def update(self, X, actions, rewards, propensities=None):
-        X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards)
+        X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards, propensities)
         self.X = np.vstack([self.X, X.astype(np.float32)])
         self.actions = np.concatenate([self.actions, actions])
         self.rewards = np.concatenate([self.rewards, rewards])

@@ -128,7 +128,9 @@ class Ridge:
         self._solve()
 
 
-def _check_update(space: ActionSpace, dim: int, X, actions, rewards) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_update(space: ActionSpace, dim: int, X, actions, rewards, propensities=None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a logged batch; raise ValueError naming the field."""
     X = np.asarray(X, np.float64)
     if X.ndim != 2 or X.shape[1] != dim:
         raise ValueError(f"X: expected shape (N, {dim}), got {X.shape}")
@@ -138,6 +140,12 @@ def _check_update(space: ActionSpace, dim: int, X, actions, rewards) -> tuple[np
         raise ValueError(f"actions/rewards: expected shape ({X.shape[0]},), got {actions.shape} and {rewards.shape}")
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(rewards))):
         raise ValueError("X/rewards: contain NaN or infinite values")
+    if propensities is not None:
+        p = np.asarray(propensities, np.float64)
+        if p.shape != (X.shape[0],):
+            raise ValueError(f"propensities: expected shape ({X.shape[0]},), got {p.shape}")
+        if not (np.all(np.isfinite(p)) and np.all(p > 0) and np.all(p <= 1)):
+            raise ValueError("propensities: must be probabilities in (0, 1]")
     return X, actions, rewards
 
 
@@ -161,7 +169,7 @@ class LinUCB:
         return greedy(ucb, mask)
 
     def update(self, X, actions, rewards, propensities=None) -> LinUCB:
-        self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards))
+        self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
         return self
 
     def get_state(self):
@@ -203,7 +211,7 @@ class LinTS:
         return share_of_argmax(self.ridge.scores(X, self.samples), mask)
 
     def update(self, X, actions, rewards, propensities=None) -> LinTS:
-        self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards))
+        self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
         self._draw()
         return self
 

@@ -78,8 +78,8 @@ class SendTime:
 
     def __init__(self, space: ActionSpace, segments: list[str] | tuple[str, ...], first: Any = "lints",
                  first_params: dict[str, Any] | None = None, epsilon: float = 0.05,
-                 prior_strength: float = 3.0) -> None:
-        from nba.policies import POLICIES, create
+                 prior_strength: float = 3.0, dim: int | None = None) -> None:
+        from nba.policies import LEARNERS, POLICIES, create
 
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon!r}")
@@ -89,9 +89,16 @@ class SendTime:
             if first == self.name or first not in POLICIES:
                 raise ValueError(f"first: unknown first-stage policy {first!r}; valid: "
                                  f"{sorted(set(POLICIES) - {self.name})}")
-            first = create(first, space, self.segments, **(first_params or {}))
+            first_params = dict(first_params or {})
+            if first in LEARNERS and dim is not None:
+                first_params.setdefault("dim", dim)
+            first = create(first, space, self.segments, **first_params)
         self.first = first
-        self.model = SendTimeModel(FeatureSpec(self.segments, space.channels), space, prior_strength)
+        spec = FeatureSpec(self.segments, space.channels)
+        self.dim = spec.dim
+        if dim is not None and dim != spec.dim:
+            raise ValueError(f"dim: the send-time model reads {spec.dim} named features, got dim={dim}")
+        self.model = SendTimeModel(spec, space, prior_strength)
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         sp = self.space

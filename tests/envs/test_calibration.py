@@ -70,7 +70,8 @@ def test_common_random_numbers_make_paired_differences_tight(scenario):
 def test_million_customers_fit_in_one_gigabyte(scenario):
     sim = Simulation(scenario, 0, 1_000_000, decision_hour=scenario.journey_decision_hour)
     held = nbytes(sim.traits) + nbytes(sim.state) + nbytes(sim.history)
-    held += sim.streams.keys.nbytes + sim.streams.counters.nbytes
+    held += sim.streams.keys.nbytes + sim.streams.counters.nbytes + sim.recent.times.nbytes
+    held += sim.recent.any_times.nbytes
     assert held < 2**30, f"{held / 2**20:.0f} MB"
 
 

@@ -58,7 +58,9 @@ def test_expected_reward_matches_monte_carlo(sim):
         space.index("direct_mail", "winback", None),
         space.index("push", "welcome", 19),
     ])
-    exact = sim.expected_rewards(actions[None, :])[rows]  # (6, 5)
+    # the response model itself (Simulation.expected_rewards would also apply the contact policy,
+    # which blocks the 03:00 SMS: see test_blocked_actions_earn_what_no_contact_earns)
+    exact = response.expected_reward(sc, sim.arrays, space, tr, m, actions[None, :])[rows]  # (6, 5)
 
     tr_s, m_s = take_rows(tr, rows), take_rows(m, rows)
     draws = 200_000
@@ -156,8 +158,12 @@ def test_contact_terms_probabilities_are_probabilities(sim):
 
 
 def test_probabilities_stay_valid_under_heavy_fatigue(scenario):
-    """Hammer customers with an SMS every day: fatigue and opt-out odds grow, but stay bounded."""
-    s = Simulation(scenario, seed=5, n=500, decision_hour=8, replace_rate=0.0, penalties=True)
+    """Hammer customers with an SMS every day: fatigue and opt-out odds grow, but stay bounded.
+
+    The contact policy is switched off for this stress test (the default caps SMS at 2 a week)."""
+    data = scenario.to_dict()
+    data["contact"] = {"caps": [], "quiet_hours": {}, "min_gap_h": 0.0}
+    s = Simulation(Scenario.from_dict(data), seed=5, n=500, decision_hour=8, replace_rate=0.0, penalties=True)
     sms = s.space.index("sms", "promo", None)
     for _ in range(30):
         s.step(np.full(s.n, sms))
@@ -170,3 +176,23 @@ def test_probabilities_stay_valid_under_heavy_fatigue(scenario):
         p = getattr(t, name)
         assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all(), name
     assert np.isfinite(s.expected_rewards()).all()
+
+
+def test_blocked_actions_earn_what_no_contact_earns():
+    """The contact policy is never violated: an action it blocks is not sent, in expectation and in fact."""
+    import numpy as np
+
+    from envs.scenario import Scenario
+    from envs.simulation import Simulation
+
+    sc = Scenario.default()
+    sim = Simulation(sc, 3, 400, decision_hour=3, penalties=True)  # 03:00 local: SMS and push are quiet
+    space = sim.space
+    sms = space.index("sms", "promo", None)
+    mask = sim.action_mask()
+    assert not mask[:, sms].any()
+    er = sim.expected_rewards()
+    np.testing.assert_array_equal(er[:, sms], er[:, 0])
+    res = sim.step(np.full(sim.n, sms))
+    assert res.blocked.all()
+    assert not res.outcome.sent.any() and (res.outcome.cost == 0).all()

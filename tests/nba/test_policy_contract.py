@@ -1,0 +1,582 @@
+"""The policy contract: one battery of checks run on every policy in :data:`nba.policies.POLICIES`.
+
+Like scikit-learn's ``check_estimator``, every check is parametrised over the registry, so a policy
+added later is checked without touching this file. Each policy is checked untrained and, if it is
+a learner (:data:`nba.policies.LEARNERS`), trained as well: fed logged batches drawn from the
+bandit simulator under uniform-random logging (``update``), or, for an offline learner (one with a
+``fit`` method), fitted on the transitions of those batches. :data:`SMALL_PARAMS` keeps the models
+small; a policy that needs other settings to be tested quickly gets an entry there.
+
+The contract (:mod:`nba.policies.base`):
+
+1. ``probabilities`` is a distribution over actions, zero off the mask;
+2. the propensity ``act`` reports is the probability the chosen action was drawn with;
+3. the same seed gives the same decisions;
+4. save / load (JSON, NumPy, LightGBM text, never pickle) gives back the same policy;
+5. a batch of 10,000 decides exactly as 10,000 batches of one, from the same generator;
+6. bad input raises ``ValueError`` whose message starts with the field's name;
+7. ``update`` returns the policy, and learners learn.
+
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from envs.scenario import Scenario
+from envs.simulation import Simulation
+from nba import serialization
+from nba.policies import LEARNERS, POLICIES, Decisions, Policy, act, create
+
+SCENARIO = Scenario.default()
+SPACE = SCENARIO.action_space
+SEGMENTS = tuple(SCENARIO.segments)
+DIM = SCENARIO.feature_spec.dim
+A = SPACE.n_actions
+
+# Small settings that keep the battery fast but still fit the models for real: with batches of
+# 2,000 the LightGBM bandits fit after the first batch and refit after the second; fitted-Q keeps
+# the actions logged 10 times or more as candidates. One LightGBM thread: no OpenMP team to
+# wait on when the test machine is busy.
+_LGBM = {"min_samples": 1000, "num_boost_round": 20, "min_data_in_leaf": 20, "threads": 1}
+SMALL_PARAMS: dict[str, dict] = {
+    "lgbm_egreedy": _LGBM,
+    "lgbm_squarecb": _LGBM,
+    "fqi": {"iterations": 2, "num_boost_round": 10, "min_data_in_leaf": 20, "min_support": 10, "threads": 1},
+}
+BATCH = 2000  # rows per logged batch
+N_TRAIN = 2  # logged batches a trained learner has seen
+N_CONTEXTS = 10_000  # real contexts for acting
+N_SMALL = 200  # contexts for the checks that need no large batch
+N_ONE_BY_ONE = 100  # rows of the 10,000 also decided one at a time
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Batch:
+    """A logged batch: contexts, the logger's actions, realised rewards and the logger's propensities,
+    and what came next (for offline learners): the next contexts and masks, and which rows ended."""
+
+    X: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    propensities: np.ndarray
+    X_next: np.ndarray
+    mask_next: np.ndarray
+    terminated: np.ndarray
+
+    def args(self) -> tuple[np.ndarray, ...]:
+        """The arguments of ``Policy.update``."""
+        return self.X, self.actions, self.rewards, self.propensities
+
+    def head(self, n: int) -> Batch:
+        return Batch(*(getattr(self, f.name)[:n] for f in fields(self)))
+
+
+def _read_only(*arrays: np.ndarray) -> None:
+    # policies must not write into the caller's arrays: a write raises instead of passing silently
+    for a in arrays:
+        a.setflags(write=False)
+
+
+@functools.cache
+def logged_batches() -> tuple[Batch, ...]:
+    """Batches logged under uniform-random exploration on the bandit view of the simulator."""
+    sim = Simulation(SCENARIO, 11, BATCH, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    logger = create("uniform_random", SPACE)
+    rng = np.random.default_rng(12)
+    out = []
+    X, mask = np.ascontiguousarray(sim.observe()), sim.action_mask()
+    for _ in range(N_TRAIN + 2):  # two spare batches for the update checks
+        d = act(logger, X, mask, rng)
+        res = sim.step(d.actions)
+        X_next, mask_next = np.ascontiguousarray(sim.observe()), sim.action_mask()
+        # a replaced row's next context is another customer's: no future value to bootstrap from
+        batch = Batch(X, d.actions, np.asarray(res.reward, np.float64), d.propensities, X_next, mask_next,
+                      res.replaced.copy())
+        _read_only(*(getattr(batch, f.name) for f in fields(batch)))
+        out.append(batch)
+        X, mask = X_next, mask_next
+    return tuple(out)
+
+
+@functools.cache
+def contexts() -> tuple[np.ndarray, np.ndarray]:
+    """(N_CONTEXTS, d) real observations and their (N_CONTEXTS, A) eligibility masks.
+
+    A stream of customers a few decisions in, so histories, carts and consents vary.
+    """
+    sim = Simulation(SCENARIO, 21, N_CONTEXTS, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    logger = create("uniform_random", SPACE)
+    rng = np.random.default_rng(22)
+    for _ in range(3):
+        sim.step(act(logger, np.ascontiguousarray(sim.observe()), sim.action_mask(), rng).actions)
+    X, mask = np.ascontiguousarray(sim.observe()), sim.action_mask()
+    _read_only(X, mask)
+    return X, mask
+
+
+def thinned(mask: np.ndarray, seed: int, keep: float = 0.3) -> np.ndarray:
+    """``mask`` with extra random False entries; no contact stays eligible, and every 7th row keeps
+    nothing else (a customer who may only be left alone)."""
+    out = mask & (np.random.default_rng(seed).random(mask.shape) < keep)
+    out[:, 0] = True
+    out[::7, 1:] = False
+    _read_only(out)
+    return out
+
+
+def small_contexts(masks: str = "real") -> tuple[np.ndarray, np.ndarray]:
+    X, mask = contexts()
+    X, mask = X[:N_SMALL], mask[:N_SMALL]
+    return X, (mask if masks == "real" else thinned(mask, 31))
+
+
+# ----------------------------------------------------------------------------- policies
+def new_policy(name: str) -> Policy:
+    return create(name, SPACE, SEGMENTS, dim=DIM, **SMALL_PARAMS.get(name, {}))
+
+
+def is_offline(name: str) -> bool:
+    """Offline learners learn with ``fit(X, actions, rewards, X_next, mask_next, terminated)`` on
+    logged transitions, and their ``update`` ignores logged batches by design."""
+    return callable(getattr(POLICIES[name], "fit", None))
+
+
+ONLINE_LEARNERS = tuple(name for name in LEARNERS if not is_offline(name))
+
+
+def train(policy: Policy, batches: tuple[Batch, ...]) -> None:
+    """Feed ``batches`` to ``policy``: one ``update`` each, or one ``fit`` on them all (offline)."""
+    if is_offline(policy.name):
+        joined = [np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(Batch)]
+        X, actions, rewards, _, X_next, mask_next, terminated = joined
+        policy.fit(X, actions, rewards, X_next, mask_next, terminated)
+    else:
+        for batch in batches:
+            policy.update(*batch.args())
+
+
+@functools.cache
+def pristine(name: str, state: str) -> Policy:
+    """The policy new, or (learners) trained on N_TRAIN logged batches: built once, never mutated."""
+    policy = new_policy(name)
+    if state == "trained":
+        train(policy, logged_batches()[:N_TRAIN])
+    return policy
+
+
+def make(name: str, state: str) -> Policy:
+    """A policy of its own for one test (a deep copy: cheaper than building a linear learner anew)."""
+    return copy.deepcopy(pristine(name, state))
+
+
+STATES = ("untrained", "trained")
+
+
+def cases(names=None) -> list:
+    """(name, state) for every policy untrained and every learner trained, as pytest params."""
+    out = []
+    for name in POLICIES if names is None else names:
+        for state in STATES:
+            if state == "trained" and name not in LEARNERS:
+                continue
+            out.append(pytest.param(name, state, id=f"{name}-{state}"))
+    return out
+
+
+def assert_same_decisions(a: Decisions, b: Decisions) -> None:
+    np.testing.assert_array_equal(a.actions, b.actions)
+    np.testing.assert_array_equal(a.propensities, b.propensities)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+
+
+def assert_same_state(a: tuple, b: tuple) -> None:
+    """Two ``get_state()`` results are equal: parameters, arrays (exactly) and model texts."""
+    (params_a, arrays_a, models_a), (params_b, arrays_b, models_b) = a, b
+    assert params_a == params_b
+    assert models_a == models_b
+    assert arrays_a.keys() == arrays_b.keys()
+    for key, value in arrays_a.items():
+        np.testing.assert_array_equal(arrays_b[key], value, err_msg=key)
+
+
+# ----------------------------------------------------------------------------- registry
+def test_registry_names_are_unique_and_match_their_keys():
+    names = [cls.name for cls in POLICIES.values()]
+    assert len(set(names)) == len(names)
+    for key, cls in POLICIES.items():
+        assert cls.name == key
+        policy = pristine(key, "untrained")
+        assert isinstance(policy, Policy)
+        assert type(policy) is cls and policy.name == key and policy.space == SPACE
+    assert set(LEARNERS) <= set(POLICIES)
+
+
+def test_create_with_an_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="^policy: ") as info:
+        create("no_such_policy", SPACE, SEGMENTS, dim=DIM)
+    message = str(info.value)
+    assert "no_such_policy" in message
+    for name in POLICIES:
+        assert repr(name) in message
+
+
+# ----------------------------------------------------------------------------- 1. distributions
+@pytest.mark.parametrize("masks", ["real", "thinned"])
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_probabilities_are_distributions_on_the_mask(name, state, masks):
+    policy = make(name, state)
+    X, mask = small_contexts(masks)
+    p = policy.probabilities(X, mask)
+    assert p.shape == (len(X), A)
+    assert np.all(np.isfinite(p))
+    assert np.all(p >= 0.0)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-9)
+    assert np.all(p[~mask] == 0.0), "probability on an ineligible action"
+
+
+# ----------------------------------------------------------------------------- 2. propensities
+class Repeated:
+    """``policy`` on a batch that repeats a few contexts, scored once per distinct context.
+
+    A policy's distribution is a function of each row alone (checked on 10,000 rows by
+    :func:`test_a_batch_of_10000_decides_as_10000_batches_of_one`), so a batch that repeats five
+    contexts 20,000 times can be scored on those five; ``act`` still validates, samples and reports
+    on all 100,000 rows. Scoring every row would cost the linear learners most of a minute.
+    """
+
+    def __init__(self, policy: Policy, X: np.ndarray, mask: np.ndarray, which: np.ndarray) -> None:
+        self.policy, self.space, self.name = policy, policy.space, policy.name
+        self.X, self.mask, self.which = X, mask, which
+
+    def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        assert np.array_equal(X, self.X[self.which]) and np.array_equal(mask, self.mask[self.which])
+        return self.policy.probabilities(self.X, self.mask)[self.which]
+
+
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_reported_propensity_is_the_empirical_frequency(name, state):
+    policy = make(name, state)
+    X, mask = contexts()
+    rows = np.array([0, 1, 2, 3, 4]) * 997  # five customers, fixed
+    X5 = X[rows]
+    # two with their real masks, three with extra ineligible actions (larger uniform shares)
+    M5 = np.vstack([mask[rows[:2]], thinned(mask[rows[2:]], 41, keep=0.1)])
+    M5[4, 1:] = False
+    M5[4, np.flatnonzero(mask[rows[4]])[1:4]] = True  # no contact and three contacts
+    p5 = policy.probabilities(X5, M5)
+
+    reps = 20_000
+    which = np.repeat(np.arange(5), reps)
+    d = act(Repeated(policy, X5, M5, which), X5[which], M5[which], np.random.default_rng(42))
+    # the reported propensity is exactly the policy's probability of the chosen action
+    np.testing.assert_array_equal(d.propensities, d.probabilities[np.arange(len(which)), d.actions])
+    np.testing.assert_array_equal(d.propensities, p5[which, d.actions])
+
+    for c in range(5):
+        counts = np.bincount(d.actions[which == c], minlength=A)
+        freq = counts / reps
+        p = p5[c]
+        assert np.all(counts[p == 0] == 0), "an action with probability 0 was drawn"
+        # The count of action a is Binomial(reps, p_a) if the propensity is right, so its frequency
+        # has standard error sqrt(p_a (1 - p_a) / reps) (at most 0.0035 here). Five standard errors
+        # is a two-sided tail of 6e-7 per action; over the ~1,000 (context, action) pairs a policy
+        # is checked on, a correct policy fails for about one seed in a thousand, and the seed is
+        # fixed. The 1e-3 floor covers p_a near 0 and 1, where the normal approximation is poor.
+        # A propensity that is wrong by more than ~0.02 (or by ~1e-3 for rare actions) fails.
+        se = np.sqrt(p * (1.0 - p) / reps)
+        bad = np.abs(freq - p) > 5.0 * se + 1e-3
+        assert not bad.any(), f"context {c}: actions {np.flatnonzero(bad)} p={p[bad]} freq={freq[bad]}"
+
+
+# ----------------------------------------------------------------------------- 3. seeding
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_same_seed_same_decisions(name, state):
+    policy = make(name, state)
+    X, mask = small_contexts("thinned")
+    first = act(policy, X, mask, np.random.default_rng(7))
+    again = act(policy, X, mask, np.random.default_rng(7))
+    assert_same_decisions(first, again)
+    # deciding does not change the policy: a third run still agrees
+    assert_same_decisions(first, act(policy, X, mask, np.random.default_rng(7)))
+
+
+# ----------------------------------------------------------------------------- 4. serialization
+def _assert_no_pickle(folder: Path) -> None:
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    assert (folder / "policy.json").is_file()
+    for f in files:
+        assert f.suffix not in (".pkl", ".pickle"), f"pickle file {f.name}"
+        # every pickle protocol >= 2 starts with the PROTO opcode b"\x80"
+        assert not f.read_bytes()[:1] == b"\x80", f"{f.name} looks like a pickle"
+        if f.suffix in (".npz", ".npy"):
+            with np.load(f, allow_pickle=False) as npz:  # raises on object arrays (pickled)
+                for key in getattr(npz, "files", []):
+                    assert npz[key].dtype != object
+
+
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_save_load_gives_the_same_policy_without_pickle(name, state, tmp_path):
+    policy = pristine(name, state)
+    folder = serialization.save(policy, tmp_path / "policy")
+    _assert_no_pickle(folder)
+    meta = json.loads((folder / "policy.json").read_text())
+    assert meta["policy"] == name
+
+    loaded = serialization.load(folder)
+    assert type(loaded) is type(policy) and loaded.name == name and loaded.space == policy.space
+    X, mask = small_contexts("real")
+    assert np.array_equal(loaded.probabilities(X, mask), policy.probabilities(X, mask))
+    X, mask = small_contexts("thinned")  # decisions carry the probabilities too
+    assert_same_decisions(act(loaded, X, mask, np.random.default_rng(3)),
+                          act(policy, X, mask, np.random.default_rng(3)))
+    # saving the loaded policy writes the same state
+    again = serialization.save(loaded, tmp_path / "again")
+    assert json.loads((again / "policy.json").read_text()) == meta
+
+
+@pytest.mark.parametrize(("name", "state"), cases(names=LEARNERS))
+def test_a_loaded_learner_keeps_learning_as_the_original(name, state, tmp_path):
+    # The saved state is the whole state: sufficient statistics, kept data, the model, and the
+    # generator a Thompson sampler draws its next posterior samples from.
+    original = make(name, state)
+    loaded = serialization.load(serialization.save(original, tmp_path / "policy"))
+    # one more batch triggers the LightGBM bandits' next (re)fit in both states
+    batch = logged_batches()[N_TRAIN : N_TRAIN + 1]
+    train(original, batch)
+    train(loaded, batch)
+    # the same state, exactly (cheaper than comparing decisions, and it implies them)
+    assert_same_state(loaded.get_state(), original.get_state())
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_loading_an_unknown_policy_raises_naming_it(name, tmp_path):
+    folder = serialization.save(pristine(name, "untrained"), tmp_path / "policy")
+    meta = json.loads((folder / "policy.json").read_text())
+    meta["policy"] = "no_such_policy"
+    (folder / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no_such_policy"):
+        serialization.load(folder)
+
+
+# ----------------------------------------------------------------------------- 5. batch size
+
+
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_a_batch_of_10000_decides_as_10000_batches_of_one(name, state):
+    policy = make(name, state)
+    X, mask = contexts()
+    n, k, seed = len(X), N_ONE_BY_ONE, 5
+    big_rng = np.random.default_rng(seed)
+    big = act(policy, X, mask, big_rng)
+
+    # Why the first k rows suffice: act draws exactly one uniform per row, rng.random(N), so after
+    # the big batch the generator is exactly where N single draws leave it, and Generator.random(N)
+    # yields the same numbers as N successive calls of random(1). Row i of the big batch therefore
+    # used the same uniform as the i-th one-row batch; rows past k change nothing for the first k.
+    ref = np.random.default_rng(seed)
+    ref.random(n)
+    assert big_rng.bit_generator.state == ref.bit_generator.state, "act must draw one uniform per row"
+    prefix = np.random.default_rng(seed).random(n)[:k]
+    one_by_one = np.random.default_rng(seed)
+    np.testing.assert_array_equal(prefix, np.concatenate([one_by_one.random(1) for _ in range(k)]))
+
+    rng = np.random.default_rng(seed)
+    singles = [act(policy, X[i : i + 1], mask[i : i + 1], rng) for i in range(k)]
+    np.testing.assert_array_equal(np.concatenate([s.actions for s in singles]), big.actions[:k])
+    np.testing.assert_array_equal(np.concatenate([s.propensities for s in singles]), big.propensities[:k])
+    np.testing.assert_array_equal(np.vstack([s.probabilities for s in singles]), big.probabilities[:k])
+
+
+# ----------------------------------------------------------------------------- 6. bad input
+def _bad_X_nan(X, mask):
+    X = X.copy()
+    X[3, 5] = np.nan
+    return X, mask
+
+
+def _bad_X_inf(X, mask):
+    X = X.copy()
+    X[0, 0] = np.inf
+    return X, mask
+
+
+def _bad_mask_shape(X, mask):
+    return X, mask[:, :-1]
+
+
+def _bad_mask_rows(X, mask):
+    return X, mask[:-1]
+
+
+def _bad_mask_dtype(X, mask):
+    return X, mask.astype(np.int64)
+
+
+def _bad_mask_empty_row(X, mask):
+    mask = mask.copy()
+    mask[2] = False
+    return X, mask
+
+
+BAD_INPUTS = {
+    "X-nan": (_bad_X_nan, "X"),
+    "X-inf": (_bad_X_inf, "X"),
+    "X-1d": (lambda X, mask: (X[0], mask), "X"),
+    "mask-shape": (_bad_mask_shape, "mask"),
+    "mask-rows": (_bad_mask_rows, "mask"),
+    "mask-dtype": (_bad_mask_dtype, "mask"),
+    "mask-no-eligible-action": (_bad_mask_empty_row, "mask"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_INPUTS))
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_act_rejects_bad_input_naming_the_field(name, state, bad):
+    policy = make(name, state)
+    X, mask = contexts()
+    corrupt, field = BAD_INPUTS[bad]
+    X, mask = corrupt(X[:20], mask[:20])
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        act(policy, X, mask, np.random.default_rng(0))
+
+
+
+
+@pytest.mark.parametrize("width", ["fewer", "more"])
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_act_rejects_the_wrong_number_of_features(name, state, width):
+    # A policy that reads the context must refuse an X of another width (ValueError naming X). One
+    # that ignores it (no contact, uniform, an unfitted reward model) may decide anyway, but then
+    # exactly as it does on the real contexts. The extra or missing column is the first one, so
+    # a policy that reads features by position sees every feature move.
+    policy = make(name, state)
+    X, mask = contexts()
+    X, mask = X[:50], mask[:50]
+    wrong = X[:, 1:] if width == "fewer" else np.hstack([X[:, :1], X])
+    try:
+        p = act(policy, wrong, mask, np.random.default_rng(0)).probabilities
+    except ValueError as e:
+        assert str(e).startswith("X: "), str(e)
+        return
+    np.testing.assert_array_equal(p, policy.probabilities(X, mask))
+
+
+
+
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_a_mask_without_no_contact_is_rejected_or_honoured(name, state):
+    # Either answer keeps exploration on the mask: refuse the mask (ValueError naming it), or put
+    # no probability on no contact.
+    policy = make(name, state)
+    X, mask = small_contexts("real")
+    mask = mask.copy()
+    mask[:, 0] = False
+    mask[np.arange(len(mask)), 1] = True  # something else stays eligible on every row
+    try:
+        d = act(policy, X, mask, np.random.default_rng(0))
+    except ValueError as e:
+        assert str(e).startswith("mask: ")
+        return
+    assert np.all(d.probabilities[~mask] == 0.0)
+    assert np.all(mask[np.arange(len(X)), d.actions])
+
+
+def _short_actions(b: Batch) -> tuple:
+    return b.X, b.actions[:-1], b.rewards, b.propensities
+
+
+def _short_rewards(b: Batch) -> tuple:
+    return b.X, b.actions, b.rewards[:-1], b.propensities
+
+
+def _nan_reward(b: Batch) -> tuple:
+    r = b.rewards.copy()
+    r[4] = np.nan
+    return b.X, b.actions, r, b.propensities
+
+
+def _inf_reward(b: Batch) -> tuple:
+    r = b.rewards.copy()
+    r[0] = -np.inf
+    return b.X, b.actions, r, b.propensities
+
+
+def _nan_X(b: Batch) -> tuple:
+    X = b.X.copy()
+    X[1, 1] = np.nan
+    return X, b.actions, b.rewards, b.propensities
+
+
+def _action_out_of_range(b: Batch) -> tuple:
+    a = b.actions.copy()
+    a[0] = A
+    return b.X, a, b.rewards, b.propensities
+
+
+def _short_propensities(b: Batch) -> tuple:
+    return b.X, b.actions, b.rewards, b.propensities[:-1]
+
+
+def _nan_propensity(b: Batch) -> tuple:
+    p = b.propensities.copy()
+    p[0] = np.nan
+    return b.X, b.actions, b.rewards, p
+
+
+BAD_UPDATES = {
+    "actions-length": _short_actions,
+    "rewards-length": _short_rewards,
+    "rewards-nan": _nan_reward,
+    "rewards-inf": _inf_reward,
+    "X-nan": _nan_X,
+    "action-out-of-range": _action_out_of_range,
+    "propensities-length": _short_propensities,
+    "propensities-nan": _nan_propensity,
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_UPDATES))
+@pytest.mark.parametrize(("name", "state"), cases(names=ONLINE_LEARNERS))
+def test_update_rejects_bad_batches_and_learns_nothing(name, state, bad):
+    policy = make(name, state)
+    before = policy.get_state()
+    with pytest.raises(ValueError):
+        policy.update(*BAD_UPDATES[bad](logged_batches()[N_TRAIN].head(50)))
+    assert_same_state(policy.get_state(), before)  # a rejected batch leaves no trace
+
+
+# ----------------------------------------------------------------------------- 7. update
+
+
+@pytest.mark.parametrize(("name", "state"), cases())
+def test_update_returns_the_policy(name, state):
+    policy = make(name, state)
+    X, mask = small_contexts()
+    X, mask = X[:50], mask[:50]
+    learns = name in ONLINE_LEARNERS
+    before = None if learns else policy.probabilities(X, mask)
+    assert policy.update(*logged_batches()[N_TRAIN].head(200).args()) is policy
+    if not learns:  # policies that do not learn from logged batches ignore them
+        np.testing.assert_array_equal(policy.probabilities(X, mask), before)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_a_learner_changes_its_distribution_after_enough_data(name):
+    # One batch of 2,000 is enough for the linear learners, past min_samples (1,000) for the
+    # LightGBM bandits, and gives fitted-Q candidates besides no contact.
+    policy = make(name, "untrained")
+    X, mask = small_contexts()
+    X, mask = X[:50], mask[:50]
+    before = policy.probabilities(X, mask)
+    train(policy, logged_batches()[:1])
+    after = policy.probabilities(X, mask)
+    assert not np.array_equal(after, before)
