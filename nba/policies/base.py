@@ -161,22 +161,26 @@ def share_of_argmax(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 class Explore:
-    """A logging policy: ``policy`` mixed with uniform exploration over eligible actions.
+    """A logging policy: ``policy`` mixed with uniform exploration and a no-contact holdout.
 
-    ``(1 - epsilon) * policy + epsilon * uniform``: gives the support offline learners and
-    off-policy estimators need, with exact propensities. Not saved: rebuild it around the saved
-    policy.
+    ``(1 - epsilon - holdout) * policy + epsilon * uniform + holdout * no contact``: gives the
+    support offline learners and off-policy estimators need, with exact propensities. Not saved:
+    rebuild it around the saved policy.
     """
 
-    def __init__(self, policy: Policy, epsilon: float) -> None:
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon: must be in [0, 1], got {epsilon!r}")
-        self.policy, self.epsilon = policy, epsilon
+    def __init__(self, policy: Policy, epsilon: float, holdout: float = 0.0) -> None:
+        if not (0.0 <= epsilon <= 1.0 and 0.0 <= holdout <= 1.0 and epsilon + holdout <= 1.0):
+            raise ValueError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, "
+                             f"got {epsilon!r} and {holdout!r}")
+        self.policy, self.epsilon, self.holdout = policy, epsilon, holdout
         self.space = policy.space
-        self.name = f"{policy.name}+explore{epsilon:g}"
+        self.name = f"{policy.name}+explore{epsilon:g}" + (f"+holdout{holdout:g}" if holdout else "")
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return (1.0 - self.epsilon) * self.policy.probabilities(X, mask) + self.epsilon * uniform(mask)
+        out = (1.0 - self.epsilon - self.holdout) * self.policy.probabilities(X, mask)
+        out += self.epsilon * uniform(mask)
+        out[:, 0] += self.holdout
+        return out
 
     def update(self, X, actions, rewards, propensities):
         self.policy.update(X, actions, rewards, propensities)
