@@ -2,7 +2,8 @@
 
 What a marketing team can actually run: no live exploration, only logged transitions
 ``(x, a, r, x', terminated)`` from the campaigns it already sends (plus a little randomisation).
-Each iteration fits a LightGBM regression of
+Each iteration fits a LightGBM regression (the first from scratch, the next ones boosting on from
+the previous Q with ``refit_rounds`` more trees) of
 
     y = r + gamma * (1 - terminated) * max_{a' eligible in x'} Q_k(x', a')
 
@@ -35,7 +36,7 @@ class FittedQ:
     def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, iterations: int = 8,
                  num_boost_round: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
                  min_data_in_leaf: int = 100, min_support: int = 200, max_candidates: int = 32,
-                 epsilon: float = 0.0, seed: int = 0, threads: int = 2) -> None:
+                 refit_rounds: int | None = None, epsilon: float = 0.0, seed: int = 0, threads: int = 2) -> None:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma: must be in [0, 1), got {gamma!r}")
         if iterations < 1:
@@ -46,7 +47,7 @@ class FittedQ:
         self.params = {"gamma": gamma, "iterations": iterations, "num_boost_round": num_boost_round,
                        "learning_rate": learning_rate, "num_leaves": num_leaves,
                        "min_data_in_leaf": min_data_in_leaf, "min_support": min_support,
-                       "max_candidates": max_candidates, "epsilon": epsilon,
+                       "max_candidates": max_candidates, "refit_rounds": refit_rounds, "epsilon": epsilon,
                        "seed": seed, "threads": threads}
         self.psi = action_design(space).astype(np.float32)
         self.candidates = np.zeros(space.n_actions, bool)
@@ -102,9 +103,9 @@ class FittedQ:
                       "min_data_in_leaf": p["min_data_in_leaf"], "seed": p["seed"], "deterministic": True,
                       "num_threads": p["threads"], "verbose": -1}
         design = self._design(X, actions)
-        data = lgb.Dataset(design, free_raw_data=False)
         targets = rewards.copy()
         self.booster = None
+        refit = p["refit_rounds"] or max(1, p["num_boost_round"] // 2)
         for it in range(p["iterations"] if p["gamma"] > 0 else 1):
             if it > 0:
                 future = self.q_values(X_next, np.asarray(mask_next, bool)).max(axis=1)
@@ -113,8 +114,11 @@ class FittedQ:
                 targets = new
             else:
                 change = float(np.abs(targets).mean())
-            data.set_label(targets)
-            self.booster = lgb.train(lgb_params, data, num_boost_round=p["num_boost_round"])
+            # iteration k + 1 boosts from Q_k towards its new targets: Q_k is a good start, so
+            # ``refit_rounds`` more trees do what a fit from scratch would need many more for
+            data = lgb.Dataset(design, label=targets, free_raw_data=False)
+            self.booster = lgb.train(lgb_params, data, init_model=self.booster,
+                                     num_boost_round=p["num_boost_round"] if it == 0 else refit)
             if progress is not None:
                 progress(it, change)
         return self
