@@ -1,0 +1,311 @@
+"""Online bandit benchmark on ``nba/Bandit-v0``: nba's policies against Vowpal Wabbit and MABWiser.
+
+    python bench/policies.py [--decisions 100000] [--batch 1000] [--seed 0] [--only NAME,...]
+                             [--vw-decisions N] [--mabwiser-decisions N] [--one-at-a-time 500]
+                             [--blas-threads 1] [--mab-alpha 1] [--json PATH]
+
+Every learner runs in the loop of :func:`envs.rollout.bandit_run` on the default scenario: a
+``Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1/30, penalties=True)`` with
+the same seed for all; act on a batch of contexts, step, learn from the realised rewards; record
+the exact expected reward of the chosen action, of the best eligible action (oracle) and of no
+contact. Peers sit behind nba's policy interface (``bench/peers.py``), so the loop is the same
+code for everyone. Printed for each learner: mean realised reward, mean exact expected reward,
+the normalised score ``(V - V_no_contact) / (V_oracle - V_no_contact)`` on exact expectations,
+and learn+act throughput (decisions/s: time inside ``act`` and ``update`` only, the simulator
+excluded). MABWiser's one-at-a-time throughput (predict and partial_fit one context at a time)
+is measured on ``--one-at-a-time`` decisions and extrapolated (its cost per call does not depend
+on how much it has learnt: a fixed-size ridge model per arm). To keep the default run short,
+MABWiser's batch runs stop at ``--mabwiser-decisions`` (20,000; the output says so).
+
+BLAS runs one thread by default (``--blas-threads``) for every learner: VW is single-threaded,
+MABWiser's products are small, and on a shared 2-core machine OpenBLAS's second thread spins
+against other processes (measured at load average 6: nba's linucb 2.6x and MABWiser 10x slower
+with two threads). The load average is printed with the figures.
+
+Targets (issue 3, 2-core machine), for nba's best bandit (highest normalised score among
+linucb, lints, lgbm_egreedy, lgbm_squarecb): normalised score >= 0.85; mean reward >= VW's best;
+throughput >= VW's (the faster VW learner) and >= 20x MABWiser's one-at-a-time (the faster one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peers.py, when run as a script
+
+from peers import MABWiserLinear, VWCBExploreADF  # noqa: E402
+
+from envs.rollout import BanditRun, bandit_run  # noqa: E402
+from envs.scenario import Scenario  # noqa: E402
+from envs.simulation import Simulation  # noqa: E402
+from nba.policies import LEARNERS, POLICIES, create  # noqa: E402
+
+NBA = ("uniform_random", "business_as_usual", "rule_based_journey", "linucb", "lints", "lgbm_egreedy",
+       "lgbm_squarecb")
+VW = ("vw_egreedy", "vw_squarecb")
+MABWISER = ("mabwiser_linucb", "mabwiser_lints")
+ALL = NBA + VW + MABWISER
+TARGET_SCORE = 0.85
+TARGET_MAB_RATIO = 20.0
+
+
+@dataclass
+class Result:
+    name: str
+    family: str  # nba | vw | mabwiser
+    decisions: int
+    mean_reward: float
+    mean_expected: float
+    mean_oracle: float
+    mean_no_contact: float
+    normalised_score: float
+    decisions_per_s: float
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def family(name: str) -> str:
+    return "vw" if name in VW else "mabwiser" if name in MABWISER else "nba"
+
+
+def make_learner(name: str, scenario: Scenario, dim: int, seed: int, mab_alpha: float):
+    space = scenario.action_space
+    if name == "vw_egreedy":
+        return VWCBExploreADF(space, dim, exploration="epsilon", epsilon=0.05, seed=seed)
+    if name == "vw_squarecb":
+        return VWCBExploreADF(space, dim, exploration="squarecb", seed=seed)
+    if name in MABWISER:
+        return MABWiserLinear(space, dim, policy=name.removeprefix("mabwiser_"), alpha=mab_alpha, seed=seed)
+    params = {"seed": seed} if "seed" in inspect.signature(POLICIES[name]).parameters else {}
+    return create(name, space, segments=tuple(scenario.segments), dim=dim if name in LEARNERS else None, **params)
+
+
+def run_one(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int, mab_alpha: float,
+            progress: Callable[[int], None]) -> Result:
+    learner = make_learner(name, scenario, dim, seed, mab_alpha)
+    run: BanditRun = bandit_run(scenario, learner, decisions, batch=batch, seed=seed, progress=progress)
+    extra = {}
+    if isinstance(learner, VWCBExploreADF):
+        extra = {"vw_args": learner.args, "seconds_in_vw_calls": learner.vw_seconds}
+        learner.close()
+    elif isinstance(learner, MABWiserLinear):
+        extra = {"mab_alpha": mab_alpha, "mask": "best eligible arm of predict_expectations"}
+    return Result(name, family(name), len(run.rewards), float(run.rewards.mean()), float(run.expected.mean()),
+                  float(run.oracle.mean()), float(run.no_contact.mean()), run.normalised_score,
+                  run.decisions_per_s, run.seconds, extra)
+
+
+def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int,
+                           mab_alpha: float, progress: Callable[[int], None]) -> dict:
+    """Same loop, but MABWiser predicts and learns one context at a time (each timed)."""
+    learner = make_learner(name, scenario, dim, seed, mab_alpha)
+    rows = min(batch, decisions)
+    sim = Simulation(scenario, seed, rows, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    steps = -(-decisions // rows)
+    spent = 0.0
+    for step in range(steps):
+        X, mask = sim.observe(), sim.action_mask()
+        actions = np.empty(rows, np.int64)
+        t0 = time.perf_counter()
+        for i in range(rows):
+            actions[i] = learner.decide_one(X[i], mask[i])
+        spent += time.perf_counter() - t0
+        res = sim.step(actions)
+        t0 = time.perf_counter()
+        for i in range(rows):
+            learner.update_one(X[i], int(actions[i]), float(res.reward[i]))
+        spent += time.perf_counter() - t0
+        progress(step)
+    n = steps * rows
+    return {"decisions_measured": n, "seconds": spent, "decisions_per_s": n / spent}
+
+
+# ----------------------------------------------------------------------------- report
+def _fmt_rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def table(results: list[Result], one_at_a_time: dict[str, dict]) -> str:
+    head = (f"{'learner':<20} {'decisions':>9} {'mean reward':>11} {'mean E[r]':>9} {'oracle':>7} "
+            f"{'no contact':>10} {'norm. score':>11} {'decisions/s':>12}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r.name:<20} {r.decisions:>9,} {r.mean_reward:>11.4f} {r.mean_expected:>9.4f} "
+                     f"{r.mean_oracle:>7.4f} {r.mean_no_contact:>10.4f} {r.normalised_score:>11.4f} "
+                     f"{_fmt_rate(r.decisions_per_s):>12}")
+    for name, m in one_at_a_time.items():
+        label = f"{name} (1 at a time)"
+        lines.append(f"{label:<29} {'':>11} {'':>9} {'':>7} {'':>10} {'':>11} {_fmt_rate(m['decisions_per_s']):>12}"
+                     f"   measured on {m['decisions_measured']:,} decisions, extrapolated")
+    return "\n".join(lines)
+
+
+def targets(results: list[Result], one_at_a_time: dict[str, dict]) -> tuple[str, dict]:
+    by = {r.name: r for r in results}
+    bandits = [by[n] for n in LEARNERS if n in by]
+    vws = [by[n] for n in VW if n in by]
+    out: dict = {}
+    lines = []
+    if not bandits:
+        return "targets: no nba bandit was run", out
+    best = max(bandits, key=lambda r: r.normalised_score)
+    out["nba_best"] = best.name
+    ok = best.normalised_score >= TARGET_SCORE
+    lines.append(f"nba's best bandit: {best.name} (highest normalised score)")
+    lines.append(f"  normalised score             {best.normalised_score:>10.4f}   target >= {TARGET_SCORE:.2f}"
+                 f"   {'PASS' if ok else 'FAIL'}")
+    out["normalised_score"] = {"value": best.normalised_score, "target": TARGET_SCORE, "pass": ok}
+    if vws:
+        vbest = max(vws, key=lambda r: r.mean_expected)
+        ok = best.mean_expected >= vbest.mean_expected
+        lines.append(f"  mean E[reward] vs VW's best  {best.mean_expected:>10.4f} vs {vbest.mean_expected:.4f} "
+                     f"({vbest.name}; ratio {best.mean_expected / vbest.mean_expected:.3f}, realised "
+                     f"{best.mean_reward:.4f} vs {vbest.mean_reward:.4f})   target >=   {'PASS' if ok else 'FAIL'}")
+        out["reward_vs_vw"] = {"nba": best.mean_expected, "vw": vbest.mean_expected, "vw_learner": vbest.name,
+                               "nba_realised": best.mean_reward, "vw_realised": vbest.mean_reward, "pass": ok}
+        vfast = max(vws, key=lambda r: r.decisions_per_s)
+        ratio = best.decisions_per_s / vfast.decisions_per_s
+        lines.append(f"  throughput vs VW's           {ratio:>9.2f}x   ({_fmt_rate(best.decisions_per_s)} vs "
+                     f"{_fmt_rate(vfast.decisions_per_s)}/s, {vfast.name}, the faster VW)   target >= 1x   "
+                     f"{'PASS' if ratio >= 1 else 'FAIL'}")
+        out["throughput_vs_vw"] = {"ratio": ratio, "vw_learner": vfast.name, "target": 1.0, "pass": ratio >= 1}
+    if one_at_a_time:
+        mname, m = max(one_at_a_time.items(), key=lambda kv: kv[1]["decisions_per_s"])
+        ratio = best.decisions_per_s / m["decisions_per_s"]
+        lines.append(f"  throughput vs MABWiser 1x1   {ratio:>9.1f}x   ({_fmt_rate(best.decisions_per_s)} vs "
+                     f"{_fmt_rate(m['decisions_per_s'])}/s, {mname} one at a time, the faster)   "
+                     f"target >= {TARGET_MAB_RATIO:.0f}x   {'PASS' if ratio >= TARGET_MAB_RATIO else 'FAIL'}")
+        out["throughput_vs_mabwiser_one_at_a_time"] = {"ratio": ratio, "mabwiser_learner": mname,
+                                                       "target": TARGET_MAB_RATIO, "pass": ratio >= TARGET_MAB_RATIO}
+    return "\n".join(lines), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--decisions", type=int, default=100_000, help="decisions per learner (default 100,000)")
+    ap.add_argument("--batch", type=int, default=1000, help="contexts per act/learn round (default 1000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", type=str, default=None, help=f"comma-separated learners; default all: {','.join(ALL)}")
+    ap.add_argument("--vw-decisions", type=int, default=0, help="cap VW's decisions (default 0: --decisions)")
+    ap.add_argument("--mabwiser-decisions", type=int, default=20_000,
+                    help="cap MABWiser's batch-run decisions (default 20,000; 0: --decisions)")
+    ap.add_argument("--one-at-a-time", type=int, default=500,
+                    help="decisions on which MABWiser's one-at-a-time throughput is measured (0: skip)")
+    ap.add_argument("--mab-alpha", type=float, default=1.0, help="MABWiser LinUCB/LinTS alpha (its default, 1)")
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="BLAS threads for every learner (default 1; 0: the libraries' own, 2 here)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+
+    names = list(ALL) if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        ap.error(f"--only: unknown learner(s) {unknown}; valid: {','.join(ALL)}")
+    if args.decisions < 1 or args.batch < 1:
+        ap.error("--decisions and --batch must be >= 1")
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if args.blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.blas_threads, user_api="blas")
+    load_before = os.getloadavg()
+    scenario = Scenario.default()
+    dim = Simulation(scenario, args.seed, 1, decision_hour=None).observe().shape[1]
+    plan = {}
+    for n in names:
+        cap = args.vw_decisions if n in VW else args.mabwiser_decisions if n in MABWISER else None
+        plan[n] = min(args.decisions, cap) if cap else args.decisions
+    oaat = [n for n in names if n in MABWISER] if args.one_at_a_time > 0 else []
+
+    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    results: list[Result] = []
+    one_at_a_time: dict[str, dict] = {}
+    t_start = time.perf_counter()
+    columns = (TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TextColumn("decisions"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        tasks = {n: progress.add_task(n, total=plan[n]) for n in names}
+        rows = min(args.batch, args.one_at_a_time)
+        one_tasks = {n: progress.add_task(f"{n} (1 at a time)", total=-(-args.one_at_a_time // rows) * rows)
+                     for n in oaat}
+
+        def advance(task, total, per_step):
+            return lambda step: progress.update(task, completed=min((step + 1) * per_step, total))
+
+        for n in names:
+            results.append(run_one(n, scenario, dim, plan[n], args.batch, args.seed, args.mab_alpha,
+                                   advance(tasks[n], plan[n], args.batch)))
+            r = results[-1]
+            progress.update(tasks[n], description=f"{n}: {r.normalised_score:+.3f}, {r.decisions_per_s:,.0f}/s")
+        for n in oaat:
+            total = progress.tasks[one_tasks[n]].total
+            one_at_a_time[n] = mabwiser_one_at_a_time(n, scenario, dim, args.one_at_a_time, args.batch, args.seed,
+                                                      args.mab_alpha, advance(one_tasks[n], total, rows))
+    wall = time.perf_counter() - t_start
+
+    print()
+    print(f"command: {command}")
+    print(f"nba/Bandit-v0, default scenario: {scenario.action_space.n_actions} actions, {dim} context features; "
+          f"seed {args.seed}, batch {args.batch}; machine {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; BLAS threads "
+          f"{args.blas_threads or 'library default'}")
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
+          f"{', '.join(f'{x:.1f}' for x in load_after)}: other processes on the machine slow every timing")
+    capped = [n for n in names if plan[n] != args.decisions]
+    if capped:
+        print(f"capped: {', '.join(f'{n} at {plan[n]:,}' for n in capped)} decisions (others {args.decisions:,})")
+    print("mean reward: realised; mean E[r]: exact expected reward of the chosen action; oracle / no contact: exact "
+          "expected reward of the best eligible action / of no contact on the same contexts; decisions/s: learn+act "
+          "only (simulator excluded)")
+    if any(n in MABWISER for n in names):
+        print(f"MABWiser has no eligibility mask: the best eligible arm of predict_expectations is chosen "
+              f"(alpha {args.mab_alpha:g}, one ridge model per arm)")
+    print()
+    print(table(results, one_at_a_time))
+    print()
+    text, target_figures = targets(results, one_at_a_time)
+    print(text)
+    print(f"\nwall time {wall:,.0f} s")
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "command": command,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
+                       f"{platform.python_version()}",
+            "settings": {"decisions": args.decisions, "batch": args.batch, "seed": args.seed, "plan": plan,
+                         "one_at_a_time": args.one_at_a_time, "mab_alpha": args.mab_alpha,
+                         "blas_threads": args.blas_threads, "load_average_before": load_before,
+                         "load_average_after": load_after,
+                         "n_actions": scenario.action_space.n_actions, "dim": dim},
+            "results": [vars(r) for r in results],
+            "mabwiser_one_at_a_time": one_at_a_time,
+            "targets": target_figures,
+            "wall_seconds": wall,
+        }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
