@@ -281,6 +281,9 @@ class RecentContacts:
         when = np.broadcast_to(np.asarray(when, np.float64), rows.shape)
         if not np.isfinite(when).all():
             raise ValueError("when: send times must be finite")
+        self._insert(rows, channels, when)
+
+    def _insert(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray) -> None:
         self.times[rows, channels] = _insert_newest_first(self.times[rows, channels], when)
         self.any_times[rows] = _insert_newest_first(self.any_times[rows], when)
 
@@ -293,9 +296,12 @@ class RecentContacts:
         if actions.shape != (self.n,) or send.shape != (self.n, space.n_slots):
             raise ValueError(f"actions: expected shape ({self.n},) with send ({self.n}, {space.n_slots}), "
                              f"got {actions.shape} and {send.shape}")
-        rows = np.flatnonzero(actions != NO_CONTACT)
+        rows = np.flatnonzero(actions != NO_CONTACT)  # unique, in range: no need for record's checks
         a = actions[rows]
-        self.record(rows, space.channel_of[a], send[rows, space.slot_of[a]])
+        when = send[rows, space.slot_of[a]].astype(np.float64)
+        if not np.isfinite(when).all():
+            raise ValueError("send: send times must be finite")
+        self._insert(rows, space.channel_of[a].astype(np.intp), when)
 
     def reset_rows(self, rows: np.ndarray) -> None:
         """Forget the contacts of ``rows`` (a customer replaced by a new one)."""
