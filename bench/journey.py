@@ -100,7 +100,7 @@ def main() -> None:
         ok = rel >= target and (d.ci_low > 0 if target >= 0 else True)
         console.print(f"{a} vs {b}: {d.mean:+.2f} [{d.ci_low:+.2f}, {d.ci_high:+.2f}] per customer = "
                       f"{rel:+.1%} (target >= {target:+.0%}, interval excluding 0): {'met' if ok else 'NOT met'}")
-        return {"diff": d.mean, "ci": [d.ci_low, d.ci_high], "relative": rel, "target": target, "met": ok}
+        return {"diff": d.mean, "ci": [d.ci_low, d.ci_high], "relative": rel, "target": target, "met": bool(ok)}
 
     best_bandit = "myopic bandit"
     results["fqi_vs_best_bandit"] = paired("fqi", best_bandit, 0.05)
