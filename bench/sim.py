@@ -1,6 +1,6 @@
 """Simulator throughput and memory.
 
-    python bench/sim.py [--num-envs 16384] [--steps 60] [--sync-envs 64] [--sync-steps 60]
+    python bench/sim.py [--num-envs 32768] [--steps 60] [--sync-envs 64] [--sync-steps 60]
 
 Prints, from one run on this machine:
 * decisions/s of the vectorised ``nba/Bandit-v0`` (observations, masks and rewards included),
@@ -64,7 +64,7 @@ def population_memory(n: int = 1_000_000) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--num-envs", type=int, default=16384)
+    ap.add_argument("--num-envs", type=int, default=32768)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--sync-envs", type=int, default=64)
     ap.add_argument("--sync-steps", type=int, default=60)

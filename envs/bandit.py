@@ -47,8 +47,15 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.simulation import Simulation
-from envs.views import observation_space, resolve_scenario, scalar_action, seed_or_draw
+from envs.simulation import ShardedSimulation, Simulation
+from envs.views import (
+    default_threads,
+    make_simulation,
+    observation_space,
+    resolve_scenario,
+    scalar_action,
+    seed_or_draw,
+)
 
 
 def _outcome_info(res, i: int) -> dict[str, Any]:
@@ -101,22 +108,25 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
 
 class BanditVectorEnv(VectorEnv):
     """``num_envs`` decision streams stepped at once in NumPy; sub-env ``i`` equals ``BanditEnv`` seeded
-    ``seed + i``. Exact expected rewards: :meth:`expected_rewards` (or ``info_expected_rewards=True``)."""
+    ``seed + i``. Exact expected rewards: :meth:`expected_rewards` (or ``info_expected_rewards=True``).
+    Large batches are split over ``threads`` shards stepped in parallel (default: one per core, for
+    batches of 8,192 rows or more)."""
 
     metadata = {"render_modes": [], "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1024, scenario=None, replace_rate: float = 1 / 30,
-                 info_expected_rewards: bool = False) -> None:
+                 info_expected_rewards: bool = False, threads: int | None = None) -> None:
         self.scenario = resolve_scenario(scenario)
         self.num_envs = num_envs
         self.replace_rate = replace_rate
         self.info_expected_rewards = info_expected_rewards
+        self.threads = default_threads(num_envs) if threads is None else threads
         self.space = self.scenario.action_space
         self.single_action_space = gym.spaces.Discrete(self.space.n_actions)
         self.single_observation_space = observation_space(self.scenario)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.sim: Simulation | None = None
+        self.sim: Simulation | ShardedSimulation | None = None
         self._np_random = None
 
     def expected_rewards(self) -> np.ndarray:
@@ -136,8 +146,8 @@ class BanditVectorEnv(VectorEnv):
         if seed is not None or self.sim is None:
             if seed is None:
                 seed = int(np.random.default_rng().integers(0, 2**62))
-            self.sim = Simulation(self.scenario, seed, self.num_envs, decision_hour=None,
-                                  replace_rate=self.replace_rate, penalties=True)
+            self.sim = make_simulation(self.scenario, seed, self.num_envs, self.threads, decision_hour=None,
+                                       replace_rate=self.replace_rate, penalties=True)
         else:
             self.sim.reset_rows(np.arange(self.num_envs))
         return self.sim.observe(), self._info()

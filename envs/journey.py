@@ -41,8 +41,15 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.bandit import _outcome_info
-from envs.simulation import Simulation
-from envs.views import observation_space, resolve_scenario, scalar_action, seed_or_draw
+from envs.simulation import ShardedSimulation, Simulation
+from envs.views import (
+    default_threads,
+    make_simulation,
+    observation_space,
+    resolve_scenario,
+    scalar_action,
+    seed_or_draw,
+)
 
 
 class JourneyEnv(gym.Env[np.ndarray, np.int64]):
@@ -83,21 +90,24 @@ class JourneyVectorEnv(VectorEnv):
     """``num_envs`` customers stepped at once; sub-env ``i`` equals ``JourneyEnv`` seeded ``seed + i``.
 
     Autoreset follows gymnasium's default (``NEXT_STEP``): the step after an episode ends resets
-    that sub-env, ignores its action and returns reward 0.
+    that sub-env, ignores its action and returns reward 0. Large batches are split over ``threads``
+    shards stepped in parallel, as in ``BanditVectorEnv``.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1024, scenario=None, horizon_days: int | None = None) -> None:
+    def __init__(self, num_envs: int = 1024, scenario=None, horizon_days: int | None = None,
+                 threads: int | None = None) -> None:
         self.scenario = resolve_scenario(scenario)
         self.num_envs = num_envs
         self.horizon_days = horizon_days or self.scenario.horizon_days
+        self.threads = default_threads(num_envs) if threads is None else threads
         self.space = self.scenario.action_space
         self.single_action_space = gym.spaces.Discrete(self.space.n_actions)
         self.single_observation_space = observation_space(self.scenario)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.sim: Simulation | None = None
+        self.sim: Simulation | ShardedSimulation | None = None
         self.day = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
 
@@ -105,8 +115,8 @@ class JourneyVectorEnv(VectorEnv):
         if seed is not None or self.sim is None:
             if seed is None:
                 seed = int(np.random.default_rng().integers(0, 2**62))
-            self.sim = Simulation(self.scenario, seed, self.num_envs,
-                                  decision_hour=self.scenario.journey_decision_hour)
+            self.sim = make_simulation(self.scenario, seed, self.num_envs, self.threads,
+                                       decision_hour=self.scenario.journey_decision_hour)
         else:
             self.sim.reset_rows(np.arange(self.num_envs))
         self.day[:] = 0

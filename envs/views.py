@@ -35,3 +35,22 @@ def scalar_action(action, n_actions: int) -> int:
 
 def seed_or_draw(seed: int | None, np_random: np.random.Generator) -> int:
     return int(seed) if seed is not None else int(np_random.integers(0, 2**62))
+
+
+SHARD_MIN_ROWS = 8192  # below this, one thread steps faster than shards would
+
+
+def default_threads(num_envs: int) -> int:
+    """Shards for a vector environment: one per core for large batches, else one."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, num_envs // SHARD_MIN_ROWS))
+
+
+def make_simulation(scenario: Scenario, seed: int, n: int, threads: int, **kwargs):
+    from envs.simulation import ShardedSimulation, Simulation
+
+    if threads > 1:
+        return ShardedSimulation(scenario, seed, n, threads, **kwargs)
+    return Simulation(scenario, seed, n, **kwargs)

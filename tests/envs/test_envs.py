@@ -278,3 +278,22 @@ def test_bandit_vector_env_expected_rewards_info():
     np.testing.assert_array_equal(info["expected_rewards"], venv.unwrapped.expected_rewards())
     _, _, _, _, info = venv.step(np.zeros(n, np.int64))
     assert info["expected_rewards"].shape == (n, n_actions)
+
+
+@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+def test_sharded_vector_env_equals_one_thread(env_id):
+    """Splitting the rows over threads changes nothing: same observations, rewards and masks."""
+    one = gym.make_vec(env_id, num_envs=12, vectorization_mode="vector_entry_point", threads=1)
+    three = gym.make_vec(env_id, num_envs=12, vectorization_mode="vector_entry_point", threads=3)
+    o1, i1 = one.reset(seed=21)
+    o3, i3 = three.reset(seed=21)
+    np.testing.assert_array_equal(o1, o3)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        a = rng.integers(0, one.single_action_space.n, 12)
+        s1, s3 = one.step(a), three.step(a)
+        for x, y in zip(s1[:4], s3[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(s1[4]["action_mask"], s3[4]["action_mask"])
+    if env_id == "nba/Bandit-v0":
+        np.testing.assert_array_equal(one.unwrapped.expected_rewards(), three.unwrapped.expected_rewards())
