@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=0.97)
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--min-support", type=int, default=1000)
+    ap.add_argument("--min-data-in-leaf", type=int, default=200)
+    ap.add_argument("--num-leaves", type=int, default=31)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -60,7 +62,8 @@ def main() -> None:
     console.print(f"{len(tr.rewards):,} logged transitions, {tr.terminated.sum():,} ending in churn")
 
     fitted = {}
-    fit_params = {"min_support": args.min_support, "min_data_in_leaf": 200, "num_leaves": 31,
+    fit_params = {"min_support": args.min_support, "min_data_in_leaf": args.min_data_in_leaf,
+                  "num_leaves": args.num_leaves,
                   "num_boost_round": 150, "learning_rate": 0.05}
     for name, gamma, iterations in (("myopic bandit", 0.0, 1), ("fqi", args.gamma, args.iterations)):
         policy = create("fqi", sp, seg, dim=dim, gamma=gamma, iterations=iterations, **fit_params)

@@ -1,0 +1,76 @@
+"""How much of the oracle's uplift can a policy reach from observations alone?
+
+    python bench/ceiling.py [--contexts 100000] [--actions-per-context 1]
+
+Logs ``--contexts`` decisions on ``nba/Bandit-v0`` under uniform random actions, fits a LightGBM
+reward model on ``[x, psi(a)]`` once with the *exact expected* reward as label (what no learner
+ever sees: no noise) and once with the *realised* reward, and scores the greedy policy of each on
+fresh contexts: normalised score (V - V_no_contact) / (V_oracle - V_no_contact) on exact
+expectations. The first figure bounds what a learner with that much data and this model class can
+reach; the gap to the second is the cost of reward noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import lightgbm as lgb
+import numpy as np
+
+from envs.scenario import Scenario
+from envs.simulation import Simulation
+from nba.policies.base import masked_argmax
+from nba.policies.linear import action_design
+
+
+def logged(sc: Scenario, seed: int, n: int, steps: int, per_context: int):
+    sim = Simulation(sc, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in ("X", "er", "mask", "a", "r")}
+    for _ in range(steps):
+        X, er, mask = np.ascontiguousarray(sim.observe()), sim.expected_rewards(), sim.action_mask()
+        u = rng.random((n, per_context))
+        cdf = np.cumsum(mask / mask.sum(1, keepdims=True), axis=1)
+        a = (cdf[:, None, :] <= u[:, :, None]).sum(axis=2)  # uniform over eligible, per_context each
+        res = sim.step(a[:, 0])
+        for k, v in (("X", X), ("er", er), ("mask", mask), ("a", a), ("r", res.reward)):
+            out[k].append(v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--contexts", type=int, default=100_000)
+    ap.add_argument("--actions-per-context", type=int, default=1,
+                    help="exact-label rows per logged context (realised rewards exist for the first only)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    sc = Scenario.default()
+    psi = action_design(sc.action_space).astype(np.float32)
+    batch = 2000
+    train = logged(sc, args.seed, batch, max(1, args.contexts // batch), args.actions_per_context)
+    test = logged(sc, args.seed + 99, batch, 5, 1)
+    rows = np.arange(len(train["X"]))
+    params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 100,
+              "verbose": -1, "num_threads": 2, "seed": 0}
+    n, A = len(test["X"]), sc.action_space.n_actions
+    grid = np.hstack([np.repeat(test["X"], A, 0), np.tile(psi, (n, 1))])
+    v_nc = test["er"][:, 0].mean()
+    v_or = np.where(test["mask"], test["er"], -np.inf).max(axis=1).mean()
+    for label in ("exact expected reward", "realised reward"):
+        if label.startswith("exact"):
+            r_idx = np.repeat(rows, args.actions_per_context)
+            acts = train["a"].ravel()
+            y = train["er"][r_idx, acts]
+        else:
+            r_idx, acts, y = rows, train["a"][:, 0], train["r"]
+        model = lgb.train(params, lgb.Dataset(np.hstack([train["X"][r_idx], psi[acts]]), y), 300)
+        scores = model.predict(grid).reshape(n, A)
+        chosen = masked_argmax(scores, test["mask"])
+        v = test["er"][np.arange(n), chosen].mean()
+        print(f"greedy on a model of the {label:<22} ({len(y):>9,} rows): normalised score "
+              f"{(v - v_nc) / (v_or - v_nc):.3f}")
+
+
+if __name__ == "__main__":
+    main()
