@@ -1,6 +1,6 @@
 """Long-term value on ``nba/Journey-v0``: offline RL against myopic bandits and rule-based journeys.
 
-    python bench/journey.py [--log-customers 4000] [--eval-customers 5000] [--iterations 6]
+    python bench/journey.py [--log-customers 8000] [--eval-customers 4000] [--iterations 6]
 
 A marketing team's offline setting. Logged data: ``--log-customers`` customers for 90 days under
 the business-as-usual schedule with randomisation (``--holdout`` no contact, ``--explore``
@@ -36,15 +36,15 @@ from nba.policies.base import Explore
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--log-customers", type=int, default=4000)
-    ap.add_argument("--eval-customers", type=int, default=5000)
+    ap.add_argument("--log-customers", type=int, default=8000)
+    ap.add_argument("--eval-customers", type=int, default=4000)
     ap.add_argument("--holdout", type=float, default=0.2)
     ap.add_argument("--explore", type=float, default=0.2)
     ap.add_argument("--gamma", type=float, default=0.97)
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--min-support", type=int, default=1000)
-    ap.add_argument("--min-data-in-leaf", type=int, default=200)
-    ap.add_argument("--num-leaves", type=int, default=31)
+    ap.add_argument("--min-data-in-leaf", type=int, default=1000)
+    ap.add_argument("--num-leaves", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
