@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--min-support", type=int, default=1000)
     ap.add_argument("--min-data-in-leaf", type=int, default=1000)
     ap.add_argument("--num-leaves", type=int, default=15)
+    ap.add_argument("--max-candidates", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -63,7 +64,7 @@ def main() -> None:
 
     fitted = {}
     fit_params = {"min_support": args.min_support, "min_data_in_leaf": args.min_data_in_leaf,
-                  "num_leaves": args.num_leaves,
+                  "num_leaves": args.num_leaves, "max_candidates": args.max_candidates,
                   "num_boost_round": 150, "learning_rate": 0.05}
     for name, gamma, iterations in (("myopic bandit", 0.0, 1), ("fqi", args.gamma, args.iterations)):
         policy = create("fqi", sp, seg, dim=dim, gamma=gamma, iterations=iterations, **fit_params)
