@@ -86,3 +86,14 @@ def test_paired_comparison_is_tighter_than_independent_runs(scenario):
     b_same = journey_returns(scenario, no_contact, 3_000, seed=6, days=30)
     b_other = journey_returns(scenario, no_contact, 3_000, seed=7, days=30)
     assert np.var(a - b_same) < 0.5 * np.var(a - b_other)
+
+
+def test_journey_value_brackets_the_mean_return(scenario):
+    from envs.rollout import journey_returns, journey_value
+    from nba.policies.baselines import BusinessAsUsual
+
+    bau = BusinessAsUsual(scenario.action_space, tuple(scenario.segments))
+    v = journey_value(scenario, bau, n=1_000, seed=8, days=10)
+    r = journey_returns(scenario, bau, 1_000, seed=8, days=10)
+    assert v.n == 1_000 and v.mean == r.mean()
+    assert v.ci_low < v.mean < v.ci_high
