@@ -138,9 +138,12 @@ class History:
         for name in ("last_contact", "last_engaged", "last_purchase", "last_visit"):
             getattr(self, name)[rows] = NEVER
 
-    def load_at(self, now: np.ndarray) -> np.ndarray:
-        """(N, C) decayed contact load at ``now`` (N,)."""
-        return self.load * decay(np.asarray(now, np.float64)[:, None] - self.last_contact, self.half_life_h)
+    def load_at(self, now: np.ndarray, since_contact: np.ndarray | None = None) -> np.ndarray:
+        """(N, C) decayed contact load at ``now`` (N,); ``since_contact`` (hours since each channel's
+        last contact) may be passed when the caller has it already."""
+        if since_contact is None:
+            since_contact = np.asarray(now, np.float64)[:, None] - self.last_contact
+        return self.load * decay(since_contact, self.half_life_h)
 
     def record_contacts(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray,
                         local_hour: np.ndarray | None = None) -> None:
@@ -248,10 +251,10 @@ def build_features(
     out[j : j + c] = profile.consent.T
     j += c
     half = spec.recency_scale_h * np.log(2.0)  # exp(-h / scale) == 2 ** (-h / half)
-    since_contact = (now[:, None] - history.last_contact).T
+    since_contact = now[:, None] - history.last_contact
     out[j : j + c] = _log1p(history.n_contacts).T
-    out[j + c : j + 2 * c] = decay(since_contact, half)
-    out[j + 2 * c : j + 3 * c] = history.load.T * decay(since_contact, history.half_life_h)
+    out[j + c : j + 2 * c] = decay(since_contact, half).T
+    out[j + 2 * c : j + 3 * c] = history.load_at(now, since_contact).T
     out[j + 3 * c : j + 4 * c] = _log1p(history.n_engaged).T
     out[j + 4 * c : j + 5 * c] = decay((now[:, None] - history.last_engaged).T, half)
     pref_cos, pref_sin = history.hour_preference()

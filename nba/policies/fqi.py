@@ -27,6 +27,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.policies.base import epsilon_greedy
+from nba.policies.lgbm import joint_rows, predict_eligible, regression_params
 from nba.policies.linear import action_design
 
 
@@ -55,25 +56,15 @@ class FittedQ:
         self.booster: lgb.Booster | None = None
 
     # ------------------------------------------------------------------ model
-    def _design(self, X: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        return np.hstack([np.asarray(X, np.float32), self.psi[actions]])
-
     def q_values(self, X: np.ndarray, mask: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
         """(N, A) Q of every eligible candidate action (-inf elsewhere); 0 before fitting."""
         n = X.shape[0]
         ok = np.broadcast_to(self.candidates, (n, self.space.n_actions))
         if mask is not None:
             ok = ok & mask
-        out = np.full(ok.shape, -np.inf)
-        X = np.asarray(X)
-        for start in range(0, n, chunk):  # bounded memory: chunk x candidates rows at a time
-            rows, cols = np.nonzero(ok[start : start + chunk])
-            if self.booster is None:
-                out[start + rows, cols] = 0.0
-            else:
-                out[start + rows, cols] = self.booster.predict(self._design(X[start + rows], cols),
-                                                               num_threads=self.params["threads"])
-        return out
+        if self.booster is None:
+            return np.where(ok, 0.0, -np.inf)
+        return predict_eligible(self.booster, X, self.psi, ok, -np.inf, self.params["threads"], chunk)
 
     def fit(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, X_next: np.ndarray,
             mask_next: np.ndarray, terminated: np.ndarray,
@@ -99,10 +90,8 @@ class FittedQ:
         top = np.argsort(-counts, kind="stable")[: p["max_candidates"]]
         self.candidates = np.zeros(self.space.n_actions, bool)
         self.candidates[top[counts[top] >= p["min_support"]]] = True
-        lgb_params = {"objective": "regression", "learning_rate": p["learning_rate"], "num_leaves": p["num_leaves"],
-                      "min_data_in_leaf": p["min_data_in_leaf"], "seed": p["seed"], "deterministic": True,
-                      "num_threads": p["threads"], "verbose": -1}
-        design = self._design(X, actions)
+        lgb_params = regression_params(p)
+        design = joint_rows(X, self.psi, actions)
         targets = rewards.copy()
         self.booster = None
         refit = p["refit_rounds"] or max(1, p["num_boost_round"] // 2)

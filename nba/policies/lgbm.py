@@ -27,6 +27,32 @@ from nba.policies.base import epsilon_greedy, inverse_gap, uniform
 from nba.policies.linear import _check_update, action_design
 
 
+def joint_rows(X: np.ndarray, psi: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """LightGBM input rows ``[x, psi(a)]`` for contexts ``X`` and their ``actions``."""
+    return np.hstack([np.asarray(X, np.float32), psi[actions]])
+
+
+def regression_params(p: dict[str, Any]) -> dict[str, Any]:
+    """LightGBM regression parameters from a policy's own (deterministic, quiet)."""
+    return {"objective": "regression", "learning_rate": p["learning_rate"], "num_leaves": p["num_leaves"],
+            "min_data_in_leaf": p["min_data_in_leaf"], "seed": p["seed"], "deterministic": True,
+            "num_threads": p["threads"], "verbose": -1}
+
+
+def predict_eligible(booster: lgb.Booster, X: np.ndarray, psi: np.ndarray, ok: np.ndarray, fill: float,
+                     threads: int, chunk: int = 8192) -> np.ndarray:
+    """(N, A) predictions for the (context, action) pairs where ``ok``, ``fill`` elsewhere.
+
+    Predicts ``chunk`` contexts' pairs at a time, so memory stays bounded for large batches.
+    """
+    out = np.full(ok.shape, fill)
+    X = np.asarray(X)
+    for start in range(0, ok.shape[0], chunk):
+        rows, cols = np.nonzero(ok[start : start + chunk])
+        out[start + rows, cols] = booster.predict(joint_rows(X[start + rows], psi, cols), num_threads=threads)
+    return out
+
+
 class _LGBMReward:
     name: ClassVar[str]
 
@@ -47,16 +73,10 @@ class _LGBMReward:
         self.fitted_on = 0
 
     # ------------------------------------------------------------------ model
-    def _design(self, X: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        return np.hstack([np.asarray(X, np.float32), self.psi[actions]])
-
     def _fit(self) -> None:
         p = self.params
-        lgb_params = {"objective": "regression", "learning_rate": p["learning_rate"], "num_leaves": p["num_leaves"],
-                      "min_data_in_leaf": p["min_data_in_leaf"], "seed": p["seed"], "deterministic": True,
-                      "num_threads": p["threads"], "verbose": -1}
-        data = lgb.Dataset(self._design(self.X, self.actions), self.rewards, free_raw_data=True)
-        self.booster = lgb.train(lgb_params, data, num_boost_round=p["num_boost_round"])
+        data = lgb.Dataset(joint_rows(self.X, self.psi, self.actions), self.rewards, free_raw_data=True)
+        self.booster = lgb.train(regression_params(p), data, num_boost_round=p["num_boost_round"])
         self.fitted_on = len(self.rewards)
 
     def scores(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -64,13 +84,9 @@ class _LGBMReward:
         n, a = X.shape[0], self.space.n_actions
         if mask is None:
             mask = np.ones((n, a), bool)
-        out = np.full((n, a), np.nan)
         if self.booster is None:
-            return out
-        rows, cols = np.nonzero(mask)
-        out[rows, cols] = self.booster.predict(self._design(np.asarray(X)[rows], cols),
-                                               num_threads=self.params["threads"])
-        return out
+            return np.full((n, a), np.nan)
+        return predict_eligible(self.booster, X, self.psi, mask, np.nan, self.params["threads"])
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.booster is None:
