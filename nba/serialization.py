@@ -6,18 +6,24 @@ A saved policy is a folder::
     arrays.npz         NumPy arrays (loaded with allow_pickle=False)
     <key>.lgb.txt      LightGBM models as text
 
+A deployment bundle (:func:`save_bundle`) is such a folder under ``policy/`` beside a
+``deployment.json`` holding the feature layout, lifecycle thresholds and contact policy.
+
 Loading reads data only: no code in the folder is ever run.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nba.actions import ActionSpace
+from nba.eligibility import ContactRules
+from nba.features import FeatureSpec, LifecycleRules
 from nba.policies.base import Policy
 
 FORMAT = 1
@@ -61,3 +67,49 @@ def load(path: str | Path) -> Policy:
         arrays = {k: npz[k] for k in npz.files}
     models = {k: (path / f"{k}.lgb.txt").read_text() for k in meta.get("models", [])}
     return POLICIES[name].from_state(space_from_dict(meta["space"]), meta["params"], arrays, models)
+
+
+# ----------------------------------------------------------------------------- deployment bundles
+@dataclass(frozen=True)
+class Bundle:
+    """Everything a decision service needs beside the decision log: the policy and the rules it
+    was trained under (features, lifecycle thresholds, contact policy)."""
+
+    policy: Policy
+    spec: FeatureSpec
+    lifecycle: LifecycleRules
+    rules: ContactRules
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> Path:
+    """A folder ``policy/`` (see :func:`save`) plus ``deployment.json``."""
+    path = Path(path)
+    save(bundle.policy, path / "policy")
+    spec = bundle.spec
+    meta = {
+        "format": FORMAT,
+        "features": {"segments": list(spec.segments), "channels": list(spec.channels),
+                     "recency_scale_h": spec.recency_scale_h, "names": list(spec.names)},
+        "lifecycle": asdict(bundle.lifecycle),
+        "contact": bundle.rules.to_dict(),
+    }
+    (path / "deployment.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return path
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    path = Path(path)
+    meta_file = path / "deployment.json"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"path: no deployment bundle at {str(path)!r} (deployment.json missing)")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"deployment.json: unsupported format {meta.get('format')!r}")
+    f = meta["features"]
+    spec = FeatureSpec(tuple(f["segments"]), tuple(f["channels"]), float(f["recency_scale_h"]))
+    if list(spec.names) != f["names"]:
+        raise ValueError("deployment.json: features.names do not match this version's feature layout")
+    policy = load(path / "policy")
+    if tuple(policy.space.channels) != spec.channels:
+        raise ValueError("deployment.json: features.channels differ from the policy's channels")
+    return Bundle(policy, spec, LifecycleRules(**meta["lifecycle"]), ContactRules.from_dict(meta["contact"]))

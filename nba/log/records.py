@@ -1,0 +1,101 @@
+"""The decision log's records: what every writer (simulator, service, importer) appends and every
+reader (training, evaluation, A/B) gets back, as columnar batches of NumPy arrays.
+
+Times are hours since the Unix epoch, UTC (float64), as everywhere in nba.
+
+* A **decision**: who was decided for, when, on what context, among which eligible actions, which
+  action with which send time and which propensity, by which policy (name and version), in which
+  experiment arm, and what the action cost.
+* An **outcome**: an event that followed a decision (``delivered``, ``opened``, ``clicked``,
+  ``converted`` with its value, ``opted_out``), at some time, with a value.
+* A decision's **reward** joins its outcomes within an attribution window (:class:`RewardRule`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+EVENTS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted", "opted_out")
+
+
+@dataclass(frozen=True)
+class DecisionRecords:
+    """A batch of decisions (all arrays of length N)."""
+
+    decision_id: np.ndarray  # (N,) str: unique; a retried write with the same id is not duplicated
+    time: np.ndarray  # (N,) float64 hours: when the decision was made
+    customer_id: np.ndarray  # (N,) str
+    context: np.ndarray  # (N, d) float32: the features the policy saw
+    eligible: np.ndarray  # (N, A) bool: the contact policy's mask
+    action: np.ndarray  # (N,) int64: index into the action space (0 = no contact)
+    send_at: np.ndarray  # (N,) float64 hours: when the message goes out (= time for no contact)
+    propensity: np.ndarray  # (N,) float64 in (0, 1]: probability of the chosen action
+    policy: np.ndarray  # (N,) str: policy name
+    policy_version: np.ndarray  # (N,) str
+    experiment: np.ndarray  # (N,) str, "" when none
+    arm: np.ndarray  # (N,) str, "" when none
+    cost: np.ndarray  # (N,) float64: what sending cost (0 for no contact)
+
+    def __len__(self) -> int:
+        return len(self.decision_id)
+
+
+@dataclass(frozen=True)
+class OutcomeRecords:
+    """A batch of outcome events (all arrays of length M)."""
+
+    decision_id: np.ndarray  # (M,) str: the decision the event follows
+    event: np.ndarray  # (M,) str, one of EVENTS; (decision_id, event) is unique (idempotent writes)
+    time: np.ndarray  # (M,) float64 hours
+    value: np.ndarray  # (M,) float64: revenue of a conversion; 0 for other events unless given
+
+    def __len__(self) -> int:
+        return len(self.decision_id)
+
+
+@dataclass(frozen=True)
+class RewardRule:
+    """How outcomes become a decision's reward.
+
+    reward = sum of ``value`` over the decision's outcome events that happened within ``window_h``
+    hours after ``send_at`` (events listed in ``events``) + ``opt_out_value`` if it opted out within
+    the window − the decision's ``cost`` (if ``subtract_cost``); ``default`` (minus the cost) when
+    no counted event arrived in the window.
+    """
+
+    window_h: float = 72.0
+    events: tuple[str, ...] = ("converted",)
+    opt_out_value: float = 0.0
+    default: float = 0.0
+    subtract_cost: bool = True
+
+
+@dataclass(frozen=True)
+class LoggedBatch:
+    """Decisions read back from the log with their rewards (a chunk of an export)."""
+
+    decision_id: np.ndarray  # (N,) object str
+    time: np.ndarray  # (N,) float64
+    customer_id: np.ndarray  # (N,) object str
+    context: np.ndarray  # (N, d) float32
+    eligible: np.ndarray  # (N, A) bool
+    action: np.ndarray  # (N,) int64
+    send_at: np.ndarray  # (N,) float64
+    propensity: np.ndarray  # (N,) float64
+    policy: np.ndarray  # (N,) object str
+    policy_version: np.ndarray  # (N,) object str
+    experiment: np.ndarray  # (N,) object str
+    arm: np.ndarray  # (N,) object str
+    cost: np.ndarray  # (N,) float64
+    reward: np.ndarray  # (N,) float64 per the RewardRule of the read
+
+    def __len__(self) -> int:
+        return len(self.decision_id)
+
+    @classmethod
+    def concat(cls, batches: list[LoggedBatch]) -> LoggedBatch:
+        if not batches:
+            raise ValueError("batches: nothing to concatenate")
+        return cls(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(cls)})
