@@ -1,0 +1,504 @@
+"""Off-policy evaluation: the value of a target policy estimated from a decision log.
+
+The estimand of every estimator is the **policy value**
+
+    V(pi) = E_x [ sum_a pi(a | x) r(x, a) ],
+
+the expected reward per decision if the target policy ``pi`` had decided for the logged population
+of contexts, where ``r(x, a)`` is the expected reward of action ``a`` in context ``x``. The log holds,
+per row ``i``: the reward ``r_i`` of the action ``a_i`` the logging policy ``mu`` chose, and its
+propensity ``p_i = mu(a_i | x_i)``. The target is given as its distribution ``pi(. | x_i)`` (n, A)
+on the logged contexts; a reward model as its predictions ``q_hat(x_i, a)`` (n, A).
+
+With the importance weight ``w_i = pi(a_i | x_i) / p_i``:
+
+================  ==============================================================  =====================
+estimator         per-row term (the estimate is their mean)                       assumptions
+================  ==============================================================  =====================
+``ips``           ``w_i r_i``                                                     exact propensities;
+                                                                                  support: ``mu > 0``
+                                                                                  wherever ``pi > 0``
+``snips``         ``w_i r_i / mean(w)`` (ratio of sums)                           as IPS; consistent,
+                                                                                  bias O(1/n), always
+                                                                                  within the reward
+                                                                                  range
+``dm``            ``sum_a pi(a|x_i) q_hat(x_i, a)``                               ``q_hat`` correct
+                                                                                  (no support needed)
+``dr``            ``dm_i + w_i (r_i - q_hat(x_i, a_i))``                          propensities exact
+                                                                                  with support, **or**
+                                                                                  ``q_hat`` correct
+``switch_dr``     ``dm_i + 1{w_i <= tau} w_i (r_i - q_hat(x_i, a_i))``           ``q_hat`` correct
+                                                                                  where ``w > tau``;
+                                                                                  ``tau = inf`` is DR,
+                                                                                  ``tau = 0`` is DM
+================  ==============================================================  =====================
+
+``switch_dr`` is the variant of Open Bandit Pipeline's ``SwitchDoublyRobust`` (the DM term on every
+row, the importance-weighted correction only on rows whose weight is at most ``tau``): it trades
+the variance of large weights for the reward model's bias on those rows.
+
+**Confidence intervals** are percentile bootstrap intervals over rows (the rows are taken as
+independent draws of context, logged action and reward): they target the population value
+``V(pi)`` above, not its value on the logged contexts only. Every estimator resamples the same
+row indices for a given ``seed`` and ``n``, so estimates from one seed are comparable (and
+:func:`evaluate` gives the same numbers as the single estimators). The per-row terms are computed
+once; the resampled means are sums of gathered terms, ``CHUNK`` indices at a time, so memory stays
+bounded (about 200 MB on top of the inputs). When the percentile interval misses the point estimate
+(a badly skewed bootstrap distribution), it is widened to contain it. ``n_bootstrap=0`` skips the
+bootstrap: the interval and standard error are then NaN.
+
+**Support diagnostics**, on every :class:`Estimate`:
+
+* ``ess``: effective sample size of the importance weights, ``(sum_i w_i)^2 / sum_i w_i^2``
+  (``n`` when the target is the logging policy; small when a few rows carry the estimate);
+* ``max_weight``: the largest ``w_i``;
+* ``unsupported_mass``: the average over rows of the target's probability on actions the logger
+  could not have taken. When the logging distribution ``logging`` (n, A) is given, that is the
+  target's mass where ``logging == 0`` in that row; otherwise, the target's mass on actions that
+  never appear in the log's ``actions`` at all (a lower bound on the true unsupported mass). IPS,
+  SNIPS and DR are biased by the reward of that mass; only a correct reward model covers it.
+
+All functions take NumPy arrays and are vectorised; bad input raises ``ValueError`` naming the
+field, e.g. ``propensities: row 5 is 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nba.actions import ActionSpace
+
+CHUNK = 1 << 22  # bootstrap indices drawn and gathered at a time (32 MB of int64)
+_ROWS = 1 << 16  # rows validated at a time (bounds the temporaries on (n, A) inputs)
+_SUM_TOL = 1e-6  # tolerance on the target's row sums
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimator's estimate of a policy value, its bootstrap interval and support diagnostics."""
+
+    estimator: str  # "ips", "snips", "dm", "dr", "switch_dr"
+    value: float  # the point estimate of V(pi)
+    ci_low: float  # lower end of the percentile bootstrap interval
+    ci_high: float  # upper end
+    level: float  # the interval's nominal coverage, e.g. 0.95
+    n: int  # logged rows
+    std_error: float  # standard deviation of the bootstrap replicates
+    ess: float  # effective sample size of the importance weights, (sum w)^2 / sum w^2
+    max_weight: float  # largest importance weight pi(a_i|x_i) / p_i
+    unsupported_mass: float  # mean target mass on actions the logger could not take (module docstring)
+
+    def covers(self, truth: float) -> bool:
+        """Whether the interval contains ``truth``."""
+        return bool(self.ci_low <= truth <= self.ci_high)
+
+
+# ----------------------------------------------------------------------------- validation
+def _first_bad(bad: np.ndarray) -> int:
+    return int(np.flatnonzero(bad)[0])
+
+
+def _check_logged(rewards: Any, actions: Any, propensities: Any, target: Any
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate the common inputs; raise ValueError naming the field."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards: expected a 1-D array (n,), got shape {rewards.shape}")
+    n = rewards.shape[0]
+    if n == 0:
+        raise ValueError("rewards: the log is empty")
+    if not np.isfinite(rewards).all():
+        raise ValueError(f"rewards: row {_first_bad(~np.isfinite(rewards))} is not finite")
+    actions = np.asarray(actions)
+    if actions.shape != (n,):
+        raise ValueError(f"actions: expected shape ({n},), got {actions.shape}")
+    if actions.dtype.kind not in "iu":
+        raise ValueError(f"actions: expected integer action indices, got dtype {actions.dtype}")
+    actions = actions.astype(np.int64, copy=False)
+    propensities = np.asarray(propensities, dtype=np.float64)
+    if propensities.shape != (n,):
+        raise ValueError(f"propensities: expected shape ({n},), got {propensities.shape}")
+    bad = ~(np.isfinite(propensities) & (propensities > 0) & (propensities <= 1))
+    if bad.any():
+        i = _first_bad(bad)
+        raise ValueError(f"propensities: row {i} is {propensities[i]:g}, must be in (0, 1]")
+    target = np.asarray(target)
+    if target.ndim != 2 or target.shape[0] != n:
+        raise ValueError(f"target: expected shape ({n}, A), got {target.shape}")
+    target = target.astype(np.float64, copy=False)
+    n_actions = target.shape[1]
+    if actions.min() < 0 or actions.max() >= n_actions:
+        i = _first_bad((actions < 0) | (actions >= n_actions))
+        raise ValueError(f"actions: row {i} is {actions[i]}, outside the target's actions [0, {n_actions})")
+    for start in range(0, n, _ROWS):
+        t = target[start : start + _ROWS]
+        finite = np.isfinite(t).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"target: row {start + _first_bad(~finite)} is not finite")
+        neg = (t < 0).any(axis=1)
+        if neg.any():
+            raise ValueError(f"target: row {start + _first_bad(neg)} has a negative probability")
+        s = t.sum(axis=1)
+        off = np.abs(s - 1.0) > _SUM_TOL
+        if off.any():
+            i = _first_bad(off)
+            raise ValueError(f"target: rows must sum to 1 (row {start + i} sums to {s[i]:.6g})")
+    return rewards, actions, propensities, target
+
+
+def _check_q_hat(q_hat: Any, shape: tuple[int, int]) -> np.ndarray:
+    if q_hat is None:
+        raise ValueError("q_hat: a reward model's predictions (n, A) are required")
+    q_hat = np.asarray(q_hat)
+    if q_hat.shape != shape:
+        raise ValueError(f"q_hat: expected shape {shape}, got {q_hat.shape}")
+    q_hat = q_hat.astype(np.float64, copy=False)
+    for start in range(0, shape[0], _ROWS):
+        finite = np.isfinite(q_hat[start : start + _ROWS]).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"q_hat: row {start + _first_bad(~finite)} is not finite")
+    return q_hat
+
+
+def _check_options(level: float, n_bootstrap: int) -> None:
+    if not (isinstance(level, (float, int)) and 0.0 < level < 1.0):
+        raise ValueError(f"level: must be in (0, 1), got {level!r}")
+    if not (isinstance(n_bootstrap, (int, np.integer)) and n_bootstrap >= 0):
+        raise ValueError(f"n_bootstrap: must be an integer >= 0, got {n_bootstrap!r}")
+    if n_bootstrap == 1:
+        raise ValueError("n_bootstrap: one resample gives no interval; use 0 (none) or >= 2")
+
+
+def _check_logging(logging: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    if logging is None:
+        return None
+    logging = np.asarray(logging, dtype=np.float64)
+    if logging.shape != shape:
+        raise ValueError(f"logging: expected shape {shape}, got {logging.shape}")
+    return logging
+
+
+# ----------------------------------------------------------------------------- building blocks
+def _weights(actions: np.ndarray, propensities: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return target[np.arange(len(actions)), actions] / propensities
+
+
+def _dm_terms(target: np.ndarray, q_hat: np.ndarray) -> np.ndarray:
+    """sum_a pi(a|x_i) q_hat(x_i, a) per row, without an (n, A) temporary."""
+    return np.einsum("ij,ij->i", target, q_hat)
+
+
+def _unsupported_mass(actions: np.ndarray, target: np.ndarray, logging: np.ndarray | None) -> float:
+    if logging is not None:
+        total = 0.0
+        for start in range(0, target.shape[0], _ROWS):
+            t, m = target[start : start + _ROWS], logging[start : start + _ROWS]
+            total += float(np.where(m <= 0, t, 0.0).sum())
+        return total / target.shape[0]
+    never = (np.bincount(actions, minlength=target.shape[1]) == 0).astype(np.float64)
+    return float((target @ never).mean())
+
+
+def resample_means(columns: np.ndarray, n_bootstrap: int, seed: int | None) -> np.ndarray:
+    """(n_bootstrap, k) means of ``columns`` (k, n) over bootstrap resamples of the n rows.
+
+    Every column is resampled with the same row indices (drawn from ``default_rng(seed)``), so the
+    replicates depend on ``seed``, ``n`` and ``n_bootstrap`` only, not on which columns are asked for.
+    """
+    columns = np.atleast_2d(np.asarray(columns, dtype=np.float64))
+    k, n = columns.shape
+    rng = np.random.default_rng(seed)
+    sums = np.zeros((n_bootstrap, k))
+    if n <= CHUNK:
+        per = max(1, CHUNK // n)
+        for b0 in range(0, n_bootstrap, per):
+            idx = rng.integers(0, n, size=(min(per, n_bootstrap - b0), n))
+            for j in range(k):
+                sums[b0 : b0 + idx.shape[0], j] = columns[j][idx].sum(axis=1)
+    else:
+        for b in range(n_bootstrap):
+            for start in range(0, n, CHUNK):
+                idx = rng.integers(0, n, size=min(CHUNK, n - start))
+                for j in range(k):
+                    sums[b, j] += columns[j][idx].sum()
+    return sums / n
+
+
+def _estimate(name: str, value: float, replicates: np.ndarray, level: float, n: int, w: np.ndarray,
+              unsupported: float) -> Estimate:
+    if len(replicates):
+        tail = (1.0 - level) / 2.0
+        lo, hi = np.nanquantile(replicates, [tail, 1.0 - tail])
+        lo, hi = min(float(lo), value), max(float(hi), value)
+        se = float(np.nanstd(replicates, ddof=1))
+    else:
+        lo = hi = se = float("nan")
+    sw, sw2 = float(w.sum()), float(np.dot(w, w))
+    ess = sw * sw / sw2 if sw2 > 0 else 0.0
+    return Estimate(name, float(value), lo, hi, float(level), n, se, ess, float(w.max()), unsupported)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+# ----------------------------------------------------------------------------- estimators
+def ips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
+        seed: int | None = 0, logging=None) -> Estimate:
+    """Inverse propensity scoring: the mean of ``w_i r_i``.
+
+    Unbiased when the propensities are the logger's exact probabilities and the logger gives every
+    action the target may take a positive probability (support); its variance grows with the
+    weights (see ``ess`` and ``max_weight``).
+
+    Args:
+        rewards: (n,) observed rewards.
+        actions: (n,) logged action indices.
+        propensities: (n,) the logging policy's probability of each logged action, in (0, 1].
+        target: (n, A) the target policy's distribution over actions on each logged context.
+        level: the interval's coverage.
+        n_bootstrap: bootstrap resamples (0: no interval).
+        seed: seed of the resampling.
+        logging: optional (n, A) logging distribution, for the ``unsupported_mass`` diagnostic.
+    """
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    _check_options(level, n_bootstrap)
+    w = _weights(a, p, t)
+    terms = w * r
+    reps = resample_means(terms, n_bootstrap, seed)[:, 0] if n_bootstrap else np.zeros(0)
+    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
+    return _estimate("ips", float(terms.mean()), reps, level, len(r), w, unsupported)
+
+
+def snips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
+          seed: int | None = 0, logging=None) -> Estimate:
+    """Self-normalised IPS: ``sum_i w_i r_i / sum_i w_i``.
+
+    Same assumptions as :func:`ips`; slightly biased (O(1/n)) but consistent, with lower variance,
+    and always within the range of the observed rewards. Each bootstrap replicate is the ratio of
+    the resampled sums. Raises when the target puts no mass on any logged action (``sum w = 0``).
+    Arguments as :func:`ips`.
+    """
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    _check_options(level, n_bootstrap)
+    w = _weights(a, p, t)
+    if w.sum() <= 0:
+        raise ValueError("target: puts no probability on any logged action; SNIPS is undefined")
+    reps = np.zeros(0)
+    if n_bootstrap:
+        m = resample_means(np.vstack([w * r, w]), n_bootstrap, seed)
+        reps = _ratio(m[:, 0], m[:, 1])
+    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
+    return _estimate("snips", float(np.dot(w, r) / w.sum()), reps, level, len(r), w, unsupported)
+
+
+def dm(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
+       seed: int | None = 0, logging=None) -> Estimate:
+    """Direct method: the mean over rows of ``sum_a pi(a|x_i) q_hat(x_i, a)``.
+
+    Needs no support and no propensities, but is only as good as the reward model: unbiased when
+    ``q_hat`` is the exact expected reward, biased as much as the model is otherwise. The bootstrap
+    resamples contexts with the model held fixed, so the interval does **not** include the model's
+    error. ``q_hat`` (n, A): the reward model's prediction for every action on every logged context
+    (out of fold, see :func:`fit_reward_model`). Other arguments as :func:`ips` (rewards, actions
+    and propensities are checked and used for the diagnostics only).
+    """
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    q = _check_q_hat(q_hat, t.shape)
+    _check_options(level, n_bootstrap)
+    terms = _dm_terms(t, q)
+    reps = resample_means(terms, n_bootstrap, seed)[:, 0] if n_bootstrap else np.zeros(0)
+    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
+    return _estimate("dm", float(terms.mean()), reps, level, len(r), _weights(a, p, t), unsupported)
+
+
+def _dr_terms(r, a, p, t, q, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    w = _weights(a, p, t)
+    residual = r - q[np.arange(len(a)), a]
+    correction = w * residual if tau == np.inf else np.where(w <= tau, w * residual, 0.0)
+    return _dm_terms(t, q) + correction, w
+
+
+def dr(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
+       seed: int | None = 0, logging=None) -> Estimate:
+    """Doubly robust: the direct method plus the importance-weighted residual of the logged action.
+
+    ``dm_i + w_i (r_i - q_hat(x_i, a_i))``: unbiased when either the propensities are exact with
+    support, or the reward model is exact; with both, its variance is lowest. Arguments as
+    :func:`dm`.
+    """
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    q = _check_q_hat(q_hat, t.shape)
+    _check_options(level, n_bootstrap)
+    terms, w = _dr_terms(r, a, p, t, q, np.inf)
+    reps = resample_means(terms, n_bootstrap, seed)[:, 0] if n_bootstrap else np.zeros(0)
+    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
+    return _estimate("dr", float(terms.mean()), reps, level, len(r), w, unsupported)
+
+
+def switch_dr(rewards, actions, propensities, target, q_hat, tau: float, *, level: float = 0.95,
+              n_bootstrap: int = 200, seed: int | None = 0, logging=None) -> Estimate:
+    """Switch doubly robust: DR whose importance-weighted correction is dropped where ``w_i > tau``.
+
+    ``dm_i + 1{w_i <= tau} w_i (r_i - q_hat(x_i, a_i))``. Unbiased when the propensities are exact
+    with support and the reward model is exact on the rows whose weight exceeds ``tau`` (there it
+    is the direct method); ``tau = inf`` is exactly :func:`dr`, ``tau = 0`` the direct method.
+    ``tau`` >= 0; other arguments as :func:`dm`.
+    """
+    tau = float(tau)
+    if not tau >= 0:
+        raise ValueError(f"tau: must be >= 0, got {tau!r}")
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    q = _check_q_hat(q_hat, t.shape)
+    _check_options(level, n_bootstrap)
+    terms, w = _dr_terms(r, a, p, t, q, tau)
+    reps = resample_means(terms, n_bootstrap, seed)[:, 0] if n_bootstrap else np.zeros(0)
+    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
+    return _estimate("switch_dr", float(terms.mean()), reps, level, len(r), w, unsupported)
+
+
+ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dm", "dr", "switch_dr")
+
+
+# ----------------------------------------------------------------------------- reward model
+def fit_reward_model(X, actions, rewards, space: int | ActionSpace, *, mask=None, folds: int = 2, seed: int = 0,
+                     num_boost_round: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
+                     min_data_in_leaf: int = 50, threads: int = 2) -> np.ndarray:
+    """Cross-fitted LightGBM reward model: (n, A) out-of-fold predictions of every action's reward.
+
+    Rows are split at random (``seed``) into ``folds`` parts; the model fitted on the other parts
+    predicts every action for the rows of each part, so no row's prediction saw its own reward (the
+    DR estimate stays free of the model's overfitting). The model regresses the reward on
+    ``[x, psi(a)]`` as :mod:`nba.policies.lgbm` does: ``psi`` is the action features of an
+    :class:`~nba.actions.ActionSpace` (channel, content, slot), or a one-hot action code when
+    ``space`` is a number of actions. Where ``mask`` (n, A) is False the prediction is that of no
+    contact (action 0): an ineligible action is not sent.
+    """
+    import lightgbm as lgb
+
+    from nba.policies.lgbm import predict_eligible, regression_params
+    from nba.policies.linear import action_design
+
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X: expected a 2-D array (n, d), got shape {X.shape}")
+    n = X.shape[0]
+    if not np.isfinite(X).all():
+        raise ValueError("X: contains NaN or infinite values")
+    if isinstance(space, ActionSpace):
+        psi = action_design(space).astype(np.float32)
+    elif isinstance(space, (int, np.integer)) and space >= 1:
+        psi = np.eye(int(space), dtype=np.float32)
+    else:
+        raise ValueError(f"space: expected an ActionSpace or a number of actions >= 1, got {space!r}")
+    n_actions = psi.shape[0]
+    rewards, actions = _check_xy(rewards, actions, n, n_actions)
+    if not (isinstance(folds, (int, np.integer)) and 2 <= folds <= n):
+        raise ValueError(f"folds: must be an integer in [2, n], got {folds!r}")
+    if mask is None:
+        mask = np.ones((n, n_actions), bool)
+    mask = np.asarray(mask, bool)
+    if mask.shape != (n, n_actions):
+        raise ValueError(f"mask: expected shape ({n}, {n_actions}), got {mask.shape}")
+    params = regression_params({"learning_rate": learning_rate, "num_leaves": num_leaves,
+                                "min_data_in_leaf": min_data_in_leaf, "seed": seed, "threads": threads})
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    out = np.empty((n, n_actions))
+    for k in range(folds):
+        train, test = fold != k, np.flatnonzero(fold == k)
+        design = np.hstack([X[train].astype(np.float32), psi[actions[train]]])
+        booster = lgb.train(params, lgb.Dataset(design, rewards[train]), num_boost_round=num_boost_round)
+        pred = predict_eligible(booster, X[test], psi, mask[test] | _first_column(mask[test]), np.nan, threads)
+        # an ineligible action earns what no contact earns
+        out[test] = np.where(mask[test], pred, pred[:, :1])
+    return out
+
+
+def _first_column(mask: np.ndarray) -> np.ndarray:
+    m = np.zeros_like(mask)
+    m[:, 0] = True
+    return m
+
+
+def _check_xy(rewards, actions, n: int, n_actions: int) -> tuple[np.ndarray, np.ndarray]:
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.shape != (n,):
+        raise ValueError(f"rewards: expected shape ({n},), got {rewards.shape}")
+    if not np.isfinite(rewards).all():
+        raise ValueError(f"rewards: row {_first_bad(~np.isfinite(rewards))} is not finite")
+    actions = np.asarray(actions)
+    if actions.shape != (n,) or actions.dtype.kind not in "iu":
+        raise ValueError(f"actions: expected integer indices of shape ({n},), got {actions.dtype} {actions.shape}")
+    if n and (actions.min() < 0 or actions.max() >= n_actions):
+        i = _first_bad((actions < 0) | (actions >= n_actions))
+        raise ValueError(f"actions: row {i} is {actions[i]}, outside [0, {n_actions})")
+    return rewards, actions.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- all at once
+_FIELDS = ("context", "eligible", "action", "propensity", "reward")
+
+
+def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None, tau: float = 20.0,
+             logging=None, level: float = 0.95, n_bootstrap: int = 200, seed: int | None = 0,
+             model_params: Mapping[str, Any] | None = None) -> dict[str, Estimate]:
+    """Every estimator on one log: ``{"ips", "snips", "dm", "dr", "switch_dr"}`` -> :class:`Estimate`.
+
+    Args:
+        target: a policy (anything with ``probabilities(X, mask)``, e.g. an :mod:`nba.policies`
+            policy), evaluated on the log's contexts and eligibility masks, or its (n, A)
+            distribution on the logged rows.
+        data: an :class:`nba.log.LoggedBatch`, or a mapping with the same fields ``context``,
+            ``eligible``, ``action``, ``propensity``, ``reward`` (``context`` and ``eligible`` may
+            be left out when ``target`` and ``q_hat`` are arrays).
+        q_hat: (n, A) reward model predictions; by default a cross-fitted LightGBM model
+            (:func:`fit_reward_model` with ``model_params``) on the log itself.
+        space: the action space for the reward model's action features (default: the policy's
+            ``space`` if it has one, else one-hot actions).
+        tau: switch-DR's weight threshold.
+        logging: optional (n, A) logging distribution for the ``unsupported_mass`` diagnostic.
+        level, n_bootstrap, seed: as in :func:`ips`. All estimators share the same resamples, and
+            the results equal those of the single estimators called with the same seed.
+    """
+    get = (lambda k: data.get(k)) if isinstance(data, Mapping) else (lambda k: getattr(data, k, None))
+    context, eligible = get("context"), get("eligible")
+    actions, propensities, rewards = get("action"), get("propensity"), get("reward")
+    for name, v in (("action", actions), ("propensity", propensities), ("reward", rewards)):
+        if v is None:
+            raise ValueError(f"data: missing field {name!r}")
+    if hasattr(target, "probabilities"):
+        if context is None or eligible is None:
+            raise ValueError("data: a policy target needs the fields 'context' and 'eligible'")
+        if space is None:
+            space = getattr(target, "space", None)
+        target = target.probabilities(np.asarray(context), np.asarray(eligible, bool))
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    _check_options(level, n_bootstrap)
+    tau = float(tau)
+    if not tau >= 0:
+        raise ValueError(f"tau: must be >= 0, got {tau!r}")
+    if q_hat is None:
+        if context is None:
+            raise ValueError("data: the default reward model needs the field 'context' (or pass q_hat)")
+        q_hat = fit_reward_model(context, a, r, space if space is not None else t.shape[1], mask=eligible,
+                                 seed=0 if seed is None else seed, **dict(model_params or {}))
+    q = _check_q_hat(q_hat, t.shape)
+    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
+    w = _weights(a, p, t)
+    dm_terms = _dm_terms(t, q)
+    residual = w * (r - q[np.arange(len(a)), a])
+    columns = np.vstack([w * r, w, dm_terms, dm_terms + residual,
+                         dm_terms + (residual if tau == np.inf else np.where(w <= tau, residual, 0.0))])
+    values = columns.mean(axis=1)
+    if w.sum() <= 0:
+        raise ValueError("target: puts no probability on any logged action; SNIPS is undefined")
+    values[1] = float(np.dot(w, r) / w.sum())
+    reps = resample_means(columns, n_bootstrap, seed) if n_bootstrap else np.zeros((0, 5))
+    reps[:, 1] = _ratio(reps[:, 0], reps[:, 1])
+    return {name: _estimate(name, float(values[j]), reps[:, j], level, len(r), w, unsupported)
+            for j, name in enumerate(ESTIMATORS)}
