@@ -1,5 +1,30 @@
 """The decision log: one schema written by the simulator, the service and the importer."""
 
-from nba.log.records import EVENTS, DecisionRecords, LoggedBatch, OutcomeRecords, RewardRule
+from nba.log.records import EVENTS, ContactHistory, DecisionRecords, LoggedBatch, OutcomeRecords, RewardRule
+from nba.log.store import (
+    DecisionLog,
+    LogLayout,
+    join_rewards,
+    parquet_schema,
+    read_parquet_batches,
+    read_parquet_layout,
+    validate_decisions,
+    validate_outcomes,
+)
 
-__all__ = ["EVENTS", "DecisionRecords", "LoggedBatch", "OutcomeRecords", "RewardRule"]
+__all__ = [
+    "EVENTS",
+    "ContactHistory",
+    "DecisionLog",
+    "DecisionRecords",
+    "LogLayout",
+    "LoggedBatch",
+    "OutcomeRecords",
+    "RewardRule",
+    "join_rewards",
+    "parquet_schema",
+    "read_parquet_batches",
+    "read_parquet_layout",
+    "validate_decisions",
+    "validate_outcomes",
+]

@@ -99,3 +99,36 @@ class LoggedBatch:
         if not batches:
             raise ValueError("batches: nothing to concatenate")
         return cls(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(cls)})
+
+    @classmethod
+    def empty(cls, context_dim: int = 0, n_actions: int = 0) -> LoggedBatch:
+        """A batch of no decisions with the given layout."""
+        s, f = np.empty(0, object), np.empty(0, np.float64)
+        return cls(decision_id=s, time=f, customer_id=s.copy(), context=np.empty((0, context_dim), np.float32),
+                   eligible=np.empty((0, n_actions), bool), action=np.empty(0, np.int64), send_at=f.copy(),
+                   propensity=f.copy(), policy=s.copy(), policy_version=s.copy(), experiment=s.copy(),
+                   arm=s.copy(), cost=f.copy(), reward=f.copy())
+
+
+@dataclass(frozen=True)
+class ContactHistory:
+    """Past contacts and engagements of some customers, as the decision service needs them to rebuild
+    :class:`nba.features.History` and :class:`nba.eligibility.RecentContacts`.
+
+    Every row points into ``customer_ids`` by its ``*_customer`` index; rows are sorted by time.
+    Contacts are decisions with ``action > 0``; events are ``opened``, ``clicked`` and ``converted``
+    outcomes of any decision of those customers (a ``converted`` of a no-contact decision, action 0,
+    is an organic purchase).
+    """
+
+    customer_ids: np.ndarray  # (K,) object str: the customers asked for, in the order asked
+    contact_customer: np.ndarray  # (P,) int64 index into customer_ids
+    contact_time: np.ndarray  # (P,) float64 hours: when the decision was made
+    contact_send_at: np.ndarray  # (P,) float64 hours: when the message was (or will be) sent
+    contact_action: np.ndarray  # (P,) int64 action index (> 0)
+    event_customer: np.ndarray  # (Q,) int64 index into customer_ids
+    event: np.ndarray  # (Q,) object str: opened, clicked or converted
+    event_time: np.ndarray  # (Q,) float64 hours
+    event_value: np.ndarray  # (Q,) float64
+    event_action: np.ndarray  # (Q,) int64: the action of the decision the event followed
+    event_send_at: np.ndarray  # (Q,) float64: that decision's send time (for the send-hour features)

@@ -1,0 +1,692 @@
+"""The decision log store: decisions and their outcomes, durable, in SQLite or PostgreSQL.
+
+One code path over SQLAlchemy Core serves both databases; only the URL differs
+(``sqlite:///decisions.db``, ``postgresql+psycopg://user@host/db``).
+
+Design:
+
+* **Append-only and idempotent.** A decision is keyed by its ``decision_id``, an outcome by
+  ``(decision_id, event)``; writes are ``INSERT ... ON CONFLICT DO NOTHING``, so a caller that
+  retries after a timeout never duplicates a row. Each call validates the whole batch first
+  (errors name the field and row) and then writes it in **one transaction**: all or nothing.
+* **Columnar in, columnar out.** Writers hand in :class:`DecisionRecords` / :class:`OutcomeRecords`
+  (NumPy arrays), readers get :class:`LoggedBatch` chunks. The context is stored as the raw
+  little-endian float32 bytes of the row, the eligibility mask as ``np.packbits`` bytes
+  (little bit order), so a row costs a few bytes per feature and chunks decode with one
+  ``np.frombuffer`` call. Writes are ``executemany`` of plain tuples on the driver.
+* **Streaming reads.** :meth:`DecisionLog.iter_batches` pages by keyset on the autoincrement
+  ``seq`` (insertion order), one short transaction per chunk, so memory stays bounded by the chunk
+  size however large the log. Rewards are joined per chunk in NumPy by a :class:`RewardRule`:
+  the rule is chosen at read time, the log keeps raw events.
+* **One layout per log.** The ``meta`` table records the context dimension, the number of actions
+  and optionally feature names and the action space (JSON); a batch with another layout is refused.
+* **SQLite** runs in WAL mode with ``synchronous=FULL`` (an acknowledged write survives a crash or
+  power loss) and a busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so concurrent
+  writers queue on the lock instead of failing on upgrade.
+* ``namespace`` prefixes the table names (``<namespace>_decisions`` ...): several isolated logs in
+  one database, which the tests use on a shared PostgreSQL; :meth:`DecisionLog.drop` removes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from nba.log.records import (
+    EVENTS,
+    ContactHistory,
+    DecisionRecords,
+    LoggedBatch,
+    OutcomeRecords,
+    RewardRule,
+)
+
+SCHEMA_VERSION = "1"
+ENGAGEMENTS = ("opened", "clicked", "converted")
+DEFAULT_RULE = RewardRule()
+_IN_CHUNK = 500  # values per IN (...) list
+_NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+_STR_FIELDS = ("decision_id", "customer_id", "policy", "policy_version", "experiment", "arm")
+_NONEMPTY = ("decision_id", "customer_id", "policy")
+
+
+@dataclass(frozen=True)
+class LogLayout:
+    """What every decision of one log shares."""
+
+    context_dim: int
+    n_actions: int
+    feature_names: tuple[str, ...] | None = None
+    action_space: dict[str, Any] | None = None  # JSON description of the action space, if given
+
+
+# ----------------------------------------------------------------------------- validation
+def _v(x: Any) -> str:
+    """repr of a NumPy scalar as the Python value (``0.0``, not ``np.float64(0.0)``)."""
+    return repr(x.item() if isinstance(x, np.generic) else x)
+
+
+def _fail_row(name: str, bad: np.ndarray, msg: str) -> None:
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        raise ValueError(f"{name}: row {int(rows[0])}: {msg(int(rows[0])) if callable(msg) else msg}")
+
+
+def _strings(name: str, x: Any, n: int, nonempty: bool) -> np.ndarray:
+    """(n,) object array of str; ValueError naming ``name`` otherwise."""
+    a = np.asarray(x)
+    if a.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
+    if a.dtype.kind == "U":
+        out = a.astype(object)
+    elif a.dtype.kind == "O":
+        ok = np.fromiter((isinstance(v, str) for v in a), bool, n)
+        _fail_row(name, ~ok, lambda i: f"expected a string, got {_v(a[i])}")
+        exact = all(type(v) is str for v in a)  # NumPy str_ and other subclasses become plain str
+        out = a if exact else np.array([str(v) for v in a], dtype=object)
+    else:
+        raise ValueError(f"{name}: expected strings, got dtype {a.dtype}")
+    if nonempty and n:
+        lengths = np.fromiter(map(len, out), np.int64, n)
+        _fail_row(name, lengths == 0, "must not be empty")
+    return out
+
+
+def _floats(name: str, x: Any, n: int) -> np.ndarray:
+    a = np.asarray(x)
+    if a.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"{name}: expected numbers, got dtype {a.dtype}")
+    a = a.astype(np.float64, copy=False)
+    _fail_row(name, ~np.isfinite(a), lambda i: f"must be finite, got {_v(a[i])}")
+    return a
+
+
+def _unique(name: str, keys: np.ndarray) -> None:
+    if keys.size < 2:
+        return
+    order = np.argsort(keys, kind="stable")
+    dup = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if dup.size:
+        i = int(order[dup[0] + 1])
+        raise ValueError(f"{name}: row {i}: duplicate {_v(keys[i])} within the batch")
+
+
+@dataclass(frozen=True)
+class _Decisions:
+    """Validated decisions, columns ready to bind."""
+
+    cols: dict[str, np.ndarray]
+    context: np.ndarray  # (N, d) float32
+    eligible: np.ndarray  # (N, A) bool
+
+
+def validate_decisions(records: DecisionRecords) -> _Decisions:
+    """Check every field of ``records``; ValueError whose message starts with the field's name."""
+    if not isinstance(records, DecisionRecords):
+        raise TypeError(f"records: expected DecisionRecords, got {type(records).__name__}")
+    ids = np.asarray(records.decision_id)
+    if ids.ndim != 1:
+        raise ValueError(f"decision_id: expected a 1-D array, got shape {ids.shape}")
+    n = ids.shape[0]
+    cols = {name: _strings(name, getattr(records, name), n, name in _NONEMPTY) for name in _STR_FIELDS}
+    for name in ("time", "send_at", "cost"):
+        cols[name] = _floats(name, getattr(records, name), n)
+    p = _floats("propensity", records.propensity, n)
+    _fail_row("propensity", ~((p > 0) & (p <= 1)), lambda i: f"must be in (0, 1], got {_v(p[i])}")
+    cols["propensity"] = p
+    _fail_row("send_at", cols["send_at"] < cols["time"],
+              lambda i: f"must not be before the decision time {_v(cols['time'][i])}, got {_v(cols['send_at'][i])}")
+    _fail_row("cost", cols["cost"] < 0, lambda i: f"must be >= 0, got {_v(cols['cost'][i])}")
+    ctx = np.asarray(records.context)
+    if ctx.ndim != 2 or ctx.shape[0] != n:
+        raise ValueError(f"context: expected shape ({n}, d), got {ctx.shape}")
+    if ctx.dtype.kind not in "fiu":
+        raise ValueError(f"context: expected numbers, got dtype {ctx.dtype}")
+    ctx = np.ascontiguousarray(ctx, dtype="<f4")
+    _fail_row("context", ~np.isfinite(ctx).all(axis=1), "contains NaN or infinite values (or overflows float32)")
+    el = np.asarray(records.eligible)
+    if el.ndim != 2 or el.shape[0] != n or el.shape[1] < 1:
+        raise ValueError(f"eligible: expected shape ({n}, A) with A >= 1, got {el.shape}")
+    if el.dtype != bool:
+        raise ValueError(f"eligible: expected a boolean array, got dtype {el.dtype}")
+    a = np.asarray(records.action)
+    if a.shape != (n,):
+        raise ValueError(f"action: expected shape ({n},), got {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"action: expected integers, got dtype {a.dtype}")
+    a = a.astype(np.int64, copy=False)
+    n_actions = el.shape[1]
+    _fail_row("action", (a < 0) | (a >= n_actions), lambda i: f"must be in [0, {n_actions}), got {int(a[i])}")
+    _fail_row("action", ~el[np.arange(n), a], lambda i: f"action {int(a[i])} is not eligible")
+    cols["action"] = a
+    _unique("decision_id", cols["decision_id"])
+    return _Decisions(cols, ctx, el)
+
+
+def validate_outcomes(records: OutcomeRecords) -> dict[str, np.ndarray]:
+    """Check every field of ``records`` (the decisions' existence is checked on write)."""
+    if not isinstance(records, OutcomeRecords):
+        raise TypeError(f"records: expected OutcomeRecords, got {type(records).__name__}")
+    ids = np.asarray(records.decision_id)
+    if ids.ndim != 1:
+        raise ValueError(f"decision_id: expected a 1-D array, got shape {ids.shape}")
+    n = ids.shape[0]
+    cols = {"decision_id": _strings("decision_id", ids, n, True),
+            "event": _strings("event", records.event, n, True)}
+    known = np.isin(cols["event"].astype(str), EVENTS) if n else np.ones(0, bool)
+    _fail_row("event", ~known, lambda i: f"unknown event {_v(cols['event'][i])}; valid: {list(EVENTS)}")
+    cols["time"] = _floats("time", records.time, n)
+    cols["value"] = _floats("value", records.value, n)
+    if n > 1:
+        _unique("event", np.char.add(np.char.add(cols["decision_id"].astype(str), "\x00"), cols["event"].astype(str)))
+    return cols
+
+
+# ----------------------------------------------------------------------------- rewards
+def join_rewards(rule: RewardRule, send_at: np.ndarray, cost: np.ndarray, row: np.ndarray, event: np.ndarray,
+                 time: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """(N,) rewards of N decisions from their outcome events (``row`` indexes the decision of each).
+
+    ``sum(value of counted events in [send_at, send_at + window_h])`` or ``rule.default`` when none
+    arrived, ``+ rule.opt_out_value`` if an ``opted_out`` arrived in the window, ``- cost`` if
+    ``rule.subtract_cost``.
+    """
+    n = len(send_at)
+    start = send_at[row]
+    inside = (time >= start) & (time <= start + rule.window_h)
+    counted = inside & np.isin(event, rule.events)
+    total = np.bincount(row[counted], weights=value[counted], minlength=n)
+    hits = np.bincount(row[counted], minlength=n)
+    reward = np.where(hits > 0, total, rule.default)
+    if rule.opt_out_value:
+        opted = np.zeros(n, bool)
+        opted[row[inside & (event == "opted_out")]] = True
+        reward = reward + np.where(opted, rule.opt_out_value, 0.0)
+    if rule.subtract_cost:
+        reward = reward - cost
+    return reward
+
+
+def _check_rule(rule: RewardRule) -> None:
+    if not isinstance(rule, RewardRule):
+        raise TypeError(f"rule: expected RewardRule, got {type(rule).__name__}")
+    if not (rule.window_h >= 0):
+        raise ValueError(f"rule: window_h must be >= 0, got {rule.window_h!r}")
+    unknown = [e for e in rule.events if e not in EVENTS]
+    if unknown:
+        raise ValueError(f"rule: unknown events {unknown}; valid: {list(EVENTS)}")
+
+
+# ----------------------------------------------------------------------------- store
+class DecisionLog:
+    """Decisions and outcomes in one SQL database (see the module docstring).
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:///decisions.db`` or
+            ``postgresql+psycopg://postgres@127.0.0.1:5432/nba``.
+        namespace: prefix of the table names (lower-case identifier), for several logs in one
+            database; ``None`` uses ``decisions``, ``outcomes``, ``meta``.
+        layout: fix the log's layout now (else the first batch of decisions sets it); must agree
+            with a layout already stored.
+        busy_timeout_s: SQLite: how long a writer waits for the lock.
+    """
+
+    def __init__(self, url: str, *, namespace: str | None = None, layout: LogLayout | None = None,
+                 busy_timeout_s: float = 30.0, **engine_kwargs: Any) -> None:
+        if namespace is not None and not _NAMESPACE.match(namespace):
+            raise ValueError(f"namespace: must match {_NAMESPACE.pattern}, got {namespace!r}")
+        self.url = url
+        self.namespace = namespace
+        self.engine = _make_engine(url, busy_timeout_s, **engine_kwargs)
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"url: only SQLite and PostgreSQL are supported, got {self.dialect!r}")
+        self._writer = self.engine.execution_options(nba_write=True)
+        prefix = f"{namespace}_" if namespace else ""
+        md = sa.MetaData()
+        seq_type = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: the rowid itself
+        self.decisions = sa.Table(
+            f"{prefix}decisions", md,
+            sa.Column("seq", seq_type, primary_key=True, autoincrement=True),
+            sa.Column("decision_id", sa.Text, nullable=False),
+            sa.Column("time", sa.Double, nullable=False),
+            sa.Column("customer_id", sa.Text, nullable=False),
+            sa.Column("context", sa.LargeBinary, nullable=False),
+            sa.Column("eligible", sa.LargeBinary, nullable=False),
+            sa.Column("action", sa.Integer, nullable=False),
+            sa.Column("send_at", sa.Double, nullable=False),
+            sa.Column("propensity", sa.Double, nullable=False),
+            sa.Column("policy", sa.Text, nullable=False),
+            sa.Column("policy_version", sa.Text, nullable=False),
+            sa.Column("experiment", sa.Text, nullable=False),
+            sa.Column("arm", sa.Text, nullable=False),
+            sa.Column("cost", sa.Double, nullable=False),
+            sa.Index(f"{prefix}decisions_id", "decision_id", unique=True),
+            sa.Index(f"{prefix}decisions_customer_time", "customer_id", "time"),
+        )
+        self.outcomes = sa.Table(
+            f"{prefix}outcomes", md,
+            sa.Column("decision_id", sa.Text, primary_key=True),
+            sa.Column("event", sa.Text, primary_key=True),
+            sa.Column("time", sa.Double, nullable=False),
+            sa.Column("value", sa.Double, nullable=False),
+        )
+        self.meta = sa.Table(
+            f"{prefix}meta", md,
+            sa.Column("key", sa.Text, primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
+        self._md = md
+        with self._writer.begin() as conn:
+            md.create_all(conn)
+        self._layout: LogLayout | None = None
+        self._decision_sql = self._insert_sql(self.decisions, ["decision_id"])
+        self._outcome_sql = self._insert_sql(self.outcomes, ["decision_id", "event"])
+        if layout is not None:
+            with self._writer.begin() as conn:
+                self._set_layout(conn, layout)
+
+    # ------------------------------------------------------------------ plumbing
+    def _insert_sql(self, table: sa.Table, keys: list[str]) -> str:
+        """Positional ``INSERT ... ON CONFLICT (keys) DO NOTHING`` for ``executemany`` of tuples."""
+        ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(table)
+        cols = [c.name for c in table.columns if c.name != "seq"]
+        stmt = ins.values({c: sa.bindparam(c) for c in cols}).on_conflict_do_nothing(index_elements=keys)
+        compiled = stmt.compile(dialect=self.engine.dialect)
+        sql = str(compiled)
+        if self.engine.dialect.positional:
+            order = list(compiled.positiontup or [])
+            if order != cols:
+                raise RuntimeError(f"unexpected parameter order {order}")
+        return sql
+
+    def close(self) -> None:
+        """Release the connections (the data stays)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def drop(self) -> None:
+        """Drop this log's tables and everything in them (tests' cleanup)."""
+        with self._writer.begin() as conn:
+            self._md.drop_all(conn)
+        self._layout = None
+
+    def __repr__(self) -> str:
+        return f"DecisionLog({self.engine.url.render_as_string(hide_password=True)!r}, namespace={self.namespace!r})"
+
+    # ------------------------------------------------------------------ layout
+    def layout(self) -> LogLayout | None:
+        """The log's layout, or ``None`` before the first decision."""
+        if self._layout is None:
+            with self.engine.connect() as conn:
+                self._layout = self._read_layout(conn)
+        return self._layout
+
+    def _read_layout(self, conn: sa.Connection) -> LogLayout | None:
+        rows = dict(conn.execute(sa.select(self.meta.c.key, self.meta.c.value)).all())
+        if "context_dim" not in rows:
+            return None
+        names = json.loads(rows.get("feature_names", "null"))
+        return LogLayout(int(rows["context_dim"]), int(rows["n_actions"]),
+                         None if names is None else tuple(names), json.loads(rows.get("action_space", "null")))
+
+    def _set_layout(self, conn: sa.Connection, layout: LogLayout) -> LogLayout:
+        """Store ``layout`` unless one is stored; check the two agree (inside the caller's transaction)."""
+        if layout.feature_names is not None and len(layout.feature_names) != layout.context_dim:
+            raise ValueError(f"context: {len(layout.feature_names)} feature names for {layout.context_dim} features")
+        stored = self._read_layout(conn)
+        if stored is None:
+            values = {"schema_version": SCHEMA_VERSION, "context_dim": str(layout.context_dim),
+                      "n_actions": str(layout.n_actions)}
+            if layout.feature_names is not None:
+                values["feature_names"] = json.dumps(list(layout.feature_names))
+            if layout.action_space is not None:
+                values["action_space"] = json.dumps(layout.action_space)
+            ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(self.meta)
+            conn.execute(ins.on_conflict_do_nothing(index_elements=["key"]),
+                         [{"key": k, "value": v} for k, v in values.items()])
+            stored = self._read_layout(conn)
+        assert stored is not None
+        if stored.context_dim != layout.context_dim:
+            raise ValueError(f"context: this log holds {stored.context_dim} features per decision, "
+                             f"got {layout.context_dim}")
+        if stored.n_actions != layout.n_actions:
+            raise ValueError(f"eligible: this log holds {stored.n_actions} actions, got {layout.n_actions}")
+        for name in ("feature_names", "action_space"):
+            mine, theirs = getattr(layout, name), getattr(stored, name)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(f"{name}: differs from the one this log was created with")
+        self._layout = stored
+        return stored
+
+    # ------------------------------------------------------------------ writes
+    def log_decisions(self, records: DecisionRecords) -> int:
+        """Validate, then write all of ``records`` in one transaction; returns how many were new.
+
+        Decisions whose ``decision_id`` is already stored are skipped (a retry is harmless).
+        Nothing is written when any field of any row is invalid (ValueError naming the field).
+        """
+        v = validate_decisions(records)
+        n = len(v.cols["decision_id"])
+        if n == 0:
+            return 0
+        d, n_actions = v.context.shape[1], v.eligible.shape[1]
+        ctx = v.context.view(np.dtype((np.void, 4 * d))).ravel().tolist() if d else [b""] * n
+        packed = np.packbits(v.eligible, axis=1, bitorder="little")
+        elig = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel().tolist()
+        c = v.cols
+        rows = list(zip(c["decision_id"].tolist(), c["time"].tolist(), c["customer_id"].tolist(), ctx, elig,
+                        c["action"].tolist(), c["send_at"].tolist(), c["propensity"].tolist(), c["policy"].tolist(),
+                        c["policy_version"].tolist(), c["experiment"].tolist(), c["arm"].tolist(),
+                        c["cost"].tolist(), strict=True))
+        with self._writer.begin() as conn:
+            self._set_layout(conn, LogLayout(d, n_actions))
+            res = conn.exec_driver_sql(self._decision_sql, rows)
+            return int(res.rowcount)
+
+    def log_outcomes(self, records: OutcomeRecords) -> int:
+        """Validate, then write all of ``records`` in one transaction; returns how many were new.
+
+        Every ``decision_id`` must be logged already (else ValueError naming ``decision_id``, and
+        nothing is written); an ``(decision_id, event)`` already stored is skipped.
+        """
+        c = validate_outcomes(records)
+        if len(c["decision_id"]) == 0:
+            return 0
+        ids = np.unique(c["decision_id"].astype(str))
+        rows = list(zip(c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(), c["value"].tolist(),
+                        strict=True))
+        with self._writer.begin() as conn:
+            found: set[str] = set()
+            col = self.decisions.c.decision_id
+            for i in range(0, len(ids), _IN_CHUNK):
+                part = ids[i : i + _IN_CHUNK].tolist()
+                found.update(conn.execute(sa.select(col).where(col.in_(part))).scalars())
+            if len(found) < len(ids):
+                missing = [x for x in ids.tolist() if x not in found]
+                row = int(np.flatnonzero(c["decision_id"] == missing[0])[0])
+                raise ValueError(f"decision_id: row {row}: unknown decision {missing[0]!r} "
+                                 f"({len(missing)} unknown in the batch); log the decision first")
+            res = conn.exec_driver_sql(self._outcome_sql, rows)
+            return int(res.rowcount)
+
+    # ------------------------------------------------------------------ reads
+    def count_decisions(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(self.decisions)).scalar_one())
+
+    def count_outcomes(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(self.outcomes)).scalar_one())
+
+    def _filters(self, policy: str | None, experiment: str | None, since: float | None,
+                 until: float | None) -> list[sa.ColumnElement[bool]]:
+        d = self.decisions.c
+        out: list[sa.ColumnElement[bool]] = []
+        if policy is not None:
+            out.append(d.policy == policy)
+        if experiment is not None:
+            out.append(d.experiment == experiment)
+        if since is not None:
+            out.append(d.time >= float(since))
+        if until is not None:
+            out.append(d.time < float(until))
+        return out
+
+    def iter_batches(self, rule: RewardRule = DEFAULT_RULE, chunk_rows: int = 100_000, *, policy: str | None = None,
+                     experiment: str | None = None, since: float | None = None,
+                     until: float | None = None) -> Iterator[LoggedBatch]:
+        """Decisions in insertion order, ``chunk_rows`` at a time, with rewards per ``rule``.
+
+        Filters: ``policy`` and ``experiment`` equal, decision ``time`` in ``[since, until)``. Each
+        chunk is read in its own short transaction (keyset pagination on ``seq``), so a reader
+        never holds the whole log nor blocks writers.
+        """
+        _check_rule(rule)
+        if not (isinstance(chunk_rows, int) and chunk_rows >= 1):
+            raise ValueError(f"chunk_rows: must be an integer >= 1, got {chunk_rows!r}")
+        layout = self.layout()
+        if layout is None:
+            return
+        d, o = self.decisions.c, self.outcomes.c
+        filters = self._filters(policy, experiment, since, until)
+        cols = [d.seq, d.decision_id, d.time, d.customer_id, d.context, d.eligible, d.action, d.send_at,
+                d.propensity, d.policy, d.policy_version, d.experiment, d.arm, d.cost]
+        events = sorted(set(rule.events) | ({"opted_out"} if rule.opt_out_value else set()))
+        last = -1
+        while True:
+            with self.engine.connect() as conn:
+                q = sa.select(*cols).where(d.seq > last, *filters).order_by(d.seq).limit(chunk_rows)
+                rows = conn.execute(q).all()
+                if not rows:
+                    return
+                seq = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                hits: list[Any] = []
+                if events:
+                    j = (sa.select(d.seq, o.event, o.time, o.value)
+                         .select_from(self.outcomes.join(self.decisions, d.decision_id == o.decision_id))
+                         .where(d.seq > last, d.seq <= int(seq[-1]), o.event.in_(events), *filters))
+                    hits = conn.execute(j).all()
+            yield self._decode(rows, seq, hits, layout, rule)
+            last = int(seq[-1])
+            if len(rows) < chunk_rows:
+                return
+
+    @staticmethod
+    def _decode(rows: list[Any], seq: np.ndarray, hits: list[Any], layout: LogLayout,
+                rule: RewardRule) -> LoggedBatch:
+        n, dim, n_act = len(rows), layout.context_dim, layout.n_actions
+        c = list(zip(*rows, strict=True))
+        obj = lambda k: np.array(c[k], dtype=object)  # noqa: E731
+        f64 = lambda k: np.array(c[k], dtype=np.float64)  # noqa: E731
+        context = np.frombuffer(b"".join(c[4]), "<f4").reshape(n, dim).astype(np.float32)
+        nbytes = (n_act + 7) // 8
+        eligible = np.unpackbits(np.frombuffer(b"".join(c[5]), np.uint8).reshape(n, nbytes), axis=1,
+                                 count=n_act, bitorder="little").astype(bool)
+        send_at, cost = f64(7), f64(13)
+        if hits:
+            h = list(zip(*hits, strict=True))
+            row = np.searchsorted(seq, np.array(h[0], np.int64))
+            reward = join_rewards(rule, send_at, cost, row, np.array(h[1], dtype=object),
+                                  np.array(h[2], np.float64), np.array(h[3], np.float64))
+        else:
+            reward = join_rewards(rule, send_at, cost, np.zeros(0, np.int64), np.zeros(0, object),
+                                  np.zeros(0), np.zeros(0))
+        return LoggedBatch(decision_id=obj(1), time=f64(2), customer_id=obj(3), context=context, eligible=eligible,
+                           action=np.array(c[6], np.int64), send_at=send_at, propensity=f64(8), policy=obj(9),
+                           policy_version=obj(10), experiment=obj(11), arm=obj(12), cost=cost, reward=reward)
+
+    def read(self, rule: RewardRule = DEFAULT_RULE, *, policy: str | None = None, experiment: str | None = None,
+             since: float | None = None, until: float | None = None) -> LoggedBatch:
+        """Every (matching) decision at once: for small logs; use :meth:`iter_batches` for large ones."""
+        batches = list(self.iter_batches(rule, policy=policy, experiment=experiment, since=since, until=until))
+        if not batches:
+            lay = self.layout()
+            return LoggedBatch.empty(lay.context_dim, lay.n_actions) if lay else LoggedBatch.empty()
+        return batches[0] if len(batches) == 1 else LoggedBatch.concat(batches)
+
+    def contact_history(self, customer_ids: Sequence[str], since: float) -> ContactHistory:
+        """Contacts sent (or scheduled) from ``since`` on and engagement events from ``since`` on of
+        ``customer_ids``, as the decision service needs them (see :class:`ContactHistory`)."""
+        ids = _strings("customer_ids", np.asarray(list(customer_ids), dtype=object), len(customer_ids), True)
+        since = float(since)
+        if math.isnan(since):
+            raise ValueError("since: must be a number of hours, got nan")
+        index = {c: i for i, c in enumerate(ids.tolist())}
+        uniq = list(index)
+        d, o = self.decisions.c, self.outcomes.c
+        contacts: list[Any] = []
+        events: list[Any] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(uniq), _IN_CHUNK):
+                part = uniq[i : i + _IN_CHUNK]
+                contacts += conn.execute(
+                    sa.select(d.customer_id, d.time, d.send_at, d.action)
+                    .where(d.customer_id.in_(part), d.action > 0, d.send_at >= since)).all()
+                events += conn.execute(
+                    sa.select(d.customer_id, o.event, o.time, o.value, d.action, d.send_at)
+                    .select_from(self.outcomes.join(self.decisions, d.decision_id == o.decision_id))
+                    .where(d.customer_id.in_(part), o.event.in_(ENGAGEMENTS), o.time >= since)).all()
+        contacts.sort(key=lambda r: (r[2], r[1]))
+        events.sort(key=lambda r: r[2])
+        cc = list(zip(*contacts, strict=True)) or [()] * 4
+        ee = list(zip(*events, strict=True)) or [()] * 6
+        cust = lambda col: np.fromiter((index[x] for x in col), np.int64, len(col))  # noqa: E731
+        return ContactHistory(
+            customer_ids=ids,
+            contact_customer=cust(cc[0]),
+            contact_time=np.array(cc[1], np.float64),
+            contact_send_at=np.array(cc[2], np.float64),
+            contact_action=np.array(cc[3], np.int64),
+            event_customer=cust(ee[0]),
+            event=np.array(ee[1], dtype=object),
+            event_time=np.array(ee[2], np.float64),
+            event_value=np.array(ee[3], np.float64),
+            event_action=np.array(ee[4], np.int64),
+            event_send_at=np.array(ee[5], np.float64),
+        )
+
+    # ------------------------------------------------------------------ Parquet
+    def export_parquet(self, path: str | Path, rule: RewardRule = DEFAULT_RULE, chunk_rows: int = 100_000,
+                       **filters: Any) -> int:
+        """Stream the log (with rewards per ``rule``) into one Parquet file; returns the rows written.
+
+        See :func:`nba.log.parquet_schema` for the columns. ``filters`` as in :meth:`iter_batches`.
+        """
+        import pyarrow.parquet as pq
+
+        layout = self.layout() or LogLayout(0, 0)
+        schema = parquet_schema(layout, rule)
+        total = 0
+        with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+            for batch in self.iter_batches(rule, chunk_rows, **filters):
+                writer.write_table(batch_to_arrow(batch, schema))
+                total += len(batch)
+        return total
+
+
+# ----------------------------------------------------------------------------- Parquet format
+def parquet_schema(layout: LogLayout, rule: RewardRule | None = None):
+    """Arrow schema of an exported log: one column per :class:`LoggedBatch` field.
+
+    ``context`` is a ``fixed_size_list<float32>[d]`` and ``eligible`` a ``fixed_size_list<bool>[A]``
+    (one list per row: any Parquet reader sees the whole vector, and it decodes to an (N, d) array
+    without copies per row). The schema's metadata holds the layout (``nba.context_dim``,
+    ``nba.n_actions``, ``nba.feature_names``, ``nba.action_space``) and the reward rule used.
+    """
+    import pyarrow as pa
+
+    meta = {"nba.schema_version": SCHEMA_VERSION, "nba.context_dim": str(layout.context_dim),
+            "nba.n_actions": str(layout.n_actions), "nba.feature_names": json.dumps(
+                None if layout.feature_names is None else list(layout.feature_names)),
+            "nba.action_space": json.dumps(layout.action_space)}
+    if rule is not None:
+        meta["nba.reward_rule"] = json.dumps({"window_h": rule.window_h, "events": list(rule.events),
+                                              "opt_out_value": rule.opt_out_value, "default": rule.default,
+                                              "subtract_cost": rule.subtract_cost})
+    s, f = pa.string(), pa.float64()
+    return pa.schema([
+        ("decision_id", s), ("time", f), ("customer_id", s),
+        ("context", pa.list_(pa.float32(), max(layout.context_dim, 0))),
+        ("eligible", pa.list_(pa.bool_(), max(layout.n_actions, 0))),
+        ("action", pa.int64()), ("send_at", f), ("propensity", f), ("policy", s), ("policy_version", s),
+        ("experiment", s), ("arm", s), ("cost", f), ("reward", f),
+    ], metadata=meta)
+
+
+def batch_to_arrow(batch: LoggedBatch, schema):
+    """A :class:`LoggedBatch` as an Arrow table of ``schema`` (from :func:`parquet_schema`)."""
+    import pyarrow as pa
+
+    cols = []
+    for field in schema:
+        x = getattr(batch, field.name)
+        if pa.types.is_fixed_size_list(field.type):
+            flat = pa.array(np.ascontiguousarray(x).ravel(), field.type.value_type)
+            cols.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
+        elif pa.types.is_string(field.type):
+            cols.append(pa.array(x.tolist(), pa.string()))
+        else:
+            cols.append(pa.array(x, field.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def read_parquet_batches(path: str | Path, batch_rows: int = 100_000) -> Iterator[LoggedBatch]:
+    """Stream an exported log back as :class:`LoggedBatch` chunks."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(str(path))
+    meta = f.schema_arrow.metadata or {}
+    if b"nba.context_dim" not in meta:
+        raise ValueError(f"path: {path} is not an nba decision log export (no nba.context_dim metadata)")
+    dim, n_act = int(meta[b"nba.context_dim"]), int(meta[b"nba.n_actions"])
+    for rb in f.iter_batches(batch_size=batch_rows):
+        n = rb.num_rows
+        kw: dict[str, np.ndarray] = {}
+        for name in rb.schema.names:
+            col = rb.column(name)
+            if name == "context":
+                kw[name] = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, dim)
+            elif name == "eligible":
+                kw[name] = col.flatten().to_numpy(zero_copy_only=False).astype(bool).reshape(n, n_act)
+            elif name in _STR_FIELDS:
+                kw[name] = np.array(col.to_pylist(), dtype=object)
+            else:
+                kw[name] = col.to_numpy(zero_copy_only=False)
+        yield LoggedBatch(**kw)
+
+
+def read_parquet_layout(path: str | Path) -> LogLayout:
+    """The layout recorded in an exported log's metadata."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(str(path)).metadata or {}
+    if b"nba.context_dim" not in meta:
+        raise ValueError(f"path: {path} is not an nba decision log export (no nba.context_dim metadata)")
+    names = json.loads(meta.get(b"nba.feature_names", b"null"))
+    return LogLayout(int(meta[b"nba.context_dim"]), int(meta[b"nba.n_actions"]),
+                     None if names is None else tuple(names), json.loads(meta.get(b"nba.action_space", b"null")))
+
+
+# ----------------------------------------------------------------------------- engine
+def _make_engine(url: str, busy_timeout_s: float, **kwargs: Any) -> sa.Engine:
+    """An engine with SQLite set up for durable concurrent use (WAL, synchronous=FULL, busy timeout,
+    ``BEGIN IMMEDIATE`` for writes); PostgreSQL as is."""
+    u = sa.make_url(url)
+    if u.get_backend_name() != "sqlite":
+        kwargs.setdefault("paramstyle", "format")  # positional: executemany of plain tuples
+        return sa.create_engine(u, **kwargs)
+    engine = sa.create_engine(u, **kwargs)
+    ms = int(busy_timeout_s * 1000)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {ms}")
+        if u.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = FULL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("nba_write") else "BEGIN")
+
+    return engine

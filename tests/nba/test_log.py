@@ -1,0 +1,351 @@
+"""The decision log store on SQLite and PostgreSQL: round trips, idempotency, atomicity, rewards,
+streaming, Parquet export and contact history.
+
+PostgreSQL tests use ``NBA_TEST_POSTGRES_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``);
+they skip when it is unreachable, unless ``CI`` is set: then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tracemalloc
+import uuid
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from nba.log import (
+    DecisionLog,
+    DecisionRecords,
+    LoggedBatch,
+    LogLayout,
+    OutcomeRecords,
+    RewardRule,
+    read_parquet_batches,
+    read_parquet_layout,
+)
+
+PG_URL = os.environ.get("NBA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T0 = 493_536.0
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "unreachable"
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'decisions.db'}"
+    why = _postgres_reachable()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_URL} unreachable with CI set: {why}")
+        pytest.skip(f"PostgreSQL unreachable: {why}")
+    return PG_URL
+
+
+@pytest.fixture
+def log(db_url):
+    """An isolated, empty log (own table namespace), dropped afterwards."""
+    ns = f"t_{uuid.uuid4().hex[:12]}"
+    store = DecisionLog(db_url, namespace=ns)
+    try:
+        yield store
+    finally:
+        store.drop()
+        store.close()
+
+
+def make_records(n: int, d: int = 4, n_actions: int = 6, seed: int = 0, start: int = 0,
+                 customers: int = 10, policy: str = "p", experiment: str = "") -> DecisionRecords:
+    rng = np.random.default_rng(seed)
+    el = rng.random((n, n_actions)) < 0.6
+    el[:, 0] = True
+    # a random eligible action per row
+    u = rng.random(n) * el.sum(axis=1)
+    action = (np.cumsum(el, axis=1) <= u[:, None]).sum(axis=1).astype(np.int64)
+    t = T0 + start + np.arange(n, dtype=np.float64)
+    return DecisionRecords(
+        decision_id=np.array([f"d{start + i}" for i in range(n)]),
+        time=t,
+        customer_id=np.array([f"c{(start + i) % customers}" for i in range(n)]),
+        context=rng.normal(size=(n, d)).astype(np.float32),
+        eligible=el,
+        action=action,
+        send_at=t + np.where(action > 0, 2.0, 0.0),
+        propensity=1.0 / el.sum(axis=1),
+        policy=np.full(n, policy),
+        policy_version=np.full(n, "3"),
+        experiment=np.full(n, experiment),
+        arm=np.where(np.arange(n) % 2 == 0, "A", "B"),
+        cost=np.where(action > 0, 0.25, 0.0),
+    )
+
+
+def assert_same(batch: LoggedBatch, rec: DecisionRecords) -> None:
+    for name in DecisionRecords.__dataclass_fields__:
+        got, want = getattr(batch, name), getattr(rec, name)
+        if got.dtype == object:
+            assert got.tolist() == want.tolist(), name
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- writes
+def test_round_trip(log):
+    rec = make_records(50)
+    assert log.log_decisions(rec) == 50
+    assert log.count_decisions() == 50
+    batch = log.read()
+    assert_same(batch, rec)
+    assert batch.context.dtype == np.float32 and batch.eligible.dtype == bool and batch.action.dtype == np.int64
+    np.testing.assert_array_equal(batch.reward, -rec.cost)  # no outcome: default 0 minus cost
+    assert log.layout() == LogLayout(4, 6)
+
+
+def test_retry_is_idempotent(log):
+    rec = make_records(30)
+    assert log.log_decisions(rec) == 30
+    assert log.log_decisions(rec) == 0
+    more = make_records(40)  # the same first 30 ids and 10 new ones
+    assert log.log_decisions(more) == 10
+    assert log.count_decisions() == 40
+    out = OutcomeRecords(rec.decision_id[:5], np.full(5, "converted"), rec.send_at[:5] + 1, np.full(5, 3.0))
+    assert log.log_outcomes(out) == 5
+    assert log.log_outcomes(out) == 0
+    assert log.count_outcomes() == 5
+
+
+def test_bad_row_writes_nothing(log):
+    rec = make_records(10)
+    p = rec.propensity.copy()
+    p[3] = 0.0
+    with pytest.raises(ValueError, match=r"^propensity: row 3: must be in \(0, 1\], got 0\.0"):
+        log.log_decisions(replace(rec, propensity=p))
+    assert log.count_decisions() == 0
+    assert log.log_decisions(rec) == 10
+    # an outcome batch with one unknown decision is refused whole
+    ids = rec.decision_id[:4].astype(object)
+    ids[2] = "nope"
+    bad = OutcomeRecords(ids, np.full(4, "opened"), rec.time[:4], np.zeros(4))
+    with pytest.raises(ValueError, match=r"^decision_id: row 2: unknown decision 'nope'"):
+        log.log_outcomes(bad)
+    assert log.count_outcomes() == 0
+
+
+def _bad(field, value):
+    def make(rec: DecisionRecords) -> DecisionRecords:
+        x = getattr(rec, field).copy() if hasattr(getattr(rec, field), "copy") else getattr(rec, field)
+        return replace(rec, **{field: value(x)})
+    return make
+
+
+def _set(x, i, v):
+    x = x.astype(object) if isinstance(v, str) or x.dtype.kind == "U" else x
+    x[i] = v
+    return x
+
+
+@pytest.mark.parametrize("make, message", [
+    (_bad("decision_id", lambda x: _set(x, 2, "")), r"^decision_id: row 2: must not be empty"),
+    (_bad("decision_id", lambda x: _set(x, 4, x[1])), r"^decision_id: row 4: duplicate 'd1'"),
+    (_bad("decision_id", lambda x: np.arange(len(x))), r"^decision_id: expected strings"),
+    (_bad("customer_id", lambda x: _set(x, 1, 7)), r"^customer_id: row 1: expected a string, got 7"),
+    (_bad("time", lambda x: _set(x, 5, np.nan)), r"^time: row 5: must be finite"),
+    (_bad("time", lambda x: x[:-1]), r"^time: expected shape \(10,\)"),
+    (_bad("send_at", lambda x: _set(x, 3, T0)), r"^send_at: row 3: must not be before"),
+    (_bad("propensity", lambda x: _set(x, 1, 1.5)), r"^propensity: row 1: must be in \(0, 1\]"),
+    (_bad("action", lambda x: _set(x, 2, 6)), r"^action: row 2: must be in \[0, 6\), got 6"),
+    (_bad("action", lambda x: x.astype(float)), r"^action: expected integers"),
+    (_bad("context", lambda x: _set(x, 7, np.inf)), r"^context: row 7: contains NaN"),
+    (_bad("context", lambda x: x[:, 0]), r"^context: expected shape \(10, d\)"),
+    (_bad("eligible", lambda x: x.astype(int)), r"^eligible: expected a boolean array"),
+    (_bad("cost", lambda x: _set(x, 0, -1.0)), r"^cost: row 0: must be >= 0"),
+    (_bad("policy", lambda x: _set(x, 9, "")), r"^policy: row 9: must not be empty"),
+])
+def test_validation_names_the_field(log, make, message):
+    with pytest.raises(ValueError, match=message):
+        log.log_decisions(make(make_records(10)))
+    assert log.count_decisions() == 0
+
+
+def test_ineligible_action_is_refused(log):
+    rec = make_records(10)
+    el = rec.eligible.copy()
+    el[6, rec.action[6]] = False
+    el[6, 0] = True
+    if rec.action[6] == 0:
+        el[6, 0] = False
+    with pytest.raises(ValueError, match=r"^action: row 6: action \d+ is not eligible"):
+        log.log_decisions(replace(rec, eligible=el))
+
+
+@pytest.mark.parametrize("outcomes, message", [
+    (lambda ids: OutcomeRecords(ids[:2], np.array(["opened", "bought"]), np.zeros(2), np.zeros(2)),
+     r"^event: row 1: unknown event 'bought'"),
+    (lambda ids: OutcomeRecords(ids[[0, 0]], np.array(["opened", "opened"]), np.zeros(2), np.zeros(2)),
+     r"^event: row 1: duplicate"),
+    (lambda ids: OutcomeRecords(ids[:2], np.array(["opened", "clicked"]), np.zeros(2), np.array([0, np.nan])),
+     r"^value: row 1: must be finite"),
+    (lambda ids: OutcomeRecords(np.array(["d0", ""]), np.array(["opened", "clicked"]), np.zeros(2), np.zeros(2)),
+     r"^decision_id: row 1: must not be empty"),
+])
+def test_outcome_validation(log, outcomes, message):
+    rec = make_records(5)
+    log.log_decisions(rec)
+    with pytest.raises(ValueError, match=message):
+        log.log_outcomes(outcomes(rec.decision_id))
+    assert log.count_outcomes() == 0
+
+
+def test_one_layout_per_log(log, db_url):
+    log.log_decisions(make_records(5, d=4))
+    with pytest.raises(ValueError, match=r"^context: this log holds 4 features per decision, got 5"):
+        log.log_decisions(make_records(5, d=5, start=100))
+    with pytest.raises(ValueError, match=r"^eligible: this log holds 6 actions, got 7"):
+        log.log_decisions(make_records(5, n_actions=7, start=100))
+    assert log.count_decisions() == 5
+    # a second handle on the same tables reads the stored layout
+    other = DecisionLog(db_url, namespace=log.namespace, layout=LogLayout(4, 6))
+    assert other.layout() == LogLayout(4, 6)
+    with pytest.raises(ValueError, match="^context"):
+        DecisionLog(db_url, namespace=log.namespace, layout=LogLayout(3, 6))
+    other.close()
+
+
+def test_layout_with_names(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    lay = LogLayout(4, 6, ("a", "b", "c", "d"), {"channels": ["email"]})
+    with DecisionLog(url, layout=lay) as store:
+        store.log_decisions(make_records(3))
+    with DecisionLog(url) as store:
+        assert store.layout() == lay
+
+
+def test_sqlite_is_durable_wal(tmp_path):
+    path = tmp_path / "wal.db"
+    with DecisionLog(f"sqlite:///{path}") as store:
+        store.log_decisions(make_records(3))
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    # committed: another process (plain sqlite3) sees it
+    assert sqlite3.connect(path).execute("select count(*) from decisions").fetchone()[0] == 3
+
+
+# ----------------------------------------------------------------------------- rewards
+def test_reward_join_window_default_and_cost(log):
+    rec = make_records(6)
+    rec = replace(rec, action=np.zeros(6, np.int64), send_at=rec.time, cost=np.array([0, 0, 0, 0, 0, 1.0]))
+    log.log_decisions(rec)
+    s = rec.send_at
+    ids = rec.decision_id
+    log.log_outcomes(OutcomeRecords(
+        decision_id=np.array([ids[0], ids[0], ids[1], ids[2], ids[3], ids[3], ids[5]]),
+        event=np.array(["converted", "opened", "converted", "converted", "opted_out", "clicked", "converted"]),
+        time=np.array([s[0] + 1, s[0] + 0.5, s[1] + 100, s[2] - 1, s[3] + 2, s[3] + 1, s[5] + 72]),
+        value=np.array([10.0, 0.0, 20.0, 30.0, -2.0, 0.0, 5.0]),
+    ))
+    r = log.read(RewardRule(window_h=72, default=-0.5)).reward
+    # 0: converted in window; 1: too late -> default; 2: before send -> default; 3: no counted
+    # event -> default; 4: nothing -> default; 5: on the window's edge, minus cost
+    np.testing.assert_allclose(r, [10.0, -0.5, -0.5, -0.5, -0.5, 4.0])
+    r = log.read(RewardRule(window_h=200, events=("converted", "opted_out"), opt_out_value=-1.0)).reward
+    np.testing.assert_allclose(r, [10.0, 20.0, 0.0, -3.0, 0.0, 4.0])
+    r = log.read(RewardRule(events=("opened", "clicked"), subtract_cost=False)).reward
+    np.testing.assert_allclose(r, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="^rule: unknown events"):
+        log.read(RewardRule(events=("bought",)))
+
+
+# ----------------------------------------------------------------------------- reading
+def test_streaming_chunks_and_filters(log):
+    a = make_records(1500, policy="a", experiment="x")
+    b = make_records(1000, start=1500, policy="b", seed=1)
+    log.log_decisions(a)
+    log.log_decisions(b)
+    sizes = [len(x) for x in log.iter_batches(chunk_rows=700)]
+    assert sizes == [700, 700, 700, 400]
+    whole = LoggedBatch.concat(list(log.iter_batches(chunk_rows=700)))
+    assert whole.decision_id.tolist() == [f"d{i}" for i in range(2500)]
+    assert_same(log.read(policy="b"), b)
+    assert_same(log.read(experiment="x"), a)
+    got = log.read(since=T0 + 100, until=T0 + 1600)
+    assert got.decision_id.tolist() == [f"d{i}" for i in range(100, 1600)]
+    assert [len(x) for x in log.iter_batches(chunk_rows=600, policy="b", since=T0 + 2000)] == [500]
+    assert len(log.read(policy="nobody")) == 0
+
+
+def test_streaming_memory_is_bounded(tmp_path):
+    with DecisionLog(f"sqlite:///{tmp_path / 'big.db'}") as store:
+        n = 40_000
+        for k in range(0, n, 10_000):
+            store.log_decisions(make_records(10_000, d=32, start=k, seed=k))
+        tracemalloc.start()
+        rows = sum(len(b) for b in store.iter_batches(chunk_rows=2_000))
+        _, streamed = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        tracemalloc.start()
+        whole = store.read()
+        _, full = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert rows == len(whole) == n
+    assert streamed < full / 5, (streamed, full)
+
+
+def test_export_parquet_round_trip(log, tmp_path):
+    rec = make_records(2300)
+    log.log_decisions(rec)
+    log.log_outcomes(OutcomeRecords(rec.decision_id[:3], np.full(3, "converted"), rec.send_at[:3], np.ones(3)))
+    path = tmp_path / "log.parquet"
+    rule = RewardRule(window_h=24)
+    assert log.export_parquet(path, rule, chunk_rows=1000) == 2300
+    back = list(read_parquet_batches(path, batch_rows=1000))
+    assert [len(b) for b in back] == [1000, 1000, 300]
+    whole = LoggedBatch.concat(back)
+    assert_same(whole, rec)
+    np.testing.assert_array_equal(whole.reward, log.read(rule).reward)
+    assert read_parquet_layout(path) == LogLayout(4, 6)
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    assert str(schema.field("context").type) == "fixed_size_list<element: float>[4]"
+    assert b"nba.reward_rule" in schema.metadata
+
+
+def test_contact_history(log):
+    rec = make_records(40, customers=4)  # customer c{i % 4}, decision time T0 + i
+    log.log_decisions(rec)
+    ids = rec.decision_id
+    log.log_outcomes(OutcomeRecords(
+        decision_id=np.array([ids[1], ids[1], ids[5], ids[8], ids[34]]),
+        event=np.array(["opened", "delivered", "converted", "clicked", "opened"]),
+        time=rec.send_at[[1, 1, 5, 8, 34]] + 0.5,
+        value=np.array([0.0, 0.0, 12.0, 0.0, 0.0]),
+    ))
+    h = log.contact_history(["c1", "c0", "unknown"], since=T0 + 4)
+    assert h.customer_ids.tolist() == ["c1", "c0", "unknown"]
+    want = [i for i in range(40) if i % 4 in (0, 1) and rec.action[i] > 0 and rec.send_at[i] >= T0 + 4]
+    np.testing.assert_array_equal(h.contact_send_at, rec.send_at[want])
+    np.testing.assert_array_equal(h.contact_action, rec.action[want])
+    np.testing.assert_array_equal(h.contact_customer, [0 if i % 4 == 1 else 1 for i in want])
+    assert np.all(np.diff(h.contact_send_at) >= 0)
+    # events of c1 and c0 from T0 + 4 on: decision 5 (c1, converted) and 8 (c0, clicked); 1 is too old
+    assert h.event.tolist() == ["converted", "clicked"]
+    np.testing.assert_array_equal(h.event_customer, [0, 1])
+    np.testing.assert_array_equal(h.event_action, rec.action[[5, 8]])
+    np.testing.assert_array_equal(h.event_send_at, rec.send_at[[5, 8]])
+    np.testing.assert_array_equal(h.event_value, [12.0, 0.0])
+    empty = log.contact_history([], since=0.0)
+    assert empty.contact_customer.shape == (0,) and empty.event.shape == (0,)
