@@ -16,6 +16,8 @@ from scipy import stats
 
 from envs.scenario import Scenario
 from envs.simulation import Simulation, StepResult
+from nba.eligibility import send_time
+from nba.features import hour_of_day
 from nba.policies import Policy, act
 
 POLICY_SALT = 0x5EED  # the policy's generator is seeded apart from the environment's streams
@@ -96,6 +98,9 @@ class BanditRun:
     expected: np.ndarray  # (T,) exact expected reward of the chosen action
     oracle: np.ndarray  # (T,) best eligible expected reward
     no_contact: np.ndarray  # (T,) expected reward of no contact
+    actions: np.ndarray  # (T,) chosen action (after the contact policy: a blocked one is 0)
+    segment: np.ndarray  # (T,) the customer's segment index
+    send_hour: np.ndarray  # (T,) local hour at which the chosen action sends (float)
     seconds: float  # time spent in the policy (act + update)
 
     @property
@@ -116,7 +121,8 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
 
     sim = Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1 / 30, penalties=True)
     rng = policy_rng(seed)
-    out = {k: [] for k in ("rewards", "expected", "oracle", "no_contact")}
+    out = {k: [] for k in ("rewards", "expected", "oracle", "no_contact", "actions", "segment", "send_hour")}
+    space = sim.space
     spent = 0.0
     for step in range(-(-decisions // batch)):
         X, mask = sim.observe(), sim.action_mask()
@@ -124,11 +130,16 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
         t0 = time.perf_counter()
         d = act(policy, X, mask, rng)
         spent += time.perf_counter() - t0
+        tz = sim.traits.tz_offset.astype(np.float64)
+        sends = send_time(space, sim.state.now, tz)
+        rows = np.arange(batch)
+        out["send_hour"].append(hour_of_day(sends[rows, np.maximum(space.slot_of[d.actions], 0)] + tz))
+        out["segment"].append(sim.traits.segment.copy())
         res = sim.step(d.actions)
+        out["actions"].append(np.where(res.blocked, 0, d.actions))
         t0 = time.perf_counter()
         policy.update(X, d.actions, res.reward, d.propensities)
         spent += time.perf_counter() - t0
-        rows = np.arange(batch)
         out["rewards"].append(res.reward)
         out["expected"].append(er[rows, d.actions])
         out["oracle"].append(np.where(mask, er, -np.inf).max(axis=1))
@@ -137,6 +148,33 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
             progress(step)
     cat = {k: np.concatenate(v)[:decisions] for k, v in out.items()}
     return BanditRun(**cat, seconds=spent)
+
+
+def bandit_truth(scenario: Scenario, logging: Policy, targets: dict[str, Policy], decisions: int,
+                 batch: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Exact value of each target policy on the contexts a logging run met: the mean over logged
+    decisions of ``sum_a target(a | x) * E[r | x, a]``.
+
+    It replays the logging run of :func:`bandit_run` (same seed, same batch, a logging policy that
+    does not learn), so the contexts are exactly those of a decision log written from that run; this
+    is the estimand of off-policy estimators on that log. ``logging`` itself is included as
+    ``"logging"``.
+    """
+    sim = Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    rng = policy_rng(seed)
+    totals = dict.fromkeys([*targets, "logging"], 0.0)
+    done = 0
+    for _ in range(-(-decisions // batch)):
+        X, mask = sim.observe(), sim.action_mask()
+        er = sim.expected_rewards()
+        take = min(batch, decisions - done)
+        d = act(logging, X, mask, rng)
+        totals["logging"] += float((d.probabilities * er)[:take].sum())
+        for name, policy in targets.items():
+            totals[name] += float((policy.probabilities(X, mask) * er)[:take].sum())
+        sim.step(d.actions)
+        done += take
+    return {k: v / decisions for k, v in totals.items()}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,494 @@
+"""The pipelines: simulate, train, evaluate, ab, promote — each one MLflow run.
+
+Every job validates its inputs (policy names, scenario, parameters) *before* any run is created,
+so a typo never leaves an empty run behind; a job that fails afterwards leaves its run FAILED and
+moves no alias. Runs carry the dataset's identity (``dataset.*`` tags) and the code version
+(``code.version``: the git commit when there is one, else the package version).
+
+The command line (:mod:`training.cli`) and the ``MLproject`` entry points call these functions
+with the same parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.scenario import Scenario
+from nba.policies import POLICIES, RULE_BASED, Explore, Policy, create
+from nba.serialization import Bundle
+
+Progress = Callable[[int], None] | None
+BANDIT_BATCH = 1000
+SIMULATOR = "simulator"
+
+
+class JobError(ValueError):
+    """Bad input to a job, raised before any MLflow run is created."""
+
+
+# ----------------------------------------------------------------------------- validation
+def parse_params(pairs: list[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``["alpha=0.5", "epsilon=0.1"]`` (values read as JSON when they parse, else strings)."""
+    if pairs is None:
+        return {}
+    if isinstance(pairs, Mapping):
+        return dict(pairs)
+    out: dict[str, Any] = {}
+    for item in pairs:
+        if "=" not in item:
+            raise JobError(f"param: expected KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def check_policy(name: str, params: Mapping[str, Any]) -> None:
+    """Unknown policy or parameter: JobError listing the valid choices."""
+    if name not in POLICIES:
+        raise JobError(f"policy: unknown policy {name!r}; valid: {', '.join(sorted(POLICIES))}")
+    sig = inspect.signature(POLICIES[name].__init__)
+    valid = [p for p in sig.parameters if p not in ("self", "space", "dim", "segments")]
+    for k in params:
+        if k not in valid:
+            raise JobError(f"param: {name!r} has no parameter {k!r}; valid: {', '.join(valid) or 'none'}")
+
+
+def load_scenario(path: str | Path | None) -> Scenario:
+    from envs.scenario import ScenarioError
+
+    try:
+        return Scenario.default() if path in (None, "", "default") else Scenario.load(Path(path))
+    except FileNotFoundError as e:
+        raise JobError(f"scenario: no such file {str(path)!r}") from e
+    except ScenarioError as e:
+        raise JobError(f"scenario: {e}") from e
+
+
+def build_policy(name: str, scenario: Scenario, params: Mapping[str, Any] | None = None) -> Policy:
+    params = dict(params or {})
+    check_policy(name, params)
+    try:
+        return create(name, scenario.action_space, tuple(scenario.segments), dim=scenario.feature_spec.dim, **params)
+    except (TypeError, ValueError) as e:
+        raise JobError(f"param: {e}") from e
+
+
+def bundle_of(policy: Policy, scenario: Scenario) -> Bundle:
+    return Bundle(policy, scenario.feature_spec, scenario.lifecycle, scenario.contact)
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    return f"nba-{version('nba')}"
+
+
+def _start(kind: str, run_name: str | None = None):
+    import mlflow
+
+    run = mlflow.start_run(run_name=run_name or kind)
+    mlflow.set_tags({"nba.job": kind, "code.version": code_version()})
+    return run
+
+
+def _log_figure(path: Path) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path="plots")
+
+
+def _log_series(name: str, values: np.ndarray, steps: np.ndarray) -> None:
+    """One metric per step, sent in batches (one call per thousand points, not one per point)."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    client, run = mlflow.MlflowClient(), mlflow.active_run()
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, float(v), now, int(s)) for v, s in zip(values, steps, strict=True)]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
+
+
+# ----------------------------------------------------------------------------- dataset identity
+def log_identity(log) -> dict[str, str]:
+    """``dataset.*`` tags naming a decision log: where it is, its rows, a digest of its ids."""
+    from nba.log import RewardRule
+
+    h = hashlib.sha256()
+    rows = 0
+    for b in log.iter_batches(RewardRule(), chunk_rows=200_000):
+        h.update("\n".join(b.decision_id.tolist()).encode())
+        rows += len(b)
+    return {"dataset.uri": _safe_url(log.url), "dataset.rows": str(rows), "dataset.digest": h.hexdigest()[:16]}
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _dataset_input(tags: Mapping[str, str], context: str) -> None:
+    """The log as an MLflow dataset input of the run (identity only: the rows stay in the log)."""
+    import mlflow
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    ds = MetaDataset(source=HTTPDatasetSource(url=tags["dataset.uri"]), name="decision-log",
+                     digest=tags["dataset.digest"])
+    mlflow.log_input(ds, context=context)
+    mlflow.set_tags(dict(tags))
+
+
+# ----------------------------------------------------------------------------- simulate
+@dataclass(frozen=True)
+class SimulateResult:
+    run_id: str
+    log_url: str
+    rows: int
+    tags: dict[str, str]
+
+
+def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "business_as_usual",
+             epsilon: float = 0.2, holdout: float = 0.05, decisions: int = 20_000, seed: int = 0,
+             params: Mapping[str, Any] | None = None, progress: Progress = None) -> SimulateResult:
+    """Run a logging policy (``policy`` mixed with ``epsilon`` uniform exploration and a no-contact
+    ``holdout``, so every eligible action has support) on the bandit view and write the decision log."""
+    import mlflow
+    from envs.decision_log import log_bandit_run
+
+    from nba.log import DecisionLog
+
+    scenario = load_scenario(scenario_path)
+    base = build_policy(policy, scenario, params)
+    if not (0 <= epsilon <= 1 and 0 <= holdout <= 1 and epsilon + holdout <= 1):
+        raise JobError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, got {epsilon}, {holdout}")
+    if decisions < 1:
+        raise JobError(f"decisions: must be >= 1, got {decisions}")
+    logging = Explore(base, epsilon, holdout) if epsilon or holdout else base
+    with _start("simulate") as run, DecisionLog(log_url) as log:
+        mlflow.log_params({"scenario": scenario.name, "policy": policy, "epsilon": epsilon, "holdout": holdout,
+                           "decisions": decisions, "seed": seed, "batch": BANDIT_BATCH, **(params or {})})
+        log_bandit_run(log, scenario, logging, decisions, seed, batch=BANDIT_BATCH, policy_name=logging.name,
+                       progress=progress)
+        tags = log_identity(log) | {"dataset.source": SIMULATOR}
+        replay = {"scenario": scenario_path or "default", "policy": policy, "params": dict(params or {}),
+                  "epsilon": epsilon, "holdout": holdout, "decisions": decisions, "seed": seed,
+                  "batch": BANDIT_BATCH}
+        mlflow.set_tag("simulation.replay", json.dumps(replay, sort_keys=True))
+        _dataset_input(tags, "simulate")
+        batch = log.read()
+        mlflow.log_metrics({"mean_reward": float(batch.reward.mean()),
+                            "contact_rate": float((batch.action > 0).mean())})
+        return SimulateResult(run.info.run_id, log_url, int(tags["dataset.rows"]), tags)
+
+
+def replay_logging(replay: Mapping[str, Any]) -> tuple[Scenario, Policy]:
+    scenario = load_scenario(None if replay["scenario"] == "default" else replay["scenario"])
+    base = build_policy(replay["policy"], scenario, replay.get("params"))
+    eps, hold = replay["epsilon"], replay["holdout"]
+    return scenario, (Explore(base, eps, hold) if eps or hold else base)
+
+
+def find_simulation(log_url: str) -> dict[str, Any] | None:
+    """The replay spec of the simulate run that wrote ``log_url``, if one is in the tracking store."""
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`dataset.uri` = '{_safe_url(log_url)}' "
+                                            "and tags.`nba.job` = 'simulate' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs or "simulation.replay" not in runs[0].data.tags:
+        return None
+    return json.loads(runs[0].data.tags["simulation.replay"])
+
+
+# ----------------------------------------------------------------------------- train
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    policy: Policy
+    version: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def transitions_from_log(batch) -> dict[str, np.ndarray]:
+    """Journey transitions from a decision log: each decision followed by the same customer's next
+    one. A customer's last decision has no observed future: it is dropped as truncated (never
+    treated as terminal), so fitted-Q only bootstraps where the log shows what came next."""
+    order = np.lexsort((batch.time, batch.customer_id))
+    cust = batch.customer_id[order]
+    has_next = np.zeros(len(order), bool)
+    has_next[:-1] = cust[1:] == cust[:-1]
+    rows, nxt = order[has_next], order[np.flatnonzero(has_next) + 1]
+    return {"X": batch.context[rows], "actions": batch.action[rows], "rewards": batch.reward[rows],
+            "X_next": batch.context[nxt], "mask_next": batch.eligible[nxt],
+            "terminated": np.zeros(len(rows), bool)}
+
+
+def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | None = None,
+          params: Mapping[str, Any] | None = None, decisions: int = 20_000, customers: int = 4000,
+          seed: int = 0, register: bool = True, plots_dir: Path | None = None,
+          progress: Progress = None) -> TrainResult:
+    """Fit one policy and log it (registered under :data:`training.registry.MODEL_NAME`).
+
+    ``source="simulator"``: bandits learn online on the bandit view for ``decisions`` decisions
+    (learning curve and regret against the exact oracle); fitted-Q learns offline on journey
+    transitions of ``customers`` customers logged under an exploring business-as-usual policy.
+    Any other ``source`` is a decision-log URL: the policy learns offline from it, streamed in chunks
+    (fitted-Q from consecutive decisions of each customer).
+    """
+    import mlflow
+
+    from training import registry
+
+    scenario = load_scenario(scenario_path)
+    policy = build_policy(policy_name, scenario, params)
+    offline_log = None
+    if source != SIMULATOR:
+        from nba.log import DecisionLog
+
+        try:
+            offline_log = DecisionLog(source)
+        except Exception as e:  # noqa: BLE001 - any driver error: the URL is what the user must fix
+            raise JobError(f"source: cannot open decision log {_safe_url(source)!r}: {e}") from e
+        layout = offline_log.layout
+        if layout is None or offline_log.count_decisions() == 0:
+            raise JobError(f"source: decision log {_safe_url(source)!r} is empty")
+        if layout.dim != scenario.feature_spec.dim or layout.n_actions != scenario.action_space.n_actions:
+            raise JobError(f"source: the log's layout ({layout.dim} features, {layout.n_actions} actions) does "
+                           f"not match the scenario's ({scenario.feature_spec.dim}, "
+                           f"{scenario.action_space.n_actions})")
+    tmp = Path(tempfile.mkdtemp(prefix="nba-train-")) if plots_dir is None else Path(plots_dir)
+    tmp.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, float] = {}
+    with _start("train", run_name=f"train-{policy_name}") as run:
+        mlflow.log_params({"policy": policy_name, "source": "simulator" if offline_log is None else "decision_log",
+                           "scenario": scenario.name, "seed": seed, **{f"policy.{k}": v for k, v in
+                                                                       (params or {}).items()}})
+        if offline_log is not None:
+            metrics = _train_offline(policy, offline_log, progress)
+            offline_log.close()
+        elif policy_name == "fqi":
+            mlflow.log_params({"customers": customers})
+            metrics = _train_fqi_simulator(policy, scenario, customers, seed, progress)
+        else:  # bandits learn online; rule-based policies just run, for their curves and mix
+            mlflow.log_params({"decisions": decisions, "batch": BANDIT_BATCH})
+            metrics = _train_bandit_online(policy, scenario, decisions, seed, tmp, progress)
+        mlflow.log_metrics(metrics)
+        for png in sorted(tmp.glob("*.png")):
+            _log_figure(png)
+        version = None
+        if register:
+            info = registry.log_policy(bundle_of(policy, scenario), tags={"trained_on": source if offline_log is None
+                                                                          else _safe_url(source)})
+            version = str(info.registered_model_version)
+        else:
+            registry.log_policy(bundle_of(policy, scenario), registered_model_name=None)
+        return TrainResult(run.info.run_id, policy, version, metrics)
+
+
+def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, seed: int, out: Path,
+                         progress: Progress) -> dict[str, float]:
+    from envs.rollout import bandit_run
+    from training import plots
+
+    run = bandit_run(scenario, policy, decisions, batch=BANDIT_BATCH, seed=seed, progress=progress)
+    steps = np.arange(1, -(-len(run.rewards) // BANDIT_BATCH) + 1)
+    def per_batch(x: np.ndarray) -> np.ndarray:
+        return np.array([c.mean() for c in np.array_split(x, len(steps))])
+    reward, oracle, base = per_batch(run.expected), per_batch(run.oracle), per_batch(run.no_contact)
+    regret = np.cumsum((oracle - reward) * BANDIT_BATCH)
+    _log_series("expected_reward", reward, steps * BANDIT_BATCH)
+    _log_series("realised_reward", per_batch(run.rewards), steps * BANDIT_BATCH)
+    _log_series("cumulative_regret", regret, steps * BANDIT_BATCH)
+    x = steps * BANDIT_BATCH
+    plots.learning_curve(x, reward, oracle, base, regret, out / "learning_curve.png", policy.name)
+    space = scenario.action_space
+    plots.channel_mix({policy.name: plots.mix_of(run.actions, space.channel_of, space.n_channels)},
+                      scenario.channels, out / "channel_mix.png", "channel mix of the decisions")
+    plots.send_hour_heatmap(run.send_hour, run.segment, run.actions > 0, scenario.segments,
+                            out / "send_hours.png", f"{policy.name}: local send hour by segment")
+    return {"mean_expected_reward": float(run.expected.mean()), "normalised_score": run.normalised_score,
+            "decisions_per_s": run.decisions_per_s, "final_regret": float(regret[-1])}
+
+
+def _train_fqi_simulator(policy: Policy, scenario: Scenario, customers: int, seed: int,
+                         progress: Progress) -> dict[str, float]:
+    from envs.rollout import collect_transitions
+
+    logging = Explore(create("business_as_usual", scenario.action_space, tuple(scenario.segments)), 0.2, 0.2)
+    t = collect_transitions(scenario, logging, customers, seed, progress=progress)
+    keep = ~t.truncated
+    _fit_fqi(policy, t.X[keep], t.actions[keep], t.rewards[keep], t.X_next[keep], t.mask_next[keep],
+             t.terminated[keep])
+    return {"transitions": float(keep.sum())}
+
+
+def _fit_fqi(policy, X, actions, rewards, X_next, mask_next, terminated) -> None:
+    def tick(it: int, change: float) -> None:
+        import mlflow
+
+        mlflow.log_metric("fqi_target_change", change, step=it)
+
+    policy.fit(X, actions, rewards, X_next, mask_next, terminated, progress=tick)
+
+
+def _train_offline(policy: Policy, log, progress: Progress) -> dict[str, float]:
+    import mlflow
+
+    if getattr(policy, "name", "") == "fqi":
+        batch = log.read()
+        t = transitions_from_log(batch)
+        _fit_fqi(policy, **t)
+        return {"transitions": float(len(t["actions"]))}
+    rows = 0
+    for step, batch in enumerate(log.iter_batches(chunk_rows=10_000)):
+        policy.update(batch.context, batch.action, batch.reward, batch.propensity)
+        rows += len(batch)
+        mlflow.log_metric("rows_seen", rows, step=step)
+        mlflow.log_metric("logged_reward", float(batch.reward.mean()), step=step)
+        if progress is not None:
+            progress(step)
+    return {"rows": float(rows)}
+
+
+# ----------------------------------------------------------------------------- registry helpers
+def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | None]:
+    """A policy to evaluate: ``@alias`` or a version number of the registered model, a saved
+    bundle folder, or a policy name (rule-based policies only: learners need training)."""
+    from nba.serialization import load_bundle
+    from training import registry
+
+    if ref.startswith("@") or ref.isdigit():
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        uri = f"models:/{registry.MODEL_NAME}/{ref}" if ref.isdigit() else f"models:/{registry.MODEL_NAME}{ref}"
+        try:
+            path = mlflow.artifacts.download_artifacts(uri)
+        except MlflowException as e:
+            raise JobError(f"policy: no registered version {ref!r} of {registry.MODEL_NAME!r}") from e
+        version = ref if ref.isdigit() else registry.alias_state(ref[1:]).version
+        b = load_bundle(Path(path) / "artifacts" / "bundle")
+        return f"{b.policy.name} v{version}", b.policy, version
+    if Path(ref).is_dir():
+        b = load_bundle(ref)
+        return b.policy.name, b.policy, None
+    if ref in RULE_BASED or ref in ("no_contact", "uniform_random"):
+        return ref, build_policy(ref, scenario), None
+    raise JobError(f"policy: {ref!r} is not @alias, a version number, a bundle folder or a rule-based policy "
+                   f"({', '.join(sorted(set(RULE_BASED) | {'no_contact', 'uniform_random'}))})")
+
+
+# ----------------------------------------------------------------------------- evaluate
+@dataclass(frozen=True)
+class EvaluateResult:
+    run_id: str
+    estimates: dict[str, dict[str, Any]]  # label -> estimator -> Estimate
+    truth: dict[str, float] | None  # label -> exact value on the log's contexts (simulated logs)
+
+
+def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = None, tau: float = 20.0,
+             n_bootstrap: int = 200, seed: int = 0, plots_dir: Path | None = None) -> EvaluateResult:
+    """Off-policy estimates of each target on a decision log, plus the exact value when the log came
+    from the simulator (replayed from its simulate run). Registered versions get ``eval.*`` tags."""
+    import mlflow
+
+    from nba.log import DecisionLog
+    from nba.ope import evaluate as ope_evaluate
+    from nba.ope import fit_reward_model
+    from training import plots, registry
+
+    scenario = load_scenario(scenario_path)
+    if not targets:
+        raise JobError("policy: give at least one policy to evaluate")
+    resolved = [resolve_target(t, scenario) for t in targets]
+    log = DecisionLog(log_url)
+    if log.layout is None or log.count_decisions() == 0:
+        raise JobError(f"log: decision log {_safe_url(log_url)!r} is empty")
+    out = Path(tempfile.mkdtemp(prefix="nba-eval-")) if plots_dir is None else Path(plots_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _start("evaluate") as run, log:
+        batch = log.read()
+        ident = log_identity(log)
+        _dataset_input(ident, "evaluate")
+        mlflow.log_params({"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed})
+        space = scenario.action_space
+        q_hat = fit_reward_model(batch.context, batch.action, batch.reward, space, mask=batch.eligible, seed=seed)
+        estimates: dict[str, dict[str, Any]] = {}
+        for label, policy, version in resolved:
+            probs = policy.probabilities(batch.context, batch.eligible)
+            est = ope_evaluate(probs, batch, q_hat=q_hat, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed)
+            estimates[label] = est
+            key = label.replace(" ", "_").replace("@", "")
+            for name, e in est.items():
+                mlflow.log_metrics({f"{key}.{name}": e.value, f"{key}.{name}.ci_low": e.ci_low,
+                                    f"{key}.{name}.ci_high": e.ci_high})
+            mlflow.log_metrics({f"{key}.ess": est["dr"].ess, f"{key}.max_weight": est["dr"].max_weight})
+            if version is not None:
+                tags = {"eval.dataset": ident["dataset.digest"], "eval.run_id": run.info.run_id}
+                for name, e in est.items():
+                    tags |= {f"eval.{name}.value": e.value, f"eval.{name}.ci_low": e.ci_low,
+                             f"eval.{name}.ci_high": e.ci_high}
+                registry.version_tags(version, tags)
+        truth = None
+        replay = find_simulation(log_url)
+        if replay is not None:
+            from envs.rollout import bandit_truth
+
+            sc, logging = replay_logging(replay)
+            exact = bandit_truth(sc, logging, {label: p for label, p, _ in resolved}, replay["decisions"],
+                                 replay["batch"], replay["seed"])
+            truth = {label: exact[label] for label, _, _ in resolved}
+            for label, v in truth.items():
+                mlflow.log_metric(f"{label.replace(' ', '_')}.true_value", v)
+            mlflow.log_metric("logging.true_value", exact["logging"])
+        rows = [(f"{label} · {name}", e.value, e.ci_low, e.ci_high)
+                for label, est in estimates.items() for name, e in est.items()]
+        marks = None if truth is None else {f"{label} · {name}": truth[label]
+                                            for label in estimates for name in estimates[label]}
+        _log_figure(plots.estimate_intervals(rows, out / "ope_intervals.png",
+                                             "off-policy estimates (95% bootstrap intervals)", marks))
+        return EvaluateResult(run.info.run_id, estimates, truth)
+
+
+# ----------------------------------------------------------------------------- promote
+def promote(*, metric: str = "dr", ab_winner: str | None = None, rollback: bool = False):
+    """Move ``champion`` to the challenger when the evidence supports it (or roll back), as a run."""
+    import mlflow
+
+    from training import registry
+
+    if metric not in ("ips", "snips", "dm", "dr", "switch_dr"):
+        raise JobError(f"metric: unknown estimator {metric!r}; valid: ips, snips, dm, dr, switch_dr")
+    if ab_winner not in (None, "champion", "challenger"):
+        raise JobError(f"ab_winner: must be champion or challenger, got {ab_winner!r}")
+    with _start("promote"):
+        result = registry.rollback() if rollback else registry.promote(metric=metric, ab_winner=ab_winner)
+        mlflow.log_params({"metric": metric, "ab_winner": ab_winner or "", "rollback": rollback})
+        mlflow.set_tags({"promotion.promoted": str(result.promoted), "promotion.reason": result.reason,
+                         "promotion.champion": result.champion or "", "promotion.previous": result.previous or ""})
+        return result

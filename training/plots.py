@@ -1,0 +1,106 @@
+"""Figures the training and evaluation jobs log to MLflow and write as PNG.
+
+Each function takes plain arrays, writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curve(steps: np.ndarray, reward: np.ndarray, oracle: np.ndarray, no_contact: np.ndarray,
+                   regret: np.ndarray, path: Path, title: str) -> Path:
+    """Mean expected reward per batch beside the oracle and no contact; cumulative regret."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(steps, oracle, label="oracle", color="0.3", ls="--")
+    a.plot(steps, reward, label="policy")
+    a.plot(steps, no_contact, label="no contact", color="0.6", ls=":")
+    a.set(xlabel="decisions", ylabel="expected reward per decision", title="learning curve")
+    a.legend()
+    b.plot(steps, regret)
+    b.set(xlabel="decisions", ylabel="cumulative regret", title="regret against the oracle")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def channel_mix(shares: Mapping[str, Sequence[float]], channels: Sequence[str], path: Path, title: str) -> Path:
+    """Stacked bars: share of decisions per channel (and no contact) for each policy."""
+    plt = _plt()
+    names = list(shares)
+    labels = ["no contact", *channels]
+    data = np.array([shares[n] for n in names])  # (P, 1 + C)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 3), 4))
+    bottom = np.zeros(len(names))
+    colors = plt.get_cmap("tab10")
+    for j, label in enumerate(labels):
+        ax.bar(names, data[:, j], bottom=bottom, label=label, color="0.85" if j == 0 else colors(j - 1))
+        bottom += data[:, j]
+    ax.set(ylabel="share of decisions", title=title, ylim=(0, 1))
+    ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def mix_of(actions: np.ndarray, channel_of: np.ndarray, n_channels: int) -> np.ndarray:
+    """(1 + C,) share of decisions that are no contact, then each channel."""
+    counts = np.bincount(np.where(actions > 0, channel_of[actions] + 1, 0), minlength=n_channels + 1)
+    return counts / max(1, len(actions))
+
+
+def send_hour_heatmap(send_hour: np.ndarray, segment: np.ndarray, contact: np.ndarray, segments: Sequence[str],
+                      path: Path, title: str) -> Path:
+    """Share of each segment's messages sent at each local hour of the day."""
+    plt = _plt()
+    grid = np.zeros((len(segments), 24))
+    h = np.floor(send_hour[contact]).astype(int) % 24
+    np.add.at(grid, (segment[contact], h), 1)
+    grid /= np.maximum(grid.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(segments) + 1.6))
+    im = ax.imshow(grid, aspect="auto", cmap="viridis")
+    ax.set(xticks=range(0, 24, 2), yticks=range(len(segments)), yticklabels=list(segments),
+           xlabel="local send hour", title=title)
+    fig.colorbar(im, ax=ax, label="share of the segment's messages")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def estimate_intervals(rows: Sequence[tuple[str, float, float, float]], path: Path, title: str,
+                       truth: Mapping[str, float] | None = None) -> Path:
+    """Point estimates with their intervals, one line per (label, value, low, high); true values as marks."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(rows) + 1.5))
+    y = np.arange(len(rows))[::-1]
+    for yi, (label, v, lo, hi) in zip(y, rows, strict=True):
+        ax.errorbar(v, yi, xerr=[[v - lo], [hi - v]], fmt="o", color="C0", capsize=3)
+        if truth and label in truth:
+            ax.plot(truth[label], yi, marker="x", color="C3", ms=9, ls="none")
+    if truth:
+        ax.plot([], [], marker="x", color="C3", ls="none", label="true value (simulator)")
+        ax.legend(loc="best", fontsize=8)
+    ax.set(yticks=y, yticklabels=[r[0] for r in rows], xlabel="value per decision", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
