@@ -1,0 +1,207 @@
+"""A simulated online A/B test on ``nba/Journey-v0``, with its true effect known.
+
+:func:`run_experiment` takes a population of ``n`` customers (one :class:`~envs.simulation.Simulation`
+row each, customer id ``"c<seed + row>"``), optionally runs everyone for ``pre_days`` under the
+control arm's policy (the pre-period whose reward is the CUPED covariate), assigns each customer to
+an arm with :func:`nba.ab.assign` (hashing the experiment's name with the customer id, as the
+service does), and steps all of them together for ``days`` days, each customer acting under its
+arm's policy. It records every customer's reward of every day and the totals of a few other
+metrics (revenue, cost, messages sent, conversions, opt-outs, churn).
+
+The true effects come from common random numbers: with ``truth=True`` the same population (same
+seed) is run again entirely under each arm's policy. Every row of the simulation draws its own
+stream whatever the action, and each policy's sampling uniform of a row on a day is the same in
+every run (one generator per day, one uniform per row, used by whichever policy acts), so a
+customer's trajectory in the experiment is exactly its trajectory in the run of its arm's policy.
+The mean over all ``n`` customers of the paired difference is the experiment's estimand (the
+finite-population average treatment effect), known exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.scenario import Scenario
+from envs.simulation import Simulation
+from nba import ab
+from nba.policies import Policy
+from nba.policies.base import check_batch, sample
+
+POLICY_SALT = 0xAB5EED  # the per-day policy uniforms are seeded apart from the environment's streams
+METRICS: tuple[str, ...] = ("reward", "revenue", "cost", "sent", "converted", "opted_out", "churned")
+
+
+def customer_ids(seed: int, n: int) -> np.ndarray:
+    """(n,) object ids of a simulation's rows: row ``i`` is customer ``"c<seed + i>"`` (its stream)."""
+    return np.array([f"c{seed + i}" for i in range(n)], dtype=object)
+
+
+@dataclass(frozen=True)
+class SimulatedAB:
+    """What a simulated A/B test produced, per customer, plus its ground truth."""
+
+    experiment: str
+    control: str
+    arms: tuple[str, ...]  # every arm, sorted
+    customer_id: np.ndarray  # (n,) object
+    arm: np.ndarray  # (n,) object: the customer's assigned arm
+    daily_reward: np.ndarray  # (n, days) reward of each experiment day (0 once churned)
+    pre_reward: np.ndarray  # (n,) total reward over the pre-period (zeros without one)
+    metrics: dict[str, np.ndarray]  # metric -> (n,) total over the experiment days, see METRICS
+    true_daily: dict[str, np.ndarray] | None  # arm -> (days,) mean cumulative reward, everyone under it
+    potential_reward: dict[str, np.ndarray] | None  # arm -> (n,) each customer's total under that arm
+    seed: int
+    pre_days: int
+
+    @property
+    def days(self) -> int:
+        return self.daily_reward.shape[1]
+
+    @property
+    def n(self) -> int:
+        return len(self.customer_id)
+
+    @property
+    def reward(self) -> np.ndarray:
+        """(n,) total reward of each customer over the experiment."""
+        return self.metrics["reward"]
+
+    def true_effect(self, treatment: str, day: int | None = None) -> float:
+        """True mean difference per customer (treatment − control) of the cumulative reward to ``day``.
+
+        ``day`` counts from 0; default: the whole experiment.
+        """
+        if self.true_daily is None:
+            raise ValueError("truth: the experiment was run with truth=False")
+        if treatment not in self.true_daily:
+            raise ValueError(f"treatment: unknown arm {treatment!r}; arms: {list(self.arms)}")
+        k = self.days - 1 if day is None else day
+        return float(self.true_daily[treatment][k] - self.true_daily[self.control][k])
+
+    def true_effects(self, treatment: str) -> np.ndarray:
+        """(days,) true effect on the cumulative reward at each daily look."""
+        return np.array([self.true_effect(treatment, k) for k in range(self.days)])
+
+    def looks(self) -> ab.Looks:
+        """Daily looks: every customer enrolled on day 0, cumulative reward at the end of each day."""
+        return ab.looks_from_daily(self.daily_reward, self.arm, arms=self.arms)
+
+    def analyse(self, treatment: str, *, tau: float | None = None, alpha: float = 0.05, level: float = 0.95,
+                cuped: bool | None = None) -> ab.Analysis:
+        """:func:`nba.ab.analyse` of the total reward: Welch, CUPED (with a pre-period), mSPRT (with ``tau``)."""
+        cuped = self.pre_days > 0 if cuped is None else cuped
+        return ab.analyse(self.reward, self.arm, treatment, self.control,
+                          covariate=self.pre_reward if cuped else None,
+                          looks=self.looks() if tau is not None else None, tau=tau, alpha=alpha, level=level)
+
+
+def _check(arms: Mapping[str, Policy], splits: Mapping[str, float] | None, control: str, n: int, days: int,
+           pre_days: int) -> dict[str, float]:
+    if not arms:
+        raise ValueError("arms: expected at least one arm name -> policy")
+    splits = {a: 1.0 for a in arms} if splits is None else dict(splits)
+    names, _ = ab.check_splits(splits)
+    if set(names) != set(arms):
+        raise ValueError(f"splits: arms {sorted(names)} differ from the policies' arms {sorted(arms)}")
+    if control not in arms:
+        raise ValueError(f"control: {control!r} is not an arm; arms: {sorted(arms)}")
+    for name, value in (("n", n), ("days", days)):
+        if not isinstance(value, int | np.integer) or value <= 0:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if not isinstance(pre_days, int | np.integer) or pre_days < 0:
+        raise ValueError(f"pre_days: expected a non-negative integer, got {pre_days!r}")
+    return splits
+
+
+class _Run:
+    """One pass over the population: ``pre_days`` under the control policy, then ``days`` by arm."""
+
+    def __init__(self, scenario: Scenario, seed: int, n: int) -> None:
+        self.sim = Simulation(scenario, seed, n, decision_hour=scenario.journey_decision_hour)
+        self.alive = np.ones(n, bool)
+        self.seed = seed
+        self.day = 0
+
+    def step(self, policies: list[Policy], arm_index: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        sim = self.sim
+        X, mask = sim.observe(), sim.action_mask()
+        u = np.random.default_rng([self.seed, POLICY_SALT, self.day]).random(sim.n)
+        actions = np.zeros(sim.n, np.int64)
+        for k, policy in enumerate(policies):
+            rows = np.flatnonzero((arm_index == k) & self.alive)
+            if rows.size:
+                Xr, mr = check_batch(policy.space, X[rows], mask[rows], getattr(policy, "dim", None))
+                actions[rows] = sample(policy.probabilities(Xr, mr), u[rows])
+        res = sim.step(actions)
+        live = self.alive.copy()
+        out = res.outcome
+        metrics = {"reward": res.reward, "revenue": out.revenue, "cost": out.cost,
+                   "sent": out.sent, "converted": out.converted, "opted_out": out.opted_out,
+                   "churned": res.churned}
+        metrics = {k: np.where(live, np.asarray(v, np.float64), 0.0) for k, v in metrics.items()}
+        self.alive &= ~res.churned
+        self.day += 1
+        return metrics["reward"], metrics
+
+
+def _simulate(scenario: Scenario, seed: int, n: int, policies: list[Policy], arm_index: np.ndarray,
+              control: int, days: int, pre_days: int, progress: Callable[[int], None] | None
+              ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    run = _Run(scenario, seed, n)
+    pre = np.zeros(n)
+    everyone_control = np.full(n, control)
+    for _ in range(pre_days):
+        pre += run.step(policies, everyone_control)[0]
+    daily = np.zeros((n, days))
+    totals = {m: np.zeros(n) for m in METRICS}
+    for d in range(days):
+        daily[:, d], metrics = run.step(policies, arm_index)
+        for m in METRICS:
+            totals[m] += metrics[m]
+        if progress is not None:
+            progress(d)
+    totals["reward"] = daily.sum(axis=1)  # summed as the counterfactual runs are: bit-identical
+    return daily, pre, totals
+
+
+def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5000, days: int = 14,
+                   seed: int = 0, experiment: str = "ab", control: str = "champion",
+                   splits: Mapping[str, float] | None = None, pre_days: int = 0, truth: bool = True,
+                   progress: Callable[[int], None] | None = None) -> SimulatedAB:
+    """Simulate an A/B test of ``arms`` (arm name → policy) on ``n`` customers for ``days`` days.
+
+    Args:
+        scenario: the simulated population.
+        arms: the policies under test, e.g. ``{"champion": bau, "challenger": new}``; not updated.
+        n: customers (simulation rows ``seed .. seed + n - 1``).
+        days: experiment days (one journey decision a day per customer).
+        seed: the population's seed (and the policies' sampling uniforms).
+        experiment: the experiment's name, hashed with each customer id to assign its arm.
+        control: the arm the others are compared with; its policy also runs the pre-period.
+        splits: arm → weight (default: equal).
+        pre_days: days everyone spends under the control policy before the experiment starts.
+        truth: also run every arm's policy on everyone (common random numbers) for the true effects.
+        progress: called with each experiment day of the main run.
+    """
+    splits = _check(arms, splits, control, n, days, pre_days)
+    names = tuple(sorted(arms))
+    policies = [arms[a] for a in names]
+    ids = customer_ids(seed, n)
+    arm = ab.assign(experiment, ids, splits)
+    arm_index = np.searchsorted(np.asarray(names, dtype=object), arm)
+    c = names.index(control)
+    daily, pre, totals = _simulate(scenario, seed, n, policies, arm_index, c, days, pre_days, progress)
+    true_daily = potential = None
+    if truth:
+        true_daily, potential = {}, {}
+        for k, a in enumerate(names):
+            d, _, _ = _simulate(scenario, seed, n, policies, np.full(n, k), c, days, pre_days, None)
+            true_daily[a] = np.cumsum(d, axis=1).mean(axis=0)
+            potential[a] = d.sum(axis=1)
+    return SimulatedAB(experiment=experiment, control=control, arms=names, customer_id=ids, arm=arm,
+                       daily_reward=daily, pre_reward=pre, metrics=totals, true_daily=true_daily,
+                       potential_reward=potential, seed=seed,
+                       pre_days=pre_days)

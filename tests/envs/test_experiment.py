@@ -1,0 +1,102 @@
+"""Simulated A/B tests: hashed arms, exact counterfactual truth, intervals that cover it, A/A stays quiet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs.experiment import METRICS, customer_ids, run_experiment
+from envs.scenario import Scenario
+from nba import ab
+from nba.policies import create
+
+N, DAYS, PRE = 3000, 10, 5
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return Scenario.default()
+
+
+def _policy(sc, name):
+    return create(name, sc.action_space, sc.segments)
+
+
+@pytest.fixture(scope="module")
+def ab_run(scenario):
+    arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "no_contact")}
+    return run_experiment(scenario, arms, n=N, days=DAYS, seed=11, pre_days=PRE, experiment="bau-vs-silence")
+
+
+@pytest.fixture(scope="module")
+def aa_run(scenario):
+    bau = _policy(scenario, "business_as_usual")
+    return run_experiment(scenario, {"champion": bau, "challenger": bau}, n=N, days=DAYS, seed=12, pre_days=PRE,
+                          experiment="aa")
+
+
+def test_arms_are_hashed_assignments(ab_run):
+    assert ab_run.arms == ("challenger", "champion")
+    np.testing.assert_array_equal(ab_run.customer_id, customer_ids(11, N))
+    np.testing.assert_array_equal(ab_run.arm, ab.assign("bau-vs-silence", ab_run.customer_id,
+                                                        {"champion": 1, "challenger": 1}))
+    share = (ab_run.arm == "challenger").mean()
+    assert abs(share - 0.5) < 4 * np.sqrt(0.25 / N)
+    assert ab_run.daily_reward.shape == (N, DAYS) and ab_run.pre_reward.shape == (N,)
+    assert set(ab_run.metrics) == set(METRICS)
+    # the challenger never contacts anyone
+    assert ab_run.metrics["sent"][ab_run.arm == "challenger"].sum() == 0
+    assert ab_run.metrics["sent"][ab_run.arm == "champion"].sum() > 0
+
+
+def test_each_customer_lives_its_arms_counterfactual(ab_run):
+    """Common random numbers: the experiment's outcome of a customer is its run under its arm's policy."""
+    for a in ab_run.arms:
+        sel = ab_run.arm == a
+        np.testing.assert_array_equal(ab_run.reward[sel], ab_run.potential_reward[a][sel])
+    paired = ab_run.potential_reward["challenger"] - ab_run.potential_reward["champion"]
+    assert ab_run.true_effect("challenger") == pytest.approx(paired.mean())
+    assert ab_run.true_effects("challenger")[-1] == pytest.approx(paired.mean())
+
+
+def test_interval_covers_true_difference(ab_run):
+    truth = ab_run.true_effect("challenger")
+    a = ab_run.analyse("challenger", tau=2.0)
+    c = a.comparison
+    assert c.ci_low <= truth <= c.ci_high
+    assert a.cuped is not None and a.cuped.adjusted.ci_low <= truth <= a.cuped.adjusted.ci_high
+    assert a.cuped.variance_reduction > 0
+    # the confidence sequence covers the true cumulative effect at every daily look
+    s = a.sequential
+    assert s is not None and s.n_looks == DAYS
+    effects = ab_run.true_effects("challenger")
+    assert np.all((s.cs_low <= effects) & (effects <= s.cs_high))
+
+
+def test_aa_is_not_significant(aa_run):
+    assert aa_run.true_effect("challenger") == 0.0  # same policy, same luck: exactly no effect
+    a = aa_run.analyse("challenger", tau=2.0)
+    assert not a.comparison.significant()
+    assert a.cuped is not None and not a.cuped.adjusted.significant()
+    assert a.sequential is not None and not a.sequential.rejected
+
+
+def test_fixed_seed_is_reproducible(scenario):
+    arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "batch_and_blast")}
+    kw = dict(n=300, days=3, seed=5, pre_days=1, truth=False)
+    r1, r2 = run_experiment(scenario, arms, **kw), run_experiment(scenario, arms, **kw)
+    np.testing.assert_array_equal(r1.daily_reward, r2.daily_reward)
+    np.testing.assert_array_equal(r1.pre_reward, r2.pre_reward)
+    assert r1.true_daily is None
+    with pytest.raises(ValueError, match="truth"):
+        r1.true_effect("challenger")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"control": "nope"}, "control"), ({"splits": {"champion": 1}}, "splits"), ({"n": 0}, "n"),
+    ({"days": 0}, "days"), ({"pre_days": -1}, "pre_days"), ({"splits": {"champion": 1, "challenger": 0}}, "splits"),
+])
+def test_run_experiment_validates(scenario, kwargs, match):
+    bau = _policy(scenario, "business_as_usual")
+    with pytest.raises(ValueError, match=match):
+        run_experiment(scenario, {"champion": bau, "challenger": bau}, **{"n": 10, "days": 1, **kwargs})
