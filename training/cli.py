@@ -151,14 +151,14 @@ def _write_report(scenario, out: Path, customers: int, seed: int) -> Path:
 
 
 @app.command()
-def simulate(
+def journeys(
     scenario: ScenarioOpt = None,
     policy: Annotated[str, typer.Option(help=f"one of: {', '.join(POLICIES)}")] = "business_as_usual",
     customers: Annotated[int, typer.Option(min=1)] = 10_000,
     days: Annotated[int | None, typer.Option(help="default: the scenario's horizon")] = None,
     seed: SeedOpt = 0,
 ) -> None:
-    """Simulate customers' journeys under a policy and print their value (with no contact beside it)."""
+    """Simulate customers' 90-day journeys under a policy and print their value (no contact beside it)."""
     sc = _load_scenario(scenario)
     pol = _policy(policy, sc)
     days = days or sc.horizon_days
@@ -166,6 +166,148 @@ def simulate(
     if policy != "no_contact":
         results["no_contact"] = _journey_summary(sc, "no_contact", _policy("no_contact", sc), customers, days, seed)
     console.print(_value_table(sc, results, "no_contact"))
+
+
+
+# ----------------------------------------------------------------------------- MLflow jobs
+LogOpt = Annotated[str, typer.Option("--log", help="decision log URL (sqlite:///... or postgresql+psycopg://...)")]
+RootOpt = Annotated[Path, typer.Option("--root", help="embedded MLflow store folder when MLFLOW_TRACKING_URI is unset")]
+ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="policy parameter KEY=VALUE (repeatable)")]
+DEFAULT_LOG = "sqlite:///nba-runs/decisions.db"
+
+
+@contextmanager
+def _job():
+    """Bad input ends with exit code 2 and the message; nothing else is caught."""
+    from training.jobs import JobError
+
+    try:
+        yield
+    except JobError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _store(root: Path) -> None:
+    from training.registry import use_store
+
+    use_store(root)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+@app.command()
+def simulate(
+    log: LogOpt = DEFAULT_LOG,
+    scenario: ScenarioOpt = None,
+    policy: Annotated[str, typer.Option(help="logging policy (mixed with exploration)")] = "business_as_usual",
+    epsilon: Annotated[float, typer.Option(help="share of uniform exploration")] = 0.2,
+    holdout: Annotated[float, typer.Option(help="share of no-contact holdout")] = 0.05,
+    decisions: Annotated[int, typer.Option(min=1)] = 20_000,
+    seed: SeedOpt = 0,
+    param: ParamOpt = None,
+    root: RootOpt = Path("nba-runs"),
+) -> None:
+    """Produce a decision log: a logging policy decides on the simulated bandit view (tracked in MLflow)."""
+    from training import jobs
+
+    with _job():
+        params = jobs.parse_params(param)
+        jobs.check_policy(policy, params)
+        jobs.load_scenario(scenario)
+        _store(root)
+        _ensure_sqlite_dir(log)
+        with _progress(f"simulate {decisions:,} decisions", -(-decisions // jobs.BANDIT_BATCH)) as tick:
+            res = jobs.simulate(log, scenario_path=None if scenario is None else str(scenario), policy=policy,
+                                epsilon=epsilon, holdout=holdout, decisions=decisions, seed=seed, params=params,
+                                progress=tick)
+    console.print(f"logged {res.rows:,} decisions to [bold]{res.log_url}[/bold] (run {res.run_id})")
+
+
+@app.command()
+def train(
+    policy: Annotated[str, typer.Option(help="policy name (see nba.policies.POLICIES)")],
+    source: Annotated[str, typer.Option(help="'simulator' or a decision log URL to learn from offline")] = "simulator",
+    scenario: ScenarioOpt = None,
+    decisions: Annotated[int, typer.Option(min=1, help="online decisions (bandits in the simulator)")] = 20_000,
+    customers: Annotated[int, typer.Option(min=10, help="logged customers (fitted-Q in the simulator)")] = 4000,
+    seed: SeedOpt = 0,
+    param: ParamOpt = None,
+    register: Annotated[bool, typer.Option(help="register the policy in the MLflow registry")] = True,
+    root: RootOpt = Path("nba-runs"),
+) -> None:
+    """Train a policy and log it to MLflow (registered as a new version of the policy model)."""
+    from training import jobs
+
+    with _job():
+        params = jobs.parse_params(param)
+        jobs.check_policy(policy, params)
+        jobs.load_scenario(scenario)
+        _store(root)
+        total = -(-decisions // jobs.BANDIT_BATCH) if source == jobs.SIMULATOR else 1000
+        with _progress(f"train {policy}", total) as tick:
+            res = jobs.train(policy, source=source, scenario_path=None if scenario is None else str(scenario),
+                             params=params, decisions=decisions, customers=customers, seed=seed,
+                             register=register, progress=tick)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items())
+    console.print(f"trained [bold]{policy}[/bold]: {shown}; run {res.run_id}"
+                  + (f", registered version {res.version}" if res.version else ""))
+
+
+@app.command()
+def evaluate(
+    policy: Annotated[list[str], typer.Option(help="@alias, version, bundle folder or rule-based name (repeat)")],
+    log: LogOpt = DEFAULT_LOG,
+    scenario: ScenarioOpt = None,
+    tau: Annotated[float, typer.Option(help="switch-DR weight threshold")] = 20.0,
+    bootstrap: Annotated[int, typer.Option(min=10)] = 200,
+    seed: SeedOpt = 0,
+    root: RootOpt = Path("nba-runs"),
+) -> None:
+    """Off-policy estimates (IPS, SNIPS, DM, DR, switch-DR) on a decision log, with the exact value
+    beside them when the log was simulated."""
+    from training import jobs
+
+    with _job():
+        jobs.load_scenario(scenario)
+        _store(root)
+        res = jobs.evaluate(log, list(policy), scenario_path=None if scenario is None else str(scenario), tau=tau,
+                            n_bootstrap=bootstrap, seed=seed)
+    console.print(_estimates_table(res))
+
+
+def _estimates_table(res) -> Table:
+    t = Table(title="off-policy estimates per decision (95% bootstrap intervals)")
+    for col in ("policy", "estimator", "estimate", "95% CI", "ESS", "true value"):
+        t.add_column(col, justify="left" if col in ("policy", "estimator") else "right")
+    for label, est in res.estimates.items():
+        truth = "—" if res.truth is None else f"{res.truth[label]:.3f}"
+        for name, e in est.items():
+            t.add_row(label, name, f"{e.value:.3f}", f"[{e.ci_low:.3f}, {e.ci_high:.3f}]", f"{e.ess:,.0f}", truth)
+    return t
+
+
+@app.command()
+def promote(
+    metric: Annotated[str, typer.Option(help="estimator whose tags decide")] = "dr",
+    ab_winner: Annotated[str | None, typer.Option(help="winner of a finished A/B test: champion or challenger")] = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help="return champion to the previous version")] = False,
+    root: RootOpt = Path("nba-runs"),
+) -> None:
+    """Move the champion alias to the challenger when the evaluation supports it, or roll back."""
+    from training import jobs
+
+    with _job():
+        if metric not in ("ips", "snips", "dm", "dr", "switch_dr"):
+            raise jobs.JobError(f"metric: unknown estimator {metric!r}; valid: ips, snips, dm, dr, switch_dr")
+        _store(root)
+        res = jobs.promote(metric=metric, ab_winner=ab_winner, rollback=rollback)
+    colour = "green" if res.promoted else "yellow"
+    console.print(f"[{colour}]{'moved' if res.promoted else 'unchanged'}[/{colour}]: {res.reason}; "
+                  f"champion is version {res.champion}")
 
 
 @scenario_app.command("show")

@@ -33,13 +33,13 @@ def test_scenario_show_prints_the_resolved_scenario():
 
 
 def test_simulate_prints_a_value_table():
-    res = runner.invoke(app, ["simulate", "--customers", "300", "--days", "7", "--seed", "1"])
+    res = runner.invoke(app, ["journeys", "--customers", "300", "--days", "7", "--seed", "1"])
     assert res.exit_code == 0, res.output
     assert "business_as_usual" in res.output and "no_contact" in res.output
 
 
 def test_unknown_policy_lists_the_valid_ones():
-    res = runner.invoke(app, ["simulate", "--policy", "magic", "--customers", "10", "--days", "1"])
+    res = runner.invoke(app, ["journeys", "--policy", "magic", "--customers", "10", "--days", "1"])
     assert res.exit_code == 2
     assert "business_as_usual" in res.output
 
@@ -59,12 +59,12 @@ def test_quickstart_console_script_end_to_end(tmp_path):
 
 
 def test_mlproject_entry_point_runs_with_local_env(tmp_path):
-    """``mlflow run . -e simulate --env-manager local`` runs the same command line, tracked in SQLite."""
+    """``mlflow run . -e journeys --env-manager local`` runs the same command line, tracked in SQLite."""
     repo = Path(__file__).resolve().parents[2]
     mlflow = Path(sys.executable).with_name("mlflow")
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", MLFLOW_DISABLE_TELEMETRY="true",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run([str(mlflow), "run", str(repo), "-e", "simulate", "-P", "customers=200", "-P", "days=3",
+    proc = subprocess.run([str(mlflow), "run", str(repo), "-e", "journeys", "-P", "customers=200", "-P", "days=3",
                            "--env-manager", "local"], capture_output=True, text=True, env=env, timeout=300,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
