@@ -1,0 +1,443 @@
+"""A/B report: the result of a champion/challenger test as plots and a summary a person reads.
+
+Built in layers like :mod:`training.calibration_report`:
+
+1. :class:`ABReportInputs` holds everything the report shows: per treatment arm an
+   :class:`nba.ab.Analysis` of the primary metric (reward per customer: Welch, CUPED, mSPRT over
+   daily looks), Welch comparisons of secondary metrics, and the true effects when known;
+2. :func:`simulated_inputs` fills it from a simulated test (:func:`envs.experiment.run_experiment`),
+   :func:`log_inputs` from decision-log batches (:class:`nba.log.LoggedBatch`, e.g. a store's
+   ``iter_batches``);
+3. :func:`render_report` draws and writes ``estimates.png``, ``cumulative.png``, ``pvalues.png``,
+   ``report.md`` and ``report.html`` into a folder and returns their paths.
+
+:func:`write_report` runs a simulated test and renders it in one call.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from envs.experiment import SimulatedAB, run_experiment
+from envs.scenario import Scenario
+from nba import ab
+from nba.log.records import LoggedBatch
+from nba.policies import Policy
+
+PRIMARY = "reward"
+ESTIMATES_PNG = "estimates.png"
+CUMULATIVE_PNG = "cumulative.png"
+PVALUES_PNG = "pvalues.png"
+IMAGES: tuple[str, ...] = (ESTIMATES_PNG, CUMULATIVE_PNG, PVALUES_PNG)
+PLANNED_POWER = 0.8  # the default mixture scale tau is the effect detectable with this power
+
+ESTIMATE_COLOR = "#1f77b4"
+CUPED_COLOR = "#2ca02c"
+TRUTH_COLOR = "#d62728"
+
+
+# ====================================================================================== inputs
+@dataclass(frozen=True)
+class ABReportInputs:
+    """Everything the report draws and states."""
+
+    experiment: str
+    control: str
+    source: str  # one line: where the data came from
+    arm_counts: dict[str, int]  # arm -> customers
+    analyses: dict[str, ab.Analysis]  # treatment arm -> analysis of the primary metric
+    metrics: dict[str, dict[str, ab.Comparison]]  # metric -> treatment arm -> Welch comparison
+    truth: dict[str, np.ndarray] | None  # treatment arm -> (looks,) true effect at each look
+    look_unit: str = "day"
+    alpha: float = 0.05
+    notes: tuple[str, ...] = ()
+
+    @property
+    def treatments(self) -> tuple[str, ...]:
+        return tuple(self.analyses)
+
+
+def planned_tau(se_final: float, alpha: float = 0.05, power: float = PLANNED_POWER) -> float:
+    """The effect the test detects with ``power`` at its planned final standard error.
+
+    ``(z_{1-α/2} + z_{power}) · se``: the mSPRT mixture is most powerful around effects of size
+    ``tau``, so it is tuned to the minimum detectable effect of the planned sample.
+    """
+    return float((stats.norm.isf(alpha / 2) + stats.norm.ppf(power)) * se_final)
+
+
+def _default_tau(looks: ab.Looks, treatment: str, control: str, alpha: float) -> float:
+    i, j = looks.arm_index(treatment), looks.arm_index(control)
+    se = np.sqrt(looks.var[i, -1] / looks.n[i, -1] + looks.var[j, -1] / looks.n[j, -1])
+    return planned_tau(float(se), alpha)
+
+
+def simulated_inputs(result: SimulatedAB, *, tau: float | None = None, alpha: float = 0.05,
+                     level: float = 0.95) -> ABReportInputs:
+    """Report inputs from a simulated A/B test (CUPED when it has a pre-period, truth when known).
+
+    ``tau`` (the mSPRT mixture scale) defaults to :func:`planned_tau` of the final look's standard
+    error, which depends on the metric's variance only, never on the observed difference.
+    """
+    looks = result.looks()
+    treatments = tuple(a for a in result.arms if a != result.control)
+    analyses = {}
+    for t in treatments:
+        t_tau = _default_tau(looks, t, result.control, alpha) if tau is None else tau
+        cov = result.pre_reward if result.pre_days > 0 else None
+        analyses[t] = ab.analyse(result.reward, result.arm, t, result.control, covariate=cov, looks=looks,
+                                 tau=t_tau, alpha=alpha, level=level)
+    metrics = {m: {t: ab.compare(v[result.arm == t], v[result.arm == result.control], level) for t in treatments}
+               for m, v in result.metrics.items()}
+    truth = None if result.true_daily is None else {t: result.true_effects(t) for t in treatments}
+    source = (f"simulated: {result.n:,} customers (seed {result.seed}), {result.days} days"
+              + (f" after a {result.pre_days}-day pre-period under the control" if result.pre_days else ""))
+    notes = ["True effects come from running every arm's policy on all customers with common random numbers "
+             "(`envs.experiment`): the mean paired difference over the same customers."] if truth else []
+    return ABReportInputs(
+        experiment=result.experiment, control=result.control, source=source,
+        arm_counts={a: int((result.arm == a).sum()) for a in result.arms}, analyses=analyses, metrics=metrics,
+        truth=truth, alpha=alpha, notes=tuple(notes))
+
+
+Batches = LoggedBatch | Iterable[LoggedBatch] | Callable[[], Iterable[LoggedBatch]]
+
+
+def _open(batches: Batches) -> Iterable[LoggedBatch]:
+    return batches() if callable(batches) else batches
+
+
+def log_inputs(batches: Batches, *, experiment: str, control: str, start: float, days: int,
+               pre_batches: Batches | None = None, pre_start: float | None = None, tau: float | None = None,
+               alpha: float = 0.05, level: float = 0.95, day_h: float = 24.0) -> ABReportInputs:
+    """Report inputs from the decision log: the experiment's decisions in ``[start, start + days·day_h)``.
+
+    ``batches`` is a :class:`~nba.log.LoggedBatch`, a list of them, or a zero-argument callable that
+    returns a fresh iterator (e.g. ``lambda: store.iter_batches(rule, experiment=name)``): it is read
+    twice (per-customer totals and daily looks). ``pre_batches`` (read once) holds the decisions of
+    ``[pre_start, start)`` whose rewards per customer are the CUPED covariate (0 for a customer
+    without any).
+    """
+    if isinstance(batches, Iterable) and not isinstance(batches, LoggedBatch | list | tuple):
+        raise ValueError("batches: an iterator can be read only once; pass a list or a callable")
+    end = start + day_h * days
+    totals = ab.customer_totals(_open(batches), experiment=experiment, start=start, end=end)
+    looks = ab.daily_looks(_open(batches), experiment=experiment, start=start, days=days, day_h=day_h)
+    covariate = None
+    if pre_batches is not None:
+        pre = ab.customer_totals(_open(pre_batches), start=pre_start, end=start)
+        covariate = pre.lookup(totals.customer_id)
+    arms = looks.arms
+    if control not in arms:
+        raise ValueError(f"control: no customer in arm {control!r}; arms logged: {list(arms)}")
+    analyses = {}
+    for t in (a for a in arms if a != control):
+        t_tau = _default_tau(looks, t, control, alpha) if tau is None else tau
+        analyses[t] = ab.analyse(totals.total, totals.arm, t, control, covariate=covariate, looks=looks, tau=t_tau,
+                                 alpha=alpha, level=level)
+    return ABReportInputs(
+        experiment=experiment, control=control,
+        source=f"decision log: {len(totals):,} customers, {days} looks of {day_h:g} h from t = {start:g} h",
+        arm_counts={a: int((totals.arm == a).sum()) for a in arms}, analyses=analyses,
+        metrics={PRIMARY: {t: a.comparison for t, a in analyses.items()}}, truth=None, alpha=alpha,
+        look_unit="day" if day_h == 24.0 else f"{day_h:g} h")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Paths of what :func:`render_report` wrote."""
+
+    markdown: Path
+    html: Path
+    images: tuple[Path, ...]
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.markdown, self.html, *self.images)
+
+
+# ====================================================================================== plots
+def _plot_estimates(plt, inp: ABReportInputs, path: Path) -> None:
+    treatments = inp.treatments
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 1.6 + 0.55 * max(4, len(inp.metrics) * len(treatments))),
+                                      layout="constrained", gridspec_kw={"width_ratios": [1.2, 1]})
+    # left: relative lift of every metric with its delta-method interval
+    labels, y = [], 0
+    for m, by_t in inp.metrics.items():
+        for t in treatments:
+            c = by_t[t]
+            if np.isfinite(c.lift):
+                color = ESTIMATE_COLOR if c.p_value >= 1 - c.level else ("#2e7d32" if c.diff > 0 else "#c62828")
+                err = [[100 * (c.lift - c.lift_ci_low)], [100 * (c.lift_ci_high - c.lift)]]
+                left.errorbar(100 * c.lift, y, xerr=err, fmt="o", color=color, capsize=4)
+            labels.append(f"{m}\n{t} vs {inp.control}" if len(treatments) > 1 else m)
+            y += 1
+    left.axvline(0, color="grey", lw=1)
+    left.set_yticks(range(len(labels)), labels)
+    left.invert_yaxis()
+    left.set_xlabel("relative lift (%), treatment vs control, with CI")
+    left.set_title(f"Lift per metric ({int(100 * next(iter(inp.analyses.values())).comparison.level)}% intervals; "
+                   "green/red: significant)")
+    left.grid(axis="x", alpha=0.3)
+    # right: difference in reward per customer, raw and CUPED, with the truth
+    rows = []
+    for t, a in inp.analyses.items():
+        rows.append((f"{t}: Welch", a.comparison.diff, a.comparison.ci_low, a.comparison.ci_high, ESTIMATE_COLOR, t))
+        if a.cuped is not None:
+            c = a.cuped.adjusted
+            rows.append((f"{t}: CUPED (−{100 * a.cuped.variance_reduction:.0f}% var.)", c.diff, c.ci_low, c.ci_high,
+                         CUPED_COLOR, t))
+        if a.sequential is not None:
+            s = a.sequential
+            rows.append((f"{t}: always-valid ({100 * (1 - s.alpha):.0f}% CS)", s.diff[-1], s.cs_low[-1], s.cs_high[-1],
+                         "#9467bd", t))
+    for i, (_, est, lo, hi, color, t) in enumerate(rows):
+        right.errorbar(est, i, xerr=[[est - lo], [hi - est]], fmt="o", color=color, capsize=4)
+        if inp.truth is not None:
+            right.plot(inp.truth[t][-1], i, marker="|", ms=18, mew=2.5, color=TRUTH_COLOR,
+                       label="true effect" if i == 0 else None)
+    right.axvline(0, color="grey", lw=1)
+    right.set_yticks(range(len(rows)), [r[0] for r in rows])
+    right.invert_yaxis()
+    right.set_xlabel(f"difference in {PRIMARY} per customer (treatment − {inp.control})")
+    right.set_title("Primary metric: difference in means")
+    right.grid(axis="x", alpha=0.3)
+    if inp.truth is not None:
+        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    fig.suptitle(f"Experiment '{inp.experiment}'")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_cumulative(plt, inp: ABReportInputs, path: Path) -> None:
+    fig, axes = plt.subplots(1, len(inp.treatments), figsize=(8 * len(inp.treatments), 4.8), layout="constrained",
+                             squeeze=False)
+    for ax, (t, a) in zip(axes[0], inp.analyses.items(), strict=True):
+        s = a.sequential
+        if s is None:
+            ax.set_visible(False)
+            continue
+        x = np.arange(1, s.n_looks + 1)
+        z = stats.norm.isf(s.alpha / 2)
+        ax.fill_between(x, s.cs_low, s.cs_high, color=ESTIMATE_COLOR, alpha=0.18,
+                        label=f"{100 * (1 - s.alpha):.0f}% confidence sequence (always valid)")
+        ax.plot(x, s.diff - z * s.se, color=ESTIMATE_COLOR, ls="--", lw=0.9,
+                label=f"{100 * (1 - s.alpha):.0f}% fixed-horizon CI (valid at one planned look)")
+        ax.plot(x, s.diff + z * s.se, color=ESTIMATE_COLOR, ls="--", lw=0.9)
+        ax.plot(x, s.diff, marker="o", color=ESTIMATE_COLOR, label="estimated difference")
+        if inp.truth is not None:
+            ax.plot(x, inp.truth[t], color=TRUTH_COLOR, lw=2, label="true difference")
+        if s.first_rejection is not None:
+            ax.axvline(s.first_rejection + 1, color="black", ls=":", label="first always-valid rejection")
+        ax.axhline(0, color="grey", lw=1)
+        ax.set_xlabel(f"{inp.look_unit} (cumulative data)")
+        ax.set_ylabel(f"cumulative {PRIMARY} per customer, {t} − {inp.control}")
+        ax.set_title(f"{t} vs {inp.control}: cumulative difference (mSPRT, τ = {s.tau:.3g})")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_pvalues(plt, inp: ABReportInputs, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
+    colors = plt.get_cmap("tab10")
+    for k, (t, a) in enumerate(inp.analyses.items()):
+        s = a.sequential
+        if s is None:
+            continue
+        x = np.arange(1, s.n_looks + 1)
+        ax.plot(x, np.maximum(s.p_value, 1e-12), marker="o", color=colors(k), label=f"{t}: always-valid p (mSPRT)")
+        ax.plot(x, np.maximum(s.naive_p, 1e-12), ls="--", color=colors(k),
+                label=f"{t}: naive t-test p at each look")
+    ax.axhline(inp.alpha, color=TRUTH_COLOR, lw=1.5, label=f"alpha = {inp.alpha:g}")
+    ax.set_yscale("log")
+    ax.set_ylim(top=1.5)
+    ax.set_xlabel(f"{inp.look_unit} (cumulative data)")
+    ax.set_ylabel("p-value (log scale)")
+    ax.set_title("Sequential p-values: only the always-valid one may be read at every look")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ====================================================================================== text
+def _f(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"
+
+
+def _pct(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{100 * x:+.2f}%"
+
+
+def _p(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else ("< 1e-4" if x < 1e-4 else f"{x:.4f}")
+
+
+def verdict(a: ab.Analysis) -> str:
+    """One sentence: what the always-valid test (or, without looks, Welch's test) concludes."""
+    s = a.sequential
+    if s is not None:
+        if s.rejected:
+            side = "better" if s.diff[-1] > 0 else "worse"
+            return (f"{a.treatment} is {side} than {a.control} (always-valid p = {_p(s.p_value[-1])} ≤ {s.alpha:g}, "
+                    f"first at look {s.first_rejection + 1})")
+        return (f"no significant difference between {a.treatment} and {a.control} yet "
+                f"(always-valid p = {_p(s.p_value[-1])} > {s.alpha:g}); keep the test running or stop for futility")
+    c = a.comparison
+    if c.significant():
+        return f"{a.treatment} is {'better' if c.diff > 0 else 'worse'} than {a.control} (Welch p = {_p(c.p_value)})"
+    return f"no significant difference between {a.treatment} and {a.control} (Welch p = {_p(c.p_value)})"
+
+
+def _summary_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
+    header = ["treatment", "estimator", "difference", "interval", "p-value", "lift", "lift interval"]
+    rows = []
+    for t, a in inp.analyses.items():
+        c = a.comparison
+        rows.append([t, "Welch", _f(c.diff), f"[{_f(c.ci_low)}, {_f(c.ci_high)}]", _p(c.p_value), _pct(c.lift),
+                     f"[{_pct(c.lift_ci_low)}, {_pct(c.lift_ci_high)}]"])
+        if a.cuped is not None:
+            k = a.cuped.adjusted
+            rows.append([t, f"CUPED (θ = {_f(a.cuped.theta)}, variance −{100 * a.cuped.variance_reduction:.1f}%)",
+                         _f(k.diff), f"[{_f(k.ci_low)}, {_f(k.ci_high)}]", _p(k.p_value), _pct(k.lift),
+                         f"[{_pct(k.lift_ci_low)}, {_pct(k.lift_ci_high)}]"])
+        if a.sequential is not None:
+            s = a.sequential
+            rows.append([t, f"mSPRT (τ = {_f(s.tau)}): last look's CS, p = min over looks", _f(s.diff[-1]),
+                         f"[{_f(s.cs_low[-1])}, {_f(s.cs_high[-1])}]", _p(s.p_value[-1]), "", ""])
+        if inp.truth is not None:
+            rows.append([t, "true effect", _f(inp.truth[t][-1]), "", "", "", ""])
+    return header, rows
+
+
+def _metric_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
+    header = ["metric", "treatment", f"mean ({inp.control})", "mean (treatment)", "difference", "interval",
+              "Welch p", "lift"]
+    rows = []
+    for m, by_t in inp.metrics.items():
+        for t, c in by_t.items():
+            rows.append([m, t, _f(c.mean_control), _f(c.mean_treatment), _f(c.diff),
+                         f"[{_f(c.ci_low)}, {_f(c.ci_high)}]", _p(c.p_value), _pct(c.lift)])
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+_TEXT = {
+    "estimates": "Left: relative lift of every metric with its delta-method interval. Right: the difference in "
+                 "reward per customer by Welch's t-interval, with CUPED (pre-period reward as covariate) and the "
+                 "always-valid confidence sequence at the last look.",
+    "cumulative": "The estimated difference of cumulative reward per customer at each look. The shaded "
+                  "confidence sequence holds at every look at once, so it may be watched daily; the dashed "
+                  "fixed-horizon interval is valid only at a single look planned in advance.",
+    "pvalues": "Peeking at the naive t-test every day and stopping at the first p ≤ alpha inflates false "
+               "positives well above alpha; the always-valid mSPRT p-value does not.",
+}
+
+
+def _intro(inp: ABReportInputs) -> list[str]:
+    arms = ", ".join(f"{a} ({n:,})" for a, n in inp.arm_counts.items())
+    return [f"Data: {inp.source}.", f"Arms (customers): {arms}; control: {inp.control}.",
+            "Unit of analysis: the customer (total reward per customer); assignment by hashing the experiment "
+            "name with the customer id."]
+
+
+def _markdown(inp: ABReportInputs) -> str:
+    md = [f"# A/B report — experiment '{inp.experiment}'", ""] + _intro(inp) + [""]
+    md += ["## Verdict", ""] + [f"- {verdict(a)}" for a in inp.analyses.values()] + [""]
+    md += ["## Primary metric: reward per customer", ""] + _md_table(*_summary_rows(inp)) + [""]
+    md += ["## All metrics", ""] + _md_table(*_metric_rows(inp)) + [""]
+    for title, image, key in (("Estimates", ESTIMATES_PNG, "estimates"),
+                              ("Cumulative difference over time", CUMULATIVE_PNG, "cumulative"),
+                              ("Sequential p-values", PVALUES_PNG, "pvalues")):
+        md += [f"## {title}", "", _TEXT[key], "", f"![{title}]({image})", ""]
+    md += [f"Note: {n}" for n in inp.notes]
+    return "\n".join(md) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1400px; margin: 2em auto;
+       padding: 0 1.5em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; }
+th { background: #f0f0f0; }
+img { max-width: 100%; border: 1px solid #ddd; }
+.verdict { border-left: 6px solid #1f77b4; background: #fafafa; padding: .5em 1em; }
+.small { font-size: .85em; color: #555; }
+"""
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    out = ["<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
+    return "\n".join(out + ["</table>"])
+
+
+def _html_code(s: str) -> str:
+    parts = html.escape(s).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _html(inp: ABReportInputs) -> str:
+    e = html.escape
+    title = f"A/B report — experiment '{inp.experiment}'"
+    h = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{e(title)}</title>",
+         f"<style>{_CSS}</style>", "</head>", "<body>", f"<h1>{e(title)}</h1>"]
+    h += [f"<p>{_html_code(line)}</p>" for line in _intro(inp)]
+    h += ["<h2>Verdict</h2>"] + [f'<p class="verdict">{e(verdict(a))}</p>' for a in inp.analyses.values()]
+    h += ["<h2>Primary metric: reward per customer</h2>", _html_table(*_summary_rows(inp)),
+          "<h2>All metrics</h2>", _html_table(*_metric_rows(inp))]
+    for title_, image, key in (("Estimates", ESTIMATES_PNG, "estimates"),
+                               ("Cumulative difference over time", CUMULATIVE_PNG, "cumulative"),
+                               ("Sequential p-values", PVALUES_PNG, "pvalues")):
+        h += [f"<h2>{e(title_)}</h2>", f"<p>{e(_TEXT[key])}</p>", f'<img src="{e(image)}" alt="{e(title_)}">']
+    h += [f'<p class="small">Note: {_html_code(n)}</p>' for n in inp.notes]
+    return "\n".join(h + ["</body>", "</html>", ""])
+
+
+# ====================================================================================== entry points
+def render_report(inp: ABReportInputs, out_dir: Path) -> ReportFiles:
+    """Draw the figures and write ``report.md`` and ``report.html`` into ``out_dir``; return the paths."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:  # leave an interactive session's backend alone
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not inp.analyses:
+        raise ValueError("analyses: nothing to report (no treatment arm beside the control)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = []
+    for draw, name in ((_plot_estimates, ESTIMATES_PNG), (_plot_cumulative, CUMULATIVE_PNG),
+                       (_plot_pvalues, PVALUES_PNG)):
+        draw(plt, inp, out_dir / name)
+        images.append(out_dir / name)
+    page = out_dir / "report.html"
+    page.write_text(_html(inp), encoding="utf-8")
+    md = out_dir / "report.md"
+    md.write_text(_markdown(inp), encoding="utf-8")
+    return ReportFiles(md, page, tuple(images))
+
+
+def write_report(scenario: Scenario, arms: Mapping[str, Policy], out_dir: Path, *, n: int = 5000, days: int = 14,
+                 seed: int = 0, experiment: str = "ab", control: str = "champion", pre_days: int = 7,
+                 tau: float | None = None, alpha: float = 0.05,
+                 progress: Callable[[int], None] | None = None) -> ReportFiles:
+    """Simulate an A/B test of ``arms`` (see :func:`envs.experiment.run_experiment`) and render its report."""
+    result = run_experiment(scenario, arms, n=n, days=days, seed=seed, experiment=experiment, control=control,
+                            pre_days=pre_days, progress=progress)
+    return render_report(simulated_inputs(result, tau=tau, alpha=alpha), out_dir)
