@@ -7,7 +7,7 @@ Times are hours since the Unix epoch, UTC (float64), as everywhere in nba.
   action with which send time and which propensity, by which policy (name and version), in which
   experiment arm, and what the action cost.
 * An **outcome**: an event that followed a decision (``delivered``, ``opened``, ``clicked``,
-  ``converted`` with its value, ``opted_out``), at some time, with a value.
+  ``converted`` with its value, ``opted_out``, ``churned``), at some time, with a value.
 * A decision's **reward** joins its outcomes within an attribution window (:class:`RewardRule`).
 """
 
@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-EVENTS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted", "opted_out")
+# ``churned``: the customer left after the message (the simulator charges its lost future value)
+EVENTS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted", "opted_out", "churned")
 
 
 @dataclass(frozen=True)

@@ -294,8 +294,7 @@ class DecisionLog:
         self._decision_sql = self._insert_sql(self.decisions, ["decision_id"])
         self._outcome_sql = self._insert_sql(self.outcomes, ["decision_id", "event"])
         if layout is not None:
-            with self._writer.begin() as conn:
-                self._set_layout(conn, layout)
+            self.set_layout(layout)
 
     # ------------------------------------------------------------------ plumbing
     def _insert_sql(self, table: sa.Table, keys: list[str]) -> str:
@@ -337,6 +336,11 @@ class DecisionLog:
             with self.engine.connect() as conn:
                 self._layout = self._read_layout(conn)
         return self._layout
+
+    def set_layout(self, layout: LogLayout) -> LogLayout:
+        """Fix the log's layout if none is stored yet; ValueError naming the field if it disagrees."""
+        with self._writer.begin() as conn:
+            return self._set_layout(conn, layout)
 
     def _read_layout(self, conn: sa.Connection) -> LogLayout | None:
         rows = dict(conn.execute(sa.select(self.meta.c.key, self.meta.c.value)).all())
