@@ -358,3 +358,46 @@ def test_analyse_bundles_everything():
     assert a.sequential.diff[-1] == pytest.approx(a.comparison.diff)
     with pytest.raises(ValueError, match="tau"):
         ab.analyse(daily.sum(1), arm, "treatment", "control", looks=ab.looks_from_daily(daily, arm))
+
+
+def test_analysis_through_the_decision_log_store(tmp_path):
+    """Decisions and conversions written to a DecisionLog, read back chunk by chunk, give the same totals."""
+    from nba.log import DecisionLog, DecisionRecords, OutcomeRecords, RewardRule
+
+    rng = np.random.default_rng(11)
+    n, per = 120, 4
+    ids = np.array([f"k{i}" for i in range(n)], dtype=object)
+    arm_of = ab.assign("exp-store", ids, SPLITS)
+    cust = np.repeat(np.arange(n), per)
+    m = cust.size
+    time = rng.uniform(0, 24 * 3, m)
+    cost = np.full(m, 0.01)
+    dec_ids = np.array([f"x{i}" for i in range(m)], dtype=object)
+    obj = lambda v: np.full(m, v, dtype=object)  # noqa: E731
+    decisions = DecisionRecords(
+        decision_id=dec_ids, time=time, customer_id=ids[cust], context=np.zeros((m, 2), np.float32),
+        eligible=np.ones((m, 3), bool), action=np.ones(m, np.int64), send_at=time, propensity=np.ones(m),
+        policy=obj("p"), policy_version=obj("1"), experiment=obj("exp-store"), arm=arm_of[cust], cost=cost)
+    bought = rng.random(m) < 0.3
+    value = np.round(rng.exponential(20.0, m), 2)
+    outcomes = OutcomeRecords(decision_id=dec_ids[bought], event=np.full(bought.sum(), "converted", dtype=object),
+                              time=time[bought] + 1.0, value=value[bought])
+    log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    try:
+        log.log_decisions(decisions)
+        log.log_outcomes(outcomes)
+        rule = RewardRule(window_h=72.0, events=("converted",))
+        totals = ab.customer_totals(log.iter_batches(rule, chunk_rows=50, experiment="exp-store"),
+                                    experiment="exp-store")
+        looks = ab.daily_looks(log.iter_batches(rule, chunk_rows=70, experiment="exp-store"),
+                               experiment="exp-store", start=0.0, days=3)
+    finally:
+        log.close()
+    expected = np.bincount(cust, weights=np.where(bought, value, 0.0) - cost, minlength=n)
+    order = np.argsort(ids)
+    np.testing.assert_array_equal(totals.customer_id, ids[order])
+    np.testing.assert_allclose(totals.total, expected[order])
+    np.testing.assert_array_equal(totals.arm, arm_of[order])
+    last = ab.compare(totals.values("treatment"), totals.values("control"))
+    seq = ab.sequential_test(looks, "treatment", "control", tau=5.0)
+    assert seq.diff[-1] == pytest.approx(last.diff) and seq.se[-1] == pytest.approx(last.se)
