@@ -1,0 +1,55 @@
+"""ASGI pieces shared by the service and the bare app: the bearer-token check and a quiet log for bad input."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+PROTECTED = ("/decide", "/decide_batch", "/feedback")
+
+
+class BearerAuth:
+    """401 for a call to a protected path without ``Authorization: Bearer <token>``; the request body is
+    never read, so nothing reaches the engine or the log. Health, readiness, metrics and docs stay open."""
+
+    def __init__(self, app: Any, token: str, paths: tuple[str, ...] = PROTECTED) -> None:
+        if not token:
+            raise ValueError("token: must not be empty")
+        self.app, self.paths = app, paths
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") in self.paths:
+            given = b""
+            for k, v in scope["headers"]:
+                if k == b"authorization":
+                    given = v
+                    break
+            if not hmac.compare_digest(given, self.expected):
+                body = json.dumps({"error": "authorization: missing or wrong bearer token"}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+class QuietValidationErrors(logging.Filter):
+    """Turns BentoML's 'Exception on /decide' error-with-traceback for a request that failed schema
+    validation into one warning line: bad input is the caller's error, not the server's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError | json.JSONDecodeError | UnicodeDecodeError):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "rejected a request to %s [%s]: invalid input"
+        return True

@@ -1,0 +1,540 @@
+"""The decision engine behind every HTTP front end: validate, read history, decide, log, answer.
+
+One engine per worker process. Requests are validated on the caller's thread
+(:meth:`Engine.prepare`, which raises :class:`BadRequest` naming the field); valid ones queue for a
+single **decider thread** that takes every request waiting at that moment and runs them as one
+batch — one history read, one feature/eligibility/policy pass, one transaction in the decision log
+— before it resolves their futures. So:
+
+* an acknowledged decision is committed (SQLite ``synchronous=FULL`` or PostgreSQL) before its
+  response is sent: the futures resolve only after the commit;
+* a decision counts toward the contact caps as soon as it is made: the next batch reads it back,
+  and no batch holds the same customer twice (a request whose customers are already in the batch
+  waits for the next one);
+* concurrent requests share the fixed costs of a batch (group commit), so throughput grows with
+  concurrency instead of queueing behind one fsync each.
+
+Features come from :func:`nba.features.build_features` over the caller's profile fields plus the
+customer's history rebuilt from the log (:meth:`nba.log.store.DecisionLog.contact_history`); the
+contact policy is :func:`nba.eligibility.eligibility` with the same history. Several worker
+processes each serialise their own customers; two processes deciding for the same customer at the
+same instant could both pass a cap (run one worker per log, or route customers to workers).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import os
+import queue
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+
+from nba.actions import NO_CONTACT, ActionSpace
+from nba.eligibility import MAX_TZ_H, RecentContacts, eligibility, send_time
+from nba.features import LIFECYCLE_STAGES, NEVER, History, Profile, build_features, hour_of_day, lifecycle_stage
+from nba.log.records import DecisionRecords, OutcomeRecords
+from nba.policies import act
+from nba.serialization import Bundle
+from serving.config import Settings
+from serving.models import ModelStore, Served
+
+log = logging.getLogger("nba.serving")
+CYCLE_ROWS = 2_000  # a batch takes waiting requests until it holds this many customers
+_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
+_STAGE = {s: i for i, s in enumerate(LIFECYCLE_STAGES)}
+
+
+class BadRequest(ValueError):
+    """A request the service refuses (4xx); the message starts with the offending field."""
+
+    status = 422
+
+
+class UnknownDecision(BadRequest):
+    """Feedback for a decision id the log does not hold."""
+
+    status = 404
+
+
+class NotReady(RuntimeError):
+    """No policy loaded yet (503)."""
+
+
+# ----------------------------------------------------------------------------- time
+def hours(t: datetime | float | None, default: float) -> float:
+    """Hours since the epoch of ``t`` (a datetime, naive = UTC, or epoch seconds); ``default`` when None."""
+    if t is None:
+        return default
+    if isinstance(t, datetime):
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        return t.timestamp() / 3600.0
+    return float(t) / 3600.0
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | float:
+    """A ZoneInfo for an IANA name, or a fixed offset in hours for ``+02:00`` / ``UTC-5`` / ``UTC``."""
+    if name.upper() in ("UTC", "GMT", "Z"):
+        return 0.0
+    m = _OFFSET.match(name)
+    if m:
+        sign, hh, mm = m.group(1), int(m.group(2)), int(m.group(3) or 0)
+        if mm >= 60:
+            raise ValueError(name)
+        off = (hh + mm / 60.0) * (1 if sign == "+" else -1)
+        if abs(off) > MAX_TZ_H:
+            raise ValueError(name)
+        return off
+    if "/" not in name and not name.isalpha():
+        raise ValueError(name)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(name) from None
+
+
+def tz_offset(name: str, now_h: float, field_name: str) -> float:
+    """Hours east of UTC of time zone ``name`` at ``now_h``; BadRequest naming ``field_name`` if unknown."""
+    try:
+        z = _zone(name)
+    except ValueError:
+        raise BadRequest(f"{field_name}: unknown time zone {name!r}; give an IANA name such as 'Europe/Paris' "
+                         f"or a UTC offset such as '+02:00'") from None
+    if isinstance(z, float):
+        return z
+    off = datetime.fromtimestamp(now_h * 3600.0, tz=z).utcoffset()
+    return off.total_seconds() / 3600.0 if off is not None else 0.0
+
+
+@lru_cache(maxsize=256)
+def _fixed(offset_h: float) -> timezone:
+    return timezone(timedelta(hours=offset_h))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_datetime(h: float, offset_h: float = 0.0) -> datetime:
+    """Hours since the epoch as an aware datetime in the fixed zone ``offset_h`` (whole microseconds)."""
+    return (_EPOCH + timedelta(microseconds=round(h * 3.6e9))).astimezone(_fixed(offset_h))
+
+
+# ----------------------------------------------------------------------------- requests
+@dataclass
+class Rows:
+    """Validated customers of one request, every row bound to the served version that will decide it."""
+
+    ids: list[str]
+    alias: list[str]  # served alias deciding each row (champion, or challenger in its arm)
+    arm: list[str]  # experiment arm ("" without experiment)
+    segment: list[int]
+    tz: list[float]
+    tenure: list[float]
+    stage: list[int]  # -1: derive
+    cart: list[bool]
+    consent: list[list[bool] | None]  # per channel of the row's bundle; None: all
+    allowed: list[list[bool] | None]
+    n_purchases: list[float]
+    last_purchase: list[float]
+    last_visit: list[float]
+
+
+@dataclass
+class Job:
+    """A validated request waiting for the decider."""
+
+    rows: Rows
+    now: float
+    served: dict[str, Served]
+    alternatives: int
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The decisions of one job, as arrays (the front end turns them into responses)."""
+
+    decision_id: list[str]
+    action: np.ndarray
+    propensity: np.ndarray
+    send_at: np.ndarray
+    policy: list[str]
+    version: list[str]
+    alternatives: list[list[tuple[int, float]]]  # per row: (action, probability), best first
+    spaces: list[ActionSpace]  # per row
+
+
+def _bundle_tables(bundle: Bundle) -> dict[str, Any]:
+    space = bundle.policy.space
+    return {"segments": {s: i for i, s in enumerate(bundle.spec.segments)},
+            "channels": {c: i for i, c in enumerate(space.channels)},
+            "names": space.names()}
+
+
+class Engine:
+    """Validation, the decider thread and feedback (see the module docstring)."""
+
+    def __init__(self, settings: Settings, models: ModelStore, decision_log: Any, counter: Any = None) -> None:
+        self.settings, self.models, self.log = settings, models, decision_log
+        self.counter = counter  # Prometheus counter with labels (channel, arm), or None
+        self.rng = np.random.default_rng(settings.seed)
+        self._tables: dict[int, dict[str, Any]] = {}
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._deferred: deque[Job] = deque()
+        self._splits = {a: w for a, w in settings.splits.items() if w > 0}
+        self._id_prefix = os.urandom(4).hex()
+        self._count = 0
+        self._thread = threading.Thread(target=self._run, name="nba-decider", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ validation
+    def tables(self, served: Served) -> dict[str, Any]:
+        key = id(served.bundle)
+        t = self._tables.get(key)
+        if t is None:
+            t = self._tables[key] = _bundle_tables(served.bundle)
+        return t
+
+    def arms(self, ids: list[str]) -> list[str]:
+        if not self.settings.experiment:
+            return [""] * len(ids)
+        from nba.ab import assign
+
+        return assign(self.settings.experiment, ids, self._splits).tolist()
+
+    def prepare(self, customers: list[Any], now: Any, alternatives: int, batch: bool) -> Job:
+        """Validate ``customers`` (objects with the :class:`serving.schemas.Customer` fields) into a Job.
+
+        Raises BadRequest naming the field (``customers[3].segment: ...``), NotReady without a policy.
+        """
+        served = self.models.served
+        if "champion" not in served:
+            raise NotReady("no policy loaded yet (registry unreachable and no cached copy)")
+        now_h = hours(now, time.time() / 3600.0)
+        if not math.isfinite(now_h):
+            raise BadRequest("now: must be a finite time")
+        ids = [c.customer_id for c in customers]
+        if batch and len(set(ids)) != len(ids):
+            seen: dict[str, int] = {}
+            for i, c in enumerate(ids):
+                if c in seen:
+                    raise BadRequest(f"customers[{i}].customer_id: duplicate of customers[{seen[c]}] ({c!r})")
+                seen[c] = i
+        arm = self.arms(ids)
+        alias = [a if a in served else "champion" for a in arm] if self.settings.experiment else ["champion"] * len(ids)
+        rows = Rows(ids, alias, arm, [], [], [], [], [], [], [], [], [], [])
+        zones: dict[str, float] = {}
+        for i, c in enumerate(customers):
+            p = f"customers[{i}]." if batch else ""
+            t = self.tables(served[alias[i]])
+            seg = t["segments"].get(c.segment)
+            if seg is None:
+                raise BadRequest(f"{p}segment: unknown segment {c.segment!r}; valid: {list(t['segments'])}")
+            rows.segment.append(seg)
+            off = zones.get(c.timezone)
+            if off is None:
+                off = zones[c.timezone] = tz_offset(c.timezone, now_h, f"{p}timezone")
+            rows.tz.append(off)
+            rows.tenure.append(float(c.tenure_days))
+            rows.stage.append(-1 if c.stage is None else _STAGE[c.stage])
+            rows.cart.append(bool(c.cart_active))
+            rows.consent.append(self._channel_flags(t, c.consent, f"{p}consent"))
+            allowed = None
+            if c.channels is not None:
+                allowed = self._channel_flags(t, dict.fromkeys(c.channels, True), f"{p}channels")
+            rows.allowed.append(allowed)
+            rows.n_purchases.append(float(c.n_purchases))
+            rows.last_purchase.append(hours(c.last_purchase_at, NEVER))
+            rows.last_visit.append(hours(c.last_visit_at, NEVER))
+            if rows.last_purchase[-1] > now_h + 1e-6:
+                raise BadRequest(f"{p}last_purchase_at: is after the decision time")
+            if rows.last_visit[-1] > now_h + 1e-6:
+                raise BadRequest(f"{p}last_visit_at: is after the decision time")
+        return Job(rows, now_h, served, alternatives)
+
+    @staticmethod
+    def _channel_flags(t: dict[str, Any], flags: dict[str, bool] | None, name: str) -> list[bool] | None:
+        if flags is None:
+            return None
+        out = [False] * len(t["channels"])
+        for ch, ok in flags.items():
+            j = t["channels"].get(ch)
+            if j is None:
+                raise BadRequest(f"{name}: unknown channel {ch!r}; valid: {list(t['channels'])}")
+            out[j] = bool(ok)
+        return out
+
+    # ------------------------------------------------------------------ deciding
+    def submit(self, job: Job) -> concurrent.futures.Future:
+        """Queue ``job``; its future resolves to a :class:`Result` once committed to the log."""
+        self._queue.put(job)
+        return job.future
+
+    def decide(self, job: Job, timeout: float | None = 30.0) -> Result:
+        """Blocking :meth:`submit` (for threads and tests)."""
+        return self.submit(job).result(timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _next_cycle(self) -> list[Job]:
+        """The jobs of the next batch: deferred ones first, then whatever waits, no customer twice."""
+        jobs: list[Job] = []
+        ids: set[str] = set()
+        rows = 0
+        pending: deque[Job] = self._deferred
+        self._deferred = deque()
+        if not pending:
+            first = self._queue.get()
+            if first is None:
+                return []
+            pending.append(first)
+        while True:
+            while pending:
+                job = pending.popleft()
+                if jobs and (rows + len(job.rows.ids) > CYCLE_ROWS or job.served is not jobs[0].served
+                             or not ids.isdisjoint(job.rows.ids)):
+                    self._deferred.append(job)
+                    continue
+                jobs.append(job)
+                ids.update(job.rows.ids)
+                rows += len(job.rows.ids)
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)
+                break
+            pending.append(nxt)
+        return jobs
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._next_cycle()
+            if not jobs:
+                return
+            try:
+                results = self._decide(jobs)
+            except Exception as e:  # the log or a policy failed: every job of the batch fails, nothing acked
+                log.error("decision batch of %d requests failed: %s: %s", len(jobs), type(e).__name__, e)
+                for job in jobs:
+                    job.future.set_exception(e)
+                continue
+            for job, res in zip(jobs, results, strict=True):
+                job.future.set_result(res)
+
+    def _ids(self, n: int) -> list[str]:
+        """Unique decision ids: a random per-process prefix, the time and a counter."""
+        base = f"{self._id_prefix}{int(time.time() * 1000):x}"
+        start = self._count
+        self._count += n
+        return [f"{base}-{i:x}" for i in range(start, start + n)]
+
+    def _decide(self, jobs: list[Job]) -> list[Result]:
+        served = jobs[0].served
+        ids = [c for job in jobs for c in job.rows.ids]
+        n = len(ids)
+        now = np.concatenate([np.full(len(job.rows.ids), job.now) for job in jobs])
+        since = float(now.min()) - 24.0 * self.settings.history_days
+        history = self.log.contact_history(ids, since)
+        cat = lambda name: [x for job in jobs for x in getattr(job.rows, name)]  # noqa: E731
+        alias = np.asarray(cat("alias"), dtype=object)
+        arm = np.asarray(cat("arm"), dtype=object)
+        decision_id = self._ids(n)
+        action = np.zeros(n, np.int64)
+        propensity = np.ones(n)
+        send_at = now.copy()
+        policy = np.empty(n, object)
+        version = np.empty(n, object)
+        contexts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        alternatives: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+        k_alt = np.concatenate([np.full(len(job.rows.ids), job.alternatives) for job in jobs])
+        spaces: list[ActionSpace] = [None] * n  # type: ignore[list-item]
+        for name in sorted(set(alias.tolist())):
+            rows = np.flatnonzero(alias == name)
+            s = served[name]
+            X, mask, send, dec = self._decide_group(s.bundle, jobs, rows, now[rows], history)
+            action[rows] = dec.actions
+            propensity[rows] = dec.propensities
+            slot = s.bundle.policy.space.slot_of[dec.actions]
+            chosen = send[np.arange(len(rows)), np.maximum(slot, 0)]
+            send_at[rows] = np.where(dec.actions == NO_CONTACT, now[rows], chosen)
+            policy[rows] = s.bundle.policy.name
+            version[rows] = s.version
+            contexts[name] = (rows, X, mask)
+            kmax = int(k_alt[rows].max())
+            if kmax > 0:
+                probs = dec.probabilities
+                kk = min(kmax, probs.shape[1])
+                top = np.argpartition(-probs, kk - 1, axis=1)[:, :kk]
+                ptop = np.take_along_axis(probs, top, axis=1)
+                order = np.argsort(-ptop, axis=1, kind="stable")
+                top, ptop = np.take_along_axis(top, order, 1), np.take_along_axis(ptop, order, 1)
+                for j, r in enumerate(rows.tolist()):
+                    alternatives[r] = [(int(a), float(p)) for a, p in zip(top[j, :k_alt[r]], ptop[j, :k_alt[r]],
+                                                                          strict=True) if p > 0]
+            space = s.bundle.policy.space
+            for r in rows.tolist():
+                spaces[r] = space
+        self._write(served, ids, now, contexts, decision_id, action, propensity, send_at, policy, version, arm)
+        if self.counter is not None:
+            self._count_metrics(spaces, action, arm)
+        out, start = [], 0
+        for job in jobs:
+            sl = slice(start, start + len(job.rows.ids))
+            start += len(job.rows.ids)
+            out.append(Result(decision_id[sl], action[sl], propensity[sl], send_at[sl], policy[sl].tolist(),
+                              version[sl].tolist(), alternatives[sl], spaces[sl]))
+        return out
+
+    def _decide_group(self, bundle: Bundle, jobs: list[Job], rows: np.ndarray, now: np.ndarray, history: Any):
+        """Features, eligibility and the policy's decision for ``rows`` (indices into the batch)."""
+        space, spec, rules = bundle.policy.space, bundle.spec, bundle.rules
+        c = space.n_channels
+        flat = {name: [x for job in jobs for x in getattr(job.rows, name)] for name in
+                ("segment", "tz", "tenure", "stage", "cart", "consent", "allowed", "n_purchases", "last_purchase",
+                 "last_visit")}
+        pick = lambda name, dtype: np.asarray([flat[name][r] for r in rows], dtype)  # noqa: E731
+        tz = pick("tz", np.float64)
+        consent = np.ones((len(rows), c), bool)
+        allowed = np.ones((len(rows), c), bool)
+        for j, r in enumerate(rows.tolist()):
+            if flat["consent"][r] is not None:
+                consent[j] = flat["consent"][r]
+            if flat["allowed"][r] is not None:
+                allowed[j] = flat["allowed"][r]
+        hist, recent, purchases = self._history(bundle, rows, now, tz, history)
+        last_purchase = np.maximum(pick("last_purchase", np.float64), purchases[1])
+        n_purchases = np.maximum(pick("n_purchases", np.float32), purchases[0])
+        hist.last_purchase[:] = last_purchase
+        hist.n_purchases[:] = n_purchases
+        hist.last_visit[:] = pick("last_visit", np.float64)
+        tenure = pick("tenure", np.float64)
+        stage = pick("stage", np.int8)
+        derive = stage < 0
+        if derive.any():
+            bought = n_purchases > 0
+            since_d = np.where(bought & (last_purchase > NEVER / 2), (now - last_purchase) / 24.0, np.inf)
+            stage[derive] = lifecycle_stage(tenure, since_d, bundle.lifecycle)[derive]
+        profile = Profile(segment=pick("segment", np.int64), tz_offset=tz, consent=consent, stage=stage,
+                          cart_active=pick("cart", bool), tenure_days=tenure)
+        X = np.ascontiguousarray(build_features(spec, profile, hist, now, bundle.lifecycle))
+        mask = eligibility(space, rules, recent, now=now, tz_offset=tz, consent=consent, allowed=allowed)
+        send = send_time(space, now, tz)
+        dec = act(bundle.policy, X, mask, self.rng)
+        return X, mask, send, dec
+
+    def _history(self, bundle: Bundle, rows: np.ndarray, now: np.ndarray, tz: np.ndarray, h: Any):
+        """History and RecentContacts of ``rows`` rebuilt from the log's contact history ``h``."""
+        space = bundle.policy.space
+        n, c = len(rows), space.n_channels
+        local = np.full(int(rows.max()) + 1 if n else 0, -1, np.int64)
+        local[rows] = np.arange(n)
+        hist = History.empty(n, c)
+        overall = [cap.max_count for cap in bundle.rules.caps if cap.channel is None]
+        per_channel = [cap.max_count for cap in bundle.rules.caps if cap.channel is not None]
+        recent = RecentContacts.empty(n, c, k=max([1, *overall]), k_channel=max([1, *per_channel]))
+        # contacts: recent keeps every one (scheduled ones too), history the ones already sent
+        cust = h.contact_customer
+        keep = (cust < len(local)) & (h.contact_action < space.n_actions)
+        keep[keep] &= local[cust[keep]] >= 0
+        r, send_at, a = local[cust[keep]], h.contact_send_at[keep], h.contact_action[keep]
+        ch = space.channel_of[a].astype(np.intp)
+        for sel in _rounds(r):
+            recent.record(r[sel], ch[sel], send_at[sel])
+            past = sel[send_at[sel] <= now[r[sel]]]
+            if past.size:
+                hist.record_contacts(r[past], ch[past], send_at[past], hour_of_day(send_at[past] + tz[r[past]]))
+        # engagements: the first open or click of each contact; conversions are purchases
+        cust = h.event_customer
+        keep = (cust < len(local)) & (h.event_action < space.n_actions)
+        keep[keep] &= local[cust[keep]] >= 0
+        r, ev, t = local[cust[keep]], h.event[keep], h.event_time[keep]
+        ea, es = h.event_action[keep], h.event_send_at[keep]
+        bought = ev == "converted"
+        n_bought = np.bincount(r[bought], minlength=n).astype(np.float32)
+        last_bought = np.full(n, NEVER)
+        np.maximum.at(last_bought, r[bought], t[bought])
+        seen = (ev != "converted") & (ea > 0)
+        if seen.any():
+            idx = np.flatnonzero(seen)
+            key = np.stack([r[idx].astype(np.float64), es[idx], ea[idx].astype(np.float64)], axis=1)
+            _, first = np.unique(key, axis=0, return_index=True)  # events are sorted by time: first = earliest
+            idx = np.sort(idx[first])
+            rr, cc = r[idx], space.channel_of[ea[idx]].astype(np.intp)
+            for sel in _rounds(rr):
+                hist.record_engagements(rr[sel], cc[sel], t[idx][sel], hour_of_day(es[idx][sel] + tz[rr[sel]]))
+        return hist, recent, (n_bought, last_bought)
+
+    def _write(self, served: dict[str, Served], ids: list[str], now: np.ndarray, contexts: dict, decision_id: list[str],
+               action: np.ndarray, propensity: np.ndarray, send_at: np.ndarray, policy: np.ndarray,
+               version: np.ndarray, arm: np.ndarray) -> None:
+        """One transaction for the whole batch (all aliases share the log's layout)."""
+        n = len(ids)
+        first = next(iter(contexts.values()))
+        X = np.empty((n, first[1].shape[1]), np.float32)
+        mask = np.empty((n, first[2].shape[1]), bool)
+        cost = np.zeros(n)
+        for name, (rows, Xg, mg) in contexts.items():
+            if Xg.shape[1] != X.shape[1] or mg.shape[1] != mask.shape[1]:
+                raise RuntimeError(f"{name}: its feature or action layout differs from the champion's; "
+                                   "one decision log cannot hold both")
+            X[rows], mask[rows] = Xg, mg
+            space = served[name].bundle.policy.space
+            ch_cost = np.array([0.0] + [self.settings.channel_costs.get(ch, 0.0) for ch in space.channels])
+            cost[rows] = ch_cost[space.channel_of[action[rows]] + 1]
+        exp = self.settings.experiment
+        rec = DecisionRecords(
+            decision_id=np.asarray(decision_id, dtype=object), time=now, customer_id=np.asarray(ids, dtype=object),
+            context=X, eligible=mask, action=action, send_at=send_at, propensity=propensity, policy=policy,
+            policy_version=version, experiment=np.full(n, exp, dtype=object), arm=arm, cost=cost)
+        self.log.log_decisions(rec)
+
+    def _count_metrics(self, spaces: list[ActionSpace], action: np.ndarray, arm: np.ndarray) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for sp, a, am in zip(spaces, action.tolist(), arm.tolist(), strict=True):
+            ch = "none" if a == NO_CONTACT else sp.channels[sp.channel_of[a]]
+            counts[(ch, am or "champion")] = counts.get((ch, am or "champion"), 0) + 1
+        for (ch, am), k in counts.items():
+            self.counter.labels(channel=ch, arm=am).inc(k)
+
+    # ------------------------------------------------------------------ feedback
+    def feedback(self, decision_id: str, event: str, when: Any, value: float) -> bool:
+        """Record an outcome; True when new, False when already logged. UnknownDecision for unknown ids."""
+        t = hours(when, time.time() / 3600.0)
+        if not math.isfinite(t) or not math.isfinite(value):
+            raise BadRequest("value: must be finite")
+        rec = OutcomeRecords(decision_id=np.asarray([decision_id], dtype=object),
+                             event=np.asarray([event], dtype=object), time=np.asarray([t]),
+                             value=np.asarray([float(value)]))
+        try:
+            return self.log.log_outcomes(rec) > 0
+        except ValueError as e:
+            if str(e).startswith("decision_id") and "unknown decision" in str(e):
+                raise UnknownDecision(f"decision_id: unknown decision {decision_id!r}") from None
+            raise BadRequest(str(e)) from None
+
+
+def _rounds(rows: np.ndarray) -> list[np.ndarray]:
+    """Split positions of ``rows`` into rounds with each row at most once, keeping each row's order."""
+    if rows.size == 0:
+        return []
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    start = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
+    rank = np.empty(rows.size, np.int64)
+    rank[order] = np.arange(rows.size) - np.repeat(start, np.diff(np.r_[start, rows.size]))
+    return [np.flatnonzero(rank == k) for k in range(int(rank.max()) + 1)]
