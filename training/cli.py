@@ -336,5 +336,23 @@ def scenario_report(
     console.print(f"report: [bold]{path}[/bold]")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 3000,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow registry (env NBA_TRACKING_URI)")] = None,
+    log_url: Annotated[str | None, typer.Option(help="decision log URL (env NBA_LOG_URL)")] = None,
+) -> None:
+    """Start the decision service (BentoML) on @champion; configured by NBA_* variables (serving/config.py)."""
+    import os
+    import sys
+
+    env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
+    env.update({k: v for k, v in (("NBA_TRACKING_URI", tracking_uri), ("NBA_LOG_URL", log_url)) if v})
+    root = str(Path(__file__).resolve().parent.parent)
+    os.execve(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService",
+                               "--host", host, "--port", str(port), "--working-dir", root], env)
+
+
 if __name__ == "__main__":
     app()
