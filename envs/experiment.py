@@ -21,14 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba import ab
-from nba.policies import Policy
+from nba.policies import Decisions, Policy
 from nba.policies.base import check_batch, sample
+
+if TYPE_CHECKING:
+    from nba.log import DecisionLog
 
 POLICY_SALT = 0xAB5EED  # the per-day policy uniforms are seeded apart from the environment's streams
 METRICS: tuple[str, ...] = ("reward", "revenue", "cost", "sent", "converted", "opted_out", "churned")
@@ -55,6 +59,7 @@ class SimulatedAB:
     potential_reward: dict[str, np.ndarray] | None  # arm -> (n,) each customer's total under that arm
     seed: int
     pre_days: int
+    start_h: float  # hours: the first decision of the experiment (the first daily look starts here)
 
     @property
     def days(self) -> int:
@@ -119,23 +124,33 @@ def _check(arms: Mapping[str, Policy], splits: Mapping[str, float] | None, contr
 class _Run:
     """One pass over the population: ``pre_days`` under the control policy, then ``days`` by arm."""
 
-    def __init__(self, scenario: Scenario, seed: int, n: int) -> None:
+    def __init__(self, scenario: Scenario, seed: int, n: int, log: DecisionLog | None = None,
+                 ids: np.ndarray | None = None, experiment: str = "", arm_names: tuple[str, ...] = ()) -> None:
         self.sim = Simulation(scenario, seed, n, decision_hour=scenario.journey_decision_hour)
         self.alive = np.ones(n, bool)
         self.seed = seed
         self.day = 0
+        self.log, self.ids, self.experiment, self.arm_names = log, ids, experiment, arm_names
 
-    def step(self, policies: list[Policy], arm_index: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def step(self, policies: list[Policy], arm_index: np.ndarray, in_experiment: bool = True
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         sim = self.sim
         X, mask = sim.observe(), sim.action_mask()
+        before = self._before(X, mask)
         u = np.random.default_rng([self.seed, POLICY_SALT, self.day]).random(sim.n)
         actions = np.zeros(sim.n, np.int64)
+        probs = np.zeros(mask.shape)
+        probs[:, 0] = 1.0
         for k, policy in enumerate(policies):
             rows = np.flatnonzero((arm_index == k) & self.alive)
             if rows.size:
                 Xr, mr = check_batch(policy.space, X[rows], mask[rows], getattr(policy, "dim", None))
-                actions[rows] = sample(policy.probabilities(Xr, mr), u[rows])
+                probs[rows] = policy.probabilities(Xr, mr)
+                actions[rows] = sample(probs[rows], u[rows])
         res = sim.step(actions)
+        if self.log is not None:
+            self._write(before, Decisions(actions, probs[np.arange(sim.n), actions], probs), res, policies,
+                        arm_index, in_experiment)
         live = self.alive.copy()
         out = res.outcome
         metrics = {"reward": res.reward, "revenue": out.revenue, "cost": out.cost,
@@ -146,15 +161,43 @@ class _Run:
         self.day += 1
         return metrics["reward"], metrics
 
+    def _before(self, X: np.ndarray, mask: np.ndarray):
+        if self.log is None:
+            return None
+        from envs.decision_log import PreStep
+
+        sim = self.sim
+        return PreStep(customer_id=self.ids, now=sim.state.now.astype(np.float64, copy=True),
+                       tz_offset=sim.traits.tz_offset.astype(np.float64, copy=True),
+                       context=np.asarray(X, np.float32), eligible=np.array(mask, bool))
+
+    def _write(self, before, decisions: Decisions, res, policies: list[Policy], arm_index: np.ndarray,
+               in_experiment: bool) -> None:
+        from envs.decision_log import step_records
+
+        assert self.log is not None and self.ids is not None
+        run = f"{self.experiment}/s{self.seed}:{self.day}:"
+        ids = np.array([f"{run}{i}" for i in range(self.sim.n)], dtype=object)
+        for k, policy in enumerate(policies):
+            rows = np.flatnonzero((arm_index == k) & self.alive)
+            if rows.size == 0:
+                continue
+            dec, outs = step_records(self.sim, before, decisions, res, decision_ids=ids, policy=policy.name,
+                                     experiment=self.experiment if in_experiment else "",
+                                     arm=self.arm_names[k] if in_experiment else "", rows=rows)
+            self.log.log_decisions(dec)
+            self.log.log_outcomes(outs)
+
 
 def _simulate(scenario: Scenario, seed: int, n: int, policies: list[Policy], arm_index: np.ndarray,
-              control: int, days: int, pre_days: int, progress: Callable[[int], None] | None
-              ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    run = _Run(scenario, seed, n)
+              control: int, days: int, pre_days: int, progress: Callable[[int], None] | None,
+              run: _Run | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], float]:
+    run = _Run(scenario, seed, n) if run is None else run
     pre = np.zeros(n)
     everyone_control = np.full(n, control)
     for _ in range(pre_days):
-        pre += run.step(policies, everyone_control)[0]
+        pre += run.step(policies, everyone_control, in_experiment=False)[0]
+    start = float(run.sim.state.now.min())
     daily = np.zeros((n, days))
     totals = {m: np.zeros(n) for m in METRICS}
     for d in range(days):
@@ -164,13 +207,13 @@ def _simulate(scenario: Scenario, seed: int, n: int, policies: list[Policy], arm
         if progress is not None:
             progress(d)
     totals["reward"] = daily.sum(axis=1)  # summed as the counterfactual runs are: bit-identical
-    return daily, pre, totals
+    return daily, pre, totals, start
 
 
 def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5000, days: int = 14,
                    seed: int = 0, experiment: str = "ab", control: str = "champion",
                    splits: Mapping[str, float] | None = None, pre_days: int = 0, truth: bool = True,
-                   progress: Callable[[int], None] | None = None) -> SimulatedAB:
+                   log: DecisionLog | None = None, progress: Callable[[int], None] | None = None) -> SimulatedAB:
     """Simulate an A/B test of ``arms`` (arm name → policy) on ``n`` customers for ``days`` days.
 
     Args:
@@ -184,6 +227,10 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
         splits: arm → weight (default: equal).
         pre_days: days everyone spends under the control policy before the experiment starts.
         truth: also run every arm's policy on everyone (common random numbers) for the true effects.
+        log: write every decision and outcome of the main run (pre-period included, with experiment
+            and arm ``""``) to this decision log (:mod:`envs.decision_log`); read the rewards back
+            with ``envs.decision_log.reward_rule(penalties=False)``. Decision ids are
+            ``"{experiment}/s{seed}:{day}:{row}"`` (days count from the pre-period), so a rerun adds nothing.
         progress: called with each experiment day of the main run.
     """
     splits = _check(arms, splits, control, n, days, pre_days)
@@ -193,15 +240,21 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
     arm = ab.assign(experiment, ids, splits)
     arm_index = np.searchsorted(np.asarray(names, dtype=object), arm)
     c = names.index(control)
-    daily, pre, totals = _simulate(scenario, seed, n, policies, arm_index, c, days, pre_days, progress)
+    run = None
+    if log is not None:
+        from envs.decision_log import scenario_layout
+
+        log.set_layout(scenario_layout(scenario))
+        run = _Run(scenario, seed, n, log, ids, experiment, names)
+    daily, pre, totals, start = _simulate(scenario, seed, n, policies, arm_index, c, days, pre_days, progress, run)
     true_daily = potential = None
     if truth:
         true_daily, potential = {}, {}
         for k, a in enumerate(names):
-            d, _, _ = _simulate(scenario, seed, n, policies, np.full(n, k), c, days, pre_days, None)
+            d, _, _, _ = _simulate(scenario, seed, n, policies, np.full(n, k), c, days, pre_days, None)
             true_daily[a] = np.cumsum(d, axis=1).mean(axis=0)
             potential[a] = d.sum(axis=1)
     return SimulatedAB(experiment=experiment, control=control, arms=names, customer_id=ids, arm=arm,
                        daily_reward=daily, pre_reward=pre, metrics=totals, true_daily=true_daily,
                        potential_reward=potential, seed=seed,
-                       pre_days=pre_days)
+                       pre_days=pre_days, start_h=start)

@@ -100,3 +100,30 @@ def test_run_experiment_validates(scenario, kwargs, match):
     bau = _policy(scenario, "business_as_usual")
     with pytest.raises(ValueError, match=match):
         run_experiment(scenario, {"champion": bau, "challenger": bau}, **{"n": 10, "days": 1, **kwargs})
+
+
+def test_experiment_written_to_decision_log_analyses_the_same(scenario, tmp_path):
+    from envs.decision_log import reward_rule
+    from nba.log import DecisionLog
+
+    arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "batch_and_blast")}
+    log = DecisionLog(f"sqlite:///{tmp_path / 'ab.db'}")
+    try:
+        r = run_experiment(scenario, arms, n=400, days=4, pre_days=2, seed=21, experiment="logged", truth=False,
+                           log=log)
+        rule = reward_rule(penalties=False)
+        totals = ab.customer_totals(log.iter_batches(rule, chunk_rows=500, experiment="logged"), experiment="logged")
+        looks = ab.daily_looks(log.iter_batches(rule, experiment="logged"), experiment="logged", start=r.start_h,
+                               days=r.days, arms=r.arms)
+        pre = ab.customer_totals(log.iter_batches(rule, experiment=""), end=r.start_h)
+    finally:
+        log.close()
+    order = np.argsort(r.customer_id)
+    np.testing.assert_array_equal(totals.customer_id, r.customer_id[order])
+    np.testing.assert_array_equal(totals.arm, r.arm[order])
+    np.testing.assert_allclose(totals.total, r.reward[order], atol=1e-9)
+    np.testing.assert_allclose(pre.lookup(r.customer_id), r.pre_reward, atol=1e-9)
+    ref = r.looks()
+    np.testing.assert_array_equal(looks.n, ref.n)
+    np.testing.assert_allclose(looks.mean, ref.mean, atol=1e-9)
+    np.testing.assert_allclose(looks.var, ref.var, rtol=1e-9, atol=1e-9)
