@@ -229,8 +229,8 @@ def log_bandit_run(
         dec, outs = step_records(sim, before, d, res, decision_ids=ids, policy=name, version=version,
                                  experiment=experiment, arm=arm, rows=rows)
         t0 = time.perf_counter()
-        new_d += log.log_decisions(dec)
-        new_o += log.log_outcomes(outs)
+        d_new, o_new = log.log(dec, outs)  # the step's decisions and outcomes in one transaction
+        new_d, new_o = new_d + d_new, new_o + o_new
         spent += time.perf_counter() - t0
         rewards.append(res.reward[rows])
         customers.advance(res.replaced)

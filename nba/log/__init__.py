@@ -1,5 +1,6 @@
 """The decision log: one schema written by the simulator, the service and the importer."""
 
+from nba.log.importer import ColumnMapping, import_table
 from nba.log.records import EVENTS, ContactHistory, DecisionRecords, LoggedBatch, OutcomeRecords, RewardRule
 from nba.log.store import (
     DecisionLog,
@@ -14,6 +15,7 @@ from nba.log.store import (
 
 __all__ = [
     "EVENTS",
+    "ColumnMapping",
     "ContactHistory",
     "DecisionLog",
     "DecisionRecords",
@@ -21,6 +23,7 @@ __all__ = [
     "LoggedBatch",
     "OutcomeRecords",
     "RewardRule",
+    "import_table",
     "join_rewards",
     "parquet_schema",
     "read_parquet_batches",

@@ -386,23 +386,7 @@ class DecisionLog:
         Decisions whose ``decision_id`` is already stored are skipped (a retry is harmless).
         Nothing is written when any field of any row is invalid (ValueError naming the field).
         """
-        v = validate_decisions(records)
-        n = len(v.cols["decision_id"])
-        if n == 0:
-            return 0
-        d, n_actions = v.context.shape[1], v.eligible.shape[1]
-        ctx = v.context.view(np.dtype((np.void, 4 * d))).ravel().tolist() if d else [b""] * n
-        packed = np.packbits(v.eligible, axis=1, bitorder="little")
-        elig = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel().tolist()
-        c = v.cols
-        rows = list(zip(c["decision_id"].tolist(), c["time"].tolist(), c["customer_id"].tolist(), ctx, elig,
-                        c["action"].tolist(), c["send_at"].tolist(), c["propensity"].tolist(), c["policy"].tolist(),
-                        c["policy_version"].tolist(), c["experiment"].tolist(), c["arm"].tolist(),
-                        c["cost"].tolist(), strict=True))
-        with self._writer.begin() as conn:
-            self._set_layout(conn, LogLayout(d, n_actions))
-            res = conn.exec_driver_sql(self._decision_sql, rows)
-            return int(res.rowcount)
+        return self.log(records, None)[0]
 
     def log_outcomes(self, records: OutcomeRecords) -> int:
         """Validate, then write all of ``records`` in one transaction; returns how many were new.
@@ -410,25 +394,55 @@ class DecisionLog:
         Every ``decision_id`` must be logged already (else ValueError naming ``decision_id``, and
         nothing is written); an ``(decision_id, event)`` already stored is skipped.
         """
-        c = validate_outcomes(records)
-        if len(c["decision_id"]) == 0:
-            return 0
-        ids = np.unique(c["decision_id"].astype(str))
-        rows = list(zip(c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(), c["value"].tolist(),
-                        strict=True))
+        return self.log(None, records)[1]
+
+    def log(self, decisions: DecisionRecords | None, outcomes: OutcomeRecords | None) -> tuple[int, int]:
+        """Decisions and outcomes (which may follow those decisions) in one transaction, all or nothing.
+
+        Returns how many decisions and outcomes were new.
+        """
+        v = None if decisions is None else validate_decisions(decisions)
+        c = None if outcomes is None else validate_outcomes(outcomes)
+        rows = None if v is None or not len(v.cols["decision_id"]) else self._decision_rows(v)
+        if rows is None and (c is None or not len(c["decision_id"])):
+            return 0, 0
         with self._writer.begin() as conn:
-            found: set[str] = set()
-            col = self.decisions.c.decision_id
-            for i in range(0, len(ids), _IN_CHUNK):
-                part = ids[i : i + _IN_CHUNK].tolist()
-                found.update(conn.execute(sa.select(col).where(col.in_(part))).scalars())
-            if len(found) < len(ids):
-                missing = [x for x in ids.tolist() if x not in found]
-                row = int(np.flatnonzero(c["decision_id"] == missing[0])[0])
-                raise ValueError(f"decision_id: row {row}: unknown decision {missing[0]!r} "
-                                 f"({len(missing)} unknown in the batch); log the decision first")
-            res = conn.exec_driver_sql(self._outcome_sql, rows)
-            return int(res.rowcount)
+            new_d = new_o = 0
+            if rows is not None and v is not None:
+                self._set_layout(conn, LogLayout(v.context.shape[1], v.eligible.shape[1]))
+                new_d = int(conn.exec_driver_sql(self._decision_sql, rows).rowcount)
+            if c is not None and len(c["decision_id"]):
+                batch_ids = set() if v is None else set(v.cols["decision_id"].tolist())
+                self._check_known(conn, c["decision_id"], batch_ids)
+                out_rows = list(zip(c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(),
+                                    c["value"].tolist(), strict=True))
+                new_o = int(conn.exec_driver_sql(self._outcome_sql, out_rows).rowcount)
+            return new_d, new_o
+
+    @staticmethod
+    def _decision_rows(v: _Decisions) -> list[tuple]:
+        n, d = v.context.shape
+        ctx = v.context.view(np.dtype((np.void, 4 * d))).ravel().tolist() if d else [b""] * n
+        packed = np.ascontiguousarray(np.packbits(v.eligible, axis=1, bitorder="little"))
+        elig = packed.view(np.dtype((np.void, packed.shape[1]))).ravel().tolist()
+        c = v.cols
+        return list(zip(c["decision_id"].tolist(), c["time"].tolist(), c["customer_id"].tolist(), ctx, elig,
+                        c["action"].tolist(), c["send_at"].tolist(), c["propensity"].tolist(), c["policy"].tolist(),
+                        c["policy_version"].tolist(), c["experiment"].tolist(), c["arm"].tolist(),
+                        c["cost"].tolist(), strict=True))
+
+    def _check_known(self, conn: sa.Connection, decision_ids: np.ndarray, batch_ids: set[str]) -> None:
+        """ValueError naming ``decision_id`` unless every id is in ``batch_ids`` or stored."""
+        ids = [x for x in dict.fromkeys(decision_ids.tolist()) if x not in batch_ids]
+        found: set[str] = set()
+        col = self.decisions.c.decision_id
+        for i in range(0, len(ids), _IN_CHUNK):
+            found.update(conn.execute(sa.select(col).where(col.in_(ids[i : i + _IN_CHUNK]))).scalars())
+        missing = [x for x in ids if x not in found]
+        if missing:
+            row = int(np.flatnonzero(decision_ids == missing[0])[0])
+            raise ValueError(f"decision_id: row {row}: unknown decision {missing[0]!r} "
+                             f"({len(missing)} unknown in the batch); log the decision first")
 
     # ------------------------------------------------------------------ reads
     def count_decisions(self) -> int:

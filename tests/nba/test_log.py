@@ -144,6 +144,19 @@ def test_bad_row_writes_nothing(log):
     assert log.count_outcomes() == 0
 
 
+def test_decisions_and_outcomes_in_one_transaction(log):
+    rec = make_records(8)
+    outs = OutcomeRecords(rec.decision_id[:3], np.array(["opened", "clicked", "converted"]), rec.send_at[:3],
+                          np.array([0.0, 0.0, 9.0]))
+    bad = replace(outs, event=np.array(["opened", "clicked", "bought"]))
+    with pytest.raises(ValueError, match="^event: row 2"):
+        log.log(rec, bad)
+    assert log.count_decisions() == 0
+    assert log.log(rec, outs) == (8, 3)
+    assert log.log(rec, outs) == (0, 0)
+    assert log.read(RewardRule()).reward[2] == 9.0 - rec.cost[2]
+
+
 def _bad(field, value):
     def make(rec: DecisionRecords) -> DecisionRecords:
         x = getattr(rec, field).copy() if hasattr(getattr(rec, field), "copy") else getattr(rec, field)
