@@ -102,12 +102,15 @@ def _calibration_table(checks) -> Table:
 def quickstart(
     out: Annotated[Path, typer.Option(help="folder that receives everything the run writes")] = Path(
         "nba-runs/quickstart"),
-    customers: Annotated[int, typer.Option(min=100, help="simulated customers")] = 20_000,
+    customers: Annotated[int, typer.Option(min=100, help="simulated customers of the calibration check")] = 20_000,
+    decisions: Annotated[int, typer.Option(min=2000, help="decisions in the training log")] = 30_000,
     seed: SeedOpt = 0,
 ) -> None:
-    """End-to-end run on the built-in defaults: simulate, compare policies, check calibration, report."""
+    """End to end on the embedded defaults: simulate decision logs, train and register every policy,
+    evaluate them off-policy and against the truth, set champion and challenger, check calibration."""
     from envs import calibration
     from envs.scenario import Scenario
+    from training import quickstart as qs
 
     t0 = time.perf_counter()
     scenario = Scenario.default()
@@ -116,31 +119,45 @@ def quickstart(
     console.print(f"scenario [bold]{scenario.name}[/bold]: {len(scenario.segments)} segments, "
                   f"{len(scenario.channels)} channels x {len(scenario.contents)} contents x {space.n_slots} send slots "
                   f"+ no contact = {space.n_actions} actions; {scenario.feature_spec.dim} observation features")
-    days = scenario.horizon_days
-    results = {name: _journey_summary(scenario, name, _policy(name, scenario), customers, days, seed)
-               for name in QUICKSTART_POLICIES}
-    console.print(_value_table(scenario, results, "no_contact"))
-    console.print("Both policies meet the same customers with the same luck (common random numbers), "
-                  "so the difference's interval is tight.")
+
+    def progress(description: str, total: int):
+        return _progress(description, total)
+
+    res = qs.run(out, decisions=decisions, eval_decisions=max(2000, decisions * 2 // 3), seed=seed,
+                 progress=progress, say=console.print)
+    console.print(_quickstart_table(res))
     from training.calibration_report import DAYS, render_report, simulated_inputs
 
     with _progress(f"calibration run ({DAYS} days, the first half warm-up)", DAYS) as tick:
         inputs = simulated_inputs(scenario, n=customers, seed=seed, progress=tick)
     checks = calibration.check(inputs.measured)
     console.print(_calibration_table(checks))
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "scenario": scenario.name, "customers": customers, "seed": seed, "days": days,
-        "policies": {k: {"profit_per_customer": float(v[0].mean()), "churned": float(v[2])}
-                     for k, v in results.items()},
-        "calibration": {c.target.name: {"measured": c.measured, "ok": c.ok} for c in checks},
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    report = render_report(inputs, out / "calibration")
-    console.print(f"\nWrote [bold]{out}/summary.json[/bold] and the calibration report [bold]{report}[/bold] "
-                  f"in {time.perf_counter() - t0:.0f} s.")
+    report = render_report(inputs, res.out / "calibration")
+    summary = qs.write_summary(res, {"calibration": {c.target.name: {"measured": c.measured, "ok": c.ok}
+                                                     for c in checks}})
+    console.print(f"\nchampion: [bold]{res.champion.policy}[/bold] (version {res.champion.version}), "
+                  f"challenger: [bold]{res.challenger.policy}[/bold] (version {res.challenger.version}) "
+                  f"of registered model nba-policy")
+    console.print(f"Everything is under [bold]{res.out}[/bold]: {summary.name}, decision logs, plots/, "
+                  f"calibration/{report.name}, the MLflow store. Browse the runs with\n"
+                  f"  [bold]mlflow ui --backend-store-uri {res.tracking_uri}[/bold]\n"
+                  f"Done in {time.perf_counter() - t0:.0f} s.")
     if not all(c.ok for c in checks):
         console.print("[yellow]some calibration figures are outside their tolerance at this population size[/yellow]")
+
+
+def _quickstart_table(res) -> Table:
+    t = Table(title="Policies on the held-out evaluation log: value per decision (revenue - cost - penalties)")
+    for col in ("policy", "version", "doubly robust", "95% CI", "SNIPS", "true value", "role"):
+        t.add_column(col, justify="left" if col in ("policy", "role") else "right")
+    for r in sorted(res.rows, key=lambda r: r.dr.value, reverse=True):
+        role = {res.champion.version: "champion", res.challenger.version: "challenger"}.get(r.version, "")
+        truth = "—" if r.truth is None else f"{r.truth:.3f}"
+        t.add_row(r.policy, r.version, f"{r.dr.value:.3f}", f"[{r.dr.ci_low:.3f}, {r.dr.ci_high:.3f}]",
+                  f"{r.snips.value:.3f}", truth, role)
+    if res.logging_truth is not None:
+        t.caption = f"logging policy (business as usual + exploration): true value {res.logging_truth:.3f}"
+    return t
 
 
 def _write_report(scenario, out: Path, customers: int, seed: int) -> Path:
@@ -291,9 +308,42 @@ def _estimates_table(res) -> Table:
 
 
 @app.command()
+def ab(
+    champion: Annotated[str, typer.Option(help="@alias, version, bundle folder or rule-based name")] = "@champion",
+    challenger: Annotated[str, typer.Option(help="same choices as --champion")] = "@challenger",
+    source: Annotated[str, typer.Option(help="'simulator' or the decision log URL of a live experiment")] = "simulator",
+    experiment: Annotated[str, typer.Option(help="experiment name (hashed with customer ids for arms)")] = "ab",
+    customers: Annotated[int, typer.Option(min=100, help="simulated customers")] = 5000,
+    days: Annotated[int, typer.Option(min=2, help="experiment days (daily looks)")] = 14,
+    pre_days: Annotated[int, typer.Option(min=0, help="simulated pre-period days (CUPED covariate)")] = 7,
+    split: Annotated[float, typer.Option(help="challenger's share of customers")] = 0.5,
+    alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("nba-runs/ab"),
+    seed: SeedOpt = 0,
+    root: RootOpt = Path("nba-runs"),
+) -> None:
+    """A/B test champion against challenger (simulated, or from a logged experiment) with an
+    always-valid sequential test; writes the report and tags the run with the winner."""
+    from training import jobs
+
+    with _job():
+        jobs.load_scenario(None)
+        _store(root)
+        with _progress(f"A/B {experiment}", days) as tick:
+            res = jobs.ab(champion=champion, challenger=challenger, source=source, experiment=experiment,
+                          customers=customers, days=days, pre_days=pre_days, split=split, alpha=alpha, seed=seed,
+                          out=out, progress=tick)
+    truth = "" if res.true_effect is None else f" (true effect {res.true_effect:+.3f})"
+    console.print(f"challenger - champion: {res.diff:+.3f} per customer, always-valid interval "
+                  f"[{res.ci_low:+.3f}, {res.ci_high:+.3f}], p = {res.p_value:.4g}{truth}")
+    console.print(f"{res.verdict}\nwinner: [bold]{res.winner}[/bold]; report {res.report}; run {res.run_id}")
+
+
+@app.command()
 def promote(
     metric: Annotated[str, typer.Option(help="estimator whose tags decide")] = "dr",
     ab_winner: Annotated[str | None, typer.Option(help="winner of a finished A/B test: champion or challenger")] = None,
+    ab_run: Annotated[str | None, typer.Option(help="id of a finished `nba ab` run whose winner decides")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="return champion to the previous version")] = False,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
@@ -304,7 +354,7 @@ def promote(
         if metric not in ("ips", "snips", "dm", "dr", "switch_dr"):
             raise jobs.JobError(f"metric: unknown estimator {metric!r}; valid: ips, snips, dm, dr, switch_dr")
         _store(root)
-        res = jobs.promote(metric=metric, ab_winner=ab_winner, rollback=rollback)
+        res = jobs.promote(metric=metric, ab_winner=ab_winner, ab_run=ab_run, rollback=rollback)
     colour = "green" if res.promoted else "yellow"
     console.print(f"[{colour}]{'moved' if res.promoted else 'unchanged'}[/{colour}]: {res.reason}; "
                   f"champion is version {res.champion}")

@@ -177,8 +177,8 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
     """Run a logging policy (``policy`` mixed with ``epsilon`` uniform exploration and a no-contact
     ``holdout``, so every eligible action has support) on the bandit view and write the decision log."""
     import mlflow
-    from envs.decision_log import log_bandit_run
 
+    from envs.decision_log import log_bandit_run
     from nba.log import DecisionLog
 
     scenario = load_scenario(scenario_path)
@@ -192,17 +192,32 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
         mlflow.log_params({"scenario": scenario.name, "policy": policy, "epsilon": epsilon, "holdout": holdout,
                            "decisions": decisions, "seed": seed, "batch": BANDIT_BATCH, **(params or {})})
         log_bandit_run(log, scenario, logging, decisions, seed, batch=BANDIT_BATCH, policy_name=logging.name,
-                       progress=progress)
+                       learn=False, progress=progress)
         tags = log_identity(log) | {"dataset.source": SIMULATOR}
         replay = {"scenario": scenario_path or "default", "policy": policy, "params": dict(params or {}),
                   "epsilon": epsilon, "holdout": holdout, "decisions": decisions, "seed": seed,
                   "batch": BANDIT_BATCH}
         mlflow.set_tag("simulation.replay", json.dumps(replay, sort_keys=True))
         _dataset_input(tags, "simulate")
-        batch = log.read()
+        batch = log.read(sim_reward_rule())
         mlflow.log_metrics({"mean_reward": float(batch.reward.mean()),
                             "contact_rate": float((batch.action > 0).mean())})
         return SimulateResult(run.info.run_id, log_url, int(tags["dataset.rows"]), tags)
+
+
+def sim_reward_rule():
+    """Rewards of a simulated log as the simulator counts them: revenue - cost - opt-out and churn
+    penalties (the bandit view's reward, whose exact expectation is the ground truth)."""
+    from envs.decision_log import reward_rule
+
+    return reward_rule(penalties=True)
+
+
+def reward_rule_for(log_url: str):
+    """The reward rule of a log: the simulator's for a simulated log, else nba's default."""
+    from nba.log import RewardRule
+
+    return sim_reward_rule() if find_simulation(log_url) is not None else RewardRule()
 
 
 def replay_logging(replay: Mapping[str, Any]) -> tuple[Scenario, Policy]:
@@ -274,11 +289,11 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
             offline_log = DecisionLog(source)
         except Exception as e:  # noqa: BLE001 - any driver error: the URL is what the user must fix
             raise JobError(f"source: cannot open decision log {_safe_url(source)!r}: {e}") from e
-        layout = offline_log.layout
+        layout = offline_log.layout()
         if layout is None or offline_log.count_decisions() == 0:
             raise JobError(f"source: decision log {_safe_url(source)!r} is empty")
-        if layout.dim != scenario.feature_spec.dim or layout.n_actions != scenario.action_space.n_actions:
-            raise JobError(f"source: the log's layout ({layout.dim} features, {layout.n_actions} actions) does "
+        if layout.context_dim != scenario.feature_spec.dim or layout.n_actions != scenario.action_space.n_actions:
+            raise JobError(f"source: the log's layout ({layout.context_dim} features, {layout.n_actions} actions) does "
                            f"not match the scenario's ({scenario.feature_spec.dim}, "
                            f"{scenario.action_space.n_actions})")
     tmp = Path(tempfile.mkdtemp(prefix="nba-train-")) if plots_dir is None else Path(plots_dir)
@@ -289,6 +304,7 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
                            "scenario": scenario.name, "seed": seed, **{f"policy.{k}": v for k, v in
                                                                        (params or {}).items()}})
         if offline_log is not None:
+            _dataset_input(log_identity(offline_log), "train")
             metrics = _train_offline(policy, offline_log, progress)
             offline_log.close()
         elif policy_name == "fqi":
@@ -359,13 +375,14 @@ def _fit_fqi(policy, X, actions, rewards, X_next, mask_next, terminated) -> None
 def _train_offline(policy: Policy, log, progress: Progress) -> dict[str, float]:
     import mlflow
 
+    rule = reward_rule_for(log.url)
     if getattr(policy, "name", "") == "fqi":
-        batch = log.read()
+        batch = log.read(rule)
         t = transitions_from_log(batch)
         _fit_fqi(policy, **t)
         return {"transitions": float(len(t["actions"]))}
     rows = 0
-    for step, batch in enumerate(log.iter_batches(chunk_rows=10_000)):
+    for step, batch in enumerate(log.iter_batches(rule, chunk_rows=10_000)):
         policy.update(batch.context, batch.action, batch.reward, batch.propensity)
         rows += len(batch)
         mlflow.log_metric("rows_seen", rows, step=step)
@@ -427,12 +444,12 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         raise JobError("policy: give at least one policy to evaluate")
     resolved = [resolve_target(t, scenario) for t in targets]
     log = DecisionLog(log_url)
-    if log.layout is None or log.count_decisions() == 0:
+    if log.layout() is None or log.count_decisions() == 0:
         raise JobError(f"log: decision log {_safe_url(log_url)!r} is empty")
     out = Path(tempfile.mkdtemp(prefix="nba-eval-")) if plots_dir is None else Path(plots_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _start("evaluate") as run, log:
-        batch = log.read()
+        batch = log.read(reward_rule_for(log_url))
         ident = log_identity(log)
         _dataset_input(ident, "evaluate")
         mlflow.log_params({"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed})
@@ -475,17 +492,119 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         return EvaluateResult(run.info.run_id, estimates, truth)
 
 
+# ----------------------------------------------------------------------------- A/B
+@dataclass(frozen=True)
+class ABResult:
+    run_id: str
+    winner: str  # "challenger", "champion" or "none" (no significant difference)
+    verdict: str
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float  # always-valid p-value at the last look
+    true_effect: float | None  # simulated tests only
+    report: Path
+
+
+def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: str = SIMULATOR,
+       experiment: str = "ab", scenario_path: str | None = None, customers: int = 5000, days: int = 14,
+       pre_days: int = 7, split: float = 0.5, start: float | None = None, alpha: float = 0.05, seed: int = 0,
+       out: Path | None = None, progress: Progress = None) -> ABResult:
+    """Champion against challenger: simulated (both policies as arms in the journey simulator, the
+    true effect known) or from a logged experiment (decisions with ``experiment`` and arms
+    ``champion``/``challenger`` in a decision log). Analysed by :mod:`nba.ab` (Welch, CUPED with a
+    pre-period, always-valid mSPRT over daily looks); the winner is what the always-valid test says.
+    """
+    import mlflow
+
+    from training import ab_report
+
+    if not 0 < split < 1:
+        raise JobError(f"split: the challenger's share must be in (0, 1), got {split}")
+    if not 0 < alpha < 1:
+        raise JobError(f"alpha: must be in (0, 1), got {alpha}")
+    scenario = load_scenario(scenario_path)
+    out = Path(tempfile.mkdtemp(prefix="nba-ab-")) if out is None else Path(out)
+    if source == SIMULATOR:
+        if days < 2 or customers < 100:
+            raise JobError(f"days/customers: need at least 2 days and 100 customers, got {days} and {customers}")
+        arms = {"champion": resolve_target(champion, scenario), "challenger": resolve_target(challenger, scenario)}
+    else:
+        from nba.log import DecisionLog
+
+        try:
+            log = DecisionLog(source)
+        except Exception as e:  # noqa: BLE001 - any driver error: the URL is what the user must fix
+            raise JobError(f"source: cannot open decision log {_safe_url(source)!r}: {e}") from e
+        rule = reward_rule_for(source)
+        first = [b.time.min() for b in log.iter_batches(rule, experiment=experiment) if len(b)]
+        if not first:
+            raise JobError(f"experiment: no decisions of experiment {experiment!r} in the log")
+    with _start("ab", run_name=f"ab-{experiment}") as run:
+        mlflow.log_params({"experiment": experiment, "source": "simulator" if source == SIMULATOR else "decision_log",
+                           "alpha": alpha, "seed": seed, "champion": champion, "challenger": challenger})
+        truth = None
+        if source == SIMULATOR:
+            from envs.experiment import run_experiment
+
+            mlflow.log_params({"customers": customers, "days": days, "pre_days": pre_days, "split": split})
+            result = run_experiment(scenario, {k: v[1] for k, v in arms.items()}, n=customers, days=days, seed=seed,
+                                    experiment=experiment, control="champion", pre_days=pre_days,
+                                    splits={"champion": 1 - split, "challenger": split}, progress=progress)
+            inputs = ab_report.simulated_inputs(result, alpha=alpha)
+            truth = float(result.true_effect("challenger"))
+        else:
+            t0 = float(min(first)) if start is None else start
+            _dataset_input(log_identity(log), "ab")
+            inputs = ab_report.log_inputs(lambda: log.iter_batches(rule, experiment=experiment), experiment=experiment,
+                                          control="champion", start=t0, days=days, alpha=alpha)
+        files = ab_report.render_report(inputs, out)
+        for f in files.all():
+            mlflow.log_artifact(str(f), artifact_path="ab_report")
+        a = inputs.analyses["challenger"]
+        s, c = a.sequential, a.comparison
+        p_value = float(s.p_value[-1]) if s is not None else float(c.p_value)
+        significant = s.rejected if s is not None else c.significant(alpha)
+        diff = float(s.diff[-1]) if s is not None else float(c.diff)
+        winner = "none" if not significant else ("challenger" if diff > 0 else "champion")
+        lo, hi = (float(s.cs_low[-1]), float(s.cs_high[-1])) if s is not None else (c.ci_low, c.ci_high)
+        metrics = {"diff": diff, "ci_low": lo, "ci_high": hi, "p_value": p_value, "welch_p": float(c.p_value)}
+        if a.cuped is not None:
+            metrics["cuped_variance_reduction"] = float(a.cuped.variance_reduction)
+        if truth is not None:
+            metrics["true_effect"] = truth
+        mlflow.log_metrics(metrics)
+        if s is not None:
+            _log_series("always_valid_p", s.p_value, np.arange(1, len(s.p_value) + 1))
+            _log_series("cumulative_diff", s.diff, np.arange(1, len(s.diff) + 1))
+        mlflow.set_tags({"ab.winner": winner, "ab.verdict": ab_report.verdict(a)})
+        return ABResult(run.info.run_id, winner, ab_report.verdict(a), diff, lo, hi, p_value, truth, files.markdown)
+
+
 # ----------------------------------------------------------------------------- promote
-def promote(*, metric: str = "dr", ab_winner: str | None = None, rollback: bool = False):
-    """Move ``champion`` to the challenger when the evidence supports it (or roll back), as a run."""
+def promote(*, metric: str = "dr", ab_winner: str | None = None, ab_run: str | None = None, rollback: bool = False):
+    """Move ``champion`` to the challenger when the evidence supports it (or roll back), as a run.
+
+    ``ab_run``: the id of a finished ``ab`` run, whose ``ab.winner`` tag is the evidence.
+    """
     import mlflow
 
     from training import registry
 
+    if ab_run:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = mlflow.MlflowClient().get_run(ab_run).data.tags
+        except MlflowException as e:
+            raise JobError(f"ab_run: no run {ab_run!r}") from e
+        if tags.get("nba.job") != "ab" or "ab.winner" not in tags:
+            raise JobError(f"ab_run: run {ab_run!r} is not a finished A/B run")
+        ab_winner = tags["ab.winner"]
     if metric not in ("ips", "snips", "dm", "dr", "switch_dr"):
         raise JobError(f"metric: unknown estimator {metric!r}; valid: ips, snips, dm, dr, switch_dr")
-    if ab_winner not in (None, "champion", "challenger"):
-        raise JobError(f"ab_winner: must be champion or challenger, got {ab_winner!r}")
+    if ab_winner not in (None, "champion", "challenger", "none"):
+        raise JobError(f"ab_winner: must be champion, challenger or none, got {ab_winner!r}")
     with _start("promote"):
         result = registry.rollback() if rollback else registry.promote(metric=metric, ab_winner=ab_winner)
         mlflow.log_params({"metric": metric, "ab_winner": ab_winner or "", "rollback": rollback})
