@@ -1,0 +1,415 @@
+"""Off-policy estimators (:mod:`nba.ope`): one contract battery run on every estimator, invariants,
+and coverage of the simulator's exact policy value.
+
+The battery is parametrised over :data:`nba.ope.ESTIMATORS` (through :data:`CALLS`), so an estimator
+added later gets every check. Synthetic logs have a known logging distribution and exact expected
+rewards; the simulator test draws contexts from the bandit view of a narrowed scenario and scores
+each estimator's interval against ``V(pi) = E_x[sum_a pi(a|x) er(x, a)]`` computed on a large
+independent sample of contexts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+from envs.scenario import DEFAULT_PATH, Scenario
+from envs.simulation import Simulation
+from nba import ope
+from nba.log import LoggedBatch
+from nba.policies.base import epsilon_greedy, sample, uniform
+from nba.policies.baselines import UniformRandom
+
+TAU = 5.0  # switch-DR threshold used by the battery
+
+
+def _switch(args, q, **kw):
+    return ope.switch_dr(*args, q, TAU, **kw)
+
+
+# name -> call(args=(rewards, actions, propensities, target), q_hat, **options)
+CALLS = {
+    "ips": lambda args, q, **kw: ope.ips(*args, **kw),
+    "snips": lambda args, q, **kw: ope.snips(*args, **kw),
+    "dm": lambda args, q, **kw: ope.dm(*args, q, **kw),
+    "dr": lambda args, q, **kw: ope.dr(*args, q, **kw),
+    "switch_dr": _switch,
+}
+assert tuple(CALLS) == ope.ESTIMATORS
+
+
+# ----------------------------------------------------------------------------- synthetic logs
+def synthetic(n: int = 800, n_actions: int = 6, seed: int = 0, noise: bool = True):
+    """A log with a known full-support logging distribution and exact expected rewards.
+
+    Returns (rewards, actions, propensities, target, q_exact, logging).
+    """
+    rng = np.random.default_rng(seed)
+    er = rng.uniform(0.0, 1.0, (n, n_actions))
+    logging = 0.5 * rng.dirichlet(np.ones(n_actions), n) + 0.5 / n_actions
+    actions = sample(logging, rng.random(n))
+    rows = np.arange(n)
+    mean = er[rows, actions]
+    rewards = rng.binomial(1, mean).astype(float) if noise else mean
+    target = epsilon_greedy(er, np.ones((n, n_actions), bool), 0.2)
+    return rewards, actions, logging[rows, actions], target, er, logging
+
+
+@pytest.fixture(scope="module")
+def log():
+    return synthetic()
+
+
+# ----------------------------------------------------------------------------- the contract battery
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_returns_an_estimate_with_its_interval_around_the_value(name, log):
+    r, a, p, t, q, _ = log
+    e = CALLS[name]((r, a, p, t), q, level=0.9, n_bootstrap=100, seed=3)
+    assert isinstance(e, ope.Estimate) and e.estimator == name
+    assert e.n == len(r) and e.level == 0.9
+    assert e.ci_low <= e.value <= e.ci_high and e.ci_low < e.ci_high
+    assert e.std_error > 0 and np.isfinite(e.std_error)
+    assert 0 < e.ess <= len(r) and e.max_weight > 0 and e.unsupported_mass == 0.0
+
+
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_deterministic_for_a_seed(name, log):
+    r, a, p, t, q, _ = log
+    first = CALLS[name]((r, a, p, t), q, seed=11)
+    assert CALLS[name]((r, a, p, t), q, seed=11) == first
+    other = CALLS[name]((r, a, p, t), q, seed=12)
+    assert other.value == first.value and (other.ci_low, other.ci_high) != (first.ci_low, first.ci_high)
+
+
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_wider_interval_at_a_higher_level(name, log):
+    r, a, p, t, q, _ = log
+    narrow = CALLS[name]((r, a, p, t), q, level=0.5)
+    wide = CALLS[name]((r, a, p, t), q, level=0.99)
+    assert wide.ci_low <= narrow.ci_low and narrow.ci_high <= wide.ci_high
+
+
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_on_policy_gives_the_mean_reward(name, log):
+    r, a, p, _, q, logging = log
+    e = CALLS[name]((r, a, p, logging), q)
+    # every importance weight is 1: ESS is n
+    assert e.ess == pytest.approx(len(r)) and e.max_weight == pytest.approx(1.0)
+    if name in ("ips", "snips"):
+        assert e.value == pytest.approx(r.mean(), abs=1e-12)
+    else:
+        # DM averages the exact expected rewards: it differs from the realised mean by noise only
+        assert abs(e.value - r.mean()) < 4 * r.std() / np.sqrt(len(r))
+
+
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_no_bootstrap_gives_a_nan_interval(name, log):
+    r, a, p, t, q, _ = log
+    e = CALLS[name]((r, a, p, t), q, n_bootstrap=0)
+    assert np.isfinite(e.value) and np.isnan(e.ci_low) and np.isnan(e.ci_high) and np.isnan(e.std_error)
+
+
+def _bad_inputs(log):
+    r, a, p, t, q, _ = log
+    n, k = t.shape
+    p0 = p.copy()
+    p0[5] = 0.0
+    p2 = p.copy()
+    p2[2] = 1.5
+    t_sum = t.copy()
+    t_sum[3] *= 0.8
+    t_neg = t.copy()
+    t_neg[4, 0], t_neg[4, 1] = -0.1, t_neg[4, 1] + 0.1
+    r_nan = r.copy()
+    r_nan[7] = np.nan
+    a_out = a.copy()
+    a_out[1] = k
+    return {
+        "zero propensity": ((r, a, p0, t), q, {}, r"^propensities: row 5 is 0"),
+        "propensity above 1": ((r, a, p2, t), q, {}, r"^propensities: row 2 is 1.5"),
+        "short propensities": ((r, a, p[:-1], t), q, {}, r"^propensities: expected shape"),
+        "target rows": ((r, a, p, t_sum), q, {}, r"^target: rows must sum to 1 \(row 3"),
+        "negative target": ((r, a, p, t_neg), q, {}, r"^target: row 4 has a negative probability"),
+        "target shape": ((r, a, p, t[:-1]), q, {}, r"^target: expected shape"),
+        "nan reward": ((r_nan, a, p, t), q, {}, r"^rewards: row 7 is not finite"),
+        "empty": ((r[:0], a[:0], p[:0], t[:0]), q[:0], {}, r"^rewards: the log is empty"),
+        "2-D rewards": ((r[:, None], a, p, t), q, {}, r"^rewards: expected a 1-D array"),
+        "action out of range": ((r, a_out, p, t), q, {}, r"^actions: row 1 is 6"),
+        "float actions": ((r, a.astype(float), p, t), q, {}, r"^actions: expected integer"),
+        "level": ((r, a, p, t), q, {"level": 1.5}, r"^level: must be in \(0, 1\)"),
+        "one resample": ((r, a, p, t), q, {"n_bootstrap": 1}, r"^n_bootstrap: one resample"),
+        "negative resamples": ((r, a, p, t), q, {"n_bootstrap": -3}, r"^n_bootstrap: must be"),
+        "logging shape": ((r, a, p, t), q, {"logging": t[:, :2]}, r"^logging: expected shape"),
+    }
+
+
+BAD = list(_bad_inputs(synthetic(n=20)))
+
+
+@pytest.mark.parametrize("case", BAD)
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_bad_input_raises_naming_the_field(name, case):
+    args, q, kw, match = _bad_inputs(synthetic(n=20))[case]
+    with pytest.raises(ValueError, match=match):
+        CALLS[name](args, q, **kw)
+
+
+@pytest.mark.parametrize("name", ["dm", "dr", "switch_dr"])
+def test_bad_reward_model_raises_naming_q_hat(name, log):
+    r, a, p, t, q, _ = log
+    with pytest.raises(ValueError, match=r"^q_hat: expected shape"):
+        CALLS[name]((r, a, p, t), q[:, :3])
+    q_nan = q.copy()
+    q_nan[9, 2] = np.inf
+    with pytest.raises(ValueError, match=r"^q_hat: row 9 is not finite"):
+        CALLS[name]((r, a, p, t), q_nan)
+
+
+def test_bad_switch_threshold_raises_naming_tau(log):
+    r, a, p, t, q, _ = log
+    with pytest.raises(ValueError, match=r"^tau: must be >= 0"):
+        ope.switch_dr(r, a, p, t, q, -1.0)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def test_weight_diagnostics(log):
+    r, a, p, t, q, _ = log
+    e = ope.ips(r, a, p, t)
+    w = t[np.arange(len(a)), a] / p
+    assert e.ess == pytest.approx(w.sum() ** 2 / (w**2).sum())
+    assert e.max_weight == pytest.approx(w.max())
+
+
+def test_unsupported_mass_from_the_log_or_the_logging_distribution():
+    r, a, p, _, q, logging = synthetic(n=400, n_actions=4)
+    n = len(r)
+    # the logger never takes action 3; the target puts 0.3 of its mass there on every row
+    keep = a != 3
+    r, a, p, q, logging = r[keep], a[keep], p[keep], q[keep], logging[keep]
+    target = np.tile([0.7, 0.0, 0.0, 0.3], (len(r), 1))
+    assert ope.ips(r, a, p, target).unsupported_mass == pytest.approx(0.3)
+    # given the logging distribution: mass where it is zero, row by row
+    logging = np.where(np.arange(4) == 3, 0.0, logging)
+    logging[: n // 8, 1] = 0.0
+    mass = ope.dr(r, a, p, target, q, logging=logging).unsupported_mass
+    assert mass == pytest.approx(0.3)
+    logging[: n // 8, 0] = 0.0
+    assert ope.dr(r, a, p, target, q, logging=logging).unsupported_mass == pytest.approx(0.3 + 0.7 * (n // 8) / len(r))
+
+
+# ----------------------------------------------------------------------------- invariants
+def test_snips_stays_within_the_reward_range_with_tiny_propensities():
+    rng = np.random.default_rng(5)
+    n = 300
+    r = rng.uniform(-1.0, 2.0, n)
+    a = rng.integers(0, 3, n)
+    p = np.where(rng.random(n) < 0.1, 1e-9, rng.uniform(0.05, 1.0, n))
+    t = rng.dirichlet(np.ones(3), n)
+    e = ope.snips(r, a, p, t)
+    assert r.min() <= e.ci_low <= e.value <= e.ci_high <= r.max()
+    assert ope.ips(r, a, p, t).max_weight > 1e7  # where IPS explodes
+
+
+def test_switch_dr_with_infinite_threshold_is_dr_and_with_zero_is_dm(log):
+    r, a, p, t, q, _ = log
+    noisy_q = q + np.random.default_rng(1).normal(0, 0.3, q.shape)
+    for seed in (0, 7):
+        dr = ope.dr(r, a, p, t, noisy_q, seed=seed)
+        assert ope.switch_dr(r, a, p, t, noisy_q, np.inf, seed=seed) == ope.Estimate(**{**vars(dr),
+                                                                                         "estimator": "switch_dr"})
+        dm = ope.dm(r, a, p, t, noisy_q, seed=seed)
+        sw0 = ope.switch_dr(r, a, p, t, noisy_q, 0.0, seed=seed)
+        assert (sw0.value, sw0.ci_low, sw0.ci_high) == (dm.value, dm.ci_low, dm.ci_high)
+
+
+def test_dr_with_an_exact_model_and_noise_free_rewards_is_exact():
+    r, a, p, t, q, _ = synthetic(noise=False)
+    truth = (t * q).sum(axis=1).mean()
+    assert ope.dr(r, a, p, t, q).value == pytest.approx(truth, abs=1e-12)
+    assert ope.switch_dr(r, a, p, t, q, 1.0).value == pytest.approx(truth, abs=1e-12)
+    assert ope.dm(r, a, p, t, q).value == pytest.approx(truth, abs=1e-12)
+
+
+def test_ips_and_dr_are_unbiased_over_repeated_logs():
+    """Fixed contexts, 300 logs drawn from the logger: the mean estimate is the contexts' true value."""
+    n, k, reps = 400, 5, 300
+    rng = np.random.default_rng(2)
+    er = rng.uniform(0.0, 1.0, (n, k))
+    logging = 0.6 * rng.dirichlet(np.ones(k), n) + 0.4 / k
+    target = epsilon_greedy(er, np.ones((n, k), bool), 0.1)
+    truth = (target * er).sum(axis=1).mean()
+    biased_q = np.clip(er + 0.3, 0, None)  # a wrong model: DR must still be unbiased
+    ips_v, dr_v = [], []
+    for _ in range(reps):
+        a = sample(logging, rng.random(n))
+        r = rng.binomial(1, er[np.arange(n), a]).astype(float)
+        p = logging[np.arange(n), a]
+        ips_v.append(ope.ips(r, a, p, target, n_bootstrap=0).value)
+        dr_v.append(ope.dr(r, a, p, target, biased_q, n_bootstrap=0).value)
+    for values in (np.array(ips_v), np.array(dr_v)):
+        assert abs(values.mean() - truth) < 3.5 * values.std(ddof=1) / np.sqrt(reps)
+    # while the direct method with the wrong model is off by its bias
+    assert ope.dm(r, a, p, target, biased_q).value - truth == pytest.approx(0.3, abs=1e-9)
+
+
+def test_resampled_means_do_not_depend_on_the_columns_asked_for():
+    x = np.random.default_rng(0).normal(size=(3, 1000))
+    both = ope.resample_means(x, 50, seed=4)
+    assert np.array_equal(both[:, 1], ope.resample_means(x[1], 50, seed=4)[:, 0])
+
+
+def test_resampled_means_over_several_chunks(monkeypatch):
+    x = np.random.default_rng(0).normal(size=1000)
+    monkeypatch.setattr(ope, "CHUNK", 300)  # rows larger than a chunk: each resample in pieces
+    m = ope.resample_means(x, 400, seed=1)[:, 0]
+    assert m.std() == pytest.approx(x.std() / np.sqrt(len(x)), rel=0.15)
+    assert m.mean() == pytest.approx(x.mean(), abs=4 * x.std() / np.sqrt(len(x) * 400) + 1e-3)
+
+
+# ----------------------------------------------------------------------------- evaluate and the reward model
+def test_evaluate_equals_the_single_estimators(log):
+    r, a, p, t, q, logging = log
+    out = ope.evaluate(t, {"action": a, "propensity": p, "reward": r}, q_hat=q, tau=TAU, seed=9, logging=logging)
+    assert tuple(out) == ope.ESTIMATORS
+    for name, e in out.items():
+        assert e == CALLS[name]((r, a, p, t), q, seed=9, logging=logging)
+
+
+def test_evaluate_validates_its_fields(log):
+    r, a, p, t, q, _ = log
+    with pytest.raises(ValueError, match=r"^data: missing field 'propensity'"):
+        ope.evaluate(t, {"action": a, "reward": r}, q_hat=q)
+    with pytest.raises(ValueError, match=r"^data: a policy target needs the fields"):
+        ope.evaluate(UniformRandom(Scenario.default().action_space), {"action": a, "propensity": p, "reward": r})
+    with pytest.raises(ValueError, match=r"^data: the default reward model needs the field 'context'"):
+        ope.evaluate(t, {"action": a, "propensity": p, "reward": r})
+    with pytest.raises(ValueError, match=r"^tau: must be >= 0"):
+        ope.evaluate(t, {"action": a, "propensity": p, "reward": r}, q_hat=q, tau=-2)
+
+
+def _small_scenario() -> Scenario:
+    """Three channels, three contents, send now only: 10 actions."""
+    d = tomllib.loads(DEFAULT_PATH.read_text())
+    d["use_channels"] = ["email", "sms", "push"]
+    d["use_contents"] = ["promo", "product_reco", "cart_reminder"]
+    d["send_slots"] = []
+    return Scenario.from_dict(d)
+
+
+SMALL = _small_scenario()
+
+
+def _contexts(seed: int, n: int):
+    """Bandit-view contexts after one uniformly random decision (so histories are not all empty)."""
+    sim = Simulation(SMALL, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    rng = np.random.default_rng(seed)
+    sim.step(sample(uniform(sim.action_mask()), rng.random(n)))
+    return sim, sim.observe(), sim.action_mask(), sim.expected_rewards()
+
+
+def _logged(seed: int, n: int):
+    """A uniformly random logging policy on the simulator: (X, mask, er, actions, propensities, rewards)."""
+    sim, X, mask, er = _contexts(seed, n)
+    logging = uniform(mask)
+    actions = sample(logging, np.random.default_rng(seed + 1).random(n))
+    rewards = sim.step(actions).reward
+    return X, mask, er, actions, logging[np.arange(n), actions], rewards
+
+
+def test_evaluate_a_policy_on_a_logged_batch():
+    n = 3000
+    X, mask, er, a, p, r = _logged(50_000_000, n)
+    ids = np.array([f"d{i}" for i in range(n)], dtype=object)
+    empty = np.full(n, "", dtype=object)
+    batch = LoggedBatch(decision_id=ids, time=np.zeros(n), customer_id=ids, context=X.astype(np.float32),
+                        eligible=mask, action=a, send_at=np.zeros(n), propensity=p, policy=empty,
+                        policy_version=empty, experiment=empty, arm=empty, cost=np.zeros(n), reward=r)
+    policy = UniformRandom(SMALL.action_space)
+    out = ope.evaluate(policy, batch, n_bootstrap=50, model_params={"num_boost_round": 20, "threads": 1})
+    # the target is the logging policy: IPS and SNIPS are the mean reward; every interval covers it
+    assert out["ips"].value == pytest.approx(r.mean()) and out["snips"].value == pytest.approx(r.mean())
+    assert out["ips"].ess == pytest.approx(n)
+    for e in out.values():
+        assert e.ci_low <= r.mean() + 3 * e.std_error and r.mean() - 3 * e.std_error <= e.ci_high
+
+
+def test_fit_reward_model_is_cross_fitted_and_respects_the_mask():
+    n = 4000
+    X, mask, er, a, p, r = _logged(60_000_000, n)
+    params = {"num_boost_round": 30, "min_data_in_leaf": 40, "threads": 1}
+    q = ope.fit_reward_model(X, a, r, SMALL.action_space, mask=mask, **params)
+    assert q.shape == er.shape and np.isfinite(q).all()
+    # an ineligible action is predicted as no contact, as the simulator scores it
+    rows, cols = np.nonzero(~mask)
+    assert np.array_equal(q[rows, cols], q[rows, 0])
+    assert np.array_equal(q, ope.fit_reward_model(X, a, r, SMALL.action_space, mask=mask, **params))
+    one_hot = ope.fit_reward_model(X, a, r, er.shape[1], folds=3, **params)
+    assert one_hot.shape == er.shape
+    # (on the simulator, rewards are mostly noise at this size: the model is weak, see the next test)
+    with pytest.raises(ValueError, match=r"^folds: must be an integer in \[2, n\]"):
+        ope.fit_reward_model(X, a, r, SMALL.action_space, folds=1)
+    with pytest.raises(ValueError, match=r"^mask: expected shape"):
+        ope.fit_reward_model(X, a, r, SMALL.action_space, mask=mask[:, :3])
+    with pytest.raises(ValueError, match=r"^space: expected an ActionSpace"):
+        ope.fit_reward_model(X, a, r, 0)
+    with pytest.raises(ValueError, match=r"^actions: row 0 is 10"):
+        ope.fit_reward_model(X, np.full(n, 10), r, SMALL.action_space)
+
+
+def test_fit_reward_model_learns_a_clear_signal_out_of_fold():
+    rng = np.random.default_rng(3)
+    n, k = 6000, 4
+    X = rng.normal(size=(n, 3))
+    er = np.column_stack([np.zeros(n), np.sin(2 * X[:, 0]), X[:, 1], 0.5 * X[:, 0] * X[:, 2]])
+    a = rng.integers(0, k, n)
+    r = er[np.arange(n), a] + rng.normal(0, 0.1, n)
+    q = ope.fit_reward_model(X, a, r, k, num_boost_round=200, min_data_in_leaf=20, threads=1)
+    for action in range(k):
+        assert np.abs(q[:, action] - er[:, action]).mean() < 0.15
+    # out of fold: a model that saw its own rows would fit the noise; these residuals keep it
+    assert np.std(r - q[np.arange(n), a]) > 0.1
+
+
+# ----------------------------------------------------------------------------- coverage of the simulator's truth
+N_PER_LOG = 20_000  # rows per replication: with rare, large purchase rewards, fewer undercover (see below)
+N_LOGS = 100
+
+
+@pytest.mark.slow
+def test_intervals_cover_the_simulators_true_value():
+    """Across 100 independent logs, each estimator's 95% interval covers V(pi) at least 90% of the time.
+
+    Logging: uniform over the eligible actions (full support). Target: epsilon-greedy (0.1) on the
+    exact expected rewards. The estimand is the population value V(pi) = E_x[sum_a pi(a|x) er(x, a)]
+    over the contexts of the bandit view after one random decision; it is computed on all 2,000,000
+    contexts of the 100 logs (each log is 1% of them; standard error about 0.002, a tenth of the
+    narrowest estimator's (DM's) standard deviation across logs). Each estimator runs where its
+    assumptions hold: IPS, SNIPS and DR (also with a context-free model: each action's mean expected
+    reward, a wrong model) need only the exact logged propensities; DM and switch-DR (tau = 5) get
+    the exact expected rewards as their model.
+
+    Rewards are rare purchases of 40-100 units (heavy right tail). At 5,000 rows per log the
+    percentile intervals of IPS, SNIPS and DR covered only about 85% of the time; at 20,000 they
+    cover 94-97%. Switch-DR is the exception, and is held to 85%: it covers 87% here (89-93% in other
+    set-ups); its bootstrap standard error runs about 10% low on these logs (the z-scores of its
+    estimates have a standard deviation of 1.09-1.17 over the 100 logs, misses on both sides), a
+    small-sample effect of the rare large rewards on the few rows whose correction it keeps.
+    """
+    n = N_PER_LOG * N_LOGS
+    X, mask, er, a, p, r = _logged(0, n)
+    target = epsilon_greedy(er, mask, 0.1)
+    truth = (target * er).sum(axis=1).mean()
+    rough = er.mean(axis=0)  # a context-free model: wrong, and (almost) independent of any one log
+    covered = {name: 0 for name in (*ope.ESTIMATORS, "dr_rough_model")}
+    for i in range(N_LOGS):
+        s = slice(i * N_PER_LOG, (i + 1) * N_PER_LOG)
+        out = ope.evaluate(target[s], {"action": a[s], "propensity": p[s], "reward": r[s]}, q_hat=er[s], tau=5.0,
+                           seed=i)
+        out["dr_rough_model"] = ope.dr(r[s], a[s], p[s], target[s], np.broadcast_to(rough, er[s].shape), seed=i)
+        for name, e in out.items():
+            covered[name] += e.covers(truth)
+    rates = {name: c / N_LOGS for name, c in covered.items()}
+    print("coverage of V(pi) =", truth, rates)
+    assert all(rate >= (0.85 if name == "switch_dr" else 0.90) for name, rate in rates.items()), rates
