@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,7 +200,7 @@ class LoggedRunSummary:
 def log_bandit_run(
     log: DecisionLog, scenario: Scenario, policy: Policy, decisions: int, seed: int = 0, batch: int = 1000,
     policy_name: str | None = None, version: str = "0", experiment: str = "", arm: str = "",
-    learn: bool = True,
+    learn: bool = True, progress: Callable[[int], None] | None = None,
 ) -> LoggedRunSummary:
     """Run ``policy`` on ``nba/Bandit-v0`` like :func:`envs.rollout.bandit_run` and log every decision.
 
@@ -234,4 +235,6 @@ def log_bandit_run(
         spent += time.perf_counter() - t0
         rewards.append(res.reward[rows])
         customers.advance(res.replaced)
+        if progress is not None:
+            progress(step)
     return LoggedRunSummary(run_id, decisions, new_d, new_o, np.concatenate(rewards), spent)
