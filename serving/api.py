@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from nba.actions import ActionSpace
 from serving.config import Settings
 from serving.engine import BadRequest, Engine, Job, NotReady, Result, to_datetime
 from serving.models import ModelStore
@@ -57,18 +59,23 @@ class Runtime:
         return self.models.ready
 
 
+@lru_cache(maxsize=16)
+def _names(space: ActionSpace) -> tuple[str, ...]:
+    return tuple(space.names())
+
+
 def _decisions(job: Job, res: Result, experiment: str) -> list[Decision]:
     out = []
     rows = job.rows
     for i, (did, a, p, s) in enumerate(zip(res.decision_id, res.action.tolist(), res.propensity.tolist(),
                                            res.send_at.tolist(), strict=True)):
         space = res.spaces[i]
-        names = space.names() if a or res.alternatives[i] else None
+        names = _names(space)
         tz = rows.tz[i]
         if a:
             ch, ct, hour = space.channels[space.channel_of[a]], space.contents[space.content_of[a]], \
                 space.send_slots[space.slot_of[a]]
-            action = names[a] if names else ""
+            action = names[a]
         else:
             ch = ct = hour = None
             action = "no_contact"

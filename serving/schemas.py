@@ -36,7 +36,7 @@ CUSTOMER_EXAMPLE = {
 class Customer(BaseModel):
     """One customer's profile as the caller knows it; history features come from the decision log."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [CUSTOMER_EXAMPLE]})
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE})
 
     customer_id: str = Field(min_length=1, max_length=200, description="the caller's stable customer id")
     segment: str = Field(min_length=1, description="segment name, one of the deployed policy's segments")
@@ -57,8 +57,8 @@ class Customer(BaseModel):
 class DecideRequest(Customer):
     """One decision: a customer, and optionally the current time and how many alternatives to return."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [
-        CUSTOMER_EXAMPLE | {"now": "2025-06-03T10:00:00Z", "alternatives": 3}]})
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"example":
+        CUSTOMER_EXAMPLE | {"now": "2025-06-03T10:00:00Z", "alternatives": 3}})
 
     now: datetime | None = Field(None, description="decision time (default: the server's clock)")
     alternatives: int = Field(3, ge=0, le=20, description="how many top alternatives to return")
@@ -67,9 +67,9 @@ class DecideRequest(Customer):
 class DecideBatchRequest(BaseModel):
     """Up to 10,000 customers decided at once (one transaction in the log)."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [
-        {"now": "2025-06-03T10:00:00Z", "alternatives": 0,
-         "customers": [CUSTOMER_EXAMPLE, {"customer_id": "c-000124", "segment": "family", "tenure_days": 3}]}]})
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"example": {
+        "now": "2025-06-03T10:00:00Z", "alternatives": 0,
+        "customers": [CUSTOMER_EXAMPLE, {"customer_id": "c-000124", "segment": "senior", "tenure_days": 3}]}})
 
     now: datetime | None = Field(None, description="decision time for every customer (default: now)")
     alternatives: int = Field(0, ge=0, le=20, description="top alternatives returned per customer")
@@ -89,13 +89,13 @@ class Alternative(BaseModel):
 class Decision(BaseModel):
     """What to do for one customer; ``channel`` null means no contact."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
+    model_config = ConfigDict(json_schema_extra={"example": {
         "decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f", "customer_id": "c-000123",
         "action": "push/cart_reminder/19h", "channel": "push", "content": "cart_reminder",
         "send_at": "2025-06-03T17:00:00Z", "send_at_local": "2025-06-03T19:00:00+02:00", "send_hour_local": 19,
         "propensity": 0.82, "policy": "linucb", "policy_version": "3", "experiment": "", "arm": "champion",
         "alternatives": [{"action": "email/promo/now", "channel": "email", "content": "promo",
-                          "send_hour_local": None, "probability": 0.1}]}]})
+                          "send_hour_local": None, "probability": 0.1}]}})
 
     decision_id: str
     customer_id: str
@@ -122,9 +122,9 @@ class DecideBatchResponse(BaseModel):
 class FeedbackRequest(BaseModel):
     """An outcome event that followed a decision; sending the same (decision_id, event) again changes nothing."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [
-        {"decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f", "event": "converted", "time": "2025-06-03T18:10:00Z",
-         "value": 42.5}]})
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"example": {
+        "decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f", "event": "converted", "time": "2025-06-03T18:10:00Z",
+        "value": 42.5}})
 
     decision_id: str = Field(min_length=1, max_length=200)
     event: Event

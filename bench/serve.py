@@ -1,0 +1,216 @@
+"""Decision service figures on loopback: the BentoML service against a bare Starlette app on uvicorn.
+
+Both servers run the same engine (same policy from the same registry, same history reads and the
+same durable log writes, each to its own SQLite file). An asyncio client on raw HTTP/1.1 keep-alive
+connections records every latency:
+
+* decide at concurrency 1, 8 and 32: requests/s, p50 and p99;
+* decide_batch with 100 and 1,000 customers (one at a time): decisions/s and p50/p99;
+* the ratio service / bare app at every point.
+
+Bounded in time: about ``2 * (5 * seconds + startup)``; the default takes under two minutes.
+
+    python bench/serve.py [--seconds 6] [--policy business_as_usual] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SEGMENTS = ("genz", "millennial", "genx", "senior")
+ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC", "+05:30", "America/Los_Angeles")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_registry(root: Path, policy: str) -> str:
+    """A fresh embedded MLflow registry with one policy as @champion; returns its URI."""
+    import mlflow
+
+    from envs.scenario import Scenario
+    from nba.policies import create
+    from nba.serialization import Bundle
+    from training.registry import log_policy, set_alias, use_store
+
+    uri = use_store(root)
+    sc = Scenario.default()
+    pol = create(policy, sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim)
+    with mlflow.start_run():
+        info = log_policy(Bundle(pol, sc.feature_spec, sc.lifecycle, sc.contact))
+    set_alias("champion", info.registered_model_version)
+    return uri
+
+
+def start(kind: str, port: int, env: dict[str, str], logfile: Path) -> subprocess.Popen:
+    if kind == "bentoml":
+        cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService", "--host", "127.0.0.1",
+               "--port", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "serving.asgi:create_app", "--factory", "--host", "127.0.0.1",
+               "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logfile.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"server on port {port} not ready after {timeout:.0f} s")
+
+
+class Payloads:
+    """Request bodies over a pool of customers (random segment, zone, tenure)."""
+
+    def __init__(self, seed: int = 0, pool: int = 200_000) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.pool = pool
+        self.tag = f"{os.getpid():x}{int(time.time()):x}"
+
+    def customer(self, i: int) -> dict:
+        return {"customer_id": f"b{self.tag}-{i}", "segment": SEGMENTS[i % 4], "timezone": ZONES[i % len(ZONES)],
+                "tenure_days": float(i % 400), "cart_active": bool(i % 7 == 0)}
+
+    def one(self) -> bytes:
+        return json.dumps(self.customer(int(self.rng.integers(self.pool)))).encode()
+
+    def batch(self, n: int) -> bytes:
+        ids = self.rng.choice(self.pool, size=n, replace=False)
+        return json.dumps({"customers": [self.customer(int(i)) for i in ids]}).encode()
+
+
+async def _client(port: int, path: str, bodies, deadline: float, lat: list[float], errors: list[int]) -> None:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
+    try:
+        while time.perf_counter() < deadline:
+            body = bodies()
+            t0 = time.perf_counter()
+            w.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            status, length, chunked = 0, 0, False
+            for i, line in enumerate((await r.readuntil(b"\r\n\r\n")).split(b"\r\n")):
+                if i == 0:
+                    status = int(line.split()[1])
+                elif line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+                elif line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower():
+                    chunked = True
+            if chunked:
+                while True:
+                    size = int((await r.readuntil(b"\r\n")).strip(), 16)
+                    await r.readexactly(size + 2)
+                    if size == 0:
+                        break
+            else:
+                await r.readexactly(length)
+            lat.append(time.perf_counter() - t0)
+            if status != 200:
+                errors.append(status)
+    finally:
+        w.close()
+
+
+async def load(port: int, path: str, bodies, concurrency: int, seconds: float) -> dict:
+    lat: list[float] = []
+    errors: list[int] = []
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    await asyncio.gather(*(_client(port, path, bodies, deadline, lat, errors) for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    ms = np.asarray(lat) * 1e3
+    return {"requests": len(lat), "errors": len(errors), "rps": len(lat) / wall,
+            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan")}
+
+
+def measure(port: int, seconds: float) -> dict:
+    p = Payloads()
+    out = {}
+    asyncio.run(load(port, "/decide", p.one, 8, min(2.0, seconds)))  # warm-up
+    for c in (1, 8, 32):
+        out[f"decide_c{c}"] = asyncio.run(load(port, "/decide", p.one, c, seconds))
+    for n in (100, 1000):
+        bodies = [p.batch(n) for _ in range(8)]
+        it = iter(range(10**9))
+        r = asyncio.run(load(port, "/decide_batch", lambda b=bodies, i=it: b[next(i) % len(b)], 1, seconds))
+        r["decisions_per_s"] = r["rps"] * n
+        out[f"batch_{n}"] = r
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=6.0, help="per measurement point")
+    ap.add_argument("--policy", default="business_as_usual")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+    os.environ.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
+    tmp = Path(tempfile.mkdtemp(prefix="nba-bench-serve-"))
+    uri = make_registry(tmp, args.policy)
+    procs, ports = {}, {}
+    try:
+        for kind in ("bentoml", "bare"):
+            ports[kind] = free_port()
+            env = dict(os.environ, NBA_TRACKING_URI=uri, NBA_LOG_URL=f"sqlite:///{tmp}/{kind}.db",
+                       NBA_CACHE_DIR=str(tmp / f"cache-{kind}"), NBA_POLL_S="10")
+            env.pop("NBA_TOKEN", None)
+            procs[kind] = start(kind, ports[kind], env, tmp / f"{kind}.log")
+        for kind in procs:
+            wait_ready(ports[kind], procs[kind])
+        results = {kind: measure(ports[kind], args.seconds) for kind in ("bare", "bentoml")}
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; logs: SQLite WAL "
+          f"synchronous=FULL; client: asyncio raw HTTP/1.1 keep-alive\n")
+    print(f"{'point':<14} {'service req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} "
+          f"{'p99 ms':>7} | ratio  errors")
+    for point in results["bare"]:
+        s, b = results["bentoml"][point], results["bare"][point]
+        print(f"{point:<14} {s['rps']:>13.0f} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f} | {b['rps']:>10.0f} "
+              f"{b['p50_ms']:>7.2f} {b['p99_ms']:>7.2f} | {s['rps'] / b['rps']:.2f}   {s['errors']}/{b['errors']}")
+    for n in (100, 1000):
+        s, b = results["bentoml"][f"batch_{n}"], results["bare"][f"batch_{n}"]
+        print(f"batch of {n}: service {s['decisions_per_s']:.0f} decisions/s, bare {b['decisions_per_s']:.0f}")
+    targets = {"decide p99 at c=8 <= 10 ms": results["bentoml"]["decide_c8"]["p99_ms"] <= 10,
+               "throughput >= 0.6x bare at c=8":
+                   results["bentoml"]["decide_c8"]["rps"] >= 0.6 * results["bare"]["decide_c8"]["rps"],
+               "1,000-customer batch p50 <= 25 ms": results["bentoml"]["batch_1000"]["p50_ms"] <= 25}
+    for k, ok in targets.items():
+        print(f"target {k}: {'met' if ok else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "targets": targets}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

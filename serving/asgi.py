@@ -1,0 +1,76 @@
+"""The same endpoints as a bare Starlette app, without BentoML: the benchmark's reference for the limit of
+Python HTTP on this machine (``bench/serve.py``), calling exactly the same engine and log writes.
+
+Run: ``uvicorn serving.asgi:create_app --factory --no-access-log`` with the ``NBA_*`` variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from serving import api
+from serving.auth import BearerAuth
+from serving.engine import BadRequest, NotReady
+from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+def create_app(rt: api.Runtime | None = None) -> Starlette:
+    """A Starlette app over ``rt`` (default: a runtime configured from the environment)."""
+    state: dict[str, api.Runtime] = {}
+
+    def runtime() -> api.Runtime:
+        if "rt" not in state:
+            state["rt"] = rt or api.Runtime.start()
+            gc.collect()
+            gc.freeze()
+        return state["rt"]
+
+    def endpoint(model: type[BaseModel], call):
+        async def handle(request: Request) -> Response:
+            try:
+                req = model.model_validate_json(await request.body())
+            except ValidationError as e:
+                return JSONResponse({"error": f"{e.error_count()} validation error(s)",
+                                     "detail": e.errors(include_context=False, include_input=False,
+                                                        include_url=False)}, status_code=400)
+            try:
+                return _json(await call(runtime(), req))
+            except BadRequest as e:
+                return JSONResponse({"error": str(e)}, status_code=e.status)
+            except NotReady as e:
+                return JSONResponse({"error": str(e)}, status_code=503)
+        return handle
+
+    async def readyz(_: Request) -> Response:
+        ok = runtime().ready
+        return Response("ok" if ok else "not ready", status_code=200 if ok else 503)
+
+    async def livez(_: Request) -> Response:
+        return Response("ok")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette):
+        runtime()
+        yield
+
+    app = Starlette(routes=[
+        Route("/decide", endpoint(DecideRequest, api.decide), methods=["POST"]),
+        Route("/decide_batch", endpoint(DecideBatchRequest, api.decide_batch), methods=["POST"]),
+        Route("/feedback", endpoint(FeedbackRequest, api.feedback), methods=["POST"]),
+        Route("/readyz", readyz), Route("/livez", livez),
+    ], lifespan=lifespan)
+    if os.environ.get("NBA_TOKEN"):
+        app.add_middleware(BearerAuth, token=os.environ["NBA_TOKEN"])
+    return app

@@ -1,0 +1,111 @@
+"""Helpers of the decision service's integration tests: servers on 127.0.0.1, request bodies, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_URL = os.environ.get("NBA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_or_skip() -> str:
+    """The PostgreSQL URL; skipped when unreachable, unless CI is set (then the test fails)."""
+    import psycopg
+
+    try:
+        psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3).close()
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL unreachable at {PG_URL} under CI: {e}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {e}")
+    return PG_URL
+
+
+@dataclass
+class Server:
+    """A running service: its base URL, process, log file and configuration."""
+
+    url: str
+    proc: subprocess.Popen
+    logfile: Path
+    env: dict[str, str]
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+
+    def log_text(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120.0, expect: int = 200) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == expect:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"/readyz not {expect} after {timeout:.0f} s:\n{self.log_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_server(tmp: Path, env_extra: dict[str, str], via: str = "bentoml", wait: bool = True) -> Server:
+    """Start the service on a free port of 127.0.0.1 (``via``: "bentoml" or "nba" for ``nba serve``)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBA_") and k != "MLFLOW_TRACKING_URI"}
+    env.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", NBA_POLL_S="1",
+               NBA_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
+    env.update(env_extra)
+    if via == "nba":
+        cmd = [str(Path(sys.executable).with_name("nba")), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService", "--host", "127.0.0.1",
+               "--port", str(port)]
+    logfile = tmp / f"server-{port}.log"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logfile.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", proc, logfile, env)
+    if wait:
+        try:
+            server.wait_ready()
+        except BaseException:
+            server.stop()
+            raise
+    return server
+
+
+def customer(cid: str | None = None, **kw) -> dict:
+    """A valid decide body."""
+    body = {"customer_id": cid or f"c-{uuid.uuid4().hex[:12]}", "segment": "genz", "timezone": "Europe/Paris",
+            "tenure_days": 5.0}
+    body.update(kw)
+    return body
+
+
