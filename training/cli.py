@@ -21,7 +21,6 @@ app.add_typer(scenario_app, name="scenario")
 console = Console()
 
 POLICIES = ("business_as_usual", "rule_based_journey", "batch_and_blast", "uniform_random", "no_contact")
-QUICKSTART_POLICIES = ("business_as_usual", "no_contact")
 ScenarioOpt = Annotated[Path | None, typer.Option("--scenario", "-s", help="TOML/YAML scenario (default: built-in)")]
 SeedOpt = Annotated[int, typer.Option(help="random seed")]
 
@@ -102,7 +101,8 @@ def _calibration_table(checks) -> Table:
 def quickstart(
     out: Annotated[Path, typer.Option(help="folder that receives everything the run writes")] = Path(
         "nba-runs/quickstart"),
-    customers: Annotated[int, typer.Option(min=100, help="simulated customers of the calibration check")] = 20_000,
+    customers: Annotated[int, typer.Option(min=100, help="simulated customers of the calibration check "
+                                                         "(a tenth of them for fitted-Q's journeys)")] = 20_000,
     decisions: Annotated[int, typer.Option(min=2000, help="decisions in the training log")] = 30_000,
     seed: SeedOpt = 0,
 ) -> None:
@@ -123,7 +123,8 @@ def quickstart(
     def progress(description: str, total: int):
         return _progress(description, total)
 
-    res = qs.run(out, decisions=decisions, eval_decisions=max(2000, decisions * 2 // 3), seed=seed,
+    res = qs.run(out, decisions=decisions, eval_decisions=max(2000, decisions * 2 // 3), customers=customers // 10,
+                 seed=seed,
                  progress=progress, say=console.print)
     console.print(_quickstart_table(res))
     from training.calibration_report import DAYS, render_report, simulated_inputs
@@ -147,10 +148,11 @@ def quickstart(
 
 
 def _quickstart_table(res) -> Table:
-    t = Table(title="Policies on the held-out evaluation log: value per decision (revenue - cost - penalties)")
+    t = Table(title="Policies on the held-out evaluation log: value per decision (revenue - cost - penalties), "
+                    "ranked by the doubly-robust lower bound")
     for col in ("policy", "version", "doubly robust", "95% CI", "SNIPS", "true value", "role"):
         t.add_column(col, justify="left" if col in ("policy", "role") else "right")
-    for r in sorted(res.rows, key=lambda r: r.dr.value, reverse=True):
+    for r in sorted(res.rows, key=lambda r: r.dr.ci_low, reverse=True):
         role = {res.champion.version: "champion", res.challenger.version: "challenger"}.get(r.version, "")
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
         t.add_row(r.policy, r.version, f"{r.dr.value:.3f}", f"[{r.dr.ci_low:.3f}, {r.dr.ci_high:.3f}]",

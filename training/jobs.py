@@ -483,6 +483,7 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
             for label, v in truth.items():
                 mlflow.log_metric(f"{label.replace(' ', '_')}.true_value", v)
             mlflow.log_metric("logging.true_value", exact["logging"])
+        _plot_decisions(scenario, batch, {label: p for label, p, _ in resolved}, out, seed)
         rows = [(f"{label} · {name}", e.value, e.ci_low, e.ci_high)
                 for label, est in estimates.items() for name, e in est.items()]
         marks = None if truth is None else {f"{label} · {name}": truth[label]
@@ -490,6 +491,31 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         _log_figure(plots.estimate_intervals(rows, out / "ope_intervals.png",
                                              "off-policy estimates (95% bootstrap intervals)", marks))
         return EvaluateResult(run.info.run_id, estimates, truth)
+
+
+def _plot_decisions(scenario: Scenario, batch, policies: Mapping[str, Policy], out: Path, seed: int) -> None:
+    """Channel mix of every policy, and each policy's local send hours by segment, on the log's contexts."""
+    from nba.policies.base import sample
+    from training import plots
+
+    space, spec = scenario.action_space, scenario.feature_spec
+    X = batch.context
+    segment = np.argmax(X[:, [spec.index(f"segment={s}") for s in scenario.segments]], axis=1)
+    hour = np.mod(np.degrees(np.arctan2(X[:, spec.index("local_hour_sin")], X[:, spec.index("local_hour_cos")]))
+                  / 15.0, 24.0)
+    slot_hours = np.array([np.nan if h is None else h for h in space.send_slots])
+    mixes = {}
+    rng = np.random.default_rng(seed)
+    for k, (label, policy) in enumerate(policies.items()):
+        probs = policy.probabilities(X, batch.eligible)
+        mixes[label] = plots.mix_of(sample(probs, rng.random(len(X))), space.channel_of, space.n_channels)
+        actions = sample(probs, rng.random(len(X)))
+        send = slot_hours[np.maximum(space.slot_of[actions], 0)]
+        send = np.where(np.isnan(send), hour, send)
+        _log_figure(plots.send_hour_heatmap(send, segment, actions > 0, scenario.segments,
+                                            out / f"send_hours_{k}.png", f"{label}: local send hour by segment"))
+    _log_figure(plots.channel_mix(mixes, scenario.channels, out / "channel_mix.png",
+                                  "channel mix on the evaluation log's contexts"))
 
 
 # ----------------------------------------------------------------------------- A/B

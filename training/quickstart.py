@@ -6,7 +6,8 @@
    (on simulated journeys), each logged and registered in MLflow;
 3. evaluate every policy off-policy on the evaluation log, beside its exact value (the simulator
    replays the logging run and knows every expected reward);
-4. register the best by doubly-robust estimate as ``champion`` and the runner-up as ``challenger``;
+4. register the best by the doubly-robust estimate's lower confidence bound as ``champion`` (a
+   conservative choice: a noisy estimate does not win on luck) and the runner-up as ``challenger``;
 5. check the simulator's calibration against the articles' figures.
 
 Everything lands under one folder: the MLflow store (``mlflow.db`` and ``mlartifacts/``), the
@@ -84,11 +85,12 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
     rows = []
     for name, (label, est) in zip(names, ev.estimates.items(), strict=True):
         rows.append(Row(name, versions[name], est["dr"], est["snips"], None if ev.truth is None else ev.truth[label]))
-    ranked = sorted(rows, key=lambda r: r.dr.value, reverse=True)
+    ranked = sorted(rows, key=lambda r: r.dr.ci_low, reverse=True)
     champion, challenger = ranked[0], ranked[1]
     registry.set_alias(registry.CHAMPION, champion.version)
     registry.set_alias(registry.CHALLENGER, challenger.version)
-    registry.version_tags(champion.version, {"promotion.reason": "quickstart: best doubly-robust estimate"})
+    reason = "quickstart: best doubly-robust lower confidence bound"
+    registry.version_tags(champion.version, {"promotion.reason": reason})
     logging_truth = None
     if ev.truth is not None:
         client = mlflow.MlflowClient()

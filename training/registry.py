@@ -31,9 +31,16 @@ REQUIREMENTS = ["numpy", "pandas", "lightgbm", "mlflow"]
 def use_store(root: str | Path = "nba-runs", experiment: str = "nba") -> str:
     """Point MLflow at ``MLFLOW_TRACKING_URI`` if set, else at the embedded store under ``root``
     (``mlflow.db`` SQLite tracking + registry, ``mlartifacts/`` artefacts). Returns the URI."""
+    import logging
+    import warnings
+
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     root = Path(root).resolve()
     if not uri:

@@ -49,13 +49,27 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     exe = Path(sys.executable).with_name("nba")
     env = dict(os.environ, COLUMNS="160")
     out = tmp_path / "qs"
-    proc = subprocess.run([str(exe), "quickstart", "--customers", "3000", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([str(exe), "quickstart", "--customers", "3000", "--decisions", "4000", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["policies"]) == {"business_as_usual", "no_contact"}
-    assert (out / "calibration" / "report.md").exists()
-    assert "PASS" in proc.stdout
+    from training.quickstart import BANDITS, BASELINES
+
+    assert set(summary["policies"]) == {*BASELINES, *BANDITS, "fqi"}
+    assert summary["champion"]["version"] != summary["challenger"]["version"]
+    assert all(p["true_value"] is not None for p in summary["policies"].values())
+    assert summary["tracking_uri"] == f"sqlite:///{out.resolve() / 'mlflow.db'}"
+    for f in ("mlflow.db", "train-log.db", "eval-log.db", "calibration/report.md", "plots/evaluation/ope_intervals.png",
+              "plots/fqi"):
+        assert (out / f).exists(), f
+    assert "PASS" in proc.stdout and "champion" in proc.stdout and "mlflow ui" in proc.stdout
+    # the registry serves the champion
+    import mlflow
+
+    mlflow.set_tracking_uri(summary["tracking_uri"])
+    client = mlflow.MlflowClient()
+    assert client.get_model_version_by_alias("nba-policy", "champion").version == summary["champion"]["version"]
 
 
 def test_mlproject_entry_point_runs_with_local_env(tmp_path):

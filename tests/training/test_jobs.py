@@ -146,3 +146,21 @@ def test_train_fqi_from_the_simulator(store):
     client = mlflow.MlflowClient()
     assert len(client.get_metric_history(res.run_id, "fqi_target_change")) == 2
     assert res.policy.booster is not None
+
+
+def test_simulated_ab_then_promote_from_its_run(store, tmp_path):
+    nc = jobs.train("no_contact", decisions=1000).version
+    bau = jobs.train("business_as_usual", decisions=1000).version
+    registry.set_alias(registry.CHAMPION, nc)
+    registry.set_alias(registry.CHALLENGER, bau)
+    res = jobs.ab(customers=1500, days=6, pre_days=2, seed=3, out=tmp_path / "ab")
+    # the simulator knows the true effect: the always-valid interval covers it
+    assert res.ci_low <= res.true_effect <= res.ci_high
+    assert res.report.exists() and (tmp_path / "ab" / "report.html").exists()
+    run = mlflow.get_run(res.run_id)
+    assert run.data.tags["ab.winner"] == res.winner and run.data.metrics["true_effect"] == res.true_effect
+    promoted = jobs.promote(ab_run=res.run_id)
+    assert promoted.promoted == (res.winner == "challenger")
+    assert registry.alias_state(registry.CHAMPION).version == (bau if res.winner == "challenger" else nc)
+    with pytest.raises(jobs.JobError, match="ab_run"):
+        jobs.promote(ab_run=registry.alias_state(registry.CHAMPION).run_id)
