@@ -69,7 +69,7 @@ def test_quickstart_console_script_end_to_end(tmp_path):
 
     mlflow.set_tracking_uri(summary["tracking_uri"])
     client = mlflow.MlflowClient()
-    assert client.get_model_version_by_alias("nba-policy", "champion").version == summary["champion"]["version"]
+    assert str(client.get_model_version_by_alias("nba-policy", "champion").version) == summary["champion"]["version"]
 
 
 def test_mlproject_entry_point_runs_with_local_env(tmp_path):
