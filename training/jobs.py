@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
@@ -103,10 +104,20 @@ def code_version() -> str:
     return f"nba-{version('nba')}"
 
 
+ENTRY_RUN = os.environ.get("MLFLOW_RUN_ID")  # set when launched by `mlflow run`
+
+
 def _start(kind: str, run_name: str | None = None):
+    """A new run for a job. Under ``mlflow run`` the first job takes the entry point's run; later
+    ones (the quickstart runs several) become its children."""
     import mlflow
 
-    run = mlflow.start_run(run_name=run_name or kind)
+    entry = os.environ.pop("MLFLOW_RUN_ID", None)
+    if entry:
+        run = mlflow.start_run(run_id=entry)
+    else:
+        tags = {"mlflow.parentRunId": ENTRY_RUN} if ENTRY_RUN else None
+        run = mlflow.start_run(run_name=run_name or kind, tags=tags)
     mlflow.set_tags({"nba.job": kind, "code.version": code_version()})
     return run
 

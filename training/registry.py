@@ -48,6 +48,9 @@ def use_store(root: str | Path = "nba-runs", experiment: str = "nba") -> str:
         uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):  # launched by `mlflow run`: its experiment and run
+        mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+        return uri
     if mlflow.get_experiment_by_name(experiment) is None:
         location = None if os.environ.get("MLFLOW_TRACKING_URI") else (root / "mlartifacts").as_uri()
         mlflow.create_experiment(experiment, artifact_location=location)

@@ -73,13 +73,22 @@ def test_quickstart_console_script_end_to_end(tmp_path):
 
 
 def test_mlproject_entry_point_runs_with_local_env(tmp_path):
-    """``mlflow run . -e journeys --env-manager local`` runs the same command line, tracked in SQLite."""
+    """``mlflow run . -e train -P policy=lints --env-manager local``: the same command line, its run
+    the job's run, the policy registered in the store MLFLOW_TRACKING_URI names."""
     repo = Path(__file__).resolve().parents[2]
-    mlflow = Path(sys.executable).with_name("mlflow")
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", MLFLOW_DISABLE_TELEMETRY="true",
+    mlflow_exe = Path(sys.executable).with_name("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run([str(mlflow), "run", str(repo), "-e", "journeys", "-P", "customers=200", "-P", "days=3",
-                           "--env-manager", "local"], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=tmp_path)
+    proc = subprocess.run([str(mlflow_exe), "run", str(repo), "-e", "train", "-P", "policy=lints", "-P",
+                           "decisions=1000", "--env-manager", "local"], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "business_as_usual" in proc.stdout
+    assert "trained lints" in proc.stdout
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    (version,) = client.search_model_versions("name = 'nba-policy'")
+    run = client.get_run(version.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["policy"] == "lints"
+    assert run.data.tags["nba.job"] == "train" and "mlflow.project.entryPoint" in run.data.tags
