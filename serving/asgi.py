@@ -22,8 +22,9 @@ from serving.engine import BadRequest, NotReady
 from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest
 
 
-def _json(model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
+def _json(out: BaseModel | bytes) -> Response:
+    body = out if isinstance(out, bytes) else out.model_dump_json()
+    return Response(body, media_type="application/json")
 
 
 def create_app(rt: api.Runtime | None = None) -> Starlette:

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,6 +47,7 @@ from nba.log.records import DecisionRecords, OutcomeRecords
 from nba.policies import act
 from nba.serialization import Bundle
 from serving.config import Settings
+from serving.history import HistoryReader
 from serving.models import ModelStore, Served
 
 log = logging.getLogger("nba.serving")
@@ -118,19 +119,6 @@ def tz_offset(name: str, now_h: float, field_name: str) -> float:
     return off.total_seconds() / 3600.0 if off is not None else 0.0
 
 
-@lru_cache(maxsize=256)
-def _fixed(offset_h: float) -> timezone:
-    return timezone(timedelta(hours=offset_h))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_datetime(h: float, offset_h: float = 0.0) -> datetime:
-    """Hours since the epoch as an aware datetime in the fixed zone ``offset_h`` (whole microseconds)."""
-    return (_EPOCH + timedelta(microseconds=round(h * 3.6e9))).astimezone(_fixed(offset_h))
-
-
 # ----------------------------------------------------------------------------- requests
 @dataclass
 class Rows:
@@ -189,6 +177,7 @@ class Engine:
     def __init__(self, settings: Settings, models: ModelStore, decision_log: Any, counter: Any = None) -> None:
         self.settings, self.models, self.log = settings, models, decision_log
         self.counter = counter  # Prometheus counter with labels (channel, arm), or None
+        self.history = HistoryReader(decision_log)
         self.rng = np.random.default_rng(settings.seed)
         self._tables: dict[int, dict[str, Any]] = {}
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -349,7 +338,7 @@ class Engine:
         n = len(ids)
         now = np.concatenate([np.full(len(job.rows.ids), job.now) for job in jobs])
         since = float(now.min()) - 24.0 * self.settings.history_days
-        history = self.log.contact_history(ids, since)
+        history = self.history(ids, since)
         cat = lambda name: [x for job in jobs for x in getattr(job.rows, name)]  # noqa: E731
         alias = np.asarray(cat("alias"), dtype=object)
         arm = np.asarray(cat("arm"), dtype=object)

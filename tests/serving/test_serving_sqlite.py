@@ -16,6 +16,7 @@ import pytest
 from svc_helpers import customer, start_server
 
 from nba.log.store import DecisionLog
+from serving.schemas import DecideBatchResponse, Decision
 
 TOKEN = "s3cret-token"
 NOW = "2025-06-03T08:00:00Z"
@@ -47,6 +48,7 @@ def test_decide_answers_and_logs_the_decision(server, http):
     r = http.post("/decide", json=customer("alice", now=NOW, cart_active=True, alternatives=3))
     assert r.status_code == 200, r.text
     d = r.json()
+    Decision.model_validate(d)  # the response has the declared layout
     assert d["customer_id"] == "alice" and d["policy"] == "business_as_usual" and d["policy_version"] == "1"
     assert 0 < d["propensity"] <= 1 and d["experiment"] == "" and d["arm"] == ""
     assert d["channel"] is not None, "a new customer with consent everywhere gets a welcome message"
@@ -84,6 +86,7 @@ def test_decide_batch(http, server):
             "customers": [customer(f"batch-{i}", timezone=["UTC", "Asia/Tokyo", "-05:00"][i % 3]) for i in range(300)]}
     r = http.post("/decide_batch", json=body)
     assert r.status_code == 200, r.text
+    DecideBatchResponse.model_validate(r.json())
     out = r.json()["decisions"]
     assert [d["customer_id"] for d in out] == [f"batch-{i}" for i in range(300)]
     assert len({d["decision_id"] for d in out}) == 300
