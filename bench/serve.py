@@ -8,7 +8,8 @@ connections records every latency:
 * decide_batch with 100 and 1,000 customers (one at a time): decisions/s and p50/p99;
 * the ratio service / bare app at every point.
 
-Bounded in time: about ``2 * (5 * seconds + startup)``; the default takes under two minutes.
+The two servers take turns point by point, in both orders, so background load hits both alike.
+Bounded in time: about ``10 * seconds`` plus start-up; the default takes under two minutes.
 
     python bench/serve.py [--seconds 6] [--policy business_as_usual] [--json out.json]
 """
@@ -143,24 +144,43 @@ async def load(port: int, path: str, bodies, concurrency: int, seconds: float) -
     await asyncio.gather(*(_client(port, path, bodies, deadline, lat, errors) for _ in range(concurrency)))
     wall = time.perf_counter() - t0
     ms = np.asarray(lat) * 1e3
-    return {"requests": len(lat), "errors": len(errors), "rps": len(lat) / wall,
+    return {"requests": len(lat), "errors": len(errors), "rps": len(lat) / wall, "lat": ms.tolist(),
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan")}
 
 
-def measure(port: int, seconds: float) -> dict:
+def points(seconds: float) -> list[tuple[str, str, object, int, int]]:
+    """(name, path, bodies, concurrency, customers per request) of every measurement point."""
     p = Payloads()
-    out = {}
-    asyncio.run(load(port, "/decide", p.one, 8, min(2.0, seconds)))  # warm-up
-    for c in (1, 8, 32):
-        out[f"decide_c{c}"] = asyncio.run(load(port, "/decide", p.one, c, seconds))
+    out: list[tuple[str, str, object, int, int]] = [(f"decide_c{c}", "/decide", p.one, c, 1) for c in (1, 8, 32)]
     for n in (100, 1000):
         bodies = [p.batch(n) for _ in range(8)]
         it = iter(range(10**9))
-        r = asyncio.run(load(port, "/decide_batch", lambda b=bodies, i=it: b[next(i) % len(b)], 1, seconds))
-        r["decisions_per_s"] = r["rps"] * n
-        out[f"batch_{n}"] = r
+        out.append((f"batch_{n}", "/decide_batch", lambda b=bodies, i=it: b[next(i) % len(b)], 1, n))
     return out
+
+
+def measure(ports: dict[str, int], seconds: float) -> dict[str, dict]:
+    """Every point on every server, the servers alternating point by point (and in both orders, half the
+    time each) so that both see the same background load."""
+    results: dict[str, dict] = {kind: {} for kind in ports}
+    warm = Payloads(seed=1)
+    for port in ports.values():
+        asyncio.run(load(port, "/decide", warm.one, 8, min(2.0, seconds)))
+    for name, path, bodies, c, n in points(seconds):
+        parts: dict[str, list[dict]] = {kind: [] for kind in ports}
+        for order in (list(ports), list(ports)[::-1]):
+            for kind in order:
+                parts[kind].append(asyncio.run(load(ports[kind], path, bodies, c, seconds / 2)))
+        for kind, runs in parts.items():
+            r = {"requests": sum(x["requests"] for x in runs), "errors": sum(x["errors"] for x in runs),
+                 "rps": float(np.mean([x["rps"] for x in runs])), "latencies_ms": sum((x["lat"] for x in runs), [])}
+            ms = np.asarray(r.pop("latencies_ms"))
+            r["p50_ms"] = float(np.percentile(ms, 50)) if ms.size else float("nan")
+            r["p99_ms"] = float(np.percentile(ms, 99)) if ms.size else float("nan")
+            r["decisions_per_s"] = r["rps"] * n
+            results[kind][name] = r
+    return results
 
 
 def main() -> None:
@@ -182,7 +202,7 @@ def main() -> None:
             procs[kind] = start(kind, ports[kind], env, tmp / f"{kind}.log")
         for kind in procs:
             wait_ready(ports[kind], procs[kind])
-        results = {kind: measure(ports[kind], args.seconds) for kind in ("bare", "bentoml")}
+        results = measure(ports, args.seconds)
     finally:
         for proc in procs.values():
             proc.terminate()
