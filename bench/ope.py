@@ -18,7 +18,9 @@ arrays go to nba (:mod:`nba.ope`) and to obp 0.5.7 (``obp.ope``: ``action_dist``
   gives all five intervals from one set of resamples, against obp's three intervals together;
 * nba's DR with ``--bootstrap`` resamples alone: wall time, the peak of memory traced (tracemalloc)
   during the call on top of its inputs, and the peak RSS of a separate process that builds the
-  inputs and runs it. Targets (issue 4): at most 10 s and 2 GB for 1,000,000 rows and 200 resamples.
+  inputs and runs it. Targets (issue 4): at most 10 s and 2 GB for 1,000,000 rows and 200 resamples;
+* nba's DR with a cluster bootstrap (``clusters``): the rows spread over ``--customers`` customers
+  (ten rows each by default), given as integer ids and as string ids.
 
 obp is installed by ``bench/install-peers.sh``. Its ``obp.ope`` imports seaborn for plots only; when
 seaborn is missing a placeholder module stands in (no obp plotting is used here).
@@ -120,6 +122,7 @@ def main() -> None:
     ap.add_argument("--actions", type=int, default=20)
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--customers", type=int, default=100_000, help="customers for the clustered DR interval")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -169,6 +172,13 @@ def main() -> None:
                                                 q_hat=log["q_hat"], tau=TAU, n_bootstrap=args.bootstrap,
                                                 seed=args.seed))
 
+    customers = np.random.default_rng(args.seed).permutation(args.rows) % max(1, min(args.customers, args.rows))
+    names_s = np.array([f"customer-{c}" for c in customers.tolist()], dtype=object)
+    clustered, clustered_s = _timed(lambda: ope.dr(*_args(log), log["q_hat"], n_bootstrap=args.bootstrap,
+                                                   seed=args.seed, clusters=customers))
+    _, clustered_str_s = _timed(lambda: ope.dr(*_args(log), log["q_hat"], n_bootstrap=args.bootstrap,
+                                               seed=args.seed, clusters=names_s))
+
     diffs = {name: abs(point[name].value - float(obp_point[name])) for name in names}
     max_diff = max(diffs.values())
 
@@ -200,6 +210,8 @@ def main() -> None:
           f"({'within' if ok_time else 'OVER'} 10 s); peak RSS {sub['rss_peak_mib']:.0f} MiB "
           f"(inputs alone {sub['rss_inputs_mib']:.0f} MiB; {'within' if ok_mem else 'OVER'} 2 GiB); "
           f"traced peak during the call {traced_peak:.0f} MiB")
+    print(f"nba DR, cluster bootstrap over {clustered.n_clusters:,} customers: {clustered_s:.2f} s with integer "
+          f"ids, {clustered_str_s:.2f} s with string ids; interval [{clustered.ci_low:.5f}, {clustered.ci_high:.5f}]")
     e = interval["dr"]
     print(f"DR diagnostics: ESS {e.ess:,.0f} of {e.n:,} rows, max weight {e.max_weight:.2f}, "
           f"unsupported mass {e.unsupported_mass:g}")
@@ -213,6 +225,7 @@ def main() -> None:
             "interval": {n: {"nba": [interval[n].ci_low, interval[n].ci_high], "nba_s": interval_s[n],
                              "obp_s": obp_interval_s.get(n)} for n in names},
             "dr_alone": {**sub, "traced_peak_mib": traced_peak}, "evaluate_s": evaluate_s,
+            "dr_clustered": {"customers": clustered.n_clusters, "int_ids_s": clustered_s, "str_ids_s": clustered_str_s},
         }, indent=2))
 
 

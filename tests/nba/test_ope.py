@@ -15,6 +15,7 @@ import tomllib
 import numpy as np
 import pytest
 
+from envs.decision_log import CustomerIds
 from envs.scenario import DEFAULT_PATH, Scenario
 from envs.simulation import Simulation
 from nba import ope
@@ -142,6 +143,10 @@ def _bad_inputs(log):
         "one resample": ((r, a, p, t), q, {"n_bootstrap": 1}, r"^n_bootstrap: one resample"),
         "negative resamples": ((r, a, p, t), q, {"n_bootstrap": -3}, r"^n_bootstrap: must be"),
         "logging shape": ((r, a, p, t), q, {"logging": t[:, :2]}, r"^logging: expected shape"),
+        "clusters length": ((r, a, p, t), q, {"clusters": np.arange(n - 1)}, r"^clusters: expected shape \(20,\)"),
+        "clusters 2-D": ((r, a, p, t), q, {"clusters": np.arange(n)[:, None]}, r"^clusters: expected shape"),
+        "unhashable clusters": ((r, a, p, t), q, {"clusters": np.array([[1]] * n + [None], dtype=object)[:-1]},
+                                r"^clusters: ids must be hashable"),
     }
 
 
@@ -268,6 +273,99 @@ def test_resampled_means_over_several_chunks(monkeypatch):
     assert m.mean() == pytest.approx(x.mean(), abs=4 * x.std() / np.sqrt(len(x) * 400) + 1e-3)
 
 
+# ----------------------------------------------------------------------------- the cluster bootstrap
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_one_row_per_cluster_is_the_row_bootstrap(name, log):
+    r, a, p, t, q, _ = log
+    n = len(r)
+    rows = CALLS[name]((r, a, p, t), q, seed=5)
+    assert rows.n_clusters is None
+    # clusters are numbered in order of first appearance: the same indices are drawn, whatever the ids
+    for ids in (np.arange(n) * 7 + 3, np.array([f"c{i}" for i in np.random.default_rng(0).permutation(n)], object)):
+        assert CALLS[name]((r, a, p, t), q, seed=5, clusters=ids) == ope.Estimate(**{**vars(rows), "n_clusters": n})
+
+
+def test_cluster_replicates_are_ratios_of_resampled_sums():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 60))
+    clusters = rng.integers(0, 9, 60) * 10  # 9 clusters of unequal sizes (ids need not be 0..G-1)
+    m = ope.resample_means(x, 30, seed=2, clusters=clusters)
+    first: dict[int, int] = {}
+    codes = np.array([first.setdefault(c, len(first)) for c in clusters.tolist()])  # in order of first appearance
+    drawn = np.random.default_rng(2).integers(0, 9, size=(30, 9))  # one chunk: all resamples at once
+    for b in range(30):
+        rows = np.concatenate([np.flatnonzero(codes == g) for g in drawn[b]])
+        assert np.allclose(m[b], x[:, rows].mean(axis=1))
+
+
+def test_clustered_resamples_over_several_chunks(monkeypatch):
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(500), 4)
+    x = np.repeat(rng.normal(size=500), 4) + 0.01 * rng.normal(size=2000)  # rows of a cluster are alike
+    monkeypatch.setattr(ope, "CHUNK", 300)  # more clusters than a chunk: each resample in pieces
+    m = ope.resample_means(x, 400, seed=1, clusters=clusters)[:, 0]
+    # the spread of a mean of 500 independent clusters, not of 2000 independent rows
+    assert m.std() == pytest.approx(x.std() / np.sqrt(500), rel=0.15)
+
+
+def _clustered_log(rng, clusters: int, size: int, n_actions: int = 5):
+    """A log of ``clusters`` customers with ``size`` decisions each; a customer's contexts are alike.
+
+    Returns (rewards, actions, propensities, target, er, cluster ids).
+    """
+    base = rng.uniform(0.0, 1.0, (clusters, 1)) * np.linspace(0.2, 1.0, n_actions)  # the customer's value
+    er = np.repeat(base, size, axis=0)
+    er = np.clip(er + rng.normal(0.0, 0.02, er.shape), 0.0, 1.0)  # small decision-to-decision changes
+    n = clusters * size
+    logging = np.full((n, n_actions), 1.0 / n_actions)
+    a = sample(logging, rng.random(n))
+    r = rng.binomial(1, er[np.arange(n), a]).astype(float)
+    target = epsilon_greedy(er, np.ones((n, n_actions), bool), 0.2)
+    return r, a, logging[np.arange(n), a], target, er, np.repeat(np.arange(clusters), size)
+
+
+def test_cluster_bootstrap_covers_where_rows_of_a_customer_are_alike():
+    """200 logs of 100 customers x 30 decisions: the row bootstrap's intervals are too narrow."""
+    rng = np.random.default_rng(7)
+    # the true value: sum_a pi(a|x) er(x, a) averaged over many independent customers
+    r, a, p, t, er, _ = _clustered_log(rng, 200_000, 1)
+    truth = (t * er).sum(axis=1).mean()
+    reps = 200
+    covered = {"rows": dict.fromkeys(ope.ESTIMATORS, 0), "clusters": dict.fromkeys(ope.ESTIMATORS, 0)}
+    for i in range(reps):
+        r, a, p, t, er, ids = _clustered_log(rng, 100, 30)
+        data = {"action": a, "propensity": p, "reward": r}
+        for how, clusters in (("rows", None), ("clusters", ids)):
+            out = ope.evaluate(t, data, q_hat=er, tau=TAU, n_bootstrap=100, seed=i, clusters=clusters)
+            for name, e in out.items():
+                covered[how][name] += e.covers(truth)
+    rates = {how: {name: c / reps for name, c in cov.items()} for how, cov in covered.items()}
+    assert all(rate >= 0.9 for rate in rates["clusters"].values()), rates
+    assert rates["rows"]["dm"] < 0.6 and rates["rows"]["dr"] < 0.8, rates
+
+
+def test_evaluate_clusters_a_logged_batch_by_customer(log):
+    r, a, p, t, q, _ = log
+    n = len(r)
+    customers = np.array([f"u{i // 10}" for i in range(n)], dtype=object)  # 80 customers, 10 rows each
+    empty = np.full(n, "", dtype=object)
+    batch = LoggedBatch(decision_id=customers, time=np.zeros(n), customer_id=customers,
+                        context=np.zeros((n, 1), np.float32), eligible=np.ones(t.shape, bool), action=a,
+                        send_at=np.zeros(n), propensity=p, policy=empty, policy_version=empty, experiment=empty,
+                        arm=empty, cost=np.zeros(n), reward=r)
+    fields = {"action": a, "propensity": p, "reward": r}
+    by_customer = ope.evaluate(t, batch, q_hat=q, tau=TAU, seed=4)
+    assert by_customer == ope.evaluate(t, fields, q_hat=q, tau=TAU, seed=4, clusters=customers)
+    assert all(e.n_clusters == 80 for e in by_customer.values())
+    for name, e in by_customer.items():
+        assert e == CALLS[name]((r, a, p, t), q, seed=4, clusters=customers)
+    rows = ope.evaluate(t, batch, q_hat=q, tau=TAU, seed=4, cluster_by_customer=False)
+    assert rows == ope.evaluate(t, fields, q_hat=q, tau=TAU, seed=4)
+    assert all(e.n_clusters is None for e in rows.values())
+    with pytest.raises(ValueError, match=r"^clusters: expected shape \(800,\)"):
+        ope.evaluate(t, fields, q_hat=q, clusters=customers[:-1])
+
+
 # ----------------------------------------------------------------------------- evaluate and the reward model
 def test_evaluate_equals_the_single_estimators(log):
     r, a, p, t, q, logging = log
@@ -302,25 +400,32 @@ SMALL = _small_scenario()
 
 
 def _contexts(seed: int, n: int):
-    """Bandit-view contexts after one uniformly random decision (so histories are not all empty)."""
+    """Bandit-view contexts after one uniformly random decision (so histories are not all empty).
+
+    Returns (sim, X, mask, er, customers): ``customers`` names the customer each row now holds.
+    """
     sim = Simulation(SMALL, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    customers = CustomerIds.start(n)
     rng = np.random.default_rng(seed)
-    sim.step(sample(uniform(sim.action_mask()), rng.random(n)))
-    return sim, sim.observe(), sim.action_mask(), sim.expected_rewards()
+    customers.advance(sim.step(sample(uniform(sim.action_mask()), rng.random(n))).replaced)
+    return sim, sim.observe(), sim.action_mask(), sim.expected_rewards(), customers
 
 
 def _logged(seed: int, n: int):
-    """A uniformly random logging policy on the simulator: (X, mask, er, actions, propensities, rewards)."""
-    sim, X, mask, er = _contexts(seed, n)
+    """A uniformly random logging policy on the simulator.
+
+    Returns (X, mask, er, actions, propensities, rewards, customer ids).
+    """
+    sim, X, mask, er, customers = _contexts(seed, n)
     logging = uniform(mask)
     actions = sample(logging, np.random.default_rng(seed + 1).random(n))
     rewards = sim.step(actions).reward
-    return X, mask, er, actions, logging[np.arange(n), actions], rewards
+    return X, mask, er, actions, logging[np.arange(n), actions], rewards, customers.ids()
 
 
 def test_evaluate_a_policy_on_a_logged_batch():
     n = 3000
-    X, mask, er, a, p, r = _logged(50_000_000, n)
+    X, mask, er, a, p, r, _ = _logged(50_000_000, n)
     ids = np.array([f"d{i}" for i in range(n)], dtype=object)
     empty = np.full(n, "", dtype=object)
     batch = LoggedBatch(decision_id=ids, time=np.zeros(n), customer_id=ids, context=X.astype(np.float32),
@@ -337,7 +442,7 @@ def test_evaluate_a_policy_on_a_logged_batch():
 
 def test_fit_reward_model_is_cross_fitted_and_respects_the_mask():
     n = 4000
-    X, mask, er, a, p, r = _logged(60_000_000, n)
+    X, mask, er, a, p, r, _ = _logged(60_000_000, n)
     params = {"num_boost_round": 30, "min_data_in_leaf": 40, "threads": 1}
     q = ope.fit_reward_model(X, a, r, SMALL.action_space, mask=mask, **params)
     assert q.shape == er.shape and np.isfinite(q).all()
@@ -378,6 +483,8 @@ N_LOGS = 100
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="switch-DR covers 0.87 (< 0.90) on these 100 logs: not clustering (one decision "
+                   "per customer here) but the heavy-tailed rewards; see the docstring")
 def test_intervals_cover_the_simulators_true_value():
     """Across 100 independent logs, each estimator's 95% interval covers V(pi) at least 90% of the time.
 
@@ -388,28 +495,34 @@ def test_intervals_cover_the_simulators_true_value():
     narrowest estimator's (DM's) standard deviation across logs). Each estimator runs where its
     assumptions hold: IPS, SNIPS and DR (also with a context-free model: each action's mean expected
     reward, a wrong model) need only the exact logged propensities; DM and switch-DR (tau = 5) get
-    the exact expected rewards as their model.
+    the exact expected rewards as their model. The intervals resample the logs' customers (a
+    cluster bootstrap, as :func:`nba.ope.evaluate` does on a decision log); here each log holds one
+    decision of each of its customers, so that is a bootstrap over rows.
 
-    Rewards are rare purchases of 40-100 units (heavy right tail). At 5,000 rows per log the
-    percentile intervals of IPS, SNIPS and DR covered only about 85% of the time; at 20,000 they
-    cover 94-97%. Switch-DR is the exception, and is held to 85%: it covers 87% here (89-93% in other
-    set-ups); its bootstrap standard error runs about 10% low on these logs (the z-scores of its
-    estimates have a standard deviation of 1.09-1.17 over the 100 logs, misses on both sides), a
-    small-sample effect of the rare large rewards on the few rows whose correction it keeps.
+    Rewards are rare purchases of 40-100 units (heavy right tail: the per-row terms of IPS, DR and
+    switch-DR have a skewness of about 60, their 20,000-row means about 0.4-0.5). At 5,000 rows per
+    log the percentile intervals of IPS, SNIPS and DR covered only about 85% of the time; at 20,000
+    rows, resampling logs from the pooled 2,000,000 rows puts the coverage of IPS, DR and switch-DR
+    at 0.91 (+-0.01) and DM's at 0.945: the misses are intervals below the truth (logs short of a
+    rare large reward), so over 100 logs any of the three may fall under 0.90 by chance. On these
+    logs IPS, SNIPS, DR (both models) and DM cover 0.94-0.97, switch-DR 0.87: the test is marked
+    as an expected failure (strict: it reports when that changes).
     """
     n = N_PER_LOG * N_LOGS
-    X, mask, er, a, p, r = _logged(0, n)
+    X, mask, er, a, p, r, customers = _logged(0, n)
     target = epsilon_greedy(er, mask, 0.1)
     truth = (target * er).sum(axis=1).mean()
     rough = er.mean(axis=0)  # a context-free model: wrong, and (almost) independent of any one log
     covered = {name: 0 for name in (*ope.ESTIMATORS, "dr_rough_model")}
     for i in range(N_LOGS):
         s = slice(i * N_PER_LOG, (i + 1) * N_PER_LOG)
-        out = ope.evaluate(target[s], {"action": a[s], "propensity": p[s], "reward": r[s]}, q_hat=er[s], tau=5.0,
-                           seed=i)
-        out["dr_rough_model"] = ope.dr(r[s], a[s], p[s], target[s], np.broadcast_to(rough, er[s].shape), seed=i)
+        data = {"action": a[s], "propensity": p[s], "reward": r[s], "customer_id": customers[s]}
+        out = ope.evaluate(target[s], data, q_hat=er[s], tau=5.0, seed=i)
+        out["dr_rough_model"] = ope.dr(r[s], a[s], p[s], target[s], np.broadcast_to(rough, er[s].shape), seed=i,
+                                       clusters=customers[s])
         for name, e in out.items():
+            assert e.n_clusters == N_PER_LOG  # one decision per customer in these logs
             covered[name] += e.covers(truth)
     rates = {name: c / N_LOGS for name, c in covered.items()}
     print("coverage of V(pi) =", truth, rates)
-    assert all(rate >= (0.85 if name == "switch_dr" else 0.90) for name, rate in rates.items()), rates
+    assert all(rate >= 0.90 for rate in rates.values()), rates
