@@ -104,13 +104,14 @@ def code_version() -> str:
     return f"nba-{version('nba')}"
 
 
-ENTRY_RUN = os.environ.get("MLFLOW_RUN_ID")  # set when launched by `mlflow run`
 
 
 def _start(kind: str, run_name: str | None = None):
     """A new run for a job. Under ``mlflow run`` the first job takes the entry point's run; later
     ones (the quickstart runs several) become its children."""
     import mlflow
+
+    from training.registry import ENTRY_RUN
 
     entry = os.environ.pop("MLFLOW_RUN_ID", None)
     if entry:

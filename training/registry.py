@@ -26,6 +26,7 @@ MODEL_NAME = "nba-policy"
 CHAMPION, CHALLENGER = "champion", "challenger"
 POLICY_MODEL_FILE = Path(__file__).with_name("policy_model.py")
 REQUIREMENTS = ["numpy", "pandas", "lightgbm", "mlflow"]
+ENTRY_RUN = os.environ.get("MLFLOW_RUN_ID")  # set when launched by `mlflow run` (the jobs take it over)
 
 
 def use_store(root: str | Path = "nba-runs", experiment: str = "nba") -> str:
@@ -48,7 +49,7 @@ def use_store(root: str | Path = "nba-runs", experiment: str = "nba") -> str:
         uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):  # launched by `mlflow run`: its experiment and run
+    if ENTRY_RUN and os.environ.get("MLFLOW_EXPERIMENT_ID"):  # launched by `mlflow run`: its experiment
         mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
         return uri
     if mlflow.get_experiment_by_name(experiment) is None:

@@ -49,7 +49,8 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     exe = Path(sys.executable).with_name("nba")
     env = dict(os.environ, COLUMNS="160")
     out = tmp_path / "qs"
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):  # set by earlier tests' MLflow calls
+        env.pop(k, None)
     proc = subprocess.run([str(exe), "quickstart", "--customers", "3000", "--decisions", "4000", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -80,6 +81,7 @@ def test_mlproject_entry_point_runs_with_local_env(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("MLFLOW_EXPERIMENT_ID", None)  # set by earlier tests' MLflow calls
     proc = subprocess.run([str(mlflow_exe), "run", str(repo), "-e", "train", "-P", "policy=lints", "-P",
                            "decisions=1000", "--env-manager", "local"], capture_output=True, text=True, env=env,
                           timeout=300, cwd=tmp_path)
