@@ -36,6 +36,8 @@ from serving.schemas import (
     FeedbackResponse,
 )
 
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 log = logging.getLogger("nba.serving")
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietValidationErrors())
 

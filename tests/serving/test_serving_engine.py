@@ -1,0 +1,101 @@
+"""The decision engine in-process (no HTTP): configuration, time zones, history reads, caps under concurrency."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from nba.log.store import DecisionLog
+from serving.api import Runtime
+from serving.config import Settings
+from serving.engine import BadRequest, _rounds, tz_offset
+from serving.history import HistoryReader
+
+JUNE = 486_000.0  # 2025-06-10 00:00 UTC in hours since the epoch
+JANUARY = 482_352.0  # 2025-01-10 00:00 UTC
+
+
+@pytest.mark.parametrize("name, when, offset", [
+    ("Europe/Paris", JUNE, 2.0), ("Europe/Paris", JANUARY, 1.0), ("America/New_York", JUNE, -4.0),
+    ("UTC", JUNE, 0.0), ("+05:30", JUNE, 5.5), ("UTC-3", JUNE, -3.0), ("GMT+2", JUNE, 2.0), ("-0800", JUNE, -8.0),
+])
+def test_time_zones(name, when, offset):
+    assert tz_offset(name, when, "timezone") == offset
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "+15:00", "UTC+1:75", "../etc/passwd", "", "12"])
+def test_unknown_time_zones_name_the_field(name):
+    with pytest.raises(BadRequest, match=r"^customers\[2\]\.timezone: unknown time zone"):
+        tz_offset(name, JUNE, "customers[2].timezone")
+
+
+def test_settings_from_env():
+    s = Settings.from_env({"NBA_EXPERIMENT": "exp", "NBA_SPLITS": "champion=0.9,challenger=0.1", "NBA_POLL_S": "2",
+                           "NBA_CHANNEL_COSTS": "sms=0.05", "MLFLOW_TRACKING_URI": "sqlite:///x.db"})
+    assert s.aliases == ("champion", "challenger") and s.poll_s == 2 and s.channel_costs == {"sms": 0.05}
+    assert s.tracking_uri == "sqlite:///x.db" and Settings.from_env({}).aliases == ("champion",)
+    for env, var in [({"NBA_POLL_S": "soon"}, "NBA_POLL_S"), ({"NBA_SPLITS": "champion"}, "NBA_SPLITS"),
+                     ({"NBA_EXPERIMENT": "e", "NBA_SPLITS": "champion=1,loser=1"}, "NBA_SPLITS"),
+                     ({"NBA_SEED": "x"}, "NBA_SEED"), ({"NBA_HISTORY_DAYS": "-1"}, "NBA_HISTORY_DAYS")]:
+        with pytest.raises(ValueError, match=f"^{var}"):
+            Settings.from_env(env)
+
+
+def test_rounds_keep_each_customers_order():
+    rows = np.array([3, 1, 3, 3, 0, 1])
+    rounds = _rounds(rows)
+    assert [r.tolist() for r in rounds] == [[0, 1, 4], [2, 5], [3]]
+    assert _rounds(np.array([], np.int64)) == []
+
+
+@pytest.fixture(scope="module")
+def runtime(registry, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("engine")
+    rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp}/d.db", cache_dir=tmp / "cache",
+                                poll_s=0, seed=1))
+    yield rt
+    rt.engine.close()
+
+
+def _customer(cid: str, **kw):
+    base = dict(customer_id=cid, segment="genz", timezone="UTC", tenure_days=3.0, stage=None, cart_active=False,
+                consent=None, channels=None, n_purchases=0, last_purchase_at=None, last_visit_at=None)
+    return SimpleNamespace(**(base | kw))
+
+
+def test_concurrent_requests_for_one_customer_respect_the_caps(runtime):
+    now = JUNE * 3600.0 + 8 * 3600.0  # 08:00 UTC, seconds since the epoch
+    jobs = [runtime.engine.prepare([_customer("same")], now, 0, batch=False) for _ in range(12)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda j: runtime.engine.decide(j), jobs))
+    sends = sorted(float(r.send_at[0]) for r in results if r.action[0] != 0)
+    assert 1 <= len(sends) <= 2 and all(b - a >= 4 for a, b in zip(sends, sends[1:], strict=False))
+
+
+def test_history_reader_matches_the_store(runtime):
+    engine = runtime.engine
+    now = JUNE * 3600.0
+    ids = [f"h{i}" for i in range(30)]
+    res = engine.decide(engine.prepare([_customer(c) for c in ids], now, 0, batch=True))
+    for did in res.decision_id[:10]:
+        engine.feedback(did, "opened", now + 3600, 0.0)
+    engine.feedback(res.decision_id[0], "converted", now + 7200, 12.0)
+    log: DecisionLog = engine.log
+    mine, theirs = HistoryReader(log)(ids + ["unknown"], JUNE - 1), log.contact_history(ids + ["unknown"], JUNE - 1)
+    for name in theirs.__dataclass_fields__:
+        a, b = getattr(mine, name), getattr(theirs, name)
+        assert a.shape == b.shape and (a == b).all(), name
+    assert len(mine.event) == 11
+
+
+def test_bad_values_name_the_field(runtime):
+    eng = runtime.engine
+    with pytest.raises(BadRequest, match=r"^customers\[1\]\.segment"):
+        eng.prepare([_customer("a"), _customer("b", segment="x")], None, 0, batch=True)
+    with pytest.raises(BadRequest, match=r"^consent: unknown channel 'fax'"):
+        eng.prepare([_customer("a", consent={"fax": True})], None, 0, batch=False)
+    with pytest.raises(BadRequest, match=r"^last_visit_at"):
+        eng.prepare([_customer("a", last_visit_at=JUNE * 3600.0 + 10)], JUNE * 3600.0, 0, batch=False)
