@@ -182,7 +182,7 @@ class Engine:
         self.counter = counter  # Prometheus counter with labels (channel, arm), or None
         self.history = HistoryReader(decision_log)
         self.rng = np.random.default_rng(settings.seed)
-        self._tables: dict[int, dict[str, Any]] = {}
+        self._tables: dict[int, tuple[Bundle, dict[str, Any]]] = {}
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._deferred: deque[Job] = deque()
         self._splits = {a: w for a, w in settings.splits.items() if w > 0}
@@ -199,11 +199,14 @@ class Engine:
 
     # ------------------------------------------------------------------ validation
     def tables(self, served: Served) -> dict[str, Any]:
+        """Name lookups of a served bundle, cached (the entry holds the bundle, so its id stays unique)."""
         key = id(served.bundle)
-        t = self._tables.get(key)
-        if t is None:
-            t = self._tables[key] = _bundle_tables(served.bundle)
-        return t
+        entry = self._tables.get(key)
+        if entry is None or entry[0] is not served.bundle:
+            if len(self._tables) > 16:
+                self._tables.clear()
+            entry = self._tables[key] = (served.bundle, _bundle_tables(served.bundle))
+        return entry[1]
 
     def arms(self, ids: list[str]) -> list[str]:
         if not self.settings.experiment:
