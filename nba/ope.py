@@ -57,6 +57,12 @@ bounded (about 80 MB on top of the inputs, whatever n). When the percentile inte
 (a badly skewed bootstrap distribution), it is widened to contain it. ``n_bootstrap=0`` skips the
 bootstrap: the interval and standard error are then NaN.
 
+**How many rows.** Percentile intervals lean on the mean of the per-row terms being close to
+normal. Marketing rewards are rare, large purchases (a heavily skewed distribution), so small logs
+give intervals that fall short of the truth more often than their level says: on the simulator,
+95% intervals of IPS, SNIPS and DR covered about 85% of the time at 5,000 rows per log, about 91%
+at 20,000 and 93-96% at 50,000 (``tests/nba/test_ope.py``).
+
 **Support diagnostics**, on every :class:`Estimate`:
 
 * ``ess``: effective sample size of the importance weights, ``(sum_i w_i)^2 / sum_i w_i^2``
