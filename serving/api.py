@@ -77,9 +77,12 @@ def _decisions(job: Job, res: Result, experiment: str) -> list[dict[str, Any]]:
     rows = job.rows
     send_utc = _iso(res.send_at)
     send_local = _iso(res.send_at, np.asarray(rows.tz))
+    infos: dict[int, tuple] = {}
     for i, (did, a, p) in enumerate(zip(res.decision_id, res.action.tolist(), res.propensity.tolist(), strict=True)):
         space = res.spaces[i]
-        info = _action_info(space)
+        info = infos.get(id(space))
+        if info is None:
+            info = infos[id(space)] = _action_info(space)
         alts = [{"action": info[alt][0], "channel": info[alt][1], "content": info[alt][2],
                  "send_hour_local": info[alt][3], "probability": prob} for alt, prob in res.alternatives[i]]
         action, ch, ct, hour = info[a]

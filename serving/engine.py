@@ -123,6 +123,11 @@ def tz_offset(name: str, now_h: float, field_name: str) -> float:
     return off.total_seconds() / 3600.0 if off is not None else 0.0
 
 
+def _p(i: int, batch: bool) -> str:
+    """Field-path prefix of row ``i``: ``customers[i].`` in a batch, nothing for a single decision."""
+    return f"customers[{i}]." if batch else ""
+
+
 # ----------------------------------------------------------------------------- requests
 @dataclass
 class Rows:
@@ -232,32 +237,37 @@ class Engine:
         alias = [a if a in served else "champion" for a in arm] if self.settings.experiment else ["champion"] * len(ids)
         rows = Rows(ids, alias, arm, [], [], [], [], [], [], [], [], [], [])
         zones: dict[str, float] = {}
+        tables = {a: self.tables(served[a]) for a in set(alias)}
+        segment, tz, tenure, stage, cart = rows.segment, rows.tz, rows.tenure, rows.stage, rows.cart
+        consent, allowed, n_purchases = rows.consent, rows.allowed, rows.n_purchases
+        last_purchase, last_visit = rows.last_purchase, rows.last_visit
+        latest = now_h + 1e-6
         for i, c in enumerate(customers):
-            p = f"customers[{i}]." if batch else ""
-            t = self.tables(served[alias[i]])
+            t = tables[alias[i]]
             seg = t["segments"].get(c.segment)
             if seg is None:
-                raise BadRequest(f"{p}segment: unknown segment {c.segment!r}; valid: {list(t['segments'])}")
-            rows.segment.append(seg)
+                raise BadRequest(f"{_p(i, batch)}segment: unknown segment {c.segment!r}; valid: {list(t['segments'])}")
+            segment.append(seg)
             off = zones.get(c.timezone)
             if off is None:
-                off = zones[c.timezone] = tz_offset(c.timezone, now_h, f"{p}timezone")
-            rows.tz.append(off)
-            rows.tenure.append(float(c.tenure_days))
-            rows.stage.append(-1 if c.stage is None else _STAGE[c.stage])
-            rows.cart.append(bool(c.cart_active))
-            rows.consent.append(self._channel_flags(t, c.consent, f"{p}consent"))
-            allowed = None
-            if c.channels is not None:
-                allowed = self._channel_flags(t, dict.fromkeys(c.channels, True), f"{p}channels")
-            rows.allowed.append(allowed)
-            rows.n_purchases.append(float(c.n_purchases))
-            rows.last_purchase.append(hours(c.last_purchase_at, NEVER))
-            rows.last_visit.append(hours(c.last_visit_at, NEVER))
-            if rows.last_purchase[-1] > now_h + 1e-6:
-                raise BadRequest(f"{p}last_purchase_at: is after the decision time")
-            if rows.last_visit[-1] > now_h + 1e-6:
-                raise BadRequest(f"{p}last_visit_at: is after the decision time")
+                off = zones[c.timezone] = tz_offset(c.timezone, now_h, f"{_p(i, batch)}timezone")
+            tz.append(off)
+            tenure.append(float(c.tenure_days))
+            stage.append(-1 if c.stage is None else _STAGE[c.stage])
+            cart.append(bool(c.cart_active))
+            consent.append(None if c.consent is None else
+                           self._channel_flags(t, c.consent, f"{_p(i, batch)}consent"))
+            allowed.append(None if c.channels is None else
+                           self._channel_flags(t, dict.fromkeys(c.channels, True), f"{_p(i, batch)}channels"))
+            n_purchases.append(float(c.n_purchases))
+            lp = NEVER if c.last_purchase_at is None else hours(c.last_purchase_at, NEVER)
+            lv = NEVER if c.last_visit_at is None else hours(c.last_visit_at, NEVER)
+            if lp > latest:
+                raise BadRequest(f"{_p(i, batch)}last_purchase_at: is after the decision time")
+            if lv > latest:
+                raise BadRequest(f"{_p(i, batch)}last_visit_at: is after the decision time")
+            last_purchase.append(lp)
+            last_visit.append(lv)
         return Job(rows, now_h, served, alternatives)
 
     @staticmethod
@@ -400,14 +410,23 @@ class Engine:
         """Features, eligibility and the policy's decision for ``rows`` (indices into the batch)."""
         space, spec, rules = bundle.policy.space, bundle.spec, bundle.rules
         c = space.n_channels
-        flat = {name: [x for job in jobs for x in getattr(job.rows, name)] for name in
-                ("segment", "tz", "tenure", "stage", "cart", "consent", "allowed", "n_purchases", "last_purchase",
-                 "last_visit")}
-        pick = lambda name, dtype: np.asarray([flat[name][r] for r in rows], dtype)  # noqa: E731
+        names = ("segment", "tz", "tenure", "stage", "cart", "consent", "allowed", "n_purchases", "last_purchase",
+                 "last_visit")
+        if len(jobs) == 1:
+            flat = {name: getattr(jobs[0].rows, name) for name in names}
+        else:
+            flat = {name: [x for job in jobs for x in getattr(job.rows, name)] for name in names}
+        everyone = len(rows) == len(flat["segment"])  # rows is then arange(n): take the lists whole
+        idx = rows.tolist()
+
+        def pick(name: str, dtype: Any) -> np.ndarray:
+            values = flat[name]
+            return np.asarray(values if everyone else [values[r] for r in idx], dtype)
+
         tz = pick("tz", np.float64)
         consent = np.ones((len(rows), c), bool)
         allowed = np.ones((len(rows), c), bool)
-        for j, r in enumerate(rows.tolist()):
+        for j, r in enumerate(idx):
             if flat["consent"][r] is not None:
                 consent[j] = flat["consent"][r]
             if flat["allowed"][r] is not None:
