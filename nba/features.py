@@ -14,6 +14,7 @@ customer's local hour is ``(now + tz_offset) mod 24``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 
@@ -199,7 +200,7 @@ class FeatureSpec:
     channels: tuple[str, ...]
     recency_scale_h: float = 168.0  # recency features are exp(-hours / scale)
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         out = [f"segment={s}" for s in self.segments]
         out += ["tz_offset", "local_hour_sin", "local_hour_cos", "log_tenure_days"]
@@ -212,12 +213,19 @@ class FeatureSpec:
         out += ["log_purchases", "purchase_recency", "visit_recency"]
         return tuple(out)
 
-    @property
+    @cached_property
     def dim(self) -> int:
         return len(self.names)
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
     def index(self, name: str) -> int:
-        return self.names.index(name)
+        try:
+            return self._positions[name]
+        except KeyError:
+            raise ValueError(f"{name!r} is not a feature of this layout") from None
 
 
 def build_features(
