@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 "$PY" -m pip install -q -e '.[bench]'
 "$PY" -m pip install -q --no-deps --ignore-requires-python obp==0.5.7
-"$PY" -m pip install -q tqdm pyyaml torch==2.13.0
+"$PY" -m pip install -q tqdm pyyaml seaborn scikit-learn torch==2.13.0
