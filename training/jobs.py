@@ -104,8 +104,6 @@ def code_version() -> str:
     return f"nba-{version('nba')}"
 
 
-
-
 def _start(kind: str, run_name: str | None = None):
     """A new run for a job. Under ``mlflow run`` the first job takes the entry point's run; later
     ones (the quickstart runs several) become its children."""
@@ -154,6 +152,20 @@ def log_identity(log) -> dict[str, str]:
         h.update("\n".join(b.decision_id.tolist()).encode())
         rows += len(b)
     return {"dataset.uri": _safe_url(log.url), "dataset.rows": str(rows), "dataset.digest": h.hexdigest()[:16]}
+
+
+def open_log(url: str, name: str = "source"):
+    """A decision log that holds decisions, or JobError naming ``name`` (before any run exists)."""
+    from nba.log import DecisionLog
+
+    try:
+        log = DecisionLog(url)
+    except Exception as e:  # noqa: BLE001 - any driver error: the URL is what the user must fix
+        raise JobError(f"{name}: cannot open decision log {_safe_url(url)!r}: {e}") from e
+    if log.layout() is None or log.count_decisions() == 0:
+        log.close()
+        raise JobError(f"{name}: decision log {_safe_url(url)!r} is empty")
+    return log
 
 
 def _safe_url(url: str) -> str:
@@ -295,15 +307,8 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     policy = build_policy(policy_name, scenario, params)
     offline_log = None
     if source != SIMULATOR:
-        from nba.log import DecisionLog
-
-        try:
-            offline_log = DecisionLog(source)
-        except Exception as e:  # noqa: BLE001 - any driver error: the URL is what the user must fix
-            raise JobError(f"source: cannot open decision log {_safe_url(source)!r}: {e}") from e
+        offline_log = open_log(source)
         layout = offline_log.layout()
-        if layout is None or offline_log.count_decisions() == 0:
-            raise JobError(f"source: decision log {_safe_url(source)!r} is empty")
         if layout.context_dim != scenario.feature_spec.dim or layout.n_actions != scenario.action_space.n_actions:
             raise JobError(f"source: the log's layout ({layout.context_dim} features, {layout.n_actions} actions) does "
                            f"not match the scenario's ({scenario.feature_spec.dim}, "
@@ -344,15 +349,17 @@ def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, see
     from training import plots
 
     run = bandit_run(scenario, policy, decisions, batch=BANDIT_BATCH, seed=seed, progress=progress)
-    steps = np.arange(1, -(-len(run.rewards) // BANDIT_BATCH) + 1)
-    def per_batch(x: np.ndarray) -> np.ndarray:
-        return np.array([c.mean() for c in np.array_split(x, len(steps))])
+    chunks = -(-len(run.rewards) // BANDIT_BATCH)
+    x = np.arange(1, chunks + 1) * BANDIT_BATCH  # decisions made at the end of each batch
+
+    def per_batch(v: np.ndarray) -> np.ndarray:
+        return np.array([c.mean() for c in np.array_split(v, chunks)])
+
     reward, oracle, base = per_batch(run.expected), per_batch(run.oracle), per_batch(run.no_contact)
     regret = np.cumsum((oracle - reward) * BANDIT_BATCH)
-    _log_series("expected_reward", reward, steps * BANDIT_BATCH)
-    _log_series("realised_reward", per_batch(run.rewards), steps * BANDIT_BATCH)
-    _log_series("cumulative_regret", regret, steps * BANDIT_BATCH)
-    x = steps * BANDIT_BATCH
+    _log_series("expected_reward", reward, x)
+    _log_series("realised_reward", per_batch(run.rewards), x)
+    _log_series("cumulative_regret", regret, x)
     plots.learning_curve(x, reward, oracle, base, regret, out / "learning_curve.png", policy.name)
     space = scenario.action_space
     plots.channel_mix({policy.name: plots.mix_of(run.actions, space.channel_of, space.n_channels)},
@@ -446,7 +453,6 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
     from the simulator (replayed from its simulate run). Registered versions get ``eval.*`` tags."""
     import mlflow
 
-    from nba.log import DecisionLog
     from nba.ope import evaluate as ope_evaluate
     from nba.ope import fit_reward_model
     from training import plots, registry
@@ -455,9 +461,7 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
     if not targets:
         raise JobError("policy: give at least one policy to evaluate")
     resolved = [resolve_target(t, scenario) for t in targets]
-    log = DecisionLog(log_url)
-    if log.layout() is None or log.count_decisions() == 0:
-        raise JobError(f"log: decision log {_safe_url(log_url)!r} is empty")
+    log = open_log(log_url, "log")
     out = Path(tempfile.mkdtemp(prefix="nba-eval-")) if plots_dir is None else Path(plots_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _start("evaluate") as run, log:
@@ -568,12 +572,7 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
             raise JobError(f"days/customers: need at least 2 days and 100 customers, got {days} and {customers}")
         arms = {"champion": resolve_target(champion, scenario), "challenger": resolve_target(challenger, scenario)}
     else:
-        from nba.log import DecisionLog
-
-        try:
-            log = DecisionLog(source)
-        except Exception as e:  # noqa: BLE001 - any driver error: the URL is what the user must fix
-            raise JobError(f"source: cannot open decision log {_safe_url(source)!r}: {e}") from e
+        log = open_log(source)
         rule = reward_rule_for(source)
         first = [b.time.min() for b in log.iter_batches(rule, experiment=experiment) if len(b)]
         if not first:

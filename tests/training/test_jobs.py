@@ -224,3 +224,15 @@ def test_ab_from_a_logged_experiment(store, tmp_path):
     assert res.winner in ("challenger", "champion", "none")
     assert res.diff == pytest.approx(sim.analyse("challenger").comparison.diff, abs=1e-6)
     assert mlflow.get_run(res.run_id).data.tags["dataset.uri"].endswith("exp.db")
+
+
+def test_unreachable_or_empty_logs_fail_before_any_run(store, tmp_path):
+    before = _runs()
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    for call in (lambda: jobs.train("lints", source=empty), lambda: jobs.evaluate(empty, ["no_contact"]),
+                 lambda: jobs.ab(source=empty)):
+        with pytest.raises(jobs.JobError, match="is empty"):
+            call()
+    with pytest.raises(jobs.JobError, match="source: cannot open decision log"):
+        jobs.train("lints", source="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert _runs() == before
