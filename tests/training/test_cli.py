@@ -68,8 +68,7 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     # the registry serves the champion
     import mlflow
 
-    mlflow.set_tracking_uri(summary["tracking_uri"])
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=summary["tracking_uri"], registry_uri=summary["tracking_uri"])
     assert str(client.get_model_version_by_alias("nba-policy", "champion").version) == summary["champion"]["version"]
 
 
