@@ -354,7 +354,8 @@ class DecisionLog:
         """Store ``layout`` unless one is stored; check the two agree (inside the caller's transaction)."""
         if layout.feature_names is not None and len(layout.feature_names) != layout.context_dim:
             raise ValueError(f"context: {len(layout.feature_names)} feature names for {layout.context_dim} features")
-        stored = self._read_layout(conn)
+        # a stored layout never changes: once read, it need not be read again in every write
+        stored = self._layout if self._layout is not None else self._read_layout(conn)
         if stored is None:
             values = {"schema_version": SCHEMA_VERSION, "context_dim": str(layout.context_dim),
                       "n_actions": str(layout.n_actions)}
