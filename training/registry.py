@@ -12,6 +12,8 @@ example as JSON) is data too.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -80,7 +82,10 @@ def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, n
 
     example = example_frame(bundle)
     signature = infer_signature(example, decide_frame(bundle, example, seed=0), params={"seed": 0})
-    with tempfile.TemporaryDirectory() as tmp:
+    # MLflow prints "Successfully registered model ... / Created version ..." on every call; the
+    # returned ModelInfo says the same, so keep the console for the jobs' own progress
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()), \
+            contextlib.redirect_stdout(io.StringIO()):
         path = save_bundle(bundle, Path(tmp) / "bundle")
         info = mlflow.pyfunc.log_model(
             name=name, python_model=str(POLICY_MODEL_FILE), artifacts={"bundle": str(path)},
