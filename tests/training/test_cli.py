@@ -64,7 +64,8 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     for f in ("mlflow.db", "train-log.db", "eval-log.db", "calibration/report.md", "plots/evaluation/ope_intervals.png",
               "plots/fqi"):
         assert (out / f).exists(), f
-    assert "PASS" in proc.stdout and "champion" in proc.stdout and "mlflow ui" in proc.stdout
+    for text in ("PASS", "champion", "mlflow ui", "nba serve --tracking-uri"):
+        assert text in proc.stdout, text
     # the registry serves the champion
     import mlflow
 
