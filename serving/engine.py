@@ -51,7 +51,6 @@ from nba.log.records import DecisionRecords, OutcomeRecords
 from nba.policies import act
 from nba.serialization import Bundle
 from serving.config import Settings
-from serving.history import HistoryReader
 from serving.models import ModelStore, Served
 
 log = logging.getLogger("nba.serving")
@@ -186,7 +185,6 @@ class Engine:
     def __init__(self, settings: Settings, models: ModelStore, decision_log: Any, counter: Any = None) -> None:
         self.settings, self.models, self.log = settings, models, decision_log
         self.counter = counter  # Prometheus counter with labels (channel, arm), or None
-        self.history = HistoryReader(decision_log)
         self.rng = np.random.default_rng(settings.seed)
         self._tables: dict[int, tuple[Bundle, dict[str, Any]]] = {}
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -355,7 +353,7 @@ class Engine:
         n = len(ids)
         now = np.concatenate([np.full(len(job.rows.ids), job.now) for job in jobs])
         since = float(now.min()) - 24.0 * self.settings.history_days
-        history = self.history(ids, since)
+        history = self.log.contact_history(ids, since)
         cat = lambda name: [x for job in jobs for x in getattr(job.rows, name)]  # noqa: E731
         alias = np.asarray(cat("alias"), dtype=object)
         arm = np.asarray(cat("arm"), dtype=object)

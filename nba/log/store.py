@@ -291,6 +291,7 @@ class DecisionLog:
         with self._writer.begin() as conn:
             md.create_all(conn)
         self._layout: LogLayout | None = None
+        self._history_sql_cache: dict[int, tuple[str, str]] = {}
         self._decision_sql = self._insert_sql(self.decisions, ["decision_id"])
         self._outcome_sql = self._insert_sql(self.outcomes, ["decision_id", "event"])
         if layout is not None:
@@ -540,6 +541,24 @@ class DecisionLog:
             return LoggedBatch.empty(lay.context_dim, lay.n_actions) if lay else LoggedBatch.empty()
         return batches[0] if len(batches) == 1 else LoggedBatch.concat(batches)
 
+    def _history_sql(self, k: int) -> tuple[str, str]:
+        """Driver SQL of :meth:`contact_history` for ``k`` customer ids, built once per ``k``: the decision
+        service reads history on every request, and building SQLAlchemy expressions each time costs
+        about as much as the query."""
+        sql = self._history_sql_cache.get(k)
+        if sql is None:
+            ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            ids = ", ".join([ph] * k)
+            engagements = ", ".join(f"'{e}'" for e in ENGAGEMENTS)
+            dec, out = self.decisions.name, self.outcomes.name
+            sql = (f"SELECT customer_id, time, send_at, action FROM {dec} "
+                   f"WHERE customer_id IN ({ids}) AND action > 0 AND send_at >= {ph}",
+                   f"SELECT d.customer_id, o.event, o.time, o.value, d.action, d.send_at FROM {out} o "
+                   f"JOIN {dec} d ON d.decision_id = o.decision_id "
+                   f"WHERE d.customer_id IN ({ids}) AND o.event IN ({engagements}) AND o.time >= {ph}")
+            self._history_sql_cache[k] = sql
+        return sql
+
     def contact_history(self, customer_ids: Sequence[str], since: float) -> ContactHistory:
         """Contacts sent (or scheduled) from ``since`` on and engagement events from ``since`` on of
         ``customer_ids``, as the decision service needs them (see :class:`ContactHistory`)."""
@@ -549,19 +568,15 @@ class DecisionLog:
             raise ValueError("since: must be a number of hours, got nan")
         index = {c: i for i, c in enumerate(ids.tolist())}
         uniq = list(index)
-        d, o = self.decisions.c, self.outcomes.c
         contacts: list[Any] = []
         events: list[Any] = []
         with self.engine.connect() as conn:
             for i in range(0, len(uniq), _IN_CHUNK):
                 part = uniq[i : i + _IN_CHUNK]
-                contacts += conn.execute(
-                    sa.select(d.customer_id, d.time, d.send_at, d.action)
-                    .where(d.customer_id.in_(part), d.action > 0, d.send_at >= since)).all()
-                events += conn.execute(
-                    sa.select(d.customer_id, o.event, o.time, o.value, d.action, d.send_at)
-                    .select_from(self.outcomes.join(self.decisions, d.decision_id == o.decision_id))
-                    .where(d.customer_id.in_(part), o.event.in_(ENGAGEMENTS), o.time >= since)).all()
+                contact_sql, event_sql = self._history_sql(len(part))
+                params = (*part, since)
+                contacts += conn.exec_driver_sql(contact_sql, params).fetchall()
+                events += conn.exec_driver_sql(event_sql, params).fetchall()
         contacts.sort(key=lambda r: (r[2], r[1]))
         events.sort(key=lambda r: r[2])
         cc = list(zip(*contacts, strict=True)) or [()] * 4
