@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +68,42 @@ class Server:
                 pass
             time.sleep(0.3)
         raise TimeoutError(f"/readyz not {expect} after {timeout:.0f} s:\n{self.log_text()[-3000:]}")
+
+    def kill_workers_under_load(self, send, clients: int, at_least: int, token: str | None = None) -> list[str]:
+        """SIGKILL the worker processes while ``clients`` threads keep sending; return the decision ids
+        acknowledged (HTTP 200) before the kill. ``send(client, k, i)`` posts request ``i`` of thread
+        ``k`` and returns the response. Waits (up to 20 s) for ``at_least`` acknowledgements first."""
+        workers = psutil.Process(self.proc.pid).children(recursive=True)
+        assert workers, "no worker process"
+        acked: list[str] = []
+        stop = threading.Event()
+
+        def hammer(k: int) -> None:
+            with self.client(token) as c:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    try:
+                        r = send(c, k, i)
+                    except Exception:  # noqa: BLE001 - the worker is being killed: failures are expected
+                        continue
+                    if r.status_code == 200:
+                        body = r.json()
+                        acked.extend(d["decision_id"] for d in body.get("decisions", [body]))
+
+        threads = [threading.Thread(target=hammer, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 20
+        while len(acked) < at_least and time.time() < deadline:
+            time.sleep(0.05)
+        for w in workers:
+            os.kill(w.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        return acked
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -4,11 +4,8 @@ arms by hashing, versions per arm, feedback, and no acknowledged record lost whe
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 
-import psutil
 import pytest
 from svc_helpers import customer, postgres_or_skip, start_server
 
@@ -63,36 +60,11 @@ def test_feedback_on_postgres(pg_server):
 
 
 def test_killed_worker_loses_nothing_on_postgres(pg_server):
-    workers = psutil.Process(pg_server.proc.pid).children(recursive=True)
-    assert workers
-    acked: list[str] = []
-    stop = threading.Event()
+    def send(c, k, i):
+        return c.post("/decide_batch", json={"customers": [customer(f"pgk-{k}-{i}-{j}") for j in range(5)]},
+                      timeout=5)
 
-    def hammer(k: int) -> None:
-        with pg_server.client() as c:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                try:
-                    r = c.post("/decide_batch", json={"customers": [customer(f"pgk-{k}-{i}-{j}") for j in range(5)]},
-                               timeout=5)
-                except Exception:
-                    continue
-                if r.status_code == 200:
-                    acked.extend(d["decision_id"] for d in r.json()["decisions"])
-
-    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    deadline = time.time() + 20
-    while len(acked) < 50 and time.time() < deadline:
-        time.sleep(0.05)
-    for w in workers:
-        os.kill(w.pid, signal.SIGKILL)
-    time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join()
+    acked = pg_server.kill_workers_under_load(send, clients=3, at_least=50)
     assert len(acked) >= 50
     logged = set(pg_server.log.read().decision_id.tolist())
     assert not [d for d in acked if d not in logged]

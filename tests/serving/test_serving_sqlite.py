@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import threading
 import time
 
 import numpy as np
-import psutil
 import pytest
 from svc_helpers import customer, start_server
 
@@ -217,35 +214,8 @@ def test_champion_moves_under_load_without_a_failed_request(server, http, regist
 
 def test_killed_worker_loses_no_acknowledged_decision(server):
     """SIGKILL the worker process while decisions flow: every acknowledged decision is in the log."""
-    workers = psutil.Process(server.proc.pid).children(recursive=True)
-    assert workers, "no worker process"
-    acked: list[str] = []
-    stop = threading.Event()
-
-    def hammer(k: int) -> None:
-        with server.client(TOKEN) as c:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                try:
-                    r = c.post("/decide", json=customer(f"kill-{k}-{i}"), timeout=5)
-                except Exception:
-                    continue
-                if r.status_code == 200:
-                    acked.append(r.json()["decision_id"])
-
-    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    deadline = time.time() + 20
-    while len(acked) < 20 and time.time() < deadline:
-        time.sleep(0.05)
-    for w in workers:
-        os.kill(w.pid, signal.SIGKILL)
-    time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join()
+    acked = server.kill_workers_under_load(lambda c, k, i: c.post("/decide", json=customer(f"kill-{k}-{i}"), timeout=5),
+                                           clients=4, at_least=20, token=TOKEN)
     assert len(acked) >= 20
     with DecisionLog(server.db) as log:
         logged = set(log.read().decision_id.tolist())
