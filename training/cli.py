@@ -214,6 +214,18 @@ def _store(root: Path) -> None:
     use_store(root)
 
 
+def _checked(policy: str, param: list[str] | None, scenario: Path | None, root: Path) -> dict:
+    """The policy's parameters, once policy, parameters and scenario are known good; then the store.
+    Bad input stops here, before the MLflow store is created or touched."""
+    from training import jobs
+
+    params = jobs.parse_params(param)
+    jobs.check_policy(policy, params)
+    jobs.load_scenario(scenario)
+    _store(root)
+    return params
+
+
 def _ensure_sqlite_dir(url: str) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -235,10 +247,7 @@ def simulate(
     from training import jobs
 
     with _job():
-        params = jobs.parse_params(param)
-        jobs.check_policy(policy, params)
-        jobs.load_scenario(scenario)
-        _store(root)
+        params = _checked(policy, param, scenario, root)
         _ensure_sqlite_dir(log)
         with _progress(f"simulate {decisions:,} decisions", -(-decisions // jobs.BANDIT_BATCH)) as tick:
             res = jobs.simulate(log, scenario_path=None if scenario is None else str(scenario), policy=policy,
@@ -263,10 +272,7 @@ def train(
     from training import jobs
 
     with _job():
-        params = jobs.parse_params(param)
-        jobs.check_policy(policy, params)
-        jobs.load_scenario(scenario)
-        _store(root)
+        params = _checked(policy, param, scenario, root)
         total = -(-decisions // jobs.BANDIT_BATCH) if source == jobs.SIMULATOR else 1000
         with _progress(f"train {policy}", total) as tick:
             res = jobs.train(policy, source=source, scenario_path=None if scenario is None else str(scenario),

@@ -142,16 +142,29 @@ def _log_series(name: str, values: np.ndarray, steps: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------- dataset identity
-def log_identity(log) -> dict[str, str]:
-    """``dataset.*`` tags naming a decision log: where it is, its rows, a digest of its ids."""
-    from nba.log import RewardRule
+class LogDigest:
+    """``dataset.*`` tags naming a decision log: where it is, how many rows, a digest of their ids.
 
-    h = hashlib.sha256()
-    rows = 0
-    for b in log.iter_batches(RewardRule(), chunk_rows=200_000):
-        h.update("\n".join(b.decision_id.tolist()).encode())
-        rows += len(b)
-    return {"dataset.uri": _safe_url(log.url), "dataset.rows": str(rows), "dataset.digest": h.hexdigest()[:16]}
+    Fed the decision ids of the rows a job reads anyway (``add`` per chunk, in log order), so naming
+    the data costs no second pass over it; the digest does not depend on how the rows were chunked.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url, self.rows, self._h = url, 0, hashlib.sha256()
+
+    def add(self, decision_ids: np.ndarray) -> None:
+        self._h.update("".join(f"{i}\n" for i in decision_ids.tolist()).encode())
+        self.rows += len(decision_ids)
+
+    def tags(self) -> dict[str, str]:
+        return {"dataset.uri": _safe_url(self.url), "dataset.rows": str(self.rows),
+                "dataset.digest": self._h.hexdigest()[:16]}
+
+    @classmethod
+    def of(cls, url: str, decision_ids: np.ndarray) -> dict[str, str]:
+        d = cls(url)
+        d.add(decision_ids)
+        return d.tags()
 
 
 def open_log(url: str, name: str = "source"):
@@ -217,13 +230,13 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
                            "decisions": decisions, "seed": seed, "batch": BANDIT_BATCH, **(params or {})})
         log_bandit_run(log, scenario, logging, decisions, seed, batch=BANDIT_BATCH, policy_name=logging.name,
                        learn=False, progress=progress)
-        tags = log_identity(log) | {"dataset.source": SIMULATOR}
+        batch = log.read(sim_reward_rule())
+        tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
         replay = {"scenario": scenario_path or "default", "policy": policy, "params": dict(params or {}),
                   "epsilon": epsilon, "holdout": holdout, "decisions": decisions, "seed": seed,
                   "batch": BANDIT_BATCH}
         mlflow.set_tag("simulation.replay", json.dumps(replay, sort_keys=True))
         _dataset_input(tags, "simulate")
-        batch = log.read(sim_reward_rule())
         mlflow.log_metrics({"mean_reward": float(batch.reward.mean()),
                             "contact_rate": float((batch.action > 0).mean())})
         return SimulateResult(run.info.run_id, log_url, int(tags["dataset.rows"]), tags)
@@ -321,8 +334,9 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
                            "scenario": scenario.name, "seed": seed, **{f"policy.{k}": v for k, v in
                                                                        (params or {}).items()}})
         if offline_log is not None:
-            _dataset_input(log_identity(offline_log), "train")
-            metrics = _train_offline(policy, offline_log, progress)
+            digest = LogDigest(source)
+            metrics = _train_offline(policy, offline_log, digest, progress)
+            _dataset_input(digest.tags(), "train")
             offline_log.close()
         elif policy_name == "fqi":
             mlflow.log_params({"customers": customers})
@@ -391,18 +405,20 @@ def _fit_fqi(policy, X, actions, rewards, X_next, mask_next, terminated) -> None
     policy.fit(X, actions, rewards, X_next, mask_next, terminated, progress=tick)
 
 
-def _train_offline(policy: Policy, log, progress: Progress) -> dict[str, float]:
+def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress) -> dict[str, float]:
     import mlflow
 
     rule = reward_rule_for(log.url)
     if getattr(policy, "name", "") == "fqi":
         batch = log.read(rule)
+        digest.add(batch.decision_id)
         t = transitions_from_log(batch)
         _fit_fqi(policy, **t)
         return {"transitions": float(len(t["actions"]))}
     rows = 0
     for step, batch in enumerate(log.iter_batches(rule, chunk_rows=10_000)):
         policy.update(batch.context, batch.action, batch.reward, batch.propensity)
+        digest.add(batch.decision_id)
         rows += len(batch)
         mlflow.log_metric("rows_seen", rows, step=step)
         mlflow.log_metric("logged_reward", float(batch.reward.mean()), step=step)
@@ -445,6 +461,7 @@ class EvaluateResult:
     run_id: str
     estimates: dict[str, dict[str, Any]]  # label -> estimator -> Estimate
     truth: dict[str, float] | None  # label -> exact value on the log's contexts (simulated logs)
+    logging_truth: float | None  # the logging policy's exact value there (simulated logs)
 
 
 def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = None, tau: float = 20.0,
@@ -466,14 +483,15 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     with _start("evaluate") as run, log:
         batch = log.read(reward_rule_for(log_url))
-        ident = log_identity(log)
+        ident = LogDigest.of(log_url, batch.decision_id)
         _dataset_input(ident, "evaluate")
         mlflow.log_params({"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed})
         space = scenario.action_space
         q_hat = fit_reward_model(batch.context, batch.action, batch.reward, space, mask=batch.eligible, seed=seed)
         estimates: dict[str, dict[str, Any]] = {}
+        targets_probs: dict[str, np.ndarray] = {}
         for label, policy, version in resolved:
-            probs = policy.probabilities(batch.context, batch.eligible)
+            probs = targets_probs[label] = policy.probabilities(batch.context, batch.eligible)
             est = ope_evaluate(probs, batch, q_hat=q_hat, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed)
             estimates[label] = est
             key = label.replace(" ", "_").replace("@", "")
@@ -487,7 +505,7 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
                     tags |= {f"eval.{name}.value": e.value, f"eval.{name}.ci_low": e.ci_low,
                              f"eval.{name}.ci_high": e.ci_high}
                 registry.version_tags(version, tags)
-        truth = None
+        truth = logging_truth = None
         replay = find_simulation(log_url)
         if replay is not None:
             from envs.rollout import bandit_truth
@@ -498,19 +516,21 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
             truth = {label: exact[label] for label, _, _ in resolved}
             for label, v in truth.items():
                 mlflow.log_metric(f"{label.replace(' ', '_')}.true_value", v)
-            mlflow.log_metric("logging.true_value", exact["logging"])
-        _plot_decisions(scenario, batch, {label: p for label, p, _ in resolved}, out, seed)
+            logging_truth = exact["logging"]
+            mlflow.log_metric("logging.true_value", logging_truth)
+        _plot_decisions(scenario, batch, targets_probs, out, seed)
         rows = [(f"{label} · {name}", e.value, e.ci_low, e.ci_high)
                 for label, est in estimates.items() for name, e in est.items()]
         marks = None if truth is None else {f"{label} · {name}": truth[label]
                                             for label in estimates for name in estimates[label]}
         _log_figure(plots.estimate_intervals(rows, out / "ope_intervals.png",
                                              "off-policy estimates (95% bootstrap intervals)", marks))
-        return EvaluateResult(run.info.run_id, estimates, truth)
+        return EvaluateResult(run.info.run_id, estimates, truth, logging_truth)
 
 
-def _plot_decisions(scenario: Scenario, batch, policies: Mapping[str, Policy], out: Path, seed: int) -> None:
-    """Channel mix of every policy, and each policy's local send hours by segment, on the log's contexts."""
+def _plot_decisions(scenario: Scenario, batch, probabilities: Mapping[str, np.ndarray], out: Path, seed: int) -> None:
+    """Channel mix of every policy, and each policy's local send hours by segment, on the log's contexts
+    (one draw from each policy's distribution ``probabilities[label]`` per logged context)."""
     from nba.policies.base import sample
     from training import plots
 
@@ -522,10 +542,9 @@ def _plot_decisions(scenario: Scenario, batch, policies: Mapping[str, Policy], o
     slot_hours = np.array([np.nan if h is None else h for h in space.send_slots])
     mixes = {}
     rng = np.random.default_rng(seed)
-    for k, (label, policy) in enumerate(policies.items()):
-        probs = policy.probabilities(X, batch.eligible)
-        mixes[label] = plots.mix_of(sample(probs, rng.random(len(X))), space.channel_of, space.n_channels)
+    for k, (label, probs) in enumerate(probabilities.items()):
         actions = sample(probs, rng.random(len(X)))
+        mixes[label] = plots.mix_of(actions, space.channel_of, space.n_channels)
         send = slot_hours[np.maximum(space.slot_of[actions], 0)]
         send = np.where(np.isnan(send), hour, send)
         _log_figure(plots.send_hour_heatmap(send, segment, actions > 0, scenario.segments,
@@ -574,7 +593,12 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
     else:
         log = open_log(source)
         rule = reward_rule_for(source)
-        first = [b.time.min() for b in log.iter_batches(rule, experiment=experiment) if len(b)]
+        digest = LogDigest(source)
+        first = []
+        for b in log.iter_batches(rule, experiment=experiment):
+            if len(b):
+                first.append(b.time.min())
+                digest.add(b.decision_id)
         if not first:
             raise JobError(f"experiment: no decisions of experiment {experiment!r} in the log")
     with _start("ab", run_name=f"ab-{experiment}") as run:
@@ -592,7 +616,7 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
             truth = float(result.true_effect("challenger"))
         else:
             t0 = float(min(first)) if start is None else start
-            _dataset_input(log_identity(log), "ab")
+            _dataset_input(digest.tags(), "ab")
             inputs = ab_report.log_inputs(lambda: log.iter_batches(rule, experiment=experiment), experiment=experiment,
                                           control="champion", start=t0, days=days, alpha=alpha)
         files = ab_report.render_report(inputs, out)

@@ -53,8 +53,6 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
         progress: Callable[[str, int], AbstractContextManager[Callable[[], None]]],
         say: Callable[[str], None] = print) -> QuickstartResult:
     """Run the quickstart into ``out``; ``progress(description, total)`` gives a ticking context."""
-    import mlflow
-
     from training import jobs, registry
 
     t0 = time.perf_counter()
@@ -91,11 +89,7 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
     registry.set_alias(registry.CHALLENGER, challenger.version)
     reason = "quickstart: best doubly-robust lower confidence bound"
     registry.version_tags(champion.version, {"promotion.reason": reason})
-    logging_truth = None
-    if ev.truth is not None:
-        client = mlflow.MlflowClient()
-        logging_truth = client.get_run(ev.run_id).data.metrics.get("logging.true_value")
-    return QuickstartResult(rows, champion, challenger, logging_truth, uri, out, time.perf_counter() - t0)
+    return QuickstartResult(rows, champion, challenger, ev.logging_truth, uri, out, time.perf_counter() - t0)
 
 
 def write_summary(res: QuickstartResult, extra: dict[str, Any]) -> Path:
