@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.rollout import policy_rng
+from envs.rollout import bandit_simulation, policy_rng
 from envs.scenario import Scenario
 from envs.simulation import Simulation, StepResult
 from nba.eligibility import send_time
@@ -213,7 +213,7 @@ def log_bandit_run(
         raise ValueError(f"decisions: decisions and batch must be >= 1, got {decisions!r} and {batch!r}")
     name = policy_name or policy.name
     run_id = f"{name}@{version}/s{seed}" + (f"/{experiment}/{arm}" if experiment or arm else "")
-    sim = Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = bandit_simulation(scenario, seed, batch)
     log.set_layout(scenario_layout(scenario))
     customers = CustomerIds.start(batch, prefix=f"s{seed}-")
     rng = policy_rng(seed)

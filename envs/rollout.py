@@ -90,6 +90,14 @@ def compare_policies(scenario: Scenario, a: Policy, b: Policy, n: int = 10_000, 
 
 
 
+def bandit_simulation(scenario: Scenario, seed: int, n: int) -> Simulation:
+    """``n`` rows of the bandit view's stream of customers (as ``nba/Bandit-v0``: a random moment of
+    the day, a new customer after a decision with probability 1/30, penalties charged). The one
+    setup of :func:`bandit_run`, :func:`bandit_truth` and :func:`envs.decision_log.log_bandit_run`,
+    so that a replay meets exactly the contexts a run logged."""
+    return Simulation(scenario, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
+
+
 @dataclass(frozen=True)
 class BanditRun:
     """A policy learning online on ``nba/Bandit-v0``, scored against exact expected rewards."""
@@ -119,7 +127,7 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
     """Act on ``batch`` contexts at a time, learn from their rewards, until ``decisions`` are made."""
     import time
 
-    sim = Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = bandit_simulation(scenario, seed, batch)
     rng = policy_rng(seed)
     out = {k: [] for k in ("rewards", "expected", "oracle", "no_contact", "actions", "segment", "send_hour")}
     space = sim.space
@@ -160,7 +168,7 @@ def bandit_truth(scenario: Scenario, logging: Policy, targets: dict[str, Policy]
     is the estimand of off-policy estimators on that log. ``logging`` itself is included as
     ``"logging"``.
     """
-    sim = Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = bandit_simulation(scenario, seed, batch)
     rng = policy_rng(seed)
     totals = dict.fromkeys([*targets, "logging"], 0.0)
     done = 0
