@@ -8,7 +8,6 @@ Each raises :class:`serving.engine.BadRequest` (4xx, message naming the field),
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from nba.actions import ActionSpace
 from serving.config import Settings
@@ -43,7 +43,7 @@ class Runtime:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         namespace = os.environ.get("NBA_LOG_NAMESPACE") or None
-        decision_log = DecisionLog(url, namespace=namespace)
+        decision_log = DecisionLog(url, namespace=namespace, checkpoint_every_s=1.0)
         models = ModelStore(settings.tracking_uri, settings.model_name, settings.aliases, settings.cache_dir,
                             settings.poll_s)
         models.start()
@@ -58,7 +58,7 @@ def _iso(hours: np.ndarray, offset_h: np.ndarray | None = None) -> list[str]:
     """ISO 8601 strings of hour stamps: UTC with ``Z``, or local time with its ``+hh:mm`` offset."""
     us = np.round(np.asarray(hours, np.float64) * 3.6e9).astype(np.int64)
     if offset_h is None:
-        return [t + "Z" for t in np.datetime_as_string(us.astype("datetime64[us]"), unit="us")]
+        return [t + "Z" for t in np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()]
     off = np.round(np.asarray(offset_h, np.float64) * 60).astype(np.int64)  # minutes
     local = np.datetime_as_string((us + off * 60_000_000).astype("datetime64[us]"), unit="us")
     return [t + _offset(m) for t, m in zip(local.tolist(), off.tolist(), strict=True)]
@@ -70,27 +70,33 @@ def _offset(minutes: int) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
+def _alternative(info: tuple, probability: float) -> dict[str, Any]:
+    return {"action": info[0], "channel": info[1], "content": info[2], "send_hour_local": info[3],
+            "probability": probability}
+
+
 def _decisions(job: Job, res: Result, experiment: str) -> list[dict[str, Any]]:
     """The decisions of ``job`` as plain JSON data in the :class:`serving.schemas.Decision` layout
     (built directly: a pydantic object per decision costs more than the decision itself in a large batch)."""
-    out = []
     rows = job.rows
-    send_utc = _iso(res.send_at)
-    send_local = _iso(res.send_at, np.asarray(rows.tz))
+    n = len(rows.ids)
     infos: dict[int, tuple] = {}
-    for i, (did, a, p) in enumerate(zip(res.decision_id, res.action.tolist(), res.propensity.tolist(), strict=True)):
-        space = res.spaces[i]
+    described = []
+    for space, a in zip(res.spaces, res.action.tolist(), strict=True):
         info = infos.get(id(space))
         if info is None:
             info = infos[id(space)] = _action_info(space)
-        alts = [{"action": info[alt][0], "channel": info[alt][1], "content": info[alt][2],
-                 "send_hour_local": info[alt][3], "probability": prob} for alt, prob in res.alternatives[i]]
-        action, ch, ct, hour = info[a]
-        out.append({"decision_id": did, "customer_id": rows.ids[i], "action": action, "channel": ch, "content": ct,
-                    "send_at": send_utc[i], "send_at_local": send_local[i], "send_hour_local": hour,
-                    "propensity": p, "policy": res.policy[i], "policy_version": res.version[i],
-                    "experiment": experiment, "arm": rows.arm[i], "alternatives": alts})
-    return out
+        described.append(info[a])
+    alts = [[_alternative(info[alt], prob) for alt, prob in row] if row else []
+            for info, row in zip((infos[id(s)] for s in res.spaces), res.alternatives, strict=True)]
+    action, channel, content, hour = zip(*described, strict=True) if n else ((),) * 4
+    columns = (res.decision_id, rows.ids, action, channel, content, _iso(res.send_at),
+               _iso(res.send_at, np.asarray(rows.tz)), hour, res.propensity.tolist(), res.policy, res.version,
+               [experiment] * n, rows.arm, alts)
+    return [{"decision_id": d, "customer_id": c, "action": a, "channel": ch, "content": ct, "send_at": su,
+             "send_at_local": sl, "send_hour_local": h, "propensity": p, "policy": po, "policy_version": v,
+             "experiment": e, "arm": arm, "alternatives": al}
+            for d, c, a, ch, ct, su, sl, h, p, po, v, e, arm, al in zip(*columns, strict=True)]
 
 
 @lru_cache(maxsize=16)
@@ -104,7 +110,7 @@ def _action_info(space: ActionSpace) -> tuple[tuple[str, str | None, str | None,
 
 
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+    return orjson.dumps(data)
 
 
 async def decide(rt: Runtime, req: DecideRequest) -> bytes:

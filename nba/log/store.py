@@ -30,8 +30,10 @@ Design:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,8 @@ from nba.log.records import (
     OutcomeRecords,
     RewardRule,
 )
+
+_logger = logging.getLogger("nba.log")
 
 SCHEMA_VERSION = "1"
 ENGAGEMENTS = ("opened", "clicked", "converted")
@@ -240,18 +244,31 @@ class DecisionLog:
         layout: fix the log's layout now (else the first batch of decisions sets it); must agree
             with a layout already stored.
         busy_timeout_s: SQLite: how long a writer waits for the lock.
+        checkpoint_every_s: SQLite file: copy the write-ahead log into the database from a background
+            thread this often, instead of inside whichever commit crosses SQLite's 1,000-page mark
+            (that commit then takes several times longer: a latency spike for a service). ``None``:
+            SQLite's automatic checkpoints.
     """
 
     def __init__(self, url: str, *, namespace: str | None = None, layout: LogLayout | None = None,
-                 busy_timeout_s: float = 30.0, **engine_kwargs: Any) -> None:
+                 busy_timeout_s: float = 30.0, checkpoint_every_s: float | None = None,
+                 **engine_kwargs: Any) -> None:
         if namespace is not None and not _NAMESPACE.match(namespace):
             raise ValueError(f"namespace: must match {_NAMESPACE.pattern}, got {namespace!r}")
         self.url = url
         self.namespace = namespace
-        self.engine = _make_engine(url, busy_timeout_s, **engine_kwargs)
+        if checkpoint_every_s is not None and not checkpoint_every_s > 0:
+            raise ValueError(f"checkpoint_every_s: must be > 0 seconds, got {checkpoint_every_s!r}")
+        background = checkpoint_every_s is not None and sa.make_url(url).database not in (None, "", ":memory:")
+        self.engine = _make_engine(url, busy_timeout_s, autocheckpoint=not background, **engine_kwargs)
         self.dialect = self.engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"url: only SQLite and PostgreSQL are supported, got {self.dialect!r}")
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if background and self.dialect == "sqlite":
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_every_s,),
+                                                  name="nba-log-checkpoint", daemon=True)
         self._writer = self.engine.execution_options(nba_write=True)
         prefix = f"{namespace}_" if namespace else ""
         md = sa.MetaData()
@@ -296,8 +313,19 @@ class DecisionLog:
         self._outcome_sql = self._insert_sql(self.outcomes, ["decision_id", "event"])
         if layout is not None:
             self.set_layout(layout)
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     # ------------------------------------------------------------------ plumbing
+    def _checkpoint_loop(self, every_s: float) -> None:
+        """PASSIVE checkpoints (never block a writer or a reader) until :meth:`close`."""
+        while not self._stop.wait(every_s):
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except sa.exc.SQLAlchemyError as e:  # a busy or vanished database: try again next time
+                _logger.warning("decision log checkpoint failed: %s", e)
+
     def _insert_sql(self, table: sa.Table, keys: list[str]) -> str:
         """Positional ``INSERT ... ON CONFLICT (keys) DO NOTHING`` for ``executemany`` of tuples."""
         ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(table)
@@ -313,6 +341,9 @@ class DecisionLog:
 
     def close(self) -> None:
         """Release the connections (the data stays)."""
+        self._stop.set()
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            self._checkpointer.join()
         self.engine.dispose()
 
     def __enter__(self) -> DecisionLog:
@@ -699,9 +730,9 @@ def read_parquet_layout(path: str | Path) -> LogLayout:
 
 
 # ----------------------------------------------------------------------------- engine
-def _make_engine(url: str, busy_timeout_s: float, **kwargs: Any) -> sa.Engine:
+def _make_engine(url: str, busy_timeout_s: float, autocheckpoint: bool = True, **kwargs: Any) -> sa.Engine:
     """An engine with SQLite set up for durable concurrent use (WAL, synchronous=FULL, busy timeout,
-    ``BEGIN IMMEDIATE`` for writes); PostgreSQL as is."""
+    ``BEGIN IMMEDIATE`` for writes; no checkpoints at commit unless ``autocheckpoint``); PostgreSQL as is."""
     u = sa.make_url(url)
     if u.get_backend_name() != "sqlite":
         kwargs.setdefault("paramstyle", "format")  # positional: executemany of plain tuples
@@ -717,6 +748,8 @@ def _make_engine(url: str, busy_timeout_s: float, **kwargs: Any) -> sa.Engine:
         if u.database not in (None, "", ":memory:"):
             cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = FULL")
+        if not autocheckpoint:
+            cur.execute("PRAGMA wal_autocheckpoint = 0")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import tracemalloc
 import uuid
 from dataclasses import replace
@@ -256,6 +257,26 @@ def test_sqlite_is_durable_wal(tmp_path):
     # committed: another process (plain sqlite3) sees it
     assert sqlite3.connect(path).execute("select count(*) from decisions").fetchone()[0] == 3
 
+
+
+def test_background_checkpoints_leave_commits_alone(tmp_path):
+    path = tmp_path / "ckpt.db"
+    wal = tmp_path / "ckpt.db-wal"
+    with DecisionLog(f"sqlite:///{path}", checkpoint_every_s=0.05) as store:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        for k in range(8):  # about 1,500 pages of WAL: past SQLite's own 1,000-page checkpoint mark
+            store.log_decisions(make_records(2_000, d=64, start=k * 2_000, customers=5_000))
+        before = path.stat().st_size
+        deadline = 100
+        while path.stat().st_size == before and deadline:  # the thread copies the WAL into the database
+            deadline -= 1
+            threading.Event().wait(0.05)
+        assert path.stat().st_size > before and wal.exists()
+        assert sum(1 for _ in store.iter_batches(chunk_rows=4_000)) == 4
+    assert sqlite3.connect(path).execute("select count(*) from decisions").fetchone()[0] == 16_000
+    with pytest.raises(ValueError, match="^checkpoint_every_s"):
+        DecisionLog(f"sqlite:///{path}", checkpoint_every_s=0)
 
 # ----------------------------------------------------------------------------- rewards
 def test_reward_join_window_default_and_cost(log):
