@@ -23,12 +23,17 @@ Design:
 * **SQLite** runs in WAL mode with ``synchronous=FULL`` (an acknowledged write survives a crash or
   power loss) and a busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so concurrent
   writers queue on the lock instead of failing on upgrade.
+* **Read-decide-write.** :meth:`DecisionLog.deciding` holds one transaction from a history read to
+  the decisions' commit, serialised per customer (SQLite's write lock; PostgreSQL advisory locks),
+  so concurrent deciders cannot both let a customer past a contact cap.
 * ``namespace`` prefixes the table names (``<namespace>_decisions`` ...): several isolated logs in
   one database, which the tests use on a shared PostgreSQL; :meth:`DecisionLog.drop` removes them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -436,21 +441,44 @@ class DecisionLog:
         """
         v = None if decisions is None else validate_decisions(decisions)
         c = None if outcomes is None else validate_outcomes(outcomes)
-        rows = None if v is None or not len(v.cols["decision_id"]) else self._decision_rows(v)
-        if rows is None and (c is None or not len(c["decision_id"])):
+        if (v is None or not len(v.cols["decision_id"])) and (c is None or not len(c["decision_id"])):
             return 0, 0
         with self._writer.begin() as conn:
-            new_d = new_o = 0
-            if rows is not None and v is not None:
-                self._set_layout(conn, LogLayout(v.context.shape[1], v.eligible.shape[1]))
-                new_d = int(conn.exec_driver_sql(self._decision_sql, rows).rowcount)
-            if c is not None and len(c["decision_id"]):
-                batch_ids = set() if v is None else set(v.cols["decision_id"].tolist())
-                self._check_known(conn, c["decision_id"], batch_ids)
-                out_rows = list(zip(c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(),
-                                    c["value"].tolist(), strict=True))
-                new_o = int(conn.exec_driver_sql(self._outcome_sql, out_rows).rowcount)
-            return new_d, new_o
+            return self._write(conn, v, c)
+
+    def _write(self, conn: sa.Connection, v: _Decisions | None, c: dict[str, np.ndarray] | None) -> tuple[int, int]:
+        """Validated decisions and outcomes written on ``conn``, inside its transaction."""
+        new_d = new_o = 0
+        if v is not None and len(v.cols["decision_id"]):
+            self._set_layout(conn, LogLayout(v.context.shape[1], v.eligible.shape[1]))
+            new_d = int(conn.exec_driver_sql(self._decision_sql, self._decision_rows(v)).rowcount)
+        if c is not None and len(c["decision_id"]):
+            batch_ids = set() if v is None else set(v.cols["decision_id"].tolist())
+            self._check_known(conn, c["decision_id"], batch_ids)
+            out_rows = list(zip(c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(),
+                                c["value"].tolist(), strict=True))
+            new_o = int(conn.exec_driver_sql(self._outcome_sql, out_rows).rowcount)
+        return new_d, new_o
+
+    @contextlib.contextmanager
+    def deciding(self, customer_ids: Sequence[str]) -> Iterator[Deciding]:
+        """One write transaction in which to read ``customer_ids``' contact history, decide, and log the
+        decisions, serialised against every other process deciding for any of these customers: two
+        service workers (or replicas) cannot both let the same customer past a frequency cap.
+
+        SQLite: the transaction holds the database's write lock (``BEGIN IMMEDIATE``) from the history
+        read to the commit. PostgreSQL: it takes a transaction-scoped advisory lock per customer, in a
+        fixed order (no deadlock between batches), so deciders for other customers run in parallel.
+        Nothing is written if the block raises.
+        """
+        ids = _strings("customer_ids", np.asarray(list(customer_ids), dtype=object), len(customer_ids), True)
+        with self._writer.begin() as conn:
+            if self.dialect == "postgresql":
+                keys = sorted({_lock_key(self.decisions.name, c) for c in ids.tolist()})
+                for i in range(0, len(keys), _IN_CHUNK):
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k",
+                                         (keys[i : i + _IN_CHUNK],))
+            yield Deciding(self, conn)
 
     @staticmethod
     def _decision_rows(v: _Decisions) -> list[tuple]:
@@ -593,6 +621,10 @@ class DecisionLog:
     def contact_history(self, customer_ids: Sequence[str], since: float) -> ContactHistory:
         """Contacts sent (or scheduled) from ``since`` on and engagement events from ``since`` on of
         ``customer_ids``, as the decision service needs them (see :class:`ContactHistory`)."""
+        with self.engine.connect() as conn:
+            return self._contact_history(conn, customer_ids, since)
+
+    def _contact_history(self, conn: sa.Connection, customer_ids: Sequence[str], since: float) -> ContactHistory:
         ids = _strings("customer_ids", np.asarray(list(customer_ids), dtype=object), len(customer_ids), True)
         since = float(since)
         if math.isnan(since):
@@ -601,13 +633,12 @@ class DecisionLog:
         uniq = list(index)
         contacts: list[Any] = []
         events: list[Any] = []
-        with self.engine.connect() as conn:
-            for i in range(0, len(uniq), _IN_CHUNK):
-                part = uniq[i : i + _IN_CHUNK]
-                contact_sql, event_sql = self._history_sql(len(part))
-                params = (*part, since)
-                contacts += conn.exec_driver_sql(contact_sql, params).fetchall()
-                events += conn.exec_driver_sql(event_sql, params).fetchall()
+        for i in range(0, len(uniq), _IN_CHUNK):
+            part = uniq[i : i + _IN_CHUNK]
+            contact_sql, event_sql = self._history_sql(len(part))
+            params = (*part, since)
+            contacts += conn.exec_driver_sql(contact_sql, params).fetchall()
+            events += conn.exec_driver_sql(event_sql, params).fetchall()
         contacts.sort(key=lambda r: (r[2], r[1]))
         events.sort(key=lambda r: r[2])
         cc = list(zip(*contacts, strict=True)) or [()] * 4
@@ -727,6 +758,27 @@ def read_parquet_layout(path: str | Path) -> LogLayout:
     names = json.loads(meta.get(b"nba.feature_names", b"null"))
     return LogLayout(int(meta[b"nba.context_dim"]), int(meta[b"nba.n_actions"]),
                      None if names is None else tuple(names), json.loads(meta.get(b"nba.action_space", b"null")))
+
+
+class Deciding:
+    """The transaction of :meth:`DecisionLog.deciding`: history reads and decision writes on it."""
+
+    def __init__(self, log: DecisionLog, conn: sa.Connection) -> None:
+        self._log, self._conn = log, conn
+
+    def contact_history(self, customer_ids: Sequence[str], since: float) -> ContactHistory:
+        """As :meth:`DecisionLog.contact_history`, read inside the transaction."""
+        return self._log._contact_history(self._conn, customer_ids, since)
+
+    def log_decisions(self, records: DecisionRecords) -> int:
+        """As :meth:`DecisionLog.log_decisions`, committed with the transaction; returns how many were new."""
+        return self._log._write(self._conn, validate_decisions(records), None)[0]
+
+
+def _lock_key(table: str, customer_id: str) -> int:
+    """A signed 64-bit PostgreSQL advisory-lock key for one customer of one log."""
+    digest = hashlib.blake2b(f"{table}\x00{customer_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 # ----------------------------------------------------------------------------- engine

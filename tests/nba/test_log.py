@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import tracemalloc
 import uuid
 from dataclasses import replace
@@ -383,3 +384,59 @@ def test_contact_history(log):
     np.testing.assert_array_equal(h.event_value, [12.0, 0.0])
     empty = log.contact_history([], since=0.0)
     assert empty.contact_customer.shape == (0,) and empty.event.shape == (0,)
+
+
+def test_deciding_reads_and_writes_in_one_transaction(log):
+    rec = make_records(6, customers=3)
+    with log.deciding(["c0", "c1", "c2"]) as tx:
+        assert tx.contact_history(["c0"], since=0.0).contact_action.size == 0
+        assert tx.log_decisions(rec) == 6
+        inside = tx.contact_history(["c0", "c1", "c2"], since=0.0)  # its own writes, before the commit
+        assert inside.contact_action.size == int((rec.action > 0).sum())
+    assert log.read().decision_id.tolist() == rec.decision_id.tolist()
+    with pytest.raises(RuntimeError, match="policy failed"), log.deciding(["c0"]) as tx:
+        tx.log_decisions(make_records(3, start=100, customers=3))
+        raise RuntimeError("policy failed")
+    assert len(log.read()) == 6  # nothing of the failed block was written
+    with pytest.raises(ValueError, match="^customer_ids"), log.deciding(["c0", ""]):
+        pass
+
+
+def test_deciding_serialises_deciders_of_one_customer(log):
+    """Two logs (two processes' connections) over one database: the second decider for a customer
+    waits for the first one's commit and reads its decision; a decider for another customer does not
+    wait on PostgreSQL (per-customer locks), and waits on SQLite (one write lock)."""
+    other = DecisionLog(log.url, namespace=log.namespace)
+    first_in, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with log.deciding(["c0"]) as tx:
+            first_in.set()
+            release.wait(10)
+            tx.log_decisions(make_records(1, customers=1))  # customer c0, contacted at T0 + 2
+
+    seen: dict[str, tuple[float, int]] = {}
+
+    def second(customer: str) -> None:
+        with other.deciding([customer]) as tx:
+            seen[customer] = (time.perf_counter(), tx.contact_history([customer], since=0.0).contact_action.size)
+
+    rec = make_records(1, customers=1)
+    t = threading.Thread(target=hold)
+    t.start()
+    assert first_in.wait(10)
+    waiters = [threading.Thread(target=second, args=(c,)) for c in ("c0", "c9")]
+    for w in waiters:
+        w.start()
+    time.sleep(0.5)
+    released_at = time.perf_counter()
+    release.set()
+    for w in [t, *waiters]:
+        w.join(20)
+    other.close()
+    assert seen["c0"][0] > released_at  # waited for the first decider's commit...
+    assert rec.action[0] > 0 and seen["c0"][1] == 1  # ...and saw its contact
+    if log.dialect == "postgresql":
+        assert seen["c9"][0] < released_at
+    else:
+        assert seen["c9"][0] > released_at

@@ -74,6 +74,23 @@ def test_concurrent_requests_for_one_customer_respect_the_caps(runtime):
     assert 1 <= len(sends) <= 2 and all(b - a >= 4 for a, b in zip(sends, sends[1:], strict=False))
 
 
+def test_two_workers_on_one_log_respect_the_caps(runtime, registry, tmp_path):
+    """A second engine (another worker's) over the same log: the deciding transaction serialises them."""
+    other = Runtime.start(Settings(tracking_uri=registry.uri, log_url=runtime.engine.log.url,
+                                   cache_dir=tmp_path / "cache", poll_s=0, seed=2))
+    try:
+        now = JUNE * 3600.0 + 8 * 3600.0
+        engines = [runtime.engine, other.engine] * 8
+        jobs = [(e, e.prepare([_customer("twin")], now, 0, batch=False)) for e in engines]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda ej: ej[0].decide(ej[1]), jobs))
+    finally:
+        other.engine.close()
+    sends = sorted(float(r.send_at[0]) for r in results if r.action[0] != 0)
+    assert 1 <= len(sends) <= 2 and all(b - a >= 4 for a, b in zip(sends, sends[1:], strict=False))
+    assert {r.decision_id[0][:8] for r in results} == {runtime.engine._id_prefix, other.engine._id_prefix}
+
+
 def test_decisions_and_feedback_come_back_as_history(runtime):
     engine = runtime.engine
     now = JUNE * 3600.0
