@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import pytest
 from svc_helpers import customer, postgres_or_skip, start_server
@@ -57,6 +59,26 @@ def test_feedback_on_postgres(pg_server):
         assert c.post("/feedback", json=fb).json()["recorded"] is False
         assert c.post("/feedback", json=fb | {"decision_id": "nope"}).status_code == 404
     assert pg_server.log.count_outcomes() == 1
+
+
+def test_two_replicas_on_one_log_respect_the_caps(pg_server, workdir):
+    """A second server process over the same PostgreSQL log (a replica): concurrent decisions for one
+    customer on both never pass the contact policy (at most two contacts, four hours apart)."""
+    tmp = workdir / "postgres-replica"
+    tmp.mkdir()
+    other = start_server(tmp, {k: v for k, v in pg_server.env.items() if k.startswith("NBA_") and k != "NBA_CACHE_DIR"})
+    body = customer("pg-replica-twin", now="2025-06-10T08:00:00Z", timezone="UTC")
+    try:
+        with pg_server.client() as a, other.client() as b, ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda c: c.post("/decide", json=body), [a, b] * 8))
+    finally:
+        other.stop()
+    assert all(r.status_code == 200 for r in answers)
+    sends = sorted(datetime.fromisoformat(r.json()["send_at"]).timestamp() / 3600 for r in answers
+                   if r.json()["channel"] is not None)
+    assert 1 <= len(sends) <= 2 and all(y - x >= 4 for x, y in zip(sends, sends[1:], strict=False))
+    served_by = {r.json()["decision_id"][:8] for r in answers}
+    assert len(served_by) == 2  # both replicas decided
 
 
 def test_killed_worker_loses_nothing_on_postgres(pg_server):
