@@ -22,8 +22,8 @@ Features come from :func:`nba.features.build_features` over the caller's profile
 customer's history rebuilt from the log; the contact policy is :func:`nba.eligibility.eligibility`
 with the same history. A batch reads that history, decides and writes its decisions inside one
 :meth:`nba.log.store.DecisionLog.deciding` transaction, which serialises it against every other
-worker or replica deciding for the same customers (SQLite: the write lock; PostgreSQL: an advisory
-lock per customer), so several workers over one log never let a customer past a cap together.
+worker or replica deciding for the same customers (SQLite: the write lock; PostgreSQL: advisory
+locks on customer buckets), so several workers over one log never let a customer past a cap together.
 """
 
 from __future__ import annotations
@@ -355,7 +355,10 @@ class Engine:
         since = float(now.min()) - 24.0 * self.settings.history_days
         with self.log.deciding(ids) as tx:  # no other worker decides for these customers until the commit
             history = tx.contact_history(ids, since)
-            return self._decide_with(jobs, served, ids, now, history, tx)
+            results = self._decide_with(jobs, served, ids, now, history, tx)
+        if self.counter is not None:  # committed: count them
+            self._count_metrics(jobs, results)
+        return results
 
     def _decide_with(self, jobs: list[Job], served: dict[str, Served], ids: list[str], now: np.ndarray,
                      history: Any, tx: Any) -> list[Result]:
@@ -400,8 +403,6 @@ class Engine:
             for r in rows.tolist():
                 spaces[r] = space
         self._write(tx, served, ids, now, contexts, decision_id, action, propensity, send_at, policy, version, arm)
-        if self.counter is not None:
-            self._count_metrics(spaces, action, arm)
         out, start = [], 0
         for job in jobs:
             sl = slice(start, start + len(job.rows.ids))
@@ -522,11 +523,12 @@ class Engine:
             policy_version=version, experiment=np.full(n, exp, dtype=object), arm=arm, cost=cost)
         tx.log_decisions(rec)
 
-    def _count_metrics(self, spaces: list[ActionSpace], action: np.ndarray, arm: np.ndarray) -> None:
+    def _count_metrics(self, jobs: list[Job], results: list[Result]) -> None:
         counts: dict[tuple[str, str], int] = {}
-        for sp, a, am in zip(spaces, action.tolist(), arm.tolist(), strict=True):
-            ch = "none" if a == NO_CONTACT else sp.channels[sp.channel_of[a]]
-            counts[(ch, am or "champion")] = counts.get((ch, am or "champion"), 0) + 1
+        for job, res in zip(jobs, results, strict=True):
+            for sp, a, am in zip(res.spaces, res.action.tolist(), job.rows.arm, strict=True):
+                ch = "none" if a == NO_CONTACT else sp.channels[sp.channel_of[a]]
+                counts[(ch, am or "champion")] = counts.get((ch, am or "champion"), 0) + 1
         for (ch, am), k in counts.items():
             self.counter.labels(channel=ch, arm=am).inc(k)
 

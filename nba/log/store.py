@@ -24,8 +24,8 @@ Design:
   power loss) and a busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so concurrent
   writers queue on the lock instead of failing on upgrade.
 * **Read-decide-write.** :meth:`DecisionLog.deciding` holds one transaction from a history read to
-  the decisions' commit, serialised per customer (SQLite's write lock; PostgreSQL advisory locks),
-  so concurrent deciders cannot both let a customer past a contact cap.
+  the decisions' commit, serialised per customer (SQLite's write lock; PostgreSQL advisory locks
+  on customer buckets), so concurrent deciders cannot both let a customer past a contact cap.
 * ``namespace`` prefixes the table names (``<namespace>_decisions`` ...): several isolated logs in
   one database, which the tests use on a shared PostgreSQL; :meth:`DecisionLog.drop` removes them.
 """
@@ -63,6 +63,7 @@ SCHEMA_VERSION = "1"
 ENGAGEMENTS = ("opened", "clicked", "converted")
 DEFAULT_RULE = RewardRule()
 _IN_CHUNK = 500  # values per IN (...) list
+LOCK_BUCKETS = 256  # PostgreSQL advisory locks per log in DecisionLog.deciding
 _NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 _STR_FIELDS = ("decision_id", "customer_id", "policy", "policy_version", "experiment", "arm")
 _NONEMPTY = ("decision_id", "customer_id", "policy")
@@ -314,6 +315,7 @@ class DecisionLog:
             md.create_all(conn)
         self._layout: LogLayout | None = None
         self._history_sql_cache: dict[int, tuple[str, str]] = {}
+        self._lock_space = _lock_space(self.decisions.name)
         self._decision_sql = self._insert_sql(self.decisions, ["decision_id"])
         self._outcome_sql = self._insert_sql(self.outcomes, ["decision_id", "event"])
         if layout is not None:
@@ -467,17 +469,19 @@ class DecisionLog:
         service workers (or replicas) cannot both let the same customer past a frequency cap.
 
         SQLite: the transaction holds the database's write lock (``BEGIN IMMEDIATE``) from the history
-        read to the commit. PostgreSQL: it takes a transaction-scoped advisory lock per customer, in a
-        fixed order (no deadlock between batches), so deciders for other customers run in parallel.
-        Nothing is written if the block raises.
+        read to the commit. PostgreSQL: it takes transaction-scoped advisory locks on the customers'
+        buckets (a hash of the customer id into one of ``LOCK_BUCKETS``), in a fixed order (no deadlock
+        between batches), so deciders for customers of other buckets run in parallel. Buckets rather
+        than one lock per customer: PostgreSQL's lock table holds about 64 locks per connection, and
+        a few concurrent batches of 10,000 customers would exhaust it. Nothing is written if the
+        block raises.
         """
         ids = _strings("customer_ids", np.asarray(list(customer_ids), dtype=object), len(customer_ids), True)
         with self._writer.begin() as conn:
-            if self.dialect == "postgresql":
-                keys = sorted({_lock_key(self.decisions.name, c) for c in ids.tolist()})
-                for i in range(0, len(keys), _IN_CHUNK):
-                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k",
-                                         (keys[i : i + _IN_CHUNK],))
+            if self.dialect == "postgresql" and len(ids):
+                buckets = sorted({lock_bucket(c) for c in ids.tolist()})
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::integer[]) AS b ORDER BY b",
+                                     (self._lock_space, buckets))
             yield Deciding(self, conn)
 
     @staticmethod
@@ -775,10 +779,15 @@ class Deciding:
         return self._log._write(self._conn, validate_decisions(records), None)[0]
 
 
-def _lock_key(table: str, customer_id: str) -> int:
-    """A signed 64-bit PostgreSQL advisory-lock key for one customer of one log."""
-    digest = hashlib.blake2b(f"{table}\x00{customer_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def lock_bucket(customer_id: str) -> int:
+    """The advisory-lock bucket of a customer in :meth:`DecisionLog.deciding` (0 .. LOCK_BUCKETS - 1)."""
+    digest = hashlib.blake2b(customer_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % LOCK_BUCKETS
+
+
+def _lock_space(table: str) -> int:
+    """The first key (a signed 32-bit integer) of one log's advisory locks."""
+    return int.from_bytes(hashlib.blake2b(table.encode(), digest_size=4).digest(), "big", signed=True)
 
 
 # ----------------------------------------------------------------------------- engine

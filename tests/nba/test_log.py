@@ -29,6 +29,7 @@ from nba.log import (
     read_parquet_batches,
     read_parquet_layout,
 )
+from nba.log.store import LOCK_BUCKETS, lock_bucket
 
 PG_URL = os.environ.get("NBA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = 493_536.0
@@ -422,6 +423,7 @@ def test_deciding_serialises_deciders_of_one_customer(log):
             seen[customer] = (time.perf_counter(), tx.contact_history([customer], since=0.0).contact_action.size)
 
     rec = make_records(1, customers=1)
+    assert lock_bucket("c0") != lock_bucket("c9")
     t = threading.Thread(target=hold)
     t.start()
     assert first_in.wait(10)
@@ -440,3 +442,34 @@ def test_deciding_serialises_deciders_of_one_customer(log):
         assert seen["c9"][0] < released_at
     else:
         assert seen["c9"][0] > released_at
+
+
+def test_deciding_large_batches_concurrently(log):
+    """Four transactions of 10,000 customers each at once: with a lock per customer, PostgreSQL's lock
+    table (about 64 locks per connection) overflows ("out of shared memory"); with buckets each batch
+    holds at most LOCK_BUCKETS locks, and batches that share buckets take turns."""
+    if log.dialect != "postgresql":
+        pytest.skip("SQLite serialises deciders on its write lock: nothing to overflow")
+    errors: list[BaseException] = []
+    done: list[int] = []
+
+    def decide(k: int) -> None:
+        store = DecisionLog(log.url, namespace=log.namespace)
+        try:
+            ids = [f"k{k}-{i}" for i in range(10_000)]
+            with store.deciding(ids) as tx:
+                assert tx.contact_history(ids[:5], since=0.0).contact_action.size == 0
+                time.sleep(0.2)
+            done.append(k)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=decide, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and sorted(done) == [0, 1, 2, 3]
+    assert len({lock_bucket(f"k0-{i}") for i in range(10_000)}) == LOCK_BUCKETS
