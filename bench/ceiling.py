@@ -7,7 +7,9 @@ reward model on ``[x, psi(a)]`` once with the *exact expected* reward as label (
 ever sees: no noise) and once with the *realised* reward, and scores the greedy policy of each on
 fresh contexts: normalised score (V - V_no_contact) / (V_oracle - V_no_contact) on exact
 expectations. The first figure bounds what a learner with that much data and this model class can
-reach; the gap to the second is the cost of reward noise.
+reach; the gap to the second is the cost of reward noise. Two more labels: the *attributed* reward
+(the revenue of the message's own conversions less cost and penalties: what the learners learn from
+by default, without the organic purchases' noise) and the exact uplift over no contact.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ from nba.policies.linear import action_design
 def logged(sc: Scenario, seed: int, n: int, steps: int, per_context: int):
     sim = Simulation(sc, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
     rng = np.random.default_rng(seed)
-    out = {k: [] for k in ("X", "er", "mask", "a", "r")}
+    out = {k: [] for k in ("X", "er", "mask", "a", "r", "att")}
     for _ in range(steps):
         X, er, mask = np.ascontiguousarray(sim.observe()), sim.expected_rewards(), sim.action_mask()
         u = rng.random((n, per_context))
         cdf = np.cumsum(mask / mask.sum(1, keepdims=True), axis=1)
         a = (cdf[:, None, :] <= u[:, :, None]).sum(axis=2)  # uniform over eligible, per_context each
         res = sim.step(a[:, 0])
-        for k, v in (("X", X), ("er", er), ("mask", mask), ("a", a), ("r", res.reward)):
+        for k, v in (("X", X), ("er", er), ("mask", mask), ("a", a), ("r", res.reward), ("att", res.attributed)):
             out[k].append(v)
     return {k: np.concatenate(v) for k, v in out.items()}
 
@@ -57,13 +59,18 @@ def main() -> None:
     grid = np.hstack([np.repeat(test["X"], A, 0), np.tile(psi, (n, 1))])
     v_nc = test["er"][:, 0].mean()
     v_or = np.where(test["mask"], test["er"], -np.inf).max(axis=1).mean()
-    for label in ("exact expected reward", "realised reward"):
-        if label.startswith("exact"):
+    for label in ("exact expected reward", "realised reward", "attributed reward", "exact uplift"):
+        r_idx, acts = rows, train["a"][:, 0]
+        if label == "exact expected reward":
             r_idx = np.repeat(rows, args.actions_per_context)
             acts = train["a"].ravel()
             y = train["er"][r_idx, acts]
+        elif label == "realised reward":
+            y = train["r"]
+        elif label == "attributed reward":
+            y = train["att"]
         else:
-            r_idx, acts, y = rows, train["a"][:, 0], train["r"]
+            y = train["er"][rows, acts] - train["er"][rows, 0]
         model = lgb.train(params, lgb.Dataset(np.hstack([train["X"][r_idx], psi[acts]]), y), 300)
         scores = model.predict(grid).reshape(n, A)
         chosen = masked_argmax(scores, test["mask"])

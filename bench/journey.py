@@ -1,14 +1,19 @@
 """Long-term value on ``nba/Journey-v0``: offline RL against myopic bandits and rule-based journeys.
 
     python bench/journey.py [--log-customers 8000] [--eval-customers 4000] [--iterations 6]
+                            [--learn-from attributed|total]
 
 A marketing team's offline setting. Logged data: ``--log-customers`` customers for 90 days under
 the business-as-usual schedule with randomisation (``--holdout`` no contact, ``--explore``
-uniform over eligible actions; exact propensities). From those logs:
+uniform over eligible actions; exact propensities). From those logs, learning from the
+*attributed* reward by default (``--learn-from``: the revenue of the message's own conversions less
+its cost; organic purchases, which no action causes, only add noise to what a model must find):
 
 * the **myopic bandit**: a LightGBM reward model, greedy (fitted-Q with gamma = 0) — what a
   contextual bandit learns from the same data;
-* **FQI**: fitted-Q iteration with LightGBM (gamma ``--gamma``), bootstrapping on churn only.
+* **FQI**: fitted-Q iteration with LightGBM (gamma ``--gamma``), bootstrapping on churn only; the
+  Bellman maximum runs over the ``--bootstrap-top`` actions the first (myopic) fit rates best in
+  each next state.
 
 Then every policy runs on ``--eval-customers`` held-out customers (another seed) for 90 days,
 all on the same customers with the same luck (common random numbers), and the table gives the
@@ -28,7 +33,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from envs.rollout import ValueEstimate, collect_transitions, journey_returns
+from envs.rollout import LEARN_FROM, ValueEstimate, collect_transitions, journey_returns
 from envs.scenario import Scenario
 from nba.policies import create
 from nba.policies.base import Explore
@@ -42,10 +47,13 @@ def main() -> None:
     ap.add_argument("--explore", type=float, default=0.2)
     ap.add_argument("--gamma", type=float, default=0.97)
     ap.add_argument("--iterations", type=int, default=6)
-    ap.add_argument("--min-support", type=int, default=1000)
+    ap.add_argument("--learn-from", choices=LEARN_FROM, default="attributed",
+                    help="the reward both learners fit (default attributed; total: with organic purchases)")
+    ap.add_argument("--min-support", type=int, default=300)
     ap.add_argument("--min-data-in-leaf", type=int, default=1000)
     ap.add_argument("--num-leaves", type=int, default=15)
-    ap.add_argument("--max-candidates", type=int, default=32)
+    ap.add_argument("--max-candidates", type=int, default=225)
+    ap.add_argument("--bootstrap-top", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -60,18 +68,21 @@ def main() -> None:
         task = bar.add_task(f"logging {args.log_customers:,} customers x {days} days", total=days)
         tr = collect_transitions(sc, logger, args.log_customers, seed=args.seed + 1,
                                  progress=lambda _: bar.advance(task))
-    console.print(f"{len(tr.rewards):,} logged transitions, {tr.terminated.sum():,} ending in churn")
+    console.print(f"{len(tr.rewards):,} logged transitions, {tr.terminated.sum():,} ending in churn; "
+                  f"reward per transition: total sd {tr.rewards.std():.2f}, attributed sd {tr.attributed.std():.2f}")
+    rewards = tr.attributed if args.learn_from == "attributed" else tr.rewards
 
     fitted = {}
     fit_params = {"min_support": args.min_support, "min_data_in_leaf": args.min_data_in_leaf,
                   "num_leaves": args.num_leaves, "max_candidates": args.max_candidates,
+                  "bootstrap_top": args.bootstrap_top,
                   "num_boost_round": 150, "learning_rate": 0.05}
     for name, gamma, iterations in (("myopic bandit", 0.0, 1), ("fqi", args.gamma, args.iterations)):
         policy = create("fqi", sp, seg, dim=dim, gamma=gamma, iterations=iterations, **fit_params)
         t0 = time.perf_counter()
         with Progress(console=console) as bar:
             task = bar.add_task(f"fitting {name}", total=iterations)
-            policy.fit(tr.X, tr.actions, tr.rewards, tr.X_next, tr.mask_next, tr.terminated,
+            policy.fit(tr.X, tr.actions, rewards, tr.X_next, tr.mask_next, tr.terminated,
                        progress=lambda i, change, t=task: bar.advance(t))
         fitted[name] = policy
         console.print(f"{name}: fitted in {time.perf_counter() - t0:.0f} s on "

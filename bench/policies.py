@@ -1,12 +1,15 @@
 """Online bandit benchmark on ``nba/Bandit-v0``: nba's policies against Vowpal Wabbit and MABWiser.
 
     python bench/policies.py [--decisions 100000] [--batch 1000] [--seed 0] [--only NAME,...]
+                             [--learn-from attributed|total]
                              [--vw-decisions N] [--mabwiser-decisions N] [--one-at-a-time 500]
                              [--blas-threads 1] [--mab-alpha 1] [--json PATH]
 
 Every learner runs in the loop of :func:`envs.rollout.bandit_run` on the default scenario: a
 ``Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1/30, penalties=True)`` with
-the same seed for all; act on a batch of contexts, step, learn from the realised rewards; record
+the same seed for all; act on a batch of contexts, step, learn from the realised rewards (by default
+the attributed ones: the revenue of the message's own conversions less cost and penalties, the same
+for every learner); record
 the exact expected reward of the chosen action, of the best eligible action (oracle) and of no
 contact. Peers sit behind nba's policy interface (``bench/peers.py``), so the loop is the same
 code for everyone. Printed for each learner: mean realised reward, mean exact expected reward,
@@ -47,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peers.py, when
 
 from peers import MABWiserLinear, VWCBExploreADF  # noqa: E402
 
-from envs.rollout import BanditRun, bandit_run  # noqa: E402
+from envs.rollout import LEARN_FROM, BanditRun, bandit_run  # noqa: E402
 from envs.scenario import Scenario  # noqa: E402
 from envs.simulation import Simulation  # noqa: E402
 from nba.policies import LEARNERS, POLICIES, create  # noqa: E402
@@ -93,9 +96,10 @@ def make_learner(name: str, scenario: Scenario, dim: int, seed: int, mab_alpha: 
 
 
 def run_one(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int, mab_alpha: float,
-            progress: Callable[[int], None]) -> Result:
+            learn_from: str, progress: Callable[[int], None]) -> Result:
     learner = make_learner(name, scenario, dim, seed, mab_alpha)
-    run: BanditRun = bandit_run(scenario, learner, decisions, batch=batch, seed=seed, progress=progress)
+    run: BanditRun = bandit_run(scenario, learner, decisions, batch=batch, seed=seed, progress=progress,
+                                learn_from=learn_from)
     extra = {}
     if isinstance(learner, VWCBExploreADF):
         extra = {"vw_args": learner.args, "seconds_in_vw_calls": learner.vw_seconds}
@@ -108,7 +112,7 @@ def run_one(name: str, scenario: Scenario, dim: int, decisions: int, batch: int,
 
 
 def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int,
-                           mab_alpha: float, progress: Callable[[int], None]) -> dict:
+                           mab_alpha: float, learn_from: str, progress: Callable[[int], None]) -> dict:
     """Same loop, but MABWiser predicts and learns one context at a time (each timed)."""
     learner = make_learner(name, scenario, dim, seed, mab_alpha)
     rows = min(batch, decisions)
@@ -123,9 +127,10 @@ def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: i
             actions[i] = learner.decide_one(X[i], mask[i])
         spent += time.perf_counter() - t0
         res = sim.step(actions)
+        rewards = res.attributed if learn_from == "attributed" else res.reward
         t0 = time.perf_counter()
         for i in range(rows):
-            learner.update_one(X[i], int(actions[i]), float(res.reward[i]))
+            learner.update_one(X[i], int(actions[i]), float(rewards[i]))
         spent += time.perf_counter() - t0
         progress(step)
     n = steps * rows
@@ -206,6 +211,9 @@ def main() -> None:
     ap.add_argument("--mab-alpha", type=float, default=1.0, help="MABWiser LinUCB/LinTS alpha (its default, 1)")
     ap.add_argument("--blas-threads", type=int, default=1,
                     help="BLAS threads for every learner (default 1; 0: the libraries' own, 2 here)")
+    ap.add_argument("--learn-from", choices=LEARN_FROM, default="attributed",
+                    help="the reward every learner learns from (default attributed: the message's own conversions, "
+                         "less cost and penalties; total: with organic purchases)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
 
@@ -254,20 +262,22 @@ def main() -> None:
             return lambda step: progress.update(task, completed=min((step + 1) * per_step, total))
 
         for n in names:
-            results.append(run_one(n, scenario, dim, plan[n], args.batch, args.seed, args.mab_alpha,
+            results.append(run_one(n, scenario, dim, plan[n], args.batch, args.seed, args.mab_alpha, args.learn_from,
                                    advance(tasks[n], plan[n], args.batch)))
             r = results[-1]
             progress.update(tasks[n], description=f"{n}: {r.normalised_score:+.3f}, {r.decisions_per_s:,.0f}/s")
         for n in oaat:
             total = progress.tasks[one_tasks[n]].total
             one_at_a_time[n] = mabwiser_one_at_a_time(n, scenario, dim, args.one_at_a_time, args.batch, args.seed,
-                                                      args.mab_alpha, advance(one_tasks[n], total, rows))
+                                                      args.mab_alpha, args.learn_from,
+                                                      advance(one_tasks[n], total, rows))
     wall = time.perf_counter() - t_start
 
     print()
     print(f"command: {command}")
     print(f"nba/Bandit-v0, default scenario: {scenario.action_space.n_actions} actions, {dim} context features; "
-          f"seed {args.seed}, batch {args.batch}; machine {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"seed {args.seed}, batch {args.batch}; learning from {args.learn_from} rewards; "
+          f"machine {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; BLAS threads "
           f"{args.blas_threads or 'library default'}")
     load_after = os.getloadavg()
@@ -296,6 +306,7 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
                        f"{platform.python_version()}",
             "settings": {"decisions": args.decisions, "batch": args.batch, "seed": args.seed, "plan": plan,
+                         "learn_from": args.learn_from,
                          "one_at_a_time": args.one_at_a_time, "mab_alpha": args.mab_alpha,
                          "blas_threads": args.blas_threads, "load_average_before": load_before,
                          "load_average_after": load_after,

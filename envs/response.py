@@ -188,6 +188,24 @@ def expected_reward(
     return r
 
 
+def expected_attributed_reward(
+    sc: Scenario, sa: ScenarioArrays, space: ActionSpace, tr: Traits, m: Moment, actions: np.ndarray,
+    penalties: bool = True,
+) -> np.ndarray:
+    """Exact expectation of the attributed reward (see :func:`realised_rewards`) of ``actions``.
+
+    ``basket * seen * click * convert * (1 - discount) - cost (- penalties)``: no contact earns 0.
+    Against the true uplift over no contact it over-credits a message by
+    ``basket * seen * p_organic * (click * convert * (1 - discount) + discount)``: the conversions of
+    customers who would have bought anyway, and the discount they were given.
+    """
+    t = contact_terms(sc, sa, space, tr, m, actions)
+    r = m.basket[:, None] * t.p_seen * t.p_click * t.p_convert * (1.0 - t.discount) - t.cost
+    if penalties:
+        r = r - expected_penalty(sc, sa, space, actions, t)
+    return r
+
+
 RESPONSE_WIDTH = 9  # uniforms one outcome consumes
 
 
@@ -253,3 +271,17 @@ def sample_outcome(
         penalty=penalty,
         seen_delay_min=delay,
     )
+
+
+def realised_rewards(out: Outcome, penalties: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(total, attributed) rewards of realised outcomes.
+
+    *Total*: all revenue in the window less cost (and the opt-out and churn penalties when
+    ``penalties``) — what the business earns. *Attributed*: only the revenue of purchases the
+    message itself converted (a click, then a purchase: what a decision log's feedback reports
+    with the decision id) less the same charges. Organic purchases, which no action causes, are
+    left out: their noise, far larger than a message's effect, no longer drowns what a learner
+    must find. Its expectation is :func:`expected_attributed_reward`.
+    """
+    charged = out.cost + (out.penalty if penalties else 0.0)
+    return out.revenue - charged, np.where(out.converted, out.revenue, 0.0) - charged

@@ -122,11 +122,22 @@ class BanditRun:
         return len(self.rewards) / self.seconds
 
 
+LEARN_FROM = ("attributed", "total")
+
+
 def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 1000, seed: int = 0,
-               progress: Callable[[int], None] | None = None) -> BanditRun:
-    """Act on ``batch`` contexts at a time, learn from their rewards, until ``decisions`` are made."""
+               progress: Callable[[int], None] | None = None, learn_from: str = "total") -> BanditRun:
+    """Act on ``batch`` contexts at a time, learn from their rewards, until ``decisions`` are made.
+
+    ``learn_from`` picks the reward the policy learns from: ``"total"`` (revenue less cost and
+    penalties) or ``"attributed"`` (only the revenue of the message's own conversions, less cost and
+    penalties: no organic purchases, whose noise drowns a message's effect). Scores are always on
+    the total expected reward.
+    """
     import time
 
+    if learn_from not in LEARN_FROM:
+        raise ValueError(f"learn_from: expected one of {LEARN_FROM}, got {learn_from!r}")
     sim = bandit_simulation(scenario, seed, batch)
     rng = policy_rng(seed)
     out = {k: [] for k in ("rewards", "expected", "oracle", "no_contact", "actions", "segment", "send_hour")}
@@ -146,7 +157,7 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
         res = sim.step(d.actions)
         out["actions"].append(np.where(res.blocked, 0, d.actions))
         t0 = time.perf_counter()
-        policy.update(X, d.actions, res.reward, d.propensities)
+        policy.update(X, d.actions, res.attributed if learn_from == "attributed" else res.reward, d.propensities)
         spent += time.perf_counter() - t0
         out["rewards"].append(res.reward)
         out["expected"].append(er[rows, d.actions])
@@ -193,6 +204,7 @@ class Transitions:
     actions: np.ndarray  # (T,)
     propensities: np.ndarray  # (T,)
     rewards: np.ndarray  # (T,)
+    attributed: np.ndarray  # (T,) the part of the reward the message caused: its conversions, less cost
     mask: np.ndarray  # (T, A)
     X_next: np.ndarray  # (T, d)
     mask_next: np.ndarray  # (T, A)
@@ -218,7 +230,8 @@ def collect_transitions(scenario: Scenario, policy: Policy, n: int, seed: int, d
         rows = np.flatnonzero(alive)
         term = res.churned[rows]
         batch = {"X": X[rows], "actions": d.actions[rows], "propensities": d.propensities[rows],
-                 "rewards": res.reward[rows], "mask": mask[rows], "X_next": X_next[rows],
+                 "rewards": res.reward[rows], "attributed": res.attributed[rows], "mask": mask[rows],
+                 "X_next": X_next[rows],
                  "mask_next": mask_next[rows], "terminated": term,
                  "truncated": ~term & (day == days - 1), "customer": rows, "day": np.full(rows.size, day)}
         for k, v in batch.items():

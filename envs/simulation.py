@@ -28,6 +28,7 @@ CHUNK = 65_536  # rows sampled at a time when a simulation starts
 @dataclass
 class StepResult:
     reward: np.ndarray  # (N,) realised reward
+    attributed: np.ndarray  # (N,) its own conversions' revenue less charges (response.realised_rewards)
     outcome: response.Outcome
     replaced: np.ndarray  # (N,) bool: the row now holds a new customer (bandit view)
     churned: np.ndarray  # (N,) bool: the customer left during this step
@@ -174,7 +175,7 @@ class Simulation:
             u[active] = self.streams.uniform(STEP_WIDTH, np.flatnonzero(active))
         t = response.contact_terms(sc, sa, space, self.traits, m, actions[:, None])
         out = response.sample_outcome(sc, sa, space, m, actions, t, u[:, : response.RESPONSE_WIDTH])
-        reward = out.revenue - out.cost - (out.penalty if self.penalties else 0.0)
+        reward, attributed = response.realised_rewards(out, self.penalties)
         dynamics.apply_outcome(sc, space, self.traits, self.state, self.history, m, actions, t, out)
         j = response.RESPONSE_WIDTH
         if self.decision_hour is None:
@@ -190,7 +191,8 @@ class Simulation:
             replaced = self.state.churned | (u[:, -1] < self.replace_rate)
             rows = np.flatnonzero(replaced)
             self.reset_rows(rows, base=self.state.now[rows])
-        return StepResult(reward=reward, outcome=out, replaced=replaced, churned=churned, blocked=blocked)
+        return StepResult(reward=reward, attributed=attributed, outcome=out, replaced=replaced, churned=churned,
+                          blocked=blocked)
 
 
 class ShardedSimulation:
@@ -241,7 +243,8 @@ class ShardedSimulation:
         parts = self._map(Simulation.step, self._split(actions), self._split(active))
         out = response.Outcome(**{f: np.concatenate([getattr(p.outcome, f) for p in parts])
                                   for f in vars(parts[0].outcome)})
-        cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("reward", "replaced", "churned", "blocked")}
+        cat = {f: np.concatenate([getattr(p, f) for p in parts])
+               for f in ("reward", "attributed", "replaced", "churned", "blocked")}
         return StepResult(outcome=out, **cat)
 
     def reset_rows(self, rows: np.ndarray, base: np.ndarray | None = None) -> None:

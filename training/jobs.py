@@ -386,12 +386,16 @@ def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, see
 
 def _train_fqi_simulator(policy: Policy, scenario: Scenario, customers: int, seed: int,
                          progress: Progress) -> dict[str, float]:
+    import mlflow
+
     from envs.rollout import collect_transitions
 
     logging = Explore(create("business_as_usual", scenario.action_space, tuple(scenario.segments)), 0.2, 0.2)
     t = collect_transitions(scenario, logging, customers, seed, progress=progress)
     keep = ~t.truncated
-    _fit_fqi(policy, t.X[keep], t.actions[keep], t.rewards[keep], t.X_next[keep], t.mask_next[keep],
+    # the attributed reward (the message's own conversions less cost): organic purchases only add noise
+    mlflow.log_param("reward", "attributed")
+    _fit_fqi(policy, t.X[keep], t.actions[keep], t.attributed[keep], t.X_next[keep], t.mask_next[keep],
              t.terminated[keep])
     return {"transitions": float(keep.sum())}
 

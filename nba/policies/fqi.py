@@ -14,6 +14,14 @@ often enough to be evaluated (``min_support`` times; at most ``max_candidates``,
 never over actions the data says little about.
 ``gamma = 0`` gives the myopic reward model a contextual bandit would use, on the same data.
 
+``bootstrap_top`` (None: every candidate) limits that maximum to the actions the first, myopic fit
+rates best in each next state, found once: with all 225 actions as candidates, the maximum over
+every one of them for every transition at every iteration is most of the fitting time.
+
+What to learn from: the ``rewards`` given. A message's *attributed* reward (the revenue of its own
+conversions less its cost) is far less noisy than the customer's whole profit, whose organic
+purchases happen whatever is sent; ``bench/journey.py`` learns from it by default.
+
 The learnt policy is greedy in Q (``epsilon`` adds uniform exploration over eligible candidates).
 """
 
@@ -37,19 +45,22 @@ class FittedQ:
     def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, iterations: int = 8,
                  num_boost_round: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
                  min_data_in_leaf: int = 100, min_support: int = 200, max_candidates: int = 32,
-                 refit_rounds: int | None = None, epsilon: float = 0.0, seed: int = 0, threads: int = 2) -> None:
+                 bootstrap_top: int | None = None, refit_rounds: int | None = None, epsilon: float = 0.0,
+                 seed: int = 0, threads: int = 2) -> None:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma: must be in [0, 1), got {gamma!r}")
         if iterations < 1:
             raise ValueError(f"iterations: must be >= 1, got {iterations!r}")
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon!r}")
+        if bootstrap_top is not None and bootstrap_top < 1:
+            raise ValueError(f"bootstrap_top: must be >= 1 or None, got {bootstrap_top!r}")
         self.space, self.dim = space, dim
         self.params = {"gamma": gamma, "iterations": iterations, "num_boost_round": num_boost_round,
                        "learning_rate": learning_rate, "num_leaves": num_leaves,
                        "min_data_in_leaf": min_data_in_leaf, "min_support": min_support,
-                       "max_candidates": max_candidates, "refit_rounds": refit_rounds, "epsilon": epsilon,
-                       "seed": seed, "threads": threads}
+                       "max_candidates": max_candidates, "bootstrap_top": bootstrap_top, "refit_rounds": refit_rounds,
+                       "epsilon": epsilon, "seed": seed, "threads": threads}
         self.psi = action_design(space).astype(np.float32)
         self.candidates = np.zeros(space.n_actions, bool)
         self.candidates[0] = True
@@ -95,9 +106,16 @@ class FittedQ:
         targets = rewards.copy()
         self.booster = None
         refit = p["refit_rounds"] or max(1, p["num_boost_round"] // 2)
+        mask_next = np.asarray(mask_next, bool)
+        shortlist = None
         for it in range(p["iterations"] if p["gamma"] > 0 else 1):
             if it > 0:
-                future = self.q_values(X_next, np.asarray(mask_next, bool)).max(axis=1)
+                if p["bootstrap_top"] is None:
+                    future = self.q_values(X_next, mask_next).max(axis=1)
+                else:
+                    if shortlist is None:  # the first (myopic) fit's best actions in every next state
+                        shortlist = self._shortlist(X_next, mask_next, p["bootstrap_top"])
+                    future = self._best_of(X_next, *shortlist)
                 new = rewards + p["gamma"] * np.where(terminated, 0.0, future)
                 change = float(np.abs(new - targets).mean())
                 targets = new
@@ -111,6 +129,26 @@ class FittedQ:
             if progress is not None:
                 progress(it, change)
         return self
+
+    def _shortlist(self, X: np.ndarray, mask: np.ndarray, k: int, chunk: int = 8192):
+        """(N, k) actions with the highest Q in each row and whether each is eligible."""
+        n, k = X.shape[0], min(k, self.space.n_actions)
+        top = np.zeros((n, k), np.int64)
+        ok = np.zeros((n, k), bool)
+        for start in range(0, n, chunk):
+            q = self.q_values(X[start : start + chunk], mask[start : start + chunk])
+            t = np.argpartition(-q, k - 1, axis=1)[:, :k]
+            top[start : start + chunk] = t
+            ok[start : start + chunk] = np.isfinite(np.take_along_axis(q, t, axis=1))
+        return top, ok
+
+    def _best_of(self, X: np.ndarray, top: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """(N,) the highest current Q among each row's shortlisted eligible actions."""
+        rows, cols = np.nonzero(ok)
+        q = np.full(ok.shape, -np.inf)
+        q[rows, cols] = self.booster.predict(joint_rows(X[rows], self.psi, top[rows, cols]),
+                                             num_threads=self.params["threads"])
+        return q.max(axis=1)
 
     # ------------------------------------------------------------------ policy interface
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:

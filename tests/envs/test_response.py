@@ -107,6 +107,47 @@ def test_expected_reward_matches_monte_carlo(sim):
     assert exact[2, 2] == exact[2, 0]
 
 
+def test_attributed_reward_matches_its_exact_expectation_and_has_less_noise(sim):
+    """Monte Carlo of :func:`response.realised_rewards` against :func:`response.expected_attributed_reward`."""
+    sc, sa, space = sim.scenario, sim.arrays, sim.space
+    m, tr = sim.moment, sim.traits
+    rows = np.flatnonzero(m.reachable.all(axis=1))[:4]
+    assert rows.size == 4
+    actions = np.array([0, space.index("email", "promo", None), space.index("push", "cart_reminder", 19),
+                        space.index("sms", "product_reco", None)])
+    exact = response.expected_attributed_reward(sc, sa, space, tr, m, actions[None, :])[rows]
+    total_exact = response.expected_reward(sc, sa, space, tr, m, actions[None, :])[rows]
+    assert (exact[:, 0] == 0).all()  # no contact converts nothing
+    tr_s, m_s = take_rows(tr, rows), take_rows(m, rows)
+    draws = 200_000
+    rep = np.repeat(np.arange(rows.size), draws)
+    m_rep = take_rows(m_s, rep)
+    rng = np.random.default_rng(11)
+    var_attributed = var_total = 0.0
+    for j, a in enumerate(actions):
+        acts = np.full(rows.size, a)
+        t = response.contact_terms(sc, sa, space, tr_s, m_s, acts[:, None])
+        u = rng.random((rep.size, response.RESPONSE_WIDTH))
+        out = response.sample_outcome(sc, sa, space, m_rep, acts[rep], take_rows(t, rep), u)
+        total, attributed = (r.reshape(rows.size, draws) for r in response.realised_rewards(out, penalties=True))
+        se = attributed.std(axis=1, ddof=1) / np.sqrt(draws)
+        # 4 standard errors: a two-sided false alarm of 6e-5 per cell
+        np.testing.assert_array_less(np.abs(attributed.mean(axis=1) - exact[:, j]), 4 * se + 1e-12,
+                                     err_msg=f"action {space.names()[a]}")
+        np.testing.assert_allclose(total.mean(axis=1), total_exact[:, j], atol=float(5 * total.std() / np.sqrt(draws)))
+        var_attributed += attributed.var(axis=1).sum()
+        var_total += total.var(axis=1).sum()
+    # organic purchases are the bulk of the total reward's noise (a customer who answers a message
+    # often is as noisy either way: the claim is about all of them together)
+    assert var_attributed < 0.5 * var_total
+    # the attributed uplift of a contact differs from the true one only by the organic buyers' share
+    t = response.contact_terms(sc, sa, space, tr_s, m_s, actions[None, :])
+    over = (m_s.basket[:, None] * t.p_seen * m_s.p_organic[:, None]
+            * (t.p_click * t.p_convert * (1 - t.discount) + t.discount))
+    # (float32 state terms: agreement to 1e-6)
+    np.testing.assert_allclose(exact - (total_exact - total_exact[:, :1]), over, rtol=1e-3, atol=1e-6)
+
+
 def test_no_contact_expected_reward_is_organic_revenue(sim):
     m = sim.moment
     er = sim.expected_rewards()
