@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--eval-customers", type=int, default=4000)
     ap.add_argument("--holdout", type=float, default=0.2)
     ap.add_argument("--explore", type=float, default=0.2)
-    ap.add_argument("--gamma", type=float, default=0.97)
+    ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--learn-from", choices=LEARN_FROM, default="attributed",
                     help="the reward both learners fit (default attributed; total: with organic purchases)")
