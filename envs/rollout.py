@@ -204,7 +204,7 @@ class Transitions:
     actions: np.ndarray  # (T,)
     propensities: np.ndarray  # (T,)
     rewards: np.ndarray  # (T,)
-    attributed: np.ndarray  # (T,) the part of the reward the message caused: its conversions, less cost
+    attributed: np.ndarray  # (T,) the message's own conversions' revenue less its charges
     mask: np.ndarray  # (T, A)
     X_next: np.ndarray  # (T, d)
     mask_next: np.ndarray  # (T, A)
@@ -231,8 +231,7 @@ def collect_transitions(scenario: Scenario, policy: Policy, n: int, seed: int, d
         term = res.churned[rows]
         batch = {"X": X[rows], "actions": d.actions[rows], "propensities": d.propensities[rows],
                  "rewards": res.reward[rows], "attributed": res.attributed[rows], "mask": mask[rows],
-                 "X_next": X_next[rows],
-                 "mask_next": mask_next[rows], "terminated": term,
+                 "X_next": X_next[rows], "mask_next": mask_next[rows], "terminated": term,
                  "truncated": ~term & (day == days - 1), "customer": rows, "day": np.full(rows.size, day)}
         for k, v in batch.items():
             cols[k].append(v)
