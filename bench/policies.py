@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peers.py, when
 
 from peers import MABWiserLinear, VWCBExploreADF  # noqa: E402
 
-from envs.rollout import LEARN_FROM, BanditRun, bandit_run  # noqa: E402
+from envs.rollout import LEARN_FROM, BanditRun, bandit_run, learning_rewards  # noqa: E402
 from envs.scenario import Scenario  # noqa: E402
 from envs.simulation import Simulation  # noqa: E402
 from nba.policies import LEARNERS, POLICIES, create  # noqa: E402
@@ -127,7 +127,7 @@ def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: i
             actions[i] = learner.decide_one(X[i], mask[i])
         spent += time.perf_counter() - t0
         res = sim.step(actions)
-        rewards = res.attributed if learn_from == "attributed" else res.reward
+        rewards = learning_rewards(res, learn_from)
         t0 = time.perf_counter()
         for i in range(rows):
             learner.update_one(X[i], int(actions[i]), float(rewards[i]))

@@ -125,6 +125,11 @@ class BanditRun:
 LEARN_FROM = ("attributed", "total")
 
 
+def learning_rewards(res: StepResult, learn_from: str) -> np.ndarray:
+    """The rewards of a step a learner is fed: ``"attributed"`` or ``"total"`` (see :func:`bandit_run`)."""
+    return res.attributed if learn_from == "attributed" else res.reward
+
+
 def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 1000, seed: int = 0,
                progress: Callable[[int], None] | None = None, learn_from: str = "total") -> BanditRun:
     """Act on ``batch`` contexts at a time, learn from their rewards, until ``decisions`` are made.
@@ -157,7 +162,7 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
         res = sim.step(d.actions)
         out["actions"].append(np.where(res.blocked, 0, d.actions))
         t0 = time.perf_counter()
-        policy.update(X, d.actions, res.attributed if learn_from == "attributed" else res.reward, d.propensities)
+        policy.update(X, d.actions, learning_rewards(res, learn_from), d.propensities)
         spent += time.perf_counter() - t0
         out["rewards"].append(res.reward)
         out["expected"].append(er[rows, d.actions])
