@@ -188,6 +188,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0, help="per measurement point")
     ap.add_argument("--policy", default="business_as_usual")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--write", choices=("behind", "through"), default="behind",
+                    help="behind: acknowledge once fsynced in a local spool, history in memory (NBA_SPOOL_DIR); "
+                         "through: commit each batch to the log before answering")
     args = ap.parse_args()
     os.environ.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
     tmp = Path(tempfile.mkdtemp(prefix="nba-bench-serve-"))
@@ -199,6 +202,9 @@ def main() -> None:
             env = dict(os.environ, NBA_TRACKING_URI=uri, NBA_LOG_URL=f"sqlite:///{tmp}/{kind}.db",
                        NBA_CACHE_DIR=str(tmp / f"cache-{kind}"), NBA_POLL_S="10")
             env.pop("NBA_TOKEN", None)
+            env.pop("NBA_SPOOL_DIR", None)
+            if args.write == "behind":
+                env["NBA_SPOOL_DIR"] = str(tmp / f"spool-{kind}")
             procs[kind] = start(kind, ports[kind], env, tmp / f"{kind}.log")
         for kind in procs:
             wait_ready(ports[kind], procs[kind])
@@ -211,8 +217,10 @@ def main() -> None:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    mode = ("write-behind: acknowledged once fsynced in a local spool" if args.write == "behind" else
+            "write-through: committed to the log before the answer")
     print(f"policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; logs: SQLite WAL "
-          f"synchronous=FULL; client: asyncio raw HTTP/1.1 keep-alive\n")
+          f"synchronous=FULL, {mode}; client: asyncio raw HTTP/1.1 keep-alive\n")
     print(f"{'point':<14} {'service req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} "
           f"{'p99 ms':>7} | ratio  errors")
     for point in results["bare"]:

@@ -53,6 +53,11 @@ class Runtime:
     def ready(self) -> bool:
         return self.models.ready
 
+    def close(self) -> None:
+        """Stop polling the registry and the decider (after what is queued; the spool replayed)."""
+        self.models.stop()
+        self.engine.close()
+
 
 def _iso(hours: np.ndarray, offset_h: np.ndarray | None = None) -> list[str]:
     """ISO 8601 strings of hour stamps: UTC with ``Z``, or local time with its ``+hh:mm`` offset."""

@@ -65,6 +65,7 @@ def create_app(rt: api.Runtime | None = None) -> Starlette:
     async def lifespan(_app: Starlette):
         runtime()
         yield
+        runtime().close()
 
     app = Starlette(routes=[
         Route("/decide", endpoint(DecideRequest, api.decide), methods=["POST"]),

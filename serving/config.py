@@ -17,6 +17,10 @@
 ``NBA_CHANNEL_COSTS``      cost of one send per channel, ``sms=0.05,direct_mail=1`` (default 0)
 ``NBA_SEED``               seed of the service's random generator (default: fresh entropy)
 ``NBA_WORKERS``            BentoML worker processes (default 1)
+``NBA_SPOOL_DIR``          write-behind mode: acknowledge decisions once fsynced in a local spool in this
+                           directory, write them to the log in the background, keep history in memory;
+                           one deciding process per log (refused with ``NBA_WORKERS`` > 1); default off
+``NBA_CACHE_CUSTOMERS``    write-behind mode: customers whose history is kept in memory (default 200000)
 =========================  =====================================================================
 """
 
@@ -61,6 +65,8 @@ class Settings:
     channel_costs: dict[str, float] = field(default_factory=dict)
     seed: int | None = None
     workers: int = 1
+    spool_dir: Path | None = None
+    cache_customers: int = 200_000
 
     def __post_init__(self) -> None:
         if self.experiment:
@@ -75,6 +81,11 @@ class Settings:
             raise ValueError(f"NBA_HISTORY_DAYS: must be a positive number of days, got {self.history_days!r}")
         if self.workers < 1:
             raise ValueError(f"NBA_WORKERS: must be >= 1, got {self.workers!r}")
+        if self.spool_dir is not None and self.workers > 1:
+            raise ValueError("NBA_SPOOL_DIR: write-behind needs one deciding process per log; "
+                             f"got NBA_WORKERS={self.workers} (unset NBA_SPOOL_DIR to run several workers)")
+        if self.cache_customers < 1:
+            raise ValueError(f"NBA_CACHE_CUSTOMERS: must be >= 1, got {self.cache_customers!r}")
 
     @property
     def aliases(self) -> tuple[str, ...]:
@@ -103,6 +114,10 @@ class Settings:
         workers = number("NBA_WORKERS", 1)
         if workers != int(workers):
             raise ValueError(f"NBA_WORKERS: expected an integer, got {workers!r}")
+        cache = number("NBA_CACHE_CUSTOMERS", cls.cache_customers)
+        if cache != int(cache):
+            raise ValueError(f"NBA_CACHE_CUSTOMERS: expected an integer, got {cache!r}")
+        spool = env.get("NBA_SPOOL_DIR", "").strip()
         return cls(
             tracking_uri=env.get("NBA_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI") or cls.tracking_uri,
             model_name=env.get("NBA_MODEL_NAME") or cls.model_name,
@@ -116,4 +131,6 @@ class Settings:
             channel_costs=_parse_pairs("NBA_CHANNEL_COSTS", env.get("NBA_CHANNEL_COSTS", "")),
             seed=int(seed) if seed else None,
             workers=int(workers),
+            spool_dir=Path(spool) if spool else None,
+            cache_customers=int(cache),
         )

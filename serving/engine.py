@@ -49,9 +49,12 @@ from nba.actions import NO_CONTACT, ActionSpace
 from nba.eligibility import MAX_TZ_H, RecentContacts, eligibility, send_time
 from nba.features import LIFECYCLE_STAGES, NEVER, History, Profile, build_features, hour_of_day, lifecycle_stage
 from nba.log.records import DecisionRecords, OutcomeRecords
+from nba.log.spool import Spool
+from nba.log.store import LogLayout
 from nba.policies import act
 from nba.serialization import Bundle
 from serving.config import Settings
+from serving.history import HistoryCache
 from serving.models import ModelStore, Served
 
 log = logging.getLogger("nba.serving")
@@ -193,6 +196,11 @@ class Engine:
         self._splits = {a: w for a, w in settings.splits.items() if w > 0}
         self._id_prefix = os.urandom(4).hex()
         self._count = 0
+        self.spool: Spool | None = None
+        self.history: HistoryCache | None = None
+        if settings.spool_dir is not None:  # replays what a killed process left before deciding anything
+            self.spool = Spool(settings.spool_dir, decision_log)
+            self.history = HistoryCache(decision_log, settings.cache_customers)
         self._thread = threading.Thread(target=self._run, name="nba-decider", daemon=True)
         self._thread.start()
 
@@ -234,39 +242,42 @@ class Engine:
                 seen[c] = i
         arm = self.arms(ids)
         alias = [a if a in served else "champion" for a in arm] if self.settings.experiment else ["champion"] * len(ids)
-        rows = Rows(ids, alias, arm, [], [], [], [], [], [], [], [], [], [])
-        zones: dict[str, float] = {}
         tables = {a: self.tables(served[a]) for a in set(alias)}
-        segment, tz, tenure, stage, cart = rows.segment, rows.tz, rows.tenure, rows.stage, rows.cart
-        consent, allowed, n_purchases = rows.consent, rows.allowed, rows.n_purchases
-        last_purchase, last_visit = rows.last_purchase, rows.last_visit
-        latest = now_h + 1e-6
+        # column by column (a batch of 10,000 customers is validated in a few milliseconds); the first
+        # offending row is named
+        segs = [c.segment for c in customers]
+        if len(tables) == 1:
+            segment = list(map(next(iter(tables.values()))["segments"].get, segs))
+        else:
+            segment = [tables[a]["segments"].get(x) for a, x in zip(alias, segs, strict=True)]
+        if None in segment:
+            i = segment.index(None)
+            raise BadRequest(f"{_p(i, batch)}segment: unknown segment {segs[i]!r}; "
+                             f"valid: {list(tables[alias[i]]['segments'])}")
+        names = [c.timezone for c in customers]
+        zones = {z: tz_offset(z, now_h, f"{_p(names.index(z), batch)}timezone") for z in dict.fromkeys(names)}
+        consent: list[list[bool] | None] = [None] * len(customers)
+        allowed: list[list[bool] | None] = [None] * len(customers)
         for i, c in enumerate(customers):
-            t = tables[alias[i]]
-            seg = t["segments"].get(c.segment)
-            if seg is None:
-                raise BadRequest(f"{_p(i, batch)}segment: unknown segment {c.segment!r}; valid: {list(t['segments'])}")
-            segment.append(seg)
-            off = zones.get(c.timezone)
-            if off is None:
-                off = zones[c.timezone] = tz_offset(c.timezone, now_h, f"{_p(i, batch)}timezone")
-            tz.append(off)
-            tenure.append(float(c.tenure_days))
-            stage.append(-1 if c.stage is None else _STAGE[c.stage])
-            cart.append(bool(c.cart_active))
-            consent.append(None if c.consent is None else
-                           self._channel_flags(t, c.consent, f"{_p(i, batch)}consent"))
-            allowed.append(None if c.channels is None else
-                           self._channel_flags(t, dict.fromkeys(c.channels, True), f"{_p(i, batch)}channels"))
-            n_purchases.append(float(c.n_purchases))
-            lp = NEVER if c.last_purchase_at is None else hours(c.last_purchase_at, NEVER)
-            lv = NEVER if c.last_visit_at is None else hours(c.last_visit_at, NEVER)
-            if lp > latest:
-                raise BadRequest(f"{_p(i, batch)}last_purchase_at: is after the decision time")
-            if lv > latest:
-                raise BadRequest(f"{_p(i, batch)}last_visit_at: is after the decision time")
-            last_purchase.append(lp)
-            last_visit.append(lv)
+            if c.consent is not None:
+                consent[i] = self._channel_flags(tables[alias[i]], c.consent, f"{_p(i, batch)}consent")
+            if c.channels is not None:
+                allowed[i] = self._channel_flags(tables[alias[i]], dict.fromkeys(c.channels, True),
+                                                 f"{_p(i, batch)}channels")
+        latest = now_h + 1e-6
+        stamps = {}
+        for name in ("last_purchase_at", "last_visit_at"):
+            values = [getattr(c, name) for c in customers]
+            h = [NEVER if v is None else hours(v, NEVER) for v in values]
+            if h and max(h) > latest:
+                i = next(i for i, v in enumerate(h) if v > latest)
+                raise BadRequest(f"{_p(i, batch)}{name}: is after the decision time")
+            stamps[name] = h
+        rows = Rows(ids, alias, arm, segment, list(map(zones.__getitem__, names)),
+                    [float(c.tenure_days) for c in customers],
+                    [-1 if c.stage is None else _STAGE[c.stage] for c in customers],
+                    [bool(c.cart_active) for c in customers], consent, allowed,
+                    [float(c.n_purchases) for c in customers], stamps["last_purchase_at"], stamps["last_visit_at"])
         return Job(rows, now_h, served, alternatives)
 
     @staticmethod
@@ -291,8 +302,12 @@ class Engine:
         """Blocking :meth:`submit` (for threads and tests)."""
         return self.submit(job).result(timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the decider after the requests already queued; in write-behind mode, replay the spool."""
         self._queue.put(None)
+        self._thread.join(timeout)
+        if self.spool is not None:
+            self.spool.close(timeout)
 
     def _next_cycle(self) -> list[Job]:
         """The jobs of the next batch: deferred ones first, then whatever waits, no customer twice."""
@@ -353,15 +368,21 @@ class Engine:
         ids = [c for job in jobs for c in job.rows.ids]
         now = np.concatenate([np.full(len(job.rows.ids), job.now) for job in jobs])
         since = float(now.min()) - 24.0 * self.settings.history_days
-        with self.log.deciding(ids) as tx:  # no other worker decides for these customers until the commit
-            history = tx.contact_history(ids, since)
-            results = self._decide_with(jobs, served, ids, now, history, tx)
+        if self.spool is None:
+            with self.log.deciding(ids) as tx:  # no other worker decides for these customers until the commit
+                results, records = self._decide_with(jobs, served, ids, now, tx.contact_history(ids, since))
+                tx.log_decisions(records)
+        else:  # write-behind: history from memory, acknowledged once the batch is fsynced in the spool
+            results, records = self._decide_with(jobs, served, ids, now, self.history.history(ids, since))
+            layout = LogLayout(records.context.shape[1], records.eligible.shape[1])
+            position = self.spool.append(records, layout)
+            self.history.add_decisions(records, position, self.spool.replayed)
         if self.counter is not None:  # committed: count them
             self._count_metrics(jobs, results)
         return results
 
     def _decide_with(self, jobs: list[Job], served: dict[str, Served], ids: list[str], now: np.ndarray,
-                     history: Any, tx: Any) -> list[Result]:
+                     history: Any) -> tuple[list[Result], DecisionRecords]:
         n = len(ids)
         cat = lambda name: [x for job in jobs for x in getattr(job.rows, name)]  # noqa: E731
         alias = np.asarray(cat("alias"), dtype=object)
@@ -402,14 +423,15 @@ class Engine:
             space = s.bundle.policy.space
             for r in rows.tolist():
                 spaces[r] = space
-        self._write(tx, served, ids, now, contexts, decision_id, action, propensity, send_at, policy, version, arm)
+        records = self._records(served, ids, now, contexts, decision_id, action, propensity, send_at, policy,
+                                version, arm)
         out, start = [], 0
         for job in jobs:
             sl = slice(start, start + len(job.rows.ids))
             start += len(job.rows.ids)
             out.append(Result(decision_id[sl], action[sl], propensity[sl], send_at[sl], policy[sl].tolist(),
                               version[sl].tolist(), alternatives[sl], spaces[sl]))
-        return out
+        return out, records
 
     def _decide_group(self, bundle: Bundle, jobs: list[Job], rows: np.ndarray, now: np.ndarray, history: Any):
         """Features, eligibility and the policy's decision for ``rows`` (indices into the batch)."""
@@ -499,10 +521,10 @@ class Engine:
                 hist.record_engagements(rr[sel], cc[sel], t[idx][sel], hour_of_day(es[idx][sel] + tz[rr[sel]]))
         return hist, recent, (n_bought, last_bought)
 
-    def _write(self, tx: Any, served: dict[str, Served], ids: list[str], now: np.ndarray, contexts: dict,
-               decision_id: list[str], action: np.ndarray, propensity: np.ndarray, send_at: np.ndarray,
-               policy: np.ndarray, version: np.ndarray, arm: np.ndarray) -> None:
-        """The whole batch in the deciding transaction ``tx`` (all aliases share the log's layout)."""
+    def _records(self, served: dict[str, Served], ids: list[str], now: np.ndarray, contexts: dict,
+                 decision_id: list[str], action: np.ndarray, propensity: np.ndarray, send_at: np.ndarray,
+                 policy: np.ndarray, version: np.ndarray, arm: np.ndarray) -> DecisionRecords:
+        """The whole batch as log records (all aliases share the log's layout)."""
         n = len(ids)
         first = next(iter(contexts.values()))
         X = np.empty((n, first[1].shape[1]), np.float32)
@@ -517,11 +539,10 @@ class Engine:
             ch_cost = np.array([0.0] + [self.settings.channel_costs.get(ch, 0.0) for ch in space.channels])
             cost[rows] = ch_cost[space.channel_of[action[rows]] + 1]
         exp = self.settings.experiment
-        rec = DecisionRecords(
+        return DecisionRecords(
             decision_id=np.asarray(decision_id, dtype=object), time=now, customer_id=np.asarray(ids, dtype=object),
             context=X, eligible=mask, action=action, send_at=send_at, propensity=propensity, policy=policy,
             policy_version=version, experiment=np.full(n, exp, dtype=object), arm=arm, cost=cost)
-        tx.log_decisions(rec)
 
     def _count_metrics(self, jobs: list[Job], results: list[Result]) -> None:
         counts: dict[tuple[str, str], int] = {}
@@ -542,11 +563,30 @@ class Engine:
                              event=np.asarray([event], dtype=object), time=np.asarray([t]),
                              value=np.asarray([float(value)]))
         try:
-            return self.log.log_outcomes(rec) > 0
+            new = self._log_outcome(rec)
         except ValueError as e:
-            if str(e).startswith("decision_id") and "unknown decision" in str(e):
+            if _unknown(e):
                 raise UnknownDecision(f"decision_id: unknown decision {decision_id!r}") from None
             raise BadRequest(str(e)) from None
+        if new and self.history is not None:
+            self.history.add_event(decision_id, event, t, float(value))
+        return new
+
+    def _log_outcome(self, rec: OutcomeRecords) -> bool:
+        try:
+            return self.log.log_outcomes(rec) > 0
+        except ValueError as e:
+            if self.spool is None or not _unknown(e) or not self.spool.pending_bytes:
+                raise
+        # write-behind: the decision may still be on its way from the spool; once it is in, try again
+        if not self.spool.flush(timeout=30.0):
+            raise RuntimeError(f"the decision log is {self.spool.pending_bytes} bytes behind the spool: "
+                               f"{self.spool.last_error}")
+        return self.log.log_outcomes(rec) > 0
+
+
+def _unknown(e: ValueError) -> bool:
+    return str(e).startswith("decision_id") and "unknown decision" in str(e)
 
 
 def _rounds(rows: np.ndarray) -> list[np.ndarray]:

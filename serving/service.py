@@ -79,6 +79,11 @@ class DecisionService:
     def __is_ready__(self) -> bool:
         return self.rt.ready
 
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        """Answer what is queued and, in write-behind mode, write the spool to the log."""
+        self.rt.close()
+
     @bentoml.api(input_spec=DecideRequest, route="/decide")
     async def decide(self, **req: Any) -> Decision:
         """Next best action for one customer: channel, content, send time, propensity, alternatives."""

@@ -133,3 +133,4 @@ class ContactHistory:
     event_value: np.ndarray  # (Q,) float64
     event_action: np.ndarray  # (Q,) int64: the action of the decision the event followed
     event_send_at: np.ndarray  # (Q,) float64: that decision's send time (for the send-hour features)
+    event_decision: np.ndarray  # (Q,) object str: that decision's id

@@ -1,23 +1,19 @@
 """The decision log store on SQLite and PostgreSQL: round trips, idempotency, atomicity, rewards,
 streaming, Parquet export and contact history.
 
-PostgreSQL tests use ``NBA_TEST_POSTGRES_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``);
-they skip when it is unreachable, unless ``CI`` is set: then they fail.
+The ``log`` fixture (``conftest.py``) runs each test on both databases.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
 import tracemalloc
-import uuid
 from dataclasses import replace
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 from nba.log import (
     DecisionLog,
@@ -31,43 +27,7 @@ from nba.log import (
 )
 from nba.log.store import LOCK_BUCKETS, lock_bucket
 
-PG_URL = os.environ.get("NBA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-T0 = 493_536.0
-
-
-def _postgres_reachable() -> str | None:
-    try:
-        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "unreachable"
-        return f"{type(exc).__name__}: {exc}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'decisions.db'}"
-    why = _postgres_reachable()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {PG_URL} unreachable with CI set: {why}")
-        pytest.skip(f"PostgreSQL unreachable: {why}")
-    return PG_URL
-
-
-@pytest.fixture
-def log(db_url):
-    """An isolated, empty log (own table namespace), dropped afterwards."""
-    ns = f"t_{uuid.uuid4().hex[:12]}"
-    store = DecisionLog(db_url, namespace=ns)
-    try:
-        yield store
-    finally:
-        store.drop()
-        store.close()
+T0 = 493_536.0  # 2026-04-21 00:00 UTC in hours since the epoch
 
 
 def make_records(n: int, d: int = 4, n_actions: int = 6, seed: int = 0, start: int = 0,

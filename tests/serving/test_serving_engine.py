@@ -115,3 +115,83 @@ def test_bad_values_name_the_field(runtime):
         eng.prepare([_customer("a", consent={"fax": True})], None, 0, batch=False)
     with pytest.raises(BadRequest, match=r"^last_visit_at"):
         eng.prepare([_customer("a", last_visit_at=JUNE * 3600.0 + 10)], JUNE * 3600.0, 0, batch=False)
+
+
+# ----------------------------------------------------------------------------- write-behind (NBA_SPOOL_DIR)
+@pytest.fixture()
+def pair(registry, tmp_path):
+    """Two engines on the same seed: write-through, and write-behind with a cache smaller than the population."""
+    common = dict(tracking_uri=registry.uri, poll_s=0, seed=7, cache_dir=tmp_path / "cache")
+    through = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/through.db", **common))
+    behind = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/behind.db", spool_dir=tmp_path / "spool",
+                                    cache_customers=40, **common))
+    yield through, behind
+    through.close()
+    behind.close()
+
+
+def _rounds_of_decisions(rt: Runtime, ids: list[str]) -> list:
+    """Nine rounds 3 h apart: ten customers every round (caps and gaps bite) and a third of the others in
+    turn (they leave the write-behind cache in between and are read back from the log); each round is
+    followed at once by feedback on some decisions (before the write-behind log holds them)."""
+    out = []
+    core, rest = ids[:10], ids[10:]
+    for r in range(9):
+        now = (JUNE + 3 * r) * 3600.0
+        chosen = core + rest[r % 3 :: 3]
+        customers = [_customer(c, segment=("genz", "senior")[i % 2], cart_active=i % 3 == 0)
+                     for i, c in enumerate(chosen)]
+        res = rt.engine.decide(rt.engine.prepare(customers, now, 2, batch=True))
+        for j, did in enumerate(res.decision_id):
+            if j % 3 == r % 3:
+                assert rt.engine.feedback(did, "opened", now + 1800, 0.0) is True
+                assert rt.engine.feedback(did, "opened", now + 1800, 0.0) is False  # idempotent
+            if j % 7 == r % 7:
+                rt.engine.feedback(did, "converted", now + 3600, 25.0)
+        out.append(res)
+    return out
+
+
+def test_write_behind_decides_exactly_as_write_through(pair):
+    """History from memory (entries evicted and read back from the log) gives the same decisions."""
+    through, behind = pair
+    ids = [f"p{i}" for i in range(90)]
+    a, b = _rounds_of_decisions(through, ids), _rounds_of_decisions(behind, ids)
+    for ra, rb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ra.action, rb.action)
+        np.testing.assert_array_equal(ra.propensity, rb.propensity)
+        np.testing.assert_array_equal(ra.send_at, rb.send_at)
+    assert any((r.action[:10] == 0).any() for r in a[1:])  # caps and gaps did bite
+    assert behind.engine.spool.flush(60)
+    h_mem = behind.engine.history.history(ids, JUNE - 1)
+    h_log = behind.engine.log.contact_history(ids, JUNE - 1)
+    def rows(h, kind: str, names: tuple[str, ...]) -> list[tuple]:
+        who = h.customer_ids[getattr(h, f"{kind}_customer")].tolist()
+        return sorted(zip(who, *(getattr(h, n).tolist() for n in names), strict=True))
+
+    contacts = ("contact_time", "contact_send_at", "contact_action")
+    events = ("event", "event_time", "event_value", "event_action", "event_send_at", "event_decision")
+    assert rows(h_mem, "contact", contacts) == rows(h_log, "contact", contacts)
+    assert rows(h_mem, "event", events) == rows(h_log, "event", events) and len(h_log.event) > 50
+    assert behind.engine.log.count_decisions() == through.engine.log.count_decisions() == 9 * 10 + 3 * 80
+    assert behind.engine.log.count_outcomes() == through.engine.log.count_outcomes()
+
+
+def test_write_behind_respects_the_caps_under_concurrency(pair):
+    _, behind = pair
+    now = JUNE * 3600.0 + 8 * 3600.0
+    jobs = [behind.engine.prepare([_customer("same")], now, 0, batch=False) for _ in range(12)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda j: behind.engine.decide(j), jobs))
+    sends = sorted(float(r.send_at[0]) for r in results if r.action[0] != 0)
+    assert 1 <= len(sends) <= 2 and all(b - a >= 4 for a, b in zip(sends, sends[1:], strict=False))
+
+
+def test_write_behind_settings_are_checked():
+    s = Settings.from_env({"NBA_SPOOL_DIR": "/tmp/x", "NBA_CACHE_CUSTOMERS": "1000"})
+    assert str(s.spool_dir) == "/tmp/x" and s.cache_customers == 1000 and Settings.from_env({}).spool_dir is None
+    for env, var in [({"NBA_SPOOL_DIR": "/tmp/x", "NBA_WORKERS": "2"}, "NBA_SPOOL_DIR"),
+                     ({"NBA_CACHE_CUSTOMERS": "0"}, "NBA_CACHE_CUSTOMERS"),
+                     ({"NBA_CACHE_CUSTOMERS": "1.5"}, "NBA_CACHE_CUSTOMERS")]:
+        with pytest.raises(ValueError, match=f"^{var}"):
+            Settings.from_env(env)

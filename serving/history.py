@@ -1,0 +1,159 @@
+"""Customers' contact history in memory, for the write-behind decider (``NBA_SPOOL_DIR``).
+
+In write-behind mode the decision log lags the spool by a few milliseconds, so the decider cannot
+read history from the log alone; and reading it for every request is what made a batch slow. This
+cache is the decider's own record: every customer it has decided for or read, with their contacts
+(decisions with an action) and engagement events (``opened``, ``clicked``, ``converted``), and the
+set of customers the log held at start. A customer neither cached nor in that set has no history, so
+a first decision reads nothing; a customer in the set is read from the log once, whole.
+
+Only the decider thread reads and changes the entries. Feedback arrives on other threads: once an
+outcome is committed to the log it is queued (:meth:`HistoryCache.add_event`) and the decider applies
+it before its next read, skipping one it already holds (an entry read from the log after that
+commit). Entries leave least recently used first, beyond ``max_customers``, but never while one of
+their decisions is still only in the spool.
+
+It is exact only while this process is the log's one decider: the service refuses write-behind with
+several workers, and the spool's lock keeps two processes off one spool directory.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from nba.log.records import ContactHistory, DecisionRecords
+from nba.log.store import ENGAGEMENTS, DecisionLog
+
+_ALL = -1e18  # read a customer's whole history from the log
+
+
+# An entry is a tuple, replaced whole on change: tuples of numbers and strings are untracked by the
+# cyclic garbage collector, so a cache of 200,000 customers costs no collection time (as objects with
+# lists inside, it made every decision batch several milliseconds slower as the cache grew).
+# (pending, contacts, events, keys):
+#   pending: spool position just past the customer's latest decision;
+#   contacts: ((time, send_at, action > 0), ...);
+#   events: ((event, time, value, action, send_at, decision_id), ...) with the decision's action and send time;
+#   keys: ("decision_id event", ...) of the events held.
+_Entry = tuple[int, tuple, tuple, tuple]
+_EMPTY: tuple = ()
+
+
+class HistoryCache:
+    """See the module docstring. ``log``: the decision log; ``max_customers``: entries kept."""
+
+    def __init__(self, log: DecisionLog, max_customers: int = 200_000) -> None:
+        if max_customers < 1:
+            raise ValueError(f"max_customers: must be >= 1, got {max_customers!r}")
+        self.log = log
+        self.max_customers = int(max_customers)
+        self._known = log.customer_ids()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # ------------------------------------------------------------------ decider thread
+    def history(self, customer_ids: Sequence[str], since: float) -> ContactHistory:
+        """As :meth:`nba.log.DecisionLog.contact_history`, from memory (customers first seen in the log
+        are read from it once)."""
+        self._drain()
+        entries = self._entries
+        missing = [c for c in customer_ids if c not in entries and c in self._known]
+        if missing:
+            self._load(missing)
+        c_idx: list[int] = []
+        contacts: list[tuple[float, float, int]] = []
+        e_idx: list[int] = []
+        events: list[tuple] = []
+        for i, c in enumerate(customer_ids):
+            e = entries.get(c)
+            if e is None:
+                continue
+            entries.move_to_end(c)
+            if e[1]:
+                c_idx += [i] * len(e[1])
+                contacts += e[1]
+            if e[2]:
+                e_idx += [i] * len(e[2])
+                events += e[2]
+        cc = list(zip(*contacts, strict=True)) or [()] * 3
+        ee = list(zip(*events, strict=True)) or [()] * 6
+        ct, cs, ca = np.array(cc[0], np.float64), np.array(cc[1], np.float64), np.array(cc[2], np.int64)
+        keep = np.flatnonzero(cs >= since)
+        order = keep[np.lexsort((ct[keep], cs[keep]))]
+        et = np.array(ee[1], np.float64)
+        ekeep = np.flatnonzero(et >= since)
+        eorder = ekeep[np.argsort(et[ekeep], kind="stable")]
+        return ContactHistory(
+            customer_ids=np.asarray(list(customer_ids), dtype=object),
+            contact_customer=np.asarray(c_idx, np.int64)[order], contact_time=ct[order],
+            contact_send_at=cs[order], contact_action=ca[order],
+            event_customer=np.asarray(e_idx, np.int64)[eorder], event=np.array(ee[0], dtype=object)[eorder],
+            event_time=et[eorder], event_value=np.array(ee[2], np.float64)[eorder],
+            event_action=np.array(ee[3], np.int64)[eorder], event_send_at=np.array(ee[4], np.float64)[eorder],
+            event_decision=np.array(ee[5], dtype=object)[eorder])
+
+    def add_decisions(self, records: DecisionRecords, position: int, replayed: int) -> None:
+        """Record decisions just spooled up to ``position``; evict beyond the bound (``replayed``: how far
+        the log has caught up, so which entries may go)."""
+        entries = self._entries
+        get = entries.get
+        for c in records.customer_id.tolist():
+            e = get(c)
+            entries[c] = (position, _EMPTY, _EMPTY, _EMPTY) if e is None else (position, *e[1:])
+        sent = np.flatnonzero(records.action > 0)
+        for c, t, s, a in zip(records.customer_id[sent].tolist(), records.time[sent].tolist(),
+                              records.send_at[sent].tolist(), records.action[sent].tolist(), strict=True):
+            e = entries[c]
+            entries[c] = (position, (*e[1], (t, s, a)), e[2], e[3])
+        self._evict(replayed)
+
+    def _evict(self, replayed: int) -> None:
+        entries = self._entries
+        for _ in range(len(entries) - self.max_customers):
+            c, e = next(iter(entries.items()))
+            if e[0] > replayed:  # the oldest still waits for the log: keep everyone newer too
+                return
+            del entries[c]
+            self._known.add(c)  # in the log now: read it back from there when it returns
+
+    def _load(self, customer_ids: list[str]) -> None:
+        h = self.log.contact_history(customer_ids, _ALL)
+        contacts: list[list] = [[] for _ in customer_ids]
+        events: list[list] = [[] for _ in customer_ids]
+        for i, t, s, a in zip(h.contact_customer.tolist(), h.contact_time.tolist(), h.contact_send_at.tolist(),
+                              h.contact_action.tolist(), strict=True):
+            contacts[i].append((t, s, a))
+        for row in zip(h.event_customer.tolist(), h.event.tolist(), h.event_time.tolist(), h.event_value.tolist(),
+                       h.event_action.tolist(), h.event_send_at.tolist(), h.event_decision.tolist(), strict=True):
+            events[row[0]].append(row[1:])
+        for c, cs, es in zip(customer_ids, contacts, events, strict=True):
+            self._entries[c] = (0, tuple(cs), tuple(es), tuple(f"{e[5]} {e[0]}" for e in es))
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                customer, event, t, value, action, send_at, decision_id = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            e = self._entries.get(customer)
+            key = f"{decision_id} {event}"
+            if e is not None and key not in e[3]:
+                self._entries[customer] = (e[0], e[1], (*e[2], (event, t, value, action, send_at, decision_id)),
+                                           (*e[3], key))
+
+    # ------------------------------------------------------------------ any thread
+    def add_event(self, decision_id: str, event: str, time: float, value: float) -> None:
+        """An outcome just committed to the log (engagements only matter; the decider applies it)."""
+        if event not in ENGAGEMENTS:
+            return
+        info = self.log.decisions_of([decision_id]).get(decision_id)
+        if info is not None:
+            customer, action, send_at = info
+            self._inbox.put((customer, event, float(time), float(value), action, send_at, decision_id))
