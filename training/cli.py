@@ -401,13 +401,16 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 3000,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow registry (env NBA_TRACKING_URI)")] = None,
     log_url: Annotated[str | None, typer.Option(help="decision log URL (env NBA_LOG_URL)")] = None,
+    spool_dir: Annotated[str | None, typer.Option(
+        help="write-behind: acknowledge once fsynced in a local spool here (env NBA_SPOOL_DIR; one worker)")] = None,
 ) -> None:
     """Start the decision service (BentoML) on @champion; configured by NBA_* variables (serving/config.py)."""
     import os
     import sys
 
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
-    env.update({k: v for k, v in (("NBA_TRACKING_URI", tracking_uri), ("NBA_LOG_URL", log_url)) if v})
+    env.update({k: v for k, v in (("NBA_TRACKING_URI", tracking_uri), ("NBA_LOG_URL", log_url),
+                                  ("NBA_SPOOL_DIR", spool_dir)) if v})
     root = str(Path(__file__).resolve().parent.parent)
     os.execve(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService",
                                "--host", host, "--port", str(port), "--working-dir", root], env)

@@ -3,7 +3,7 @@ decisions once it is on the local disk, and write it to the log in the backgroun
 
 The decision service's write-behind mode (``NBA_SPOOL_DIR``) uses it to take the database off the
 answer's path: :meth:`Spool.append` validates the batch exactly as the log will, appends one framed
-record to ``<dir>/decisions.spool`` and ``fdatasync``\ s it before it returns, so an acknowledged
+record to ``<dir>/decisions.spool`` and calls ``fdatasync`` before it returns, so an acknowledged
 decision survives a killed process or a power loss. A replayer process copies the spooled batches
 into the log, many per transaction, and the file is emptied once everything in it is stored.
 Writes to the log are idempotent (decision ids are unique), so replaying a frame twice is harmless:

@@ -115,15 +115,18 @@ class Server:
                 self.proc.wait(10)
 
 
-def start_server(tmp: Path, env_extra: dict[str, str], via: str = "bentoml", wait: bool = True) -> Server:
-    """Start the service on a free port of 127.0.0.1 (``via``: "bentoml" or "nba" for ``nba serve``)."""
+def start_server(tmp: Path, env_extra: dict[str, str], via: str = "bentoml", wait: bool = True,
+                 args: list[str] | None = None) -> Server:
+    """Start the service on a free port of 127.0.0.1 (``via``: "bentoml" or "nba" for ``nba serve`` with
+    ``args``)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBA_") and k != "MLFLOW_TRACKING_URI"}
     env.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", NBA_POLL_S="1",
                NBA_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
     env.update(env_extra)
     if via == "nba":
-        cmd = [str(Path(sys.executable).with_name("nba")), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [str(Path(sys.executable).with_name("nba")), "serve", "--host", "127.0.0.1", "--port", str(port),
+               *(args or [])]
     else:
         cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService", "--host", "127.0.0.1",
                "--port", str(port)]

@@ -13,8 +13,8 @@ from nba.log.store import DecisionLog
 def server(registry, workdir):
     tmp = workdir / "spool"
     tmp.mkdir()
-    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db",
-                           "NBA_SPOOL_DIR": str(tmp / "spool")})
+    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db"},
+                     via="nba", args=["--spool-dir", str(tmp / "spool")])
     s.db = f"sqlite:///{tmp}/decisions.db"
     yield s
     s.stop()
