@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nba.log.records import DecisionRecords
-from nba.log.spool import Spool, decode, encode, scan
+from nba.log.spool import _APPENDED, _STOP, Spool, _State, decode, encode, replay_forever, scan
 from nba.log.store import DecisionLog
 
 
@@ -161,3 +161,17 @@ def test_wait_returns_once_the_log_holds_the_batch(tmp_path):
         assert log.count_decisions() == 3
         assert not spool.wait(pos + 1, 0.05)  # nothing appended there: times out
         spool.close()
+
+
+@pytest.mark.parametrize("read_bytes", [100, 5_000, 1 << 20])
+def test_the_replayer_reads_a_long_backlog_in_pieces(tmp_path, read_bytes):
+    """A backlog bigger than one read (and frames bigger than a read) is replayed whole, in order."""
+    frames = [encode(records(k + 1, f"r{k}-", seed=k)) for k in range(12)]
+    (tmp_path / "decisions.spool").write_bytes(b"".join(frames))
+    st = _State.create(tmp_path / "state")
+    st.set(_APPENDED, sum(map(len, frames)))
+    st.set(_STOP, 1)  # stop once everything is replayed
+    with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
+        replay_forever(tmp_path, log.url, None, os.getppid(), rows_per_write=10, interval=0.0, read_bytes=read_bytes)
+        assert log.count_decisions() == sum(range(1, 13))
+    st.close()
