@@ -7,7 +7,10 @@ batch — one history read, one feature/eligibility/policy pass, one transaction
 — before it resolves their futures. So:
 
 * an acknowledged decision is committed (SQLite ``synchronous=FULL`` or PostgreSQL) before its
-  response is sent: the futures resolve only after the commit;
+  response is sent: the futures resolve only after the commit (write-through, the default); or, in
+  write-behind mode (``NBA_SPOOL_DIR``), after the batch is fsynced to a local spool
+  (:class:`nba.log.spool.Spool`) that a replayer process writes to the log, the history then coming
+  from memory (:class:`serving.history.HistoryCache`);
 * a decision counts toward the contact caps as soon as it is made: the next batch reads it back,
   and no batch holds the same customer twice (a request whose customers are already in the batch
   waits for the next one);

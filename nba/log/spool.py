@@ -149,11 +149,14 @@ class Spool:
     def append(self, records: DecisionRecords, layout: LogLayout | None = None) -> int:
         """Validate ``records``, append them and fsync; returns the position just past them.
 
-        ``layout``: fixed in the log first (once), so the replay cannot meet a layout it refuses.
+        ``layout``: fixed in the log first (once) and checked, so the replay cannot meet a layout the
+        log refuses.
         """
         frame = encode(records)
-        if layout is not None and self.log._layout is None:
-            self.log.set_layout(layout)
+        if layout is not None:
+            stored = self.log._layout or self.log.set_layout(layout)
+            if (stored.context_dim, stored.n_actions) != (layout.context_dim, layout.n_actions):
+                self.log.set_layout(layout)  # ValueError naming context or eligible: nothing spooled
         st = self._state
         with self._write_lock:
             if self._child is not None and self._child.poll() is not None and not self._closed:

@@ -11,7 +11,7 @@ import pytest
 
 from nba.log.records import DecisionRecords
 from nba.log.spool import _APPENDED, _STOP, Spool, _State, decode, encode, replay_forever, scan
-from nba.log.store import DecisionLog
+from nba.log.store import DecisionLog, LogLayout
 
 
 def records(n: int, prefix: str = "d", d: int = 7, a: int = 13, seed: int = 0) -> DecisionRecords:
@@ -59,6 +59,18 @@ def test_bad_records_name_the_field_and_reach_nothing(tmp_path):
             with pytest.raises(ValueError, match=r"^propensity"):
                 spool.append(bad)
             assert spool.path.stat().st_size == 0 and spool.pending_bytes == 0
+        finally:
+            spool.close()
+
+
+def test_a_batch_the_log_would_refuse_is_not_spooled(tmp_path):
+    with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
+        log.log_decisions(records(2, "first-", d=7))
+        spool = Spool(tmp_path / "spool", log)
+        try:
+            with pytest.raises(ValueError, match=r"^context: this log holds 7 features"):
+                spool.append(records(2, "other-", d=5), LogLayout(5, 13))
+            assert spool.path.stat().st_size == 0
         finally:
             spool.close()
 
