@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -64,7 +63,6 @@ SCHEMA_VERSION = "1"
 ENGAGEMENTS = ("opened", "clicked", "converted")
 DEFAULT_RULE = RewardRule()
 _IN_CHUNK = 500  # values per IN (...) list
-_MULTI_ROWS = 2_000  # rows per multi-row SQLite INSERT (13 values each; SQLite allows 32,766)
 LOCK_BUCKETS = 256  # PostgreSQL advisory locks per log in DecisionLog.deciding
 _NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 _STR_FIELDS = ("decision_id", "customer_id", "policy", "policy_version", "experiment", "arm")
@@ -320,7 +318,6 @@ class DecisionLog:
             md.create_all(conn)
         self._layout: LogLayout | None = None
         self._history_sql_cache: dict[int, tuple[str, str]] = {}
-        self._multi_sql: dict[tuple[str, int], str] = {}
         self._lock_space = _lock_space(self.decisions.name)
         self._decision_sql = self._insert_sql(self.decisions, ["decision_id"])
         self._outcome_sql = self._insert_sql(self.outcomes, ["decision_id", "event"])
@@ -459,34 +456,14 @@ class DecisionLog:
         new_d = new_o = 0
         if v is not None and len(v.cols["decision_id"]):
             self._set_layout(conn, LogLayout(v.context.shape[1], v.eligible.shape[1]))
-            new_d = self._insert_rows(conn, self._decision_sql, self._decision_rows(v))
+            new_d = int(conn.exec_driver_sql(self._decision_sql, self._decision_rows(v)).rowcount)
         if c is not None and len(c["decision_id"]):
             batch_ids = set() if v is None else set(v.cols["decision_id"].tolist())
             self._check_known(conn, c["decision_id"], batch_ids)
             out_rows = list(zip(c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(),
                                 c["value"].tolist(), strict=True))
-            new_o = self._insert_rows(conn, self._outcome_sql, out_rows)
+            new_o = int(conn.exec_driver_sql(self._outcome_sql, out_rows).rowcount)
         return new_d, new_o
-
-    def _insert_rows(self, conn: sa.Connection, sql: str, rows: list[tuple]) -> int:
-        """``executemany`` of ``sql`` over ``rows``; returns how many were new. SQLite: as multi-row
-        ``INSERT ... VALUES (...), (...)`` statements of up to ``_MULTI_ROWS`` rows, one step each
-        instead of one per row (faster, and the driver releases the GIL once per statement rather than
-        per row, which otherwise stalls every other thread of a service writing in the background)."""
-        if self.dialect != "sqlite" or len(rows) < 2:
-            return int(conn.exec_driver_sql(sql, rows).rowcount)
-        head, _, one = sql.rpartition("VALUES ")
-        one, _, tail = one.partition(")")
-        one += ")"
-        new = 0
-        for i in range(0, len(rows), _MULTI_ROWS):
-            part = rows[i : i + _MULTI_ROWS]
-            key = (sql, len(part))
-            multi = self._multi_sql.get(key)
-            if multi is None:
-                multi = self._multi_sql[key] = f"{head}VALUES {', '.join([one] * len(part))}{tail}"
-            new += int(conn.exec_driver_sql(multi, tuple(itertools.chain.from_iterable(part))).rowcount)
-        return new
 
     @contextlib.contextmanager
     def deciding(self, customer_ids: Sequence[str]) -> Iterator[Deciding]:
