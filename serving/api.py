@@ -89,14 +89,10 @@ def _decisions(job: Job, res: Result, experiment: str) -> list[dict[str, Any]]:
     (built directly: a pydantic object per decision costs more than the decision itself in a large batch)."""
     rows = job.rows
     n = len(rows.ids)
-    infos: dict[int, tuple] = {}
-    described = []
-    for space, a in zip(res.spaces, res.action.tolist(), strict=True):
-        info = infos.get(id(space))
-        if info is None:
-            info = infos[id(space)] = _action_info(space)
-        described.append(info[a])
-    bases = {key: _alternative_bases(space) for key, space in {id(s): s for s in res.spaces}.items()}
+    spaces = {id(s): s for s in res.spaces}  # one or two served versions: look each up once
+    infos = {key: _action_info(space) for key, space in spaces.items()}
+    bases = {key: _alternative_bases(space) for key, space in spaces.items()}
+    described = [infos[id(s)][a] for s, a in zip(res.spaces, res.action.tolist(), strict=True)]
     alts = [_alternatives(bases[id(s)], row) if row else [] for s, row in zip(res.spaces, res.alternatives,
                                                                              strict=True)]
     action, channel, content, hour = zip(*described, strict=True) if n else ((),) * 4

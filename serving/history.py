@@ -34,12 +34,11 @@ _ALL = -1e18  # read a customer's whole history from the log
 # An entry is a tuple, replaced whole on change: tuples of numbers and strings are untracked by the
 # cyclic garbage collector, so a cache of 200,000 customers costs no collection time (as objects with
 # lists inside, it made every decision batch several milliseconds slower as the cache grew).
-# (pending, contacts, events, keys):
+# (pending, contacts, events):
 #   pending: spool position just past the customer's latest decision;
 #   contacts: ((time, send_at, action > 0), ...);
-#   events: ((event, time, value, action, send_at, decision_id), ...) with the decision's action and send time;
-#   keys: ("decision_id event", ...) of the events held.
-_Entry = tuple[int, tuple, tuple, tuple]
+#   events: ((event, time, value, action, send_at, decision_id), ...) with the decision's action and send time.
+_Entry = tuple[int, tuple, tuple]
 _EMPTY: tuple = ()
 
 
@@ -106,12 +105,12 @@ class HistoryCache:
         get = entries.get
         for c in records.customer_id.tolist():
             e = get(c)
-            entries[c] = (position, _EMPTY, _EMPTY, _EMPTY) if e is None else (position, *e[1:])
+            entries[c] = (position, _EMPTY, _EMPTY) if e is None else (position, e[1], e[2])
         sent = np.flatnonzero(records.action > 0)
         for c, t, s, a in zip(records.customer_id[sent].tolist(), records.time[sent].tolist(),
                               records.send_at[sent].tolist(), records.action[sent].tolist(), strict=True):
             e = entries[c]
-            entries[c] = (position, (*e[1], (t, s, a)), e[2], e[3])
+            entries[c] = (position, (*e[1], (t, s, a)), e[2])
         self._evict(replayed)
 
     def _evict(self, replayed: int) -> None:
@@ -134,7 +133,7 @@ class HistoryCache:
                        h.event_action.tolist(), h.event_send_at.tolist(), h.event_decision.tolist(), strict=True):
             events[row[0]].append(row[1:])
         for c, cs, es in zip(customer_ids, contacts, events, strict=True):
-            self._entries[c] = (0, tuple(cs), tuple(es), tuple(f"{e[5]} {e[0]}" for e in es))
+            self._entries[c] = (0, tuple(cs), tuple(es))
 
     def _drain(self) -> None:
         while True:
@@ -143,10 +142,8 @@ class HistoryCache:
             except queue.Empty:
                 return
             e = self._entries.get(customer)
-            key = f"{decision_id} {event}"
-            if e is not None and key not in e[3]:
-                self._entries[customer] = (e[0], e[1], (*e[2], (event, t, value, action, send_at, decision_id)),
-                                           (*e[3], key))
+            if e is not None and not any(x[5] == decision_id and x[0] == event for x in e[2]):
+                self._entries[customer] = (e[0], e[1], (*e[2], (event, t, value, action, send_at, decision_id)))
 
     # ------------------------------------------------------------------ any thread
     def add_event(self, decision_id: str, event: str, time: float, value: float) -> None:

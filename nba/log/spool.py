@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -238,9 +239,7 @@ class Spool:
         if end < len(data):
             _logger.warning("spool %s: dropping %d bytes of a torn, unacknowledged frame at offset %d",
                             self.path, len(data) - end, end)
-        view = memoryview(data)
-        for i in range(0, len(frames), 16):
-            self.log.log_decisions(_concat([decode(view[s:e]) for s, e in frames[i : i + 16]]))
+        write_frames(self.log, data, frames, self.rows_per_write)
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
         _logger.warning("spool %s: replayed %d batches left by a previous process", self.path, len(frames))
@@ -255,7 +254,7 @@ class _State:
     """Five int64 counters in a memory-mapped file, shared by the spool's owner and its replayer (each
     slot has one writer; aligned 8-byte loads and stores do not tear)."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, fd: int) -> None:
         self._fd = fd
         self._map = mmap.mmap(fd, 64)
         self._a = np.frombuffer(self._map, np.int64, 5)
@@ -267,11 +266,11 @@ class _State:
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         os.ftruncate(fd, 64)
-        return cls(path, fd)
+        return cls(fd)
 
     @classmethod
     def open(cls, path: Path) -> _State:
-        return cls(path, os.open(path, os.O_RDWR))
+        return cls(os.open(path, os.O_RDWR))
 
     def get(self, slot: int) -> int:
         return int(self._a[slot])
@@ -289,6 +288,24 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def write_frames(log: DecisionLog, data: bytes, frames: list[tuple[int, int]], rows_per_write: int,
+                 written: Callable[[int], None] | None = None) -> None:
+    """Write the ``frames`` (from :func:`scan`) of ``data`` to ``log``, up to ``rows_per_write``
+    decisions per transaction, calling ``written(end)`` after each transaction with the end of its
+    last frame."""
+    view = memoryview(data)
+    batch: list[DecisionRecords] = []
+    rows = 0
+    for i, (s, e) in enumerate(frames):
+        batch.append(decode(view[s:e]))
+        rows += len(batch[-1])
+        if rows >= rows_per_write or i == len(frames) - 1:
+            log.log_decisions(_concat(batch))
+            if written is not None:
+                written(e)
+            batch, rows = [], 0
 
 
 def replay_forever(directory: Path, url: str, namespace: str | None, parent: int, rows_per_write: int,
@@ -316,16 +333,7 @@ def replay_forever(directory: Path, url: str, namespace: str | None, parent: int
                 frames, end = scan(data)
             if not frames or (end != len(data) and len(data) == want):
                 raise RuntimeError(f"corrupt frame at offset {replayed - base + end}")
-            view = memoryview(data)
-            batch: list[DecisionRecords] = []
-            rows = 0
-            for s, e in frames:
-                batch.append(decode(view[s:e]))
-                rows += len(batch[-1])
-                if rows >= rows_per_write or e == end:  # the last whole frame of this read
-                    log.log_decisions(_concat(batch))
-                    st.set(_REPLAYED, replayed + e)
-                    batch, rows = [], 0
+            write_frames(log, data, frames, rows_per_write, lambda e, r=replayed: st.set(_REPLAYED, r + e))
             st.set(_FAILURES, 0)
             backoff = 0.05
             if not st.get(_STOP):
