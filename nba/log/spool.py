@@ -160,10 +160,7 @@ class Spool:
                 self.log.set_layout(layout)  # ValueError naming context or eligible: nothing spooled
         st = self._state
         with self._write_lock:
-            if self._child is not None and self._child.poll() is not None and not self._closed:
-                _logger.error("spool %s: the replayer exited with %s; starting another", self.path,
-                              self._child.returncode)
-                self._start_replayer()
+            self._revive()
             appended = st.get(_APPENDED)
             if st.get(_REPLAYED) == appended and appended - st.get(_BASE) >= self.truncate_bytes:
                 os.ftruncate(self._fd, 0)  # all replayed: start the file again
@@ -195,9 +192,15 @@ class Spool:
     def wait(self, position: int, timeout: float | None = None) -> bool:
         """Block until everything up to ``position`` is in the log; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        checked = time.monotonic()
         while self._state.get(_REPLAYED) < position:
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 return False
+            if now - checked > 0.1:  # nothing appended lately revives a dead replayer: waiting does
+                checked = now
+                with self._write_lock:
+                    self._revive()
             time.sleep(0.001)
         return True
 
@@ -209,7 +212,7 @@ class Spool:
         """Replay what is left (up to ``timeout`` seconds), stop the replayer and release the directory."""
         if self._closed:
             return
-        self.flush(timeout)
+        done = self.flush(timeout)
         self._closed = True
         self._state.set(_STOP, 1)
         if self._child is not None:
@@ -218,17 +221,30 @@ class Spool:
             except subprocess.TimeoutExpired:
                 self._child.kill()
                 self._child.wait()
+        if done:  # all in the log: the next owner has nothing to replay
+            os.ftruncate(self._fd, 0)
+            os.fsync(self._fd)
         self._state.close()
         os.close(self._fd)
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)
 
     # ------------------------------------------------------------------ replay
+    def _revive(self) -> None:
+        """Start another replayer if this one exited (called under the write lock)."""
+        if self._child is not None and self._child.poll() is not None and not self._closed:
+            _logger.error("spool %s: the replayer exited with %s; starting another", self.path,
+                          self._child.returncode)
+            self._start_replayer()
+
     def _start_replayer(self) -> None:
         cmd = [sys.executable, "-m", "nba.log.spool", str(self.directory), self.log.namespace or "",
                str(os.getpid()), str(self.rows_per_write), str(self.replay_every_s)]
         env = dict(os.environ, NBA_SPOOL_LOG_URL=self.log.url)  # not on the command line: it may hold a password
-        self._child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+        # its own session: a signal to the owner's process group (Ctrl+C, a process manager stopping the
+        # worker) must not kill it before the owner's close() has had it write the spool to the log; it
+        # stops on its own once the owner has gone
+        self._child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
     def _recover(self) -> None:
         """Replay what a previous owner left, cut off a torn tail and empty the file."""
@@ -336,8 +352,9 @@ def replay_forever(directory: Path, url: str, namespace: str | None, parent: int
             write_frames(log, data, frames, rows_per_write, lambda e, r=replayed: st.set(_REPLAYED, r + e))
             st.set(_FAILURES, 0)
             backoff = 0.05
-            if not st.get(_STOP):
-                time.sleep(interval)  # let batches gather: one transaction for many
+            pause = time.monotonic() + interval  # let batches gather: one transaction for many
+            while not st.get(_STOP) and time.monotonic() < pause:
+                time.sleep(0.01)
         except Exception as e:  # the log is down or busy: the batches stay in the spool; retry
             st.set(_FAILURES, st.get(_FAILURES) + 1)
             _logger.error("spool %s: replay failed (will retry): %s: %s", directory, type(e).__name__, e)

@@ -154,6 +154,22 @@ def test_a_dead_replayer_is_restarted(tmp_path):
         assert log.count_decisions() == 10
 
 
+def test_a_replayer_dead_while_nothing_is_appended_is_restarted_by_wait(tmp_path):
+    """The replayer runs in its own session (a signal to the owner's process group spares it), and one
+    that died anyway is restarted by a wait, not only by the next append: close() loses nothing."""
+    with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
+        spool = Spool(tmp_path / "spool", log, replay_every_s=30.0)
+        assert os.getsid(spool._child.pid) == spool._child.pid != os.getsid(0)
+        assert spool.wait(spool.append(records(5, "a-")), 30)  # replayed at once; then it pauses 30 s
+        spool.append(records(5, "b-"))
+        os.kill(spool._child.pid, signal.SIGKILL)
+        spool._child.wait()
+        assert spool.pending_bytes > 0
+        assert spool.flush(20)
+        spool.close()
+        assert log.count_decisions() == 10
+
+
 def test_one_owner_per_directory(tmp_path):
     with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
         spool = Spool(tmp_path / "spool", log)

@@ -49,3 +49,26 @@ def test_killed_worker_and_replayer_lose_no_acknowledged_decision(server):
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged decisions lost"
     with server.client() as c:
         assert c.post("/decide", json=customer()).status_code == 200
+
+
+def test_a_clean_stop_writes_the_spool_to_the_log(registry, workdir):
+    """SIGTERM to the server: the worker answers what it holds and its replayer (which the process
+    manager's signal to the worker's group must not reach) writes the spool to the log before exiting."""
+    tmp = workdir / "spool-stop"
+    tmp.mkdir()
+    db = f"sqlite:///{tmp}/decisions.db"
+    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": db},
+                     via="nba", args=["--spool-dir", str(tmp / "spool")])
+    try:
+        acked = []
+        with s.client() as c:
+            for k in range(5):
+                r = c.post("/decide_batch", json={"customers": [customer(f"st-{k}-{j}") for j in range(40)]})
+                assert r.status_code == 200
+                acked += [d["decision_id"] for d in r.json()["decisions"]]
+    finally:
+        s.stop()
+    with DecisionLog(db) as log:
+        logged = set(log.read().decision_id.tolist())
+    assert set(acked) <= logged and len(acked) == 200
+    assert (tmp / "spool" / "decisions.spool").stat().st_size == 0
