@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,33 @@ class Runtime:
         self.engine.close()
 
 
+_EPOCH = datetime(1970, 1, 1)
+_FEW = 2  # up to this many stamps, formatting each in Python beats numpy's per-call overhead
+
+
 def _iso(hours: np.ndarray, offset_h: np.ndarray | None = None) -> list[str]:
     """ISO 8601 strings of hour stamps: UTC with ``Z``, or local time with its ``+hh:mm`` offset."""
+    if len(hours) <= _FEW:
+        try:
+            return _iso_few(hours, offset_h)
+        except OverflowError:  # beyond datetime's years: numpy's strings
+            pass
     us = np.round(np.asarray(hours, np.float64) * 3.6e9).astype(np.int64)
     if offset_h is None:
         return [t + "Z" for t in np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()]
     off = np.round(np.asarray(offset_h, np.float64) * 60).astype(np.int64)  # minutes
     local = np.datetime_as_string((us + off * 60_000_000).astype("datetime64[us]"), unit="us")
     return [t + _offset(m) for t, m in zip(local.tolist(), off.tolist(), strict=True)]
+
+
+def _iso_few(hours: np.ndarray, offset_h: np.ndarray | None) -> list[str]:
+    out = []
+    offsets = [0] * len(hours) if offset_h is None else [round(o * 60) for o in np.asarray(offset_h).tolist()]
+    for h, m in zip(np.asarray(hours, np.float64).tolist(), offsets, strict=True):
+        d = _EPOCH + timedelta(microseconds=round(h * 3.6e9) + m * 60_000_000)
+        out.append(f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}."
+                   f"{d.microsecond:06d}{'Z' if offset_h is None else _offset(m)}")
+    return out
 
 
 @lru_cache(maxsize=128)

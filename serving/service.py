@@ -73,6 +73,10 @@ class DecisionService:
 
     def __init__(self) -> None:
         self.rt = api.Runtime.start(counter=DECISIONS)
+        for name in ("decide", "decide_batch", "feedback"):
+            # BentoML looks the endpoint up on the instance for every request, and its descriptor builds a new
+            # caller (inspecting the signature) each time: build it once, the instance attribute then wins
+            setattr(self, name, getattr(self, name))
         gc.collect()
         gc.freeze()  # the loaded policies and libraries leave the collector's generations: shorter pauses
 

@@ -195,3 +195,17 @@ def test_write_behind_settings_are_checked():
                      ({"NBA_CACHE_CUSTOMERS": "1.5"}, "NBA_CACHE_CUSTOMERS")]:
         with pytest.raises(ValueError, match=f"^{var}"):
             Settings.from_env(env)
+
+
+def test_time_stamps_format_alike_one_by_one_and_in_bulk():
+    """The answer's stamps: a single decision is formatted in Python, a batch by numpy; the strings agree."""
+    from serving.api import _iso
+
+    rng = np.random.default_rng(3)
+    h = np.r_[rng.uniform(-1e5, 1e6, 300), np.round(rng.uniform(0, 1e6, 20)), 490_000.5]
+    tz = rng.choice([-9.5, -8.0, 0.0, 2.0, 5.75, 14.0], h.size)
+    bulk, bulk_local = _iso(h), _iso(h, tz)
+    assert bulk[0].endswith("Z") and len(bulk[0]) == 27 and bulk_local[0][-6] in "+-"
+    assert [_iso(h[i:i + 1])[0] for i in range(h.size)] == bulk
+    assert [_iso(h[i:i + 1], tz[i:i + 1])[0] for i in range(h.size)] == bulk_local
+    assert _iso(np.array([0.0]), np.array([-9.5])) == ["1969-12-31T14:30:00.000000-09:30"]
