@@ -80,6 +80,7 @@ def _iso(hours: np.ndarray, offset_h: np.ndarray | None = None) -> list[str]:
 
 
 def _iso_few(hours: np.ndarray, offset_h: np.ndarray | None) -> list[str]:
+    """:func:`_iso` one stamp at a time, with :mod:`datetime` (OverflowError beyond its years)."""
     out = []
     offsets = [0] * len(hours) if offset_h is None else [round(o * 60) for o in np.asarray(offset_h).tolist()]
     for h, m in zip(np.asarray(hours, np.float64).tolist(), offsets, strict=True):

@@ -1,5 +1,6 @@
 """The real service in write-behind mode (``NBA_SPOOL_DIR``): answers once the spool is fsynced, feedback
-right after a decision, and a worker (with its replayer) killed with SIGKILL loses nothing acknowledged."""
+right after a decision, a worker (with its replayer) killed with SIGKILL loses nothing acknowledged, and a
+clean stop leaves everything in the log."""
 
 from __future__ import annotations
 
