@@ -155,9 +155,7 @@ class Spool:
         """
         frame = encode(records)
         if layout is not None:
-            stored = self.log._layout or self.log.set_layout(layout)
-            if (stored.context_dim, stored.n_actions) != (layout.context_dim, layout.n_actions):
-                self.log.set_layout(layout)  # ValueError naming context or eligible: nothing spooled
+            self.log.ensure_layout(layout)  # ValueError naming context or eligible: nothing spooled
         st = self._state
         with self._write_lock:
             self._revive()

@@ -410,6 +410,17 @@ class DecisionLog:
                          [{"key": k, "value": v} for k, v in values.items()])
             stored = self._read_layout(conn)
         assert stored is not None
+        return self._agree(stored, layout)
+
+    def ensure_layout(self, layout: LogLayout) -> LogLayout:
+        """:meth:`set_layout` without a write transaction once the log's layout is known (a check on
+        every batch of a hot path); ValueError naming the field if they disagree."""
+        if self._layout is None or layout.feature_names is not None:
+            return self.set_layout(layout)
+        return self._agree(self._layout, layout)
+
+    def _agree(self, stored: LogLayout, layout: LogLayout) -> LogLayout:
+        """Check ``layout`` against the ``stored`` one (ValueError naming the field) and remember it."""
         if stored.context_dim != layout.context_dim:
             raise ValueError(f"context: this log holds {stored.context_dim} features per decision, "
                              f"got {layout.context_dim}")
