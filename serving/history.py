@@ -81,22 +81,8 @@ class HistoryCache:
             if e[2]:
                 e_idx += [i] * len(e[2])
                 events += e[2]
-        cc = list(zip(*contacts, strict=True)) or [()] * 3
-        ee = list(zip(*events, strict=True)) or [()] * 6
-        ct, cs, ca = np.array(cc[0], np.float64), np.array(cc[1], np.float64), np.array(cc[2], np.int64)
-        keep = np.flatnonzero(cs >= since)
-        order = keep[np.lexsort((ct[keep], cs[keep]))]
-        et = np.array(ee[1], np.float64)
-        ekeep = np.flatnonzero(et >= since)
-        eorder = ekeep[np.argsort(et[ekeep], kind="stable")]
-        return ContactHistory(
-            customer_ids=np.asarray(list(customer_ids), dtype=object),
-            contact_customer=np.asarray(c_idx, np.int64)[order], contact_time=ct[order],
-            contact_send_at=cs[order], contact_action=ca[order],
-            event_customer=np.asarray(e_idx, np.int64)[eorder], event=np.array(ee[0], dtype=object)[eorder],
-            event_time=et[eorder], event_value=np.array(ee[2], np.float64)[eorder],
-            event_action=np.array(ee[3], np.int64)[eorder], event_send_at=np.array(ee[4], np.float64)[eorder],
-            event_decision=np.array(ee[5], dtype=object)[eorder])
+        return ContactHistory.from_rows(np.asarray(list(customer_ids), dtype=object), c_idx, contacts, e_idx, events,
+                                        since)
 
     def add_decisions(self, records: DecisionRecords, position: int, replayed: int) -> None:
         """Record decisions just spooled up to ``position``; evict beyond the bound (``replayed``: how far

@@ -134,3 +134,28 @@ class ContactHistory:
     event_action: np.ndarray  # (Q,) int64: the action of the decision the event followed
     event_send_at: np.ndarray  # (Q,) float64: that decision's send time (for the send-hour features)
     event_decision: np.ndarray  # (Q,) object str: that decision's id
+
+    @classmethod
+    def from_rows(cls, customer_ids: np.ndarray, contact_customer: list[int], contacts: list[tuple],
+                  event_customer: list[int], events: list[tuple], since: float) -> ContactHistory:
+        """From row lists, wherever they were read (the log's tables, the service's memory): ``contacts``
+        as ``(time, send_at, action)`` and ``events`` as ``(event, time, value, action, send_at,
+        decision_id)``, each row's customer an index into ``customer_ids``. Keeps the contacts sent from
+        ``since`` on, sorted by (send time, decision time), and the events from ``since`` on, sorted by
+        time (ties in the order given)."""
+        cc = list(zip(*contacts, strict=True)) or [()] * 3
+        ee = list(zip(*events, strict=True)) or [()] * 6
+        ct, cs, ca = np.array(cc[0], np.float64), np.array(cc[1], np.float64), np.array(cc[2], np.int64)
+        keep = np.flatnonzero(cs >= since)
+        order = keep[np.lexsort((ct[keep], cs[keep]))]
+        et = np.array(ee[1], np.float64)
+        ekeep = np.flatnonzero(et >= since)
+        eorder = ekeep[np.argsort(et[ekeep], kind="stable")]
+        return cls(
+            customer_ids=customer_ids,
+            contact_customer=np.asarray(contact_customer, np.int64)[order], contact_time=ct[order],
+            contact_send_at=cs[order], contact_action=ca[order],
+            event_customer=np.asarray(event_customer, np.int64)[eorder], event=np.array(ee[0], dtype=object)[eorder],
+            event_time=et[eorder], event_value=np.array(ee[2], np.float64)[eorder],
+            event_action=np.array(ee[3], np.int64)[eorder], event_send_at=np.array(ee[4], np.float64)[eorder],
+            event_decision=np.array(ee[5], dtype=object)[eorder])

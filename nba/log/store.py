@@ -674,25 +674,9 @@ class DecisionLog:
             params = (*part, since)
             contacts += conn.exec_driver_sql(contact_sql, params).fetchall()
             events += conn.exec_driver_sql(event_sql, params).fetchall()
-        contacts.sort(key=lambda r: (r[2], r[1]))
-        events.sort(key=lambda r: r[2])
-        cc = list(zip(*contacts, strict=True)) or [()] * 4
-        ee = list(zip(*events, strict=True)) or [()] * 7
-        cust = lambda col: np.fromiter((index[x] for x in col), np.int64, len(col))  # noqa: E731
-        return ContactHistory(
-            customer_ids=ids,
-            contact_customer=cust(cc[0]),
-            contact_time=np.array(cc[1], np.float64),
-            contact_send_at=np.array(cc[2], np.float64),
-            contact_action=np.array(cc[3], np.int64),
-            event_customer=cust(ee[0]),
-            event=np.array(ee[1], dtype=object),
-            event_time=np.array(ee[2], np.float64),
-            event_value=np.array(ee[3], np.float64),
-            event_action=np.array(ee[4], np.int64),
-            event_send_at=np.array(ee[5], np.float64),
-            event_decision=np.array(ee[6], dtype=object),
-        )
+        cust = lambda rows: [index[r[0]] for r in rows]  # noqa: E731
+        return ContactHistory.from_rows(ids, cust(contacts), [r[1:] for r in contacts], cust(events),
+                                        [r[1:] for r in events], since)
 
     # ------------------------------------------------------------------ Parquet
     def export_parquet(self, path: str | Path, rule: RewardRule = DEFAULT_RULE, chunk_rows: int = 100_000,
