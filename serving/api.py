@@ -52,7 +52,9 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self.models.ready
+        """A policy is loaded, and (write-behind) the spool can still acknowledge decisions."""
+        spool = self.engine.spool
+        return self.models.ready and (spool is None or spool.failed is None)
 
     def close(self) -> None:
         """Stop polling the registry and the decider (after what is queued; the spool replayed)."""

@@ -4,7 +4,9 @@ decisions once it is on the local disk, and write it to the log in the backgroun
 The decision service's write-behind mode (``NBA_SPOOL_DIR``) uses it to take the database off the
 answer's path: :meth:`Spool.append` validates the batch exactly as the log will, appends one framed
 record to ``<dir>/decisions.spool`` and calls ``fdatasync`` before it returns, so an acknowledged
-decision survives a killed process or a power loss. A replayer process copies the spooled batches
+decision survives a killed process or a power loss (or, split in two, :meth:`Spool.write` and
+:meth:`Spool.sync`: the caller can compute the next batch while this one's fsync runs, and one
+fsync covers every batch written before it). A replayer process copies the spooled batches
 into the log, many per transaction, and the file is emptied once everything in it is stored.
 Writes to the log are idempotent (decision ids are unique), so replaying a frame twice is harmless:
 opening a spool first replays whatever a killed owner left in it, before anything else happens.
@@ -100,6 +102,10 @@ def scan(buf: memoryview | bytes) -> tuple[list[tuple[int, int]], int]:
     return frames, pos
 
 
+class SpoolFailed(RuntimeError):
+    """A write or fsync of the spool failed: nothing more can be acknowledged by this process."""
+
+
 class Spool:
     """Durable local queue of decision batches, replayed into ``log`` by a replayer process.
 
@@ -140,7 +146,10 @@ class Spool:
         self.path = self.directory / "decisions.spool"
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._write_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._failed: OSError | None = None
         self._recover()
+        self._written = self._synced = 0  # positions: written to the file, and fsynced too
         self._state = _State.create(self.directory / "state")
         self._closed = False
         self._child: subprocess.Popen | None = None
@@ -153,20 +162,63 @@ class Spool:
         ``layout``: fixed in the log first (once) and checked, so the replay cannot meet a layout the
         log refuses.
         """
+        position = self.write(records, layout)
+        self.sync(position)
+        return position
+
+    def write(self, records: DecisionRecords, layout: LogLayout | None = None) -> int:
+        """:meth:`append` without the fsync: the batch is durable, and visible to the replayer, only
+        once :meth:`sync` has covered the returned position. A caller can decide the next batch while
+        this one's fsync runs in another thread."""
         frame = encode(records)
         if layout is not None:
             self.log.ensure_layout(layout)  # ValueError naming context or eligible: nothing spooled
         st = self._state
         with self._write_lock:
+            self._check_failed()
             self._revive()
-            appended = st.get(_APPENDED)
-            if st.get(_REPLAYED) == appended and appended - st.get(_BASE) >= self.truncate_bytes:
-                os.ftruncate(self._fd, 0)  # all replayed: start the file again
-                st.set(_BASE, appended)
-            _write_all(self._fd, frame)
-            os.fdatasync(self._fd)
-            st.set(_APPENDED, appended + len(frame))
-            return appended + len(frame)
+            written = self._written
+            if st.get(_REPLAYED) == written and written - st.get(_BASE) >= self.truncate_bytes:
+                os.ftruncate(self._fd, 0)  # all written is synced and replayed: start the file again
+                st.set(_BASE, written)
+            try:
+                _write_all(self._fd, frame)
+            except OSError as e:  # a partial frame may be in the file: nothing after it can be trusted
+                self._failed = e
+                raise
+            self._written = written + len(frame)
+            return self._written
+
+    def sync(self, position: int) -> None:
+        """Make everything written up to ``position`` durable and hand it to the replayer: one
+        ``fdatasync`` covers every batch written before it, so concurrent callers share it.
+
+        A failed fsync is final (the kernel may have dropped the unwritten pages): it raises
+        :class:`SpoolFailed` now and on every later write or sync; the process must be restarted,
+        and its successor replays what the file holds.
+        """
+        with self._sync_lock:
+            if self._synced >= position:  # durable already: a later failure does not undo that
+                return
+            self._check_failed()
+            target = self._written
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:
+                self._failed = e
+                self._check_failed()
+            self._synced = target
+            self._state.set(_APPENDED, target)
+
+    def _check_failed(self) -> None:
+        if self._failed is not None:
+            raise SpoolFailed(f"spool {self.path}: a write or fsync failed ({self._failed}); nothing more is "
+                              "acknowledged until the process restarts") from self._failed
+
+    @property
+    def failed(self) -> str | None:
+        """Why this spool acknowledges nothing more (a write or fsync failed), ``None`` while it works."""
+        return None if self._failed is None else str(self._failed)
 
     @property
     def replayed(self) -> int:
@@ -210,6 +262,8 @@ class Spool:
         """Replay what is left (up to ``timeout`` seconds), stop the replayer and release the directory."""
         if self._closed:
             return
+        if self._failed is None:
+            self.sync(self._written)
         done = self.flush(timeout)
         self._closed = True
         self._state.set(_STOP, 1)
@@ -219,7 +273,7 @@ class Spool:
             except subprocess.TimeoutExpired:
                 self._child.kill()
                 self._child.wait()
-        if done:  # all in the log: the next owner has nothing to replay
+        if done and self._failed is None:  # all in the log: the next owner has nothing to replay
             os.ftruncate(self._fd, 0)
             os.fsync(self._fd)
         self._state.close()

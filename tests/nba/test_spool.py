@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nba.log.records import DecisionRecords
-from nba.log.spool import _APPENDED, _STOP, Spool, _State, decode, encode, replay_forever, scan
+from nba.log.spool import _APPENDED, _STOP, Spool, SpoolFailed, _State, decode, encode, replay_forever, scan
 from nba.log.store import DecisionLog, LogLayout
 
 
@@ -168,6 +168,51 @@ def test_a_replayer_dead_while_nothing_is_appended_is_restarted_by_wait(tmp_path
         assert spool.flush(20)
         spool.close()
         assert log.count_decisions() == 10
+
+
+def test_a_written_batch_reaches_the_replayer_only_once_synced(tmp_path):
+    """write() then sync(): one fsync covers every batch written before it; until then the replayer sees
+    nothing, so a batch never acknowledged is never replayed by this owner."""
+    with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
+        spool = Spool(tmp_path / "spool", log, replay_every_s=0.0)
+        first = spool.write(records(4, "a-"))
+        second = spool.write(records(6, "b-", seed=1))
+        assert second > first > 0 and spool.pending_bytes == 0
+        assert not spool.wait(first, 0.3) and log.count_decisions() == 0
+        spool.sync(first)  # covers the second batch too
+        assert spool.pending_bytes == second and spool.wait(second, 30)
+        assert log.count_decisions() == 10
+        spool.sync(first)  # already durable: nothing to do
+        spool.close()
+
+
+def test_a_failed_fsync_is_final(tmp_path, monkeypatch):
+    """After an fsync error the kernel may have dropped the unwritten pages: nothing more is acknowledged,
+    while what was durable before stays so and reaches the log."""
+    import nba.log.spool as spool_module
+
+    with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
+        spool = Spool(tmp_path / "spool", log, replay_every_s=0.0)
+        durable = spool.append(records(3, "ok-"))
+        assert spool.failed is None
+        pending = spool.write(records(3, "lost-", seed=1))
+
+        def eio(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(spool_module.os, "fdatasync", eio)
+        with pytest.raises(SpoolFailed, match="fsync failed"):
+            spool.sync(pending)
+        monkeypatch.undo()
+        assert spool.failed == "[Errno 5] Input/output error"
+        with pytest.raises(SpoolFailed):
+            spool.write(records(2, "later-", seed=2))
+        with pytest.raises(SpoolFailed):
+            spool.sync(pending)
+        spool.sync(durable)  # durable before the failure: still acknowledged
+        assert spool.wait(durable, 30)
+        spool.close()
+        assert sorted(logged(log)) == ["ok-0", "ok-1", "ok-2"]
 
 
 def test_one_owner_per_directory(tmp_path):

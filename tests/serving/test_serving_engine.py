@@ -187,6 +187,62 @@ def test_write_behind_respects_the_caps_under_concurrency(pair):
     assert 1 <= len(sends) <= 2 and all(b - a >= 4 for a, b in zip(sends, sends[1:], strict=False))
 
 
+def test_write_behind_acknowledges_only_what_is_fsynced(pair):
+    """The decider writes a batch and goes on deciding while its fsync runs (in the decider itself when
+    nothing waits, else in the syncer thread): at the moment a request's future resolves, its batch's
+    frame lies wholly before the spool's synced position."""
+    from nba.log.spool import _APPENDED, _BASE, decode, scan
+
+    _, behind = pair
+    spool = behind.engine.spool
+    now = JUNE * 3600.0 + 8 * 3600.0
+    seen: list[tuple[str, int]] = []
+
+    def submit(i: int):
+        job = behind.engine.prepare([_customer(f"ack{i}")], now, 0, batch=False)
+        fut = behind.engine.submit(job)
+        fut.add_done_callback(lambda f: seen.append((f.result().decision_id[0], spool._state.get(_APPENDED))))
+        return fut
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for fut in list(pool.map(submit, range(400))):
+            fut.result(30)
+    assert len(seen) == 400
+    data = spool.path.read_bytes()
+    frames, end = scan(data)
+    assert end == len(data)
+    base = spool._state.get(_BASE)  # position of the file's first byte
+    frame_end = {d: base + e for s, e in frames for d in decode(data[s:e]).decision_id.tolist()}
+    assert all(frame_end[d] <= synced for d, synced in seen)
+    assert len(frames) < 400  # concurrent requests shared batches
+
+
+def test_a_failed_spool_fsync_fails_the_requests_and_readiness(pair, monkeypatch):
+    """After an fsync error nothing more is acknowledged: the batch and every later one fail, and the
+    service reports not ready (a load balancer then sends customers elsewhere)."""
+    import os
+
+    from nba.log.spool import SpoolFailed
+
+    _, behind = pair
+    now = JUNE * 3600.0 + 8 * 3600.0
+    ok = behind.engine.decide(behind.engine.prepare([_customer("before")], now, 0, batch=False))
+    assert behind.ready and len(ok.decision_id) == 1
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", eio)
+    with pytest.raises(SpoolFailed):
+        behind.engine.decide(behind.engine.prepare([_customer("during")], now, 0, batch=False))
+    monkeypatch.undo()
+    assert not behind.ready
+    with pytest.raises(SpoolFailed):
+        behind.engine.decide(behind.engine.prepare([_customer("after")], now, 0, batch=False))
+    assert behind.engine.spool.flush(30)
+    assert behind.engine.log.decisions_of([ok.decision_id[0]])  # acknowledged before: in the log
+
+
 def test_write_behind_settings_are_checked():
     s = Settings.from_env({"NBA_SPOOL_DIR": "/tmp/x", "NBA_CACHE_CUSTOMERS": "1000"})
     assert str(s.spool_dir) == "/tmp/x" and s.cache_customers == 1000 and Settings.from_env({}).spool_dir is None
