@@ -33,7 +33,7 @@ from envs.rollout import ValueEstimate, collect_transitions, journey_returns
 from envs.scenario import Scenario
 from nba.policies import create
 from nba.policies.base import Explore
-from nba.policies.lgbm import joint_rows, predict_eligible
+from nba.policies.lgbm import joint_rows, predict_eligible, regression_params
 
 
 def returns_to_go(rewards: np.ndarray, customer: np.ndarray, day: np.ndarray, gamma: float) -> np.ndarray:
@@ -92,8 +92,8 @@ def main() -> None:
     myopic = create("fqi", sp, seg, dim=dim, gamma=0.0, iterations=1, min_support=300, min_data_in_leaf=1000,
                     num_leaves=15, max_candidates=225, bootstrap_top=8, num_boost_round=150, learning_rate=0.05)
     myopic.fit(tr.X, tr.actions, tr.attributed, tr.X_next, tr.mask_next, tr.terminated)
-    params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 1000,
-              "num_threads": 2, "verbose": -1, "seed": 0, "deterministic": True}
+    params = regression_params({"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 1000, "seed": 0,
+                                "threads": 2})
     X, X_next = np.asarray(tr.X, np.float32), np.asarray(tr.X_next, np.float32)
     day = tr.day.astype(np.float32)[:, None]
     G = returns_to_go(tr.rewards, tr.customer, tr.day, args.gamma)
