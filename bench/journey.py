@@ -1,7 +1,7 @@
 """Long-term value on ``nba/Journey-v0``: offline RL against myopic bandits and rule-based journeys.
 
     python bench/journey.py [--log-customers 8000] [--eval-customers 4000] [--iterations 6]
-                            [--learn-from attributed|total]
+                            [--learn-from attributed|total] [--weights 1,3,5] [--value-gamma 0.97]
 
 A marketing team's offline setting. Logged data: ``--log-customers`` customers for 90 days under
 the business-as-usual schedule with randomisation (``--holdout`` no contact, ``--explore``
@@ -13,12 +13,17 @@ its cost; organic purchases, which no action causes, only add noise to what a mo
   contextual bandit learns from the same data;
 * **FQI**: fitted-Q iteration with LightGBM (gamma ``--gamma``), bootstrapping on churn only; the
   Bellman maximum runs over the ``--bootstrap-top`` actions the first (myopic) fit rates best in
-  each next state.
+  each next state;
+* the **two-stage value** (:class:`nba.policies.fqi.TwoStageValue`): the myopic bandit's reward
+  model (the same fit) plus ``w * gamma`` times the fitted value of the state each action leads to,
+  V fitted on the Monte Carlo return-to-go of the *total* reward (gamma ``--value-gamma``). The
+  weight w is chosen among ``--weights`` on ``--validation-customers`` other customers (their own
+  seed), never on the held-out ones.
 
 Then every policy runs on ``--eval-customers`` held-out customers (another seed) for 90 days,
 all on the same customers with the same luck (common random numbers), and the table gives the
 90-day profit per customer with its 95% interval, and the paired differences the targets ask for:
-FQI vs the best bandit (target >= +5%, interval excluding 0) and vs the rule-based journey
+offline RL vs the best bandit (target >= +5%, interval excluding 0) and vs the rule-based journey
 (target >= +30%).
 """
 
@@ -37,6 +42,7 @@ from envs.rollout import LEARN_FROM, ValueEstimate, collect_transitions, journey
 from envs.scenario import Scenario
 from nba.policies import create
 from nba.policies.base import Explore
+from nba.policies.fqi import returns_to_go
 
 
 def main() -> None:
@@ -54,6 +60,9 @@ def main() -> None:
     ap.add_argument("--num-leaves", type=int, default=15)
     ap.add_argument("--max-candidates", type=int, default=225)
     ap.add_argument("--bootstrap-top", type=int, default=8)
+    ap.add_argument("--value-gamma", type=float, default=0.97, help="the two-stage value's discount")
+    ap.add_argument("--weights", default="1,3,5", help="the two-stage value's weights w to choose from")
+    ap.add_argument("--validation-customers", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -72,21 +81,44 @@ def main() -> None:
                   f"reward per transition: total sd {tr.rewards.std():.2f}, attributed sd {tr.attributed.std():.2f}")
     rewards = tr.attributed if args.learn_from == "attributed" else tr.rewards
 
-    fitted = {}
     fit_params = {"min_support": args.min_support, "min_data_in_leaf": args.min_data_in_leaf,
                   "num_leaves": args.num_leaves, "max_candidates": args.max_candidates,
-                  "bootstrap_top": args.bootstrap_top,
                   "num_boost_round": 150, "learning_rate": 0.05}
-    for name, gamma, iterations in (("myopic bandit", 0.0, 1), ("fqi", args.gamma, args.iterations)):
-        policy = create("fqi", sp, seg, dim=dim, gamma=gamma, iterations=iterations, **fit_params)
-        t0 = time.perf_counter()
-        with Progress(console=console) as bar:
-            task = bar.add_task(f"fitting {name}", total=iterations)
-            policy.fit(tr.X, tr.actions, rewards, tr.X_next, tr.mask_next, tr.terminated,
-                       progress=lambda i, change, t=task: bar.advance(t))
-        fitted[name] = policy
-        console.print(f"{name}: fitted in {time.perf_counter() - t0:.0f} s on "
-                      f"{policy.candidates.sum()} candidate actions")
+    two_stage = create("two_stage", sp, seg, dim=dim, gamma=args.value_gamma, **fit_params)
+    t0 = time.perf_counter()
+    with Progress(console=console) as bar:
+        task = bar.add_task("fitting the myopic bandit and the two-stage value", total=3)
+        two_stage.fit(tr.X, tr.actions, rewards, tr.X_next, tr.mask_next, tr.terminated,
+                      returns=returns_to_go(tr.rewards, tr.customer, tr.day, args.value_gamma), day=tr.day,
+                      progress=lambda i, sd: bar.advance(task))
+    console.print(f"myopic bandit and two-stage value: fitted in {time.perf_counter() - t0:.0f} s on "
+                  f"{two_stage.candidates.sum()} candidate actions")
+    fqi = create("fqi", sp, seg, dim=dim, gamma=args.gamma, iterations=args.iterations,
+                 bootstrap_top=args.bootstrap_top, **fit_params)
+    t0 = time.perf_counter()
+    with Progress(console=console) as bar:
+        task = bar.add_task("fitting fqi", total=args.iterations)
+        fqi.fit(tr.X, tr.actions, rewards, tr.X_next, tr.mask_next, tr.terminated,
+                progress=lambda i, change: bar.advance(task))
+    console.print(f"fqi: fitted in {time.perf_counter() - t0:.0f} s on {fqi.candidates.sum()} candidate actions")
+    myopic = two_stage.reward  # the two-stage value's own reward model: a greedy LightGBM bandit
+
+    # choose the two-stage value's weight on validation customers of their own (not the held-out ones)
+    weights = [float(w) for w in args.weights.split(",")]
+    valid_seed = args.seed + 2000
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"choosing w on {args.validation_customers:,} validation customers",
+                            total=days * (len(weights) + 1))
+        tick = lambda _: bar.advance(task)  # noqa: E731
+        base = journey_returns(sc, myopic, args.validation_customers, valid_seed, progress=tick)
+        gains = {w: ValueEstimate.of(journey_returns(sc, two_stage.reweighted(w), args.validation_customers,
+                                                     valid_seed, progress=tick) - base) for w in weights}
+    best_w = max(weights, key=lambda w: gains[w].mean)
+    for w, d in gains.items():
+        console.print(f"validation: two-stage value at w = {w:g} vs the myopic bandit {d.mean:+.2f} "
+                      f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}] = {d.mean / abs(base.mean()):+.1%}"
+                      f"{'  (chosen)' if w == best_w else ''}")
+    fitted = {"myopic bandit": myopic, "fqi": fqi, "two-stage value": two_stage.reweighted(best_w)}
 
     policies = {"no contact": create("no_contact", sp), "rule-based journey": create("rule_based_journey", sp, seg),
                 "business as usual": bau, **fitted}
@@ -121,6 +153,10 @@ def main() -> None:
     results["fqi_vs_best_bandit"] = paired("fqi", best_bandit, 0.05)
     results["fqi_vs_rule_based"] = paired("fqi", "rule-based journey", 0.30)
     results["fqi_vs_business_as_usual"] = paired("fqi", "business as usual", 0.0)
+    results["two_stage_vs_best_bandit"] = paired("two-stage value", best_bandit, 0.05)
+    results["two_stage_vs_rule_based"] = paired("two-stage value", "rule-based journey", 0.30)
+    results["two_stage_weight"] = {"chosen": best_w, "validation_seed": valid_seed,
+                                   "gains": {str(w): d.mean for w, d in gains.items()}}
     results["args"] = vars(args) | {"json": str(args.json) if args.json else None}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

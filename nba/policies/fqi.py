@@ -172,3 +172,185 @@ class FittedQ:
         if "q_model" in models:
             policy.booster = lgb.Booster(model_str=models["q_model"])
         return policy
+
+
+def returns_to_go(rewards: np.ndarray, episode: np.ndarray, step: np.ndarray, gamma: float) -> np.ndarray:
+    """Each transition's discounted sum of its episode's rewards from it to the end of the log.
+
+    ``episode`` identifies the journey (the customer), ``step`` orders its transitions (the day);
+    the discount applies once per transition. Vectorised over episodes: the rewards go into an
+    (episodes, longest episode) array whose columns are summed backwards, one column at a time.
+    """
+    rewards = np.asarray(rewards, np.float64)
+    episode, step = np.asarray(episode), np.asarray(step)
+    for name, arr in (("episode", episode), ("step", step)):
+        if arr.shape != rewards.shape or arr.ndim != 1:
+            raise ValueError(f"{name}: expected shape {rewards.shape}, got {arr.shape}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma: must be in [0, 1], got {gamma!r}")
+    if rewards.size == 0:
+        return rewards.copy()
+    order = np.lexsort((step, episode))
+    ep = episode[order]
+    first = np.r_[True, ep[1:] != ep[:-1]]
+    which = np.cumsum(first) - 1  # the episode's row in the array
+    position = np.arange(len(ep)) - np.flatnonzero(first)[which]
+    table = np.zeros((which[-1] + 1, position.max() + 1))
+    table[which, position] = rewards[order]
+    for k in range(table.shape[1] - 2, -1, -1):
+        table[:, k] += gamma * table[:, k + 1]
+    out = np.empty_like(rewards)
+    out[order] = table[which, position]
+    return out
+
+
+class TwoStageValue:
+    """Offline RL in two stages: the immediate reward plus what the action does to the customer's value.
+
+    Fitted-Q must carry the long-term value through its own noisy, ever-growing targets. This
+    learner instead fits three LightGBM regressions on the logged transitions, each on a smooth target:
+
+    1. **the value V(x)** of a customer's state, on the state alone (plus the day, if given: a log's
+       returns stop at its end), fitted to ``returns``: each transition's Monte Carlo return-to-go
+       under the logging policy (:func:`returns_to_go`), usually of the *total* reward, organic
+       purchases included, where the long-term effects of engagement and fatigue show;
+    2. **the change g(x, a)**: the expected value of the next state, V(x') (0 after churn: the
+       bootstrap stops on termination, not on truncation), fitted on ``[x, psi(a)]`` and boosted from
+       a model of the same target on x alone, so that its trees have only the actions' effect to fit;
+    3. **the immediate reward r(x, a)**: the myopic reward model of :class:`FittedQ` with gamma 0, on
+       ``rewards`` (the message's attributed reward).
+
+    It then acts greedily (``epsilon``: uniform exploration) over the reward model's candidate
+    actions in ``Q(x, a) = r(x, a) + weight * gamma * g(x, a)``: one step of policy improvement over
+    the logging policy, with the value of the state it leads to. ``weight`` 1 is the nominal one;
+    boosting shrinks the actions' effect on g, so a larger weight can undo the shrinkage. Choose it
+    on customers other than those reported (``bench/journey.py`` does).
+    """
+
+    name: ClassVar[str] = "two_stage"
+
+    def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, weight: float = 1.0,
+                 num_boost_round: int = 150, value_rounds: int = 200, change_rounds: int = 300,
+                 learning_rate: float = 0.05, num_leaves: int = 15, min_data_in_leaf: int = 1000,
+                 min_support: int = 300, max_candidates: int = 225, epsilon: float = 0.0, seed: int = 0,
+                 threads: int = 2) -> None:
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma: must be in [0, 1), got {gamma!r}")
+        if not (np.isfinite(weight) and weight >= 0.0):
+            raise ValueError(f"weight: must be a finite number >= 0, got {weight!r}")
+        for field, rounds in (("value_rounds", value_rounds), ("change_rounds", change_rounds)):
+            if rounds < 1:
+                raise ValueError(f"{field}: must be >= 1, got {rounds!r}")
+        self.space, self.dim = space, dim
+        self.params = {"gamma": gamma, "weight": weight, "num_boost_round": num_boost_round,
+                       "value_rounds": value_rounds, "change_rounds": change_rounds, "learning_rate": learning_rate,
+                       "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf, "min_support": min_support,
+                       "max_candidates": max_candidates, "epsilon": epsilon, "seed": seed, "threads": threads}
+        self.reward = FittedQ(space, dim, gamma=0.0, iterations=1, num_boost_round=num_boost_round,
+                              learning_rate=learning_rate, num_leaves=num_leaves, min_data_in_leaf=min_data_in_leaf,
+                              min_support=min_support, max_candidates=max_candidates, epsilon=epsilon, seed=seed,
+                              threads=threads)
+        self.psi = self.reward.psi
+        self.base: lgb.Booster | None = None  # E[V(x') | x]
+        self.change: lgb.Booster | None = None  # E[V(x') | x, a], boosted from base
+
+    @property
+    def candidates(self) -> np.ndarray:
+        return self.reward.candidates
+
+    def reweighted(self, weight: float) -> TwoStageValue:
+        """The same fitted models with another ``weight`` (to choose it on validation customers)."""
+        params = {k: v for k, v in self.params.items() if k != "weight"}
+        other = type(self)(self.space, self.dim, weight=weight, **params)
+        other.reward, other.base, other.change = self.reward, self.base, self.change
+        return other
+
+    # ------------------------------------------------------------------ model
+    def future(self, X: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """(N, A) fitted E[V(x') | x, a] where ``ok``, 0 elsewhere (and everywhere before fitting)."""
+        if self.change is None:
+            return np.zeros(ok.shape)
+        X = np.asarray(X, np.float32)
+        threads = self.params["threads"]
+        out = predict_eligible(self.change, X, self.psi, ok, 0.0, threads)
+        return np.where(ok, out + self.base.predict(X, num_threads=threads)[:, None], 0.0)
+
+    def q_values(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """(N, A) r(x, a) + weight * gamma * g(x, a) of every eligible candidate, -inf elsewhere."""
+        q = self.reward.q_values(X, mask)
+        ok = np.isfinite(q)
+        return np.where(ok, q + self.params["weight"] * self.params["gamma"] * self.future(X, ok), -np.inf)
+
+    def fit(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, X_next: np.ndarray,
+            mask_next: np.ndarray, terminated: np.ndarray, returns: np.ndarray | None = None,
+            day: np.ndarray | None = None, progress: Callable[[int, float], None] | None = None) -> TwoStageValue:
+        """Fit on logged transitions.
+
+        ``rewards``: the immediate reward r fits; ``returns``: V's target, each transition's
+        discounted return-to-go (:func:`returns_to_go`; None: ``rewards``, so V is the next
+        reward and the policy looks two steps ahead); ``day``: each transition's step in the log,
+        a feature of V (None: V sees the state alone). ``progress(stage, standard deviation of the
+        stage's target)`` after each of the three fits.
+        """
+        n = np.shape(X)[0]
+        returns = np.asarray(rewards if returns is None else returns, np.float64)
+        if returns.shape != (n,):
+            raise ValueError(f"returns: expected shape {(n,)}, got {returns.shape}")
+        if not np.all(np.isfinite(returns)):
+            raise ValueError("returns: contain NaN or infinite values")
+        if day is not None:
+            day = np.asarray(day, np.float32)
+            if day.shape != (n,) or not np.all(np.isfinite(day)):
+                raise ValueError(f"day: expected {n} finite steps, got shape {day.shape}")
+        self.reward.fit(X, actions, rewards, X_next, mask_next, terminated)  # validates the transitions
+        if progress is not None:
+            progress(0, float(np.std(rewards)))
+        p = self.params
+        lgb_params = regression_params(p)
+        X, X_next = np.asarray(X, np.float32), np.asarray(X_next, np.float32)
+        terminated = np.asarray(terminated, bool)
+
+        def with_day(Z: np.ndarray, shift: int) -> np.ndarray:
+            return Z if day is None else np.hstack([Z, (day + shift)[:, None]])
+
+        value = lgb.train(lgb_params, lgb.Dataset(with_day(X, 0), label=returns), p["value_rounds"])
+        if progress is not None:
+            progress(1, float(returns.std()))
+        v_next = np.where(terminated, 0.0, value.predict(with_day(X_next, 1), num_threads=p["threads"]))
+        base = lgb.train(lgb_params, lgb.Dataset(X, label=v_next), p["num_boost_round"])
+        joint = joint_rows(X, self.psi, np.asarray(actions))
+        self.change = lgb.train(lgb_params, lgb.Dataset(joint, label=v_next,
+                                                         init_score=base.predict(X, num_threads=p["threads"])),
+                                p["change_rounds"])
+        self.base = base
+        if progress is not None:
+            progress(2, float(v_next.std()))
+        return self
+
+    # ------------------------------------------------------------------ policy interface
+    def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return epsilon_greedy(self.q_values(X, mask), mask & self.candidates, self.params["epsilon"])
+
+    def update(self, X, actions, rewards, propensities=None) -> TwoStageValue:
+        """Offline learner: learns with :meth:`fit` on transitions; logged bandit batches are ignored."""
+        return self
+
+    def get_state(self):
+        params: dict[str, Any] = {"dim": self.dim, **self.params}
+        models = {}
+        if self.reward.booster is not None:
+            models["reward_model"] = self.reward.booster.model_to_string()
+        if self.change is not None:
+            models |= {"value_base": self.base.model_to_string(), "value_change": self.change.model_to_string()}
+        return params, {"candidates": self.candidates}, models
+
+    @classmethod
+    def from_state(cls, space, params, arrays, models):
+        policy = cls(space, **params)
+        policy.reward.candidates = np.array(arrays["candidates"], bool)
+        if "reward_model" in models:
+            policy.reward.booster = lgb.Booster(model_str=models["reward_model"])
+        if "value_change" in models:
+            policy.base = lgb.Booster(model_str=models["value_base"])
+            policy.change = lgb.Booster(model_str=models["value_change"])
+        return policy

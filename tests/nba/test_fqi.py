@@ -11,6 +11,7 @@ from envs.rollout import Transitions, collect_transitions
 from envs.scenario import Scenario
 from nba.policies import create
 from nba.policies.base import Explore
+from nba.policies.fqi import returns_to_go
 
 SC = Scenario.default()
 SPACE, SEGMENTS, DIM = SC.action_space, tuple(SC.segments), SC.feature_spec.dim
@@ -60,3 +61,116 @@ def test_the_shortlist_round_trips_through_the_saved_parameters():
 def test_a_shortlist_of_no_action_is_rejected_naming_the_field(bad):
     with pytest.raises(ValueError, match="bootstrap_top"):
         create("fqi", SPACE, SEGMENTS, dim=DIM, bootstrap_top=bad)
+
+
+# ----------------------------------------------------------------------------- two-stage value
+def _returns_by_loop(rewards, episode, step, gamma):
+    out = np.zeros(len(rewards))
+    for e in np.unique(episode):
+        rows = np.flatnonzero(episode == e)
+        rows = rows[np.argsort(step[rows], kind="stable")]
+        acc = 0.0
+        for i in rows[::-1]:
+            acc = rewards[i] + gamma * acc
+            out[i] = acc
+    return out
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.9, 1.0])
+def test_returns_to_go_sum_each_episode_backwards(gamma):
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 30, size=40)  # episodes of uneven lengths, rows shuffled
+    episode = np.repeat(rng.permutation(1000)[:40], lengths)
+    step = np.concatenate([np.arange(n) + rng.integers(0, 5) for n in lengths])
+    rewards = rng.normal(size=len(step))
+    order = rng.permutation(len(step))
+    episode, step, rewards = episode[order], step[order], rewards[order]
+    got = returns_to_go(rewards, episode, step, gamma)
+    np.testing.assert_allclose(got, _returns_by_loop(rewards, episode, step, gamma), rtol=1e-12, atol=1e-12)
+    if gamma == 0.0:
+        np.testing.assert_array_equal(got, rewards)
+
+
+def test_returns_to_go_rejects_mismatched_episodes_naming_the_field():
+    with pytest.raises(ValueError, match="^episode: "):
+        returns_to_go(np.zeros(5), np.zeros(4), np.arange(5), 0.9)
+    with pytest.raises(ValueError, match="^gamma: "):
+        returns_to_go(np.zeros(5), np.zeros(5), np.arange(5), 1.5)
+
+
+TWO_STAGE = {"num_boost_round": 50, "value_rounds": 100, "change_rounds": 100, "learning_rate": 0.2,
+             "min_data_in_leaf": 20, "min_support": 5, "threads": 1}
+
+
+def known_effects():
+    """Logged transitions with a known future: no immediate reward; every email raises the value of the
+    next state by 5; every SMS ends the journey (the customer churns: nothing after).
+
+    The value of a state is 20 - 2.5 x_7 (x_7, the log of the tenure in days, runs from 0.2 to 7.5
+    here); an email lowers x_7 by 2. Trees do not extrapolate, so the rows checked keep x_7 - 2 within
+    the range V was fitted on."""
+    t = logged()
+    channel = SPACE.channel_of[t.actions]
+    value = 20.0 - 2.5 * t.X[:, 7].astype(np.float64)
+    X_next = t.X.copy()
+    X_next[:, 7] = np.where(channel == 0, t.X[:, 7] - 2.0, t.X[:, 7])
+    terminated = channel == 1
+    return t, np.zeros(len(value)), value, X_next, terminated
+
+
+def test_two_stage_value_follows_the_value_of_the_next_state_and_stops_at_churn():
+    t, rewards, value, X_next, terminated = known_effects()
+    policy = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE)
+    policy.fit(t.X, t.actions, rewards, X_next, t.mask_next, terminated, returns=value)
+    mask = t.mask & policy.candidates
+    channel = SPACE.channel_of
+    email = (mask & (channel == 0)).any(axis=1)
+    chosen = policy.probabilities(t.X, t.mask).argmax(axis=1)
+    assert email.mean() > 0.3  # the check below runs on many rows
+    assert np.mean(channel[chosen[email]] == 0) > 0.95  # an email, wherever one is eligible
+    assert not np.any(channel[chosen] == 1)  # never an SMS: it ends the journey
+    # the fitted future, on rows where both channels are eligible: 5 more after an email than after
+    # no contact, and after an SMS nothing (boosting shrinks both: the margins allow for it)
+    g = policy.future(t.X, mask)
+    rows = np.flatnonzero(email & (mask & (channel == 1)).any(axis=1) & (t.X[:, 7] > 3.0))
+    assert len(rows) >= 500
+    em = np.array([g[i, mask[i] & (channel == 0)].mean() for i in rows]) - g[rows, 0]
+    sms = np.array([g[i, mask[i] & (channel == 1)].mean() for i in rows])
+    assert 3.5 < np.median(em) < 6.5
+    assert np.median(sms) < 0.25 * np.median(g[rows, 0])
+
+
+def test_two_stage_value_at_weight_0_decides_as_its_reward_model():
+    t = logged()
+    policy = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE)
+    policy.fit(t.X, t.actions, t.attributed, t.X_next, t.mask_next, t.terminated,
+               returns=returns_to_go(t.rewards, t.customer, t.day, 0.97), day=t.day)
+    X, mask = t.X[:500], t.mask[:500]
+    myopic = policy.reweighted(0.0)
+    np.testing.assert_array_equal(myopic.q_values(X, mask), policy.reward.q_values(X, mask))
+    # the future term does move decisions at weight 1
+    assert not np.array_equal(policy.probabilities(X, mask), myopic.probabilities(X, mask))
+    assert policy.reweighted(1.0).get_state()[2] == policy.get_state()[2]  # the same fitted models
+
+
+@pytest.mark.parametrize(("field", "kwargs"), [
+    ("returns", {"returns": np.full(3, np.nan)}),
+    ("returns", {"returns": np.zeros(3)}),
+    ("day", {"day": np.zeros(3)}),
+])
+def test_two_stage_value_rejects_bad_targets_naming_the_field_and_keeps_its_state(field, kwargs):
+    t = logged()
+    n = len(t.actions)
+    kwargs = {k: (np.full(n, np.nan) if np.isnan(v).all() else v) for k, v in kwargs.items()}
+    policy = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE)
+    before = policy.get_state()
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        policy.fit(t.X, t.actions, t.attributed, t.X_next, t.mask_next, t.terminated, **kwargs)
+    assert policy.get_state()[2] == before[2] and np.array_equal(policy.candidates, before[1]["candidates"])
+
+
+@pytest.mark.parametrize(("field", "params"), [("weight", {"weight": -1.0}), ("gamma", {"gamma": 1.0}),
+                                               ("change_rounds", {"change_rounds": 0})])
+def test_two_stage_value_rejects_bad_settings_naming_the_field(field, params):
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        create("two_stage", SPACE, SEGMENTS, dim=DIM, **params)

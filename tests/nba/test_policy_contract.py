@@ -50,6 +50,8 @@ SMALL_PARAMS: dict[str, dict] = {
     "lgbm_egreedy": _LGBM,
     "lgbm_squarecb": _LGBM,
     "fqi": {"iterations": 2, "num_boost_round": 10, "min_data_in_leaf": 20, "min_support": 10, "threads": 1},
+    "two_stage": {"num_boost_round": 10, "value_rounds": 10, "change_rounds": 10, "min_data_in_leaf": 20,
+                  "min_support": 10, "threads": 1},
 }
 BATCH = 2000  # rows per logged batch
 N_TRAIN = 2  # logged batches a trained learner has seen
