@@ -262,7 +262,7 @@ def train(
     source: Annotated[str, typer.Option(help="'simulator' or a decision log URL to learn from offline")] = "simulator",
     scenario: ScenarioOpt = None,
     decisions: Annotated[int, typer.Option(min=1, help="online decisions (bandits in the simulator)")] = 20_000,
-    customers: Annotated[int, typer.Option(min=10, help="logged customers (fitted-Q in the simulator)")] = 4000,
+    customers: Annotated[int, typer.Option(min=10, help="logged customers (offline learners in the simulator)")] = 4000,
     seed: SeedOpt = 0,
     param: ParamOpt = None,
     register: Annotated[bool, typer.Option(help="register the policy in the MLflow registry")] = True,

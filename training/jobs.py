@@ -26,11 +26,13 @@ import numpy as np
 
 from envs.scenario import Scenario
 from nba.policies import POLICIES, RULE_BASED, Explore, Policy, create
+from nba.policies.fqi import returns_to_go
 from nba.serialization import Bundle
 
 Progress = Callable[[int], None] | None
 BANDIT_BATCH = 1000
 SIMULATOR = "simulator"
+OFFLINE = ("fqi", "two_stage")  # offline RL: fitted on journey transitions, not updated batch by batch
 
 
 class JobError(ValueError):
@@ -286,18 +288,26 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def transitions_from_log(batch) -> dict[str, np.ndarray]:
+def transitions_from_log(batch, gamma: float | None = None) -> dict[str, np.ndarray]:
     """Journey transitions from a decision log: each decision followed by the same customer's next
     one. A customer's last decision has no observed future: it is dropped as truncated (never
-    treated as terminal), so fitted-Q only bootstraps where the log shows what came next."""
+    treated as terminal), so fitted-Q only bootstraps where the log shows what came next.
+
+    With ``gamma`` (the two-stage value's), also each transition's ``returns`` (the discounted sum
+    of the customer's logged rewards from it to the end of the log) and ``day`` (days since the
+    log's first decision: the returns of its last days stop early)."""
     order = np.lexsort((batch.time, batch.customer_id))
     cust = batch.customer_id[order]
     has_next = np.zeros(len(order), bool)
     has_next[:-1] = cust[1:] == cust[:-1]
     rows, nxt = order[has_next], order[np.flatnonzero(has_next) + 1]
-    return {"X": batch.context[rows], "actions": batch.action[rows], "rewards": batch.reward[rows],
-            "X_next": batch.context[nxt], "mask_next": batch.eligible[nxt],
-            "terminated": np.zeros(len(rows), bool)}
+    out = {"X": batch.context[rows], "actions": batch.action[rows], "rewards": batch.reward[rows],
+           "X_next": batch.context[nxt], "mask_next": batch.eligible[nxt],
+           "terminated": np.zeros(len(rows), bool)}
+    if gamma is not None:
+        returns = returns_to_go(batch.reward, batch.customer_id, batch.time, gamma)
+        out |= {"returns": returns[rows], "day": (batch.time[rows] - batch.time.min()) / 86_400.0}
+    return out
 
 
 def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | None = None,
@@ -307,10 +317,11 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     """Fit one policy and log it (registered under :data:`training.registry.MODEL_NAME`).
 
     ``source="simulator"``: bandits learn online on the bandit view for ``decisions`` decisions
-    (learning curve and regret against the exact oracle); fitted-Q learns offline on journey
-    transitions of ``customers`` customers logged under an exploring business-as-usual policy.
-    Any other ``source`` is a decision-log URL: the policy learns offline from it, streamed in chunks
-    (fitted-Q from consecutive decisions of each customer).
+    (learning curve and regret against the exact oracle); the offline learners (:data:`OFFLINE`:
+    fitted-Q, the two-stage value) learn on journey transitions of ``customers`` customers logged
+    under an exploring business-as-usual policy. Any other ``source`` is a decision-log URL: the
+    policy learns offline from it, streamed in chunks (offline learners from consecutive decisions of
+    each customer).
     """
     import mlflow
 
@@ -338,9 +349,9 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
             metrics = _train_offline(policy, offline_log, digest, progress)
             _dataset_input(digest.tags(), "train")
             offline_log.close()
-        elif policy_name == "fqi":
+        elif policy_name in OFFLINE:
             mlflow.log_params({"customers": customers})
-            metrics = _train_fqi_simulator(policy, scenario, customers, seed, progress)
+            metrics = _train_offline_simulator(policy, scenario, customers, seed, progress)
         else:  # bandits learn online; rule-based policies just run, for their curves and mix
             mlflow.log_params({"decisions": decisions, "batch": BANDIT_BATCH})
             metrics = _train_bandit_online(policy, scenario, decisions, seed, tmp, progress)
@@ -384,8 +395,8 @@ def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, see
             "decisions_per_s": run.decisions_per_s, "final_regret": float(regret[-1])}
 
 
-def _train_fqi_simulator(policy: Policy, scenario: Scenario, customers: int, seed: int,
-                         progress: Progress) -> dict[str, float]:
+def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int, seed: int,
+                             progress: Progress) -> dict[str, float]:
     import mlflow
 
     from envs.rollout import collect_transitions
@@ -395,29 +406,39 @@ def _train_fqi_simulator(policy: Policy, scenario: Scenario, customers: int, see
     keep = ~t.truncated
     # the attributed reward (the message's own conversions less cost): organic purchases only add noise
     mlflow.log_param("reward", "attributed")
-    _fit_fqi(policy, t.X[keep], t.actions[keep], t.attributed[keep], t.X_next[keep], t.mask_next[keep],
-             t.terminated[keep])
+    extra = {}
+    if policy.name == "two_stage":
+        # the value of a state counts every purchase: engagement's long-term effect acts on organic ones
+        mlflow.log_param("value_reward", "total")
+        returns = returns_to_go(t.rewards, t.customer, t.day, policy.params["gamma"])
+        extra = {"returns": returns[keep], "day": t.day[keep]}
+    _fit_offline(policy, t.X[keep], t.actions[keep], t.attributed[keep], t.X_next[keep], t.mask_next[keep],
+                 t.terminated[keep], **extra)
     return {"transitions": float(keep.sum())}
 
 
-def _fit_fqi(policy, X, actions, rewards, X_next, mask_next, terminated) -> None:
-    def tick(it: int, change: float) -> None:
+def _fit_offline(policy, X, actions, rewards, X_next, mask_next, terminated, **extra) -> None:
+    # fitted-Q logs how much its targets moved at each iteration; the two-stage value the spread of
+    # each of its three fits' targets
+    metric = "fqi_target_change" if policy.name == "fqi" else "target_sd"
+
+    def tick(it: int, value: float) -> None:
         import mlflow
 
-        mlflow.log_metric("fqi_target_change", change, step=it)
+        mlflow.log_metric(metric, value, step=it)
 
-    policy.fit(X, actions, rewards, X_next, mask_next, terminated, progress=tick)
+    policy.fit(X, actions, rewards, X_next, mask_next, terminated, **extra, progress=tick)
 
 
 def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress) -> dict[str, float]:
     import mlflow
 
     rule = reward_rule_for(log.url)
-    if getattr(policy, "name", "") == "fqi":
+    if getattr(policy, "name", "") in OFFLINE:
         batch = log.read(rule)
         digest.add(batch.decision_id)
-        t = transitions_from_log(batch)
-        _fit_fqi(policy, **t)
+        t = transitions_from_log(batch, policy.params["gamma"] if policy.name == "two_stage" else None)
+        _fit_offline(policy, **t)
         return {"transitions": float(len(t["actions"]))}
     rows = 0
     for step, batch in enumerate(log.iter_batches(rule, chunk_rows=10_000)):

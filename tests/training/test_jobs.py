@@ -9,6 +9,8 @@ import mlflow
 import numpy as np
 import pytest
 
+from nba.log import DecisionLog
+from nba.policies.fqi import returns_to_go
 from training import jobs, registry
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -147,6 +149,35 @@ def test_train_fqi_from_the_simulator(store):
     client = mlflow.MlflowClient()
     assert len(client.get_metric_history(res.run_id, "fqi_target_change")) == 2
     assert res.policy.booster is not None
+
+
+TWO_STAGE_SMALL = {"num_boost_round": 10, "value_rounds": 10, "change_rounds": 10, "min_data_in_leaf": 50,
+                   "min_support": 20}
+
+
+def test_train_two_stage_value_from_the_simulator(store):
+    res = jobs.train("two_stage", params=TWO_STAGE_SMALL, customers=60, register=False)
+    client = mlflow.MlflowClient()
+    assert len(client.get_metric_history(res.run_id, "target_sd")) == 3
+    assert mlflow.get_run(res.run_id).data.params["value_reward"] == "total"
+    assert res.policy.change is not None and res.policy.candidates.sum() > 1
+
+
+def test_train_two_stage_value_from_a_decision_log(store, tmp_path):
+    url = f"sqlite:///{tmp_path / 'sim.db'}"
+    jobs.simulate(url, decisions=3000, seed=5)
+    res = jobs.train("two_stage", source=url, params=TWO_STAGE_SMALL)
+    assert res.version and res.policy.change is not None
+    batch = DecisionLog(url).read(jobs.sim_reward_rule())
+    t = jobs.transitions_from_log(batch, 0.9)
+    assert res.metrics["transitions"] == len(t["actions"]) > 0
+    # each row's return is its reward plus gamma times the next row's return, down the same journey
+    order = np.lexsort((batch.time, batch.customer_id))
+    same = batch.customer_id[order][1:] == batch.customer_id[order][:-1]
+    assert same.sum() == len(t["actions"])
+    G = returns_to_go(batch.reward, batch.customer_id, batch.time, 0.9)
+    np.testing.assert_allclose(G[order][:-1][same], batch.reward[order][:-1][same] + 0.9 * G[order][1:][same])
+    assert np.all(t["day"] >= 0)
 
 
 def test_simulated_ab_then_promote_from_its_run(store, tmp_path):
