@@ -178,8 +178,9 @@ def returns_to_go(rewards: np.ndarray, episode: np.ndarray, step: np.ndarray, ga
     """Each transition's discounted sum of its episode's rewards from it to the end of the log.
 
     ``episode`` identifies the journey (the customer), ``step`` orders its transitions (the day);
-    the discount applies once per transition. Vectorised over episodes: the rewards go into an
-    (episodes, longest episode) array whose columns are summed backwards, one column at a time.
+    the discount applies once per transition. Vectorised over episodes: the transitions sorted by
+    episode and step, the k-th of every episode adds the discounted return of its successor, for k
+    from the longest episode's last down to the first (memory linear in the transitions).
     """
     rewards = np.asarray(rewards, np.float64)
     episode, step = np.asarray(episode), np.asarray(step)
@@ -193,14 +194,17 @@ def returns_to_go(rewards: np.ndarray, episode: np.ndarray, step: np.ndarray, ga
     order = np.lexsort((step, episode))
     ep = episode[order]
     first = np.r_[True, ep[1:] != ep[:-1]]
-    which = np.cumsum(first) - 1  # the episode's row in the array
-    position = np.arange(len(ep)) - np.flatnonzero(first)[which]
-    table = np.zeros((which[-1] + 1, position.max() + 1))
-    table[which, position] = rewards[order]
-    for k in range(table.shape[1] - 2, -1, -1):
-        table[:, k] += gamma * table[:, k + 1]
+    position = np.arange(len(ep)) - np.flatnonzero(first)[np.cumsum(first) - 1]
+    has_next = np.r_[~first[1:], False]  # the next row is the same episode's next transition
+    by_position = np.argsort(position, kind="stable")
+    bounds = np.searchsorted(position[by_position], np.arange(position.max() + 2))
+    G = rewards[order]
+    for k in range(position.max(), -1, -1):
+        rows = by_position[bounds[k] : bounds[k + 1]]
+        rows = rows[has_next[rows]]
+        G[rows] += gamma * G[rows + 1]
     out = np.empty_like(rewards)
-    out[order] = table[which, position]
+    out[order] = G
     return out
 
 
