@@ -16,7 +16,8 @@ its cost; organic purchases, which no action causes, only add noise to what a mo
   each next state;
 * the **two-stage value** (:class:`nba.policies.fqi.TwoStageValue`): the myopic bandit's reward
   model (the same fit) plus ``w * gamma`` times the fitted value of the state each action leads to,
-  V fitted on the Monte Carlo return-to-go of the *total* reward (gamma ``--value-gamma``). The
+  V fitted on the Monte Carlo return-to-go of the *total* reward (gamma ``--value-gamma``), the
+  actions' effect on it weighted by the logged propensities (as if drawn uniformly). The
   weight w is chosen among ``--weights`` on ``--validation-customers`` other customers (their own
   seed), never on the held-out ones.
 
@@ -90,6 +91,7 @@ def main() -> None:
         task = bar.add_task("fitting the myopic bandit and the two-stage value", total=3)
         two_stage.fit(tr.X, tr.actions, rewards, tr.X_next, tr.mask_next, tr.terminated,
                       returns=returns_to_go(tr.rewards, tr.customer, tr.day, args.value_gamma), day=tr.day,
+                      propensities=tr.propensities, mask=tr.mask,
                       progress=lambda i, sd: bar.advance(task))
     console.print(f"myopic bandit and two-stage value: fitted in {time.perf_counter() - t0:.0f} s on "
                   f"{two_stage.candidates.sum()} candidate actions")

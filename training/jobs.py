@@ -294,8 +294,9 @@ def transitions_from_log(batch, gamma: float | None = None) -> dict[str, np.ndar
     treated as terminal), so fitted-Q only bootstraps where the log shows what came next.
 
     With ``gamma`` (the two-stage value's), also each transition's ``returns`` (the discounted sum
-    of the customer's logged rewards from it to the end of the log) and ``day`` (days since the
-    log's first decision: the returns of its last days stop early)."""
+    of the customer's logged rewards from it to the end of the log), ``day`` (days since the log's
+    first decision: the returns of its last days stop early), and the logged ``propensities`` and
+    eligibility ``mask`` (to weigh the actions as if drawn uniformly)."""
     order = np.lexsort((batch.time, batch.customer_id))
     cust = batch.customer_id[order]
     has_next = np.zeros(len(order), bool)
@@ -306,7 +307,8 @@ def transitions_from_log(batch, gamma: float | None = None) -> dict[str, np.ndar
            "terminated": np.zeros(len(rows), bool)}
     if gamma is not None:
         returns = returns_to_go(batch.reward, batch.customer_id, batch.time, gamma)
-        out |= {"returns": returns[rows], "day": (batch.time[rows] - batch.time.min()) / 86_400.0}
+        out |= {"returns": returns[rows], "day": (batch.time[rows] - batch.time.min()) / 86_400.0,
+                "propensities": batch.propensity[rows], "mask": batch.eligible[rows]}
     return out
 
 
@@ -411,7 +413,8 @@ def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int,
         # the value of a state counts every purchase: engagement's long-term effect acts on organic ones
         mlflow.log_param("value_reward", "total")
         returns = returns_to_go(t.rewards, t.customer, t.day, policy.params["gamma"])
-        extra = {"returns": returns[keep], "day": t.day[keep]}
+        extra = {"returns": returns[keep], "day": t.day[keep], "propensities": t.propensities[keep],
+                 "mask": t.mask[keep]}
     _fit_offline(policy, t.X[keep], t.actions[keep], t.attributed[keep], t.X_next[keep], t.mask_next[keep],
                  t.terminated[keep], **extra)
     return {"transitions": float(keep.sum())}

@@ -221,6 +221,8 @@ class TwoStageValue:
     2. **the change g(x, a)**: the expected value of the next state, V(x') (0 after churn: the
        bootstrap stops on termination, not on truncation), fitted on ``[x, psi(a)]`` and boosted from
        a model of the same target on x alone, so that its trees have only the actions' effect to fit;
+       given the logging propensities, weighted so that the logged actions look independent of the
+       state (see :meth:`fit`);
     3. **the immediate reward r(x, a)**: the myopic reward model of :class:`FittedQ` with gamma 0, on
        ``rewards`` (the message's attributed reward).
 
@@ -287,7 +289,8 @@ class TwoStageValue:
 
     def fit(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, X_next: np.ndarray,
             mask_next: np.ndarray, terminated: np.ndarray, returns: np.ndarray | None = None,
-            day: np.ndarray | None = None, progress: Callable[[int, float], None] | None = None) -> TwoStageValue:
+            day: np.ndarray | None = None, propensities: np.ndarray | None = None, mask: np.ndarray | None = None,
+            progress: Callable[[int, float], None] | None = None) -> TwoStageValue:
         """Fit on logged transitions.
 
         ``rewards``: the immediate reward r fits; ``returns``: V's target, each transition's
@@ -295,8 +298,29 @@ class TwoStageValue:
         reward and the policy looks two steps ahead); ``day``: each transition's step in the log,
         a feature of V (None: V sees the state alone). ``progress(stage, standard deviation of the
         stage's target)`` after each of the three fits.
+
+        ``propensities`` and ``mask`` (the logging policy's probability of each logged action and
+        the eligible actions then): g is then fitted with the weights ``1 / (eligible count *
+        propensity)``, which make the logged actions look drawn uniformly, independently of the
+        state. Without them, a logging policy that picks actions by state (business as usual
+        sends the cart email to carts) lets g credit the action for what the state brings, wherever
+        the state-only start of g leaves some of it unexplained.
         """
         n = np.shape(X)[0]
+        weights = None
+        if propensities is not None or mask is not None:
+            if propensities is None or mask is None:
+                raise ValueError("propensities: give both the propensities and the mask, or neither")
+            propensities, mask = np.asarray(propensities, np.float64), np.asarray(mask)
+            if propensities.shape != (n,) or not np.all((propensities > 0) & (propensities <= 1)):
+                raise ValueError(f"propensities: expected {n} probabilities in (0, 1], got shape {propensities.shape}")
+            if mask.shape != (n, self.space.n_actions) or mask.dtype != bool:
+                raise ValueError(f"mask: expected a boolean array of shape {(n, self.space.n_actions)}, got "
+                                 f"{mask.dtype} {mask.shape}")
+            eligible = mask.sum(axis=1)
+            if np.any(eligible == 0):
+                raise ValueError("mask: a transition has no eligible action")
+            weights = 1.0 / (eligible * propensities)
         returns = np.asarray(rewards if returns is None else returns, np.float64)
         if returns.shape != (n,):
             raise ValueError(f"returns: expected shape {(n,)}, got {returns.shape}")
@@ -323,7 +347,7 @@ class TwoStageValue:
         v_next = np.where(terminated, 0.0, value.predict(with_day(X_next, 1), num_threads=p["threads"]))
         base = lgb.train(lgb_params, lgb.Dataset(X, label=v_next), p["num_boost_round"])
         joint = joint_rows(X, self.psi, np.asarray(actions))
-        self.change = lgb.train(lgb_params, lgb.Dataset(joint, label=v_next,
+        self.change = lgb.train(lgb_params, lgb.Dataset(joint, label=v_next, weight=weights,
                                                          init_score=base.predict(X, num_threads=p["threads"])),
                                 p["change_rounds"])
         self.base = base

@@ -118,10 +118,12 @@ def known_effects():
     return t, np.zeros(len(value)), value, X_next, terminated
 
 
-def test_two_stage_value_follows_the_value_of_the_next_state_and_stops_at_churn():
+@pytest.mark.parametrize("weighted", [False, True])
+def test_two_stage_value_follows_the_value_of_the_next_state_and_stops_at_churn(weighted):
     t, rewards, value, X_next, terminated = known_effects()
     policy = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE)
-    policy.fit(t.X, t.actions, rewards, X_next, t.mask_next, terminated, returns=value)
+    logged_with = {"propensities": t.propensities, "mask": t.mask} if weighted else {}
+    policy.fit(t.X, t.actions, rewards, X_next, t.mask_next, terminated, returns=value, **logged_with)
     mask = t.mask & policy.candidates
     channel = SPACE.channel_of
     email = (mask & (channel == 0)).any(axis=1)
@@ -153,15 +155,38 @@ def test_two_stage_value_at_weight_0_decides_as_its_reward_model():
     assert policy.reweighted(1.0).get_state()[2] == policy.get_state()[2]  # the same fitted models
 
 
+def test_two_stage_value_weighted_by_a_uniform_logger_fits_as_unweighted():
+    # weights 1 / (eligible count * propensity) are all 1 when the logger drew uniformly
+    t = logged()
+    uniform = 1.0 / t.mask.sum(axis=1)
+    args = (t.X, t.actions, t.attributed, t.X_next, t.mask_next, t.terminated)
+    plain = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args)
+    weighted = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args, propensities=uniform, mask=t.mask)
+    np.testing.assert_allclose(weighted.q_values(t.X[:300], t.mask[:300]), plain.q_values(t.X[:300], t.mask[:300]),
+                               rtol=1e-9)
+    # the real logger's propensities do change the fit of g
+    real = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args, propensities=t.propensities,
+                                                                         mask=t.mask)
+    assert real.change.model_to_string() != plain.change.model_to_string()
+
+
 @pytest.mark.parametrize(("field", "kwargs"), [
-    ("returns", {"returns": np.full(3, np.nan)}),
+    ("returns", {"returns": "nan"}),
     ("returns", {"returns": np.zeros(3)}),
     ("day", {"day": np.zeros(3)}),
+    ("propensities", {"propensities": "ones"}),
+    ("propensities", {"propensities": "zeros", "mask": "logged"}),
+    ("mask", {"propensities": "ones", "mask": "short"}),
+    ("mask", {"propensities": "ones", "mask": "empty"}),
 ])
 def test_two_stage_value_rejects_bad_targets_naming_the_field_and_keeps_its_state(field, kwargs):
     t = logged()
     n = len(t.actions)
-    kwargs = {k: (np.full(n, np.nan) if np.isnan(v).all() else v) for k, v in kwargs.items()}
+    empty = t.mask.copy()
+    empty[3] = False
+    named = {"nan": np.full(n, np.nan), "ones": np.ones(n), "zeros": np.zeros(n), "logged": t.mask,
+             "short": t.mask[:-1], "empty": empty}
+    kwargs = {k: named[v] if isinstance(v, str) else v for k, v in kwargs.items()}
     policy = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE)
     before = policy.get_state()
     with pytest.raises(ValueError, match=f"^{field}: "):
