@@ -82,6 +82,16 @@ def check_batch(space: ActionSpace, X: np.ndarray, mask: np.ndarray, dim: int | 
     return X, mask
 
 
+def check_propensities(propensities: Any, n: int) -> np.ndarray:
+    """Validate ``n`` logged propensities (probabilities in (0, 1]); raise ValueError naming the field."""
+    p = np.asarray(propensities, np.float64)
+    if p.shape != (n,):
+        raise ValueError(f"propensities: expected shape ({n},), got {p.shape}")
+    if not (np.all(np.isfinite(p)) and np.all(p > 0) and np.all(p <= 1)):
+        raise ValueError("propensities: must be probabilities in (0, 1]")
+    return p
+
+
 def sample(probabilities: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Invert each row's cumulative distribution at ``u`` (N,) in [0, 1)."""
     cdf = np.cumsum(probabilities, axis=1)

@@ -34,7 +34,7 @@ import lightgbm as lgb
 import numpy as np
 
 from nba.actions import ActionSpace
-from nba.policies.base import epsilon_greedy
+from nba.policies.base import check_propensities, epsilon_greedy
 from nba.policies.lgbm import joint_rows, predict_eligible, regression_params
 from nba.policies.linear import action_design
 
@@ -312,9 +312,7 @@ class TwoStageValue:
         if propensities is not None or mask is not None:
             if propensities is None or mask is None:
                 raise ValueError("propensities: give both the propensities and the mask, or neither")
-            propensities, mask = np.asarray(propensities, np.float64), np.asarray(mask)
-            if propensities.shape != (n,) or not np.all((propensities > 0) & (propensities <= 1)):
-                raise ValueError(f"propensities: expected {n} probabilities in (0, 1], got shape {propensities.shape}")
+            propensities, mask = check_propensities(propensities, n), np.asarray(mask)
             if mask.shape != (n, self.space.n_actions) or mask.dtype != bool:
                 raise ValueError(f"mask: expected a boolean array of shape {(n, self.space.n_actions)}, got "
                                  f"{mask.dtype} {mask.shape}")

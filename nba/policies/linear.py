@@ -27,7 +27,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
 from nba.actions import ActionSpace
-from nba.policies.base import greedy, share_of_argmax
+from nba.policies.base import check_propensities, greedy, share_of_argmax
 
 
 def action_design(space: ActionSpace) -> np.ndarray:
@@ -141,11 +141,7 @@ def _check_update(space: ActionSpace, dim: int, X, actions, rewards, propensitie
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(rewards))):
         raise ValueError("X/rewards: contain NaN or infinite values")
     if propensities is not None:
-        p = np.asarray(propensities, np.float64)
-        if p.shape != (X.shape[0],):
-            raise ValueError(f"propensities: expected shape ({X.shape[0]},), got {p.shape}")
-        if not (np.all(np.isfinite(p)) and np.all(p > 0) and np.all(p <= 1)):
-            raise ValueError("propensities: must be probabilities in (0, 1]")
+        check_propensities(propensities, X.shape[0])
     return X, actions, rewards
 
 
