@@ -1,7 +1,8 @@
 """Long-term value on ``nba/Journey-v0``: offline RL against myopic bandits and rule-based journeys.
 
     python bench/journey.py [--log-customers 8000] [--eval-customers 4000] [--iterations 6]
-                            [--learn-from attributed|total] [--weights 1,3,5] [--value-gamma 0.97]
+                            [--learn-from attributed|total] [--weights 0,0.25,0.5,1] [--value-gamma 0.97]
+                            [--check-day 10] [--check-days 60]
 
 A marketing team's offline setting. Logged data: ``--log-customers`` customers for 90 days under
 the business-as-usual schedule with randomisation (``--holdout`` no contact, ``--explore``
@@ -19,13 +20,20 @@ its cost; organic purchases, which no action causes, only add noise to what a mo
   V fitted on the Monte Carlo return-to-go of the *total* reward (gamma ``--value-gamma``), the
   actions' effect on it weighted by the logged propensities (as if drawn uniformly). The
   weight w is chosen among ``--weights`` on ``--validation-customers`` other customers (their own
-  seed), never on the held-out ones.
+  seed), never on the held-out ones; w = 0 is the myopic bandit itself, so validation can refuse the
+  future term.
 
 Then every policy runs on ``--eval-customers`` held-out customers (another seed) for 90 days,
 all on the same customers with the same luck (common random numbers), and the table gives the
 90-day profit per customer with its 95% interval, and the paired differences the targets ask for:
 offline RL vs the best bandit (target >= +5%, interval excluding 0) and vs the rule-based journey
 (target >= +30%).
+
+``--check-day D`` also checks the chosen two-stage value against the simulator's truth: on the
+validation customers, all following the myopic bandit until day D, it sets the advantage the
+two-stage value predicts for its choices on day D over the myopic ones against their true effect to
+day ``--check-days``, with business as usual afterwards (the continuation V was fitted on) and with
+the myopic bandit afterwards.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -42,8 +51,64 @@ from rich.table import Table
 from envs.rollout import LEARN_FROM, ValueEstimate, collect_transitions, journey_returns
 from envs.scenario import Scenario
 from nba.policies import create
-from nba.policies.base import Explore
+from nba.policies.base import Explore, masked_argmax
 from nba.policies.fqi import returns_to_go
+
+
+class Switch:
+    """``before`` until day ``day``, ``at`` on that day, ``after`` from the next (a policy for one journey run);
+    records the contexts and masks of day ``day``."""
+
+    name = "switch"
+
+    def __init__(self, before, at, after, day: int) -> None:
+        self.before, self.at, self.after, self.day, self.space = before, at, after, day, at.space
+        self.t, self.seen = 0, None
+
+    def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        t, self.t = self.t, self.t + 1
+        if t == self.day:
+            self.seen = (X.copy(), mask.copy())
+        return (self.before if t < self.day else self.at if t == self.day else self.after).probabilities(X, mask)
+
+
+def check_choices(sc: Scenario, console: Console, myopic, two_stage, bau, day: int, days: int, n: int,
+                  seed: int) -> dict:
+    """Where the two-stage value's choice on ``day`` differs from the myopic bandit's, is it better?
+
+    All customers follow the myopic bandit until ``day``, then take the two-stage value's choice or
+    the myopic one, then follow business as usual (what V was fitted on) or the myopic bandit until
+    ``days``; common random numbers pair the runs. The two-stage value's predicted advantage (its reward
+    model's and its future term's) is set against the simulator's truth."""
+    runs, seen = {}, None
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"checking the two-stage value's choices on day {day}", total=4 * days)
+        for after_name, after in (("business as usual", bau), ("myopic bandit", myopic)):
+            for at_name, at in (("two-stage", two_stage), ("myopic", myopic)):
+                policy = Switch(myopic, at, after, day)
+                runs[after_name, at_name] = journey_returns(sc, policy, n, seed, days=days,
+                                                            progress=lambda _: bar.advance(task))
+                seen = seen or policy.seen
+    X, mask = seen
+    rows = np.arange(len(X))
+    chosen = {k: masked_argmax(p.probabilities(X, mask), mask) for k, p in (("myopic", myopic), ("two", two_stage))}
+    q = myopic.q_values(X, mask)
+    future = two_stage.params["weight"] * two_stage.params["gamma"] * two_stage.future(X, np.isfinite(q))
+    pred_r = float(np.mean(q[rows, chosen["two"]] - q[rows, chosen["myopic"]]))
+    pred_g = float(np.mean(future[rows, chosen["two"]] - future[rows, chosen["myopic"]]))
+    out = {"day": day, "days": days, "differs": float(np.mean(chosen["two"] != chosen["myopic"])),
+           "no_contact": {k: float(np.mean(a == 0)) for k, a in chosen.items()},
+           "predicted": {"reward": pred_r, "future": pred_g}, "truth": {}}
+    none = out["no_contact"]
+    console.print(f"day {day}: the two-stage value's choice differs from the myopic bandit's for {out['differs']:.0%} "
+                  f"of customers (no contact: {none['two']:.0%} against {none['myopic']:.0%}); "
+                  f"predicted gain per customer {pred_r + pred_g:+.3f} (reward {pred_r:+.3f}, future {pred_g:+.3f})")
+    for after_name in ("business as usual", "myopic bandit"):
+        d = ValueEstimate.of(runs[after_name, "two-stage"] - runs[after_name, "myopic"])
+        out["truth"][after_name] = {"mean": d.mean, "ci": [d.ci_low, d.ci_high]}
+        console.print(f"  true gain to day {days}, {after_name} afterwards: {d.mean:+.3f} "
+                      f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]")
+    return out
 
 
 def main() -> None:
@@ -62,8 +127,11 @@ def main() -> None:
     ap.add_argument("--max-candidates", type=int, default=225)
     ap.add_argument("--bootstrap-top", type=int, default=8)
     ap.add_argument("--value-gamma", type=float, default=0.97, help="the two-stage value's discount")
-    ap.add_argument("--weights", default="1,3,5", help="the two-stage value's weights w to choose from")
+    ap.add_argument("--weights", default="0,0.25,0.5,1", help="the two-stage value's weights w to choose from")
     ap.add_argument("--validation-customers", type=int, default=4000)
+    ap.add_argument("--check-day", type=int, default=None,
+                    help="also check the two-stage value's choices on this day against the simulator's truth")
+    ap.add_argument("--check-days", type=int, default=60, help="the check's horizon in days")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -121,6 +189,10 @@ def main() -> None:
                       f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}] = {d.mean / abs(base.mean()):+.1%}"
                       f"{'  (chosen)' if w == best_w else ''}")
     fitted = {"myopic bandit": myopic, "fqi": fqi, "two-stage value": two_stage.reweighted(best_w)}
+    check = None
+    if args.check_day is not None:
+        check = check_choices(sc, console, myopic, fitted["two-stage value"], bau, args.check_day, args.check_days,
+                              args.validation_customers, valid_seed)
 
     policies = {"no contact": create("no_contact", sp), "rule-based journey": create("rule_based_journey", sp, seg),
                 "business as usual": bau, **fitted}
@@ -159,6 +231,7 @@ def main() -> None:
     results["two_stage_vs_rule_based"] = paired("two-stage value", "rule-based journey", 0.30)
     results["two_stage_weight"] = {"chosen": best_w, "validation_seed": valid_seed,
                                    "gains": {str(w): d.mean for w, d in gains.items()}}
+    results["check"] = check
     results["args"] = vars(args) | {"json": str(args.json) if args.json else None}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
