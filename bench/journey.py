@@ -178,11 +178,14 @@ def main() -> None:
     valid_seed = args.seed + 2000
     with Progress(console=console) as bar:
         task = bar.add_task(f"choosing w on {args.validation_customers:,} validation customers",
-                            total=days * (len(weights) + 1))
+                            total=days * (1 + sum(w != 0 for w in weights)))
         tick = lambda _: bar.advance(task)  # noqa: E731
         base = journey_returns(sc, myopic, args.validation_customers, valid_seed, progress=tick)
-        gains = {w: ValueEstimate.of(journey_returns(sc, two_stage.reweighted(w), args.validation_customers,
-                                                     valid_seed, progress=tick) - base) for w in weights}
+        gains = {}
+        for w in weights:  # w = 0 scores exactly as the myopic bandit: no second run
+            run = base if w == 0 else journey_returns(sc, two_stage.reweighted(w), args.validation_customers,
+                                                      valid_seed, progress=tick)
+            gains[w] = ValueEstimate.of(run - base)
     best_w = max(weights, key=lambda w: gains[w].mean)
     for w, d in gains.items():
         console.print(f"validation: two-stage value at w = {w:g} vs the myopic bandit {d.mean:+.2f} "
