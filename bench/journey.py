@@ -92,10 +92,11 @@ def check_choices(sc: Scenario, console: Console, myopic, two_stage, bau, day: i
     X, mask = seen
     rows = np.arange(len(X))
     chosen = {k: masked_argmax(p.probabilities(X, mask), mask) for k, p in (("myopic", myopic), ("two", two_stage))}
-    q = myopic.q_values(X, mask)
-    future = two_stage.params["weight"] * two_stage.params["gamma"] * two_stage.future(X, np.isfinite(q))
-    pred_r = float(np.mean(q[rows, chosen["two"]] - q[rows, chosen["myopic"]]))
-    pred_g = float(np.mean(future[rows, chosen["two"]] - future[rows, chosen["myopic"]]))
+    q_r, q_two = myopic.q_values(X, mask), two_stage.q_values(X, mask)
+    r = {k: q_r[rows, a] for k, a in chosen.items()}  # the chosen actions' fitted rewards
+    total = {k: q_two[rows, a] for k, a in chosen.items()}  # and their two-stage Q
+    pred_r = float(np.mean(r["two"] - r["myopic"]))
+    pred_g = float(np.mean((total["two"] - r["two"]) - (total["myopic"] - r["myopic"])))  # the future term's part
     out = {"day": day, "days": days, "differs": float(np.mean(chosen["two"] != chosen["myopic"])),
            "no_contact": {k: float(np.mean(a == 0)) for k, a in chosen.items()},
            "predicted": {"reward": pred_r, "future": pred_g}, "truth": {}}
