@@ -20,6 +20,7 @@ from serving import api
 from serving.auth import BearerAuth
 from serving.engine import BadRequest, NotReady
 from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest
+from serving.traffic import RequestTimeout
 
 
 def _json(out: BaseModel | bytes) -> Response:
@@ -27,8 +28,9 @@ def _json(out: BaseModel | bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def create_app(rt: api.Runtime | None = None) -> Starlette:
-    """A Starlette app over ``rt`` (default: a runtime configured from the environment)."""
+def create_app(rt: api.Runtime | None = None, timeout_s: float = 60.0) -> Starlette:
+    """A Starlette app over ``rt`` (default: a runtime configured from the environment); a request not
+    answered within ``timeout_s`` gets a 504, as from the service."""
     state: dict[str, api.Runtime] = {}
 
     def runtime() -> api.Runtime:
@@ -75,4 +77,5 @@ def create_app(rt: api.Runtime | None = None) -> Starlette:
     ], lifespan=lifespan)
     if os.environ.get("NBA_TOKEN"):
         app.add_middleware(BearerAuth, token=os.environ["NBA_TOKEN"])
+    app.add_middleware(RequestTimeout, timeout=timeout_s)
     return app

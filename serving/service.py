@@ -35,11 +35,14 @@ from serving.schemas import (
     FeedbackRequest,
     FeedbackResponse,
 )
+from serving.traffic import replace_bentoml_timeout
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 log = logging.getLogger("nba.serving")
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietValidationErrors())
+replace_bentoml_timeout()  # BentoML's keeps every request's timer alive for the whole timeout
+TIMEOUT_S = 60.0
 
 DECISIONS = bentoml.metrics.Counter(
     name="nba_decisions", documentation="Decisions made, by channel (none = no contact) and experiment arm",
@@ -63,7 +66,7 @@ def _error(e: Exception) -> JSONResponse:
 @bentoml.service(
     name="nba",
     workers=int(os.environ.get("NBA_WORKERS", "1")),
-    traffic={"timeout": 60},
+    traffic={"timeout": TIMEOUT_S},
     logging={"access": {"enabled": False}},  # an access log line per decision costs throughput
     # no OpenTelemetry spans on the hot paths (about 10% of a request's cost when nothing samples them)
     tracing={"sample_rate": 0.0, "excluded_urls": ["/decide", "/decide_batch", "/feedback"]},
