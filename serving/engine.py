@@ -15,7 +15,9 @@ batch — one history read, one feature/eligibility/policy pass, one transaction
   and no batch holds the same customer twice (a request whose customers are already in the batch
   waits for the next one);
 * concurrent requests share the fixed costs of a batch (group commit), so throughput grows with
-  concurrency instead of queueing behind one fsync each.
+  concurrency instead of queueing behind one fsync each;
+* a request cancelled while it waits (its deadline passed, :mod:`serving.traffic`) is dropped, never
+  decided or logged; one the decider has taken can no longer be cancelled.
 
 In write-behind mode the decider writes a batch to the spool and, when more requests wait, hands
 its fsync to a **syncer thread** and decides the next batch meanwhile: ``fdatasync`` holds no
@@ -343,11 +345,14 @@ class Engine:
         rows = 0
         pending: deque[Job] = self._deferred
         self._deferred = deque()
-        if not pending:
+        while not pending:
             first = self._queue.get()
             if first is None:
                 return []
-            pending.append(first)
+            # a request its caller gave up on (cancelled: the deadline passed) is dropped, never decided;
+            # once running, a job can no longer be cancelled, so its answer always finds its future
+            if first.future.set_running_or_notify_cancel():
+                pending.append(first)
         while True:
             while pending:
                 job = pending.popleft()
@@ -365,7 +370,8 @@ class Engine:
             if nxt is None:
                 self._queue.put(None)
                 break
-            pending.append(nxt)
+            if nxt.future.set_running_or_notify_cancel():
+                pending.append(nxt)
         return jobs
 
     def _run(self) -> None:

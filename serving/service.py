@@ -11,7 +11,9 @@ Endpoints (JSON over HTTP POST; OpenAPI at ``/docs.json``, Swagger UI at ``/``):
 Configuration is read from environment variables (:mod:`serving.config`). Bad input gets a 4xx
 whose message names the field: 400 from BentoML's schema validation (missing field, wrong type,
 NaN, oversize batch), 422 from the service's own checks (unknown segment, channel or time zone),
-404 for feedback on an unknown decision; nothing is stored and no traceback is logged.
+404 for feedback on an unknown decision; nothing is stored and no traceback is logged. A request not
+answered within 60 s gets a 504 (:mod:`serving.traffic`); if it was still waiting for the decider, it is
+dropped and never decided.
 """
 
 from __future__ import annotations

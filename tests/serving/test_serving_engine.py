@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -265,3 +266,34 @@ def test_time_stamps_format_alike_one_by_one_and_in_bulk():
     assert [_iso(h[i:i + 1])[0] for i in range(h.size)] == bulk
     assert [_iso(h[i:i + 1], tz[i:i + 1])[0] for i in range(h.size)] == bulk_local
     assert _iso(np.array([0.0]), np.array([-9.5])) == ["1969-12-31T14:30:00.000000-09:30"]
+
+
+def test_a_request_given_up_while_queued_is_never_decided_and_the_decider_goes_on(registry, tmp_path):
+    """A request whose deadline passes while it waits is cancelled (as asyncio cancels the wrapped future):
+    the decider drops it, logs nothing for it, and keeps answering; a job already being decided cannot be
+    cancelled, so its answer always has a future to go to."""
+    rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp_path}/d.db",
+                                cache_dir=tmp_path / "cache", poll_s=0, seed=1))
+    try:
+        gate, entered = threading.Event(), threading.Event()
+        decide = rt.engine._decide
+
+        def held(jobs):
+            entered.set()
+            gate.wait(10)
+            return decide(jobs)
+
+        rt.engine._decide = held  # the decider holds its first batch until the gate opens
+        now = JUNE * 3600.0 + 8 * 3600.0
+        first = rt.engine.submit(rt.engine.prepare([_customer("first")], now, 0, batch=False))
+        assert entered.wait(10)
+        queued = rt.engine.submit(rt.engine.prepare([_customer("gave-up")], now, 0, batch=False))
+        assert not first.cancel() and queued.cancel()
+        gate.set()
+        assert first.result(10).action.shape == (1,)
+        after = rt.engine.decide(rt.engine.prepare([_customer("after")], now, 0, batch=False), timeout=10)
+        assert after.action.shape == (1,)
+        logged = rt.engine.log.customer_ids()
+        assert {"first", "after"} <= logged and "gave-up" not in logged
+    finally:
+        rt.close()
