@@ -3,7 +3,7 @@
 BentoML's own timeout middleware (1.4) schedules a timer for every request and never cancels it. Each
 request therefore leaves its timer, a future and a copy of its context alive for the whole timeout:
 at 1,700 requests/s and the 60 s timeout, about 100,000 of each. The collector's full passes over
-them paused the service for 7 to 30 ms several times a second, measured at concurrency 8.
+them paused the service for 7 to 30 ms about once a second, measured at concurrency 8.
 :class:`RequestTimeout` cancels its timer as soon as the response starts, and :func:`replace_bentoml_timeout`
 puts it in the place of BentoML's.
 """
