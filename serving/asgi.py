@@ -20,7 +20,7 @@ from serving import api
 from serving.auth import BearerAuth
 from serving.engine import BadRequest, NotReady
 from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest
-from serving.traffic import RequestTimeout
+from serving.traffic import TIMEOUT_S, RequestTimeout
 
 
 def _json(out: BaseModel | bytes) -> Response:
@@ -28,7 +28,7 @@ def _json(out: BaseModel | bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def create_app(rt: api.Runtime | None = None, timeout_s: float = 60.0) -> Starlette:
+def create_app(rt: api.Runtime | None = None, timeout_s: float = TIMEOUT_S) -> Starlette:
     """A Starlette app over ``rt`` (default: a runtime configured from the environment); a request not
     answered within ``timeout_s`` gets a 504, as from the service."""
     state: dict[str, api.Runtime] = {}

@@ -10,6 +10,15 @@ from typing import Any
 PROTECTED = ("/decide", "/decide_batch", "/feedback")
 
 
+async def send_json_error(send: Any, status: int, message: str, *headers: tuple[bytes, bytes]) -> None:
+    """Answer ``{"error": message}`` with ``status`` straight over ASGI (from a middleware, before any app)."""
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BearerAuth:
     """401 for a call to a protected path without ``Authorization: Bearer <token>``; the request body is
     never read, so nothing reaches the engine or the log. Health, readiness, metrics and docs stay open."""
@@ -28,12 +37,8 @@ class BearerAuth:
                     given = v
                     break
             if not hmac.compare_digest(given, self.expected):
-                body = json.dumps({"error": "authorization: missing or wrong bearer token"}).encode()
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode()),
-                                        (b"www-authenticate", b"Bearer")]})
-                await send({"type": "http.response.body", "body": body})
+                await send_json_error(send, 401, "authorization: missing or wrong bearer token",
+                                      (b"www-authenticate", b"Bearer"))
                 return
         await self.app(scope, receive, send)
 

@@ -37,14 +37,13 @@ from serving.schemas import (
     FeedbackRequest,
     FeedbackResponse,
 )
-from serving.traffic import replace_bentoml_timeout
+from serving.traffic import TIMEOUT_S, replace_bentoml_timeout
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 log = logging.getLogger("nba.serving")
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietValidationErrors())
 replace_bentoml_timeout()  # BentoML's keeps every request's timer alive for the whole timeout
-TIMEOUT_S = 60.0
 
 DECISIONS = bentoml.metrics.Counter(
     name="nba_decisions", documentation="Decisions made, by channel (none = no contact) and experiment arm",

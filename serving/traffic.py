@@ -11,8 +11,11 @@ puts it in the place of BentoML's.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
+
+from serving.auth import send_json_error
+
+TIMEOUT_S = 60.0  # both front ends' deadline for an answer to start
 
 
 class RequestTimeout:
@@ -47,11 +50,7 @@ class RequestTimeout:
         except TimeoutError:
             if started or not deadline.expired():  # raised by the handler itself, or too late to answer
                 raise
-            body = json.dumps({"error": f"not answered within {self.timeout:g} s; nothing was acknowledged"}).encode()
-            await send({"type": "http.response.start", "status": 504,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await send_json_error(send, 504, f"not answered within {self.timeout:g} s; nothing was acknowledged")
 
 
 def replace_bentoml_timeout() -> None:
