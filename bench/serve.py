@@ -11,7 +11,8 @@ connections records every latency:
 The two servers take turns point by point, in both orders, so background load hits both alike.
 Bounded in time: about ``10 * seconds`` plus start-up; the default takes under two minutes.
 
-    python bench/serve.py [--seconds 6] [--policy business_as_usual] [--json out.json]
+    python bench/serve.py [--seconds 6] [--policy business_as_usual] [--json out.json] [--write behind|through]
+                          [--gather-ms MS]
 """
 
 from __future__ import annotations
@@ -191,8 +192,12 @@ def main() -> None:
     ap.add_argument("--write", choices=("behind", "through"), default="behind",
                     help="behind: acknowledge once fsynced in a local spool, history in memory (NBA_SPOOL_DIR); "
                          "through: commit each batch to the log before answering")
+    ap.add_argument("--gather-ms", type=float, default=None,
+                    help="NBA_GATHER_MS for both servers (default: the service's own default)")
     args = ap.parse_args()
     os.environ.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
+    if args.gather_ms is not None:  # both servers inherit it
+        os.environ["NBA_GATHER_MS"] = f"{args.gather_ms:g}"
     tmp = Path(tempfile.mkdtemp(prefix="nba-bench-serve-"))
     uri = make_registry(tmp, args.policy)
     procs, ports = {}, {}
@@ -219,8 +224,11 @@ def main() -> None:
                 proc.kill()
     mode = ("write-behind: acknowledged once fsynced in a local spool" if args.write == "behind" else
             "write-through: committed to the log before the answer")
+    from serving.config import Settings
+
+    gather = Settings.from_env({k: v for k, v in os.environ.items() if k == "NBA_GATHER_MS"}).gather_ms
     print(f"policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; logs: SQLite WAL "
-          f"synchronous=FULL, {mode}; client: asyncio raw HTTP/1.1 keep-alive\n")
+          f"synchronous=FULL, {mode}; gather window {gather:g} ms; client: asyncio raw HTTP/1.1 keep-alive\n")
     print(f"{'point':<14} {'service req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} "
           f"{'p99 ms':>7} | ratio  errors")
     for point in results["bare"]:

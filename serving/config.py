@@ -21,6 +21,8 @@
                            directory, write them to the log in the background, keep history in memory;
                            one deciding process per log (refused with ``NBA_WORKERS`` > 1); default off
 ``NBA_CACHE_CUSTOMERS``    write-behind mode: customers whose history is kept in memory (default 200000)
+``NBA_GATHER_MS``          longest a batch waits for more requests once it has its first, while fewer
+                           wait than the previous batch held (default 2; 0 = decide what waits at once)
 =========================  =====================================================================
 """
 
@@ -67,6 +69,7 @@ class Settings:
     workers: int = 1
     spool_dir: Path | None = None
     cache_customers: int = 200_000
+    gather_ms: float = 2.0
 
     def __post_init__(self) -> None:
         if self.experiment:
@@ -86,6 +89,8 @@ class Settings:
                              f"got NBA_WORKERS={self.workers} (unset NBA_SPOOL_DIR to run several workers)")
         if self.cache_customers < 1:
             raise ValueError(f"NBA_CACHE_CUSTOMERS: must be >= 1, got {self.cache_customers!r}")
+        if not (math.isfinite(self.gather_ms) and 0 <= self.gather_ms <= 1000):
+            raise ValueError(f"NBA_GATHER_MS: must be milliseconds in [0, 1000], got {self.gather_ms!r}")
 
     @property
     def aliases(self) -> tuple[str, ...]:
@@ -133,4 +138,5 @@ class Settings:
             workers=int(workers),
             spool_dir=Path(spool) if spool else None,
             cache_customers=int(cache),
+            gather_ms=number("NBA_GATHER_MS", cls.gather_ms),
         )

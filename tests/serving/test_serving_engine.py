@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -297,3 +298,83 @@ def test_a_request_given_up_while_queued_is_never_decided_and_the_decider_goes_o
         assert {"first", "after"} <= logged and "gave-up" not in logged
     finally:
         rt.close()
+
+
+def _recording_engine(registry, tmp_path, gather_ms):
+    """A runtime whose decider records the size of every batch, and can hold a batch until a gate opens."""
+    rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp_path}/d.db",
+                                cache_dir=tmp_path / "cache", poll_s=0, seed=1, gather_ms=gather_ms))
+    sizes: list[int] = []
+    gate = threading.Event()
+    gate.set()
+    decide = rt.engine._decide
+
+    def recorded(jobs):
+        sizes.append(len(jobs))
+        gate.wait(10)
+        return decide(jobs)
+
+    rt.engine._decide = recorded
+    return rt, sizes, gate
+
+
+def _burst_of_four(rt, gate, now):
+    """One held batch, four requests queued behind it: the next batch holds four."""
+    gate.clear()
+    held = rt.engine.submit(rt.engine.prepare([_customer("held")], now, 0, batch=False))
+    time.sleep(0.2)
+    four = [rt.engine.submit(rt.engine.prepare([_customer(f"b{i}")], now, 0, batch=False)) for i in range(4)]
+    gate.set()
+    for f in [held, *four]:
+        f.result(10)
+
+
+@pytest.mark.parametrize("gather_ms", [0.0, 900.0])
+def test_a_burst_split_by_the_event_loop_is_gathered_into_one_batch(registry, tmp_path, gather_ms):
+    """After a batch of four, a request whose three companions arrive 50 ms later waits for them (within
+    the gather window) instead of being decided alone; without a window it goes alone."""
+    rt, sizes, gate = _recording_engine(registry, tmp_path, gather_ms)
+    now = JUNE * 3600.0 + 8 * 3600.0
+    try:
+        _burst_of_four(rt, gate, now)
+        assert sizes == [1, 4]
+        t0 = time.perf_counter()
+        first = rt.engine.submit(rt.engine.prepare([_customer("c0")], now, 0, batch=False))
+        time.sleep(0.05)
+        rest = [rt.engine.submit(rt.engine.prepare([_customer(f"c{i}")], now, 0, batch=False)) for i in (1, 2, 3)]
+        for f in [first, *rest]:
+            f.result(10)
+        if gather_ms:
+            assert sizes[2:] == [4]
+            assert time.perf_counter() - t0 < 0.6  # answered once the burst was whole, not at the window's end
+        else:
+            assert sizes[2] == 1 and sum(sizes[3:]) == 3
+        assert {f"c{i}" for i in range(4)} <= rt.engine.log.customer_ids()
+    finally:
+        rt.close()
+
+
+def test_the_gather_window_bounds_the_wait_and_follows_the_traffic(registry, tmp_path):
+    """A lone request after a batch of four waits the whole window for companions that never come; the next
+    lone request expects none (the previous batch held one) and is decided at once."""
+    rt, sizes, gate = _recording_engine(registry, tmp_path, gather_ms=300.0)
+    now = JUNE * 3600.0 + 8 * 3600.0
+    try:
+        _burst_of_four(rt, gate, now)
+        t0 = time.perf_counter()
+        rt.engine.decide(rt.engine.prepare([_customer("lone")], now, 0, batch=False), timeout=10)
+        assert time.perf_counter() - t0 >= 0.3
+        rt.engine._gather_s = 5.0  # were it to wait again, it would wait seconds
+        t0 = time.perf_counter()
+        rt.engine.decide(rt.engine.prepare([_customer("next")], now, 0, batch=False), timeout=10)
+        assert time.perf_counter() - t0 < 2.5
+        assert sizes == [1, 4, 1, 1]
+    finally:
+        rt.close()
+
+
+def test_the_gather_window_is_checked():
+    assert Settings.from_env({}).gather_ms == 2.0 and Settings.from_env({"NBA_GATHER_MS": "0"}).gather_ms == 0
+    for raw in ("-1", "nan", "5000", "soon"):
+        with pytest.raises(ValueError, match="^NBA_GATHER_MS"):
+            Settings.from_env({"NBA_GATHER_MS": raw})
