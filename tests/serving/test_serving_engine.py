@@ -305,24 +305,26 @@ def _recording_engine(registry, tmp_path, gather_ms):
     rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp_path}/d.db",
                                 cache_dir=tmp_path / "cache", poll_s=0, seed=1, gather_ms=gather_ms))
     sizes: list[int] = []
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     gate.set()
     decide = rt.engine._decide
 
     def recorded(jobs):
         sizes.append(len(jobs))
+        entered.set()
         gate.wait(10)
         return decide(jobs)
 
     rt.engine._decide = recorded
-    return rt, sizes, gate
+    return rt, sizes, gate, entered
 
 
-def _burst_of_four(rt, gate, now):
+def _burst_of_four(rt, gate, entered, now):
     """One held batch, four requests queued behind it: the next batch holds four."""
     gate.clear()
+    entered.clear()
     held = rt.engine.submit(rt.engine.prepare([_customer("held")], now, 0, batch=False))
-    time.sleep(0.2)
+    assert entered.wait(10)
     four = [rt.engine.submit(rt.engine.prepare([_customer(f"b{i}")], now, 0, batch=False)) for i in range(4)]
     gate.set()
     for f in [held, *four]:
@@ -333,10 +335,10 @@ def _burst_of_four(rt, gate, now):
 def test_a_burst_split_by_the_event_loop_is_gathered_into_one_batch(registry, tmp_path, gather_ms):
     """After a batch of four, a request whose three companions arrive 50 ms later waits for them (within
     the gather window) instead of being decided alone; without a window it goes alone."""
-    rt, sizes, gate = _recording_engine(registry, tmp_path, gather_ms)
+    rt, sizes, gate, entered = _recording_engine(registry, tmp_path, gather_ms)
     now = JUNE * 3600.0 + 8 * 3600.0
     try:
-        _burst_of_four(rt, gate, now)
+        _burst_of_four(rt, gate, entered, now)
         assert sizes == [1, 4]
         t0 = time.perf_counter()
         first = rt.engine.submit(rt.engine.prepare([_customer("c0")], now, 0, batch=False))
@@ -357,10 +359,10 @@ def test_a_burst_split_by_the_event_loop_is_gathered_into_one_batch(registry, tm
 def test_the_gather_window_bounds_the_wait_and_follows_the_traffic(registry, tmp_path):
     """A lone request after a batch of four waits the whole window for companions that never come; the next
     lone request expects none (the previous batch held one) and is decided at once."""
-    rt, sizes, gate = _recording_engine(registry, tmp_path, gather_ms=300.0)
+    rt, sizes, gate, entered = _recording_engine(registry, tmp_path, gather_ms=300.0)
     now = JUNE * 3600.0 + 8 * 3600.0
     try:
-        _burst_of_four(rt, gate, now)
+        _burst_of_four(rt, gate, entered, now)
         t0 = time.perf_counter()
         rt.engine.decide(rt.engine.prepare([_customer("lone")], now, 0, batch=False), timeout=10)
         assert time.perf_counter() - t0 >= 0.3
