@@ -358,7 +358,7 @@ def _vector(name: str, x: Any, n: int) -> np.ndarray:
         raise ValueError(f"{name}: expected shape ({n},) or a scalar, got {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"{name}: must be finite")
-    return np.broadcast_to(x, (n,))
+    return x if x.ndim == 1 else np.broadcast_to(x, (n,))
 
 
 def _per_channel(name: str, x: Any, n: int, c: int, dtype: type) -> np.ndarray:
@@ -369,7 +369,8 @@ def _per_channel(name: str, x: Any, n: int, c: int, dtype: type) -> np.ndarray:
         raise ValueError(f"{name}: expected shape ({n}, {c}) or ({c},), got {x.shape}")
     if dtype is not bool and x.dtype.kind not in "iuf":
         raise ValueError(f"{name}: must be numbers, got dtype {x.dtype}")
-    return np.broadcast_to(x.astype(dtype, copy=False), (n, c))
+    x = x.astype(dtype, copy=False)
+    return x if x.shape == (n, c) else np.broadcast_to(x, (n, c))
 
 
 def _check_request(space: ActionSpace, rules: ContactRules, recent: RecentContacts, now: Any, tz_offset: Any,

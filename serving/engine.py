@@ -481,7 +481,7 @@ class Engine:
         version = np.empty(n, object)
         contexts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         alternatives: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-        k_alt = np.concatenate([np.full(len(job.rows.ids), job.alternatives) for job in jobs])
+        k_alt = np.repeat([job.alternatives for job in jobs], [len(job.rows.ids) for job in jobs])
         spaces: list[ActionSpace] = [None] * n  # type: ignore[list-item]
         for name in sorted(set(alias.tolist())):
             rows = np.flatnonzero(alias == name)
@@ -500,23 +500,24 @@ class Engine:
                 probs = dec.probabilities
                 kk = min(kmax, probs.shape[1])
                 top = np.argpartition(-probs, kk - 1, axis=1)[:, :kk]
-                ptop = np.take_along_axis(probs, top, axis=1)
+                at = np.arange(len(rows))[:, None]  # row index for gathering along axis 1
+                ptop = probs[at, top]
                 order = np.argsort(-ptop, axis=1, kind="stable")
-                top, ptop = np.take_along_axis(top, order, 1), np.take_along_axis(ptop, order, 1)
-                for j, r in enumerate(rows.tolist()):
-                    alternatives[r] = [(int(a), float(p)) for a, p in zip(top[j, :k_alt[r]], ptop[j, :k_alt[r]],
-                                                                          strict=True) if p > 0]
+                top, ptop = top[at, order].tolist(), ptop[at, order].tolist()  # Python numbers from here
+                for r, k, ts, ps in zip(rows.tolist(), k_alt[rows].tolist(), top, ptop, strict=True):
+                    alternatives[r] = [(a, p) for a, p in zip(ts[:k], ps[:k], strict=True) if p > 0]
             space = s.bundle.policy.space
             for r in rows.tolist():
                 spaces[r] = space
         records = self._records(served, ids, now, contexts, decision_id, action, propensity, send_at, policy,
                                 version, arm)
         out, start = [], 0
+        policies, versions = policy.tolist(), version.tolist()
         for job in jobs:
             sl = slice(start, start + len(job.rows.ids))
             start += len(job.rows.ids)
-            out.append(Result(decision_id[sl], action[sl], propensity[sl], send_at[sl], policy[sl].tolist(),
-                              version[sl].tolist(), alternatives[sl], spaces[sl]))
+            out.append(Result(decision_id[sl], action[sl], propensity[sl], send_at[sl], policies[sl], versions[sl],
+                              alternatives[sl], spaces[sl]))
         return out, records
 
     def _decide_group(self, bundle: Bundle, jobs: list[Job], rows: np.ndarray, now: np.ndarray, history: Any):

@@ -86,9 +86,9 @@ def _v(x: Any) -> str:
 
 
 def _fail_row(name: str, bad: np.ndarray, msg: str) -> None:
-    rows = np.flatnonzero(bad)
-    if rows.size:
-        raise ValueError(f"{name}: row {int(rows[0])}: {msg(int(rows[0])) if callable(msg) else msg}")
+    if bad.any():  # the usual answer, and cheaper to get than the rows
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: row {i}: {msg(i) if callable(msg) else msg}")
 
 
 def _strings(name: str, x: Any, n: int, nonempty: bool) -> np.ndarray:
