@@ -226,7 +226,7 @@ def main() -> None:
             "write-through: committed to the log before the answer")
     from serving.config import Settings
 
-    gather = Settings.from_env({k: v for k, v in os.environ.items() if k == "NBA_GATHER_MS"}).gather_ms
+    gather = Settings.from_env({"NBA_GATHER_MS": os.environ.get("NBA_GATHER_MS", "")}).gather_ms
     print(f"policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; logs: SQLite WAL "
           f"synchronous=FULL, {mode}; gather window {gather:g} ms; client: asyncio raw HTTP/1.1 keep-alive\n")
     print(f"{'point':<14} {'service req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} "

@@ -273,18 +273,9 @@ def test_a_request_given_up_while_queued_is_never_decided_and_the_decider_goes_o
     """A request whose deadline passes while it waits is cancelled (as asyncio cancels the wrapped future):
     the decider drops it, logs nothing for it, and keeps answering; a job already being decided cannot be
     cancelled, so its answer always has a future to go to."""
-    rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp_path}/d.db",
-                                cache_dir=tmp_path / "cache", poll_s=0, seed=1))
+    rt, sizes, gate, entered = _recording_engine(registry, tmp_path)
     try:
-        gate, entered = threading.Event(), threading.Event()
-        decide = rt.engine._decide
-
-        def held(jobs):
-            entered.set()
-            gate.wait(10)
-            return decide(jobs)
-
-        rt.engine._decide = held  # the decider holds its first batch until the gate opens
+        gate.clear()  # the decider holds its first batch until the gate opens
         now = JUNE * 3600.0 + 8 * 3600.0
         first = rt.engine.submit(rt.engine.prepare([_customer("first")], now, 0, batch=False))
         assert entered.wait(10)
@@ -300,8 +291,9 @@ def test_a_request_given_up_while_queued_is_never_decided_and_the_decider_goes_o
         rt.close()
 
 
-def _recording_engine(registry, tmp_path, gather_ms):
-    """A runtime whose decider records the size of every batch, and can hold a batch until a gate opens."""
+def _recording_engine(registry, tmp_path, gather_ms: float = Settings.gather_ms):
+    """A runtime whose decider records the size of every batch, and can hold a batch until a gate opens
+    (``gate`` open, ``entered`` set as each batch reaches the decider)."""
     rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp_path}/d.db",
                                 cache_dir=tmp_path / "cache", poll_s=0, seed=1, gather_ms=gather_ms))
     sizes: list[int] = []
