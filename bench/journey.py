@@ -1,7 +1,7 @@
 """Long-term value on ``nba/Journey-v0``: offline RL against myopic bandits and rule-based journeys.
 
-    python bench/journey.py [--log-customers 8000] [--eval-customers 4000] [--iterations 6]
-                            [--learn-from attributed|total] [--weights 0,0.25,0.5,1] [--value-gamma 0.97]
+    python bench/journey.py [--log-customers 8000] [--eval-customers 4000] [--iterations 8] [--average 1]
+                            [--learn-from attributed|total] [--weights 0,0.5,1] [--gamma 0.97]
                             [--check-day 10] [--check-days 60]
 
 A marketing team's offline setting. Logged data: ``--log-customers`` customers for 90 days under
@@ -10,30 +10,30 @@ uniform over eligible actions; exact propensities). From those logs, learning fr
 *attributed* reward by default (``--learn-from``: the revenue of the message's own conversions less
 its cost; organic purchases, which no action causes, only add noise to what a model must find):
 
-* the **myopic bandit**: a LightGBM reward model, greedy (fitted-Q with gamma = 0) — what a
-  contextual bandit learns from the same data;
-* **FQI**: fitted-Q iteration with LightGBM (gamma ``--gamma``), bootstrapping on churn only; the
-  Bellman maximum runs over the ``--bootstrap-top`` actions the first (myopic) fit rates best in
-  each next state;
-* the **two-stage value** (:class:`nba.policies.fqi.TwoStageValue`): the myopic bandit's reward
-  model (the same fit) plus ``w * gamma`` times the fitted value of the state each action leads to,
-  V fitted on the Monte Carlo return-to-go of the *total* reward (gamma ``--value-gamma``), the
-  actions' effect on it weighted by the logged propensities (as if drawn uniformly). The
-  weight w is chosen among ``--weights`` on ``--validation-customers`` other customers (their own
-  seed), never on the held-out ones; w = 0 is the myopic bandit itself, so validation can refuse the
-  future term.
+* the **myopic bandit**: a LightGBM reward model r(x, a), greedy — what a contextual bandit learns
+  from the same data;
+* **FQI**: fitted-Q iteration with LightGBM in two stages (:class:`nba.policies.fqi.TwoStageValue`,
+  ``--iterations`` iterations, gamma ``--gamma``): Q(x, a) = r(x, a) + w * gamma * g(x, a), where r is
+  the myopic bandit's own reward model and g(x, a) the fitted value of the state the action leads to
+  (0 after churn: the bootstrap stops on termination, not truncation), its fit weighted by the logged
+  propensities (as if the actions were drawn uniformly). The first iteration fits g to the Monte
+  Carlo value of the logging policy (the return-to-go of the *total* reward, organic purchases
+  included); each next one to the greedy value of the next state under the current Q, over the
+  ``--bootstrap-top`` actions r rates best there, plus the state's fitted organic revenue.
+  ``--iterations 1`` is one step of policy improvement over the logging policy. The weight w is
+  chosen among ``--weights`` on ``--validation-customers`` other customers (their own seed), never on
+  the held-out ones; w = 0 is the myopic bandit itself, so validation can refuse the future term.
 
 Then every policy runs on ``--eval-customers`` held-out customers (another seed) for 90 days,
 all on the same customers with the same luck (common random numbers), and the table gives the
 90-day profit per customer with its 95% interval, and the paired differences the targets ask for:
-offline RL vs the best bandit (target >= +5%, interval excluding 0) and vs the rule-based journey
+FQI vs the best bandit (target >= +5%, interval excluding 0) and vs the rule-based journey
 (target >= +30%).
 
-``--check-day D`` also checks the chosen two-stage value against the simulator's truth: on the
-validation customers, all following the myopic bandit until day D, it sets the advantage the
-two-stage value predicts for its choices on day D over the myopic ones against their true effect to
-day ``--check-days``, with business as usual afterwards (the continuation V was fitted on) and with
-the myopic bandit afterwards.
+``--check-day D`` also checks FQI's choices against the simulator's truth: on the validation
+customers, all following the myopic bandit until day D, it sets the advantage FQI predicts for its
+choices on day D over the myopic ones against their true effect to day ``--check-days``, with
+business as usual afterwards and with the myopic bandit afterwards.
 """
 
 from __future__ import annotations
@@ -72,40 +72,40 @@ class Switch:
         return (self.before if t < self.day else self.at if t == self.day else self.after).probabilities(X, mask)
 
 
-def check_choices(sc: Scenario, console: Console, myopic, two_stage, bau, day: int, days: int, n: int,
+def check_choices(sc: Scenario, console: Console, myopic, fqi, bau, day: int, days: int, n: int,
                   seed: int) -> dict:
-    """Where the two-stage value's choice on ``day`` differs from the myopic bandit's, is it better?
+    """Where FQI's choice on ``day`` differs from the myopic bandit's, is it better?
 
-    All customers follow the myopic bandit until ``day``, then take the two-stage value's choice or
-    the myopic one, then follow business as usual (what V was fitted on) or the myopic bandit until
-    ``days``; common random numbers pair the runs. The two-stage value's predicted advantage (its reward
+    All customers follow the myopic bandit until ``day``, then take FQI's choice or
+    the myopic one, then follow business as usual or the myopic bandit until
+    ``days``; common random numbers pair the runs. FQI's predicted advantage (its reward
     model's and its future term's) is set against the simulator's truth."""
     runs, seen = {}, None
     with Progress(console=console) as bar:
-        task = bar.add_task(f"checking the two-stage value's choices on day {day}", total=4 * days)
+        task = bar.add_task(f"checking FQI's choices on day {day}", total=4 * days)
         for after_name, after in (("business as usual", bau), ("myopic bandit", myopic)):
-            for at_name, at in (("two-stage", two_stage), ("myopic", myopic)):
+            for at_name, at in (("fqi", fqi), ("myopic", myopic)):
                 policy = Switch(myopic, at, after, day)
                 runs[after_name, at_name] = journey_returns(sc, policy, n, seed, days=days,
                                                             progress=lambda _: bar.advance(task))
                 seen = seen or policy.seen
     X, mask = seen
     rows = np.arange(len(X))
-    chosen = {k: masked_argmax(p.probabilities(X, mask), mask) for k, p in (("myopic", myopic), ("two", two_stage))}
-    q_r, q_two = myopic.q_values(X, mask), two_stage.q_values(X, mask)
+    chosen = {k: masked_argmax(p.probabilities(X, mask), mask) for k, p in (("myopic", myopic), ("fqi", fqi))}
+    q_r, q_fqi = myopic.q_values(X, mask), fqi.q_values(X, mask)
     r = {k: q_r[rows, a] for k, a in chosen.items()}  # the chosen actions' fitted rewards
-    total = {k: q_two[rows, a] for k, a in chosen.items()}  # and their two-stage Q
-    pred_r = float(np.mean(r["two"] - r["myopic"]))
-    pred_g = float(np.mean((total["two"] - r["two"]) - (total["myopic"] - r["myopic"])))  # the future term's part
-    out = {"day": day, "days": days, "differs": float(np.mean(chosen["two"] != chosen["myopic"])),
+    total = {k: q_fqi[rows, a] for k, a in chosen.items()}  # and their FQI Q
+    pred_r = float(np.mean(r["fqi"] - r["myopic"]))
+    pred_g = float(np.mean((total["fqi"] - r["fqi"]) - (total["myopic"] - r["myopic"])))  # the future term's part
+    out = {"day": day, "days": days, "differs": float(np.mean(chosen["fqi"] != chosen["myopic"])),
            "no_contact": {k: float(np.mean(a == 0)) for k, a in chosen.items()},
            "predicted": {"reward": pred_r, "future": pred_g}, "truth": {}}
     none = out["no_contact"]
-    console.print(f"day {day}: the two-stage value's choice differs from the myopic bandit's for {out['differs']:.0%} "
-                  f"of customers (no contact: {none['two']:.0%} against {none['myopic']:.0%}); "
+    console.print(f"day {day}: FQI's choice differs from the myopic bandit's for {out['differs']:.0%} "
+                  f"of customers (no contact: {none['fqi']:.0%} against {none['myopic']:.0%}); "
                   f"predicted gain per customer {pred_r + pred_g:+.3f} (reward {pred_r:+.3f}, future {pred_g:+.3f})")
     for after_name in ("business as usual", "myopic bandit"):
-        d = ValueEstimate.of(runs[after_name, "two-stage"] - runs[after_name, "myopic"])
+        d = ValueEstimate.of(runs[after_name, "fqi"] - runs[after_name, "myopic"])
         out["truth"][after_name] = {"mean": d.mean, "ci": [d.ci_low, d.ci_high]}
         console.print(f"  true gain to day {days}, {after_name} afterwards: {d.mean:+.3f} "
                       f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]")
@@ -118,20 +118,20 @@ def main() -> None:
     ap.add_argument("--eval-customers", type=int, default=4000)
     ap.add_argument("--holdout", type=float, default=0.2)
     ap.add_argument("--explore", type=float, default=0.2)
-    ap.add_argument("--gamma", type=float, default=0.99)
-    ap.add_argument("--iterations", type=int, default=6)
+    ap.add_argument("--gamma", type=float, default=0.97, help="FQI's discount")
+    ap.add_argument("--iterations", type=int, default=8, help="FQI's iterations (1: one improvement step)")
+    ap.add_argument("--average", type=int, default=1, help="FQI acts on the mean of its last AVERAGE iterations' g")
     ap.add_argument("--learn-from", choices=LEARN_FROM, default="attributed",
-                    help="the reward both learners fit (default attributed; total: with organic purchases)")
+                    help="the reward r fits (default attributed; total: with organic purchases)")
     ap.add_argument("--min-support", type=int, default=300)
     ap.add_argument("--min-data-in-leaf", type=int, default=1000)
     ap.add_argument("--num-leaves", type=int, default=15)
     ap.add_argument("--max-candidates", type=int, default=225)
     ap.add_argument("--bootstrap-top", type=int, default=8)
-    ap.add_argument("--value-gamma", type=float, default=0.97, help="the two-stage value's discount")
-    ap.add_argument("--weights", default="0,0.25,0.5,1", help="the two-stage value's weights w to choose from")
+    ap.add_argument("--weights", default="0,0.5,1", help="FQI's weights w to choose from")
     ap.add_argument("--validation-customers", type=int, default=4000)
     ap.add_argument("--check-day", type=int, default=None,
-                    help="also check the two-stage value's choices on this day against the simulator's truth")
+                    help="also check FQI's choices on this day against the simulator's truth")
     ap.add_argument("--check-days", type=int, default=60, help="the check's horizon in days")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
@@ -154,27 +154,20 @@ def main() -> None:
     fit_params = {"min_support": args.min_support, "min_data_in_leaf": args.min_data_in_leaf,
                   "num_leaves": args.num_leaves, "max_candidates": args.max_candidates,
                   "num_boost_round": 150, "learning_rate": 0.05}
-    two_stage = create("two_stage", sp, seg, dim=dim, gamma=args.value_gamma, **fit_params)
-    t0 = time.perf_counter()
-    with Progress(console=console) as bar:
-        task = bar.add_task("fitting the myopic bandit and the two-stage value", total=3)
-        two_stage.fit(tr.X, tr.actions, rewards, tr.X_next, tr.mask_next, tr.terminated,
-                      returns=returns_to_go(tr.rewards, tr.customer, tr.day, args.value_gamma), day=tr.day,
-                      propensities=tr.propensities, mask=tr.mask,
-                      progress=lambda i, sd: bar.advance(task))
-    console.print(f"myopic bandit and two-stage value: fitted in {time.perf_counter() - t0:.0f} s on "
-                  f"{two_stage.candidates.sum()} candidate actions")
-    fqi = create("fqi", sp, seg, dim=dim, gamma=args.gamma, iterations=args.iterations,
+    fqi = create("two_stage", sp, seg, dim=dim, gamma=args.gamma, iterations=args.iterations, average=args.average,
                  bootstrap_top=args.bootstrap_top, **fit_params)
     t0 = time.perf_counter()
     with Progress(console=console) as bar:
-        task = bar.add_task("fitting fqi", total=args.iterations)
+        task = bar.add_task("fitting the myopic bandit and FQI", total=2 + args.iterations)
         fqi.fit(tr.X, tr.actions, rewards, tr.X_next, tr.mask_next, tr.terminated,
-                progress=lambda i, change: bar.advance(task))
-    console.print(f"fqi: fitted in {time.perf_counter() - t0:.0f} s on {fqi.candidates.sum()} candidate actions")
-    myopic = two_stage.reward  # the two-stage value's own reward model: a greedy LightGBM bandit
+                returns=returns_to_go(tr.rewards, tr.customer, tr.day, args.gamma), day=tr.day,
+                propensities=tr.propensities, mask=tr.mask, state_rewards=tr.rewards - rewards,
+                progress=lambda i, sd: bar.advance(task))
+    console.print(f"myopic bandit and FQI ({args.iterations} iterations): fitted in {time.perf_counter() - t0:.0f} s "
+                  f"on {fqi.candidates.sum()} candidate actions")
+    myopic = fqi.reward  # FQI's own reward model: a greedy LightGBM bandit
 
-    # choose the two-stage value's weight on validation customers of their own (not the held-out ones)
+    # choose FQI's weight on validation customers of their own (not the held-out ones)
     weights = [float(w) for w in args.weights.split(",")]
     valid_seed = args.seed + 2000
     with Progress(console=console) as bar:
@@ -184,18 +177,18 @@ def main() -> None:
         base = journey_returns(sc, myopic, args.validation_customers, valid_seed, progress=tick)
         gains = {}
         for w in weights:  # w = 0 scores exactly as the myopic bandit: no second run
-            run = base if w == 0 else journey_returns(sc, two_stage.reweighted(w), args.validation_customers,
+            run = base if w == 0 else journey_returns(sc, fqi.reweighted(w), args.validation_customers,
                                                       valid_seed, progress=tick)
             gains[w] = ValueEstimate.of(run - base)
     best_w = max(weights, key=lambda w: gains[w].mean)
     for w, d in gains.items():
-        console.print(f"validation: two-stage value at w = {w:g} vs the myopic bandit {d.mean:+.2f} "
+        console.print(f"validation: FQI at w = {w:g} vs the myopic bandit {d.mean:+.2f} "
                       f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}] = {d.mean / abs(base.mean()):+.1%}"
                       f"{'  (chosen)' if w == best_w else ''}")
-    fitted = {"myopic bandit": myopic, "fqi": fqi, "two-stage value": two_stage.reweighted(best_w)}
+    fitted = {"myopic bandit": myopic, "fqi": fqi.reweighted(best_w)}
     check = None
     if args.check_day is not None:
-        check = check_choices(sc, console, myopic, fitted["two-stage value"], bau, args.check_day, args.check_days,
+        check = check_choices(sc, console, myopic, fitted["fqi"], bau, args.check_day, args.check_days,
                               args.validation_customers, valid_seed)
 
     policies = {"no contact": create("no_contact", sp), "rule-based journey": create("rule_based_journey", sp, seg),
@@ -231,10 +224,8 @@ def main() -> None:
     results["fqi_vs_best_bandit"] = paired("fqi", best_bandit, 0.05)
     results["fqi_vs_rule_based"] = paired("fqi", "rule-based journey", 0.30)
     results["fqi_vs_business_as_usual"] = paired("fqi", "business as usual", 0.0)
-    results["two_stage_vs_best_bandit"] = paired("two-stage value", best_bandit, 0.05)
-    results["two_stage_vs_rule_based"] = paired("two-stage value", "rule-based journey", 0.30)
-    results["two_stage_weight"] = {"chosen": best_w, "validation_seed": valid_seed,
-                                   "gains": {str(w): d.mean for w, d in gains.items()}}
+    results["fqi_weight"] = {"chosen": best_w, "validation_seed": valid_seed,
+                             "gains": {str(w): d.mean for w, d in gains.items()}}
     results["check"] = check
     results["args"] = vars(args) | {"json": str(args.json) if args.json else None}
     if args.json:

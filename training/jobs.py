@@ -414,7 +414,7 @@ def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int,
         mlflow.log_param("value_reward", "total")
         returns = returns_to_go(t.rewards, t.customer, t.day, policy.params["gamma"])
         extra = {"returns": returns[keep], "day": t.day[keep], "propensities": t.propensities[keep],
-                 "mask": t.mask[keep]}
+                 "mask": t.mask[keep], "state_rewards": (t.rewards - t.attributed)[keep]}
     _fit_offline(policy, t.X[keep], t.actions[keep], t.attributed[keep], t.X_next[keep], t.mask_next[keep],
                  t.terminated[keep], **extra)
     return {"transitions": float(keep.sum())}

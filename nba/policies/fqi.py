@@ -229,14 +229,27 @@ class TwoStageValue:
     It then acts greedily (``epsilon``: uniform exploration) over the reward model's candidate
     actions in ``Q(x, a) = r(x, a) + weight * gamma * g(x, a)``: one step of policy improvement over
     the logging policy, with the value of the state it leads to. ``weight`` 1 is the nominal one;
-    choose it on customers other than those reported (``bench/journey.py`` does, among 0, 0.25,
-    0.5 and 1: 1 with 8,000 logged customers, 0.25 with 16,000, where a full weight over-rates the
-    future term's choices).
+    choose it on customers other than those reported (``bench/journey.py`` does).
+
+    **Fitted-Q iteration in this form** (``iterations`` > 1): the Monte Carlo V is only the start.
+    Each further iteration refits g to the greedy value of the next state under the current Q,
+
+        V_k(x') = s(x') + max_{a'} [r(x', a') + gamma * g_k(x', a')]      (0 after churn)
+
+    (s: the state's own reward, ``state_rewards`` in :meth:`fit`; the maximum over the
+    ``bootstrap_top`` candidates the reward model rates best in x'), with the same state-only start
+    and weights. Q = r + gamma * g then converges towards the optimal Q as fitted-Q iteration does,
+    but from the logging policy's value, which already looks the whole log ahead, where fitted-Q from
+    zero looks one more day ahead per iteration; and r, fitted once on the low-noise attributed
+    reward, keeps its ranking of the actions' immediate effects. ``average``: the policy's g is
+    the mean of the last ``average`` iterations' (the decisions of single iterations move more than
+    their values do).
     """
 
     name: ClassVar[str] = "two_stage"
 
     def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, weight: float = 1.0,
+                 iterations: int = 1, average: int = 1, bootstrap_top: int = 8,
                  num_boost_round: int = 150, value_rounds: int = 200, change_rounds: int = 300,
                  learning_rate: float = 0.05, num_leaves: int = 15, min_data_in_leaf: int = 1000,
                  min_support: int = 300, max_candidates: int = 225, epsilon: float = 0.0, seed: int = 0,
@@ -245,11 +258,15 @@ class TwoStageValue:
             raise ValueError(f"gamma: must be in [0, 1), got {gamma!r}")
         if not (np.isfinite(weight) and weight >= 0.0):
             raise ValueError(f"weight: must be a finite number >= 0, got {weight!r}")
-        for field, rounds in (("value_rounds", value_rounds), ("change_rounds", change_rounds)):
-            if rounds < 1:
-                raise ValueError(f"{field}: must be >= 1, got {rounds!r}")
+        for field, count in (("value_rounds", value_rounds), ("change_rounds", change_rounds),
+                             ("iterations", iterations), ("average", average), ("bootstrap_top", bootstrap_top)):
+            if count < 1:
+                raise ValueError(f"{field}: must be >= 1, got {count!r}")
+        if average > iterations:
+            raise ValueError(f"average: must be at most iterations ({iterations}), got {average!r}")
         self.space, self.dim = space, dim
-        self.params = {"gamma": gamma, "weight": weight, "num_boost_round": num_boost_round,
+        self.params = {"gamma": gamma, "weight": weight, "iterations": iterations, "average": average,
+                       "bootstrap_top": bootstrap_top, "num_boost_round": num_boost_round,
                        "value_rounds": value_rounds, "change_rounds": change_rounds, "learning_rate": learning_rate,
                        "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf, "min_support": min_support,
                        "max_candidates": max_candidates, "epsilon": epsilon, "seed": seed, "threads": threads}
@@ -258,8 +275,9 @@ class TwoStageValue:
                               min_support=min_support, max_candidates=max_candidates, epsilon=epsilon, seed=seed,
                               threads=threads)
         self.psi = self.reward.psi
-        self.base: lgb.Booster | None = None  # E[V(x') | x]
-        self.change: lgb.Booster | None = None  # E[V(x') | x, a], boosted from base
+        # g of the last ``average`` iterations: each a model of E[V(x') | x] and one of E[V(x') | x, a]
+        # boosted from it
+        self.futures: list[tuple[lgb.Booster, lgb.Booster]] = []
 
     @property
     def candidates(self) -> np.ndarray:
@@ -269,18 +287,21 @@ class TwoStageValue:
         """The same fitted models with another ``weight`` (to choose it on validation customers)."""
         params = {k: v for k, v in self.params.items() if k != "weight"}
         other = type(self)(self.space, self.dim, weight=weight, **params)
-        other.reward, other.base, other.change = self.reward, self.base, self.change
+        other.reward, other.futures = self.reward, self.futures
         return other
 
     # ------------------------------------------------------------------ model
     def future(self, X: np.ndarray, ok: np.ndarray) -> np.ndarray:
         """(N, A) fitted E[V(x') | x, a] where ``ok``, 0 elsewhere (and everywhere before fitting)."""
-        if self.change is None:
+        if not self.futures:
             return np.zeros(ok.shape)
         X = np.asarray(X, np.float32)
         threads = self.params["threads"]
-        out = predict_eligible(self.change, X, self.psi, ok, 0.0, threads)
-        return np.where(ok, out + self.base.predict(X, num_threads=threads)[:, None], 0.0)
+        out = np.zeros(ok.shape)
+        for base, change in self.futures:
+            out += predict_eligible(change, X, self.psi, ok, 0.0, threads)
+            out += base.predict(X, num_threads=threads)[:, None]
+        return np.where(ok, out / len(self.futures), 0.0)
 
     def q_values(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """(N, A) r(x, a) + weight * gamma * g(x, a) of every eligible candidate, -inf elsewhere."""
@@ -291,14 +312,18 @@ class TwoStageValue:
     def fit(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, X_next: np.ndarray,
             mask_next: np.ndarray, terminated: np.ndarray, returns: np.ndarray | None = None,
             day: np.ndarray | None = None, propensities: np.ndarray | None = None, mask: np.ndarray | None = None,
+            state_rewards: np.ndarray | None = None,
             progress: Callable[[int, float], None] | None = None) -> TwoStageValue:
         """Fit on logged transitions.
 
         ``rewards``: the immediate reward r fits; ``returns``: V's target, each transition's
         discounted return-to-go (:func:`returns_to_go`; None: ``rewards``, so V is the next
         reward and the policy looks two steps ahead); ``day``: each transition's step in the log,
-        a feature of V (None: V sees the state alone). ``progress(stage, standard deviation of the
-        stage's target)`` after each of the three fits.
+        a feature of V (None: V sees the state alone). ``state_rewards``: the part of each
+        transition's reward that ``rewards`` leave out and no action causes (organic purchases when
+        r fits the attributed reward; None: nothing), fitted on the state alone and counted in the
+        value of the next state from the second iteration on. ``progress(stage, standard deviation
+        of the stage's target)`` after each fit: the reward model, V, then g of each iteration.
 
         ``propensities`` and ``mask`` (the logging policy's probability of each logged action and
         the eligible actions then): g is then fitted with the weights ``1 / (eligible count *
@@ -325,6 +350,10 @@ class TwoStageValue:
             raise ValueError(f"returns: expected shape {(n,)}, got {returns.shape}")
         if not np.all(np.isfinite(returns)):
             raise ValueError("returns: contain NaN or infinite values")
+        if state_rewards is not None:
+            state_rewards = np.asarray(state_rewards, np.float64)
+            if state_rewards.shape != (n,) or not np.all(np.isfinite(state_rewards)):
+                raise ValueError(f"state_rewards: expected {n} finite values, got shape {state_rewards.shape}")
         if day is not None:
             day = np.asarray(day, np.float32)
             if day.shape != (n,) or not np.all(np.isfinite(day)):
@@ -343,16 +372,54 @@ class TwoStageValue:
         value = lgb.train(lgb_params, lgb.Dataset(with_day(X, 0), label=returns), p["value_rounds"])
         if progress is not None:
             progress(1, float(returns.std()))
-        v_next = np.where(terminated, 0.0, value.predict(with_day(X_next, 1), num_threads=p["threads"]))
-        base = lgb.train(lgb_params, lgb.Dataset(X, label=v_next), p["num_boost_round"])
         joint = joint_rows(X, self.psi, np.asarray(actions))
-        self.change = lgb.train(lgb_params, lgb.Dataset(joint, label=v_next, weight=weights,
-                                                         init_score=base.predict(X, num_threads=p["threads"])),
-                                p["change_rounds"])
-        self.base = base
+        threads = p["threads"]
+
+        def fit_future(v_next: np.ndarray) -> tuple[lgb.Booster, lgb.Booster]:
+            base = lgb.train(lgb_params, lgb.Dataset(X, label=v_next), p["num_boost_round"])
+            change = lgb.train(lgb_params, lgb.Dataset(joint, label=v_next, weight=weights,
+                                                       init_score=base.predict(X, num_threads=threads)),
+                               p["change_rounds"])
+            return base, change
+
+        v_next = np.where(terminated, 0.0, value.predict(with_day(X_next, 1), num_threads=threads))
+        futures = [fit_future(v_next)]
         if progress is not None:
             progress(2, float(v_next.std()))
+        if p["iterations"] > 1:
+            bootstrap = self._bootstrap(X, X_next, np.asarray(mask_next, bool), state_rewards)
+            for it in range(1, p["iterations"]):
+                v_next = np.where(terminated, 0.0, bootstrap(*futures[-1]))
+                futures.append(fit_future(v_next))
+                if progress is not None:
+                    progress(2 + it, float(v_next.std()))
+        self.futures = futures[-p["average"]:]
         return self
+
+    def _bootstrap(self, X: np.ndarray, X_next: np.ndarray, mask_next: np.ndarray,
+                   state_rewards: np.ndarray | None) -> Callable[[lgb.Booster, lgb.Booster], np.ndarray]:
+        """V_k(x') = s(x') + max over the shortlist of [r(x', a') + gamma * g_k(x', a')], as a function of g_k.
+
+        The shortlist: the ``bootstrap_top`` eligible candidates the reward model rates best in each
+        next state, found once (as :class:`FittedQ` does); s, the state's own reward, fitted once.
+        """
+        p, threads = self.params, self.params["threads"]
+        top, ok = self.reward._shortlist(X_next, mask_next, p["bootstrap_top"])
+        rows, cols = np.nonzero(ok)
+        pairs = joint_rows(X_next[rows], self.psi, top[rows, cols])
+        r_next = self.reward.booster.predict(pairs, num_threads=threads)
+        own = np.zeros(len(X_next))
+        if state_rewards is not None:
+            own_model = lgb.train(regression_params(p), lgb.Dataset(X, label=state_rewards), p["value_rounds"])
+            own = own_model.predict(X_next, num_threads=threads)
+
+        def value(base: lgb.Booster, change: lgb.Booster) -> np.ndarray:
+            g = change.predict(pairs, num_threads=threads) + base.predict(X_next, num_threads=threads)[rows]
+            q = np.full(ok.shape, -np.inf)
+            q[rows, cols] = r_next + p["gamma"] * g
+            return own + q.max(axis=1)
+
+        return value
 
     # ------------------------------------------------------------------ policy interface
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -367,8 +434,9 @@ class TwoStageValue:
         models = {}
         if self.reward.booster is not None:
             models["reward_model"] = self.reward.booster.model_to_string()
-        if self.change is not None:
-            models |= {"value_base": self.base.model_to_string(), "value_change": self.change.model_to_string()}
+        for i, (base, change) in enumerate(self.futures):
+            suffix = f"_{i}" if i else ""  # the first pair keeps the names of a single iteration's
+            models |= {f"value_base{suffix}": base.model_to_string(), f"value_change{suffix}": change.model_to_string()}
         return params, {"candidates": self.candidates}, models
 
     @classmethod
@@ -377,7 +445,10 @@ class TwoStageValue:
         policy.reward.candidates = np.array(arrays["candidates"], bool)
         if "reward_model" in models:
             policy.reward.booster = lgb.Booster(model_str=models["reward_model"])
-        if "value_change" in models:
-            policy.base = lgb.Booster(model_str=models["value_base"])
-            policy.change = lgb.Booster(model_str=models["value_change"])
+        i = 0
+        while f"value_change{f'_{i}' if i else ''}" in models:
+            suffix = f"_{i}" if i else ""
+            policy.futures.append((lgb.Booster(model_str=models[f"value_base{suffix}"]),
+                                   lgb.Booster(model_str=models[f"value_change{suffix}"])))
+            i += 1
         return policy

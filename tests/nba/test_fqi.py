@@ -167,7 +167,7 @@ def test_two_stage_value_weighted_by_a_uniform_logger_fits_as_unweighted():
     # the real logger's propensities do change the fit of g
     real = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args, propensities=t.propensities,
                                                                          mask=t.mask)
-    assert real.change.model_to_string() != plain.change.model_to_string()
+    assert real.futures[0][1].model_to_string() != plain.futures[0][1].model_to_string()
 
 
 @pytest.mark.parametrize(("field", "kwargs"), [
@@ -178,6 +178,8 @@ def test_two_stage_value_weighted_by_a_uniform_logger_fits_as_unweighted():
     ("propensities", {"propensities": "zeros", "mask": "logged"}),
     ("mask", {"propensities": "ones", "mask": "short"}),
     ("mask", {"propensities": "ones", "mask": "empty"}),
+    ("state_rewards", {"state_rewards": "nan"}),
+    ("state_rewards", {"state_rewards": np.zeros(3)}),
 ])
 def test_two_stage_value_rejects_bad_targets_naming_the_field_and_keeps_its_state(field, kwargs):
     t = logged()
@@ -195,7 +197,72 @@ def test_two_stage_value_rejects_bad_targets_naming_the_field_and_keeps_its_stat
 
 
 @pytest.mark.parametrize(("field", "params"), [("weight", {"weight": -1.0}), ("gamma", {"gamma": 1.0}),
-                                               ("change_rounds", {"change_rounds": 0})])
+                                               ("change_rounds", {"change_rounds": 0}),
+                                               ("iterations", {"iterations": 0}),
+                                               ("average", {"iterations": 2, "average": 3}),
+                                               ("bootstrap_top", {"bootstrap_top": 0})])
 def test_two_stage_value_rejects_bad_settings_naming_the_field(field, params):
     with pytest.raises(ValueError, match=f"^{field}: "):
         create("two_stage", SPACE, SEGMENTS, dim=DIM, **params)
+
+
+# ----------------------------------------------------------------------------- fitted-Q iteration in two stages
+def sms_pays_now_and_ends_the_journey():
+    """Logged transitions where an email earns 1, an SMS 1.5 but ends the journey, and the logging
+    policy's value is 0 everywhere: one step of improvement over it takes the SMS; looking past it
+    (the greedy value of the next state: at least 1 more), the email."""
+    t = logged()
+    channel = SPACE.channel_of[t.actions]
+    rewards = np.select([channel == 0, channel == 1], [1.0, 1.5], 0.0)
+    return t, (t.X, t.actions, rewards, t.X_next, t.mask_next, channel == 1), np.zeros(len(rewards))
+
+
+def test_iterating_bootstraps_the_greedy_value_of_the_next_state_and_stops_at_churn():
+    t, args, returns = sms_pays_now_and_ends_the_journey()
+    one = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args, returns=returns)
+    two = create("two_stage", SPACE, SEGMENTS, dim=DIM, iterations=2, **TWO_STAGE).fit(*args, returns=returns)
+    channel = SPACE.channel_of
+    mask = t.mask & one.candidates
+    both = np.flatnonzero((mask & (channel == 0)).any(axis=1) & (mask & (channel == 1)).any(axis=1))
+    assert len(both) >= 500
+    assert np.mean(channel[one.probabilities(t.X, t.mask).argmax(axis=1)[both]] == 1) > 0.95
+    assert np.mean(channel[two.probabilities(t.X, t.mask).argmax(axis=1)[both]] == 0) > 0.95
+    # the second iteration's future: about one more reward after an email (the next state's best is
+    # an email, 1, or an SMS, 1.5), nothing after an SMS (boosting shrinks both: the margins allow for it)
+    g = two.future(t.X, mask)
+    em = np.array([g[i, mask[i] & (channel == 0)].mean() for i in both])
+    sms = np.array([g[i, mask[i] & (channel == 1)].mean() for i in both])
+    assert 0.8 < np.median(em) < 1.6
+    assert np.median(sms) < 0.3 * np.median(em)
+
+
+def test_the_state_rewards_count_in_the_next_state_from_the_second_iteration():
+    t, args, returns = sms_pays_now_and_ends_the_journey()
+    own = np.full(len(returns), 3.0)  # every surviving day brings 3 whatever is sent
+    fit = lambda **kw: create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE, **kw).fit(  # noqa: E731
+        *args, returns=returns, state_rewards=own)
+    one, two = fit(), fit(iterations=2)
+    mask = t.mask[:2000] & one.candidates
+    X, email = t.X[:2000], mask & (SPACE.channel_of == 0)
+    np.testing.assert_allclose(one.future(X, mask)[email], 0.0, atol=1e-6)  # V is the logging value: 0
+    assert 3.5 < np.median(two.future(X, mask)[email]) < 4.6  # 3 + the next state's best, about 1
+
+
+def test_the_first_iteration_is_the_two_stage_value_and_the_average_round_trips():
+    t, args, returns = sms_pays_now_and_ends_the_journey()
+    one = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args, returns=returns)
+    three = create("two_stage", SPACE, SEGMENTS, dim=DIM, iterations=3, average=3, **TWO_STAGE).fit(
+        *args, returns=returns)
+    assert len(three.futures) == 3
+    assert [m.model_to_string() for m in three.futures[0]] == [m.model_to_string() for m in one.futures[0]]
+    X, mask = t.X[:300], t.mask[:300] & three.candidates
+    each = [create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE) for _ in range(3)]
+    for policy, future in zip(each, three.futures, strict=True):
+        policy.reward, policy.futures = three.reward, [future]
+    np.testing.assert_allclose(three.future(X, mask), sum(p.future(X, mask) for p in each) / 3, rtol=1e-12)
+    params, arrays, models = three.get_state()
+    again = type(three).from_state(SPACE, params, arrays, models)
+    np.testing.assert_array_equal(again.q_values(X, t.mask[:300]), three.q_values(X, t.mask[:300]))
+    last = create("two_stage", SPACE, SEGMENTS, dim=DIM, iterations=3, average=1, **TWO_STAGE).fit(
+        *args, returns=returns)
+    assert [m.model_to_string() for m in last.futures[0]] == [m.model_to_string() for m in three.futures[2]]
