@@ -238,7 +238,7 @@ class TwoStageValue:
 
     (s: the state's own reward, ``state_rewards`` in :meth:`fit`; the maximum over the
     ``bootstrap_top`` candidates the reward model rates best in x'), with the same state-only start
-    and weights. Q = r + gamma * g then converges towards the optimal Q as fitted-Q iteration does,
+    and weights. Q = r + gamma * g then moves towards the optimal Q as fitted-Q iteration does,
     but from the logging policy's value, which already looks the whole log ahead, where fitted-Q from
     zero looks one more day ahead per iteration; and r, fitted once on the low-noise attributed
     reward, keeps its ranking of the actions' immediate effects. ``average``: the policy's g is
@@ -435,8 +435,8 @@ class TwoStageValue:
         if self.reward.booster is not None:
             models["reward_model"] = self.reward.booster.model_to_string()
         for i, (base, change) in enumerate(self.futures):
-            suffix = f"_{i}" if i else ""  # the first pair keeps the names of a single iteration's
-            models |= {f"value_base{suffix}": base.model_to_string(), f"value_change{suffix}": change.model_to_string()}
+            base_key, change_key = _future_keys(i)
+            models |= {base_key: base.model_to_string(), change_key: change.model_to_string()}
         return params, {"candidates": self.candidates}, models
 
     @classmethod
@@ -445,10 +445,12 @@ class TwoStageValue:
         policy.reward.candidates = np.array(arrays["candidates"], bool)
         if "reward_model" in models:
             policy.reward.booster = lgb.Booster(model_str=models["reward_model"])
-        i = 0
-        while f"value_change{f'_{i}' if i else ''}" in models:
-            suffix = f"_{i}" if i else ""
-            policy.futures.append((lgb.Booster(model_str=models[f"value_base{suffix}"]),
-                                   lgb.Booster(model_str=models[f"value_change{suffix}"])))
-            i += 1
+        while (keys := _future_keys(len(policy.futures)))[1] in models:
+            policy.futures.append(tuple(lgb.Booster(model_str=models[k]) for k in keys))
         return policy
+
+
+def _future_keys(i: int) -> tuple[str, str]:
+    """The saved names of the i-th averaged g's two models (the first keeps a single iteration's names)."""
+    suffix = f"_{i}" if i else ""
+    return f"value_base{suffix}", f"value_change{suffix}"
