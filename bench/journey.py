@@ -161,7 +161,8 @@ def main() -> None:
         task = bar.add_task("fitting the myopic bandit and FQI", total=2 + args.iterations)
         fqi.fit(tr.X, tr.actions, rewards, tr.X_next, tr.mask_next, tr.terminated,
                 returns=returns_to_go(tr.rewards, tr.customer, tr.day, args.gamma), day=tr.day,
-                propensities=tr.propensities, mask=tr.mask, state_rewards=tr.rewards - rewards,
+                propensities=tr.propensities, mask=tr.mask,
+                state_rewards=tr.rewards - tr.attributed if args.learn_from == "attributed" else None,
                 progress=lambda i, sd: bar.advance(task))
     console.print(f"myopic bandit and FQI ({args.iterations} iterations): fitted in {time.perf_counter() - t0:.0f} s "
                   f"on {fqi.candidates.sum()} candidate actions")
