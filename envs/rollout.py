@@ -19,6 +19,7 @@ from envs.simulation import Simulation, StepResult
 from nba.eligibility import send_time
 from nba.features import hour_of_day
 from nba.policies import Policy, act
+from nba.policies.funnel import FunnelEvents
 
 POLICY_SALT = 0x5EED  # the policy's generator is seeded apart from the environment's streams
 
@@ -130,6 +131,21 @@ def learning_rewards(res: StepResult, learn_from: str) -> np.ndarray:
     return res.attributed if learn_from == "attributed" else res.reward
 
 
+def funnel_events(res: StepResult) -> FunnelEvents:
+    """A step's funnel events as a decision log's feedback reports them: opened (seen), clicked,
+    converted, and the conversion's revenue."""
+    o = res.outcome
+    return FunnelEvents(opened=o.seen.copy(), clicked=o.clicked.copy(), converted=o.converted.copy(),
+                        value=np.where(o.converted, o.revenue, 0.0))
+
+
+def learn(policy: Policy, X: np.ndarray, actions: np.ndarray, res: StepResult, propensities: np.ndarray,
+          learn_from: str) -> None:
+    """``policy.update`` on a step, with its funnel events for the learners that take them."""
+    extra = {"events": funnel_events(res)} if getattr(policy, "learns_from_events", False) else {}
+    policy.update(X, actions, learning_rewards(res, learn_from), propensities, **extra)
+
+
 def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 1000, seed: int = 0,
                progress: Callable[[int], None] | None = None, learn_from: str = "total") -> BanditRun:
     """Act on ``batch`` contexts at a time, learn from their rewards, until ``decisions`` are made.
@@ -162,7 +178,7 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
         res = sim.step(d.actions)
         out["actions"].append(np.where(res.blocked, 0, d.actions))
         t0 = time.perf_counter()
-        policy.update(X, d.actions, learning_rewards(res, learn_from), d.propensities)
+        learn(policy, X, d.actions, res, d.propensities, learn_from)
         spent += time.perf_counter() - t0
         out["rewards"].append(res.reward)
         out["expected"].append(er[rows, d.actions])

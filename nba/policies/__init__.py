@@ -11,6 +11,7 @@ from nba.actions import ActionSpace
 from nba.policies.base import Decisions, Explore, Policy, act
 from nba.policies.baselines import BatchAndBlast, BusinessAsUsual, NoContact, RuleBasedJourney, UniformRandom
 from nba.policies.fqi import FittedQ, TwoStageValue
+from nba.policies.funnel import FunnelEvents, LGBMFunnel
 from nba.policies.lgbm import LGBMEpsilonGreedy, LGBMSquareCB
 from nba.policies.linear import LinTS, LinUCB
 from nba.policies.sto import SendTime
@@ -18,12 +19,12 @@ from nba.policies.sto import SendTime
 POLICIES: dict[str, type] = {
     cls.name: cls
     for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney,
-                LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, SendTime, FittedQ,
+                LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, LGBMFunnel, SendTime, FittedQ,
                 TwoStageValue)
 }
 RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name)  # need the segment names
-LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, FittedQ.name, SendTime.name,
-            TwoStageValue.name)
+LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, LGBMFunnel.name, FittedQ.name,
+            SendTime.name, TwoStageValue.name)
 
 
 def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: int | None = None,
@@ -40,4 +41,4 @@ def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: i
     return POLICIES[name](space, **params)
 
 
-__all__ = ["POLICIES", "Decisions", "Explore", "Policy", "act", "create"]
+__all__ = ["POLICIES", "Decisions", "Explore", "FunnelEvents", "Policy", "act", "create"]

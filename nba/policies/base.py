@@ -192,6 +192,10 @@ class Explore:
         out[:, 0] += self.holdout
         return out
 
-    def update(self, X, actions, rewards, propensities):
-        self.policy.update(X, actions, rewards, propensities)
+    @property
+    def learns_from_events(self) -> bool:
+        return getattr(self.policy, "learns_from_events", False)
+
+    def update(self, X, actions, rewards, propensities, **extra):
+        self.policy.update(X, actions, rewards, propensities, **extra)
         return self

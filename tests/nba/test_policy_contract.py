@@ -33,7 +33,7 @@ import pytest
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba import serialization
-from nba.policies import LEARNERS, POLICIES, Decisions, Policy, act, create
+from nba.policies import LEARNERS, POLICIES, Decisions, FunnelEvents, Policy, act, create
 
 SCENARIO = Scenario.default()
 SPACE = SCENARIO.action_space
@@ -49,6 +49,7 @@ _LGBM = {"min_samples": 1000, "num_boost_round": 20, "min_data_in_leaf": 20, "th
 SMALL_PARAMS: dict[str, dict] = {
     "lgbm_egreedy": _LGBM,
     "lgbm_squarecb": _LGBM,
+    "lgbm_funnel": _LGBM,
     "fqi": {"iterations": 2, "num_boost_round": 10, "min_data_in_leaf": 20, "min_support": 10, "threads": 1},
     "two_stage": {"num_boost_round": 10, "value_rounds": 10, "change_rounds": 10, "min_data_in_leaf": 20,
                   "min_support": 10, "threads": 1},
@@ -73,10 +74,20 @@ class Batch:
     X_next: np.ndarray
     mask_next: np.ndarray
     terminated: np.ndarray
+    opened: np.ndarray  # the funnel's events, for the learners that take them (FunnelEvents)
+    clicked: np.ndarray
+    converted: np.ndarray
+    value: np.ndarray
 
     def args(self) -> tuple[np.ndarray, ...]:
-        """The arguments of ``Policy.update``."""
+        """The positional arguments of ``Policy.update``."""
         return self.X, self.actions, self.rewards, self.propensities
+
+    def extra(self, name: str) -> dict:
+        """The keyword arguments of ``Policy.update``: the funnel's events for learners that take them."""
+        if not getattr(POLICIES[name], "learns_from_events", False):
+            return {}
+        return {"events": FunnelEvents(self.opened, self.clicked, self.converted, self.value)}
 
     def head(self, n: int) -> Batch:
         return Batch(*(getattr(self, f.name)[:n] for f in fields(self)))
@@ -101,8 +112,10 @@ def logged_batches() -> tuple[Batch, ...]:
         res = sim.step(d.actions)
         X_next, mask_next = np.ascontiguousarray(sim.observe()), sim.action_mask()
         # a replaced row's next context is another customer's: no future value to bootstrap from
+        o = res.outcome
         batch = Batch(X, d.actions, np.asarray(res.reward, np.float64), d.propensities, X_next, mask_next,
-                      res.replaced.copy())
+                      res.replaced.copy(), o.seen.copy(), o.clicked.copy(), o.converted.copy(),
+                      np.where(o.converted, o.revenue, 0.0))
         _read_only(*(getattr(batch, f.name) for f in fields(batch)))
         out.append(batch)
         X, mask = X_next, mask_next
@@ -159,11 +172,11 @@ def train(policy: Policy, batches: tuple[Batch, ...]) -> None:
     """Feed ``batches`` to ``policy``: one ``update`` each, or one ``fit`` on them all (offline)."""
     if is_offline(policy.name):
         joined = [np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(Batch)]
-        X, actions, rewards, _, X_next, mask_next, terminated = joined
+        X, actions, rewards, _, X_next, mask_next, terminated = joined[:7]
         policy.fit(X, actions, rewards, X_next, mask_next, terminated)
     else:
         for batch in batches:
-            policy.update(*batch.args())
+            policy.update(*batch.args(), **batch.extra(policy.name))
 
 
 @functools.cache
@@ -551,8 +564,9 @@ BAD_UPDATES = {
 def test_update_rejects_bad_batches_and_learns_nothing(name, state, bad):
     policy = make(name, state)
     before = policy.get_state()
+    batch = logged_batches()[N_TRAIN].head(50)
     with pytest.raises(ValueError):
-        policy.update(*BAD_UPDATES[bad](logged_batches()[N_TRAIN].head(50)))
+        policy.update(*BAD_UPDATES[bad](batch), **batch.extra(name))
     assert_same_state(policy.get_state(), before)  # a rejected batch leaves no trace
 
 
@@ -566,7 +580,8 @@ def test_update_returns_the_policy(name, state):
     X, mask = X[:50], mask[:50]
     learns = name in ONLINE_LEARNERS
     before = None if learns else policy.probabilities(X, mask)
-    assert policy.update(*logged_batches()[N_TRAIN].head(200).args()) is policy
+    batch = logged_batches()[N_TRAIN].head(200)
+    assert policy.update(*batch.args(), **batch.extra(name)) is policy
     if not learns:  # policies that do not learn from logged batches ignore them
         np.testing.assert_array_equal(policy.probabilities(X, mask), before)
 

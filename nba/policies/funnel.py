@@ -1,0 +1,207 @@
+"""A reward model that learns from the funnel's events, not only from the reward: ``lgbm_funnel``.
+
+A message's reward is a rare, noisy sum: the revenue of a conversion that follows perhaps one
+contact in a thousand, less what sending cost. The events before it come far more often and say
+which channel, hour and content a customer answers to: an opened message (seen), a click, then the
+conversion. The decision log holds those events for every decision (``delivered``, ``opened``,
+``clicked``, ``converted``), so the model is factorised along the funnel, each stage fitted on the
+rows that reached it::
+
+    E[r | x, a] = P(opened | x, a) * P(clicked | opened, x, a) * P(converted | clicked, x, a) * v(x)
+                  + E[r - conversion value | x, a]
+
+with ``v(x)`` the expected value of a conversion for the customer (fitted on converted rows) and the
+last term a regression of everything else in the reward (cost, opt-out and churn charges, and any
+revenue the log's reward rule counts besides the message's own conversions) on all rows, no contact
+included. Each stage is a LightGBM model on ``[x, psi(a)]``; the conversion value one on ``x``.
+SquareCB's inverse-gap weighting explores over the scores, as in ``lgbm_squarecb``.
+
+Before ``min_samples`` decisions the policy explores uniformly. Like the other LightGBM bandits it
+keeps what it has learnt from and refits from scratch whenever the data has grown by
+``refit_growth``. Models are saved as LightGBM text, the data as NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import lightgbm as lgb
+import numpy as np
+
+from nba.actions import ActionSpace
+from nba.policies.base import inverse_gap, uniform
+from nba.policies.lgbm import joint_rows, predict_eligible
+from nba.policies.linear import _check_update, action_design
+
+STAGES = ("opened", "clicked", "converted")  # each given the one before (opened: given a contact)
+MODELS = (*STAGES, "value", "rest")
+
+
+@dataclass(frozen=True)
+class FunnelEvents:
+    """What followed each decision of a batch: the funnel's events (bool, (N,)) and the conversion's
+    value ((N,), 0 where there was none). Each event implies the one before it."""
+
+    opened: np.ndarray
+    clicked: np.ndarray
+    converted: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def check(cls, events: Any, actions: np.ndarray) -> FunnelEvents:
+        """Validated events for a batch of ``actions``; raise ValueError naming the field."""
+        if not isinstance(events, FunnelEvents):
+            raise ValueError("events: this policy learns from the funnel's events: pass "
+                             f"events=FunnelEvents(opened, clicked, converted, value), got {type(events).__name__}")
+        n = len(actions)
+        out = {}
+        for name in STAGES:
+            v = np.asarray(getattr(events, name))
+            if v.shape != (n,) or v.dtype != bool:
+                raise ValueError(f"events.{name}: expected a boolean array of shape ({n},), got {v.dtype} {v.shape}")
+            out[name] = v
+        value = np.asarray(events.value, np.float64)
+        if value.shape != (n,) or not np.all(np.isfinite(value)):
+            raise ValueError(f"events.value: expected {n} finite numbers")
+        if np.any(out["opened"] & (actions == 0)):
+            raise ValueError("events.opened: a no-contact decision cannot be opened")
+        if np.any(out["clicked"] & ~out["opened"]) or np.any(out["converted"] & ~out["clicked"]):
+            raise ValueError("events.clicked/converted: each event must follow the one before it "
+                             "(opened, then clicked, then converted)")
+        if np.any(value[~out["converted"]] != 0):
+            raise ValueError("events.value: must be 0 where there was no conversion")
+        return cls(**out, value=value)
+
+
+class LGBMFunnel:
+    """LightGBM funnel model (opened, clicked, converted, value, rest) with SquareCB exploration."""
+
+    name: ClassVar[str] = "lgbm_funnel"
+    learns_from_events: ClassVar[bool] = True
+
+    def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 100, learning_rate: float = 0.1,
+                 num_leaves: int = 31, min_data_in_leaf: int = 50, min_events_in_leaf: float = 20.0,
+                 min_samples: int = 1000,
+                 refit_growth: float = 1.5, gamma_scale: float = 10.0, gamma_exponent: float = 0.5,
+                 seed: int = 0, threads: int = 2) -> None:
+        if min_samples < 1 or refit_growth <= 1.0:
+            raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
+        if num_boost_round < 1 or num_leaves < 2 or min_data_in_leaf < 1:
+            raise ValueError("num_boost_round/num_leaves/min_data_in_leaf: must be >= 1, >= 2 and >= 1")
+        if not min_events_in_leaf >= 0:
+            raise ValueError(f"min_events_in_leaf: must be >= 0, got {min_events_in_leaf!r}")
+        if gamma_scale <= 0:
+            raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
+        self.space, self.dim = space, dim
+        self.params = {"num_boost_round": num_boost_round, "learning_rate": learning_rate, "num_leaves": num_leaves,
+                       "min_data_in_leaf": min_data_in_leaf, "min_events_in_leaf": min_events_in_leaf,
+                       "min_samples": min_samples,
+                       "refit_growth": refit_growth, "gamma_scale": gamma_scale, "gamma_exponent": gamma_exponent,
+                       "seed": seed, "threads": threads}
+        self.psi = action_design(space).astype(np.float32)
+        self.X = np.zeros((0, dim), np.float32)
+        self.actions = np.zeros(0, np.int64)
+        self.rewards = np.zeros(0, np.float64)
+        self.events = {name: np.zeros(0, bool) for name in STAGES}
+        self.value = np.zeros(0, np.float64)
+        self.models: dict[str, lgb.Booster | float] = {}
+        self.fitted_on = 0
+
+    # ------------------------------------------------------------------ model
+    def _lgb_params(self, objective: str) -> dict[str, Any]:
+        p = self.params
+        # a stage's leaf must hold enough *events*, not only rows: for a binary stage the hessian sum is
+        # about rows * rate * (1 - rate), so a leaf of rare events needs proportionally more rows
+        return {"objective": objective, "learning_rate": p["learning_rate"], "num_leaves": p["num_leaves"],
+                "min_data_in_leaf": p["min_data_in_leaf"], "min_sum_hessian_in_leaf": p["min_events_in_leaf"],
+                "seed": p["seed"], "deterministic": True, "num_threads": p["threads"], "verbose": -1}
+
+    def _train(self, objective: str, X: np.ndarray, y: np.ndarray) -> lgb.Booster | float:
+        """A LightGBM model of ``y``, or the mean of ``y`` where too few rows (or no variation) to fit one."""
+        if len(y) < 2 * self.params["min_data_in_leaf"] or np.all(y == y[0]):
+            return float(y.mean()) if len(y) else 0.0
+        data = lgb.Dataset(X, y.astype(np.float64), free_raw_data=True)
+        return lgb.train(self._lgb_params(objective), data, num_boost_round=self.params["num_boost_round"])
+
+    def _fit(self) -> None:
+        rows = joint_rows(self.X, self.psi, self.actions)
+        reached = self.actions > 0  # the first stage's rows: contacts
+        for name in STAGES:
+            y = self.events[name]
+            self.models[name] = self._train("binary", rows[reached], y[reached])
+            reached = y
+        conv = self.events["converted"]
+        self.models["value"] = self._train("regression", self.X[conv], self.value[conv])
+        self.models["rest"] = self._train("regression", rows, self.rewards - self.value)
+        self.fitted_on = len(self.rewards)
+
+    def _predict(self, name: str, X: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        m = self.models[name]
+        if isinstance(m, float):
+            return np.where(ok, m, np.nan)
+        return predict_eligible(m, X, self.psi, ok, np.nan, self.params["threads"])
+
+    def scores(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """(N, A) predicted reward of every action (NaN where ``mask`` is False, if given)."""
+        n, a = X.shape[0], self.space.n_actions
+        mask = np.ones((n, a), bool) if mask is None else mask
+        if not self.models:
+            return np.full((n, a), np.nan)
+        contact = mask.copy()
+        contact[:, 0] = False
+        p = np.ones((n, a))
+        for name in STAGES:
+            p *= np.nan_to_num(self._predict(name, X, contact), nan=0.0)
+        value = self.models["value"]
+        v = np.full(n, value) if isinstance(value, float) else value.predict(np.asarray(X, np.float32),
+                                                                              num_threads=self.params["threads"])
+        out = p * v[:, None] + self._predict("rest", X, mask)
+        return np.where(mask, out, np.nan)
+
+    @property
+    def gamma(self) -> float:
+        return self.params["gamma_scale"] * max(self.fitted_on, 1) ** self.params["gamma_exponent"]
+
+    def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if not self.models:
+            return uniform(mask)
+        return inverse_gap(np.nan_to_num(self.scores(X, mask), nan=-np.inf), mask, self.gamma)
+
+    def update(self, X, actions, rewards, propensities=None, events: FunnelEvents | None = None):
+        X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards, propensities)
+        ev = FunnelEvents.check(events, actions)
+        self.X = np.vstack([self.X, X.astype(np.float32)])
+        self.actions = np.concatenate([self.actions, actions])
+        self.rewards = np.concatenate([self.rewards, rewards])
+        for name in STAGES:
+            self.events[name] = np.concatenate([self.events[name], getattr(ev, name)])
+        self.value = np.concatenate([self.value, ev.value])
+        n = len(self.rewards)
+        if n >= self.params["min_samples"] and n >= self.params["refit_growth"] * self.fitted_on:
+            self._fit()
+        return self
+
+    # ------------------------------------------------------------------ state
+    def get_state(self):
+        params = {"dim": self.dim, **self.params, "fitted_on": self.fitted_on,
+                  "constant_models": {k: m for k, m in self.models.items() if isinstance(m, float)}}
+        arrays = {"X": self.X, "actions": self.actions, "rewards": self.rewards, "value": self.value,
+                  **{f"event_{k}": v for k, v in self.events.items()}}
+        models = {k: m.model_to_string() for k, m in self.models.items() if not isinstance(m, float)}
+        return params, arrays, models
+
+    @classmethod
+    def from_state(cls, space, params, arrays, models):
+        params = dict(params)
+        fitted_on, constants = params.pop("fitted_on"), params.pop("constant_models")
+        policy = cls(space, **params)
+        policy.X = np.array(arrays["X"], np.float32)
+        policy.actions = np.array(arrays["actions"], np.int64)
+        policy.rewards = np.array(arrays["rewards"], np.float64)
+        policy.value = np.array(arrays["value"], np.float64)
+        policy.events = {k: np.array(arrays[f"event_{k}"], bool) for k in STAGES}
+        policy.fitted_on = fitted_on
+        policy.models = {k: (float(constants[k]) if k in constants else lgb.Booster(model_str=models[k]))
+                         for k in MODELS if k in constants or k in models}
+        return policy
