@@ -56,7 +56,7 @@ from envs.simulation import Simulation  # noqa: E402
 from nba.policies import LEARNERS, POLICIES, create  # noqa: E402
 
 NBA = ("uniform_random", "business_as_usual", "rule_based_journey", "linucb", "lints", "lgbm_egreedy",
-       "lgbm_squarecb", "lgbm_funnel", "send_time")  # send_time: LinTS for channel and content, the hour model for the slot
+       "lgbm_squarecb", "lgbm_funnel", "send_time")  # send_time: LinTS, then the hour model for the slot
 VW = ("vw_egreedy", "vw_squarecb")
 MABWISER = ("mabwiser_linucb", "mabwiser_lints")
 ALL = NBA + VW + MABWISER

@@ -18,8 +18,8 @@ from envs.scenario import Scenario
 from envs.simulation import Simulation, StepResult
 from nba.eligibility import send_time
 from nba.features import hour_of_day
+from nba.log.records import FunnelEvents
 from nba.policies import Policy, act
-from nba.policies.funnel import FunnelEvents
 
 POLICY_SALT = 0x5EED  # the policy's generator is seeded apart from the environment's streams
 

@@ -444,8 +444,10 @@ def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress) -
         _fit_offline(policy, **t)
         return {"transitions": float(len(t["actions"]))}
     rows = 0
+    events = getattr(policy, "learns_from_events", False)  # the funnel's events, read beside the rewards
     for step, batch in enumerate(log.iter_batches(rule, chunk_rows=10_000)):
-        policy.update(batch.context, batch.action, batch.reward, batch.propensity)
+        extra = {"events": log.funnel_events(batch, rule.window_h)} if events else {}
+        policy.update(batch.context, batch.action, batch.reward, batch.propensity, **extra)
         digest.add(batch.decision_id)
         rows += len(batch)
         mlflow.log_metric("rows_seen", rows, step=step)

@@ -1,7 +1,16 @@
 """The decision log: one schema written by the simulator, the service and the importer."""
 
 from nba.log.importer import ColumnMapping, import_table
-from nba.log.records import EVENTS, ContactHistory, DecisionRecords, LoggedBatch, OutcomeRecords, RewardRule
+from nba.log.records import (
+    EVENTS,
+    FUNNEL,
+    ContactHistory,
+    DecisionRecords,
+    FunnelEvents,
+    LoggedBatch,
+    OutcomeRecords,
+    RewardRule,
+)
 from nba.log.store import (
     DecisionLog,
     LogLayout,
@@ -15,10 +24,12 @@ from nba.log.store import (
 
 __all__ = [
     "EVENTS",
+    "FUNNEL",
     "ColumnMapping",
     "ContactHistory",
     "DecisionLog",
     "DecisionRecords",
+    "FunnelEvents",
     "LogLayout",
     "LoggedBatch",
     "OutcomeRecords",

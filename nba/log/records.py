@@ -14,11 +14,13 @@ Times are hours since the Unix epoch, UTC (float64), as everywhere in nba.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 # ``churned``: the customer left after the message (the simulator charges its lost future value)
 EVENTS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted", "opted_out", "churned")
+FUNNEL: tuple[str, ...] = ("opened", "clicked", "converted")  # each implies the one before it
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,42 @@ class RewardRule:
     opt_out_value: float = 0.0
     default: float = 0.0
     subtract_cost: bool = True
+
+
+@dataclass(frozen=True)
+class FunnelEvents:
+    """What followed each decision of a batch: the funnel's events (bool, (N,)) and the conversion's
+    value ((N,), 0 where there was none). Each event implies the one before it."""
+
+    opened: np.ndarray
+    clicked: np.ndarray
+    converted: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def check(cls, events: Any, actions: np.ndarray) -> FunnelEvents:
+        """Validated events for a batch of ``actions``; raise ValueError naming the field."""
+        if not isinstance(events, FunnelEvents):
+            raise ValueError("events: this policy learns from the funnel's events: pass "
+                             f"events=FunnelEvents(opened, clicked, converted, value), got {type(events).__name__}")
+        n = len(actions)
+        out = {}
+        for name in FUNNEL:
+            v = np.asarray(getattr(events, name))
+            if v.shape != (n,) or v.dtype != bool:
+                raise ValueError(f"events.{name}: expected a boolean array of shape ({n},), got {v.dtype} {v.shape}")
+            out[name] = v
+        value = np.asarray(events.value, np.float64)
+        if value.shape != (n,) or not np.all(np.isfinite(value)):
+            raise ValueError(f"events.value: expected {n} finite numbers")
+        if np.any(out["opened"] & (actions == 0)):
+            raise ValueError("events.opened: a no-contact decision cannot be opened")
+        if np.any(out["clicked"] & ~out["opened"]) or np.any(out["converted"] & ~out["clicked"]):
+            raise ValueError("events.clicked/converted: each event must follow the one before it "
+                             "(opened, then clicked, then converted)")
+        if np.any(value[~out["converted"]] != 0):
+            raise ValueError("events.value: must be 0 where there was no conversion")
+        return cls(**out, value=value)
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from nba.log.records import (
     EVENTS,
+    FUNNEL,
     ContactHistory,
     DecisionRecords,
+    FunnelEvents,
     LoggedBatch,
     OutcomeRecords,
     RewardRule,
@@ -548,6 +550,43 @@ class DecisionLog:
                                     .where(d.decision_id.in_(ids[i : i + _IN_CHUNK])))
                 out.update((r[0], (r[1], int(r[2]), float(r[3]))) for r in rows)
         return out
+
+    def funnel_events(self, batch: LoggedBatch, window_h: float = 72.0) -> FunnelEvents:
+        """The funnel's events (opened, clicked, converted, and the conversions' value) that followed
+        ``batch``'s contacts within ``window_h`` hours of their send time, for learners that fit each
+        stage of the funnel.
+
+        A click counts as an open too (opens go unseen where a mail client blocks tracking). A
+        conversion counts only after a click on the message: one without a click (organic, or
+        credited to the decision by the attribution window alone) is no step of the funnel, and a
+        funnel learner finds it in the rest of the reward instead."""
+        if not (window_h >= 0):
+            raise ValueError(f"window_h: must be >= 0, got {window_h!r}")
+        ids = batch.decision_id.tolist()
+        n = len(ids)
+        o = self.outcomes.c
+        hits: list[Any] = []
+        with self.engine.connect() as conn:
+            for i in range(0, n, _IN_CHUNK):
+                hits += conn.execute(sa.select(o.decision_id, o.event, o.time, o.value)
+                                     .where(o.decision_id.in_(ids[i : i + _IN_CHUNK]), o.event.in_(FUNNEL))).all()
+        flags = {e: np.zeros(n, bool) for e in FUNNEL}
+        value = np.zeros(n)
+        if hits:
+            index = {x: i for i, x in enumerate(ids)}
+            h = list(zip(*hits, strict=True))
+            row = np.fromiter((index[x] for x in h[0]), np.int64, len(hits))
+            event, t, v = np.array(h[1], object), np.array(h[2], np.float64), np.array(h[3], np.float64)
+            start = batch.send_at[row]
+            inside = (t >= start) & (t <= start + window_h) & (batch.action[row] > 0)
+            for e in FUNNEL:
+                flags[e][row[inside & (event == e)]] = True
+            conv = inside & (event == "converted")
+            np.add.at(value, row[conv], v[conv])
+        clicked = flags["clicked"]
+        converted = flags["converted"] & clicked
+        return FunnelEvents(opened=flags["opened"] | clicked, clicked=clicked, converted=converted,
+                            value=np.where(converted, value, 0.0))
 
     def _filters(self, policy: str | None, experiment: str | None, since: float | None,
                  until: float | None) -> list[sa.ColumnElement[bool]]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from nba.actions import ActionSpace
+from nba.log.records import FunnelEvents
 from nba.policies.base import Decisions, Explore, Policy, act
 from nba.policies.baselines import BatchAndBlast, BusinessAsUsual, NoContact, RuleBasedJourney, UniformRandom
 from nba.policies.fqi import FittedQ, TwoStageValue
-from nba.policies.funnel import FunnelEvents, LGBMFunnel
+from nba.policies.funnel import LGBMFunnel
 from nba.policies.lgbm import LGBMEpsilonGreedy, LGBMSquareCB
 from nba.policies.linear import LinTS, LinUCB
 from nba.policies.sto import SendTime

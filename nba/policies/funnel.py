@@ -23,55 +23,19 @@ keeps what it has learnt from and refits from scratch whenever the data has grow
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import lightgbm as lgb
 import numpy as np
 
 from nba.actions import ActionSpace
+from nba.log.records import FUNNEL as STAGES
+from nba.log.records import FunnelEvents
 from nba.policies.base import inverse_gap, uniform
-from nba.policies.lgbm import joint_rows, predict_eligible
+from nba.policies.lgbm import joint_rows
 from nba.policies.linear import _check_update, action_design
 
-STAGES = ("opened", "clicked", "converted")  # each given the one before (opened: given a contact)
-MODELS = (*STAGES, "value", "rest")
-
-
-@dataclass(frozen=True)
-class FunnelEvents:
-    """What followed each decision of a batch: the funnel's events (bool, (N,)) and the conversion's
-    value ((N,), 0 where there was none). Each event implies the one before it."""
-
-    opened: np.ndarray
-    clicked: np.ndarray
-    converted: np.ndarray
-    value: np.ndarray
-
-    @classmethod
-    def check(cls, events: Any, actions: np.ndarray) -> FunnelEvents:
-        """Validated events for a batch of ``actions``; raise ValueError naming the field."""
-        if not isinstance(events, FunnelEvents):
-            raise ValueError("events: this policy learns from the funnel's events: pass "
-                             f"events=FunnelEvents(opened, clicked, converted, value), got {type(events).__name__}")
-        n = len(actions)
-        out = {}
-        for name in STAGES:
-            v = np.asarray(getattr(events, name))
-            if v.shape != (n,) or v.dtype != bool:
-                raise ValueError(f"events.{name}: expected a boolean array of shape ({n},), got {v.dtype} {v.shape}")
-            out[name] = v
-        value = np.asarray(events.value, np.float64)
-        if value.shape != (n,) or not np.all(np.isfinite(value)):
-            raise ValueError(f"events.value: expected {n} finite numbers")
-        if np.any(out["opened"] & (actions == 0)):
-            raise ValueError("events.opened: a no-contact decision cannot be opened")
-        if np.any(out["clicked"] & ~out["opened"]) or np.any(out["converted"] & ~out["clicked"]):
-            raise ValueError("events.clicked/converted: each event must follow the one before it "
-                             "(opened, then clicked, then converted)")
-        if np.any(value[~out["converted"]] != 0):
-            raise ValueError("events.value: must be 0 where there was no conversion")
-        return cls(**out, value=value)
+MODELS = (*STAGES, "value", "rest")  # each stage fitted given the one before (opened: given a contact)
 
 
 class LGBMFunnel:
@@ -80,23 +44,22 @@ class LGBMFunnel:
     name: ClassVar[str] = "lgbm_funnel"
     learns_from_events: ClassVar[bool] = True
 
-    def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 100, learning_rate: float = 0.1,
-                 num_leaves: int = 31, min_data_in_leaf: int = 50, min_events_in_leaf: float = 20.0,
-                 min_samples: int = 1000,
+    def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 100, rest_rounds: int = 30,
+                 learning_rate: float = 0.1,
+                 num_leaves: int = 31, min_data_in_leaf: int = 50, min_samples: int = 1000,
                  refit_growth: float = 1.5, gamma_scale: float = 10.0, gamma_exponent: float = 0.5,
                  seed: int = 0, threads: int = 2) -> None:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
-        if num_boost_round < 1 or num_leaves < 2 or min_data_in_leaf < 1:
-            raise ValueError("num_boost_round/num_leaves/min_data_in_leaf: must be >= 1, >= 2 and >= 1")
-        if not min_events_in_leaf >= 0:
-            raise ValueError(f"min_events_in_leaf: must be >= 0, got {min_events_in_leaf!r}")
+        if min(num_boost_round, rest_rounds, min_data_in_leaf) < 1 or num_leaves < 2:
+            raise ValueError("num_boost_round/rest_rounds/num_leaves/min_data_in_leaf: must be >= 1, >= 1, >= 2 "
+                             "and >= 1")
         if gamma_scale <= 0:
             raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
         self.space, self.dim = space, dim
-        self.params = {"num_boost_round": num_boost_round, "learning_rate": learning_rate, "num_leaves": num_leaves,
-                       "min_data_in_leaf": min_data_in_leaf, "min_events_in_leaf": min_events_in_leaf,
-                       "min_samples": min_samples,
+        self.params = {"num_boost_round": num_boost_round, "rest_rounds": rest_rounds, "learning_rate": learning_rate,
+                       "num_leaves": num_leaves,
+                       "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
                        "refit_growth": refit_growth, "gamma_scale": gamma_scale, "gamma_exponent": gamma_exponent,
                        "seed": seed, "threads": threads}
         self.psi = action_design(space).astype(np.float32)
@@ -111,53 +74,64 @@ class LGBMFunnel:
     # ------------------------------------------------------------------ model
     def _lgb_params(self, objective: str) -> dict[str, Any]:
         p = self.params
-        # a stage's leaf must hold enough *events*, not only rows: for a binary stage the hessian sum is
-        # about rows * rate * (1 - rate), so a leaf of rare events needs proportionally more rows
         return {"objective": objective, "learning_rate": p["learning_rate"], "num_leaves": p["num_leaves"],
-                "min_data_in_leaf": p["min_data_in_leaf"], "min_sum_hessian_in_leaf": p["min_events_in_leaf"],
-                "seed": p["seed"], "deterministic": True, "num_threads": p["threads"], "verbose": -1}
+                "min_data_in_leaf": p["min_data_in_leaf"], "seed": p["seed"], "deterministic": True,
+                "num_threads": p["threads"], "verbose": -1}
 
-    def _train(self, objective: str, X: np.ndarray, y: np.ndarray) -> lgb.Booster | float:
+    def _train(self, objective: str, X: np.ndarray, y: np.ndarray, rounds: int) -> lgb.Booster | float:
         """A LightGBM model of ``y``, or the mean of ``y`` where too few rows (or no variation) to fit one."""
         if len(y) < 2 * self.params["min_data_in_leaf"] or np.all(y == y[0]):
             return float(y.mean()) if len(y) else 0.0
         data = lgb.Dataset(X, y.astype(np.float64), free_raw_data=True)
-        return lgb.train(self._lgb_params(objective), data, num_boost_round=self.params["num_boost_round"])
+        return lgb.train(self._lgb_params(objective), data, num_boost_round=rounds)
 
     def _fit(self) -> None:
         rows = joint_rows(self.X, self.psi, self.actions)
         reached = self.actions > 0  # the first stage's rows: contacts
+        rounds = self.params["num_boost_round"]
         for name in STAGES:
             y = self.events[name]
-            self.models[name] = self._train("binary", rows[reached], y[reached])
+            self.models[name] = self._train("binary", rows[reached], y[reached], rounds)
             reached = y
         conv = self.events["converted"]
-        self.models["value"] = self._train("regression", self.X[conv], self.value[conv])
-        self.models["rest"] = self._train("regression", rows, self.rewards - self.value)
+        self.models["value"] = self._train("regression", self.X[conv], self.value[conv], rounds)
+        # the rest (cost, opt-out and churn charges) varies far less across actions than the funnel: a
+        # smaller model, since the four models' predictions are the policy's cost
+        self.models["rest"] = self._train("regression", rows, self.rewards - self.value, self.params["rest_rounds"])
         self.fitted_on = len(self.rewards)
 
-    def _predict(self, name: str, X: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    def _predict(self, name: str, rows: np.ndarray) -> np.ndarray:
         m = self.models[name]
         if isinstance(m, float):
-            return np.where(ok, m, np.nan)
-        return predict_eligible(m, X, self.psi, ok, np.nan, self.params["threads"])
+            return np.full(len(rows), m)
+        return m.predict(rows, num_threads=self.params["threads"])
 
-    def scores(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """(N, A) predicted reward of every action (NaN where ``mask`` is False, if given)."""
+    def scores(self, X: np.ndarray, mask: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
+        """(N, A) predicted reward of every action (NaN where ``mask`` is False, if given).
+
+        The (context, action) rows are built once for the four models that score them, ``chunk``
+        contexts at a time so that memory stays bounded for large batches."""
+        X = np.asarray(X)
         n, a = X.shape[0], self.space.n_actions
         mask = np.ones((n, a), bool) if mask is None else mask
+        out = np.full((n, a), np.nan)
         if not self.models:
-            return np.full((n, a), np.nan)
-        contact = mask.copy()
-        contact[:, 0] = False
-        p = np.ones((n, a))
-        for name in STAGES:
-            p *= np.nan_to_num(self._predict(name, X, contact), nan=0.0)
+            return out
         value = self.models["value"]
-        v = np.full(n, value) if isinstance(value, float) else value.predict(np.asarray(X, np.float32),
-                                                                              num_threads=self.params["threads"])
-        out = p * v[:, None] + self._predict("rest", X, mask)
-        return np.where(mask, out, np.nan)
+        for start in range(0, n, chunk):
+            r, c = np.nonzero(mask[start : start + chunk])
+            rows = joint_rows(X[start + r], self.psi, c)
+            q = self._predict("rest", rows)
+            contact = np.flatnonzero(c > 0)
+            gain = np.ones(len(contact))
+            for name in STAGES:
+                gain *= self._predict(name, rows[contact])
+            xs = X[start : start + chunk]
+            v = (np.full(len(xs), value) if isinstance(value, float)
+                 else value.predict(np.asarray(xs, np.float32), num_threads=self.params["threads"]))
+            q[contact] += gain * v[r[contact]]
+            out[start + r, c] = q
+        return out
 
     @property
     def gamma(self) -> float:

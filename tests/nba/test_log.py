@@ -18,6 +18,7 @@ import pytest
 from nba.log import (
     DecisionLog,
     DecisionRecords,
+    FunnelEvents,
     LoggedBatch,
     LogLayout,
     OutcomeRecords,
@@ -433,3 +434,26 @@ def test_deciding_large_batches_concurrently(log):
         t.join(60)
     assert not errors and sorted(done) == [0, 1, 2, 3]
     assert len({lock_bucket(f"k0-{i}") for i in range(10_000)}) == LOCK_BUCKETS
+
+
+def test_funnel_events_follow_each_decision_within_the_window(log):
+    rec = make_records(40)
+    log.log_decisions(rec)
+    contacts = np.flatnonzero(rec.action > 0)
+    a, b, c, d, late = (str(rec.decision_id[i]) for i in contacts[:5])
+    s = {str(k): float(t) for k, t in zip(rec.decision_id, rec.send_at, strict=True)}
+    ids = [a, a, a, b, c, d, late]  # b: a click with no open tracked
+    events = ["opened", "clicked", "converted", "clicked", "opened", "converted", "opened"]
+    times = [s[a] + 1, s[a] + 2, s[a] + 5, s[b] + 3, s[c] + 0.5, s[d] + 10, s[late] + 100]
+    values = [0, 0, 42.0, 0, 0, 17.5, 0]
+    log.log_outcomes(OutcomeRecords(np.array(ids), np.array(events), np.array(times), np.array(values, float)))
+    batch = log.read()
+    ev = log.funnel_events(batch, window_h=72.0)
+    row = {x: i for i, x in enumerate(batch.decision_id.tolist())}
+    assert {k for k in row if ev.opened[row[k]]} == {a, b, c}  # late: outside the window
+    assert {k for k in row if ev.clicked[row[k]]} == {a, b}
+    assert {k for k in row if ev.converted[row[k]]} == {a}  # d converted without a click: not through the funnel
+    assert ev.value[row[a]] == 42.0 and ev.value.sum() == 42.0
+    FunnelEvents.check(ev, batch.action)  # consistent: what the funnel learner requires
+    with pytest.raises(ValueError, match="^window_h"):
+        log.funnel_events(batch, window_h=-1.0)

@@ -182,6 +182,23 @@ def test_train_two_stage_value_from_a_decision_log(store, tmp_path):
     assert np.all(t["day"] >= 0)
 
 
+def test_train_the_funnel_learner_from_a_decision_log(store, tmp_path):
+    url = f"sqlite:///{tmp_path / 'funnel.db'}"
+    jobs.simulate(url, decisions=3000, seed=6)
+    res = jobs.train("lgbm_funnel", source=url, params={"num_boost_round": 10, "min_data_in_leaf": 20},
+                     register=False)
+    policy = res.policy
+    assert res.metrics["rows"] == 3000 and policy.fitted_on == 3000
+    log = DecisionLog(url)
+    batch = log.read(jobs.reward_rule_for(url))
+    ev = log.funnel_events(batch, jobs.reward_rule_for(url).window_h)
+    # it learnt from the log's own events: the opens, clicks and click-through conversions it holds
+    np.testing.assert_array_equal(policy.events["opened"], ev.opened)
+    np.testing.assert_array_equal(policy.events["converted"], ev.converted)
+    assert 0 < ev.clicked.sum() < ev.opened.sum() < (batch.action > 0).sum()
+    np.testing.assert_array_equal(policy.rewards, batch.reward)
+
+
 def test_simulated_ab_then_promote_from_its_run(store, tmp_path):
     nc = jobs.train("no_contact", decisions=1000).version
     bau = jobs.train("business_as_usual", decisions=1000).version
