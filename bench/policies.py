@@ -9,7 +9,8 @@ Every learner runs in the loop of :func:`envs.rollout.bandit_run` on the default
 ``Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1/30, penalties=True)`` with
 the same seed for all; act on a batch of contexts, step, learn from the realised rewards (by default
 the attributed ones: the revenue of the message's own conversions less cost and penalties, the same
-for every learner); record
+for every learner; ``lgbm_funnel`` also gets the step's funnel events, opened, clicked and converted,
+which a decision log holds and which VW and MABWiser have no way to take); record
 the exact expected reward of the chosen action, of the best eligible action (oracle) and of no
 contact. Peers sit behind nba's policy interface (``bench/peers.py``), so the loop is the same
 code for everyone. Printed for each learner: mean realised reward, mean exact expected reward,
@@ -25,8 +26,8 @@ MABWiser's products are small, and on a shared 2-core machine OpenBLAS's second 
 against other processes (measured at load average 6: nba's linucb 2.6x and MABWiser 10x slower
 with two threads). The load average is printed with the figures.
 
-Targets (issue 3, 2-core machine), for nba's best bandit (highest normalised score among
-linucb, lints, lgbm_egreedy, lgbm_squarecb): normalised score >= 0.85; mean reward >= VW's best;
+Targets (issue 3, 2-core machine), for nba's best bandit (highest normalised score among nba's
+learners run): normalised score >= 0.85; mean reward >= VW's best;
 throughput >= VW's (the faster VW learner) and >= 20x MABWiser's one-at-a-time (the faster one).
 """
 

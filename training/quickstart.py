@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 BASELINES = ("no_contact", "uniform_random", "batch_and_blast", "business_as_usual", "rule_based_journey")
-BANDITS = ("linucb", "lints", "lgbm_egreedy", "lgbm_squarecb", "send_time")
+BANDITS = ("linucb", "lints", "lgbm_egreedy", "lgbm_squarecb", "lgbm_funnel", "send_time")
 FQI_PARAMS = {"iterations": 4, "num_boost_round": 60, "min_data_in_leaf": 400, "max_candidates": 24}
 
 

@@ -44,11 +44,10 @@ class LGBMFunnel:
     name: ClassVar[str] = "lgbm_funnel"
     learns_from_events: ClassVar[bool] = True
 
-    def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 100, rest_rounds: int = 30,
-                 learning_rate: float = 0.1,
-                 num_leaves: int = 31, min_data_in_leaf: int = 50, min_samples: int = 1000,
-                 refit_growth: float = 1.5, gamma_scale: float = 10.0, gamma_exponent: float = 0.5,
-                 seed: int = 0, threads: int = 2) -> None:
+    def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 60, rest_rounds: int = 30,
+                 learning_rate: float = 0.15, num_leaves: int = 15, min_data_in_leaf: int = 50,
+                 min_samples: int = 1000, refit_growth: float = 1.5, gamma_scale: float = 10.0,
+                 gamma_exponent: float = 0.5, seed: int = 0, threads: int = 2) -> None:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
         if min(num_boost_round, rest_rounds, min_data_in_leaf) < 1 or num_leaves < 2:
@@ -58,8 +57,7 @@ class LGBMFunnel:
             raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
         self.space, self.dim = space, dim
         self.params = {"num_boost_round": num_boost_round, "rest_rounds": rest_rounds, "learning_rate": learning_rate,
-                       "num_leaves": num_leaves,
-                       "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
+                       "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
                        "refit_growth": refit_growth, "gamma_scale": gamma_scale, "gamma_exponent": gamma_exponent,
                        "seed": seed, "threads": threads}
         self.psi = action_design(space).astype(np.float32)
@@ -119,18 +117,18 @@ class LGBMFunnel:
             return out
         value = self.models["value"]
         for start in range(0, n, chunk):
-            r, c = np.nonzero(mask[start : start + chunk])
-            rows = joint_rows(X[start + r], self.psi, c)
-            q = self._predict("rest", rows)
-            contact = np.flatnonzero(c > 0)
-            gain = np.ones(len(contact))
+            xs, m = X[start : start + chunk], mask[start : start + chunk]
+            r, c = np.nonzero(m[:, 1:])
+            c += 1  # contacts: the funnel's rows
+            rows = joint_rows(xs[r], self.psi, c)
+            gain = np.ones(len(r))
             for name in STAGES:
-                gain *= self._predict(name, rows[contact])
-            xs = X[start : start + chunk]
+                gain *= self._predict(name, rows)
             v = (np.full(len(xs), value) if isinstance(value, float)
                  else value.predict(np.asarray(xs, np.float32), num_threads=self.params["threads"]))
-            q[contact] += gain * v[r[contact]]
-            out[start + r, c] = q
+            out[start + r, c] = self._predict("rest", rows) + gain * v[r]
+            alone = np.flatnonzero(m[:, 0])  # no contact: the rest alone
+            out[start + alone, 0] = self._predict("rest", joint_rows(xs[alone], self.psi, np.zeros(len(alone), int)))
         return out
 
     @property
