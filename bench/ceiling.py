@@ -10,15 +10,23 @@ expectations. The first figure bounds what a learner with that much data and thi
 reach; the gap to the second is the cost of reward noise. Two more labels: the *attributed* reward
 (the revenue of the message's own conversions less cost and penalties: what the learners learn from
 by default, without the organic purchases' noise) and the exact uplift over no contact.
+
+Then what the oracle owes to each customer's own latent traits: on contexts a month into a stream
+under uniform random contacts, the oracle is scored again with some traits replaced by their
+segment's typical value (affinities and basket at the segment's mean, peak hours at the segment's
+peak, sensitivity 1) when it chooses, and the true traits when its choice is scored. No learner
+sees those traits; a policy that knew everything else exactly would score what "all replaced" does.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import lightgbm as lgb
 import numpy as np
 
+from envs import response
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba.policies.base import masked_argmax
@@ -38,6 +46,42 @@ def logged(sc: Scenario, seed: int, n: int, steps: int, per_context: int):
         for k, v in (("X", X), ("er", er), ("mask", mask), ("a", a), ("r", res.reward), ("att", res.attributed)):
             out[k].append(v)
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def trait_knowledge(sc: Scenario, seed: int, n: int = 20_000, warmup: int = 30) -> None:
+    """Print the oracle's normalised score when it chooses with segment-typical traits in place of some."""
+    sa, space = sc.arrays(), sc.action_space
+    sim = Simulation(sc, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    rng = np.random.default_rng(seed)
+    for _ in range(warmup):  # a month of uniform random contacts: histories, fatigue, opt-outs
+        mask = sim.action_mask()
+        sim.step((np.cumsum(mask / mask.sum(1, keepdims=True), 1) <= rng.random((n, 1))).sum(1))
+    mask, er = sim.action_mask(), sim.expected_rewards()
+    v_nc, v_or = er[:, 0].mean(), np.where(mask, er, -np.inf).max(1).mean()
+    tr, seg = sim.traits, sim.traits.segment.astype(np.intp)
+    f32 = np.float32
+    typical = {
+        "channel_affinity": sa.seg_channel_affinity[seg].astype(f32),
+        "content_affinity": sa.seg_content_affinity[seg].astype(f32),
+        "peak_hour": np.mod(sa.peak_hour[None, :] + sa.peak_shift_h[seg, None], 24.0).astype(f32),
+        "basket": sa.basket[seg].astype(f32),
+        "organic_rate": (-np.log1p(-sa.organic_per_day[seg])).astype(f32),
+        "sensitivity": np.ones(n, f32),
+    }
+    actions = np.where(mask, np.arange(space.n_actions)[None, :], 0)
+
+    def score(replaced: list[str]) -> float:
+        t = dataclasses.replace(tr, **{k: typical[k] for k in replaced})
+        believed = response.expected_reward(sc, sa, space, t, response.moment(sc, sa, t, sim.state, sim.history),
+                                            actions, penalties=True)
+        v = er[np.arange(n), masked_argmax(believed, mask)].mean()
+        return (v - v_nc) / (v_or - v_nc)
+
+    print(f"\noracle choosing with segment-typical traits ({n:,} contexts after {warmup} uniform random steps; "
+          f"V_no_contact {v_nc:.3f}, V_oracle {v_or:.3f}):")
+    for k in typical:
+        print(f"  {k:<18} replaced: normalised score {score([k]):.3f}")
+    print(f"  all replaced:                 normalised score {score(list(typical)):.3f}")
 
 
 def main() -> None:
@@ -77,6 +121,7 @@ def main() -> None:
         v = test["er"][np.arange(n), chosen].mean()
         print(f"greedy on a model of the {label:<22} ({len(y):>9,} rows): normalised score "
               f"{(v - v_nc) / (v_or - v_nc):.3f}")
+    trait_knowledge(sc, args.seed)
 
 
 if __name__ == "__main__":

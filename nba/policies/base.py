@@ -49,7 +49,10 @@ class Policy(Protocol):
 
     def update(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
                propensities: np.ndarray) -> Policy:
-        """Learn from a logged batch; returns self. Policies that do not learn ignore it."""
+        """Learn from a logged batch; returns self. Policies that do not learn ignore it.
+
+        A learner whose class sets ``learns_from_events = True`` also takes the batch's funnel events
+        as ``events=`` (:class:`nba.log.FunnelEvents`), and refuses a batch without them."""
         ...
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:

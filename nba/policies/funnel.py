@@ -1,7 +1,7 @@
 """A reward model that learns from the funnel's events, not only from the reward: ``lgbm_funnel``.
 
-A message's reward is a rare, noisy sum: the revenue of a conversion that follows perhaps one
-contact in a thousand, less what sending cost. The events before it come far more often and say
+A message's reward is a rare, noisy sum: the revenue of a conversion that follows about one contact
+in several hundred, less what sending cost. The events before it come far more often and say
 which channel, hour and content a customer answers to: an opened message (seen), a click, then the
 conversion. The decision log holds those events for every decision (``delivered``, ``opened``,
 ``clicked``, ``converted``), so the model is factorised along the funnel, each stage fitted on the
@@ -93,8 +93,8 @@ class LGBMFunnel:
             reached = y
         conv = self.events["converted"]
         self.models["value"] = self._train("regression", self.X[conv], self.value[conv], rounds)
-        # the rest (cost, opt-out and churn charges) varies far less across actions than the funnel: a
-        # smaller model, since the four models' predictions are the policy's cost
+        # the rest (cost, opt-out and churn charges) varies far less across actions than the funnel: fewer
+        # rounds, since the four models' predictions are what deciding costs
         self.models["rest"] = self._train("regression", rows, self.rewards - self.value, self.params["rest_rounds"])
         self.fitted_on = len(self.rewards)
 
