@@ -9,7 +9,9 @@ fresh contexts: normalised score (V - V_no_contact) / (V_oracle - V_no_contact) 
 expectations. The first figure bounds what a learner with that much data and this model class can
 reach; the gap to the second is the cost of reward noise. Two more labels: the *attributed* reward
 (the revenue of the message's own conversions less cost and penalties: what the learners learn from
-by default, without the organic purchases' noise) and the exact uplift over no contact.
+by default, without the organic purchases' noise) and the exact uplift over no contact. Last, the
+models of ``lgbm_funnel`` fitted on the same rows' attributed rewards and funnel events (opened,
+clicked, converted).
 
 Then what the oracle owes to each customer's own latent traits: on contexts a month into a stream
 under uniform random contacts, the oracle is scored again with some traits replaced by their
@@ -27,25 +29,31 @@ import lightgbm as lgb
 import numpy as np
 
 from envs import response
+from envs.rollout import funnel_events
 from envs.scenario import Scenario
 from envs.simulation import Simulation
+from nba.log.records import FUNNEL, FunnelEvents
 from nba.policies.base import masked_argmax
+from nba.policies.funnel import LGBMFunnel
 from nba.policies.linear import action_design
 
 
 def logged(sc: Scenario, seed: int, n: int, steps: int, per_context: int):
     sim = Simulation(sc, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
     rng = np.random.default_rng(seed)
-    out = {k: [] for k in ("X", "er", "mask", "a", "r", "att")}
+    out = {k: [] for k in ("X", "er", "mask", "a", "r", "att", "events")}
     for _ in range(steps):
         X, er, mask = np.ascontiguousarray(sim.observe()), sim.expected_rewards(), sim.action_mask()
         u = rng.random((n, per_context))
         cdf = np.cumsum(mask / mask.sum(1, keepdims=True), axis=1)
         a = (cdf[:, None, :] <= u[:, :, None]).sum(axis=2)  # uniform over eligible, per_context each
         res = sim.step(a[:, 0])
-        for k, v in (("X", X), ("er", er), ("mask", mask), ("a", a), ("r", res.reward), ("att", res.attributed)):
+        for k, v in (("X", X), ("er", er), ("mask", mask), ("a", a), ("r", res.reward), ("att", res.attributed),
+                     ("events", funnel_events(res))):
             out[k].append(v)
-    return {k: np.concatenate(v) for k, v in out.items()}
+    events = out.pop("events")
+    return {**{k: np.concatenate(v) for k, v in out.items()},
+            "events": FunnelEvents(*(np.concatenate([getattr(e, f) for e in events]) for f in FUNNEL + ("value",)))}
 
 
 def trait_knowledge(sc: Scenario, seed: int, n: int = 20_000, warmup: int = 30) -> None:
@@ -121,6 +129,12 @@ def main() -> None:
         v = test["er"][np.arange(n), chosen].mean()
         print(f"greedy on a model of the {label:<22} ({len(y):>9,} rows): normalised score "
               f"{(v - v_nc) / (v_or - v_nc):.3f}")
+    # lgbm_funnel's models (its defaults) fitted once on the same rows' attributed rewards and funnel events
+    funnel = LGBMFunnel(sc.action_space, sc.feature_spec.dim, min_samples=1)
+    funnel.update(train["X"], train["a"][:, 0], train["att"], events=train["events"])
+    v = test["er"][np.arange(n), masked_argmax(funnel.scores(test["X"], test["mask"]), test["mask"])].mean()
+    print(f"greedy on lgbm_funnel's models of the funnel events ({len(rows):>9,} rows): normalised score "
+          f"{(v - v_nc) / (v_or - v_nc):.3f}")
     trait_knowledge(sc, args.seed)
 
 
