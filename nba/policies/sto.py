@@ -118,8 +118,13 @@ class SendTime:
         out[:, 1:] = (group[..., None] * q).reshape(n, -1)
         return out
 
-    def update(self, X, actions, rewards, propensities=None) -> SendTime:
-        self.first.update(X, actions, rewards, propensities)
+    @property
+    def learns_from_events(self) -> bool:
+        """The first stage's: ``lgbm_funnel`` as the first stage takes the funnel's events."""
+        return getattr(self.first, "learns_from_events", False)
+
+    def update(self, X, actions, rewards, propensities=None, **extra) -> SendTime:
+        self.first.update(X, actions, rewards, propensities, **extra)
         self.model.update(np.asarray(X))
         return self
 

@@ -9,6 +9,7 @@ import pytest
 from envs.rollout import bandit_run, funnel_events
 from envs.scenario import Scenario
 from envs.simulation import Simulation
+from nba import serialization
 from nba.actions import ActionSpace
 from nba.policies import FunnelEvents, create
 from nba.policies.lgbm import joint_rows
@@ -154,3 +155,20 @@ def test_it_learns_online_in_the_bandit_simulator():
     run = bandit_run(sc, p, 4000, batch=2000, seed=0, learn_from="attributed")
     assert p.fitted_on == 4000 and set(p.models) == {"opened", "clicked", "converted", "value", "rest"}
     assert len(run.rewards) == 4000
+
+
+def test_as_the_first_stage_of_send_time_it_gets_the_events(tmp_path):
+    sc = Scenario.default()
+    small = {"num_boost_round": 10, "min_data_in_leaf": 20, "threads": 1}
+    p = create("send_time", sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim, first="lgbm_funnel",
+               first_params=small)
+    assert p.learns_from_events and not create("send_time", sc.action_space, tuple(sc.segments),
+                                               dim=sc.feature_spec.dim).learns_from_events
+    bandit_run(sc, p, 2000, batch=1000, seed=1, learn_from="attributed")
+    assert p.first.fitted_on == 2000 and p.first.events["opened"].sum() > 0
+    with pytest.raises(ValueError, match="^events"):
+        p.update(np.zeros((3, sc.feature_spec.dim)), np.zeros(3, np.int64), np.zeros(3), np.ones(3))
+    sim = Simulation(sc, 9, 300, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    X, mask = sim.observe(), sim.action_mask()
+    serialization.save(p, tmp_path / "p")
+    np.testing.assert_array_equal(serialization.load(tmp_path / "p").probabilities(X, mask), p.probabilities(X, mask))

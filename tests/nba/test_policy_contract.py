@@ -83,9 +83,9 @@ class Batch:
         """The positional arguments of ``Policy.update``."""
         return self.X, self.actions, self.rewards, self.propensities
 
-    def extra(self, name: str) -> dict:
+    def extra(self, policy: Policy) -> dict:
         """The keyword arguments of ``Policy.update``: the funnel's events for learners that take them."""
-        if not getattr(POLICIES[name], "learns_from_events", False):
+        if not getattr(policy, "learns_from_events", False):
             return {}
         return {"events": FunnelEvents(self.opened, self.clicked, self.converted, self.value)}
 
@@ -176,7 +176,7 @@ def train(policy: Policy, batches: tuple[Batch, ...]) -> None:
         policy.fit(X, actions, rewards, X_next, mask_next, terminated)
     else:
         for batch in batches:
-            policy.update(*batch.args(), **batch.extra(policy.name))
+            policy.update(*batch.args(), **batch.extra(policy))
 
 
 @functools.cache
@@ -566,7 +566,7 @@ def test_update_rejects_bad_batches_and_learns_nothing(name, state, bad):
     before = policy.get_state()
     batch = logged_batches()[N_TRAIN].head(50)
     with pytest.raises(ValueError):
-        policy.update(*BAD_UPDATES[bad](batch), **batch.extra(name))
+        policy.update(*BAD_UPDATES[bad](batch), **batch.extra(policy))
     assert_same_state(policy.get_state(), before)  # a rejected batch leaves no trace
 
 
@@ -581,7 +581,7 @@ def test_update_returns_the_policy(name, state):
     learns = name in ONLINE_LEARNERS
     before = None if learns else policy.probabilities(X, mask)
     batch = logged_batches()[N_TRAIN].head(200)
-    assert policy.update(*batch.args(), **batch.extra(name)) is policy
+    assert policy.update(*batch.args(), **batch.extra(policy)) is policy
     if not learns:  # policies that do not learn from logged batches ignore them
         np.testing.assert_array_equal(policy.probabilities(X, mask), before)
 
