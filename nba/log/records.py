@@ -89,7 +89,7 @@ class FunnelEvents:
     def check(cls, events: Any, actions: np.ndarray) -> FunnelEvents:
         """Validated events for a batch of ``actions``; raise ValueError naming the field."""
         if not isinstance(events, FunnelEvents):
-            raise ValueError("events: this policy learns from the funnel's events: pass "
+            raise ValueError("events: a funnel learner needs the batch's funnel events: pass "
                              f"events=FunnelEvents(opened, clicked, converted, value), got {type(events).__name__}")
         n = len(actions)
         out = {}
