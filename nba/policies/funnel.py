@@ -32,7 +32,7 @@ from nba.actions import ActionSpace
 from nba.log.records import FUNNEL as STAGES
 from nba.log.records import FunnelEvents
 from nba.policies.base import inverse_gap, uniform
-from nba.policies.lgbm import joint_rows
+from nba.policies.lgbm import joint_rows, refit_due
 from nba.policies.linear import _check_update, action_design
 
 MODELS = (*STAGES, "value", "rest")  # each stage fitted given the one before (opened: given a contact)
@@ -150,7 +150,7 @@ class LGBMFunnel:
             self.events[name] = np.concatenate([self.events[name], getattr(ev, name)])
         self.value = np.concatenate([self.value, ev.value])
         n = len(self.rewards)
-        if n >= self.params["min_samples"] and n >= self.params["refit_growth"] * self.fitted_on:
+        if refit_due(self.params, n, self.fitted_on):
             self._fit()
         return self
 

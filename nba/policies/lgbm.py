@@ -39,6 +39,12 @@ def regression_params(p: dict[str, Any]) -> dict[str, Any]:
             "num_threads": p["threads"], "verbose": -1}
 
 
+def refit_due(params: dict[str, Any], n: int, fitted_on: int) -> bool:
+    """The geometric refit schedule: ``min_samples`` rewards, then each time the data has grown by
+    ``refit_growth`` since the last fit (total fitting cost stays proportional to the data)."""
+    return n >= params["min_samples"] and n >= params["refit_growth"] * fitted_on
+
+
 def predict_eligible(booster: lgb.Booster, X: np.ndarray, psi: np.ndarray, ok: np.ndarray, fill: float,
                      threads: int, chunk: int = 8192) -> np.ndarray:
     """(N, A) predictions for the (context, action) pairs where ``ok``, ``fill`` elsewhere.
@@ -102,7 +108,7 @@ class _LGBMReward:
         self.actions = np.concatenate([self.actions, actions])
         self.rewards = np.concatenate([self.rewards, rewards])
         n = len(self.rewards)
-        if n >= self.params["min_samples"] and n >= self.params["refit_growth"] * self.fitted_on:
+        if refit_due(self.params, n, self.fitted_on):
             self._fit()
         return self
 
