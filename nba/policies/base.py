@@ -51,8 +51,9 @@ class Policy(Protocol):
                propensities: np.ndarray) -> Policy:
         """Learn from a logged batch; returns self. Policies that do not learn ignore it.
 
-        A learner whose class sets ``learns_from_events = True`` also takes the batch's funnel events
-        as ``events=`` (:class:`nba.log.FunnelEvents`), and refuses a batch without them."""
+        A learner whose ``learns_from_events`` is true (a class attribute, or a property of a wrapper
+        such as ``send_time`` over ``lgbm_funnel``) also takes the batch's funnel events as ``events=``
+        (:class:`nba.log.FunnelEvents`), and refuses a batch without them."""
         ...
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:

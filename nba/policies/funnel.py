@@ -23,7 +23,7 @@ keeps what it has learnt from and refits from scratch whenever the data has grow
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import lightgbm as lgb
 import numpy as np
@@ -32,7 +32,7 @@ from nba.actions import ActionSpace
 from nba.log.records import FUNNEL as STAGES
 from nba.log.records import FunnelEvents
 from nba.policies.base import inverse_gap, uniform
-from nba.policies.lgbm import joint_rows, refit_due
+from nba.policies.lgbm import joint_rows, refit_due, regression_params
 from nba.policies.linear import _check_update, action_design
 
 MODELS = (*STAGES, "value", "rest")  # each stage fitted given the one before (opened: given a contact)
@@ -70,18 +70,13 @@ class LGBMFunnel:
         self.fitted_on = 0
 
     # ------------------------------------------------------------------ model
-    def _lgb_params(self, objective: str) -> dict[str, Any]:
-        p = self.params
-        return {"objective": objective, "learning_rate": p["learning_rate"], "num_leaves": p["num_leaves"],
-                "min_data_in_leaf": p["min_data_in_leaf"], "seed": p["seed"], "deterministic": True,
-                "num_threads": p["threads"], "verbose": -1}
-
     def _train(self, objective: str, X: np.ndarray, y: np.ndarray, rounds: int) -> lgb.Booster | float:
         """A LightGBM model of ``y``, or the mean of ``y`` where too few rows (or no variation) to fit one."""
         if len(y) < 2 * self.params["min_data_in_leaf"] or np.all(y == y[0]):
             return float(y.mean()) if len(y) else 0.0
         data = lgb.Dataset(X, y.astype(np.float64), free_raw_data=True)
-        return lgb.train(self._lgb_params(objective), data, num_boost_round=rounds)
+        params = {**regression_params(self.params), "objective": objective}
+        return lgb.train(params, data, num_boost_round=rounds)
 
     def _fit(self) -> None:
         rows = joint_rows(self.X, self.psi, self.actions)
