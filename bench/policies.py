@@ -3,7 +3,7 @@
     python bench/policies.py [--decisions 100000] [--batch 1000] [--seed 0] [--only NAME,...]
                              [--learn-from attributed|total]
                              [--vw-decisions N] [--mabwiser-decisions N] [--one-at-a-time 500]
-                             [--blas-threads 1] [--mab-alpha 1] [--json PATH]
+                             [--blas-threads 1] [--mab-alpha 1] [--json PATH] [--plot PNG]
 
 Every learner runs in the loop of :func:`envs.rollout.bandit_run` on the default scenario: a
 ``Simulation(scenario, seed, batch, decision_hour=None, replace_rate=1/30, penalties=True)`` with
@@ -16,7 +16,9 @@ contact. Peers sit behind nba's policy interface (``bench/peers.py``), so the lo
 code for everyone. Printed for each learner: mean realised reward, mean exact expected reward,
 the normalised score ``(V - V_no_contact) / (V_oracle - V_no_contact)`` on exact expectations,
 and learn+act throughput (decisions/s: time inside ``act`` and ``update`` only, the simulator
-excluded). MABWiser's one-at-a-time throughput (predict and partial_fit one context at a time)
+excluded). The learning curve is printed beside them: the normalised score of each tenth of the
+run, so the last tenth shows how far a learner has come and the overall score what learning cost on
+the way (``--plot`` draws it). MABWiser's one-at-a-time throughput (predict and partial_fit one context at a time)
 is measured on ``--one-at-a-time`` decisions and extrapolated (its cost per call does not depend
 on how much it has learnt: a fixed-size ridge model per arm). To keep the default run short,
 MABWiser's batch runs stop at ``--mabwiser-decisions`` (20,000; the output says so).
@@ -63,6 +65,7 @@ MABWISER = ("mabwiser_linucb", "mabwiser_lints")
 ALL = NBA + VW + MABWISER
 TARGET_SCORE = 0.85
 TARGET_MAB_RATIO = 20.0
+CURVE_PARTS = 10
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Result:
     normalised_score: float
     decisions_per_s: float
     seconds: float
+    curve: list[float]  # normalised score of each tenth of the run (BanditRun.score_curve)
     extra: dict = field(default_factory=dict)
 
 
@@ -109,7 +113,7 @@ def run_one(name: str, scenario: Scenario, dim: int, decisions: int, batch: int,
         extra = {"mab_alpha": mab_alpha, "mask": "best eligible arm of predict_expectations"}
     return Result(name, family(name), len(run.rewards), float(run.rewards.mean()), float(run.expected.mean()),
                   float(run.oracle.mean()), float(run.no_contact.mean()), run.normalised_score,
-                  run.decisions_per_s, run.seconds, extra)
+                  run.decisions_per_s, run.seconds, run.score_curve(CURVE_PARTS).tolist(), extra)
 
 
 def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int,
@@ -145,16 +149,25 @@ def _fmt_rate(x: float) -> str:
 
 def table(results: list[Result], one_at_a_time: dict[str, dict]) -> str:
     head = (f"{'learner':<20} {'decisions':>9} {'mean reward':>11} {'mean E[r]':>9} {'oracle':>7} "
-            f"{'no contact':>10} {'norm. score':>11} {'decisions/s':>12}")
+            f"{'no contact':>10} {'norm. score':>11} {'last tenth':>10} {'decisions/s':>12}")
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(f"{r.name:<20} {r.decisions:>9,} {r.mean_reward:>11.4f} {r.mean_expected:>9.4f} "
                      f"{r.mean_oracle:>7.4f} {r.mean_no_contact:>10.4f} {r.normalised_score:>11.4f} "
-                     f"{_fmt_rate(r.decisions_per_s):>12}")
+                     f"{r.curve[-1]:>10.4f} {_fmt_rate(r.decisions_per_s):>12}")
     for name, m in one_at_a_time.items():
         label = f"{name} (1 at a time)"
-        lines.append(f"{label:<29} {'':>11} {'':>9} {'':>7} {'':>10} {'':>11} {_fmt_rate(m['decisions_per_s']):>12}"
+        lines.append(f"{label:<29} {'':>11} {'':>9} {'':>7} {'':>10} {'':>11} {'':>10} "
+                     f"{_fmt_rate(m['decisions_per_s']):>12}"
                      f"   measured on {m['decisions_measured']:,} decisions, extrapolated")
+    return "\n".join(lines)
+
+
+def curve_table(results: list[Result]) -> str:
+    """Normalised score of each tenth of every learner's run, one row per learner."""
+    head = f"{'learner':<20} " + " ".join(f"{f'{k + 1}/{CURVE_PARTS}':>6}" for k in range(CURVE_PARTS))
+    lines = [head, "-" * len(head)]
+    lines += [f"{r.name:<20} " + " ".join(f"{x:>6.3f}" for x in r.curve) for r in results]
     return "\n".join(lines)
 
 
@@ -171,8 +184,9 @@ def targets(results: list[Result], one_at_a_time: dict[str, dict]) -> tuple[str,
     ok = best.normalised_score >= TARGET_SCORE
     lines.append(f"nba's best bandit: {best.name} (highest normalised score)")
     lines.append(f"  normalised score             {best.normalised_score:>10.4f}   target >= {TARGET_SCORE:.2f}"
-                 f"   {'PASS' if ok else 'FAIL'}")
-    out["normalised_score"] = {"value": best.normalised_score, "target": TARGET_SCORE, "pass": ok}
+                 f"   {'PASS' if ok else 'FAIL'}   (last tenth of its run: {best.curve[-1]:.4f})")
+    out["normalised_score"] = {"value": best.normalised_score, "target": TARGET_SCORE, "pass": ok,
+                               "last_tenth": best.curve[-1]}
     if vws:
         vbest = max(vws, key=lambda r: r.mean_expected)
         ok = best.mean_expected >= vbest.mean_expected
@@ -216,6 +230,7 @@ def main() -> None:
                     help="the reward every learner learns from (default attributed: the message's own conversions, "
                          "less cost and penalties; total: with organic purchases)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--plot", type=Path, default=None, help="draw every learner's learning curve in this PNG")
     args = ap.parse_args()
 
     names = list(ALL) if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
@@ -296,9 +311,19 @@ def main() -> None:
     print()
     print(table(results, one_at_a_time))
     print()
+    print("learning curve: normalised score of each tenth of the run (the target applies to the whole run)")
+    print(curve_table(results))
+    print()
     text, target_figures = targets(results, one_at_a_time)
     print(text)
     print(f"\nwall time {wall:,.0f} s")
+    if args.plot:
+        from training.plots import score_curves
+
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        score_curves({r.name: r.curve for r in results}, {r.name: r.decisions for r in results}, TARGET_SCORE,
+                     args.plot, f"nba/Bandit-v0, seed {args.seed}: learning {args.learn_from} rewards")
+        print(f"learning curves: {args.plot}")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.rollout import bandit_run, bandit_simulation
+from envs.rollout import BanditRun, bandit_run, bandit_simulation
 from envs.scenario import Scenario
 from nba.policies import create
 
@@ -54,3 +54,37 @@ def test_bandit_run_feeds_the_reward_it_is_told(learn_from):
 def test_bandit_run_rejects_an_unknown_reward_naming_the_field():
     with pytest.raises(ValueError, match="learn_from"):
         bandit_run(SC, Recorder(), decisions=10, batch=10, learn_from="revenue")
+
+
+def _run(expected, oracle, no_contact) -> BanditRun:
+    n = len(expected)
+    zeros = np.zeros(n)
+    return BanditRun(rewards=zeros, expected=np.asarray(expected, float), oracle=np.asarray(oracle, float),
+                     no_contact=np.asarray(no_contact, float), actions=zeros.astype(int), segment=zeros.astype(int),
+                     send_hour=zeros, seconds=1.0)
+
+
+def test_score_curve_scores_each_slice_on_its_own():
+    # no better than no contact for the first 6 decisions, as good as the oracle for the last 4
+    run = _run([0, 0, 0, 0, 0, 0, 2, 2, 2, 2], [2] * 10, [0] * 10)
+    np.testing.assert_allclose(run.score_curve(2), [0.0, 0.8])
+    np.testing.assert_allclose(run.score_curve(5), [0, 0, 0, 1, 1])
+    # 3 parts of 10: 3, 3 and 4 decisions
+    np.testing.assert_allclose(run.score_curve(3), [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(run.score_curve(1), [run.normalised_score])
+    # each slice against its own oracle and no-contact means, not the run's
+    run = _run([1, 1, 3, 3], [2, 2, 5, 5], [0, 0, 1, 1])
+    np.testing.assert_allclose(run.score_curve(2), [0.5, 0.5])
+
+
+def test_score_curve_of_a_real_run_averages_to_its_score():
+    run = bandit_run(SC, Recorder(), decisions=2000, batch=500, seed=3)
+    curve = run.score_curve(4)
+    gains = [run.oracle[i:i + 500].mean() - run.no_contact[i:i + 500].mean() for i in range(0, 2000, 500)]
+    assert np.average(curve, weights=gains) == pytest.approx(run.normalised_score)
+
+
+@pytest.mark.parametrize("parts", [0, 11, -1])
+def test_score_curve_rejects_a_part_count_naming_the_field(parts):
+    with pytest.raises(ValueError, match="parts"):
+        _run([0] * 10, [1] * 10, [0] * 10).score_curve(parts)
