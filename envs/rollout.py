@@ -119,15 +119,15 @@ class BanditRun:
         return float((self.expected.mean() - self.no_contact.mean()) / gain)
 
     def score_curve(self, parts: int = 10) -> np.ndarray:
-        """(parts,) normalised score of each of ``parts`` consecutive, equal slices of the run (the last
-        slice takes the remainder): how far the learner has come, where the overall score also counts
-        what it spent learning."""
+        """(parts,) normalised score of each of ``parts`` consecutive slices of the run, of
+        ``len // parts`` decisions or one more: how far the learner has come, where the overall score
+        also counts what it spent learning."""
         n = len(self.expected)
         if not 1 <= parts <= n:
             raise ValueError(f"parts: must be between 1 and the number of decisions ({n:,}), got {parts!r}")
         edges = (np.arange(parts + 1) * n) // parts
-        sums = [np.add.reduceat(a, edges[:-1]) for a in (self.expected, self.oracle, self.no_contact)]
-        expected, oracle, no_contact = sums
+        expected, oracle, no_contact = (np.add.reduceat(a, edges[:-1]) for a in (self.expected, self.oracle,
+                                                                                  self.no_contact))
         return (expected - no_contact) / (oracle - no_contact)
 
     @property
