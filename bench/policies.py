@@ -18,9 +18,12 @@ the normalised score ``(V - V_no_contact) / (V_oracle - V_no_contact)`` on exact
 and learn+act throughput (decisions/s: time inside ``act`` and ``update`` only, the simulator
 excluded). The learning curve is printed beside them: the normalised score of each tenth of the
 run, so the last tenth shows how far a learner has come and the overall score what learning cost on
-the way (``--plot`` draws it). MABWiser's one-at-a-time throughput (predict and partial_fit one context at a time)
-is measured on ``--one-at-a-time`` decisions and extrapolated (its cost per call does not depend
-on how much it has learnt: a fixed-size ridge model per arm). To keep the default run short,
+the way (``--plot`` draws it). The greedy score beside them is the normalised score of the
+action each learner gave the most probability, on the same contexts: what its model knows, apart
+from what exploring cost (:attr:`envs.rollout.BanditRun.greedy_score`). MABWiser's one-at-a-time
+throughput (predict and partial_fit one context at a time) is measured on ``--one-at-a-time``
+decisions and extrapolated (its cost per call does not depend on how much it has learnt: a
+fixed-size ridge model per arm). To keep the default run short,
 MABWiser's batch runs stop at ``--mabwiser-decisions`` (20,000; the output says so).
 
 BLAS runs one thread by default (``--blas-threads``) for every learner: VW is single-threaded,
@@ -36,6 +39,7 @@ throughput >= VW's (the faster VW learner) and >= 20x MABWiser's one-at-a-time (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
@@ -78,6 +82,7 @@ class Result:
     mean_oracle: float
     mean_no_contact: float
     normalised_score: float
+    greedy_score: float  # BanditRun.greedy_score: the most probable action's, exploration aside
     decisions_per_s: float
     seconds: float
     curve: list[float]  # normalised score of each tenth of the run (BanditRun.score_curve)
@@ -113,7 +118,7 @@ def run_one(name: str, scenario: Scenario, dim: int, decisions: int, batch: int,
         extra = {"mab_alpha": mab_alpha, "mask": "best eligible arm of predict_expectations"}
     return Result(name, family(name), len(run.rewards), float(run.rewards.mean()), float(run.expected.mean()),
                   float(run.oracle.mean()), float(run.no_contact.mean()), run.normalised_score,
-                  run.decisions_per_s, run.seconds, run.score_curve(CURVE_PARTS).tolist(), extra)
+                  run.greedy_score, run.decisions_per_s, run.seconds, run.score_curve(CURVE_PARTS).tolist(), extra)
 
 
 def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int,
@@ -143,21 +148,41 @@ def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: i
 
 
 # ----------------------------------------------------------------------------- report
+def cpu_model() -> str:
+    """The CPU's model name, as Linux reports it (the machine's architecture elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def versions() -> str:
+    """Versions of the libraries the learners' figures depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("numpy", "lightgbm", "vowpalwabbit", "mabwiser"):
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{name} {version(name)}")
+    return ", ".join(out)
+
+
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
 
 
 def table(results: list[Result], one_at_a_time: dict[str, dict]) -> str:
     head = (f"{'learner':<20} {'decisions':>9} {'mean reward':>11} {'mean E[r]':>9} {'oracle':>7} "
-            f"{'no contact':>10} {'norm. score':>11} {'last tenth':>10} {'decisions/s':>12}")
+            f"{'no contact':>10} {'norm. score':>11} {'last tenth':>10} {'greedy':>7} {'decisions/s':>12}")
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(f"{r.name:<20} {r.decisions:>9,} {r.mean_reward:>11.4f} {r.mean_expected:>9.4f} "
                      f"{r.mean_oracle:>7.4f} {r.mean_no_contact:>10.4f} {r.normalised_score:>11.4f} "
-                     f"{r.curve[-1]:>10.4f} {_fmt_rate(r.decisions_per_s):>12}")
+                     f"{r.curve[-1]:>10.4f} {r.greedy_score:>7.4f} {_fmt_rate(r.decisions_per_s):>12}")
     for name, m in one_at_a_time.items():
         label = f"{name} (1 at a time)"
-        lines.append(f"{label:<29} {'':>11} {'':>9} {'':>7} {'':>10} {'':>11} {'':>10} "
+        lines.append(f"{label:<29} {'':>11} {'':>9} {'':>7} {'':>10} {'':>11} {'':>10} {'':>7} "
                      f"{_fmt_rate(m['decisions_per_s']):>12}"
                      f"   measured on {m['decisions_measured']:,} decisions, extrapolated")
     return "\n".join(lines)
@@ -296,6 +321,8 @@ def main() -> None:
           f"machine {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; BLAS threads "
           f"{args.blas_threads or 'library default'}")
+    print(f"CPU {cpu_model()}; {versions()}: LightGBM learners' figures change with the CPU and the library "
+          f"versions (a fit's last bits decide a split, and the run's later contexts follow)")
     load_after = os.getloadavg()
     print(f"load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
           f"{', '.join(f'{x:.1f}' for x in load_after)}: other processes on the machine slow every timing")
@@ -304,7 +331,7 @@ def main() -> None:
         print(f"capped: {', '.join(f'{n} at {plan[n]:,}' for n in capped)} decisions (others {args.decisions:,})")
     print("mean reward: realised; mean E[r]: exact expected reward of the chosen action; oracle / no contact: exact "
           "expected reward of the best eligible action / of no contact on the same contexts; decisions/s: learn+act "
-          "only (simulator excluded)")
+          "only (simulator excluded); greedy: normalised score of the action the learner gave the most probability")
     if any(n in MABWISER for n in names):
         print(f"MABWiser has no eligibility mask: the best eligible arm of predict_expectations is chosen "
               f"(alpha {args.mab_alpha:g}, one ridge model per arm)")
@@ -331,6 +358,7 @@ def main() -> None:
             "command": command,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
                        f"{platform.python_version()}",
+            "cpu": cpu_model(), "versions": versions(),
             "settings": {"decisions": args.decisions, "batch": args.batch, "seed": args.seed, "plan": plan,
                          "learn_from": args.learn_from,
                          "one_at_a_time": args.one_at_a_time, "mab_alpha": args.mab_alpha,

@@ -20,6 +20,7 @@ from nba.eligibility import send_time
 from nba.features import hour_of_day
 from nba.log.records import FunnelEvents
 from nba.policies import Policy, act
+from nba.policies.base import masked_argmax
 
 POLICY_SALT = 0x5EED  # the policy's generator is seeded apart from the environment's streams
 
@@ -105,6 +106,7 @@ class BanditRun:
 
     rewards: np.ndarray  # (T,) realised
     expected: np.ndarray  # (T,) exact expected reward of the chosen action
+    greedy: np.ndarray  # (T,) exact expected reward of the action the policy gave the most probability
     oracle: np.ndarray  # (T,) best eligible expected reward
     no_contact: np.ndarray  # (T,) expected reward of no contact
     actions: np.ndarray  # (T,) chosen action (after the contact policy: a blocked one is 0)
@@ -117,6 +119,13 @@ class BanditRun:
         """(V - V_no_contact) / (V_oracle - V_no_contact), on exact expectations."""
         gain = self.oracle.mean() - self.no_contact.mean()
         return float((self.expected.mean() - self.no_contact.mean()) / gain)
+
+    @property
+    def greedy_score(self) -> float:
+        """Normalised score the policy's most probable action would have earned on the same contexts: what
+        its model knows, without what exploring cost (the contexts still follow the actions taken)."""
+        gain = self.oracle.mean() - self.no_contact.mean()
+        return float((self.greedy.mean() - self.no_contact.mean()) / gain)
 
     def score_curve(self, parts: int = 10) -> np.ndarray:
         """(parts,) normalised score of each of ``parts`` consecutive slices of the run, of
@@ -173,7 +182,8 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
         raise ValueError(f"learn_from: expected one of {LEARN_FROM}, got {learn_from!r}")
     sim = bandit_simulation(scenario, seed, batch)
     rng = policy_rng(seed)
-    out = {k: [] for k in ("rewards", "expected", "oracle", "no_contact", "actions", "segment", "send_hour")}
+    out = {k: [] for k in ("rewards", "expected", "greedy", "oracle", "no_contact", "actions", "segment",
+                           "send_hour")}
     space = sim.space
     spent = 0.0
     for step in range(-(-decisions // batch)):
@@ -194,6 +204,7 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
         spent += time.perf_counter() - t0
         out["rewards"].append(res.reward)
         out["expected"].append(er[rows, d.actions])
+        out["greedy"].append(er[rows, masked_argmax(d.probabilities, mask)])
         out["oracle"].append(np.where(mask, er, -np.inf).max(axis=1))
         out["no_contact"].append(er[:, 0])
         if progress is not None:

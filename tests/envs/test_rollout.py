@@ -8,6 +8,7 @@ import pytest
 from envs.rollout import BanditRun, bandit_run, bandit_simulation
 from envs.scenario import Scenario
 from nba.policies import create
+from nba.policies.base import Explore
 
 SC = Scenario.default()
 
@@ -59,7 +60,8 @@ def test_bandit_run_rejects_an_unknown_reward_naming_the_field():
 def _run(expected, oracle, no_contact) -> BanditRun:
     n = len(expected)
     zeros = np.zeros(n)
-    return BanditRun(rewards=zeros, expected=np.asarray(expected, float), oracle=np.asarray(oracle, float),
+    return BanditRun(rewards=zeros, expected=np.asarray(expected, float), greedy=np.asarray(expected, float),
+                     oracle=np.asarray(oracle, float),
                      no_contact=np.asarray(no_contact, float), actions=zeros.astype(int), segment=zeros.astype(int),
                      send_hour=zeros, seconds=1.0)
 
@@ -88,3 +90,25 @@ def test_score_curve_of_a_real_run_averages_to_its_score():
 def test_score_curve_rejects_a_part_count_naming_the_field(parts):
     with pytest.raises(ValueError, match="parts"):
         _run([0] * 10, [1] * 10, [0] * 10).score_curve(parts)
+
+
+def _rules():
+    return create("business_as_usual", SC.action_space, segments=tuple(SC.segments))
+
+
+def test_greedy_is_the_most_probable_actions_exact_reward():
+    # a deterministic policy's most probable action is the one it takes
+    run = bandit_run(SC, _rules(), decisions=1000, batch=500, seed=4)
+    np.testing.assert_array_equal(run.greedy, run.expected)
+    assert run.greedy_score == pytest.approx(run.normalised_score)
+    # uniform over the eligible actions: every one ties, and the lowest, no contact, is the greedy choice
+    run = bandit_run(SC, Recorder(), decisions=1000, batch=500, seed=4)
+    np.testing.assert_array_equal(run.greedy, run.no_contact)
+    assert run.greedy_score == 0.0
+    assert run.normalised_score < 0.0  # contacting at random costs more than it earns
+    # the rules with half the decisions explored: the greedy choice is the rules' own, and what exploring
+    # cost shows as the gap between the two scores
+    run = bandit_run(SC, Explore(_rules(), epsilon=0.5), decisions=2000,
+                     batch=500, seed=4)
+    assert run.greedy_score > run.normalised_score + 0.05
+    assert not np.array_equal(run.greedy, run.expected)
