@@ -26,6 +26,12 @@ decisions and extrapolated (its cost per call does not depend on how much it has
 fixed-size ridge model per arm). To keep the default run short,
 MABWiser's batch runs stop at ``--mabwiser-decisions`` (20,000; the output says so).
 
+The CPU's model and the libraries' versions are printed with the figures: the LightGBM learners'
+figures have been seen to differ between machines in the second or third digit (on 2026-12-03
+``lgbm_funnel`` scored 0.2013 where it had scored 0.2074 twice on 2026-12-02), while every other
+learner's repeated to the digit. A fit's last bits can decide a split, and the run's later contexts
+follow its decisions: one seed's figure is one trajectory.
+
 BLAS runs one thread by default (``--blas-threads``) for every learner: VW is single-threaded,
 MABWiser's products are small, and on a shared 2-core machine OpenBLAS's second thread spins
 against other processes (measured at load average 6: nba's linucb 2.6x and MABWiser 10x slower
@@ -321,8 +327,7 @@ def main() -> None:
           f"machine {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; BLAS threads "
           f"{args.blas_threads or 'library default'}")
-    print(f"CPU {cpu_model()}; {versions()}: LightGBM learners' figures change with the CPU and the library "
-          f"versions (a fit's last bits decide a split, and the run's later contexts follow)")
+    print(f"CPU {cpu_model()}; {versions()}")
     load_after = os.getloadavg()
     print(f"load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
           f"{', '.join(f'{x:.1f}' for x in load_after)}: other processes on the machine slow every timing")
