@@ -394,7 +394,8 @@ def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, see
     plots.send_hour_heatmap(run.send_hour, run.segment, run.actions > 0, scenario.segments,
                             out / "send_hours.png", f"{policy.name}: local send hour by segment")
     return {"mean_expected_reward": float(run.expected.mean()), "normalised_score": run.normalised_score,
-            "decisions_per_s": run.decisions_per_s, "final_regret": float(regret[-1])}
+            "greedy_score": run.greedy_score, "decisions_per_s": run.decisions_per_s,
+            "final_regret": float(regret[-1])}
 
 
 def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int, seed: int,

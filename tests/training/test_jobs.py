@@ -125,6 +125,10 @@ def test_train_online_logs_curves_and_plots(store):
     assert len(history) == 2 and history[-1].step == 2000
     arts = {a.path for a in client.list_artifacts(res.run_id, "plots")}
     assert {"plots/learning_curve.png", "plots/channel_mix.png", "plots/send_hours.png"} <= arts
+    # LinUCB picks its best upper bound outright: what it took is its greedy choice
+    metrics = client.get_run(res.run_id).data.metrics
+    assert metrics["greedy_score"] == pytest.approx(metrics["normalised_score"])
+    assert metrics["normalised_score"] == pytest.approx(res.metrics["normalised_score"])
 
 
 def test_failed_job_is_marked_failed_and_moves_no_alias(store, monkeypatch):
