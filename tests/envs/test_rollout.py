@@ -108,7 +108,6 @@ def test_greedy_is_the_most_probable_actions_exact_reward():
     assert run.normalised_score < 0.0  # contacting at random costs more than it earns
     # the rules with half the decisions explored: the greedy choice is the rules' own, and what exploring
     # cost shows as the gap between the two scores
-    run = bandit_run(SC, Explore(_rules(), epsilon=0.5), decisions=2000,
-                     batch=500, seed=4)
+    run = bandit_run(SC, Explore(_rules(), epsilon=0.5), decisions=2000, batch=500, seed=4)
     assert run.greedy_score > run.normalised_score + 0.05
     assert not np.array_equal(run.greedy, run.expected)
