@@ -1,6 +1,6 @@
 """Online bandit benchmark on ``nba/Bandit-v0``: nba's policies against Vowpal Wabbit and MABWiser.
 
-    python bench/policies.py [--decisions 100000] [--batch 1000] [--seed 0] [--only NAME,...]
+    python bench/policies.py [--decisions 100000] [--batch 1000] [--seed 0 | --seeds 0,1,2] [--only NAME,...]
                              [--learn-from attributed|total]
                              [--vw-decisions N] [--mabwiser-decisions N] [--one-at-a-time 500]
                              [--blas-threads 1] [--mab-alpha 1] [--json PATH] [--plot PNG]
@@ -30,7 +30,11 @@ The CPU's model and the libraries' versions are printed with the figures: the Li
 figures have been seen to differ between machines in the second or third digit (on 2026-12-03
 ``lgbm_funnel`` scored 0.2013 where it had scored 0.2074 twice on 2026-12-02), while every other
 learner's repeated to the digit. A fit's last bits can decide a split, and the run's later contexts
-follow its decisions: one seed's figure is one trajectory.
+follow its decisions: one seed's figure is one trajectory. ``--seeds 0,1,2,...`` runs every learner
+on each seed's stream and reports the mean over seeds of every figure (the learning curve tenth by
+tenth), with a table of each learner's normalised score per seed and its standard error; the
+targets are then checked on the means. MABWiser's one-at-a-time throughput is measured on the first
+seed only.
 
 BLAS runs one thread by default (``--blas-threads``) for every learner: VW is single-threaded,
 MABWiser's products are small, and on a shared 2-core machine OpenBLAS's second thread spins
@@ -93,6 +97,22 @@ class Result:
     seconds: float
     curve: list[float]  # normalised score of each tenth of the run (BanditRun.score_curve)
     extra: dict = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)  # the seeds whose runs these figures average
+
+
+def pooled(runs: list[Result]) -> Result:
+    """One learner's figures over several seeds' runs: each one the mean of the runs' (the curve tenth by tenth)."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+
+    def mean(name: str) -> float:
+        return float(np.mean([getattr(r, name) for r in runs]))
+
+    return Result(first.name, first.family, first.decisions, mean("mean_reward"), mean("mean_expected"),
+                  mean("mean_oracle"), mean("mean_no_contact"), mean("normalised_score"), mean("greedy_score"),
+                  mean("decisions_per_s"), float(sum(r.seconds for r in runs)),
+                  np.mean([r.curve for r in runs], axis=0).tolist(), first.extra, [s for r in runs for s in r.seeds])
 
 
 def family(name: str) -> str:
@@ -124,7 +144,8 @@ def run_one(name: str, scenario: Scenario, dim: int, decisions: int, batch: int,
         extra = {"mab_alpha": mab_alpha, "mask": "best eligible arm of predict_expectations"}
     return Result(name, family(name), len(run.rewards), float(run.rewards.mean()), float(run.expected.mean()),
                   float(run.oracle.mean()), float(run.no_contact.mean()), run.normalised_score,
-                  run.greedy_score, run.decisions_per_s, run.seconds, run.score_curve(CURVE_PARTS).tolist(), extra)
+                  run.greedy_score, run.decisions_per_s, run.seconds, run.score_curve(CURVE_PARTS).tolist(), extra,
+                  [seed])
 
 
 def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int,
@@ -174,6 +195,10 @@ def versions() -> str:
     return ", ".join(out)
 
 
+def seed_words(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {', '.join(map(str, seeds))}"
+
+
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -191,6 +216,19 @@ def table(results: list[Result], one_at_a_time: dict[str, dict]) -> str:
         lines.append(f"{label:<29} {'':>11} {'':>9} {'':>7} {'':>10} {'':>11} {'':>10} {'':>7} "
                      f"{_fmt_rate(m['decisions_per_s']):>12}"
                      f"   measured on {m['decisions_measured']:,} decisions, extrapolated")
+    return "\n".join(lines)
+
+
+def seed_table(runs: dict[str, list[Result]]) -> str:
+    """Normalised score of every learner on each seed, with the mean and its standard error."""
+    seeds = [s for r in next(iter(runs.values())) for s in r.seeds]
+    head = (f"{'learner':<20} " + " ".join(f"{f'seed {s}':>8}" for s in seeds)
+            + f" {'mean':>8} {'std. err.':>9}")
+    lines = [head, "-" * len(head)]
+    for name, rs in runs.items():
+        x = np.array([r.normalised_score for r in rs])
+        se = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+        lines.append(f"{name:<20} " + " ".join(f"{v:>8.4f}" for v in x) + f" {x.mean():>8.4f} {se:>9.4f}")
     return "\n".join(lines)
 
 
@@ -248,6 +286,8 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=100_000, help="decisions per learner (default 100,000)")
     ap.add_argument("--batch", type=int, default=1000, help="contexts per act/learn round (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds: run every learner on each, report the means (overrides --seed)")
     ap.add_argument("--only", type=str, default=None, help=f"comma-separated learners; default all: {','.join(ALL)}")
     ap.add_argument("--vw-decisions", type=int, default=0, help="cap VW's decisions (default 0: --decisions)")
     ap.add_argument("--mabwiser-decisions", type=int, default=20_000,
@@ -270,6 +310,13 @@ def main() -> None:
         ap.error(f"--only: unknown learner(s) {unknown}; valid: {','.join(ALL)}")
     if args.decisions < 1 or args.batch < 1:
         ap.error("--decisions and --batch must be >= 1")
+    try:
+        seeds = [args.seed] if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        ap.error(f"--seeds: expected distinct comma-separated integers, got {args.seeds!r}")
+    args.seed = seeds[0]
 
     from rich.progress import (
         BarColumn,
@@ -286,7 +333,7 @@ def main() -> None:
         threadpool_limits(args.blas_threads, user_api="blas")
     load_before = os.getloadavg()
     scenario = Scenario.default()
-    dim = Simulation(scenario, args.seed, 1, decision_hour=None).observe().shape[1]
+    dim = Simulation(scenario, seeds[0], 1, decision_hour=None).observe().shape[1]
     plan = {}
     for n in names:
         cap = args.vw_decisions if n in VW else args.mabwiser_decisions if n in MABWISER else None
@@ -294,24 +341,25 @@ def main() -> None:
     oaat = [n for n in names if n in MABWISER] if args.one_at_a_time > 0 else []
 
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
-    results: list[Result] = []
+    runs: dict[str, list[Result]] = {n: [] for n in names}
     one_at_a_time: dict[str, dict] = {}
     t_start = time.perf_counter()
     columns = (TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TextColumn("decisions"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as progress:
-        tasks = {n: progress.add_task(n, total=plan[n]) for n in names}
+        tasks = {n: progress.add_task(n, total=plan[n] * len(seeds)) for n in names}
         rows = min(args.batch, args.one_at_a_time)
         one_tasks = {n: progress.add_task(f"{n} (1 at a time)", total=-(-args.one_at_a_time // rows) * rows)
                      for n in oaat}
 
-        def advance(task, total, per_step):
-            return lambda step: progress.update(task, completed=min((step + 1) * per_step, total))
+        def advance(task, total, per_step, before=0):
+            return lambda step: progress.update(task, completed=before + min((step + 1) * per_step, total))
 
         for n in names:
-            results.append(run_one(n, scenario, dim, plan[n], args.batch, args.seed, args.mab_alpha, args.learn_from,
-                                   advance(tasks[n], plan[n], args.batch)))
-            r = results[-1]
+            for k, seed in enumerate(seeds):
+                runs[n].append(run_one(n, scenario, dim, plan[n], args.batch, seed, args.mab_alpha, args.learn_from,
+                                       advance(tasks[n], plan[n], args.batch, before=k * plan[n])))
+            r = pooled(runs[n])
             progress.update(tasks[n], description=f"{n}: {r.normalised_score:+.3f}, {r.decisions_per_s:,.0f}/s")
         for n in oaat:
             total = progress.tasks[one_tasks[n]].total
@@ -319,11 +367,12 @@ def main() -> None:
                                                       args.mab_alpha, args.learn_from,
                                                       advance(one_tasks[n], total, rows))
     wall = time.perf_counter() - t_start
+    results = [pooled(runs[n]) for n in names]
 
     print()
     print(f"command: {command}")
     print(f"nba/Bandit-v0, default scenario: {scenario.action_space.n_actions} actions, {dim} context features; "
-          f"seed {args.seed}, batch {args.batch}; learning from {args.learn_from} rewards; "
+          f"{seed_words(seeds)}, batch {args.batch}; learning from {args.learn_from} rewards; "
           f"machine {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; BLAS threads "
           f"{args.blas_threads or 'library default'}")
@@ -343,6 +392,10 @@ def main() -> None:
     print()
     print(table(results, one_at_a_time))
     print()
+    if len(seeds) > 1:
+        print(f"normalised score on each seed (the table above: means over the {len(seeds)} seeds)")
+        print(seed_table(runs))
+        print()
     print("learning curve: normalised score of each tenth of the run (the target applies to the whole run)")
     print(curve_table(results))
     print()
@@ -354,7 +407,7 @@ def main() -> None:
 
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         score_curves({r.name: r.curve for r in results}, {r.name: r.decisions for r in results}, TARGET_SCORE,
-                     args.plot, f"nba/Bandit-v0, seed {args.seed}: learning {args.learn_from} rewards")
+                     args.plot, f"nba/Bandit-v0, {seed_words(seeds)}: learning {args.learn_from} rewards")
         print(f"learning curves: {args.plot}")
 
     if args.json:
@@ -364,13 +417,14 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
                        f"{platform.python_version()}",
             "cpu": cpu_model(), "versions": versions(),
-            "settings": {"decisions": args.decisions, "batch": args.batch, "seed": args.seed, "plan": plan,
+            "settings": {"decisions": args.decisions, "batch": args.batch, "seeds": seeds, "plan": plan,
                          "learn_from": args.learn_from,
                          "one_at_a_time": args.one_at_a_time, "mab_alpha": args.mab_alpha,
                          "blas_threads": args.blas_threads, "load_average_before": load_before,
                          "load_average_after": load_after,
                          "n_actions": scenario.action_space.n_actions, "dim": dim},
             "results": [vars(r) for r in results],
+            "runs_per_seed": {n: [vars(r) for r in rs] for n, rs in runs.items()} if len(seeds) > 1 else None,
             "mabwiser_one_at_a_time": one_at_a_time,
             "targets": target_figures,
             "wall_seconds": wall,
