@@ -219,9 +219,9 @@ def table(results: list[Result], one_at_a_time: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def seed_table(runs: dict[str, list[Result]]) -> str:
-    """Normalised score of every learner on each seed, with the mean and its standard error."""
-    seeds = [s for r in next(iter(runs.values())) for s in r.seeds]
+def seed_table(runs: dict[str, list[Result]], seeds: list[int]) -> str:
+    """Normalised score of every learner on each of ``seeds`` (its runs, in that order), with the mean and
+    its standard error."""
     head = (f"{'learner':<20} " + " ".join(f"{f'seed {s}':>8}" for s in seeds)
             + f" {'mean':>8} {'std. err.':>9}")
     lines = [head, "-" * len(head)]
@@ -316,7 +316,6 @@ def main() -> None:
         ap.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
     if not seeds or len(set(seeds)) != len(seeds):
         ap.error(f"--seeds: expected distinct comma-separated integers, got {args.seeds!r}")
-    args.seed = seeds[0]
 
     from rich.progress import (
         BarColumn,
@@ -363,7 +362,7 @@ def main() -> None:
             progress.update(tasks[n], description=f"{n}: {r.normalised_score:+.3f}, {r.decisions_per_s:,.0f}/s")
         for n in oaat:
             total = progress.tasks[one_tasks[n]].total
-            one_at_a_time[n] = mabwiser_one_at_a_time(n, scenario, dim, args.one_at_a_time, args.batch, args.seed,
+            one_at_a_time[n] = mabwiser_one_at_a_time(n, scenario, dim, args.one_at_a_time, args.batch, seeds[0],
                                                       args.mab_alpha, args.learn_from,
                                                       advance(one_tasks[n], total, rows))
     wall = time.perf_counter() - t_start
@@ -376,7 +375,8 @@ def main() -> None:
           f"machine {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; BLAS threads "
           f"{args.blas_threads or 'library default'}")
-    print(f"CPU {cpu_model()}; {versions()}")
+    cpu, libraries = cpu_model(), versions()
+    print(f"CPU {cpu}; {libraries}")
     load_after = os.getloadavg()
     print(f"load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
           f"{', '.join(f'{x:.1f}' for x in load_after)}: other processes on the machine slow every timing")
@@ -394,7 +394,7 @@ def main() -> None:
     print()
     if len(seeds) > 1:
         print(f"normalised score on each seed (the table above: means over the {len(seeds)} seeds)")
-        print(seed_table(runs))
+        print(seed_table(runs, seeds))
         print()
     print("learning curve: normalised score of each tenth of the run (the target applies to the whole run)")
     print(curve_table(results))
@@ -416,7 +416,7 @@ def main() -> None:
             "command": command,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
                        f"{platform.python_version()}",
-            "cpu": cpu_model(), "versions": versions(),
+            "cpu": cpu, "versions": libraries,
             "settings": {"decisions": args.decisions, "batch": args.batch, "seeds": seeds, "plan": plan,
                          "learn_from": args.learn_from,
                          "one_at_a_time": args.one_at_a_time, "mab_alpha": args.mab_alpha,

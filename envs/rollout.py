@@ -114,18 +114,21 @@ class BanditRun:
     send_hour: np.ndarray  # (T,) local hour at which the chosen action sends (float)
     seconds: float  # time spent in the policy (act + update)
 
+    def _normalised(self, values: np.ndarray) -> float:
+        """(mean(values) - V_no_contact) / (V_oracle - V_no_contact) over the run."""
+        base = self.no_contact.mean()
+        return float((values.mean() - base) / (self.oracle.mean() - base))
+
     @property
     def normalised_score(self) -> float:
         """(V - V_no_contact) / (V_oracle - V_no_contact), on exact expectations."""
-        gain = self.oracle.mean() - self.no_contact.mean()
-        return float((self.expected.mean() - self.no_contact.mean()) / gain)
+        return self._normalised(self.expected)
 
     @property
     def greedy_score(self) -> float:
         """Normalised score the policy's most probable action would have earned on the same contexts: what
         its model knows, without what exploring cost (the contexts still follow the actions taken)."""
-        gain = self.oracle.mean() - self.no_contact.mean()
-        return float((self.greedy.mean() - self.no_contact.mean()) / gain)
+        return self._normalised(self.greedy)
 
     def score_curve(self, parts: int = 10) -> np.ndarray:
         """(parts,) normalised score of each of ``parts`` consecutive slices of the run, of
