@@ -1,6 +1,6 @@
 """How much of the oracle's uplift can a policy reach from observations alone?
 
-    python bench/ceiling.py [--contexts 100000] [--actions-per-context 1]
+    python bench/ceiling.py [--contexts 100000] [--actions-per-context 1] [--blind-seeds 0,1,2] [--draws 64]
 
 Logs ``--contexts`` decisions on ``nba/Bandit-v0`` under uniform random actions, fits a LightGBM
 reward model on ``[x, psi(a)]`` once with the *exact expected* reward as label (what no learner
@@ -18,6 +18,14 @@ under uniform random contacts, the oracle is scored again with some traits repla
 segment's typical value (affinities and basket at the segment's mean, peak hours at the segment's
 peak, sensitivity 1) when it chooses, and the true traits when its choice is scored. No learner
 sees those traits; a policy that knew everything else exactly would score what "all replaced" does.
+
+Last, a bound that lets the observer learn: the one of :class:`envs.oracle.ContentPosterior`, which
+knows every latent trait but content affinity and infers that from each customer's clicks by exact
+Bayes (``--draws`` prior samples per customer and content), acts on the bench's own stream
+(``nba/Bandit-v0``, 100 decisions of 1,000 rows, as ``bench/policies.py`` runs every learner) and is
+scored as the learners are (:func:`envs.oracle.content_blind_score`), on each of ``--blind-seeds``;
+on the first seed also without learning (the prior alone) and learning from a click drawn for every
+message sent, as if every one had been seen. About two minutes a run at 64 draws.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import lightgbm as lgb
 import numpy as np
 
 from envs import response
+from envs.oracle import content_blind_score
 from envs.rollout import funnel_events
 from envs.scenario import Scenario
 from envs.simulation import Simulation
@@ -98,7 +107,16 @@ def main() -> None:
     ap.add_argument("--actions-per-context", type=int, default=1,
                     help="exact-label rows per logged context (realised rewards exist for the first only)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--blind-seeds", default="0,1,2",
+                    help="streams on which the content-blind observer runs, comma-separated ('' for none)")
+    ap.add_argument("--draws", type=int, default=64, help="the content-blind observer's prior draws")
     args = ap.parse_args()
+    try:
+        blind_seeds = [int(x) for x in args.blind_seeds.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--blind-seeds: expected comma-separated integers, got {args.blind_seeds!r}")
+    if args.draws < 1:
+        ap.error(f"--draws: must be >= 1, got {args.draws}")
     sc = Scenario.default()
     psi = action_design(sc.action_space).astype(np.float32)
     batch = 2000
@@ -136,6 +154,25 @@ def main() -> None:
     print(f"greedy on lgbm_funnel's models of the funnel events ({len(rows):>9,} rows): normalised score "
           f"{(v - v_nc) / (v_or - v_nc):.3f}")
     trait_knowledge(sc, args.seed)
+    content_blind(sc, blind_seeds, args.draws)
+
+
+def content_blind(sc: Scenario, seeds: list[int], draws: int) -> None:
+    """Print the content-blind observer's normalised score on the bench's stream of each seed."""
+    if not seeds:
+        return
+    print(f"\nknowing every trait but content affinity, learning it from clicks by exact Bayes ({draws} draws), "
+          "on the bench's stream (1,000 rows x 100 decisions):")
+    scores = []
+    for seed in seeds:
+        scores.append(content_blind_score(sc, seed, draws=draws))
+        print(f"  seed {seed}: normalised score {scores[-1]:.3f}", flush=True)
+    if len(scores) > 1:
+        print(f"  mean {np.mean(scores):.3f} (standard error {np.std(scores, ddof=1) / np.sqrt(len(scores)):.3f})")
+    alone = content_blind_score(sc, seeds[0], draws=draws, prior=True)
+    print(f"  seed {seeds[0]}, the prior alone (no learning): {alone:.3f}")
+    print(f"  seed {seeds[0]}, a click drawn for every message sent, as if all were seen: "
+          f"{content_blind_score(sc, seeds[0], draws=draws, all_seen=True):.3f}")
 
 
 if __name__ == "__main__":
