@@ -4,6 +4,11 @@ Evaluation only — it reads ground truth no real policy can see — and it acts
 current contexts (the ``X`` it is given must be that simulation's observations). It gives the
 ``V_oracle`` of the normalised score ``(V - V_no_contact) / (V_oracle - V_no_contact)`` in bandit
 runs; in journeys it is myopic (the best immediate reward), not optimal over the horizon.
+
+:class:`ContentPosterior` is a weaker observer that still knows more than any policy can: every latent
+trait but each customer's content affinities, which it infers from the customer's clicks by exact
+Bayes. :func:`content_blind_score` runs it on the bandit stream: an upper reference for what
+learning from a customer's history can reach (``bench/ceiling.py``).
 """
 
 from __future__ import annotations
