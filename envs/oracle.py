@@ -20,6 +20,7 @@ import numpy as np
 
 from envs import population, response
 from envs.population import Traits
+from envs.rollout import bandit_simulation
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba.policies.base import greedy, masked_argmax
@@ -66,10 +67,9 @@ class ContentPosterior:
         if z.shape != (n, k, draws):
             raise ValueError(f"z: expected shape {(n, k, draws)}, got {z.shape}")
         self.scenario, self.arrays = scenario, scenario.arrays()
-        self.z = np.asarray(z, np.float64)
         self.loglik = np.zeros((n, k, draws))
         sigma = scenario.population.affinity_sigma
-        self._factor = np.exp(sigma * self.z - sigma**2 / 2)  # (n, K, draws), mean 1 under the prior
+        self._factor = np.exp(sigma * np.asarray(z, np.float64) - sigma**2 / 2)  # (n, K, draws), mean 1 a priori
 
     def affinities(self, segment: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
         """(len(rows), K, draws) sampled affinities of ``rows`` whose segments are ``segment``."""
@@ -129,8 +129,8 @@ def content_blind_score(scenario: Scenario, seed: int = 0, batch: int = 1000, st
     from a click drawn for every message sent, as if every one had been seen (far more than any log
     holds: about 15 % of messages are seen).
     """
-    from envs.rollout import bandit_simulation
-
+    if batch < 1 or steps < 1:
+        raise ValueError(f"batch and steps: must be >= 1, got {batch!r} and {steps!r}")
     sim = bandit_simulation(scenario, seed, batch)
     post = ContentPosterior(scenario, batch, draws, seed)
     rng = np.random.default_rng([seed, 0xB1])

@@ -96,5 +96,7 @@ def test_content_posterior_refuses_bad_arguments():
         ContentPosterior(sc, 10, draws=0)
     with pytest.raises(ValueError, match="z: expected shape"):
         ContentPosterior(sc, 10, draws=2, z=np.zeros((10, 3, 2)))
+    with pytest.raises(ValueError, match="batch and steps"):
+        content_blind_score(sc, steps=0)
     with pytest.raises(ValueError, match="sim: expected 10 rows"):
         ContentPosterior(sc, 10, draws=2).expected_rewards(_sim(20))
