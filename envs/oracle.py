@@ -85,7 +85,8 @@ class ContentPosterior:
         k = space.content_of[actions[rows]].astype(np.intp)
         p = np.minimum(np.asarray(p_click, np.float64)[rows], 1.0 - 1e-12)
         lam = -np.log1p(-p) / traits.content_affinity[rows, k].astype(np.float64)  # the intensity, affinity apart
-        a = self.affinities(traits.segment[rows], rows)[np.arange(rows.size), k]  # (rows, draws)
+        seg = traits.segment[rows].astype(np.intp)
+        a = self.arrays.seg_content_affinity[seg, k][:, None] * self._factor[rows, k]  # (rows, draws)
         la = lam[:, None] * a
         self.loglik[rows, k] += np.where(np.asarray(clicked, bool)[rows, None], np.log(-np.expm1(-la)), -la)
         if replaced is not None:
