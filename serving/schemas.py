@@ -138,9 +138,3 @@ class FeedbackResponse(BaseModel):
     decision_id: str
     event: str
     recorded: bool
-
-
-class ErrorResponse(BaseModel):
-    """A rejected request: ``error`` names the field."""
-
-    error: str
