@@ -71,9 +71,14 @@ class ContentPosterior:
         sigma = scenario.population.affinity_sigma
         self._factor = np.exp(sigma * np.asarray(z, np.float64) - sigma**2 / 2)  # (n, K, draws), mean 1 a priori
 
-    def affinities(self, segment: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """(len(rows), K, draws) sampled affinities of ``rows`` whose segments are ``segment``."""
-        return self.arrays.seg_content_affinity[np.asarray(segment, np.intp)][:, :, None] * self._factor[rows]
+    def affinities(self, segment: np.ndarray, rows: np.ndarray | slice = slice(None),
+                   content: np.ndarray | None = None) -> np.ndarray:
+        """(len(rows), K, draws) sampled affinities of ``rows`` whose segments are ``segment``; given
+        ``content`` (one index per row), only that content's, (len(rows), draws)."""
+        seg = np.asarray(segment, np.intp)
+        if content is None:
+            return self.arrays.seg_content_affinity[seg][:, :, None] * self._factor[rows]
+        return self.arrays.seg_content_affinity[seg, content][:, None] * self._factor[rows, content]
 
     def observe(self, traits: Traits, actions: np.ndarray, p_click: np.ndarray, seen: np.ndarray,
                 clicked: np.ndarray, replaced: np.ndarray | None = None) -> None:
@@ -85,8 +90,7 @@ class ContentPosterior:
         k = space.content_of[actions[rows]].astype(np.intp)
         p = np.minimum(np.asarray(p_click, np.float64)[rows], 1.0 - 1e-12)
         lam = -np.log1p(-p) / traits.content_affinity[rows, k].astype(np.float64)  # the intensity, affinity apart
-        seg = traits.segment[rows].astype(np.intp)
-        a = self.arrays.seg_content_affinity[seg, k][:, None] * self._factor[rows, k]  # (rows, draws)
+        a = self.affinities(traits.segment[rows], rows, content=k)  # (rows, draws)
         la = lam[:, None] * a
         self.loglik[rows, k] += np.where(np.asarray(clicked, bool)[rows, None], np.log(-np.expm1(-la)), -la)
         if replaced is not None:
