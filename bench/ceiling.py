@@ -89,12 +89,15 @@ def trait_knowledge(sc: Scenario, seed: int, n: int = 20_000, warmup: int = 30) 
     }
     actions = np.where(mask, np.arange(space.n_actions)[None, :], 0)
 
-    def score(replaced: list[str]) -> float:
-        t = dataclasses.replace(tr, **{k: typical[k] for k in replaced})
-        believed = response.expected_reward(sc, sa, space, t, response.moment(sc, sa, t, sim.state, sim.history),
-                                            actions, penalties=True)
+    def scored(believed: np.ndarray) -> float:
+        """Normalised score, on the true expected rewards, of the eligible action ``believed`` rates best."""
         v = er[np.arange(n), masked_argmax(believed, mask)].mean()
         return (v - v_nc) / (v_or - v_nc)
+
+    def score(replaced: list[str]) -> float:
+        t = dataclasses.replace(tr, **{k: typical[k] for k in replaced})
+        return scored(response.expected_reward(sc, sa, space, t, response.moment(sc, sa, t, sim.state, sim.history),
+                                               actions, penalties=True))
 
     print(f"\noracle choosing with segment-typical traits ({n:,} contexts after {warmup} uniform random steps; "
           f"V_no_contact {v_nc:.3f}, V_oracle {v_or:.3f}):")
@@ -103,9 +106,7 @@ def trait_knowledge(sc: Scenario, seed: int, n: int = 20_000, warmup: int = 30) 
     print(f"  all replaced:                 normalised score {score(list(typical)):.3f}")
     # the true traits, but the objective the learners learn from: no organic purchases, no discount lost on them
     attributed = response.expected_attributed_reward(sc, sa, space, tr, sim.moment, actions, penalties=True)
-    v = er[np.arange(n), masked_argmax(attributed, mask)].mean()
-    print(f"  none replaced, choosing on the expected attributed reward: normalised score "
-          f"{(v - v_nc) / (v_or - v_nc):.3f}")
+    print(f"  none replaced, choosing on the expected attributed reward: normalised score {scored(attributed):.3f}")
 
 
 def main() -> None:
