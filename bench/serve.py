@@ -30,15 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SEGMENTS = ("genz", "millennial", "genx", "senior")
 ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC", "+05:30", "America/Los_Angeles")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_registry(root: Path, policy: str) -> str:

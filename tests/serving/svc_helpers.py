@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,14 +16,10 @@ import httpx
 import psutil
 import pytest
 
+from serving.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("NBA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def postgres_or_skip() -> str:
