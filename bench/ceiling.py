@@ -40,6 +40,7 @@ import numpy as np
 
 from envs import response
 from envs.oracle import content_blind_score
+from envs.random import purpose_code
 from envs.rollout import funnel_events
 from envs.scenario import Scenario
 from envs.simulation import Simulation
@@ -48,10 +49,12 @@ from nba.policies.base import masked_argmax
 from nba.policies.funnel import LGBMFunnel
 from nba.policies.linear import action_design
 
+BLIND = "ceiling/content-blind"  # the content-blind observer's stream of customers
 
-def logged(sc: Scenario, seed: int, n: int, steps: int, per_context: int):
-    sim = Simulation(sc, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
-    rng = np.random.default_rng(seed)
+
+def logged(sc: Scenario, seed: int, purpose: str, n: int, steps: int, per_context: int):
+    sim = Simulation(sc, seed, n, purpose=purpose, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    rng = np.random.default_rng([seed, purpose_code(purpose)])
     out = {k: [] for k in ("X", "er", "mask", "a", "r", "att", "events")}
     for _ in range(steps):
         X, er, mask = np.ascontiguousarray(sim.observe()), sim.expected_rewards(), sim.action_mask()
@@ -70,8 +73,8 @@ def logged(sc: Scenario, seed: int, n: int, steps: int, per_context: int):
 def trait_knowledge(sc: Scenario, seed: int, n: int = 20_000, warmup: int = 30) -> None:
     """Print the oracle's normalised score when it chooses with segment-typical traits in place of some."""
     sa, space = sc.arrays(), sc.action_space
-    sim = Simulation(sc, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
-    rng = np.random.default_rng(seed)
+    sim = Simulation(sc, seed, n, purpose="ceiling/traits", decision_hour=None, replace_rate=1 / 30, penalties=True)
+    rng = np.random.default_rng([seed, purpose_code("ceiling/traits")])
     for _ in range(warmup):  # a month of uniform random contacts: histories, fatigue, opt-outs
         mask = sim.action_mask()
         sim.step((np.cumsum(mask / mask.sum(1, keepdims=True), 1) <= rng.random((n, 1))).sum(1))
@@ -128,8 +131,8 @@ def main() -> None:
     sc = Scenario.default()
     psi = action_design(sc.action_space).astype(np.float32)
     batch = 2000
-    train = logged(sc, args.seed, batch, max(1, args.contexts // batch), args.actions_per_context)
-    test = logged(sc, args.seed + 99, batch, 5, 1)
+    train = logged(sc, args.seed, "ceiling/train", batch, max(1, args.contexts // batch), args.actions_per_context)
+    test = logged(sc, args.seed, "ceiling/held-out", batch, 5, 1)
     rows = np.arange(len(train["X"]))
     params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 100,
               "verbose": -1, "num_threads": 2, "seed": 0}
@@ -173,14 +176,14 @@ def content_blind(sc: Scenario, seeds: list[int], draws: int) -> None:
           "on the bench's stream (1,000 rows x 100 decisions):")
     scores = []
     for seed in seeds:
-        scores.append(content_blind_score(sc, seed, draws=draws))
+        scores.append(content_blind_score(sc, seed, draws=draws, purpose=BLIND))
         print(f"  seed {seed}: normalised score {scores[-1]:.3f}", flush=True)
     if len(scores) > 1:
         print(f"  mean {np.mean(scores):.3f} (standard error {np.std(scores, ddof=1) / np.sqrt(len(scores)):.3f})")
-    alone = content_blind_score(sc, seeds[0], draws=draws, prior=True)
+    alone = content_blind_score(sc, seeds[0], draws=draws, prior=True, purpose=BLIND)
     print(f"  seed {seeds[0]}, the prior alone (no learning): {alone:.3f}")
     print(f"  seed {seeds[0]}, a click drawn for every message sent, as if all were seen: "
-          f"{content_blind_score(sc, seeds[0], draws=draws, all_seen=True):.3f}")
+          f"{content_blind_score(sc, seeds[0], draws=draws, all_seen=True, purpose=BLIND):.3f}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ from nba.policies import create
 from nba.policies.base import Explore, masked_argmax
 from nba.policies.fqi import returns_to_go
 
+# the customers of each stage, all of (--seed, purpose): no stage sees another's customers (envs.random)
+LOG, VALIDATION, HELD_OUT = "journey/log", "journey/validation", "journey/held-out"
+
 
 class Switch:
     """``before`` until day ``day``, ``at`` on that day, ``after`` from the next (a policy for one journey run);
@@ -86,7 +89,7 @@ def check_choices(sc: Scenario, console: Console, myopic, fqi, bau, day: int, da
         for after_name, after in (("business as usual", bau), ("myopic bandit", myopic)):
             for at_name, at in (("fqi", fqi), ("myopic", myopic)):
                 policy = Switch(myopic, at, after, day)
-                runs[after_name, at_name] = journey_returns(sc, policy, n, seed, days=days,
+                runs[after_name, at_name] = journey_returns(sc, policy, n, seed, days=days, purpose=VALIDATION,
                                                             progress=lambda _: bar.advance(task))
                 seen = seen or policy.seen
     X, mask = seen
@@ -145,7 +148,7 @@ def main() -> None:
 
     with Progress(console=console) as bar:
         task = bar.add_task(f"logging {args.log_customers:,} customers x {days} days", total=days)
-        tr = collect_transitions(sc, logger, args.log_customers, seed=args.seed + 1,
+        tr = collect_transitions(sc, logger, args.log_customers, seed=args.seed, purpose=LOG,
                                  progress=lambda _: bar.advance(task))
     console.print(f"{len(tr.rewards):,} logged transitions, {tr.terminated.sum():,} ending in churn; "
                   f"reward per transition: total sd {tr.rewards.std():.2f}, attributed sd {tr.attributed.std():.2f}")
@@ -170,16 +173,15 @@ def main() -> None:
 
     # choose FQI's weight on validation customers of their own (not the held-out ones)
     weights = [float(w) for w in args.weights.split(",")]
-    valid_seed = args.seed + 2000
     with Progress(console=console) as bar:
         task = bar.add_task(f"choosing w on {args.validation_customers:,} validation customers",
                             total=days * (1 + sum(w != 0 for w in weights)))
         tick = lambda _: bar.advance(task)  # noqa: E731
-        base = journey_returns(sc, myopic, args.validation_customers, valid_seed, progress=tick)
+        base = journey_returns(sc, myopic, args.validation_customers, args.seed, progress=tick, purpose=VALIDATION)
         gains = {}
         for w in weights:  # w = 0 scores exactly as the myopic bandit: no second run
             run = base if w == 0 else journey_returns(sc, fqi.reweighted(w), args.validation_customers,
-                                                      valid_seed, progress=tick)
+                                                      args.seed, progress=tick, purpose=VALIDATION)
             gains[w] = ValueEstimate.of(run - base)
     best_w = max(weights, key=lambda w: gains[w].mean)
     for w, d in gains.items():
@@ -190,16 +192,15 @@ def main() -> None:
     check = None
     if args.check_day is not None:
         check = check_choices(sc, console, myopic, fitted["fqi"], bau, args.check_day, args.check_days,
-                              args.validation_customers, valid_seed)
+                              args.validation_customers, args.seed)
 
     policies = {"no contact": create("no_contact", sp), "rule-based journey": create("rule_based_journey", sp, seg),
                 "business as usual": bau, **fitted}
     returns = {}
-    eval_seed = args.seed + 1000
     with Progress(console=console) as bar:
         for name, policy in policies.items():
             task = bar.add_task(f"evaluating {name}", total=days)
-            returns[name] = journey_returns(sc, policy, args.eval_customers, eval_seed,
+            returns[name] = journey_returns(sc, policy, args.eval_customers, args.seed, purpose=HELD_OUT,
                                             progress=lambda _, t=task: bar.advance(t))
 
     table = Table(title=f"90-day profit per customer, {args.eval_customers:,} held-out customers (95% CI)")
@@ -225,7 +226,7 @@ def main() -> None:
     results["fqi_vs_best_bandit"] = paired("fqi", best_bandit, 0.05)
     results["fqi_vs_rule_based"] = paired("fqi", "rule-based journey", 0.30)
     results["fqi_vs_business_as_usual"] = paired("fqi", "business as usual", 0.0)
-    results["fqi_weight"] = {"chosen": best_w, "validation_seed": valid_seed,
+    results["fqi_weight"] = {"chosen": best_w, "validation": [args.seed, VALIDATION],
                              "gains": {str(w): d.mean for w, d in gains.items()}}
     results["check"] = check
     results["args"] = vars(args) | {"json": str(args.json) if args.json else None}

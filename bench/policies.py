@@ -85,6 +85,8 @@ TARGET_MAB_RATIO = 20.0
 CURVE_PARTS = 10
 
 
+PURPOSE = "bench/policies"  # every learner meets the customers of (seed, PURPOSE): envs.random
+
 @dataclass
 class Result:
     name: str
@@ -138,7 +140,7 @@ def run_one(name: str, scenario: Scenario, dim: int, decisions: int, batch: int,
             learn_from: str, progress: Callable[[int], None]) -> Result:
     learner = make_learner(name, scenario, dim, seed, mab_alpha)
     run: BanditRun = bandit_run(scenario, learner, decisions, batch=batch, seed=seed, progress=progress,
-                                learn_from=learn_from)
+                                learn_from=learn_from, purpose=PURPOSE)
     extra = {}
     if isinstance(learner, VWCBExploreADF):
         extra = {"vw_args": learner.args, "seconds_in_vw_calls": learner.vw_seconds}
@@ -156,7 +158,7 @@ def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: i
     """Same loop, but MABWiser predicts and learns one context at a time (each timed)."""
     learner = make_learner(name, scenario, dim, seed, mab_alpha)
     rows = min(batch, decisions)
-    sim = Simulation(scenario, seed, rows, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = Simulation(scenario, seed, rows, purpose=PURPOSE, decision_hour=None, replace_rate=1 / 30, penalties=True)
     steps = -(-decisions // rows)
     spent = 0.0
     for step in range(steps):
@@ -335,7 +337,7 @@ def main() -> None:
         threadpool_limits(args.blas_threads, user_api="blas")
     load_before = os.getloadavg()
     scenario = Scenario.default()
-    dim = Simulation(scenario, seeds[0], 1, decision_hour=None).observe().shape[1]
+    dim = scenario.feature_spec.dim
     plan = {}
     for n in names:
         cap = args.vw_decisions if n in VW else args.mabwiser_decisions if n in MABWISER else None

@@ -53,7 +53,7 @@ def throughput(env_id: str, num_envs: int, steps: int, sync_envs: int, sync_step
 def population_memory(n: int = 1_000_000) -> dict:
     sc = Scenario.default()
     tracemalloc.start()
-    sim = Simulation(sc, 0, n, decision_hour=sc.journey_decision_hour)
+    sim = Simulation(sc, 0, n, purpose="bench/sim", decision_hour=sc.journey_decision_hour)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     held = population.nbytes(sim.traits) + population.nbytes(sim.state) + population.nbytes(sim.history)

@@ -47,6 +47,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.random import GYM
 from envs.simulation import ShardedSimulation, Simulation
 from envs.views import (
     default_threads,
@@ -87,7 +88,7 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None or self.sim is None:
-            self.sim = Simulation(self.scenario, seed_or_draw(seed, self.np_random), 1, decision_hour=None,
+            self.sim = Simulation(self.scenario, seed_or_draw(seed, self.np_random), 1, purpose=GYM, decision_hour=None,
                                   replace_rate=self.replace_rate, penalties=True)
         else:
             self.sim.reset_rows(np.arange(1))

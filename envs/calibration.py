@@ -94,7 +94,7 @@ def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 
     ``policy`` defaults to business as usual. Churned customers stop (they buy nothing more); the
     warm-up lets histories fill so that touchpoints before a purchase are not cut short by the start of the simulation.
     """
-    sim = Simulation(sc, seed, n, decision_hour=sc.journey_decision_hour)
+    sim = Simulation(sc, seed, n, purpose="calibration-journeys", decision_hour=sc.journey_decision_hour)
     c = len(sc.channels)
     revenue = np.zeros(n)
     purchases = np.zeros(n)
@@ -109,7 +109,7 @@ def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 
     sms = sim.space.channels.index("sms") if "sms" in sc.channels else -1
     last_visit = sim.history.last_visit.copy()
     policy = policy or BusinessAsUsual(sim.space, tuple(sc.segments))
-    for step in journeys(sim, policy, days, policy_rng(seed)):
+    for step in journeys(sim, policy, days, policy_rng(seed, "calibration-journeys")):
         o, alive = step.result.outcome, step.alive
         visited = alive & (sim.history.last_visit != last_visit)
         last_visit = sim.history.last_visit.copy()
@@ -154,7 +154,7 @@ def wrong_moment_share(sc: Scenario, n: int = 5_000, seed: int = 1) -> float:
     This measures the customers' response, so it asks the response model directly: the contact
     policy (which would block the 03:00 SMS outright) is not consulted.
     """
-    sim = Simulation(sc, seed, n, decision_hour=3, penalties=True)
+    sim = Simulation(sc, seed, n, purpose="calibration-wrong-moment", decision_hour=3, penalties=True)
     space, m = sim.space, sim.moment
 
     def expected(action: int) -> np.ndarray:
@@ -176,7 +176,7 @@ def sms_read_within(sc: Scenario, minutes: float = 3.0, n: int = 200_000, seed: 
     """P(an SMS is read within ``minutes`` of receipt) from the scenario's delay distribution."""
     from envs.random import Streams
 
-    u = Streams.from_seed(seed, 1).uniform(n)[0]
+    u = Streams.of(seed, 1, "calibration-sms").uniform(n)[0]
     ch = np.full(n, list(sc.channels).index("sms"))
     return float((response.delay_minutes(sc.arrays(), ch, u) <= minutes).mean())
 

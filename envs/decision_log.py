@@ -200,23 +200,23 @@ class LoggedRunSummary:
 def log_bandit_run(
     log: DecisionLog, scenario: Scenario, policy: Policy, decisions: int, seed: int = 0, batch: int = 1000,
     policy_name: str | None = None, version: str = "0", experiment: str = "", arm: str = "",
-    learn: bool = True, progress: Callable[[int], None] | None = None,
+    learn: bool = True, progress: Callable[[int], None] | None = None, *, purpose: str,
 ) -> LoggedRunSummary:
     """Run ``policy`` on ``nba/Bandit-v0`` like :func:`envs.rollout.bandit_run` and log every decision.
 
-    The same seed gives the same customers, decisions and outcomes (and the same ids), so logging a
-    run twice writes nothing new. Decision ids are ``"{run_id}:{step}:{row}"`` with
-    ``run_id = "{policy_name}@{version}/s{seed}"`` (plus ``/{experiment}/{arm}`` when given);
-    customer ids are ``"s{seed}-{row}.{generation}"``.
+    The same (seed, purpose) gives the same customers, decisions and outcomes (and the same ids), so
+    logging a run twice writes nothing new. Decision ids are ``"{run_id}:{step}:{row}"`` with
+    ``run_id = "{policy_name}@{version}/{purpose}/s{seed}"`` (plus ``/{experiment}/{arm}`` when
+    given); customer ids are ``"{purpose}/s{seed}-{row}.{generation}"``.
     """
     if decisions < 1 or batch < 1:
         raise ValueError(f"decisions: decisions and batch must be >= 1, got {decisions!r} and {batch!r}")
     name = policy_name or policy.name
-    run_id = f"{name}@{version}/s{seed}" + (f"/{experiment}/{arm}" if experiment or arm else "")
-    sim = bandit_simulation(scenario, seed, batch)
+    run_id = f"{name}@{version}/{purpose}/s{seed}" + (f"/{experiment}/{arm}" if experiment or arm else "")
+    sim = bandit_simulation(scenario, seed, batch, purpose)
     log.set_layout(scenario_layout(scenario))
-    customers = CustomerIds.start(batch, prefix=f"s{seed}-")
-    rng = policy_rng(seed)
+    customers = CustomerIds.start(batch, prefix=f"{purpose}/s{seed}-")
+    rng = policy_rng(seed, purpose)
     rewards, new_d, new_o, spent = [], 0, 0, 0.0
     for step in range(-(-decisions // batch)):
         X, mask = sim.observe(), sim.action_mask()

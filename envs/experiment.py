@@ -1,12 +1,13 @@
 """A simulated online A/B test on ``nba/Journey-v0``, with its true effect known.
 
-:func:`run_experiment` takes a population of ``n`` customers (one :class:`~envs.simulation.Simulation`
-row each, customer id ``"c<seed + row>"``), optionally runs everyone for ``pre_days`` under the
-control arm's policy (the pre-period whose reward is the CUPED covariate), assigns each customer to
-an arm with :func:`nba.ab.assign` (hashing the experiment's name with the customer id, as the
-service does), and steps all of them together for ``days`` days, each customer acting under its
-arm's policy. It records every customer's reward of every day and the totals of a few other
-metrics (revenue, cost, messages sent, conversions, opt-outs, churn).
+:func:`run_experiment` takes a population of ``n`` customers (one
+:class:`~envs.simulation.Simulation` row each of the (seed, purpose) family, customer id
+``"{purpose}/s{seed}/c{row}"``), optionally runs everyone for ``pre_days`` under the control arm's
+policy (the pre-period whose reward is the CUPED covariate), assigns each customer to an arm with
+:func:`nba.ab.assign` (hashing the experiment's name with the customer id, as the service does), and
+steps all of them together for ``days`` days, each customer acting under its arm's policy. It
+records every customer's reward of every day and the totals of a few other metrics (revenue, cost,
+messages sent, conversions, opt-outs, churn).
 
 The true effects come from common random numbers: with ``truth=True`` the same population (same
 seed) is run again entirely under each arm's policy. Every row of the simulation draws its own
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from envs.random import purpose_code
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba import ab
@@ -38,9 +40,9 @@ POLICY_SALT = 0xAB5EED  # the per-day policy uniforms are seeded apart from the 
 METRICS: tuple[str, ...] = ("reward", "revenue", "cost", "sent", "converted", "opted_out", "churned")
 
 
-def customer_ids(seed: int, n: int) -> np.ndarray:
-    """(n,) object ids of a simulation's rows: row ``i`` is customer ``"c<seed + i>"`` (its stream)."""
-    return np.array([f"c{seed + i}" for i in range(n)], dtype=object)
+def customer_ids(seed: int, n: int, purpose: str) -> np.ndarray:
+    """(n,) object ids of a simulation's rows: row ``i`` is customer ``"{purpose}/s{seed}/c{i}"`` (its stream)."""
+    return np.array([f"{purpose}/s{seed}/c{i}" for i in range(n)], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,10 @@ def _check(arms: Mapping[str, Policy], splits: Mapping[str, float] | None, contr
 class _Run:
     """One pass over the population: ``pre_days`` under the control policy, then ``days`` by arm."""
 
-    def __init__(self, scenario: Scenario, seed: int, n: int, log: DecisionLog | None = None,
+    def __init__(self, scenario: Scenario, seed: int, n: int, purpose: str, log: DecisionLog | None = None,
                  ids: np.ndarray | None = None, experiment: str = "", arm_names: tuple[str, ...] = ()) -> None:
-        self.sim = Simulation(scenario, seed, n, decision_hour=scenario.journey_decision_hour)
+        self.sim = Simulation(scenario, seed, n, purpose=purpose, decision_hour=scenario.journey_decision_hour)
+        self.purpose, self.purpose_code = purpose, purpose_code(purpose)
         self.alive = np.ones(n, bool)
         self.seed = seed
         self.day = 0
@@ -137,7 +140,7 @@ class _Run:
         sim = self.sim
         X, mask = sim.observe(), sim.action_mask()
         before = self._before(X, mask)
-        u = np.random.default_rng([self.seed, POLICY_SALT, self.day]).random(sim.n)
+        u = np.random.default_rng([int(self.seed) % 2**64, POLICY_SALT, self.purpose_code, self.day]).random(sim.n)
         actions = np.zeros(sim.n, np.int64)
         probs = np.zeros(mask.shape)
         probs[:, 0] = 1.0
@@ -176,7 +179,7 @@ class _Run:
         from envs.decision_log import step_records
 
         assert self.log is not None and self.ids is not None
-        run = f"{self.experiment}/s{self.seed}:{self.day}:"
+        run = f"{self.experiment}/{self.purpose}/s{self.seed}:{self.day}:"
         ids = np.array([f"{run}{i}" for i in range(self.sim.n)], dtype=object)
         for k, policy in enumerate(policies):
             rows = np.flatnonzero((arm_index == k) & self.alive)
@@ -189,10 +192,10 @@ class _Run:
             self.log.log_outcomes(outs)
 
 
-def _simulate(scenario: Scenario, seed: int, n: int, policies: list[Policy], arm_index: np.ndarray,
+def _simulate(scenario: Scenario, seed: int, purpose: str, n: int, policies: list[Policy], arm_index: np.ndarray,
               control: int, days: int, pre_days: int, progress: Callable[[int], None] | None,
               run: _Run | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], float]:
-    run = _Run(scenario, seed, n) if run is None else run
+    run = _Run(scenario, seed, n, purpose) if run is None else run
     pre = np.zeros(n)
     everyone_control = np.full(n, control)
     for _ in range(pre_days):
@@ -211,7 +214,7 @@ def _simulate(scenario: Scenario, seed: int, n: int, policies: list[Policy], arm
 
 
 def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5000, days: int = 14,
-                   seed: int = 0, experiment: str = "ab", control: str = "champion",
+                   seed: int = 0, purpose: str, experiment: str = "ab", control: str = "champion",
                    splits: Mapping[str, float] | None = None, pre_days: int = 0, truth: bool = True,
                    log: DecisionLog | None = None, progress: Callable[[int], None] | None = None) -> SimulatedAB:
     """Simulate an A/B test of ``arms`` (arm name → policy) on ``n`` customers for ``days`` days.
@@ -219,9 +222,10 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
     Args:
         scenario: the simulated population.
         arms: the policies under test, e.g. ``{"champion": bau, "challenger": new}``; not updated.
-        n: customers (simulation rows ``seed .. seed + n - 1``).
+        n: customers (rows ``0 .. n - 1`` of the (seed, purpose) family).
         days: experiment days (one journey decision a day per customer).
         seed: the population's seed (and the policies' sampling uniforms).
+        purpose: what the customers are for (e.g. ``"ab"``): with ``seed``, the key of their streams.
         experiment: the experiment's name, hashed with each customer id to assign its arm.
         control: the arm the others are compared with; its policy also runs the pre-period.
         splits: arm → weight (default: equal).
@@ -230,13 +234,13 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
         log: write every decision and outcome of the main run (pre-period included, with experiment
             and arm ``""``) to this decision log (:mod:`envs.decision_log`); read the rewards back
             with ``envs.decision_log.reward_rule(penalties=False)``. Decision ids are
-            ``"{experiment}/s{seed}:{day}:{row}"`` (days count from the pre-period), so a rerun adds nothing.
+            ``"{experiment}/{purpose}/s{seed}:{day}:{row}"`` (days count from the pre-period), so a rerun adds nothing.
         progress: called with each experiment day of the main run.
     """
     splits = _check(arms, splits, control, n, days, pre_days)
     names = tuple(sorted(arms))
     policies = [arms[a] for a in names]
-    ids = customer_ids(seed, n)
+    ids = customer_ids(seed, n, purpose)
     arm = ab.assign(experiment, ids, splits)
     arm_index = np.searchsorted(np.asarray(names, dtype=object), arm)
     c = names.index(control)
@@ -245,13 +249,14 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
         from envs.decision_log import scenario_layout
 
         log.set_layout(scenario_layout(scenario))
-        run = _Run(scenario, seed, n, log, ids, experiment, names)
-    daily, pre, totals, start = _simulate(scenario, seed, n, policies, arm_index, c, days, pre_days, progress, run)
+        run = _Run(scenario, seed, n, purpose, log, ids, experiment, names)
+    daily, pre, totals, start = _simulate(scenario, seed, purpose, n, policies, arm_index, c, days, pre_days, progress,
+                                          run)
     true_daily = potential = None
     if truth:
         true_daily, potential = {}, {}
         for k, a in enumerate(names):
-            d, _, _, _ = _simulate(scenario, seed, n, policies, np.full(n, k), c, days, pre_days, None)
+            d, _, _, _ = _simulate(scenario, seed, purpose, n, policies, np.full(n, k), c, days, pre_days, None)
             true_daily[a] = np.cumsum(d, axis=1).mean(axis=0)
             potential[a] = d.sum(axis=1)
     return SimulatedAB(experiment=experiment, control=control, arms=names, customer_id=ids, arm=arm,

@@ -41,6 +41,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.bandit import _outcome_info
+from envs.random import GYM
 from envs.simulation import ShardedSimulation, Simulation
 from envs.views import (
     default_threads,
@@ -67,7 +68,7 @@ class JourneyEnv(gym.Env[np.ndarray, np.int64]):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None or self.sim is None:
-            self.sim = Simulation(self.scenario, seed_or_draw(seed, self.np_random), 1,
+            self.sim = Simulation(self.scenario, seed_or_draw(seed, self.np_random), 1, purpose=GYM,
                                   decision_hour=self.scenario.journey_decision_hour)
         else:
             self.sim.reset_rows(np.arange(1))

@@ -124,7 +124,7 @@ class ContentPosterior:
 
 
 def content_blind_score(scenario: Scenario, seed: int = 0, batch: int = 1000, steps: int = 100, draws: int = 64,
-                        prior: bool = False, all_seen: bool = False) -> float:
+                        prior: bool = False, all_seen: bool = False, *, purpose: str) -> float:
     """Normalised score of the observer of :class:`ContentPosterior` acting on ``nba/Bandit-v0``'s stream.
 
     ``batch`` rows for ``steps`` decisions each, as :func:`envs.rollout.bandit_run` meets them; at every
@@ -136,7 +136,7 @@ def content_blind_score(scenario: Scenario, seed: int = 0, batch: int = 1000, st
     """
     if batch < 1 or steps < 1:
         raise ValueError(f"batch and steps: must be >= 1, got {batch!r} and {steps!r}")
-    sim = bandit_simulation(scenario, seed, batch)
+    sim = bandit_simulation(scenario, seed, batch, purpose)
     post = ContentPosterior(scenario, batch, draws, seed)
     rng = np.random.default_rng([seed, 0xB1])
     totals = np.zeros(3)  # chosen, oracle, no contact

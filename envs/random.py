@@ -1,4 +1,4 @@
-"""Counter-based random streams: one per customer row, vectorised, identical at any batch size.
+"""Counter-based random streams keyed by (seed, purpose, row): vectorised, identical at any batch size.
 
 Every simulated customer row owns a 64-bit key and a counter. The ``j``-th 64-bit word of a row is
 a pure function of ``(key, counter + j)`` — SplitMix64's output function applied to
@@ -7,12 +7,23 @@ bit-identical numbers. That is what lets the scalar and the vectorised environme
 same trajectories for the same seed, and lets a Monte Carlo comparison of two policies reuse the
 same draws for the same customer (common random numbers), at NumPy speed and 16 bytes a row.
 
-Keys come from the integer seed: sub-environment ``i`` of a vector environment seeded ``s`` gets the
-key of seed ``s + i``, exactly as a scalar environment seeded ``s + i`` does (gymnasium's
-convention for seeding vector environments).
+**Keys.** A row's key mixes three things: the integer ``seed``, a ``purpose`` (a name: the
+quickstart's ``"train-log"``, a bench's ``"held-out"``, an A/B test's ``"ab"``...) and the row
+index. The (seed, purpose) pair is first hashed into a base (BLAKE2b of the purpose, then two
+SplitMix64 rounds with the seed), and row ``i``'s key is a SplitMix64 round of ``base + i * gamma``,
+so two different (seed, purpose) pairs share no stream (short of a 64-bit collision), and seeds
+``s`` and ``s + 1`` of one purpose are as unrelated as two purposes. Independent data is therefore
+a different *purpose* (or seed), never ``seed + k`` rows further on.
+
+**Gymnasium's convention** is the one exception, and it has its own purpose, :data:`GYM`: a vector
+environment seeded ``s`` must give sub-environment ``i`` the scalar environment seeded ``s + i``. So
+under :data:`GYM` row ``i`` of seed ``s`` is row 0 of seed ``s + i`` (keys of consecutive seeds);
+only the gymnasium views use it, and no pipeline derives data from it.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 from scipy.special import ndtri
@@ -34,13 +45,44 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def stream_keys(seed: int, n: int, salt: int = 0) -> np.ndarray:
-    """(n,) uint64 keys for the seeds ``seed, seed + 1, ..., seed + n - 1``."""
+GYM = "gym"  # gymnasium's seeding convention: row i of seed s is seed s + i (module docstring)
+
+
+def purpose_code(purpose: str) -> int:
+    """A stable 64-bit code of a purpose name (BLAKE2b, not Python's salted ``hash``)."""
+    if not isinstance(purpose, str) or not purpose:
+        raise ValueError(f"purpose: must be a non-empty string, got {purpose!r}")
+    return int.from_bytes(hashlib.blake2b(purpose.encode(), digest_size=8).digest(), "little")
+
+
+def _base(seeds: np.ndarray, purpose: str) -> np.ndarray:
+    """(n,) uint64 bases of (seed, purpose) pairs."""
+    z = seeds * _GAMMA
+    z ^= np.uint64(purpose_code(purpose))
+    _mix(z)
+    z += _GAMMA
+    return _mix(z)
+
+
+def _check_seed(seed) -> int:
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
         raise TypeError(f"seed: must be an integer, got {seed!r}")
-    s = (np.arange(n, dtype=np.uint64) + np.uint64(int(seed) % 2**64)) * _GAMMA
-    s += np.uint64((int(salt) * int(_M1)) % 2**64)
-    return _mix(_mix(s) + _GAMMA)
+    return int(seed) % 2**64
+
+
+def stream_keys(seed: int, n: int, purpose: str, start: int = 0) -> np.ndarray:
+    """(n,) uint64 keys of rows ``start .. start + n - 1`` of ``(seed, purpose)``.
+
+    Under :data:`GYM`, row ``i`` of seed ``s`` is row 0 of seed ``s + i`` (gymnasium's vector
+    convention); under any other purpose the rows of one (seed, purpose) pair are a stream family of
+    their own.
+    """
+    seed = _check_seed(seed)
+    rows = np.arange(start, start + n, dtype=np.uint64)
+    if purpose == GYM:
+        return _mix(_base(rows + np.uint64(seed), GYM) + _GAMMA)
+    base = _base(np.array([seed], np.uint64), purpose)[0]
+    return _mix(rows * _GAMMA + base)
 
 
 class Streams:
@@ -51,8 +93,9 @@ class Streams:
         self.counters = np.zeros(self.keys.shape[0], np.uint64)
 
     @classmethod
-    def from_seed(cls, seed: int, n: int, salt: int = 0) -> Streams:
-        return cls(stream_keys(seed, n, salt))
+    def of(cls, seed: int, n: int, purpose: str, start: int = 0) -> Streams:
+        """Rows ``start .. start + n - 1`` of ``(seed, purpose)`` (:func:`stream_keys`)."""
+        return cls(stream_keys(seed, n, purpose, start))
 
     def uniform(self, width: int, rows: np.ndarray | None = None) -> np.ndarray:
         """(n_rows, width) uniforms in (0, 1); advances the counters of ``rows`` (all by default).

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from envs.random import purpose_code
 from envs.scenario import Scenario
 from envs.simulation import Simulation, StepResult
 from nba.eligibility import send_time
@@ -63,16 +64,18 @@ class ValueEstimate:
         return cls(mean, mean - half, mean + half, n, level)
 
 
-def policy_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng([seed, POLICY_SALT])
+def policy_rng(seed: int, purpose: str) -> np.random.Generator:
+    """The policy's uniforms of a run on (seed, purpose), apart from the customers' streams."""
+    return np.random.default_rng([int(seed) % 2**64, POLICY_SALT, purpose_code(purpose)])
 
 
 def journey_returns(scenario: Scenario, policy: Policy, n: int, seed: int, days: int | None = None,
-                    progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """(n,) undiscounted return of each customer over ``days`` (default: the scenario's horizon)."""
-    sim = Simulation(scenario, seed, n, decision_hour=scenario.journey_decision_hour)
+                    progress: Callable[[int], None] | None = None, *, purpose: str) -> np.ndarray:
+    """(n,) undiscounted return of each customer over ``days`` (default: the scenario's horizon),
+    on the customers of ``(seed, purpose)``."""
+    sim = Simulation(scenario, seed, n, purpose=purpose, decision_hour=scenario.journey_decision_hour)
     total = np.zeros(n)
-    for step in journeys(sim, policy, days or scenario.horizon_days, policy_rng(seed)):
+    for step in journeys(sim, policy, days or scenario.horizon_days, policy_rng(seed, purpose)):
         total += step.reward
         if progress is not None:
             progress(step.day)
@@ -80,24 +83,25 @@ def journey_returns(scenario: Scenario, policy: Policy, n: int, seed: int, days:
 
 
 def journey_value(scenario: Scenario, policy: Policy, n: int = 10_000, seed: int = 0,
-                  days: int | None = None) -> ValueEstimate:
+                  days: int | None = None, *, purpose: str) -> ValueEstimate:
     """Monte Carlo value (mean return per customer) of ``policy`` on ``nba/Journey-v0``."""
-    return ValueEstimate.of(journey_returns(scenario, policy, n, seed, days))
+    return ValueEstimate.of(journey_returns(scenario, policy, n, seed, days, purpose=purpose))
 
 
 def compare_policies(scenario: Scenario, a: Policy, b: Policy, n: int = 10_000, seed: int = 0,
-                     days: int | None = None) -> ValueEstimate:
+                     days: int | None = None, *, purpose: str) -> ValueEstimate:
     """Value of ``a`` minus value of ``b`` per customer, paired by common random numbers."""
-    return ValueEstimate.of(journey_returns(scenario, a, n, seed, days) - journey_returns(scenario, b, n, seed, days))
+    return ValueEstimate.of(journey_returns(scenario, a, n, seed, days, purpose=purpose)
+                            - journey_returns(scenario, b, n, seed, days, purpose=purpose))
 
 
 
-def bandit_simulation(scenario: Scenario, seed: int, n: int) -> Simulation:
+def bandit_simulation(scenario: Scenario, seed: int, n: int, purpose: str) -> Simulation:
     """``n`` rows of the bandit view's stream of customers (as ``nba/Bandit-v0``: a random moment of
     the day, a new customer after a decision with probability 1/30, penalties charged). The one
     setup of :func:`bandit_run`, :func:`bandit_truth` and :func:`envs.decision_log.log_bandit_run`,
     so that a replay meets exactly the contexts a run logged."""
-    return Simulation(scenario, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    return Simulation(scenario, seed, n, purpose=purpose, decision_hour=None, replace_rate=1 / 30, penalties=True)
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,8 @@ def learn(policy: Policy, X: np.ndarray, actions: np.ndarray, res: StepResult, p
 
 
 def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 1000, seed: int = 0,
-               progress: Callable[[int], None] | None = None, learn_from: str = "total") -> BanditRun:
+               progress: Callable[[int], None] | None = None, learn_from: str = "total", *,
+               purpose: str) -> BanditRun:
     """Act on ``batch`` contexts at a time, learn from their rewards, until ``decisions`` are made.
 
     ``learn_from`` picks the reward the policy learns from: ``"total"`` (revenue less cost and
@@ -183,8 +188,8 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
 
     if learn_from not in LEARN_FROM:
         raise ValueError(f"learn_from: expected one of {LEARN_FROM}, got {learn_from!r}")
-    sim = bandit_simulation(scenario, seed, batch)
-    rng = policy_rng(seed)
+    sim = bandit_simulation(scenario, seed, batch, purpose)
+    rng = policy_rng(seed, purpose)
     out = {k: [] for k in ("rewards", "expected", "greedy", "oracle", "no_contact", "actions", "segment",
                            "send_hour")}
     space = sim.space
@@ -217,17 +222,17 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
 
 
 def bandit_truth(scenario: Scenario, logging: Policy, targets: dict[str, Policy], decisions: int,
-                 batch: int = 1000, seed: int = 0) -> dict[str, float]:
+                 batch: int = 1000, seed: int = 0, *, purpose: str) -> dict[str, float]:
     """Exact value of each target policy on the contexts a logging run met: the mean over logged
     decisions of ``sum_a target(a | x) * E[r | x, a]``.
 
     It replays the logging run of :func:`bandit_run` (same seed, same batch, a logging policy that
-    does not learn), so the contexts are exactly those of a decision log written from that run; this
+    does not learn, same purpose), so the contexts are exactly those of a decision log written from that run; this
     is the estimand of off-policy estimators on that log. ``logging`` itself is included as
     ``"logging"``.
     """
-    sim = bandit_simulation(scenario, seed, batch)
-    rng = policy_rng(seed)
+    sim = bandit_simulation(scenario, seed, batch, purpose)
+    rng = policy_rng(seed, purpose)
     totals = dict.fromkeys([*targets, "logging"], 0.0)
     done = 0
     for _ in range(-(-decisions // batch)):
@@ -262,11 +267,11 @@ class Transitions:
 
 
 def collect_transitions(scenario: Scenario, policy: Policy, n: int, seed: int, days: int | None = None,
-                        progress: Callable[[int], None] | None = None) -> Transitions:
-    """Run ``policy`` on ``n`` customers of ``nba/Journey-v0`` and log every transition."""
+                        progress: Callable[[int], None] | None = None, *, purpose: str) -> Transitions:
+    """Run ``policy`` on ``n`` customers of ``(seed, purpose)`` on the journey view and log every transition."""
     days = days or scenario.horizon_days
-    sim = Simulation(scenario, seed, n, decision_hour=scenario.journey_decision_hour)
-    rng = policy_rng(seed)
+    sim = Simulation(scenario, seed, n, purpose=purpose, decision_hour=scenario.journey_decision_hour)
+    rng = policy_rng(seed, purpose)
     alive = np.ones(n, bool)
     cols: dict[str, list[np.ndarray]] = {f: [] for f in Transitions.__dataclass_fields__}
     X, mask = np.ascontiguousarray(sim.observe()), sim.action_mask()

@@ -3,8 +3,10 @@
 A :class:`Simulation` owns traits, state, history and a counter-based stream per row. Every step
 draws the same number of uniforms for every row, whatever the action, so
 
-* row ``i`` of a simulation keyed with seeds ``s, s+1, ...`` follows exactly the trajectory of a
-  one-row simulation seeded ``s + i`` (scalar and vector environments agree), and
+* row ``i`` of a simulation follows exactly the trajectory of row ``i`` in any other simulation of
+  the same (seed, purpose), whatever the number of rows or shards (under gymnasium's purpose
+  :data:`envs.random.GYM`, row ``i`` of seed ``s`` is the one-row simulation seeded ``s + i``, so the
+  scalar and vector environments agree), and
 * two policies run on the same seed see the same customers and the same luck (common random
   numbers), which makes Monte Carlo comparisons of policies tight.
 """
@@ -40,8 +42,11 @@ class Simulation:
 
     Args:
         scenario: the population's parameters.
-        seed: row ``i`` uses the stream of seed ``seed + i``.
+        seed: the integer seed.
         n: number of rows (customers at a time).
+        purpose: what the rows are for (``"train-log"``, ``"held-out"``...): rows of different
+            (seed, purpose) pairs share no random stream (:mod:`envs.random`).
+        first_row: index of this simulation's first row in the (seed, purpose) family (shards).
         decision_hour: local hour of every decision (journey view); ``None`` draws a random moment
             of the day for each decision (bandit view).
         replace_rate: probability that a row's customer is replaced by a new one after a decision
@@ -49,8 +54,8 @@ class Simulation:
         penalties: charge opt-outs and churn at their penalty in the reward (bandit view).
     """
 
-    def __init__(self, scenario: Scenario, seed: int, n: int, *, decision_hour: int | None,
-                 replace_rate: float = 0.0, penalties: bool = False) -> None:
+    def __init__(self, scenario: Scenario, seed: int, n: int, *, purpose: str, decision_hour: int | None,
+                 replace_rate: float = 0.0, penalties: bool = False, first_row: int = 0) -> None:
         self.scenario = scenario
         self.arrays = scenario.arrays()
         self.space = scenario.action_space
@@ -59,7 +64,7 @@ class Simulation:
         self.decision_hour = decision_hour
         self.replace_rate = replace_rate
         self.penalties = penalties
-        self.streams = Streams.from_seed(seed, n)
+        self.streams = Streams.of(seed, n, purpose, first_row)
         self._reset_width = population.population_width(scenario) + 1
         # allocate from a one-row template, then draw customers in chunks to bound peak memory
         template = population.sample_population(scenario, self.arrays, np.full((1, self._reset_width - 1), 0.5),
@@ -199,19 +204,19 @@ class ShardedSimulation:
     """Rows split over several :class:`Simulation` shards stepped in parallel threads.
 
     NumPy releases the GIL inside its array operations, so on a multi-core machine shards of a
-    few thousand rows each run side by side. Shard ``k`` holding rows ``[a, b)`` is keyed with
-    seeds ``seed + a ...``, so every row follows exactly the trajectory it has in one
-    ``Simulation(scenario, seed, n)`` — and in a scalar environment seeded ``seed + row``.
+    few thousand rows each run side by side. Shard ``k`` holding rows ``[a, b)`` is rows ``a ...``
+    of the same (seed, purpose) family, so every row follows exactly the trajectory it has in one
+    ``Simulation(scenario, seed, n, purpose=...)``.
     """
 
-    def __init__(self, scenario: Scenario, seed: int, n: int, threads: int, **kwargs) -> None:
+    def __init__(self, scenario: Scenario, seed: int, n: int, threads: int, *, purpose: str, **kwargs) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         if threads < 1:
             raise ValueError(f"threads: must be >= 1, got {threads!r}")
         bounds = np.linspace(0, n, min(threads, n) + 1).astype(int)
         self.bounds = bounds
-        self.shards = [Simulation(scenario, seed + int(a), int(b - a), **kwargs)
+        self.shards = [Simulation(scenario, seed, int(b - a), purpose=purpose, first_row=int(a), **kwargs)
                        for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self.pool = ThreadPoolExecutor(len(self.shards))
         first = self.shards[0]

@@ -49,8 +49,10 @@ def default_threads(num_envs: int) -> int:
 
 
 def make_simulation(scenario: Scenario, seed: int, n: int, threads: int, **kwargs):
+    """A (sharded) simulation under gymnasium's seeding convention (:data:`envs.random.GYM`)."""
+    from envs.random import GYM
     from envs.simulation import ShardedSimulation, Simulation
 
     if threads > 1:
-        return ShardedSimulation(scenario, seed, n, threads, **kwargs)
-    return Simulation(scenario, seed, n, **kwargs)
+        return ShardedSimulation(scenario, seed, n, threads, purpose=GYM, **kwargs)
+    return Simulation(scenario, seed, n, purpose=GYM, **kwargs)

@@ -434,10 +434,11 @@ def render_report(inp: ABReportInputs, out_dir: Path) -> ReportFiles:
 
 
 def write_report(scenario: Scenario, arms: Mapping[str, Policy], out_dir: Path, *, n: int = 5000, days: int = 14,
-                 seed: int = 0, experiment: str = "ab", control: str = "champion", pre_days: int = 7,
-                 tau: float | None = None, alpha: float = 0.05,
+                 seed: int = 0, purpose: str = "ab", experiment: str = "ab", control: str = "champion",
+                 pre_days: int = 7, tau: float | None = None, alpha: float = 0.05,
                  progress: Callable[[int], None] | None = None) -> ReportFiles:
     """Simulate an A/B test of ``arms`` (see :func:`envs.experiment.run_experiment`) and render its report."""
-    result = run_experiment(scenario, arms, n=n, days=days, seed=seed, experiment=experiment, control=control,
+    result = run_experiment(scenario, arms, n=n, days=days, seed=seed, purpose=purpose, experiment=experiment,
+                            control=control,
                             pre_days=pre_days, progress=progress)
     return render_report(simulated_inputs(result, tau=tau, alpha=alpha), out_dir)

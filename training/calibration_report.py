@@ -217,7 +217,7 @@ def simulated_inputs(sc: Scenario, *, n: int = 20_000, seed: int = 0,
     stats = simulate_journeys(sc, n=n, seed=seed, days=DAYS, warmup_days=WARMUP_DAYS, progress=progress)
     measured = measure(sc, stats)
 
-    sim = Simulation(sc, seed, n, decision_hour=None, penalties=True)
+    sim = Simulation(sc, seed, n, purpose="calibration-funnel", decision_hour=None, penalties=True)
     space, sa = sim.space, sim.arrays
     content = FUNNEL_CONTENT if FUNNEL_CONTENT in space.contents else space.contents[0]
     actions = np.array([[space.index(c, content, None) for c in space.channels]])

@@ -57,11 +57,11 @@ def _journey_summary(scenario, name: str, policy, customers: int, days: int, see
     from envs.rollout import journeys, policy_rng
     from envs.simulation import Simulation
 
-    sim = Simulation(scenario, seed, customers, decision_hour=scenario.journey_decision_hour)
+    sim = Simulation(scenario, seed, customers, purpose="journey-summary", decision_hour=scenario.journey_decision_hour)
     total = np.zeros(customers)
     sent = np.zeros(len(scenario.channels))
     with _progress(f"{name:>18}: {customers:,} customers x {days} days", days) as tick:
-        for step in journeys(sim, policy, days, policy_rng(seed)):
+        for step in journeys(sim, policy, days, policy_rng(seed, "journey-summary")):
             total += step.reward
             ch = sim.space.channel_of[step.actions]
             np.add.at(sent, ch[step.result.outcome.sent & step.alive], 1)

@@ -212,9 +212,13 @@ class SimulateResult:
 
 def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "business_as_usual",
              epsilon: float = 0.2, holdout: float = 0.05, decisions: int = 20_000, seed: int = 0,
-             params: Mapping[str, Any] | None = None, progress: Progress = None) -> SimulateResult:
+             purpose: str = "log", params: Mapping[str, Any] | None = None,
+             progress: Progress = None) -> SimulateResult:
     """Run a logging policy (``policy`` mixed with ``epsilon`` uniform exploration and a no-contact
-    ``holdout``, so every eligible action has support) on the bandit view and write the decision log."""
+    ``holdout``, so every eligible action has support) on the bandit view and write the decision log.
+
+    The customers are those of ``(seed, purpose)``: two logs of different purposes (a training and an
+    evaluation log, say) share no customer and no random stream (:mod:`envs.random`)."""
     import mlflow
 
     from envs.decision_log import log_bandit_run
@@ -229,14 +233,15 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
     logging = Explore(base, epsilon, holdout) if epsilon or holdout else base
     with _start("simulate") as run, DecisionLog(log_url) as log:
         mlflow.log_params({"scenario": scenario.name, "policy": policy, "epsilon": epsilon, "holdout": holdout,
-                           "decisions": decisions, "seed": seed, "batch": BANDIT_BATCH, **(params or {})})
+                           "decisions": decisions, "seed": seed, "purpose": purpose, "batch": BANDIT_BATCH,
+                           **(params or {})})
         log_bandit_run(log, scenario, logging, decisions, seed, batch=BANDIT_BATCH, policy_name=logging.name,
-                       learn=False, progress=progress)
+                       learn=False, progress=progress, purpose=purpose)
         batch = log.read(sim_reward_rule())
         tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
         replay = {"scenario": scenario_path or "default", "policy": policy, "params": dict(params or {}),
                   "epsilon": epsilon, "holdout": holdout, "decisions": decisions, "seed": seed,
-                  "batch": BANDIT_BATCH}
+                  "purpose": purpose, "batch": BANDIT_BATCH}
         mlflow.set_tag("simulation.replay", json.dumps(replay, sort_keys=True))
         _dataset_input(tags, "simulate")
         mlflow.log_metrics({"mean_reward": float(batch.reward.mean()),
@@ -314,7 +319,7 @@ def transitions_from_log(batch, gamma: float | None = None) -> dict[str, np.ndar
 
 def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | None = None,
           params: Mapping[str, Any] | None = None, decisions: int = 20_000, customers: int = 4000,
-          seed: int = 0, register: bool = True, plots_dir: Path | None = None,
+          seed: int = 0, purpose: str = "train", register: bool = True, plots_dir: Path | None = None,
           progress: Progress = None) -> TrainResult:
     """Fit one policy and log it (registered under :data:`training.registry.MODEL_NAME`).
 
@@ -323,7 +328,7 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     fitted-Q, the two-stage value) learn on journey transitions of ``customers`` customers logged
     under an exploring business-as-usual policy. Any other ``source`` is a decision-log URL: the
     policy learns offline from it, streamed in chunks (offline learners from consecutive decisions of
-    each customer).
+    each customer). On the simulator the customers are those of ``(seed, purpose)``.
     """
     import mlflow
 
@@ -344,7 +349,7 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     metrics: dict[str, float] = {}
     with _start("train", run_name=f"train-{policy_name}") as run:
         mlflow.log_params({"policy": policy_name, "source": "simulator" if offline_log is None else "decision_log",
-                           "scenario": scenario.name, "seed": seed, **{f"policy.{k}": v for k, v in
+                           "scenario": scenario.name, "seed": seed, "purpose": purpose, **{f"policy.{k}": v for k, v in
                                                                        (params or {}).items()}})
         if offline_log is not None:
             digest = LogDigest(source)
@@ -353,10 +358,10 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
             offline_log.close()
         elif policy_name in OFFLINE:
             mlflow.log_params({"customers": customers})
-            metrics = _train_offline_simulator(policy, scenario, customers, seed, progress)
+            metrics = _train_offline_simulator(policy, scenario, customers, seed, purpose, progress)
         else:  # bandits learn online; rule-based policies just run, for their curves and mix
             mlflow.log_params({"decisions": decisions, "batch": BANDIT_BATCH})
-            metrics = _train_bandit_online(policy, scenario, decisions, seed, tmp, progress)
+            metrics = _train_bandit_online(policy, scenario, decisions, seed, purpose, tmp, progress)
         mlflow.log_metrics(metrics)
         for png in sorted(tmp.glob("*.png")):
             _log_figure(png)
@@ -370,12 +375,12 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
-def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, seed: int, out: Path,
+def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, seed: int, purpose: str, out: Path,
                          progress: Progress) -> dict[str, float]:
     from envs.rollout import bandit_run
     from training import plots
 
-    run = bandit_run(scenario, policy, decisions, batch=BANDIT_BATCH, seed=seed, progress=progress)
+    run = bandit_run(scenario, policy, decisions, batch=BANDIT_BATCH, seed=seed, progress=progress, purpose=purpose)
     chunks = -(-len(run.rewards) // BANDIT_BATCH)
     x = np.arange(1, chunks + 1) * BANDIT_BATCH  # decisions made at the end of each batch
 
@@ -398,14 +403,14 @@ def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, see
             "final_regret": float(regret[-1])}
 
 
-def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int, seed: int,
+def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int, seed: int, purpose: str,
                              progress: Progress) -> dict[str, float]:
     import mlflow
 
     from envs.rollout import collect_transitions
 
     logging = Explore(create("business_as_usual", scenario.action_space, tuple(scenario.segments)), 0.2, 0.2)
-    t = collect_transitions(scenario, logging, customers, seed, progress=progress)
+    t = collect_transitions(scenario, logging, customers, seed, progress=progress, purpose=purpose)
     keep = ~t.truncated
     # the attributed reward (the message's own conversions less cost): organic purchases only add noise
     mlflow.log_param("reward", "attributed")
@@ -543,7 +548,7 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
 
             sc, logging = replay_logging(replay)
             exact = bandit_truth(sc, logging, {label: p for label, p, _ in resolved}, replay["decisions"],
-                                 replay["batch"], replay["seed"])
+                                 replay["batch"], replay["seed"], purpose=replay["purpose"])
             truth = {label: exact[label] for label, _, _ in resolved}
             for label, v in truth.items():
                 mlflow.log_metric(f"{label.replace(' ', '_')}.true_value", v)
@@ -601,7 +606,7 @@ class ABResult:
 def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: str = SIMULATOR,
        experiment: str = "ab", scenario_path: str | None = None, customers: int = 5000, days: int = 14,
        pre_days: int = 7, split: float = 0.5, start: float | None = None, alpha: float = 0.05, seed: int = 0,
-       out: Path | None = None, progress: Progress = None) -> ABResult:
+       purpose: str = "ab", out: Path | None = None, progress: Progress = None) -> ABResult:
     """Champion against challenger: simulated (both policies as arms in the journey simulator, the
     true effect known) or from a logged experiment (decisions with ``experiment`` and arms
     ``champion``/``challenger`` in a decision log). Analysed by :mod:`nba.ab` (Welch, CUPED with a
@@ -641,6 +646,7 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
 
             mlflow.log_params({"customers": customers, "days": days, "pre_days": pre_days, "split": split})
             result = run_experiment(scenario, {k: v[1] for k, v in arms.items()}, n=customers, days=days, seed=seed,
+                                    purpose=purpose,
                                     experiment=experiment, control="champion", pre_days=pre_days,
                                     splits={"champion": 1 - split, "challenger": split}, progress=progress)
             inputs = ab_report.simulated_inputs(result, alpha=alpha)

@@ -11,6 +11,7 @@ from envs.population import nbytes
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 
+PURPOSE = "test/envs/calibration"  # this module's customers (envs.random)
 
 @pytest.fixture(scope="module")
 def scenario():
@@ -54,7 +55,7 @@ def test_business_as_usual_beats_no_contact(scenario):
 
     diff = compare_policies(scenario, BusinessAsUsual(scenario.action_space, tuple(scenario.segments)),
                             NoContact(scenario.action_space),
-                            n=5_000, seed=4)
+                            n=5_000, seed=4, purpose=PURPOSE)
     assert diff.ci_low > 0, diff
 
 
@@ -62,13 +63,13 @@ def test_common_random_numbers_make_paired_differences_tight(scenario):
     from envs.rollout import journey_returns
     from nba.policies.baselines import NoContact
 
-    a = journey_returns(scenario, NoContact(scenario.action_space), 3_000, seed=5)
-    b = journey_returns(scenario, NoContact(scenario.action_space), 3_000, seed=5)
+    a = journey_returns(scenario, NoContact(scenario.action_space), 3_000, seed=5, purpose=PURPOSE)
+    b = journey_returns(scenario, NoContact(scenario.action_space), 3_000, seed=5, purpose=PURPOSE)
     assert np.array_equal(a, b)
 
 
 def test_million_customers_fit_in_one_gigabyte(scenario):
-    sim = Simulation(scenario, 0, 1_000_000, decision_hour=scenario.journey_decision_hour)
+    sim = Simulation(scenario, 0, 1_000_000, decision_hour=scenario.journey_decision_hour, purpose=PURPOSE)
     held = nbytes(sim.traits) + nbytes(sim.state) + nbytes(sim.history)
     held += sim.streams.keys.nbytes + sim.streams.counters.nbytes + sim.recent.times.nbytes
     held += sim.recent.any_times.nbytes
@@ -82,9 +83,9 @@ def test_paired_comparison_is_tighter_than_independent_runs(scenario):
 
     no_contact = NoContact(scenario.action_space)
     bau = BusinessAsUsual(scenario.action_space, tuple(scenario.segments))
-    a = journey_returns(scenario, bau, 3_000, seed=6, days=30)
-    b_same = journey_returns(scenario, no_contact, 3_000, seed=6, days=30)
-    b_other = journey_returns(scenario, no_contact, 3_000, seed=7, days=30)
+    a = journey_returns(scenario, bau, 3_000, seed=6, days=30, purpose=PURPOSE)
+    b_same = journey_returns(scenario, no_contact, 3_000, seed=6, days=30, purpose=PURPOSE)
+    b_other = journey_returns(scenario, no_contact, 3_000, seed=7, days=30, purpose=PURPOSE)
     assert np.var(a - b_same) < 0.5 * np.var(a - b_other)
 
 
@@ -93,7 +94,7 @@ def test_journey_value_brackets_the_mean_return(scenario):
     from nba.policies.baselines import BusinessAsUsual
 
     bau = BusinessAsUsual(scenario.action_space, tuple(scenario.segments))
-    v = journey_value(scenario, bau, n=1_000, seed=8, days=10)
-    r = journey_returns(scenario, bau, 1_000, seed=8, days=10)
+    v = journey_value(scenario, bau, n=1_000, seed=8, days=10, purpose=PURPOSE)
+    r = journey_returns(scenario, bau, 1_000, seed=8, days=10, purpose=PURPOSE)
     assert v.n == 1_000 and v.mean == r.mean()
     assert v.ci_low < v.mean < v.ci_high

@@ -12,6 +12,7 @@ from envs.simulation import Simulation
 from nba.log import DecisionLog, RewardRule
 from nba.policies import Explore, act, create
 
+PURPOSE = "test/envs/decision_log"  # this module's customers (envs.random)
 
 @pytest.fixture(scope="module")
 def scenario() -> Scenario:
@@ -27,13 +28,13 @@ def log(tmp_path):
 def test_bandit_run_logged_rewards_equal_the_simulator(log, scenario):
     space = scenario.action_space
     policy = lambda: Explore(create("uniform_random", space), epsilon=0.7, holdout=0.3)  # noqa: E731
-    summary = log_bandit_run(log, scenario, policy(), decisions=2500, seed=3, batch=1000)
+    summary = log_bandit_run(log, scenario, policy(), decisions=2500, seed=3, batch=1000, purpose=PURPOSE)
     assert summary.decisions == summary.new_decisions == log.count_decisions() == 2500
     assert summary.new_outcomes == log.count_outcomes() > 0
     batch = log.read(reward_rule())
     np.testing.assert_allclose(batch.reward, summary.rewards, rtol=0, atol=1e-9)
     # the same loop as envs.rollout.bandit_run: the same realised rewards
-    ref = bandit_run(scenario, policy(), decisions=2500, batch=1000, seed=3)
+    ref = bandit_run(scenario, policy(), decisions=2500, batch=1000, seed=3, purpose=PURPOSE)
     np.testing.assert_array_equal(summary.rewards, ref.rewards)
     assert log.layout() == scenario_layout(scenario)
     assert len(set(batch.customer_id)) < 2500  # rows keep their customer across steps until replaced
@@ -44,7 +45,7 @@ def test_bandit_run_logged_rewards_equal_the_simulator(log, scenario):
 def test_organic_purchases_without_contact_are_logged(log, scenario):
     """No contact still earns organic revenue: a converted event on action 0, as uplift needs."""
     summary = log_bandit_run(log, scenario, create("no_contact", scenario.action_space), decisions=4000, seed=4,
-                             batch=2000)
+                             batch=2000, purpose=PURPOSE)
     batch = log.read(reward_rule())
     assert (batch.action == 0).all() and (batch.cost == 0).all()
     assert (batch.reward > 0).sum() >= 5
@@ -53,12 +54,14 @@ def test_organic_purchases_without_contact_are_logged(log, scenario):
 
 def test_rerun_is_idempotent(log, scenario):
     space = scenario.action_space
-    first = log_bandit_run(log, scenario, create("uniform_random", space), decisions=600, seed=1, batch=300)
-    again = log_bandit_run(log, scenario, create("uniform_random", space), decisions=600, seed=1, batch=300)
+    first = log_bandit_run(log, scenario, create("uniform_random", space), decisions=600, seed=1, batch=300,
+                           purpose=PURPOSE)
+    again = log_bandit_run(log, scenario, create("uniform_random", space), decisions=600, seed=1, batch=300,
+                           purpose=PURPOSE)
     assert first.new_decisions == 600 and again.new_decisions == 0 and again.new_outcomes == 0
     np.testing.assert_array_equal(first.rewards, again.rewards)
     other = log_bandit_run(log, scenario, create("uniform_random", space), decisions=300, seed=1, batch=300,
-                           experiment="exp", arm="B")
+                           experiment="exp", arm="B", purpose=PURPOSE)
     assert other.new_decisions == 300
     assert len(log.read(experiment="exp")) == 300
 
@@ -66,8 +69,9 @@ def test_rerun_is_idempotent(log, scenario):
 def test_learning_policy_logs_its_propensities(log, scenario):
     space = scenario.action_space
     dim = scenario.feature_spec.dim
-    summary = log_bandit_run(log, scenario, create("linucb", space, dim=dim), decisions=400, seed=5, batch=200)
-    ref = bandit_run(scenario, create("linucb", space, dim=dim), decisions=400, batch=200, seed=5)
+    summary = log_bandit_run(log, scenario, create("linucb", space, dim=dim), decisions=400, seed=5, batch=200,
+                             purpose=PURPOSE)
+    ref = bandit_run(scenario, create("linucb", space, dim=dim), decisions=400, batch=200, seed=5, purpose=PURPOSE)
     np.testing.assert_array_equal(summary.rewards, ref.rewards)
     batch = log.read(reward_rule())
     np.testing.assert_allclose(batch.reward, ref.rewards, rtol=0, atol=1e-9)
@@ -76,7 +80,8 @@ def test_learning_policy_logs_its_propensities(log, scenario):
 
 
 def test_event_times_and_funnel(log, scenario):
-    log_bandit_run(log, scenario, create("uniform_random", scenario.action_space), decisions=1000, seed=2)
+    log_bandit_run(log, scenario, create("uniform_random", scenario.action_space), decisions=1000, seed=2,
+                   purpose=PURPOSE)
     batch = log.read()
     sent = batch.action > 0
     assert np.all(batch.send_at[~sent] == batch.time[~sent])
@@ -98,9 +103,9 @@ def test_event_times_and_funnel(log, scenario):
 def test_step_records_journey_view(tmp_path, scenario):
     """step_records with decision_hour set and only the customers still present logged."""
     n, days = 300, 6
-    sim = Simulation(scenario, 11, n, decision_hour=scenario.journey_decision_hour)
+    sim = Simulation(scenario, 11, n, decision_hour=scenario.journey_decision_hour, purpose=PURPOSE)
     policy = create("uniform_random", scenario.action_space)
-    rng = policy_rng(11)
+    rng = policy_rng(11, PURPOSE)
     customers = CustomerIds.start(n, "j-")
     alive = np.ones(n, bool)
     expected = []
@@ -128,7 +133,7 @@ def test_step_records_journey_view(tmp_path, scenario):
 
 
 def test_blocked_action_is_refused(scenario):
-    sim = Simulation(scenario, 0, 50, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = Simulation(scenario, 0, 50, decision_hour=None, replace_rate=1 / 30, penalties=True, purpose=PURPOSE)
     customers = CustomerIds.start(50)
     X, mask = sim.observe(), sim.action_mask()
     before = PreStep.of(sim, customers, X, mask)

@@ -13,6 +13,8 @@ from nba.policies import create
 N, DAYS, PRE = 3000, 10, 5
 
 
+PURPOSE = "test/envs/experiment"  # this module's customers (envs.random)
+
 @pytest.fixture(scope="module")
 def scenario():
     return Scenario.default()
@@ -25,19 +27,20 @@ def _policy(sc, name):
 @pytest.fixture(scope="module")
 def ab_run(scenario):
     arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "no_contact")}
-    return run_experiment(scenario, arms, n=N, days=DAYS, seed=11, pre_days=PRE, experiment="bau-vs-silence")
+    return run_experiment(scenario, arms, n=N, days=DAYS, seed=11, pre_days=PRE, experiment="bau-vs-silence",
+                          purpose=PURPOSE)
 
 
 @pytest.fixture(scope="module")
 def aa_run(scenario):
     bau = _policy(scenario, "business_as_usual")
     return run_experiment(scenario, {"champion": bau, "challenger": bau}, n=N, days=DAYS, seed=12, pre_days=PRE,
-                          experiment="aa")
+                          experiment="aa", purpose=PURPOSE)
 
 
 def test_arms_are_hashed_assignments(ab_run):
     assert ab_run.arms == ("challenger", "champion")
-    np.testing.assert_array_equal(ab_run.customer_id, customer_ids(11, N))
+    np.testing.assert_array_equal(ab_run.customer_id, customer_ids(11, N, PURPOSE))
     np.testing.assert_array_equal(ab_run.arm, ab.assign("bau-vs-silence", ab_run.customer_id,
                                                         {"champion": 1, "challenger": 1}))
     share = (ab_run.arm == "challenger").mean()
@@ -84,7 +87,8 @@ def test_aa_is_not_significant(aa_run):
 def test_fixed_seed_is_reproducible(scenario):
     arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "batch_and_blast")}
     kw = dict(n=300, days=3, seed=5, pre_days=1, truth=False)
-    r1, r2 = run_experiment(scenario, arms, **kw), run_experiment(scenario, arms, **kw)
+    r1, r2 = run_experiment(scenario, arms, **kw, purpose=PURPOSE), run_experiment(scenario, arms, **kw,
+                                                                                   purpose=PURPOSE)
     np.testing.assert_array_equal(r1.daily_reward, r2.daily_reward)
     np.testing.assert_array_equal(r1.pre_reward, r2.pre_reward)
     assert r1.true_daily is None
@@ -99,7 +103,8 @@ def test_fixed_seed_is_reproducible(scenario):
 def test_run_experiment_validates(scenario, kwargs, match):
     bau = _policy(scenario, "business_as_usual")
     with pytest.raises(ValueError, match=match):
-        run_experiment(scenario, {"champion": bau, "challenger": bau}, **{"n": 10, "days": 1, **kwargs})
+        run_experiment(scenario, {"champion": bau, "challenger": bau}, purpose=PURPOSE,
+                       **{"n": 10, "days": 1, **kwargs})
 
 
 def test_experiment_written_to_decision_log_analyses_the_same(scenario, tmp_path):
@@ -110,7 +115,7 @@ def test_experiment_written_to_decision_log_analyses_the_same(scenario, tmp_path
     log = DecisionLog(f"sqlite:///{tmp_path / 'ab.db'}")
     try:
         r = run_experiment(scenario, arms, n=400, days=4, pre_days=2, seed=21, experiment="logged", truth=False,
-                           log=log)
+                           log=log, purpose=PURPOSE)
         rule = reward_rule(penalties=False)
         totals = ab.customer_totals(log.iter_batches(rule, chunk_rows=500, experiment="logged"), experiment="logged")
         looks = ab.daily_looks(log.iter_batches(rule, experiment="logged"), experiment="logged", start=r.start_h,

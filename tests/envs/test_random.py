@@ -5,33 +5,42 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.random import Streams, _mix, categorical, stream_keys
+from envs.random import GYM, Streams, _mix, categorical, stream_keys
 
 
-def test_row_i_of_a_batch_equals_a_single_stream_seeded_seed_plus_i():
+def test_row_i_of_a_batch_equals_the_same_row_drawn_alone():
     seed, n = 12345, 50
-    batch = Streams.from_seed(seed, n)
+    batch = Streams.of(seed, n, "train")
     draws = [batch.uniform(w) for w in (1, 7, 3, 16)]  # several successive draws of various widths
     for i in range(n):
-        single = Streams.from_seed(seed + i, 1)
+        single = Streams.of(seed, 1, "train", start=i)
         for d in draws:
             got = single.uniform(d.shape[1])
             # bit-identical, not merely close
             assert got.tobytes() == d[i : i + 1].tobytes(), (i, d.shape)
 
 
-# numpy warns on uint64 scalar overflow in `np.uint64(salt) * _M1` (envs/random.py:42) although the
-# wrap-around modulo 2**64 is intended; the keys are still right, which is what this test checks.
-@pytest.mark.filterwarnings("ignore:overflow encountered in scalar multiply:RuntimeWarning")
-def test_keys_of_a_batch_are_the_keys_of_consecutive_seeds():
-    keys = stream_keys(7, 5, salt=3)
+def test_gym_purpose_follows_gymnasiums_vector_convention():
+    # under GYM, row i of seed s is row 0 of seed s + i: sub-env i of a vector env is the scalar env seeded s + i
+    keys = stream_keys(7, 5, GYM)
     for i in range(5):
-        assert stream_keys(7 + i, 1, salt=3)[0] == keys[i]
-    assert not np.array_equal(stream_keys(7, 5, salt=4), keys)  # the salt separates families of streams
+        assert stream_keys(7 + i, 1, GYM)[0] == keys[i]
+    np.testing.assert_array_equal(stream_keys(7, 3, GYM, start=2), keys[2:])
+
+
+def test_no_two_seed_purpose_pairs_share_a_stream():
+    # the overlap this design removes: row i of seed s was row i - 1 of seed s + 1
+    a, b = Streams.of(0, 1000, "train").uniform(8), Streams.of(1, 1000, "train").uniform(8)
+    assert not np.isin(a, b).any()
+    pairs = [(s, p) for s in range(4) for p in ("train", "eval", "held-out", "validation")]
+    keys = np.concatenate([stream_keys(s, 2000, p) for s, p in pairs] + [stream_keys(0, 2000, GYM)])
+    assert np.unique(keys).size == keys.size
+    with pytest.raises(ValueError, match="purpose"):
+        stream_keys(0, 3, "")
 
 
 def test_drawing_a_subset_of_rows_advances_only_those_counters():
-    s = Streams.from_seed(3, 5)
+    s = Streams.of(3, 5, "t")
     s.uniform(2)
     before = s.counters.copy()
     assert (before > 0).all()
@@ -41,7 +50,7 @@ def test_drawing_a_subset_of_rows_advances_only_those_counters():
     np.testing.assert_array_equal(moved, [False, True, False, True, False])
     assert (s.counters[[1, 3]] > before[[1, 3]]).all()
     # the subset draw is what those rows would have drawn anyway
-    ref = Streams.from_seed(3, 5)
+    ref = Streams.of(3, 5, "t")
     ref.uniform(2)
     full = ref.uniform(4)
     np.testing.assert_array_equal(sub, full[[1, 3]])
@@ -53,15 +62,15 @@ def test_drawing_a_subset_of_rows_advances_only_those_counters():
 
 
 def test_boolean_row_mask_draws_only_those_rows():
-    s = Streams.from_seed(9, 4)
+    s = Streams.of(9, 4, "t")
     mask = np.array([True, False, False, True])
     u = s.uniform(2, rows=np.flatnonzero(mask))
     np.testing.assert_array_equal(s.counters == 0, ~mask)
-    np.testing.assert_array_equal(u, Streams.from_seed(9, 4).uniform(2)[mask])
+    np.testing.assert_array_equal(u, Streams.of(9, 4, "t").uniform(2)[mask])
 
 
 def test_uniform_law_on_a_million_draws():
-    u = Streams.from_seed(2024, 1000).uniform(1000)  # 10**6 draws: 1000 rows x 1000 counters
+    u = Streams.of(2024, 1000, "t").uniform(1000)  # 10**6 draws: 1000 rows x 1000 counters
     n = u.size
     assert u.dtype == np.float64
     assert (u > 0).all() and (u < 1).all()
@@ -84,24 +93,22 @@ def test_uniform_law_on_a_million_draws():
 
 
 def test_different_seeds_differ():
-    a = Streams.from_seed(1, 3).uniform(8)
-    b = Streams.from_seed(1000, 3).uniform(8)
+    a = Streams.of(1, 3, "t").uniform(8)
+    b = Streams.of(1000, 3, "t").uniform(8)
     assert not np.isin(a, b).any()
-    # consecutive seeds are consecutive rows: seed 2 is row 1 of seed 1 (the vector-env convention)
-    c = Streams.from_seed(2, 3).uniform(8)
-    np.testing.assert_array_equal(a[1:], c[:2])
-    assert not np.isin(a[0], c).any()
+    c = Streams.of(2, 3, "t").uniform(8)
+    assert not np.isin(a, c).any()
     # successive draws of one stream differ too
-    s = Streams.from_seed(1, 1)
+    s = Streams.of(1, 1, "t")
     assert not np.array_equal(s.uniform(8), s.uniform(8))
 
 
 def test_large_and_negative_seeds():
     # seeds are taken modulo 2**64: -1 and 2**64 - 1 are the same stream; huge ones work
-    np.testing.assert_array_equal(Streams.from_seed(-1, 2).uniform(3), Streams.from_seed(2**64 - 1, 2).uniform(3))
-    assert Streams.from_seed(2**62, 2).uniform(3).shape == (2, 3)
+    np.testing.assert_array_equal(Streams.of(-1, 2, "t").uniform(3), Streams.of(2**64 - 1, 2, "t").uniform(3))
+    assert Streams.of(2**62, 2, "t").uniform(3).shape == (2, 3)
     with pytest.raises(TypeError, match="seed"):
-        Streams.from_seed(1.5, 2)
+        Streams.of(1.5, 2, "t")
 
 
 def test_categorical_maps_uniforms_through_the_cdf():

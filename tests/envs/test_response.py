@@ -10,6 +10,7 @@ from envs.population import take_rows
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 
+PURPOSE = "test/envs/response"  # this module's customers (envs.random)
 
 @pytest.fixture(scope="module")
 def scenario() -> Scenario:
@@ -22,7 +23,7 @@ def scenario() -> Scenario:
 @pytest.fixture(scope="module")
 def sim(scenario) -> Simulation:
     """4000 bandit-view contexts with some contact history (fatigue, engagement, purchases)."""
-    s = Simulation(scenario, seed=31, n=4000, decision_hour=None, replace_rate=0.0, penalties=True)
+    s = Simulation(scenario, seed=31, n=4000, decision_hour=None, replace_rate=0.0, penalties=True, purpose=PURPOSE)
     rng = np.random.default_rng(7)
     for _ in range(4):
         # contact about half of them each time, on random actions
@@ -100,9 +101,10 @@ def test_expected_reward_matches_monte_carlo(sim):
         np.testing.assert_array_equal(out.sent.reshape(rows.size, draws)[:, 0], t.sent[:, 0])
     # the picked actions do differ, and by more than the Monte Carlo noise, so a wrong formula shows
     assert np.ptp(exact, axis=1).min() > 0.05
-    # the SMS at 3 am is badly timed for the SMS-reachable customers picked (hour curve below 1)
+    # the SMS at 3 am is badly timed for most SMS-reachable customers picked (hour curve below 1);
+    # hour curves are per customer, so one of them may have a late-night peak
     t_sms = response.contact_terms(sc, sa, space, tr_s, m_s, np.full((rows.size, 1), actions[2]))
-    assert (t_sms.hour_mult[t_sms.sent] < 1).all() and t_sms.sent.sum() >= 3
+    assert np.median(t_sms.hour_mult[t_sms.sent]) < 0.5 and t_sms.sent.sum() >= 3
     # the customer with no SMS consent is not sent the SMS: it is worth exactly no contact
     assert exact[2, 2] == exact[2, 0]
 
@@ -204,7 +206,8 @@ def test_probabilities_stay_valid_under_heavy_fatigue(scenario):
     The contact policy is switched off for this stress test (the default caps SMS at 2 a week)."""
     data = scenario.to_dict()
     data["contact"] = {"caps": [], "quiet_hours": {}, "min_gap_h": 0.0}
-    s = Simulation(Scenario.from_dict(data), seed=5, n=500, decision_hour=8, replace_rate=0.0, penalties=True)
+    s = Simulation(Scenario.from_dict(data), seed=5, n=500, decision_hour=8, replace_rate=0.0, penalties=True,
+                   purpose=PURPOSE)
     sms = s.space.index("sms", "promo", None)
     for _ in range(30):
         s.step(np.full(s.n, sms))
@@ -227,7 +230,8 @@ def test_blocked_actions_earn_what_no_contact_earns():
     from envs.simulation import Simulation
 
     sc = Scenario.default()
-    sim = Simulation(sc, 3, 400, decision_hour=3, penalties=True)  # 03:00 local: SMS and push are quiet
+    sim = Simulation(sc, 3, 400, decision_hour=3, penalties=True,
+                     purpose=PURPOSE)  # 03:00 local: SMS and push are quiet
     space = sim.space
     sms = space.index("sms", "promo", None)
     mask = sim.action_mask()

@@ -10,6 +10,8 @@ from envs.scenario import Scenario
 from nba.policies import create
 from nba.policies.base import Explore
 
+PURPOSE = "test/envs/rollout"  # this module's customers (envs.random)
+
 SC = Scenario.default()
 
 
@@ -34,10 +36,10 @@ class Recorder:
 @pytest.mark.parametrize("learn_from", ["total", "attributed"])
 def test_bandit_run_feeds_the_reward_it_is_told(learn_from):
     rec = Recorder()
-    run = bandit_run(SC, rec, decisions=1500, batch=500, seed=9, learn_from=learn_from)
+    run = bandit_run(SC, rec, decisions=1500, batch=500, seed=9, learn_from=learn_from, purpose=PURPOSE)
     fed = np.concatenate(rec.seen)
     # replay the same stream with the actions the run took: the same outcomes, whatever was chosen
-    sim = bandit_simulation(SC, 9, 500)
+    sim = bandit_simulation(SC, 9, 500, PURPOSE)
     total, attributed = [], []
     for chunk in np.split(run.actions, 3):
         res = sim.step(chunk)
@@ -54,7 +56,7 @@ def test_bandit_run_feeds_the_reward_it_is_told(learn_from):
 
 def test_bandit_run_rejects_an_unknown_reward_naming_the_field():
     with pytest.raises(ValueError, match="learn_from"):
-        bandit_run(SC, Recorder(), decisions=10, batch=10, learn_from="revenue")
+        bandit_run(SC, Recorder(), decisions=10, batch=10, learn_from="revenue", purpose=PURPOSE)
 
 
 def _run(expected, oracle, no_contact) -> BanditRun:
@@ -80,7 +82,7 @@ def test_score_curve_scores_each_slice_on_its_own():
 
 
 def test_score_curve_of_a_real_run_averages_to_its_score():
-    run = bandit_run(SC, Recorder(), decisions=2000, batch=500, seed=3)
+    run = bandit_run(SC, Recorder(), decisions=2000, batch=500, seed=3, purpose=PURPOSE)
     curve = run.score_curve(4)
     gains = [run.oracle[i:i + 500].mean() - run.no_contact[i:i + 500].mean() for i in range(0, 2000, 500)]
     assert np.average(curve, weights=gains) == pytest.approx(run.normalised_score)
@@ -98,16 +100,16 @@ def _rules():
 
 def test_greedy_is_the_most_probable_actions_exact_reward():
     # a deterministic policy's most probable action is the one it takes
-    run = bandit_run(SC, _rules(), decisions=1000, batch=500, seed=4)
+    run = bandit_run(SC, _rules(), decisions=1000, batch=500, seed=4, purpose=PURPOSE)
     np.testing.assert_array_equal(run.greedy, run.expected)
     assert run.greedy_score == pytest.approx(run.normalised_score)
     # uniform over the eligible actions: every one ties, and the lowest, no contact, is the greedy choice
-    run = bandit_run(SC, Recorder(), decisions=1000, batch=500, seed=4)
+    run = bandit_run(SC, Recorder(), decisions=1000, batch=500, seed=4, purpose=PURPOSE)
     np.testing.assert_array_equal(run.greedy, run.no_contact)
     assert run.greedy_score == 0.0
     assert run.normalised_score < 0.0  # contacting at random costs more than it earns
     # the rules with half the decisions explored: the greedy choice is the rules' own, and what exploring
     # cost shows as the gap between the two scores
-    run = bandit_run(SC, Explore(_rules(), epsilon=0.5), decisions=2000, batch=500, seed=4)
+    run = bandit_run(SC, Explore(_rules(), epsilon=0.5), decisions=2000, batch=500, seed=4, purpose=PURPOSE)
     assert run.greedy_score > run.normalised_score + 0.05
     assert not np.array_equal(run.greedy, run.expected)

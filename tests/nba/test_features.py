@@ -19,6 +19,8 @@ from nba.features import (
     lifecycle_stage,
 )
 
+PURPOSE = "test/nba/features"  # this module's customers (envs.random)
+
 RULES = LifecycleRules()  # new_days 30, at_risk_days 45, lapsed_days 90, welcome 14, post-purchase 14
 NEW, ACTIVE, AT_RISK, LAPSED = (LIFECYCLE_STAGES.index(s) for s in ("new", "active", "at_risk", "lapsed"))
 INF = np.inf
@@ -205,7 +207,8 @@ def test_simulated_observation_ignores_latent_traits():
     from envs.scenario import Scenario
     from envs.simulation import Simulation
 
-    sim = Simulation(Scenario.default(), seed=11, n=64, decision_hour=None, replace_rate=0.0, penalties=True)
+    sim = Simulation(Scenario.default(), seed=11, n=64, decision_hour=None, replace_rate=0.0, penalties=True,
+                     purpose=PURPOSE)
     rng = np.random.default_rng(0)
     for _ in range(3):  # give them some contact history first
         sim.step(rng.integers(0, sim.space.n_actions, sim.n))

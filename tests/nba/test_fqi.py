@@ -13,6 +13,8 @@ from nba.policies import create
 from nba.policies.base import Explore
 from nba.policies.fqi import returns_to_go
 
+PURPOSE = "test/nba/fqi"  # this module's customers (envs.random)
+
 SC = Scenario.default()
 SPACE, SEGMENTS, DIM = SC.action_space, tuple(SC.segments), SC.feature_spec.dim
 SMALL = {"iterations": 3, "num_boost_round": 20, "min_data_in_leaf": 20, "min_support": 5, "max_candidates": 225,
@@ -22,7 +24,7 @@ SMALL = {"iterations": 3, "num_boost_round": 20, "min_data_in_leaf": 20, "min_su
 @functools.cache
 def logged() -> Transitions:
     logger = Explore(create("business_as_usual", SPACE, SEGMENTS), 0.5, holdout=0.2)
-    return collect_transitions(SC, logger, 200, seed=5, days=20)
+    return collect_transitions(SC, logger, 200, seed=5, days=20, purpose=PURPOSE)
 
 
 def fitted(**params):

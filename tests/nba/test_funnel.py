@@ -14,6 +14,8 @@ from nba.actions import ActionSpace
 from nba.policies import FunnelEvents, create
 from nba.policies.lgbm import joint_rows
 
+PURPOSE = "test/nba/funnel"  # this module's customers (envs.random)
+
 SPACE = ActionSpace(channels=("email", "sms"), contents=("promo", "welcome"), send_slots=(None,))
 # per action 1..4 (email promo, email welcome, sms promo, sms welcome) and customer kind (x0 = 0 or 1):
 # conversions are rare (about one contact in 250), the events before them are not
@@ -133,7 +135,7 @@ def test_bad_events_are_refused_naming_the_field_and_nothing_is_learnt(field, ev
 
 def test_a_simulator_step_gives_the_funnel_events_a_decision_log_reports():
     sc = Scenario.default()
-    sim = Simulation(sc, 5, 20_000, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = Simulation(sc, 5, 20_000, decision_hour=None, replace_rate=1 / 30, penalties=True, purpose=PURPOSE)
     mask = sim.action_mask()
     actions = np.where(mask[:, 1], 1, 0)  # email where the contact policy allows it
     res = sim.step(actions)
@@ -152,7 +154,7 @@ def test_it_learns_online_in_the_bandit_simulator():
     sc = Scenario.default()
     p = create("lgbm_funnel", sc.action_space, dim=sc.feature_spec.dim, num_boost_round=20, min_data_in_leaf=20,
                threads=1)
-    run = bandit_run(sc, p, 4000, batch=2000, seed=0, learn_from="attributed")
+    run = bandit_run(sc, p, 4000, batch=2000, seed=0, learn_from="attributed", purpose=PURPOSE)
     assert p.fitted_on == 4000 and set(p.models) == {"opened", "clicked", "converted", "value", "rest"}
     assert len(run.rewards) == 4000
 
@@ -164,11 +166,11 @@ def test_as_the_first_stage_of_send_time_it_gets_the_events(tmp_path):
                first_params=small)
     assert p.learns_from_events and not create("send_time", sc.action_space, tuple(sc.segments),
                                                dim=sc.feature_spec.dim).learns_from_events
-    bandit_run(sc, p, 2000, batch=1000, seed=1, learn_from="attributed")
+    bandit_run(sc, p, 2000, batch=1000, seed=1, learn_from="attributed", purpose=PURPOSE)
     assert p.first.fitted_on == 2000 and p.first.events["opened"].sum() > 0
     with pytest.raises(ValueError, match="^events"):
         p.update(np.zeros((3, sc.feature_spec.dim)), np.zeros(3, np.int64), np.zeros(3), np.ones(3))
-    sim = Simulation(sc, 9, 300, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = Simulation(sc, 9, 300, decision_hour=None, replace_rate=1 / 30, penalties=True, purpose=PURPOSE)
     X, mask = sim.observe(), sim.action_mask()
     serialization.save(p, tmp_path / "p")
     np.testing.assert_array_equal(serialization.load(tmp_path / "p").probabilities(X, mask), p.probabilities(X, mask))

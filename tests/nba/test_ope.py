@@ -23,6 +23,8 @@ from nba.log import LoggedBatch
 from nba.policies.base import epsilon_greedy, sample, uniform
 from nba.policies.baselines import UniformRandom
 
+PURPOSE = "test/nba/ope"  # this module's customers (envs.random)
+
 TAU = 5.0  # switch-DR threshold used by the battery
 
 
@@ -404,7 +406,7 @@ def _contexts(seed: int, n: int):
 
     Returns (sim, X, mask, er, customers): ``customers`` names the customer each row now holds.
     """
-    sim = Simulation(SMALL, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = Simulation(SMALL, seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True, purpose=PURPOSE)
     customers = CustomerIds.start(n)
     rng = np.random.default_rng(seed)
     customers.advance(sim.step(sample(uniform(sim.action_mask()), rng.random(n))).replaced)

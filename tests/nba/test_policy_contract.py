@@ -35,6 +35,8 @@ from envs.simulation import Simulation
 from nba import serialization
 from nba.policies import LEARNERS, POLICIES, Decisions, FunnelEvents, Policy, act, create
 
+PURPOSE = "test/nba/policy_contract"  # this module's customers (envs.random)
+
 SCENARIO = Scenario.default()
 SPACE = SCENARIO.action_space
 SEGMENTS = tuple(SCENARIO.segments)
@@ -102,7 +104,7 @@ def _read_only(*arrays: np.ndarray) -> None:
 @functools.cache
 def logged_batches() -> tuple[Batch, ...]:
     """Batches logged under uniform-random exploration on the bandit view of the simulator."""
-    sim = Simulation(SCENARIO, 11, BATCH, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = Simulation(SCENARIO, 11, BATCH, decision_hour=None, replace_rate=1 / 30, penalties=True, purpose=PURPOSE)
     logger = create("uniform_random", SPACE)
     rng = np.random.default_rng(12)
     out = []
@@ -128,7 +130,7 @@ def contexts() -> tuple[np.ndarray, np.ndarray]:
 
     A stream of customers a few decisions in, so histories, carts and consents vary.
     """
-    sim = Simulation(SCENARIO, 21, N_CONTEXTS, decision_hour=None, replace_rate=1 / 30, penalties=True)
+    sim = Simulation(SCENARIO, 21, N_CONTEXTS, decision_hour=None, replace_rate=1 / 30, penalties=True, purpose=PURPOSE)
     logger = create("uniform_random", SPACE)
     rng = np.random.default_rng(22)
     for _ in range(3):

@@ -11,6 +11,8 @@ from nba.log.records import LoggedBatch
 from nba.policies import create
 from training import ab_report as abr
 
+PURPOSE = "test/training/ab_report"  # this module's customers (envs.random)
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -22,7 +24,7 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("ab") / "report"
     days: list[int] = []
     files = abr.write_report(sc, arms, out, n=1500, days=6, pre_days=3, seed=1, experiment="exp-report",
-                             progress=days.append)
+                             progress=days.append, purpose=PURPOSE)
     return out, files, days
 
 

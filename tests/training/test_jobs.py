@@ -13,6 +13,8 @@ from nba.log import DecisionLog
 from nba.policies.fqi import returns_to_go
 from training import jobs, registry
 
+PURPOSE = "test/training/jobs"  # this module's customers (envs.random)
+
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
@@ -267,7 +269,7 @@ def test_ab_from_a_logged_experiment(store, tmp_path):
             create("business_as_usual", sc.action_space, tuple(sc.segments))}
     url = f"sqlite:///{tmp_path / 'exp.db'}"
     with DecisionLog(url) as log:
-        sim = run_experiment(sc, arms, n=1200, days=5, seed=7, experiment="spring", log=log)
+        sim = run_experiment(sc, arms, n=1200, days=5, seed=7, experiment="spring", log=log, purpose=PURPOSE)
     before = _runs()
     with pytest.raises(jobs.JobError, match="experiment: no decisions of experiment 'autumn'"):
         jobs.ab(source=url, experiment="autumn", days=5)
