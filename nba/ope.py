@@ -92,6 +92,13 @@ CHUNK = 1 << 22  # bootstrap indices drawn and gathered at a time (32 MB of int6
 _ROWS = 1 << 16  # rows at a time in the unsupported-mass diagnostic (bounds its (n, A) temporaries)
 _SUM_TOL = 1e-6  # tolerance on the target's row sums
 
+# The support check (module docstring): a unit (an action, or an action group for the marginal
+# estimators) is *thinly supported* in a context when the target gives it more than SUPPORT_WEIGHT
+# times the logger's probability there (the logger never took it: any weight); an estimate whose
+# target puts more than SUPPORT_SHARE of its mass on such units is flagged ``unsupported``.
+SUPPORT_WEIGHT = 100.0
+SUPPORT_SHARE = 0.10
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -108,6 +115,9 @@ class Estimate:
     max_weight: float  # largest importance weight pi(a_i|x_i) / p_i
     unsupported_mass: float  # mean target mass on actions the logger could not take (module docstring)
     n_clusters: int | None = None  # clusters the bootstrap resampled (None: the rows were the units)
+    support_gap: float = 0.0  # target mass on units (actions or groups) the log does not support (support check)
+    unsupported: bool = False  # support_gap > the support threshold: never rank or promote on this estimate
+    model_se: float = 0.0  # the reward model's share of std_error (refit spread, see RewardModel); 0: none
 
     def covers(self, truth: float) -> bool:
         """Whether the interval contains ``truth``."""
@@ -217,6 +227,39 @@ def _unsupported_mass(actions: np.ndarray, target: np.ndarray, logging: np.ndarr
     return float((target @ never).mean())
 
 
+def _check_support(weight: float, share: float) -> float:
+    if not (isinstance(weight, (float, int)) and weight >= 1):
+        raise ValueError(f"support_weight: must be a number >= 1, got {weight!r}")
+    if not (isinstance(share, (float, int)) and 0 <= share <= 1):
+        raise ValueError(f"support_share: must be in [0, 1], got {share!r}")
+    return float(weight)
+
+
+def _unit_gap(units: np.ndarray, target_u: np.ndarray, logging_u: np.ndarray | None, weight: float) -> float:
+    """The target's mass on thinly supported units (actions or groups), averaged over the rows.
+
+    ``units`` (n,): the logged unit of each row; ``target_u`` (n, U): the target's probability of
+    each unit. With the logger's ``logging_u`` (n, U): the mass where ``target > weight * logging``
+    row by row. Without it, from the log alone: the mean mass of the units whose logged share of
+    rows is below ``1 / weight`` of the target's mean probability of them (the never-logged ones
+    included), a context-free reading of the same rule.
+    """
+    n = target_u.shape[0]
+    if logging_u is not None:
+        total = 0.0
+        for start in range(0, n, _ROWS):
+            t, m = target_u[start : start + _ROWS], logging_u[start : start + _ROWS]
+            total += float(np.where(t > weight * m, t, 0.0).sum())
+        return total / n
+    mean = target_u.mean(axis=0)
+    counts = np.bincount(units, minlength=target_u.shape[1])[: target_u.shape[1]]
+    return float(mean[counts * weight < n * mean].sum())
+
+
+def _action_gap(actions: np.ndarray, target: np.ndarray, logging: np.ndarray | None, weight: float) -> float:
+    return _unit_gap(actions, target, logging, weight)
+
+
 def _resampled_sums(units: np.ndarray, n_bootstrap: int, seed: int | None) -> np.ndarray:
     """(n_bootstrap, k) sums of ``units`` (k, m) over resamples of its m columns, ``CHUNK`` indices at a time."""
     k, m = units.shape
@@ -297,7 +340,16 @@ def _codes(clusters: Any, n: int) -> np.ndarray | None:
 
 
 def _estimate(name: str, value: float, replicates: np.ndarray, level: float, n: int, w: np.ndarray,
-              unsupported: float, codes: np.ndarray | None) -> Estimate:
+              unsupported: float, codes: np.ndarray | None, gap: float = 0.0, share: float = 1.0,
+              spread: np.ndarray | None = None) -> Estimate:
+    model_se = 0.0
+    if spread is not None and len(spread) > 1 and len(replicates):
+        # the reward model's refit spread (centred, scaled to an unbiased variance) added to the
+        # resamples' spread: replicate b moves by refit b mod K's shift (RewardModel)
+        k = len(spread)
+        shift = (spread - spread.mean()) * np.sqrt(k / (k - 1))
+        model_se = float(np.std(shift))
+        replicates = replicates + shift[np.arange(len(replicates)) % k]
     if len(replicates):
         tail = (1.0 - level) / 2.0
         lo, hi = np.nanquantile(replicates, [tail, 1.0 - tail])
@@ -308,7 +360,8 @@ def _estimate(name: str, value: float, replicates: np.ndarray, level: float, n: 
     sw, sw2 = float(w.sum()), float(np.dot(w, w))
     ess = sw * sw / sw2 if sw2 > 0 else 0.0
     g = None if codes is None else int(codes.max()) + 1
-    return Estimate(name, float(value), lo, hi, float(level), n, se, ess, float(w.max()), unsupported, g)
+    return Estimate(name, float(value), lo, hi, float(level), n, se, ess, float(w.max()), unsupported, g,
+                    float(gap), bool(gap > share), model_se)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -318,7 +371,8 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- estimators
 def ips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
-        seed: int | None = 0, logging=None, clusters=None) -> Estimate:
+        seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
+        support_share: float = SUPPORT_SHARE) -> Estimate:
     """Inverse propensity scoring: the mean of ``w_i r_i``.
 
     Unbiased when the propensities are the logger's exact probabilities and the logger gives every
@@ -343,12 +397,15 @@ def ips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootst
     w = _weights(a, p, t)
     terms = w * r
     reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
-    return _estimate("ips", float(terms.mean()), reps, level, len(r), w, unsupported, codes)
+    lg = _check_logging(logging, t.shape)
+    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
+    return _estimate("ips", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes, gap,
+                     support_share)
 
 
 def snips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
-          seed: int | None = 0, logging=None, clusters=None) -> Estimate:
+          seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
+        support_share: float = SUPPORT_SHARE) -> Estimate:
     """Self-normalised IPS: ``sum_i w_i r_i / sum_i w_i``.
 
     Same assumptions as :func:`ips`; slightly biased (O(1/n)) but consistent, with lower variance,
@@ -364,12 +421,15 @@ def snips(rewards, actions, propensities, target, *, level: float = 0.95, n_boot
         raise ValueError("target: puts no probability on any logged action; SNIPS is undefined")
     m = _means(np.vstack([w * r, w]), n_bootstrap, seed, codes)
     reps = _ratio(m[:, 0], m[:, 1])
-    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
-    return _estimate("snips", float(np.dot(w, r) / w.sum()), reps, level, len(r), w, unsupported, codes)
+    lg = _check_logging(logging, t.shape)
+    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
+    return _estimate("snips", float(np.dot(w, r) / w.sum()), reps, level, len(r), w, _unsupported_mass(a, t, lg),
+                     codes, gap, support_share)
 
 
 def dm(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
-       seed: int | None = 0, logging=None, clusters=None) -> Estimate:
+       seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
+        support_share: float = SUPPORT_SHARE) -> Estimate:
     """Direct method: the mean over rows of ``sum_a pi(a|x_i) q_hat(x_i, a)``.
 
     Needs no support and no propensities, but is only as good as the reward model: unbiased when
@@ -385,8 +445,10 @@ def dm(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_
     codes = _codes(clusters, len(r))
     terms = _dm_terms(t, q)
     reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
-    return _estimate("dm", float(terms.mean()), reps, level, len(r), _weights(a, p, t), unsupported, codes)
+    lg = _check_logging(logging, t.shape)
+    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
+    return _estimate("dm", float(terms.mean()), reps, level, len(r), _weights(a, p, t), _unsupported_mass(a, t, lg),
+                     codes, gap, support_share)
 
 
 def _dr_terms(r, a, p, t, q, tau: float) -> tuple[np.ndarray, np.ndarray]:
@@ -397,7 +459,8 @@ def _dr_terms(r, a, p, t, q, tau: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dr(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
-       seed: int | None = 0, logging=None, clusters=None) -> Estimate:
+       seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
+        support_share: float = SUPPORT_SHARE) -> Estimate:
     """Doubly robust: the direct method plus the importance-weighted residual of the logged action.
 
     ``dm_i + w_i (r_i - q_hat(x_i, a_i))``: unbiased when either the propensities are exact with
@@ -410,12 +473,15 @@ def dr(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_
     codes = _codes(clusters, len(r))
     terms, w = _dr_terms(r, a, p, t, q, np.inf)
     reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
-    return _estimate("dr", float(terms.mean()), reps, level, len(r), w, unsupported, codes)
+    lg = _check_logging(logging, t.shape)
+    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
+    return _estimate("dr", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes, gap,
+                     support_share)
 
 
 def switch_dr(rewards, actions, propensities, target, q_hat, tau: float, *, level: float = 0.95,
-              n_bootstrap: int = 200, seed: int | None = 0, logging=None, clusters=None) -> Estimate:
+              n_bootstrap: int = 200, seed: int | None = 0, logging=None, clusters=None,
+              support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> Estimate:
     """Switch doubly robust: DR whose importance-weighted correction is dropped where ``w_i > tau``.
 
     ``dm_i + 1{w_i <= tau} w_i (r_i - q_hat(x_i, a_i))``. Unbiased when the propensities are exact
@@ -432,30 +498,151 @@ def switch_dr(rewards, actions, propensities, target, q_hat, tau: float, *, leve
     codes = _codes(clusters, len(r))
     terms, w = _dr_terms(r, a, p, t, q, tau)
     reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
-    return _estimate("switch_dr", float(terms.mean()), reps, level, len(r), w, unsupported, codes)
+    lg = _check_logging(logging, t.shape)
+    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
+    return _estimate("switch_dr", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes, gap,
+                     support_share)
 
 
-ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dm", "dr", "switch_dr")
+# ----------------------------------------------------------------------------- marginal estimators
+GROUPINGS: tuple[str, ...] = ("channel", "channel_content", "action")
+DEFAULT_GROUPING = "channel"
+
+
+def action_groups(space: ActionSpace | int, by: str = DEFAULT_GROUPING) -> np.ndarray:
+    """(A,) the group (embedding) code of every action, no contact alone in group 0.
+
+    ``by``: ``"channel"`` (content and send slot collapse), ``"channel_content"`` (the send slot
+    collapses) or ``"action"`` (every action its own group: the marginal estimators are then IPS
+    and DR). A number of actions (no structure) allows ``"action"`` only.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"groups: unknown grouping {by!r}; valid: {', '.join(GROUPINGS)}")
+    if isinstance(space, ActionSpace):
+        if by == "action":
+            return np.arange(space.n_actions)
+        channel, content = space.channel_of.astype(np.int64), space.content_of.astype(np.int64)
+        code = channel + 1 if by == "channel" else 1 + channel * space.n_contents + content
+        return np.where(channel < 0, 0, code)
+    if isinstance(space, (int, np.integer)) and space >= 1:
+        if by != "action":
+            raise ValueError(f"groups: {by!r} needs an ActionSpace; a number of actions has no structure")
+        return np.arange(int(space))
+    raise ValueError(f"space: expected an ActionSpace or a number of actions >= 1, got {space!r}")
+
+
+def _check_groups(groups: Any, n_actions: int) -> tuple[np.ndarray, int]:
+    """(A,) codes 0..G-1 of the actions' groups (renumbered in order of value) and G."""
+    groups = np.asarray(groups)
+    if groups.shape != (n_actions,) or groups.dtype.kind not in "iu":
+        raise ValueError(f"groups: expected integer group codes of shape ({n_actions},), got "
+                         f"{groups.dtype} {groups.shape}")
+    _, codes = np.unique(groups, return_inverse=True)
+    codes = codes.reshape(n_actions).astype(np.int64)
+    return codes, int(codes.max()) + 1
+
+
+def group_probabilities(probs: np.ndarray, groups: np.ndarray, n_groups: int | None = None) -> np.ndarray:
+    """(n, G) each group's probability, the sum of its actions' in ``probs`` (n, A)."""
+    g = int(groups.max()) + 1 if n_groups is None else n_groups
+    onehot = np.zeros((len(groups), g))
+    onehot[np.arange(len(groups)), groups] = 1.0
+    return np.asarray(probs, dtype=np.float64) @ onehot
+
+
+def _marginal(a: np.ndarray, p: np.ndarray, t: np.ndarray, groups: Any, logging: np.ndarray | None,
+              logging_groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Marginal weights ``pi(e_i|x_i) / mu(e_i|x_i)`` and the support check's inputs.
+
+    Returns (weights (n,), the rows' group codes (n,), the target's group probabilities (n, G),
+    the logger's (n, G) or None when only the logged propensities are known and the groups are the
+    actions themselves).
+    """
+    n, n_actions = t.shape
+    codes, g = _check_groups(groups, n_actions)
+    e = codes[a]
+    t_g = group_probabilities(t, codes, g)
+    if logging is not None:
+        l_g = group_probabilities(logging, codes, g)
+    elif logging_groups is not None:
+        l_g = np.asarray(logging_groups, dtype=np.float64)
+        if l_g.shape != (n, g):
+            raise ValueError(f"logging_groups: expected shape ({n}, {g}), got {l_g.shape}")
+        if not np.isfinite(l_g).all() or (l_g < 0).any():
+            raise ValueError("logging_groups: probabilities must be finite and >= 0")
+    elif g == n_actions:  # every action its own group: the logged propensity is the group's
+        return t_g[np.arange(n), e] / p, e, t_g, None
+    else:
+        raise ValueError("logging: the marginal estimators need the logging distribution (n, A) or its group "
+                         "probabilities logging_groups (n, G) (estimate them with fit_group_propensities)")
+    # the logged action's group is at least as likely as the action itself
+    mu = np.maximum(l_g[np.arange(n), e], p)
+    return t_g[np.arange(n), e] / mu, e, t_g, l_g
+
+
+def _marginal_gap(e, t_g, l_g, weight: float) -> float:
+    return _unit_gap(e, t_g, l_g, weight)
+
+
+def mips(rewards, actions, propensities, target, groups, *, logging=None, logging_groups=None,
+         level: float = 0.95, n_bootstrap: int = 200, seed: int | None = 0, clusters=None,
+         support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> Estimate:
+    """Marginalised IPS (Saito & Joachims 2022): IPS whose weights are on the action's group.
+
+    ``w_i = pi(e_i | x_i) / mu(e_i | x_i)`` with ``e_i`` the logged action's group (``groups``
+    (A,), from :func:`action_groups`) and a group's probability the sum of its actions'. Unbiased
+    when every action of a group has the same expected reward in a context (no effect of what the
+    group collapses, e.g. content and send slot for ``"channel"``), or the target chooses within a
+    group as the logger does; it needs support on groups only, so its weights are far smaller than
+    IPS's on a large action space. The logger's group probabilities come from ``logging`` (n, A)
+    (exact) or ``logging_groups`` (n, G) (e.g. :func:`fit_group_propensities`); with neither, the
+    groups must be the actions (then it is IPS). ``ess``, ``max_weight`` and the support check are
+    on the group weights. Other arguments as :func:`ips`.
+    """
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    _check_options(level, n_bootstrap)
+    weight = _check_support(support_weight, support_share)
+    lg = _check_logging(logging, t.shape)
+    codes = _codes(clusters, len(r))
+    w, e, t_g, l_g = _marginal(a, p, t, groups, lg, logging_groups)
+    terms = w * r
+    reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
+    return _estimate("mips", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes,
+                     _marginal_gap(e, t_g, l_g, weight), support_share)
+
+
+def mdr(rewards, actions, propensities, target, q_hat, groups, *, logging=None, logging_groups=None,
+        level: float = 0.95, n_bootstrap: int = 200, seed: int | None = 0, clusters=None,
+        support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> Estimate:
+    """Marginalised doubly robust: the direct method plus the group-weighted residual of the logged action.
+
+    ``dm_i + w_i (r_i - q_hat(x_i, a_i))`` with the group weights of :func:`mips` (the form of
+    OffCEM, Saito et al. 2023: the model carries the effects within a group, the weights the
+    group's). Unbiased when the propensities of the groups are exact with support and the model's
+    error is the same for every action of a group (in particular when the model is exact), or when
+    the target chooses within each group as the logger does. Arguments as :func:`mips`, plus
+    ``q_hat`` (n, A) as in :func:`dm`.
+    """
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    q = _check_q_hat(q_hat, t.shape)
+    _check_options(level, n_bootstrap)
+    weight = _check_support(support_weight, support_share)
+    lg = _check_logging(logging, t.shape)
+    codes = _codes(clusters, len(r))
+    w, e, t_g, l_g = _marginal(a, p, t, groups, lg, logging_groups)
+    terms = _dm_terms(t, q) + w * (r - q[np.arange(len(a)), a])
+    reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
+    return _estimate("mdr", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes,
+                     _marginal_gap(e, t_g, l_g, weight), support_share)
+
+
+ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dm", "dr", "switch_dr", "mips", "mdr")
 
 
 # ----------------------------------------------------------------------------- reward model
-def fit_reward_model(X, actions, rewards, space: int | ActionSpace, *, mask=None, folds: int = 2, seed: int = 0,
-                     num_boost_round: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
-                     min_data_in_leaf: int = 50, threads: int = 2) -> np.ndarray:
-    """Cross-fitted LightGBM reward model: (n, A) out-of-fold predictions of every action's reward.
-
-    Rows are split at random (``seed``) into ``folds`` parts; the model fitted on the other parts
-    predicts every action for the rows of each part, so no row's prediction saw its own reward (the
-    DR estimate stays free of the model's overfitting). The model regresses the reward on
-    ``[x, psi(a)]`` as :mod:`nba.policies.lgbm` does: ``psi`` is the action features of an
-    :class:`~nba.actions.ActionSpace` (channel, content, slot), or a one-hot action code when
-    ``space`` is a number of actions. Where ``mask`` (n, A) is False the prediction is that of no
-    contact (action 0): an ineligible action is not sent.
-    """
-    import lightgbm as lgb
-
-    from nba.policies.lgbm import predict_eligible, regression_params
+def _reward_setup(X, actions, rewards, space, mask, seed, learning_rate, num_leaves, min_data_in_leaf, threads):
+    """Validated inputs of the reward model: (X, psi (A, k), rewards, actions, mask, LightGBM params)."""
+    from nba.policies.lgbm import regression_params
     from nba.policies.linear import action_design
 
     X = np.asarray(X)
@@ -472,8 +659,6 @@ def fit_reward_model(X, actions, rewards, space: int | ActionSpace, *, mask=None
         raise ValueError(f"space: expected an ActionSpace or a number of actions >= 1, got {space!r}")
     n_actions = psi.shape[0]
     rewards, actions = _check_xy(rewards, actions, n, n_actions)
-    if not (isinstance(folds, (int, np.integer)) and 2 <= folds <= n):
-        raise ValueError(f"folds: must be an integer in [2, n], got {folds!r}")
     if mask is None:
         mask = np.ones((n, n_actions), bool)
     mask = np.asarray(mask, bool)
@@ -481,16 +666,161 @@ def fit_reward_model(X, actions, rewards, space: int | ActionSpace, *, mask=None
         raise ValueError(f"mask: expected shape ({n}, {n_actions}), got {mask.shape}")
     params = regression_params({"learning_rate": learning_rate, "num_leaves": num_leaves,
                                 "min_data_in_leaf": min_data_in_leaf, "seed": seed, "threads": threads})
+    return X, psi, rewards, actions, mask, params
+
+
+def _train(params, X, psi, actions, rewards, rows, num_boost_round: int):
+    import lightgbm as lgb
+
+    design = np.hstack([X[rows].astype(np.float32), psi[actions[rows]]])
+    return lgb.train(params, lgb.Dataset(design, rewards[rows]), num_boost_round=num_boost_round)
+
+
+def _predict(booster, X, psi, mask, rows, threads: int) -> np.ndarray:
+    """(len(rows), A) predictions of every action on ``rows``; an ineligible action earns what no contact earns."""
+    from nba.policies.lgbm import predict_eligible
+
+    m = mask[rows]
+    pred = predict_eligible(booster, X[rows], psi, m | _first_column(m), np.nan, threads)
+    return np.where(m, pred, pred[:, :1])
+
+
+def fit_reward_model(X, actions, rewards, space: int | ActionSpace, *, mask=None, folds: int = 2, seed: int = 0,
+                     num_boost_round: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
+                     min_data_in_leaf: int = 50, threads: int = 2) -> np.ndarray:
+    """Cross-fitted LightGBM reward model: (n, A) out-of-fold predictions of every action's reward.
+
+    Rows are split at random (``seed``) into ``folds`` parts; the model fitted on the other parts
+    predicts every action for the rows of each part, so no row's prediction saw its own reward (the
+    DR estimate stays free of the model's overfitting). The model regresses the reward on
+    ``[x, psi(a)]`` as :mod:`nba.policies.lgbm` does: ``psi`` is the action features of an
+    :class:`~nba.actions.ActionSpace` (channel, content, slot), or a one-hot action code when
+    ``space`` is a number of actions. Where ``mask`` (n, A) is False the prediction is that of no
+    contact (action 0): an ineligible action is not sent. :func:`fit_reward_models` adds the
+    spread of refitted models, for intervals that carry the model's uncertainty.
+    """
+    X, psi, rewards, actions, mask, params = _reward_setup(X, actions, rewards, space, mask, seed, learning_rate,
+                                                           num_leaves, min_data_in_leaf, threads)
+    n = X.shape[0]
+    if not (isinstance(folds, (int, np.integer)) and 2 <= folds <= n):
+        raise ValueError(f"folds: must be an integer in [2, n], got {folds!r}")
     fold = np.random.default_rng(seed).permutation(n) % folds
-    out = np.empty((n, n_actions))
+    out = np.empty((n, psi.shape[0]))
     for k in range(folds):
-        train, test = fold != k, np.flatnonzero(fold == k)
-        design = np.hstack([X[train].astype(np.float32), psi[actions[train]]])
-        booster = lgb.train(params, lgb.Dataset(design, rewards[train]), num_boost_round=num_boost_round)
-        pred = predict_eligible(booster, X[test], psi, mask[test] | _first_column(mask[test]), np.nan, threads)
-        # an ineligible action earns what no contact earns
-        out[test] = np.where(mask[test], pred, pred[:, :1])
+        booster = _train(params, X, psi, actions, rewards, fold != k, num_boost_round)
+        test = np.flatnonzero(fold == k)
+        out[test] = _predict(booster, X, psi, mask, test, threads)
     return out
+
+
+REFITS = 8  # refitted reward models behind the model's share of an interval (RewardModel)
+PROBE_ROWS = 2000  # rows on which the refits predict every action
+
+
+@dataclass(frozen=True)
+class RewardModel:
+    """A cross-fitted reward model and the spread of refits of it: how much DM and DR move with the model.
+
+    ``q_hat`` is :func:`fit_reward_model`'s. Each of K refits is the same model trained on a
+    bootstrap resample (of the customers when clusters are given) of a training fold's size; it
+    predicts every action on ``probe`` rows and the logged action on its out-of-bag rows. For an
+    estimator whose terms use the model, refit k's shift is what the estimate would move by with
+    refit k in place of ``q_hat``: ``mean_probe sum_a pi(a|x) delta_k(x, a) - mean_oob c_i delta_k(x_i, a_i)``
+    (``delta_k = q_k - q_hat``; ``c_i`` the row's weight on its residual: 0 for DM, ``w_i`` for DR).
+    The shifts' spread is added to the bootstrap's (each replicate moves by one refit's centred
+    shift), so DM and DR intervals widen where the model is unsure; ``Estimate.model_se`` is that
+    share. The refits' spread is the model's variance, not its bias.
+    """
+
+    q_hat: np.ndarray  # (n, A) out-of-fold predictions
+    probe: np.ndarray  # (m,) rows where the refits predict every action
+    probe_delta: np.ndarray  # (K, m, A) float32: refit minus q_hat on the probe rows
+    logged_delta: np.ndarray  # (K, n) refit minus q_hat on each row's logged action, NaN on in-bag rows
+
+    def shifts(self, target: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        """(K,) each refit's shift of an estimate with residual weights ``weights`` (n,) (None: DM)."""
+        t = np.asarray(target, dtype=np.float32)[self.probe]
+        move = np.einsum("kma,ma->k", self.probe_delta, t, dtype=np.float64) / len(self.probe)
+        if weights is not None:
+            with np.errstate(invalid="ignore"):
+                move = move - np.nanmean(self.logged_delta * weights, axis=1)
+        return move
+
+
+def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=None, folds: int = 2, seed: int = 0,
+                      refits: int = REFITS, probe_rows: int = PROBE_ROWS, clusters=None, num_boost_round: int = 100,
+                      learning_rate: float = 0.1, num_leaves: int = 31, min_data_in_leaf: int = 50,
+                      threads: int = 2) -> RewardModel:
+    """:func:`fit_reward_model` plus ``refits`` refits on bootstrap resamples (:class:`RewardModel`).
+
+    ``clusters`` (n,) ids: the refits resample customers, as the cluster bootstrap does. The refits
+    cost ``refits`` trainings on a fold's size and predictions on ``probe_rows`` rows; ``refits=0``
+    gives no spread (the intervals then leave the model's uncertainty out). The model's other
+    parameters as :func:`fit_reward_model`.
+    """
+    q = fit_reward_model(X, actions, rewards, space, mask=mask, folds=folds, seed=seed,
+                         num_boost_round=num_boost_round, learning_rate=learning_rate, num_leaves=num_leaves,
+                         min_data_in_leaf=min_data_in_leaf, threads=threads)
+    if not (isinstance(refits, (int, np.integer)) and refits >= 0 and refits != 1):
+        raise ValueError(f"refits: must be 0 or an integer >= 2, got {refits!r}")
+    if not (isinstance(probe_rows, (int, np.integer)) and probe_rows >= 1):
+        raise ValueError(f"probe_rows: must be an integer >= 1, got {probe_rows!r}")
+    X, psi, rewards, actions, mask, params = _reward_setup(X, actions, rewards, space, mask, seed, learning_rate,
+                                                           num_leaves, min_data_in_leaf, threads)
+    n, n_actions = q.shape
+    rng = np.random.default_rng([seed, 0x5EED])
+    probe = np.sort(rng.choice(n, size=min(probe_rows, n), replace=False))
+    codes = np.arange(n) if clusters is None else cluster_codes(clusters, n)
+    g = int(codes.max()) + 1
+    members = np.argsort(codes, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=g))])
+    probe_delta = np.empty((refits, len(probe), n_actions), np.float32)
+    logged_delta = np.full((refits, n), np.nan)
+    for k in range(refits):
+        drawn = rng.integers(0, g, size=max(1, (g * (folds - 1)) // folds))
+        rows = np.concatenate([members[starts[c] : starts[c + 1]] for c in drawn])
+        booster = _train(params, X, psi, actions, rewards, rows, num_boost_round)
+        probe_delta[k] = _predict(booster, X, psi, mask, probe, threads) - q[probe]
+        oob = np.ones(n, bool)
+        oob[rows] = False
+        oob = np.flatnonzero(oob)
+        design = np.hstack([X[oob].astype(np.float32), psi[actions[oob]]])
+        logged_delta[k, oob] = booster.predict(design, num_threads=threads) - q[oob, actions[oob]]
+    return RewardModel(q, probe, probe_delta, logged_delta)
+
+
+def fit_group_propensities(X, actions, groups, *, mask=None, seed: int = 0, num_boost_round: int = 40,
+                           learning_rate: float = 0.1, num_leaves: int = 15, min_data_in_leaf: int = 100,
+                           threads: int = 2) -> np.ndarray:
+    """(n, G) the logger's probability of each action group, estimated from the log (no logging distribution).
+
+    A multiclass LightGBM classifier of the logged action's group on the context; a group with no
+    eligible action in a row (``mask`` (n, A)) gets 0 there and the rest is renormalised. For the
+    marginal estimators when only the logged propensities are known (:func:`mips` lifts each row's
+    group probability to at least its logged propensity). ``groups`` (A,) as :func:`action_groups`.
+    """
+    import lightgbm as lgb
+
+    X = np.asarray(X)
+    if X.ndim != 2 or not np.isfinite(X).all():
+        raise ValueError(f"X: expected a finite 2-D array (n, d), got shape {X.shape}")
+    n = X.shape[0]
+    codes, g = _check_groups(groups, len(np.asarray(groups)))
+    _, actions = _check_xy(np.zeros(n), actions, n, len(codes))
+    y = codes[actions]
+    if mask is None:
+        mask = np.ones((n, len(codes)), bool)
+    mask = np.asarray(mask, bool)
+    if mask.shape != (n, len(codes)):
+        raise ValueError(f"mask: expected shape ({n}, {len(codes)}), got {mask.shape}")
+    params = {"objective": "multiclass", "num_class": g, "learning_rate": learning_rate, "num_leaves": num_leaves,
+              "min_data_in_leaf": min_data_in_leaf, "seed": seed, "deterministic": True, "num_threads": threads,
+              "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(X.astype(np.float32), y), num_boost_round=num_boost_round)
+    prob = booster.predict(X.astype(np.float32), num_threads=threads).reshape(n, g)
+    prob = np.where(group_probabilities(mask, codes, g) > 0, prob, 0.0)
+    total = prob.sum(axis=1, keepdims=True)
+    return prob / np.where(total > 0, total, 1.0)
 
 
 def _first_column(mask: np.ndarray) -> np.ndarray:
@@ -521,8 +851,9 @@ _FIELDS = ("context", "eligible", "action", "propensity", "reward")
 def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None, tau: float = 20.0,
              logging=None, level: float = 0.95, n_bootstrap: int = 200, seed: int | None = 0,
              model_params: Mapping[str, Any] | None = None, clusters=None,
-             cluster_by_customer: bool = True) -> dict[str, Estimate]:
-    """Every estimator on one log: ``{"ips", "snips", "dm", "dr", "switch_dr"}`` -> :class:`Estimate`.
+             cluster_by_customer: bool = True, groups: str | Any | None = None, logging_groups=None,
+             support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> dict[str, Estimate]:
+    """Every estimator on one log: ``{"ips", "snips", "dm", "dr", "switch_dr", "mips", "mdr"}`` -> :class:`Estimate`.
 
     Args:
         target: a policy (anything with ``probabilities(X, mask)``, e.g. an :mod:`nba.policies`
@@ -531,20 +862,31 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
         data: an :class:`nba.log.LoggedBatch`, or a mapping with the same fields ``context``,
             ``eligible``, ``action``, ``propensity``, ``reward`` (``context`` and ``eligible`` may
             be left out when ``target`` and ``q_hat`` are arrays).
-        q_hat: (n, A) reward model predictions; by default a cross-fitted LightGBM model
-            (:func:`fit_reward_model` with ``model_params``) on the log itself.
-        space: the action space for the reward model's action features (default: the policy's
-            ``space`` if it has one, else one-hot actions).
+        q_hat: the reward model: a :class:`RewardModel` (its refit spread widens the intervals of
+            DM, DR, switch-DR and MDR by the model's uncertainty), or (n, A) predictions (no
+            spread: the intervals leave the model's error out); by default
+            :func:`fit_reward_models` with ``model_params`` on the log itself (the customers
+            resampled as ``clusters``). Fit it once per log when evaluating several targets.
+        space: the action space for the reward model's action features and the groups (default:
+            the policy's ``space`` if it has one, else one-hot actions).
         tau: switch-DR's weight threshold.
-        logging: optional (n, A) logging distribution for the ``unsupported_mass`` diagnostic.
+        logging: optional (n, A) logging distribution: the marginal estimators' group
+            probabilities (exact), and the support check row by row.
         level, n_bootstrap, seed: as in :func:`ips`. All estimators share the same resamples, and
-            the results equal those of the single estimators called with the same seed and clusters.
+            the results equal those of the single estimators called with the same seed and clusters
+            (and, for DM, DR, switch-DR and MDR, the same reward model as predictions).
         clusters: (n,) ids of the units the bootstrap resamples (a cluster bootstrap, see the
             module docstring); by default the data's ``customer_id`` field when it has one and
             ``cluster_by_customer`` is true, else the rows.
         cluster_by_customer: resample the data's customers (its ``customer_id``) rather than its
             rows when ``clusters`` is not given. A customer's decisions are alike, so on a log
             where customers recur the row bootstrap's intervals are too narrow; False restores it.
+        groups: the marginal estimators' action groups: a grouping name of :func:`action_groups`
+            (default :data:`DEFAULT_GROUPING` on an ActionSpace, ``"action"`` without one) or (A,)
+            codes.
+        logging_groups: (n, G) the logger's group probabilities when ``logging`` is unknown; by
+            default estimated from the log (:func:`fit_group_propensities`, needs ``context``).
+        support_weight, support_share: the support check (module docstring).
     """
     get = (lambda k: data.get(k)) if isinstance(data, Mapping) else (lambda k: getattr(data, k, None))
     context, eligible = get("context"), get("eligible")
@@ -560,29 +902,58 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
         target = target.probabilities(np.asarray(context), np.asarray(eligible, bool))
     r, a, p, t = _check_logged(rewards, actions, propensities, target)
     _check_options(level, n_bootstrap)
+    weight = _check_support(support_weight, support_share)
     if clusters is None and cluster_by_customer:
         clusters = get("customer_id")
     codes = _codes(clusters, len(r))
     tau = float(tau)
     if not tau >= 0:
         raise ValueError(f"tau: must be >= 0, got {tau!r}")
+    model_space = space if space is not None else t.shape[1]
+    if groups is None or isinstance(groups, str):
+        by = groups or (DEFAULT_GROUPING if isinstance(space, ActionSpace) else "action")
+        groups = action_groups(model_space, by)
     if q_hat is None:
         if context is None:
             raise ValueError("data: the default reward model needs the field 'context' (or pass q_hat)")
-        q_hat = fit_reward_model(context, a, r, space if space is not None else t.shape[1], mask=eligible,
-                                 seed=0 if seed is None else seed, **dict(model_params or {}))
-    q = _check_q_hat(q_hat, t.shape)
-    unsupported = _unsupported_mass(a, t, _check_logging(logging, t.shape))
+        q_hat = fit_reward_models(context, a, r, model_space, mask=eligible, seed=0 if seed is None else seed,
+                                  clusters=clusters, **dict(model_params or {}))
+    model = q_hat if isinstance(q_hat, RewardModel) else None
+    q = _check_q_hat(model.q_hat if model is not None else q_hat, t.shape)
+    lg = _check_logging(logging, t.shape)
+    if lg is None and logging_groups is None and len(np.unique(groups)) < t.shape[1]:
+        if context is None:
+            raise ValueError("data: the marginal estimators need the field 'context' to estimate the logger's "
+                             "group probabilities (or pass logging or logging_groups)")
+        logging_groups = fit_group_propensities(context, a, groups, mask=eligible, seed=0 if seed is None else seed)
+    unsupported = _unsupported_mass(a, t, lg)
+    action_gap = _action_gap(a, t, lg, weight)
     w = _weights(a, p, t)
+    wg, e, t_g, l_g = _marginal(a, p, t, groups, lg, logging_groups)
+    group_gap = _marginal_gap(e, t_g, l_g, weight)
     dm_terms = _dm_terms(t, q)
-    residual = w * (r - q[np.arange(len(a)), a])
+    raw = r - q[np.arange(len(a)), a]
+    residual = w * raw
+    switch = w <= tau
     columns = np.vstack([w * r, w, dm_terms, dm_terms + residual,
-                         dm_terms + (residual if tau == np.inf else np.where(w <= tau, residual, 0.0))])
+                         dm_terms + (residual if tau == np.inf else np.where(switch, residual, 0.0)),
+                         wg * r, dm_terms + wg * raw])
     values = columns.mean(axis=1)
     if w.sum() <= 0:
         raise ValueError("target: puts no probability on any logged action; SNIPS is undefined")
     values[1] = float(np.dot(w, r) / w.sum())
     reps = _means(columns, n_bootstrap, seed, codes)
     reps[:, 1] = _ratio(reps[:, 0], reps[:, 1])
-    return {name: _estimate(name, float(values[j]), reps[:, j], level, len(r), w, unsupported, codes)
-            for j, name in enumerate(ESTIMATORS)}
+    spread: dict[str, np.ndarray | None] = dict.fromkeys(ESTIMATORS)
+    if model is not None and len(model.logged_delta) > 1:
+        if model.q_hat.shape != t.shape:
+            raise ValueError(f"q_hat: expected shape {t.shape}, got {model.q_hat.shape}")
+        spread |= {"dm": model.shifts(t, None), "dr": model.shifts(t, w),
+                   "switch_dr": model.shifts(t, np.where(switch, w, 0.0) if tau != np.inf else w),
+                   "mdr": model.shifts(t, wg)}
+    out = {}
+    for j, name in enumerate(ESTIMATORS):
+        marginal = name in ("mips", "mdr")
+        out[name] = _estimate(name, float(values[j]), reps[:, j], level, len(r), wg if marginal else w, unsupported,
+                              codes, group_gap if marginal else action_gap, support_share, spread[name])
+    return out

@@ -32,6 +32,38 @@ def _switch(args, q, **kw):
     return ope.switch_dr(*args, q, TAU, **kw)
 
 
+def _pairs(n_actions: int) -> np.ndarray:
+    """Groups of the synthetic logs' actions for the marginal estimators: no contact alone, then pairs."""
+    return np.concatenate([[0], 1 + np.arange(n_actions - 1) // 2])
+
+
+def _marginal(fn):
+    """A marginal estimator on the battery's logs: pairs of actions; the logging distribution of the
+    synthetic log unless the test passes its own (``logging``), or the group probabilities."""
+    def call(args, q, **kw):
+        r, a, p, t = args
+        if "logging" not in kw and "logging_groups" not in kw:
+            known = LOGGING.get(id(t))
+            if known is None and np.shape(p) == np.shape(a) == np.shape(t)[:1] and np.ndim(t) == 2:
+                known = _logged_as(np.asarray(p, float), np.asarray(a).astype(int), t)
+            if known is not None:  # (bad inputs that fail validation get none: the estimator names the field)
+                kw["logging"] = known
+        extra = () if fn is ope.mips else (q,)
+        return fn(r, a, p, t, *extra, _pairs(t.shape[1]), **kw)
+    return call
+
+
+def _logged_as(p, a, t):
+    """A logging distribution consistent with the logged propensities when the test built its own log."""
+    out = np.zeros(t.shape)
+    rest = (1.0 - p) / (t.shape[1] - 1)
+    out += rest[:, None]
+    out[np.arange(len(a)), a] = p
+    return out
+
+
+LOGGING: dict[int, np.ndarray] = {}  # id(target) -> the logging distribution of the synthetic log it came with
+
 # name -> call(args=(rewards, actions, propensities, target), q_hat, **options)
 CALLS = {
     "ips": lambda args, q, **kw: ope.ips(*args, **kw),
@@ -39,6 +71,8 @@ CALLS = {
     "dm": lambda args, q, **kw: ope.dm(*args, q, **kw),
     "dr": lambda args, q, **kw: ope.dr(*args, q, **kw),
     "switch_dr": _switch,
+    "mips": _marginal(ope.mips),
+    "mdr": _marginal(ope.mdr),
 }
 assert tuple(CALLS) == ope.ESTIMATORS
 
@@ -57,6 +91,7 @@ def synthetic(n: int = 800, n_actions: int = 6, seed: int = 0, noise: bool = Tru
     mean = er[rows, actions]
     rewards = rng.binomial(1, mean).astype(float) if noise else mean
     target = epsilon_greedy(er, np.ones((n, n_actions), bool), 0.2)
+    LOGGING[id(target)] = LOGGING[id(logging)] = logging
     return rewards, actions, logging[rows, actions], target, er, logging
 
 
@@ -75,6 +110,7 @@ def test_returns_an_estimate_with_its_interval_around_the_value(name, log):
     assert e.ci_low <= e.value <= e.ci_high and e.ci_low < e.ci_high
     assert e.std_error > 0 and np.isfinite(e.std_error)
     assert 0 < e.ess <= len(r) and e.max_weight > 0 and e.unsupported_mass == 0.0
+    assert e.support_gap == 0.0 and not e.unsupported and e.model_se == 0.0
 
 
 @pytest.mark.parametrize("name", ope.ESTIMATORS)
@@ -100,7 +136,7 @@ def test_on_policy_gives_the_mean_reward(name, log):
     e = CALLS[name]((r, a, p, logging), q)
     # every importance weight is 1: ESS is n
     assert e.ess == pytest.approx(len(r)) and e.max_weight == pytest.approx(1.0)
-    if name in ("ips", "snips"):
+    if name in ("ips", "snips", "mips"):
         assert e.value == pytest.approx(r.mean(), abs=1e-12)
     else:
         # DM averages the exact expected rewards: it differs from the realised mean by noise only
@@ -356,13 +392,14 @@ def test_evaluate_clusters_a_logged_batch_by_customer(log):
                         send_at=np.zeros(n), propensity=p, policy=empty, policy_version=empty, experiment=empty,
                         arm=empty, cost=np.zeros(n), reward=r)
     fields = {"action": a, "propensity": p, "reward": r}
-    by_customer = ope.evaluate(t, batch, q_hat=q, tau=TAU, seed=4)
-    assert by_customer == ope.evaluate(t, fields, q_hat=q, tau=TAU, seed=4, clusters=customers)
+    kw = {"q_hat": q, "tau": TAU, "seed": 4, "groups": _pairs(t.shape[1]), "logging": LOGGING[id(t)]}
+    by_customer = ope.evaluate(t, batch, **kw)
+    assert by_customer == ope.evaluate(t, fields, **kw, clusters=customers)
     assert all(e.n_clusters == 80 for e in by_customer.values())
     for name, e in by_customer.items():
         assert e == CALLS[name]((r, a, p, t), q, seed=4, clusters=customers)
-    rows = ope.evaluate(t, batch, q_hat=q, tau=TAU, seed=4, cluster_by_customer=False)
-    assert rows == ope.evaluate(t, fields, q_hat=q, tau=TAU, seed=4)
+    rows = ope.evaluate(t, batch, **kw, cluster_by_customer=False)
+    assert rows == ope.evaluate(t, fields, **kw)
     assert all(e.n_clusters is None for e in rows.values())
     with pytest.raises(ValueError, match=r"^clusters: expected shape \(800,\)"):
         ope.evaluate(t, fields, q_hat=q, clusters=customers[:-1])
@@ -371,7 +408,8 @@ def test_evaluate_clusters_a_logged_batch_by_customer(log):
 # ----------------------------------------------------------------------------- evaluate and the reward model
 def test_evaluate_equals_the_single_estimators(log):
     r, a, p, t, q, logging = log
-    out = ope.evaluate(t, {"action": a, "propensity": p, "reward": r}, q_hat=q, tau=TAU, seed=9, logging=logging)
+    out = ope.evaluate(t, {"action": a, "propensity": p, "reward": r}, q_hat=q, tau=TAU, seed=9, logging=logging,
+                       groups=_pairs(t.shape[1]))
     assert tuple(out) == ope.ESTIMATORS
     for name, e in out.items():
         assert e == CALLS[name]((r, a, p, t), q, seed=9, logging=logging)
@@ -420,7 +458,7 @@ def _logged(seed: int, n: int):
     """
     sim, X, mask, er, customers = _contexts(seed, n)
     logging = uniform(mask)
-    actions = sample(logging, np.random.default_rng(seed + 1).random(n))
+    actions = sample(logging, np.random.default_rng([seed, 1]).random(n))
     rewards = sim.step(actions).reward
     return X, mask, er, actions, logging[np.arange(n), actions], rewards, customers.ids()
 
