@@ -2,7 +2,10 @@
 
 One registered model (default ``nba-policy``) holds every policy version; the aliases ``champion``
 and ``challenger`` say what production serves. :func:`promote` moves ``champion`` only when the
-evaluation supports it and records why as tags; :func:`rollback` returns to the previous champion.
+evidence supports it — the verdict of an A/B test of exactly these two versions (primary metric
+significantly better, every guardrail non-inferior), else the off-policy evaluation — and records
+why as tags, with the off-policy prediction of the lift beside the lift the A/B test realised
+(:class:`Prediction`, :class:`ABEvidence`); :func:`rollback` returns to the previous champion.
 
 Policies are logged as pyfunc *models from code* (``training/policy_model.py``): MLflow copies that
 file and the policy's ``bundle`` artefact (JSON, ``.npz`` without pickle, LightGBM text). MLflow
@@ -44,7 +47,7 @@ def use_store(root: str | Path = "nba-runs", experiment: str = "nba") -> str:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = external = os.environ.get("MLFLOW_TRACKING_URI")
     root = Path(root).resolve()
     if not uri:
         root.mkdir(parents=True, exist_ok=True)
@@ -55,7 +58,8 @@ def use_store(root: str | Path = "nba-runs", experiment: str = "nba") -> str:
         mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
         return uri
     if mlflow.get_experiment_by_name(experiment) is None:
-        location = None if os.environ.get("MLFLOW_TRACKING_URI") else (root / "mlartifacts").as_uri()
+        # not os.environ: mlflow.set_tracking_uri has just set MLFLOW_TRACKING_URI there for child processes
+        location = None if external else (root / "mlartifacts").as_uri()
         mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     return uri
@@ -126,11 +130,72 @@ def set_alias(alias: str, version: str, model_name: str = MODEL_NAME) -> None:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """The off-policy estimate of the challenger's lift over the champion, value per decision, with its interval."""
+
+    lift: float
+    low: float
+    high: float
+    source: str = ""  # where it came from, e.g. "dr on eval run <id>"
+
+    def __post_init__(self) -> None:
+        for name in ("lift", "low", "high"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) or not np.isfinite(v):
+                field = "predicted_lift" if name == "lift" else "predicted_ci"
+                raise ValueError(f"{field}: expected a finite number, got {v!r}")
+        if not self.low <= self.lift <= self.high:
+            raise ValueError(f"predicted_ci: expected low <= lift <= high, got {self.low!r} <= {self.lift!r} <= "
+                             f"{self.high!r}")
+
+
+@dataclass(frozen=True)
+class ABEvidence:
+    """What a finished A/B run concluded about the challenger (see ``training.jobs.ab``).
+
+    ``lift*`` is the realised difference challenger − champion of the primary metric per customer
+    over ``days`` days (always-valid interval); one decision a customer a day makes ``lift / days``
+    the lift per decision, the off-policy evaluation's unit.
+    """
+
+    run_id: str
+    promote: bool
+    reason: str
+    champion_version: str | None
+    challenger_version: str | None
+    lift: float
+    low: float
+    high: float
+    days: int
+    true_lift: float | None = None  # simulated tests: the exact effect per customer
+
+    def per_decision(self, x: float | None) -> float | None:
+        return None if x is None else x / self.days
+
+
+@dataclass(frozen=True)
 class Promotion:
     promoted: bool
     reason: str
     champion: str | None  # version serving after the decision
     previous: str | None
+    predicted: Prediction | None = None
+    ab: ABEvidence | None = None
+
+    def record(self) -> dict[str, float]:
+        """The lifts side by side, per decision: ``predicted_lift*`` (off-policy), ``realised_lift*`` (A/B),
+        ``true_lift`` (simulated A/B), ``realised_lift_per_customer``."""
+        out: dict[str, float] = {}
+        if self.predicted is not None:
+            out |= {"predicted_lift": self.predicted.lift, "predicted_lift_low": self.predicted.low,
+                    "predicted_lift_high": self.predicted.high}
+        if self.ab is not None:
+            a = self.ab
+            out |= {"realised_lift": a.lift / a.days, "realised_lift_low": a.low / a.days,
+                    "realised_lift_high": a.high / a.days, "realised_lift_per_customer": a.lift}
+            if a.true_lift is not None:
+                out["true_lift"] = a.true_lift / a.days
+        return out
 
 
 def _float_tag(tags: dict[str, str], key: str) -> float | None:
@@ -140,48 +205,62 @@ def _float_tag(tags: dict[str, str], key: str) -> float | None:
         return None
 
 
-def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab_winner: str | None = None) -> Promotion:
+def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | None = None,
+            predicted: Prediction | None = None) -> Promotion:
     """Move ``champion`` to the challenger when the evidence supports it.
 
-    Evidence, in order: a finished A/B test that names the challenger the winner (``ab_winner`` =
-    ``"challenger"``), else the off-policy evaluation tags ``eval.<metric>.value`` / ``.ci_low`` set
-    on both versions by the evaluate job on the same dataset (``eval.dataset``): the challenger's lower
-    confidence bound must beat the champion's estimate. Records the reason as tags on the new
-    champion version and the registered model; never moves an alias otherwise.
+    Evidence, in order: a finished A/B test (``ab``) of the current champion against the current
+    challenger (the versions it tested must be the aliases' versions now) whose verdict is to
+    promote: the primary metric significantly better and every guardrail non-inferior; a verdict
+    against, or a test of other versions, moves nothing. Without an A/B test, the off-policy
+    evaluation tags ``eval.<metric>.value`` / ``.ci_low`` set on both versions by the evaluate job on
+    the same dataset (``eval.dataset``): the challenger's lower confidence bound must beat the
+    champion's estimate. Records the reason, the A/B run and the lifts (:meth:`Promotion.record`:
+    ``predicted`` beside the A/B's realised lift) as tags on the new champion version and the
+    registered model; never moves an alias otherwise.
     """
     from mlflow import MlflowClient
 
     client = MlflowClient()
     champ, chall = alias_state(CHAMPION, model_name), alias_state(CHALLENGER, model_name)
+
+    def refuse(reason: str) -> Promotion:
+        return Promotion(False, reason, champ.version, None, predicted, ab)
+
     if chall.version is None:
-        return Promotion(False, "no challenger registered", champ.version, None)
+        return refuse("no challenger registered")
     if champ.version is None:
         reason = "no champion yet: the challenger becomes champion"
     elif chall.version == champ.version:
-        return Promotion(False, "challenger is already the champion", champ.version, None)
-    elif ab_winner is not None:
-        if ab_winner != CHALLENGER:
-            return Promotion(False, f"A/B test winner is {ab_winner!r}, not the challenger", champ.version, None)
-        reason = "a finished A/B test found the challenger better"
+        return refuse("challenger is already the champion")
+    elif ab is not None:
+        if (ab.champion_version, ab.challenger_version) != (champ.version, chall.version):
+            return refuse(f"A/B run {ab.run_id} tested version {ab.champion_version} against "
+                          f"{ab.challenger_version}, not champion {champ.version} against challenger {chall.version}")
+        if not ab.promote:
+            return refuse(f"A/B verdict: {ab.reason}")
+        reason = f"A/B verdict: {ab.reason}"
     else:
         key_v, key_lo = f"eval.{metric}.value", f"eval.{metric}.ci_low"
         c_lo, k_v = _float_tag(chall.tags, key_lo), _float_tag(champ.tags, key_v)
         if c_lo is None or k_v is None:
-            return Promotion(False, f"no {metric} evaluation on both versions (tags {key_v}, {key_lo})",
-                             champ.version, None)
+            return refuse(f"no {metric} evaluation on both versions (tags {key_v}, {key_lo})")
         if chall.tags.get("eval.dataset") != champ.tags.get("eval.dataset"):
-            return Promotion(False, "champion and challenger were evaluated on different datasets",
-                             champ.version, None)
+            return refuse("champion and challenger were evaluated on different datasets")
         if not c_lo > k_v:
-            return Promotion(False, f"challenger's {metric} lower bound {c_lo:.4g} does not beat the champion's "
-                                    f"estimate {k_v:.4g}", champ.version, None)
+            return refuse(f"challenger's {metric} lower bound {c_lo:.4g} does not beat the champion's "
+                          f"estimate {k_v:.4g}")
         reason = f"challenger's {metric} lower bound {c_lo:.4g} beats the champion's estimate {k_v:.4g}"
+    done = Promotion(True, reason, chall.version, champ.version, predicted, ab)
     client.set_registered_model_alias(model_name, CHAMPION, chall.version)
-    for key, value in {"promotion.reason": reason, "promotion.previous_champion": champ.version or ""}.items():
+    tags = {"promotion.reason": reason, "promotion.previous_champion": champ.version or "",
+            "promotion.ab_run": "" if ab is None else ab.run_id,
+            **{f"promotion.{k}": f"{v:.6g}" for k, v in done.record().items()}}
+    for key, value in tags.items():
         client.set_model_version_tag(model_name, chall.version, key, value)
     client.set_registered_model_tag(model_name, "champion.previous", champ.version or "")
     client.set_registered_model_tag(model_name, "champion.reason", reason)
-    return Promotion(True, reason, chall.version, champ.version)
+    return done
 
 
 def rollback(model_name: str = MODEL_NAME) -> Promotion:
