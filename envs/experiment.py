@@ -6,8 +6,9 @@
 policy (the pre-period whose reward is the CUPED covariate), assigns each customer to an arm with
 :func:`nba.ab.assign` (hashing the experiment's name with the customer id, as the service does), and
 steps all of them together for ``days`` days, each customer acting under its arm's policy. It
-records every customer's reward of every day and the totals of a few other metrics (revenue, cost,
-messages sent, conversions, opt-outs, churn).
+records every customer's value of every metric (reward, revenue, cost, messages sent, conversions,
+opt-outs, churn) on every day, so each metric has daily looks: the primary metric's always-valid
+test and the guardrails' (:func:`nba.ab.noninferiority_sequential`) read the same days.
 
 The true effects come from common random numbers: with ``truth=True`` the same population (same
 seed) is run again entirely under each arm's policy. Every row of the simulation draws its own
@@ -15,7 +16,8 @@ stream whatever the action, and each policy's sampling uniform of a row on a day
 every run (one generator per day, one uniform per row, used by whichever policy acts), so a
 customer's trajectory in the experiment is exactly its trajectory in the run of its arm's policy.
 The mean over all ``n`` customers of the paired difference is the experiment's estimand (the
-finite-population average treatment effect), known exactly.
+finite-population average treatment effect), known exactly — for every metric, so each guardrail's
+true worsening is known too (:meth:`SimulatedAB.true_worsening`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class SimulatedAB:
     seed: int
     pre_days: int
     start_h: float  # hours: the first decision of the experiment (the first daily look starts here)
+    daily_metrics: dict[str, np.ndarray] | None = None  # metric -> (n, days) value of each experiment day
+    potential_metrics: dict[str, dict[str, np.ndarray]] | None = None  # arm -> metric -> (n,) total under it
 
     @property
     def days(self) -> int:
@@ -92,9 +96,34 @@ class SimulatedAB:
         """(days,) true effect on the cumulative reward at each daily look."""
         return np.array([self.true_effect(treatment, k) for k in range(self.days)])
 
-    def looks(self) -> ab.Looks:
-        """Daily looks: every customer enrolled on day 0, cumulative reward at the end of each day."""
-        return ab.looks_from_daily(self.daily_reward, self.arm, arms=self.arms)
+    def looks(self, metric: str = "reward") -> ab.Looks:
+        """Daily looks: every customer enrolled on day 0, the cumulative ``metric`` at the end of each day."""
+        if metric == "reward":
+            return ab.looks_from_daily(self.daily_reward, self.arm, arms=self.arms)
+        if self.daily_metrics is None or metric not in self.daily_metrics:
+            raise ValueError(f"metric: {metric!r} has no daily values; valid: {', '.join(METRICS)}")
+        return ab.looks_from_daily(self.daily_metrics[metric], self.arm, arms=self.arms)
+
+    def true_worsening(self, treatment: str, guardrail: ab.Guardrail) -> float:
+        """The guardrail's exact worsening over the experiment (:func:`nba.ab.worsening` of the means of
+        every customer under the treatment and under the control: common random numbers)."""
+        if self.potential_metrics is None:
+            raise ValueError("truth: the experiment was run with truth=False")
+        if treatment not in self.potential_metrics:
+            raise ValueError(f"treatment: unknown arm {treatment!r}; arms: {list(self.arms)}")
+        if guardrail.metric not in self.potential_metrics[treatment]:
+            raise ValueError(f"guardrail {guardrail.name!r}: metric: {guardrail.metric!r} is not measured; "
+                             f"valid: {', '.join(METRICS)}")
+        mt = self.potential_metrics[treatment][guardrail.metric].mean()
+        mc = self.potential_metrics[self.control][guardrail.metric].mean()
+        return float(ab.worsening(guardrail, mt, 0.0, mc, 0.0)[0])
+
+    def guardrails(self, treatment: str, guardrails: tuple[ab.Guardrail, ...] = ab.DEFAULT_GUARDRAILS, *,
+                   alpha: float = 0.05) -> tuple[ab.GuardrailTest, ...]:
+        """Each guardrail's always-valid non-inferiority test over the daily looks of its metric."""
+        checked = ab.check_guardrails(guardrails, METRICS)
+        return tuple(ab.noninferiority_sequential(self.looks(g.metric), treatment, self.control, g, alpha=alpha)
+                     for g in checked)
 
     def analyse(self, treatment: str, *, tau: float | None = None, alpha: float = 0.05, level: float = 0.95,
                 cuped: bool | None = None) -> ab.Analysis:
@@ -134,9 +163,12 @@ class _Run:
         self.seed = seed
         self.day = 0
         self.log, self.ids, self.experiment, self.arm_names = log, ids, experiment, arm_names
+        self.actions: list[np.ndarray] = []  # every step's actions, the pre-period's included
 
-    def step(self, policies: list[Policy], arm_index: np.ndarray, in_experiment: bool = True
-             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def step(self, policies: list[Policy], arm_index: np.ndarray, in_experiment: bool = True,
+             replay: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One day. ``replay = (actions, rows)``: the rows of the (n,) mask ``rows`` take the given
+        actions instead of asking their policy (a counterfactual run reusing the main run's choices)."""
         sim = self.sim
         X, mask = sim.observe(), sim.action_mask()
         before = self._before(X, mask)
@@ -144,13 +176,18 @@ class _Run:
         actions = np.zeros(sim.n, np.int64)
         probs = np.zeros(mask.shape)
         probs[:, 0] = 1.0
+        asks = self.alive.copy()
+        if replay is not None:
+            actions[replay[1]] = replay[0][replay[1]]
+            asks &= ~replay[1]
         for k, policy in enumerate(policies):
-            rows = np.flatnonzero((arm_index == k) & self.alive)
+            rows = np.flatnonzero((arm_index == k) & asks)
             if rows.size:
                 Xr, mr = check_batch(policy.space, X[rows], mask[rows], getattr(policy, "dim", None))
                 probs[rows] = policy.probabilities(Xr, mr)
                 actions[rows] = sample(probs[rows], u[rows])
         res = sim.step(actions)
+        self.actions.append(actions)
         if self.log is not None:
             self._write(before, Decisions(actions, probs[np.arange(sim.n), actions], probs), res, policies,
                         arm_index, in_experiment)
@@ -159,7 +196,7 @@ class _Run:
         metrics = {"reward": res.reward, "revenue": out.revenue, "cost": out.cost,
                    "sent": out.sent, "converted": out.converted, "opted_out": out.opted_out,
                    "churned": res.churned}
-        metrics = {k: np.where(live, np.asarray(v, np.float64), 0.0) for k, v in metrics.items()}
+        metrics = {k: np.where(live, np.asarray(v, np.float64), 0.0) for k, v in metrics.items()}  # METRICS' order
         self.alive &= ~res.churned
         self.day += 1
         return metrics["reward"], metrics
@@ -194,29 +231,38 @@ class _Run:
 
 def _simulate(scenario: Scenario, seed: int, purpose: str, n: int, policies: list[Policy], arm_index: np.ndarray,
               control: int, days: int, pre_days: int, progress: Callable[[int], None] | None,
-              run: _Run | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], float]:
+              run: _Run | None = None, replay: tuple[list[np.ndarray], np.ndarray] | None = None
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], float, _Run]:
+    """(metric -> (n, days) daily values, (n,) pre-period reward, metric -> (n,) totals, start hour, run).
+
+    ``replay = (actions of each step, rows)``: those rows take an earlier run's actions (see ``_Run.step``)."""
     run = _Run(scenario, seed, n, purpose) if run is None else run
     pre = np.zeros(n)
     everyone_control = np.full(n, control)
-    for _ in range(pre_days):
-        pre += run.step(policies, everyone_control, in_experiment=False)[0]
+
+    def again(step: int) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if replay is None else (replay[0][step], replay[1])
+
+    for d in range(pre_days):  # everyone under the control: every row's pre-period is the earlier run's
+        everyone = None if replay is None else (replay[0][d], np.ones(n, bool))
+        pre += run.step(policies, everyone_control, in_experiment=False, replay=everyone)[0]
     start = float(run.sim.state.now.min())
-    daily = np.zeros((n, days))
-    totals = {m: np.zeros(n) for m in METRICS}
+    daily = {m: np.zeros((n, days)) for m in METRICS}
     for d in range(days):
-        daily[:, d], metrics = run.step(policies, arm_index)
+        _, metrics = run.step(policies, arm_index, replay=again(pre_days + d))
         for m in METRICS:
-            totals[m] += metrics[m]
+            daily[m][:, d] = metrics[m]
         if progress is not None:
             progress(d)
-    totals["reward"] = daily.sum(axis=1)  # summed as the counterfactual runs are: bit-identical
-    return daily, pre, totals, start
+    totals = {m: daily[m].sum(axis=1) for m in METRICS}  # summed alike in every run: bit-identical
+    return daily, pre, totals, start, run
 
 
 def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5000, days: int = 14,
                    seed: int = 0, purpose: str, experiment: str = "ab", control: str = "champion",
                    splits: Mapping[str, float] | None = None, pre_days: int = 0, truth: bool = True,
-                   log: DecisionLog | None = None, progress: Callable[[int], None] | None = None) -> SimulatedAB:
+                   log: DecisionLog | None = None, progress: Callable[[int], None] | None = None,
+                   replay: bool = True) -> SimulatedAB:
     """Simulate an A/B test of ``arms`` (arm name → policy) on ``n`` customers for ``days`` days.
 
     Args:
@@ -236,6 +282,10 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
             with ``envs.decision_log.reward_rule(penalties=False)``. Decision ids are
             ``"{experiment}/{purpose}/s{seed}:{day}:{row}"`` (days count from the pre-period), so a rerun adds nothing.
         progress: called with each experiment day of the main run.
+        replay: in the truth runs, the customers of the arm whose policy is run take the actions they
+            took in the main run instead of asking the policy again (the same actions by common random
+            numbers, so the same results; it saves a third of the policies' work with two arms).
+            ``False`` asks every policy again (what the tests compare against).
     """
     splits = _check(arms, splits, control, n, days, pre_days)
     names = tuple(sorted(arms))
@@ -250,16 +300,19 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
 
         log.set_layout(scenario_layout(scenario))
         run = _Run(scenario, seed, n, purpose, log, ids, experiment, names)
-    daily, pre, totals, start = _simulate(scenario, seed, purpose, n, policies, arm_index, c, days, pre_days, progress,
-                                          run)
-    true_daily = potential = None
+    daily, pre, totals, start, main = _simulate(scenario, seed, purpose, n, policies, arm_index, c, days, pre_days,
+                                                progress, run)
+    true_daily = potential = potential_metrics = None
     if truth:
-        true_daily, potential = {}, {}
+        true_daily, potential, potential_metrics = {}, {}, {}
         for k, a in enumerate(names):
-            d, _, _, _ = _simulate(scenario, seed, purpose, n, policies, np.full(n, k), c, days, pre_days, None)
-            true_daily[a] = np.cumsum(d, axis=1).mean(axis=0)
-            potential[a] = d.sum(axis=1)
+            again = (main.actions, arm_index == k) if replay else None
+            d, _, tot, _, _ = _simulate(scenario, seed, purpose, n, policies, np.full(n, k), c, days, pre_days, None,
+                                        replay=again)
+            true_daily[a] = np.cumsum(d["reward"], axis=1).mean(axis=0)
+            potential[a] = tot["reward"]
+            potential_metrics[a] = tot
     return SimulatedAB(experiment=experiment, control=control, arms=names, customer_id=ids, arm=arm,
-                       daily_reward=daily, pre_reward=pre, metrics=totals, true_daily=true_daily,
-                       potential_reward=potential, seed=seed,
-                       pre_days=pre_days, start_h=start)
+                       daily_reward=daily["reward"], pre_reward=pre, metrics=totals, true_daily=true_daily,
+                       potential_reward=potential, seed=seed, pre_days=pre_days, start_h=start,
+                       daily_metrics=daily, potential_metrics=potential_metrics)

@@ -17,6 +17,10 @@ Four layers, each usable alone:
   delta-method interval, CUPED variance reduction with a pre-period covariate, and the mixture
   sequential probability ratio test (mSPRT) whose p-values and confidence sequences stay valid
   however often the job peeks. Results are frozen dataclasses.
+* **Guardrails** (:class:`Guardrail`, :func:`noninferiority`, :func:`noninferiority_sequential`,
+  :func:`decide`): metrics a treatment must not worsen by a declared margin (opt-outs, churn, sends),
+  each tested for non-inferiority, always-valid over the looks like the primary metric; the verdict
+  promotes only a treatment significantly better on the primary metric whose guardrails all hold.
 * **Planning** (:func:`power`, :func:`sample_size`) for a difference in means.
 
 No MLflow or BentoML here: the reports live in ``training/ab_report.py``.
@@ -591,6 +595,297 @@ def analyse(values: np.ndarray, arm: np.ndarray, treatment: str, control: str, *
             raise ValueError("tau: the sequential test needs a mixture scale (e.g. the minimum detectable effect)")
         seq = sequential_test(looks, treatment, control, tau=tau, alpha=alpha, intersect=intersect)
     return Analysis(treatment, control, comparison, cup, seq)
+
+
+# ====================================================================================== guardrails (non-inferiority)
+Better = Literal["lower", "higher"]
+_GUARDRAIL_FIELDS = ("name", "metric", "margin", "better", "relative")
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """A metric the treatment must not make worse than the control by ``margin`` or more.
+
+    ``metric`` names a per-customer value of the data (e.g. ``"opted_out"``, ``"churned"``, ``"sent"``:
+    each customer's total over the experiment, so the arm's mean is a rate per customer). ``better``
+    says which way is good. The *worsening* is ``mean_t - mean_c`` when lower is better (``mean_c -
+    mean_t`` when higher is); with ``relative=True`` it is a fraction of the control's mean,
+    ``±(mean_t / mean_c - 1)`` with a delta-method standard error, and ``margin`` is such a fraction
+    (``1.0``: the treatment may double it). The guardrail holds when the data reject
+    ``H0: worsening ≥ margin`` at the experiment's alpha (a non-inferiority test).
+    """
+
+    name: str
+    metric: str
+    margin: float
+    better: Better = "lower"
+    relative: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"guardrail.name: expected a non-empty string, got {self.name!r}")
+        where = f"guardrail {self.name!r}"
+        if not isinstance(self.metric, str) or not self.metric.strip():
+            raise ValueError(f"{where}: metric: expected a non-empty metric name, got {self.metric!r}")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, int | float | np.integer | np.floating) \
+                or not np.isfinite(self.margin) or self.margin <= 0:
+            raise ValueError(f"{where}: margin: expected a positive finite number, got {self.margin!r}")
+        if self.better not in ("lower", "higher"):
+            raise ValueError(f"{where}: better: expected 'lower' or 'higher', got {self.better!r}")
+        if not isinstance(self.relative, bool | np.bool_):
+            raise ValueError(f"{where}: relative: expected true or false, got {self.relative!r}")
+        object.__setattr__(self, "margin", float(self.margin))
+        object.__setattr__(self, "relative", bool(self.relative))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "metric": self.metric, "margin": self.margin, "better": self.better,
+                "relative": self.relative}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> Guardrail:
+        """From a mapping with the fields' names (``name`` defaults to the metric); unknown keys are errors."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"guardrail: expected a mapping of {', '.join(_GUARDRAIL_FIELDS)}, got {d!r}")
+        unknown = sorted(set(d) - set(_GUARDRAIL_FIELDS))
+        if unknown:
+            raise ValueError(f"guardrail: unknown field(s) {unknown}; valid: {', '.join(_GUARDRAIL_FIELDS)}")
+        for key in ("metric", "margin"):
+            if key not in d:
+                raise ValueError(f"guardrail: {key}: required")
+        return cls(**{"name": d.get("name", d["metric"]), **d})  # type: ignore[arg-type]
+
+    @classmethod
+    def parse(cls, text: str) -> Guardrail:
+        """``"[name=]metric:margin[%][:higher]"``, e.g. ``"sends per customer=sent:100%"`` (relative),
+        ``"opted_out:0.005"`` (absolute), ``"revenue:5%:higher"``; or the same as a JSON object."""
+        import json
+
+        text = text.strip()
+        if text.startswith("{"):
+            try:
+                return cls.from_dict(json.loads(text))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"guardrail: not valid JSON: {e}") from e
+        name, _, spec = text.rpartition("=")
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0].strip():
+            raise ValueError(f"guardrail: expected '[name=]metric:margin[%][:lower|higher]', got {text!r}")
+        metric, margin = parts[0].strip(), parts[1].strip()
+        relative = margin.endswith("%")
+        try:
+            value = float(margin.removesuffix("%")) / (100 if relative else 1)
+        except ValueError:
+            raise ValueError(f"guardrail {name or metric!r}: margin: expected a number, got {margin!r}") from None
+        better = parts[2].strip() if len(parts) == 3 else "lower"
+        return cls(name.strip() or metric, metric, value, better, relative)  # type: ignore[arg-type]
+
+
+# Defaults for a messaging policy: a challenger may not raise the share of customers who opt out
+# (of any channel) by half a percentage point, churn by one point, nor double the messages sent.
+DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
+    Guardrail("opt-out rate", "opted_out", 0.005),
+    Guardrail("churn rate", "churned", 0.01),
+    Guardrail("sends per customer", "sent", 1.0, relative=True),
+)
+
+
+def check_guardrails(guardrails: Iterable[Guardrail | Mapping[str, object] | str],
+                     metrics: Iterable[str] | None = None) -> tuple[Guardrail, ...]:
+    """Guardrails from objects, mappings or :meth:`Guardrail.parse` strings; names unique; every metric
+    among ``metrics`` when given. Errors name the guardrail and its field."""
+    out: list[Guardrail] = []
+    for i, g in enumerate(guardrails):
+        if isinstance(g, str):
+            g = Guardrail.parse(g)
+        elif isinstance(g, Mapping):
+            g = Guardrail.from_dict(g)
+        elif not isinstance(g, Guardrail):
+            raise ValueError(f"guardrails[{i}]: expected a Guardrail, a mapping or a string, got {type(g).__name__}")
+        if any(g.name == o.name for o in out):
+            raise ValueError(f"guardrails[{i}]: name: {g.name!r} is declared twice")
+        out.append(g)
+    if metrics is not None:
+        known = sorted(metrics)
+        for g in out:
+            if g.metric not in known:
+                raise ValueError(f"guardrail {g.name!r}: metric: {g.metric!r} is not measured; "
+                                 f"valid: {', '.join(known)}")
+    return tuple(out)
+
+
+def worsening(guardrail: Guardrail, mean_t: np.ndarray, var_mean_t: np.ndarray, mean_c: np.ndarray,
+              var_mean_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The guardrail's worsening (treatment against control, in its margin's units) and standard error.
+
+    Absolute: ``±(m_t - m_c)`` with ``sqrt(V_t + V_c)``; relative: ``±(m_t / m_c - 1)`` with the delta
+    method of :func:`lift_delta` (NaN where the control's mean is 0). ``var_mean_*`` are the variances
+    of the two means; the sign makes a worse treatment positive.
+    """
+    sign = 1.0 if guardrail.better == "lower" else -1.0
+    mt, mc = np.asarray(mean_t, np.float64), np.asarray(mean_c, np.float64)
+    vt, vc = np.asarray(var_mean_t, np.float64), np.asarray(var_mean_c, np.float64)
+    if not guardrail.relative:
+        return sign * (mt - mc), np.sqrt(vt + vc)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = mc != 0
+        lift = np.where(ok, mt / mc - 1, np.nan)
+        se = np.where(ok, np.sqrt(vt / mc**2 + mt**2 * vc / mc**4), np.nan)
+    return sign * lift, se
+
+
+def _one_sided_log_lr(s: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
+    """log of the one-sided mixture likelihood ratio for ``s = estimate - theta0`` below ``theta0``.
+
+    Mixing the Gaussian likelihood ratio of ``theta0 + u`` against ``theta0`` over ``u`` half-normal on
+    ``u < 0`` (density ``2 φ(u / τ) / τ``) gives ``Λ⁻ = 2 sqrt(V / (V + τ²)) exp(τ² s² / (2 V (V + τ²)))
+    Φ(-τ s / sqrt(V (V + τ²)))``: a non-negative martingale under ``theta0`` (a supermartingale above
+    it), decreasing in ``s``.
+    """
+    return (np.log(2.0) + 0.5 * np.log(v / (v + tau**2)) + tau**2 * s**2 / (2 * v * (v + tau**2))
+            + stats.norm.logcdf(-tau * s / np.sqrt(v * (v + tau**2))))
+
+
+def _one_sided_threshold(v: float, tau: float, alpha: float) -> float:
+    """The ``s* < 0`` where the one-sided mixture reaches ``1 / alpha``: reject when ``s ≤ s*``."""
+    target = np.log(1 / alpha)
+    sd = np.sqrt(v)
+
+    def gap(z: float) -> float:
+        return float(_one_sided_log_lr(np.array(z * sd), np.array(v), tau)) - target
+
+    lo = -1.0
+    while gap(lo) < 0:
+        lo *= 2
+    return float(optimize.brentq(gap, lo, 0.0, xtol=1e-10)) * sd
+
+
+@dataclass(frozen=True)
+class GuardrailTest:
+    """A guardrail's non-inferiority test: ``H0: worsening ≥ margin`` against ``worsening < margin``.
+
+    ``bound`` is the upper confidence bound of the worsening (one-sided, level ``1 - alpha``): the
+    guardrail holds when ``bound < margin``, equivalently ``p_value ≤ alpha``. Always-valid tests
+    (:func:`noninferiority_sequential`) also hold ``p_values`` and ``bounds`` at every look; their
+    verdict is read at the last look, where the job stops.
+    """
+
+    guardrail: Guardrail
+    n_treatment: int
+    n_control: int
+    mean_treatment: float
+    mean_control: float
+    worsening: float
+    se: float
+    bound: float
+    p_value: float
+    alpha: float
+    always_valid: bool
+    tau: float | None = None
+    p_values: np.ndarray | None = None  # (K,) per look (always-valid tests)
+    bounds: np.ndarray | None = None  # (K,)
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.p_value) and self.p_value <= self.alpha)
+
+    @property
+    def margin(self) -> float:
+        return self.guardrail.margin
+
+
+def _ni_fixed(w: float, se: float, margin: float, alpha: float) -> tuple[float, float]:
+    if not (np.isfinite(w) and np.isfinite(se)):
+        return float("nan"), float("nan")
+    if se == 0:  # both arms constant: the difference is known
+        return (0.0 if w < margin else 1.0), w
+    return float(stats.norm.cdf((w - margin) / se)), float(w + stats.norm.isf(alpha) * se)
+
+
+def noninferiority(treatment: np.ndarray, control: np.ndarray, guardrail: Guardrail, alpha: float = 0.05
+                   ) -> GuardrailTest:
+    """Fixed-horizon non-inferiority of per-customer values (normal test, valid at one planned look).
+
+    ``p = Φ((w - margin) / se)``, ``bound = w + z_{1-α} se`` for the worsening ``w`` (:func:`worsening`).
+    """
+    _check_level(alpha, "alpha")
+    yt, yc = _values("treatment", treatment), _values("control", control)
+    mt, mc = float(yt.mean()), float(yc.mean())
+    w, se = worsening(guardrail, mt, yt.var(ddof=1) / yt.size, mc, yc.var(ddof=1) / yc.size)
+    p, bound = _ni_fixed(float(w), float(se), guardrail.margin, alpha)
+    return GuardrailTest(guardrail, yt.size, yc.size, mt, mc, float(w), float(se), bound, p, float(alpha), False)
+
+
+def noninferiority_sequential(looks: Looks, treatment: str, control: str, guardrail: Guardrail, *,
+                              alpha: float = 0.05, tau: float | None = None) -> GuardrailTest:
+    """Always-valid non-inferiority over the looks of the guardrail's metric (one-sided mixture SPRT).
+
+    At each look the worsening ``w`` (:func:`worsening`, variance ``V``) is tested against
+    ``theta0 = margin`` with the one-sided mixture ``Λ⁻`` of :func:`_one_sided_log_lr` over
+    worsenings below the margin (``tau`` defaults to the margin: the mixture is tuned to a treatment
+    that does no harm at all). ``p = min(1, 1/Λ⁻)``; by Ville's inequality, reading it at any look,
+    however chosen, keeps the chance of declaring a treatment that worsens by the margin or more
+    non-inferior below ``alpha`` (with :func:`msprt`'s asymptotic caveats). Guardrail metrics here
+    are cumulative totals whose harm grows with time, so the verdict is the last look's, not the
+    earliest passing one. ``bound`` is where ``Λ⁻`` crosses ``1/α``: the always-valid upper bound.
+    """
+    _check_level(alpha, "alpha")
+    tau = guardrail.margin if tau is None else _check_positive("tau", tau)
+    i, j = looks.arm_index(treatment), looks.arm_index(control)
+    nt, nc = looks.n[i].astype(np.float64), looks.n[j].astype(np.float64)
+    if np.any(nt < 2) or np.any(nc < 2):
+        raise ValueError("looks: every look needs at least two customers in each arm; start later")
+    w, se = worsening(guardrail, looks.mean[i], looks.var[i] / nt, looks.mean[j], looks.var[j] / nc)
+    k = looks.n_looks
+    p, bounds = np.full(k, np.nan), np.full(k, np.nan)
+    for t in range(k):
+        if not (np.isfinite(w[t]) and np.isfinite(se[t])):
+            continue
+        if se[t] == 0:
+            p[t], bounds[t] = _ni_fixed(float(w[t]), 0.0, guardrail.margin, alpha)
+            continue
+        v = float(se[t]) ** 2
+        p[t] = min(1.0, float(np.exp(-_one_sided_log_lr(np.array(w[t] - guardrail.margin), np.array(v), tau))))
+        bounds[t] = float(w[t]) - _one_sided_threshold(v, tau, alpha)
+    return GuardrailTest(guardrail, int(nt[-1]), int(nc[-1]), float(looks.mean[i, -1]), float(looks.mean[j, -1]),
+                         float(w[-1]), float(se[-1]), float(bounds[-1]), float(p[-1]), float(alpha), True, float(tau),
+                         p, bounds)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Promote the treatment only when the primary metric is significantly better and every guardrail holds."""
+
+    promote: bool
+    primary: Literal["better", "worse", "inconclusive"]
+    failed: tuple[str, ...]  # names of the guardrails that did not hold
+    reason: str
+
+
+def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest], alpha: float = 0.05) -> Verdict:
+    """The verdict on a treatment: the primary's always-valid test (Welch's without looks) and the guardrails."""
+    if isinstance(primary, Sequential):
+        significant, diff, p = primary.rejected, float(primary.diff[-1]), float(primary.p_value[-1])
+        test = "always-valid p"
+    else:
+        significant, diff, p, test = primary.significant(alpha), primary.diff, primary.p_value, "Welch p"
+    side = "inconclusive" if not significant else ("better" if diff > 0 else "worse")
+    failed = tuple(g.guardrail.name for g in guardrails if not g.passed)
+    why = [f"primary metric {side} ({diff:+.4g} per customer, {test} = {p:.3g})"]
+    if failed:
+        why.append("guardrail(s) failed: " + "; ".join(
+            f"{g.guardrail.name} worsens by {_fmt_margin(g.worsening, g.guardrail)} "
+            f"(bound {_fmt_margin(g.bound, g.guardrail)} ≥ margin {_fmt_margin(g.margin, g.guardrail)})"
+            for g in guardrails if not g.passed))
+    elif guardrails:
+        why.append("every guardrail holds (" + ", ".join(g.guardrail.name for g in guardrails) + ")")
+    promote = side == "better" and not failed
+    return Verdict(promote, side, failed, ("promote: " if promote else "do not promote: ") + "; ".join(why))
+
+
+def _fmt_margin(x: float, g: Guardrail) -> str:
+    if not np.isfinite(x):
+        return "n/a"
+    return f"{100 * x:+.3g}%" if g.relative else f"{x:+.4g}"
 
 
 # ====================================================================================== planning

@@ -4,12 +4,15 @@ Built in layers like :mod:`training.calibration_report`:
 
 1. :class:`ABReportInputs` holds everything the report shows: per treatment arm an
    :class:`nba.ab.Analysis` of the primary metric (reward per customer: Welch, CUPED, mSPRT over
-   daily looks), Welch comparisons of secondary metrics, and the true effects when known;
+   daily looks), Welch comparisons of secondary metrics, the guardrails' non-inferiority tests
+   (:class:`nba.ab.GuardrailTest`) and the verdict they make with the primary
+   (:class:`nba.ab.Verdict`), and the true effects when known;
 2. :func:`simulated_inputs` fills it from a simulated test (:func:`envs.experiment.run_experiment`),
    :func:`log_inputs` from decision-log batches (:class:`nba.log.LoggedBatch`, e.g. a store's
    ``iter_batches``);
 3. :func:`render_report` draws and writes ``estimates.png``, ``cumulative.png``, ``pvalues.png``,
-   ``report.md`` and ``report.html`` into a folder and returns their paths.
+   ``guardrails.png`` (with guardrails), ``report.md`` and ``report.html`` into a folder and returns
+   their paths.
 
 :func:`write_report` runs a simulated test and renders it in one call.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 import html
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,8 @@ PRIMARY = "reward"
 ESTIMATES_PNG = "estimates.png"
 CUMULATIVE_PNG = "cumulative.png"
 PVALUES_PNG = "pvalues.png"
-IMAGES: tuple[str, ...] = (ESTIMATES_PNG, CUMULATIVE_PNG, PVALUES_PNG)
+GUARDRAILS_PNG = "guardrails.png"
+IMAGES: tuple[str, ...] = (ESTIMATES_PNG, CUMULATIVE_PNG, PVALUES_PNG)  # always drawn; GUARDRAILS_PNG with guardrails
 PLANNED_POWER = 0.8  # the default mixture scale tau is the effect detectable with this power
 
 ESTIMATE_COLOR = "#1f77b4"
@@ -58,10 +62,18 @@ class ABReportInputs:
     look_unit: str = "day"
     alpha: float = 0.05
     notes: tuple[str, ...] = ()
+    guardrails: dict[str, tuple[ab.GuardrailTest, ...]] = field(default_factory=dict)  # treatment -> tests
+    true_worsening: dict[str, dict[str, float]] | None = None  # treatment -> guardrail name -> exact worsening
 
     @property
     def treatments(self) -> tuple[str, ...]:
         return tuple(self.analyses)
+
+    def verdict(self, treatment: str) -> ab.Verdict:
+        """Promote ``treatment`` or not: its primary test (always-valid when there are looks) and guardrails."""
+        a = self.analyses[treatment]
+        primary = a.sequential if a.sequential is not None else a.comparison
+        return ab.decide(primary, self.guardrails.get(treatment, ()), self.alpha)
 
 
 def planned_tau(se_final: float, alpha: float = 0.05, power: float = PLANNED_POWER) -> float:
@@ -80,12 +92,15 @@ def _default_tau(looks: ab.Looks, treatment: str, control: str, alpha: float) ->
 
 
 def simulated_inputs(result: SimulatedAB, *, tau: float | None = None, alpha: float = 0.05,
-                     level: float = 0.95) -> ABReportInputs:
+                     level: float = 0.95, guardrails: Iterable[ab.Guardrail] = ab.DEFAULT_GUARDRAILS
+                     ) -> ABReportInputs:
     """Report inputs from a simulated A/B test (CUPED when it has a pre-period, truth when known).
 
     ``tau`` (the mSPRT mixture scale) defaults to :func:`planned_tau` of the final look's standard
-    error, which depends on the metric's variance only, never on the observed difference.
+    error, which depends on the metric's variance only, never on the observed difference. Each
+    guardrail is tested always-valid over the daily looks of its metric, at ``alpha``.
     """
+    guardrails = ab.check_guardrails(guardrails, result.metrics)
     looks = result.looks()
     treatments = tuple(a for a in result.arms if a != result.control)
     analyses = {}
@@ -97,6 +112,9 @@ def simulated_inputs(result: SimulatedAB, *, tau: float | None = None, alpha: fl
     metrics = {m: {t: ab.compare(v[result.arm == t], v[result.arm == result.control], level) for t in treatments}
                for m, v in result.metrics.items()}
     truth = None if result.true_daily is None else {t: result.true_effects(t) for t in treatments}
+    tests = {t: result.guardrails(t, guardrails, alpha=alpha) for t in treatments} if guardrails else {}
+    worse = None if result.potential_metrics is None else {
+        t: {g.name: result.true_worsening(t, g) for g in guardrails} for t in treatments}
     source = (f"simulated: {result.n:,} customers (seed {result.seed}), {result.days} days"
               + (f" after a {result.pre_days}-day pre-period under the control" if result.pre_days else ""))
     notes = ["True effects come from running every arm's policy on all customers with common random numbers "
@@ -104,7 +122,7 @@ def simulated_inputs(result: SimulatedAB, *, tau: float | None = None, alpha: fl
     return ABReportInputs(
         experiment=result.experiment, control=result.control, source=source,
         arm_counts={a: int((result.arm == a).sum()) for a in result.arms}, analyses=analyses, metrics=metrics,
-        truth=truth, alpha=alpha, notes=tuple(notes))
+        truth=truth, alpha=alpha, notes=tuple(notes), guardrails=tests, true_worsening=worse)
 
 
 Batches = LoggedBatch | Iterable[LoggedBatch] | Callable[[], Iterable[LoggedBatch]]
@@ -114,17 +132,44 @@ def _open(batches: Batches) -> Iterable[LoggedBatch]:
     return batches() if callable(batches) else batches
 
 
+# per-customer metrics a decision log measures: the reward (its rule's), messages sent (decisions that
+# contact), their cost, and opt-outs (decisions followed by an opt-out within the rule's window)
+LOG_METRICS: tuple[str, ...] = ("reward", "sent", "cost", "opted_out")
+
+
+def _metric_batches(metric: str, batches: Batches,
+                    reread: Callable[[object], Iterable[LoggedBatch]] | None) -> Iterable[LoggedBatch]:
+    """The experiment's batches with each decision's value of ``metric`` as its reward."""
+    import dataclasses
+
+    from nba.log import RewardRule
+
+    if metric == "reward":
+        return _open(batches)
+    if metric == "opted_out":
+        if reread is None:
+            raise ValueError("guardrail_batches: needed to read opt-outs from the log")
+        return reread(RewardRule(events=(), opt_out_value=1.0, subtract_cost=False))
+    column = {"sent": lambda b: (np.asarray(b.action) > 0).astype(np.float64),
+              "cost": lambda b: np.asarray(b.cost, np.float64)}[metric]
+    return (dataclasses.replace(b, reward=column(b)) for b in _open(batches))
+
+
 def log_inputs(batches: Batches, *, experiment: str, control: str, start: float, days: int,
                pre_batches: Batches | None = None, pre_start: float | None = None, tau: float | None = None,
-               alpha: float = 0.05, level: float = 0.95, day_h: float = 24.0) -> ABReportInputs:
+               alpha: float = 0.05, level: float = 0.95, day_h: float = 24.0, guardrails: Iterable[ab.Guardrail] = (),
+               guardrail_batches: Callable[[object], Iterable[LoggedBatch]] | None = None) -> ABReportInputs:
     """Report inputs from the decision log: the experiment's decisions in ``[start, start + days·day_h)``.
 
     ``batches`` is a :class:`~nba.log.LoggedBatch`, a list of them, or a zero-argument callable that
     returns a fresh iterator (e.g. ``lambda: store.iter_batches(rule, experiment=name)``): it is read
     twice (per-customer totals and daily looks). ``pre_batches`` (read once) holds the decisions of
     ``[pre_start, start)`` whose rewards per customer are the CUPED covariate (0 for a customer
-    without any).
+    without any). ``guardrails`` on :data:`LOG_METRICS` are tested over the same daily looks;
+    opt-outs are read again through ``guardrail_batches(rule)`` (e.g. ``lambda r:
+    store.iter_batches(r, experiment=name)``).
     """
+    guardrails = ab.check_guardrails(guardrails, LOG_METRICS)
     if isinstance(batches, Iterable) and not isinstance(batches, LoggedBatch | list | tuple):
         raise ValueError("batches: an iterator can be read only once; pass a list or a callable")
     end = start + day_h * days
@@ -142,12 +187,18 @@ def log_inputs(batches: Batches, *, experiment: str, control: str, start: float,
         t_tau = _default_tau(looks, t, control, alpha) if tau is None else tau
         analyses[t] = ab.analyse(totals.total, totals.arm, t, control, covariate=covariate, looks=looks, tau=t_tau,
                                  alpha=alpha, level=level)
+    tests: dict[str, list[ab.GuardrailTest]] = {t: [] for t in analyses}
+    for g in guardrails:
+        g_looks = ab.daily_looks(_metric_batches(g.metric, batches, guardrail_batches), experiment=experiment,
+                                 start=start, days=days, day_h=day_h, arms=arms)
+        for t in analyses:
+            tests[t].append(ab.noninferiority_sequential(g_looks, t, control, g, alpha=alpha))
     return ABReportInputs(
         experiment=experiment, control=control,
         source=f"decision log: {len(totals):,} customers, {days} looks of {day_h:g} h from t = {start:g} h",
         arm_counts={a: int((totals.arm == a).sum()) for a in arms}, analyses=analyses,
         metrics={PRIMARY: {t: a.comparison for t, a in analyses.items()}}, truth=None, alpha=alpha,
-        look_unit="day" if day_h == 24.0 else f"{day_h:g} h")
+        look_unit="day" if day_h == 24.0 else f"{day_h:g} h", guardrails={t: tuple(v) for t, v in tests.items() if v})
 
 
 @dataclass(frozen=True)
@@ -268,6 +319,35 @@ def _plot_pvalues(plt, inp: ABReportInputs, path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_guardrails(plt, inp: ABReportInputs, path: Path) -> None:
+    """Each guardrail's worsening and always-valid upper bound, as fractions of its margin (1 = the margin)."""
+    rows = [(t, g) for t in inp.treatments for g in inp.guardrails.get(t, ())]
+    fig, ax = plt.subplots(figsize=(10, 1.4 + 0.6 * len(rows)), layout="constrained")
+    for i, (t, g) in enumerate(rows):
+        m = g.margin
+        color = "#2e7d32" if g.passed else "#c62828"
+        if np.isfinite(g.worsening):
+            ax.plot([g.worsening / m, g.bound / m], [i, i], color=color, lw=2.5)
+            ax.plot(g.worsening / m, i, "o", color=color)
+            ax.plot(g.bound / m, i, "|", color=color, ms=16, mew=2.5)
+        if inp.true_worsening is not None and g.guardrail.name in inp.true_worsening.get(t, {}):
+            ax.plot(inp.true_worsening[t][g.guardrail.name] / m, i, marker="x", color=TRUTH_COLOR, ms=10, ls="none",
+                    label="true worsening" if i == 0 else None)
+    ax.axvline(1.0, color=TRUTH_COLOR, ls="--", lw=1.2, label="margin")
+    ax.axvline(0.0, color="grey", lw=1)
+    labels = [f"{g.guardrail.name}\n{t} vs {inp.control}" if len(inp.treatments) > 1 else g.guardrail.name
+              for t, g in rows]
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("worsening as a fraction of its margin: estimate (dot) and always-valid upper bound (bar)")
+    ax.set_title(f"Guardrails: non-inferior when the bound stays left of the margin (green; red: fails), "
+                 f"alpha = {inp.alpha:g}")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # ====================================================================================== text
 def _f(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"
@@ -329,6 +409,26 @@ def _metric_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _margin(x: float, g: ab.Guardrail) -> str:
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return f"{100 * x:+.3g}%" if g.relative else f"{x:+.4g}"
+
+
+def _guardrail_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
+    header = ["guardrail", "metric", "treatment", f"mean ({inp.control})", "mean (treatment)", "worsening",
+              "upper bound", "margin", "p-value", "holds", "true worsening"]
+    rows = []
+    for t in inp.treatments:
+        for g in inp.guardrails.get(t, ()):
+            gd = g.guardrail
+            true = "" if inp.true_worsening is None else _margin(inp.true_worsening[t].get(gd.name, np.nan), gd)
+            rows.append([gd.name, f"{gd.metric} ({gd.better} is better)", t, _f(g.mean_control), _f(g.mean_treatment),
+                         _margin(g.worsening, gd), _margin(g.bound, gd), _margin(g.margin, gd), _p(g.p_value),
+                         "yes" if g.passed else "NO", true])
+    return header, rows
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -342,6 +442,10 @@ _TEXT = {
                   "fixed-horizon interval is valid only at a single look planned in advance.",
     "pvalues": "Peeking at the naive t-test every day and stopping at the first p ≤ alpha inflates false "
                "positives well above alpha; the always-valid mSPRT p-value does not.",
+    "guardrails": "Each guardrail is a non-inferiority test: it holds when the data reject that the treatment "
+                  "worsens its metric by the margin or more. The upper bound is always valid (one-sided mixture "
+                  "SPRT over the daily looks, read at the last look); worsening is treatment minus control for a "
+                  "lower-is-better metric (relative ones as a share of the control's mean).",
 }
 
 
@@ -354,8 +458,12 @@ def _intro(inp: ABReportInputs) -> list[str]:
 
 def _markdown(inp: ABReportInputs) -> str:
     md = [f"# A/B report — experiment '{inp.experiment}'", ""] + _intro(inp) + [""]
-    md += ["## Verdict", ""] + [f"- {verdict(a)}" for a in inp.analyses.values()] + [""]
+    md += ["## Verdict", ""] + [f"- {verdict(a)}" for a in inp.analyses.values()]
+    md += [f"- **{t}: {inp.verdict(t).reason}**" for t in inp.treatments] + [""]
     md += ["## Primary metric: reward per customer", ""] + _md_table(*_summary_rows(inp)) + [""]
+    if inp.guardrails:
+        md += ["## Guardrails", "", _TEXT["guardrails"], ""] + _md_table(*_guardrail_rows(inp))
+        md += ["", f"![Guardrails]({GUARDRAILS_PNG})", ""]
     md += ["## All metrics", ""] + _md_table(*_metric_rows(inp)) + [""]
     for title, image, key in (("Estimates", ESTIMATES_PNG, "estimates"),
                               ("Cumulative difference over time", CUMULATIVE_PNG, "cumulative"),
@@ -398,6 +506,10 @@ def _html(inp: ABReportInputs) -> str:
          f"<style>{_CSS}</style>", "</head>", "<body>", f"<h1>{e(title)}</h1>"]
     h += [f"<p>{_html_code(line)}</p>" for line in _intro(inp)]
     h += ["<h2>Verdict</h2>"] + [f'<p class="verdict">{e(verdict(a))}</p>' for a in inp.analyses.values()]
+    h += [f'<p class="verdict"><b>{e(t)}: {e(inp.verdict(t).reason)}</b></p>' for t in inp.treatments]
+    if inp.guardrails:
+        h += ["<h2>Guardrails</h2>", f"<p>{e(_TEXT['guardrails'])}</p>", _html_table(*_guardrail_rows(inp)),
+              f'<img src="{GUARDRAILS_PNG}" alt="Guardrails">']
     h += ["<h2>Primary metric: reward per customer</h2>", _html_table(*_summary_rows(inp)),
           "<h2>All metrics</h2>", _html_table(*_metric_rows(inp))]
     for title_, image, key in (("Estimates", ESTIMATES_PNG, "estimates"),
@@ -426,6 +538,9 @@ def render_report(inp: ABReportInputs, out_dir: Path) -> ReportFiles:
                        (_plot_pvalues, PVALUES_PNG)):
         draw(plt, inp, out_dir / name)
         images.append(out_dir / name)
+    if inp.guardrails:
+        _plot_guardrails(plt, inp, out_dir / GUARDRAILS_PNG)
+        images.append(out_dir / GUARDRAILS_PNG)
     page = out_dir / "report.html"
     page.write_text(_html(inp), encoding="utf-8")
     md = out_dir / "report.md"
@@ -436,9 +551,10 @@ def render_report(inp: ABReportInputs, out_dir: Path) -> ReportFiles:
 def write_report(scenario: Scenario, arms: Mapping[str, Policy], out_dir: Path, *, n: int = 5000, days: int = 14,
                  seed: int = 0, purpose: str = "ab", experiment: str = "ab", control: str = "champion",
                  pre_days: int = 7, tau: float | None = None, alpha: float = 0.05,
+                 guardrails: Iterable[ab.Guardrail] = ab.DEFAULT_GUARDRAILS,
                  progress: Callable[[int], None] | None = None) -> ReportFiles:
     """Simulate an A/B test of ``arms`` (see :func:`envs.experiment.run_experiment`) and render its report."""
+    guardrails = ab.check_guardrails(guardrails)
     result = run_experiment(scenario, arms, n=n, days=days, seed=seed, purpose=purpose, experiment=experiment,
-                            control=control,
-                            pre_days=pre_days, progress=progress)
-    return render_report(simulated_inputs(result, tau=tau, alpha=alpha), out_dir)
+                            control=control, pre_days=pre_days, progress=progress)
+    return render_report(simulated_inputs(result, tau=tau, alpha=alpha, guardrails=guardrails), out_dir)

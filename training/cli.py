@@ -136,9 +136,12 @@ def quickstart(
     report = render_report(inputs, res.out / "calibration")
     summary = qs.write_summary(res, {"calibration": {c.target.name: {"measured": c.measured, "ok": c.ok}
                                                      for c in checks}})
+    for p in res.promotions:
+        console.print(f"promotion: {'[green]moved[/green]' if p.promoted else 'kept'} champion: {p.reason}")
+    challenger = "none" if res.challenger is None else (f"[bold]{res.challenger.policy}[/bold] "
+                                                         f"(version {res.challenger.version})")
     console.print(f"\nchampion: [bold]{res.champion.policy}[/bold] (version {res.champion.version}), "
-                  f"challenger: [bold]{res.challenger.policy}[/bold] (version {res.challenger.version}) "
-                  f"of registered model nba-policy")
+                  f"challenger: {challenger} of registered model nba-policy")
     console.print(f"Everything is under [bold]{res.out}[/bold]: {summary.name}, decision logs, plots/, "
                   f"calibration/{report.name}, the MLflow store. Browse the runs with\n"
                   f"  [bold]mlflow ui --backend-store-uri {res.tracking_uri}[/bold]\n"
@@ -149,17 +152,31 @@ def quickstart(
 
 
 def _quickstart_table(res) -> Table:
-    t = Table(title="Policies on the held-out evaluation log: value per decision (revenue - cost - penalties), "
-                    "ranked by the doubly-robust lower bound")
-    for col in ("policy", "version", "doubly robust", "95% CI", "SNIPS", "true value", "role"):
-        t.add_column(col, justify="left" if col in ("policy", "role") else "right")
-    for r in sorted(res.rows, key=lambda r: r.dr.ci_low, reverse=True):
-        role = {res.champion.version: "champion", res.challenger.version: "challenger"}.get(r.version, "")
+    """The quickstart's policies in 80 columns: evidence first, the exact value beside it."""
+    from rich import box
+
+    from training.jobs import RANK_BY
+
+    t = Table(title=f"Policies on the evaluation log (other customers than training): value per decision,\n"
+                    f"off-policy ({RANK_BY}, 95% interval) beside the simulator's exact value",
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for col in ("policy", "est.", "95% interval", "flag", "A/B", "exact", "role"):
+        t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right",
+                     no_wrap=True)
+    champion = res.champion.version
+    challenger = None if res.challenger is None else res.challenger.version
+    for r in sorted(res.rows, key=lambda r: (bool(r.flags), -r.estimate.value)):
+        e = r.estimate
+        flag = ",".join({"unsupported": "unsupp", "below_logging": "<logger"}.get(f, f) for f in r.flags)
+        ab = "" if r.ab is None else ("won" if r.ab.promote else ("lost" if r.ab.winner != "challenger" else "guard"))
+        role = {champion: "champion", challenger: "challng"}.get(r.version, "")
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
-        t.add_row(r.policy, r.version, f"{r.dr.value:.3f}", f"[{r.dr.ci_low:.3f}, {r.dr.ci_high:.3f}]",
-                  f"{r.snips.value:.3f}", truth, role)
-    if res.logging_truth is not None:
-        t.caption = f"logging policy (business as usual + exploration): true value {res.logging_truth:.3f}"
+        t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", flag, ab, truth, role)
+    lv = res.logging_value
+    t.caption = (f"logging policy (business as usual + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}] on its "
+                 f"log" + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}") +
+                 "\nflag: unsupp = the log does not support the policy's choices; <logger = worse than the "
+                 "logger\nA/B: won = promoted; lost = not better; guard = a guardrail failed")
     return t
 
 
@@ -327,46 +344,90 @@ def ab(
     pre_days: Annotated[int, typer.Option(min=0, help="simulated pre-period days (CUPED covariate)")] = 7,
     split: Annotated[float, typer.Option(help="challenger's share of customers")] = 0.5,
     alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
+    guardrail: Annotated[list[str] | None, typer.Option(
+        help="guardrail '[name=]metric:margin[%][:higher]' or JSON (repeatable; 'none': no guardrail); default: "
+             "opt-out rate opted_out:0.005, churn rate churned:0.01, sends per customer sent:100%")] = None,
     out: Annotated[Path, typer.Option(help="report folder")] = Path("nba-runs/ab"),
     seed: SeedOpt = 0,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
     """A/B test champion against challenger (simulated, or from a logged experiment) with an
-    always-valid sequential test; writes the report and tags the run with the winner."""
+    always-valid sequential test and non-inferiority guardrails; writes the report and tags the run
+    with the verdict (promote or not, and why)."""
     from training import jobs
 
     with _job():
         jobs.load_scenario(None)
+        guardrails = None if not guardrail else ([] if guardrail == ["none"] else list(guardrail))
+        jobs.check_guardrails(guardrails, source)
         _store(root)
         with _progress(f"A/B {experiment}", days) as tick:
             res = jobs.ab(champion=champion, challenger=challenger, source=source, experiment=experiment,
                           customers=customers, days=days, pre_days=pre_days, split=split, alpha=alpha, seed=seed,
-                          out=out, progress=tick)
+                          guardrails=guardrails, out=out, progress=tick)
+    console.print(_ab_table(res))
     truth = "" if res.true_effect is None else f" (true effect {res.true_effect:+.3f})"
-    console.print(f"challenger - champion: {res.diff:+.3f} per customer, always-valid interval "
+    console.print(f"challenger - champion: {res.diff:+.3f} per customer over {res.days} days, always-valid interval "
                   f"[{res.ci_low:+.3f}, {res.ci_high:+.3f}], p = {res.p_value:.4g}{truth}")
-    console.print(f"{res.verdict}\nwinner: [bold]{res.winner}[/bold]; report {res.report}; run {res.run_id}")
+    colour = "green" if res.promote else "red"
+    console.print(f"{res.verdict}\n[{colour}]{res.reason}[/{colour}]\nreport {res.report}; run {res.run_id}")
+
+
+def _ab_table(res) -> Table:
+    t = Table(title="guardrails (non-inferiority, always valid, at the test's alpha)")
+    for col in ("guardrail", "champion", "challenger", "worsening", "upper bound", "margin", "holds", "true"):
+        t.add_column(col, justify="left" if col == "guardrail" else "right")
+    for g in res.guardrails:
+        gd = g.guardrail
+        fmt = (lambda x: f"{100 * x:+.1f}%") if gd.relative else (lambda x: f"{x:+.4g}")
+        true = "—" if res.true_worsening is None else fmt(res.true_worsening[gd.name])
+        t.add_row(f"{gd.name} ({gd.metric})", f"{g.mean_control:.4g}", f"{g.mean_treatment:.4g}", fmt(g.worsening),
+                  fmt(g.bound), fmt(g.margin), "[green]yes[/green]" if g.passed else "[red]NO[/red]", true)
+    return t
 
 
 @app.command()
 def promote(
-    metric: Annotated[str, typer.Option(help="estimator whose tags decide")] = "dr",
-    ab_winner: Annotated[str | None, typer.Option(help="winner of a finished A/B test: champion or challenger")] = None,
-    ab_run: Annotated[str | None, typer.Option(help="id of a finished `nba ab` run whose winner decides")] = None,
+    metric: Annotated[str, typer.Option(help="estimator whose tags decide when no A/B run is given")] = "dr",
+    ab_run: Annotated[str | None, typer.Option(help="id of a finished `nba ab` run whose verdict decides")] = None,
+    predicted_lift: Annotated[float | None, typer.Option(
+        help="off-policy estimate of challenger - champion, value per decision, recorded beside the A/B's")] = None,
+    predicted_low: Annotated[float | None, typer.Option(help="its interval's lower end")] = None,
+    predicted_high: Annotated[float | None, typer.Option(help="its interval's upper end")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="return champion to the previous version")] = False,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
-    """Move the champion alias to the challenger when the evaluation supports it, or roll back."""
+    """Move the champion alias to the challenger when the A/B verdict (or, without one, the evaluation)
+    supports it, recording the predicted lift beside the realised one; or roll back."""
     from training import jobs
 
     with _job():
         if metric not in ("ips", "snips", "dm", "dr", "switch_dr"):
             raise jobs.JobError(f"metric: unknown estimator {metric!r}; valid: ips, snips, dm, dr, switch_dr")
+        if (predicted_low is None) != (predicted_high is None):
+            raise jobs.JobError("predicted_ci: give both --predicted-low and --predicted-high")
+        ci = None if predicted_low is None else (predicted_low, predicted_high)
         _store(root)
-        res = jobs.promote(metric=metric, ab_winner=ab_winner, ab_run=ab_run, rollback=rollback)
+        res = jobs.promote(metric=metric, ab_run=ab_run or None, rollback=rollback, predicted_lift=predicted_lift,
+                           predicted_ci=ci)
     colour = "green" if res.promoted else "yellow"
     console.print(f"[{colour}]{'moved' if res.promoted else 'unchanged'}[/{colour}]: {res.reason}; "
                   f"champion is version {res.champion}")
+
+
+@app.command()
+def promotions(
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("nba-runs/promotions"),
+    root: RootOpt = Path("nba-runs"),
+) -> None:
+    """Report over every promotion in the tracking store: the off-policy predicted lift against the lift
+    the A/B test realised (PNG, Markdown, HTML; logged to MLflow)."""
+    from training import jobs
+
+    with _job():
+        _store(root)
+        res = jobs.promotions_report(out=out)
+    console.print(f"{res.n} promotion(s) with a predicted and a realised lift; report {res.report}; run {res.run_id}")
 
 
 @scenario_app.command("show")

@@ -620,12 +620,16 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
         raise JobError(f"split: the challenger's share must be in (0, 1), got {split}")
     if not 0 < alpha < 1:
         raise JobError(f"alpha: must be in (0, 1), got {alpha}")
+    if not isinstance(days, int) or days < 1:
+        raise JobError(f"days: expected a positive number of days, got {days!r}")
+    declared = check_guardrails(guardrails, source)
     scenario = load_scenario(scenario_path)
     out = Path(tempfile.mkdtemp(prefix="nba-ab-")) if out is None else Path(out)
     if source == SIMULATOR:
         if days < 2 or customers < 100:
             raise JobError(f"days/customers: need at least 2 days and 100 customers, got {days} and {customers}")
         arms = {"champion": resolve_target(champion, scenario), "challenger": resolve_target(challenger, scenario)}
+        versions = (arms["champion"][2], arms["challenger"][2])
     else:
         log = open_log(source)
         rule = reward_rule_for(source)
@@ -637,25 +641,29 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
                 digest.add(b.decision_id)
         if not first:
             raise JobError(f"experiment: no decisions of experiment {experiment!r} in the log")
+        versions = (_ref_version(champion), _ref_version(challenger))
     with _start("ab", run_name=f"ab-{experiment}") as run:
         mlflow.log_params({"experiment": experiment, "source": "simulator" if source == SIMULATOR else "decision_log",
-                           "alpha": alpha, "seed": seed, "champion": champion, "challenger": challenger})
+                           "alpha": alpha, "seed": seed, "champion": champion, "challenger": challenger,
+                           "guardrails": json.dumps([g.to_dict() for g in declared])})
         truth = None
         if source == SIMULATOR:
             from envs.experiment import run_experiment
 
-            mlflow.log_params({"customers": customers, "days": days, "pre_days": pre_days, "split": split})
+            mlflow.log_params({"customers": customers, "days": days, "pre_days": pre_days, "split": split,
+                               "purpose": purpose})
             result = run_experiment(scenario, {k: v[1] for k, v in arms.items()}, n=customers, days=days, seed=seed,
-                                    purpose=purpose,
-                                    experiment=experiment, control="champion", pre_days=pre_days,
+                                    purpose=purpose, experiment=experiment, control="champion", pre_days=pre_days,
                                     splits={"champion": 1 - split, "challenger": split}, progress=progress)
-            inputs = ab_report.simulated_inputs(result, alpha=alpha)
+            inputs = ab_report.simulated_inputs(result, alpha=alpha, guardrails=declared)
             truth = float(result.true_effect("challenger"))
         else:
             t0 = float(min(first)) if start is None else start
             _dataset_input(digest.tags(), "ab")
+            mlflow.log_params({"days": days})
             inputs = ab_report.log_inputs(lambda: log.iter_batches(rule, experiment=experiment), experiment=experiment,
-                                          control="champion", start=t0, days=days, alpha=alpha)
+                                          control="champion", start=t0, days=days, alpha=alpha, guardrails=declared,
+                                          guardrail_batches=lambda r: log.iter_batches(r, experiment=experiment))
         files = ab_report.render_report(inputs, out)
         for f in files.all():
             mlflow.log_artifact(str(f), artifact_path="ab_report")
@@ -666,46 +674,126 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
         diff = float(s.diff[-1]) if s is not None else float(c.diff)
         winner = "none" if not significant else ("challenger" if diff > 0 else "champion")
         lo, hi = (float(s.cs_low[-1]), float(s.cs_high[-1])) if s is not None else (c.ci_low, c.ci_high)
-        metrics = {"diff": diff, "ci_low": lo, "ci_high": hi, "p_value": p_value, "welch_p": float(c.p_value)}
+        decision = inputs.verdict("challenger")
+        tests = inputs.guardrails.get("challenger", ())
+        worse = None if inputs.true_worsening is None else inputs.true_worsening["challenger"]
+        metrics = {"diff": diff, "ci_low": lo, "ci_high": hi, "p_value": p_value, "welch_p": float(c.p_value),
+                   "promote": float(decision.promote)}
         if a.cuped is not None:
             metrics["cuped_variance_reduction"] = float(a.cuped.variance_reduction)
         if truth is not None:
             metrics["true_effect"] = truth
-        mlflow.log_metrics(metrics)
+        for g in tests:
+            key = f"guardrail.{_metric_key(g.guardrail.name)}"
+            metrics |= {f"{key}.worsening": g.worsening, f"{key}.bound": g.bound, f"{key}.margin": g.margin,
+                        f"{key}.p_value": g.p_value, f"{key}.holds": float(g.passed),
+                        f"{key}.mean_treatment": g.mean_treatment, f"{key}.mean_control": g.mean_control}
+            if worse is not None:
+                metrics[f"{key}.true_worsening"] = worse[g.guardrail.name]
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         if s is not None:
             _log_series("always_valid_p", s.p_value, np.arange(1, len(s.p_value) + 1))
             _log_series("cumulative_diff", s.diff, np.arange(1, len(s.diff) + 1))
-        mlflow.set_tags({"ab.winner": winner, "ab.verdict": ab_report.verdict(a)})
-        return ABResult(run.info.run_id, winner, ab_report.verdict(a), diff, lo, hi, p_value, truth, files.markdown)
+        mlflow.set_tags({"ab.winner": winner, "ab.verdict": ab_report.verdict(a),
+                         "ab.promote": str(decision.promote).lower(), "ab.reason": decision.reason[:5000],
+                         "ab.failed_guardrails": ",".join(decision.failed), "ab.days": str(days),
+                         "ab.champion_version": versions[0] or "", "ab.challenger_version": versions[1] or ""})
+        return ABResult(run.info.run_id, winner, ab_report.verdict(a), diff, lo, hi, p_value, truth, files.markdown,
+                        decision.promote, decision.reason, tests, worse, days, versions[0], versions[1])
+
+
+def _metric_key(name: str) -> str:
+    """A guardrail's name as an MLflow metric key part: "opt-out rate" -> "opt-out_rate"."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 # ----------------------------------------------------------------------------- promote
-def promote(*, metric: str = "dr", ab_winner: str | None = None, ab_run: str | None = None, rollback: bool = False):
+def ab_evidence(ab_run: str):
+    """The :class:`training.registry.ABEvidence` of a finished ``ab`` run, or JobError naming ``ab_run``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training import registry
+
+    try:
+        run = mlflow.MlflowClient().get_run(ab_run)
+    except MlflowException as e:
+        raise JobError(f"ab_run: no run {ab_run!r}") from e
+    tags, metrics = run.data.tags, run.data.metrics
+    if tags.get("nba.job") != "ab" or run.info.status != "FINISHED" or "ab.promote" not in tags:
+        raise JobError(f"ab_run: run {ab_run!r} is not a finished A/B run with a verdict")
+    return registry.ABEvidence(
+        run_id=ab_run, promote=tags["ab.promote"] == "true", reason=tags.get("ab.reason", ""),
+        champion_version=tags.get("ab.champion_version") or None,
+        challenger_version=tags.get("ab.challenger_version") or None, lift=metrics["diff"], low=metrics["ci_low"],
+        high=metrics["ci_high"], days=int(tags["ab.days"]), true_lift=metrics.get("true_effect"))
+
+
+def promote(*, metric: str = "dr", ab_run: str | None = None, rollback: bool = False,
+            predicted_lift: float | None = None, predicted_ci: tuple[float, float] | None = None,
+            predicted_source: str = ""):
     """Move ``champion`` to the challenger when the evidence supports it (or roll back), as a run.
 
-    ``ab_run``: the id of a finished ``ab`` run, whose ``ab.winner`` tag is the evidence.
+    ``ab_run``: the id of a finished :func:`ab` run of the current champion against the current
+    challenger; its verdict decides (``ab.promote``: primary better and every guardrail holds).
+    Without it, the off-policy evaluation's tags decide (:func:`training.registry.promote`).
+    ``predicted_lift`` (with ``predicted_ci = (low, high)``): the off-policy estimate of challenger
+    minus champion, value per decision, recorded beside the A/B's realised lift per decision (and
+    the true one when simulated) on the run and, when it moves, the new champion version
+    (``promotion.*`` tags); :func:`promotions_report` plots them over every promotion.
     """
     import mlflow
 
     from training import registry
 
-    if ab_run:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            tags = mlflow.MlflowClient().get_run(ab_run).data.tags
-        except MlflowException as e:
-            raise JobError(f"ab_run: no run {ab_run!r}") from e
-        if tags.get("nba.job") != "ab" or "ab.winner" not in tags:
-            raise JobError(f"ab_run: run {ab_run!r} is not a finished A/B run")
-        ab_winner = tags["ab.winner"]
     if metric not in ("ips", "snips", "dm", "dr", "switch_dr"):
         raise JobError(f"metric: unknown estimator {metric!r}; valid: ips, snips, dm, dr, switch_dr")
-    if ab_winner not in (None, "champion", "challenger", "none"):
-        raise JobError(f"ab_winner: must be champion, challenger or none, got {ab_winner!r}")
+    predicted = None
+    if predicted_lift is not None or predicted_ci is not None:
+        if predicted_lift is None:
+            raise JobError("predicted_lift: required with predicted_ci")
+        low, high = (predicted_lift, predicted_lift) if predicted_ci is None else tuple(predicted_ci)
+        try:
+            predicted = registry.Prediction(predicted_lift, low, high, predicted_source)
+        except (TypeError, ValueError) as e:
+            raise JobError(str(e)) from e
+    evidence = ab_evidence(ab_run) if ab_run else None
     with _start("promote"):
-        result = registry.rollback() if rollback else registry.promote(metric=metric, ab_winner=ab_winner)
-        mlflow.log_params({"metric": metric, "ab_winner": ab_winner or "", "rollback": rollback})
-        mlflow.set_tags({"promotion.promoted": str(result.promoted), "promotion.reason": result.reason,
-                         "promotion.champion": result.champion or "", "promotion.previous": result.previous or ""})
+        mlflow.log_params({"metric": metric, "ab_run": ab_run or "", "rollback": rollback,
+                           "predicted_source": predicted_source})
+        if rollback:
+            result = registry.rollback()
+        else:
+            result = registry.promote(metric=metric, ab=evidence, predicted=predicted)
+        mlflow.set_tags({"promotion.promoted": str(result.promoted), "promotion.reason": result.reason[:5000],
+                         "promotion.champion": result.champion or "", "promotion.previous": result.previous or "",
+                         "promotion.ab_run": ab_run or "", "promotion.rollback": str(rollback)})
+        if not rollback:
+            mlflow.log_metrics(result.record())
         return result
+
+
+# ----------------------------------------------------------------------------- promotions report
+@dataclass(frozen=True)
+class PromotionsReport:
+    run_id: str
+    n: int  # promotion decisions with a predicted and a realised lift
+    report: Path  # report.md
+    points: tuple[Any, ...]  # training.promotion_report.PromotionPoint, oldest first
+
+
+def promotions_report(*, out: Path | None = None) -> PromotionsReport:
+    """Predicted (off-policy) against realised (A/B) lift over every promotion in the tracking store,
+    as a run whose artefacts are the plot and the Markdown/HTML report."""
+    import mlflow
+
+    from training import promotion_report
+
+    out = Path(tempfile.mkdtemp(prefix="nba-promotions-")) if out is None else Path(out)
+    points = promotion_report.collect()
+    with _start("promotions_report") as run:
+        files = promotion_report.render_report(points, out)
+        for f in files.all():
+            mlflow.log_artifact(str(f), artifact_path="promotions_report")
+        mlflow.log_metrics(promotion_report.summarise(points).metrics())
+        return PromotionsReport(run.info.run_id, len(points), files.markdown, tuple(points))

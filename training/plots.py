@@ -123,3 +123,46 @@ def estimate_intervals(rows: Sequence[tuple[str, float, float, float]], path: Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def predicted_vs_realised(predicted: np.ndarray, predicted_ci: np.ndarray, realised: np.ndarray,
+                          realised_ci: np.ndarray, promoted: np.ndarray, path: Path, title: str,
+                          truth: np.ndarray | None = None, labels: Sequence[str] | None = None) -> Path:
+    """One point per promotion: the off-policy predicted lift (x, its interval) against the lift the A/B
+    test realised (y, its interval), the diagonal where they agree, true lifts (simulated) as crosses.
+
+    ``predicted_ci`` and ``realised_ci`` are (N, 2) (low, high); ``promoted`` (N,) bool draws the
+    moves filled and the refusals hollow; ``truth`` (N,) may hold NaN where unknown.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 6.5))
+    x, y = np.asarray(predicted, float), np.asarray(realised, float)
+    xe = np.abs(np.asarray(predicted_ci, float) - x[:, None]).T
+    ye = np.abs(np.asarray(realised_ci, float) - y[:, None]).T
+    promoted = np.asarray(promoted, bool)
+    for sel, face, label in ((promoted, "C0", "promoted"), (~promoted, "white", "not promoted")):
+        if sel.any():
+            ax.errorbar(x[sel], y[sel], xerr=xe[:, sel], yerr=ye[:, sel], fmt="o", color="C0", mfc=face, capsize=3,
+                        label=label)
+    shown = [x, y, np.asarray(predicted_ci, float).ravel(), np.asarray(realised_ci, float).ravel()]
+    if truth is not None and np.isfinite(truth).any():
+        t = np.asarray(truth, float)
+        ax.plot(x, t, "x", color="C3", ms=9, label="true lift (simulator)")
+        shown.append(t[np.isfinite(t)])
+    if labels is not None:
+        for xi, yi, text in zip(x, y, labels, strict=True):
+            ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    values = np.concatenate([v[np.isfinite(v)] for v in shown] + [np.zeros(1)])
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.08 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.4", ls="--", lw=1, label="realised = predicted")
+    ax.axhline(0, color="0.8", lw=0.8)
+    ax.axvline(0, color="0.8", lw=0.8)
+    ax.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), xlabel="predicted lift per decision (off-policy)",
+           ylabel="realised lift per decision (A/B test)", title=title)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -62,6 +62,44 @@ def test_each_customer_lives_its_arms_counterfactual(ab_run):
     assert ab_run.true_effects("challenger")[-1] == pytest.approx(paired.mean())
 
 
+def test_counterfactual_runs_asking_the_policies_again_agree(scenario):
+    """The truth runs reuse each arm's own customers' actions (replay); asking every policy again gives
+    the same potential outcomes, every metric, to the bit: the common-random-numbers claim itself."""
+    arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "batch_and_blast")}
+    kw = dict(n=400, days=4, seed=13, pre_days=2, purpose=PURPOSE)
+    fast, slow = run_experiment(scenario, arms, **kw), run_experiment(scenario, arms, **kw, replay=False)
+    for a in fast.arms:
+        sel = slow.arm == a
+        for m in METRICS:
+            np.testing.assert_array_equal(fast.potential_metrics[a][m], slow.potential_metrics[a][m])
+            np.testing.assert_array_equal(slow.metrics[m][sel], slow.potential_metrics[a][m][sel])
+    np.testing.assert_array_equal(fast.daily_reward, slow.daily_reward)
+
+
+def test_guardrails_known_truth_and_daily_looks(ab_run):
+    """No contact against business as usual: no message sent and fewer opt-outs, so every guardrail's
+    true worsening is negative; each guardrail is tested over the daily looks of its metric."""
+    for m in METRICS:
+        assert ab_run.daily_metrics[m].shape == (N, DAYS)
+        np.testing.assert_allclose(ab_run.daily_metrics[m].sum(axis=1), ab_run.metrics[m])
+    sends = ab.Guardrail("sends", "sent", 0.5, relative=True)
+    assert ab_run.true_worsening("challenger", sends) == -1.0  # sends nothing: -100%
+    opt = ab.DEFAULT_GUARDRAILS[0]
+    pot = ab_run.potential_metrics
+    assert ab_run.true_worsening("challenger", opt) == pytest.approx(
+        pot["challenger"]["opted_out"].mean() - pot["champion"]["opted_out"].mean())
+    assert ab_run.true_worsening("challenger", opt) < 0
+    tests = ab_run.guardrails("challenger", (opt, sends))
+    assert [t.guardrail for t in tests] == [opt, sends]
+    assert all(t.always_valid and t.p_values.shape == (DAYS,) for t in tests)
+    assert tests[1].passed and tests[1].worsening == -1.0
+    looks = ab_run.looks("opted_out")
+    i, j = looks.arm_index("challenger"), looks.arm_index("champion")
+    assert tests[0].worsening == pytest.approx(looks.mean[i, -1] - looks.mean[j, -1])
+    with pytest.raises(ValueError, match="metric: 'clicks' is not measured"):
+        ab_run.guardrails("challenger", (ab.Guardrail("clicks", "clicks", 1.0),))
+
+
 def test_interval_covers_true_difference(ab_run):
     truth = ab_run.true_effect("challenger")
     a = ab_run.analyse("challenger", tau=2.0)
