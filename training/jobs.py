@@ -492,22 +492,58 @@ def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | Non
 
 
 # ----------------------------------------------------------------------------- evaluate
+RANK_BY = "dr"  # the estimator the pipelines rank and promote by (bench/ope_coverage.py: its coverage)
+BELOW_LOGGING = "below_logging"  # flag: even the upper bound is under the logging policy's own value
+UNSUPPORTED = "unsupported"  # flag: the target puts mass where the log has no support (nba.ope's check)
+PLOTTED = ("snips", "dm", "dr", "mips", "mdr")  # the estimators of the intervals plot (one row per policy each)
+
+
 @dataclass(frozen=True)
 class EvaluateResult:
     run_id: str
     estimates: dict[str, dict[str, Any]]  # label -> estimator -> Estimate
     truth: dict[str, float] | None  # label -> exact value on the log's contexts (simulated logs)
     logging_truth: float | None  # the logging policy's exact value there (simulated logs)
+    logging_value: tuple[float, float, float] = (np.nan, np.nan, np.nan)  # logged mean reward, its interval
+    flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> UNSUPPORTED / BELOW_LOGGING
+
+    def ranked(self) -> list[str]:
+        """Labels by the :data:`RANK_BY` estimate, best first; flagged ones last (never ranked above others)."""
+        return sorted(self.estimates, key=lambda k: (bool(self.flags.get(k)), -self.estimates[k][RANK_BY].value))
+
+
+def logging_value(batch, n_bootstrap: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
+    """The logging policy's own value on its log: the mean logged reward and its interval (the
+    customers resampled, as the off-policy estimates are)."""
+    from nba.ope import resample_means
+
+    reps = resample_means(batch.reward, n_bootstrap, seed, clusters=batch.customer_id)[:, 0]
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2]) if len(reps) else (np.nan, np.nan)
+    return float(batch.reward.mean()), float(lo), float(hi)
+
+
+def flags_of(est: Mapping[str, Any], logged: float) -> tuple[str, ...]:
+    """What keeps an estimate from ranking or promoting: no support, or an upper bound under the logger."""
+    e = est[RANK_BY]
+    return tuple(f for f, on in ((UNSUPPORTED, e.unsupported), (BELOW_LOGGING, e.ci_high < logged)) if on)
 
 
 def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = None, tau: float = 20.0,
-             n_bootstrap: int = 200, seed: int = 0, plots_dir: Path | None = None) -> EvaluateResult:
+             n_bootstrap: int = 200, seed: int = 0, plots_dir: Path | None = None,
+             say: Callable[[str], None] | None = None) -> EvaluateResult:
     """Off-policy estimates of each target on a decision log, plus the exact value when the log came
-    from the simulator (replayed from its simulate run). Registered versions get ``eval.*`` tags."""
+    from the simulator (replayed from its simulate run). Registered versions get ``eval.*`` tags.
+
+    The reward model is fitted once on the log, with refits on resampled customers whose spread
+    widens the DM and DR intervals (:func:`nba.ope.fit_reward_models`). Each target is flagged
+    (``eval.flags``; ``say`` prints a warning) when its :data:`RANK_BY` estimate is *unsupported* (it
+    puts mass on actions the log does not support) or when even its upper bound lies below the
+    logging policy's own value on the log (a policy learned from that log that is worse than the
+    policy that wrote it)."""
     import mlflow
 
     from nba.ope import evaluate as ope_evaluate
-    from nba.ope import fit_reward_model
+    from nba.ope import fit_reward_models
     from training import plots, registry
 
     scenario = load_scenario(scenario_path)
@@ -521,25 +557,40 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         batch = log.read(reward_rule_for(log_url))
         ident = LogDigest.of(log_url, batch.decision_id)
         _dataset_input(ident, "evaluate")
-        mlflow.log_params({"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed})
+        mlflow.log_params({"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed,
+                           "rank_by": RANK_BY})
         space = scenario.action_space
-        q_hat = fit_reward_model(batch.context, batch.action, batch.reward, space, mask=batch.eligible, seed=seed)
+        model = fit_reward_models(batch.context, batch.action, batch.reward, space, mask=batch.eligible, seed=seed,
+                                  clusters=batch.customer_id)
+        logged = logging_value(batch, n_bootstrap, seed)
+        mlflow.log_metrics({"logging.value": logged[0], "logging.value.ci_low": logged[1],
+                            "logging.value.ci_high": logged[2]})
         estimates: dict[str, dict[str, Any]] = {}
+        flags: dict[str, tuple[str, ...]] = {}
         targets_probs: dict[str, np.ndarray] = {}
         for label, policy, version in resolved:
             probs = targets_probs[label] = policy.probabilities(batch.context, batch.eligible)
-            est = ope_evaluate(probs, batch, q_hat=q_hat, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed)
+            est = ope_evaluate(probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed)
             estimates[label] = est
+            flags[label] = flags_of(est, logged[0])
             key = label.replace(" ", "_").replace("@", "")
             for name, e in est.items():
                 mlflow.log_metrics({f"{key}.{name}": e.value, f"{key}.{name}.ci_low": e.ci_low,
                                     f"{key}.{name}.ci_high": e.ci_high})
-            mlflow.log_metrics({f"{key}.ess": est["dr"].ess, f"{key}.max_weight": est["dr"].max_weight})
+            mlflow.log_metrics({f"{key}.ess": est[RANK_BY].ess, f"{key}.max_weight": est[RANK_BY].max_weight,
+                                f"{key}.support_gap": est[RANK_BY].support_gap})
+            if flags[label] and say is not None:
+                e = est[RANK_BY]
+                say(f"[yellow]warning: {label}: {', '.join(flags[label])} ({RANK_BY} {e.value:.3f} "
+                    f"[{e.ci_low:.3f}, {e.ci_high:.3f}], logging policy {logged[0]:.3f}, "
+                    f"unsupported mass {e.support_gap:.2f})[/yellow]")
             if version is not None:
-                tags = {"eval.dataset": ident["dataset.digest"], "eval.run_id": run.info.run_id}
+                tags = {"eval.dataset": ident["dataset.digest"], "eval.run_id": run.info.run_id,
+                        "eval.rank_by": RANK_BY, "eval.flags": ",".join(flags[label]),
+                        "eval.logging.value": logged[0]}
                 for name, e in est.items():
                     tags |= {f"eval.{name}.value": e.value, f"eval.{name}.ci_low": e.ci_low,
-                             f"eval.{name}.ci_high": e.ci_high}
+                             f"eval.{name}.ci_high": e.ci_high, f"eval.{name}.unsupported": e.unsupported}
                 registry.version_tags(version, tags)
         truth = logging_truth = None
         replay = find_simulation(log_url)
@@ -556,12 +607,23 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
             mlflow.log_metric("logging.true_value", logging_truth)
         _plot_decisions(scenario, batch, targets_probs, out, seed)
         rows = [(f"{label} · {name}", e.value, e.ci_low, e.ci_high)
-                for label, est in estimates.items() for name, e in est.items()]
+                for label, est in estimates.items() for name, e in est.items() if name in PLOTTED]
+        unsupported = {f"{label} · {name}": UNSUPPORTED for label, est in estimates.items()
+                       for name, e in est.items() if e.unsupported}
         marks = None if truth is None else {f"{label} · {name}": truth[label]
                                             for label in estimates for name in estimates[label]}
         _log_figure(plots.estimate_intervals(rows, out / "ope_intervals.png",
-                                             "off-policy estimates (95% bootstrap intervals)", marks))
-        return EvaluateResult(run.info.run_id, estimates, truth, logging_truth)
+                                             "off-policy estimates (95% intervals; hollow grey: unsupported)",
+                                             marks, unsupported))
+        res = EvaluateResult(run.info.run_id, estimates, truth, logging_truth, logged, flags)
+        ranked = res.ranked()
+        rank_rows = [(label, estimates[label][RANK_BY].value, estimates[label][RANK_BY].ci_low,
+                      estimates[label][RANK_BY].ci_high) for label in ranked]
+        _log_figure(plots.estimate_intervals(
+            rank_rows, out / "ope_ranking.png", f"policies ranked by {RANK_BY} (95% intervals; hollow grey: "
+            "flagged); dashed: the logging policy's own value", None if truth is None else dict(truth),
+            {label: ", ".join(flags[label]) for label in ranked if flags[label]}, reference=logged[0]))
+        return res
 
 
 def _plot_decisions(scenario: Scenario, batch, probabilities: Mapping[str, np.ndarray], out: Path, seed: int) -> None:
@@ -593,24 +655,66 @@ def _plot_decisions(scenario: Scenario, batch, probabilities: Mapping[str, np.nd
 @dataclass(frozen=True)
 class ABResult:
     run_id: str
-    winner: str  # "challenger", "champion" or "none" (no significant difference)
-    verdict: str
-    diff: float
-    ci_low: float
+    winner: str  # "challenger", "champion" or "none" (no significant difference on the primary metric)
+    verdict: str  # the primary metric's verdict, one sentence
+    diff: float  # challenger − champion, primary metric per customer over the experiment
+    ci_low: float  # always-valid interval at the last look
     ci_high: float
     p_value: float  # always-valid p-value at the last look
     true_effect: float | None  # simulated tests only
     report: Path
+    promote: bool = False  # the verdict: primary significantly better and every guardrail non-inferior
+    reason: str = ""  # why (which guardrail failed)
+    guardrails: tuple[Any, ...] = ()  # nba.ab.GuardrailTest of each declared guardrail
+    true_worsening: dict[str, float] | None = None  # guardrail name -> exact worsening (simulated tests)
+    days: int = 0
+    champion_version: str | None = None  # the registered versions tested (None: not a registered version)
+    challenger_version: str | None = None
+
+
+def _ref_version(ref: str) -> str | None:
+    """The registered version a policy reference names now (``@alias`` or a number), else None."""
+    from training import registry
+
+    if ref.isdigit():
+        return ref
+    return registry.alias_state(ref[1:]).version if ref.startswith("@") else None
+
+
+def check_guardrails(guardrails: Any, source: str = SIMULATOR) -> tuple[Any, ...]:
+    """Guardrails (``nba.ab.Guardrail``, mappings, or ``"[name=]metric:margin[%][:higher]"`` strings);
+    None: :data:`nba.ab.DEFAULT_GUARDRAILS` (for a decision log: those it can measure). JobError names the
+    guardrail and its field."""
+    from envs.experiment import METRICS
+    from nba import ab as abstats
+    from training.ab_report import LOG_METRICS
+
+    measurable = METRICS if source == SIMULATOR else LOG_METRICS
+    if guardrails is None:
+        guardrails = [g for g in abstats.DEFAULT_GUARDRAILS if g.metric in measurable]
+    if isinstance(guardrails, str | Mapping):
+        guardrails = [guardrails]
+    try:
+        return abstats.check_guardrails(guardrails, measurable)
+    except ValueError as e:
+        raise JobError(str(e)) from e
 
 
 def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: str = SIMULATOR,
        experiment: str = "ab", scenario_path: str | None = None, customers: int = 5000, days: int = 14,
        pre_days: int = 7, split: float = 0.5, start: float | None = None, alpha: float = 0.05, seed: int = 0,
-       purpose: str = "ab", out: Path | None = None, progress: Progress = None) -> ABResult:
+       purpose: str = "ab", guardrails: Any = None, out: Path | None = None, progress: Progress = None) -> ABResult:
     """Champion against challenger: simulated (both policies as arms in the journey simulator, the
-    true effect known) or from a logged experiment (decisions with ``experiment`` and arms
+    true effects known) or from a logged experiment (decisions with ``experiment`` and arms
     ``champion``/``challenger`` in a decision log). Analysed by :mod:`nba.ab` (Welch, CUPED with a
     pre-period, always-valid mSPRT over daily looks); the winner is what the always-valid test says.
+
+    ``guardrails`` (see :func:`check_guardrails`; default :data:`nba.ab.DEFAULT_GUARDRAILS`: opt-out
+    rate +0.5 point, churn rate +1 point, sends per customer +100%) are declared with the experiment
+    and recorded on its run; each is tested for non-inferiority, always-valid, at ``alpha``. The run's
+    tags hold the verdict: ``ab.promote`` (``true`` only when the primary metric is significantly better
+    and every guardrail holds) and ``ab.reason`` (which guardrail failed), with the versions tested,
+    which :func:`promote` checks against the aliases.
     """
     import mlflow
 
