@@ -15,17 +15,18 @@ from nba.policies.fqi import FittedQ, TwoStageValue
 from nba.policies.funnel import LGBMFunnel
 from nba.policies.lgbm import LGBMEpsilonGreedy, LGBMSquareCB
 from nba.policies.linear import LinTS, LinUCB
+from nba.policies.safe import SPIBB
 from nba.policies.sto import SendTime
 
 POLICIES: dict[str, type] = {
     cls.name: cls
     for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney,
                 LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, LGBMFunnel, SendTime, FittedQ,
-                TwoStageValue)
+                TwoStageValue, SPIBB)
 }
-RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name)  # need the segment names
+RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name, SPIBB.name)  # need the segment names
 LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, LGBMFunnel.name, FittedQ.name,
-            SendTime.name, TwoStageValue.name)
+            SendTime.name, TwoStageValue.name, SPIBB.name)
 
 
 def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: int | None = None,

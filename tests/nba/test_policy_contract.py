@@ -55,6 +55,8 @@ SMALL_PARAMS: dict[str, dict] = {
     "fqi": {"iterations": 2, "num_boost_round": 10, "min_data_in_leaf": 20, "min_support": 10, "threads": 1},
     "two_stage": {"num_boost_round": 10, "value_rounds": 10, "change_rounds": 10, "min_data_in_leaf": 20,
                   "min_support": 10, "threads": 1},
+    # 2,000 uniform rows leave ~2 per (bucket, channel x content): n_min 2 keeps some actions supported
+    "spibb": {"learner_params": _LGBM, "n_min": 2},
 }
 BATCH = 2000  # rows per logged batch
 N_TRAIN = 2  # logged batches a trained learner has seen
