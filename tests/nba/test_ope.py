@@ -564,3 +564,171 @@ def test_intervals_cover_the_simulators_true_value():
     rates = {name: c / N_LOGS for name, c in covered.items()}
     print("coverage of V(pi) =", truth, rates)
     assert all(rate >= 0.90 for rate in rates.values()), rates
+
+
+# ----------------------------------------------------------------------------- marginal estimators and support
+def test_action_groups_of_the_default_space():
+    space = Scenario.default().action_space
+    by_channel = ope.action_groups(space, "channel")
+    assert by_channel[0] == 0 and np.array_equal(by_channel[1:], space.channel_of[1:] + 1)
+    cc = ope.action_groups(space, "channel_content")
+    assert len(np.unique(cc)) == 1 + space.n_channels * space.n_contents and cc[0] == 0
+    # actions differing only by their send slot share a group
+    same = (space.channel_of[1:, None] == space.channel_of[None, 1:]) & (space.content_of[1:, None]
+                                                                          == space.content_of[None, 1:])
+    assert np.array_equal(cc[1:, None] == cc[None, 1:], same)
+    assert np.array_equal(ope.action_groups(space, "action"), np.arange(space.n_actions))
+    with pytest.raises(ValueError, match=r"^groups: unknown grouping 'slot'"):
+        ope.action_groups(space, "slot")
+    with pytest.raises(ValueError, match=r"^groups: 'channel' needs an ActionSpace"):
+        ope.action_groups(10, "channel")
+
+
+def _grouped_log(rng, n: int, within: float):
+    """9 actions: no contact, then 4 groups of 2. The reward is the group's plus ``within`` for the
+    second action of a group; the logger picks within a group uniformly, the target mostly the second.
+
+    Returns (rewards, actions, propensities, target, er, logging, groups).
+    """
+    k, groups = 9, np.array([0, 1, 1, 2, 2, 3, 3, 4, 4])
+    base = rng.uniform(0.0, 1.0, (n, 5))
+    er = base[:, groups] + within * (np.arange(k) % 2 == 0) * (np.arange(k) > 0)
+    group_logging = 0.5 * rng.dirichlet(np.ones(5), n) + 0.1
+    logging = group_logging[:, groups] / np.where(groups == 0, 1.0, 2.0)
+    target_groups = epsilon_greedy(base, np.ones((n, 5), bool), 0.3)
+    target = target_groups[:, groups] * np.where(groups == 0, 1.0, np.where(np.arange(k) % 2 == 0, 0.9, 0.1))
+    a = sample(logging, rng.random(n))
+    r = rng.binomial(1, np.clip(er[np.arange(n), a], 0, 1)).astype(float)
+    return r, a, logging[np.arange(n), a], target, np.clip(er, 0, 1), logging, groups
+
+
+def test_marginal_estimators_are_unbiased_where_their_assumptions_hold():
+    """300 logs: MIPS is unbiased when the reward depends on the group only; MDR with a model whose
+    error is the same within a group also when it does not; MIPS is then off by the within-group effect."""
+    rng = np.random.default_rng(8)
+    reps, n = 300, 400
+    vals = {"mips_flat": [], "mips": [], "mdr": [], "ips": []}
+    truths = {"flat": [], "within": [], "implied": []}
+    for _ in range(reps):
+        r, a, p, t, er, logging, groups = _grouped_log(rng, n, 0.0)
+        truths["flat"].append((t * er).sum(axis=1).mean())
+        vals["mips_flat"].append(ope.mips(r, a, p, t, groups, logging=logging, n_bootstrap=0).value)
+        r, a, p, t, er, logging, groups = _grouped_log(rng, n, 0.3)
+        truths["within"].append((t * er).sum(axis=1).mean())
+        wrong = er + 0.2 * groups[None, :] - 0.1  # its error differs between groups, not within one
+        vals["mdr"].append(ope.mdr(r, a, p, t, wrong, groups, logging=logging, n_bootstrap=0).value)
+        vals["mips"].append(ope.mips(r, a, p, t, groups, logging=logging, n_bootstrap=0).value)
+        vals["ips"].append(ope.ips(r, a, p, t, n_bootstrap=0).value)
+        # what MIPS estimates: the target's group probabilities, the logger's choice within a group
+        t_g, l_g = ope.group_probabilities(t, groups), ope.group_probabilities(logging, groups)
+        truths["implied"].append((t_g[:, groups] * logging / l_g[:, groups] * er).sum(axis=1).mean())
+    err = {k: np.array(v) - np.array(truths["flat" if k == "mips_flat" else "within"]) for k, v in vals.items()}
+    for k in ("mips_flat", "mdr", "ips"):
+        assert abs(err[k].mean()) < 3.5 * err[k].std(ddof=1) / np.sqrt(reps), (k, err[k].mean())
+    # the target takes the better action of a group 90% of the time, the logger 50%: MIPS misses that
+    bias = np.mean(truths["implied"]) - np.mean(truths["within"])
+    assert bias < -0.03 and abs(err["mips"].mean() - bias) < 3.5 * err["mips"].std(ddof=1) / np.sqrt(reps)
+    # weights on groups are smaller than on actions
+    assert ope.mips(r, a, p, t, groups, logging=logging).max_weight < ope.ips(r, a, p, t).max_weight
+
+
+def test_marginal_estimators_need_the_loggers_group_probabilities():
+    rng = np.random.default_rng(1)
+    r, a, p, t, er, logging, groups = _grouped_log(rng, 300, 0.2)
+    with pytest.raises(ValueError, match=r"^logging: the marginal estimators need"):
+        ope.mips(r, a, p, t, groups)
+    l_g = ope.group_probabilities(logging, groups)
+    assert ope.mips(r, a, p, t, groups, logging_groups=l_g) == ope.mips(r, a, p, t, groups, logging=logging)
+    with pytest.raises(ValueError, match=r"^logging_groups: expected shape \(300, 5\)"):
+        ope.mips(r, a, p, t, groups, logging_groups=l_g[:, :3])
+    with pytest.raises(ValueError, match=r"^groups: expected integer group codes of shape \(9,\)"):
+        ope.mdr(r, a, p, t, er, groups[:4], logging=logging)
+    # each action its own group: the logged propensities suffice, and MIPS is IPS
+    e = ope.mips(r, a, p, t, np.arange(9))
+    assert e == ope.Estimate(**{**vars(ope.ips(r, a, p, t)), "estimator": "mips"})
+
+
+def test_group_propensities_estimated_from_the_log():
+    rng = np.random.default_rng(4)
+    n = 6000
+    X = rng.normal(size=(n, 2))
+    groups = np.array([0, 1, 1, 2, 2])
+    logits = np.column_stack([np.zeros(n), 1.5 * X[:, 0], -1.5 * X[:, 0]])
+    l_g = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    logging = l_g[:, groups] / np.array([1.0, 2, 2, 2, 2])
+    a = sample(logging, rng.random(n))
+    est = ope.fit_group_propensities(X, a, groups, threads=1)
+    assert est.shape == (n, 3) and np.allclose(est.sum(axis=1), 1.0)
+    assert np.abs(est - l_g).mean() < 0.05
+    mask = np.ones((n, 5), bool)
+    mask[:, 3:] = False  # group 2 ineligible everywhere
+    assert (ope.fit_group_propensities(X, np.where(a >= 3, 0, a), groups, mask=mask, threads=1)[:, 2] == 0).all()
+
+
+def test_support_check_flags_mass_where_the_logger_rarely_acts():
+    rng = np.random.default_rng(2)
+    n, k = 2000, 5
+    logging = np.tile([0.3, 0.3, 0.3, 0.0995, 0.0005], (n, 1))  # action 4: 1 in 2,000
+    a = sample(logging, rng.random(n))
+    r = rng.binomial(1, 0.3, n).astype(float)
+    p = logging[np.arange(n), a]
+    q = np.full((n, k), 0.3)
+    target = np.tile([0.5, 0.2, 0.0, 0.0, 0.3], (n, 1))  # weight 600 on action 4
+    e = ope.dr(r, a, p, target, q, logging=logging)
+    assert e.support_gap == pytest.approx(0.3) and e.unsupported
+    assert e.unsupported_mass == 0.0  # the logger can take it: only thinly
+    assert not ope.dr(r, a, p, target, q, logging=logging, support_weight=1000).unsupported
+    assert not ope.dr(r, a, p, target, q, logging=logging, support_share=0.35).unsupported
+    # without the logging distribution: from the log's counts (action 4 logged about once)
+    assert ope.ips(r, a, p, target).support_gap == pytest.approx(0.3)
+    # on groups: actions 3 and 4 together are logged 10% of the time, the target's 30% there is supported
+    groups = np.array([0, 1, 2, 3, 3])
+    m = ope.mips(r, a, p, target, groups, logging=logging)
+    assert m.support_gap == 0.0 and not m.unsupported
+    # the full battery's checks of the thresholds
+    with pytest.raises(ValueError, match=r"^support_weight: must be a number >= 1"):
+        ope.ips(r, a, p, target, support_weight=0.5)
+    with pytest.raises(ValueError, match=r"^support_share: must be in \[0, 1\]"):
+        ope.dm(r, a, p, target, q, support_share=2)
+
+
+def test_reward_model_refits_widen_dm_and_dr_intervals_by_the_models_spread():
+    n = 3000
+    X, mask, er, a, p, r, customers = _logged(70_000_000, n)
+    params = {"num_boost_round": 20, "min_data_in_leaf": 40, "threads": 1}
+    model = ope.fit_reward_models(X, a, r, SMALL.action_space, mask=mask, refits=6, probe_rows=500,
+                                  clusters=customers, **params)
+    assert np.array_equal(model.q_hat, ope.fit_reward_model(X, a, r, SMALL.action_space, mask=mask, **params))
+    assert model.probe_delta.shape == (6, 500, er.shape[1]) and model.logged_delta.shape == (6, n)
+    oob = np.isfinite(model.logged_delta).mean(axis=1)
+    assert ((oob > 0.4) & (oob < 0.8)).all()  # half the customers drawn with replacement: about 60% out of bag
+    target = epsilon_greedy(er, mask, 0.1)
+    data = {"action": a, "propensity": p, "reward": r, "customer_id": customers}
+    with_spread = ope.evaluate(target, data, q_hat=model, seed=3, logging=uniform(mask), space=SMALL.action_space)
+    fixed = ope.evaluate(target, data, q_hat=model.q_hat, seed=3, logging=uniform(mask), space=SMALL.action_space)
+    for name in ("dm", "dr", "switch_dr", "mdr"):
+        a_, b_ = with_spread[name], fixed[name]
+        assert a_.value == b_.value and a_.model_se > 0 and b_.model_se == 0
+        assert a_.std_error > b_.std_error
+        assert a_.std_error ** 2 == pytest.approx(b_.std_error ** 2 + a_.model_se ** 2, rel=0.35)
+    assert with_spread["dm"].ci_high - with_spread["dm"].ci_low > fixed["dm"].ci_high - fixed["dm"].ci_low
+    for name in ("ips", "snips", "mips"):
+        assert with_spread[name] == fixed[name]
+    no_refits = ope.fit_reward_models(X, a, r, SMALL.action_space, mask=mask, refits=0, **params)
+    assert ope.evaluate(target, data, q_hat=no_refits, seed=3, logging=uniform(mask), space=SMALL.action_space) == fixed
+    with pytest.raises(ValueError, match=r"^refits: must be 0 or an integer >= 2"):
+        ope.fit_reward_models(X, a, r, SMALL.action_space, refits=1, **params)
+
+
+def test_evaluate_estimates_the_group_probabilities_without_the_logging_distribution():
+    n = 3000
+    X, mask, er, a, p, r, customers = _logged(80_000_000, n)
+    target = epsilon_greedy(er, mask, 0.1)
+    data = {"action": a, "propensity": p, "reward": r, "context": X, "eligible": mask}
+    out = ope.evaluate(target, data, q_hat=er, space=SMALL.action_space, n_bootstrap=20)
+    exact = ope.evaluate(target, data, q_hat=er, space=SMALL.action_space, n_bootstrap=20, logging=uniform(mask))
+    assert out["mips"].value == pytest.approx(exact["mips"].value, rel=0.15)
+    assert (out["ips"].value, out["ips"].ci_low) == (exact["ips"].value, exact["ips"].ci_low)
+    with pytest.raises(ValueError, match=r"^data: the marginal estimators need the field 'context'"):
+        ope.evaluate(target, {k: data[k] for k in ("action", "propensity", "reward")}, q_hat=er,
+                     space=SMALL.action_space)
