@@ -401,3 +401,120 @@ def test_analysis_through_the_decision_log_store(tmp_path):
     last = ab.compare(totals.values("treatment"), totals.values("control"))
     seq = ab.sequential_test(looks, "treatment", "control", tau=5.0)
     assert seq.diff[-1] == pytest.approx(last.diff) and seq.se[-1] == pytest.approx(last.se)
+
+
+# ====================================================================================== guardrails
+def test_one_sided_mixture_matches_its_integral():
+    """Λ⁻ in closed form equals the half-normal mixture of Gaussian likelihood ratios, integrated numerically."""
+    from scipy import integrate
+
+    for s, v, tau in ((-0.3, 0.04, 0.2), (0.1, 0.01, 0.5), (-1.2, 0.25, 0.1)):
+        def integrand(u, s=s, v=v, tau=tau):
+            return np.exp(u * s / v - u**2 / (2 * v)) * 2 * stats.norm.pdf(u, scale=tau)
+
+        ref, _ = integrate.quad(integrand, -np.inf, 0.0)
+        assert np.exp(ab._one_sided_log_lr(np.array(s), np.array(v), tau)) == pytest.approx(ref, rel=1e-7)
+
+
+def test_noninferiority_fixed_horizon_known_case():
+    rng = np.random.default_rng(20)
+    yt, yc = rng.binomial(1, 0.03, 4000).astype(float), rng.binomial(1, 0.02, 5000).astype(float)
+    g = ab.Guardrail("opt-outs", "opted_out", 0.02)
+    t = ab.noninferiority(yt, yc, g, alpha=0.05)
+    se = np.sqrt(yt.var(ddof=1) / yt.size + yc.var(ddof=1) / yc.size)
+    w = yt.mean() - yc.mean()
+    assert t.worsening == pytest.approx(w) and t.se == pytest.approx(se)
+    assert t.p_value == pytest.approx(stats.norm.cdf((w - 0.02) / se))
+    assert t.bound == pytest.approx(w + stats.norm.ppf(0.95) * se)
+    assert t.passed == (t.bound < 0.02) and t.passed  # +1 point against a 2-point margin, 4,000 customers
+    assert not ab.noninferiority(yt, yc, ab.Guardrail("tight", "opted_out", 0.005)).passed
+    # relative, higher is better: revenue may fall at most 10%
+    rt, rc = rng.gamma(2.0, 5.0, 3000), rng.gamma(2.0, 5.0, 3000) * 1.05
+    r = ab.noninferiority(rt, rc, ab.Guardrail("revenue", "revenue", 0.10, better="higher", relative=True))
+    lift, lift_se = ab.lift_delta(rt.mean(), rt.var(ddof=1) / rt.size, rc.mean(), rc.var(ddof=1) / rc.size)
+    assert r.worsening == pytest.approx(-lift) and r.se == pytest.approx(lift_se)
+    assert r.p_value == pytest.approx(stats.norm.cdf((-lift - 0.10) / lift_se))
+
+
+def _ni_looks(rng, n, days, harm):
+    """A fixed population accumulating a per-day metric; the treatment worse by ``harm`` from day 0 on."""
+    daily = rng.exponential(1.0, (2 * n, days)) * (rng.random((2 * n, days)) < 0.3)
+    daily[:n, 0] += harm
+    arm = np.repeat(np.array(["t", "c"], dtype=object), n)
+    return ab.looks_from_daily(daily, arm)
+
+
+def test_sequential_noninferiority_at_the_margin_passes_at_most_alpha_at_any_look():
+    """A treatment exactly ``margin`` worse at every look: the always-valid test declares it non-inferior
+    at some look in at most alpha of the runs (+3 MC s.e.); the fixed-horizon test read daily does not."""
+    rng = np.random.default_rng(21)
+    reps, n, days, margin, alpha = 600, 300, 10, 0.15, 0.05
+    g = ab.Guardrail("g", "m", margin)
+    valid = naive = 0
+    for _ in range(reps):
+        looks = _ni_looks(rng, n, days, margin)
+        t = ab.noninferiority_sequential(looks, "t", "c", g, alpha=alpha)
+        valid += bool((t.p_values <= alpha).any())
+        se = np.sqrt(looks.var[1] / looks.n[1] + looks.var[0] / looks.n[0])  # arms sorted: c, t
+        naive += bool((stats.norm.cdf((looks.mean[1] - looks.mean[0] - margin) / se) <= alpha).any())
+    bound = alpha + 3 * np.sqrt(alpha * (1 - alpha) / reps)
+    assert valid / reps <= bound
+    assert naive / reps > bound  # one-sided at each of ten looks: about 0.15
+
+
+def test_sequential_noninferiority_passes_a_harmless_treatment_and_bounds_where_it_crosses():
+    rng = np.random.default_rng(22)
+    g = ab.Guardrail("g", "m", 0.3)
+    passed = 0
+    for _ in range(100):
+        t = ab.noninferiority_sequential(_ni_looks(rng, 1500, 7, 0.0), "t", "c", g)
+        passed += t.passed
+        assert t.always_valid and t.p_values.shape == t.bounds.shape == (7,)
+        assert t.passed == (t.bound < g.margin)
+        # the bound is where the one-sided mixture against it reaches 1/alpha
+        lr = np.exp(ab._one_sided_log_lr(np.array(t.worsening - t.bound), np.array(t.se**2), g.margin))
+        assert lr == pytest.approx(1 / 0.05, rel=1e-6)
+    assert passed >= 80
+    # the always-valid bound is wider than the fixed-horizon one on the same data
+    looks = _ni_looks(rng, 1500, 7, 0.0)
+    seq = ab.noninferiority_sequential(looks, "t", "c", g)
+    assert seq.bound > seq.worsening + stats.norm.ppf(0.95) * seq.se
+
+
+def test_guardrail_declarations_are_validated():
+    assert ab.Guardrail.parse("sends per customer=sent:100%") == ab.Guardrail("sends per customer", "sent", 1.0,
+                                                                                relative=True)
+    assert ab.Guardrail.parse("opted_out:0.005") == ab.Guardrail("opted_out", "opted_out", 0.005)
+    assert ab.Guardrail.parse("revenue:5%:higher").better == "higher"
+    g = ab.Guardrail.parse('{"name": "churn", "metric": "churned", "margin": 0.01}')
+    assert ab.Guardrail.from_dict(g.to_dict()) == g
+    for bad, match in (("sent", "expected"), ("sent:abc", "'sent': margin"), ("sent:-1", "margin"),
+                       ("sent:1:sideways", "better"), ('{"metric": "x"}', "margin: required"),
+                       ('{"metric": "x", "margin": 1, "limit": 2}', "unknown field")):
+        with pytest.raises(ValueError, match=match):
+            ab.Guardrail.parse(bad)
+    with pytest.raises(ValueError, match="guardrail.name"):
+        ab.Guardrail("", "sent", 1.0)
+    with pytest.raises(ValueError, match="'x': relative"):
+        ab.Guardrail("x", "sent", 1.0, relative="yes")
+    with pytest.raises(ValueError, match=r"guardrails\[1\]: name: 'opt-out rate' is declared twice"):
+        ab.check_guardrails([ab.DEFAULT_GUARDRAILS[0], ab.DEFAULT_GUARDRAILS[0]])
+    with pytest.raises(ValueError, match="guardrail 'clicks': metric: 'clicks' is not measured; valid: sent"):
+        ab.check_guardrails(["clicks:1"], ["sent"])
+
+
+def test_verdict_needs_a_better_primary_and_every_guardrail():
+    rng = np.random.default_rng(23)
+    better = ab.msprt(np.array([0.5, 0.6]), np.array([0.1, 0.1]), tau=0.5)
+    flat = ab.msprt(np.array([0.0, 0.01]), np.array([0.1, 0.1]), tau=0.5)
+    worse = ab.msprt(np.array([-0.5, -0.6]), np.array([0.1, 0.1]), tau=0.5)
+    yc = rng.binomial(1, 0.01, 5000).astype(float)
+    ok = ab.noninferiority(rng.binomial(1, 0.01, 5000).astype(float), yc, ab.Guardrail("opt-outs", "o", 0.01))
+    bad = ab.noninferiority(rng.binomial(1, 0.05, 5000).astype(float), yc, ab.Guardrail("churn", "c", 0.01))
+    assert ok.passed and not bad.passed
+    v = ab.decide(better, [ok])
+    assert v.promote and v.primary == "better" and v.failed == () and "every guardrail holds" in v.reason
+    v = ab.decide(better, [ok, bad])
+    assert not v.promote and v.failed == ("churn",) and "churn worsens" in v.reason
+    assert not ab.decide(flat, [ok]).promote and ab.decide(flat, [ok]).primary == "inconclusive"
+    assert ab.decide(worse, []).primary == "worse" and not ab.decide(worse, []).promote

@@ -40,7 +40,7 @@ def test_files_written(report):
     out, files, days = report
     assert days == list(range(6))
     assert files.markdown == out / "report.md" and files.html == out / "report.html"
-    assert [p.name for p in files.images] == list(abr.IMAGES)
+    assert [p.name for p in files.images] == [*abr.IMAGES, abr.GUARDRAILS_PNG]
     for p in files.all():
         assert p.is_file() and p.stat().st_size > 0
     for p in files.images:
@@ -53,12 +53,16 @@ def test_summary_states_verdict_estimates_and_truth(report):
     assert "experiment 'exp-report'" in text and "## Verdict" in text
     for word in ("Welch", "CUPED", "mSPRT", "true effect", "revenue", "converted"):
         assert word in text, word
-    for name in abr.IMAGES:
+    for name in (*abr.IMAGES, abr.GUARDRAILS_PNG):
         assert f"]({name})" in text
     page = files.html.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    for name in abr.IMAGES:
+    for name in (*abr.IMAGES, abr.GUARDRAILS_PNG):
         assert f'<img src="{name}"' in page
+    # the verdict and every default guardrail, with its true worsening
+    assert "## Guardrails" in text and ("promote: " in text)
+    for g in ab.DEFAULT_GUARDRAILS:
+        assert f"| {g.name} | {g.metric} (lower is better) | challenger |" in text
 
 
 def _log(n=600, days=5, seed=0):
@@ -97,6 +101,26 @@ def test_report_from_decision_log(tmp_path):
         abr.log_inputs(iter(chunks), experiment="exp-log", control="champion", start=0.0, days=5)
     with pytest.raises(ValueError, match="control"):
         abr.log_inputs(chunks, experiment="exp-log", control="nope", start=0.0, days=5)
+
+
+def test_guardrail_breaking_challenger_is_not_promoted():
+    """Batch and blast against business as usual: it sends about a quarter more messages, so a sends
+    guardrail of +10% fails whatever the reward says, and the verdict says which guardrail and why."""
+    from envs.experiment import run_experiment
+
+    sc = Scenario.default()
+    arms = {"champion": create("business_as_usual", sc.action_space, sc.segments),
+            "challenger": create("batch_and_blast", sc.action_space, sc.segments)}
+    res = run_experiment(sc, arms, n=1200, days=5, seed=2, experiment="exp-guard", purpose=PURPOSE)
+    sends = ab.Guardrail("sends per customer", "sent", 0.1, relative=True)
+    inp = abr.simulated_inputs(res, guardrails=(sends,))
+    (test,) = inp.guardrails["challenger"]
+    true = inp.true_worsening["challenger"]["sends per customer"]
+    assert true > 0.2 and not test.passed and test.bound >= true  # its bound covers the truth
+    v = inp.verdict("challenger")
+    assert not v.promote and v.failed == ("sends per customer",) and "sends per customer worsens" in v.reason
+    # with no guardrail declared only the primary decides
+    assert abr.simulated_inputs(res, guardrails=()).guardrails == {}
 
 
 def test_planned_tau_is_the_detectable_effect():

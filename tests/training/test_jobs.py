@@ -210,17 +210,59 @@ def test_simulated_ab_then_promote_from_its_run(store, tmp_path):
     bau = jobs.train("business_as_usual", decisions=1000).version
     registry.set_alias(registry.CHAMPION, nc)
     registry.set_alias(registry.CHALLENGER, bau)
-    res = jobs.ab(customers=1500, days=6, pre_days=2, seed=3, out=tmp_path / "ab")
+    before = _runs()
+    with pytest.raises(jobs.JobError, match="guardrail 'x': metric: 'clicks' is not measured"):
+        jobs.ab(guardrails=["x=clicks:1"])
+    with pytest.raises(jobs.JobError, match="margin"):
+        jobs.ab(guardrails=[{"name": "sends", "metric": "sent", "margin": -1}])
+    assert _runs() == before
+    lenient = ["opt-out rate=opted_out:0.05", "churn rate=churned:0.05"]
+    res = jobs.ab(customers=1500, days=6, pre_days=2, seed=3, out=tmp_path / "ab", guardrails=lenient)
     # the simulator knows the true effect: the always-valid interval covers it
     assert res.ci_low <= res.true_effect <= res.ci_high
     assert res.report.exists() and (tmp_path / "ab" / "report.html").exists()
+    assert [g.guardrail.name for g in res.guardrails] == ["opt-out rate", "churn rate"]
+    assert all(g.passed for g in res.guardrails) and res.promote == (res.winner == "challenger")
+    for g in res.guardrails:  # each always-valid bound covers the exact worsening
+        assert g.bound >= res.true_worsening[g.guardrail.name]
     run = mlflow.get_run(res.run_id)
-    assert run.data.tags["ab.winner"] == res.winner and run.data.metrics["true_effect"] == res.true_effect
-    promoted = jobs.promote(ab_run=res.run_id)
-    assert promoted.promoted == (res.winner == "challenger")
-    assert registry.alias_state(registry.CHAMPION).version == (bau if res.winner == "challenger" else nc)
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["ab.winner"] == res.winner and metrics["true_effect"] == res.true_effect
+    assert tags["ab.promote"] == str(res.promote).lower() and tags["ab.reason"] == res.reason
+    assert (tags["ab.champion_version"], tags["ab.challenger_version"]) == (nc, bau)
+    assert metrics["guardrail.opt-out_rate.true_worsening"] == res.true_worsening["opt-out rate"]
+    assert '"metric": "churned"' in run.data.params["guardrails"]
+    promoted = jobs.promote(ab_run=res.run_id, predicted_lift=0.2, predicted_ci=(0.1, 0.3))
+    assert promoted.promoted == res.promote
+    assert registry.alias_state(registry.CHAMPION).version == (bau if res.promote else nc)
+    last = mlflow.get_run(mlflow.last_active_run().info.run_id)
+    assert last.data.metrics["predicted_lift"] == 0.2
+    assert last.data.metrics["realised_lift"] == pytest.approx(res.diff / 6)
     with pytest.raises(jobs.JobError, match="ab_run"):
         jobs.promote(ab_run=registry.alias_state(registry.CHAMPION).run_id)
+
+
+def test_a_failing_guardrail_blocks_the_promotion(store, tmp_path):
+    """Business as usual against no contact with a guardrail of at most 0.1 message per customer: it sends
+    far more, so whatever the reward says the verdict is no, and promote leaves the champion alone."""
+    nc = jobs.train("no_contact", decisions=1000).version
+    bau = jobs.train("business_as_usual", decisions=1000).version
+    registry.set_alias(registry.CHAMPION, nc)
+    registry.set_alias(registry.CHALLENGER, bau)
+    res = jobs.ab(customers=1500, days=6, pre_days=0, seed=4, out=tmp_path / "ab", purpose=PURPOSE,
+                  guardrails=["sends per customer=sent:0.1"])
+    (sends,) = res.guardrails
+    assert not sends.passed and res.true_worsening["sends per customer"] > 0.1
+    assert not res.promote and "sends per customer worsens" in res.reason
+    assert mlflow.get_run(res.run_id).data.tags["ab.failed_guardrails"] == "sends per customer"
+    p = jobs.promote(ab_run=res.run_id)
+    assert not p.promoted and "sends per customer" in p.reason
+    assert registry.alias_state(registry.CHAMPION).version == nc
+    # a verdict on other versions than the aliases' is no evidence
+    registry.set_alias(registry.CHALLENGER, nc)
+    registry.set_alias(registry.CHAMPION, bau)
+    p = jobs.promote(ab_run=res.run_id)
+    assert not p.promoted and "not champion" in p.reason
 
 
 def test_train_offline_from_an_imported_log(store, tmp_path):

@@ -87,9 +87,68 @@ def test_promote_needs_evidence_and_rolls_back(store):
     assert r.promoted and registry.alias_state(registry.CHAMPION).version == v1
 
 
-def test_promote_by_ab_result(store):
+def _evidence(champion: str, challenger: str, promote: bool, lift: float = 14.0, run_id: str = "r1"):
+    return registry.ABEvidence(run_id=run_id, promote=promote, reason="promote: ..." if promote else
+                               "do not promote: guardrail(s) failed: opt-out rate", champion_version=champion,
+                               challenger_version=challenger, lift=lift, low=lift - 7, high=lift + 7, days=14,
+                               true_lift=lift - 1.4)
+
+
+def test_promote_by_ab_verdict_records_predicted_beside_realised(store):
     v1, v2 = _register("no_contact"), _register("uniform_random")
     registry.set_alias(registry.CHAMPION, v1)
     registry.set_alias(registry.CHALLENGER, v2)
-    assert not registry.promote(ab_winner="champion").promoted
-    assert registry.promote(ab_winner="challenger").champion == v2
+    predicted = registry.Prediction(0.8, 0.5, 1.1, "dr")
+    # a failing verdict (a guardrail) moves nothing, even with a glowing prediction
+    p = registry.promote(ab=_evidence(v1, v2, False), predicted=predicted)
+    assert not p.promoted and "opt-out rate" in p.reason and registry.alias_state(registry.CHAMPION).version == v1
+    # a passing verdict on other versions moves nothing either
+    p = registry.promote(ab=_evidence(v1, "999", True))
+    assert not p.promoted and "not champion" in p.reason
+    # a passing verdict on these versions moves it, the lifts per decision side by side
+    p = registry.promote(ab=_evidence(v1, v2, True), predicted=predicted)
+    assert p.promoted and p.champion == v2 and p.previous == v1
+    assert p.record() == pytest.approx({"predicted_lift": 0.8, "predicted_lift_low": 0.5, "predicted_lift_high": 1.1,
+                                        "realised_lift": 1.0, "realised_lift_low": 0.5, "realised_lift_high": 1.5,
+                                        "realised_lift_per_customer": 14.0, "true_lift": 0.9})
+    tags = registry.alias_state(registry.CHAMPION).tags
+    assert tags["promotion.ab_run"] == "r1" and float(tags["promotion.predicted_lift"]) == 0.8
+    assert float(tags["promotion.realised_lift"]) == 1.0 and float(tags["promotion.true_lift"]) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="predicted_ci"):
+        registry.Prediction(1.0, 1.5, 2.0)
+    with pytest.raises(ValueError, match="predicted_lift"):
+        registry.Prediction(float("nan"), 0.0, 1.0)
+
+
+def test_promotions_report_plots_predicted_against_realised(store, tmp_path):
+    from training import jobs, promotion_report
+
+    v1, v2, v3 = _register("no_contact"), _register("uniform_random"), _register("batch_and_blast")
+    registry.set_alias(registry.CHAMPION, v1)
+    registry.set_alias(registry.CHALLENGER, v2)
+    runs = {}
+    for name, (champ, chall, ok, lift) in {"a": (v1, v2, True, 14.0), "b": (v2, v3, False, -7.0)}.items():
+        with mlflow.start_run() as run:  # stands for a finished `ab` run: its tags and metrics
+            mlflow.set_tags({"nba.job": "ab", "ab.promote": str(ok).lower(), "ab.reason": f"verdict {name}",
+                             "ab.days": "14", "ab.champion_version": champ, "ab.challenger_version": chall})
+            mlflow.log_metrics({"diff": lift, "ci_low": lift - 7, "ci_high": lift + 7, "true_effect": lift + 1})
+        runs[name] = run.info.run_id
+    first = jobs.promote(ab_run=runs["a"], predicted_lift=0.5, predicted_ci=(0.2, 0.8))
+    assert first.promoted and registry.alias_state(registry.CHAMPION).version == v2
+    registry.set_alias(registry.CHALLENGER, v3)
+    second = jobs.promote(ab_run=runs["b"], predicted_lift=0.3, predicted_ci=(0.0, 0.6))
+    assert not second.promoted and "verdict b" in second.reason
+    with pytest.raises(jobs.JobError, match="predicted_ci"):
+        jobs.promote(ab_run=runs["b"], predicted_lift=0.3, predicted_ci=(0.4, 0.6))
+    res = jobs.promotions_report(out=tmp_path / "promotions")
+    assert res.n == 2 and [p.promoted for p in res.points] == [True, False]
+    a, b = res.points
+    assert (a.predicted, a.realised, a.true) == pytest.approx((0.5, 1.0, 15 / 14))
+    assert a.covered is False and b.covered is False  # realised -0.5 outside [0, 0.6]
+    text = res.report.read_text()
+    assert "2 promotion decision(s)" in text and "+0.5 [+0.2, +0.8]" in text and "verdict b" in text
+    png = (tmp_path / "promotions" / promotion_report.PLOT_PNG).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    arts = {f.path for f in mlflow.MlflowClient().list_artifacts(res.run_id, "promotions_report")}
+    assert {"promotions_report/report.md", "promotions_report/report.html",
+            f"promotions_report/{promotion_report.PLOT_PNG}"} <= arts
