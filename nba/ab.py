@@ -764,9 +764,11 @@ class GuardrailTest:
     """A guardrail's non-inferiority test: ``H0: worsening ≥ margin`` against ``worsening < margin``.
 
     ``bound`` is the upper confidence bound of the worsening (one-sided, level ``1 - alpha``): the
-    guardrail holds when ``bound < margin``, equivalently ``p_value ≤ alpha``. Always-valid tests
-    (:func:`noninferiority_sequential`) also hold ``p_values`` and ``bounds`` at every look; their
-    verdict is read at the last look, where the job stops.
+    guardrail holds when ``bound < margin``, equivalently ``p_value ≤ alpha``. ``lower`` is the lower
+    bound at the same level: above the margin, the data show the treatment worse than the margin
+    allows (``status`` ``"breached"``); between them they cannot tell (``"inconclusive"``: more
+    customers would). Always-valid tests (:func:`noninferiority_sequential`) also hold ``p_values`` and
+    ``bounds`` at every look; their verdict is read at the last look, where the job stops.
     """
 
     guardrail: Guardrail
@@ -783,22 +785,31 @@ class GuardrailTest:
     tau: float | None = None
     p_values: np.ndarray | None = None  # (K,) per look (always-valid tests)
     bounds: np.ndarray | None = None  # (K,)
+    lower: float = float("nan")  # lower confidence bound of the worsening, same level as ``bound``
 
     @property
     def passed(self) -> bool:
         return bool(np.isfinite(self.p_value) and self.p_value <= self.alpha)
 
     @property
+    def status(self) -> Literal["holds", "breached", "inconclusive"]:
+        if self.passed:
+            return "holds"
+        return "breached" if self.lower > self.margin else "inconclusive"
+
+    @property
     def margin(self) -> float:
         return self.guardrail.margin
 
 
-def _ni_fixed(w: float, se: float, margin: float, alpha: float) -> tuple[float, float]:
+def _ni_fixed(w: float, se: float, margin: float, alpha: float) -> tuple[float, float, float]:
+    """(p-value, upper bound, lower bound) of the fixed-horizon one-sided tests."""
     if not (np.isfinite(w) and np.isfinite(se)):
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     if se == 0:  # both arms constant: the difference is known
-        return (0.0 if w < margin else 1.0), w
-    return float(stats.norm.cdf((w - margin) / se)), float(w + stats.norm.isf(alpha) * se)
+        return (0.0 if w < margin else 1.0), w, w
+    z = stats.norm.isf(alpha)
+    return float(stats.norm.cdf((w - margin) / se)), float(w + z * se), float(w - z * se)
 
 
 def noninferiority(treatment: np.ndarray, control: np.ndarray, guardrail: Guardrail, alpha: float = 0.05
@@ -811,8 +822,9 @@ def noninferiority(treatment: np.ndarray, control: np.ndarray, guardrail: Guardr
     yt, yc = _values("treatment", treatment), _values("control", control)
     mt, mc = float(yt.mean()), float(yc.mean())
     w, se = worsening(guardrail, mt, yt.var(ddof=1) / yt.size, mc, yc.var(ddof=1) / yc.size)
-    p, bound = _ni_fixed(float(w), float(se), guardrail.margin, alpha)
-    return GuardrailTest(guardrail, yt.size, yc.size, mt, mc, float(w), float(se), bound, p, float(alpha), False)
+    p, bound, lower = _ni_fixed(float(w), float(se), guardrail.margin, alpha)
+    return GuardrailTest(guardrail, yt.size, yc.size, mt, mc, float(w), float(se), bound, p, float(alpha), False,
+                         lower=lower)
 
 
 def noninferiority_sequential(looks: Looks, treatment: str, control: str, guardrail: Guardrail, *,
@@ -826,7 +838,8 @@ def noninferiority_sequential(looks: Looks, treatment: str, control: str, guardr
     however chosen, keeps the chance of declaring a treatment that worsens by the margin or more
     non-inferior below ``alpha`` (with :func:`msprt`'s asymptotic caveats). Guardrail metrics here
     are cumulative totals whose harm grows with time, so the verdict is the last look's, not the
-    earliest passing one. ``bound`` is where ``Λ⁻`` crosses ``1/α``: the always-valid upper bound.
+    earliest passing one. ``bound`` is where ``Λ⁻`` crosses ``1/α``: the always-valid upper bound;
+    ``lower``, the mirror image (the same mixture over worsenings above), the always-valid lower one.
     """
     _check_level(alpha, "alpha")
     tau = guardrail.margin if tau is None else _check_positive("tau", tau)
@@ -836,19 +849,20 @@ def noninferiority_sequential(looks: Looks, treatment: str, control: str, guardr
         raise ValueError("looks: every look needs at least two customers in each arm; start later")
     w, se = worsening(guardrail, looks.mean[i], looks.var[i] / nt, looks.mean[j], looks.var[j] / nc)
     k = looks.n_looks
-    p, bounds = np.full(k, np.nan), np.full(k, np.nan)
+    p, bounds, lowers = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
     for t in range(k):
         if not (np.isfinite(w[t]) and np.isfinite(se[t])):
             continue
         if se[t] == 0:
-            p[t], bounds[t] = _ni_fixed(float(w[t]), 0.0, guardrail.margin, alpha)
+            p[t], bounds[t], lowers[t] = _ni_fixed(float(w[t]), 0.0, guardrail.margin, alpha)
             continue
         v = float(se[t]) ** 2
         p[t] = min(1.0, float(np.exp(-_one_sided_log_lr(np.array(w[t] - guardrail.margin), np.array(v), tau))))
-        bounds[t] = float(w[t]) - _one_sided_threshold(v, tau, alpha)
+        threshold = _one_sided_threshold(v, tau, alpha)  # < 0; the mixture over harms above mirrors it
+        bounds[t], lowers[t] = float(w[t]) - threshold, float(w[t]) + threshold
     return GuardrailTest(guardrail, int(nt[-1]), int(nc[-1]), float(looks.mean[i, -1]), float(looks.mean[j, -1]),
                          float(w[-1]), float(se[-1]), float(bounds[-1]), float(p[-1]), float(alpha), True, float(tau),
-                         p, bounds)
+                         p, bounds, float(lowers[-1]))
 
 
 @dataclass(frozen=True)
@@ -872,14 +886,21 @@ def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest]
     failed = tuple(g.guardrail.name for g in guardrails if not g.passed)
     why = [f"primary metric {side} ({diff:+.4g} per customer, {test} = {p:.3g})"]
     if failed:
-        why.append("guardrail(s) failed: " + "; ".join(
-            f"{g.guardrail.name} worsens by {_fmt_margin(g.worsening, g.guardrail)} "
-            f"(bound {_fmt_margin(g.bound, g.guardrail)} ≥ margin {_fmt_margin(g.margin, g.guardrail)})"
-            for g in guardrails if not g.passed))
+        why.append("guardrail(s) failed: " + "; ".join(_failure(g) for g in guardrails if not g.passed))
     elif guardrails:
         why.append("every guardrail holds (" + ", ".join(g.guardrail.name for g in guardrails) + ")")
     promote = side == "better" and not failed
     return Verdict(promote, side, failed, ("promote: " if promote else "do not promote: ") + "; ".join(why))
+
+
+def _failure(g: GuardrailTest) -> str:
+    """Why a guardrail did not hold: a harm beyond the margin shown, or too little data to rule one out."""
+    gd, f = g.guardrail, _fmt_margin
+    if g.status == "breached":
+        return (f"{gd.name} breached: worsens by {f(g.worsening, gd)}, at least {f(g.lower, gd)} > margin "
+                f"{f(g.margin, gd)}")
+    return (f"{gd.name} not shown within its margin: worsens by {f(g.worsening, gd)}, up to {f(g.bound, gd)} ≥ "
+            f"margin {f(g.margin, gd)} (more customers would tell)")
 
 
 def _fmt_margin(x: float, g: Guardrail) -> str:

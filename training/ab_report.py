@@ -417,7 +417,7 @@ def _margin(x: float, g: ab.Guardrail) -> str:
 
 def _guardrail_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
     header = ["guardrail", "metric", "treatment", f"mean ({inp.control})", "mean (treatment)", "worsening",
-              "upper bound", "margin", "p-value", "holds", "true worsening"]
+              "upper bound", "margin", "p-value", "status", "true worsening"]
     rows = []
     for t in inp.treatments:
         for g in inp.guardrails.get(t, ()):
@@ -425,7 +425,7 @@ def _guardrail_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
             true = "" if inp.true_worsening is None else _margin(inp.true_worsening[t].get(gd.name, np.nan), gd)
             rows.append([gd.name, f"{gd.metric} ({gd.better} is better)", t, _f(g.mean_control), _f(g.mean_treatment),
                          _margin(g.worsening, gd), _margin(g.bound, gd), _margin(g.margin, gd), _p(g.p_value),
-                         "yes" if g.passed else "NO", true])
+                         g.status if g.passed else g.status.upper(), true])
     return header, rows
 
 

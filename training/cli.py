@@ -375,14 +375,15 @@ def ab(
 
 def _ab_table(res) -> Table:
     t = Table(title="guardrails (non-inferiority, always valid, at the test's alpha)")
-    for col in ("guardrail", "champion", "challenger", "worsening", "upper bound", "margin", "holds", "true"):
+    for col in ("guardrail", "champion", "challenger", "worsening", "upper bound", "margin", "status", "true"):
         t.add_column(col, justify="left" if col == "guardrail" else "right")
     for g in res.guardrails:
         gd = g.guardrail
         fmt = (lambda x: f"{100 * x:+.1f}%") if gd.relative else (lambda x: f"{x:+.4g}")
         true = "—" if res.true_worsening is None else fmt(res.true_worsening[gd.name])
+        colour = "green" if g.passed else "red"
         t.add_row(f"{gd.name} ({gd.metric})", f"{g.mean_control:.4g}", f"{g.mean_treatment:.4g}", fmt(g.worsening),
-                  fmt(g.bound), fmt(g.margin), "[green]yes[/green]" if g.passed else "[red]NO[/red]", true)
+                  fmt(g.bound), fmt(g.margin), f"[{colour}]{g.status}[/{colour}]", true)
     return t
 
 

@@ -426,8 +426,13 @@ def test_noninferiority_fixed_horizon_known_case():
     assert t.worsening == pytest.approx(w) and t.se == pytest.approx(se)
     assert t.p_value == pytest.approx(stats.norm.cdf((w - 0.02) / se))
     assert t.bound == pytest.approx(w + stats.norm.ppf(0.95) * se)
-    assert t.passed == (t.bound < 0.02) and t.passed  # +1 point against a 2-point margin, 4,000 customers
-    assert not ab.noninferiority(yt, yc, ab.Guardrail("tight", "opted_out", 0.005)).passed
+    assert t.passed == (t.bound < 0.02) and t.passed and t.status == "holds"  # +1 point, 2-point margin
+    assert t.lower == pytest.approx(w - stats.norm.ppf(0.95) * se)
+    tight = ab.noninferiority(yt, yc, ab.Guardrail("tight", "opted_out", 0.005))
+    assert not tight.passed and tight.status == "breached"  # at least +0.5 point: shown worse than the margin
+    few = ab.noninferiority(yt[:300], yc[:300], g)
+    assert few.status == "inconclusive" and "more customers would tell" in ab.decide(
+        ab.msprt(np.array([1.0]), np.array([0.1]), tau=1.0), [few]).reason
     # relative, higher is better: revenue may fall at most 10%
     rt, rc = rng.gamma(2.0, 5.0, 3000), rng.gamma(2.0, 5.0, 3000) * 1.05
     r = ab.noninferiority(rt, rc, ab.Guardrail("revenue", "revenue", 0.10, better="higher", relative=True))
@@ -515,6 +520,6 @@ def test_verdict_needs_a_better_primary_and_every_guardrail():
     v = ab.decide(better, [ok])
     assert v.promote and v.primary == "better" and v.failed == () and "every guardrail holds" in v.reason
     v = ab.decide(better, [ok, bad])
-    assert not v.promote and v.failed == ("churn",) and "churn worsens" in v.reason
+    assert not v.promote and v.failed == ("churn",) and "churn breached" in v.reason
     assert not ab.decide(flat, [ok]).promote and ab.decide(flat, [ok]).primary == "inconclusive"
     assert ab.decide(worse, []).primary == "worse" and not ab.decide(worse, []).promote

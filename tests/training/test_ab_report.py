@@ -105,20 +105,20 @@ def test_report_from_decision_log(tmp_path):
 
 def test_guardrail_breaking_challenger_is_not_promoted():
     """Batch and blast against business as usual: it sends about a quarter more messages, so a sends
-    guardrail of +10% fails whatever the reward says, and the verdict says which guardrail and why."""
+    guardrail of +5% is breached whatever the reward says, and the verdict says which guardrail and why."""
     from envs.experiment import run_experiment
 
     sc = Scenario.default()
     arms = {"champion": create("business_as_usual", sc.action_space, sc.segments),
             "challenger": create("batch_and_blast", sc.action_space, sc.segments)}
     res = run_experiment(sc, arms, n=1200, days=5, seed=2, experiment="exp-guard", purpose=PURPOSE)
-    sends = ab.Guardrail("sends per customer", "sent", 0.1, relative=True)
+    sends = ab.Guardrail("sends per customer", "sent", 0.05, relative=True)
     inp = abr.simulated_inputs(res, guardrails=(sends,))
     (test,) = inp.guardrails["challenger"]
     true = inp.true_worsening["challenger"]["sends per customer"]
-    assert true > 0.2 and not test.passed and test.bound >= true  # its bound covers the truth
+    assert true > 0.2 and test.status == "breached" and test.lower <= true <= test.bound  # its bound covers the truth
     v = inp.verdict("challenger")
-    assert not v.promote and v.failed == ("sends per customer",) and "sends per customer worsens" in v.reason
+    assert not v.promote and v.failed == ("sends per customer",) and "sends per customer breached" in v.reason
     # with no guardrail declared only the primary decides
     assert abr.simulated_inputs(res, guardrails=()).guardrails == {}
 

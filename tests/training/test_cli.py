@@ -94,3 +94,18 @@ def test_mlproject_entry_point_runs_with_local_env(tmp_path):
     run = client.get_run(version.run_id)
     assert run.info.status == "FINISHED" and run.data.params["policy"] == "lints"
     assert run.data.tags["nba.job"] == "train" and "mlflow.project.entryPoint" in run.data.tags
+
+
+def test_ab_guardrail_errors_and_the_promotions_report(tmp_path, monkeypatch):
+    """A bad guardrail stops `nba ab` with the field named before any store exists; `nba promotions`
+    writes its report on a store without promotions yet."""
+    for k in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards: use_store sets it
+    res = runner.invoke(app, ["ab", "--guardrail", "sends=sent:-5", "--root", str(tmp_path / "store")])
+    assert res.exit_code == 2 and "guardrail 'sends': margin" in res.output
+    assert not (tmp_path / "store").exists()
+    res = runner.invoke(app, ["promotions", "--root", str(tmp_path / "store"), "--out", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    assert "0 promotion(s)" in res.output
+    assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "report" / "predicted_vs_realised.png").exists()

@@ -253,7 +253,7 @@ def test_a_failing_guardrail_blocks_the_promotion(store, tmp_path):
                   guardrails=["sends per customer=sent:0.1"])
     (sends,) = res.guardrails
     assert not sends.passed and res.true_worsening["sends per customer"] > 0.1
-    assert not res.promote and "sends per customer worsens" in res.reason
+    assert not res.promote and "sends per customer breached" in res.reason
     assert mlflow.get_run(res.run_id).data.tags["ab.failed_guardrails"] == "sends per customer"
     p = jobs.promote(ab_run=res.run_id)
     assert not p.promoted and "sends per customer" in p.reason
