@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from training.quickstart import AB_CUSTOMERS, AB_DAYS
+
 app = typer.Typer(help="nba: next-best-action engine for omnichannel marketing.", no_args_is_help=True,
                   add_completion=False)
 scenario_app = typer.Typer(help="Inspect, validate and calibrate simulator scenarios.", no_args_is_help=True)
@@ -104,6 +106,8 @@ def quickstart(
     customers: Annotated[int, typer.Option(min=100, help="simulated customers of the calibration check "
                                                          "(a tenth of them for fitted-Q's journeys)")] = 20_000,
     decisions: Annotated[int, typer.Option(min=2000, help="decisions in the training log")] = 30_000,
+    ab_customers: Annotated[int, typer.Option(min=100, help="customers of each A/B test")] = AB_CUSTOMERS,
+    ab_days: Annotated[int, typer.Option(min=2, help="days of each A/B test")] = AB_DAYS,
     seed: SeedOpt = 0,
 ) -> None:
     """End to end on the embedded defaults: simulate decision logs, train and register every policy,
@@ -124,8 +128,7 @@ def quickstart(
         return _progress(description, total)
 
     res = qs.run(out, decisions=decisions, eval_decisions=max(2000, decisions * 2 // 3), customers=customers // 10,
-                 seed=seed,
-                 progress=progress, say=console.print)
+                 seed=seed, ab_customers=ab_customers, ab_days=ab_days, progress=progress, say=console.print)
     console.print(_quickstart_table(res))
     from training.calibration_report import DAYS, render_report, simulated_inputs
 
@@ -157,9 +160,9 @@ def _quickstart_table(res) -> Table:
 
     from training.jobs import RANK_BY
 
-    t = Table(title=f"Policies on the evaluation log (other customers than training): value per decision,\n"
-                    f"off-policy ({RANK_BY}, 95% interval) beside the simulator's exact value",
-              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    t = Table(title=f"Policies on the evaluation log (customers unseen in training):\nvalue per decision, "
+                    f"off-policy ({RANK_BY}, 95% interval) beside the exact value",
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ("policy", "est.", "95% interval", "flag", "A/B", "exact", "role"):
         t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right",
                      no_wrap=True)
@@ -167,16 +170,16 @@ def _quickstart_table(res) -> Table:
     challenger = None if res.challenger is None else res.challenger.version
     for r in sorted(res.rows, key=lambda r: (bool(r.flags), -r.estimate.value)):
         e = r.estimate
-        flag = ",".join({"unsupported": "unsupp", "below_logging": "<logger"}.get(f, f) for f in r.flags)
+        flag = {"unsupported": "unsupp", "below_logging": "<logger"}.get(r.flags[0], r.flags[0]) if r.flags else ""
         ab = "" if r.ab is None else ("won" if r.ab.promote else ("lost" if r.ab.winner != "challenger" else "guard"))
         role = {champion: "champion", challenger: "challng"}.get(r.version, "")
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
         t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", flag, ab, truth, role)
     lv = res.logging_value
-    t.caption = (f"logging policy (business as usual + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}] on its "
-                 f"log" + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}") +
-                 "\nflag: unsupp = the log does not support the policy's choices; <logger = worse than the "
-                 "logger\nA/B: won = promoted; lost = not better; guard = a guardrail failed")
+    t.caption = (f"logging policy (BAU + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}]"
+                 + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
+                 + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
+                 + "\nA/B vs the champion: won (promoted), lost, guard (a guardrail failed)")
     return t
 
 

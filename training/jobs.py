@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from envs.scenario import Scenario
-from nba.policies import POLICIES, RULE_BASED, Explore, Policy, create
+from nba.policies import LEARNERS, POLICIES, RULE_BASED, Explore, Policy, create
 from nba.policies.fqi import returns_to_go
+from nba.policies.safe import ESTIMATE, SPIBB
 from nba.serialization import Bundle
 
 Progress = Callable[[int], None] | None
@@ -319,8 +320,8 @@ def transitions_from_log(batch, gamma: float | None = None) -> dict[str, np.ndar
 
 def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | None = None,
           params: Mapping[str, Any] | None = None, decisions: int = 20_000, customers: int = 4000,
-          seed: int = 0, purpose: str = "train", register: bool = True, plots_dir: Path | None = None,
-          progress: Progress = None) -> TrainResult:
+          seed: int = 0, purpose: str = "train", safe: bool = True, register: bool = True,
+          plots_dir: Path | None = None, progress: Progress = None) -> TrainResult:
     """Fit one policy and log it (registered under :data:`training.registry.MODEL_NAME`).
 
     ``source="simulator"``: bandits learn online on the bandit view for ``decisions`` decisions
@@ -329,6 +330,10 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     under an exploring business-as-usual policy. Any other ``source`` is a decision-log URL: the
     policy learns offline from it, streamed in chunks (offline learners from consecutive decisions of
     each customer). On the simulator the customers are those of ``(seed, purpose)``.
+
+    ``safe`` (default): a bandit learning from a log learns in its conservative mode
+    (:func:`conservative`): where the log's support for an action is thin it keeps the logging
+    policy's probability, so the learned policy does not come out worse than the one that wrote the log.
     """
     import mlflow
 
@@ -338,6 +343,8 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     policy = build_policy(policy_name, scenario, params)
     offline_log = None
     if source != SIMULATOR:
+        if safe and policy_name in LEARNERS and policy_name not in OFFLINE and not isinstance(policy, SPIBB):
+            policy = conservative(policy, scenario, source)
         offline_log = open_log(source)
         layout = offline_log.layout()
         if layout.context_dim != scenario.feature_spec.dim or layout.n_actions != scenario.action_space.n_actions:
@@ -349,8 +356,13 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     metrics: dict[str, float] = {}
     with _start("train", run_name=f"train-{policy_name}") as run:
         mlflow.log_params({"policy": policy_name, "source": "simulator" if offline_log is None else "decision_log",
-                           "scenario": scenario.name, "seed": seed, "purpose": purpose, **{f"policy.{k}": v for k, v in
-                                                                       (params or {}).items()}})
+                           "scenario": scenario.name, "seed": seed, "purpose": purpose,
+                           **{f"policy.{k}": v for k, v in (params or {}).items()}})
+        if isinstance(policy, SPIBB):
+            mlflow.log_params({"safe": "spibb", "safe.n_min": policy.n_min, "safe.baseline": policy.baseline_name,
+                               "safe.baseline_epsilon": policy.baseline_epsilon,
+                               "safe.baseline_holdout": policy.baseline_holdout,
+                               "safe.bucket": ",".join(policy.buckets.families), "safe.group": policy.group})
         if offline_log is not None:
             digest = LogDigest(source)
             metrics = _train_offline(policy, offline_log, digest, progress)
@@ -373,6 +385,19 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
         else:
             registry.log_policy(bundle_of(policy, scenario), registered_model_name=None)
         return TrainResult(run.info.run_id, policy, version, metrics)
+
+
+def conservative(policy: Policy, scenario: Scenario, log_url: str) -> SPIBB:
+    """``policy`` in its conservative mode for learning from the log at ``log_url``
+    (:class:`nba.policies.safe.SPIBB`): the baseline it keeps where support is thin is the logging
+    policy when the log's simulate run names it, else the log's own action frequencies."""
+    replay = find_simulation(log_url)
+    if replay is not None and replay["policy"] in POLICIES and replay["policy"] not in LEARNERS:
+        baseline = {"baseline": replay["policy"], "baseline_params": dict(replay.get("params") or {}),
+                    "baseline_epsilon": replay["epsilon"], "baseline_holdout": replay["holdout"]}
+    else:
+        baseline = {"baseline": ESTIMATE}
+    return SPIBB(scenario.action_space, tuple(scenario.segments), learner=policy, **baseline)
 
 
 def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, seed: int, purpose: str, out: Path,

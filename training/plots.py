@@ -105,19 +105,31 @@ def send_hour_heatmap(send_hour: np.ndarray, segment: np.ndarray, contact: np.nd
 
 
 def estimate_intervals(rows: Sequence[tuple[str, float, float, float]], path: Path, title: str,
-                       truth: Mapping[str, float] | None = None) -> Path:
-    """Point estimates with their intervals, one line per (label, value, low, high); true values as marks."""
+                       truth: Mapping[str, float] | None = None, faded: Mapping[str, str] | None = None,
+                       reference: float | None = None) -> Path:
+    """Point estimates with their intervals, one line per (label, value, low, high); true values as marks.
+
+    Labels in ``faded`` (label -> note: unsupported or flagged estimates) are drawn hollow and grey,
+    the note beside the label;
+    ``reference`` draws a dashed vertical line (the logging policy's own value, say)."""
     plt = _plt()
+    faded = dict(faded or {})
     fig, ax = plt.subplots(figsize=(8, 0.38 * len(rows) + 1.5))
     y = np.arange(len(rows))[::-1]
     for yi, (label, v, lo, hi) in zip(y, rows, strict=True):
-        ax.errorbar(v, yi, xerr=[[v - lo], [hi - v]], fmt="o", color="C0", capsize=3)
+        grey = label in faded
+        ax.errorbar(v, yi, xerr=[[v - lo], [hi - v]], fmt="o", color="0.6" if grey else "C0", capsize=3,
+                    mfc="white" if grey else "C0")
         if truth and label in truth:
             ax.plot(truth[label], yi, marker="x", color="C3", ms=9, ls="none")
     if truth:
         ax.plot([], [], marker="x", color="C3", ls="none", label="true value (simulator)")
+    if reference is not None:
+        ax.axvline(reference, color="0.3", ls="--", lw=1, label="logging policy")
+    if truth or reference is not None:
         ax.legend(loc="best", fontsize=8)
-    ax.set(yticks=y, yticklabels=[r[0] for r in rows], xlabel="value per decision", title=title)
+    labels = [f"{r[0]} ({faded[r[0]]})" if r[0] in faded else r[0] for r in rows]
+    ax.set(yticks=y, yticklabels=labels, xlabel="value per decision", title=title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

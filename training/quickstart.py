@@ -1,17 +1,25 @@
 """The quickstart: every pipeline once, end to end, on the embedded defaults.
 
-1. simulate two decision logs with an exploring business-as-usual logging policy (training and
-   evaluation, different customers);
-2. train the baselines, the contextual bandits (offline, from the training log) and fitted-Q
-   (on simulated journeys), each logged and registered in MLflow;
-3. evaluate every policy off-policy on the evaluation log, beside its exact value (the simulator
-   replays the logging run and knows every expected reward);
-4. register the best by the doubly-robust estimate's lower confidence bound as ``champion`` (a
-   conservative choice: a noisy estimate does not win on luck) and the runner-up as ``challenger``;
+1. simulate two decision logs with an exploring business-as-usual logging policy: a training log
+   and an evaluation log of other customers (their own purposes: no customer and no random stream
+   in common, see :mod:`envs.random`);
+2. train the baselines, the contextual bandits (offline, from the training log, in their
+   conservative mode) and fitted-Q (on simulated journeys of customers of their own), each logged
+   and registered in MLflow;
+3. evaluate every policy off-policy on the evaluation log (:data:`training.jobs.RANK_BY`, with the
+   reward model's uncertainty in the intervals), beside its exact value (the simulator replays the
+   logging run and knows every expected reward), flagging estimates without support and policies
+   worse than the logger;
+4. the closed loop: business as usual, today's production policy, is the starting ``champion``;
+   the best unflagged policies by their off-policy estimate are the shortlist; each in turn is the
+   ``challenger`` of a simulated A/B test on customers of their own (always-valid test on the
+   reward, guardrails on opt-outs, churn and sends per customer) and ``promote`` moves ``champion``
+   on its verdict, recording the off-policy prediction beside the realised lift;
 5. check the simulator's calibration against the articles' figures.
 
-Everything lands under one folder: the MLflow store (``mlflow.db`` and ``mlartifacts/``), the
-decision logs, the plots and ``summary.json``.
+The exact values are shown beside the evidence, never used to choose. Everything lands under one
+folder: the MLflow store (``mlflow.db`` and ``mlartifacts/``), the decision logs, the plots, the A/B
+reports and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -20,36 +28,47 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BASELINES = ("no_contact", "uniform_random", "batch_and_blast", "business_as_usual", "rule_based_journey")
 BANDITS = ("linucb", "lints", "lgbm_egreedy", "lgbm_squarecb", "lgbm_funnel", "send_time")
 FQI_PARAMS = {"iterations": 4, "num_boost_round": 60, "min_data_in_leaf": 400, "max_candidates": 24}
+PRODUCTION = "business_as_usual"  # the starting champion: what the brand runs today, the logger's base
+# the customers of each stage, all of (seed, purpose): independent of one another (envs.random)
+TRAIN_PURPOSE, EVAL_PURPOSE = "quickstart/train-log", "quickstart/eval-log"
+JOURNEYS_PURPOSE, AB_PURPOSE = "quickstart/journeys", "quickstart/ab"
+SHORTLIST = 2  # A/B tests at most: the best unflagged candidates by their off-policy estimate
+AB_CUSTOMERS, AB_DAYS, AB_PRE_DAYS = 4000, 14, 7
 
 
 @dataclass(frozen=True)
 class Row:
     policy: str
     version: str
-    dr: Any  # nba.ope.Estimate
-    snips: Any
+    estimate: Any  # nba.ope.Estimate of training.jobs.RANK_BY
+    flags: tuple[str, ...]  # training.jobs.UNSUPPORTED / BELOW_LOGGING
     truth: float | None
+    ab: Any = None  # training.jobs.ABResult when this policy was A/B tested against the champion
+    promoted: bool = False
 
 
 @dataclass(frozen=True)
 class QuickstartResult:
     rows: list[Row]
     champion: Row
-    challenger: Row
+    challenger: Row | None
     logging_truth: float | None
+    logging_value: tuple[float, float, float]
     tracking_uri: str
     out: Path
     seconds: float
+    promotions: list[Any] = field(default_factory=list)  # training.registry.Promotion of each A/B
 
 
 def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, customers: int = 2000, seed: int = 0,
+        ab_customers: int = AB_CUSTOMERS, ab_days: int = AB_DAYS,
         progress: Callable[[str, int], AbstractContextManager[Callable[[], None]]],
         say: Callable[[str], None] = print) -> QuickstartResult:
     """Run the quickstart into ``out``; ``progress(description, total)`` gives a ticking context."""
@@ -62,44 +81,76 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
     train_log, eval_log = f"sqlite:///{out / 'train-log.db'}", f"sqlite:///{out / 'eval-log.db'}"
     for url in (train_log, eval_log):
         Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
-    batches = -(-decisions // jobs.BANDIT_BATCH)
-    with progress(f"simulate training log ({decisions:,} decisions)", batches) as tick:
-        jobs.simulate(train_log, decisions=decisions, seed=seed, progress=tick)
+    with progress(f"simulate training log ({decisions:,} decisions)", -(-decisions // jobs.BANDIT_BATCH)) as tick:
+        jobs.simulate(train_log, decisions=decisions, seed=seed, purpose=TRAIN_PURPOSE, progress=tick)
     with progress(f"simulate evaluation log ({eval_decisions:,})", -(-eval_decisions // jobs.BANDIT_BATCH)) as tick:
-        jobs.simulate(eval_log, decisions=eval_decisions, seed=seed + 1, progress=tick)
+        jobs.simulate(eval_log, decisions=eval_decisions, seed=seed, purpose=EVAL_PURPOSE, progress=tick)
     versions: dict[str, str] = {}
     names = [*BASELINES, *BANDITS, "fqi"]
     with progress("train and register policies", len(names)) as tick:
         for name in names:
             if name == "fqi":
                 res = jobs.train("fqi", source=jobs.SIMULATOR, params=FQI_PARAMS, customers=customers, seed=seed,
-                                 plots_dir=out / "plots" / name)
+                                 purpose=JOURNEYS_PURPOSE, plots_dir=out / "plots" / name)
             else:
                 res = jobs.train(name, source=train_log, seed=seed, plots_dir=out / "plots" / name)
             versions[name] = res.version
             tick()
     say("evaluating every registered version off-policy (and against the simulator's truth)...")
-    ev = jobs.evaluate(eval_log, [versions[n] for n in names], plots_dir=out / "plots" / "evaluation", seed=seed)
-    rows = []
-    for name, (label, est) in zip(names, ev.estimates.items(), strict=True):
-        rows.append(Row(name, versions[name], est["dr"], est["snips"], None if ev.truth is None else ev.truth[label]))
-    ranked = sorted(rows, key=lambda r: r.dr.ci_low, reverse=True)
-    champion, challenger = ranked[0], ranked[1]
-    registry.set_alias(registry.CHAMPION, champion.version)
-    registry.set_alias(registry.CHALLENGER, challenger.version)
-    reason = "quickstart: best doubly-robust lower confidence bound"
-    registry.version_tags(champion.version, {"promotion.reason": reason})
-    return QuickstartResult(rows, champion, challenger, ev.logging_truth, uri, out, time.perf_counter() - t0)
+    ev = jobs.evaluate(eval_log, [versions[n] for n in names], plots_dir=out / "plots" / "evaluation", seed=seed,
+                       say=say)
+    label_of = dict(zip(names, ev.estimates, strict=True))
+    name_of = {label: name for name, label in label_of.items()}
+    rows = {n: Row(n, versions[n], ev.estimates[label_of[n]][jobs.RANK_BY], ev.flags[label_of[n]],
+                   None if ev.truth is None else ev.truth[label_of[n]]) for n in names}
+
+    # the closed loop: production is the champion; the shortlist is A/B tested against it in turn
+    registry.set_alias(registry.CHAMPION, versions[PRODUCTION])
+    registry.version_tags(versions[PRODUCTION], {"promotion.reason": "quickstart: today's production policy"})
+    base = rows[PRODUCTION].estimate
+    shortlist = [n for n in map(name_of.get, ev.ranked())
+                 if n != PRODUCTION and not rows[n].flags and rows[n].estimate.value > base.value][:SHORTLIST]
+    champion, promotions = PRODUCTION, []
+    for k, name in enumerate(shortlist):
+        registry.set_alias(registry.CHALLENGER, versions[name])
+        say(f"A/B test {k + 1}/{len(shortlist)}: {name} (challenger) against {champion} (champion), "
+            f"{ab_customers:,} customers x {ab_days} days")
+        with progress(f"A/B {name} vs {champion}", ab_days) as tick:
+            ab = jobs.ab(customers=ab_customers, days=ab_days, pre_days=AB_PRE_DAYS, seed=seed, purpose=AB_PURPOSE,
+                         experiment=f"quickstart-{name}", out=out / "ab" / name, progress=tick)
+        est = rows[name].estimate
+        promo = jobs.promote(ab_run=ab.run_id, predicted_lift=est.value - base.value,
+                             predicted_ci=(est.ci_low - base.value, est.ci_high - base.value),
+                             predicted_source=f"evaluate {ev.run_id}: {jobs.RANK_BY} minus the champion's")
+        rows[name] = Row(**{**vars(rows[name]), "ab": ab, "promoted": promo.promoted})
+        promotions.append(promo)
+        if promo.promoted:
+            champion = name
+            break
+    runner_up = next((n for n in shortlist if n != champion), None)
+    if runner_up is not None:
+        registry.set_alias(registry.CHALLENGER, versions[runner_up])
+    return QuickstartResult(list(rows.values()), rows[champion], None if runner_up is None else rows[runner_up],
+                            ev.logging_truth, ev.logging_value, uri, out, time.perf_counter() - t0, promotions)
 
 
 def write_summary(res: QuickstartResult, extra: dict[str, Any]) -> Path:
+    def ab(r: Row) -> dict[str, Any] | None:
+        if r.ab is None:
+            return None
+        return {"promote": r.ab.promote, "reason": r.ab.reason, "diff_per_customer": r.ab.diff,
+                "ci": [r.ab.ci_low, r.ab.ci_high], "true_effect": r.ab.true_effect, "run_id": r.ab.run_id}
+
     summary = {
         "tracking_uri": res.tracking_uri,
         "champion": {"policy": res.champion.policy, "version": res.champion.version},
-        "challenger": {"policy": res.challenger.policy, "version": res.challenger.version},
+        "challenger": None if res.challenger is None else {"policy": res.challenger.policy,
+                                                            "version": res.challenger.version},
         "logging_policy_true_value": res.logging_truth,
-        "policies": {r.policy: {"version": r.version, "dr": r.dr.value, "dr_ci": [r.dr.ci_low, r.dr.ci_high],
-                                "snips": r.snips.value, "true_value": r.truth} for r in res.rows},
+        "logging_policy_value": list(res.logging_value),
+        "policies": {r.policy: {"version": r.version, "estimator": r.estimate.estimator, "estimate": r.estimate.value,
+                                "ci": [r.estimate.ci_low, r.estimate.ci_high], "flags": list(r.flags),
+                                "ab": ab(r), "promoted": r.promoted, "true_value": r.truth} for r in res.rows},
         "seconds": res.seconds,
         **extra,
     }

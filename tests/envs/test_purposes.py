@@ -73,7 +73,8 @@ def test_their_streams_share_no_key():
 
 
 def _is_seed(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Name) and node.id == "seed") or (isinstance(node, ast.Attribute) and node.attr == "seed")
+    return ((isinstance(node, ast.Name) and node.id == "seed")
+            or (isinstance(node, ast.Attribute) and node.attr == "seed"))
 
 
 def test_no_pipeline_derives_data_from_seed_plus_k():
