@@ -896,6 +896,8 @@ def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest]
 def _failure(g: GuardrailTest) -> str:
     """Why a guardrail did not hold: a harm beyond the margin shown, or too little data to rule one out."""
     gd, f = g.guardrail, _fmt_margin
+    if not np.isfinite(g.worsening):
+        return f"{gd.name} cannot be measured (a relative margin on a control mean of {g.mean_control:g})"
     if g.status == "breached":
         return (f"{gd.name} breached: worsens by {f(g.worsening, gd)}, at least {f(g.lower, gd)} > margin "
                 f"{f(g.margin, gd)}")

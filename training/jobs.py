@@ -717,7 +717,7 @@ def check_guardrails(guardrails: Any, source: str = SIMULATOR) -> tuple[Any, ...
     measurable = METRICS if source == SIMULATOR else LOG_METRICS
     if guardrails is None:
         guardrails = [g for g in abstats.DEFAULT_GUARDRAILS if g.metric in measurable]
-    if isinstance(guardrails, str | Mapping):
+    if isinstance(guardrails, str | Mapping | abstats.Guardrail):
         guardrails = [guardrails]
     try:
         return abstats.check_guardrails(guardrails, measurable)

@@ -321,6 +321,13 @@ def test_ab_from_a_logged_experiment(store, tmp_path):
     # the log's analysis (nba's default reward rule) is the simulation's: the same per-customer totals
     assert res.winner in ("challenger", "champion", "none")
     assert res.diff == pytest.approx(sim.analyse("challenger").comparison.diff, abs=1e-6)
+    # the guardrails a log can measure (opt-outs, sends), read from it, are the simulation's
+    assert [g.guardrail.name for g in res.guardrails] == ["opt-out rate", "sends per customer"]
+    for g in res.guardrails:
+        m = g.guardrail.metric
+        assert g.mean_treatment == pytest.approx(sim.metrics[m][sim.arm == "challenger"].mean())
+        assert g.mean_control == pytest.approx(sim.metrics[m][sim.arm == "champion"].mean())
+    assert not res.promote and "sends per customer cannot be measured" in res.reason  # no contact sends nothing
     assert mlflow.get_run(res.run_id).data.tags["dataset.uri"].endswith("exp.db")
 
 
