@@ -9,7 +9,18 @@ effect of a message. Scores of all actions are ``X~ Theta^T Psi^T``, cheap for a
 
 Both learners share one ridge regression (:class:`Ridge`): ``A = lambda I + sum phi phi^T`` and
 ``b = sum r phi``, accumulated in blocks (a batch adds ``x x^T`` per distinct action to the
-(g, h) blocks of that action's active features), and solved by Cholesky.
+(g, h) blocks of that action's active features). What each learner needs of ``A`` is kept up to
+date at the cost of the batch's size, not of ``A``'s cube:
+
+* :class:`LinUCB` needs ``A^-1`` (its widths) and keeps it: a batch of ``k <= D / 8`` rows is a
+  rank-``k`` Woodbury update (``O(k D^2)``), a larger one refactorises (Cholesky, then its inverse).
+* :class:`LinTS` needs the Cholesky factor ``A = L L^T`` (its samples) and keeps it: a batch of one
+  or two rows is as many rank-one updates of ``L`` (``O(D^2)``, :func:`_rank_one_update`), a larger
+  one refactorises.
+
+Every ``D`` rows folded in incrementally, the factor or the inverse is recomputed from ``A``, so
+rounding cannot accumulate; between two such refreshes they match a fresh solve to about 1e-12
+(``tests/nba/test_linear.py``).
 
 * :class:`LinUCB` picks ``argmax theta.phi + alpha * sigma * sqrt(phi^T A^-1 phi)`` (exact width).
 * :class:`LinTS` draws ``n_samples`` parameter vectors ``theta + v * sigma * L^-T z`` (``A = L L^T``,
@@ -17,44 +28,187 @@ Both learners share one ridge regression (:class:`Ridge`): ``A = lambda I + sum 
   when it updates, and its distribution is the exact share of samples under which each action wins.
 
 ``sigma`` is the running standard deviation of observed rewards, so ``alpha`` and ``v`` are unitless.
+
+**BLAS threads.** The matrices here are small (273 x 273 for 10 actions and 20 features): a BLAS
+thread team costs more to wake than it saves, and on a busy machine a second OpenBLAS thread spins
+against other processes (a 273 x 273 Cholesky: 64 ms on two threads of a loaded 2-core machine, 1 ms
+on one). So every public method that computes runs with :data:`BLAS_THREADS` BLAS threads
+(threadpoolctl, restored on return), and the default configuration is the fast one.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.linalg.blas import dger, dtrsm, dtrsv
+from scipy.linalg.lapack import dpotrf, dpotri
 
 from nba.actions import ActionSpace
 from nba.policies.base import check_propensities, greedy, share_of_argmax
 
+BLAS_THREADS = 1  # BLAS threads inside the linear learners' methods (module docstring)
+RANK_ONE_MAX = 2  # LinTS: a batch of at most this many rows updates the factor row by row, more refactorise
+WOODBURY_SHARE = 8  # LinUCB: a batch of at most D / WOODBURY_SHARE rows updates A^-1 by Woodbury
+SMALL_BATCH = 16  # contexts up to which widths are read off A^-1 directly (more: through a cached layout)
+BLOCK = 12  # rows per block of the rank-one update's suffix sums (_rank_one_update)
 
+
+# ----------------------------------------------------------------------------- BLAS threads
+@functools.cache
+def _blas_thread_calls() -> tuple[tuple[Callable[[], int], Callable[[int], Any]], ...]:
+    """(get, set) of the thread count of every BLAS library loaded (NumPy's and SciPy's OpenBLAS), found once.
+
+    threadpoolctl finds the libraries; for an OpenBLAS on its own threads its C functions are called
+    directly (well under a microsecond), since ``threadpool_limits`` inspects the loaded libraries on every
+    call (about 0.7 ms) and its controllers' ``set_num_threads`` keep thread bookkeeping (about 8
+    microseconds a call).
+    """
+    from threadpoolctl import ThreadpoolController
+
+    out = []
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api != "blas":
+            continue
+        calls = (lib.get_num_threads, lib.set_num_threads)
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") == "pthreads":
+            symbol = getattr(lib, "_get_symbol", lambda name: None)
+            get, set_ = symbol("openblas_get_num_threads"), symbol("openblas_set_num_threads")
+            if get is not None and set_ is not None:
+                calls = (get, set_)
+        out.append(calls)
+    return tuple(out)
+
+
+def pinned_blas(method):
+    """Run ``method`` with :data:`BLAS_THREADS` BLAS threads, restoring each library's own count after."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        changed = []
+        for get, set_ in _blas_thread_calls():
+            n = get()
+            if n != BLAS_THREADS:
+                set_(BLAS_THREADS)
+                changed.append((set_, n))
+        try:
+            return method(*args, **kwargs)
+        finally:
+            for set_, n in changed:
+                set_(n)
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- factor updates
 def action_design(space: ActionSpace) -> np.ndarray:
     """(A, 1 + d_a) action features with the always-on baseline column first."""
     return np.hstack([np.ones((space.n_actions, 1), np.float64), space.features().astype(np.float64)])
 
 
-class Ridge:
-    """Ridge statistics over phi(x, a) = psi(a) (x) [x, 1], kept in (group, context) blocks."""
+class _RankOne:
+    """Workspace of :func:`_rank_one_update` for one size ``D`` (allocated once: fresh temporaries of
+    ``D^2`` doubles cost page faults on every call)."""
 
-    def __init__(self, space: ActionSpace, dim: int, lam: float = 1.0) -> None:
+    def __init__(self, size: int, block: int = BLOCK) -> None:
+        self.size, self.block = size, block
+        self.blocks = m = -(-size // block)
+        self.U = np.zeros((m * block, size))  # the factor's rows, padded with zero rows to whole blocks
+        self.out = np.zeros((m * block, size))
+        self.aug = np.zeros((m, block + 1, size))  # each block's rows, then the sum of all later blocks' p_i U_i
+        self.K = np.zeros((m, block, block + 1))
+        self.p = np.zeros(m * block)
+        self.strict = np.triu(np.ones((block, block)), 1)
+        self.later = np.triu(np.ones((m, m)), 1)  # later[J, K] = 1 for the blocks K after J
+        self.diag = np.arange(block)
+
+
+def _rank_one_update(ws: _RankOne, phi: np.ndarray) -> None:
+    """``U <- U'`` with ``U'^T U' = U^T U + phi phi^T`` (``U = ws.U[:D]``, upper triangular), in O(D^2).
+
+    With ``p = U^-T phi``, ``U' = M U`` where ``M = diag(d) + strict_upper(q p^T)``,
+    ``t_j = 1 + sum_{i <= j} p_i^2``, ``d_j = sqrt(t_j / t_{j-1})``, ``q_j = p_j / sqrt(t_j t_{j-1})``
+    (the Cholesky factor of ``I + p p^T``, transposed; Gill, Golub, Murray & Saunders, 1974). Row ``j``
+    of ``M U`` is ``d_j U_j + q_j sum_{i > j} p_i U_i``: a suffix sum over rows, done by blocks of
+    :data:`BLOCK` rows as one batched matrix product, ``[M_JJ | q_J] @ [U_J ; sum_{K > J} p_K^T U_K]``
+    for every block ``J``, so the work is a few passes over ``U`` instead of ``D`` Python steps.
+    """
+    n, b, m = ws.size, ws.block, ws.blocks
+    U = ws.U
+    ws.p[:n] = dtrsv(U[:n].T, phi, lower=1)  # L p = phi with L = U^T (U's rows are L's columns)
+    p = ws.p
+    t = np.cumsum(p * p)
+    t += 1.0
+    t_before = np.empty_like(t)
+    t_before[0] = 1.0
+    t_before[1:] = t[:-1]
+    P, Q = p.reshape(m, b), (p / np.sqrt(t * t_before)).reshape(m, b)
+    K = ws.K
+    np.multiply(Q[:, :, None], P[:, None, :], out=K[:, :, :b])
+    K[:, :, :b] *= ws.strict
+    K[:, ws.diag, ws.diag] = np.sqrt(t / t_before).reshape(m, b)
+    K[:, :, b] = Q
+    U3 = U.reshape(m, b, n)
+    ws.aug[:, :b, :] = U3
+    np.matmul(ws.later, np.matmul(P[:, None, :], U3)[:, 0, :], out=ws.aug[:, b, :])
+    np.matmul(K, ws.aug, out=ws.out.reshape(m, b, n))
+    ws.U, ws.out = ws.out, ws.U
+
+
+# ----------------------------------------------------------------------------- ridge
+class Ridge:
+    """Ridge statistics over phi(x, a) = psi(a) (x) [x, 1], kept in (group, context) blocks.
+
+    ``keep`` is what the learner reads besides ``theta``: ``"inverse"`` (``A^-1``, for widths) or
+    ``"factor"`` (the Cholesky factor, for posterior samples); it is kept up to date incrementally
+    (module docstring), and the other is computed from ``A`` on demand. Rows folded in incrementally
+    reach ``A`` itself when it is next read (one matrix product for all of them instead of a pass over
+    ``A`` per row).
+    """
+
+    KEEPS = ("inverse", "factor")
+
+    def __init__(self, space: ActionSpace, dim: int, lam: float = 1.0, keep: str = "factor") -> None:
         if lam <= 0:
             raise ValueError(f"lam: must be > 0, got {lam!r}")
-        self.space, self.dim, self.lam = space, dim, lam
+        if keep not in self.KEEPS:
+            raise ValueError(f"keep: expected one of {self.KEEPS}, got {keep!r}")
+        self.space, self.dim, self.lam, self.keep = space, dim, lam, keep
         self.psi = action_design(space)
         self.dx = dim + 1
         self.da = self.psi.shape[1]
-        size = self.da * self.dx
-        self.A = lam * np.eye(size)
-        self.b = np.zeros(size)
+        self.size = self.da * self.dx
+        self._A = lam * np.eye(self.size)
+        self._pending: list[np.ndarray] = []  # (k, D) rows phi already in b and the kept factor or inverse, not in A
+        self.b = np.zeros(self.size)
         self.n = 0
         self.reward_sum = 0.0
         self.reward_sq = 0.0
-        self._solve()
+        self.since = 0  # rows folded into the kept factor or inverse since it was last computed from A
+        self._ws = _RankOne(self.size) if keep == "factor" else None
+        self._factorise()
+
+    @property
+    def A(self) -> np.ndarray:
+        """``lambda I + sum phi phi^T`` over every row seen."""
+        if self._pending:
+            rows = np.concatenate(self._pending)
+            self._pending = []
+            self._A += rows.T @ rows
+        return self._A
+
+    @A.setter
+    def A(self, value: np.ndarray) -> None:
+        self._A, self._pending = value, []
 
     def _aug(self, X: np.ndarray) -> np.ndarray:
-        return np.hstack([np.asarray(X, np.float64), np.ones((X.shape[0], 1))])
+        """``[X, 1]`` as float64."""
+        out = np.empty((X.shape[0], self.dx))
+        out[:, :-1] = X
+        out[:, -1] = 1.0
+        return out
 
     @property
     def sigma(self) -> float:
@@ -64,8 +218,85 @@ class Ridge:
         var = (self.reward_sq - self.reward_sum**2 / self.n) / (self.n - 1)
         return float(np.sqrt(max(var, 1e-12)))
 
+    # ---- the kept factor or inverse
+    @property
+    def factor(self) -> np.ndarray:
+        """Lower Cholesky factor ``L`` of ``A`` (Fortran order; computed from ``A`` if the inverse is kept)."""
+        if self.keep == "factor":
+            return self._ws.U[: self.size].T
+        if self._factor is None:
+            self._factor = _cholesky(self.A)
+        return self._factor
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """``A^-1`` (computed from the factor if the factor is kept, cached until the next update)."""
+        if self._inverse is None:
+            self._inverse = _inverse_of(self.factor)
+        return self._inverse
+
+    def _factorise(self) -> None:
+        """Compute the kept factor or inverse, and ``theta``, from ``A`` and ``b``."""
+        L = _cholesky(self.A)
+        if self.keep == "factor":
+            self._ws.U[: self.size] = L.T
+        else:
+            self._inverse = _inverse_of(L)
+        self.since = 0
+        self._solve()
+
+    def _solve(self) -> None:
+        """``theta`` from ``b`` and the kept factor or inverse."""
+        if self.keep == "inverse":
+            self.theta = self._inverse @ self.b
+        else:
+            L = self.factor
+            self.theta = dtrsv(L, dtrsv(L, self.b, lower=1), lower=1, trans=1)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Forget what derives from the kept factor or inverse and ``theta``."""
+        if self.keep == "factor":
+            self._inverse = None
+        self._factor = self._cov4 = self._theta_psi = None
+
+    # ---- learning
     def add(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """Fold a validated batch into ``A`` and ``b``, then into the kept factor or inverse."""
         Xa = self._aug(X)
+        k = len(rewards)
+        self.n += k
+        self.reward_sum += float(rewards.sum())
+        self.reward_sq += float((rewards**2).sum())
+        limit = RANK_ONE_MAX if self.keep == "factor" else self.size // WOODBURY_SHARE
+        if k > limit or self.since + k > self.size:
+            self._add_blocks(Xa, actions, rewards)
+            self._factorise()
+            return
+        phi = (self.psi[actions][:, :, None] * Xa[:, None, :]).reshape(k, -1)  # (k, D) rows phi(x, a)
+        self._pending.append(phi)
+        self.since += k
+        if self.keep == "factor":
+            self.b += phi.T @ rewards
+            for row in phi:
+                _rank_one_update(self._ws, row)
+            self._solve()
+        elif k == 1:  # Sherman-Morrison, and theta moved along A^-1 phi by the residual
+            u = self._inverse @ phi[0]
+            s = 1.0 + float(phi[0] @ u)
+            residual = float(rewards[0]) - float(phi[0] @ self.theta)
+            dger(-1.0 / s, u, u, a=self._inverse.T, overwrite_a=1)  # symmetric: its .T is Fortran order
+            self.b += float(rewards[0]) * phi[0]
+            self.theta = self.theta + (residual / s) * u
+            self._changed()
+        else:
+            _woodbury(self._inverse, phi)
+            self.b += phi.T @ rewards
+            self._solve()
+
+    def _add_blocks(self, Xa: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """``A += sum phi phi^T``, ``b += sum r phi`` by blocks: ``x x^T`` per distinct action into the
+        (g, h) blocks of its active features."""
         A4 = self.A.reshape(self.da, self.dx, self.da, self.dx)
         b2 = self.b.reshape(self.da, self.dx)
         for a in np.unique(actions):
@@ -78,35 +309,32 @@ class Ridge:
                 b2[g] += xr
                 for h in groups:
                     A4[g, :, h, :] += gram
-        self.n += len(rewards)
-        self.reward_sum += float(rewards.sum())
-        self.reward_sq += float((rewards**2).sum())
-        self._solve()
 
-    def _solve(self) -> None:
-        self.chol = cho_factor(self.A, lower=True)
-        self.theta = cho_solve(self.chol, self.b)
-        self._cov4 = None
-
-    def _cov(self) -> np.ndarray:
-        """A^-1 laid out (dx, da * da * dx) for the width computation, cached until the next update."""
-        if self._cov4 is None:
-            cov = cho_solve(self.chol, np.eye(self.A.shape[0]))
-            self._cov4 = cov.reshape(self.da, self.dx, self.da, self.dx).transpose(1, 0, 2, 3).reshape(self.dx, -1)
-        return self._cov4
-
+    # ---- predictions
     def scores(self, X: np.ndarray, theta: np.ndarray | None = None) -> np.ndarray:
         """(N, A) predicted reward of every action (``theta`` (D,) or (M, D) for several)."""
-        theta = self.theta if theta is None else theta
         Xa = self._aug(X)
+        if theta is None:
+            return Xa @ self.theta_psi
         if theta.ndim == 1:
             return Xa @ theta.reshape(self.da, self.dx).T @ self.psi.T
-        T = theta.reshape(-1, self.da, self.dx)
-        return np.einsum("ni,mgi,ag->mna", Xa, T, self.psi, optimize=True)
+        return sample_scores(Xa, score_matrix(theta, self.psi, self.dx))
+
+    @property
+    def theta_psi(self) -> np.ndarray:
+        """(dx, A) ``Theta^T Psi^T``: ``[x, 1] @ theta_psi`` scores every action (cached until the next update)."""
+        if self._theta_psi is None:
+            self._theta_psi = self.theta.reshape(self.da, self.dx).T @ self.psi.T
+        return self._theta_psi
 
     def widths(self, X: np.ndarray, chunk: int = 256) -> np.ndarray:
         """(N, A) sqrt(phi^T A^-1 phi) for every action, exactly."""
-        Xa = self._aug(X)
+        return self.widths_aug(self._aug(X), chunk)
+
+    def widths_aug(self, Xa: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """:meth:`widths` of contexts already carrying their intercept, ``Xa = [X, 1]``."""
+        if Xa.shape[0] <= SMALL_BATCH:
+            return np.sqrt(np.maximum(self._quadratic_small(Xa), 0.0))
         cov4 = self._cov()
         out = np.empty((Xa.shape[0], self.space.n_actions))
         for s in range(0, Xa.shape[0], chunk):
@@ -116,16 +344,88 @@ class Ridge:
             out[s : s + chunk] = np.einsum("ag,ngh,ah->na", self.psi, q, self.psi, optimize=True)
         return np.sqrt(np.maximum(out, 0.0))
 
-    # state
+    def _quadratic_small(self, Xa: np.ndarray) -> np.ndarray:
+        """(N, A) phi^T A^-1 phi for a few contexts, read off A^-1 in place (no re-laid copy)."""
+        da, dx, n = self.da, self.dx, Xa.shape[0]
+        z = (self.inverse.reshape(-1, dx) @ Xa.T).reshape(da, dx, da, n)  # [g, i, h, n] = A^-1[(g, i), h-block] x_n
+        q = np.einsum("gihn,ni->ngh", z, Xa)  # x_n^T A^-1[g-block, h-block] x_n
+        return np.einsum("nga,ag->na", q @ self.psi.T, self.psi)
+
+    def _cov(self) -> np.ndarray:
+        """A^-1 laid out (dx, da * da * dx) for the width computation, cached until the next update."""
+        if self._cov4 is None:
+            cov = self.inverse
+            self._cov4 = cov.reshape(self.da, self.dx, self.da, self.dx).transpose(1, 0, 2, 3).reshape(self.dx, -1)
+        return self._cov4
+
+    # ---- state
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"A": self.A, "b": self.b, "reward_moments": np.array([self.n, self.reward_sum, self.reward_sq])}
+        """``A``, ``b`` and the reward moments; after incremental updates, also the kept factor (``U = L^T``)
+        or inverse, ``theta`` and the rows folded in since, so that a loaded learner continues bit for bit."""
+        out = {"A": self.A, "b": self.b, "reward_moments": np.array([self.n, self.reward_sum, self.reward_sq])}
+        if self.since:
+            out["incremental_rows"] = np.array([self.since])
+            out["kept"] = self._ws.U[: self.size] if self.keep == "factor" else self._inverse
+            out["theta"] = self.theta
+        return out
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         self.A = np.array(arrays["A"], np.float64)
         self.b = np.array(arrays["b"], np.float64)
         n, s, sq = arrays["reward_moments"]
         self.n, self.reward_sum, self.reward_sq = int(n), float(s), float(sq)
-        self._solve()
+        if "kept" not in arrays:
+            self._factorise()
+            return
+        kept = np.array(arrays["kept"], np.float64)
+        if kept.shape != self.A.shape:
+            raise ValueError(f"kept: expected shape {self.A.shape}, got {kept.shape}")
+        if self.keep == "factor":
+            self._ws.U[: self.size] = kept
+        else:
+            self._inverse = kept
+        self.since = int(np.asarray(arrays["incremental_rows"]).ravel()[0])
+        self.theta = np.array(arrays["theta"], np.float64)
+        self._changed()
+
+
+def _cholesky(A: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a symmetric positive definite ``A`` (Fortran order)."""
+    L, info = dpotrf(A.T, lower=1, clean=1)  # A is symmetric: A.T is the same matrix in Fortran order
+    if info:
+        raise np.linalg.LinAlgError(f"A: not positive definite (LAPACK dpotrf info {info})")
+    return L
+
+
+def _inverse_of(L: np.ndarray) -> np.ndarray:
+    """``(L L^T)^-1``, symmetric and C-ordered, from a lower Cholesky factor."""
+    inv, info = dpotri(L, lower=1)
+    if info:
+        raise np.linalg.LinAlgError(f"A: singular factor (LAPACK dpotri info {info})")
+    inv = np.tril(inv)
+    inv += np.tril(inv, -1).T
+    return np.ascontiguousarray(inv)
+
+
+def _woodbury(inverse: np.ndarray, phi: np.ndarray) -> None:
+    """In place: ``inverse <- (inverse^-1 + phi^T phi)^-1`` for ``phi`` (k, D), in O(k D^2)."""
+    u = inverse @ phi.T  # (D, k)
+    C = np.linalg.cholesky(np.eye(phi.shape[0]) + phi @ u)
+    V = np.linalg.solve(C, u.T)  # (k, D): V^T V = u (I + phi u)^-1 u^T
+    inverse -= V.T @ V
+
+
+def score_matrix(samples: np.ndarray, psi: np.ndarray, dx: int) -> np.ndarray:
+    """(dx, M, A) array ``G``: ``[x, 1] @ G[:, m, :]`` scores every action under sample ``m`` of ``samples`` (M, D)."""
+    T = samples.reshape(samples.shape[0], psi.shape[1], dx)  # (m, g, i)
+    return np.ascontiguousarray(np.matmul(psi, T).transpose(2, 0, 1))  # (i, m, a)
+
+
+def sample_scores(Xa: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """(M, N, A) scores of every action under each sample, for contexts ``Xa`` (N, dx) and ``G`` of
+    :func:`score_matrix`."""
+    dx, m, a = G.shape
+    return (Xa @ G.reshape(dx, m * a)).reshape(-1, m, a).transpose(1, 0, 2)
 
 
 def _check_update(space: ActionSpace, dim: int, X, actions, rewards, propensities=None
@@ -138,7 +438,7 @@ def _check_update(space: ActionSpace, dim: int, X, actions, rewards, propensitie
     rewards = np.asarray(rewards, np.float64)
     if actions.shape != (X.shape[0],) or rewards.shape != (X.shape[0],):
         raise ValueError(f"actions/rewards: expected shape ({X.shape[0]},), got {actions.shape} and {rewards.shape}")
-    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(rewards))):
+    if not (np.isfinite(X).all() and np.isfinite(rewards).all()):
         raise ValueError("X/rewards: contain NaN or infinite values")
     if propensities is not None:
         check_propensities(propensities, X.shape[0])
@@ -150,20 +450,25 @@ class LinUCB:
 
     name: ClassVar[str] = "linucb"
 
+    @pinned_blas
     def __init__(self, space: ActionSpace, dim: int, alpha: float = 1.0, lam: float = 1.0) -> None:
         if alpha < 0:
             raise ValueError(f"alpha: must be >= 0, got {alpha!r}")
         self.space, self.dim, self.alpha = space, dim, alpha
-        self.ridge = Ridge(space, dim, lam)
+        self.ridge = Ridge(space, dim, lam, keep="inverse")
 
+    @pinned_blas
     def scores(self, X: np.ndarray) -> np.ndarray:
         """(N, A) estimated expected reward of every action."""
         return self.ridge.scores(X)
 
+    @pinned_blas
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        ucb = self.ridge.scores(X) + self.alpha * self.ridge.sigma * self.ridge.widths(X)
-        return greedy(ucb, mask)
+        r = self.ridge
+        Xa = r._aug(X)
+        return greedy(Xa @ r.theta_psi + self.alpha * r.sigma * r.widths_aug(Xa), mask)
 
+    @pinned_blas
     def update(self, X, actions, rewards, propensities=None) -> LinUCB:
         self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
         return self
@@ -172,6 +477,7 @@ class LinUCB:
         return {"dim": self.dim, "alpha": self.alpha, "lam": self.ridge.lam}, self.ridge.arrays(), {}
 
     @classmethod
+    @pinned_blas
     def from_state(cls, space, params, arrays, models):
         policy = cls(space, **params)
         policy.ridge.restore(arrays)
@@ -183,6 +489,7 @@ class LinTS:
 
     name: ClassVar[str] = "lints"
 
+    @pinned_blas
     def __init__(self, space: ActionSpace, dim: int, v: float = 0.5, lam: float = 1.0, n_samples: int = 32,
                  seed: int = 0) -> None:
         if v < 0:
@@ -190,22 +497,45 @@ class LinTS:
         if n_samples < 1:
             raise ValueError(f"n_samples: must be >= 1, got {n_samples!r}")
         self.space, self.dim, self.v, self.n_samples, self.seed = space, dim, v, n_samples, seed
-        self.ridge = Ridge(space, dim, lam)
+        self.ridge = Ridge(space, dim, lam, keep="factor")
         self.rng = np.random.default_rng(seed)
         self._draw()
 
     def _draw(self) -> None:
-        L = self.ridge.chol[0]
-        z = self.rng.standard_normal((self.ridge.A.shape[0], self.n_samples))
-        noise = solve_triangular(L, z, lower=True, trans="T")  # L^-T z ~ N(0, A^-1)
-        self.samples = (self.ridge.theta[:, None] + self.v * self.ridge.sigma * noise).T  # (M, D)
+        """New posterior samples, drawn from the generator now and computed when first needed (``samples``)."""
+        self._z = self.rng.standard_normal((self.ridge.size, self.n_samples))  # (D, M)
+        self._samples = self._G = None
 
+    @property
+    def samples(self) -> np.ndarray:
+        """(M, D) posterior samples ``theta + v * sigma * L^-T z`` of the last update's ``z``."""
+        if self._samples is None:
+            r = self.ridge
+            noise = dtrsm(1.0, r.factor, self._z.T, side=1, lower=1)  # (M, D): z^T L^-1 = (L^-T z)^T ~ N(0, A^-1)
+            self._samples = np.ascontiguousarray(r.theta + self.v * r.sigma * noise)
+        return self._samples
+
+    @pinned_blas
     def scores(self, X: np.ndarray) -> np.ndarray:
         return self.ridge.scores(X)
 
+    @pinned_blas
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return share_of_argmax(self.ridge.scores(X, self.samples), mask)
+        r = self.ridge
+        Xa = r._aug(X)
+        n, a = Xa.shape[0], r.psi.shape[0]
+        if self._samples is None and n * a <= self.n_samples:
+            # a few contexts: their actions' features through L^-1 cost less than the M samples through it
+            phi = (r.psi[None, :, :, None] * Xa[:, None, None, :]).reshape(-1, r.size)  # (N * A, D)
+            y = dtrsm(1.0, r.factor, phi.T, lower=1, overwrite_b=1)  # (D, N * A): L^-1 phi
+            noise = (y.T @ self._z).reshape(n, a, self.n_samples)
+            scores = (Xa @ r.theta_psi)[:, :, None] + self.v * r.sigma * noise
+            return share_of_argmax(scores.transpose(2, 0, 1), mask)
+        if self._G is None:
+            self._G = score_matrix(self.samples, r.psi, r.dx)
+        return share_of_argmax(sample_scores(Xa, self._G), mask)
 
+    @pinned_blas
     def update(self, X, actions, rewards, propensities=None) -> LinTS:
         self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
         self._draw()
@@ -221,12 +551,14 @@ class LinTS:
         return params, {**self.ridge.arrays(), "samples": self.samples}, {}
 
     @classmethod
+    @pinned_blas
     def from_state(cls, space, params, arrays, models):
         params = dict(params)
         rng_state = params.pop("rng_state")
         policy = cls(space, **params)
         policy.ridge.restore(arrays)
-        policy.samples = np.array(arrays["samples"], np.float64)
+        policy._z, policy._G = None, None  # the samples are the saved ones until the next update
+        policy._samples = np.ascontiguousarray(arrays["samples"], np.float64)
         policy.rng.bit_generator.state = {
             "bit_generator": rng_state["bit_generator"],
             "state": {k: int(v) for k, v in rng_state["state"].items()},

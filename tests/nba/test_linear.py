@@ -1,0 +1,298 @@
+"""The linear learners' ridge statistics and their incremental updates, against from-scratch solves.
+
+:class:`nba.policies.linear.Ridge` keeps ``A^-1`` (LinUCB) or the Cholesky factor of ``A`` (LinTS)
+up to date by Sherman-Morrison / Woodbury and rank-one factor updates instead of refactorising per
+batch. These tests check each piece against a fresh dense solve, and that LinUCB and LinTS decide
+exactly as the refactorising implementation they replace (:class:`Reference`, kept here) on the same
+data, one decision at a time and in batches of every size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from nba import serialization
+from nba.actions import ActionSpace
+from nba.policies import act
+from nba.policies.base import greedy, share_of_argmax
+from nba.policies.linear import (
+    BLAS_THREADS,
+    LinTS,
+    LinUCB,
+    Ridge,
+    _rank_one_update,
+    _RankOne,
+    action_design,
+    pinned_blas,
+)
+
+SPACE = ActionSpace(channels=tuple(f"c{i}" for i in range(9)), contents=("offer",), send_slots=(None,))  # 10 actions
+DIM = 20
+D = action_design(SPACE).shape[1] * (DIM + 1)  # 13 x 21 = 273
+
+
+def phi_rows(X: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """(N, D) joint features psi(a) (x) [x, 1], built directly from their definition."""
+    psi = action_design(SPACE)
+    return np.stack([np.kron(psi[a], np.append(x, 1.0)) for x, a in zip(X, actions, strict=True)])
+
+
+def data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contexts, actions and noisy linear rewards."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, DIM))
+    actions = rng.integers(0, SPACE.n_actions, n)
+    rewards = phi_rows(X, actions) @ rng.standard_normal(D) * 0.1 + rng.standard_normal(n)
+    return X, actions, rewards
+
+
+class Reference:
+    """The refactorising implementation the incremental one replaces: Cholesky of ``A`` after every
+    update, ``theta`` by two triangular solves, widths from ``A^-1``, LinTS samples ``theta + v sigma L^-T z``."""
+
+    def __init__(self, lam: float = 1.0, seed: int | None = None, v: float = 0.5, n_samples: int = 32) -> None:
+        self.A, self.b = lam * np.eye(D), np.zeros(D)
+        self.rewards: list[float] = []
+        self.rng = None if seed is None else np.random.default_rng(seed)
+        self.v, self.n_samples = v, n_samples
+        self._solve()
+
+    @property
+    def sigma(self) -> float:
+        return float(np.std(self.rewards, ddof=1)) if len(self.rewards) >= 2 else 1.0
+
+    def update(self, X, actions, rewards) -> None:
+        phi = phi_rows(X, actions)
+        self.A += phi.T @ phi
+        self.b += phi.T @ rewards
+        self.rewards += list(rewards)
+        self._solve()
+
+    def _solve(self) -> None:
+        self.chol = cho_factor(self.A, lower=True)
+        self.theta = cho_solve(self.chol, self.b)
+        if self.rng is not None:
+            z = self.rng.standard_normal((D, self.n_samples))
+            noise = solve_triangular(self.chol[0], z, lower=True, trans="T")
+            self.samples = (self.theta[:, None] + self.v * self.sigma * noise).T
+
+    def all_phi(self, X: np.ndarray) -> np.ndarray:
+        """(N, A, D) features of every action for every context."""
+        return np.stack([phi_rows(X, np.full(len(X), a)) for a in range(SPACE.n_actions)], axis=1)
+
+    def ucb(self, X: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+        phi = self.all_phi(X)
+        inverse = cho_solve(self.chol, np.eye(D))
+        width = np.sqrt(((phi @ inverse) * phi).sum(axis=2))
+        return phi @ self.theta + alpha * self.sigma * width
+
+    def sample_scores(self, X: np.ndarray) -> np.ndarray:
+        return np.einsum("nad,md->mna", self.all_phi(X), self.samples)
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """The reference's dense solves on one BLAS thread, as the learners' (fast on a busy machine)."""
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+# ----------------------------------------------------------------------------- ridge statistics
+@pytest.mark.parametrize("keep", Ridge.KEEPS)
+def test_ridge_statistics_and_solution_match_a_fresh_solve(keep):
+    # batches of 1, 2, 3, 40 and 500 rows: rank-one, Woodbury and refactorising paths all taken
+    ridge, ref = Ridge(SPACE, DIM, lam=2.0, keep=keep), Reference(lam=2.0)
+    seed = 0
+    for size in [1] * 30 + [2] * 10 + [3, 40, 500] + [1] * 20:
+        X, actions, rewards = data(size, seed)
+        seed += 1
+        ridge.add(X, actions, rewards)
+        ref.update(X, actions, rewards)
+    np.testing.assert_allclose(ridge.A, ref.A, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(ridge.b, ref.b, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(ridge.theta, np.linalg.solve(ref.A, ref.b), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ridge.inverse, np.linalg.inv(ref.A), rtol=1e-9, atol=1e-12)
+    L = ridge.factor
+    np.testing.assert_allclose(L @ L.T, ref.A, rtol=1e-11, atol=1e-10)
+    assert np.allclose(L, np.tril(L)) and np.all(np.diag(L) > 0)
+    assert ridge.sigma == pytest.approx(ref.sigma, rel=1e-12)
+
+
+def test_rank_one_updates_stay_on_the_fresh_factor_over_many_updates():
+    # 3,000 updates with no refresh in between: the factor stays within 1e-11 of a fresh Cholesky
+    rng = np.random.default_rng(3)
+    A = np.eye(D)
+    ws = _RankOne(D)
+    ws.U[:D] = np.eye(D)
+    for _ in range(3000):
+        phi = rng.standard_normal(D) * (rng.random(D) < 0.4)
+        _rank_one_update(ws, phi)
+        A += np.outer(phi, phi)
+    fresh = np.linalg.cholesky(A)
+    np.testing.assert_allclose(ws.U[:D].T, fresh, rtol=0, atol=1e-11 * np.abs(fresh).max())
+    assert not ws.U[D:].any(), "the padding rows stay zero"
+
+
+def test_a_rank_one_update_is_the_factor_of_the_updated_matrix():
+    rng = np.random.default_rng(4)
+    B = rng.standard_normal((400, D))
+    A = B.T @ B / 400 + 0.1 * np.eye(D)
+    ws = _RankOne(D, block=7)  # 273 = 39 blocks of 7: no padding; the default pads to whole blocks
+    ws.U[:D] = np.linalg.cholesky(A).T
+    phi = rng.standard_normal(D)
+    _rank_one_update(ws, phi)
+    np.testing.assert_allclose(ws.U[:D].T, np.linalg.cholesky(A + np.outer(phi, phi)), rtol=0, atol=1e-12)
+
+
+def test_the_kept_inverse_stays_on_a_fresh_inverse_between_refreshes():
+    ridge = Ridge(SPACE, DIM, keep="inverse")
+    X, actions, rewards = data(D, 5)  # D single rows: the refresh comes only after them
+    for i in range(D):
+        ridge.add(X[i : i + 1], actions[i : i + 1], rewards[i : i + 1])
+    assert ridge.since == D, "no refresh yet"
+    np.testing.assert_allclose(ridge.inverse, np.linalg.inv(ridge.A), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ridge.theta, np.linalg.solve(ridge.A, ridge.b), rtol=1e-10, atol=1e-12)
+    ridge.add(X[:1], actions[:1], rewards[:1])
+    assert ridge.since == 0, "past D rows, A^-1 is computed afresh"
+
+
+# ----------------------------------------------------------------------------- same decisions as before
+def contexts_and_masks(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n, SPACE.n_actions)) < 0.7
+    mask[:, 0] = True
+    return rng.standard_normal((n, DIM)), mask
+
+
+def learn_side_by_side(policy, ref: Reference, sizes, check) -> None:
+    """Feed both the same batches (rewards of a fixed linear truth), calling ``check`` after each."""
+    rng = np.random.default_rng(8)
+    truth = rng.standard_normal(D) * 0.3
+    for step, size in enumerate(sizes):
+        X, mask = contexts_and_masks(size, 100 + step)
+        actions = np.array([rng.choice(np.flatnonzero(m)) for m in mask])
+        rewards = phi_rows(X, actions) @ truth + rng.standard_normal(size)
+        policy.update(X, actions, rewards, np.full(size, 0.5))
+        ref.update(X, actions, rewards)
+        check(step)
+
+
+SIZES = [1] * 300 + [2] * 20 + [3, 1, 50, 1, 1000] + [1] * 30
+
+
+def test_linucb_decides_as_the_refactorising_implementation():
+    policy, ref = LinUCB(SPACE, DIM, alpha=1.0), Reference()
+    X1, m1 = contexts_and_masks(1, 7)
+    X50, m50 = contexts_and_masks(50, 9)
+
+    def check(step):
+        np.testing.assert_array_equal(policy.probabilities(X1, m1), greedy(ref.ucb(X1), m1))
+        if step % 25 == 0:
+            np.testing.assert_array_equal(policy.probabilities(X50, m50), greedy(ref.ucb(X50), m50))
+            np.testing.assert_allclose(policy.ridge.widths(X50), (ref.ucb(X50) - ref.ucb(X50, 0.0)) / ref.sigma,
+                                       rtol=1e-9)
+
+    learn_side_by_side(policy, ref, SIZES, check)
+
+
+def test_lints_decides_as_the_refactorising_implementation():
+    # same generator, same draws: the same posterior samples, so the same distribution for one
+    # context (scored through L^-1 phi) and for many (scored through the samples themselves)
+    policy, ref = LinTS(SPACE, DIM, v=0.5, n_samples=32, seed=11), Reference(seed=11)
+    X1, m1 = contexts_and_masks(1, 7)
+    X50, m50 = contexts_and_masks(50, 9)
+
+    def check(step):
+        np.testing.assert_array_equal(policy.probabilities(X1, m1), share_of_argmax(ref.sample_scores(X1), m1))
+        if step % 25 == 0:
+            np.testing.assert_allclose(policy.samples, ref.samples, rtol=1e-9, atol=1e-11)
+            np.testing.assert_array_equal(policy.probabilities(X50, m50),
+                                          share_of_argmax(ref.sample_scores(X50), m50))
+
+    learn_side_by_side(policy, ref, SIZES, check)
+
+
+# ----------------------------------------------------------------------------- state
+@pytest.mark.parametrize("cls", [LinUCB, LinTS])
+def test_a_learner_saved_between_refreshes_continues_bit_for_bit(cls, tmp_path):
+    policy = cls(SPACE, DIM)
+    X, actions, rewards = data(40, 12)
+    for i in range(20):
+        policy.update(X[i : i + 1], actions[i : i + 1], rewards[i : i + 1], [1.0])
+    assert policy.ridge.since == 20
+    loaded = serialization.load(serialization.save(policy, tmp_path / "policy"))
+    for p in (policy, loaded):
+        for i in range(20, 40):
+            p.update(X[i : i + 1], actions[i : i + 1], rewards[i : i + 1], [1.0])
+    (params, arrays, _), (params2, arrays2, _) = policy.get_state(), loaded.get_state()
+    assert params == params2 and arrays.keys() == arrays2.keys()
+    for key in arrays:
+        np.testing.assert_array_equal(arrays2[key], arrays[key], err_msg=key)
+    Xc, mask = contexts_and_masks(5, 13)
+    np.testing.assert_array_equal(loaded.probabilities(Xc, mask), policy.probabilities(Xc, mask))
+
+
+def test_bad_settings_and_state_raise_naming_the_field():
+    with pytest.raises(ValueError, match="^keep:"):
+        Ridge(SPACE, DIM, keep="cholesky")
+    with pytest.raises(ValueError, match="^lam:"):
+        Ridge(SPACE, DIM, lam=0.0)
+    policy = LinUCB(SPACE, DIM)
+    policy.update(*data(1, 0), [1.0])
+    params, arrays, models = policy.get_state()
+    arrays = {**arrays, "kept": np.eye(5)}
+    with pytest.raises(ValueError, match="^kept:"):
+        LinUCB.from_state(SPACE, params, arrays, models)
+
+
+# ----------------------------------------------------------------------------- BLAS threads
+def blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_pinned_blas_runs_on_blas_threads_and_restores_the_callers():
+    seen = []
+    probe = pinned_blas(lambda: seen.append(blas_threads()))
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        probe()
+        assert blas_threads() == before, "the caller's thread counts come back"
+    assert seen[0] and all(n == BLAS_THREADS for n in seen[0])
+
+
+def test_the_learners_compute_on_pinned_blas_threads(monkeypatch):
+    import nba.policies.linear as linear
+
+    seen = []
+
+    def spy(fn):
+        def inner(*args, **kwargs):
+            seen.append((fn.__name__, blas_threads()))
+            return fn(*args, **kwargs)
+        return inner
+
+    monkeypatch.setattr(linear.Ridge, "add", spy(linear.Ridge.add))  # both learners' updates
+    monkeypatch.setattr(linear.Ridge, "widths_aug", spy(linear.Ridge.widths_aug))  # LinUCB's decisions
+    monkeypatch.setattr(linear, "share_of_argmax", spy(linear.share_of_argmax))  # LinTS's decisions
+    X, mask = contexts_and_masks(3, 1)
+    with threadpool_limits(2, user_api="blas"):
+        for policy in (LinUCB(SPACE, DIM), LinTS(SPACE, DIM)):
+            policy.update(X, np.array([0, 1, 2]), np.ones(3), np.ones(3))
+            policy.probabilities(X, mask)
+    assert {name for name, _ in seen} == {"add", "widths_aug", "share_of_argmax"}
+    assert all(n == BLAS_THREADS for _, counts in seen for n in counts)
+
+
+def test_one_decision_at_a_time_through_act():
+    # the loop of bench/policies.py's one-at-a-time comparison: act on one context, learn its reward
+    for policy in (LinUCB(SPACE, DIM), LinTS(SPACE, DIM, seed=3)):
+        rng = np.random.default_rng(0)
+        X, mask = contexts_and_masks(200, 21)
+        for i in range(200):
+            d = act(policy, X[i : i + 1], mask[i : i + 1], rng)
+            assert mask[i, d.actions[0]]
+            policy.update(X[i : i + 1], d.actions, [float(d.actions[0] == 3)], d.propensities)
+        assert policy.ridge.n == 200
