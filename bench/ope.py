@@ -20,7 +20,12 @@ arrays go to nba (:mod:`nba.ope`) and to obp 0.5.7 (``obp.ope``: ``action_dist``
   during the call on top of its inputs, and the peak RSS of a separate process that builds the
   inputs and runs it. Targets (issue 4): at most 10 s and 2 GB for 1,000,000 rows and 200 resamples;
 * nba's DR with a cluster bootstrap (``clusters``): the rows spread over ``--customers`` customers
-  (ten rows each by default), given as integer ids and as string ids.
+  (ten rows each by default), given as integer ids and as string ids;
+* marginal IPS on action groups (``--group-size`` consecutive actions a group, the logging
+  distribution known): nba's :func:`nba.ope.mips` against obp's
+  ``MarginalizedInverseProbabilityWeighting`` with the exact embedding distribution ``p_e_a`` (the
+  same marginal weights: they must agree to 1e-9), with run times; nba's marginal DR beside them
+  (obp 0.5.7 has no marginal DR).
 
 obp is installed by ``bench/install-peers.sh``. Its ``obp.ope`` imports seaborn for plots only; when
 seaborn is missing a placeholder module stands in (no obp plotting is used here).
@@ -123,6 +128,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--customers", type=int, default=100_000, help="customers for the clustered DR interval")
+    ap.add_argument("--group-size", type=int, default=4, help="actions per group for the marginal estimators")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -216,8 +222,17 @@ def main() -> None:
     print(f"DR diagnostics: ESS {e.ess:,.0f} of {e.n:,} rows, max weight {e.max_weight:.2f}, "
           f"unsupported mass {e.unsupported_mass:g}")
 
+    marginal = marginal_vs_obp(args.rows, args.actions, args.group_size, args.seed, args.bootstrap)
+    print(f"\nmarginal IPS, groups of {args.group_size} actions ({marginal['groups']} groups), logging known: "
+          f"nba {marginal['nba']:.10f} in {marginal['nba_s']:.2f} s, obp MIPW (exact p_e_a) {marginal['obp']:.10f} "
+          f"in {marginal['obp_s']:.2f} s ({marginal['obp_s'] / marginal['nba_s']:.1f}x); |diff| "
+          f"{marginal['diff']:.1e} ({'agree' if marginal['diff'] <= 1e-9 else 'DISAGREE'} to 1e-9); max weight "
+          f"{marginal['max_weight']:.2f} against IPS's {interval['ips'].max_weight:.2f}")
+    print(f"nba marginal DR {marginal['mdr']:.6f}; nba MIPS and MDR with {args.bootstrap} resamples: "
+          f"{marginal['nba_interval_s']:.2f} s")
+
     if args.json:
-        args.json.write_text(json.dumps({
+        args.json.write_text(json.dumps({"marginal": marginal,
             "rows": args.rows, "actions": args.actions, "bootstrap": args.bootstrap, "machine": platform.machine(),
             "max_abs_diff": max_diff,
             "point": {n: {"nba": point[n].value, "obp": float(obp_point[n]), "nba_s": point_s[n],
@@ -227,6 +242,42 @@ def main() -> None:
             "dr_alone": {**sub, "traced_peak_mib": traced_peak}, "evaluate_s": evaluate_s,
             "dr_clustered": {"customers": clustered.n_clusters, "int_ids_s": clustered_s, "str_ids_s": clustered_str_s},
         }, indent=2))
+
+
+def marginal_vs_obp(rows: int, actions: int, group_size: int, seed: int, bootstrap: int) -> dict[str, float]:
+    """MIPS on groups of ``group_size`` consecutive actions, nba against obp's MIPW with the exact ``p_e_a``."""
+    log = make_log(rows, actions, seed)
+    rng = np.random.default_rng([seed, 1])
+    # a logging distribution consistent with the logged propensities: the rest spread at random
+    rest = rng.dirichlet(np.ones(actions - 1), rows) * (1.0 - log["propensities"])[:, None]
+    logging = np.empty((rows, actions))
+    idx = np.arange(rows)
+    mask = np.ones((rows, actions), bool)
+    mask[idx, log["actions"]] = False
+    logging[mask] = rest.ravel()
+    logging[idx, log["actions"]] = log["propensities"]
+    groups = np.arange(actions) // group_size
+    n_groups = int(groups.max()) + 1
+    args = _args(log)
+    est, nba_s = _timed(lambda: ope.mips(*args, groups, logging=logging, n_bootstrap=0))
+    _, nba_interval_s = _timed(lambda: (ope.mips(*args, groups, logging=logging, n_bootstrap=bootstrap, seed=seed),
+                                        ope.mdr(*args, log["q_hat"], groups, logging=logging,
+                                                n_bootstrap=bootstrap, seed=seed)))
+    mdr = ope.mdr(*args, log["q_hat"], groups, logging=logging, n_bootstrap=0)
+    obp_ope = import_obp()
+    from obp.ope.estimators_embed import MarginalizedInverseProbabilityWeighting
+
+    p_e_a = np.zeros((actions, n_groups, 1))
+    p_e_a[np.arange(actions), groups, 0] = 1.0
+    del obp_ope
+    mipw = MarginalizedInverseProbabilityWeighting(n_actions=actions)
+    obp_value, obp_s = _timed(lambda: mipw.estimate_policy_value(
+        context=np.zeros((rows, 1)), reward=log["rewards"], action=log["actions"],
+        action_embed=groups[log["actions"]][:, None], pi_b=logging[:, :, None], action_dist=log["target"][:, :, None],
+        position=None, p_e_a=p_e_a))
+    return {"groups": n_groups, "nba": est.value, "obp": float(obp_value), "diff": abs(est.value - float(obp_value)),
+            "nba_s": nba_s, "obp_s": obp_s, "nba_interval_s": nba_interval_s, "mdr": mdr.value,
+            "max_weight": est.max_weight}
 
 
 def nba_estimates_one(log, name: str, n_bootstrap: int, seed: int) -> ope.Estimate:

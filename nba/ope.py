@@ -31,7 +31,28 @@ estimator         per-row term (the estimate is their mean)                     
                                                                                   where ``w > tau``;
                                                                                   ``tau = inf`` is DR,
                                                                                   ``tau = 0`` is DM
+``mips``          ``w^e_i r_i``, ``w^e_i = pi(e_i|x_i) / mu(e_i|x_i)``            the reward depends
+                                                                                  on the group ``e``
+                                                                                  only (or ``pi``
+                                                                                  picks within a
+                                                                                  group as ``mu``);
+                                                                                  support on groups
+``mdr``           ``dm_i + w^e_i (r_i - q_hat(x_i, a_i))``                        group propensities
+                                                                                  exact and the
+                                                                                  model's error the
+                                                                                  same within a
+                                                                                  group, **or**
+                                                                                  ``q_hat`` correct
 ================  ==============================================================  =====================
+
+**Marginal estimators** (Saito & Joachims 2022, "Off-policy evaluation for large action spaces
+via embeddings"; the DR form is that of OffCEM, Saito et al. 2023) weight on the action's group
+``e`` (its embedding: the channel, or the channel and content; :func:`action_groups`) rather than
+its index: a group's probability is the sum of its actions', so the weights stay small on a
+catalogue of hundreds of actions (on the quickstart's 225 actions with 20% uniform exploration,
+about 40 at most by channel against about 600 by action). The logger's group probabilities come
+from its distribution ``logging`` (n, A) when known, else from ``logging_groups`` (n, G), which
+:func:`evaluate` estimates from the log (:func:`fit_group_propensities`) when it has the contexts.
 
 ``switch_dr`` is the variant of Open Bandit Pipeline's ``SwitchDoublyRobust`` (the DM term on every
 row, the importance-weighted correction only on rows whose weight is at most ``tau``): it trades
@@ -74,6 +95,25 @@ at 20,000 and 93-96% at 50,000 (``tests/nba/test_ope.py``).
   never appear in the log's ``actions`` at all (a lower bound on the true unsupported mass). IPS,
   SNIPS and DR are biased by the reward of that mass; only a correct reward model covers it.
 
+**The support check**, on every :class:`Estimate`: ``support_gap`` is the target's mass on
+*thinly supported* units, averaged over the rows, where a unit is an action (IPS, SNIPS, DM, DR,
+switch-DR) or a group (MIPS, MDR) and it is thinly supported in a context when the target gives it
+more than ``support_weight`` (:data:`SUPPORT_WEIGHT`, 100) times the logger's probability there
+(so any unit the logger could not take). Without the logging distribution it is read from the log
+alone: the units whose share of the logged rows is below ``1 / support_weight`` of the target's
+mean probability of them (those never logged included). ``unsupported`` is ``support_gap >
+support_share`` (:data:`SUPPORT_SHARE`, 10%): such an estimate rests on a few rows (or on the model
+alone where the logger never acted), its interval is not to be trusted, and it must not be ranked
+on or promote a policy. A deterministic target that departs from a logger exploring 20% of the
+time over about 110 eligible actions has weights near 550 on actions, near 40 on channels.
+
+**The reward model's uncertainty.** The bootstrap above holds the reward model fixed, so DM's
+interval leaves the model's error out (tight, and wrong wherever the model is). With a
+:class:`RewardModel` (:func:`fit_reward_models`: the cross-fitted model plus refits on bootstrap
+resamples of the customers), the intervals of DM, DR, switch-DR and MDR also carry the spread of
+what the estimate would be with each refit in place of the model; ``model_se`` reports that share.
+It is the model's variance, not its bias.
+
 All functions take NumPy arrays and are vectorised; bad input raises ``ValueError`` naming the
 field, e.g. ``propensities: row 5 is 0``.
 """
@@ -104,7 +144,7 @@ SUPPORT_SHARE = 0.10
 class Estimate:
     """One estimator's estimate of a policy value, its bootstrap interval and support diagnostics."""
 
-    estimator: str  # "ips", "snips", "dm", "dr", "switch_dr"
+    estimator: str  # a name of ESTIMATORS: "ips", "snips", "dm", "dr", "switch_dr", "mips", "mdr"
     value: float  # the point estimate of V(pi)
     ci_low: float  # lower end of the percentile bootstrap interval
     ci_high: float  # upper end
@@ -387,9 +427,13 @@ def ips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootst
         level: the interval's coverage.
         n_bootstrap: bootstrap resamples (0: no interval).
         seed: seed of the resampling.
-        logging: optional (n, A) logging distribution, for the ``unsupported_mass`` diagnostic.
+        logging: optional (n, A) logging distribution, for the ``unsupported_mass`` diagnostic
+            and the support check (row by row; else from the log's counts).
         clusters: optional (n,) ids of the units to resample (customer ids, say): a cluster
             bootstrap (module docstring). None: the rows are the units.
+        support_weight, support_share: the support check's thresholds (module docstring):
+            ``unsupported`` when more than ``support_share`` of the target's mass is on actions
+            where its probability exceeds ``support_weight`` times the logger's.
     """
     r, a, p, t = _check_logged(rewards, actions, propensities, target)
     _check_options(level, n_bootstrap)
@@ -713,6 +757,10 @@ def fit_reward_model(X, actions, rewards, space: int | ActionSpace, *, mask=None
     return out
 
 
+# boosting rounds of fit_reward_models: on a 20,000-row log of the quickstart's exploring logger, 30
+# rounds predicted the exact expected rewards better than 100 (mean absolute error 1.19 against
+# 1.69: the rewards are mostly noise, more rounds fit it) at a quarter of the cost
+EVAL_ROUNDS = 30
 REFITS = 8  # refitted reward models behind the model's share of an interval (RewardModel)
 PROBE_ROWS = 2000  # rows on which the refits predict every action
 
@@ -748,7 +796,8 @@ class RewardModel:
 
 
 def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=None, folds: int = 2, seed: int = 0,
-                      refits: int = REFITS, probe_rows: int = PROBE_ROWS, clusters=None, num_boost_round: int = 100,
+                      refits: int = REFITS, probe_rows: int = PROBE_ROWS, clusters=None,
+                      num_boost_round: int = EVAL_ROUNDS,
                       learning_rate: float = 0.1, num_leaves: int = 31, min_data_in_leaf: int = 50,
                       threads: int = 2) -> RewardModel:
     """:func:`fit_reward_model` plus ``refits`` refits on bootstrap resamples (:class:`RewardModel`).
@@ -756,7 +805,7 @@ def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=Non
     ``clusters`` (n,) ids: the refits resample customers, as the cluster bootstrap does. The refits
     cost ``refits`` trainings on a fold's size and predictions on ``probe_rows`` rows; ``refits=0``
     gives no spread (the intervals then leave the model's uncertainty out). The model's other
-    parameters as :func:`fit_reward_model`.
+    parameters as :func:`fit_reward_model` (but :data:`EVAL_ROUNDS` boosting rounds by default).
     """
     q = fit_reward_model(X, actions, rewards, space, mask=mask, folds=folds, seed=seed,
                          num_boost_round=num_boost_round, learning_rate=learning_rate, num_leaves=num_leaves,

@@ -1,0 +1,363 @@
+"""Coverage of the off-policy estimators on the quickstart's own setting: policy by policy, against the exact value.
+
+    python bench/ope_coverage.py [--logs 50] [--decisions 20000] [--bootstrap 200] [--refits 8]
+                                 [--rounds 100] [--seed 0] [--json out.json] [--plot out.png]
+
+The quickstart's twelve policies are trained as :func:`training.quickstart.run` trains them, without
+MLflow (:func:`train_policies`): the five baselines; the six bandits offline from a 30,000-decision
+log of exploring business as usual (``Explore(business_as_usual, 0.2, 0.05)``, as
+:func:`training.jobs.simulate` writes it; read in chunks of 10,000 rows with the funnel events, as
+``jobs._train_offline`` does, from memory instead of a decision log: the simulator's rewards are the
+log's under :func:`training.jobs.sim_reward_rule`); fitted-Q on the journeys of 2,000 customers
+under ``Explore(business_as_usual, 0.2, 0.2)``. Then ``--logs`` independent evaluation logs of
+``--decisions`` decisions of the same exploring logger, each its own ``(seed, purpose)`` pair (the
+purpose ``ope-coverage/eval/<j>``), each policy's exact value on each log's contexts (the mean of
+``sum_a pi(a|x) E[r|x, a]``, which is :func:`envs.rollout.bandit_truth`'s, checked on the first log),
+and every estimator of :func:`nba.ope.evaluate` on each log with what the pipeline has: the
+logging distribution (known for a simulated log), one cross-fitted reward model with ``--refits``
+refits per log (:func:`nba.ope.fit_reward_models`), the customers as the bootstrap's clusters.
+Extra rows: ``dm_fixed``/``dr_fixed`` (the model held fixed: the intervals before this change)
+and, with ``--channel-content``, ``mips_cc``/``mdr_cc`` (groups of channel x content instead of
+channel). ``--first-log`` runs logs ``first .. first + logs - 1`` (to split a run between
+processes); ``--merge a.json b.json ...`` summarises the runs of several JSON files together. The
+JSON file is rewritten after every log, so an interrupted run keeps what it measured.
+
+Prints per policy x estimator: coverage of the exact value by the 95% interval (over the logs
+where the estimate is not marked unsupported, and over all), mean bias and its standard error,
+mean interval width, the share of logs where it is unsupported; then, for ranking rules (an
+estimator and a statistic: the point estimate or the lower bound, unsupported estimates left out),
+how often each picks the truly best policy and its mean regret. ``--policy-param NAME.KEY=VALUE``
+passes parameters to a policy's constructor; ``transform=`` of :func:`train_policies` wraps the
+learned bandits (a conservative mode, say).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from envs.decision_log import CustomerIds  # noqa: E402
+from envs.rollout import bandit_simulation, bandit_truth, collect_transitions, funnel_events, policy_rng  # noqa: E402
+from envs.scenario import Scenario  # noqa: E402
+from nba import ope  # noqa: E402
+from nba.policies import Explore, Policy, create  # noqa: E402
+from nba.policies.base import act  # noqa: E402
+from training.quickstart import BANDITS, BASELINES, FQI_PARAMS  # noqa: E402
+
+TRAIN = "ope-coverage/train"  # the bandits' training log
+JOURNEYS = "ope-coverage/fqi"  # fitted-Q's journeys
+EVAL = "ope-coverage/eval"  # evaluation log j is the purpose f"{EVAL}/{j}"
+BATCH = 1000  # decisions per step, as jobs.BANDIT_BATCH
+TAU = 20.0  # switch-DR threshold, as jobs.evaluate's default
+EPSILON, HOLDOUT = 0.2, 0.05  # the exploring logger of jobs.simulate
+CHUNK_ROWS = 10_000  # rows per update when learning from the log, as jobs._train_offline
+EXTRA = ("dm_fixed", "dr_fixed", "mips_cc", "mdr_cc")
+
+
+def logger(scenario: Scenario) -> Explore:
+    return Explore(create("business_as_usual", scenario.action_space, tuple(scenario.segments)), EPSILON, HOLDOUT)
+
+
+def build(name: str, scenario: Scenario, params: Mapping[str, Any] | None = None) -> Policy:
+    return create(name, scenario.action_space, tuple(scenario.segments), dim=scenario.feature_spec.dim,
+                  **dict(params or {}))
+
+
+def train_policies(scenario: Scenario, seed: int = 0, *, decisions: int = 30_000, customers: int = 2000,
+                   params: Mapping[str, Mapping[str, Any]] | None = None,
+                   transform: Callable[[str, Policy], Policy] | None = None) -> dict[str, Policy]:
+    """The quickstart's twelve policies, trained as it trains them (module docstring), in its order.
+
+    ``params``: constructor parameters by policy name; ``transform(name, policy)``: applied to each
+    learned bandit after training (e.g. a conservative wrapper).
+    """
+    params = dict(params or {})
+    out: dict[str, Policy] = {name: build(name, scenario, params.get(name)) for name in BASELINES}
+    log = simulate_log(scenario, seed, decisions, TRAIN, keep_events=True)
+    for name in BANDITS:
+        policy = build(name, scenario, params.get(name))
+        events = getattr(policy, "learns_from_events", False)
+        for s in range(0, decisions, CHUNK_ROWS):
+            rows = slice(s, s + CHUNK_ROWS)
+            extra = {"events": log["events"].take(rows)} if events else {}
+            policy.update(log["context"][rows], log["action"][rows], log["reward"][rows], log["propensity"][rows],
+                          **extra)
+        out[name] = transform(name, policy) if transform is not None else policy
+    fqi = build("fqi", scenario, {**FQI_PARAMS, **params.get("fqi", {})})
+    journeys = Explore(create("business_as_usual", scenario.action_space, tuple(scenario.segments)), 0.2, 0.2)
+    t = collect_transitions(scenario, journeys, customers, seed, purpose=JOURNEYS)
+    keep = ~t.truncated
+    fqi.fit(t.X[keep], t.actions[keep], t.attributed[keep], t.X_next[keep], t.mask_next[keep], t.terminated[keep])
+    out["fqi"] = fqi
+    return out
+
+
+class _Events:
+    """Funnel events of a log's rows, concatenated over steps, sliced by rows."""
+
+    def __init__(self, steps: list) -> None:
+        self.fields = {k: np.concatenate([getattr(e, k) for e in steps]) for k in ("opened", "clicked", "converted",
+                                                                                  "value")}
+        self.cls = type(steps[0])
+
+    def take(self, rows: slice):
+        return self.cls(**{k: v[rows] for k, v in self.fields.items()})
+
+
+def simulate_log(scenario: Scenario, seed: int, decisions: int, purpose: str, *, keep_events: bool = False,
+                 keep_truth: bool = False) -> dict[str, Any]:
+    """A decision log of the exploring logger in memory, as envs.decision_log.log_bandit_run writes it.
+
+    Fields ``context``, ``eligible``, ``action``, ``propensity``, ``reward``, ``customer_id``,
+    ``logging`` (the logger's distribution), plus ``er`` (exact expected rewards) with
+    ``keep_truth`` and ``events`` with ``keep_events``.
+    """
+    sim = bandit_simulation(scenario, seed, BATCH, purpose)
+    rng = policy_rng(seed, purpose)
+    customers = CustomerIds.start(BATCH, prefix=f"{purpose}/s{seed}-")
+    pol = logger(scenario)
+    cols: dict[str, list] = {k: [] for k in ("context", "eligible", "action", "propensity", "reward", "customer_id",
+                                             "logging", "er", "events")}
+    for step in range(-(-decisions // BATCH)):
+        take = min(BATCH, decisions - step * BATCH)
+        X, mask = sim.observe(), sim.action_mask()
+        if keep_truth:
+            cols["er"].append(sim.expected_rewards()[:take])
+        ids = customers.ids()[:take]
+        d = act(pol, X, mask, rng)
+        res = sim.step(d.actions)
+        for k, v in (("context", X), ("eligible", mask), ("action", d.actions), ("propensity", d.propensities),
+                     ("reward", res.reward), ("logging", d.probabilities), ("customer_id", ids)):
+            cols[k].append(np.array(v[:take]))
+        if keep_events:
+            cols["events"].append(funnel_events(res))
+        customers.advance(res.replaced)
+    out: dict[str, Any] = {k: np.concatenate(v) for k, v in cols.items() if v and k != "events"}
+    if keep_events:
+        out["events"] = _Events(cols["events"])
+    return out
+
+
+Estimates = dict[str, dict[str, ope.Estimate]]  # policy -> estimator -> estimate
+
+
+def evaluate_log(policies: Mapping[str, Policy], log: Mapping[str, Any], seed: int, *, bootstrap: int, refits: int,
+                 rounds: int, channel_content: bool = False) -> tuple[dict[str, float], Estimates, float]:
+    """Exact values and every estimate of each policy on one log; also the reward model's fitting time."""
+    space = next(iter(policies.values())).space
+    t0 = time.perf_counter()
+    model = ope.fit_reward_models(log["context"], log["action"], log["reward"], space, mask=log["eligible"],
+                                  seed=seed, refits=refits, clusters=log["customer_id"], num_boost_round=rounds)
+    fit_s = time.perf_counter() - t0
+    truth, estimates = {}, {}
+    data = {k: log[k] for k in ("action", "propensity", "reward", "customer_id")}
+    kw = {"tau": TAU, "n_bootstrap": bootstrap, "seed": seed, "logging": log["logging"], "space": space}
+    for name, policy in policies.items():
+        probs = policy.probabilities(log["context"], log["eligible"])
+        truth[name] = float(np.einsum("ij,ij->i", probs, log["er"]).mean())
+        est = ope.evaluate(probs, data, q_hat=model, **kw)
+        fixed = ope.evaluate(probs, data, q_hat=model.q_hat, **kw)
+        est |= {"dm_fixed": fixed["dm"], "dr_fixed": fixed["dr"]}
+        if channel_content:
+            cc = ope.evaluate(probs, data, q_hat=model, groups="channel_content", **kw)
+            est |= {"mips_cc": cc["mips"], "mdr_cc": cc["mdr"]}
+        estimates[name] = est
+    return truth, estimates, fit_s
+
+
+def summarise(truths: list[dict[str, float]], runs: list[dict[str, dict[str, ope.Estimate]]]) -> dict[str, Any]:
+    """Per policy x estimator: coverage (supported logs, all logs), bias, width, unsupported share."""
+    out: dict[str, Any] = {}
+    for policy in truths[0]:
+        out[policy] = {"truth": float(np.mean([t[policy] for t in truths]))}
+        for name in runs[0][policy]:
+            es = [r[policy][name] for r in runs]
+            tr = np.array([t[policy] for t in truths])
+            cov = np.array([e.covers(v) for e, v in zip(es, tr, strict=True)])
+            sup = np.array([not e.unsupported for e in es])
+            err = np.array([e.value for e in es]) - tr
+            out[policy][name] = {
+                "coverage": float(cov[sup].mean()) if sup.any() else None, "coverage_all": float(cov.mean()),
+                "bias": float(err.mean()), "bias_se": float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1
+                else float("nan"), "rmse": float(np.sqrt((err ** 2).mean())),
+                "width": float(np.mean([e.ci_high - e.ci_low for e in es])), "unsupported": float(1 - sup.mean()),
+                "support_gap": float(np.mean([e.support_gap for e in es])),
+                "model_se": float(np.mean([e.model_se for e in es])), "ess": float(np.mean([e.ess for e in es])),
+                "misses_low": int(((~cov) & (np.array([e.ci_high for e in es]) < tr)).sum()),
+                "misses_high": int(((~cov) & (np.array([e.ci_low for e in es]) > tr)).sum()),
+            }
+    return out
+
+
+def ranking(truths, runs, estimators) -> dict[str, Any]:
+    """For each estimator and statistic (value, ci_low): share of logs whose pick is the truly best, mean regret."""
+    out = {}
+    for name in estimators:
+        for stat in ("value", "ci_low"):
+            right, regret = [], []
+            for t, r in zip(truths, runs, strict=True):
+                best = max(t.values())
+                ok = {p: getattr(e[name], stat) for p, e in r.items() if not e[name].unsupported}
+                if not ok:
+                    continue
+                pick = max(ok, key=ok.get)
+                right.append(t[pick] >= best - 1e-12)
+                regret.append(best - t[pick])
+            out[f"{name}.{stat}"] = {"best_share": float(np.mean(right)) if right else None,
+                                     "mean_regret": float(np.mean(regret)) if regret else None, "logs": len(right)}
+    return out
+
+
+def plot(summary: Mapping[str, Any], estimators: list[str], path: Path, logs: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    policies = list(summary)
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.8 / len(estimators)
+    for k, name in enumerate(estimators):
+        xs = np.arange(len(policies)) + (k - len(estimators) / 2 + 0.5) * width
+        cov = [summary[p][name]["coverage_all"] for p in policies]
+        uns = [summary[p][name]["unsupported"] > 0.5 for p in policies]
+        bars = ax.bar(xs, cov, width, label=name)
+        for b, u in zip(bars, uns, strict=True):
+            if u:
+                b.set_hatch("//")
+                b.set_alpha(0.4)
+    ax.axhline(0.95, color="k", lw=0.8, ls="--")
+    ax.axhline(0.90, color="r", lw=0.8, ls=":")
+    ax.set_xticks(np.arange(len(policies)), policies, rotation=30, ha="right")
+    ax.set_ylabel(f"coverage of the exact value ({logs} logs)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("95% intervals: how often they contain the exact value (hatched: unsupported on most logs)")
+    ax.legend(ncol=len(estimators), fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _param(items: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        name, _, field = key.partition(".")
+        if not (name and field and value):
+            raise SystemExit(f"--policy-param: expected NAME.KEY=VALUE, got {item!r}")
+        try:
+            out.setdefault(name, {})[field] = json.loads(value)
+        except json.JSONDecodeError:
+            out.setdefault(name, {})[field] = value
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--logs", type=int, default=50)
+    ap.add_argument("--decisions", type=int, default=20_000)
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--refits", type=int, default=ope.REFITS)
+    ap.add_argument("--rounds", type=int, default=30, help="the reward model's boosting rounds")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--policy-param", action="append", default=[])
+    ap.add_argument("--channel-content", action="store_true", help="also the marginal estimators on channel x content")
+    ap.add_argument("--first-log", type=int, default=0)
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, help="summarise these JSON outputs together")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None)
+    args = ap.parse_args()
+    if args.merge:
+        merged = [json.loads(f.read_text()) for f in args.merge]
+        truths = [t for m in merged for t in m["truths"]]
+        runs = [{p: {n: ope.Estimate(**e) for n, e in r.items()} for p, r in run.items()}
+                for m in merged for run in m["estimates"]]
+        report(truths, runs, args, sum(m["wall_s"] for m in merged), merged[0])
+        return
+    t_start = time.perf_counter()
+    scenario = Scenario.default()
+    policies = train_policies(scenario, args.seed, params=_param(args.policy_param))
+    train_s = time.perf_counter() - t_start
+    print(f"trained {len(policies)} policies in {train_s:.0f} s; {args.logs} evaluation logs of {args.decisions:,} "
+          f"decisions; {args.bootstrap} resamples; reward model {args.rounds} rounds, {args.refits} refits")
+    truths, runs, fit_s, sim_s = [], [], [], []
+    for j in range(args.first_log, args.first_log + args.logs):
+        t0 = time.perf_counter()
+        log = simulate_log(scenario, args.seed, args.decisions, f"{EVAL}/{j}", keep_truth=True)
+        sim_s.append(time.perf_counter() - t0)
+        truth, est, fs = evaluate_log(policies, log, args.seed + j, bootstrap=args.bootstrap, refits=args.refits,
+                                      rounds=args.rounds, channel_content=args.channel_content)
+        if j == args.first_log:  # the exact values are bandit_truth's (the replay of the same logging run)
+            exact = bandit_truth(scenario, logger(scenario), policies, args.decisions, BATCH, args.seed,
+                                 purpose=f"{EVAL}/{j}")
+            worst = max(abs(exact[p] - truth[p]) for p in policies)
+            assert worst < 1e-9, f"exact values differ from bandit_truth by {worst}"
+        truths.append(truth)
+        runs.append(est)
+        fit_s.append(fs)
+        print(f"log {j + 1 - args.first_log}/{args.logs}: {time.perf_counter() - t0:.0f} s (reward model {fs:.0f} s)",
+              flush=True)
+        if args.json:
+            save(args, truths, runs, time.perf_counter() - t_start, train_s, sim_s, fit_s)
+    wall = time.perf_counter() - t_start
+    report(truths, runs, args, wall, {"train_s": train_s, "sim_s": float(np.mean(sim_s)),
+                                      "fit_s": float(np.mean(fit_s))})
+    if args.json:
+        save(args, truths, runs, wall, train_s, sim_s, fit_s)
+
+
+def save(args, truths, runs, wall: float, train_s: float, sim_s: list[float], fit_s: list[float]) -> None:
+    """The run so far as JSON (rewritten after every log)."""
+    args.json.write_text(json.dumps({
+        "logs": len(runs), "first_log": args.first_log, "decisions": args.decisions, "bootstrap": args.bootstrap,
+        "refits": args.refits, "rounds": args.rounds, "seed": args.seed, "machine": platform.machine(),
+        "wall_s": wall, "train_s": train_s, "sim_s": float(np.mean(sim_s)), "fit_s": float(np.mean(fit_s)),
+        "support_weight": ope.SUPPORT_WEIGHT, "support_share": ope.SUPPORT_SHARE,
+        "summary": summarise(truths, runs), "ranking": ranking(truths, runs, list(runs[0][next(iter(runs[0]))])),
+        "truths": truths, "estimates": [{p: {n: vars(e) for n, e in r.items()} for p, r in run.items()}
+                                        for run in runs],
+    }))
+
+
+def report(truths, runs, args, wall: float, timing: Mapping[str, Any]) -> None:
+    """Print the tables (and the plot) of a run or of merged runs."""
+    names = list(runs[0][next(iter(runs[0]))])
+    summary = summarise(truths, runs)
+    rank = ranking(truths, runs, names)
+
+    print(f"\ncoverage of the exact value by the 95% interval over {len(runs)} logs (supported logs / all logs), "
+          "bias (its standard error), mean width, share unsupported")
+    for policy, row in summary.items():
+        print(f"\n{policy} (exact value {row['truth']:.4f})")
+        print(f"  {'estimator':<10} {'cover':>6} {'all':>6} {'bias':>9} {'(se)':>7} {'width':>8} {'unsup':>6} "
+              f"{'gap':>6} {'model_se':>8} {'ess':>8}")
+        for name in names:
+            s = row[name]
+            cov = "-" if s["coverage"] is None else f"{s['coverage']:.2f}"
+            print(f"  {name:<10} {cov:>6} {s['coverage_all']:>6.2f} {s['bias']:>9.4f} {s['bias_se']:>7.4f} "
+                  f"{s['width']:>8.4f} {s['unsupported']:>6.2f} {s['support_gap']:>6.3f} {s['model_se']:>8.4f} "
+                  f"{s['ess']:>8.0f}")
+    best = max(summary, key=lambda p: summary[p]["truth"])
+    print(f"\nranking rules (unsupported estimates left out; truly best policy on average: {best})")
+    print(f"  {'rule':<18} {'picks best':>10} {'mean regret':>12}")
+    for rule, v in rank.items():
+        if v["best_share"] is not None:
+            print(f"  {rule:<18} {v['best_share']:>10.2f} {v['mean_regret']:>12.4f}")
+    print(f"\n{len(runs)} logs; wall time {wall:.0f} s (summed over merged runs; training {timing['train_s']:.0f} s; "
+          f"per log: simulation {timing['sim_s']:.1f} s, reward model {timing['fit_s']:.1f} s)")
+    if args.plot:
+        plot(summary, ["ips", "dm", "dr", "mips", "mdr"], args.plot, len(runs))
+
+
+if __name__ == "__main__":
+    main()
