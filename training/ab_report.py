@@ -327,19 +327,26 @@ def _plot_guardrails(plt, inp: ABReportInputs, path: Path) -> None:
         m = g.margin
         color = "#2e7d32" if g.passed else "#c62828"
         if np.isfinite(g.worsening):
+            if np.isfinite(g.lower):
+                ax.plot([g.lower / m, g.worsening / m], [i, i], color=color, lw=1, alpha=0.6)
             ax.plot([g.worsening / m, g.bound / m], [i, i], color=color, lw=2.5)
             ax.plot(g.worsening / m, i, "o", color=color)
             ax.plot(g.bound / m, i, "|", color=color, ms=16, mew=2.5)
+            ax.annotate(g.status, (g.bound / m, i), textcoords="offset points", xytext=(8, -4), fontsize=8,
+                        color=color)
         if inp.true_worsening is not None and g.guardrail.name in inp.true_worsening.get(t, {}):
             ax.plot(inp.true_worsening[t][g.guardrail.name] / m, i, marker="x", color=TRUTH_COLOR, ms=10, ls="none",
                     label="true worsening" if i == 0 else None)
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(min(lo, -0.1), max(hi, 1.25))  # the margin and its label always in view
     ax.axvline(1.0, color=TRUTH_COLOR, ls="--", lw=1.2, label="margin")
     ax.axvline(0.0, color="grey", lw=1)
     labels = [f"{g.guardrail.name}\n{t} vs {inp.control}" if len(inp.treatments) > 1 else g.guardrail.name
               for t, g in rows]
     ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
-    ax.set_xlabel("worsening as a fraction of its margin: estimate (dot) and always-valid upper bound (bar)")
+    ax.set_xlabel("worsening as a fraction of its margin: estimate (dot), always-valid upper bound (bar), "
+                  "lower bound (thin)")
     ax.set_title(f"Guardrails: non-inferior when the bound stays left of the margin (green; red: fails), "
                  f"alpha = {inp.alpha:g}")
     ax.grid(axis="x", alpha=0.3)
