@@ -39,16 +39,18 @@ def learning_curve(steps: np.ndarray, reward: np.ndarray, oracle: np.ndarray, no
     return path
 
 
-def score_curves(curves: Mapping[str, Sequence[float]], decisions: Mapping[str, int], target: float, path: Path,
-                 title: str) -> Path:
-    """Normalised score of each equal slice of every learner's run, drawn at the slice's middle."""
+def score_curves(curves: Mapping[str, Sequence[float]], decisions: Mapping[str, int], target: float | None, path: Path,
+                 title: str, reference_label: str = "target") -> Path:
+    """Normalised score of each equal slice of every learner's run, drawn at the slice's middle (and a
+    horizontal line at ``target``, labelled ``reference_label``, unless it is None)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 5))
     for name, curve in curves.items():
         k = len(curve)
         ax.plot((np.arange(k) + 0.5) * decisions[name] / k, curve, marker="o", ms=3, label=name)
     ax.axhline(1.0, color="0.3", ls="--", lw=1, label="oracle")
-    ax.axhline(target, color="tab:red", ls=":", lw=1, label=f"target {target:g}")
+    if target is not None:
+        ax.axhline(target, color="tab:red", ls=":", lw=1, label=f"{reference_label} {target:.3g}")
     ax.axhline(0.0, color="0.6", ls=":", lw=1, label="no contact")
     ax.set(xlabel="decisions", ylabel="normalised score of the slice", title=title)
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
