@@ -234,6 +234,9 @@ def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | N
     elif chall.version == champ.version:
         return refuse("challenger is already the champion")
     elif ab is not None:
+        if ab.champion_version is None or ab.challenger_version is None:
+            return refuse(f"A/B run {ab.run_id} tested policies that are not registered versions, not champion "
+                          f"{champ.version} against challenger {chall.version}")
         if (ab.champion_version, ab.challenger_version) != (champ.version, chall.version):
             return refuse(f"A/B run {ab.run_id} tested version {ab.champion_version} against "
                           f"{ab.challenger_version}, not champion {champ.version} against challenger {chall.version}")

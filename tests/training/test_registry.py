@@ -102,9 +102,11 @@ def test_promote_by_ab_verdict_records_predicted_beside_realised(store):
     # a failing verdict (a guardrail) moves nothing, even with a glowing prediction
     p = registry.promote(ab=_evidence(v1, v2, False), predicted=predicted)
     assert not p.promoted and "opt-out rate" in p.reason and registry.alias_state(registry.CHAMPION).version == v1
-    # a passing verdict on other versions moves nothing either
+    # a passing verdict on other versions, or on policies that are not registered, moves nothing either
     p = registry.promote(ab=_evidence(v1, "999", True))
     assert not p.promoted and "not champion" in p.reason
+    p = registry.promote(ab=_evidence(None, v2, True))
+    assert not p.promoted and "not registered versions" in p.reason
     # a passing verdict on these versions moves it, the lifts per decision side by side
     p = registry.promote(ab=_evidence(v1, v2, True), predicted=predicted)
     assert p.promoted and p.champion == v2 and p.previous == v1
