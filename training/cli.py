@@ -347,6 +347,8 @@ def ab(
     pre_days: Annotated[int, typer.Option(min=0, help="simulated pre-period days (CUPED covariate)")] = 7,
     split: Annotated[float, typer.Option(help="challenger's share of customers")] = 0.5,
     alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
+    truth: Annotated[bool, typer.Option(help="simulated: also run both policies on everyone for the exact effects "
+                                             "(twice the challenger's work)")] = True,
     guardrail: Annotated[list[str] | None, typer.Option(
         help="guardrail '[name=]metric:margin[%][:higher]' or JSON (repeatable; 'none': no guardrail); default: "
              "opt-out rate opted_out:0.005, churn rate churned:0.01, sends per customer sent:100%")] = None,
@@ -367,7 +369,7 @@ def ab(
         with _progress(f"A/B {experiment}", days) as tick:
             res = jobs.ab(champion=champion, challenger=challenger, source=source, experiment=experiment,
                           customers=customers, days=days, pre_days=pre_days, split=split, alpha=alpha, seed=seed,
-                          guardrails=guardrails, out=out, progress=tick)
+                          guardrails=guardrails, truth=truth, out=out, progress=tick)
     console.print(_ab_table(res))
     truth = "" if res.true_effect is None else f" (true effect {res.true_effect:+.3f})"
     console.print(f"challenger - champion: {res.diff:+.3f} per customer over {res.days} days, always-valid interval "

@@ -728,7 +728,8 @@ def check_guardrails(guardrails: Any, source: str = SIMULATOR) -> tuple[Any, ...
 def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: str = SIMULATOR,
        experiment: str = "ab", scenario_path: str | None = None, customers: int = 5000, days: int = 14,
        pre_days: int = 7, split: float = 0.5, start: float | None = None, alpha: float = 0.05, seed: int = 0,
-       purpose: str = "ab", guardrails: Any = None, out: Path | None = None, progress: Progress = None) -> ABResult:
+       purpose: str = "ab", guardrails: Any = None, truth: bool = True, out: Path | None = None,
+       progress: Progress = None) -> ABResult:
     """Champion against challenger: simulated (both policies as arms in the journey simulator, the
     true effects known) or from a logged experiment (decisions with ``experiment`` and arms
     ``champion``/``challenger`` in a decision log). Analysed by :mod:`nba.ab` (Welch, CUPED with a
@@ -739,7 +740,9 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
     and recorded on its run; each is tested for non-inferiority, always-valid, at ``alpha``. The run's
     tags hold the verdict: ``ab.promote`` (``true`` only when the primary metric is significantly better
     and every guardrail holds) and ``ab.reason`` (which guardrail failed), with the versions tested,
-    which :func:`promote` checks against the aliases.
+    which :func:`promote` checks against the aliases. ``truth`` (simulated tests) also runs both
+    policies on every customer for the exact effects (common random numbers): it doubles the
+    challenger's share of the work; ``False`` halves the job's time and reports no true effects.
     """
     import mlflow
 
@@ -775,17 +778,18 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
         mlflow.log_params({"experiment": experiment, "source": "simulator" if source == SIMULATOR else "decision_log",
                            "alpha": alpha, "seed": seed, "champion": champion, "challenger": challenger,
                            "guardrails": json.dumps([g.to_dict() for g in declared])})
-        truth = None
+        true_effect = None
         if source == SIMULATOR:
             from envs.experiment import run_experiment
 
             mlflow.log_params({"customers": customers, "days": days, "pre_days": pre_days, "split": split,
-                               "purpose": purpose})
+                               "purpose": purpose, "truth": truth})
             result = run_experiment(scenario, {k: v[1] for k, v in arms.items()}, n=customers, days=days, seed=seed,
                                     purpose=purpose, experiment=experiment, control="champion", pre_days=pre_days,
-                                    splits={"champion": 1 - split, "challenger": split}, progress=progress)
+                                    splits={"champion": 1 - split, "challenger": split}, truth=truth,
+                                    progress=progress)
             inputs = ab_report.simulated_inputs(result, alpha=alpha, guardrails=declared)
-            truth = float(result.true_effect("challenger"))
+            true_effect = float(result.true_effect("challenger")) if truth else None
         else:
             t0 = float(min(first)) if start is None else start
             _dataset_input(digest.tags(), "ab")
@@ -810,11 +814,12 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
                    "promote": float(decision.promote)}
         if a.cuped is not None:
             metrics["cuped_variance_reduction"] = float(a.cuped.variance_reduction)
-        if truth is not None:
-            metrics["true_effect"] = truth
+        if true_effect is not None:
+            metrics["true_effect"] = true_effect
         for g in tests:
             key = f"guardrail.{_metric_key(g.guardrail.name)}"
-            metrics |= {f"{key}.worsening": g.worsening, f"{key}.bound": g.bound, f"{key}.margin": g.margin,
+            metrics |= {f"{key}.worsening": g.worsening, f"{key}.bound": g.bound, f"{key}.lower": g.lower,
+                        f"{key}.margin": g.margin,
                         f"{key}.p_value": g.p_value, f"{key}.holds": float(g.passed),
                         f"{key}.mean_treatment": g.mean_treatment, f"{key}.mean_control": g.mean_control}
             if worse is not None:
@@ -827,8 +832,8 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
                          "ab.promote": str(decision.promote).lower(), "ab.reason": decision.reason[:5000],
                          "ab.failed_guardrails": ",".join(decision.failed), "ab.days": str(days),
                          "ab.champion_version": versions[0] or "", "ab.challenger_version": versions[1] or ""})
-        return ABResult(run.info.run_id, winner, ab_report.verdict(a), diff, lo, hi, p_value, truth, files.markdown,
-                        decision.promote, decision.reason, tests, worse, days, versions[0], versions[1])
+        return ABResult(run.info.run_id, winner, ab_report.verdict(a), diff, lo, hi, p_value, true_effect,
+                        files.markdown, decision.promote, decision.reason, tests, worse, days, versions[0], versions[1])
 
 
 def _metric_key(name: str) -> str:

@@ -250,11 +250,13 @@ def test_a_failing_guardrail_blocks_the_promotion(store, tmp_path):
     registry.set_alias(registry.CHAMPION, nc)
     registry.set_alias(registry.CHALLENGER, bau)
     res = jobs.ab(customers=1500, days=6, pre_days=0, seed=4, out=tmp_path / "ab", purpose=PURPOSE,
-                  guardrails=["sends per customer=sent:0.1"])
+                  guardrails=["sends per customer=sent:0.1"], truth=False)
     (sends,) = res.guardrails
-    assert not sends.passed and res.true_worsening["sends per customer"] > 0.1
+    assert sends.status == "breached" and sends.lower > 0.1
     assert not res.promote and "sends per customer breached" in res.reason
-    assert mlflow.get_run(res.run_id).data.tags["ab.failed_guardrails"] == "sends per customer"
+    assert res.true_effect is None and res.true_worsening is None  # no counterfactual runs asked for
+    run = mlflow.get_run(res.run_id)
+    assert run.data.tags["ab.failed_guardrails"] == "sends per customer" and "true_effect" not in run.data.metrics
     p = jobs.promote(ab_run=res.run_id)
     assert not p.promoted and "sends per customer" in p.reason
     assert registry.alias_state(registry.CHAMPION).version == nc
