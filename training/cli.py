@@ -370,7 +370,7 @@ def ab(
             res = jobs.ab(champion=champion, challenger=challenger, source=source, experiment=experiment,
                           customers=customers, days=days, pre_days=pre_days, split=split, alpha=alpha, seed=seed,
                           guardrails=guardrails, truth=truth, out=out, progress=tick)
-    console.print(_ab_table(res))
+    console.print(_ab_table(res) if res.guardrails else "no guardrail declared: the primary metric alone decides")
     truth = "" if res.true_effect is None else f" (true effect {res.true_effect:+.3f})"
     console.print(f"challenger - champion: {res.diff:+.3f} per customer over {res.days} days, always-valid interval "
                   f"[{res.ci_low:+.3f}, {res.ci_high:+.3f}], p = {res.p_value:.4g}{truth}")
