@@ -389,12 +389,13 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
 
 def conservative(policy: Policy, scenario: Scenario, log_url: str) -> SPIBB:
     """``policy`` in its conservative mode for learning from the log at ``log_url``
-    (:class:`nba.policies.safe.SPIBB`): the baseline it keeps where support is thin is the logging
-    policy when the log's simulate run names it, else the log's own action frequencies."""
+    (:class:`nba.policies.safe.SPIBB`): where the log's support is thin it keeps the baseline, the
+    logging policy's base policy when the log's simulate run names it (its exploration is what it
+    paid to learn, not a choice worth keeping: see :mod:`nba.policies.safe`), else the log's own
+    action frequencies."""
     replay = find_simulation(log_url)
     if replay is not None and replay["policy"] in POLICIES and replay["policy"] not in LEARNERS:
-        baseline = {"baseline": replay["policy"], "baseline_params": dict(replay.get("params") or {}),
-                    "baseline_epsilon": replay["epsilon"], "baseline_holdout": replay["holdout"]}
+        baseline = {"baseline": replay["policy"], "baseline_params": dict(replay.get("params") or {})}
     else:
         baseline = {"baseline": ESTIMATE}
     return SPIBB(scenario.action_space, tuple(scenario.segments), learner=policy, **baseline)
@@ -489,6 +490,13 @@ def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress) -
 
 
 # ----------------------------------------------------------------------------- registry helpers
+def policy_label(policy: Policy) -> str:
+    """A policy's name for people: a learner in its conservative mode is ``"<learner> (safe)"``."""
+    inner = getattr(policy, "learner", None)
+    return f"{inner.name} (safe)" if isinstance(policy, SPIBB) and inner is not None else policy.name
+
+
+
 def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | None]:
     """A policy to evaluate: ``@alias`` or a version number of the registered model, a saved
     bundle folder, or a policy name (rule-based policies only: learners need training)."""
@@ -506,10 +514,10 @@ def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | Non
             raise JobError(f"policy: no registered version {ref!r} of {registry.MODEL_NAME!r}") from e
         version = ref if ref.isdigit() else registry.alias_state(ref[1:]).version
         b = load_bundle(Path(path) / "artifacts" / "bundle")
-        return f"{b.policy.name} v{version}", b.policy, version
+        return f"{policy_label(b.policy)} v{version}", b.policy, version
     if Path(ref).is_dir():
         b = load_bundle(ref)
-        return b.policy.name, b.policy, None
+        return policy_label(b.policy), b.policy, None
     if ref in RULE_BASED or ref in ("no_contact", "uniform_random"):
         return ref, build_policy(ref, scenario), None
     raise JobError(f"policy: {ref!r} is not @alias, a version number, a bundle folder or a rule-based policy "
