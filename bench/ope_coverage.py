@@ -276,6 +276,7 @@ def main() -> None:
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="summarise these JSON outputs together")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None, help="write the tables as Markdown")
     args = ap.parse_args()
     if args.merge:
         merged = [json.loads(f.read_text()) for f in args.merge]
@@ -353,10 +354,31 @@ def report(truths, runs, args, wall: float, timing: Mapping[str, Any]) -> None:
     for rule, v in rank.items():
         if v["best_share"] is not None:
             print(f"  {rule:<18} {v['best_share']:>10.2f} {v['mean_regret']:>12.4f}")
-    print(f"\n{len(runs)} logs; wall time {wall:.0f} s (summed over merged runs; training {timing['train_s']:.0f} s; "
-          f"per log: simulation {timing['sim_s']:.1f} s, reward model {timing['fit_s']:.1f} s)")
+    t = {k: timing.get(k, float("nan")) for k in ("train_s", "sim_s", "fit_s")}
+    print(f"\n{len(runs)} logs; wall time {wall:.0f} s (summed over merged runs; training {t['train_s']:.0f} s; "
+          f"per log: simulation {t['sim_s']:.1f} s, reward model {t['fit_s']:.1f} s)")
     if args.plot:
         plot(summary, ["ips", "dm", "dr", "mips", "mdr"], args.plot, len(runs))
+    if args.markdown:
+        args.markdown.write_text(markdown(summary, rank, names))
+
+
+def markdown(summary: Mapping[str, Any], rank: Mapping[str, Any], names: list[str]) -> str:
+    """Tables for bench/RESULTS.md: coverage over all logs per policy x estimator ("u" where unsupported
+    on most logs), bias, and the ranking rules."""
+    lines = ["| policy | exact | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for policy, row in summary.items():
+        cells = [f"{row[n]['coverage_all']:.2f}" + (" u" if row[n]["unsupported"] > 0.5 else "") for n in names]
+        lines.append(f"| {policy} | {row['truth']:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "| policy | " + " | ".join(f"{n} bias (se)" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+    for policy, row in summary.items():
+        lines.append(f"| {policy} | " + " | ".join(f"{row[n]['bias']:+.3f} ({row[n]['bias_se']:.3f})"
+                                                    for n in names) + " |")
+    lines += ["", "| ranking rule | picks the best | mean regret |", "|---|---|---|"]
+    for rule, v in rank.items():
+        if v["best_share"] is not None:
+            lines.append(f"| {rule} | {v['best_share']:.2f} | {v['mean_regret']:.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
