@@ -801,6 +801,14 @@ class GuardrailTest:
     def margin(self) -> float:
         return self.guardrail.margin
 
+    def power(self, worsening: float = 0.0) -> float:
+        """Chance this test holds at this size for a true ``worsening`` (0: a harmless treatment), at the
+        standard error it had (:func:`noninferiority_power`); NaN where it had none."""
+        if not (np.isfinite(self.se) and self.se > 0):
+            return float("nan")
+        return noninferiority_power(self.se, self.margin, alpha=self.alpha, worsening=worsening, tau=self.tau,
+                                    always_valid=self.always_valid)
+
 
 def _ni_fixed(w: float, se: float, margin: float, alpha: float) -> tuple[float, float, float]:
     """(p-value, upper bound, lower bound) of the fixed-horizon one-sided tests."""
@@ -991,3 +999,49 @@ def sample_size(mde: float, sd: float, alpha: float = 0.05, power: float = 0.8, 
 
 
 _power_at = power  # ``sample_size`` has a parameter named ``power``
+
+
+def noninferiority_power(se: float, margin: float, *, alpha: float = 0.05, worsening: float = 0.0,
+                         tau: float | None = None, always_valid: bool = True) -> float:
+    """Chance that a guardrail holds when the treatment's true worsening is ``worsening`` (0: no harm).
+
+    ``se`` is the standard error the worsening's estimate will have at the last look. The test holds
+    when the estimate falls below ``margin + s*``, where ``s* < 0`` is the always-valid threshold of
+    :func:`noninferiority_sequential` (``-z_{1-α} se`` for the fixed-horizon test), so the power is
+    ``Φ((margin + s* - worsening) / se)`` (normal approximation).
+    """
+    se, margin = _check_positive("se", se), _check_positive("margin", margin)
+    _check_level(alpha, "alpha")
+    if not np.isfinite(worsening):
+        raise ValueError(f"worsening: expected a finite number, got {worsening!r}")
+    if always_valid:
+        tau = margin if tau is None else _check_positive("tau", tau)
+        threshold = _one_sided_threshold(se**2, tau, alpha)
+    else:
+        threshold = -float(stats.norm.isf(alpha)) * se
+    return float(stats.norm.cdf((margin + threshold - worsening) / se))
+
+
+def noninferiority_sample_size(sd: float, margin: float, *, alpha: float = 0.05, power: float = 0.8,
+                               worsening: float = 0.0, tau: float | None = None, always_valid: bool = True
+                               ) -> SampleSize:
+    """Customers per arm (equal arms, per-customer ``sd`` in each) for an absolute guardrail to hold
+    with ``power`` when the true worsening is ``worsening``: the smallest ``n`` whose
+    :func:`noninferiority_power` at ``se = sd sqrt(2 / n)`` reaches it."""
+    sd, margin = _check_positive("sd", sd), _check_positive("margin", margin)
+    target = _check_level(power, "power")
+    if not worsening < margin:
+        raise ValueError(f"worsening: a treatment worse by the margin or more ({worsening!r}) should not pass")
+
+    def at(n: float) -> float:
+        return noninferiority_power(sd * np.sqrt(2 / n), margin, alpha=alpha, worsening=worsening, tau=tau,
+                                    always_valid=always_valid)
+
+    hi = 2.0
+    while at(hi) < target:
+        hi *= 2
+    n = optimize.brentq(lambda x: at(x) - target, 1.0, hi) if at(1.0) < target else 1.0
+    n_arm = max(2, int(np.ceil(n - 1e-9)))
+    while at(n_arm) < target:
+        n_arm += 1
+    return SampleSize(n_arm, n_arm, at(n_arm))

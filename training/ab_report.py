@@ -424,7 +424,7 @@ def _margin(x: float, g: ab.Guardrail) -> str:
 
 def _guardrail_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
     header = ["guardrail", "metric", "treatment", f"mean ({inp.control})", "mean (treatment)", "worsening",
-              "upper bound", "margin", "p-value", "status", "true worsening"]
+              "upper bound", "margin", "p-value", "status", "power if harmless", "true worsening"]
     rows = []
     for t in inp.treatments:
         for g in inp.guardrails.get(t, ()):
@@ -432,7 +432,7 @@ def _guardrail_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
             true = "" if inp.true_worsening is None else _margin(inp.true_worsening[t].get(gd.name, np.nan), gd)
             rows.append([gd.name, f"{gd.metric} ({gd.better} is better)", t, _f(g.mean_control), _f(g.mean_treatment),
                          _margin(g.worsening, gd), _margin(g.bound, gd), _margin(g.margin, gd), _p(g.p_value),
-                         g.status if g.passed else g.status.upper(), true])
+                         g.status if g.passed else g.status.upper(), _f(g.power()), true])
     return header, rows
 
 
@@ -452,7 +452,9 @@ _TEXT = {
     "guardrails": "Each guardrail is a non-inferiority test: it holds when the data reject that the treatment "
                   "worsens its metric by the margin or more. The upper bound is always valid (one-sided mixture "
                   "SPRT over the daily looks, read at the last look); worsening is treatment minus control for a "
-                  "lower-is-better metric (relative ones as a share of the control's mean).",
+                  "lower-is-better metric (relative ones as a share of the control's mean). Power if harmless: the "
+                  "chance a treatment with no effect on the metric passes at this size (at the variance observed); "
+                  "a low one means an inconclusive guardrail needs more customers.",
 }
 
 

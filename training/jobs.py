@@ -828,7 +828,7 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
             key = f"guardrail.{_metric_key(g.guardrail.name)}"
             metrics |= {f"{key}.worsening": g.worsening, f"{key}.bound": g.bound, f"{key}.lower": g.lower,
                         f"{key}.margin": g.margin,
-                        f"{key}.p_value": g.p_value, f"{key}.holds": float(g.passed),
+                        f"{key}.p_value": g.p_value, f"{key}.holds": float(g.passed), f"{key}.power": g.power(),
                         f"{key}.mean_treatment": g.mean_treatment, f"{key}.mean_control": g.mean_control}
             if worse is not None:
                 metrics[f"{key}.true_worsening"] = worse[g.guardrail.name]

@@ -428,6 +428,7 @@ def test_noninferiority_fixed_horizon_known_case():
     assert t.bound == pytest.approx(w + stats.norm.ppf(0.95) * se)
     assert t.passed == (t.bound < 0.02) and t.passed and t.status == "holds"  # +1 point, 2-point margin
     assert t.lower == pytest.approx(w - stats.norm.ppf(0.95) * se)
+    assert t.power() == pytest.approx(stats.norm.cdf((0.02 - stats.norm.ppf(0.95) * se) / se))
     tight = ab.noninferiority(yt, yc, ab.Guardrail("tight", "opted_out", 0.005))
     assert not tight.passed and tight.status == "breached"  # at least +0.5 point: shown worse than the margin
     few = ab.noninferiority(yt[:300], yc[:300], g)
@@ -523,3 +524,24 @@ def test_verdict_needs_a_better_primary_and_every_guardrail():
     assert not v.promote and v.failed == ("churn",) and "churn breached" in v.reason
     assert not ab.decide(flat, [ok]).promote and ab.decide(flat, [ok]).primary == "inconclusive"
     assert ab.decide(worse, []).primary == "worse" and not ab.decide(worse, []).promote
+
+
+def test_noninferiority_power_and_sample_size():
+    # fixed horizon: the closed form n = 2 sd² (z_{1-α} + z_power)² / (margin - worsening)²
+    sd, margin, w = 1.3, 0.2, 0.05
+    ss = ab.noninferiority_sample_size(sd, margin, power=0.9, worsening=w, always_valid=False)
+    closed = 2 * sd**2 * (stats.norm.isf(0.05) + stats.norm.ppf(0.9)) ** 2 / (margin - w) ** 2
+    assert ss.n_control == ss.n_treatment == int(np.ceil(closed)) and ss.power >= 0.9
+    # the always-valid test pays for peeking with more customers
+    assert ab.noninferiority_sample_size(sd, margin, power=0.9, worsening=w).n_control > ss.n_control
+    # the predicted power matches how often the always-valid test passes a harmless treatment
+    rng = np.random.default_rng(24)
+    g = ab.Guardrail("g", "m", 0.3)
+    runs = [ab.noninferiority_sequential(_ni_looks(rng, 600, 5, 0.0), "t", "c", g) for _ in range(200)]
+    predicted = ab.noninferiority_power(float(np.mean([t.se for t in runs])), 0.3)
+    rate = np.mean([t.passed for t in runs])
+    assert abs(rate - predicted) < 3 * np.sqrt(predicted * (1 - predicted) / 200) + 0.02  # about 0.68
+    with pytest.raises(ValueError, match="worsening"):
+        ab.noninferiority_sample_size(sd, margin, worsening=margin)
+    with pytest.raises(ValueError, match="se"):
+        ab.noninferiority_power(0.0, margin)

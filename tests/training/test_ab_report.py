@@ -60,7 +60,7 @@ def test_summary_states_verdict_estimates_and_truth(report):
     for name in (*abr.IMAGES, abr.GUARDRAILS_PNG):
         assert f'<img src="{name}"' in page
     # the verdict and every default guardrail, with its true worsening
-    assert "## Guardrails" in text and ("promote: " in text)
+    assert "## Guardrails" in text and "promote: " in text and "power if harmless" in text
     for g in ab.DEFAULT_GUARDRAILS:
         assert f"| {g.name} | {g.metric} (lower is better) | challenger |" in text
 
