@@ -1006,3 +1006,24 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
         out[name] = _estimate(name, float(values[j]), reps[:, j], level, len(r), wg if marginal else w, unsupported,
                               codes, group_gap if marginal else action_gap, support_share, spread[name])
     return out
+
+
+# ----------------------------------------------------------------------------- ranking
+RANK_ESTIMATOR = "mdr"  # the estimator to rank policies by (bench/ope_coverage.py: coverage and regret)
+RANK_STATISTIC = "value"  # its point estimate ("value") or its lower bound ("ci_low")
+
+
+def rank(estimates: Mapping[str, Mapping[str, Estimate]], estimator: str = RANK_ESTIMATOR,
+         statistic: str = RANK_STATISTIC) -> list[str]:
+    """Policy labels best first by ``estimator``'s ``statistic``, leaving out unsupported estimates.
+
+    ``estimates``: label -> :func:`evaluate`'s output. A policy whose estimate is ``unsupported``
+    (or not finite) is not ranked: it must not become champion on an estimate its log cannot back.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator: unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
+    if statistic not in ("value", "ci_low"):
+        raise ValueError(f"statistic: must be 'value' or 'ci_low', got {statistic!r}")
+    scores = {label: getattr(est[estimator], statistic) for label, est in estimates.items()
+              if not est[estimator].unsupported and np.isfinite(getattr(est[estimator], statistic))}
+    return sorted(scores, key=lambda label: scores[label], reverse=True)

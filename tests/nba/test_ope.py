@@ -732,3 +732,17 @@ def test_evaluate_estimates_the_group_probabilities_without_the_logging_distribu
     with pytest.raises(ValueError, match=r"^data: the marginal estimators need the field 'context'"):
         ope.evaluate(target, {k: data[k] for k in ("action", "propensity", "reward")}, q_hat=er,
                      space=SMALL.action_space)
+
+
+def test_rank_leaves_unsupported_estimates_out():
+    def est(value, low, unsupported=False):
+        return {"mdr": ope.Estimate("mdr", value, low, value + 1, 0.95, 100, 0.1, 50.0, 2.0, 0.0,
+                                    support_gap=0.5 if unsupported else 0.0, unsupported=unsupported)}
+
+    estimates = {"a": est(1.0, 0.2), "b": est(1.5, -0.5), "c": est(3.0, 2.0, unsupported=True)}
+    assert ope.rank(estimates, "mdr", "value") == ["b", "a"]
+    assert ope.rank(estimates, "mdr", "ci_low") == ["a", "b"]
+    with pytest.raises(ValueError, match=r"^estimator: unknown estimator 'xx'"):
+        ope.rank(estimates, "xx")
+    with pytest.raises(ValueError, match=r"^statistic: must be"):
+        ope.rank(estimates, "mdr", "ci_high")
