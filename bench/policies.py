@@ -3,7 +3,7 @@
     python bench/policies.py [--decisions 100000] [--batch 1000] [--seed 0 | --seeds 0,1,2] [--only NAME,...]
                              [--learn-from attributed|total]
                              [--vw-decisions N] [--mabwiser-decisions N] [--one-at-a-time 500]
-                             [--reach-contexts 1000000] [--reach-actions-per-context 1] [--reach-held-out 20000]
+                             [--reach-contexts 1000000] [--reach-actions-per-context 1] [--reach-held-out 10000]
                              [--synthetic-decisions 5000] [--synthetic-chunk 100]
                              [--blas-threads 1] [--mab-alpha 1] [--json PATH] [--plot PNG]
 
@@ -37,7 +37,7 @@ ceiling*, the uplift of the best policy on observable features, approximated
 actions on ``--reach-contexts`` contexts of a stream of their own (``"bench/policies/reachable/train"``,
 the bench's stream under uniform random actions; no noise in the labels, which no learner ever has),
 whose greedy policy runs as the learners do on ``--reach-held-out`` decisions of another
-(``".../held-out"``). Its settings are :data:`REACH_PARAMS`; about six minutes on 2 cores at the
+(``".../held-out"``). Its settings are :data:`REACH_PARAMS`; several minutes on 2 cores at the
 default million contexts (``--reach-contexts 0`` skips it). No target on that share.
 
 **One decision at a time.** A service decides for one customer and learns from one outcome: nba's
@@ -123,9 +123,11 @@ SYNTHETIC = "bench/policies/synthetic"  # the one-at-a-time problem's contexts a
 SYNTHETIC_WEIGHTS = "bench/policies/synthetic/weights"  # its true reward weights
 SYNTHETIC_ACTIONS, SYNTHETIC_FEATURES = 10, 20
 ONE_AT_A_TIME = ("linucb", "lints", "vw_squarecb", "mabwiser_linucb")  # learners of the one-at-a-time comparison
-# LightGBM's settings for the reachable ceiling (bench/ceiling.py's, with more leaves for a million rows)
+# LightGBM's settings for the reachable ceiling: bench/ceiling.py's, with more leaves for a million rows, and one
+# thread (on a busy 2-core machine an OpenMP team of two spins against the other processes: 100,000 rows fitted
+# in 128 s on two threads against 24 s on one at load average 12)
 REACH_PARAMS = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 100,
-                "verbose": -1, "num_threads": 2, "seed": 0}
+                "verbose": -1, "num_threads": 1, "seed": 0}
 REACH_ROUNDS = 300
 
 @dataclass
@@ -583,8 +585,8 @@ def main() -> None:
                     help="contexts the reachable ceiling's model is fitted on (default 1,000,000; 0: skip it)")
     ap.add_argument("--reach-actions-per-context", type=int, default=1,
                     help="random eligible actions labelled with their exact expected reward per context (default 1)")
-    ap.add_argument("--reach-held-out", type=int, default=20_000,
-                    help="decisions on which the reachable ceiling's greedy policy is scored (default 20,000)")
+    ap.add_argument("--reach-held-out", type=int, default=10_000,
+                    help="decisions on which the reachable ceiling's greedy policy is scored (default 10,000)")
     ap.add_argument("--synthetic-decisions", type=int, default=5000,
                     help="decisions per learner of the one-at-a-time comparison (default 5,000; 0: skip it)")
     ap.add_argument("--synthetic-chunk", type=int, default=100,

@@ -53,7 +53,7 @@ BLAS_THREADS = 1  # BLAS threads inside the linear learners' methods (module doc
 RANK_ONE_MAX = 2  # LinTS: a batch of at most this many rows updates the factor row by row, more refactorise
 WOODBURY_SHARE = 8  # LinUCB: a batch of at most D / WOODBURY_SHARE rows updates A^-1 by Woodbury
 SMALL_BATCH = 16  # contexts up to which widths are read off A^-1 directly (more: through a cached layout)
-BLOCK = 12  # rows per block of the rank-one update's suffix sums (_rank_one_update)
+BLOCK = 8  # rows per block of the rank-one update's suffix sums (_rank_one_update)
 
 
 # ----------------------------------------------------------------------------- BLAS threads
