@@ -838,8 +838,8 @@ def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=Non
     return RewardModel(q, probe, probe_delta, logged_delta)
 
 
-def fit_group_propensities(X, actions, groups, *, mask=None, seed: int = 0, num_boost_round: int = 40,
-                           learning_rate: float = 0.1, num_leaves: int = 15, min_data_in_leaf: int = 100,
+def fit_group_propensities(X, actions, groups, *, mask=None, seed: int = 0, num_boost_round: int = 20,
+                           learning_rate: float = 0.2, num_leaves: int = 7, min_data_in_leaf: int = 200,
                            threads: int = 2) -> np.ndarray:
     """(n, G) the logger's probability of each action group, estimated from the log (no logging distribution).
 
