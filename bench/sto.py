@@ -135,7 +135,7 @@ def true_curve(sim: Simulation, channel: np.ndarray, slots: np.ndarray, wait: np
 
 RULES = ("now (or the first allowed slot)", "business as usual (now or nothing)", "fixed 9:00", "fixed 13:00",
          "fixed 19:00", "segment's best hour", "nba per-customer hour", "true peak hour (curve only)", "oracle")
-NOW, ORACLE, NBA = RULES[0], RULES[-1], "nba per-customer hour"
+NOW, ORACLE, NBA, SEGMENT = RULES[0], RULES[-1], "nba per-customer hour", "segment's best hour"
 
 
 def evaluate(sc: Scenario, rule: RuleMessage, sto: SendTime, seg_rate: np.ndarray, n: int, burn_in: int, steps: int,
@@ -173,7 +173,7 @@ def evaluate(sc: Scenario, rule: RuleMessage, sto: SendTime, seg_rate: np.ndarra
                 "fixed 9:00": first_allowed(ok, wait, np.array(hours, dtype=object) == 9),
                 "fixed 13:00": first_allowed(ok, wait, np.array(hours, dtype=object) == 13),
                 "fixed 19:00": first_allowed(ok, wait, np.array(hours, dtype=object) == 19),
-                "segment's best hour": first_allowed(ok, wait, np.where(is_hour, seg_rate[seg, np.maximum(channel, 0)],
+                SEGMENT: first_allowed(ok, wait, np.where(is_hour, seg_rate[seg, np.maximum(channel, 0)],
                                                                         -1.0)),
                 NBA: nba_slot,
                 "true peak hour (curve only)": first_allowed(ok, wait, true_curve(sim, channel, slots, wait)),
@@ -262,6 +262,11 @@ def main() -> None:
                   f"({counts['with_message'] / counts['decisions']:.1%}), some slot is eligible in {sent:,}; "
                   f"now is blocked in {counts['now_blocked'] / sent:.1%} of those; nba picks the oracle's slot in "
                   f"{counts['nba_is_oracle'] / sent:.1%} and now in {counts['nba_slot_now'] / sent:.1%}")
+    d = ValueEstimate.of(per[NBA] - per[SEGMENT])
+    results["nba_vs_segment"] = {"diff": d.mean, "ci": [d.ci_low, d.ci_high]}
+    console.print(f"nba's per-customer hour vs the segment's best hour: {d.mean:+.4f} "
+                  f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}] per decision "
+                  f"({d.mean / d_o.mean():+.1%} of the oracle's uplift)")
     share = results["rules"][NBA]["share"]
     met = share >= TARGET
     results["target"] = {"share": TARGET, "met": bool(met)}
