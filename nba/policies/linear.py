@@ -9,8 +9,9 @@ effect of a message. Scores of all actions are ``X~ Theta^T Psi^T``, cheap for a
 
 Both learners share one ridge regression (:class:`Ridge`): ``A = lambda I + sum phi phi^T`` and
 ``b = sum r phi``, accumulated in blocks (a batch adds ``x x^T`` per distinct action to the
-(g, h) blocks of that action's active features). What each learner needs of ``A`` is kept up to
-date at the cost of the batch's size, not of ``A``'s cube:
+(g, h) blocks of that action's active features; the rows of small batches reach ``A`` together,
+in one product, when ``A`` is next read). What each learner needs of ``A`` is kept up to date at the
+cost of the batch's size, not of ``A``'s cube:
 
 * :class:`LinUCB` needs ``A^-1`` (its widths) and keeps it: a batch of ``k <= D / 8`` rows is a
   rank-``k`` Woodbury update (``O(k D^2)``), a larger one refactorises (Cholesky, then its inverse).
@@ -26,6 +27,9 @@ rounding cannot accumulate; between two such refreshes they match a fresh solve 
 * :class:`LinTS` draws ``n_samples`` parameter vectors ``theta + v * sigma * L^-T z`` (``A = L L^T``,
   ``z`` standard normal from its own seeded generator, so results do not depend on the BLAS build)
   when it updates, and its distribution is the exact share of samples under which each action wins.
+  ``z`` is drawn at the update; the samples are computed when first needed, and a few contexts
+  (``N * A <= n_samples``) are scored through ``L^-1 phi`` without them (the same numbers, summed in
+  another order).
 
 ``sigma`` is the running standard deviation of observed rewards, so ``alpha`` and ``v`` are unitless.
 
@@ -83,7 +87,11 @@ def _blas_thread_calls() -> tuple[tuple[Callable[[], int], Callable[[int], Any]]
 
 
 def pinned_blas(method):
-    """Run ``method`` with :data:`BLAS_THREADS` BLAS threads, restoring each library's own count after."""
+    """Run ``method`` with :data:`BLAS_THREADS` BLAS threads, restoring each library's own count after.
+
+    The setting is process-wide, as OpenBLAS's is: BLAS calls made meanwhile by other threads run on as
+    many threads too (slower at worst, never wrong).
+    """
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
@@ -109,15 +117,16 @@ def action_design(space: ActionSpace) -> np.ndarray:
 
 
 class _RankOne:
-    """Workspace of :func:`_rank_one_update` for one size ``D`` (allocated once: fresh temporaries of
-    ``D^2`` doubles cost page faults on every call)."""
+    """The factor's rows and the workspace of :func:`_rank_one_update` for one size ``D``: allocated once
+    (fresh temporaries of ``D^2`` doubles cost page faults on every call), on the first update (a learner
+    fed only large batches never needs it)."""
 
     def __init__(self, size: int, block: int = BLOCK) -> None:
         self.size, self.block = size, block
         self.blocks = m = -(-size // block)
         self.U = np.zeros((m * block, size))  # the factor's rows, padded with zero rows to whole blocks
-        self.out = np.zeros((m * block, size))
-        self.aug = np.zeros((m, block + 1, size))  # each block's rows, then the sum of all later blocks' p_i U_i
+        self.out: np.ndarray | None = None  # the next factor's rows, (m * block, D)
+        self.aug: np.ndarray | None = None  # each block's rows, then the sum of all later blocks' p_i U_i
         self.K = np.zeros((m, block, block + 1))
         self.p = np.zeros(m * block)
         self.strict = np.triu(np.ones((block, block)), 1)
@@ -136,6 +145,8 @@ def _rank_one_update(ws: _RankOne, phi: np.ndarray) -> None:
     for every block ``J``, so the work is a few passes over ``U`` instead of ``D`` Python steps.
     """
     n, b, m = ws.size, ws.block, ws.blocks
+    if ws.out is None:
+        ws.out, ws.aug = np.zeros_like(ws.U), np.zeros((m, b + 1, n))
     U = ws.U
     ws.p[:n] = dtrsv(U[:n].T, phi, lower=1)  # L p = phi with L = U^T (U's rows are L's columns)
     p = ws.p
