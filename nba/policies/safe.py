@@ -34,7 +34,7 @@ usual), with no exploration or holdout. Its deliberate choices are what the log 
 quarters of the logger's mass), and the safe policy keeps them where the log cannot back a change; the
 logger's uniform exploration and no-contact holdout are what it paid to learn, not choices worth keeping:
 copying them onto the bootstrapped actions (``baseline_epsilon``, ``baseline_holdout``: the exploring logger
-itself as the baseline, Π_b-SPIBB to the letter) still beat the logger, but gave up 0.04 to 0.10 per
+itself as the baseline, Π_b-SPIBB to the letter) also beat the logger, but gave up 0.05 to 0.09 per
 decision of every bandit's gain on the quickstart's log.
 
 The defaults (bucket segment x stage x open cart, 32 buckets; group channel x content; ``n_min`` 40) did best
