@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from envs.scenario import Scenario
+from nba.ope import RANK_ESTIMATOR
 from nba.policies import LEARNERS, POLICIES, RULE_BASED, Explore, Policy, create
 from nba.policies.fqi import returns_to_go
 from nba.policies.safe import ESTIMATE, SPIBB
@@ -518,14 +519,15 @@ def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | Non
     if Path(ref).is_dir():
         b = load_bundle(ref)
         return policy_label(b.policy), b.policy, None
-    if ref in RULE_BASED or ref in ("no_contact", "uniform_random"):
+    untrained = (set(RULE_BASED) - set(LEARNERS)) | {"no_contact", "uniform_random"}  # learners need training
+    if ref in untrained:
         return ref, build_policy(ref, scenario), None
-    raise JobError(f"policy: {ref!r} is not @alias, a version number, a bundle folder or a rule-based policy "
-                   f"({', '.join(sorted(set(RULE_BASED) | {'no_contact', 'uniform_random'}))})")
+    raise JobError(f"policy: {ref!r} is not @alias, a version number, a bundle folder or a policy that needs no "
+                   f"training ({', '.join(sorted(untrained))})")
 
 
 # ----------------------------------------------------------------------------- evaluate
-RANK_BY = "dr"  # the estimator the pipelines rank and promote by (bench/ope_coverage.py: its coverage)
+RANK_BY = RANK_ESTIMATOR  # the estimator the pipelines rank and promote by (nba.ope; bench/ope_coverage.py)
 BELOW_LOGGING = "below_logging"  # flag: even the upper bound is under the logging policy's own value
 UNSUPPORTED = "unsupported"  # flag: the target puts mass where the log has no support (nba.ope's check)
 PLOTTED = ("snips", "dm", "dr", "mips", "mdr")  # the estimators of the intervals plot (one row per policy each)
@@ -606,7 +608,7 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
             est = ope_evaluate(probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed)
             estimates[label] = est
             flags[label] = flags_of(est, logged[0])
-            key = label.replace(" ", "_").replace("@", "")
+            key = _metric_key(label.replace("@", ""))
             for name, e in est.items():
                 mlflow.log_metrics({f"{key}.{name}": e.value, f"{key}.{name}.ci_low": e.ci_low,
                                     f"{key}.{name}.ci_high": e.ci_high})
@@ -635,7 +637,7 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
                                  replay["batch"], replay["seed"], purpose=replay["purpose"])
             truth = {label: exact[label] for label, _, _ in resolved}
             for label, v in truth.items():
-                mlflow.log_metric(f"{label.replace(' ', '_')}.true_value", v)
+                mlflow.log_metric(f"{_metric_key(label.replace('@', ''))}.true_value", v)
             logging_truth = exact["logging"]
             mlflow.log_metric("logging.true_value", logging_truth)
         _plot_decisions(scenario, batch, targets_probs, out, seed)
@@ -845,7 +847,7 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
 
 
 def _metric_key(name: str) -> str:
-    """A guardrail's name as an MLflow metric key part: "opt-out rate" -> "opt-out_rate"."""
+    """A name as an MLflow metric key part: "opt-out rate" -> "opt-out_rate", "lints (safe) v2" -> "lints__safe__v2"."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 

@@ -193,7 +193,7 @@ def test_train_the_funnel_learner_from_a_decision_log(store, tmp_path):
     jobs.simulate(url, decisions=3000, seed=6)
     res = jobs.train("lgbm_funnel", source=url, params={"num_boost_round": 10, "min_data_in_leaf": 20},
                      register=False)
-    policy = res.policy
+    policy = res.policy.learner  # in its conservative mode (test_log_trained_bandits_are_conservative)
     assert res.metrics["rows"] == 3000 and policy.fitted_on == 3000
     log = DecisionLog(url)
     batch = log.read(jobs.reward_rule_for(url))
@@ -294,11 +294,14 @@ def test_train_offline_from_an_imported_log(store, tmp_path):
         assert import_table(log, path, mapping) == 2000
     res = jobs.train("lints", source=url)
     assert res.metrics["rows"] == 2000 and res.version
-    # the same rows as the native log, so the same fit
+    # the same rows as the native log, so the same fit; its logger unknown, the conservative mode keeps
+    # the log's own action frequencies where support is thin (the native log's: business as usual)
     native = jobs.train("lints", source=sim_url, register=False)
     X = batch.context[:50]
-    np.testing.assert_allclose(res.policy.probabilities(X, batch.eligible[:50]),
-                               native.policy.probabilities(X, batch.eligible[:50]), atol=1e-9)
+    np.testing.assert_allclose(res.policy.learner.probabilities(X, batch.eligible[:50]),
+                               native.policy.learner.probabilities(X, batch.eligible[:50]), atol=1e-9)
+    np.testing.assert_array_equal(res.policy.counts, native.policy.counts)
+    assert res.policy.baseline_name == "estimate" and native.policy.baseline_name == "business_as_usual"
 
 
 def test_ab_from_a_logged_experiment(store, tmp_path):
@@ -343,3 +346,40 @@ def test_unreachable_or_empty_logs_fail_before_any_run(store, tmp_path):
     with pytest.raises(jobs.JobError, match="source: cannot open decision log"):
         jobs.train("lints", source="postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert _runs() == before
+
+
+def test_log_trained_bandits_are_conservative(store, tmp_path):
+    """A bandit learnt from a simulated log is wrapped in SPIBB with the logger's base policy as its
+    baseline, recorded on the run; safe=False trains the bare learner."""
+    from nba.policies.linear import LinTS
+    from nba.policies.safe import SPIBB
+
+    url = f"sqlite:///{tmp_path / 'safe.db'}"
+    jobs.simulate(url, decisions=2000, seed=3, purpose="test/training/jobs-safe")
+    res = jobs.train("lints", source=url, register=False)
+    assert isinstance(res.policy, SPIBB) and isinstance(res.policy.learner, LinTS)
+    assert res.policy.baseline_name == "business_as_usual" and res.policy.counts.sum() == 2000
+    params = mlflow.get_run(res.run_id).data.params
+    assert params["safe"] == "spibb" and params["safe.baseline"] == "business_as_usual"
+    bare = jobs.train("lints", source=url, register=False, safe=False)
+    assert isinstance(bare.policy, LinTS)
+    # a learner by name is not a policy to evaluate: it needs training (spibb and send_time included)
+    for name in ("lints", "spibb", "send_time"):
+        with pytest.raises(jobs.JobError, match="needs no training"):
+            jobs.resolve_target(name, jobs.load_scenario(None))
+
+
+def test_evaluation_flags_unsupported_estimates_and_policies_worse_than_the_logger():
+    from nba.ope import Estimate
+
+    def est(value, low, high, unsupported=False):
+        return {jobs.RANK_BY: Estimate(jobs.RANK_BY, value, low, high, 0.95, 100, 0.1, 50.0, 3.0, 0.0,
+                                       unsupported=unsupported)}
+
+    assert jobs.flags_of(est(1.0, 0.8, 1.2), logged=0.9) == ()
+    assert jobs.flags_of(est(0.7, 0.6, 0.85), logged=0.9) == (jobs.BELOW_LOGGING,)
+    assert jobs.flags_of(est(1.0, 0.8, 1.2, True), logged=0.9) == (jobs.UNSUPPORTED,)
+    res = jobs.EvaluateResult("r", {"a": est(0.7, 0.6, 0.85), "b": est(1.5, 0.1, 2.0, True), "c": est(1.0, 0.9, 1.1)},
+                              None, None, (0.9, 0.8, 1.0), {"a": (jobs.BELOW_LOGGING,), "b": (jobs.UNSUPPORTED,),
+                                                             "c": ()})
+    assert res.ranked()[0] == "c"  # the unflagged estimate first, whatever the flagged ones' values
