@@ -873,9 +873,13 @@ def noninferiority_sequential(looks: Looks, treatment: str, control: str, guardr
                          p, bounds, float(lowers[-1]))
 
 
+REQUIRE = ("better", "not_worse")  # what the primary metric must show for a promotion (decide)
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """Promote the treatment only when the primary metric is significantly better and every guardrail holds."""
+    """Promote the treatment only when the primary metric shows what is required (by default: significantly
+    better) and every guardrail holds."""
 
     promote: bool
     primary: Literal["better", "worse", "inconclusive"]
@@ -883,8 +887,15 @@ class Verdict:
     reason: str
 
 
-def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest], alpha: float = 0.05) -> Verdict:
-    """The verdict on a treatment: the primary's always-valid test (Welch's without looks) and the guardrails."""
+def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest], alpha: float = 0.05,
+           require: str = "better") -> Verdict:
+    """The verdict on a treatment: the primary's always-valid test (Welch's without looks) and the guardrails.
+
+    ``require``: ``"better"`` promotes only on a primary significantly better; ``"not_worse"`` on a
+    primary not significantly worse (no harm shown), for an experiment too small to resolve the lift
+    that other evidence (an off-policy estimate) predicts: the guardrails decide the rest."""
+    if require not in REQUIRE:
+        raise ValueError(f"require: expected one of {REQUIRE}, got {require!r}")
     if isinstance(primary, Sequential):
         significant, diff, p = primary.rejected, float(primary.diff[-1]), float(primary.p_value[-1])
         test = "always-valid p"
@@ -897,7 +908,9 @@ def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest]
         why.append("guardrail(s) failed: " + "; ".join(_failure(g) for g in guardrails if not g.passed))
     elif guardrails:
         why.append("every guardrail holds (" + ", ".join(g.guardrail.name for g in guardrails) + ")")
-    promote = side == "better" and not failed
+    promote = (side == "better" or (require == "not_worse" and side == "inconclusive")) and not failed
+    if require == "not_worse":
+        why[0] += "; required: not significantly worse"
     return Verdict(promote, side, failed, ("promote: " if promote else "do not promote: ") + "; ".join(why))
 
 

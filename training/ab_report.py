@@ -64,6 +64,7 @@ class ABReportInputs:
     notes: tuple[str, ...] = ()
     guardrails: dict[str, tuple[ab.GuardrailTest, ...]] = field(default_factory=dict)  # treatment -> tests
     true_worsening: dict[str, dict[str, float]] | None = None  # treatment -> guardrail name -> exact worsening
+    require: str = "better"  # what the primary must show to promote (nba.ab.decide)
 
     @property
     def treatments(self) -> tuple[str, ...]:
@@ -73,7 +74,7 @@ class ABReportInputs:
         """Promote ``treatment`` or not: its primary test (always-valid when there are looks) and guardrails."""
         a = self.analyses[treatment]
         primary = a.sequential if a.sequential is not None else a.comparison
-        return ab.decide(primary, self.guardrails.get(treatment, ()), self.alpha)
+        return ab.decide(primary, self.guardrails.get(treatment, ()), self.alpha, self.require)
 
 
 def planned_tau(se_final: float, alpha: float = 0.05, power: float = PLANNED_POWER) -> float:

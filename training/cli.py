@@ -352,6 +352,8 @@ def ab(
     guardrail: Annotated[list[str] | None, typer.Option(
         help="guardrail '[name=]metric:margin[%][:higher]' or JSON (repeatable; 'none': no guardrail); default: "
              "opt-out rate opted_out:0.005, churn rate churned:0.01, sends per customer sent:100%")] = None,
+    require: Annotated[str, typer.Option(help="what the primary metric must show to promote: 'better' "
+                                              "(significantly) or 'not_worse' (no harm shown)")] = "better",
     out: Annotated[Path, typer.Option(help="report folder")] = Path("nba-runs/ab"),
     seed: SeedOpt = 0,
     root: RootOpt = Path("nba-runs"),
@@ -369,7 +371,7 @@ def ab(
         with _progress(f"A/B {experiment}", days) as tick:
             res = jobs.ab(champion=champion, challenger=challenger, source=source, experiment=experiment,
                           customers=customers, days=days, pre_days=pre_days, split=split, alpha=alpha, seed=seed,
-                          guardrails=guardrails, truth=truth, out=out, progress=tick)
+                          guardrails=guardrails, truth=truth, require=require, out=out, progress=tick)
     console.print(_ab_table(res) if res.guardrails else "no guardrail declared: the primary metric alone decides")
     truth = "" if res.true_effect is None else f" (true effect {res.true_effect:+.3f})"
     console.print(f"challenger - champion: {res.diff:+.3f} per customer over {res.days} days, always-valid interval "

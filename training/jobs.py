@@ -11,6 +11,7 @@ with the same parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -738,8 +739,8 @@ def check_guardrails(guardrails: Any, source: str = SIMULATOR) -> tuple[Any, ...
 def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: str = SIMULATOR,
        experiment: str = "ab", scenario_path: str | None = None, customers: int = 5000, days: int = 14,
        pre_days: int = 7, split: float = 0.5, start: float | None = None, alpha: float = 0.05, seed: int = 0,
-       purpose: str = "ab", guardrails: Any = None, truth: bool = True, out: Path | None = None,
-       progress: Progress = None) -> ABResult:
+       purpose: str = "ab", guardrails: Any = None, truth: bool = True, require: str = "better",
+       out: Path | None = None, progress: Progress = None) -> ABResult:
     """Champion against challenger: simulated (both policies as arms in the journey simulator, the
     true effects known) or from a logged experiment (decisions with ``experiment`` and arms
     ``champion``/``challenger`` in a decision log). Analysed by :mod:`nba.ab` (Welch, CUPED with a
@@ -753,6 +754,10 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
     which :func:`promote` checks against the aliases. ``truth`` (simulated tests) also runs both
     policies on every customer for the exact effects (common random numbers): it doubles the
     challenger's share of the work; ``False`` halves the job's time and reports no true effects.
+    ``require``: what the primary metric must show for ``ab.promote`` (:func:`nba.ab.decide`):
+    ``"better"`` (significantly), or ``"not_worse"`` for a test too small to resolve the lift another
+    piece of evidence predicts (the quickstart's: its off-policy estimate), where the test's part is to
+    show no harm.
     """
     import mlflow
 
@@ -764,7 +769,11 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
         raise JobError(f"alpha: must be in (0, 1), got {alpha}")
     if not isinstance(days, int) or days < 1:
         raise JobError(f"days: expected a positive number of days, got {days!r}")
+    from nba.ab import REQUIRE
+
     declared = check_guardrails(guardrails, source)
+    if require not in REQUIRE:
+        raise JobError(f"require: expected one of {', '.join(REQUIRE)}, got {require!r}")
     scenario = load_scenario(scenario_path)
     out = Path(tempfile.mkdtemp(prefix="nba-ab-")) if out is None else Path(out)
     if source == SIMULATOR:
@@ -787,7 +796,7 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
     with _start("ab", run_name=f"ab-{experiment}") as run:
         mlflow.log_params({"experiment": experiment, "source": "simulator" if source == SIMULATOR else "decision_log",
                            "alpha": alpha, "seed": seed, "champion": champion, "challenger": challenger,
-                           "guardrails": json.dumps([g.to_dict() for g in declared])})
+                           "guardrails": json.dumps([g.to_dict() for g in declared]), "require": require})
         true_effect = None
         if source == SIMULATOR:
             from envs.experiment import run_experiment
@@ -807,6 +816,7 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
             inputs = ab_report.log_inputs(lambda: log.iter_batches(rule, experiment=experiment), experiment=experiment,
                                           control="champion", start=t0, days=days, alpha=alpha, guardrails=declared,
                                           guardrail_batches=lambda r: log.iter_batches(r, experiment=experiment))
+        inputs = dataclasses.replace(inputs, require=require)
         files = ab_report.render_report(inputs, out)
         for f in files.all():
             mlflow.log_artifact(str(f), artifact_path="ab_report")

@@ -524,6 +524,14 @@ def test_verdict_needs_a_better_primary_and_every_guardrail():
     assert not v.promote and v.failed == ("churn",) and "churn breached" in v.reason
     assert not ab.decide(flat, [ok]).promote and ab.decide(flat, [ok]).primary == "inconclusive"
     assert ab.decide(worse, []).primary == "worse" and not ab.decide(worse, []).promote
+    # "not_worse": an inconclusive primary passes, a worse one never does, the guardrails still decide
+    assert ab.decide(flat, [ok], require="not_worse").promote
+    assert "required: not significantly worse" in ab.decide(flat, [ok], require="not_worse").reason
+    assert not ab.decide(flat, [ok, bad], require="not_worse").promote
+    assert not ab.decide(worse, [ok], require="not_worse").promote
+    assert ab.decide(better, [ok], require="not_worse").promote
+    with pytest.raises(ValueError, match="require"):
+        ab.decide(flat, [ok], require="maybe")
 
 
 def test_noninferiority_power_and_sample_size():
