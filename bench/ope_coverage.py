@@ -18,9 +18,11 @@ logging distribution (known for a simulated log), one cross-fitted reward model 
 refits per log (:func:`nba.ope.fit_reward_models`), the customers as the bootstrap's clusters.
 Extra rows: ``dm_fixed``/``dr_fixed`` (the model held fixed: the intervals before this change)
 and, with ``--channel-content``, ``mips_cc``/``mdr_cc`` (groups of channel x content instead of
-channel). ``--first-log`` runs logs ``first .. first + logs - 1`` (to split a run between
-processes); ``--merge a.json b.json ...`` summarises the runs of several JSON files together. The
-JSON file is rewritten after every log, so an interrupted run keeps what it measured.
+channel). ``--estimated-logging``: the logger's group probabilities estimated from each log, as
+for a log whose logging distribution is unknown (IPS, DR, MIPS and MDR only). ``--first-log``
+runs logs ``first .. first + logs - 1`` (to split a run between processes); ``--merge a.json
+b.json ...`` summarises the runs of several JSON files together. The JSON file is rewritten after
+every log, so an interrupted run keeps what it measured.
 
 Prints per policy x estimator: coverage of the exact value by the 95% interval (over the logs
 where the estimate is not marked unsupported, and over all), mean bias and its standard error,
@@ -152,7 +154,7 @@ Estimates = dict[str, dict[str, ope.Estimate]]  # policy -> estimator -> estimat
 
 
 def evaluate_log(policies: Mapping[str, Policy], log: Mapping[str, Any], seed: int, *, bootstrap: int, refits: int,
-                 rounds: int, channel_content: bool = False, threads: int = 1
+                 rounds: int, channel_content: bool = False, threads: int = 1, estimated_logging: bool = False
                  ) -> tuple[dict[str, float], Estimates, float]:
     """Exact values and every estimate of each policy on one log; also the reward model's fitting time."""
     space = next(iter(policies.values())).space
@@ -167,6 +169,15 @@ def evaluate_log(policies: Mapping[str, Policy], log: Mapping[str, Any], seed: i
     for name, policy in policies.items():
         probs = policy.probabilities(log["context"], log["eligible"])
         truth[name] = float(np.einsum("ij,ij->i", probs, log["er"]).mean())
+        if estimated_logging:  # the logger's group probabilities estimated from the log, as for a real log
+            if "logging_groups" not in log:
+                log["logging_groups"] = ope.fit_group_propensities(
+                    log["context"], log["action"], ope.action_groups(space), mask=log["eligible"], seed=seed,
+                    threads=threads)
+            est = ope.evaluate(probs, data, q_hat=model, **{**kw, "logging": None},
+                               logging_groups=log["logging_groups"])
+            estimates[name] = {k: est[k] for k in ("ips", "dr", "mips", "mdr")}
+            continue
         est = ope.evaluate(probs, data, q_hat=model, **kw)
         fixed = ope.evaluate(probs, data, q_hat=model.q_hat, **kw)
         est |= {"dm_fixed": fixed["dm"], "dr_fixed": fixed["dr"]}
@@ -276,6 +287,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="LightGBM threads of the reward model and the tree policies (on a busy machine one "
                          "thread is several times faster than two)")
+    ap.add_argument("--estimated-logging", action="store_true",
+                    help="the logger's group probabilities estimated from each log (fit_group_propensities), not "
+                         "given: IPS, DR, MIPS and MDR only (the support check then reads the log's counts)")
     ap.add_argument("--channel-content", action="store_true", help="also the marginal estimators on channel x content")
     ap.add_argument("--first-log", type=int, default=0)
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="summarise these JSON outputs together")
@@ -305,7 +319,8 @@ def main() -> None:
         log = simulate_log(scenario, args.seed, args.decisions, f"{EVAL}/{j}", keep_truth=True)
         sim_s.append(time.perf_counter() - t0)
         truth, est, fs = evaluate_log(policies, log, args.seed + j, bootstrap=args.bootstrap, refits=args.refits,
-                                      rounds=args.rounds, channel_content=args.channel_content, threads=args.threads)
+                                      rounds=args.rounds, channel_content=args.channel_content, threads=args.threads,
+                                      estimated_logging=args.estimated_logging)
         if j == args.first_log:  # the exact values are bandit_truth's (the replay of the same logging run)
             exact = bandit_truth(scenario, logger(scenario), policies, args.decisions, BATCH, args.seed,
                                  purpose=f"{EVAL}/{j}")
