@@ -322,7 +322,7 @@ def transitions_from_log(batch, gamma: float | None = None) -> dict[str, np.ndar
 
 def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | None = None,
           params: Mapping[str, Any] | None = None, decisions: int = 20_000, customers: int = 4000,
-          seed: int = 0, purpose: str = "train", safe: bool = True, register: bool = True,
+          seed: int = 0, purpose: str = "train", safe: bool | Mapping[str, Any] = True, register: bool = True,
           plots_dir: Path | None = None, progress: Progress = None) -> TrainResult:
     """Fit one policy and log it (registered under :data:`training.registry.MODEL_NAME`).
 
@@ -335,7 +335,8 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
 
     ``safe`` (default): a bandit learning from a log learns in its conservative mode
     (:func:`conservative`): where the log's support for an action is thin it keeps the logging
-    policy's probability, so the learned policy does not come out worse than the one that wrote the log.
+    policy's probability, so the learned policy does not come out worse than the one that wrote the log;
+    a mapping is that mode's parameters (``{"contacts": "keep"}``, say: see :class:`nba.policies.safe.SPIBB`).
     """
     import mlflow
 
@@ -346,7 +347,7 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     offline_log = None
     if source != SIMULATOR:
         if safe and policy_name in LEARNERS and policy_name not in OFFLINE and not isinstance(policy, SPIBB):
-            policy = conservative(policy, scenario, source)
+            policy = conservative(policy, scenario, source, **(safe if isinstance(safe, Mapping) else {}))
         offline_log = open_log(source)
         layout = offline_log.layout()
         if layout.context_dim != scenario.feature_spec.dim or layout.n_actions != scenario.action_space.n_actions:
@@ -364,7 +365,8 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
             mlflow.log_params({"safe": "spibb", "safe.n_min": policy.n_min, "safe.baseline": policy.baseline_name,
                                "safe.baseline_epsilon": policy.baseline_epsilon,
                                "safe.baseline_holdout": policy.baseline_holdout,
-                               "safe.bucket": ",".join(policy.buckets.families), "safe.group": policy.group})
+                               "safe.bucket": ",".join(policy.buckets.families), "safe.group": policy.group,
+                               "safe.contacts": policy.contacts})
         if offline_log is not None:
             digest = LogDigest(source)
             metrics = _train_offline(policy, offline_log, digest, progress)
@@ -389,18 +391,21 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
-def conservative(policy: Policy, scenario: Scenario, log_url: str) -> SPIBB:
+def conservative(policy: Policy, scenario: Scenario, log_url: str, **params: Any) -> SPIBB:
     """``policy`` in its conservative mode for learning from the log at ``log_url``
     (:class:`nba.policies.safe.SPIBB`): where the log's support is thin it keeps the baseline, the
     logging policy's base policy when the log's simulate run names it (its exploration is what it
     paid to learn, not a choice worth keeping: see :mod:`nba.policies.safe`), else the log's own
-    action frequencies."""
+    action frequencies. ``params``: the wrapper's other parameters (``n_min``, ``contacts``...)."""
     replay = find_simulation(log_url)
     if replay is not None and replay["policy"] in POLICIES and replay["policy"] not in LEARNERS:
         baseline = {"baseline": replay["policy"], "baseline_params": dict(replay.get("params") or {})}
     else:
         baseline = {"baseline": ESTIMATE}
-    return SPIBB(scenario.action_space, tuple(scenario.segments), learner=policy, **baseline)
+    try:
+        return SPIBB(scenario.action_space, tuple(scenario.segments), learner=policy, **baseline, **params)
+    except (TypeError, ValueError) as e:
+        raise JobError(f"safe: {e}") from e
 
 
 def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, seed: int, purpose: str, out: Path,

@@ -65,6 +65,7 @@ from nba.policies.linear import _check_update
 BUCKET = ("segment", "stage", "cart_active")  # one-hot families of nba.features.FeatureSpec (or binary feature names)
 GROUPS = ("action", "channel_content", "channel")
 IMPROVE = ("greedy", "learner")
+CONTACTS = ("free", "keep")  # may the freed mass change how often a customer is contacted
 ESTIMATE = "estimate"  # the baseline estimated from the log's counts
 N_MIN = 40  # log decisions per (bucket, group) below which an action is bootstrapped
 
@@ -144,6 +145,12 @@ class SPIBB:
     improve
         ``"greedy"``: the freed mass goes to the supported action the learner scores best;
         ``"learner"``: it follows the learner's distribution over the supported actions.
+    contacts
+        ``"free"``: the freed mass goes wherever the learner prefers, no contact included; ``"keep"``:
+        the baseline's no-contact probability stays where the log supports it, and only its contact
+        mass moves to the learner's preferred supported *contact*: the policy contacts customers as
+        often as the baseline, and improves the channel, content and send time of those contacts
+        (for a brand whose experiments guard the number of messages sent).
     """
 
     name: ClassVar[str] = "spibb"
@@ -152,7 +159,8 @@ class SPIBB:
                  learner_params: dict[str, Any] | None = None, baseline: str = "business_as_usual",
                  baseline_params: dict[str, Any] | None = None, baseline_epsilon: float = 0.0,
                  baseline_holdout: float = 0.0, n_min: float = N_MIN, bucket: list[str] | tuple[str, ...] = BUCKET,
-                 group: str = "channel_content", improve: str = "greedy", dim: int | None = None) -> None:
+                 group: str = "channel_content", improve: str = "greedy", contacts: str = "free",
+                 dim: int | None = None) -> None:
         from nba.policies import LEARNERS, POLICIES, create
 
         self.space, self.segments = space, tuple(segments)
@@ -164,7 +172,9 @@ class SPIBB:
             raise ValueError(f"n_min: must be >= 0, got {n_min!r}")
         if improve not in IMPROVE:
             raise ValueError(f"improve: unknown improvement {improve!r}; valid: {list(IMPROVE)}")
-        self.n_min, self.improve, self.group = float(n_min), improve, group
+        if contacts not in CONTACTS:
+            raise ValueError(f"contacts: expected one of {list(CONTACTS)}, got {contacts!r}")
+        self.n_min, self.improve, self.group, self.contacts = float(n_min), improve, group, contacts
         self.groups = action_groups(space, group)
         self.buckets = Buckets(self.spec, tuple(bucket))
         self.counts = np.zeros((self.buckets.n, space.n_actions), np.int64)
@@ -238,6 +248,11 @@ class SPIBB:
         free = mask & ~boot
         kept = np.where(boot, pb, 0.0)
         mass = 1.0 - kept.sum(axis=1)  # the baseline's probability of the supported actions
+        if self.contacts == "keep":  # the supported no-contact mass stays; only contacts move, among contacts
+            kept[:, 0] += np.where(free[:, 0], pb[:, 0], 0.0)
+            mass = 1.0 - kept.sum(axis=1)
+            free = free.copy()
+            free[:, 0] = False
         out = kept
         rows = np.flatnonzero(free.any(axis=1))  # rows the learner is asked about: a function of the support alone
         if rows.size == 0:
@@ -283,7 +298,7 @@ class SPIBB:
                   "baseline": self.baseline_name, "baseline_params": self.baseline_params,
                   "baseline_epsilon": self.baseline_epsilon, "baseline_holdout": self.baseline_holdout,
                   "n_min": self.n_min, "bucket": list(self.buckets.families), "group": self.group,
-                  "improve": self.improve}
+                  "improve": self.improve, "contacts": self.contacts}
         arrays = {"counts": self.counts, **{f"learner.{k}": v for k, v in la.items()}}
         return params, arrays, {f"learner.{k}": v for k, v in lm.items()}
 

@@ -135,6 +135,35 @@ def test_bootstrapped_actions_keep_the_baseline_probability_and_the_rest_goes_to
     np.testing.assert_array_equal(best, np.argmax(np.where(free, scores, -np.inf), axis=1))
 
 
+def test_keeping_contacts_moves_only_the_contact_mass_among_contacts(tmp_path):
+    """contacts="keep": where no contact is supported, its baseline probability stays, so the policy contacts as
+    often as the baseline; the freed contact mass goes to the learner's best supported contact."""
+    base = fitted()
+    policy = with_counts(base, contacts="keep")
+    X, mask = eval_contexts()
+    p, pb = policy.probabilities(X, mask), policy.baseline_probabilities(X, mask)
+    boot = policy.bootstrapped(X, mask)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    assert np.all(p[~mask] == 0.0)
+    np.testing.assert_array_equal(p[boot], pb[boot])
+    np.testing.assert_allclose(p[:, 0], pb[:, 0], rtol=0, atol=1e-12)  # as often as the baseline
+    free = mask & ~boot
+    free[:, 0] = False
+    some = free.any(axis=1)
+    assert some.mean() > 0.8 and (pb[some, 0] < 1).any()  # most rows have a supported contact (0.86 here)
+    extra = np.where(free, p, 0.0)[some]
+    assert ((extra > 0).sum(axis=1) <= 1).all()
+    moved = extra.sum(axis=1) > 0
+    scores = policy.learner.scores(X[some])
+    np.testing.assert_array_equal(np.argmax(extra, axis=1)[moved],
+                                  np.argmax(np.where(free[some], scores, -np.inf), axis=1)[moved])
+    # the free mode may trade contacts for no contact and back: here it contacts more than the baseline
+    assert (base.probabilities(X, mask)[:, 0] < pb[:, 0] - 1e-9).any()
+    restored = serialization.load(serialization.save(policy, tmp_path / "keep"))
+    assert restored.contacts == "keep"
+    np.testing.assert_array_equal(restored.probabilities(X, mask), p)
+
+
 def test_n_min_zero_is_the_learner_greedy_and_a_huge_n_min_the_baseline():
     policy = fitted()
     X, mask = eval_contexts(500)
@@ -199,6 +228,7 @@ BAD = {
     "learner": {"learner": "business_as_usual"},
     "dim": {"dim": DIM + 1},
     "epsilon": {"baseline_epsilon": 1.5},
+    "contacts": {"contacts": "sometimes"},
 }
 
 
