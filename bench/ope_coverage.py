@@ -29,8 +29,8 @@ where the estimate is not marked unsupported, and over all), mean bias and its s
 mean interval width, the share of logs where it is unsupported; then, for ranking rules (an
 estimator and a statistic: the point estimate or the lower bound, unsupported estimates left out),
 how often each picks the truly best policy and its mean regret. ``--policy-param NAME.KEY=VALUE``
-passes parameters to a policy's constructor; ``transform=`` of :func:`train_policies` wraps the
-learned bandits (a conservative mode, say).
+passes parameters to a policy's constructor; ``--safe`` trains the bandits in their conservative
+mode (SPIBB, as ``jobs.train`` now does by default).
 """
 
 from __future__ import annotations
@@ -76,18 +76,25 @@ def build(name: str, scenario: Scenario, params: Mapping[str, Any] | None = None
 
 
 def train_policies(scenario: Scenario, seed: int = 0, *, decisions: int = 30_000, customers: int = 2000,
-                   params: Mapping[str, Mapping[str, Any]] | None = None,
+                   params: Mapping[str, Mapping[str, Any]] | None = None, safe: bool = False,
                    transform: Callable[[str, Policy], Policy] | None = None) -> dict[str, Policy]:
     """The quickstart's twelve policies, trained as it trains them (module docstring), in its order.
 
-    ``params``: constructor parameters by policy name; ``transform(name, policy)``: applied to each
-    learned bandit after training (e.g. a conservative wrapper).
+    ``params``: constructor parameters by policy name; ``safe``: each bandit learns in its
+    conservative mode (:class:`nba.policies.safe.SPIBB` around it, business as usual the baseline,
+    as ``jobs.conservative`` builds it for a simulated log); ``transform(name, policy)``: applied to
+    each learned bandit after training.
     """
     params = dict(params or {})
     out: dict[str, Policy] = {name: build(name, scenario, params.get(name)) for name in BASELINES}
     log = simulate_log(scenario, seed, decisions, TRAIN, keep_events=True)
     for name in BANDITS:
         policy = build(name, scenario, params.get(name))
+        if safe:
+            from nba.policies.safe import SPIBB
+
+            policy = SPIBB(scenario.action_space, tuple(scenario.segments), learner=policy,
+                           baseline="business_as_usual")
         events = getattr(policy, "learns_from_events", False)
         for s in range(0, decisions, CHUNK_ROWS):
             rows = slice(s, s + CHUNK_ROWS)
@@ -287,6 +294,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="LightGBM threads of the reward model and the tree policies (on a busy machine one "
                          "thread is several times faster than two)")
+    ap.add_argument("--safe", action="store_true", help="the bandits in their conservative mode (SPIBB), as jobs.train")
     ap.add_argument("--estimated-logging", action="store_true",
                     help="the logger's group probabilities estimated from each log (fit_group_propensities), not "
                          "given: IPS, DR, MIPS and MDR only (the support check then reads the log's counts)")
@@ -309,7 +317,7 @@ def main() -> None:
     params = _param(args.policy_param)
     for name in LIGHTGBM:
         params.setdefault(name, {}).setdefault("threads", args.threads)
-    policies = train_policies(scenario, args.seed, params=params)
+    policies = train_policies(scenario, args.seed, params=params, safe=args.safe)
     train_s = time.perf_counter() - t_start
     print(f"trained {len(policies)} policies in {train_s:.0f} s; {args.logs} evaluation logs of {args.decisions:,} "
           f"decisions; {args.bootstrap} resamples; reward model {args.rounds} rounds, {args.refits} refits")
