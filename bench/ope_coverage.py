@@ -21,8 +21,9 @@ and, with ``--channel-content``, ``mips_cc``/``mdr_cc`` (groups of channel x con
 channel). ``--estimated-logging``: the logger's group probabilities estimated from each log, as
 for a log whose logging distribution is unknown (IPS, DR, MIPS and MDR only). ``--first-log``
 runs logs ``first .. first + logs - 1`` (to split a run between processes); ``--merge a.json
-b.json ...`` summarises the runs of several JSON files together. The JSON file is rewritten after
-every log, so an interrupted run keeps what it measured.
+b.json ...`` summarises the runs of several JSON files together (the estimates flagged again with
+the current ``nba.ope.SUPPORT_SHARE`` from their stored support gaps). The JSON file is rewritten
+after every log, so an interrupted run keeps what it measured.
 
 Prints per policy x estimator: coverage of the exact value by the 95% interval (over the logs
 where the estimate is not marked unsupported, and over all), mean bias and its standard error,
@@ -308,8 +309,9 @@ def main() -> None:
     if args.merge:
         merged = [json.loads(f.read_text()) for f in args.merge]
         truths = [t for m in merged for t in m["truths"]]
-        runs = [{p: {n: ope.Estimate(**e) for n, e in r.items()} for p, r in run.items()}
-                for m in merged for run in m["estimates"]]
+        # flagged again with the current threshold (nba.ope.SUPPORT_SHARE) from the stored support gaps
+        runs = [{p: {n: ope.Estimate(**{**e, "unsupported": e["support_gap"] > ope.SUPPORT_SHARE})
+                     for n, e in r.items()} for p, r in run.items()} for m in merged for run in m["estimates"]]
         report(truths, runs, args, sum(m["wall_s"] for m in merged), merged[0])
         return
     t_start = time.perf_counter()
@@ -326,7 +328,8 @@ def main() -> None:
         t0 = time.perf_counter()
         log = simulate_log(scenario, args.seed, args.decisions, f"{EVAL}/{j}", keep_truth=True)
         sim_s.append(time.perf_counter() - t0)
-        truth, est, fs = evaluate_log(policies, log, args.seed + j, bootstrap=args.bootstrap, refits=args.refits,
+        # the resampling and reward-model seed: the log's own index (its customers are (seed, EVAL/j)'s)
+        truth, est, fs = evaluate_log(policies, log, j, bootstrap=args.bootstrap, refits=args.refits,
                                       rounds=args.rounds, channel_content=args.channel_content, threads=args.threads,
                                       estimated_logging=args.estimated_logging)
         if j == args.first_log:  # the exact values are bandit_truth's (the replay of the same logging run)

@@ -102,7 +102,7 @@ more than ``support_weight`` (:data:`SUPPORT_WEIGHT`, 100) times the logger's pr
 (so any unit the logger could not take). Without the logging distribution it is read from the log
 alone: the units whose share of the logged rows is below ``1 / support_weight`` of the target's
 mean probability of them (those never logged included). ``unsupported`` is ``support_gap >
-support_share`` (:data:`SUPPORT_SHARE`, 10%): such an estimate rests on a few rows (or on the model
+support_share`` (:data:`SUPPORT_SHARE`, 5%): such an estimate rests on a few rows (or on the model
 alone where the logger never acted), its interval is not to be trusted, and it must not be ranked
 on or promote a policy. A deterministic target that departs from a logger exploring 20% of the
 time over about 110 eligible actions has weights near 550 on actions, near 40 on channels.
@@ -136,8 +136,10 @@ _SUM_TOL = 1e-6  # tolerance on the target's row sums
 # estimators) is *thinly supported* in a context when the target gives it more than SUPPORT_WEIGHT
 # times the logger's probability there (the logger never took it: any weight); an estimate whose
 # target puts more than SUPPORT_SHARE of its mass on such units is flagged ``unsupported``.
+# (bench/ope_coverage.py: with a 10% share the action-level IPS of the rule-based journey, 8.6% of
+# its mass thinly supported, was not flagged and covered 65% of the time; at 5% it is flagged.)
 SUPPORT_WEIGHT = 100.0
-SUPPORT_SHARE = 0.10
+SUPPORT_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -1009,8 +1011,12 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
 
 
 # ----------------------------------------------------------------------------- ranking
-RANK_ESTIMATOR = "mdr"  # the estimator to rank policies by (bench/ope_coverage.py: coverage and regret)
-RANK_STATISTIC = "value"  # its point estimate ("value") or its lower bound ("ci_low")
+# The estimator and statistic to rank policies by: bench/ope_coverage.py, on the quickstart's twelve
+# policies over 50 evaluation logs, found marginal DR (by channel) the one estimator supported on
+# every policy whose intervals covered the exact value, and its lower bound the rule of least regret
+# (the point estimate of the noisiest policy wins too often among twelve); see bench/RESULTS.md.
+RANK_ESTIMATOR = "mdr"
+RANK_STATISTIC = "ci_low"  # the point estimate ("value") or the lower bound ("ci_low")
 
 
 def rank(estimates: Mapping[str, Mapping[str, Estimate]], estimator: str = RANK_ESTIMATOR,
