@@ -779,13 +779,18 @@ class RewardModel:
     (``delta_k = q_k - q_hat``; ``c_i`` the row's weight on its residual: 0 for DM, ``w_i`` for DR).
     The shifts' spread is added to the bootstrap's (each replicate moves by one refit's centred
     shift), so DM and DR intervals widen where the model is unsure; ``Estimate.model_se`` is that
-    share. The refits' spread is the model's variance, not its bias.
+    share. The refits' spread is the model's variance, not its bias. It also carries the logger's
+    group probabilities estimated from the same log (:func:`fit_group_propensities`, on
+    ``groups``), which :func:`evaluate` uses for the marginal estimators when it is given neither
+    ``logging`` nor ``logging_groups`` (fitted once per log, not once per target).
     """
 
     q_hat: np.ndarray  # (n, A) out-of-fold predictions
     probe: np.ndarray  # (m,) rows where the refits predict every action
     probe_delta: np.ndarray  # (K, m, A) float32: refit minus q_hat on the probe rows
     logged_delta: np.ndarray  # (K, n) refit minus q_hat on each row's logged action, NaN on in-bag rows
+    groups: np.ndarray | None = None  # (A,) the action groups of logging_groups
+    logging_groups: np.ndarray | None = None  # (n, G) the logger's group probabilities estimated from the log
 
     def shifts(self, target: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         """(K,) each refit's shift of an estimate with residual weights ``weights`` (n,) (None: DM)."""
@@ -799,12 +804,15 @@ class RewardModel:
 
 def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=None, folds: int = 2, seed: int = 0,
                       refits: int = REFITS, probe_rows: int = PROBE_ROWS, clusters=None,
-                      num_boost_round: int = EVAL_ROUNDS,
+                      groups: str | Any | None = None, num_boost_round: int = EVAL_ROUNDS,
                       learning_rate: float = 0.1, num_leaves: int = 31, min_data_in_leaf: int = 50,
                       threads: int = 2) -> RewardModel:
     """:func:`fit_reward_model` plus ``refits`` refits on bootstrap resamples (:class:`RewardModel`).
 
-    ``clusters`` (n,) ids: the refits resample customers, as the cluster bootstrap does. The refits
+    ``clusters`` (n,) ids: the refits resample customers, as the cluster bootstrap does. ``groups``:
+    the marginal estimators' groups (a name of :func:`action_groups` or (A,) codes; default
+    :data:`DEFAULT_GROUPING` on an ActionSpace), whose logger probabilities are estimated from the
+    log (:func:`fit_group_propensities`; none when every action is its own group). The refits
     cost ``refits`` trainings on a fold's size and predictions on ``probe_rows`` rows; ``refits=0``
     gives no spread (the intervals then leave the model's uncertainty out). The model's other
     parameters as :func:`fit_reward_model` (but :data:`EVAL_ROUNDS` boosting rounds by default).
@@ -837,7 +845,13 @@ def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=Non
         oob = np.flatnonzero(oob)
         design = np.hstack([X[oob].astype(np.float32), psi[actions[oob]]])
         logged_delta[k, oob] = booster.predict(design, num_threads=threads) - q[oob, actions[oob]]
-    return RewardModel(q, probe, probe_delta, logged_delta)
+    if groups is None or isinstance(groups, str):
+        groups = action_groups(space, groups or (DEFAULT_GROUPING if isinstance(space, ActionSpace) else "action"))
+    codes, g = _check_groups(groups, n_actions)
+    logging_groups = None
+    if g < n_actions:
+        logging_groups = fit_group_propensities(X, actions, codes, mask=mask, seed=seed, threads=threads)
+    return RewardModel(q, probe, probe_delta, logged_delta, codes, logging_groups)
 
 
 def fit_group_propensities(X, actions, groups, *, mask=None, seed: int = 0, num_boost_round: int = 20,
@@ -972,6 +986,9 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
     model = q_hat if isinstance(q_hat, RewardModel) else None
     q = _check_q_hat(model.q_hat if model is not None else q_hat, t.shape)
     lg = _check_logging(logging, t.shape)
+    if (lg is None and logging_groups is None and model is not None and model.logging_groups is not None
+            and np.array_equal(model.groups, _check_groups(groups, t.shape[1])[0])):
+        logging_groups = model.logging_groups  # estimated once with the model
     if lg is None and logging_groups is None and len(np.unique(groups)) < t.shape[1]:
         if context is None:
             raise ValueError("data: the marginal estimators need the field 'context' to estimate the logger's "

@@ -746,3 +746,21 @@ def test_rank_leaves_unsupported_estimates_out():
         ope.rank(estimates, "xx")
     with pytest.raises(ValueError, match=r"^statistic: must be"):
         ope.rank(estimates, "mdr", "ci_high")
+
+
+def test_reward_models_carry_the_loggers_group_probabilities_for_evaluate():
+    n = 3000
+    X, mask, er, a, p, r, customers = _logged(90_000_000, n)
+    params = {"num_boost_round": 10, "threads": 1}
+    model = ope.fit_reward_models(X, a, r, SMALL.action_space, mask=mask, refits=2, probe_rows=200, **params)
+    groups = ope.action_groups(SMALL.action_space)
+    assert np.array_equal(model.logging_groups, ope.fit_group_propensities(X, a, groups, mask=mask, threads=1))
+    target = epsilon_greedy(er, mask, 0.1)
+    data = {"action": a, "propensity": p, "reward": r, "context": X, "eligible": mask}
+    out = ope.evaluate(target, data, q_hat=model, space=SMALL.action_space, n_bootstrap=20)
+    given = ope.evaluate(target, data, q_hat=model, space=SMALL.action_space, n_bootstrap=20,
+                         logging_groups=model.logging_groups)
+    assert out == given
+    # every action its own group: nothing to estimate
+    assert ope.fit_reward_models(X, a, r, SMALL.action_space, mask=mask, refits=0, groups="action",
+                                 **params).logging_groups is None
