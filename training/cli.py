@@ -158,17 +158,18 @@ def _quickstart_table(res) -> Table:
     """The quickstart's policies in 80 columns: evidence first, the exact value beside it."""
     from rich import box
 
+    from nba.ope import RANK_STATISTIC
     from training.jobs import RANK_BY
 
     t = Table(title=f"Policies on the evaluation log (customers unseen in training):\nvalue per decision, "
-                    f"off-policy ({RANK_BY}, 95% interval) beside the exact value",
+                    f"off-policy ({RANK_BY}, 95% interval), exact beside",
               box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ("policy", "est.", "95% interval", "flag", "A/B", "exact", "role"):
         t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right",
                      no_wrap=True)
     champion = res.champion.version
     challenger = None if res.challenger is None else res.challenger.version
-    for r in sorted(res.rows, key=lambda r: (bool(r.flags), -r.estimate.value)):
+    for r in sorted(res.rows, key=lambda r: (bool(r.flags), -getattr(r.estimate, RANK_STATISTIC))):
         e = r.estimate
         flag = {"unsupported": "unsupp", "below_logging": "<logger"}.get(r.flags[0], r.flags[0]) if r.flags else ""
         ab = "" if r.ab is None else ("won" if r.ab.promote else ("lost" if r.ab.winner != "challenger" else "guard"))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from envs.scenario import Scenario
-from nba.ope import RANK_ESTIMATOR
+from nba.ope import RANK_ESTIMATOR, RANK_STATISTIC
 from nba.policies import LEARNERS, POLICIES, RULE_BASED, Explore, Policy, create
 from nba.policies.fqi import returns_to_go
 from nba.policies.safe import ESTIMATE, SPIBB
@@ -549,8 +549,10 @@ class EvaluateResult:
     flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> UNSUPPORTED / BELOW_LOGGING
 
     def ranked(self) -> list[str]:
-        """Labels by the :data:`RANK_BY` estimate, best first; flagged ones last (never ranked above others)."""
-        return sorted(self.estimates, key=lambda k: (bool(self.flags.get(k)), -self.estimates[k][RANK_BY].value))
+        """Labels by the :data:`RANK_BY` estimate's :data:`nba.ope.RANK_STATISTIC` (its point estimate or
+        lower bound), best first; flagged ones last (never ranked above others)."""
+        return sorted(self.estimates, key=lambda k: (bool(self.flags.get(k)),
+                                                     -getattr(self.estimates[k][RANK_BY], RANK_STATISTIC)))
 
 
 def logging_value(batch, n_bootstrap: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
