@@ -606,6 +606,12 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         model = fit_reward_models(batch.context, batch.action, batch.reward, space, mask=batch.eligible, seed=seed,
                                   clusters=batch.customer_id)
         logged = logging_value(batch, n_bootstrap, seed)
+        replay = find_simulation(log_url)
+        logging = None
+        if replay is not None:  # the logging distribution itself: exact group weights and support check
+            logging = replay_logging(replay)[1].probabilities(batch.context, batch.eligible)
+            if not np.allclose(logging[np.arange(len(batch)), batch.action], batch.propensity, rtol=1e-6, atol=1e-9):
+                logging = None  # not the distribution that wrote this log: estimate it instead
         mlflow.log_metrics({"logging.value": logged[0], "logging.value.ci_low": logged[1],
                             "logging.value.ci_high": logged[2]})
         estimates: dict[str, dict[str, Any]] = {}
@@ -613,7 +619,8 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         targets_probs: dict[str, np.ndarray] = {}
         for label, policy, version in resolved:
             probs = targets_probs[label] = policy.probabilities(batch.context, batch.eligible)
-            est = ope_evaluate(probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed)
+            est = ope_evaluate(probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed,
+                               logging=logging)
             estimates[label] = est
             flags[label] = flags_of(est, logged[0])
             key = _metric_key(label.replace("@", ""))
@@ -636,7 +643,6 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
                              f"eval.{name}.ci_high": e.ci_high, f"eval.{name}.unsupported": e.unsupported}
                 registry.version_tags(version, tags)
         truth = logging_truth = None
-        replay = find_simulation(log_url)
         if replay is not None:
             from envs.rollout import bandit_truth
 
