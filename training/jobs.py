@@ -911,10 +911,11 @@ def promote(*, metric: str = "dr", ab_run: str | None = None, rollback: bool = F
     """
     import mlflow
 
+    from nba.ope import ESTIMATORS
     from training import registry
 
-    if metric not in ("ips", "snips", "dm", "dr", "switch_dr"):
-        raise JobError(f"metric: unknown estimator {metric!r}; valid: ips, snips, dm, dr, switch_dr")
+    if metric not in ESTIMATORS:
+        raise JobError(f"metric: unknown estimator {metric!r}; valid: {', '.join(ESTIMATORS)}")
     predicted = None
     if predicted_lift is not None or predicted_ci is not None:
         if predicted_lift is None:
