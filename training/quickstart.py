@@ -11,7 +11,8 @@
    logging run and knows every expected reward), flagging estimates without support and policies
    worse than the logger;
 4. the closed loop: business as usual, today's production policy, is the starting ``champion``;
-   the best unflagged policies by their off-policy estimate are the shortlist; each in turn is the
+   the best unflagged policies whose off-policy lower bound beats the champion's estimate are the
+   shortlist; each in turn is the
    ``challenger`` of a simulated A/B test on customers of their own (guardrails on opt-outs, churn
    and sends per customer; an always-valid test on the reward that must show no harm, since at this
    size it cannot resolve the lift the off-policy estimate predicts) and ``promote`` moves
@@ -115,8 +116,10 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
     registry.set_alias(registry.CHAMPION, versions[PRODUCTION])
     registry.version_tags(versions[PRODUCTION], {"promotion.reason": "quickstart: today's production policy"})
     base = rows[PRODUCTION].estimate
+    # a candidate's lower bound must beat the champion's estimate: the A/B that follows is too small to
+    # stop a worse policy on its own (it shows harm only beyond about 4 a customer)
     shortlist = [n for n in map(name_of.get, ev.ranked())
-                 if n != PRODUCTION and not rows[n].flags and rows[n].estimate.value > base.value][:SHORTLIST]
+                 if n != PRODUCTION and not rows[n].flags and rows[n].estimate.ci_low > base.value][:SHORTLIST]
     champion, promotions = PRODUCTION, []
     for k, name in enumerate(shortlist):
         registry.set_alias(registry.CHALLENGER, versions[name])
