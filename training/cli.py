@@ -159,7 +159,7 @@ def _quickstart_table(res) -> Table:
     from rich import box
 
     from nba.ope import RANK_STATISTIC
-    from training.jobs import RANK_BY
+    from training.jobs import BELOW_LOGGING, RANK_BY, UNSUPPORTED
 
     t = Table(title=f"Policies on the evaluation log (customers unseen in training):\nvalue per decision, "
                     f"off-policy ({RANK_BY}, 95% interval), exact beside",
@@ -171,8 +171,9 @@ def _quickstart_table(res) -> Table:
     challenger = None if res.challenger is None else res.challenger.version
     for r in sorted(res.rows, key=lambda r: (bool(r.flags), -getattr(r.estimate, RANK_STATISTIC))):
         e = r.estimate
-        flag = {"unsupported": "unsupp", "below_logging": "<logger"}.get(r.flags[0], r.flags[0]) if r.flags else ""
-        ab = "" if r.ab is None else ("won" if r.ab.promote else ("lost" if r.ab.winner != "challenger" else "guard"))
+        flag = {UNSUPPORTED: "unsupp", BELOW_LOGGING: "<logger"}.get(r.flags[0], r.flags[0]) if r.flags else ""
+        guard = r.ab is not None and any(not g.passed for g in r.ab.guardrails)
+        ab = "" if r.ab is None else ("won" if r.ab.promote else ("guard" if guard else "lost"))
         role = {champion: "champion", challenger: "challng"}.get(r.version, "")
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
         t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", flag, ab, truth, role)

@@ -12,11 +12,11 @@
    worse than the logger;
 4. the closed loop: business as usual, today's production policy, is the starting ``champion``;
    the best unflagged policies whose off-policy lower bound beats the champion's estimate are the
-   shortlist; each in turn is the
-   ``challenger`` of a simulated A/B test on customers of their own (guardrails on opt-outs, churn
-   and sends per customer; an always-valid test on the reward that must show no harm, since at this
-   size it cannot resolve the lift the off-policy estimate predicts) and ``promote`` moves
-   ``champion`` on its verdict, recording the off-policy prediction beside the realised lift;
+   shortlist; each in turn is the ``challenger`` of a simulated A/B test on customers of their own
+   (guardrails on opt-outs, churn and sends per customer; an always-valid test on the reward that
+   must show no harm, since at this size it cannot resolve the lift the off-policy estimate
+   predicts) and ``promote`` moves ``champion`` on its verdict, recording the off-policy prediction
+   beside the realised lift;
 5. check the simulator's calibration against the articles' figures.
 
 The exact values are shown beside the evidence, never used to choose. Everything lands under one
@@ -26,6 +26,7 @@ reports and ``summary.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -133,7 +134,7 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
         promo = jobs.promote(ab_run=ab.run_id, predicted_lift=est.value - base.value,
                              predicted_ci=(est.ci_low - base.value, est.ci_high - base.value),
                              predicted_source=f"evaluate {ev.run_id}: {jobs.RANK_BY} minus the champion's")
-        rows[name] = Row(**{**vars(rows[name]), "ab": ab, "promoted": promo.promoted})
+        rows[name] = dataclasses.replace(rows[name], ab=ab, promoted=promo.promoted)
         promotions.append(promo)
         if promo.promoted:
             champion = name
