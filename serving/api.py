@@ -56,6 +56,37 @@ class Runtime:
         spool = self.engine.spool
         return self.models.ready and (spool is None or spool.failed is None)
 
+    def names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The served champion's segment and channel names (empty before one is loaded)."""
+        champion = self.models.served.get("champion")
+        if champion is None:
+            return (), ()
+        return tuple(champion.bundle.spec.segments), tuple(champion.bundle.policy.space.channels)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """``/readyz``'s answer: ready or not, what is served, and what is wrong in plain sentences."""
+        problems = list(self.models.problems)
+        spool = self.engine.spool
+        if spool is None:
+            log: dict[str, Any] = {"mode": "write-through"}
+        else:
+            log = {"mode": "write-behind", "behind_bytes": spool.pending_bytes, "dead_letters": spool.dead_letters}
+            if spool.failed is not None:
+                problems.append(f"the spool failed ({spool.failed}): nothing more is acknowledged until a restart")
+            if spool.last_error is not None:
+                problems.append(f"the decision log is {spool.pending_bytes} bytes behind the spool: "
+                                f"{spool.last_error}")
+            if spool.dead_letters:
+                problems.append(f"{spool.dead_letters} decisions the log refused are kept in "
+                                f"{spool.dead_letter_path}")
+        down = self.engine.outage.down
+        if down is not None:
+            problems.append(down)
+        policies = {alias: {"version": s.version, "policy": s.bundle.policy.name, "source": s.source}
+                    for alias, s in self.models.served.items()}
+        ready = self.ready
+        return ready, {"ready": ready, "policies": policies, "problems": problems, "log": log}
+
     def close(self) -> None:
         """Stop polling the registry and the decider (after what is queued; the spool replayed)."""
         self.models.stop()

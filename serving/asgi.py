@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
@@ -16,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving import api
+from serving import api, openapi
 from serving.auth import BearerAuth
+from serving.config import Settings
 from serving.engine import BadRequest, NotReady
+from serving.guard import JsonApi, Probes
 from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest
 from serving.traffic import TIMEOUT_S, RequestTimeout
 
@@ -54,11 +55,11 @@ def create_app(rt: api.Runtime | None = None, timeout_s: float = TIMEOUT_S) -> S
                 return JSONResponse({"error": str(e)}, status_code=e.status)
             except NotReady as e:
                 return JSONResponse({"error": str(e)}, status_code=503)
+            except Exception as e:  # the log failed: one line per outage, a fast 503 per request
+                runtime().engine.outage.failed(e)
+                return JSONResponse({"error": f"service error: {type(e).__name__}; nothing was acknowledged, "
+                                              "retry later"}, status_code=503)
         return handle
-
-    async def readyz(_: Request) -> Response:
-        ok = runtime().ready
-        return Response("ok" if ok else "not ready", status_code=200 if ok else 503)
 
     async def livez(_: Request) -> Response:
         return Response("ok")
@@ -73,9 +74,14 @@ def create_app(rt: api.Runtime | None = None, timeout_s: float = TIMEOUT_S) -> S
         Route("/decide", endpoint(DecideRequest, api.decide), methods=["POST"]),
         Route("/decide_batch", endpoint(DecideBatchRequest, api.decide_batch), methods=["POST"]),
         Route("/feedback", endpoint(FeedbackRequest, api.feedback), methods=["POST"]),
-        Route("/readyz", readyz), Route("/livez", livez),
+        Route("/livez", livez),
     ], lifespan=lifespan)
-    if os.environ.get("NBA_TOKEN"):
-        app.add_middleware(BearerAuth, token=os.environ["NBA_TOKEN"])
+    settings = rt.settings if rt is not None else Settings.from_env()
+    # add_middleware puts each outside the previous: the token first, then the content type
+    app.add_middleware(Probes, readiness=lambda: runtime().readiness(),
+                       spec=lambda: openapi.spec(bool(settings.token), settings.token_everywhere, *runtime().names()))
+    app.add_middleware(JsonApi)
+    if settings.token:
+        app.add_middleware(BearerAuth, token=settings.token, everywhere=settings.token_everywhere)
     app.add_middleware(RequestTimeout, timeout=timeout_s)
     return app

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 PROTECTED = ("/decide", "/decide_batch", "/feedback")
+OPEN_PATHS = ("/livez", "/healthz", "/readyz")  # never behind the token: probes must reach them
 
 
 async def send_json_error(send: Any, status: int, message: str, *headers: tuple[bytes, bytes]) -> None:
@@ -21,16 +22,21 @@ async def send_json_error(send: Any, status: int, message: str, *headers: tuple[
 
 class BearerAuth:
     """401 for a call to a protected path without ``Authorization: Bearer <token>``; the request body is
-    never read, so nothing reaches the engine or the log. Health, readiness, metrics and docs stay open."""
+    never read, so nothing reaches the engine or the log. Health and readiness stay open; metrics and
+    docs too unless ``everywhere`` (then every path but the probes needs the token)."""
 
-    def __init__(self, app: Any, token: str, paths: tuple[str, ...] = PROTECTED) -> None:
+    def __init__(self, app: Any, token: str, paths: tuple[str, ...] = PROTECTED, everywhere: bool = False) -> None:
         if not token:
             raise ValueError("token: must not be empty")
-        self.app, self.paths = app, paths
+        self.app, self.paths, self.everywhere = app, paths, everywhere
         self.expected = f"Bearer {token}".encode()
 
+    def _protected(self, path: str) -> bool:
+        path = path.rstrip("/") or "/"
+        return path in self.paths or (self.everywhere and path not in OPEN_PATHS)
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].rstrip("/") in self.paths:
+        if scope["type"] == "http" and self._protected(scope["path"]):
             given = b""
             for k, v in scope["headers"]:
                 if k == b"authorization":

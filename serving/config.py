@@ -11,6 +11,8 @@
                            (default ``champion=0.5,challenger=0.5``)
 ``NBA_TOKEN``              bearer token; when set, every decide/feedback call needs
                            ``Authorization: Bearer <token>`` (401 otherwise, nothing logged)
+``NBA_TOKEN_SCOPE``        ``api`` (default): the token guards decide and feedback; ``all``: every path
+                           but the probes (``/livez``, ``/healthz``, ``/readyz``), metrics and docs too
 ``NBA_POLL_S``             seconds between registry polls for alias moves (default 10; 0 = never)
 ``NBA_CACHE_DIR``          local copy of the last good bundles (default ``nba-runs/serving-cache``)
 ``NBA_HISTORY_DAYS``       days of a customer's log history read for features (default 90)
@@ -21,6 +23,8 @@
                            directory, write them to the log in the background, keep history in memory;
                            one deciding process per log (refused with ``NBA_WORKERS`` > 1); default off
 ``NBA_CACHE_CUSTOMERS``    write-behind mode: customers whose history is kept in memory (default 200000)
+``NBA_FEEDBACK_WAIT_S``    write-behind mode: longest a feedback call waits for its decision to reach the
+                           log from the spool before a 503 (default 5; a failing log answers at once)
 ``NBA_GATHER_MS``          longest a batch waits for more requests once it has its first, while fewer
                            wait than the previous batch held (default 2; 0 = decide what waits at once)
 =========================  =====================================================================
@@ -61,6 +65,7 @@ class Settings:
     experiment: str = ""
     splits: dict[str, float] = field(default_factory=lambda: _parse_pairs("NBA_SPLITS", DEFAULT_SPLITS))
     token: str = ""
+    token_everywhere: bool = False
     poll_s: float = 10.0
     cache_dir: Path = Path("nba-runs/serving-cache")
     history_days: float = 90.0
@@ -70,6 +75,7 @@ class Settings:
     spool_dir: Path | None = None
     cache_customers: int = 200_000
     gather_ms: float = 2.0
+    feedback_wait_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.experiment:
@@ -89,6 +95,8 @@ class Settings:
                              f"got NBA_WORKERS={self.workers} (unset NBA_SPOOL_DIR to run several workers)")
         if self.cache_customers < 1:
             raise ValueError(f"NBA_CACHE_CUSTOMERS: must be >= 1, got {self.cache_customers!r}")
+        if not (math.isfinite(self.feedback_wait_s) and 0 <= self.feedback_wait_s <= 50):
+            raise ValueError(f"NBA_FEEDBACK_WAIT_S: must be seconds in [0, 50], got {self.feedback_wait_s!r}")
         if not (math.isfinite(self.gather_ms) and 0 <= self.gather_ms <= 1000):
             raise ValueError(f"NBA_GATHER_MS: must be milliseconds in [0, 1000], got {self.gather_ms!r}")
 
@@ -123,6 +131,9 @@ class Settings:
         if cache != int(cache):
             raise ValueError(f"NBA_CACHE_CUSTOMERS: expected an integer, got {cache!r}")
         spool = env.get("NBA_SPOOL_DIR", "").strip()
+        scope = env.get("NBA_TOKEN_SCOPE", "api").strip().lower() or "api"
+        if scope not in ("api", "all"):
+            raise ValueError(f"NBA_TOKEN_SCOPE: expected 'api' or 'all', got {scope!r}")
         return cls(
             tracking_uri=env.get("NBA_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI") or cls.tracking_uri,
             model_name=env.get("NBA_MODEL_NAME") or cls.model_name,
@@ -130,6 +141,7 @@ class Settings:
             experiment=env.get("NBA_EXPERIMENT", "").strip(),
             splits=_parse_pairs("NBA_SPLITS", env.get("NBA_SPLITS") or DEFAULT_SPLITS),
             token=env.get("NBA_TOKEN", ""),
+            token_everywhere=scope == "all",
             poll_s=number("NBA_POLL_S", cls.poll_s),
             cache_dir=Path(env.get("NBA_CACHE_DIR") or cls.cache_dir),
             history_days=number("NBA_HISTORY_DAYS", cls.history_days),
@@ -139,4 +151,5 @@ class Settings:
             spool_dir=Path(spool) if spool else None,
             cache_customers=int(cache),
             gather_ms=number("NBA_GATHER_MS", cls.gather_ms),
+            feedback_wait_s=number("NBA_FEEDBACK_WAIT_S", cls.feedback_wait_s),
         )

@@ -73,6 +73,7 @@ from nba.serialization import Bundle
 from serving.config import Settings
 from serving.history import HistoryCache
 from serving.models import ModelStore, Served
+from serving.schemas import MAX_VALUE
 
 log = logging.getLogger("nba.serving")
 CYCLE_ROWS = 2_000  # a batch takes waiting requests until it holds this many customers
@@ -96,7 +97,32 @@ class NotReady(RuntimeError):
     """No policy loaded yet (503)."""
 
 
+class LogBehind(NotReady):
+    """Write-behind feedback for a decision the log does not hold yet (503: retry later)."""
+
+
 # ----------------------------------------------------------------------------- time
+EARLIEST_H = 0.0  # 1970-01-01T00:00Z: times the service accepts, in hours since the epoch
+LATEST_H = (datetime(2200, 1, 1, tzinfo=UTC).timestamp()) / 3600.0  # before 2200-01-01T00:00Z
+
+
+def checked_hours(t: datetime | float | None, default: float, field_name: str) -> float:
+    """:func:`hours` of ``t``, refused (BadRequest naming ``field_name``) outside 1970 to 2199."""
+    try:
+        h = hours(t, default)
+    except (OverflowError, ValueError, OSError):
+        h = math.nan
+    if not (EARLIEST_H <= h < LATEST_H):
+        raise BadRequest(f"{field_name}: must be a time from 1970-01-01 to 2199-12-31 (UTC), got {_short(t)}")
+    return h
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr of ``value`` cut to ``limit`` characters: an error message never echoes a large input."""
+    text = repr(value.isoformat() if isinstance(value, datetime) else value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def hours(t: datetime | float | None, default: float) -> float:
     """Hours since the epoch of ``t`` (a datetime, naive = UTC, or epoch seconds); ``default`` when None."""
     if t is None:
@@ -135,8 +161,8 @@ def tz_offset(name: str, now_h: float, field_name: str) -> float:
     try:
         z = _zone(name)
     except ValueError:
-        raise BadRequest(f"{field_name}: unknown time zone {name!r}; give an IANA name such as 'Europe/Paris' "
-                         f"or a UTC offset such as '+02:00'") from None
+        raise BadRequest(f"{field_name}: unknown time zone {_short(name)}; give an IANA name such as "
+                         f"'Europe/Paris' or a UTC offset such as '+02:00'") from None
     if isinstance(z, float):
         return z
     off = datetime.fromtimestamp(now_h * 3600.0, tz=z).utcoffset()
@@ -202,6 +228,51 @@ class Result:
     spaces: list[ActionSpace]  # per row
 
 
+def transient(e: BaseException) -> bool:
+    """A failure of the database's reachability (retry later), not of what was written."""
+    import sqlalchemy as sa
+
+    if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated:
+        return True
+    return isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError | OSError
+                      | TimeoutError)
+
+
+class Outage:
+    """Logs a failure once when it starts and once when it ends, never once per request: a decision log
+    that is down fails hundreds of requests a second, and a line (or a traceback) for each floods the log."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def failed(self, e: BaseException) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.since is None:
+                self.since = time.monotonic()
+                log.error("%s failing: %s: %s (requests fail with 503 until it recovers; further failures "
+                          "are counted, not logged)", self.what, type(e).__name__, _short(str(e), 300))
+
+    def recovered(self) -> None:
+        if self.since is None:  # the usual case: no lock
+            return
+        with self._lock:
+            if self.since is not None:
+                log.warning("%s recovered after %d failed requests over %.1f s", self.what, self.failures,
+                            time.monotonic() - self.since)
+                self.since, self.failures = None, 0
+
+    @property
+    def down(self) -> str | None:
+        """What is failing, since when, or None."""
+        if self.since is None:
+            return None
+        return f"{self.what} failing for {time.monotonic() - self.since:.0f} s ({self.failures} failed requests)"
+
+
 def _bundle_tables(bundle: Bundle) -> dict[str, Any]:
     space = bundle.policy.space
     return {"segments": {s: i for i, s in enumerate(bundle.spec.segments)},
@@ -224,6 +295,7 @@ class Engine:
         self._splits = {a: w for a, w in settings.splits.items() if w > 0}
         self._id_prefix = os.urandom(4).hex()
         self._count = 0
+        self.outage = Outage("decision log")
         self.spool: Spool | None = None
         self.history: HistoryCache | None = None
         if settings.spool_dir is not None:  # replays what a killed process left before deciding anything
@@ -262,16 +334,14 @@ class Engine:
         """
         served = self.models.served
         if "champion" not in served:
-            raise NotReady("no policy loaded yet (registry unreachable and no cached copy)")
-        now_h = hours(now, time.time() / 3600.0)
-        if not math.isfinite(now_h):
-            raise BadRequest("now: must be a finite time")
+            raise NotReady(f"no policy loaded: {self.models.not_ready_reason or 'not loaded yet'}")
+        now_h = checked_hours(now, time.time() / 3600.0, "now")
         ids = [c.customer_id for c in customers]
         if batch and len(set(ids)) != len(ids):
             seen: dict[str, int] = {}
             for i, c in enumerate(ids):
                 if c in seen:
-                    raise BadRequest(f"customers[{i}].customer_id: duplicate of customers[{seen[c]}] ({c!r})")
+                    raise BadRequest(f"customers[{i}].customer_id: duplicate of customers[{seen[c]}] ({_short(c)})")
                 seen[c] = i
         arm = self.arms(ids)
         alias = [a if a in served else "champion" for a in arm] if self.settings.experiment else ["champion"] * len(ids)
@@ -285,7 +355,7 @@ class Engine:
             segment = [tables[a]["segments"].get(x) for a, x in zip(alias, segs, strict=True)]
         if None in segment:
             i = segment.index(None)
-            raise BadRequest(f"{_p(i, batch)}segment: unknown segment {segs[i]!r}; "
+            raise BadRequest(f"{_p(i, batch)}segment: unknown segment {_short(segs[i])}; "
                              f"valid: {list(tables[alias[i]]['segments'])}")
         names = [c.timezone for c in customers]
         zones = {z: tz_offset(z, now_h, f"{_p(names.index(z), batch)}timezone") for z in dict.fromkeys(names)}
@@ -301,7 +371,7 @@ class Engine:
         stamps = {}
         for name in ("last_purchase_at", "last_visit_at"):
             values = [getattr(c, name) for c in customers]
-            h = [NEVER if v is None else hours(v, NEVER) for v in values]
+            h = [NEVER if v is None else checked_hours(v, NEVER, f"{_p(i, batch)}{name}") for i, v in enumerate(values)]
             if h and max(h) > latest:
                 i = next(i for i, v in enumerate(h) if v > latest)
                 raise BadRequest(f"{_p(i, batch)}{name}: is after the decision time")
@@ -321,7 +391,7 @@ class Engine:
         for ch, ok in flags.items():
             j = t["channels"].get(ch)
             if j is None:
-                raise BadRequest(f"{name}: unknown channel {ch!r}; valid: {list(t['channels'])}")
+                raise BadRequest(f"{name}: unknown channel {_short(ch)}; valid: {list(t['channels'])}")
             out[j] = bool(ok)
         return out
 
@@ -398,17 +468,31 @@ class Engine:
                 return
             try:
                 results, position = self._decide(jobs)
-            except Exception as e:  # the log or a policy failed: every job of the batch fails, nothing acked
-                log.error("decision batch of %d requests failed: %s: %s", len(jobs), type(e).__name__, e)
-                for job in jobs:
-                    job.future.set_exception(e)
+            except Exception as e:  # nothing of the batch was acknowledged
+                if self.spool is None and len(jobs) > 1 and not transient(e):
+                    self._decide_alone(jobs)  # a row the log refuses must not fail its neighbours' requests
+                else:  # the log is down, or the spool failed: every request of the batch fails
+                    for job in jobs:
+                        job.future.set_exception(e)
                 continue
+            self.outage.recovered()
             if position is None:  # committed to the log
                 self._resolve(jobs, results)
             elif self._queue.empty() and not self._deferred:  # nothing to decide meanwhile: sync here
                 self._acknowledge([Written(jobs, results, position)])
             else:  # decide the next batch while the syncer fsyncs this one
                 self._acks.put(Written(jobs, results, position))
+
+    def _decide_alone(self, jobs: list[Job]) -> None:
+        """Write-through: decide and commit each request of a failed batch in its own transaction, so that
+        only the request holding what the log refuses fails."""
+        for job in jobs:
+            try:
+                results, _ = self._decide([job])
+            except Exception as e:
+                job.future.set_exception(e)
+            else:
+                self._resolve([job], results)
 
     def _resolve(self, jobs: list[Job], results: list[Result]) -> None:
         if self.counter is not None:  # durable: count them
@@ -643,9 +727,9 @@ class Engine:
     # ------------------------------------------------------------------ feedback
     def feedback(self, decision_id: str, event: str, when: Any, value: float) -> bool:
         """Record an outcome; True when new, False when already logged. UnknownDecision for unknown ids."""
-        t = hours(when, time.time() / 3600.0)
-        if not math.isfinite(t) or not math.isfinite(value):
-            raise BadRequest("value: must be finite")
+        t = checked_hours(when, time.time() / 3600.0, "time")
+        if not (math.isfinite(value) and 0 <= value <= MAX_VALUE):
+            raise BadRequest(f"value: must be a revenue from 0 to {MAX_VALUE:g}, got {_short(value)}")
         rec = OutcomeRecords(decision_id=np.asarray([decision_id], dtype=object),
                              event=np.asarray([event], dtype=object), time=np.asarray([t]),
                              value=np.asarray([float(value)]))
@@ -653,8 +737,9 @@ class Engine:
             new = self._log_outcome(rec)
         except ValueError as e:
             if _unknown(e):
-                raise UnknownDecision(f"decision_id: unknown decision {decision_id!r}") from None
+                raise UnknownDecision(f"decision_id: unknown decision {_short(decision_id)}") from None
             raise BadRequest(str(e)) from None
+        self.outage.recovered()
         if new and self.history is not None:
             self.history.add_event(decision_id, event, t, float(value))
         return new
@@ -665,10 +750,14 @@ class Engine:
         except ValueError as e:
             if self.spool is None or not _unknown(e) or not self.spool.pending_bytes:
                 raise
-        # write-behind: the decision may still be on its way from the spool; once it is in, try again
-        if not self.spool.flush(timeout=30.0):
-            raise RuntimeError(f"the decision log is {self.spool.pending_bytes} bytes behind the spool: "
-                               f"{self.spool.last_error}")
+        # write-behind: the decision may still be on its way from the spool; once it is in, try again. While
+        # the log refuses the replay, or is slower than the deadline, the answer is a fast 503: retry later
+        behind = self.spool.last_error
+        if behind is None and not self.spool.flush(timeout=self.settings.feedback_wait_s):
+            behind = f"the log is {self.spool.pending_bytes} bytes behind the spool"
+        if behind is not None:
+            raise LogBehind(f"decision_id: its decision is not in the decision log yet ({behind}); "
+                            "nothing was recorded, retry later")
         return self.log.log_outcomes(rec) > 0
 
 

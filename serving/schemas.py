@@ -1,23 +1,52 @@
 """Typed requests and responses of the decision service (pydantic), with the examples the OpenAPI spec shows.
 
 Times are ISO 8601 date-times (a time without an offset is read as UTC) or numbers of seconds since
-the Unix epoch. What depends on the deployed policy (segment and channel names) is checked by the
-engine, which names the offending field (``customers[3].segment: unknown segment ...``).
+the Unix epoch, from 1970 to 2199 (the engine refuses others). Numbers are strict: a JSON boolean is
+not a number, and every count and amount has a bound. Text must be storable by every decision log
+(no NUL character, no lone surrogate) and names are at most 64 characters, so a request the log
+would refuse is refused before it is acknowledged. What depends on the deployed policy (segment and
+channel names) is checked by the engine, which names the offending field (``customers[3].segment:
+unknown segment ...``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from nba.log.records import EVENTS
+from nba.log.store import storable_text
 
 MAX_BATCH = 10_000
+MAX_PURCHASES = 1_000_000
+MAX_TENURE_DAYS = 36_525.0  # a century
+MAX_VALUE = 1e9  # largest revenue one conversion may report
+MAX_NAME = 64  # segment, channel and time-zone names
 Event = Literal[EVENTS]  # type: ignore[valid-type]  # the decision log's event names
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+
+
+def _storable(value: str) -> str:
+    """Refuse what a decision log cannot store (a NUL character, a lone surrogate) before acknowledging."""
+    reason = storable_text(value)
+    if reason is not None:
+        raise ValueError(reason)
+    return value
+
+
+def _no_bool(value: Any) -> Any:
+    """A JSON true/false is not a time: refuse it instead of reading it as second 0 or 1 of the epoch."""
+    if isinstance(value, bool):
+        raise ValueError("expected an ISO 8601 date-time or a number of seconds since the epoch, got a boolean")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_storable)]
+Time = Annotated[datetime, BeforeValidator(_no_bool)]
 
 CUSTOMER_EXAMPLE = {
     "customer_id": "c-000123",
@@ -38,20 +67,21 @@ class Customer(BaseModel):
 
     model_config = ConfigDict(**_STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE})
 
-    customer_id: str = Field(min_length=1, max_length=200, description="the caller's stable customer id")
-    segment: str = Field(min_length=1, description="segment name, one of the deployed policy's segments")
-    timezone: str = Field("UTC", description="IANA name (Europe/Paris) or UTC offset (+02:00, UTC-5)")
-    tenure_days: float = Field(ge=0, description="days since sign-up")
+    customer_id: Text = Field(min_length=1, max_length=200, description="the caller's stable customer id")
+    segment: Name = Field(description="segment name, one of the deployed policy's segments")
+    timezone: Name = Field("UTC", description="IANA name (Europe/Paris) or UTC offset (+02:00, UTC-5)")
+    tenure_days: float = Field(ge=0, le=MAX_TENURE_DAYS, strict=True, description="days since sign-up")
     stage: Literal["new", "active", "at_risk", "lapsed"] | None = Field(
         None, description="lifecycle stage; derived from tenure and last purchase when omitted")
-    cart_active: bool = Field(False, description="an abandoned cart is open")
-    consent: dict[str, bool] | None = Field(
-        None, description="reachability per channel; a channel left out is not reachable. "
-                          "Omitted: the caller vouches for every channel")
-    channels: list[str] | None = Field(None, description="restrict this decision to these channels")
-    n_purchases: int = Field(0, ge=0, description="purchases so far")
-    last_purchase_at: datetime | None = Field(None, description="time of the last purchase")
-    last_visit_at: datetime | None = Field(None, description="time of the last site or app visit")
+    cart_active: bool = Field(False, strict=True, description="an abandoned cart is open")
+    consent: dict[Name, Annotated[bool, Field(strict=True)]] | None = Field(
+        None, max_length=MAX_NAME, description="reachability per channel; a channel left out is not reachable. "
+                                               "Omitted: the caller vouches for every channel")
+    channels: list[Name] | None = Field(None, max_length=MAX_NAME,
+                                        description="restrict this decision to these channels")
+    n_purchases: int = Field(0, ge=0, le=MAX_PURCHASES, strict=True, description="purchases so far")
+    last_purchase_at: Time | None = Field(None, description="time of the last purchase")
+    last_visit_at: Time | None = Field(None, description="time of the last site or app visit")
 
 
 class DecideRequest(Customer):
@@ -60,8 +90,8 @@ class DecideRequest(Customer):
     model_config = ConfigDict(**_STRICT, json_schema_extra={"example":
         CUSTOMER_EXAMPLE | {"now": "2025-06-03T10:00:00Z", "alternatives": 3}})
 
-    now: datetime | None = Field(None, description="decision time (default: the server's clock)")
-    alternatives: int = Field(3, ge=0, le=20, description="how many top alternatives to return")
+    now: Time | None = Field(None, description="decision time (default: the server's clock)")
+    alternatives: int = Field(3, ge=0, le=20, strict=True, description="how many top alternatives to return")
 
 
 class DecideBatchRequest(BaseModel):
@@ -71,8 +101,8 @@ class DecideBatchRequest(BaseModel):
         "now": "2025-06-03T10:00:00Z", "alternatives": 0,
         "customers": [CUSTOMER_EXAMPLE, {"customer_id": "c-000124", "segment": "senior", "tenure_days": 3}]}})
 
-    now: datetime | None = Field(None, description="decision time for every customer (default: now)")
-    alternatives: int = Field(0, ge=0, le=20, description="top alternatives returned per customer")
+    now: Time | None = Field(None, description="decision time for every customer (default: now)")
+    alternatives: int = Field(0, ge=0, le=20, strict=True, description="top alternatives returned per customer")
     customers: list[Customer] = Field(min_length=1, max_length=MAX_BATCH, description="distinct customers")
 
 
@@ -126,10 +156,11 @@ class FeedbackRequest(BaseModel):
         "decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f", "event": "converted", "time": "2025-06-03T18:10:00Z",
         "value": 42.5}})
 
-    decision_id: str = Field(min_length=1, max_length=200)
+    decision_id: Text = Field(min_length=1, max_length=200)
     event: Event
-    time: datetime | None = Field(None, description="when it happened (default: now)")
-    value: float = Field(0.0, description="revenue of a conversion; 0 for other events unless given")
+    time: Time | None = Field(None, description="when it happened, not before its decision (default: now)")
+    value: float = Field(0.0, ge=0, le=MAX_VALUE, strict=True,
+                         description="revenue of a conversion; 0 for other events unless given")
 
 
 class FeedbackResponse(BaseModel):

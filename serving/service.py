@@ -10,10 +10,14 @@ Endpoints (JSON over HTTP POST; OpenAPI at ``/docs.json``, Swagger UI at ``/``):
 
 Configuration is read from environment variables (:mod:`serving.config`). Bad input gets a 4xx
 whose message names the field: 400 from BentoML's schema validation (missing field, wrong type,
-NaN, oversize batch), 422 from the service's own checks (unknown segment, channel or time zone),
-404 for feedback on an unknown decision; nothing is stored and no traceback is logged. A request not
+NaN, a boolean for a number, out of bounds, text no log can store, oversize batch), 415 for a body
+not declared ``application/json``, 422 from the service's own checks (unknown segment, channel or
+time zone, a time outside 1970-2199 or before its decision), 404 for feedback on an unknown
+decision; nothing is stored and no traceback is logged. When the decision log fails, requests get a
+fast 503 and the log gets one line when the outage starts and one when it ends. A request not
 answered within 60 s gets a 504 (:mod:`serving.traffic`); if it was still waiting for the decider, it is
-dropped and never decided.
+dropped and never decided. ``/readyz`` answers JSON saying what is served and what is wrong;
+``/docs.json`` is :mod:`serving.openapi`'s spec, which states every one of these answers.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from typing import Any
 import bentoml
 from starlette.responses import JSONResponse, Response
 
-from serving import api
+from serving import api, openapi
 from serving.auth import BearerAuth, QuietValidationErrors
-from serving.engine import BadRequest, NotReady
+from serving.config import Settings
+from serving.engine import BadRequest, NotReady, Outage
+from serving.guard import JsonApi, Probes, bound_metric_paths
 from serving.schemas import (
     DecideBatchRequest,
     DecideBatchResponse,
@@ -44,10 +50,30 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 log = logging.getLogger("nba.serving")
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietValidationErrors())
 replace_bentoml_timeout()  # BentoML's keeps every request's timer alive for the whole timeout
+bound_metric_paths()  # unknown paths share one label in BentoML's request metrics
+SETTINGS = Settings.from_env()  # the worker builds its runtime from the same variables
 
 DECISIONS = bentoml.metrics.Counter(
     name="nba_decisions", documentation="Decisions made, by channel (none = no contact) and experiment arm",
     labelnames=["channel", "arm"])
+DEAD_LETTERS = bentoml.metrics.Gauge(
+    name="nba_dead_letters", documentation="Decisions the log refused on replay, kept in the spool's dead letter",
+    multiprocess_mode="max")
+LOG_BEHIND = bentoml.metrics.Gauge(
+    name="nba_log_behind_bytes", documentation="Write-behind: bytes of spooled decisions not in the log yet",
+    multiprocess_mode="max")
+_RUNTIME: list[api.Runtime] = []  # this worker's, once its service instance is built
+_UNEXPECTED = Outage("request handling")  # failures outside the engine (none known): logged once per run
+
+
+def _readiness() -> tuple[bool, dict[str, Any]]:
+    if not _RUNTIME:
+        return False, {"ready": False, "policies": {}, "problems": ["starting"], "log": {}}
+    ready, body = _RUNTIME[0].readiness()
+    log_state = body["log"]
+    DEAD_LETTERS.set(log_state.get("dead_letters", 0))
+    LOG_BEHIND.set(log_state.get("behind_bytes", 0))
+    return ready, body
 
 
 def _json(body: bytes) -> Response:
@@ -55,13 +81,19 @@ def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
+def _spec() -> dict[str, Any]:
+    names = _RUNTIME[0].names() if _RUNTIME else ((), ())
+    return openapi.spec(bool(SETTINGS.token), SETTINGS.token_everywhere, *names)
+
+
 def _error(e: Exception) -> JSONResponse:
     if isinstance(e, BadRequest):
         return JSONResponse({"error": str(e)}, status_code=e.status)
     if isinstance(e, NotReady):
         return JSONResponse({"error": str(e)}, status_code=503)
-    log.error("request failed: %s: %s", type(e).__name__, e)
-    return JSONResponse({"error": f"service error: {type(e).__name__}; nothing was acknowledged"}, status_code=503)
+    (_RUNTIME[0].engine.outage if _RUNTIME else _UNEXPECTED).failed(e)  # one log line per outage
+    return JSONResponse({"error": f"service error: {type(e).__name__}; nothing was acknowledged, retry later"},
+                        status_code=503)
 
 
 @bentoml.service(
@@ -76,7 +108,8 @@ class DecisionService:
     """Decides for customers with the registry's ``@champion`` (and ``@challenger`` in an experiment)."""
 
     def __init__(self) -> None:
-        self.rt = api.Runtime.start(counter=DECISIONS)
+        self.rt = api.Runtime.start(SETTINGS, counter=DECISIONS)
+        _RUNTIME[:] = [self.rt]
         for name in ("decide", "decide_batch", "feedback"):
             # BentoML looks the endpoint up on the instance for every request, and its descriptor builds a new
             # caller (inspecting the signature) each time: build it once, the instance attribute then wins
@@ -117,5 +150,8 @@ class DecisionService:
             return _error(e)  # type: ignore[return-value]
 
 
-if os.environ.get("NBA_TOKEN"):
-    DecisionService.add_asgi_middleware(BearerAuth, token=os.environ["NBA_TOKEN"])
+# outermost first: the token is checked before the content type, the content type before any body is read
+if SETTINGS.token:
+    DecisionService.add_asgi_middleware(BearerAuth, token=SETTINGS.token, everywhere=SETTINGS.token_everywhere)
+DecisionService.add_asgi_middleware(JsonApi)
+DecisionService.add_asgi_middleware(Probes, readiness=_readiness, spec=_spec)

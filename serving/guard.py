@@ -1,0 +1,153 @@
+"""ASGI middleware in front of the decision service: what a request must be before any handler runs, and
+the answers the service gives about itself.
+
+* :class:`JsonApi`: a POST to an endpoint must declare ``Content-Type: application/json`` (415
+  otherwise): a form, a multipart upload or an undeclared body is never parsed as a decision; and a
+  schema validation error (400) names the failed fields in its ``error``;
+* :class:`Probes`: ``GET /readyz`` answers JSON saying what is served and what is wrong
+  (:func:`serving.api.readiness`), ``GET /docs.json`` the spec of :mod:`serving.openapi`;
+* :func:`bound_metric_paths`: BentoML's request metrics are labelled with the request's path, so
+  every distinct unknown path made a new series (20,000 random 404s grew ``/metrics`` to 79 MB): paths
+  the service does not serve share one label, ``/{unknown}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from serving.auth import PROTECTED, send_json_error
+
+UNKNOWN_PATH = "/{unknown}"
+KNOWN_PATHS = frozenset({*PROTECTED, "/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json",
+                         "/schema.json"})
+
+
+def _media_type(scope: dict) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == b"content-type":
+            return v.split(b";", 1)[0].strip().lower()
+    return None
+
+
+class JsonApi:
+    """The endpoints' request and error rules, before and after any handler.
+
+    A POST whose body is not declared JSON gets a 415 and its body is never read. A 400 from BentoML's
+    schema validation (``{"error": "1 validation error for DecideRequestIODescriptor", "detail": [...]}``)
+    gets an ``error`` that names the fields, as every other error does
+    (``customers[3].tenure_days: Input should be greater than or equal to 0``).
+    """
+
+    def __init__(self, app: Any, paths: tuple[str, ...] = PROTECTED) -> None:
+        self.app, self.paths = app, frozenset(paths)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        media = _media_type(scope)
+        if media != b"application/json":
+            given = "none" if media is None else repr(media.decode("latin-1")[:60])
+            await send_json_error(send, 415, f"content-type: expected application/json, got {given}")
+            return
+        held: dict | None = None
+
+        async def named_fields(message: dict) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] == 400:
+                held = message  # rewritten with its body
+                return
+            if held is not None and message["type"] == "http.response.body" and not message.get("more_body"):
+                body = _name_fields(message.get("body", b""))
+                headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
+                await send({**held, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, named_fields)
+
+
+def _name_fields(body: bytes) -> bytes:
+    """A validation error's body with the failed fields in ``error`` (unchanged if not one)."""
+    try:
+        data = orjson.loads(body)
+        detail = data["detail"]
+        parts = []
+        for d in detail[:5]:
+            path = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in d.get("loc", ())).lstrip(".")
+            parts.append(f"{path or 'body'}: {d.get('msg', 'invalid')}")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return body
+    more = f" (and {len(detail) - 5} more)" if len(detail) > 5 else ""
+    data["error"] = "; ".join(parts) + more
+    data["detail"] = [{k: v for k, v in d.items() if k != "url"} for d in detail if isinstance(d, dict)]
+    return orjson.dumps(data)
+
+
+class Probes:
+    """``GET /readyz`` and ``GET /docs.json`` answered here; everything else passes through.
+
+    ``readiness()`` returns ``(ready, body)``; ``spec()`` the OpenAPI document.
+    """
+
+    def __init__(self, app: Any, readiness: Callable[[], tuple[bool, dict]], spec: Callable[[], dict]) -> None:
+        self.app, self.readiness, self.spec = app, readiness, spec
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path = scope["path"]
+            if path == "/readyz":
+                ready, body = self.readiness()
+                await _send(send, 200 if ready else 503, orjson.dumps(body))
+                return
+            if path == "/docs.json":
+                await _send(send, 200, orjson.dumps(self.spec()))
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def bound_metric_paths() -> None:
+    """Make BentoML's request metrics label every path the service does not serve ``/{unknown}`` (its app
+    factory looks the middleware class up in its module each time it builds a service's app)."""
+    from bentoml._internal.server.http import instruments
+
+    original = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(original, "nba_bounded", False):
+        return
+
+    class BoundedPaths:
+        """BentoML's metrics middleware, shown ``/{unknown}`` for an unknown path; the app behind it sees
+        the real path."""
+
+        nba_bounded = True
+
+        def __init__(self, app: Any, **kwargs: Any) -> None:
+            self.inner = original(_RealPath(app), **kwargs)
+
+        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] not in KNOWN_PATHS:
+                scope = dict(scope, path=UNKNOWN_PATH, nba_path=scope["path"])
+            await self.inner(scope, receive, send)
+
+    instruments.RunnerTrafficMetricsMiddleware = BoundedPaths  # type: ignore[misc]
+
+
+class _RealPath:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if "nba_path" in scope:
+            scope = dict(scope, path=scope["nba_path"])
+            del scope["nba_path"]
+        await self.app(scope, receive, send)
