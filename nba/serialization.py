@@ -9,12 +9,16 @@ A saved policy is a folder::
 A deployment bundle (:func:`save_bundle`) is such a folder under ``policy/`` beside a
 ``deployment.json`` holding the feature layout, lifecycle thresholds and contact policy.
 
-Loading reads data only: no code in the folder is ever run.
+Loading reads data only: no code in the folder is ever run. :func:`bundle_digest` fingerprints a
+saved folder (every file's relative path and bytes), so a copy can be checked against the digest
+recorded when it was registered.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from nba.features import FeatureSpec, LifecycleRules
 from nba.policies.base import Policy
 
 FORMAT = 1
+DIGEST_ALGORITHM = "sha256"
 
 
 def space_to_dict(space: ActionSpace) -> dict[str, Any]:
@@ -113,3 +118,26 @@ def load_bundle(path: str | Path) -> Bundle:
     if tuple(policy.space.channels) != spec.channels:
         raise ValueError("deployment.json: features.channels differ from the policy's channels")
     return Bundle(policy, spec, LifecycleRules(**meta["lifecycle"]), ContactRules.from_dict(meta["contact"]))
+
+
+def bundle_digest(path: str | Path) -> str:
+    """``"sha256:<hex>"`` over every file under ``path``: the sorted relative paths (POSIX form) and
+    their bytes. Modification times, permissions and empty folders do not count; any added, removed,
+    renamed or edited file does.
+
+    Each file contributes ``<relative path> NUL <size> NUL <bytes>``, so no two different folders
+    can give the same stream.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"path: no bundle folder at {str(root)!r}")
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        files += [Path(folder, n) for n in names]
+    h = hashlib.new(DIGEST_ALGORITHM)
+    for rel, file in sorted((f.relative_to(root).as_posix(), f) for f in files):
+        data = file.read_bytes()
+        h.update(rel.encode("utf-8") + b"\0" + str(len(data)).encode("ascii") + b"\0")
+        h.update(data)
+    return f"{DIGEST_ALGORITHM}:{h.hexdigest()}"

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from nba.serialization import Bundle, save_bundle
+from nba.serialization import Bundle, bundle_digest, save_bundle
 
 MODEL_NAME = "nba-policy"
+DIGEST_TAG = "bundle_digest"  # model version tag: nba.serialization.bundle_digest of artifacts/bundle
 CHAMPION, CHALLENGER = "champion", "challenger"
 POLICY_MODEL_FILE = Path(__file__).with_name("policy_model.py")
 REQUIREMENTS = ["numpy", "pandas", "lightgbm", "mlflow"]
@@ -78,7 +79,12 @@ def example_frame(bundle: Bundle, n: int = 2, seed: int = 0):
 
 def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, name: str = "policy",
                tags: dict[str, str] | None = None):
-    """Log ``bundle`` as a pyfunc model in the active run (and register it). Returns MLflow's ModelInfo."""
+    """Log ``bundle`` as a pyfunc model in the active run (and register it). Returns MLflow's ModelInfo.
+
+    The registered version gets the tags ``policy`` (the policy's name) and :data:`DIGEST_TAG` (the
+    :func:`~nba.serialization.bundle_digest` of the bundle folder logged as ``artifacts/bundle``), by
+    which the decision service checks its copies; the logged model gets the digest tag too.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -91,14 +97,15 @@ def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, n
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()), \
             contextlib.redirect_stdout(io.StringIO()):
         path = save_bundle(bundle, Path(tmp) / "bundle")
+        digest = bundle_digest(path)  # of exactly the folder MLflow copies
         info = mlflow.pyfunc.log_model(
             name=name, python_model=str(POLICY_MODEL_FILE), artifacts={"bundle": str(path)},
             signature=signature, input_example=example, pip_requirements=REQUIREMENTS,
-            registered_model_name=registered_model_name, tags=tags,
+            registered_model_name=registered_model_name, tags={**(tags or {}), DIGEST_TAG: digest},
         )
     if registered_model_name is not None:
-        version_tags(str(info.registered_model_version), {"policy": bundle.policy.name, **(tags or {})},
-                     registered_model_name)
+        version_tags(str(info.registered_model_version),
+                     {"policy": bundle.policy.name, **(tags or {}), DIGEST_TAG: digest}, registered_model_name)
     return info
 
 

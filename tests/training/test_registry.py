@@ -61,6 +61,31 @@ def test_logged_policy_predicts_and_holds_no_pickle(store):
     assert MlflowClient().get_model_version(registry.MODEL_NAME, version).tags["policy"] == "business_as_usual"
 
 
+def test_registered_version_carries_the_digest_of_its_bundle(store, tmp_path):
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from nba.serialization import bundle_digest, save_bundle
+
+    bundle = _bundle("linucb")
+    with mlflow.start_run():
+        info = registry.log_policy(bundle, tags={registry.DIGEST_TAG: "sha256:not-this"})
+    version = str(info.registered_model_version)
+    tag = MlflowClient().get_model_version(registry.MODEL_NAME, version).tags[registry.DIGEST_TAG]
+    # what a download of the registered version gives, byte for byte
+    files = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{version}",
+                                                     dst_path=str(tmp_path / "dl")))
+    assert tag == bundle_digest(files / "artifacts" / "bundle")
+    assert tag == bundle_digest(save_bundle(bundle, tmp_path / "saved"))  # the folder that was saved
+    assert mlflow.get_logged_model(info.model_id).tags[registry.DIGEST_TAG] == tag
+    # and the alias state shows it
+    registry.set_alias("digest-test", version)
+    assert registry.alias_state("digest-test").tags[registry.DIGEST_TAG] == tag
+    other = _register("business_as_usual")
+    assert MlflowClient().get_model_version(registry.MODEL_NAME, other).tags[registry.DIGEST_TAG] != tag
+
+
 def test_promote_needs_evidence_and_rolls_back(store):
     v1, v2 = _register("no_contact"), _register("business_as_usual")
     registry.set_alias(registry.CHAMPION, v1)
