@@ -198,6 +198,6 @@ async def decide_batch(rt: Runtime, req: DecideBatchRequest) -> bytes:
 async def feedback(rt: Runtime, req: FeedbackRequest) -> FeedbackResponse:
     """Record an outcome (idempotent); UnknownDecision (404) for an id the log does not hold."""
     if not rt.models.ready:  # feedback goes to the log itself: a failed spool does not stop it
-        raise NotReady("no policy loaded yet")
+        raise NotReady(f"no policy loaded: {rt.models.not_ready_reason or 'not loaded yet'}")
     recorded = await asyncio.to_thread(rt.engine.feedback, req.decision_id, req.event, req.time, req.value)
     return FeedbackResponse.model_construct(decision_id=req.decision_id, event=req.event, recorded=recorded)

@@ -146,3 +146,86 @@ def customer(cid: str | None = None, **kw) -> dict:
     return body
 
 
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 in front of a real server (PostgreSQL), which a test can cut and restore:
+    a database outage without touching the database every other test uses.
+
+    ``cut()`` closes every proxied connection and refuses new ones (as a stopped server does); ``restore()``
+    accepts them again on the same port.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import socket
+
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._socket = socket
+        self._lock = threading.Lock()
+        self._conns: list = []
+        self._listener = None
+        self.restore()
+
+    def url(self, pg_url: str) -> str:
+        """``pg_url`` with its host and port replaced by the proxy's."""
+        import sqlalchemy as sa
+
+        return sa.make_url(pg_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+    def restore(self) -> None:
+        s = self._socket
+        listener = s.socket(s.AF_INET, s.SOCK_STREAM)
+        listener.setsockopt(s.SOL_SOCKET, s.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass

@@ -372,3 +372,39 @@ def test_the_gather_window_is_checked():
     for raw in ("-1", "nan", "5000", "soon"):
         with pytest.raises(ValueError, match="^NBA_GATHER_MS"):
             Settings.from_env({"NBA_GATHER_MS": raw})
+
+
+def test_a_row_the_log_refuses_fails_only_its_own_request(registry, tmp_path):
+    """Write-through: eight requests decided in one batch, one holding a customer the database refuses (a
+    trigger: a reason no validation can know): that request fails, its seven neighbours are committed and
+    answered."""
+    import sqlite3
+
+    rt, sizes, gate, entered = _recording_engine(registry, tmp_path)
+    try:
+        now = JUNE * 3600.0 + 8 * 3600.0
+        rt.engine.decide(rt.engine.prepare([_customer("warm-up")], now, 0, batch=False))  # the log's tables
+        with sqlite3.connect(tmp_path / "d.db") as db:
+            db.execute("CREATE TRIGGER refuse BEFORE INSERT ON decisions WHEN NEW.customer_id = 'refused' "
+                       "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END")
+        gate.clear()
+        entered.clear()
+        held = rt.engine.submit(rt.engine.prepare([_customer("held")], now, 0, batch=False))
+        assert entered.wait(10)
+        names = ["n0", "n1", "n2", "refused", "n3", "n4", "n5", "n6"]
+        futures = [rt.engine.submit(rt.engine.prepare([_customer(c)], now, 0, batch=False)) for c in names]
+        gate.set()
+        held.result(10)
+        outcomes = {}
+        for c, f in zip(names, futures, strict=True):
+            try:
+                outcomes[c] = f.result(10).decision_id[0]
+            except Exception as e:  # noqa: BLE001 - the refused row's own failure
+                outcomes[c] = e
+        assert sizes[-9:] == [8] + [1] * 8  # one batch of eight failed, then each request alone
+        assert isinstance(outcomes.pop("refused"), Exception)
+        logged = rt.engine.log.customer_ids()
+        assert all(isinstance(v, str) for v in outcomes.values()) and set(outcomes) <= logged
+        assert "refused" not in logged
+    finally:
+        rt.close()
