@@ -11,6 +11,14 @@ into the log, many per transaction, and the file is emptied once everything in i
 Writes to the log are idempotent (decision ids are unique), so replaying a frame twice is harmless:
 opening a spool first replays whatever a killed owner left in it, before anything else happens.
 
+A decision the log refuses for what it holds (:func:`rejected`: a spool written by an older version
+that let a NUL character through, say) must not stop the replay behind it, nor the service's start:
+the transaction it failed is split in halves, and those again, down to single decisions; the others
+are written, and each refused one is appended to ``<dir>/dead-letter.jsonl`` (:class:`DeadLetter`)
+and fsynced before the replay moves past it. Any other error (the log unreachable or busy) keeps the
+batches in the spool, retried with backoff; the replayer logs one error when such an outage starts
+and one warning when it ends.
+
 Frame: ``b"NBAS"``, header length, body length and CRC-32 of header + body (little-endian uint32),
 then a JSON header (the string columns and the shapes) and the numeric columns as raw
 little-endian arrays (the eligibility mask bit-packed). A torn frame at the end of the file (a crash
@@ -22,7 +30,9 @@ One process owns a spool directory at a time (an exclusive ``flock`` on ``<dir>/
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import math
 import mmap
 import os
 import struct
@@ -33,10 +43,13 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import fields
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
+import sqlalchemy as sa
 
 from nba.log.records import DecisionRecords
 from nba.log.store import DecisionLog, LogLayout, validate_decisions
@@ -46,6 +59,8 @@ MAGIC = b"NBAS"
 _HEAD = struct.Struct("<4sIII")
 _STRINGS = ("decision_id", "customer_id", "policy", "policy_version", "experiment", "arm")
 _FLOATS = ("time", "send_at", "propensity", "cost")
+DEAD_LETTER = "dead-letter.jsonl"
+_REASON = 300  # most characters of an error kept in a dead letter or a log line
 
 
 def encode(records: DecisionRecords) -> bytes:
@@ -124,8 +139,9 @@ class Spool:
     The replayer is a child process (``python -m nba.log.spool``), not a thread: writing to the log
     holds the interpreter lock for milliseconds at a time, and as a thread it made the decider's
     batches 40 % slower. The two share a small memory-mapped ``state`` file: how far the spool was appended,
-    where the file starts, how far it was replayed. Positions (``append``'s return value,
-    :attr:`replayed`) count bytes ever appended, so they keep growing when the file is emptied.
+    where the file starts, how far it was replayed, how many decisions went to the dead letter.
+    Positions (``append``'s return value, :attr:`replayed`) count bytes ever appended, so they keep
+    growing when the file is emptied.
     """
 
     def __init__(self, directory: str | Path, log: DecisionLog, *, rows_per_write: int = 50_000,
@@ -148,9 +164,9 @@ class Spool:
         self._write_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._failed: OSError | None = None
+        self._state = _State.create(self.directory / "state")
         self._recover()
         self._written = self._synced = 0  # positions: written to the file, and fsynced too
-        self._state = _State.create(self.directory / "state")
         self._closed = False
         self._child: subprocess.Popen | None = None
         self._start_replayer()
@@ -230,6 +246,18 @@ class Spool:
         return self._state.get(_APPENDED) - self._state.get(_REPLAYED)
 
     @property
+    def dead_letters(self) -> int:
+        """Decisions the log refused since this spool was opened (its recovery included), each now a
+        line of :attr:`dead_letter_path` instead of a row of the log."""
+        return self._state.get(_DEAD)
+
+    @property
+    def dead_letter_path(self) -> Path:
+        """The dead letter: ``<dir>/dead-letter.jsonl`` (see :class:`DeadLetter`); it keeps the lines of
+        earlier owners too."""
+        return self.directory / DEAD_LETTER
+
+    @property
     def last_error(self) -> str | None:
         """Why the log is falling behind, ``None`` while the replayer keeps up."""
         failures = self._state.get(_FAILURES)
@@ -299,7 +327,8 @@ class Spool:
         self._child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
     def _recover(self) -> None:
-        """Replay what a previous owner left, cut off a torn tail and empty the file."""
+        """Replay what a previous owner left, cut off a torn tail and empty the file. What the log
+        refuses goes to the dead letter; an unreachable log raises (the spool is kept for the next try)."""
         data = self.path.read_bytes()
         if not data:
             return
@@ -307,25 +336,25 @@ class Spool:
         if end < len(data):
             _logger.warning("spool %s: dropping %d bytes of a torn, unacknowledged frame at offset %d",
                             self.path, len(data) - end, end)
-        write_frames(self.log, data, frames, self.rows_per_write)
+        write_frames(self.log, data, frames, self.rows_per_write, dead_letter=DeadLetter(self.directory, self._state))
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
         _logger.warning("spool %s: replayed %d batches left by a previous process", self.path, len(frames))
 
 
 _READ_BYTES = 64 << 20  # most the replayer reads at once (a log down for an hour leaves a lot)
-# shared state: int64 slots of the memory-mapped ``state`` file
-_APPENDED, _BASE, _REPLAYED, _FAILURES, _STOP = range(5)
+# shared state: int64 slots of the memory-mapped ``state`` file (8 fit in its 64 bytes)
+_APPENDED, _BASE, _REPLAYED, _FAILURES, _STOP, _DEAD = range(6)
 
 
 class _State:
-    """Five int64 counters in a memory-mapped file, shared by the spool's owner and its replayer (each
-    slot has one writer; aligned 8-byte loads and stores do not tear)."""
+    """Eight int64 slots in a memory-mapped file, shared by the spool's owner and its replayer (each
+    slot has one writer at a time; aligned 8-byte loads and stores do not tear)."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._map = mmap.mmap(fd, 64)
-        self._a = np.frombuffer(self._map, np.int64, 5)
+        self._a = np.frombuffer(self._map, np.int64, 8)
 
     @classmethod
     def create(cls, path: Path) -> _State:
@@ -358,32 +387,156 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def rejected(error: BaseException) -> bool:
+    """Whether ``error`` is the log refusing the decisions for what they hold, so that writing them
+    again can never succeed: validation's ValueError (UnicodeEncodeError is one), or the database's
+    DataError or IntegrityError. Anything else (OperationalError, a lost connection, a missing
+    table) is the log's trouble, not the decisions': they stay in the spool, retried."""
+    if isinstance(error, sa.exc.DBAPIError):
+        return isinstance(error, sa.exc.DataError | sa.exc.IntegrityError)
+    if isinstance(error, sa.exc.StatementError):  # raised while binding a parameter: the cause is the value
+        return isinstance(error.orig, ValueError)
+    return isinstance(error, ValueError)
+
+
+def _reason(error: BaseException) -> str:
+    """``Type: message`` of ``error``, the driver's own message for SQLAlchemy's (without the SQL and its
+    parameters), cut to a few hundred characters."""
+    orig = getattr(error, "orig", None)
+    text = f"{type(error).__name__}: {orig if isinstance(orig, BaseException) else error}"
+    return text if len(text) <= _REASON else f"{text[: _REASON - 3]}..."
+
+
+class DeadLetter:
+    """``<dir>/dead-letter.jsonl``: the decisions the log refused on replay, one JSON object a line.
+
+    A line holds the decision's fields as plain JSON (the strings; ``time``, ``send_at``,
+    ``propensity`` and ``cost`` as numbers, ``null`` for a non-finite one; ``action``; ``context`` as a
+    list of numbers; ``eligible`` as the list of the eligible actions' indices), then ``reason``
+    (the error's type and message) and ``at`` (when it was refused, ISO 8601 UTC). The lines are
+    fsynced, and counted in the spool's shared state, before the replay moves past the decision; a
+    crash just between the two leaves the same decision in the file twice.
+    """
+
+    def __init__(self, directory: Path, state: _State) -> None:
+        self.path = directory / DEAD_LETTER
+        self._state = state
+
+    def add(self, refused: list[tuple[DecisionRecords, BaseException]]) -> None:
+        """Append one line per single-decision batch of ``refused``, with its error, and fsync."""
+        at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        lines = [json.dumps({**_plain(rec), "reason": _reason(e), "at": at}, allow_nan=False) + "\n"
+                 for rec, e in refused]  # ASCII: NULs and lone surrogates escaped
+        new = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _write_all(fd, "".join(lines).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:  # the file's name must survive a power loss too
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self._state.set(_DEAD, self._state.get(_DEAD) + len(refused))
+        _logger.error("spool %s: the log refused %d decision(s), now in %s (first: %s)", self.path.parent,
+                      len(refused), self.path, _reason(refused[0][1]))
+
+
+def _plain(rec: DecisionRecords) -> dict[str, Any]:
+    """The one decision of ``rec`` as plain JSON values (see :class:`DeadLetter`)."""
+    number = lambda x: float(x) if math.isfinite(x) else None  # noqa: E731
+    out: dict[str, Any] = {}
+    for f in fields(DecisionRecords):
+        x = getattr(rec, f.name)[0]
+        if f.name in _STRINGS:
+            out[f.name] = str(x)
+        elif f.name == "context":
+            out[f.name] = [number(v) for v in x.tolist()]
+        elif f.name == "eligible":
+            out[f.name] = np.flatnonzero(x).tolist()
+        elif f.name == "action":
+            out[f.name] = int(x)
+        else:
+            out[f.name] = number(float(x))
+    return out
+
+
 def write_frames(log: DecisionLog, data: bytes, frames: list[tuple[int, int]], rows_per_write: int,
-                 written: Callable[[int], None] | None = None) -> None:
+                 written: Callable[[int], None] | None = None, dead_letter: DeadLetter | None = None) -> None:
     """Write the ``frames`` (from :func:`scan`) of ``data`` to ``log``, up to ``rows_per_write``
-    decisions per transaction, calling ``written(end)`` after each transaction with the end of its
-    last frame."""
+    decisions of one shape per transaction, calling ``written(end)`` after each transaction with the
+    end of its last frame.
+
+    With a ``dead_letter``, decisions the log refuses (:func:`rejected`) go there instead, and the
+    rest is written (a refused transaction is split in halves, down to single decisions), before
+    ``written`` is called. Any other error, or any refusal without a ``dead_letter``, raises: what
+    follows the last ``written`` is to be written again.
+    """
     view = memoryview(data)
     batch: list[DecisionRecords] = []
     rows = 0
     for i, (s, e) in enumerate(frames):
-        batch.append(decode(view[s:e]))
-        rows += len(batch[-1])
+        records = decode(view[s:e])
+        if batch and _shape(records) != _shape(batch[0]):  # another layout: never in one transaction
+            _store(log, _concat(batch), dead_letter)
+            if written is not None:
+                written(s)
+            batch, rows = [], 0
+        batch.append(records)
+        rows += len(records)
         if rows >= rows_per_write or i == len(frames) - 1:
-            log.log_decisions(_concat(batch))
+            _store(log, _concat(batch), dead_letter)
             if written is not None:
                 written(e)
             batch, rows = [], 0
 
 
+def _store(log: DecisionLog, records: DecisionRecords, dead_letter: DeadLetter | None) -> None:
+    """``records`` into ``log``, the decisions it refuses into ``dead_letter`` (when there is one)."""
+    if dead_letter is None:
+        log.log_decisions(records)
+        return
+    refused: list[tuple[DecisionRecords, BaseException]] = []
+    _write_or_split(log, records, refused)
+    if refused:
+        dead_letter.add(refused)
+
+
+def _write_or_split(log: DecisionLog, records: DecisionRecords,
+                    refused: list[tuple[DecisionRecords, BaseException]]) -> None:
+    """Write ``records`` in one transaction; if the log refuses them, each half again, down to single
+    decisions, which are added to ``refused`` with their error."""
+    try:
+        log.log_decisions(records)
+    except Exception as e:
+        if not rejected(e):
+            raise
+        if len(records) == 1:
+            refused.append((records, e))
+            return
+        half = len(records) // 2
+        _write_or_split(log, _rows(records, slice(None, half)), refused)
+        _write_or_split(log, _rows(records, slice(half, None)), refused)
+
+
 def replay_forever(directory: Path, url: str, namespace: str | None, parent: int, rows_per_write: int,
                    interval: float, read_bytes: int = _READ_BYTES) -> None:
     """The replayer process: copy appended frames into the log until the owner sets stop (once all is
-    replayed) or dies; reads at most ``read_bytes`` at a time (more for a bigger frame)."""
-    log = DecisionLog(url, namespace=namespace, checkpoint_every_s=1.0)
+    replayed) or dies; reads at most ``read_bytes`` at a time (more for a bigger frame).
+
+    A failed write (the log unreachable or busy; its connection too is retried) is retried with
+    backoff up to 5 s: one error is logged when such an outage starts, one warning when it ends,
+    the attempts between at debug level.
+    """
+    log: DecisionLog | None = None
     st = _State.open(directory / "state")
+    dead_letter = DeadLetter(directory, st)
     fd = os.open(directory / "decisions.spool", os.O_RDONLY)
     backoff = 0.05
+    failures, outage_since = 0, 0.0
     while os.getppid() == parent:
         appended, replayed = st.get(_APPENDED), st.get(_REPLAYED)
         if appended <= replayed:
@@ -393,6 +546,8 @@ def replay_forever(directory: Path, url: str, namespace: str | None, parent: int
             continue
         base = st.get(_BASE)  # read after appended: set before it when the file was emptied
         try:
+            if log is None:
+                log = DecisionLog(url, namespace=namespace, checkpoint_every_s=1.0)
             want = appended - replayed
             data = os.pread(fd, min(want, read_bytes), replayed - base)
             frames, end = scan(data)
@@ -401,18 +556,38 @@ def replay_forever(directory: Path, url: str, namespace: str | None, parent: int
                 frames, end = scan(data)
             if not frames or (end != len(data) and len(data) == want):
                 raise RuntimeError(f"corrupt frame at offset {replayed - base + end}")
-            write_frames(log, data, frames, rows_per_write, lambda e, r=replayed: st.set(_REPLAYED, r + e))
-            st.set(_FAILURES, 0)
+            write_frames(log, data, frames, rows_per_write, lambda e, r=replayed: st.set(_REPLAYED, r + e),
+                         dead_letter)
+            if failures:
+                _logger.warning("spool %s: replay resumed after %d failed attempts over %.1f s", directory,
+                                failures, time.monotonic() - outage_since)
+                failures = 0
+                st.set(_FAILURES, 0)
             backoff = 0.05
             pause = time.monotonic() + interval  # let batches gather: one transaction for many
             while not st.get(_STOP) and time.monotonic() < pause:
                 time.sleep(0.01)
         except Exception as e:  # the log is down or busy: the batches stay in the spool; retry
-            st.set(_FAILURES, st.get(_FAILURES) + 1)
-            _logger.error("spool %s: replay failed (will retry): %s: %s", directory, type(e).__name__, e)
+            failures += 1
+            st.set(_FAILURES, failures)
+            if failures == 1:
+                outage_since = time.monotonic()
+                _logger.error("spool %s: replay failed; the decisions stay in the spool and are retried "
+                              "until the log takes them: %s", directory, _reason(e))
+            else:
+                _logger.debug("spool %s: replay failed again (attempt %d): %s", directory, failures, _reason(e))
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-    log.close()
+    if log is not None:
+        log.close()
+
+
+def _shape(records: DecisionRecords) -> tuple[int, int]:
+    return records.context.shape[1], records.eligible.shape[1]
+
+
+def _rows(records: DecisionRecords, rows: slice) -> DecisionRecords:
+    return DecisionRecords(**{f.name: getattr(records, f.name)[rows] for f in fields(DecisionRecords)})
 
 
 def _concat(batch: list[DecisionRecords]) -> DecisionRecords:

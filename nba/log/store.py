@@ -9,6 +9,9 @@ Design:
   ``(decision_id, event)``; writes are ``INSERT ... ON CONFLICT DO NOTHING``, so a caller that
   retries after a timeout never duplicates a row. Each call validates the whole batch first
   (errors name the field and row) and then writes it in **one transaction**: all or nothing.
+* **Text both databases store.** Validation refuses a string with a NUL character (PostgreSQL
+  cannot store one) or one not encodable as UTF-8 (a lone surrogate): :func:`storable_text`. A batch
+  valid for one database is valid for the other, and no row fails inside the transaction.
 * **Columnar in, columnar out.** Writers hand in :class:`DecisionRecords` / :class:`OutcomeRecords`
   (NumPy arrays), readers get :class:`LoggedBatch` chunks. The context is stored as the raw
   little-endian float32 bytes of the row, the eligibility mask as ``np.packbits`` bytes
@@ -82,9 +85,43 @@ class LogLayout:
 
 
 # ----------------------------------------------------------------------------- validation
+_ECHO = 60  # most characters of a value an error message repeats
+
+
 def _v(x: Any) -> str:
-    """repr of a NumPy scalar as the Python value (``0.0``, not ``np.float64(0.0)``)."""
-    return repr(x.item() if isinstance(x, np.generic) else x)
+    """repr of a NumPy scalar as the Python value (``0.0``, not ``np.float64(0.0)``), cut to about 60
+    characters: an error message never repeats a huge value."""
+    r = repr(x.item() if isinstance(x, np.generic) else x)
+    return r if len(r) <= _ECHO else f"{r[: _ECHO - 3]}..."
+
+
+def storable_text(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text by both SQLite and PostgreSQL, ``None`` if it can.
+
+    PostgreSQL refuses a NUL character in text, and neither database takes a string that is not
+    encodable as UTF-8: one with a lone surrogate, which Python's ``json`` decodes from an escape
+    such as ``\\ud800``. The log's validation applies this rule to every string column, and the
+    decision service to what it is sent.
+    """
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():  # O(1) in CPython: an ASCII string cannot hold a surrogate
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"is not valid Unicode (a lone surrogate {value[e.start]!r} at position {e.start})"
+    return None
+
+
+def _storable(name: str, values: list[str]) -> None:
+    """ValueError naming ``name`` and the first row that :func:`storable_text` refuses: one scan of
+    the joined column on the common path (nothing to refuse), the rows only when it fails."""
+    if storable_text("".join(values)) is None:
+        return
+    for i, value in enumerate(values):
+        why = storable_text(value)
+        if why is not None:
+            raise ValueError(f"{name}: row {i}: {why}, got {_v(value)}")
 
 
 def _fail_row(name: str, bad: np.ndarray, msg: str) -> None:
@@ -94,7 +131,8 @@ def _fail_row(name: str, bad: np.ndarray, msg: str) -> None:
 
 
 def _strings(name: str, x: Any, n: int, nonempty: bool) -> np.ndarray:
-    """(n,) object array of str; ValueError naming ``name`` otherwise."""
+    """(n,) object array of str that both databases can store (:func:`storable_text`); ValueError
+    naming ``name`` (and the row) otherwise."""
     a = np.asarray(x)
     if a.shape != (n,):
         raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
@@ -113,6 +151,7 @@ def _strings(name: str, x: Any, n: int, nonempty: bool) -> np.ndarray:
     if nonempty and n:
         lengths = np.fromiter(map(len, out), np.int64, n)
         _fail_row(name, lengths == 0, "must not be empty")
+    _storable(name, out.tolist())
     return out
 
 
@@ -522,7 +561,7 @@ class DecisionLog:
         missing = [x for x in ids if x not in found]
         if missing:
             row = int(np.flatnonzero(decision_ids == missing[0])[0])
-            raise ValueError(f"decision_id: row {row}: unknown decision {missing[0]!r} "
+            raise ValueError(f"decision_id: row {row}: unknown decision {_v(missing[0])} "
                              f"({len(missing)} unknown in the batch); log the decision first")
 
     # ------------------------------------------------------------------ reads

@@ -6,6 +6,7 @@ The ``log`` fixture (``conftest.py``) runs each test on both databases.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -26,7 +27,7 @@ from nba.log import (
     read_parquet_batches,
     read_parquet_layout,
 )
-from nba.log.store import LOCK_BUCKETS, lock_bucket
+from nba.log.store import LOCK_BUCKETS, lock_bucket, storable_text
 
 T0 = 493_536.0  # 2026-04-21 00:00 UTC in hours since the epoch
 
@@ -155,6 +156,57 @@ def test_validation_names_the_field(log, make, message):
     with pytest.raises(ValueError, match=message):
         log.log_decisions(make(make_records(10)))
     assert log.count_decisions() == 0
+
+
+def test_storable_text_names_what_a_database_cannot_store():
+    assert storable_text("") is None and storable_text("ordinary é 😀 \t") is None
+    assert storable_text("poison\x00id") == "contains a NUL character"
+    assert storable_text(json.loads('"ab\\ud800"')) == "is not valid Unicode (a lone surrogate '\\ud800' at position 2)"
+
+
+@pytest.mark.parametrize("field", ["decision_id", "customer_id", "policy", "policy_version", "experiment", "arm"])
+@pytest.mark.parametrize("value, message", [
+    ("poison\x00id", r"contains a NUL character, got 'poison\\x00id'$"),
+    ("\x00", r"contains a NUL character, got '\\x00'$"),
+    ("é\udfff", r"is not valid Unicode \(a lone surrogate '\\udfff' at position 1\), got 'é\\udfff'$"),
+])
+def test_text_either_database_cannot_store_is_refused_before_the_transaction(log, field, value, message):
+    """PostgreSQL refused a NUL inside the transaction (a DataError failing every row of the batch) and
+    SQLite stored it; a lone surrogate failed both while binding. Now validation names the row."""
+    rec = make_records(10)
+    col = getattr(rec, field).astype(object)
+    col[3] = value
+    with pytest.raises(ValueError, match=rf"^{field}: row 3: {message}"):
+        log.log_decisions(replace(rec, **{field: col}))
+    assert log.count_decisions() == 0
+    assert log.log_decisions(rec) == 10
+
+
+def test_a_huge_refused_value_is_not_echoed(log):
+    rec = make_records(4)
+    col = rec.customer_id.astype(object)
+    col[2] = "x" * 100_000 + "\x00"
+    with pytest.raises(ValueError, match=r"^customer_id: row 2: contains a NUL character, got 'xxx") as caught:
+        log.log_decisions(replace(rec, customer_id=col))
+    assert len(str(caught.value)) < 150
+    ids = rec.decision_id.astype(object)
+    ids[3] = ids[0] = "d" * 1_000
+    with pytest.raises(ValueError, match=r"^decision_id: row 3: duplicate 'ddd") as caught:
+        log.log_decisions(replace(rec, decision_id=ids))
+    assert len(str(caught.value)) < 150
+
+
+def test_outcomes_and_history_reads_refuse_text_a_database_cannot_store(log):
+    rec = make_records(5)
+    log.log_decisions(rec)
+    bad = OutcomeRecords(np.array(["d0", "d1\x00"], object), np.array(["opened", "opened"]), np.zeros(2), np.zeros(2))
+    with pytest.raises(ValueError, match=r"^decision_id: row 1: contains a NUL character"):
+        log.log_outcomes(bad)
+    assert log.count_outcomes() == 0
+    with pytest.raises(ValueError, match=r"^customer_ids: row 1: contains a NUL character"):
+        log.contact_history(["c0", "c\x00"], since=T0)
+    with pytest.raises(ValueError, match=r"^customer_ids: row 0: is not valid Unicode"), log.deciding(["\ud800"]):
+        pass
 
 
 def test_ineligible_action_is_refused(log):

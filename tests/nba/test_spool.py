@@ -1,16 +1,44 @@
-"""The decision log's spool: exact frames, torn tails, recovery after a kill, truncation, one owner."""
+"""The decision log's spool: exact frames, torn tails, recovery after a kill, truncation, one owner,
+the dead letter of decisions the log refuses, and the replayer's outage log."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 import signal
+import threading
+import time
+import uuid
+import zlib
 from dataclasses import fields, replace
+from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 import pytest
+import sqlalchemy as sa
 
 from nba.log.records import DecisionRecords
-from nba.log.spool import _APPENDED, _STOP, Spool, SpoolFailed, _State, decode, encode, replay_forever, scan
+from nba.log.spool import (
+    _APPENDED,
+    _DEAD,
+    _FAILURES,
+    _HEAD,
+    _STOP,
+    DEAD_LETTER,
+    MAGIC,
+    Spool,
+    SpoolFailed,
+    _State,
+    _write_all,
+    decode,
+    encode,
+    rejected,
+    replay_forever,
+    scan,
+)
 from nba.log.store import DecisionLog, LogLayout
 
 
@@ -247,4 +275,210 @@ def test_the_replayer_reads_a_long_backlog_in_pieces(tmp_path, read_bytes):
     with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
         replay_forever(tmp_path, log.url, None, os.getppid(), rows_per_write=10, interval=0.0, read_bytes=read_bytes)
         assert log.count_decisions() == sum(range(1, 13))
+    st.close()
+
+
+# ----------------------------------------------------------------------------- dead letter
+def poisoned(rec: DecisionRecords, row: int, customer_id: str = "poison\x00id") -> bytes:
+    """The frame of ``rec`` with ``customer_id`` at ``row``, built as :func:`encode` builds a frame but
+    without its validation: what a spool written by an older version (which let a NUL through) holds."""
+    frame = encode(rec)
+    _, hl, _, _ = _HEAD.unpack_from(frame)
+    header = orjson.loads(frame[_HEAD.size : _HEAD.size + hl])
+    header["customer_id"][row] = customer_id
+    head, body = orjson.dumps(header), frame[_HEAD.size + hl :]
+    return _HEAD.pack(MAGIC, len(head), len(body), zlib.crc32(body, zlib.crc32(head))) + head + body
+
+
+def append_frame(spool: Spool, frame: bytes) -> int:
+    """Append and fsync a ready-made frame as :meth:`Spool.append` does with the frame it encodes."""
+    with spool._write_lock:
+        _write_all(spool._fd, frame)
+        spool._written += len(frame)
+        position = spool._written
+    spool.sync(position)
+    return position
+
+
+def dead_letters(spool: Spool) -> list[dict]:
+    return [json.loads(line) for line in spool.dead_letter_path.read_text().splitlines()]
+
+
+def assert_dead_letter_holds(dead: dict, rec: DecisionRecords, row: int, reason: str) -> None:
+    """The dead letter's line is row ``row`` of ``rec``, field by field, refused for ``reason`` (a regex)."""
+    assert dead.keys() == {f.name for f in fields(DecisionRecords)} | {"reason", "at"}
+    for name in ("decision_id", "customer_id", "policy", "policy_version", "experiment", "arm"):
+        assert dead[name] == getattr(rec, name)[row], name
+    for name in ("time", "send_at", "propensity", "cost"):
+        assert dead[name] == getattr(rec, name)[row], name
+    assert dead["action"] == rec.action[row]
+    assert np.array_equal(np.array(dead["context"], np.float32), rec.context[row])
+    assert dead["eligible"] == np.flatnonzero(rec.eligible[row]).tolist()
+    assert re.match(reason, dead["reason"]), dead["reason"]
+    at = datetime.fromisoformat(dead["at"])
+    assert at.tzinfo is not None and abs((datetime.now(UTC) - at).total_seconds()) < 60
+
+
+def test_recovery_puts_a_poison_frame_in_the_dead_letter_and_the_service_starts(log, tmp_path):
+    """A spool left by a killed process, a frame with a NUL customer id between two good ones: opening
+    the spool used to fail on it (PostgreSQL's DataError) for ever; now its other rows are stored, the
+    NUL row is in the dead letter, and the spool takes new batches."""
+    first, bad, last = records(4, "a-"), records(3, "p-", seed=1), records(4, "b-", seed=2)
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "decisions.spool").write_bytes(encode(first) + poisoned(bad, 1) + encode(last))
+    spool = Spool(tmp_path / "spool", log)
+    try:
+        assert spool.dead_letters == 1 and spool.path.stat().st_size == 0
+        want = {*first.decision_id.tolist(), "p-0", "p-2", *last.decision_id.tolist()}
+        assert set(log.read().decision_id.tolist()) == want
+        (dead,) = dead_letters(spool)
+        poison = replace(bad, customer_id=np.array(["c0é", "poison\x00id", "c2é"], object))
+        assert_dead_letter_holds(dead, poison, 1, r"^ValueError: customer_id: row 0: contains a NUL character")
+        assert "\\u0000" in spool.dead_letter_path.read_text()  # escaped: the file is plain ASCII JSON
+        assert spool.wait(spool.append(records(2, "after-", seed=3)), 30)
+    finally:
+        spool.close()
+    assert log.count_decisions() == 12
+
+
+def test_the_replayer_puts_a_poison_frame_in_the_dead_letter_and_goes_on(log, tmp_path):
+    """The replayer process met the NUL row, failed for ever, and no later decision reached the log."""
+    spool = Spool(tmp_path / "spool", log, replay_every_s=0.01)
+    try:
+        spool.append(records(5, "a-"))
+        bad = records(3, "p-", seed=1)
+        append_frame(spool, poisoned(bad, 2))
+        last = spool.append(records(5, "b-", seed=2))
+        assert spool.wait(last, 30), spool.last_error
+        assert spool.dead_letters == 1 and spool.last_error is None
+        ids = set(log.read().decision_id.tolist())
+        assert len(ids) == 12 and "p-2" not in ids
+        (dead,) = dead_letters(spool)
+        assert dead["decision_id"] == "p-2" and dead["customer_id"] == "poison\x00id"
+        assert dead["reason"].startswith("ValueError: customer_id: row 0: contains a NUL character")
+        assert spool.wait(spool.append(records(2, "c-", seed=3)), 30) and spool.dead_letters == 1
+    finally:
+        spool.close()
+    assert log.count_decisions() == 14
+
+
+def refuse_customer(log: DecisionLog, customer_id: str) -> None:
+    """Make the database itself refuse decisions for ``customer_id`` (a CHECK constraint; SQLite: a trigger),
+    a refusal the log's validation cannot foresee."""
+    table = log.decisions.name
+    with log.engine.begin() as conn:
+        if log.dialect == "postgresql":
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {table}_refused "
+                                 f"CHECK (customer_id <> '{customer_id}')")
+        else:
+            conn.exec_driver_sql(f"CREATE TRIGGER {table}_refused BEFORE INSERT ON {table} "
+                                 f"WHEN NEW.customer_id = '{customer_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+
+
+def test_rows_the_database_refuses_go_to_the_dead_letter_one_by_one(log, tmp_path):
+    """An IntegrityError of the database (not of validation) on a few rows of a big transaction: the
+    transaction is split until each refused row stands alone; every other row is stored once."""
+    log.log_decisions(records(1, "layout-"))
+    refuse_customer(log, "refused")
+    batches = [records(40, f"r{k}-", seed=k) for k in range(5)]
+    refused = {(1, 3), (1, 4), (3, 39)}
+    for k, row in refused:
+        batches[k].customer_id[row] = "refused"
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "decisions.spool").write_bytes(b"".join(map(encode, batches)))
+    spool = Spool(tmp_path / "spool", log, rows_per_write=1_000)
+    try:
+        assert spool.dead_letters == 3
+        dead = dead_letters(spool)
+        assert {d["decision_id"] for d in dead} == {f"r{k}-{row}" for k, row in refused}
+        for d in dead:
+            k, row = (int(x) for x in re.findall(r"\d+", d["decision_id"]))
+            assert_dead_letter_holds(d, batches[k], row, r"^IntegrityError: .*refused")
+        assert log.count_decisions() == 1 + 200 - 3
+    finally:
+        spool.close()
+
+
+def test_a_frame_of_another_layout_goes_to_the_dead_letter(tmp_path):
+    """A batch with another number of features than the log holds can never be stored: it used to be
+    concatenated with its neighbours (and fail), now it has a transaction of its own and is refused."""
+    with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
+        log.log_decisions(records(1, "layout-", d=7))
+        (tmp_path / "spool").mkdir()
+        frames = [encode(records(3, "a-", d=7)), encode(records(2, "x-", d=5)), encode(records(3, "b-", d=7))]
+        (tmp_path / "spool" / "decisions.spool").write_bytes(b"".join(frames))
+        spool = Spool(tmp_path / "spool", log)
+        try:
+            assert spool.dead_letters == 2 and log.count_decisions() == 7
+            assert all(d["reason"].startswith("ValueError: context: this log holds 7 features")
+                       for d in dead_letters(spool))
+        finally:
+            spool.close()
+
+
+@pytest.mark.parametrize("error, refused", [
+    (ValueError("customer_id: row 0: contains a NUL character"), True),
+    (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), True),
+    (sa.exc.DataError("INSERT", (), Exception("text fields cannot contain NUL")), True),
+    (sa.exc.IntegrityError("INSERT", (), Exception("check constraint")), True),
+    (sa.exc.StatementError("bind", "INSERT", (), UnicodeEncodeError("utf-8", "\ud800", 0, 1, "no")), True),
+    (sa.exc.OperationalError("INSERT", (), Exception("connection refused")), False),
+    (sa.exc.ProgrammingError("INSERT", (), Exception("relation does not exist")), False),
+    (sa.exc.StatementError("bind", "INSERT", (), RuntimeError("pool")), False),
+    (RuntimeError("corrupt frame at offset 0"), False),
+    (OSError(5, "Input/output error"), False),
+])
+def test_only_a_refusal_of_the_decisions_themselves_is_dead_lettered(error, refused):
+    assert rejected(error) is refused
+
+
+def test_an_outage_is_logged_when_it_starts_and_when_it_ends(db_url, tmp_path, caplog):
+    """The log is unreachable for a second (SQLite: its directory does not exist yet; PostgreSQL: its
+    database does not): one error when the outage starts, the retries at debug level, one warning when
+    it ends; nothing is lost and nothing goes to the dead letter."""
+    if db_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path}/later/l.db"
+        admin = None
+
+        def end_outage() -> None:
+            (tmp_path / "later").mkdir()
+    else:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        url = sa.make_url(db_url).set(database=name).render_as_string(hide_password=False)
+        admin = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
+
+        def end_outage() -> None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    frames = [encode(records(5, f"o{k}-", seed=k)) for k in range(3)]
+    (tmp_path / "decisions.spool").write_bytes(b"".join(frames))
+    st = _State.create(tmp_path / "state")
+    st.set(_APPENDED, sum(map(len, frames)))
+    st.set(_STOP, 1)  # stop once everything is replayed
+    caplog.set_level(logging.DEBUG, logger="nba.log")
+    timer = threading.Timer(1.0, end_outage)
+    timer.start()
+    started = time.monotonic()
+    try:
+        replay_forever(tmp_path, url, None, os.getppid(), rows_per_write=100, interval=0.0)
+        timer.join()
+        with DecisionLog(url) as replayed:
+            assert replayed.count_decisions() == 15
+    finally:
+        timer.cancel()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.dispose()
+    took = time.monotonic() - started
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "nba.log"]
+    errors = [m for level, m in messages if level >= logging.ERROR]
+    assert len(errors) == 1 and "replay failed" in errors[0], errors
+    (resumed,) = [(level, m) for level, m in messages if "resumed" in m]
+    found = re.search(r"replay resumed after (\d+) failed attempts over ([\d.]+) s$", resumed[1])
+    assert resumed[0] == logging.WARNING and found is not None
+    attempts, seconds = int(found[1]), float(found[2])
+    assert attempts >= 3 and 0.8 <= seconds <= took + 0.05  # printed to 0.1 s
+    assert sum(level == logging.DEBUG and "failed again" in m for level, m in messages) == attempts - 1
+    assert st.get(_FAILURES) == 0 and st.get(_DEAD) == 0 and not (tmp_path / DEAD_LETTER).exists()
     st.close()
