@@ -746,7 +746,7 @@ class Engine:
 
     def _log_outcome(self, rec: OutcomeRecords) -> bool:
         try:
-            return self.log.log_outcomes(rec) > 0
+            return self.log.log_outcomes(rec, after_decision=True) > 0
         except ValueError as e:
             if self.spool is None or not _unknown(e) or not self.spool.pending_bytes:
                 raise
@@ -758,7 +758,7 @@ class Engine:
         if behind is not None:
             raise LogBehind(f"decision_id: its decision is not in the decision log yet ({behind}); "
                             "nothing was recorded, retry later")
-        return self.log.log_outcomes(rec) > 0
+        return self.log.log_outcomes(rec, after_decision=True) > 0
 
 
 def _unknown(e: ValueError) -> bool:

@@ -68,6 +68,7 @@ SCHEMA_VERSION = "1"
 ENGAGEMENTS = ("opened", "clicked", "converted")
 DEFAULT_RULE = RewardRule()
 _IN_CHUNK = 500  # values per IN (...) list
+OUTCOME_SKEW_H = 5 / 60  # an outcome may be stamped up to 5 minutes before its decision (clocks differ)
 LOCK_BUCKETS = 256  # PostgreSQL advisory locks per log in DecisionLog.deciding
 _NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 _STR_FIELDS = ("decision_id", "customer_id", "policy", "policy_version", "experiment", "arm")
@@ -483,35 +484,41 @@ class DecisionLog:
         """
         return self.log(records, None)[0]
 
-    def log_outcomes(self, records: OutcomeRecords) -> int:
+    def log_outcomes(self, records: OutcomeRecords, *, after_decision: bool = False) -> int:
         """Validate, then write all of ``records`` in one transaction; returns how many were new.
 
         Every ``decision_id`` must be logged already (else ValueError naming ``decision_id``, and
-        nothing is written); an ``(decision_id, event)`` already stored is skipped.
+        nothing is written); an ``(decision_id, event)`` already stored is skipped. ``after_decision``:
+        refuse an outcome stamped more than :data:`OUTCOME_SKEW_H` before its decision (ValueError naming
+        ``time``), as the decision service does; an imported log may hold such events (the reward join
+        leaves them out).
         """
-        return self.log(None, records)[1]
+        return self.log(None, records, after_decision=after_decision)[1]
 
-    def log(self, decisions: DecisionRecords | None, outcomes: OutcomeRecords | None) -> tuple[int, int]:
+    def log(self, decisions: DecisionRecords | None, outcomes: OutcomeRecords | None, *,
+            after_decision: bool = False) -> tuple[int, int]:
         """Decisions and outcomes (which may follow those decisions) in one transaction, all or nothing.
 
-        Returns how many decisions and outcomes were new.
+        Returns how many decisions and outcomes were new; ``after_decision`` as in :meth:`log_outcomes`.
         """
         v = None if decisions is None else validate_decisions(decisions)
         c = None if outcomes is None else validate_outcomes(outcomes)
         if (v is None or not len(v.cols["decision_id"])) and (c is None or not len(c["decision_id"])):
             return 0, 0
         with self._writer.begin() as conn:
-            return self._write(conn, v, c)
+            return self._write(conn, v, c, after_decision)
 
-    def _write(self, conn: sa.Connection, v: _Decisions | None, c: dict[str, np.ndarray] | None) -> tuple[int, int]:
+    def _write(self, conn: sa.Connection, v: _Decisions | None, c: dict[str, np.ndarray] | None,
+               after_decision: bool = False) -> tuple[int, int]:
         """Validated decisions and outcomes written on ``conn``, inside its transaction."""
         new_d = new_o = 0
         if v is not None and len(v.cols["decision_id"]):
             self._set_layout(conn, LogLayout(v.context.shape[1], v.eligible.shape[1]))
             new_d = int(conn.exec_driver_sql(self._decision_sql, self._decision_rows(v)).rowcount)
         if c is not None and len(c["decision_id"]):
-            batch_ids = set() if v is None else set(v.cols["decision_id"].tolist())
-            self._check_known(conn, c["decision_id"], batch_ids)
+            batch = {} if v is None else dict(zip(v.cols["decision_id"].tolist(), v.cols["time"].tolist(),
+                                                  strict=True))
+            self._check_known(conn, c["decision_id"], c["time"] if after_decision else None, batch)
             out_rows = list(zip(c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(),
                                 c["value"].tolist(), strict=True))
             new_o = int(conn.exec_driver_sql(self._outcome_sql, out_rows).rowcount)
@@ -551,18 +558,27 @@ class DecisionLog:
                         c["policy_version"].tolist(), c["experiment"].tolist(), c["arm"].tolist(),
                         c["cost"].tolist(), strict=True))
 
-    def _check_known(self, conn: sa.Connection, decision_ids: np.ndarray, batch_ids: set[str]) -> None:
-        """ValueError naming ``decision_id`` unless every id is in ``batch_ids`` or stored."""
-        ids = [x for x in dict.fromkeys(decision_ids.tolist()) if x not in batch_ids]
-        found: set[str] = set()
-        col = self.decisions.c.decision_id
+    def _check_known(self, conn: sa.Connection, decision_ids: np.ndarray, times: np.ndarray | None,
+                     batch: dict[str, float]) -> None:
+        """ValueError naming ``decision_id`` unless every id is in ``batch`` (id -> decision time) or stored;
+        with ``times``, naming ``time`` for an outcome more than :data:`OUTCOME_SKEW_H` before its decision."""
+        ids = [x for x in dict.fromkeys(decision_ids.tolist()) if x not in batch]
+        found = dict(batch)
+        d = self.decisions.c
         for i in range(0, len(ids), _IN_CHUNK):
-            found.update(conn.execute(sa.select(col).where(col.in_(ids[i : i + _IN_CHUNK]))).scalars())
+            chunk = ids[i : i + _IN_CHUNK]
+            found.update(conn.execute(sa.select(d.decision_id, d.time).where(d.decision_id.in_(chunk))).all())
         missing = [x for x in ids if x not in found]
         if missing:
             row = int(np.flatnonzero(decision_ids == missing[0])[0])
             raise ValueError(f"decision_id: row {row}: unknown decision {_v(missing[0])} "
                              f"({len(missing)} unknown in the batch); log the decision first")
+        if times is None:
+            return
+        decided = np.fromiter(map(found.__getitem__, decision_ids.tolist()), np.float64, len(decision_ids))
+        _fail_row("time", times < decided - OUTCOME_SKEW_H,
+                  lambda i: f"{_v(times[i])} is before its decision {_v(decision_ids[i])} at {_v(decided[i])} "
+                            "(hours since the epoch)")
 
     # ------------------------------------------------------------------ reads
     def count_decisions(self) -> int:

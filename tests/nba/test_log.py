@@ -509,3 +509,17 @@ def test_funnel_events_follow_each_decision_within_the_window(log):
     FunnelEvents.check(ev, batch.action)  # consistent: what the funnel learner requires
     with pytest.raises(ValueError, match="^window_h"):
         log.funnel_events(batch, window_h=-1.0)
+
+
+def test_outcomes_before_their_decision_are_refused_on_request(log):
+    rec = make_records(3)
+    log.log_decisions(rec)
+    early = OutcomeRecords(decision_id=np.array([rec.decision_id[0], rec.decision_id[2]]),
+                           event=np.array(["opened", "opened"]), time=np.array([rec.time[0] + 1, rec.time[2] - 1.0]),
+                           value=np.zeros(2))
+    with pytest.raises(ValueError, match=r"^time: row 1: .* is before its decision"):
+        log.log_outcomes(early, after_decision=True)
+    assert log.count_outcomes() == 0
+    skew = replace(early, time=np.array([rec.time[0], rec.time[2] - 1 / 60]))  # a minute early: clocks differ
+    assert log.log_outcomes(skew, after_decision=True) == 2
+    assert log.log_outcomes(replace(early, event=np.array(["clicked", "clicked"]))) == 2  # an import may hold them
