@@ -91,11 +91,13 @@ def _name_fields(body: bytes) -> bytes:
 class Probes:
     """``GET /readyz`` and ``GET /docs.json`` answered here; everything else passes through.
 
-    ``readiness()`` returns ``(ready, body)``; ``spec()`` the OpenAPI document.
+    ``readiness()`` returns ``(ready, body)``; ``spec()`` the OpenAPI document; ``before_metrics()`` runs
+    before ``GET /metrics`` is answered (to bring gauges up to date).
     """
 
-    def __init__(self, app: Any, readiness: Callable[[], tuple[bool, dict]], spec: Callable[[], dict]) -> None:
-        self.app, self.readiness, self.spec = app, readiness, spec
+    def __init__(self, app: Any, readiness: Callable[[], tuple[bool, dict]], spec: Callable[[], dict],
+                 before_metrics: Callable[[], object] | None = None) -> None:
+        self.app, self.readiness, self.spec, self.before_metrics = app, readiness, spec, before_metrics
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -107,6 +109,8 @@ class Probes:
             if path == "/docs.json":
                 await _send(send, 200, orjson.dumps(self.spec()))
                 return
+            if path == "/metrics" and self.before_metrics is not None:
+                self.before_metrics()
         await self.app(scope, receive, send)
 
 

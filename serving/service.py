@@ -154,4 +154,4 @@ class DecisionService:
 if SETTINGS.token:
     DecisionService.add_asgi_middleware(BearerAuth, token=SETTINGS.token, everywhere=SETTINGS.token_everywhere)
 DecisionService.add_asgi_middleware(JsonApi)
-DecisionService.add_asgi_middleware(Probes, readiness=_readiness, spec=_spec)
+DecisionService.add_asgi_middleware(Probes, readiness=_readiness, spec=_spec, before_metrics=_readiness)

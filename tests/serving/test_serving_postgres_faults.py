@@ -122,3 +122,66 @@ def test_write_behind_keeps_acknowledging_through_an_outage_and_feedback_answers
         assert set(acked) <= _in_log(behind, acked, timeout=30)
         fb = c.post("/feedback", json={"decision_id": acked[-1], "event": "opened"})
         assert fb.status_code == 200 and fb.json()["recorded"] is True, fb.text
+
+
+def _poisoned_frame(layout, ids: list[str], poison_row: int) -> bytes:
+    """A spool frame of valid decisions with a NUL put into one customer id afterwards (as a spool written
+    by an older version, which let a NUL through, holds it)."""
+    import zlib
+
+    import numpy as np
+    import orjson
+
+    from nba.log.records import DecisionRecords
+    from nba.log.spool import _HEAD, MAGIC, encode
+
+    n = len(ids)
+    text = lambda v: np.array([v] * n, dtype=object)  # noqa: E731
+    rec = DecisionRecords(decision_id=np.array([f"{c}-d" for c in ids], dtype=object), time=np.full(n, 490_000.0),
+                          customer_id=np.array(ids, dtype=object),
+                          context=np.zeros((n, layout.context_dim), np.float32),
+                          eligible=np.ones((n, layout.n_actions), bool), action=np.zeros(n, np.int64),
+                          send_at=np.full(n, 490_000.0), propensity=np.ones(n), policy=text("business_as_usual"),
+                          policy_version=text("1"), experiment=text(""), arm=text(""), cost=np.zeros(n))
+    frame = encode(rec)
+    _, hl, _, _ = _HEAD.unpack_from(frame)
+    header = orjson.loads(frame[_HEAD.size : _HEAD.size + hl])
+    header["customer_id"][poison_row] = "poison\x00id"
+    head, body = orjson.dumps(header), frame[_HEAD.size + hl :]
+    return _HEAD.pack(MAGIC, len(head), len(body), zlib.crc32(body, zlib.crc32(head))) + head + body
+
+
+def test_a_poison_left_in_the_spool_is_dead_lettered_and_the_service_starts(registry, workdir):
+    """A spool holding a row PostgreSQL refuses (a NUL), left by a killed process: the next start replays
+    the good rows, moves the bad one to the dead letter, serves, and says so in readiness and metrics."""
+    url = postgres_or_skip()
+    namespace = f"fdl{os.getpid()}_{int(time.time())}"
+    tmp = workdir / "pg-dead-letter"
+    tmp.mkdir()
+    env = {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": url, "NBA_LOG_NAMESPACE": namespace}
+    args = ["--spool-dir", str(tmp / "spool")]
+    log = DecisionLog(url, namespace=namespace)
+    try:
+        first = start_server(tmp, env, via="nba", args=args)
+        with first.client() as c:
+            assert c.post("/decide", json=customer("layout")).status_code == 200
+        first.stop()
+        (tmp / "spool" / "decisions.spool").write_bytes(_poisoned_frame(log.layout(), ["good-1", "bad", "good-2"], 1))
+        second = start_server(tmp, env, via="nba", args=args)
+        try:
+            with second.client() as c:
+                ready = c.get("/readyz")
+                metrics = c.get("/metrics").text
+                assert c.post("/decide", json=customer("after-restart")).status_code == 200
+        finally:
+            second.stop()
+        body = ready.json()
+        assert ready.status_code == 200 and body["log"]["dead_letters"] == 1, body
+        assert any("dead-letter" in p for p in body["problems"]), body
+        assert "nba_dead_letters 1.0" in metrics
+        logged = set(log.read().customer_id.tolist())
+        assert {"good-1", "good-2", "after-restart"} <= logged and not any("\x00" in c for c in logged)
+        assert "poison" in (tmp / "spool" / "dead-letter.jsonl").read_text()
+    finally:
+        log.drop()
+        log.close()
