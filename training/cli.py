@@ -482,6 +482,10 @@ def serve(
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
     env.update({k: v for k, v in (("NBA_TRACKING_URI", tracking_uri), ("NBA_LOG_URL", log_url),
                                   ("NBA_SPOOL_DIR", spool_dir)) if v})
+    # BentoML keeps its Prometheus files in its home and empties them at every start: one home per
+    # instance, or a second service on this host wipes the first one's metrics
+    cache = Path(env.get("NBA_CACHE_DIR") or "nba-runs/serving-cache")
+    env.setdefault("BENTOML_HOME", str((cache / f"bentoml-{port}").resolve()))
     root = str(Path(__file__).resolve().parent.parent)
     os.execve(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService",
                                "--host", host, "--port", str(port), "--working-dir", root], env)

@@ -111,13 +111,16 @@ class Server:
 
 
 def start_server(tmp: Path, env_extra: dict[str, str], via: str = "bentoml", wait: bool = True,
-                 args: list[str] | None = None) -> Server:
+                 args: list[str] | None = None, own_home: bool = True) -> Server:
     """Start the service on a free port of 127.0.0.1 (``via``: "bentoml" or "nba" for ``nba serve`` with
-    ``args``)."""
+    ``args``); ``own_home``: a BentoML home of its own (else ``nba serve`` picks one)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBA_") and k != "MLFLOW_TRACKING_URI"}
     env.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", NBA_POLL_S="1",
                NBA_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
+    env.pop("BENTOML_HOME", None)
+    if own_home:  # its own Prometheus files (BentoML empties them at each start)
+        env["BENTOML_HOME"] = str(tmp / f"bentoml-{port}")
     env.update(env_extra)
     if via == "nba":
         cmd = [str(Path(sys.executable).with_name("nba")), "serve", "--host", "127.0.0.1", "--port", str(port),

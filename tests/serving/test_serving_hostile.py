@@ -180,3 +180,20 @@ def test_the_spec_states_every_answer(http):
     assert '{"type": "null"}' not in json.dumps(spec), "OpenAPI 3.0 has no null type"
     segment = spec["components"]["schemas"]["DecideRequest"]["properties"]["segment"]
     assert "genz" in segment["enum"]
+
+
+def test_a_second_instance_on_the_host_leaves_the_first_ones_metrics(registry, workdir):
+    """BentoML empties its Prometheus files at every start: ``nba serve`` gives each instance its own home."""
+    tmp = workdir / "two-instances"
+    tmp.mkdir()
+    env = {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db"}
+    first = start_server(tmp, env, via="nba", own_home=False)
+    try:
+        with first.client() as c:
+            assert c.post("/decide", json=customer()).status_code == 200
+            assert "nba_decisions_total" in c.get("/metrics").text
+            second = start_server(tmp, env, via="nba", own_home=False)
+            second.stop()
+            assert "nba_decisions_total" in c.get("/metrics").text
+    finally:
+        first.stop()

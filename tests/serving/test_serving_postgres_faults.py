@@ -178,7 +178,7 @@ def test_a_poison_left_in_the_spool_is_dead_lettered_and_the_service_starts(regi
         body = ready.json()
         assert ready.status_code == 200 and body["log"]["dead_letters"] == 1, body
         assert any("dead-letter" in p for p in body["problems"]), body
-        assert "nba_dead_letters 1.0" in metrics
+        assert "nba_dead_letters 1.0" in metrics, [line for line in metrics.splitlines() if "nba_" in line]
         logged = set(log.read().customer_id.tolist())
         assert {"good-1", "good-2", "after-restart"} <= logged and not any("\x00" in c for c in logged)
         assert "poison" in (tmp / "spool" / "dead-letter.jsonl").read_text()
