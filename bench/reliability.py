@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -234,44 +233,6 @@ def drill_load(ctx: Context, d: Drill) -> None:
         d.error = f"/metrics at the end ({m1.status_code}): {m1.text[:500]!r}"
 
 
-def kill_tree_under_load(server: Server, send: Callable, clients: int, at_least: int) -> list[str]:
-    """Like ``Server.kill_workers_under_load``, but SIGKILL the whole process tree: the server's process
-    group and every descendant (the write-behind replayer runs in a session of its own)."""
-    acked: list[str] = []
-    stop = threading.Event()
-
-    def hammer(k: int) -> None:
-        with server.client() as c:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                try:
-                    r = send(c, k, i)
-                except Exception:  # noqa: BLE001 - the service is being killed: failures are expected
-                    continue
-                if r.status_code == 200:
-                    acked.extend(x["decision_id"] for x in r.json()["decisions"])
-
-    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    deadline = time.time() + 20
-    while len(acked) < at_least and time.time() < deadline:
-        time.sleep(0.05)
-    tree = psutil.Process(server.proc.pid).children(recursive=True)
-    os.killpg(server.proc.pid, signal.SIGKILL)
-    for p in tree:
-        with contextlib.suppress(psutil.Error):
-            p.send_signal(signal.SIGKILL)
-    server.proc.wait(10)
-    psutil.wait_procs(tree, timeout=10)
-    time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join()
-    return acked
-
-
 def drill_kill(ctx: Context, d: Drill, db: str, spool: bool, tree: bool) -> None:
     at_least = 100 if ctx.fast else 400
     tmp = ctx.workdir(f"kill-{db}-{'wb' if spool else 'wt'}-{'tree' if tree else 'worker'}")
@@ -287,7 +248,7 @@ def drill_kill(ctx: Context, d: Drill, db: str, spool: bool, tree: bool) -> None
     server = ctx.start(tmp, env, spool=spool)
     try:
         if tree:
-            acked = kill_tree_under_load(server, send, clients=4, at_least=at_least)
+            acked = server.kill_workers_under_load(send, clients=4, at_least=at_least, whole_tree=True)
             started = time.perf_counter()
             server = ctx.start(tmp, env, spool=spool)  # same log, same spool
         else:

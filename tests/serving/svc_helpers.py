@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,10 +65,13 @@ class Server:
             time.sleep(0.3)
         raise TimeoutError(f"/readyz not {expect} after {timeout:.0f} s:\n{self.log_text()[-3000:]}")
 
-    def kill_workers_under_load(self, send, clients: int, at_least: int, token: str | None = None) -> list[str]:
-        """SIGKILL the worker processes while ``clients`` threads keep sending; return the decision ids
-        acknowledged (HTTP 200) before the kill. ``send(client, k, i)`` posts request ``i`` of thread
-        ``k`` and returns the response. Waits (up to 20 s) for ``at_least`` acknowledgements first."""
+    def kill_workers_under_load(self, send, clients: int, at_least: int, token: str | None = None,
+                                whole_tree: bool = False) -> list[str]:
+        """SIGKILL the worker processes (``whole_tree``: the server's process group and every descendant,
+        the write-behind replayer included, which runs in a session of its own) while ``clients`` threads
+        keep sending; return the decision ids acknowledged (HTTP 200) before the kill. ``send(client, k,
+        i)`` posts request ``i`` of thread ``k`` and returns the response. Waits (up to 20 s) for
+        ``at_least`` acknowledgements first."""
         workers = psutil.Process(self.proc.pid).children(recursive=True)
         assert workers, "no worker process"
         acked: list[str] = []
@@ -92,8 +96,17 @@ class Server:
         deadline = time.time() + 20
         while len(acked) < at_least and time.time() < deadline:
             time.sleep(0.05)
-        for w in workers:
-            os.kill(w.pid, signal.SIGKILL)
+        if whole_tree:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            for proc in tree:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            psutil.wait_procs(tree, timeout=10)
+        else:
+            for w in workers:
+                os.kill(w.pid, signal.SIGKILL)
         time.sleep(0.5)
         stop.set()
         for t in threads:
