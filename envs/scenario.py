@@ -31,6 +31,9 @@ from nba.actions import CHANNELS, CONTENTS, ActionSpace
 from nba.eligibility import ContactRules
 from nba.features import LIFECYCLE_STAGES, FeatureSpec, LifecycleRules
 
+if typing.TYPE_CHECKING:
+    from nba.deployment import Deployment
+
 DEFAULT_PATH = Path(__file__).parent / "scenarios" / "default.toml"
 
 
@@ -323,6 +326,40 @@ class Scenario:
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
+
+    def deployment(self) -> Deployment:
+        """What a brand living in this scenario would declare (:mod:`nba.deployment`): the profile fields
+        the service takes as attributes, the channels with their costs, delays, consent and quiet hours,
+        the contents as offers described by their discount, the send slots, the contact policy and the
+        reward. The latent population and response model stay in the scenario."""
+        from nba.deployment import Deployment
+
+        rules = self.contact
+        attributes: dict[str, Any] = {
+            "segment": {"type": "category", "values": list(self.segments), "required": True},
+            "tenure_days": {"type": "number", "min": 0, "required": True},
+            "stage": {"type": "category", "values": list(LIFECYCLE_STAGES)},
+            "cart_active": {"type": "boolean", "default": False},
+            "n_purchases": {"type": "number", "min": 0, "default": 0},
+            "last_purchase_at": {"type": "time"},
+            "last_visit_at": {"type": "time"},
+        }
+        channels: dict[str, Any] = {}
+        for name, ch in self.channels.items():
+            attributes[f"consent_{name}"] = {"type": "boolean", "default": True}
+            channels[name] = {"cost": ch.cost, "delay_h": ch.delay_median_min / 60.0, "consent": f"consent_{name}"}
+            if name in rules.quiet_hours:
+                channels[name]["quiet_hours"] = list(rules.quiet_hours[name])
+        caps = [{"channel": cap.channel or "*", "max": cap.max_count, "hours": cap.window_h} for cap in rules.caps]
+        return Deployment.from_dict({
+            "deployment": {"name": self.name, "send_slots": ["now", *self.send_slots],
+                           "description": "the simulator's world, as its brand would declare it"},
+            "attributes": attributes,
+            "channels": channels,
+            "offers": {name: {"features": {"discount": c.discount}} for name, c in self.contents.items()},
+            "contact_policy": {"min_gap_h": rules.min_gap_h, "caps": caps},
+            "reward": {"events": {"converted": "value"}, "window_h": self.decision_window_h},
+        })
 
 
 def _merge(base: dict, override: dict) -> dict:

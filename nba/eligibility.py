@@ -92,7 +92,7 @@ DEFAULT_CAPS: tuple[Cap, ...] = (
     Cap(None, 2, DAY_H),  # assumption: at most two messages a day, all channels together
     Cap(None, 8, WEEK_H),  # assumption
 )
-_FIELDS = ("quiet_hours", "caps", "min_gap_h")
+_FIELDS = ("quiet_hours", "caps", "min_gap_h", "channels")
 _CAP_FIELDS = ("channel", "max_count", "window_h")
 
 
@@ -119,15 +119,20 @@ class ContactRules:
     quiet_hours: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(DEFAULT_QUIET_HOURS))
     caps: tuple[Cap, ...] = DEFAULT_CAPS
     min_gap_h: float = 4.0  # between two contacts on any channel; 0 disables
+    channels: tuple[str, ...] = CHANNELS  # the names the rules may refer to (a deployment declares its own)
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.channels, tuple | list) and self.channels
+                and all(isinstance(c, str) and c for c in self.channels)):
+            _fail("channels", f"must be a non-empty sequence of channel names, got {self.channels!r}")
+        object.__setattr__(self, "channels", tuple(self.channels))
         if not isinstance(self.quiet_hours, Mapping):
             _fail("quiet_hours", f"must map channel to (start, end) hours, got {type(self.quiet_hours).__name__}")
         quiet = {}
         for ch, pair in self.quiet_hours.items():
             path = f"quiet_hours.{ch}"
-            if ch not in CHANNELS:
-                _fail(path, f"unknown channel {ch!r}; valid: {list(CHANNELS)}")
+            if ch not in self.channels:
+                _fail(path, f"unknown channel {ch!r}; valid: {list(self.channels)}")
             hours = isinstance(pair, tuple | list) and len(pair) == 2 and all(_is_int(h) and 0 <= h < 24 for h in pair)
             if not hours:
                 _fail(path, f"must be a pair (start, end) of hours in 0..23, got {pair!r}")
@@ -143,8 +148,9 @@ class ContactRules:
             path = f"caps[{i}]"
             if not isinstance(cap, Cap):
                 _fail(path, f"must be a Cap, got {type(cap).__name__}")
-            if cap.channel is not None and cap.channel not in CHANNELS:
-                _fail(f"{path}.channel", f"unknown channel {cap.channel!r}; valid: {list(CHANNELS)} or None for all")
+            if cap.channel is not None and cap.channel not in self.channels:
+                _fail(f"{path}.channel", f"unknown channel {cap.channel!r}; valid: {list(self.channels)} or None "
+                                         "for all")
             if not (_is_int(cap.max_count) and cap.max_count > 0):
                 _fail(f"{path}.max_count", f"must be a positive integer, got {cap.max_count!r}")
             if not (_is_number(cap.window_h) and math.isfinite(cap.window_h) and cap.window_h > 0):
@@ -194,10 +200,13 @@ class ContactRules:
             kwargs["caps"] = tuple(caps)
         if "min_gap_h" in data:
             kwargs["min_gap_h"] = data["min_gap_h"]
+        if "channels" in data:
+            names = data["channels"]
+            kwargs["channels"] = tuple(names) if isinstance(names, list | tuple) else names
         return cls(**kwargs)
 
     def __hash__(self) -> int:
-        return hash((tuple(sorted(self.quiet_hours.items())), self.caps, self.min_gap_h))
+        return hash((tuple(sorted(self.quiet_hours.items())), self.caps, self.min_gap_h, self.channels))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :meth:`from_dict` reads back (TOML-safe: no nulls)."""
@@ -205,11 +214,14 @@ class ContactRules:
         for cap in self.caps:
             item: dict[str, Any] = {} if cap.channel is None else {"channel": cap.channel}
             caps.append(item | {"max_count": cap.max_count, "window_h": cap.window_h})
-        return {
+        out = {
             "quiet_hours": {ch: list(pair) for ch, pair in self.quiet_hours.items()},
             "caps": caps,
             "min_gap_h": self.min_gap_h,
         }
+        if self.channels != CHANNELS:  # the built-in names are implied (bundles saved before stay as they were)
+            out["channels"] = list(self.channels)
+        return out
 
 
 @dataclass(eq=False)

@@ -20,6 +20,9 @@ app = typer.Typer(help="nba: next-best-action engine for omnichannel marketing."
                   add_completion=False)
 scenario_app = typer.Typer(help="Inspect, validate and calibrate simulator scenarios.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
+deployment_app = typer.Typer(help="Validate and inspect a deployment: a brand's own world, declared once.",
+                             no_args_is_help=True)
+app.add_typer(deployment_app, name="deployment")
 console = Console()
 
 POLICIES = ("business_as_usual", "rule_based_journey", "batch_and_blast", "uniform_random", "no_contact")
@@ -451,6 +454,32 @@ def scenario_check(path: Annotated[Path, typer.Argument(help="TOML/YAML scenario
     """Validate a scenario file; exit 2 with the offending field named when it is invalid."""
     sc = _load_scenario(path)
     console.print(f"[green]ok[/green]: scenario {sc.name!r}, {sc.action_space.n_actions} actions")
+
+
+def _load_deployment(path: Path | None):
+    from nba.deployment import Deployment, DeploymentError
+
+    if path is None:
+        return _load_scenario(None).deployment()
+    try:
+        return Deployment.load(path)
+    except DeploymentError as e:
+        console.print(f"[red]invalid deployment:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+@deployment_app.command("check")
+def deployment_check(path: Annotated[Path, typer.Argument(help="TOML/YAML deployment file")]) -> None:
+    """Validate a deployment file and summarise it with its digest; exit 2 naming the offending field."""
+    console.print(_load_deployment(path).summary(), highlight=False, soft_wrap=True)
+
+
+@deployment_app.command("show")
+def deployment_show(path: Annotated[Path | None, typer.Argument(
+        help="TOML/YAML deployment file (default: the built-in scenario as a deployment)")] = None) -> None:
+    """Print a deployment's canonical content (what its digest is taken of) as JSON."""
+    d = _load_deployment(path)
+    console.print_json(json.dumps({"digest": d.digest, **d.to_dict()}))
 
 
 @scenario_app.command("report")

@@ -32,6 +32,21 @@ def test_scenario_show_prints_the_resolved_scenario():
     assert set(data["channels"]) == {"email", "sms", "push", "in_app", "web_push", "direct_mail", "social_ad"}
 
 
+def test_deployment_check_and_show(tmp_path):
+    telecom = Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml"
+    res = runner.invoke(app, ["deployment", "check", str(telecom)])
+    assert res.exit_code == 0, res.output
+    assert "telco-retention" in res.output and "801" in res.output and "sha256:" in res.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[deployment]\nname = "x"\n[channels.fax]\ncost = -1\n')
+    res = runner.invoke(app, ["deployment", "check", str(bad)])
+    assert res.exit_code == 2 and "channels.fax.cost" in res.output
+    res = runner.invoke(app, ["deployment", "show"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["digest"].startswith("sha256:") and "email" in data["channels"]
+
+
 def test_simulate_prints_a_value_table():
     res = runner.invoke(app, ["journeys", "--customers", "300", "--days", "7", "--seed", "1"])
     assert res.exit_code == 0, res.output

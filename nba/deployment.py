@@ -1,0 +1,599 @@
+"""A brand's own world, declared once: the deployment file (TOML or YAML).
+
+A deployment says what a brand has: the customer **attributes** its systems know (typed: number,
+category, boolean, time; with ranges, allowed values, defaults), its **channels** (cost, delivery
+delay, the attribute that says a customer is reachable, quiet hours, daily capacity), its **offers**
+(their features, the channels that may carry them, eligibility rules on attributes, validity dates,
+a send budget), its **send slots**, its **contact policy** (caps per channel, per offer and overall,
+minimum gap) and its **reward** (which outcome events count, what they are worth, the attribution
+window). Rules are data, never evaluated code.
+
+>>> d = Deployment.load("examples/telecom/deployment.toml")   # doctest: +SKIP
+>>> d.digest, d.action_space().n_actions                       # doctest: +SKIP
+
+:meth:`Deployment.from_dict` validates everything and raises :class:`DeploymentError` naming the
+field (``offers.data_boost.eligible.plan_type: unknown value 'gold'; valid: [...]``). The
+:attr:`Deployment.digest` (SHA-256 of the canonical content) versions it: two files that declare
+the same world have the same digest, whatever their layout, comments or key order.
+
+The file's shape::
+
+    [deployment]
+    name = "telco-retention"
+    send_slots = ["now", 10, 18]          # "now", or local hours of the day
+
+    [attributes]
+    plan_type = { type = "category", values = ["prepaid", "postpaid"], required = true }
+    arpu = { type = "number", min = 0, default = 0 }
+    whatsapp_opt_in = { type = "boolean", default = false }
+    contract_end_at = { type = "time" }    # no default: missing means unknown
+
+    [channels.whatsapp]
+    cost = 0.02
+    delay_h = 0.1                          # typical delay from send to delivery
+    consent = "whatsapp_opt_in"            # a boolean attribute; absent: everyone is reachable
+    quiet_hours = [21, 9]                  # local hours [from, to) without sends
+    capacity_per_day = 20000               # sends a day, all customers together (optional)
+
+    [offers.data_boost]
+    features = { category = "data", discount = 0.2, margin = 4.0 }
+    channels = ["whatsapp", "sms"]         # absent: every channel
+    eligible = { plan_type = ["prepaid"], arpu = { min = 10 } }
+    valid_from = "2026-01-01"              # optional, with valid_until
+    budget = 5000                          # sends in all (optional)
+
+    [contact_policy]
+    min_gap_h = 24
+    caps = [{ channel = "*", max = 3, days = 7 }, { offer = "data_boost", max = 1, days = 30 }]
+
+    [reward]
+    events = { converted = "value", opted_out = -5.0 }   # "value": the event's own value
+    window_h = 72
+    subtract_cost = true
+
+The default simulator scenario as a deployment: :func:`envs.scenario.Scenario.deployment`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from nba.actions import ActionSpace
+from nba.eligibility import Cap, ContactRules
+from nba.log.records import EVENTS, RewardRule
+
+ATTRIBUTE_TYPES = ("number", "category", "boolean", "time")
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # attribute, channel and offer names
+RESERVED = ("customer_id", "timezone", "now")  # request fields every deployment has
+DAY_H = 24.0
+
+
+class DeploymentError(ValueError):
+    """An invalid deployment; the message starts with the offending field's path."""
+
+
+def _fail(path: str, msg: str) -> None:
+    raise DeploymentError(f"{path}: {msg}")
+
+
+def _table(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        _fail(path, f"must be a table, got {type(value).__name__}")
+    return value
+
+
+def _keys(table: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
+    for k in table:
+        if k not in allowed:
+            _fail(f"{path}.{k}" if path else str(k), f"unknown field; valid: {list(allowed)}")
+
+
+def _name(value: Any, path: str) -> str:
+    if not (isinstance(value, str) and NAME.match(value)):
+        _fail(path, f"must be a lower-case name (letters, digits, _; at most 63 characters), got {value!r}")
+    return value
+
+
+def _number(value: Any, path: str, *, low: float | None = None, positive: bool = False) -> float:
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
+        _fail(path, f"must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        _fail(path, f"must be > 0, got {value!r}")
+    if low is not None and value < low:
+        _fail(path, f"must be >= {low:g}, got {value!r}")
+    return float(value)
+
+
+def _count(value: Any, path: str) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        _fail(path, f"must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _hours_of(value: Any, path: str) -> float:
+    """Hours since the epoch of an ISO date or date-time (UTC unless it says otherwise)."""
+    if isinstance(value, datetime):
+        t = value
+    elif isinstance(value, date):
+        t = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            _fail(path, f"must be an ISO 8601 date or date-time, got {value!r}")
+    else:
+        _fail(path, f"must be an ISO 8601 date or date-time, got {value!r}")
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.timestamp() / 3600.0
+
+
+# ----------------------------------------------------------------------------- parts
+@dataclass(frozen=True)
+class Attribute:
+    """A customer attribute the caller sends. ``default`` None: none (a missing value is unknown,
+    or refused when ``required``)."""
+
+    name: str
+    type: str
+    values: tuple[str, ...] = ()  # category: the allowed values
+    min: float | None = None  # number
+    max: float | None = None
+    default: Any = None  # as check() returns it (a time: hours since the epoch)
+    required: bool = False
+
+    def check(self, value: Any, path: str) -> Any:
+        """``value`` as this attribute holds it (a float, a str, a bool, hours since the epoch);
+        DeploymentError naming ``path`` if it is not one."""
+        if self.type == "number":
+            x = _number(value, path)
+            if (self.min is not None and x < self.min) or (self.max is not None and x > self.max):
+                _fail(path, f"must be within [{self.min}, {self.max}], got {value!r}")
+            return x
+        if self.type == "category":
+            if value not in self.values:
+                _fail(path, f"unknown value {value!r}; valid: {list(self.values)}")
+            return value
+        if self.type == "boolean":
+            if not isinstance(value, bool):
+                _fail(path, f"must be true or false, got {value!r}")
+            return value
+        return _hours_of(value, path)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A channel the brand sends on."""
+
+    name: str
+    cost: float = 0.0
+    delay_h: float = 0.0
+    consent: str | None = None  # a boolean attribute: reachable when true
+    quiet_hours: tuple[int, int] | None = None  # local [from, to) without sends
+    capacity_per_day: int | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An offer's eligibility on one attribute: one of ``values``, or a number within [``min``, ``max``]."""
+
+    values: tuple[Any, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+    def to_data(self) -> Any:
+        if self.values:
+            return list(self.values)
+        return {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not None}
+
+
+@dataclass(frozen=True)
+class Offer:
+    """An offer or content: its features, where and to whom it may go, when, and how many times."""
+
+    name: str
+    features: dict[str, float | str] = field(default_factory=dict)
+    channels: tuple[str, ...] = ()  # empty: every channel
+    eligible: dict[str, Rule] = field(default_factory=dict)
+    valid_from_h: float | None = None
+    valid_until_h: float | None = None
+    budget: int | None = None
+
+
+@dataclass(frozen=True)
+class CapRule:
+    """At most ``max`` contacts in ``window_h`` hours: on a channel, of an offer, or overall (both None)."""
+
+    max: int
+    window_h: float
+    channel: str | None = None
+    offer: str | None = None
+
+
+# ----------------------------------------------------------------------------- the deployment
+@dataclass(frozen=True)
+class Deployment:
+    """A validated deployment (build with :meth:`load` or :meth:`from_dict`)."""
+
+    name: str
+    attributes: tuple[Attribute, ...]
+    channels: tuple[Channel, ...]
+    offers: tuple[Offer, ...]
+    send_slots: tuple[int | None, ...] = (None,)
+    caps: tuple[CapRule, ...] = ()
+    min_gap_h: float = 0.0
+    reward_events: dict[str, str | float] = field(default_factory=lambda: {"converted": "value"})
+    reward_window_h: float = 72.0
+    subtract_cost: bool = True
+    description: str = ""
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path) -> Deployment:
+        """A deployment from a ``.toml``, ``.yaml`` or ``.yml`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise DeploymentError(f"deployment: no such file {str(path)!r}")
+        text = path.read_text()
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            elif path.suffix == ".toml":
+                data = tomllib.loads(text)
+            else:
+                raise DeploymentError(f"deployment: {path.name!r} is neither .toml nor .yaml/.yml")
+        except (tomllib.TOMLDecodeError, ValueError) as e:
+            if isinstance(e, DeploymentError):
+                raise
+            raise DeploymentError(f"deployment: {path.name} is not valid {path.suffix[1:].upper()}: {e}") from None
+        except Exception as e:  # yaml's errors
+            raise DeploymentError(f"deployment: {path.name} is not valid YAML: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Deployment:
+        """Validate plain data (a TOML or YAML document); DeploymentError naming the field otherwise."""
+        data = _table(data, "deployment file")
+        _keys(data, "", ("deployment", "attributes", "channels", "offers", "contact_policy", "reward"))
+        head = _table(data.get("deployment", {}), "deployment")
+        _keys(head, "deployment", ("name", "description", "send_slots"))
+        if "name" not in head:
+            _fail("deployment.name", "missing")
+        name = head["name"]
+        if not (isinstance(name, str) and name.strip()):
+            _fail("deployment.name", f"must be a non-empty string, got {name!r}")
+        description = head.get("description", "")
+        if not isinstance(description, str):
+            _fail("deployment.description", f"must be a string, got {description!r}")
+        slots = _slots(head.get("send_slots", ["now"]))
+        attributes = _attributes(_table(data.get("attributes", {}), "attributes"))
+        by_name = {a.name: a for a in attributes}
+        channels = _channels(_table(data.get("channels", {}), "channels"), by_name)
+        offers = _offers(_table(data.get("offers", {}), "offers"), by_name, {c.name for c in channels})
+        caps, gap = _contact_policy(_table(data.get("contact_policy", {}), "contact_policy"),
+                                    {c.name for c in channels}, {o.name for o in offers})
+        events, window, subtract = _reward(_table(data.get("reward", {}), "reward"))
+        return cls(name.strip(), attributes, channels, offers, slots, caps, gap, events, window, subtract,
+                   description)
+
+    # ------------------------------------------------------------------ identity
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical plain data (what the digest is taken of; :meth:`from_dict` reads it back)."""
+        def clean(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in d.items() if v is not None and v != () and v != {} and v != []}
+
+        def when(h: float | None) -> str | None:
+            return None if h is None else datetime.fromtimestamp(h * 3600.0, UTC).isoformat()
+
+        return {
+            "deployment": clean({"name": self.name, "description": self.description or None,
+                                 "send_slots": ["now" if s is None else s for s in self.send_slots]}),
+            "attributes": {a.name: clean({"type": a.type, "values": list(a.values), "min": a.min, "max": a.max,
+                                          "default": when(a.default) if a.type == "time" else a.default,
+                                          "required": a.required or None})
+                           for a in self.attributes},
+            "channels": {c.name: clean({"cost": c.cost, "delay_h": c.delay_h, "consent": c.consent,
+                                        "quiet_hours": None if c.quiet_hours is None else list(c.quiet_hours),
+                                        "capacity_per_day": c.capacity_per_day}) for c in self.channels},
+            "offers": {o.name: clean({"features": dict(o.features), "channels": list(o.channels),
+                                      "eligible": {k: v.to_data() for k, v in o.eligible.items()},
+                                      "valid_from": when(o.valid_from_h), "valid_until": when(o.valid_until_h),
+                                      "budget": o.budget}) for o in self.offers},
+            "contact_policy": {"min_gap_h": self.min_gap_h,
+                               "caps": [clean({"channel": c.channel or ("*" if c.offer is None else None),
+                                               "offer": c.offer, "max": c.max, "hours": c.window_h})
+                                        for c in self.caps]},
+            "reward": {"events": dict(self.reward_events), "window_h": self.reward_window_h,
+                       "subtract_cost": self.subtract_cost},
+        }
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the canonical content: same world, same digest."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    # ------------------------------------------------------------------ what the engine runs on
+    def attribute(self, name: str) -> Attribute:
+        for a in self.attributes:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def action_space(self) -> ActionSpace:
+        """No contact, then every (channel, offer, slot)."""
+        return ActionSpace(tuple(c.name for c in self.channels), tuple(o.name for o in self.offers),
+                           self.send_slots)
+
+    def contact_rules(self) -> ContactRules:
+        """The channel and overall caps, quiet hours and minimum gap as :class:`nba.eligibility.ContactRules`."""
+        quiet = {c.name: c.quiet_hours for c in self.channels if c.quiet_hours is not None}
+        caps = tuple(Cap(c.channel, c.max, c.window_h) for c in self.caps if c.offer is None)
+        return ContactRules(quiet_hours=quiet, caps=caps, min_gap_h=self.min_gap_h,
+                            channels=tuple(c.name for c in self.channels))
+
+    def reward_rule(self) -> RewardRule:
+        """The reward as :class:`nba.log.records.RewardRule`: the events counted with their own value,
+        a fixed value for an opt-out."""
+        counted = tuple(e for e, v in self.reward_events.items() if v == "value")
+        opt_out = self.reward_events.get("opted_out", 0.0)
+        return RewardRule(window_h=self.reward_window_h, events=counted,
+                          opt_out_value=0.0 if opt_out == "value" else float(opt_out),
+                          subtract_cost=self.subtract_cost)
+
+    def check_attributes(self, values: Mapping[str, Any], path: str = "attributes") -> dict[str, Any]:
+        """A request's attributes checked and completed with defaults: DeploymentError naming
+        ``attributes.<name>`` for an unknown attribute, a wrong type, a value out of range, or a
+        required one missing."""
+        values = _table(values, path)
+        known = {a.name: a for a in self.attributes}
+        for k in values:
+            if k not in known:
+                _fail(f"{path}.{k}", f"unknown attribute; declared: {sorted(known)}")
+        out: dict[str, Any] = {}
+        for a in self.attributes:
+            if a.name in values and values[a.name] is not None:
+                out[a.name] = a.check(values[a.name], f"{path}.{a.name}")
+            elif a.required:
+                _fail(f"{path}.{a.name}", "missing (required)")
+            else:
+                out[a.name] = a.default
+        return out
+
+    def summary(self) -> str:
+        """A few lines a person reads: what the file declares, and its digest."""
+        space = self.action_space()
+        offer_features = sorted({k for o in self.offers for k in o.features})
+        lines = [
+            f"deployment {self.name!r} ({self.digest[:19]}..)",
+            f"  attributes: {len(self.attributes)} ({', '.join(f'{a.name}:{a.type}' for a in self.attributes)})",
+            f"  channels:   {', '.join(c.name for c in self.channels)}",
+            f"  offers:     {len(self.offers)} with features {offer_features or 'none'}",
+            f"  send slots: {', '.join('now' if s is None else f'{s}h' for s in self.send_slots)}",
+            f"  actions:    {space.n_actions} (no contact + channels x offers x slots)",
+            f"  caps:       {len(self.caps)}, minimum gap {self.min_gap_h:g} h",
+            f"  reward:     {', '.join(f'{e}={v}' for e, v in self.reward_events.items())} within "
+            f"{self.reward_window_h:g} h{', minus costs' if self.subtract_cost else ''}",
+        ]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- sections
+def _slots(raw: Any) -> tuple[int | None, ...]:
+    if not isinstance(raw, list | tuple) or not raw:
+        _fail("deployment.send_slots", f"must be a non-empty list of \"now\" or hours, got {raw!r}")
+    slots: list[int | None] = []
+    for i, s in enumerate(raw):
+        if s == "now":
+            slots.append(None)
+        elif isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 24:
+            slots.append(s)
+        else:
+            _fail(f"deployment.send_slots[{i}]", f"must be \"now\" or an hour in 0..23, got {s!r}")
+    if len(set(slots)) != len(slots):
+        _fail("deployment.send_slots", f"must not repeat a slot, got {raw!r}")
+    return tuple(slots)
+
+
+def _attributes(table: Mapping[str, Any]) -> tuple[Attribute, ...]:
+    out = []
+    for name, spec in table.items():
+        path = f"attributes.{name}"
+        _name(name, path)
+        if name in RESERVED:
+            _fail(path, f"is a field of every request ({', '.join(RESERVED)}); choose another name")
+        spec = _table(spec, path)
+        _keys(spec, path, ("type", "values", "min", "max", "default", "required", "description"))
+        kind = spec.get("type")
+        if kind not in ATTRIBUTE_TYPES:
+            _fail(f"{path}.type", f"must be one of {list(ATTRIBUTE_TYPES)}, got {kind!r}")
+        required = spec.get("required", False)
+        if not isinstance(required, bool):
+            _fail(f"{path}.required", f"must be true or false, got {required!r}")
+        values: tuple[str, ...] = ()
+        low = high = None
+        if kind == "category":
+            raw = spec.get("values")
+            if not (isinstance(raw, list) and raw and all(isinstance(v, str) and v for v in raw)):
+                _fail(f"{path}.values", f"must be a non-empty list of strings, got {raw!r}")
+            if len(set(raw)) != len(raw):
+                _fail(f"{path}.values", f"must not repeat a value, got {raw!r}")
+            values = tuple(raw)
+        elif "values" in spec:
+            _fail(f"{path}.values", f"only a category has values (this is a {kind})")
+        if kind == "number":
+            low = None if spec.get("min") is None else _number(spec["min"], f"{path}.min")
+            high = None if spec.get("max") is None else _number(spec["max"], f"{path}.max")
+            if low is not None and high is not None and low > high:
+                _fail(path, f"min {low:g} is above max {high:g}")
+        elif "min" in spec or "max" in spec:
+            _fail(f"{path}.{'min' if 'min' in spec else 'max'}", f"only a number has a range (this is a {kind})")
+        attribute = Attribute(name, kind, values, low, high, None, required)
+        default = spec.get("default")
+        if default is not None and not (kind == "time" and default == "none"):
+            if required:
+                _fail(f"{path}.default", "a required attribute has no default")
+            attribute = Attribute(name, kind, values, low, high, attribute.check(default, f"{path}.default"),
+                                  required)
+        out.append(attribute)
+    return tuple(out)
+
+
+def _channels(table: Mapping[str, Any], attributes: dict[str, Attribute]) -> tuple[Channel, ...]:
+    if not table:
+        _fail("channels", "declare at least one channel")
+    out = []
+    for name, spec in table.items():
+        path = f"channels.{name}"
+        _name(name, path)
+        spec = _table(spec, path)
+        _keys(spec, path, ("cost", "delay_h", "consent", "quiet_hours", "capacity_per_day", "description"))
+        consent = spec.get("consent")
+        if consent is not None:
+            a = attributes.get(consent)
+            if a is None or a.type != "boolean":
+                _fail(f"{path}.consent", f"must name a boolean attribute, got {consent!r}; boolean attributes: "
+                                         f"{sorted(k for k, v in attributes.items() if v.type == 'boolean')}")
+        quiet = spec.get("quiet_hours")
+        if quiet is not None:
+            ok = (isinstance(quiet, list | tuple) and len(quiet) == 2
+                  and all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 24 for h in quiet)
+                  and quiet[0] != quiet[1])
+            if not ok:
+                _fail(f"{path}.quiet_hours", f"must be [from, to], two different hours in 0..23, got {quiet!r}")
+            quiet = (int(quiet[0]), int(quiet[1]))
+        capacity = spec.get("capacity_per_day")
+        out.append(Channel(name, _number(spec.get("cost", 0.0), f"{path}.cost", low=0.0),
+                           _number(spec.get("delay_h", 0.0), f"{path}.delay_h", low=0.0), consent, quiet,
+                           None if capacity is None else _count(capacity, f"{path}.capacity_per_day")))
+    return tuple(out)
+
+
+def _rule(attribute: Attribute | None, rule: Any, path: str) -> Rule:
+    """An offer's eligibility rule on one attribute: allowed values, or {min, max} for a number."""
+    if attribute is None:
+        _fail(path, "not a declared attribute")
+    if attribute.type == "number":
+        rule = _table(rule, path)
+        _keys(rule, path, ("min", "max"))
+        if not rule:
+            _fail(path, "give min, max or both")
+        low = None if rule.get("min") is None else _number(rule["min"], f"{path}.min")
+        high = None if rule.get("max") is None else _number(rule["max"], f"{path}.max")
+        if low is not None and high is not None and low > high:
+            _fail(path, f"min {low:g} is above max {high:g}")
+        return Rule(min=low, max=high)
+    if attribute.type == "time":
+        _fail(path, "a time attribute cannot restrict an offer (use valid_from / valid_until)")
+    allowed = rule if isinstance(rule, list) else [rule]
+    if not allowed:
+        _fail(path, "must allow at least one value")
+    for i, v in enumerate(allowed):
+        attribute.check(v, f"{path}[{i}]" if isinstance(rule, list) else path)
+    return Rule(values=tuple(allowed))
+
+
+def _offers(table: Mapping[str, Any], attributes: dict[str, Attribute], channels: set[str]) -> tuple[Offer, ...]:
+    if not table:
+        _fail("offers", "declare at least one offer (or content)")
+    out = []
+    schema: dict[str, tuple[str, str]] = {}  # feature -> (kind, the first offer declaring it)
+    for name, spec in table.items():
+        path = f"offers.{name}"
+        _name(name, path)
+        spec = _table(spec, path)
+        _keys(spec, path, ("features", "channels", "eligible", "valid_from", "valid_until", "budget", "description"))
+        features = dict(_table(spec.get("features", {}), f"{path}.features"))
+        for k, v in features.items():
+            _name(k, f"{path}.features.{k}")
+            if isinstance(v, bool) or not isinstance(v, int | float | str):
+                _fail(f"{path}.features.{k}", f"must be a number or a string, got {v!r}")
+            if not isinstance(v, str):
+                features[k] = _number(v, f"{path}.features.{k}")
+            kind = "category" if isinstance(v, str) else "number"
+            first = schema.setdefault(k, (kind, name))
+            if first[0] != kind:
+                _fail(f"{path}.features.{k}", f"is a {kind} here but a {first[0]} in offers.{first[1]}")
+        on = spec.get("channels", [])
+        if not isinstance(on, list):
+            _fail(f"{path}.channels", f"must be a list of channel names, got {on!r}")
+        for i, ch in enumerate(on):
+            if ch not in channels:
+                _fail(f"{path}.channels[{i}]", f"unknown channel {ch!r}; declared: {sorted(channels)}")
+        rules = _table(spec.get("eligible", {}), f"{path}.eligible")
+        eligible = {k: _rule(attributes.get(k), v, f"{path}.eligible.{k}") for k, v in rules.items()}
+        start = None if spec.get("valid_from") is None else _hours_of(spec["valid_from"], f"{path}.valid_from")
+        end = None if spec.get("valid_until") is None else _hours_of(spec["valid_until"], f"{path}.valid_until")
+        if start is not None and end is not None and start >= end:
+            _fail(f"{path}.valid_until", "must come after valid_from")
+        budget = None if spec.get("budget") is None else _count(spec["budget"], f"{path}.budget")
+        out.append(Offer(name, features, tuple(on), eligible, start, end, budget))
+    for o in out:  # every offer describes itself with the same features, so policies can compare them
+        missing = sorted(set(schema) - set(o.features))
+        if missing:
+            _fail(f"offers.{o.name}.features", f"missing {missing} that other offers declare "
+                                                f"(e.g. offers.{schema[missing[0]][1]})")
+    return tuple(out)
+
+
+def _contact_policy(table: Mapping[str, Any], channels: set[str],
+                    offers: set[str]) -> tuple[tuple[CapRule, ...], float]:
+    _keys(table, "contact_policy", ("caps", "min_gap_h"))
+    gap = _number(table.get("min_gap_h", 0.0), "contact_policy.min_gap_h", low=0.0)
+    raw = table.get("caps", [])
+    if not isinstance(raw, list):
+        _fail("contact_policy.caps", f"must be a list of tables, got {raw!r}")
+    caps = []
+    for i, item in enumerate(raw):
+        path = f"contact_policy.caps[{i}]"
+        item = _table(item, path)
+        _keys(item, path, ("channel", "offer", "max", "days", "hours"))
+        channel, offer = item.get("channel"), item.get("offer")
+        if channel is not None and offer is not None:
+            _fail(path, "caps one channel or one offer, not both")
+        if channel is None and offer is None:
+            _fail(path, "give channel (a name, or \"*\" for all channels together) or offer")
+        if channel is not None and channel != "*" and channel not in channels:
+            _fail(f"{path}.channel", f"unknown channel {channel!r}; declared: {sorted(channels)} or \"*\"")
+        if offer is not None and offer not in offers:
+            _fail(f"{path}.offer", f"unknown offer {offer!r}; declared: {sorted(offers)}")
+        if ("days" in item) == ("hours" in item):
+            _fail(path, "give the window as days or as hours (one of them)")
+        window = (_number(item["days"], f"{path}.days", positive=True) * DAY_H if "days" in item
+                  else _number(item["hours"], f"{path}.hours", positive=True))
+        if "max" not in item:
+            _fail(f"{path}.max", "missing")
+        caps.append(CapRule(_count(item["max"], f"{path}.max"), window,
+                            None if channel in (None, "*") else channel, offer))
+    return tuple(caps), gap
+
+
+def _reward(table: Mapping[str, Any]) -> tuple[dict[str, str | float], float, bool]:
+    _keys(table, "reward", ("events", "window_h", "subtract_cost"))
+    events = dict(_table(table.get("events", {"converted": "value"}), "reward.events"))
+    if not events:
+        _fail("reward.events", "count at least one event")
+    for e, v in events.items():
+        path = f"reward.events.{e}"
+        if e not in EVENTS:
+            _fail(path, f"unknown event; valid: {list(EVENTS)}")
+        if v != "value" and e != "opted_out":
+            _fail(path, "must be \"value\" (the event's own value); a fixed value is for opted_out only")
+        if v != "value":
+            events[e] = _number(v, path)
+    window = _number(table.get("window_h", 72.0), "reward.window_h", positive=True)
+    subtract = table.get("subtract_cost", True)
+    if not isinstance(subtract, bool):
+        _fail("reward.subtract_cost", f"must be true or false, got {subtract!r}")
+    return events, window, subtract

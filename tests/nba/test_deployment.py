@@ -1,0 +1,195 @@
+"""The deployment file: the telecom example and the default scenario as deployments, a digest that versions
+the content, what the engine runs on (action space, contact rules, reward), request attributes, and a
+clear error naming the field for every invalid declaration."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from envs.scenario import Scenario
+from nba.deployment import Deployment, DeploymentError
+from nba.eligibility import ContactRules, RecentContacts, eligibility
+
+ROOT = Path(__file__).resolve().parents[2]
+TELECOM = ROOT / "examples" / "telecom" / "deployment.toml"
+JUNE = 486_000.0  # 2025-06-10 00:00 UTC, hours since the epoch
+
+
+@pytest.fixture(scope="module")
+def telecom() -> Deployment:
+    return Deployment.load(TELECOM)
+
+
+def test_the_telecom_example_declares_its_world(telecom):
+    assert [c.name for c in telecom.channels] == ["whatsapp", "sms", "email", "app_push", "call_centre"]
+    assert len(telecom.offers) == 40
+    assert {o.features["category"] for o in telecom.offers} == {"data", "voice", "roaming", "device", "content",
+                                                                "loyalty"}
+    space = telecom.action_space()
+    assert space.n_actions == 1 + 5 * 40 * 4
+    call = next(c for c in telecom.channels if c.name == "call_centre")
+    assert call.capacity_per_day == 2000 and call.cost == 3.5
+    renewal = next(o for o in telecom.offers if o.name == "contract_renewal_discount")
+    assert renewal.eligible["plan_type"].values == ("postpaid", "business")
+    assert renewal.eligible["days_to_contract_end"].max == 60
+    rules = telecom.contact_rules()
+    assert rules.min_gap_h == 24 and rules.quiet_hours["whatsapp"] == (21, 9)
+    assert rules.channels == tuple(c.name for c in telecom.channels)
+    assert {c.offer for c in telecom.caps if c.offer} == {"retention_call", "anniversary_gift"}
+    reward = telecom.reward_rule()
+    assert reward.events == ("converted",) and reward.opt_out_value == -5.0 and reward.window_h == 72
+
+
+def test_the_digest_versions_the_content_not_the_layout(telecom, tmp_path):
+    data = telecom.to_dict()
+    again = Deployment.from_dict(json.loads(json.dumps(data)))
+    assert again.digest == telecom.digest and again == telecom
+    as_yaml = tmp_path / "telecom.yaml"
+    as_yaml.write_text(yaml.safe_dump(dict(reversed(list(data.items()))), sort_keys=False))
+    assert Deployment.load(as_yaml).digest == telecom.digest
+    changed = copy.deepcopy(data)
+    changed["channels"]["sms"]["cost"] = 0.06
+    assert Deployment.from_dict(changed).digest != telecom.digest
+
+
+def test_the_default_scenario_as_a_deployment():
+    sc = Scenario.default()
+    d = sc.deployment()
+    assert d.action_space() == sc.action_space
+    assert d.contact_rules() == sc.contact
+    assert d.reward_rule().window_h == sc.decision_window_h
+    assert d.attribute("segment").values == tuple(sc.segments)
+    assert Deployment.from_dict(d.to_dict()).digest == d.digest
+
+
+def test_the_contact_rules_run_on_the_deployments_own_channels(telecom):
+    """Quiet hours of WhatsApp (21-9 local) hold at 23:00 local; email has none."""
+    space, rules = telecom.action_space(), telecom.contact_rules()
+    n, c = 2, space.n_channels
+    now = np.full(n, JUNE + 21.0)  # 21:00 UTC
+    tz = np.array([2.0, -12.0])  # 23:00 in Paris, 09:00 in Baker Island
+    mask = eligibility(space, rules, RecentContacts.empty(n, c, k=8, k_channel=2), now=now, tz_offset=tz,
+                       consent=np.ones((n, c), bool), allowed=np.ones((n, c), bool))
+    whatsapp_now = space.index("whatsapp", "data_boost_5gb", None)
+    email_now = space.index("email", "data_boost_5gb", None)
+    assert not mask[0, whatsapp_now] and mask[0, email_now]
+    assert mask[1, whatsapp_now]
+    assert ContactRules.from_dict(rules.to_dict()) == rules
+    assert "channels" not in ContactRules().to_dict(), "the built-in names stay implied in saved bundles"
+
+
+def test_request_attributes_are_checked_and_completed(telecom):
+    out = telecom.check_attributes({"plan_type": "postpaid", "tenure_days": 400, "last_complaint_at": "2025-06-01"})
+    assert out["monthly_revenue"] == 0.0 and out["loyalty_tier"] == "none" and out["days_to_contract_end"] is None
+    assert out["last_complaint_at"] == pytest.approx(485_760.0)
+    for values, field, message in [
+        ({"tenure_days": 3}, "attributes.plan_type", "missing"),
+        ({"plan_type": "gold", "tenure_days": 3}, "attributes.plan_type", "unknown value 'gold'"),
+        ({"plan_type": "prepaid", "tenure_days": -1}, "attributes.tenure_days", "within"),
+        ({"plan_type": "prepaid", "tenure_days": True}, "attributes.tenure_days", "finite number"),
+        ({"plan_type": "prepaid", "tenure_days": "3"}, "attributes.tenure_days", "finite number"),
+        ({"plan_type": "prepaid", "tenure_days": 3, "app_user": 1}, "attributes.app_user", "true or false"),
+        ({"plan_type": "prepaid", "tenure_days": 3, "last_complaint_at": "yesterday"}, "attributes.last_complaint_at",
+         "ISO 8601"),
+        ({"plan_type": "prepaid", "tenure_days": 3, "shoe_size": 42}, "attributes.shoe_size", "unknown attribute"),
+    ]:
+        with pytest.raises(DeploymentError, match=f"^{field}: .*{message}"):
+            telecom.check_attributes(values)
+
+
+def _minimal() -> dict:
+    return {
+        "deployment": {"name": "shop", "send_slots": ["now", 18]},
+        "attributes": {"tier": {"type": "category", "values": ["a", "b"], "default": "a"},
+                       "spend": {"type": "number", "min": 0, "default": 0},
+                       "sms_ok": {"type": "boolean", "default": True},
+                       "seen_at": {"type": "time"}},
+        "channels": {"email": {"cost": 0.001}, "sms": {"cost": 0.05, "consent": "sms_ok", "quiet_hours": [21, 8]}},
+        "offers": {"promo": {"features": {"kind": "price", "discount": 0.1}},
+                   "news": {"features": {"kind": "content", "discount": 0.0}, "channels": ["email"],
+                            "eligible": {"tier": ["b"], "spend": {"min": 10}}}},
+        "contact_policy": {"min_gap_h": 12, "caps": [{"channel": "*", "max": 2, "days": 7},
+                                                     {"offer": "promo", "max": 1, "hours": 48}]},
+        "reward": {"events": {"converted": "value"}, "window_h": 48},
+    }
+
+
+def test_a_minimal_deployment():
+    d = Deployment.from_dict(_minimal())
+    assert d.action_space().n_actions == 1 + 2 * 2 * 2
+    assert d.caps[1].offer == "promo" and d.caps[1].window_h == 48
+
+
+def _with(path: str, value) -> dict:
+    data = _minimal()
+    *parents, last = path.split("/")
+    node = data
+    for p in parents:
+        node = node[p]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+@pytest.mark.parametrize("path, value, field", [
+    ("colour", "red", "colour"),
+    ("deployment/name", KeyError, "deployment.name"),
+    ("deployment/send_slots", ["now", 25], r"deployment.send_slots\[1\]"),
+    ("deployment/send_slots", ["now", "now"], "deployment.send_slots"),
+    ("attributes/tier/type", "colour", "attributes.tier.type"),
+    ("attributes/tier/values", [], "attributes.tier.values"),
+    ("attributes/tier/default", "c", "attributes.tier.default"),
+    ("attributes/spend/default", -1, "attributes.spend.default"),
+    ("attributes/spend/min", "zero", "attributes.spend.min"),
+    ("attributes/Bad-Name", {"type": "number"}, "attributes.Bad-Name"),
+    ("attributes/timezone", {"type": "category", "values": ["x"]}, "attributes.timezone"),
+    ("attributes/spend/required", True, "attributes.spend.default"),
+    ("channels", {}, "channels"),
+    ("channels/sms/consent", "tier", "channels.sms.consent"),
+    ("channels/sms/quiet_hours", [21, 21], "channels.sms.quiet_hours"),
+    ("channels/sms/cost", -0.1, "channels.sms.cost"),
+    ("channels/sms/capacity_per_day", 0, "channels.sms.capacity_per_day"),
+    ("offers/news/channels", ["fax"], r"offers.news.channels\[0\]"),
+    ("offers/news/eligible", {"age": [1]}, "offers.news.eligible.age"),
+    ("offers/news/eligible", {"tier": ["c"]}, r"offers.news.eligible.tier\[0\]"),
+    ("offers/news/eligible", {"seen_at": ["x"]}, "offers.news.eligible.seen_at"),
+    ("offers/news/eligible", {"spend": {"min": 5, "max": 1}}, "offers.news.eligible.spend"),
+    ("offers/news/features", {"kind": 3, "discount": 0.0}, "offers.news.features.kind"),
+    ("offers/news/features", {"kind": "content"}, "offers.news.features"),
+    ("offers/news", {"features": {"kind": "x", "discount": 0.0}, "valid_from": "2021-01-01",
+                     "valid_until": "2020-01-01"}, "offers.news.valid_until"),
+    ("offers/news", {"features": {"kind": "x", "discount": 0.0}, "valid_from": "soon"}, "offers.news.valid_from"),
+    ("offers/news/budget", 1.5, "offers.news.budget"),
+    ("contact_policy/caps", [{"channel": "sms", "offer": "promo", "max": 1, "days": 1}], r"contact_policy.caps\[0\]"),
+    ("contact_policy/caps", [{"offer": "gift", "max": 1, "days": 1}], r"contact_policy.caps\[0\].offer"),
+    ("contact_policy/caps", [{"channel": "*", "max": 1, "days": 1, "hours": 24}], r"contact_policy.caps\[0\]"),
+    ("contact_policy/caps", [{"channel": "*", "max": 0, "days": 1}], r"contact_policy.caps\[0\].max"),
+    ("contact_policy/min_gap_h", -1, "contact_policy.min_gap_h"),
+    ("reward/events", {"bought": "value"}, "reward.events.bought"),
+    ("reward/events", {"converted": 10.0}, "reward.events.converted"),
+    ("reward/window_h", 0, "reward.window_h"),
+])
+def test_an_invalid_deployment_names_the_field(path, value, field):
+    with pytest.raises(DeploymentError, match=f"^{field}: "):
+        Deployment.from_dict(_with(path, value))
+
+
+def test_files_that_cannot_be_read_are_named(tmp_path):
+    with pytest.raises(DeploymentError, match="^deployment: no such file"):
+        Deployment.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[deployment\nname = 1")
+    with pytest.raises(DeploymentError, match="^deployment: bad.toml is not valid TOML"):
+        Deployment.load(bad)
+    other = tmp_path / "world.json"
+    other.write_text("{}")
+    with pytest.raises(DeploymentError, match="neither .toml nor .yaml"):
+        Deployment.load(other)
