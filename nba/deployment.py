@@ -61,14 +61,17 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nba.actions import ActionSpace
-from nba.eligibility import Cap, ContactRules
+from nba.eligibility import Cap, ContactRules, Reason, RecentContacts
+from nba.eligibility import eligibility as _eligibility
 from nba.log.records import EVENTS, RewardRule
 
 ATTRIBUTE_TYPES = ("number", "category", "boolean", "time")
@@ -370,6 +373,85 @@ class Deployment:
             else:
                 out[a.name] = a.default
         return out
+
+    # ------------------------------------------------------------------ who may get what
+    def columns(self, attributes: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Checked attributes of N customers (as :meth:`check_attributes` returns them) by attribute:
+        float64 with NaN for unknown (numbers, times), object arrays otherwise (None for unknown)."""
+        out = {}
+        for a in self.attributes:
+            values = [row.get(a.name) for row in attributes]
+            if a.type in ("number", "time"):
+                out[a.name] = np.array([np.nan if v is None else v for v in values], np.float64)
+            else:
+                out[a.name] = np.array(values, dtype=object)
+        return out
+
+    def consent(self, attributes: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """(N, C) bool: reachable on each channel (its consent attribute true; a channel without one:
+        everyone)."""
+        cols = self.columns(attributes)
+        out = np.ones((len(attributes), len(self.channels)), bool)
+        for j, c in enumerate(self.channels):
+            if c.consent is not None:
+                out[:, j] = cols[c.consent] == True  # noqa: E712 - elementwise on an object array: None is not
+        return out
+
+    def offers_allowed(self, attributes: Sequence[Mapping[str, Any]], now_h: np.ndarray | float) -> np.ndarray:
+        """(N, n_offers) bool: the offers each customer may get at ``now_h`` (hours since the epoch), by
+        the offers' eligibility rules and validity dates. An attribute a rule needs but the customer's
+        value is unknown excludes the offer."""
+        n = len(attributes)
+        now = np.broadcast_to(np.asarray(now_h, np.float64), (n,))
+        cols = self.columns(attributes)
+        out = np.ones((n, len(self.offers)), bool)
+        for j, o in enumerate(self.offers):
+            ok = out[:, j]
+            for name, rule in o.eligible.items():
+                col = cols[name]
+                if rule.values:
+                    ok &= np.isin(col, np.array(rule.values, dtype=object))
+                else:
+                    with np.errstate(invalid="ignore"):
+                        ok &= ~np.isnan(col)
+                        if rule.min is not None:
+                            ok &= col >= rule.min
+                        if rule.max is not None:
+                            ok &= col <= rule.max
+            if o.valid_from_h is not None:
+                ok &= now >= o.valid_from_h
+            if o.valid_until_h is not None:
+                ok &= now < o.valid_until_h
+        return out
+
+    def offer_channels(self) -> np.ndarray:
+        """(n_offers, C) bool: the channels each offer may go out on."""
+        names = [c.name for c in self.channels]
+        out = np.ones((len(self.offers), len(names)), bool)
+        for j, o in enumerate(self.offers):
+            if o.channels:
+                out[j] = np.isin(names, o.channels)
+        return out
+
+    def eligibility(self, attributes: Sequence[Mapping[str, Any]], recent: RecentContacts, *,
+                    now: np.ndarray | float, tz_offset: np.ndarray | float, allowed: np.ndarray | None = None,
+                    reasons: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """(N, A) mask of the actions each customer may get now, with the reasons (``reasons``): the
+        contact policy (:func:`nba.eligibility.eligibility`: consent from the channels' attributes,
+        quiet hours, channel and overall caps, minimum gap) and the offers' own rules
+        (:attr:`nba.eligibility.Reason.OFFER`: attributes, channels, dates). No contact stays eligible.
+
+        Not yet enforced here: per-offer caps, offer budgets and channel capacities (they need counts
+        across customers or per offer that the contact history does not carry yet).
+        """
+        space = self.action_space()
+        mask, bits = _eligibility(space, self.contact_rules(), recent, now=now, tz_offset=tz_offset,
+                                  consent=self.consent(attributes), allowed=allowed, reasons=True)
+        offer_ok = self.offers_allowed(attributes, now)[:, space.content_of[1:]]
+        offer_ok &= self.offer_channels()[space.content_of[1:], space.channel_of[1:]]
+        bits[:, 1:] |= np.where(offer_ok, 0, int(Reason.OFFER)).astype(bits.dtype)
+        mask = bits == 0
+        return (mask, bits) if reasons else mask
 
     def summary(self) -> str:
         """A few lines a person reads: what the file declares, and its digest."""

@@ -57,6 +57,7 @@ class Reason(enum.IntFlag):
     TOTAL_CAP = 16  # a frequency cap on all channels together is reached
     MIN_GAP = 32  # another contact lies within min_gap_h of the send time
     BUDGET = 64  # the channel's cost exceeds what is left of its budget
+    OFFER = 128  # the offer's rules exclude it: the customer's attributes, its channels or its dates
 
 
 @dataclass(frozen=True)

@@ -193,3 +193,43 @@ def test_files_that_cannot_be_read_are_named(tmp_path):
     other.write_text("{}")
     with pytest.raises(DeploymentError, match="neither .toml nor .yaml"):
         Deployment.load(other)
+
+
+def test_who_may_get_which_offer(telecom):
+    people = [telecom.check_attributes(a) for a in (
+        {"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30, "whatsapp_opt_in": True},
+        {"plan_type": "prepaid", "tenure_days": 120},
+        {"plan_type": "postpaid", "tenure_days": 20},  # contract end unknown
+    )]
+    offers = [o.name for o in telecom.offers]
+    summer = 501_000.0  # 2027-02-26 in hours since the epoch: before the cruise season, in the sports pass's
+    ok = telecom.offers_allowed(people, summer)
+    col = {name: ok[:, offers.index(name)].tolist() for name in offers}
+    assert col["contract_renewal_discount"] == [True, False, False]
+    assert col["upgrade_to_postpaid"] == [False, True, False]
+    assert col["phone_upgrade"] == [True, False, False]
+    assert col["cruise_pack"] == [False, False, False] and col["sports_pass"] == [True, True, True]
+    assert col["data_boost_5gb"] == [True, True, True]
+    assert telecom.offers_allowed(people, 503_000.0)[:, offers.index("cruise_pack")].all()  # 2027-05-21
+    consent = telecom.consent(people)
+    channels = [c.name for c in telecom.channels]
+    assert consent[:, channels.index("whatsapp")].tolist() == [True, False, False]
+    assert consent[:, channels.index("call_centre")].all()  # no consent attribute: everyone
+
+
+def test_the_deployments_eligibility_gives_each_exclusion_its_reason(telecom):
+    from nba.eligibility import Reason, explain
+
+    space = telecom.action_space()
+    people = [telecom.check_attributes({"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30}),
+              telecom.check_attributes({"plan_type": "prepaid", "tenure_days": 10, "whatsapp_opt_in": True})]
+    recent = RecentContacts.empty(2, space.n_channels, k=8, k_channel=2)
+    mask, bits = telecom.eligibility(people, recent, now=JUNE + 10.0, tz_offset=2.0, reasons=True)  # 12:00 local
+    call = space.index("call_centre", "retention_call", None)
+    email = space.index("email", "retention_call", None)
+    whatsapp = space.index("whatsapp", "data_boost_5gb", None)
+    assert mask[0, call] and not mask[1, call] and bits[1, call] == Reason.OFFER
+    assert not mask[0, email] and bits[0, email] == Reason.OFFER  # retention_call goes by phone only
+    assert bits[0, whatsapp] == Reason.CONSENT and mask[1, whatsapp]
+    assert mask[:, 0].all() and ((bits == 0) == mask).all()
+    assert explain(space, bits[1])["call_centre/retention_call/now"] == ["OFFER"]
