@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nba.log import ColumnMapping, DecisionLog, RewardRule, import_table
+from nba.log import ColumnMapping, DecisionLog, RewardRule, import_table, importer
+from nba.log.importer import ImportResult, estimate_propensity, import_file
 
 MAPPING = ColumnMapping(context=("x1", "x2"), action="action", propensity="p", n_actions=4, time="t",
                         reward="reward", customer_id="customer", eligible="eligible")
@@ -119,3 +120,244 @@ def test_parquet_import_with_timestamps_and_lists(log, tmp_path):
     np.testing.assert_array_equal(b.reward, [1.0, 0.0, 2.0])
     np.testing.assert_array_equal(b.eligible[1], [True, False, True, False])
     assert import_table(log, path, MAPPING) == 0
+
+
+# ----------------------------------------------------------------------------- categories, hashing, position
+CAT_CSV = """x1,plan_type,region,action,p,t
+1.5,prepaid,north,1,0.5,10
+2.0,postpaid,,0,0.5,11
+-1.0,prepaid,south,2,0.25,12
+"""
+CAT = ColumnMapping(context=("x1",), action="action", propensity="p", n_actions=3, time="t",
+                    categorical=("plan_type", "region"))
+CAT_NAMES = ("x1", "plan_type=postpaid", "plan_type=prepaid", "plan_type=<other>", "region=north", "region=south",
+             "region=<other>")
+
+
+def test_categorical_columns_become_one_hot_features_named_in_the_layout(log, tmp_path):
+    res = import_file(log, write(tmp_path, CAT_CSV), CAT)
+    assert res == ImportResult(3, 3, CAT_NAMES, False, "imported", 0, (), None, 3)
+    assert log.layout().feature_names == CAT_NAMES
+    np.testing.assert_array_equal(log.read().context, [[1.5, 0, 1, 0, 1, 0, 0],
+                                                       [2.0, 1, 0, 0, 0, 0, 1],   # empty region: <other>
+                                                       [-1.0, 0, 1, 0, 0, 1, 0]])
+
+
+def test_a_second_file_is_encoded_with_the_first_ones_categories(log, tmp_path):
+    import_file(log, write(tmp_path, CAT_CSV), CAT)
+    second = "x1,plan_type,region,action,p,t\n0,business,north,1,0.5,20\n3,postpaid,east,0,0.5,21\n"
+    res = import_file(log, write(tmp_path, second, "second.csv"), CAT)
+    assert res.new_decisions == 2 and res.feature_names == CAT_NAMES
+    np.testing.assert_array_equal(log.read().context[3:], [[0, 0, 0, 1, 1, 0, 0],   # business: plan <other>
+                                                           [3, 1, 0, 0, 0, 0, 1]])  # east: region <other>
+    # a numeric column that is not the log's: refused, naming it, nothing written
+    m = ColumnMapping(context=("x2",), action="action", propensity="p", n_actions=3, time="t",
+                      categorical=("plan_type", "region"))
+    third = second.replace("x1", "x2")
+    with pytest.raises(ValueError, match=r"^column 'x2': feature 1 of this log is 'x1', this mapping gives 'x2'"):
+        import_file(log, write(tmp_path, third, "third.csv"), m)
+    # a categorical column the log does not have
+    m = ColumnMapping(context=("x1",), action="action", propensity="p", n_actions=3, time="t",
+                      categorical=("plan_type",))
+    with pytest.raises(ValueError, match=r"^column 'region': feature 5 of this log is 'region=north', this mapping "
+                                         r"gives nothing \(the log has 7 features, the mapping 4\)"):
+        import_file(log, write(tmp_path, second, "fourth.csv"), m)
+    assert log.count_decisions() == 5
+
+
+def test_fixed_categories_and_the_other_column(log, tmp_path):
+    m = ColumnMapping(context=(), action="action", propensity="p", n_actions=3, time="t", categorical=("plan_type",),
+                      categories={"plan_type": ("prepaid", "business")})
+    res = import_file(log, write(tmp_path, CAT_CSV), m)
+    assert res.feature_names == ("plan_type=prepaid", "plan_type=business", "plan_type=<other>")
+    np.testing.assert_array_equal(log.read().context, [[1, 0, 0], [0, 0, 1], [1, 0, 0]])  # postpaid: <other>
+    with pytest.raises(ValueError, match=r"^categories: 'region' is not among the categorical columns"):
+        ColumnMapping(context=(), action="a", propensity="p", time="t", categorical=("plan_type",),
+                      categories={"region": ("north",)})
+    with pytest.raises(ValueError, match=r"^categories\['plan_type'\]: expected distinct non-empty strings"):
+        ColumnMapping(context=(), action="a", propensity="p", time="t", categorical=("plan_type",),
+                      categories={"plan_type": ("a", "a")})
+
+
+def test_numbers_as_categories_keep_their_text(log, tmp_path):
+    """A categorical column of codes is read as text: ``007`` stays ``007`` (CSV) and Parquet integers and
+    dictionary columns work too."""
+    text = "code,action,p,t\n007,0,0.5,1\n12,1,0.5,2\n007,1,0.5,3\n"
+    m = ColumnMapping(context=(), action="action", propensity="p", n_actions=2, time="t", categorical=("code",))
+    assert import_file(log, write(tmp_path, text), m).feature_names == ("code=007", "code=12", "code=<other>")
+    path = tmp_path / "codes.parquet"
+    pq.write_table(pa.table({"code": pa.array(["12", None, "007"]).dictionary_encode(), "action": [0, 1, 1],
+                             "p": [0.5, 0.5, 0.5], "t": [4.0, 5.0, 6.0]}), path)
+    assert import_file(log, path, m).new_decisions == 3
+    np.testing.assert_array_equal(log.read().context[3:], [[0, 1, 0], [0, 0, 1], [1, 0, 0]])
+
+
+def test_text_in_a_numeric_column_points_to_categorical(log, tmp_path):
+    m = ColumnMapping(context=("x1", "plan_type"), action="action", propensity="p", n_actions=3, time="t")
+    with pytest.raises(ValueError, match=r"^row 1, column 'plan_type': expected a finite number, got 'prepaid'; a "
+                                         r"column of categories belongs in categorical"):
+        import_file(log, write(tmp_path, CAT_CSV), m)
+    assert log.count_decisions() == 0
+    with pytest.raises(ValueError, match=r"^column 'x1': mapped twice"):
+        ColumnMapping(context=("x1",), action="a", propensity="p", time="t", categorical=("x1",))
+
+
+def test_hashed_column_uses_a_stable_hash(log, tmp_path):
+    import zlib
+
+    text = "device,action,p,t\ndev-a,0,0.5,1\ndev-b,1,0.5,2\n,1,0.5,3\ndev-a,0,0.5,4\n"
+    m = ColumnMapping(context=(), action="action", propensity="p", n_actions=2, time="t", hashed=("device",),
+                      hash_buckets=8)
+    res = import_file(log, write(tmp_path, text), m)
+    assert res.feature_names == tuple(f"device#{k}" for k in range(8))
+    ctx = log.read().context
+    buckets = [zlib.crc32(v.encode()) % 8 for v in ("dev-a", "dev-b", "", "dev-a")]  # "" for the empty cell
+    np.testing.assert_array_equal(ctx.argmax(axis=1), buckets)
+    np.testing.assert_array_equal(ctx.sum(axis=1), 1.0)
+    assert buckets == [2, 0, 0, 2]  # pinned: CRC-32 is the same in every process (Python's hash() is salted)
+    with pytest.raises(ValueError, match=r"^hash_buckets: must be an integer >= 1"):
+        ColumnMapping(context=(), action="a", propensity="p", time="t", hashed=("device",), hash_buckets=0)
+
+
+def test_too_many_categories_points_to_hashing(log, tmp_path, monkeypatch):
+    monkeypatch.setattr(importer, "MAX_CATEGORIES", 2)
+    m = ColumnMapping(context=(), action="action", propensity="p", n_actions=3, time="t", categorical=("region",))
+    with pytest.raises(ValueError, match=r"^column 'region': 3 distinct values, more than 2 .* map it in hashed"):
+        import_file(log, write(tmp_path, CAT_CSV.replace(",,", ",east,")), m)
+    assert log.count_decisions() == 0
+
+
+def test_position_is_one_last_feature(log, tmp_path):
+    text = "x1,slot,action,p,t\n1,0,1,0.5,1\n2,3,0,0.5,2\n"
+    m = ColumnMapping(context=("x1",), action="action", propensity="p", n_actions=2, time="t", position="slot")
+    assert import_file(log, write(tmp_path, text), m).feature_names == ("x1", "position")
+    np.testing.assert_array_equal(log.read().context, [[1, 0], [2, 3]])
+    for bad in ("-1", "1.5", ""):
+        with pytest.raises(ValueError, match=r"^row 2, column 'slot': expected a position: an integer >= 0"):
+            import_file(log, write(tmp_path, text.replace(",3,", f",{bad},"), "bad.csv"), m)
+    assert log.count_decisions() == 2
+
+
+# ----------------------------------------------------------------------------- no time, no propensity
+def test_without_a_time_column_every_row_gets_time_default(log, tmp_path):
+    text = "x1,action,p\n1,1,0.5\n2,0,0.5\n"
+    m = ColumnMapping(context=("x1",), action="action", propensity="p", time_default=493536.0)
+    res = import_file(log, write(tmp_path, text), m)
+    assert res.time_default == 493536.0 and res.n_actions == 2  # inferred: the largest action + 1
+    b = log.read()
+    np.testing.assert_array_equal(b.time, [493536.0, 493536.0])
+    np.testing.assert_array_equal(b.send_at, b.time)
+    with pytest.raises(ValueError, match=r"^time_default: without a time column, give the decision time"):
+        ColumnMapping(context=("x1",), action="action", propensity="p")
+    with pytest.raises(ValueError, match=r"^time_default: only used without a time column"):
+        ColumnMapping(context=("x1",), action="action", propensity="p", time="t", time_default=1.0)
+
+
+def test_propensity_estimated_per_group_smoothed_and_flagged(log, tmp_path):
+    # segment a: actions 0, 0, 0, 1; segment b: 1, 1; two actions, N = 6
+    text = "seg,action,t\na,0,1\na,0,2\na,0,3\na,1,4\nb,1,5\nb,1,6\n"
+    m = ColumnMapping(context=(), action="action", n_actions=2, time="t", propensity_by=("seg",))
+    res = import_file(log, write(tmp_path, text), m, policy="legacy")
+    assert res.propensity_estimated and res.policy == "legacy:estimated-propensity"
+    assert res.propensity_by == ("seg",)
+    b = log.read()
+    assert set(b.policy) == {"legacy:estimated-propensity"}
+    f0, f1 = (3 + 1) / (6 + 2), (3 + 1) / (6 + 2)  # overall frequencies, Laplace-smoothed
+    k = importer.PRIOR_ROWS
+    a0, a1 = (3 + k * f0) / (4 + k), (1 + k * f1) / (4 + k)  # segment a, pulled towards the overall ones
+    b1 = (2 + k * f1) / (2 + k)
+    np.testing.assert_allclose(b.propensity, [a0, a0, a0, a1, b1, b1])
+    # without groups: the overall frequencies (of 6 rows, with the same pull)
+    m = ColumnMapping(context=(), action="action", n_actions=2, time="t")
+    res = import_file(log, write(tmp_path, text, "again.csv"), m)
+    np.testing.assert_allclose(log.read().propensity[6:], (3 + k * 0.5) / (6 + k))
+    with pytest.raises(ValueError, match=r"^propensity_by: only used to estimate the propensity"):
+        ColumnMapping(context=(), action="action", propensity="p", time="t", propensity_by=("seg",))
+
+
+def test_estimated_propensity_renormalised_over_eligible_actions():
+    action = np.array([0, 0, 1, 2])
+    eligible = np.array([[1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]], bool)
+    full = estimate_propensity(action, 3)
+    q = (np.bincount(action, minlength=3) + 1) / 7 * importer.PRIOR_ROWS
+    q = (np.bincount(action, minlength=3) + q) / (4 + importer.PRIOR_ROWS)  # q(a) for the one group
+    np.testing.assert_allclose(full, q[action])
+    p = estimate_propensity(action, 3, eligible=eligible)
+    np.testing.assert_allclose(p, [q[0] / (q[0] + q[1]), q[0], q[1] / (q[0] + q[1]), q[2]])
+    # never 0 for an action never chosen in the group, never above 1
+    rare = estimate_propensity(np.array([1, 0, 0, 0]), 2, groups=np.array([0, 1, 1, 1]))
+    assert (rare > 0).all() and (rare <= 1).all()
+
+
+def test_a_refused_text_is_named_by_row_and_column(log, tmp_path):
+    path = tmp_path / "nul.parquet"
+    pq.write_table(pa.table({"customer": ["a", "b\x00c"], "action": [0, 1], "p": [0.5, 0.5], "t": [1.0, 2.0]}),
+                   path)
+    m = ColumnMapping(context=(), action="action", propensity="p", n_actions=2, time="t", customer_id="customer")
+    with pytest.raises(ValueError, match=r"^row 2, column 'customer': contains a NUL character"):
+        import_file(log, path, m)
+    assert log.count_decisions() == 0 and log.layout() is None
+
+
+def test_twenty_thousand_rows(log, tmp_path):
+    """A large file goes through the vectorised paths (categories, hashing, estimate) in one import."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    seg = rng.choice(["a", "b", "c"], n)
+    path = tmp_path / "big.csv"
+    with path.open("w") as f:
+        f.write("x,seg,device,slot,action,reward\n")
+        for i in range(n):
+            f.write(f"{rng.normal():.4f},{seg[i]},d{rng.integers(5000)},{i % 4},{rng.integers(5)},"
+                    f"{'' if i % 3 else rng.random()}\n")
+    m = ColumnMapping(context=("x",), action="action", time_default=1.0, categorical=("seg",), hashed=("device",),
+                      hash_buckets=32, position="slot", propensity_by=("seg",), reward="reward")
+    res = import_file(log, path, m)
+    assert res.new_decisions == n and len(res.feature_names) == 1 + 4 + 32 + 1
+    assert res.n_actions == 5 and res.new_outcomes == -(-n // 3)
+    b = log.read()
+    assert ((b.propensity > 0.1) & (b.propensity < 0.3)).all()  # about 1/5 each
+    np.testing.assert_array_equal(b.context[:, 1:5].sum(axis=1), 1.0)
+
+
+# ----------------------------------------------------------------------------- the command
+def test_import_command_end_to_end(tmp_path):
+    from training.importing import describe, import_command
+    from training.jobs import JobError
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    plan = rng.choice(["prepaid", "postpaid", "business"], n)
+    action = np.where(plan == "business", rng.integers(0, 2, n), rng.integers(0, 4, n))
+    path = tmp_path / "brand.csv"
+    with path.open("w") as f:
+        f.write("customer,arpu,plan_type,action,revenue\n")
+        for i in range(n):
+            f.write(f"c{i % 700},{rng.gamma(2, 10):.2f},{plan[i]},{action[i]},{rng.random() if i % 2 else ''}\n")
+    url = f"sqlite:///{tmp_path / 'logs' / 'brand.db'}"
+    kw = dict(action="action", context=("arpu",), categorical=("plan_type",), reward="revenue",
+              customer_id="customer", time_default=493536.0, propensity_by=("plan_type",))
+    res = import_command(path, url, **kw)
+    assert res.rows == res.new_decisions == n and res.propensity_estimated and res.n_actions == 4
+    assert res.feature_names == ("arpu", "plan_type=business", "plan_type=postpaid", "plan_type=prepaid",
+                                 "plan_type=<other>")
+    with DecisionLog(url) as log:
+        b = log.read()
+        assert log.layout().feature_names == res.feature_names
+    assert set(b.policy) == {"imported:estimated-propensity"}
+    # business customers only ever got actions 0 and 1 (about half each); others about a quarter each
+    business = b.context[:, 1] == 1
+    assert np.all(np.abs(b.propensity[business] - 0.5) < 0.1) and np.all(np.abs(b.propensity[~business] - 0.25) < 0.1)
+    text = describe(res)
+    assert "2,000 rows: 2,000 new decisions" in text and "5 features" in text and "plan_type=<other>" in text
+    assert "estimated" in text and "plan_type" in text and "A/B test" in text and "order" in text
+    again = import_command(path, url, **kw)
+    assert again.new_decisions == 0 and "already in the log" in describe(again)
+    # bad input: a JobError naming row and column, nothing imported
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with pytest.raises(JobError, match=r"^row 1, column 'plan_type': expected a finite number, got '\w+'; a col"):
+        import_command(path, other, action="action", context=("plan_type",), time_default=0.0)
+    with pytest.raises(JobError, match=r"^time_default"):
+        import_command(path, other, action="action")
+    with DecisionLog(other) as log:
+        assert log.count_decisions() == 0
