@@ -72,6 +72,7 @@ import numpy as np
 from nba.actions import ActionSpace
 from nba.eligibility import Cap, ContactRules, Reason, RecentContacts
 from nba.eligibility import eligibility as _eligibility
+from nba.features import AttributeFeatures
 from nba.log.records import EVENTS, RewardRule
 
 ATTRIBUTE_TYPES = ("number", "category", "boolean", "time")
@@ -373,6 +374,10 @@ class Deployment:
             else:
                 out[a.name] = a.default
         return out
+
+    def features(self) -> AttributeFeatures:
+        """The layout of what a policy sees of this deployment's customers (:class:`nba.features.AttributeFeatures`)."""
+        return AttributeFeatures(self)
 
     # ------------------------------------------------------------------ who may get what
     def columns(self, attributes: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -207,11 +208,7 @@ class FeatureSpec:
         out += [f"stage={s}" for s in LIFECYCLE_STAGES]
         out += ["cart_active", "welcome_window", "post_purchase_window"]
         out += [f"consent={c}" for c in self.channels]
-        for stat in ("log_contacts", "contact_recency", "contact_load", "log_engaged", "engaged_recency",
-                     "hour_pref_cos", "hour_pref_sin"):
-            out += [f"{stat}={c}" for c in self.channels]
-        out += ["log_purchases", "purchase_recency", "visit_recency"]
-        return tuple(out)
+        return tuple(out + _history_names(self.channels))
 
     @cached_property
     def dim(self) -> int:
@@ -258,18 +255,117 @@ def build_features(
     j += 3
     out[j : j + c] = profile.consent.T
     j += c
-    half = spec.recency_scale_h * np.log(2.0)  # exp(-h / scale) == 2 ** (-h / half)
-    since_contact = now[:, None] - history.last_contact
-    out[j : j + c] = _log1p(history.n_contacts).T
-    out[j + c : j + 2 * c] = decay(since_contact, half).T
-    out[j + 2 * c : j + 3 * c] = history.load_at(now, since_contact).T
-    out[j + 3 * c : j + 4 * c] = _log1p(history.n_engaged).T
-    out[j + 4 * c : j + 5 * c] = decay((now[:, None] - history.last_engaged).T, half)
-    pref_cos, pref_sin = history.hour_preference()
-    out[j + 5 * c : j + 6 * c] = pref_cos.T
-    out[j + 6 * c : j + 7 * c] = pref_sin.T
-    j += 7 * c
-    out[j] = _log1p(history.n_purchases)
-    out[j + 1] = decay(since_purchase_h, half)
-    out[j + 2] = decay(now - history.last_visit, half)
+    _history_rows(out[j:], history, now, spec.recency_scale_h)
     return out.T
+
+
+HISTORY_STATS = ("log_contacts", "contact_recency", "contact_load", "log_engaged", "engaged_recency",
+                 "hour_pref_cos", "hour_pref_sin")
+
+
+def _history_names(channels: tuple[str, ...]) -> list[str]:
+    out = [f"{stat}={c}" for stat in HISTORY_STATS for c in channels]
+    return out + ["log_purchases", "purchase_recency", "visit_recency"]
+
+
+def _history_rows(out: np.ndarray, history: History, now: np.ndarray, recency_scale_h: float) -> None:
+    """Fill the first ``7 C + 3`` rows of ``out`` (feature-major) with the history's features (names:
+    :func:`_history_names`)."""
+    c = history.n_contacts.shape[1]
+    half = recency_scale_h * np.log(2.0)  # exp(-h / scale) == 2 ** (-h / half)
+    since_contact = now[:, None] - history.last_contact
+    out[0:c] = _log1p(history.n_contacts).T
+    out[c : 2 * c] = decay(since_contact, half).T
+    out[2 * c : 3 * c] = history.load_at(now, since_contact).T
+    out[3 * c : 4 * c] = _log1p(history.n_engaged).T
+    out[4 * c : 5 * c] = decay((now[:, None] - history.last_engaged).T, half)
+    pref_cos, pref_sin = history.hour_preference()
+    out[5 * c : 6 * c] = pref_cos.T
+    out[6 * c : 7 * c] = pref_sin.T
+    j = 7 * c
+    out[j] = _log1p(history.n_purchases)
+    out[j + 1] = decay(now - history.last_purchase, half)
+    out[j + 2] = decay(now - history.last_visit, half)
+
+
+@dataclass(frozen=True)
+class AttributeFeatures:
+    """The observation of a deployment's customers (:mod:`nba.deployment`): its declared attributes,
+    the local time, and the same contact-history summary per channel as :func:`build_features`.
+
+    Attributes are encoded so that a linear model can use them as they come: a number with a range
+    is scaled to [0, 1], one with only a minimum is ``log1p(x - min)``, an unbounded one
+    ``sign(x) log1p(|x|)``; a category is one-hot; a boolean 0 or 1; a time is the signed
+    ``log1p`` of the days since it (negative: still to come). An attribute that may be unknown (not
+    required, no default) gets a ``<name>:missing`` indicator and 0 where unknown.
+    """
+
+    deployment: Any  # nba.deployment.Deployment
+    recency_scale_h: float = 168.0
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for a in self.deployment.attributes:
+            if a.type == "category":
+                out += [f"{a.name}={v}" for v in a.values]
+            elif a.type == "time":
+                out.append(f"{a.name}:days_since")
+            else:
+                out.append(a.name)
+            if _may_be_missing(a):
+                out.append(f"{a.name}:missing")
+        out += ["tz_offset", "local_hour_sin", "local_hour_cos"]
+        return tuple(out + _history_names(tuple(c.name for c in self.deployment.channels)))
+
+    @cached_property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def build(self, columns: dict[str, np.ndarray], history: History, now: np.ndarray | float,
+              tz_offset: np.ndarray | float) -> np.ndarray:
+        """(N, dim) float32 from attribute ``columns`` (:meth:`nba.deployment.Deployment.columns`), the
+        customers' contact ``history``, ``now`` (hours since the epoch) and their time zones."""
+        n = history.n_contacts.shape[0]
+        now = np.broadcast_to(np.asarray(now, np.float64), (n,))
+        tz = np.broadcast_to(np.asarray(tz_offset, np.float64), (n,))
+        out = np.zeros((self.dim, n), np.float32)
+        j = 0
+        for a in self.deployment.attributes:
+            col = columns[a.name]
+            if a.type == "category":
+                for v in a.values:
+                    out[j] = col == v
+                    j += 1
+                known = np.isin(col, np.array(a.values, dtype=object))
+            elif a.type == "boolean":
+                out[j] = col == True  # noqa: E712 - elementwise on an object array: None is not
+                known = np.array([v is not None for v in col.tolist()], bool)
+                j += 1
+            else:
+                x = np.asarray(col, np.float64)
+                known = ~np.isnan(x)
+                if a.type == "time":
+                    days = (now - x) / 24.0
+                    value = np.sign(days) * np.log1p(np.abs(days))
+                elif a.min is not None and a.max is not None and a.max > a.min:
+                    value = (x - a.min) / (a.max - a.min)
+                elif a.min is not None:
+                    value = np.log1p(np.maximum(x - a.min, 0.0))
+                else:
+                    value = np.sign(x) * np.log1p(np.abs(x))
+                out[j] = np.where(known, value, 0.0)
+                j += 1
+            if _may_be_missing(a):
+                out[j] = ~known
+                j += 1
+        out[j] = tz / 12.0
+        angle = TWO_PI_24 * hour_of_day(now + tz)
+        out[j + 1] = np.sin(angle)
+        out[j + 2] = np.cos(angle)
+        _history_rows(out[j + 3 :], history, now, self.recency_scale_h)
+        return out.T
+
+
+def _may_be_missing(attribute: Any) -> bool:
+    return not attribute.required and attribute.default is None

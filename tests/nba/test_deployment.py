@@ -18,7 +18,7 @@ from nba.eligibility import ContactRules, RecentContacts, eligibility
 
 ROOT = Path(__file__).resolve().parents[2]
 TELECOM = ROOT / "examples" / "telecom" / "deployment.toml"
-JUNE = 486_000.0  # 2025-06-10 00:00 UTC, hours since the epoch
+JUNE = 486_000.0  # 2025-06-11 00:00 UTC, hours since the epoch
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,9 @@ def test_the_contact_rules_run_on_the_deployments_own_channels(telecom):
 
 
 def test_request_attributes_are_checked_and_completed(telecom):
-    out = telecom.check_attributes({"plan_type": "postpaid", "tenure_days": 400, "last_complaint_at": "2025-06-01"})
+    out = telecom.check_attributes({"plan_type": "postpaid", "tenure_days": 400, "last_complaint_at": "2025-06-11"})
     assert out["monthly_revenue"] == 0.0 and out["loyalty_tier"] == "none" and out["days_to_contract_end"] is None
-    assert out["last_complaint_at"] == pytest.approx(485_760.0)
+    assert out["last_complaint_at"] == JUNE
     for values, field, message in [
         ({"tenure_days": 3}, "attributes.plan_type", "missing"),
         ({"plan_type": "gold", "tenure_days": 3}, "attributes.plan_type", "unknown value 'gold'"),
@@ -233,3 +233,32 @@ def test_the_deployments_eligibility_gives_each_exclusion_its_reason(telecom):
     assert bits[0, whatsapp] == Reason.CONSENT and mask[1, whatsapp]
     assert mask[:, 0].all() and ((bits == 0) == mask).all()
     assert explain(space, bits[1])["call_centre/retention_call/now"] == ["OFFER"]
+
+
+def test_what_a_policy_sees_of_a_deployments_customers(telecom):
+    from nba.features import History
+
+    layout = telecom.features()
+    names = list(layout.names)
+    assert names[:4] == ["plan_type=prepaid", "plan_type=postpaid", "plan_type=business", "monthly_revenue"]
+    assert "days_to_contract_end:missing" in names and "plan_type:missing" not in names  # required: never missing
+    assert names[-3:] == ["log_purchases", "purchase_recency", "visit_recency"]
+    assert "contact_load=call_centre" in names and layout.dim == len(names)
+    people = [telecom.check_attributes(a) for a in (
+        {"plan_type": "business", "tenure_days": 0, "monthly_revenue": 10000, "last_complaint_at": "2025-06-10"},
+        {"plan_type": "prepaid", "tenure_days": 364, "days_to_contract_end": 30},
+    )]
+    history = History.empty(2, len(telecom.channels))
+    history.record_contacts(np.array([1]), np.array([4]), np.array([JUNE - 2.0]))
+    X = layout.build(telecom.columns(people), history, JUNE, np.array([2.0, -5.0]))
+    assert X.shape == (2, layout.dim) and X.dtype == np.float32 and np.isfinite(X).all()
+    col = {n: X[:, i].tolist() for i, n in enumerate(names)}
+    assert col["plan_type=business"] == [1.0, 0.0] and col["plan_type=prepaid"] == [0.0, 1.0]
+    assert col["monthly_revenue"] == [1.0, 0.0]  # scaled by its declared range [0, 10000]
+    assert col["tenure_days"] == pytest.approx([0.0, np.log1p(364)])  # a minimum only: log1p(x - min)
+    assert col["days_to_contract_end:missing"] == [1.0, 0.0] and col["days_to_contract_end"][0] == 0.0
+    assert col["last_complaint_at:days_since"][0] == pytest.approx(np.log1p(1.0))  # a day ago
+    assert col["last_complaint_at:missing"] == [0.0, 1.0]
+    assert col["loyalty_tier=none"] == [1.0, 1.0]  # the default fills in
+    assert col["log_contacts=call_centre"] == pytest.approx([0.0, np.log(2.0)])
+    assert col["tz_offset"] == pytest.approx([2 / 12, -5 / 12])
