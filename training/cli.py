@@ -256,6 +256,49 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="CSV or Parquet file of past decisions, one row each")],
+    action: Annotated[str, typer.Option(help="column of the chosen action index (0 = no contact)")],
+    log: LogOpt = DEFAULT_LOG,
+    context: Annotated[list[str] | None, typer.Option(help="numeric feature column (repeat, in order)")] = None,
+    categorical: Annotated[list[str] | None, typer.Option(
+        help="text column one-hot encoded as 'column=value' features (repeat); categories kept in the log")] = None,
+    hashed: Annotated[list[str] | None, typer.Option(
+        help="high-cardinality text column hashed into --hash-buckets one-hot features (repeat)")] = None,
+    hash_buckets: Annotated[int, typer.Option(min=1, help="buckets per hashed column")] = 64,
+    propensity: Annotated[str | None, typer.Option(
+        help="column of the logging policy's probability of the action; omitted: estimated from the file")] = None,
+    propensity_by: Annotated[list[str] | None, typer.Option(
+        help="column to estimate the propensity within (e.g. a segment; repeat); default the whole file")] = None,
+    time: Annotated[str | None, typer.Option(
+        help="column of the decision time (hours since the epoch or ISO 8601)")] = None,
+    time_default: Annotated[float | None, typer.Option(
+        help="decision time of every row when there is no time column (hours since the epoch)")] = None,
+    reward: Annotated[str | None, typer.Option(help="column of the reward (an empty cell: none)")] = None,
+    decision_id: Annotated[str | None, typer.Option(help="column of unique decision ids (default file:row)")] = None,
+    customer_id: Annotated[str | None, typer.Option(help="column of customer ids (default: one per row)")] = None,
+    send_at: Annotated[str | None, typer.Option(help="column of the send time (default the decision time)")] = None,
+    position: Annotated[str | None, typer.Option(
+        help="column of the slot where the action was shown (integer >= 0); one feature 'position'")] = None,
+    n_actions: Annotated[int | None, typer.Option(
+        min=1, help="size of the action space (default the log's, or the largest action + 1)")] = None,
+    policy: Annotated[str, typer.Option(help="name of the policy that made these decisions")] = "imported",
+    format: Annotated[str | None, typer.Option(help="'csv' or 'parquet' (default from the suffix)")] = None,
+) -> None:
+    """Import a decision log kept elsewhere (CSV or Parquet), all or nothing; errors name row and column."""
+    from training.importing import describe, import_command
+
+    with _job():
+        res = import_command(path, log, action=action, propensity=propensity, context=tuple(context or ()),
+                             categorical=tuple(categorical or ()), hashed=tuple(hashed or ()),
+                             hash_buckets=hash_buckets, time=time, time_default=time_default, reward=reward,
+                             decision_id=decision_id, customer_id=customer_id, send_at=send_at, position=position,
+                             n_actions=n_actions, propensity_by=tuple(propensity_by or ()), policy=policy,
+                             format=format)
+    console.print(describe(res), highlight=False)
+
+
 @app.command()
 def simulate(
     log: LogOpt = DEFAULT_LOG,

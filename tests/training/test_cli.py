@@ -47,6 +47,29 @@ def test_deployment_check_and_show(tmp_path):
     assert data["digest"].startswith("sha256:") and "email" in data["channels"]
 
 
+def test_import_a_foreign_log_and_name_the_bad_cell(tmp_path):
+    data = tmp_path / "offers.csv"
+    rows = ["plan,arpu,offer,revenue"] + [f"{['prepaid', 'postpaid'][i % 2]},{i % 7 * 3.5},{i % 4},"
+                                          f"{'' if i % 5 else i % 3 * 10.0}" for i in range(200)]
+    data.write_text("\n".join(rows) + "\n")
+    log = f"sqlite:///{tmp_path}/imported.db"
+    args = ["import", str(data), "--action", "offer", "--context", "arpu", "--categorical", "plan",
+            "--reward", "revenue", "--time-default", "490000", "--log", log]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "200 new decisions" in res.output and "estimated" in res.output
+    from nba.log.store import DecisionLog
+
+    with DecisionLog(log) as stored:
+        assert stored.count_decisions() == 200
+        assert stored.layout().feature_names == ("arpu", "plan=postpaid", "plan=prepaid", "plan=<other>")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("plan,arpu,offer\nprepaid,1.0,0\npostpaid,lots,1\n")
+    res = runner.invoke(app, ["import", str(bad), "--action", "offer", "--context", "arpu", "--time-default",
+                              "490000", "--log", f"sqlite:///{tmp_path}/bad.db"])
+    assert res.exit_code == 2 and "row 2, column 'arpu'" in res.output
+
+
 def test_simulate_prints_a_value_table():
     res = runner.invoke(app, ["journeys", "--customers", "300", "--days", "7", "--seed", "1"])
     assert res.exit_code == 0, res.output
