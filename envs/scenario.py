@@ -283,18 +283,10 @@ class Scenario:
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
         """Load a TOML or YAML file, merged over the default scenario."""
-        path = Path(path)
-        if not path.exists():
-            raise ScenarioError(f"scenario: no such file {str(path)!r}")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        from nba.deployment import read_document
 
-            data = yaml.safe_load(text) or {}
-        elif path.suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            raise ScenarioError(f"scenario: {path.name!r} is neither .toml nor .yaml/.yml")
+        path = Path(path)
+        data = read_document(path, "scenario", ScenarioError)
         if path.resolve() == DEFAULT_PATH.resolve():
             return cls.from_dict(data)
         base = tomllib.loads(DEFAULT_PATH.read_text())

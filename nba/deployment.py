@@ -141,6 +141,32 @@ def _hours_of(value: Any, path: str) -> float:
     return t.timestamp() / 3600.0
 
 
+def read_document(path: str | Path, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """The plain data of a ``.toml``, ``.yaml`` or ``.yml`` file (deployments and scenarios); ``error``
+    whose message starts with ``what`` when the file is missing or not valid."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what}: no such file {str(path)!r}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise error(f"{what}: {path.name} is not valid YAML: {e}") from None
+    elif path.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise error(f"{what}: {path.name} is not valid TOML: {e}") from None
+    else:
+        raise error(f"{what}: {path.name!r} is neither .toml nor .yaml/.yml")
+    if not isinstance(data, dict):
+        raise error(f"{what}: {path.name} must hold a table at its top level, got {type(data).__name__}")
+    return data
+
+
 # ----------------------------------------------------------------------------- parts
 @dataclass(frozen=True)
 class Attribute:
@@ -244,26 +270,7 @@ class Deployment:
     @classmethod
     def load(cls, path: str | Path) -> Deployment:
         """A deployment from a ``.toml``, ``.yaml`` or ``.yml`` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise DeploymentError(f"deployment: no such file {str(path)!r}")
-        text = path.read_text()
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            elif path.suffix == ".toml":
-                data = tomllib.loads(text)
-            else:
-                raise DeploymentError(f"deployment: {path.name!r} is neither .toml nor .yaml/.yml")
-        except (tomllib.TOMLDecodeError, ValueError) as e:
-            if isinstance(e, DeploymentError):
-                raise
-            raise DeploymentError(f"deployment: {path.name} is not valid {path.suffix[1:].upper()}: {e}") from None
-        except Exception as e:  # yaml's errors
-            raise DeploymentError(f"deployment: {path.name} is not valid YAML: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_document(path, "deployment", DeploymentError))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Deployment:
