@@ -1,10 +1,24 @@
 """Policies: one interface (:mod:`nba.policies.base`), baselines, bandits, send-time and offline RL.
 
-:data:`POLICIES` maps every policy's name to its class; :func:`create` builds one by name.
+:data:`POLICIES` maps every policy's name to its class; :func:`create` builds one by name, on a
+structured action space (no contact, channels x contents x send slots) or a plain one of K actions
+(:meth:`nba.actions.ActionSpace.plain`). A plain K-armed contextual bandit::
+
+    import numpy as np
+    from nba.policies import act, create
+
+    policy = create("linucb", 10, dim=20)  # 10 actions "0".."9", 20 context features
+    d = act(policy, X, mask, np.random.default_rng(0))  # X (N, 20) float, mask (N, 10) bool
+    policy.update(X, d.actions, rewards, d.propensities)  # d.propensities: exact P(action | x)
+
+:data:`PLAIN` names the policies that run on a plain space (``no_contact`` only where it has a
+no-contact action); the others decide channels, contents and send slots, or read a scenario's named
+features, and raise ``ValueError`` naming ``space`` on a plain space.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from nba.actions import ActionSpace
@@ -27,13 +41,30 @@ POLICIES: dict[str, type] = {
 RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name, SPIBB.name)  # need the segment names
 LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, LGBMFunnel.name, FittedQ.name,
             SendTime.name, TwoStageValue.name, SPIBB.name)
+PLAIN = (NoContact.name, UniformRandom.name, LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name,
+         LGBMFunnel.name, FittedQ.name, TwoStageValue.name)  # run on a plain action space
 
 
-def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: int | None = None,
-           **params: Any) -> Policy:
-    """A new policy by name; rule-based ones need the segment names, learners the context size."""
+def as_space(space: ActionSpace | int | Iterable[str]) -> ActionSpace:
+    """``space`` itself, or the plain space of ``space`` actions (a number, or their names)."""
+    if isinstance(space, ActionSpace):
+        return space
+    try:
+        return ActionSpace.plain(space)
+    except ValueError as e:
+        raise ValueError(f"space: expected an ActionSpace, a number of actions or the actions' names ({e})") from None
+
+
+def create(name: str, space: ActionSpace | int | Iterable[str], segments: tuple[str, ...] = (),
+           dim: int | None = None, **params: Any) -> Policy:
+    """A new policy by name; rule-based ones need the segment names, learners the context size.
+
+    ``space``: an :class:`~nba.actions.ActionSpace`, or a plain space's number of actions ``K`` (or
+    their names): ``create("lints", 10, dim=20)`` is ``create("lints", ActionSpace.plain(10), dim=20)``.
+    """
     if name not in POLICIES:
         raise ValueError(f"policy: unknown policy {name!r}; valid: {sorted(POLICIES)}")
+    space = as_space(space)
     if name in RULE_BASED:
         params.setdefault("segments", tuple(segments))
     if name in LEARNERS:
@@ -43,4 +74,4 @@ def create(name: str, space: ActionSpace, segments: tuple[str, ...] = (), dim: i
     return POLICIES[name](space, **params)
 
 
-__all__ = ["POLICIES", "Decisions", "Explore", "FunnelEvents", "Policy", "act", "create"]
+__all__ = ["PLAIN", "POLICIES", "Decisions", "Explore", "FunnelEvents", "Policy", "act", "as_space", "create"]

@@ -10,6 +10,9 @@ distribution. Hence:
   of one drawn from the same generator,
 * exploration never leaves the mask: probabilities are zero on ineligible actions.
 
+Every row of a mask has an eligible action; where the space has a no-contact action (always in a
+structured space, in a plain one if asked for: :mod:`nba.actions`), that one is eligible in every row.
+
 Randomised learners that sample parameters (Thompson sampling) draw their posterior samples when
 they *update*, from their own seeded generator, and keep them as state; their distribution is then
 the exact share of samples under which each action is best.
@@ -81,9 +84,29 @@ def check_batch(space: ActionSpace, X: np.ndarray, mask: np.ndarray, dim: int | 
         raise ValueError(f"mask: expected shape ({X.shape[0]}, {space.n_actions}), got {mask.shape}")
     if mask.dtype != bool:
         raise ValueError(f"mask: expected a boolean array, got dtype {mask.dtype}")
-    if X.shape[0] and not mask[:, 0].all():
-        raise ValueError("mask: no contact (action 0) must be eligible in every row")
+    if X.shape[0]:
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            raise ValueError(f"mask: row {int(np.argmax(empty))} has no eligible action")
+        if space.has_no_contact and not mask[:, 0].all():
+            raise ValueError(f"mask: no contact (action 0) must be eligible in every row; row "
+                             f"{int(np.argmin(mask[:, 0]))} excludes it")
     return X, mask
+
+
+def require_structured(space: ActionSpace, policy: str) -> None:
+    """Raise ValueError naming ``space`` unless it has channels, contents and send slots."""
+    if space.is_plain:
+        raise ValueError(f"space: policy {policy!r} decides channels, contents and send slots, and a plain "
+                         f"action space ({space.n_actions} named actions) has none; use a structured ActionSpace, "
+                         "or a policy of nba.policies.PLAIN")
+
+
+def require_no_contact(space: ActionSpace, what: str) -> None:
+    """Raise ValueError naming ``space`` unless action 0 is no contact."""
+    if not space.has_no_contact:
+        raise ValueError(f"space: {what} needs a no-contact action, and this plain action space has none "
+                         "(ActionSpace.plain(..., no_contact=True) has one)")
 
 
 def check_propensities(propensities: Any, n: int) -> np.ndarray:
@@ -178,14 +201,16 @@ class Explore:
     """A logging policy: ``policy`` mixed with uniform exploration and a no-contact holdout.
 
     ``(1 - epsilon - holdout) * policy + epsilon * uniform + holdout * no contact``: gives the
-    support offline learners and off-policy estimators need, with exact propensities. Not saved:
-    rebuild it around the saved policy.
+    support offline learners and off-policy estimators need, with exact propensities (a holdout needs
+    a space with a no-contact action). Not saved: rebuild it around the saved policy.
     """
 
     def __init__(self, policy: Policy, epsilon: float, holdout: float = 0.0) -> None:
         if not (0.0 <= epsilon <= 1.0 and 0.0 <= holdout <= 1.0 and epsilon + holdout <= 1.0):
             raise ValueError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, "
                              f"got {epsilon!r} and {holdout!r}")
+        if holdout:
+            require_no_contact(policy.space, "a no-contact holdout")
         self.policy, self.epsilon, self.holdout = policy, epsilon, holdout
         self.space = policy.space
         self.name = f"{policy.name}+explore{epsilon:g}" + (f"+holdout{holdout:g}" if holdout else "")

@@ -4,6 +4,10 @@ Rule-based policies read observations through :class:`nba.features.FeatureSpec` 
 run unchanged in the simulator and in the service. They are deterministic (propensity 1) unless
 the rule's action is ineligible, in which case they fall back to no contact.
 
+They, and batch-and-blast, decide channels and contents: on a plain action space
+(:meth:`nba.actions.ActionSpace.plain`) they raise ``ValueError`` naming ``space``. Uniform random
+runs on any space, no contact on any space that has a no-contact action.
+
 :class:`BusinessAsUsual` is what a typical brand runs before it has a next-best-action engine,
 and the behaviour the simulator is calibrated under: a welcome series by email, a weekly
 promotional email (a win-back offer once the customer is at risk), a weekly push recommendation,
@@ -22,7 +26,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.features import FeatureSpec
-from nba.policies.base import uniform
+from nba.policies.base import require_no_contact, require_structured, uniform
 
 
 class _Stateless:
@@ -51,6 +55,7 @@ class NoContact(_Stateless):
     name = "no_contact"
 
     def __init__(self, space: ActionSpace) -> None:
+        require_no_contact(space, f"policy {self.name!r}")
         self.space = space
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -87,6 +92,7 @@ class BatchAndBlast(_Stateless):
 
     def __init__(self, space: ActionSpace, channel: str = "email", content: str = "promo",
                  send_hour: int | None = None) -> None:
+        require_structured(space, self.name)
         self.space = space
         self.channel, self.content, self.send_hour = channel, content, send_hour
         self.action = space.index(channel, content, send_hour)
@@ -102,6 +108,7 @@ class _Rules(_Stateless):
     """Rule-based policies: read features by name, pick one action per customer."""
 
     def __init__(self, space: ActionSpace, segments: list[str] | tuple[str, ...], channels=None) -> None:
+        require_structured(space, self.name)
         self.space = space
         self.spec = FeatureSpec(tuple(segments), tuple(channels or space.channels))
         self.dim = self.spec.dim

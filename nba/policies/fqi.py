@@ -23,6 +23,8 @@ conversions less its cost) is far less noisy than the customer's whole profit, w
 purchases happen whatever is sent; ``bench/journey.py`` learns from it by default.
 
 The learnt policy is greedy in Q (``epsilon`` adds uniform exploration over eligible candidates).
+On a plain action space without no contact (:meth:`nba.actions.ActionSpace.plain`) no action is a
+candidate by right, and a row with no eligible candidate is decided over all its eligible actions.
 """
 
 from __future__ import annotations
@@ -62,17 +64,24 @@ class FittedQ:
                        "max_candidates": max_candidates, "bootstrap_top": bootstrap_top, "refit_rounds": refit_rounds,
                        "epsilon": epsilon, "seed": seed, "threads": threads}
         self.psi = action_design(space).astype(np.float32)
-        self.candidates = np.zeros(space.n_actions, bool)
-        self.candidates[0] = True
+        self.candidates = ~space.is_contact  # no contact, where the space has it
         self.booster: lgb.Booster | None = None
 
     # ------------------------------------------------------------------ model
+    def eligible(self, mask: np.ndarray | None, n: int) -> np.ndarray:
+        """(N, A) the eligible candidates; in a row with none (a space without no contact), every
+        eligible action."""
+        a = self.space.n_actions
+        mask = np.ones((n, a), bool) if mask is None else np.asarray(mask, bool)
+        ok = mask & self.candidates
+        none = ~ok.any(axis=1)
+        if none.any():
+            ok[none] = mask[none]
+        return ok
+
     def q_values(self, X: np.ndarray, mask: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
-        """(N, A) Q of every eligible candidate action (-inf elsewhere); 0 before fitting."""
-        n = X.shape[0]
-        ok = np.broadcast_to(self.candidates, (n, self.space.n_actions))
-        if mask is not None:
-            ok = ok & mask
+        """(N, A) Q of every eligible candidate action (-inf elsewhere: :meth:`eligible`); 0 before fitting."""
+        ok = self.eligible(mask, X.shape[0])
         if self.booster is None:
             return np.where(ok, 0.0, -np.inf)
         return predict_eligible(self.booster, X, self.psi, ok, -np.inf, self.params["threads"], chunk)
@@ -97,7 +106,8 @@ class FittedQ:
             raise ValueError("X/rewards/X_next: contain NaN or infinite values")
         p = self.params
         counts = np.bincount(actions, minlength=self.space.n_actions)
-        counts[0] = max(counts[0], p["min_support"])  # no contact is always a candidate
+        if self.space.has_no_contact:
+            counts[0] = max(counts[0], p["min_support"])  # no contact is always a candidate
         top = np.argsort(-counts, kind="stable")[: p["max_candidates"]]
         self.candidates = np.zeros(self.space.n_actions, bool)
         self.candidates[top[counts[top] >= p["min_support"]]] = True
@@ -152,9 +162,7 @@ class FittedQ:
 
     # ------------------------------------------------------------------ policy interface
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        q = self.q_values(X, mask)
-        eligible = mask & self.candidates
-        return epsilon_greedy(q, eligible, self.params["epsilon"])
+        return epsilon_greedy(self.q_values(X, mask), self.eligible(mask, X.shape[0]), self.params["epsilon"])
 
     def update(self, X, actions, rewards, propensities=None) -> FittedQ:
         """Offline learner: learns with :meth:`fit` on transitions; logged bandit batches are ignored."""
@@ -423,7 +431,7 @@ class TwoStageValue:
 
     # ------------------------------------------------------------------ policy interface
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return epsilon_greedy(self.q_values(X, mask), mask & self.candidates, self.params["epsilon"])
+        return epsilon_greedy(self.q_values(X, mask), self.reward.eligible(mask, X.shape[0]), self.params["epsilon"])
 
     def update(self, X, actions, rewards, propensities=None) -> TwoStageValue:
         """Offline learner: learns with :meth:`fit` on transitions; logged bandit batches are ignored."""

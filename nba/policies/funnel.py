@@ -16,6 +16,9 @@ revenue the log's reward rule counts besides the message's own conversions) on a
 included. Each stage is a LightGBM model on ``[x, psi(a)]``; the conversion value one on ``x``.
 SquareCB's inverse-gap weighting explores over the scores, as in ``lgbm_squarecb``.
 
+On a plain action space (:meth:`nba.actions.ActionSpace.plain`) every action but a no-contact one
+(where the space has it) is a contact, with a funnel of its own.
+
 Before ``min_samples`` decisions the policy explores uniformly. Like the other LightGBM bandits it
 keeps what it has learnt from and refits from scratch whenever the data has grown by
 ``refit_growth``. Models are saved as LightGBM text, the data as NumPy arrays.
@@ -80,7 +83,7 @@ class LGBMFunnel:
 
     def _fit(self) -> None:
         rows = joint_rows(self.X, self.psi, self.actions)
-        reached = self.actions > 0  # the first stage's rows: contacts
+        reached = self.space.is_contact[self.actions]  # the first stage's rows: contacts
         rounds = self.params["num_boost_round"]
         for name in STAGES:
             y = self.events[name]
@@ -113,8 +116,7 @@ class LGBMFunnel:
         value = self.models["value"]
         for start in range(0, n, chunk):
             xs, m = X[start : start + chunk], mask[start : start + chunk]
-            r, c = np.nonzero(m[:, 1:])
-            c += 1  # contacts: the funnel's rows
+            r, c = np.nonzero(m & self.space.is_contact)  # contacts: the funnel's rows
             rows = joint_rows(xs[r], self.psi, c)
             gain = np.ones(len(r))
             for name in STAGES:
@@ -122,8 +124,10 @@ class LGBMFunnel:
             v = (np.full(len(xs), value) if isinstance(value, float)
                  else value.predict(np.asarray(xs, np.float32), num_threads=self.params["threads"]))
             out[start + r, c] = self._predict("rest", rows) + gain * v[r]
-            alone = np.flatnonzero(m[:, 0])  # no contact: the rest alone
-            out[start + alone, 0] = self._predict("rest", joint_rows(xs[alone], self.psi, np.zeros(len(alone), int)))
+            if self.space.has_no_contact:
+                alone = np.flatnonzero(m[:, 0])  # no contact: the rest alone
+                out[start + alone, 0] = self._predict("rest", joint_rows(xs[alone], self.psi,
+                                                                         np.zeros(len(alone), int)))
         return out
 
     @property
@@ -137,7 +141,9 @@ class LGBMFunnel:
 
     def update(self, X, actions, rewards, propensities=None, events: FunnelEvents | None = None):
         X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards, propensities)
-        ev = FunnelEvents.check(events, actions)
+        # the check reads action 0 as no contact: give it each decision's contact flag instead (on a plain
+        # space without no contact, action 0 is a contact like any other)
+        ev = FunnelEvents.check(events, self.space.is_contact[actions].astype(np.int64))
         self.X = np.vstack([self.X, X.astype(np.float32)])
         self.actions = np.concatenate([self.actions, actions])
         self.rewards = np.concatenate([self.rewards, rewards])

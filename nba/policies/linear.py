@@ -6,6 +6,8 @@ Kronecker product of the action's features ``psi(a)`` and the context with an in
 *baseline* block shared by every action, no contact included, so the other blocks learn the
 **uplift** of contacting over not contacting: a customer's organic revenue never looks like the
 effect of a message. Scores of all actions are ``X~ Theta^T Psi^T``, cheap for any catalogue.
+On a plain K-action space (:meth:`nba.actions.ActionSpace.plain`) ``psi(a) = [1, one-hot of a]``: a
+model shared by every arm plus each arm's own, the ridge penalty pulling arms towards the shared one.
 
 Both learners share one ridge regression (:class:`Ridge`): ``A = lambda I + sum phi phi^T`` and
 ``b = sum r phi``, accumulated in blocks (a batch adds ``x x^T`` per distinct action to the

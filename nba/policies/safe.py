@@ -59,7 +59,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.features import FeatureSpec
-from nba.policies.base import Explore, check_propensities, masked_argmax
+from nba.policies.base import Explore, check_propensities, masked_argmax, require_structured
 from nba.policies.linear import _check_update
 
 BUCKET = ("segment", "stage", "cart_active")  # one-hot families of nba.features.FeatureSpec (or binary feature names)
@@ -163,6 +163,7 @@ class SPIBB:
                  dim: int | None = None) -> None:
         from nba.policies import LEARNERS, POLICIES, create
 
+        require_structured(space, self.name)
         self.space, self.segments = space, tuple(segments)
         self.spec = FeatureSpec(self.segments, space.channels)
         self.dim = self.spec.dim

@@ -42,6 +42,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.features import TWO_PI_24, FeatureSpec
+from nba.policies.base import require_structured
 
 DESIGN_STRENGTH = 100.0  # sends' worth of weight on the even spread of send hours (SendTimeModel)
 
@@ -168,6 +169,7 @@ class SendTime:
                  prior_strength: float | None = None, dim: int | None = None) -> None:
         from nba.policies import LEARNERS, POLICIES, create
 
+        require_structured(space, self.name)
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon!r}")
         self.space, self.epsilon = space, epsilon

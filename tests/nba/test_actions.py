@@ -144,3 +144,115 @@ def test_features_shape_and_one_hots(space):
         assert f[a, 1 + c + k + space.send_slots.index(act.send_hour)] == 1
     # distinct actions have distinct feature rows
     assert len({row.tobytes() for row in f}) == space.n_actions
+
+
+# ----------------------------------------------------------------------------- plain spaces
+def test_plain_k_has_k_named_actions_and_no_no_contact():
+    space = ActionSpace.plain(10)
+    assert space.is_plain and not space.has_no_contact
+    assert space.n_actions == 10
+    assert space.names() == [str(a) for a in range(10)]
+    assert space.n_channels == space.n_contents == space.n_slots == 0
+    np.testing.assert_array_equal(space.is_contact, np.ones(10, bool))
+    for a in range(10):
+        assert space.decode(a) == Action(str(a)) and space.decode(a).is_contact
+        assert space.index(str(a)) == a
+    np.testing.assert_array_equal(space.features(), np.eye(10, dtype=np.float32))
+    assert space.features().dtype == np.float32
+    assert space == ActionSpace.plain([str(a) for a in range(10)])
+
+
+def test_plain_with_no_contact_puts_it_at_index_0():
+    space = ActionSpace.plain(4, no_contact=True)
+    assert space.n_actions == 4 and space.has_no_contact
+    assert space.names() == ["no_contact", "1", "2", "3"]  # every action keeps its index as its name
+    assert space.decode(NO_CONTACT) == Action(None) and not space.decode(0).is_contact
+    assert space.index("no_contact") == 0 and space.index("2") == 2
+    np.testing.assert_array_equal(space.is_contact, [False, True, True, True])
+    f = space.features()
+    assert not f[0].any(), "row 0 (no contact) must be all zeros, as in the structured space"
+    np.testing.assert_array_equal(f[1:, 0], 1.0)  # the contact flag
+    np.testing.assert_array_equal(f[1:, 1:], np.eye(3))
+
+    named = ActionSpace.plain(("gold", "silver"), no_contact=True)
+    assert named.names() == ["no_contact", "gold", "silver"] and named.n_actions == 3
+    assert named.decode(1) == Action("gold")
+
+
+def test_structured_space_keeps_its_no_contact():
+    space = ActionSpace()
+    assert not space.is_plain and space.has_no_contact
+    np.testing.assert_array_equal(space.is_contact, np.arange(space.n_actions) > 0)
+    with pytest.raises(ValueError):
+        space.is_contact[0] = True  # read-only
+
+
+@pytest.mark.parametrize("attr", ["channel_of", "content_of", "slot_of"])
+def test_plain_space_has_no_channels_contents_or_slots(attr):
+    with pytest.raises(ValueError, match=f"^space: .*{attr}"):
+        getattr(ActionSpace.plain(5), attr)
+
+
+def test_plain_index_and_decode_errors_name_the_field():
+    space = ActionSpace.plain(("a", "b"))
+    with pytest.raises(ValueError, match="^action: unknown action 'c'"):
+        space.index("c")
+    with pytest.raises(ValueError, match="^content: "):
+        space.index("a", "promo")
+    with pytest.raises(ValueError, match="^content: "):
+        space.index("a", send_hour=9)
+    with pytest.raises(ValueError, match="^action: index 2 is outside"):
+        space.decode(2)
+    with pytest.raises(ValueError, match="my_actions"):
+        space.check(np.array([0, -1]), name="my_actions")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [0, -3, True, "abc", [], ["a", "a"], ["no_contact", "a"], [1, 2], [""], None, 2.5],
+    ids=repr,
+)
+def test_plain_rejects_bad_arguments(bad):
+    with pytest.raises(ValueError, match="^ActionSpace"):
+        ActionSpace.plain(bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"channels": (), "contents": (), "send_slots": ()},
+        {"channels": ("a", "no_contact"), "contents": (), "send_slots": ()},  # no contact only at index 0
+        {"channels": ("a", "a"), "contents": (), "send_slots": ()},
+        {"channels": ("a",), "contents": (), "send_slots": (None,)},  # half plain: a structured space without contents
+        {"channels": ("a",), "contents": ("x",), "send_slots": ()},
+    ],
+)
+def test_constructor_rejects_bad_plain_layouts(kwargs):
+    with pytest.raises(ValueError, match="ActionSpace"):
+        ActionSpace(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [ActionSpace.plain(10), ActionSpace.plain(3, no_contact=True), ActionSpace.plain(("x", "y")), *SPACES],
+    ids=lambda s: repr(s.names()[:3]),
+)
+def test_every_space_round_trips_through_the_saved_dictionary(space):
+    import json
+
+    from nba.serialization import space_from_dict, space_to_dict
+
+    d = json.loads(json.dumps(space_to_dict(space)))
+    again = space_from_dict(d)
+    assert again == space and again.is_plain == space.is_plain and again.has_no_contact == space.has_no_contact
+    assert again.names() == space.names()
+    np.testing.assert_array_equal(again.features(), space.features())
+
+
+def test_a_saved_structured_space_still_loads_as_structured():
+    from nba.serialization import space_from_dict
+
+    old = {"channels": ["sms", "email"], "contents": ["promo"], "send_slots": [None, 9]}  # a bundle's dict
+    space = space_from_dict(old)
+    assert not space.is_plain and space.n_actions == 1 + 2 * 1 * 2 and space.has_no_contact
+    assert space.names()[1] == "sms/promo/now"

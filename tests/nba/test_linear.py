@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from nba import serialization
 from nba.actions import ActionSpace
-from nba.policies import act
+from nba.policies import act, create
 from nba.policies.base import greedy, share_of_argmax
 from nba.policies.linear import (
     BLAS_THREADS,
@@ -296,3 +296,31 @@ def test_one_decision_at_a_time_through_act():
             assert mask[i, d.actions[0]]
             policy.update(X[i : i + 1], d.actions, [float(d.actions[0] == 3)], d.propensities)
         assert policy.ridge.n == 200
+
+
+def test_linucb_on_a_plain_k_armed_linear_problem_has_far_less_regret_than_uniform():
+    # A plain contextual bandit (no no-contact action): 10 arms, 20 features, mean reward x . theta_a,
+    # Gaussian noise of standard deviation 1, random masks (each arm eligible with probability 0.7, so
+    # action 0 is often excluded), 5,000 rounds of one decision and one update. Regret is against the
+    # best eligible arm's mean; uniform random's is its exact expectation (best minus the eligible mean).
+    # Over seeds 0-2 LinUCB's regret is 0.11 of uniform's (690 against 6,500); the bound is 0.25, and
+    # its last 1,000 rounds must cost less than its first 1,000 (it learns, not just starts well).
+    rng = np.random.default_rng(0)
+    k, d, rounds = 10, 20, 5000
+    theta = rng.standard_normal((k, d)) / np.sqrt(d)
+    policy = create("linucb", k, dim=d)
+    regret, uniform = np.zeros(rounds), np.zeros(rounds)
+    for t in range(rounds):
+        x = rng.standard_normal((1, d))
+        mask = rng.random((1, k)) < 0.7
+        if not mask.any():
+            mask[0, rng.integers(k)] = True
+        mean = x[0] @ theta.T
+        best = mean[mask[0]].max()
+        dec = act(policy, x, mask, rng)
+        a = int(dec.actions[0])
+        assert mask[0, a] and dec.propensities[0] == 1.0
+        regret[t], uniform[t] = best - mean[a], best - mean[mask[0]].mean()
+        policy.update(x, dec.actions, np.array([mean[a] + rng.standard_normal()]), dec.propensities)
+    assert regret.sum() < 0.25 * uniform.sum(), (regret.sum(), uniform.sum())
+    assert regret[-1000:].sum() < regret[:1000].sum()

@@ -33,7 +33,19 @@ import pytest
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba import serialization
-from nba.policies import LEARNERS, POLICIES, Decisions, FunnelEvents, Policy, act, create
+from nba.actions import ActionSpace
+from nba.policies import (
+    LEARNERS,
+    PLAIN,
+    POLICIES,
+    RULE_BASED,
+    Decisions,
+    Explore,
+    FunnelEvents,
+    Policy,
+    act,
+    create,
+)
 
 PURPOSE = "test/nba/policy_contract"  # this module's customers (envs.random)
 
@@ -601,3 +613,219 @@ def test_a_learner_changes_its_distribution_after_enough_data(name):
     train(policy, logged_batches()[:1])
     after = policy.probabilities(X, mask)
     assert not np.array_equal(after, before)
+
+
+# ----------------------------------------------------------------------------- plain K-action spaces
+# The same contract on a plain contextual bandit (nba.actions.ActionSpace.plain): K actions, no
+# channels, contents or send slots, and, in "plain", no no-contact action, so masks may exclude
+# action 0. "plain_nc" is the same with action 0 as no contact (eligible in every row). Data are
+# synthetic: Gaussian contexts, rewards linear in the context per action plus noise, uniform logging.
+K_PLAIN, DIM_PLAIN = 10, 20
+PLAIN_SPACES = {"plain": ActionSpace.plain(K_PLAIN), "plain_nc": ActionSpace.plain(K_PLAIN, no_contact=True)}
+PLAIN_THETA = np.random.default_rng(51).standard_normal((K_PLAIN, DIM_PLAIN)) / np.sqrt(DIM_PLAIN)
+
+
+def plain_mask(space: ActionSpace, n: int, rng: np.random.Generator, keep: float = 0.6) -> np.ndarray:
+    """Random eligibility: each action eligible with probability ``keep``, at least one per row, every
+    11th row a single action (3); no contact, where the space has it, always."""
+    mask = rng.random((n, K_PLAIN)) < keep
+    mask[::11] = False
+    mask[::11, 3] = True
+    empty = np.flatnonzero(~mask.any(axis=1))
+    mask[empty, rng.integers(0, K_PLAIN, len(empty))] = True
+    if space.has_no_contact:
+        mask[:, 0] = True
+    return mask
+
+
+def plain_rewards(space: ActionSpace, X: np.ndarray, actions: np.ndarray, rng: np.random.Generator):
+    """Rewards ``x . theta_a + noise`` (0 + noise for no contact) and funnel events that follow them."""
+    mean = np.einsum("nd,nd->n", X, PLAIN_THETA[actions]) * space.is_contact[actions]
+    rewards = mean + 0.5 * rng.standard_normal(len(actions))
+    opened = space.is_contact[actions] & (rng.random(len(actions)) < 1.0 / (1.0 + np.exp(-2.0 * mean)))
+    clicked = opened & (rng.random(len(actions)) < 0.5)
+    converted = clicked & (rng.random(len(actions)) < 0.4)
+    return rewards, opened, clicked, converted, np.where(converted, 1.0 + np.abs(mean), 0.0)
+
+
+@functools.cache
+def plain_contexts(kind: str, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(61)
+    X = rng.standard_normal((n, DIM_PLAIN))
+    mask = plain_mask(PLAIN_SPACES[kind], n, rng)
+    _read_only(X, mask)
+    return X, mask
+
+
+@functools.cache
+def plain_batches(kind: str) -> tuple[Batch, ...]:
+    space = PLAIN_SPACES[kind]
+    rng = np.random.default_rng(62)
+    logger = create("uniform_random", space)
+    X, mask = rng.standard_normal((BATCH, DIM_PLAIN)), plain_mask(space, BATCH, rng)
+    out = []
+    for _ in range(N_TRAIN + 2):
+        d = act(logger, X, mask, rng)
+        rewards, opened, clicked, converted, value = plain_rewards(space, X, d.actions, rng)
+        X_next, mask_next = rng.standard_normal((BATCH, DIM_PLAIN)), plain_mask(space, BATCH, rng)
+        batch = Batch(X, d.actions, rewards, d.propensities, X_next, mask_next, rng.random(BATCH) < 0.05,
+                      opened, clicked, converted, value)
+        _read_only(*(getattr(batch, f.name) for f in fields(batch)))
+        out.append(batch)
+        X, mask = X_next, mask_next
+    return tuple(out)
+
+
+@functools.cache
+def plain_pristine(kind: str, name: str, state: str) -> Policy:
+    # "plain" is built from the number of actions alone: create's plain K-action form
+    space = K_PLAIN if kind == "plain" else PLAIN_SPACES[kind]
+    policy = create(name, space, dim=DIM_PLAIN, **SMALL_PARAMS.get(name, {}))
+    if state == "trained":
+        train(policy, plain_batches(kind)[:N_TRAIN])
+    return policy
+
+
+def plain_make(kind: str, name: str, state: str) -> Policy:
+    return copy.deepcopy(plain_pristine(kind, name, state))
+
+
+def plain_cases(names=None) -> list:
+    """(kind, name, state) of every policy that runs on each plain space, learners also trained."""
+    out = []
+    for kind, space in PLAIN_SPACES.items():
+        for name in PLAIN if names is None else names:
+            if name == "no_contact" and not space.has_no_contact:
+                continue
+            for state in STATES:
+                if state == "trained" and name not in LEARNERS:
+                    continue
+                out.append(pytest.param(kind, name, state, id=f"{kind}-{name}-{state}"))
+    return out
+
+
+def test_every_learner_that_needs_no_scenario_runs_on_a_plain_space():
+    # the learners that do not read a scenario's named features (send_time and spibb do) are all checked
+    assert {n for n in LEARNERS if n not in RULE_BASED} <= set(PLAIN)
+    for name in PLAIN:
+        policy = plain_pristine("plain_nc", name, "untrained")
+        assert policy.space == PLAIN_SPACES["plain_nc"] and policy.space.is_plain
+
+
+@pytest.mark.parametrize("name", [n for n in POLICIES if n not in PLAIN])
+def test_a_policy_that_needs_a_structured_space_refuses_a_plain_one_naming_space(name):
+    for space in (K_PLAIN, PLAIN_SPACES["plain_nc"]):
+        with pytest.raises(ValueError, match="^space: .*plain action space"):
+            create(name, space, SEGMENTS, dim=DIM)
+
+
+def test_create_takes_a_number_of_actions_or_their_names():
+    policy = create("linucb", 10, dim=20)
+    assert policy.space == ActionSpace.plain(10) and policy.space.n_actions == 10
+    assert not policy.space.has_no_contact
+    assert create("lints", ["a", "b", "c"], dim=4).space.names() == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="^space: "):
+        create("linucb", 0, dim=20)
+    with pytest.raises(ValueError, match="^space: "):
+        create("linucb", "ten", dim=20)
+    with pytest.raises(ValueError, match="^space: .*no-contact"):
+        create("no_contact", 10)
+    with pytest.raises(ValueError, match="^space: .*no-contact"):
+        Explore(create("uniform_random", 10), epsilon=0.1, holdout=0.1)
+    Explore(create("uniform_random", 10), epsilon=0.1)  # exploration alone needs no no-contact action
+
+
+@pytest.mark.parametrize(("kind", "name", "state"), plain_cases())
+def test_plain_probabilities_are_distributions_on_the_mask(kind, name, state):
+    policy = plain_make(kind, name, state)
+    X, mask = plain_contexts(kind)
+    p = policy.probabilities(X[:N_SMALL], mask[:N_SMALL])
+    assert p.shape == (N_SMALL, K_PLAIN)
+    assert np.all(np.isfinite(p)) and np.all(p >= 0.0)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-9)
+    assert np.all(p[~mask[:N_SMALL]] == 0.0), "probability on an ineligible action"
+
+
+@pytest.mark.parametrize(("kind", "name", "state"), plain_cases())
+def test_plain_reported_propensity_is_the_empirical_frequency(kind, name, state):
+    policy = plain_make(kind, name, state)
+    X, mask = plain_contexts(kind)
+    rows = np.array([0, 1, 2, 5, 11])  # row 11: action 3 alone
+    X5, M5 = X[rows], mask[rows].copy()
+    if kind == "plain":
+        M5[0] = True
+        M5[0, 0] = False  # all but action 0
+    p5 = policy.probabilities(X5, M5)
+    reps = 20_000
+    which = np.repeat(np.arange(5), reps)
+    d = act(Repeated(policy, X5, M5, which), X5[which], M5[which], np.random.default_rng(42))
+    np.testing.assert_array_equal(d.propensities, p5[which, d.actions])
+    for c in range(5):
+        counts = np.bincount(d.actions[which == c], minlength=K_PLAIN)
+        p = p5[c]
+        assert np.all(counts[p == 0] == 0), "an action with probability 0 was drawn"
+        se = np.sqrt(p * (1.0 - p) / reps)  # five standard errors, as in the structured check above
+        bad = np.abs(counts / reps - p) > 5.0 * se + 1e-3
+        assert not bad.any(), f"context {c}: actions {np.flatnonzero(bad)} p={p[bad]} freq={counts[bad] / reps}"
+
+
+@pytest.mark.parametrize(("kind", "name", "state"), plain_cases())
+def test_plain_same_seed_same_decisions_and_a_batch_decides_as_single_rows(kind, name, state):
+    policy = plain_make(kind, name, state)
+    X, mask = plain_contexts(kind)
+    first = act(policy, X, mask, np.random.default_rng(7))
+    assert_same_decisions(first, act(policy, X, mask, np.random.default_rng(7)))
+    rng = np.random.default_rng(7)
+    singles = [act(policy, X[i : i + 1], mask[i : i + 1], rng) for i in range(50)]
+    np.testing.assert_array_equal(np.concatenate([s.actions for s in singles]), first.actions[:50])
+    np.testing.assert_array_equal(np.vstack([s.probabilities for s in singles]), first.probabilities[:50])
+
+
+@pytest.mark.parametrize(("kind", "name", "state"), plain_cases())
+def test_plain_save_load_gives_the_same_policy_that_learns_the_same(kind, name, state, tmp_path):
+    policy = plain_make(kind, name, state)
+    folder = serialization.save(policy, tmp_path / "policy")
+    _assert_no_pickle(folder)
+    loaded = serialization.load(folder)
+    assert type(loaded) is type(policy) and loaded.space == PLAIN_SPACES[kind] and loaded.space.is_plain
+    X, mask = plain_contexts(kind)
+    assert_same_decisions(act(loaded, X[:N_SMALL], mask[:N_SMALL], np.random.default_rng(3)),
+                          act(policy, X[:N_SMALL], mask[:N_SMALL], np.random.default_rng(3)))
+    if name in LEARNERS:
+        batch = plain_batches(kind)[N_TRAIN : N_TRAIN + 1]
+        train(policy, batch)
+        train(loaded, batch)
+        assert_same_state(loaded.get_state(), policy.get_state())
+
+
+@pytest.mark.parametrize(("kind", "name", "state"), plain_cases(names=[n for n in PLAIN if n in LEARNERS]))
+def test_plain_learners_learn(kind, name, state):
+    policy = plain_make(kind, name, state)
+    X, mask = plain_contexts(kind)
+    X, mask = X[:50], mask[:50]
+    before = policy.probabilities(X, mask)
+    batch = plain_batches(kind)[N_TRAIN if state == "trained" else 0]
+    if is_offline(name):
+        train(policy, (batch,))
+    else:
+        assert policy.update(*batch.args(), **batch.extra(policy)) is policy
+    assert not np.array_equal(policy.probabilities(X, mask), before)
+
+
+@pytest.mark.parametrize("kind", list(PLAIN_SPACES))
+def test_plain_act_checks_the_mask(kind):
+    policy = plain_make(kind, "linucb", "trained")
+    X, mask = plain_contexts(kind)
+    X, mask = X[:20], mask[:20].copy()
+    mask[:, 1] = True  # something besides action 0 in every row
+    mask[5] = False
+    with pytest.raises(ValueError, match="^mask: row 5 has no eligible action"):
+        act(policy, X, mask, np.random.default_rng(0))
+    mask[5, 2] = True
+    mask[:, 0] = False
+    if kind == "plain":  # no no-contact action: excluding action 0 is a mask like any other
+        d = act(policy, X, mask, np.random.default_rng(0))
+        assert np.all(d.actions != 0) and np.all(d.probabilities[:, 0] == 0.0)
+    else:
+        with pytest.raises(ValueError, match="^mask: no contact .*row 0"):
+            act(policy, X, mask, np.random.default_rng(0))
