@@ -528,14 +528,58 @@ def deployment_show(path: Annotated[Path | None, typer.Argument(
 @scenario_app.command("report")
 def scenario_report(
     scenario: ScenarioOpt = None,
-    out: Annotated[Path, typer.Option(help="output folder")] = Path("nba-runs/calibration"),
-    customers: Annotated[int, typer.Option("--n", "--customers", min=100)] = 20_000,
+    out: Annotated[Path, typer.Option(help="output folder of the calibration report")] = Path(
+        "nba-runs/calibration"),
+    customers: Annotated[int | None, typer.Option(
+        "--n", "--customers", min=100,
+        help="simulated customers (default: 20,000 for the calibration report, 2,000 beside a --log)")] = None,
     seed: SeedOpt = 0,
+    log: Annotated[str | None, typer.Option(
+        "--log", help="decision log URL (sqlite:///decisions.db, postgresql+psycopg://...): print its own figures "
+                      "beside the scenario's under business as usual, instead of the calibration report")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="with --log: decisions from this time on (ISO 8601 date or date-time; UTC unless it has an offset)",
+    )] = None,
+    until: Annotated[str | None, typer.Option(help="with --log: decisions before this time (as --since)")] = None,
+    days: Annotated[int | None, typer.Option(
+        min=1, help="with --log: days the scenario's run logs (default: the days the log spans, at most 90)")] = None,
+    warmup_days: Annotated[int, typer.Option(
+        min=0, help="with --log: days simulated before the scenario's run logs (contact histories fill)")] = 28,
 ) -> None:
-    """Write the calibration report (PNG plots + Markdown/HTML) of a scenario against its targets."""
+    """Write the calibration report (PNG plots + Markdown/HTML) of a scenario against its targets; with --log,
+    print how far the scenario is from a decision log's own figures (funnel per channel, response by hour,
+    contacts before a conversion, revenue concentration, contact rate)."""
     sc = _load_scenario(scenario)
-    path = _write_report(sc, out, customers, seed)
-    console.print(f"report: [bold]{path}[/bold]")
+    if log is None:
+        path = _write_report(sc, out, customers or 20_000, seed)
+        console.print(f"report: [bold]{path}[/bold]")
+        return
+    import sqlalchemy
+
+    from envs import log_report
+
+    try:
+        window = [None if t is None else log_report.parse_time(t) for t in (since, until)]
+        with log_report.open_log(log) as store:
+            mine = log_report.log_figures(store, since=window[0], until=window[1])
+    except (ValueError, FileNotFoundError, sqlalchemy.exc.SQLAlchemyError) as e:
+        console.print(f"[red]cannot read the log:[/red] {e}")
+        raise typer.Exit(2) from None
+    if mine.decisions == 0:
+        console.print("[yellow]the log holds no decisions (in that window): every figure is 'no data'[/yellow]")
+    n, days = customers or log_report.CUSTOMERS, days or min(max(mine.span_days, 1), 90)
+    with _progress(f"scenario {sc.name!r}: {n:,} customers, {warmup_days} + {days} days", warmup_days + days) as tick:
+        theirs = log_report.scenario_figures(sc, customers=n, days=days, seed=seed, purpose=log_report.PURPOSE,
+                                             warmup_days=warmup_days, progress=tick)
+    where = sqlalchemy.make_url(log).render_as_string(hide_password=True)
+    title = (f"log {where}: {mine.decisions:,} decisions, {mine.customers:,} customers, {mine.span_days} days\n"
+             f"scenario {sc.name!r} under business as usual: {theirs.decisions:,} decisions, "
+             f"{theirs.customers:,} customers, {days} days")
+    typer.echo(log_report.render(log_report.compare(mine, theirs), title=title))
+    typer.echo(f"close: within {log_report.TOLERANCE:.0%} of the scenario; noisy: further, but within sampling "
+               f"noise;\nno data: a side has none, or fewer than {log_report.MIN_COUNT} sends or customers behind it.")
+    if mine.hour_basis == "UTC":
+        typer.echo("hours are UTC: the log's context carries no tz_offset feature.")
 
 
 @app.command()

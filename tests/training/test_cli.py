@@ -70,6 +70,23 @@ def test_import_a_foreign_log_and_name_the_bad_cell(tmp_path):
     assert res.exit_code == 2 and "row 2, column 'arpu'" in res.output
 
 
+def test_scenario_report_beside_a_log(tmp_path):
+    from envs import log_report
+    from envs.scenario import Scenario
+    from nba.log.store import DecisionLog
+
+    url = f"sqlite:///{tmp_path}/theirs.db"
+    with DecisionLog(url) as log:
+        log_report.simulate_log(log, Scenario.default(), customers=300, days=4, seed=0, purpose="test/training/cli",
+                                warmup_days=2)
+    res = runner.invoke(app, ["scenario", "report", "--log", url, "--n", "300", "--days", "4", "--warmup-days", "2"])
+    assert res.exit_code == 0, res.output
+    assert "contact rate" in res.output and "opened / delivered" in res.output
+    assert "close" in res.output
+    res = runner.invoke(app, ["scenario", "report", "--log", f"sqlite:///{tmp_path}/missing.db"])
+    assert res.exit_code == 2 and "cannot read the log" in res.output
+
+
 def test_simulate_prints_a_value_table():
     res = runner.invoke(app, ["journeys", "--customers", "300", "--days", "7", "--seed", "1"])
     assert res.exit_code == 0, res.output
