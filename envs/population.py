@@ -15,7 +15,7 @@ from envs.random import categorical, normal
 from envs.scenario import PopulationSpec, Scenario, ScenarioArrays
 from nba.features import NEVER, History
 
-START_H = 493_536.0  # 2026-04-20 00:00 UTC (a Monday) in hours since the Unix epoch
+START_H = 493_536.0  # 2026-04-21 00:00 UTC (a Tuesday) in hours since the Unix epoch
 
 
 def _row_fields(obj) -> list[str]:
