@@ -37,6 +37,20 @@ are stored in the log's layout (:attr:`LogLayout.feature_names`):
 ``propensity_by`` columns, smoothed, renormalised over the row's eligible actions. The decisions are
 logged under the policy ``"<policy>:estimated-propensity"`` (:data:`ESTIMATED_SUFFIX`), so that an
 off-policy evaluation can tell that its weights rest on an estimate.
+
+**Onto a deployment** (:func:`import_onto` with a :class:`DeploymentMapping`): a brand's file is read
+in the brand's own terms. The attribute columns are named as the deployment's attributes and checked
+with their rules; the action is a channel, an offer and a send hour by name; the context is the
+deployment's (:class:`nba.features.AttributeFeatures`) and the eligible actions its
+(:meth:`nba.deployment.Deployment.eligibility`), both with each customer's contact history rebuilt
+from their earlier rows of the file, as the decision service would have seen it (:func:`_replay`).
+The log's layout gets the deployment's feature names and action space, and the decisions the
+deployment's digest (in ``policy_version``)::
+
+    d = Deployment.load("examples/telecom/deployment.toml")
+    m = DeploymentMapping(customer_id="customer_id", time="time", channel="channel", offer="offer",
+                          send_hour="send_hour", propensity="propensity", reward="reward", opted_out="opted_out")
+    import_onto(log, "operator_export.csv", d, m)
 """
 
 from __future__ import annotations
@@ -45,15 +59,21 @@ import math
 import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nba.actions import NO_CONTACT, ActionSpace
+from nba.eligibility import Reason, RecentContacts, send_time
+from nba.features import History, hour_of_day
 from nba.log.records import DecisionRecords, OutcomeRecords
 from nba.log.store import DecisionLog, LogLayout, validate_decisions, validate_outcomes
+
+if TYPE_CHECKING:
+    from nba.deployment import Deployment
 
 _SPLIT = re.compile(r"[\s,;\[\]]+")
 OTHER = "<other>"  # the category of a missing cell or of a value outside the categories
@@ -61,6 +81,7 @@ POSITION = "position"  # the feature name of the position column
 ESTIMATED_SUFFIX = ":estimated-propensity"  # appended to the policy name of decisions with estimated propensities
 MAX_CATEGORIES = 1000  # more distinct values than this in a categorical column: hash it instead
 PRIOR_ROWS = 10.0  # pseudo-rows of the overall action frequencies added to every propensity_by group
+ROUND_ROWS = 65536  # rows replayed at once onto a deployment (bounds the (rows, actions) masks in memory)
 
 
 @dataclass(frozen=True)
@@ -177,6 +198,9 @@ class ImportResult:
         propensity_by: the columns the propensity estimate was grouped by.
         time_default: the one decision time of every row when the file had no time column.
         n_actions: the size of the action space.
+        deployment: the digest of the deployment the file was imported onto (:func:`import_onto`), if any.
+        ineligible: rows whose logged action the deployment would not have allowed, kept with
+            ``allow_ineligible`` (their mask includes their action).
     """
 
     new_decisions: int
@@ -188,6 +212,8 @@ class ImportResult:
     propensity_by: tuple[str, ...] = ()
     time_default: float | None = None
     n_actions: int = 0
+    deployment: str | None = None
+    ineligible: int = 0
 
 
 class _Fail(ValueError):
@@ -369,10 +395,12 @@ def import_file(log: DecisionLog, path: str | Path, mapping: ColumnMapping, *, p
                         result.time_default, n_actions)
 
 
-def _validated(decisions: DecisionRecords, outcomes: OutcomeRecords, m: ColumnMapping) -> None:
+def _validated(decisions: DecisionRecords, outcomes: OutcomeRecords, m: ColumnMapping | DeploymentMapping) -> None:
     """The log's own checks, before anything is stored; a refusal names the file's row and column."""
-    columns = {"decision_id": m.decision_id, "customer_id": m.customer_id, "time": m.time, "send_at": m.send_at,
-               "propensity": m.propensity, "cost": m.cost, "action": m.action, "eligible": m.eligible}
+    action = m.action if m.action is not None else getattr(m, "channel", None)
+    columns = {"decision_id": m.decision_id, "customer_id": m.customer_id, "time": m.time,
+               "send_at": getattr(m, "send_at", None), "propensity": m.propensity, "cost": m.cost, "action": action,
+               "eligible": getattr(m, "eligible", None)}
     try:
         validate_decisions(decisions)
         validate_outcomes(outcomes)
@@ -589,3 +617,521 @@ def _rewards(table, column: str) -> tuple[np.ndarray, np.ndarray]:
         if not math.isfinite(reward[j]):
             _fail(i, column, f"expected a finite number, got {cells[i]!r}")
     return k, reward
+
+
+# ----------------------------------------------------------------------------- onto a deployment
+@dataclass(frozen=True)
+class DeploymentMapping:
+    """Which columns of a brand's file hold what, for an import onto its deployment (:func:`import_onto`).
+
+    The customers' attributes are read from the columns named as the deployment's attributes (or as
+    ``attributes`` renames them); the context is the deployment's own (:meth:`Deployment.features`),
+    so no feature columns are mapped here.
+
+    Args:
+        customer_id: customer column; default the decision id (every row its own customer, so no
+            contact history).
+        time: decision time (hours since the epoch or ISO 8601; an ISO offset such as ``+02:00`` is
+            also the customer's time zone unless ``tz_offset`` is given); ``None``: every row at
+            ``time_default``.
+        time_default: the decision time of every row when ``time`` is ``None``.
+        tz_offset: the customer's time zone: hours east of UTC, or an IANA name (``Europe/Paris``);
+            default the offsets of the ISO times (0 for times without one).
+        action: one column of action indices into ``deployment.action_space()`` (0 = no contact);
+            or else ``channel`` and ``offer`` (both empty: no contact) with ``send_hour`` (a local
+            hour of the deployment's send slots; empty or ``now``: "now"; no column: every contact "now").
+        propensity: the logging policy's probability of the action, in (0, 1]; ``None``: estimated
+            from the file (:func:`estimate_propensity`, within the groups of ``propensity_by``,
+            renormalised over each row's eligible actions).
+        reward: the revenue of the decision's conversion (an empty cell: none), a ``converted`` event.
+        opted_out: 0/1 (or true/false; empty: 0), an ``opted_out`` event.
+        decision_id: unique id column; default ``"{file name}:{row}"``.
+        cost: the contact's cost; default the deployment's cost of the channel (0 for no contact).
+        attributes: attribute name -> the file's column, where they differ.
+    """
+
+    customer_id: str | None = None
+    time: str | None = None
+    time_default: float | None = None
+    tz_offset: str | None = None
+    action: str | None = None
+    channel: str | None = None
+    offer: str | None = None
+    send_hour: str | None = None
+    propensity: str | None = None
+    propensity_by: tuple[str, ...] = ()
+    reward: str | None = None
+    opted_out: str | None = None
+    decision_id: str | None = None
+    cost: str | None = None
+    attributes: Mapping[str, str] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        by = self.propensity_by
+        if isinstance(by, str) or not all(isinstance(c, str) and c for c in by):
+            raise ValueError(f"propensity_by: must be column names, got {by!r}")
+        object.__setattr__(self, "propensity_by", tuple(by))
+        if self.action is not None:
+            given = next((f for f in ("channel", "offer", "send_hour") if getattr(self, f) is not None), None)
+            if given is not None:
+                raise ValueError(f"{given}: the action column {self.action!r} already gives the action; map either "
+                                 "one action column or channel and offer (with send_hour)")
+        elif self.channel is None or self.offer is None:
+            raise ValueError(f"{'channel' if self.channel is None else 'offer'}: map the channel and offer columns "
+                             "(with send_hour), or one action column of indices")
+        if self.time is None:
+            t = self.time_default
+            if t is None or isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+                raise ValueError("time_default: without a time column, give the decision time of every row "
+                                 f"(hours since the epoch), got {t!r}")
+        elif self.time_default is not None:
+            raise ValueError(f"time_default: only used without a time column; the time column is {self.time!r}")
+        if self.propensity is not None and self.propensity_by:
+            raise ValueError("propensity_by: only used to estimate the propensity; the file has the column "
+                             f"{self.propensity!r}")
+        renames = dict(self.attributes or {})
+        bad = next(((k, v) for k, v in renames.items() if not (isinstance(k, str) and isinstance(v, str) and v)),
+                   None)
+        if bad is not None:
+            raise ValueError(f"attributes: expected attribute name -> column name, got {bad[0]!r} -> {bad[1]!r}")
+        object.__setattr__(self, "attributes", renames)
+
+    def column_of(self, attribute: str) -> str:
+        """The file's column of ``attribute``."""
+        return self.attributes.get(attribute, attribute)
+
+    def columns(self) -> list[str]:
+        """The columns this mapping names, attributes aside (each must be in the file)."""
+        named = [self.customer_id, self.time, self.tz_offset, self.action, self.channel, self.offer, self.send_hour,
+                 self.propensity, self.reward, self.opted_out, self.decision_id, self.cost]
+        return list(dict.fromkeys([*(c for c in named if c is not None), *self.propensity_by]))
+
+
+def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapping: DeploymentMapping, *,
+                policy: str = "imported", version: str = "0", experiment: str = "", arm: str = "",
+                format: str | None = None, id_prefix: str | None = None,
+                allow_ineligible: bool = False) -> ImportResult:
+    """Import one CSV or Parquet file of a brand's decisions onto its ``deployment``, all or nothing.
+
+    Each row's attributes are checked with the deployment's rules (an unknown category, a number out
+    of range, a required attribute missing: ValueError ``"row R, column 'C': ..."``, R the 1-based
+    data row); its action is resolved in ``deployment.action_space()`` (an unknown channel, offer or
+    send hour names row and column). Then the file is **replayed** in time order, as the decision
+    service would have seen it (:func:`_replay`): each row's context is
+    ``deployment.features().build(...)`` and its eligible actions ``deployment.eligibility(...)``,
+    with the customer's contact history and recent contacts rebuilt from their earlier rows. A logged
+    action the deployment would not have allowed is refused, naming the row and the column (the
+    reasons in words), unless ``allow_ineligible``: then the row's mask includes its action and
+    :attr:`ImportResult.ineligible` counts such rows.
+
+    The log's layout gets the deployment's feature names and action space; a log created with another
+    layout is refused (``deployment: ...``). The deployment's digest is in
+    :attr:`ImportResult.deployment` and in every imported decision's ``policy_version``,
+    ``"<version>@<digest>"``. Costs are the deployment's channel costs unless a cost column is mapped.
+    """
+    from nba.serialization import space_to_dict
+
+    path = Path(path)
+    m = mapping
+    space = deployment.action_space()
+    features = deployment.features()
+    text = [m.column_of(a.name) for a in deployment.attributes if a.type in ("category", "time")]
+    text += [c for c in (m.time, m.tz_offset, m.customer_id, m.decision_id, m.channel, m.offer, m.send_hour)
+             if c is not None]
+    try:
+        table = read_table(path, format, (*text, *m.propensity_by))
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith("format"):
+            raise
+        raise ValueError(f"path: cannot read {str(path)!r}: {exc}") from exc
+    missing = [c for c in m.columns() if c not in table.column_names]
+    if missing:
+        raise ValueError(f"column {missing[0]!r}: not in the file; columns: {table.column_names}")
+    layout = LogLayout(features.dim, space.n_actions, features.names, space_to_dict(space))
+    stored = log.layout()
+    same = stored is None or ((stored.context_dim, stored.n_actions, stored.feature_names)
+                              == (layout.context_dim, layout.n_actions, layout.feature_names)
+                              and stored.action_space in (None, layout.action_space))
+    if not same:
+        raise ValueError(f"deployment: this log holds {stored.context_dim} features and {stored.n_actions} actions "
+                         f"that are not those of the deployment {deployment.name!r} ({layout.context_dim} features, "
+                         f"{layout.n_actions} actions); import onto a log of this deployment")
+    estimated = m.propensity is None
+    name = f"{policy}{ESTIMATED_SUFFIX}" if estimated else policy
+    try:
+        records, outcomes, ineligible = _onto_records(
+            table, deployment, m, path.name if id_prefix is None else id_prefix, name,
+            f"{version}@{deployment.digest}", experiment, arm, allow_ineligible)
+        _validated(records, outcomes, m)
+    except _Fail as exc:
+        raise ValueError(str(exc)) from None
+    result = ImportResult(0, len(records), features.names, estimated, name, 0, m.propensity_by if estimated else (),
+                          m.time_default if m.time is None else None, space.n_actions, deployment.digest, ineligible)
+    if not len(records):
+        return result
+    log.set_layout(layout)
+    new_d, new_o = log.log(records, outcomes)
+    return replace(result, new_decisions=new_d, new_outcomes=new_o)
+
+
+def _onto_records(table, d: Deployment, m: DeploymentMapping, prefix: str, policy: str, version: str,
+                  experiment: str, arm: str, allow_ineligible: bool) -> tuple[DecisionRecords, OutcomeRecords, int]:
+    n = table.num_rows
+    space = d.action_space()
+    time, tz = _times_and_zones(table, m)
+    people = _attribute_rows(table, d, m)
+    action = _deployment_actions(table, space, m)
+    ids, customers = _ids(table, m.decision_id, m.customer_id, prefix, n)
+    send = send_time(space, time, tz)
+    contact = action != NO_CONTACT
+    send_at = np.where(contact, send[np.arange(n), np.maximum(space.slot_of[action], 0)], time)
+    if m.cost is None:
+        cost = np.array([0.0, *(c.cost for c in d.channels)])[space.channel_of[action] + 1]
+    else:
+        cost = _numbers(table, m.cost, lambda v: v >= 0, "a number >= 0")
+    k, reward = _rewards(table, m.reward) if m.reward is not None else (np.zeros(0, np.int64), np.zeros(0))
+    opted = np.zeros(0, np.int64) if m.opted_out is None else np.flatnonzero(_flags(table, m.opted_out))
+    context, eligible, reasons = _replay(d, people, customers, time, tz, action, send_at, k)
+    bad = np.flatnonzero(reasons)
+    if bad.size and not allow_ineligible:
+        i = int(bad[0])
+        why = ", ".join(r.name.lower() for r in Reason if reasons[i] & r)
+        column = m.action or (m.offer if reasons[i] & Reason.OFFER
+                              else m.send_hour if reasons[i] & Reason.QUIET_HOURS and m.send_hour else m.channel)
+        more = f" ({bad.size} rows in all)" if bad.size > 1 else ""
+        _fail(i, column, f"the deployment does not allow {space.names()[action[i]]} here ({why}){more}; "
+                         "import with allow_ineligible to keep such rows, their action added to their mask")
+    if m.propensity is None:
+        propensity = estimate_propensity(action, space.n_actions, _groups(table, m.propensity_by), eligible)
+    else:
+        propensity = _numbers(table, m.propensity, lambda v: (v > 0) & (v <= 1), "a number in (0, 1]")
+    decisions = DecisionRecords(
+        decision_id=ids, time=time, customer_id=customers, context=context, eligible=eligible, action=action,
+        send_at=send_at, propensity=propensity, policy=np.full(n, policy, dtype=object),
+        policy_version=np.full(n, version, dtype=object), experiment=np.full(n, experiment, dtype=object),
+        arm=np.full(n, arm, dtype=object), cost=cost,
+    )
+    rows = np.concatenate([k, opted])
+    events = np.array(["converted"] * k.size + ["opted_out"] * opted.size, dtype=object)
+    outcomes = OutcomeRecords(decision_id=ids[rows], event=events, time=send_at[rows],
+                              value=np.concatenate([reward, np.zeros(opted.size)]))
+    return decisions, outcomes, int(bad.size)
+
+
+def _replay(d: Deployment, people: list[dict[str, Any]], customers: np.ndarray, time: np.ndarray, tz: np.ndarray,
+            action: np.ndarray, send_at: np.ndarray, bought: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's context, eligible actions and the Reason bits of its own action (0: it was eligible), with
+    the customer's history rebuilt from their earlier rows, as the decision service would have seen it.
+
+    Rows are taken in time order (ties in file order). Before a customer's row at time ``t``:
+
+    * the recent contacts (caps, minimum gap: :class:`RecentContacts`) hold every contact of their
+      earlier rows, at its send time, sent or still scheduled;
+    * the contact history (:class:`History`) holds those sent by ``t`` (send time <= ``t``), recorded
+      in send-time order, each at the local hour of its send in the time zone of its own row; and, as
+      purchases, the conversions (reward cells) of their earlier rows at those rows' send times (the
+      time the log stores them at) when that is <= ``t``. The file has no opens or clicks: the
+      engagement features stay at none, as for a customer who never engaged.
+
+    Every earlier row counts, however old (the service looks back ``history_days``, 90 by default).
+    A row's own action is then added to the recent contacts; a row whose action was not eligible is
+    replayed all the same (its bits say why). The replay goes one round per rank of a row among its
+    customer's rows (every customer's first row, then every second, ...), in chunks of ``ROUND_ROWS``.
+    """
+    n, space, layout = len(people), d.action_space(), d.features()
+    c_idx, codes = np.unique(customers.astype(str), return_inverse=True)
+    codes = codes.ravel()
+    order = np.lexsort((np.arange(n), time))
+    grouped = order[np.argsort(codes[order], kind="stable")]  # rows by customer, time order within
+    starts = np.r_[0, np.flatnonzero(np.diff(codes[grouped])) + 1]
+    rank = np.empty(n, np.int64)
+    rank[grouped] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    last = np.zeros(c_idx.size, np.int64)
+    np.maximum.at(last, codes, rank)
+    m, c = c_idx.size, len(d.channels)
+    hist = History.empty(m, c)
+    overall = [cap.max for cap in d.caps if cap.channel is None and cap.offer is None]
+    per_channel = [cap.max for cap in d.caps if cap.channel is not None]
+    recent = RecentContacts.empty(m, c, k=max([1, *overall]), k_channel=max([1, *per_channel]))
+    columns = d.columns(people)
+    context = np.empty((n, layout.dim), np.float32)
+    eligible = np.empty((n, space.n_actions), bool)
+    reasons = np.zeros(n, np.uint8)
+    channel = space.channel_of[action].astype(np.intp)
+    contact = action != NO_CONTACT
+    bought_row = np.zeros(n, bool)
+    bought_row[bought] = True
+    pending = np.zeros(0, np.int64)  # rows of contacts or conversions not yet in the history
+    now_of = np.full(m, -np.inf)
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max(initial=-1)) + 2))
+    hist_fields = [f.name for f in fields(History) if f.name != "half_life_h"]
+    for r in range(bounds.size - 1):
+        for s in range(bounds[r], bounds[r + 1], ROUND_ROWS):
+            rows = by_rank[s : min(s + ROUND_ROWS, bounds[r + 1])]
+            cu = codes[rows]
+            now_of[cu] = time[rows]
+            due = send_at[pending] <= now_of[codes[pending]]
+            ready, pending = pending[due], pending[~due]
+            now_of[cu] = -np.inf
+            ready = ready[np.lexsort((time[ready], send_at[ready]))]
+            sent = ready[contact[ready]]
+            for batch in _once_each(codes[sent]):
+                p = sent[batch]
+                hist.record_contacts(codes[p], channel[p], send_at[p], hour_of_day(send_at[p] + tz[p]))
+            paid = ready[bought_row[ready]]
+            np.add.at(hist.n_purchases, codes[paid], np.float32(1.0))
+            np.maximum.at(hist.last_purchase, codes[paid], send_at[paid])
+            h = History(**{f: getattr(hist, f)[cu] for f in hist_fields}, half_life_h=hist.half_life_h)
+            context[rows] = layout.build({k: v[rows] for k, v in columns.items()}, h, time[rows], tz[rows])
+            mask, bits = d.eligibility([people[i] for i in rows.tolist()],
+                                       RecentContacts(recent.times[cu], recent.any_times[cu]), now=time[rows],
+                                       tz_offset=tz[rows], reasons=True)
+            reasons[rows] = bits[np.arange(rows.size), action[rows]]
+            mask[np.arange(rows.size), action[rows]] = True
+            eligible[rows] = mask
+            new = rows[contact[rows]]
+            recent.record(codes[new], channel[new], send_at[new])
+            later = rows[(contact[rows] | bought_row[rows]) & (rank[rows] < last[cu])]  # a later row will see them
+            pending = np.concatenate([pending, later])
+    return context, eligible, reasons
+
+
+def _once_each(keys: np.ndarray) -> list[np.ndarray]:
+    """Positions of ``keys`` split into batches with each key at most once, keeping each key's order."""
+    if keys.size == 0:
+        return []
+    order = np.argsort(keys, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(keys[order])) + 1]
+    rank = np.empty(keys.size, np.int64)
+    rank[order] = np.arange(keys.size) - np.repeat(starts, np.diff(np.r_[starts, keys.size]))
+    return [np.flatnonzero(rank == k) for k in range(int(rank.max()) + 1)]
+
+
+def _ids(table, decision_id: str | None, customer_id: str | None, prefix: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if decision_id is None:
+        ids = np.array([f"{prefix}:{i + 1}" for i in range(n)], dtype=object)
+    else:
+        ids = _strings(table, decision_id)
+        order = np.argsort(ids.astype(str), kind="stable")
+        dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+        if dup.size:
+            _fail(int(order[dup[0] + 1]), decision_id, f"duplicate decision id {ids[order[dup[0] + 1]]!r}")
+    return ids, (ids if customer_id is None else _strings(table, customer_id))
+
+
+def _times_and_zones(table, m: DeploymentMapping) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) decision times (hours since the epoch) and (N,) time zones (hours east of UTC)."""
+    import pyarrow as pa
+
+    n = table.num_rows
+    hours = "hours since the epoch or an ISO timestamp"
+    offsets = np.zeros(n)
+    if m.time is None:
+        time = np.full(n, float(m.time_default))
+    elif pa.types.is_string(table.column(m.time).type) or pa.types.is_large_string(table.column(m.time).type):
+        time = np.empty(n)
+        for i, v in enumerate(table.column(m.time).to_pylist()):
+            try:
+                time[i] = float(v)
+                continue
+            except (TypeError, ValueError):
+                pass
+            try:
+                t = datetime.fromisoformat(v.strip())
+            except (AttributeError, ValueError):
+                _fail(i, m.time, f"expected {hours}, got {v!r}")
+            offset = t.utcoffset()
+            if offset is None:
+                t = t.replace(tzinfo=UTC)
+            else:
+                offsets[i] = offset.total_seconds() / 3600.0
+            time[i] = t.timestamp() / 3600.0
+        bad = np.flatnonzero(~np.isfinite(time))
+        if bad.size:
+            _fail(int(bad[0]), m.time, f"expected {hours}, got {table.column(m.time)[int(bad[0])].as_py()!r}")
+    else:
+        time = _numbers(table, m.time, None, hours, _to_hours)
+    if m.tz_offset is None:
+        tz = offsets
+    else:
+        tz = np.empty(n)
+        zones: dict[str, Any] = {}
+        for i, v in enumerate(table.column(m.tz_offset).to_pylist()):
+            try:
+                tz[i] = _to_float(v)
+            except (TypeError, ValueError):
+                tz[i] = _zone_offset(v, time[i], zones, i, m.tz_offset)
+    bad = np.flatnonzero(~(np.abs(tz) <= 14.0))
+    if bad.size:
+        i = int(bad[0])
+        _fail(i, m.tz_offset or m.time, f"expected a time zone within 14 hours of UTC, got {tz[i]:g} hours")
+    return time, tz
+
+
+def _zone_offset(name: Any, hours: float, zones: dict[str, Any], row: int, column: str) -> float:
+    """Hours east of UTC of the IANA zone ``name`` at ``hours`` since the epoch."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(name, str) or not name.strip():
+        _fail(row, column, f"expected hours east of UTC or a time zone name (Europe/Paris), got {name!r}")
+    if name not in zones:
+        try:
+            zones[name] = ZoneInfo(name.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            _fail(row, column, f"unknown time zone {name!r}; expected hours east of UTC or an IANA name "
+                               "(Europe/Paris)")
+    offset = datetime.fromtimestamp(hours * 3600.0, UTC).astimezone(zones[name]).utcoffset()
+    return offset.total_seconds() / 3600.0
+
+
+def _flags(table, column: str) -> np.ndarray:
+    """(N,) bool from 0/1, true/false or empty (false) cells."""
+    out = np.zeros(table.num_rows, bool)
+    for i, v in enumerate(table.column(column).to_pylist()):
+        flag = _flag(v)
+        if flag is None:
+            _fail(i, column, f"expected 0 or 1 (true or false; empty: 0), got {v!r}")
+        out[i] = flag
+    return out
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "t", "y", "1.0"), ("false", "0", "no", "f", "n", "0.0", "")
+
+
+def _flag(v: Any) -> bool | None:
+    """A boolean cell as a bool (None or an empty cell: False), or None if it is not one."""
+    if v is None or isinstance(v, bool):
+        return bool(v)
+    if isinstance(v, int | float) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str):
+        t = v.strip().lower()
+        return True if t in _TRUE else False if t in _FALSE else None
+    return None
+
+
+def _deployment_actions(table, space: ActionSpace, m: DeploymentMapping) -> np.ndarray:
+    """(N,) action indices: from the action column, or from the channel, offer and send-hour columns."""
+    n = table.num_rows
+    if m.action is not None:
+        a = _numbers(table, m.action, lambda v: (v == np.round(v)) & (v >= 0) & (v < space.n_actions),
+                     f"an action index in [0, {space.n_actions})")
+        return a.astype(np.int64)
+    if m.send_hour is None and None not in space.send_slots:
+        raise ValueError(f"send_hour: the deployment has no \"now\" slot (its slots: {list(space.send_slots)}); "
+                         "map the send-hour column")
+    channels = table.column(m.channel).to_pylist()
+    offers = table.column(m.offer).to_pylist()
+    hours = [None] * n if m.send_hour is None else table.column(m.send_hour).to_pylist()
+    channel_at = {ch: k for k, ch in enumerate(space.channels)}
+    offer_at = {o: k for k, o in enumerate(space.contents)}
+    slot_at = {h: k for k, h in enumerate(space.send_slots)}
+    out = np.empty(n, np.int64)
+    cache: dict[tuple, int] = {}
+    for i, key in enumerate(zip(channels, offers, hours, strict=True)):
+        a = cache.get(key)
+        if a is None:
+            a = cache[key] = _action_of(key, i, m, space, channel_at, offer_at, slot_at)
+        out[i] = a
+    return out
+
+
+def _action_of(key: tuple, row: int, m: DeploymentMapping, space: ActionSpace, channel_at: dict[str, int],
+               offer_at: dict[str, int], slot_at: dict[int | None, int]) -> int:
+    channel, offer, hour = (None if v is None or (isinstance(v, str) and not v.strip()) else v for v in key)
+    if channel is None and offer is None:
+        return NO_CONTACT
+    if channel is None or offer is None:
+        empty, other, value = (m.channel, m.offer, offer) if channel is None else (m.offer, m.channel, channel)
+        _fail(row, empty, f"empty, but {other!r} is {value!r} (both empty: no contact)")
+    if str(channel).strip() not in channel_at:
+        _fail(row, m.channel, f"unknown channel {channel!r}; declared: {list(space.channels)}")
+    if str(offer).strip() not in offer_at:
+        _fail(row, m.offer, f"unknown offer {offer!r}; declared: {list(space.contents)}")
+    slot: int | None = None
+    if hour is not None and not (isinstance(hour, str) and hour.strip().lower() == "now"):
+        try:
+            x = float(hour)
+        except (TypeError, ValueError):
+            x = math.nan
+        if not (x == round(x) and x in slot_at):
+            slots = ["now" if h is None else h for h in space.send_slots]
+            _fail(row, m.send_hour, f"{hour!r} is not a send slot of the deployment; slots: {slots} (empty: now)")
+        slot = int(x)
+    if slot not in slot_at:
+        _fail(row, m.send_hour or m.channel, "the deployment has no \"now\" slot; give the send hour")
+    k = (channel_at[str(channel).strip()] * space.n_contents + offer_at[str(offer).strip()]) * space.n_slots
+    return 1 + k + slot_at[slot]
+
+
+_MISSING = object()
+
+
+def _attribute_rows(table, d: Deployment, m: DeploymentMapping) -> list[dict[str, Any]]:
+    """Each row's attributes as :meth:`Deployment.check_attributes` returns them: checked with the
+    attribute's rules (the error names row and column), defaults where a cell or a column is missing."""
+    names, values = [], []
+    for a in d.attributes:
+        column = m.column_of(a.name)
+        names.append(a.name)
+        if column not in table.column_names:
+            if a.required:
+                raise ValueError(f"column {column!r}: not in the file, and the attribute {a.name!r} is required")
+            values.append([a.default] * table.num_rows)
+        else:
+            values.append(_attribute_column(table, column, a))
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _attribute_column(table, column: str, a: Any) -> list[Any]:
+    import pyarrow as pa
+
+    col = table.column(column)
+    if a.type == "number" and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        x = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls: NaN
+        bad = np.isinf(x)
+        if a.min is not None:
+            bad |= x < a.min
+        if a.max is not None:
+            bad |= x > a.max
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            a.check(float(x[i]), f"row {i + 1}, column {column!r}")  # raises, in the attribute's own words
+        missing = np.isnan(x)
+        if missing.any():
+            if a.required:
+                _fail(int(np.flatnonzero(missing)[0]), column, f"empty, but the attribute {a.name!r} is required")
+            return [a.default if miss else v for v, miss in zip(x.tolist(), missing.tolist(), strict=True)]
+        return x.tolist()
+    cache: dict[tuple[type, Any], Any] = {}
+    out = []
+    for i, v in enumerate(col.to_pylist()):
+        key = (type(v), v)
+        value = cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = cache[key] = _attribute_value(v, a, i, column)
+        out.append(value)
+    return out
+
+
+def _attribute_value(v: Any, a: Any, row: int, column: str) -> Any:
+    """One cell as the attribute holds it, or its default when empty."""
+    if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v)):
+        if a.required:
+            _fail(row, column, f"empty, but the attribute {a.name!r} is required")
+        return a.default
+    if isinstance(v, str):
+        v = v.strip()
+        if a.type == "number":
+            try:
+                v = float(v)
+            except ValueError:
+                _fail(row, column, f"expected a number, got {v!r}")
+        elif a.type == "boolean" and _flag(v) is not None:
+            v = _flag(v)
+    elif a.type == "boolean" and isinstance(v, int | float) and v in (0, 1):
+        v = bool(v)
+    elif a.type == "category" and isinstance(v, int):
+        v = str(v)
+    return a.check(v, f"row {row + 1}, column {column!r}")

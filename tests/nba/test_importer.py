@@ -361,3 +361,123 @@ def test_import_command_end_to_end(tmp_path):
         import_command(path, other, action="action")
     with DecisionLog(other) as log:
         assert log.count_decisions() == 0
+
+
+# ----------------------------------------------------------------------------- onto a deployment
+SHOP = {
+    "deployment": {"name": "shop", "send_slots": ["now", 18]},
+    "attributes": {"tier": {"type": "category", "values": ["basic", "plus"], "required": True},
+                   "spend": {"type": "number", "min": 0, "max": 1000, "default": 0},
+                   "sms_ok": {"type": "boolean", "default": True}},
+    "channels": {"email": {"cost": 0.01}, "sms": {"cost": 0.05, "consent": "sms_ok", "quiet_hours": [21, 9]}},
+    "offers": {"promo": {"features": {"margin": 2.0}},
+               "vip": {"features": {"margin": 5.0}, "eligible": {"tier": ["plus"]}}},
+    "contact_policy": {"min_gap_h": 24},
+}
+T0 = 493536.0  # 2026-04-21T00:00Z
+
+
+@pytest.fixture
+def shop():
+    from nba.deployment import Deployment
+
+    return Deployment.from_dict(SHOP)
+
+
+def test_import_onto_a_deployment_rebuilds_each_customers_history(log, tmp_path, shop):
+    """A scheduled send counts for the minimum gap at once, for the history once sent; a conversion is a
+    purchase from its send time; time zones come from the ISO offsets."""
+    from nba.log.importer import DeploymentMapping, import_onto
+
+    text = ("id,who,at,tier,spend,sms_ok,ch,of,hour,p,rev\n"
+            "a1,ann,2026-04-21T10:00:00+02:00,plus,120,true,email,vip,18,0.5,7.5\n"   # sends at 18:00 local
+            "b1,bob,2026-04-21T08:00:00Z,basic,,,,,,0.9,\n"                            # no contact, defaults
+            "a2,ann,2026-04-21T12:00:00+02:00,plus,120,true,,,,0.25,\n"                # before the send: not in history
+            "a3,ann,2026-04-22T19:00:00+02:00,plus,120,false,email,promo,,0.5,\n")     # after it: in history
+    m = DeploymentMapping(customer_id="who", time="at", channel="ch", offer="of", send_hour="hour", propensity="p",
+                          reward="rev", decision_id="id")
+    res = import_onto(log, write(tmp_path, text), shop, m)
+    assert (res.new_decisions, res.new_outcomes, res.ineligible) == (4, 1, 0)
+    assert res.deployment == shop.digest and res.n_actions == 1 + 2 * 2 * 2
+    b = log.read(shop.reward_rule())
+    names = shop.features().names
+    col = {n: b.context[:, j] for j, n in enumerate(names)}
+    space = shop.action_space()
+    assert b.action.tolist() == [space.index("email", "vip", 18), 0, 0, space.index("email", "promo", None)]
+    np.testing.assert_array_equal(col["tz_offset"] * 12, [2, 0, 2, 2])
+    np.testing.assert_array_equal(b.send_at[0], T0 + 16)  # 18:00 at +02:00
+    np.testing.assert_allclose(col["spend"], [0.12, 0, 0.12, 0.12], rtol=1e-6)  # bob's empty spend: the default 0
+    np.testing.assert_array_equal(col["sms_ok"], [1, 1, 1, 0])  # bob's empty sms_ok: the default true
+    # a2 (12:00) comes before a1's send (18:00): no contact in the history, but the gap blocks every contact
+    np.testing.assert_allclose(col["log_contacts=email"], [0, 0, 0, np.log(2)], rtol=1e-6)
+    assert b.eligible[2].tolist() == [True] + [False] * 8
+    # a3: a1's conversion is a purchase, at a1's send time
+    np.testing.assert_allclose(col["log_purchases"], [0, 0, 0, np.log(2)], rtol=1e-6)
+    assert col["purchase_recency"][3] == pytest.approx(np.exp(-(T0 + 41 - (T0 + 16)) / 168.0), rel=1e-6)
+    # bob is basic: vip is not for him, whatever the channel
+    assert not b.eligible[1, [space.index(c, "vip", s) for c in ("email", "sms") for s in (None, 18)]].any()
+    np.testing.assert_array_equal(b.cost, [0.01, 0, 0, 0.01])
+    assert set(b.policy_version) == {f"0@{shop.digest}"}
+    np.testing.assert_allclose(b.reward, [7.5 - 0.01, 0, 0, -0.01])
+    # the same rows, a gap-breaking contact: refused naming the channel, unless allowed
+    bad = text.replace("a2,ann,2026-04-21T12:00:00+02:00,plus,120,true,,,", "a2,ann,2026-04-21T12:00:00+02:00,plus,"
+                                                                         "120,true,sms,promo,")
+    with pytest.raises(ValueError, match=r"^row 3, column 'ch': the deployment does not allow sms/promo/now here "
+                                         r"\(min_gap\)"):
+        import_onto(log, write(tmp_path, bad, "bad.csv"), shop, m)
+    assert log.count_decisions() == 4
+
+
+def test_import_onto_with_an_action_column_zones_renames_and_estimated_propensity(log, tmp_path, shop):
+    from nba.log.importer import DeploymentMapping, import_onto
+
+    space = shop.action_space()
+    a = space.index("sms", "promo", None)
+    text = (f"customer,t,zone,level,action\n"
+            f"c1,{T0 + 10},Europe/Paris,basic,{a}\n"   # 12:00 in Paris (summer time)
+            f"c2,{T0 + 10},America/New_York,plus,0\n"
+            f"c3,{T0 + 10},1,plus,{a}\n")
+    m = DeploymentMapping(customer_id="customer", time="t", tz_offset="zone", action="action",
+                          attributes={"tier": "level"})
+    res = import_onto(log, write(tmp_path, text), shop, m)
+    assert res.propensity_estimated and res.policy == "imported:estimated-propensity" and res.new_decisions == 3
+    b = log.read()
+    tz = b.context[:, shop.features().names.index("tz_offset")] * 12
+    np.testing.assert_array_equal(tz, [2, -4, 1])
+    assert b.context[0, shop.features().names.index("tier=basic")] == 1  # read from the column 'level'
+    # estimated: the file's frequencies (a twice, 0 once), smoothed, renormalised over each row's eligible actions
+    k = importer.PRIOR_ROWS
+    q = (np.bincount([a, 0, a], minlength=9) + k * (np.bincount([a, 0, a], minlength=9) + 1) / 12) / (3 + k)
+    np.testing.assert_allclose(b.propensity, q[b.action] / (b.eligible * q).sum(axis=1))
+    for zone, message in (("Mars/Olympus", r"^row 1, column 'zone': unknown time zone 'Mars/Olympus'"),
+                          ("15", r"^row 1, column 'zone': expected a time zone within 14 hours of UTC, got 15")):
+        with pytest.raises(ValueError, match=message):
+            import_onto(log, write(tmp_path, text.replace("Europe/Paris", zone), "z.csv"), shop, m)
+
+
+def test_import_onto_refusals_before_reading_rows(log, tmp_path, shop):
+    from nba.log.importer import DeploymentMapping, import_onto
+
+    with pytest.raises(ValueError, match=r"^offer: map the channel and offer columns"):
+        DeploymentMapping(time="t", channel="ch")
+    with pytest.raises(ValueError, match=r"^send_hour: the action column 'a' already gives the action"):
+        DeploymentMapping(time="t", action="a", send_hour="h")
+    with pytest.raises(ValueError, match=r"^time_default: without a time column"):
+        DeploymentMapping(action="a")
+    with pytest.raises(ValueError, match=r"^attributes: expected attribute name -> column name"):
+        DeploymentMapping(time="t", action="a", attributes={"tier": ""})
+    m = DeploymentMapping(time="t", action="a", propensity="p")
+    with pytest.raises(ValueError, match=r"^column 'tier': not in the file, and the attribute 'tier' is required"):
+        import_onto(log, write(tmp_path, "t,a,p\n1,0,1\n"), shop, m)
+    with pytest.raises(ValueError, match=r"^row 1, column 'a': expected an action index in \[0, 9\)"):
+        import_onto(log, write(tmp_path, "t,a,p,tier\n1,9,1,basic\n", "b.csv"), shop, m)
+    # channel and offer: one empty, the other not
+    m2 = DeploymentMapping(time="t", channel="ch", offer="of", propensity="p")
+    with pytest.raises(ValueError, match=r"^row 1, column 'of': empty, but 'ch' is 'email' \(both empty: no contact\)"):
+        import_onto(log, write(tmp_path, "t,ch,of,p,tier\n1,email,,1,basic\n", "c.csv"), shop, m2)
+    assert log.count_decisions() == 0
+    # a log made with other features refuses the deployment's rows, naming it
+    import_table(log, write(tmp_path, CSV, "plain.csv"), MAPPING)
+    with pytest.raises(ValueError, match=r"^deployment: this log holds 2 features and 4 actions that are not those "
+                                         r"of the deployment 'shop'"):
+        import_onto(log, write(tmp_path, "t,a,p,tier\n1,0,1,basic\n", "d.csv"), shop, m)
