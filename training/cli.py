@@ -259,8 +259,24 @@ def _ensure_sqlite_dir(url: str) -> None:
 @app.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="CSV or Parquet file of past decisions, one row each")],
-    action: Annotated[str, typer.Option(help="column of the chosen action index (0 = no contact)")],
+    action: Annotated[str | None, typer.Option(
+        help="column of the chosen action index (0 = no contact); with --deployment, or --channel/--offer")] = None,
     log: LogOpt = DEFAULT_LOG,
+    deployment: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="deployment file (TOML/YAML): import onto it; attributes by name, context "
+                                          "and eligible actions rebuilt from each customer's earlier rows")] = None,
+    channel: Annotated[str | None, typer.Option(
+        help="column of the channel name (with --deployment; channel and offer empty: no contact)")] = None,
+    offer: Annotated[str | None, typer.Option(help="column of the offer name (with --deployment)")] = None,
+    send_hour: Annotated[str | None, typer.Option(
+        help="column of the local send hour, one of the deployment's slots (empty or 'now': now)")] = None,
+    tz_offset: Annotated[str | None, typer.Option(
+        help="column of the time zone: hours east of UTC or an IANA name (default: the ISO times' offsets)")] = None,
+    opted_out: Annotated[str | None, typer.Option(help="column of 0/1 opt-outs (an opted_out event)")] = None,
+    attribute: Annotated[list[str] | None, typer.Option(
+        help="ATTRIBUTE=COLUMN where the file names an attribute differently (repeat)")] = None,
+    allow_ineligible: Annotated[bool, typer.Option(
+        help="keep rows whose action the deployment would not allow (added to their mask, counted)")] = False,
     context: Annotated[list[str] | None, typer.Option(help="numeric feature column (repeat, in order)")] = None,
     categorical: Annotated[list[str] | None, typer.Option(
         help="text column one-hot encoded as 'column=value' features (repeat); categories kept in the log")] = None,
@@ -295,7 +311,9 @@ def import_(
                              hash_buckets=hash_buckets, time=time, time_default=time_default, reward=reward,
                              decision_id=decision_id, customer_id=customer_id, send_at=send_at, position=position,
                              n_actions=n_actions, propensity_by=tuple(propensity_by or ()), policy=policy,
-                             format=format)
+                             format=format, deployment=deployment, channel=channel, offer=offer,
+                             send_hour=send_hour, tz_offset=tz_offset, opted_out=opted_out,
+                             attributes=tuple(attribute or ()), allow_ineligible=allow_ineligible)
     console.print(describe(res), highlight=False)
 
 

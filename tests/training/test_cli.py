@@ -70,6 +70,24 @@ def test_import_a_foreign_log_and_name_the_bad_cell(tmp_path):
     assert res.exit_code == 2 and "row 2, column 'arpu'" in res.output
 
 
+def test_import_a_telecom_log_onto_its_deployment(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "telecom.csv"
+    subprocess.run([sys.executable, str(root / "examples" / "telecom" / "generate.py"), "--out", str(data),
+                    "--customers", "120", "--days", "3", "--seed", "5"], check=True, capture_output=True)
+    log = f"sqlite:///{tmp_path}/telecom.db"
+    world = root / "examples" / "telecom" / "deployment.toml"
+    res = runner.invoke(app, ["import", str(data), "--deployment", str(world),
+                              "--channel", "channel", "--offer", "offer", "--send-hour", "send_hour",
+                              "--propensity", "propensity", "--reward", "reward", "--opted-out", "opted_out",
+                              "--customer-id", "customer_id", "--decision-id", "decision_id", "--time", "time",
+                              "--log", log])
+    assert res.exit_code == 0, res.output
+    assert "360 new decisions" in res.output and "801 actions" in res.output and "deployment: sha256:" in res.output
+    res = runner.invoke(app, ["import", str(data), "--channel", "channel", "--log", f"sqlite:///{tmp_path}/x.db"])
+    assert res.exit_code == 2 and "deployment" in res.output
+
+
 def test_scenario_report_beside_a_log(tmp_path):
     from envs import log_report
     from envs.scenario import Scenario
