@@ -9,6 +9,32 @@ A saved policy is a folder::
 A deployment bundle (:func:`save_bundle`) is such a folder under ``policy/`` beside a
 ``deployment.json`` holding the feature layout, lifecycle thresholds and contact policy.
 
+A bundle comes in two kinds, told apart by :attr:`Bundle.deployment` (``None`` or not):
+
+* a **scenario** bundle: a policy trained in the simulator's world (or on a log of it); ``spec`` is the
+  scenario's :class:`~nba.features.FeatureSpec`, ``lifecycle`` and ``rules`` its thresholds and contact
+  policy. Its folder is ``policy/`` and ``deployment.json``, as it has always been;
+* a **deployment** bundle (:meth:`Bundle.of_deployment`): a policy trained on a brand's own log imported
+  onto its deployment (:mod:`nba.deployment`), decided for with :func:`nba.decide.decide`. The
+  deployment is the source of truth and the other fields are derived from it: ``spec`` is
+  ``deployment.features()`` (:class:`~nba.features.AttributeFeatures`: the names and ``dim`` of what
+  the policy sees), ``rules`` is ``deployment.contact_rules()`` (channel and overall caps, quiet hours,
+  minimum gap; the per-offer caps, offer rules and consent are the deployment's own, applied by
+  :meth:`~nba.deployment.Deployment.eligibility`) and ``lifecycle`` the default
+  :class:`~nba.features.LifecycleRules` (a deployment declares no lifecycle; nothing reads it for
+  this kind). Its folder adds ``world.json``::
+
+      world.json         {"format": 1, "digest": "sha256:<hex>", "deployment": {...}}
+
+  the deployment's canonical content (:meth:`~nba.deployment.Deployment.to_dict`, in declaration
+  order: the digest is taken over sorted keys and does not see the order of the attributes, channels
+  and offers, which is the order of the features and actions) and its digest;
+  ``deployment.json`` then holds ``{"features": {"layout": "deployment", "names": [...],
+  "recency_scale_h": ...}, "lifecycle": ..., "contact": ...}``. :func:`load_bundle` checks that the
+  digest recomputed from the content is the one recorded, that the policy decides over the
+  deployment's action space and reads its number of features, and that the feature names and
+  contact policy written beside them are the deployment's (ValueError naming the field).
+
 Loading reads data only: no code in the folder is ever run. :func:`bundle_digest` fingerprints a
 saved folder (every file's relative path and bytes), so a copy can be checked against the digest
 recorded when it was registered.
@@ -21,17 +47,22 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nba.actions import ActionSpace
 from nba.eligibility import ContactRules
-from nba.features import FeatureSpec, LifecycleRules
+from nba.features import AttributeFeatures, FeatureSpec, LifecycleRules
 from nba.policies.base import Policy
+
+if TYPE_CHECKING:
+    from nba.deployment import Deployment
 
 FORMAT = 1
 DIGEST_ALGORITHM = "sha256"
+WORLD_FILE = "world.json"  # a deployment bundle's deployment: canonical content and digest
+DEPLOYMENT_LAYOUT = "deployment"  # deployment.json features.layout of a deployment bundle
 
 
 def space_to_dict(space: ActionSpace) -> dict[str, Any]:
@@ -78,23 +109,66 @@ def load(path: str | Path) -> Policy:
 @dataclass(frozen=True)
 class Bundle:
     """Everything a decision service needs beside the decision log: the policy and the rules it
-    was trained under (features, lifecycle thresholds, contact policy)."""
+    was trained under (features, lifecycle thresholds, contact policy).
+
+    ``deployment``: ``None`` for a scenario bundle; the brand's deployment for a deployment bundle
+    (build it with :meth:`of_deployment`; see the module's docstring for what the other fields hold).
+    A deployment bundle whose policy does not decide over the deployment's actions or read its
+    features is refused (ValueError naming ``space``, ``dim``, ``spec`` or ``rules``).
+    """
 
     policy: Policy
-    spec: FeatureSpec
+    spec: FeatureSpec | AttributeFeatures
     lifecycle: LifecycleRules
     rules: ContactRules
+    deployment: Deployment | None = None
+
+    def __post_init__(self) -> None:
+        if self.deployment is not None:
+            _check_world(self.policy, self.deployment, "policy")
+            if tuple(self.spec.names) != tuple(self.deployment.features().names):
+                raise ValueError(f"spec: the feature names are not those of the deployment {self.deployment.name!r}")
+            if self.rules != self.deployment.contact_rules():
+                raise ValueError(f"rules: not the contact policy of the deployment {self.deployment.name!r}")
+
+    @classmethod
+    def of_deployment(cls, policy: Policy, deployment: Deployment) -> Bundle:
+        """A deployment bundle: ``policy`` on ``deployment``'s actions and features, the rest derived."""
+        return cls(policy, deployment.features(), LifecycleRules(), deployment.contact_rules(), deployment)
+
+
+def _check_world(policy: Policy, deployment: Deployment, where: str) -> None:
+    """ValueError ``"<where>: space: ..."`` or ``"<where>: dim: ..."`` unless ``policy`` was built for
+    ``deployment``'s action space and features (a policy without ``dim`` reads no features)."""
+    space = deployment.action_space()
+    if policy.space != space:
+        raise ValueError(f"{where}: space: the policy decides over {policy.space.n_actions} actions (channels "
+                         f"{list(policy.space.channels)}), not the {space.n_actions} of the deployment "
+                         f"{deployment.name!r} (channels x offers x send slots differ)")
+    dim, want = getattr(policy, "dim", None), deployment.features().dim
+    if dim is not None and dim != want:
+        raise ValueError(f"{where}: dim: the policy reads {dim} features, the deployment {deployment.name!r} "
+                         f"gives {want}")
 
 
 def save_bundle(bundle: Bundle, path: str | Path) -> Path:
-    """A folder ``policy/`` (see :func:`save`) plus ``deployment.json``."""
+    """A folder ``policy/`` (see :func:`save`) plus ``deployment.json``, and ``world.json`` for a
+    deployment bundle."""
     path = Path(path)
     save(bundle.policy, path / "policy")
     spec = bundle.spec
+    if bundle.deployment is None:
+        features = {"segments": list(spec.segments), "channels": list(spec.channels),
+                    "recency_scale_h": spec.recency_scale_h, "names": list(spec.names)}
+    else:
+        features = {"layout": DEPLOYMENT_LAYOUT, "names": list(spec.names), "recency_scale_h": spec.recency_scale_h}
+        world = {"format": FORMAT, "digest": bundle.deployment.digest, "deployment": bundle.deployment.to_dict()}
+        # not sort_keys: the order of attributes, channels and offers is the order of the features and
+        # actions, and the digest (taken over sorted keys) does not see it
+        (path / WORLD_FILE).write_text(json.dumps(world, indent=2))
     meta = {
         "format": FORMAT,
-        "features": {"segments": list(spec.segments), "channels": list(spec.channels),
-                     "recency_scale_h": spec.recency_scale_h, "names": list(spec.names)},
+        "features": features,
         "lifecycle": asdict(bundle.lifecycle),
         "contact": bundle.rules.to_dict(),
     }
@@ -103,6 +177,8 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
 
 
 def load_bundle(path: str | Path) -> Bundle:
+    """The bundle saved at ``path``: a deployment bundle when ``world.json`` is there (checked: see the
+    module's docstring), else a scenario bundle. ValueError naming the file and field otherwise."""
     path = Path(path)
     meta_file = path / "deployment.json"
     if not meta_file.exists():
@@ -111,6 +187,9 @@ def load_bundle(path: str | Path) -> Bundle:
     if meta.get("format") != FORMAT:
         raise ValueError(f"deployment.json: unsupported format {meta.get('format')!r}")
     f = meta["features"]
+    world_file = path / WORLD_FILE
+    if world_file.exists() or f.get("layout") == DEPLOYMENT_LAYOUT:
+        return _load_deployment_bundle(path, meta)
     spec = FeatureSpec(tuple(f["segments"]), tuple(f["channels"]), float(f["recency_scale_h"]))
     if list(spec.names) != f["names"]:
         raise ValueError("deployment.json: features.names do not match this version's feature layout")
@@ -118,6 +197,40 @@ def load_bundle(path: str | Path) -> Bundle:
     if tuple(policy.space.channels) != spec.channels:
         raise ValueError("deployment.json: features.channels differ from the policy's channels")
     return Bundle(policy, spec, LifecycleRules(**meta["lifecycle"]), ContactRules.from_dict(meta["contact"]))
+
+
+def _load_deployment_bundle(path: Path, meta: dict[str, Any]) -> Bundle:
+    from nba.deployment import Deployment
+
+    world_file = path / WORLD_FILE
+    if not world_file.exists():
+        raise FileNotFoundError(f"path: {WORLD_FILE} missing beside a deployment bundle's deployment.json "
+                                f"at {str(path)!r}")
+    if meta["features"].get("layout") != DEPLOYMENT_LAYOUT:
+        raise ValueError(f"deployment.json: features.layout: expected {DEPLOYMENT_LAYOUT!r} beside {WORLD_FILE}, "
+                         f"got {meta['features'].get('layout')!r}")
+    world = json.loads(world_file.read_text())
+    if world.get("format") != FORMAT:
+        raise ValueError(f"{WORLD_FILE}: unsupported format {world.get('format')!r}")
+    try:
+        deployment = Deployment.from_dict(world["deployment"])
+    except KeyError:
+        raise ValueError(f"{WORLD_FILE}: deployment: missing") from None
+    except ValueError as e:  # nba.deployment.DeploymentError, naming the field
+        raise ValueError(f"{WORLD_FILE}: deployment.{e}") from None
+    if deployment.digest != world.get("digest"):
+        raise ValueError(f"{WORLD_FILE}: digest: recorded {world.get('digest')!r}, but the content gives "
+                         f"{deployment.digest!r} (edited after it was saved)")
+    features = deployment.features()
+    if meta["features"].get("names") != list(features.names):
+        raise ValueError("deployment.json: features.names are not the deployment's features in this version "
+                         "(nba.features.AttributeFeatures)")
+    rules = ContactRules.from_dict(meta["contact"])
+    if rules != deployment.contact_rules():
+        raise ValueError(f"deployment.json: contact: not the contact policy of the deployment {deployment.name!r}")
+    policy = load(path / "policy")
+    _check_world(policy, deployment, "policy.json")
+    return Bundle(policy, features, LifecycleRules(**meta["lifecycle"]), rules, deployment)
 
 
 def bundle_digest(path: str | Path) -> str:

@@ -352,6 +352,10 @@ def train(
     seed: SeedOpt = 0,
     param: ParamOpt = None,
     register: Annotated[bool, typer.Option(help="register the policy in the MLflow registry")] = True,
+    deployment: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False,
+        help="deployment file (TOML/YAML) the --source log was imported onto: train on its actions and features "
+             "and register a bundle that carries it")] = None,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
     """Train a policy and log it to MLflow (registered as a new version of the policy model)."""
@@ -363,7 +367,8 @@ def train(
         with _progress(f"train {policy}", total) as tick:
             res = jobs.train(policy, source=source, scenario_path=None if scenario is None else str(scenario),
                              params=params, decisions=decisions, customers=customers, seed=seed,
-                             register=register, progress=tick)
+                             register=register, progress=tick,
+                             deployment_path=None if deployment is None else str(deployment))
     shown = ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items())
     console.print(f"trained [bold]{policy}[/bold]: {shown}; run {res.run_id}"
                   + (f", registered version {res.version}" if res.version else ""))

@@ -96,6 +96,64 @@ def bundle_of(policy: Policy, scenario: Scenario) -> Bundle:
     return Bundle(policy, scenario.feature_spec, scenario.lifecycle, scenario.contact)
 
 
+# ----------------------------------------------------------------------------- deployments
+def load_deployment(path: str | Path):
+    """The :class:`nba.deployment.Deployment` in the file at ``path``, or JobError naming ``deployment``."""
+    from nba.deployment import Deployment, DeploymentError
+
+    try:
+        return Deployment.load(path)
+    except DeploymentError as e:  # its message names the field ("offers.x.channels: ..."), or the file
+        msg = str(e)
+        raise JobError(msg if msg.startswith("deployment:") else f"deployment: {msg}") from e
+
+
+def build_deployment_policy(name: str, deployment, params: Mapping[str, Any] | None = None) -> Policy:
+    """A new policy on ``deployment``'s action space reading its features (``dim``). The rule-based
+    policies follow the scenario's segments, which a deployment has not: JobError naming ``policy``."""
+    params = dict(params or {})
+    check_policy(name, params)
+    if name in RULE_BASED:
+        usable = sorted(n for n in POLICIES if n not in RULE_BASED)
+        raise JobError(f"policy: {name!r} follows rules on the scenario's segments, which the deployment "
+                       f"{deployment.name!r} does not have; on a deployment: {', '.join(usable)}")
+    try:
+        return create(name, deployment.action_space(), dim=deployment.features().dim, **params)
+    except (TypeError, ValueError) as e:
+        raise JobError(f"param: {e}") from e
+
+
+def log_deployments(log) -> set[str]:
+    """The digests of the deployments the log's decisions were made on (the ``@<digest>`` that ends
+    their ``policy_version``), ``"no digest"`` for decisions without one."""
+    import sqlalchemy as sa
+
+    with log.engine.connect() as conn:
+        versions = conn.execute(sa.select(log.decisions.c.policy_version).distinct()).scalars().all()
+    return {v.rpartition("@")[2] if "@sha256:" in v else "no digest" for v in versions}
+
+
+def check_log_deployment(log, deployment) -> None:
+    """JobError naming ``deployment`` unless the log was imported onto ``deployment``: its layout's feature
+    names and action space are the deployment's, and every decision's ``policy_version`` ends with
+    ``@<the deployment's digest>`` (:func:`nba.log.importer.import_onto`)."""
+    from nba.serialization import space_from_dict
+
+    layout = log.layout()
+    space, names = deployment.action_space(), tuple(deployment.features().names)
+    if layout.action_space is None or tuple(layout.feature_names or ()) != names:
+        raise JobError(f"deployment: the log's features ({layout.context_dim}) are not those of the deployment "
+                       f"{deployment.name!r} ({len(names)}); import the brand's log onto it (nba import --deployment)")
+    if space_from_dict(layout.action_space) != space:
+        raise JobError(f"deployment: the log's action space ({layout.n_actions} actions) is not that of the "
+                       f"deployment {deployment.name!r} ({space.n_actions}: channels x offers x send slots, in "
+                       "their declared order)")
+    others = sorted(log_deployments(log) - {deployment.digest})
+    if others:
+        raise JobError(f"deployment: the log's decisions were made on another deployment ({', '.join(others)}), "
+                       f"not on the file's {deployment.digest}")
+
+
 def code_version() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -323,7 +381,8 @@ def transitions_from_log(batch, gamma: float | None = None) -> dict[str, np.ndar
 def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | None = None,
           params: Mapping[str, Any] | None = None, decisions: int = 20_000, customers: int = 4000,
           seed: int = 0, purpose: str = "train", safe: bool | Mapping[str, Any] = True, register: bool = True,
-          plots_dir: Path | None = None, progress: Progress = None) -> TrainResult:
+          plots_dir: Path | None = None, progress: Progress = None,
+          deployment_path: str | Path | None = None) -> TrainResult:
     """Fit one policy and log it (registered under :data:`training.registry.MODEL_NAME`).
 
     ``source="simulator"``: bandits learn online on the bandit view for ``decisions`` decisions
@@ -337,7 +396,18 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     (:func:`conservative`): where the log's support for an action is thin it keeps the logging
     policy's probability, so the learned policy does not come out worse than the one that wrote the log;
     a mapping is that mode's parameters (``{"contacts": "keep"}``, say: see :class:`nba.policies.safe.SPIBB`).
+
+    ``deployment_path``: a deployment file (:mod:`nba.deployment`) and ``source`` a log imported onto it
+    (:func:`check_log_deployment`, else JobError naming ``deployment``). The policy is built on the
+    deployment's action space and features (:func:`build_deployment_policy`: no rule-based policy),
+    learns offline from the log with the deployment's reward (:meth:`~nba.deployment.Deployment.reward_rule`),
+    without the conservative mode (it buckets by the scenario's segments: the run's param ``safe`` says
+    ``off (deployment)``), and is registered as a deployment bundle (:meth:`nba.serialization.Bundle.of_deployment`).
     """
+    if deployment_path is not None:
+        return _train_on_deployment(policy_name, source=source, deployment_path=deployment_path,
+                                    scenario_path=scenario_path, params=params, seed=seed, purpose=purpose,
+                                    safe=safe, register=register, progress=progress)
     import mlflow
 
     from training import registry
@@ -351,9 +421,13 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
         offline_log = open_log(source)
         layout = offline_log.layout()
         if layout.context_dim != scenario.feature_spec.dim or layout.n_actions != scenario.action_space.n_actions:
+            worlds = log_deployments(offline_log) - {"no digest"}
+            offline_log.close()
+            hint = (f"; its decisions were made on a deployment ({', '.join(sorted(worlds))}): give its file "
+                    "(deployment_path, nba train --deployment)" if worlds else "")
             raise JobError(f"source: the log's layout ({layout.context_dim} features, {layout.n_actions} actions) does "
                            f"not match the scenario's ({scenario.feature_spec.dim}, "
-                           f"{scenario.action_space.n_actions})")
+                           f"{scenario.action_space.n_actions}){hint}")
     tmp = Path(tempfile.mkdtemp(prefix="nba-train-")) if plots_dir is None else Path(plots_dir)
     tmp.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
@@ -388,6 +462,51 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
             version = str(info.registered_model_version)
         else:
             registry.log_policy(bundle_of(policy, scenario), registered_model_name=None)
+        return TrainResult(run.info.run_id, policy, version, metrics)
+
+
+def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str | Path,
+                         scenario_path: str | None, params: Mapping[str, Any] | None, seed: int, purpose: str,
+                         safe: bool | Mapping[str, Any], register: bool, progress: Progress) -> TrainResult:
+    """:func:`train` on a brand's log imported onto its deployment (see its ``deployment_path``)."""
+    import mlflow
+
+    from training import registry
+
+    if source == SIMULATOR:
+        raise JobError("source: a deployment is trained on its own decision log (nba import --deployment), "
+                       "not on the simulator's scenario")
+    if scenario_path not in (None, "", "default"):
+        raise JobError("scenario: not with a deployment (the deployment is the world the policy decides in)")
+    if isinstance(safe, Mapping) and safe:
+        raise JobError("safe: the conservative mode buckets by the scenario's segments; not with a deployment")
+    deployment = load_deployment(deployment_path)
+    policy = build_deployment_policy(policy_name, deployment, params)
+    log = open_log(source)
+    try:
+        check_log_deployment(log, deployment)
+    except JobError:
+        log.close()
+        raise
+    with _start("train", run_name=f"train-{policy_name}") as run:
+        mlflow.log_params({"policy": policy_name, "source": "decision_log", "deployment": deployment.name,
+                           "deployment_digest": deployment.digest, "reward": "deployment", "seed": seed,
+                           "purpose": purpose, "safe": "off (deployment)",
+                           **{f"policy.{k}": v for k, v in (params or {}).items()}})
+        digest = LogDigest(source)
+        try:
+            metrics = _train_offline(policy, log, digest, progress, rule=deployment.reward_rule())
+        finally:
+            log.close()
+        _dataset_input(digest.tags(), "train")
+        mlflow.log_metrics(metrics)
+        bundle = Bundle.of_deployment(policy, deployment)
+        version = None
+        if register:
+            info = registry.log_policy(bundle, tags={"trained_on": _safe_url(source)})
+            version = str(info.registered_model_version)
+        else:
+            registry.log_policy(bundle, registered_model_name=None)
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
@@ -472,10 +591,11 @@ def _fit_offline(policy, X, actions, rewards, X_next, mask_next, terminated, **e
     policy.fit(X, actions, rewards, X_next, mask_next, terminated, **extra, progress=tick)
 
 
-def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress) -> dict[str, float]:
+def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress, rule=None) -> dict[str, float]:
+    """Learn from every decision of ``log``, rewarded by ``rule`` (default :func:`reward_rule_for` the log)."""
     import mlflow
 
-    rule = reward_rule_for(log.url)
+    rule = reward_rule_for(log.url) if rule is None else rule
     if getattr(policy, "name", "") in OFFLINE:
         batch = log.read(rule)
         digest.add(batch.decision_id)

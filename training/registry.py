@@ -11,6 +11,11 @@ Policies are logged as pyfunc *models from code* (``training/policy_model.py``):
 file and the policy's ``bundle`` artefact (JSON, ``.npz`` without pickle, LightGBM text). MLflow
 pickles nothing of the policy; what it writes beside it (MLmodel YAML, requirements, the input
 example as JSON) is data too.
+
+A deployment bundle (:meth:`nba.serialization.Bundle.of_deployment`: a policy trained on a brand's log
+imported onto its deployment) is registered the same way, its version tagged with the deployment's name
+and digest (:data:`DEPLOYMENT_TAG`, :data:`DEPLOYMENT_DIGEST_TAG`) beside :data:`DIGEST_TAG`; it has no
+signature or input example (:data:`NO_EXAMPLE`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from nba.serialization import Bundle, bundle_digest, save_bundle
 
 MODEL_NAME = "nba-policy"
 DIGEST_TAG = "bundle_digest"  # model version tag: nba.serialization.bundle_digest of artifacts/bundle
+DEPLOYMENT_TAG = "deployment"  # model version tag of a deployment bundle: its deployment's name
+DEPLOYMENT_DIGEST_TAG = "deployment_digest"  # ... and that deployment's digest (nba.deployment.Deployment.digest)
+NO_EXAMPLE = ("a deployment bundle has no pyfunc input example yet: training/policy_model.py decides from the "
+              "scenario's feature columns (consent=<channel> as the mask), not from a deployment's attributes; "
+              "decide for it with nba.decide.decide")
 CHAMPION, CHALLENGER = "champion", "challenger"
 POLICY_MODEL_FILE = Path(__file__).with_name("policy_model.py")
 REQUIREMENTS = ["numpy", "pandas", "lightgbm", "mlflow"]
@@ -67,9 +77,15 @@ def use_store(root: str | Path = "nba-runs", experiment: str = "nba") -> str:
 
 
 def example_frame(bundle: Bundle, n: int = 2, seed: int = 0):
-    """A small input example: plausible feature rows with every channel consented."""
+    """A small input example: plausible feature rows with every channel consented.
+
+    Scenario bundles only: a deployment bundle raises ValueError naming ``bundle`` (:data:`NO_EXAMPLE`),
+    and :func:`log_policy` logs it without signature and input example.
+    """
     import pandas as pd
 
+    if bundle.deployment is not None:
+        raise ValueError(f"bundle: {NO_EXAMPLE}")
     names = bundle.spec.names
     X = np.random.default_rng(seed).uniform(0, 1, size=(n, len(names)))  # float64: what callers send
     for c in bundle.spec.channels:
@@ -84,14 +100,23 @@ def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, n
     The registered version gets the tags ``policy`` (the policy's name) and :data:`DIGEST_TAG` (the
     :func:`~nba.serialization.bundle_digest` of the bundle folder logged as ``artifacts/bundle``), by
     which the decision service checks its copies; the logged model gets the digest tag too.
+
+    A deployment bundle (``bundle.deployment`` set) also gets :data:`DEPLOYMENT_TAG` (the deployment's
+    name) and :data:`DEPLOYMENT_DIGEST_TAG` (its digest), on the version and the logged model, and is
+    logged without signature and input example (:data:`NO_EXAMPLE`).
     """
     import mlflow
     from mlflow.models import infer_signature
 
     from training.policy_model import decide_frame
 
-    example = example_frame(bundle)
-    signature = infer_signature(example, decide_frame(bundle, example, seed=0), params={"seed": 0})
+    tags = dict(tags or {})
+    if bundle.deployment is None:
+        example = example_frame(bundle)
+        signature = infer_signature(example, decide_frame(bundle, example, seed=0), params={"seed": 0})
+    else:
+        example = signature = None
+        tags |= {DEPLOYMENT_TAG: bundle.deployment.name, DEPLOYMENT_DIGEST_TAG: bundle.deployment.digest}
     # MLflow prints "Successfully registered model ... / Created version ..." on every call; the
     # returned ModelInfo says the same, so keep the console for the jobs' own progress
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()), \
@@ -101,11 +126,11 @@ def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, n
         info = mlflow.pyfunc.log_model(
             name=name, python_model=str(POLICY_MODEL_FILE), artifacts={"bundle": str(path)},
             signature=signature, input_example=example, pip_requirements=REQUIREMENTS,
-            registered_model_name=registered_model_name, tags={**(tags or {}), DIGEST_TAG: digest},
+            registered_model_name=registered_model_name, tags={**tags, DIGEST_TAG: digest},
         )
     if registered_model_name is not None:
         version_tags(str(info.registered_model_version),
-                     {"policy": bundle.policy.name, **(tags or {}), DIGEST_TAG: digest}, registered_model_name)
+                     {"policy": bundle.policy.name, **tags, DIGEST_TAG: digest}, registered_model_name)
     return info
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from envs.scenario import Scenario
 from nba.policies import act, create
-from nba.serialization import Bundle, bundle_digest, load_bundle, save_bundle
+from nba.serialization import Bundle, bundle_digest, load_bundle, save, save_bundle
 
 
 def test_bundle_round_trip(tmp_path):
@@ -94,3 +94,126 @@ def test_bundle_digest_sees_every_file(tmp_path):
         (root / "x").write_bytes(x)
         (root / "y").write_bytes(y)
     assert bundle_digest(a) != bundle_digest(b)
+
+
+# ----------------------------------------------------------------------------- bundles that carry their deployment
+SMALL = {
+    "deployment": {"name": "small-shop", "send_slots": ["now", 18]},
+    "attributes": {"plan": {"type": "category", "values": ["basic", "plus"], "required": True},
+                   "spend": {"type": "number", "min": 0, "max": 500, "default": 0},
+                   "sms_opt_in": {"type": "boolean", "default": True}},
+    "channels": {"email": {"cost": 0.01}, "sms": {"cost": 0.05, "consent": "sms_opt_in", "quiet_hours": [21, 9]}},
+    "offers": {"welcome": {"features": {"discount": 0.1}},
+               "upgrade": {"features": {"discount": 0.0}, "eligible": {"plan": ["basic"]}},
+               "winback": {"features": {"discount": 0.3}, "channels": ["email"]}},
+    "contact_policy": {"min_gap_h": 12, "caps": [{"channel": "*", "max": 2, "days": 7}]},
+}
+
+
+def _world(**changes):
+    from nba.deployment import Deployment
+
+    return Deployment.from_dict({**SMALL, **changes})
+
+
+def _trained(deployment, name="linucb", dim=None):
+    space, features = deployment.action_space(), deployment.features()
+    policy = create(name, space, dim=features.dim if dim is None else dim)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, policy.dim)).astype(np.float32)
+    mask = np.ones((64, space.n_actions), bool)
+    d = act(policy, X, mask, np.random.default_rng(1))
+    policy.update(X, d.actions, rng.normal(size=64), d.propensities)
+    return policy, X, mask
+
+
+def test_a_deployment_bundle_round_trips_with_its_world(tmp_path):
+    world = _world()
+    policy, X, mask = _trained(world)
+    bundle = Bundle.of_deployment(policy, world)
+    assert bundle.spec.names == world.features().names and bundle.rules == world.contact_rules()
+    path = save_bundle(bundle, tmp_path / "b")
+    assert {p.name for p in path.iterdir()} == {"policy", "deployment.json", "world.json"}
+    saved = json.loads((path / "world.json").read_text())
+    assert saved["digest"] == world.digest and saved["deployment"] == world.to_dict()
+    back = load_bundle(path)
+    assert back.deployment == world and back.deployment.digest == world.digest
+    assert back.spec == world.features() and back.rules == world.contact_rules() and back.lifecycle == bundle.lifecycle
+    np.testing.assert_array_equal(back.policy.probabilities(X, mask), policy.probabilities(X, mask))
+    # a scenario bundle carries none, and saves exactly the files it always had
+    scenario = load_bundle(_saved(tmp_path, "scenario"))
+    assert scenario.deployment is None and not (tmp_path / "scenario" / "world.json").exists()
+
+
+def _edit(path, name, edit):
+    data = json.loads((path / name).read_text())
+    edit(data)
+    (path / name).write_text(json.dumps(data, indent=2))
+
+
+def test_a_deployment_bundle_is_checked_on_load(tmp_path):
+    world = _world()
+    policy, _, _ = _trained(world)
+    saved = save_bundle(Bundle.of_deployment(policy, world), tmp_path / "b")
+
+    def copy(name):
+        return shutil.copytree(saved, tmp_path / name)
+
+    # the recorded digest tampered with, or the content edited under it
+    p = copy("digest")
+    _edit(p, "world.json", lambda w: w.update(digest="sha256:" + "0" * 64))
+    with pytest.raises(ValueError, match="^world.json: digest: recorded 'sha256:000"):
+        load_bundle(p)
+    p = copy("content")
+    _edit(p, "world.json", lambda w: w["deployment"]["channels"]["email"].update(cost=0.02))
+    with pytest.raises(ValueError, match="^world.json: digest: .* the content gives"):
+        load_bundle(p)
+    p = copy("invalid")
+    _edit(p, "world.json", lambda w: w["deployment"]["channels"]["email"].update(cost=-1))
+    with pytest.raises(ValueError, match="^world.json: deployment.channels.email.cost"):
+        load_bundle(p)
+    # a policy on another action space (one offer fewer), or reading another number of features
+    p = copy("space")
+    fewer = _world(offers={k: v for k, v in SMALL["offers"].items() if k != "winback"})
+    shutil.rmtree(p / "policy")
+    save(_trained(fewer)[0], p / "policy")
+    with pytest.raises(ValueError, match="^policy.json: space: the policy decides over 9 actions"):
+        load_bundle(p)
+    p = copy("dim")
+    shutil.rmtree(p / "policy")
+    save(_trained(world, dim=world.features().dim + 1)[0], p / "policy")
+    with pytest.raises(ValueError, match=r"^policy.json: dim: the policy reads \d+ features"):
+        load_bundle(p)
+    # the digest does not see the order of the attributes, the features do
+    p = copy("order")
+    def reverse(w):
+        w["deployment"]["attributes"] = dict(reversed(w["deployment"]["attributes"].items()))
+
+    _edit(p, "world.json", reverse)
+    with pytest.raises(ValueError, match="^deployment.json: features.names"):
+        load_bundle(p)
+    p = copy("contact")
+    _edit(p, "deployment.json", lambda m: m["contact"].update(min_gap_h=0))
+    with pytest.raises(ValueError, match="^deployment.json: contact"):
+        load_bundle(p)
+    p = copy("no-world")
+    (p / "world.json").unlink()
+    with pytest.raises(FileNotFoundError, match="world.json missing"):
+        load_bundle(p)
+    assert load_bundle(copy("untouched")).deployment == world
+
+
+def test_a_deployment_bundle_is_checked_when_built():
+    world = _world()
+    fewer = _world(offers={k: v for k, v in SMALL["offers"].items() if k != "winback"})
+    with pytest.raises(ValueError, match="^policy: space"):
+        Bundle.of_deployment(create("uniform_random", fewer.action_space()), world)
+    with pytest.raises(ValueError, match="^policy: dim"):
+        Bundle.of_deployment(create("lints", world.action_space(), dim=3), world)
+    sc = Scenario.default()
+    policy = create("no_contact", world.action_space())
+    with pytest.raises(ValueError, match="^spec: "):
+        Bundle(policy, sc.feature_spec, sc.lifecycle, world.contact_rules(), world)
+    with pytest.raises(ValueError, match="^rules: "):
+        Bundle(policy, world.features(), sc.lifecycle, sc.contact, world)
+    assert Bundle.of_deployment(policy, world).deployment is world

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -383,3 +386,122 @@ def test_evaluation_flags_unsupported_estimates_and_policies_worse_than_the_logg
                               None, None, (0.9, 0.8, 1.0), {"a": (jobs.BELOW_LOGGING,), "b": (jobs.UNSUPPORTED,),
                                                              "c": ()})
     assert res.ranked()[0] == "c"  # the unflagged estimate first, whatever the flagged ones' values
+
+
+# ----------------------------------------------------------------------------- a brand's log on its deployment
+TELECOM = Path(__file__).resolve().parents[2] / "examples" / "telecom"
+
+
+@pytest.fixture(scope="module")
+def telecom_log(tmp_path_factory):
+    """400 customers over 4 days of the telecom example's log, imported onto its deployment."""
+    import importlib.util
+
+    from nba.deployment import Deployment
+    from training.importing import import_command
+
+    spec = importlib.util.spec_from_file_location("telecom_generate", TELECOM / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    root = tmp_path_factory.mktemp("telecom")
+    deployment = Deployment.load(TELECOM / "deployment.toml")
+    data = generate.write_csv(generate.generate(deployment, 400, 4, seed=0), root / "log.csv")
+    url = f"sqlite:///{root / 'log.db'}"
+    import_command(data, url, deployment=TELECOM / "deployment.toml", channel="channel", offer="offer",
+                   send_hour="send_hour", propensity="propensity", reward="reward", opted_out="opted_out",
+                   customer_id="customer_id", decision_id="decision_id", time="time")
+    return {"url": url, "deployment": deployment, "file": TELECOM / "deployment.toml", "root": root}
+
+
+def test_train_on_a_deployment_log_registers_a_bundle_that_carries_it(store, telecom_log, tmp_path):
+    """A brand's log imported onto its deployment trains a learner on the deployment's actions and
+    features; the registered bundle carries the deployment, and nba.decide decides with it."""
+    from nba.decide import decide
+    from nba.serialization import bundle_digest, load_bundle
+
+    d = telecom_log["deployment"]
+    res = jobs.train("linucb", source=telecom_log["url"], deployment_path=telecom_log["file"])
+    assert res.version and res.metrics["rows"] == 1600
+    assert res.policy.space == d.action_space() and res.policy.dim == d.features().dim  # 801 actions, 58 features
+    run = mlflow.get_run(res.run_id)
+    assert run.data.params["safe"] == "off (deployment)" and run.data.params["deployment_digest"] == d.digest
+    tags = mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, res.version).tags
+    assert tags[registry.DEPLOYMENT_TAG] == "telco-retention" and tags[registry.DEPLOYMENT_DIGEST_TAG] == d.digest
+    files = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{res.version}",
+                                                     dst_path=str(tmp_path / "dl"))) / "artifacts" / "bundle"
+    assert tags[registry.DIGEST_TAG] == bundle_digest(files)
+    bundle = load_bundle(files)
+    assert bundle.deployment is not None and bundle.deployment.digest == d.digest
+    assert bundle.spec.names == d.features().names and bundle.rules == d.contact_rules()
+
+    people = [d.check_attributes(p) for p in (
+        {"plan_type": "prepaid", "tenure_days": 40, "sms_opt_in": True},
+        {"plan_type": "postpaid", "tenure_days": 900, "monthly_revenue": 45, "days_to_contract_end": 20,
+         "app_user": True, "whatsapp_opt_in": True, "loyalty_tier": "gold"},
+        {"plan_type": "business", "tenure_days": 3000, "email_opt_in": False, "sms_opt_in": False},
+        {"plan_type": "prepaid", "tenure_days": 5, "data_usage_gb": 12.5})]
+    day = datetime(2027, 3, 26, 8, tzinfo=UTC).timestamp() / 3600.0  # the log's last day, 09:00 in Paris
+    now = day + np.array([0.0, 3.0, 7.0, 11.0])  # hours since the epoch
+    out = decide(bundle.deployment, bundle.policy, people, now=now, tz_offset=1.0, rng=np.random.default_rng(0))
+    rows = np.arange(len(people))
+    assert out.eligible[rows, out.action].all()
+    np.testing.assert_array_equal(out.propensity, out.probabilities[rows, out.action])
+    assert not out.probabilities[~out.eligible].any()
+    np.testing.assert_allclose(out.probabilities.sum(axis=1), 1.0)
+    # the loaded policy decides as the trained one did, to the bit
+    np.testing.assert_array_equal(out.probabilities, res.policy.probabilities(out.context, out.eligible))
+
+
+def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, telecom_log, tmp_path):
+    from nba.policies import RULE_BASED
+
+    url, file = telecom_log["url"], telecom_log["file"]
+    scenario_log = f"sqlite:///{tmp_path / 'scenario.db'}"
+    jobs.simulate(scenario_log, decisions=1000, seed=0)
+    before = _runs()
+    # the same features and actions, another digest (a channel's cost changed): not the file its decisions were on
+    text = file.read_text()
+    assert "cost = 0.02\n" in text
+    other = tmp_path / "other.toml"
+    other.write_text(text.replace("cost = 0.02\n", "cost = 0.03\n", 1))
+    with pytest.raises(jobs.JobError, match="^deployment: .*another deployment"):
+        jobs.train("linucb", source=url, deployment_path=other)
+    # the offers in another order: another action space (the digest does not see the order)
+    data = telecom_log["deployment"].to_dict()
+    data["offers"] = dict(reversed(data["offers"].items()))
+    shuffled = tmp_path / "shuffled.yaml"
+    shuffled.write_text(json.dumps(data))  # JSON is YAML
+    from nba.deployment import Deployment
+
+    assert Deployment.load(shuffled).action_space() != telecom_log["deployment"].action_space()
+    with pytest.raises(jobs.JobError, match="^deployment: the log's action space"):
+        jobs.train("linucb", source=url, deployment_path=shuffled)
+    # a log of the scenario on the deployment, and the deployment's log without it
+    with pytest.raises(jobs.JobError, match="^deployment: the log's features"):
+        jobs.train("linucb", source=scenario_log, deployment_path=file)
+    with pytest.raises(jobs.JobError, match="^source: .*made on a deployment .*: give its file"):
+        jobs.train("linucb", source=url)
+    # rule-based policies follow the scenario's segments
+    for name in RULE_BASED:
+        with pytest.raises(jobs.JobError, match=f"^policy: '{name}' follows rules"):
+            jobs.train(name, source=url, deployment_path=file)
+    with pytest.raises(jobs.JobError, match="^source: a deployment is trained on its own decision log"):
+        jobs.train("linucb", deployment_path=file)
+    with pytest.raises(jobs.JobError, match="^deployment: no such file"):
+        jobs.train("linucb", source=url, deployment_path=tmp_path / "missing.toml")
+    with pytest.raises(jobs.JobError, match="^safe: "):
+        jobs.train("linucb", source=url, deployment_path=file, safe={"n_min": 5})
+    assert _runs() == before
+
+
+def test_nba_train_passes_the_deployment_through(store, telecom_log):
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    before = _runs()
+    res = CliRunner().invoke(app, ["train", "--policy", "business_as_usual", "--source", telecom_log["url"],
+                                   "--deployment", str(telecom_log["file"]), "--root", str(store["root"])])
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert res.exit_code == 2 and "policy: 'business_as_usual' follows rules" in said, res.output
+    assert _runs() == before

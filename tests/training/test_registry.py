@@ -179,3 +179,35 @@ def test_promotions_report_plots_predicted_against_realised(store, tmp_path):
     arts = {f.path for f in mlflow.MlflowClient().list_artifacts(res.run_id, "promotions_report")}
     assert {"promotions_report/report.md", "promotions_report/report.html",
             f"promotions_report/{promotion_report.PLOT_PNG}"} <= arts
+
+
+def test_a_deployment_bundle_is_registered_with_its_deployment(store, tmp_path):
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from nba.deployment import Deployment
+    from nba.serialization import bundle_digest, load_bundle
+
+    world = Deployment.load(Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml")
+    bundle = Bundle.of_deployment(create("uniform_random", world.action_space()), world)
+    with pytest.raises(ValueError, match="^bundle: a deployment bundle has no pyfunc input example"):
+        registry.example_frame(bundle)
+    with mlflow.start_run():
+        info = registry.log_policy(bundle, tags={"trained_on": "test"})
+    version = str(info.registered_model_version)
+    tags = MlflowClient().get_model_version(registry.MODEL_NAME, version).tags
+    assert tags["policy"] == "uniform_random" and tags["trained_on"] == "test"
+    assert tags[registry.DEPLOYMENT_TAG] == "telco-retention" and tags[registry.DEPLOYMENT_DIGEST_TAG] == world.digest
+    logged = mlflow.get_logged_model(info.model_id).tags
+    assert logged[registry.DEPLOYMENT_DIGEST_TAG] == world.digest
+    assert logged[registry.DIGEST_TAG] == tags[registry.DIGEST_TAG]
+    assert info.signature is None  # the pyfunc decides from the scenario's columns: no example for a deployment
+    files = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{version}",
+                                                     dst_path=str(tmp_path / "dl"))) / "artifacts" / "bundle"
+    assert tags[registry.DIGEST_TAG] == bundle_digest(files)
+    back = load_bundle(files)
+    assert back.deployment == world and back.policy.space == world.action_space()
+    # a scenario bundle's version has no deployment tags
+    other = MlflowClient().get_model_version(registry.MODEL_NAME, _register("no_contact")).tags
+    assert registry.DEPLOYMENT_TAG not in other and registry.DEPLOYMENT_DIGEST_TAG not in other
