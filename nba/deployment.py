@@ -14,7 +14,9 @@ window). Rules are data, never evaluated code.
 :meth:`Deployment.from_dict` validates everything and raises :class:`DeploymentError` naming the
 field (``offers.data_boost.eligible.plan_type: unknown value 'gold'; valid: [...]``). The
 :attr:`Deployment.digest` (SHA-256 of the canonical content) versions it: two files that declare
-the same world have the same digest, whatever their layout, comments or key order.
+the same world have the same digest, whatever their format, comments or the order of keys within a
+table; the order of attributes, channels, offers and slots counts, since it numbers the features
+and the actions.
 
 The file's shape::
 
@@ -317,8 +319,8 @@ class Deployment:
             "channels": {c.name: clean({"cost": c.cost, "delay_h": c.delay_h, "consent": c.consent,
                                         "quiet_hours": None if c.quiet_hours is None else list(c.quiet_hours),
                                         "capacity_per_day": c.capacity_per_day}) for c in self.channels},
-            "offers": {o.name: clean({"features": dict(o.features), "channels": list(o.channels),
-                                      "eligible": {k: v.to_data() for k, v in o.eligible.items()},
+            "offers": {o.name: clean({"features": dict(sorted(o.features.items())), "channels": list(o.channels),
+                                      "eligible": {k: o.eligible[k].to_data() for k in sorted(o.eligible)},
                                       "valid_from": when(o.valid_from_h), "valid_until": when(o.valid_until_h),
                                       "budget": o.budget}) for o in self.offers},
             "contact_policy": {"min_gap_h": self.min_gap_h,
@@ -331,8 +333,10 @@ class Deployment:
 
     @property
     def digest(self) -> str:
-        """``sha256:<hex>`` of the canonical content: same world, same digest."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        """``sha256:<hex>`` of the canonical content: same world, same digest. The order of the attributes,
+        channels, offers and slots counts (it numbers the features and the actions); the order of keys
+        within a table does not."""
+        text = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=True)
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     # ------------------------------------------------------------------ what the engine runs on

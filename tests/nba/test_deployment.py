@@ -56,6 +56,12 @@ def test_the_digest_versions_the_content_not_the_layout(telecom, tmp_path):
     changed = copy.deepcopy(data)
     changed["channels"]["sms"]["cost"] = 0.06
     assert Deployment.from_dict(changed).digest != telecom.digest
+    shuffled = copy.deepcopy(data)  # keys within a table: same world
+    shuffled["channels"]["sms"] = dict(reversed(list(shuffled["channels"]["sms"].items())))
+    assert Deployment.from_dict(shuffled).digest == telecom.digest
+    reordered = copy.deepcopy(data)  # the offers in another order number the actions otherwise
+    reordered["offers"] = dict(reversed(list(reordered["offers"].items())))
+    assert Deployment.from_dict(reordered).digest != telecom.digest
 
 
 def test_the_default_scenario_as_a_deployment():

@@ -184,12 +184,16 @@ def test_a_deployment_bundle_is_checked_on_load(tmp_path):
     save(_trained(world, dim=world.features().dim + 1)[0], p / "policy")
     with pytest.raises(ValueError, match=r"^policy.json: dim: the policy reads \d+ features"):
         load_bundle(p)
-    # the digest does not see the order of the attributes, the features do
+    # the order of the attributes numbers the features: the digest sees it
     p = copy("order")
     def reverse(w):
         w["deployment"]["attributes"] = dict(reversed(w["deployment"]["attributes"].items()))
 
     _edit(p, "world.json", reverse)
+    with pytest.raises(ValueError, match="^world.json: digest"):
+        load_bundle(p)
+    p = copy("names")
+    _edit(p, "deployment.json", lambda m: m["features"].update(names=m["features"]["names"][::-1]))
     with pytest.raises(ValueError, match="^deployment.json: features.names"):
         load_bundle(p)
     p = copy("contact")

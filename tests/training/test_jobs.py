@@ -466,7 +466,7 @@ def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, tele
     other.write_text(text.replace("cost = 0.02\n", "cost = 0.03\n", 1))
     with pytest.raises(jobs.JobError, match="^deployment: .*another deployment"):
         jobs.train("linucb", source=url, deployment_path=other)
-    # the offers in another order: another action space (the digest does not see the order)
+    # the offers in another order: another action space (and another digest)
     data = telecom_log["deployment"].to_dict()
     data["offers"] = dict(reversed(data["offers"].items()))
     shuffled = tmp_path / "shuffled.yaml"
