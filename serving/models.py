@@ -171,9 +171,13 @@ class ModelStore:
         if expected is not None and digest != expected:
             raise BundleRejected(f"failed its digest check ({_short(digest)} expected {_short(expected)})")
         try:
-            return load_bundle(folder), digest
+            bundle = load_bundle(folder)
         except Exception as e:
             raise BundleRejected(f"cannot load: {_error(e)}") from e
+        if bundle.deployment is not None:  # its requests carry declared attributes: not served yet
+            raise BundleRejected(f"is a bundle of the deployment {bundle.deployment.name!r}: this service decides "
+                                 "on the scenario's profile fields and does not serve deployments yet")
+        return bundle, digest
 
     def _pointer(self, alias: str) -> Path:
         return self.cache / f"{alias}.json"

@@ -304,3 +304,25 @@ def test_champion_alias_not_set(versions, tmp_path):
     finally:
         versions.set_alias("champion", versions.good)
     assert store.refresh() and store.ready and store.problems == []
+
+
+def test_a_deployment_bundle_is_refused_and_the_last_good_version_kept(versions, tmp_path):
+    """A champion trained on a brand's deployment cannot be served yet: the store keeps the version it
+    serves and says why, instead of loading one that would fail every request."""
+    from nba.deployment import Deployment
+    from nba.policies import create
+    from training.registry import log_policy
+
+    world = Deployment.load(Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml")
+    policy = create("linucb", world.action_space(), dim=world.features().dim)
+    with mlflow.start_run():
+        info = log_policy(Bundle.of_deployment(policy, world), registered_model_name=MODEL)
+    store = _store(versions.uri, tmp_path)
+    assert store.refresh() and store.ready and store.served["champion"].version == versions.good
+    versions.set_alias("champion", str(info.registered_model_version))
+    try:
+        assert store.refresh()
+        assert store.ready and store.served["champion"].version == versions.good
+        assert any("does not serve deployments yet" in p for p in store.problems), store.problems
+    finally:
+        versions.set_alias("champion", versions.good)
