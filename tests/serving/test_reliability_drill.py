@@ -1,4 +1,4 @@
-"""The reliability drill's CI part (``bench/reliability.py --fast``): fuzzing, sustained load, kill -9,
+"""The reliability drill's CI part (``bench/reliability.py --fast``): sustained load, kill -9,
 a database outage, an alias flip under load and a cap race, each against a real service; every drill
 passes. PostgreSQL drills may be skipped only outside CI with PostgreSQL unreachable."""
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DRILLS = {"fuzz", "sustained load", "kill -9", "database outage", "alias flip", "cap race"}
+DRILLS = {"sustained load", "kill -9", "database outage", "alias flip", "cap race"}  # fuzz: test_serving_contract
 
 
 @pytest.mark.slow

@@ -413,6 +413,7 @@ def telecom_log(tmp_path_factory):
     return {"url": url, "deployment": deployment, "file": TELECOM / "deployment.toml", "root": root}
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
 def test_train_on_a_deployment_log_registers_a_bundle_that_carries_it(store, telecom_log, tmp_path):
     """A brand's log imported onto its deployment trains a learner on the deployment's actions and
     features; the registered bundle carries the deployment, and nba.decide decides with it."""
@@ -452,6 +453,7 @@ def test_train_on_a_deployment_log_registers_a_bundle_that_carries_it(store, tel
     np.testing.assert_array_equal(out.probabilities, res.policy.probabilities(out.context, out.eligible))
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
 def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, telecom_log, tmp_path):
     from nba.policies import RULE_BASED
 
@@ -494,6 +496,7 @@ def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, tele
     assert _runs() == before
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
 def test_nba_train_passes_the_deployment_through(store, telecom_log):
     from typer.testing import CliRunner
 
