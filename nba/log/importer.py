@@ -152,16 +152,7 @@ class ColumnMapping:
                              f"is named {POSITION!r})")
         if self.hashed and not (isinstance(self.hash_buckets, int) and self.hash_buckets >= 1):
             raise ValueError(f"hash_buckets: must be an integer >= 1, got {self.hash_buckets!r}")
-        if self.time is None:
-            if self.time_default is None or isinstance(self.time_default, bool) or \
-                    not isinstance(self.time_default, int | float) or not math.isfinite(self.time_default):
-                raise ValueError("time_default: without a time column, give the decision time of every row "
-                                 f"(hours since the epoch), got {self.time_default!r}")
-        elif self.time_default is not None:
-            raise ValueError(f"time_default: only used without a time column; the time column is {self.time!r}")
-        if self.propensity is not None and self.propensity_by:
-            raise ValueError("propensity_by: only used to estimate the propensity; the file has the column "
-                             f"{self.propensity!r}")
+        _check_time_and_propensity(self)
         if self.categories is not None:
             fixed: dict[str, tuple[str, ...]] = {}
             for column, values in self.categories.items():
@@ -214,6 +205,21 @@ class ImportResult:
     n_actions: int = 0
     deployment: str | None = None
     ineligible: int = 0
+
+
+def _check_time_and_propensity(m: ColumnMapping | DeploymentMapping) -> None:
+    """A mapping's time (a column, or else ``time_default``) and propensity (a column, or else an estimate
+    within ``propensity_by``), the same for both kinds of mapping."""
+    if m.time is None:
+        t = m.time_default
+        if t is None or isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise ValueError("time_default: without a time column, give the decision time of every row "
+                             f"(hours since the epoch), got {t!r}")
+    elif m.time_default is not None:
+        raise ValueError(f"time_default: only used without a time column; the time column is {m.time!r}")
+    if m.propensity is not None and m.propensity_by:
+        raise ValueError("propensity_by: only used to estimate the propensity; the file has the column "
+                         f"{m.propensity!r}")
 
 
 class _Fail(ValueError):
@@ -679,16 +685,7 @@ class DeploymentMapping:
         elif self.channel is None or self.offer is None:
             raise ValueError(f"{'channel' if self.channel is None else 'offer'}: map the channel and offer columns "
                              "(with send_hour), or one action column of indices")
-        if self.time is None:
-            t = self.time_default
-            if t is None or isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
-                raise ValueError("time_default: without a time column, give the decision time of every row "
-                                 f"(hours since the epoch), got {t!r}")
-        elif self.time_default is not None:
-            raise ValueError(f"time_default: only used without a time column; the time column is {self.time!r}")
-        if self.propensity is not None and self.propensity_by:
-            raise ValueError("propensity_by: only used to estimate the propensity; the file has the column "
-                             f"{self.propensity!r}")
+        _check_time_and_propensity(self)
         renames = dict(self.attributes or {})
         bad = next(((k, v) for k, v in renames.items() if not (isinstance(k, str) and isinstance(v, str) and v)),
                    None)
