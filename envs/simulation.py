@@ -71,10 +71,7 @@ class Simulation:
                                                 np.zeros(1))
         self.traits, self.state, self.history = (population.empty_like_rows(x, n) for x in template)
         self.rules = scenario.contact
-        overall = [cap.max_count for cap in self.rules.caps if cap.channel is None]
-        per_channel = [cap.max_count for cap in self.rules.caps if cap.channel is not None]
-        self.recent = RecentContacts.empty(n, len(scenario.channels), k=max([1, *overall]),
-                                           k_channel=max([1, *per_channel]))
+        self.recent = RecentContacts.for_rules(n, len(scenario.channels), self.rules)
         for start in range(0, n, CHUNK):
             self.reset_rows(np.arange(start, min(n, start + CHUNK)))
         self._moment: response.Moment | None = None

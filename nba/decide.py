@@ -68,11 +68,11 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
     if history is None:
         history = History.empty(n, c)
     if recent is None:
-        overall = [cap.max for cap in deployment.caps if cap.channel is None and cap.offer is None]
-        per_channel = [cap.max for cap in deployment.caps if cap.channel is not None]
-        recent = RecentContacts.empty(n, c, k=max([1, *overall]), k_channel=max([1, *per_channel]))
-    X = np.ascontiguousarray(layout.build(deployment.columns(attributes), history, now_v, tz))
-    mask, reasons = deployment.eligibility(attributes, recent, now=now_v, tz_offset=tz, allowed=allowed, reasons=True)
+        recent = RecentContacts.for_rules(n, c, deployment.contact_rules())
+    columns = deployment.columns(attributes)
+    X = np.ascontiguousarray(layout.build(columns, history, now_v, tz))
+    mask, reasons = deployment.eligibility(attributes, recent, now=now_v, tz_offset=tz, allowed=allowed, reasons=True,
+                                           columns=columns)
     decisions = act(policy, X, mask, rng)
     slots = send_time(space, now_v, tz)
     slot = space.slot_of[decisions.actions]

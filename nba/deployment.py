@@ -406,8 +406,10 @@ class Deployment:
     def consent(self, attributes: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """(N, C) bool: reachable on each channel (its consent attribute true; a channel without one:
         everyone)."""
-        cols = self.columns(attributes)
-        out = np.ones((len(attributes), len(self.channels)), bool)
+        return self._consent(self.columns(attributes), len(attributes))
+
+    def _consent(self, cols: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        out = np.ones((n, len(self.channels)), bool)
         for j, c in enumerate(self.channels):
             if c.consent is not None:
                 out[:, j] = cols[c.consent] == True  # noqa: E712 - elementwise on an object array: None is not
@@ -417,9 +419,10 @@ class Deployment:
         """(N, n_offers) bool: the offers each customer may get at ``now_h`` (hours since the epoch), by
         the offers' eligibility rules and validity dates. An attribute a rule needs but the customer's
         value is unknown excludes the offer."""
-        n = len(attributes)
+        return self._offers_allowed(self.columns(attributes), len(attributes), now_h)
+
+    def _offers_allowed(self, cols: Mapping[str, np.ndarray], n: int, now_h: np.ndarray | float) -> np.ndarray:
         now = np.broadcast_to(np.asarray(now_h, np.float64), (n,))
-        cols = self.columns(attributes)
         out = np.ones((n, len(self.offers)), bool)
         for j, o in enumerate(self.offers):
             ok = out[:, j]
@@ -451,19 +454,23 @@ class Deployment:
 
     def eligibility(self, attributes: Sequence[Mapping[str, Any]], recent: RecentContacts, *,
                     now: np.ndarray | float, tz_offset: np.ndarray | float, allowed: np.ndarray | None = None,
-                    reasons: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                    reasons: bool = False, columns: Mapping[str, np.ndarray] | None = None,
+                    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """(N, A) mask of the actions each customer may get now, with the reasons (``reasons``): the
         contact policy (:func:`nba.eligibility.eligibility`: consent from the channels' attributes,
         quiet hours, channel and overall caps, minimum gap) and the offers' own rules
         (:attr:`nba.eligibility.Reason.OFFER`: attributes, channels, dates). No contact stays eligible.
 
+        ``columns``: :meth:`columns` of ``attributes``, when the caller has them already.
+
         Not yet enforced here: per-offer caps, offer budgets and channel capacities (they need counts
         across customers or per offer that the contact history does not carry yet).
         """
-        space = self.action_space()
+        space, n = self.action_space(), len(attributes)
+        cols = self.columns(attributes) if columns is None else columns
         mask, bits = _eligibility(space, self.contact_rules(), recent, now=now, tz_offset=tz_offset,
-                                  consent=self.consent(attributes), allowed=allowed, reasons=True)
-        offer_ok = self.offers_allowed(attributes, now)[:, space.content_of[1:]]
+                                  consent=self._consent(cols, n), allowed=allowed, reasons=True)
+        offer_ok = self._offers_allowed(cols, n, now)[:, space.content_of[1:]]
         offer_ok &= self.offer_channels()[space.content_of[1:], space.channel_of[1:]]
         bits[:, 1:] |= np.where(offer_ok, 0, int(Reason.OFFER)).astype(bits.dtype)
         mask = bits == 0

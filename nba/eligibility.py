@@ -261,6 +261,14 @@ class RecentContacts:
         out.any_times = np.full((k, n), NEVER).T
         return out
 
+    @classmethod
+    def for_rules(cls, n: int, n_channels: int, rules: ContactRules) -> RecentContacts:
+        """No contacts yet for ``n`` customers, keeping as many contacts as ``rules``' largest caps count
+        (over all channels, and per channel)."""
+        overall = [cap.max_count for cap in rules.caps if cap.channel is None]
+        per_channel = [cap.max_count for cap in rules.caps if cap.channel is not None]
+        return cls.empty(n, n_channels, k=max([1, *overall]), k_channel=max([1, *per_channel]))
+
     @property
     def n(self) -> int:
         return self.any_times.shape[0]

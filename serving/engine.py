@@ -66,7 +66,7 @@ from nba.actions import NO_CONTACT, ActionSpace
 from nba.eligibility import MAX_TZ_H, RecentContacts, eligibility, send_time
 from nba.features import LIFECYCLE_STAGES, NEVER, History, Profile, build_features, hour_of_day, lifecycle_stage
 from nba.log.records import DecisionRecords, OutcomeRecords
-from nba.log.spool import Spool
+from nba.log.spool import Spool, rejected
 from nba.log.store import LogLayout
 from nba.policies import act
 from nba.serialization import Bundle
@@ -226,16 +226,6 @@ class Result:
     version: list[str]
     alternatives: list[list[tuple[int, float]]]  # per row: (action, probability), best first
     spaces: list[ActionSpace]  # per row
-
-
-def transient(e: BaseException) -> bool:
-    """A failure of the database's reachability (retry later), not of what was written."""
-    import sqlalchemy as sa
-
-    if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated:
-        return True
-    return isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError | OSError
-                      | TimeoutError)
 
 
 class Outage:
@@ -469,9 +459,9 @@ class Engine:
             try:
                 results, position = self._decide(jobs)
             except Exception as e:  # nothing of the batch was acknowledged
-                if self.spool is None and len(jobs) > 1 and not transient(e):
+                if self.spool is None and len(jobs) > 1 and rejected(e):
                     self._decide_alone(jobs)  # a row the log refuses must not fail its neighbours' requests
-                else:  # the log is down, or the spool failed: every request of the batch fails
+                else:  # the log is down, the spool failed, or not the data: every request of the batch fails
                     for job in jobs:
                         job.future.set_exception(e)
                 continue
@@ -657,9 +647,7 @@ class Engine:
         local = np.full(int(rows.max()) + 1 if n else 0, -1, np.int64)
         local[rows] = np.arange(n)
         hist = History.empty(n, c)
-        overall = [cap.max_count for cap in bundle.rules.caps if cap.channel is None]
-        per_channel = [cap.max_count for cap in bundle.rules.caps if cap.channel is not None]
-        recent = RecentContacts.empty(n, c, k=max([1, *overall]), k_channel=max([1, *per_channel]))
+        recent = RecentContacts.for_rules(n, c, bundle.rules)
         # contacts: recent keeps every one (scheduled ones too), history the ones already sent
         cust = h.contact_customer
         keep = (cust < len(local)) & (h.contact_action < space.n_actions)

@@ -257,9 +257,7 @@ def generate(deployment: Deployment, customers: int = 2000, days: int = 14, seed
     start_min = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp()) // 60
     c = draw_customers(customers, start_min, rng_for(seed, "customers"))
     timing, policy, response, life = (rng_for(seed, p) for p in ("timing", "policy", "response", "life"))
-    overall = [cap.max for cap in d.caps if cap.channel is None and cap.offer is None]
-    per_channel = [cap.max for cap in d.caps if cap.channel is not None]
-    recent = RecentContacts.empty(customers, len(names), k=max([1, *overall]), k_channel=max([1, *per_channel]))
+    recent = RecentContacts.for_rules(customers, len(names), d.contact_rules())
     slot_label = ["" if h is None else str(h) for h in space.send_slots]
     margin = np.array([float(o.features["margin"]) for o in d.offers])
     header = [*COLUMNS, *(a.name for a in d.attributes), *TAIL]

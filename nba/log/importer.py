@@ -847,9 +847,7 @@ def _replay(d: Deployment, people: list[dict[str, Any]], customers: np.ndarray, 
     np.maximum.at(last, codes, rank)
     m, c = c_idx.size, len(d.channels)
     hist = History.empty(m, c)
-    overall = [cap.max for cap in d.caps if cap.channel is None and cap.offer is None]
-    per_channel = [cap.max for cap in d.caps if cap.channel is not None]
-    recent = RecentContacts.empty(m, c, k=max([1, *overall]), k_channel=max([1, *per_channel]))
+    recent = RecentContacts.for_rules(m, c, d.contact_rules())
     columns = d.columns(people)
     context = np.empty((n, layout.dim), np.float32)
     eligible = np.empty((n, space.n_actions), bool)
@@ -880,10 +878,11 @@ def _replay(d: Deployment, people: list[dict[str, Any]], customers: np.ndarray, 
             np.add.at(hist.n_purchases, codes[paid], np.float32(1.0))
             np.maximum.at(hist.last_purchase, codes[paid], send_at[paid])
             h = History(**{f: getattr(hist, f)[cu] for f in hist_fields}, half_life_h=hist.half_life_h)
-            context[rows] = layout.build({k: v[rows] for k, v in columns.items()}, h, time[rows], tz[rows])
+            cols = {k: v[rows] for k, v in columns.items()}
+            context[rows] = layout.build(cols, h, time[rows], tz[rows])
             mask, bits = d.eligibility([people[i] for i in rows.tolist()],
                                        RecentContacts(recent.times[cu], recent.any_times[cu]), now=time[rows],
-                                       tz_offset=tz[rows], reasons=True)
+                                       tz_offset=tz[rows], reasons=True, columns=cols)
             reasons[rows] = bits[np.arange(rows.size), action[rows]]
             mask[np.arange(rows.size), action[rows]] = True
             eligible[rows] = mask
