@@ -410,7 +410,6 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
                                     safe=safe, register=register, progress=progress)
     import mlflow
 
-    from training import registry
 
     scenario = load_scenario(scenario_path)
     policy = build_policy(policy_name, scenario, params)
@@ -455,13 +454,8 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
         mlflow.log_metrics(metrics)
         for png in sorted(tmp.glob("*.png")):
             _log_figure(png)
-        version = None
-        if register:
-            info = registry.log_policy(bundle_of(policy, scenario), tags={"trained_on": source if offline_log is None
-                                                                          else _safe_url(source)})
-            version = str(info.registered_model_version)
-        else:
-            registry.log_policy(bundle_of(policy, scenario), registered_model_name=None)
+        version = _log_trained(bundle_of(policy, scenario), register,
+                               source if offline_log is None else _safe_url(source))
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
@@ -471,7 +465,6 @@ def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str 
     """:func:`train` on a brand's log imported onto its deployment (see its ``deployment_path``)."""
     import mlflow
 
-    from training import registry
 
     if source == SIMULATOR:
         raise JobError("source: a deployment is trained on its own decision log (nba import --deployment), "
@@ -500,14 +493,19 @@ def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str 
             log.close()
         _dataset_input(digest.tags(), "train")
         mlflow.log_metrics(metrics)
-        bundle = Bundle.of_deployment(policy, deployment)
-        version = None
-        if register:
-            info = registry.log_policy(bundle, tags={"trained_on": _safe_url(source)})
-            version = str(info.registered_model_version)
-        else:
-            registry.log_policy(bundle, registered_model_name=None)
+        version = _log_trained(Bundle.of_deployment(policy, deployment), register, _safe_url(source))
         return TrainResult(run.info.run_id, policy, version, metrics)
+
+
+def _log_trained(bundle: Bundle, register: bool, trained_on: str) -> str | None:
+    """Log the trained ``bundle`` in the active run; registered (its version returned) when ``register``."""
+    from training import registry
+
+    if not register:
+        registry.log_policy(bundle, registered_model_name=None)
+        return None
+    info = registry.log_policy(bundle, tags={"trained_on": trained_on})
+    return str(info.registered_model_version)
 
 
 def conservative(policy: Policy, scenario: Scenario, log_url: str, **params: Any) -> SPIBB:
