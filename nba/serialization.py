@@ -27,8 +27,7 @@ A bundle comes in two kinds, told apart by :attr:`Bundle.deployment` (``None`` o
       world.json         {"format": 1, "digest": "sha256:<hex>", "deployment": {...}}
 
   the deployment's canonical content (:meth:`~nba.deployment.Deployment.to_dict`, in declaration
-  order: the digest is taken over sorted keys and does not see the order of the attributes, channels
-  and offers, which is the order of the features and actions) and its digest;
+  order, which is the order of the features and actions, and which the digest sees) and its digest;
   ``deployment.json`` then holds ``{"features": {"layout": "deployment", "names": [...],
   "recency_scale_h": ...}, "lifecycle": ..., "contact": ...}``. :func:`load_bundle` checks that the
   digest recomputed from the content is the one recorded, that the policy decides over the
@@ -163,8 +162,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     else:
         features = {"layout": DEPLOYMENT_LAYOUT, "names": list(spec.names), "recency_scale_h": spec.recency_scale_h}
         world = {"format": FORMAT, "digest": bundle.deployment.digest, "deployment": bundle.deployment.to_dict()}
-        # not sort_keys: the order of attributes, channels and offers is the order of the features and
-        # actions, and the digest (taken over sorted keys) does not see it
+        # not sort_keys: the order of attributes, channels and offers is the order of the features and actions
         (path / WORLD_FILE).write_text(json.dumps(world, indent=2))
     meta = {
         "format": FORMAT,
