@@ -11,13 +11,17 @@ PROTECTED = ("/decide", "/decide_batch", "/feedback")
 OPEN_PATHS = ("/livez", "/healthz", "/readyz")  # never behind the token: probes must reach them
 
 
-async def send_json_error(send: Any, status: int, message: str, *headers: tuple[bytes, bytes]) -> None:
-    """Answer ``{"error": message}`` with ``status`` straight over ASGI (from a middleware, before any app)."""
-    body = json.dumps({"error": message}).encode()
+async def send_json(send: Any, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """Answer the JSON ``body`` with ``status`` straight over ASGI (from a middleware, before any app)."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_json_error(send: Any, status: int, message: str, *headers: tuple[bytes, bytes]) -> None:
+    """Answer ``{"error": message}`` with ``status`` (:func:`send_json`)."""
+    await send_json(send, status, json.dumps({"error": message}).encode(), *headers)
 
 
 class BearerAuth:

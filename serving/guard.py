@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from serving.auth import PROTECTED, send_json_error
+from serving.auth import PROTECTED, send_json, send_json_error
 
 UNKNOWN_PATH = "/{unknown}"
 KNOWN_PATHS = frozenset({*PROTECTED, "/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json",
@@ -54,14 +54,18 @@ class JsonApi:
             await send_json_error(send, 415, f"content-type: expected application/json, got {given}")
             return
         held: dict | None = None
+        chunks: list[bytes] = []
 
         async def named_fields(message: dict) -> None:
             nonlocal held
             if message["type"] == "http.response.start" and message["status"] == 400:
                 held = message  # rewritten with its body
                 return
-            if held is not None and message["type"] == "http.response.body" and not message.get("more_body"):
-                body = _name_fields(message.get("body", b""))
+            if held is not None and message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                body = _name_fields(b"".join(chunks))
                 headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
                 await send({**held, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
@@ -104,20 +108,14 @@ class Probes:
             path = scope["path"]
             if path == "/readyz":
                 ready, body = self.readiness()
-                await _send(send, 200 if ready else 503, orjson.dumps(body))
+                await send_json(send, 200 if ready else 503, orjson.dumps(body))
                 return
             if path == "/docs.json":
-                await _send(send, 200, orjson.dumps(self.spec()))
+                await send_json(send, 200, orjson.dumps(self.spec()))
                 return
             if path == "/metrics" and self.before_metrics is not None:
                 self.before_metrics()
         await self.app(scope, receive, send)
-
-
-async def _send(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def bound_metric_paths() -> None:
