@@ -251,6 +251,89 @@ class CapRule:
     offer: str | None = None
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What all customers together have used: the counts that offer budgets and channel capacities need.
+
+    ``offer_sends`` (n_offers,): the contacts with each offer so far, in all (a budget counts every send,
+    scheduled ones included). ``channel_sends`` (C, D): the contacts on each channel whose *send time*
+    falls on UTC day ``day + j`` (days since the epoch: ``floor(hours / 24)``), for j in 0..D-1;
+    :meth:`count` covers the day of the decision and the next one, since a send slot can send up to
+    24 h after the decision. Build it with :meth:`count` from the log's contacts; a count that is
+    not a non-negative integer raises ValueError naming the field.
+    """
+
+    offer_sends: np.ndarray
+    channel_sends: np.ndarray
+    day: int
+
+    def __post_init__(self) -> None:
+        for name, ndim in (("offer_sends", 1), ("channel_sends", 2)):
+            x = np.asarray(getattr(self, name))
+            if x.ndim != ndim or (x.size and x.dtype.kind not in "iuf"):
+                shape = "(n_offers,)" if ndim == 1 else "(C, days)"
+                raise ValueError(f"usage.{name}: expected a {shape} array of counts, got shape {x.shape} "
+                                 f"dtype {x.dtype}")
+            x = x.astype(np.float64)
+            if not (np.isfinite(x).all() and (x >= 0).all() and (x == np.round(x)).all()):
+                raise ValueError(f"usage.{name}: counts must be integers >= 0")
+            x = x.astype(np.int64)
+            x.setflags(write=False)
+            object.__setattr__(self, name, x)
+        if np.asarray(self.channel_sends).shape[1] < 1:
+            raise ValueError("usage.channel_sends: must count at least one day")
+        if not (isinstance(self.day, int | np.integer) and not isinstance(self.day, bool)):
+            raise ValueError(f"usage.day: must be an integer (days since the epoch), got {self.day!r}")
+        object.__setattr__(self, "day", int(self.day))
+
+    @classmethod
+    def count(cls, deployment: Deployment, actions: np.ndarray, send_at: np.ndarray,
+              now: np.ndarray | float) -> Usage:
+        """The usage of ``actions`` (M,), the deployment's action indices of logged decisions (no contact
+        is not counted), sent at ``send_at`` (M,) hours since the epoch, for deciding at ``now`` (scalar or
+        (N,)): every contact counts toward its offer; toward its channel, those sending on the UTC days
+        from the first ``now``'s to the day after the last ``now``'s. Give all the log's contacts, or
+        at least those of offers with a budget and those sending from the first ``now``'s day on."""
+        now = np.asarray(now, np.float64)
+        if now.size == 0 or not np.isfinite(now).all():
+            raise ValueError("now: must be finite hours since the epoch (a scalar or a non-empty array)")
+        first, last = int(np.floor(now.min() / DAY_H)), int(np.floor(now.max() / DAY_H))
+        empty = cls(np.zeros(len(deployment.offers), np.int64), np.zeros((len(deployment.channels), last - first + 2),
+                                                                             np.int64), first)
+        return empty.plus(deployment, actions, send_at)
+
+    def plus(self, deployment: Deployment, actions: np.ndarray, send_at: np.ndarray) -> Usage:
+        """This usage with the contacts among ``actions`` (M,) sent at ``send_at`` (M,) added: what the next
+        batch decides with once this batch's decisions are made."""
+        space = deployment.action_space()
+        actions = space.check(np.asarray(actions).ravel(), "actions")
+        send_at = np.asarray(send_at, np.float64).ravel()
+        if send_at.shape != actions.shape:
+            raise ValueError(f"send_at: expected shape {actions.shape} like actions, got {send_at.shape}")
+        if not np.isfinite(send_at).all():
+            raise ValueError("send_at: must be finite hours since the epoch")
+        self._check(deployment)
+        contact = actions != 0
+        a, when = actions[contact], send_at[contact]
+        offers = self.offer_sends + np.bincount(space.content_of[a], minlength=len(deployment.offers))
+        days = self.channel_sends.shape[1]
+        d = np.floor(when / DAY_H).astype(np.int64) - self.day
+        inside = (d >= 0) & (d < days)
+        cells = space.channel_of[a][inside].astype(np.int64) * days + d[inside]
+        channels = self.channel_sends + np.bincount(cells, minlength=self.channel_sends.size).reshape(-1, days)
+        return Usage(offers, channels, self.day)
+
+    def _check(self, deployment: Deployment) -> None:
+        """ValueError naming the field when the counts do not fit ``deployment``'s offers and channels."""
+        n_offers, c = len(deployment.offers), len(deployment.channels)
+        if self.offer_sends.shape != (n_offers,):
+            raise ValueError(f"usage.offer_sends: expected shape ({n_offers},) (one count per offer), "
+                             f"got {self.offer_sends.shape}")
+        if self.channel_sends.shape[0] != c:
+            raise ValueError(f"usage.channel_sends: expected shape ({c}, days) (one row per channel), "
+                             f"got {self.channel_sends.shape}")
+
+
 # ----------------------------------------------------------------------------- the deployment
 @dataclass(frozen=True)
 class Deployment:
@@ -455,7 +538,7 @@ class Deployment:
     def eligibility(self, attributes: Sequence[Mapping[str, Any]], recent: RecentContacts, *,
                     now: np.ndarray | float, tz_offset: np.ndarray | float, allowed: np.ndarray | None = None,
                     reasons: bool = False, columns: Mapping[str, np.ndarray] | None = None,
-                    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                    usage: Usage | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """(N, A) mask of the actions each customer may get now, with the reasons (``reasons``): the
         contact policy (:func:`nba.eligibility.eligibility`: consent from the channels' attributes,
         quiet hours, channel and overall caps, minimum gap) and the offers' own rules
@@ -467,6 +550,8 @@ class Deployment:
         across customers or per offer that the contact history does not carry yet).
         """
         space, n = self.action_space(), len(attributes)
+        if usage is not None:
+            usage._check(self)
         cols = self.columns(attributes) if columns is None else columns
         mask, bits = _eligibility(space, self.contact_rules(), recent, now=now, tz_offset=tz_offset,
                                   consent=self._consent(cols, n), allowed=allowed, reasons=True)
