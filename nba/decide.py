@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nba.actions import NO_CONTACT
-from nba.deployment import Deployment
+from nba.deployment import Deployment, Usage
 from nba.eligibility import RecentContacts, send_time
 from nba.features import History
 from nba.policies import Policy, act
@@ -46,7 +46,7 @@ class Decided:
 def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[str, Any]], *,
            now: np.ndarray | float, tz_offset: np.ndarray | float, rng: np.random.Generator,
            history: History | None = None, recent: RecentContacts | None = None,
-           allowed: np.ndarray | None = None) -> Decided:
+           allowed: np.ndarray | None = None, usage: Usage | None = None) -> Decided:
     """Decide for customers described by ``attributes`` (as :meth:`Deployment.check_attributes` returns
     them) at ``now`` (hours since the epoch) in their time zones ``tz_offset`` (hours east of UTC).
 
@@ -72,7 +72,7 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
     columns = deployment.columns(attributes)
     X = np.ascontiguousarray(layout.build(columns, history, now_v, tz))
     mask, reasons = deployment.eligibility(attributes, recent, now=now_v, tz_offset=tz, allowed=allowed, reasons=True,
-                                           columns=columns)
+                                           columns=columns, usage=usage)
     decisions = act(policy, X, mask, rng)
     slots = send_time(space, now_v, tz)
     slot = space.slot_of[decisions.actions]
