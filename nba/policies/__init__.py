@@ -14,6 +14,18 @@ structured action space (no contact, channels x contents x send slots) or a plai
 :data:`PLAIN` names the policies that run on a plain space (``no_contact`` only where it has a
 no-contact action); the others decide channels, contents and send slots, or read a scenario's named
 features, and raise ``ValueError`` naming ``space`` on a plain space.
+
+:data:`CATALOGUE` names the policies that score actions by their features (:mod:`nba.catalogue`), so that
+an offer added to the catalogue is decided and explored without retraining::
+
+    from nba.catalogue import Catalogue
+
+    catalogue = Catalogue.of_deployment(deployment)  # or Catalogue.plain(names, features) for K actions
+    policy = create("lints", catalogue.space, dim=20, catalogue=catalogue)
+    ...
+    policy = policy.with_catalogue(Catalogue.of_deployment(new_deployment))  # keeps what it learnt
+
+The others refuse ``catalogue=`` (``ValueError`` naming it).
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, 
             SendTime.name, TwoStageValue.name, SPIBB.name)
 PLAIN = (NoContact.name, UniformRandom.name, LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name,
          LGBMFunnel.name, FittedQ.name, TwoStageValue.name)  # run on a plain action space
+CATALOGUE = (LinUCB.name, LinTS.name)  # take catalogue= (nba.catalogue) and move with with_catalogue
 
 
 def as_space(space: ActionSpace | int | Iterable[str]) -> ActionSpace:
@@ -61,9 +74,14 @@ def create(name: str, space: ActionSpace | int | Iterable[str], segments: tuple[
 
     ``space``: an :class:`~nba.actions.ActionSpace`, or a plain space's number of actions ``K`` (or
     their names): ``create("lints", 10, dim=20)`` is ``create("lints", ActionSpace.plain(10), dim=20)``.
+    ``catalogue=`` (:class:`nba.catalogue.Catalogue` of ``space``), for the policies of :data:`CATALOGUE`:
+    actions scored by their features.
     """
     if name not in POLICIES:
         raise ValueError(f"policy: unknown policy {name!r}; valid: {sorted(POLICIES)}")
+    if params.get("catalogue") is not None and name not in CATALOGUE:
+        raise ValueError(f"catalogue: policy {name!r} does not score actions by their features; "
+                         f"the policies that take a catalogue: {list(CATALOGUE)}")
     space = as_space(space)
     if name in RULE_BASED:
         params.setdefault("segments", tuple(segments))
@@ -74,4 +92,5 @@ def create(name: str, space: ActionSpace | int | Iterable[str], segments: tuple[
     return POLICIES[name](space, **params)
 
 
-__all__ = ["PLAIN", "POLICIES", "Decisions", "Explore", "FunnelEvents", "Policy", "act", "as_space", "create"]
+__all__ = ["CATALOGUE", "PLAIN", "POLICIES", "Decisions", "Explore", "FunnelEvents", "Policy", "act", "as_space",
+           "create"]

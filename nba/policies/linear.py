@@ -9,6 +9,18 @@ effect of a message. Scores of all actions are ``X~ Theta^T Psi^T``, cheap for a
 On a plain K-action space (:meth:`nba.actions.ActionSpace.plain`) ``psi(a) = [1, one-hot of a]``: a
 model shared by every arm plus each arm's own, the ridge penalty pulling arms towards the shared one.
 
+**Catalogues.** Index one-hots give an offer added to the catalogue no weight, and tie a policy to its
+catalogue. Built with a :class:`nba.catalogue.Catalogue` (``create("linucb", catalogue.space, dim=d,
+catalogue=catalogue)``), a learner scores actions by their features instead: ``psi(a) = [1,
+catalogue.matrix[a]]``, i.e. ``[1, contact, channel one-hot, slot one-hot, encoded offer features]`` on a
+structured space, ``[1, (contact,) encoded features]`` on a plain one. The encoding is frozen with the
+catalogue, so the size of ``phi`` does not depend on which offers there are: ``policy.with_catalogue(new)``
+re-encodes ``new`` the policy's way and gives a learner on its space that keeps ``A``, ``b``, ``theta``,
+the reward moments (``sigma``) and, for LinTS, its samples and generator. A new offer is scored, and
+explored (its width ``phi^T A^-1 phi`` is large where its features are new), from what offers like it
+taught; a retired one is not in the new space. The catalogue is saved with the learner (its data in the
+JSON parameters, its matrix among the arrays); without one, nothing changes.
+
 Both learners share one ridge regression (:class:`Ridge`): ``A = lambda I + sum phi phi^T`` and
 ``b = sum r phi``, accumulated in blocks (a batch adds ``x x^T`` per distinct action to the
 (g, h) blocks of that action's active features; the rows of small batches reach ``A`` together,
@@ -53,6 +65,7 @@ from scipy.linalg.blas import dger, dtrsm, dtrsv
 from scipy.linalg.lapack import dpotrf, dpotri
 
 from nba.actions import ActionSpace
+from nba.catalogue import Catalogue
 from nba.policies.base import check_propensities, greedy, share_of_argmax
 
 BLAS_THREADS = 1  # BLAS threads inside the linear learners' methods (module docstring)
@@ -113,9 +126,11 @@ def pinned_blas(method):
 
 
 # ----------------------------------------------------------------------------- factor updates
-def action_design(space: ActionSpace) -> np.ndarray:
-    """(A, 1 + d_a) action features with the always-on baseline column first."""
-    return np.hstack([np.ones((space.n_actions, 1), np.float64), space.features().astype(np.float64)])
+def action_design(space: ActionSpace, catalogue: Catalogue | None = None) -> np.ndarray:
+    """(A, 1 + d_a) action features with the always-on baseline column first: ``[1, space.features()]``, or
+    with a catalogue (of this space), ``[1, catalogue.matrix]``."""
+    features = space.features() if catalogue is None else catalogue.matrix
+    return np.hstack([np.ones((space.n_actions, 1), np.float64), features.astype(np.float64)])
 
 
 class _RankOne:
@@ -183,13 +198,15 @@ class Ridge:
 
     KEEPS = ("inverse", "factor")
 
-    def __init__(self, space: ActionSpace, dim: int, lam: float = 1.0, keep: str = "factor") -> None:
+    def __init__(self, space: ActionSpace, dim: int, lam: float = 1.0, keep: str = "factor",
+                 catalogue: Catalogue | None = None) -> None:
         if lam <= 0:
             raise ValueError(f"lam: must be > 0, got {lam!r}")
         if keep not in self.KEEPS:
             raise ValueError(f"keep: expected one of {self.KEEPS}, got {keep!r}")
         self.space, self.dim, self.lam, self.keep = space, dim, lam, keep
-        self.psi = action_design(space)
+        self.psi = action_design(space, catalogue)
+        self.binary = bool(np.isin(self.psi, (0.0, 1.0)).all())  # one-hots: A gains whole blocks (_add_blocks)
         self.dx = dim + 1
         self.da = self.psi.shape[1]
         self.size = self.da * self.dx
@@ -308,20 +325,32 @@ class Ridge:
             self._solve()
 
     def _add_blocks(self, Xa: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
-        """``A += sum phi phi^T``, ``b += sum r phi`` by blocks: ``x x^T`` per distinct action into the
-        (g, h) blocks of its active features."""
+        """``A += sum phi phi^T``, ``b += sum r phi`` by blocks, from each distinct action's ``x x^T``: added to
+        the (g, h) blocks of its active features where ``psi`` is 0/1 (index one-hots), else weighted by
+        ``psi_g psi_h`` for every action at once, in one product (a catalogue's real-valued features)."""
         A4 = self.A.reshape(self.da, self.dx, self.da, self.dx)
         b2 = self.b.reshape(self.da, self.dx)
-        for a in np.unique(actions):
+        acts = np.unique(actions)
+        grams = np.empty((len(acts), self.dx, self.dx))
+        sums = np.empty((len(acts), self.dx))
+        for i, a in enumerate(acts):
             rows = actions == a
             xs = Xa[rows]
+            grams[i] = xs.T @ xs
+            sums[i] = xs.T @ rewards[rows]
+        if not self.binary:
+            W = self.psi[acts]  # (U, da)
+            WW = (W[:, :, None] * W[:, None, :]).reshape(len(acts), -1)  # (U, da * da)
+            blocks = (WW.T @ grams.reshape(len(acts), -1)).reshape(self.da, self.da, self.dx, self.dx)
+            A4 += blocks.transpose(0, 2, 1, 3)
+            b2 += W.T @ sums
+            return
+        for i, a in enumerate(acts):
             groups = np.flatnonzero(self.psi[a])
-            gram = xs.T @ xs
-            xr = xs.T @ rewards[rows]
             for g in groups:
-                b2[g] += xr
+                b2[g] += sums[i]
                 for h in groups:
-                    A4[g, :, h, :] += gram
+                    A4[g, :, h, :] += grams[i]
 
     # ---- predictions
     def scores(self, X: np.ndarray, theta: np.ndarray | None = None) -> np.ndarray:
@@ -383,7 +412,12 @@ class Ridge:
         return out
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.A = np.array(arrays["A"], np.float64)
+        """Take back the statistics :meth:`arrays` gave (ValueError naming ``A`` for another size)."""
+        A = np.array(arrays["A"], np.float64)
+        if A.shape != (self.size, self.size):
+            raise ValueError(f"A: expected shape {(self.size, self.size)} (the action and context features' size), "
+                             f"got {A.shape}")
+        self.A = A
         self.b = np.array(arrays["b"], np.float64)
         n, s, sq = arrays["reward_moments"]
         self.n, self.reward_sum, self.reward_sq = int(n), float(s), float(sq)
@@ -458,17 +492,57 @@ def _check_update(space: ActionSpace, dim: int, X, actions, rewards, propensitie
     return X, actions, rewards
 
 
+def _check_catalogue(space: ActionSpace, catalogue: Catalogue | None) -> None:
+    """Refuse a catalogue of another action space (ValueError naming ``catalogue``)."""
+    if catalogue is not None and (not isinstance(catalogue, Catalogue) or catalogue.space != space):
+        raise ValueError("catalogue: expected the nba.catalogue.Catalogue of the policy's action space "
+                         "(create(name, catalogue.space, dim=..., catalogue=catalogue))")
+
+
+def _state_with_catalogue(catalogue: Catalogue | None, params: dict[str, Any], arrays: dict[str, np.ndarray]
+                          ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A learner's saved state, with its catalogue's data (JSON) and matrix (array) where it has one."""
+    if catalogue is None:
+        return params, arrays
+    return {**params, "catalogue": catalogue.to_dict()}, {**arrays, "catalogue": np.asarray(catalogue.matrix)}
+
+
+def _catalogue_of_state(space: ActionSpace, params: dict[str, Any], arrays: dict[str, np.ndarray]
+                        ) -> dict[str, Any]:
+    """A copy of ``params`` with their saved catalogue data, if any, rebuilt as a
+    :class:`~nba.catalogue.Catalogue` of ``space``."""
+    params = dict(params)
+    if "catalogue" in params:
+        params["catalogue"] = Catalogue.from_dict(space, params["catalogue"], arrays.get("catalogue"))
+    return params
+
+
+def _moved(policy, catalogue: Catalogue):
+    """``policy`` rebuilt on ``catalogue`` (re-encoded under the policy's encoding) from its own state."""
+    if policy.catalogue is None:
+        raise ValueError(f"catalogue: this {policy.name} scores actions by their index (it was built without a "
+                         "catalogue), so it cannot move to another catalogue")
+    if not isinstance(catalogue, Catalogue):
+        raise ValueError(f"catalogue: expected an nba.catalogue.Catalogue, got {type(catalogue).__name__}")
+    catalogue = catalogue.with_encoding(policy.catalogue.encoding)
+    params, arrays, models = policy.get_state()
+    params, arrays = _state_with_catalogue(catalogue, params, arrays)
+    return type(policy).from_state(catalogue.space, params, arrays, models)
+
+
 class LinUCB:
     """Upper confidence bound on the joint linear model (deterministic: propensity 1 on its choice)."""
 
     name: ClassVar[str] = "linucb"
 
     @pinned_blas
-    def __init__(self, space: ActionSpace, dim: int, alpha: float = 1.0, lam: float = 1.0) -> None:
+    def __init__(self, space: ActionSpace, dim: int, alpha: float = 1.0, lam: float = 1.0,
+                 catalogue: Catalogue | None = None) -> None:
         if alpha < 0:
             raise ValueError(f"alpha: must be >= 0, got {alpha!r}")
-        self.space, self.dim, self.alpha = space, dim, alpha
-        self.ridge = Ridge(space, dim, lam, keep="inverse")
+        _check_catalogue(space, catalogue)
+        self.space, self.dim, self.alpha, self.catalogue = space, dim, alpha, catalogue
+        self.ridge = Ridge(space, dim, lam, keep="inverse", catalogue=catalogue)
 
     @pinned_blas
     def scores(self, X: np.ndarray) -> np.ndarray:
@@ -486,13 +560,18 @@ class LinUCB:
         self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
         return self
 
+    def with_catalogue(self, catalogue: Catalogue) -> LinUCB:
+        """A LinUCB on ``catalogue``'s space that keeps all this one learnt (module docstring, *Catalogues*)."""
+        return _moved(self, catalogue)
+
     def get_state(self):
-        return {"dim": self.dim, "alpha": self.alpha, "lam": self.ridge.lam}, self.ridge.arrays(), {}
+        params = {"dim": self.dim, "alpha": self.alpha, "lam": self.ridge.lam}
+        return (*_state_with_catalogue(self.catalogue, params, self.ridge.arrays()), {})
 
     @classmethod
     @pinned_blas
     def from_state(cls, space, params, arrays, models):
-        policy = cls(space, **params)
+        policy = cls(space, **_catalogue_of_state(space, params, arrays))
         policy.ridge.restore(arrays)
         return policy
 
@@ -504,13 +583,15 @@ class LinTS:
 
     @pinned_blas
     def __init__(self, space: ActionSpace, dim: int, v: float = 0.5, lam: float = 1.0, n_samples: int = 32,
-                 seed: int = 0) -> None:
+                 seed: int = 0, catalogue: Catalogue | None = None) -> None:
         if v < 0:
             raise ValueError(f"v: must be >= 0, got {v!r}")
         if n_samples < 1:
             raise ValueError(f"n_samples: must be >= 1, got {n_samples!r}")
+        _check_catalogue(space, catalogue)
         self.space, self.dim, self.v, self.n_samples, self.seed = space, dim, v, n_samples, seed
-        self.ridge = Ridge(space, dim, lam, keep="factor")
+        self.catalogue = catalogue
+        self.ridge = Ridge(space, dim, lam, keep="factor", catalogue=catalogue)
         self.rng = np.random.default_rng(seed)
         self._draw()
 
@@ -561,12 +642,17 @@ class LinTS:
         params["rng_state"] = {"bit_generator": state["bit_generator"],
                                "state": {k: str(v) for k, v in state["state"].items()},
                                "has_uint32": state["has_uint32"], "uinteger": str(state["uinteger"])}
-        return params, {**self.ridge.arrays(), "samples": self.samples}, {}
+        return (*_state_with_catalogue(self.catalogue, params, {**self.ridge.arrays(), "samples": self.samples}), {})
+
+    def with_catalogue(self, catalogue: Catalogue) -> LinTS:
+        """A LinTS on ``catalogue``'s space that keeps all this one learnt, its posterior samples and generator
+        included (module docstring, *Catalogues*)."""
+        return _moved(self, catalogue)
 
     @classmethod
     @pinned_blas
     def from_state(cls, space, params, arrays, models):
-        params = dict(params)
+        params = _catalogue_of_state(space, params, arrays)
         rng_state = params.pop("rng_state")
         policy = cls(space, **params)
         policy.ridge.restore(arrays)
