@@ -17,6 +17,10 @@ The contract (:mod:`nba.policies.base`):
 6. bad input raises ``ValueError`` whose message starts with the field's name;
 7. ``update`` returns the policy, and learners learn.
 
+The learners that score actions by their features (:data:`nba.policies.CATALOGUE`, :mod:`nba.catalogue`)
+are checked twice more on the structured space: trained on a catalogue (state ``catalogue``), and the
+same moved to a changed catalogue, an offer retired and a new one added (``catalogue_moved``); and on a
+plain K-action catalogue space (kind ``catalogue``, no no-contact action).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba import serialization
 from nba.actions import ActionSpace
+from nba.catalogue import Catalogue
 from nba.policies import (
+    CATALOGUE,
     LEARNERS,
     PLAIN,
     POLICIES,
@@ -171,8 +177,22 @@ def small_contexts(masks: str = "real") -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- policies
-def new_policy(name: str) -> Policy:
-    return create(name, SPACE, SEGMENTS, dim=DIM, **SMALL_PARAMS.get(name, {}))
+# The scenario's contents as a catalogue: each described by its discount and a goal; the changed
+# catalogue retires "promo" and adds an offer whose goal no offer had (it encodes as no goal).
+GOALS = {"welcome": "grow", "promo": "sell", "product_reco": "sell", "cart_reminder": "sell",
+         "educational": "grow", "loyalty": "keep", "winback": "keep", "cross_sell": "sell"}
+OFFER_FEATURES = {name: {"discount": c.discount, "goal": GOALS.get(name, "grow")}
+                  for name, c in SCENARIO.contents.items()}
+STRUCTURED_CATALOGUE = Catalogue(SPACE, OFFER_FEATURES)
+MOVED_CATALOGUE = Catalogue(
+    ActionSpace(SPACE.channels, tuple(c for c in SPACE.contents if c != "promo") + ("flash_sale",), SPACE.send_slots),
+    {**{k: v for k, v in OFFER_FEATURES.items() if k != "promo"}, "flash_sale": {"discount": 0.3, "goal": "flash"}},
+)
+
+
+def new_policy(name: str, catalogue: Catalogue | None = None) -> Policy:
+    extra = {} if catalogue is None else {"catalogue": catalogue}
+    return create(name, SPACE, SEGMENTS, dim=DIM, **SMALL_PARAMS.get(name, {}), **extra)
 
 
 def is_offline(name: str) -> bool:
@@ -197,10 +217,14 @@ def train(policy: Policy, batches: tuple[Batch, ...]) -> None:
 
 @functools.cache
 def pristine(name: str, state: str) -> Policy:
-    """The policy new, or (learners) trained on N_TRAIN logged batches: built once, never mutated."""
-    policy = new_policy(name)
-    if state == "trained":
+    """The policy new, or (learners) trained on N_TRAIN logged batches: built once, never mutated.
+    ``catalogue``: trained on :data:`STRUCTURED_CATALOGUE`; ``catalogue_moved``: then moved to
+    :data:`MOVED_CATALOGUE` (the same number of actions, so the contexts' masks still fit)."""
+    policy = new_policy(name, STRUCTURED_CATALOGUE if state.startswith("catalogue") else None)
+    if state != "untrained":
         train(policy, logged_batches()[:N_TRAIN])
+    if state == "catalogue_moved":
+        policy = policy.with_catalogue(MOVED_CATALOGUE)
     return policy
 
 
@@ -210,14 +234,16 @@ def make(name: str, state: str) -> Policy:
 
 
 STATES = ("untrained", "trained")
+CATALOGUE_STATES = ("catalogue", "catalogue_moved")  # the policies of CATALOGUE only
 
 
 def cases(names=None) -> list:
-    """(name, state) for every policy untrained and every learner trained, as pytest params."""
+    """(name, state) for every policy untrained and every learner trained, and the catalogue policies on a
+    catalogue before and after it changes, as pytest params."""
     out = []
     for name in POLICIES if names is None else names:
-        for state in STATES:
-            if state == "trained" and name not in LEARNERS:
+        for state in STATES + CATALOGUE_STATES:
+            if state == "trained" and name not in LEARNERS or state in CATALOGUE_STATES and name not in CATALOGUE:
                 continue
             out.append(pytest.param(name, state, id=f"{name}-{state}"))
     return out
@@ -617,11 +643,17 @@ def test_a_learner_changes_its_distribution_after_enough_data(name):
 
 # ----------------------------------------------------------------------------- plain K-action spaces
 # The same contract on a plain contextual bandit (nba.actions.ActionSpace.plain): K actions, no
-# channels, contents or send slots, and, in "plain", no no-contact action, so masks may exclude
+# channels, contents or send slots, and, in "plain" (and "catalogue"), no no-contact action, so masks may exclude
 # action 0. "plain_nc" is the same with action 0 as no contact (eligible in every row). Data are
 # synthetic: Gaussian contexts, rewards linear in the context per action plus noise, uniform logging.
+# "catalogue" is a plain space whose actions are described by features (nba.catalogue), for the
+# policies of CATALOGUE, without a no-contact action.
 K_PLAIN, DIM_PLAIN = 10, 20
-PLAIN_SPACES = {"plain": ActionSpace.plain(K_PLAIN), "plain_nc": ActionSpace.plain(K_PLAIN, no_contact=True)}
+PLAIN_CATALOGUE = Catalogue.plain([f"arm{a}" for a in range(K_PLAIN)],
+                                  {f"arm{a}": {"size": float(a % 4), "colour": ("red", "blue", "green")[a % 3]}
+                                   for a in range(K_PLAIN)})
+PLAIN_SPACES = {"plain": ActionSpace.plain(K_PLAIN), "plain_nc": ActionSpace.plain(K_PLAIN, no_contact=True),
+                "catalogue": PLAIN_CATALOGUE.space}
 PLAIN_THETA = np.random.default_rng(51).standard_normal((K_PLAIN, DIM_PLAIN)) / np.sqrt(DIM_PLAIN)
 
 
@@ -680,7 +712,8 @@ def plain_batches(kind: str) -> tuple[Batch, ...]:
 def plain_pristine(kind: str, name: str, state: str) -> Policy:
     # "plain" is built from the number of actions alone: create's plain K-action form
     space = K_PLAIN if kind == "plain" else PLAIN_SPACES[kind]
-    policy = create(name, space, dim=DIM_PLAIN, **SMALL_PARAMS.get(name, {}))
+    extra = {"catalogue": PLAIN_CATALOGUE} if kind == "catalogue" else {}
+    policy = create(name, space, dim=DIM_PLAIN, **SMALL_PARAMS.get(name, {}), **extra)
     if state == "trained":
         train(policy, plain_batches(kind)[:N_TRAIN])
     return policy
@@ -695,7 +728,7 @@ def plain_cases(names=None) -> list:
     out = []
     for kind, space in PLAIN_SPACES.items():
         for name in PLAIN if names is None else names:
-            if name == "no_contact" and not space.has_no_contact:
+            if name == "no_contact" and not space.has_no_contact or kind == "catalogue" and name not in CATALOGUE:
                 continue
             for state in STATES:
                 if state == "trained" and name not in LEARNERS:
@@ -752,7 +785,7 @@ def test_plain_reported_propensity_is_the_empirical_frequency(kind, name, state)
     X, mask = plain_contexts(kind)
     rows = np.array([0, 1, 2, 5, 11])  # row 11: action 3 alone
     X5, M5 = X[rows], mask[rows].copy()
-    if kind == "plain":
+    if not PLAIN_SPACES[kind].has_no_contact:
         M5[0] = True
         M5[0, 0] = False  # all but action 0
     p5 = policy.probabilities(X5, M5)
@@ -823,7 +856,7 @@ def test_plain_act_checks_the_mask(kind):
         act(policy, X, mask, np.random.default_rng(0))
     mask[5, 2] = True
     mask[:, 0] = False
-    if kind == "plain":  # no no-contact action: excluding action 0 is a mask like any other
+    if not PLAIN_SPACES[kind].has_no_contact:  # excluding action 0 is a mask like any other
         d = act(policy, X, mask, np.random.default_rng(0))
         assert np.all(d.actions != 0) and np.all(d.probabilities[:, 0] == 0.0)
     else:
