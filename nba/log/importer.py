@@ -44,8 +44,9 @@ with their rules; the action is a channel, an offer and a send hour by name; the
 deployment's (:class:`nba.features.AttributeFeatures`) and the eligible actions its
 (:meth:`nba.deployment.Deployment.eligibility`), both with each customer's contact history rebuilt
 from their earlier rows of the file, as the decision service would have seen it (:func:`_replay`).
-The log's layout gets the deployment's feature names and action space, and the decisions the
-deployment's digest (in ``policy_version``)::
+The log's layout gets the deployment's feature names and action space, its metadata the deployment's
+canonical document (:meth:`DecisionLog.deployment`), and the decisions the deployment's digest (in
+``policy_version``)::
 
     d = Deployment.load("examples/telecom/deployment.toml")
     m = DeploymentMapping(customer_id="customer_id", time="time", channel="channel", offer="offer",
@@ -721,8 +722,10 @@ def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapp
     reasons in words), unless ``allow_ineligible``: then the row's mask includes its action and
     :attr:`ImportResult.ineligible` counts such rows.
 
-    The log's layout gets the deployment's feature names and action space; a log created with another
-    layout is refused (``deployment: ...``). The deployment's digest is in
+    The log's layout gets the deployment's feature names and action space, and the log keeps the
+    deployment's canonical document (:meth:`DecisionLog.set_deployment`: training and evaluation on the
+    log find it there); a log created with another layout, or holding another deployment, is refused
+    (``deployment: ...``). The deployment's digest is in
     :attr:`ImportResult.deployment` and in every imported decision's ``policy_version``,
     ``"<version>@<digest>"``. Costs are the deployment's channel costs unless a cost column is mapped.
     """
@@ -753,6 +756,15 @@ def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapp
         raise ValueError(f"deployment: this log holds {stored.context_dim} features and {stored.n_actions} actions "
                          f"that are not those of the deployment {deployment.name!r} ({layout.context_dim} features, "
                          f"{layout.n_actions} actions); import onto a log of this deployment")
+    held = log.deployment()
+    if held is not None:
+        from nba.deployment import Deployment
+
+        other = Deployment.from_dict(held)
+        if other.digest != deployment.digest:
+            raise ValueError(f"deployment: this log holds the decisions of the deployment {other.name!r} "
+                             f"({other.digest[:19]}..), not of {deployment.name!r} ({deployment.digest[:19]}..); "
+                             "import onto a log of this deployment")
     estimated = m.propensity is None
     name = f"{policy}{ESTIMATED_SUFFIX}" if estimated else policy
     try:
@@ -766,6 +778,7 @@ def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapp
                           m.time_default if m.time is None else None, space.n_actions, deployment.digest, ineligible)
     if not len(records):
         return result
+    log.set_deployment(deployment.to_dict())
     log.set_layout(layout)
     new_d, new_o = log.log(records, outcomes)
     return replace(result, new_decisions=new_d, new_outcomes=new_o)

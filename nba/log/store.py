@@ -23,6 +23,9 @@ Design:
   the rule is chosen at read time, the log keeps raw events.
 * **One layout per log.** The ``meta`` table records the context dimension, the number of actions
   and optionally feature names and the action space (JSON); a batch with another layout is refused.
+  A log imported onto a deployment (:func:`nba.log.importer.import_onto`) also keeps that deployment's
+  canonical document there (:meth:`DecisionLog.set_deployment`, :meth:`DecisionLog.deployment`): the log
+  says which world its decisions were made in, and refuses another.
 * **SQLite** runs in WAL mode with ``synchronous=FULL`` (an acknowledged write survives a crash or
   power loss) and a busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so concurrent
   writers queue on the lock instead of failing on upgrade.
@@ -73,6 +76,7 @@ LOCK_BUCKETS = 256  # PostgreSQL advisory locks per log in DecisionLog.deciding
 _NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 _STR_FIELDS = ("decision_id", "customer_id", "policy", "policy_version", "experiment", "arm")
 _NONEMPTY = ("decision_id", "customer_id", "policy")
+DEPLOYMENT_KEY = "deployment"  # meta key of the deployment's canonical document (JSON)
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,26 @@ def _v(x: Any) -> str:
     characters: an error message never repeats a huge value."""
     r = repr(x.item() if isinstance(x, np.generic) else x)
     return r if len(r) <= _ECHO else f"{r[: _ECHO - 3]}..."
+
+
+def _hours(name: str, value: Any) -> float:
+    """``value`` as a finite number of hours, or ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number of hours since the epoch, got {_v(value)}")
+    return float(value)
+
+
+def _world(document_text: str) -> str:
+    """A stored deployment document named for people: its name and digest."""
+    from nba.deployment import Deployment, DeploymentError
+
+    data = json.loads(document_text)
+    try:
+        d = Deployment.from_dict(data)
+    except DeploymentError:
+        return repr(data.get("deployment", {}).get("name")) if isinstance(data, dict) else "(unreadable)"
+    return f"{d.name!r} ({d.digest[:19]}..)"
 
 
 def storable_text(value: str) -> str | None:
@@ -342,6 +366,9 @@ class DecisionLog:
             sa.Column("cost", sa.Double, nullable=False),
             sa.Index(f"{prefix}decisions_id", "decision_id", unique=True),
             sa.Index(f"{prefix}decisions_customer_time", "customer_id", "time"),
+            # action_counts: the sends of a window by action, read from the index alone (logs created
+            # before it have none: the same query scans the table)
+            sa.Index(f"{prefix}decisions_send_at_action", "send_at", "action"),
         )
         self.outcomes = sa.Table(
             f"{prefix}outcomes", md,
@@ -475,6 +502,33 @@ class DecisionLog:
         self._layout = stored
         return stored
 
+    # ------------------------------------------------------------------ deployment
+    def deployment(self) -> dict[str, Any] | None:
+        """The canonical document of the deployment this log's decisions were made on
+        (:meth:`nba.deployment.Deployment.to_dict`, in its declared order, as :meth:`set_deployment` stored
+        it; ``Deployment.from_dict`` reads it back), or ``None`` for a log that holds none."""
+        m = self.meta.c
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(m.value).where(m.key == DEPLOYMENT_KEY)).scalar_one_or_none()
+        return None if text is None else json.loads(text)
+
+    def set_deployment(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Record ``document``, a deployment's canonical content, as the world this log's decisions are
+        made on, unless the log holds it already; returns it. The document is kept as compact JSON in
+        its key order (which numbers the features and the actions). A log that holds another deployment
+        refuses it: ValueError naming ``deployment`` (a log is one world: import another deployment's
+        decisions into another log)."""
+        text = json.dumps(document, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        m = self.meta.c
+        with self._writer.begin() as conn:
+            ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(self.meta)
+            conn.execute(ins.on_conflict_do_nothing(index_elements=["key"]), [{"key": DEPLOYMENT_KEY, "value": text}])
+            stored = conn.execute(sa.select(m.value).where(m.key == DEPLOYMENT_KEY)).scalar_one()
+            if stored != text:
+                raise ValueError(f"deployment: this log holds the decisions of the deployment {_world(stored)}, not "
+                                 f"of {_world(text)}; a log holds one deployment's decisions: import onto another log")
+        return json.loads(text)
+
     # ------------------------------------------------------------------ writes
     def log_decisions(self, records: DecisionRecords) -> int:
         """Validate, then write all of ``records`` in one transaction; returns how many were new.
@@ -588,6 +642,25 @@ class DecisionLog:
     def count_outcomes(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.outcomes)).scalar_one())
+
+    def action_counts(self, since_h: float, until_h: float | None = None) -> np.ndarray:
+        """(A,) int64: the sends of each action whose ``send_at`` lies in ``[since_h, until_h)`` (hours since
+        the epoch; ``until_h`` None: no end), scheduled or made, whoever decided them: what an offer's
+        budget or a channel's daily capacity has used in that window. No contact (action 0) sends nothing
+        and counts 0; A is the log's number of actions (0 before its first decision). One ``GROUP BY``
+        (on the index of ``send_at`` and ``action``)."""
+        since = _hours("since_h", since_h)
+        until = None if until_h is None else _hours("until_h", until_h)
+        layout = self.layout()
+        counts = np.zeros(0 if layout is None else layout.n_actions, np.int64)
+        d = self.decisions.c
+        window = [d.action > 0, d.send_at >= since] + ([] if until is None else [d.send_at < until])
+        q = sa.select(d.action, sa.func.count()).where(*window).group_by(d.action)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        for action, n in rows:
+            counts[action] = n
+        return counts
 
     def customer_ids(self) -> set[str]:
         """Every customer with at least one decision in the log."""

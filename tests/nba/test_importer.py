@@ -481,3 +481,27 @@ def test_import_onto_refusals_before_reading_rows(log, tmp_path, shop):
     with pytest.raises(ValueError, match=r"^deployment: this log holds 2 features and 4 actions that are not those "
                                          r"of the deployment 'shop'"):
         import_onto(log, write(tmp_path, "t,a,p,tier\n1,0,1,basic\n", "d.csv"), shop, m)
+
+
+def test_the_log_keeps_the_deployment_it_was_imported_onto(log, tmp_path, shop):
+    """The log holds the deployment's canonical document, read back to the same digest; a log of one
+    deployment refuses another's rows (another digest, the same features and actions), nothing written;
+    a refused file leaves an empty log without a deployment."""
+    from nba.deployment import Deployment
+    from nba.log.importer import DeploymentMapping, import_onto
+
+    m = DeploymentMapping(time="t", action="a", propensity="p")
+    with pytest.raises(ValueError, match=r"^row 1, column 'a'"):
+        import_onto(log, write(tmp_path, "t,a,p,tier\n1,9,1,basic\n", "bad.csv"), shop, m)
+    assert log.deployment() is None
+    import_onto(log, write(tmp_path, "t,a,p,tier\n1,0,1,basic\n2,1,0.5,plus\n"), shop, m)
+    assert log.deployment() == shop.to_dict() and Deployment.from_dict(log.deployment()).digest == shop.digest
+    assert import_onto(log, write(tmp_path, "t,a,p,tier\n3,0,1,basic\n", "more.csv"), shop, m).new_decisions == 1
+    dearer = Deployment.from_dict({**SHOP, "channels": {**SHOP["channels"], "email": {"cost": 0.02}}})
+    assert dearer.action_space() == shop.action_space() and dearer.digest != shop.digest
+    with pytest.raises(ValueError, match=r"^deployment: this log holds the decisions of the deployment 'shop' "
+                                         r"\(sha256:.*\), not of 'shop'"):
+        import_onto(log, write(tmp_path, "t,a,p,tier\n4,0,1,basic\n", "dear.csv"), dearer, m)
+    with pytest.raises(ValueError, match=r"^deployment: this log holds the decisions of the deployment 'shop'"):
+        log.set_deployment(dearer.to_dict())  # the store's own check, for any writer
+    assert log.count_decisions() == 3 and log.deployment() == shop.to_dict()

@@ -523,3 +523,51 @@ def test_outcomes_before_their_decision_are_refused_on_request(log):
     skew = replace(early, time=np.array([rec.time[0], rec.time[2] - 1 / 60]))  # a minute early: clocks differ
     assert log.log_outcomes(skew, after_decision=True) == 2
     assert log.log_outcomes(replace(early, event=np.array(["clicked", "clicked"]))) == 2  # an import may hold them
+
+
+# ----------------------------------------------------------------------------- deployment and action counts
+def test_the_log_keeps_one_deployment(log, db_url):
+    """The deployment's canonical document, in its key order; the same again is harmless, another is refused."""
+    assert log.deployment() is None
+    doc = {"deployment": {"name": "shop"}, "offers": {"vip": {}, "promo": {}}, "reward": {"window_h": 72.0}}
+    assert log.set_deployment(doc) == doc
+    assert log.set_deployment(dict(doc)) == doc
+    other = DecisionLog(db_url, namespace=log.namespace)  # a second handle reads it back, key order kept
+    try:
+        assert list(other.deployment()["offers"]) == ["vip", "promo"]
+        reordered = {**doc, "offers": {"promo": {}, "vip": {}}}  # the order numbers the actions: another world
+        with pytest.raises(ValueError, match=r"^deployment: this log holds the decisions of the deployment 'shop'"):
+            other.set_deployment(reordered)
+    finally:
+        other.close()
+    assert log.deployment() == doc
+    log.log_decisions(make_records(3))  # decisions and layout beside it
+    assert log.deployment() == doc and log.layout() == LogLayout(4, 6)
+
+
+def test_action_counts_of_a_send_window(log):
+    """Sends by action whose send_at lies in [since, until): one GROUP BY, no contact never counted."""
+    assert log.action_counts(T0).tolist() == []  # no layout yet: no actions
+    rec = make_records(60, seed=3)  # decided at T0 + i; contacts sent 2 hours later
+    log.log_decisions(rec)
+    sent = rec.action > 0
+
+    def expected(since, until=np.inf):
+        inside = sent & (rec.send_at >= since) & (rec.send_at < until)
+        return np.bincount(rec.action[inside], minlength=6)
+
+    counts = log.action_counts(T0)
+    assert counts.dtype == np.int64 and counts.shape == (6,) and counts[0] == 0
+    np.testing.assert_array_equal(counts, expected(T0))
+    assert counts.sum() == sent.sum() > 0
+    for since, until in ((T0 + 10, T0 + 30), (T0 + 12, T0 + 12.5), (T0 + 30, None), (T0 + 100, None)):
+        np.testing.assert_array_equal(log.action_counts(since, until), expected(since, np.inf if until is None else
+                                                                                until), err_msg=str((since, until)))
+    # the end is exclusive: a send at exactly until is the next window's
+    first = float(rec.send_at[sent][0])
+    assert log.action_counts(first, first).sum() == 0 and log.action_counts(first, first + 1e-6).sum() == 1
+    for bad, name in ((float("nan"), "since_h"), ("yesterday", "since_h"), (True, "since_h")):
+        with pytest.raises(ValueError, match=f"^{name}: expected a finite number of hours"):
+            log.action_counts(bad)
+    with pytest.raises(ValueError, match="^until_h: expected a finite number"):
+        log.action_counts(T0, float("inf"))
