@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from nba import serialization
 from nba.actions import ActionSpace
+from nba.catalogue import Catalogue
 from nba.policies import act, create
 from nba.policies.base import greedy, share_of_argmax
 from nba.policies.linear import (
@@ -119,6 +120,28 @@ def test_ridge_statistics_and_solution_match_a_fresh_solve(keep):
     np.testing.assert_allclose(L @ L.T, ref.A, rtol=1e-11, atol=1e-10)
     assert np.allclose(L, np.tril(L)) and np.all(np.diag(L) > 0)
     assert ridge.sigma == pytest.approx(ref.sigma, rel=1e-12)
+
+
+@pytest.mark.parametrize("keep", Ridge.KEEPS)
+def test_ridge_on_a_catalogues_real_valued_features_matches_a_fresh_solve(keep):
+    # psi is not 0/1 here: a large batch weighs each action's x x^T by psi_g psi_h (one product for all)
+    offers = {"cheap": {"price": 1.0, "kind": "a"}, "dear": {"price": -3.0, "kind": "b"}, "odd": {"price": 0.5}}
+    space = ActionSpace(("c0", "c1", "c2"), tuple(offers), (None, 9))
+    catalogue = Catalogue(space, offers)
+    ridge = Ridge(space, DIM, lam=2.0, keep=keep, catalogue=catalogue)
+    psi = action_design(space, catalogue)
+    assert not ridge.binary and psi.shape == (space.n_actions, 1 + len(catalogue.names))
+    A, b = 2.0 * np.eye(ridge.size), np.zeros(ridge.size)
+    rng = np.random.default_rng(9)
+    for size in (1, 2, 3, 40, 500, 1):
+        X, actions, rewards = rng.standard_normal((size, DIM)), rng.integers(0, space.n_actions, size), rng.random(size)
+        ridge.add(X, actions, rewards)
+        phi = np.stack([np.kron(psi[a], np.append(x, 1.0)) for x, a in zip(X, actions, strict=True)])
+        A += phi.T @ phi
+        b += phi.T @ rewards
+    np.testing.assert_allclose(ridge.A, A, rtol=1e-13, atol=1e-11)
+    np.testing.assert_allclose(ridge.b, b, rtol=1e-13, atol=1e-11)
+    np.testing.assert_allclose(ridge.theta, np.linalg.solve(A, b), rtol=1e-9, atol=1e-11)
 
 
 def test_rank_one_updates_stay_on_the_fresh_factor_over_many_updates():
