@@ -164,6 +164,10 @@ class Catalogue:
     contact aside) to its declared features, numbers or strings. Without ``encoding`` (an
     :class:`Encoding` or its :meth:`~Encoding.to_dict` data), one is made from these offers; with it,
     they are encoded its way (module docstring). Raises ValueError naming the field.
+
+    Attributes: ``space``; ``features`` (offer -> its declared features, numbers as float);
+    ``encoding``; ``names`` (the matrix's column names); ``matrix`` ((n_actions, len(names)) float64,
+    read-only: one row of features per action, the no-contact row all zeros).
     """
 
     def __init__(self, space: ActionSpace, features: Mapping[str, Mapping[str, Value]],

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from nba.actions import ActionSpace
+from nba.catalogue import Catalogue
 from nba.log.records import FunnelEvents
 from nba.policies.base import Decisions, Explore, Policy, act
 from nba.policies.baselines import BatchAndBlast, BusinessAsUsual, NoContact, RuleBasedJourney, UniformRandom
@@ -68,18 +69,26 @@ def as_space(space: ActionSpace | int | Iterable[str]) -> ActionSpace:
         raise ValueError(f"space: expected an ActionSpace, a number of actions or the actions' names ({e})") from None
 
 
-def create(name: str, space: ActionSpace | int | Iterable[str], segments: tuple[str, ...] = (),
+def create(name: str, space: ActionSpace | Catalogue | int | Iterable[str], segments: tuple[str, ...] = (),
            dim: int | None = None, **params: Any) -> Policy:
     """A new policy by name; rule-based ones need the segment names, learners the context size.
 
     ``space``: an :class:`~nba.actions.ActionSpace`, or a plain space's number of actions ``K`` (or
     their names): ``create("lints", 10, dim=20)`` is ``create("lints", ActionSpace.plain(10), dim=20)``.
     ``catalogue=`` (:class:`nba.catalogue.Catalogue` of ``space``), for the policies of :data:`CATALOGUE`:
-    actions scored by their features.
+    actions scored by their features; ``None`` is the same as leaving it out, for every policy. A catalogue
+    given as ``space`` is its space, and, for those policies, ``catalogue=`` too:
+    ``create("linucb", catalogue, dim=20)``.
     """
     if name not in POLICIES:
         raise ValueError(f"policy: unknown policy {name!r}; valid: {sorted(POLICIES)}")
-    if params.get("catalogue") is not None and name not in CATALOGUE:
+    if isinstance(space, Catalogue):
+        if name in CATALOGUE:
+            params.setdefault("catalogue", space)
+        space = space.space
+    if params.get("catalogue", 0) is None:
+        del params["catalogue"]
+    if "catalogue" in params and name not in CATALOGUE:
         raise ValueError(f"catalogue: policy {name!r} does not score actions by their features; "
                          f"the policies that take a catalogue: {list(CATALOGUE)}")
     space = as_space(space)

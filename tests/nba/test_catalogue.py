@@ -128,6 +128,8 @@ BAD = {
         {"name": "v", "type": "number", "scale": 0}]}), r"^encoding\.features\[0\]\.scale: "),
     "create-other-policy": (lambda: create("uniform_random", small_catalogue().space, catalogue=small_catalogue()),
                             "^catalogue: "),
+    "create-catalogue-as-space": (lambda: create("no_contact", small_catalogue(), catalogue=small_catalogue()),
+                                  "^catalogue: policy 'no_contact'"),
     "create-other-space": (lambda: create("linucb", space_of({"o0": {}}), dim=2, catalogue=small_catalogue()),
                            "^catalogue: "),
     "move-without-catalogue": (lambda: create("lints", space_of(OFFERS), dim=2).with_catalogue(small_catalogue()),
@@ -241,6 +243,7 @@ def test_a_catalogue_learner_saves_and_loads_without_pickle(name, tmp_path):
     X = np.random.default_rng(5).standard_normal((20, DIM))
     mask = np.ones((20, cat.space.n_actions), bool)
     np.testing.assert_array_equal(loaded.probabilities(X, mask), policy.probabilities(X, mask))
+    assert serialization.load(serialization.save(create(name, cat, dim=DIM), tmp_path / "c")).catalogue == cat
     # without a catalogue, the saved state is as it always was
     params, arrays, _ = create(name, cat.space, dim=DIM).get_state()
     assert "catalogue" not in params and "catalogue" not in arrays
