@@ -6,7 +6,10 @@ delay, the attribute that says a customer is reachable, quiet hours, daily capac
 (their features, the channels that may carry them, eligibility rules on attributes, validity dates,
 a send budget), its **send slots**, its **contact policy** (caps per channel, per offer and overall,
 minimum gap) and its **reward** (which outcome events count, what they are worth, the attribution
-window). Rules are data, never evaluated code.
+window). Rules are data, never evaluated code. :meth:`Deployment.eligibility` enforces all of it: the counts
+across customers (budgets, capacities) from a :class:`Usage` the caller counts from its log, the caps
+per offer from a :class:`nba.eligibility.RecentContacts` that keeps each contact's offer
+(:meth:`Deployment.recent`).
 
 >>> d = Deployment.load("examples/telecom/deployment.toml")   # doctest: +SKIP
 >>> d.digest, d.action_space().n_actions                       # doctest: +SKIP
@@ -72,7 +75,7 @@ from typing import Any
 import numpy as np
 
 from nba.actions import ActionSpace
-from nba.eligibility import Cap, ContactRules, Reason, RecentContacts
+from nba.eligibility import Cap, ContactRules, OfferCap, Reason, RecentContacts, limit_to_remaining, send_time
 from nba.eligibility import eligibility as _eligibility
 from nba.features import AttributeFeatures
 from nba.log.records import EVENTS, RewardRule
@@ -435,11 +438,24 @@ class Deployment:
                            self.send_slots)
 
     def contact_rules(self) -> ContactRules:
-        """The channel and overall caps, quiet hours and minimum gap as :class:`nba.eligibility.ContactRules`."""
+        """The channel and overall caps, quiet hours and minimum gap as :class:`nba.eligibility.ContactRules`
+        (the caps on single offers are :meth:`offer_caps`)."""
         quiet = {c.name: c.quiet_hours for c in self.channels if c.quiet_hours is not None}
         caps = tuple(Cap(c.channel, c.max, c.window_h) for c in self.caps if c.offer is None)
         return ContactRules(quiet_hours=quiet, caps=caps, min_gap_h=self.min_gap_h,
                             channels=tuple(c.name for c in self.channels))
+
+    def offer_caps(self) -> tuple[OfferCap, ...]:
+        """The caps on single offers as :class:`nba.eligibility.OfferCap`, offers by their index (their
+        content index in :meth:`action_space`)."""
+        index = {o.name: j for j, o in enumerate(self.offers)}
+        return tuple(OfferCap(index[c.offer], c.max, c.window_h) for c in self.caps if c.offer is not None)
+
+    def recent(self, n: int) -> RecentContacts:
+        """No contacts yet for ``n`` customers, sized for every cap of the contact policy, per offer
+        included: record each contact with its offer, ``record(rows, channels, send_at, offers)``,
+        the offer being ``action_space().content_of[action]``."""
+        return RecentContacts.for_rules(n, len(self.channels), self.contact_rules(), self.offer_caps())
 
     def reward_rule(self) -> RewardRule:
         """The reward as :class:`nba.log.records.RewardRule`: the events counted with their own value,
@@ -539,25 +555,48 @@ class Deployment:
                     now: np.ndarray | float, tz_offset: np.ndarray | float, allowed: np.ndarray | None = None,
                     reasons: bool = False, columns: Mapping[str, np.ndarray] | None = None,
                     usage: Usage | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """(N, A) mask of the actions each customer may get now, with the reasons (``reasons``): the
-        contact policy (:func:`nba.eligibility.eligibility`: consent from the channels' attributes,
-        quiet hours, channel and overall caps, minimum gap) and the offers' own rules
-        (:attr:`nba.eligibility.Reason.OFFER`: attributes, channels, dates). No contact stays eligible.
+        """(N, A) mask of the actions each customer may get now, with the reasons (``reasons``): the whole
+        contact policy and the offers' own rules. No contact stays eligible.
 
-        ``columns``: :meth:`columns` of ``attributes``, when the caller has them already.
+        * per customer (:func:`nba.eligibility.eligibility`): consent from the channels' attributes,
+          quiet hours, channel and overall caps, minimum gap; the caps on single offers
+          (:meth:`offer_caps`) with reason OFFER, judged from ``recent``'s per-offer record. A
+          ``recent`` that keeps none (``RecentContacts.for_rules`` without ``offer_caps``) has no
+          offer to judge them by, and they are not checked: build it with :meth:`recent`;
+        * the offers' rules (:attr:`nba.eligibility.Reason.OFFER`): attributes, channels, dates;
+        * across customers, with ``usage`` (:class:`Usage`, reason BUDGET): an offer whose budget is
+          spent, a channel whose ``capacity_per_day`` is reached on the UTC day a slot sends. Within
+          the batch, what is left goes to the first rows (row order) that could take it
+          (:func:`nba.eligibility.limit_to_remaining`), so the batch cannot overshoot whatever the
+          policy chooses; give the next batch the usage with this one's decisions added
+          (:meth:`Usage.plus`). ``usage`` None: budgets and capacities are not checked.
 
-        Not yet enforced here: per-offer caps, offer budgets and channel capacities (they need counts
-        across customers or per offer that the contact history does not carry yet).
+        ``columns``: :meth:`columns` of ``attributes``, when the caller has them already. ValueError
+        naming the field when ``usage`` does not fit this deployment.
         """
         space, n = self.action_space(), len(attributes)
         if usage is not None:
             usage._check(self)
         cols = self.columns(attributes) if columns is None else columns
+        offer_caps = self.offer_caps() if recent.offer_times is not None else ()
         mask, bits = _eligibility(space, self.contact_rules(), recent, now=now, tz_offset=tz_offset,
-                                  consent=self._consent(cols, n), allowed=allowed, reasons=True)
+                                  consent=self._consent(cols, n), allowed=allowed, reasons=True, offer_caps=offer_caps)
         offer_ok = self._offers_allowed(cols, n, now)[:, space.content_of[1:]]
         offer_ok &= self.offer_channels()[space.content_of[1:], space.channel_of[1:]]
         bits[:, 1:] |= np.where(offer_ok, 0, int(Reason.OFFER)).astype(bits.dtype)
+        if usage is not None:
+            budget = np.array([np.inf if o.budget is None else o.budget for o in self.offers])
+            capacity = np.array([np.inf if c.capacity_per_day is None else c.capacity_per_day for c in self.channels])
+            now_v = np.broadcast_to(np.asarray(now, np.float64), (n,))
+            send = send_time(space, now_v, np.broadcast_to(np.asarray(tz_offset, np.float64), (n,)))
+            day = np.floor(send / DAY_H) - usage.day
+            days = usage.channel_sends.shape[1]
+            if np.isfinite(capacity).any() and n and (day.min() < 0 or day.max() >= days):
+                raise ValueError(f"usage.day: counts the channels' sends on UTC days {usage.day}.."
+                                 f"{usage.day + days - 1}, the batch sends from day {usage.day + int(day.min())} to "
+                                 f"{usage.day + int(day.max())} (Usage.count at the decision's now)")
+            limit_to_remaining(space, bits, send, offer_left=budget - usage.offer_sends,
+                               channel_left=capacity[:, None] - usage.channel_sends, first_day=usage.day)
         mask = bits == 0
         return (mask, bits) if reasons else mask
 

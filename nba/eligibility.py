@@ -12,7 +12,15 @@ the caller's channel restrictions, channel budgets) and each customer's recent c
 * **frequency caps**: at most ``max_count`` contacts on a channel, or on all channels together,
   within any ``window_h`` hours;
 * **minimum gap**: no two contacts, on any channel, closer than ``min_gap_h``;
-* **budget**: a channel whose cost exceeds what is left of its budget is out.
+* **budget**: a channel whose cost exceeds what is left of its budget is out;
+* **offer caps** (``offer_caps``): at most ``max_count`` contacts of one offer, on any channel, within
+  any ``window_h`` hours (:class:`OfferCap`);
+* **counts across customers** (:func:`limit_to_remaining`): an offer's sends left (a deployment's
+  budget), a channel's sends left on a UTC day (its daily capacity); a batch is masked so that it
+  cannot take more than is left.
+
+The reasons are the eight bits of a uint8, all in use, so the last two rules reuse the nearest: a cap
+on an offer is OFFER (it excludes one offer), a spent count is BUDGET.
 
 Caps and the gap are judged at the send time ``s`` of each slot (:func:`send_time`): an action is
 blocked by a cap when ``max_count`` recorded contacts already lie strictly within ``window_h`` of
@@ -22,10 +30,12 @@ actual sends, including sends scheduled in a slot hours after the decision: in a
 span of ``window_h`` hours there are never more than ``max_count`` contacts. A contact counts as
 soon as it is recorded; record each decided contact right away, stamped with its send time
 (:meth:`RecentContacts.record_decisions`). :class:`RecentContacts` keeps, per customer, the latest
-``k`` send times on each channel and on all channels, which is all a cap of up to ``k`` needs.
+``k`` send times on each channel and on all channels (and of each offer an offer cap names), which
+is all a cap of up to ``k`` needs.
 
 For a batch of N customers and A = 1 + channels x contents x slots actions, every rule is
-evaluated once per (channel, slot) pair on (N,) vectors and then copied to the contents.
+evaluated once per (channel, slot) pair on (N,) vectors and then copied to the contents; an offer
+cap once per (offer, slot).
 
 Times are hours since the Unix epoch (UTC); a customer's local hour is ``(now + tz_offset) mod 24``.
 """
@@ -56,8 +66,10 @@ class Reason(enum.IntFlag):
     CHANNEL_CAP = 8  # a frequency cap on the action's channel is reached
     TOTAL_CAP = 16  # a frequency cap on all channels together is reached
     MIN_GAP = 32  # another contact lies within min_gap_h of the send time
-    BUDGET = 64  # the channel's cost exceeds what is left of its budget
-    OFFER = 128  # the offer's rules exclude it: the customer's attributes, its channels or its dates
+    BUDGET = 64  # the channel's cost exceeds what is left of its budget, or nothing is left of the offer's
+    # send budget or of the channel's capacity on the send day (limit_to_remaining)
+    OFFER = 128  # the offer's rules exclude it: the customer's attributes, its channels or its dates, or a
+    # cap on the offer (OfferCap) is reached
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,28 @@ class Cap:
     channel: str | None
     max_count: int
     window_h: float
+
+
+@dataclass(frozen=True)
+class OfferCap:
+    """At most ``max_count`` contacts of one offer, content index ``offer`` of the action space, on any
+    channel, in any ``window_h`` hours (a deployment's ``{ offer = "x", max = 1, days = 30 }``).
+
+    Judged like a :class:`Cap`, at the send time of each slot, from the offer's latest contacts that
+    :class:`RecentContacts` keeps (:meth:`RecentContacts.for_rules` with ``offer_caps``).
+    """
+
+    offer: int
+    max_count: int
+    window_h: float
+
+    def __post_init__(self) -> None:
+        if not (_is_int(self.offer) and self.offer >= 0):
+            _fail("offer", f"must be a content index >= 0, got {self.offer!r}")
+        if not (_is_int(self.max_count) and self.max_count > 0):
+            _fail("max_count", f"must be a positive integer, got {self.max_count!r}")
+        if not (_is_number(self.window_h) and math.isfinite(self.window_h) and self.window_h > 0):
+            _fail("window_h", f"must be a positive number of hours, got {self.window_h!r}")
 
 
 DEFAULT_QUIET_HOURS: dict[str, tuple[int, int]] = {
@@ -227,17 +261,25 @@ class ContactRules:
 
 @dataclass(eq=False)
 class RecentContacts:
-    """Each customer's latest send times: the last ``k`` on each channel and the last ``k`` on any.
+    """Each customer's latest send times: the last ``k`` on each channel and the last ``k`` on any, and
+    optionally the last ``k_offer`` of each capped offer.
 
     ``times`` (N, C, k) holds each channel's and ``any_times`` (N, k) all channels' latest send
     times in hours, newest first, ``NEVER`` where there were fewer than ``k``. Channels are indices
     of the action space. This is all a cap of at most ``k`` contacts needs: with times sorted, "are
     there ``m`` contacts within ``w`` of ``s``" is one comparison of the ``m``-th newest with ``s - w``.
     Arrays are stored customer-minor (Fortran order), so that column is a contiguous vector.
+
+    ``offer_times`` (N, len(offers), k_offer), when given, holds the latest send times of each offer
+    in ``offers`` (content indices of the action space, on any channel), for :class:`OfferCap`; it
+    is kept only for the offers a cap names, and contacts of other offers are not stored. ``None``
+    (the default, and what :meth:`for_rules` without ``offer_caps`` builds): no per-offer record.
     """
 
     times: np.ndarray
     any_times: np.ndarray
+    offer_times: np.ndarray | None = None
+    offers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         times = np.asarray(self.times, np.float64)
@@ -251,23 +293,46 @@ class RecentContacts:
         # newest first, stored customer-minor
         self.times = np.asfortranarray(-np.sort(-times, axis=2))
         self.any_times = np.asfortranarray(-np.sort(-any_times, axis=1))
+        offers = tuple(self.offers) if isinstance(self.offers, tuple | list | np.ndarray) else None
+        if offers is None or not all(_is_int(o) and o >= 0 for o in offers) or len(set(offers)) != len(offers):
+            raise ValueError(f"offers: must be distinct content indices >= 0, got {self.offers!r}")
+        self.offers = tuple(int(o) for o in offers)
+        if self.offer_times is None:
+            if self.offers:
+                raise ValueError("offer_times: missing, with offers given (give both, or neither)")
+            return
+        offer_times = np.asarray(self.offer_times, np.float64)
+        if offer_times.shape[:2] != (times.shape[0], len(self.offers)) or offer_times.ndim != 3 \
+                or offer_times.shape[2] < 1:
+            raise ValueError(f"offer_times: expected shape ({times.shape[0]}, {len(self.offers)}, k_offer) "
+                             f"(N, len(offers), k_offer >= 1), got {offer_times.shape}")
+        if not np.isfinite(offer_times).all():
+            raise ValueError("offer_times: send times must be finite (NEVER marks no contact)")
+        self.offer_times = np.asfortranarray(-np.sort(-offer_times, axis=2))
 
     @classmethod
-    def empty(cls, n: int, n_channels: int, k: int = 8, k_channel: int | None = None) -> RecentContacts:
+    def empty(cls, n: int, n_channels: int, k: int = 8, k_channel: int | None = None, *,
+              offers: tuple[int, ...] = (), k_offer: int = 1) -> RecentContacts:
         """No contacts yet for ``n`` customers; ``k`` bounds the ``max_count`` of caps over all channels,
-        ``k_channel`` (default ``k``) that of per-channel caps."""
+        ``k_channel`` (default ``k``) that of per-channel caps, ``k_offer`` that of caps on the ``offers``
+        (content indices) kept; no offers: no per-offer record."""
         out = cls.__new__(cls)  # already sorted: skip the validating copy of __post_init__
         out.times = np.full((k_channel or k, n_channels, n), NEVER).T
         out.any_times = np.full((k, n), NEVER).T
+        out.offers = tuple(offers)
+        out.offer_times = np.full((k_offer, len(offers), n), NEVER).T if offers else None
         return out
 
     @classmethod
-    def for_rules(cls, n: int, n_channels: int, rules: ContactRules) -> RecentContacts:
+    def for_rules(cls, n: int, n_channels: int, rules: ContactRules,
+                  offer_caps: tuple[OfferCap, ...] = ()) -> RecentContacts:
         """No contacts yet for ``n`` customers, keeping as many contacts as ``rules``' largest caps count
-        (over all channels, and per channel)."""
+        (over all channels, and per channel), and as ``offer_caps`` count for each offer they name."""
         overall = [cap.max_count for cap in rules.caps if cap.channel is None]
         per_channel = [cap.max_count for cap in rules.caps if cap.channel is not None]
-        return cls.empty(n, n_channels, k=max([1, *overall]), k_channel=max([1, *per_channel]))
+        offers = tuple(dict.fromkeys(cap.offer for cap in offer_caps))
+        return cls.empty(n, n_channels, k=max([1, *overall]), k_channel=max([1, *per_channel]), offers=offers,
+                         k_offer=max([1, *(cap.max_count for cap in offer_caps)]))
 
     @property
     def n(self) -> int:
@@ -287,9 +352,23 @@ class RecentContacts:
         """Latest contacts kept per channel."""
         return self.times.shape[2]
 
-    def record(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray) -> None:
-        """Contact customer ``rows[i]`` on channel index ``channels[i]`` at ``when[i]`` hours (rows unique)."""
+    @property
+    def k_offer(self) -> int:
+        """Latest contacts kept per offer in ``offers`` (0 without a per-offer record)."""
+        return 0 if self.offer_times is None else self.offer_times.shape[2]
+
+    def record(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray,
+               offers: np.ndarray | None = None) -> None:
+        """Contact customer ``rows[i]`` on channel index ``channels[i]`` at ``when[i]`` hours (rows unique),
+        with offer (content index) ``offers[i]``.
+
+        ``offers`` is needed when this record keeps contacts per offer (ValueError otherwise); the
+        contacts of offers it does not keep count toward the channel and overall caps only.
+        """
         rows = np.asarray(rows).ravel()
+        if offers is None and self.offer_times is not None:
+            raise ValueError(f"offers: needed, this record keeps the contacts of offers {list(self.offers)} "
+                             "(give each contact's content index, space.content_of[action])")
         if rows.size == 0:
             return
         if rows.dtype.kind not in "iu" or rows.min() < 0 or rows.max() >= self.n:
@@ -302,11 +381,29 @@ class RecentContacts:
         when = np.broadcast_to(np.asarray(when, np.float64), rows.shape)
         if not np.isfinite(when).all():
             raise ValueError("when: send times must be finite")
-        self._insert(rows, channels, when)
+        if offers is not None:
+            offers = np.broadcast_to(np.asarray(offers), rows.shape)
+            if offers.dtype.kind not in "iu" or offers.min() < 0:
+                raise ValueError("offers: must be integer content indices >= 0")
+        self._insert(rows, channels, when, offers)
 
-    def _insert(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray) -> None:
+    def _insert(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray,
+                offers: np.ndarray | None = None) -> None:
         self.times[rows, channels] = _insert_newest_first(self.times[rows, channels], when)
         self.any_times[rows] = _insert_newest_first(self.any_times[rows], when)
+        if self.offer_times is None or offers is None:
+            return
+        column = self._offer_column(offers)
+        kept = column >= 0
+        rows, column = rows[kept], column[kept]
+        self.offer_times[rows, column] = _insert_newest_first(self.offer_times[rows, column], when[kept])
+
+    def _offer_column(self, offers: np.ndarray) -> np.ndarray:
+        """Column of ``offer_times`` holding each of ``offers`` (content indices), -1 for one not kept."""
+        lookup = np.full(max(self.offers) + 1, -1, np.intp)
+        lookup[list(self.offers)] = np.arange(len(self.offers))
+        offers = np.asarray(offers, np.intp)
+        return np.where(offers < lookup.size, lookup[np.minimum(offers, lookup.size - 1)], -1)
 
     def record_decisions(self, space: ActionSpace, actions: np.ndarray, send: np.ndarray) -> None:
         """Record the contacts among ``actions`` (N,) at their send times, ``send`` (N, S) from :func:`send_time`.
@@ -322,12 +419,23 @@ class RecentContacts:
         when = send[rows, space.slot_of[a]].astype(np.float64)
         if not np.isfinite(when).all():
             raise ValueError("send: send times must be finite")
-        self._insert(rows, space.channel_of[a].astype(np.intp), when)
+        self._insert(rows, space.channel_of[a].astype(np.intp), when, space.content_of[a].astype(np.intp))
+
+    def take(self, rows: np.ndarray) -> RecentContacts:
+        """A copy holding the contacts of ``rows`` only, per-offer record included (a batch's customers)."""
+        out = RecentContacts.__new__(RecentContacts)  # already sorted
+        out.times = np.asfortranarray(self.times[rows])
+        out.any_times = np.asfortranarray(self.any_times[rows])
+        out.offers = self.offers
+        out.offer_times = None if self.offer_times is None else np.asfortranarray(self.offer_times[rows])
+        return out
 
     def reset_rows(self, rows: np.ndarray) -> None:
         """Forget the contacts of ``rows`` (a customer replaced by a new one)."""
         self.times[rows] = NEVER
         self.any_times[rows] = NEVER
+        if self.offer_times is not None:
+            self.offer_times[rows] = NEVER
 
     def count_since(self, now: np.ndarray, window_h: float, channel: int | None = None) -> np.ndarray:
         """(N,) contacts (on channel index ``channel``, or any) sent or scheduled after ``now - window_h``, up to k."""
@@ -449,20 +557,52 @@ def _limit_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContac
     nothing_ahead: dict[float, bool] = {}  # per window: no contact lies w or more after now, so j0 = 0
     send_t = np.ascontiguousarray(send.T)  # (S, N)
     every_channel = np.zeros((space.n_slots, n), np.uint8)  # total caps and the gap hold for all channels
-    rows = np.arange(n)
     for c, w, m, reason in limits:
         table = recent.any_times if c is None else recent.times[:, c]  # (N, k)
-        k = table.shape[1]
         if w not in nothing_ahead:
             nothing_ahead[w] = bool(np.all(newest < now + w))
-        if nothing_ahead[w]:
-            blocked = table[:, m - 1] > send_t - w  # (S, N)
-        else:
-            ahead = np.count_nonzero(table >= (send_t + w)[:, :, None], axis=2)  # (S, N): j0
-            blocked = table[rows, np.minimum(ahead + (m - 1), k - 1)] > send_t - w
+        blocked = _reached(table, m, w, send_t, nothing_ahead[w])
         target = every_channel if c is None else out[c]  # (S, N)
         target |= blocked.view(np.uint8) * np.uint8(reason)
     out |= every_channel
+
+
+def _reached(table: np.ndarray, m: int, w: float, send_t: np.ndarray, nothing_ahead: bool) -> np.ndarray:
+    """(S, N) bool: ``m`` of the contacts in ``table`` (N, k), newest first, lie within ``w`` of the sends
+    ``send_t`` (S, N), as :func:`_limit_reasons` explains; ``nothing_ahead``: no contact lies ``w`` or
+    more after any send, so ``j0`` is 0."""
+    if nothing_ahead:
+        return table[:, m - 1] > send_t - w
+    ahead = np.count_nonzero(table >= (send_t + w)[:, :, None], axis=2)  # (S, N): j0
+    return table[np.arange(table.shape[0]), np.minimum(ahead + (m - 1), table.shape[1] - 1)] > send_t - w
+
+
+def _offer_cap_reasons(space: ActionSpace, offer_caps: tuple[OfferCap, ...], recent: RecentContacts,
+                       now: np.ndarray, send: np.ndarray) -> np.ndarray | None:
+    """(N, K, S) uint8, OFFER where a cap on the offer (content) is reached at the slot's send time;
+    None without caps. Judged as the channel caps are (:func:`_limit_reasons`), on each offer's record."""
+    for i, cap in enumerate(offer_caps):
+        if not isinstance(cap, OfferCap):
+            raise ValueError(f"offer_caps[{i}]: must be an OfferCap, got {type(cap).__name__}")
+        if cap.offer >= space.n_contents:
+            raise ValueError(f"offer_caps[{i}].offer: {cap.offer} is not a content index of the action space "
+                             f"[0, {space.n_contents})")
+        if cap.offer not in recent.offers:
+            raise ValueError(f"recent: keeps no contacts of offer {cap.offer}, which offer_caps[{i}] caps (build "
+                             "it with RecentContacts.for_rules(..., offer_caps))")
+        if cap.max_count > recent.k_offer:
+            raise ValueError(f"offer_caps[{i}].max_count: {cap.max_count} exceeds the {recent.k_offer} latest "
+                             "contacts kept per customer and offer (RecentContacts k_offer)")
+    if not offer_caps or recent.n == 0:
+        return None
+    send_t = np.ascontiguousarray(send.T)  # (S, N)
+    out = np.zeros((space.n_contents, space.n_slots, recent.n), np.uint8)
+    column = recent._offer_column(np.array([cap.offer for cap in offer_caps]))
+    for cap, j in zip(offer_caps, column, strict=True):
+        table = recent.offer_times[:, j]  # (N, k_offer)
+        blocked = _reached(table, cap.max_count, cap.window_h, send_t, bool(np.all(table[:, 0] < now + cap.window_h)))
+        out[cap.offer] |= blocked.view(np.uint8) * np.uint8(Reason.OFFER)
+    return out.transpose(2, 0, 1)
 
 
 def channel_slot_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
@@ -527,16 +667,17 @@ def _expand(space: ActionSpace, per_pair: np.ndarray, no_contact: Any) -> np.nda
 def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
                 tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = ...,
                 budget_left: np.ndarray | None = ..., cost: np.ndarray | None = ...,
-                reasons: Literal[False] = ...) -> np.ndarray: ...
+                reasons: Literal[False] = ..., offer_caps: tuple[OfferCap, ...] = ...) -> np.ndarray: ...
 @overload
 def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
                 tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = ...,
                 budget_left: np.ndarray | None = ..., cost: np.ndarray | None = ...,
-                reasons: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+                reasons: Literal[True], offer_caps: tuple[OfferCap, ...] = ...) -> tuple[np.ndarray, np.ndarray]: ...
 def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
                 tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = None,
                 budget_left: np.ndarray | None = None, cost: np.ndarray | None = None,
-                reasons: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                reasons: bool = False,
+                offer_caps: tuple[OfferCap, ...] = ()) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(N, A) bool mask of the actions each customer may be sent now; with ``reasons``, also why not.
 
     Args:
@@ -552,16 +693,110 @@ def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts,
             of one batch can together spend more than is left, so give each row its share (N, C)
             where that matters.
         reasons: also return the (N, A) uint8 :class:`Reason` bits, 0 exactly where the mask is True.
+        offer_caps: caps on single offers (:class:`OfferCap`, reason OFFER), judged from ``recent``'s
+            per-offer record, which must keep every offer they name.
 
     No contact (action 0) is always eligible. A malformed request raises ValueError naming the
     argument; nothing is clipped or guessed.
     """
     bits = channel_slot_reasons(space, rules, recent, now=now, tz_offset=tz_offset, consent=consent, allowed=allowed,
                                 budget_left=budget_left, cost=cost)
+    offer_caps = tuple(offer_caps)
+    if offer_caps:
+        n = recent.n
+        now_v = _vector("now", now, n)
+        per_offer = _offer_cap_reasons(space, offer_caps, recent, now_v,
+                                       send_time(space, now_v, _vector("tz_offset", tz_offset, n)))
+        if per_offer is not None:
+            out = _expand(space, bits, 0)
+            grid = out[:, 1:].reshape(n, space.n_channels, space.n_contents, space.n_slots)
+            grid |= per_offer[:, None]
+            mask = out == 0
+            return (mask, out) if reasons else mask
     mask = _expand(space, bits == 0, True)
     if not reasons:
         return mask
     return mask, _expand(space, bits, 0)
+
+
+def limit_to_remaining(space: ActionSpace, reasons: np.ndarray, send: np.ndarray, *,
+                       offer_left: np.ndarray | None = None, channel_left: np.ndarray | None = None,
+                       first_day: int = 0) -> np.ndarray:
+    """Set BUDGET in ``reasons`` (N, A) where a count shared by all customers is spent, and return it.
+
+    Args:
+        space: the action space (channel-major actions, no contact at 0).
+        reasons: (N, A) uint8 :class:`Reason` bits of a batch, every other rule already applied;
+            changed in place.
+        send: (N, S) send time of each slot (:func:`send_time`).
+        offer_left: optional (K,) sends each offer (content) may still make, all customers
+            together; inf: no limit. A deployment's offer budget less its sends so far.
+        channel_left: optional (C, D) sends each channel may still make on UTC day ``first_day + j``
+            (days since the epoch), judged at each slot's send time; inf: no limit. A deployment's
+            daily capacity less the sends already on that day.
+        first_day: the UTC day of ``channel_left[:, 0]``.
+
+    Several customers of one batch could together take more than is left, so the mask is computed
+    such that they cannot: a customer takes at most one action, so what is left of an offer (a
+    channel's day) goes to the first rows, in row order, that have an eligible action of that offer
+    (on that channel, sending that day), and BUDGET blocks the offer (the channel's slots on that
+    day) for every later row. The batch can then take at most what is left, whatever the policy
+    chooses; counts left unused go to the next batch. Rows earlier in the batch come first: shuffle
+    them where that would be unfair. A send on a day ``channel_left`` does not count, on a channel
+    that has a limit, raises ValueError naming ``channel_left``.
+    """
+    n = reasons.shape[0]
+    c, k, s = space.n_channels, space.n_contents, space.n_slots
+    if reasons.shape != (n, space.n_actions) or reasons.dtype != np.uint8:
+        raise ValueError(f"reasons: expected a uint8 array ({n}, {space.n_actions}), got {reasons.dtype} "
+                         f"{reasons.shape}")
+    send = np.asarray(send, np.float64)
+    if send.shape != (n, s):
+        raise ValueError(f"send: expected shape ({n}, {s}), got {send.shape}")
+    grid = reasons[:, 1:].reshape(n, c, k, s)  # a view: each action's (channel, content, slot)
+    budget = np.uint8(Reason.BUDGET)
+    if offer_left is not None:
+        offer_left = _left("offer_left", offer_left, (k,))
+        capped = np.flatnonzero(np.isfinite(offer_left))
+        if capped.size and n:
+            sub = grid[:, :, capped]  # (N, C, J, S)
+            able = (sub == 0).any(axis=(1, 3))  # (N, J): a customer who could take the offer
+            spent = np.cumsum(able, axis=0) - able >= offer_left[capped]  # earlier rows took all that is left
+            sub |= spent[:, None, :, None].view(np.uint8) * budget
+            grid[:, :, capped] = sub
+    if channel_left is not None:
+        channel_left = np.asarray(channel_left, np.float64)
+        if channel_left.ndim != 2:
+            raise ValueError(f"channel_left: expected shape ({c}, days), got {channel_left.shape}")
+        days = channel_left.shape[1]
+        channel_left = _left("channel_left", channel_left, (c, days))
+        capped = np.flatnonzero(np.isfinite(channel_left).any(axis=1))
+        if capped.size and n:
+            day = np.floor(send / DAY_H).astype(np.int64) - first_day  # (N, S)
+            if day.min() < 0 or day.max() >= days:
+                bad = first_day + int(day[(day < 0) | (day >= days)][0])
+                raise ValueError(f"channel_left: counts sends on UTC days {first_day}..{first_day + days - 1}, a "
+                                 f"slot sends on day {bad} (count them for the decision's time)")
+            sub = grid[:, capped]  # (N, J, K, S)
+            able = (sub == 0).any(axis=2)  # (N, J, S)
+            spent = np.zeros_like(able)
+            for d in range(days):
+                on = day == d  # (N, S)
+                uses = (able & on[:, None, :]).any(axis=2)  # (N, J): could send on the channel that day
+                full = np.cumsum(uses, axis=0) - uses >= channel_left[capped, d]
+                spent |= full[:, :, None] & on[:, None, :]
+            sub |= spent[:, :, None, :].view(np.uint8) * budget
+            grid[:, capped] = sub
+    return reasons
+
+
+def _left(name: str, x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if x.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {x.shape}")
+    if np.isnan(x).any() or np.isneginf(x).any():
+        raise ValueError(f"{name}: must be counts, or inf for no limit")
+    return x
 
 
 def reason_names(bits: int) -> list[str]:
