@@ -17,11 +17,13 @@ from nba.eligibility import (
     DEFAULT_QUIET_HOURS,
     Cap,
     ContactRules,
+    OfferCap,
     Reason,
     RecentContacts,
     channel_slot_reasons,
     eligibility,
     explain,
+    limit_to_remaining,
     reason_names,
     send_time,
 )
@@ -533,3 +535,201 @@ def test_default_rules_are_the_documented_ones():
     assert rules.caps == DEFAULT_CAPS and rules.min_gap_h == 4.0
     assert max(cap.max_count for cap in rules.caps) <= K  # the default history is long enough
     assert set(rules.quiet_hours) <= set(CHANNELS)
+
+
+# ---------------------------------------------------------------------------- caps per offer
+def offer_reference(space, caps, contacts, now, tz):
+    """(N, A) OFFER bits, one customer, action and cap at a time; ``contacts[i]`` lists (send time, offer)."""
+    out = np.zeros((len(contacts), space.n_actions), np.uint8)
+    for i in range(len(contacts)):
+        local = (now[i] + tz[i]) % 24.0
+        for a in range(1, space.n_actions):
+            act = space.decode(a)
+            send = now[i] if act.send_hour is None else now[i] + (act.send_hour - local) % 24.0
+            offer = space.contents.index(act.content)
+            for cap in caps:
+                near = sum(1 for t, o in contacts[i] if o == cap.offer and abs(t - send) < cap.window_h)
+                if cap.offer == offer and near >= cap.max_count:
+                    out[i, a] = Reason.OFFER
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=cases(max_contacts=K - 1, ahead_h=30), data=st.data())
+def test_offer_caps_equal_the_reference_and_leave_the_other_rules_alone(case, data):
+    space, n = case["space"], len(case["contacts"])
+    caps = tuple(data.draw(st.lists(st.builds(OfferCap, st.integers(0, space.n_contents - 1), st.integers(1, 3),
+                                              WINDOW), min_size=1, max_size=3)))
+    offers = [[data.draw(st.integers(0, space.n_contents - 1)) for _ in lst] for lst in case["contacts"]]
+    sized = RecentContacts.for_rules(n, space.n_channels, case["rules"], caps)  # k_offer: the largest cap
+    exact = RecentContacts.empty(n, space.n_channels, K, offers=sized.offers, k_offer=K)  # keeps every contact
+    for recent in (sized, exact):
+        recent.times, recent.any_times = np.full((n, space.n_channels, K), NEVER), np.full((n, K), NEVER)
+        for j in range(max(map(len, offers), default=0)):  # one contact per customer per call, as a log replays
+            rows = np.array([i for i, lst in enumerate(offers) if len(lst) > j], np.int64)
+            recent.record(rows, np.array([case["contacts"][i][j][1] for i in rows]),
+                          np.array([case["contacts"][i][j][0] for i in rows]),
+                          offers=np.array([offers[i][j] for i in rows]))
+    kwargs = {k: case[k] for k in ("allowed", "budget_left", "cost") if k in case}
+    kwargs |= dict(now=case["now"], tz_offset=case["tz"], consent=case["consent"], reasons=True)
+    _, plain = eligibility(space, case["rules"], exact, **kwargs)
+    pairs = [[(t, o) for (t, _), o in zip(lst, offs, strict=True)]
+             for lst, offs in zip(case["contacts"], offers, strict=True)]
+    ref = plain | offer_reference(space, caps, pairs, case["now"], case["tz"])
+    mask, why = eligibility(space, case["rules"], exact, offer_caps=caps, **kwargs)
+    assert np.array_equal(why, ref) and np.array_equal(mask, why == 0) and mask[:, NO_CONTACT].all()
+    mask, why = eligibility(space, case["rules"], sized, offer_caps=caps, **kwargs)  # fewer kept: never laxer
+    assert not (mask & (ref != 0)).any() and np.array_equal(why & ~np.uint8(Reason.OFFER), plain)
+
+
+def test_an_offer_cap_holds_at_its_window_edge_on_every_channel():
+    space = ActionSpace(("email", "sms"), ("promo", "welcome"), (None, 19))
+    caps = (OfferCap(0, 1, 720.0),)
+    rules = ContactRules(quiet_hours={}, caps=(), min_gap_h=0.0)
+    recent = RecentContacts.for_rules(3, 2, rules, caps)
+    assert recent.offers == (0,) and recent.k_offer == 1 and recent.offer_times.shape == (3, 1, 1)
+    now = np.full(3, T0 + 12.0)
+    recent.record(np.array([0, 1, 2]), np.array([1, 1, 1]), now - np.array([720.0, 719.75, 1.0]),
+                  offers=np.array([0, 0, 1]))
+    mask, why = eligibility(space, rules, recent, now=now, tz_offset=0.0, consent=np.ones(2, bool), reasons=True,
+                            offer_caps=caps)
+    promo, at_19h = space.content_of == 0, space.slot_of == 1
+    assert mask[0].all()  # exactly 720 h ago: the window is half-open
+    assert (why[1, promo & ~at_19h] == Reason.OFFER).all()  # on both channels, though the contact was by sms
+    assert (why[1, promo & at_19h] == 0).all()  # 19:00 sends 7 h later, 726.75 h after the contact
+    assert (why[1, ~promo] == 0).all() and mask[2].all()  # welcome has no cap
+
+
+def test_recording_with_offers_keeps_old_callers_working():
+    rules = ContactRules()
+    old = RecentContacts.for_rules(2, SPACE.n_channels, rules)
+    assert old.offer_times is None and old.offers == () and old.k_offer == 0
+    old.record(np.array([0]), np.array([1]), np.array([T0]))  # as before
+    old.record(np.array([1]), np.array([1]), np.array([T0]), offers=np.array([3]))  # an offer it does not keep
+    assert old.last_time(1).tolist() == [T0, T0]
+    kwargs = dict(now=T0 + 30.0, tz_offset=0.0, consent=np.ones((2, SPACE.n_channels), bool))
+    with pytest.raises(ValueError, match="^recent: keeps no contacts of offer 1"):
+        eligibility(SPACE, rules, old, offer_caps=(OfferCap(1, 1, 24.0),), **kwargs)
+
+    caps = (OfferCap(1, 2, 240.0), OfferCap(5, 1, 24.0), OfferCap(1, 1, 24.0))
+    recent = RecentContacts.for_rules(2, SPACE.n_channels, rules, caps)
+    assert recent.offers == (1, 5) and recent.k_offer == 2
+    with pytest.raises(ValueError, match="^offers: needed"):
+        recent.record(np.array([0]), np.array([1]), np.array([T0]))
+    with pytest.raises(ValueError, match="^offers:"):
+        recent.record(np.array([0]), np.array([1]), np.array([T0]), offers=np.array([-1]))
+    recent.record(np.array([0, 1]), np.array([1, 1]), np.array([T0, T0]), offers=np.array([1, 2]))
+    recent.record_decisions(SPACE, np.array([SPACE.index("email", "promo", None), 0]),
+                            send_time(SPACE, np.full(2, T0 + 1.0), np.zeros(2)))
+    assert recent.offer_times[:, 0].tolist() == [[T0 + 1.0, T0], [NEVER, NEVER]]  # offer 2 is not kept
+    part = recent.take(np.array([0]))
+    assert part.offers == recent.offers and part.offer_times.tolist() == recent.offer_times[:1].tolist()
+    bits = eligibility(SPACE, rules, part, offer_caps=caps, reasons=True, now=T0 + 30.0, tz_offset=0.0,
+                       consent=np.ones((1, SPACE.n_channels), bool))[1]
+    assert (bits[0, SPACE.content_of == 1] & Reason.OFFER).all()  # two promo within 240 h
+    with pytest.raises(ValueError, match=r"^offer_caps\[0\].max_count: 3 exceeds the 2"):
+        eligibility(SPACE, rules, recent, offer_caps=(OfferCap(1, 3, 24.0),), **kwargs)
+    with pytest.raises(ValueError, match=r"^offer_caps\[0\].offer: 8 is not a content index"):
+        eligibility(SPACE, rules, recent, offer_caps=(OfferCap(8, 1, 24.0),), **kwargs)
+    recent.reset_rows(np.array([0]))
+    assert (recent.offer_times[0] == NEVER).all()
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    (dict(offer=-1, max_count=1, window_h=1.0), "offer"), (dict(offer=0, max_count=0, window_h=1.0), "max_count"),
+    (dict(offer=0, max_count=1, window_h=float("inf")), "window_h"), (dict(offer=1.5, max_count=1, window_h=1.0),
+                                                                       "offer"),
+])
+def test_an_invalid_offer_cap_raises_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        OfferCap(**kwargs)
+
+
+def test_recent_contacts_with_offers_from_arrays_are_checked():
+    times, any_times = np.full((2, 1, 1), NEVER), np.full((2, 1), NEVER)
+    recent = RecentContacts(times, any_times, np.array([[[T0, T0 + 1.0]], [[NEVER, NEVER]]]), (3,))
+    assert recent.offer_times[0, 0].tolist() == [T0 + 1.0, T0] and recent.k_offer == 2
+    with pytest.raises(ValueError, match="^offer_times: expected shape"):
+        RecentContacts(times, any_times, np.zeros((2, 2, 1)), (3,))
+    with pytest.raises(ValueError, match="^offer_times: missing"):
+        RecentContacts(times, any_times, None, (3,))
+    with pytest.raises(ValueError, match="^offers:"):
+        RecentContacts(times, any_times, np.zeros((2, 2, 1)), (3, 3))
+
+
+# ---------------------------------------------------------------------------- counts across customers
+DAY_SPACE = ActionSpace(("email", "sms"), ("promo", "welcome"), (None, 6))  # at 12:00 UTC, 06:00 is tomorrow
+
+
+def day_batch(n: int, eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reasons of ``n`` customers (0 where ``eligible``) and their send times at 12:00 UTC, tz 0."""
+    bits = np.zeros((n, DAY_SPACE.n_actions), np.uint8)
+    if eligible is not None:
+        bits[~eligible] = Reason.CONSENT
+        bits[:, NO_CONTACT] = 0
+    return bits, send_time(DAY_SPACE, np.full(n, T0 + 12.0), np.zeros(n))
+
+
+def test_an_offer_budget_goes_to_the_first_rows_that_can_take_it():
+    able = np.ones((5, DAY_SPACE.n_actions), bool)
+    able[1, DAY_SPACE.content_of == 0] = False  # row 1 cannot take promo anyway: it uses none of the budget
+    bits, send = day_batch(5, able)
+    limit_to_remaining(DAY_SPACE, bits, send, offer_left=np.array([2.0, np.inf]))
+    promo = DAY_SPACE.content_of == 0
+    assert (bits[[0, 2]][:, promo] == 0).all()
+    assert (bits[[3, 4]][:, promo] == Reason.BUDGET).all()
+    assert (bits[1, promo] == Reason.CONSENT).all()  # takes none of the budget: row 2 gets the second
+    assert (bits[:, DAY_SPACE.content_of == 1] == 0).all() and (bits[:, NO_CONTACT] == 0).all()
+    for left in (0.0, -3.0):  # spent, or overspent before the budget was lowered
+        bits, send = day_batch(3)
+        limit_to_remaining(DAY_SPACE, bits, send, offer_left=np.array([left, 1.0]))
+        assert (bits[:, promo] == Reason.BUDGET).all() and (bits[1:, DAY_SPACE.content_of == 1] == Reason.BUDGET).all()
+        assert (bits[0, DAY_SPACE.content_of == 1] == 0).all()
+
+
+def test_a_channels_capacity_counts_each_send_day_apart():
+    bits, send = day_batch(4)
+    left = np.array([[np.inf, np.inf], [1.0, 2.0]])  # sms: one left today, two tomorrow
+    limit_to_remaining(DAY_SPACE, bits, send, channel_left=left, first_day=int(T0 // 24))
+    sms = DAY_SPACE.channel_of == 1
+    today, tomorrow = sms & (DAY_SPACE.slot_of == 0), sms & (DAY_SPACE.slot_of == 1)
+    assert (bits[0, sms] == 0).all() and (bits[1:, today] == Reason.BUDGET).all()
+    assert (bits[1, tomorrow] == 0).all() and (bits[2:, tomorrow] == Reason.BUDGET).all()
+    assert (bits[:, DAY_SPACE.channel_of == 0] == 0).all()
+    with pytest.raises(ValueError, match="^channel_left: counts sends on UTC days"):
+        limit_to_remaining(DAY_SPACE, *day_batch(1), channel_left=left[:, :1], first_day=int(T0 // 24))
+
+
+def test_whatever_a_policy_chooses_a_batch_takes_no_more_than_is_left():
+    rng = np.random.default_rng(7)
+    day0 = int(T0 // 24)
+    for _ in range(20):
+        n = int(rng.integers(1, 40))
+        bits, send = day_batch(n, rng.random((n, DAY_SPACE.n_actions)) < 0.6)
+        offer_left = rng.choice([0.0, 1.0, 3.0, np.inf], DAY_SPACE.n_contents)
+        channel_left = rng.choice([0.0, 2.0, 5.0, np.inf], (DAY_SPACE.n_channels, 2))
+        limit_to_remaining(DAY_SPACE, bits, send, offer_left=offer_left, channel_left=channel_left, first_day=day0)
+        assert (bits[:, NO_CONTACT] == 0).all()
+        for _ in range(5):  # any choice among the eligible actions
+            chosen = np.array([rng.choice(np.flatnonzero(row == 0)) for row in bits])
+            contact = chosen != NO_CONTACT
+            a, rows = chosen[contact], np.flatnonzero(contact)
+            assert (np.bincount(DAY_SPACE.content_of[a], minlength=2) <= offer_left).all()
+            day = np.floor(send[rows, DAY_SPACE.slot_of[a]] / 24).astype(int) - day0
+            per_day = np.zeros((2, 2))
+            np.add.at(per_day, (DAY_SPACE.channel_of[a], day), 1)
+            assert (per_day <= channel_left).all()
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    (dict(offer_left=np.ones(3)), "offer_left"),
+    (dict(offer_left=np.array([1.0, np.nan])), "offer_left"),
+    (dict(channel_left=np.ones(2)), "channel_left"),
+    (dict(channel_left=np.ones((3, 2))), "channel_left"),
+    (dict(channel_left=np.full((2, 2), -np.inf)), "channel_left"),
+])
+def test_remaining_counts_of_the_wrong_shape_raise_naming_the_argument(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        limit_to_remaining(DAY_SPACE, *day_batch(2), **kwargs)
+    with pytest.raises(ValueError, match="^send:"):
+        limit_to_remaining(DAY_SPACE, day_batch(2)[0], np.zeros((3, 2)), offer_left=np.ones(2))
