@@ -14,8 +14,8 @@ example as JSON) is data too.
 
 A deployment bundle (:meth:`nba.serialization.Bundle.of_deployment`: a policy trained on a brand's log
 imported onto its deployment) is registered the same way, its version tagged with the deployment's name
-and digest (:data:`DEPLOYMENT_TAG`, :data:`DEPLOYMENT_DIGEST_TAG`) beside :data:`DIGEST_TAG`; it has no
-signature or input example (:data:`NO_EXAMPLE`).
+and digest (:data:`DEPLOYMENT_TAG`, :data:`DEPLOYMENT_DIGEST_TAG`) beside :data:`DIGEST_TAG`. Both kinds are
+logged with an input example and signature (:func:`example_frame`): the requests the pyfunc decides on.
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ MODEL_NAME = "nba-policy"
 DIGEST_TAG = "bundle_digest"  # model version tag: nba.serialization.bundle_digest of artifacts/bundle
 DEPLOYMENT_TAG = "deployment"  # model version tag of a deployment bundle: its deployment's name
 DEPLOYMENT_DIGEST_TAG = "deployment_digest"  # ... and that deployment's digest (nba.deployment.Deployment.digest)
-NO_EXAMPLE = ("a deployment bundle has no pyfunc input example yet: training/policy_model.py decides from the "
-              "scenario's feature columns (consent=<channel> as the mask), not from a deployment's attributes; "
-              "decide for it with nba.decide.decide")
 CHAMPION, CHALLENGER = "champion", "challenger"
 POLICY_MODEL_FILE = Path(__file__).with_name("policy_model.py")
 REQUIREMENTS = ["numpy", "pandas", "lightgbm", "mlflow"]
@@ -77,20 +74,45 @@ def use_store(root: str | Path = "nba-runs", experiment: str = "nba") -> str:
 
 
 def example_frame(bundle: Bundle, n: int = 2, seed: int = 0):
-    """A small input example: plausible feature rows with every channel consented.
-
-    Scenario bundles only: a deployment bundle raises ValueError naming ``bundle`` (:data:`NO_EXAMPLE`),
-    and :func:`log_policy` logs it without signature and input example.
-    """
+    """A small input example of the pyfunc's requests (:mod:`training.policy_model`): ``customer_id``,
+    ``timezone``, ``now`` (ISO 8601), then a deployment bundle's declared attributes, or a scenario
+    bundle's profile fields with every channel consented. Odd rows leave out what a request may leave
+    out (they are empty there), so the signature marks those columns optional."""
     import pandas as pd
 
+    rng = np.random.default_rng(seed)
+    now = 486_010.0 + rng.uniform(0.0, 48.0, n)  # hours since the epoch: June 2025
+    iso = lambda h: pd.Timestamp(round(float(h) * 3600.0), unit="s", tz="UTC").isoformat()  # noqa: E731
+    full = np.arange(n) % 2 == 0
+    rows: dict[str, list] = {"customer_id": [f"c{i}" for i in range(n)],
+                             "timezone": [("Europe/Paris", "America/New_York", "+05:30")[i % 3] for i in range(n)],
+                             "now": [iso(h) for h in now]}
     if bundle.deployment is not None:
-        raise ValueError(f"bundle: {NO_EXAMPLE}")
-    names = bundle.spec.names
-    X = np.random.default_rng(seed).uniform(0, 1, size=(n, len(names)))  # float64: what callers send
-    for c in bundle.spec.channels:
-        X[:, names.index(f"consent={c}")] = 1.0
-    return pd.DataFrame(X, columns=list(names))
+        for a in bundle.deployment.attributes:
+            if a.type == "category":
+                values = [a.values[i] for i in rng.integers(0, len(a.values), n)]
+            elif a.type == "boolean":
+                values = [True] * n
+            elif a.type == "time":
+                values = [iso(h - 24.0 * d) for h, d in zip(now, rng.uniform(1, 400, n), strict=True)]
+            else:
+                low = 0.0 if a.min is None else a.min
+                values = rng.uniform(low, low + 1000.0 if a.max is None else a.max, n).tolist()
+            rows[a.name] = [v if f or a.required else None for v, f in zip(values, full, strict=True)]
+        return pd.DataFrame(rows)
+    from nba.features import LIFECYCLE_STAGES
+
+    spec = bundle.spec
+    some = lambda values: [v if f else None for v, f in zip(values, full, strict=True)]  # noqa: E731
+    rows |= {"segment": [spec.segments[i % len(spec.segments)] for i in range(n)],
+             "tenure_days": rng.uniform(0.0, 1000.0, n).tolist(),
+             "stage": some([LIFECYCLE_STAGES[i % len(LIFECYCLE_STAGES)] for i in range(n)]),
+             "cart_active": some([bool(i % 4 == 0) for i in range(n)]),
+             **{f"consent={c}": some([True] * n) for c in spec.channels},
+             "n_purchases": some([float(i % 3) for i in range(n)]),
+             "last_purchase": some([iso(h - 24.0 * d) for h, d in zip(now, rng.uniform(1, 90, n), strict=True)]),
+             "last_visit": some([iso(h - d) for h, d in zip(now, rng.uniform(1, 72, n), strict=True)])}
+    return pd.DataFrame(rows)
 
 
 def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, name: str = "policy",
@@ -102,8 +124,8 @@ def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, n
     which the decision service checks its copies; the logged model gets the digest tag too.
 
     A deployment bundle (``bundle.deployment`` set) also gets :data:`DEPLOYMENT_TAG` (the deployment's
-    name) and :data:`DEPLOYMENT_DIGEST_TAG` (its digest), on the version and the logged model, and is
-    logged without signature and input example (:data:`NO_EXAMPLE`).
+    name) and :data:`DEPLOYMENT_DIGEST_TAG` (its digest), on the version and the logged model. Both kinds
+    are logged with :func:`example_frame` as input example and the signature it gives.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -111,11 +133,9 @@ def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, n
     from training.policy_model import decide_frame
 
     tags = dict(tags or {})
-    if bundle.deployment is None:
-        example = example_frame(bundle)
-        signature = infer_signature(example, decide_frame(bundle, example, seed=0), params={"seed": 0})
-    else:
-        example = signature = None
+    example = example_frame(bundle)
+    signature = infer_signature(example, decide_frame(bundle, example, seed=0), params={"seed": 0})
+    if bundle.deployment is not None:
         tags |= {DEPLOYMENT_TAG: bundle.deployment.name, DEPLOYMENT_DIGEST_TAG: bundle.deployment.digest}
     # MLflow prints "Successfully registered model ... / Created version ..." on every call; the
     # returned ModelInfo says the same, so keep the console for the jobs' own progress

@@ -47,7 +47,7 @@ def test_logged_policy_predicts_and_holds_no_pickle(store):
     assert list(out.columns) == ["action", "channel", "content", "send_hour", "propensity", "policy"]
     assert len(out) == 20 and np.all(out["propensity"] == 1.0)
     # consent off for every channel: only no contact is possible
-    frame[[c for c in frame.columns if c.startswith("consent=")]] = 0.0
+    frame[[c for c in frame.columns if c.startswith("consent=")]] = False
     assert (model.predict(frame)["action"] == 0).all()
     files = mlflow.artifacts.download_artifacts(uri)
     from pathlib import Path
@@ -181,20 +181,30 @@ def test_promotions_report_plots_predicted_against_realised(store, tmp_path):
             f"promotions_report/{promotion_report.PLOT_PNG}"} <= arts
 
 
-def test_a_deployment_bundle_is_registered_with_its_deployment(store, tmp_path):
+@pytest.fixture(scope="module")
+def telecom(store):
+    """The telecom deployment, a uniform policy's deployment bundle of it logged and registered, and the
+    registered version loaded back as a pyfunc."""
+    from pathlib import Path
+
+    from nba.deployment import Deployment
+
+    world = Deployment.load(Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml")
+    bundle = Bundle.of_deployment(create("uniform_random", world.action_space()), world)
+    with mlflow.start_run():
+        info = registry.log_policy(bundle, tags={"trained_on": "test"})
+    model = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}/{info.registered_model_version}")
+    return world, info, model
+
+
+def test_a_deployment_bundle_is_registered_with_its_deployment(telecom, tmp_path):
     from pathlib import Path
 
     from mlflow import MlflowClient
 
-    from nba.deployment import Deployment
     from nba.serialization import bundle_digest, load_bundle
 
-    world = Deployment.load(Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml")
-    bundle = Bundle.of_deployment(create("uniform_random", world.action_space()), world)
-    with pytest.raises(ValueError, match="^bundle: a deployment bundle has no pyfunc input example"):
-        registry.example_frame(bundle)
-    with mlflow.start_run():
-        info = registry.log_policy(bundle, tags={"trained_on": "test"})
+    world, info, _ = telecom
     version = str(info.registered_model_version)
     tags = MlflowClient().get_model_version(registry.MODEL_NAME, version).tags
     assert tags["policy"] == "uniform_random" and tags["trained_on"] == "test"
@@ -202,7 +212,10 @@ def test_a_deployment_bundle_is_registered_with_its_deployment(store, tmp_path):
     logged = mlflow.get_logged_model(info.model_id).tags
     assert logged[registry.DEPLOYMENT_DIGEST_TAG] == world.digest
     assert logged[registry.DIGEST_TAG] == tags[registry.DIGEST_TAG]
-    assert info.signature is None  # the pyfunc decides from the scenario's columns: no example for a deployment
+    # the signature: the requests' fields and one column per declared attribute, the optional ones optional
+    inputs = {c.name: c for c in info.signature.inputs.inputs}
+    assert list(inputs) == ["customer_id", "timezone", "now", *(a.name for a in world.attributes)]
+    assert inputs["plan_type"].required and not inputs["days_to_contract_end"].required
     files = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{version}",
                                                      dst_path=str(tmp_path / "dl"))) / "artifacts" / "bundle"
     assert tags[registry.DIGEST_TAG] == bundle_digest(files)
@@ -211,3 +224,59 @@ def test_a_deployment_bundle_is_registered_with_its_deployment(store, tmp_path):
     # a scenario bundle's version has no deployment tags
     other = MlflowClient().get_model_version(registry.MODEL_NAME, _register("no_contact")).tags
     assert registry.DEPLOYMENT_TAG not in other and registry.DEPLOYMENT_DIGEST_TAG not in other
+
+
+def _requests(n: int, local_hour: int, **attributes) -> tuple[object, list[dict]]:
+    """``n`` requests on 11 June 2025 at ``local_hour`` in UTC+2, plan types in turn, and their attributes."""
+    import pandas as pd
+
+    plans = ["prepaid", "postpaid", "business"]
+    people = [{"plan_type": plans[i % 3], "tenure_days": 30.0 + 20 * i, "monthly_revenue": 10.0 + i,
+               "days_to_contract_end": None if i % 3 == 0 else float(i % 120), "loyalty_tier": "gold",
+               "app_user": True, "whatsapp_opt_in": True, "sms_opt_in": True, "email_opt_in": True} | attributes
+              for i in range(n)]
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "timezone": "+02:00",
+                          "now": f"2025-06-11T{local_hour - 2:02d}:00:00Z",
+                          **{k: [p[k] for p in people] for k in people[0]}})
+    return frame, people
+
+
+def test_the_deployment_pyfunc_decides_through_the_decide_path(telecom):
+    """Loaded from the registry, the pyfunc decides as nba.decide does (same draws, same propensities), within
+    quiet hours, consent and the offers' rules; no contact history: every customer a new one."""
+    from nba.decide import decide
+
+    world, _, model = telecom
+    space, offers = world.action_space(), [o.name for o in world.offers]
+    frame, people = _requests(300, 12)
+    out = model.predict(frame, params={"seed": 5})
+    attributes = [world.check_attributes(p) for p in people]
+    now = 486_010.0  # 2025-06-11T10:00Z
+    same = decide(world, create("uniform_random", space), attributes, now=now, tz_offset=2.0,
+                  rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(out["action"], same.action)
+    np.testing.assert_allclose(out["propensity"], same.propensity, rtol=1e-12)
+    a = out["action"].to_numpy()
+    assert (a > 0).mean() > 0.9 and (space.slot_of[a[a > 0]] == 0).any()  # at noon "now" is allowed
+    # the offers' rules: no renewal for prepaid lines, nothing an offer's rules exclude
+    allowed = world.offers_allowed(attributes, now)
+    contact = np.flatnonzero(a > 0)
+    assert allowed[contact, space.content_of[a[contact]]].all()
+    prepaid = np.array([p["plan_type"] == "prepaid" for p in people])
+    assert not (out["content"][prepaid] == "contract_renewal_discount").any()
+    assert set(out["content"][contact]) <= set(offers)
+    # 23:00 local, e-mail (the one channel without quiet hours) not consented: every channel is in its
+    # quiet hours, so only no contact or a later slot
+    late, _ = _requests(300, 23, email_opt_in=False)
+    out = model.predict(late, params={"seed": 5})
+    a = out["action"].to_numpy()
+    assert (a > 0).any() and (space.slot_of[a[a > 0]] > 0).all() and (out["send_hour"][a > 0] >= 10).all()
+    # no consent on any channel with a consent attribute: the call centre (none) or no contact
+    closed, _ = _requests(100, 12, app_user=False, whatsapp_opt_in=False, sms_opt_in=False, email_opt_in=False)
+    out = model.predict(closed, params={"seed": 5})
+    assert set(out["channel"]) <= {"none", "call_centre"} and (out["channel"] == "call_centre").any()
+    # a bad cell is refused, naming it
+    bad = frame.copy()
+    bad.loc[3, "plan_type"] = "platinum"
+    with pytest.raises(ValueError, match=r"rows\[3\]\.plan_type: unknown value 'platinum'"):
+        model.predict(bad)
