@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from envs.scenario import Scenario
-from nba.deployment import Deployment, DeploymentError
-from nba.eligibility import ContactRules, RecentContacts, eligibility
+from nba.deployment import Deployment, DeploymentError, Usage
+from nba.eligibility import ContactRules, Reason, RecentContacts, eligibility
 
 ROOT = Path(__file__).resolve().parents[2]
 TELECOM = ROOT / "examples" / "telecom" / "deployment.toml"
@@ -268,3 +268,116 @@ def test_what_a_policy_sees_of_a_deployments_customers(telecom):
     assert col["loyalty_tier=none"] == [1.0, 1.0]  # the default fills in
     assert col["log_contacts=call_centre"] == pytest.approx([0.0, np.log(2.0)])
     assert col["tz_offset"] == pytest.approx([2 / 12, -5 / 12])
+
+
+# ---------------------------------------------------------------------------- the whole contact policy
+DAY = int(JUNE // 24)  # the UTC day of JUNE
+NOON = JUNE + 10.0  # 12:00 local at tz +2: the slots "now", 10 (tomorrow), 13 and 18
+
+
+def renewals(telecom, n):
+    """``n`` customers who may get every offer but those for prepaid plans or silver members."""
+    return [telecom.check_attributes({"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30,
+                                      "monthly_revenue": 50})] * n
+
+
+def test_usage_counts_each_offer_in_all_and_each_channel_per_send_day(telecom):
+    space = telecom.action_space()
+    call, email = "call_centre", "email"
+    actions = np.array([space.index(call, "retention_call", None), space.index(call, "anniversary_gift", 10),
+                        space.index(email, "retention_call", None), 0, space.index(call, "retention_call", 13)])
+    send_at = np.array([NOON, JUNE + 32.0, JUNE - 5.0, NOON, JUNE + 48.0])  # today, tomorrow, yesterday, -, after
+    usage = Usage.count(telecom, actions, send_at, NOON)
+    offers = [o.name for o in telecom.offers]
+    assert usage.day == DAY and usage.offer_sends.sum() == 4  # no contact is not a send
+    assert usage.offer_sends[offers.index("retention_call")] == 3
+    assert usage.offer_sends[offers.index("anniversary_gift")] == 1
+    assert usage.channel_sends.shape == (5, 2) and usage.channel_sends.sum() == 2
+    assert usage.channel_sends[4].tolist() == [1, 1]  # midnight after tomorrow belongs to the day after
+    more = usage.plus(telecom, actions[:1], send_at[:1])
+    assert more.channel_sends[4].tolist() == [2, 1] and more.offer_sends.sum() == 5 and usage.offer_sends.sum() == 4
+    across = Usage.count(telecom, actions, send_at, np.array([NOON, JUNE + 30.0]))  # a batch over midnight
+    assert across.channel_sends.shape == (5, 3) and across.channel_sends[4].tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize(("make", "field"), [
+    (lambda d: Usage(np.zeros(3), np.zeros((5, 2)), DAY), "usage.offer_sends"),
+    (lambda d: Usage(np.zeros((40, 1)), np.zeros((5, 2)), DAY), "usage.offer_sends"),
+    (lambda d: Usage(np.zeros(40), np.zeros(5), DAY), "usage.channel_sends"),
+    (lambda d: Usage(np.zeros(40), np.zeros((4, 2)), DAY), "usage.channel_sends"),
+    (lambda d: Usage(np.zeros(40), np.zeros((5, 0)), DAY), "usage.channel_sends"),
+    (lambda d: Usage(np.full(40, -1), np.zeros((5, 2)), DAY), "usage.offer_sends"),
+    (lambda d: Usage(np.zeros(40), np.full((5, 2), 0.5), DAY), "usage.channel_sends"),
+    (lambda d: Usage(np.zeros(40), np.zeros((5, 2)), float(DAY)), "usage.day"),
+    (lambda d: Usage(np.zeros(40), np.zeros((5, 2)), DAY - 2), "usage.day"),  # counts days the batch does not send on
+    (lambda d: Usage.count(d, np.array([1, 2]), np.array([NOON]), NOON), "send_at"),
+    (lambda d: Usage.count(d, np.array([801]), np.array([NOON]), NOON), "actions"),
+    (lambda d: Usage.count(d, np.array([1]), np.array([np.nan]), NOON), "send_at"),
+])
+def test_usage_that_does_not_fit_raises_naming_the_field(telecom, make, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        telecom.eligibility(renewals(telecom, 1), telecom.recent(1), now=NOON, tz_offset=2.0, usage=make(telecom))
+
+
+def test_the_deployment_caps_each_offer_per_customer(telecom):
+    space = telecom.action_space()
+    offers = [o.name for o in telecom.offers]
+    retention, gift = offers.index("retention_call"), offers.index("anniversary_gift")
+    recent = telecom.recent(3)
+    assert set(recent.offers) == {retention, gift} and recent.k_offer == 1
+    # 90 days cap: row 0's call was exactly 90 days ago, row 1's an hour less, row 2's was another offer
+    recent.record(np.arange(3), np.full(3, 4), NOON - np.array([2160.0, 2159.0, 1.0]),
+                  offers=np.array([retention, retention, offers.index("referral_bonus")]))
+    mask, bits = telecom.eligibility(renewals(telecom, 3), recent, now=NOON, tz_offset=2.0, reasons=True)
+    call_now, call_13h = space.index("call_centre", "retention_call", None), space.index("call_centre",
+                                                                                           "retention_call", 13)
+    assert mask[0, call_now] and mask[0, call_13h]
+    assert bits[1, call_now] == Reason.OFFER and mask[1, call_13h]  # 13:00 sends exactly 90 days after
+    assert bits[2, call_now] == Reason.CHANNEL_CAP | Reason.MIN_GAP and mask[:, 0].all() and ((bits == 0) == mask).all()
+    # an old caller's record keeps no offers: the same contacts, the offer caps not checked, all else alike
+    old = RecentContacts.for_rules(3, 5, telecom.contact_rules())
+    old.record(np.arange(3), np.full(3, 4), NOON - np.array([2160.0, 2159.0, 1.0]))
+    old_mask, old_bits = telecom.eligibility(renewals(telecom, 3), old, now=NOON, tz_offset=2.0, reasons=True)
+    assert old_mask[1, call_now] and np.array_equal(old_bits & ~np.uint8(Reason.OFFER), bits & ~np.uint8(Reason.OFFER))
+    with pytest.raises(ValueError, match="^offers: needed"):
+        recent.record(np.array([0]), np.array([4]), np.array([NOON]))
+
+
+def test_budgets_and_daily_capacities_hold_across_the_batch(telecom):
+    space = telecom.action_space()
+    offers = [o.name for o in telecom.offers]
+    people, recent = renewals(telecom, 3), telecom.recent(3)
+    plain_mask, plain = telecom.eligibility(people, recent, now=NOON, tz_offset=2.0, reasons=True)
+    sends = np.zeros(40, np.int64)
+    sends[offers.index("anniversary_gift")] = 19_999  # one left of 20000
+    sends[offers.index("referral_bonus")] = 10**9  # no budget: no limit
+    channel = np.zeros((5, 2), np.int64)
+    channel[4] = [2000, 1999]  # call centre: full today, one call left tomorrow
+    mask, bits = telecom.eligibility(people, recent, now=NOON, tz_offset=2.0, reasons=True,
+                                     usage=Usage(sends, channel, DAY))
+    gift = space.content_of == offers.index("anniversary_gift")
+    call = space.channel_of == 4
+    tomorrow = space.slot_of == space.send_slots.index(10)
+    assert np.array_equal(mask[0, gift & ~call], plain_mask[0, gift & ~call])  # the first row gets the last gift
+    assert (bits[1:, gift] & Reason.BUDGET).all()
+    assert ((bits[:, call & ~tomorrow] & Reason.BUDGET) != 0).all()
+    assert mask[0, call & tomorrow & ~gift].sum() == plain_mask[0, call & tomorrow & ~gift].sum() > 0
+    assert (bits[1:, call & tomorrow] & Reason.BUDGET).all()
+    assert np.array_equal(mask[:, ~gift & ~call], plain_mask[:, ~gift & ~call]) and mask[:, 0].all()
+    assert ((bits == 0) == mask).all() and np.array_equal(bits & ~np.uint8(Reason.BUDGET), plain)
+    none = telecom.eligibility(people, recent, now=NOON, tz_offset=2.0, usage=None)  # not checked
+    assert np.array_equal(none, plain_mask)
+
+
+def test_decide_passes_the_usage_through(telecom):
+    from nba.decide import decide
+    from nba.policies import create
+
+    space = telecom.action_space()
+    policy = create("uniform_random", space)
+    full = Usage(np.zeros(40, np.int64), np.array([[0, 0]] * 4 + [[2000, 2000]]), DAY)  # no calls today or tomorrow
+    out = decide(telecom, policy, renewals(telecom, 50), now=NOON, tz_offset=2.0, rng=np.random.default_rng(3),
+                 usage=full)
+    call = space.channel_of == 4
+    assert (out.reasons[:, call] & Reason.BUDGET).all() and not out.eligible[:, call].any()
+    assert not call[out.action].any()
