@@ -376,7 +376,9 @@ def train(
 
 @app.command()
 def evaluate(
-    policy: Annotated[list[str], typer.Option(help="@alias, version, bundle folder or rule-based name (repeat)")],
+    policy: Annotated[list[str], typer.Option(
+        help="@alias, version, models:/ URI, bundle folder or rule-based name (repeat); on a log imported onto a "
+             "deployment: its registered versions, no_contact or uniform_random")],
     log: LogOpt = DEFAULT_LOG,
     scenario: ScenarioOpt = None,
     tau: Annotated[float, typer.Option(help="switch-DR weight threshold")] = 20.0,
@@ -384,19 +386,22 @@ def evaluate(
     seed: SeedOpt = 0,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
-    """Off-policy estimates (IPS, SNIPS, DM, DR, switch-DR) on a decision log, with the exact value
-    beside them when the log was simulated."""
+    """Off-policy estimates (IPS, SNIPS, DM, DR, switch-DR, MIPS, MDR) on a decision log, with the exact value
+    beside them when the log was simulated; a brand's log imported onto its deployment is evaluated on that
+    deployment (its reward, no exact value)."""
     from training import jobs
 
     with _job():
         jobs.load_scenario(scenario)
         _store(root)
         res = jobs.evaluate(log, list(policy), scenario_path=None if scenario is None else str(scenario), tau=tau,
-                            n_bootstrap=bootstrap, seed=seed)
+                            n_bootstrap=bootstrap, seed=seed, say=console.print)
     console.print(_estimates_table(res))
 
 
 def _estimates_table(res) -> Table:
+    from training.jobs import PROPENSITY_ESTIMATED, RANK_BY
+
     t = Table(title="off-policy estimates per decision (95% bootstrap intervals)")
     for col in ("policy", "estimator", "estimate", "95% CI", "ESS", "true value"):
         t.add_column(col, justify="left" if col in ("policy", "estimator") else "right")
@@ -404,6 +409,16 @@ def _estimates_table(res) -> Table:
         truth = "—" if res.truth is None else f"{res.truth[label]:.3f}"
         for name, e in est.items():
             t.add_row(label, name, f"{e.value:.3f}", f"[{e.ci_low:.3f}, {e.ci_high:.3f}]", f"{e.ess:,.0f}", truth)
+    notes = []
+    if res.deployment is not None:
+        notes.append(f"deployment {res.deployment.name!r} ({res.deployment.digest[:19]}..), rewarded by its rule; "
+                     "true value: none, a brand's log has no simulator behind it")
+    if res.propensity == PROPENSITY_ESTIMATED:
+        notes.append(f"propensity: estimated at import for {res.propensity_estimated_share:.0%} of the decisions, "
+                     "not logged: these estimates rest on that estimate")
+    notes.append(f"ranked by {RANK_BY} (flagged last): {', '.join(res.ranked())}; the logging policy's own value "
+                 f"{res.logging_value[0]:.3f}")
+    t.caption = "\n".join(notes)
     return t
 
 
@@ -481,8 +496,10 @@ def promote(
     from training import jobs
 
     with _job():
-        if metric not in ("ips", "snips", "dm", "dr", "switch_dr"):
-            raise jobs.JobError(f"metric: unknown estimator {metric!r}; valid: ips, snips, dm, dr, switch_dr")
+        from nba.ope import ESTIMATORS
+
+        if metric not in ESTIMATORS:  # before the store is touched
+            raise jobs.JobError(f"metric: unknown estimator {metric!r}; valid: {', '.join(ESTIMATORS)}")
         if (predicted_low is None) != (predicted_high is None):
             raise jobs.JobError("predicted_ci: give both --predicted-low and --predicted-high")
         ci = None if predicted_low is None else (predicted_low, predicted_high)

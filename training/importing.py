@@ -118,9 +118,10 @@ def describe(result: ImportResult) -> str:
     shown = ", ".join(names) if len(names) <= 12 else f"{', '.join(names[:10])}, ... {names[-1]}"
     lines.append(f"context: {len(names)} features: {shown}")
     if result.deployment is not None:
-        lines.append(f"deployment: {result.deployment[:19]}.. (in each decision's policy_version); the context and "
-                     "the eligible actions are the deployment's, with each customer's contact history rebuilt from "
-                     "their earlier rows in the file")
+        lines.append(f"deployment: {result.deployment[:19]}.. (kept by the log, and in each decision's "
+                     "policy_version: nba train and nba evaluate find it there); the context and the eligible actions "
+                     "are the deployment's, with each customer's contact history rebuilt from their earlier rows in "
+                     "the file")
     if result.ineligible:
         lines.append(f"ineligible: {result.ineligible:,} rows chose an action the deployment would not have allowed; "
                      "kept, their action added to their mask")

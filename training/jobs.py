@@ -33,6 +33,7 @@ from nba.policies.safe import ESTIMATE, SPIBB
 from nba.serialization import Bundle
 
 Progress = Callable[[int], None] | None
+PROPENSITY_LOGGED, PROPENSITY_ESTIMATED = "logged", "estimated"  # eval.propensity: what the OPE weights rest on
 BANDIT_BATCH = 1000
 SIMULATOR = "simulator"
 OFFLINE = ("fqi", "two_stage")  # offline RL: fitted on journey transitions, not updated batch by batch
@@ -152,6 +153,61 @@ def check_log_deployment(log, deployment) -> None:
     if others:
         raise JobError(f"deployment: the log's decisions were made on another deployment ({', '.join(others)}), "
                        f"not on the file's {deployment.digest}")
+
+
+def stored_deployment(log):
+    """The :class:`nba.deployment.Deployment` whose canonical document the log holds (stored by
+    :func:`nba.log.importer.import_onto`: :meth:`nba.log.DecisionLog.deployment`), or None."""
+    from nba.deployment import Deployment, DeploymentError
+
+    document = log.deployment()
+    if document is None:
+        return None
+    try:
+        return Deployment.from_dict(document)
+    except DeploymentError as e:
+        raise JobError(f"deployment: the deployment the log holds is not valid: {e}") from e
+
+
+def peek_deployment(url: str):
+    """The deployment the log at ``url`` holds (:func:`stored_deployment`); None when it holds none, or
+    when it cannot be opened (:func:`open_log` then says why, in its turn)."""
+    from nba.log import DecisionLog
+
+    try:
+        log = DecisionLog(url)
+    except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
+        return None
+    with log:
+        return stored_deployment(log)
+
+
+def log_deployment(log, given=None):
+    """The deployment the log's decisions were made on: the one the log holds, or ``given`` (a
+    :class:`nba.deployment.Deployment`, from a file), checked against the log (:func:`check_log_deployment`).
+    When the log holds one and a file is given too, the two must be the same deployment (digest); a log
+    imported before logs kept their deployment needs the file. JobError naming ``deployment`` otherwise."""
+    held = stored_deployment(log)
+    deployment = given if given is not None else held
+    if deployment is None:
+        raise JobError("deployment: the log holds no deployment; give the deployment file it was imported onto")
+    check_log_deployment(log, deployment)
+    if held is not None and held.digest != deployment.digest:
+        raise JobError(f"deployment: the log's decisions were made on another deployment: it holds {held.name!r} "
+                       f"({held.digest}), not the file's {deployment.name!r} ({deployment.digest})")
+    return deployment
+
+
+def propensity_source(batch) -> tuple[str, float]:
+    """Where a log's propensities come from: :data:`PROPENSITY_LOGGED` when the policy that decided logged
+    them, :data:`PROPENSITY_ESTIMATED` when any decision's were estimated at import (its policy name
+    ends with :data:`nba.log.importer.ESTIMATED_SUFFIX`), with the share of decisions estimated."""
+    from nba.log.importer import ESTIMATED_SUFFIX
+
+    if not len(batch):
+        return PROPENSITY_LOGGED, 0.0
+    share = float(np.char.endswith(batch.policy.astype(str), ESTIMATED_SUFFIX).mean())
+    return (PROPENSITY_ESTIMATED if share > 0 else PROPENSITY_LOGGED), share
 
 
 def code_version() -> str:
@@ -398,18 +454,21 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     a mapping is that mode's parameters (``{"contacts": "keep"}``, say: see :class:`nba.policies.safe.SPIBB`).
 
     ``deployment_path``: a deployment file (:mod:`nba.deployment`) and ``source`` a log imported onto it
-    (:func:`check_log_deployment`, else JobError naming ``deployment``). The policy is built on the
+    (:func:`log_deployment`, else JobError naming ``deployment``). A log imported onto a deployment holds
+    it (:meth:`nba.log.DecisionLog.deployment`): without ``deployment_path`` the policy trains on that
+    one, and with it the two must be the same. The policy is built on the
     deployment's action space and features (:func:`build_deployment_policy`: no rule-based policy),
     learns offline from the log with the deployment's reward (:meth:`~nba.deployment.Deployment.reward_rule`),
     without the conservative mode (it buckets by the scenario's segments: the run's param ``safe`` says
     ``off (deployment)``), and is registered as a deployment bundle (:meth:`nba.serialization.Bundle.of_deployment`).
     """
-    if deployment_path is not None:
+    if deployment_path is None and source != SIMULATOR:
+        check_policy(policy_name, dict(params or {}))  # a typo fails before the log is opened
+    if deployment_path is not None or (source != SIMULATOR and peek_deployment(source) is not None):
         return _train_on_deployment(policy_name, source=source, deployment_path=deployment_path,
                                     scenario_path=scenario_path, params=params, seed=seed, purpose=purpose,
                                     safe=safe, register=register, progress=progress)
     import mlflow
-
 
     scenario = load_scenario(scenario_path)
     policy = build_policy(policy_name, scenario, params)
@@ -459,12 +518,12 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
-def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str | Path,
+def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str | Path | None,
                          scenario_path: str | None, params: Mapping[str, Any] | None, seed: int, purpose: str,
                          safe: bool | Mapping[str, Any], register: bool, progress: Progress) -> TrainResult:
-    """:func:`train` on a brand's log imported onto its deployment (see its ``deployment_path``)."""
+    """:func:`train` on a brand's log imported onto its deployment: the file's (``deployment_path``) or,
+    without one, the log's own."""
     import mlflow
-
 
     if source == SIMULATOR:
         raise JobError("source: a deployment is trained on its own decision log (nba import --deployment), "
@@ -473,17 +532,18 @@ def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str 
         raise JobError("scenario: not with a deployment (the deployment is the world the policy decides in)")
     if isinstance(safe, Mapping) and safe:
         raise JobError("safe: the conservative mode buckets by the scenario's segments; not with a deployment")
-    deployment = load_deployment(deployment_path)
-    policy = build_deployment_policy(policy_name, deployment, params)
+    given = None if deployment_path is None else load_deployment(deployment_path)
     log = open_log(source)
     try:
-        check_log_deployment(log, deployment)
+        deployment = log_deployment(log, given)
+        policy = build_deployment_policy(policy_name, deployment, params)
     except JobError:
         log.close()
         raise
     with _start("train", run_name=f"train-{policy_name}") as run:
         mlflow.log_params({"policy": policy_name, "source": "decision_log", "deployment": deployment.name,
-                           "deployment_digest": deployment.digest, "reward": "deployment", "seed": seed,
+                           "deployment_digest": deployment.digest, "deployment_from": "log" if given is None else
+                           "file", "reward": "deployment", "seed": seed,
                            "purpose": purpose, "safe": "off (deployment)",
                            **{f"policy.{k}": v for k, v in (params or {}).items()}})
         digest = LogDigest(source)
@@ -622,32 +682,89 @@ def policy_label(policy: Policy) -> str:
 
 
 
-def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | None]:
-    """A policy to evaluate: ``@alias`` or a version number of the registered model, a saved
-    bundle folder, or a policy name (rule-based policies only: learners need training)."""
+def _registered_bundle(ref: str) -> tuple[str, Bundle, str | None] | None:
+    """The bundle ``ref`` names, with its label and registered version of :data:`training.registry.MODEL_NAME`
+    (None for a bundle folder, or another model's URI): ``@alias``, a version number, a ``models:/`` URI
+    or a saved bundle folder; None when ``ref`` names no bundle. JobError naming ``policy`` when it
+    names a version that does not exist."""
     from nba.serialization import load_bundle
     from training import registry
 
-    if ref.startswith("@") or ref.isdigit():
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        uri = f"models:/{registry.MODEL_NAME}/{ref}" if ref.isdigit() else f"models:/{registry.MODEL_NAME}{ref}"
-        try:
-            path = mlflow.artifacts.download_artifacts(uri)
-        except MlflowException as e:
-            raise JobError(f"policy: no registered version {ref!r} of {registry.MODEL_NAME!r}") from e
-        version = ref if ref.isdigit() else registry.alias_state(ref[1:]).version
-        b = load_bundle(Path(path) / "artifacts" / "bundle")
-        return f"{policy_label(b.policy)} v{version}", b.policy, version
-    if Path(ref).is_dir():
+    name = registry.MODEL_NAME
+    if ref.startswith("models:/"):
+        uri, rest = ref, ref.removeprefix("models:/")
+        mine = rest.removeprefix(f"{name}/") if rest.startswith(f"{name}/") else (
+            rest.removeprefix(name) if rest.startswith(f"{name}@") else None)
+        pinned = mine if mine is not None and (mine.isdigit() or mine.startswith("@")) else None
+    elif ref.startswith("@") or ref.isdigit():
+        uri, pinned = (f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}{ref}"), ref
+    elif Path(ref).is_dir():
         b = load_bundle(ref)
-        return policy_label(b.policy), b.policy, None
+        return policy_label(b.policy), b, None
+    else:
+        return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = mlflow.artifacts.download_artifacts(uri)
+    except MlflowException as e:
+        raise JobError(f"policy: no registered version {ref!r}" + ("" if ref.startswith("models:/") else
+                                                                   f" of {name!r}")) from e
+    b = load_bundle(Path(path) / "artifacts" / "bundle")
+    version = None if pinned is None else (pinned if pinned.isdigit() else registry.alias_state(pinned[1:]).version)
+    return (f"{policy_label(b.policy)} v{version}" if version else f"{policy_label(b.policy)} ({ref})"), b, version
+
+
+def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | None]:
+    """A policy to evaluate: ``@alias``, a version number or a ``models:/`` URI of the registered model,
+    a saved bundle folder, or a policy name (rule-based policies only: learners need training)."""
+    found = _registered_bundle(ref)
+    if found is not None:
+        label, b, version = found
+        if b.deployment is not None:
+            raise JobError(f"policy: {ref!r} decides on the deployment {b.deployment.name!r}, not on the scenario "
+                           f"{scenario.name!r}: evaluate it on a log of its deployment")
+        return label, b.policy, version
     untrained = (set(RULE_BASED) - set(LEARNERS)) | {"no_contact", "uniform_random"}  # learners need training
     if ref in untrained:
         return ref, build_policy(ref, scenario), None
     raise JobError(f"policy: {ref!r} is not @alias, a version number, a bundle folder or a policy that needs no "
                    f"training ({', '.join(sorted(untrained))})")
+
+
+UNTRAINED_ON_DEPLOYMENT = ("no_contact", "uniform_random")  # need neither training nor the scenario's segments
+
+
+def resolve_deployment_target(ref: str, deployment) -> tuple[str, Policy, str | None]:
+    """A policy to evaluate on a log of ``deployment``: a registered version or bundle folder (as
+    :func:`resolve_target`) whose policy decides over the deployment's actions reading its features
+    (a bundle of another deployment with the same actions and feature names passes), or one of
+    :data:`UNTRAINED_ON_DEPLOYMENT`. A learner's name is refused (it has learned nothing yet: train it
+    on the log first), and so are the rule-based policies (they follow the scenario's segments): JobError
+    naming ``policy`` and the target."""
+    found = _registered_bundle(ref)
+    if found is None:
+        if ref in UNTRAINED_ON_DEPLOYMENT:
+            return ref, build_deployment_policy(ref, deployment), None
+        if ref in LEARNERS:
+            raise JobError(f"policy: {ref!r} is a learner that has learned nothing yet: train it on the log first "
+                           f"(nba train --policy {ref} --source LOG) and evaluate its version")
+        if ref in RULE_BASED:
+            raise JobError(f"policy: {ref!r} follows rules on the scenario's segments, which the deployment "
+                           f"{deployment.name!r} does not have")
+        raise JobError(f"policy: {ref!r} is not @alias, a version number, a models:/ URI, a bundle folder or a policy "
+                       f"that needs no training ({', '.join(UNTRAINED_ON_DEPLOYMENT)})")
+    label, b, version = found
+    space, features = deployment.action_space(), deployment.features()
+    dim = getattr(b.policy, "dim", None)
+    if (getattr(b.policy, "space", None) != space or dim not in (None, features.dim)
+            or tuple(b.spec.names) != tuple(features.names)):
+        world = "the scenario's" if b.deployment is None else f"the deployment {b.deployment.name!r}'s"
+        raise JobError(f"policy: {ref!r} ({label}) decides over {b.policy.space.n_actions} actions reading "
+                       f"{len(b.spec.names)} features, {world}, not the {space.n_actions} actions and {features.dim} "
+                       f"features of the log's deployment {deployment.name!r}")
+    return label, b.policy, version
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -665,6 +782,9 @@ class EvaluateResult:
     logging_truth: float | None  # the logging policy's exact value there (simulated logs)
     logging_value: tuple[float, float, float] = (np.nan, np.nan, np.nan)  # logged mean reward, its interval
     flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> UNSUPPORTED / BELOW_LOGGING
+    propensity: str = PROPENSITY_LOGGED  # what the weights rest on: PROPENSITY_LOGGED or PROPENSITY_ESTIMATED
+    propensity_estimated_share: float = 0.0  # the share of decisions whose propensity was estimated at import
+    deployment: Any = None  # the nba.deployment.Deployment of a brand's log (no simulator: no exact values)
 
     def ranked(self) -> list[str]:
         """Labels by the :data:`RANK_BY` estimate's :data:`nba.ope.RANK_STATISTIC` (its point estimate or
@@ -700,7 +820,15 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
     (``eval.flags``; ``say`` prints a warning) when its :data:`RANK_BY` estimate is *unsupported* (it
     puts mass on actions the log does not support) or when even its upper bound lies below the
     logging policy's own value on the log (a policy learned from that log that is worse than the
-    policy that wrote it)."""
+    policy that wrote it).
+
+    A brand's log imported onto its deployment (it holds it: :func:`stored_deployment`) is evaluated on
+    that deployment: its targets are registered versions or bundle folders of policies on its actions and
+    features, or ``no_contact`` / ``uniform_random`` (:func:`resolve_deployment_target`), rewarded by the
+    deployment's rule, on the decision-time contexts and masks the log holds; no scenario
+    (``scenario_path``: JobError) and no exact value (no simulator behind it). Every evaluation records
+    what its weights rest on (``eval.propensity``: :func:`propensity_source`); when the log's propensities
+    were estimated at import rather than logged, ``say`` warns that the estimates rest on that estimate."""
     import mlflow
 
     from nba.ope import evaluate as ope_evaluate
@@ -710,21 +838,46 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
     scenario = load_scenario(scenario_path)
     if not targets:
         raise JobError("policy: give at least one policy to evaluate")
-    resolved = [resolve_target(t, scenario) for t in targets]
+    deployment = peek_deployment(log_url)
+    if deployment is not None:
+        if scenario_path not in (None, "", "default"):
+            raise JobError(f"scenario: the log holds the decisions of the deployment {deployment.name!r}; evaluate "
+                           "them on it, without a scenario")
+        resolved = [resolve_deployment_target(t, deployment) for t in targets]
+        space = deployment.action_space()
+    else:
+        resolved = [resolve_target(t, scenario) for t in targets]
+        space = scenario.action_space
     log = open_log(log_url, "log")
+    if deployment is not None:
+        try:
+            check_log_deployment(log, deployment)
+        except JobError:
+            log.close()
+            raise
     out = Path(tempfile.mkdtemp(prefix="nba-eval-")) if plots_dir is None else Path(plots_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _start("evaluate") as run, log:
-        batch = log.read(reward_rule_for(log_url))
+        batch = log.read(reward_rule_for(log_url) if deployment is None else deployment.reward_rule())
         ident = LogDigest.of(log_url, batch.decision_id)
         _dataset_input(ident, "evaluate")
+        propensity, estimated_share = propensity_source(batch)
         mlflow.log_params({"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed,
                            "rank_by": RANK_BY})
-        space = scenario.action_space
+        world = {} if deployment is None else {"eval.deployment": deployment.name,
+                                               "eval.deployment_digest": deployment.digest}
+        mlflow.set_tags({"eval.propensity": propensity, **world,
+                         "eval.truth": "simulator" if deployment is None else
+                         "none: a brand's log has no simulator behind it, off-policy estimates only"})
+        mlflow.log_metric("propensity.estimated_share", estimated_share)
+        if propensity == PROPENSITY_ESTIMATED and say is not None:
+            say(f"[yellow]warning: propensity: estimated at import, not logged ({estimated_share:.0%} of the "
+                "decisions): the IPS and DR weights, and so every estimate below, rest on that estimate; sound "
+                "only if the old policy chose at random given the columns it was estimated from[/yellow]")
         model = fit_reward_models(batch.context, batch.action, batch.reward, space, mask=batch.eligible, seed=seed,
                                   clusters=batch.customer_id)
         logged = logging_value(batch, n_bootstrap, seed)
-        replay = find_simulation(log_url)
+        replay = None if deployment is not None else find_simulation(log_url)
         logging = None
         if replay is not None:  # the logging distribution itself: exact group weights and support check
             logging = replay_logging(replay)[1].probabilities(batch.context, batch.eligible)
@@ -755,7 +908,7 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
             if version is not None:
                 tags = {"eval.dataset": ident["dataset.digest"], "eval.run_id": run.info.run_id,
                         "eval.rank_by": RANK_BY, "eval.flags": ",".join(flags[label]),
-                        "eval.logging.value": logged[0]}
+                        "eval.logging.value": logged[0], registry.PROPENSITY_TAG: propensity, **world}
                 for name, e in est.items():
                     tags |= {f"eval.{name}.value": e.value, f"eval.{name}.ci_low": e.ci_low,
                              f"eval.{name}.ci_high": e.ci_high, f"eval.{name}.unsupported": e.unsupported}
@@ -772,7 +925,12 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
                 mlflow.log_metric(f"{_metric_key(label.replace('@', ''))}.true_value", v)
             logging_truth = exact["logging"]
             mlflow.log_metric("logging.true_value", logging_truth)
-        _plot_decisions(scenario, batch, targets_probs, out, seed)
+        sampled = _sampled_actions(targets_probs, seed)
+        if deployment is None:
+            _plot_decisions(scenario, batch, sampled, out)
+        _log_figure(plots.channel_mix({label: plots.mix_of(a, space.channel_of, space.n_channels)
+                                       for label, a in sampled.items()}, space.channels, out / "channel_mix.png",
+                                      "channel mix on the evaluation log's contexts"))
         rows = [(f"{label} · {name}", e.value, e.ci_low, e.ci_high)
                 for label, est in estimates.items() for name, e in est.items() if name in PLOTTED]
         unsupported = {f"{label} · {name}": UNSUPPORTED for label, est in estimates.items()
@@ -782,7 +940,8 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         _log_figure(plots.estimate_intervals(rows, out / "ope_intervals.png",
                                              "off-policy estimates (95% intervals; hollow grey: unsupported)",
                                              marks, unsupported))
-        res = EvaluateResult(run.info.run_id, estimates, truth, logging_truth, logged, flags)
+        res = EvaluateResult(run.info.run_id, estimates, truth, logging_truth, logged, flags, propensity,
+                             estimated_share, deployment)
         ranked = res.ranked()
         rank_rows = [(label, estimates[label][RANK_BY].value, estimates[label][RANK_BY].ci_low,
                       estimates[label][RANK_BY].ci_high) for label in ranked]
@@ -793,10 +952,17 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         return res
 
 
-def _plot_decisions(scenario: Scenario, batch, probabilities: Mapping[str, np.ndarray], out: Path, seed: int) -> None:
-    """Channel mix of every policy, and each policy's local send hours by segment, on the log's contexts
-    (one draw from each policy's distribution ``probabilities[label]`` per logged context)."""
+def _sampled_actions(probabilities: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """One draw from each policy's distribution ``probabilities[label]`` per logged context."""
     from nba.policies.base import sample
+
+    rng = np.random.default_rng(seed)
+    return {label: sample(probs, rng.random(len(probs))) for label, probs in probabilities.items()}
+
+
+def _plot_decisions(scenario: Scenario, batch, sampled: Mapping[str, np.ndarray], out: Path) -> None:
+    """Each policy's local send hours by segment on the log's contexts (``sampled[label]``: its actions
+    there, :func:`_sampled_actions`)."""
     from training import plots
 
     space, spec = scenario.action_space, scenario.feature_spec
@@ -805,17 +971,11 @@ def _plot_decisions(scenario: Scenario, batch, probabilities: Mapping[str, np.nd
     hour = np.mod(np.degrees(np.arctan2(X[:, spec.index("local_hour_sin")], X[:, spec.index("local_hour_cos")]))
                   / 15.0, 24.0)
     slot_hours = np.array([np.nan if h is None else h for h in space.send_slots])
-    mixes = {}
-    rng = np.random.default_rng(seed)
-    for k, (label, probs) in enumerate(probabilities.items()):
-        actions = sample(probs, rng.random(len(X)))
-        mixes[label] = plots.mix_of(actions, space.channel_of, space.n_channels)
+    for k, (label, actions) in enumerate(sampled.items()):
         send = slot_hours[np.maximum(space.slot_of[actions], 0)]
         send = np.where(np.isnan(send), hour, send)
         _log_figure(plots.send_hour_heatmap(send, segment, actions > 0, scenario.segments,
                                             out / f"send_hours_{k}.png", f"{label}: local send hour by segment"))
-    _log_figure(plots.channel_mix(mixes, scenario.channels, out / "channel_mix.png",
-                                  "channel mix on the evaluation log's contexts"))
 
 
 # ----------------------------------------------------------------------------- A/B

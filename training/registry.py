@@ -36,6 +36,10 @@ MODEL_NAME = "nba-policy"
 DIGEST_TAG = "bundle_digest"  # model version tag: nba.serialization.bundle_digest of artifacts/bundle
 DEPLOYMENT_TAG = "deployment"  # model version tag of a deployment bundle: its deployment's name
 DEPLOYMENT_DIGEST_TAG = "deployment_digest"  # ... and that deployment's digest (nba.deployment.Deployment.digest)
+# model version tag set by the evaluate job beside eval.<estimator>.*: "logged" when the evaluation log's
+# propensities were the deciding policy's own, "estimated" when they were estimated at import (the
+# off-policy estimates rest on that estimate; training.jobs.propensity_source)
+PROPENSITY_TAG = "eval.propensity"
 CHAMPION, CHALLENGER = "champion", "challenger"
 POLICY_MODEL_FILE = Path(__file__).with_name("policy_model.py")
 REQUIREMENTS = ["numpy", "pandas", "lightgbm", "mlflow"]

@@ -84,6 +84,12 @@ def test_import_a_telecom_log_onto_its_deployment(tmp_path):
                               "--log", log])
     assert res.exit_code == 0, res.output
     assert "360 new decisions" in res.output and "801 actions" in res.output and "deployment: sha256:" in res.output
+    assert "kept by the log" in " ".join(res.output.split())
+    from nba.deployment import Deployment
+    from nba.log.store import DecisionLog
+
+    with DecisionLog(log) as stored:  # nba train and nba evaluate read the deployment from the log
+        assert stored.deployment() == Deployment.load(world).to_dict()
     res = runner.invoke(app, ["import", str(data), "--channel", "channel", "--log", f"sqlite:///{tmp_path}/x.db"])
     assert res.exit_code == 2 and "deployment" in res.output
 

@@ -106,6 +106,8 @@ def test_simulate_train_evaluate_promote(store):
         assert dr.ci_low - half <= ev.truth[label] <= dr.ci_high + half, (label, dr, ev.truth[label])
     tags = mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, lints.version).tags
     assert {"eval.dr.value", "eval.dr.ci_low", "eval.dataset"} <= set(tags)
+    assert tags[registry.PROPENSITY_TAG] == "logged" and ev.propensity == jobs.PROPENSITY_LOGGED
+    assert ev.deployment is None and mlflow.get_run(ev.run_id).data.tags["eval.truth"] == "simulator"
 
     registry.set_alias(registry.CHAMPION, bau.version)
     registry.set_alias(registry.CHALLENGER, lints.version)
@@ -390,11 +392,15 @@ def test_evaluation_flags_unsupported_estimates_and_policies_worse_than_the_logg
 
 # ----------------------------------------------------------------------------- a brand's log on its deployment
 TELECOM = Path(__file__).resolve().parents[2] / "examples" / "telecom"
+COLUMNS = dict(channel="channel", offer="offer", send_hour="send_hour", reward="reward", opted_out="opted_out",
+               customer_id="customer_id", decision_id="decision_id", time="time")
 
 
 @pytest.fixture(scope="module")
 def telecom_log(tmp_path_factory):
-    """400 customers over 4 days of the telecom example's log, imported onto its deployment."""
+    """100 customers over 4 days of the telecom example's log imported onto its deployment: the first three
+    days with the propensities the operator logged, the last one without them (estimated at import). Small:
+    evaluating policies over its 801 actions costs about 10 ms a decision."""
     import importlib.util
 
     from nba.deployment import Deployment
@@ -405,32 +411,58 @@ def telecom_log(tmp_path_factory):
     spec.loader.exec_module(generate)
     root = tmp_path_factory.mktemp("telecom")
     deployment = Deployment.load(TELECOM / "deployment.toml")
-    data = generate.write_csv(generate.generate(deployment, 400, 4, seed=0), root / "log.csv")
+    header, *rows = generate.generate(deployment, 100, 4, seed=0)  # day by day
     url = f"sqlite:///{root / 'log.db'}"
-    import_command(data, url, deployment=TELECOM / "deployment.toml", channel="channel", offer="offer",
-                   send_hour="send_hour", propensity="propensity", reward="reward", opted_out="opted_out",
-                   customer_id="customer_id", decision_id="decision_id", time="time")
+    logged = generate.write_csv([header, *rows[:300]], root / "logged.csv")
+    import_command(logged, url, deployment=TELECOM / "deployment.toml", propensity="propensity", **COLUMNS)
+    later = generate.write_csv([header, *rows[300:]], root / "later.csv")
+    res = import_command(later, url, deployment=TELECOM / "deployment.toml", **COLUMNS)
+    assert res.propensity_estimated and res.new_decisions == 100
     return {"url": url, "deployment": deployment, "file": TELECOM / "deployment.toml", "root": root}
 
 
+@pytest.fixture(scope="module")
+def trained(store, telecom_log):
+    """linucb trained on the log with the deployment file given, lints on the deployment the log holds."""
+    return {"linucb": jobs.train("linucb", source=telecom_log["url"], deployment_path=telecom_log["file"]),
+            "lints": jobs.train("lints", source=telecom_log["url"])}
+
+
+def _copy_log(telecom_log, path: Path, deployment: dict | None) -> str:
+    """A copy of the telecom log holding ``deployment`` (None: none, as logs imported before they kept it)."""
+    import shutil
+    import sqlite3
+
+    shutil.copy(telecom_log["root"] / "log.db", path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'deployment'")
+        if deployment is not None:
+            conn.execute("INSERT INTO meta VALUES ('deployment', ?)", (json.dumps(deployment),))
+    return f"sqlite:///{path}"
+
+
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
-def test_train_on_a_deployment_log_registers_a_bundle_that_carries_it(store, telecom_log, tmp_path):
+def test_train_on_a_deployment_log_registers_a_bundle_that_carries_it(store, telecom_log, trained, tmp_path):
     """A brand's log imported onto its deployment trains a learner on the deployment's actions and
-    features; the registered bundle carries the deployment, and nba.decide decides with it."""
+    features, with the file or with the deployment the log holds; the registered bundle carries the
+    deployment, and nba.decide decides with it."""
     from nba.decide import decide
     from nba.serialization import bundle_digest, load_bundle
 
     d = telecom_log["deployment"]
-    res = jobs.train("linucb", source=telecom_log["url"], deployment_path=telecom_log["file"])
-    assert res.version and res.metrics["rows"] == 1600
+    res = trained["linucb"]
+    assert res.version and res.metrics["rows"] == 400
     assert res.policy.space == d.action_space() and res.policy.dim == d.features().dim  # 801 actions, 58 features
-    run = mlflow.get_run(res.run_id)
-    assert run.data.params["safe"] == "off (deployment)" and run.data.params["deployment_digest"] == d.digest
-    tags = mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, res.version).tags
-    assert tags[registry.DEPLOYMENT_TAG] == "telco-retention" and tags[registry.DEPLOYMENT_DIGEST_TAG] == d.digest
+    for r, source in ((res, "file"), (trained["lints"], "log")):
+        params = mlflow.get_run(r.run_id).data.params
+        assert params["safe"] == "off (deployment)" and params["deployment_digest"] == d.digest
+        assert params["deployment_from"] == source
+        tags = mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, r.version).tags
+        assert tags[registry.DEPLOYMENT_TAG] == "telco-retention" and tags[registry.DEPLOYMENT_DIGEST_TAG] == d.digest
     files = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{res.version}",
                                                      dst_path=str(tmp_path / "dl"))) / "artifacts" / "bundle"
-    assert tags[registry.DIGEST_TAG] == bundle_digest(files)
+    assert mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, res.version).tags[
+        registry.DIGEST_TAG] == bundle_digest(files)
     bundle = load_bundle(files)
     assert bundle.deployment is not None and bundle.deployment.digest == d.digest
     assert bundle.spec.names == d.features().names and bundle.rules == d.contact_rules()
@@ -454,12 +486,68 @@ def test_train_on_a_deployment_log_registers_a_bundle_that_carries_it(store, tel
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
-def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, telecom_log, tmp_path):
-    from nba.policies import RULE_BASED
+def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log, trained, tmp_path):
+    """Registered deployment bundles evaluated off-policy on the brand's log, with the deployment's reward:
+    no exact value, the estimated propensities said (result, warning, run and version tags, the table),
+    the plots that make sense without a scenario; then promote decides on the tags as for scenario bundles."""
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from training.cli import _estimates_table, app
+
+    d, client = telecom_log["deployment"], mlflow.MlflowClient()
+    linucb, lints = trained["linucb"].version, trained["lints"].version
+    registry.set_alias(registry.CHAMPION, linucb)
+    registry.set_alias(registry.CHALLENGER, lints)
+    said: list[str] = []
+    ev = jobs.evaluate(telecom_log["url"], ["@champion", "@challenger", "no_contact"], n_bootstrap=20,
+                       plots_dir=tmp_path / "plots", say=said.append)
+    assert set(ev.estimates) == {f"linucb v{linucb}", f"lints v{lints}", "no_contact"}
+    assert ev.truth is None and ev.logging_truth is None and ev.deployment.digest == d.digest
+    assert ev.propensity == jobs.PROPENSITY_ESTIMATED and ev.propensity_estimated_share == pytest.approx(0.25)
+    assert any("propensity: estimated at import, not logged (25% of the decisions)" in s for s in said)
+    assert ev.estimates["no_contact"]["ips"].value == 0.0  # no contact: no cost, no conversion in the window
+    run = mlflow.get_run(ev.run_id)
+    assert run.data.tags["eval.propensity"] == "estimated" and run.data.tags["eval.truth"].startswith("none")
+    assert run.data.tags["eval.deployment_digest"] == d.digest
+    assert run.data.metrics["propensity.estimated_share"] == pytest.approx(0.25)
+    assert not [k for k in run.data.metrics if k.endswith("true_value")]
+    plots = {Path(f.path).name for f in client.list_artifacts(ev.run_id, "plots")}
+    assert plots == {"ope_intervals.png", "ope_ranking.png", "channel_mix.png"}  # no segments: no send-hour maps
+    tags = {v: client.get_model_version(registry.MODEL_NAME, v).tags for v in (linucb, lints)}
+    for t in tags.values():
+        assert t[registry.PROPENSITY_TAG] == "estimated" and t["eval.deployment_digest"] == d.digest
+        assert t["eval.dataset"] == tags[linucb]["eval.dataset"] and t["eval.run_id"] == ev.run_id
+        assert {"eval.dr.value", "eval.dr.ci_low", "eval.mdr.ci_low", "eval.flags"} <= set(t)
+    table = Console(record=True, width=150)
+    table.print(_estimates_table(ev))
+    text = " ".join(table.export_text().split())
+    assert "true value: none, a brand's log has no simulator behind it" in text
+    assert "propensity: estimated at import for 25% of the decisions" in text
+
+    result = jobs.promote()  # as for scenario bundles: the challenger's dr lower bound against the champion's dr
+    c_lo, k_v = float(tags[lints]["eval.dr.ci_low"]), float(tags[linucb]["eval.dr.value"])
+    assert result.promoted == (c_lo > k_v)
+    assert registry.alias_state(registry.CHAMPION).version == (lints if result.promoted else linucb)
+    # nba promote the same, on the other estimator: MDR's tags
+    registry.set_alias(registry.CHAMPION, linucb)
+    res = CliRunner().invoke(app, ["promote", "--metric", "mdr", "--root", str(store["root"])])
+    assert res.exit_code == 0, res.output
+    moved = float(tags[lints]["eval.mdr.ci_low"]) > float(tags[linucb]["eval.mdr.value"])
+    assert ("moved" if moved else "unchanged") in res.output
+    assert registry.alias_state(registry.CHAMPION).version == (lints if moved else linucb)
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
+def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, telecom_log, trained, tmp_path):
+    from nba.policies import RULE_BASED, create
+    from nba.serialization import save_bundle
 
     url, file = telecom_log["url"], telecom_log["file"]
     scenario_log = f"sqlite:///{tmp_path / 'scenario.db'}"
     jobs.simulate(scenario_log, decisions=1000, seed=0)
+    scenario = jobs.load_scenario(None)
+    folder = save_bundle(jobs.bundle_of(create("uniform_random", scenario.action_space), scenario), tmp_path / "b")
     before = _runs()
     # the same features and actions, another digest (a channel's cost changed): not the file its decisions were on
     text = file.read_text()
@@ -478,33 +566,67 @@ def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, tele
     assert Deployment.load(shuffled).action_space() != telecom_log["deployment"].action_space()
     with pytest.raises(jobs.JobError, match="^deployment: the log's action space"):
         jobs.train("linucb", source=url, deployment_path=shuffled)
-    # a log of the scenario on the deployment, and the deployment's log without it
+    # a log of the scenario on the deployment
     with pytest.raises(jobs.JobError, match="^deployment: the log's features"):
         jobs.train("linucb", source=scenario_log, deployment_path=file)
+    # a log imported before logs kept their deployment needs its file; one whose stored deployment is not
+    # the file's is refused, naming both
+    older = _copy_log(telecom_log, tmp_path / "older.db", None)
     with pytest.raises(jobs.JobError, match="^source: .*made on a deployment .*: give its file"):
-        jobs.train("linucb", source=url)
-    # rule-based policies follow the scenario's segments
+        jobs.train("linucb", source=older)
+    dearer = Deployment.load(other).to_dict()
+    with pytest.raises(jobs.JobError, match="^deployment: the log's decisions were made on another deployment: it "
+                                            "holds 'telco-retention'"):
+        jobs.train("linucb", source=_copy_log(telecom_log, tmp_path / "odd.db", dearer), deployment_path=file)
+    # rule-based policies follow the scenario's segments, with the file or without
     for name in RULE_BASED:
         with pytest.raises(jobs.JobError, match=f"^policy: '{name}' follows rules"):
             jobs.train(name, source=url, deployment_path=file)
+    with pytest.raises(jobs.JobError, match="^policy: 'business_as_usual' follows rules"):
+        jobs.train("business_as_usual", source=url)
     with pytest.raises(jobs.JobError, match="^source: a deployment is trained on its own decision log"):
         jobs.train("linucb", deployment_path=file)
     with pytest.raises(jobs.JobError, match="^deployment: no such file"):
         jobs.train("linucb", source=url, deployment_path=tmp_path / "missing.toml")
     with pytest.raises(jobs.JobError, match="^safe: "):
         jobs.train("linucb", source=url, deployment_path=file, safe={"n_min": 5})
+    with pytest.raises(jobs.JobError, match="^scenario: not with a deployment"):
+        jobs.train("linucb", source=url, scenario_path=str(Path(jobs.__file__).parents[1] / "envs" / "scenarios"
+                                                             / "default.toml"))
+    # evaluation: trained policies on the log's actions and features, or the two that need no training
+    version = trained["lints"].version
+    for target, message in (
+            ("linucb", r"^policy: 'linucb' is a learner that has learned nothing yet: train it on the log first"),
+            ("send_time", r"^policy: 'send_time' is a learner"),
+            ("business_as_usual", r"^policy: 'business_as_usual' follows rules on the scenario's segments"),
+            (str(folder), r"^policy: '.*' \(uniform_random\) decides over 225 actions reading \d+ features, the "
+                          r"scenario's, not the 801 actions and 58 features of the log's deployment 'telco-retention'"),
+            (f"models:/{registry.MODEL_NAME}/999", r"^policy: no registered version 'models:/nba-policy/999'"),
+            ("magic", r"^policy: 'magic' is not @alias.*no_contact, uniform_random")):
+        with pytest.raises(jobs.JobError, match=message):
+            jobs.evaluate(url, [target])
+    with pytest.raises(jobs.JobError, match="^scenario: the log holds the decisions of the deployment"):
+        jobs.evaluate(url, [version], scenario_path=str(Path(jobs.__file__).parents[1] / "envs" / "scenarios"
+                                                         / "default.toml"))
+    with pytest.raises(jobs.JobError, match=f"^policy: '{version}' decides on the deployment 'telco-retention', not "
+                                            "on the scenario"):
+        jobs.evaluate(scenario_log, [version])
     assert _runs() == before
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
-def test_nba_train_passes_the_deployment_through(store, telecom_log):
+def test_nba_train_and_evaluate_find_the_deployment_in_the_log(store, telecom_log):
     from typer.testing import CliRunner
 
     from training.cli import app
 
+    root = ["--root", str(store["root"])]
     before = _runs()
-    res = CliRunner().invoke(app, ["train", "--policy", "business_as_usual", "--source", telecom_log["url"],
-                                   "--deployment", str(telecom_log["file"]), "--root", str(store["root"])])
-    said = " ".join(res.output.split())  # the console wraps long lines
-    assert res.exit_code == 2 and "policy: 'business_as_usual' follows rules" in said, res.output
+    for extra in (["--deployment", str(telecom_log["file"])], []):
+        res = CliRunner().invoke(app, ["train", "--policy", "business_as_usual", "--source", telecom_log["url"],
+                                       *extra, *root])
+        said = " ".join(res.output.split())  # the console wraps long lines
+        assert res.exit_code == 2 and "policy: 'business_as_usual' follows rules" in said, res.output
+    res = CliRunner().invoke(app, ["evaluate", "--policy", "lints", "--log", telecom_log["url"], *root])
+    assert res.exit_code == 2 and "is a learner that has learned nothing yet" in " ".join(res.output.split())
     assert _runs() == before
