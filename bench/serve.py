@@ -12,7 +12,12 @@ The two servers take turns point by point, in both orders, so background load hi
 Bounded in time: about ``10 * seconds`` plus start-up; the default takes under two minutes.
 
     python bench/serve.py [--seconds 6] [--policy business_as_usual] [--json out.json] [--write behind|through]
-                          [--gather-ms MS]
+                          [--gather-ms MS] [--world scenario|telecom|offers1000]
+
+``--world``: the simulator's scenario (profile fields in each request, the default), the telecom
+deployment of ``examples/telecom`` (its declared attributes in each request: 5 channels, 40 offers,
+4 slots, 801 actions), or that deployment with 1,000 offers and one send slot (5,001 actions). On a
+deployment the policy defaults to ``linucb`` (the rule-based baselines follow the scenario's segments).
 """
 
 from __future__ import annotations
@@ -37,20 +42,59 @@ SEGMENTS = ("genz", "millennial", "genx", "senior")
 ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC", "+05:30", "America/Los_Angeles")
 
 
-def make_registry(root: Path, policy: str) -> str:
-    """A fresh embedded MLflow registry with one policy as @champion; returns its URI."""
+TELECOM = ROOT / "examples" / "telecom" / "deployment.toml"
+PLANS = ("prepaid", "postpaid", "business")
+TIERS = ("none", "silver", "gold")
+
+
+def deployment_of(world: str, root: Path) -> Path | None:
+    """The deployment file a world serves (None: the simulator's scenario); ``offers1000`` is written under
+    ``root``: the telecom deployment's channels and attributes, 1,000 offers with the same features, one slot."""
+    if world == "scenario":
+        return None
+    if world == "telecom":
+        return TELECOM
+    import yaml
+
+    from nba.deployment import Deployment
+
+    data = Deployment.load(TELECOM).to_dict()
+    rng = np.random.default_rng(7)
+    cats = ("data", "voice", "roaming", "device", "content")
+    data["deployment"]["send_slots"] = ["now"]
+    data["offers"] = {f"offer_{k:04d}": {"features": {
+        "category": cats[k % len(cats)], "discount": float(rng.choice([0.0, 0.1, 0.2, 0.3])),
+        "margin": float(np.round(rng.uniform(0.5, 40.0), 1)), "monthly_price": float(np.round(rng.uniform(1, 30), 1))}}
+        for k in range(1000)}
+    data["contact_policy"]["caps"] = [c for c in data["contact_policy"]["caps"] if "offer" not in c]
+    path = root / "offers1000.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def make_registry(root: Path, policy: str, deployment: Path | None = None) -> str:
+    """A fresh embedded MLflow registry with one policy as @champion (on ``deployment`` when given);
+    returns its URI."""
     import mlflow
 
-    from envs.scenario import Scenario
     from nba.policies import create
     from nba.serialization import Bundle
     from training.registry import log_policy, set_alias, use_store
 
     uri = use_store(root)
-    sc = Scenario.default()
-    pol = create(policy, sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim)
+    if deployment is None:
+        from envs.scenario import Scenario
+
+        sc = Scenario.default()
+        bundle = Bundle(create(policy, sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim),
+                        sc.feature_spec, sc.lifecycle, sc.contact)
+    else:
+        from nba.deployment import Deployment
+
+        d = Deployment.load(deployment)
+        bundle = Bundle.of_deployment(create(policy, d.action_space(), dim=d.features().dim), d)
     with mlflow.start_run():
-        info = log_policy(Bundle(pol, sc.feature_spec, sc.lifecycle, sc.contact))
+        info = log_policy(bundle)
     set_alias("champion", info.registered_model_version)
     return uri
 
@@ -84,12 +128,18 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 90.0) -> None
 class Payloads:
     """Request bodies over a pool of customers (random segment, zone, tenure)."""
 
-    def __init__(self, seed: int = 0, pool: int = 200_000) -> None:
+    def __init__(self, seed: int = 0, pool: int = 200_000, attributes: bool = False) -> None:
         self.rng = np.random.default_rng(seed)
         self.pool = pool
+        self.attributes = attributes
         self.tag = f"{os.getpid():x}{int(time.time()):x}"
 
     def customer(self, i: int) -> dict:
+        if self.attributes:  # the telecom deployment's declared attributes
+            return {"customer_id": f"b{self.tag}-{i}", "timezone": ZONES[i % len(ZONES)], "attributes": {
+                "plan_type": PLANS[i % 3], "tenure_days": float(i % 2000), "monthly_revenue": float(10 + i % 60),
+                "data_usage_gb": float(i % 40), "loyalty_tier": TIERS[i % 3], "app_user": i % 2 == 0,
+                "whatsapp_opt_in": i % 3 == 0, "days_to_contract_end": None if i % 3 == 0 else float(i % 365)}}
         return {"customer_id": f"b{self.tag}-{i}", "segment": SEGMENTS[i % 4], "timezone": ZONES[i % len(ZONES)],
                 "tenure_days": float(i % 400), "cart_active": bool(i % 7 == 0)}
 
@@ -146,9 +196,9 @@ async def load(port: int, path: str, bodies, concurrency: int, seconds: float) -
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan")}
 
 
-def points(seconds: float) -> list[tuple[str, str, object, int, int]]:
+def points(seconds: float, attributes: bool = False) -> list[tuple[str, str, object, int, int]]:
     """(name, path, bodies, concurrency, customers per request) of every measurement point."""
-    p = Payloads()
+    p = Payloads(attributes=attributes)
     out: list[tuple[str, str, object, int, int]] = [(f"decide_c{c}", "/decide", p.one, c, 1) for c in (1, 8, 32)]
     for n in (100, 1000):
         bodies = [p.batch(n) for _ in range(8)]
@@ -157,14 +207,14 @@ def points(seconds: float) -> list[tuple[str, str, object, int, int]]:
     return out
 
 
-def measure(ports: dict[str, int], seconds: float) -> dict[str, dict]:
+def measure(ports: dict[str, int], seconds: float, attributes: bool = False) -> dict[str, dict]:
     """Every point on every server, the servers alternating point by point (and in both orders, half the
     time each) so that both see the same background load."""
     results: dict[str, dict] = {kind: {} for kind in ports}
-    warm = Payloads(seed=1)
+    warm = Payloads(seed=1, attributes=attributes)
     for port in ports.values():
         asyncio.run(load(port, "/decide", warm.one, 8, min(2.0, seconds)))
-    for name, path, bodies, c, n in points(seconds):
+    for name, path, bodies, c, n in points(seconds, attributes):
         parts: dict[str, list[dict]] = {kind: [] for kind in ports}
         for order in (list(ports), list(ports)[::-1]):
             for kind in order:
@@ -183,7 +233,8 @@ def measure(ports: dict[str, int], seconds: float) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=6.0, help="per measurement point")
-    ap.add_argument("--policy", default="business_as_usual")
+    ap.add_argument("--policy", default=None, help="default: business_as_usual, linucb on a deployment")
+    ap.add_argument("--world", choices=("scenario", "telecom", "offers1000"), default="scenario")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--write", choices=("behind", "through"), default="behind",
                     help="behind: acknowledge once fsynced in a local spool, history in memory (NBA_SPOOL_DIR); "
@@ -195,7 +246,9 @@ def main() -> None:
     if args.gather_ms is not None:  # both servers inherit it
         os.environ["NBA_GATHER_MS"] = f"{args.gather_ms:g}"
     tmp = Path(tempfile.mkdtemp(prefix="nba-bench-serve-"))
-    uri = make_registry(tmp, args.policy)
+    deployment = deployment_of(args.world, tmp)
+    args.policy = args.policy or ("business_as_usual" if deployment is None else "linucb")
+    uri = make_registry(tmp, args.policy, deployment)
     procs, ports = {}, {}
     try:
         for kind in ("bentoml", "bare"):
@@ -204,12 +257,15 @@ def main() -> None:
                        NBA_CACHE_DIR=str(tmp / f"cache-{kind}"), NBA_POLL_S="10")
             env.pop("NBA_TOKEN", None)
             env.pop("NBA_SPOOL_DIR", None)
+            env.pop("NBA_DEPLOYMENT", None)
+            if deployment is not None:
+                env["NBA_DEPLOYMENT"] = str(deployment)
             if args.write == "behind":
                 env["NBA_SPOOL_DIR"] = str(tmp / f"spool-{kind}")
             procs[kind] = start(kind, ports[kind], env, tmp / f"{kind}.log")
         for kind in procs:
             wait_ready(ports[kind], procs[kind])
-        results = measure(ports, args.seconds)
+        results = measure(ports, args.seconds, attributes=deployment is not None)
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -223,8 +279,9 @@ def main() -> None:
     from serving.config import Settings
 
     gather = Settings.from_env({"NBA_GATHER_MS": os.environ.get("NBA_GATHER_MS", "")}).gather_ms
-    print(f"policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; logs: SQLite WAL "
-          f"synchronous=FULL, {mode}; gather window {gather:g} ms; client: asyncio raw HTTP/1.1 keep-alive\n")
+    print(f"world {args.world}; policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; "
+          f"logs: SQLite WAL synchronous=FULL, {mode}; gather window {gather:g} ms; "
+          "client: asyncio raw HTTP/1.1 keep-alive\n")
     print(f"{'point':<14} {'service req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} "
           f"{'p99 ms':>7} | ratio  errors")
     for point in results["bare"]:

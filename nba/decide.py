@@ -12,7 +12,11 @@ The steps are the library's: :class:`nba.features.AttributeFeatures` for the con
 :meth:`nba.deployment.Deployment.eligibility` for the mask and its reasons (contact policy and the
 offers' own rules), :func:`nba.eligibility.send_time` for the slots, :func:`nba.policies.act` for the
 choice and its exact propensity. The history (contacts and responses) and the recent contacts come
-from the caller: the decision log's rows for these customers, or empty for customers never seen.
+from the caller: the decision log's rows for these customers (:func:`history_from_log` rebuilds both
+from :meth:`nba.log.store.DecisionLog.contact_history`), or empty for customers never seen.
+
+The simulator's own world (a scenario bundle: segments, lifecycle stage, cart, the scenario's features)
+decides through :func:`decide_profiles`, with the same contact policy, send times and choice.
 """
 
 from __future__ import annotations
@@ -23,10 +27,20 @@ from typing import Any
 
 import numpy as np
 
-from nba.actions import NO_CONTACT
+from nba.actions import NO_CONTACT, ActionSpace
 from nba.deployment import Deployment, Usage
-from nba.eligibility import RecentContacts, send_time
-from nba.features import History
+from nba.eligibility import ContactRules, Reason, RecentContacts, eligibility, send_time
+from nba.features import (
+    NEVER,
+    FeatureSpec,
+    History,
+    LifecycleRules,
+    Profile,
+    build_features,
+    hour_of_day,
+    lifecycle_stage,
+)
+from nba.log.records import ContactHistory
 from nba.policies import Policy, act
 
 
@@ -46,13 +60,15 @@ class Decided:
 def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[str, Any]], *,
            now: np.ndarray | float, tz_offset: np.ndarray | float, rng: np.random.Generator,
            history: History | None = None, recent: RecentContacts | None = None,
-           allowed: np.ndarray | None = None, usage: Usage | None = None) -> Decided:
+           allowed: np.ndarray | None = None, offers: np.ndarray | None = None,
+           usage: Usage | None = None) -> Decided:
     """Decide for customers described by ``attributes`` (as :meth:`Deployment.check_attributes` returns
     them) at ``now`` (hours since the epoch) in their time zones ``tz_offset`` (hours east of UTC).
 
-    ``history`` and ``recent`` default to customers without any contact yet; ``allowed`` (N, C)
-    restricts the channels of each request. ValueError naming ``policy`` when the policy was not
-    built for this deployment's actions and features.
+    ``history`` and ``recent`` default to customers without any contact yet; ``allowed`` (N, C) and
+    ``offers`` (N, n_offers) restrict the channels and the offers of each request (the others are
+    ineligible with :attr:`nba.eligibility.Reason.RESTRICTED`). ValueError naming ``policy`` when the
+    policy was not built for this deployment's actions and features.
     """
     space = deployment.action_space()
     layout = deployment.features()
@@ -73,9 +89,106 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
     X = np.ascontiguousarray(layout.build(columns, history, now_v, tz))
     mask, reasons = deployment.eligibility(attributes, recent, now=now_v, tz_offset=tz, allowed=allowed, reasons=True,
                                            columns=columns, usage=usage)
+    if offers is not None:
+        offers = np.asarray(offers, bool)
+        if offers.shape != (n, len(deployment.offers)):
+            raise ValueError(f"offers: expected shape {(n, len(deployment.offers))}, got {offers.shape}")
+        reasons[:, 1:] |= np.where(offers[:, space.content_of[1:]], 0, int(Reason.RESTRICTED)).astype(reasons.dtype)
+        mask = reasons == 0
+    return _choose(policy, X, mask, reasons, now_v, tz, rng)
+
+
+def decide_profiles(policy: Policy, spec: FeatureSpec, rules: ContactRules, lifecycle: LifecycleRules,
+                    profile: Profile, history: History, recent: RecentContacts, *, now: np.ndarray,
+                    rng: np.random.Generator, allowed: np.ndarray | None = None) -> Decided:
+    """Decide for the simulator's customers (a scenario bundle's world).
+
+    ``profile`` is what the caller knows; a ``stage`` of -1 is derived from the tenure and the
+    purchases in ``history`` (:func:`nba.features.lifecycle_stage`). Features come from
+    :func:`nba.features.build_features`, the contact policy from :func:`nba.eligibility.eligibility`
+    with ``profile.consent`` and the channels ``allowed`` (N, C) to each request.
+    """
+    now = np.asarray(now, np.float64)
+    stage = profile.stage
+    derive = stage < 0
+    if derive.any():
+        bought = history.n_purchases > 0
+        since_d = np.where(bought & (history.last_purchase > NEVER / 2), (now - history.last_purchase) / 24.0,
+                           np.inf)
+        stage = stage.copy()
+        stage[derive] = lifecycle_stage(profile.tenure_days, since_d, lifecycle)[derive]
+        profile = Profile(profile.segment, profile.tz_offset, profile.consent, stage, profile.cart_active,
+                          profile.tenure_days)
+    X = np.ascontiguousarray(build_features(spec, profile, history, now, lifecycle))
+    mask, reasons = eligibility(policy.space, rules, recent, now=now, tz_offset=profile.tz_offset,
+                                consent=profile.consent, allowed=allowed, reasons=True)
+    return _choose(policy, X, mask, reasons, now, profile.tz_offset, rng)
+
+
+def _choose(policy: Policy, X: np.ndarray, mask: np.ndarray, reasons: np.ndarray, now: np.ndarray,
+            tz: np.ndarray, rng: np.random.Generator) -> Decided:
+    """The policy's choice among the eligible actions, its propensity, and when it sends."""
+    space = policy.space
     decisions = act(policy, X, mask, rng)
-    slots = send_time(space, now_v, tz)
+    slots = send_time(space, now, tz)
     slot = space.slot_of[decisions.actions]
-    chosen = slots[np.arange(n), np.maximum(slot, 0)]
-    send_at = np.where(decisions.actions == NO_CONTACT, now_v, chosen)
+    chosen = slots[np.arange(len(now)), np.maximum(slot, 0)]
+    send_at = np.where(decisions.actions == NO_CONTACT, now, chosen)
     return Decided(X, mask, reasons, decisions.actions, decisions.propensities, decisions.probabilities, send_at)
+
+
+def history_from_log(h: ContactHistory, rows: np.ndarray, space: ActionSpace, recent: RecentContacts, *,
+                     now: np.ndarray, tz_offset: np.ndarray) -> History:
+    """The :class:`~nba.features.History` of the customers ``rows`` (their indices into
+    ``h.customer_ids``) rebuilt from the decision log's contact history ``h``; ``recent`` (sized for
+    those customers, e.g. :meth:`nba.eligibility.RecentContacts.for_rules`) is filled with their contacts.
+
+    ``recent`` gets every contact, scheduled ones too; the history the ones already sent at ``now``.
+    Engagements are the first open or click of each contact; conversions are purchases
+    (``n_purchases``, ``last_purchase``). A contact or event whose action lies outside ``space`` is
+    left out.
+    """
+    n, c = len(rows), space.n_channels
+    local = np.full(int(rows.max()) + 1 if n else 0, -1, np.int64)
+    local[rows] = np.arange(n)
+    hist = History.empty(n, c)
+    cust = h.contact_customer
+    keep = (cust < len(local)) & (h.contact_action < space.n_actions)
+    keep[keep] &= local[cust[keep]] >= 0
+    r, send_at, a = local[cust[keep]], h.contact_send_at[keep], h.contact_action[keep]
+    ch = space.channel_of[a].astype(np.intp)
+    for sel in _rounds(r):
+        recent.record(r[sel], ch[sel], send_at[sel])
+        past = sel[send_at[sel] <= now[r[sel]]]
+        if past.size:
+            hist.record_contacts(r[past], ch[past], send_at[past], hour_of_day(send_at[past] + tz_offset[r[past]]))
+    cust = h.event_customer
+    keep = (cust < len(local)) & (h.event_action < space.n_actions)
+    keep[keep] &= local[cust[keep]] >= 0
+    r, ev, t = local[cust[keep]], h.event[keep], h.event_time[keep]
+    ea, es = h.event_action[keep], h.event_send_at[keep]
+    bought = ev == "converted"
+    hist.n_purchases[:] = np.bincount(r[bought], minlength=n).astype(np.float32)
+    np.maximum.at(hist.last_purchase, r[bought], t[bought])
+    seen = (ev != "converted") & (ea > 0)
+    if seen.any():
+        idx = np.flatnonzero(seen)
+        key = np.stack([r[idx].astype(np.float64), es[idx], ea[idx].astype(np.float64)], axis=1)
+        _, first = np.unique(key, axis=0, return_index=True)  # events are sorted by time: first = earliest
+        idx = np.sort(idx[first])
+        rr, cc = r[idx], space.channel_of[ea[idx]].astype(np.intp)
+        for sel in _rounds(rr):
+            hist.record_engagements(rr[sel], cc[sel], t[idx][sel], hour_of_day(es[idx][sel] + tz_offset[rr[sel]]))
+    return hist
+
+
+def _rounds(rows: np.ndarray) -> list[np.ndarray]:
+    """Split positions of ``rows`` into rounds with each row at most once, keeping each row's order."""
+    if rows.size == 0:
+        return []
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    start = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
+    rank = np.empty(rows.size, np.int64)
+    rank[order] = np.arange(rows.size) - np.repeat(start, np.diff(np.r_[start, rows.size]))
+    return [np.flatnonzero(rank == k) for k in range(int(rank.max()) + 1)]

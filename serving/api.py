@@ -19,8 +19,10 @@ import numpy as np
 import orjson
 
 from nba.actions import ActionSpace
+from nba.deployment import Deployment
 from serving.config import Settings
-from serving.engine import BadRequest, Engine, Job, NotReady, Result
+from serving.decisions import Result
+from serving.engine import BadRequest, Engine, Job, NotReady
 from serving.models import ModelStore
 from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest, FeedbackResponse
 
@@ -45,8 +47,14 @@ class Runtime:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         namespace = os.environ.get("NBA_LOG_NAMESPACE") or None
         decision_log = DecisionLog(url, namespace=namespace, checkpoint_every_s=1.0)
+        deployment = None
+        if settings.deployment is not None:
+            try:
+                deployment = Deployment.load(settings.deployment)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"NBA_DEPLOYMENT: {e}") from e
         models = ModelStore(settings.tracking_uri, settings.model_name, settings.aliases, settings.cache_dir,
-                            settings.poll_s)
+                            settings.poll_s, deployment)
         models.start()
         return cls(settings, models, Engine(settings, models, decision_log, counter))
 
@@ -57,11 +65,19 @@ class Runtime:
         return self.models.ready and (spool is None or spool.failed is None)
 
     def names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The served champion's segment and channel names (empty before one is loaded)."""
+        """The served champion's segment and channel names (empty before one is loaded; no segments for a
+        deployment's policy)."""
         champion = self.models.served.get("champion")
         if champion is None:
             return (), ()
-        return tuple(champion.bundle.spec.segments), tuple(champion.bundle.policy.space.channels)
+        segments = () if champion.bundle.deployment is not None else tuple(champion.bundle.spec.segments)
+        return segments, tuple(champion.bundle.policy.space.channels)
+
+    @property
+    def deployment(self) -> Deployment | None:
+        """The deployment the served champion decides on (None: the simulator's world, or none loaded)."""
+        champion = self.models.served.get("champion")
+        return None if champion is None else champion.bundle.deployment
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``/readyz``'s answer: ready or not, what is served, and what is wrong in plain sentences."""
@@ -143,37 +159,51 @@ def _decisions(job: Job, res: Result, experiment: str) -> list[dict[str, Any]]:
     (built directly: a pydantic object per decision costs more than the decision itself in a large batch)."""
     rows = job.rows
     n = len(rows.ids)
-    spaces = {id(s): s for s in res.spaces}  # one or two served versions: look each up once
-    infos = {key: _action_info(space) for key, space in spaces.items()}
-    bases = {key: _alternative_bases(space) for key, space in spaces.items()}
-    described = [infos[id(s)][a] for s, a in zip(res.spaces, res.action.tolist(), strict=True)]
-    alts = [_alternatives(bases[id(s)], row) if row else [] for s, row in zip(res.spaces, res.alternatives,
+    bundles = {id(b): b for b in res.bundles}  # one or two served versions: look each up once
+    infos = {key: _action_info(b.policy.space, b.deployment) for key, b in bundles.items()}
+    bases = {key: _alternative_bases(b.policy.space) for key, b in bundles.items()}
+    described = [infos[id(b)][a] for b, a in zip(res.bundles, res.action.tolist(), strict=True)]
+    alts = [_alternatives(bases[id(b)], row) if row else [] for b, row in zip(res.bundles, res.alternatives,
                                                                              strict=True)]
-    action, channel, content, hour = zip(*described, strict=True) if n else ((),) * 4
-    columns = (res.decision_id, rows.ids, action, channel, content, _iso(res.send_at),
+    action, channel, content, hour, offer, features = zip(*described, strict=True) if n else ((),) * 6
+    columns = (res.decision_id, rows.ids, action, channel, content, offer, features, _iso(res.send_at),
                _iso(res.send_at, np.asarray(rows.tz)), hour, res.propensity.tolist(), res.policy, res.version,
                [experiment] * n, rows.arm, alts)
-    return [{"decision_id": d, "customer_id": c, "action": a, "channel": ch, "content": ct, "send_at": su,
-             "send_at_local": sl, "send_hour_local": h, "propensity": p, "policy": po, "policy_version": v,
-             "experiment": e, "arm": arm, "alternatives": al}
-            for d, c, a, ch, ct, su, sl, h, p, po, v, e, arm, al in zip(*columns, strict=True)]
+    return [{"decision_id": d, "customer_id": c, "action": a, "channel": ch, "content": ct, "offer": of,
+             "offer_features": fe, "send_at": su, "send_at_local": sl, "send_hour_local": h, "propensity": p,
+             "policy": po, "policy_version": v, "experiment": e, "arm": arm, "alternatives": al}
+            for d, c, a, ch, ct, of, fe, su, sl, h, p, po, v, e, arm, al in zip(*columns, strict=True)]
 
 
-@lru_cache(maxsize=16)
-def _action_info(space: ActionSpace) -> tuple[tuple[str, str | None, str | None, int | None], ...]:
-    """Per action index: (name, channel, content, send hour) as the responses show them."""
-    out = [("no_contact", None, None, None)]
-    for a, name in enumerate(space.names()[1:], start=1):
-        out.append((name, space.channels[space.channel_of[a]], space.contents[space.content_of[a]],
-                    space.send_slots[space.slot_of[a]]))
-    return tuple(out)
+Info = tuple[str, str | None, str | None, int | None, str | None, dict[str, Any] | None]
+
+
+def _action_info(space: ActionSpace, deployment: Deployment | None = None) -> tuple[Info, ...]:
+    """Per action index: (name, channel, content, send hour, offer, offer features) as the responses show
+    them; the offer and its declared features only for a deployment's actions. Cached per world."""
+    key = (space, None if deployment is None else deployment.digest)
+    info = _INFO.get(key)
+    if info is None:
+        if len(_INFO) > 16:
+            _INFO.clear()
+        out: list[Info] = [("no_contact", None, None, None, None, None)]
+        offers = {} if deployment is None else {o.name: dict(o.features) for o in deployment.offers}
+        for a, name in enumerate(space.names()[1:], start=1):
+            content = space.contents[space.content_of[a]]
+            out.append((name, space.channels[space.channel_of[a]], content, space.send_slots[space.slot_of[a]],
+                        content if deployment is not None else None, offers.get(content)))
+        info = _INFO[key] = tuple(out)
+    return info
+
+
+_INFO: dict[tuple[ActionSpace, str | None], tuple[Info, ...]] = {}
 
 
 @lru_cache(maxsize=16)
 def _alternative_bases(space: ActionSpace) -> tuple[dict[str, Any], ...]:
     """Per action index: an alternative's fields but its probability."""
     return tuple({"action": a, "channel": ch, "content": ct, "send_hour_local": h}
-                 for a, ch, ct, h in _action_info(space))
+                 for a, ch, ct, h, _, _ in _action_info(space))
 
 
 def _dumps(data: Any) -> bytes:

@@ -27,6 +27,8 @@
                            log from the spool before a 503 (default 5; a failing log answers at once)
 ``NBA_GATHER_MS``          longest a batch waits for more requests once it has its first, while fewer
                            wait than the previous batch held (default 2; 0 = decide what waits at once)
+``NBA_DEPLOYMENT``         a deployment file (TOML/YAML, :mod:`nba.deployment`): serve only policies of that
+                           deployment (same digest); default: the world of the first version loaded
 =========================  =====================================================================
 """
 
@@ -76,6 +78,7 @@ class Settings:
     cache_customers: int = 200_000
     gather_ms: float = 2.0
     feedback_wait_s: float = 5.0
+    deployment: Path | None = None
 
     def __post_init__(self) -> None:
         if self.experiment:
@@ -149,6 +152,7 @@ class Settings:
             seed=int(seed) if seed else None,
             workers=int(workers),
             spool_dir=Path(spool) if spool else None,
+            deployment=Path(env["NBA_DEPLOYMENT"].strip()) if env.get("NBA_DEPLOYMENT", "").strip() else None,
             cache_customers=int(cache),
             gather_ms=number("NBA_GATHER_MS", cls.gather_ms),
             feedback_wait_s=number("NBA_FEEDBACK_WAIT_S", cls.feedback_wait_s),

@@ -34,12 +34,13 @@ the decider computes batch k+1 was measured and dropped: a SQLite commit holds t
 for much of its time, and the hand-off cost more than the overlap saved, about 3 -> 7 ms at
 concurrency 1 and 790 -> 580 requests/s at 8 with the bare app.)
 
-Features come from :func:`nba.features.build_features` over the caller's profile fields plus the
-customer's history rebuilt from the log; the contact policy is :func:`nba.eligibility.eligibility`
-with the same history. A batch reads that history, decides and writes its decisions inside one
-:meth:`nba.log.store.DecisionLog.deciding` transaction, which serialises it against every other
-worker or replica deciding for the same customers (SQLite: the write lock; PostgreSQL: advisory
-locks on customer buckets), so several workers over one log never let a customer past a cap together.
+Validation is :mod:`serving.requests`; a batch goes through the library's decide path
+(:mod:`serving.decisions` hands it to :mod:`nba.decide`: history rebuilt from the log, features,
+eligibility mask, send times, choice and propensity). A batch reads that history, decides and writes
+its decisions inside one :meth:`nba.log.store.DecisionLog.deciding` transaction, which serialises it
+against every other worker or replica deciding for the same customers (SQLite: the write lock;
+PostgreSQL: advisory locks on customer buckets), so several workers over one log never let a customer
+past a cap together.
 """
 
 from __future__ import annotations
@@ -50,148 +51,38 @@ import logging
 import math
 import os
 import queue
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from nba.actions import NO_CONTACT, ActionSpace
-from nba.eligibility import MAX_TZ_H, RecentContacts, eligibility, send_time
-from nba.features import LIFECYCLE_STAGES, NEVER, History, Profile, build_features, hour_of_day, lifecycle_stage
-from nba.log.records import DecisionRecords, OutcomeRecords
+from nba.actions import NO_CONTACT
+from nba.log.records import OutcomeRecords
 from nba.log.spool import Spool, rejected
 from nba.log.store import LogLayout
-from nba.policies import act
-from nba.serialization import Bundle
 from serving.config import Settings
+from serving.decisions import Result, decide_batch
 from serving.history import HistoryCache
 from serving.models import ModelStore, Served
+from serving.requests import (
+    BadRequest,
+    LogBehind,
+    NotReady,
+    Rows,
+    UnknownDecision,
+    checked_hours,
+    names_of,
+    short,
+    validate,
+)
 from serving.schemas import MAX_VALUE
 
 log = logging.getLogger("nba.serving")
 CYCLE_ROWS = 2_000  # a batch takes waiting requests until it holds this many customers
-_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
-_STAGE = {s: i for i, s in enumerate(LIFECYCLE_STAGES)}
-
-
-class BadRequest(ValueError):
-    """A request the service refuses (4xx); the message starts with the offending field."""
-
-    status = 422
-
-
-class UnknownDecision(BadRequest):
-    """Feedback for a decision id the log does not hold."""
-
-    status = 404
-
-
-class NotReady(RuntimeError):
-    """No policy loaded yet (503)."""
-
-
-class LogBehind(NotReady):
-    """Write-behind feedback for a decision the log does not hold yet (503: retry later)."""
-
-
-# ----------------------------------------------------------------------------- time
-EARLIEST_H = 0.0  # 1970-01-01T00:00Z: times the service accepts, in hours since the epoch
-LATEST_H = (datetime(2200, 1, 1, tzinfo=UTC).timestamp()) / 3600.0  # before 2200-01-01T00:00Z
-
-
-def checked_hours(t: datetime | float | None, default: float, field_name: str) -> float:
-    """:func:`hours` of ``t``, refused (BadRequest naming ``field_name``) outside 1970 to 2199."""
-    try:
-        h = hours(t, default)
-    except (OverflowError, ValueError, OSError):
-        h = math.nan
-    if not (EARLIEST_H <= h < LATEST_H):
-        raise BadRequest(f"{field_name}: must be a time from 1970-01-01 to 2199-12-31 (UTC), got {_short(t)}")
-    return h
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """repr of ``value`` cut to ``limit`` characters: an error message never echoes a large input."""
-    text = repr(value.isoformat() if isinstance(value, datetime) else value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def hours(t: datetime | float | None, default: float) -> float:
-    """Hours since the epoch of ``t`` (a datetime, naive = UTC, or epoch seconds); ``default`` when None."""
-    if t is None:
-        return default
-    if isinstance(t, datetime):
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=UTC)
-        return t.timestamp() / 3600.0
-    return float(t) / 3600.0
-
-
-@lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo | float:
-    """A ZoneInfo for an IANA name, or a fixed offset in hours for ``+02:00`` / ``UTC-5`` / ``UTC``."""
-    if name.upper() in ("UTC", "GMT", "Z"):
-        return 0.0
-    m = _OFFSET.match(name)
-    if m:
-        sign, hh, mm = m.group(1), int(m.group(2)), int(m.group(3) or 0)
-        if mm >= 60:
-            raise ValueError(name)
-        off = (hh + mm / 60.0) * (1 if sign == "+" else -1)
-        if abs(off) > MAX_TZ_H:
-            raise ValueError(name)
-        return off
-    if "/" not in name and not name.isalpha():
-        raise ValueError(name)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(name) from None
-
-
-def tz_offset(name: str, now_h: float, field_name: str) -> float:
-    """Hours east of UTC of time zone ``name`` at ``now_h``; BadRequest naming ``field_name`` if unknown."""
-    try:
-        z = _zone(name)
-    except ValueError:
-        raise BadRequest(f"{field_name}: unknown time zone {_short(name)}; give an IANA name such as "
-                         f"'Europe/Paris' or a UTC offset such as '+02:00'") from None
-    if isinstance(z, float):
-        return z
-    off = datetime.fromtimestamp(now_h * 3600.0, tz=z).utcoffset()
-    return off.total_seconds() / 3600.0 if off is not None else 0.0
-
-
-def _p(i: int, batch: bool) -> str:
-    """Field-path prefix of row ``i``: ``customers[i].`` in a batch, nothing for a single decision."""
-    return f"customers[{i}]." if batch else ""
-
-
-# ----------------------------------------------------------------------------- requests
-@dataclass
-class Rows:
-    """Validated customers of one request, every row bound to the served version that will decide it."""
-
-    ids: list[str]
-    alias: list[str]  # served alias deciding each row (champion, or challenger in its arm)
-    arm: list[str]  # experiment arm ("" without experiment)
-    segment: list[int]
-    tz: list[float]
-    tenure: list[float]
-    stage: list[int]  # -1: derive
-    cart: list[bool]
-    consent: list[list[bool] | None]  # per channel of the row's bundle; None: all
-    allowed: list[list[bool] | None]
-    n_purchases: list[float]
-    last_purchase: list[float]
-    last_visit: list[float]
+__all__ = ["BadRequest", "Engine", "Job", "LogBehind", "NotReady", "Outage", "Result", "UnknownDecision"]
 
 
 @dataclass
@@ -214,20 +105,6 @@ class Written:
     position: int
 
 
-@dataclass(frozen=True)
-class Result:
-    """The decisions of one job, as arrays (the front end turns them into responses)."""
-
-    decision_id: list[str]
-    action: np.ndarray
-    propensity: np.ndarray
-    send_at: np.ndarray
-    policy: list[str]
-    version: list[str]
-    alternatives: list[list[tuple[int, float]]]  # per row: (action, probability), best first
-    spaces: list[ActionSpace]  # per row
-
-
 class Outage:
     """Logs a failure once when it starts and once when it ends, never once per request: a decision log
     that is down fails hundreds of requests a second, and a line (or a traceback) for each floods the log."""
@@ -244,7 +121,7 @@ class Outage:
             if self.since is None:
                 self.since = time.monotonic()
                 log.error("%s failing: %s: %s (requests fail with 503 until it recovers; further failures "
-                          "are counted, not logged)", self.what, type(e).__name__, _short(str(e), 300))
+                          "are counted, not logged)", self.what, type(e).__name__, short(str(e), 300))
 
     def recovered(self) -> None:
         if self.since is None:  # the usual case: no lock
@@ -263,13 +140,6 @@ class Outage:
         return f"{self.what} failing for {time.monotonic() - self.since:.0f} s ({self.failures} failed requests)"
 
 
-def _bundle_tables(bundle: Bundle) -> dict[str, Any]:
-    space = bundle.policy.space
-    return {"segments": {s: i for i, s in enumerate(bundle.spec.segments)},
-            "channels": {c: i for i, c in enumerate(space.channels)},
-            "names": space.names()}
-
-
 class Engine:
     """Validation, the decider thread and feedback (see the module docstring)."""
 
@@ -277,7 +147,7 @@ class Engine:
         self.settings, self.models, self.log = settings, models, decision_log
         self.counter = counter  # Prometheus counter with labels (channel, arm), or None
         self.rng = np.random.default_rng(settings.seed)
-        self._tables: dict[int, tuple[Bundle, dict[str, Any]]] = {}
+        self._tables: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._deferred: deque[Job] = deque()
         self._gather_s = settings.gather_ms / 1000.0
@@ -307,7 +177,7 @@ class Engine:
         if entry is None or entry[0] is not served.bundle:
             if len(self._tables) > 16:
                 self._tables.clear()
-            entry = self._tables[key] = (served.bundle, _bundle_tables(served.bundle))
+            entry = self._tables[key] = (served.bundle, names_of(served))
         return entry[1]
 
     def arms(self, ids: list[str]) -> list[str]:
@@ -318,7 +188,8 @@ class Engine:
         return assign(self.settings.experiment, ids, self._splits).tolist()
 
     def prepare(self, customers: list[Any], now: Any, alternatives: int, batch: bool) -> Job:
-        """Validate ``customers`` (objects with the :class:`serving.schemas.Customer` fields) into a Job.
+        """Validate ``customers`` (objects with the :class:`serving.schemas.Customer` fields) into a Job
+        (:func:`serving.requests.validate`).
 
         Raises BadRequest naming the field (``customers[3].segment: ...``), NotReady without a policy.
         """
@@ -327,63 +198,10 @@ class Engine:
             raise NotReady(f"no policy loaded: {self.models.not_ready_reason or 'not loaded yet'}")
         now_h = checked_hours(now, time.time() / 3600.0, "now")
         ids = [c.customer_id for c in customers]
-        if batch and len(set(ids)) != len(ids):
-            seen: dict[str, int] = {}
-            for i, c in enumerate(ids):
-                if c in seen:
-                    raise BadRequest(f"customers[{i}].customer_id: duplicate of customers[{seen[c]}] ({_short(c)})")
-                seen[c] = i
         arm = self.arms(ids)
         alias = [a if a in served else "champion" for a in arm] if self.settings.experiment else ["champion"] * len(ids)
         tables = {a: self.tables(served[a]) for a in set(alias)}
-        # column by column (a batch of 10,000 customers is validated in a few milliseconds); the first
-        # offending row is named
-        segs = [c.segment for c in customers]
-        if len(tables) == 1:
-            segment = list(map(next(iter(tables.values()))["segments"].get, segs))
-        else:
-            segment = [tables[a]["segments"].get(x) for a, x in zip(alias, segs, strict=True)]
-        if None in segment:
-            i = segment.index(None)
-            raise BadRequest(f"{_p(i, batch)}segment: unknown segment {_short(segs[i])}; "
-                             f"valid: {list(tables[alias[i]]['segments'])}")
-        names = [c.timezone for c in customers]
-        zones = {z: tz_offset(z, now_h, f"{_p(names.index(z), batch)}timezone") for z in dict.fromkeys(names)}
-        consent: list[list[bool] | None] = [None] * len(customers)
-        allowed: list[list[bool] | None] = [None] * len(customers)
-        for i, c in enumerate(customers):
-            if c.consent is not None:
-                consent[i] = self._channel_flags(tables[alias[i]], c.consent, f"{_p(i, batch)}consent")
-            if c.channels is not None:
-                allowed[i] = self._channel_flags(tables[alias[i]], dict.fromkeys(c.channels, True),
-                                                 f"{_p(i, batch)}channels")
-        latest = now_h + 1e-6
-        stamps = {}
-        for name in ("last_purchase_at", "last_visit_at"):
-            values = [getattr(c, name) for c in customers]
-            h = [NEVER if v is None else checked_hours(v, NEVER, f"{_p(i, batch)}{name}") for i, v in enumerate(values)]
-            if h and max(h) > latest:
-                i = next(i for i, v in enumerate(h) if v > latest)
-                raise BadRequest(f"{_p(i, batch)}{name}: is after the decision time")
-            stamps[name] = h
-        rows = Rows(ids, alias, arm, segment, list(map(zones.__getitem__, names)),
-                    [float(c.tenure_days) for c in customers],
-                    [-1 if c.stage is None else _STAGE[c.stage] for c in customers],
-                    [bool(c.cart_active) for c in customers], consent, allowed,
-                    [float(c.n_purchases) for c in customers], stamps["last_purchase_at"], stamps["last_visit_at"])
-        return Job(rows, now_h, served, alternatives)
-
-    @staticmethod
-    def _channel_flags(t: dict[str, Any], flags: dict[str, bool] | None, name: str) -> list[bool] | None:
-        if flags is None:
-            return None
-        out = [False] * len(t["channels"])
-        for ch, ok in flags.items():
-            j = t["channels"].get(ch)
-            if j is None:
-                raise BadRequest(f"{name}: unknown channel {_short(ch)}; valid: {list(t['channels'])}")
-            out[j] = bool(ok)
-        return out
+        return Job(validate(customers, now_h, alias, arm, served, tables, batch), now_h, served, alternatives)
 
     # ------------------------------------------------------------------ deciding
     def submit(self, job: Job) -> concurrent.futures.Future:
@@ -529,184 +347,28 @@ class Engine:
         ids = [c for job in jobs for c in job.rows.ids]
         now = np.concatenate([np.full(len(job.rows.ids), job.now) for job in jobs])
         since = float(now.min()) - 24.0 * self.settings.history_days
+        batch = [(job.rows, job.alternatives) for job in jobs]
         if self.spool is None:
             with self.log.deciding(ids) as tx:  # no other worker decides for these customers until the commit
-                results, records = self._decide_with(jobs, served, ids, now, tx.contact_history(ids, since))
+                results, records = self._decide_batch(batch, served, now, tx.contact_history(ids, since))
                 tx.log_decisions(records)
         else:  # write-behind: history from memory, acknowledged once the batch is fsynced in the spool
-            results, records = self._decide_with(jobs, served, ids, now, self.history.history(ids, since))
+            results, records = self._decide_batch(batch, served, now, self.history.history(ids, since))
             layout = LogLayout(records.context.shape[1], records.eligible.shape[1])
             position = self.spool.write(records, layout)  # durable, and acknowledged, once synced
             self.history.add_decisions(records, position, self.spool.replayed)
             return results, position
         return results, None
 
-    def _decide_with(self, jobs: list[Job], served: dict[str, Served], ids: list[str], now: np.ndarray,
-                     history: Any) -> tuple[list[Result], DecisionRecords]:
-        n = len(ids)
-        cat = lambda name: [x for job in jobs for x in getattr(job.rows, name)]  # noqa: E731
-        alias = np.asarray(cat("alias"), dtype=object)
-        arm = np.asarray(cat("arm"), dtype=object)
-        decision_id = self._ids(n)
-        action = np.zeros(n, np.int64)
-        propensity = np.ones(n)
-        send_at = now.copy()
-        policy = np.empty(n, object)
-        version = np.empty(n, object)
-        contexts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        alternatives: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-        k_alt = np.repeat([job.alternatives for job in jobs], [len(job.rows.ids) for job in jobs])
-        spaces: list[ActionSpace] = [None] * n  # type: ignore[list-item]
-        for name in sorted(set(alias.tolist())):
-            rows = np.flatnonzero(alias == name)
-            s = served[name]
-            X, mask, send, dec = self._decide_group(s.bundle, jobs, rows, now[rows], history)
-            action[rows] = dec.actions
-            propensity[rows] = dec.propensities
-            slot = s.bundle.policy.space.slot_of[dec.actions]
-            chosen = send[np.arange(len(rows)), np.maximum(slot, 0)]
-            send_at[rows] = np.where(dec.actions == NO_CONTACT, now[rows], chosen)
-            policy[rows] = s.bundle.policy.name
-            version[rows] = s.version
-            contexts[name] = (rows, X, mask)
-            kmax = int(k_alt[rows].max())
-            if kmax > 0:
-                probs = dec.probabilities
-                kk = min(kmax, probs.shape[1])
-                top = np.argpartition(-probs, kk - 1, axis=1)[:, :kk]
-                at = np.arange(len(rows))[:, None]  # row index for gathering along axis 1
-                ptop = probs[at, top]
-                order = np.argsort(-ptop, axis=1, kind="stable")
-                top, ptop = top[at, order].tolist(), ptop[at, order].tolist()  # Python numbers from here
-                for r, k, ts, ps in zip(rows.tolist(), k_alt[rows].tolist(), top, ptop, strict=True):
-                    alternatives[r] = [(a, p) for a, p in zip(ts[:k], ps[:k], strict=True) if p > 0]
-            space = s.bundle.policy.space
-            for r in rows.tolist():
-                spaces[r] = space
-        records = self._records(served, ids, now, contexts, decision_id, action, propensity, send_at, policy,
-                                version, arm)
-        out, start = [], 0
-        policies, versions = policy.tolist(), version.tolist()
-        for job in jobs:
-            sl = slice(start, start + len(job.rows.ids))
-            start += len(job.rows.ids)
-            out.append(Result(decision_id[sl], action[sl], propensity[sl], send_at[sl], policies[sl], versions[sl],
-                              alternatives[sl], spaces[sl]))
-        return out, records
-
-    def _decide_group(self, bundle: Bundle, jobs: list[Job], rows: np.ndarray, now: np.ndarray, history: Any):
-        """Features, eligibility and the policy's decision for ``rows`` (indices into the batch)."""
-        space, spec, rules = bundle.policy.space, bundle.spec, bundle.rules
-        c = space.n_channels
-        names = ("segment", "tz", "tenure", "stage", "cart", "consent", "allowed", "n_purchases", "last_purchase",
-                 "last_visit")
-        if len(jobs) == 1:
-            flat = {name: getattr(jobs[0].rows, name) for name in names}
-        else:
-            flat = {name: [x for job in jobs for x in getattr(job.rows, name)] for name in names}
-        everyone = len(rows) == len(flat["segment"])  # rows is then arange(n): take the lists whole
-        idx = rows.tolist()
-
-        def pick(name: str, dtype: Any) -> np.ndarray:
-            values = flat[name]
-            return np.asarray(values if everyone else [values[r] for r in idx], dtype)
-
-        tz = pick("tz", np.float64)
-        consent = np.ones((len(rows), c), bool)
-        allowed = np.ones((len(rows), c), bool)
-        for j, r in enumerate(idx):
-            if flat["consent"][r] is not None:
-                consent[j] = flat["consent"][r]
-            if flat["allowed"][r] is not None:
-                allowed[j] = flat["allowed"][r]
-        hist, recent, purchases = self._history(bundle, rows, now, tz, history)
-        last_purchase = np.maximum(pick("last_purchase", np.float64), purchases[1])
-        n_purchases = np.maximum(pick("n_purchases", np.float32), purchases[0])
-        hist.last_purchase[:] = last_purchase
-        hist.n_purchases[:] = n_purchases
-        hist.last_visit[:] = pick("last_visit", np.float64)
-        tenure = pick("tenure", np.float64)
-        stage = pick("stage", np.int8)
-        derive = stage < 0
-        if derive.any():
-            bought = n_purchases > 0
-            since_d = np.where(bought & (last_purchase > NEVER / 2), (now - last_purchase) / 24.0, np.inf)
-            stage[derive] = lifecycle_stage(tenure, since_d, bundle.lifecycle)[derive]
-        profile = Profile(segment=pick("segment", np.int64), tz_offset=tz, consent=consent, stage=stage,
-                          cart_active=pick("cart", bool), tenure_days=tenure)
-        X = np.ascontiguousarray(build_features(spec, profile, hist, now, bundle.lifecycle))
-        mask = eligibility(space, rules, recent, now=now, tz_offset=tz, consent=consent, allowed=allowed)
-        send = send_time(space, now, tz)
-        dec = act(bundle.policy, X, mask, self.rng)
-        return X, mask, send, dec
-
-    def _history(self, bundle: Bundle, rows: np.ndarray, now: np.ndarray, tz: np.ndarray, h: Any):
-        """History and RecentContacts of ``rows`` rebuilt from the log's contact history ``h``."""
-        space = bundle.policy.space
-        n, c = len(rows), space.n_channels
-        local = np.full(int(rows.max()) + 1 if n else 0, -1, np.int64)
-        local[rows] = np.arange(n)
-        hist = History.empty(n, c)
-        recent = RecentContacts.for_rules(n, c, bundle.rules)
-        # contacts: recent keeps every one (scheduled ones too), history the ones already sent
-        cust = h.contact_customer
-        keep = (cust < len(local)) & (h.contact_action < space.n_actions)
-        keep[keep] &= local[cust[keep]] >= 0
-        r, send_at, a = local[cust[keep]], h.contact_send_at[keep], h.contact_action[keep]
-        ch = space.channel_of[a].astype(np.intp)
-        for sel in _rounds(r):
-            recent.record(r[sel], ch[sel], send_at[sel])
-            past = sel[send_at[sel] <= now[r[sel]]]
-            if past.size:
-                hist.record_contacts(r[past], ch[past], send_at[past], hour_of_day(send_at[past] + tz[r[past]]))
-        # engagements: the first open or click of each contact; conversions are purchases
-        cust = h.event_customer
-        keep = (cust < len(local)) & (h.event_action < space.n_actions)
-        keep[keep] &= local[cust[keep]] >= 0
-        r, ev, t = local[cust[keep]], h.event[keep], h.event_time[keep]
-        ea, es = h.event_action[keep], h.event_send_at[keep]
-        bought = ev == "converted"
-        n_bought = np.bincount(r[bought], minlength=n).astype(np.float32)
-        last_bought = np.full(n, NEVER)
-        np.maximum.at(last_bought, r[bought], t[bought])
-        seen = (ev != "converted") & (ea > 0)
-        if seen.any():
-            idx = np.flatnonzero(seen)
-            key = np.stack([r[idx].astype(np.float64), es[idx], ea[idx].astype(np.float64)], axis=1)
-            _, first = np.unique(key, axis=0, return_index=True)  # events are sorted by time: first = earliest
-            idx = np.sort(idx[first])
-            rr, cc = r[idx], space.channel_of[ea[idx]].astype(np.intp)
-            for sel in _rounds(rr):
-                hist.record_engagements(rr[sel], cc[sel], t[idx][sel], hour_of_day(es[idx][sel] + tz[rr[sel]]))
-        return hist, recent, (n_bought, last_bought)
-
-    def _records(self, served: dict[str, Served], ids: list[str], now: np.ndarray, contexts: dict,
-                 decision_id: list[str], action: np.ndarray, propensity: np.ndarray, send_at: np.ndarray,
-                 policy: np.ndarray, version: np.ndarray, arm: np.ndarray) -> DecisionRecords:
-        """The whole batch as log records (all aliases share the log's layout)."""
-        n = len(ids)
-        first = next(iter(contexts.values()))
-        X = np.empty((n, first[1].shape[1]), np.float32)
-        mask = np.empty((n, first[2].shape[1]), bool)
-        cost = np.zeros(n)
-        for name, (rows, Xg, mg) in contexts.items():
-            if Xg.shape[1] != X.shape[1] or mg.shape[1] != mask.shape[1]:
-                raise RuntimeError(f"{name}: its feature or action layout differs from the champion's; "
-                                   "one decision log cannot hold both")
-            X[rows], mask[rows] = Xg, mg
-            space = served[name].bundle.policy.space
-            ch_cost = np.array([0.0] + [self.settings.channel_costs.get(ch, 0.0) for ch in space.channels])
-            cost[rows] = ch_cost[space.channel_of[action[rows]] + 1]
-        exp = self.settings.experiment
-        return DecisionRecords(
-            decision_id=np.asarray(decision_id, dtype=object), time=now, customer_id=np.asarray(ids, dtype=object),
-            context=X, eligible=mask, action=action, send_at=send_at, propensity=propensity, policy=policy,
-            policy_version=version, experiment=np.full(n, exp, dtype=object), arm=arm, cost=cost)
+    def _decide_batch(self, batch: list[tuple[Rows, int]], served: dict[str, Served], now: np.ndarray, history: Any):
+        return decide_batch(batch, served, now, history, self._ids(len(now)), self.rng,
+                            channel_costs=self.settings.channel_costs, experiment=self.settings.experiment)
 
     def _count_metrics(self, jobs: list[Job], results: list[Result]) -> None:
         counts: dict[tuple[str, str], int] = {}
         for job, res in zip(jobs, results, strict=True):
-            for sp, a, am in zip(res.spaces, res.action.tolist(), job.rows.arm, strict=True):
+            for b, a, am in zip(res.bundles, res.action.tolist(), job.rows.arm, strict=True):
+                sp = b.policy.space
                 ch = "none" if a == NO_CONTACT else sp.channels[sp.channel_of[a]]
                 counts[(ch, am or "champion")] = counts.get((ch, am or "champion"), 0) + 1
         for (ch, am), k in counts.items():
@@ -717,7 +379,7 @@ class Engine:
         """Record an outcome; True when new, False when already logged. UnknownDecision for unknown ids."""
         t = checked_hours(when, time.time() / 3600.0, "time")
         if not (math.isfinite(value) and 0 <= value <= MAX_VALUE):
-            raise BadRequest(f"value: must be a revenue from 0 to {MAX_VALUE:g}, got {_short(value)}")
+            raise BadRequest(f"value: must be a revenue from 0 to {MAX_VALUE:g}, got {short(value)}")
         rec = OutcomeRecords(decision_id=np.asarray([decision_id], dtype=object),
                              event=np.asarray([event], dtype=object), time=np.asarray([t]),
                              value=np.asarray([float(value)]))
@@ -725,7 +387,7 @@ class Engine:
             new = self._log_outcome(rec)
         except ValueError as e:
             if _unknown(e):
-                raise UnknownDecision(f"decision_id: unknown decision {_short(decision_id)}") from None
+                raise UnknownDecision(f"decision_id: unknown decision {short(decision_id)}") from None
             raise BadRequest(str(e)) from None
         self.outage.recovered()
         if new and self.history is not None:
@@ -751,15 +413,3 @@ class Engine:
 
 def _unknown(e: ValueError) -> bool:
     return str(e).startswith("decision_id") and "unknown decision" in str(e)
-
-
-def _rounds(rows: np.ndarray) -> list[np.ndarray]:
-    """Split positions of ``rows`` into rounds with each row at most once, keeping each row's order."""
-    if rows.size == 0:
-        return []
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    start = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
-    rank = np.empty(rows.size, np.int64)
-    rank[order] = np.arange(rows.size) - np.repeat(start, np.diff(np.r_[start, rows.size]))
-    return [np.flatnonzero(rank == k) for k in range(int(rank.max()) + 1)]

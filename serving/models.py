@@ -31,6 +31,8 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nba.actions import ActionSpace
+from nba.deployment import Deployment
 from nba.serialization import Bundle, bundle_digest, load_bundle
 
 log = logging.getLogger("nba.serving")
@@ -64,12 +66,86 @@ def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:300]}"
 
 
+def difference(served: Deployment, other: Deployment) -> str:
+    """What ``other`` declares differently from ``served``, in a few words a person reads."""
+    a, b = served.to_dict(), other.to_dict()
+    out = []
+    if a["deployment"].get("name") != b["deployment"].get("name"):
+        out.append(f"name {b['deployment'].get('name')!r} instead of {a['deployment'].get('name')!r}")
+    for section in ("attributes", "channels", "offers"):
+        mine, theirs = a[section], b[section]
+        added = [k for k in theirs if k not in mine]
+        removed = [k for k in mine if k not in theirs]
+        changed = [k for k in theirs if k in mine and theirs[k] != mine[k]]
+        moved = not (added or removed) and list(mine) != list(theirs)
+        parts = [f"{what} {_few(keys)}" for what, keys in (("adds", added), ("removes", removed),
+                                                           ("changes", changed)) if keys]
+        if moved:
+            parts.append("declares them in another order")
+        if parts:
+            out.append(f"{section}: {', '.join(parts)}")
+    if a["deployment"].get("send_slots") != b["deployment"].get("send_slots"):
+        out.append(f"send_slots {b['deployment'].get('send_slots')} instead of {a['deployment'].get('send_slots')}")
+    out += [f"{section} differs" for section in ("contact_policy", "reward") if a[section] != b[section]]
+    return "; ".join(out) or "the same content"
+
+
+def _few(keys: list[str], most: int = 5) -> str:
+    shown = ", ".join(repr(k) for k in keys[:most])
+    return shown + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+@dataclass(frozen=True)
+class World:
+    """What every served version must share, so that one decision log holds all their decisions: the
+    feature names and the action space, and for a deployment its digest."""
+
+    features: tuple[str, ...]
+    space: ActionSpace
+    deployment: Deployment | None = None
+    origin: str = ""  # where it comes from, for messages: "NBA_DEPLOYMENT", "version 3", "the decision log"
+
+    @classmethod
+    def of(cls, bundle: Bundle, origin: str) -> World:
+        return cls(tuple(bundle.spec.names), bundle.policy.space, bundle.deployment, origin)
+
+    def refusal(self, bundle: Bundle) -> str | None:
+        """Why ``bundle`` cannot be served beside this world, or None when it can."""
+        d = bundle.deployment
+        if self.deployment is not None:
+            if d is None:
+                return (f"decides in the simulator's world, but the service serves the deployment "
+                        f"{self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin})")
+            if d.digest != self.deployment.digest:
+                return (f"is a bundle of the deployment {d.name!r} ({_short(d.digest)}), but the service serves "
+                        f"{self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin}): "
+                        f"{difference(self.deployment, d)}")
+            return None
+        if d is not None and self.features:
+            return (f"is a bundle of the deployment {d.name!r}, but the service serves a policy of the simulator's "
+                    f"world ({self.origin})")
+        if self.features and tuple(bundle.spec.names) != self.features:
+            return (f"reads {len(bundle.spec.names)} features, not the {len(self.features)} features of the "
+                    f"policy served ({self.origin}): one decision log cannot hold both")
+        if bundle.policy.space != self.space:
+            return (f"decides over {bundle.policy.space.n_actions} actions, not the {self.space.n_actions} of the "
+                    f"policy served ({self.origin}): one decision log cannot hold both")
+        return None
+
+
 class ModelStore:
-    """Loads and hot-swaps the aliased policy versions (see the module docstring)."""
+    """Loads and hot-swaps the aliased policy versions (see the module docstring).
+
+    Every version served must decide in one world (:class:`World`): the ``deployment`` given (the
+    service's ``NBA_DEPLOYMENT``), else the world of the first version loaded. A version of another
+    world is refused, with a message naming the difference, and the alias keeps its last good version.
+    """
 
     def __init__(self, tracking_uri: str, model_name: str, aliases: tuple[str, ...], cache_dir: Path,
-                 poll_s: float = 10.0) -> None:
+                 poll_s: float = 10.0, deployment: Deployment | None = None) -> None:
         self.tracking_uri, self.model_name, self.aliases = tracking_uri, model_name, aliases
+        self.world: World | None = None if deployment is None else World((), deployment.action_space(), deployment,
+                                                                         "NBA_DEPLOYMENT")
         self.cache = Path(cache_dir) / model_name
         self.poll_s = poll_s
         self.served: dict[str, Served] = {}  # replaced whole, never mutated
@@ -84,6 +160,7 @@ class ModelStore:
         self._thread: threading.Thread | None = None
         self._client = None
         self._refresh_lock = threading.Lock()
+        self._world_lock = threading.Lock()
 
     # ------------------------------------------------------------------ registry access
     def _mlflow(self):
@@ -158,8 +235,7 @@ class ModelStore:
             return
         shutil.rmtree(doomed, ignore_errors=True)
 
-    @staticmethod
-    def _verified_load(folder: Path, expected: str | None) -> tuple[Bundle, str]:
+    def _verified_load(self, folder: Path, expected: str | None, version: str = "") -> tuple[Bundle, str]:
         """Load ``folder`` once its digest equals ``expected`` (not checked when None); returns the
         bundle and the folder's digest. Raises BundleRejected saying what is wrong."""
         if not folder.is_dir():
@@ -174,9 +250,13 @@ class ModelStore:
             bundle = load_bundle(folder)
         except Exception as e:
             raise BundleRejected(f"cannot load: {_error(e)}") from e
-        if bundle.deployment is not None:  # its requests carry declared attributes: not served yet
-            raise BundleRejected(f"is a bundle of the deployment {bundle.deployment.name!r}: this service decides "
-                                 "on the scenario's profile fields and does not serve deployments yet")
+        with self._world_lock:
+            if self.world is None:
+                self.world = World.of(bundle, f"version {version}" if version else "the first version loaded")
+            else:
+                why = self.world.refusal(bundle)
+                if why is not None:
+                    raise BundleRejected(why)
         return bundle, digest
 
     def _pointer(self, alias: str) -> Path:
@@ -195,14 +275,14 @@ class ModelStore:
         folder = self._folder(version)
         if folder.parent.exists():
             try:
-                bundle, digest = self._verified_load(folder, expected)
+                bundle, digest = self._verified_load(folder, expected, version)
                 return Served(alias, version, bundle, "registry", digest), notes
             except BundleRejected as e:
                 notes.append(f"{alias} version {version}: cached bundle {e}; downloaded again")
                 log.error("%s", notes[-1])
                 self._discard(version)
         try:
-            bundle, digest = self._verified_load(self._download(version, expected), expected)
+            bundle, digest = self._verified_load(self._download(version, expected), expected, version)
         except BundleRejected as e:
             self._discard(version)
             notes.append(f"{alias} version {version}: downloaded bundle {e}")
@@ -295,7 +375,7 @@ class ModelStore:
                     log.warning("cached %s pointer names version %s without a digest (written before digests): "
                                 "loaded unchecked", alias, version)
                 try:
-                    bundle, digest = self._verified_load(self._folder(version), remembered)
+                    bundle, digest = self._verified_load(self._folder(version), remembered, version)
                 except BundleRejected as e:
                     problems[alias] = (version, [f"{alias} version {version}: cached bundle {e}; not served{why}"])
                 else:

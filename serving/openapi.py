@@ -10,12 +10,15 @@ schemathesis) and ``bench/fuzz.py``.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pydantic import BaseModel
 
+from nba.deployment import Deployment
+from serving.requests import DEPLOYMENT_FIELDS, PROFILE_FIELDS
 from serving.schemas import (
     MAX_BATCH,
     DecideBatchRequest,
@@ -103,12 +106,40 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json({"$ref": REF.format(model="Error")}, _STATUS[c]) for c in codes}
 
 
+def attributes_schema(deployment: Deployment) -> str:
+    """The OpenAPI schema (as JSON text, for :func:`spec`) of a deployment's ``attributes`` object and its
+    offers: each declared attribute with its type, range or allowed values; the required ones required."""
+    props: dict[str, Any] = {}
+    for a in deployment.attributes:
+        if a.type == "number":
+            p: dict[str, Any] = {"type": "number"}
+            if a.min is not None:
+                p["minimum"] = a.min
+            if a.max is not None:
+                p["maximum"] = a.max
+        elif a.type == "category":
+            p = {"type": "string", "enum": list(a.values)}
+        elif a.type == "boolean":
+            p = {"type": "boolean"}
+        else:
+            p = {"type": "string", "format": "date-time"}
+        p["nullable"] = not a.required
+        props[a.name] = p
+    schema = {"type": "object", "properties": props, "additionalProperties": False,
+              "description": f"the customer's attributes as the deployment {deployment.name!r} declares them"}
+    required = [a.name for a in deployment.attributes if a.required]
+    if required:
+        schema["required"] = required
+    return json.dumps({"attributes": schema, "offers": [o.name for o in deployment.offers]})
+
+
 @lru_cache(maxsize=8)
 def spec(token: bool = False, token_everywhere: bool = False, segments: tuple[str, ...] = (),
-         channels: tuple[str, ...] = ()) -> dict[str, Any]:
+         channels: tuple[str, ...] = (), deployment: str = "") -> dict[str, Any]:
     """The OpenAPI 3.0 document of a service with a bearer token (``token``), needed for ``/metrics`` and
     the docs too (``token_everywhere``) or only for the decisions; ``segments`` and ``channels``: the
-    served champion's names, stated as the only values those fields take (none: any name)."""
+    served champion's names, stated as the only values those fields take (none: any name);
+    ``deployment``: :func:`attributes_schema` of the champion's deployment, if it has one."""
     components: dict[str, Any] = {"Error": ERROR, "Readiness": READINESS}
     secured: list[dict[str, list]] = [{"bearer": []}] if token else []
     unauthorised = (401,) if token else ()
@@ -158,6 +189,23 @@ def spec(token: bool = False, token_everywhere: bool = False, segments: tuple[st
             props["channels"]["items"]["enum"] = list(channels)
             props["consent"]["properties"] = {c: {"type": "boolean"} for c in channels}
             props["consent"]["additionalProperties"] = False
+    # the fields of the served world only: a scenario's profile, or a deployment's attributes
+    for name in ("Customer", "DecideRequest"):
+        schema = components[name]
+        props = schema["properties"]
+        if deployment:
+            world = json.loads(deployment)
+            props["attributes"] = world["attributes"]
+            props["offers"]["items"]["enum"] = world["offers"]
+            for field in PROFILE_FIELDS:
+                props.pop(field, None)
+        elif segments:
+            for field in DEPLOYMENT_FIELDS:
+                props.pop(field, None)
+            schema["required"] = sorted({*schema.get("required", ()), "segment", "tenure_days"})
+            for field in ("segment", "tenure_days"):
+                props[field].pop("nullable", None)
+                props[field].pop("default", None)
     try:
         release = version("nba")
     except PackageNotFoundError:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from nba.log.records import EVENTS
 from nba.log.store import storable_text
@@ -23,7 +23,10 @@ MAX_BATCH = 10_000
 MAX_PURCHASES = 1_000_000
 MAX_TENURE_DAYS = 36_525.0  # a century
 MAX_VALUE = 1e9  # largest revenue one conversion may report
-MAX_NAME = 64  # segment, channel and time-zone names
+MAX_NAME = 64  # segment, channel, offer, attribute and time-zone names
+MAX_TEXT = 200  # an attribute's text value (a category, or a time in ISO 8601)
+MAX_ATTRIBUTES = 256  # attributes in one request
+MAX_OFFERS = 10_000  # offers one request may be restricted to
 Event = Literal[EVENTS]  # type: ignore[valid-type]  # the decision log's event names
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
@@ -45,6 +48,9 @@ def _no_bool(value: Any) -> Any:
 
 
 Text = Annotated[str, AfterValidator(_storable)]
+AttributeValue = Annotated[  # a JSON scalar: strict, so true is not 1 and "3" is not 3
+    StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_storable)] | None,
+    Field(union_mode="left_to_right")]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_storable)]
 Time = Annotated[datetime, BeforeValidator(_no_bool)]
 
@@ -68,9 +74,11 @@ class Customer(BaseModel):
     model_config = ConfigDict(**_STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE})
 
     customer_id: Text = Field(min_length=1, max_length=200, description="the caller's stable customer id")
-    segment: Name = Field(description="segment name, one of the deployed policy's segments")
+    segment: Name | None = Field(None, description="segment name, one of the deployed policy's segments "
+                                                   "(required by a scenario policy)")
     timezone: Name = Field("UTC", description="IANA name (Europe/Paris) or UTC offset (+02:00, UTC-5)")
-    tenure_days: float = Field(ge=0, le=MAX_TENURE_DAYS, strict=True, description="days since sign-up")
+    tenure_days: float | None = Field(None, ge=0, le=MAX_TENURE_DAYS, strict=True,
+                                      description="days since sign-up (required by a scenario policy)")
     stage: Literal["new", "active", "at_risk", "lapsed"] | None = Field(
         None, description="lifecycle stage; derived from tenure and last purchase when omitted")
     cart_active: bool = Field(False, strict=True, description="an abandoned cart is open")
@@ -82,6 +90,11 @@ class Customer(BaseModel):
     n_purchases: int = Field(0, ge=0, le=MAX_PURCHASES, strict=True, description="purchases so far")
     last_purchase_at: Time | None = Field(None, description="time of the last purchase")
     last_visit_at: Time | None = Field(None, description="time of the last site or app visit")
+    attributes: dict[Name, AttributeValue] | None = Field(
+        None, max_length=MAX_ATTRIBUTES, description="a deployment policy's declared customer attributes, by name "
+                                                     "(checked against the deployment: type, range, allowed values)")
+    offers: list[Name] | None = Field(None, max_length=MAX_OFFERS,
+                                      description="restrict this decision to these offers (a deployment policy)")
 
 
 class DecideRequest(Customer):
@@ -132,6 +145,9 @@ class Decision(BaseModel):
     action: str = Field(description="channel/content/slot, or no_contact")
     channel: str | None
     content: str | None
+    offer: str | None = Field(None, description="a deployment's offer (the content); null for no contact or a "
+                                                "scenario policy")
+    offer_features: dict[str, float | str] | None = Field(None, description="the offer's declared features")
     send_at: datetime = Field(description="when to send, UTC (the decision time for no contact)")
     send_at_local: datetime = Field(description="the same instant in the customer's time zone")
     send_hour_local: int | None = Field(description="the send slot's local hour; null: now")

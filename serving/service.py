@@ -83,7 +83,9 @@ def _json(body: bytes) -> Response:
 
 def _spec() -> dict[str, Any]:
     names = _RUNTIME[0].names() if _RUNTIME else ((), ())
-    return openapi.spec(bool(SETTINGS.token), SETTINGS.token_everywhere, *names)
+    deployment = _RUNTIME[0].deployment if _RUNTIME else None
+    world = "" if deployment is None else openapi.attributes_schema(deployment)
+    return openapi.spec(bool(SETTINGS.token), SETTINGS.token_everywhere, *names, world)
 
 
 def _error(e: Exception) -> JSONResponse:

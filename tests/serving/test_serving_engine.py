@@ -13,7 +13,8 @@ import pytest
 from nba.log.store import DecisionLog
 from serving.api import Runtime
 from serving.config import Settings
-from serving.engine import BadRequest, _rounds, tz_offset
+from nba.decide import _rounds
+from serving.requests import BadRequest, tz_offset
 
 JUNE = 486_000.0  # 2025-06-10 00:00 UTC in hours since the epoch
 JANUARY = 482_352.0  # 2025-01-10 00:00 UTC

@@ -306,9 +306,9 @@ def test_champion_alias_not_set(versions, tmp_path):
     assert store.refresh() and store.ready and store.problems == []
 
 
-def test_a_deployment_bundle_is_refused_and_the_last_good_version_kept(versions, tmp_path):
-    """A champion trained on a brand's deployment cannot be served yet: the store keeps the version it
-    serves and says why, instead of loading one that would fail every request."""
+def test_a_version_of_another_world_is_refused_and_the_last_good_version_kept(versions, tmp_path):
+    """One service serves one world (one decision log holds its decisions): a champion moved to a policy
+    trained on a brand's deployment is refused with the reason, and the store keeps the version it serves."""
     from nba.deployment import Deployment
     from nba.policies import create
     from training.registry import log_policy
@@ -323,6 +323,35 @@ def test_a_deployment_bundle_is_refused_and_the_last_good_version_kept(versions,
     try:
         assert store.refresh()
         assert store.ready and store.served["champion"].version == versions.good
-        assert any("does not serve deployments yet" in p for p in store.problems), store.problems
+        assert any("is a bundle of the deployment 'telco-retention', but the service serves a policy of the "
+                   "simulator's world" in p for p in store.problems), store.problems
+    finally:
+        versions.set_alias("champion", versions.good)
+
+
+def test_a_deployment_service_refuses_a_version_of_a_changed_deployment_naming_the_change(versions, tmp_path):
+    """With NBA_DEPLOYMENT, only policies of that very deployment are served: one trained on a catalogue
+    with an offer more is refused at start, the message naming the offer; the scenario's champion too."""
+    from nba.deployment import Deployment
+    from nba.policies import create
+    from training.registry import log_policy
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml"
+    world = Deployment.load(path)
+    data = world.to_dict()
+    data["offers"]["sim_only_deal"] = {"features": {"category": "data", "discount": 0.5, "margin": 1.0,
+                                                    "monthly_price": 3.0}}
+    changed = Deployment.from_dict(data)
+    with mlflow.start_run():
+        info = log_policy(Bundle.of_deployment(create("linucb", changed.action_space(), dim=changed.features().dim),
+                                               changed), registered_model_name=MODEL)
+    store = ModelStore(versions.uri, MODEL, ("champion",), tmp_path, poll_s=0, deployment=world)
+    assert store.refresh() and not store.ready  # the scenario's champion: another world
+    assert any("decides in the simulator's world, but the service serves the deployment 'telco-retention'" in p
+               for p in store.problems), store.problems
+    versions.set_alias("champion", str(info.registered_model_version))
+    try:
+        assert store.refresh() and not store.ready
+        assert any("offers: adds 'sim_only_deal'" in p for p in store.problems), store.problems
     finally:
         versions.set_alias("champion", versions.good)

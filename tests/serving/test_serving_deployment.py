@@ -1,0 +1,216 @@
+"""The decision service on a brand's deployment (examples/telecom): requests carry the declared attributes,
+validated naming the attribute with nothing stored; decisions go through the library's decide path (the
+logged context is what :func:`nba.decide.decide` builds), honour consent attributes, offer rules and
+restrictions and the contact policy across requests, answer with the offer and its features; feedback
+works; over HTTP, the OpenAPI document states the deployment's attributes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from nba.decide import decide
+from nba.deployment import Deployment
+from nba.log import DecisionLog
+from nba.policies import create
+from nba.serialization import Bundle
+from serving.api import Runtime, _decisions
+from serving.config import Settings
+from serving.requests import BadRequest
+from serving.schemas import DecideBatchRequest, DecideRequest
+from tests.serving.svc_helpers import start_server
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOYMENT = ROOT / "examples" / "telecom" / "deployment.toml"
+MODEL = "telco-policy"
+NOON = datetime(2026, 6, 2, 12, 0, tzinfo=UTC).timestamp()  # a Tuesday, 14:00 in Paris
+ATTRS = {"plan_type": "postpaid", "tenure_days": 400, "monthly_revenue": 35.0, "whatsapp_opt_in": True,
+         "app_user": True, "days_to_contract_end": 30}
+
+
+@pytest.fixture(scope="module")
+def telecom() -> Deployment:
+    return Deployment.load(DEPLOYMENT)
+
+
+@pytest.fixture(scope="module")
+def registered(registry, telecom) -> str:
+    """A LinUCB on the telecom deployment, registered as @champion of its own model name."""
+    from training.registry import log_policy, set_alias
+
+    mlflow.set_tracking_uri(registry.uri)
+    mlflow.set_registry_uri(registry.uri)
+    policy = create("linucb", telecom.action_space(), dim=telecom.features().dim, alpha=2.0)
+    with mlflow.start_run():
+        info = log_policy(Bundle.of_deployment(policy, telecom), registered_model_name=MODEL)
+    set_alias("champion", str(info.registered_model_version), model_name=MODEL)
+    return str(info.registered_model_version)
+
+
+@pytest.fixture(scope="module")
+def runtime(registry, registered, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("deployment")
+    rt = Runtime.start(Settings(tracking_uri=registry.uri, model_name=MODEL, log_url=f"sqlite:///{tmp}/d.db",
+                                cache_dir=tmp / "cache", poll_s=0, seed=3, deployment=DEPLOYMENT))
+    assert rt.ready, rt.models.problems
+    yield rt
+    rt.close()
+
+
+def _one(rt: Runtime, body: dict, now: float = NOON):
+    req = DecideRequest.model_validate(body | {"now": now})
+    job = rt.engine.prepare([req], req.now, req.alternatives, batch=False)
+    res = rt.engine.decide(job)
+    return _decisions(job, res, "")[0]
+
+
+def _stored(rt: Runtime, decision_id: str):
+    batch = rt.engine.log.read()
+    i = int(np.flatnonzero(batch.decision_id == decision_id)[0])
+    return batch.context[i], batch.eligible[i], batch.action[i]
+
+
+def test_a_decision_on_attributes_answers_the_offer_with_its_features(runtime, telecom):
+    d = _one(runtime, {"customer_id": "t-1", "timezone": "Europe/Paris", "attributes": ATTRS, "alternatives": 3})
+    assert d["policy"] == "linucb"
+    space = telecom.action_space()
+    if d["channel"] is None:
+        assert d["offer"] is None and d["offer_features"] is None
+    else:
+        offer = telecom.offers[list(space.contents).index(d["offer"])]
+        assert d["offer"] == d["content"] and d["offer_features"] == offer.features
+    assert d["alternatives"] and all(a["probability"] > 0 for a in d["alternatives"])
+
+
+def test_the_logged_context_and_mask_are_the_decide_paths(runtime, telecom):
+    """What the log holds for a first decision is exactly what nba.decide builds for the same attributes."""
+    d = _one(runtime, {"customer_id": "t-parity", "timezone": "+02:00", "attributes": ATTRS})
+    X, mask, action = _stored(runtime, d["decision_id"])
+    policy = runtime.models.served["champion"].bundle.policy
+    expect = decide(telecom, policy, [telecom.check_attributes(ATTRS)], now=NOON / 3600.0, tz_offset=2.0,
+                    rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(X, expect.context[0])
+    np.testing.assert_array_equal(mask, expect.eligible[0])
+    assert mask[action]
+
+
+def test_consent_offer_rules_and_restrictions_shape_the_mask(runtime, telecom):
+    space = telecom.action_space()
+    attrs = ATTRS | {"plan_type": "prepaid", "whatsapp_opt_in": False, "tenure_days": 20}
+    d = _one(runtime, {"customer_id": "t-mask", "timezone": "UTC", "attributes": attrs,
+                       "channels": ["sms", "email", "whatsapp"], "offers": ["data_boost_5gb", "phone_upgrade"]})
+    _, mask, _ = _stored(runtime, d["decision_id"])
+    contact = np.flatnonzero(mask[1:]) + 1
+    channels = {space.channels[space.channel_of[a]] for a in contact}
+    offers = {space.contents[space.content_of[a]] for a in contact}
+    assert mask[0] and contact.size
+    assert channels <= {"sms", "email"}  # whatsapp: no consent; the rest: not asked for
+    assert offers == {"data_boost_5gb"}  # phone_upgrade: postpaid or business with a year of tenure
+
+
+def test_the_contact_policy_holds_across_requests(runtime, telecom):
+    """A contact made by one request counts in the next one's caps and minimum gap (history from the log)."""
+    space = telecom.action_space()
+    first = None
+    for k in range(6):  # a contact comes within a few tries (the policy explores)
+        d = _one(runtime, {"customer_id": "t-gap", "timezone": "UTC", "attributes": ATTRS}, now=NOON + k)
+        if d["channel"] is not None:
+            first = d
+            break
+    assert first is not None
+    later = _one(runtime, {"customer_id": "t-gap", "timezone": "UTC", "attributes": ATTRS}, now=NOON + 60)
+    _, mask, _ = _stored(runtime, later["decision_id"])
+    if telecom.min_gap_h > 0:
+        assert not mask[1:].any()  # within the minimum gap of the first contact: only no contact
+    assert space.n_actions == mask.size
+
+
+def test_feedback_on_a_deployment_decision(runtime):
+    d = _one(runtime, {"customer_id": "t-fb", "timezone": "UTC", "attributes": ATTRS})
+    assert runtime.engine.feedback(d["decision_id"], "converted", NOON + 3600, 12.0)
+    assert not runtime.engine.feedback(d["decision_id"], "converted", NOON + 3600, 12.0)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"attributes": ATTRS | {"plan_type": "gold"}}, "attributes.plan_type: unknown value 'gold'"),
+    ({"attributes": ATTRS | {"shoe_size": 42}}, "attributes.shoe_size: unknown attribute"),
+    ({"attributes": {k: v for k, v in ATTRS.items() if k != "plan_type"}}, "attributes.plan_type: missing"),
+    ({"attributes": ATTRS | {"monthly_revenue": -3.0}}, "attributes.monthly_revenue: must be within"),
+    ({"attributes": ATTRS | {"app_user": "yes"}}, "attributes.app_user: must be true or false"),
+    ({"attributes": ATTRS | {"tenure_days": "400"}}, "attributes.tenure_days"),
+    ({"attributes": ATTRS, "segment": "genz"}, "segment: the served policy decides on the deployment"),
+    ({"attributes": ATTRS, "offers": ["free_lunch"]}, "offers: unknown offer 'free_lunch'"),
+    ({"attributes": ATTRS, "channels": ["fax"]}, "channels: unknown channel 'fax'"),
+])
+def test_bad_attributes_are_refused_naming_the_field_and_nothing_is_stored(runtime, body, message):
+    before = runtime.engine.log.count_decisions()
+    req = DecideRequest.model_validate({"customer_id": "t-bad", "timezone": "UTC", "now": NOON} | body)
+    with pytest.raises(BadRequest) as e:
+        runtime.engine.prepare([req], req.now, 0, batch=False)
+    assert str(e.value).startswith(message), str(e.value)
+    assert runtime.engine.log.count_decisions() == before
+
+
+def test_a_batch_names_the_row_of_a_bad_attribute(runtime):
+    req = DecideBatchRequest.model_validate({"now": NOON, "customers": [
+        {"customer_id": "b-0", "attributes": ATTRS}, {"customer_id": "b-1", "attributes": ATTRS | {"loyalty_tier": 3}}]})
+    with pytest.raises(BadRequest, match=r"^customers\[1\]\.attributes\.loyalty_tier: unknown value 3"):
+        runtime.engine.prepare(req.customers, req.now, 0, batch=True)
+
+
+def test_attribute_values_are_json_scalars_of_bounded_size():
+    with pytest.raises(ValidationError):
+        DecideRequest.model_validate({"customer_id": "x", "attributes": {"plan_type": ["postpaid"]}})
+    with pytest.raises(ValidationError):
+        DecideRequest.model_validate({"customer_id": "x", "attributes": {"plan_type": "p" * 5000}})
+
+
+def test_a_scenario_request_to_a_deployment_service_and_back(runtime, registry, tmp_path):
+    """Profile fields to a deployment's policy name the field; attributes to a scenario's policy too."""
+    req = DecideRequest.model_validate({"customer_id": "x", "segment": "genz", "tenure_days": 3.0, "now": NOON})
+    with pytest.raises(BadRequest, match="^segment: the served policy decides on the deployment 'telco-retention'"):
+        runtime.engine.prepare([req], req.now, 0, batch=False)
+    rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp_path}/s.db",
+                                cache_dir=tmp_path / "cache", poll_s=0, seed=1))
+    try:
+        req = DecideRequest.model_validate({"customer_id": "x", "attributes": ATTRS, "now": NOON})
+        with pytest.raises(BadRequest, match="^attributes: the served policy decides in the simulator's world"):
+            rt.engine.prepare([req], req.now, 0, batch=False)
+        req = DecideRequest.model_validate({"customer_id": "x", "now": NOON})
+        with pytest.raises(BadRequest, match="^segment: missing"):
+            rt.engine.prepare([req], req.now, 0, batch=False)
+    finally:
+        rt.close()
+
+
+def test_over_http_with_the_deployment_file(registry, registered, tmp_path):
+    """BentoML serving the deployment: decide with attributes, a 422 naming the attribute with nothing stored,
+    feedback, and the OpenAPI document stating the declared attributes and offers."""
+    log_url = f"sqlite:///{tmp_path}/http.db"
+    server = start_server(tmp_path, {"NBA_TRACKING_URI": registry.uri, "NBA_MODEL_NAME": MODEL,
+                                     "NBA_LOG_URL": log_url, "NBA_DEPLOYMENT": str(DEPLOYMENT)})
+    try:
+        with server.client() as c:
+            ok = c.post("/decide", json={"customer_id": "h-1", "timezone": "Europe/Paris", "attributes": ATTRS,
+                                         "now": "2026-06-02T12:00:00Z"})
+            assert ok.status_code == 200, ok.text
+            body = ok.json()
+            assert body["policy_version"] == registered and "offer_features" in body
+            bad = c.post("/decide", json={"customer_id": "h-2", "attributes": ATTRS | {"plan_type": "gold"}})
+            assert bad.status_code == 422 and "attributes.plan_type" in bad.json()["error"]
+            fb = c.post("/feedback", json={"decision_id": body["decision_id"], "event": "opened",
+                                           "time": "2026-06-02T13:00:00Z"})
+            assert fb.status_code == 200 and fb.json()["recorded"] is True
+            doc = c.get("/docs.json").json()
+            props = doc["components"]["schemas"]["DecideRequest"]["properties"]
+            assert props["attributes"]["properties"]["plan_type"]["enum"] == ["prepaid", "postpaid", "business"]
+            assert "segment" not in props and "data_boost_5gb" in props["offers"]["items"]["enum"]
+    finally:
+        server.stop()
+    with DecisionLog(log_url) as log:
+        assert log.count_decisions() == 1 and log.customer_ids() == {"h-1"}
