@@ -54,7 +54,7 @@ class Runtime:
             except (OSError, ValueError) as e:
                 raise ValueError(f"NBA_DEPLOYMENT: {e}") from e
         models = ModelStore(settings.tracking_uri, settings.model_name, settings.aliases, settings.cache_dir,
-                            settings.poll_s, deployment)
+                            settings.poll_s, deployment, decision_log.layout())
         models.start()
         return cls(settings, models, Engine(settings, models, decision_log, counter))
 

@@ -32,7 +32,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nba.actions import ActionSpace
+from nba.catalogue import Catalogue
 from nba.deployment import Deployment
+from nba.log.store import LogLayout
 from nba.serialization import Bundle, bundle_digest, load_bundle
 
 log = logging.getLogger("nba.serving")
@@ -98,7 +100,13 @@ def _few(keys: list[str], most: int = 5) -> str:
 @dataclass(frozen=True)
 class World:
     """What every served version must share, so that one decision log holds all their decisions: the
-    feature names and the action space, and for a deployment its digest."""
+    feature names and the action space, and for a deployment its digest.
+
+    A version trained on another catalogue of the same deployment (offers added, retired or changed;
+    the same attributes, channels and send slots) by a learner that scores offers by their features
+    (:mod:`nba.catalogue`) is moved onto the served catalogue instead of being refused: its policy
+    decides over the served offers, new ones included, without retraining.
+    """
 
     features: tuple[str, ...]
     space: ActionSpace
@@ -109,27 +117,58 @@ class World:
     def of(cls, bundle: Bundle, origin: str) -> World:
         return cls(tuple(bundle.spec.names), bundle.policy.space, bundle.deployment, origin)
 
-    def refusal(self, bundle: Bundle) -> str | None:
-        """Why ``bundle`` cannot be served beside this world, or None when it can."""
+    def adopt(self, bundle: Bundle) -> Bundle:
+        """``bundle``, or its policy moved onto this world's catalogue; BundleRejected saying why it cannot
+        be served beside this world."""
         d = bundle.deployment
         if self.deployment is not None:
             if d is None:
-                return (f"decides in the simulator's world, but the service serves the deployment "
-                        f"{self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin})")
-            if d.digest != self.deployment.digest:
-                return (f"is a bundle of the deployment {d.name!r} ({_short(d.digest)}), but the service serves "
-                        f"{self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin}): "
-                        f"{difference(self.deployment, d)}")
-            return None
+                raise BundleRejected(f"decides in the simulator's world, but the service serves the deployment "
+                                     f"{self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin})")
+            if d.digest == self.deployment.digest:
+                return bundle
+            moved = self._moved(bundle)
+            if moved is not None:
+                return moved
+            raise BundleRejected(f"is a bundle of the deployment {d.name!r} ({_short(d.digest)}), but the service "
+                                 f"serves {self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin}): "
+                                 f"{difference(self.deployment, d)}")
         if d is not None and self.features:
-            return (f"is a bundle of the deployment {d.name!r}, but the service serves a policy of the simulator's "
-                    f"world ({self.origin})")
+            raise BundleRejected(f"is a bundle of the deployment {d.name!r}, but the service serves a policy of the "
+                                 f"simulator's world ({self.origin})")
         if self.features and tuple(bundle.spec.names) != self.features:
-            return (f"reads {len(bundle.spec.names)} features, not the {len(self.features)} features of the "
-                    f"policy served ({self.origin}): one decision log cannot hold both")
+            raise BundleRejected(f"reads {len(bundle.spec.names)} features, not the {len(self.features)} features of "
+                                 f"the policy served ({self.origin}): one decision log cannot hold both")
         if bundle.policy.space != self.space:
-            return (f"decides over {bundle.policy.space.n_actions} actions, not the {self.space.n_actions} of the "
-                    f"policy served ({self.origin}): one decision log cannot hold both")
+            raise BundleRejected(f"decides over {bundle.policy.space.n_actions} actions, not the "
+                                 f"{self.space.n_actions} of the policy served ({self.origin}): one decision log "
+                                 "cannot hold both")
+        return bundle
+
+    def _moved(self, bundle: Bundle) -> Bundle | None:
+        """``bundle`` on this world's catalogue when only the offers differ and its policy scores offers by
+        their features; None otherwise."""
+        d, world = bundle.deployment, self.deployment
+        assert d is not None and world is not None
+        if getattr(bundle.policy, "catalogue", None) is None or d.features().names != world.features().names:
+            return None
+        try:
+            policy = bundle.policy.with_catalogue(Catalogue.of_deployment(world))
+        except ValueError:  # other channels or send slots
+            return None
+        log.info("version of catalogue %s moved onto the served catalogue %s (%s)", _short(d.digest),
+                 _short(world.digest), difference(world, d))
+        return Bundle.of_deployment(policy, world)
+
+    def fits(self, layout: LogLayout | None, bundle: Bundle) -> str | None:
+        """Why the decision log of ``layout`` cannot hold ``bundle``'s decisions, or None."""
+        if layout is None:
+            return None
+        dim, actions = len(bundle.spec.names), bundle.policy.space.n_actions
+        if (layout.context_dim, layout.n_actions) != (dim, actions):
+            return (f"decides over {actions} actions with {dim} features, but the decision log holds decisions over "
+                    f"{layout.n_actions} actions with {layout.context_dim} features: serve it on a log of its own "
+                    "(NBA_LOG_URL, or NBA_LOG_NAMESPACE)")
         return None
 
 
@@ -137,13 +176,17 @@ class ModelStore:
     """Loads and hot-swaps the aliased policy versions (see the module docstring).
 
     Every version served must decide in one world (:class:`World`): the ``deployment`` given (the
-    service's ``NBA_DEPLOYMENT``), else the world of the first version loaded. A version of another
-    world is refused, with a message naming the difference, and the alias keeps its last good version.
+    service's ``NBA_DEPLOYMENT``), else the world of the first version loaded; and its decisions must fit
+    the decision log's ``log_layout`` (features and actions), when the log holds decisions already. A
+    version of another world is refused, with a message naming the difference, and the alias keeps its
+    last good version.
     """
 
     def __init__(self, tracking_uri: str, model_name: str, aliases: tuple[str, ...], cache_dir: Path,
-                 poll_s: float = 10.0, deployment: Deployment | None = None) -> None:
+                 poll_s: float = 10.0, deployment: Deployment | None = None, log_layout: LogLayout | None = None
+                 ) -> None:
         self.tracking_uri, self.model_name, self.aliases = tracking_uri, model_name, aliases
+        self.log_layout = log_layout  # the decision log's, when it holds decisions already
         self.world: World | None = None if deployment is None else World((), deployment.action_space(), deployment,
                                                                          "NBA_DEPLOYMENT")
         self.cache = Path(cache_dir) / model_name
@@ -254,9 +297,10 @@ class ModelStore:
             if self.world is None:
                 self.world = World.of(bundle, f"version {version}" if version else "the first version loaded")
             else:
-                why = self.world.refusal(bundle)
-                if why is not None:
-                    raise BundleRejected(why)
+                bundle = self.world.adopt(bundle)
+            why = self.world.fits(self.log_layout, bundle)
+            if why is not None:
+                raise BundleRejected(why)
         return bundle, digest
 
     def _pointer(self, alias: str) -> Path:

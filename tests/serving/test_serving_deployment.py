@@ -214,3 +214,44 @@ def test_over_http_with_the_deployment_file(registry, registered, tmp_path):
         server.stop()
     with DecisionLog(log_url) as log:
         assert log.count_decisions() == 1 and log.customer_ids() == {"h-1"}
+
+
+def test_a_catalogue_learner_of_another_catalogue_is_moved_onto_the_served_one(registry, telecom, tmp_path):
+    """A LinUCB that scores offers by their features, trained before an offer existed, serves the deployment
+    with that offer: no retraining, the new offer decided; a log holding another layout refuses it."""
+    from nba.catalogue import Catalogue
+    from training.registry import log_policy, set_alias
+
+    data = telecom.to_dict()
+    data["offers"].pop("phone_upgrade")
+    data["contact_policy"]["caps"] = [c for c in data["contact_policy"]["caps"] if c.get("offer") != "phone_upgrade"]
+    older = Deployment.from_dict(data)
+    policy = create("linucb", Catalogue.of_deployment(older), dim=older.features().dim)
+    mlflow.set_tracking_uri(registry.uri)
+    mlflow.set_registry_uri(registry.uri)
+    with mlflow.start_run():
+        info = log_policy(Bundle.of_deployment(policy, older), registered_model_name="telco-catalogue")
+    set_alias("champion", str(info.registered_model_version), model_name="telco-catalogue")
+    settings = dict(tracking_uri=registry.uri, model_name="telco-catalogue", poll_s=0, seed=5, deployment=DEPLOYMENT)
+    rt = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/c.db", cache_dir=tmp_path / "c1", **settings))
+    try:
+        assert rt.ready, rt.models.problems
+        served = rt.models.served["champion"].bundle
+        assert served.deployment.digest == telecom.digest and served.policy.space == telecom.action_space()
+        d = _one(rt, {"customer_id": "cat-1", "timezone": "UTC", "attributes": ATTRS, "offers": ["phone_upgrade"]})
+        assert d["offer"] in (None, "phone_upgrade")
+        _, mask, _ = _stored(rt, d["decision_id"])
+        assert mask[1:].any()  # the new offer is eligible and decided on
+    finally:
+        rt.close()
+    with DecisionLog(f"sqlite:///{tmp_path}/old.db") as log:  # a log of the older catalogue's layout
+        from nba.log.store import LogLayout
+
+        log.set_layout(LogLayout(older.features().dim, older.action_space().n_actions))
+    rt = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/old.db", cache_dir=tmp_path / "c2", **settings))
+    try:
+        assert not rt.ready
+        assert any("but the decision log holds decisions over 781 actions" in p for p in rt.models.problems), \
+            rt.models.problems
+    finally:
+        rt.close()
