@@ -254,7 +254,7 @@ class CapRule:
     offer: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare the fields, not the objects
 class Usage:
     """What all customers together have used: the counts that offer budgets and channel capacities need.
 
