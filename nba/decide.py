@@ -141,7 +141,9 @@ def history_from_log(h: ContactHistory, rows: np.ndarray, space: ActionSpace, re
                      now: np.ndarray, tz_offset: np.ndarray) -> History:
     """The :class:`~nba.features.History` of the customers ``rows`` (their indices into
     ``h.customer_ids``) rebuilt from the decision log's contact history ``h``; ``recent`` (sized for
-    those customers, e.g. :meth:`nba.eligibility.RecentContacts.for_rules`) is filled with their contacts.
+    those customers, e.g. :meth:`nba.eligibility.RecentContacts.for_rules`, or
+    :meth:`nba.deployment.Deployment.recent` to keep the offers its caps name) is filled with their
+    contacts.
 
     ``recent`` gets every contact, scheduled ones too; the history the ones already sent at ``now``.
     Engagements are the first open or click of each contact; conversions are purchases
@@ -157,8 +159,9 @@ def history_from_log(h: ContactHistory, rows: np.ndarray, space: ActionSpace, re
     keep[keep] &= local[cust[keep]] >= 0
     r, send_at, a = local[cust[keep]], h.contact_send_at[keep], h.contact_action[keep]
     ch = space.channel_of[a].astype(np.intp)
+    offer = None if recent.offer_times is None else space.content_of[a].astype(np.intp)  # per-offer caps
     for sel in _rounds(r):
-        recent.record(r[sel], ch[sel], send_at[sel])
+        recent.record(r[sel], ch[sel], send_at[sel], None if offer is None else offer[sel])
         past = sel[send_at[sel] <= now[r[sel]]]
         if past.size:
             hist.record_contacts(r[past], ch[past], send_at[past], hour_of_day(send_at[past] + tz_offset[r[past]]))

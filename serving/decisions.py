@@ -12,6 +12,8 @@ The same steps as the simulator's and the pyfunc model's, so what the log holds 
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ import numpy as np
 
 from nba.actions import NO_CONTACT, ActionSpace
 from nba.decide import Decided, decide, decide_profiles, history_from_log
+from nba.deployment import DAY_H, Deployment, Usage
 from nba.eligibility import RecentContacts
 from nba.features import Profile
 from nba.log.records import DecisionRecords
@@ -42,12 +45,69 @@ class Result:
     bundles: list[Bundle]  # per row: the bundle that decided it
 
 
+class UsageTracker:
+    """What a deployment's offer budgets and channels' daily capacities have used (:class:`nba.deployment.Usage`),
+    for the decider thread: counted from the decision log (:meth:`nba.log.store.DecisionLog.action_counts`,
+    every send whoever decided it) at most every ``refresh_s`` seconds, plus this process's decisions since.
+
+    Several processes over one log see each other's decisions at their next refresh: together they may
+    exceed a budget or a day's capacity by what they send in between (a single process never does:
+    :meth:`nba.deployment.Deployment.eligibility` gives what is left to a batch's first rows only). A
+    deployment without budgets or capacities costs nothing (:meth:`usage` is None).
+    """
+
+    def __init__(self, log: Any, refresh_s: float = 10.0) -> None:
+        self.log, self.refresh_s = log, refresh_s
+        self._usage: Usage | None = None
+        self._digest = ""
+        self._read_at = -math.inf
+
+    @staticmethod
+    def needed(d: Deployment) -> bool:
+        return any(o.budget is not None for o in d.offers) or any(c.capacity_per_day is not None for c in d.channels)
+
+    def usage(self, d: Deployment, now: np.ndarray) -> Usage | None:
+        """The usage to decide at ``now`` (N,) with, or None when ``d`` limits nothing."""
+        if not self.needed(d) or len(now) == 0:
+            return None
+        first, last = int(np.floor(now.min() / DAY_H)), int(np.floor(now.max() / DAY_H))
+        u = self._usage
+        if (u is None or self._digest != d.digest or time.monotonic() - self._read_at > self.refresh_s
+                or first < u.day or last + 1 >= u.day + u.channel_sends.shape[1]):
+            u = self._usage = self._read(d, first, last)
+            self._digest, self._read_at = d.digest, time.monotonic()
+        return u
+
+    def _read(self, d: Deployment, first: int, last: int) -> Usage:
+        space = d.action_space()
+        offers = np.zeros(len(d.offers), np.int64)
+        channels = np.zeros((len(d.channels), last - first + 2), np.int64)
+        if any(o.budget is not None for o in d.offers):
+            counts = self.log.action_counts(0.0)
+            if counts.size == space.n_actions:
+                offers += np.bincount(space.content_of[1:], weights=counts[1:],
+                                      minlength=len(d.offers)).astype(np.int64)
+        if any(c.capacity_per_day is not None for c in d.channels):
+            for j in range(channels.shape[1]):
+                counts = self.log.action_counts((first + j) * DAY_H, (first + j + 1) * DAY_H)
+                if counts.size == space.n_actions:
+                    channels[:, j] = np.bincount(space.channel_of[1:], weights=counts[1:],
+                                                 minlength=len(d.channels)).astype(np.int64)
+        return Usage(offers, channels, first)
+
+    def add(self, d: Deployment, actions: np.ndarray, send_at: np.ndarray) -> None:
+        """Count a batch's decisions until the next read of the log."""
+        if self._usage is not None and self._digest == d.digest:
+            self._usage = self._usage.plus(d, actions, send_at)
+
+
 def decide_batch(batch: list[tuple[Rows, int]], served: dict[str, Served], now: np.ndarray, history: Any,
                  decision_ids: list[str], rng: np.random.Generator, *, channel_costs: dict[str, float],
-                 experiment: str) -> tuple[list[Result], DecisionRecords]:
+                 experiment: str, usage: UsageTracker | None = None) -> tuple[list[Result], DecisionRecords]:
     """Decide every row of ``batch`` (each request's rows with how many alternatives it asked for), at
     ``now`` (one time per row), from the contact ``history`` of all their customers; returns one
-    Result per request and the records to log."""
+    Result per request and the records to log. ``usage``: the offer budgets and channel capacities
+    used so far (a deployment's policy)."""
     cat: Callable[[str], list[Any]] = lambda name: [x for rows, _ in batch for x in getattr(rows, name)]  # noqa: E731
     ids = cat("ids")
     n = len(ids)
@@ -65,7 +125,7 @@ def decide_batch(batch: list[tuple[Rows, int]], served: dict[str, Served], now: 
     for name in sorted(set(alias.tolist())):
         rows = np.flatnonzero(alias == name)
         s = served[name]
-        d = _decide_group(s.bundle, columns, rows, now[rows], history, rng)
+        d = _decide_group(s.bundle, columns, rows, now[rows], history, rng, usage)
         action[rows], propensity[rows], send_at[rows] = d.action, d.propensity, d.send_at
         policy[rows] = s.bundle.policy.name
         version[rows] = s.version
@@ -112,17 +172,21 @@ class _Columns:
 
 
 def _decide_group(bundle: Bundle, col: _Columns, rows: np.ndarray, now: np.ndarray, h: Any,
-                  rng: np.random.Generator) -> Decided:
+                  rng: np.random.Generator, usage: UsageTracker | None) -> Decided:
     """The decisions of ``rows`` (indices into the batch) by ``bundle``'s policy, through :mod:`nba.decide`."""
     space = bundle.policy.space
     tz = np.asarray(col("tz", rows), np.float64)
     allowed = col.flags("allowed", rows, space.n_channels)
     d = bundle.deployment
     if d is not None:
-        recent = RecentContacts.for_rules(len(rows), space.n_channels, bundle.rules)
+        recent = d.recent(len(rows))  # sized for every cap, per offer included
         history = history_from_log(h, rows, space, recent, now=now, tz_offset=tz)
-        return decide(d, bundle.policy, col("attributes", rows), now=now, tz_offset=tz, rng=rng, history=history,
-                      recent=recent, allowed=allowed, offers=col.flags("offers", rows, len(d.offers)))
+        used = None if usage is None else usage.usage(d, now)
+        out = decide(d, bundle.policy, col("attributes", rows), now=now, tz_offset=tz, rng=rng, history=history,
+                     recent=recent, allowed=allowed, offers=col.flags("offers", rows, len(d.offers)), usage=used)
+        if used is not None:
+            usage.add(d, out.action, out.send_at)
+        return out
     recent = RecentContacts.for_rules(len(rows), space.n_channels, bundle.rules)
     history = history_from_log(h, rows, space, recent, now=now, tz_offset=tz)
     # what the caller knows of purchases and visits completes what the log holds

@@ -64,7 +64,7 @@ from nba.log.records import OutcomeRecords
 from nba.log.spool import Spool, rejected
 from nba.log.store import LogLayout
 from serving.config import Settings
-from serving.decisions import Result, decide_batch
+from serving.decisions import Result, UsageTracker, decide_batch
 from serving.history import HistoryCache
 from serving.models import ModelStore, Served
 from serving.requests import (
@@ -156,6 +156,7 @@ class Engine:
         self._id_prefix = os.urandom(4).hex()
         self._count = 0
         self.outage = Outage("decision log")
+        self.usage = UsageTracker(decision_log)  # a deployment's offer budgets and channel capacities
         self.spool: Spool | None = None
         self.history: HistoryCache | None = None
         if settings.spool_dir is not None:  # replays what a killed process left before deciding anything
@@ -362,7 +363,8 @@ class Engine:
 
     def _decide_batch(self, batch: list[tuple[Rows, int]], served: dict[str, Served], now: np.ndarray, history: Any):
         return decide_batch(batch, served, now, history, self._ids(len(now)), self.rng,
-                            channel_costs=self.settings.channel_costs, experiment=self.settings.experiment)
+                            channel_costs=self.settings.channel_costs, experiment=self.settings.experiment,
+                            usage=self.usage)
 
     def _count_metrics(self, jobs: list[Job], results: list[Result]) -> None:
         counts: dict[tuple[str, str], int] = {}

@@ -255,3 +255,54 @@ def test_a_catalogue_learner_of_another_catalogue_is_moved_onto_the_served_one(r
             rt.models.problems
     finally:
         rt.close()
+
+
+def test_budgets_capacities_and_offer_caps_hold_in_the_service(registry, telecom, tmp_path):
+    """A deployment whose call centre takes 3 calls a day and whose data_boost_5gb has a budget of 4 sends:
+    whatever a uniformly exploring policy tries over several batches, the log never holds more; and a
+    customer gets retention_call at most once in 90 days (a cap per offer) across requests."""
+    import yaml
+    from training.registry import log_policy, set_alias
+
+    data = telecom.to_dict()
+    data["channels"]["call_centre"]["capacity_per_day"] = 3
+    data["offers"]["data_boost_5gb"]["budget"] = 4
+    data["contact_policy"]["min_gap_h"] = 0.0
+    data["contact_policy"]["caps"] = [c for c in data["contact_policy"]["caps"] if c.get("offer") == "retention_call"]
+    tight = Deployment.from_dict(data)
+    path = tmp_path / "tight.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    mlflow.set_tracking_uri(registry.uri)
+    mlflow.set_registry_uri(registry.uri)
+    with mlflow.start_run():
+        info = log_policy(Bundle.of_deployment(create("uniform_random", tight.action_space()), tight),
+                          registered_model_name="telco-tight")
+    set_alias("champion", str(info.registered_model_version), model_name="telco-tight")
+    rt = Runtime.start(Settings(tracking_uri=registry.uri, model_name="telco-tight", poll_s=0, seed=11,
+                                deployment=path, log_url=f"sqlite:///{tmp_path}/t.db", cache_dir=tmp_path / "c"))
+    try:
+        assert rt.ready, rt.models.problems
+        for k in range(4):  # four batches of 30 customers, offered only what is limited
+            customers = [DecideBatchRequest.model_validate({"customers": [
+                {"customer_id": f"k{k}-{i}", "attributes": ATTRS, "channels": ["call_centre", "email"],
+                 "offers": ["data_boost_5gb", "data_boost_10gb"]} for i in range(30)]}).customers]
+            job = rt.engine.prepare(customers[0], NOON + 600 * k, 0, batch=True)
+            rt.engine.decide(job)
+        for k in range(8):  # one customer asked again and again: retention_call at most once
+            req = DecideRequest.model_validate({"customer_id": "loyal", "attributes": ATTRS,
+                                                "offers": ["retention_call"], "now": NOON + 3600 * (k + 1)})
+            rt.engine.decide(rt.engine.prepare([req], req.now, 0, batch=False))
+        batch = rt.engine.log.read()
+    finally:
+        rt.close()
+    space = tight.action_space()
+    contact = batch.action > 0
+    channel = np.where(contact, space.channel_of[batch.action], -1)
+    offer = np.where(contact, space.content_of[batch.action], -1)
+    calls = channel == [c.name for c in tight.channels].index("call_centre")
+    assert contact.sum() > 20  # the policy did try
+    days = np.floor(batch.send_at[calls] / 24.0)
+    assert calls.any() and np.bincount((days - days.min()).astype(int)).max() <= 3
+    assert (offer == [o.name for o in tight.offers].index("data_boost_5gb")).sum() == 4  # the budget, spent
+    loyal = batch.customer_id == "loyal"
+    assert (offer[loyal] == [o.name for o in tight.offers].index("retention_call")).sum() == 1
