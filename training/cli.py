@@ -509,6 +509,9 @@ def promote(
     colour = "green" if res.promoted else "yellow"
     console.print(f"[{colour}]{'moved' if res.promoted else 'unchanged'}[/{colour}]: {res.reason}; "
                   f"champion is version {res.champion}")
+    if not (ab_run or rollback) and jobs.evidence_propensity() == jobs.PROPENSITY_ESTIMATED:
+        console.print("[yellow]note: the off-policy evidence rests on propensities estimated at import, not "
+                      "logged: confirm with an A/B test (nba ab)[/yellow]")
 
 
 @app.command()

@@ -1181,7 +1181,10 @@ def promote(*, metric: str = "dr", ab_run: str | None = None, rollback: bool = F
 
     ``ab_run``: the id of a finished :func:`ab` run of the current champion against the current
     challenger; its verdict decides (``ab.promote``: primary better and every guardrail holds).
-    Without it, the off-policy evaluation's tags decide (:func:`training.registry.promote`).
+    Without it, the off-policy evaluation's tags decide (:func:`training.registry.promote`), by the same rule
+    for deployment bundles as for scenario bundles; the run's tag ``promotion.propensity`` says what that
+    evidence rests on (:func:`evidence_propensity`: ``estimated`` when the evaluation log's propensities
+    were estimated at import).
     ``predicted_lift`` (with ``predicted_ci = (low, high)``): the off-policy estimate of challenger
     minus champion, value per decision, recorded beside the A/B's realised lift per decision (and
     the true one when simulated) on the run and, when it moves, the new champion version
@@ -1213,10 +1216,19 @@ def promote(*, metric: str = "dr", ab_run: str | None = None, rollback: bool = F
             result = registry.promote(metric=metric, ab=evidence, predicted=predicted)
         mlflow.set_tags({"promotion.promoted": str(result.promoted), "promotion.reason": result.reason[:5000],
                          "promotion.champion": result.champion or "", "promotion.previous": result.previous or "",
-                         "promotion.ab_run": ab_run or "", "promotion.rollback": str(rollback)})
+                         "promotion.ab_run": ab_run or "", "promotion.rollback": str(rollback),
+                         "promotion.propensity": "" if rollback or evidence else evidence_propensity()})
         if not rollback:
             mlflow.log_metrics(result.record())
         return result
+
+
+def evidence_propensity() -> str:
+    """What the off-policy evidence of a promotion rests on: the challenger's ``eval.propensity`` tag
+    (:data:`PROPENSITY_LOGGED`, :data:`PROPENSITY_ESTIMATED`, or ``""`` when it was not evaluated)."""
+    from training import registry
+
+    return registry.alias_state(registry.CHALLENGER).tags.get(registry.PROPENSITY_TAG, "")
 
 
 # ----------------------------------------------------------------------------- promotions report

@@ -529,12 +529,16 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     c_lo, k_v = float(tags[lints]["eval.dr.ci_low"]), float(tags[linucb]["eval.dr.value"])
     assert result.promoted == (c_lo > k_v)
     assert registry.alias_state(registry.CHAMPION).version == (lints if result.promoted else linucb)
+    promotion = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1,
+                                   filter_string="tags.`nba.job` = 'promote'", order_by=["attributes.start_time DESC"])
+    assert promotion[0].data.tags["promotion.propensity"] == "estimated"
     # nba promote the same, on the other estimator: MDR's tags
     registry.set_alias(registry.CHAMPION, linucb)
     res = CliRunner().invoke(app, ["promote", "--metric", "mdr", "--root", str(store["root"])])
     assert res.exit_code == 0, res.output
     moved = float(tags[lints]["eval.mdr.ci_low"]) > float(tags[linucb]["eval.mdr.value"])
     assert ("moved" if moved else "unchanged") in res.output
+    assert "rests on propensities estimated at import" in " ".join(res.output.split())
     assert registry.alias_state(registry.CHAMPION).version == (lints if moved else linucb)
 
 
