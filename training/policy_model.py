@@ -23,7 +23,8 @@ one row per customer, with the columns of the service's requests:
 **No contact history.** A pyfunc has no decision log, so every customer is decided as one never
 contacted: the caps and the minimum gap see only the contacts the frame gives, which is none, and the
 history features are those of a customer without contacts (a scenario frame's purchases and visits
-excepted). Where caps and gaps must hold across decisions, decide through the decision service
+excepted); a deployment's offer budgets and channel capacities, counted across customers from the log,
+are not checked either. Where these must hold across decisions, decide through the decision service
 (``serving/``), which reads the customers' history from the log.
 
 It returns one row per request: the action index, channel, content, send hour (local, -1 for "now"),
