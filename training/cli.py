@@ -352,16 +352,20 @@ def train(
     seed: SeedOpt = 0,
     param: ParamOpt = None,
     register: Annotated[bool, typer.Option(help="register the policy in the MLflow registry")] = True,
+    challenger: Annotated[bool, typer.Option(
+        "--challenger", help="point @challenger at the registered version (nba evaluate, then nba promote)")] = False,
     deployment: Annotated[Path | None, typer.Option(
         exists=True, dir_okay=False,
         help="deployment file (TOML/YAML) the --source log was imported onto: train on its actions and features "
-             "and register a bundle that carries it")] = None,
+             "and register a bundle that carries it (default: the deployment the log holds)")] = None,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
     """Train a policy and log it to MLflow (registered as a new version of the policy model)."""
-    from training import jobs
+    from training import jobs, registry
 
     with _job():
+        if challenger and not register:
+            raise jobs.JobError("challenger: only a registered version can be the challenger (not with --no-register)")
         params = _checked(policy, param, scenario, root)
         total = -(-decisions // jobs.BANDIT_BATCH) if source == jobs.SIMULATOR else 1000
         with _progress(f"train {policy}", total) as tick:
@@ -369,9 +373,12 @@ def train(
                              params=params, decisions=decisions, customers=customers, seed=seed,
                              register=register, progress=tick,
                              deployment_path=None if deployment is None else str(deployment))
+    if challenger:
+        registry.set_alias(registry.CHALLENGER, res.version)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items())
     console.print(f"trained [bold]{policy}[/bold]: {shown}; run {res.run_id}"
-                  + (f", registered version {res.version}" if res.version else ""))
+                  + (f", registered version {res.version}" if res.version else "")
+                  + (" (@challenger)" if challenger else ""))
 
 
 @app.command()

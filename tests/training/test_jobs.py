@@ -633,4 +633,11 @@ def test_nba_train_and_evaluate_find_the_deployment_in_the_log(store, telecom_lo
         assert res.exit_code == 2 and "policy: 'business_as_usual' follows rules" in said, res.output
     res = CliRunner().invoke(app, ["evaluate", "--policy", "lints", "--log", telecom_log["url"], *root])
     assert res.exit_code == 2 and "is a learner that has learned nothing yet" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["train", "--policy", "lints", "--source", telecom_log["url"], "--challenger",
+                                   "--no-register", *root])
+    assert res.exit_code == 2 and "challenger: only a registered version" in res.output
     assert _runs() == before
+    res = CliRunner().invoke(app, ["train", "--policy", "lints", "--source", telecom_log["url"], "--challenger", *root])
+    assert res.exit_code == 0 and "trained lints: rows 400" in res.output, res.output
+    said = " ".join(res.output.split())
+    assert said.endswith(f"registered version {registry.alias_state(registry.CHALLENGER).version} (@challenger)")
