@@ -111,15 +111,30 @@ def load_deployment(path: str | Path):
 
 def build_deployment_policy(name: str, deployment, params: Mapping[str, Any] | None = None) -> Policy:
     """A new policy on ``deployment``'s action space reading its features (``dim``). The rule-based
-    policies follow the scenario's segments, which a deployment has not: JobError naming ``policy``."""
+    policies follow the scenario's segments, which a deployment has not: JobError naming ``policy``.
+
+    LinUCB and LinTS score offers by their declared features (:class:`nba.catalogue.Catalogue`), so that
+    an offer added to the deployment later is decided without retraining; ``catalogue=index`` gives them
+    one weight per offer instead (``catalogue=features``, the default, is the catalogue)."""
+    from nba.catalogue import Catalogue
+    from nba.policies import CATALOGUE
+
     params = dict(params or {})
+    if "catalogue" in params and name not in CATALOGUE:
+        raise JobError(f"param: catalogue is a parameter of {', '.join(CATALOGUE)} only, not of {name!r}")
+    mode = params.pop("catalogue", "features")
+    if mode not in ("features", "index"):
+        raise JobError(f"param: catalogue must be 'features' or 'index', got {mode!r}")
     check_policy(name, params)
     if name in RULE_BASED:
         usable = sorted(n for n in POLICIES if n not in RULE_BASED)
         raise JobError(f"policy: {name!r} follows rules on the scenario's segments, which the deployment "
                        f"{deployment.name!r} does not have; on a deployment: {', '.join(usable)}")
+    space = deployment.action_space()
+    if name in CATALOGUE and mode == "features":
+        space = Catalogue.of_deployment(deployment)
     try:
-        return create(name, deployment.action_space(), dim=deployment.features().dim, **params)
+        return create(name, space, dim=deployment.features().dim, **params)
     except (TypeError, ValueError) as e:
         raise JobError(f"param: {e}") from e
 

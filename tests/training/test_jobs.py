@@ -453,6 +453,7 @@ def test_train_on_a_deployment_log_registers_a_bundle_that_carries_it(store, tel
     res = trained["linucb"]
     assert res.version and res.metrics["rows"] == 400
     assert res.policy.space == d.action_space() and res.policy.dim == d.features().dim  # 801 actions, 58 features
+    assert res.policy.catalogue is not None  # offers scored by their features: a new offer needs no retraining
     for r, source in ((res, "file"), (trained["lints"], "log")):
         params = mlflow.get_run(r.run_id).data.params
         assert params["safe"] == "off (deployment)" and params["deployment_digest"] == d.digest
@@ -641,3 +642,15 @@ def test_nba_train_and_evaluate_find_the_deployment_in_the_log(store, telecom_lo
     assert res.exit_code == 0 and "trained lints: rows 400" in res.output, res.output
     said = " ".join(res.output.split())
     assert said.endswith(f"registered version {registry.alias_state(registry.CHALLENGER).version} (@challenger)")
+
+
+def test_a_deployment_learner_scores_offers_by_their_features_unless_asked_not_to():
+    from nba.deployment import Deployment
+
+    d = Deployment.load(TELECOM / "deployment.toml")
+    assert jobs.build_deployment_policy("lints", d).catalogue is not None
+    assert jobs.build_deployment_policy("linucb", d, {"catalogue": "index"}).catalogue is None
+    with pytest.raises(jobs.JobError, match="^param: catalogue must be 'features' or 'index'"):
+        jobs.build_deployment_policy("linucb", d, {"catalogue": "offers"})
+    with pytest.raises(jobs.JobError, match="^param: catalogue is a parameter of linucb, lints only"):
+        jobs.build_deployment_policy("lgbm_squarecb", d, {"catalogue": "index"})
