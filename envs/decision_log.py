@@ -12,6 +12,10 @@ becomes one decision and the events its outcome realised::
     opted_out   at the open                                  value = -opt-out penalty of the channel
     churned     at the open (churn after the message)        value = -churn penalty
 
+every time the one the simulation itself uses (:class:`envs.dynamics.EventTimes`, ``StepResult.times``):
+its history holds a send, an open or a purchase from that moment on, as the decision service rebuilds
+it from this log.
+
 so the reward read back with :func:`reward_rule` (converted + opted_out + churned, minus the cost,
 with an unbounded window: the simulator credits a step with everything it realised, however long
 the sampled delay) equals the simulator's realised reward ``revenue - cost - penalty`` up to float
@@ -34,7 +38,6 @@ import numpy as np
 from envs.rollout import bandit_simulation, policy_rng
 from envs.scenario import Scenario
 from envs.simulation import Simulation, StepResult
-from nba.eligibility import send_time
 from nba.log import DecisionLog, DecisionRecords, LogLayout, OutcomeRecords, RewardRule
 from nba.policies import Decisions, Policy, act
 
@@ -134,9 +137,7 @@ def step_records(
                          "must be eligible under the mask the simulation enforced")
     space, out = sim.space, result.outcome
     a = actions[rows]
-    slot = space.slot_of[a]
-    send = send_time(space, before.now[rows], before.tz_offset[rows])
-    send_at = np.where(a > 0, send[np.arange(rows.size), np.maximum(slot, 0)], before.now[rows])
+    send_at = result.times.send_at[rows]
     per_row = lambda x: np.broadcast_to(np.asarray(x, dtype=object), (n,))[rows]  # noqa: E731
     ids = np.asarray(decision_ids, dtype=object)[rows]
     dec = DecisionRecords(
@@ -155,13 +156,13 @@ def step_records(
         cost=out.cost[rows].astype(np.float64),
     )
     ch = np.maximum(space.channel_of[a], 0)
-    seen_at = send_at + np.nan_to_num(out.seen_delay_min[rows]) / 60.0
+    seen_at = result.times.seen_at[rows]
     penalty_optout = sim.arrays.optout_penalty[ch]
     events = [
         ("delivered", out.delivered[rows], send_at, 0.0),
         ("opened", out.seen[rows], seen_at, 0.0),
         ("clicked", out.clicked[rows], seen_at, 0.0),
-        ("converted", out.purchased[rows], np.where(out.converted[rows], seen_at, send_at), out.revenue[rows]),
+        ("converted", out.purchased[rows], result.times.bought_at[rows], out.revenue[rows]),
         ("opted_out", out.opted_out[rows], seen_at, -penalty_optout),
         ("churned", out.churned[rows], seen_at, -float(sim.scenario.churn.penalty)),
     ]

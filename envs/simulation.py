@@ -13,7 +13,7 @@ draws the same number of uniforms for every row, whatever the action, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -35,6 +35,7 @@ class StepResult:
     replaced: np.ndarray  # (N,) bool: the row now holds a new customer (bandit view)
     churned: np.ndarray  # (N,) bool: the customer left during this step
     blocked: np.ndarray  # (N,) bool: the contact policy did not allow the action: nothing was sent
+    times: dynamics.EventTimes  # when the outcome's events happen (what the history and the log stamp)
 
 
 class Simulation:
@@ -72,6 +73,7 @@ class Simulation:
         self.traits, self.state, self.history = (population.empty_like_rows(x, n) for x in template)
         self.rules = scenario.contact
         self.recent = RecentContacts.for_rules(n, len(scenario.channels), self.rules)
+        self.pending = dynamics.Pending.empty()  # events decided but not yet happened (dynamics.settle)
         for start in range(0, n, CHUNK):
             self.reset_rows(np.arange(start, min(n, start + CHUNK)))
         self._moment: response.Moment | None = None
@@ -105,6 +107,7 @@ class Simulation:
         population.assign_rows(self.state, rows, st)
         population.assign_rows(self.history, rows, hist)
         self.recent.reset_rows(rows)
+        self.pending.drop_rows(rows, self.n)
         self._fix_start(rows, u[:, -1], base)
         self._moment = None
 
@@ -178,7 +181,7 @@ class Simulation:
         t = response.contact_terms(sc, sa, space, self.traits, m, actions[:, None])
         out = response.sample_outcome(sc, sa, space, m, actions, t, u[:, : response.RESPONSE_WIDTH])
         reward, attributed = response.realised_rewards(out, self.penalties)
-        dynamics.apply_outcome(sc, space, self.traits, self.state, self.history, m, actions, t, out)
+        times = dynamics.apply_outcome(sc, space, self.traits, self.state, self.pending, actions, t, out)
         j = response.RESPONSE_WIDTH
         if self.decision_hour is None:
             dt = sc.decision_window_h + 24.0 * u[:, j + dynamics.ADVANCE_WIDTH]
@@ -186,6 +189,7 @@ class Simulation:
             dt = np.full(self.n, 24.0)
         left = dynamics.advance(sc, sa, self.traits, self.state, self.history, m, dt,
                                 u[:, j : j + dynamics.ADVANCE_WIDTH])
+        dynamics.settle(sc, self.state, self.history, self.pending)  # what happened by the next decision
         churned = out.churned | left
         self._moment = None
         replaced = np.zeros(self.n, bool)
@@ -194,7 +198,7 @@ class Simulation:
             rows = np.flatnonzero(replaced)
             self.reset_rows(rows, base=self.state.now[rows])
         return StepResult(reward=reward, attributed=attributed, outcome=out, replaced=replaced, churned=churned,
-                          blocked=blocked)
+                          blocked=blocked, times=times)
 
 
 class ShardedSimulation:
@@ -247,7 +251,9 @@ class ShardedSimulation:
                                   for f in vars(parts[0].outcome)})
         cat = {f: np.concatenate([getattr(p, f) for p in parts])
                for f in ("reward", "attributed", "replaced", "churned", "blocked")}
-        return StepResult(outcome=out, **cat)
+        times = dynamics.EventTimes(**{f.name: np.concatenate([getattr(p.times, f.name) for p in parts])
+                                       for f in fields(dynamics.EventTimes)})
+        return StepResult(outcome=out, times=times, **cat)
 
     def reset_rows(self, rows: np.ndarray, base: np.ndarray | None = None) -> None:
         for k, (a, b) in enumerate(zip(self.bounds[:-1], self.bounds[1:], strict=True)):
