@@ -70,15 +70,10 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
     ineligible with :attr:`nba.eligibility.Reason.RESTRICTED`). ValueError naming ``policy`` when the
     policy was not built for this deployment's actions and features.
     """
+    check_world(policy, deployment, "policy")
     space = deployment.action_space()
     layout = deployment.features()
     n, c = len(attributes), len(deployment.channels)
-    if policy.space != space:
-        raise ValueError(f"policy: decides over {policy.space.n_actions} actions, the deployment "
-                         f"{deployment.name!r} has {space.n_actions} (channels x offers x slots differ)")
-    dim = getattr(policy, "dim", None)
-    if dim is not None and dim != layout.dim:
-        raise ValueError(f"policy: expects {dim} features, the deployment {deployment.name!r} gives {layout.dim}")
     now_v = np.broadcast_to(np.asarray(now, np.float64), (n,)).copy()
     tz = np.broadcast_to(np.asarray(tz_offset, np.float64), (n,)).copy()
     if history is None:
@@ -96,6 +91,20 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
         reasons[:, 1:] |= np.where(offers[:, space.content_of[1:]], 0, int(Reason.RESTRICTED)).astype(reasons.dtype)
         mask = reasons == 0
     return _choose(policy, X, mask, reasons, now_v, tz, rng)
+
+
+def check_world(policy: Policy, deployment: Deployment, where: str) -> None:
+    """ValueError ``"<where>: space: ..."`` or ``"<where>: dim: ..."`` unless ``policy`` was built for
+    ``deployment``'s action space and features (a policy without ``dim`` reads no features)."""
+    space = deployment.action_space()
+    if policy.space != space:
+        raise ValueError(f"{where}: space: the policy decides over {policy.space.n_actions} actions (channels "
+                         f"{list(policy.space.channels)}), not the {space.n_actions} of the deployment "
+                         f"{deployment.name!r} (channels x offers x send slots differ)")
+    dim, want = getattr(policy, "dim", None), deployment.features().dim
+    if dim is not None and dim != want:
+        raise ValueError(f"{where}: dim: the policy reads {dim} features, the deployment {deployment.name!r} "
+                         f"gives {want}")
 
 
 def decide_profiles(policy: Policy, spec: FeatureSpec, rules: ContactRules, lifecycle: LifecycleRules,

@@ -124,7 +124,9 @@ class Bundle:
 
     def __post_init__(self) -> None:
         if self.deployment is not None:
-            _check_world(self.policy, self.deployment, "policy")
+            from nba.decide import check_world
+
+            check_world(self.policy, self.deployment, "policy")
             if tuple(self.spec.names) != tuple(self.deployment.features().names):
                 raise ValueError(f"spec: the feature names are not those of the deployment {self.deployment.name!r}")
             if self.rules != self.deployment.contact_rules():
@@ -134,20 +136,6 @@ class Bundle:
     def of_deployment(cls, policy: Policy, deployment: Deployment) -> Bundle:
         """A deployment bundle: ``policy`` on ``deployment``'s actions and features, the rest derived."""
         return cls(policy, deployment.features(), LifecycleRules(), deployment.contact_rules(), deployment)
-
-
-def _check_world(policy: Policy, deployment: Deployment, where: str) -> None:
-    """ValueError ``"<where>: space: ..."`` or ``"<where>: dim: ..."`` unless ``policy`` was built for
-    ``deployment``'s action space and features (a policy without ``dim`` reads no features)."""
-    space = deployment.action_space()
-    if policy.space != space:
-        raise ValueError(f"{where}: space: the policy decides over {policy.space.n_actions} actions (channels "
-                         f"{list(policy.space.channels)}), not the {space.n_actions} of the deployment "
-                         f"{deployment.name!r} (channels x offers x send slots differ)")
-    dim, want = getattr(policy, "dim", None), deployment.features().dim
-    if dim is not None and dim != want:
-        raise ValueError(f"{where}: dim: the policy reads {dim} features, the deployment {deployment.name!r} "
-                         f"gives {want}")
 
 
 def save_bundle(bundle: Bundle, path: str | Path) -> Path:
@@ -227,7 +215,9 @@ def _load_deployment_bundle(path: Path, meta: dict[str, Any]) -> Bundle:
     if rules != deployment.contact_rules():
         raise ValueError(f"deployment.json: contact: not the contact policy of the deployment {deployment.name!r}")
     policy = load(path / "policy")
-    _check_world(policy, deployment, "policy.json")
+    from nba.decide import check_world
+
+    check_world(policy, deployment, "policy.json")
     return Bundle(policy, features, LifecycleRules(**meta["lifecycle"]), rules, deployment)
 
 

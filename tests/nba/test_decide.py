@@ -85,8 +85,8 @@ def test_a_policy_for_another_world_is_refused(telecom):
 
     sc = Scenario.default()
     other = create("linucb", sc.action_space, dim=sc.feature_spec.dim)
-    with pytest.raises(ValueError, match="^policy: decides over 225 actions"):
+    with pytest.raises(ValueError, match="^policy: space: the policy decides over 225 actions"):
         decide(telecom, other, _people(telecom, 2), now=NOON_UTC, tz_offset=0.0, rng=np.random.default_rng(0))
     wrong_dim = create("linucb", telecom.action_space(), dim=5)
-    with pytest.raises(ValueError, match="^policy: expects 5 features"):
+    with pytest.raises(ValueError, match="^policy: dim: the policy reads 5 features"):
         decide(telecom, wrong_dim, _people(telecom, 2), now=NOON_UTC, tz_offset=0.0, rng=np.random.default_rng(0))
