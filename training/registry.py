@@ -306,6 +306,10 @@ def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | N
             return refuse(f"no {metric} evaluation on both versions (tags {key_v}, {key_lo})")
         if chall.tags.get("eval.dataset") != champ.tags.get("eval.dataset"):
             return refuse("champion and challenger were evaluated on different datasets")
+        sources = (champ.tags.get(PROPENSITY_TAG), chall.tags.get(PROPENSITY_TAG))
+        if None not in sources and sources[0] != sources[1]:  # the same decisions, weighted otherwise
+            return refuse(f"champion and challenger were evaluated with other propensities (champion's "
+                          f"{sources[0]}, challenger's {sources[1]}): evaluate both on the same log")
         if not c_lo > k_v:
             return refuse(f"challenger's {metric} lower bound {c_lo:.4g} does not beat the champion's "
                           f"estimate {k_v:.4g}")

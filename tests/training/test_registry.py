@@ -101,8 +101,13 @@ def test_promote_needs_evidence_and_rolls_back(store):
     registry.version_tags(v2, {"eval.dr.ci_low": 0.95, "eval.dataset": "a"})
     p = registry.promote()
     assert not p.promoted and "does not beat" in p.reason
-    # it beats it: champion moves, the reason is recorded
-    registry.version_tags(v2, {"eval.dr.ci_low": 1.2})
+    # it beats it, but weighted by estimated propensities where the champion's were logged: nothing moves
+    registry.version_tags(v1, {registry.PROPENSITY_TAG: "logged"})
+    registry.version_tags(v2, {"eval.dr.ci_low": 1.2, registry.PROPENSITY_TAG: "estimated"})
+    p = registry.promote()
+    assert not p.promoted and "other propensities" in p.reason
+    # on the same footing it beats it: champion moves, the reason is recorded
+    registry.version_tags(v2, {registry.PROPENSITY_TAG: "logged"})
     p = registry.promote()
     assert p.promoted and p.champion == v2 and p.previous == v1
     state = registry.alias_state(registry.CHAMPION)
