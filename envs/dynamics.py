@@ -157,24 +157,36 @@ def settle(sc: Scenario, st: State, hist: History, pending: Pending) -> None:
     """Fold into ``hist`` every pending event that happened at or before its row's ``st.now``, in time
     order: a send raises the channel's and the overall fatigue and the contact load; a first sight
     raises the channel's engagement; a purchase closes the cart open at that moment."""
-    fz = sc.fatigue
+    fz, c = sc.fatigue, st.fatigue.shape[1]
+    fatigue, last_contact = _flat(st.fatigue), _flat(hist.last_contact)  # (row, channel) at row * c + channel
     for rows, when, ch, hour in pending.contacts.take_due(st.now):
-        dt = np.maximum(when - hist.last_contact[rows, ch], 0.0)
-        st.fatigue[rows, ch] = st.fatigue[rows, ch] * np.exp2(-dt / fz.channel_half_life_h) + 1.0
+        at = rows * c + ch
+        dt = np.maximum(when - last_contact[at], 0.0)
+        fatigue[at] = fatigue[at] * np.exp2(-dt / fz.channel_half_life_h) + 1.0
         total_dt = np.maximum(when - st.last_any_contact[rows], 0.0)
         st.fatigue_total[rows] = st.fatigue_total[rows] * np.exp2(-total_dt / fz.total_half_life_h) + 1.0
         st.last_any_contact[rows] = when
         hist.record_contacts(rows, ch, when, hour)
     hl = 24.0 * sc.synergy.engagement_half_life_d
+    engagement, last_engaged = _flat(st.engagement), _flat(hist.last_engaged)
     for rows, when, ch, hour in pending.engagements.take_due(st.now):
-        dt = np.maximum(when - hist.last_engaged[rows, ch], 0.0)
-        st.engagement[rows, ch] = st.engagement[rows, ch] * np.exp2(-dt / hl) + 1.0
+        at = rows * c + ch
+        dt = np.maximum(when - last_engaged[at], 0.0)
+        engagement[at] = engagement[at] * np.exp2(-dt / hl) + 1.0
         hist.record_engagements(rows, ch, when, hour)
     for rows, when, _, _ in pending.purchases.take_due(st.now):
         hist.record_purchases(rows, when)
         until = st.cart_until[rows]
         open_then = (until - 24.0 * sc.lifecycle.cart_days <= when) & (when < until)
         st.cart_until[rows] = np.where(open_then, when, until)
+
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    """A 1-D view of the (N, C) array ``x`` (ValueError rather than a copy that writes would miss)."""
+    if not x.flags.c_contiguous:
+        raise ValueError("simulation state: expected C-contiguous (N, C) arrays")
+    return x.reshape(-1)
 
 
 def advance(sc: Scenario, sa: ScenarioArrays, tr: Traits, st: State, hist: History, m: Moment,

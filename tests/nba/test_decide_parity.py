@@ -36,7 +36,7 @@ from envs.simulation import Simulation
 from nba.decide import decide, decide_profiles, history_from_log
 from nba.deployment import Deployment
 from nba.eligibility import Reason, RecentContacts
-from nba.features import NEVER, FeatureSpec, Profile
+from nba.features import NEVER, Profile
 from nba.log import DecisionLog
 from nba.log.importer import DeploymentMapping, import_onto
 from nba.log.records import ContactHistory
