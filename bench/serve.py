@@ -17,7 +17,10 @@ Bounded in time: about ``10 * seconds`` plus start-up; the default takes under t
 ``--world``: the simulator's scenario (profile fields in each request, the default), the telecom
 deployment of ``examples/telecom`` (its declared attributes in each request: 5 channels, 40 offers,
 4 slots, 801 actions), or that deployment with 1,000 offers and one send slot (5,001 actions). On a
-deployment the policy defaults to ``linucb`` (the rule-based baselines follow the scenario's segments).
+deployment the policy defaults to ``uniform_random``: as cheap as the scenario's business as usual
+(the rule-based baselines follow the scenario's segments), so the figures are the service's own
+cost of attributes, eligibility over the catalogue and the log; a learner adds its own cost
+(``bench/policies.py``).
 """
 
 from __future__ import annotations
@@ -233,7 +236,7 @@ def measure(ports: dict[str, int], seconds: float, attributes: bool = False) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=6.0, help="per measurement point")
-    ap.add_argument("--policy", default=None, help="default: business_as_usual, linucb on a deployment")
+    ap.add_argument("--policy", default=None, help="default: business_as_usual, uniform_random on a deployment")
     ap.add_argument("--world", choices=("scenario", "telecom", "offers1000"), default="scenario")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--write", choices=("behind", "through"), default="behind",
@@ -247,7 +250,7 @@ def main() -> None:
         os.environ["NBA_GATHER_MS"] = f"{args.gather_ms:g}"
     tmp = Path(tempfile.mkdtemp(prefix="nba-bench-serve-"))
     deployment = deployment_of(args.world, tmp)
-    args.policy = args.policy or ("business_as_usual" if deployment is None else "linucb")
+    args.policy = args.policy or ("business_as_usual" if deployment is None else "uniform_random")
     uri = make_registry(tmp, args.policy, deployment)
     procs, ports = {}, {}
     try:

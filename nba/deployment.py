@@ -61,14 +61,16 @@ The default simulator scenario as a deployment: :func:`envs.scenario.Scenario.de
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +339,26 @@ class Usage:
                              f"got {self.channel_sends.shape}")
 
 
+def _once(method: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A method of a frozen deployment computed once per instance: the decide path asks for the action
+    space, the features and the rules at every decision, and a catalogue of 1,000 offers made that cost
+    milliseconds. The result is shared: arrays come back read-only."""
+    key = f"_once_{method.__name__}"
+
+    @functools.wraps(method)
+    def cached(self: Any) -> Any:
+        try:
+            return self.__dict__[key]
+        except KeyError:
+            value = method(self)
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+            self.__dict__[key] = value
+            return value
+
+    return cached
+
+
 # ----------------------------------------------------------------------------- the deployment
 @dataclass(frozen=True)
 class Deployment:
@@ -417,7 +439,7 @@ class Deployment:
                        "subtract_cost": self.subtract_cost},
         }
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """``sha256:<hex>`` of the canonical content: same world, same digest. The order of the attributes,
         channels, offers and slots counts (it numbers the features and the actions); the order of keys
@@ -432,11 +454,13 @@ class Deployment:
                 return a
         raise KeyError(name)
 
+    @_once
     def action_space(self) -> ActionSpace:
         """No contact, then every (channel, offer, slot)."""
         return ActionSpace(tuple(c.name for c in self.channels), tuple(o.name for o in self.offers),
                            self.send_slots)
 
+    @_once
     def contact_rules(self) -> ContactRules:
         """The channel and overall caps, quiet hours and minimum gap as :class:`nba.eligibility.ContactRules`
         (the caps on single offers are :meth:`offer_caps`)."""
@@ -445,6 +469,7 @@ class Deployment:
         return ContactRules(quiet_hours=quiet, caps=caps, min_gap_h=self.min_gap_h,
                             channels=tuple(c.name for c in self.channels))
 
+    @_once
     def offer_caps(self) -> tuple[OfferCap, ...]:
         """The caps on single offers as :class:`nba.eligibility.OfferCap`, offers by their index (their
         content index in :meth:`action_space`)."""
@@ -485,6 +510,7 @@ class Deployment:
                 out[a.name] = a.default
         return out
 
+    @_once
     def features(self) -> AttributeFeatures:
         """The layout of what a policy sees of this deployment's customers (:class:`nba.features.AttributeFeatures`)."""
         return AttributeFeatures(self)
@@ -542,6 +568,7 @@ class Deployment:
                 ok &= now < o.valid_until_h
         return out
 
+    @_once
     def offer_channels(self) -> np.ndarray:
         """(n_offers, C) bool: the channels each offer may go out on."""
         names = [c.name for c in self.channels]
