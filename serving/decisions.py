@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from nba.actions import NO_CONTACT, ActionSpace
 from nba.decide import Decided, decide, decide_profiles, history_from_log
 from nba.deployment import DAY_H, Deployment, Usage
 from nba.eligibility import RecentContacts
@@ -233,8 +232,8 @@ def _records(served: dict[str, Served], ids: list[str], now: np.ndarray, context
             raise RuntimeError(f"{name}: its feature or action layout differs from the champion's; "
                                "one decision log cannot hold both")
         X[rows], mask[rows] = Xg, mg
-        cost[rows] = _channel_cost(served[name].bundle, channel_costs)[_channel_index(served[name].bundle.policy.space,
-                                                                                      action[rows])]
+        bundle = served[name].bundle  # no contact's channel index is -1: the cost array's first entry, 0
+        cost[rows] = _channel_cost(bundle, channel_costs)[bundle.policy.space.channel_of[action[rows]] + 1]
     return DecisionRecords(
         decision_id=np.asarray(decision_id, dtype=object), time=now, customer_id=np.asarray(ids, dtype=object),
         context=X, eligible=mask, action=action, send_at=send_at, propensity=propensity, policy=policy,
@@ -246,8 +245,3 @@ def _channel_cost(bundle: Bundle, channel_costs: dict[str, float]) -> np.ndarray
     if bundle.deployment is not None:
         return np.array([0.0] + [c.cost for c in bundle.deployment.channels])
     return np.array([0.0] + [channel_costs.get(ch, 0.0) for ch in bundle.policy.space.channels])
-
-
-def _channel_index(space: ActionSpace, action: np.ndarray) -> np.ndarray:
-    """Index into :func:`_channel_cost` of each action: 0 for no contact."""
-    return np.where(action == NO_CONTACT, 0, space.channel_of[action] + 1)
