@@ -160,7 +160,8 @@ class World:
                  _short(world.digest), difference(world, d))
         return Bundle.of_deployment(policy, world)
 
-    def fits(self, layout: LogLayout | None, bundle: Bundle) -> str | None:
+    @staticmethod
+    def fits(layout: LogLayout | None, bundle: Bundle) -> str | None:
         """Why the decision log of ``layout`` cannot hold ``bundle``'s decisions, or None."""
         if layout is None:
             return None
@@ -294,13 +295,13 @@ class ModelStore:
         except Exception as e:
             raise BundleRejected(f"cannot load: {_error(e)}") from e
         with self._world_lock:
-            if self.world is None:
-                self.world = World.of(bundle, f"version {version}" if version else "the first version loaded")
-            else:
+            if self.world is not None:
                 bundle = self.world.adopt(bundle)
-            why = self.world.fits(self.log_layout, bundle)
+            why = World.fits(self.log_layout, bundle)
             if why is not None:
                 raise BundleRejected(why)
+            if self.world is None:  # the first version served fixes the world
+                self.world = World.of(bundle, f"version {version}" if version else "the first version loaded")
         return bundle, digest
 
     def _pointer(self, alias: str) -> Path:
