@@ -79,7 +79,7 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
     if history is None:
         history = History.empty(n, c)
     if recent is None:
-        recent = RecentContacts.for_rules(n, c, deployment.contact_rules())
+        recent = deployment.recent(n)  # sized for every cap, per offer included
     columns = deployment.columns(attributes)
     X = np.ascontiguousarray(layout.build(columns, history, now_v, tz))
     mask, reasons = deployment.eligibility(attributes, recent, now=now_v, tz_offset=tz, allowed=allowed, reasons=True,

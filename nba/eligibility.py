@@ -44,9 +44,13 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal, NoReturn, overload
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -55,6 +59,40 @@ from nba.features import NEVER, hour_of_day
 
 DAY_H, WEEK_H, MONTH_H = 24.0, 168.0, 720.0
 MAX_TZ_H = 14.0  # time zones run from UTC-12 to UTC+14
+_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
+ZONE_HINT = "give an IANA name such as 'Europe/Paris' or a UTC offset such as '+02:00'"
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | float:
+    """A ZoneInfo for an IANA name, or a fixed offset in hours for ``+02:00`` / ``UTC-5`` / ``UTC``."""
+    if name.upper() in ("UTC", "GMT", "Z"):
+        return 0.0
+    m = _OFFSET.match(name)
+    if m:
+        sign, hh, mm = m.group(1), int(m.group(2)), int(m.group(3) or 0)
+        if mm >= 60:
+            raise ValueError(name)
+        off = (hh + mm / 60.0) * (1 if sign == "+" else -1)
+        if abs(off) > MAX_TZ_H:
+            raise ValueError(name)
+        return off
+    if "/" not in name and not name.isalpha():
+        raise ValueError(name)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(name) from None
+
+
+def utc_offset(name: str, now_h: float) -> float:
+    """Hours east of UTC of time zone ``name`` (an IANA name, or ``+02:00``, ``UTC-5``, ``UTC``) at
+    ``now_h`` hours since the epoch; ValueError (the name) for a zone it does not know."""
+    z = _zone(name)
+    if isinstance(z, float):
+        return z
+    off = datetime.fromtimestamp(now_h * 3600.0, tz=z).utcoffset()
+    return off.total_seconds() / 3600.0 if off is not None else 0.0
 
 
 class Reason(enum.IntFlag):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,10 +106,10 @@ def decide_batch(batch: list[tuple[Rows, int]], served: dict[str, Served], now: 
     ``now`` (one time per row), from the contact ``history`` of all their customers; returns one
     Result per request and the records to log. ``usage``: the offer budgets and channel capacities
     used so far (a deployment's policy)."""
-    cat: Callable[[str], list[Any]] = lambda name: [x for rows, _ in batch for x in getattr(rows, name)]  # noqa: E731
-    ids = cat("ids")
+    columns = _Columns(batch)
+    ids = columns.whole("ids")
     n = len(ids)
-    alias = np.asarray(cat("alias"), dtype=object)
+    alias = np.asarray(columns.whole("alias"), dtype=object)
     action = np.zeros(n, np.int64)
     propensity = np.ones(n)
     send_at = now.copy()
@@ -120,7 +119,6 @@ def decide_batch(batch: list[tuple[Rows, int]], served: dict[str, Served], now: 
     alternatives: list[list[tuple[int, float]]] = [[] for _ in range(n)]
     k_alt = np.repeat([k for _, k in batch], [len(rows.ids) for rows, _ in batch])
     bundles: list[Bundle] = [None] * n  # type: ignore[list-item]
-    columns = _Columns(batch)
     for name in sorted(set(alias.tolist())):
         rows = np.flatnonzero(alias == name)
         s = served[name]
@@ -133,7 +131,7 @@ def decide_batch(batch: list[tuple[Rows, int]], served: dict[str, Served], now: 
         for r in rows.tolist():
             bundles[r] = s.bundle
     records = _records(served, ids, now, contexts, decision_ids, action, propensity, send_at, policy, version,
-                       np.asarray(cat("arm"), dtype=object), channel_costs, experiment)
+                       np.asarray(columns.whole("arm"), dtype=object), channel_costs, experiment)
     out, start = [], 0
     policies, versions = policy.tolist(), version.tolist()
     for rows_, _ in batch:
@@ -151,11 +149,16 @@ class _Columns:
         self._batch = batch
         self._cache: dict[str, list[Any]] = {}
 
-    def __call__(self, name: str, rows: np.ndarray) -> list[Any]:
+    def whole(self, name: str) -> list[Any]:
+        """The column ``name`` of every row of the batch."""
         values = self._cache.get(name)
         if values is None:
             values = self._cache[name] = (getattr(self._batch[0][0], name) if len(self._batch) == 1 else
                                           [x for r, _ in self._batch for x in getattr(r, name)])
+        return values
+
+    def __call__(self, name: str, rows: np.ndarray) -> list[Any]:
+        values = self.whole(name)
         return values if len(rows) == len(values) else [values[r] for r in rows.tolist()]
 
     def flags(self, name: str, rows: np.ndarray, width: int) -> np.ndarray | None:

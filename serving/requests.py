@@ -21,19 +21,15 @@ Validation runs column by column: a batch of 10,000 customers is validated in a 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nba.deployment import Deployment, DeploymentError
-from nba.eligibility import MAX_TZ_H
+from nba.eligibility import ZONE_HINT, utc_offset
 from nba.features import LIFECYCLE_STAGES, NEVER
 from serving.models import Served
 
-_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
 _STAGE = {s: i for i, s in enumerate(LIFECYCLE_STAGES)}
 PROFILE_FIELDS = ("segment", "tenure_days", "stage", "cart_active", "consent", "n_purchases", "last_purchase_at",
                   "last_visit_at")  # the simulator's profile: what a scenario policy reads
@@ -94,39 +90,13 @@ def hours(t: datetime | float | None, default: float) -> float:
     return float(t) / 3600.0
 
 
-@lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo | float:
-    """A ZoneInfo for an IANA name, or a fixed offset in hours for ``+02:00`` / ``UTC-5`` / ``UTC``."""
-    if name.upper() in ("UTC", "GMT", "Z"):
-        return 0.0
-    m = _OFFSET.match(name)
-    if m:
-        sign, hh, mm = m.group(1), int(m.group(2)), int(m.group(3) or 0)
-        if mm >= 60:
-            raise ValueError(name)
-        off = (hh + mm / 60.0) * (1 if sign == "+" else -1)
-        if abs(off) > MAX_TZ_H:
-            raise ValueError(name)
-        return off
-    if "/" not in name and not name.isalpha():
-        raise ValueError(name)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(name) from None
-
-
 def tz_offset(name: str, now_h: float, field_name: str) -> float:
-    """Hours east of UTC of time zone ``name`` at ``now_h``; BadRequest naming ``field_name`` if unknown."""
+    """Hours east of UTC of time zone ``name`` at ``now_h`` (:func:`nba.eligibility.utc_offset`);
+    BadRequest naming ``field_name`` if unknown."""
     try:
-        z = _zone(name)
+        return utc_offset(name, now_h)
     except ValueError:
-        raise BadRequest(f"{field_name}: unknown time zone {short(name)}; give an IANA name such as "
-                         f"'Europe/Paris' or a UTC offset such as '+02:00'") from None
-    if isinstance(z, float):
-        return z
-    off = datetime.fromtimestamp(now_h * 3600.0, tz=z).utcoffset()
-    return off.total_seconds() / 3600.0 if off is not None else 0.0
+        raise BadRequest(f"{field_name}: unknown time zone {short(name)}; {ZONE_HINT}") from None
 
 
 def _p(i: int, batch: bool) -> str:

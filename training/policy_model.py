@@ -42,10 +42,9 @@ import numpy as np
 import pandas as pd
 
 from nba.decide import Decided, decide, decide_profiles
-from nba.eligibility import MAX_TZ_H, RecentContacts
+from nba.eligibility import MAX_TZ_H, ZONE_HINT, RecentContacts, utc_offset
 from nba.features import LIFECYCLE_STAGES, NEVER, History, Profile
 from nba.serialization import Bundle, load_bundle
-from serving.requests import tz_offset
 
 
 def decide_frame(bundle: Bundle, frame: pd.DataFrame, seed: int | None = None) -> pd.DataFrame:
@@ -117,7 +116,10 @@ def _zones(frame: pd.DataFrame, now: np.ndarray) -> np.ndarray:
         if _missing(v):
             continue
         if isinstance(v, str):
-            out[i] = tz_offset(v, float(now[i]), f"rows[{i}].timezone")
+            try:
+                out[i] = utc_offset(v, float(now[i]))
+            except ValueError:
+                raise ValueError(f"rows[{i}].timezone: unknown time zone {v[:60]!r}; {ZONE_HINT}") from None
         elif isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_TZ_H:
             out[i] = float(v)
         else:

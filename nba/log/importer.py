@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nba.actions import NO_CONTACT, ActionSpace
-from nba.eligibility import Reason, RecentContacts, send_time
+from nba.eligibility import Reason, RecentContacts, send_time, utc_offset
 from nba.features import History, hour_of_day
 from nba.log.records import DecisionRecords, OutcomeRecords
 from nba.log.store import DecisionLog, LogLayout, validate_decisions, validate_outcomes
@@ -965,12 +965,11 @@ def _times_and_zones(table, m: DeploymentMapping) -> tuple[np.ndarray, np.ndarra
         tz = offsets
     else:
         tz = np.empty(n)
-        zones: dict[str, Any] = {}
         for i, v in enumerate(table.column(m.tz_offset).to_pylist()):
             try:
                 tz[i] = _to_float(v)
             except (TypeError, ValueError):
-                tz[i] = _zone_offset(v, time[i], zones, i, m.tz_offset)
+                tz[i] = _zone_offset(v, time[i], i, m.tz_offset)
     bad = np.flatnonzero(~(np.abs(tz) <= 14.0))
     if bad.size:
         i = int(bad[0])
@@ -978,20 +977,16 @@ def _times_and_zones(table, m: DeploymentMapping) -> tuple[np.ndarray, np.ndarra
     return time, tz
 
 
-def _zone_offset(name: Any, hours: float, zones: dict[str, Any], row: int, column: str) -> float:
-    """Hours east of UTC of the IANA zone ``name`` at ``hours`` since the epoch."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
+def _zone_offset(name: Any, hours: float, row: int, column: str) -> float:
+    """Hours east of UTC of the time zone ``name`` at ``hours`` since the epoch
+    (:func:`nba.eligibility.utc_offset`, as the decision service reads it)."""
     if not isinstance(name, str) or not name.strip():
         _fail(row, column, f"expected hours east of UTC or a time zone name (Europe/Paris), got {name!r}")
-    if name not in zones:
-        try:
-            zones[name] = ZoneInfo(name.strip())
-        except (ZoneInfoNotFoundError, ValueError):
-            _fail(row, column, f"unknown time zone {name!r}; expected hours east of UTC or an IANA name "
-                               "(Europe/Paris)")
-    offset = datetime.fromtimestamp(hours * 3600.0, UTC).astimezone(zones[name]).utcoffset()
-    return offset.total_seconds() / 3600.0
+    try:
+        return utc_offset(name.strip(), hours)
+    except ValueError:
+        _fail(row, column, f"unknown time zone {name!r}; expected hours east of UTC or an IANA name "
+                           "(Europe/Paris)")
 
 
 def _flags(table, column: str) -> np.ndarray:
