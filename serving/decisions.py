@@ -230,10 +230,7 @@ def _records(served: dict[str, Served], ids: list[str], now: np.ndarray, context
     X = np.empty((n, first[1].shape[1]), np.float32)
     mask = np.empty((n, first[2].shape[1]), bool)
     cost = np.zeros(n)
-    for name, (rows, Xg, mg) in contexts.items():
-        if Xg.shape[1] != X.shape[1] or mg.shape[1] != mask.shape[1]:
-            raise RuntimeError(f"{name}: its feature or action layout differs from the champion's; "
-                               "one decision log cannot hold both")
+    for name, (rows, Xg, mg) in contexts.items():  # one layout: serving.models.World serves no other
         X[rows], mask[rows] = Xg, mg
         bundle = served[name].bundle  # no contact's channel index is -1: the cost array's first entry, 0
         cost[rows] = _channel_cost(bundle, channel_costs)[bundle.policy.space.channel_of[action[rows]] + 1]
