@@ -367,7 +367,12 @@ def train(
         if challenger and not register:
             raise jobs.JobError("challenger: only a registered version can be the challenger (not with --no-register)")
         params = _checked(policy, param, scenario, root)
-        total = -(-decisions // jobs.BANDIT_BATCH) if source == jobs.SIMULATOR else 1000
+        if source != jobs.SIMULATOR:
+            total = 1 if policy in jobs.OFFLINE else jobs.log_steps(source)
+        elif policy in jobs.OFFLINE:  # a day of journeys at a time
+            total = _load_scenario(scenario).horizon_days
+        else:
+            total = -(-decisions // jobs.BANDIT_BATCH)
         with _progress(f"train {policy}", total) as tick:
             res = jobs.train(policy, source=source, scenario_path=None if scenario is None else str(scenario),
                              params=params, decisions=decisions, customers=customers, seed=seed,

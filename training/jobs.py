@@ -36,6 +36,7 @@ Progress = Callable[[int], None] | None
 PROPENSITY_LOGGED, PROPENSITY_ESTIMATED = "logged", "estimated"  # eval.propensity: what the OPE weights rest on
 BANDIT_BATCH = 1000
 SIMULATOR = "simulator"
+LOG_CHUNK = 10_000  # decisions a learner is updated with at a time when it trains on a log
 OFFLINE = ("fqi", "two_stage")  # offline RL: fitted on journey transitions, not updated batch by batch
 
 
@@ -299,6 +300,19 @@ class LogDigest:
         d = cls(url)
         d.add(decision_ids)
         return d.tags()
+
+
+def log_steps(url: str) -> int:
+    """How many batches of :data:`LOG_CHUNK` decisions training on the log at ``url`` takes (1 when it
+    cannot be opened: :func:`open_log` says why, in its turn); the progress bar's length."""
+    from nba.log import DecisionLog
+
+    try:
+        log = DecisionLog(url)
+    except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
+        return 1
+    with log:
+        return max(1, -(-log.count_decisions() // LOG_CHUNK))
 
 
 def open_log(url: str, name: str = "source"):
@@ -674,10 +688,12 @@ def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress, r
         digest.add(batch.decision_id)
         t = transitions_from_log(batch, policy.params["gamma"] if policy.name == "two_stage" else None)
         _fit_offline(policy, **t)
+        if progress is not None:
+            progress(0)
         return {"transitions": float(len(t["actions"]))}
     rows = 0
     events = getattr(policy, "learns_from_events", False)  # the funnel's events, read beside the rewards
-    for step, batch in enumerate(log.iter_batches(rule, chunk_rows=10_000)):
+    for step, batch in enumerate(log.iter_batches(rule, chunk_rows=LOG_CHUNK)):
         extra = {"events": log.funnel_events(batch, rule.window_h)} if events else {}
         policy.update(batch.context, batch.action, batch.reward, batch.propensity, **extra)
         digest.add(batch.decision_id)

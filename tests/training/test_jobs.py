@@ -641,6 +641,11 @@ def test_nba_train_and_evaluate_find_the_deployment_in_the_log(store, telecom_lo
     res = CliRunner().invoke(app, ["train", "--policy", "lints", "--source", telecom_log["url"], "--challenger", *root])
     assert res.exit_code == 0 and "trained lints: rows 400" in res.output, res.output
     said = " ".join(res.output.split())
+    assert "train lints" in said and " 1/1 " in said  # the bar counts the log's batches, and fills
+    assert jobs.log_steps(telecom_log["url"]) == 1 and jobs.log_steps("sqlite:////no/such/dir/x.db") == 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jobs, "LOG_CHUNK", 150)
+        assert jobs.log_steps(telecom_log["url"]) == 3  # 400 decisions: 150 + 150 + 100
     assert said.endswith(f"registered version {registry.alias_state(registry.CHALLENGER).version} (@challenger)")
 
 
