@@ -718,7 +718,9 @@ def _reward_setup(X, actions, rewards, space, mask, seed, learning_rate, num_lea
 def _train(params, X, psi, actions, rewards, rows, num_boost_round: int):
     import lightgbm as lgb
 
-    design = np.hstack([X[rows].astype(np.float32), psi[actions[rows]]])
+    from nba.policies.lgbm import joint_rows
+
+    design = joint_rows(X[rows], psi, actions[rows])
     return lgb.train(params, lgb.Dataset(design, rewards[rows]), num_boost_round=num_boost_round)
 
 
@@ -824,6 +826,8 @@ def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=Non
         raise ValueError(f"refits: must be 0 or an integer >= 2, got {refits!r}")
     if not (isinstance(probe_rows, (int, np.integer)) and probe_rows >= 1):
         raise ValueError(f"probe_rows: must be an integer >= 1, got {probe_rows!r}")
+    from nba.policies.lgbm import joint_rows
+
     X, psi, rewards, actions, mask, params = _reward_setup(X, actions, rewards, space, mask, seed, learning_rate,
                                                            num_leaves, min_data_in_leaf, threads)
     n, n_actions = q.shape
@@ -843,7 +847,7 @@ def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=Non
         oob = np.ones(n, bool)
         oob[rows] = False
         oob = np.flatnonzero(oob)
-        design = np.hstack([X[oob].astype(np.float32), psi[actions[oob]]])
+        design = joint_rows(X[oob], psi, actions[oob])
         logged_delta[k, oob] = booster.predict(design, num_threads=threads) - q[oob, actions[oob]]
     if groups is None or isinstance(groups, str):
         groups = action_groups(space, groups or (DEFAULT_GROUPING if isinstance(space, ActionSpace) else "action"))

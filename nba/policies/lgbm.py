@@ -26,10 +26,18 @@ from nba.actions import ActionSpace
 from nba.policies.base import epsilon_greedy, inverse_gap, uniform
 from nba.policies.linear import _check_update, action_design
 
+# bytes of LightGBM input rows built at a time by predict_eligible: bounded whatever the catalogue's size
+PREDICT_BYTES = 1 << 26
+
 
 def joint_rows(X: np.ndarray, psi: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """LightGBM input rows ``[x, psi(a)]`` for contexts ``X`` and their ``actions``."""
-    return np.hstack([np.asarray(X, np.float32), psi[actions]])
+    """LightGBM input rows ``[x, psi(a)]`` (float32) for contexts ``X`` and their ``actions``."""
+    X = np.asarray(X)
+    d = X.shape[1]
+    out = np.empty((X.shape[0], d + psi.shape[1]), np.float32)
+    out[:, :d] = X
+    out[:, d:] = psi[actions]
+    return out
 
 
 def regression_params(p: dict[str, Any]) -> dict[str, Any]:
@@ -49,13 +57,18 @@ def predict_eligible(booster: lgb.Booster, X: np.ndarray, psi: np.ndarray, ok: n
                      threads: int, chunk: int = 8192) -> np.ndarray:
     """(N, A) predictions for the (context, action) pairs where ``ok``, ``fill`` elsewhere.
 
-    Predicts ``chunk`` contexts' pairs at a time, so memory stays bounded for large batches.
+    Predicts at most ``chunk`` contexts' pairs at a time, and fewer where a context's pairs are wide
+    (:data:`PREDICT_BYTES` of input rows at most), so memory stays bounded for large batches and large
+    catalogues.
     """
     out = np.full(ok.shape, fill)
     X = np.asarray(X)
-    for start in range(0, ok.shape[0], chunk):
-        rows, cols = np.nonzero(ok[start : start + chunk])
-        out[start + rows, cols] = booster.predict(joint_rows(X[start + rows], psi, cols), num_threads=threads)
+    per_context = max(1, ok.shape[1] * (X.shape[1] + psi.shape[1]) * 4)
+    step = max(1, min(chunk, PREDICT_BYTES // per_context))
+    for start in range(0, ok.shape[0], step):
+        rows, cols = np.nonzero(ok[start : start + step])
+        if rows.size:
+            out[start + rows, cols] = booster.predict(joint_rows(X[start + rows], psi, cols), num_threads=threads)
     return out
 
 
