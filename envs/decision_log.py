@@ -39,7 +39,7 @@ from envs.rollout import bandit_simulation, policy_rng
 from envs.scenario import Scenario
 from envs.simulation import Simulation, StepResult
 from nba.log import DecisionLog, DecisionRecords, LogLayout, OutcomeRecords, RewardRule
-from nba.policies import Decisions, Policy, act
+from nba.policies import Decisions, Policy
 
 
 def reward_rule(penalties: bool = True) -> RewardRule:
@@ -220,9 +220,9 @@ def log_bandit_run(
     rng = policy_rng(seed, purpose)
     rewards, new_d, new_o, spent = [], 0, 0, 0.0
     for step in range(-(-decisions // batch)):
-        X, mask = sim.observe(), sim.action_mask()
-        before = PreStep.of(sim, customers, X, mask)
-        d = act(policy, X, mask, rng)
+        decided = sim.decide(policy, rng)
+        X, d = decided.context, decided.decisions
+        before = PreStep.of(sim, customers, X, decided.eligible)
         res = sim.step(d.actions)
         if learn:
             policy.update(X, d.actions, res.reward, d.propensities)

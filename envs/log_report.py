@@ -61,7 +61,7 @@ from envs.rollout import policy_rng
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba.log import DecisionLog
-from nba.policies import Policy, act
+from nba.policies import Policy
 from nba.policies.baselines import BusinessAsUsual
 from nba.serialization import space_from_dict
 
@@ -418,10 +418,9 @@ def simulate_log(log: DecisionLog, scenario: Scenario, *, customers: int, days: 
     alive = np.ones(customers, bool)
     written = 0
     for day in range(warmup_days + days):
-        X, mask = sim.observe(), sim.action_mask()
-        before = PreStep.of(sim, ids, X, mask) if day >= warmup_days else None
-        d = act(policy, X, mask, rng)
-        d = replace(d, actions=np.where(alive, d.actions, 0))
+        decided = sim.decide(policy, rng)
+        before = PreStep.of(sim, ids, decided.context, decided.eligible) if day >= warmup_days else None
+        d = replace(decided.decisions, actions=np.where(alive, decided.action, 0))
         res = sim.step(d.actions)
         if before is not None and alive.any():
             dec, outs = step_records(sim, before, d, res, decision_ids=f"{purpose}/s{seed}:{day}:" + rows,

@@ -39,7 +39,7 @@ def journeys(sim: Simulation, policy: Policy, days: int, rng: np.random.Generato
     """Step every customer of ``sim`` for ``days`` days under ``policy``; churn ends a customer."""
     alive = np.ones(sim.n, bool)
     for day in range(days):
-        actions = np.where(alive, act(policy, sim.observe(), sim.action_mask(), rng).actions, 0)
+        actions = np.where(alive, sim.decide(policy, rng).action, 0)
         res = sim.step(actions)
         yield JourneyStep(day, actions, res, alive.copy(), np.where(alive, res.reward, 0.0))
         alive &= ~res.churned
@@ -236,10 +236,10 @@ def bandit_truth(scenario: Scenario, logging: Policy, targets: dict[str, Policy]
     totals = dict.fromkeys([*targets, "logging"], 0.0)
     done = 0
     for _ in range(-(-decisions // batch)):
-        X, mask = sim.observe(), sim.action_mask()
+        decided = sim.decide(logging, rng)
+        X, mask, d = decided.context, decided.eligible, decided.decisions
         er = sim.expected_rewards()
         take = min(batch, decisions - done)
-        d = act(logging, X, mask, rng)
         totals["logging"] += float((d.probabilities * er)[:take].sum())
         for name, policy in targets.items():
             totals[name] += float((policy.probabilities(X, mask) * er)[:take].sum())
@@ -274,11 +274,12 @@ def collect_transitions(scenario: Scenario, policy: Policy, n: int, seed: int, d
     rng = policy_rng(seed, purpose)
     alive = np.ones(n, bool)
     cols: dict[str, list[np.ndarray]] = {f: [] for f in Transitions.__dataclass_fields__}
-    X, mask = np.ascontiguousarray(sim.observe()), sim.action_mask()
+    decided = sim.decide(policy, rng)
     for day in range(days):
-        d = act(policy, X, mask, rng)
+        X, mask, d = decided.context, decided.eligible, decided.decisions
         res = sim.step(np.where(alive, d.actions, 0))
-        X_next, mask_next = np.ascontiguousarray(sim.observe()), sim.action_mask()
+        decided = sim.decide(policy, rng)  # the next day's decision (the last one only shows the next state)
+        X_next, mask_next = decided.context, decided.eligible
         rows = np.flatnonzero(alive)
         term = res.churned[rows]
         batch = {"X": X[rows], "actions": d.actions[rows], "propensities": d.propensities[rows],
@@ -288,7 +289,6 @@ def collect_transitions(scenario: Scenario, policy: Policy, n: int, seed: int, d
         for k, v in batch.items():
             cols[k].append(v)
         alive &= ~res.churned
-        X, mask = X_next, mask_next
         if progress is not None:
             progress(day)
     return Transitions(**{k: np.concatenate(v) for k, v in cols.items()})

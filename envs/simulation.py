@@ -20,8 +20,10 @@ import numpy as np
 from envs import dynamics, population, response
 from envs.random import Streams
 from envs.scenario import Scenario
+from nba.decide import Decided, decide_profiles
 from nba.eligibility import RecentContacts, eligibility, send_time
 from nba.features import Profile, build_features
+from nba.policies import Policy
 
 STEP_WIDTH = response.RESPONSE_WIDTH + dynamics.ADVANCE_WIDTH + 2
 CHUNK = 65_536  # rows sampled at a time when a simulation starts
@@ -145,6 +147,19 @@ class Simulation:
             self._mask = eligibility(self.space, self.rules, self.recent, now=self.state.now,
                                      tz_offset=self.traits.tz_offset.astype(np.float64), consent=m.reachable)
         return self._mask
+
+    def decide(self, policy: Policy, rng: np.random.Generator) -> Decided:
+        """``policy``'s decisions for every row now, through the library's decide path
+        (:func:`nba.decide.decide_profiles`: the features, the contact policy's mask and reasons, the
+        choice with its exact propensity, the send times), as the decision service and the MLflow model
+        decide. Its ``context`` and ``eligible`` are :meth:`observe` and :meth:`action_mask`."""
+        p = self.profile()
+        tz = self.traits.tz_offset.astype(np.float64)
+        profile = Profile(p.segment, tz, p.consent, p.stage, p.cart_active, p.tenure_days)
+        out = decide_profiles(policy, self.spec, self.rules, self.scenario.lifecycle, profile, self.history,
+                              self.recent, now=self.state.now, rng=rng)
+        self._mask = out.eligible  # the mask step() enforces is the one the policy chose under
+        return out
 
     def expected_rewards(self, actions: np.ndarray | None = None) -> np.ndarray:
         """Exact expected reward of ``actions`` (N, A') — by default every action, (N, n_actions)."""

@@ -42,6 +42,7 @@ from nba.features import (
 )
 from nba.log.records import ContactHistory
 from nba.policies import Policy, act
+from nba.policies.base import Decisions
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class Decided:
     propensity: np.ndarray  # (N,) float64: the probability with which ``action`` was chosen
     probabilities: np.ndarray  # (N, A) float64
     send_at: np.ndarray  # (N,) hours since the epoch (the decision time for no contact)
+
+    @property
+    def decisions(self) -> Decisions:
+        """The choice alone, as :func:`nba.policies.act` gives it."""
+        return Decisions(self.action, self.propensity, self.probabilities)
 
 
 def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[str, Any]], *,

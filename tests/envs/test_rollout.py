@@ -113,3 +113,31 @@ def test_greedy_is_the_most_probable_actions_exact_reward():
     run = bandit_run(SC, Explore(_rules(), epsilon=0.5), decisions=2000, batch=500, seed=4, purpose=PURPOSE)
     assert run.greedy_score > run.normalised_score + 0.05
     assert not np.array_equal(run.greedy, run.expected)
+
+
+def test_the_simulation_decides_through_the_librarys_decide_path():
+    """Simulation.decide (nba.decide.decide_profiles) shows the policy observe() and action_mask(), and
+    chooses as nba.policies.act does with the same generator: the rollouts that call it are unchanged."""
+    from envs.simulation import Simulation
+    from nba.eligibility import send_time
+    from nba.policies import act
+
+    sc = Scenario.default()
+    policy = create("uniform_random", sc.action_space)
+    for hour in (None, sc.journey_decision_hour):
+        sim = Simulation(sc, 5, 400, purpose="test/decide", decision_hour=hour)
+        for _ in range(6):
+            decided = sim.decide(policy, np.random.default_rng([5, 1]))
+            X, mask = sim.observe(), sim.action_mask()
+            np.testing.assert_array_equal(decided.context, X)
+            np.testing.assert_array_equal(decided.eligible, mask)
+            assert ((decided.reasons == 0) == mask).all()
+            d = act(policy, X, mask, np.random.default_rng([5, 1]))
+            np.testing.assert_array_equal(decided.action, d.actions)
+            np.testing.assert_array_equal(decided.propensity, d.propensities)
+            assert decided.decisions.actions is decided.action
+            slots = send_time(sim.space, sim.state.now, sim.traits.tz_offset.astype(np.float64))
+            sent = decided.action > 0
+            np.testing.assert_array_equal(
+                decided.send_at[sent], slots[np.flatnonzero(sent), sim.space.slot_of[decided.action[sent]]])
+            assert not sim.step(decided.action).blocked.any()
