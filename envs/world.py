@@ -77,9 +77,10 @@ field that is wrong raises :class:`WorldError` naming it
     conversion_delay_h = 12.0     # mean hours from seeing a message to converting (exponential)
 
     [response.interactions]       # example: log-odds per standard deviation of a customer feature
-    "data_usage_gb x category=data" = 0.8     # (as the policy sees it) per unit of an action feature:
-    "app_user x channel=app_push" = 0.5       # an offer feature (category=value, a number per sd
-                                              # across offers), offer=<name> or channel=<name>
+    "data_usage_gb x category=data" = 0.8     # (as the policy sees it; "1": every customer, a main
+    "1 x discount" = 0.3                      # effect) per unit of an action feature: an offer feature
+    "app_user x channel=app_push" = 0.5       # (category=value, a number per sd across offers),
+                                              # offer=<name> or channel=<name>
     [response.channels.sms]       # example: one table per channel
     delivery = 0.95               # probability the message is delivered (after the channel's delay_h)
     open = 0.5                    # probability a delivered message is seen, sent at the peak hour
@@ -123,7 +124,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.random import Streams, categorical, normal
+from envs.random import Streams, normal
 from nba.deployment import Deployment, read_document
 
 DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
@@ -509,8 +510,8 @@ def _response(table: Mapping[str, Any], d: Deployment) -> Response:
         parts = [p.strip() for p in str(key).split(" x ")]
         if len(parts) != 2:
             _fail(path, "must be \"<customer feature> x <action feature>\"")
-        if parts[0] not in customer:
-            _fail(path, f"unknown customer feature {parts[0]!r}; valid: {list(customer)}")
+        if parts[0] not in customer and parts[0] != "1":
+            _fail(path, f"unknown customer feature {parts[0]!r}; valid: \"1\" (every customer) or {list(customer)}")
         if parts[1] not in action:
             _fail(path, f"unknown action feature {parts[1]!r}; valid: {list(action)}")
         interactions.append((parts[0], parts[1], _number(w, path)))
@@ -600,7 +601,10 @@ class Model:
         w_channel = sd * z[self.n_customer * k_o: self.n_customer * (k_o + n_c)].reshape(self.n_customer, n_c)
         spread = r.base_spread * z[self.n_customer * (k_o + n_c):]
         b_offer = w_offer @ drawn_offer.T  # (F_c, n_offers)
-        c_index = {n: i for i, n in enumerate(c_names)}
+        # declared interactions; "1" (every customer) is row F_c: a main effect of the action feature
+        b_offer = np.vstack([b_offer, np.zeros(n_o)])
+        w_channel = np.vstack([w_channel, np.zeros(n_c)])
+        c_index = {n: i for i, n in enumerate(c_names)} | {"1": self.n_customer}
         o_index = {n: i for i, n in enumerate(o_names)}
         for cust, act, w in r.interactions:
             i = c_index[cust]
@@ -610,9 +614,10 @@ class Model:
                 b_offer[i, [o.name for o in d.offers].index(act[len("offer="):])] += w
             else:
                 b_offer[i] += w * o_matrix[:, o_index[act]]
-        self.b_offer, self.b_channel = b_offer, w_channel
+        self.b_offer, self.b_channel = b_offer[:-1], w_channel[:-1]
         rates = np.array(r.offer_rates)
-        self.offer_logit = np.log(rates / (1.0 - rates)) + spread
+        self.offer_logit = np.log(rates / (1.0 - rates)) + spread + b_offer[-1]
+        self.channel_main = w_channel[-1]
         self.offer_value = np.array(r.offer_values)
         ch = r.channels
         self.delivery = np.array([c.delivery for c in ch])
@@ -620,7 +625,7 @@ class Model:
         self.peak = np.array([c.peak_hour for c in ch])
         self.strength = np.array([c.hour_strength for c in ch])
         self.open_delay = np.array([c.open_delay_h for c in ch])
-        self.effect = np.array([c.effect for c in ch])
+        self.effect = np.array([c.effect for c in ch]) + self.channel_main
         self.opt_out = np.array([c.opt_out for c in ch])
         self.opt_out_per = np.array([c.opt_out_per_contact for c in ch])
         self.slot_effect = np.array(r.slot_effects)

@@ -49,7 +49,8 @@ from nba.features import History, hour_of_day
 from nba.log.records import DecisionRecords, OutcomeRecords
 from nba.policies import Policy
 
-STEP_WIDTH = 8  # uniforms per row per step: next hour, delivery, seen, seen delay, conversion, its delay, value, opt-out
+# uniforms per row per step: next hour, delivery, seen, seen delay, conversion, its delay, value, opt-out
+STEP_WIDTH = 8
 CHUNK = 2048  # rows at a time when scoring every action
 
 
@@ -523,10 +524,11 @@ def step_records(deployment: Deployment, decided: Decided, result: WorldStep, *,
     decisions = DecisionRecords(
         decision_id=decision_ids, time=result.now, customer_id=customers, context=decided.context,
         eligible=decided.eligible, action=result.action, send_at=result.send_at, propensity=decided.propensity,
-        policy=np.full(n, policy, dtype=object), policy_version=np.full(n, f"{version}@{deployment.digest}", dtype=object),
+        policy=np.full(n, policy, dtype=object),
+        policy_version=np.full(n, f"{version}@{deployment.digest}", dtype=object),
         experiment=np.full(n, experiment, dtype=object), arm=np.full(n, arm, dtype=object), cost=result.cost)
-    parts = [("delivered", result.delivered, result.t_delivered, None), ("opened", result.opened, result.t_opened, None),
-             ("clicked", result.converted, result.t_converted, None),
+    parts = [("delivered", result.delivered, result.t_delivered, None),
+             ("opened", result.opened, result.t_opened, None), ("clicked", result.converted, result.t_converted, None),
              ("converted", result.converted, result.t_converted, result.value),
              ("opted_out", result.opted_out, result.t_opened, None)]
     ids, events, times, values = [], [], [], []
