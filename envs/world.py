@@ -523,7 +523,7 @@ def _response(table: Mapping[str, Any], d: Deployment) -> Response:
         value_feature=vf, value_scale=value_scale, value=value,
         value_sigma=_number(table.get("value_sigma", 0.0), "response.value_sigma", low=0.0),
         conversion_delay_h=_number(table.get("conversion_delay_h", 12.0), "response.conversion_delay_h", positive=True),
-        interactions=tuple(interactions), channels=tuple(per_channel), slot_effects=slot_effects,
+        interactions=tuple(sorted(interactions)), channels=tuple(per_channel), slot_effects=slot_effects,
         offer_rates=tuple(rates), offer_values=tuple(values))
 
 

@@ -5,6 +5,7 @@ customers, independent customers per (seed, purpose), and a log the training CLI
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_the_telecom_world_loads_the_same_from_yaml_and_belongs_to_its_deploymen
     data = tomllib.loads(TELECOM_WORLD.read_text())
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(data))
     assert LatentWorld.load(tmp_path / "w.yaml", telecom) == world
-    assert world.time_zones == ((1.0, 0.7), (0.0, 0.2), (2.0, 0.1))
+    np.testing.assert_allclose(world.time_zones, ((1.0, 0.7), (0.0, 0.2), (2.0, 0.1)))
     with pytest.raises(WorldError, match=r"^world: no such file"):
         LatentWorld.load(tmp_path / "missing.toml", telecom)
     other = Deployment.from_dict(PLAIN)
@@ -110,7 +111,14 @@ def test_a_default_world_simulates_any_deployment(telecom, which):
     w = LatentWorld.default(d)
     sim = WorldSimulation(d, w, seed=1, n=500, purpose="default")
     rows = sim.attributes()
-    assert all(d.check_attributes({k: v for k, v in r.items() if v is not None}) == r for r in rows)
+    times = [a.name for a in d.attributes if a.type == "time"]
+    for r in rows:  # as a caller sends them: times as ISO 8601
+        sent = {k: datetime.fromtimestamp(v * 3600.0, UTC).isoformat() if k in times else v
+                for k, v in r.items() if v is not None}
+        back = d.check_attributes(sent)
+        assert {k: v for k, v in back.items() if k not in times} == {k: v for k, v in r.items() if k not in times}
+        assert all((back[k] is None) == (r[k] is None) and (r[k] is None or abs(back[k] - r[k]) < 1e-6)
+                   for k in times)
     E, M = sim.expected_rewards(), sim.action_mask()
     assert E.shape == (500, d.action_space().n_actions) and (E[:, 0] == 0).all()
     best = np.where(M, E, -np.inf).argmax(axis=1)
@@ -205,8 +213,9 @@ def test_the_log_rebuilds_what_the_simulation_showed_the_policy(telecom, tmp_pat
 def test_an_opt_out_turns_the_channel_off_from_when_it_happens(telecom):
     """Everyone who sees a message opts out (and nobody converts): the channel's consent attribute turns
     false, and a channel without one (the call centre) is no longer allowed (RESTRICTED)."""
-    data = {"response": {"base_rate": 1e-6, "channels": {c: {"opt_out": 1.0, "open": 1.0, "delivery": 1.0,
-                                                               "open_delay_h": 0.01}
+    data = {"response": {"base_rate": 1e-6, "drawn_scale": 0.0, "base_spread": 0.0,
+                         "channels": {c: {"opt_out": 1.0, "open": 1.0, "hour_strength": 0.0, "delivery": 1.0,
+                                          "open_delay_h": 0.01}
                                                            for c in ("sms", "call_centre")}}}
     w = LatentWorld.from_dict(data, telecom)
     sim = WorldSimulation(telecom, w, seed=3, n=200, purpose="opt-out")
