@@ -581,3 +581,37 @@ def simulate_log(log: Any, deployment: Deployment, world: LatentWorld, policy: P
             policy.update(out.context, out.action, res.reward, out.propensity)
     total = max(n * decisions, 1)
     return LogRun(written[0], written[1], rewards / total, expected / total)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time a uniform policy on a deployment's world: ``python -m envs.world_simulation --deployment
+    examples/telecom/deployment.toml --world examples/telecom/world.toml --customers 10000 --decisions 30``."""
+    import argparse
+    import time
+
+    from nba.policies import create
+
+    parser = argparse.ArgumentParser(description="simulate a deployment's customers under a uniform policy")
+    parser.add_argument("--deployment", required=True)
+    parser.add_argument("--world", help="latent world file (default: LatentWorld.default)")
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--decisions", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    d = Deployment.load(args.deployment)
+    world = LatentWorld.default(d) if args.world is None else LatentWorld.load(args.world, d)
+    t0 = time.perf_counter()
+    sim = WorldSimulation(d, world, seed=args.seed, n=args.customers, purpose="bench")
+    policy, rng = create("uniform_random", d.action_space()), np.random.default_rng(args.seed)
+    reward = 0.0
+    for _ in range(args.decisions):
+        reward += float(sim.step(sim.decide(policy, rng).action).reward.sum())
+    s = time.perf_counter() - t0
+    total = args.customers * args.decisions
+    print(f"{args.customers:,} customers x {args.decisions} decisions of {d.name!r} ({d.action_space().n_actions} "
+          f"actions) in {s:.1f} s: {total / s:,.0f} decisions/s; mean reward {reward / total:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
