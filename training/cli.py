@@ -580,6 +580,34 @@ def deployment_show(path: Annotated[Path | None, typer.Argument(
     console.print_json(json.dumps({"digest": d.digest, **d.to_dict()}))
 
 
+@deployment_app.command("update")
+def deployment_update(
+    path: Annotated[Path, typer.Argument(help="the deployment file with its new catalogue (TOML/YAML)")],
+    log: LogOpt = DEFAULT_LOG,
+) -> None:
+    """Move a deployment's log onto a new version of its catalogue (offers added, removed, reordered or changed;
+    the same attributes, channels and send slots): every decision keeps its channel, offer and slot, renumbered,
+    in one transaction, so serving the new file on this log keeps every customer's history and caps."""
+    from nba.log.importer import move_onto
+    from training import jobs
+
+    d = _load_deployment(path)
+    with _job():
+        opened = jobs.open_log(log, "log")
+        try:
+            moved = move_onto(opened, d)
+        except ValueError as e:
+            raise jobs.JobError(str(e)) from None
+        finally:
+            opened.close()
+    if moved.before == moved.after:
+        console.print(f"the log already holds this deployment ({d.digest[:19]}..): nothing to do", highlight=False)
+        return
+    console.print(f"moved {moved.decisions:,} decisions onto {d.name!r} ({moved.before[:19]}.. -> {moved.after[:19]}..,"
+                  f" {d.action_space().n_actions} actions); offers added: {list(moved.added) or 'none'}, removed: "
+                  f"{list(moved.removed) or 'none'}", highlight=False)
+
+
 @scenario_app.command("report")
 def scenario_report(
     scenario: ScenarioOpt = None,

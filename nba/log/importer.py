@@ -705,6 +705,67 @@ class DeploymentMapping:
         return list(dict.fromkeys([*(c for c in named if c is not None), *self.propensity_by]))
 
 
+@dataclass(frozen=True)
+class Moved:
+    """What :func:`move_onto` did to a log."""
+
+    decisions: int  # decisions renumbered (0 when the log already held the deployment)
+    added: tuple[str, ...]  # offers the new catalogue adds
+    removed: tuple[str, ...]  # offers it no longer declares (none of them was ever sent)
+    before: str  # digests of the deployment the log held, and of the one it holds now
+    after: str
+
+
+def move_onto(log: DecisionLog, deployment: Deployment) -> Moved:
+    """Move a deployment log onto a new version of its ``deployment`` whose **catalogue** changed: offers
+    added, removed or reordered, their features, rules, dates or budgets changed; the same name,
+    attributes, channels and send slots (so the same features). Every decision keeps its (channel,
+    offer, send slot), renumbered in the new action space (:meth:`DecisionLog.renumber_actions`, one
+    transaction), so the contact history, the caps and the training data carry over, and the log then
+    holds the new deployment: ``nba serve --deployment`` on it serves the new catalogue with the same log.
+
+    ValueError naming the field, and nothing changed: ``deployment`` when the log holds none, another
+    deployment's, or one whose attributes, channels or send slots differ; ``offers`` when an offer the
+    new catalogue drops was sent in this log (retire it by its dates instead: ``valid_until`` keeps its
+    past contacts counted and makes it ineligible).
+    """
+    from nba.deployment import Deployment
+    from nba.serialization import space_to_dict
+
+    held = log.deployment()
+    if held is None:
+        raise ValueError("deployment: this log holds no deployment (import onto one first: nba import --deployment)")
+    old = Deployment.from_dict(held)
+    if old.digest == deployment.digest:
+        return Moved(0, (), (), old.digest, old.digest)
+    a, b = old.action_space(), deployment.action_space()
+    names = lambda d: [x.name for x in d.attributes]  # noqa: E731
+    for what, mine, theirs in (("name", old.name, deployment.name), ("attributes", names(old), names(deployment)),
+                               ("channels", list(a.channels), list(b.channels)),
+                               ("send_slots", list(a.send_slots), list(b.send_slots))):
+        if mine != theirs:
+            raise ValueError(f"deployment: {what} differ ({mine} in the log, {theirs} in the file): only the "
+                             "offers may change on a log; import the new world onto a new log")
+    if old.features().names != deployment.features().names:
+        raise ValueError("deployment: the attributes' declarations differ (types, values or ranges change the "
+                         "features): only the offers may change on a log; import onto a new log")
+    index = {(b.channel_of[j], b.contents[b.content_of[j]], b.slot_of[j]): j for j in range(1, b.n_actions)}
+    amap = np.array([0] + [index.get((a.channel_of[i], a.contents[a.content_of[i]], a.slot_of[i]), -1)
+                           for i in range(1, a.n_actions)], np.int64)
+    removed = tuple(o for o in a.contents if o not in b.contents)
+    added = tuple(o for o in b.contents if o not in a.contents)
+    sent = log.action_counts(-1e12)
+    used = sorted({a.contents[a.content_of[i]] for i in np.flatnonzero((amap < 0) & (sent > 0))})
+    if used:
+        raise ValueError(f"offers: {used} were sent in this log and the new catalogue drops them; keep them "
+                         "declared with a valid_until in the past (they stay counted by the caps and are never "
+                         "chosen again)")
+    features = deployment.features()
+    layout = LogLayout(features.dim, b.n_actions, features.names, space_to_dict(b))
+    moved = log.renumber_actions(layout, amap, deployment.to_dict())
+    return Moved(moved, added, removed, old.digest, deployment.digest)
+
+
 def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapping: DeploymentMapping, *,
                 policy: str = "imported", version: str = "0", experiment: str = "", arm: str = "",
                 format: str | None = None, id_prefix: str | None = None,

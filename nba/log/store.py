@@ -529,6 +529,79 @@ class DecisionLog:
                                  f"of {_world(text)}; a log holds one deployment's decisions: import onto another log")
         return json.loads(text)
 
+    def renumber_actions(self, layout: LogLayout, action_map: np.ndarray, deployment: dict[str, Any] | None = None,
+                         *, chunk_rows: int = 20_000) -> int:
+        """Move every decision onto a new numbering of the actions, in one transaction: ``action_map``
+        (old A,) gives each old action's index under ``layout`` (-1: the action no longer exists). Each
+        decision's action becomes ``action_map[action]`` and its eligibility flags move with their actions
+        (an action new to the layout was not eligible then); the layout, and the deployment document when
+        given, replace the stored ones. Returns the decisions moved.
+
+        ValueError naming the field, and nothing changed: ``context`` when ``layout`` reads other features,
+        ``action_map`` when its length is not the log's number of actions, maps two actions to one or
+        maps no contact elsewhere, ``action`` when a logged decision took an action mapped to -1 (row
+        and decision id named: drop nothing the contact policy counts).
+        """
+        stored = self.layout()
+        if stored is None:
+            raise ValueError("layout: this log holds no decisions yet: nothing to renumber")
+        names = (layout.feature_names, stored.feature_names)
+        if layout.context_dim != stored.context_dim or (None not in names and names[0] != names[1]):
+            raise ValueError("context: the new layout reads other features than this log's decisions hold")
+        amap = np.asarray(action_map, np.int64)
+        kept = amap[amap >= 0]
+        if amap.shape != (stored.n_actions,) or (kept >= layout.n_actions).any() or np.unique(kept).size != kept.size:
+            raise ValueError(f"action_map: expected {stored.n_actions} distinct indices in [-1, {layout.n_actions}) "
+                             f"(one per action of this log), got {amap.shape[0]} values")
+        if amap[0] != 0:
+            raise ValueError("action_map: no contact (action 0) must stay action 0")
+        d = self.decisions.c
+        old_bytes = (stored.n_actions + 7) // 8
+        src = np.flatnonzero(amap >= 0)
+        moved = 0
+        with self._writer.begin() as conn:
+            last = -1
+            while True:
+                rows = conn.execute(sa.select(d.seq, d.decision_id, d.action, d.eligible).where(d.seq > last)
+                                    .order_by(d.seq).limit(chunk_rows)).all()
+                if not rows:
+                    break
+                seq, ids, action, elig = zip(*rows, strict=True)
+                last = seq[-1]
+                action = np.array(action, np.int64)
+                gone = amap[action] < 0
+                if gone.any():
+                    i = int(np.flatnonzero(gone)[0])
+                    raise ValueError(f"action: row {moved + i}: decision {_v(ids[i])} took action {int(action[i])}, "
+                                     f"which the new layout drops ({int(gone.sum())} such decisions in this chunk)")
+                old = np.unpackbits(np.frombuffer(b"".join(elig), np.uint8).reshape(len(rows), old_bytes), axis=1,
+                                    count=stored.n_actions, bitorder="little")
+                new = np.zeros((len(rows), layout.n_actions), np.uint8)
+                new[:, amap[src]] = old[:, src]
+                packed = np.ascontiguousarray(np.packbits(new, axis=1, bitorder="little"))
+                blobs = packed.view(np.dtype((np.void, packed.shape[1]))).ravel().tolist()
+                conn.execute(self.decisions.update().where(d.seq == sa.bindparam("s"))
+                             .values(action=sa.bindparam("a"), eligible=sa.bindparam("e")),
+                             [{"s": q, "a": int(a), "e": bytes(b)}
+                              for q, a, b in zip(seq, amap[action].tolist(), blobs, strict=True)])
+                moved += len(rows)
+            values = {"context_dim": str(layout.context_dim), "n_actions": str(layout.n_actions)}
+            if layout.feature_names is not None:
+                values["feature_names"] = json.dumps(list(layout.feature_names))
+            if layout.action_space is not None:
+                values["action_space"] = json.dumps(layout.action_space)
+            if deployment is not None:
+                values[DEPLOYMENT_KEY] = json.dumps(deployment, separators=(",", ":"), ensure_ascii=True,
+                                                    allow_nan=False)
+            m = self.meta.c
+            conn.execute(self.meta.delete().where(m.key.in_(["action_space", "feature_names"])))
+            for k, v in values.items():
+                if conn.execute(self.meta.update().where(m.key == k).values(value=v)).rowcount == 0:
+                    conn.execute(self.meta.insert().values(key=k, value=v))
+        self._layout = None
+        self._history_sql_cache.clear()
+        return moved
+
     # ------------------------------------------------------------------ writes
     def log_decisions(self, records: DecisionRecords) -> int:
         """Validate, then write all of ``records`` in one transaction; returns how many were new.

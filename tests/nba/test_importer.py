@@ -505,3 +505,97 @@ def test_the_log_keeps_the_deployment_it_was_imported_onto(log, tmp_path, shop):
     with pytest.raises(ValueError, match=r"^deployment: this log holds the decisions of the deployment 'shop'"):
         log.set_deployment(dearer.to_dict())  # the store's own check, for any writer
     assert log.count_decisions() == 3 and log.deployment() == shop.to_dict()
+
+
+def test_a_log_moves_onto_its_deployments_new_catalogue(tmp_path):
+    """An offer added at the front and an unsent one dropped: every decision keeps its (channel, offer,
+    slot) and its eligible actions by name, the new offer was never eligible, the contact history reads
+    the same contacts, the log holds the new deployment; a drop of a sent offer, another channel list
+    or another world is refused with nothing changed (nba deployment update says the same)."""
+    import importlib.util
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from nba.deployment import Deployment
+    from nba.log.importer import DeploymentMapping, import_onto, move_onto
+    from training.cli import app
+
+    telecom = Path(__file__).resolve().parents[2] / "examples" / "telecom"
+    spec = importlib.util.spec_from_file_location("telecom_generate", telecom / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    d = Deployment.load(telecom / "deployment.toml")
+    rows = generate.generate(d, 100, 4, seed=1)
+    url = f"sqlite:///{tmp_path / 'telecom.db'}"
+    m = DeploymentMapping(customer_id="customer_id", time="time", channel="channel", offer="offer",
+                          send_hour="send_hour", propensity="propensity", reward="reward", opted_out="opted_out",
+                          decision_id="decision_id")
+    with DecisionLog(url) as log:
+        import_onto(log, generate.write_csv(rows, tmp_path / "t.csv"), d, m)
+        before = log.read()
+        sent = log.action_counts(0.0)
+    old = d.action_space()
+    sent_offers = {old.contents[old.content_of[a]] for a in np.flatnonzero(sent)}
+    unsent = [o.name for o in d.offers if o.name not in sent_offers]
+    assert unsent and len(sent_offers) > 5
+    doc = d.to_dict()
+    offers = doc["offers"]
+    family = {**offers[sent_offers.pop()], "features": {**offers[unsent[0]]["features"], "category": "family"}}
+    new_doc = {**doc, "offers": {"family_bundle": family, **{k: v for k, v in offers.items() if k != unsent[0]}}}
+    new = Deployment.from_dict(new_doc)
+    space = new.action_space()
+
+    def names(s, a):
+        return [(s.channel_of[x], s.contents[s.content_of[x]] if x else "", s.slot_of[x]) for x in a]
+
+    def flags_by_name(s, eligible):
+        return {key: eligible[:, j].tolist() for j, key in enumerate(names(s, range(s.n_actions)))}
+
+    with DecisionLog(url) as log:
+        for bad, message in (
+                ({**doc, "offers": {k: v for k, v in offers.items() if k != old.contents[old.content_of[
+                    int(np.flatnonzero(sent)[0])]]}}, r"^offers: \['.*'\] were sent in this log"),
+                ({**doc, "channels": {**doc["channels"], "web_push": {"cost": 0.001}}},
+                 r"^deployment: channels differ"),
+                ({**doc, "deployment": {**doc["deployment"], "name": "other"}}, r"^deployment: name differ")):
+            with pytest.raises(ValueError, match=message):
+                move_onto(log, Deployment.from_dict(bad))
+        assert log.deployment() == doc and log.layout().n_actions == old.n_actions
+        moved = move_onto(log, new)
+        assert (moved.decisions, moved.added, moved.removed) == (400, ("family_bundle",), (unsent[0],))
+        assert moved.before == d.digest and moved.after == new.digest
+        assert move_onto(log, new).decisions == 0  # already there
+        after = log.read()
+        assert log.deployment() == new.to_dict() and log.layout().n_actions == space.n_actions
+        h_before_ids = sorted(set(before.customer_id.tolist()))
+        history = log.contact_history(h_before_ids, since=0.0)
+    assert after.decision_id.tolist() == before.decision_id.tolist()
+    assert names(space, after.action) == names(old, before.action)
+    np.testing.assert_array_equal(after.context, before.context)
+    np.testing.assert_array_equal(after.propensity, before.propensity)
+    np.testing.assert_allclose(after.reward, before.reward)
+    was, now = flags_by_name(old, before.eligible), flags_by_name(space, after.eligible)
+    for key, column in now.items():
+        assert column == was.get(key, [False] * len(column)), key
+    dropped = [key for key in was if key not in now]  # the unsent offer's actions: their flags go with them
+    assert len(dropped) == len(old.channels) * len(old.send_slots) and {k[1] for k in dropped} == {unsent[0]}
+    assert not any(any(c) for key, c in now.items() if key[1] == "family_bundle")
+    contacts = before.action > 0
+    assert sorted(zip(history.customer_ids[history.contact_customer].tolist(), history.contact_send_at.tolist(),
+                      names(space, history.contact_action), strict=True)) == sorted(
+        zip(before.customer_id[contacts].tolist(), before.send_at[contacts].tolist(),
+            names(old, before.action[contacts]), strict=True))
+
+    # back to the file as it was: the family bundle was never sent, the dropped offer comes back
+    res = CliRunner().invoke(app, ["deployment", "update", str(telecom / "deployment.toml"), "--log", url])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert f"moved 400 decisions onto 'telco-retention' ({new.digest[:19]}.. -> {d.digest[:19]}.., 801 actions); " \
+           f"offers added: ['{unsent[0]}'], removed: ['family_bundle']" in said
+    with DecisionLog(url) as log:
+        assert log.deployment() == doc
+        assert names(old, log.read().action) == names(old, before.action)
+    res = CliRunner().invoke(app, ["deployment", "update", str(telecom / "deployment.toml"), "--log",
+                                   f"sqlite:///{tmp_path / 'empty.db'}"])
+    assert res.exit_code == 2 and "log: decision log" in res.output and "is empty" in res.output

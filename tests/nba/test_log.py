@@ -571,3 +571,48 @@ def test_action_counts_of_a_send_window(log):
             log.action_counts(bad)
     with pytest.raises(ValueError, match="^until_h: expected a finite number"):
         log.action_counts(T0, float("inf"))
+
+
+# ----------------------------------------------------------------------------- renumbering actions
+def test_renumber_actions_moves_actions_and_their_flags_all_or_nothing(log):
+    """Each decision's action and eligibility flags follow the map (new actions never eligible), over
+    chunks, with the layout and the deployment document replaced; a decision whose action the map drops
+    changes nothing, nor does a bad map."""
+    rec = make_records(50, n_actions=6)
+    log.log_decisions(rec)
+    log.log_outcomes(OutcomeRecords(decision_id=rec.decision_id[:3], event=np.array(["opened"] * 3),
+                                    time=rec.time[:3] + 1, value=np.zeros(3)))
+    amap = np.array([0, 4, 1, 6, 2, 5])  # 7 actions afterwards: 3 is new
+    with pytest.raises(ValueError, match=r"^action_map: no contact"):
+        log.renumber_actions(LogLayout(4, 7), np.array([1, 0, 2, 3, 4, 5]))
+    for bad in ([0, 1, 1, 2, 3, 4], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 7]):
+        with pytest.raises(ValueError, match=r"^action_map: expected 6 distinct indices in \[-1, 7\)"):
+            log.renumber_actions(LogLayout(4, 7), np.array(bad))
+    with pytest.raises(ValueError, match=r"^context: "):
+        log.renumber_actions(LogLayout(5, 7), amap)
+    taken = int(rec.action[rec.action > 0][-1])  # an action some decision took, dropped
+    drop = amap.copy()
+    drop[taken] = -1
+    with pytest.raises(ValueError, match=rf"^action: row \d+: decision 'd\d+' took action {taken}, which the new "):
+        log.renumber_actions(LogLayout(4, 7), drop, {"name": "x"}, chunk_rows=7)
+    assert log.layout().n_actions == 6 and log.deployment() is None
+    assert_same(log.read(), rec)  # nothing moved: the chunks before the refused one were rolled back
+    counts = log.action_counts(0.0)
+    assert log.renumber_actions(LogLayout(4, 7, action_space={"k": 7}), amap, {"name": "shop", "v": 2},
+                                chunk_rows=7) == 50
+    assert log.layout() == LogLayout(4, 7, action_space={"k": 7}) and log.deployment() == {"name": "shop", "v": 2}
+    got = log.read()
+    np.testing.assert_array_equal(got.action, amap[rec.action])
+    want = np.zeros((50, 7), bool)
+    want[:, amap] = rec.eligible
+    np.testing.assert_array_equal(got.eligible, want)
+    np.testing.assert_array_equal(got.context, rec.context)
+    assert got.decision_id.tolist() == rec.decision_id.tolist()
+    reopened = DecisionLog(log.url, namespace=log.namespace)  # what another process reads
+    try:
+        assert reopened.layout().n_actions == 7
+        after = reopened.action_counts(0.0)
+        np.testing.assert_array_equal(after[amap], counts)
+        assert after[3] == 0 and after.sum() == counts.sum()
+    finally:
+        reopened.close()
