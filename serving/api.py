@@ -53,6 +53,11 @@ class Runtime:
                 deployment = Deployment.load(settings.deployment)
             except (OSError, ValueError) as e:
                 raise ValueError(f"NBA_DEPLOYMENT: {e}") from e
+            try:  # the log records the world its decisions are made in (training on it finds it there)
+                decision_log.set_deployment(deployment.to_dict())
+            except ValueError as e:
+                raise ValueError(f"NBA_DEPLOYMENT: {e}; if only the offers changed, move the log onto the new "
+                                 f"file first: nba deployment update {settings.deployment} --log <this log>") from e
         models = ModelStore(settings.tracking_uri, settings.model_name, settings.aliases, settings.cache_dir,
                             settings.poll_s, deployment, decision_log.layout())
         models.start()

@@ -156,6 +156,7 @@ class Engine:
         self._id_prefix = os.urandom(4).hex()
         self._count = 0
         self.outage = Outage("decision log")
+        self._world_recorded = settings.deployment is not None  # NBA_DEPLOYMENT: recorded at start (serving.api)
         self.usage = UsageTracker(decision_log)  # a deployment's offer budgets and channel capacities
         self.spool: Spool | None = None
         self.history: HistoryCache | None = None
@@ -345,6 +346,8 @@ class Engine:
     def _decide(self, jobs: list[Job]) -> tuple[list[Result], int | None]:
         """The batch's results, and (write-behind) the spool position to fsync before answering them."""
         served = jobs[0].served
+        if not self._world_recorded:
+            self._record_world(served)
         ids = [c for job in jobs for c in job.rows.ids]
         now = np.concatenate([np.full(len(job.rows.ids), job.now) for job in jobs])
         since = float(now.min()) - 24.0 * self.settings.history_days
@@ -360,6 +363,24 @@ class Engine:
             self.history.add_decisions(records, position, self.spool.replayed)
             return results, position
         return results, None
+
+    def _record_world(self, served: dict[str, Served]) -> None:
+        """Record the deployment the first served champion decides on in the decision log (once), as
+        ``NBA_DEPLOYMENT`` is at start: training on the service's own log then finds its world there. A log
+        that holds another deployment keeps it (its layout fits, or the version would have been refused);
+        the mismatch is logged once."""
+        champion = served.get("champion")
+        deployment = None if champion is None else champion.bundle.deployment
+        self._world_recorded = True
+        if deployment is None:
+            return
+        try:
+            self.log.set_deployment(deployment.to_dict())
+        except ValueError as e:
+            log.warning("decision log keeps its deployment: %s", short(str(e), 300))
+        except Exception as e:  # noqa: BLE001 - the log unreachable: a later batch tries again (the outage is
+            self._world_recorded = False  # the log writes' to report, not this)
+            log.debug("deployment not recorded yet: %s", e)
 
     def _decide_batch(self, batch: list[tuple[Rows, int]], served: dict[str, Served], now: np.ndarray, history: Any):
         return decide_batch(batch, served, now, history, self._ids(len(now)), self.rng,

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from nba.deployment import Deployment
@@ -82,3 +83,30 @@ def test_import_train_evaluate_promote_serve_feedback(store, tmp_path):
         server.stop()
     with DecisionLog(served_log) as stored:
         assert stored.count_decisions() == 20 and stored.count_outcomes() == 1
+
+    # the operator adds an offer: the served log moves onto the new catalogue (nba deployment update), the
+    # service serves the new file on it, and the champion, which scores offers by their features, decides the
+    # new offer without retraining
+    doc = Deployment.load(WORLD).to_dict()
+    boost = doc["offers"]["data_boost_10gb"]
+    doc["offers"] = {"data_boost_15gb": {**boost, "features": {**boost["features"], "margin": 6.0}}, **doc["offers"]}
+    new_world = tmp_path / "deployment.yaml"
+    new_world.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = _nba("deployment", "update", str(new_world), "--log", served_log)
+    assert "moved 20 decisions onto 'telco-retention'" in out and "offers added: ['data_boost_15gb']" in out
+    server = start_server(tmp_path, {"NBA_CACHE_DIR": str(tmp_path / "cache")}, via="nba",
+                          args=["--tracking-uri", store, "--log-url", served_log, "--deployment", str(new_world)])
+    try:
+        with server.client() as c:
+            answer = c.post("/decide_batch", json={"now": "2026-06-03T09:30:00Z", "customers": [
+                {"customer_id": f"cust-{i}", "timezone": "Europe/Paris", "offers": ["data_boost_15gb"],
+                 "attributes": {"plan_type": "prepaid", "tenure_days": 100 + 50 * i, "data_usage_gb": 12.0,
+                                "monthly_revenue": 20 + i, "app_user": True, "whatsapp_opt_in": True}}
+                for i in range(20)]})
+            assert answer.status_code == 200, answer.text
+            chosen = [d["offer"] for d in answer.json()["decisions"]]
+            assert set(chosen) <= {None, "data_boost_15gb"} and "data_boost_15gb" in chosen, chosen
+    finally:
+        server.stop()
+    with DecisionLog(served_log) as stored:
+        assert stored.count_decisions() == 40
