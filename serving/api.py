@@ -52,10 +52,12 @@ class Runtime:
             try:
                 deployment = Deployment.load(settings.deployment)
             except (OSError, ValueError) as e:
+                decision_log.close()
                 raise ValueError(f"NBA_DEPLOYMENT: {e}") from e
             try:  # the log records the world its decisions are made in (training on it finds it there)
                 decision_log.set_deployment(deployment.to_dict())
             except ValueError as e:
+                decision_log.close()
                 raise ValueError(f"NBA_DEPLOYMENT: {e}; if only the offers changed, move the log onto the new "
                                  f"file first: nba deployment update {settings.deployment} --log <this log>") from e
         models = ModelStore(settings.tracking_uri, settings.model_name, settings.aliases, settings.cache_dir,

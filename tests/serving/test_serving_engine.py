@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from nba.decide import _rounds
 from nba.log.store import DecisionLog
 from serving.api import Runtime
 from serving.config import Settings
-from nba.decide import _rounds
 from serving.requests import BadRequest, tz_offset
 
 JUNE = 486_000.0  # 2025-06-10 00:00 UTC in hours since the epoch
@@ -409,3 +409,34 @@ def test_a_row_the_log_refuses_fails_only_its_own_request(registry, tmp_path):
         assert "refused" not in logged
     finally:
         rt.close()
+
+
+def test_the_service_records_its_deployment_in_the_log_and_refuses_a_log_of_another(tmp_path):
+    """With NBA_DEPLOYMENT the log records the deployment at start (training on the service's own log finds
+    it); a log that holds another version of it is refused with the command that moves it, nothing written."""
+    from pathlib import Path
+
+    from nba.deployment import Deployment
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml"
+    telecom = Deployment.load(path)
+    data = telecom.to_dict()
+    data["offers"].pop("phone_upgrade")
+    data["contact_policy"]["caps"] = [c for c in data["contact_policy"]["caps"] if c.get("offer") != "phone_upgrade"]
+    older = Deployment.from_dict(data)
+    common = dict(tracking_uri=f"sqlite:///{tmp_path}/no-registry.db", poll_s=0, deployment=path,
+                  cache_dir=tmp_path / "cache")
+    rt = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/new.db", **common))
+    try:
+        assert rt.engine.log.deployment() == telecom.to_dict()
+    finally:
+        rt.close()
+    with DecisionLog(f"sqlite:///{tmp_path}/old.db") as log:
+        log.set_deployment(older.to_dict())
+    with pytest.raises(ValueError, match=r"^NBA_DEPLOYMENT: deployment: this log holds the decisions of the "
+                                         r"deployment 'telco-retention' \(sha256:.*; if only the offers changed, move "
+                                         rf"the log onto the new file first: nba deployment update {path} --log <this "
+                                         r"log>$"):
+        Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/old.db", **common))
+    with DecisionLog(f"sqlite:///{tmp_path}/old.db") as log:
+        assert log.deployment() == older.to_dict() and log.count_decisions() == 0
