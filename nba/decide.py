@@ -29,7 +29,7 @@ import numpy as np
 
 from nba.actions import NO_CONTACT, ActionSpace
 from nba.deployment import Deployment, Usage
-from nba.eligibility import ContactRules, Reason, RecentContacts, eligibility, send_time
+from nba.eligibility import ContactRules, RecentContacts, eligibility, fixed_offset, send_time, utc_offsets
 from nba.features import (
     NEVER,
     FeatureSpec,
@@ -77,7 +77,6 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
     policy was not built for this deployment's actions and features.
     """
     check_world(policy, deployment, "policy")
-    space = deployment.action_space()
     layout = deployment.features()
     n, c = len(attributes), len(deployment.channels)
     now_v = np.broadcast_to(np.asarray(now, np.float64), (n,)).copy()
@@ -89,13 +88,7 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
     columns = deployment.columns(attributes)
     X = np.ascontiguousarray(layout.build(columns, history, now_v, tz))
     mask, reasons = deployment.eligibility(attributes, recent, now=now_v, tz_offset=tz, allowed=allowed, reasons=True,
-                                           columns=columns, usage=usage)
-    if offers is not None:
-        offers = np.asarray(offers, bool)
-        if offers.shape != (n, len(deployment.offers)):
-            raise ValueError(f"offers: expected shape {(n, len(deployment.offers))}, got {offers.shape}")
-        reasons[:, 1:] |= np.where(offers[:, space.content_of[1:]], 0, int(Reason.RESTRICTED)).astype(reasons.dtype)
-        mask = reasons == 0
+                                           columns=columns, usage=usage, offers=offers)
     return _choose(policy, X, mask, reasons, now_v, tz, rng)
 
 
@@ -153,7 +146,7 @@ def _choose(policy: Policy, X: np.ndarray, mask: np.ndarray, reasons: np.ndarray
 
 
 def history_from_log(h: ContactHistory, rows: np.ndarray, space: ActionSpace, recent: RecentContacts, *,
-                     now: np.ndarray, tz_offset: np.ndarray) -> History:
+                     now: np.ndarray, tz_offset: np.ndarray, zones: Sequence[str] | None = None) -> History:
     """The :class:`~nba.features.History` of the customers ``rows`` (their indices into
     ``h.customer_ids``) rebuilt from the decision log's contact history ``h``; ``recent`` (sized for
     those customers, e.g. :meth:`nba.eligibility.RecentContacts.for_rules`, or
@@ -164,8 +157,16 @@ def history_from_log(h: ContactHistory, rows: np.ndarray, space: ActionSpace, re
     Engagements are the first open or click of each contact; conversions are purchases
     (``n_purchases``, ``last_purchase``). A contact or event whose action lies outside ``space`` is
     left out.
+
+    The send hours are local: each customer's ``tz_offset`` (hours east of UTC, as at ``now``), or with
+    ``zones`` (each customer's time zone, an IANA name or a fixed offset, that ``tz_offset`` was read
+    from), a named zone's offset at each contact's own send time (:func:`nba.eligibility.utc_offsets`):
+    a contact sent at 10:00 in Paris before the switch to summer time keeps its hour 10 after it.
     """
     n, c = len(rows), space.n_channels
+    tz_offset = np.asarray(tz_offset, np.float64)
+    if zones is not None and len(zones) != n:
+        raise ValueError(f"zones: expected one time zone per customer ({n}), got {len(zones)}")
     local = np.full(int(rows.max()) + 1 if n else 0, -1, np.int64)
     local[rows] = np.arange(n)
     hist = History.empty(n, c)
@@ -175,11 +176,12 @@ def history_from_log(h: ContactHistory, rows: np.ndarray, space: ActionSpace, re
     r, send_at, a = local[cust[keep]], h.contact_send_at[keep], h.contact_action[keep]
     ch = space.channel_of[a].astype(np.intp)
     offer = None if recent.offer_times is None else space.content_of[a].astype(np.intp)  # per-offer caps
+    offset = _offsets(tz_offset, zones, r, send_at)  # each contact's UTC offset at its send time
     for sel in _rounds(r):
         recent.record(r[sel], ch[sel], send_at[sel], None if offer is None else offer[sel])
         past = sel[send_at[sel] <= now[r[sel]]]
         if past.size:
-            hist.record_contacts(r[past], ch[past], send_at[past], hour_of_day(send_at[past] + tz_offset[r[past]]))
+            hist.record_contacts(r[past], ch[past], send_at[past], hour_of_day(send_at[past] + offset[past]))
     cust = h.event_customer
     keep = (cust < len(local)) & (h.event_action < space.n_actions)
     keep[keep] &= local[cust[keep]] >= 0
@@ -195,9 +197,27 @@ def history_from_log(h: ContactHistory, rows: np.ndarray, space: ActionSpace, re
         _, first = np.unique(key, axis=0, return_index=True)  # events are sorted by time: first = earliest
         idx = np.sort(idx[first])
         rr, cc = r[idx], space.channel_of[ea[idx]].astype(np.intp)
+        hour = hour_of_day(es[idx] + _offsets(tz_offset, zones, rr, es[idx]))  # the engaged contact's send hour
         for sel in _rounds(rr):
-            hist.record_engagements(rr[sel], cc[sel], t[idx][sel], hour_of_day(es[idx][sel] + tz_offset[rr[sel]]))
+            hist.record_engagements(rr[sel], cc[sel], t[idx][sel], hour[sel])
     return hist
+
+
+def _offsets(tz_offset: np.ndarray, zones: Sequence[str] | None, r: np.ndarray, when: np.ndarray) -> np.ndarray:
+    """The UTC offset of each element (customer ``r``, time ``when``): ``tz_offset[r]``, or with ``zones``
+    a named zone's offset at ``when`` (fixed offsets as they are)."""
+    out = tz_offset[r] if tz_offset.ndim else np.full(r.shape, float(tz_offset))
+    if zones is None or r.size == 0:
+        return out
+    code: dict[str, int] = {}
+    zone_of = np.array([code.setdefault(z, len(code)) for z in zones], np.int64)[r]
+    for name, k in code.items():
+        if fixed_offset(name) is not None:
+            continue
+        sel = np.flatnonzero(zone_of == k)
+        if sel.size:
+            out[sel] = utc_offsets(name, when[sel])
+    return out
 
 
 def _rounds(rows: np.ndarray) -> list[np.ndarray]:

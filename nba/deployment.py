@@ -77,8 +77,16 @@ from typing import Any
 import numpy as np
 
 from nba.actions import ActionSpace
-from nba.eligibility import Cap, ContactRules, OfferCap, Reason, RecentContacts, limit_to_remaining, send_time
-from nba.eligibility import eligibility as _eligibility
+from nba.eligibility import (
+    Cap,
+    ContactRules,
+    OfferCap,
+    Reason,
+    RecentContacts,
+    limit_to_remaining,
+    reason_bits,
+    send_time,
+)
 from nba.features import AttributeFeatures
 from nba.log.records import EVENTS, RewardRule
 
@@ -115,13 +123,27 @@ def _name(value: Any, path: str) -> str:
 
 
 def _number(value: Any, path: str, *, low: float | None = None, positive: bool = False) -> float:
-    if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
-        _fail(path, f"must be a finite number, got {value!r}")
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and _finite(value)):
+        _fail(path, f"must be a finite number, got {_short(value)}")
     if positive and value <= 0:
         _fail(path, f"must be > 0, got {value!r}")
     if low is not None and value < low:
         _fail(path, f"must be >= {low:g}, got {value!r}")
     return float(value)
+
+
+def _finite(value: int | float) -> bool:
+    """A finite number that a float holds (an integer beyond 1.8e308 is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr of ``value`` cut to ``limit`` characters: a message never echoes a huge input whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _count(value: Any, path: str) -> int:
@@ -339,6 +361,132 @@ class Usage:
                              f"got {self.channel_sends.shape}")
 
 
+FEW_ROWS = 4  # up to this many customers, checking row by row costs less than column by column
+
+
+class AttributeColumns(Sequence[dict[str, Any]]):
+    """Checked attributes of N customers held column by column (:meth:`Deployment.check_columns`), the
+    columns as :meth:`Deployment.columns` makes them: float64 with NaN for unknown (numbers, times),
+    object arrays otherwise (None for unknown), read-only.
+
+    It reads as the sequence of N dicts :meth:`Deployment.check_attributes` returns, so it goes wherever
+    checked attributes do (:func:`nba.decide.decide`, :meth:`Deployment.eligibility`), and those take
+    its columns as they are, without a dict per customer.
+    """
+
+    __slots__ = ("_n", "columns")
+
+    def __init__(self, columns: Mapping[str, np.ndarray], n: int) -> None:
+        held = {}
+        for name, col in columns.items():
+            if col.shape != (n,):
+                raise ValueError(f"columns.{name}: expected shape ({n},), got {col.shape}")
+            col = col.view()
+            col.setflags(write=False)
+            held[name] = col
+        self.columns: Mapping[str, np.ndarray] = held
+        self._n = int(n)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return self.take(np.arange(self._n)[i])
+        i = range(self._n)[i]  # IndexError beyond the rows
+        return {name: _cell(col, i) for name, col in self.columns.items()}
+
+    def __repr__(self) -> str:
+        return f"AttributeColumns({self._n} rows: {', '.join(self.columns)})"
+
+    def take(self, rows: np.ndarray) -> AttributeColumns:
+        """The customers ``rows`` (indices), in that order."""
+        rows = np.asarray(rows, np.intp)
+        return AttributeColumns({name: col[rows] for name, col in self.columns.items()}, len(rows))
+
+    @classmethod
+    def concat(cls, parts: Sequence[AttributeColumns]) -> AttributeColumns:
+        """The customers of ``parts`` one after the other (all checked by one deployment)."""
+        if len(parts) == 1:
+            return parts[0]
+        names = list(parts[0].columns) if parts else []
+        return cls({name: np.concatenate([p.columns[name] for p in parts]) for name in names},
+                   sum(len(p) for p in parts))
+
+
+def _cell(col: np.ndarray, i: int) -> Any:
+    """Row ``i`` of a column as :meth:`Deployment.check_attributes` gives it (None for unknown)."""
+    if col.dtype.kind == "f":
+        x = float(col[i])
+        return None if math.isnan(x) else x
+    return col[i]
+
+
+_NONE = type(None)
+_TAKEN_AS_THEY_COME = {  # value types checked column by column; any other is checked one value at a time
+    "number": {int, float, _NONE}, "category": {str, _NONE}, "boolean": {bool, _NONE}}
+
+
+def _as_column(a: Attribute, values: list[Any]) -> np.ndarray:
+    """Checked values of one attribute (None for unknown) as :meth:`Deployment.columns` holds them."""
+    if a.type in ("number", "time"):
+        return np.array([math.nan if v is None else v for v in values], np.float64)
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out
+
+
+def _column(a: Attribute, values: list[Any]) -> tuple[np.ndarray | None, int]:
+    """The column of attribute ``a`` from a batch's ``values`` (None: not given) as
+    :meth:`Attribute.check` and the default make it, and the first row whose value may be refused
+    (``len(values)`` when none: the column is then exact). A value the attribute may refuse is only
+    flagged here; the caller checks that row itself. The column is None when a row is flagged."""
+    n = len(values)
+    types = set(map(type, values))
+    if a.type == "time" or not types <= _TAKEN_AS_THEY_COME[a.type]:
+        out = []
+        for i, v in enumerate(values):  # one at a time: times are parsed, odd types checked as they are
+            if v is None:
+                if a.required:
+                    return None, i
+                out.append(a.default)
+                continue
+            try:
+                out.append(a.check(v, "value"))
+            except DeploymentError:
+                return None, i
+        return _as_column(a, out), n
+    given = _NONE not in types
+    first = values.index(None) if a.required and not given else n  # a required one not given
+    if a.type == "number":
+        if given:
+            x = np.array(values, np.float64)
+        else:
+            x = np.array([math.nan if v is None else v for v in values], np.float64)
+            unknown = np.fromiter((v is None for v in values), bool, n)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(x)
+            if not given:
+                bad &= ~unknown
+            if a.min is not None:
+                bad |= x < a.min
+            if a.max is not None:
+                bad |= x > a.max
+        if bad.any() or first < n:
+            return None, min(first, int(np.argmax(bad)) if bad.any() else n)
+        if not given:
+            x[unknown] = math.nan if a.default is None else a.default
+        return x, n
+    if a.type == "category":
+        valid = {*a.values, None}
+        first = next((i for i, v in enumerate(values[:first]) if v not in valid), first)
+    if first < n:
+        return None, first
+    if not given and a.default is not None:
+        values = [a.default if v is None else v for v in values]
+    return _as_column(a, values), n
+
+
 def _once(method: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A method of a frozen deployment computed once per instance: the decide path asks for the action
     space, the features and the rules at every decision, and a catalogue of 1,000 offers made that cost
@@ -510,6 +658,52 @@ class Deployment:
                 out[a.name] = a.default
         return out
 
+    def check_columns(self, rows: Sequence[Mapping[str, Any]], path: str = "attributes[{i}]") -> AttributeColumns:
+        """The attributes of N customers checked as :meth:`check_attributes` checks each of them, column by
+        column (one pass per attribute over the batch, not a check per value): the same values, and
+        for the first row it refuses the same DeploymentError, its field named from ``path``
+        (``{i}``: the row's index; ``"customers[{i}].attributes"`` names ``customers[3].attributes.arpu``).
+        Nothing is kept of a refused batch."""
+        n = len(rows)
+        if n <= FEW_ROWS:
+            return self._check_rows(rows, path)
+        try:
+            columns, first = self._columns_of(rows)
+        except (TypeError, ValueError, OverflowError):  # values the column pass cannot take: row by row
+            return self._check_rows(rows, path)
+        if first < n:
+            self.check_attributes(rows[first], path.format(i=first))  # raises that row's own error
+            return self._check_rows(rows, path)  # flagged, yet valid (a type taken one value at a time)
+        return AttributeColumns(columns, n)
+
+    def _check_rows(self, rows: Sequence[Mapping[str, Any]], path: str) -> AttributeColumns:
+        checked = [self.check_attributes(r, path.format(i=i)) for i, r in enumerate(rows)]
+        return AttributeColumns(self.columns(checked), len(checked))
+
+    def _columns_of(self, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.ndarray], int]:
+        """The columns of ``rows`` (:func:`_column`) and the first row that may be refused (``len(rows)``:
+        none, and the columns are exact)."""
+        n = len(rows)
+        if set(map(type, rows)) != {dict}:
+            first = next((i for i, r in enumerate(rows) if not isinstance(r, Mapping)), n)
+            rows = rows[:first]
+        else:
+            first = n
+        known = self._attribute_names()
+        if not known.issuperset(set().union(*rows)):
+            first = min(first, next(i for i, r in enumerate(rows) if not known.issuperset(r)))
+        columns: dict[str, np.ndarray] = {}
+        for a in self.attributes:
+            col, bad = _column(a, [r.get(a.name) for r in rows])
+            first = min(first, bad)
+            if col is not None:
+                columns[a.name] = col
+        return columns, first
+
+    @_once
+    def _attribute_names(self) -> frozenset[str]:
+        return frozenset(a.name for a in self.attributes)
+
     @_once
     def features(self) -> AttributeFeatures:
         """The layout of what a policy sees of this deployment's customers (:class:`nba.features.AttributeFeatures`)."""
@@ -518,7 +712,10 @@ class Deployment:
     # ------------------------------------------------------------------ who may get what
     def columns(self, attributes: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Checked attributes of N customers (as :meth:`check_attributes` returns them) by attribute:
-        float64 with NaN for unknown (numbers, times), object arrays otherwise (None for unknown)."""
+        float64 with NaN for unknown (numbers, times), object arrays otherwise (None for unknown);
+        :class:`AttributeColumns` give theirs as they are (read-only)."""
+        if isinstance(attributes, AttributeColumns):
+            return dict(attributes.columns)
         out = {}
         for a in self.attributes:
             values = [row.get(a.name) for row in attributes]
@@ -549,7 +746,8 @@ class Deployment:
     def _offers_allowed(self, cols: Mapping[str, np.ndarray], n: int, now_h: np.ndarray | float) -> np.ndarray:
         now = np.broadcast_to(np.asarray(now_h, np.float64), (n,))
         out = np.ones((n, len(self.offers)), bool)
-        for j, o in enumerate(self.offers):
+        for j in self._ruled_offers():
+            o = self.offers[j]
             ok = out[:, j]
             for name, rule in o.eligible.items():
                 col = cols[name]
@@ -581,7 +779,8 @@ class Deployment:
     def eligibility(self, attributes: Sequence[Mapping[str, Any]], recent: RecentContacts, *,
                     now: np.ndarray | float, tz_offset: np.ndarray | float, allowed: np.ndarray | None = None,
                     reasons: bool = False, columns: Mapping[str, np.ndarray] | None = None,
-                    usage: Usage | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                    usage: Usage | None = None,
+                    offers: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """(N, A) mask of the actions each customer may get now, with the reasons (``reasons``): the whole
         contact policy and the offers' own rules. No contact stays eligible.
 
@@ -596,21 +795,35 @@ class Deployment:
           the batch, what is left goes to the first rows (row order) that could take it
           (:func:`nba.eligibility.limit_to_remaining`), so the batch cannot overshoot whatever the
           policy chooses; give the next batch the usage with this one's decisions added
-          (:meth:`Usage.plus`). ``usage`` None: budgets and capacities are not checked.
+          (:meth:`Usage.plus`). ``usage`` None: budgets and capacities are not checked;
+        * ``offers`` (N, n_offers) bool, the offers each request is restricted to (reason RESTRICTED
+          on the others), applied after the counts (a row's restriction does not give what is left
+          to a later row).
 
         ``columns``: :meth:`columns` of ``attributes``, when the caller has them already. ValueError
-        naming the field when ``usage`` does not fit this deployment.
+        naming the field when ``usage`` or ``offers`` does not fit this deployment.
         """
         space, n = self.action_space(), len(attributes)
+        c, k, s = len(self.channels), len(self.offers), space.n_slots
         if usage is not None:
             usage._check(self)
+        if offers is not None:
+            offers = np.asarray(offers, bool)
+            if offers.shape != (n, k):
+                raise ValueError(f"offers: expected shape {(n, k)}, got {offers.shape}")
         cols = self.columns(attributes) if columns is None else columns
         offer_caps = self.offer_caps() if recent.offer_times is not None else ()
-        mask, bits = _eligibility(space, self.contact_rules(), recent, now=now, tz_offset=tz_offset,
-                                  consent=self._consent(cols, n), allowed=allowed, reasons=True, offer_caps=offer_caps)
-        offer_ok = self._offers_allowed(cols, n, now)[:, space.content_of[1:]]
-        offer_ok &= self.offer_channels()[space.content_of[1:], space.channel_of[1:]]
-        bits[:, 1:] |= np.where(offer_ok, 0, int(Reason.OFFER)).astype(bits.dtype)
+        bits = reason_bits(space, self.contact_rules(), recent, now=now, tz_offset=tz_offset,
+                           consent=self._consent(cols, n), allowed=allowed, offer_caps=offer_caps)
+        # a view: each action's (channel, offer x slot); a per-offer verdict is repeated over the slots, so
+        # that it is or-ed in rows of K x S bytes (as (N, C, K, S), NumPy loops over rows of S bytes)
+        grid = bits[:, 1:].reshape(n, c, k * s)
+        if self._ruled_offers():
+            closed = (~self._offers_allowed(cols, n, now)).view(np.uint8) * np.uint8(Reason.OFFER)
+            grid |= np.repeat(closed, s, axis=1)[:, None, :]
+        off_channel = self._off_channel()
+        if off_channel is not None:
+            grid |= off_channel
         if usage is not None:
             budget = np.array([np.inf if o.budget is None else o.budget for o in self.offers])
             capacity = np.array([np.inf if c.capacity_per_day is None else c.capacity_per_day for c in self.channels])
@@ -624,8 +837,25 @@ class Deployment:
                                  f"{usage.day + int(day.max())} (Usage.count at the decision's now)")
             limit_to_remaining(space, bits, send, offer_left=budget - usage.offer_sends,
                                channel_left=capacity[:, None] - usage.channel_sends, first_day=usage.day)
+        if offers is not None and not offers.all():
+            grid |= np.repeat((~offers).view(np.uint8) * np.uint8(Reason.RESTRICTED), s, axis=1)[:, None, :]
         mask = bits == 0
         return (mask, bits) if reasons else mask
+
+    @_once
+    def _ruled_offers(self) -> tuple[int, ...]:
+        """The offers with eligibility rules or validity dates (the others are open to everyone)."""
+        return tuple(j for j, o in enumerate(self.offers)
+                     if o.eligible or o.valid_from_h is not None or o.valid_until_h is not None)
+
+    @_once
+    def _off_channel(self) -> np.ndarray | None:
+        """(C, n_offers x S) uint8: OFFER on the actions of an offer that may not go out on the channel; None
+        when every offer may go out on every channel."""
+        closed = ~self.offer_channels().T
+        if not closed.any():
+            return None
+        return np.repeat(closed.view(np.uint8) * np.uint8(Reason.OFFER), self.action_space().n_slots, axis=1)
 
     def summary(self) -> str:
         """A few lines a person reads: what the file declares, and its digest."""

@@ -95,6 +95,65 @@ def utc_offset(name: str, now_h: float) -> float:
     return off.total_seconds() / 3600.0 if off is not None else 0.0
 
 
+def fixed_offset(name: str) -> float | None:
+    """The offset of a zone that has one offset at all times (``+02:00``, ``UTC-5``, ``UTC``), None for an
+    IANA name; ValueError (the name) for a zone it does not know."""
+    z = _zone(name)
+    return z if isinstance(z, float) else None
+
+
+def utc_offsets(name: str, hours: np.ndarray) -> np.ndarray:
+    """:func:`utc_offset` of zone ``name`` at each of ``hours`` (an array of hours since the epoch), each at
+    its own time: a contact sent in winter has the winter offset, whatever the offset now.
+
+    Cheap for many times: the offset is read once per UTC day from the first time's to the last's
+    (remembered across calls), and on a day it changes, the second it changes is found by bisection.
+    Exact while no offset lasts less than a day (two changes within one UTC day would be missed; the
+    time-zone database has none in this century). ValueError (the name) for a zone it does not know,
+    or for times that are not finite.
+    """
+    z = _zone(name)
+    h = np.asarray(hours, np.float64)
+    if isinstance(z, float):
+        return np.full(h.shape, z)
+    if h.size == 0:
+        return np.zeros(h.shape)
+    if not np.isfinite(h).all():
+        raise ValueError("hours: must be finite hours since the epoch")
+    day = np.floor(h / DAY_H).astype(np.int64)
+    first = int(day.min())
+    offs = np.array([_midnight_offset(z, d) for d in range(first, int(day.max()) + 2)])
+    out = offs[day - first]
+    for k in np.flatnonzero(offs[1:] != offs[:-1]).tolist():  # the offset changes during day first + k
+        start = (first + k) * 86_400
+        at = _change(z, start, start + 86_400, float(offs[k]))
+        late = (day == first + k) & (h * 3600.0 >= at)
+        out[late] = _second_offset(z, at)
+    return out
+
+
+def _second_offset(z: ZoneInfo, second: int) -> float:
+    off = datetime.fromtimestamp(second, tz=z).utcoffset()
+    return off.total_seconds() / 3600.0 if off is not None else 0.0
+
+
+@lru_cache(maxsize=1 << 16)
+def _midnight_offset(z: ZoneInfo, day: int) -> float:
+    """The offset of ``z`` at 00:00 UTC of ``day`` (days since the epoch)."""
+    return _second_offset(z, day * 86_400)
+
+
+def _change(z: ZoneInfo, lo: int, hi: int, before: float) -> int:
+    """The first second in (``lo``, ``hi``] whose offset is not ``before`` (that of ``lo``; ``hi``'s is not)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _second_offset(z, mid) == before:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 class Reason(enum.IntFlag):
     """Why an action is ineligible. A reasons array holds several as bits of a uint8."""
 
@@ -737,8 +796,26 @@ def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts,
     No contact (action 0) is always eligible. A malformed request raises ValueError naming the
     argument; nothing is clipped or guessed.
     """
+    offer_caps = tuple(offer_caps)
+    if not (reasons or offer_caps):  # the mask alone, expanded from the pairs' verdicts
+        bits = channel_slot_reasons(space, rules, recent, now=now, tz_offset=tz_offset, consent=consent,
+                                    allowed=allowed, budget_left=budget_left, cost=cost)
+        return _expand(space, bits == 0, True)
+    out = reason_bits(space, rules, recent, now=now, tz_offset=tz_offset, consent=consent, allowed=allowed,
+                      budget_left=budget_left, cost=cost, offer_caps=offer_caps)
+    mask = out == 0
+    return (mask, out) if reasons else mask
+
+
+def reason_bits(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
+                tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = None,
+                budget_left: np.ndarray | None = None, cost: np.ndarray | None = None,
+                offer_caps: tuple[OfferCap, ...] = ()) -> np.ndarray:
+    """(N, A) uint8 :class:`Reason` bits, 0 exactly where eligible: :func:`eligibility`'s reasons without
+    its mask, for a caller that adds rules of its own before taking ``bits == 0``."""
     bits = channel_slot_reasons(space, rules, recent, now=now, tz_offset=tz_offset, consent=consent, allowed=allowed,
                                 budget_left=budget_left, cost=cost)
+    out = _expand(space, bits, 0)
     offer_caps = tuple(offer_caps)
     if offer_caps:
         n = recent.n
@@ -746,15 +823,9 @@ def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts,
         per_offer = _offer_cap_reasons(space, offer_caps, recent, now_v,
                                        send_time(space, now_v, _vector("tz_offset", tz_offset, n)))
         if per_offer is not None:
-            out = _expand(space, bits, 0)
             grid = out[:, 1:].reshape(n, space.n_channels, space.n_contents, space.n_slots)
             grid |= per_offer[:, None]
-            mask = out == 0
-            return (mask, out) if reasons else mask
-    mask = _expand(space, bits == 0, True)
-    if not reasons:
-        return mask
-    return mask, _expand(space, bits, 0)
+    return out
 
 
 def limit_to_remaining(space: ActionSpace, reasons: np.ndarray, send: np.ndarray, *,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nba.decide import Decided, decide, decide_profiles, history_from_log
-from nba.deployment import DAY_H, Deployment, Usage
+from nba.deployment import DAY_H, AttributeColumns, Deployment, Usage
 from nba.eligibility import RecentContacts
 from nba.features import Profile
 from nba.log.records import DecisionRecords
@@ -128,8 +128,11 @@ def decide_batch(batch: list[tuple[Rows, int]], served: dict[str, Served], now: 
         version[rows] = s.version
         contexts[name] = (rows, d.context, d.eligible)
         _top(d.probabilities, rows, k_alt[rows], alternatives)
-        for r in rows.tolist():
-            bundles[r] = s.bundle
+        if len(rows) == n:
+            bundles = [s.bundle] * n
+        else:
+            for r in rows.tolist():
+                bundles[r] = s.bundle
     records = _records(served, ids, now, contexts, decision_ids, action, propensity, send_at, policy, version,
                        np.asarray(columns.whole("arm"), dtype=object), channel_costs, experiment)
     out, start = [], 0
@@ -149,17 +152,27 @@ class _Columns:
         self._batch = batch
         self._cache: dict[str, list[Any]] = {}
 
-    def whole(self, name: str) -> list[Any]:
-        """The column ``name`` of every row of the batch."""
+    def whole(self, name: str) -> Any:
+        """The column ``name`` of every row of the batch (a list; the attributes as AttributeColumns)."""
         values = self._cache.get(name)
         if values is None:
-            values = self._cache[name] = (getattr(self._batch[0][0], name) if len(self._batch) == 1 else
-                                          [x for r, _ in self._batch for x in getattr(r, name)])
+            parts = [getattr(r, name) for r, _ in self._batch]
+            if len(parts) == 1:
+                values = parts[0]
+            elif isinstance(parts[0], AttributeColumns):
+                values = AttributeColumns.concat(parts)
+            else:
+                values = [x for part in parts for x in part]
+            self._cache[name] = values
         return values
 
-    def __call__(self, name: str, rows: np.ndarray) -> list[Any]:
+    def __call__(self, name: str, rows: np.ndarray) -> Any:
         values = self.whole(name)
-        return values if len(rows) == len(values) else [values[r] for r in rows.tolist()]
+        if len(rows) == len(values):
+            return values
+        if isinstance(values, AttributeColumns):
+            return values.take(rows)
+        return [values[r] for r in rows.tolist()]
 
     def flags(self, name: str, rows: np.ndarray, width: int) -> np.ndarray | None:
         """(len(rows), width) bool of a per-row flag column (None for a row: all true); None when no row has any."""
@@ -178,11 +191,12 @@ def _decide_group(bundle: Bundle, col: _Columns, rows: np.ndarray, now: np.ndarr
     """The decisions of ``rows`` (indices into the batch) by ``bundle``'s policy, through :mod:`nba.decide`."""
     space = bundle.policy.space
     tz = np.asarray(col("tz", rows), np.float64)
+    zones = col("zones", rows)  # a contact's send hour is local at its own time (summer or winter)
     allowed = col.flags("allowed", rows, space.n_channels)
     d = bundle.deployment
     if d is not None:
         recent = d.recent(len(rows))  # sized for every cap, per offer included
-        history = history_from_log(h, rows, space, recent, now=now, tz_offset=tz)
+        history = history_from_log(h, rows, space, recent, now=now, tz_offset=tz, zones=zones)
         used = None if usage is None else usage.usage(d, now)
         out = decide(d, bundle.policy, col("attributes", rows), now=now, tz_offset=tz, rng=rng, history=history,
                      recent=recent, allowed=allowed, offers=col.flags("offers", rows, len(d.offers)), usage=used)
@@ -190,7 +204,7 @@ def _decide_group(bundle: Bundle, col: _Columns, rows: np.ndarray, now: np.ndarr
             usage.add(d, out.action, out.send_at)
         return out
     recent = RecentContacts.for_rules(len(rows), space.n_channels, bundle.rules)
-    history = history_from_log(h, rows, space, recent, now=now, tz_offset=tz)
+    history = history_from_log(h, rows, space, recent, now=now, tz_offset=tz, zones=zones)
     # what the caller knows of purchases and visits completes what the log holds
     np.maximum(history.last_purchase, np.asarray(col("last_purchase", rows), np.float64), out=history.last_purchase)
     np.maximum(history.n_purchases, np.asarray(col("n_purchases", rows), np.float32), out=history.n_purchases)

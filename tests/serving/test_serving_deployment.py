@@ -158,9 +158,93 @@ def test_bad_attributes_are_refused_naming_the_field_and_nothing_is_stored(runti
 
 def test_a_batch_names_the_row_of_a_bad_attribute(runtime):
     req = DecideBatchRequest.model_validate({"now": NOON, "customers": [
-        {"customer_id": "b-0", "attributes": ATTRS}, {"customer_id": "b-1", "attributes": ATTRS | {"loyalty_tier": 3}}]})
+        {"customer_id": "b-0", "attributes": ATTRS},
+        {"customer_id": "b-1", "attributes": ATTRS | {"loyalty_tier": 3}}]})
     with pytest.raises(BadRequest, match=r"^customers\[1\]\.attributes\.loyalty_tier: unknown value 3"):
         runtime.engine.prepare(req.customers, req.now, 0, batch=True)
+
+
+def test_a_large_batch_names_its_first_bad_row_and_stores_nothing(runtime):
+    """Checked column by column, a batch still names the first row the row-by-row check would refuse."""
+    customers = [{"customer_id": f"big-{i}", "attributes": ATTRS} for i in range(60)]
+    customers[52]["attributes"] = ATTRS | {"shoe_size": 42}
+    customers[41]["attributes"] = ATTRS | {"monthly_revenue": 10_001}
+    customers[47]["attributes"] = {"tenure_days": 3}
+    before = runtime.engine.log.count_decisions()
+    req = DecideBatchRequest.model_validate({"now": NOON, "customers": customers})
+    with pytest.raises(BadRequest, match=r"^customers\[41\]\.attributes\.monthly_revenue: must be within"):
+        runtime.engine.prepare(req.customers, req.now, 0, batch=True)
+    assert runtime.engine.log.count_decisions() == before
+
+
+def test_requests_decided_together_are_decided_as_the_decide_path_decides(runtime, telecom):
+    """Several requests in one batch (their attributes checked column by column, per request) give the
+    context and the mask that nba.decide gives for the same customers' checked attributes."""
+    from nba.deployment import AttributeColumns
+    from serving.decisions import decide_batch
+
+    tiers = ("none", "silver", "gold")
+    bodies = [[{"customer_id": f"tog-{j}-{i}", "timezone": "+02:00", "attributes": ATTRS | {
+        "tenure_days": float(40 * i), "loyalty_tier": tiers[i % 3], "plan_type": ("prepaid", "business")[i % 2]}}
+        for i in range(n)] for j, n in enumerate((3, 12, 1))]
+    jobs = [runtime.engine.prepare(DecideBatchRequest.model_validate({"customers": b}).customers, NOON, 0, batch=True)
+            for b in bodies]
+    assert all(isinstance(job.rows.attributes, AttributeColumns) for job in jobs)
+    ids = [c for job in jobs for c in job.rows.ids]
+    now = np.full(len(ids), NOON / 3600.0)
+    served = jobs[0].served
+    history = runtime.engine.log.contact_history(ids, 0.0)
+    decision_ids = [f"tog-{i}" for i in range(len(ids))]
+    _, records = decide_batch([(job.rows, 0) for job in jobs], served, now, history, decision_ids,
+                              np.random.default_rng(1), channel_costs={}, experiment="")
+    people = [telecom.check_attributes(c["attributes"]) for b in bodies for c in b]
+    expect = decide(telecom, served["champion"].bundle.policy, people, now=now, tz_offset=2.0,
+                    rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(records.context, expect.context)
+    np.testing.assert_array_equal(records.eligible, expect.eligible)
+
+
+def test_a_winter_contact_keeps_its_local_hour_in_summer(runtime, telecom):
+    """The history the service rebuilds for a customer in Europe/Paris gives a contact sent at 10:00 in winter
+    (and its engagement) the hour 10 after the switch to summer time, not 11: the logged context is what
+    nba.decide builds from the history rebuilt with the customer's zone."""
+    from nba.decide import history_from_log
+    from nba.log.records import DecisionRecords, OutcomeRecords
+
+    space, dim = telecom.action_space(), telecom.features().dim
+    winter = datetime(2026, 3, 20, 9, tzinfo=UTC).timestamp() / 3600.0  # 10:00 in Paris (+01:00), opened
+    spring = datetime(2026, 5, 5, 8, tzinfo=UTC).timestamp() / 3600.0  # 10:00 in Paris (+02:00), not opened
+    sms = space.index("sms", "data_boost_5gb", None)
+
+    def strings(*x: str) -> np.ndarray:
+        return np.array(x, dtype=object)
+
+    log = runtime.engine.log
+    log.log_decisions(DecisionRecords(
+        decision_id=strings("dst-winter", "dst-spring"), time=np.array([winter, spring]),
+        customer_id=strings("dst-1", "dst-1"), context=np.zeros((2, dim), np.float32),
+        eligible=np.ones((2, space.n_actions), bool), action=np.array([sms, sms]), send_at=np.array([winter, spring]),
+        propensity=np.array([0.5, 0.5]), policy=strings("linucb", "linucb"), policy_version=strings("1", "1"),
+        experiment=strings("", ""), arm=strings("", ""), cost=np.array([0.05, 0.05])))
+    log.log_outcomes(OutcomeRecords(decision_id=strings("dst-winter"), event=strings("opened"),
+                                    time=np.array([winter + 0.5]), value=np.array([0.0])))
+    now = np.array([NOON / 3600.0])
+    before = log.contact_history(["dst-1"], now[0] - 90 * 24.0)  # what the service reads: its own decision after
+    d = _one(runtime, {"customer_id": "dst-1", "timezone": "Europe/Paris", "attributes": ATTRS})  # June: +02:00
+    X, _, _ = _stored(runtime, d["decision_id"])
+    policy = runtime.models.served["champion"].bundle.policy
+
+    def context(zones):
+        recent = telecom.recent(1)
+        history = history_from_log(before, np.arange(1), space, recent, now=now, tz_offset=np.array([2.0]),
+                                   zones=zones)
+        return decide(telecom, policy, [telecom.check_attributes(ATTRS)], now=now, tz_offset=2.0, history=history,
+                      recent=recent, rng=np.random.default_rng(0)).context[0]
+
+    np.testing.assert_array_equal(X, context(["Europe/Paris"]))
+    # sent twice at 10:00 and opened once at 10:00: no preferred hour; with today's offset the winter one
+    # was sent (and seen) at 11:00, and the context would prefer 11:00 to 10:00
+    assert not np.array_equal(X, context(None))
 
 
 def test_attribute_values_are_json_scalars_of_bounded_size():
@@ -262,6 +346,7 @@ def test_budgets_capacities_and_offer_caps_hold_in_the_service(registry, telecom
     whatever a uniformly exploring policy tries over several batches, the log never holds more; and a
     customer gets retention_call at most once in 90 days (a cap per offer) across requests."""
     import yaml
+
     from training.registry import log_policy, set_alias
 
     data = telecom.to_dict()
