@@ -34,6 +34,7 @@ sees each event only once it has happened.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -555,14 +556,19 @@ class LogRun:
 
 def simulate_log(log: Any, deployment: Deployment, world: LatentWorld, policy: Policy, *, n: int, decisions: int,
                  seed: int = 0, purpose: str = "log", rng: np.random.Generator | None = None, learn: bool = False,
-                 version: str = "0", experiment: str = "", arm: str = "") -> LogRun:
+                 version: str = "0", experiment: str = "", arm: str = "",
+                 progress: Callable[[int], None] | None = None) -> LogRun:
     """Run ``policy`` for ``decisions`` decisions of each of ``n`` customers of ``(seed, purpose)`` and write
     every decision and its outcomes to ``log`` (:class:`nba.log.DecisionLog`), which gets the deployment
     (:func:`prepare_log`): ``nba train --source <url>`` trains on it. ``learn``: the policy updates on each
-    step's realised rewards (online learning). ``rng``: the policy's draws (default: seeded by ``seed``)."""
+    step's realised rewards (online learning). ``rng``: the policy's draws (default:
+    :func:`envs.rollout.policy_rng` of ``(seed, purpose)``, apart from the customers' streams); ``progress``
+    is called after each decision round with its index."""
+    from envs.rollout import policy_rng
+
     prepare_log(log, deployment)
     sim = WorldSimulation(deployment, world, seed=seed, n=n, purpose=purpose)
-    rng = np.random.default_rng(seed) if rng is None else rng
+    rng = policy_rng(seed, purpose) if rng is None else rng
     ids = customer_ids(seed, purpose, n)
     written = [0, 0]
     rewards = expected = 0.0
@@ -579,39 +585,7 @@ def simulate_log(log: Any, deployment: Deployment, world: LatentWorld, policy: P
         expected += float(res.expected.sum())
         if learn:
             policy.update(out.context, out.action, res.reward, out.propensity)
+        if progress is not None:
+            progress(k)
     total = max(n * decisions, 1)
     return LogRun(written[0], written[1], rewards / total, expected / total)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Time a uniform policy on a deployment's world: ``python -m envs.world_simulation --deployment
-    examples/telecom/deployment.toml --world examples/telecom/world.toml --customers 10000 --decisions 30``."""
-    import argparse
-    import time
-
-    from nba.policies import create
-
-    parser = argparse.ArgumentParser(description="simulate a deployment's customers under a uniform policy")
-    parser.add_argument("--deployment", required=True)
-    parser.add_argument("--world", help="latent world file (default: LatentWorld.default)")
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--decisions", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    d = Deployment.load(args.deployment)
-    world = LatentWorld.default(d) if args.world is None else LatentWorld.load(args.world, d)
-    t0 = time.perf_counter()
-    sim = WorldSimulation(d, world, seed=args.seed, n=args.customers, purpose="bench")
-    policy, rng = create("uniform_random", d.action_space()), np.random.default_rng(args.seed)
-    reward = 0.0
-    for _ in range(args.decisions):
-        reward += float(sim.step(sim.decide(policy, rng).action).reward.sum())
-    s = time.perf_counter() - t0
-    total = args.customers * args.decisions
-    print(f"{args.customers:,} customers x {args.decisions} decisions of {d.name!r} ({d.action_space().n_actions} "
-          f"actions) in {s:.1f} s: {total / s:,.0f} decisions/s; mean reward {reward / total:.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -327,11 +327,36 @@ def simulate(
     decisions: Annotated[int, typer.Option(min=1)] = 20_000,
     seed: SeedOpt = 0,
     param: ParamOpt = None,
+    deployment: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False,
+        help="simulate a brand's deployment (TOML/YAML) instead of the scenario: --customers x --days decisions "
+             "in its latent --world; --policy uniform_random, no_contact or a registered version of it")] = None,
+    world: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="latent world file of the --deployment (default: its defaults)")] = None,
+    customers: Annotated[int, typer.Option(min=1, help="customers of the --deployment")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="days of the --deployment, one decision a day each")] = 14,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
-    """Produce a decision log: a logging policy decides on the simulated bandit view (tracked in MLflow)."""
+    """Produce a decision log: a logging policy decides on the simulated bandit view, or on a brand's deployment in
+    a latent world (tracked in MLflow)."""
     from training import jobs
 
+    if deployment is not None or world is not None:
+        with _job():
+            if deployment is None:
+                raise jobs.JobError("world: a latent world simulates a --deployment; give its file")
+            if scenario is not None or param:
+                raise jobs.JobError("deployment: --scenario and --param are the scenario's; not with --deployment")
+            jobs.load_world(world, jobs.load_deployment(deployment))  # bad files stop before the store is touched
+            _store(root)
+            _ensure_sqlite_dir(log)
+            name = "uniform_random" if policy == "business_as_usual" else policy  # the default is the scenario's
+            with _progress(f"simulate {customers:,} customers x {days} days", days) as tick:
+                res = jobs.simulate_world(log, str(deployment), world_path=None if world is None else str(world),
+                                          policy=name, epsilon=epsilon, holdout=holdout, customers=customers,
+                                          days=days, seed=seed, progress=tick)
+        console.print(f"logged {res.rows:,} decisions to [bold]{res.log_url}[/bold] (run {res.run_id})")
+        return
     with _job():
         params = _checked(policy, param, scenario, root)
         _ensure_sqlite_dir(log)

@@ -395,6 +395,57 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
         return SimulateResult(run.info.run_id, log_url, int(tags["dataset.rows"]), tags)
 
 
+def load_world(path: str | Path | None, deployment):
+    """The latent world of ``deployment`` in the file at ``path`` (None: its defaults), or JobError naming
+    ``world`` and the field."""
+    from envs.world import LatentWorld, WorldError
+
+    try:
+        return LatentWorld.default(deployment) if path is None else LatentWorld.load(path, deployment)
+    except (OSError, WorldError) as e:
+        msg = str(e)
+        raise JobError(msg if msg.startswith("world") else f"world: {msg}") from e
+
+
+def simulate_world(log_url: str, deployment_path: str, *, world_path: str | None = None,
+                   policy: str = "uniform_random", epsilon: float = 0.2, holdout: float = 0.05, customers: int = 2000,
+                   days: int = 14, seed: int = 0, purpose: str = "log", progress: Progress = None) -> SimulateResult:
+    """A decision log of a brand's own deployment, simulated: ``customers`` customers of ``(seed, purpose)``
+    in the latent world of ``world_path`` (:class:`envs.world.LatentWorld`; default: its defaults for the
+    deployment), one decision a day for ``days`` days by ``policy`` (a registered version or bundle of this
+    deployment, ``uniform_random`` or ``no_contact``) mixed with ``epsilon`` uniform exploration and a
+    no-contact ``holdout``. The log holds the deployment (``nba train --source`` and ``nba evaluate`` find
+    it); the run records the world's exact mean expected reward of the actions taken."""
+    import mlflow
+
+    from envs.world_simulation import simulate_log
+    from nba.log import DecisionLog
+
+    deployment = load_deployment(deployment_path)
+    world = load_world(world_path, deployment)
+    label, base, version = resolve_deployment_target(policy, deployment)
+    if not (0 <= epsilon <= 1 and 0 <= holdout <= 1 and epsilon + holdout <= 1):
+        raise JobError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, got {epsilon}, {holdout}")
+    if customers < 1 or days < 1:
+        raise JobError(f"customers: customers and days must be >= 1, got {customers} and {days}")
+    logging = Explore(base, epsilon, holdout) if epsilon or holdout else base
+    with _start("simulate") as run, DecisionLog(log_url) as log:
+        mlflow.log_params({"deployment": deployment.name, "deployment.digest": deployment.digest,
+                           "world": world_path or "default", "policy": label, "epsilon": epsilon, "holdout": holdout,
+                           "customers": customers, "days": days, "seed": seed, "purpose": purpose})
+        try:
+            done = simulate_log(log, deployment, world, logging, n=customers, decisions=days, seed=seed,
+                                purpose=purpose, version=version or "0", progress=progress)
+        except ValueError as e:  # the log holds another world's decisions: nothing was written
+            raise JobError(f"log: {e}") from e
+        batch = log.read(deployment.reward_rule())
+        tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
+        _dataset_input(tags, "simulate")
+        mlflow.log_metrics({"mean_reward": done.mean_reward, "mean_expected_reward": done.mean_expected,
+                            "contact_rate": float((batch.action > 0).mean())})
+        return SimulateResult(run.info.run_id, log_url, int(tags["dataset.rows"]), tags)
+
+
 def sim_reward_rule():
     """Rewards of a simulated log as the simulator counts them: revenue - cost - opt-out and churn
     penalties (the bandit view's reward, whose exact expectation is the ground truth)."""

@@ -198,3 +198,36 @@ def test_ab_guardrail_errors_and_the_promotions_report(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "0 promotion(s)" in res.output
     assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "report" / "predicted_vs_realised.png").exists()
+
+
+def test_simulate_a_brands_deployment_in_its_latent_world_then_train_on_it(tmp_path, monkeypatch):
+    """nba simulate --deployment --world writes a log that holds the deployment (nba train finds it there) and
+    a run with the world's exact mean expected reward; bad files stop before the store exists."""
+    for k in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards: use_store sets it
+    telecom = Path(__file__).resolve().parents[2] / "examples" / "telecom"
+    store = ["--root", str(tmp_path / "store")]
+    world = ["--deployment", str(telecom / "deployment.toml"), "--world", str(telecom / "world.toml")]
+    for args, message in ((["--world", str(telecom / "world.toml")], "world: a latent world simulates a --deployment"),
+                          ([*world[:3], str(telecom / "deployment.toml")], "world: deployment: unknown field"),
+                          ([*world, "--scenario", str(telecom / "world.toml")], "deployment: --scenario and --param")):
+        res = runner.invoke(app, ["simulate", *args, *store])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "store").exists()
+    log = f"sqlite:///{tmp_path / 'world.db'}"
+    res = runner.invoke(app, ["simulate", *world, "--customers", "120", "--days", "3", "--log", log, *store])
+    assert res.exit_code == 0 and "logged 360 decisions" in res.output, res.output
+    import math
+
+    import mlflow
+
+    from nba.deployment import Deployment
+    from nba.log import DecisionLog
+
+    with DecisionLog(log) as stored:
+        assert stored.deployment() == Deployment.load(telecom / "deployment.toml").to_dict()
+    run = mlflow.search_runs(search_all_experiments=True, filter_string="params.deployment = 'telco-retention'")
+    assert len(run) == 1 and math.isfinite(float(run["metrics.mean_expected_reward"].iloc[0]))
+    res = runner.invoke(app, ["train", "--policy", "linucb", "--source", log, *store])
+    assert res.exit_code == 0 and "trained linucb: rows 360" in res.output, res.output
