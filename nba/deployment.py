@@ -88,7 +88,8 @@ from nba.eligibility import (
     send_time,
 )
 from nba.features import AttributeFeatures
-from nba.log.records import EVENTS, RewardRule
+from nba.log.records import EVENTS
+from nba.log.rewards import RewardRule
 
 ATTRIBUTE_TYPES = ("number", "category", "boolean", "time")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # attribute, channel and offer names
@@ -631,7 +632,7 @@ class Deployment:
         return RecentContacts.for_rules(n, len(self.channels), self.contact_rules(), self.offer_caps())
 
     def reward_rule(self) -> RewardRule:
-        """The reward as :class:`nba.log.records.RewardRule`: the events counted with their own value,
+        """The reward as :class:`nba.log.rewards.RewardRule`: the events counted with their own value,
         a fixed value for an opt-out."""
         counted = tuple(e for e, v in self.reward_events.items() if v == "value")
         opt_out = self.reward_events.get("opted_out", 0.0)

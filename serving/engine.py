@@ -60,9 +60,8 @@ from typing import Any
 import numpy as np
 
 from nba.actions import NO_CONTACT
-from nba.log.records import OutcomeRecords
+from nba.log.records import LogLayout, OutcomeRecords
 from nba.log.spool import Spool, rejected
-from nba.log.store import LogLayout
 from serving.config import Settings
 from serving.decisions import Result, UsageTracker, decide_batch
 from serving.history import HistoryCache

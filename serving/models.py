@@ -34,7 +34,7 @@ from pathlib import Path
 from nba.actions import ActionSpace
 from nba.catalogue import Catalogue
 from nba.deployment import Deployment
-from nba.log.store import LogLayout
+from nba.log.records import LogLayout
 from nba.serialization import Bundle, bundle_digest, load_bundle
 
 log = logging.getLogger("nba.serving")

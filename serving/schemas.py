@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from nba.log.records import EVENTS
-from nba.log.store import storable_text
+from nba.log.validation import storable_text
 
 MAX_BATCH = 10_000
 MAX_PURCHASES = 1_000_000

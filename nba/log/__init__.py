@@ -1,6 +1,7 @@
 """The decision log: one schema written by the simulator, the service and the importer."""
 
 from nba.log.importer import ColumnMapping, import_table
+from nba.log.parquet import parquet_schema, read_parquet_batches, read_parquet_layout
 from nba.log.records import (
     EVENTS,
     FUNNEL,
@@ -8,19 +9,12 @@ from nba.log.records import (
     DecisionRecords,
     FunnelEvents,
     LoggedBatch,
-    OutcomeRecords,
-    RewardRule,
-)
-from nba.log.store import (
-    DecisionLog,
     LogLayout,
-    join_rewards,
-    parquet_schema,
-    read_parquet_batches,
-    read_parquet_layout,
-    validate_decisions,
-    validate_outcomes,
+    OutcomeRecords,
 )
+from nba.log.rewards import RewardRule, join_rewards
+from nba.log.store import DecisionLog
+from nba.log.validation import validate_decisions, validate_outcomes
 
 __all__ = [
     "EVENTS",

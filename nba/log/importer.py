@@ -70,8 +70,9 @@ import numpy as np
 from nba.actions import NO_CONTACT, ActionSpace
 from nba.eligibility import Reason, RecentContacts, send_time, utc_offset
 from nba.features import History, hour_of_day
-from nba.log.records import DecisionRecords, OutcomeRecords
-from nba.log.store import DecisionLog, LogLayout, validate_decisions, validate_outcomes
+from nba.log.records import DecisionRecords, LogLayout, OutcomeRecords
+from nba.log.store import DecisionLog
+from nba.log.validation import validate_decisions, validate_outcomes
 
 if TYPE_CHECKING:
     from nba.deployment import Deployment

@@ -8,7 +8,10 @@ Times are hours since the Unix epoch, UTC (float64), as everywhere in nba.
   experiment arm, and what the action cost.
 * An **outcome**: an event that followed a decision (``delivered``, ``opened``, ``clicked``,
   ``converted`` with its value, ``opted_out``, ``churned``), at some time, with a value.
-* A decision's **reward** joins its outcomes within an attribution window (:class:`RewardRule`).
+* A decision's **reward** joins its outcomes within an attribution window
+  (:class:`nba.log.rewards.RewardRule`).
+* Every decision of one log shares a **layout** (:class:`LogLayout`): the context's dimension and the
+  number of actions, and optionally the features' names and the action space.
 """
 
 from __future__ import annotations
@@ -21,6 +24,17 @@ import numpy as np
 # ``churned``: the customer left after the message (the simulator charges its lost future value)
 EVENTS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted", "opted_out", "churned")
 FUNNEL: tuple[str, ...] = ("opened", "clicked", "converted")  # each implies the one before it
+SCHEMA_VERSION = "1"  # of a log's tables and of its Parquet export
+
+
+@dataclass(frozen=True)
+class LogLayout:
+    """What every decision of one log shares."""
+
+    context_dim: int
+    n_actions: int
+    feature_names: tuple[str, ...] | None = None
+    action_space: dict[str, Any] | None = None  # JSON description of the action space, if given
 
 
 @dataclass(frozen=True)
@@ -56,23 +70,6 @@ class OutcomeRecords:
 
     def __len__(self) -> int:
         return len(self.decision_id)
-
-
-@dataclass(frozen=True)
-class RewardRule:
-    """How outcomes become a decision's reward.
-
-    reward = sum of ``value`` over the decision's outcome events that happened within ``window_h``
-    hours after ``send_at`` (events listed in ``events``) + ``opt_out_value`` if it opted out within
-    the window − the decision's ``cost`` (if ``subtract_cost``); ``default`` (minus the cost) when
-    no counted event arrived in the window.
-    """
-
-    window_h: float = 72.0
-    events: tuple[str, ...] = ("converted",)
-    opt_out_value: float = 0.0
-    default: float = 0.0
-    subtract_cost: bool = True
 
 
 @dataclass(frozen=True)

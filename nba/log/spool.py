@@ -51,8 +51,9 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 
-from nba.log.records import DecisionRecords
-from nba.log.store import DecisionLog, LogLayout, validate_decisions
+from nba.log.records import DecisionRecords, LogLayout
+from nba.log.store import DecisionLog
+from nba.log.validation import validate_decisions
 
 _logger = logging.getLogger("nba.log")
 MAGIC = b"NBAS"

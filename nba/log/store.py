@@ -9,9 +9,8 @@ Design:
   ``(decision_id, event)``; writes are ``INSERT ... ON CONFLICT DO NOTHING``, so a caller that
   retries after a timeout never duplicates a row. Each call validates the whole batch first
   (errors name the field and row) and then writes it in **one transaction**: all or nothing.
-* **Text both databases store.** Validation refuses a string with a NUL character (PostgreSQL
-  cannot store one) or one not encodable as UTF-8 (a lone surrogate): :func:`storable_text`. A batch
-  valid for one database is valid for the other, and no row fails inside the transaction.
+* **Validated first.** A batch is checked whole before its transaction (:mod:`nba.log.validation`),
+  so no row fails inside it and a batch valid for one database is valid for the other.
 * **Columnar in, columnar out.** Writers hand in :class:`DecisionRecords` / :class:`OutcomeRecords`
   (NumPy arrays), readers get :class:`LoggedBatch` chunks. The context is stored as the raw
   little-endian float32 bytes of the row, the eligibility mask as ``np.packbits`` bytes
@@ -19,8 +18,9 @@ Design:
   ``np.frombuffer`` call. Writes are ``executemany`` of plain tuples on the driver.
 * **Streaming reads.** :meth:`DecisionLog.iter_batches` pages by keyset on the autoincrement
   ``seq`` (insertion order), one short transaction per chunk, so memory stays bounded by the chunk
-  size however large the log. Rewards are joined per chunk in NumPy by a :class:`RewardRule`:
-  the rule is chosen at read time, the log keeps raw events.
+  size however large the log. Rewards are joined per chunk in NumPy by a
+  :class:`~nba.log.rewards.RewardRule`: the rule is chosen at read time, the log keeps raw events.
+  :meth:`DecisionLog.export_parquet` streams the same chunks into a file (:mod:`nba.log.parquet`).
 * **One layout per log.** The ``meta`` table records the context dimension, the number of actions
   and optionally feature names and the action space (JSON); a batch with another layout is refused.
   A log imported onto a deployment (:func:`nba.log.importer.import_onto`) also keeps that deployment's
@@ -46,7 +46,6 @@ import math
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,58 +53,36 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from nba.log.parquet import write_parquet
 from nba.log.records import (
-    EVENTS,
     FUNNEL,
+    SCHEMA_VERSION,
     ContactHistory,
     DecisionRecords,
     FunnelEvents,
     LoggedBatch,
+    LogLayout,
     OutcomeRecords,
-    RewardRule,
+)
+from nba.log.rewards import DEFAULT_RULE, RewardRule, check_rule, join_rewards
+from nba.log.validation import (
+    ValidDecisions,
+    fail_row,
+    finite_hours,
+    shown,
+    string_column,
+    validate_decisions,
+    validate_outcomes,
 )
 
 _logger = logging.getLogger("nba.log")
 
-SCHEMA_VERSION = "1"
 ENGAGEMENTS = ("opened", "clicked", "converted")
-DEFAULT_RULE = RewardRule()
 _IN_CHUNK = 500  # values per IN (...) list
 OUTCOME_SKEW_H = 5 / 60  # an outcome may be stamped up to 5 minutes before its decision (clocks differ)
 LOCK_BUCKETS = 256  # PostgreSQL advisory locks per log in DecisionLog.deciding
 _NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
-_STR_FIELDS = ("decision_id", "customer_id", "policy", "policy_version", "experiment", "arm")
-_NONEMPTY = ("decision_id", "customer_id", "policy")
 DEPLOYMENT_KEY = "deployment"  # meta key of the deployment's canonical document (JSON)
-
-
-@dataclass(frozen=True)
-class LogLayout:
-    """What every decision of one log shares."""
-
-    context_dim: int
-    n_actions: int
-    feature_names: tuple[str, ...] | None = None
-    action_space: dict[str, Any] | None = None  # JSON description of the action space, if given
-
-
-# ----------------------------------------------------------------------------- validation
-_ECHO = 60  # most characters of a value an error message repeats
-
-
-def _v(x: Any) -> str:
-    """repr of a NumPy scalar as the Python value (``0.0``, not ``np.float64(0.0)``), cut to about 60
-    characters: an error message never repeats a huge value."""
-    r = repr(x.item() if isinstance(x, np.generic) else x)
-    return r if len(r) <= _ECHO else f"{r[: _ECHO - 3]}..."
-
-
-def _hours(name: str, value: Any) -> float:
-    """``value`` as a finite number of hours, or ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
-            or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number of hours since the epoch, got {_v(value)}")
-    return float(value)
 
 
 def _world(document_text: str) -> str:
@@ -118,193 +95,6 @@ def _world(document_text: str) -> str:
     except DeploymentError:
         return repr(data.get("deployment", {}).get("name")) if isinstance(data, dict) else "(unreadable)"
     return f"{d.name!r} ({d.digest[:19]}..)"
-
-
-def storable_text(value: str) -> str | None:
-    """Why ``value`` cannot be stored as text by both SQLite and PostgreSQL, ``None`` if it can.
-
-    PostgreSQL refuses a NUL character in text, and neither database takes a string that is not
-    encodable as UTF-8: one with a lone surrogate, which Python's ``json`` decodes from an escape
-    such as ``\\ud800``. The log's validation applies this rule to every string column, and the
-    decision service to what it is sent.
-    """
-    if "\x00" in value:
-        return "contains a NUL character"
-    if not value.isascii():  # O(1) in CPython: an ASCII string cannot hold a surrogate
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            return f"is not valid Unicode (a lone surrogate {value[e.start]!r} at position {e.start})"
-    return None
-
-
-def _storable(name: str, values: list[str]) -> None:
-    """ValueError naming ``name`` and the first row that :func:`storable_text` refuses: one scan of
-    the joined column on the common path (nothing to refuse), the rows only when it fails."""
-    if storable_text("".join(values)) is None:
-        return
-    for i, value in enumerate(values):
-        why = storable_text(value)
-        if why is not None:
-            raise ValueError(f"{name}: row {i}: {why}, got {_v(value)}")
-
-
-def _fail_row(name: str, bad: np.ndarray, msg: str) -> None:
-    if bad.any():  # the usual answer, and cheaper to get than the rows
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}: row {i}: {msg(i) if callable(msg) else msg}")
-
-
-def _strings(name: str, x: Any, n: int, nonempty: bool) -> np.ndarray:
-    """(n,) object array of str that both databases can store (:func:`storable_text`); ValueError
-    naming ``name`` (and the row) otherwise."""
-    a = np.asarray(x)
-    if a.shape != (n,):
-        raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
-    if a.dtype.kind == "U":
-        out = a.astype(object)
-    elif a.dtype.kind == "O":
-        values = a.tolist()
-        if set(map(type, values)) <= {str}:  # the usual case, checked in C
-            out = a
-        else:
-            ok = np.fromiter((isinstance(v, str) for v in values), bool, n)
-            _fail_row(name, ~ok, lambda i: f"expected a string, got {_v(a[i])}")
-            out = np.array([str(v) for v in values], dtype=object)  # NumPy str_ and other subclasses
-    else:
-        raise ValueError(f"{name}: expected strings, got dtype {a.dtype}")
-    if nonempty and n:
-        lengths = np.fromiter(map(len, out), np.int64, n)
-        _fail_row(name, lengths == 0, "must not be empty")
-    _storable(name, out.tolist())
-    return out
-
-
-def _floats(name: str, x: Any, n: int) -> np.ndarray:
-    a = np.asarray(x)
-    if a.shape != (n,):
-        raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
-    if a.dtype.kind not in "fiu":
-        raise ValueError(f"{name}: expected numbers, got dtype {a.dtype}")
-    a = a.astype(np.float64, copy=False)
-    _fail_row(name, ~np.isfinite(a), lambda i: f"must be finite, got {_v(a[i])}")
-    return a
-
-
-def _unique(name: str, keys: np.ndarray) -> None:
-    if keys.size < 2:
-        return
-    order = np.argsort(keys, kind="stable")
-    dup = np.flatnonzero(keys[order][1:] == keys[order][:-1])
-    if dup.size:
-        i = int(order[dup[0] + 1])
-        raise ValueError(f"{name}: row {i}: duplicate {_v(keys[i])} within the batch")
-
-
-@dataclass(frozen=True)
-class _Decisions:
-    """Validated decisions, columns ready to bind."""
-
-    cols: dict[str, np.ndarray]
-    context: np.ndarray  # (N, d) float32
-    eligible: np.ndarray  # (N, A) bool
-
-
-def validate_decisions(records: DecisionRecords) -> _Decisions:
-    """Check every field of ``records``; ValueError whose message starts with the field's name."""
-    if not isinstance(records, DecisionRecords):
-        raise TypeError(f"records: expected DecisionRecords, got {type(records).__name__}")
-    ids = np.asarray(records.decision_id)
-    if ids.ndim != 1:
-        raise ValueError(f"decision_id: expected a 1-D array, got shape {ids.shape}")
-    n = ids.shape[0]
-    cols = {name: _strings(name, getattr(records, name), n, name in _NONEMPTY) for name in _STR_FIELDS}
-    for name in ("time", "send_at", "cost"):
-        cols[name] = _floats(name, getattr(records, name), n)
-    p = _floats("propensity", records.propensity, n)
-    _fail_row("propensity", ~((p > 0) & (p <= 1)), lambda i: f"must be in (0, 1], got {_v(p[i])}")
-    cols["propensity"] = p
-    _fail_row("send_at", cols["send_at"] < cols["time"],
-              lambda i: f"must not be before the decision time {_v(cols['time'][i])}, got {_v(cols['send_at'][i])}")
-    _fail_row("cost", cols["cost"] < 0, lambda i: f"must be >= 0, got {_v(cols['cost'][i])}")
-    ctx = np.asarray(records.context)
-    if ctx.ndim != 2 or ctx.shape[0] != n:
-        raise ValueError(f"context: expected shape ({n}, d), got {ctx.shape}")
-    if ctx.dtype.kind not in "fiu":
-        raise ValueError(f"context: expected numbers, got dtype {ctx.dtype}")
-    ctx = np.ascontiguousarray(ctx, dtype="<f4")
-    _fail_row("context", ~np.isfinite(ctx).all(axis=1), "contains NaN or infinite values (or overflows float32)")
-    el = np.asarray(records.eligible)
-    if el.ndim != 2 or el.shape[0] != n or el.shape[1] < 1:
-        raise ValueError(f"eligible: expected shape ({n}, A) with A >= 1, got {el.shape}")
-    if el.dtype != bool:
-        raise ValueError(f"eligible: expected a boolean array, got dtype {el.dtype}")
-    a = np.asarray(records.action)
-    if a.shape != (n,):
-        raise ValueError(f"action: expected shape ({n},), got {a.shape}")
-    if a.dtype.kind not in "iu":
-        raise ValueError(f"action: expected integers, got dtype {a.dtype}")
-    a = a.astype(np.int64, copy=False)
-    n_actions = el.shape[1]
-    _fail_row("action", (a < 0) | (a >= n_actions), lambda i: f"must be in [0, {n_actions}), got {int(a[i])}")
-    _fail_row("action", ~el[np.arange(n), a], lambda i: f"action {int(a[i])} is not eligible")
-    cols["action"] = a
-    _unique("decision_id", cols["decision_id"])
-    return _Decisions(cols, ctx, el)
-
-
-def validate_outcomes(records: OutcomeRecords) -> dict[str, np.ndarray]:
-    """Check every field of ``records`` (the decisions' existence is checked on write)."""
-    if not isinstance(records, OutcomeRecords):
-        raise TypeError(f"records: expected OutcomeRecords, got {type(records).__name__}")
-    ids = np.asarray(records.decision_id)
-    if ids.ndim != 1:
-        raise ValueError(f"decision_id: expected a 1-D array, got shape {ids.shape}")
-    n = ids.shape[0]
-    cols = {"decision_id": _strings("decision_id", ids, n, True),
-            "event": _strings("event", records.event, n, True)}
-    known = np.isin(cols["event"].astype(str), EVENTS) if n else np.ones(0, bool)
-    _fail_row("event", ~known, lambda i: f"unknown event {_v(cols['event'][i])}; valid: {list(EVENTS)}")
-    cols["time"] = _floats("time", records.time, n)
-    cols["value"] = _floats("value", records.value, n)
-    if n > 1:
-        _unique("event", np.char.add(np.char.add(cols["decision_id"].astype(str), "\x00"), cols["event"].astype(str)))
-    return cols
-
-
-# ----------------------------------------------------------------------------- rewards
-def join_rewards(rule: RewardRule, send_at: np.ndarray, cost: np.ndarray, row: np.ndarray, event: np.ndarray,
-                 time: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """(N,) rewards of N decisions from their outcome events (``row`` indexes the decision of each).
-
-    ``sum(value of counted events in [send_at, send_at + window_h])`` or ``rule.default`` when none
-    arrived, ``+ rule.opt_out_value`` if an ``opted_out`` arrived in the window, ``- cost`` if
-    ``rule.subtract_cost``.
-    """
-    n = len(send_at)
-    start = send_at[row]
-    inside = (time >= start) & (time <= start + rule.window_h)
-    counted = inside & np.isin(event, rule.events)
-    total = np.bincount(row[counted], weights=value[counted], minlength=n)
-    hits = np.bincount(row[counted], minlength=n)
-    reward = np.where(hits > 0, total, rule.default)
-    if rule.opt_out_value:
-        opted = np.zeros(n, bool)
-        opted[row[inside & (event == "opted_out")]] = True
-        reward = reward + np.where(opted, rule.opt_out_value, 0.0)
-    if rule.subtract_cost:
-        reward = reward - cost
-    return reward
-
-
-def _check_rule(rule: RewardRule) -> None:
-    if not isinstance(rule, RewardRule):
-        raise TypeError(f"rule: expected RewardRule, got {type(rule).__name__}")
-    if not (rule.window_h >= 0):
-        raise ValueError(f"rule: window_h must be >= 0, got {rule.window_h!r}")
-    unknown = [e for e in rule.events if e not in EVENTS]
-    if unknown:
-        raise ValueError(f"rule: unknown events {unknown}; valid: {list(EVENTS)}")
 
 
 # ----------------------------------------------------------------------------- store
@@ -572,7 +362,7 @@ class DecisionLog:
                 gone = amap[action] < 0
                 if gone.any():
                     i = int(np.flatnonzero(gone)[0])
-                    raise ValueError(f"action: row {moved + i}: decision {_v(ids[i])} took action {int(action[i])}, "
+                    raise ValueError(f"action: row {moved + i}: decision {shown(ids[i])} took action {int(action[i])}, "
                                      f"which the new layout drops ({int(gone.sum())} such decisions in this chunk)")
                 old = np.unpackbits(np.frombuffer(b"".join(elig), np.uint8).reshape(len(rows), old_bytes), axis=1,
                                     count=stored.n_actions, bitorder="little")
@@ -635,7 +425,7 @@ class DecisionLog:
         with self._writer.begin() as conn:
             return self._write(conn, v, c, after_decision)
 
-    def _write(self, conn: sa.Connection, v: _Decisions | None, c: dict[str, np.ndarray] | None,
+    def _write(self, conn: sa.Connection, v: ValidDecisions | None, c: dict[str, np.ndarray] | None,
                after_decision: bool = False) -> tuple[int, int]:
         """Validated decisions and outcomes written on ``conn``, inside its transaction."""
         new_d = new_o = 0
@@ -665,7 +455,7 @@ class DecisionLog:
         a few concurrent batches of 10,000 customers would exhaust it. Nothing is written if the
         block raises.
         """
-        ids = _strings("customer_ids", np.asarray(list(customer_ids), dtype=object), len(customer_ids), True)
+        ids = string_column("customer_ids", np.asarray(list(customer_ids), dtype=object), len(customer_ids), True)
         with self._writer.begin() as conn:
             if self.dialect == "postgresql" and len(ids):
                 buckets = sorted({lock_bucket(c) for c in ids.tolist()})
@@ -674,7 +464,7 @@ class DecisionLog:
             yield Deciding(self, conn)
 
     @staticmethod
-    def _decision_rows(v: _Decisions) -> list[tuple]:
+    def _decision_rows(v: ValidDecisions) -> list[tuple]:
         n, d = v.context.shape
         ctx = v.context.view(np.dtype((np.void, 4 * d))).ravel().tolist() if d else [b""] * n
         packed = np.ascontiguousarray(np.packbits(v.eligible, axis=1, bitorder="little"))
@@ -698,13 +488,13 @@ class DecisionLog:
         missing = [x for x in ids if x not in found]
         if missing:
             row = int(np.flatnonzero(decision_ids == missing[0])[0])
-            raise ValueError(f"decision_id: row {row}: unknown decision {_v(missing[0])} "
+            raise ValueError(f"decision_id: row {row}: unknown decision {shown(missing[0])} "
                              f"({len(missing)} unknown in the batch); log the decision first")
         if times is None:
             return
         decided = np.fromiter(map(found.__getitem__, decision_ids.tolist()), np.float64, len(decision_ids))
-        _fail_row("time", times < decided - OUTCOME_SKEW_H,
-                  lambda i: f"{_v(times[i])} is before its decision {_v(decision_ids[i])} at {_v(decided[i])} "
+        fail_row("time", times < decided - OUTCOME_SKEW_H,
+                  lambda i: f"{shown(times[i])} is before its decision {shown(decision_ids[i])} at {shown(decided[i])} "
                             "(hours since the epoch)")
 
     # ------------------------------------------------------------------ reads
@@ -722,8 +512,8 @@ class DecisionLog:
         budget or a channel's daily capacity has used in that window. No contact (action 0) sends nothing
         and counts 0; A is the log's number of actions (0 before its first decision). One ``GROUP BY``
         (on the index of ``send_at`` and ``action``)."""
-        since = _hours("since_h", since_h)
-        until = None if until_h is None else _hours("until_h", until_h)
+        since = finite_hours("since_h", since_h)
+        until = None if until_h is None else finite_hours("until_h", until_h)
         layout = self.layout()
         counts = np.zeros(0 if layout is None else layout.n_actions, np.int64)
         d = self.decisions.c
@@ -812,7 +602,7 @@ class DecisionLog:
         chunk is read in its own short transaction (keyset pagination on ``seq``), so a reader
         never holds the whole log nor blocks writers.
         """
-        _check_rule(rule)
+        check_rule(rule)
         if not (isinstance(chunk_rows, int) and chunk_rows >= 1):
             raise ValueError(f"chunk_rows: must be an integer >= 1, got {chunk_rows!r}")
         layout = self.layout()
@@ -900,7 +690,7 @@ class DecisionLog:
             return self._contact_history(conn, customer_ids, since)
 
     def _contact_history(self, conn: sa.Connection, customer_ids: Sequence[str], since: float) -> ContactHistory:
-        ids = _strings("customer_ids", np.asarray(list(customer_ids), dtype=object), len(customer_ids), True)
+        ids = string_column("customer_ids", np.asarray(list(customer_ids), dtype=object), len(customer_ids), True)
         since = float(since)
         if math.isnan(since):
             raise ValueError("since: must be a number of hours, got nan")
@@ -925,99 +715,8 @@ class DecisionLog:
 
         See :func:`nba.log.parquet_schema` for the columns. ``filters`` as in :meth:`iter_batches`.
         """
-        import pyarrow.parquet as pq
-
         layout = self.layout() or LogLayout(0, 0)
-        schema = parquet_schema(layout, rule)
-        total = 0
-        with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
-            for batch in self.iter_batches(rule, chunk_rows, **filters):
-                writer.write_table(batch_to_arrow(batch, schema))
-                total += len(batch)
-        return total
-
-
-# ----------------------------------------------------------------------------- Parquet format
-def parquet_schema(layout: LogLayout, rule: RewardRule | None = None):
-    """Arrow schema of an exported log: one column per :class:`LoggedBatch` field.
-
-    ``context`` is a ``fixed_size_list<float32>[d]`` and ``eligible`` a ``fixed_size_list<bool>[A]``
-    (one list per row: any Parquet reader sees the whole vector, and it decodes to an (N, d) array
-    without copies per row). The schema's metadata holds the layout (``nba.context_dim``,
-    ``nba.n_actions``, ``nba.feature_names``, ``nba.action_space``) and the reward rule used.
-    """
-    import pyarrow as pa
-
-    meta = {"nba.schema_version": SCHEMA_VERSION, "nba.context_dim": str(layout.context_dim),
-            "nba.n_actions": str(layout.n_actions), "nba.feature_names": json.dumps(
-                None if layout.feature_names is None else list(layout.feature_names)),
-            "nba.action_space": json.dumps(layout.action_space)}
-    if rule is not None:
-        meta["nba.reward_rule"] = json.dumps({"window_h": rule.window_h, "events": list(rule.events),
-                                              "opt_out_value": rule.opt_out_value, "default": rule.default,
-                                              "subtract_cost": rule.subtract_cost})
-    s, f = pa.string(), pa.float64()
-    return pa.schema([
-        ("decision_id", s), ("time", f), ("customer_id", s),
-        ("context", pa.list_(pa.float32(), max(layout.context_dim, 0))),
-        ("eligible", pa.list_(pa.bool_(), max(layout.n_actions, 0))),
-        ("action", pa.int64()), ("send_at", f), ("propensity", f), ("policy", s), ("policy_version", s),
-        ("experiment", s), ("arm", s), ("cost", f), ("reward", f),
-    ], metadata=meta)
-
-
-def batch_to_arrow(batch: LoggedBatch, schema):
-    """A :class:`LoggedBatch` as an Arrow table of ``schema`` (from :func:`parquet_schema`)."""
-    import pyarrow as pa
-
-    cols = []
-    for field in schema:
-        x = getattr(batch, field.name)
-        if pa.types.is_fixed_size_list(field.type):
-            flat = pa.array(np.ascontiguousarray(x).ravel(), field.type.value_type)
-            cols.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
-        elif pa.types.is_string(field.type):
-            cols.append(pa.array(x.tolist(), pa.string()))
-        else:
-            cols.append(pa.array(x, field.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-def read_parquet_batches(path: str | Path, batch_rows: int = 100_000) -> Iterator[LoggedBatch]:
-    """Stream an exported log back as :class:`LoggedBatch` chunks."""
-    import pyarrow.parquet as pq
-
-    f = pq.ParquetFile(str(path))
-    meta = f.schema_arrow.metadata or {}
-    if b"nba.context_dim" not in meta:
-        raise ValueError(f"path: {path} is not an nba decision log export (no nba.context_dim metadata)")
-    dim, n_act = int(meta[b"nba.context_dim"]), int(meta[b"nba.n_actions"])
-    for rb in f.iter_batches(batch_size=batch_rows):
-        n = rb.num_rows
-        kw: dict[str, np.ndarray] = {}
-        for name in rb.schema.names:
-            col = rb.column(name)
-            if name == "context":
-                kw[name] = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, dim)
-            elif name == "eligible":
-                kw[name] = col.flatten().to_numpy(zero_copy_only=False).astype(bool).reshape(n, n_act)
-            elif name in _STR_FIELDS:
-                kw[name] = np.array(col.to_pylist(), dtype=object)
-            else:
-                kw[name] = col.to_numpy(zero_copy_only=False)
-        yield LoggedBatch(**kw)
-
-
-def read_parquet_layout(path: str | Path) -> LogLayout:
-    """The layout recorded in an exported log's metadata."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(str(path)).metadata or {}
-    if b"nba.context_dim" not in meta:
-        raise ValueError(f"path: {path} is not an nba decision log export (no nba.context_dim metadata)")
-    names = json.loads(meta.get(b"nba.feature_names", b"null"))
-    return LogLayout(int(meta[b"nba.context_dim"]), int(meta[b"nba.n_actions"]),
-                     None if names is None else tuple(names), json.loads(meta.get(b"nba.action_space", b"null")))
+        return write_parquet(path, self.iter_batches(rule, chunk_rows, **filters), layout, rule)
 
 
 class Deciding:
@@ -1046,6 +745,7 @@ def _lock_space(table: str) -> int:
     return int.from_bytes(hashlib.blake2b(table.encode(), digest_size=4).digest(), "big", signed=True)
 
 
+# ----------------------------------------------------------------------------- engine
 # ----------------------------------------------------------------------------- engine
 def _make_engine(url: str, busy_timeout_s: float, autocheckpoint: bool = True, **kwargs: Any) -> sa.Engine:
     """An engine with SQLite set up for durable concurrent use (WAL, synchronous=FULL, busy timeout,

@@ -27,7 +27,8 @@ from nba.log import (
     read_parquet_batches,
     read_parquet_layout,
 )
-from nba.log.store import LOCK_BUCKETS, lock_bucket, storable_text
+from nba.log.store import LOCK_BUCKETS, lock_bucket
+from nba.log.validation import storable_text
 
 T0 = 493_536.0  # 2026-04-21 00:00 UTC in hours since the epoch
 

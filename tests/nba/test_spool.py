@@ -20,7 +20,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from nba.log.records import DecisionRecords
+from nba.log.records import DecisionRecords, LogLayout
 from nba.log.spool import (
     _APPENDED,
     _DEAD,
@@ -39,7 +39,7 @@ from nba.log.spool import (
     replay_forever,
     scan,
 )
-from nba.log.store import DecisionLog, LogLayout
+from nba.log.store import DecisionLog
 
 
 def records(n: int, prefix: str = "d", d: int = 7, a: int = 13, seed: int = 0) -> DecisionRecords:

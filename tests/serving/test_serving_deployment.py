@@ -329,7 +329,7 @@ def test_a_catalogue_learner_of_another_catalogue_is_moved_onto_the_served_one(r
     finally:
         rt.close()
     with DecisionLog(f"sqlite:///{tmp_path}/old.db") as log:  # a log of the older catalogue's layout
-        from nba.log.store import LogLayout
+        from nba.log.records import LogLayout
 
         log.set_layout(LogLayout(older.features().dim, older.action_space().n_actions))
     rt = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/old.db", cache_dir=tmp_path / "c2", **settings))
