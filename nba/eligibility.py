@@ -676,8 +676,9 @@ def _reached(table: np.ndarray, m: int, w: float, send_t: np.ndarray, nothing_ah
 
 def _offer_cap_reasons(space: ActionSpace, offer_caps: tuple[OfferCap, ...], recent: RecentContacts,
                        now: np.ndarray, send: np.ndarray) -> np.ndarray | None:
-    """(N, K, S) uint8, OFFER where a cap on the offer (content) is reached at the slot's send time;
-    None without caps. Judged as the channel caps are (:func:`_limit_reasons`), on each offer's record."""
+    """(N, K x S) uint8, OFFER where a cap on the offer (content) is reached at the slot's send time (each
+    customer's offers and slots in action order); None without caps. Judged as the channel caps are
+    (:func:`_limit_reasons`), on each offer's record."""
     for i, cap in enumerate(offer_caps):
         if not isinstance(cap, OfferCap):
             raise ValueError(f"offer_caps[{i}]: must be an OfferCap, got {type(cap).__name__}")
@@ -693,13 +694,13 @@ def _offer_cap_reasons(space: ActionSpace, offer_caps: tuple[OfferCap, ...], rec
     if not offer_caps or recent.n == 0:
         return None
     send_t = np.ascontiguousarray(send.T)  # (S, N)
-    out = np.zeros((space.n_contents, space.n_slots, recent.n), np.uint8)
+    out = np.zeros((recent.n, space.n_contents, space.n_slots), np.uint8)  # customers first: rows of K x S
     column = recent._offer_column(np.array([cap.offer for cap in offer_caps]))
     for cap, j in zip(offer_caps, column, strict=True):
         table = recent.offer_times[:, j]  # (N, k_offer)
         blocked = _reached(table, cap.max_count, cap.window_h, send_t, bool(np.all(table[:, 0] < now + cap.window_h)))
-        out[cap.offer] |= blocked.view(np.uint8) * np.uint8(Reason.OFFER)
-    return out.transpose(2, 0, 1)
+        out[:, cap.offer] |= blocked.T.view(np.uint8) * np.uint8(Reason.OFFER)
+    return out.reshape(recent.n, -1)
 
 
 def channel_slot_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
@@ -822,8 +823,8 @@ def reason_bits(space: ActionSpace, rules: ContactRules, recent: RecentContacts,
         now_v = _vector("now", now, n)
         per_offer = _offer_cap_reasons(space, offer_caps, recent, now_v,
                                        send_time(space, now_v, _vector("tz_offset", tz_offset, n)))
-        if per_offer is not None:
-            grid = out[:, 1:].reshape(n, space.n_channels, space.n_contents, space.n_slots)
+        if per_offer is not None:  # the same on every channel
+            grid = out[:, 1:].reshape(n, space.n_channels, space.n_contents * space.n_slots)
             grid |= per_offer[:, None]
     return out
 
@@ -871,8 +872,9 @@ def limit_to_remaining(space: ActionSpace, reasons: np.ndarray, send: np.ndarray
             sub = grid[:, :, capped]  # (N, C, J, S)
             able = (sub == 0).any(axis=(1, 3))  # (N, J): a customer who could take the offer
             spent = np.cumsum(able, axis=0) - able >= offer_left[capped]  # earlier rows took all that is left
-            sub |= spent[:, None, :, None].view(np.uint8) * budget
-            grid[:, :, capped] = sub
+            if spent.any():
+                sub |= spent[:, None, :, None].view(np.uint8) * budget
+                grid[:, :, capped] = sub
     if channel_left is not None:
         channel_left = np.asarray(channel_left, np.float64)
         if channel_left.ndim != 2:
@@ -887,15 +889,18 @@ def limit_to_remaining(space: ActionSpace, reasons: np.ndarray, send: np.ndarray
                 raise ValueError(f"channel_left: counts sends on UTC days {first_day}..{first_day + days - 1}, a "
                                  f"slot sends on day {bad} (count them for the decision's time)")
             sub = grid[:, capped]  # (N, J, K, S)
-            able = (sub == 0).any(axis=2)  # (N, J, S)
+            # (N, J, S): any offer open on the channel in the slot (reduced over contiguous offers: NumPy
+            # reduces a middle axis over rows of S bytes, several times slower)
+            able = np.ascontiguousarray((sub == 0).transpose(0, 1, 3, 2)).any(axis=3)
             spent = np.zeros_like(able)
             for d in range(days):
                 on = day == d  # (N, S)
                 uses = (able & on[:, None, :]).any(axis=2)  # (N, J): could send on the channel that day
                 full = np.cumsum(uses, axis=0) - uses >= channel_left[capped, d]
                 spent |= full[:, :, None] & on[:, None, :]
-            sub |= spent[:, :, None, :].view(np.uint8) * budget
-            grid[:, capped] = sub
+            if spent.any():  # every offer of the channel's slot that day, in rows of K x S bytes
+                sub.reshape(n, len(capped), k * s)[:] |= np.tile(spent.view(np.uint8) * budget, (1, 1, k))
+                grid[:, capped] = sub
     return reasons
 
 

@@ -189,8 +189,6 @@ def test_attribute_columns_read_as_their_rows(shop):
 def _reference_reasons(d: Deployment, people: list[dict], recent, now, tz, usage, offers) -> np.ndarray:
     """The deployment's reasons from their definition: the contact policy's, OFFER where the offer's rules
     or channels exclude it, the counts across customers, then RESTRICTED outside the request's offers."""
-    from nba.eligibility import limit_to_remaining
-
     space, n = d.action_space(), len(people)
     offer_caps = d.offer_caps() if recent.offer_times is not None else ()
     _, bits = eligibility(space, d.contact_rules(), recent, now=now, tz_offset=tz, consent=d.consent(people),
@@ -202,11 +200,38 @@ def _reference_reasons(d: Deployment, people: list[dict], recent, now, tz, usage
         budget = np.array([np.inf if o.budget is None else o.budget for o in d.offers])
         capacity = np.array([np.inf if c.capacity_per_day is None else c.capacity_per_day for c in d.channels])
         send = send_time(space, np.full(n, now), np.full(n, tz))
-        limit_to_remaining(space, bits, send, offer_left=budget - usage.offer_sends,
-                           channel_left=capacity[:, None] - usage.channel_sends, first_day=usage.day)
+        _limit(space, bits, send, budget - usage.offer_sends, capacity[:, None] - usage.channel_sends, usage.day)
     if offers is not None:
         bits[:, 1:] |= np.where(offers[:, space.content_of[1:]], 0, int(Reason.RESTRICTED)).astype(np.uint8)
     return bits
+
+
+def _limit(space, bits: np.ndarray, send: np.ndarray, offer_left: np.ndarray, channel_left: np.ndarray,
+           first_day: int) -> None:
+    """BUDGET as nba.eligibility.limit_to_remaining documents it, row by row: what is left of an offer (of a
+    channel's day) goes to the first rows that have an eligible action of it (sending that day)."""
+    n = bits.shape[0]
+    budget = np.uint8(Reason.BUDGET)
+    contact = np.arange(1, space.n_actions)
+    for k in np.flatnonzero(np.isfinite(offer_left)):
+        of = contact[space.content_of[1:] == k]
+        taken = 0
+        for i in range(n):
+            able = (bits[i, of] == 0).any()
+            if taken >= offer_left[k]:
+                bits[i, of] |= budget
+            taken += able
+    day = np.floor(send / 24.0).astype(int) - first_day  # (N, S)
+    for c in np.flatnonzero(np.isfinite(channel_left).any(axis=1)):
+        on_c = contact[space.channel_of[1:] == c]
+        for d in range(channel_left.shape[1]):
+            taken = 0
+            for i in range(n):
+                that_day = on_c[day[i, space.slot_of[on_c]] == d]
+                able = (bits[i, that_day] == 0).any()
+                if taken >= channel_left[c, d]:
+                    bits[i, that_day] |= budget
+                taken += able
 
 
 @pytest.mark.parametrize("which", ["telecom", "shop"])

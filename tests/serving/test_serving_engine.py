@@ -440,3 +440,16 @@ def test_the_service_records_its_deployment_in_the_log_and_refuses_a_log_of_anot
         Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/old.db", **common))
     with DecisionLog(f"sqlite:///{tmp_path}/old.db") as log:
         assert log.deployment() == older.to_dict() and log.count_decisions() == 0
+
+
+def test_a_batchs_large_arrays_stay_on_the_heap_where_glibc_allows():
+    """Runtime.start asks glibc to serve a batch's megabyte arrays from its heap (no fresh pages per batch);
+    elsewhere it changes nothing."""
+    import platform
+
+    from serving.api import keep_large_arrays_on_the_heap
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_large_arrays_on_the_heap() is glibc
+    big = np.ones((1000, 801))  # allocated and freed as usual
+    assert float(np.cumsum(big, axis=1)[-1, -1]) == 801.0
