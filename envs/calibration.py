@@ -5,7 +5,9 @@ DESIGN.md) and the tolerance within which the default scenario must reproduce it
 targets are measured by simulating customers under the business-as-usual schedule
 (:class:`nba.policies.baselines.BusinessAsUsual`) and compared by ``tests/envs/test_calibration.py``
 and ``nba scenario report``; ``input`` targets are facts about brands (not customers) that set how
-the business-as-usual schedule and the scenario's inputs were chosen.
+the business-as-usual schedule and the scenario's inputs were chosen. The curves drawn beside the
+targets (funnel, hour of day, delays, revenue concentration) are computed by
+:mod:`envs.calibration_metrics`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs import response
+from envs.calibration_metrics import SMS_MINUTES, TOP_SHARE, top_share
 from envs.rollout import journeys, policy_rng
 from envs.scenario import Scenario
 from envs.simulation import Simulation
@@ -172,7 +175,7 @@ def wrong_moment_share(sc: Scenario, n: int = 5_000, seed: int = 1) -> float:
     return float(np.concatenate(vals).mean()) if vals else float("nan")
 
 
-def sms_read_within(sc: Scenario, minutes: float = 3.0, n: int = 200_000, seed: int = 2) -> float:
+def sms_read_within(sc: Scenario, minutes: float = SMS_MINUTES, n: int = 200_000, seed: int = 2) -> float:
     """P(an SMS is read within ``minutes`` of receipt) from the scenario's delay distribution."""
     from envs.random import Streams
 
@@ -185,15 +188,13 @@ def measure(sc: Scenario, stats: JourneyStats) -> dict[str, float]:
     """The checked targets' values for a calibration run."""
     buyers = stats.purchases > 0
     multi = stats.channels_used >= 2
-    order = omni_rank(stats)
-    top = order[: max(1, int(round(0.07 * len(order))))]
     rev_multi = stats.revenue[buyers & multi].mean() if (buyers & multi).any() else np.nan
     rev_single = stats.revenue[buyers & ~multi].mean() if (buyers & ~multi).any() else np.nan
     out = {
         "touchpoints_per_purchase": float(np.median(stats.touchpoints_at_purchase)),
         "multichannel_buyers": float(multi[buyers].mean()),
         "multichannel_spend_ratio": float(rev_multi / rev_single),
-        "omni_revenue_share": float(stats.revenue[top].sum() / stats.revenue.sum()),
+        "omni_revenue_share": top_share(stats.revenue, omni_rank(stats), TOP_SHARE),
         "wrong_moment": wrong_moment_share(sc),
     }
     if "sms" in sc.channels:

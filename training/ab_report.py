@@ -11,16 +11,14 @@ Built in layers like :mod:`training.calibration_report`:
    :func:`log_inputs` from decision-log batches (:class:`nba.log.LoggedBatch`, e.g. a store's
    ``iter_batches``);
 3. :func:`render_report` draws and writes ``estimates.png``, ``cumulative.png``, ``pvalues.png``,
-   ``guardrails.png`` (with guardrails), ``report.md`` and ``report.html`` into a folder and returns
-   their paths.
+   ``guardrails.png`` (with guardrails), ``report.md`` and ``report.html`` (the reports' shared
+   templates, ``training/reports/templates/ab.*.j2``) into a folder and returns their paths.
 
 :func:`write_report` runs a simulated test and renders it in one call.
 """
 
 from __future__ import annotations
 
-import html
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from envs.scenario import Scenario
 from nba import ab
 from nba.log.records import LoggedBatch
 from nba.policies import Policy
+from training.reports.render import Table, interval, num, p_value, percent, pyplot, write_pages
 
 PRIMARY = "reward"
 ESTIMATES_PNG = "estimates.png"
@@ -357,73 +356,65 @@ def _plot_guardrails(plt, inp: ABReportInputs, path: Path) -> None:
 
 
 # ====================================================================================== text
-def _f(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"
-
-
-def _pct(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else f"{100 * x:+.2f}%"
-
-
-def _p(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else ("< 1e-4" if x < 1e-4 else f"{x:.4f}")
+def _lift(x: float) -> str:
+    return percent(x, "+.2f")
 
 
 def verdict(a: ab.Analysis) -> str:
     """One sentence: what the always-valid test (or, without looks, Welch's test) concludes."""
     s = a.sequential
     if s is not None:
+        p = p_value(s.p_value[-1])
         if s.rejected:
             side = "better" if s.diff[-1] > 0 else "worse"
-            return (f"{a.treatment} is {side} than {a.control} (always-valid p = {_p(s.p_value[-1])} ≤ {s.alpha:g}, "
+            return (f"{a.treatment} is {side} than {a.control} (always-valid p = {p} ≤ {s.alpha:g}, "
                     f"first at look {s.first_rejection + 1})")
         return (f"no significant difference between {a.treatment} and {a.control} yet "
-                f"(always-valid p = {_p(s.p_value[-1])} > {s.alpha:g}); keep the test running or stop for futility")
+                f"(always-valid p = {p} > {s.alpha:g}); keep the test running or stop for futility")
     c = a.comparison
+    p = p_value(c.p_value)
     if c.significant():
-        return f"{a.treatment} is {'better' if c.diff > 0 else 'worse'} than {a.control} (Welch p = {_p(c.p_value)})"
-    return f"no significant difference between {a.treatment} and {a.control} (Welch p = {_p(c.p_value)})"
+        return f"{a.treatment} is {'better' if c.diff > 0 else 'worse'} than {a.control} (Welch p = {p})"
+    return f"no significant difference between {a.treatment} and {a.control} (Welch p = {p})"
 
 
-def _summary_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
+def _summary_table(inp: ABReportInputs) -> Table:
     header = ["treatment", "estimator", "difference", "interval", "p-value", "lift", "lift interval"]
     rows = []
     for t, a in inp.analyses.items():
         c = a.comparison
-        rows.append([t, "Welch", _f(c.diff), f"[{_f(c.ci_low)}, {_f(c.ci_high)}]", _p(c.p_value), _pct(c.lift),
-                     f"[{_pct(c.lift_ci_low)}, {_pct(c.lift_ci_high)}]"])
+        rows.append([t, "Welch", num(c.diff), interval(c.ci_low, c.ci_high), p_value(c.p_value), _lift(c.lift),
+                     interval(c.lift_ci_low, c.lift_ci_high, _lift)])
         if a.cuped is not None:
             k = a.cuped.adjusted
-            rows.append([t, f"CUPED (θ = {_f(a.cuped.theta)}, variance −{100 * a.cuped.variance_reduction:.1f}%)",
-                         _f(k.diff), f"[{_f(k.ci_low)}, {_f(k.ci_high)}]", _p(k.p_value), _pct(k.lift),
-                         f"[{_pct(k.lift_ci_low)}, {_pct(k.lift_ci_high)}]"])
+            rows.append([t, f"CUPED (θ = {num(a.cuped.theta)}, variance −{100 * a.cuped.variance_reduction:.1f}%)",
+                         num(k.diff), interval(k.ci_low, k.ci_high), p_value(k.p_value), _lift(k.lift),
+                         interval(k.lift_ci_low, k.lift_ci_high, _lift)])
         if a.sequential is not None:
             s = a.sequential
-            rows.append([t, f"mSPRT (τ = {_f(s.tau)}): last look's CS, p = min over looks", _f(s.diff[-1]),
-                         f"[{_f(s.cs_low[-1])}, {_f(s.cs_high[-1])}]", _p(s.p_value[-1]), "", ""])
+            rows.append([t, f"mSPRT (τ = {num(s.tau)}): last look's CS, p = min over looks", num(s.diff[-1]),
+                         interval(s.cs_low[-1], s.cs_high[-1]), p_value(s.p_value[-1]), "", ""])
         if inp.truth is not None:
-            rows.append([t, "true effect", _f(inp.truth[t][-1]), "", "", "", ""])
-    return header, rows
+            rows.append([t, "true effect", num(inp.truth[t][-1]), "", "", "", ""])
+    return Table(header, rows)
 
 
-def _metric_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
+def _metric_table(inp: ABReportInputs) -> Table:
     header = ["metric", "treatment", f"mean ({inp.control})", "mean (treatment)", "difference", "interval",
               "Welch p", "lift"]
     rows = []
     for m, by_t in inp.metrics.items():
         for t, c in by_t.items():
-            rows.append([m, t, _f(c.mean_control), _f(c.mean_treatment), _f(c.diff),
-                         f"[{_f(c.ci_low)}, {_f(c.ci_high)}]", _p(c.p_value), _pct(c.lift)])
-    return header, rows
+            rows.append([m, t, num(c.mean_control), num(c.mean_treatment), num(c.diff),
+                         interval(c.ci_low, c.ci_high), p_value(c.p_value), _lift(c.lift)])
+    return Table(header, rows)
 
 
 def _margin(x: float, g: ab.Guardrail) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    return f"{100 * x:+.3g}%" if g.relative else f"{x:+.4g}"
+    return percent(x, "+.3g") if g.relative else num(x, "+.4g")
 
 
-def _guardrail_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
+def _guardrail_table(inp: ABReportInputs) -> Table:
     header = ["guardrail", "metric", "treatment", f"mean ({inp.control})", "mean (treatment)", "worsening",
               "upper bound", "margin", "p-value", "status", "power if harmless", "true worsening"]
     rows = []
@@ -431,32 +422,33 @@ def _guardrail_rows(inp: ABReportInputs) -> tuple[list[str], list[list[str]]]:
         for g in inp.guardrails.get(t, ()):
             gd = g.guardrail
             true = "" if inp.true_worsening is None else _margin(inp.true_worsening[t].get(gd.name, np.nan), gd)
-            rows.append([gd.name, f"{gd.metric} ({gd.better} is better)", t, _f(g.mean_control), _f(g.mean_treatment),
-                         _margin(g.worsening, gd), _margin(g.bound, gd), _margin(g.margin, gd), _p(g.p_value),
-                         g.status if g.passed else g.status.upper(), _f(g.power()), true])
-    return header, rows
+            rows.append([gd.name, f"{gd.metric} ({gd.better} is better)", t, num(g.mean_control), num(g.mean_treatment),
+                         _margin(g.worsening, gd), _margin(g.bound, gd), _margin(g.margin, gd), p_value(g.p_value),
+                         g.status if g.passed else g.status.upper(), num(g.power()), true])
+    return Table(header, rows)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+_GUARDRAILS_TEXT = (
+    "Each guardrail is a non-inferiority test: it holds when the data reject that the treatment worsens its metric "
+    "by the margin or more. The upper bound is always valid (one-sided mixture SPRT over the daily looks, read at "
+    "the last look); worsening is treatment minus control for a lower-is-better metric (relative ones as a share of "
+    "the control's mean). Power if harmless: the chance a treatment with no effect on the metric passes at this "
+    "size (at the variance observed); a low one means an inconclusive guardrail needs more customers.")
 
-
-_TEXT = {
-    "estimates": "Left: relative lift of every metric with its delta-method interval. Right: the difference in "
-                 "reward per customer by Welch's t-interval, with CUPED (pre-period reward as covariate) and the "
-                 "always-valid confidence sequence at the last look.",
-    "cumulative": "The estimated difference of cumulative reward per customer at each look. The shaded "
-                  "confidence sequence holds at every look at once, so it may be watched daily; the dashed "
-                  "fixed-horizon interval is valid only at a single look planned in advance.",
-    "pvalues": "Peeking at the naive t-test every day and stopping at the first p ≤ alpha inflates false "
-               "positives well above alpha; the always-valid mSPRT p-value does not.",
-    "guardrails": "Each guardrail is a non-inferiority test: it holds when the data reject that the treatment "
-                  "worsens its metric by the margin or more. The upper bound is always valid (one-sided mixture "
-                  "SPRT over the daily looks, read at the last look); worsening is treatment minus control for a "
-                  "lower-is-better metric (relative ones as a share of the control's mean). Power if harmless: the "
-                  "chance a treatment with no effect on the metric passes at this size (at the variance observed); "
-                  "a low one means an inconclusive guardrail needs more customers.",
-}
+# (title, image, text) of the figures shown after the tables, in order
+_FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("Estimates", ESTIMATES_PNG,
+     "Left: relative lift of every metric with its delta-method interval. Right: the difference in reward per "
+     "customer by Welch's t-interval, with CUPED (pre-period reward as covariate) and the always-valid confidence "
+     "sequence at the last look."),
+    ("Cumulative difference over time", CUMULATIVE_PNG,
+     "The estimated difference of cumulative reward per customer at each look. The shaded confidence sequence holds "
+     "at every look at once, so it may be watched daily; the dashed fixed-horizon interval is valid only at a "
+     "single look planned in advance."),
+    ("Sequential p-values", PVALUES_PNG,
+     "Peeking at the naive t-test every day and stopping at the first p ≤ alpha inflates false positives well "
+     "above alpha; the always-valid mSPRT p-value does not."),
+)
 
 
 def _intro(inp: ABReportInputs) -> list[str]:
@@ -466,79 +458,10 @@ def _intro(inp: ABReportInputs) -> list[str]:
             "name with the customer id."]
 
 
-def _markdown(inp: ABReportInputs) -> str:
-    md = [f"# A/B report — experiment '{inp.experiment}'", ""] + _intro(inp) + [""]
-    md += ["## Verdict", ""] + [f"- {verdict(a)}" for a in inp.analyses.values()]
-    md += [f"- **{t}: {inp.verdict(t).reason}**" for t in inp.treatments] + [""]
-    md += ["## Primary metric: reward per customer", ""] + _md_table(*_summary_rows(inp)) + [""]
-    if inp.guardrails:
-        md += ["## Guardrails", "", _TEXT["guardrails"], ""] + _md_table(*_guardrail_rows(inp))
-        md += ["", f"![Guardrails]({GUARDRAILS_PNG})", ""]
-    md += ["## All metrics", ""] + _md_table(*_metric_rows(inp)) + [""]
-    for title, image, key in (("Estimates", ESTIMATES_PNG, "estimates"),
-                              ("Cumulative difference over time", CUMULATIVE_PNG, "cumulative"),
-                              ("Sequential p-values", PVALUES_PNG, "pvalues")):
-        md += [f"## {title}", "", _TEXT[key], "", f"![{title}]({image})", ""]
-    md += [f"Note: {n}" for n in inp.notes]
-    return "\n".join(md) + "\n"
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1400px; margin: 2em auto;
-       padding: 0 1.5em; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
-h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
-th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; }
-th { background: #f0f0f0; }
-img { max-width: 100%; border: 1px solid #ddd; }
-.verdict { border-left: 6px solid #1f77b4; background: #fafafa; padding: .5em 1em; }
-.small { font-size: .85em; color: #555; }
-"""
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    e = html.escape
-    out = ["<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
-    return "\n".join(out + ["</table>"])
-
-
-def _html_code(s: str) -> str:
-    parts = html.escape(s).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _html(inp: ABReportInputs) -> str:
-    e = html.escape
-    title = f"A/B report — experiment '{inp.experiment}'"
-    h = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{e(title)}</title>",
-         f"<style>{_CSS}</style>", "</head>", "<body>", f"<h1>{e(title)}</h1>"]
-    h += [f"<p>{_html_code(line)}</p>" for line in _intro(inp)]
-    h += ["<h2>Verdict</h2>"] + [f'<p class="verdict">{e(verdict(a))}</p>' for a in inp.analyses.values()]
-    h += [f'<p class="verdict"><b>{e(t)}: {e(inp.verdict(t).reason)}</b></p>' for t in inp.treatments]
-    if inp.guardrails:
-        h += ["<h2>Guardrails</h2>", f"<p>{e(_TEXT['guardrails'])}</p>", _html_table(*_guardrail_rows(inp)),
-              f'<img src="{GUARDRAILS_PNG}" alt="Guardrails">']
-    h += ["<h2>Primary metric: reward per customer</h2>", _html_table(*_summary_rows(inp)),
-          "<h2>All metrics</h2>", _html_table(*_metric_rows(inp))]
-    for title_, image, key in (("Estimates", ESTIMATES_PNG, "estimates"),
-                               ("Cumulative difference over time", CUMULATIVE_PNG, "cumulative"),
-                               ("Sequential p-values", PVALUES_PNG, "pvalues")):
-        h += [f"<h2>{e(title_)}</h2>", f"<p>{e(_TEXT[key])}</p>", f'<img src="{e(image)}" alt="{e(title_)}">']
-    h += [f'<p class="small">Note: {_html_code(n)}</p>' for n in inp.notes]
-    return "\n".join(h + ["</body>", "</html>", ""])
-
-
 # ====================================================================================== entry points
 def render_report(inp: ABReportInputs, out_dir: Path) -> ReportFiles:
     """Draw the figures and write ``report.md`` and ``report.html`` into ``out_dir``; return the paths."""
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:  # leave an interactive session's backend alone
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not inp.analyses:
         raise ValueError("analyses: nothing to report (no treatment arm beside the control)")
     out_dir = Path(out_dir)
@@ -551,10 +474,12 @@ def render_report(inp: ABReportInputs, out_dir: Path) -> ReportFiles:
     if inp.guardrails:
         _plot_guardrails(plt, inp, out_dir / GUARDRAILS_PNG)
         images.append(out_dir / GUARDRAILS_PNG)
-    page = out_dir / "report.html"
-    page.write_text(_html(inp), encoding="utf-8")
-    md = out_dir / "report.md"
-    md.write_text(_markdown(inp), encoding="utf-8")
+    md, page = write_pages(
+        out_dir, "ab", title=f"A/B report — experiment '{inp.experiment}'", intro=_intro(inp),
+        verdicts=[verdict(a) for a in inp.analyses.values()],
+        decisions=[(t, inp.verdict(t).reason) for t in inp.treatments], summary=_summary_table(inp),
+        guardrails=_guardrail_table(inp) if inp.guardrails else None, guardrails_text=_GUARDRAILS_TEXT,
+        guardrails_image=GUARDRAILS_PNG, metrics=_metric_table(inp), figures=_FIGURES, notes=inp.notes)
     return ReportFiles(md, page, tuple(images))
 
 

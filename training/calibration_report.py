@@ -11,40 +11,44 @@ the target it is checked against. The command line runs it as::
 It is built in three layers so that the report can later be rerun on a user's own decision logs
 (sim-to-real validation):
 
-1. *array functions* (:func:`funnel_rates`, :func:`hour_curves`, :func:`delay_quantiles`,
-   :func:`empirical_cdf`, :func:`revenue_concentration`, :func:`top_share`,
-   :func:`revenue_per_buyer_by_channels`, :func:`rolling_mean`) compute every curve from plain
-   arrays — a :class:`~envs.calibration.JourneyStats`, funnel probabilities, peak hours, delays;
+1. the curves are computed from plain arrays by :mod:`envs.calibration_metrics` (funnel rates,
+   hour-of-day curves, delays, revenue concentration, spend by channels used);
 2. :func:`simulated_inputs` is the only place that reaches into the simulator: it fills a
    :class:`ReportInputs` from a scenario;
-3. :func:`render_report` draws and writes everything from a :class:`ReportInputs`.
+3. :func:`render_report` draws the plots and writes the pages from a :class:`ReportInputs`, through
+   the reports' shared templates (``training/reports/templates/calibration.*.j2``).
 
 A logs importer only has to fill :class:`ReportInputs` from logs to get the same report.
 """
 
 from __future__ import annotations
 
-import html
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from envs import response
 from envs.calibration import TARGETS, TARGETS_BY_NAME, JourneyStats, Target, measure, omni_rank, simulate_journeys
+from envs.calibration_metrics import (
+    SMS_MINUTES,
+    TOP_SHARE,
+    Funnel,
+    delay_quantiles,
+    empirical_cdf,
+    revenue_concentration,
+    revenue_per_buyer_by_channels,
+    rolling_mean,
+    start_state_curves,
+    top_share,
+)
 from envs.scenario import Scenario
-from envs.simulation import Simulation
 from nba.actions import CHANNELS
+from training.reports.render import Table, interval, num, percent, pyplot, write_pages
 
 DAYS = 180  # days simulated under business-as-usual ...
 WARMUP_DAYS = 90  # ... of which the first are a warm-up, not measured
-FUNNEL_CONTENT = "promo"  # the content whose funnel is shown per channel
-TOP_SHARE = 0.07  # "the most omnichannel 7% of customers"
-SMS_MINUTES = 3.0  # "90% of SMS are read within 3 minutes"
-MAX_CHANNELS_BUCKET = 4  # revenue per buyer by channels used: 0, 1, 2, 3, 4+
 
 FUNNEL_PNG = "funnel.png"
 HOURS_PNG = "hours.png"
@@ -56,136 +60,6 @@ IMAGES: tuple[str, ...] = (FUNNEL_PNG, HOURS_PNG, SMS_PNG, TOUCH_PNG, CONC_PNG, 
 
 TARGET_COLOR = "#d62728"
 MEASURED_COLOR = "#1f77b4"
-
-
-# ====================================================================================== array layer
-@dataclass(frozen=True)
-class Funnel:
-    """Funnel rates per channel, each (C,): the probability that one contact reaches each stage.
-
-    Averaged over the customers reachable on the channel; ``reach`` is the share of customers who are.
-    """
-
-    STAGES: ClassVar[tuple[str, ...]] = ("delivered", "seen", "clicked", "converted")
-
-    channels: tuple[str, ...]
-    reach: np.ndarray
-    delivered: np.ndarray
-    seen: np.ndarray
-    clicked: np.ndarray
-    converted: np.ndarray
-
-    def stage(self, name: str) -> np.ndarray:
-        return getattr(self, name)
-
-
-def funnel_rates(channels: Sequence[str], reachable: np.ndarray, p_deliver: np.ndarray, p_open: np.ndarray,
-                 p_click: np.ndarray, p_convert: np.ndarray) -> Funnel:
-    """Mean funnel rates per channel from conditional stage probabilities.
-
-    Args:
-        channels: the C channel names.
-        reachable: (N, C) bool, customer ``n`` can be contacted on channel ``c``.
-        p_deliver, p_open, p_click, p_convert: (N, C) probabilities of one contact on channel ``c``:
-            delivered, seen given delivered, clicked given seen, converted given clicked.
-
-    Returns:
-        The funnel; a channel no one can be reached on has NaN rates.
-    """
-    reachable = np.asarray(reachable, bool)
-    stages = np.cumprod(np.stack([p_deliver, p_open, p_click, p_convert]).astype(np.float64), axis=0)
-    count = reachable.sum(axis=0)
-    total = np.where(reachable[None], stages, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = total / count
-    return Funnel(tuple(channels), reachable.mean(axis=0), *means)
-
-
-def hour_curves(peak_hour: np.ndarray, segment: np.ndarray, kappa: np.ndarray, hour_norm: np.ndarray,
-                n_segments: int) -> np.ndarray:
-    """(S, C, 24) mean hour-of-day multiplier of each segment and channel at local hours 0..23.
-
-    A customer's multiplier on channel ``c`` at local hour ``h`` is
-    ``hour_norm[c] * exp(kappa[c] * cos(2 pi (h - peak_hour[n, c]) / 24))``, which averages 1 over
-    the day (the response funnel's ``hour_nc(h)``). ``peak_hour`` is (N, C), ``segment`` (N,).
-    A segment with no customer gets NaN.
-    """
-    h = np.arange(24.0)
-    kappa = np.asarray(kappa, np.float64)
-    out = np.full((n_segments, kappa.size, 24), np.nan)
-    for s in range(n_segments):
-        p = np.asarray(peak_hour, np.float64)[segment == s]
-        if p.shape[0] == 0:
-            continue
-        mult = np.exp(kappa[None, :, None] * np.cos(response.TWO_PI_24 * (h[None, None, :] - p[:, :, None])))
-        out[s] = np.asarray(hour_norm)[:, None] * mult.mean(axis=0)
-    return out
-
-
-def delay_quantiles(sc: Scenario, channel: str, k: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """The scenario's delivery-to-seen delay distribution on ``channel``: ``(minutes, cdf)``.
-
-    Exact quantiles at ``k`` evenly spaced probabilities (the inverse CDF of
-    :func:`envs.response.delay_minutes`), so the CDF is drawn without sampling noise.
-    """
-    p = (np.arange(k) + 0.5) / k
-    ch = np.full(k, list(sc.channels).index(channel))
-    return np.sort(response.delay_minutes(sc.arrays(), ch, p)), p
-
-
-def empirical_cdf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted finite values of ``x`` and their empirical CDF."""
-    x = np.asarray(x, np.float64)
-    x = np.sort(x[np.isfinite(x)])
-    return x, np.arange(1, x.size + 1) / max(x.size, 1)
-
-
-def revenue_concentration(revenue: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lorenz-style curve: cumulative share of revenue of the first customers in ``order``.
-
-    Returns ``(customer_share, revenue_share)``, both of length N + 1, from (0, 0) to (1, 1).
-    """
-    r = np.asarray(revenue, np.float64)[order]
-    cum = np.concatenate([[0.0], np.cumsum(r)])
-    x = np.arange(r.size + 1) / max(r.size, 1)
-    return x, (cum / cum[-1] if cum[-1] > 0 else np.zeros_like(cum))
-
-
-def top_share(revenue: np.ndarray, order: np.ndarray, share: float = TOP_SHARE) -> float:
-    """Share of revenue of the first ``share`` of customers in ``order`` (as in envs.calibration.measure)."""
-    revenue = np.asarray(revenue, np.float64)
-    top = order[: max(1, int(round(share * len(order))))]
-    total = revenue.sum()
-    return float(revenue[top].sum() / total) if total > 0 else float("nan")
-
-
-def revenue_per_buyer_by_channels(revenue: np.ndarray, purchases: np.ndarray, channels_used: np.ndarray,
-                                  max_channels: int = MAX_CHANNELS_BUCKET
-                                  ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Mean revenue per buyer by channels used (0, 1, ..., ``max_channels``+).
-
-    Returns ``(labels, mean revenue per buyer, number of buyers)``; an empty bucket has NaN revenue.
-    """
-    buyers = np.asarray(purchases) > 0
-    bucket = np.minimum(np.asarray(channels_used), max_channels).astype(np.int64)
-    labels = [str(i) for i in range(max_channels)] + [f"{max_channels}+"]
-    mean = np.full(max_channels + 1, np.nan)
-    count = np.zeros(max_channels + 1, np.int64)
-    for i in range(max_channels + 1):
-        sel = buyers & (bucket == i)
-        count[i] = sel.sum()
-        if count[i]:
-            mean[i] = np.asarray(revenue, np.float64)[sel].mean()
-    return labels, mean, count
-
-
-def rolling_mean(x: np.ndarray, window: int = 7) -> np.ndarray:
-    """Trailing mean over ``window`` values (shorter at the start)."""
-    x = np.asarray(x, np.float64)
-    cum = np.concatenate([[0.0], np.cumsum(x)])
-    i = np.arange(1, x.size + 1)
-    lo = np.maximum(i - window, 0)
-    return (cum[i] - cum[lo]) / (i - lo)
 
 
 # ====================================================================================== inputs
@@ -204,7 +78,7 @@ class ReportInputs:
     segments: tuple[str, ...]
     funnel: Funnel
     funnel_content: str
-    hours: np.ndarray  # (S, C, 24) from hour_curves
+    hours: np.ndarray  # (S, C, 24) from envs.calibration_metrics.hour_curves
     decision_hour: int | None  # local hour the schedule sends at (marked on the hour curves)
     send_slots: tuple[int, ...]
     delays: dict[str, tuple[np.ndarray, np.ndarray]]  # channel -> (minutes, cdf) of the delay model
@@ -216,14 +90,7 @@ def simulated_inputs(sc: Scenario, *, n: int = 20_000, seed: int = 0,
     """Simulate ``n`` customers of ``sc`` and gather what the report draws."""
     stats = simulate_journeys(sc, n=n, seed=seed, days=DAYS, warmup_days=WARMUP_DAYS, progress=progress)
     measured = measure(sc, stats)
-
-    sim = Simulation(sc, seed, n, purpose="calibration-funnel", decision_hour=None, penalties=True)
-    space, sa = sim.space, sim.arrays
-    content = FUNNEL_CONTENT if FUNNEL_CONTENT in space.contents else space.contents[0]
-    actions = np.array([[space.index(c, content, None) for c in space.channels]])
-    t = response.contact_terms(sc, sa, space, sim.traits, sim.moment, actions)
-    funnel = funnel_rates(space.channels, sim.moment.reachable, t.p_deliver, t.p_open, t.p_click, t.p_convert)
-    hours = hour_curves(sim.traits.peak_hour, sim.traits.segment, sa.hour_kappa, sa.hour_norm, len(sc.segments))
+    funnel, hours, content = start_state_curves(sc, n=n, seed=seed)
 
     notes = [
         "`wrong_moment` and `sms_read_3min` are measured by `envs.calibration` on their own fixed samples "
@@ -231,7 +98,7 @@ def simulated_inputs(sc: Scenario, *, n: int = 20_000, seed: int = 0,
     ]
     return ReportInputs(
         scenario_name=sc.name, n=n, seed=seed, days=DAYS, warmup_days=WARMUP_DAYS, stats=stats,
-        measured=measured, channels=tuple(space.channels), segments=tuple(sc.segments), funnel=funnel,
+        measured=measured, channels=funnel.channels, segments=tuple(sc.segments), funnel=funnel,
         funnel_content=content, hours=hours, decision_hour=sc.journey_decision_hour,
         send_slots=tuple(sc.send_slots), delays={c: delay_quantiles(sc, c) for c in sc.channels},
         notes=tuple(notes),
@@ -262,6 +129,10 @@ class TargetRow:
             return "N/A"
         return "PASS" if self.target.ok(self.measured) else "FAIL"
 
+    @property
+    def label(self) -> str:
+        return _target_label(self.target)
+
 
 @dataclass(frozen=True)
 class Section:
@@ -270,17 +141,7 @@ class Section:
     alt: str
     text: str
     targets: tuple[str, ...] = ()
-    table: tuple[list[str], list[list[str]]] | None = None
-
-
-def _fmt(x: float | None) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    return f"{x:.4g}"
-
-
-def _pct(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else f"{100 * x:.3g}%"
+    table: Table | None = None
 
 
 def _channel_colors(channels: Sequence[str]) -> dict[str, Any]:
@@ -291,7 +152,7 @@ def _channel_colors(channels: Sequence[str]) -> dict[str, Any]:
 
 
 def _target_label(t: Target) -> str:
-    return f"target {_fmt(t.value)} (tolerance {_fmt(t.low)}–{_fmt(t.high)})"
+    return f"target {num(t.value)} (tolerance {num(t.low)}–{num(t.high)})"
 
 
 def _plot_funnel(plt, inp: ReportInputs, path: Path) -> None:
@@ -307,7 +168,7 @@ def _plot_funnel(plt, inp: ReportInputs, path: Path) -> None:
                edgecolor="white", linewidth=0.5)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{100 * y:g}%"))
-    ax.set_xticks(x, [f"{ch}\n(reach {_pct(r)})" for ch, r in zip(f.channels, f.reach, strict=True)])
+    ax.set_xticks(x, [f"{ch}\n(reach {percent(r)})" for ch, r in zip(f.channels, f.reach, strict=True)])
     ax.set_ylabel("probability per message sent (log scale)")
     ax.set_title(f"Response funnel per channel: one '{inp.funnel_content}' message sent now, "
                  "averaged over reachable customers")
@@ -469,7 +330,7 @@ def _plot_concentration(plt, inp: ReportInputs, path: Path) -> None:
     r = inp.measured.get("multichannel_spend_ratio", float("nan"))
     ax2.set_xlabel("channels used in the measured days (outbound channels seen + site/app)")
     ax2.set_ylabel("revenue per buyer (currency units)")
-    ax2.set_title(f"Multi-channel customers spend more: 2+ vs 0–1 channels = {_fmt(r)}×\n"
+    ax2.set_title(f"Multi-channel customers spend more: 2+ vs 0–1 channels = {num(r)}×\n"
                   f"{_target_label(t_ratio)}", fontsize=11)
     ax2.grid(axis="y", alpha=0.3)
     ax2.margins(y=0.12)
@@ -508,11 +369,10 @@ def _sections(inp: ReportInputs) -> list[Section]:
     sent, seen = np.asarray(st.sent_per_channel), np.asarray(st.seen_per_channel)
     with np.errstate(invalid="ignore", divide="ignore"):
         seen_rate = seen / sent
-    funnel_table = (
-        ["channel", "reachable", "delivered", "seen", "clicked", "converted",
-         "BAU sent", "BAU seen / sent"],
-        [[ch, _pct(f.reach[i]), _pct(f.delivered[i]), _pct(f.seen[i]), _pct(f.clicked[i]), _pct(f.converted[i]),
-          f"{int(sent[i]):,}", _pct(seen_rate[i])] for i, ch in enumerate(f.channels)],
+    funnel_table = Table(
+        ["channel", "reachable", "delivered", "seen", "clicked", "converted", "BAU sent", "BAU seen / sent"],
+        [[ch, *(percent(f.stage(stage)[i]) for stage in ("reach", *Funnel.STAGES)), f"{int(sent[i]):,}",
+          percent(seen_rate[i])] for i, ch in enumerate(f.channels)],
     )
     sms = np.asarray(st.sms_delays_min, np.float64)
     sms_obs = (f" In the simulated journeys, {np.mean(sms <= SMS_MINUTES):.1%} of the {sms.size:,} SMS seen "
@@ -520,10 +380,10 @@ def _sections(inp: ReportInputs) -> list[Section]:
     tp = np.asarray(st.touchpoints_at_purchase)
     buyers = st.purchases > 0
     labels, mean, count = revenue_per_buyer_by_channels(st.revenue, st.purchases, st.channels_used)
-    conc_table = (
+    conc_table = Table(
         ["channels used", "buyers", "share of buyers", "revenue per buyer"],
-        [[lab, f"{k:,}", _pct(k / max(buyers.sum(), 1)), _fmt(v)] for lab, k, v in zip(labels, count, mean,
-                                                                                       strict=True)],
+        [[lab, f"{k:,}", percent(k / max(buyers.sum(), 1)), num(v)] for lab, k, v in zip(labels, count, mean,
+                                                                                         strict=True)],
     )
     d = np.asarray(st.daily_revenue, np.float64)
     return [
@@ -576,8 +436,8 @@ def _sections(inp: ReportInputs) -> list[Section]:
         Section(
             "Daily revenue", DAILY_PNG, "mean revenue per customer per day",
             f"Revenue per customer per day over the {measured_days} measured days, under the business-as-usual "
-            f"schedule; mean {_fmt(float(d.mean()) if d.size else float('nan'))}, total "
-            f"{_fmt(float(d.sum()))} per customer over the period; {st.churned.mean():.1%} of customers churned "
+            f"schedule; mean {num(float(d.mean()) if d.size else float('nan'))}, total "
+            f"{num(float(d.sum()))} per customer over the period; {st.churned.mean():.1%} of customers churned "
             f"over all {inp.days} days. No calibration target; a drift here means the population is not "
             f"stationary (churn, lifecycle).",
         ),
@@ -605,145 +465,29 @@ def _intro(inp: ReportInputs, out_dir: Path, checked: list[TargetRow]) -> tuple[
     return text, _command(inp, out_dir)
 
 
-def _md_escape(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+def _checked_table(rows: list[TargetRow]) -> Table:
+    return Table(["target", "statement", "target value", "tolerance", "measured", "status", "source"],
+                 [[r.target.name, r.target.statement, num(r.target.value), interval(r.target.low, r.target.high),
+                   num(r.measured), r.status, r.target.source] for r in rows], status_col=5)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
-    return out
-
-
-def _checked_table(rows: list[TargetRow]) -> tuple[list[str], list[list[str]]]:
-    return (["target", "statement", "target value", "tolerance", "measured", "status", "source"],
-            [[r.target.name, r.target.statement, _fmt(r.target.value), f"[{_fmt(r.target.low)}, {_fmt(r.target.high)}]",
-              _fmt(r.measured), r.status, r.target.source] for r in rows])
-
-
-def _input_table(rows: list[TargetRow]) -> tuple[list[str], list[list[str]]]:
-    return (["target", "statement", "value", "range", "source"],
-            [[r.target.name, r.target.statement, _fmt(r.target.value), f"[{_fmt(r.target.low)}, {_fmt(r.target.high)}]",
-              r.target.source] for r in rows])
-
-
-def _markdown(inp: ReportInputs, out_dir: Path, checked: list[TargetRow], inputs: list[TargetRow],
-              sections: list[Section]) -> str:
-    rows = {r.target.name: r for r in checked}
-    text, cmd = _intro(inp, out_dir, checked)
-    md = [f"# Calibration report — scenario '{inp.scenario_name}'", "", text, "", "Reproduce with:", "",
-          "```", cmd, "```", ""]
-    md += ["## 1. Calibration targets", "", "Checked on the simulated customers:", ""]
-    md += _md_table(*_checked_table(checked))
-    md += ["", "Used to set inputs (facts about brands, not customers; not measured):", ""]
-    md += _md_table(*_input_table(inputs))
-    md += [""] + [f"Note: {n}" for n in inp.notes] + [""]
-    for i, s in enumerate(sections, start=2):
-        md += [f"## {i}. {s.title}", "", s.text, ""]
-        for name in s.targets:
-            r = rows[name]
-            md.append(f"- **{r.status}** `{name}` — {r.target.statement}: measured {_fmt(r.measured)}, "
-                      f"{_target_label(r.target)}. Source: {r.target.source}.")
-        if s.targets:
-            md.append("")
-        md += [f"![{s.alt}]({s.image})", ""]
-        if s.table is not None:
-            md += _md_table(*s.table) + [""]
-    return "\n".join(md)
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1500px; margin: 2em auto;
-       padding: 0 1.5em; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
-h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-pre { background: #f4f4f4; padding: .6em 1em; border-radius: 4px; }
-table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
-th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-.PASS { color: #fff; background: #2e7d32; font-weight: bold; }
-.FAIL { color: #fff; background: #c62828; font-weight: bold; }
-.row { display: flex; gap: 1.5em; align-items: flex-start; flex-wrap: wrap; }
-.row figure { flex: 3 1 650px; margin: 0; }
-.row figure img { max-width: 100%; border: 1px solid #ddd; }
-.row aside { flex: 1 1 280px; }
-.card { border: 1px solid #ccc; border-left: 6px solid #888; border-radius: 4px; padding: .6em .9em;
-        margin-bottom: 1em; background: #fafafa; }
-.card.PASS-card { border-left-color: #2e7d32; }
-.card.FAIL-card { border-left-color: #c62828; }
-.card .name { font-family: monospace; }
-.small { font-size: .85em; color: #555; }
-"""
-
-
-def _html_table(header: list[str], rows: list[list[str]], status_col: int | None = None) -> str:
-    e = html.escape
-    out = ["<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
-    for row in rows:
-        cells = []
-        for j, c in enumerate(row):
-            cls = f' class="{e(c)}"' if j == status_col and c in ("PASS", "FAIL") else ""
-            cells.append(f"<td{cls}>{e(c)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
-    return "\n".join(out)
-
-
-def _html_code(s: str) -> str:
-    """Escape ``s`` and turn `backquoted` spans into <code>."""
-    parts = html.escape(s).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _html(inp: ReportInputs, out_dir: Path, checked: list[TargetRow], inputs: list[TargetRow],
-          sections: list[Section]) -> str:
-    e = html.escape
-    rows = {r.target.name: r for r in checked}
-    text, cmd = _intro(inp, out_dir, checked)
-    title = f"Calibration report — scenario '{inp.scenario_name}'"
-    h = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{e(title)}</title>",
-         f"<style>{_CSS}</style>", "</head>", "<body>", f"<h1>{e(title)}</h1>", f"<p>{_html_code(text)}</p>",
-         "<p>Reproduce with:</p>", f"<pre>{e(cmd)}</pre>", "<h2>1. Calibration targets</h2>",
-         "<p>Checked on the simulated customers:</p>", _html_table(*_checked_table(checked), status_col=5),
-         "<p>Used to set inputs (facts about brands, not customers; not measured):</p>",
-         _html_table(*_input_table(inputs))]
-    h += [f'<p class="small">Note: {_html_code(n)}</p>' for n in inp.notes]
-    for i, s in enumerate(sections, start=2):
-        h += [f"<h2>{i}. {e(s.title)}</h2>", f"<p>{_html_code(s.text)}</p>", '<div class="row">',
-              f'<figure><img src="{e(s.image)}" alt="{e(s.alt)}"></figure>', "<aside>"]
-        for name in s.targets:
-            r = rows[name]
-            h += [f'<div class="card {e(r.status)}-card">',
-                  f'<div><span class="{e(r.status)}">&nbsp;{e(r.status)}&nbsp;</span> '
-                  f'<span class="name">{e(name)}</span></div>',
-                  f"<p>{e(r.target.statement)}</p>",
-                  f"<p>measured <b>{e(_fmt(r.measured))}</b><br>{e(_target_label(r.target))}</p>",
-                  f'<p class="small">Source: {e(r.target.source)}</p>', "</div>"]
-        if not s.targets:
-            h.append('<p class="small">No calibration target for this mechanic.</p>')
-        h.append("</aside></div>")
-        if s.table is not None:
-            h.append(_html_table(*s.table))
-    h += ["</body>", "</html>", ""]
-    return "\n".join(h)
+def _input_table(rows: list[TargetRow]) -> Table:
+    return Table(["target", "statement", "value", "range", "source"],
+                 [[r.target.name, r.target.statement, num(r.target.value), interval(r.target.low, r.target.high),
+                   r.target.source] for r in rows])
 
 
 def render_report(inp: ReportInputs, out_dir: Path) -> Path:
     """Draw every figure and write ``report.md`` and ``report.html`` into ``out_dir``; return ``report.md``."""
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:  # leave an interactive session's backend alone
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for draw, name in ((_plot_funnel, FUNNEL_PNG), (_plot_hours, HOURS_PNG), (_plot_sms_delay, SMS_PNG),
                        (_plot_touchpoints, TOUCH_PNG), (_plot_concentration, CONC_PNG), (_plot_daily, DAILY_PNG)):
         draw(plt, inp, out_dir / name)
     checked, inputs = _target_rows(inp.measured)
-    sections = _sections(inp)
-    (out_dir / "report.html").write_text(_html(inp, out_dir, checked, inputs, sections), encoding="utf-8")
-    md = out_dir / "report.md"
-    md.write_text(_markdown(inp, out_dir, checked, inputs, sections), encoding="utf-8")
+    intro, command = _intro(inp, out_dir, checked)
+    md, _ = write_pages(out_dir, "calibration", title=f"Calibration report — scenario '{inp.scenario_name}'",
+                        intro=intro, command=command, checked=_checked_table(checked), inputs=_input_table(inputs),
+                        notes=inp.notes, sections=_sections(inp), rows={r.target.name: r for r in checked})
     return md

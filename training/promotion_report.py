@@ -4,17 +4,19 @@ Every ``promote`` run (``training.jobs.promote``) that had an A/B verdict and an
 prediction logs, per decision, ``predicted_lift`` with ``predicted_lift_low`` / ``_high`` beside
 ``realised_lift`` with its always-valid interval (and ``true_lift`` when the test was simulated).
 :func:`collect` reads them from the tracking store, :func:`render_report` writes
-``predicted_vs_realised.png``, ``report.md`` and ``report.html``: whether the off-policy estimates
-that shortlist challengers agree with the experiments that follow them.
+``predicted_vs_realised.png``, ``report.md`` and ``report.html`` (the reports' shared templates,
+``training/reports/templates/promotions.*.j2``): whether the off-policy estimates that shortlist
+challengers agree with the experiments that follow them.
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from training.reports.render import Table, interval, num, write_pages
 
 PLOT_PNG = "predicted_vs_realised.png"
 
@@ -106,17 +108,21 @@ class ReportFiles:
         return (self.markdown, self.html, self.image)
 
 
-def _rows(points: list[PromotionPoint]) -> tuple[list[str], list[list[str]]]:
+def _signed(x: float) -> str:
+    return num(x, "+.4g")
+
+
+def _table(points: list[PromotionPoint]) -> Table:
     header = ["#", "promote run", "version", "moved", "predicted (interval)", "realised (always-valid interval)",
               "true", "realised in predicted"]
     rows = []
     for i, p in enumerate(points, 1):
         rows.append([str(i), p.run_id[:8], f"{p.previous} → {p.champion}" if p.promoted else p.champion,
                      "yes" if p.promoted else "no",
-                     f"{p.predicted:+.4g} [{p.predicted_low:+.4g}, {p.predicted_high:+.4g}]",
-                     f"{p.realised:+.4g} [{p.realised_low:+.4g}, {p.realised_high:+.4g}]",
-                     "—" if not np.isfinite(p.true) else f"{p.true:+.4g}", "yes" if p.covered else "no"])
-    return header, rows
+                     f"{_signed(p.predicted)} {interval(p.predicted_low, p.predicted_high, _signed)}",
+                     f"{_signed(p.realised)} {interval(p.realised_low, p.realised_high, _signed)}",
+                     "—" if not np.isfinite(p.true) else _signed(p.true), "yes" if p.covered else "no"])
+    return Table(header, rows)
 
 
 def _lines(s: Summary) -> list[str]:
@@ -149,22 +155,6 @@ def render_report(points: list[PromotionPoint], out_dir: Path) -> ReportFiles:
     plots.predicted_vs_realised(arr[:, 0], arr[:, 1:3], arr[:, 3], arr[:, 4:6], np.array([p.promoted for p in points]),
                                 image, "Promotions: off-policy prediction against the A/B test", truth=arr[:, 6],
                                 labels=[str(i) for i in range(1, len(points) + 1)])
-    header, rows = _rows(points)
-    md = ["# Promotions: predicted against realised lift", ""] + _lines(s) + [""]
-    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", f"![predicted against realised]({PLOT_PNG})", ""]
-    md += [f"{i}. {p.reason}" for i, p in enumerate(points, 1)]
-    (out_dir / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    e = html.escape
-    page = ["<!DOCTYPE html>", '<html lang="en">', '<head><meta charset="utf-8">',
-            "<title>Promotions: predicted against realised lift</title>",
-            "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1.5em}"
-            "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.3em .6em}th{background:#f0f0f0}"
-            "img{max-width:100%}</style></head>", "<body>", "<h1>Promotions: predicted against realised lift</h1>"]
-    page += [f"<p>{e(line)}</p>" for line in _lines(s)]
-    page += ["<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
-    page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
-    page += ["</table>", f'<img src="{PLOT_PNG}" alt="predicted against realised">', "<ol>"]
-    page += [f"<li>{e(p.reason)}</li>" for p in points] + ["</ol>", "</body>", "</html>", ""]
-    (out_dir / "report.html").write_text("\n".join(page), encoding="utf-8")
-    return ReportFiles(out_dir / "report.md", out_dir / "report.html", image)
+    md, page = write_pages(out_dir, "promotions", title="Promotions: predicted against realised lift",
+                           lines=_lines(s), table=_table(points), image=PLOT_PNG, reasons=[p.reason for p in points])
+    return ReportFiles(md, page, image)
