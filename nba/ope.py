@@ -120,8 +120,9 @@ field, e.g. ``propensities: row 5 is 0``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -217,26 +218,39 @@ def _check_logged(rewards: Any, actions: Any, propensities: Any, target: Any
     return rewards, actions, propensities, target
 
 
-def _check_q_hat(q_hat: Any, shape: tuple[int, int]) -> np.ndarray:
+def _check_model(q_hat: Any, shape: tuple[int, int]) -> tuple[RewardModel | None, np.ndarray]:
+    """The reward model, a :class:`RewardModel` or (n, A) predictions: (the RewardModel or None, the predictions)."""
+    model = q_hat if isinstance(q_hat, RewardModel) else None
     if q_hat is None:
         raise ValueError("q_hat: a reward model's predictions (n, A) are required")
-    q_hat = np.asarray(q_hat)
+    q_hat = np.asarray(q_hat if model is None else model.q_hat)
     if q_hat.shape != shape:
         raise ValueError(f"q_hat: expected shape {shape}, got {q_hat.shape}")
     q_hat = q_hat.astype(np.float64, copy=False)
     s = q_hat.sum(axis=1)  # a NaN or infinity makes its row's sum non-finite
     if not np.isfinite(s).all():
         raise ValueError(f"q_hat: row {_first_bad(~np.isfinite(s))} is not finite")
-    return q_hat
+    return model, q_hat
 
 
-def _check_options(level: float, n_bootstrap: int) -> None:
+def _check_options(n: int, level: float, n_bootstrap: int, support_weight: float, support_share: float,
+                   clusters: Any, tau: float) -> tuple[np.ndarray | None, float, float]:
+    """The options every estimator shares: (the clusters' codes or None, the support weight, tau)."""
     if not (isinstance(level, (float, int)) and 0.0 < level < 1.0):
         raise ValueError(f"level: must be in (0, 1), got {level!r}")
     if not (isinstance(n_bootstrap, (int, np.integer)) and n_bootstrap >= 0):
         raise ValueError(f"n_bootstrap: must be an integer >= 0, got {n_bootstrap!r}")
     if n_bootstrap == 1:
         raise ValueError("n_bootstrap: one resample gives no interval; use 0 (none) or >= 2")
+    if not (isinstance(support_weight, (float, int)) and support_weight >= 1):
+        raise ValueError(f"support_weight: must be a number >= 1, got {support_weight!r}")
+    if not (isinstance(support_share, (float, int)) and 0 <= support_share <= 1):
+        raise ValueError(f"support_share: must be in [0, 1], got {support_share!r}")
+    codes = None if clusters is None else cluster_codes(clusters, n)
+    tau = float(tau)
+    if not tau >= 0:
+        raise ValueError(f"tau: must be >= 0, got {tau!r}")
+    return codes, float(support_weight), tau
 
 
 def _check_logging(logging: Any, shape: tuple[int, int]) -> np.ndarray | None:
@@ -248,16 +262,7 @@ def _check_logging(logging: Any, shape: tuple[int, int]) -> np.ndarray | None:
     return logging
 
 
-# ----------------------------------------------------------------------------- building blocks
-def _weights(actions: np.ndarray, propensities: np.ndarray, target: np.ndarray) -> np.ndarray:
-    return target[np.arange(len(actions)), actions] / propensities
-
-
-def _dm_terms(target: np.ndarray, q_hat: np.ndarray) -> np.ndarray:
-    """sum_a pi(a|x_i) q_hat(x_i, a) per row, without an (n, A) temporary."""
-    return np.einsum("ij,ij->i", target, q_hat)
-
-
+# ----------------------------------------------------------------------------- diagnostics
 def _unsupported_mass(actions: np.ndarray, target: np.ndarray, logging: np.ndarray | None) -> float:
     if logging is not None:
         total = 0.0
@@ -267,14 +272,6 @@ def _unsupported_mass(actions: np.ndarray, target: np.ndarray, logging: np.ndarr
         return total / target.shape[0]
     never = (np.bincount(actions, minlength=target.shape[1]) == 0).astype(np.float64)
     return float((target @ never).mean())
-
-
-def _check_support(weight: float, share: float) -> float:
-    if not (isinstance(weight, (float, int)) and weight >= 1):
-        raise ValueError(f"support_weight: must be a number >= 1, got {weight!r}")
-    if not (isinstance(share, (float, int)) and 0 <= share <= 1):
-        raise ValueError(f"support_share: must be in [0, 1], got {share!r}")
-    return float(weight)
 
 
 def _unit_gap(units: np.ndarray, target_u: np.ndarray, logging_u: np.ndarray | None, weight: float) -> float:
@@ -297,11 +294,7 @@ def _unit_gap(units: np.ndarray, target_u: np.ndarray, logging_u: np.ndarray | N
     counts = np.bincount(units, minlength=target_u.shape[1])[: target_u.shape[1]]
     return float(mean[counts * weight < n * mean].sum())
 
-
-def _action_gap(actions: np.ndarray, target: np.ndarray, logging: np.ndarray | None, weight: float) -> float:
-    return _unit_gap(actions, target, logging, weight)
-
-
+# ----------------------------------------------------------------------------- resampling
 def _resampled_sums(units: np.ndarray, n_bootstrap: int, seed: int | None) -> np.ndarray:
     """(n_bootstrap, k) sums of ``units`` (k, m) over resamples of its m columns, ``CHUNK`` indices at a time."""
     k, m = units.shape
@@ -377,177 +370,9 @@ def _means(columns: np.ndarray, n_bootstrap: int, seed: int | None, codes: np.nd
     return sums[:, :k] / sums[:, k:]
 
 
-def _codes(clusters: Any, n: int) -> np.ndarray | None:
-    return None if clusters is None else cluster_codes(clusters, n)
-
-
-def _estimate(name: str, value: float, replicates: np.ndarray, level: float, n: int, w: np.ndarray,
-              unsupported: float, codes: np.ndarray | None, gap: float = 0.0, share: float = 1.0,
-              spread: np.ndarray | None = None) -> Estimate:
-    model_se = 0.0
-    if spread is not None and len(spread) > 1 and len(replicates):
-        # the reward model's refit spread (centred, scaled to an unbiased variance) added to the
-        # resamples' spread: replicate b moves by refit b mod K's shift (RewardModel)
-        k = len(spread)
-        shift = (spread - spread.mean()) * np.sqrt(k / (k - 1))
-        model_se = float(np.std(shift))
-        replicates = replicates + shift[np.arange(len(replicates)) % k]
-    if len(replicates):
-        tail = (1.0 - level) / 2.0
-        lo, hi = np.nanquantile(replicates, [tail, 1.0 - tail])
-        lo, hi = min(float(lo), value), max(float(hi), value)
-        se = float(np.nanstd(replicates, ddof=1))
-    else:
-        lo = hi = se = float("nan")
-    sw, sw2 = float(w.sum()), float(np.dot(w, w))
-    ess = sw * sw / sw2 if sw2 > 0 else 0.0
-    g = None if codes is None else int(codes.max()) + 1
-    return Estimate(name, float(value), lo, hi, float(level), n, se, ess, float(w.max()), unsupported, g,
-                    float(gap), bool(gap > share), model_se)
-
-
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-# ----------------------------------------------------------------------------- estimators
-def ips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
-        seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
-        support_share: float = SUPPORT_SHARE) -> Estimate:
-    """Inverse propensity scoring: the mean of ``w_i r_i``.
-
-    Unbiased when the propensities are the logger's exact probabilities and the logger gives every
-    action the target may take a positive probability (support); its variance grows with the
-    weights (see ``ess`` and ``max_weight``).
-
-    Args:
-        rewards: (n,) observed rewards.
-        actions: (n,) logged action indices.
-        propensities: (n,) the logging policy's probability of each logged action, in (0, 1].
-        target: (n, A) the target policy's distribution over actions on each logged context.
-        level: the interval's coverage.
-        n_bootstrap: bootstrap resamples (0: no interval).
-        seed: seed of the resampling.
-        logging: optional (n, A) logging distribution, for the ``unsupported_mass`` diagnostic
-            and the support check (row by row; else from the log's counts).
-        clusters: optional (n,) ids of the units to resample (customer ids, say): a cluster
-            bootstrap (module docstring). None: the rows are the units.
-        support_weight, support_share: the support check's thresholds (module docstring):
-            ``unsupported`` when more than ``support_share`` of the target's mass is on actions
-            where its probability exceeds ``support_weight`` times the logger's.
-    """
-    r, a, p, t = _check_logged(rewards, actions, propensities, target)
-    _check_options(level, n_bootstrap)
-    codes = _codes(clusters, len(r))
-    w = _weights(a, p, t)
-    terms = w * r
-    reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    lg = _check_logging(logging, t.shape)
-    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
-    return _estimate("ips", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes, gap,
-                     support_share)
-
-
-def snips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
-          seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
-        support_share: float = SUPPORT_SHARE) -> Estimate:
-    """Self-normalised IPS: ``sum_i w_i r_i / sum_i w_i``.
-
-    Same assumptions as :func:`ips`; slightly biased (O(1/n)) but consistent, with lower variance,
-    and always within the range of the observed rewards. Each bootstrap replicate is the ratio of
-    the resampled sums. Raises when the target puts no mass on any logged action (``sum w = 0``).
-    Arguments as :func:`ips`.
-    """
-    r, a, p, t = _check_logged(rewards, actions, propensities, target)
-    _check_options(level, n_bootstrap)
-    codes = _codes(clusters, len(r))
-    w = _weights(a, p, t)
-    if w.sum() <= 0:
-        raise ValueError("target: puts no probability on any logged action; SNIPS is undefined")
-    m = _means(np.vstack([w * r, w]), n_bootstrap, seed, codes)
-    reps = _ratio(m[:, 0], m[:, 1])
-    lg = _check_logging(logging, t.shape)
-    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
-    return _estimate("snips", float(np.dot(w, r) / w.sum()), reps, level, len(r), w, _unsupported_mass(a, t, lg),
-                     codes, gap, support_share)
-
-
-def dm(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
-       seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
-        support_share: float = SUPPORT_SHARE) -> Estimate:
-    """Direct method: the mean over rows of ``sum_a pi(a|x_i) q_hat(x_i, a)``.
-
-    Needs no support and no propensities, but is only as good as the reward model: unbiased when
-    ``q_hat`` is the exact expected reward, biased as much as the model is otherwise. The bootstrap
-    resamples contexts with the model held fixed, so the interval does **not** include the model's
-    error. ``q_hat`` (n, A): the reward model's prediction for every action on every logged context
-    (out of fold, see :func:`fit_reward_model`). Other arguments as :func:`ips` (rewards, actions
-    and propensities are checked and used for the diagnostics only).
-    """
-    r, a, p, t = _check_logged(rewards, actions, propensities, target)
-    q = _check_q_hat(q_hat, t.shape)
-    _check_options(level, n_bootstrap)
-    codes = _codes(clusters, len(r))
-    terms = _dm_terms(t, q)
-    reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    lg = _check_logging(logging, t.shape)
-    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
-    return _estimate("dm", float(terms.mean()), reps, level, len(r), _weights(a, p, t), _unsupported_mass(a, t, lg),
-                     codes, gap, support_share)
-
-
-def _dr_terms(r, a, p, t, q, tau: float) -> tuple[np.ndarray, np.ndarray]:
-    w = _weights(a, p, t)
-    residual = r - q[np.arange(len(a)), a]
-    correction = w * residual if tau == np.inf else np.where(w <= tau, w * residual, 0.0)
-    return _dm_terms(t, q) + correction, w
-
-
-def dr(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
-       seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
-        support_share: float = SUPPORT_SHARE) -> Estimate:
-    """Doubly robust: the direct method plus the importance-weighted residual of the logged action.
-
-    ``dm_i + w_i (r_i - q_hat(x_i, a_i))``: unbiased when either the propensities are exact with
-    support, or the reward model is exact; with both, its variance is lowest. Arguments as
-    :func:`dm`.
-    """
-    r, a, p, t = _check_logged(rewards, actions, propensities, target)
-    q = _check_q_hat(q_hat, t.shape)
-    _check_options(level, n_bootstrap)
-    codes = _codes(clusters, len(r))
-    terms, w = _dr_terms(r, a, p, t, q, np.inf)
-    reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    lg = _check_logging(logging, t.shape)
-    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
-    return _estimate("dr", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes, gap,
-                     support_share)
-
-
-def switch_dr(rewards, actions, propensities, target, q_hat, tau: float, *, level: float = 0.95,
-              n_bootstrap: int = 200, seed: int | None = 0, logging=None, clusters=None,
-              support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> Estimate:
-    """Switch doubly robust: DR whose importance-weighted correction is dropped where ``w_i > tau``.
-
-    ``dm_i + 1{w_i <= tau} w_i (r_i - q_hat(x_i, a_i))``. Unbiased when the propensities are exact
-    with support and the reward model is exact on the rows whose weight exceeds ``tau`` (there it
-    is the direct method); ``tau = inf`` is exactly :func:`dr`, ``tau = 0`` the direct method.
-    ``tau`` >= 0; other arguments as :func:`dm`.
-    """
-    tau = float(tau)
-    if not tau >= 0:
-        raise ValueError(f"tau: must be >= 0, got {tau!r}")
-    r, a, p, t = _check_logged(rewards, actions, propensities, target)
-    q = _check_q_hat(q_hat, t.shape)
-    _check_options(level, n_bootstrap)
-    codes = _codes(clusters, len(r))
-    terms, w = _dr_terms(r, a, p, t, q, tau)
-    reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    lg = _check_logging(logging, t.shape)
-    gap = _action_gap(a, t, lg, _check_support(support_weight, support_share))
-    return _estimate("switch_dr", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes, gap,
-                     support_share)
 
 
 # ----------------------------------------------------------------------------- marginal estimators
@@ -626,8 +451,244 @@ def _marginal(a: np.ndarray, p: np.ndarray, t: np.ndarray, groups: Any, logging:
     return t_g[np.arange(n), e] / mu, e, t_g, l_g
 
 
-def _marginal_gap(e, t_g, l_g, weight: float) -> float:
-    return _unit_gap(e, t_g, l_g, weight)
+# ----------------------------------------------------------------------------- one estimator shape
+# An estimator is its per-row terms, a function of the validated log, and how they become an
+# estimate (_Estimator). Everything else is shared: the checks, the resampling (every estimator
+# resamples the same units for a seed), the diagnostics and the Estimate (_estimate), so
+# evaluate and the single estimators are the same code.
+@dataclass(frozen=True, eq=False)
+class _Log:
+    """A validated log and the parts of the estimators' terms, each computed once, when first used."""
+
+    r: np.ndarray  # (n,) rewards
+    a: np.ndarray  # (n,) logged actions
+    p: np.ndarray  # (n,) their logged propensities
+    t: np.ndarray  # (n, A) the target's distribution
+    q: np.ndarray | None  # (n, A) the reward model's predictions (None: no estimator here reads one)
+    logging: np.ndarray | None  # (n, A) the logging distribution, when known
+    tau: float  # switch-DR's weight threshold
+    groups: Any  # (A,) the marginal estimators' action groups
+    logging_groups: Any  # (n, G) the logger's group probabilities, when ``logging`` is unknown
+    support_weight: float  # the support check's weight
+
+    @cached_property
+    def w(self) -> np.ndarray:  # (n,) importance weights pi(a_i|x_i) / p_i
+        return self.t[np.arange(len(self.a)), self.a] / self.p
+
+    @cached_property
+    def wr(self) -> np.ndarray:  # (n,) w_i r_i (one array for IPS and SNIPS: resampled once)
+        return self.w * self.r
+
+    @cached_property
+    def direct(self) -> np.ndarray:  # (n,) sum_a pi(a|x_i) q_hat(x_i, a), without an (n, A) temporary
+        return np.einsum("ij,ij->i", self.t, self.q)
+
+    @cached_property
+    def residual(self) -> np.ndarray:  # (n,) r_i - q_hat(x_i, a_i)
+        return self.r - self.q[np.arange(len(self.a)), self.a]
+
+    @cached_property
+    def marginal(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:  # _marginal's
+        return _marginal(self.a, self.p, self.t, self.groups, self.logging, self.logging_groups)
+
+    @cached_property
+    def unsupported_mass(self) -> float:
+        return _unsupported_mass(self.a, self.t, self.logging)
+
+    @cached_property
+    def action_gap(self) -> float:  # the support check on actions
+        return _unit_gap(self.a, self.t, self.logging, self.support_weight)
+
+    @cached_property
+    def group_gap(self) -> float:  # the support check on groups
+        _, e, t_g, l_g = self.marginal
+        return _unit_gap(e, t_g, l_g, self.support_weight)
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """An estimator's per-row terms on one log."""
+
+    values: np.ndarray  # (n,) the terms: the estimate is their mean
+    weights: np.ndarray  # (n,) its importance weights (ess, max_weight)
+    residual_weights: np.ndarray | None = None  # (n,) each row's weight on the model's residual (None: DM's 0)
+
+
+@dataclass(frozen=True)
+class _Estimator:
+    """One estimator: its per-row terms, and how they become an estimate."""
+
+    terms: Callable[[_Log], _Terms]
+    model: bool = False  # its terms read the reward model: a RewardModel's refit spread widens its interval
+    normalised: bool = False  # values w_i r_i: the estimate is sum_i w_i r_i / sum_i w_i, a replicate a ratio of sums
+    marginal: bool = False  # its weights and support check are on action groups, not actions
+
+
+def _switch_dr(x: _Log) -> _Terms:
+    if x.tau == np.inf:
+        return _Terms(x.direct + x.w * x.residual, x.w, x.w)
+    switch = x.w <= x.tau
+    return _Terms(x.direct + np.where(switch, x.w * x.residual, 0.0), x.w, np.where(switch, x.w, 0.0))
+
+
+_ESTIMATORS: dict[str, _Estimator] = {
+    "ips": _Estimator(lambda x: _Terms(x.wr, x.w)),
+    "snips": _Estimator(lambda x: _Terms(x.wr, x.w), normalised=True),
+    "dm": _Estimator(lambda x: _Terms(x.direct, x.w), model=True),
+    "dr": _Estimator(lambda x: _Terms(x.direct + x.w * x.residual, x.w, x.w), model=True),
+    "switch_dr": _Estimator(_switch_dr, model=True),
+    "mips": _Estimator(lambda x: _Terms(x.marginal[0] * x.r, x.marginal[0]), marginal=True),
+    "mdr": _Estimator(lambda x: _Terms(x.direct + x.marginal[0] * x.residual, x.marginal[0], x.marginal[0]),
+                      model=True, marginal=True),
+}
+ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATORS)
+
+
+def _estimate(names: Sequence[str], x: _Log, level: float, n_bootstrap: int, seed: int | None,
+              codes: np.ndarray | None, share: float, model: RewardModel | None) -> dict[str, Estimate]:
+    """The estimators ``names`` on the log ``x``: their terms resampled together, diagnostics, Estimates."""
+    terms = {name: _ESTIMATORS[name].terms(x) for name in names}
+    columns: dict[int, np.ndarray] = {}  # the distinct arrays to resample, by identity
+    for name, tm in terms.items():
+        columns.setdefault(id(tm.values), tm.values)
+        if _ESTIMATORS[name].normalised:
+            if tm.weights.sum() <= 0:
+                raise ValueError(f"target: puts no probability on any logged action; {name.upper()} is undefined")
+            columns.setdefault(id(tm.weights), tm.weights)
+    reps = dict(zip(columns, _means(np.vstack(list(columns.values())), n_bootstrap, seed, codes).T, strict=True))
+    out = {}
+    for name, tm in terms.items():
+        spec, w = _ESTIMATORS[name], tm.weights
+        if spec.normalised:
+            value, replicates = float(np.dot(w, x.r) / w.sum()), _ratio(reps[id(tm.values)], reps[id(w)])
+        else:
+            value, replicates = float(tm.values.mean()), reps[id(tm.values)]
+        refits = spec.model and model is not None and len(model.logged_delta) > 1
+        lo, hi, se, model_se = _interval(value, replicates, level,
+                                         model.shifts(x.t, tm.residual_weights) if refits else None)
+        sw, sw2 = float(w.sum()), float(np.dot(w, w))
+        gap = x.group_gap if spec.marginal else x.action_gap
+        out[name] = Estimate(name, value, lo, hi, float(level), len(x.r), se, sw * sw / sw2 if sw2 > 0 else 0.0,
+                             float(w.max()), x.unsupported_mass, None if codes is None else int(codes.max()) + 1,
+                             float(gap), bool(gap > share), model_se)
+    return out
+
+
+def _interval(value: float, replicates: np.ndarray, level: float, spread: np.ndarray | None
+              ) -> tuple[float, float, float, float]:
+    """(low, high, standard error, the reward model's share of it) from the replicates and the refits' shifts."""
+    model_se = 0.0
+    if spread is not None and len(spread) > 1 and len(replicates):
+        # the reward model's refit spread (centred, scaled to an unbiased variance) added to the
+        # resamples' spread: replicate b moves by refit b mod K's shift (RewardModel)
+        k = len(spread)
+        shift = (spread - spread.mean()) * np.sqrt(k / (k - 1))
+        model_se = float(np.std(shift))
+        replicates = replicates + shift[np.arange(len(replicates)) % k]
+    if not len(replicates):
+        return float("nan"), float("nan"), float("nan"), model_se
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(replicates, [tail, 1.0 - tail])
+    return min(float(lo), value), max(float(hi), value), float(np.nanstd(replicates, ddof=1)), model_se
+
+
+def _single(name: str, rewards, actions, propensities, target, q_hat=None, groups=None, tau: float = np.inf, *,
+            level: float, n_bootstrap: int, seed: int | None, logging, clusters, support_weight: float,
+            support_share: float, logging_groups=None) -> Estimate:
+    """One estimator on one log."""
+    r, a, p, t = _check_logged(rewards, actions, propensities, target)
+    model, q = _check_model(q_hat, t.shape) if _ESTIMATORS[name].model else (None, None)
+    codes, weight, tau = _check_options(len(r), level, n_bootstrap, support_weight, support_share, clusters, tau)
+    x = _Log(r, a, p, t, q, _check_logging(logging, t.shape), tau, groups, logging_groups, weight)
+    return _estimate([name], x, level, n_bootstrap, seed, codes, support_share, model)[name]
+
+
+# ----------------------------------------------------------------------------- estimators
+def ips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
+        seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
+       support_share: float = SUPPORT_SHARE) -> Estimate:
+    """Inverse propensity scoring: the mean of ``w_i r_i``.
+
+    Unbiased when the propensities are the logger's exact probabilities and the logger gives every
+    action the target may take a positive probability (support); its variance grows with the
+    weights (see ``ess`` and ``max_weight``).
+
+    Args:
+        rewards: (n,) observed rewards.
+        actions: (n,) logged action indices.
+        propensities: (n,) the logging policy's probability of each logged action, in (0, 1].
+        target: (n, A) the target policy's distribution over actions on each logged context.
+        level: the interval's coverage.
+        n_bootstrap: bootstrap resamples (0: no interval).
+        seed: seed of the resampling.
+        logging: optional (n, A) logging distribution, for the ``unsupported_mass`` diagnostic
+            and the support check (row by row; else from the log's counts).
+        clusters: optional (n,) ids of the units to resample (customer ids, say): a cluster
+            bootstrap (module docstring). None: the rows are the units.
+        support_weight, support_share: the support check's thresholds (module docstring):
+            ``unsupported`` when more than ``support_share`` of the target's mass is on actions
+            where its probability exceeds ``support_weight`` times the logger's.
+    """
+    return _single("ips", rewards, actions, propensities, target, level=level, n_bootstrap=n_bootstrap, seed=seed,
+                   logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
+
+
+def snips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
+          seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
+          support_share: float = SUPPORT_SHARE) -> Estimate:
+    """Self-normalised IPS: ``sum_i w_i r_i / sum_i w_i``.
+
+    Same assumptions as :func:`ips`; slightly biased (O(1/n)) but consistent, with lower variance,
+    and always within the range of the observed rewards. Each bootstrap replicate is the ratio of
+    the resampled sums. Raises when the target puts no mass on any logged action (``sum w = 0``).
+    Arguments as :func:`ips`.
+    """
+    return _single("snips", rewards, actions, propensities, target, level=level, n_bootstrap=n_bootstrap, seed=seed,
+                   logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
+
+
+def dm(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
+       seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
+       support_share: float = SUPPORT_SHARE) -> Estimate:
+    """Direct method: the mean over rows of ``sum_a pi(a|x_i) q_hat(x_i, a)``.
+
+    Needs no support and no propensities, but is only as good as the reward model: unbiased when
+    ``q_hat`` is the exact expected reward, biased as much as the model is otherwise. The bootstrap
+    resamples contexts with the model held fixed, so the interval does **not** include the model's
+    error. ``q_hat`` (n, A): the reward model's prediction for every action on every logged context
+    (out of fold, see :func:`fit_reward_model`). Other arguments as :func:`ips` (rewards, actions
+    and propensities are checked and used for the diagnostics only).
+    """
+    return _single("dm", rewards, actions, propensities, target, q_hat, level=level, n_bootstrap=n_bootstrap, seed=seed,
+                   logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
+
+
+def dr(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
+       seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
+       support_share: float = SUPPORT_SHARE) -> Estimate:
+    """Doubly robust: the direct method plus the importance-weighted residual of the logged action.
+
+    ``dm_i + w_i (r_i - q_hat(x_i, a_i))``: unbiased when either the propensities are exact with
+    support, or the reward model is exact; with both, its variance is lowest. Arguments as
+    :func:`dm`.
+    """
+    return _single("dr", rewards, actions, propensities, target, q_hat, level=level, n_bootstrap=n_bootstrap, seed=seed,
+                   logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
+
+
+def switch_dr(rewards, actions, propensities, target, q_hat, tau: float, *, level: float = 0.95,
+              n_bootstrap: int = 200, seed: int | None = 0, logging=None, clusters=None,
+              support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> Estimate:
+    """Switch doubly robust: DR whose importance-weighted correction is dropped where ``w_i > tau``.
+
+    ``dm_i + 1{w_i <= tau} w_i (r_i - q_hat(x_i, a_i))``. Unbiased when the propensities are exact
+    with support and the reward model is exact on the rows whose weight exceeds ``tau`` (there it
+    is the direct method); ``tau = inf`` is exactly :func:`dr`, ``tau = 0`` the direct method.
+    ``tau`` >= 0; other arguments as :func:`dm`.
+    """
+    return _single("switch_dr", rewards, actions, propensities, target, q_hat, tau=tau, level=level,
+                   n_bootstrap=n_bootstrap, seed=seed, logging=logging, clusters=clusters,
+                   support_weight=support_weight, support_share=support_share)
 
 
 def mips(rewards, actions, propensities, target, groups, *, logging=None, logging_groups=None,
@@ -645,16 +706,9 @@ def mips(rewards, actions, propensities, target, groups, *, logging=None, loggin
     groups must be the actions (then it is IPS). ``ess``, ``max_weight`` and the support check are
     on the group weights. Other arguments as :func:`ips`.
     """
-    r, a, p, t = _check_logged(rewards, actions, propensities, target)
-    _check_options(level, n_bootstrap)
-    weight = _check_support(support_weight, support_share)
-    lg = _check_logging(logging, t.shape)
-    codes = _codes(clusters, len(r))
-    w, e, t_g, l_g = _marginal(a, p, t, groups, lg, logging_groups)
-    terms = w * r
-    reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    return _estimate("mips", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes,
-                     _marginal_gap(e, t_g, l_g, weight), support_share)
+    return _single("mips", rewards, actions, propensities, target, groups=groups, level=level, n_bootstrap=n_bootstrap,
+                   seed=seed, logging=logging, logging_groups=logging_groups, clusters=clusters,
+                   support_weight=support_weight, support_share=support_share)
 
 
 def mdr(rewards, actions, propensities, target, q_hat, groups, *, logging=None, logging_groups=None,
@@ -669,20 +723,9 @@ def mdr(rewards, actions, propensities, target, q_hat, groups, *, logging=None, 
     the target chooses within each group as the logger does. Arguments as :func:`mips`, plus
     ``q_hat`` (n, A) as in :func:`dm`.
     """
-    r, a, p, t = _check_logged(rewards, actions, propensities, target)
-    q = _check_q_hat(q_hat, t.shape)
-    _check_options(level, n_bootstrap)
-    weight = _check_support(support_weight, support_share)
-    lg = _check_logging(logging, t.shape)
-    codes = _codes(clusters, len(r))
-    w, e, t_g, l_g = _marginal(a, p, t, groups, lg, logging_groups)
-    terms = _dm_terms(t, q) + w * (r - q[np.arange(len(a)), a])
-    reps = _means(terms, n_bootstrap, seed, codes)[:, 0]
-    return _estimate("mdr", float(terms.mean()), reps, level, len(r), w, _unsupported_mass(a, t, lg), codes,
-                     _marginal_gap(e, t_g, l_g, weight), support_share)
-
-
-ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dm", "dr", "switch_dr", "mips", "mdr")
+    return _single("mdr", rewards, actions, propensities, target, q_hat, groups, level=level, n_bootstrap=n_bootstrap,
+                   seed=seed, logging=logging, logging_groups=logging_groups, clusters=clusters,
+                   support_weight=support_weight, support_share=support_share)
 
 
 # ----------------------------------------------------------------------------- reward model
@@ -914,9 +957,6 @@ def _check_xy(rewards, actions, n: int, n_actions: int) -> tuple[np.ndarray, np.
 
 
 # ----------------------------------------------------------------------------- all at once
-_FIELDS = ("context", "eligible", "action", "propensity", "reward")
-
-
 def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None, tau: float = 20.0,
              logging=None, level: float = 0.95, n_bootstrap: int = 200, seed: int | None = 0,
              model_params: Mapping[str, Any] | None = None, clusters=None,
@@ -970,14 +1010,9 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
             space = getattr(target, "space", None)
         target = target.probabilities(np.asarray(context), np.asarray(eligible, bool))
     r, a, p, t = _check_logged(rewards, actions, propensities, target)
-    _check_options(level, n_bootstrap)
-    weight = _check_support(support_weight, support_share)
     if clusters is None and cluster_by_customer:
         clusters = get("customer_id")
-    codes = _codes(clusters, len(r))
-    tau = float(tau)
-    if not tau >= 0:
-        raise ValueError(f"tau: must be >= 0, got {tau!r}")
+    codes, weight, tau = _check_options(len(r), level, n_bootstrap, support_weight, support_share, clusters, tau)
     model_space = space if space is not None else t.shape[1]
     if groups is None or isinstance(groups, str):
         by = groups or (DEFAULT_GROUPING if isinstance(space, ActionSpace) else "action")
@@ -987,8 +1022,7 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
             raise ValueError("data: the default reward model needs the field 'context' (or pass q_hat)")
         q_hat = fit_reward_models(context, a, r, model_space, mask=eligible, seed=0 if seed is None else seed,
                                   clusters=clusters, **dict(model_params or {}))
-    model = q_hat if isinstance(q_hat, RewardModel) else None
-    q = _check_q_hat(model.q_hat if model is not None else q_hat, t.shape)
+    model, q = _check_model(q_hat, t.shape)
     lg = _check_logging(logging, t.shape)
     if (lg is None and logging_groups is None and model is not None and model.logging_groups is not None
             and np.array_equal(model.groups, _check_groups(groups, t.shape[1])[0])):
@@ -998,37 +1032,8 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
             raise ValueError("data: the marginal estimators need the field 'context' to estimate the logger's "
                              "group probabilities (or pass logging or logging_groups)")
         logging_groups = fit_group_propensities(context, a, groups, mask=eligible, seed=0 if seed is None else seed)
-    unsupported = _unsupported_mass(a, t, lg)
-    action_gap = _action_gap(a, t, lg, weight)
-    w = _weights(a, p, t)
-    wg, e, t_g, l_g = _marginal(a, p, t, groups, lg, logging_groups)
-    group_gap = _marginal_gap(e, t_g, l_g, weight)
-    dm_terms = _dm_terms(t, q)
-    raw = r - q[np.arange(len(a)), a]
-    residual = w * raw
-    switch = w <= tau
-    columns = np.vstack([w * r, w, dm_terms, dm_terms + residual,
-                         dm_terms + (residual if tau == np.inf else np.where(switch, residual, 0.0)),
-                         wg * r, dm_terms + wg * raw])
-    values = columns.mean(axis=1)
-    if w.sum() <= 0:
-        raise ValueError("target: puts no probability on any logged action; SNIPS is undefined")
-    values[1] = float(np.dot(w, r) / w.sum())
-    reps = _means(columns, n_bootstrap, seed, codes)
-    reps[:, 1] = _ratio(reps[:, 0], reps[:, 1])
-    spread: dict[str, np.ndarray | None] = dict.fromkeys(ESTIMATORS)
-    if model is not None and len(model.logged_delta) > 1:
-        if model.q_hat.shape != t.shape:
-            raise ValueError(f"q_hat: expected shape {t.shape}, got {model.q_hat.shape}")
-        spread |= {"dm": model.shifts(t, None), "dr": model.shifts(t, w),
-                   "switch_dr": model.shifts(t, np.where(switch, w, 0.0) if tau != np.inf else w),
-                   "mdr": model.shifts(t, wg)}
-    out = {}
-    for j, name in enumerate(ESTIMATORS):
-        marginal = name in ("mips", "mdr")
-        out[name] = _estimate(name, float(values[j]), reps[:, j], level, len(r), wg if marginal else w, unsupported,
-                              codes, group_gap if marginal else action_gap, support_share, spread[name])
-    return out
+    x = _Log(r, a, p, t, q, lg, tau, groups, logging_groups, weight)
+    return _estimate(ESTIMATORS, x, level, n_bootstrap, seed, codes, support_share, model)
 
 
 # ----------------------------------------------------------------------------- ranking
