@@ -713,8 +713,8 @@ def check_guardrails(guardrails: Iterable[Guardrail | Mapping[str, object] | str
     return tuple(out)
 
 
-def worsening(guardrail: Guardrail, mean_t: np.ndarray, var_mean_t: np.ndarray, mean_c: np.ndarray,
-              var_mean_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def worsening(guardrail: Guardrail, mean_t: np.ndarray | float, var_mean_t: np.ndarray | float,
+              mean_c: np.ndarray | float, var_mean_c: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """The guardrail's worsening (treatment against control, in its margin's units) and standard error.
 
     Absolute: ``±(m_t - m_c)`` with ``sqrt(V_t + V_c)``; relative: ``±(m_t / m_c - 1)`` with the delta
@@ -901,7 +901,8 @@ def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest]
         test = "always-valid p"
     else:
         significant, diff, p, test = primary.significant(alpha), primary.diff, primary.p_value, "Welch p"
-    side = "inconclusive" if not significant else ("better" if diff > 0 else "worse")
+    side: Literal["better", "worse", "inconclusive"] = (
+        "inconclusive" if not significant else ("better" if diff > 0 else "worse"))
     failed = tuple(g.guardrail.name for g in guardrails if not g.passed)
     why = [f"primary metric {side} ({diff:+.4g} per customer, {test} = {p:.3g})"]
     if failed:

@@ -80,7 +80,7 @@ class ActionSpace:
     channels: tuple[str, ...] = CHANNELS
     contents: tuple[str, ...] = CONTENTS
     send_slots: tuple[int | None, ...] = (None, 9, 13, 19)
-    _arrays: dict = field(default=None, init=False, repr=False, compare=False)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def plain(cls, k_or_names: int | Iterable[str], no_contact: bool = False) -> ActionSpace:

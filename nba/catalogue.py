@@ -40,7 +40,7 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -242,7 +242,7 @@ class Catalogue:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[float]:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -299,9 +299,9 @@ def _make_encoding(space: ActionSpace, features: Mapping[str, Mapping[str, Value
     for name in sorted(seen):
         values = seen[name]
         if isinstance(values[0], str):
-            out.append(Feature(name, "category", tuple(sorted(set(values)))))
+            out.append(Feature(name, "category", tuple(sorted({str(v) for v in values}))))
         else:
-            top = max(abs(v) for v in values)
+            top = max(abs(float(v)) for v in values)
             out.append(Feature(name, "number", scale=float(top) if top > 0 else 1.0))
     if space.is_plain:
         return Encoding("plain", tuple(out), no_contact=space.has_no_contact)
@@ -352,7 +352,7 @@ def _encode(offers: tuple[str, ...], features: Mapping[str, Mapping[str, Value]]
             if isinstance(v, str) != (f.kind == "category"):
                 raise ValueError(f"features.{offer}.{f.name}: is a {'category' if isinstance(v, str) else 'number'} "
                                  f"here but a {f.kind} in the encoding")
-            if f.kind == "number":
+            if not isinstance(v, str):
                 out[r, col] = v / f.scale
             elif v in index:  # an unseen value: all zeros
                 out[r, col + index[v]] = 1.0

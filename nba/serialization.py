@@ -79,7 +79,7 @@ def save(policy: Policy, path: str | Path) -> Path:
     meta = {"format": FORMAT, "policy": policy.name, "space": space_to_dict(policy.space), "params": params,
             "models": sorted(models)}
     (path / "policy.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    np.savez(path / "arrays.npz", **arrays)
+    np.savez(path / "arrays.npz", **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     for key, text in models.items():
         (path / f"{key}.lgb.txt").write_text(text)
     return path
@@ -123,6 +123,8 @@ class Bundle:
     deployment: Deployment | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.spec, AttributeFeatures) and self.deployment is None:
+            raise ValueError("deployment: a bundle that reads a deployment's attributes carries that deployment")
         if self.deployment is not None:
             from nba.decide import check_world
 
@@ -144,12 +146,14 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     path = Path(path)
     save(bundle.policy, path / "policy")
     spec = bundle.spec
-    if bundle.deployment is None:
+    if not isinstance(spec, AttributeFeatures):
         features = {"segments": list(spec.segments), "channels": list(spec.channels),
                     "recency_scale_h": spec.recency_scale_h, "names": list(spec.names)}
     else:
+        d = bundle.deployment
+        assert d is not None  # Bundle.__post_init__: a deployment's features come with their deployment
         features = {"layout": DEPLOYMENT_LAYOUT, "names": list(spec.names), "recency_scale_h": spec.recency_scale_h}
-        world = {"format": FORMAT, "digest": bundle.deployment.digest, "deployment": bundle.deployment.to_dict()}
+        world = {"format": FORMAT, "digest": d.digest, "deployment": d.to_dict()}
         # not sort_keys: the order of attributes, channels and offers is the order of the features and actions
         (path / WORLD_FILE).write_text(json.dumps(world, indent=2))
     meta = {

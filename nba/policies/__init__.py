@@ -45,7 +45,7 @@ from nba.policies.linear import LinTS, LinUCB
 from nba.policies.safe import SPIBB
 from nba.policies.sto import SendTime
 
-POLICIES: dict[str, type] = {
+POLICIES: dict[str, Any] = {  # name -> policy class (each with create-time parameters and from_state)
     cls.name: cls
     for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney,
                 LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, LGBMFunnel, SendTime, FittedQ,

@@ -136,7 +136,7 @@ def act(policy: Policy, X: np.ndarray, mask: np.ndarray, rng: np.random.Generato
     """Decide for a batch: the policy's distribution, then one uniform per row from ``rng``."""
     X, mask = check_batch(policy.space, X, mask, getattr(policy, "dim", None))
     probs = policy.probabilities(X, mask)
-    actions = sample(probs, rng.random(X.shape[0]))
+    actions = sample(probs, rng.random(len(X)))
     return Decisions(actions, probs[np.arange(len(actions)), actions], probs)
 
 
