@@ -491,6 +491,10 @@ class _Log:
     def marginal(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:  # _marginal's
         return _marginal(self.a, self.p, self.t, self.groups, self.logging, self.logging_groups)
 
+    @property
+    def wg(self) -> np.ndarray:  # (n,) group weights pi(e_i|x_i) / mu(e_i|x_i)
+        return self.marginal[0]
+
     @cached_property
     def unsupported_mass(self) -> float:
         return _unsupported_mass(self.a, self.t, self.logging)
@@ -537,9 +541,8 @@ _ESTIMATORS: dict[str, _Estimator] = {
     "dm": _Estimator(lambda x: _Terms(x.direct, x.w), model=True),
     "dr": _Estimator(lambda x: _Terms(x.direct + x.w * x.residual, x.w, x.w), model=True),
     "switch_dr": _Estimator(_switch_dr, model=True),
-    "mips": _Estimator(lambda x: _Terms(x.marginal[0] * x.r, x.marginal[0]), marginal=True),
-    "mdr": _Estimator(lambda x: _Terms(x.direct + x.marginal[0] * x.residual, x.marginal[0], x.marginal[0]),
-                      model=True, marginal=True),
+    "mips": _Estimator(lambda x: _Terms(x.wg * x.r, x.wg), marginal=True),
+    "mdr": _Estimator(lambda x: _Terms(x.direct + x.wg * x.residual, x.wg, x.wg), model=True, marginal=True),
 }
 ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATORS)
 
@@ -578,7 +581,7 @@ def _interval(value: float, replicates: np.ndarray, level: float, spread: np.nda
               ) -> tuple[float, float, float, float]:
     """(low, high, standard error, the reward model's share of it) from the replicates and the refits' shifts."""
     model_se = 0.0
-    if spread is not None and len(spread) > 1 and len(replicates):
+    if spread is not None and len(replicates):
         # the reward model's refit spread (centred, scaled to an unbiased variance) added to the
         # resamples' spread: replicate b moves by refit b mod K's shift (RewardModel)
         k = len(spread)
@@ -656,8 +659,9 @@ def dm(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_
     ``q_hat`` is the exact expected reward, biased as much as the model is otherwise. The bootstrap
     resamples contexts with the model held fixed, so the interval does **not** include the model's
     error. ``q_hat`` (n, A): the reward model's prediction for every action on every logged context
-    (out of fold, see :func:`fit_reward_model`). Other arguments as :func:`ips` (rewards, actions
-    and propensities are checked and used for the diagnostics only).
+    (out of fold, see :func:`fit_reward_model`), or a :class:`RewardModel`, whose refit spread
+    widens the interval by the model's uncertainty (as in :func:`evaluate`). Other arguments as
+    :func:`ips` (rewards, actions and propensities are checked and used for the diagnostics only).
     """
     return _single("dm", rewards, actions, propensities, target, q_hat, level=level, n_bootstrap=n_bootstrap, seed=seed,
                    logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
@@ -983,7 +987,7 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
             probabilities (exact), and the support check row by row.
         level, n_bootstrap, seed: as in :func:`ips`. All estimators share the same resamples, and
             the results equal those of the single estimators called with the same seed and clusters
-            (and, for DM, DR, switch-DR and MDR, the same reward model as predictions).
+            (and, for DM, DR, switch-DR and MDR, the same reward model).
         clusters: (n,) ids of the units the bootstrap resamples (a cluster bootstrap, see the
             module docstring); by default the data's ``customer_id`` field when it has one and
             ``cluster_by_customer`` is true, else the rows.

@@ -717,6 +717,11 @@ def test_reward_model_refits_widen_dm_and_dr_intervals_by_the_models_spread():
     assert with_spread["dm"].ci_high - with_spread["dm"].ci_low > fixed["dm"].ci_high - fixed["dm"].ci_low
     for name in ("ips", "snips", "mips"):
         assert with_spread[name] == fixed[name]
+    # the single estimators take the RewardModel too, with the same spread
+    kw = {"seed": 3, "logging": uniform(mask), "clusters": customers}
+    assert ope.dm(r, a, p, target, model, **kw) == with_spread["dm"]
+    assert ope.switch_dr(r, a, p, target, model, 20.0, **kw) == with_spread["switch_dr"]
+    assert ope.mdr(r, a, p, target, model, ope.action_groups(SMALL.action_space), **kw) == with_spread["mdr"]
     no_refits = ope.fit_reward_models(X, a, r, SMALL.action_space, mask=mask, refits=0, **params)
     assert ope.evaluate(target, data, q_hat=no_refits, seed=3, logging=uniform(mask), space=SMALL.action_space) == fixed
     with pytest.raises(ValueError, match=r"^refits: must be 0 or an integer >= 2"):
