@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,14 @@ def reward_rule(penalties: bool = True) -> RewardRule:
     """The rule under which the log's rewards equal the simulator's realised rewards."""
     events = ("converted", "opted_out", "churned") if penalties else ("converted",)
     return RewardRule(window_h=math.inf, events=events, opt_out_value=0.0, default=0.0, subtract_cost=True)
+
+
+def simulation_provenance(replay: Mapping[str, Any]) -> dict[str, Any]:
+    """The provenance of a log the bandit view simulated (:meth:`nba.log.DecisionLog.set_provenance`):
+    ``simulation``, the spec that replays it exactly (``replay``: scenario, policy, params, epsilon, holdout,
+    decisions, seed, purpose, batch, as :func:`training.jobs.simulate` gives it), and ``reward_rule``,
+    :func:`reward_rule` with penalties, under which its rewards are the simulator's."""
+    return {"simulation": dict(replay), "reward_rule": reward_rule(penalties=True).to_dict()}
 
 
 def scenario_layout(scenario: Scenario) -> LogLayout:
@@ -202,13 +211,17 @@ def log_bandit_run(
     log: DecisionLog, scenario: Scenario, policy: Policy, decisions: int, seed: int = 0, batch: int = 1000,
     policy_name: str | None = None, version: str = "0", experiment: str = "", arm: str = "",
     learn: bool = True, progress: Callable[[int], None] | None = None, *, purpose: str,
+    provenance: Mapping[str, Any] | None = None,
 ) -> LoggedRunSummary:
     """Run ``policy`` on ``nba/Bandit-v0`` like :func:`envs.rollout.bandit_run` and log every decision.
 
     The same (seed, purpose) gives the same customers, decisions and outcomes (and the same ids), so
     logging a run twice writes nothing new. Decision ids are ``"{run_id}:{step}:{row}"`` with
     ``run_id = "{policy_name}@{version}/{purpose}/s{seed}"`` (plus ``/{experiment}/{arm}`` when
-    given); customer ids are ``"{purpose}/s{seed}-{row}.{generation}"``.
+    given); customer ids are ``"{purpose}/s{seed}-{row}.{generation}"``. ``provenance``
+    (:func:`simulation_provenance`) is recorded in the log before its first decision
+    (:meth:`nba.log.DecisionLog.set_provenance`: ValueError naming ``provenance``, and nothing written,
+    when the log holds another).
     """
     if decisions < 1 or batch < 1:
         raise ValueError(f"decisions: decisions and batch must be >= 1, got {decisions!r} and {batch!r}")
@@ -216,6 +229,8 @@ def log_bandit_run(
     run_id = f"{name}@{version}/{purpose}/s{seed}" + (f"/{experiment}/{arm}" if experiment or arm else "")
     sim = bandit_simulation(scenario, seed, batch, purpose)
     log.set_layout(scenario_layout(scenario))
+    if provenance is not None:
+        log.set_provenance(dict(provenance))
     customers = CustomerIds.start(batch, prefix=f"{purpose}/s{seed}-")
     rng = policy_rng(seed, purpose)
     rewards, new_d, new_o, spent = [], 0, 0, 0.0

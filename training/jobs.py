@@ -364,10 +364,14 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
     ``holdout``, so every eligible action has support) on the bandit view and write the decision log.
 
     The customers are those of ``(seed, purpose)``: two logs of different purposes (a training and an
-    evaluation log, say) share no customer and no random stream (:mod:`envs.random`)."""
+    evaluation log, say) share no customer and no random stream (:mod:`envs.random`). The log records its
+    provenance (:func:`envs.decision_log.simulation_provenance`: this simulation and the simulator's reward
+    rule), which training and evaluation read from the log itself (:func:`reward_rule_for`,
+    :func:`find_simulation`); a log that holds another simulation's decisions is refused (JobError naming
+    ``log``), and so is one of another layout."""
     import mlflow
 
-    from envs.decision_log import log_bandit_run
+    from envs.decision_log import log_bandit_run, simulation_provenance
     from nba.log import DecisionLog
 
     scenario = load_scenario(scenario_path)
@@ -381,14 +385,17 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
         mlflow.log_params({"scenario": scenario.name, "policy": policy, "epsilon": epsilon, "holdout": holdout,
                            "decisions": decisions, "seed": seed, "purpose": purpose, "batch": BANDIT_BATCH,
                            **(params or {})})
-        log_bandit_run(log, scenario, logging, decisions, seed, batch=BANDIT_BATCH, policy_name=logging.name,
-                       learn=False, progress=progress, purpose=purpose)
-        batch = log.read(sim_reward_rule())
-        tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
         replay = {"scenario": scenario_path or "default", "policy": policy, "params": dict(params or {}),
                   "epsilon": epsilon, "holdout": holdout, "decisions": decisions, "seed": seed,
                   "purpose": purpose, "batch": BANDIT_BATCH}
-        mlflow.set_tag("simulation.replay", json.dumps(replay, sort_keys=True))
+        try:
+            log_bandit_run(log, scenario, logging, decisions, seed, batch=BANDIT_BATCH, policy_name=logging.name,
+                           learn=False, progress=progress, purpose=purpose, provenance=simulation_provenance(replay))
+        except ValueError as e:  # the log holds another simulation's decisions, or another layout
+            raise JobError(f"log: {e}") from e
+        batch = log.read(sim_reward_rule())
+        tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
+        mlflow.set_tag("simulation.replay", json.dumps(replay, sort_keys=True))  # for people: the log holds it
         _dataset_input(tags, "simulate")
         mlflow.log_metrics({"mean_reward": float(batch.reward.mean()),
                             "contact_rate": float((batch.action > 0).mean())})
@@ -454,14 +461,36 @@ def sim_reward_rule():
     return reward_rule(penalties=True)
 
 
+def log_provenance(log_url: str) -> dict[str, Any]:
+    """How the decisions of the log at ``log_url`` came to be, as the log records it
+    (:meth:`nba.log.DecisionLog.provenance`); empty when it records nothing or cannot be opened
+    (:func:`open_log` says why, in its turn)."""
+    from nba.log import DecisionLog
+
+    try:
+        log = DecisionLog(log_url)
+    except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
+        return {}
+    with log:
+        return log.provenance() or {}
+
+
 def reward_rule_for(log_url: str):
-    """The reward rule of a log: the simulator's for a simulated log, else nba's default."""
+    """The reward rule of a log: the one its provenance records (a simulated log's: the simulator's,
+    :func:`sim_reward_rule`), else nba's default. Read from the log, so the same log gets the same rewards
+    whichever tracking store the job uses."""
     from nba.log import RewardRule
 
-    return sim_reward_rule() if find_simulation(log_url) is not None else RewardRule()
+    rule = log_provenance(log_url).get("reward_rule")
+    try:
+        return RewardRule() if rule is None else RewardRule.from_dict(rule, "provenance.reward_rule")
+    except ValueError as e:
+        raise JobError(f"log: {e}") from e
 
 
 def replay_logging(replay: Mapping[str, Any]) -> tuple[Scenario, Policy]:
+    """The scenario and the logging policy (with its exploration) of a simulation's replay spec
+    (:func:`find_simulation`)."""
     scenario = load_scenario(None if replay["scenario"] == "default" else replay["scenario"])
     base = build_policy(replay["policy"], scenario, replay.get("params"))
     eps, hold = replay["epsilon"], replay["holdout"]
@@ -469,16 +498,9 @@ def replay_logging(replay: Mapping[str, Any]) -> tuple[Scenario, Policy]:
 
 
 def find_simulation(log_url: str) -> dict[str, Any] | None:
-    """The replay spec of the simulate run that wrote ``log_url``, if one is in the tracking store."""
-    import mlflow
-
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                              filter_string=f"tags.`dataset.uri` = '{_safe_url(log_url)}' "
-                                            "and tags.`nba.job` = 'simulate' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs or "simulation.replay" not in runs[0].data.tags:
-        return None
-    return json.loads(runs[0].data.tags["simulation.replay"])
+    """The replay spec of the simulation that wrote the log at ``log_url``, as the log's provenance records
+    it (:func:`simulate`), or None for a log no simulation wrote."""
+    return log_provenance(log_url).get("simulation")
 
 
 # ----------------------------------------------------------------------------- train

@@ -6,7 +6,9 @@ count, and :func:`join_rewards` applies it to a chunk of decisions in NumPy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,50 @@ class RewardRule:
     opt_out_value: float = 0.0
     default: float = 0.0
     subtract_cost: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as plain JSON: every field, an unbounded window (``window_h`` infinite) as ``None``."""
+        return {"window_h": None if math.isinf(self.window_h) else float(self.window_h), "events": list(self.events),
+                "opt_out_value": float(self.opt_out_value), "default": float(self.default),
+                "subtract_cost": bool(self.subtract_cost)}
+
+    @classmethod
+    def from_dict(cls, data: Any, name: str = "reward_rule") -> RewardRule:
+        """The rule :meth:`to_dict` wrote (a field left out keeps its default); ValueError naming ``name``
+        and the field for anything else."""
+        valid = [f.name for f in fields(cls)]
+        if not isinstance(data, dict):
+            raise ValueError(f"{name}: expected an object of {valid}, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"{name}: unknown fields {unknown}; valid: {valid}")
+        kw: dict[str, Any] = {}
+        for key in ("window_h", "opt_out_value", "default"):
+            if key not in data:
+                continue
+            v = data[key]
+            if key == "window_h" and v is None:
+                kw[key] = math.inf
+            elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{name}.{key}: expected a finite number"
+                                 f"{' (or null: no end)' if key == 'window_h' else ''}, got {v!r}")
+            else:
+                kw[key] = float(v)
+        if "events" in data:
+            events = data["events"]
+            if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+                raise ValueError(f"{name}.events: expected a list of event names, got {events!r}")
+            kw["events"] = tuple(events)
+        if "subtract_cost" in data:
+            if not isinstance(data["subtract_cost"], bool):
+                raise ValueError(f"{name}.subtract_cost: expected true or false, got {data['subtract_cost']!r}")
+            kw["subtract_cost"] = data["subtract_cost"]
+        rule = cls(**kw)
+        try:
+            check_rule(rule)
+        except ValueError as e:
+            raise ValueError(f"{name}{str(e).removeprefix('rule')}") from None
+        return rule
 
 
 DEFAULT_RULE = RewardRule()

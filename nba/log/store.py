@@ -25,7 +25,10 @@ Design:
   and optionally feature names and the action space (JSON); a batch with another layout is refused.
   A log imported onto a deployment (:func:`nba.log.importer.import_onto`) also keeps that deployment's
   canonical document there (:meth:`DecisionLog.set_deployment`, :meth:`DecisionLog.deployment`): the log
-  says which world its decisions were made in, and refuses another.
+  says which world its decisions were made in, and refuses another. A simulated log keeps its
+  provenance there (:meth:`DecisionLog.set_provenance`, :meth:`DecisionLog.provenance`): how it was
+  simulated and the reward rule of the simulator, so whoever trains or evaluates on it finds them in
+  the log, wherever runs are tracked.
 * **SQLite** runs in WAL mode with ``synchronous=FULL`` (an acknowledged write survives a crash or
   power loss) and a busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so concurrent
   writers queue on the lock instead of failing on upgrade.
@@ -83,6 +86,7 @@ OUTCOME_SKEW_H = 5 / 60  # an outcome may be stamped up to 5 minutes before its 
 LOCK_BUCKETS = 256  # PostgreSQL advisory locks per log in DecisionLog.deciding
 _NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 DEPLOYMENT_KEY = "deployment"  # meta key of the deployment's canonical document (JSON)
+PROVENANCE_KEY = "provenance"  # meta key of how the log's decisions came to be (JSON, keys sorted)
 
 
 def _world(document_text: str) -> str:
@@ -95,6 +99,28 @@ def _world(document_text: str) -> str:
     except DeploymentError:
         return repr(data.get("deployment", {}).get("name")) if isinstance(data, dict) else "(unreadable)"
     return f"{d.name!r} ({d.digest[:19]}..)"
+
+
+def _differences(stored: Any, given: Any, path: str = "") -> str:
+    """Where two JSON documents differ, for people: ``seed: 0 here, 1 given``, the first three places."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, at: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{at}.{k}" if at else k)
+        elif a != b or type(a) is not type(b):
+            here = "none" if a is _ABSENT else shown(a)
+            there = "none" if b is _ABSENT else shown(b)
+            out.append(f"{at or 'the document'}: {here} here, {there} given")
+
+    walk(stored, given, path)
+    if not out:
+        return "another document"
+    return "; ".join(out[:3]) + (f"; and {len(out) - 3} more" if len(out) > 3 else "")
+
+
+_ABSENT = object()
 
 
 # ----------------------------------------------------------------------------- store
@@ -317,6 +343,44 @@ class DecisionLog:
             if stored != text:
                 raise ValueError(f"deployment: this log holds the decisions of the deployment {_world(stored)}, not "
                                  f"of {_world(text)}; a log holds one deployment's decisions: import onto another log")
+        return json.loads(text)
+
+    # ------------------------------------------------------------------ provenance
+    def provenance(self) -> dict[str, Any] | None:
+        """How this log's decisions came to be, as :meth:`set_provenance` recorded it, or ``None`` for a
+        log that holds none (a service's log, an imported one, one written before logs kept it)."""
+        m = self.meta.c
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(m.value).where(m.key == PROVENANCE_KEY)).scalar_one_or_none()
+        return None if text is None else json.loads(text)
+
+    def set_provenance(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Record ``document`` as how this log's decisions came to be, unless the log holds it already;
+        returns it. A simulated log says how it was simulated (``simulation``: what replays it exactly) and
+        the rule under which its rewards are the simulator's (``reward_rule``: :meth:`RewardRule.to_dict
+        <nba.log.rewards.RewardRule.to_dict>`), so whoever reads the log finds both in the log itself.
+
+        ``document`` is a JSON object, kept with its keys sorted; a ``reward_rule`` in it must be a valid
+        rule. All or nothing: ValueError naming ``provenance`` (and nothing written) for a document that is
+        not such an object, or when the log holds another provenance (a log holds the decisions of one
+        simulation: write another simulation to another log)."""
+        if not isinstance(document, dict):
+            raise ValueError(f"provenance: expected a JSON object, got {type(document).__name__}")
+        if "reward_rule" in document:
+            RewardRule.from_dict(document["reward_rule"], "provenance.reward_rule")
+        try:
+            text = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"provenance: not plain JSON: {e}") from None
+        m = self.meta.c
+        with self._writer.begin() as conn:
+            ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(self.meta)
+            conn.execute(ins.on_conflict_do_nothing(index_elements=["key"]), [{"key": PROVENANCE_KEY, "value": text}])
+            stored = conn.execute(sa.select(m.value).where(m.key == PROVENANCE_KEY)).scalar_one()
+            if stored != text:
+                raise ValueError(f"provenance: this log holds decisions that came to be otherwise "
+                                 f"({_differences(json.loads(stored), json.loads(text))}); a log holds one "
+                                 "simulation's decisions: write this one to another log")
         return json.loads(text)
 
     def renumber_actions(self, layout: LogLayout, action_map: np.ndarray, deployment: dict[str, Any] | None = None,

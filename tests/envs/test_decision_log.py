@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.decision_log import CustomerIds, PreStep, log_bandit_run, reward_rule, scenario_layout, step_records
+from envs.decision_log import (
+    CustomerIds,
+    PreStep,
+    log_bandit_run,
+    reward_rule,
+    scenario_layout,
+    simulation_provenance,
+    step_records,
+)
 from envs.rollout import bandit_run, policy_rng
 from envs.scenario import Scenario
 from envs.simulation import Simulation
@@ -40,6 +48,22 @@ def test_bandit_run_logged_rewards_equal_the_simulator(log, scenario):
     assert len(set(batch.customer_id)) < 2500  # rows keep their customer across steps until replaced
     # penalties are real: some negative rewards beyond the cost
     assert (batch.reward < -batch.cost - 1e-9).any()
+
+
+def test_a_simulated_log_records_its_provenance_before_its_first_decision(log, scenario):
+    """The replay spec and the simulator's reward rule, in the log; a run of another simulation into the
+    same log is refused before it writes anything."""
+    space = scenario.action_space
+    replay = {"scenario": "default", "policy": "uniform_random", "params": {}, "epsilon": 0.0, "holdout": 0.0,
+              "decisions": 300, "seed": 1, "purpose": PURPOSE, "batch": 300}
+    log_bandit_run(log, scenario, create("uniform_random", space), decisions=300, seed=1, batch=300, learn=False,
+                   purpose=PURPOSE, provenance=simulation_provenance(replay))
+    assert log.provenance() == {"simulation": replay, "reward_rule": reward_rule(penalties=True).to_dict()}
+    assert RewardRule.from_dict(log.provenance()["reward_rule"]) == reward_rule(penalties=True)
+    with pytest.raises(ValueError, match=r"^provenance: .*simulation\.seed: 1 here, 2 given"):
+        log_bandit_run(log, scenario, create("uniform_random", space), decisions=300, seed=2, batch=300, learn=False,
+                       purpose=PURPOSE, provenance=simulation_provenance({**replay, "seed": 2}))
+    assert log.count_decisions() == 300
 
 
 def test_organic_purchases_without_contact_are_logged(log, scenario):

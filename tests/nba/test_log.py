@@ -526,7 +526,7 @@ def test_outcomes_before_their_decision_are_refused_on_request(log):
     assert log.log_outcomes(replace(early, event=np.array(["clicked", "clicked"]))) == 2  # an import may hold them
 
 
-# ----------------------------------------------------------------------------- deployment and action counts
+# ----------------------------------------------------------------------------- deployment, provenance, action counts
 def test_the_log_keeps_one_deployment(log, db_url):
     """The deployment's canonical document, in its key order; the same again is harmless, another is refused."""
     assert log.deployment() is None
@@ -544,6 +544,66 @@ def test_the_log_keeps_one_deployment(log, db_url):
     assert log.deployment() == doc
     log.log_decisions(make_records(3))  # decisions and layout beside it
     assert log.deployment() == doc and log.layout() == LogLayout(4, 6)
+
+
+def test_the_log_keeps_one_provenance(log, db_url):
+    """How a log came to be, with its keys sorted: the same again (in any key order) is harmless; another,
+    an invalid reward rule or a document that is not JSON is refused, naming provenance, and nothing is written."""
+    assert log.provenance() is None
+    rule = RewardRule(window_h=float("inf"), events=("converted", "opted_out"))
+    doc = {"simulation": {"seed": 0, "policy": "business_as_usual", "params": {}}, "reward_rule": rule.to_dict()}
+    assert log.set_provenance(doc) == doc
+    assert log.set_provenance({"reward_rule": rule.to_dict(), "simulation": {"params": {}, "policy":
+                                                                               "business_as_usual", "seed": 0}}) == doc
+    other = DecisionLog(db_url, namespace=log.namespace)  # a second handle reads it back
+    try:
+        assert other.provenance() == doc
+        assert RewardRule.from_dict(other.provenance()["reward_rule"]) == rule
+        changed = {**doc, "simulation": {**doc["simulation"], "seed": 1}}
+        with pytest.raises(ValueError, match=r"^provenance: this log holds decisions that came to be otherwise "
+                                             r"\(simulation\.seed: 0 here, 1 given\)"):
+            other.set_provenance(changed)
+    finally:
+        other.close()
+    for bad, message in [
+        ([1, 2], r"^provenance: expected a JSON object, got list"),
+        ({"simulation": {"at": float("nan")}}, r"^provenance: not plain JSON"),
+        ({"simulation": {"at": object()}}, r"^provenance: not plain JSON"),
+        ({"reward_rule": {"window_h": -1.0}}, r"^provenance\.reward_rule: window_h must be >= 0"),
+        ({"reward_rule": {"events": ["bought"]}}, r"^provenance\.reward_rule: unknown events \['bought'\]"),
+        ({"reward_rule": {"window": 72}}, r"^provenance\.reward_rule: unknown fields \['window'\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            log.set_provenance(bad)
+    assert log.provenance() == doc and log.count_decisions() == 0 and log.deployment() is None
+    log.log_decisions(make_records(3))  # decisions and layout beside it
+    assert log.provenance() == doc and log.layout() == LogLayout(4, 6)
+
+
+def test_a_fresh_log_refuses_an_invalid_provenance_and_keeps_none(log):
+    with pytest.raises(ValueError, match=r"^provenance\.reward_rule\.subtract_cost: expected true or false"):
+        log.set_provenance({"simulation": {}, "reward_rule": {"subtract_cost": 1}})
+    assert log.provenance() is None
+
+
+def test_reward_rule_as_json_round_trips():
+    """An unbounded window is null in JSON; a field left out keeps its default; every error names the field."""
+    for rule in (RewardRule(), RewardRule(window_h=float("inf"), events=("converted", "churned"), opt_out_value=-2.0,
+                                          default=0.5, subtract_cost=False)):
+        data = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
+        assert RewardRule.from_dict(data) == rule
+    assert RewardRule().to_dict() == {"window_h": 72.0, "events": ["converted"], "opt_out_value": 0.0,
+                                      "default": 0.0, "subtract_cost": True}
+    assert RewardRule.from_dict({"window_h": None}) == RewardRule(window_h=float("inf"))
+    for bad, message in [
+        ("72", r"^reward_rule: expected an object of \['window_h', 'events'"),
+        ({"window_h": "72"}, r"^reward_rule\.window_h: expected a finite number \(or null: no end\), got '72'"),
+        ({"default": float("inf")}, r"^reward_rule\.default: expected a finite number, got inf"),
+        ({"opt_out_value": True}, r"^reward_rule\.opt_out_value: expected a finite number, got True"),
+        ({"events": "converted"}, r"^reward_rule\.events: expected a list of event names"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            RewardRule.from_dict(bad)
 
 
 def test_action_counts_of_a_send_window(log):
