@@ -601,22 +601,27 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
                                "safe.baseline_holdout": policy.baseline_holdout,
                                "safe.bucket": ",".join(policy.buckets.families), "safe.group": policy.group,
                                "safe.contacts": policy.contacts})
+        label, world = policy_label(policy), f"scenario {scenario.name}"
         if offline_log is not None:
             digest = LogDigest(source)
             metrics = _train_offline(policy, offline_log, digest, progress)
             _dataset_input(digest.tags(), "train")
             offline_log.close()
+            described = _trained_on_log(label, digest, world)
         elif policy_name in OFFLINE:
             mlflow.log_params({"customers": customers})
             metrics = _train_offline_simulator(policy, scenario, customers, seed, purpose, progress)
+            described = f"{label} trained on the journeys of {customers:,} simulated customers ({world}, seed {seed})"
         else:  # bandits learn online; rule-based policies just run, for their curves and mix
             mlflow.log_params({"decisions": decisions, "batch": BANDIT_BATCH})
             metrics = _train_bandit_online(policy, scenario, decisions, seed, purpose, tmp, progress)
+            described = (f"{label} trained online on {decisions:,} simulated decisions ({world}, seed {seed})"
+                         if policy_name in LEARNERS else f"{label}: rules, nothing learned ({world})")
         mlflow.log_metrics(metrics)
         for png in sorted(tmp.glob("*.png")):
             _log_figure(png)
         version = _log_trained(bundle_of(policy, scenario), register,
-                               source if offline_log is None else _safe_url(source))
+                               source if offline_log is None else _safe_url(source), described)
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
@@ -655,18 +660,28 @@ def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str 
             log.close()
         _dataset_input(digest.tags(), "train")
         mlflow.log_metrics(metrics)
-        version = _log_trained(Bundle.of_deployment(policy, deployment), register, _safe_url(source))
+        version = _log_trained(Bundle.of_deployment(policy, deployment), register, _safe_url(source),
+                               _trained_on_log(policy_label(policy), digest, f"deployment {deployment.name}"))
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
-def _log_trained(bundle: Bundle, register: bool, trained_on: str) -> str | None:
-    """Log the trained ``bundle`` in the active run; registered (its version returned) when ``register``."""
+def _trained_on_log(label: str, digest: LogDigest, world: str) -> str:
+    """A registered version's description when it learned from a decision log: the policy, the log's rows,
+    URI and digest, the world it decides in."""
+    tags = digest.tags()
+    return (f"{label} trained on {digest.rows:,} decisions of {tags['dataset.uri']} "
+            f"(digest {tags['dataset.digest']}, {world})")
+
+
+def _log_trained(bundle: Bundle, register: bool, trained_on: str, description: str | None = None) -> str | None:
+    """Log the trained ``bundle`` in the active run; registered (its version returned, described by
+    ``description``: :func:`training.registry.log_policy`) when ``register``."""
     from training import registry
 
     if not register:
         registry.log_policy(bundle, registered_model_name=None)
         return None
-    info = registry.log_policy(bundle, tags={"trained_on": trained_on})
+    info = registry.log_policy(bundle, tags={"trained_on": trained_on}, description=description)
     return str(info.registered_model_version)
 
 
@@ -917,11 +932,14 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
              n_bootstrap: int = 200, seed: int = 0, plots_dir: Path | None = None,
              say: Callable[[str], None] | None = None) -> EvaluateResult:
     """Off-policy estimates of each target on a decision log, plus the exact value when the log came
-    from the simulator (replayed from its simulate run). Registered versions get ``eval.*`` tags.
+    from the simulator (replayed from its simulate run). A registered version's figures are metrics of its
+    logged model on the log's dataset, logged by a run nested in this one, and its description gets the
+    headline estimate (:func:`_record_version_evaluation`; :func:`training.registry.latest_evaluation`
+    reads them back).
 
     The reward model is fitted once on the log, with refits on resampled customers whose spread
     widens the DM and DR intervals (:func:`nba.ope.fit_reward_models`). Each target is flagged
-    (``eval.flags``; ``say`` prints a warning) when its :data:`RANK_BY` estimate is *unsupported* (it
+    (``flag.*`` metrics; ``say`` prints a warning) when its :data:`RANK_BY` estimate is *unsupported* (it
     puts mass on actions the log does not support) or when even its upper bound lies below the
     logging policy's own value on the log (a policy learned from that log that is worse than the
     policy that wrote it).
@@ -992,7 +1010,7 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         estimates: dict[str, dict[str, Any]] = {}
         flags: dict[str, tuple[str, ...]] = {}
         targets_probs: dict[str, np.ndarray] = {}
-        for label, policy, version in resolved:
+        for label, policy, _ in resolved:
             probs = targets_probs[label] = policy.probabilities(batch.context, batch.eligible)
             est = ope_evaluate(probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed,
                                logging=logging)
@@ -1009,14 +1027,6 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
                 say(f"[yellow]warning: {label}: {', '.join(flags[label])} ({RANK_BY} {e.value:.3f} "
                     f"[{e.ci_low:.3f}, {e.ci_high:.3f}], logging policy {logged[0]:.3f}, "
                     f"unsupported mass {e.support_gap:.2f})[/yellow]")
-            if version is not None:
-                tags = {"eval.dataset": ident["dataset.digest"], "eval.run_id": run.info.run_id,
-                        "eval.rank_by": RANK_BY, "eval.flags": ",".join(flags[label]),
-                        "eval.logging.value": logged[0], registry.PROPENSITY_TAG: propensity, **world}
-                for name, e in est.items():
-                    tags |= {f"eval.{name}.value": e.value, f"eval.{name}.ci_low": e.ci_low,
-                             f"eval.{name}.ci_high": e.ci_high, f"eval.{name}.unsupported": e.unsupported}
-                registry.version_tags(version, tags)
         truth = logging_truth = None
         if replay is not None:
             from envs.rollout import bandit_truth
@@ -1029,6 +1039,12 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
                 mlflow.log_metric(f"{_metric_key(label.replace('@', ''))}.true_value", v)
             logging_truth = exact["logging"]
             mlflow.log_metric("logging.true_value", logging_truth)
+        dataset = registry.decision_log_dataset(ident["dataset.uri"], ident["dataset.digest"])
+        for label, _, version in resolved:
+            if version is not None:
+                _record_version_evaluation(label, version, estimates[label], flags[label], logged, estimated_share,
+                                           None if truth is None else truth[label], ident, dataset,
+                                           {"eval.propensity": propensity, **world})
         sampled = _sampled_actions(targets_probs, seed)
         if deployment is None:
             _plot_decisions(scenario, batch, sampled, out)
@@ -1054,6 +1070,64 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
             "flagged); dashed: the logging policy's own value", None if truth is None else dict(truth),
             {label: ", ".join(flags[label]) for label in ranked if flags[label]}, reference=logged[0]))
         return res
+
+
+def evaluation_metrics(est: Mapping[str, Any], flags: tuple[str, ...], logged: tuple[float, float, float],
+                       estimated_share: float, true_value: float | None = None) -> dict[str, float]:
+    """The figures of one policy's evaluation, as metrics of its model: each estimator's value per decision
+    (``dr``), interval (``dr.ci_low``, ``dr.ci_high``) and support (``dr.unsupported``: 1 or 0); the
+    :data:`RANK_BY` estimate's weight diagnostics (``ess``, ``max_weight``, ``unsupported_mass``,
+    ``support_gap``); the flags (``flag.unsupported``, ``flag.below_logging``: 1 or 0); the logging policy's
+    own value (``logging.value*``); ``propensity.estimated_share``; the exact value when simulated
+    (``true_value``)."""
+    from training import registry
+
+    out: dict[str, float] = {}
+    for name, e in est.items():
+        out |= {name: e.value, f"{name}.ci_low": e.ci_low, f"{name}.ci_high": e.ci_high,
+                f"{name}.unsupported": float(e.unsupported)}
+    e = est[RANK_BY]
+    out |= {"ess": e.ess, "max_weight": e.max_weight, "unsupported_mass": e.unsupported_mass,
+            "support_gap": e.support_gap, **{f"flag.{f}": float(f in flags) for f in (UNSUPPORTED, BELOW_LOGGING)},
+            "logging.value": logged[0], "logging.value.ci_low": logged[1], "logging.value.ci_high": logged[2],
+            registry.ESTIMATED_SHARE: estimated_share}
+    if true_value is not None:
+        out["true_value"] = true_value
+    return {k: float(v) for k, v in out.items()}
+
+
+def evaluation_line(est: Mapping[str, Any], flags: tuple[str, ...], logged: float, ident: Mapping[str, str],
+                    propensity: str) -> str:
+    """An evaluation's headline for a version's description: the :data:`RANK_BY` estimate with its
+    interval, per decision, on which log, beside the logging policy's value, with its flags."""
+    e = est[RANK_BY]
+    notes = [f"logging policy {logged:.4g}", *[{UNSUPPORTED: "unsupported",
+                                                BELOW_LOGGING: "below the logging policy"}[f] for f in flags]]
+    if propensity == PROPENSITY_ESTIMATED:
+        notes.append("propensities estimated at import")
+    return (f"{RANK_BY.upper()} {e.value:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}] per decision on "
+            f"{int(ident['dataset.rows']):,} decisions of {ident['dataset.uri']} (digest {ident['dataset.digest']}; "
+            f"{'; '.join(notes)})")
+
+
+def _record_version_evaluation(label: str, version: str, est: Mapping[str, Any], flags: tuple[str, ...],
+                               logged: tuple[float, float, float], estimated_share: float, true_value: float | None,
+                               ident: Mapping[str, str], dataset, tags: Mapping[str, str]) -> None:
+    """A registered version's evaluation: a run nested in the evaluate run (``evaluate <label>``) logs
+    :func:`evaluation_metrics` against the version's logged model and the log's dataset
+    (:func:`training.registry.record_evaluation`), and the version's description gets its headline
+    (:func:`evaluation_line`)."""
+    import mlflow
+
+    from training import registry
+
+    with mlflow.start_run(run_name=f"evaluate {label}", nested=True):
+        mlflow.set_tags({"nba.job": "evaluate.version", "code.version": code_version(), "eval.version": version,
+                         "eval.rank_by": RANK_BY, **tags})
+        _dataset_input(ident, "evaluate")
+        registry.record_evaluation(version, evaluation_metrics(est, flags, logged, estimated_share, true_value),
+                                   dataset)
+    registry.describe_evaluation(version, evaluation_line(est, flags, logged[0], ident, tags["eval.propensity"]))
 
 
 def _sampled_actions(probabilities: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
@@ -1285,10 +1359,11 @@ def promote(*, metric: str = "dr", ab_run: str | None = None, rollback: bool = F
 
     ``ab_run``: the id of a finished :func:`ab` run of the current champion against the current
     challenger; its verdict decides (``ab.promote``: primary better and every guardrail holds).
-    Without it, the off-policy evaluation's tags decide (:func:`training.registry.promote`), by the same rule
-    for deployment bundles as for scenario bundles; the run's tag ``promotion.propensity`` says what that
-    evidence rests on (:func:`evidence_propensity`: ``estimated`` when the evaluation log's propensities
-    were estimated at import).
+    Without it, the off-policy evaluation's metrics on both versions' models decide
+    (:func:`training.registry.promote`), by the same rule for deployment bundles as for scenario
+    bundles; the run's tag ``promotion.propensity`` says what that evidence rests on
+    (:func:`evidence_propensity`: ``estimated`` when the evaluation log's propensities were estimated
+    at import).
     ``predicted_lift`` (with ``predicted_ci = (low, high)``): the off-policy estimate of challenger
     minus champion, value per decision, recorded beside the A/B's realised lift per decision (and
     the true one when simulated) on the run and, when it moves, the new champion version
@@ -1328,11 +1403,14 @@ def promote(*, metric: str = "dr", ab_run: str | None = None, rollback: bool = F
 
 
 def evidence_propensity() -> str:
-    """What the off-policy evidence of a promotion rests on: the challenger's ``eval.propensity`` tag
-    (:data:`PROPENSITY_LOGGED`, :data:`PROPENSITY_ESTIMATED`, or ``""`` when it was not evaluated)."""
+    """What the off-policy evidence of a promotion rests on: the propensities of the challenger's latest
+    evaluation (:attr:`training.registry.Evaluation.propensity`: :data:`PROPENSITY_LOGGED`,
+    :data:`PROPENSITY_ESTIMATED`, or ``""`` when it was not evaluated)."""
     from training import registry
 
-    return registry.alias_state(registry.CHALLENGER).tags.get(registry.PROPENSITY_TAG, "")
+    version = registry.alias_state(registry.CHALLENGER).version
+    found = None if version is None else registry.latest_evaluation(version)
+    return "" if found is None or found.propensity is None else found.propensity
 
 
 # ----------------------------------------------------------------------------- promotions report

@@ -7,6 +7,12 @@ significantly better, every guardrail non-inferior), else the off-policy evaluat
 why as tags, with the off-policy prediction of the lift beside the lift the A/B test realised
 (:class:`Prediction`, :class:`ABEvidence`); :func:`rollback` returns to the previous champion.
 
+Each version reads as a person reads the registry: a one-line description of the policy and what it
+was trained on (:func:`describe`), to which the evaluate job adds its headline estimate with its
+interval (:func:`describe_evaluation`). The evaluation's figures are metrics logged against the
+version's logged model and the decision log's dataset (:func:`record_evaluation`, :func:`decision_log_dataset`);
+:func:`latest_evaluation` reads them back, and :func:`promote` decides on them.
+
 Policies are logged as pyfunc *models from code* (``training/policy_model.py``): MLflow copies that
 file and the policy's ``bundle`` artefact (JSON, ``.npz`` without pickle, LightGBM text). MLflow
 pickles nothing of the policy; what it writes beside it (MLmodel YAML, requirements, the input
@@ -36,10 +42,15 @@ MODEL_NAME = "nba-policy"
 DIGEST_TAG = "bundle_digest"  # model version tag: nba.serialization.bundle_digest of artifacts/bundle
 DEPLOYMENT_TAG = "deployment"  # model version tag of a deployment bundle: its deployment's name
 DEPLOYMENT_DIGEST_TAG = "deployment_digest"  # ... and that deployment's digest (nba.deployment.Deployment.digest)
-# model version tag set by the evaluate job beside eval.<estimator>.*: "logged" when the evaluation log's
-# propensities were the deciding policy's own, "estimated" when they were estimated at import (the
-# off-policy estimates rest on that estimate; training.jobs.propensity_source)
-PROPENSITY_TAG = "eval.propensity"
+# what an evaluation's weights rest on (Evaluation.propensity, training.jobs.propensity_source): "logged" when
+# the log's propensities were the deciding policy's own, "estimated" when they were estimated at import
+PROPENSITY_LOGGED, PROPENSITY_ESTIMATED = "logged", "estimated"
+DATASET_NAME = "decision-log"  # the MLflow dataset a decision log is (decision_log_dataset)
+ESTIMATED_SHARE = "propensity.estimated_share"  # evaluation metric: share of decisions whose propensity was estimated
+EVALUATED = "; evaluated "  # what separates a version's description from its evaluation's line (describe_evaluation)
+MODEL_DESCRIPTION = ("Next-best-action policies: each version is a trained policy, described by what it learned from "
+                     "and, once evaluated, its off-policy estimate. @champion serves; @challenger is the candidate "
+                     "nba promote moves it to on the evidence.")
 CHAMPION, CHALLENGER = "champion", "challenger"
 POLICY_MODEL_FILE = Path(__file__).with_name("policy_model.py")
 REQUIREMENTS = ["numpy", "pandas", "lightgbm", "mlflow"]
@@ -119,13 +130,22 @@ def example_frame(bundle: Bundle, n: int = 2, seed: int = 0):
     return pd.DataFrame(rows)
 
 
+def describe(bundle: Bundle, label: str | None = None) -> str:
+    """The default description of a registered version: the policy (``label``, else its name), and the
+    deployment a deployment bundle decides on: ``"linucb"``, ``"lints on the deployment telecom"``."""
+    name = label or bundle.policy.name
+    return name if bundle.deployment is None else f"{name} on the deployment {bundle.deployment.name}"
+
+
 def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, name: str = "policy",
-               tags: dict[str, str] | None = None):
+               tags: dict[str, str] | None = None, description: str | None = None):
     """Log ``bundle`` as a pyfunc model in the active run (and register it). Returns MLflow's ModelInfo.
 
     The registered version gets the tags ``policy`` (the policy's name) and :data:`DIGEST_TAG` (the
     :func:`~nba.serialization.bundle_digest` of the bundle folder logged as ``artifacts/bundle``), by
-    which the decision service checks its copies; the logged model gets the digest tag too.
+    which the decision service checks its copies; the logged model gets the digest tag too. It is
+    described by ``description`` (one line: the policy and what it was trained on), else :func:`describe`;
+    the registered model, when it has no description yet, by :data:`MODEL_DESCRIPTION`.
 
     A deployment bundle (``bundle.deployment`` set) also gets :data:`DEPLOYMENT_TAG` (the deployment's
     name) and :data:`DEPLOYMENT_DIGEST_TAG` (its digest), on the version and the logged model. Both kinds
@@ -153,9 +173,106 @@ def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, n
             registered_model_name=registered_model_name, tags={**tags, DIGEST_TAG: digest},
         )
     if registered_model_name is not None:
-        version_tags(str(info.registered_model_version),
-                     {"policy": bundle.policy.name, **tags, DIGEST_TAG: digest}, registered_model_name)
+        from mlflow import MlflowClient
+
+        version = str(info.registered_model_version)
+        version_tags(version, {"policy": bundle.policy.name, **tags, DIGEST_TAG: digest}, registered_model_name)
+        client = MlflowClient()
+        client.update_model_version(registered_model_name, version, description=description or describe(bundle))
+        if not client.get_registered_model(registered_model_name).description:
+            client.update_registered_model(registered_model_name, description=MODEL_DESCRIPTION)
     return info
+
+
+# ----------------------------------------------------------------------------- evaluations
+def decision_log_dataset(uri: str, digest: str):
+    """A decision log as an MLflow dataset (identity only: the rows stay in the log): its URI (password
+    hidden) and the digest of its decision ids (``training.jobs.LogDigest``)."""
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    return MetaDataset(source=HTTPDatasetSource(url=uri), name=DATASET_NAME, digest=digest)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A version's latest off-policy evaluation, as logged against its model by :func:`record_evaluation`.
+
+    ``metrics``: ``<estimator>`` (value per decision), ``<estimator>.ci_low`` / ``.ci_high`` and the
+    others the evaluate job logs; ``dataset``: the digest of the decision log they were measured on;
+    ``run_id``: the run that logged them."""
+
+    version: str
+    run_id: str
+    dataset: str | None
+    metrics: dict[str, float]
+    timestamp: int
+
+    @property
+    def propensity(self) -> str | None:
+        """What the weights rested on: :data:`PROPENSITY_ESTIMATED` when some of the log's propensities were
+        estimated at import, :data:`PROPENSITY_LOGGED` when none were; None when not recorded."""
+        share = self.metrics.get(ESTIMATED_SHARE)
+        return None if share is None else PROPENSITY_ESTIMATED if share > 0 else PROPENSITY_LOGGED
+
+
+def logged_model_id(version: str, model_name: str = MODEL_NAME) -> str | None:
+    """The id of the logged model ``version`` registers: its ``model_id``, which the SQL registry leaves
+    empty, else its source ``models:/m-<id>``."""
+    from mlflow import MlflowClient
+
+    mv = MlflowClient().get_model_version(model_name, str(version))
+    source = mv.source or ""
+    return mv.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+
+
+def latest_evaluation(version: str, model_name: str = MODEL_NAME) -> Evaluation | None:
+    """The figures of the last evaluation of ``version`` (the metrics its logged model holds on a decision
+    log, from the run that logged them last); None when it was never evaluated."""
+    from mlflow import MlflowClient
+
+    model_id = logged_model_id(version, model_name)
+    if not model_id:
+        return None
+    runs: dict[str, list] = {}
+    for m in MlflowClient().get_logged_model(model_id).metrics or []:
+        if m.dataset_name == DATASET_NAME:
+            runs.setdefault(m.run_id, []).append(m)
+    if not runs:
+        return None
+    run_id, metrics = max(runs.items(), key=lambda kv: max(m.timestamp for m in kv[1]))
+    return Evaluation(str(version), run_id, metrics[0].dataset_digest, {m.key: float(m.value) for m in metrics},
+                      max(m.timestamp for m in metrics))
+
+
+def record_evaluation(version: str, metrics: dict[str, float], dataset, model_name: str = MODEL_NAME) -> None:
+    """Log ``metrics`` in the active run against the logged model of ``version`` and ``dataset``
+    (:func:`decision_log_dataset`): MLflow adds both as the run's inputs, and the model's page lists them
+    with the dataset and the run. Non-finite values are left out (a store keeps no NaN there). Stamped
+    after the version's previous evaluation, so that :func:`latest_evaluation` finds this one."""
+    import time
+
+    import mlflow
+
+    model_id = logged_model_id(version, model_name)
+    if not model_id:
+        raise ValueError(f"version {version} of {model_name!r} has no logged model to record an evaluation on")
+    previous = latest_evaluation(version, model_name)
+    stamp = max(int(time.time() * 1000), 0 if previous is None else previous.timestamp + 1)
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, model_id=model_id,
+                       dataset=dataset, timestamp=stamp)
+
+
+def describe_evaluation(version: str, line: str, model_name: str = MODEL_NAME) -> str:
+    """Put an evaluation's headline ``line`` in the description of ``version``, after what it was trained on
+    (in place of an earlier evaluation's); returns the description."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    base = (client.get_model_version(model_name, str(version)).description or "").split(EVALUATED)[0].strip()
+    text = f"{base}{EVALUATED}{line}" if base else f"evaluated {line}"
+    client.update_model_version(model_name, str(version), description=text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -254,13 +371,6 @@ class Promotion:
         return out
 
 
-def _float_tag(tags: dict[str, str], key: str) -> float | None:
-    try:
-        return float(tags[key])
-    except (KeyError, ValueError):
-        return None
-
-
 def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | None = None,
             predicted: Prediction | None = None) -> Promotion:
     """Move ``champion`` to the challenger when the evidence supports it.
@@ -268,12 +378,13 @@ def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | N
     Evidence, in order: a finished A/B test (``ab``) of the current champion against the current
     challenger (the versions it tested must be the aliases' versions now) whose verdict is to
     promote: the primary metric significantly better and every guardrail non-inferior; a verdict
-    against, or a test of other versions, moves nothing. Without an A/B test, the off-policy
-    evaluation tags ``eval.<metric>.value`` / ``.ci_low`` set on both versions by the evaluate job on
-    the same dataset (``eval.dataset``): the challenger's lower confidence bound must beat the
-    champion's estimate. Records the reason, the A/B run and the lifts (:meth:`Promotion.record`:
-    ``predicted`` beside the A/B's realised lift) as tags on the new champion version and the
-    registered model; never moves an alias otherwise.
+    against, or a test of other versions, moves nothing. Without an A/B test, each version's latest
+    off-policy evaluation (:func:`latest_evaluation`: the metrics ``<metric>`` and ``<metric>.ci_low``
+    logged against its model by the evaluate job), both on the same dataset and with propensities of
+    the same kind: the challenger's lower confidence bound must beat the champion's estimate. Records
+    the reason, the A/B run and the lifts (:meth:`Promotion.record`: ``predicted`` beside the A/B's
+    realised lift) as tags on the new champion version and the registered model; never moves an alias
+    otherwise.
     """
     from mlflow import MlflowClient
 
@@ -300,13 +411,15 @@ def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | N
             return refuse(f"A/B verdict: {ab.reason}")
         reason = f"A/B verdict: {ab.reason}"
     else:
-        key_v, key_lo = f"eval.{metric}.value", f"eval.{metric}.ci_low"
-        c_lo, k_v = _float_tag(chall.tags, key_lo), _float_tag(champ.tags, key_v)
+        key_v, key_lo = metric, f"{metric}.ci_low"
+        c_eval, k_eval = latest_evaluation(chall.version, model_name), latest_evaluation(champ.version, model_name)
+        c_lo = None if c_eval is None else c_eval.metrics.get(key_lo)
+        k_v = None if k_eval is None else k_eval.metrics.get(key_v)
         if c_lo is None or k_v is None:
-            return refuse(f"no {metric} evaluation on both versions (tags {key_v}, {key_lo})")
-        if chall.tags.get("eval.dataset") != champ.tags.get("eval.dataset"):
+            return refuse(f"no {metric} evaluation on both versions (metrics {key_v}, {key_lo} on their models)")
+        if c_eval.dataset != k_eval.dataset:
             return refuse("champion and challenger were evaluated on different datasets")
-        sources = (champ.tags.get(PROPENSITY_TAG), chall.tags.get(PROPENSITY_TAG))
+        sources = (k_eval.propensity, c_eval.propensity)
         if None not in sources and sources[0] != sources[1]:  # the same decisions, weighted otherwise
             return refuse(f"champion and challenger were evaluated with other propensities (champion's "
                           f"{sources[0]}, challenger's {sources[1]}): evaluate both on the same log")

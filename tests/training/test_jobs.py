@@ -104,10 +104,38 @@ def test_simulate_train_evaluate_promote(store):
         dr = est["dr"]
         half = (dr.ci_high - dr.ci_low) / 2
         assert dr.ci_low - half <= ev.truth[label] <= dr.ci_high + half, (label, dr, ev.truth[label])
-    tags = mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, lints.version).tags
-    assert {"eval.dr.value", "eval.dr.ci_low", "eval.dataset"} <= set(tags)
-    assert tags[registry.PROPENSITY_TAG] == "logged" and ev.propensity == jobs.PROPENSITY_LOGGED
+    evaluated = registry.latest_evaluation(lints.version)
+    assert {"dr", "dr.ci_low", "dr.ci_high", "ess", "flag.unsupported", "true_value"} <= set(evaluated.metrics)
+    assert evaluated.propensity == "logged" and ev.propensity == jobs.PROPENSITY_LOGGED
     assert ev.deployment is None and mlflow.get_run(ev.run_id).data.tags["eval.truth"] == "simulator"
+    eval_digest = mlflow.get_run(ev.run_id).data.tags["dataset.digest"]
+    assert evaluated.dataset == eval_digest
+    # the figures are metrics of the version's logged model, on the evaluation log's dataset, from a run
+    # nested in the evaluate run
+    label = next(k for k in ev.estimates if k.endswith(f" v{lints.version}"))
+    dr = ev.estimates[label]["dr"]
+    model_id = registry.logged_model_id(lints.version)
+    on_model = {m.key: m for m in mlflow.get_logged_model(model_id).metrics if m.run_id == evaluated.run_id}
+    assert (on_model["dr"].value, on_model["dr.ci_low"].value, on_model["dr.ci_high"].value) == (
+        dr.value, dr.ci_low, dr.ci_high)
+    assert {(m.dataset_name, m.dataset_digest) for m in on_model.values()} == {(registry.DATASET_NAME, eval_digest)}
+    assert on_model["true_value"].value == ev.truth[label]
+    nested = mlflow.get_run(evaluated.run_id)
+    assert nested.data.tags["mlflow.parentRunId"] == ev.run_id and nested.info.run_name == f"evaluate {label}"
+    assert [i.model_id for i in nested.inputs.model_inputs] == [model_id]
+    on_log = [{"dataset_name": registry.DATASET_NAME, "dataset_digest": eval_digest}]
+    hits = mlflow.search_logged_models(output_format="list", filter_string=f"metrics.dr >= {dr.value}", datasets=on_log)
+    assert model_id in {h.model_id for h in hits}
+    # the version reads in one line: the policy, what it learned from, and the estimate with its interval
+    described = mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, lints.version).description
+    train_digest = run.data.tags["dataset.digest"]
+    assert described.startswith(f"lints (safe) trained on 4,000 decisions of {store['log']} (digest {train_digest}, "
+                                "scenario ")
+    head = ev.estimates[label][jobs.RANK_BY]  # the estimate pipelines rank and promote by
+    line = (f"; evaluated {jobs.RANK_BY.upper()} {head.value:.4g} [{head.ci_low:.4g}, {head.ci_high:.4g}] per "
+            f"decision on 3,000 decisions of {store['eval']} (digest {eval_digest}; logging policy "
+            f"{ev.logging_value[0]:.4g}")
+    assert line in described
 
     registry.set_alias(registry.CHAMPION, bau.version)
     registry.set_alias(registry.CHALLENGER, lints.version)
@@ -118,9 +146,9 @@ def test_simulate_train_evaluate_promote(store):
         assert champion == lints.version and "lower bound" in result.reason
     else:
         assert champion == bau.version
-    # the decision agrees with the evidence the tags carry
-    c_lo = float(tags["eval.dr.ci_low"])
-    k_v = float(mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, bau.version).tags["eval.dr.value"])
+    # the decision agrees with the evidence the models' metrics carry
+    c_lo = evaluated.metrics["dr.ci_low"]
+    k_v = registry.latest_evaluation(bau.version).metrics["dr"]
     assert result.promoted == (c_lo > k_v)
     assert truth  # both evaluated against the simulator
 
@@ -515,11 +543,17 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     assert not [k for k in run.data.metrics if k.endswith("true_value")]
     plots = {Path(f.path).name for f in client.list_artifacts(ev.run_id, "plots")}
     assert plots == {"ope_intervals.png", "ope_ranking.png", "channel_mix.png"}  # no segments: no send-hour maps
-    tags = {v: client.get_model_version(registry.MODEL_NAME, v).tags for v in (linucb, lints)}
-    for t in tags.values():
-        assert t[registry.PROPENSITY_TAG] == "estimated" and t["eval.deployment_digest"] == d.digest
-        assert t["eval.dataset"] == tags[linucb]["eval.dataset"] and t["eval.run_id"] == ev.run_id
-        assert {"eval.dr.value", "eval.dr.ci_low", "eval.mdr.ci_low", "eval.flags"} <= set(t)
+    evals = {v: registry.latest_evaluation(v) for v in (linucb, lints)}
+    for e in evals.values():
+        assert e.propensity == "estimated" and e.metrics[registry.ESTIMATED_SHARE] == pytest.approx(0.25)
+        child = mlflow.get_run(e.run_id)  # the version's evaluation, nested in the evaluate run
+        assert child.data.tags["mlflow.parentRunId"] == ev.run_id
+        assert child.data.tags["eval.deployment_digest"] == d.digest
+        assert e.dataset == evals[linucb].dataset == run.data.tags["dataset.digest"]
+        assert {"dr", "dr.ci_low", "mdr.ci_low", "flag.unsupported", "flag.below_logging"} <= set(e.metrics)
+        assert "true_value" not in e.metrics
+        described = client.get_model_version(registry.MODEL_NAME, e.version).description
+        assert "propensities estimated at import" in described and f"deployment {d.name}" in described
     table = Console(record=True, width=150)
     table.print(_estimates_table(ev))
     text = " ".join(table.export_text().split())
@@ -527,17 +561,17 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     assert "propensity: estimated at import for 25% of the decisions" in text
 
     result = jobs.promote()  # as for scenario bundles: the challenger's dr lower bound against the champion's dr
-    c_lo, k_v = float(tags[lints]["eval.dr.ci_low"]), float(tags[linucb]["eval.dr.value"])
+    c_lo, k_v = evals[lints].metrics["dr.ci_low"], evals[linucb].metrics["dr"]
     assert result.promoted == (c_lo > k_v)
     assert registry.alias_state(registry.CHAMPION).version == (lints if result.promoted else linucb)
     promotion = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1,
                                    filter_string="tags.`nba.job` = 'promote'", order_by=["attributes.start_time DESC"])
     assert promotion[0].data.tags["promotion.propensity"] == "estimated"
-    # nba promote the same, on the other estimator: MDR's tags
+    # nba promote the same, on the other estimator: MDR's metrics
     registry.set_alias(registry.CHAMPION, linucb)
     res = CliRunner().invoke(app, ["promote", "--metric", "mdr", "--root", str(store["root"])])
     assert res.exit_code == 0, res.output
-    moved = float(tags[lints]["eval.mdr.ci_low"]) > float(tags[linucb]["eval.mdr.value"])
+    moved = evals[lints].metrics["mdr.ci_low"] > evals[linucb].metrics["mdr"]
     assert ("moved" if moved else "unchanged") in res.output
     assert "rests on propensities estimated at import" in " ".join(res.output.split())
     assert registry.alias_state(registry.CHAMPION).version == (lints if moved else linucb)

@@ -86,6 +86,12 @@ def test_registered_version_carries_the_digest_of_its_bundle(store, tmp_path):
     assert MlflowClient().get_model_version(registry.MODEL_NAME, other).tags[registry.DIGEST_TAG] != tag
 
 
+def _evaluated(version: str, dataset: str, figures: dict[str, float]) -> None:
+    """An evaluation of ``version`` on the log whose digest is ``dataset``, recorded as the evaluate job does."""
+    with mlflow.start_run():
+        registry.record_evaluation(version, figures, registry.decision_log_dataset(f"sqlite:///{dataset}.db", dataset))
+
+
 def test_promote_needs_evidence_and_rolls_back(store):
     v1, v2 = _register("no_contact"), _register("business_as_usual")
     registry.set_alias(registry.CHAMPION, v1)
@@ -94,20 +100,20 @@ def test_promote_needs_evidence_and_rolls_back(store):
     p = registry.promote()
     assert not p.promoted and registry.alias_state(registry.CHAMPION).version == v1
     # evaluated on different datasets: nothing moves
-    registry.version_tags(v1, {"eval.dr.value": 1.0, "eval.dr.ci_low": 0.9, "eval.dataset": "a"})
-    registry.version_tags(v2, {"eval.dr.value": 2.0, "eval.dr.ci_low": 1.5, "eval.dataset": "b"})
+    _evaluated(v1, "a", {"dr": 1.0, "dr.ci_low": 0.9})
+    _evaluated(v2, "b", {"dr": 2.0, "dr.ci_low": 1.5})
     assert not registry.promote().promoted
     # challenger's lower bound below the champion's estimate: nothing moves
-    registry.version_tags(v2, {"eval.dr.ci_low": 0.95, "eval.dataset": "a"})
+    _evaluated(v2, "a", {"dr": 2.0, "dr.ci_low": 0.95})
     p = registry.promote()
     assert not p.promoted and "does not beat" in p.reason
     # it beats it, but weighted by estimated propensities where the champion's were logged: nothing moves
-    registry.version_tags(v1, {registry.PROPENSITY_TAG: "logged"})
-    registry.version_tags(v2, {"eval.dr.ci_low": 1.2, registry.PROPENSITY_TAG: "estimated"})
+    _evaluated(v1, "a", {"dr": 1.0, "dr.ci_low": 0.9, registry.ESTIMATED_SHARE: 0.0})
+    _evaluated(v2, "a", {"dr": 2.0, "dr.ci_low": 1.2, registry.ESTIMATED_SHARE: 0.25})
     p = registry.promote()
     assert not p.promoted and "other propensities" in p.reason
     # on the same footing it beats it: champion moves, the reason is recorded
-    registry.version_tags(v2, {registry.PROPENSITY_TAG: "logged"})
+    _evaluated(v2, "a", {"dr": 2.0, "dr.ci_low": 1.2, registry.ESTIMATED_SHARE: 0.0})
     p = registry.promote()
     assert p.promoted and p.champion == v2 and p.previous == v1
     state = registry.alias_state(registry.CHAMPION)
@@ -115,6 +121,49 @@ def test_promote_needs_evidence_and_rolls_back(store):
     # one command back
     r = registry.rollback()
     assert r.promoted and registry.alias_state(registry.CHAMPION).version == v1
+
+
+def test_evaluations_are_metrics_of_the_model_on_the_dataset(store):
+    """Each evaluation is a set of metrics logged against the version's logged model and the log's dataset;
+    the latest one is what the version holds now, evaluations in the same millisecond included."""
+    v = _register("uniform_random")
+    assert registry.latest_evaluation(v) is None
+    _evaluated(v, "d1", {"dr": 0.5, "dr.ci_low": 0.4, "ess": float("nan")})
+    for i in range(5):  # in quick succession: the last one recorded is the latest
+        _evaluated(v, f"d{i + 2}", {"dr": float(i), "dr.ci_low": i - 0.5, registry.ESTIMATED_SHARE: 0.0})
+    found = registry.latest_evaluation(v)
+    assert found.dataset == "d6" and found.metrics == {"dr": 4.0, "dr.ci_low": 3.5, registry.ESTIMATED_SHARE: 0.0}
+    assert found.propensity == registry.PROPENSITY_LOGGED
+    model_id = registry.logged_model_id(v)
+    metrics = mlflow.get_logged_model(model_id).metrics
+    assert len(metrics) == 2 + 5 * 3  # every evaluation stays on the model; the NaN one was left out
+    datasets = {(registry.DATASET_NAME, f"d{i}") for i in range(1, 7)}
+    assert {(m.dataset_name, m.dataset_digest) for m in metrics} == datasets
+    run = mlflow.get_run(found.run_id)
+    assert [i.model_id for i in run.inputs.model_inputs] == [model_id]
+    assert [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs] == [(registry.DATASET_NAME, "d6")]
+    # queryable from the models of the experiment, by dataset and metric
+    hits = mlflow.search_logged_models(filter_string="metrics.dr > 3", output_format="list",
+                                       datasets=[{"dataset_name": registry.DATASET_NAME, "dataset_digest": "d6"}])
+    assert [h.model_id for h in hits] == [model_id]
+
+
+def test_versions_are_described(store):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    v = _register("business_as_usual")
+    assert client.get_model_version(registry.MODEL_NAME, v).description == "business_as_usual"
+    assert client.get_registered_model(registry.MODEL_NAME).description == registry.MODEL_DESCRIPTION
+    with mlflow.start_run():
+        info = registry.log_policy(_bundle("linucb"), description="linucb trained online on 10 decisions")
+    w = str(info.registered_model_version)
+    assert client.get_model_version(registry.MODEL_NAME, w).description == "linucb trained online on 10 decisions"
+    # an evaluation's line follows what it was trained on, and a later one replaces it
+    registry.describe_evaluation(w, "DR 1 [0.5, 1.5] per decision on log a")
+    text = registry.describe_evaluation(w, "DR 2 [1.5, 2.5] per decision on log b")
+    assert text == "linucb trained online on 10 decisions; evaluated DR 2 [1.5, 2.5] per decision on log b"
+    assert client.get_model_version(registry.MODEL_NAME, w).description == text
 
 
 def _evidence(champion: str, challenger: str, promote: bool, lift: float = 14.0, run_id: str = "r1"):
