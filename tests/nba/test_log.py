@@ -1,12 +1,12 @@
-"""The decision log store on SQLite and PostgreSQL: round trips, idempotency, atomicity, rewards,
-streaming, Parquet export and contact history.
+"""The decision log store on SQLite and PostgreSQL: round trips, idempotency, atomicity, layout,
+streaming, contact history, deciding transactions, deployment and provenance. Validation, rewards and
+Parquet have their own modules (``test_log_validation.py``, ``test_log_rewards.py``, ``test_log_parquet.py``).
 
 The ``log`` fixture (``conftest.py``) runs each test on both databases.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -18,54 +18,14 @@ import pytest
 
 from nba.log import (
     DecisionLog,
-    DecisionRecords,
     FunnelEvents,
     LoggedBatch,
     LogLayout,
     OutcomeRecords,
     RewardRule,
-    read_parquet_batches,
-    read_parquet_layout,
 )
 from nba.log.store import LOCK_BUCKETS, lock_bucket
-from nba.log.validation import storable_text
-
-T0 = 493_536.0  # 2026-04-21 00:00 UTC in hours since the epoch
-
-
-def make_records(n: int, d: int = 4, n_actions: int = 6, seed: int = 0, start: int = 0,
-                 customers: int = 10, policy: str = "p", experiment: str = "") -> DecisionRecords:
-    rng = np.random.default_rng(seed)
-    el = rng.random((n, n_actions)) < 0.6
-    el[:, 0] = True
-    # a random eligible action per row
-    u = rng.random(n) * el.sum(axis=1)
-    action = (np.cumsum(el, axis=1) <= u[:, None]).sum(axis=1).astype(np.int64)
-    t = T0 + start + np.arange(n, dtype=np.float64)
-    return DecisionRecords(
-        decision_id=np.array([f"d{start + i}" for i in range(n)]),
-        time=t,
-        customer_id=np.array([f"c{(start + i) % customers}" for i in range(n)]),
-        context=rng.normal(size=(n, d)).astype(np.float32),
-        eligible=el,
-        action=action,
-        send_at=t + np.where(action > 0, 2.0, 0.0),
-        propensity=1.0 / el.sum(axis=1),
-        policy=np.full(n, policy),
-        policy_version=np.full(n, "3"),
-        experiment=np.full(n, experiment),
-        arm=np.where(np.arange(n) % 2 == 0, "A", "B"),
-        cost=np.where(action > 0, 0.25, 0.0),
-    )
-
-
-def assert_same(batch: LoggedBatch, rec: DecisionRecords) -> None:
-    for name in DecisionRecords.__dataclass_fields__:
-        got, want = getattr(batch, name), getattr(rec, name)
-        if got.dtype == object:
-            assert got.tolist() == want.tolist(), name
-        else:
-            np.testing.assert_array_equal(got, want, err_msg=name)
+from tests.nba.log_helpers import T0, assert_same, make_records
 
 
 # ----------------------------------------------------------------------------- writes
@@ -123,122 +83,6 @@ def test_decisions_and_outcomes_in_one_transaction(log):
     assert log.read(RewardRule()).reward[2] == 9.0 - rec.cost[2]
 
 
-def _bad(field, value):
-    def make(rec: DecisionRecords) -> DecisionRecords:
-        x = getattr(rec, field).copy() if hasattr(getattr(rec, field), "copy") else getattr(rec, field)
-        return replace(rec, **{field: value(x)})
-    return make
-
-
-def _set(x, i, v):
-    x = x.astype(object) if isinstance(v, str) or x.dtype.kind == "U" else x
-    x[i] = v
-    return x
-
-
-@pytest.mark.parametrize("make, message", [
-    (_bad("decision_id", lambda x: _set(x, 2, "")), r"^decision_id: row 2: must not be empty"),
-    (_bad("decision_id", lambda x: _set(x, 4, x[1])), r"^decision_id: row 4: duplicate 'd1'"),
-    (_bad("decision_id", lambda x: np.arange(len(x))), r"^decision_id: expected strings"),
-    (_bad("customer_id", lambda x: _set(x, 1, 7)), r"^customer_id: row 1: expected a string, got 7"),
-    (_bad("time", lambda x: _set(x, 5, np.nan)), r"^time: row 5: must be finite"),
-    (_bad("time", lambda x: x[:-1]), r"^time: expected shape \(10,\)"),
-    (_bad("send_at", lambda x: _set(x, 3, T0)), r"^send_at: row 3: must not be before"),
-    (_bad("propensity", lambda x: _set(x, 1, 1.5)), r"^propensity: row 1: must be in \(0, 1\]"),
-    (_bad("action", lambda x: _set(x, 2, 6)), r"^action: row 2: must be in \[0, 6\), got 6"),
-    (_bad("action", lambda x: x.astype(float)), r"^action: expected integers"),
-    (_bad("context", lambda x: _set(x, 7, np.inf)), r"^context: row 7: contains NaN"),
-    (_bad("context", lambda x: x[:, 0]), r"^context: expected shape \(10, d\)"),
-    (_bad("eligible", lambda x: x.astype(int)), r"^eligible: expected a boolean array"),
-    (_bad("cost", lambda x: _set(x, 0, -1.0)), r"^cost: row 0: must be >= 0"),
-    (_bad("policy", lambda x: _set(x, 9, "")), r"^policy: row 9: must not be empty"),
-])
-def test_validation_names_the_field(log, make, message):
-    with pytest.raises(ValueError, match=message):
-        log.log_decisions(make(make_records(10)))
-    assert log.count_decisions() == 0
-
-
-def test_storable_text_names_what_a_database_cannot_store():
-    assert storable_text("") is None and storable_text("ordinary é 😀 \t") is None
-    assert storable_text("poison\x00id") == "contains a NUL character"
-    assert storable_text(json.loads('"ab\\ud800"')) == "is not valid Unicode (a lone surrogate '\\ud800' at position 2)"
-
-
-@pytest.mark.parametrize("field", ["decision_id", "customer_id", "policy", "policy_version", "experiment", "arm"])
-@pytest.mark.parametrize("value, message", [
-    ("poison\x00id", r"contains a NUL character, got 'poison\\x00id'$"),
-    ("\x00", r"contains a NUL character, got '\\x00'$"),
-    ("é\udfff", r"is not valid Unicode \(a lone surrogate '\\udfff' at position 1\), got 'é\\udfff'$"),
-])
-def test_text_either_database_cannot_store_is_refused_before_the_transaction(log, field, value, message):
-    """PostgreSQL refused a NUL inside the transaction (a DataError failing every row of the batch) and
-    SQLite stored it; a lone surrogate failed both while binding. Now validation names the row."""
-    rec = make_records(10)
-    col = getattr(rec, field).astype(object)
-    col[3] = value
-    with pytest.raises(ValueError, match=rf"^{field}: row 3: {message}"):
-        log.log_decisions(replace(rec, **{field: col}))
-    assert log.count_decisions() == 0
-    assert log.log_decisions(rec) == 10
-
-
-def test_a_huge_refused_value_is_not_echoed(log):
-    rec = make_records(4)
-    col = rec.customer_id.astype(object)
-    col[2] = "x" * 100_000 + "\x00"
-    with pytest.raises(ValueError, match=r"^customer_id: row 2: contains a NUL character, got 'xxx") as caught:
-        log.log_decisions(replace(rec, customer_id=col))
-    assert len(str(caught.value)) < 150
-    ids = rec.decision_id.astype(object)
-    ids[3] = ids[0] = "d" * 1_000
-    with pytest.raises(ValueError, match=r"^decision_id: row 3: duplicate 'ddd") as caught:
-        log.log_decisions(replace(rec, decision_id=ids))
-    assert len(str(caught.value)) < 150
-
-
-def test_outcomes_and_history_reads_refuse_text_a_database_cannot_store(log):
-    rec = make_records(5)
-    log.log_decisions(rec)
-    bad = OutcomeRecords(np.array(["d0", "d1\x00"], object), np.array(["opened", "opened"]), np.zeros(2), np.zeros(2))
-    with pytest.raises(ValueError, match=r"^decision_id: row 1: contains a NUL character"):
-        log.log_outcomes(bad)
-    assert log.count_outcomes() == 0
-    with pytest.raises(ValueError, match=r"^customer_ids: row 1: contains a NUL character"):
-        log.contact_history(["c0", "c\x00"], since=T0)
-    with pytest.raises(ValueError, match=r"^customer_ids: row 0: is not valid Unicode"), log.deciding(["\ud800"]):
-        pass
-
-
-def test_ineligible_action_is_refused(log):
-    rec = make_records(10)
-    el = rec.eligible.copy()
-    el[6, rec.action[6]] = False
-    el[6, 0] = True
-    if rec.action[6] == 0:
-        el[6, 0] = False
-    with pytest.raises(ValueError, match=r"^action: row 6: action \d+ is not eligible"):
-        log.log_decisions(replace(rec, eligible=el))
-
-
-@pytest.mark.parametrize("outcomes, message", [
-    (lambda ids: OutcomeRecords(ids[:2], np.array(["opened", "bought"]), np.zeros(2), np.zeros(2)),
-     r"^event: row 1: unknown event 'bought'"),
-    (lambda ids: OutcomeRecords(ids[[0, 0]], np.array(["opened", "opened"]), np.zeros(2), np.zeros(2)),
-     r"^event: row 1: duplicate"),
-    (lambda ids: OutcomeRecords(ids[:2], np.array(["opened", "clicked"]), np.zeros(2), np.array([0, np.nan])),
-     r"^value: row 1: must be finite"),
-    (lambda ids: OutcomeRecords(np.array(["d0", ""]), np.array(["opened", "clicked"]), np.zeros(2), np.zeros(2)),
-     r"^decision_id: row 1: must not be empty"),
-])
-def test_outcome_validation(log, outcomes, message):
-    rec = make_records(5)
-    log.log_decisions(rec)
-    with pytest.raises(ValueError, match=message):
-        log.log_outcomes(outcomes(rec.decision_id))
-    assert log.count_outcomes() == 0
-
-
 def test_one_layout_per_log(log, db_url):
     log.log_decisions(make_records(5, d=4))
     with pytest.raises(ValueError, match=r"^context: this log holds 4 features per decision, got 5"):
@@ -274,7 +118,6 @@ def test_sqlite_is_durable_wal(tmp_path):
     assert sqlite3.connect(path).execute("select count(*) from decisions").fetchone()[0] == 3
 
 
-
 def test_background_checkpoints_leave_commits_alone(tmp_path):
     path = tmp_path / "ckpt.db"
     wal = tmp_path / "ckpt.db-wal"
@@ -293,30 +136,6 @@ def test_background_checkpoints_leave_commits_alone(tmp_path):
     assert sqlite3.connect(path).execute("select count(*) from decisions").fetchone()[0] == 16_000
     with pytest.raises(ValueError, match="^checkpoint_every_s"):
         DecisionLog(f"sqlite:///{path}", checkpoint_every_s=0)
-
-# ----------------------------------------------------------------------------- rewards
-def test_reward_join_window_default_and_cost(log):
-    rec = make_records(6)
-    rec = replace(rec, action=np.zeros(6, np.int64), send_at=rec.time, cost=np.array([0, 0, 0, 0, 0, 1.0]))
-    log.log_decisions(rec)
-    s = rec.send_at
-    ids = rec.decision_id
-    log.log_outcomes(OutcomeRecords(
-        decision_id=np.array([ids[0], ids[0], ids[1], ids[2], ids[3], ids[3], ids[5]]),
-        event=np.array(["converted", "opened", "converted", "converted", "opted_out", "clicked", "converted"]),
-        time=np.array([s[0] + 1, s[0] + 0.5, s[1] + 100, s[2] - 1, s[3] + 2, s[3] + 1, s[5] + 72]),
-        value=np.array([10.0, 0.0, 20.0, 30.0, -2.0, 0.0, 5.0]),
-    ))
-    r = log.read(RewardRule(window_h=72, default=-0.5)).reward
-    # 0: converted in window; 1: too late -> default; 2: before send -> default; 3: no counted
-    # event -> default; 4: nothing -> default; 5: on the window's edge, minus cost
-    np.testing.assert_allclose(r, [10.0, -0.5, -0.5, -0.5, -0.5, 4.0])
-    r = log.read(RewardRule(window_h=200, events=("converted", "opted_out"), opt_out_value=-1.0)).reward
-    np.testing.assert_allclose(r, [10.0, 20.0, 0.0, -3.0, 0.0, 4.0])
-    r = log.read(RewardRule(events=("opened", "clicked"), subtract_cost=False)).reward
-    np.testing.assert_allclose(r, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    with pytest.raises(ValueError, match="^rule: unknown events"):
-        log.read(RewardRule(events=("bought",)))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -352,26 +171,6 @@ def test_streaming_memory_is_bounded(tmp_path):
         tracemalloc.stop()
     assert rows == len(whole) == n
     assert streamed < full / 5, (streamed, full)
-
-
-def test_export_parquet_round_trip(log, tmp_path):
-    rec = make_records(2300)
-    log.log_decisions(rec)
-    log.log_outcomes(OutcomeRecords(rec.decision_id[:3], np.full(3, "converted"), rec.send_at[:3], np.ones(3)))
-    path = tmp_path / "log.parquet"
-    rule = RewardRule(window_h=24)
-    assert log.export_parquet(path, rule, chunk_rows=1000) == 2300
-    back = list(read_parquet_batches(path, batch_rows=1000))
-    assert [len(b) for b in back] == [1000, 1000, 300]
-    whole = LoggedBatch.concat(back)
-    assert_same(whole, rec)
-    np.testing.assert_array_equal(whole.reward, log.read(rule).reward)
-    assert read_parquet_layout(path) == LogLayout(4, 6)
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(path)
-    assert str(schema.field("context").type) == "fixed_size_list<element: float>[4]"
-    assert b"nba.reward_rule" in schema.metadata
 
 
 def test_contact_history(log):
@@ -584,26 +383,6 @@ def test_a_fresh_log_refuses_an_invalid_provenance_and_keeps_none(log):
     with pytest.raises(ValueError, match=r"^provenance\.reward_rule\.subtract_cost: expected true or false"):
         log.set_provenance({"simulation": {}, "reward_rule": {"subtract_cost": 1}})
     assert log.provenance() is None
-
-
-def test_reward_rule_as_json_round_trips():
-    """An unbounded window is null in JSON; a field left out keeps its default; every error names the field."""
-    for rule in (RewardRule(), RewardRule(window_h=float("inf"), events=("converted", "churned"), opt_out_value=-2.0,
-                                          default=0.5, subtract_cost=False)):
-        data = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
-        assert RewardRule.from_dict(data) == rule
-    assert RewardRule().to_dict() == {"window_h": 72.0, "events": ["converted"], "opt_out_value": 0.0,
-                                      "default": 0.0, "subtract_cost": True}
-    assert RewardRule.from_dict({"window_h": None}) == RewardRule(window_h=float("inf"))
-    for bad, message in [
-        ("72", r"^reward_rule: expected an object of \['window_h', 'events'"),
-        ({"window_h": "72"}, r"^reward_rule\.window_h: expected a finite number \(or null: no end\), got '72'"),
-        ({"default": float("inf")}, r"^reward_rule\.default: expected a finite number, got inf"),
-        ({"opt_out_value": True}, r"^reward_rule\.opt_out_value: expected a finite number, got True"),
-        ({"events": "converted"}, r"^reward_rule\.events: expected a list of event names"),
-    ]:
-        with pytest.raises(ValueError, match=message):
-            RewardRule.from_dict(bad)
 
 
 def test_action_counts_of_a_send_window(log):
