@@ -71,6 +71,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cached_property
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -464,7 +465,9 @@ def _column(a: Attribute, values: list[Any]) -> tuple[np.ndarray | None, int]:
             x = np.array(values, np.float64)
         else:
             x = np.array([math.nan if v is None else v for v in values], np.float64)
-            unknown = np.fromiter((v is None for v in values), bool, n)
+            unknown = np.isnan(x)
+            if int(np.count_nonzero(unknown)) != values.count(None):  # a NaN given (refused below)
+                unknown = np.fromiter((v is None for v in values), bool, n)
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(x)
             if not given:
@@ -480,7 +483,8 @@ def _column(a: Attribute, values: list[Any]) -> tuple[np.ndarray | None, int]:
         return x, n
     if a.type == "category":
         valid = {*a.values, None}
-        first = next((i for i, v in enumerate(values[:first]) if v not in valid), first)
+        if not valid.issuperset(values):
+            first = next((i for i, v in enumerate(values[:first]) if v not in valid), first)
     if first < n:
         return None, first
     if not given and a.default is not None:
@@ -685,7 +689,8 @@ class Deployment:
         """The columns of ``rows`` (:func:`_column`) and the first row that may be refused (``len(rows)``:
         none, and the columns are exact)."""
         n = len(rows)
-        if set(map(type, rows)) != {dict}:
+        plain = set(map(type, rows)) == {dict}
+        if not plain:
             first = next((i for i, r in enumerate(rows) if not isinstance(r, Mapping)), n)
             rows = rows[:first]
         else:
@@ -695,7 +700,8 @@ class Deployment:
             first = min(first, next(i for i, r in enumerate(rows) if not known.issuperset(r)))
         columns: dict[str, np.ndarray] = {}
         for a in self.attributes:
-            col, bad = _column(a, [r.get(a.name) for r in rows])
+            values = list(map(dict.get, rows, repeat(a.name))) if plain else [r.get(a.name) for r in rows]
+            col, bad = _column(a, values)
             first = min(first, bad)
             if col is not None:
                 columns[a.name] = col

@@ -89,14 +89,11 @@ class HistoryCache:
         the log has caught up, so which entries may go)."""
         entries = self._entries
         get = entries.get
-        for c in records.customer_id.tolist():
+        for c, t, s, a in zip(records.customer_id.tolist(), records.time.tolist(), records.send_at.tolist(),
+                              records.action.tolist(), strict=True):  # one pass, one new tuple per customer
             e = get(c)
-            entries[c] = (position, _EMPTY, _EMPTY) if e is None else (position, e[1], e[2])
-        sent = np.flatnonzero(records.action > 0)
-        for c, t, s, a in zip(records.customer_id[sent].tolist(), records.time[sent].tolist(),
-                              records.send_at[sent].tolist(), records.action[sent].tolist(), strict=True):
-            e = entries[c]
-            entries[c] = (position, (*e[1], (t, s, a)), e[2])
+            contacts, events = (_EMPTY, _EMPTY) if e is None else e[1:]
+            entries[c] = (position, (*contacts, (t, s, a)) if a > 0 else contacts, events)
         self._evict(replayed)
 
     def _evict(self, replayed: int) -> None:

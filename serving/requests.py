@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from nba.deployment import Deployment, DeploymentError
@@ -175,11 +176,15 @@ def _refuse(customers: list[Any], fields: tuple[str, ...], batch: bool, why: str
     # a field counts as given when it holds something but its default (the HTTP front end passes every
     # field, so pydantic's model_fields_set cannot tell); field by field, the first row that gives any
     n, first, name = len(customers), len(customers), ""
-    for f in fields:
-        values = [getattr(c, f, None) for c in customers[:first]]
-        if values.count(None) == len(values) or values.count(False) == len(values):  # all None, or all False / 0
+    try:  # every customer's fields at once, then field by field
+        rows = map(attrgetter(*fields), customers)  # a tuple per customer (the value itself for one field)
+        columns = [tuple(rows)] if len(fields) == 1 else list(zip(*rows, strict=True)) or [()] * len(fields)
+    except AttributeError:  # an object without some field: that field is not given
+        columns = [tuple(getattr(c, f, None) for c in customers) for f in fields]
+    for f, values in zip(fields, columns, strict=True):
+        if values.count(None) == n or values.count(False) == n:  # all None, or all False / 0
             continue
-        i = next((i for i, v in enumerate(values) if v not in _DEFAULTS), n)
+        i = next((i for i, v in enumerate(values[:first]) if v not in _DEFAULTS), n)
         if i < first:
             first, name = i, f
     if first < n:
