@@ -155,10 +155,18 @@ def _iso(hours: np.ndarray, offset_h: np.ndarray | None = None) -> list[str]:
             pass
     us = np.round(np.asarray(hours, np.float64) * 3.6e9).astype(np.int64)
     if offset_h is None:
-        return [t + "Z" for t in np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()]
+        # a batch's stamps are a few distinct ones (its time, and each slot's in each zone): format each once
+        us, back = np.unique(us, return_inverse=True)
+        text = [t + "Z" for t in np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()]
+        return list(map(text.__getitem__, back.tolist()))
     off = np.round(np.asarray(offset_h, np.float64) * 60).astype(np.int64)  # minutes
+    back = None
+    if us.size and int(np.abs(us).max()) < 2**53:  # (instant, offset) pairs as complex numbers: exact
+        pairs, back = np.unique(us + 1j * off, return_inverse=True)
+        us, off = pairs.real.astype(np.int64), pairs.imag.astype(np.int64)
     local = np.datetime_as_string((us + off * 60_000_000).astype("datetime64[us]"), unit="us")
-    return [t + _offset(m) for t, m in zip(local.tolist(), off.tolist(), strict=True)]
+    text = [t + _offset(m) for t, m in zip(local.tolist(), off.tolist(), strict=True)]
+    return text if back is None else list(map(text.__getitem__, back.tolist()))
 
 
 def _iso_few(hours: np.ndarray, offset_h: np.ndarray | None) -> list[str]:

@@ -262,6 +262,7 @@ def test_time_stamps_format_alike_one_by_one_and_in_bulk():
 
     rng = np.random.default_rng(3)
     h = np.r_[rng.uniform(-1e5, 1e6, 300), np.round(rng.uniform(0, 1e6, 20)), 490_000.5]
+    h = np.r_[h, rng.choice(h[:6], 200), 2e9, -2e9]  # a batch's repeated stamps; beyond 2**53 microseconds
     tz = rng.choice([-9.5, -8.0, 0.0, 2.0, 5.75, 14.0], h.size)
     bulk, bulk_local = _iso(h), _iso(h, tz)
     assert bulk[0].endswith("Z") and len(bulk[0]) == 27 and bulk_local[0][-6] in "+-"
