@@ -58,7 +58,7 @@ class FittedQ:
         if bootstrap_top is not None and bootstrap_top < 1:
             raise ValueError(f"bootstrap_top: must be >= 1 or None, got {bootstrap_top!r}")
         self.space, self.dim = space, dim
-        self.params = {"gamma": gamma, "iterations": iterations, "num_boost_round": num_boost_round,
+        self.params: dict[str, Any] = {"gamma": gamma, "iterations": iterations, "num_boost_round": num_boost_round,
                        "learning_rate": learning_rate, "num_leaves": num_leaves,
                        "min_data_in_leaf": min_data_in_leaf, "min_support": min_support,
                        "max_candidates": max_candidates, "bootstrap_top": bootstrap_top, "refit_rounds": refit_rounds,
@@ -156,6 +156,8 @@ class FittedQ:
         """(N,) the highest current Q among each row's shortlisted eligible actions."""
         rows, cols = np.nonzero(ok)
         q = np.full(ok.shape, -np.inf)
+        if self.booster is None:
+            raise RuntimeError("fit the policy before asking for its values")
         q[rows, cols] = self.booster.predict(joint_rows(X[rows], self.psi, top[rows, cols]),
                                              num_threads=self.params["threads"])
         return q.max(axis=1)
@@ -273,7 +275,7 @@ class TwoStageValue:
         if average > iterations:
             raise ValueError(f"average: must be at most iterations ({iterations}), got {average!r}")
         self.space, self.dim = space, dim
-        self.params = {"gamma": gamma, "weight": weight, "iterations": iterations, "average": average,
+        self.params: dict[str, Any] = {"gamma": gamma, "weight": weight, "iterations": iterations, "average": average,
                        "bootstrap_top": bootstrap_top, "num_boost_round": num_boost_round,
                        "value_rounds": value_rounds, "change_rounds": change_rounds, "learning_rate": learning_rate,
                        "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf, "min_support": min_support,
@@ -308,7 +310,7 @@ class TwoStageValue:
         out = np.zeros(ok.shape)
         for base, change in self.futures:
             out += predict_eligible(change, X, self.psi, ok, 0.0, threads)
-            out += base.predict(X, num_threads=threads)[:, None]
+            out += np.asarray(base.predict(X, num_threads=threads))[:, None]
         return np.where(ok, out / len(self.futures), 0.0)
 
     def q_values(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -415,11 +417,13 @@ class TwoStageValue:
         top, ok = self.reward._shortlist(X_next, mask_next, p["bootstrap_top"])
         rows, cols = np.nonzero(ok)
         pairs = joint_rows(X_next[rows], self.psi, top[rows, cols])
+        if self.reward.booster is None:
+            raise RuntimeError("fit the reward model before the values")
         r_next = self.reward.booster.predict(pairs, num_threads=threads)
         own = np.zeros(len(X_next))
         if state_rewards is not None:
             own_model = lgb.train(regression_params(p), lgb.Dataset(X, label=state_rewards), p["value_rounds"])
-            own = own_model.predict(X_next, num_threads=threads)
+            own = np.asarray(own_model.predict(X_next, num_threads=threads))
 
         def value(base: lgb.Booster, change: lgb.Booster) -> np.ndarray:
             g = change.predict(pairs, num_threads=threads) + base.predict(X_next, num_threads=threads)[rows]

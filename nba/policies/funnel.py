@@ -26,7 +26,7 @@ keeps what it has learnt from and refits from scratch whenever the data has grow
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lightgbm as lgb
 import numpy as np
@@ -59,10 +59,11 @@ class LGBMFunnel:
         if gamma_scale <= 0:
             raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
         self.space, self.dim = space, dim
-        self.params = {"num_boost_round": num_boost_round, "rest_rounds": rest_rounds, "learning_rate": learning_rate,
-                       "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
-                       "refit_growth": refit_growth, "gamma_scale": gamma_scale, "gamma_exponent": gamma_exponent,
-                       "seed": seed, "threads": threads}
+        self.params: dict[str, Any] = {
+            "num_boost_round": num_boost_round, "rest_rounds": rest_rounds, "learning_rate": learning_rate,
+            "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
+            "refit_growth": refit_growth, "gamma_scale": gamma_scale, "gamma_exponent": gamma_exponent,
+            "seed": seed, "threads": threads}
         self.psi = action_design(space).astype(np.float32)
         self.X = np.zeros((0, dim), np.float32)
         self.actions = np.zeros(0, np.int64)
@@ -100,7 +101,7 @@ class LGBMFunnel:
         m = self.models[name]
         if isinstance(m, float):
             return np.full(len(rows), m)
-        return m.predict(rows, num_threads=self.params["threads"])
+        return np.asarray(m.predict(rows, num_threads=self.params["threads"]))
 
     def scores(self, X: np.ndarray, mask: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
         """(N, A) predicted reward of every action (NaN where ``mask`` is False, if given).

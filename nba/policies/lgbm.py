@@ -81,9 +81,10 @@ class _LGBMReward:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
         self.space, self.dim = space, dim
-        self.params = {"num_boost_round": num_boost_round, "learning_rate": learning_rate, "num_leaves": num_leaves,
-                       "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
-                       "refit_growth": refit_growth, "seed": seed, "threads": threads}
+        self.params: dict[str, Any] = {
+            "num_boost_round": num_boost_round, "learning_rate": learning_rate, "num_leaves": num_leaves,
+            "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
+            "refit_growth": refit_growth, "seed": seed, "threads": threads}
         self.psi = action_design(space).astype(np.float32)
         self.X = np.zeros((0, dim), np.float32)
         self.actions = np.zeros(0, np.int64)

@@ -162,9 +162,9 @@ def _rank_one_update(ws: _RankOne, phi: np.ndarray) -> None:
     for every block ``J``, so the work is a few passes over ``U`` instead of ``D`` Python steps.
     """
     n, b, m = ws.size, ws.block, ws.blocks
-    if ws.out is None:
+    if ws.out is None or ws.aug is None:
         ws.out, ws.aug = np.zeros_like(ws.U), np.zeros((m, b + 1, n))
-    U = ws.U
+    U, out, aug = ws.U, ws.out, ws.aug
     ws.p[:n] = dtrsv(U[:n].T, phi, lower=1)  # L p = phi with L = U^T (U's rows are L's columns)
     p = ws.p
     t = np.cumsum(p * p)
@@ -179,10 +179,10 @@ def _rank_one_update(ws: _RankOne, phi: np.ndarray) -> None:
     K[:, ws.diag, ws.diag] = np.sqrt(t / t_before).reshape(m, b)
     K[:, :, b] = Q
     U3 = U.reshape(m, b, n)
-    ws.aug[:, :b, :] = U3
-    np.matmul(ws.later, np.matmul(P[:, None, :], U3)[:, 0, :], out=ws.aug[:, b, :])
-    np.matmul(K, ws.aug, out=ws.out.reshape(m, b, n))
-    ws.U, ws.out = ws.out, ws.U
+    aug[:, :b, :] = U3
+    np.matmul(ws.later, np.matmul(P[:, None, :], U3)[:, 0, :], out=aug[:, b, :])
+    np.matmul(K, aug, out=out.reshape(m, b, n))
+    ws.U, ws.out = out, U
 
 
 # ----------------------------------------------------------------------------- ridge
@@ -218,6 +218,11 @@ class Ridge:
         self.reward_sq = 0.0
         self.since = 0  # rows folded into the kept factor or inverse since it was last computed from A
         self._ws = _RankOne(self.size) if keep == "factor" else None
+        self._inverse: np.ndarray | None = None  # A^-1: kept (keep="inverse"), or cached from the factor
+        self._factor: np.ndarray | None = None  # L, cached from A when the inverse is kept
+        self._cov4: np.ndarray | None = None
+        self._theta_psi: np.ndarray | None = None
+        self.theta = np.zeros(self.size)
         self._factorise()
 
     @property
@@ -252,7 +257,7 @@ class Ridge:
     @property
     def factor(self) -> np.ndarray:
         """Lower Cholesky factor ``L`` of ``A`` (Fortran order; computed from ``A`` if the inverse is kept)."""
-        if self.keep == "factor":
+        if self._ws is not None:  # keep == "factor"
             return self._ws.U[: self.size].T
         if self._factor is None:
             self._factor = _cholesky(self.A)
@@ -268,7 +273,7 @@ class Ridge:
     def _factorise(self) -> None:
         """Compute the kept factor or inverse, and ``theta``, from ``A`` and ``b``."""
         L = _cholesky(self.A)
-        if self.keep == "factor":
+        if self._ws is not None:  # keep == "factor"
             self._ws.U[: self.size] = L.T
         else:
             self._inverse = _inverse_of(L)
@@ -278,7 +283,7 @@ class Ridge:
     def _solve(self) -> None:
         """``theta`` from ``b`` and the kept factor or inverse."""
         if self.keep == "inverse":
-            self.theta = self._inverse @ self.b
+            self.theta = self.inverse @ self.b
         else:
             L = self.factor
             self.theta = dtrsv(L, dtrsv(L, self.b, lower=1), lower=1, trans=1)
@@ -306,21 +311,22 @@ class Ridge:
         phi = (self.psi[actions][:, :, None] * Xa[:, None, :]).reshape(k, -1)  # (k, D) rows phi(x, a)
         self._pending.append(phi)
         self.since += k
-        if self.keep == "factor":
+        if self._ws is not None:  # keep == "factor"
             self.b += phi.T @ rewards
             for row in phi:
                 _rank_one_update(self._ws, row)
             self._solve()
         elif k == 1:  # Sherman-Morrison, and theta moved along A^-1 phi by the residual
-            u = self._inverse @ phi[0]
+            inv = self.inverse  # the kept inverse itself, updated in place
+            u = inv @ phi[0]
             s = 1.0 + float(phi[0] @ u)
             residual = float(rewards[0]) - float(phi[0] @ self.theta)
-            dger(-1.0 / s, u, u, a=self._inverse.T, overwrite_a=1)  # symmetric: its .T is Fortran order
+            dger(-1.0 / s, u, u, a=inv.T, overwrite_a=1)  # symmetric: its .T is Fortran order
             self.b += float(rewards[0]) * phi[0]
             self.theta = self.theta + (residual / s) * u
             self._changed()
         else:
-            _woodbury(self._inverse, phi)
+            _woodbury(self.inverse, phi)
             self.b += phi.T @ rewards
             self._solve()
 
@@ -407,7 +413,7 @@ class Ridge:
         out = {"A": self.A, "b": self.b, "reward_moments": np.array([self.n, self.reward_sum, self.reward_sq])}
         if self.since:
             out["incremental_rows"] = np.array([self.since])
-            out["kept"] = self._ws.U[: self.size] if self.keep == "factor" else self._inverse
+            out["kept"] = self._ws.U[: self.size] if self._ws is not None else self.inverse
             out["theta"] = self.theta
         return out
 
@@ -427,7 +433,7 @@ class Ridge:
         kept = np.array(arrays["kept"], np.float64)
         if kept.shape != self.A.shape:
             raise ValueError(f"kept: expected shape {self.A.shape}, got {kept.shape}")
-        if self.keep == "factor":
+        if self._ws is not None:  # keep == "factor"
             self._ws.U[: self.size] = kept
         else:
             self._inverse = kept
@@ -593,6 +599,8 @@ class LinTS:
         self.catalogue = catalogue
         self.ridge = Ridge(space, dim, lam, keep="factor", catalogue=catalogue)
         self.rng = np.random.default_rng(seed)
+        self._samples: np.ndarray | None = None
+        self._G: np.ndarray | None = None
         self._draw()
 
     def _draw(self) -> None:
