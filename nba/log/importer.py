@@ -63,7 +63,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -209,6 +209,13 @@ class ImportResult:
     ineligible: int = 0
 
 
+def _time_default(m: ColumnMapping | DeploymentMapping) -> float:
+    """Every row's decision time without a time column (:func:`_check_time_and_propensity` checked it)."""
+    if m.time_default is None:
+        raise ValueError("time_default: without a time column, give the decision time of every row")
+    return float(m.time_default)
+
+
 def _check_time_and_propensity(m: ColumnMapping | DeploymentMapping) -> None:
     """A mapping's time (a column, or else ``time_default``) and propensity (a column, or else an estimate
     within ``propensity_by``), the same for both kinds of mapping."""
@@ -228,7 +235,7 @@ class _Fail(ValueError):
     pass
 
 
-def _fail(row: int, column: str, msg: str) -> None:
+def _fail(row: int, column: str | None, msg: str) -> NoReturn:
     raise _Fail(f"row {row + 1}, column {column!r}: {msg}")
 
 
@@ -424,7 +431,7 @@ def _features(table, m: ColumnMapping, stored: LogLayout | None) -> tuple[np.nda
     """(N, d) float32 context and its feature names, checked against the ``stored`` layout's names."""
     n = table.num_rows
     stored_names = None if stored is None else stored.feature_names
-    blocks: list[tuple[str, list[str], Callable[[np.ndarray], None] | np.ndarray]] = []
+    blocks: list[tuple[str, list[str], np.ndarray]] = []
     big = np.finfo(np.float32).max
     hint = "; a column of categories belongs in categorical (or hashed, when it has many values)"
     for c in m.context:
@@ -555,7 +562,7 @@ def _records(table, m: ColumnMapping, stored: LogLayout | None, prefix: str, pol
     action = action_f.astype(np.int64)
     hours = "hours since the epoch or an ISO timestamp"
     if m.time is None:
-        time = np.full(n, float(m.time_default))
+        time = np.full(n, _time_default(m))
     else:
         time = _numbers(table, m.time, None, hours, _to_hours)
     if m.send_at is None:
@@ -697,7 +704,7 @@ class DeploymentMapping:
 
     def column_of(self, attribute: str) -> str:
         """The file's column of ``attribute``."""
-        return self.attributes.get(attribute, attribute)
+        return (self.attributes or {}).get(attribute, attribute)
 
     def columns(self) -> list[str]:
         """The columns this mapping names, attributes aside (each must be in the file)."""
@@ -811,10 +818,9 @@ def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapp
         raise ValueError(f"column {missing[0]!r}: not in the file; columns: {table.column_names}")
     layout = LogLayout(features.dim, space.n_actions, features.names, space_to_dict(space))
     stored = log.layout()
-    same = stored is None or ((stored.context_dim, stored.n_actions, stored.feature_names)
-                              == (layout.context_dim, layout.n_actions, layout.feature_names)
-                              and stored.action_space in (None, layout.action_space))
-    if not same:
+    if stored is not None and not ((stored.context_dim, stored.n_actions, stored.feature_names)
+                                   == (layout.context_dim, layout.n_actions, layout.feature_names)
+                                   and stored.action_space in (None, layout.action_space)):
         raise ValueError(f"deployment: this log holds {stored.context_dim} features and {stored.n_actions} actions "
                          f"that are not those of the deployment {deployment.name!r} ({layout.context_dim} features, "
                          f"{layout.n_actions} actions); import onto a log of this deployment")
@@ -867,7 +873,7 @@ def _onto_records(table, d: Deployment, m: DeploymentMapping, prefix: str, polic
     bad = np.flatnonzero(reasons)
     if bad.size and not allow_ineligible:
         i = int(bad[0])
-        why = ", ".join(r.name.lower() for r in Reason if reasons[i] & r)
+        why = ", ".join(str(r.name).lower() for r in Reason if reasons[i] & r)
         column = m.action or (m.offer if reasons[i] & Reason.OFFER
                               else m.send_hour if reasons[i] & Reason.QUIET_HOURS and m.send_hour else m.channel)
         more = f" ({bad.size} rows in all)" if bad.size > 1 else ""
@@ -999,7 +1005,7 @@ def _times_and_zones(table, m: DeploymentMapping) -> tuple[np.ndarray, np.ndarra
     hours = "hours since the epoch or an ISO timestamp"
     offsets = np.zeros(n)
     if m.time is None:
-        time = np.full(n, float(m.time_default))
+        time = np.full(n, _time_default(m))
     elif pa.types.is_string(table.column(m.time).type) or pa.types.is_large_string(table.column(m.time).type):
         time = np.empty(n)
         for i, v in enumerate(table.column(m.time).to_pylist()):
@@ -1096,10 +1102,10 @@ def _deployment_actions(table, space: ActionSpace, m: DeploymentMapping) -> np.n
     out = np.empty(n, np.int64)
     cache: dict[tuple, int] = {}
     for i, key in enumerate(zip(channels, offers, hours, strict=True)):
-        a = cache.get(key)
-        if a is None:
-            a = cache[key] = _action_of(key, i, m, space, channel_at, offer_at, slot_at)
-        out[i] = a
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = _action_of(key, i, m, space, channel_at, offer_at, slot_at)
+        out[i] = found
     return out
 
 

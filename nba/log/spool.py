@@ -557,8 +557,10 @@ def replay_forever(directory: Path, url: str, namespace: str | None, parent: int
                 frames, end = scan(data)
             if not frames or (end != len(data) and len(data) == want):
                 raise RuntimeError(f"corrupt frame at offset {replayed - base + end}")
-            write_frames(log, data, frames, rows_per_write, lambda e, r=replayed: st.set(_REPLAYED, r + e),
-                         dead_letter)
+            def advanced(end: int, start: int = replayed) -> None:
+                st.set(_REPLAYED, start + end)
+
+            write_frames(log, data, frames, rows_per_write, advanced, dead_letter)
             if failures:
                 _logger.warning("spool %s: replay resumed after %d failed attempts over %.1f s", directory,
                                 failures, time.monotonic() - outage_since)

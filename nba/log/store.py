@@ -420,9 +420,9 @@ class DecisionLog:
                                     .order_by(d.seq).limit(chunk_rows)).all()
                 if not rows:
                     break
-                seq, ids, action, elig = zip(*rows, strict=True)
+                seq, ids, taken, elig = zip(*rows, strict=True)
                 last = seq[-1]
-                action = np.array(action, np.int64)
+                action = np.array(taken, np.int64)
                 gone = amap[action] < 0
                 if gone.any():
                     i = int(np.flatnonzero(gone)[0])
@@ -685,7 +685,7 @@ class DecisionLog:
                 if not rows:
                     return
                 seq = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-                hits: list[Any] = []
+                hits: Sequence[Any] = []
                 if events:
                     j = (sa.select(d.seq, o.event, o.time, o.value)
                          .select_from(self.outcomes.join(self.decisions, d.decision_id == o.decision_id))
@@ -697,7 +697,7 @@ class DecisionLog:
                 return
 
     @staticmethod
-    def _decode(rows: list[Any], seq: np.ndarray, hits: list[Any], layout: LogLayout,
+    def _decode(rows: Sequence[Any], seq: np.ndarray, hits: Sequence[Any], layout: LogLayout,
                 rule: RewardRule) -> LoggedBatch:
         n, dim, n_act = len(rows), layout.context_dim, layout.n_actions
         c = list(zip(*rows, strict=True))

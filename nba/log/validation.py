@@ -14,6 +14,7 @@ one database is valid for the other.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,9 @@ def _storable(name: str, values: list[str]) -> None:
             raise ValueError(f"{name}: row {i}: {why}, got {shown(value)}")
 
 
-def fail_row(name: str, bad: np.ndarray, msg: str) -> None:
+def fail_row(name: str, bad: np.ndarray, msg: str | Callable[[int], str]) -> None:
+    """ValueError ``"<name>: row <i>: <msg>"`` at the first row where ``bad``; ``msg`` may be a function of
+    that row (built only when a row fails)."""
     if bad.any():  # the usual answer, and cheaper to get than the rows
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name}: row {i}: {msg(i) if callable(msg) else msg}")
