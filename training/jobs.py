@@ -607,7 +607,9 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
             metrics = _train_offline(policy, offline_log, digest, progress)
             _dataset_input(digest.tags(), "train")
             offline_log.close()
-            described = _trained_on_log(label, digest, world)
+            described = (_trained_on_log(label, digest, world) if policy_name in LEARNERS else
+                         f"{label}: rules, nothing learned (run on {digest.rows:,} decisions of "
+                         f"{digest.tags()['dataset.uri']}, {world})")
         elif policy_name in OFFLINE:
             mlflow.log_params({"customers": customers})
             metrics = _train_offline_simulator(policy, scenario, customers, seed, purpose, progress)
@@ -1121,13 +1123,15 @@ def _record_version_evaluation(label: str, version: str, est: Mapping[str, Any],
 
     from training import registry
 
-    with mlflow.start_run(run_name=f"evaluate {label}", nested=True):
+    line = evaluation_line(est, flags, logged[0], ident, tags["eval.propensity"])
+    with mlflow.start_run(run_name=f"evaluate {label}", nested=True,
+                          description=f"{label}: {line}"):
         mlflow.set_tags({"nba.job": "evaluate.version", "code.version": code_version(), "eval.version": version,
                          "eval.rank_by": RANK_BY, **tags})
         _dataset_input(ident, "evaluate")
         registry.record_evaluation(version, evaluation_metrics(est, flags, logged, estimated_share, true_value),
                                    dataset)
-    registry.describe_evaluation(version, evaluation_line(est, flags, logged[0], ident, tags["eval.propensity"]))
+    registry.describe_evaluation(version, line)
 
 
 def _sampled_actions(probabilities: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
