@@ -479,13 +479,19 @@ class _Log:
     def wr(self) -> np.ndarray:  # (n,) w_i r_i (one array for IPS and SNIPS: resampled once)
         return self.w * self.r
 
+    @property
+    def model(self) -> np.ndarray:  # (n, A) q_hat, for the estimators that read it (they come with one)
+        if self.q is None:
+            raise ValueError("q_hat: this estimator needs the reward model's predictions")
+        return self.q
+
     @cached_property
     def direct(self) -> np.ndarray:  # (n,) sum_a pi(a|x_i) q_hat(x_i, a), without an (n, A) temporary
-        return np.einsum("ij,ij->i", self.t, self.q)
+        return np.einsum("ij,ij->i", self.t, self.model)
 
     @cached_property
     def residual(self) -> np.ndarray:  # (n,) r_i - q_hat(x_i, a_i)
-        return self.r - self.q[np.arange(len(self.a)), self.a]
+        return self.r - self.model[np.arange(len(self.a)), self.a]
 
     @cached_property
     def marginal(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:  # _marginal's
@@ -566,9 +572,9 @@ def _estimate(names: Sequence[str], x: _Log, level: float, n_bootstrap: int, see
             value, replicates = float(np.dot(w, x.r) / w.sum()), _ratio(reps[id(tm.values)], reps[id(w)])
         else:
             value, replicates = float(tm.values.mean()), reps[id(tm.values)]
-        refits = spec.model and model is not None and len(model.logged_delta) > 1
-        lo, hi, se, model_se = _interval(value, replicates, level,
-                                         model.shifts(x.t, tm.residual_weights) if refits else None)
+        spread = model.shifts(x.t, tm.residual_weights) if (
+            spec.model and model is not None and len(model.logged_delta) > 1) else None
+        lo, hi, se, model_se = _interval(value, replicates, level, spread)
         sw, sw2 = float(w.sum()), float(np.dot(w, w))
         gap = x.group_gap if spec.marginal else x.action_gap
         out[name] = Estimate(name, value, lo, hi, float(level), len(x.r), se, sw * sw / sw2 if sw2 > 0 else 0.0,
@@ -933,7 +939,7 @@ def fit_group_propensities(X, actions, groups, *, mask=None, seed: int = 0, num_
               "min_data_in_leaf": min_data_in_leaf, "seed": seed, "deterministic": True, "num_threads": threads,
               "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(X.astype(np.float32), y), num_boost_round=num_boost_round)
-    prob = booster.predict(X.astype(np.float32), num_threads=threads).reshape(n, g)
+    prob = np.asarray(booster.predict(X.astype(np.float32), num_threads=threads)).reshape(n, g)
     prob = np.where(group_probabilities(mask, codes, g) > 0, prob, 0.0)
     total = prob.sum(axis=1, keepdims=True)
     return prob / np.where(total > 0, total, 1.0)
@@ -1029,7 +1035,7 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
     model, q = _check_model(q_hat, t.shape)
     lg = _check_logging(logging, t.shape)
     if (lg is None and logging_groups is None and model is not None and model.logging_groups is not None
-            and np.array_equal(model.groups, _check_groups(groups, t.shape[1])[0])):
+            and model.groups is not None and np.array_equal(model.groups, _check_groups(groups, t.shape[1])[0])):
         logging_groups = model.logging_groups  # estimated once with the model
     if lg is None and logging_groups is None and len(np.unique(groups)) < t.shape[1]:
         if context is None:
