@@ -221,9 +221,11 @@ class Looks:
 
     @property
     def n_looks(self) -> int:
+        """The number of looks ``K``."""
         return self.n.shape[1]
 
     def arm_index(self, arm: str) -> int:
+        """Row of ``arm`` in the (A, K) arrays; ``ValueError`` when the looks have no such arm."""
         if arm not in self.arms:
             raise ValueError(f"arm: {arm!r} not among the looks' arms {list(self.arms)}")
         return self.arms.index(arm)
@@ -460,6 +462,7 @@ class Sequential:
 
     @property
     def n_looks(self) -> int:
+        """The number of looks ``K``."""
         return len(self.diff)
 
     @property
@@ -470,6 +473,7 @@ class Sequential:
 
     @property
     def rejected(self) -> bool:
+        """Whether some look's always-valid p-value reached ``alpha``."""
         return self.first_rejection is not None
 
 
@@ -638,6 +642,7 @@ class Guardrail:
         object.__setattr__(self, "relative", bool(self.relative))
 
     def to_dict(self) -> dict[str, object]:
+        """The five fields by name, as :meth:`from_dict` reads them back."""
         return {"name": self.name, "metric": self.metric, "margin": self.margin, "better": self.better,
                 "relative": self.relative}
 
@@ -789,16 +794,19 @@ class GuardrailTest:
 
     @property
     def passed(self) -> bool:
+        """Whether the guardrail holds: a finite p-value at most ``alpha`` (``bound < margin``)."""
         return bool(np.isfinite(self.p_value) and self.p_value <= self.alpha)
 
     @property
     def status(self) -> Literal["holds", "breached", "inconclusive"]:
+        """``"holds"`` when :attr:`passed`; ``"breached"`` when ``lower`` passes the margin; else ``"inconclusive"``."""
         if self.passed:
             return "holds"
         return "breached" if self.lower > self.margin else "inconclusive"
 
     @property
     def margin(self) -> float:
+        """The guardrail's margin (a fraction of the control's mean when it is relative)."""
         return self.guardrail.margin
 
     def power(self, worsening: float = 0.0) -> float:
@@ -978,6 +986,7 @@ class SampleSize:
 
     @property
     def total(self) -> int:
+        """Customers needed over both arms."""
         return self.n_control + self.n_treatment
 
 

@@ -70,6 +70,7 @@ class Action:
 
     @property
     def is_contact(self) -> bool:
+        """Whether the action contacts the customer (any action but no contact)."""
         return self.channel is not None
 
 
@@ -177,18 +178,22 @@ class ActionSpace:
     # ------------------------------------------------------------------ layout
     @property
     def n_channels(self) -> int:
+        """The number of channels (0 in a plain space)."""
         return 0 if self.is_plain else len(self.channels)
 
     @property
     def n_contents(self) -> int:
+        """The number of contents (0 in a plain space)."""
         return len(self.contents)
 
     @property
     def n_slots(self) -> int:
+        """The number of send slots (0 in a plain space)."""
         return len(self.send_slots)
 
     @property
     def n_actions(self) -> int:
+        """The number of actions: the named ones in a plain space, else 1 + channels x contents x slots."""
         if self.is_plain:
             return len(self.channels)
         return 1 + self.n_channels * self.n_contents * self.n_slots
@@ -242,6 +247,7 @@ class ActionSpace:
         return 1 + (c * self.n_contents + k) * self.n_slots + s
 
     def decode(self, action: int) -> Action:
+        """The :class:`Action` at index ``action`` (the inverse of :meth:`index`); raises when out of range."""
         self.check(np.asarray([action]))
         if not self.is_contact[action]:
             return Action(None)

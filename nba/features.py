@@ -117,6 +117,7 @@ class History:
 
     @classmethod
     def empty(cls, n: int, n_channels: int, half_life_h: float = 168.0) -> History:
+        """The history of ``n`` customers never contacted on any of ``n_channels`` channels."""
         return cls(
             n_contacts=np.zeros((n, n_channels), np.float32),
             last_contact=np.full((n, n_channels), NEVER),
@@ -186,10 +187,12 @@ class History:
         return ((self.seen_cos - rate * self.sent_cos) / denom, (self.seen_sin - rate * self.sent_sin) / denom)
 
     def record_purchases(self, rows: np.ndarray, when: np.ndarray) -> None:
+        """Customer ``rows[i]`` purchased at ``when[i]`` (rows unique)."""
         self.last_purchase[rows] = when
         self.n_purchases[rows] += 1.0
 
     def record_visits(self, rows: np.ndarray, when: np.ndarray) -> None:
+        """Customer ``rows[i]`` visited the site at ``when[i]`` (rows unique)."""
         self.last_visit[rows] = when
 
 
@@ -203,6 +206,7 @@ class FeatureSpec:
 
     @cached_property
     def names(self) -> tuple[str, ...]:
+        """The feature names in column order: segment one-hot, time, lifecycle, consent, then history."""
         out = [f"segment={s}" for s in self.segments]
         out += ["tz_offset", "local_hour_sin", "local_hour_cos", "log_tenure_days"]
         out += [f"stage={s}" for s in LIFECYCLE_STAGES]
@@ -212,6 +216,7 @@ class FeatureSpec:
 
     @cached_property
     def dim(self) -> int:
+        """The length of the observation vector."""
         return len(self.names)
 
     @cached_property
@@ -219,6 +224,7 @@ class FeatureSpec:
         return {n: i for i, n in enumerate(self.names)}
 
     def index(self, name: str) -> int:
+        """The column of feature ``name``; ``ValueError`` when this layout has no such feature."""
         try:
             return self._positions[name]
         except KeyError:
@@ -305,6 +311,7 @@ class AttributeFeatures:
 
     @cached_property
     def names(self) -> tuple[str, ...]:
+        """The feature names in column order: encoded attributes (and missing flags), time, then history."""
         out: list[str] = []
         for a in self.deployment.attributes:
             if a.type == "category":
@@ -320,6 +327,7 @@ class AttributeFeatures:
 
     @cached_property
     def dim(self) -> int:
+        """The length of the observation vector."""
         return len(self.names)
 
     def build(self, columns: dict[str, np.ndarray], history: History, now: np.ndarray | float,

@@ -170,6 +170,7 @@ class ColumnMapping:
             object.__setattr__(self, "categories", fixed)
 
     def columns(self) -> list[str]:
+        """Every column of the file this mapping reads, each once, in the order they are first named."""
         named = [self.action, self.propensity, self.time, self.reward, self.decision_id, self.customer_id,
                  self.send_at, self.eligible, self.cost, self.position]
         columns = [*self.context, *self.categorical, *self.hashed, *(c for c in named if c is not None),

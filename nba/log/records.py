@@ -132,6 +132,7 @@ class LoggedBatch:
 
     @classmethod
     def concat(cls, batches: list[LoggedBatch]) -> LoggedBatch:
+        """One batch of the rows of ``batches``, in order; ``ValueError`` when there are none."""
         if not batches:
             raise ValueError("batches: nothing to concatenate")
         return cls(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(cls)})

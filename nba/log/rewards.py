@@ -104,6 +104,7 @@ def join_rewards(rule: RewardRule, send_at: np.ndarray, cost: np.ndarray, row: n
 
 
 def check_rule(rule: RewardRule) -> None:
+    """Raise unless ``rule`` is a :class:`RewardRule` with a window of at least 0 hours and known events."""
     if not isinstance(rule, RewardRule):
         raise TypeError(f"rule: expected RewardRule, got {type(rule).__name__}")
     if not (rule.window_h >= 0):

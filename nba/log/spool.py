@@ -244,6 +244,7 @@ class Spool:
 
     @property
     def pending_bytes(self) -> int:
+        """Bytes durably appended but not yet replayed into the log."""
         return self._state.get(_APPENDED) - self._state.get(_REPLAYED)
 
     @property

@@ -563,10 +563,12 @@ class DecisionLog:
 
     # ------------------------------------------------------------------ reads
     def count_decisions(self) -> int:
+        """The number of decisions in the log."""
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.decisions)).scalar_one())
 
     def count_outcomes(self) -> int:
+        """The number of outcome events in the log."""
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.outcomes)).scalar_one())
 
