@@ -65,14 +65,17 @@ DEPLOYMENT_LAYOUT = "deployment"  # deployment.json features.layout of a deploym
 
 
 def space_to_dict(space: ActionSpace) -> dict[str, Any]:
+    """An action space as JSON: its channels, contents and send slots as lists."""
     return {"channels": list(space.channels), "contents": list(space.contents), "send_slots": list(space.send_slots)}
 
 
 def space_from_dict(d: dict[str, Any]) -> ActionSpace:
+    """The action space :func:`space_to_dict` wrote."""
     return ActionSpace(tuple(d["channels"]), tuple(d["contents"]), tuple(d["send_slots"]))
 
 
 def save(policy: Policy, path: str | Path) -> Path:
+    """Write ``policy`` to the folder ``path`` (created if needed; see the module's layout) and return it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     params, arrays, models = policy.get_state()
@@ -86,6 +89,7 @@ def save(policy: Policy, path: str | Path) -> Path:
 
 
 def load(path: str | Path) -> Policy:
+    """The policy :func:`save` wrote to the folder ``path``; raises on a missing, unknown or foreign format."""
     from nba.policies import POLICIES
 
     path = Path(path)
