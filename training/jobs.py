@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
@@ -676,14 +677,15 @@ def _trained_on_log(label: str, digest: LogDigest, world: str) -> str:
 
 
 def _log_trained(bundle: Bundle, register: bool, trained_on: str, description: str | None = None) -> str | None:
-    """Log the trained ``bundle`` in the active run; registered (its version returned, described by
-    ``description``: :func:`training.registry.log_policy`) when ``register``."""
+    """Log the trained ``bundle`` in the active run as a model named after its policy; registered (its version
+    returned, described by ``description``: :func:`training.registry.log_policy`) when ``register``."""
     from training import registry
 
+    name = "-".join(re.findall(r"[A-Za-z0-9_.]+", policy_label(bundle.policy)))  # the logged model's: "lints-safe"
     if not register:
-        registry.log_policy(bundle, registered_model_name=None)
+        registry.log_policy(bundle, registered_model_name=None, name=name)
         return None
-    info = registry.log_policy(bundle, tags={"trained_on": trained_on}, description=description)
+    info = registry.log_policy(bundle, tags={"trained_on": trained_on}, description=description, name=name)
     return str(info.registered_model_version)
 
 

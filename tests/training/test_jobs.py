@@ -115,6 +115,7 @@ def test_simulate_train_evaluate_promote(store):
     label = next(k for k in ev.estimates if k.endswith(f" v{lints.version}"))
     dr = ev.estimates[label]["dr"]
     model_id = registry.logged_model_id(lints.version)
+    assert mlflow.get_logged_model(model_id).name == "lints-safe"  # named after its policy in the experiment's models
     on_model = {m.key: m for m in mlflow.get_logged_model(model_id).metrics if m.run_id == evaluated.run_id}
     assert (on_model["dr"].value, on_model["dr.ci_low"].value, on_model["dr.ci_high"].value) == (
         dr.value, dr.ci_low, dr.ci_high)
