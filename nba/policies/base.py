@@ -66,6 +66,7 @@ class Policy(Protocol):
     @classmethod
     def from_state(cls, space: ActionSpace, params: dict[str, Any], arrays: dict[str, np.ndarray],
                    models: dict[str, str]) -> Policy:
+        """The policy on ``space`` that :meth:`get_state` described (its parameters, arrays and model texts)."""
         ...
 
 
@@ -142,6 +143,7 @@ def act(policy: Policy, X: np.ndarray, mask: np.ndarray, rng: np.random.Generato
 
 # ----------------------------------------------------------------------------- distributions
 def uniform(mask: np.ndarray) -> np.ndarray:
+    """(N, A) the same probability on every eligible action of each row, 0 off the mask."""
     return mask / mask.sum(axis=1, keepdims=True)
 
 
@@ -161,6 +163,7 @@ def masked_argmax(scores: np.ndarray, mask: np.ndarray, axis: int = -1) -> np.nd
 
 
 def greedy(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(N, A) probability 1 on each row's best eligible action (:func:`masked_argmax`), 0 elsewhere."""
     out = np.zeros(mask.shape)
     out[np.arange(len(out)), masked_argmax(scores, mask)] = 1.0
     return out
@@ -216,6 +219,7 @@ class Explore:
         self.name = f"{policy.name}+explore{epsilon:g}" + (f"+holdout{holdout:g}" if holdout else "")
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) the wrapped policy's distribution mixed with uniform over the mask and the no-contact holdout."""
         out = (1.0 - self.epsilon - self.holdout) * self.policy.probabilities(X, mask)
         out += self.epsilon * uniform(mask)
         out[:, 0] += self.holdout
@@ -223,8 +227,10 @@ class Explore:
 
     @property
     def learns_from_events(self) -> bool:
+        """Whether the wrapped policy takes funnel events with its updates."""
         return getattr(self.policy, "learns_from_events", False)
 
     def update(self, X, actions, rewards, propensities, **extra):
+        """Update the wrapped policy with the batch (``extra``: its funnel events, if it learns from them)."""
         self.policy.update(X, actions, rewards, propensities, **extra)
         return self

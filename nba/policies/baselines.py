@@ -20,7 +20,7 @@ ad two days after the visit.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -35,17 +35,23 @@ class _Stateless:
     name: ClassVar[str]
     space: ActionSpace
 
+    if TYPE_CHECKING:  # every subclass takes the space, then its parameters by name
+        def __init__(self, space: ActionSpace, **params: Any) -> None: ...
+
     def _params(self) -> dict[str, Any]:
         return {}
 
     def update(self, X, actions, rewards, propensities):
+        """Nothing to learn: returns self unchanged."""
         return self
 
     def get_state(self):
+        """(constructor parameters, no arrays, no models)."""
         return self._params(), {}, {}
 
     @classmethod
     def from_state(cls, space, params, arrays, models):
+        """The policy built on ``space`` from its constructor parameters ``params``."""
         return cls(space, **params)
 
 
@@ -59,6 +65,7 @@ class NoContact(_Stateless):
         self.space = space
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) probability 1 on no contact (action 0) in every row."""
         out = np.zeros(mask.shape)
         out[:, 0] = 1.0
         return out
@@ -73,6 +80,7 @@ class UniformRandom(_Stateless):
         self.space = space
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) the same probability on every eligible action of each row."""
         return uniform(mask)
 
 
@@ -101,6 +109,7 @@ class BatchAndBlast(_Stateless):
         return {"channel": self.channel, "content": self.content, "send_hour": self.send_hour}
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) probability 1 on the configured message where eligible, else on no contact."""
         return _deterministic(np.full(X.shape[0], self.action), mask)
 
 
@@ -117,9 +126,11 @@ class _Rules(_Stateless):
         return {"segments": list(self.spec.segments), "channels": list(self.spec.channels)}
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) probability 1 on the rules' action (:meth:`choose`) where eligible, else on no contact."""
         return _deterministic(self.choose(X), mask)
 
     def choose(self, X: np.ndarray) -> np.ndarray:
+        """(N,) int64 the action the rules pick for each context (0: no contact), before eligibility."""
         raise NotImplementedError
 
     # helpers over named features
@@ -145,9 +156,14 @@ class _Rules(_Stateless):
 
 
 class BusinessAsUsual(_Rules):
+    """A brand's calendar before next-best-action (see the module's docstring): the first rule that applies."""
+
     name = "business_as_usual"
 
     def choose(self, X: np.ndarray) -> np.ndarray:
+        """(N,) the first applicable rule's action, in priority order: cart reminder by email then push,
+        welcome email, win-back email, weekly promo email, weekly push recommendation, monthly SMS promo;
+        each only with consent on its channel and once its channel's last contact is old enough."""
         n = X.shape[0]
         actions = np.zeros(n, np.int64)
         todo = np.ones(n, bool)
@@ -184,6 +200,9 @@ class RuleBasedJourney(_Rules):
     name = "rule_based_journey"
 
     def choose(self, X: np.ndarray) -> np.ndarray:
+        """(N,) the journey's step for each customer's time since the visit (web push or push, then email,
+        then a social ad) on a channel not used since the visit and with consent; 0 where there is no step
+        or the customer bought since the visit."""
         n = X.shape[0]
         actions = np.zeros(n, np.int64)
         todo = np.ones(n, bool)
