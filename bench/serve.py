@@ -248,6 +248,7 @@ def main() -> None:
     os.environ.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
     if args.gather_ms is not None:  # both servers inherit it
         os.environ["NBA_GATHER_MS"] = f"{args.gather_ms:g}"
+    load_before = os.getloadavg()  # other jobs on the machine slow both servers alike, but the figures with them
     tmp = Path(tempfile.mkdtemp(prefix="nba-bench-serve-"))
     deployment = deployment_of(args.world, tmp)
     args.policy = args.policy or ("business_as_usual" if deployment is None else "uniform_random")
@@ -282,9 +283,11 @@ def main() -> None:
     from serving.config import Settings
 
     gather = Settings.from_env({"NBA_GATHER_MS": os.environ.get("NBA_GATHER_MS", "")}).gather_ms
+    load = [round(x, 2) for x in (*load_before, *os.getloadavg())]
     print(f"world {args.world}; policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; "
           f"logs: SQLite WAL synchronous=FULL, {mode}; gather window {gather:g} ms; "
-          "client: asyncio raw HTTP/1.1 keep-alive\n")
+          "client: asyncio raw HTTP/1.1 keep-alive; load average (1, 5, 15 min) before "
+          f"{load[0]:g}, {load[1]:g}, {load[2]:g}, after {load[3]:g}, {load[4]:g}, {load[5]:g}\n")
     print(f"{'point':<14} {'service req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} "
           f"{'p99 ms':>7} | ratio  errors")
     for point in results["bare"]:
@@ -301,7 +304,7 @@ def main() -> None:
     for k, ok in targets.items():
         print(f"target {k}: {'met' if ok else 'NOT met'}")
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "targets": targets}, indent=2))
+        args.json.write_text(json.dumps({"results": results, "targets": targets, "load_average": load}, indent=2))
 
 
 if __name__ == "__main__":
