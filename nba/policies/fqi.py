@@ -42,6 +42,9 @@ from nba.policies.linear import action_design
 
 
 class FittedQ:
+    """Fitted-Q iteration with LightGBM on logged transitions (see the module's docstring): greedy in Q
+    (``epsilon``: uniform exploration) over the actions the log supports; :meth:`fit` learns, not ``update``."""
+
     name: ClassVar[str] = "fqi"
 
     def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, iterations: int = 8,
@@ -164,6 +167,7 @@ class FittedQ:
 
     # ------------------------------------------------------------------ policy interface
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) epsilon-greedy in Q over each row's eligible candidates (:meth:`eligible`)."""
         return epsilon_greedy(self.q_values(X, mask), self.eligible(mask, X.shape[0]), self.params["epsilon"])
 
     def update(self, X, actions, rewards, propensities=None) -> FittedQ:
@@ -171,12 +175,14 @@ class FittedQ:
         return self
 
     def get_state(self):
+        """(``dim`` and the constructor's parameters, the candidate actions, the Q model's text once fitted)."""
         params: dict[str, Any] = {"dim": self.dim, **self.params}
         models = {} if self.booster is None else {"q_model": self.booster.model_to_string()}
         return params, {"candidates": self.candidates}, models
 
     @classmethod
     def from_state(cls, space, params, arrays, models):
+        """The fitted-Q :meth:`get_state` described: its parameters, candidates and Q model (if fitted)."""
         policy = cls(space, **params)
         policy.candidates = np.array(arrays["candidates"], bool)
         if "q_model" in models:
@@ -291,6 +297,7 @@ class TwoStageValue:
 
     @property
     def candidates(self) -> np.ndarray:
+        """(A,) bool the actions the reward model may choose (those the log supports)."""
         return self.reward.candidates
 
     def reweighted(self, weight: float) -> TwoStageValue:
@@ -435,6 +442,7 @@ class TwoStageValue:
 
     # ------------------------------------------------------------------ policy interface
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) epsilon-greedy in ``r + weight * gamma * g`` over each row's eligible candidates."""
         return epsilon_greedy(self.q_values(X, mask), self.reward.eligible(mask, X.shape[0]), self.params["epsilon"])
 
     def update(self, X, actions, rewards, propensities=None) -> TwoStageValue:
@@ -442,6 +450,8 @@ class TwoStageValue:
         return self
 
     def get_state(self):
+        """(``dim`` and the constructor's parameters, the candidates, the reward model's and every averaged
+        g's two models' texts)."""
         params: dict[str, Any] = {"dim": self.dim, **self.params}
         models = {}
         if self.reward.booster is not None:
@@ -453,12 +463,13 @@ class TwoStageValue:
 
     @classmethod
     def from_state(cls, space, params, arrays, models):
+        """The two-stage learner :meth:`get_state` described: parameters, candidates, reward model and g's."""
         policy = cls(space, **params)
         policy.reward.candidates = np.array(arrays["candidates"], bool)
         if "reward_model" in models:
             policy.reward.booster = lgb.Booster(model_str=models["reward_model"])
         while (keys := _future_keys(len(policy.futures)))[1] in models:
-            policy.futures.append(tuple(lgb.Booster(model_str=models[k]) for k in keys))
+            policy.futures.append((lgb.Booster(model_str=models[keys[0]]), lgb.Booster(model_str=models[keys[1]])))
         return policy
 
 

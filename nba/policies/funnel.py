@@ -133,14 +133,18 @@ class LGBMFunnel:
 
     @property
     def gamma(self) -> float:
+        """SquareCB's ``gamma``: ``gamma_scale * fitted_on ** gamma_exponent``, greedier as the fitted data grows."""
         return self.params["gamma_scale"] * max(self.fitted_on, 1) ** self.params["gamma_exponent"]
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) inverse-gap weights over the funnel's :meth:`scores` of eligible actions; uniform before the
+        first fit."""
         if not self.models:
             return uniform(mask)
         return inverse_gap(np.nan_to_num(self.scores(X, mask), nan=-np.inf), mask, self.gamma)
 
     def update(self, X, actions, rewards, propensities=None, events: FunnelEvents | None = None):
+        """Keep the batch and its funnel ``events`` (required); refit the five models when due. Returns self."""
         X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards, propensities)
         # the check reads action 0 as no contact: give it each decision's contact flag instead (on a plain
         # space without no contact, action 0 is a contact like any other)
@@ -158,6 +162,8 @@ class LGBMFunnel:
 
     # ------------------------------------------------------------------ state
     def get_state(self):
+        """(parameters, with ``fitted_on`` and the models that are constants; the data learnt from, events
+        included; the LightGBM models' texts)."""
         params = {"dim": self.dim, **self.params, "fitted_on": self.fitted_on,
                   "constant_models": {k: m for k, m in self.models.items() if isinstance(m, float)}}
         arrays = {"X": self.X, "actions": self.actions, "rewards": self.rewards, "value": self.value,
@@ -167,6 +173,7 @@ class LGBMFunnel:
 
     @classmethod
     def from_state(cls, space, params, arrays, models):
+        """The funnel model :meth:`get_state` described: its data, its models and when it was fitted."""
         params = dict(params)
         fitted_on, constants = params.pop("fitted_on"), params.pop("constant_models")
         policy = cls(space, **params)

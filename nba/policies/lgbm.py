@@ -73,6 +73,8 @@ def predict_eligible(booster: lgb.Booster, X: np.ndarray, psi: np.ndarray, ok: n
 
 
 class _LGBMReward:
+    """A LightGBM reward model on ``[x, psi(a)]``, refitted on a geometric schedule; subclasses explore."""
+
     name: ClassVar[str]
 
     def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 100, learning_rate: float = 0.1,
@@ -109,6 +111,7 @@ class _LGBMReward:
         return predict_eligible(self.booster, X, self.psi, mask, np.nan, self.params["threads"])
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) the exploration's distribution over the eligible actions' scores; uniform before the first fit."""
         if self.booster is None:
             return uniform(mask)
         return self._explore(np.nan_to_num(self.scores(X, mask), nan=-np.inf), mask)
@@ -117,6 +120,7 @@ class _LGBMReward:
         raise NotImplementedError
 
     def update(self, X, actions, rewards, propensities=None):
+        """Keep the batch and refit the reward model when due (:func:`refit_due`). Returns self."""
         X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards, propensities)
         self.X = np.vstack([self.X, X.astype(np.float32)])
         self.actions = np.concatenate([self.actions, actions])
@@ -131,6 +135,7 @@ class _LGBMReward:
         return {}
 
     def get_state(self):
+        """(parameters, exploration's and ``fitted_on`` included; the data learnt from; the model's text)."""
         params = {"dim": self.dim, **self.params, **self._explore_params(), "fitted_on": self.fitted_on}
         arrays = {"X": self.X, "actions": self.actions, "rewards": self.rewards}
         models = {} if self.booster is None else {"reward_model": self.booster.model_to_string()}
@@ -138,6 +143,7 @@ class _LGBMReward:
 
     @classmethod
     def from_state(cls, space, params, arrays, models):
+        """The policy :meth:`get_state` described: its data, its reward model and when it was fitted."""
         params = dict(params)
         fitted_on = params.pop("fitted_on")
         policy = cls(space, **params)
@@ -151,6 +157,8 @@ class _LGBMReward:
 
 
 class LGBMEpsilonGreedy(_LGBMReward):
+    """LightGBM reward model, epsilon-greedy: the best eligible action with probability ``1 - epsilon``."""
+
     name: ClassVar[str] = "lgbm_egreedy"
 
     def __init__(self, space: ActionSpace, dim: int, epsilon: float = 0.05, **kw: Any) -> None:
@@ -167,6 +175,8 @@ class LGBMEpsilonGreedy(_LGBMReward):
 
 
 class LGBMSquareCB(_LGBMReward):
+    """LightGBM reward model with SquareCB's inverse-gap weighting over the eligible actions."""
+
     name: ClassVar[str] = "lgbm_squarecb"
 
     def __init__(self, space: ActionSpace, dim: int, gamma_scale: float = 10.0, gamma_exponent: float = 0.5,
@@ -181,6 +191,7 @@ class LGBMSquareCB(_LGBMReward):
 
     @property
     def gamma(self) -> float:
+        """SquareCB's ``gamma``: ``gamma_scale * fitted_on ** gamma_exponent``, greedier as the fitted data grows."""
         return self.gamma_scale * max(self.fitted_on, 1) ** self.gamma_exponent
 
     def _explore(self, scores, mask):

@@ -557,12 +557,15 @@ class LinUCB:
 
     @pinned_blas
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) probability 1 on each row's eligible action of highest upper confidence bound
+        (estimate + ``alpha * sigma *`` its confidence width)."""
         r = self.ridge
         Xa = r._aug(X)
         return greedy(Xa @ r.theta_psi + self.alpha * r.sigma * r.widths_aug(Xa), mask)
 
     @pinned_blas
     def update(self, X, actions, rewards, propensities=None) -> LinUCB:
+        """Add the batch to the ridge regression (its inverse kept up to date). Returns self."""
         self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
         return self
 
@@ -571,12 +574,14 @@ class LinUCB:
         return _moved(self, catalogue)
 
     def get_state(self):
+        """(``dim``, ``alpha``, ``lam`` and the catalogue if any; the ridge's arrays; no models)."""
         params = {"dim": self.dim, "alpha": self.alpha, "lam": self.ridge.lam}
         return (*_state_with_catalogue(self.catalogue, params, self.ridge.arrays()), {})
 
     @classmethod
     @pinned_blas
     def from_state(cls, space, params, arrays, models):
+        """The LinUCB :meth:`get_state` described, its ridge regression restored."""
         policy = cls(space, **_catalogue_of_state(space, params, arrays))
         policy.ridge.restore(arrays)
         return policy
@@ -619,10 +624,12 @@ class LinTS:
 
     @pinned_blas
     def scores(self, X: np.ndarray) -> np.ndarray:
+        """(N, A) estimated expected reward of every action (the posterior mean)."""
         return self.ridge.scores(X)
 
     @pinned_blas
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) the share of the ``n_samples`` posterior samples under which each eligible action scores best."""
         r = self.ridge
         Xa = r._aug(X)
         n, a = Xa.shape[0], r.psi.shape[0]
@@ -639,11 +646,14 @@ class LinTS:
 
     @pinned_blas
     def update(self, X, actions, rewards, propensities=None) -> LinTS:
+        """Add the batch to the ridge regression and draw new posterior samples. Returns self."""
         self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
         self._draw()
         return self
 
     def get_state(self):
+        """(parameters, the generator's state and the catalogue if any; the ridge's arrays and the posterior
+        samples; no models)."""
         params: dict[str, Any] = {"dim": self.dim, "v": self.v, "lam": self.ridge.lam, "n_samples": self.n_samples,
                                   "seed": self.seed}
         state = self.rng.bit_generator.state
@@ -660,6 +670,7 @@ class LinTS:
     @classmethod
     @pinned_blas
     def from_state(cls, space, params, arrays, models):
+        """The LinTS :meth:`get_state` described: same ridge, same posterior samples, same generator state."""
         params = _catalogue_of_state(space, params, arrays)
         rng_state = params.pop("rng_state")
         policy = cls(space, **params)

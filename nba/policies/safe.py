@@ -243,6 +243,8 @@ class SPIBB:
         return mask & (self.support(X) < self.n_min)
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) the baseline's probability on bootstrapped actions, the rest of its mass on the learner's
+        preferred supported action (``improve="learner"``: spread as the learner's distribution over them)."""
         X = np.asarray(X)
         pb = self.baseline_probabilities(X, mask)
         boot = self.bootstrapped(X, mask)
@@ -294,6 +296,8 @@ class SPIBB:
 
     # ------------------------------------------------------------------ state
     def get_state(self):
+        """(the wrapper's parameters with the learner's name and parameters; the support counts and the
+        learner's arrays; the learner's models), the learner's keys prefixed ``learner.``."""
         lp, la, lm = self.learner.get_state()
         params = {"segments": list(self.segments), "learner": self.learner.name, "learner_params": lp,
                   "baseline": self.baseline_name, "baseline_params": self.baseline_params,
@@ -305,6 +309,7 @@ class SPIBB:
 
     @classmethod
     def from_state(cls, space, params, arrays, models):
+        """The wrapper :meth:`get_state` described: its learner rebuilt from its state, its support counts."""
         params = dict(params)
         name, lp = params.pop("learner"), params.pop("learner_params")
         learner = _rebuild(space, name, lp, {k[8:]: v for k, v in arrays.items() if k.startswith("learner.")},

@@ -48,6 +48,9 @@ DESIGN_STRENGTH = 100.0  # sends' worth of weight on the even spread of send hou
 
 
 class SendTimeModel:
+    """Each customer's preferred send hours per channel, shrunk towards their segment's (module docstring):
+    learns from contexts and sends (:meth:`update`), scores the send slots (:meth:`slot_scores`)."""
+
     def __init__(self, spec: FeatureSpec, space: ActionSpace, prior_strength: float | None = None,
                  design_strength: float = DESIGN_STRENGTH) -> None:
         if prior_strength is not None and not prior_strength >= 0:
@@ -148,10 +151,12 @@ class SendTimeModel:
         return post[..., 0:1] * np.cos(theta)[:, None, :] + post[..., 1:2] * np.sin(theta)[:, None, :]
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The learnt moments (prior sums and counts, send hours' design, preference spread), to save."""
         return {"sto_prior_sum": self.prior_sum, "sto_prior_n": self.prior_n, "sto_design": self.design,
                 "sto_spread": self.spread}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back the moments :meth:`arrays` saved (a state saved before the design and spread: zeros)."""
         self.prior_sum = np.array(arrays["sto_prior_sum"], np.float64)
         self.prior_n = np.array(arrays["sto_prior_n"], np.float64)
         # a state saved before the send hours' spread was kept: no correction until sends are seen
@@ -190,6 +195,8 @@ class SendTime:
         self.model = SendTimeModel(spec, space, prior_strength)
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, A) the first stage's probability of each (channel, content), split over its eligible send slots:
+        ``1 - epsilon`` on the best-scoring slot, ``epsilon`` uniformly; no contact as the first stage has it."""
         sp = self.space
         n, c, k, s = X.shape[0], sp.n_channels, sp.n_contents, sp.n_slots
         p1 = self.first.probabilities(X, mask)
@@ -213,11 +220,15 @@ class SendTime:
         return getattr(self.first, "learns_from_events", False)
 
     def update(self, X, actions, rewards, propensities=None, **extra) -> SendTime:
+        """The first stage learns from the batch (``extra``: its funnel events), the send-time model from its
+        contexts and sends. Returns self."""
         self.first.update(X, actions, rewards, propensities, **extra)
         self.model.update(np.asarray(X), np.asarray(actions))
         return self
 
     def get_state(self):
+        """(parameters with the first stage's name and parameters; the send-time model's moments and the first
+        stage's arrays; the first stage's models), the first stage's keys prefixed ``first.``."""
         fp, fa, fm = self.first.get_state()
         params = {"segments": list(self.segments), "first": self.first.name, "first_params": fp,
                   "epsilon": self.epsilon, "prior_strength": self.model.prior_strength}
@@ -226,6 +237,7 @@ class SendTime:
 
     @classmethod
     def from_state(cls, space, params, arrays, models):
+        """The two stages :meth:`get_state` described: the first rebuilt from its state, the model's moments."""
         from nba.policies import POLICIES
 
         params = dict(params)
