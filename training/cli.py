@@ -393,8 +393,8 @@ def train(
             raise jobs.JobError("challenger: only a registered version can be the challenger (not with --no-register)")
         params = _checked(policy, param, scenario, root)
         if source != jobs.SIMULATOR:
-            total = 1 if policy in jobs.OFFLINE else jobs.log_steps(source)
-        elif policy in jobs.OFFLINE:  # a day of journeys at a time
+            total = 1 if jobs.fits_offline(policy) else jobs.log_steps(source)
+        elif jobs.fits_offline(policy):  # a day of journeys at a time
             total = _load_scenario(scenario).horizon_days
         else:
             total = -(-decisions // jobs.BANDIT_BATCH)

@@ -29,6 +29,7 @@ import numpy as np
 from envs.scenario import Scenario
 from nba.ope import RANK_ESTIMATOR, RANK_STATISTIC
 from nba.policies import LEARNERS, POLICIES, RULE_BASED, Explore, Policy, create
+from nba.policies.base import OfflineLearner
 from nba.policies.fqi import returns_to_go
 from nba.policies.safe import ESTIMATE, SPIBB
 from nba.serialization import Bundle
@@ -38,7 +39,6 @@ PROPENSITY_LOGGED, PROPENSITY_ESTIMATED = "logged", "estimated"  # eval.propensi
 BANDIT_BATCH = 1000
 SIMULATOR = "simulator"
 LOG_CHUNK = 10_000  # decisions a learner is updated with at a time when it trains on a log
-OFFLINE = ("fqi", "two_stage")  # offline RL: fitted on journey transitions, not updated batch by batch
 
 
 class JobError(ValueError):
@@ -545,11 +545,12 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     """Fit one policy and log it (registered under :data:`training.registry.MODEL_NAME`).
 
     ``source="simulator"``: bandits learn online on the bandit view for ``decisions`` decisions
-    (learning curve and regret against the exact oracle); the offline learners (:data:`OFFLINE`:
-    fitted-Q, the two-stage value) learn on journey transitions of ``customers`` customers logged
-    under an exploring business-as-usual policy. Any other ``source`` is a decision-log URL: the
-    policy learns offline from it, streamed in chunks (offline learners from consecutive decisions of
-    each customer). On the simulator the customers are those of ``(seed, purpose)``.
+    (learning curve and regret against the exact oracle); the offline learners
+    (:class:`nba.policies.base.OfflineLearner`: fitted-Q, the two-stage value) learn on journey
+    transitions of ``customers`` customers logged under an exploring business-as-usual policy. Any
+    other ``source`` is a decision-log URL: the policy learns offline from it, streamed in chunks
+    (offline learners from consecutive decisions of each customer). On the simulator the customers
+    are those of ``(seed, purpose)``.
 
     ``safe`` (default): a bandit learning from a log learns in its conservative mode
     (:func:`conservative`): where the log's support for an action is thin it keeps the logging
@@ -577,7 +578,7 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     policy = build_policy(policy_name, scenario, params)
     offline_log = None
     if source != SIMULATOR:
-        if safe and policy_name in LEARNERS and policy_name not in OFFLINE and not isinstance(policy, SPIBB):
+        if safe and policy_name in LEARNERS and not isinstance(policy, OfflineLearner | SPIBB):
             policy = conservative(policy, scenario, source, **(safe if isinstance(safe, Mapping) else {}))
         offline_log = open_log(source)
         layout = offline_log.layout()
@@ -611,7 +612,7 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
             described = (_trained_on_log(label, digest, world) if policy_name in LEARNERS else
                          f"{label}: rules, nothing learned (run on {digest.rows:,} decisions of "
                          f"{digest.tags()['dataset.uri']}, {world})")
-        elif policy_name in OFFLINE:
+        elif isinstance(policy, OfflineLearner):
             mlflow.log_params({"customers": customers})
             metrics = _train_offline_simulator(policy, scenario, customers, seed, purpose, progress)
             described = f"{label} trained on the journeys of {customers:,} simulated customers ({world}, seed {seed})"
@@ -746,21 +747,31 @@ def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int,
     # the attributed reward (the message's own conversions less cost): organic purchases only add noise
     mlflow.log_param("reward", "attributed")
     extra = {}
-    if policy.name == "two_stage":
+    if fit_takes(policy, "returns"):
         # the value of a state counts every purchase: engagement's long-term effect acts on organic ones
         mlflow.log_param("value_reward", "total")
         returns = returns_to_go(t.rewards, t.customer, t.day, policy.params["gamma"])
-        extra = {"returns": returns[keep], "day": t.day[keep], "propensities": t.propensities[keep],
+        given = {"returns": returns[keep], "day": t.day[keep], "propensities": t.propensities[keep],
                  "mask": t.mask[keep], "state_rewards": (t.rewards - t.attributed)[keep]}
+        extra = {k: v for k, v in given.items() if fit_takes(policy, k)}
     _fit_offline(policy, t.X[keep], t.actions[keep], t.attributed[keep], t.X_next[keep], t.mask_next[keep],
                  t.terminated[keep], **extra)
     return {"transitions": float(keep.sum())}
 
 
+def fits_offline(name: str) -> bool:
+    """Whether the policy ``name`` is an offline learner (:class:`nba.policies.base.OfflineLearner`)."""
+    return name in POLICIES and issubclass(POLICIES[name], OfflineLearner)
+
+
+def fit_takes(policy: OfflineLearner, field: str) -> bool:
+    """Whether ``policy.fit`` learns from ``field`` beyond the transitions (its signature says so)."""
+    return field in inspect.signature(policy.fit).parameters
+
+
 def _fit_offline(policy, X, actions, rewards, X_next, mask_next, terminated, **extra) -> None:
-    # fitted-Q logs how much its targets moved at each iteration; the two-stage value the spread of
-    # each of its three fits' targets
-    metric = "fqi_target_change" if policy.name == "fqi" else "target_sd"
+    # what the learner's progress reports at each iteration (fitted-Q: how much its targets moved)
+    metric = getattr(policy, "fit_progress", "fit_progress")
 
     def tick(it: int, value: float) -> None:
         import mlflow
@@ -775,10 +786,10 @@ def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress, r
     import mlflow
 
     rule = reward_rule_for(log.url) if rule is None else rule
-    if getattr(policy, "name", "") in OFFLINE:
+    if isinstance(policy, OfflineLearner):
         batch = log.read(rule)
         digest.add(batch.decision_id)
-        t = transitions_from_log(batch, policy.params["gamma"] if policy.name == "two_stage" else None)
+        t = transitions_from_log(batch, policy.params["gamma"] if fit_takes(policy, "returns") else None)
         _fit_offline(policy, **t)
         if progress is not None:
             progress(0)

@@ -200,6 +200,20 @@ def share_of_argmax(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+@runtime_checkable
+class OfflineLearner(Protocol):
+    """A policy fitted at once on logged transitions (offline reinforcement learning) instead of updated
+    batch by batch. Its ``fit`` names what it learns from beyond the transitions (``returns``, each
+    transition's discounted return-to-go; ``day``, ``propensities``, ``mask``, ``state_rewards``) and
+    reports ``progress(iteration, value)``; the class's ``fit_progress`` names that value."""
+
+    def fit(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, X_next: np.ndarray,
+            mask_next: np.ndarray, terminated: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        """Fit on the transitions (``x``, ``a``, ``r``, ``x'``, the mask at ``x'``, whether ``x'`` ends the
+        journey); returns the policy."""
+        ...
+
+
 class Explore:
     """A logging policy: ``policy`` mixed with uniform exploration and a no-contact holdout.
 

@@ -46,6 +46,7 @@ class FittedQ:
     (``epsilon``: uniform exploration) over the actions the log supports; :meth:`fit` learns, not ``update``."""
 
     name: ClassVar[str] = "fqi"
+    fit_progress: ClassVar[str] = "fqi_target_change"  # fit's progress: mean |change of the targets|
 
     def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, iterations: int = 8,
                  num_boost_round: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
@@ -263,6 +264,7 @@ class TwoStageValue:
     """
 
     name: ClassVar[str] = "two_stage"
+    fit_progress: ClassVar[str] = "target_sd"  # fit's progress: the spread of each fit's targets
 
     def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, weight: float = 1.0,
                  iterations: int = 1, average: int = 1, bootstrap_top: int = 8,
