@@ -28,7 +28,7 @@ import numpy as np
 
 from envs.scenario import Scenario
 from nba.ope import RANK_ESTIMATOR, RANK_STATISTIC
-from nba.policies import LEARNERS, POLICIES, RULE_BASED, Explore, Policy, create
+from nba.policies import LEARNERS, POLICIES, SEGMENTED, Explore, Policy, create
 from nba.policies.base import OfflineLearner
 from nba.policies.fqi import returns_to_go
 from nba.policies.safe import ESTIMATE, SPIBB
@@ -128,9 +128,9 @@ def build_deployment_policy(name: str, deployment, params: Mapping[str, Any] | N
     if mode not in ("features", "index"):
         raise JobError(f"param: catalogue must be 'features' or 'index', got {mode!r}")
     check_policy(name, params)
-    if name in RULE_BASED:
-        usable = sorted(n for n in POLICIES if n not in RULE_BASED)
-        raise JobError(f"policy: {name!r} follows rules on the scenario's segments, which the deployment "
+    if name in SEGMENTED:
+        usable = sorted(n for n in POLICIES if n not in SEGMENTED)
+        raise JobError(f"policy: {name!r} reads the scenario's segments, which the deployment "
                        f"{deployment.name!r} does not have; on a deployment: {', '.join(usable)}")
     space = deployment.action_space()
     if name in CATALOGUE and mode == "features":
@@ -860,7 +860,7 @@ def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | Non
             raise JobError(f"policy: {ref!r} decides on the deployment {b.deployment.name!r}, not on the scenario "
                            f"{scenario.name!r}: evaluate it on a log of its deployment")
         return label, b.policy, version
-    untrained = (set(RULE_BASED) - set(LEARNERS)) | {"no_contact", "uniform_random"}  # learners need training
+    untrained = (set(SEGMENTED) - set(LEARNERS)) | {"no_contact", "uniform_random"}  # learners need training
     if ref in untrained:
         return ref, build_policy(ref, scenario), None
     raise JobError(f"policy: {ref!r} is not @alias, a version number, a bundle folder or a policy that needs no "
@@ -884,8 +884,8 @@ def resolve_deployment_target(ref: str, deployment) -> tuple[str, Policy, str | 
         if ref in LEARNERS:
             raise JobError(f"policy: {ref!r} is a learner that has learned nothing yet: train it on the log first "
                            f"(nba train --policy {ref} --source LOG) and evaluate its version")
-        if ref in RULE_BASED:
-            raise JobError(f"policy: {ref!r} follows rules on the scenario's segments, which the deployment "
+        if ref in SEGMENTED:
+            raise JobError(f"policy: {ref!r} reads the scenario's segments, which the deployment "
                            f"{deployment.name!r} does not have")
         raise JobError(f"policy: {ref!r} is not @alias, a version number, a models:/ URI, a bundle folder or a policy "
                        f"that needs no training ({', '.join(UNTRAINED_ON_DEPLOYMENT)})")

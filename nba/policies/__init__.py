@@ -51,7 +51,7 @@ POLICIES: dict[str, Any] = {  # name -> policy class (each with create-time para
                 LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, LGBMFunnel, SendTime, FittedQ,
                 TwoStageValue, SPIBB)
 }
-RULE_BASED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name, SPIBB.name)  # need the segment names
+SEGMENTED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name, SPIBB.name)  # read the scenario's segments
 LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, LGBMFunnel.name, FittedQ.name,
             SendTime.name, TwoStageValue.name, SPIBB.name)
 PLAIN = (NoContact.name, UniformRandom.name, LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name,
@@ -92,7 +92,7 @@ def create(name: str, space: ActionSpace | Catalogue | int | Iterable[str], segm
         raise ValueError(f"catalogue: policy {name!r} does not score actions by their features; "
                          f"the policies that take a catalogue: {list(CATALOGUE)}")
     space = as_space(space)
-    if name in RULE_BASED:
+    if name in SEGMENTED:
         params.setdefault("segments", tuple(segments))
     if name in LEARNERS:
         if dim is None:

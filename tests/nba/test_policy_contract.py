@@ -44,7 +44,7 @@ from nba.policies import (
     LEARNERS,
     PLAIN,
     POLICIES,
-    RULE_BASED,
+    SEGMENTED,
     Decisions,
     Explore,
     FunnelEvents,
@@ -739,7 +739,7 @@ def plain_cases(names=None) -> list:
 
 def test_every_learner_that_needs_no_scenario_runs_on_a_plain_space():
     # the learners that do not read a scenario's named features (send_time and spibb do) are all checked
-    assert {n for n in LEARNERS if n not in RULE_BASED} <= set(PLAIN)
+    assert {n for n in LEARNERS if n not in SEGMENTED} <= set(PLAIN)
     for name in PLAIN:
         policy = plain_pristine("plain_nc", name, "untrained")
         assert policy.space == PLAIN_SPACES["plain_nc"] and policy.space.is_plain

@@ -580,7 +580,7 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
 def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, telecom_log, trained, tmp_path):
-    from nba.policies import RULE_BASED, create
+    from nba.policies import SEGMENTED, create
     from nba.serialization import save_bundle
 
     url, file = telecom_log["url"], telecom_log["file"]
@@ -619,10 +619,10 @@ def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, tele
                                             "holds 'telco-retention'"):
         jobs.train("linucb", source=_copy_log(telecom_log, tmp_path / "odd.db", dearer), deployment_path=file)
     # rule-based policies follow the scenario's segments, with the file or without
-    for name in RULE_BASED:
-        with pytest.raises(jobs.JobError, match=f"^policy: '{name}' follows rules"):
+    for name in SEGMENTED:
+        with pytest.raises(jobs.JobError, match=f"^policy: '{name}' reads the scenario's segments"):
             jobs.train(name, source=url, deployment_path=file)
-    with pytest.raises(jobs.JobError, match="^policy: 'business_as_usual' follows rules"):
+    with pytest.raises(jobs.JobError, match="^policy: 'business_as_usual' reads the scenario's segments"):
         jobs.train("business_as_usual", source=url)
     with pytest.raises(jobs.JobError, match="^source: a deployment is trained on its own decision log"):
         jobs.train("linucb", deployment_path=file)
@@ -638,7 +638,7 @@ def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, tele
     for target, message in (
             ("linucb", r"^policy: 'linucb' is a learner that has learned nothing yet: train it on the log first"),
             ("send_time", r"^policy: 'send_time' is a learner"),
-            ("business_as_usual", r"^policy: 'business_as_usual' follows rules on the scenario's segments"),
+            ("business_as_usual", r"^policy: 'business_as_usual' reads the scenario's segments"),
             (str(folder), r"^policy: '.*' \(uniform_random\) decides over 225 actions reading \d+ features, the "
                           r"scenario's, not the 801 actions and 58 features of the log's deployment 'telco-retention'"),
             (f"models:/{registry.MODEL_NAME}/999", r"^policy: no registered version 'models:/nba-policy/999'"),
@@ -666,7 +666,7 @@ def test_nba_train_and_evaluate_find_the_deployment_in_the_log(store, telecom_lo
         res = CliRunner().invoke(app, ["train", "--policy", "business_as_usual", "--source", telecom_log["url"],
                                        *extra, *root])
         said = " ".join(res.output.split())  # the console wraps long lines
-        assert res.exit_code == 2 and "policy: 'business_as_usual' follows rules" in said, res.output
+        assert res.exit_code == 2 and "policy: 'business_as_usual' reads the scenario's segments" in said, res.output
     res = CliRunner().invoke(app, ["evaluate", "--policy", "lints", "--log", telecom_log["url"], *root])
     assert res.exit_code == 2 and "is a learner that has learned nothing yet" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["train", "--policy", "lints", "--source", telecom_log["url"], "--challenger",
