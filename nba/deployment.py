@@ -73,7 +73,7 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -425,7 +425,7 @@ def _cell(col: np.ndarray, i: int) -> Any:
 
 
 _NONE = type(None)
-_TAKEN_AS_THEY_COME = {  # value types checked column by column; any other is checked one value at a time
+_TAKEN_AS_THEY_COME: dict[str, set[type]] = {  # value types checked column by column; others one value at a time
     "number": {int, float, _NONE}, "category": {str, _NONE}, "boolean": {bool, _NONE}}
 
 
@@ -695,12 +695,13 @@ class Deployment:
             rows = rows[:first]
         else:
             first = n
+        dicts = cast("list[dict[str, Any]]", rows)  # when plain: dict.get mapped over them
         known = self._attribute_names()
         if not known.issuperset(set().union(*rows)):
             first = min(first, next(i for i, r in enumerate(rows) if not known.issuperset(r)))
         columns: dict[str, np.ndarray] = {}
         for a in self.attributes:
-            values = list(map(dict.get, rows, repeat(a.name))) if plain else [r.get(a.name) for r in rows]
+            values = list(map(dict.get, dicts, repeat(a.name))) if plain else [r.get(a.name) for r in rows]
             col, bad = _column(a, values)
             first = min(first, bad)
             if col is not None:
@@ -820,7 +821,8 @@ class Deployment:
                 raise ValueError(f"offers: expected shape {(n, k)}, got {offers.shape}")
         cols = self.columns(attributes) if columns is None else columns
         offer_caps = self.offer_caps() if recent.offer_times is not None else ()
-        bits = reason_bits(space, self.contact_rules(), recent, now=now, tz_offset=tz_offset,
+        bits = reason_bits(space, self.contact_rules(), recent, now=np.asarray(now, np.float64),
+                           tz_offset=np.asarray(tz_offset, np.float64),
                            consent=self._consent(cols, n), allowed=allowed, offer_caps=offer_caps)
         # a view: each action's (channel, offer x slot); a per-offer verdict is repeated over the slots, so
         # that it is or-ed in rows of K x S bytes (as (N, C, K, S), NumPy loops over rows of S bytes)
