@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs.decision_log import CustomerIds  # noqa: E402
+from envs.log_writer import CustomerIds  # noqa: E402
 from envs.rollout import bandit_simulation, bandit_truth, collect_transitions, funnel_events, policy_rng  # noqa: E402
 from envs.scenario import Scenario  # noqa: E402
 from nba import ope  # noqa: E402
@@ -126,7 +126,7 @@ class _Events:
 
 def simulate_log(scenario: Scenario, seed: int, decisions: int, purpose: str, *, keep_events: bool = False,
                  keep_truth: bool = False) -> dict[str, Any]:
-    """A decision log of the exploring logger in memory, as envs.decision_log.log_bandit_run writes it.
+    """A decision log of the exploring logger in memory, as envs.log_writer.log_bandit_run writes it.
 
     Fields ``context``, ``eligible``, ``action``, ``propensity``, ``reward``, ``customer_id``,
     ``logging`` (the logger's distribution), plus ``er`` (exact expected rewards) with

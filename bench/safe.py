@@ -6,7 +6,7 @@ For each seed, as the quickstart does (``training/quickstart.py``, ``training/jo
 
 1. the training log: the exploring business-as-usual logger (``Explore(business_as_usual, epsilon=0.2,
    holdout=0.05)``) makes ``--decisions`` decisions on the bandit view for the customers of
-   ``(seed, LOG)``, written by :func:`envs.decision_log.log_bandit_run` into a temporary SQLite
+   ``(seed, LOG)``, written by :func:`envs.log_writer.log_bandit_run` into a temporary SQLite
    :class:`nba.log.DecisionLog`, and read back in chunks of 10,000 with the simulator's reward rule and
    the funnel's events (``jobs._train_offline``);
 2. each of the six offline bandits (linucb, lints, lgbm_egreedy, lgbm_squarecb, lgbm_funnel, send_time,
@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs.decision_log import log_bandit_run, reward_rule  # noqa: E402
+from envs.log_writer import log_bandit_run, reward_rule  # noqa: E402
 from envs.rollout import bandit_truth  # noqa: E402
 from envs.scenario import Scenario  # noqa: E402
 from nba.log import DecisionLog  # noqa: E402

@@ -204,7 +204,7 @@ class _Run:
     def _before(self, X: np.ndarray, mask: np.ndarray):
         if self.log is None:
             return None
-        from envs.decision_log import PreStep
+        from envs.log_writer import PreStep
 
         sim = self.sim
         return PreStep(customer_id=self.ids, now=sim.state.now.astype(np.float64, copy=True),
@@ -213,7 +213,7 @@ class _Run:
 
     def _write(self, before, decisions: Decisions, res, policies: list[Policy], arm_index: np.ndarray,
                in_experiment: bool) -> None:
-        from envs.decision_log import step_records
+        from envs.log_writer import step_records
 
         assert self.log is not None and self.ids is not None
         run = f"{self.experiment}/{self.purpose}/s{self.seed}:{self.day}:"
@@ -278,8 +278,8 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
         pre_days: days everyone spends under the control policy before the experiment starts.
         truth: also run every arm's policy on everyone (common random numbers) for the true effects.
         log: write every decision and outcome of the main run (pre-period included, with experiment
-            and arm ``""``) to this decision log (:mod:`envs.decision_log`); read the rewards back
-            with ``envs.decision_log.reward_rule(penalties=False)``. Decision ids are
+            and arm ``""``) to this decision log (:mod:`envs.log_writer`); read the rewards back
+            with ``envs.log_writer.reward_rule(penalties=False)``. Decision ids are
             ``"{experiment}/{purpose}/s{seed}:{day}:{row}"`` (days count from the pre-period), so a rerun adds nothing.
         progress: called with each experiment day of the main run.
         replay: in the truth runs, the customers of the arm whose policy is run take the actions they
@@ -296,7 +296,7 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
     c = names.index(control)
     run = None
     if log is not None:
-        from envs.decision_log import scenario_layout
+        from envs.log_writer import scenario_layout
 
         log.set_layout(scenario_layout(scenario))
         run = _Run(scenario, seed, n, purpose, log, ids, experiment, names)

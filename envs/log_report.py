@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from envs.decision_log import CustomerIds, PreStep, scenario_layout, step_records
+from envs.log_writer import CustomerIds, PreStep, scenario_layout, step_records
 from envs.rollout import policy_rng
 from envs.scenario import Scenario
 from envs.simulation import Simulation

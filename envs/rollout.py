@@ -99,7 +99,7 @@ def compare_policies(scenario: Scenario, a: Policy, b: Policy, n: int = 10_000, 
 def bandit_simulation(scenario: Scenario, seed: int, n: int, purpose: str) -> Simulation:
     """``n`` rows of the bandit view's stream of customers (as ``nba/Bandit-v0``: a random moment of
     the day, a new customer after a decision with probability 1/30, penalties charged). The one
-    setup of :func:`bandit_run`, :func:`bandit_truth` and :func:`envs.decision_log.log_bandit_run`,
+    setup of :func:`bandit_run`, :func:`bandit_truth` and :func:`envs.log_writer.log_bandit_run`,
     so that a replay meets exactly the contexts a run logged."""
     return Simulation(scenario, seed, n, purpose=purpose, decision_hour=None, replace_rate=1 / 30, penalties=True)
 

@@ -366,13 +366,13 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
 
     The customers are those of ``(seed, purpose)``: two logs of different purposes (a training and an
     evaluation log, say) share no customer and no random stream (:mod:`envs.random`). The log records its
-    provenance (:func:`envs.decision_log.simulation_provenance`: this simulation and the simulator's reward
+    provenance (:func:`envs.log_writer.simulation_provenance`: this simulation and the simulator's reward
     rule), which training and evaluation read from the log itself (:func:`reward_rule_for`,
     :func:`find_simulation`); a log that holds another simulation's decisions is refused (JobError naming
     ``log``), and so is one of another layout."""
     import mlflow
 
-    from envs.decision_log import log_bandit_run, simulation_provenance
+    from envs.log_writer import log_bandit_run, simulation_provenance
     from nba.log import DecisionLog
 
     scenario = load_scenario(scenario_path)
@@ -457,7 +457,7 @@ def simulate_world(log_url: str, deployment_path: str, *, world_path: str | None
 def sim_reward_rule():
     """Rewards of a simulated log as the simulator counts them: revenue - cost - opt-out and churn
     penalties (the bandit view's reward, whose exact expectation is the ground truth)."""
-    from envs.decision_log import reward_rule
+    from envs.log_writer import reward_rule
 
     return reward_rule(penalties=True)
 

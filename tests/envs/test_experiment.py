@@ -146,7 +146,7 @@ def test_run_experiment_validates(scenario, kwargs, match):
 
 
 def test_experiment_written_to_decision_log_analyses_the_same(scenario, tmp_path):
-    from envs.decision_log import reward_rule
+    from envs.log_writer import reward_rule
     from nba.log import DecisionLog
 
     arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "batch_and_blast")}

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from envs import log_report as lr
-from envs.decision_log import scenario_layout
 from envs.experiment import run_experiment
+from envs.log_writer import scenario_layout
 from envs.scenario import Scenario
 from nba.log import DecisionLog, DecisionRecords, LogLayout, OutcomeRecords
 from nba.policies.baselines import BusinessAsUsual

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.decision_log import CustomerIds, PreStep, scenario_layout, step_records
+from envs.log_writer import CustomerIds, PreStep, scenario_layout, step_records
 from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba.decide import decide, decide_profiles, history_from_log

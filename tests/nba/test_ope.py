@@ -15,7 +15,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from envs.decision_log import CustomerIds
+from envs.log_writer import CustomerIds
 from envs.scenario import DEFAULT_PATH, Scenario
 from envs.simulation import Simulation
 from nba import ope

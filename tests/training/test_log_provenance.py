@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from envs.decision_log import log_bandit_run
+from envs.log_writer import log_bandit_run
 from envs.scenario import Scenario
 from nba.log import DecisionLog, RewardRule
 from nba.policies import create

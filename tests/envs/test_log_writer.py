@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.decision_log import (
+from envs.log_writer import (
     CustomerIds,
     PreStep,
     log_bandit_run,
