@@ -73,7 +73,7 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from itertools import repeat
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class DeploymentError(ValueError):
     """An invalid deployment; the message starts with the offending field's path."""
 
 
-def _fail(path: str, msg: str) -> None:
+def _fail(path: str, msg: str) -> NoReturn:
     raise DeploymentError(f"{path}: {msg}")
 
 
@@ -252,6 +252,7 @@ class Rule:
     max: float | None = None
 
     def to_data(self) -> Any:
+        """The rule as the deployment file writes it: the allowed values, or ``{min, max}``."""
         if self.values:
             return list(self.values)
         return {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not None}
@@ -602,6 +603,7 @@ class Deployment:
 
     # ------------------------------------------------------------------ what the engine runs on
     def attribute(self, name: str) -> Attribute:
+        """The declared attribute ``name`` (KeyError naming it when the deployment declares none so named)."""
         for a in self.attributes:
             if a.name == name:
                 return a
@@ -911,7 +913,7 @@ def _attributes(table: Mapping[str, Any]) -> tuple[Attribute, ...]:
         spec = _table(spec, path)
         _keys(spec, path, ("type", "values", "min", "max", "default", "required", "description"))
         kind = spec.get("type")
-        if kind not in ATTRIBUTE_TYPES:
+        if not isinstance(kind, str) or kind not in ATTRIBUTE_TYPES:
             _fail(f"{path}.type", f"must be one of {list(ATTRIBUTE_TYPES)}, got {kind!r}")
         required = spec.get("required", False)
         if not isinstance(required, bool):

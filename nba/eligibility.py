@@ -433,10 +433,12 @@ class RecentContacts:
 
     @property
     def n(self) -> int:
+        """The number of customers kept."""
         return self.any_times.shape[0]
 
     @property
     def n_channels(self) -> int:
+        """The number of channels whose contacts are kept."""
         return self.times.shape[1]
 
     @property
@@ -643,8 +645,9 @@ def _limit_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContac
     n = recent.n
     index = {ch: c for c, ch in enumerate(space.channels)}
     # (channel index, or None for all channels; window_h; max_count; reason): the gap is a cap of one
-    limits = [(index[cap.channel], cap.window_h, cap.max_count, Reason.CHANNEL_CAP)
-              for cap in rules.caps if cap.channel in index]
+    limits: list[tuple[int | None, float, int, Reason]] = [
+        (index[cap.channel], cap.window_h, cap.max_count, Reason.CHANNEL_CAP) for cap in rules.caps
+        if cap.channel in index]
     limits += [(None, cap.window_h, cap.max_count, Reason.TOTAL_CAP) for cap in rules.caps if cap.channel is None]
     if rules.min_gap_h > 0:
         limits.append((None, rules.min_gap_h, 1, Reason.MIN_GAP))
@@ -695,9 +698,13 @@ def _offer_cap_reasons(space: ActionSpace, offer_caps: tuple[OfferCap, ...], rec
         return None
     send_t = np.ascontiguousarray(send.T)  # (S, N)
     out = np.zeros((recent.n, space.n_contents, space.n_slots), np.uint8)  # customers first: rows of K x S
+    times = recent.offer_times
+    if times is None:
+        raise ValueError("recent: keeps no contact per offer, and the rules cap offers (RecentContacts.for_rules "
+                         "with the offer caps)")
     column = recent._offer_column(np.array([cap.offer for cap in offer_caps]))
     for cap, j in zip(offer_caps, column, strict=True):
-        table = recent.offer_times[:, j]  # (N, k_offer)
+        table = times[:, j]  # (N, k_offer)
         blocked = _reached(table, cap.max_count, cap.window_h, send_t, bool(np.all(table[:, 0] < now + cap.window_h)))
         out[:, cap.offer] |= blocked.T.view(np.uint8) * np.uint8(Reason.OFFER)
     return out.reshape(recent.n, -1)
@@ -729,7 +736,8 @@ def channel_slot_reasons(space: ActionSpace, rules: ContactRules, recent: Recent
         for s, h in enumerate(space.send_slots):
             if h is None:
                 if window not in quiet_now:
-                    quiet_now[window] = _in_quiet(local, *window).view(np.uint8) * np.uint8(Reason.QUIET_HOURS)
+                    quiet_now[window] = np.asarray(_in_quiet(local, *window)).view(np.uint8) * np.uint8(
+                        Reason.QUIET_HOURS)
                 out[c, s] |= quiet_now[window]
             elif _in_quiet(h, *window):
                 out[c, s] |= np.uint8(Reason.QUIET_HOURS)
