@@ -5,7 +5,7 @@ so a typo never leaves an empty run behind; a job that fails afterwards leaves i
 moves no alias. Runs carry the dataset's identity (``dataset.*`` tags) and the code version
 (``code.version``: the git commit when there is one, else the package version).
 
-The command line (:mod:`training.cli`) and the ``MLproject`` entry points call these functions
+The command line (:mod:`cli`) and the ``MLproject`` entry points call these functions
 with the same parameters.
 """
 

@@ -312,7 +312,7 @@ def test_seed_and_purpose_key_the_customers(telecom, world):
 def test_nba_train_learns_from_a_simulated_log(telecom, world, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from cli.main import app
 
     url = f"sqlite:///{tmp_path / 'world.db'}"
     with DecisionLog(url) as log:

@@ -517,9 +517,9 @@ def test_a_log_moves_onto_its_deployments_new_catalogue(tmp_path):
 
     from typer.testing import CliRunner
 
+    from cli.main import app
     from nba.deployment import Deployment
     from nba.log.importer import DeploymentMapping, import_onto, move_onto
-    from training.cli import app
 
     telecom = Path(__file__).resolve().parents[2] / "examples" / "telecom"
     spec = importlib.util.spec_from_file_location("telecom_generate", telecom / "generate.py")

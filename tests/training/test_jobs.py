@@ -523,7 +523,8 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from training.cli import _estimates_table, app
+    from cli.jobs import _estimates_table
+    from cli.main import app
 
     d, client = telecom_log["deployment"], mlflow.MlflowClient()
     linucb, lints = trained["linucb"].version, trained["lints"].version
@@ -658,7 +659,7 @@ def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, tele
 def test_nba_train_and_evaluate_find_the_deployment_in_the_log(store, telecom_log):
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from cli.main import app
 
     root = ["--root", str(store["root"])]
     before = _runs()

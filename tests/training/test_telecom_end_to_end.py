@@ -14,10 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from cli.main import app
 from nba.deployment import Deployment
 from nba.log import DecisionLog
 from tests.serving.svc_helpers import start_server
-from training.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = ROOT / "examples" / "telecom" / "deployment.toml"

@@ -1,6 +1,6 @@
-"""The ``nba`` command line, run as a user runs it."""
+"""The MLflow jobs' commands (``nba import``, ``simulate``, ``train``, ``ab``, ``promotions``) and the
+MLproject entry points that run them, as a user runs them."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,43 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from training.cli import app
+from cli.main import app
 
 runner = CliRunner()
-
-
-def test_scenario_check_accepts_the_default_and_names_the_bad_field(tmp_path):
-    good = tmp_path / "good.toml"
-    good.write_text('[channels.sms]\ncost = 0.08\n')
-    res = runner.invoke(app, ["scenario", "check", str(good)])
-    assert res.exit_code == 0, res.output
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("channels:\n  sms:\n    cost: -1\n")
-    res = runner.invoke(app, ["scenario", "check", str(bad)])
-    assert res.exit_code == 2
-    assert "channels.sms.cost" in res.output
-
-
-def test_scenario_show_prints_the_resolved_scenario():
-    res = runner.invoke(app, ["scenario", "show"])
-    assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
-    assert set(data["channels"]) == {"email", "sms", "push", "in_app", "web_push", "direct_mail", "social_ad"}
-
-
-def test_deployment_check_and_show(tmp_path):
-    telecom = Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml"
-    res = runner.invoke(app, ["deployment", "check", str(telecom)])
-    assert res.exit_code == 0, res.output
-    assert "telco-retention" in res.output and "801" in res.output and "sha256:" in res.output
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[deployment]\nname = "x"\n[channels.fax]\ncost = -1\n')
-    res = runner.invoke(app, ["deployment", "check", str(bad)])
-    assert res.exit_code == 2 and "channels.fax.cost" in res.output
-    res = runner.invoke(app, ["deployment", "show"])
-    assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
-    assert data["digest"].startswith("sha256:") and "email" in data["channels"]
 
 
 def test_import_a_foreign_log_and_name_the_bad_cell(tmp_path):
@@ -92,74 +58,6 @@ def test_import_a_telecom_log_onto_its_deployment(tmp_path):
         assert stored.deployment() == Deployment.load(world).to_dict()
     res = runner.invoke(app, ["import", str(data), "--channel", "channel", "--log", f"sqlite:///{tmp_path}/x.db"])
     assert res.exit_code == 2 and "deployment" in res.output
-
-
-def test_scenario_report_beside_a_log(tmp_path):
-    from envs import log_report
-    from envs.scenario import Scenario
-    from nba.log.store import DecisionLog
-
-    url = f"sqlite:///{tmp_path}/theirs.db"
-    with DecisionLog(url) as log:
-        log_report.simulate_log(log, Scenario.default(), customers=300, days=4, seed=0, purpose="test/training/cli",
-                                warmup_days=2)
-    res = runner.invoke(app, ["scenario", "report", "--log", url, "--n", "300", "--days", "4", "--warmup-days", "2"])
-    assert res.exit_code == 0, res.output
-    assert "contact rate" in res.output and "opened / delivered" in res.output
-    assert "close" in res.output
-    res = runner.invoke(app, ["scenario", "report", "--log", f"sqlite:///{tmp_path}/missing.db"])
-    assert res.exit_code == 2 and "cannot read the log" in res.output
-
-
-def test_simulate_prints_a_value_table():
-    res = runner.invoke(app, ["journeys", "--customers", "300", "--days", "7", "--seed", "1"])
-    assert res.exit_code == 0, res.output
-    assert "business_as_usual" in res.output and "no_contact" in res.output
-
-
-def test_unknown_policy_lists_the_valid_ones():
-    res = runner.invoke(app, ["journeys", "--policy", "magic", "--customers", "10", "--days", "1"])
-    assert res.exit_code == 2
-    assert "business_as_usual" in res.output
-
-
-def test_quickstart_console_script_end_to_end(tmp_path):
-    """The installed ``nba`` script, as the README's first command runs it (smaller population), in an
-    80-column terminal; everything it writes lands under ``--out``, nothing in the working directory."""
-    exe = Path(sys.executable).with_name("nba")
-    env = dict(os.environ, COLUMNS="80")
-    out, cwd = tmp_path / "qs", tmp_path / "cwd"
-    cwd.mkdir()
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):  # set by earlier tests' MLflow calls
-        env.pop(k, None)
-    proc = subprocess.run([str(exe), "quickstart", "--customers", "3000", "--decisions", "4000", "--out", str(out),
-                           "--ab-customers", "600", "--ab-days", "4"],
-                          capture_output=True, text=True, env=env, timeout=900, cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert not any(cwd.iterdir()), sorted(p.name for p in cwd.iterdir())
-    summary = json.loads((out / "summary.json").read_text())
-    from training.quickstart import BANDITS, BASELINES, PRODUCTION
-
-    assert set(summary["policies"]) == {*BASELINES, *BANDITS, "fqi"}
-    assert all(p["true_value"] is not None for p in summary["policies"].values())
-    assert summary["tracking_uri"] == f"sqlite:///{out.resolve() / 'mlflow.db'}"
-    for f in ("mlflow.db", "train-log.db", "eval-log.db", "calibration/report.md", "plots/evaluation/ope_intervals.png",
-              "plots/evaluation/ope_ranking.png", "plots/fqi", "mlartifacts"):
-        assert (out / f).exists(), f
-    # the champion is production unless an A/B test promoted a challenger, and then it says so
-    tested = {k: p for k, p in summary["policies"].items() if p["ab"] is not None}
-    promoted = [k for k, p in tested.items() if p["promoted"]]
-    assert summary["champion"]["policy"] == (promoted[0] if promoted else PRODUCTION)
-    assert all(not p["flags"] for p in tested.values())  # flagged estimates never reach an A/B test
-    for text in ("PASS", "champion", "mlflow ui", "nba serve --tracking-uri", "exact"):
-        assert text in proc.stdout, text
-    table = proc.stdout[proc.stdout.index("Policies on the evaluation log"):proc.stdout.index("logging policy (BAU")]
-    assert max(map(len, table.splitlines())) <= 80 and "…" not in table
-    # the registry serves the champion
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=summary["tracking_uri"], registry_uri=summary["tracking_uri"])
-    assert str(client.get_model_version_by_alias("nba-policy", "champion").version) == summary["champion"]["version"]
 
 
 def test_mlproject_entry_point_runs_with_local_env(tmp_path):

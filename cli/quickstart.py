@@ -1,0 +1,109 @@
+"""``nba quickstart``: end to end on the embedded defaults, with its tables."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import SeedOpt, console, progress_bar
+from training.quickstart import AB_CUSTOMERS, AB_DAYS
+
+
+def quickstart(
+    out: Annotated[Path, typer.Option(help="folder that receives everything the run writes")] = Path(
+        "nba-runs/quickstart"),
+    customers: Annotated[int, typer.Option(min=100, help="simulated customers of the calibration check "
+                                                         "(a tenth of them for fitted-Q's journeys)")] = 20_000,
+    decisions: Annotated[int, typer.Option(min=2000, help="decisions in the training log")] = 30_000,
+    ab_customers: Annotated[int, typer.Option(min=100, help="customers of each A/B test")] = AB_CUSTOMERS,
+    ab_days: Annotated[int, typer.Option(min=2, help="days of each A/B test")] = AB_DAYS,
+    seed: SeedOpt = 0,
+) -> None:
+    """End to end on the embedded defaults: simulate decision logs, train and register every policy,
+    evaluate them off-policy and against the truth, set champion and challenger, check calibration."""
+    from envs import calibration
+    from envs.scenario import Scenario
+    from training import quickstart as qs
+
+    t0 = time.perf_counter()
+    scenario = Scenario.default()
+    space = scenario.action_space
+    console.rule("[bold]nba quickstart")
+    console.print(f"scenario [bold]{scenario.name}[/bold]: {len(scenario.segments)} segments, "
+                  f"{len(scenario.channels)} channels x {len(scenario.contents)} contents x {space.n_slots} send slots "
+                  f"+ no contact = {space.n_actions} actions; {scenario.feature_spec.dim} observation features")
+
+    def progress(description: str, total: int):
+        return progress_bar(description, total)
+
+    res = qs.run(out, decisions=decisions, eval_decisions=max(2000, decisions * 2 // 3), customers=customers // 10,
+                 seed=seed, ab_customers=ab_customers, ab_days=ab_days, progress=progress, say=console.print)
+    console.print(_quickstart_table(res))
+    from training.calibration_report import DAYS, render_report, simulated_inputs
+
+    with progress_bar(f"calibration run ({DAYS} days, the first half warm-up)", DAYS) as tick:
+        inputs = simulated_inputs(scenario, n=customers, seed=seed, progress=tick)
+    checks = calibration.check(inputs.measured)
+    console.print(_calibration_table(checks))
+    report = render_report(inputs, res.out / "calibration")
+    summary = qs.write_summary(res, {"calibration": {c.target.name: {"measured": c.measured, "ok": c.ok}
+                                                     for c in checks}})
+    for p in res.promotions:
+        console.print(f"promotion: {'[green]moved[/green]' if p.promoted else 'kept'} champion: {p.reason}")
+    challenger = "none" if res.challenger is None else (f"[bold]{res.challenger.policy}[/bold] "
+                                                         f"(version {res.challenger.version})")
+    console.print(f"\nchampion: [bold]{res.champion.policy}[/bold] (version {res.champion.version}), "
+                  f"challenger: {challenger} of registered model nba-policy")
+    console.print(f"Everything is under [bold]{res.out}[/bold]: {summary.name}, decision logs, plots/, "
+                  f"calibration/{report.name}, the MLflow store. Browse the runs with\n"
+                  f"  [bold]mlflow ui --backend-store-uri {res.tracking_uri}[/bold]\n"
+                  f"Serve the champion with\n  [bold]nba serve --tracking-uri {res.tracking_uri}[/bold]\n"
+                  f"Done in {time.perf_counter() - t0:.0f} s.")
+    if not all(c.ok for c in checks):
+        console.print("[yellow]some calibration figures are outside their tolerance at this population size[/yellow]")
+
+
+def _quickstart_table(res) -> Table:
+    """The quickstart's policies in 80 columns: evidence first, the exact value beside it."""
+    from rich import box
+
+    from nba.ope import RANK_STATISTIC
+    from training.jobs import BELOW_LOGGING, RANK_BY, UNSUPPORTED
+
+    t = Table(title=f"Policies on the evaluation log (customers unseen in training):\nvalue per decision, "
+                    f"off-policy ({RANK_BY}, 95% interval), exact beside",
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for col in ("policy", "est.", "95% interval", "flag", "A/B", "exact", "role"):
+        t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right",
+                     no_wrap=True)
+    champion = res.champion.version
+    challenger = None if res.challenger is None else res.challenger.version
+    for r in sorted(res.rows, key=lambda r: (bool(r.flags), -getattr(r.estimate, RANK_STATISTIC))):
+        e = r.estimate
+        flag = {UNSUPPORTED: "unsupp", BELOW_LOGGING: "<logger"}.get(r.flags[0], r.flags[0]) if r.flags else ""
+        guard = r.ab is not None and any(not g.passed for g in r.ab.guardrails)
+        ab = "" if r.ab is None else ("won" if r.ab.promote else ("guard" if guard else "lost"))
+        role = {champion: "champion", challenger: "challng"}.get(r.version, "")
+        truth = "—" if r.truth is None else f"{r.truth:.3f}"
+        t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", flag, ab, truth, role)
+    lv = res.logging_value
+    t.caption = (f"logging policy (BAU + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}]"
+                 + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
+                 + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
+                 + "\nA/B vs the champion: won (promoted), lost, guard (a guardrail failed)")
+    return t
+
+
+def _calibration_table(checks) -> Table:
+    t = Table(title="Calibration against the articles' figures")
+    for col in ("target", "measured", "tolerance", "status"):
+        t.add_column(col)
+    for c in checks:
+        status = "[green]PASS[/green]" if c.ok else "[red]FAIL[/red]"
+        tolerance = f"[{c.target.low:g}, {c.target.high:g}]"
+        t.add_row(c.target.statement.split(" (")[0], f"{c.measured:.3g}", tolerance, status)
+    return t

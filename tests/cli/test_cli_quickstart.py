@@ -1,0 +1,46 @@
+"""``nba quickstart``: the installed console script, as the README's first command runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_quickstart_console_script_end_to_end(tmp_path):
+    """The installed ``nba`` script, as the README's first command runs it (smaller population), in an
+    80-column terminal; everything it writes lands under ``--out``, nothing in the working directory."""
+    exe = Path(sys.executable).with_name("nba")
+    env = dict(os.environ, COLUMNS="80")
+    out, cwd = tmp_path / "qs", tmp_path / "cwd"
+    cwd.mkdir()
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):  # set by earlier tests' MLflow calls
+        env.pop(k, None)
+    proc = subprocess.run([str(exe), "quickstart", "--customers", "3000", "--decisions", "4000", "--out", str(out),
+                           "--ab-customers", "600", "--ab-days", "4"],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not any(cwd.iterdir()), sorted(p.name for p in cwd.iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    from training.quickstart import BANDITS, BASELINES, PRODUCTION
+
+    assert set(summary["policies"]) == {*BASELINES, *BANDITS, "fqi"}
+    assert all(p["true_value"] is not None for p in summary["policies"].values())
+    assert summary["tracking_uri"] == f"sqlite:///{out.resolve() / 'mlflow.db'}"
+    for f in ("mlflow.db", "train-log.db", "eval-log.db", "calibration/report.md", "plots/evaluation/ope_intervals.png",
+              "plots/evaluation/ope_ranking.png", "plots/fqi", "mlartifacts"):
+        assert (out / f).exists(), f
+    # the champion is production unless an A/B test promoted a challenger, and then it says so
+    tested = {k: p for k, p in summary["policies"].items() if p["ab"] is not None}
+    promoted = [k for k, p in tested.items() if p["promoted"]]
+    assert summary["champion"]["policy"] == (promoted[0] if promoted else PRODUCTION)
+    assert all(not p["flags"] for p in tested.values())  # flagged estimates never reach an A/B test
+    for text in ("PASS", "champion", "mlflow ui", "nba serve --tracking-uri", "exact"):
+        assert text in proc.stdout, text
+    table = proc.stdout[proc.stdout.index("Policies on the evaluation log"):proc.stdout.index("logging policy (BAU")]
+    assert max(map(len, table.splitlines())) <= 80 and "…" not in table
+    # the registry serves the champion
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=summary["tracking_uri"], registry_uri=summary["tracking_uri"])
+    assert str(client.get_model_version_by_alias("nba-policy", "champion").version) == summary["champion"]["version"]
