@@ -75,6 +75,7 @@ def serve_and_fuzz(examples: int, seed: int, workdir: Path) -> dict:
     from serve import make_registry
 
     sys.path.insert(0, str(ROOT / "tests" / "serving"))
+    sys.path.insert(0, str(ROOT))  # tests.support, which svc_helpers imports
     from svc_helpers import start_server
 
     uri = make_registry(workdir / "registry", "business_as_usual")

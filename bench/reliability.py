@@ -52,6 +52,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "serving"))
+sys.path.insert(0, str(ROOT))  # tests.support, which svc_helpers imports
 from fuzz import serve_and_fuzz  # noqa: E402
 from serve import Payloads, load, make_registry  # noqa: E402
 from svc_helpers import PG_URL, Server, TcpProxy, customer, postgres_or_skip, start_server  # noqa: E402

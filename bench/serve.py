@@ -38,9 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.ports import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.support, when run as a script
+
+from tests.support.ports import free_port  # noqa: E402
+
 SEGMENTS = ("genz", "millennial", "genx", "senior")
 ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC", "+05:30", "America/Los_Angeles")
 
@@ -107,8 +109,8 @@ def start(kind: str, port: int, env: dict[str, str], logfile: Path) -> subproces
         cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService", "--host", "127.0.0.1",
                "--port", str(port)]
     else:
-        cmd = [sys.executable, "-m", "uvicorn", "serving.asgi:create_app", "--factory", "--host", "127.0.0.1",
-               "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        cmd = [sys.executable, "-m", "uvicorn", "bare_app:create_app", "--factory", "--app-dir", str(ROOT / "bench"),
+               "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logfile.open("w"), stderr=subprocess.STDOUT)
 
 

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from serving.ports import free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("NBA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

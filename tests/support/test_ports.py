@@ -1,4 +1,4 @@
-"""serving.ports.free_port: bindable ports below the kernel's ephemeral range, never the same twice."""
+"""tests.support.ports.free_port: bindable ports below the kernel's ephemeral range, never the same twice."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from serving import ports
+from tests.support import ports
 
 
 def test_ports_are_bindable_distinct_and_below_the_ephemeral_range():

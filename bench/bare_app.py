@@ -1,7 +1,7 @@
 """The same endpoints as a bare Starlette app, without BentoML: the benchmark's reference for the limit of
 Python HTTP on this machine (``bench/serve.py``), calling exactly the same engine and log writes.
 
-Run: ``uvicorn serving.asgi:create_app --factory --no-access-log`` with the ``NBA_*`` variables.
+Run: ``uvicorn bare_app:create_app --factory --app-dir bench --no-access-log`` with the ``NBA_*`` variables.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A port of 127.0.0.1 to start a local service on: what the integration tests and ``bench/serve.py`` use.
+"""A port of 127.0.0.1 to start a local service on: what the integration tests and ``bench/serve.py`` use
+(``from tests.support.ports import free_port``, the repository root on ``sys.path``).
 
 Binding port 0 and closing the socket gives a port that the kernel takes from its *ephemeral* range,
 the one every outbound connection and every other port-0 bind draws from too. Between that moment
