@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving import api, openapi
+from serving import endpoints, openapi
 from serving.auth import BearerAuth
 from serving.config import Settings
 from serving.engine import BadRequest, NotReady
 from serving.guard import JsonApi, Probes
 from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest
-from serving.traffic import TIMEOUT_S, RequestTimeout
+from serving.timeout import TIMEOUT_S, RequestTimeout
 
 
 def _json(out: BaseModel | bytes) -> Response:
@@ -29,14 +29,14 @@ def _json(out: BaseModel | bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def create_app(rt: api.Runtime | None = None, timeout_s: float = TIMEOUT_S) -> Starlette:
+def create_app(rt: endpoints.Runtime | None = None, timeout_s: float = TIMEOUT_S) -> Starlette:
     """A Starlette app over ``rt`` (default: a runtime configured from the environment); a request not
     answered within ``timeout_s`` gets a 504, as from the service."""
-    state: dict[str, api.Runtime] = {}
+    state: dict[str, endpoints.Runtime] = {}
 
-    def runtime() -> api.Runtime:
+    def runtime() -> endpoints.Runtime:
         if "rt" not in state:
-            state["rt"] = rt or api.Runtime.start()
+            state["rt"] = rt or endpoints.Runtime.start()
             gc.collect()
             gc.freeze()
         return state["rt"]
@@ -71,9 +71,9 @@ def create_app(rt: api.Runtime | None = None, timeout_s: float = TIMEOUT_S) -> S
         runtime().close()
 
     app = Starlette(routes=[
-        Route("/decide", endpoint(DecideRequest, api.decide), methods=["POST"]),
-        Route("/decide_batch", endpoint(DecideBatchRequest, api.decide_batch), methods=["POST"]),
-        Route("/feedback", endpoint(FeedbackRequest, api.feedback), methods=["POST"]),
+        Route("/decide", endpoint(DecideRequest, endpoints.decide), methods=["POST"]),
+        Route("/decide_batch", endpoint(DecideBatchRequest, endpoints.decide_batch), methods=["POST"]),
+        Route("/feedback", endpoint(FeedbackRequest, endpoints.feedback), methods=["POST"]),
         Route("/livez", livez),
     ], lifespan=lifespan)
     settings = rt.settings if rt is not None else Settings.from_env()

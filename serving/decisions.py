@@ -25,7 +25,7 @@ from nba.eligibility import RecentContacts
 from nba.features import Profile
 from nba.log.records import DecisionRecords
 from nba.serialization import Bundle
-from serving.models import Served
+from serving.model_store import Served
 from serving.requests import Rows
 
 
@@ -237,14 +237,14 @@ def _records(served: dict[str, Served], ids: list[str], now: np.ndarray, context
              action: np.ndarray, propensity: np.ndarray, send_at: np.ndarray, policy: np.ndarray,
              version: np.ndarray, arm: np.ndarray, channel_costs: dict[str, float],
              experiment: str) -> DecisionRecords:
-    """The whole batch as log records (all aliases share the log's layout: :mod:`serving.models` serves
+    """The whole batch as log records (all aliases share the log's layout: :mod:`serving.model_store` serves
     one world). A deployment's channels cost what it declares; a scenario's what ``channel_costs`` says."""
     n = len(ids)
     first = next(iter(contexts.values()))
     X = np.empty((n, first[1].shape[1]), np.float32)
     mask = np.empty((n, first[2].shape[1]), bool)
     cost = np.zeros(n)
-    for name, (rows, Xg, mg) in contexts.items():  # one layout: serving.models.World serves no other
+    for name, (rows, Xg, mg) in contexts.items():  # one layout: serving.model_store.World serves no other
         X[rows], mask[rows] = Xg, mg
         bundle = served[name].bundle  # no contact's channel index is -1: the cost array's first entry, 0
         cost[rows] = _channel_cost(bundle, channel_costs)[bundle.policy.space.channel_of[action[rows]] + 1]

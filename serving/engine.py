@@ -21,7 +21,7 @@ batch — one history read, one feature/eligibility/policy pass, one transaction
   the event loop reads them, and without the wait the decider took the first of a burst alone, then
   the rest (a third of the batches at concurrency 8), and the rest waited for both. Traffic that comes
   one request at a time (the previous batch held one) never waits;
-* a request cancelled while it waits (its deadline passed, :mod:`serving.traffic`) is dropped, never
+* a request cancelled while it waits (its deadline passed, :mod:`serving.timeout`) is dropped, never
   decided or logged; one the decider has taken can no longer be cancelled.
 
 In write-behind mode the decider writes a batch to the spool and, when more requests wait, hands
@@ -65,7 +65,7 @@ from nba.log.spool import Spool, rejected
 from serving.config import Settings
 from serving.decisions import Result, UsageTracker, decide_batch
 from serving.history import HistoryCache
-from serving.models import ModelStore, Served
+from serving.model_store import ModelStore, Served
 from serving.requests import (
     BadRequest,
     LogBehind,
@@ -155,7 +155,7 @@ class Engine:
         self._id_prefix = os.urandom(4).hex()
         self._count = 0
         self.outage = Outage("decision log")
-        self._world_recorded = settings.deployment is not None  # NBA_DEPLOYMENT: recorded at start (serving.api)
+        self._world_recorded = settings.deployment is not None  # NBA_DEPLOYMENT: recorded at start (serving.endpoints)
         self.usage = UsageTracker(decision_log)  # a deployment's offer budgets and channel capacities
         self.spool: Spool | None = None
         self.history: HistoryCache | None = None

@@ -5,7 +5,7 @@ the answers the service gives about itself.
   otherwise): a form, a multipart upload or an undeclared body is never parsed as a decision; and a
   schema validation error (400) names the failed fields in its ``error``;
 * :class:`Probes`: ``GET /readyz`` answers JSON saying what is served and what is wrong
-  (:func:`serving.api.readiness`), ``GET /docs.json`` the spec of :mod:`serving.openapi`;
+  (:meth:`serving.endpoints.Runtime.readiness`), ``GET /docs.json`` the spec of :mod:`serving.openapi`;
 * :func:`bound_metric_paths`: BentoML's request metrics are labelled with the request's path, so
   every distinct unknown path made a new series (20,000 random 404s grew ``/metrics`` to 79 MB): paths
   the service does not serve share one label, ``/{unknown}``.

@@ -31,7 +31,7 @@ from typing import Any
 from nba.deployment import Deployment, DeploymentError
 from nba.eligibility import ZONE_HINT, utc_offset
 from nba.features import LIFECYCLE_STAGES, NEVER
-from serving.models import Served
+from serving.model_store import Served
 
 _STAGE = {s: i for i, s in enumerate(LIFECYCLE_STAGES)}
 PROFILE_FIELDS = ("segment", "tenure_days", "stage", "cart_active", "consent", "n_purchases", "last_purchase_at",

@@ -15,7 +15,7 @@ not declared ``application/json``, 422 from the service's own checks (unknown se
 time zone, a time outside 1970-2199 or before its decision), 404 for feedback on an unknown
 decision; nothing is stored and no traceback is logged. When the decision log fails, requests get a
 fast 503 and the log gets one line when the outage starts and one when it ends. A request not
-answered within 60 s gets a 504 (:mod:`serving.traffic`); if it was still waiting for the decider, it is
+answered within 60 s gets a 504 (:mod:`serving.timeout`); if it was still waiting for the decider, it is
 dropped and never decided. ``/readyz`` answers JSON saying what is served and what is wrong;
 ``/docs.json`` is :mod:`serving.openapi`'s spec, which states every one of these answers.
 """
@@ -30,7 +30,7 @@ from typing import Any
 import bentoml
 from starlette.responses import JSONResponse, Response
 
-from serving import api, openapi
+from serving import endpoints, openapi
 from serving.auth import BearerAuth, QuietValidationErrors
 from serving.config import Settings
 from serving.engine import BadRequest, NotReady, Outage
@@ -43,7 +43,7 @@ from serving.schemas import (
     FeedbackRequest,
     FeedbackResponse,
 )
-from serving.traffic import TIMEOUT_S, replace_bentoml_timeout
+from serving.timeout import TIMEOUT_S, replace_bentoml_timeout
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -62,7 +62,7 @@ DEAD_LETTERS = bentoml.metrics.Gauge(
 LOG_BEHIND = bentoml.metrics.Gauge(
     name="nba_log_behind_bytes", documentation="Write-behind: bytes of spooled decisions not in the log yet",
     multiprocess_mode="max")
-_RUNTIME: list[api.Runtime] = []  # this worker's, once its service instance is built
+_RUNTIME: list[endpoints.Runtime] = []  # this worker's, once its service instance is built
 _UNEXPECTED = Outage("request handling")  # failures outside the engine (none known): logged once per run
 
 
@@ -77,7 +77,7 @@ def _readiness() -> tuple[bool, dict[str, Any]]:
 
 
 def _json(body: bytes) -> Response:
-    """A JSON body built by :mod:`serving.api` in the declared response layout, sent as is."""
+    """A JSON body built by :mod:`serving.endpoints` in the declared response layout, sent as is."""
     return Response(body, media_type="application/json")
 
 
@@ -110,7 +110,7 @@ class DecisionService:
     """Decides for customers with the registry's ``@champion`` (and ``@challenger`` in an experiment)."""
 
     def __init__(self) -> None:
-        self.rt = api.Runtime.start(SETTINGS, counter=DECISIONS)
+        self.rt = endpoints.Runtime.start(SETTINGS, counter=DECISIONS)
         _RUNTIME[:] = [self.rt]
         for name in ("decide", "decide_batch", "feedback"):
             # BentoML looks the endpoint up on the instance for every request, and its descriptor builds a new
@@ -131,7 +131,7 @@ class DecisionService:
     async def decide(self, **req: Any) -> Decision:
         """Next best action for one customer: channel, content, send time, propensity, alternatives."""
         try:
-            return _json(await api.decide(self.rt, DecideRequest.model_construct(**req)))  # type: ignore[return-value]
+            return _json(await endpoints.decide(self.rt, DecideRequest.model_construct(**req)))  # type: ignore[return-value]
         except Exception as e:
             return _error(e)  # type: ignore[return-value]
 
@@ -139,7 +139,7 @@ class DecisionService:
     async def decide_batch(self, **req: Any) -> DecideBatchResponse:
         """Decisions for up to 10,000 distinct customers, committed in one transaction."""
         try:
-            return _json(await api.decide_batch(self.rt, DecideBatchRequest.model_construct(**req)))  # type: ignore[return-value]
+            return _json(await endpoints.decide_batch(self.rt, DecideBatchRequest.model_construct(**req)))  # type: ignore[return-value]
         except Exception as e:
             return _error(e)  # type: ignore[return-value]
 
@@ -147,7 +147,7 @@ class DecisionService:
     async def feedback(self, **req: Any) -> FeedbackResponse:
         """What the customer did after a decision (delivered, opened, clicked, converted, opted out)."""
         try:
-            return await api.feedback(self.rt, FeedbackRequest.model_construct(**req))
+            return await endpoints.feedback(self.rt, FeedbackRequest.model_construct(**req))
         except Exception as e:
             return _error(e)  # type: ignore[return-value]
 

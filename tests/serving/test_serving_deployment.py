@@ -19,8 +19,8 @@ from nba.deployment import Deployment
 from nba.log import DecisionLog
 from nba.policies import create
 from nba.serialization import Bundle
-from serving.api import Runtime, _decisions
 from serving.config import Settings
+from serving.endpoints import Runtime, _decisions
 from serving.requests import BadRequest
 from serving.schemas import DecideBatchRequest, DecideRequest
 from tests.serving.svc_helpers import start_server

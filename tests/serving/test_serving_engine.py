@@ -12,8 +12,8 @@ import pytest
 
 from nba.decide import _rounds
 from nba.log.store import DecisionLog
-from serving.api import Runtime
 from serving.config import Settings
+from serving.endpoints import Runtime
 from serving.requests import BadRequest, tz_offset
 
 JUNE = 486_000.0  # 2025-06-10 00:00 UTC in hours since the epoch
@@ -258,7 +258,7 @@ def test_write_behind_settings_are_checked():
 
 def test_time_stamps_format_alike_one_by_one_and_in_bulk():
     """The answer's stamps: a single decision is formatted in Python, a batch by numpy; the strings agree."""
-    from serving.api import _iso
+    from serving.endpoints import _iso
 
     rng = np.random.default_rng(3)
     h = np.r_[rng.uniform(-1e5, 1e6, 300), np.round(rng.uniform(0, 1e6, 20)), 490_000.5]
@@ -448,7 +448,7 @@ def test_a_batchs_large_arrays_stay_on_the_heap_where_glibc_allows():
     elsewhere it changes nothing."""
     import platform
 
-    from serving.api import keep_large_arrays_on_the_heap
+    from serving.endpoints import keep_large_arrays_on_the_heap
 
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_large_arrays_on_the_heap() is glibc

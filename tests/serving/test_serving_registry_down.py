@@ -6,7 +6,7 @@ import pytest
 from svc_helpers import customer, start_server
 
 from nba.log.store import DecisionLog
-from serving.models import ModelStore
+from serving.model_store import ModelStore
 
 DOWN = "http://127.0.0.1:9"  # nothing listens there
 

@@ -1,4 +1,4 @@
-"""serving.models.ModelStore against a real embedded MLflow registry: every copy is checked against the
+"""serving.model_store.ModelStore against a real embedded MLflow registry: every copy is checked against the
 digest recorded at registration, a bad cached copy is downloaded again, and readiness says what is wrong.
 
 The versions live in their own registered model (``nba-store-test``), so moving its aliases and
@@ -20,8 +20,8 @@ from mlflow import MlflowClient
 
 from envs.scenario import Scenario
 from nba.serialization import Bundle, bundle_digest, load_bundle
-from serving import models as serving_models
-from serving.models import ModelStore
+from serving import model_store
+from serving.model_store import ModelStore
 
 MODEL = "nba-store-test"
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens there
@@ -120,7 +120,7 @@ def _filled_cache(versions: Versions, cache: Path) -> Path:
 def test_digest_tag_is_the_registry_one():
     from training.registry import DIGEST_TAG
 
-    assert serving_models.DIGEST_TAG == DIGEST_TAG
+    assert model_store.DIGEST_TAG == DIGEST_TAG
 
 
 def test_pointer_remembers_version_and_digest(versions, tmp_path):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from serving.traffic import RequestTimeout, replace_bentoml_timeout
+from serving.timeout import RequestTimeout, replace_bentoml_timeout
 
 
 def _call(app, timeout: float) -> tuple[list[dict], list[asyncio.TimerHandle]]:

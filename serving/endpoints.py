@@ -1,5 +1,5 @@
 """The endpoints' logic, independent of the HTTP framework: the BentoML service and the bare ASGI app
-(:mod:`serving.asgi`, the benchmark's reference) both call these coroutines.
+(``bench/bare_app.py``, the benchmark's reference) both call these coroutines.
 
 Each raises :class:`serving.engine.BadRequest` (4xx, message naming the field),
 :class:`serving.engine.NotReady` (503) or returns a response model.
@@ -23,7 +23,7 @@ from nba.deployment import Deployment
 from serving.config import Settings
 from serving.decisions import Result
 from serving.engine import BadRequest, Engine, Job, NotReady
-from serving.models import ModelStore
+from serving.model_store import ModelStore
 from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest, FeedbackResponse
 
 __all__ = ["BadRequest", "NotReady", "Runtime", "decide", "decide_batch", "feedback"]
