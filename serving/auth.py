@@ -1,10 +1,10 @@
-"""ASGI pieces shared by the service and the bare app: the bearer-token check and a quiet log for bad input."""
+"""ASGI pieces shared by the service and the benchmark's bare app: the bearer-token check and JSON answers
+straight from a middleware."""
 
 from __future__ import annotations
 
 import hmac
 import json
-import logging
 from typing import Any
 
 PROTECTED = ("/decide", "/decide_batch", "/feedback")
@@ -52,19 +52,3 @@ class BearerAuth:
                 return
         await self.app(scope, receive, send)
 
-
-class QuietValidationErrors(logging.Filter):
-    """Turns BentoML's 'Exception on /decide' error-with-traceback for a request that failed schema
-    validation into one warning line: bad input is the caller's error, not the server's."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is None:
-            return True
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError | json.JSONDecodeError | UnicodeDecodeError):
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg = "rejected a request to %s [%s]: invalid input"
-        return True

@@ -5,10 +5,10 @@ the answers the service gives about itself.
   otherwise): a form, a multipart upload or an undeclared body is never parsed as a decision; and a
   schema validation error (400) names the failed fields in its ``error``;
 * :class:`Probes`: ``GET /readyz`` answers JSON saying what is served and what is wrong
-  (:meth:`serving.endpoints.Runtime.readiness`), ``GET /docs.json`` the spec of :mod:`serving.openapi`;
-* :func:`bound_metric_paths`: BentoML's request metrics are labelled with the request's path, so
-  every distinct unknown path made a new series (20,000 random 404s grew ``/metrics`` to 79 MB): paths
-  the service does not serve share one label, ``/{unknown}``.
+  (:meth:`serving.endpoints.Runtime.readiness`), ``GET /docs.json`` the spec of :mod:`serving.openapi`.
+
+What is done inside BentoML's own middleware (request metrics, the timeout) is in
+:mod:`serving.bentoml_patches`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from typing import Any
 import orjson
 
 from serving.auth import PROTECTED, send_json, send_json_error
-
-UNKNOWN_PATH = "/{unknown}"
-KNOWN_PATHS = frozenset({*PROTECTED, "/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json",
-                         "/schema.json"})
 
 
 def _media_type(scope: dict) -> bytes | None:
@@ -117,39 +113,3 @@ class Probes:
                 self.before_metrics()
         await self.app(scope, receive, send)
 
-
-def bound_metric_paths() -> None:
-    """Make BentoML's request metrics label every path the service does not serve ``/{unknown}`` (its app
-    factory looks the middleware class up in its module each time it builds a service's app)."""
-    from bentoml._internal.server.http import instruments
-
-    original = instruments.RunnerTrafficMetricsMiddleware
-    if getattr(original, "nba_bounded", False):
-        return
-
-    class BoundedPaths:
-        """BentoML's metrics middleware, shown ``/{unknown}`` for an unknown path; the app behind it sees
-        the real path."""
-
-        nba_bounded = True
-
-        def __init__(self, app: Any, **kwargs: Any) -> None:
-            self.inner = original(_RealPath(app), **kwargs)
-
-        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and scope["path"] not in KNOWN_PATHS:
-                scope = dict(scope, path=UNKNOWN_PATH, nba_path=scope["path"])
-            await self.inner(scope, receive, send)
-
-    instruments.RunnerTrafficMetricsMiddleware = BoundedPaths  # type: ignore[misc]
-
-
-class _RealPath:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if "nba_path" in scope:
-            scope = dict(scope, path=scope["nba_path"])
-            del scope["nba_path"]
-        await self.app(scope, receive, send)

@@ -30,11 +30,11 @@ from typing import Any
 import bentoml
 from starlette.responses import JSONResponse, Response
 
-from serving import endpoints, openapi
-from serving.auth import BearerAuth, QuietValidationErrors
+from serving import bentoml_patches, endpoints, openapi
+from serving.auth import BearerAuth
 from serving.config import Settings
 from serving.engine import BadRequest, NotReady, Outage
-from serving.guard import JsonApi, Probes, bound_metric_paths
+from serving.guard import JsonApi, Probes
 from serving.schemas import (
     DecideBatchRequest,
     DecideBatchResponse,
@@ -43,14 +43,14 @@ from serving.schemas import (
     FeedbackRequest,
     FeedbackResponse,
 )
-from serving.timeout import TIMEOUT_S, replace_bentoml_timeout
+from serving.timeout import TIMEOUT_S
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 log = logging.getLogger("nba.serving")
-logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietValidationErrors())
-replace_bentoml_timeout()  # BentoML's keeps every request's timer alive for the whole timeout
-bound_metric_paths()  # unknown paths share one label in BentoML's request metrics
+# our request deadline in place of BentoML's, unknown paths under one metrics label, one warning line per
+# invalid request instead of a traceback (each patch of BentoML's internals is in serving/bentoml_patches.py)
+bentoml_patches.apply()
 SETTINGS = Settings.from_env()  # the worker builds its runtime from the same variables
 
 DECISIONS = bentoml.metrics.Counter(
@@ -112,10 +112,8 @@ class DecisionService:
     def __init__(self) -> None:
         self.rt = endpoints.Runtime.start(SETTINGS, counter=DECISIONS)
         _RUNTIME[:] = [self.rt]
-        for name in ("decide", "decide_batch", "feedback"):
-            # BentoML looks the endpoint up on the instance for every request, and its descriptor builds a new
-            # caller (inspecting the signature) each time: build it once, the instance attribute then wins
-            setattr(self, name, getattr(self, name))
+        # BentoML's descriptor would build each endpoint's caller anew for every request: once, here
+        bentoml_patches.bind_endpoints(self, ("decide", "decide_batch", "feedback"))
         gc.collect()
         gc.freeze()  # the loaded policies and libraries leave the collector's generations: shorter pauses
 

@@ -4,8 +4,9 @@ BentoML's own timeout middleware (1.4) schedules a timer for every request and n
 request therefore leaves its timer, a future and a copy of its context alive for the whole timeout:
 at 1,700 requests/s and the 60 s timeout, about 100,000 of each. The collector's full passes over
 them paused the service for 7 to 30 ms about once a second, measured at concurrency 8.
-:class:`RequestTimeout` cancels its timer as soon as the response starts, and :func:`replace_bentoml_timeout`
-puts it in the place of BentoML's.
+:class:`RequestTimeout` cancels its timer as soon as the response starts;
+:func:`serving.bentoml_patches.replace_bentoml_timeout` puts it in the place of BentoML's, and the benchmark's
+bare app (``bench/bare_app.py``) uses it too.
 """
 
 from __future__ import annotations
@@ -52,10 +53,3 @@ class RequestTimeout:
                 raise
             await send_json_error(send, 504, f"not answered within {self.timeout:g} s; nothing was acknowledged")
 
-
-def replace_bentoml_timeout() -> None:
-    """Make BentoML build :class:`RequestTimeout` where it builds its own timeout middleware (it looks the
-    class up in its module each time it assembles a service's app, with the service's ``traffic.timeout``)."""
-    from bentoml._internal.server.http import traffic
-
-    traffic.TimeoutMiddleware = RequestTimeout  # type: ignore[misc]

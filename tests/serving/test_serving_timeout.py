@@ -1,5 +1,6 @@
 """The request deadline on its own: a 504 for a late answer, no timer left behind by an answered request,
-no deadline once the response has started, and BentoML building it in place of its own middleware."""
+no deadline once the response has started (BentoML building it in place of its own middleware:
+test_bentoml_patches.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from serving.timeout import RequestTimeout, replace_bentoml_timeout
+from serving.timeout import RequestTimeout
 
 
 def _call(app, timeout: float) -> tuple[list[dict], list[asyncio.TimerHandle]]:
@@ -88,13 +89,3 @@ def test_other_scopes_pass_through_and_a_bad_timeout_is_refused():
     with pytest.raises(ValueError, match="timeout"):
         RequestTimeout(app, 0)
 
-
-def test_bentoml_builds_the_request_timeout_in_place_of_its_own():
-    from bentoml._internal.server.base_app import BaseAppFactory
-
-    class App(BaseAppFactory):
-        name = "probe"
-
-    replace_bentoml_timeout()
-    built = [m for m in App(timeout=7.0).middlewares if m.cls is RequestTimeout]
-    assert len(built) == 1 and built[0].kwargs == {"timeout": 7.0}
