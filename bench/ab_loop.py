@@ -84,32 +84,77 @@ def main() -> None:
     for n in sizes:
         for name, champion, challenger in (("lgbm_funnel vs BAU", bau, funnel), ("A/A: BAU vs BAU", bau, bau)):
             w, c = time.perf_counter(), _cpu()
-            res = jobs.ab(champion=champion, challenger=challenger, customers=n, days=args.days,
-                          pre_days=args.pre_days, seed=args.seed, purpose=PURPOSE, experiment=f"bench-{n}",
-                          out=root / f"ab-{n}-{name[:3]}")
-            rows.append({"test": name, "customers": n, "wall_s": time.perf_counter() - w, "cpu_s": _cpu() - c,
-                         "diff": res.diff, "ci": [res.ci_low, res.ci_high], "true_effect": res.true_effect,
-                         "promote": res.promote, "reason": res.reason,
-                         "guardrails": {g.guardrail.name: {"worsening": g.worsening, "bound": g.bound,
-                                                           "lower": g.lower, "margin": g.margin, "status": g.status,
-                                                           "true": res.true_worsening[g.guardrail.name]}
-                                        for g in res.guardrails}})
+            res = jobs.ab(
+                champion=champion,
+                challenger=challenger,
+                customers=n,
+                days=args.days,
+                pre_days=args.pre_days,
+                seed=args.seed,
+                purpose=PURPOSE,
+                experiment=f"bench-{n}",
+                out=root / f"ab-{n}-{name[:3]}",
+            )
+            rows.append(
+                {
+                    "test": name,
+                    "customers": n,
+                    "wall_s": time.perf_counter() - w,
+                    "cpu_s": _cpu() - c,
+                    "diff": res.diff,
+                    "ci": [res.ci_low, res.ci_high],
+                    "true_effect": res.true_effect,
+                    "promote": res.promote,
+                    "reason": res.reason,
+                    "guardrails": {
+                        g.guardrail.name: {
+                            "worsening": g.worsening,
+                            "bound": g.bound,
+                            "lower": g.lower,
+                            "margin": g.margin,
+                            "status": g.status,
+                            "true": res.true_worsening[g.guardrail.name],
+                        }
+                        for g in res.guardrails
+                    },
+                }
+            )
             console.print(f"{name}, {n:,} customers: {rows[-1]['wall_s']:.1f} s; {res.reason}")
 
-    t = Table(title=f"A/B job, {args.days} days after a {args.pre_days}-day pre-period, default guardrails "
-                    "(worsening [always-valid bounds] status; true)")
-    for col in ("test", "customers", "wall s", "CPU s", "reward / customer [CS] (true)", "opt-out rate",
-                "churn rate", "sends per customer", "promote"):
+    t = Table(
+        title=f"A/B job, {args.days} days after a {args.pre_days}-day pre-period, default guardrails "
+        "(worsening [always-valid bounds] status; true)"
+    )
+    for col in (
+        "test",
+        "customers",
+        "wall s",
+        "CPU s",
+        "reward / customer [CS] (true)",
+        "opt-out rate",
+        "churn rate",
+        "sends per customer",
+        "promote",
+    ):
         t.add_column(col, justify="left" if col == "test" else "right")
     for r in rows:
+
         def cell(g: dict, pct: bool) -> str:
             f = (lambda x: f"{100 * x:+.0f}%") if pct else (lambda x: f"{x:+.4f}")
             return f"{f(g['worsening'])} [{f(g['lower'])}, {f(g['bound'])}] {g['status']} ({f(g['true'])})"
+
         gs = r["guardrails"]
-        t.add_row(r["test"], f"{r['customers']:,}", f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}",
-                  f"{r['diff']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] ({r['true_effect']:+.2f})",
-                  cell(gs["opt-out rate"], False), cell(gs["churn rate"], False),
-                  cell(gs["sends per customer"], True), "yes" if r["promote"] else "no")
+        t.add_row(
+            r["test"],
+            f"{r['customers']:,}",
+            f"{r['wall_s']:.1f}",
+            f"{r['cpu_s']:.1f}",
+            f"{r['diff']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] ({r['true_effect']:+.2f})",
+            cell(gs["opt-out rate"], False),
+            cell(gs["churn rate"], False),
+            cell(gs["sends per customer"], True),
+            "yes" if r["promote"] else "no",
+        )
     console.print(t)
 
     replay = None
@@ -123,18 +168,32 @@ def main() -> None:
         replay = {}
         for flag in (True, False):
             w = time.perf_counter()
-            run_experiment(sc, arms, n=n, days=args.days, pre_days=args.pre_days, seed=args.seed, purpose=PURPOSE,
-                           replay=flag)
+            run_experiment(
+                sc, arms, n=n, days=args.days, pre_days=args.pre_days, seed=args.seed, purpose=PURPOSE, replay=flag
+            )
             replay["replay" if flag else "ask_again"] = time.perf_counter() - w
-        console.print(f"run_experiment alone, {n:,} customers: {replay['replay']:.1f} s replaying the arms' own "
-                      f"actions in the truth runs, {replay['ask_again']:.1f} s asking every policy again "
-                      f"({replay['ask_again'] / replay['replay']:.2f}x)")
+        console.print(
+            f"run_experiment alone, {n:,} customers: {replay['replay']:.1f} s replaying the arms' own "
+            f"actions in the truth runs, {replay['ask_again']:.1f} s asking every policy again "
+            f"({replay['ask_again'] / replay['replay']:.2f}x)"
+        )
 
     console.print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     if args.json:
-        args.json.write_text(json.dumps({"setup_s": setup, "rows": rows, "replay": replay, "days": args.days,
-                                         "pre_days": args.pre_days, "cpu": cpu_model(), "cpus": os.cpu_count()},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "setup_s": setup,
+                    "rows": rows,
+                    "replay": replay,
+                    "days": args.days,
+                    "pre_days": args.pre_days,
+                    "cpu": cpu_model(),
+                    "cpus": os.cpu_count(),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

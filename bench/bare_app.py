@@ -46,9 +46,13 @@ def create_app(rt: endpoints.Runtime | None = None, timeout_s: float = TIMEOUT_S
             try:
                 req = model.model_validate_json(await request.body())
             except ValidationError as e:
-                return JSONResponse({"error": f"{e.error_count()} validation error(s)",
-                                     "detail": e.errors(include_context=False, include_input=False,
-                                                        include_url=False)}, status_code=400)
+                return JSONResponse(
+                    {
+                        "error": f"{e.error_count()} validation error(s)",
+                        "detail": e.errors(include_context=False, include_input=False, include_url=False),
+                    },
+                    status_code=400,
+                )
             try:
                 return _json(await call(runtime(), req))
             except BadRequest as e:
@@ -57,8 +61,11 @@ def create_app(rt: endpoints.Runtime | None = None, timeout_s: float = TIMEOUT_S
                 return JSONResponse({"error": str(e)}, status_code=503)
             except Exception as e:  # the log failed: one line per outage, a fast 503 per request
                 runtime().engine.outage.failed(e)
-                return JSONResponse({"error": f"service error: {type(e).__name__}; nothing was acknowledged, "
-                                              "retry later"}, status_code=503)
+                return JSONResponse(
+                    {"error": f"service error: {type(e).__name__}; nothing was acknowledged, retry later"},
+                    status_code=503,
+                )
+
         return handle
 
     async def livez(_: Request) -> Response:
@@ -70,16 +77,22 @@ def create_app(rt: endpoints.Runtime | None = None, timeout_s: float = TIMEOUT_S
         yield
         runtime().close()
 
-    app = Starlette(routes=[
-        Route("/decide", endpoint(DecideRequest, endpoints.decide), methods=["POST"]),
-        Route("/decide_batch", endpoint(DecideBatchRequest, endpoints.decide_batch), methods=["POST"]),
-        Route("/feedback", endpoint(FeedbackRequest, endpoints.feedback), methods=["POST"]),
-        Route("/livez", livez),
-    ], lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/decide", endpoint(DecideRequest, endpoints.decide), methods=["POST"]),
+            Route("/decide_batch", endpoint(DecideBatchRequest, endpoints.decide_batch), methods=["POST"]),
+            Route("/feedback", endpoint(FeedbackRequest, endpoints.feedback), methods=["POST"]),
+            Route("/livez", livez),
+        ],
+        lifespan=lifespan,
+    )
     settings = rt.settings if rt is not None else Settings.from_env()
     # add_middleware puts each outside the previous: the token first, then the content type
-    app.add_middleware(Probes, readiness=lambda: runtime().readiness(),
-                       spec=lambda: openapi.spec(bool(settings.token), settings.token_everywhere, *runtime().names()))
+    app.add_middleware(
+        Probes,
+        readiness=lambda: runtime().readiness(),
+        spec=lambda: openapi.spec(bool(settings.token), settings.token_everywhere, *runtime().names()),
+    )
     app.add_middleware(JsonApi)
     if settings.token:
         app.add_middleware(BearerAuth, token=settings.token, everywhere=settings.token_everywhere)

@@ -62,12 +62,21 @@ def logged(sc: Scenario, seed: int, purpose: str, n: int, steps: int, per_contex
         cdf = np.cumsum(mask / mask.sum(1, keepdims=True), axis=1)
         a = (cdf[:, None, :] <= u[:, :, None]).sum(axis=2)  # uniform over eligible, per_context each
         res = sim.step(a[:, 0])
-        for k, v in (("X", X), ("er", er), ("mask", mask), ("a", a), ("r", res.reward), ("att", res.attributed),
-                     ("events", funnel_events(res))):
+        for k, v in (
+            ("X", X),
+            ("er", er),
+            ("mask", mask),
+            ("a", a),
+            ("r", res.reward),
+            ("att", res.attributed),
+            ("events", funnel_events(res)),
+        ):
             out[k].append(v)
     events = out.pop("events")
-    return {**{k: np.concatenate(v) for k, v in out.items()},
-            "events": FunnelEvents(*(np.concatenate([getattr(e, f) for e in events]) for f in FUNNEL + ("value",)))}
+    return {
+        **{k: np.concatenate(v) for k, v in out.items()},
+        "events": FunnelEvents(*(np.concatenate([getattr(e, f) for e in events]) for f in FUNNEL + ("value",))),
+    }
 
 
 def trait_knowledge(sc: Scenario, seed: int, n: int = 20_000, warmup: int = 30) -> None:
@@ -99,11 +108,16 @@ def trait_knowledge(sc: Scenario, seed: int, n: int = 20_000, warmup: int = 30) 
 
     def score(replaced: list[str]) -> float:
         t = dataclasses.replace(tr, **{k: typical[k] for k in replaced})
-        return scored(response.expected_reward(sc, sa, space, t, response.moment(sc, sa, t, sim.state, sim.history),
-                                               actions, penalties=True))
+        return scored(
+            response.expected_reward(
+                sc, sa, space, t, response.moment(sc, sa, t, sim.state, sim.history), actions, penalties=True
+            )
+        )
 
-    print(f"\noracle choosing with segment-typical traits ({n:,} contexts after {warmup} uniform random steps; "
-          f"V_no_contact {v_nc:.3f}, V_oracle {v_or:.3f}):")
+    print(
+        f"\noracle choosing with segment-typical traits ({n:,} contexts after {warmup} uniform random steps; "
+        f"V_no_contact {v_nc:.3f}, V_oracle {v_or:.3f}):"
+    )
     for k in typical:
         print(f"  {k:<18} replaced: normalised score {score([k]):.3f}")
     print(f"  all replaced:                 normalised score {score(list(typical)):.3f}")
@@ -115,11 +129,18 @@ def trait_knowledge(sc: Scenario, seed: int, n: int = 20_000, warmup: int = 30) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--contexts", type=int, default=100_000)
-    ap.add_argument("--actions-per-context", type=int, default=1,
-                    help="exact-label rows per logged context (realised rewards exist for the first only)")
+    ap.add_argument(
+        "--actions-per-context",
+        type=int,
+        default=1,
+        help="exact-label rows per logged context (realised rewards exist for the first only)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--blind-seeds", default="0,1,2",
-                    help="streams on which the content-blind observer runs, comma-separated ('' for none)")
+    ap.add_argument(
+        "--blind-seeds",
+        default="0,1,2",
+        help="streams on which the content-blind observer runs, comma-separated ('' for none)",
+    )
     ap.add_argument("--draws", type=int, default=64, help="the content-blind observer's prior draws")
     args = ap.parse_args()
     try:
@@ -134,8 +155,15 @@ def main() -> None:
     train = logged(sc, args.seed, "ceiling/train", batch, max(1, args.contexts // batch), args.actions_per_context)
     test = logged(sc, args.seed, "ceiling/held-out", batch, 5, 1)
     rows = np.arange(len(train["X"]))
-    params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 100,
-              "verbose": -1, "num_threads": 2, "seed": 0}
+    params = {
+        "objective": "regression",
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_data_in_leaf": 100,
+        "verbose": -1,
+        "num_threads": 2,
+        "seed": 0,
+    }
     n, A = len(test["X"]), sc.action_space.n_actions
     grid = np.hstack([np.repeat(test["X"], A, 0), np.tile(psi, (n, 1))])
     v_nc = test["er"][:, 0].mean()
@@ -156,14 +184,18 @@ def main() -> None:
         scores = model.predict(grid).reshape(n, A)
         chosen = masked_argmax(scores, test["mask"])
         v = test["er"][np.arange(n), chosen].mean()
-        print(f"greedy on a model of the {label:<22} ({len(y):>9,} rows): normalised score "
-              f"{(v - v_nc) / (v_or - v_nc):.3f}")
+        print(
+            f"greedy on a model of the {label:<22} ({len(y):>9,} rows): normalised score "
+            f"{(v - v_nc) / (v_or - v_nc):.3f}"
+        )
     # lgbm_funnel's models (its defaults) fitted once on the same rows' attributed rewards and funnel events
     funnel = LGBMFunnel(sc.action_space, sc.feature_spec.dim, min_samples=1)
     funnel.update(train["X"], train["a"][:, 0], train["att"], events=train["events"])
     v = test["er"][np.arange(n), masked_argmax(funnel.scores(test["X"], test["mask"]), test["mask"])].mean()
-    print(f"greedy on lgbm_funnel's models of the funnel events ({len(rows):>9,} rows): normalised score "
-          f"{(v - v_nc) / (v_or - v_nc):.3f}")
+    print(
+        f"greedy on lgbm_funnel's models of the funnel events ({len(rows):>9,} rows): normalised score "
+        f"{(v - v_nc) / (v_or - v_nc):.3f}"
+    )
     trait_knowledge(sc, args.seed)
     content_blind(sc, blind_seeds, args.draws)
 
@@ -172,8 +204,10 @@ def content_blind(sc: Scenario, seeds: list[int], draws: int) -> None:
     """Print the content-blind observer's normalised score on the bench's stream of each seed."""
     if not seeds:
         return
-    print(f"\nknowing every trait but content affinity, learning it from clicks by exact Bayes ({draws} draws), "
-          "on the bench's stream (1,000 rows x 100 decisions):")
+    print(
+        f"\nknowing every trait but content affinity, learning it from clicks by exact Bayes ({draws} draws), "
+        "on the bench's stream (1,000 rows x 100 decisions):"
+    )
     scores = []
     for seed in seeds:
         scores.append(content_blind_score(sc, seed, draws=draws, purpose=BLIND))
@@ -182,8 +216,10 @@ def content_blind(sc: Scenario, seeds: list[int], draws: int) -> None:
         print(f"  mean {np.mean(scores):.3f} (standard error {np.std(scores, ddof=1) / np.sqrt(len(scores)):.3f})")
     alone = content_blind_score(sc, seeds[0], draws=draws, prior=True, purpose=BLIND)
     print(f"  seed {seeds[0]}, the prior alone (no learning): {alone:.3f}")
-    print(f"  seed {seeds[0]}, a click drawn for every message sent, as if all were seen: "
-          f"{content_blind_score(sc, seeds[0], draws=draws, all_seen=True, purpose=BLIND):.3f}")
+    print(
+        f"  seed {seeds[0]}, a click drawn for every message sent, as if all were seen: "
+        f"{content_blind_score(sc, seeds[0], draws=draws, all_seen=True, purpose=BLIND):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKS = ("not_a_server_error", "response_schema_conformance", "status_code_conformance",
-          "content_type_conformance")
+CHECKS = ("not_a_server_error", "response_schema_conformance", "status_code_conformance", "content_type_conformance")
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
 TOKEN = "fuzz-token"
 
@@ -35,9 +34,27 @@ def fuzz(url: str, examples: int, seed: int, token: str | None, workdir: Path) -
     """Run schemathesis against the service at ``url``; its figures (and the CLI's exit code)."""
     exe = Path(sys.executable).with_name("schemathesis")
     report = workdir / "schemathesis"
-    cmd = [str(exe), "run", f"{url}/docs.json", "--checks", ",".join(CHECKS), "--phases", ",".join(PHASES),
-           "--max-examples", str(examples), "--seed", str(seed), "--workers", "1", "--continue-on-failure",
-           "--report", "json,har", "--report-dir", str(report), "--no-color"]
+    cmd = [
+        str(exe),
+        "run",
+        f"{url}/docs.json",
+        "--checks",
+        ",".join(CHECKS),
+        "--phases",
+        ",".join(PHASES),
+        "--max-examples",
+        str(examples),
+        "--seed",
+        str(seed),
+        "--workers",
+        "1",
+        "--continue-on-failure",
+        "--report",
+        "json,har",
+        "--report-dir",
+        str(report),
+        "--no-color",
+    ]
     if token:
         cmd += ["--header", f"Authorization: Bearer {token}"]
     started = time.perf_counter()
@@ -52,19 +69,28 @@ def fuzz(url: str, examples: int, seed: int, token: str | None, workdir: Path) -
     for failure in run.get("failures", []):
         by_check[failure.get("check", failure.get("title", "unknown"))] += 1
     return {
-        "exit_code": proc.returncode, "seconds": round(took, 1), "cases": run["test_cases"]["generated"],
-        "cases_failed": run["test_cases"]["with_failures"], "errors": len(run.get("errors", [])),
-        "failures": dict(by_check), "server_errors": sum(n for s, n in statuses.items() if s >= 500),
-        "statuses": dict(sorted(statuses.items())), "output": proc.stdout[-6000:] + proc.stderr[-2000:],
+        "exit_code": proc.returncode,
+        "seconds": round(took, 1),
+        "cases": run["test_cases"]["generated"],
+        "cases_failed": run["test_cases"]["with_failures"],
+        "errors": len(run.get("errors", [])),
+        "failures": dict(by_check),
+        "server_errors": sum(n for s, n in statuses.items() if s >= 500),
+        "statuses": dict(sorted(statuses.items())),
+        "output": proc.stdout[-6000:] + proc.stderr[-2000:],
     }
 
 
 def table(result: dict) -> str:
-    rows = [("cases run", result["cases"]), ("cases failed", result["cases_failed"]),
-            ("5xx answers", result["server_errors"]),
-            *((f"failures: {c}", result["failures"].get(c, 0)) for c in CHECKS),
-            ("errors (could not run)", result["errors"]), ("seconds", result["seconds"]),
-            ("answers by status", ", ".join(f"{s}: {n}" for s, n in result["statuses"].items()))]
+    rows = [
+        ("cases run", result["cases"]),
+        ("cases failed", result["cases_failed"]),
+        ("5xx answers", result["server_errors"]),
+        *((f"failures: {c}", result["failures"].get(c, 0)) for c in CHECKS),
+        ("errors (could not run)", result["errors"]),
+        ("seconds", result["seconds"]),
+        ("answers by status", ", ".join(f"{s}: {n}" for s, n in result["statuses"].items())),
+    ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -79,8 +105,11 @@ def serve_and_fuzz(examples: int, seed: int, workdir: Path) -> dict:
     from svc_helpers import start_server
 
     uri = make_registry(workdir / "registry", "business_as_usual")
-    server = start_server(workdir, {"NBA_TRACKING_URI": uri, "NBA_LOG_URL": f"sqlite:///{workdir}/decisions.db",
-                                    "NBA_TOKEN": TOKEN}, via="nba")
+    server = start_server(
+        workdir,
+        {"NBA_TRACKING_URI": uri, "NBA_LOG_URL": f"sqlite:///{workdir}/decisions.db", "NBA_TOKEN": TOKEN},
+        via="nba",
+    )
     try:
         result = fuzz(server.url, examples, seed, TOKEN, workdir)
     finally:

@@ -36,15 +36,24 @@ def records(n: int, start: int, rng: np.random.Generator) -> tuple[DecisionRecor
     t = 493_536.0 + (start + np.arange(n)) / 1000.0
     ids = np.array([f"d{start + i}" for i in range(n)], dtype=object)
     dec = DecisionRecords(
-        decision_id=ids, time=t, customer_id=np.array([f"c{(start + i) % 100_000}" for i in range(n)], dtype=object),
-        context=rng.normal(size=(n, D)).astype(np.float32), eligible=el, action=action.astype(np.int64),
-        send_at=t + (action > 0) * 2.0, propensity=np.full(n, 0.5), policy=np.full(n, "bench", dtype=object),
-        policy_version=np.full(n, "1", dtype=object), experiment=np.full(n, "", dtype=object),
-        arm=np.full(n, "", dtype=object), cost=(action > 0) * 0.01,
+        decision_id=ids,
+        time=t,
+        customer_id=np.array([f"c{(start + i) % 100_000}" for i in range(n)], dtype=object),
+        context=rng.normal(size=(n, D)).astype(np.float32),
+        eligible=el,
+        action=action.astype(np.int64),
+        send_at=t + (action > 0) * 2.0,
+        propensity=np.full(n, 0.5),
+        policy=np.full(n, "bench", dtype=object),
+        policy_version=np.full(n, "1", dtype=object),
+        experiment=np.full(n, "", dtype=object),
+        arm=np.full(n, "", dtype=object),
+        cost=(action > 0) * 0.01,
     )
     k = np.flatnonzero(rng.random(n) < 0.05)
-    out = OutcomeRecords(ids[k], np.full(k.size, "converted", dtype=object), dec.send_at[k] + 1.0,
-                         rng.gamma(2.0, 20.0, k.size))
+    out = OutcomeRecords(
+        ids[k], np.full(k.size, "converted", dtype=object), dec.send_at[k] + 1.0, rng.gamma(2.0, 20.0, k.size)
+    )
     return dec, out
 
 

@@ -101,9 +101,14 @@ def obp_estimators(obp_ope) -> dict[str, object]:
 
 
 def obp_inputs(log) -> dict[str, np.ndarray]:
-    return {"reward": log["rewards"], "action": log["actions"], "pscore": log["propensities"],
-            "action_dist": log["target"][:, :, None], "estimated_rewards_by_reg_model": log["q_hat"][:, :, None],
-            "position": None}
+    return {
+        "reward": log["rewards"],
+        "action": log["actions"],
+        "pscore": log["propensities"],
+        "action_dist": log["target"][:, :, None],
+        "estimated_rewards_by_reg_model": log["q_hat"][:, :, None],
+        "position": None,
+    }
 
 
 def _timed(fn):
@@ -137,14 +142,31 @@ def main() -> None:
         return
 
     # nba's DR alone, in a fresh process: time and whole-process peak memory
-    proc = subprocess.run([sys.executable, __file__, "--child", "--rows", str(args.rows), "--actions",
-                           str(args.actions), "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)],
-                          check=True, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--rows",
+            str(args.rows),
+            "--actions",
+            str(args.actions),
+            "--bootstrap",
+            str(args.bootstrap),
+            "--seed",
+            str(args.seed),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     sub = json.loads(proc.stdout.strip().splitlines()[-1])
 
     log, gen_s = _timed(lambda: make_log(args.rows, args.actions, args.seed))
-    print(f"log: {args.rows:,} rows x {args.actions} actions (generated in {gen_s:.1f} s); "
-          f"{args.bootstrap} bootstrap resamples; switch-DR tau = {TAU:g}")
+    print(
+        f"log: {args.rows:,} rows x {args.actions} actions (generated in {gen_s:.1f} s); "
+        f"{args.bootstrap} bootstrap resamples; switch-DR tau = {TAU:g}"
+    )
 
     # nba's DR again, with tracemalloc: memory allocated during the call on top of its inputs
     tracemalloc.start()
@@ -167,23 +189,35 @@ def main() -> None:
     interval, interval_s = {}, {}
     for name in names:
         interval[name], interval_s[name] = _timed(
-            lambda name=name: nba_estimates_one(log, name, args.bootstrap, args.seed))
+            lambda name=name: nba_estimates_one(log, name, args.bootstrap, args.seed)
+        )
     obp_interval, obp_interval_s = {}, {}
     for name in ("ips", "snips", "dr"):
-        obp_interval[name], obp_interval_s[name] = _timed(lambda name=name: peers[name].estimate_interval(
-            **inputs, alpha=0.05, n_bootstrap_samples=args.bootstrap, random_state=args.seed))
+        obp_interval[name], obp_interval_s[name] = _timed(
+            lambda name=name: peers[name].estimate_interval(
+                **inputs, alpha=0.05, n_bootstrap_samples=args.bootstrap, random_state=args.seed
+            )
+        )
 
-    _, evaluate_s = _timed(lambda: ope.evaluate(log["target"], {"action": log["actions"], "propensity":
-                                                             log["propensities"], "reward": log["rewards"]},
-                                                q_hat=log["q_hat"], tau=TAU, n_bootstrap=args.bootstrap,
-                                                seed=args.seed))
+    _, evaluate_s = _timed(
+        lambda: ope.evaluate(
+            log["target"],
+            {"action": log["actions"], "propensity": log["propensities"], "reward": log["rewards"]},
+            q_hat=log["q_hat"],
+            tau=TAU,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+        )
+    )
 
     customers = np.random.default_rng(args.seed).permutation(args.rows) % max(1, min(args.customers, args.rows))
     names_s = np.array([f"customer-{c}" for c in customers.tolist()], dtype=object)
-    clustered, clustered_s = _timed(lambda: ope.dr(*_args(log), log["q_hat"], n_bootstrap=args.bootstrap,
-                                                   seed=args.seed, clusters=customers))
-    _, clustered_str_s = _timed(lambda: ope.dr(*_args(log), log["q_hat"], n_bootstrap=args.bootstrap,
-                                               seed=args.seed, clusters=names_s))
+    clustered, clustered_s = _timed(
+        lambda: ope.dr(*_args(log), log["q_hat"], n_bootstrap=args.bootstrap, seed=args.seed, clusters=customers)
+    )
+    _, clustered_str_s = _timed(
+        lambda: ope.dr(*_args(log), log["q_hat"], n_bootstrap=args.bootstrap, seed=args.seed, clusters=names_s)
+    )
 
     diffs = {name: abs(point[name].value - float(obp_point[name])) for name in names}
     max_diff = max(diffs.values())
@@ -191,8 +225,10 @@ def main() -> None:
     print("\npoint estimates (no bootstrap)")
     print(f"{'estimator':<10} {'nba':>14} {'obp':>14} {'|diff|':>9} {'nba s':>7} {'obp s':>7} {'obp/nba':>8}")
     for name in names:
-        print(f"{name:<10} {point[name].value:>14.10f} {float(obp_point[name]):>14.10f} {diffs[name]:>9.1e} "
-              f"{point_s[name]:>7.2f} {obp_point_s[name]:>7.2f} {obp_point_s[name] / point_s[name]:>8.1f}")
+        print(
+            f"{name:<10} {point[name].value:>14.10f} {float(obp_point[name]):>14.10f} {diffs[name]:>9.1e} "
+            f"{point_s[name]:>7.2f} {obp_point_s[name]:>7.2f} {obp_point_s[name] / point_s[name]:>8.1f}"
+        )
     print(f"max |nba - obp| = {max_diff:.2e} ({'agree' if max_diff <= 1e-9 else 'DISAGREE'} to 1e-9)")
 
     print(f"\n95% intervals, {args.bootstrap} bootstrap resamples (different resamples: agree up to bootstrap noise)")
@@ -208,40 +244,79 @@ def main() -> None:
         print(f"{name:<10} {f'[{e.ci_low:.5f}, {e.ci_high:.5f}]':>25} {o:>25} {interval_s[name]:>7.2f} {os_} {ratio}")
 
     obp_three = sum(obp_interval_s.values())
-    print(f"nba evaluate(): all five intervals from one set of resamples in {evaluate_s:.2f} s; "
-          f"obp's three intervals took {obp_three:.2f} s together ({obp_three / evaluate_s:.1f}x)")
+    print(
+        f"nba evaluate(): all five intervals from one set of resamples in {evaluate_s:.2f} s; "
+        f"obp's three intervals took {obp_three:.2f} s together ({obp_three / evaluate_s:.1f}x)"
+    )
 
     ok_time, ok_mem = sub["seconds"] <= 10.0, sub["rss_peak_mib"] <= 2048
-    print(f"\nnba DR, {args.bootstrap} resamples, fresh process: {sub['seconds']:.2f} s "
-          f"({'within' if ok_time else 'OVER'} 10 s); peak RSS {sub['rss_peak_mib']:.0f} MiB "
-          f"(inputs alone {sub['rss_inputs_mib']:.0f} MiB; {'within' if ok_mem else 'OVER'} 2 GiB); "
-          f"traced peak during the call {traced_peak:.0f} MiB")
-    print(f"nba DR, cluster bootstrap over {clustered.n_clusters:,} customers: {clustered_s:.2f} s with integer "
-          f"ids, {clustered_str_s:.2f} s with string ids; interval [{clustered.ci_low:.5f}, {clustered.ci_high:.5f}]")
+    print(
+        f"\nnba DR, {args.bootstrap} resamples, fresh process: {sub['seconds']:.2f} s "
+        f"({'within' if ok_time else 'OVER'} 10 s); peak RSS {sub['rss_peak_mib']:.0f} MiB "
+        f"(inputs alone {sub['rss_inputs_mib']:.0f} MiB; {'within' if ok_mem else 'OVER'} 2 GiB); "
+        f"traced peak during the call {traced_peak:.0f} MiB"
+    )
+    print(
+        f"nba DR, cluster bootstrap over {clustered.n_clusters:,} customers: {clustered_s:.2f} s with integer "
+        f"ids, {clustered_str_s:.2f} s with string ids; interval [{clustered.ci_low:.5f}, {clustered.ci_high:.5f}]"
+    )
     e = interval["dr"]
-    print(f"DR diagnostics: ESS {e.ess:,.0f} of {e.n:,} rows, max weight {e.max_weight:.2f}, "
-          f"unsupported mass {e.unsupported_mass:g}")
+    print(
+        f"DR diagnostics: ESS {e.ess:,.0f} of {e.n:,} rows, max weight {e.max_weight:.2f}, "
+        f"unsupported mass {e.unsupported_mass:g}"
+    )
 
     marginal = marginal_vs_obp(args.rows, args.actions, args.group_size, args.seed, args.bootstrap)
-    print(f"\nmarginal IPS, groups of {args.group_size} actions ({marginal['groups']} groups), logging known: "
-          f"nba {marginal['nba']:.10f} in {marginal['nba_s']:.2f} s, obp MIPW (exact p_e_a) {marginal['obp']:.10f} "
-          f"in {marginal['obp_s']:.2f} s ({marginal['obp_s'] / marginal['nba_s']:.1f}x); |diff| "
-          f"{marginal['diff']:.1e} ({'agree' if marginal['diff'] <= 1e-9 else 'DISAGREE'} to 1e-9); max weight "
-          f"{marginal['max_weight']:.2f} against IPS's {interval['ips'].max_weight:.2f}")
-    print(f"nba marginal DR {marginal['mdr']:.6f}; nba MIPS and MDR with {args.bootstrap} resamples: "
-          f"{marginal['nba_interval_s']:.2f} s")
+    print(
+        f"\nmarginal IPS, groups of {args.group_size} actions ({marginal['groups']} groups), logging known: "
+        f"nba {marginal['nba']:.10f} in {marginal['nba_s']:.2f} s, obp MIPW (exact p_e_a) {marginal['obp']:.10f} "
+        f"in {marginal['obp_s']:.2f} s ({marginal['obp_s'] / marginal['nba_s']:.1f}x); |diff| "
+        f"{marginal['diff']:.1e} ({'agree' if marginal['diff'] <= 1e-9 else 'DISAGREE'} to 1e-9); max weight "
+        f"{marginal['max_weight']:.2f} against IPS's {interval['ips'].max_weight:.2f}"
+    )
+    print(
+        f"nba marginal DR {marginal['mdr']:.6f}; nba MIPS and MDR with {args.bootstrap} resamples: "
+        f"{marginal['nba_interval_s']:.2f} s"
+    )
 
     if args.json:
-        args.json.write_text(json.dumps({"marginal": marginal,
-            "rows": args.rows, "actions": args.actions, "bootstrap": args.bootstrap, "machine": platform.machine(),
-            "max_abs_diff": max_diff,
-            "point": {n: {"nba": point[n].value, "obp": float(obp_point[n]), "nba_s": point_s[n],
-                          "obp_s": obp_point_s[n]} for n in names},
-            "interval": {n: {"nba": [interval[n].ci_low, interval[n].ci_high], "nba_s": interval_s[n],
-                             "obp_s": obp_interval_s.get(n)} for n in names},
-            "dr_alone": {**sub, "traced_peak_mib": traced_peak}, "evaluate_s": evaluate_s,
-            "dr_clustered": {"customers": clustered.n_clusters, "int_ids_s": clustered_s, "str_ids_s": clustered_str_s},
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "marginal": marginal,
+                    "rows": args.rows,
+                    "actions": args.actions,
+                    "bootstrap": args.bootstrap,
+                    "machine": platform.machine(),
+                    "max_abs_diff": max_diff,
+                    "point": {
+                        n: {
+                            "nba": point[n].value,
+                            "obp": float(obp_point[n]),
+                            "nba_s": point_s[n],
+                            "obp_s": obp_point_s[n],
+                        }
+                        for n in names
+                    },
+                    "interval": {
+                        n: {
+                            "nba": [interval[n].ci_low, interval[n].ci_high],
+                            "nba_s": interval_s[n],
+                            "obp_s": obp_interval_s.get(n),
+                        }
+                        for n in names
+                    },
+                    "dr_alone": {**sub, "traced_peak_mib": traced_peak},
+                    "evaluate_s": evaluate_s,
+                    "dr_clustered": {
+                        "customers": clustered.n_clusters,
+                        "int_ids_s": clustered_s,
+                        "str_ids_s": clustered_str_s,
+                    },
+                },
+                indent=2,
+            )
+        )
 
 
 def marginal_vs_obp(rows: int, actions: int, group_size: int, seed: int, bootstrap: int) -> dict[str, float]:
@@ -260,9 +335,12 @@ def marginal_vs_obp(rows: int, actions: int, group_size: int, seed: int, bootstr
     n_groups = int(groups.max()) + 1
     args = _args(log)
     est, nba_s = _timed(lambda: ope.mips(*args, groups, logging=logging, n_bootstrap=0))
-    _, nba_interval_s = _timed(lambda: (ope.mips(*args, groups, logging=logging, n_bootstrap=bootstrap, seed=seed),
-                                        ope.mdr(*args, log["q_hat"], groups, logging=logging,
-                                                n_bootstrap=bootstrap, seed=seed)))
+    _, nba_interval_s = _timed(
+        lambda: (
+            ope.mips(*args, groups, logging=logging, n_bootstrap=bootstrap, seed=seed),
+            ope.mdr(*args, log["q_hat"], groups, logging=logging, n_bootstrap=bootstrap, seed=seed),
+        )
+    )
     mdr = ope.mdr(*args, log["q_hat"], groups, logging=logging, n_bootstrap=0)
     obp_ope = import_obp()
     from obp.ope.estimators_embed import MarginalizedInverseProbabilityWeighting
@@ -271,13 +349,29 @@ def marginal_vs_obp(rows: int, actions: int, group_size: int, seed: int, bootstr
     p_e_a[np.arange(actions), groups, 0] = 1.0
     del obp_ope
     mipw = MarginalizedInverseProbabilityWeighting(n_actions=actions)
-    obp_value, obp_s = _timed(lambda: mipw.estimate_policy_value(
-        context=np.zeros((rows, 1)), reward=log["rewards"], action=log["actions"],
-        action_embed=groups[log["actions"]][:, None], pi_b=logging[:, :, None], action_dist=log["target"][:, :, None],
-        position=None, p_e_a=p_e_a))
-    return {"groups": n_groups, "nba": est.value, "obp": float(obp_value), "diff": abs(est.value - float(obp_value)),
-            "nba_s": nba_s, "obp_s": obp_s, "nba_interval_s": nba_interval_s, "mdr": mdr.value,
-            "max_weight": est.max_weight}
+    obp_value, obp_s = _timed(
+        lambda: mipw.estimate_policy_value(
+            context=np.zeros((rows, 1)),
+            reward=log["rewards"],
+            action=log["actions"],
+            action_embed=groups[log["actions"]][:, None],
+            pi_b=logging[:, :, None],
+            action_dist=log["target"][:, :, None],
+            position=None,
+            p_e_a=p_e_a,
+        )
+    )
+    return {
+        "groups": n_groups,
+        "nba": est.value,
+        "obp": float(obp_value),
+        "diff": abs(est.value - float(obp_value)),
+        "nba_s": nba_s,
+        "obp_s": obp_s,
+        "nba_interval_s": nba_interval_s,
+        "mdr": mdr.value,
+        "max_weight": est.max_weight,
+    }
 
 
 def nba_estimates_one(log, name: str, n_bootstrap: int, seed: int) -> ope.Estimate:

@@ -72,13 +72,21 @@ def logger(scenario: Scenario) -> Explore:
 
 
 def build(name: str, scenario: Scenario, params: Mapping[str, Any] | None = None) -> Policy:
-    return create(name, scenario.action_space, tuple(scenario.segments), dim=scenario.feature_spec.dim,
-                  **dict(params or {}))
+    return create(
+        name, scenario.action_space, tuple(scenario.segments), dim=scenario.feature_spec.dim, **dict(params or {})
+    )
 
 
-def train_policies(scenario: Scenario, seed: int = 0, *, decisions: int = 30_000, customers: int = 2000,
-                   params: Mapping[str, Mapping[str, Any]] | None = None, safe: bool = False,
-                   transform: Callable[[str, Policy], Policy] | None = None) -> dict[str, Policy]:
+def train_policies(
+    scenario: Scenario,
+    seed: int = 0,
+    *,
+    decisions: int = 30_000,
+    customers: int = 2000,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    safe: bool = False,
+    transform: Callable[[str, Policy], Policy] | None = None,
+) -> dict[str, Policy]:
     """The quickstart's twelve policies, trained as it trains them (module docstring), in its order.
 
     ``params``: constructor parameters by policy name; ``safe``: each bandit learns in its
@@ -94,14 +102,16 @@ def train_policies(scenario: Scenario, seed: int = 0, *, decisions: int = 30_000
         if safe:
             from nba.policies.safe import SPIBB
 
-            policy = SPIBB(scenario.action_space, tuple(scenario.segments), learner=policy,
-                           baseline="business_as_usual")
+            policy = SPIBB(
+                scenario.action_space, tuple(scenario.segments), learner=policy, baseline="business_as_usual"
+            )
         events = getattr(policy, "learns_from_events", False)
         for s in range(0, decisions, CHUNK_ROWS):
             rows = slice(s, s + CHUNK_ROWS)
             extra = {"events": log["events"].take(rows)} if events else {}
-            policy.update(log["context"][rows], log["action"][rows], log["reward"][rows], log["propensity"][rows],
-                          **extra)
+            policy.update(
+                log["context"][rows], log["action"][rows], log["reward"][rows], log["propensity"][rows], **extra
+            )
         out[name] = transform(name, policy) if transform is not None else policy
     fqi = build("fqi", scenario, {**FQI_PARAMS, **params.get("fqi", {})})
     journeys = Explore(create("business_as_usual", scenario.action_space, tuple(scenario.segments)), 0.2, 0.2)
@@ -116,16 +126,18 @@ class _Events:
     """Funnel events of a log's rows, concatenated over steps, sliced by rows."""
 
     def __init__(self, steps: list) -> None:
-        self.fields = {k: np.concatenate([getattr(e, k) for e in steps]) for k in ("opened", "clicked", "converted",
-                                                                                  "value")}
+        self.fields = {
+            k: np.concatenate([getattr(e, k) for e in steps]) for k in ("opened", "clicked", "converted", "value")
+        }
         self.cls = type(steps[0])
 
     def take(self, rows: slice):
         return self.cls(**{k: v[rows] for k, v in self.fields.items()})
 
 
-def simulate_log(scenario: Scenario, seed: int, decisions: int, purpose: str, *, keep_events: bool = False,
-                 keep_truth: bool = False) -> dict[str, Any]:
+def simulate_log(
+    scenario: Scenario, seed: int, decisions: int, purpose: str, *, keep_events: bool = False, keep_truth: bool = False
+) -> dict[str, Any]:
     """A decision log of the exploring logger in memory, as envs.log_writer.log_bandit_run writes it.
 
     Fields ``context``, ``eligible``, ``action``, ``propensity``, ``reward``, ``customer_id``,
@@ -136,8 +148,10 @@ def simulate_log(scenario: Scenario, seed: int, decisions: int, purpose: str, *,
     rng = policy_rng(seed, purpose)
     customers = CustomerIds.start(BATCH, prefix=f"{purpose}/s{seed}-")
     pol = logger(scenario)
-    cols: dict[str, list] = {k: [] for k in ("context", "eligible", "action", "propensity", "reward", "customer_id",
-                                             "logging", "er", "events")}
+    cols: dict[str, list] = {
+        k: []
+        for k in ("context", "eligible", "action", "propensity", "reward", "customer_id", "logging", "er", "events")
+    }
     for step in range(-(-decisions // BATCH)):
         take = min(BATCH, decisions - step * BATCH)
         X, mask = sim.observe(), sim.action_mask()
@@ -146,8 +160,15 @@ def simulate_log(scenario: Scenario, seed: int, decisions: int, purpose: str, *,
         ids = customers.ids()[:take]
         d = act(pol, X, mask, rng)
         res = sim.step(d.actions)
-        for k, v in (("context", X), ("eligible", mask), ("action", d.actions), ("propensity", d.propensities),
-                     ("reward", res.reward), ("logging", d.probabilities), ("customer_id", ids)):
+        for k, v in (
+            ("context", X),
+            ("eligible", mask),
+            ("action", d.actions),
+            ("propensity", d.propensities),
+            ("reward", res.reward),
+            ("logging", d.probabilities),
+            ("customer_id", ids),
+        ):
             cols[k].append(np.array(v[:take]))
         if keep_events:
             cols["events"].append(funnel_events(res))
@@ -161,15 +182,33 @@ def simulate_log(scenario: Scenario, seed: int, decisions: int, purpose: str, *,
 Estimates = dict[str, dict[str, ope.Estimate]]  # policy -> estimator -> estimate
 
 
-def evaluate_log(policies: Mapping[str, Policy], log: Mapping[str, Any], seed: int, *, bootstrap: int, refits: int,
-                 rounds: int, channel_content: bool = False, threads: int = 1, estimated_logging: bool = False
-                 ) -> tuple[dict[str, float], Estimates, float]:
+def evaluate_log(
+    policies: Mapping[str, Policy],
+    log: Mapping[str, Any],
+    seed: int,
+    *,
+    bootstrap: int,
+    refits: int,
+    rounds: int,
+    channel_content: bool = False,
+    threads: int = 1,
+    estimated_logging: bool = False,
+) -> tuple[dict[str, float], Estimates, float]:
     """Exact values and every estimate of each policy on one log; also the reward model's fitting time."""
     space = next(iter(policies.values())).space
     t0 = time.perf_counter()
-    model = ope.fit_reward_models(log["context"], log["action"], log["reward"], space, mask=log["eligible"],
-                                  seed=seed, refits=refits, clusters=log["customer_id"], num_boost_round=rounds,
-                                  threads=threads)
+    model = ope.fit_reward_models(
+        log["context"],
+        log["action"],
+        log["reward"],
+        space,
+        mask=log["eligible"],
+        seed=seed,
+        refits=refits,
+        clusters=log["customer_id"],
+        num_boost_round=rounds,
+        threads=threads,
+    )
     fit_s = time.perf_counter() - t0
     truth, estimates = {}, {}
     data = {k: log[k] for k in ("action", "propensity", "reward", "customer_id")}
@@ -180,10 +219,16 @@ def evaluate_log(policies: Mapping[str, Policy], log: Mapping[str, Any], seed: i
         if estimated_logging:  # the logger's group probabilities estimated from the log, as for a real log
             if "logging_groups" not in log:
                 log["logging_groups"] = ope.fit_group_propensities(
-                    log["context"], log["action"], ope.action_groups(space), mask=log["eligible"], seed=seed,
-                    threads=threads)
-            est = ope.evaluate(probs, data, q_hat=model, **{**kw, "logging": None},
-                               logging_groups=log["logging_groups"])
+                    log["context"],
+                    log["action"],
+                    ope.action_groups(space),
+                    mask=log["eligible"],
+                    seed=seed,
+                    threads=threads,
+                )
+            est = ope.evaluate(
+                probs, data, q_hat=model, **{**kw, "logging": None}, logging_groups=log["logging_groups"]
+            )
             estimates[name] = {k: est[k] for k in ("ips", "dr", "mips", "mdr")}
             continue
         est = ope.evaluate(probs, data, q_hat=model, **kw)
@@ -208,12 +253,16 @@ def summarise(truths: list[dict[str, float]], runs: list[dict[str, dict[str, ope
             sup = np.array([not e.unsupported for e in es])
             err = np.array([e.value for e in es]) - tr
             out[policy][name] = {
-                "coverage": float(cov[sup].mean()) if sup.any() else None, "coverage_all": float(cov.mean()),
-                "bias": float(err.mean()), "bias_se": float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1
-                else float("nan"), "rmse": float(np.sqrt((err ** 2).mean())),
-                "width": float(np.mean([e.ci_high - e.ci_low for e in es])), "unsupported": float(1 - sup.mean()),
+                "coverage": float(cov[sup].mean()) if sup.any() else None,
+                "coverage_all": float(cov.mean()),
+                "bias": float(err.mean()),
+                "bias_se": float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1 else float("nan"),
+                "rmse": float(np.sqrt((err**2).mean())),
+                "width": float(np.mean([e.ci_high - e.ci_low for e in es])),
+                "unsupported": float(1 - sup.mean()),
                 "support_gap": float(np.mean([e.support_gap for e in es])),
-                "model_se": float(np.mean([e.model_se for e in es])), "ess": float(np.mean([e.ess for e in es])),
+                "model_se": float(np.mean([e.model_se for e in es])),
+                "ess": float(np.mean([e.ess for e in es])),
                 "misses_low": int(((~cov) & (np.array([e.ci_high for e in es]) < tr)).sum()),
                 "misses_high": int(((~cov) & (np.array([e.ci_low for e in es]) > tr)).sum()),
             }
@@ -234,8 +283,11 @@ def ranking(truths, runs, estimators) -> dict[str, Any]:
                 pick = max(ok, key=ok.get)
                 right.append(t[pick] >= best - 1e-12)
                 regret.append(best - t[pick])
-            out[f"{name}.{stat}"] = {"best_share": float(np.mean(right)) if right else None,
-                                     "mean_regret": float(np.mean(regret)) if regret else None, "logs": len(right)}
+            out[f"{name}.{stat}"] = {
+                "best_share": float(np.mean(right)) if right else None,
+                "mean_regret": float(np.mean(regret)) if regret else None,
+                "logs": len(right),
+            }
     return out
 
 
@@ -292,13 +344,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30, help="the reward model's boosting rounds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy-param", action="append", default=[])
-    ap.add_argument("--threads", type=int, default=1,
-                    help="LightGBM threads of the reward model and the tree policies (on a busy machine one "
-                         "thread is several times faster than two)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="LightGBM threads of the reward model and the tree policies (on a busy machine one "
+        "thread is several times faster than two)",
+    )
     ap.add_argument("--safe", action="store_true", help="the bandits in their conservative mode (SPIBB), as jobs.train")
-    ap.add_argument("--estimated-logging", action="store_true",
-                    help="the logger's group probabilities estimated from each log (fit_group_propensities), not "
-                         "given: IPS, DR, MIPS and MDR only (the support check then reads the log's counts)")
+    ap.add_argument(
+        "--estimated-logging",
+        action="store_true",
+        help="the logger's group probabilities estimated from each log (fit_group_propensities), not "
+        "given: IPS, DR, MIPS and MDR only (the support check then reads the log's counts)",
+    )
     ap.add_argument("--channel-content", action="store_true", help="also the marginal estimators on channel x content")
     ap.add_argument("--first-log", type=int, default=0)
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="summarise these JSON outputs together")
@@ -310,8 +369,14 @@ def main() -> None:
         merged = [json.loads(f.read_text()) for f in args.merge]
         truths = [t for m in merged for t in m["truths"]]
         # flagged again with the current threshold (nba.ope.SUPPORT_SHARE) from the stored support gaps
-        runs = [{p: {n: ope.Estimate(**{**e, "unsupported": e["support_gap"] > ope.SUPPORT_SHARE})
-                     for n, e in r.items()} for p, r in run.items()} for m in merged for run in m["estimates"]]
+        runs = [
+            {
+                p: {n: ope.Estimate(**{**e, "unsupported": e["support_gap"] > ope.SUPPORT_SHARE}) for n, e in r.items()}
+                for p, r in run.items()
+            }
+            for m in merged
+            for run in m["estimates"]
+        ]
         report(truths, runs, args, sum(m["wall_s"] for m in merged), merged[0])
         return
     t_start = time.perf_counter()
@@ -321,47 +386,76 @@ def main() -> None:
         params.setdefault(name, {}).setdefault("threads", args.threads)
     policies = train_policies(scenario, args.seed, params=params, safe=args.safe)
     train_s = time.perf_counter() - t_start
-    print(f"trained {len(policies)} policies in {train_s:.0f} s; {args.logs} evaluation logs of {args.decisions:,} "
-          f"decisions; {args.bootstrap} resamples; reward model {args.rounds} rounds, {args.refits} refits")
+    print(
+        f"trained {len(policies)} policies in {train_s:.0f} s; {args.logs} evaluation logs of {args.decisions:,} "
+        f"decisions; {args.bootstrap} resamples; reward model {args.rounds} rounds, {args.refits} refits"
+    )
     truths, runs, fit_s, sim_s = [], [], [], []
     for j in range(args.first_log, args.first_log + args.logs):
         t0 = time.perf_counter()
         log = simulate_log(scenario, args.seed, args.decisions, f"{EVAL}/{j}", keep_truth=True)
         sim_s.append(time.perf_counter() - t0)
         # the resampling and reward-model seed: the log's own index (its customers are (seed, EVAL/j)'s)
-        truth, est, fs = evaluate_log(policies, log, j, bootstrap=args.bootstrap, refits=args.refits,
-                                      rounds=args.rounds, channel_content=args.channel_content, threads=args.threads,
-                                      estimated_logging=args.estimated_logging)
+        truth, est, fs = evaluate_log(
+            policies,
+            log,
+            j,
+            bootstrap=args.bootstrap,
+            refits=args.refits,
+            rounds=args.rounds,
+            channel_content=args.channel_content,
+            threads=args.threads,
+            estimated_logging=args.estimated_logging,
+        )
         if j == args.first_log:  # the exact values are bandit_truth's (the replay of the same logging run)
-            exact = bandit_truth(scenario, logger(scenario), policies, args.decisions, BATCH, args.seed,
-                                 purpose=f"{EVAL}/{j}")
+            exact = bandit_truth(
+                scenario, logger(scenario), policies, args.decisions, BATCH, args.seed, purpose=f"{EVAL}/{j}"
+            )
             worst = max(abs(exact[p] - truth[p]) for p in policies)
             assert worst < 1e-9, f"exact values differ from bandit_truth by {worst}"
         truths.append(truth)
         runs.append(est)
         fit_s.append(fs)
-        print(f"log {j + 1 - args.first_log}/{args.logs}: {time.perf_counter() - t0:.0f} s (reward model {fs:.0f} s)",
-              flush=True)
+        print(
+            f"log {j + 1 - args.first_log}/{args.logs}: {time.perf_counter() - t0:.0f} s (reward model {fs:.0f} s)",
+            flush=True,
+        )
         if args.json:
             save(args, truths, runs, time.perf_counter() - t_start, train_s, sim_s, fit_s)
     wall = time.perf_counter() - t_start
-    report(truths, runs, args, wall, {"train_s": train_s, "sim_s": float(np.mean(sim_s)),
-                                      "fit_s": float(np.mean(fit_s))})
+    report(
+        truths, runs, args, wall, {"train_s": train_s, "sim_s": float(np.mean(sim_s)), "fit_s": float(np.mean(fit_s))}
+    )
     if args.json:
         save(args, truths, runs, wall, train_s, sim_s, fit_s)
 
 
 def save(args, truths, runs, wall: float, train_s: float, sim_s: list[float], fit_s: list[float]) -> None:
     """The run so far as JSON (rewritten after every log)."""
-    args.json.write_text(json.dumps({
-        "logs": len(runs), "first_log": args.first_log, "decisions": args.decisions, "bootstrap": args.bootstrap,
-        "refits": args.refits, "rounds": args.rounds, "seed": args.seed, "machine": platform.machine(),
-        "wall_s": wall, "train_s": train_s, "sim_s": float(np.mean(sim_s)), "fit_s": float(np.mean(fit_s)),
-        "support_weight": ope.SUPPORT_WEIGHT, "support_share": ope.SUPPORT_SHARE,
-        "summary": summarise(truths, runs), "ranking": ranking(truths, runs, list(runs[0][next(iter(runs[0]))])),
-        "truths": truths, "estimates": [{p: {n: vars(e) for n, e in r.items()} for p, r in run.items()}
-                                        for run in runs],
-    }))
+    args.json.write_text(
+        json.dumps(
+            {
+                "logs": len(runs),
+                "first_log": args.first_log,
+                "decisions": args.decisions,
+                "bootstrap": args.bootstrap,
+                "refits": args.refits,
+                "rounds": args.rounds,
+                "seed": args.seed,
+                "machine": platform.machine(),
+                "wall_s": wall,
+                "train_s": train_s,
+                "sim_s": float(np.mean(sim_s)),
+                "fit_s": float(np.mean(fit_s)),
+                "support_weight": ope.SUPPORT_WEIGHT,
+                "support_share": ope.SUPPORT_SHARE,
+                "summary": summarise(truths, runs),
+                "ranking": ranking(truths, runs, list(runs[0][next(iter(runs[0]))])),
+                "truths": truths,
+                "estimates": [{p: {n: vars(e) for n, e in r.items()} for p, r in run.items()} for run in runs],
+            }
+        )
+    )
 
 
 def report(truths, runs, args, wall: float, timing: Mapping[str, Any]) -> None:
@@ -370,18 +464,24 @@ def report(truths, runs, args, wall: float, timing: Mapping[str, Any]) -> None:
     summary = summarise(truths, runs)
     rank = ranking(truths, runs, names)
 
-    print(f"\ncoverage of the exact value by the 95% interval over {len(runs)} logs (supported logs / all logs), "
-          "bias (its standard error), mean width, share unsupported")
+    print(
+        f"\ncoverage of the exact value by the 95% interval over {len(runs)} logs (supported logs / all logs), "
+        "bias (its standard error), mean width, share unsupported"
+    )
     for policy, row in summary.items():
         print(f"\n{policy} (exact value {row['truth']:.4f})")
-        print(f"  {'estimator':<10} {'cover':>6} {'all':>6} {'bias':>9} {'(se)':>7} {'width':>8} {'unsup':>6} "
-              f"{'gap':>6} {'model_se':>8} {'ess':>8}")
+        print(
+            f"  {'estimator':<10} {'cover':>6} {'all':>6} {'bias':>9} {'(se)':>7} {'width':>8} {'unsup':>6} "
+            f"{'gap':>6} {'model_se':>8} {'ess':>8}"
+        )
         for name in names:
             s = row[name]
             cov = "-" if s["coverage"] is None else f"{s['coverage']:.2f}"
-            print(f"  {name:<10} {cov:>6} {s['coverage_all']:>6.2f} {s['bias']:>9.4f} {s['bias_se']:>7.4f} "
-                  f"{s['width']:>8.4f} {s['unsupported']:>6.2f} {s['support_gap']:>6.3f} {s['model_se']:>8.4f} "
-                  f"{s['ess']:>8.0f}")
+            print(
+                f"  {name:<10} {cov:>6} {s['coverage_all']:>6.2f} {s['bias']:>9.4f} {s['bias_se']:>7.4f} "
+                f"{s['width']:>8.4f} {s['unsupported']:>6.2f} {s['support_gap']:>6.3f} {s['model_se']:>8.4f} "
+                f"{s['ess']:>8.0f}"
+            )
     best = max(summary, key=lambda p: summary[p]["truth"])
     print(f"\nranking rules (unsupported estimates left out; truly best policy on average: {best})")
     print(f"  {'rule':<18} {'picks best':>10} {'mean regret':>12}")
@@ -389,8 +489,10 @@ def report(truths, runs, args, wall: float, timing: Mapping[str, Any]) -> None:
         if v["best_share"] is not None:
             print(f"  {rule:<18} {v['best_share']:>10.2f} {v['mean_regret']:>12.4f}")
     t = {k: timing.get(k, float("nan")) for k in ("train_s", "sim_s", "fit_s")}
-    print(f"\n{len(runs)} logs; wall time {wall:.0f} s (summed over merged runs; training {t['train_s']:.0f} s; "
-          f"per log: simulation {t['sim_s']:.1f} s, reward model {t['fit_s']:.1f} s)")
+    print(
+        f"\n{len(runs)} logs; wall time {wall:.0f} s (summed over merged runs; training {t['train_s']:.0f} s; "
+        f"per log: simulation {t['sim_s']:.1f} s, reward model {t['fit_s']:.1f} s)"
+    )
     if args.plot:
         plot(summary, ["ips", "dm", "dr", "mips", "mdr"], args.plot, len(runs))
     if args.markdown:
@@ -406,8 +508,9 @@ def markdown(summary: Mapping[str, Any], rank: Mapping[str, Any], names: list[st
         lines.append(f"| {policy} | {row['truth']:.3f} | " + " | ".join(cells) + " |")
     lines += ["", "| policy | " + " | ".join(f"{n} bias (se)" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
     for policy, row in summary.items():
-        lines.append(f"| {policy} | " + " | ".join(f"{row[n]['bias']:+.3f} ({row[n]['bias_se']:.3f})"
-                                                    for n in names) + " |")
+        lines.append(
+            f"| {policy} | " + " | ".join(f"{row[n]['bias']:+.3f} ({row[n]['bias_se']:.3f})" for n in names) + " |"
+        )
     lines += ["", "| ranking rule | picks the best | mean regret |", "|---|---|---|"]
     for rule, v in rank.items():
         if v["best_share"] is not None:

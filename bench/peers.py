@@ -42,8 +42,12 @@ TINY = 1e-12  # context values below this (the float32 floor used for "never") a
 # ----------------------------------------------------------------------------- Vowpal Wabbit
 def vw_action_lines(space: ActionSpace) -> list[str]:
     """One VW action example per action: namespace ``A`` with the features of ``ActionSpace.features()``."""
-    names = (["contact"] + [f"channel={c}" for c in space.channels] + [f"content={k}" for k in space.contents]
-             + [f"slot={'now' if s is None else f'{s:02d}h'}" for s in space.send_slots])
+    names = (
+        ["contact"]
+        + [f"channel={c}" for c in space.channels]
+        + [f"content={k}" for k in space.contents]
+        + [f"slot={'now' if s is None else f'{s:02d}h'}" for s in space.send_slots]
+    )
     feats = space.features()
     if feats.shape[1] != len(names):
         raise ValueError(f"ActionSpace.features: expected {len(names)} columns, got {feats.shape[1]}")
@@ -65,8 +69,16 @@ class VWCBExploreADF:
 
     name: ClassVar[str] = "vw"
 
-    def __init__(self, space: ActionSpace, dim: int, exploration: str = "epsilon", epsilon: float = 0.05,
-                 bits: int = 18, seed: int = 0, extra: str = "") -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        dim: int,
+        exploration: str = "epsilon",
+        epsilon: float = 0.05,
+        bits: int = 18,
+        seed: int = 0,
+        extra: str = "",
+    ) -> None:
         import vowpalwabbit
 
         if exploration not in ("epsilon", "squarecb"):
@@ -123,8 +135,15 @@ class MABWiserLinear:
 
     name: ClassVar[str] = "mabwiser"
 
-    def __init__(self, space: ActionSpace, dim: int, policy: str = "linucb", alpha: float = 1.0,
-                 l2_lambda: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        dim: int,
+        policy: str = "linucb",
+        alpha: float = 1.0,
+        l2_lambda: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         from mabwiser.mab import MAB, LearningPolicy
 
         if policy not in ("linucb", "lints"):

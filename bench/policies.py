@@ -108,8 +108,17 @@ from nba.policies import LEARNERS, POLICIES, act, create  # noqa: E402
 from nba.policies.base import greedy, sample, uniform  # noqa: E402
 from nba.policies.linear import action_design  # noqa: E402
 
-NBA = ("uniform_random", "business_as_usual", "rule_based_journey", "linucb", "lints", "lgbm_egreedy",
-       "lgbm_squarecb", "lgbm_funnel", "send_time")  # send_time: LinTS, then the hour model for the slot
+NBA = (
+    "uniform_random",
+    "business_as_usual",
+    "rule_based_journey",
+    "linucb",
+    "lints",
+    "lgbm_egreedy",
+    "lgbm_squarecb",
+    "lgbm_funnel",
+    "send_time",
+)  # send_time: LinTS, then the hour model for the slot
 VW = ("vw_egreedy", "vw_squarecb")
 MABWISER = ("mabwiser_linucb", "mabwiser_lints")
 ALL = NBA + VW + MABWISER
@@ -126,9 +135,17 @@ ONE_AT_A_TIME = ("linucb", "lints", "vw_squarecb", "mabwiser_linucb")  # learner
 # LightGBM's settings for the reachable ceiling: bench/ceiling.py's, with more leaves for a million rows, and one
 # thread (on a busy 2-core machine an OpenMP team of two spins against the other processes: 100,000 rows fitted
 # in 128 s on two threads against 24 s on one at load average 12)
-REACH_PARAMS = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 100,
-                "verbose": -1, "num_threads": 1, "seed": 0}
+REACH_PARAMS = {
+    "objective": "regression",
+    "learning_rate": 0.05,
+    "num_leaves": 63,
+    "min_data_in_leaf": 100,
+    "verbose": -1,
+    "num_threads": 1,
+    "seed": 0,
+}
 REACH_ROUNDS = 300
+
 
 @dataclass
 class Result:
@@ -157,10 +174,22 @@ def pooled(runs: list[Result]) -> Result:
     def mean(name: str) -> float:
         return float(np.mean([getattr(r, name) for r in runs]))
 
-    return Result(first.name, first.family, first.decisions, mean("mean_reward"), mean("mean_expected"),
-                  mean("mean_oracle"), mean("mean_no_contact"), mean("normalised_score"), mean("greedy_score"),
-                  mean("decisions_per_s"), float(sum(r.seconds for r in runs)),
-                  np.mean([r.curve for r in runs], axis=0).tolist(), first.extra, [s for r in runs for s in r.seeds])
+    return Result(
+        first.name,
+        first.family,
+        first.decisions,
+        mean("mean_reward"),
+        mean("mean_expected"),
+        mean("mean_oracle"),
+        mean("mean_no_contact"),
+        mean("normalised_score"),
+        mean("greedy_score"),
+        mean("decisions_per_s"),
+        float(sum(r.seconds for r in runs)),
+        np.mean([r.curve for r in runs], axis=0).tolist(),
+        first.extra,
+        [s for r in runs for s in r.seeds],
+    )
 
 
 def family(name: str) -> str:
@@ -179,25 +208,56 @@ def make_learner(name: str, scenario: Scenario, dim: int, seed: int, mab_alpha: 
     return create(name, space, segments=tuple(scenario.segments), dim=dim if name in LEARNERS else None, **params)
 
 
-def run_one(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int, mab_alpha: float,
-            learn_from: str, progress: Callable[[int], None]) -> Result:
+def run_one(
+    name: str,
+    scenario: Scenario,
+    dim: int,
+    decisions: int,
+    batch: int,
+    seed: int,
+    mab_alpha: float,
+    learn_from: str,
+    progress: Callable[[int], None],
+) -> Result:
     learner = make_learner(name, scenario, dim, seed, mab_alpha)
-    run: BanditRun = bandit_run(scenario, learner, decisions, batch=batch, seed=seed, progress=progress,
-                                learn_from=learn_from, purpose=PURPOSE)
+    run: BanditRun = bandit_run(
+        scenario, learner, decisions, batch=batch, seed=seed, progress=progress, learn_from=learn_from, purpose=PURPOSE
+    )
     extra = {}
     if isinstance(learner, VWCBExploreADF):
         extra = {"vw_args": learner.args, "seconds_in_vw_calls": learner.vw_seconds}
         learner.close()
     elif isinstance(learner, MABWiserLinear):
         extra = {"mab_alpha": mab_alpha, "mask": "best eligible arm of predict_expectations"}
-    return Result(name, family(name), len(run.rewards), float(run.rewards.mean()), float(run.expected.mean()),
-                  float(run.oracle.mean()), float(run.no_contact.mean()), run.normalised_score,
-                  run.greedy_score, run.decisions_per_s, run.seconds, run.score_curve(CURVE_PARTS).tolist(), extra,
-                  [seed])
+    return Result(
+        name,
+        family(name),
+        len(run.rewards),
+        float(run.rewards.mean()),
+        float(run.expected.mean()),
+        float(run.oracle.mean()),
+        float(run.no_contact.mean()),
+        run.normalised_score,
+        run.greedy_score,
+        run.decisions_per_s,
+        run.seconds,
+        run.score_curve(CURVE_PARTS).tolist(),
+        extra,
+        [seed],
+    )
 
 
-def mabwiser_one_at_a_time(name: str, scenario: Scenario, dim: int, decisions: int, batch: int, seed: int,
-                           mab_alpha: float, learn_from: str, progress: Callable[[int], None]) -> dict:
+def mabwiser_one_at_a_time(
+    name: str,
+    scenario: Scenario,
+    dim: int,
+    decisions: int,
+    batch: int,
+    seed: int,
+    mab_alpha: float,
+    learn_from: str,
+    progress: Callable[[int], None],
+) -> dict:
     """Same loop, but MABWiser predicts and learns one context at a time (each timed)."""
     learner = make_learner(name, scenario, dim, seed, mab_alpha)
     rows = min(batch, decisions)
@@ -255,8 +315,15 @@ class Reachable:
     settings: dict
 
 
-def reachable_ceiling(scenario: Scenario, seed: int, contexts: int, actions_per_context: int, held_out: int,
-                      steps: int, progress: Callable[[int], None]) -> Reachable:
+def reachable_ceiling(
+    scenario: Scenario,
+    seed: int,
+    contexts: int,
+    actions_per_context: int,
+    held_out: int,
+    steps: int,
+    progress: Callable[[int], None],
+) -> Reachable:
     """The uplift of the best policy on observable features, approximated.
 
     ``contexts`` contexts of ``(seed, REACH_TRAIN)``, ``contexts // steps`` customers over ``steps``
@@ -289,13 +356,26 @@ def reachable_ceiling(scenario: Scenario, seed: int, contexts: int, actions_per_
     del features
     model = lgb.train(REACH_PARAMS, data, REACH_ROUNDS)
     held_rows = max(1, held_out // steps)
-    run = bandit_run(scenario, GreedyOnModel(space, model), held_rows * steps, batch=held_rows, seed=seed,
-                     purpose=REACH_HELD_OUT)
+    run = bandit_run(
+        scenario, GreedyOnModel(space, model), held_rows * steps, batch=held_rows, seed=seed, purpose=REACH_HELD_OUT
+    )
     progress(steps)
-    return Reachable(run.normalised_score, run.greedy_score, rows * steps, rows * steps * actions_per_context,
-                     held_rows * steps, time.perf_counter() - t0,
-                     {"lightgbm": REACH_PARAMS, "rounds": REACH_ROUNDS, "actions_per_context": actions_per_context,
-                      "steps": steps, "train_purpose": REACH_TRAIN, "held_out_purpose": REACH_HELD_OUT})
+    return Reachable(
+        run.normalised_score,
+        run.greedy_score,
+        rows * steps,
+        rows * steps * actions_per_context,
+        held_rows * steps,
+        time.perf_counter() - t0,
+        {
+            "lightgbm": REACH_PARAMS,
+            "rounds": REACH_ROUNDS,
+            "actions_per_context": actions_per_context,
+            "steps": steps,
+            "train_purpose": REACH_TRAIN,
+            "held_out_purpose": REACH_HELD_OUT,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- one decision at a time
@@ -312,8 +392,9 @@ class LogisticBandit:
 
     @classmethod
     def make(cls, seed: int) -> LogisticBandit:
-        space = ActionSpace(channels=tuple(f"arm{i}" for i in range(1, SYNTHETIC_ACTIONS)), contents=("offer",),
-                            send_slots=(None,))
+        space = ActionSpace(
+            channels=tuple(f"arm{i}" for i in range(1, SYNTHETIC_ACTIONS)), contents=("offer",), send_slots=(None,)
+        )
         z = normal(Streams.of(seed, SYNTHETIC_ACTIONS, SYNTHETIC_WEIGHTS).uniform(SYNTHETIC_FEATURES + 1))
         return cls(space, 0.5 * z[:, :-1], -1.0 + 0.5 * z[:, -1])
 
@@ -377,15 +458,30 @@ def synthetic_one_at_a_time(seed: int, decisions: int, chunk: int, progress: Cal
             learner.close()
     floor = lints_floor(learners["lints"]) if "lints" in learners else None
     oracle, mean = er.max(axis=1).mean(), er.mean()
-    out = {name: {"decisions": decisions, "decisions_per_s": decisions / wall[name],
-                  "cpu_decisions_per_s": decisions / cpu[name], "mean_expected": float(got[name].mean()),
-                  "score_vs_uniform": float((got[name].mean() - mean) / (oracle - mean))} for name in learners}
+    out = {
+        name: {
+            "decisions": decisions,
+            "decisions_per_s": decisions / wall[name],
+            "cpu_decisions_per_s": decisions / cpu[name],
+            "mean_expected": float(got[name].mean()),
+            "score_vs_uniform": float((got[name].mean() - mean) / (oracle - mean)),
+        }
+        for name in learners
+    }
     vw = out["vw_squarecb"]
     for m in out.values():
         m["ratio_to_vw"] = m["decisions_per_s"] / vw["decisions_per_s"]
         m["cpu_ratio_to_vw"] = m["cpu_decisions_per_s"] / vw["cpu_decisions_per_s"]
-    return {"learners": out, "oracle": float(oracle), "uniform": float(mean), "chunk": chunk, "seed": seed,
-            "actions": SYNTHETIC_ACTIONS, "features": SYNTHETIC_FEATURES, "lints_floor": floor}
+    return {
+        "learners": out,
+        "oracle": float(oracle),
+        "uniform": float(mean),
+        "chunk": chunk,
+        "seed": seed,
+        "actions": SYNTHETIC_ACTIONS,
+        "features": SYNTHETIC_FEATURES,
+        "lints_floor": floor,
+    }
 
 
 def lints_floor(policy, reps: int = 300) -> dict:
@@ -408,8 +504,13 @@ def lints_floor(policy, reps: int = 300) -> dict:
     for row in rows:
         _rank_one_update(ws, row)
     rank_one = (time.thread_time() - c0) / reps
-    return {"size": size, "n_samples": m, "normals_us": normals * 1e6, "rank_one_us": rank_one * 1e6,
-            "bound_cpu_decisions_per_s": 1.0 / (normals + rank_one)}
+    return {
+        "size": size,
+        "n_samples": m,
+        "normals_us": normals * 1e6,
+        "rank_one_us": rank_one * 1e6,
+        "bound_cpu_decisions_per_s": 1.0 / (normals + rank_one),
+    }
 
 
 # ----------------------------------------------------------------------------- report
@@ -442,26 +543,31 @@ def _fmt_rate(x: float) -> str:
 
 
 def table(results: list[Result], one_at_a_time: dict[str, dict]) -> str:
-    head = (f"{'learner':<20} {'decisions':>9} {'mean reward':>11} {'mean E[r]':>9} {'oracle':>7} "
-            f"{'no contact':>10} {'norm. score':>11} {'last tenth':>10} {'greedy':>7} {'decisions/s':>12}")
+    head = (
+        f"{'learner':<20} {'decisions':>9} {'mean reward':>11} {'mean E[r]':>9} {'oracle':>7} "
+        f"{'no contact':>10} {'norm. score':>11} {'last tenth':>10} {'greedy':>7} {'decisions/s':>12}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r.name:<20} {r.decisions:>9,} {r.mean_reward:>11.4f} {r.mean_expected:>9.4f} "
-                     f"{r.mean_oracle:>7.4f} {r.mean_no_contact:>10.4f} {r.normalised_score:>11.4f} "
-                     f"{r.curve[-1]:>10.4f} {r.greedy_score:>7.4f} {_fmt_rate(r.decisions_per_s):>12}")
+        lines.append(
+            f"{r.name:<20} {r.decisions:>9,} {r.mean_reward:>11.4f} {r.mean_expected:>9.4f} "
+            f"{r.mean_oracle:>7.4f} {r.mean_no_contact:>10.4f} {r.normalised_score:>11.4f} "
+            f"{r.curve[-1]:>10.4f} {r.greedy_score:>7.4f} {_fmt_rate(r.decisions_per_s):>12}"
+        )
     for name, m in one_at_a_time.items():
         label = f"{name} (1 at a time)"
-        lines.append(f"{label:<29} {'':>11} {'':>9} {'':>7} {'':>10} {'':>11} {'':>10} {'':>7} "
-                     f"{_fmt_rate(m['decisions_per_s']):>12}"
-                     f"   measured on {m['decisions_measured']:,} decisions, extrapolated")
+        lines.append(
+            f"{label:<29} {'':>11} {'':>9} {'':>7} {'':>10} {'':>11} {'':>10} {'':>7} "
+            f"{_fmt_rate(m['decisions_per_s']):>12}"
+            f"   measured on {m['decisions_measured']:,} decisions, extrapolated"
+        )
     return "\n".join(lines)
 
 
 def seed_table(runs: dict[str, list[Result]], seeds: list[int]) -> str:
     """Normalised score of every learner on each of ``seeds`` (its runs, in that order), with the mean and
     its standard error."""
-    head = (f"{'learner':<20} " + " ".join(f"{f'seed {s}':>8}" for s in seeds)
-            + f" {'mean':>8} {'std. err.':>9}")
+    head = f"{'learner':<20} " + " ".join(f"{f'seed {s}':>8}" for s in seeds) + f" {'mean':>8} {'std. err.':>9}"
     lines = [head, "-" * len(head)]
     for name, rs in runs.items():
         x = np.array([r.normalised_score for r in rs])
@@ -480,19 +586,22 @@ def curve_table(results: list[Result]) -> str:
 
 def reachable_text(reachable: Reachable, results: list[Result]) -> str:
     """The reachable ceiling, and each learner's normalised score as a share of it."""
-    lines = [f"reachable ceiling: greedy on a LightGBM model of the exact expected reward ({reachable.rows:,} rows "
-             f"of {reachable.contexts:,} contexts), run on {reachable.held_out:,} held-out decisions: normalised "
-             f"score {reachable.normalised_score:.4f} ({reachable.seconds:,.0f} s)"]
+    lines = [
+        f"reachable ceiling: greedy on a LightGBM model of the exact expected reward ({reachable.rows:,} rows "
+        f"of {reachable.contexts:,} contexts), run on {reachable.held_out:,} held-out decisions: normalised "
+        f"score {reachable.normalised_score:.4f} ({reachable.seconds:,.0f} s)"
+    ]
     if results:
         head = f"{'learner':<20} {'norm. score':>11} {'share of reachable':>18}"
         lines += [head, "-" * len(head)]
-        lines += [f"{r.name:<20} {r.normalised_score:>11.4f} {r.normalised_score / reachable.normalised_score:>18.3f}"
-                  for r in results]
+        lines += [
+            f"{r.name:<20} {r.normalised_score:>11.4f} {r.normalised_score / reachable.normalised_score:>18.3f}"
+            for r in results
+        ]
     return "\n".join(lines)
 
 
-def targets(results: list[Result], one_at_a_time: dict[str, dict], reachable: Reachable | None
-            ) -> tuple[str, dict]:
+def targets(results: list[Result], one_at_a_time: dict[str, dict], reachable: Reachable | None) -> tuple[str, dict]:
     by = {r.name: r for r in results}
     bandits = [by[n] for n in LEARNERS if n in by]
     vws = [by[n] for n in VW if n in by]
@@ -504,34 +613,54 @@ def targets(results: list[Result], one_at_a_time: dict[str, dict], reachable: Re
     out["nba_best"] = best.name
     lines.append(f"nba's best bandit: {best.name} (highest normalised score)")
     share = f"{best.normalised_score / reachable.normalised_score:.3f}" if reachable else "not measured"
-    lines.append(f"  normalised score             {best.normalised_score:>10.4f}   share of the reachable ceiling "
-                 f"{share}   (no target; last tenth of its run: {best.curve[-1]:.4f})")
-    out["normalised_score"] = {"value": best.normalised_score, "last_tenth": best.curve[-1],
-                               "reachable": reachable.normalised_score if reachable else None,
-                               "share_of_reachable": best.normalised_score / reachable.normalised_score
-                               if reachable else None}
+    lines.append(
+        f"  normalised score             {best.normalised_score:>10.4f}   share of the reachable ceiling "
+        f"{share}   (no target; last tenth of its run: {best.curve[-1]:.4f})"
+    )
+    out["normalised_score"] = {
+        "value": best.normalised_score,
+        "last_tenth": best.curve[-1],
+        "reachable": reachable.normalised_score if reachable else None,
+        "share_of_reachable": best.normalised_score / reachable.normalised_score if reachable else None,
+    }
     if vws:
         vbest = max(vws, key=lambda r: r.mean_expected)
         ok = best.mean_expected >= vbest.mean_expected
-        lines.append(f"  mean E[reward] vs VW's best  {best.mean_expected:>10.4f} vs {vbest.mean_expected:.4f} "
-                     f"({vbest.name}; ratio {best.mean_expected / vbest.mean_expected:.3f}, realised "
-                     f"{best.mean_reward:.4f} vs {vbest.mean_reward:.4f})   target >=   {'PASS' if ok else 'FAIL'}")
-        out["reward_vs_vw"] = {"nba": best.mean_expected, "vw": vbest.mean_expected, "vw_learner": vbest.name,
-                               "nba_realised": best.mean_reward, "vw_realised": vbest.mean_reward, "pass": ok}
+        lines.append(
+            f"  mean E[reward] vs VW's best  {best.mean_expected:>10.4f} vs {vbest.mean_expected:.4f} "
+            f"({vbest.name}; ratio {best.mean_expected / vbest.mean_expected:.3f}, realised "
+            f"{best.mean_reward:.4f} vs {vbest.mean_reward:.4f})   target >=   {'PASS' if ok else 'FAIL'}"
+        )
+        out["reward_vs_vw"] = {
+            "nba": best.mean_expected,
+            "vw": vbest.mean_expected,
+            "vw_learner": vbest.name,
+            "nba_realised": best.mean_reward,
+            "vw_realised": vbest.mean_reward,
+            "pass": ok,
+        }
         vfast = max(vws, key=lambda r: r.decisions_per_s)
         ratio = best.decisions_per_s / vfast.decisions_per_s
-        lines.append(f"  throughput vs VW's           {ratio:>9.2f}x   ({_fmt_rate(best.decisions_per_s)} vs "
-                     f"{_fmt_rate(vfast.decisions_per_s)}/s, {vfast.name}, the faster VW)   target >= 1x   "
-                     f"{'PASS' if ratio >= 1 else 'FAIL'}")
+        lines.append(
+            f"  throughput vs VW's           {ratio:>9.2f}x   ({_fmt_rate(best.decisions_per_s)} vs "
+            f"{_fmt_rate(vfast.decisions_per_s)}/s, {vfast.name}, the faster VW)   target >= 1x   "
+            f"{'PASS' if ratio >= 1 else 'FAIL'}"
+        )
         out["throughput_vs_vw"] = {"ratio": ratio, "vw_learner": vfast.name, "target": 1.0, "pass": ratio >= 1}
     if one_at_a_time:
         mname, m = max(one_at_a_time.items(), key=lambda kv: kv[1]["decisions_per_s"])
         ratio = best.decisions_per_s / m["decisions_per_s"]
-        lines.append(f"  throughput vs MABWiser 1x1   {ratio:>9.1f}x   ({_fmt_rate(best.decisions_per_s)} vs "
-                     f"{_fmt_rate(m['decisions_per_s'])}/s, {mname} one at a time, the faster)   "
-                     f"target >= {TARGET_MAB_RATIO:.0f}x   {'PASS' if ratio >= TARGET_MAB_RATIO else 'FAIL'}")
-        out["throughput_vs_mabwiser_one_at_a_time"] = {"ratio": ratio, "mabwiser_learner": mname,
-                                                       "target": TARGET_MAB_RATIO, "pass": ratio >= TARGET_MAB_RATIO}
+        lines.append(
+            f"  throughput vs MABWiser 1x1   {ratio:>9.1f}x   ({_fmt_rate(best.decisions_per_s)} vs "
+            f"{_fmt_rate(m['decisions_per_s'])}/s, {mname} one at a time, the faster)   "
+            f"target >= {TARGET_MAB_RATIO:.0f}x   {'PASS' if ratio >= TARGET_MAB_RATIO else 'FAIL'}"
+        )
+        out["throughput_vs_mabwiser_one_at_a_time"] = {
+            "ratio": ratio,
+            "mabwiser_learner": mname,
+            "target": TARGET_MAB_RATIO,
+            "pass": ratio >= TARGET_MAB_RATIO,
+        }
     return "\n".join(lines), out
 
 
@@ -542,23 +671,33 @@ def synthetic_targets(synthetic: dict) -> tuple[str, dict]:
     for name in ("linucb", "lints"):
         m = synthetic["learners"][name]
         ok = m["ratio_to_vw"] >= 1.0
-        lines.append(f"  {name:<7} throughput vs VW --squarecb {m['ratio_to_vw']:>6.2f}x   "
-                     f"({_fmt_rate(m['decisions_per_s'])} vs {_fmt_rate(vw['decisions_per_s'])}/s; CPU time "
-                     f"{m['cpu_ratio_to_vw']:.2f}x)   target >= 1x   {'PASS' if ok else 'FAIL'}")
-        out[f"one_at_a_time_{name}_vs_vw"] = {"ratio": m["ratio_to_vw"], "cpu_ratio": m["cpu_ratio_to_vw"],
-                                              "target": 1.0, "pass": ok}
+        lines.append(
+            f"  {name:<7} throughput vs VW --squarecb {m['ratio_to_vw']:>6.2f}x   "
+            f"({_fmt_rate(m['decisions_per_s'])} vs {_fmt_rate(vw['decisions_per_s'])}/s; CPU time "
+            f"{m['cpu_ratio_to_vw']:.2f}x)   target >= 1x   {'PASS' if ok else 'FAIL'}"
+        )
+        out[f"one_at_a_time_{name}_vs_vw"] = {
+            "ratio": m["ratio_to_vw"],
+            "cpu_ratio": m["cpu_ratio_to_vw"],
+            "target": 1.0,
+            "pass": ok,
+        }
     return "\n".join(lines), out
 
 
 def synthetic_table(synthetic: dict) -> str:
     """One line per learner of the one-at-a-time comparison."""
-    head = (f"{'learner':<20} {'decisions':>9} {'decisions/s':>12} {'vs VW':>6} {'CPU dec./s':>11} {'vs VW':>6} "
-            f"{'mean E[r]':>9} {'score':>6}")
+    head = (
+        f"{'learner':<20} {'decisions':>9} {'decisions/s':>12} {'vs VW':>6} {'CPU dec./s':>11} {'vs VW':>6} "
+        f"{'mean E[r]':>9} {'score':>6}"
+    )
     lines = [head, "-" * len(head)]
     for name, m in synthetic["learners"].items():
-        lines.append(f"{name:<20} {m['decisions']:>9,} {_fmt_rate(m['decisions_per_s']):>12} {m['ratio_to_vw']:>5.2f}x "
-                     f"{_fmt_rate(m['cpu_decisions_per_s']):>11} {m['cpu_ratio_to_vw']:>5.2f}x "
-                     f"{m['mean_expected']:>9.4f} {m['score_vs_uniform']:>6.3f}")
+        lines.append(
+            f"{name:<20} {m['decisions']:>9,} {_fmt_rate(m['decisions_per_s']):>12} {m['ratio_to_vw']:>5.2f}x "
+            f"{_fmt_rate(m['cpu_decisions_per_s']):>11} {m['cpu_ratio_to_vw']:>5.2f}x "
+            f"{m['mean_expected']:>9.4f} {m['score_vs_uniform']:>6.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -567,30 +706,69 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=100_000, help="decisions per learner (default 100,000)")
     ap.add_argument("--batch", type=int, default=1000, help="contexts per act/learn round (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seeds", default=None,
-                    help="comma-separated seeds: run every learner on each, report the means (overrides --seed)")
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds: run every learner on each, report the means (overrides --seed)",
+    )
     ap.add_argument("--only", type=str, default=None, help=f"comma-separated learners; default all: {','.join(ALL)}")
     ap.add_argument("--vw-decisions", type=int, default=0, help="cap VW's decisions (default 0: --decisions)")
-    ap.add_argument("--mabwiser-decisions", type=int, default=20_000,
-                    help="cap MABWiser's batch-run decisions (default 20,000; 0: --decisions)")
-    ap.add_argument("--one-at-a-time", type=int, default=500,
-                    help="decisions on which MABWiser's one-at-a-time throughput is measured (0: skip)")
+    ap.add_argument(
+        "--mabwiser-decisions",
+        type=int,
+        default=20_000,
+        help="cap MABWiser's batch-run decisions (default 20,000; 0: --decisions)",
+    )
+    ap.add_argument(
+        "--one-at-a-time",
+        type=int,
+        default=500,
+        help="decisions on which MABWiser's one-at-a-time throughput is measured (0: skip)",
+    )
     ap.add_argument("--mab-alpha", type=float, default=1.0, help="MABWiser LinUCB/LinTS alpha (its default, 1)")
-    ap.add_argument("--blas-threads", type=int, default=1,
-                    help="BLAS threads for every learner (default 1; 0: the libraries' own, 2 here)")
-    ap.add_argument("--learn-from", choices=LEARN_FROM, default="attributed",
-                    help="the reward every learner learns from (default attributed: the message's own conversions, "
-                         "less cost and penalties; total: with organic purchases)")
-    ap.add_argument("--reach-contexts", type=int, default=1_000_000,
-                    help="contexts the reachable ceiling's model is fitted on (default 1,000,000; 0: skip it)")
-    ap.add_argument("--reach-actions-per-context", type=int, default=1,
-                    help="random eligible actions labelled with their exact expected reward per context (default 1)")
-    ap.add_argument("--reach-held-out", type=int, default=10_000,
-                    help="decisions on which the reachable ceiling's greedy policy is scored (default 10,000)")
-    ap.add_argument("--synthetic-decisions", type=int, default=5000,
-                    help="decisions per learner of the one-at-a-time comparison (default 5,000; 0: skip it)")
-    ap.add_argument("--synthetic-chunk", type=int, default=100,
-                    help="decisions each learner of the one-at-a-time comparison makes in its turn (default 100)")
+    ap.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="BLAS threads for every learner (default 1; 0: the libraries' own, 2 here)",
+    )
+    ap.add_argument(
+        "--learn-from",
+        choices=LEARN_FROM,
+        default="attributed",
+        help="the reward every learner learns from (default attributed: the message's own conversions, "
+        "less cost and penalties; total: with organic purchases)",
+    )
+    ap.add_argument(
+        "--reach-contexts",
+        type=int,
+        default=1_000_000,
+        help="contexts the reachable ceiling's model is fitted on (default 1,000,000; 0: skip it)",
+    )
+    ap.add_argument(
+        "--reach-actions-per-context",
+        type=int,
+        default=1,
+        help="random eligible actions labelled with their exact expected reward per context (default 1)",
+    )
+    ap.add_argument(
+        "--reach-held-out",
+        type=int,
+        default=10_000,
+        help="decisions on which the reachable ceiling's greedy policy is scored (default 10,000)",
+    )
+    ap.add_argument(
+        "--synthetic-decisions",
+        type=int,
+        default=5000,
+        help="decisions per learner of the one-at-a-time comparison (default 5,000; 0: skip it)",
+    )
+    ap.add_argument(
+        "--synthetic-chunk",
+        type=int,
+        default=100,
+        help="decisions each learner of the one-at-a-time comparison makes in its turn (default 100)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--plot", type=Path, default=None, help="draw every learner's learning curve in this PNG")
     args = ap.parse_args()
@@ -638,64 +816,108 @@ def main() -> None:
     runs: dict[str, list[Result]] = {n: [] for n in names}
     one_at_a_time: dict[str, dict] = {}
     t_start = time.perf_counter()
-    columns = (TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TextColumn("decisions"),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description:<30}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("decisions"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     steps = -(-args.decisions // args.batch)  # the learners' decisions, hence the reachable ceiling's
     reachable: Reachable | None = None
     synthetic: dict | None = None
     with Progress(*columns, transient=False) as progress:
         if args.synthetic_decisions:
             task = progress.add_task("one at a time, side by side", total=args.synthetic_decisions)
-            synthetic = synthetic_one_at_a_time(seeds[0], args.synthetic_decisions, args.synthetic_chunk,
-                                                lambda done: progress.update(task, completed=done))
+            synthetic = synthetic_one_at_a_time(
+                seeds[0],
+                args.synthetic_decisions,
+                args.synthetic_chunk,
+                lambda done: progress.update(task, completed=done),
+            )
         tasks = {n: progress.add_task(n, total=plan[n] * len(seeds)) for n in names}
         rows = min(args.batch, args.one_at_a_time)
-        one_tasks = {n: progress.add_task(f"{n} (1 at a time)", total=-(-args.one_at_a_time // rows) * rows)
-                     for n in oaat}
+        one_tasks = {
+            n: progress.add_task(f"{n} (1 at a time)", total=-(-args.one_at_a_time // rows) * rows) for n in oaat
+        }
 
         def advance(task, total, per_step, before=0):
             return lambda step: progress.update(task, completed=before + min((step + 1) * per_step, total))
 
         for n in names:
             for k, seed in enumerate(seeds):
-                runs[n].append(run_one(n, scenario, dim, plan[n], args.batch, seed, args.mab_alpha, args.learn_from,
-                                       advance(tasks[n], plan[n], args.batch, before=k * plan[n])))
+                runs[n].append(
+                    run_one(
+                        n,
+                        scenario,
+                        dim,
+                        plan[n],
+                        args.batch,
+                        seed,
+                        args.mab_alpha,
+                        args.learn_from,
+                        advance(tasks[n], plan[n], args.batch, before=k * plan[n]),
+                    )
+                )
             r = pooled(runs[n])
             progress.update(tasks[n], description=f"{n}: {r.normalised_score:+.3f}, {r.decisions_per_s:,.0f}/s")
         for n in oaat:
             total = progress.tasks[one_tasks[n]].total
-            one_at_a_time[n] = mabwiser_one_at_a_time(n, scenario, dim, args.one_at_a_time, args.batch, seeds[0],
-                                                      args.mab_alpha, args.learn_from,
-                                                      advance(one_tasks[n], total, rows))
+            one_at_a_time[n] = mabwiser_one_at_a_time(
+                n,
+                scenario,
+                dim,
+                args.one_at_a_time,
+                args.batch,
+                seeds[0],
+                args.mab_alpha,
+                args.learn_from,
+                advance(one_tasks[n], total, rows),
+            )
         if args.reach_contexts:
             task = progress.add_task("reachable ceiling (contexts, fit)", total=steps + 1)
-            reachable = reachable_ceiling(scenario, seeds[0], args.reach_contexts, args.reach_actions_per_context,
-                                          args.reach_held_out, steps,
-                                          lambda step: progress.update(task, completed=step + 1))
+            reachable = reachable_ceiling(
+                scenario,
+                seeds[0],
+                args.reach_contexts,
+                args.reach_actions_per_context,
+                args.reach_held_out,
+                steps,
+                lambda step: progress.update(task, completed=step + 1),
+            )
     wall = time.perf_counter() - t_start
     results = [pooled(runs[n]) for n in names]
 
     print()
     print(f"command: {command}")
-    print(f"nba/Bandit-v0, default scenario: {scenario.action_space.n_actions} actions, {dim} context features; "
-          f"{seed_words(seeds)}, batch {args.batch}; learning from {args.learn_from} rewards; "
-          f"machine {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; BLAS threads "
-          f"{args.blas_threads or 'library default'}")
+    print(
+        f"nba/Bandit-v0, default scenario: {scenario.action_space.n_actions} actions, {dim} context features; "
+        f"{seed_words(seeds)}, batch {args.batch}; learning from {args.learn_from} rewards; "
+        f"machine {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; BLAS threads "
+        f"{args.blas_threads or 'library default'}"
+    )
     cpu, libraries = cpu_model(), versions()
     print(f"CPU {cpu}; {libraries}")
     load_after = os.getloadavg()
-    print(f"load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
-          f"{', '.join(f'{x:.1f}' for x in load_after)}: other processes on the machine slow every timing")
+    print(
+        f"load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
+        f"{', '.join(f'{x:.1f}' for x in load_after)}: other processes on the machine slow every timing"
+    )
     capped = [n for n in names if plan[n] != args.decisions]
     if capped:
         print(f"capped: {', '.join(f'{n} at {plan[n]:,}' for n in capped)} decisions (others {args.decisions:,})")
-    print("mean reward: realised; mean E[r]: exact expected reward of the chosen action; oracle / no contact: exact "
-          "expected reward of the best eligible action / of no contact on the same contexts; decisions/s: learn+act "
-          "only (simulator excluded); greedy: normalised score of the action the learner gave the most probability")
+    print(
+        "mean reward: realised; mean E[r]: exact expected reward of the chosen action; oracle / no contact: exact "
+        "expected reward of the best eligible action / of no contact on the same contexts; decisions/s: learn+act "
+        "only (simulator excluded); greedy: normalised score of the action the learner gave the most probability"
+    )
     if any(n in MABWISER for n in names):
-        print(f"MABWiser has no eligibility mask: the best eligible arm of predict_expectations is chosen "
-              f"(alpha {args.mab_alpha:g}, one ridge model per arm)")
+        print(
+            f"MABWiser has no eligibility mask: the best eligible arm of predict_expectations is chosen "
+            f"(alpha {args.mab_alpha:g}, one ridge model per arm)"
+        )
     print()
     if results:
         print(table(results, one_at_a_time))
@@ -712,20 +934,24 @@ def main() -> None:
         print(reachable_text(reachable, results))
         print()
     if synthetic:
-        print(f"one decision at a time, side by side (seed {synthetic['seed']}): {synthetic['actions']} actions, "
-              f"{synthetic['features']} features, reward ~ Bernoulli(sigmoid(x . w_a + c_a)); learners take turns of "
-              f"{synthetic['chunk']} decisions on the same contexts; decisions/s: wall clock of the calls to the "
-              f"learner (act + update), CPU: the thread's CPU time in them; score: (E[r] - uniform) / (oracle - "
-              f"uniform), oracle {synthetic['oracle']:.4f}, uniform {synthetic['uniform']:.4f}")
+        print(
+            f"one decision at a time, side by side (seed {synthetic['seed']}): {synthetic['actions']} actions, "
+            f"{synthetic['features']} features, reward ~ Bernoulli(sigmoid(x . w_a + c_a)); learners take turns of "
+            f"{synthetic['chunk']} decisions on the same contexts; decisions/s: wall clock of the calls to the "
+            f"learner (act + update), CPU: the thread's CPU time in them; score: (E[r] - uniform) / (oracle - "
+            f"uniform), oracle {synthetic['oracle']:.4f}, uniform {synthetic['uniform']:.4f}"
+        )
         print(synthetic_table(synthetic))
         floor = synthetic["lints_floor"]
         if floor:
             vw = synthetic["learners"]["vw_squarecb"]["cpu_decisions_per_s"]
-            print(f"lints' floor: each update draws {floor['size']} x {floor['n_samples']} standard normals "
-                  f"({floor['normals_us']:.0f} us CPU) and updates its {floor['size']} x {floor['size']} factor by "
-                  f"rank one ({floor['rank_one_us']:.0f} us): at most "
-                  f"{_fmt_rate(floor['bound_cpu_decisions_per_s'])} decisions/s of CPU time were nothing else done, "
-                  f"against VW's {_fmt_rate(vw)} for everything")
+            print(
+                f"lints' floor: each update draws {floor['size']} x {floor['n_samples']} standard normals "
+                f"({floor['normals_us']:.0f} us CPU) and updates its {floor['size']} x {floor['size']} factor by "
+                f"rank one ({floor['rank_one_us']:.0f} us): at most "
+                f"{_fmt_rate(floor['bound_cpu_decisions_per_s'])} decisions/s of CPU time were nothing else done, "
+                f"against VW's {_fmt_rate(vw)} for everything"
+            )
         print()
     text, target_figures = targets(results, one_at_a_time, reachable)
     print(text)
@@ -738,39 +964,59 @@ def main() -> None:
         from training.plots import score_curves
 
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        score_curves({r.name: r.curve for r in results}, {r.name: r.decisions for r in results},
-                     reachable.normalised_score if reachable else None,
-                     args.plot, f"nba/Bandit-v0, {seed_words(seeds)}: learning {args.learn_from} rewards",
-                     reference_label="reachable")
+        score_curves(
+            {r.name: r.curve for r in results},
+            {r.name: r.decisions for r in results},
+            reachable.normalised_score if reachable else None,
+            args.plot,
+            f"nba/Bandit-v0, {seed_words(seeds)}: learning {args.learn_from} rewards",
+            reference_label="reachable",
+        )
         print(f"learning curves: {args.plot}")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "command": command,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
-                       f"{platform.python_version()}",
-            "cpu": cpu, "versions": libraries,
-            "settings": {"decisions": args.decisions, "batch": args.batch, "seeds": seeds, "plan": plan,
-                         "learn_from": args.learn_from,
-                         "one_at_a_time": args.one_at_a_time, "mab_alpha": args.mab_alpha,
-                         "reach_contexts": args.reach_contexts,
-                         "reach_actions_per_context": args.reach_actions_per_context,
-                         "reach_held_out": args.reach_held_out, "synthetic_decisions": args.synthetic_decisions,
-                         "synthetic_chunk": args.synthetic_chunk,
-                         "blas_threads": args.blas_threads, "load_average_before": load_before,
-                         "load_average_after": load_after,
-                         "n_actions": scenario.action_space.n_actions, "dim": dim},
-            "results": [vars(r) for r in results],
-            "runs_per_seed": {n: [vars(r) for r in rs] for n, rs in runs.items()} if len(seeds) > 1 else None,
-            "mabwiser_one_at_a_time": one_at_a_time,
-            "reachable": vars(reachable) if reachable else None,
-            "share_of_reachable": {r.name: r.normalised_score / reachable.normalised_score for r in results}
-            if reachable else None,
-            "one_at_a_time_synthetic": synthetic,
-            "targets": target_figures,
-            "wall_seconds": wall,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": command,
+                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
+                    f"{platform.python_version()}",
+                    "cpu": cpu,
+                    "versions": libraries,
+                    "settings": {
+                        "decisions": args.decisions,
+                        "batch": args.batch,
+                        "seeds": seeds,
+                        "plan": plan,
+                        "learn_from": args.learn_from,
+                        "one_at_a_time": args.one_at_a_time,
+                        "mab_alpha": args.mab_alpha,
+                        "reach_contexts": args.reach_contexts,
+                        "reach_actions_per_context": args.reach_actions_per_context,
+                        "reach_held_out": args.reach_held_out,
+                        "synthetic_decisions": args.synthetic_decisions,
+                        "synthetic_chunk": args.synthetic_chunk,
+                        "blas_threads": args.blas_threads,
+                        "load_average_before": load_before,
+                        "load_average_after": load_after,
+                        "n_actions": scenario.action_space.n_actions,
+                        "dim": dim,
+                    },
+                    "results": [vars(r) for r in results],
+                    "runs_per_seed": {n: [vars(r) for r in rs] for n, rs in runs.items()} if len(seeds) > 1 else None,
+                    "mabwiser_one_at_a_time": one_at_a_time,
+                    "reachable": vars(reachable) if reachable else None,
+                    "share_of_reachable": {r.name: r.normalised_score / reachable.normalised_score for r in results}
+                    if reachable
+                    else None,
+                    "one_at_a_time_synthetic": synthetic,
+                    "targets": target_figures,
+                    "wall_seconds": wall,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -39,10 +39,23 @@ def one_seed(seed: int, root: Path) -> dict:
     bau = rows[qs.PRODUCTION].truth
     champ = res.champion
     return {
-        "seed": seed, "champion": champ.policy, "champion_exact": champ.truth, "business_as_usual_exact": bau,
-        "lift": champ.truth / bau - 1.0, "learned": champ.policy != qs.PRODUCTION,
-        "ab": [{"challenger": r.policy, "promote": r.ab.promote, "reason": r.ab.reason, "diff": r.ab.diff,
-                "true_effect": r.ab.true_effect} for r in res.rows if r.ab is not None],
+        "seed": seed,
+        "champion": champ.policy,
+        "champion_exact": champ.truth,
+        "business_as_usual_exact": bau,
+        "lift": champ.truth / bau - 1.0,
+        "learned": champ.policy != qs.PRODUCTION,
+        "ab": [
+            {
+                "challenger": r.policy,
+                "promote": r.ab.promote,
+                "reason": r.ab.reason,
+                "diff": r.ab.diff,
+                "true_effect": r.ab.true_effect,
+            }
+            for r in res.rows
+            if r.ab is not None
+        ],
         "best_exact": max(res.rows, key=lambda r: r.truth).policy,
         "best_exact_lift": max(r.truth for r in res.rows) / bau - 1.0,
         "seconds": res.seconds,
@@ -57,8 +70,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     print(f"bench/quickstart: seeds {seeds}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print(f"{'seed':>4}  {'champion':<18} {'exact':>6} {'BAU':>6} {'lift':>7}  {'best by truth':<18} "
-          f"{'lift':>7}  {'s':>4}  A/B verdicts")
+    print(
+        f"{'seed':>4}  {'champion':<18} {'exact':>6} {'BAU':>6} {'lift':>7}  {'best by truth':<18} "
+        f"{'lift':>7}  {'s':>4}  A/B verdicts"
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="nba-bench-quickstart-") as tmp:
         for seed in seeds:
@@ -66,17 +81,26 @@ def main() -> None:
             r = one_seed(seed, Path(tmp))
             r["wall_seconds"] = time.perf_counter() - t0
             results.append(r)
-            verdicts = "; ".join(f"{a['challenger']}: {'promote' if a['promote'] else a['reason'][:40]}"
-                                 for a in r["ab"]) or "no candidate"
-            print(f"{seed:>4}  {r['champion']:<18} {r['champion_exact']:6.3f} {r['business_as_usual_exact']:6.3f} "
-                  f"{r['lift']:+7.1%}  {r['best_exact']:<18} {r['best_exact_lift']:+7.1%}  {r['seconds']:4.0f}  "
-                  f"{verdicts}", flush=True)
+            verdicts = (
+                "; ".join(f"{a['challenger']}: {'promote' if a['promote'] else a['reason'][:40]}" for a in r["ab"])
+                or "no candidate"
+            )
+            print(
+                f"{seed:>4}  {r['champion']:<18} {r['champion_exact']:6.3f} {r['business_as_usual_exact']:6.3f} "
+                f"{r['lift']:+7.1%}  {r['best_exact']:<18} {r['best_exact_lift']:+7.1%}  {r['seconds']:4.0f}  "
+                f"{verdicts}",
+                flush=True,
+            )
     ok = [r["learned"] and r["lift"] >= TARGET_LIFT for r in results]
     fast = [r["seconds"] <= TARGET_SECONDS for r in results]
-    print(f"\nlearned champion >= +{TARGET_LIFT:.0%} over business as usual: {sum(ok)} of {len(ok)} seeds "
-          f"(target: {TARGET_SEEDS:.0%}) -> {'met' if sum(ok) >= TARGET_SEEDS * len(ok) else 'not met'}")
-    print(f"within {TARGET_SECONDS:.0f} s: {sum(fast)} of {len(fast)} runs "
-          f"(median {sorted(r['seconds'] for r in results)[len(results) // 2]:.0f} s)")
+    print(
+        f"\nlearned champion >= +{TARGET_LIFT:.0%} over business as usual: {sum(ok)} of {len(ok)} seeds "
+        f"(target: {TARGET_SEEDS:.0%}) -> {'met' if sum(ok) >= TARGET_SEEDS * len(ok) else 'not met'}"
+    )
+    print(
+        f"within {TARGET_SECONDS:.0f} s: {sum(fast)} of {len(fast)} runs "
+        f"(median {sorted(r['seconds'] for r in results)[len(results) // 2]:.0f} s)"
+    )
     if args.json:
         args.json.write_text(json.dumps({"seeds": seeds, "results": results}, indent=2))
 

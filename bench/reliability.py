@@ -225,12 +225,17 @@ def drill_load(ctx: Context, d: Drill) -> None:
         d.info("worker RSS start -> end, MB", rss)
     else:
         d.check("worker RSS start -> end, MB (growth < 50)", rss, growth < 50)
-    d.check("/metrics size start -> end, KB", f"{len(m0.content) / 1024:.1f} -> {len(m1.content) / 1024:.1f}",
-            len(m1.content) - len(m0.content) < 50 * 1024)
+    d.check(
+        "/metrics size start -> end, KB",
+        f"{len(m0.content) / 1024:.1f} -> {len(m1.content) / 1024:.1f}",
+        len(m1.content) - len(m0.content) < 50 * 1024,
+    )
     counted = [b"nba_decisions_total{" in m.content for m in (m0, m1)]
-    d.check("/metrics answers with the decision counter, start and end",
-            f"{m0.status_code} {m1.status_code}, {'yes' if all(counted) else 'no'}",
-            m0.status_code == m1.status_code == 200 and all(counted))
+    d.check(
+        "/metrics answers with the decision counter, start and end",
+        f"{m0.status_code} {m1.status_code}, {'yes' if all(counted) else 'no'}",
+        m0.status_code == m1.status_code == 200 and all(counted),
+    )
     if not all(counted):
         d.error = f"/metrics at the end ({m1.status_code}): {m1.text[:500]!r}"
 
@@ -244,8 +249,9 @@ def drill_kill(ctx: Context, d: Drill, db: str, spool: bool, tree: bool) -> None
     tag = uuid.uuid4().hex[:6]
 
     def send(c: httpx.Client, k: int, i: int) -> httpx.Response:
-        return c.post("/decide_batch", json={"customers": [customer(f"k{tag}-{k}-{i}-{j}") for j in range(10)]},
-                      timeout=5)
+        return c.post(
+            "/decide_batch", json={"customers": [customer(f"k{tag}-{k}-{i}-{j}") for j in range(10)]}, timeout=5
+        )
 
     server = ctx.start(tmp, env, spool=spool)
     try:
@@ -277,8 +283,15 @@ def _proxied(ctx: Context, name: str, spool: bool) -> tuple[Server, TcpProxy, st
     proxy = TcpProxy("127.0.0.1", port)
     namespace = ctx.pg_namespace(name)
     tmp = ctx.workdir(f"outage-{name}")
-    server = ctx.start(tmp, {"NBA_LOG_URL": proxy.url(ctx.pg_url), "NBA_LOG_NAMESPACE": namespace,
-                             "NBA_FEEDBACK_WAIT_S": f"{FEEDBACK_WAIT_S:g}"}, spool=spool)
+    server = ctx.start(
+        tmp,
+        {
+            "NBA_LOG_URL": proxy.url(ctx.pg_url),
+            "NBA_LOG_NAMESPACE": namespace,
+            "NBA_FEEDBACK_WAIT_S": f"{FEEDBACK_WAIT_S:g}",
+        },
+        spool=spool,
+    )
     return server, proxy, namespace
 
 
@@ -315,11 +328,15 @@ def drill_outage_through(ctx: Context, d: Drill) -> None:
     refused = statuses.count(503)
     d.check("requests during the outage answered 503", f"{refused}/{n}", refused == n)
     d.check("max latency of those, ms (limit 5,000)", round(max(latencies) * 1000), max(latencies) < 5.0)
-    problems = ready.json().get("problems", []) if ready.headers.get("content-type", "").startswith(
-        "application/json") else []
+    problems = (
+        ready.json().get("problems", []) if ready.headers.get("content-type", "").startswith("application/json") else []
+    )
     named = any("decision log failing" in p for p in problems)
-    d.check("/readyz during the outage: status, names the failing log",
-            f"{ready.status_code}, {'yes' if named else 'no'}", named)
+    d.check(
+        "/readyz during the outage: status, names the failing log",
+        f"{ready.status_code}, {'yes' if named else 'no'}",
+        named,
+    )
     failing = sum("decision log failing" in line for line in during)
     d.check('"decision log failing" lines in the service log', failing, failing == 1)
     d.info('"decision log recovered" lines', sum("decision log recovered" in line for line in during))
@@ -361,8 +378,11 @@ def drill_outage_behind(ctx: Context, d: Drill) -> None:
     d.check("answer before the outage", before, before == 200)
     d.check("decisions acknowledged during the outage", f"{len(acked)}/{n}", len(acked) == n)
     fb_status = fb.status_code if fb is not None else "-"
-    d.check(f"feedback on a spooled decision: latency, ms (deadline {FEEDBACK_WAIT_S:g} s)", round(fb_s * 1000),
-            fb is not None and fb_s < FEEDBACK_WAIT_S + 1.0)
+    d.check(
+        f"feedback on a spooled decision: latency, ms (deadline {FEEDBACK_WAIT_S:g} s)",
+        round(fb_s * 1000),
+        fb is not None and fb_s < FEEDBACK_WAIT_S + 1.0,
+    )
     d.check("feedback on a spooled decision: status (503 expected)", fb_status, fb_status == 503)
     missing = len(set(acked) - logged)
     d.check("acknowledged missing from the log after restore", missing, missing == 0)
@@ -383,8 +403,9 @@ def drill_alias(ctx: Context, d: Drill) -> None:
             while not stop.is_set():
                 try:
                     r = c.post("/decide", json=customer())
-                    answers.append((time.perf_counter(), r.status_code,
-                                    r.json()["policy_version"] if r.status_code == 200 else ""))
+                    answers.append(
+                        (time.perf_counter(), r.status_code, r.json()["policy_version"] if r.status_code == 200 else "")
+                    )
                 except httpx.HTTPError:
                     answers.append((time.perf_counter(), 0, ""))
 
@@ -411,11 +432,13 @@ def drill_alias(ctx: Context, d: Drill) -> None:
     after_new = [v for t, _, v in answers if first_new is not None and t > first_new]
     d.info("requests (4 clients)", len(answers))
     d.check("failed requests", failed, failed == 0 and len(answers) > 0)
-    d.check("first answers from the old version", "yes" if answers and answers[0][2] == old else "no",
-            bool(answers) and answers[0][2] == old)
+    d.check(
+        "first answers from the old version",
+        "yes" if answers and answers[0][2] == old else "no",
+        bool(answers) and answers[0][2] == old,
+    )
     took = first_new - flipped if first_new is not None and flipped is not None else None
-    d.check("seconds until the new version answers", "never" if took is None else took,
-            took is not None and took < 30)
+    d.check("seconds until the new version answers", "never" if took is None else took, took is not None and took < 30)
     d.info("answers from the old version after the first new one", sum(v == old for v in after_new))
 
 
@@ -435,8 +458,10 @@ def cap_violations(batch, rules, action_space) -> tuple[int, list[str]]:
             # most contacts in [t_i, t_i + window) over every i: the worst span starts at a contact
             most = int((np.searchsorted(t, t + cap.window_h - 1e-9, side="left") - np.arange(len(t))).max(initial=0))
             if most > cap.max_count:
-                found.append(f"{cid}: {most} contacts on {cap.channel or 'all channels'} within "
-                             f"{cap.window_h:g} h (cap {cap.max_count})")
+                found.append(
+                    f"{cid}: {most} contacts on {cap.channel or 'all channels'} within "
+                    f"{cap.window_h:g} h (cap {cap.max_count})"
+                )
         t = np.sort(batch.send_at[mine])
         gaps = np.diff(t)
         if rules.min_gap_h > 0 and (gaps < rules.min_gap_h - 1e-9).any():
@@ -450,11 +475,17 @@ def drill_caps(ctx: Context, d: Drill) -> None:
     seconds = 3.0 if ctx.fast else 30.0
     namespace = ctx.pg_namespace("c")
     # uniform random (@challenger to everyone) contacts whenever a contact is eligible: every cap is tried
-    env = {"NBA_LOG_URL": ctx.pg_url, "NBA_LOG_NAMESPACE": namespace, "NBA_EXPERIMENT": "cap-race",
-           "NBA_SPLITS": "champion=0,challenger=1"}
+    env = {
+        "NBA_LOG_URL": ctx.pg_url,
+        "NBA_LOG_NAMESPACE": namespace,
+        "NBA_EXPERIMENT": "cap-race",
+        "NBA_SPLITS": "champion=0,challenger=1",
+    }
     servers = [ctx.start(ctx.workdir(f"caps-{i}"), env, wait=False) for i in range(2)]
-    customers = [customer(f"race-{i}", now=NOW, timezone="UTC", segment=seg)
-                 for i, seg in enumerate(("genz", "millennial", "genx", "senior", "genz"))]
+    customers = [
+        customer(f"race-{i}", now=NOW, timezone="UTC", segment=seg)
+        for i, seg in enumerate(("genz", "millennial", "genx", "senior", "genz"))
+    ]
     statuses: list[int] = []
     served_by: set[str] = set()
 
@@ -497,8 +528,11 @@ def drill_caps(ctx: Context, d: Drill) -> None:
     d.check("instances that decided", len(served_by), len(served_by) == 2)
     d.check("decisions in the log", len(batch), len(batch) == statuses.count(200))
     d.info("contacts logged per customer", " ".join(map(str, per_customer)))
-    d.check(f"cap breaches ({len(sc.contact.caps)} caps, {sc.contact.min_gap_h:g} h gap)", n_bad,
-            n_bad == 0 and sum(per_customer) > 0)
+    d.check(
+        f"cap breaches ({len(sc.contact.caps)} caps, {sc.contact.min_gap_h:g} h gap)",
+        n_bad,
+        n_bad == 0 and sum(per_customer) > 0,
+    )
     if bad:
         d.error = "\n".join(bad[:20])
 
@@ -523,17 +557,24 @@ def run_drill(ctx: Context, d: Drill, fn: Callable[[Context, Drill], None], tag:
 def plan(fast: bool) -> list[tuple[Drill, Callable[[Context, Drill], None]]]:
     """Every drill of the run, in order, with the function that runs it."""
     # --fast leaves the fuzz drill to CI's contract test (tests/serving/test_serving_contract.py): the same run
-    out: list[tuple[Drill, Callable[[Context, Drill], None]]] = [] if fast else [
-        (Drill("fuzz", "SQLite, schemathesis"), drill_fuzz)]
+    out: list[tuple[Drill, Callable[[Context, Drill], None]]] = (
+        [] if fast else [(Drill("fuzz", "SQLite, schemathesis"), drill_fuzz)]
+    )
     out.append((Drill("sustained load", "SQLite write-through"), drill_load))
     combos = [(db, spool, tree) for db in ("sqlite", "postgres") for spool in (False, True) for tree in (False, True)]
     if fast:
         combos = [("sqlite", True, False), ("postgres", False, True)]
     for db, spool, tree in combos:
-        mode = (f"{'PostgreSQL' if db == 'postgres' else 'SQLite'} {'write-behind' if spool else 'write-through'}, "
-                f"{'whole tree' if tree else 'worker'}")
-        out.append((Drill("kill -9", mode, postgres=db == "postgres"),
-                    lambda ctx, d, a=(db, spool, tree): drill_kill(ctx, d, *a)))
+        mode = (
+            f"{'PostgreSQL' if db == 'postgres' else 'SQLite'} {'write-behind' if spool else 'write-through'}, "
+            f"{'whole tree' if tree else 'worker'}"
+        )
+        out.append(
+            (
+                Drill("kill -9", mode, postgres=db == "postgres"),
+                lambda ctx, d, a=(db, spool, tree): drill_kill(ctx, d, *a),
+            )
+        )
     out += [
         (Drill("database outage", "PostgreSQL write-through", postgres=True), drill_outage_through),
         (Drill("database outage", "PostgreSQL write-behind", postgres=True), drill_outage_behind),
@@ -563,9 +604,14 @@ def main() -> None:
     ap.add_argument("--fast", action="store_true", help="short durations and two kill combinations (CI)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--only", help="run only the drills whose name contains this")
-    ap.add_argument("--lanes", type=int, choices=(1, 2), default=None,
-                    help="drills run side by side: SQLite ones beside PostgreSQL ones (default 2 with --fast, "
-                         "else 1, so that the full run's figures are not shared with another drill)")
+    ap.add_argument(
+        "--lanes",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="drills run side by side: SQLite ones beside PostgreSQL ones (default 2 with --fast, "
+        "else 1, so that the full run's figures are not shared with another drill)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the working directory (server logs)")
     args = ap.parse_args()
     os.environ.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
@@ -585,8 +631,10 @@ def main() -> None:
         lanes = args.lanes or (2 if args.fast else 1)
         # two lanes: the SQLite drills beside the PostgreSQL ones (fuzz and alias flip both set MLflow's
         # process-wide URI: they must share a lane)
-        groups = [[x for x in enumerate(drills, 1) if not x[1][0].postgres],
-                  [x for x in enumerate(drills, 1) if x[1][0].postgres]]
+        groups = [
+            [x for x in enumerate(drills, 1) if not x[1][0].postgres],
+            [x for x in enumerate(drills, 1) if x[1][0].postgres],
+        ]
         if lanes == 1:
             groups = [list(enumerate(drills, 1))]
 
@@ -606,12 +654,23 @@ def main() -> None:
     done = [d for d, _ in drills]
     print(f"reliability drill ({'fast' if args.fast else 'full'}), {os.cpu_count()} CPUs, {took:.0f} s:\n")
     print(table(done))
-    print(f"\n{sum(d.status == 'pass' for d in done)} passed, {sum(d.status == 'FAIL' for d in done)} failed, "
-          f"{sum(d.status == 'skip' for d in done)} skipped")
+    print(
+        f"\n{sum(d.status == 'pass' for d in done)} passed, {sum(d.status == 'FAIL' for d in done)} failed, "
+        f"{sum(d.status == 'skip' for d in done)} skipped"
+    )
     if args.json:
-        args.json.write_text(json.dumps({
-            "mode": "fast" if args.fast else "full", "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "seconds": round(took, 1), "passed": not failed, "drills": [asdict(d) for d in done]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "mode": "fast" if args.fast else "full",
+                    "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                    "seconds": round(took, 1),
+                    "passed": not failed,
+                    "drills": [asdict(d) for d in done],
+                },
+                indent=2,
+            )
+        )
     sys.exit(1 if failed else 0)
 
 

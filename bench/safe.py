@@ -67,8 +67,9 @@ class Memo:
             self.scores = self._scores
 
     def _cached(self, kind: str, X: np.ndarray, mask: np.ndarray, fn) -> np.ndarray:
-        key = hashlib.blake2b(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(mask).tobytes(),
-                              digest_size=16).digest()
+        key = hashlib.blake2b(
+            np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(mask).tobytes(), digest_size=16
+        ).digest()
         hit = self._memo.get(kind)
         if hit is None or hit[0] != key:
             hit = self._memo[kind] = (key, fn(X, mask))
@@ -96,11 +97,14 @@ def one_seed(scenario: Scenario, seed: int, decisions: int, eval_decisions: int)
     logger = Explore(create("business_as_usual", space, segments), EPSILON, HOLDOUT)
     rule = reward_rule(penalties=True)
     with tempfile.TemporaryDirectory(prefix="nba-bench-safe-") as tmp, DecisionLog(f"sqlite:///{tmp}/log.db") as log:
-        log_bandit_run(log, scenario, logger, decisions, seed, batch=BATCH, policy_name=logger.name, learn=False,
-                       purpose=LOG)
+        log_bandit_run(
+            log, scenario, logger, decisions, seed, batch=BATCH, policy_name=logger.name, learn=False, purpose=LOG
+        )
         chunks = [(b, log.funnel_events(b, rule.window_h)) for b in log.iter_batches(rule, chunk_rows=CHUNK)]
-    targets: dict[str, object] = {"business_as_usual": create("business_as_usual", space, segments),
-                                  "no_contact": create("no_contact", space)}
+    targets: dict[str, object] = {
+        "business_as_usual": create("business_as_usual", space, segments),
+        "no_contact": create("no_contact", space),
+    }
     for name in BANDITS:
         safe = SPIBB(space, segments, learner=create(name, space, segments, dim=scenario.feature_spec.dim))
         for b, events in chunks:
@@ -109,14 +113,27 @@ def one_seed(scenario: Scenario, seed: int, decisions: int, eval_decisions: int)
         memo = Memo(safe.learner)
         targets[f"{name}/bare"] = memo
         for base in BASELINES:
-            kw = ({"baseline": "estimate"} if base == "estimate" else
-                  {"baseline_epsilon": EPSILON, "baseline_holdout": HOLDOUT} if base == "logger" else {})
+            kw = (
+                {"baseline": "estimate"}
+                if base == "estimate"
+                else {"baseline_epsilon": EPSILON, "baseline_holdout": HOLDOUT}
+                if base == "logger"
+                else {}
+            )
             if base == "bau":  # the default wrapper, as trained: its own learner, no memo
                 targets[f"{name}/{base}"] = safe
                 continue
             params = safe.get_state()[0]
-            wrapped = SPIBB(space, segments, learner=memo, n_min=params["n_min"], bucket=params["bucket"],
-                            group=params["group"], improve=params["improve"], **kw)
+            wrapped = SPIBB(
+                space,
+                segments,
+                learner=memo,
+                n_min=params["n_min"],
+                bucket=params["bucket"],
+                group=params["group"],
+                improve=params["improve"],
+                **kw,
+            )
             wrapped.counts = safe.counts
             targets[f"{name}/{base}"] = wrapped
     truth = bandit_truth(scenario, logger, targets, eval_decisions, BATCH, seed, purpose=EVAL)
@@ -134,26 +151,34 @@ def main() -> None:
     seeds = parse_seeds(args.seeds)
     scenario = Scenario.default()
     defaults = SPIBB(scenario.action_space, tuple(scenario.segments), learner="linucb").get_state()[0]
-    print(f"bench/safe: {len(seeds)} seeds, training log {args.decisions:,} decisions ({LOG!r}), evaluation "
-          f"{args.eval_decisions:,} ({EVAL!r}); SPIBB n_min={defaults['n_min']:g}, bucket={defaults['bucket']}, "
-          f"group={defaults['group']}, improve={defaults['improve']}", flush=True)
+    print(
+        f"bench/safe: {len(seeds)} seeds, training log {args.decisions:,} decisions ({LOG!r}), evaluation "
+        f"{args.eval_decisions:,} ({EVAL!r}); SPIBB n_min={defaults['n_min']:g}, bucket={defaults['bucket']}, "
+        f"group={defaults['group']}, improve={defaults['improve']}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     runs: dict[int, dict[str, float]] = {}
     for seed in seeds:
         t = time.perf_counter()
         runs[seed] = one_seed(scenario, seed, args.decisions, args.eval_decisions)
         r = runs[seed]
-        print(f"  seed {seed}: logger {r['logger']:.3f}, business as usual {r['business_as_usual']:.3f}, no contact "
-              f"{r['no_contact']:.3f}, lgbm_funnel bare {r['lgbm_funnel/bare']:.3f} safe {r['lgbm_funnel/bau']:.3f} "
-              f"({time.perf_counter() - t:.0f} s)", flush=True)
+        print(
+            f"  seed {seed}: logger {r['logger']:.3f}, business as usual {r['business_as_usual']:.3f}, no contact "
+            f"{r['no_contact']:.3f}, lgbm_funnel bare {r['lgbm_funnel/bare']:.3f} safe {r['lgbm_funnel/bau']:.3f} "
+            f"({time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
     wall = time.perf_counter() - t0
 
     def row(label: str, key: str) -> str:
         v = np.array([runs[s][key] for s in seeds])
         logger = np.array([runs[s]["logger"] for s in seeds])
         bau = np.array([runs[s]["business_as_usual"] for s in seeds])
-        return (f"{label:<28}" + "".join(f"{x:7.3f}" for x in v) + f" | {v.mean():6.3f} {int((v >= logger).sum()):4d}"
-                f"/{len(seeds)} {int((v >= bau).sum()):4d}/{len(seeds)}")
+        return (
+            f"{label:<28}" + "".join(f"{x:7.3f}" for x in v) + f" | {v.mean():6.3f} {int((v >= logger).sum()):4d}"
+            f"/{len(seeds)} {int((v >= bau).sum()):4d}/{len(seeds)}"
+        )
 
     head = f"{'exact value':<28}" + "".join(f"{'s' + str(s):>7}" for s in seeds) + " |   mean >=logger  >=bau"
     print("\n" + head)
@@ -166,9 +191,19 @@ def main() -> None:
             print(row(label, f"{name}/{variant}"))
     print(f"\nwall {wall:.0f} s ({wall / len(seeds):.0f} s a seed) on {platform.machine()}, {os.cpu_count()} CPUs")
     if args.json:
-        args.json.write_text(json.dumps({"seeds": seeds, "runs": {str(s): r for s, r in runs.items()},
-                                         "spibb": defaults, "wall_s": wall, "decisions": args.decisions,
-                                         "eval_decisions": args.eval_decisions}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "seeds": seeds,
+                    "runs": {str(s): r for s, r in runs.items()},
+                    "spibb": defaults,
+                    "wall_s": wall,
+                    "decisions": args.decisions,
+                    "eval_decisions": args.eval_decisions,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

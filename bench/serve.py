@@ -67,10 +67,17 @@ def deployment_of(world: str, root: Path) -> Path | None:
     rng = np.random.default_rng(7)
     cats = ("data", "voice", "roaming", "device", "content")
     data["deployment"]["send_slots"] = ["now"]
-    data["offers"] = {f"offer_{k:04d}": {"features": {
-        "category": cats[k % len(cats)], "discount": float(rng.choice([0.0, 0.1, 0.2, 0.3])),
-        "margin": float(np.round(rng.uniform(0.5, 40.0), 1)), "monthly_price": float(np.round(rng.uniform(1, 30), 1))}}
-        for k in range(1000)}
+    data["offers"] = {
+        f"offer_{k:04d}": {
+            "features": {
+                "category": cats[k % len(cats)],
+                "discount": float(rng.choice([0.0, 0.1, 0.2, 0.3])),
+                "margin": float(np.round(rng.uniform(0.5, 40.0), 1)),
+                "monthly_price": float(np.round(rng.uniform(1, 30), 1)),
+            }
+        }
+        for k in range(1000)
+    }
     data["contact_policy"]["caps"] = [c for c in data["contact_policy"]["caps"] if "offer" not in c]
     path = root / "offers1000.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -91,8 +98,12 @@ def make_registry(root: Path, policy: str, deployment: Path | None = None) -> st
         from envs.scenario import Scenario
 
         sc = Scenario.default()
-        bundle = Bundle(create(policy, sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim),
-                        sc.feature_spec, sc.lifecycle, sc.contact)
+        bundle = Bundle(
+            create(policy, sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim),
+            sc.feature_spec,
+            sc.lifecycle,
+            sc.contact,
+        )
     else:
         from nba.deployment import Deployment
 
@@ -106,11 +117,34 @@ def make_registry(root: Path, policy: str, deployment: Path | None = None) -> st
 
 def start(kind: str, port: int, env: dict[str, str], logfile: Path) -> subprocess.Popen:
     if kind == "bentoml":
-        cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService", "--host", "127.0.0.1",
-               "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "serving.service:DecisionService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
     else:
-        cmd = [sys.executable, "-m", "uvicorn", "bare_app:create_app", "--factory", "--app-dir", str(ROOT / "bench"),
-               "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:create_app",
+            "--factory",
+            "--app-dir",
+            str(ROOT / "bench"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logfile.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -141,12 +175,27 @@ class Payloads:
 
     def customer(self, i: int) -> dict:
         if self.attributes:  # the telecom deployment's declared attributes
-            return {"customer_id": f"b{self.tag}-{i}", "timezone": ZONES[i % len(ZONES)], "attributes": {
-                "plan_type": PLANS[i % 3], "tenure_days": float(i % 2000), "monthly_revenue": float(10 + i % 60),
-                "data_usage_gb": float(i % 40), "loyalty_tier": TIERS[i % 3], "app_user": i % 2 == 0,
-                "whatsapp_opt_in": i % 3 == 0, "days_to_contract_end": None if i % 3 == 0 else float(i % 365)}}
-        return {"customer_id": f"b{self.tag}-{i}", "segment": SEGMENTS[i % 4], "timezone": ZONES[i % len(ZONES)],
-                "tenure_days": float(i % 400), "cart_active": bool(i % 7 == 0)}
+            return {
+                "customer_id": f"b{self.tag}-{i}",
+                "timezone": ZONES[i % len(ZONES)],
+                "attributes": {
+                    "plan_type": PLANS[i % 3],
+                    "tenure_days": float(i % 2000),
+                    "monthly_revenue": float(10 + i % 60),
+                    "data_usage_gb": float(i % 40),
+                    "loyalty_tier": TIERS[i % 3],
+                    "app_user": i % 2 == 0,
+                    "whatsapp_opt_in": i % 3 == 0,
+                    "days_to_contract_end": None if i % 3 == 0 else float(i % 365),
+                },
+            }
+        return {
+            "customer_id": f"b{self.tag}-{i}",
+            "segment": SEGMENTS[i % 4],
+            "timezone": ZONES[i % len(ZONES)],
+            "tenure_days": float(i % 400),
+            "cart_active": bool(i % 7 == 0),
+        }
 
     def one(self) -> bytes:
         return json.dumps(self.customer(int(self.rng.integers(self.pool)))).encode()
@@ -196,9 +245,14 @@ async def load(port: int, path: str, bodies, concurrency: int, seconds: float) -
     await asyncio.gather(*(_client(port, path, bodies, deadline, lat, errors) for _ in range(concurrency)))
     wall = time.perf_counter() - t0
     ms = np.asarray(lat) * 1e3
-    return {"requests": len(lat), "errors": len(errors), "rps": len(lat) / wall, "lat": ms.tolist(),
-            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan")}
+    return {
+        "requests": len(lat),
+        "errors": len(errors),
+        "rps": len(lat) / wall,
+        "lat": ms.tolist(),
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+    }
 
 
 def points(seconds: float, attributes: bool = False) -> list[tuple[str, str, object, int, int]]:
@@ -225,8 +279,12 @@ def measure(ports: dict[str, int], seconds: float, attributes: bool = False) -> 
             for kind in order:
                 parts[kind].append(asyncio.run(load(ports[kind], path, bodies, c, seconds / 2)))
         for kind, runs in parts.items():
-            r = {"requests": sum(x["requests"] for x in runs), "errors": sum(x["errors"] for x in runs),
-                 "rps": float(np.mean([x["rps"] for x in runs])), "latencies_ms": sum((x["lat"] for x in runs), [])}
+            r = {
+                "requests": sum(x["requests"] for x in runs),
+                "errors": sum(x["errors"] for x in runs),
+                "rps": float(np.mean([x["rps"] for x in runs])),
+                "latencies_ms": sum((x["lat"] for x in runs), []),
+            }
             ms = np.asarray(r.pop("latencies_ms"))
             r["p50_ms"] = float(np.percentile(ms, 50)) if ms.size else float("nan")
             r["p99_ms"] = float(np.percentile(ms, 99)) if ms.size else float("nan")
@@ -241,11 +299,19 @@ def main() -> None:
     ap.add_argument("--policy", default=None, help="default: business_as_usual, uniform_random on a deployment")
     ap.add_argument("--world", choices=("scenario", "telecom", "offers1000"), default="scenario")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    ap.add_argument("--write", choices=("behind", "through"), default="behind",
-                    help="behind: acknowledge once fsynced in a local spool, history in memory (NBA_SPOOL_DIR); "
-                         "through: commit each batch to the log before answering")
-    ap.add_argument("--gather-ms", type=float, default=None,
-                    help="NBA_GATHER_MS for both servers (default: the service's own default)")
+    ap.add_argument(
+        "--write",
+        choices=("behind", "through"),
+        default="behind",
+        help="behind: acknowledge once fsynced in a local spool, history in memory (NBA_SPOOL_DIR); "
+        "through: commit each batch to the log before answering",
+    )
+    ap.add_argument(
+        "--gather-ms",
+        type=float,
+        default=None,
+        help="NBA_GATHER_MS for both servers (default: the service's own default)",
+    )
     args = ap.parse_args()
     os.environ.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
     if args.gather_ms is not None:  # both servers inherit it
@@ -259,8 +325,13 @@ def main() -> None:
     try:
         for kind in ("bentoml", "bare"):
             ports[kind] = free_port()
-            env = dict(os.environ, NBA_TRACKING_URI=uri, NBA_LOG_URL=f"sqlite:///{tmp}/{kind}.db",
-                       NBA_CACHE_DIR=str(tmp / f"cache-{kind}"), NBA_POLL_S="10")
+            env = dict(
+                os.environ,
+                NBA_TRACKING_URI=uri,
+                NBA_LOG_URL=f"sqlite:///{tmp}/{kind}.db",
+                NBA_CACHE_DIR=str(tmp / f"cache-{kind}"),
+                NBA_POLL_S="10",
+            )
             env.pop("NBA_TOKEN", None)
             env.pop("NBA_SPOOL_DIR", None)
             env.pop("NBA_DEPLOYMENT", None)
@@ -280,29 +351,40 @@ def main() -> None:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    mode = ("write-behind: acknowledged once fsynced in a local spool" if args.write == "behind" else
-            "write-through: committed to the log before the answer")
+    mode = (
+        "write-behind: acknowledged once fsynced in a local spool"
+        if args.write == "behind"
+        else "write-through: committed to the log before the answer"
+    )
     from serving.config import Settings
 
     gather = Settings.from_env({"NBA_GATHER_MS": os.environ.get("NBA_GATHER_MS", "")}).gather_ms
     load = [round(x, 2) for x in (*load_before, *os.getloadavg())]
-    print(f"world {args.world}; policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; "
-          f"logs: SQLite WAL synchronous=FULL, {mode}; gather window {gather:g} ms; "
-          "client: asyncio raw HTTP/1.1 keep-alive; load average (1, 5, 15 min) before "
-          f"{load[0]:g}, {load[1]:g}, {load[2]:g}, after {load[3]:g}, {load[4]:g}, {load[5]:g}\n")
-    print(f"{'point':<14} {'service req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} "
-          f"{'p99 ms':>7} | ratio  errors")
+    print(
+        f"world {args.world}; policy {args.policy}; {os.cpu_count()} CPUs; {args.seconds:g} s per point; "
+        f"logs: SQLite WAL synchronous=FULL, {mode}; gather window {gather:g} ms; "
+        "client: asyncio raw HTTP/1.1 keep-alive; load average (1, 5, 15 min) before "
+        f"{load[0]:g}, {load[1]:g}, {load[2]:g}, after {load[3]:g}, {load[4]:g}, {load[5]:g}\n"
+    )
+    print(
+        f"{'point':<14} {'service req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'bare req/s':>10} {'p50 ms':>7} "
+        f"{'p99 ms':>7} | ratio  errors"
+    )
     for point in results["bare"]:
         s, b = results["bentoml"][point], results["bare"][point]
-        print(f"{point:<14} {s['rps']:>13.0f} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f} | {b['rps']:>10.0f} "
-              f"{b['p50_ms']:>7.2f} {b['p99_ms']:>7.2f} | {s['rps'] / b['rps']:.2f}   {s['errors']}/{b['errors']}")
+        print(
+            f"{point:<14} {s['rps']:>13.0f} {s['p50_ms']:>7.2f} {s['p99_ms']:>7.2f} | {b['rps']:>10.0f} "
+            f"{b['p50_ms']:>7.2f} {b['p99_ms']:>7.2f} | {s['rps'] / b['rps']:.2f}   {s['errors']}/{b['errors']}"
+        )
     for n in (100, 1000):
         s, b = results["bentoml"][f"batch_{n}"], results["bare"][f"batch_{n}"]
         print(f"batch of {n}: service {s['decisions_per_s']:.0f} decisions/s, bare {b['decisions_per_s']:.0f}")
-    targets = {"decide p99 at c=8 <= 10 ms": results["bentoml"]["decide_c8"]["p99_ms"] <= 10,
-               "throughput >= 0.6x bare at c=8":
-                   results["bentoml"]["decide_c8"]["rps"] >= 0.6 * results["bare"]["decide_c8"]["rps"],
-               "1,000-customer batch p50 <= 25 ms": results["bentoml"]["batch_1000"]["p50_ms"] <= 25}
+    targets = {
+        "decide p99 at c=8 <= 10 ms": results["bentoml"]["decide_c8"]["p99_ms"] <= 10,
+        "throughput >= 0.6x bare at c=8": results["bentoml"]["decide_c8"]["rps"]
+        >= 0.6 * results["bare"]["decide_c8"]["rps"],
+        "1,000-customer batch p50 <= 25 ms": results["bentoml"]["batch_1000"]["p50_ms"] <= 25,
+    }
     for k, ok in targets.items():
         print(f"target {k}: {'met' if ok else 'NOT met'}")
     if args.json:

@@ -46,8 +46,13 @@ def throughput(env_id: str, num_envs: int, steps: int, sync_envs: int, sync_step
     fast = max(_rate(vec, num_envs, steps, seed) for seed in range(repeats))
     sync = gym.make_vec(env_id, num_envs=sync_envs, vectorization_mode="sync")
     slow = max(_rate(sync, sync_envs, sync_steps, seed) for seed in range(repeats))
-    return {"vector_per_s": fast, "sync_per_s": slow, "ratio": fast / slow,
-            "num_envs": num_envs, "sync_envs": sync_envs}
+    return {
+        "vector_per_s": fast,
+        "sync_per_s": slow,
+        "ratio": fast / slow,
+        "num_envs": num_envs,
+        "sync_envs": sync_envs,
+    }
 
 
 def population_memory(n: int = 1_000_000) -> dict:
@@ -76,12 +81,16 @@ def main() -> None:
         r = throughput(env_id, args.num_envs, args.steps, args.sync_envs, args.sync_steps)
         r["unit"] = unit
         results[env_id] = r
-        print(f"{env_id:<18} vectorised ({r['num_envs']:>6} rows): {r['vector_per_s']:>12,.0f} {unit}/s | "
-              f"SyncVectorEnv ({r['sync_envs']} envs): {r['sync_per_s']:>9,.0f} {unit}/s | ratio {r['ratio']:,.0f}x")
+        print(
+            f"{env_id:<18} vectorised ({r['num_envs']:>6} rows): {r['vector_per_s']:>12,.0f} {unit}/s | "
+            f"SyncVectorEnv ({r['sync_envs']} envs): {r['sync_per_s']:>9,.0f} {unit}/s | ratio {r['ratio']:,.0f}x"
+        )
     mem = population_memory()
     results["population"] = mem
-    print(f"population of {mem['customers']:,}: {mem['held_mb']:,.0f} MB held "
-          f"({mem['bytes_per_customer']:.0f} B/customer), peak {mem['peak_mb']:,.0f} MB while sampling")
+    print(
+        f"population of {mem['customers']:,}: {mem['held_mb']:,.0f} MB held "
+        f"({mem['bytes_per_customer']:.0f} B/customer), peak {mem['peak_mb']:,.0f} MB while sampling"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -133,14 +133,32 @@ def true_curve(sim: Simulation, channel: np.ndarray, slots: np.ndarray, wait: np
     return sa.hour_kappa[ch][:, None] * np.cos(TWO_PI_24 * (hour - peak[:, None]))
 
 
-RULES = ("now (or the first allowed slot)", "business as usual (now or nothing)", "fixed 9:00", "fixed 13:00",
-         "fixed 19:00", "segment's best hour", "nba per-customer hour", "true peak hour (curve only)", "oracle")
+RULES = (
+    "now (or the first allowed slot)",
+    "business as usual (now or nothing)",
+    "fixed 9:00",
+    "fixed 13:00",
+    "fixed 19:00",
+    "segment's best hour",
+    "nba per-customer hour",
+    "true peak hour (curve only)",
+    "oracle",
+)
 NOW, ORACLE, NBA, SEGMENT = RULES[0], RULES[-1], "nba per-customer hour", "segment's best hour"
 
 
-def evaluate(sc: Scenario, rule: RuleMessage, sto: SendTime, seg_rate: np.ndarray, n: int, burn_in: int, steps: int,
-             seed: int, variants: dict[str, SendTime] | None = None,
-             progress=None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def evaluate(
+    sc: Scenario,
+    rule: RuleMessage,
+    sto: SendTime,
+    seg_rate: np.ndarray,
+    n: int,
+    burn_in: int,
+    steps: int,
+    seed: int,
+    variants: dict[str, SendTime] | None = None,
+    progress=None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Per-row totals of each send-time rule's exact expected reward over the ``steps`` scored decisions
     (``variants``: more send-time models, scored as nba's is)."""
     sp: ActionSpace = sc.action_space
@@ -149,8 +167,7 @@ def evaluate(sc: Scenario, rule: RuleMessage, sto: SendTime, seg_rate: np.ndarra
     rows = np.arange(n)
     variants = variants or {}
     totals = {name: np.zeros(n) for name in [*RULES, *variants]}
-    counts = {"decisions": 0, "with_message": 0, "sent": 0, "now_blocked": 0, "nba_is_oracle": 0,
-              "nba_slot_now": 0}
+    counts = {"decisions": 0, "with_message": 0, "sent": 0, "now_blocked": 0, "nba_is_oracle": 0, "nba_slot_now": 0}
     hours = [h for h in sp.send_slots]
     for step in range(burn_in + steps):
         X, mask = sim.observe(), sim.action_mask()
@@ -173,8 +190,7 @@ def evaluate(sc: Scenario, rule: RuleMessage, sto: SendTime, seg_rate: np.ndarra
                 "fixed 9:00": first_allowed(ok, wait, np.array(hours, dtype=object) == 9),
                 "fixed 13:00": first_allowed(ok, wait, np.array(hours, dtype=object) == 13),
                 "fixed 19:00": first_allowed(ok, wait, np.array(hours, dtype=object) == 19),
-                SEGMENT: first_allowed(ok, wait, np.where(is_hour, seg_rate[seg, np.maximum(channel, 0)],
-                                                                        -1.0)),
+                SEGMENT: first_allowed(ok, wait, np.where(is_hour, seg_rate[seg, np.maximum(channel, 0)], -1.0)),
                 NBA: nba_slot,
                 "true peak hour (curve only)": first_allowed(ok, wait, true_curve(sim, channel, slots, wait)),
                 ORACLE: first_allowed(ok, wait, er),
@@ -212,10 +228,17 @@ def main() -> None:
     ap.add_argument("--burn-in", type=int, default=60, help="decisions per row before scoring (histories build)")
     ap.add_argument("--steps", type=int, default=60, help="scored decisions per row")
     ap.add_argument("--warm-up-steps", type=int, default=60, help="decisions per warm-up row")
-    ap.add_argument("--prior-strength", type=float, default=None,
-                    help="SendTime's weight on the segment's prior, in messages (default: estimated)")
-    ap.add_argument("--strengths", default="0,3,30,300,1000,inf",
-                    help="also score nba's model with these fixed weights on the prior (what a history can add)")
+    ap.add_argument(
+        "--prior-strength",
+        type=float,
+        default=None,
+        help="SendTime's weight on the segment's prior, in messages (default: estimated)",
+    )
+    ap.add_argument(
+        "--strengths",
+        default="0,3,30,300,1000,inf",
+        help="also score nba's model with these fixed weights on the prior (what a history can add)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
@@ -230,20 +253,34 @@ def main() -> None:
         task = bar.add_task(f"warm-up: {args.customers:,} rows x {args.warm_up_steps} decisions", total=None)
         seg_rate = warm_up(sc, rule, sto, args.customers, args.warm_up_steps, args.seed)
         bar.update(task, total=1, completed=1)
-        task = bar.add_task(f"evaluation: {args.customers:,} rows x {args.burn_in} + {args.steps} decisions",
-                            total=args.burn_in + args.steps)
+        task = bar.add_task(
+            f"evaluation: {args.customers:,} rows x {args.burn_in} + {args.steps} decisions",
+            total=args.burn_in + args.steps,
+        )
         variants = {}
         for k in (float(x) for x in args.strengths.split(",") if x):
             variant = copy.copy(sto)
             variant.model = copy.copy(sto.model)
             variant.model.prior_strength = k
             variants[f"nba, prior weight {k:g} messages"] = variant
-        totals, counts = evaluate(sc, rule, sto, seg_rate, args.customers, args.burn_in, args.steps, args.seed,
-                                  variants, progress=lambda _: bar.advance(task))
+        totals, counts = evaluate(
+            sc,
+            rule,
+            sto,
+            seg_rate,
+            args.customers,
+            args.burn_in,
+            args.steps,
+            args.seed,
+            variants,
+            progress=lambda _: bar.advance(task),
+        )
     per = {k: v / args.steps for k, v in totals.items()}  # per decision, per row
     d_o = per[ORACLE] - per[NOW]
-    table = Table(title=f"Send time only: business as usual's messages, {args.customers:,} customer rows x "
-                        f"{args.steps} decisions (exact expected reward, 95% CI over rows)")
+    table = Table(
+        title=f"Send time only: business as usual's messages, {args.customers:,} customer rows x "
+        f"{args.steps} decisions (exact expected reward, 95% CI over rows)"
+    )
     for col in ("send-time rule", "value / decision", "vs now", "95% CI", "share of oracle's uplift", "95% CI "):
         table.add_column(col)
     results = {"rules": {}}
@@ -251,36 +288,63 @@ def main() -> None:
         v = ValueEstimate.of(per[name])
         d = ValueEstimate.of(per[name] - per[NOW])
         s = share_interval(per[name] - per[NOW], d_o)
-        results["rules"][name] = {"value": v.mean, "value_ci": [v.ci_low, v.ci_high], "vs_now": d.mean,
-                                  "vs_now_ci": [d.ci_low, d.ci_high], "share": s[0], "share_ci": [s[1], s[2]]}
-        table.add_row(name, f"{v.mean:.4f}", f"{d.mean:+.4f}", f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]", f"{s[0]:.1%}",
-                      f"[{s[1]:.1%}, {s[2]:.1%}]")
+        results["rules"][name] = {
+            "value": v.mean,
+            "value_ci": [v.ci_low, v.ci_high],
+            "vs_now": d.mean,
+            "vs_now_ci": [d.ci_low, d.ci_high],
+            "share": s[0],
+            "share_ci": [s[1], s[2]],
+        }
+        table.add_row(
+            name,
+            f"{v.mean:.4f}",
+            f"{d.mean:+.4f}",
+            f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]",
+            f"{s[0]:.1%}",
+            f"[{s[1]:.1%}, {s[2]:.1%}]",
+        )
     console.print(table)
     sent = counts["sent"]
     results["counts"] = counts
-    console.print(f"{counts['decisions']:,} decisions; the rule has a message in {counts['with_message']:,} "
-                  f"({counts['with_message'] / counts['decisions']:.1%}), some slot is eligible in {sent:,}; "
-                  f"now is blocked in {counts['now_blocked'] / sent:.1%} of those; nba picks the oracle's slot in "
-                  f"{counts['nba_is_oracle'] / sent:.1%} and now in {counts['nba_slot_now'] / sent:.1%}")
+    console.print(
+        f"{counts['decisions']:,} decisions; the rule has a message in {counts['with_message']:,} "
+        f"({counts['with_message'] / counts['decisions']:.1%}), some slot is eligible in {sent:,}; "
+        f"now is blocked in {counts['now_blocked'] / sent:.1%} of those; nba picks the oracle's slot in "
+        f"{counts['nba_is_oracle'] / sent:.1%} and now in {counts['nba_slot_now'] / sent:.1%}"
+    )
     d = ValueEstimate.of(per[NBA] - per[SEGMENT])
     results["nba_vs_segment"] = {"diff": d.mean, "ci": [d.ci_low, d.ci_high]}
-    console.print(f"nba's per-customer hour vs the segment's best hour: {d.mean:+.4f} "
-                  f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}] per decision "
-                  f"({d.mean / d_o.mean():+.1%} of the oracle's uplift)")
+    console.print(
+        f"nba's per-customer hour vs the segment's best hour: {d.mean:+.4f} "
+        f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}] per decision "
+        f"({d.mean / d_o.mean():+.1%} of the oracle's uplift)"
+    )
     share = results["rules"][NBA]["share"]
     met = share >= TARGET
     results["target"] = {"share": TARGET, "met": bool(met)}
-    console.print(f"nba's per-customer hour captures {share:.1%} of the oracle's timing uplift over now "
-                  f"(target >= {TARGET:.0%}): {'met' if met else 'NOT met'}")
-    results["segment_seen_rate"] = {s: {ch: dict(zip([str(h) for h in sp.send_slots], seg_rate[i, j].tolist(),
-                                                     strict=True))
-                                        for j, ch in enumerate(sp.channels) if seg_rate[i, j].any()}
-                                    for i, s in enumerate(seg)}
+    console.print(
+        f"nba's per-customer hour captures {share:.1%} of the oracle's timing uplift over now "
+        f"(target >= {TARGET:.0%}): {'met' if met else 'NOT met'}"
+    )
+    results["segment_seen_rate"] = {
+        s: {
+            ch: dict(zip([str(h) for h in sp.send_slots], seg_rate[i, j].tolist(), strict=True))
+            for j, ch in enumerate(sp.channels)
+            if seg_rate[i, j].any()
+        }
+        for i, s in enumerate(seg)
+    }
     k = sto.model.strength()
-    results["prior_strength"] = {s: {ch: float(k[i, j]) for j, ch in enumerate(sp.channels) if seg_rate[i, j].any()}
-                                 for i, s in enumerate(seg)}
-    console.print("nba's weight on the segment's prior, in messages: " + "; ".join(
-        f"{s} " + ", ".join(f"{ch} {v:.0f}" for ch, v in d.items()) for s, d in results["prior_strength"].items()))
+    results["prior_strength"] = {
+        s: {ch: float(k[i, j]) for j, ch in enumerate(sp.channels) if seg_rate[i, j].any()} for i, s in enumerate(seg)
+    }
+    console.print(
+        "nba's weight on the segment's prior, in messages: "
+        + "; ".join(
+            f"{s} " + ", ".join(f"{ch} {v:.0f}" for ch, v in d.items()) for s, d in results["prior_strength"].items()
+        )
+    )
     results["wall_s"] = time.perf_counter() - started
     results["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     console.print(f"wall time {results['wall_s']:.0f} s")

@@ -54,10 +54,17 @@ def run(d: Deployment, world: LatentWorld, customers: int, decisions: int) -> di
         t3 = time.perf_counter()
         deciding, stepping = deciding + t2 - t1, stepping + t3 - t2
     total = customers * decisions
-    return {"customers": customers, "decisions": decisions, "setup_s": setup, "decide_s": deciding,
-            "step_s": stepping, "decisions_per_s": total / (deciding + stepping),
-            "decide_share": deciding / (deciding + stepping), "peak_mb": peak_mb(d, world, customers),
-            "mean_reward": reward / total}
+    return {
+        "customers": customers,
+        "decisions": decisions,
+        "setup_s": setup,
+        "decide_s": deciding,
+        "step_s": stepping,
+        "decisions_per_s": total / (deciding + stepping),
+        "decide_share": deciding / (deciding + stepping),
+        "peak_mb": peak_mb(d, world, customers),
+        "mean_reward": reward / total,
+    }
 
 
 def main() -> None:
@@ -67,16 +74,20 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     d = Deployment.load(TELECOM / "deployment.toml")
-    worlds = {"telecom world.toml": LatentWorld.load(TELECOM / "world.toml", d),
-              "default world": LatentWorld.default(d)}
+    worlds = {
+        "telecom world.toml": LatentWorld.load(TELECOM / "world.toml", d),
+        "default world": LatentWorld.default(d),
+    }
     out = {"machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}", "runs": {}}
     for name, world in worlds.items():
         r = run(d, world, args.customers, args.decisions)
         out["runs"][name] = r
-        print(f"{d.name} ({d.action_space().n_actions} actions), {name}: {args.customers:,} customers x "
-              f"{args.decisions} decisions: {r['decisions_per_s']:,.0f} decisions/s (decide path "
-              f"{100 * r['decide_share']:.0f}% of the time; setup {r['setup_s']:.1f} s), peak traced memory "
-              f"{r['peak_mb']:,.0f} MB, mean reward {r['mean_reward']:.4f}")
+        print(
+            f"{d.name} ({d.action_space().n_actions} actions), {name}: {args.customers:,} customers x "
+            f"{args.decisions} decisions: {r['decisions_per_s']:,.0f} decisions/s (decide path "
+            f"{100 * r['decide_share']:.0f}% of the time; setup {r['setup_s']:.1f} s), peak traced memory "
+            f"{r['peak_mb']:,.0f} MB, mean reward {r['mean_reward']:.4f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -28,46 +28,82 @@ from cli.common import (
 
 def import_(
     path: Annotated[Path, typer.Argument(help="CSV or Parquet file of past decisions, one row each")],
-    action: Annotated[str | None, typer.Option(
-        help="column of the chosen action index (0 = no contact); with --deployment, or --channel/--offer")] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(
+            help="column of the chosen action index (0 = no contact); with --deployment, or --channel/--offer"
+        ),
+    ] = None,
     log: LogOpt = DEFAULT_LOG,
-    deployment: Annotated[Path | None, typer.Option(
-        exists=True, dir_okay=False, help="deployment file (TOML/YAML): import onto it; attributes by name, context "
-                                          "and eligible actions rebuilt from each customer's earlier rows")] = None,
-    channel: Annotated[str | None, typer.Option(
-        help="column of the channel name (with --deployment; channel and offer empty: no contact)")] = None,
+    deployment: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="deployment file (TOML/YAML): import onto it; attributes by name, context "
+            "and eligible actions rebuilt from each customer's earlier rows",
+        ),
+    ] = None,
+    channel: Annotated[
+        str | None,
+        typer.Option(help="column of the channel name (with --deployment; channel and offer empty: no contact)"),
+    ] = None,
     offer: Annotated[str | None, typer.Option(help="column of the offer name (with --deployment)")] = None,
-    send_hour: Annotated[str | None, typer.Option(
-        help="column of the local send hour, one of the deployment's slots (empty or 'now': now)")] = None,
-    tz_offset: Annotated[str | None, typer.Option(
-        help="column of the time zone: hours east of UTC or an IANA name (default: the ISO times' offsets)")] = None,
+    send_hour: Annotated[
+        str | None,
+        typer.Option(help="column of the local send hour, one of the deployment's slots (empty or 'now': now)"),
+    ] = None,
+    tz_offset: Annotated[
+        str | None,
+        typer.Option(
+            help="column of the time zone: hours east of UTC or an IANA name (default: the ISO times' offsets)"
+        ),
+    ] = None,
     opted_out: Annotated[str | None, typer.Option(help="column of 0/1 opt-outs (an opted_out event)")] = None,
-    attribute: Annotated[list[str] | None, typer.Option(
-        help="ATTRIBUTE=COLUMN where the file names an attribute differently (repeat)")] = None,
-    allow_ineligible: Annotated[bool, typer.Option(
-        help="keep rows whose action the deployment would not allow (added to their mask, counted)")] = False,
+    attribute: Annotated[
+        list[str] | None, typer.Option(help="ATTRIBUTE=COLUMN where the file names an attribute differently (repeat)")
+    ] = None,
+    allow_ineligible: Annotated[
+        bool, typer.Option(help="keep rows whose action the deployment would not allow (added to their mask, counted)")
+    ] = False,
     context: Annotated[list[str] | None, typer.Option(help="numeric feature column (repeat, in order)")] = None,
-    categorical: Annotated[list[str] | None, typer.Option(
-        help="text column one-hot encoded as 'column=value' features (repeat); categories kept in the log")] = None,
-    hashed: Annotated[list[str] | None, typer.Option(
-        help="high-cardinality text column hashed into --hash-buckets one-hot features (repeat)")] = None,
+    categorical: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="text column one-hot encoded as 'column=value' features (repeat); categories kept in the log"
+        ),
+    ] = None,
+    hashed: Annotated[
+        list[str] | None,
+        typer.Option(help="high-cardinality text column hashed into --hash-buckets one-hot features (repeat)"),
+    ] = None,
     hash_buckets: Annotated[int, typer.Option(min=1, help="buckets per hashed column")] = 64,
-    propensity: Annotated[str | None, typer.Option(
-        help="column of the logging policy's probability of the action; omitted: estimated from the file")] = None,
-    propensity_by: Annotated[list[str] | None, typer.Option(
-        help="column to estimate the propensity within (e.g. a segment; repeat); default the whole file")] = None,
-    time: Annotated[str | None, typer.Option(
-        help="column of the decision time (hours since the epoch or ISO 8601)")] = None,
-    time_default: Annotated[float | None, typer.Option(
-        help="decision time of every row when there is no time column (hours since the epoch)")] = None,
+    propensity: Annotated[
+        str | None,
+        typer.Option(help="column of the logging policy's probability of the action; omitted: estimated from the file"),
+    ] = None,
+    propensity_by: Annotated[
+        list[str] | None,
+        typer.Option(help="column to estimate the propensity within (e.g. a segment; repeat); default the whole file"),
+    ] = None,
+    time: Annotated[
+        str | None, typer.Option(help="column of the decision time (hours since the epoch or ISO 8601)")
+    ] = None,
+    time_default: Annotated[
+        float | None,
+        typer.Option(help="decision time of every row when there is no time column (hours since the epoch)"),
+    ] = None,
     reward: Annotated[str | None, typer.Option(help="column of the reward (an empty cell: none)")] = None,
     decision_id: Annotated[str | None, typer.Option(help="column of unique decision ids (default file:row)")] = None,
     customer_id: Annotated[str | None, typer.Option(help="column of customer ids (default: one per row)")] = None,
     send_at: Annotated[str | None, typer.Option(help="column of the send time (default the decision time)")] = None,
-    position: Annotated[str | None, typer.Option(
-        help="column of the slot where the action was shown (integer >= 0); one feature 'position'")] = None,
-    n_actions: Annotated[int | None, typer.Option(
-        min=1, help="size of the action space (default the log's, or the largest action + 1)")] = None,
+    position: Annotated[
+        str | None,
+        typer.Option(help="column of the slot where the action was shown (integer >= 0); one feature 'position'"),
+    ] = None,
+    n_actions: Annotated[
+        int | None, typer.Option(min=1, help="size of the action space (default the log's, or the largest action + 1)")
+    ] = None,
     policy: Annotated[str, typer.Option(help="name of the policy that made these decisions")] = "imported",
     format: Annotated[str | None, typer.Option(help="'csv' or 'parquet' (default from the suffix)")] = None,
 ) -> None:
@@ -75,14 +111,35 @@ def import_(
     from training.importing import describe, import_command
 
     with job_errors():
-        res = import_command(path, log, action=action, propensity=propensity, context=tuple(context or ()),
-                             categorical=tuple(categorical or ()), hashed=tuple(hashed or ()),
-                             hash_buckets=hash_buckets, time=time, time_default=time_default, reward=reward,
-                             decision_id=decision_id, customer_id=customer_id, send_at=send_at, position=position,
-                             n_actions=n_actions, propensity_by=tuple(propensity_by or ()), policy=policy,
-                             format=format, deployment=deployment, channel=channel, offer=offer,
-                             send_hour=send_hour, tz_offset=tz_offset, opted_out=opted_out,
-                             attributes=tuple(attribute or ()), allow_ineligible=allow_ineligible)
+        res = import_command(
+            path,
+            log,
+            action=action,
+            propensity=propensity,
+            context=tuple(context or ()),
+            categorical=tuple(categorical or ()),
+            hashed=tuple(hashed or ()),
+            hash_buckets=hash_buckets,
+            time=time,
+            time_default=time_default,
+            reward=reward,
+            decision_id=decision_id,
+            customer_id=customer_id,
+            send_at=send_at,
+            position=position,
+            n_actions=n_actions,
+            propensity_by=tuple(propensity_by or ()),
+            policy=policy,
+            format=format,
+            deployment=deployment,
+            channel=channel,
+            offer=offer,
+            send_hour=send_hour,
+            tz_offset=tz_offset,
+            opted_out=opted_out,
+            attributes=tuple(attribute or ()),
+            allow_ineligible=allow_ineligible,
+        )
     console.print(describe(res), highlight=False)
 
 
@@ -95,12 +152,19 @@ def simulate(
     decisions: Annotated[int, typer.Option(min=1)] = 20_000,
     seed: SeedOpt = 0,
     param: ParamOpt = None,
-    deployment: Annotated[Path | None, typer.Option(
-        exists=True, dir_okay=False,
-        help="simulate a brand's deployment (TOML/YAML) instead of the scenario: --customers x --days decisions "
-             "in its latent --world; --policy uniform_random, no_contact or a registered version of it")] = None,
-    world: Annotated[Path | None, typer.Option(
-        exists=True, dir_okay=False, help="latent world file of the --deployment (default: its defaults)")] = None,
+    deployment: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="simulate a brand's deployment (TOML/YAML) instead of the scenario: --customers x --days decisions "
+            "in its latent --world; --policy uniform_random, no_contact or a registered version of it",
+        ),
+    ] = None,
+    world: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="latent world file of the --deployment (default: its defaults)"),
+    ] = None,
     customers: Annotated[int, typer.Option(min=1, help="customers of the --deployment")] = 2000,
     days: Annotated[int, typer.Option(min=1, help="days of the --deployment, one decision a day each")] = 14,
     root: RootOpt = Path("nba-runs"),
@@ -120,18 +184,35 @@ def simulate(
             ensure_sqlite_dir(log)
             name = "uniform_random" if policy == "business_as_usual" else policy  # the default is the scenario's
             with progress_bar(f"simulate {customers:,} customers x {days} days", days) as tick:
-                res = jobs.simulate_world(log, str(deployment), world_path=None if world is None else str(world),
-                                          policy=name, epsilon=epsilon, holdout=holdout, customers=customers,
-                                          days=days, seed=seed, progress=tick)
+                res = jobs.simulate_world(
+                    log,
+                    str(deployment),
+                    world_path=None if world is None else str(world),
+                    policy=name,
+                    epsilon=epsilon,
+                    holdout=holdout,
+                    customers=customers,
+                    days=days,
+                    seed=seed,
+                    progress=tick,
+                )
         console.print(f"logged {res.rows:,} decisions to [bold]{res.log_url}[/bold] (run {res.run_id})")
         return
     with job_errors():
         params = checked_params(policy, param, scenario, root)
         ensure_sqlite_dir(log)
         with progress_bar(f"simulate {decisions:,} decisions", -(-decisions // jobs.BANDIT_BATCH)) as tick:
-            res = jobs.simulate(log, scenario_path=None if scenario is None else str(scenario), policy=policy,
-                                epsilon=epsilon, holdout=holdout, decisions=decisions, seed=seed, params=params,
-                                progress=tick)
+            res = jobs.simulate(
+                log,
+                scenario_path=None if scenario is None else str(scenario),
+                policy=policy,
+                epsilon=epsilon,
+                holdout=holdout,
+                decisions=decisions,
+                seed=seed,
+                params=params,
+                progress=tick,
+            )
     console.print(f"logged {res.rows:,} decisions to [bold]{res.log_url}[/bold] (run {res.run_id})")
 
 
@@ -144,12 +225,21 @@ def train(
     seed: SeedOpt = 0,
     param: ParamOpt = None,
     register: Annotated[bool, typer.Option(help="register the policy in the MLflow registry")] = True,
-    challenger: Annotated[bool, typer.Option(
-        "--challenger", help="point @challenger at the registered version (nba evaluate, then nba promote)")] = False,
-    deployment: Annotated[Path | None, typer.Option(
-        exists=True, dir_okay=False,
-        help="deployment file (TOML/YAML) the --source log was imported onto: train on its actions and features "
-             "and register a bundle that carries it (default: the deployment the log holds)")] = None,
+    challenger: Annotated[
+        bool,
+        typer.Option(
+            "--challenger", help="point @challenger at the registered version (nba evaluate, then nba promote)"
+        ),
+    ] = False,
+    deployment: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="deployment file (TOML/YAML) the --source log was imported onto: train on its actions and features "
+            "and register a bundle that carries it (default: the deployment the log holds)",
+        ),
+    ] = None,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
     """Train a policy and log it to MLflow (registered as a new version of the policy model)."""
@@ -166,22 +256,36 @@ def train(
         else:
             total = -(-decisions // jobs.BANDIT_BATCH)
         with progress_bar(f"train {policy}", total) as tick:
-            res = jobs.train(policy, source=source, scenario_path=None if scenario is None else str(scenario),
-                             params=params, decisions=decisions, customers=customers, seed=seed,
-                             register=register, progress=tick,
-                             deployment_path=None if deployment is None else str(deployment))
+            res = jobs.train(
+                policy,
+                source=source,
+                scenario_path=None if scenario is None else str(scenario),
+                params=params,
+                decisions=decisions,
+                customers=customers,
+                seed=seed,
+                register=register,
+                progress=tick,
+                deployment_path=None if deployment is None else str(deployment),
+            )
     if challenger:
         registry.set_alias(registry.CHALLENGER, res.version)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items())
-    console.print(f"trained [bold]{policy}[/bold]: {shown}; run {res.run_id}"
-                  + (f", registered version {res.version}" if res.version else "")
-                  + (" (@challenger)" if challenger else ""))
+    console.print(
+        f"trained [bold]{policy}[/bold]: {shown}; run {res.run_id}"
+        + (f", registered version {res.version}" if res.version else "")
+        + (" (@challenger)" if challenger else "")
+    )
 
 
 def evaluate(
-    policy: Annotated[list[str], typer.Option(
-        help="@alias, version, models:/ URI, bundle folder or rule-based name (repeat); on a log imported onto a "
-             "deployment: its registered versions, no_contact or uniform_random")],
+    policy: Annotated[
+        list[str],
+        typer.Option(
+            help="@alias, version, models:/ URI, bundle folder or rule-based name (repeat); on a log imported onto a "
+            "deployment: its registered versions, no_contact or uniform_random"
+        ),
+    ],
     log: LogOpt = DEFAULT_LOG,
     scenario: ScenarioOpt = None,
     tau: Annotated[float, typer.Option(help="switch-DR weight threshold")] = 20.0,
@@ -197,8 +301,15 @@ def evaluate(
     with job_errors():
         jobs.load_scenario(scenario)
         open_store(root)
-        res = jobs.evaluate(log, list(policy), scenario_path=None if scenario is None else str(scenario), tau=tau,
-                            n_bootstrap=bootstrap, seed=seed, say=console.print)
+        res = jobs.evaluate(
+            log,
+            list(policy),
+            scenario_path=None if scenario is None else str(scenario),
+            tau=tau,
+            n_bootstrap=bootstrap,
+            seed=seed,
+            say=console.print,
+        )
     console.print(_estimates_table(res))
 
 
@@ -214,13 +325,19 @@ def _estimates_table(res) -> Table:
             t.add_row(label, name, f"{e.value:.3f}", f"[{e.ci_low:.3f}, {e.ci_high:.3f}]", f"{e.ess:,.0f}", truth)
     notes = []
     if res.deployment is not None:
-        notes.append(f"deployment {res.deployment.name!r} ({res.deployment.digest[:19]}..), rewarded by its rule; "
-                     "true value: none, a brand's log has no simulator behind it")
+        notes.append(
+            f"deployment {res.deployment.name!r} ({res.deployment.digest[:19]}..), rewarded by its rule; "
+            "true value: none, a brand's log has no simulator behind it"
+        )
     if res.propensity == PROPENSITY_ESTIMATED:
-        notes.append(f"propensity: estimated at import for {res.propensity_estimated_share:.0%} of the decisions, "
-                     "not logged: these estimates rest on that estimate")
-    notes.append(f"ranked by {RANK_BY} (flagged last): {', '.join(res.ranked())}; the logging policy's own value "
-                 f"{res.logging_value[0]:.3f}")
+        notes.append(
+            f"propensity: estimated at import for {res.propensity_estimated_share:.0%} of the decisions, "
+            "not logged: these estimates rest on that estimate"
+        )
+    notes.append(
+        f"ranked by {RANK_BY} (flagged last): {', '.join(res.ranked())}; the logging policy's own value "
+        f"{res.logging_value[0]:.3f}"
+    )
     t.caption = "\n".join(notes)
     return t
 
@@ -235,13 +352,25 @@ def ab(
     pre_days: Annotated[int, typer.Option(min=0, help="simulated pre-period days (CUPED covariate)")] = 7,
     split: Annotated[float, typer.Option(help="challenger's share of customers")] = 0.5,
     alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
-    truth: Annotated[bool, typer.Option(help="simulated: also run both policies on everyone for the exact effects "
-                                             "(twice the challenger's work)")] = True,
-    guardrail: Annotated[list[str] | None, typer.Option(
-        help="guardrail '[name=]metric:margin[%][:higher]' or JSON (repeatable; 'none': no guardrail); default: "
-             "opt-out rate opted_out:0.005, churn rate churned:0.01, sends per customer sent:100%")] = None,
-    require: Annotated[str, typer.Option(help="what the primary metric must show to promote: 'better' "
-                                              "(significantly) or 'not_worse' (no harm shown)")] = "better",
+    truth: Annotated[
+        bool,
+        typer.Option(
+            help="simulated: also run both policies on everyone for the exact effects (twice the challenger's work)"
+        ),
+    ] = True,
+    guardrail: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="guardrail '[name=]metric:margin[%][:higher]' or JSON (repeatable; 'none': no guardrail); default: "
+            "opt-out rate opted_out:0.005, churn rate churned:0.01, sends per customer sent:100%"
+        ),
+    ] = None,
+    require: Annotated[
+        str,
+        typer.Option(
+            help="what the primary metric must show to promote: 'better' (significantly) or 'not_worse' (no harm shown)"
+        ),
+    ] = "better",
     out: Annotated[Path, typer.Option(help="report folder")] = Path("nba-runs/ab"),
     seed: SeedOpt = 0,
     root: RootOpt = Path("nba-runs"),
@@ -257,13 +386,29 @@ def ab(
         jobs.check_guardrails(guardrails, source)
         open_store(root)
         with progress_bar(f"A/B {experiment}", days) as tick:
-            res = jobs.ab(champion=champion, challenger=challenger, source=source, experiment=experiment,
-                          customers=customers, days=days, pre_days=pre_days, split=split, alpha=alpha, seed=seed,
-                          guardrails=guardrails, truth=truth, require=require, out=out, progress=tick)
+            res = jobs.ab(
+                champion=champion,
+                challenger=challenger,
+                source=source,
+                experiment=experiment,
+                customers=customers,
+                days=days,
+                pre_days=pre_days,
+                split=split,
+                alpha=alpha,
+                seed=seed,
+                guardrails=guardrails,
+                truth=truth,
+                require=require,
+                out=out,
+                progress=tick,
+            )
     console.print(_ab_table(res) if res.guardrails else "no guardrail declared: the primary metric alone decides")
     truth = "" if res.true_effect is None else f" (true effect {res.true_effect:+.3f})"
-    console.print(f"challenger - champion: {res.diff:+.3f} per customer over {res.days} days, always-valid interval "
-                  f"[{res.ci_low:+.3f}, {res.ci_high:+.3f}], p = {res.p_value:.4g}{truth}")
+    console.print(
+        f"challenger - champion: {res.diff:+.3f} per customer over {res.days} days, always-valid interval "
+        f"[{res.ci_low:+.3f}, {res.ci_high:+.3f}], p = {res.p_value:.4g}{truth}"
+    )
     colour = "green" if res.promote else "red"
     console.print(f"{res.verdict}\n[{colour}]{res.reason}[/{colour}]\nreport {res.report}; run {res.run_id}")
 
@@ -277,16 +422,28 @@ def _ab_table(res) -> Table:
         fmt = (lambda x: f"{100 * x:+.1f}%") if gd.relative else (lambda x: f"{x:+.4g}")
         true = "—" if res.true_worsening is None else fmt(res.true_worsening[gd.name])
         colour = "green" if g.passed else "red"
-        t.add_row(f"{gd.name} ({gd.metric})", f"{g.mean_control:.4g}", f"{g.mean_treatment:.4g}", fmt(g.worsening),
-                  fmt(g.bound), fmt(g.margin), f"[{colour}]{g.status}[/{colour}]", true)
+        t.add_row(
+            f"{gd.name} ({gd.metric})",
+            f"{g.mean_control:.4g}",
+            f"{g.mean_treatment:.4g}",
+            fmt(g.worsening),
+            fmt(g.bound),
+            fmt(g.margin),
+            f"[{colour}]{g.status}[/{colour}]",
+            true,
+        )
     return t
 
 
 def promote(
     metric: Annotated[str, typer.Option(help="estimator whose tags decide when no A/B run is given")] = "dr",
     ab_run: Annotated[str | None, typer.Option(help="id of a finished `nba ab` run whose verdict decides")] = None,
-    predicted_lift: Annotated[float | None, typer.Option(
-        help="off-policy estimate of challenger - champion, value per decision, recorded beside the A/B's")] = None,
+    predicted_lift: Annotated[
+        float | None,
+        typer.Option(
+            help="off-policy estimate of challenger - champion, value per decision, recorded beside the A/B's"
+        ),
+    ] = None,
     predicted_low: Annotated[float | None, typer.Option(help="its interval's lower end")] = None,
     predicted_high: Annotated[float | None, typer.Option(help="its interval's upper end")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="return champion to the previous version")] = False,
@@ -305,14 +462,19 @@ def promote(
             raise jobs.JobError("predicted_ci: give both --predicted-low and --predicted-high")
         ci = None if predicted_low is None else (predicted_low, predicted_high)
         open_store(root)
-        res = jobs.promote(metric=metric, ab_run=ab_run or None, rollback=rollback, predicted_lift=predicted_lift,
-                           predicted_ci=ci)
+        res = jobs.promote(
+            metric=metric, ab_run=ab_run or None, rollback=rollback, predicted_lift=predicted_lift, predicted_ci=ci
+        )
     colour = "green" if res.promoted else "yellow"
-    console.print(f"[{colour}]{'moved' if res.promoted else 'unchanged'}[/{colour}]: {res.reason}; "
-                  f"champion is version {res.champion}")
+    console.print(
+        f"[{colour}]{'moved' if res.promoted else 'unchanged'}[/{colour}]: {res.reason}; "
+        f"champion is version {res.champion}"
+    )
     if not (ab_run or rollback) and jobs.evidence_propensity() == jobs.PROPENSITY_ESTIMATED:
-        console.print("[yellow]note: the off-policy evidence rests on propensities estimated at import, not "
-                      "logged: confirm with an A/B test (nba ab)[/yellow]")
+        console.print(
+            "[yellow]note: the off-policy evidence rests on propensities estimated at import, not "
+            "logged: confirm with an A/B test (nba ab)[/yellow]"
+        )
 
 
 def promotions(

@@ -6,12 +6,14 @@ import typer
 
 from cli import jobs, quickstart, serve, worlds
 
-app = typer.Typer(help="nba: next-best-action engine for omnichannel marketing.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="nba: next-best-action engine for omnichannel marketing.", no_args_is_help=True, add_completion=False
+)
 scenario_app = typer.Typer(help="Inspect, validate and calibrate simulator scenarios.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
-deployment_app = typer.Typer(help="Validate and inspect a deployment: a brand's own world, declared once.",
-                             no_args_is_help=True)
+deployment_app = typer.Typer(
+    help="Validate and inspect a deployment: a brand's own world, declared once.", no_args_is_help=True
+)
 app.add_typer(deployment_app, name="deployment")
 
 app.command()(quickstart.quickstart)

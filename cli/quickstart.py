@@ -15,9 +15,14 @@ from training.quickstart import AB_CUSTOMERS, AB_DAYS
 
 def quickstart(
     out: Annotated[Path, typer.Option(help="folder that receives everything the run writes")] = Path(
-        "nba-runs/quickstart"),
-    customers: Annotated[int, typer.Option(min=100, help="simulated customers of the calibration check "
-                                                         "(a tenth of them for fitted-Q's journeys)")] = 20_000,
+        "nba-runs/quickstart"
+    ),
+    customers: Annotated[
+        int,
+        typer.Option(
+            min=100, help="simulated customers of the calibration check (a tenth of them for fitted-Q's journeys)"
+        ),
+    ] = 20_000,
     decisions: Annotated[int, typer.Option(min=2000, help="decisions in the training log")] = 30_000,
     ab_customers: Annotated[int, typer.Option(min=100, help="customers of each A/B test")] = AB_CUSTOMERS,
     ab_days: Annotated[int, typer.Option(min=2, help="days of each A/B test")] = AB_DAYS,
@@ -33,15 +38,26 @@ def quickstart(
     scenario = Scenario.default()
     space = scenario.action_space
     console.rule("[bold]nba quickstart")
-    console.print(f"scenario [bold]{scenario.name}[/bold]: {len(scenario.segments)} segments, "
-                  f"{len(scenario.channels)} channels x {len(scenario.contents)} contents x {space.n_slots} send slots "
-                  f"+ no contact = {space.n_actions} actions; {scenario.feature_spec.dim} observation features")
+    console.print(
+        f"scenario [bold]{scenario.name}[/bold]: {len(scenario.segments)} segments, "
+        f"{len(scenario.channels)} channels x {len(scenario.contents)} contents x {space.n_slots} send slots "
+        f"+ no contact = {space.n_actions} actions; {scenario.feature_spec.dim} observation features"
+    )
 
     def progress(description: str, total: int):
         return progress_bar(description, total)
 
-    res = qs.run(out, decisions=decisions, eval_decisions=max(2000, decisions * 2 // 3), customers=customers // 10,
-                 seed=seed, ab_customers=ab_customers, ab_days=ab_days, progress=progress, say=console.print)
+    res = qs.run(
+        out,
+        decisions=decisions,
+        eval_decisions=max(2000, decisions * 2 // 3),
+        customers=customers // 10,
+        seed=seed,
+        ab_customers=ab_customers,
+        ab_days=ab_days,
+        progress=progress,
+        say=console.print,
+    )
     console.print(_quickstart_table(res))
     from training.calibration_report import DAYS, render_report, simulated_inputs
 
@@ -50,19 +66,27 @@ def quickstart(
     checks = calibration.check(inputs.measured)
     console.print(_calibration_table(checks))
     report = render_report(inputs, res.out / "calibration")
-    summary = qs.write_summary(res, {"calibration": {c.target.name: {"measured": c.measured, "ok": c.ok}
-                                                     for c in checks}})
+    summary = qs.write_summary(
+        res, {"calibration": {c.target.name: {"measured": c.measured, "ok": c.ok} for c in checks}}
+    )
     for p in res.promotions:
         console.print(f"promotion: {'[green]moved[/green]' if p.promoted else 'kept'} champion: {p.reason}")
-    challenger = "none" if res.challenger is None else (f"[bold]{res.challenger.policy}[/bold] "
-                                                         f"(version {res.challenger.version})")
-    console.print(f"\nchampion: [bold]{res.champion.policy}[/bold] (version {res.champion.version}), "
-                  f"challenger: {challenger} of registered model nba-policy")
-    console.print(f"Everything is under [bold]{res.out}[/bold]: {summary.name}, decision logs, plots/, "
-                  f"calibration/{report.name}, the MLflow store. Browse the runs with\n"
-                  f"  [bold]mlflow ui --backend-store-uri {res.tracking_uri}[/bold]\n"
-                  f"Serve the champion with\n  [bold]nba serve --tracking-uri {res.tracking_uri}[/bold]\n"
-                  f"Done in {time.perf_counter() - t0:.0f} s.")
+    challenger = (
+        "none"
+        if res.challenger is None
+        else (f"[bold]{res.challenger.policy}[/bold] (version {res.challenger.version})")
+    )
+    console.print(
+        f"\nchampion: [bold]{res.champion.policy}[/bold] (version {res.champion.version}), "
+        f"challenger: {challenger} of registered model nba-policy"
+    )
+    console.print(
+        f"Everything is under [bold]{res.out}[/bold]: {summary.name}, decision logs, plots/, "
+        f"calibration/{report.name}, the MLflow store. Browse the runs with\n"
+        f"  [bold]mlflow ui --backend-store-uri {res.tracking_uri}[/bold]\n"
+        f"Serve the champion with\n  [bold]nba serve --tracking-uri {res.tracking_uri}[/bold]\n"
+        f"Done in {time.perf_counter() - t0:.0f} s."
+    )
     if not all(c.ok for c in checks):
         console.print("[yellow]some calibration figures are outside their tolerance at this population size[/yellow]")
 
@@ -74,12 +98,16 @@ def _quickstart_table(res) -> Table:
     from nba.ope import RANK_STATISTIC
     from training.jobs import BELOW_LOGGING, RANK_BY, UNSUPPORTED
 
-    t = Table(title=f"Policies on the evaluation log (customers unseen in training):\nvalue per decision, "
-                    f"off-policy ({RANK_BY}, 95% interval), exact beside",
-              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    t = Table(
+        title=f"Policies on the evaluation log (customers unseen in training):\nvalue per decision, "
+        f"off-policy ({RANK_BY}, 95% interval), exact beside",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     for col in ("policy", "est.", "95% interval", "flag", "A/B", "exact", "role"):
-        t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right",
-                     no_wrap=True)
+        t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right", no_wrap=True)
     champion = res.champion.version
     challenger = None if res.challenger is None else res.challenger.version
     for r in sorted(res.rows, key=lambda r: (bool(r.flags), -getattr(r.estimate, RANK_STATISTIC))):
@@ -91,10 +119,12 @@ def _quickstart_table(res) -> Table:
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
         t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", flag, ab, truth, role)
     lv = res.logging_value
-    t.caption = (f"logging policy (BAU + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}]"
-                 + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
-                 + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
-                 + "\nA/B vs the champion: won (promoted), lost, guard (a guardrail failed)")
+    t.caption = (
+        f"logging policy (BAU + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}]"
+        + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
+        + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
+        + "\nA/B vs the champion: won (promoted), lost, guard (a guardrail failed)"
+    )
     return t
 
 

@@ -100,23 +100,42 @@ def scenario_check(path: Annotated[Path, typer.Argument(help="TOML/YAML scenario
 
 def scenario_report(
     scenario: ScenarioOpt = None,
-    out: Annotated[Path, typer.Option(help="output folder of the calibration report")] = Path(
-        "nba-runs/calibration"),
-    customers: Annotated[int | None, typer.Option(
-        "--n", "--customers", min=100,
-        help="simulated customers (default: 20,000 for the calibration report, 2,000 beside a --log)")] = None,
+    out: Annotated[Path, typer.Option(help="output folder of the calibration report")] = Path("nba-runs/calibration"),
+    customers: Annotated[
+        int | None,
+        typer.Option(
+            "--n",
+            "--customers",
+            min=100,
+            help="simulated customers (default: 20,000 for the calibration report, 2,000 beside a --log)",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
-    log: Annotated[str | None, typer.Option(
-        "--log", help="decision log URL (sqlite:///decisions.db, postgresql+psycopg://...): print its own figures "
-                      "beside the scenario's under business as usual, instead of the calibration report")] = None,
-    since: Annotated[str | None, typer.Option(
-        help="with --log: decisions from this time on (ISO 8601 date or date-time; UTC unless it has an offset)",
-    )] = None,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="decision log URL (sqlite:///decisions.db, postgresql+psycopg://...): print its own figures "
+            "beside the scenario's under business as usual, instead of the calibration report",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="with --log: decisions from this time on (ISO 8601 date or date-time; UTC unless it has an offset)",
+        ),
+    ] = None,
     until: Annotated[str | None, typer.Option(help="with --log: decisions before this time (as --since)")] = None,
-    days: Annotated[int | None, typer.Option(
-        min=1, help="with --log: days the scenario's run logs (default: the days the log spans, at most 90)")] = None,
-    warmup_days: Annotated[int, typer.Option(
-        min=0, help="with --log: days simulated before the scenario's run logs (contact histories fill)")] = 28,
+    days: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="with --log: days the scenario's run logs (default: the days the log spans, at most 90)"
+        ),
+    ] = None,
+    warmup_days: Annotated[
+        int,
+        typer.Option(min=0, help="with --log: days simulated before the scenario's run logs (contact histories fill)"),
+    ] = 28,
 ) -> None:
     """Write the calibration report (PNG plots + Markdown/HTML) of a scenario against its targets; with --log,
     print how far the scenario is from a decision log's own figures (funnel per channel, response by hour,
@@ -142,15 +161,20 @@ def scenario_report(
     n, days = customers or log_report.CUSTOMERS, days or min(max(mine.span_days, 1), 90)
     description = f"scenario {sc.name!r}: {n:,} customers, {warmup_days} + {days} days"
     with progress_bar(description, warmup_days + days) as tick:
-        theirs = log_report.scenario_figures(sc, customers=n, days=days, seed=seed, purpose=log_report.PURPOSE,
-                                             warmup_days=warmup_days, progress=tick)
+        theirs = log_report.scenario_figures(
+            sc, customers=n, days=days, seed=seed, purpose=log_report.PURPOSE, warmup_days=warmup_days, progress=tick
+        )
     where = sqlalchemy.make_url(log).render_as_string(hide_password=True)
-    title = (f"log {where}: {mine.decisions:,} decisions, {mine.customers:,} customers, {mine.span_days} days\n"
-             f"scenario {sc.name!r} under business as usual: {theirs.decisions:,} decisions, "
-             f"{theirs.customers:,} customers, {days} days")
+    title = (
+        f"log {where}: {mine.decisions:,} decisions, {mine.customers:,} customers, {mine.span_days} days\n"
+        f"scenario {sc.name!r} under business as usual: {theirs.decisions:,} decisions, "
+        f"{theirs.customers:,} customers, {days} days"
+    )
     typer.echo(log_report.render(log_report.compare(mine, theirs), title=title))
-    typer.echo(f"close: within {log_report.TOLERANCE:.0%} of the scenario; noisy: further, but within sampling "
-               f"noise;\nno data: a side has none, or fewer than {log_report.MIN_COUNT} sends or customers behind it.")
+    typer.echo(
+        f"close: within {log_report.TOLERANCE:.0%} of the scenario; noisy: further, but within sampling "
+        f"noise;\nno data: a side has none, or fewer than {log_report.MIN_COUNT} sends or customers behind it."
+    )
     if mine.hour_basis == "UTC":
         typer.echo("hours are UTC: the log's context carries no tz_offset feature.")
 
@@ -167,8 +191,11 @@ def deployment_check(path: Annotated[Path, typer.Argument(help="TOML/YAML deploy
     console.print(load_deployment(path).summary(), highlight=False, soft_wrap=True)
 
 
-def deployment_show(path: Annotated[Path | None, typer.Argument(
-        help="TOML/YAML deployment file (default: the built-in scenario as a deployment)")] = None) -> None:
+def deployment_show(
+    path: Annotated[
+        Path | None, typer.Argument(help="TOML/YAML deployment file (default: the built-in scenario as a deployment)")
+    ] = None,
+) -> None:
     """Print a deployment's canonical content (what its digest is taken of) as JSON."""
     d = load_deployment(path)
     console.print_json(json.dumps({"digest": d.digest, **d.to_dict()}))
@@ -196,6 +223,9 @@ def deployment_update(
     if moved.before == moved.after:
         console.print(f"the log already holds this deployment ({d.digest[:19]}..): nothing to do", highlight=False)
         return
-    console.print(f"moved {moved.decisions:,} decisions onto {d.name!r} ({moved.before[:19]}.. -> {moved.after[:19]}..,"
-                  f" {d.action_space().n_actions} actions); offers added: {list(moved.added) or 'none'}, removed: "
-                  f"{list(moved.removed) or 'none'}", highlight=False)
+    console.print(
+        f"moved {moved.decisions:,} decisions onto {d.name!r} ({moved.before[:19]}.. -> {moved.after[:19]}..,"
+        f" {d.action_space().n_actions} actions); offers added: {list(moved.added) or 'none'}, removed: "
+        f"{list(moved.removed) or 'none'}",
+        highlight=False,
+    )

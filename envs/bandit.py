@@ -88,8 +88,15 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None or self.sim is None:
-            self.sim = Simulation(self.scenario, seed_or_draw(seed, self.np_random), 1, purpose=GYM, decision_hour=None,
-                                  replace_rate=self.replace_rate, penalties=True)
+            self.sim = Simulation(
+                self.scenario,
+                seed_or_draw(seed, self.np_random),
+                1,
+                purpose=GYM,
+                decision_hour=None,
+                replace_rate=self.replace_rate,
+                penalties=True,
+            )
         else:
             self.sim.reset_rows(np.arange(1))
         return self.sim.observe()[0], self._info()
@@ -102,8 +109,12 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
         mask = self.sim.action_mask()[0]
         res = self.sim.step(np.array([a]))
         info = self._info()
-        info.update(expected_reward=float(er[a]), oracle_reward=float(er[mask].max()), outcome=_outcome_info(res, 0),
-                    new_customer=bool(res.replaced[0]))
+        info.update(
+            expected_reward=float(er[a]),
+            oracle_reward=float(er[mask].max()),
+            outcome=_outcome_info(res, 0),
+            new_customer=bool(res.replaced[0]),
+        )
         return self.sim.observe()[0], float(res.reward[0]), False, False, info
 
 
@@ -115,8 +126,14 @@ class BanditVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1024, scenario=None, replace_rate: float = 1 / 30,
-                 info_expected_rewards: bool = False, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        num_envs: int = 1024,
+        scenario=None,
+        replace_rate: float = 1 / 30,
+        info_expected_rewards: bool = False,
+        threads: int | None = None,
+    ) -> None:
         self.scenario = resolve_scenario(scenario)
         self.num_envs = num_envs
         self.replace_rate = replace_rate
@@ -147,8 +164,15 @@ class BanditVectorEnv(VectorEnv):
         if seed is not None or self.sim is None:
             if seed is None:
                 seed = int(np.random.default_rng().integers(0, 2**62))
-            self.sim = make_simulation(self.scenario, seed, self.num_envs, self.threads, decision_hour=None,
-                                       replace_rate=self.replace_rate, penalties=True)
+            self.sim = make_simulation(
+                self.scenario,
+                seed,
+                self.num_envs,
+                self.threads,
+                decision_hour=None,
+                replace_rate=self.replace_rate,
+                penalties=True,
+            )
         else:
             self.sim.reset_rows(np.arange(self.num_envs))
         return self.sim.observe(), self._info()

@@ -48,25 +48,78 @@ class Target:
 
 TARGETS: tuple[Target, ...] = (
     Target("sms_read_3min", "90% of SMS are read within 3 minutes of receipt", 0.90, 0.88, 0.92, ITERABLE),
-    Target("touchpoints_per_purchase", "5 to 20 touchpoints before a purchase (median, messages + visits)",
-           12.5, 5.0, 20.0, AGENCY + "; DESIGN.md"),
-    Target("multichannel_buyers", "73% of shoppers used several channels (share of buyers on 2+ channels)",
-           0.73, 0.66, 0.80, INSIDER),
-    Target("multichannel_spend_ratio", "multi-channel customers spend more (revenue per buyer, 2+ channels vs fewer)",
-           1.5, 1.15, 4.0, INSIDER),
-    Target("omni_revenue_share", "the most omnichannel 7% of customers carry about 27% of revenue",
-           0.27, 0.20, 0.34, HAPTIC),
-    Target("wrong_moment", "a message on the wrong channel or at the wrong moment has little effect or a "
-           "negative one (share of (customer, wrong message) pairs - a cart reminder without a cart, an SMS "
-           "at 03:00 - that earn less than no contact)", 1.0, 0.9, 1.0, QUESTIONPRO),
-    Target("welcome_email_share", "welcome campaigns use email 98%, SMS 19%, push 17%, in-app 12%, web push "
-           "10%, direct mail 10%: the business-as-usual welcome series is by email", 0.98, 0, 1, ITERABLE,
-           kind="input"),
-    Target("welcome_series_length", "welcome series of 1-3 messages (41% of brands), 4-6 (41%), 7+ (18%): "
-           "business-as-usual sends one every 3 days of the 14-day window (4-5)", 5, 0, 10, ITERABLE,
-           kind="input"),
-    Target("promo_email_per_month", "a quarter of brands send fewer than 3 promotional emails a month, a "
-           "quarter more than 10: business-as-usual sends one a week", 4.3, 3, 10, ITERABLE, kind="input"),
+    Target(
+        "touchpoints_per_purchase",
+        "5 to 20 touchpoints before a purchase (median, messages + visits)",
+        12.5,
+        5.0,
+        20.0,
+        AGENCY + "; DESIGN.md",
+    ),
+    Target(
+        "multichannel_buyers",
+        "73% of shoppers used several channels (share of buyers on 2+ channels)",
+        0.73,
+        0.66,
+        0.80,
+        INSIDER,
+    ),
+    Target(
+        "multichannel_spend_ratio",
+        "multi-channel customers spend more (revenue per buyer, 2+ channels vs fewer)",
+        1.5,
+        1.15,
+        4.0,
+        INSIDER,
+    ),
+    Target(
+        "omni_revenue_share",
+        "the most omnichannel 7% of customers carry about 27% of revenue",
+        0.27,
+        0.20,
+        0.34,
+        HAPTIC,
+    ),
+    Target(
+        "wrong_moment",
+        "a message on the wrong channel or at the wrong moment has little effect or a "
+        "negative one (share of (customer, wrong message) pairs - a cart reminder without a cart, an SMS "
+        "at 03:00 - that earn less than no contact)",
+        1.0,
+        0.9,
+        1.0,
+        QUESTIONPRO,
+    ),
+    Target(
+        "welcome_email_share",
+        "welcome campaigns use email 98%, SMS 19%, push 17%, in-app 12%, web push "
+        "10%, direct mail 10%: the business-as-usual welcome series is by email",
+        0.98,
+        0,
+        1,
+        ITERABLE,
+        kind="input",
+    ),
+    Target(
+        "welcome_series_length",
+        "welcome series of 1-3 messages (41% of brands), 4-6 (41%), 7+ (18%): "
+        "business-as-usual sends one every 3 days of the 14-day window (4-5)",
+        5,
+        0,
+        10,
+        ITERABLE,
+        kind="input",
+    ),
+    Target(
+        "promo_email_per_month",
+        "a quarter of brands send fewer than 3 promotional emails a month, a "
+        "quarter more than 10: business-as-usual sends one a week",
+        4.3,
+        3,
+        10,
+        ITERABLE,
+        kind="input",
+    ),
 )
 TARGETS_BY_NAME = {t.name: t for t in TARGETS}
 
@@ -89,9 +142,15 @@ class JourneyStats:
     extra: dict = field(default_factory=dict)
 
 
-def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 180, warmup_days: int = 90,
-                      policy: Policy | None = None, progress: Callable[[int], None] | None = None
-                      ) -> JourneyStats:
+def simulate_journeys(
+    sc: Scenario,
+    n: int = 20_000,
+    seed: int = 0,
+    days: int = 180,
+    warmup_days: int = 90,
+    policy: Policy | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> JourneyStats:
     """Run ``n`` customers for ``days`` under ``policy``; measure the days after ``warmup_days``.
 
     ``policy`` defaults to business as usual. Churned customers stop (they buy nothing more); the
@@ -138,9 +197,16 @@ def simulate_journeys(sc: Scenario, n: int = 20_000, seed: int = 0, days: int = 
             progress(step.day)
     alive = step.alive & ~step.result.churned
     return JourneyStats(
-        revenue=revenue, purchases=purchases, channels_used=used.sum(axis=1), engagements=engagements,
-        touchpoints_at_purchase=np.concatenate(at_purchase), sms_delays_min=np.concatenate(sms_delays or [[]]),
-        sent_per_channel=sent_c, seen_per_channel=seen_c, daily_revenue=daily, churned=~alive,
+        revenue=revenue,
+        purchases=purchases,
+        channels_used=used.sum(axis=1),
+        engagements=engagements,
+        touchpoints_at_purchase=np.concatenate(at_purchase),
+        sms_delays_min=np.concatenate(sms_delays or [[]]),
+        sent_per_channel=sent_c,
+        seen_per_channel=seen_c,
+        daily_revenue=daily,
+        churned=~alive,
         segment=sim.traits.segment.copy(),
     )
 

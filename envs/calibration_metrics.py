@@ -54,8 +54,14 @@ class Funnel:
         return getattr(self, name)
 
 
-def funnel_rates(channels: Sequence[str], reachable: np.ndarray, p_deliver: np.ndarray, p_open: np.ndarray,
-                 p_click: np.ndarray, p_convert: np.ndarray) -> Funnel:
+def funnel_rates(
+    channels: Sequence[str],
+    reachable: np.ndarray,
+    p_deliver: np.ndarray,
+    p_open: np.ndarray,
+    p_click: np.ndarray,
+    p_convert: np.ndarray,
+) -> Funnel:
     """Mean funnel rates per channel from conditional stage probabilities.
 
     Args:
@@ -76,8 +82,9 @@ def funnel_rates(channels: Sequence[str], reachable: np.ndarray, p_deliver: np.n
     return Funnel(tuple(channels), reachable.mean(axis=0), *means)
 
 
-def hour_curves(peak_hour: np.ndarray, segment: np.ndarray, kappa: np.ndarray, hour_norm: np.ndarray,
-                n_segments: int) -> np.ndarray:
+def hour_curves(
+    peak_hour: np.ndarray, segment: np.ndarray, kappa: np.ndarray, hour_norm: np.ndarray, n_segments: int
+) -> np.ndarray:
     """(S, C, 24) mean hour-of-day multiplier of each segment and channel at local hours 0..23.
 
     A customer's multiplier on channel ``c`` at local hour ``h`` is
@@ -97,8 +104,9 @@ def hour_curves(peak_hour: np.ndarray, segment: np.ndarray, kappa: np.ndarray, h
     return out
 
 
-def start_state_curves(sc: Scenario, *, n: int, seed: int, content: str = FUNNEL_CONTENT
-                       ) -> tuple[Funnel, np.ndarray, str]:
+def start_state_curves(
+    sc: Scenario, *, n: int, seed: int, content: str = FUNNEL_CONTENT
+) -> tuple[Funnel, np.ndarray, str]:
     """The funnel and hour curves of ``n`` customers of ``sc`` (seed ``seed``) at their start state.
 
     The funnel is the exact one of a ``content`` message sent now on each channel, at a random moment
@@ -153,9 +161,9 @@ def top_share(revenue: np.ndarray, order: np.ndarray, share: float = TOP_SHARE) 
     return float(revenue[top].sum() / total) if total > 0 else float("nan")
 
 
-def revenue_per_buyer_by_channels(revenue: np.ndarray, purchases: np.ndarray, channels_used: np.ndarray,
-                                  max_channels: int = MAX_CHANNELS_BUCKET
-                                  ) -> tuple[list[str], np.ndarray, np.ndarray]:
+def revenue_per_buyer_by_channels(
+    revenue: np.ndarray, purchases: np.ndarray, channels_used: np.ndarray, max_channels: int = MAX_CHANNELS_BUCKET
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Mean revenue per buyer by channels used (0, 1, ..., ``max_channels``+).
 
     Returns ``(labels, mean revenue per buyer, number of buyers)``; an empty bucket has NaN revenue.

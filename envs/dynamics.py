@@ -128,8 +128,14 @@ class Pending:
 
 
 def apply_outcome(
-    sc: Scenario, space: ActionSpace, tr: Traits, st: State, pending: Pending, actions: np.ndarray,
-    t: ContactTerms, out: Outcome,
+    sc: Scenario,
+    space: ActionSpace,
+    tr: Traits,
+    st: State,
+    pending: Pending,
+    actions: np.ndarray,
+    t: ContactTerms,
+    out: Outcome,
 ) -> EventTimes:
     """Queue the sends, engagements and purchases of each row's decision (``actions`` (N,)) in
     ``pending`` with their times, until :func:`settle`; opt-outs and churn take effect at once (the
@@ -181,7 +187,6 @@ def settle(sc: Scenario, st: State, hist: History, pending: Pending) -> None:
         st.cart_until[rows] = np.where(open_then, when, until)
 
 
-
 def _flat(x: np.ndarray) -> np.ndarray:
     """A 1-D view of the (N, C) array ``x`` (ValueError rather than a copy that writes would miss)."""
     if not x.flags.c_contiguous:
@@ -189,8 +194,9 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1)
 
 
-def advance(sc: Scenario, sa: ScenarioArrays, tr: Traits, st: State, hist: History, m: Moment,
-            dt_h: np.ndarray, u: np.ndarray) -> np.ndarray:
+def advance(
+    sc: Scenario, sa: ScenarioArrays, tr: Traits, st: State, hist: History, m: Moment, dt_h: np.ndarray, u: np.ndarray
+) -> np.ndarray:
     """Let ``dt_h`` hours pass for every row; ``u`` is (N, ADVANCE_WIDTH). Returns who churned now."""
     day = dt_h / 24.0
     p_leave = -np.expm1(-sa.churn_daily[m.stage] * day)

@@ -112,30 +112,50 @@ class SimulatedAB:
         if treatment not in self.potential_metrics:
             raise ValueError(f"treatment: unknown arm {treatment!r}; arms: {list(self.arms)}")
         if guardrail.metric not in self.potential_metrics[treatment]:
-            raise ValueError(f"guardrail {guardrail.name!r}: metric: {guardrail.metric!r} is not measured; "
-                             f"valid: {', '.join(METRICS)}")
+            raise ValueError(
+                f"guardrail {guardrail.name!r}: metric: {guardrail.metric!r} is not measured; "
+                f"valid: {', '.join(METRICS)}"
+            )
         mt = self.potential_metrics[treatment][guardrail.metric].mean()
         mc = self.potential_metrics[self.control][guardrail.metric].mean()
         return float(ab.worsening(guardrail, mt, 0.0, mc, 0.0)[0])
 
-    def guardrails(self, treatment: str, guardrails: tuple[ab.Guardrail, ...] = ab.DEFAULT_GUARDRAILS, *,
-                   alpha: float = 0.05) -> tuple[ab.GuardrailTest, ...]:
+    def guardrails(
+        self, treatment: str, guardrails: tuple[ab.Guardrail, ...] = ab.DEFAULT_GUARDRAILS, *, alpha: float = 0.05
+    ) -> tuple[ab.GuardrailTest, ...]:
         """Each guardrail's always-valid non-inferiority test over the daily looks of its metric."""
         checked = ab.check_guardrails(guardrails, METRICS)
-        return tuple(ab.noninferiority_sequential(self.looks(g.metric), treatment, self.control, g, alpha=alpha)
-                     for g in checked)
+        return tuple(
+            ab.noninferiority_sequential(self.looks(g.metric), treatment, self.control, g, alpha=alpha) for g in checked
+        )
 
-    def analyse(self, treatment: str, *, tau: float | None = None, alpha: float = 0.05, level: float = 0.95,
-                cuped: bool | None = None) -> ab.Analysis:
+    def analyse(
+        self,
+        treatment: str,
+        *,
+        tau: float | None = None,
+        alpha: float = 0.05,
+        level: float = 0.95,
+        cuped: bool | None = None,
+    ) -> ab.Analysis:
         """:func:`nba.ab.analyse` of the total reward: Welch, CUPED (with a pre-period), mSPRT (with ``tau``)."""
         cuped = self.pre_days > 0 if cuped is None else cuped
-        return ab.analyse(self.reward, self.arm, treatment, self.control,
-                          covariate=self.pre_reward if cuped else None,
-                          looks=self.looks() if tau is not None else None, tau=tau, alpha=alpha, level=level)
+        return ab.analyse(
+            self.reward,
+            self.arm,
+            treatment,
+            self.control,
+            covariate=self.pre_reward if cuped else None,
+            looks=self.looks() if tau is not None else None,
+            tau=tau,
+            alpha=alpha,
+            level=level,
+        )
 
 
-def _check(arms: Mapping[str, Policy], splits: Mapping[str, float] | None, control: str, n: int, days: int,
-           pre_days: int) -> dict[str, float]:
+def _check(
+    arms: Mapping[str, Policy], splits: Mapping[str, float] | None, control: str, n: int, days: int, pre_days: int
+) -> dict[str, float]:
     if not arms:
         raise ValueError("arms: expected at least one arm name -> policy")
     splits = {a: 1.0 for a in arms} if splits is None else dict(splits)
@@ -155,8 +175,17 @@ def _check(arms: Mapping[str, Policy], splits: Mapping[str, float] | None, contr
 class _Run:
     """One pass over the population: ``pre_days`` under the control policy, then ``days`` by arm."""
 
-    def __init__(self, scenario: Scenario, seed: int, n: int, purpose: str, log: DecisionLog | None = None,
-                 ids: np.ndarray | None = None, experiment: str = "", arm_names: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        n: int,
+        purpose: str,
+        log: DecisionLog | None = None,
+        ids: np.ndarray | None = None,
+        experiment: str = "",
+        arm_names: tuple[str, ...] = (),
+    ) -> None:
         self.sim = Simulation(scenario, seed, n, purpose=purpose, decision_hour=scenario.journey_decision_hour)
         self.purpose, self.purpose_code = purpose, purpose_code(purpose)
         self.alive = np.ones(n, bool)
@@ -165,8 +194,13 @@ class _Run:
         self.log, self.ids, self.experiment, self.arm_names = log, ids, experiment, arm_names
         self.actions: list[np.ndarray] = []  # every step's actions, the pre-period's included
 
-    def step(self, policies: list[Policy], arm_index: np.ndarray, in_experiment: bool = True,
-             replay: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def step(
+        self,
+        policies: list[Policy],
+        arm_index: np.ndarray,
+        in_experiment: bool = True,
+        replay: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One day. ``replay = (actions, rows)``: the rows of the (n,) mask ``rows`` take the given
         actions instead of asking their policy (a counterfactual run reusing the main run's choices)."""
         sim = self.sim
@@ -189,13 +223,25 @@ class _Run:
         res = sim.step(actions)
         self.actions.append(actions)
         if self.log is not None:
-            self._write(before, Decisions(actions, probs[np.arange(sim.n), actions], probs), res, policies,
-                        arm_index, in_experiment)
+            self._write(
+                before,
+                Decisions(actions, probs[np.arange(sim.n), actions], probs),
+                res,
+                policies,
+                arm_index,
+                in_experiment,
+            )
         live = self.alive.copy()
         out = res.outcome
-        metrics = {"reward": res.reward, "revenue": out.revenue, "cost": out.cost,
-                   "sent": out.sent, "converted": out.converted, "opted_out": out.opted_out,
-                   "churned": res.churned}
+        metrics = {
+            "reward": res.reward,
+            "revenue": out.revenue,
+            "cost": out.cost,
+            "sent": out.sent,
+            "converted": out.converted,
+            "opted_out": out.opted_out,
+            "churned": res.churned,
+        }
         metrics = {k: np.where(live, np.asarray(v, np.float64), 0.0) for k, v in metrics.items()}  # METRICS' order
         self.alive &= ~res.churned
         self.day += 1
@@ -207,12 +253,17 @@ class _Run:
         from envs.log_writer import PreStep
 
         sim = self.sim
-        return PreStep(customer_id=self.ids, now=sim.state.now.astype(np.float64, copy=True),
-                       tz_offset=sim.traits.tz_offset.astype(np.float64, copy=True),
-                       context=np.asarray(X, np.float32), eligible=np.array(mask, bool))
+        return PreStep(
+            customer_id=self.ids,
+            now=sim.state.now.astype(np.float64, copy=True),
+            tz_offset=sim.traits.tz_offset.astype(np.float64, copy=True),
+            context=np.asarray(X, np.float32),
+            eligible=np.array(mask, bool),
+        )
 
-    def _write(self, before, decisions: Decisions, res, policies: list[Policy], arm_index: np.ndarray,
-               in_experiment: bool) -> None:
+    def _write(
+        self, before, decisions: Decisions, res, policies: list[Policy], arm_index: np.ndarray, in_experiment: bool
+    ) -> None:
         from envs.log_writer import step_records
 
         assert self.log is not None and self.ids is not None
@@ -222,17 +273,35 @@ class _Run:
             rows = np.flatnonzero((arm_index == k) & self.alive)
             if rows.size == 0:
                 continue
-            dec, outs = step_records(self.sim, before, decisions, res, decision_ids=ids, policy=policy.name,
-                                     experiment=self.experiment if in_experiment else "",
-                                     arm=self.arm_names[k] if in_experiment else "", rows=rows)
+            dec, outs = step_records(
+                self.sim,
+                before,
+                decisions,
+                res,
+                decision_ids=ids,
+                policy=policy.name,
+                experiment=self.experiment if in_experiment else "",
+                arm=self.arm_names[k] if in_experiment else "",
+                rows=rows,
+            )
             self.log.log_decisions(dec)
             self.log.log_outcomes(outs)
 
 
-def _simulate(scenario: Scenario, seed: int, purpose: str, n: int, policies: list[Policy], arm_index: np.ndarray,
-              control: int, days: int, pre_days: int, progress: Callable[[int], None] | None,
-              run: _Run | None = None, replay: tuple[list[np.ndarray], np.ndarray] | None = None
-              ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], float, _Run]:
+def _simulate(
+    scenario: Scenario,
+    seed: int,
+    purpose: str,
+    n: int,
+    policies: list[Policy],
+    arm_index: np.ndarray,
+    control: int,
+    days: int,
+    pre_days: int,
+    progress: Callable[[int], None] | None,
+    run: _Run | None = None,
+    replay: tuple[list[np.ndarray], np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], float, _Run]:
     """(metric -> (n, days) daily values, (n,) pre-period reward, metric -> (n,) totals, start hour, run).
 
     ``replay = (actions of each step, rows)``: those rows take an earlier run's actions (see ``_Run.step``)."""
@@ -258,11 +327,23 @@ def _simulate(scenario: Scenario, seed: int, purpose: str, n: int, policies: lis
     return daily, pre, totals, start, run
 
 
-def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5000, days: int = 14,
-                   seed: int = 0, purpose: str, experiment: str = "ab", control: str = "champion",
-                   splits: Mapping[str, float] | None = None, pre_days: int = 0, truth: bool = True,
-                   log: DecisionLog | None = None, progress: Callable[[int], None] | None = None,
-                   replay: bool = True) -> SimulatedAB:
+def run_experiment(
+    scenario: Scenario,
+    arms: Mapping[str, Policy],
+    *,
+    n: int = 5000,
+    days: int = 14,
+    seed: int = 0,
+    purpose: str,
+    experiment: str = "ab",
+    control: str = "champion",
+    splits: Mapping[str, float] | None = None,
+    pre_days: int = 0,
+    truth: bool = True,
+    log: DecisionLog | None = None,
+    progress: Callable[[int], None] | None = None,
+    replay: bool = True,
+) -> SimulatedAB:
     """Simulate an A/B test of ``arms`` (arm name → policy) on ``n`` customers for ``days`` days.
 
     Args:
@@ -300,19 +381,34 @@ def run_experiment(scenario: Scenario, arms: Mapping[str, Policy], *, n: int = 5
 
         log.set_layout(scenario_layout(scenario))
         run = _Run(scenario, seed, n, purpose, log, ids, experiment, names)
-    daily, pre, totals, start, main = _simulate(scenario, seed, purpose, n, policies, arm_index, c, days, pre_days,
-                                                progress, run)
+    daily, pre, totals, start, main = _simulate(
+        scenario, seed, purpose, n, policies, arm_index, c, days, pre_days, progress, run
+    )
     true_daily = potential = potential_metrics = None
     if truth:
         true_daily, potential, potential_metrics = {}, {}, {}
         for k, a in enumerate(names):
             again = (main.actions, arm_index == k) if replay else None
-            d, _, tot, _, _ = _simulate(scenario, seed, purpose, n, policies, np.full(n, k), c, days, pre_days, None,
-                                        replay=again)
+            d, _, tot, _, _ = _simulate(
+                scenario, seed, purpose, n, policies, np.full(n, k), c, days, pre_days, None, replay=again
+            )
             true_daily[a] = np.cumsum(d["reward"], axis=1).mean(axis=0)
             potential[a] = tot["reward"]
             potential_metrics[a] = tot
-    return SimulatedAB(experiment=experiment, control=control, arms=names, customer_id=ids, arm=arm,
-                       daily_reward=daily["reward"], pre_reward=pre, metrics=totals, true_daily=true_daily,
-                       potential_reward=potential, seed=seed, pre_days=pre_days, start_h=start,
-                       daily_metrics=daily, potential_metrics=potential_metrics)
+    return SimulatedAB(
+        experiment=experiment,
+        control=control,
+        arms=names,
+        customer_id=ids,
+        arm=arm,
+        daily_reward=daily["reward"],
+        pre_reward=pre,
+        metrics=totals,
+        true_daily=true_daily,
+        potential_reward=potential,
+        seed=seed,
+        pre_days=pre_days,
+        start_h=start,
+        daily_metrics=daily,
+        potential_metrics=potential_metrics,
+    )

@@ -68,8 +68,13 @@ class JourneyEnv(gym.Env[np.ndarray, np.int64]):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None or self.sim is None:
-            self.sim = Simulation(self.scenario, seed_or_draw(seed, self.np_random), 1, purpose=GYM,
-                                  decision_hour=self.scenario.journey_decision_hour)
+            self.sim = Simulation(
+                self.scenario,
+                seed_or_draw(seed, self.np_random),
+                1,
+                purpose=GYM,
+                decision_hour=self.scenario.journey_decision_hour,
+            )
         else:
             self.sim.reset_rows(np.arange(1))
         self.day = 0
@@ -97,8 +102,9 @@ class JourneyVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1024, scenario=None, horizon_days: int | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, num_envs: int = 1024, scenario=None, horizon_days: int | None = None, threads: int | None = None
+    ) -> None:
         self.scenario = resolve_scenario(scenario)
         self.num_envs = num_envs
         self.horizon_days = horizon_days or self.scenario.horizon_days
@@ -116,8 +122,9 @@ class JourneyVectorEnv(VectorEnv):
         if seed is not None or self.sim is None:
             if seed is None:
                 seed = int(np.random.default_rng().integers(0, 2**62))
-            self.sim = make_simulation(self.scenario, seed, self.num_envs, self.threads,
-                                       decision_hour=self.scenario.journey_decision_hour)
+            self.sim = make_simulation(
+                self.scenario, seed, self.num_envs, self.threads, decision_hour=self.scenario.journey_decision_hour
+            )
         else:
             self.sim.reset_rows(np.arange(self.num_envs))
         self.day[:] = 0

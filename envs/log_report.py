@@ -75,9 +75,14 @@ TOP_SHARE = 0.10  # the top customers of the revenue concentration figure
 CHUNK_ROWS = 100_000
 _EVENTS = ("delivered", "opened", "clicked", "converted", "opted_out")
 # the per-channel figures: (name, numerator, denominator); "all" is every channel's sends
-FUNNEL = (("send share", "sent", "all"), ("delivered / sent", "delivered", "sent"),
-          ("opened / delivered", "opened", "delivered"), ("clicked / opened", "clicked", "opened"),
-          ("converted / clicked", "converted", "clicked"), ("opt-outs / send", "opted_out", "sent"))
+FUNNEL = (
+    ("send share", "sent", "all"),
+    ("delivered / sent", "delivered", "sent"),
+    ("opened / delivered", "opened", "delivered"),
+    ("clicked / opened", "clicked", "opened"),
+    ("converted / clicked", "converted", "clicked"),
+    ("opt-outs / send", "opted_out", "sent"),
+)
 
 
 @dataclass(frozen=True)
@@ -131,13 +136,31 @@ class LogFigures:
         """The figures of a log with no decisions."""
         c = len(channels)
         z = lambda k: np.zeros(k, np.int64)  # noqa: E731
-        return cls(channels=tuple(channels), decisions=0, customers=0, customer_days=0.0, first_time=math.nan,
-                   last_time=math.nan, sent=z(c),
-                   delivered=z(c), opened=z(c), clicked=z(c), converted=z(c), opted_out=z(c),
-                   sent_by_hour=z(24), opened_by_hour=z(24), hour_basis="UTC", contacts_to_convert=z(0),
-                   revenue=0.0, revenue_top_share=math.nan, revenue_gini=math.nan,
-                   funnel_se=np.full((len(FUNNEL), c), math.nan), hour_se=np.full(24, math.nan),
-                   contact_se=math.nan, weekly_se=math.nan)
+        return cls(
+            channels=tuple(channels),
+            decisions=0,
+            customers=0,
+            customer_days=0.0,
+            first_time=math.nan,
+            last_time=math.nan,
+            sent=z(c),
+            delivered=z(c),
+            opened=z(c),
+            clicked=z(c),
+            converted=z(c),
+            opted_out=z(c),
+            sent_by_hour=z(24),
+            opened_by_hour=z(24),
+            hour_basis="UTC",
+            contacts_to_convert=z(0),
+            revenue=0.0,
+            revenue_top_share=math.nan,
+            revenue_gini=math.nan,
+            funnel_se=np.full((len(FUNNEL), c), math.nan),
+            hour_se=np.full(24, math.nan),
+            contact_se=math.nan,
+            weekly_se=math.nan,
+        )
 
     @property
     def span_days(self) -> int:
@@ -163,6 +186,7 @@ class LogFigures:
         """``(figure, channel or "") -> Figure``, in report order; nan where fewer than ``min_count``
         sends (or customers) stand behind a figure. Channels without sends and hours with fewer than
         ``min_count`` sends are left out (:func:`compare` counts a side's missing ones as no data)."""
+
         def rate(num: float, den: float, se: float) -> Figure:
             return Figure(float(num / den), float(se)) if den >= max(min_count, 1) else NO_DATA
 
@@ -173,12 +197,19 @@ class LogFigures:
         out: dict[tuple[str, str], Figure] = {
             ("contact rate", ""): rate(total, self.decisions, self.contact_se),
             ("no-contact share", ""): rate(self.decisions - total, self.decisions, self.contact_se),
-            ("contacts / customer-week", ""): plain(7.0 * total / max(self.customer_days, 1e-9),
-                                                     self.customers >= min_count, self.weekly_se),
+            ("contacts / customer-week", ""): plain(
+                7.0 * total / max(self.customer_days, 1e-9), self.customers >= min_count, self.weekly_se
+            ),
         }
-        counts = {"all": np.full(len(self.channels), total), "sent": self.sent, "delivered": self.delivered,
-                  "opened": self.opened, "clicked": self.clicked, "converted": self.converted,
-                  "opted_out": self.opted_out}
+        counts = {
+            "all": np.full(len(self.channels), total),
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "opened": self.opened,
+            "clicked": self.clicked,
+            "converted": self.converted,
+            "opted_out": self.opted_out,
+        }
         for c, channel in enumerate(self.channels):
             if self.sent[c] == 0:
                 continue
@@ -186,7 +217,8 @@ class LogFigures:
                 out[(name, channel)] = rate(counts[num][c], counts[den][c], self.funnel_se[k, c])
         for h in np.flatnonzero(self.sent_by_hour >= max(min_count, 1)).tolist():
             out[(f"opens / send at {h:02d}h {self.hour_basis}", "")] = rate(
-                self.opened_by_hour[h], self.sent_by_hour[h], self.hour_se[h])
+                self.opened_by_hour[h], self.sent_by_hour[h], self.hour_se[h]
+            )
         enough = self.converters >= min_count
         out[("contacts to 1st conversion, median", "")] = plain(self.contacts_quantile(0.5), enough)
         out[("contacts to 1st conversion, p90", "")] = plain(self.contacts_quantile(0.9), enough)
@@ -211,8 +243,14 @@ class _Chunk:
     first_conversion: np.ndarray  # time of the decision's conversion, inf without one
 
 
-def _chunks(log: DecisionLog, since: float | None, until: float | None, tz_feature: int | None,
-            context_dim: int, chunk_rows: int):
+def _chunks(
+    log: DecisionLog,
+    since: float | None,
+    until: float | None,
+    tz_feature: int | None,
+    context_dim: int,
+    chunk_rows: int,
+):
     """Pages of ``chunk_rows`` decisions with decision time in ``[since, until)``, in insertion order.
 
     Keyset pagination on ``seq`` as :meth:`DecisionLog.iter_batches`, reading only the columns the
@@ -229,15 +267,15 @@ def _chunks(log: DecisionLog, since: float | None, until: float | None, tz_featu
     last = -1
     while True:
         with log.engine.connect() as conn:
-            rows = conn.execute(sa.select(*cols).where(d.seq > last, *filters).order_by(d.seq)
-                                .limit(chunk_rows)).all()
+            rows = conn.execute(sa.select(*cols).where(d.seq > last, *filters).order_by(d.seq).limit(chunk_rows)).all()
             if not rows:
                 return
             seq = np.fromiter((r[0] for r in rows), np.int64, len(rows))
             hits = conn.execute(
                 sa.select(d.seq, o.event, o.time, o.value)
                 .select_from(log.outcomes.join(log.decisions, d.decision_id == o.decision_id))
-                .where(d.seq > last, d.seq <= int(seq[-1]), o.event.in_(_EVENTS), *filters)).all()
+                .where(d.seq > last, d.seq <= int(seq[-1]), o.event.in_(_EVENTS), *filters)
+            ).all()
         n = len(rows)
         c = list(zip(*rows, strict=True))
         tz = None
@@ -256,9 +294,16 @@ def _chunks(log: DecisionLog, since: float | None, until: float | None, tz_featu
             conv = event == "converted"
             value = np.bincount(row[conv], weights=np.array(h[3], np.float64)[conv], minlength=n)
             np.minimum.at(first, row[conv], np.array(h[2], np.float64)[conv])
-        yield _Chunk(customer_id=np.array(c[1], dtype=object), time=np.array(c[2], np.float64),
-                     action=np.array(c[3], np.int64), send_at=np.array(c[4], np.float64), tz_offset=tz,
-                     happened=happened, value=value, first_conversion=first)
+        yield _Chunk(
+            customer_id=np.array(c[1], dtype=object),
+            time=np.array(c[2], np.float64),
+            action=np.array(c[3], np.int64),
+            send_at=np.array(c[4], np.float64),
+            tz_offset=tz,
+            happened=happened,
+            value=value,
+            first_conversion=first,
+        )
         last = int(seq[-1])
         if n < chunk_rows:
             return
@@ -306,8 +351,9 @@ def _ratio_se(y: np.ndarray, x: np.ndarray) -> float:
     return math.sqrt(float(np.dot(r, r)) * n / (n - 1)) / total
 
 
-def log_figures(log: DecisionLog, *, since: float | None = None, until: float | None = None,
-                chunk_rows: int = CHUNK_ROWS) -> LogFigures:
+def log_figures(
+    log: DecisionLog, *, since: float | None = None, until: float | None = None, chunk_rows: int = CHUNK_ROWS
+) -> LogFigures:
     """The figures of the decisions of ``log`` made in ``[since, until)`` (hours since the epoch, UTC).
 
     Channels come from the log's action space (its layout's ``action_space``); a log without one
@@ -332,11 +378,20 @@ def log_figures(log: DecisionLog, *, since: float | None = None, until: float | 
         ev = ch.happened
         clicked = ev["clicked"] & (chan >= 0)
         opened = (ev["opened"] & (chan >= 0)) | clicked  # each event implies the ones before it
-        page = {"customer": ch.customer_id, "time": ch.time, "channel": chan, "send_at": ch.send_at,
-                "hour": np.where(chan >= 0, _send_hour(ch.send_at, ch.tz_offset), -1), "value": ch.value,
-                "first": ch.first_conversion, "clicked": clicked, "opened": opened,
-                "delivered": (ev["delivered"] & (chan >= 0)) | opened, "converted": ev["converted"] & clicked,
-                "opted_out": ev["opted_out"] & (chan >= 0)}
+        page = {
+            "customer": ch.customer_id,
+            "time": ch.time,
+            "channel": chan,
+            "send_at": ch.send_at,
+            "hour": np.where(chan >= 0, _send_hour(ch.send_at, ch.tz_offset), -1),
+            "value": ch.value,
+            "first": ch.first_conversion,
+            "clicked": clicked,
+            "opened": opened,
+            "delivered": (ev["delivered"] & (chan >= 0)) | opened,
+            "converted": ev["converted"] & clicked,
+            "opted_out": ev["opted_out"] & (chan >= 0),
+        }
         for k in keep:
             parts[k].append(page[k])
     if not parts["time"]:
@@ -382,22 +437,45 @@ def log_figures(log: DecisionLog, *, since: float | None = None, until: float | 
     revenue = np.bincount(code, weights=d["value"], minlength=m)
     share, gini = _concentration(revenue)
     return LogFigures(
-        channels=channels, decisions=int(code.size), customers=int(m), customer_days=float(days.sum()),
-        first_time=float(d["time"].min()), last_time=float(d["time"].max()),
-        sent=counts["sent"], delivered=counts["delivered"], opened=counts["opened"], clicked=counts["clicked"],
-        converted=counts["converted"], opted_out=counts["opted_out"], sent_by_hour=sent_h, opened_by_hour=opened_h,
+        channels=channels,
+        decisions=int(code.size),
+        customers=int(m),
+        customer_days=float(days.sum()),
+        first_time=float(d["time"].min()),
+        last_time=float(d["time"].max()),
+        sent=counts["sent"],
+        delivered=counts["delivered"],
+        opened=counts["opened"],
+        clicked=counts["clicked"],
+        converted=counts["converted"],
+        opted_out=counts["opted_out"],
+        sent_by_hour=sent_h,
+        opened_by_hour=opened_h,
         hour_basis="UTC" if tz_feature is None else "local",
         contacts_to_convert=np.bincount(before[converters]) if converters.any() else np.zeros(0, np.int64),
-        revenue=float(revenue.sum()), revenue_top_share=share, revenue_gini=gini, funnel_se=funnel_se,
-        hour_se=hour_se, contact_se=_ratio_se(sent_all, per_customer(np.ones_like(contact))),
+        revenue=float(revenue.sum()),
+        revenue_top_share=share,
+        revenue_gini=gini,
+        funnel_se=funnel_se,
+        hour_se=hour_se,
+        contact_se=_ratio_se(sent_all, per_customer(np.ones_like(contact))),
         weekly_se=7.0 * _ratio_se(sent_all, days),
     )
 
 
 # ----------------------------------------------------------------------------- the scenario's side
-def simulate_log(log: DecisionLog, scenario: Scenario, *, customers: int, days: int, seed: int, purpose: str,
-                 warmup_days: int = WARMUP_DAYS, policy: Policy | None = None,
-                 progress: Callable[[int], None] | None = None) -> int:
+def simulate_log(
+    log: DecisionLog,
+    scenario: Scenario,
+    *,
+    customers: int,
+    days: int,
+    seed: int,
+    purpose: str,
+    warmup_days: int = WARMUP_DAYS,
+    policy: Policy | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Write ``days`` days of ``customers`` journeys of ``(seed, purpose)`` under ``policy`` (default:
     business as usual) into ``log``, after ``warmup_days`` simulated but not logged; returns the
     decisions written.
@@ -423,8 +501,9 @@ def simulate_log(log: DecisionLog, scenario: Scenario, *, customers: int, days: 
         d = replace(decided.decisions, actions=np.where(alive, decided.action, 0))
         res = sim.step(d.actions)
         if before is not None and alive.any():
-            dec, outs = step_records(sim, before, d, res, decision_ids=f"{purpose}/s{seed}:{day}:" + rows,
-                                     policy=policy.name, rows=alive)
+            dec, outs = step_records(
+                sim, before, d, res, decision_ids=f"{purpose}/s{seed}:{day}:" + rows, policy=policy.name, rows=alive
+            )
             written += log.log(dec, outs)[0]
         alive &= ~res.churned
         if progress is not None:
@@ -432,15 +511,30 @@ def simulate_log(log: DecisionLog, scenario: Scenario, *, customers: int, days: 
     return written
 
 
-def scenario_figures(scenario: Scenario, *, customers: int = CUSTOMERS, days: int = DAYS, seed: int = 0,
-                     purpose: str, warmup_days: int = WARMUP_DAYS,
-                     progress: Callable[[int], None] | None = None) -> LogFigures:
+def scenario_figures(
+    scenario: Scenario,
+    *,
+    customers: int = CUSTOMERS,
+    days: int = DAYS,
+    seed: int = 0,
+    purpose: str,
+    warmup_days: int = WARMUP_DAYS,
+    progress: Callable[[int], None] | None = None,
+) -> LogFigures:
     """The figures of the log ``scenario`` writes under business as usual (:func:`simulate_log` into a
     temporary SQLite log, read back by :func:`log_figures`)."""
     with tempfile.TemporaryDirectory(prefix="nba-log-report-") as tmp:
         with DecisionLog(f"sqlite:///{Path(tmp) / 'scenario.db'}") as log:
-            simulate_log(log, scenario, customers=customers, days=days, seed=seed, purpose=purpose,
-                         warmup_days=warmup_days, progress=progress)
+            simulate_log(
+                log,
+                scenario,
+                customers=customers,
+                days=days,
+                seed=seed,
+                purpose=purpose,
+                warmup_days=warmup_days,
+                progress=progress,
+            )
             return log_figures(log)
 
 
@@ -486,8 +580,9 @@ def _ratio(log: float, scenario: float) -> float:
     return log / scenario if scenario != 0 else math.inf
 
 
-def compare(log: LogFigures, scenario: LogFigures, *, tolerance: float = TOLERANCE,
-            min_count: int = MIN_COUNT) -> list[Row]:
+def compare(
+    log: LogFigures, scenario: LogFigures, *, tolerance: float = TOLERANCE, min_count: int = MIN_COUNT
+) -> list[Row]:
     """Every figure of either side, the scenario's order first; a figure one side lacks (a channel it
     never sent on, an hour without sends) or bases on fewer than ``min_count`` sends is "no data"."""
     a, b = log.values(min_count), scenario.values(min_count)
@@ -540,8 +635,9 @@ def parse_time(text: str) -> float:
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"expected an ISO 8601 date or date-time (2026-05-01T08:00) or hours since the epoch, "
-                         f"got {text!r}") from None
+        raise ValueError(
+            f"expected an ISO 8601 date or date-time (2026-05-01T08:00) or hours since the epoch, got {text!r}"
+        ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.timestamp() / 3600.0

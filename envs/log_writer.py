@@ -64,8 +64,11 @@ def scenario_layout(scenario: Scenario) -> LogLayout:
         context_dim=scenario.feature_spec.dim,
         n_actions=space.n_actions,
         feature_names=tuple(scenario.feature_spec.names),
-        action_space={"channels": list(space.channels), "contents": list(space.contents),
-                      "send_slots": list(space.send_slots)},
+        action_space={
+            "channels": list(space.channels),
+            "contents": list(space.contents),
+            "send_slots": list(space.send_slots),
+        },
     )
 
 
@@ -86,8 +89,10 @@ class CustomerIds:
 
     def ids(self, rows: np.ndarray | None = None) -> np.ndarray:
         rows = np.arange(len(self.generation)) if rows is None else np.asarray(rows)
-        return np.array([f"{self.prefix}{r}.{g}" for r, g in zip(rows.tolist(), self.generation[rows].tolist(),
-                                                                      strict=True)], dtype=object)
+        return np.array(
+            [f"{self.prefix}{r}.{g}" for r, g in zip(rows.tolist(), self.generation[rows].tolist(), strict=True)],
+            dtype=object,
+        )
 
     def advance(self, replaced: np.ndarray) -> None:
         self.generation += np.asarray(replaced, bool)
@@ -104,8 +109,13 @@ class PreStep:
     eligible: np.ndarray  # (N, A) bool: the contact policy's mask
 
     @classmethod
-    def of(cls, sim: Simulation, customers: CustomerIds, context: np.ndarray | None = None,
-           eligible: np.ndarray | None = None) -> PreStep:
+    def of(
+        cls,
+        sim: Simulation,
+        customers: CustomerIds,
+        context: np.ndarray | None = None,
+        eligible: np.ndarray | None = None,
+    ) -> PreStep:
         """Snapshot ``sim`` before :meth:`Simulation.step` (pass the context and mask already observed)."""
         return cls(
             customer_id=customers.ids(),
@@ -117,8 +127,16 @@ class PreStep:
 
 
 def step_records(
-    sim: Simulation, before: PreStep, decisions: Decisions, result: StepResult, *, decision_ids: np.ndarray,
-    policy: str, version: str = "0", experiment: str | np.ndarray = "", arm: str | np.ndarray = "",
+    sim: Simulation,
+    before: PreStep,
+    decisions: Decisions,
+    result: StepResult,
+    *,
+    decision_ids: np.ndarray,
+    policy: str,
+    version: str = "0",
+    experiment: str | np.ndarray = "",
+    arm: str | np.ndarray = "",
     rows: np.ndarray | None = None,
 ) -> tuple[DecisionRecords, OutcomeRecords]:
     """One simulated step as decisions and outcome events (see the module docstring).
@@ -138,12 +156,15 @@ def step_records(
         rows = np.flatnonzero(rows)
     actions = np.asarray(decisions.actions, np.int64)
     if actions.shape != (n,) or np.shape(decision_ids) != (n,):
-        raise ValueError(f"decisions: expected {n} actions and decision ids, got {actions.shape} and "
-                         f"{np.shape(decision_ids)}")
+        raise ValueError(
+            f"decisions: expected {n} actions and decision ids, got {actions.shape} and {np.shape(decision_ids)}"
+        )
     blocked = np.flatnonzero(result.blocked[rows])
     if blocked.size:
-        raise ValueError(f"action: row {int(rows[blocked[0]])}: blocked by the contact policy; a logged action "
-                         "must be eligible under the mask the simulation enforced")
+        raise ValueError(
+            f"action: row {int(rows[blocked[0]])}: blocked by the contact policy; a logged action "
+            "must be eligible under the mask the simulation enforced"
+        )
     space, out = sim.space, result.outcome
     a = actions[rows]
     send_at = result.times.send_at[rows]
@@ -178,8 +199,14 @@ def step_records(
     parts = []
     for name, happened, when, value in events:
         k = np.flatnonzero(happened)
-        parts.append((k, np.full(k.size, name, dtype=object), np.asarray(when)[k],
-                      np.broadcast_to(np.asarray(value, np.float64), (rows.size,))[k]))
+        parts.append(
+            (
+                k,
+                np.full(k.size, name, dtype=object),
+                np.asarray(when)[k],
+                np.broadcast_to(np.asarray(value, np.float64), (rows.size,))[k],
+            )
+        )
     k = np.concatenate([p[0] for p in parts])
     order = np.argsort(k, kind="stable")  # events grouped by decision
     outcomes = OutcomeRecords(
@@ -208,9 +235,20 @@ class LoggedRunSummary:
 
 
 def log_bandit_run(
-    log: DecisionLog, scenario: Scenario, policy: Policy, decisions: int, seed: int = 0, batch: int = 1000,
-    policy_name: str | None = None, version: str = "0", experiment: str = "", arm: str = "",
-    learn: bool = True, progress: Callable[[int], None] | None = None, *, purpose: str,
+    log: DecisionLog,
+    scenario: Scenario,
+    policy: Policy,
+    decisions: int,
+    seed: int = 0,
+    batch: int = 1000,
+    policy_name: str | None = None,
+    version: str = "0",
+    experiment: str = "",
+    arm: str = "",
+    learn: bool = True,
+    progress: Callable[[int], None] | None = None,
+    *,
+    purpose: str,
     provenance: Mapping[str, Any] | None = None,
 ) -> LoggedRunSummary:
     """Run ``policy`` on ``nba/Bandit-v0`` like :func:`envs.rollout.bandit_run` and log every decision.
@@ -243,8 +281,18 @@ def log_bandit_run(
             policy.update(X, d.actions, res.reward, d.propensities)
         rows = np.arange(min(batch, decisions - step * batch))
         ids = np.array([f"{run_id}:{step}:{r}" for r in range(batch)], dtype=object)
-        dec, outs = step_records(sim, before, d, res, decision_ids=ids, policy=name, version=version,
-                                 experiment=experiment, arm=arm, rows=rows)
+        dec, outs = step_records(
+            sim,
+            before,
+            d,
+            res,
+            decision_ids=ids,
+            policy=name,
+            version=version,
+            experiment=experiment,
+            arm=arm,
+            rows=rows,
+        )
         t0 = time.perf_counter()
         d_new, o_new = log.log(dec, outs)  # the step's decisions and outcomes in one transaction
         new_d, new_o = new_d + d_new, new_o + o_new

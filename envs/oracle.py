@@ -57,8 +57,7 @@ class ContentPosterior:
     from the prior.
     """
 
-    def __init__(self, scenario: Scenario, n: int, draws: int = 64, seed: int = 0,
-                 z: np.ndarray | None = None) -> None:
+    def __init__(self, scenario: Scenario, n: int, draws: int = 64, seed: int = 0, z: np.ndarray | None = None) -> None:
         if draws < 1:
             raise ValueError(f"draws: must be >= 1, got {draws!r}")
         k = len(scenario.contents)
@@ -71,8 +70,9 @@ class ContentPosterior:
         sigma = scenario.population.affinity_sigma
         self._factor = np.exp(sigma * np.asarray(z, np.float64) - sigma**2 / 2)  # (n, K, draws), mean 1 a priori
 
-    def affinities(self, segment: np.ndarray, rows: np.ndarray | slice = slice(None),
-                   content: np.ndarray | None = None) -> np.ndarray:
+    def affinities(
+        self, segment: np.ndarray, rows: np.ndarray | slice = slice(None), content: np.ndarray | None = None
+    ) -> np.ndarray:
         """(len(rows), K, draws) sampled affinities of ``rows`` whose segments are ``segment``; given
         ``content`` (one index per row), only that content's, (len(rows), draws)."""
         seg = np.asarray(segment, np.intp)
@@ -80,8 +80,15 @@ class ContentPosterior:
             return self.arrays.seg_content_affinity[seg][:, :, None] * self._factor[rows]
         return self.arrays.seg_content_affinity[seg, content][:, None] * self._factor[rows, content]
 
-    def observe(self, traits: Traits, actions: np.ndarray, p_click: np.ndarray, seen: np.ndarray,
-                clicked: np.ndarray, replaced: np.ndarray | None = None) -> None:
+    def observe(
+        self,
+        traits: Traits,
+        actions: np.ndarray,
+        p_click: np.ndarray,
+        seen: np.ndarray,
+        clicked: np.ndarray,
+        replaced: np.ndarray | None = None,
+    ) -> None:
         """Learn from one step: the chosen ``actions`` (N,), their click probability ``p_click`` (N,) given
         seen under the true traits, which were ``seen`` and ``clicked``; ``replaced`` rows (new customers)
         forget everything afterwards."""
@@ -117,14 +124,24 @@ class ContentPosterior:
         rows = np.arange(n)[:, None]
         for j in range(draws):
             t = dataclasses.replace(tr, content_affinity=aff[:, :, j].astype(np.float32))
-            er = response.expected_reward(sim.scenario, sim.arrays, space, t, sim.moment, actions,
-                                          penalties=sim.penalties)
+            er = response.expected_reward(
+                sim.scenario, sim.arrays, space, t, sim.moment, actions, penalties=sim.penalties
+            )
             out += w[rows, content, j] * er
         return out
 
 
-def content_blind_score(scenario: Scenario, seed: int = 0, batch: int = 1000, steps: int = 100, draws: int = 64,
-                        prior: bool = False, all_seen: bool = False, *, purpose: str) -> float:
+def content_blind_score(
+    scenario: Scenario,
+    seed: int = 0,
+    batch: int = 1000,
+    steps: int = 100,
+    draws: int = 64,
+    prior: bool = False,
+    all_seen: bool = False,
+    *,
+    purpose: str,
+) -> float:
     """Normalised score of the observer of :class:`ContentPosterior` acting on ``nba/Bandit-v0``'s stream.
 
     ``batch`` rows for ``steps`` decisions each, as :func:`envs.rollout.bandit_run` meets them; at every
@@ -145,8 +162,9 @@ def content_blind_score(scenario: Scenario, seed: int = 0, batch: int = 1000, st
         a = masked_argmax(post.expected_rewards(sim, prior=prior), mask)
         totals += (er[np.arange(batch), a].sum(), np.where(mask, er, -np.inf).max(axis=1).sum(), er[:, 0].sum())
         traits = population.take_rows(sim.traits, np.arange(batch))  # before the step replaces anyone
-        p_click = response.contact_terms(sim.scenario, sim.arrays, sim.space, sim.traits, sim.moment,
-                                         a[:, None]).p_click[:, 0]
+        p_click = response.contact_terms(
+            sim.scenario, sim.arrays, sim.space, sim.traits, sim.moment, a[:, None]
+        ).p_click[:, 0]
         res = sim.step(a)
         o = res.outcome
         if all_seen:

@@ -177,7 +177,12 @@ def expected_penalty(sc: Scenario, sa: ScenarioArrays, space: ActionSpace, actio
 
 
 def expected_reward(
-    sc: Scenario, sa: ScenarioArrays, space: ActionSpace, tr: Traits, m: Moment, actions: np.ndarray,
+    sc: Scenario,
+    sa: ScenarioArrays,
+    space: ActionSpace,
+    tr: Traits,
+    m: Moment,
+    actions: np.ndarray,
     penalties: bool = True,
 ) -> np.ndarray:
     """Exact expected profit of ``actions`` (N, A) or (1, A): revenue - cost (- opt-out/churn penalties)."""
@@ -189,7 +194,12 @@ def expected_reward(
 
 
 def expected_attributed_reward(
-    sc: Scenario, sa: ScenarioArrays, space: ActionSpace, tr: Traits, m: Moment, actions: np.ndarray,
+    sc: Scenario,
+    sa: ScenarioArrays,
+    space: ActionSpace,
+    tr: Traits,
+    m: Moment,
+    actions: np.ndarray,
     penalties: bool = True,
 ) -> np.ndarray:
     """Exact expectation of the attributed reward (see :func:`realised_rewards`) of ``actions``.
@@ -235,7 +245,12 @@ def delay_minutes(sa: ScenarioArrays, ch: np.ndarray, u: np.ndarray) -> np.ndarr
 
 
 def sample_outcome(
-    sc: Scenario, sa: ScenarioArrays, space: ActionSpace, m: Moment, actions: np.ndarray, t: ContactTerms,
+    sc: Scenario,
+    sa: ScenarioArrays,
+    space: ActionSpace,
+    m: Moment,
+    actions: np.ndarray,
+    t: ContactTerms,
     u: np.ndarray,
 ) -> Outcome:
     """Realise one action per row: ``actions`` (N,), ``t`` from (N, 1) actions, ``u`` (N, RESPONSE_WIDTH)."""

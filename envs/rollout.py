@@ -69,8 +69,16 @@ def policy_rng(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) % 2**64, POLICY_SALT, purpose_code(purpose)])
 
 
-def journey_returns(scenario: Scenario, policy: Policy, n: int, seed: int, days: int | None = None,
-                    progress: Callable[[int], None] | None = None, *, purpose: str) -> np.ndarray:
+def journey_returns(
+    scenario: Scenario,
+    policy: Policy,
+    n: int,
+    seed: int,
+    days: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    purpose: str,
+) -> np.ndarray:
     """(n,) undiscounted return of each customer over ``days`` (default: the scenario's horizon),
     on the customers of ``(seed, purpose)``."""
     sim = Simulation(scenario, seed, n, purpose=purpose, decision_hour=scenario.journey_decision_hour)
@@ -82,18 +90,21 @@ def journey_returns(scenario: Scenario, policy: Policy, n: int, seed: int, days:
     return total
 
 
-def journey_value(scenario: Scenario, policy: Policy, n: int = 10_000, seed: int = 0,
-                  days: int | None = None, *, purpose: str) -> ValueEstimate:
+def journey_value(
+    scenario: Scenario, policy: Policy, n: int = 10_000, seed: int = 0, days: int | None = None, *, purpose: str
+) -> ValueEstimate:
     """Monte Carlo value (mean return per customer) of ``policy`` on ``nba/Journey-v0``."""
     return ValueEstimate.of(journey_returns(scenario, policy, n, seed, days, purpose=purpose))
 
 
-def compare_policies(scenario: Scenario, a: Policy, b: Policy, n: int = 10_000, seed: int = 0,
-                     days: int | None = None, *, purpose: str) -> ValueEstimate:
+def compare_policies(
+    scenario: Scenario, a: Policy, b: Policy, n: int = 10_000, seed: int = 0, days: int | None = None, *, purpose: str
+) -> ValueEstimate:
     """Value of ``a`` minus value of ``b`` per customer, paired by common random numbers."""
-    return ValueEstimate.of(journey_returns(scenario, a, n, seed, days, purpose=purpose)
-                            - journey_returns(scenario, b, n, seed, days, purpose=purpose))
-
+    return ValueEstimate.of(
+        journey_returns(scenario, a, n, seed, days, purpose=purpose)
+        - journey_returns(scenario, b, n, seed, days, purpose=purpose)
+    )
 
 
 def bandit_simulation(scenario: Scenario, seed: int, n: int, purpose: str) -> Simulation:
@@ -142,8 +153,9 @@ class BanditRun:
         if not 1 <= parts <= n:
             raise ValueError(f"parts: must be between 1 and the number of decisions ({n:,}), got {parts!r}")
         edges = (np.arange(parts + 1) * n) // parts
-        expected, oracle, no_contact = (np.add.reduceat(a, edges[:-1]) for a in (self.expected, self.oracle,
-                                                                                  self.no_contact))
+        expected, oracle, no_contact = (
+            np.add.reduceat(a, edges[:-1]) for a in (self.expected, self.oracle, self.no_contact)
+        )
         return (expected - no_contact) / (oracle - no_contact)
 
     @property
@@ -163,20 +175,33 @@ def funnel_events(res: StepResult) -> FunnelEvents:
     """A step's funnel events as a decision log's feedback reports them: opened (seen), clicked,
     converted, and the conversion's revenue."""
     o = res.outcome
-    return FunnelEvents(opened=o.seen.copy(), clicked=o.clicked.copy(), converted=o.converted.copy(),
-                        value=np.where(o.converted, o.revenue, 0.0))
+    return FunnelEvents(
+        opened=o.seen.copy(),
+        clicked=o.clicked.copy(),
+        converted=o.converted.copy(),
+        value=np.where(o.converted, o.revenue, 0.0),
+    )
 
 
-def learn(policy: Policy, X: np.ndarray, actions: np.ndarray, res: StepResult, propensities: np.ndarray,
-          learn_from: str) -> None:
+def learn(
+    policy: Policy, X: np.ndarray, actions: np.ndarray, res: StepResult, propensities: np.ndarray, learn_from: str
+) -> None:
     """``policy.update`` on a step, with its funnel events for the learners that take them."""
     extra = {"events": funnel_events(res)} if getattr(policy, "learns_from_events", False) else {}
     policy.update(X, actions, learning_rewards(res, learn_from), propensities, **extra)
 
 
-def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 1000, seed: int = 0,
-               progress: Callable[[int], None] | None = None, learn_from: str = "total", *,
-               purpose: str) -> BanditRun:
+def bandit_run(
+    scenario: Scenario,
+    policy: Policy,
+    decisions: int,
+    batch: int = 1000,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    learn_from: str = "total",
+    *,
+    purpose: str,
+) -> BanditRun:
     """Act on ``batch`` contexts at a time, learn from their rewards, until ``decisions`` are made.
 
     ``learn_from`` picks the reward the policy learns from: ``"total"`` (revenue less cost and
@@ -190,8 +215,7 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
         raise ValueError(f"learn_from: expected one of {LEARN_FROM}, got {learn_from!r}")
     sim = bandit_simulation(scenario, seed, batch, purpose)
     rng = policy_rng(seed, purpose)
-    out = {k: [] for k in ("rewards", "expected", "greedy", "oracle", "no_contact", "actions", "segment",
-                           "send_hour")}
+    out = {k: [] for k in ("rewards", "expected", "greedy", "oracle", "no_contact", "actions", "segment", "send_hour")}
     space = sim.space
     spent = 0.0
     for step in range(-(-decisions // batch)):
@@ -221,8 +245,16 @@ def bandit_run(scenario: Scenario, policy: Policy, decisions: int, batch: int = 
     return BanditRun(**cat, seconds=spent)
 
 
-def bandit_truth(scenario: Scenario, logging: Policy, targets: dict[str, Policy], decisions: int,
-                 batch: int = 1000, seed: int = 0, *, purpose: str) -> dict[str, float]:
+def bandit_truth(
+    scenario: Scenario,
+    logging: Policy,
+    targets: dict[str, Policy],
+    decisions: int,
+    batch: int = 1000,
+    seed: int = 0,
+    *,
+    purpose: str,
+) -> dict[str, float]:
     """Exact value of each target policy on the contexts a logging run met: the mean over logged
     decisions of ``sum_a target(a | x) * E[r | x, a]``.
 
@@ -266,8 +298,16 @@ class Transitions:
     day: np.ndarray  # (T,)
 
 
-def collect_transitions(scenario: Scenario, policy: Policy, n: int, seed: int, days: int | None = None,
-                        progress: Callable[[int], None] | None = None, *, purpose: str) -> Transitions:
+def collect_transitions(
+    scenario: Scenario,
+    policy: Policy,
+    n: int,
+    seed: int,
+    days: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    purpose: str,
+) -> Transitions:
     """Run ``policy`` on ``n`` customers of ``(seed, purpose)`` on the journey view and log every transition."""
     days = days or scenario.horizon_days
     sim = Simulation(scenario, seed, n, purpose=purpose, decision_hour=scenario.journey_decision_hour)
@@ -282,10 +322,20 @@ def collect_transitions(scenario: Scenario, policy: Policy, n: int, seed: int, d
         X_next, mask_next = decided.context, decided.eligible
         rows = np.flatnonzero(alive)
         term = res.churned[rows]
-        batch = {"X": X[rows], "actions": d.actions[rows], "propensities": d.propensities[rows],
-                 "rewards": res.reward[rows], "attributed": res.attributed[rows], "mask": mask[rows],
-                 "X_next": X_next[rows], "mask_next": mask_next[rows], "terminated": term,
-                 "truncated": ~term & (day == days - 1), "customer": rows, "day": np.full(rows.size, day)}
+        batch = {
+            "X": X[rows],
+            "actions": d.actions[rows],
+            "propensities": d.propensities[rows],
+            "rewards": res.reward[rows],
+            "attributed": res.attributed[rows],
+            "mask": mask[rows],
+            "X_next": X_next[rows],
+            "mask_next": mask_next[rows],
+            "terminated": term,
+            "truncated": ~term & (day == days - 1),
+            "customer": rows,
+            "day": np.full(rows.size, day),
+        }
         for k, v in batch.items():
             cols[k].append(v)
         alive &= ~res.churned

@@ -81,8 +81,11 @@ class ChannelSpec:
         _nonneg(f"{path}.cost", self.cost)
         for name in ("delivery", "open", "click", "optout", "consent"):
             _prob(f"{path}.{name}", getattr(self, name))
-        _check(self.delay in ("exponential", "lognormal"), f"{path}.delay",
-               f"must be 'exponential' or 'lognormal', got {self.delay!r}")
+        _check(
+            self.delay in ("exponential", "lognormal"),
+            f"{path}.delay",
+            f"must be 'exponential' or 'lognormal', got {self.delay!r}",
+        )
         _pos(f"{path}.delay_median_min", self.delay_median_min)
         _pos(f"{path}.delay_sigma", self.delay_sigma)
         _check(0.0 <= self.peak_hour < 24.0, f"{path}.peak_hour", f"must be in [0, 24), got {self.peak_hour!r}")
@@ -108,8 +111,11 @@ class ContentSpec:
         _prob(f"{path}.discount", self.discount)
         _pos(f"{path}.urgency_h", self.urgency_h, allow_inf=True)  # inf: no urgency
         for k, v in self.stage.items():
-            _check(k in LIFECYCLE_STAGES, f"{path}.stage",
-                   f"unknown lifecycle stage {k!r}; valid: {list(LIFECYCLE_STAGES)}")
+            _check(
+                k in LIFECYCLE_STAGES,
+                f"{path}.stage",
+                f"unknown lifecycle stage {k!r}; valid: {list(LIFECYCLE_STAGES)}",
+            )
             _nonneg(f"{path}.stage.{k}", v)
         for name in ("cart", "no_cart", "post_purchase", "welcome"):
             _nonneg(f"{path}.{name}", getattr(self, name))
@@ -171,8 +177,11 @@ class ChurnSpec:
 
     def validate(self, path: str) -> None:
         for k, v in self.daily.items():
-            _check(k in LIFECYCLE_STAGES, f"{path}.daily",
-                   f"unknown lifecycle stage {k!r}; valid: {list(LIFECYCLE_STAGES)}")
+            _check(
+                k in LIFECYCLE_STAGES,
+                f"{path}.daily",
+                f"unknown lifecycle stage {k!r}; valid: {list(LIFECYCLE_STAGES)}",
+            )
             _prob(f"{path}.daily.{k}", v)
         _prob(f"{path}.per_message", self.per_message)
         _nonneg(f"{path}.penalty", self.penalty)
@@ -258,10 +267,16 @@ class Scenario:
         for name in ("fatigue", "churn", "synergy", "population"):
             getattr(self, name).validate(name)
         _pos("decision_window_h", self.decision_window_h)
-        _check(isinstance(self.horizon_days, int) and self.horizon_days > 0, "horizon_days",
-               f"must be a positive integer, got {self.horizon_days!r}")
-        _check(isinstance(self.journey_decision_hour, int) and 0 <= self.journey_decision_hour < 24,
-               "journey_decision_hour", f"must be an hour in 0..23, got {self.journey_decision_hour!r}")
+        _check(
+            isinstance(self.horizon_days, int) and self.horizon_days > 0,
+            "horizon_days",
+            f"must be a positive integer, got {self.horizon_days!r}",
+        )
+        _check(
+            isinstance(self.journey_decision_hour, int) and 0 <= self.journey_decision_hour < 24,
+            "journey_decision_hour",
+            f"must be an hour in 0..23, got {self.journey_decision_hour!r}",
+        )
 
     # ------------------------------------------------------------------ derived views
     @property
@@ -343,15 +358,20 @@ class Scenario:
             if name in rules.quiet_hours:
                 channels[name]["quiet_hours"] = list(rules.quiet_hours[name])
         caps = [{"channel": cap.channel or "*", "max": cap.max_count, "hours": cap.window_h} for cap in rules.caps]
-        return Deployment.from_dict({
-            "deployment": {"name": self.name, "send_slots": ["now", *self.send_slots],
-                           "description": "the simulator's world, as its brand would declare it"},
-            "attributes": attributes,
-            "channels": channels,
-            "offers": {name: {"features": {"discount": c.discount}} for name, c in self.contents.items()},
-            "contact_policy": {"min_gap_h": rules.min_gap_h, "caps": caps},
-            "reward": {"events": {"converted": "value"}, "window_h": self.decision_window_h},
-        })
+        return Deployment.from_dict(
+            {
+                "deployment": {
+                    "name": self.name,
+                    "send_slots": ["now", *self.send_slots],
+                    "description": "the simulator's world, as its brand would declare it",
+                },
+                "attributes": attributes,
+                "channels": channels,
+                "offers": {name: {"features": {"discount": c.discount}} for name, c in self.contents.items()},
+                "contact_policy": {"min_gap_h": rules.min_gap_h, "caps": caps},
+                "reward": {"events": {"converted": "value"}, "window_h": self.decision_window_h},
+            }
+        )
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -404,8 +424,9 @@ def _build(tp: Any, value: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported union type at {where}")
     if tp is float:
-        _check(isinstance(value, int | float) and not isinstance(value, bool), where,
-               f"must be a number, got {value!r}")
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool), where, f"must be a number, got {value!r}"
+        )
         _check(not math.isnan(value), where, "must not be NaN")
         return float(value)
     if tp is int:
@@ -470,13 +491,16 @@ class ScenarioArrays:
         kappa = col(ch, "hour_kappa")
         rel_stage = np.array([[c.stage.get(s, 1.0) for c in ct] for s in LIFECYCLE_STAGES], f64)
         flags = np.array([[cart, post, welcome] for cart in (0, 1) for post in (0, 1) for welcome in (0, 1)], bool)
-        rel_table = np.concatenate([
-            rel_stage[s]
-            * np.where(f[0], col(ct, "cart"), col(ct, "no_cart"))
-            * np.where(f[1], col(ct, "post_purchase"), 1.0)
-            * np.where(f[2], col(ct, "welcome"), 1.0)
-            for s in range(len(LIFECYCLE_STAGES)) for f in flags
-        ]).reshape(-1, len(ct))
+        rel_table = np.concatenate(
+            [
+                rel_stage[s]
+                * np.where(f[0], col(ct, "cart"), col(ct, "no_cart"))
+                * np.where(f[1], col(ct, "post_purchase"), 1.0)
+                * np.where(f[2], col(ct, "welcome"), 1.0)
+                for s in range(len(LIFECYCLE_STAGES))
+                for f in flags
+            ]
+        ).reshape(-1, len(ct))
         consent = np.clip(col(ch, "consent"), 1e-9, 1 - 1e-9)
         return cls(
             cost=col(ch, "cost"),

@@ -57,8 +57,18 @@ class Simulation:
         penalties: charge opt-outs and churn at their penalty in the reward (bandit view).
     """
 
-    def __init__(self, scenario: Scenario, seed: int, n: int, *, purpose: str, decision_hour: int | None,
-                 replace_rate: float = 0.0, penalties: bool = False, first_row: int = 0) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        n: int,
+        *,
+        purpose: str,
+        decision_hour: int | None,
+        replace_rate: float = 0.0,
+        penalties: bool = False,
+        first_row: int = 0,
+    ) -> None:
         self.scenario = scenario
         self.arrays = scenario.arrays()
         self.space = scenario.action_space
@@ -70,8 +80,9 @@ class Simulation:
         self.streams = Streams.of(seed, n, purpose, first_row)
         self._reset_width = population.population_width(scenario) + 1
         # allocate from a one-row template, then draw customers in chunks to bound peak memory
-        template = population.sample_population(scenario, self.arrays, np.full((1, self._reset_width - 1), 0.5),
-                                                np.zeros(1))
+        template = population.sample_population(
+            scenario, self.arrays, np.full((1, self._reset_width - 1), 0.5), np.zeros(1)
+        )
         self.traits, self.state, self.history = (population.empty_like_rows(x, n) for x in template)
         self.rules = scenario.contact
         self.recent = RecentContacts.for_rules(n, len(scenario.channels), self.rules)
@@ -144,8 +155,14 @@ class Simulation:
         """
         m = self.moment
         if self._mask is None:
-            self._mask = eligibility(self.space, self.rules, self.recent, now=self.state.now,
-                                     tz_offset=self.traits.tz_offset.astype(np.float64), consent=m.reachable)
+            self._mask = eligibility(
+                self.space,
+                self.rules,
+                self.recent,
+                now=self.state.now,
+                tz_offset=self.traits.tz_offset.astype(np.float64),
+                consent=m.reachable,
+            )
         return self._mask
 
     def decide(self, policy: Policy, rng: np.random.Generator) -> Decided:
@@ -156,8 +173,17 @@ class Simulation:
         p = self.profile()
         tz = self.traits.tz_offset.astype(np.float64)
         profile = Profile(p.segment, tz, p.consent, p.stage, p.cart_active, p.tenure_days)
-        out = decide_profiles(policy, self.spec, self.rules, self.scenario.lifecycle, profile, self.history,
-                              self.recent, now=self.state.now, rng=rng)
+        out = decide_profiles(
+            policy,
+            self.spec,
+            self.rules,
+            self.scenario.lifecycle,
+            profile,
+            self.history,
+            self.recent,
+            now=self.state.now,
+            rng=rng,
+        )
         self._mask = out.eligible  # the mask step() enforces is the one the policy chose under
         return out
 
@@ -169,8 +195,9 @@ class Simulation:
         # an action the contact policy blocks is not sent: it earns what no contact earns
         allowed = np.take_along_axis(self.action_mask(), np.broadcast_to(actions, (self.n, actions.shape[1])), 1)
         actions = np.where(allowed, actions, 0)
-        return response.expected_reward(self.scenario, self.arrays, self.space, self.traits, self.moment,
-                                         actions, penalties=self.penalties)
+        return response.expected_reward(
+            self.scenario, self.arrays, self.space, self.traits, self.moment, actions, penalties=self.penalties
+        )
 
     # ------------------------------------------------------------------ dynamics
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
@@ -186,8 +213,9 @@ class Simulation:
         m = self.moment
         blocked = ~self.action_mask()[np.arange(self.n), actions]
         actions = np.where(blocked, 0, actions)  # the contact policy is never violated
-        self.recent.record_decisions(space, actions, send_time(space, self.state.now,
-                                                                self.traits.tz_offset.astype(np.float64)))
+        self.recent.record_decisions(
+            space, actions, send_time(space, self.state.now, self.traits.tz_offset.astype(np.float64))
+        )
         if active is None:
             u = self.streams.uniform(STEP_WIDTH)
         else:
@@ -202,8 +230,9 @@ class Simulation:
             dt = sc.decision_window_h + 24.0 * u[:, j + dynamics.ADVANCE_WIDTH]
         else:
             dt = np.full(self.n, 24.0)
-        left = dynamics.advance(sc, sa, self.traits, self.state, self.history, m, dt,
-                                u[:, j : j + dynamics.ADVANCE_WIDTH])
+        left = dynamics.advance(
+            sc, sa, self.traits, self.state, self.history, m, dt, u[:, j : j + dynamics.ADVANCE_WIDTH]
+        )
         dynamics.settle(sc, self.state, self.history, self.pending)  # what happened by the next decision
         churned = out.churned | left
         self._moment = None
@@ -212,8 +241,15 @@ class Simulation:
             replaced = self.state.churned | (u[:, -1] < self.replace_rate)
             rows = np.flatnonzero(replaced)
             self.reset_rows(rows, base=self.state.now[rows])
-        return StepResult(reward=reward, attributed=attributed, outcome=out, replaced=replaced, churned=churned,
-                          blocked=blocked, times=times)
+        return StepResult(
+            reward=reward,
+            attributed=attributed,
+            outcome=out,
+            replaced=replaced,
+            churned=churned,
+            blocked=blocked,
+            times=times,
+        )
 
 
 class ShardedSimulation:
@@ -232,8 +268,10 @@ class ShardedSimulation:
             raise ValueError(f"threads: must be >= 1, got {threads!r}")
         bounds = np.linspace(0, n, min(threads, n) + 1).astype(int)
         self.bounds = bounds
-        self.shards = [Simulation(scenario, seed, int(b - a), purpose=purpose, first_row=int(a), **kwargs)
-                       for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self.shards = [
+            Simulation(scenario, seed, int(b - a), purpose=purpose, first_row=int(a), **kwargs)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
         self.pool = ThreadPoolExecutor(len(self.shards))
         first = self.shards[0]
         self.scenario, self.space, self.spec, self.n = scenario, first.space, first.spec, n
@@ -262,12 +300,16 @@ class ShardedSimulation:
         if actions.shape != (self.n,):
             raise ValueError(f"action: expected shape ({self.n},), got {actions.shape}")
         parts = self._map(Simulation.step, self._split(actions), self._split(active))
-        out = response.Outcome(**{f: np.concatenate([getattr(p.outcome, f) for p in parts])
-                                  for f in vars(parts[0].outcome)})
-        cat = {f: np.concatenate([getattr(p, f) for p in parts])
-               for f in ("reward", "attributed", "replaced", "churned", "blocked")}
-        times = dynamics.EventTimes(**{f.name: np.concatenate([getattr(p.times, f.name) for p in parts])
-                                       for f in fields(dynamics.EventTimes)})
+        out = response.Outcome(
+            **{f: np.concatenate([getattr(p.outcome, f) for p in parts]) for f in vars(parts[0].outcome)}
+        )
+        cat = {
+            f: np.concatenate([getattr(p, f) for p in parts])
+            for f in ("reward", "attributed", "replaced", "churned", "blocked")
+        }
+        times = dynamics.EventTimes(
+            **{f.name: np.concatenate([getattr(p.times, f.name) for p in parts]) for f in fields(dynamics.EventTimes)}
+        )
         return StepResult(outcome=out, times=times, **cat)
 
     def reset_rows(self, rows: np.ndarray, base: np.ndarray | None = None) -> None:

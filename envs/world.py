@@ -159,8 +159,9 @@ def _keys(table: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None
             _fail(f"{path}.{k}" if path else str(k), f"unknown field; valid: {list(allowed)}")
 
 
-def _number(value: Any, path: str, *, low: float | None = None, high: float | None = None,
-            positive: bool = False) -> float:
+def _number(
+    value: Any, path: str, *, low: float | None = None, high: float | None = None, positive: bool = False
+) -> float:
     if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
         _fail(path, f"must be a finite number, got {value!r}")
     if positive and value <= 0:
@@ -282,9 +283,12 @@ class LatentWorld:
             _fail("world.name", f"must be a non-empty string, got {name!r}")
         start = _start_h(head.get("start", DEFAULT_START), "world.start")
         hours = head.get("decision_hours", [8, 21])
-        ok = (isinstance(hours, list | tuple) and len(hours) == 2
-              and all(isinstance(h, int) and not isinstance(h, bool) for h in hours)
-              and 0 <= hours[0] < hours[1] <= 24)
+        ok = (
+            isinstance(hours, list | tuple)
+            and len(hours) == 2
+            and all(isinstance(h, int) and not isinstance(h, bool) for h in hours)
+            and 0 <= hours[0] < hours[1] <= 24
+        )
         if not ok:
             _fail("world.decision_hours", f"must be [from, to], local hours with 0 <= from < to <= 24, got {hours!r}")
         every = head.get("every_days", 1)
@@ -295,14 +299,17 @@ class LatentWorld:
         zones = _time_zones(pop.get("time_zones", [{"utc_offset": 0, "share": 1.0}]))
         laws = _attributes(_table(pop.get("attributes", {}), "population.attributes"), deployment)
         response = _response(_table(data.get("response", {}), "response"), deployment)
-        return cls(name.strip(), deployment.digest, start, (int(hours[0]), int(hours[1])), int(every), zones, laws,
-                   response)
+        return cls(
+            name.strip(), deployment.digest, start, (int(hours[0]), int(hours[1])), int(every), zones, laws, response
+        )
 
     def check(self, deployment: Deployment, where: str = "world") -> None:
         """ValueError naming ``where`` unless this world was validated against ``deployment``."""
         if deployment.digest != self.deployment_digest:
-            raise ValueError(f"{where}: declared for the deployment {self.deployment_digest[:19]}.., not for "
-                             f"{deployment.name!r} ({deployment.digest[:19]}..); load it against this deployment")
+            raise ValueError(
+                f"{where}: declared for the deployment {self.deployment_digest[:19]}.., not for "
+                f"{deployment.name!r} ({deployment.digest[:19]}..); load it against this deployment"
+            )
 
 
 def _time_zones(raw: Any) -> tuple[tuple[float, float], ...]:
@@ -316,8 +323,12 @@ def _time_zones(raw: Any) -> tuple[tuple[float, float], ...]:
         _keys(z, p, ("utc_offset", "share"))
         if "utc_offset" not in z:
             _fail(f"{p}.utc_offset", "missing")
-        out.append((_number(z["utc_offset"], f"{p}.utc_offset", low=-12.0, high=14.0),
-                    _number(z.get("share", 1.0), f"{p}.share", low=0.0)))
+        out.append(
+            (
+                _number(z["utc_offset"], f"{p}.utc_offset", low=-12.0, high=14.0),
+                _number(z.get("share", 1.0), f"{p}.share", low=0.0),
+            )
+        )
     total = sum(s for _, s in out)
     if total <= 0:
         _fail(path, "the shares must not all be 0")
@@ -355,8 +366,18 @@ def _attributes(table: Mapping[str, Any], d: Deployment) -> tuple[AttributeLaw, 
             _keys(spec, path, ("p", *common))
         else:
             extra = ("drift_per_day",) if a.type == "number" else ()
-            _keys(spec, path, ("distribution", "offset", "round", *extra, *common,
-                               *sorted({p for ps in DISTRIBUTIONS.values() for p in ps})))
+            _keys(
+                spec,
+                path,
+                (
+                    "distribution",
+                    "offset",
+                    "round",
+                    *extra,
+                    *common,
+                    *sorted({p for ps in DISTRIBUTIONS.values() for p in ps}),
+                ),
+            )
         given = None
         if "given" in spec:
             g = spec["given"]
@@ -411,18 +432,31 @@ def _numeric_law(a: Any, spec: Mapping[str, Any], path: str, given: Any, law: At
         if k not in spec and k not in defaults:
             _fail(f"{path}.{k}", f"missing (the {dist} distribution takes {list(DISTRIBUTIONS[dist])})")
         positive = (dist, k) in (("lognormal", "median"), ("exponential", "mean"))
-        params[k] = _by(spec.get(k, defaults.get(k)), f"{path}.{k}", given,
-                        lambda v, p, pos=positive, nonneg=k in ("sigma", "sd"): _number(
-                            v, p, positive=pos, low=0.0 if nonneg else None))
-    if dist == "uniform" and any(h < lo for lo, h in zip(*np.broadcast_arrays(params["low"], params["high"]),
-                                                          strict=True)):
+        params[k] = _by(
+            spec.get(k, defaults.get(k)),
+            f"{path}.{k}",
+            given,
+            lambda v, p, pos=positive, nonneg=k in ("sigma", "sd"): _number(
+                v, p, positive=pos, low=0.0 if nonneg else None
+            ),
+        )
+    if dist == "uniform" and any(
+        h < lo for lo, h in zip(*np.broadcast_arrays(params["low"], params["high"]), strict=True)
+    ):
         _fail(f"{path}.high", "must not be below low")
     rnd = spec.get("round")
     if rnd is not None and not (isinstance(rnd, int) and not isinstance(rnd, bool) and 0 <= rnd <= 6):
         _fail(f"{path}.round", f"must be a number of decimals in 0..6, got {rnd!r}")
-    return AttributeLaw(**{**law.__dict__, "distribution": dist, "params": params,
-                           "offset": _number(spec.get("offset", offset), f"{path}.offset"), "round": rnd,
-                           "drift_per_day": _number(spec.get("drift_per_day", 0.0), f"{path}.drift_per_day")})
+    return AttributeLaw(
+        **{
+            **law.__dict__,
+            "distribution": dist,
+            "params": params,
+            "offset": _number(spec.get("offset", offset), f"{path}.offset"),
+            "round": rnd,
+            "drift_per_day": _number(spec.get("drift_per_day", 0.0), f"{path}.drift_per_day"),
+        }
+    )
 
 
 def _default_distribution(a: Any) -> tuple[str, dict[str, float], float]:
@@ -441,16 +475,36 @@ def _default_distribution(a: Any) -> tuple[str, dict[str, float], float]:
 
 
 def _response(table: Mapping[str, Any], d: Deployment) -> Response:
-    _keys(table, "response", ("seed", "base_rate", "base_spread", "drawn_scale", "fatigue", "value_feature",
-                              "value_scale", "value", "value_sigma", "conversion_delay_h", "interactions",
-                              "channels", "send_slots", "offers"))
+    _keys(
+        table,
+        "response",
+        (
+            "seed",
+            "base_rate",
+            "base_spread",
+            "drawn_scale",
+            "fatigue",
+            "value_feature",
+            "value_scale",
+            "value",
+            "value_sigma",
+            "conversion_delay_h",
+            "interactions",
+            "channels",
+            "send_slots",
+            "offers",
+        ),
+    )
     seed = table.get("seed", 0)
     if not (isinstance(seed, int) and not isinstance(seed, bool)):
         _fail("response.seed", f"must be an integer, got {seed!r}")
     base = table.get("base_rate", 0.03)
     base = _number(base, "response.base_rate", positive=True, high=0.999999)
-    numeric = [k for k in (d.offers[0].features if d.offers else {})
-               if all(isinstance(o.features.get(k), float) for o in d.offers)]
+    numeric = [
+        k
+        for k in (d.offers[0].features if d.offers else {})
+        if all(isinstance(o.features.get(k), float) for o in d.offers)
+    ]
     if "value_feature" in table:
         vf = table["value_feature"]
         if vf not in numeric:
@@ -509,22 +563,29 @@ def _response(table: Mapping[str, Any], d: Deployment) -> Response:
         path = f"response.interactions.{key!r}".replace("'", '"')
         parts = [p.strip() for p in str(key).split(" x ")]
         if len(parts) != 2:
-            _fail(path, "must be \"<customer feature> x <action feature>\"")
+            _fail(path, 'must be "<customer feature> x <action feature>"')
         if parts[0] not in customer and parts[0] != "1":
-            _fail(path, f"unknown customer feature {parts[0]!r}; valid: \"1\" (every customer) or {list(customer)}")
+            _fail(path, f'unknown customer feature {parts[0]!r}; valid: "1" (every customer) or {list(customer)}')
         if parts[1] not in action:
             _fail(path, f"unknown action feature {parts[1]!r}; valid: {list(action)}")
         interactions.append((parts[0], parts[1], _number(w, path)))
     return Response(
-        seed=int(seed), base_rate=base,
+        seed=int(seed),
+        base_rate=base,
         base_spread=_number(table.get("base_spread", 0.3), "response.base_spread", low=0.0),
         drawn_scale=_number(table.get("drawn_scale", 1.0), "response.drawn_scale", low=0.0),
         fatigue=_number(table.get("fatigue", 0.3), "response.fatigue"),
-        value_feature=vf, value_scale=value_scale, value=value,
+        value_feature=vf,
+        value_scale=value_scale,
+        value=value,
         value_sigma=_number(table.get("value_sigma", 0.0), "response.value_sigma", low=0.0),
         conversion_delay_h=_number(table.get("conversion_delay_h", 12.0), "response.conversion_delay_h", positive=True),
-        interactions=tuple(sorted(interactions)), channels=tuple(per_channel), slot_effects=slot_effects,
-        offer_rates=tuple(rates), offer_values=tuple(values))
+        interactions=tuple(sorted(interactions)),
+        channels=tuple(per_channel),
+        slot_effects=slot_effects,
+        offer_rates=tuple(rates),
+        offer_values=tuple(values),
+    )
 
 
 # ----------------------------------------------------------------------------- features of the model
@@ -598,8 +659,8 @@ class Model:
         z = normal(u)
         sd = r.drawn_scale / math.sqrt(max(self.n_customer, 1))
         w_offer = sd * z[: self.n_customer * k_o].reshape(self.n_customer, k_o)
-        w_channel = sd * z[self.n_customer * k_o: self.n_customer * (k_o + n_c)].reshape(self.n_customer, n_c)
-        spread = r.base_spread * z[self.n_customer * (k_o + n_c):]
+        w_channel = sd * z[self.n_customer * k_o : self.n_customer * (k_o + n_c)].reshape(self.n_customer, n_c)
+        spread = r.base_spread * z[self.n_customer * (k_o + n_c) :]
         b_offer = w_offer @ drawn_offer.T  # (F_c, n_offers)
         # declared interactions; "1" (every customer) is row F_c: a main effect of the action feature
         b_offer = np.vstack([b_offer, np.zeros(n_o)])
@@ -609,9 +670,9 @@ class Model:
         for cust, act, w in r.interactions:
             i = c_index[cust]
             if act.startswith("channel="):
-                w_channel[i, [c.name for c in d.channels].index(act[len("channel="):])] += w
+                w_channel[i, [c.name for c in d.channels].index(act[len("channel=") :])] += w
             elif act.startswith("offer=") and act not in o_index:
-                b_offer[i, [o.name for o in d.offers].index(act[len("offer="):])] += w
+                b_offer[i, [o.name for o in d.offers].index(act[len("offer=") :])] += w
             else:
                 b_offer[i] += w * o_matrix[:, o_index[act]]
         self.b_offer, self.b_channel = b_offer[:-1], w_channel[:-1]

@@ -237,8 +237,17 @@ class WorldSimulation:
         first_row: index of this simulation's first row in the (seed, purpose) family (shards).
     """
 
-    def __init__(self, deployment: Deployment, world: LatentWorld, *, seed: int, n: int, purpose: str,
-                 first_row: int = 0, model: Model | None = None) -> None:
+    def __init__(
+        self,
+        deployment: Deployment,
+        world: LatentWorld,
+        *,
+        seed: int,
+        n: int,
+        purpose: str,
+        first_row: int = 0,
+        model: Model | None = None,
+    ) -> None:
         world.check(deployment)
         if not (isinstance(n, int | np.integer) and n >= 1):
             raise ValueError(f"n: must be a positive number of customers, got {n!r}")
@@ -258,7 +267,8 @@ class WorldSimulation:
         self._consent = [None if ch.consent is None else ch.consent for ch in deployment.channels]
         self._pending = _Pending()
         self._counted = any(o.budget is not None for o in deployment.offers) or any(
-            ch.capacity_per_day is not None for ch in deployment.channels)
+            ch.capacity_per_day is not None for ch in deployment.channels
+        )
         self._sent_action = np.zeros(0, np.int64)  # contacts whose send day may still count toward a capacity
         self._sent_at = np.zeros(0)
         self._offer_sends = np.zeros(len(deployment.offers), np.int64)  # the older ones, by offer
@@ -288,8 +298,9 @@ class WorldSimulation:
         first = math.floor(float(self.now.min()) / 24.0)
         old = np.floor(self._sent_at / 24.0) < first
         if old.any():  # no longer counts toward a day's capacity: keep its offer's count only
-            self._offer_sends += np.bincount(self.space.content_of[self._sent_action[old]],
-                                             minlength=len(self.deployment.offers))
+            self._offer_sends += np.bincount(
+                self.space.content_of[self._sent_action[old]], minlength=len(self.deployment.offers)
+            )
             self._sent_action, self._sent_at = self._sent_action[~old], self._sent_at[~old]
         u = Usage.count(self.deployment, self._sent_action, self._sent_at, self.now)
         return Usage(u.offer_sends + self._offer_sends, u.channel_sends, u.day)
@@ -298,8 +309,14 @@ class WorldSimulation:
     def moment(self) -> _Moment:
         if self._moment is None:
             d, pop = self.deployment, self.population
-            self._moment = _Moment(pop.rows(d), pop.columns(d), ~self.blocked, self._usage(),
-                                   send_time(self.space, self.now, self.tz), self.history.load_at(self.now))
+            self._moment = _Moment(
+                pop.rows(d),
+                pop.columns(d),
+                ~self.blocked,
+                self._usage(),
+                send_time(self.space, self.now, self.tz),
+                self.history.load_at(self.now),
+            )
         return self._moment
 
     def _seen(self) -> _Moment:
@@ -308,8 +325,16 @@ class WorldSimulation:
         if m.X is None:
             d = self.deployment
             m.X = np.ascontiguousarray(self.layout.build(m.columns, self.history, self.now, self.tz))
-            m.mask, m.reasons = d.eligibility(m.rows, self.recent, now=self.now, tz_offset=self.tz, allowed=m.allowed,
-                                              reasons=True, columns=m.columns, usage=m.usage)
+            m.mask, m.reasons = d.eligibility(
+                m.rows,
+                self.recent,
+                now=self.now,
+                tz_offset=self.tz,
+                allowed=m.allowed,
+                reasons=True,
+                columns=m.columns,
+                usage=m.usage,
+            )
         if m.offer_score is None:
             m.offer_score, m.channel_score = self.model.customer_scores(m.X)
         return m
@@ -331,8 +356,18 @@ class WorldSimulation:
         """The policy's decisions through :func:`nba.decide.decide`, with what the caller sends (attributes,
         time zones, allowed channels), the history and recent contacts, and the usage so far."""
         m = self.moment
-        out = decide(self.deployment, policy, m.rows, now=self.now, tz_offset=self.tz, rng=rng,
-                     history=self.history, recent=self.recent, allowed=m.allowed, usage=m.usage)
+        out = decide(
+            self.deployment,
+            policy,
+            m.rows,
+            now=self.now,
+            tz_offset=self.tz,
+            rng=rng,
+            history=self.history,
+            recent=self.recent,
+            allowed=m.allowed,
+            usage=m.usage,
+        )
         if m.X is None:  # the same functions on the same inputs: keep what the policy saw
             m.X, m.mask, m.reasons = out.context, out.eligible, out.reasons
         return out
@@ -348,10 +383,19 @@ class WorldSimulation:
         s = np.maximum(sp.slot_of[actions], 0)
         send_at = np.where(contact, m.send[r, s], self.now[r])
         load = m.load[rows]
-        z = (mod.offer_logit[o] + m.offer_score[r, o] + m.channel_score[r, c] + mod.effect[c] + mod.slot_effect[s]
-             - self.world.response.fatigue * load.sum(axis=1, keepdims=True))
+        z = (
+            mod.offer_logit[o]
+            + m.offer_score[r, o]
+            + m.channel_score[r, c]
+            + mod.effect[c]
+            + mod.slot_effect[s]
+            - self.world.response.fatigue * load.sum(axis=1, keepdims=True)
+        )
         return {
-            "contact": contact, "channel": c, "offer": o, "send_at": send_at,
+            "contact": contact,
+            "channel": c,
+            "offer": o,
+            "send_at": send_at,
             "deliver": np.where(contact, mod.delivery[c], 0.0),
             "open": mod.open_probability(c, hour_of_day(send_at + self.tz[r])),
             "convert": 1.0 / (1.0 + np.exp(-z)),
@@ -373,10 +417,17 @@ class WorldSimulation:
         (N, K), and (N, n_actions) for every action by default (ineligible ones included)."""
         if actions is None:
             every = np.arange(self.space.n_actions)
-            return np.concatenate([self._expected(self._response(np.broadcast_to(every, (min(CHUNK, self.n - i),
-                                                                                           every.size)),
-                                                                 np.arange(i, min(i + CHUNK, self.n))))
-                                   for i in range(0, self.n, CHUNK)])
+            return np.concatenate(
+                [
+                    self._expected(
+                        self._response(
+                            np.broadcast_to(every, (min(CHUNK, self.n - i), every.size)),
+                            np.arange(i, min(i + CHUNK, self.n)),
+                        )
+                    )
+                    for i in range(0, self.n, CHUNK)
+                ]
+            )
         a = self.space.check(np.asarray(actions), "actions")
         if a.shape[0] != self.n or a.ndim not in (1, 2):
             raise ValueError(f"actions: expected shape ({self.n},) or ({self.n}, K), got {a.shape}")
@@ -425,8 +476,7 @@ class WorldSimulation:
         t_open = t_deliv - mod.open_delay[c] * np.log(u[:, 3])
         t_conv = t_open - rv.conversion_delay_h * np.log(u[:, 5])
         sigma = rv.value_sigma
-        value = np.where(converted, mod.offer_value[p["offer"]] * np.exp(sigma * normal(u[:, 6]) - 0.5 * sigma**2),
-                         0.0)
+        value = np.where(converted, mod.offer_value[p["offer"]] * np.exp(sigma * normal(u[:, 6]) - 0.5 * sigma**2), 0.0)
         rule = mod.rule
         end = send_at + rule.window_h
         reward = np.where(converted & (t_conv <= end), value, 0.0) if mod.counts_conversion else np.zeros(self.n)
@@ -435,9 +485,22 @@ class WorldSimulation:
         if rule.subtract_cost:
             reward = reward - cost
         nan = np.full(self.n, np.nan)
-        out = WorldStep(a, self.now.copy(), send_at, cost, reward, expected, delivered, opened, converted, opted,
-                        value, np.where(delivered, t_deliv, nan), np.where(opened, t_open, nan),
-                        np.where(converted, t_conv, nan))
+        out = WorldStep(
+            a,
+            self.now.copy(),
+            send_at,
+            cost,
+            reward,
+            expected,
+            delivered,
+            opened,
+            converted,
+            opted,
+            value,
+            np.where(delivered, t_deliv, nan),
+            np.where(opened, t_open, nan),
+            np.where(converted, t_conv, nan),
+        )
         # what happens later: the sends, sights, purchases and opt-outs, queued until they happen
         rows = np.flatnonzero(contact)
         self.recent.record(rows, c[rows], send_at[rows], sp.content_of[a[rows]])
@@ -457,8 +520,9 @@ class WorldSimulation:
         for a_, law in zip(d.attributes, self.world.attributes, strict=True):
             if a_.type == "number" and law.drift_per_day:
                 x = self.values[a_.name] + law.drift_per_day * self.world.every_days
-                self.values[a_.name] = np.clip(x, -np.inf if a_.min is None else a_.min,
-                                               np.inf if a_.max is None else a_.max)
+                self.values[a_.name] = np.clip(
+                    x, -np.inf if a_.min is None else a_.min, np.inf if a_.max is None else a_.max
+                )
         self._happen()
         self._moment = None
         return out
@@ -502,8 +566,10 @@ def prepare_log(log: Any, deployment: Deployment) -> None:
 
     held = log.deployment()
     if held is not None and Deployment.from_dict(held).digest != deployment.digest:
-        raise ValueError(f"deployment: this log holds another deployment ({held.get('deployment', {}).get('name')!r}),"
-                         f" not {deployment.name!r}")
+        raise ValueError(
+            f"deployment: this log holds another deployment ({held.get('deployment', {}).get('name')!r}),"
+            f" not {deployment.name!r}"
+        )
     space, features = deployment.action_space(), deployment.features()
     log.set_deployment(deployment.to_dict())
     log.set_layout(LogLayout(features.dim, space.n_actions, features.names, space_to_dict(space)))
@@ -514,24 +580,45 @@ def customer_ids(seed: int, purpose: str, n: int, first_row: int = 0) -> np.ndar
     return np.array([f"{purpose}-{seed}-{i}" for i in range(first_row, first_row + n)], dtype=object)
 
 
-def step_records(deployment: Deployment, decided: Decided, result: WorldStep, *, customers: np.ndarray,
-                 decision_ids: np.ndarray, policy: str, version: str = "0", experiment: str = "",
-                 arm: str = "") -> tuple[DecisionRecords, OutcomeRecords]:
+def step_records(
+    deployment: Deployment,
+    decided: Decided,
+    result: WorldStep,
+    *,
+    customers: np.ndarray,
+    decision_ids: np.ndarray,
+    policy: str,
+    version: str = "0",
+    experiment: str = "",
+    arm: str = "",
+) -> tuple[DecisionRecords, OutcomeRecords]:
     """One step's decisions and what followed them, as the decision log stores them. ``policy_version``
     is ``"<version>@<digest>"`` (the deployment's digest: what training checks a log's decisions by).
     Events: ``delivered``, ``opened`` (seen), ``clicked`` and ``converted`` (with its value) at the
     conversion, ``opted_out`` at the sight."""
     n = len(result.action)
     decisions = DecisionRecords(
-        decision_id=decision_ids, time=result.now, customer_id=customers, context=decided.context,
-        eligible=decided.eligible, action=result.action, send_at=result.send_at, propensity=decided.propensity,
+        decision_id=decision_ids,
+        time=result.now,
+        customer_id=customers,
+        context=decided.context,
+        eligible=decided.eligible,
+        action=result.action,
+        send_at=result.send_at,
+        propensity=decided.propensity,
         policy=np.full(n, policy, dtype=object),
         policy_version=np.full(n, f"{version}@{deployment.digest}", dtype=object),
-        experiment=np.full(n, experiment, dtype=object), arm=np.full(n, arm, dtype=object), cost=result.cost)
-    parts = [("delivered", result.delivered, result.t_delivered, None),
-             ("opened", result.opened, result.t_opened, None), ("clicked", result.converted, result.t_converted, None),
-             ("converted", result.converted, result.t_converted, result.value),
-             ("opted_out", result.opted_out, result.t_opened, None)]
+        experiment=np.full(n, experiment, dtype=object),
+        arm=np.full(n, arm, dtype=object),
+        cost=result.cost,
+    )
+    parts = [
+        ("delivered", result.delivered, result.t_delivered, None),
+        ("opened", result.opened, result.t_opened, None),
+        ("clicked", result.converted, result.t_converted, None),
+        ("converted", result.converted, result.t_converted, result.value),
+        ("opted_out", result.opted_out, result.t_opened, None),
+    ]
     ids, events, times, values = [], [], [], []
     for name, happened, t, v in parts:
         k = np.flatnonzero(happened)
@@ -539,8 +626,9 @@ def step_records(deployment: Deployment, decided: Decided, result: WorldStep, *,
         events.append(np.full(k.size, name, dtype=object))
         times.append(t[k])
         values.append(np.zeros(k.size) if v is None else v[k])
-    outcomes = OutcomeRecords(np.concatenate(ids), np.concatenate(events), np.concatenate(times),
-                              np.concatenate(values))
+    outcomes = OutcomeRecords(
+        np.concatenate(ids), np.concatenate(events), np.concatenate(times), np.concatenate(values)
+    )
     return decisions, outcomes
 
 
@@ -554,10 +642,23 @@ class LogRun:
     mean_expected: float  # exact expected reward of the actions taken
 
 
-def simulate_log(log: Any, deployment: Deployment, world: LatentWorld, policy: Policy, *, n: int, decisions: int,
-                 seed: int = 0, purpose: str = "log", rng: np.random.Generator | None = None, learn: bool = False,
-                 version: str = "0", experiment: str = "", arm: str = "",
-                 progress: Callable[[int], None] | None = None) -> LogRun:
+def simulate_log(
+    log: Any,
+    deployment: Deployment,
+    world: LatentWorld,
+    policy: Policy,
+    *,
+    n: int,
+    decisions: int,
+    seed: int = 0,
+    purpose: str = "log",
+    rng: np.random.Generator | None = None,
+    learn: bool = False,
+    version: str = "0",
+    experiment: str = "",
+    arm: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> LogRun:
     """Run ``policy`` for ``decisions`` decisions of each of ``n`` customers of ``(seed, purpose)`` and write
     every decision and its outcomes to ``log`` (:class:`nba.log.DecisionLog`), which gets the deployment
     (:func:`prepare_log`): ``nba train --source <url>`` trains on it. ``learn``: the policy updates on each
@@ -575,9 +676,17 @@ def simulate_log(log: Any, deployment: Deployment, world: LatentWorld, policy: P
     for k in range(decisions):
         out = sim.decide(policy, rng)
         res = sim.step(out.action)
-        dec, outc = step_records(deployment, out, res, customers=ids,
-                                 decision_ids=np.array([f"{c}/{k}" for c in ids.tolist()], dtype=object),
-                                 policy=policy.name, version=version, experiment=experiment, arm=arm)
+        dec, outc = step_records(
+            deployment,
+            out,
+            res,
+            customers=ids,
+            decision_ids=np.array([f"{c}/{k}" for c in ids.tolist()], dtype=object),
+            policy=policy.name,
+            version=version,
+            experiment=experiment,
+            arm=arm,
+        )
         new_d, new_o = log.log(dec, outc)
         written[0] += new_d
         written[1] += new_o

@@ -63,8 +63,12 @@ def check_splits(splits: Mapping[str, float]) -> tuple[tuple[str, ...], np.ndarr
     for arm, w in splits.items():
         if not isinstance(arm, str) or not arm:
             raise ValueError(f"splits: arm names must be non-empty strings, got {arm!r}")
-        if isinstance(w, bool) or not isinstance(w, int | float | np.floating | np.integer) \
-                or not np.isfinite(w) or w <= 0:
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, int | float | np.floating | np.integer)
+            or not np.isfinite(w)
+            or w <= 0
+        ):
             raise ValueError(f"splits: weight of arm {arm!r} must be a positive finite number, got {w!r}")
     arms = tuple(sorted(splits))
     weights = np.array([float(splits[a]) for a in arms])
@@ -85,14 +89,14 @@ def hash_unit(experiment: str, customer_ids: Iterable[object] | np.ndarray) -> n
     exact multiple of 2**-53.
     """
     prefix = _check_experiment(experiment).encode("utf-8") + b"\x00"
-    digests = b"".join(hashlib.blake2b(prefix + c.encode("utf-8"), digest_size=16).digest()[:8]
-                       for c in _ids(customer_ids))
+    digests = b"".join(
+        hashlib.blake2b(prefix + c.encode("utf-8"), digest_size=16).digest()[:8] for c in _ids(customer_ids)
+    )
     words = np.frombuffer(digests, dtype=">u8")
     return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def assign(experiment: str, customer_ids: Iterable[object] | np.ndarray, splits: Mapping[str, float]
-           ) -> np.ndarray:
+def assign(experiment: str, customer_ids: Iterable[object] | np.ndarray, splits: Mapping[str, float]) -> np.ndarray:
     """(N,) object array of arm names, one per customer, by hashing (see the module docstring)."""
     arms, shares = check_splits(splits)
     u = hash_unit(experiment, customer_ids)
@@ -142,8 +146,9 @@ class CustomerTotals:
 _COLUMNS = ("customer_id", "arm", "experiment", "time", "reward")
 
 
-def _rows(batches: LoggedBatch | Iterable[LoggedBatch], experiment: str | None, start: float | None,
-          end: float | None) -> dict[str, np.ndarray]:
+def _rows(
+    batches: LoggedBatch | Iterable[LoggedBatch], experiment: str | None, start: float | None, end: float | None
+) -> dict[str, np.ndarray]:
     """The columns the A/B analysis needs, filtered, from one batch or an iterator of batches."""
     if isinstance(batches, LoggedBatch):
         batches = [batches]
@@ -161,8 +166,7 @@ def _rows(batches: LoggedBatch | Iterable[LoggedBatch], experiment: str | None, 
         for c in _COLUMNS:
             parts[c].append(np.asarray(getattr(b, c))[keep])
     if not parts["time"]:
-        return {c: np.empty(0, object if c in ("customer_id", "arm", "experiment") else np.float64)
-                for c in _COLUMNS}
+        return {c: np.empty(0, object if c in ("customer_id", "arm", "experiment") else np.float64) for c in _COLUMNS}
     out = {c: np.concatenate(v) for c, v in parts.items()}
     for c in ("customer_id", "arm", "experiment"):
         out[c] = out[c].astype(str).astype(object)
@@ -184,13 +188,20 @@ def _per_customer(rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, 
         mixed = rows["arm"] != arm[inv]
         if mixed.any():
             bad = np.unique(rows["customer_id"][mixed])
-            raise ValueError(f"arm: {len(bad)} customer(s) logged in more than one arm (e.g. {bad[0]!r}); "
-                             "the unit of randomisation is the customer: select one experiment")
+            raise ValueError(
+                f"arm: {len(bad)} customer(s) logged in more than one arm (e.g. {bad[0]!r}); "
+                "the unit of randomisation is the customer: select one experiment"
+            )
     return ids, inv, arm
 
 
-def customer_totals(batches: LoggedBatch | Iterable[LoggedBatch], *, experiment: str | None = None,
-                    start: float | None = None, end: float | None = None) -> CustomerTotals:
+def customer_totals(
+    batches: LoggedBatch | Iterable[LoggedBatch],
+    *,
+    experiment: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> CustomerTotals:
     """Sum the rewards of each customer's decisions in ``[start, end)`` (hours), in ``experiment``.
 
     ``batches`` is one :class:`~nba.log.LoggedBatch` or an iterator of them (what a decision-log store
@@ -261,8 +272,9 @@ class _Moments:
 BLOCK = 65_536  # customers accumulated at a time (bounds memory at BLOCK x looks floats)
 
 
-def looks_from_daily(daily: np.ndarray, arm: np.ndarray, enrol_day: np.ndarray | None = None,
-                     arms: Sequence[str] | None = None) -> Looks:
+def looks_from_daily(
+    daily: np.ndarray, arm: np.ndarray, enrol_day: np.ndarray | None = None, arms: Sequence[str] | None = None
+) -> Looks:
     """Looks at the end of each day from a (N, K) matrix of per-customer daily rewards.
 
     Customer ``i`` enters the looks from day ``enrol_day[i]`` (default 0: everyone from the start)
@@ -289,8 +301,15 @@ def looks_from_daily(daily: np.ndarray, arm: np.ndarray, enrol_day: np.ndarray |
     return acc.looks(arms)
 
 
-def daily_looks(batches: LoggedBatch | Iterable[LoggedBatch], *, experiment: str, start: float, days: int,
-                day_h: float = 24.0, arms: Sequence[str] | None = None) -> Looks:
+def daily_looks(
+    batches: LoggedBatch | Iterable[LoggedBatch],
+    *,
+    experiment: str,
+    start: float,
+    days: int,
+    day_h: float = 24.0,
+    arms: Sequence[str] | None = None,
+) -> Looks:
     """Looks at ``start + day_h * (k + 1)`` for ``k < days`` from the decision log.
 
     A customer enrols at its first decision in the experiment; a decision's reward counts on the
@@ -316,8 +335,9 @@ def daily_looks(batches: LoggedBatch | Iterable[LoggedBatch], *, experiment: str
             local[c] = np.arange(c.size)
             li = local[inv]
             r = li >= 0
-            mat = np.bincount(li[r] * days + day[r], weights=rows["reward"][r],
-                              minlength=c.size * days).reshape(c.size, days)
+            mat = np.bincount(li[r] * days + day[r], weights=rows["reward"][r], minlength=c.size * days).reshape(
+                c.size, days
+            )
             acc.add(i, np.cumsum(mat, axis=1), enrol[c, None] <= steps[None, :])
     return acc.looks(arms)
 
@@ -396,11 +416,24 @@ def compare(treatment: np.ndarray, control: np.ndarray, level: float = 0.95) -> 
     lift, lift_se = lift_delta(mt, vt / yt.size, mc, vc / yc.size)
     z = stats.norm.ppf(0.5 + level / 2)
     return Comparison(
-        n_treatment=int(yt.size), n_control=int(yc.size), mean_treatment=mt, mean_control=mc,
-        sd_treatment=float(np.sqrt(vt)), sd_control=float(np.sqrt(vc)), diff=mt - mc, se=se,
-        ci_low=float(ci.low), ci_high=float(ci.high), statistic=float(res.statistic), df=float(res.df),
-        p_value=float(res.pvalue), lift=lift, lift_se=lift_se, lift_ci_low=float(lift - z * lift_se),
-        lift_ci_high=float(lift + z * lift_se), level=level,
+        n_treatment=int(yt.size),
+        n_control=int(yc.size),
+        mean_treatment=mt,
+        mean_control=mc,
+        sd_treatment=float(np.sqrt(vt)),
+        sd_control=float(np.sqrt(vc)),
+        diff=mt - mc,
+        se=se,
+        ci_low=float(ci.low),
+        ci_high=float(ci.high),
+        statistic=float(res.statistic),
+        df=float(res.df),
+        p_value=float(res.pvalue),
+        lift=lift,
+        lift_se=lift_se,
+        lift_ci_low=float(lift - z * lift_se),
+        lift_ci_high=float(lift + z * lift_se),
+        level=level,
     )
 
 
@@ -421,8 +454,13 @@ class Cuped:
     variance_reduction: float
 
 
-def cuped(treatment: np.ndarray, control: np.ndarray, covariate_treatment: np.ndarray,
-          covariate_control: np.ndarray, level: float = 0.95) -> Cuped:
+def cuped(
+    treatment: np.ndarray,
+    control: np.ndarray,
+    covariate_treatment: np.ndarray,
+    covariate_control: np.ndarray,
+    level: float = 0.95,
+) -> Cuped:
     """CUPED-adjusted comparison with a pre-period covariate per customer (same order as the values)."""
     yt, yc = _values("treatment", treatment), _values("control", control)
     xt = _values("covariate_treatment", covariate_treatment)
@@ -487,8 +525,16 @@ def msprt_boundary(se: np.ndarray, tau: float, alpha: float) -> np.ndarray:
         return np.sqrt(v * (v + tau**2) / tau**2 * (np.log((v + tau**2) / v) + 2 * np.log(1 / alpha)))
 
 
-def msprt(diff: np.ndarray, se: np.ndarray, *, tau: float, alpha: float = 0.05, theta0: float = 0.0,
-          intersect: bool = False, df: np.ndarray | None = None) -> Sequential:
+def msprt(
+    diff: np.ndarray,
+    se: np.ndarray,
+    *,
+    tau: float,
+    alpha: float = 0.05,
+    theta0: float = 0.0,
+    intersect: bool = False,
+    df: np.ndarray | None = None,
+) -> Sequential:
     """Mixture SPRT for a difference of means with a normal mixture (Johari, Pekelis & Walsh).
 
     At look ``n`` the estimate ``Δ_n`` (treatment minus control mean) has variance ``V_n = se_n²``
@@ -546,8 +592,16 @@ def welch_df(var_t: np.ndarray, n_t: np.ndarray, var_c: np.ndarray, n_c: np.ndar
     return (a + b) ** 2 / (a**2 / (np.asarray(n_t) - 1) + b**2 / (np.asarray(n_c) - 1))
 
 
-def sequential_test(looks: Looks, treatment: str, control: str, *, tau: float, alpha: float = 0.05,
-                    theta0: float = 0.0, intersect: bool = False) -> Sequential:
+def sequential_test(
+    looks: Looks,
+    treatment: str,
+    control: str,
+    *,
+    tau: float,
+    alpha: float = 0.05,
+    theta0: float = 0.0,
+    intersect: bool = False,
+) -> Sequential:
     """:func:`msprt` on the treatment-minus-control difference at every look of ``looks``.
 
     Looks where an arm has fewer than two customers are not testable: the first look must have two.
@@ -558,8 +612,7 @@ def sequential_test(looks: Looks, treatment: str, control: str, *, tau: float, a
         raise ValueError("looks: every look needs at least two customers in each arm; start later")
     se = np.sqrt(looks.var[i] / nt + looks.var[j] / nc)
     df = welch_df(looks.var[i], nt, looks.var[j], nc)
-    return msprt(looks.mean[i] - looks.mean[j], se, tau=tau, alpha=alpha, theta0=theta0, intersect=intersect,
-                 df=df)
+    return msprt(looks.mean[i] - looks.mean[j], se, tau=tau, alpha=alpha, theta0=theta0, intersect=intersect, df=df)
 
 
 # ====================================================================================== one call
@@ -574,9 +627,19 @@ class Analysis:
     sequential: Sequential | None
 
 
-def analyse(values: np.ndarray, arm: np.ndarray, treatment: str, control: str, *,
-            covariate: np.ndarray | None = None, looks: Looks | None = None, tau: float | None = None,
-            alpha: float = 0.05, level: float = 0.95, intersect: bool = False) -> Analysis:
+def analyse(
+    values: np.ndarray,
+    arm: np.ndarray,
+    treatment: str,
+    control: str,
+    *,
+    covariate: np.ndarray | None = None,
+    looks: Looks | None = None,
+    tau: float | None = None,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    intersect: bool = False,
+) -> Analysis:
     """Compare ``treatment`` with ``control`` from per-customer ``values`` and ``arm`` labels.
 
     ``covariate`` (per customer, same order) adds CUPED; ``looks`` with ``tau`` adds the mSPRT.
@@ -631,8 +694,12 @@ class Guardrail:
         where = f"guardrail {self.name!r}"
         if not isinstance(self.metric, str) or not self.metric.strip():
             raise ValueError(f"{where}: metric: expected a non-empty metric name, got {self.metric!r}")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, int | float | np.integer | np.floating) \
-                or not np.isfinite(self.margin) or self.margin <= 0:
+        if (
+            isinstance(self.margin, bool)
+            or not isinstance(self.margin, int | float | np.integer | np.floating)
+            or not np.isfinite(self.margin)
+            or self.margin <= 0
+        ):
             raise ValueError(f"{where}: margin: expected a positive finite number, got {self.margin!r}")
         if self.better not in ("lower", "higher"):
             raise ValueError(f"{where}: better: expected 'lower' or 'higher', got {self.better!r}")
@@ -643,8 +710,13 @@ class Guardrail:
 
     def to_dict(self) -> dict[str, object]:
         """The five fields by name, as :meth:`from_dict` reads them back."""
-        return {"name": self.name, "metric": self.metric, "margin": self.margin, "better": self.better,
-                "relative": self.relative}
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "margin": self.margin,
+            "better": self.better,
+            "relative": self.relative,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> Guardrail:
@@ -694,8 +766,9 @@ DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
 )
 
 
-def check_guardrails(guardrails: Iterable[Guardrail | Mapping[str, object] | str],
-                     metrics: Iterable[str] | None = None) -> tuple[Guardrail, ...]:
+def check_guardrails(
+    guardrails: Iterable[Guardrail | Mapping[str, object] | str], metrics: Iterable[str] | None = None
+) -> tuple[Guardrail, ...]:
     """Guardrails from objects, mappings or :meth:`Guardrail.parse` strings; names unique; every metric
     among ``metrics`` when given. Errors name the guardrail and its field."""
     out: list[Guardrail] = []
@@ -713,13 +786,19 @@ def check_guardrails(guardrails: Iterable[Guardrail | Mapping[str, object] | str
         known = sorted(metrics)
         for g in out:
             if g.metric not in known:
-                raise ValueError(f"guardrail {g.name!r}: metric: {g.metric!r} is not measured; "
-                                 f"valid: {', '.join(known)}")
+                raise ValueError(
+                    f"guardrail {g.name!r}: metric: {g.metric!r} is not measured; valid: {', '.join(known)}"
+                )
     return tuple(out)
 
 
-def worsening(guardrail: Guardrail, mean_t: np.ndarray | float, var_mean_t: np.ndarray | float,
-              mean_c: np.ndarray | float, var_mean_c: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+def worsening(
+    guardrail: Guardrail,
+    mean_t: np.ndarray | float,
+    var_mean_t: np.ndarray | float,
+    mean_c: np.ndarray | float,
+    var_mean_c: np.ndarray | float,
+) -> tuple[np.ndarray, np.ndarray]:
     """The guardrail's worsening (treatment against control, in its margin's units) and standard error.
 
     Absolute: ``±(m_t - m_c)`` with ``sqrt(V_t + V_c)``; relative: ``±(m_t / m_c - 1)`` with the delta
@@ -746,8 +825,12 @@ def _one_sided_log_lr(s: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
     Φ(-τ s / sqrt(V (V + τ²)))``: a non-negative martingale under ``theta0`` (a supermartingale above
     it), decreasing in ``s``.
     """
-    return (np.log(2.0) + 0.5 * np.log(v / (v + tau**2)) + tau**2 * s**2 / (2 * v * (v + tau**2))
-            + stats.norm.logcdf(-tau * s / np.sqrt(v * (v + tau**2))))
+    return (
+        np.log(2.0)
+        + 0.5 * np.log(v / (v + tau**2))
+        + tau**2 * s**2 / (2 * v * (v + tau**2))
+        + stats.norm.logcdf(-tau * s / np.sqrt(v * (v + tau**2)))
+    )
 
 
 def _one_sided_threshold(v: float, tau: float, alpha: float) -> float:
@@ -814,8 +897,9 @@ class GuardrailTest:
         standard error it had (:func:`noninferiority_power`); NaN where it had none."""
         if not (np.isfinite(self.se) and self.se > 0):
             return float("nan")
-        return noninferiority_power(self.se, self.margin, alpha=self.alpha, worsening=worsening, tau=self.tau,
-                                    always_valid=self.always_valid)
+        return noninferiority_power(
+            self.se, self.margin, alpha=self.alpha, worsening=worsening, tau=self.tau, always_valid=self.always_valid
+        )
 
 
 def _ni_fixed(w: float, se: float, margin: float, alpha: float) -> tuple[float, float, float]:
@@ -828,8 +912,9 @@ def _ni_fixed(w: float, se: float, margin: float, alpha: float) -> tuple[float, 
     return float(stats.norm.cdf((w - margin) / se)), float(w + z * se), float(w - z * se)
 
 
-def noninferiority(treatment: np.ndarray, control: np.ndarray, guardrail: Guardrail, alpha: float = 0.05
-                   ) -> GuardrailTest:
+def noninferiority(
+    treatment: np.ndarray, control: np.ndarray, guardrail: Guardrail, alpha: float = 0.05
+) -> GuardrailTest:
     """Fixed-horizon non-inferiority of per-customer values (normal test, valid at one planned look).
 
     ``p = Φ((w - margin) / se)``, ``bound = w + z_{1-α} se`` for the worsening ``w`` (:func:`worsening`).
@@ -839,12 +924,14 @@ def noninferiority(treatment: np.ndarray, control: np.ndarray, guardrail: Guardr
     mt, mc = float(yt.mean()), float(yc.mean())
     w, se = worsening(guardrail, mt, yt.var(ddof=1) / yt.size, mc, yc.var(ddof=1) / yc.size)
     p, bound, lower = _ni_fixed(float(w), float(se), guardrail.margin, alpha)
-    return GuardrailTest(guardrail, yt.size, yc.size, mt, mc, float(w), float(se), bound, p, float(alpha), False,
-                         lower=lower)
+    return GuardrailTest(
+        guardrail, yt.size, yc.size, mt, mc, float(w), float(se), bound, p, float(alpha), False, lower=lower
+    )
 
 
-def noninferiority_sequential(looks: Looks, treatment: str, control: str, guardrail: Guardrail, *,
-                              alpha: float = 0.05, tau: float | None = None) -> GuardrailTest:
+def noninferiority_sequential(
+    looks: Looks, treatment: str, control: str, guardrail: Guardrail, *, alpha: float = 0.05, tau: float | None = None
+) -> GuardrailTest:
     """Always-valid non-inferiority over the looks of the guardrail's metric (one-sided mixture SPRT).
 
     At each look the worsening ``w`` (:func:`worsening`, variance ``V``) is tested against
@@ -876,9 +963,23 @@ def noninferiority_sequential(looks: Looks, treatment: str, control: str, guardr
         p[t] = min(1.0, float(np.exp(-_one_sided_log_lr(np.array(w[t] - guardrail.margin), np.array(v), tau))))
         threshold = _one_sided_threshold(v, tau, alpha)  # < 0; the mixture over harms above mirrors it
         bounds[t], lowers[t] = float(w[t]) - threshold, float(w[t]) + threshold
-    return GuardrailTest(guardrail, int(nt[-1]), int(nc[-1]), float(looks.mean[i, -1]), float(looks.mean[j, -1]),
-                         float(w[-1]), float(se[-1]), float(bounds[-1]), float(p[-1]), float(alpha), True, float(tau),
-                         p, bounds, float(lowers[-1]))
+    return GuardrailTest(
+        guardrail,
+        int(nt[-1]),
+        int(nc[-1]),
+        float(looks.mean[i, -1]),
+        float(looks.mean[j, -1]),
+        float(w[-1]),
+        float(se[-1]),
+        float(bounds[-1]),
+        float(p[-1]),
+        float(alpha),
+        True,
+        float(tau),
+        p,
+        bounds,
+        float(lowers[-1]),
+    )
 
 
 REQUIRE = ("better", "not_worse")  # what the primary metric must show for a promotion (decide)
@@ -895,8 +996,9 @@ class Verdict:
     reason: str
 
 
-def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest], alpha: float = 0.05,
-           require: str = "better") -> Verdict:
+def decide(
+    primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest], alpha: float = 0.05, require: str = "better"
+) -> Verdict:
     """The verdict on a treatment: the primary's always-valid test (Welch's without looks) and the guardrails.
 
     ``require``: ``"better"`` promotes only on a primary significantly better; ``"not_worse"`` on a
@@ -910,7 +1012,8 @@ def decide(primary: Sequential | Comparison, guardrails: Sequence[GuardrailTest]
     else:
         significant, diff, p, test = primary.significant(alpha), primary.diff, primary.p_value, "Welch p"
     side: Literal["better", "worse", "inconclusive"] = (
-        "inconclusive" if not significant else ("better" if diff > 0 else "worse"))
+        "inconclusive" if not significant else ("better" if diff > 0 else "worse")
+    )
     failed = tuple(g.guardrail.name for g in guardrails if not g.passed)
     why = [f"primary metric {side} ({diff:+.4g} per customer, {test} = {p:.3g})"]
     if failed:
@@ -929,10 +1032,13 @@ def _failure(g: GuardrailTest) -> str:
     if not np.isfinite(g.worsening):
         return f"{gd.name} cannot be measured (a relative margin on a control mean of {g.mean_control:g})"
     if g.status == "breached":
-        return (f"{gd.name} breached: worsens by {f(g.worsening, gd)}, at least {f(g.lower, gd)} > margin "
-                f"{f(g.margin, gd)}")
-    return (f"{gd.name} not shown within its margin: worsens by {f(g.worsening, gd)}, up to {f(g.bound, gd)} ≥ "
-            f"margin {f(g.margin, gd)} (more customers would tell)")
+        return (
+            f"{gd.name} breached: worsens by {f(g.worsening, gd)}, at least {f(g.lower, gd)} > margin {f(g.margin, gd)}"
+        )
+    return (
+        f"{gd.name} not shown within its margin: worsens by {f(g.worsening, gd)}, up to {f(g.bound, gd)} ≥ "
+        f"margin {f(g.margin, gd)} (more customers would tell)"
+    )
 
 
 def _fmt_margin(x: float, g: Guardrail) -> str:
@@ -955,8 +1061,9 @@ def _check_positive(name: str, x: float) -> float:
     return float(x)
 
 
-def power(n: float, mde: float, sd: float, alpha: float = 0.05, ratio: float = 1.0,
-          alternative: Alternative = "two-sided") -> float:
+def power(
+    n: float, mde: float, sd: float, alpha: float = 0.05, ratio: float = 1.0, alternative: Alternative = "two-sided"
+) -> float:
     """Power of the normal (large-sample Welch) test of a difference in means.
 
     ``n`` customers in control, ``ratio * n`` in treatment, common per-customer ``sd``, true
@@ -990,8 +1097,14 @@ class SampleSize:
         return self.n_control + self.n_treatment
 
 
-def sample_size(mde: float, sd: float, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0,
-                alternative: Alternative = "two-sided") -> SampleSize:
+def sample_size(
+    mde: float,
+    sd: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    ratio: float = 1.0,
+    alternative: Alternative = "two-sided",
+) -> SampleSize:
     """Smallest control size ``n`` (treatment ``ceil(ratio n)``) whose :func:`power` reaches ``power``.
 
     Starts from the closed form ``n = (z_{1-α/2} + z_{power})² sd² (1 + 1/ratio) / mde²`` (two-sided;
@@ -1002,8 +1115,7 @@ def sample_size(mde: float, sd: float, alpha: float = 0.05, power: float = 0.8, 
     if not np.isfinite(mde) or mde == 0:
         raise ValueError(f"mde: expected a non-zero finite effect, got {mde!r}")
     if alternative == "larger" and mde < 0 or alternative == "smaller" and mde > 0:
-        raise ValueError(f"mde: an effect of sign {np.sign(mde):+.0f} cannot be detected by a "
-                         f"'{alternative}' test")
+        raise ValueError(f"mde: an effect of sign {np.sign(mde):+.0f} cannot be detected by a '{alternative}' test")
     z = _z_alpha(alpha, alternative)
     if target <= alpha / (2 if alternative == "two-sided" else 1):
         raise ValueError(f"power: expected more than the test's size, got {power!r}")
@@ -1017,15 +1129,21 @@ def sample_size(mde: float, sd: float, alpha: float = 0.05, power: float = 0.8, 
     n_c = max(2, int(np.ceil(n - 1e-9)))
     while _power_at(n_c, mde, sd, alpha, ratio, alternative) < target:  # guard the rounding of ratio
         n_c += 1
-    return SampleSize(n_c, max(2, int(np.ceil(ratio * n_c - 1e-9))),
-                      _power_at(n_c, mde, sd, alpha, ratio, alternative))
+    return SampleSize(n_c, max(2, int(np.ceil(ratio * n_c - 1e-9))), _power_at(n_c, mde, sd, alpha, ratio, alternative))
 
 
 _power_at = power  # ``sample_size`` has a parameter named ``power``
 
 
-def noninferiority_power(se: float, margin: float, *, alpha: float = 0.05, worsening: float = 0.0,
-                         tau: float | None = None, always_valid: bool = True) -> float:
+def noninferiority_power(
+    se: float,
+    margin: float,
+    *,
+    alpha: float = 0.05,
+    worsening: float = 0.0,
+    tau: float | None = None,
+    always_valid: bool = True,
+) -> float:
     """Chance that a guardrail holds when the treatment's true worsening is ``worsening`` (0: no harm).
 
     ``se`` is the standard error the worsening's estimate will have at the last look. The test holds
@@ -1045,9 +1163,16 @@ def noninferiority_power(se: float, margin: float, *, alpha: float = 0.05, worse
     return float(stats.norm.cdf((margin + threshold - worsening) / se))
 
 
-def noninferiority_sample_size(sd: float, margin: float, *, alpha: float = 0.05, power: float = 0.8,
-                               worsening: float = 0.0, tau: float | None = None, always_valid: bool = True
-                               ) -> SampleSize:
+def noninferiority_sample_size(
+    sd: float,
+    margin: float,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    worsening: float = 0.0,
+    tau: float | None = None,
+    always_valid: bool = True,
+) -> SampleSize:
     """Customers per arm (equal arms, per-customer ``sd`` in each) for an absolute guardrail to hold
     with ``power`` when the true worsening is ``worsening``: the smallest ``n`` whose
     :func:`noninferiority_power` at ``se = sd sqrt(2 / n)`` reaches it."""
@@ -1057,8 +1182,9 @@ def noninferiority_sample_size(sd: float, margin: float, *, alpha: float = 0.05,
         raise ValueError(f"worsening: a treatment worse by the margin or more ({worsening!r}) should not pass")
 
     def at(n: float) -> float:
-        return noninferiority_power(sd * np.sqrt(2 / n), margin, alpha=alpha, worsening=worsening, tau=tau,
-                                    always_valid=always_valid)
+        return noninferiority_power(
+            sd * np.sqrt(2 / n), margin, alpha=alpha, worsening=worsening, tau=tau, always_valid=always_valid
+        )
 
     hi = 2.0
     while at(hi) < target:

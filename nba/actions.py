@@ -98,15 +98,18 @@ class ActionSpace:
                 raise ValueError(f"ActionSpace.plain: needs at least 1 action, got {k}")
             names = tuple(str(a) for a in range(1 if no_contact else 0, k))
         elif isinstance(k_or_names, str | bytes) or not isinstance(k_or_names, Iterable):
-            raise ValueError(f"ActionSpace.plain: expected a number of actions or a sequence of action names, "
-                             f"got {k_or_names!r}")
+            raise ValueError(
+                f"ActionSpace.plain: expected a number of actions or a sequence of action names, got {k_or_names!r}"
+            )
         else:
             names = tuple(k_or_names)
             if not names:
                 raise ValueError("ActionSpace.plain: needs at least 1 action name")
             if NO_CONTACT_NAME in names:
-                raise ValueError(f"ActionSpace.plain: {NO_CONTACT_NAME!r} is reserved for the no-contact action; "
-                                 "ask for it with no_contact=True")
+                raise ValueError(
+                    f"ActionSpace.plain: {NO_CONTACT_NAME!r} is reserved for the no-contact action; "
+                    "ask for it with no_contact=True"
+                )
         return cls((NO_CONTACT_NAME, *names) if no_contact else names, (), ())
 
     def __post_init__(self) -> None:
@@ -200,8 +203,10 @@ class ActionSpace:
 
     def _structured(self, key: str, what: str) -> np.ndarray:
         if self.is_plain:
-            raise ValueError(f"space: a plain action space has no channels, contents or send slots ({what}); "
-                             "its actions are only named")
+            raise ValueError(
+                f"space: a plain action space has no channels, contents or send slots ({what}); "
+                "its actions are only named"
+            )
         return self._arrays[key]
 
     @property
@@ -224,8 +229,9 @@ class ActionSpace:
         raises ValueError naming the bad field."""
         if self.is_plain:
             if content is not None or send_hour is not None:
-                raise ValueError("content: a plain action space has no contents or send slots; "
-                                 "give the action's name alone")
+                raise ValueError(
+                    "content: a plain action space has no contents or send slots; give the action's name alone"
+                )
             try:
                 return self.channels.index(channel)
             except ValueError:
@@ -241,9 +247,7 @@ class ActionSpace:
         try:
             s = self.send_slots.index(send_hour)
         except ValueError:
-            raise ValueError(
-                f"send_hour: {send_hour!r} is not a send slot; valid: {list(self.send_slots)}"
-            ) from None
+            raise ValueError(f"send_hour: {send_hour!r} is not a send slot; valid: {list(self.send_slots)}") from None
         return 1 + (c * self.n_contents + k) * self.n_slots + s
 
     def decode(self, action: int) -> Action:

@@ -151,8 +151,11 @@ class Encoding:
         channels, slots = data.get("channels"), data.get("send_slots")
         if not (isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)):
             raise ValueError(f"encoding.channels: expected a non-empty list of channel names, got {channels!r}")
-        if not (isinstance(slots, list) and slots
-                and all(s is None or (isinstance(s, int) and not isinstance(s, bool)) for s in slots)):
+        if not (
+            isinstance(slots, list)
+            and slots
+            and all(s is None or (isinstance(s, int) and not isinstance(s, bool)) for s in slots)
+        ):
             raise ValueError(f"encoding.send_slots: expected a non-empty list of hours or null, got {slots!r}")
         return cls(layout, tuple(features), tuple(channels), tuple(slots), True)
 
@@ -170,8 +173,12 @@ class Catalogue:
     read-only: one row of features per action, the no-contact row all zeros).
     """
 
-    def __init__(self, space: ActionSpace, features: Mapping[str, Mapping[str, Value]],
-                 encoding: Encoding | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        features: Mapping[str, Mapping[str, Value]],
+        encoding: Encoding | Mapping[str, Any] | None = None,
+    ) -> None:
         if not isinstance(space, ActionSpace):
             raise ValueError(f"space: expected an ActionSpace, got {type(space).__name__}")
         self.space = space
@@ -189,14 +196,18 @@ class Catalogue:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def of_deployment(cls, deployment: Deployment, encoding: Encoding | Mapping[str, Any] | None = None
-                      ) -> Catalogue:
+    def of_deployment(cls, deployment: Deployment, encoding: Encoding | Mapping[str, Any] | None = None) -> Catalogue:
         """The catalogue of a deployment's action space, from its offers' declared features."""
         return cls(deployment.action_space(), {o.name: o.features for o in deployment.offers}, encoding)
 
     @classmethod
-    def plain(cls, names: Iterable[str], features: Mapping[str, Mapping[str, Value]], no_contact: bool = False,
-              encoding: Encoding | Mapping[str, Any] | None = None) -> Catalogue:
+    def plain(
+        cls,
+        names: Iterable[str],
+        features: Mapping[str, Mapping[str, Value]],
+        no_contact: bool = False,
+        encoding: Encoding | Mapping[str, Any] | None = None,
+    ) -> Catalogue:
         """A plain K-action catalogue: ``ActionSpace.plain(names, no_contact)``, each action described by
         ``features[name]`` (no entry for the no-contact action)."""
         return cls(ActionSpace.plain(list(names), no_contact=no_contact), features, encoding)
@@ -215,8 +226,10 @@ class Catalogue:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data: the encoding and every offer's declared features (the space is saved
         apart, by :func:`nba.serialization.space_to_dict`)."""
-        return {"encoding": self.encoding.to_dict(),
-                "features": {name: dict(sorted(f.items())) for name, f in self.features.items()}}
+        return {
+            "encoding": self.encoding.to_dict(),
+            "features": {name: dict(sorted(f.items())) for name, f in self.features.items()},
+        }
 
     @classmethod
     def from_dict(cls, space: ActionSpace, data: Mapping[str, Any], matrix: np.ndarray | None = None) -> Catalogue:
@@ -232,8 +245,9 @@ class Catalogue:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Catalogue):
             return NotImplemented
-        return (self.space == other.space and self.encoding == other.encoding
-                and np.array_equal(self.matrix, other.matrix))
+        return (
+            self.space == other.space and self.encoding == other.encoding and np.array_equal(self.matrix, other.matrix)
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable-looking arrays: not hashable
 
@@ -253,12 +267,14 @@ def _offers_of(space: ActionSpace) -> tuple[str, ...]:
     return tuple(n for n in space.channels if n != NO_CONTACT_NAME)
 
 
-def _check_features(features: Mapping[str, Mapping[str, Value]], offers: tuple[str, ...]
-                    ) -> dict[str, dict[str, Value]]:
+def _check_features(
+    features: Mapping[str, Mapping[str, Value]], offers: tuple[str, ...]
+) -> dict[str, dict[str, Value]]:
     """Every offer's features, checked (numbers as float); ValueError naming ``features.<offer>.<feature>``."""
     if not isinstance(features, Mapping):
-        raise ValueError(f"features: expected a mapping of offer names to their features, got "
-                         f"{type(features).__name__}")
+        raise ValueError(
+            f"features: expected a mapping of offer names to their features, got {type(features).__name__}"
+        )
     unknown = sorted(set(features) - set(offers))
     if unknown:
         raise ValueError(f"features: {unknown} are not offers of the action space; offers: {list(offers)}")
@@ -315,8 +331,10 @@ def _difference(field: str, ours: tuple, theirs: tuple) -> str:
         what = f"added {added}, removed {removed}"
     else:
         what = f"the same in another order: {list(ours)} against {list(theirs)}"
-    return (f"{field}: this catalogue's {field} differ from those the encoding (the policy) was made with "
-            f"({what}); a policy moves only to a catalogue with the same {field}")
+    return (
+        f"{field}: this catalogue's {field} differ from those the encoding (the policy) was made with "
+        f"({what}); a policy moves only to a catalogue with the same {field}"
+    )
 
 
 def _check_layout(space: ActionSpace, encoding: Encoding) -> None:
@@ -327,8 +345,9 @@ def _check_layout(space: ActionSpace, encoding: Encoding) -> None:
     if space.is_plain:
         if encoding.no_contact != space.has_no_contact:
             made, has = ("with" if encoding.no_contact else "without"), ("one" if space.has_no_contact else "none")
-            raise ValueError(f"no_contact: the encoding was made for a space {made} a no-contact action, "
-                             f"and this one has {has}")
+            raise ValueError(
+                f"no_contact: the encoding was made for a space {made} a no-contact action, and this one has {has}"
+            )
         return
     if space.channels != encoding.channels:
         raise ValueError(_difference("channels", space.channels, encoding.channels))
@@ -336,8 +355,7 @@ def _check_layout(space: ActionSpace, encoding: Encoding) -> None:
         raise ValueError(_difference("send_slots", space.send_slots, encoding.send_slots))
 
 
-def _encode(offers: tuple[str, ...], features: Mapping[str, Mapping[str, Value]], encoding: Encoding
-            ) -> np.ndarray:
+def _encode(offers: tuple[str, ...], features: Mapping[str, Mapping[str, Value]], encoding: Encoding) -> np.ndarray:
     """(n_offers, p) encoded offer features; ValueError naming ``features.<offer>.<feature>`` for a value of
     another kind than the encoding's."""
     width = sum(len(f.columns()) for f in encoding.features)
@@ -350,8 +368,10 @@ def _encode(offers: tuple[str, ...], features: Mapping[str, Mapping[str, Value]]
                 continue  # missing: 0, or no category
             v = features[offer][f.name]
             if isinstance(v, str) != (f.kind == "category"):
-                raise ValueError(f"features.{offer}.{f.name}: is a {'category' if isinstance(v, str) else 'number'} "
-                                 f"here but a {f.kind} in the encoding")
+                raise ValueError(
+                    f"features.{offer}.{f.name}: is a {'category' if isinstance(v, str) else 'number'} "
+                    f"here but a {f.kind} in the encoding"
+                )
             if not isinstance(v, str):
                 out[r, col] = v / f.scale
             elif v in index:  # an unseen value: all zeros

@@ -63,11 +63,20 @@ class Decided:
         return Decisions(self.action, self.propensity, self.probabilities)
 
 
-def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[str, Any]], *,
-           now: np.ndarray | float, tz_offset: np.ndarray | float, rng: np.random.Generator,
-           history: History | None = None, recent: RecentContacts | None = None,
-           allowed: np.ndarray | None = None, offers: np.ndarray | None = None,
-           usage: Usage | None = None) -> Decided:
+def decide(
+    deployment: Deployment,
+    policy: Policy,
+    attributes: Sequence[Mapping[str, Any]],
+    *,
+    now: np.ndarray | float,
+    tz_offset: np.ndarray | float,
+    rng: np.random.Generator,
+    history: History | None = None,
+    recent: RecentContacts | None = None,
+    allowed: np.ndarray | None = None,
+    offers: np.ndarray | None = None,
+    usage: Usage | None = None,
+) -> Decided:
     """Decide for customers described by ``attributes`` (as :meth:`Deployment.check_attributes` returns
     them) at ``now`` (hours since the epoch) in their time zones ``tz_offset`` (hours east of UTC).
 
@@ -87,8 +96,17 @@ def decide(deployment: Deployment, policy: Policy, attributes: Sequence[Mapping[
         recent = deployment.recent(n)  # sized for every cap, per offer included
     columns = deployment.columns(attributes)
     X = np.ascontiguousarray(layout.build(columns, history, now_v, tz))
-    mask, reasons = deployment.eligibility(attributes, recent, now=now_v, tz_offset=tz, allowed=allowed, reasons=True,
-                                           columns=columns, usage=usage, offers=offers)
+    mask, reasons = deployment.eligibility(
+        attributes,
+        recent,
+        now=now_v,
+        tz_offset=tz,
+        allowed=allowed,
+        reasons=True,
+        columns=columns,
+        usage=usage,
+        offers=offers,
+    )
     return _choose(policy, X, mask, reasons, now_v, tz, rng)
 
 
@@ -97,18 +115,31 @@ def check_world(policy: Policy, deployment: Deployment, where: str) -> None:
     ``deployment``'s action space and features (a policy without ``dim`` reads no features)."""
     space = deployment.action_space()
     if policy.space != space:
-        raise ValueError(f"{where}: space: the policy decides over {policy.space.n_actions} actions (channels "
-                         f"{list(policy.space.channels)}), not the {space.n_actions} of the deployment "
-                         f"{deployment.name!r} (channels x offers x send slots differ)")
+        raise ValueError(
+            f"{where}: space: the policy decides over {policy.space.n_actions} actions (channels "
+            f"{list(policy.space.channels)}), not the {space.n_actions} of the deployment "
+            f"{deployment.name!r} (channels x offers x send slots differ)"
+        )
     dim, want = getattr(policy, "dim", None), deployment.features().dim
     if dim is not None and dim != want:
-        raise ValueError(f"{where}: dim: the policy reads {dim} features, the deployment {deployment.name!r} "
-                         f"gives {want}")
+        raise ValueError(
+            f"{where}: dim: the policy reads {dim} features, the deployment {deployment.name!r} gives {want}"
+        )
 
 
-def decide_profiles(policy: Policy, spec: FeatureSpec, rules: ContactRules, lifecycle: LifecycleRules,
-                    profile: Profile, history: History, recent: RecentContacts, *, now: np.ndarray,
-                    rng: np.random.Generator, allowed: np.ndarray | None = None) -> Decided:
+def decide_profiles(
+    policy: Policy,
+    spec: FeatureSpec,
+    rules: ContactRules,
+    lifecycle: LifecycleRules,
+    profile: Profile,
+    history: History,
+    recent: RecentContacts,
+    *,
+    now: np.ndarray,
+    rng: np.random.Generator,
+    allowed: np.ndarray | None = None,
+) -> Decided:
     """Decide for the simulator's customers (a scenario bundle's world).
 
     ``profile`` is what the caller knows; a ``stage`` of -1 is derived from the tenure and the
@@ -121,20 +152,35 @@ def decide_profiles(policy: Policy, spec: FeatureSpec, rules: ContactRules, life
     derive = stage < 0
     if derive.any():
         bought = history.n_purchases > 0
-        since_d = np.where(bought & (history.last_purchase > NEVER / 2), (now - history.last_purchase) / 24.0,
-                           np.inf)
+        since_d = np.where(bought & (history.last_purchase > NEVER / 2), (now - history.last_purchase) / 24.0, np.inf)
         stage = stage.copy()
         stage[derive] = lifecycle_stage(profile.tenure_days, since_d, lifecycle)[derive]
-        profile = Profile(profile.segment, profile.tz_offset, profile.consent, stage, profile.cart_active,
-                          profile.tenure_days)
+        profile = Profile(
+            profile.segment, profile.tz_offset, profile.consent, stage, profile.cart_active, profile.tenure_days
+        )
     X = np.ascontiguousarray(build_features(spec, profile, history, now, lifecycle))
-    mask, reasons = eligibility(policy.space, rules, recent, now=now, tz_offset=profile.tz_offset,
-                                consent=profile.consent, allowed=allowed, reasons=True)
+    mask, reasons = eligibility(
+        policy.space,
+        rules,
+        recent,
+        now=now,
+        tz_offset=profile.tz_offset,
+        consent=profile.consent,
+        allowed=allowed,
+        reasons=True,
+    )
     return _choose(policy, X, mask, reasons, now, profile.tz_offset, rng)
 
 
-def _choose(policy: Policy, X: np.ndarray, mask: np.ndarray, reasons: np.ndarray, now: np.ndarray,
-            tz: np.ndarray, rng: np.random.Generator) -> Decided:
+def _choose(
+    policy: Policy,
+    X: np.ndarray,
+    mask: np.ndarray,
+    reasons: np.ndarray,
+    now: np.ndarray,
+    tz: np.ndarray,
+    rng: np.random.Generator,
+) -> Decided:
     """The policy's choice among the eligible actions, its propensity, and when it sends."""
     space = policy.space
     decisions = act(policy, X, mask, rng)
@@ -145,8 +191,16 @@ def _choose(policy: Policy, X: np.ndarray, mask: np.ndarray, reasons: np.ndarray
     return Decided(X, mask, reasons, decisions.actions, decisions.propensities, decisions.probabilities, send_at)
 
 
-def history_from_log(h: ContactHistory, rows: np.ndarray, space: ActionSpace, recent: RecentContacts, *,
-                     now: np.ndarray, tz_offset: np.ndarray, zones: Sequence[str] | None = None) -> History:
+def history_from_log(
+    h: ContactHistory,
+    rows: np.ndarray,
+    space: ActionSpace,
+    recent: RecentContacts,
+    *,
+    now: np.ndarray,
+    tz_offset: np.ndarray,
+    zones: Sequence[str] | None = None,
+) -> History:
     """The :class:`~nba.features.History` of the customers ``rows`` (their indices into
     ``h.customer_ids``) rebuilt from the decision log's contact history ``h``; ``recent`` (sized for
     those customers, e.g. :meth:`nba.eligibility.RecentContacts.for_rules`, or
@@ -210,8 +264,9 @@ def _zone_codes(zones: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     return np.array([code.setdefault(z, len(code)) for z in zones], np.int64), list(code)
 
 
-def _offsets(tz_offset: np.ndarray, zone: tuple[np.ndarray, list[str]] | None, r: np.ndarray,
-             when: np.ndarray) -> np.ndarray:
+def _offsets(
+    tz_offset: np.ndarray, zone: tuple[np.ndarray, list[str]] | None, r: np.ndarray, when: np.ndarray
+) -> np.ndarray:
     """The UTC offset of each element (customer ``r``, time ``when``): ``tz_offset[r]``, or with the customers'
     ``zone`` (:func:`_zone_codes`) a named zone's offset at ``when`` (fixed offsets as they are)."""
     out = tz_offset[r] if tz_offset.ndim else np.full(r.shape, float(tz_offset))

@@ -302,8 +302,9 @@ class Usage:
             x = np.asarray(getattr(self, name))
             if x.ndim != ndim or (x.size and x.dtype.kind not in "iuf"):
                 shape = "(n_offers,)" if ndim == 1 else "(C, days)"
-                raise ValueError(f"usage.{name}: expected a {shape} array of counts, got shape {x.shape} "
-                                 f"dtype {x.dtype}")
+                raise ValueError(
+                    f"usage.{name}: expected a {shape} array of counts, got shape {x.shape} dtype {x.dtype}"
+                )
             x = x.astype(np.float64)
             if not (np.isfinite(x).all() and (x >= 0).all() and (x == np.round(x)).all()):
                 raise ValueError(f"usage.{name}: counts must be integers >= 0")
@@ -317,8 +318,7 @@ class Usage:
         object.__setattr__(self, "day", int(self.day))
 
     @classmethod
-    def count(cls, deployment: Deployment, actions: np.ndarray, send_at: np.ndarray,
-              now: np.ndarray | float) -> Usage:
+    def count(cls, deployment: Deployment, actions: np.ndarray, send_at: np.ndarray, now: np.ndarray | float) -> Usage:
         """The usage of ``actions`` (M,), the deployment's action indices of logged decisions (no contact
         is not counted), sent at ``send_at`` (M,) hours since the epoch, for deciding at ``now`` (scalar or
         (N,)): every contact counts toward its offer; toward its channel, those sending on the UTC days
@@ -328,8 +328,11 @@ class Usage:
         if now.size == 0 or not np.isfinite(now).all():
             raise ValueError("now: must be finite hours since the epoch (a scalar or a non-empty array)")
         first, last = int(np.floor(now.min() / DAY_H)), int(np.floor(now.max() / DAY_H))
-        empty = cls(np.zeros(len(deployment.offers), np.int64), np.zeros((len(deployment.channels), last - first + 2),
-                                                                             np.int64), first)
+        empty = cls(
+            np.zeros(len(deployment.offers), np.int64),
+            np.zeros((len(deployment.channels), last - first + 2), np.int64),
+            first,
+        )
         return empty.plus(deployment, actions, send_at)
 
     def plus(self, deployment: Deployment, actions: np.ndarray, send_at: np.ndarray) -> Usage:
@@ -357,11 +360,13 @@ class Usage:
         """ValueError naming the field when the counts do not fit ``deployment``'s offers and channels."""
         n_offers, c = len(deployment.offers), len(deployment.channels)
         if self.offer_sends.shape != (n_offers,):
-            raise ValueError(f"usage.offer_sends: expected shape ({n_offers},) (one count per offer), "
-                             f"got {self.offer_sends.shape}")
+            raise ValueError(
+                f"usage.offer_sends: expected shape ({n_offers},) (one count per offer), got {self.offer_sends.shape}"
+            )
         if self.channel_sends.shape[0] != c:
-            raise ValueError(f"usage.channel_sends: expected shape ({c}, days) (one row per channel), "
-                             f"got {self.channel_sends.shape}")
+            raise ValueError(
+                f"usage.channel_sends: expected shape ({c}, days) (one row per channel), got {self.channel_sends.shape}"
+            )
 
 
 FEW_ROWS = 4  # up to this many customers, checking row by row costs less than column by column
@@ -413,8 +418,9 @@ class AttributeColumns(Sequence[dict[str, Any]]):
         if len(parts) == 1:
             return parts[0]
         names = list(parts[0].columns) if parts else []
-        return cls({name: np.concatenate([p.columns[name] for p in parts]) for name in names},
-                   sum(len(p) for p in parts))
+        return cls(
+            {name: np.concatenate([p.columns[name] for p in parts]) for name in names}, sum(len(p) for p in parts)
+        )
 
 
 def _cell(col: np.ndarray, i: int) -> Any:
@@ -427,7 +433,10 @@ def _cell(col: np.ndarray, i: int) -> Any:
 
 _NONE = type(None)
 _TAKEN_AS_THEY_COME: dict[str, set[type]] = {  # value types checked column by column; others one value at a time
-    "number": {int, float, _NONE}, "category": {str, _NONE}, "boolean": {bool, _NONE}}
+    "number": {int, float, _NONE},
+    "category": {str, _NONE},
+    "boolean": {bool, _NONE},
+}
 
 
 def _as_column(a: Attribute, values: list[Any]) -> np.ndarray:
@@ -556,15 +565,18 @@ class Deployment:
         by_name = {a.name: a for a in attributes}
         channels = _channels(_table(data.get("channels", {}), "channels"), by_name)
         offers = _offers(_table(data.get("offers", {}), "offers"), by_name, {c.name for c in channels})
-        caps, gap = _contact_policy(_table(data.get("contact_policy", {}), "contact_policy"),
-                                    {c.name for c in channels}, {o.name for o in offers})
+        caps, gap = _contact_policy(
+            _table(data.get("contact_policy", {}), "contact_policy"),
+            {c.name for c in channels},
+            {o.name for o in offers},
+        )
         events, window, subtract = _reward(_table(data.get("reward", {}), "reward"))
-        return cls(name.strip(), attributes, channels, offers, slots, caps, gap, events, window, subtract,
-                   description)
+        return cls(name.strip(), attributes, channels, offers, slots, caps, gap, events, window, subtract, description)
 
     # ------------------------------------------------------------------ identity
     def to_dict(self) -> dict[str, Any]:
         """Canonical plain data (what the digest is taken of; :meth:`from_dict` reads it back)."""
+
         def clean(d: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in d.items() if v is not None and v != () and v != {} and v != []}
 
@@ -572,25 +584,70 @@ class Deployment:
             return None if h is None else datetime.fromtimestamp(h * 3600.0, UTC).isoformat()
 
         return {
-            "deployment": clean({"name": self.name, "description": self.description or None,
-                                 "send_slots": ["now" if s is None else s for s in self.send_slots]}),
-            "attributes": {a.name: clean({"type": a.type, "values": list(a.values), "min": a.min, "max": a.max,
-                                          "default": when(a.default) if a.type == "time" else a.default,
-                                          "required": a.required or None})
-                           for a in self.attributes},
-            "channels": {c.name: clean({"cost": c.cost, "delay_h": c.delay_h, "consent": c.consent,
-                                        "quiet_hours": None if c.quiet_hours is None else list(c.quiet_hours),
-                                        "capacity_per_day": c.capacity_per_day}) for c in self.channels},
-            "offers": {o.name: clean({"features": dict(sorted(o.features.items())), "channels": list(o.channels),
-                                      "eligible": {k: o.eligible[k].to_data() for k in sorted(o.eligible)},
-                                      "valid_from": when(o.valid_from_h), "valid_until": when(o.valid_until_h),
-                                      "budget": o.budget}) for o in self.offers},
-            "contact_policy": {"min_gap_h": self.min_gap_h,
-                               "caps": [clean({"channel": c.channel or ("*" if c.offer is None else None),
-                                               "offer": c.offer, "max": c.max, "hours": c.window_h})
-                                        for c in self.caps]},
-            "reward": {"events": dict(self.reward_events), "window_h": self.reward_window_h,
-                       "subtract_cost": self.subtract_cost},
+            "deployment": clean(
+                {
+                    "name": self.name,
+                    "description": self.description or None,
+                    "send_slots": ["now" if s is None else s for s in self.send_slots],
+                }
+            ),
+            "attributes": {
+                a.name: clean(
+                    {
+                        "type": a.type,
+                        "values": list(a.values),
+                        "min": a.min,
+                        "max": a.max,
+                        "default": when(a.default) if a.type == "time" else a.default,
+                        "required": a.required or None,
+                    }
+                )
+                for a in self.attributes
+            },
+            "channels": {
+                c.name: clean(
+                    {
+                        "cost": c.cost,
+                        "delay_h": c.delay_h,
+                        "consent": c.consent,
+                        "quiet_hours": None if c.quiet_hours is None else list(c.quiet_hours),
+                        "capacity_per_day": c.capacity_per_day,
+                    }
+                )
+                for c in self.channels
+            },
+            "offers": {
+                o.name: clean(
+                    {
+                        "features": dict(sorted(o.features.items())),
+                        "channels": list(o.channels),
+                        "eligible": {k: o.eligible[k].to_data() for k in sorted(o.eligible)},
+                        "valid_from": when(o.valid_from_h),
+                        "valid_until": when(o.valid_until_h),
+                        "budget": o.budget,
+                    }
+                )
+                for o in self.offers
+            },
+            "contact_policy": {
+                "min_gap_h": self.min_gap_h,
+                "caps": [
+                    clean(
+                        {
+                            "channel": c.channel or ("*" if c.offer is None else None),
+                            "offer": c.offer,
+                            "max": c.max,
+                            "hours": c.window_h,
+                        }
+                    )
+                    for c in self.caps
+                ],
+            },
+            "reward": {
+                "events": dict(self.reward_events),
+                "window_h": self.reward_window_h,
+                "subtract_cost": self.subtract_cost,
+            },
         }
 
     @cached_property
@@ -612,8 +669,7 @@ class Deployment:
     @_once
     def action_space(self) -> ActionSpace:
         """No contact, then every (channel, offer, slot)."""
-        return ActionSpace(tuple(c.name for c in self.channels), tuple(o.name for o in self.offers),
-                           self.send_slots)
+        return ActionSpace(tuple(c.name for c in self.channels), tuple(o.name for o in self.offers), self.send_slots)
 
     @_once
     def contact_rules(self) -> ContactRules:
@@ -621,8 +677,9 @@ class Deployment:
         (the caps on single offers are :meth:`offer_caps`)."""
         quiet = {c.name: c.quiet_hours for c in self.channels if c.quiet_hours is not None}
         caps = tuple(Cap(c.channel, c.max, c.window_h) for c in self.caps if c.offer is None)
-        return ContactRules(quiet_hours=quiet, caps=caps, min_gap_h=self.min_gap_h,
-                            channels=tuple(c.name for c in self.channels))
+        return ContactRules(
+            quiet_hours=quiet, caps=caps, min_gap_h=self.min_gap_h, channels=tuple(c.name for c in self.channels)
+        )
 
     @_once
     def offer_caps(self) -> tuple[OfferCap, ...]:
@@ -642,9 +699,12 @@ class Deployment:
         a fixed value for an opt-out."""
         counted = tuple(e for e, v in self.reward_events.items() if v == "value")
         opt_out = self.reward_events.get("opted_out", 0.0)
-        return RewardRule(window_h=self.reward_window_h, events=counted,
-                          opt_out_value=0.0 if opt_out == "value" else float(opt_out),
-                          subtract_cost=self.subtract_cost)
+        return RewardRule(
+            window_h=self.reward_window_h,
+            events=counted,
+            opt_out_value=0.0 if opt_out == "value" else float(opt_out),
+            subtract_cost=self.subtract_cost,
+        )
 
     def check_attributes(self, values: Mapping[str, Any], path: str = "attributes") -> dict[str, Any]:
         """A request's attributes checked and completed with defaults: DeploymentError naming
@@ -786,11 +846,19 @@ class Deployment:
                 out[j] = np.isin(names, o.channels)
         return out
 
-    def eligibility(self, attributes: Sequence[Mapping[str, Any]], recent: RecentContacts, *,
-                    now: np.ndarray | float, tz_offset: np.ndarray | float, allowed: np.ndarray | None = None,
-                    reasons: bool = False, columns: Mapping[str, np.ndarray] | None = None,
-                    usage: Usage | None = None,
-                    offers: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def eligibility(
+        self,
+        attributes: Sequence[Mapping[str, Any]],
+        recent: RecentContacts,
+        *,
+        now: np.ndarray | float,
+        tz_offset: np.ndarray | float,
+        allowed: np.ndarray | None = None,
+        reasons: bool = False,
+        columns: Mapping[str, np.ndarray] | None = None,
+        usage: Usage | None = None,
+        offers: np.ndarray | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """(N, A) mask of the actions each customer may get now, with the reasons (``reasons``): the whole
         contact policy and the offers' own rules. No contact stays eligible.
 
@@ -823,9 +891,16 @@ class Deployment:
                 raise ValueError(f"offers: expected shape {(n, k)}, got {offers.shape}")
         cols = self.columns(attributes) if columns is None else columns
         offer_caps = self.offer_caps() if recent.offer_times is not None else ()
-        bits = reason_bits(space, self.contact_rules(), recent, now=np.asarray(now, np.float64),
-                           tz_offset=np.asarray(tz_offset, np.float64),
-                           consent=self._consent(cols, n), allowed=allowed, offer_caps=offer_caps)
+        bits = reason_bits(
+            space,
+            self.contact_rules(),
+            recent,
+            now=np.asarray(now, np.float64),
+            tz_offset=np.asarray(tz_offset, np.float64),
+            consent=self._consent(cols, n),
+            allowed=allowed,
+            offer_caps=offer_caps,
+        )
         # a view: each action's (channel, offer x slot); a per-offer verdict is repeated over the slots, so
         # that it is or-ed in rows of K x S bytes (as (N, C, K, S), NumPy loops over rows of S bytes)
         grid = bits[:, 1:].reshape(n, c, k * s)
@@ -843,11 +918,19 @@ class Deployment:
             day = np.floor(send / DAY_H) - usage.day
             days = usage.channel_sends.shape[1]
             if np.isfinite(capacity).any() and n and (day.min() < 0 or day.max() >= days):
-                raise ValueError(f"usage.day: counts the channels' sends on UTC days {usage.day}.."
-                                 f"{usage.day + days - 1}, the batch sends from day {usage.day + int(day.min())} to "
-                                 f"{usage.day + int(day.max())} (Usage.count at the decision's now)")
-            limit_to_remaining(space, bits, send, offer_left=budget - usage.offer_sends,
-                               channel_left=capacity[:, None] - usage.channel_sends, first_day=usage.day)
+                raise ValueError(
+                    f"usage.day: counts the channels' sends on UTC days {usage.day}.."
+                    f"{usage.day + days - 1}, the batch sends from day {usage.day + int(day.min())} to "
+                    f"{usage.day + int(day.max())} (Usage.count at the decision's now)"
+                )
+            limit_to_remaining(
+                space,
+                bits,
+                send,
+                offer_left=budget - usage.offer_sends,
+                channel_left=capacity[:, None] - usage.channel_sends,
+                first_day=usage.day,
+            )
         if offers is not None and not offers.all():
             grid |= np.repeat((~offers).view(np.uint8) * np.uint8(Reason.RESTRICTED), s, axis=1)[:, None, :]
         mask = bits == 0
@@ -856,8 +939,11 @@ class Deployment:
     @_once
     def _ruled_offers(self) -> tuple[int, ...]:
         """The offers with eligibility rules or validity dates (the others are open to everyone)."""
-        return tuple(j for j, o in enumerate(self.offers)
-                     if o.eligible or o.valid_from_h is not None or o.valid_until_h is not None)
+        return tuple(
+            j
+            for j, o in enumerate(self.offers)
+            if o.eligible or o.valid_from_h is not None or o.valid_until_h is not None
+        )
 
     @_once
     def _off_channel(self) -> np.ndarray | None:
@@ -889,7 +975,7 @@ class Deployment:
 # ----------------------------------------------------------------------------- sections
 def _slots(raw: Any) -> tuple[int | None, ...]:
     if not isinstance(raw, list | tuple) or not raw:
-        _fail("deployment.send_slots", f"must be a non-empty list of \"now\" or hours, got {raw!r}")
+        _fail("deployment.send_slots", f'must be a non-empty list of "now" or hours, got {raw!r}')
     slots: list[int | None] = []
     for i, s in enumerate(raw):
         if s == "now":
@@ -897,7 +983,7 @@ def _slots(raw: Any) -> tuple[int | None, ...]:
         elif isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 24:
             slots.append(s)
         else:
-            _fail(f"deployment.send_slots[{i}]", f"must be \"now\" or an hour in 0..23, got {s!r}")
+            _fail(f"deployment.send_slots[{i}]", f'must be "now" or an hour in 0..23, got {s!r}')
     if len(set(slots)) != len(slots):
         _fail("deployment.send_slots", f"must not repeat a slot, got {raw!r}")
     return tuple(slots)
@@ -941,8 +1027,7 @@ def _attributes(table: Mapping[str, Any]) -> tuple[Attribute, ...]:
         if default is not None and not (kind == "time" and default == "none"):
             if required:
                 _fail(f"{path}.default", "a required attribute has no default")
-            attribute = Attribute(name, kind, values, low, high, attribute.check(default, f"{path}.default"),
-                                  required)
+            attribute = Attribute(name, kind, values, low, high, attribute.check(default, f"{path}.default"), required)
         out.append(attribute)
     return tuple(out)
 
@@ -960,20 +1045,33 @@ def _channels(table: Mapping[str, Any], attributes: dict[str, Attribute]) -> tup
         if consent is not None:
             a = attributes.get(consent)
             if a is None or a.type != "boolean":
-                _fail(f"{path}.consent", f"must name a boolean attribute, got {consent!r}; boolean attributes: "
-                                         f"{sorted(k for k, v in attributes.items() if v.type == 'boolean')}")
+                _fail(
+                    f"{path}.consent",
+                    f"must name a boolean attribute, got {consent!r}; boolean attributes: "
+                    f"{sorted(k for k, v in attributes.items() if v.type == 'boolean')}",
+                )
         quiet = spec.get("quiet_hours")
         if quiet is not None:
-            ok = (isinstance(quiet, list | tuple) and len(quiet) == 2
-                  and all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 24 for h in quiet)
-                  and quiet[0] != quiet[1])
+            ok = (
+                isinstance(quiet, list | tuple)
+                and len(quiet) == 2
+                and all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 24 for h in quiet)
+                and quiet[0] != quiet[1]
+            )
             if not ok:
                 _fail(f"{path}.quiet_hours", f"must be [from, to], two different hours in 0..23, got {quiet!r}")
             quiet = (int(quiet[0]), int(quiet[1]))
         capacity = spec.get("capacity_per_day")
-        out.append(Channel(name, _number(spec.get("cost", 0.0), f"{path}.cost", low=0.0),
-                           _number(spec.get("delay_h", 0.0), f"{path}.delay_h", low=0.0), consent, quiet,
-                           None if capacity is None else _count(capacity, f"{path}.capacity_per_day")))
+        out.append(
+            Channel(
+                name,
+                _number(spec.get("cost", 0.0), f"{path}.cost", low=0.0),
+                _number(spec.get("delay_h", 0.0), f"{path}.delay_h", low=0.0),
+                consent,
+                quiet,
+                None if capacity is None else _count(capacity, f"{path}.capacity_per_day"),
+            )
+        )
     return tuple(out)
 
 
@@ -1039,13 +1137,16 @@ def _offers(table: Mapping[str, Any], attributes: dict[str, Attribute], channels
     for o in out:  # every offer describes itself with the same features, so policies can compare them
         missing = sorted(set(schema) - set(o.features))
         if missing:
-            _fail(f"offers.{o.name}.features", f"missing {missing} that other offers declare "
-                                                f"(e.g. offers.{schema[missing[0]][1]})")
+            _fail(
+                f"offers.{o.name}.features",
+                f"missing {missing} that other offers declare (e.g. offers.{schema[missing[0]][1]})",
+            )
     return tuple(out)
 
 
-def _contact_policy(table: Mapping[str, Any], channels: set[str],
-                    offers: set[str]) -> tuple[tuple[CapRule, ...], float]:
+def _contact_policy(
+    table: Mapping[str, Any], channels: set[str], offers: set[str]
+) -> tuple[tuple[CapRule, ...], float]:
     _keys(table, "contact_policy", ("caps", "min_gap_h"))
     gap = _number(table.get("min_gap_h", 0.0), "contact_policy.min_gap_h", low=0.0)
     raw = table.get("caps", [])
@@ -1060,19 +1161,23 @@ def _contact_policy(table: Mapping[str, Any], channels: set[str],
         if channel is not None and offer is not None:
             _fail(path, "caps one channel or one offer, not both")
         if channel is None and offer is None:
-            _fail(path, "give channel (a name, or \"*\" for all channels together) or offer")
+            _fail(path, 'give channel (a name, or "*" for all channels together) or offer')
         if channel is not None and channel != "*" and channel not in channels:
-            _fail(f"{path}.channel", f"unknown channel {channel!r}; declared: {sorted(channels)} or \"*\"")
+            _fail(f"{path}.channel", f'unknown channel {channel!r}; declared: {sorted(channels)} or "*"')
         if offer is not None and offer not in offers:
             _fail(f"{path}.offer", f"unknown offer {offer!r}; declared: {sorted(offers)}")
         if ("days" in item) == ("hours" in item):
             _fail(path, "give the window as days or as hours (one of them)")
-        window = (_number(item["days"], f"{path}.days", positive=True) * DAY_H if "days" in item
-                  else _number(item["hours"], f"{path}.hours", positive=True))
+        window = (
+            _number(item["days"], f"{path}.days", positive=True) * DAY_H
+            if "days" in item
+            else _number(item["hours"], f"{path}.hours", positive=True)
+        )
         if "max" not in item:
             _fail(f"{path}.max", "missing")
-        caps.append(CapRule(_count(item["max"], f"{path}.max"), window,
-                            None if channel in (None, "*") else channel, offer))
+        caps.append(
+            CapRule(_count(item["max"], f"{path}.max"), window, None if channel in (None, "*") else channel, offer)
+        )
     return tuple(caps), gap
 
 
@@ -1086,7 +1191,7 @@ def _reward(table: Mapping[str, Any]) -> tuple[dict[str, str | float], float, bo
         if e not in EVENTS:
             _fail(path, f"unknown event; valid: {list(EVENTS)}")
         if v != "value" and e != "opted_out":
-            _fail(path, "must be \"value\" (the event's own value); a fixed value is for opted_out only")
+            _fail(path, 'must be "value" (the event\'s own value); a fixed value is for opted_out only')
         if v != "value":
             events[e] = _number(v, path)
     window = _number(table.get("window_h", 72.0), "reward.window_h", positive=True)

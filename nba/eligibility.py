@@ -254,8 +254,11 @@ class ContactRules:
     channels: tuple[str, ...] = CHANNELS  # the names the rules may refer to (a deployment declares its own)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.channels, tuple | list) and self.channels
-                and all(isinstance(c, str) and c for c in self.channels)):
+        if not (
+            isinstance(self.channels, tuple | list)
+            and self.channels
+            and all(isinstance(c, str) and c for c in self.channels)
+        ):
             _fail("channels", f"must be a non-empty sequence of channel names, got {self.channels!r}")
         object.__setattr__(self, "channels", tuple(self.channels))
         if not isinstance(self.quiet_hours, Mapping):
@@ -281,8 +284,9 @@ class ContactRules:
             if not isinstance(cap, Cap):
                 _fail(path, f"must be a Cap, got {type(cap).__name__}")
             if cap.channel is not None and cap.channel not in self.channels:
-                _fail(f"{path}.channel", f"unknown channel {cap.channel!r}; valid: {list(self.channels)} or None "
-                                         "for all")
+                _fail(
+                    f"{path}.channel", f"unknown channel {cap.channel!r}; valid: {list(self.channels)} or None for all"
+                )
             if not (_is_int(cap.max_count) and cap.max_count > 0):
                 _fail(f"{path}.max_count", f"must be a positive integer, got {cap.max_count!r}")
             if not (_is_number(cap.window_h) and math.isfinite(cap.window_h) and cap.window_h > 0):
@@ -381,10 +385,17 @@ class RecentContacts:
     def __post_init__(self) -> None:
         times = np.asarray(self.times, np.float64)
         any_times = np.asarray(self.any_times, np.float64)
-        if (times.ndim != 3 or any_times.ndim != 2 or times.shape[0] != any_times.shape[0]
-                or any_times.shape[1] < 1 or times.shape[2] < 1):
-            raise ValueError(f"recent: times {times.shape} must be (N, C, k_channel) and any_times "
-                             f"{any_times.shape} (N, k), with k, k_channel >= 1")
+        if (
+            times.ndim != 3
+            or any_times.ndim != 2
+            or times.shape[0] != any_times.shape[0]
+            or any_times.shape[1] < 1
+            or times.shape[2] < 1
+        ):
+            raise ValueError(
+                f"recent: times {times.shape} must be (N, C, k_channel) and any_times "
+                f"{any_times.shape} (N, k), with k, k_channel >= 1"
+            )
         if not (np.isfinite(times).all() and np.isfinite(any_times).all()):
             raise ValueError("recent: send times must be finite (NEVER marks no contact)")
         # newest first, stored customer-minor
@@ -399,17 +410,30 @@ class RecentContacts:
                 raise ValueError("offer_times: missing, with offers given (give both, or neither)")
             return
         offer_times = np.asarray(self.offer_times, np.float64)
-        if offer_times.shape[:2] != (times.shape[0], len(self.offers)) or offer_times.ndim != 3 \
-                or offer_times.shape[2] < 1:
-            raise ValueError(f"offer_times: expected shape ({times.shape[0]}, {len(self.offers)}, k_offer) "
-                             f"(N, len(offers), k_offer >= 1), got {offer_times.shape}")
+        if (
+            offer_times.shape[:2] != (times.shape[0], len(self.offers))
+            or offer_times.ndim != 3
+            or offer_times.shape[2] < 1
+        ):
+            raise ValueError(
+                f"offer_times: expected shape ({times.shape[0]}, {len(self.offers)}, k_offer) "
+                f"(N, len(offers), k_offer >= 1), got {offer_times.shape}"
+            )
         if not np.isfinite(offer_times).all():
             raise ValueError("offer_times: send times must be finite (NEVER marks no contact)")
         self.offer_times = np.asfortranarray(-np.sort(-offer_times, axis=2))
 
     @classmethod
-    def empty(cls, n: int, n_channels: int, k: int = 8, k_channel: int | None = None, *,
-              offers: tuple[int, ...] = (), k_offer: int = 1) -> RecentContacts:
+    def empty(
+        cls,
+        n: int,
+        n_channels: int,
+        k: int = 8,
+        k_channel: int | None = None,
+        *,
+        offers: tuple[int, ...] = (),
+        k_offer: int = 1,
+    ) -> RecentContacts:
         """No contacts yet for ``n`` customers; ``k`` bounds the ``max_count`` of caps over all channels,
         ``k_channel`` (default ``k``) that of per-channel caps, ``k_offer`` that of caps on the ``offers``
         (content indices) kept; no offers: no per-offer record."""
@@ -421,15 +445,22 @@ class RecentContacts:
         return out
 
     @classmethod
-    def for_rules(cls, n: int, n_channels: int, rules: ContactRules,
-                  offer_caps: tuple[OfferCap, ...] = ()) -> RecentContacts:
+    def for_rules(
+        cls, n: int, n_channels: int, rules: ContactRules, offer_caps: tuple[OfferCap, ...] = ()
+    ) -> RecentContacts:
         """No contacts yet for ``n`` customers, keeping as many contacts as ``rules``' largest caps count
         (over all channels, and per channel), and as ``offer_caps`` count for each offer they name."""
         overall = [cap.max_count for cap in rules.caps if cap.channel is None]
         per_channel = [cap.max_count for cap in rules.caps if cap.channel is not None]
         offers = tuple(dict.fromkeys(cap.offer for cap in offer_caps))
-        return cls.empty(n, n_channels, k=max([1, *overall]), k_channel=max([1, *per_channel]), offers=offers,
-                         k_offer=max([1, *(cap.max_count for cap in offer_caps)]))
+        return cls.empty(
+            n,
+            n_channels,
+            k=max([1, *overall]),
+            k_channel=max([1, *per_channel]),
+            offers=offers,
+            k_offer=max([1, *(cap.max_count for cap in offer_caps)]),
+        )
 
     @property
     def n(self) -> int:
@@ -456,8 +487,9 @@ class RecentContacts:
         """Latest contacts kept per offer in ``offers`` (0 without a per-offer record)."""
         return 0 if self.offer_times is None else self.offer_times.shape[2]
 
-    def record(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray,
-               offers: np.ndarray | None = None) -> None:
+    def record(
+        self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray, offers: np.ndarray | None = None
+    ) -> None:
         """Contact customer ``rows[i]`` on channel index ``channels[i]`` at ``when[i]`` hours (rows unique),
         with offer (content index) ``offers[i]``.
 
@@ -466,8 +498,10 @@ class RecentContacts:
         """
         rows = np.asarray(rows).ravel()
         if offers is None and self.offer_times is not None:
-            raise ValueError(f"offers: needed, this record keeps the contacts of offers {list(self.offers)} "
-                             "(give each contact's content index, space.content_of[action])")
+            raise ValueError(
+                f"offers: needed, this record keeps the contacts of offers {list(self.offers)} "
+                "(give each contact's content index, space.content_of[action])"
+            )
         if rows.size == 0:
             return
         if rows.dtype.kind not in "iu" or rows.min() < 0 or rows.max() >= self.n:
@@ -486,8 +520,9 @@ class RecentContacts:
                 raise ValueError("offers: must be integer content indices >= 0")
         self._insert(rows, channels, when, offers)
 
-    def _insert(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray,
-                offers: np.ndarray | None = None) -> None:
+    def _insert(
+        self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray, offers: np.ndarray | None = None
+    ) -> None:
         self.times[rows, channels] = _insert_newest_first(self.times[rows, channels], when)
         self.any_times[rows] = _insert_newest_first(self.any_times[rows], when)
         if self.offer_times is None or offers is None:
@@ -511,8 +546,10 @@ class RecentContacts:
         """
         actions = space.check(actions)
         if actions.shape != (self.n,) or send.shape != (self.n, space.n_slots):
-            raise ValueError(f"actions: expected shape ({self.n},) with send ({self.n}, {space.n_slots}), "
-                             f"got {actions.shape} and {send.shape}")
+            raise ValueError(
+                f"actions: expected shape ({self.n},) with send ({self.n}, {space.n_slots}), "
+                f"got {actions.shape} and {send.shape}"
+            )
         rows = np.flatnonzero(actions != NO_CONTACT)  # unique, in range: no need for record's checks
         a = actions[rows]
         when = send[rows, space.slot_of[a]].astype(np.float64)
@@ -601,14 +638,25 @@ def _per_channel(name: str, x: Any, n: int, c: int, dtype: type) -> np.ndarray:
     return x if x.shape == (n, c) else np.broadcast_to(x, (n, c))
 
 
-def _check_request(space: ActionSpace, rules: ContactRules, recent: RecentContacts, now: Any, tz_offset: Any,
-                   consent: Any, allowed: Any, budget_left: Any, cost: Any) -> tuple:
+def _check_request(
+    space: ActionSpace,
+    rules: ContactRules,
+    recent: RecentContacts,
+    now: Any,
+    tz_offset: Any,
+    consent: Any,
+    allowed: Any,
+    budget_left: Any,
+    cost: Any,
+) -> tuple:
     n, c = recent.n, space.n_channels
     now = _vector("now", now, n)
     tz = _vector("tz_offset", tz_offset, n)
     if tz.size and np.abs(tz).max() > MAX_TZ_H:
-        raise ValueError(f"tz_offset: must be hours east of UTC in [-{MAX_TZ_H:g}, {MAX_TZ_H:g}], "
-                         f"got {float(tz[np.abs(tz).argmax()])!r}")
+        raise ValueError(
+            f"tz_offset: must be hours east of UTC in [-{MAX_TZ_H:g}, {MAX_TZ_H:g}], "
+            f"got {float(tz[np.abs(tz).argmax()])!r}"
+        )
     consent = _per_channel("consent", consent, n, c, bool)
     if allowed is not None:
         allowed = _per_channel("allowed", allowed, n, c, bool)
@@ -626,13 +674,16 @@ def _check_request(space: ActionSpace, rules: ContactRules, recent: RecentContac
     for i, cap in enumerate(rules.caps):
         kept, what = (recent.k, "k") if cap.channel is None else (recent.k_channel, "k_channel")
         if (cap.channel is None or cap.channel in space.channels) and cap.max_count > kept:
-            raise ValueError(f"caps[{i}].max_count: {cap.max_count} exceeds the {kept} latest contacts kept "
-                             f"per customer (RecentContacts {what})")
+            raise ValueError(
+                f"caps[{i}].max_count: {cap.max_count} exceeds the {kept} latest contacts kept "
+                f"per customer (RecentContacts {what})"
+            )
     return now, tz, consent, allowed, budget_left, cost
 
 
-def _limit_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContacts, now: np.ndarray,
-                   send: np.ndarray, out: np.ndarray) -> None:
+def _limit_reasons(
+    space: ActionSpace, rules: ContactRules, recent: RecentContacts, now: np.ndarray, send: np.ndarray, out: np.ndarray
+) -> None:
     """Set CHANNEL_CAP, TOTAL_CAP and MIN_GAP bits in ``out`` (C, S, N) for sends at ``send`` (N, S).
 
     A limit of ``m`` contacts within ``w`` blocks a send at ``s`` when ``m`` recorded contacts lie in
@@ -646,8 +697,10 @@ def _limit_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContac
     index = {ch: c for c, ch in enumerate(space.channels)}
     # (channel index, or None for all channels; window_h; max_count; reason): the gap is a cap of one
     limits: list[tuple[int | None, float, int, Reason]] = [
-        (index[cap.channel], cap.window_h, cap.max_count, Reason.CHANNEL_CAP) for cap in rules.caps
-        if cap.channel in index]
+        (index[cap.channel], cap.window_h, cap.max_count, Reason.CHANNEL_CAP)
+        for cap in rules.caps
+        if cap.channel in index
+    ]
     limits += [(None, cap.window_h, cap.max_count, Reason.TOTAL_CAP) for cap in rules.caps if cap.channel is None]
     if rules.min_gap_h > 0:
         limits.append((None, rules.min_gap_h, 1, Reason.MIN_GAP))
@@ -677,8 +730,9 @@ def _reached(table: np.ndarray, m: int, w: float, send_t: np.ndarray, nothing_ah
     return table[np.arange(table.shape[0]), np.minimum(ahead + (m - 1), table.shape[1] - 1)] > send_t - w
 
 
-def _offer_cap_reasons(space: ActionSpace, offer_caps: tuple[OfferCap, ...], recent: RecentContacts,
-                       now: np.ndarray, send: np.ndarray) -> np.ndarray | None:
+def _offer_cap_reasons(
+    space: ActionSpace, offer_caps: tuple[OfferCap, ...], recent: RecentContacts, now: np.ndarray, send: np.ndarray
+) -> np.ndarray | None:
     """(N, K x S) uint8, OFFER where a cap on the offer (content) is reached at the slot's send time (each
     customer's offers and slots in action order); None without caps. Judged as the channel caps are
     (:func:`_limit_reasons`), on each offer's record."""
@@ -686,22 +740,29 @@ def _offer_cap_reasons(space: ActionSpace, offer_caps: tuple[OfferCap, ...], rec
         if not isinstance(cap, OfferCap):
             raise ValueError(f"offer_caps[{i}]: must be an OfferCap, got {type(cap).__name__}")
         if cap.offer >= space.n_contents:
-            raise ValueError(f"offer_caps[{i}].offer: {cap.offer} is not a content index of the action space "
-                             f"[0, {space.n_contents})")
+            raise ValueError(
+                f"offer_caps[{i}].offer: {cap.offer} is not a content index of the action space [0, {space.n_contents})"
+            )
         if cap.offer not in recent.offers:
-            raise ValueError(f"recent: keeps no contacts of offer {cap.offer}, which offer_caps[{i}] caps (build "
-                             "it with RecentContacts.for_rules(..., offer_caps))")
+            raise ValueError(
+                f"recent: keeps no contacts of offer {cap.offer}, which offer_caps[{i}] caps (build "
+                "it with RecentContacts.for_rules(..., offer_caps))"
+            )
         if cap.max_count > recent.k_offer:
-            raise ValueError(f"offer_caps[{i}].max_count: {cap.max_count} exceeds the {recent.k_offer} latest "
-                             "contacts kept per customer and offer (RecentContacts k_offer)")
+            raise ValueError(
+                f"offer_caps[{i}].max_count: {cap.max_count} exceeds the {recent.k_offer} latest "
+                "contacts kept per customer and offer (RecentContacts k_offer)"
+            )
     if not offer_caps or recent.n == 0:
         return None
     send_t = np.ascontiguousarray(send.T)  # (S, N)
     out = np.zeros((recent.n, space.n_contents, space.n_slots), np.uint8)  # customers first: rows of K x S
     times = recent.offer_times
     if times is None:
-        raise ValueError("recent: keeps no contact per offer, and the rules cap offers (RecentContacts.for_rules "
-                         "with the offer caps)")
+        raise ValueError(
+            "recent: keeps no contact per offer, and the rules cap offers (RecentContacts.for_rules "
+            "with the offer caps)"
+        )
     column = recent._offer_column(np.array([cap.offer for cap in offer_caps]))
     for cap, j in zip(offer_caps, column, strict=True):
         table = times[:, j]  # (N, k_offer)
@@ -710,15 +771,25 @@ def _offer_cap_reasons(space: ActionSpace, offer_caps: tuple[OfferCap, ...], rec
     return out.reshape(recent.n, -1)
 
 
-def channel_slot_reasons(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
-                         tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = None,
-                         budget_left: np.ndarray | None = None, cost: np.ndarray | None = None) -> np.ndarray:
+def channel_slot_reasons(
+    space: ActionSpace,
+    rules: ContactRules,
+    recent: RecentContacts,
+    *,
+    now: np.ndarray,
+    tz_offset: np.ndarray,
+    consent: np.ndarray,
+    allowed: np.ndarray | None = None,
+    budget_left: np.ndarray | None = None,
+    cost: np.ndarray | None = None,
+) -> np.ndarray:
     """(N, C, S) uint8 :class:`Reason` bits per channel and send slot, 0 where eligible (see :func:`eligibility`).
 
     Every action on a (channel, slot) pair shares its verdict, whatever its content.
     """
     now, tz, consent, allowed, budget_left, cost = _check_request(
-        space, rules, recent, now, tz_offset, consent, allowed, budget_left, cost)
+        space, rules, recent, now, tz_offset, consent, allowed, budget_left, cost
+    )
     per_channel = (~consent).view(np.uint8) * np.uint8(Reason.CONSENT)
     if allowed is not None:
         per_channel |= (~allowed).view(np.uint8) * np.uint8(Reason.RESTRICTED)
@@ -737,7 +808,8 @@ def channel_slot_reasons(space: ActionSpace, rules: ContactRules, recent: Recent
             if h is None:
                 if window not in quiet_now:
                     quiet_now[window] = np.asarray(_in_quiet(local, *window)).view(np.uint8) * np.uint8(
-                        Reason.QUIET_HOURS)
+                        Reason.QUIET_HOURS
+                    )
                 out[c, s] |= quiet_now[window]
             elif _in_quiet(h, *window):
                 out[c, s] |= np.uint8(Reason.QUIET_HOURS)
@@ -770,20 +842,49 @@ def _expand(space: ActionSpace, per_pair: np.ndarray, no_contact: Any) -> np.nda
 
 
 @overload
-def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
-                tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = ...,
-                budget_left: np.ndarray | None = ..., cost: np.ndarray | None = ...,
-                reasons: Literal[False] = ..., offer_caps: tuple[OfferCap, ...] = ...) -> np.ndarray: ...
+def eligibility(
+    space: ActionSpace,
+    rules: ContactRules,
+    recent: RecentContacts,
+    *,
+    now: np.ndarray,
+    tz_offset: np.ndarray,
+    consent: np.ndarray,
+    allowed: np.ndarray | None = ...,
+    budget_left: np.ndarray | None = ...,
+    cost: np.ndarray | None = ...,
+    reasons: Literal[False] = ...,
+    offer_caps: tuple[OfferCap, ...] = ...,
+) -> np.ndarray: ...
 @overload
-def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
-                tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = ...,
-                budget_left: np.ndarray | None = ..., cost: np.ndarray | None = ...,
-                reasons: Literal[True], offer_caps: tuple[OfferCap, ...] = ...) -> tuple[np.ndarray, np.ndarray]: ...
-def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
-                tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = None,
-                budget_left: np.ndarray | None = None, cost: np.ndarray | None = None,
-                reasons: bool = False,
-                offer_caps: tuple[OfferCap, ...] = ()) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def eligibility(
+    space: ActionSpace,
+    rules: ContactRules,
+    recent: RecentContacts,
+    *,
+    now: np.ndarray,
+    tz_offset: np.ndarray,
+    consent: np.ndarray,
+    allowed: np.ndarray | None = ...,
+    budget_left: np.ndarray | None = ...,
+    cost: np.ndarray | None = ...,
+    reasons: Literal[True],
+    offer_caps: tuple[OfferCap, ...] = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+def eligibility(
+    space: ActionSpace,
+    rules: ContactRules,
+    recent: RecentContacts,
+    *,
+    now: np.ndarray,
+    tz_offset: np.ndarray,
+    consent: np.ndarray,
+    allowed: np.ndarray | None = None,
+    budget_left: np.ndarray | None = None,
+    cost: np.ndarray | None = None,
+    reasons: bool = False,
+    offer_caps: tuple[OfferCap, ...] = (),
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(N, A) bool mask of the actions each customer may be sent now; with ``reasons``, also why not.
 
     Args:
@@ -807,39 +908,83 @@ def eligibility(space: ActionSpace, rules: ContactRules, recent: RecentContacts,
     """
     offer_caps = tuple(offer_caps)
     if not (reasons or offer_caps):  # the mask alone, expanded from the pairs' verdicts
-        bits = channel_slot_reasons(space, rules, recent, now=now, tz_offset=tz_offset, consent=consent,
-                                    allowed=allowed, budget_left=budget_left, cost=cost)
+        bits = channel_slot_reasons(
+            space,
+            rules,
+            recent,
+            now=now,
+            tz_offset=tz_offset,
+            consent=consent,
+            allowed=allowed,
+            budget_left=budget_left,
+            cost=cost,
+        )
         return _expand(space, bits == 0, True)
-    out = reason_bits(space, rules, recent, now=now, tz_offset=tz_offset, consent=consent, allowed=allowed,
-                      budget_left=budget_left, cost=cost, offer_caps=offer_caps)
+    out = reason_bits(
+        space,
+        rules,
+        recent,
+        now=now,
+        tz_offset=tz_offset,
+        consent=consent,
+        allowed=allowed,
+        budget_left=budget_left,
+        cost=cost,
+        offer_caps=offer_caps,
+    )
     mask = out == 0
     return (mask, out) if reasons else mask
 
 
-def reason_bits(space: ActionSpace, rules: ContactRules, recent: RecentContacts, *, now: np.ndarray,
-                tz_offset: np.ndarray, consent: np.ndarray, allowed: np.ndarray | None = None,
-                budget_left: np.ndarray | None = None, cost: np.ndarray | None = None,
-                offer_caps: tuple[OfferCap, ...] = ()) -> np.ndarray:
+def reason_bits(
+    space: ActionSpace,
+    rules: ContactRules,
+    recent: RecentContacts,
+    *,
+    now: np.ndarray,
+    tz_offset: np.ndarray,
+    consent: np.ndarray,
+    allowed: np.ndarray | None = None,
+    budget_left: np.ndarray | None = None,
+    cost: np.ndarray | None = None,
+    offer_caps: tuple[OfferCap, ...] = (),
+) -> np.ndarray:
     """(N, A) uint8 :class:`Reason` bits, 0 exactly where eligible: :func:`eligibility`'s reasons without
     its mask, for a caller that adds rules of its own before taking ``bits == 0``."""
-    bits = channel_slot_reasons(space, rules, recent, now=now, tz_offset=tz_offset, consent=consent, allowed=allowed,
-                                budget_left=budget_left, cost=cost)
+    bits = channel_slot_reasons(
+        space,
+        rules,
+        recent,
+        now=now,
+        tz_offset=tz_offset,
+        consent=consent,
+        allowed=allowed,
+        budget_left=budget_left,
+        cost=cost,
+    )
     out = _expand(space, bits, 0)
     offer_caps = tuple(offer_caps)
     if offer_caps:
         n = recent.n
         now_v = _vector("now", now, n)
-        per_offer = _offer_cap_reasons(space, offer_caps, recent, now_v,
-                                       send_time(space, now_v, _vector("tz_offset", tz_offset, n)))
+        per_offer = _offer_cap_reasons(
+            space, offer_caps, recent, now_v, send_time(space, now_v, _vector("tz_offset", tz_offset, n))
+        )
         if per_offer is not None:  # the same on every channel
             grid = out[:, 1:].reshape(n, space.n_channels, space.n_contents * space.n_slots)
             grid |= per_offer[:, None]
     return out
 
 
-def limit_to_remaining(space: ActionSpace, reasons: np.ndarray, send: np.ndarray, *,
-                       offer_left: np.ndarray | None = None, channel_left: np.ndarray | None = None,
-                       first_day: int = 0) -> np.ndarray:
+def limit_to_remaining(
+    space: ActionSpace,
+    reasons: np.ndarray,
+    send: np.ndarray,
+    *,
+    offer_left: np.ndarray | None = None,
+    channel_left: np.ndarray | None = None,
+    first_day: int = 0,
+) -> np.ndarray:
     """Set BUDGET in ``reasons`` (N, A) where a count shared by all customers is spent, and return it.
 
     Args:
@@ -866,8 +1011,9 @@ def limit_to_remaining(space: ActionSpace, reasons: np.ndarray, send: np.ndarray
     n = reasons.shape[0]
     c, k, s = space.n_channels, space.n_contents, space.n_slots
     if reasons.shape != (n, space.n_actions) or reasons.dtype != np.uint8:
-        raise ValueError(f"reasons: expected a uint8 array ({n}, {space.n_actions}), got {reasons.dtype} "
-                         f"{reasons.shape}")
+        raise ValueError(
+            f"reasons: expected a uint8 array ({n}, {space.n_actions}), got {reasons.dtype} {reasons.shape}"
+        )
     send = np.asarray(send, np.float64)
     if send.shape != (n, s):
         raise ValueError(f"send: expected shape ({n}, {s}), got {send.shape}")
@@ -894,8 +1040,10 @@ def limit_to_remaining(space: ActionSpace, reasons: np.ndarray, send: np.ndarray
             day = np.floor(send / DAY_H).astype(np.int64) - first_day  # (N, S)
             if day.min() < 0 or day.max() >= days:
                 bad = first_day + int(day[(day < 0) | (day >= days)][0])
-                raise ValueError(f"channel_left: counts sends on UTC days {first_day}..{first_day + days - 1}, a "
-                                 f"slot sends on day {bad} (count them for the decision's time)")
+                raise ValueError(
+                    f"channel_left: counts sends on UTC days {first_day}..{first_day + days - 1}, a "
+                    f"slot sends on day {bad} (count them for the decision's time)"
+                )
             sub = grid[:, capped]  # (N, J, K, S)
             # (N, J, S): any offer open on the channel in the slot (reduced over contiguous offers: NumPy
             # reduces a middle axis over rows of S bytes, several times slower)

@@ -148,8 +148,9 @@ class History:
             since_contact = np.asarray(now, np.float64)[:, None] - self.last_contact
         return self.load * decay(since_contact, self.half_life_h)
 
-    def record_contacts(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray,
-                        local_hour: np.ndarray | None = None) -> None:
+    def record_contacts(
+        self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray, local_hour: np.ndarray | None = None
+    ) -> None:
         """A message on ``channels[i]`` to customer ``rows[i]`` at ``when[i]`` (rows unique), sent at
         ``local_hour[i]`` in the customer's time zone (when known)."""
         dt = np.maximum(when - self.last_contact[rows, channels], 0.0)
@@ -161,8 +162,9 @@ class History:
             self.sent_cos[rows, channels] += np.cos(angle)
             self.sent_sin[rows, channels] += np.sin(angle)
 
-    def record_engagements(self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray,
-                           sent_local_hour: np.ndarray | None = None) -> None:
+    def record_engagements(
+        self, rows: np.ndarray, channels: np.ndarray, when: np.ndarray, sent_local_hour: np.ndarray | None = None
+    ) -> None:
         """Customer ``rows[i]`` saw a message on ``channels[i]`` at ``when[i]``, one that had been sent at
         ``sent_local_hour[i]`` local time (when known)."""
         self.last_engaged[rows, channels] = when
@@ -265,8 +267,15 @@ def build_features(
     return out.T
 
 
-HISTORY_STATS = ("log_contacts", "contact_recency", "contact_load", "log_engaged", "engaged_recency",
-                 "hour_pref_cos", "hour_pref_sin")
+HISTORY_STATS = (
+    "log_contacts",
+    "contact_recency",
+    "contact_load",
+    "log_engaged",
+    "engaged_recency",
+    "hour_pref_cos",
+    "hour_pref_sin",
+)
 
 
 def _history_names(channels: tuple[str, ...]) -> list[str]:
@@ -330,8 +339,9 @@ class AttributeFeatures:
         """The length of the observation vector."""
         return len(self.names)
 
-    def build(self, columns: dict[str, np.ndarray], history: History, now: np.ndarray | float,
-              tz_offset: np.ndarray | float) -> np.ndarray:
+    def build(
+        self, columns: dict[str, np.ndarray], history: History, now: np.ndarray | float, tz_offset: np.ndarray | float
+    ) -> np.ndarray:
         """(N, dim) float32 from attribute ``columns`` (:meth:`nba.deployment.Deployment.columns`), the
         customers' contact ``history``, ``now`` (hours since the epoch) and their time zones."""
         n = history.n_contacts.shape[0]

@@ -172,8 +172,9 @@ def _first_bad(bad: np.ndarray) -> int:
     return int(np.flatnonzero(bad)[0])
 
 
-def _check_logged(rewards: Any, actions: Any, propensities: Any, target: Any
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _check_logged(
+    rewards: Any, actions: Any, propensities: Any, target: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Validate the common inputs; raise ValueError naming the field."""
     rewards = np.asarray(rewards, dtype=np.float64)
     if rewards.ndim != 1:
@@ -233,8 +234,9 @@ def _check_model(q_hat: Any, shape: tuple[int, int]) -> tuple[RewardModel | None
     return model, q_hat
 
 
-def _check_options(n: int, level: float, n_bootstrap: int, support_weight: float, support_share: float,
-                   clusters: Any, tau: float) -> tuple[np.ndarray | None, float, float]:
+def _check_options(
+    n: int, level: float, n_bootstrap: int, support_weight: float, support_share: float, clusters: Any, tau: float
+) -> tuple[np.ndarray | None, float, float]:
     """The options every estimator shares: (the clusters' codes or None, the support weight, tau)."""
     if not (isinstance(level, (float, int)) and 0.0 < level < 1.0):
         raise ValueError(f"level: must be in (0, 1), got {level!r}")
@@ -293,6 +295,7 @@ def _unit_gap(units: np.ndarray, target_u: np.ndarray, logging_u: np.ndarray | N
     mean = target_u.mean(axis=0)
     counts = np.bincount(units, minlength=target_u.shape[1])[: target_u.shape[1]]
     return float(mean[counts * weight < n * mean].sum())
+
 
 # ----------------------------------------------------------------------------- resampling
 def _resampled_sums(units: np.ndarray, n_bootstrap: int, seed: int | None) -> np.ndarray:
@@ -406,8 +409,9 @@ def _check_groups(groups: Any, n_actions: int) -> tuple[np.ndarray, int]:
     """(A,) codes 0..G-1 of the actions' groups (renumbered in order of value) and G."""
     groups = np.asarray(groups)
     if groups.shape != (n_actions,) or groups.dtype.kind not in "iu":
-        raise ValueError(f"groups: expected integer group codes of shape ({n_actions},), got "
-                         f"{groups.dtype} {groups.shape}")
+        raise ValueError(
+            f"groups: expected integer group codes of shape ({n_actions},), got {groups.dtype} {groups.shape}"
+        )
     _, codes = np.unique(groups, return_inverse=True)
     codes = codes.reshape(n_actions).astype(np.int64)
     return codes, int(codes.max()) + 1
@@ -421,8 +425,9 @@ def group_probabilities(probs: np.ndarray, groups: np.ndarray, n_groups: int | N
     return np.asarray(probs, dtype=np.float64) @ onehot
 
 
-def _marginal(a: np.ndarray, p: np.ndarray, t: np.ndarray, groups: Any, logging: np.ndarray | None,
-              logging_groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+def _marginal(
+    a: np.ndarray, p: np.ndarray, t: np.ndarray, groups: Any, logging: np.ndarray | None, logging_groups: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Marginal weights ``pi(e_i|x_i) / mu(e_i|x_i)`` and the support check's inputs.
 
     Returns (weights (n,), the rows' group codes (n,), the target's group probabilities (n, G),
@@ -444,8 +449,10 @@ def _marginal(a: np.ndarray, p: np.ndarray, t: np.ndarray, groups: Any, logging:
     elif g == n_actions:  # every action its own group: the logged propensity is the group's
         return t_g[np.arange(n), e] / p, e, t_g, None
     else:
-        raise ValueError("logging: the marginal estimators need the logging distribution (n, A) or its group "
-                         "probabilities logging_groups (n, G) (estimate them with fit_group_propensities)")
+        raise ValueError(
+            "logging: the marginal estimators need the logging distribution (n, A) or its group "
+            "probabilities logging_groups (n, G) (estimate them with fit_group_propensities)"
+        )
     # the logged action's group is at least as likely as the action itself
     mu = np.maximum(l_g[np.arange(n), e], p)
     return t_g[np.arange(n), e] / mu, e, t_g, l_g
@@ -553,8 +560,16 @@ _ESTIMATORS: dict[str, _Estimator] = {
 ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATORS)
 
 
-def _estimate(names: Sequence[str], x: _Log, level: float, n_bootstrap: int, seed: int | None,
-              codes: np.ndarray | None, share: float, model: RewardModel | None) -> dict[str, Estimate]:
+def _estimate(
+    names: Sequence[str],
+    x: _Log,
+    level: float,
+    n_bootstrap: int,
+    seed: int | None,
+    codes: np.ndarray | None,
+    share: float,
+    model: RewardModel | None,
+) -> dict[str, Estimate]:
     """The estimators ``names`` on the log ``x``: their terms resampled together, diagnostics, Estimates."""
     terms = {name: _ESTIMATORS[name].terms(x) for name in names}
     columns: dict[int, np.ndarray] = {}  # the distinct arrays to resample, by identity
@@ -572,19 +587,36 @@ def _estimate(names: Sequence[str], x: _Log, level: float, n_bootstrap: int, see
             value, replicates = float(np.dot(w, x.r) / w.sum()), _ratio(reps[id(tm.values)], reps[id(w)])
         else:
             value, replicates = float(tm.values.mean()), reps[id(tm.values)]
-        spread = model.shifts(x.t, tm.residual_weights) if (
-            spec.model and model is not None and len(model.logged_delta) > 1) else None
+        spread = (
+            model.shifts(x.t, tm.residual_weights)
+            if (spec.model and model is not None and len(model.logged_delta) > 1)
+            else None
+        )
         lo, hi, se, model_se = _interval(value, replicates, level, spread)
         sw, sw2 = float(w.sum()), float(np.dot(w, w))
         gap = x.group_gap if spec.marginal else x.action_gap
-        out[name] = Estimate(name, value, lo, hi, float(level), len(x.r), se, sw * sw / sw2 if sw2 > 0 else 0.0,
-                             float(w.max()), x.unsupported_mass, None if codes is None else int(codes.max()) + 1,
-                             float(gap), bool(gap > share), model_se)
+        out[name] = Estimate(
+            name,
+            value,
+            lo,
+            hi,
+            float(level),
+            len(x.r),
+            se,
+            sw * sw / sw2 if sw2 > 0 else 0.0,
+            float(w.max()),
+            x.unsupported_mass,
+            None if codes is None else int(codes.max()) + 1,
+            float(gap),
+            bool(gap > share),
+            model_se,
+        )
     return out
 
 
-def _interval(value: float, replicates: np.ndarray, level: float, spread: np.ndarray | None
-              ) -> tuple[float, float, float, float]:
+def _interval(
+    value: float, replicates: np.ndarray, level: float, spread: np.ndarray | None
+) -> tuple[float, float, float, float]:
     """(low, high, standard error, the reward model's share of it) from the replicates and the refits' shifts."""
     model_se = 0.0
     if spread is not None and len(replicates):
@@ -601,9 +633,25 @@ def _interval(value: float, replicates: np.ndarray, level: float, spread: np.nda
     return min(float(lo), value), max(float(hi), value), float(np.nanstd(replicates, ddof=1)), model_se
 
 
-def _single(name: str, rewards, actions, propensities, target, q_hat=None, groups=None, tau: float = np.inf, *,
-            level: float, n_bootstrap: int, seed: int | None, logging, clusters, support_weight: float,
-            support_share: float, logging_groups=None) -> Estimate:
+def _single(
+    name: str,
+    rewards,
+    actions,
+    propensities,
+    target,
+    q_hat=None,
+    groups=None,
+    tau: float = np.inf,
+    *,
+    level: float,
+    n_bootstrap: int,
+    seed: int | None,
+    logging,
+    clusters,
+    support_weight: float,
+    support_share: float,
+    logging_groups=None,
+) -> Estimate:
     """One estimator on one log."""
     r, a, p, t = _check_logged(rewards, actions, propensities, target)
     model, q = _check_model(q_hat, t.shape) if _ESTIMATORS[name].model else (None, None)
@@ -613,9 +661,20 @@ def _single(name: str, rewards, actions, propensities, target, q_hat=None, group
 
 
 # ----------------------------------------------------------------------------- estimators
-def ips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
-        seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
-       support_share: float = SUPPORT_SHARE) -> Estimate:
+def ips(
+    rewards,
+    actions,
+    propensities,
+    target,
+    *,
+    level: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    logging=None,
+    clusters=None,
+    support_weight: float = SUPPORT_WEIGHT,
+    support_share: float = SUPPORT_SHARE,
+) -> Estimate:
     """Inverse propensity scoring: the mean of ``w_i r_i``.
 
     Unbiased when the propensities are the logger's exact probabilities and the logger gives every
@@ -638,13 +697,36 @@ def ips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootst
             ``unsupported`` when more than ``support_share`` of the target's mass is on actions
             where its probability exceeds ``support_weight`` times the logger's.
     """
-    return _single("ips", rewards, actions, propensities, target, level=level, n_bootstrap=n_bootstrap, seed=seed,
-                   logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
+    return _single(
+        "ips",
+        rewards,
+        actions,
+        propensities,
+        target,
+        level=level,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        logging=logging,
+        clusters=clusters,
+        support_weight=support_weight,
+        support_share=support_share,
+    )
 
 
-def snips(rewards, actions, propensities, target, *, level: float = 0.95, n_bootstrap: int = 200,
-          seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
-          support_share: float = SUPPORT_SHARE) -> Estimate:
+def snips(
+    rewards,
+    actions,
+    propensities,
+    target,
+    *,
+    level: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    logging=None,
+    clusters=None,
+    support_weight: float = SUPPORT_WEIGHT,
+    support_share: float = SUPPORT_SHARE,
+) -> Estimate:
     """Self-normalised IPS: ``sum_i w_i r_i / sum_i w_i``.
 
     Same assumptions as :func:`ips`; slightly biased (O(1/n)) but consistent, with lower variance,
@@ -652,13 +734,37 @@ def snips(rewards, actions, propensities, target, *, level: float = 0.95, n_boot
     the resampled sums. Raises when the target puts no mass on any logged action (``sum w = 0``).
     Arguments as :func:`ips`.
     """
-    return _single("snips", rewards, actions, propensities, target, level=level, n_bootstrap=n_bootstrap, seed=seed,
-                   logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
+    return _single(
+        "snips",
+        rewards,
+        actions,
+        propensities,
+        target,
+        level=level,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        logging=logging,
+        clusters=clusters,
+        support_weight=support_weight,
+        support_share=support_share,
+    )
 
 
-def dm(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
-       seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
-       support_share: float = SUPPORT_SHARE) -> Estimate:
+def dm(
+    rewards,
+    actions,
+    propensities,
+    target,
+    q_hat,
+    *,
+    level: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    logging=None,
+    clusters=None,
+    support_weight: float = SUPPORT_WEIGHT,
+    support_share: float = SUPPORT_SHARE,
+) -> Estimate:
     """Direct method: the mean over rows of ``sum_a pi(a|x_i) q_hat(x_i, a)``.
 
     Needs no support and no propensities, but is only as good as the reward model: unbiased when
@@ -669,26 +775,77 @@ def dm(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_
     widens the interval by the model's uncertainty (as in :func:`evaluate`). Other arguments as
     :func:`ips` (rewards, actions and propensities are checked and used for the diagnostics only).
     """
-    return _single("dm", rewards, actions, propensities, target, q_hat, level=level, n_bootstrap=n_bootstrap, seed=seed,
-                   logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
+    return _single(
+        "dm",
+        rewards,
+        actions,
+        propensities,
+        target,
+        q_hat,
+        level=level,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        logging=logging,
+        clusters=clusters,
+        support_weight=support_weight,
+        support_share=support_share,
+    )
 
 
-def dr(rewards, actions, propensities, target, q_hat, *, level: float = 0.95, n_bootstrap: int = 200,
-       seed: int | None = 0, logging=None, clusters=None, support_weight: float = SUPPORT_WEIGHT,
-       support_share: float = SUPPORT_SHARE) -> Estimate:
+def dr(
+    rewards,
+    actions,
+    propensities,
+    target,
+    q_hat,
+    *,
+    level: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    logging=None,
+    clusters=None,
+    support_weight: float = SUPPORT_WEIGHT,
+    support_share: float = SUPPORT_SHARE,
+) -> Estimate:
     """Doubly robust: the direct method plus the importance-weighted residual of the logged action.
 
     ``dm_i + w_i (r_i - q_hat(x_i, a_i))``: unbiased when either the propensities are exact with
     support, or the reward model is exact; with both, its variance is lowest. Arguments as
     :func:`dm`.
     """
-    return _single("dr", rewards, actions, propensities, target, q_hat, level=level, n_bootstrap=n_bootstrap, seed=seed,
-                   logging=logging, clusters=clusters, support_weight=support_weight, support_share=support_share)
+    return _single(
+        "dr",
+        rewards,
+        actions,
+        propensities,
+        target,
+        q_hat,
+        level=level,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        logging=logging,
+        clusters=clusters,
+        support_weight=support_weight,
+        support_share=support_share,
+    )
 
 
-def switch_dr(rewards, actions, propensities, target, q_hat, tau: float, *, level: float = 0.95,
-              n_bootstrap: int = 200, seed: int | None = 0, logging=None, clusters=None,
-              support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> Estimate:
+def switch_dr(
+    rewards,
+    actions,
+    propensities,
+    target,
+    q_hat,
+    tau: float,
+    *,
+    level: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    logging=None,
+    clusters=None,
+    support_weight: float = SUPPORT_WEIGHT,
+    support_share: float = SUPPORT_SHARE,
+) -> Estimate:
     """Switch doubly robust: DR whose importance-weighted correction is dropped where ``w_i > tau``.
 
     ``dm_i + 1{w_i <= tau} w_i (r_i - q_hat(x_i, a_i))``. Unbiased when the propensities are exact
@@ -696,14 +853,40 @@ def switch_dr(rewards, actions, propensities, target, q_hat, tau: float, *, leve
     is the direct method); ``tau = inf`` is exactly :func:`dr`, ``tau = 0`` the direct method.
     ``tau`` >= 0; other arguments as :func:`dm`.
     """
-    return _single("switch_dr", rewards, actions, propensities, target, q_hat, tau=tau, level=level,
-                   n_bootstrap=n_bootstrap, seed=seed, logging=logging, clusters=clusters,
-                   support_weight=support_weight, support_share=support_share)
+    return _single(
+        "switch_dr",
+        rewards,
+        actions,
+        propensities,
+        target,
+        q_hat,
+        tau=tau,
+        level=level,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        logging=logging,
+        clusters=clusters,
+        support_weight=support_weight,
+        support_share=support_share,
+    )
 
 
-def mips(rewards, actions, propensities, target, groups, *, logging=None, logging_groups=None,
-         level: float = 0.95, n_bootstrap: int = 200, seed: int | None = 0, clusters=None,
-         support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> Estimate:
+def mips(
+    rewards,
+    actions,
+    propensities,
+    target,
+    groups,
+    *,
+    logging=None,
+    logging_groups=None,
+    level: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    clusters=None,
+    support_weight: float = SUPPORT_WEIGHT,
+    support_share: float = SUPPORT_SHARE,
+) -> Estimate:
     """Marginalised IPS (Saito & Joachims 2022): IPS whose weights are on the action's group.
 
     ``w_i = pi(e_i | x_i) / mu(e_i | x_i)`` with ``e_i`` the logged action's group (``groups``
@@ -716,14 +899,41 @@ def mips(rewards, actions, propensities, target, groups, *, logging=None, loggin
     groups must be the actions (then it is IPS). ``ess``, ``max_weight`` and the support check are
     on the group weights. Other arguments as :func:`ips`.
     """
-    return _single("mips", rewards, actions, propensities, target, groups=groups, level=level, n_bootstrap=n_bootstrap,
-                   seed=seed, logging=logging, logging_groups=logging_groups, clusters=clusters,
-                   support_weight=support_weight, support_share=support_share)
+    return _single(
+        "mips",
+        rewards,
+        actions,
+        propensities,
+        target,
+        groups=groups,
+        level=level,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        logging=logging,
+        logging_groups=logging_groups,
+        clusters=clusters,
+        support_weight=support_weight,
+        support_share=support_share,
+    )
 
 
-def mdr(rewards, actions, propensities, target, q_hat, groups, *, logging=None, logging_groups=None,
-        level: float = 0.95, n_bootstrap: int = 200, seed: int | None = 0, clusters=None,
-        support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> Estimate:
+def mdr(
+    rewards,
+    actions,
+    propensities,
+    target,
+    q_hat,
+    groups,
+    *,
+    logging=None,
+    logging_groups=None,
+    level: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    clusters=None,
+    support_weight: float = SUPPORT_WEIGHT,
+    support_share: float = SUPPORT_SHARE,
+) -> Estimate:
     """Marginalised doubly robust: the direct method plus the group-weighted residual of the logged action.
 
     ``dm_i + w_i (r_i - q_hat(x_i, a_i))`` with the group weights of :func:`mips` (the form of
@@ -733,9 +943,23 @@ def mdr(rewards, actions, propensities, target, q_hat, groups, *, logging=None, 
     the target chooses within each group as the logger does. Arguments as :func:`mips`, plus
     ``q_hat`` (n, A) as in :func:`dm`.
     """
-    return _single("mdr", rewards, actions, propensities, target, q_hat, groups, level=level, n_bootstrap=n_bootstrap,
-                   seed=seed, logging=logging, logging_groups=logging_groups, clusters=clusters,
-                   support_weight=support_weight, support_share=support_share)
+    return _single(
+        "mdr",
+        rewards,
+        actions,
+        propensities,
+        target,
+        q_hat,
+        groups,
+        level=level,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        logging=logging,
+        logging_groups=logging_groups,
+        clusters=clusters,
+        support_weight=support_weight,
+        support_share=support_share,
+    )
 
 
 # ----------------------------------------------------------------------------- reward model
@@ -763,8 +987,15 @@ def _reward_setup(X, actions, rewards, space, mask, seed, learning_rate, num_lea
     mask = np.asarray(mask, bool)
     if mask.shape != (n, n_actions):
         raise ValueError(f"mask: expected shape ({n}, {n_actions}), got {mask.shape}")
-    params = regression_params({"learning_rate": learning_rate, "num_leaves": num_leaves,
-                                "min_data_in_leaf": min_data_in_leaf, "seed": seed, "threads": threads})
+    params = regression_params(
+        {
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "min_data_in_leaf": min_data_in_leaf,
+            "seed": seed,
+            "threads": threads,
+        }
+    )
     return X, psi, rewards, actions, mask, params
 
 
@@ -786,9 +1017,21 @@ def _predict(booster, X, psi, mask, rows, threads: int) -> np.ndarray:
     return np.where(m, pred, pred[:, :1])
 
 
-def fit_reward_model(X, actions, rewards, space: int | ActionSpace, *, mask=None, folds: int = 2, seed: int = 0,
-                     num_boost_round: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
-                     min_data_in_leaf: int = 50, threads: int = 2) -> np.ndarray:
+def fit_reward_model(
+    X,
+    actions,
+    rewards,
+    space: int | ActionSpace,
+    *,
+    mask=None,
+    folds: int = 2,
+    seed: int = 0,
+    num_boost_round: int = 100,
+    learning_rate: float = 0.1,
+    num_leaves: int = 31,
+    min_data_in_leaf: int = 50,
+    threads: int = 2,
+) -> np.ndarray:
     """Cross-fitted LightGBM reward model: (n, A) out-of-fold predictions of every action's reward.
 
     Rows are split at random (``seed``) into ``folds`` parts; the model fitted on the other parts
@@ -800,8 +1043,9 @@ def fit_reward_model(X, actions, rewards, space: int | ActionSpace, *, mask=None
     contact (action 0): an ineligible action is not sent. :func:`fit_reward_models` adds the
     spread of refitted models, for intervals that carry the model's uncertainty.
     """
-    X, psi, rewards, actions, mask, params = _reward_setup(X, actions, rewards, space, mask, seed, learning_rate,
-                                                           num_leaves, min_data_in_leaf, threads)
+    X, psi, rewards, actions, mask, params = _reward_setup(
+        X, actions, rewards, space, mask, seed, learning_rate, num_leaves, min_data_in_leaf, threads
+    )
     n = X.shape[0]
     if not (isinstance(folds, (int, np.integer)) and 2 <= folds <= n):
         raise ValueError(f"folds: must be an integer in [2, n], got {folds!r}")
@@ -857,11 +1101,25 @@ class RewardModel:
         return move
 
 
-def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=None, folds: int = 2, seed: int = 0,
-                      refits: int = REFITS, probe_rows: int = PROBE_ROWS, clusters=None,
-                      groups: str | Any | None = None, num_boost_round: int = EVAL_ROUNDS,
-                      learning_rate: float = 0.1, num_leaves: int = 31, min_data_in_leaf: int = 50,
-                      threads: int = 2) -> RewardModel:
+def fit_reward_models(
+    X,
+    actions,
+    rewards,
+    space: int | ActionSpace,
+    *,
+    mask=None,
+    folds: int = 2,
+    seed: int = 0,
+    refits: int = REFITS,
+    probe_rows: int = PROBE_ROWS,
+    clusters=None,
+    groups: str | Any | None = None,
+    num_boost_round: int = EVAL_ROUNDS,
+    learning_rate: float = 0.1,
+    num_leaves: int = 31,
+    min_data_in_leaf: int = 50,
+    threads: int = 2,
+) -> RewardModel:
     """:func:`fit_reward_model` plus ``refits`` refits on bootstrap resamples (:class:`RewardModel`).
 
     ``clusters`` (n,) ids: the refits resample customers, as the cluster bootstrap does. ``groups``:
@@ -872,17 +1130,29 @@ def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=Non
     gives no spread (the intervals then leave the model's uncertainty out). The model's other
     parameters as :func:`fit_reward_model` (but :data:`EVAL_ROUNDS` boosting rounds by default).
     """
-    q = fit_reward_model(X, actions, rewards, space, mask=mask, folds=folds, seed=seed,
-                         num_boost_round=num_boost_round, learning_rate=learning_rate, num_leaves=num_leaves,
-                         min_data_in_leaf=min_data_in_leaf, threads=threads)
+    q = fit_reward_model(
+        X,
+        actions,
+        rewards,
+        space,
+        mask=mask,
+        folds=folds,
+        seed=seed,
+        num_boost_round=num_boost_round,
+        learning_rate=learning_rate,
+        num_leaves=num_leaves,
+        min_data_in_leaf=min_data_in_leaf,
+        threads=threads,
+    )
     if not (isinstance(refits, (int, np.integer)) and refits >= 0 and refits != 1):
         raise ValueError(f"refits: must be 0 or an integer >= 2, got {refits!r}")
     if not (isinstance(probe_rows, (int, np.integer)) and probe_rows >= 1):
         raise ValueError(f"probe_rows: must be an integer >= 1, got {probe_rows!r}")
     from nba.policies.lgbm import joint_rows
 
-    X, psi, rewards, actions, mask, params = _reward_setup(X, actions, rewards, space, mask, seed, learning_rate,
-                                                           num_leaves, min_data_in_leaf, threads)
+    X, psi, rewards, actions, mask, params = _reward_setup(
+        X, actions, rewards, space, mask, seed, learning_rate, num_leaves, min_data_in_leaf, threads
+    )
     n, n_actions = q.shape
     rng = np.random.default_rng([seed, 0x5EED])
     probe = np.sort(rng.choice(n, size=min(probe_rows, n), replace=False))
@@ -911,9 +1181,19 @@ def fit_reward_models(X, actions, rewards, space: int | ActionSpace, *, mask=Non
     return RewardModel(q, probe, probe_delta, logged_delta, codes, logging_groups)
 
 
-def fit_group_propensities(X, actions, groups, *, mask=None, seed: int = 0, num_boost_round: int = 20,
-                           learning_rate: float = 0.2, num_leaves: int = 7, min_data_in_leaf: int = 200,
-                           threads: int = 2) -> np.ndarray:
+def fit_group_propensities(
+    X,
+    actions,
+    groups,
+    *,
+    mask=None,
+    seed: int = 0,
+    num_boost_round: int = 20,
+    learning_rate: float = 0.2,
+    num_leaves: int = 7,
+    min_data_in_leaf: int = 200,
+    threads: int = 2,
+) -> np.ndarray:
     """(n, G) the logger's probability of each action group, estimated from the log (no logging distribution).
 
     A multiclass LightGBM classifier of the logged action's group on the context; a group with no
@@ -935,9 +1215,17 @@ def fit_group_propensities(X, actions, groups, *, mask=None, seed: int = 0, num_
     mask = np.asarray(mask, bool)
     if mask.shape != (n, len(codes)):
         raise ValueError(f"mask: expected shape ({n}, {len(codes)}), got {mask.shape}")
-    params = {"objective": "multiclass", "num_class": g, "learning_rate": learning_rate, "num_leaves": num_leaves,
-              "min_data_in_leaf": min_data_in_leaf, "seed": seed, "deterministic": True, "num_threads": threads,
-              "verbose": -1}
+    params = {
+        "objective": "multiclass",
+        "num_class": g,
+        "learning_rate": learning_rate,
+        "num_leaves": num_leaves,
+        "min_data_in_leaf": min_data_in_leaf,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": threads,
+        "verbose": -1,
+    }
     booster = lgb.train(params, lgb.Dataset(X.astype(np.float32), y), num_boost_round=num_boost_round)
     prob = np.asarray(booster.predict(X.astype(np.float32), num_threads=threads)).reshape(n, g)
     prob = np.where(group_probabilities(mask, codes, g) > 0, prob, 0.0)
@@ -967,11 +1255,25 @@ def _check_xy(rewards, actions, n: int, n_actions: int) -> tuple[np.ndarray, np.
 
 
 # ----------------------------------------------------------------------------- all at once
-def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None, tau: float = 20.0,
-             logging=None, level: float = 0.95, n_bootstrap: int = 200, seed: int | None = 0,
-             model_params: Mapping[str, Any] | None = None, clusters=None,
-             cluster_by_customer: bool = True, groups: str | Any | None = None, logging_groups=None,
-             support_weight: float = SUPPORT_WEIGHT, support_share: float = SUPPORT_SHARE) -> dict[str, Estimate]:
+def evaluate(
+    target,
+    data,
+    *,
+    q_hat=None,
+    space: ActionSpace | int | None = None,
+    tau: float = 20.0,
+    logging=None,
+    level: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    model_params: Mapping[str, Any] | None = None,
+    clusters=None,
+    cluster_by_customer: bool = True,
+    groups: str | Any | None = None,
+    logging_groups=None,
+    support_weight: float = SUPPORT_WEIGHT,
+    support_share: float = SUPPORT_SHARE,
+) -> dict[str, Estimate]:
     """Every estimator on one log: ``{"ips", "snips", "dm", "dr", "switch_dr", "mips", "mdr"}`` -> :class:`Estimate`.
 
     Args:
@@ -1030,17 +1332,33 @@ def evaluate(target, data, *, q_hat=None, space: ActionSpace | int | None = None
     if q_hat is None:
         if context is None:
             raise ValueError("data: the default reward model needs the field 'context' (or pass q_hat)")
-        q_hat = fit_reward_models(context, a, r, model_space, mask=eligible, seed=0 if seed is None else seed,
-                                  clusters=clusters, **dict(model_params or {}))
+        q_hat = fit_reward_models(
+            context,
+            a,
+            r,
+            model_space,
+            mask=eligible,
+            seed=0 if seed is None else seed,
+            clusters=clusters,
+            **dict(model_params or {}),
+        )
     model, q = _check_model(q_hat, t.shape)
     lg = _check_logging(logging, t.shape)
-    if (lg is None and logging_groups is None and model is not None and model.logging_groups is not None
-            and model.groups is not None and np.array_equal(model.groups, _check_groups(groups, t.shape[1])[0])):
+    if (
+        lg is None
+        and logging_groups is None
+        and model is not None
+        and model.logging_groups is not None
+        and model.groups is not None
+        and np.array_equal(model.groups, _check_groups(groups, t.shape[1])[0])
+    ):
         logging_groups = model.logging_groups  # estimated once with the model
     if lg is None and logging_groups is None and len(np.unique(groups)) < t.shape[1]:
         if context is None:
-            raise ValueError("data: the marginal estimators need the field 'context' to estimate the logger's "
-                             "group probabilities (or pass logging or logging_groups)")
+            raise ValueError(
+                "data: the marginal estimators need the field 'context' to estimate the logger's "
+                "group probabilities (or pass logging or logging_groups)"
+            )
         logging_groups = fit_group_propensities(context, a, groups, mask=eligible, seed=0 if seed is None else seed)
     x = _Log(r, a, p, t, q, lg, tau, groups, logging_groups, weight)
     return _estimate(ESTIMATORS, x, level, n_bootstrap, seed, codes, support_share, model)
@@ -1057,8 +1375,9 @@ RANK_ESTIMATOR = "mdr"
 RANK_STATISTIC = "ci_low"  # the point estimate ("value") or the lower bound ("ci_low")
 
 
-def rank(estimates: Mapping[str, Mapping[str, Estimate]], estimator: str = RANK_ESTIMATOR,
-         statistic: str = RANK_STATISTIC) -> list[str]:
+def rank(
+    estimates: Mapping[str, Mapping[str, Estimate]], estimator: str = RANK_ESTIMATOR, statistic: str = RANK_STATISTIC
+) -> list[str]:
     """Policy labels best first by ``estimator``'s ``statistic``, leaving out unsupported estimates.
 
     ``estimates``: label -> :func:`evaluate`'s output. A policy whose estimate is ``unsupported``
@@ -1068,6 +1387,9 @@ def rank(estimates: Mapping[str, Mapping[str, Estimate]], estimator: str = RANK_
         raise ValueError(f"estimator: unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
     if statistic not in ("value", "ci_low"):
         raise ValueError(f"statistic: must be 'value' or 'ci_low', got {statistic!r}")
-    scores = {label: getattr(est[estimator], statistic) for label, est in estimates.items()
-              if not est[estimator].unsupported and np.isfinite(getattr(est[estimator], statistic))}
+    scores = {
+        label: getattr(est[estimator], statistic)
+        for label, est in estimates.items()
+        if not est[estimator].unsupported and np.isfinite(getattr(est[estimator], statistic))
+    }
     return sorted(scores, key=lambda label: scores[label], reverse=True)

@@ -79,8 +79,13 @@ def save(policy: Policy, path: str | Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     params, arrays, models = policy.get_state()
-    meta = {"format": FORMAT, "policy": policy.name, "space": space_to_dict(policy.space), "params": params,
-            "models": sorted(models)}
+    meta = {
+        "format": FORMAT,
+        "policy": policy.name,
+        "space": space_to_dict(policy.space),
+        "params": params,
+        "models": sorted(models),
+    }
     (path / "policy.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     np.savez(path / "arrays.npz", **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     for key, text in models.items():
@@ -151,8 +156,12 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     save(bundle.policy, path / "policy")
     spec = bundle.spec
     if not isinstance(spec, AttributeFeatures):
-        features = {"segments": list(spec.segments), "channels": list(spec.channels),
-                    "recency_scale_h": spec.recency_scale_h, "names": list(spec.names)}
+        features = {
+            "segments": list(spec.segments),
+            "channels": list(spec.channels),
+            "recency_scale_h": spec.recency_scale_h,
+            "names": list(spec.names),
+        }
     else:
         d = bundle.deployment
         assert d is not None  # Bundle.__post_init__: a deployment's features come with their deployment
@@ -198,11 +207,14 @@ def _load_deployment_bundle(path: Path, meta: dict[str, Any]) -> Bundle:
 
     world_file = path / WORLD_FILE
     if not world_file.exists():
-        raise FileNotFoundError(f"path: {WORLD_FILE} missing beside a deployment bundle's deployment.json "
-                                f"at {str(path)!r}")
+        raise FileNotFoundError(
+            f"path: {WORLD_FILE} missing beside a deployment bundle's deployment.json at {str(path)!r}"
+        )
     if meta["features"].get("layout") != DEPLOYMENT_LAYOUT:
-        raise ValueError(f"deployment.json: features.layout: expected {DEPLOYMENT_LAYOUT!r} beside {WORLD_FILE}, "
-                         f"got {meta['features'].get('layout')!r}")
+        raise ValueError(
+            f"deployment.json: features.layout: expected {DEPLOYMENT_LAYOUT!r} beside {WORLD_FILE}, "
+            f"got {meta['features'].get('layout')!r}"
+        )
     world = json.loads(world_file.read_text())
     if world.get("format") != FORMAT:
         raise ValueError(f"{WORLD_FILE}: unsupported format {world.get('format')!r}")
@@ -213,12 +225,16 @@ def _load_deployment_bundle(path: Path, meta: dict[str, Any]) -> Bundle:
     except ValueError as e:  # nba.deployment.DeploymentError, naming the field
         raise ValueError(f"{WORLD_FILE}: deployment.{e}") from None
     if deployment.digest != world.get("digest"):
-        raise ValueError(f"{WORLD_FILE}: digest: recorded {world.get('digest')!r}, but the content gives "
-                         f"{deployment.digest!r} (edited after it was saved)")
+        raise ValueError(
+            f"{WORLD_FILE}: digest: recorded {world.get('digest')!r}, but the content gives "
+            f"{deployment.digest!r} (edited after it was saved)"
+        )
     features = deployment.features()
     if meta["features"].get("names") != list(features.names):
-        raise ValueError("deployment.json: features.names are not the deployment's features in this version "
-                         "(nba.features.AttributeFeatures)")
+        raise ValueError(
+            "deployment.json: features.names are not the deployment's features in this version "
+            "(nba.features.AttributeFeatures)"
+        )
     rules = ContactRules.from_dict(meta["contact"])
     if rules != deployment.contact_rules():
         raise ValueError(f"deployment.json: contact: not the contact policy of the deployment {deployment.name!r}")

@@ -13,9 +13,13 @@ OPEN_PATHS = ("/livez", "/healthz", "/readyz")  # never behind the token: probes
 
 async def send_json(send: Any, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
     """Answer the JSON ``body`` with ``status`` straight over ASGI (from a middleware, before any app)."""
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -47,8 +51,8 @@ class BearerAuth:
                     given = v
                     break
             if not hmac.compare_digest(given, self.expected):
-                await send_json_error(send, 401, "authorization: missing or wrong bearer token",
-                                      (b"www-authenticate", b"Bearer"))
+                await send_json_error(
+                    send, 401, "authorization: missing or wrong bearer token", (b"www-authenticate", b"Bearer")
+                )
                 return
         await self.app(scope, receive, send)
-

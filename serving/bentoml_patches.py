@@ -40,8 +40,7 @@ from serving.timeout import RequestTimeout
 BENTOML_VERSION = "1.4.40"  # the version these patches were written for and checked against
 VALIDATION_LOGGER = "bentoml._internal.server.http_app"  # where BentoML logs a handler's exception
 UNKNOWN_PATH = "/{unknown}"
-KNOWN_PATHS = frozenset({*PROTECTED, "/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json",
-                         "/schema.json"})
+KNOWN_PATHS = frozenset({*PROTECTED, "/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"})
 
 
 def apply() -> None:

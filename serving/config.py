@@ -94,8 +94,10 @@ class Settings:
         if self.workers < 1:
             raise ValueError(f"NBA_WORKERS: must be >= 1, got {self.workers!r}")
         if self.spool_dir is not None and self.workers > 1:
-            raise ValueError("NBA_SPOOL_DIR: write-behind needs one deciding process per log; "
-                             f"got NBA_WORKERS={self.workers} (unset NBA_SPOOL_DIR to run several workers)")
+            raise ValueError(
+                "NBA_SPOOL_DIR: write-behind needs one deciding process per log; "
+                f"got NBA_WORKERS={self.workers} (unset NBA_SPOOL_DIR to run several workers)"
+            )
         if self.cache_customers < 1:
             raise ValueError(f"NBA_CACHE_CUSTOMERS: must be >= 1, got {self.cache_customers!r}")
         if not (math.isfinite(self.feedback_wait_s) and 0 <= self.feedback_wait_s <= 50):

@@ -70,8 +70,13 @@ class UsageTracker:
             return None
         first, last = int(np.floor(now.min() / DAY_H)), int(np.floor(now.max() / DAY_H))
         u = self._usage
-        if (u is None or self._digest != d.digest or time.monotonic() - self._read_at > self.refresh_s
-                or first < u.day or last + 1 >= u.day + u.channel_sends.shape[1]):
+        if (
+            u is None
+            or self._digest != d.digest
+            or time.monotonic() - self._read_at > self.refresh_s
+            or first < u.day
+            or last + 1 >= u.day + u.channel_sends.shape[1]
+        ):
             u = self._usage = self._read(d, first, last)
             self._digest, self._read_at = d.digest, time.monotonic()
         return u
@@ -83,14 +88,16 @@ class UsageTracker:
         if any(o.budget is not None for o in d.offers):
             counts = self.log.action_counts(0.0)
             if counts.size == space.n_actions:
-                offers += np.bincount(space.content_of[1:], weights=counts[1:],
-                                      minlength=len(d.offers)).astype(np.int64)
+                offers += np.bincount(space.content_of[1:], weights=counts[1:], minlength=len(d.offers)).astype(
+                    np.int64
+                )
         if any(c.capacity_per_day is not None for c in d.channels):
             for j in range(channels.shape[1]):
                 counts = self.log.action_counts((first + j) * DAY_H, (first + j + 1) * DAY_H)
                 if counts.size == space.n_actions:
-                    channels[:, j] = np.bincount(space.channel_of[1:], weights=counts[1:],
-                                                 minlength=len(d.channels)).astype(np.int64)
+                    channels[:, j] = np.bincount(
+                        space.channel_of[1:], weights=counts[1:], minlength=len(d.channels)
+                    ).astype(np.int64)
         return Usage(offers, channels, first)
 
     def add(self, d: Deployment, actions: np.ndarray, send_at: np.ndarray) -> None:
@@ -99,9 +106,18 @@ class UsageTracker:
             self._usage = self._usage.plus(d, actions, send_at)
 
 
-def decide_batch(batch: list[tuple[Rows, int]], served: dict[str, Served], now: np.ndarray, history: Any,
-                 decision_ids: list[str], rng: np.random.Generator, *, channel_costs: dict[str, float],
-                 experiment: str, usage: UsageTracker | None = None) -> tuple[list[Result], DecisionRecords]:
+def decide_batch(
+    batch: list[tuple[Rows, int]],
+    served: dict[str, Served],
+    now: np.ndarray,
+    history: Any,
+    decision_ids: list[str],
+    rng: np.random.Generator,
+    *,
+    channel_costs: dict[str, float],
+    experiment: str,
+    usage: UsageTracker | None = None,
+) -> tuple[list[Result], DecisionRecords]:
     """Decide every row of ``batch`` (each request's rows with how many alternatives it asked for), at
     ``now`` (one time per row), from the contact ``history`` of all their customers; returns one
     Result per request and the records to log. ``usage``: the offer budgets and channel capacities
@@ -133,15 +149,38 @@ def decide_batch(batch: list[tuple[Rows, int]], served: dict[str, Served], now: 
         else:
             for r in rows.tolist():
                 bundles[r] = s.bundle
-    records = _records(served, ids, now, contexts, decision_ids, action, propensity, send_at, policy, version,
-                       np.asarray(columns.whole("arm"), dtype=object), channel_costs, experiment)
+    records = _records(
+        served,
+        ids,
+        now,
+        contexts,
+        decision_ids,
+        action,
+        propensity,
+        send_at,
+        policy,
+        version,
+        np.asarray(columns.whole("arm"), dtype=object),
+        channel_costs,
+        experiment,
+    )
     out, start = [], 0
     policies, versions = policy.tolist(), version.tolist()
     for rows_, _ in batch:
         sl = slice(start, start + len(rows_.ids))
         start += len(rows_.ids)
-        out.append(Result(decision_ids[sl], action[sl], propensity[sl], send_at[sl], policies[sl], versions[sl],
-                          alternatives[sl], bundles[sl]))
+        out.append(
+            Result(
+                decision_ids[sl],
+                action[sl],
+                propensity[sl],
+                send_at[sl],
+                policies[sl],
+                versions[sl],
+                alternatives[sl],
+                bundles[sl],
+            )
+        )
     return out, records
 
 
@@ -186,8 +225,15 @@ class _Columns:
         return out
 
 
-def _decide_group(bundle: Bundle, col: _Columns, rows: np.ndarray, now: np.ndarray, h: Any,
-                  rng: np.random.Generator, usage: UsageTracker | None) -> Decided:
+def _decide_group(
+    bundle: Bundle,
+    col: _Columns,
+    rows: np.ndarray,
+    now: np.ndarray,
+    h: Any,
+    rng: np.random.Generator,
+    usage: UsageTracker | None,
+) -> Decided:
     """The decisions of ``rows`` (indices into the batch) by ``bundle``'s policy, through :mod:`nba.decide`."""
     space = bundle.policy.space
     tz = np.asarray(col("tz", rows), np.float64)
@@ -198,8 +244,19 @@ def _decide_group(bundle: Bundle, col: _Columns, rows: np.ndarray, now: np.ndarr
         recent = d.recent(len(rows))  # sized for every cap, per offer included
         history = history_from_log(h, rows, space, recent, now=now, tz_offset=tz, zones=zones)
         used = None if usage is None else usage.usage(d, now)
-        out = decide(d, bundle.policy, col("attributes", rows), now=now, tz_offset=tz, rng=rng, history=history,
-                     recent=recent, allowed=allowed, offers=col.flags("offers", rows, len(d.offers)), usage=used)
+        out = decide(
+            d,
+            bundle.policy,
+            col("attributes", rows),
+            now=now,
+            tz_offset=tz,
+            rng=rng,
+            history=history,
+            recent=recent,
+            allowed=allowed,
+            offers=col.flags("offers", rows, len(d.offers)),
+            usage=used,
+        )
         if used is not None:
             usage.add(d, out.action, out.send_at)
         return out
@@ -210,12 +267,26 @@ def _decide_group(bundle: Bundle, col: _Columns, rows: np.ndarray, now: np.ndarr
     np.maximum(history.n_purchases, np.asarray(col("n_purchases", rows), np.float32), out=history.n_purchases)
     history.last_visit[:] = np.asarray(col("last_visit", rows), np.float64)
     consent = col.flags("consent", rows, space.n_channels)
-    profile = Profile(segment=np.asarray(col("segment", rows), np.int64), tz_offset=tz,
-                      consent=np.ones((len(rows), space.n_channels), bool) if consent is None else consent,
-                      stage=np.asarray(col("stage", rows), np.int8), cart_active=np.asarray(col("cart", rows), bool),
-                      tenure_days=np.asarray(col("tenure", rows), np.float64))
-    return decide_profiles(bundle.policy, bundle.spec, bundle.rules, bundle.lifecycle, profile, history, recent,
-                           now=now, rng=rng, allowed=allowed)
+    profile = Profile(
+        segment=np.asarray(col("segment", rows), np.int64),
+        tz_offset=tz,
+        consent=np.ones((len(rows), space.n_channels), bool) if consent is None else consent,
+        stage=np.asarray(col("stage", rows), np.int8),
+        cart_active=np.asarray(col("cart", rows), bool),
+        tenure_days=np.asarray(col("tenure", rows), np.float64),
+    )
+    return decide_profiles(
+        bundle.policy,
+        bundle.spec,
+        bundle.rules,
+        bundle.lifecycle,
+        profile,
+        history,
+        recent,
+        now=now,
+        rng=rng,
+        allowed=allowed,
+    )
 
 
 def _top(probs: np.ndarray, rows: np.ndarray, k: np.ndarray, out: list[list[tuple[int, float]]]) -> None:
@@ -233,10 +304,21 @@ def _top(probs: np.ndarray, rows: np.ndarray, k: np.ndarray, out: list[list[tupl
         out[r] = [(a, p) for a, p in zip(ts[:kr], ps[:kr], strict=True) if p > 0]
 
 
-def _records(served: dict[str, Served], ids: list[str], now: np.ndarray, contexts: dict, decision_id: list[str],
-             action: np.ndarray, propensity: np.ndarray, send_at: np.ndarray, policy: np.ndarray,
-             version: np.ndarray, arm: np.ndarray, channel_costs: dict[str, float],
-             experiment: str) -> DecisionRecords:
+def _records(
+    served: dict[str, Served],
+    ids: list[str],
+    now: np.ndarray,
+    contexts: dict,
+    decision_id: list[str],
+    action: np.ndarray,
+    propensity: np.ndarray,
+    send_at: np.ndarray,
+    policy: np.ndarray,
+    version: np.ndarray,
+    arm: np.ndarray,
+    channel_costs: dict[str, float],
+    experiment: str,
+) -> DecisionRecords:
     """The whole batch as log records (all aliases share the log's layout: :mod:`serving.model_store` serves
     one world). A deployment's channels cost what it declares; a scenario's what ``channel_costs`` says."""
     n = len(ids)
@@ -249,9 +331,20 @@ def _records(served: dict[str, Served], ids: list[str], now: np.ndarray, context
         bundle = served[name].bundle  # no contact's channel index is -1: the cost array's first entry, 0
         cost[rows] = _channel_cost(bundle, channel_costs)[bundle.policy.space.channel_of[action[rows]] + 1]
     return DecisionRecords(
-        decision_id=np.asarray(decision_id, dtype=object), time=now, customer_id=np.asarray(ids, dtype=object),
-        context=X, eligible=mask, action=action, send_at=send_at, propensity=propensity, policy=policy,
-        policy_version=version, experiment=np.full(n, experiment, dtype=object), arm=arm, cost=cost)
+        decision_id=np.asarray(decision_id, dtype=object),
+        time=now,
+        customer_id=np.asarray(ids, dtype=object),
+        context=X,
+        eligible=mask,
+        action=action,
+        send_at=send_at,
+        propensity=propensity,
+        policy=policy,
+        policy_version=version,
+        experiment=np.full(n, experiment, dtype=object),
+        arm=arm,
+        cost=cost,
+    )
 
 
 def _channel_cost(bundle: Bundle, channel_costs: dict[str, float]) -> np.ndarray:

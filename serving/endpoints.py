@@ -59,10 +59,19 @@ class Runtime:
                 decision_log.set_deployment(deployment.to_dict())
             except ValueError as e:
                 decision_log.close()
-                raise ValueError(f"NBA_DEPLOYMENT: {e}; if only the offers changed, move the log onto the new "
-                                 f"file first: nba deployment update {settings.deployment} --log <this log>") from e
-        models = ModelStore(settings.tracking_uri, settings.model_name, settings.aliases, settings.cache_dir,
-                            settings.poll_s, deployment, decision_log.layout())
+                raise ValueError(
+                    f"NBA_DEPLOYMENT: {e}; if only the offers changed, move the log onto the new "
+                    f"file first: nba deployment update {settings.deployment} --log <this log>"
+                ) from e
+        models = ModelStore(
+            settings.tracking_uri,
+            settings.model_name,
+            settings.aliases,
+            settings.cache_dir,
+            settings.poll_s,
+            deployment,
+            decision_log.layout(),
+        )
         models.start()
         return cls(settings, models, Engine(settings, models, decision_log, counter))
 
@@ -98,16 +107,16 @@ class Runtime:
             if spool.failed is not None:
                 problems.append(f"the spool failed ({spool.failed}): nothing more is acknowledged until a restart")
             if spool.last_error is not None:
-                problems.append(f"the decision log is {spool.pending_bytes} bytes behind the spool: "
-                                f"{spool.last_error}")
+                problems.append(f"the decision log is {spool.pending_bytes} bytes behind the spool: {spool.last_error}")
             if spool.dead_letters:
-                problems.append(f"{spool.dead_letters} decisions the log refused are kept in "
-                                f"{spool.dead_letter_path}")
+                problems.append(f"{spool.dead_letters} decisions the log refused are kept in {spool.dead_letter_path}")
         down = self.engine.outage.down
         if down is not None:
             problems.append(down)
-        policies = {alias: {"version": s.version, "policy": s.bundle.policy.name, "source": s.source}
-                    for alias, s in self.models.served.items()}
+        policies = {
+            alias: {"version": s.version, "policy": s.bundle.policy.name, "source": s.source}
+            for alias, s in self.models.served.items()
+        }
         ready = self.ready
         return ready, {"ready": ready, "policies": policies, "problems": problems, "log": log}
 
@@ -175,8 +184,10 @@ def _iso_few(hours: np.ndarray, offset_h: np.ndarray | None) -> list[str]:
     offsets = [0] * len(hours) if offset_h is None else [round(o * 60) for o in np.asarray(offset_h).tolist()]
     for h, m in zip(np.asarray(hours, np.float64).tolist(), offsets, strict=True):
         d = _EPOCH + timedelta(microseconds=round(h * 3.6e9) + m * 60_000_000)
-        out.append(f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}."
-                   f"{d.microsecond:06d}{'Z' if offset_h is None else _offset(m)}")
+        out.append(
+            f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}."
+            f"{d.microsecond:06d}{'Z' if offset_h is None else _offset(m)}"
+        )
     return out
 
 
@@ -204,16 +215,49 @@ def _decisions(job: Job, res: Result, experiment: str) -> list[dict[str, Any]]:
     infos = {key: _action_info(b.policy.space, b.deployment) for key, b in bundles.items()}
     bases = {key: _alternative_bases(b.policy.space) for key, b in bundles.items()}
     described = [infos[id(b)][a] for b, a in zip(res.bundles, res.action.tolist(), strict=True)]
-    alts = [_alternatives(bases[id(b)], row) if row else [] for b, row in zip(res.bundles, res.alternatives,
-                                                                             strict=True)]
+    alts = [
+        _alternatives(bases[id(b)], row) if row else [] for b, row in zip(res.bundles, res.alternatives, strict=True)
+    ]
     action, channel, content, hour, offer, features = zip(*described, strict=True) if n else ((),) * 6
-    columns = (res.decision_id, rows.ids, action, channel, content, offer, features, _iso(res.send_at),
-               _iso(res.send_at, np.asarray(rows.tz)), hour, res.propensity.tolist(), res.policy, res.version,
-               [experiment] * n, rows.arm, alts)
-    return [{"decision_id": d, "customer_id": c, "action": a, "channel": ch, "content": ct, "offer": of,
-             "offer_features": fe, "send_at": su, "send_at_local": sl, "send_hour_local": h, "propensity": p,
-             "policy": po, "policy_version": v, "experiment": e, "arm": arm, "alternatives": al}
-            for d, c, a, ch, ct, of, fe, su, sl, h, p, po, v, e, arm, al in zip(*columns, strict=True)]
+    columns = (
+        res.decision_id,
+        rows.ids,
+        action,
+        channel,
+        content,
+        offer,
+        features,
+        _iso(res.send_at),
+        _iso(res.send_at, np.asarray(rows.tz)),
+        hour,
+        res.propensity.tolist(),
+        res.policy,
+        res.version,
+        [experiment] * n,
+        rows.arm,
+        alts,
+    )
+    return [
+        {
+            "decision_id": d,
+            "customer_id": c,
+            "action": a,
+            "channel": ch,
+            "content": ct,
+            "offer": of,
+            "offer_features": fe,
+            "send_at": su,
+            "send_at_local": sl,
+            "send_hour_local": h,
+            "propensity": p,
+            "policy": po,
+            "policy_version": v,
+            "experiment": e,
+            "arm": arm,
+            "alternatives": al,
+        }
+        for d, c, a, ch, ct, of, fe, su, sl, h, p, po, v, e, arm, al in zip(*columns, strict=True)
+    ]
 
 
 Info = tuple[str, str | None, str | None, int | None, str | None, dict[str, Any] | None]
@@ -231,8 +275,16 @@ def _action_info(space: ActionSpace, deployment: Deployment | None = None) -> tu
         offers = {} if deployment is None else {o.name: dict(o.features) for o in deployment.offers}
         for a, name in enumerate(space.names()[1:], start=1):
             content = space.contents[space.content_of[a]]
-            out.append((name, space.channels[space.channel_of[a]], content, space.send_slots[space.slot_of[a]],
-                        content if deployment is not None else None, offers.get(content)))
+            out.append(
+                (
+                    name,
+                    space.channels[space.channel_of[a]],
+                    content,
+                    space.send_slots[space.slot_of[a]],
+                    content if deployment is not None else None,
+                    offers.get(content),
+                )
+            )
         info = _INFO[key] = tuple(out)
     return info
 
@@ -243,8 +295,9 @@ _INFO: dict[tuple[ActionSpace, str | None], tuple[Info, ...]] = {}
 @lru_cache(maxsize=16)
 def _alternative_bases(space: ActionSpace) -> tuple[dict[str, Any], ...]:
     """Per action index: an alternative's fields but its probability."""
-    return tuple({"action": a, "channel": ch, "content": ct, "send_hour_local": h}
-                 for a, ch, ct, h, _, _ in _action_info(space))
+    return tuple(
+        {"action": a, "channel": ch, "content": ct, "send_hour_local": h} for a, ch, ct, h, _, _ in _action_info(space)
+    )
 
 
 def _dumps(data: Any) -> bytes:

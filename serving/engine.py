@@ -119,16 +119,25 @@ class Outage:
             self.failures += 1
             if self.since is None:
                 self.since = time.monotonic()
-                log.error("%s failing: %s: %s (requests fail with 503 until it recovers; further failures "
-                          "are counted, not logged)", self.what, type(e).__name__, short(str(e), 300))
+                log.error(
+                    "%s failing: %s: %s (requests fail with 503 until it recovers; further failures "
+                    "are counted, not logged)",
+                    self.what,
+                    type(e).__name__,
+                    short(str(e), 300),
+                )
 
     def recovered(self) -> None:
         if self.since is None:  # the usual case: no lock
             return
         with self._lock:
             if self.since is not None:
-                log.warning("%s recovered after %d failed requests over %.1f s", self.what, self.failures,
-                            time.monotonic() - self.since)
+                log.warning(
+                    "%s recovered after %d failed requests over %.1f s",
+                    self.what,
+                    self.failures,
+                    time.monotonic() - self.since,
+                )
                 self.since, self.failures = None, 0
 
     @property
@@ -243,8 +252,11 @@ class Engine:
         while True:
             while pending:
                 job = pending.popleft()
-                if jobs and (rows + len(job.rows.ids) > CYCLE_ROWS or job.served is not jobs[0].served
-                             or not ids.isdisjoint(job.rows.ids)):
+                if jobs and (
+                    rows + len(job.rows.ids) > CYCLE_ROWS
+                    or job.served is not jobs[0].served
+                    or not ids.isdisjoint(job.rows.ids)
+                ):
                     self._deferred.append(job)
                     continue
                 jobs.append(job)
@@ -382,9 +394,17 @@ class Engine:
             log.debug("deployment not recorded yet: %s", e)
 
     def _decide_batch(self, batch: list[tuple[Rows, int]], served: dict[str, Served], now: np.ndarray, history: Any):
-        return decide_batch(batch, served, now, history, self._ids(len(now)), self.rng,
-                            channel_costs=self.settings.channel_costs, experiment=self.settings.experiment,
-                            usage=self.usage)
+        return decide_batch(
+            batch,
+            served,
+            now,
+            history,
+            self._ids(len(now)),
+            self.rng,
+            channel_costs=self.settings.channel_costs,
+            experiment=self.settings.experiment,
+            usage=self.usage,
+        )
 
     def _count_metrics(self, jobs: list[Job], results: list[Result]) -> None:
         counts: dict[tuple[str, str], int] = {}
@@ -402,9 +422,12 @@ class Engine:
         t = checked_hours(when, time.time() / 3600.0, "time")
         if not (math.isfinite(value) and 0 <= value <= MAX_VALUE):
             raise BadRequest(f"value: must be a revenue from 0 to {MAX_VALUE:g}, got {short(value)}")
-        rec = OutcomeRecords(decision_id=np.asarray([decision_id], dtype=object),
-                             event=np.asarray([event], dtype=object), time=np.asarray([t]),
-                             value=np.asarray([float(value)]))
+        rec = OutcomeRecords(
+            decision_id=np.asarray([decision_id], dtype=object),
+            event=np.asarray([event], dtype=object),
+            time=np.asarray([t]),
+            value=np.asarray([float(value)]),
+        )
         try:
             new = self._log_outcome(rec)
         except ValueError as e:
@@ -428,8 +451,10 @@ class Engine:
         if behind is None and not self.spool.flush(timeout=self.settings.feedback_wait_s):
             behind = f"the log is {self.spool.pending_bytes} bytes behind the spool"
         if behind is not None:
-            raise LogBehind(f"decision_id: its decision is not in the decision log yet ({behind}); "
-                            "nothing was recorded, retry later")
+            raise LogBehind(
+                f"decision_id: its decision is not in the decision log yet ({behind}); "
+                "nothing was recorded, retry later"
+            )
         return self.log.log_outcomes(rec, after_decision=True) > 0
 
 

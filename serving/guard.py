@@ -95,8 +95,13 @@ class Probes:
     before ``GET /metrics`` is answered (to bring gauges up to date).
     """
 
-    def __init__(self, app: Any, readiness: Callable[[], tuple[bool, dict]], spec: Callable[[], dict],
-                 before_metrics: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        readiness: Callable[[], tuple[bool, dict]],
+        spec: Callable[[], dict],
+        before_metrics: Callable[[], object] | None = None,
+    ) -> None:
         self.app, self.readiness, self.spec, self.before_metrics = app, readiness, spec, before_metrics
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -112,4 +117,3 @@ class Probes:
             if path == "/metrics" and self.before_metrics is not None:
                 self.before_metrics()
         await self.app(scope, receive, send)
-

@@ -81,16 +81,22 @@ class HistoryCache:
             if e[2]:
                 e_idx += [i] * len(e[2])
                 events += e[2]
-        return ContactHistory.from_rows(np.asarray(list(customer_ids), dtype=object), c_idx, contacts, e_idx, events,
-                                        since)
+        return ContactHistory.from_rows(
+            np.asarray(list(customer_ids), dtype=object), c_idx, contacts, e_idx, events, since
+        )
 
     def add_decisions(self, records: DecisionRecords, position: int, replayed: int) -> None:
         """Record decisions just spooled up to ``position``; evict beyond the bound (``replayed``: how far
         the log has caught up, so which entries may go)."""
         entries = self._entries
         get = entries.get
-        for c, t, s, a in zip(records.customer_id.tolist(), records.time.tolist(), records.send_at.tolist(),
-                              records.action.tolist(), strict=True):  # one pass, one new tuple per customer
+        for c, t, s, a in zip(
+            records.customer_id.tolist(),
+            records.time.tolist(),
+            records.send_at.tolist(),
+            records.action.tolist(),
+            strict=True,
+        ):  # one pass, one new tuple per customer
             e = get(c)
             contacts, events = (_EMPTY, _EMPTY) if e is None else e[1:]
             entries[c] = (position, (*contacts, (t, s, a)) if a > 0 else contacts, events)
@@ -109,11 +115,24 @@ class HistoryCache:
         h = self.log.contact_history(customer_ids, _ALL)
         contacts: list[list] = [[] for _ in customer_ids]
         events: list[list] = [[] for _ in customer_ids]
-        for i, t, s, a in zip(h.contact_customer.tolist(), h.contact_time.tolist(), h.contact_send_at.tolist(),
-                              h.contact_action.tolist(), strict=True):
+        for i, t, s, a in zip(
+            h.contact_customer.tolist(),
+            h.contact_time.tolist(),
+            h.contact_send_at.tolist(),
+            h.contact_action.tolist(),
+            strict=True,
+        ):
             contacts[i].append((t, s, a))
-        for row in zip(h.event_customer.tolist(), h.event.tolist(), h.event_time.tolist(), h.event_value.tolist(),
-                       h.event_action.tolist(), h.event_send_at.tolist(), h.event_decision.tolist(), strict=True):
+        for row in zip(
+            h.event_customer.tolist(),
+            h.event.tolist(),
+            h.event_time.tolist(),
+            h.event_value.tolist(),
+            h.event_action.tolist(),
+            h.event_send_at.tolist(),
+            h.event_decision.tolist(),
+            strict=True,
+        ):
             events[row[0]].append(row[1:])
         for c, cs, es in zip(customer_ids, contacts, events, strict=True):
             self._entries[c] = (0, tuple(cs), tuple(es))

@@ -80,8 +80,11 @@ def difference(served: Deployment, other: Deployment) -> str:
         removed = [k for k in mine if k not in theirs]
         changed = [k for k in theirs if k in mine and theirs[k] != mine[k]]
         moved = not (added or removed) and list(mine) != list(theirs)
-        parts = [f"{what} {_few(keys)}" for what, keys in (("adds", added), ("removes", removed),
-                                                           ("changes", changed)) if keys]
+        parts = [
+            f"{what} {_few(keys)}"
+            for what, keys in (("adds", added), ("removes", removed), ("changes", changed))
+            if keys
+        ]
         if moved:
             parts.append("declares them in another order")
         if parts:
@@ -123,26 +126,36 @@ class World:
         d = bundle.deployment
         if self.deployment is not None:
             if d is None:
-                raise BundleRejected(f"decides in the simulator's world, but the service serves the deployment "
-                                     f"{self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin})")
+                raise BundleRejected(
+                    f"decides in the simulator's world, but the service serves the deployment "
+                    f"{self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin})"
+                )
             if d.digest == self.deployment.digest:
                 return bundle
             moved = self._moved(bundle)
             if moved is not None:
                 return moved
-            raise BundleRejected(f"is a bundle of the deployment {d.name!r} ({_short(d.digest)}), but the service "
-                                 f"serves {self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin}): "
-                                 f"{difference(self.deployment, d)}")
+            raise BundleRejected(
+                f"is a bundle of the deployment {d.name!r} ({_short(d.digest)}), but the service "
+                f"serves {self.deployment.name!r} ({_short(self.deployment.digest)}, {self.origin}): "
+                f"{difference(self.deployment, d)}"
+            )
         if d is not None and self.features:
-            raise BundleRejected(f"is a bundle of the deployment {d.name!r}, but the service serves a policy of the "
-                                 f"simulator's world ({self.origin})")
+            raise BundleRejected(
+                f"is a bundle of the deployment {d.name!r}, but the service serves a policy of the "
+                f"simulator's world ({self.origin})"
+            )
         if self.features and tuple(bundle.spec.names) != self.features:
-            raise BundleRejected(f"reads {len(bundle.spec.names)} features, not the {len(self.features)} features of "
-                                 f"the policy served ({self.origin}): one decision log cannot hold both")
+            raise BundleRejected(
+                f"reads {len(bundle.spec.names)} features, not the {len(self.features)} features of "
+                f"the policy served ({self.origin}): one decision log cannot hold both"
+            )
         if bundle.policy.space != self.space:
-            raise BundleRejected(f"decides over {bundle.policy.space.n_actions} actions, not the "
-                                 f"{self.space.n_actions} of the policy served ({self.origin}): one decision log "
-                                 "cannot hold both")
+            raise BundleRejected(
+                f"decides over {bundle.policy.space.n_actions} actions, not the "
+                f"{self.space.n_actions} of the policy served ({self.origin}): one decision log "
+                "cannot hold both"
+            )
         return bundle
 
     def _moved(self, bundle: Bundle) -> Bundle | None:
@@ -156,8 +169,12 @@ class World:
             policy = bundle.policy.with_catalogue(Catalogue.of_deployment(world))
         except ValueError:  # other channels or send slots
             return None
-        log.info("version of catalogue %s moved onto the served catalogue %s (%s)", _short(d.digest),
-                 _short(world.digest), difference(world, d))
+        log.info(
+            "version of catalogue %s moved onto the served catalogue %s (%s)",
+            _short(d.digest),
+            _short(world.digest),
+            difference(world, d),
+        )
         return Bundle.of_deployment(policy, world)
 
     @staticmethod
@@ -167,9 +184,11 @@ class World:
             return None
         dim, actions = len(bundle.spec.names), bundle.policy.space.n_actions
         if (layout.context_dim, layout.n_actions) != (dim, actions):
-            return (f"decides over {actions} actions with {dim} features, but the decision log holds decisions over "
-                    f"{layout.n_actions} actions with {layout.context_dim} features: serve it on a log of its own "
-                    "(NBA_LOG_URL, or NBA_LOG_NAMESPACE)")
+            return (
+                f"decides over {actions} actions with {dim} features, but the decision log holds decisions over "
+                f"{layout.n_actions} actions with {layout.context_dim} features: serve it on a log of its own "
+                "(NBA_LOG_URL, or NBA_LOG_NAMESPACE)"
+            )
         return None
 
 
@@ -183,13 +202,21 @@ class ModelStore:
     last good version.
     """
 
-    def __init__(self, tracking_uri: str, model_name: str, aliases: tuple[str, ...], cache_dir: Path,
-                 poll_s: float = 10.0, deployment: Deployment | None = None, log_layout: LogLayout | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        aliases: tuple[str, ...],
+        cache_dir: Path,
+        poll_s: float = 10.0,
+        deployment: Deployment | None = None,
+        log_layout: LogLayout | None = None,
+    ) -> None:
         self.tracking_uri, self.model_name, self.aliases = tracking_uri, model_name, aliases
         self.log_layout = log_layout  # the decision log's, when it holds decisions already
-        self.world: World | None = None if deployment is None else World((), deployment.action_space(), deployment,
-                                                                         "NBA_DEPLOYMENT")
+        self.world: World | None = (
+            None if deployment is None else World((), deployment.action_space(), deployment, "NBA_DEPLOYMENT")
+        )
         self.cache = Path(cache_dir) / model_name
         self.poll_s = poll_s
         self.served: dict[str, Served] = {}  # replaced whole, never mutated
@@ -251,9 +278,14 @@ class ModelStore:
         target = self._folder(version)
         self.cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cache, prefix=".download-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(
-                f"models:/{self.model_name}/{version}", dst_path=tmp, tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    f"models:/{self.model_name}/{version}",
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
+            )
             src = local / "artifacts" / "bundle"
             if not (src / "deployment.json").exists():
                 raise FileNotFoundError(f"version {version}: no artifacts/bundle in the registered model")
@@ -367,8 +399,12 @@ class ModelStore:
                     continue
                 if expected is None and version not in self._untagged_warned:
                     self._untagged_warned.add(version)
-                    log.warning("%s version %s has no %s tag (registered before digests): loaded unchecked",
-                                self.model_name, version, DIGEST_TAG)
+                    log.warning(
+                        "%s version %s has no %s tag (registered before digests): loaded unchecked",
+                        self.model_name,
+                        version,
+                        DIGEST_TAG,
+                    )
                 if version not in tried:  # aliases on the same version share one attempt
                     tried[version] = (alias, *self._load_version(alias, version, expected))
                 first, new, notes = tried[version]
@@ -377,8 +413,7 @@ class ModelStore:
                     served[alias] = replace(new, alias=alias)
                     problems[alias] = (version, notes)
                     self._remember(alias, version, new.digest)
-                    log.info("serving %s@%s = version %s (%s)", self.model_name, alias, version,
-                             new.bundle.policy.name)
+                    log.info("serving %s@%s = version %s (%s)", self.model_name, alias, version, new.bundle.policy.name)
                     continue
                 if current is not None and current.version != version:
                     notes[-1] += f"; still serving version {current.version}"
@@ -413,12 +448,18 @@ class ModelStore:
                 meta = json.loads(pointer.read_text())
                 version, remembered = str(meta["version"]), meta.get("digest")
             except Exception as e:
-                problems[alias] = (None, [f"{alias}: cached pointer {pointer.name} unreadable ({_error(e)}); "
-                                          f"not served{why}"])
+                problems[alias] = (
+                    None,
+                    [f"{alias}: cached pointer {pointer.name} unreadable ({_error(e)}); not served{why}"],
+                )
             else:
                 if remembered is None:
-                    log.warning("cached %s pointer names version %s without a digest (written before digests): "
-                                "loaded unchecked", alias, version)
+                    log.warning(
+                        "cached %s pointer names version %s without a digest (written before digests): "
+                        "loaded unchecked",
+                        alias,
+                        version,
+                    )
                 try:
                     bundle, digest = self._verified_load(self._folder(version), remembered, version)
                 except BundleRejected as e:
@@ -465,8 +506,10 @@ class ModelStore:
         if self._registry_error is not None:
             if served is not None:
                 where = "the local cache" if served.source == "cache" else "the copy loaded before"
-                notes.append(f"{alias}: registry unreachable ({self._registry_error}); serving version "
-                             f"{served.version} from {where}")
+                notes.append(
+                    f"{alias}: registry unreachable ({self._registry_error}); serving version "
+                    f"{served.version} from {where}"
+                )
             elif not notes:
                 notes.append(f"{alias}: registry unreachable ({self._registry_error}) and no cached copy")
         elif served is None and not notes:

@@ -32,22 +32,32 @@ from serving.schemas import (
 REF = "#/components/schemas/{model}"
 
 ERROR = {
-    "type": "object", "required": ["error"],
+    "type": "object",
+    "required": ["error"],
     "properties": {
         "error": {"type": "string", "description": "what is wrong, starting with the offending field"},
-        "detail": {"type": "array", "items": {"type": "object"},
-                   "description": "schema validation (400): one entry per failed check, with its field path "
-                                  "in `loc`"},
+        "detail": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "schema validation (400): one entry per failed check, with its field path in `loc`",
+        },
     },
 }
 READINESS = {
-    "type": "object", "required": ["ready", "policies", "problems"],
+    "type": "object",
+    "required": ["ready", "policies", "problems"],
     "properties": {
         "ready": {"type": "boolean"},
-        "policies": {"type": "object", "description": "served alias -> version, policy and where it came from",
-                     "additionalProperties": {"type": "object"}},
-        "problems": {"type": "array", "items": {"type": "string"},
-                     "description": "what is wrong, in plain sentences (empty when all is well)"},
+        "policies": {
+            "type": "object",
+            "description": "served alias -> version, policy and where it came from",
+            "additionalProperties": {"type": "object"},
+        },
+        "problems": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "what is wrong, in plain sentences (empty when all is well)",
+        },
         "log": {"type": "object", "description": "the decision log: mode, replay backlog, dead letters"},
     },
 }
@@ -125,8 +135,12 @@ def attributes_schema(deployment: Deployment) -> str:
             p = {"type": "string", "format": "date-time"}
         p["nullable"] = not a.required
         props[a.name] = p
-    schema = {"type": "object", "properties": props, "additionalProperties": False,
-              "description": f"the customer's attributes as the deployment {deployment.name!r} declares them"}
+    schema = {
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+        "description": f"the customer's attributes as the deployment {deployment.name!r} declares them",
+    }
     required = [a.name for a in deployment.attributes if a.required]
     if required:
         schema["required"] = required
@@ -134,8 +148,13 @@ def attributes_schema(deployment: Deployment) -> str:
 
 
 @lru_cache(maxsize=8)
-def spec(token: bool = False, token_everywhere: bool = False, segments: tuple[str, ...] = (),
-         channels: tuple[str, ...] = (), deployment: str = "") -> dict[str, Any]:
+def spec(
+    token: bool = False,
+    token_everywhere: bool = False,
+    segments: tuple[str, ...] = (),
+    channels: tuple[str, ...] = (),
+    deployment: str = "",
+) -> dict[str, Any]:
     """The OpenAPI 3.0 document of a service with a bearer token (``token``), needed for ``/metrics`` and
     the docs too (``token_everywhere``) or only for the decisions; ``segments`` and ``channels``: the
     served champion's names, stated as the only values those fields take (none: any name);
@@ -145,40 +164,94 @@ def spec(token: bool = False, token_everywhere: bool = False, segments: tuple[st
     unauthorised = (401,) if token else ()
     token_everywhere = token and token_everywhere
 
-    def post(op: str, summary: str, request: type[BaseModel], response: type[BaseModel], *codes: int,
-             links: dict[str, Any] | None = None) -> dict[str, Any]:
+    def post(
+        op: str,
+        summary: str,
+        request: type[BaseModel],
+        response: type[BaseModel],
+        *codes: int,
+        links: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         ok = _json(_model(response, "serialization", components), "the answer")
         if links:
             ok["links"] = links
-        return {"post": {
-            "operationId": op, "summary": summary, "tags": ["decisions"], "security": secured,
-            "requestBody": {"required": True,
-                            "content": {"application/json": {"schema": _model(request, "validation", components)}}},
-            "responses": {"200": ok, **_errors(400, *unauthorised, *codes, 415, 503, 504)},
-        }}
+        return {
+            "post": {
+                "operationId": op,
+                "summary": summary,
+                "tags": ["decisions"],
+                "security": secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _model(request, "validation", components)}},
+                },
+                "responses": {"200": ok, **_errors(400, *unauthorised, *codes, 415, 503, 504)},
+            }
+        }
 
-    feedback_link = {"feedback": {
-        "operationId": "feedback", "description": "report what the customer did after this decision",
-        "requestBody": {"decision_id": "$response.body#/decision_id", "event": "opened"}}}
+    feedback_link = {
+        "feedback": {
+            "operationId": "feedback",
+            "description": "report what the customer did after this decision",
+            "requestBody": {"decision_id": "$response.body#/decision_id", "event": "opened"},
+        }
+    }
     paths = {
-        "/decide": post("decide", "next best action for one customer", DecideRequest, Decision, 422,
-                        links=feedback_link),
-        "/decide_batch": post("decide_batch", f"decisions for up to {MAX_BATCH:,} distinct customers",
-                              DecideBatchRequest, DecideBatchResponse, 422),
-        "/feedback": post("feedback", "an outcome event for a decision (idempotent)", FeedbackRequest,
-                          FeedbackResponse, 404, 422),
-        "/readyz": {"get": {"operationId": "readyz", "summary": "ready to decide, and what is wrong if not",
-                            "tags": ["infrastructure"], "security": [],
-                            "responses": {"200": _json({"$ref": REF.format(model="Readiness")}, "ready"),
-                                          "503": _json({"$ref": REF.format(model="Readiness")}, "not ready")}}},
-        "/livez": {"get": {"operationId": "livez", "summary": "the process is alive", "tags": ["infrastructure"],
-                           "security": [], "responses": {"200": _text("alive")}}},
-        "/healthz": {"get": {"operationId": "healthz", "summary": "the process is alive",
-                             "tags": ["infrastructure"], "security": [], "responses": {"200": _text("alive")}}},
-        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics", "tags": ["infrastructure"],
-                             "security": secured if token_everywhere else [],
-                             "responses": {"200": _text("metrics in Prometheus' text format"),
-                                           **(_errors(401) if token_everywhere else {})}}},
+        "/decide": post(
+            "decide", "next best action for one customer", DecideRequest, Decision, 422, links=feedback_link
+        ),
+        "/decide_batch": post(
+            "decide_batch",
+            f"decisions for up to {MAX_BATCH:,} distinct customers",
+            DecideBatchRequest,
+            DecideBatchResponse,
+            422,
+        ),
+        "/feedback": post(
+            "feedback", "an outcome event for a decision (idempotent)", FeedbackRequest, FeedbackResponse, 404, 422
+        ),
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "ready to decide, and what is wrong if not",
+                "tags": ["infrastructure"],
+                "security": [],
+                "responses": {
+                    "200": _json({"$ref": REF.format(model="Readiness")}, "ready"),
+                    "503": _json({"$ref": REF.format(model="Readiness")}, "not ready"),
+                },
+            }
+        },
+        "/livez": {
+            "get": {
+                "operationId": "livez",
+                "summary": "the process is alive",
+                "tags": ["infrastructure"],
+                "security": [],
+                "responses": {"200": _text("alive")},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "the process is alive",
+                "tags": ["infrastructure"],
+                "security": [],
+                "responses": {"200": _text("alive")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "tags": ["infrastructure"],
+                "security": secured if token_everywhere else [],
+                "responses": {
+                    "200": _text("metrics in Prometheus' text format"),
+                    **(_errors(401) if token_everywhere else {}),
+                },
+            }
+        },
     }
     if segments:
         components["Customer"]["properties"]["segment"]["enum"] = list(segments)
@@ -212,12 +285,17 @@ def spec(token: bool = False, token_everywhere: bool = False, segments: tuple[st
         release = "0"
     return {
         "openapi": "3.0.3",
-        "info": {"title": "nba decision service", "version": release,
-                 "description": "Next best action per customer: channel, content and send time, decided by the "
-                                "registry's champion policy and logged before the answer. Errors are JSON "
-                                "`{\"error\": ...}` naming the field; nothing is stored by a request that fails."},
+        "info": {
+            "title": "nba decision service",
+            "version": release,
+            "description": "Next best action per customer: channel, content and send time, decided by the "
+            "registry's champion policy and logged before the answer. Errors are JSON "
+            '`{"error": ...}` naming the field; nothing is stored by a request that fails.',
+        },
         "servers": [{"url": "."}],
         "paths": paths,
-        "components": {"schemas": components,
-                       **({"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}} if token else {})},
+        "components": {
+            "schemas": components,
+            **({"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}} if token else {}),
+        },
     }

@@ -34,8 +34,16 @@ from nba.features import LIFECYCLE_STAGES, NEVER
 from serving.model_store import Served
 
 _STAGE = {s: i for i, s in enumerate(LIFECYCLE_STAGES)}
-PROFILE_FIELDS = ("segment", "tenure_days", "stage", "cart_active", "consent", "n_purchases", "last_purchase_at",
-                  "last_visit_at")  # the simulator's profile: what a scenario policy reads
+PROFILE_FIELDS = (
+    "segment",
+    "tenure_days",
+    "stage",
+    "cart_active",
+    "consent",
+    "n_purchases",
+    "last_purchase_at",
+    "last_visit_at",
+)  # the simulator's profile: what a scenario policy reads
 DEPLOYMENT_FIELDS = ("attributes", "offers")  # what a deployment policy reads beside the time zone and channels
 _DEFAULTS = (None, False, 0)  # the defaults of the fields above
 
@@ -139,13 +147,22 @@ def names_of(served: Served) -> dict[str, Any]:
     bundle = served.bundle
     space = bundle.policy.space
     d = bundle.deployment
-    return {"segments": {} if d is not None else {s: i for i, s in enumerate(bundle.spec.segments)},
-            "channels": {c: i for i, c in enumerate(space.channels)},
-            "offers": {} if d is None else {o.name: i for i, o in enumerate(d.offers)}}
+    return {
+        "segments": {} if d is not None else {s: i for i, s in enumerate(bundle.spec.segments)},
+        "channels": {c: i for i, c in enumerate(space.channels)},
+        "offers": {} if d is None else {o.name: i for i, o in enumerate(d.offers)},
+    }
 
 
-def validate(customers: list[Any], now_h: float, alias: list[str], arm: list[str], served: dict[str, Served],
-             tables: dict[str, dict[str, Any]], batch: bool) -> Rows:
+def validate(
+    customers: list[Any],
+    now_h: float,
+    alias: list[str],
+    arm: list[str],
+    served: dict[str, Served],
+    tables: dict[str, dict[str, Any]],
+    batch: bool,
+) -> Rows:
     """``customers`` checked into :class:`Rows` for the versions ``served[alias[i]]`` (``tables``: their
     :func:`names_of`, by alias); BadRequest naming the first offending field."""
     ids = [c.customer_id for c in customers]
@@ -162,8 +179,9 @@ def validate(customers: list[Any], now_h: float, alias: list[str], arm: list[str
     for i, c in enumerate(customers):
         if c.channels is not None:
             allowed[i] = _flags(tables[alias[i]]["channels"], c.channels, f"{_p(i, batch)}channels", "channel")
-    rows = Rows(ids, alias, arm, list(map(zones.__getitem__, names)), allowed, [], [], [], [], [], [], [], [], [], [],
-                names)
+    rows = Rows(
+        ids, alias, arm, list(map(zones.__getitem__, names)), allowed, [], [], [], [], [], [], [], [], [], [], names
+    )
     if deployment is None:
         _profiles(rows, customers, now_h, tables, batch)
     else:
@@ -193,9 +211,14 @@ def _refuse(customers: list[Any], fields: tuple[str, ...], batch: bool, why: str
 
 def _profiles(rows: Rows, customers: list[Any], now_h: float, tables: dict[str, dict[str, Any]], batch: bool) -> None:
     """The profile columns of a scenario policy's rows."""
-    _refuse(customers, DEPLOYMENT_FIELDS, batch, "the served policy decides in the simulator's world, on the "
-                                                 "profile fields (segment, tenure_days, ...): it has no "
-                                                 "declared attributes or offers")
+    _refuse(
+        customers,
+        DEPLOYMENT_FIELDS,
+        batch,
+        "the served policy decides in the simulator's world, on the "
+        "profile fields (segment, tenure_days, ...): it has no "
+        "declared attributes or offers",
+    )
     alias = rows.alias
     segs = [c.segment for c in customers]
     for name in ("segment", "tenure_days"):
@@ -208,14 +231,20 @@ def _profiles(rows: Rows, customers: list[Any], now_h: float, tables: dict[str, 
         segment = [tables[a]["segments"].get(x) for a, x in zip(alias, segs, strict=True)]
     if None in segment:
         i = segment.index(None)
-        raise BadRequest(f"{_p(i, batch)}segment: unknown segment {short(segs[i])}; "
-                         f"valid: {list(tables[alias[i]]['segments'])}")
+        raise BadRequest(
+            f"{_p(i, batch)}segment: unknown segment {short(segs[i])}; valid: {list(tables[alias[i]]['segments'])}"
+        )
     consent: list[list[bool] | None] = [None] * len(customers)
     for i, c in enumerate(customers):
         if c.consent is not None:
             channels = tables[alias[i]]["channels"]
-            consent[i] = _flags(channels, [ch for ch, ok in c.consent.items() if ok], f"{_p(i, batch)}consent",
-                                "channel", also=c.consent)
+            consent[i] = _flags(
+                channels,
+                [ch for ch, ok in c.consent.items() if ok],
+                f"{_p(i, batch)}consent",
+                "channel",
+                also=c.consent,
+            )
     latest = now_h + 1e-6
     stamps = {}
     for name in ("last_purchase_at", "last_visit_at"):
@@ -234,15 +263,23 @@ def _profiles(rows: Rows, customers: list[Any], now_h: float, tables: dict[str, 
     rows.last_purchase, rows.last_visit = stamps["last_purchase_at"], stamps["last_visit_at"]
 
 
-def _attributes(rows: Rows, customers: list[Any], deployment: Deployment, tables: dict[str, dict[str, Any]],
-                batch: bool) -> None:
+def _attributes(
+    rows: Rows, customers: list[Any], deployment: Deployment, tables: dict[str, dict[str, Any]], batch: bool
+) -> None:
     """The attribute and offer columns of a deployment policy's rows."""
-    _refuse(customers, PROFILE_FIELDS, batch, f"the served policy decides on the deployment {deployment.name!r}: "
-                                              "send the customer's declared attributes (attributes: {...}) instead "
-                                              "of the simulator's profile fields")
+    _refuse(
+        customers,
+        PROFILE_FIELDS,
+        batch,
+        f"the served policy decides on the deployment {deployment.name!r}: "
+        "send the customer's declared attributes (attributes: {...}) instead "
+        "of the simulator's profile fields",
+    )
     try:  # column by column: one pass per attribute over the batch
-        out = deployment.check_columns([getattr(c, "attributes", None) or {} for c in customers],
-                                       "customers[{i}].attributes" if batch else "attributes")
+        out = deployment.check_columns(
+            [getattr(c, "attributes", None) or {} for c in customers],
+            "customers[{i}].attributes" if batch else "attributes",
+        )
     except DeploymentError as e:
         raise BadRequest(str(e)) from None
     offers: list[list[bool] | None] = [None] * len(customers)
@@ -253,8 +290,9 @@ def _attributes(rows: Rows, customers: list[Any], deployment: Deployment, tables
     rows.attributes, rows.offers = out, offers
 
 
-def _flags(index: dict[str, int], names: list[str], field_name: str, what: str,
-           also: dict[str, bool] | None = None) -> list[bool]:
+def _flags(
+    index: dict[str, int], names: list[str], field_name: str, what: str, also: dict[str, bool] | None = None
+) -> list[bool]:
     """One flag per entry of ``index``: True for the ``names`` given; BadRequest naming ``field_name``
     for a name (of ``names``, or a key of ``also``) it does not hold."""
     for name in (*names, *(also or ())):

@@ -50,7 +50,8 @@ def _no_bool(value: Any) -> Any:
 Text = Annotated[str, AfterValidator(_storable)]
 AttributeValue = Annotated[  # a JSON scalar: strict, so true is not 1 and "3" is not 3
     StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_storable)] | None,
-    Field(union_mode="left_to_right")]
+    Field(union_mode="left_to_right"),
+]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_storable)]
 Time = Annotated[datetime, BeforeValidator(_no_bool)]
 
@@ -74,34 +75,46 @@ class Customer(BaseModel):
     model_config = ConfigDict(**_STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE})
 
     customer_id: Text = Field(min_length=1, max_length=200, description="the caller's stable customer id")
-    segment: Name | None = Field(None, description="segment name, one of the deployed policy's segments "
-                                                   "(required by a scenario policy)")
+    segment: Name | None = Field(
+        None, description="segment name, one of the deployed policy's segments (required by a scenario policy)"
+    )
     timezone: Name = Field("UTC", description="IANA name (Europe/Paris) or UTC offset (+02:00, UTC-5)")
-    tenure_days: float | None = Field(None, ge=0, le=MAX_TENURE_DAYS, strict=True,
-                                      description="days since sign-up (required by a scenario policy)")
+    tenure_days: float | None = Field(
+        None, ge=0, le=MAX_TENURE_DAYS, strict=True, description="days since sign-up (required by a scenario policy)"
+    )
     stage: Literal["new", "active", "at_risk", "lapsed"] | None = Field(
-        None, description="lifecycle stage; derived from tenure and last purchase when omitted")
+        None, description="lifecycle stage; derived from tenure and last purchase when omitted"
+    )
     cart_active: bool = Field(False, strict=True, description="an abandoned cart is open")
     consent: dict[Name, Annotated[bool, Field(strict=True)]] | None = Field(
-        None, max_length=MAX_NAME, description="reachability per channel; a channel left out is not reachable. "
-                                               "Omitted: the caller vouches for every channel")
-    channels: list[Name] | None = Field(None, max_length=MAX_NAME,
-                                        description="restrict this decision to these channels")
+        None,
+        max_length=MAX_NAME,
+        description="reachability per channel; a channel left out is not reachable. "
+        "Omitted: the caller vouches for every channel",
+    )
+    channels: list[Name] | None = Field(
+        None, max_length=MAX_NAME, description="restrict this decision to these channels"
+    )
     n_purchases: int = Field(0, ge=0, le=MAX_PURCHASES, strict=True, description="purchases so far")
     last_purchase_at: Time | None = Field(None, description="time of the last purchase")
     last_visit_at: Time | None = Field(None, description="time of the last site or app visit")
     attributes: dict[Name, AttributeValue] | None = Field(
-        None, max_length=MAX_ATTRIBUTES, description="a deployment policy's declared customer attributes, by name "
-                                                     "(checked against the deployment: type, range, allowed values)")
-    offers: list[Name] | None = Field(None, max_length=MAX_OFFERS,
-                                      description="restrict this decision to these offers (a deployment policy)")
+        None,
+        max_length=MAX_ATTRIBUTES,
+        description="a deployment policy's declared customer attributes, by name "
+        "(checked against the deployment: type, range, allowed values)",
+    )
+    offers: list[Name] | None = Field(
+        None, max_length=MAX_OFFERS, description="restrict this decision to these offers (a deployment policy)"
+    )
 
 
 class DecideRequest(Customer):
     """One decision: a customer, and optionally the current time and how many alternatives to return."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"example":
-        CUSTOMER_EXAMPLE | {"now": "2025-06-03T10:00:00Z", "alternatives": 3}})
+    model_config = ConfigDict(
+        **_STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE | {"now": "2025-06-03T10:00:00Z", "alternatives": 3}}
+    )
 
     now: Time | None = Field(None, description="decision time (default: the server's clock)")
     alternatives: int = Field(3, ge=0, le=20, strict=True, description="how many top alternatives to return")
@@ -110,9 +123,16 @@ class DecideRequest(Customer):
 class DecideBatchRequest(BaseModel):
     """Up to 10,000 customers decided at once (one transaction in the log)."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"example": {
-        "now": "2025-06-03T10:00:00Z", "alternatives": 0,
-        "customers": [CUSTOMER_EXAMPLE, {"customer_id": "c-000124", "segment": "senior", "tenure_days": 3}]}})
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "example": {
+                "now": "2025-06-03T10:00:00Z",
+                "alternatives": 0,
+                "customers": [CUSTOMER_EXAMPLE, {"customer_id": "c-000124", "segment": "senior", "tenure_days": 3}],
+            }
+        },
+    )
 
     now: Time | None = Field(None, description="decision time for every customer (default: now)")
     alternatives: int = Field(0, ge=0, le=20, strict=True, description="top alternatives returned per customer")
@@ -132,21 +152,43 @@ class Alternative(BaseModel):
 class Decision(BaseModel):
     """What to do for one customer; ``channel`` null means no contact."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {
-        "decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f", "customer_id": "c-000123",
-        "action": "push/cart_reminder/19h", "channel": "push", "content": "cart_reminder",
-        "send_at": "2025-06-03T17:00:00Z", "send_at_local": "2025-06-03T19:00:00+02:00", "send_hour_local": 19,
-        "propensity": 0.82, "policy": "linucb", "policy_version": "3", "experiment": "", "arm": "champion",
-        "alternatives": [{"action": "email/promo/now", "channel": "email", "content": "promo",
-                          "send_hour_local": None, "probability": 0.1}]}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f",
+                "customer_id": "c-000123",
+                "action": "push/cart_reminder/19h",
+                "channel": "push",
+                "content": "cart_reminder",
+                "send_at": "2025-06-03T17:00:00Z",
+                "send_at_local": "2025-06-03T19:00:00+02:00",
+                "send_hour_local": 19,
+                "propensity": 0.82,
+                "policy": "linucb",
+                "policy_version": "3",
+                "experiment": "",
+                "arm": "champion",
+                "alternatives": [
+                    {
+                        "action": "email/promo/now",
+                        "channel": "email",
+                        "content": "promo",
+                        "send_hour_local": None,
+                        "probability": 0.1,
+                    }
+                ],
+            }
+        }
+    )
 
     decision_id: str
     customer_id: str
     action: str = Field(description="channel/content/slot, or no_contact")
     channel: str | None
     content: str | None
-    offer: str | None = Field(None, description="a deployment's offer (the content); null for no contact or a "
-                                                "scenario policy")
+    offer: str | None = Field(
+        None, description="a deployment's offer (the content); null for no contact or a scenario policy"
+    )
     offer_features: dict[str, float | str] | None = Field(None, description="the offer's declared features")
     send_at: datetime = Field(description="when to send, UTC (the decision time for no contact)")
     send_at_local: datetime = Field(description="the same instant in the customer's time zone")
@@ -168,15 +210,24 @@ class DecideBatchResponse(BaseModel):
 class FeedbackRequest(BaseModel):
     """An outcome event that followed a decision; sending the same (decision_id, event) again changes nothing."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"example": {
-        "decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f", "event": "converted", "time": "2025-06-03T18:10:00Z",
-        "value": 42.5}})
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "example": {
+                "decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f",
+                "event": "converted",
+                "time": "2025-06-03T18:10:00Z",
+                "value": 42.5,
+            }
+        },
+    )
 
     decision_id: Text = Field(min_length=1, max_length=200)
     event: Event
     time: Time | None = Field(None, description="when it happened, not before its decision (default: now)")
-    value: float = Field(0.0, ge=0, le=MAX_VALUE, strict=True,
-                         description="revenue of a conversion; 0 for other events unless given")
+    value: float = Field(
+        0.0, ge=0, le=MAX_VALUE, strict=True, description="revenue of a conversion; 0 for other events unless given"
+    )
 
 
 class FeedbackResponse(BaseModel):

@@ -54,14 +54,20 @@ bentoml_patches.apply()
 SETTINGS = Settings.from_env()  # the worker builds its runtime from the same variables
 
 DECISIONS = bentoml.metrics.Counter(
-    name="nba_decisions", documentation="Decisions made, by channel (none = no contact) and experiment arm",
-    labelnames=["channel", "arm"])
+    name="nba_decisions",
+    documentation="Decisions made, by channel (none = no contact) and experiment arm",
+    labelnames=["channel", "arm"],
+)
 DEAD_LETTERS = bentoml.metrics.Gauge(
-    name="nba_dead_letters", documentation="Decisions the log refused on replay, kept in the spool's dead letter",
-    multiprocess_mode="max")
+    name="nba_dead_letters",
+    documentation="Decisions the log refused on replay, kept in the spool's dead letter",
+    multiprocess_mode="max",
+)
 LOG_BEHIND = bentoml.metrics.Gauge(
-    name="nba_log_behind_bytes", documentation="Write-behind: bytes of spooled decisions not in the log yet",
-    multiprocess_mode="max")
+    name="nba_log_behind_bytes",
+    documentation="Write-behind: bytes of spooled decisions not in the log yet",
+    multiprocess_mode="max",
+)
 _RUNTIME: list[endpoints.Runtime] = []  # this worker's, once its service instance is built
 _UNEXPECTED = Outage("request handling")  # failures outside the engine (none known): logged once per run
 
@@ -94,8 +100,9 @@ def _error(e: Exception) -> JSONResponse:
     if isinstance(e, NotReady):
         return JSONResponse({"error": str(e)}, status_code=503)
     (_RUNTIME[0].engine.outage if _RUNTIME else _UNEXPECTED).failed(e)  # one log line per outage
-    return JSONResponse({"error": f"service error: {type(e).__name__}; nothing was acknowledged, retry later"},
-                        status_code=503)
+    return JSONResponse(
+        {"error": f"service error: {type(e).__name__}; nothing was acknowledged, retry later"}, status_code=503
+    )
 
 
 @bentoml.service(

@@ -52,4 +52,3 @@ class RequestTimeout:
             if started or not deadline.expired():  # raised by the handler itself, or too late to answer
                 raise
             await send_json_error(send, 504, f"not answered within {self.timeout:g} s; nothing was acknowledged")
-

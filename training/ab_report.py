@@ -91,9 +91,14 @@ def _default_tau(looks: ab.Looks, treatment: str, control: str, alpha: float) ->
     return planned_tau(float(se), alpha)
 
 
-def simulated_inputs(result: SimulatedAB, *, tau: float | None = None, alpha: float = 0.05,
-                     level: float = 0.95, guardrails: Iterable[ab.Guardrail] = ab.DEFAULT_GUARDRAILS
-                     ) -> ABReportInputs:
+def simulated_inputs(
+    result: SimulatedAB,
+    *,
+    tau: float | None = None,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    guardrails: Iterable[ab.Guardrail] = ab.DEFAULT_GUARDRAILS,
+) -> ABReportInputs:
     """Report inputs from a simulated A/B test (CUPED when it has a pre-period, truth when known).
 
     ``tau`` (the mSPRT mixture scale) defaults to :func:`planned_tau` of the final look's standard
@@ -107,22 +112,52 @@ def simulated_inputs(result: SimulatedAB, *, tau: float | None = None, alpha: fl
     for t in treatments:
         t_tau = _default_tau(looks, t, result.control, alpha) if tau is None else tau
         cov = result.pre_reward if result.pre_days > 0 else None
-        analyses[t] = ab.analyse(result.reward, result.arm, t, result.control, covariate=cov, looks=looks,
-                                 tau=t_tau, alpha=alpha, level=level)
-    metrics = {m: {t: ab.compare(v[result.arm == t], v[result.arm == result.control], level) for t in treatments}
-               for m, v in result.metrics.items()}
+        analyses[t] = ab.analyse(
+            result.reward,
+            result.arm,
+            t,
+            result.control,
+            covariate=cov,
+            looks=looks,
+            tau=t_tau,
+            alpha=alpha,
+            level=level,
+        )
+    metrics = {
+        m: {t: ab.compare(v[result.arm == t], v[result.arm == result.control], level) for t in treatments}
+        for m, v in result.metrics.items()
+    }
     truth = None if result.true_daily is None else {t: result.true_effects(t) for t in treatments}
     tests = {t: result.guardrails(t, guardrails, alpha=alpha) for t in treatments} if guardrails else {}
-    worse = None if result.potential_metrics is None else {
-        t: {g.name: result.true_worsening(t, g) for g in guardrails} for t in treatments}
-    source = (f"simulated: {result.n:,} customers (seed {result.seed}), {result.days} days"
-              + (f" after a {result.pre_days}-day pre-period under the control" if result.pre_days else ""))
-    notes = ["True effects come from running every arm's policy on all customers with common random numbers "
-             "(`envs.experiment`): the mean paired difference over the same customers."] if truth else []
+    worse = (
+        None
+        if result.potential_metrics is None
+        else {t: {g.name: result.true_worsening(t, g) for g in guardrails} for t in treatments}
+    )
+    source = f"simulated: {result.n:,} customers (seed {result.seed}), {result.days} days" + (
+        f" after a {result.pre_days}-day pre-period under the control" if result.pre_days else ""
+    )
+    notes = (
+        [
+            "True effects come from running every arm's policy on all customers with common random numbers "
+            "(`envs.experiment`): the mean paired difference over the same customers."
+        ]
+        if truth
+        else []
+    )
     return ABReportInputs(
-        experiment=result.experiment, control=result.control, source=source,
-        arm_counts={a: int((result.arm == a).sum()) for a in result.arms}, analyses=analyses, metrics=metrics,
-        truth=truth, alpha=alpha, notes=tuple(notes), guardrails=tests, true_worsening=worse)
+        experiment=result.experiment,
+        control=result.control,
+        source=source,
+        arm_counts={a: int((result.arm == a).sum()) for a in result.arms},
+        analyses=analyses,
+        metrics=metrics,
+        truth=truth,
+        alpha=alpha,
+        notes=tuple(notes),
+        guardrails=tests,
+        true_worsening=worse,
+    )
 
 
 Batches = LoggedBatch | Iterable[LoggedBatch] | Callable[[], Iterable[LoggedBatch]]
@@ -137,8 +172,9 @@ def _open(batches: Batches) -> Iterable[LoggedBatch]:
 LOG_METRICS: tuple[str, ...] = ("reward", "sent", "cost", "opted_out")
 
 
-def _metric_batches(metric: str, batches: Batches,
-                    reread: Callable[[object], Iterable[LoggedBatch]] | None) -> Iterable[LoggedBatch]:
+def _metric_batches(
+    metric: str, batches: Batches, reread: Callable[[object], Iterable[LoggedBatch]] | None
+) -> Iterable[LoggedBatch]:
     """The experiment's batches with each decision's value of ``metric`` as its reward."""
     import dataclasses
 
@@ -150,15 +186,29 @@ def _metric_batches(metric: str, batches: Batches,
         if reread is None:
             raise ValueError("guardrail_batches: needed to read opt-outs from the log")
         return reread(RewardRule(events=(), opt_out_value=1.0, subtract_cost=False))
-    column = {"sent": lambda b: (np.asarray(b.action) > 0).astype(np.float64),
-              "cost": lambda b: np.asarray(b.cost, np.float64)}[metric]
+    column = {
+        "sent": lambda b: (np.asarray(b.action) > 0).astype(np.float64),
+        "cost": lambda b: np.asarray(b.cost, np.float64),
+    }[metric]
     return (dataclasses.replace(b, reward=column(b)) for b in _open(batches))
 
 
-def log_inputs(batches: Batches, *, experiment: str, control: str, start: float, days: int,
-               pre_batches: Batches | None = None, pre_start: float | None = None, tau: float | None = None,
-               alpha: float = 0.05, level: float = 0.95, day_h: float = 24.0, guardrails: Iterable[ab.Guardrail] = (),
-               guardrail_batches: Callable[[object], Iterable[LoggedBatch]] | None = None) -> ABReportInputs:
+def log_inputs(
+    batches: Batches,
+    *,
+    experiment: str,
+    control: str,
+    start: float,
+    days: int,
+    pre_batches: Batches | None = None,
+    pre_start: float | None = None,
+    tau: float | None = None,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    day_h: float = 24.0,
+    guardrails: Iterable[ab.Guardrail] = (),
+    guardrail_batches: Callable[[object], Iterable[LoggedBatch]] | None = None,
+) -> ABReportInputs:
     """Report inputs from the decision log: the experiment's decisions in ``[start, start + days·day_h)``.
 
     ``batches`` is a :class:`~nba.log.LoggedBatch`, a list of them, or a zero-argument callable that
@@ -185,20 +235,33 @@ def log_inputs(batches: Batches, *, experiment: str, control: str, start: float,
     analyses = {}
     for t in (a for a in arms if a != control):
         t_tau = _default_tau(looks, t, control, alpha) if tau is None else tau
-        analyses[t] = ab.analyse(totals.total, totals.arm, t, control, covariate=covariate, looks=looks, tau=t_tau,
-                                 alpha=alpha, level=level)
+        analyses[t] = ab.analyse(
+            totals.total, totals.arm, t, control, covariate=covariate, looks=looks, tau=t_tau, alpha=alpha, level=level
+        )
     tests: dict[str, list[ab.GuardrailTest]] = {t: [] for t in analyses}
     for g in guardrails:
-        g_looks = ab.daily_looks(_metric_batches(g.metric, batches, guardrail_batches), experiment=experiment,
-                                 start=start, days=days, day_h=day_h, arms=arms)
+        g_looks = ab.daily_looks(
+            _metric_batches(g.metric, batches, guardrail_batches),
+            experiment=experiment,
+            start=start,
+            days=days,
+            day_h=day_h,
+            arms=arms,
+        )
         for t in analyses:
             tests[t].append(ab.noninferiority_sequential(g_looks, t, control, g, alpha=alpha))
     return ABReportInputs(
-        experiment=experiment, control=control,
+        experiment=experiment,
+        control=control,
         source=f"decision log: {len(totals):,} customers, {days} looks of {day_h:g} h from t = {start:g} h",
-        arm_counts={a: int((totals.arm == a).sum()) for a in arms}, analyses=analyses,
-        metrics={PRIMARY: {t: a.comparison for t, a in analyses.items()}}, truth=None, alpha=alpha,
-        look_unit="day" if day_h == 24.0 else f"{day_h:g} h", guardrails={t: tuple(v) for t, v in tests.items() if v})
+        arm_counts={a: int((totals.arm == a).sum()) for a in arms},
+        analyses=analyses,
+        metrics={PRIMARY: {t: a.comparison for t, a in analyses.items()}},
+        truth=None,
+        alpha=alpha,
+        look_unit="day" if day_h == 24.0 else f"{day_h:g} h",
+        guardrails={t: tuple(v) for t, v in tests.items() if v},
+    )
 
 
 @dataclass(frozen=True)
@@ -216,8 +279,13 @@ class ReportFiles:
 # ====================================================================================== plots
 def _plot_estimates(plt, inp: ABReportInputs, path: Path) -> None:
     treatments = inp.treatments
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 1.6 + 0.55 * max(4, len(inp.metrics) * len(treatments))),
-                                      layout="constrained", gridspec_kw={"width_ratios": [1.2, 1]})
+    fig, (left, right) = plt.subplots(
+        1,
+        2,
+        figsize=(13, 1.6 + 0.55 * max(4, len(inp.metrics) * len(treatments))),
+        layout="constrained",
+        gridspec_kw={"width_ratios": [1.2, 1]},
+    )
     # left: relative lift of every metric with its delta-method interval
     labels, y = [], 0
     for m, by_t in inp.metrics.items():
@@ -233,8 +301,10 @@ def _plot_estimates(plt, inp: ABReportInputs, path: Path) -> None:
     left.set_yticks(range(len(labels)), labels)
     left.invert_yaxis()
     left.set_xlabel("relative lift (%), treatment vs control, with CI")
-    left.set_title(f"Lift per metric ({int(100 * next(iter(inp.analyses.values())).comparison.level)}% intervals; "
-                   "green/red: significant)")
+    left.set_title(
+        f"Lift per metric ({int(100 * next(iter(inp.analyses.values())).comparison.level)}% intervals; "
+        "green/red: significant)"
+    )
     left.grid(axis="x", alpha=0.3)
     # right: difference in reward per customer, raw and CUPED, with the truth
     rows = []
@@ -242,17 +312,40 @@ def _plot_estimates(plt, inp: ABReportInputs, path: Path) -> None:
         rows.append((f"{t}: Welch", a.comparison.diff, a.comparison.ci_low, a.comparison.ci_high, ESTIMATE_COLOR, t))
         if a.cuped is not None:
             c = a.cuped.adjusted
-            rows.append((f"{t}: CUPED (−{100 * a.cuped.variance_reduction:.0f}% var.)", c.diff, c.ci_low, c.ci_high,
-                         CUPED_COLOR, t))
+            rows.append(
+                (
+                    f"{t}: CUPED (−{100 * a.cuped.variance_reduction:.0f}% var.)",
+                    c.diff,
+                    c.ci_low,
+                    c.ci_high,
+                    CUPED_COLOR,
+                    t,
+                )
+            )
         if a.sequential is not None:
             s = a.sequential
-            rows.append((f"{t}: always-valid ({100 * (1 - s.alpha):.0f}% CS)", s.diff[-1], s.cs_low[-1], s.cs_high[-1],
-                         "#9467bd", t))
+            rows.append(
+                (
+                    f"{t}: always-valid ({100 * (1 - s.alpha):.0f}% CS)",
+                    s.diff[-1],
+                    s.cs_low[-1],
+                    s.cs_high[-1],
+                    "#9467bd",
+                    t,
+                )
+            )
     for i, (_, est, lo, hi, color, t) in enumerate(rows):
         right.errorbar(est, i, xerr=[[est - lo], [hi - est]], fmt="o", color=color, capsize=4)
         if inp.truth is not None:
-            right.plot(inp.truth[t][-1], i, marker="|", ms=18, mew=2.5, color=TRUTH_COLOR,
-                       label="true effect" if i == 0 else None)
+            right.plot(
+                inp.truth[t][-1],
+                i,
+                marker="|",
+                ms=18,
+                mew=2.5,
+                color=TRUTH_COLOR,
+                label="true effect" if i == 0 else None,
+            )
     right.axvline(0, color="grey", lw=1)
     right.set_yticks(range(len(rows)), [r[0] for r in rows])
     right.invert_yaxis()
@@ -267,8 +360,9 @@ def _plot_estimates(plt, inp: ABReportInputs, path: Path) -> None:
 
 
 def _plot_cumulative(plt, inp: ABReportInputs, path: Path) -> None:
-    fig, axes = plt.subplots(1, len(inp.treatments), figsize=(8 * len(inp.treatments), 4.8), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(inp.treatments), figsize=(8 * len(inp.treatments), 4.8), layout="constrained", squeeze=False
+    )
     for ax, (t, a) in zip(axes[0], inp.analyses.items(), strict=True):
         s = a.sequential
         if s is None:
@@ -276,10 +370,22 @@ def _plot_cumulative(plt, inp: ABReportInputs, path: Path) -> None:
             continue
         x = np.arange(1, s.n_looks + 1)
         z = stats.norm.isf(s.alpha / 2)
-        ax.fill_between(x, s.cs_low, s.cs_high, color=ESTIMATE_COLOR, alpha=0.18,
-                        label=f"{100 * (1 - s.alpha):.0f}% confidence sequence (always valid)")
-        ax.plot(x, s.diff - z * s.se, color=ESTIMATE_COLOR, ls="--", lw=0.9,
-                label=f"{100 * (1 - s.alpha):.0f}% fixed-horizon CI (valid at one planned look)")
+        ax.fill_between(
+            x,
+            s.cs_low,
+            s.cs_high,
+            color=ESTIMATE_COLOR,
+            alpha=0.18,
+            label=f"{100 * (1 - s.alpha):.0f}% confidence sequence (always valid)",
+        )
+        ax.plot(
+            x,
+            s.diff - z * s.se,
+            color=ESTIMATE_COLOR,
+            ls="--",
+            lw=0.9,
+            label=f"{100 * (1 - s.alpha):.0f}% fixed-horizon CI (valid at one planned look)",
+        )
         ax.plot(x, s.diff + z * s.se, color=ESTIMATE_COLOR, ls="--", lw=0.9)
         ax.plot(x, s.diff, marker="o", color=ESTIMATE_COLOR, label="estimated difference")
         if inp.truth is not None:
@@ -305,8 +411,7 @@ def _plot_pvalues(plt, inp: ABReportInputs, path: Path) -> None:
             continue
         x = np.arange(1, s.n_looks + 1)
         ax.plot(x, np.maximum(s.p_value, 1e-12), marker="o", color=colors(k), label=f"{t}: always-valid p (mSPRT)")
-        ax.plot(x, np.maximum(s.naive_p, 1e-12), ls="--", color=colors(k),
-                label=f"{t}: naive t-test p at each look")
+        ax.plot(x, np.maximum(s.naive_p, 1e-12), ls="--", color=colors(k), label=f"{t}: naive t-test p at each look")
     ax.axhline(inp.alpha, color=TRUTH_COLOR, lw=1.5, label=f"alpha = {inp.alpha:g}")
     ax.set_yscale("log")
     ax.set_ylim(top=1.5)
@@ -332,23 +437,32 @@ def _plot_guardrails(plt, inp: ABReportInputs, path: Path) -> None:
             ax.plot([g.worsening / m, g.bound / m], [i, i], color=color, lw=2.5)
             ax.plot(g.worsening / m, i, "o", color=color)
             ax.plot(g.bound / m, i, "|", color=color, ms=16, mew=2.5)
-            ax.annotate(g.status, (g.bound / m, i), textcoords="offset points", xytext=(8, -4), fontsize=8,
-                        color=color)
+            ax.annotate(g.status, (g.bound / m, i), textcoords="offset points", xytext=(8, -4), fontsize=8, color=color)
         if inp.true_worsening is not None and g.guardrail.name in inp.true_worsening.get(t, {}):
-            ax.plot(inp.true_worsening[t][g.guardrail.name] / m, i, marker="x", color=TRUTH_COLOR, ms=10, ls="none",
-                    label="true worsening" if i == 0 else None)
+            ax.plot(
+                inp.true_worsening[t][g.guardrail.name] / m,
+                i,
+                marker="x",
+                color=TRUTH_COLOR,
+                ms=10,
+                ls="none",
+                label="true worsening" if i == 0 else None,
+            )
     lo, hi = ax.get_xlim()
     ax.set_xlim(min(lo, -0.1), max(hi, 1.25))  # the margin and its label always in view
     ax.axvline(1.0, color=TRUTH_COLOR, ls="--", lw=1.2, label="margin")
     ax.axvline(0.0, color="grey", lw=1)
-    labels = [f"{g.guardrail.name}\n{t} vs {inp.control}" if len(inp.treatments) > 1 else g.guardrail.name
-              for t, g in rows]
+    labels = [
+        f"{g.guardrail.name}\n{t} vs {inp.control}" if len(inp.treatments) > 1 else g.guardrail.name for t, g in rows
+    ]
     ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
-    ax.set_xlabel("worsening as a fraction of its margin: estimate (dot), always-valid upper bound (bar), "
-                  "lower bound (thin)")
-    ax.set_title(f"Guardrails: non-inferior when the bound stays left of the margin (green; red: fails), "
-                 f"alpha = {inp.alpha:g}")
+    ax.set_xlabel(
+        "worsening as a fraction of its margin: estimate (dot), always-valid upper bound (bar), lower bound (thin)"
+    )
+    ax.set_title(
+        f"Guardrails: non-inferior when the bound stays left of the margin (green; red: fails), alpha = {inp.alpha:g}"
+    )
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.savefig(path, dpi=110)
@@ -367,10 +481,14 @@ def verdict(a: ab.Analysis) -> str:
         p = p_value(s.p_value[-1])
         if s.rejected:
             side = "better" if s.diff[-1] > 0 else "worse"
-            return (f"{a.treatment} is {side} than {a.control} (always-valid p = {p} ≤ {s.alpha:g}, "
-                    f"first at look {s.first_rejection + 1})")
-        return (f"no significant difference between {a.treatment} and {a.control} yet "
-                f"(always-valid p = {p} > {s.alpha:g}); keep the test running or stop for futility")
+            return (
+                f"{a.treatment} is {side} than {a.control} (always-valid p = {p} ≤ {s.alpha:g}, "
+                f"first at look {s.first_rejection + 1})"
+            )
+        return (
+            f"no significant difference between {a.treatment} and {a.control} yet "
+            f"(always-valid p = {p} > {s.alpha:g}); keep the test running or stop for futility"
+        )
     c = a.comparison
     p = p_value(c.p_value)
     if c.significant():
@@ -383,30 +501,74 @@ def _summary_table(inp: ABReportInputs) -> Table:
     rows = []
     for t, a in inp.analyses.items():
         c = a.comparison
-        rows.append([t, "Welch", num(c.diff), interval(c.ci_low, c.ci_high), p_value(c.p_value), _lift(c.lift),
-                     interval(c.lift_ci_low, c.lift_ci_high, _lift)])
+        rows.append(
+            [
+                t,
+                "Welch",
+                num(c.diff),
+                interval(c.ci_low, c.ci_high),
+                p_value(c.p_value),
+                _lift(c.lift),
+                interval(c.lift_ci_low, c.lift_ci_high, _lift),
+            ]
+        )
         if a.cuped is not None:
             k = a.cuped.adjusted
-            rows.append([t, f"CUPED (θ = {num(a.cuped.theta)}, variance −{100 * a.cuped.variance_reduction:.1f}%)",
-                         num(k.diff), interval(k.ci_low, k.ci_high), p_value(k.p_value), _lift(k.lift),
-                         interval(k.lift_ci_low, k.lift_ci_high, _lift)])
+            rows.append(
+                [
+                    t,
+                    f"CUPED (θ = {num(a.cuped.theta)}, variance −{100 * a.cuped.variance_reduction:.1f}%)",
+                    num(k.diff),
+                    interval(k.ci_low, k.ci_high),
+                    p_value(k.p_value),
+                    _lift(k.lift),
+                    interval(k.lift_ci_low, k.lift_ci_high, _lift),
+                ]
+            )
         if a.sequential is not None:
             s = a.sequential
-            rows.append([t, f"mSPRT (τ = {num(s.tau)}): last look's CS, p = min over looks", num(s.diff[-1]),
-                         interval(s.cs_low[-1], s.cs_high[-1]), p_value(s.p_value[-1]), "", ""])
+            rows.append(
+                [
+                    t,
+                    f"mSPRT (τ = {num(s.tau)}): last look's CS, p = min over looks",
+                    num(s.diff[-1]),
+                    interval(s.cs_low[-1], s.cs_high[-1]),
+                    p_value(s.p_value[-1]),
+                    "",
+                    "",
+                ]
+            )
         if inp.truth is not None:
             rows.append([t, "true effect", num(inp.truth[t][-1]), "", "", "", ""])
     return Table(header, rows)
 
 
 def _metric_table(inp: ABReportInputs) -> Table:
-    header = ["metric", "treatment", f"mean ({inp.control})", "mean (treatment)", "difference", "interval",
-              "Welch p", "lift"]
+    header = [
+        "metric",
+        "treatment",
+        f"mean ({inp.control})",
+        "mean (treatment)",
+        "difference",
+        "interval",
+        "Welch p",
+        "lift",
+    ]
     rows = []
     for m, by_t in inp.metrics.items():
         for t, c in by_t.items():
-            rows.append([m, t, num(c.mean_control), num(c.mean_treatment), num(c.diff),
-                         interval(c.ci_low, c.ci_high), p_value(c.p_value), _lift(c.lift)])
+            rows.append(
+                [
+                    m,
+                    t,
+                    num(c.mean_control),
+                    num(c.mean_treatment),
+                    num(c.diff),
+                    interval(c.ci_low, c.ci_high),
+                    p_value(c.p_value),
+                    _lift(c.lift),
+                ]
+            )
     return Table(header, rows)
 
 
@@ -415,16 +577,41 @@ def _margin(x: float, g: ab.Guardrail) -> str:
 
 
 def _guardrail_table(inp: ABReportInputs) -> Table:
-    header = ["guardrail", "metric", "treatment", f"mean ({inp.control})", "mean (treatment)", "worsening",
-              "upper bound", "margin", "p-value", "status", "power if harmless", "true worsening"]
+    header = [
+        "guardrail",
+        "metric",
+        "treatment",
+        f"mean ({inp.control})",
+        "mean (treatment)",
+        "worsening",
+        "upper bound",
+        "margin",
+        "p-value",
+        "status",
+        "power if harmless",
+        "true worsening",
+    ]
     rows = []
     for t in inp.treatments:
         for g in inp.guardrails.get(t, ()):
             gd = g.guardrail
             true = "" if inp.true_worsening is None else _margin(inp.true_worsening[t].get(gd.name, np.nan), gd)
-            rows.append([gd.name, f"{gd.metric} ({gd.better} is better)", t, num(g.mean_control), num(g.mean_treatment),
-                         _margin(g.worsening, gd), _margin(g.bound, gd), _margin(g.margin, gd), p_value(g.p_value),
-                         g.status if g.passed else g.status.upper(), num(g.power()), true])
+            rows.append(
+                [
+                    gd.name,
+                    f"{gd.metric} ({gd.better} is better)",
+                    t,
+                    num(g.mean_control),
+                    num(g.mean_treatment),
+                    _margin(g.worsening, gd),
+                    _margin(g.bound, gd),
+                    _margin(g.margin, gd),
+                    p_value(g.p_value),
+                    g.status if g.passed else g.status.upper(),
+                    num(g.power()),
+                    true,
+                ]
+            )
     return Table(header, rows)
 
 
@@ -433,29 +620,42 @@ _GUARDRAILS_TEXT = (
     "by the margin or more. The upper bound is always valid (one-sided mixture SPRT over the daily looks, read at "
     "the last look); worsening is treatment minus control for a lower-is-better metric (relative ones as a share of "
     "the control's mean). Power if harmless: the chance a treatment with no effect on the metric passes at this "
-    "size (at the variance observed); a low one means an inconclusive guardrail needs more customers.")
+    "size (at the variance observed); a low one means an inconclusive guardrail needs more customers."
+)
 
 # (title, image, text) of the figures shown after the tables, in order
 _FIGURES: tuple[tuple[str, str, str], ...] = (
-    ("Estimates", ESTIMATES_PNG,
-     "Left: relative lift of every metric with its delta-method interval. Right: the difference in reward per "
-     "customer by Welch's t-interval, with CUPED (pre-period reward as covariate) and the always-valid confidence "
-     "sequence at the last look."),
-    ("Cumulative difference over time", CUMULATIVE_PNG,
-     "The estimated difference of cumulative reward per customer at each look. The shaded confidence sequence holds "
-     "at every look at once, so it may be watched daily; the dashed fixed-horizon interval is valid only at a "
-     "single look planned in advance."),
-    ("Sequential p-values", PVALUES_PNG,
-     "Peeking at the naive t-test every day and stopping at the first p ≤ alpha inflates false positives well "
-     "above alpha; the always-valid mSPRT p-value does not."),
+    (
+        "Estimates",
+        ESTIMATES_PNG,
+        "Left: relative lift of every metric with its delta-method interval. Right: the difference in reward per "
+        "customer by Welch's t-interval, with CUPED (pre-period reward as covariate) and the always-valid confidence "
+        "sequence at the last look.",
+    ),
+    (
+        "Cumulative difference over time",
+        CUMULATIVE_PNG,
+        "The estimated difference of cumulative reward per customer at each look. The shaded confidence sequence holds "
+        "at every look at once, so it may be watched daily; the dashed fixed-horizon interval is valid only at a "
+        "single look planned in advance.",
+    ),
+    (
+        "Sequential p-values",
+        PVALUES_PNG,
+        "Peeking at the naive t-test every day and stopping at the first p ≤ alpha inflates false positives well "
+        "above alpha; the always-valid mSPRT p-value does not.",
+    ),
 )
 
 
 def _intro(inp: ABReportInputs) -> list[str]:
     arms = ", ".join(f"{a} ({n:,})" for a, n in inp.arm_counts.items())
-    return [f"Data: {inp.source}.", f"Arms (customers): {arms}; control: {inp.control}.",
-            "Unit of analysis: the customer (total reward per customer); assignment by hashing the experiment "
-            "name with the customer id."]
+    return [
+        f"Data: {inp.source}.",
+        f"Arms (customers): {arms}; control: {inp.control}.",
+        "Unit of analysis: the customer (total reward per customer); assignment by hashing the experiment "
+        "name with the customer id.",
+    ]
 
 
 # ====================================================================================== entry points
@@ -467,29 +667,63 @@ def render_report(inp: ABReportInputs, out_dir: Path) -> ReportFiles:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = []
-    for draw, name in ((_plot_estimates, ESTIMATES_PNG), (_plot_cumulative, CUMULATIVE_PNG),
-                       (_plot_pvalues, PVALUES_PNG)):
+    for draw, name in (
+        (_plot_estimates, ESTIMATES_PNG),
+        (_plot_cumulative, CUMULATIVE_PNG),
+        (_plot_pvalues, PVALUES_PNG),
+    ):
         draw(plt, inp, out_dir / name)
         images.append(out_dir / name)
     if inp.guardrails:
         _plot_guardrails(plt, inp, out_dir / GUARDRAILS_PNG)
         images.append(out_dir / GUARDRAILS_PNG)
     md, page = write_pages(
-        out_dir, "ab", title=f"A/B report — experiment '{inp.experiment}'", intro=_intro(inp),
+        out_dir,
+        "ab",
+        title=f"A/B report — experiment '{inp.experiment}'",
+        intro=_intro(inp),
         verdicts=[verdict(a) for a in inp.analyses.values()],
-        decisions=[(t, inp.verdict(t).reason) for t in inp.treatments], summary=_summary_table(inp),
-        guardrails=_guardrail_table(inp) if inp.guardrails else None, guardrails_text=_GUARDRAILS_TEXT,
-        guardrails_image=GUARDRAILS_PNG, metrics=_metric_table(inp), figures=_FIGURES, notes=inp.notes)
+        decisions=[(t, inp.verdict(t).reason) for t in inp.treatments],
+        summary=_summary_table(inp),
+        guardrails=_guardrail_table(inp) if inp.guardrails else None,
+        guardrails_text=_GUARDRAILS_TEXT,
+        guardrails_image=GUARDRAILS_PNG,
+        metrics=_metric_table(inp),
+        figures=_FIGURES,
+        notes=inp.notes,
+    )
     return ReportFiles(md, page, tuple(images))
 
 
-def write_report(scenario: Scenario, arms: Mapping[str, Policy], out_dir: Path, *, n: int = 5000, days: int = 14,
-                 seed: int = 0, purpose: str = "ab", experiment: str = "ab", control: str = "champion",
-                 pre_days: int = 7, tau: float | None = None, alpha: float = 0.05,
-                 guardrails: Iterable[ab.Guardrail] = ab.DEFAULT_GUARDRAILS,
-                 progress: Callable[[int], None] | None = None) -> ReportFiles:
+def write_report(
+    scenario: Scenario,
+    arms: Mapping[str, Policy],
+    out_dir: Path,
+    *,
+    n: int = 5000,
+    days: int = 14,
+    seed: int = 0,
+    purpose: str = "ab",
+    experiment: str = "ab",
+    control: str = "champion",
+    pre_days: int = 7,
+    tau: float | None = None,
+    alpha: float = 0.05,
+    guardrails: Iterable[ab.Guardrail] = ab.DEFAULT_GUARDRAILS,
+    progress: Callable[[int], None] | None = None,
+) -> ReportFiles:
     """Simulate an A/B test of ``arms`` (see :func:`envs.experiment.run_experiment`) and render its report."""
     guardrails = ab.check_guardrails(guardrails)
-    result = run_experiment(scenario, arms, n=n, days=days, seed=seed, purpose=purpose, experiment=experiment,
-                            control=control, pre_days=pre_days, progress=progress)
+    result = run_experiment(
+        scenario,
+        arms,
+        n=n,
+        days=days,
+        seed=seed,
+        purpose=purpose,
+        experiment=experiment,
+        control=control,
+        pre_days=pre_days,
+        progress=progress,
+    )
     return render_report(simulated_inputs(result, tau=tau, alpha=alpha, guardrails=guardrails), out_dir)

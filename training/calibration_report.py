@@ -85,8 +85,9 @@ class ReportInputs:
     notes: tuple[str, ...] = ()
 
 
-def simulated_inputs(sc: Scenario, *, n: int = 20_000, seed: int = 0,
-                     progress: Callable[[int], None] | None = None) -> ReportInputs:
+def simulated_inputs(
+    sc: Scenario, *, n: int = 20_000, seed: int = 0, progress: Callable[[int], None] | None = None
+) -> ReportInputs:
     """Simulate ``n`` customers of ``sc`` and gather what the report draws."""
     stats = simulate_journeys(sc, n=n, seed=seed, days=DAYS, warmup_days=WARMUP_DAYS, progress=progress)
     measured = measure(sc, stats)
@@ -97,16 +98,28 @@ def simulated_inputs(sc: Scenario, *, n: int = 20_000, seed: int = 0,
         "(5,000 customers, seed 1; 200,000 uniforms, seed 2), whatever `--n` and `--seed` are.",
     ]
     return ReportInputs(
-        scenario_name=sc.name, n=n, seed=seed, days=DAYS, warmup_days=WARMUP_DAYS, stats=stats,
-        measured=measured, channels=funnel.channels, segments=tuple(sc.segments), funnel=funnel,
-        funnel_content=content, hours=hours, decision_hour=sc.journey_decision_hour,
-        send_slots=tuple(sc.send_slots), delays={c: delay_quantiles(sc, c) for c in sc.channels},
+        scenario_name=sc.name,
+        n=n,
+        seed=seed,
+        days=DAYS,
+        warmup_days=WARMUP_DAYS,
+        stats=stats,
+        measured=measured,
+        channels=funnel.channels,
+        segments=tuple(sc.segments),
+        funnel=funnel,
+        funnel_content=content,
+        hours=hours,
+        decision_hour=sc.journey_decision_hour,
+        send_slots=tuple(sc.send_slots),
+        delays={c: delay_quantiles(sc, c) for c in sc.channels},
         notes=tuple(notes),
     )
 
 
-def write_report(scenario: Scenario, out_dir: Path, *, n: int = 20_000, seed: int = 0,
-                 progress: Callable[[int], None] | None = None) -> Path:
+def write_report(
+    scenario: Scenario, out_dir: Path, *, n: int = 20_000, seed: int = 0, progress: Callable[[int], None] | None = None
+) -> Path:
     """Simulate ``scenario`` and write its calibration report into ``out_dir``; return ``report.md``.
 
     ``progress`` is called with each simulated day (0 .. DAYS - 1). Writes ``report.md``,
@@ -164,14 +177,22 @@ def _plot_funnel(plt, inp: ReportInputs, path: Path) -> None:
     x = np.arange(c)
     for i, name in enumerate(Funnel.STAGES):
         v = f.stage(name)
-        ax.bar(x + (i - 1.5) * width, np.where(v > 0, v, np.nan), width, label=name, color=cmap(i / 3.5),
-               edgecolor="white", linewidth=0.5)
+        ax.bar(
+            x + (i - 1.5) * width,
+            np.where(v > 0, v, np.nan),
+            width,
+            label=name,
+            color=cmap(i / 3.5),
+            edgecolor="white",
+            linewidth=0.5,
+        )
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{100 * y:g}%"))
     ax.set_xticks(x, [f"{ch}\n(reach {percent(r)})" for ch, r in zip(f.channels, f.reach, strict=True)])
     ax.set_ylabel("probability per message sent (log scale)")
-    ax.set_title(f"Response funnel per channel: one '{inp.funnel_content}' message sent now, "
-                 "averaged over reachable customers")
+    ax.set_title(
+        f"Response funnel per channel: one '{inp.funnel_content}' message sent now, averaged over reachable customers"
+    )
     ax.grid(axis="y", which="major", alpha=0.3)
     ax.legend(title="stage reached", ncols=4, loc="upper right")
     lo = np.nanmin(np.where(f.converted > 0, f.converted, np.nan)) if np.any(f.converted > 0) else 1e-4
@@ -185,8 +206,9 @@ def _plot_hours(plt, inp: ReportInputs, path: Path) -> None:
     cols = min(s, 2)
     rows = int(np.ceil(s / cols))
     colors = _channel_colors(inp.channels)
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), sharex=True, sharey=True,
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(6 * cols, 3.6 * rows), sharex=True, sharey=True, layout="constrained", squeeze=False
+    )
     h = np.arange(24)
     top = np.nanmax(inp.hours) if np.isfinite(inp.hours).any() else 2.0
     for i, ax in enumerate(axes.flat):
@@ -224,24 +246,46 @@ def _plot_hours(plt, inp: ReportInputs, path: Path) -> None:
 def _plot_sms_delay(plt, inp: ReportInputs, path: Path) -> None:
     t = TARGETS_BY_NAME["sms_read_3min"]
     colors = _channel_colors(inp.channels)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained",
-                                  gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained", gridspec_kw={"width_ratios": [1.1, 1]})
     if "sms" in inp.delays:
         x, p = inp.delays["sms"]
         xmax = max(10.0, 1.2 * float(np.interp(0.99, p, x)))
         ax.plot(x, p, color=colors["sms"], lw=2, label="scenario delay distribution")
         ox, op = empirical_cdf(inp.stats.sms_delays_min)
         if ox.size:
-            ax.step(ox, op, where="post", color="black", lw=1, alpha=0.7,
-                    label=f"SMS seen in the simulated journeys (n={ox.size:,})")
+            ax.step(
+                ox,
+                op,
+                where="post",
+                color="black",
+                lw=1,
+                alpha=0.7,
+                label=f"SMS seen in the simulated journeys (n={ox.size:,})",
+            )
         ax.axhspan(t.low, t.high, color=TARGET_COLOR, alpha=0.15, label=f"target band {t.low:.0%}–{t.high:.0%}")
         ax.axvline(SMS_MINUTES, color=TARGET_COLOR, ls="--", lw=1)
-        ax.plot([SMS_MINUTES], [t.value], marker="*", ms=16, color=TARGET_COLOR, ls="none",
-                label=f"target: {t.value:.0%} within {SMS_MINUTES:g} min")
+        ax.plot(
+            [SMS_MINUTES],
+            [t.value],
+            marker="*",
+            ms=16,
+            color=TARGET_COLOR,
+            ls="none",
+            label=f"target: {t.value:.0%} within {SMS_MINUTES:g} min",
+        )
         m = inp.measured.get("sms_read_3min")
         if m is not None:
-            ax.plot([SMS_MINUTES], [m], marker="o", ms=8, mfc="none", mew=2, color=MEASURED_COLOR, ls="none",
-                    label=f"measured: {m:.1%}")
+            ax.plot(
+                [SMS_MINUTES],
+                [m],
+                marker="o",
+                ms=8,
+                mfc="none",
+                mew=2,
+                color=MEASURED_COLOR,
+                ls="none",
+                label=f"measured: {m:.1%}",
+            )
         ax.set_xlim(0, xmax)
         ax.set_ylim(0, 1.01)
         ax.legend(loc="lower right", fontsize=9)
@@ -278,8 +322,13 @@ def _plot_touchpoints(plt, inp: ReportInputs, path: Path) -> None:
     if tp.size:
         cap = int(max(np.percentile(tp, 99), t.high + 5))
         clipped = np.minimum(tp, cap)
-        ax.hist(clipped, bins=np.arange(-0.5, cap + 1.5), color=MEASURED_COLOR, alpha=0.8,
-                label=f"purchases (n={tp.size:,}; last bar: {cap}+)")
+        ax.hist(
+            clipped,
+            bins=np.arange(-0.5, cap + 1.5),
+            color=MEASURED_COLOR,
+            alpha=0.8,
+            label=f"purchases (n={tp.size:,}; last bar: {cap}+)",
+        )
         med = float(np.median(tp))
         ax.axvline(med, color="black", lw=2, label=f"median: {med:g}")
         ax.set_xlim(-0.5, cap + 0.5)
@@ -307,9 +356,16 @@ def _plot_concentration(plt, inp: ReportInputs, path: Path) -> None:
     xr, yr = revenue_concentration(st.revenue, np.argsort(-st.revenue, kind="stable"))
     ax.plot(xr, yr, color="grey", lw=1, label="customers ranked by revenue (upper bound)")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="equal shares")
-    ax.errorbar([TOP_SHARE], [t_share.value], yerr=[[t_share.value - t_share.low], [t_share.high - t_share.value]],
-                fmt="*", ms=14, color=TARGET_COLOR, capsize=5,
-                label=f"target: top {TOP_SHARE:.0%} carry {t_share.value:.0%} ({t_share.low:.0%}–{t_share.high:.0%})")
+    ax.errorbar(
+        [TOP_SHARE],
+        [t_share.value],
+        yerr=[[t_share.value - t_share.low], [t_share.high - t_share.value]],
+        fmt="*",
+        ms=14,
+        color=TARGET_COLOR,
+        capsize=5,
+        label=f"target: top {TOP_SHARE:.0%} carry {t_share.value:.0%} ({t_share.low:.0%}–{t_share.high:.0%})",
+    )
     m = top_share(st.revenue, order)
     ax.plot([TOP_SHARE], [m], "o", ms=8, mfc="none", mew=2, color="black", label=f"measured: {m:.1%}")
     ax.axvline(TOP_SHARE, color=TARGET_COLOR, lw=0.6, ls="--")
@@ -325,13 +381,21 @@ def _plot_concentration(plt, inp: ReportInputs, path: Path) -> None:
     colors = ["#bbbbbb"] + [MEASURED_COLOR] * (len(labels) - 1)
     bars = ax2.bar(labels, np.nan_to_num(mean), color=colors, edgecolor="black", linewidth=0.5)
     for b, k in zip(bars, count, strict=True):
-        ax2.annotate(f"{k:,} buyers", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
-                     va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax2.annotate(
+            f"{k:,} buyers",
+            (b.get_x() + b.get_width() / 2, b.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     r = inp.measured.get("multichannel_spend_ratio", float("nan"))
     ax2.set_xlabel("channels used in the measured days (outbound channels seen + site/app)")
     ax2.set_ylabel("revenue per buyer (currency units)")
-    ax2.set_title(f"Multi-channel customers spend more: 2+ vs 0–1 channels = {num(r)}×\n"
-                  f"{_target_label(t_ratio)}", fontsize=11)
+    ax2.set_title(
+        f"Multi-channel customers spend more: 2+ vs 0–1 channels = {num(r)}×\n{_target_label(t_ratio)}", fontsize=11
+    )
     ax2.grid(axis="y", alpha=0.3)
     ax2.margins(y=0.12)
     fig.savefig(path, dpi=110)
@@ -371,24 +435,39 @@ def _sections(inp: ReportInputs) -> list[Section]:
         seen_rate = seen / sent
     funnel_table = Table(
         ["channel", "reachable", "delivered", "seen", "clicked", "converted", "BAU sent", "BAU seen / sent"],
-        [[ch, *(percent(f.stage(stage)[i]) for stage in ("reach", *Funnel.STAGES)), f"{int(sent[i]):,}",
-          percent(seen_rate[i])] for i, ch in enumerate(f.channels)],
+        [
+            [
+                ch,
+                *(percent(f.stage(stage)[i]) for stage in ("reach", *Funnel.STAGES)),
+                f"{int(sent[i]):,}",
+                percent(seen_rate[i]),
+            ]
+            for i, ch in enumerate(f.channels)
+        ],
     )
     sms = np.asarray(st.sms_delays_min, np.float64)
-    sms_obs = (f" In the simulated journeys, {np.mean(sms <= SMS_MINUTES):.1%} of the {sms.size:,} SMS seen "
-               f"were read within {SMS_MINUTES:g} minutes." if sms.size else "")
+    sms_obs = (
+        f" In the simulated journeys, {np.mean(sms <= SMS_MINUTES):.1%} of the {sms.size:,} SMS seen "
+        f"were read within {SMS_MINUTES:g} minutes."
+        if sms.size
+        else ""
+    )
     tp = np.asarray(st.touchpoints_at_purchase)
     buyers = st.purchases > 0
     labels, mean, count = revenue_per_buyer_by_channels(st.revenue, st.purchases, st.channels_used)
     conc_table = Table(
         ["channels used", "buyers", "share of buyers", "revenue per buyer"],
-        [[lab, f"{k:,}", percent(k / max(buyers.sum(), 1)), num(v)] for lab, k, v in zip(labels, count, mean,
-                                                                                         strict=True)],
+        [
+            [lab, f"{k:,}", percent(k / max(buyers.sum(), 1)), num(v)]
+            for lab, k, v in zip(labels, count, mean, strict=True)
+        ],
     )
     d = np.asarray(st.daily_revenue, np.float64)
     return [
         Section(
-            "Response funnel per channel", FUNNEL_PNG, "grouped bar chart of funnel rates per channel",
+            "Response funnel per channel",
+            FUNNEL_PNG,
+            "grouped bar chart of funnel rates per channel",
             f"Exact funnel probabilities (`envs.response.contact_terms`) of one '{inp.funnel_content}' message "
             f"sent now, on each channel, at a random moment of the day, to the {inp.n:,} customers of seed "
             f"{inp.seed} at their start state (no fatigue yet), averaged over the customers reachable on the "
@@ -399,7 +478,9 @@ def _sections(inp: ReportInputs) -> list[Section]:
             table=funnel_table,
         ),
         Section(
-            "Hour-of-day engagement", HOURS_PNG, "hour-of-day engagement curves per channel and segment",
+            "Hour-of-day engagement",
+            HOURS_PNG,
+            "hour-of-day engagement curves per channel and segment",
             "Mean hour-of-day multiplier by local send hour, `hour_norm[c] * exp(kappa_c * "
             "cos(2π(h − peak_nc)/24))`, over the customers of each segment (per-customer peaks spread around "
             "the channel's peak, shifted per segment). It multiplies the open hazard, and its square root the "
@@ -407,15 +488,20 @@ def _sections(inp: ReportInputs) -> list[Section]:
             "gap between a curve and 1 is what send-time optimisation can win or lose. No calibration target.",
         ),
         Section(
-            "SMS read delay", SMS_PNG, "CDF of the SMS read delay with the 3-minute target",
+            "SMS read delay",
+            SMS_PNG,
+            "CDF of the SMS read delay with the 3-minute target",
             "Left: the scenario's distribution of the time from delivery to read for SMS "
-            "(`envs.response.delay_minutes`), and the SMS actually seen in the simulated journeys." + sms_obs
+            "(`envs.response.delay_minutes`), and the SMS actually seen in the simulated journeys."
+            + sms_obs
             + " Right: the same distribution for every channel, for scale (email hours, direct mail days, "
             "social ads about a day).",
             targets=("sms_read_3min",),
         ),
         Section(
-            "Touchpoints before a purchase", TOUCH_PNG, "histogram of touchpoints before a purchase",
+            "Touchpoints before a purchase",
+            TOUCH_PNG,
+            "histogram of touchpoints before a purchase",
             f"For each of the {tp.size:,} purchases in the measured days: the messages delivered plus site/app "
             f"visits since the customer's previous purchase (counted from day 1, so the warm-up fills the "
             f"history). Zero means an organic purchase with no touchpoint since the last one. The target "
@@ -423,7 +509,8 @@ def _sections(inp: ReportInputs) -> list[Section]:
             targets=("touchpoints_per_purchase",),
         ),
         Section(
-            "Omnichannel customers: revenue concentration and spend", CONC_PNG,
+            "Omnichannel customers: revenue concentration and spend",
+            CONC_PNG,
             "revenue concentration curve and revenue per buyer by number of channels used",
             "Left: share of revenue against share of customers, ranked from the most to the least omnichannel "
             "(`envs.calibration.omni_rank`: channels used, then engagements). Right: revenue per buyer by the "
@@ -434,7 +521,9 @@ def _sections(inp: ReportInputs) -> list[Section]:
             table=conc_table,
         ),
         Section(
-            "Daily revenue", DAILY_PNG, "mean revenue per customer per day",
+            "Daily revenue",
+            DAILY_PNG,
+            "mean revenue per customer per day",
             f"Revenue per customer per day over the {measured_days} measured days, under the business-as-usual "
             f"schedule; mean {num(float(d.mean()) if d.size else float('nan'))}, total "
             f"{num(float(d.sum()))} per customer over the period; {st.churned.mean():.1%} of customers churned "
@@ -458,7 +547,8 @@ def _intro(inp: ReportInputs, out_dir: Path, checked: list[TargetRow]) -> tuple[
         f"{inp.warmup_days} as warm-up and the last {inp.days - inp.warmup_days} measured. "
         f"{passed} of {len(checked) - len(missing)} measured calibration targets pass"
         + (f"; failing: {', '.join(failed)}" if failed else "")
-        + (f"; not measurable in this scenario: {', '.join(missing)}" if missing else "") + "."
+        + (f"; not measurable in this scenario: {', '.join(missing)}" if missing else "")
+        + "."
     )
     if inp.scenario_name != "default":
         text += " To reproduce it, add `--scenario FILE` with the same scenario file."
@@ -466,15 +556,38 @@ def _intro(inp: ReportInputs, out_dir: Path, checked: list[TargetRow]) -> tuple[
 
 
 def _checked_table(rows: list[TargetRow]) -> Table:
-    return Table(["target", "statement", "target value", "tolerance", "measured", "status", "source"],
-                 [[r.target.name, r.target.statement, num(r.target.value), interval(r.target.low, r.target.high),
-                   num(r.measured), r.status, r.target.source] for r in rows], status_col=5)
+    return Table(
+        ["target", "statement", "target value", "tolerance", "measured", "status", "source"],
+        [
+            [
+                r.target.name,
+                r.target.statement,
+                num(r.target.value),
+                interval(r.target.low, r.target.high),
+                num(r.measured),
+                r.status,
+                r.target.source,
+            ]
+            for r in rows
+        ],
+        status_col=5,
+    )
 
 
 def _input_table(rows: list[TargetRow]) -> Table:
-    return Table(["target", "statement", "value", "range", "source"],
-                 [[r.target.name, r.target.statement, num(r.target.value), interval(r.target.low, r.target.high),
-                   r.target.source] for r in rows])
+    return Table(
+        ["target", "statement", "value", "range", "source"],
+        [
+            [
+                r.target.name,
+                r.target.statement,
+                num(r.target.value),
+                interval(r.target.low, r.target.high),
+                r.target.source,
+            ]
+            for r in rows
+        ],
+    )
 
 
 def render_report(inp: ReportInputs, out_dir: Path) -> Path:
@@ -482,12 +595,27 @@ def render_report(inp: ReportInputs, out_dir: Path) -> Path:
     plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for draw, name in ((_plot_funnel, FUNNEL_PNG), (_plot_hours, HOURS_PNG), (_plot_sms_delay, SMS_PNG),
-                       (_plot_touchpoints, TOUCH_PNG), (_plot_concentration, CONC_PNG), (_plot_daily, DAILY_PNG)):
+    for draw, name in (
+        (_plot_funnel, FUNNEL_PNG),
+        (_plot_hours, HOURS_PNG),
+        (_plot_sms_delay, SMS_PNG),
+        (_plot_touchpoints, TOUCH_PNG),
+        (_plot_concentration, CONC_PNG),
+        (_plot_daily, DAILY_PNG),
+    ):
         draw(plt, inp, out_dir / name)
     checked, inputs = _target_rows(inp.measured)
     intro, command = _intro(inp, out_dir, checked)
-    md, _ = write_pages(out_dir, "calibration", title=f"Calibration report — scenario '{inp.scenario_name}'",
-                        intro=intro, command=command, checked=_checked_table(checked), inputs=_input_table(inputs),
-                        notes=inp.notes, sections=_sections(inp), rows={r.target.name: r for r in checked})
+    md, _ = write_pages(
+        out_dir,
+        "calibration",
+        title=f"Calibration report — scenario '{inp.scenario_name}'",
+        intro=intro,
+        command=command,
+        checked=_checked_table(checked),
+        inputs=_input_table(inputs),
+        notes=inp.notes,
+        sections=_sections(inp),
+        rows={r.target.name: r for r in checked},
+    )
     return md

@@ -130,8 +130,10 @@ def build_deployment_policy(name: str, deployment, params: Mapping[str, Any] | N
     check_policy(name, params)
     if name in SEGMENTED:
         usable = sorted(n for n in POLICIES if n not in SEGMENTED)
-        raise JobError(f"policy: {name!r} reads the scenario's segments, which the deployment "
-                       f"{deployment.name!r} does not have; on a deployment: {', '.join(usable)}")
+        raise JobError(
+            f"policy: {name!r} reads the scenario's segments, which the deployment "
+            f"{deployment.name!r} does not have; on a deployment: {', '.join(usable)}"
+        )
     space = deployment.action_space()
     if name in CATALOGUE and mode == "features":
         space = Catalogue.of_deployment(deployment)
@@ -160,16 +162,22 @@ def check_log_deployment(log, deployment) -> None:
     layout = log.layout()
     space, names = deployment.action_space(), tuple(deployment.features().names)
     if layout.action_space is None or tuple(layout.feature_names or ()) != names:
-        raise JobError(f"deployment: the log's features ({layout.context_dim}) are not those of the deployment "
-                       f"{deployment.name!r} ({len(names)}); import the brand's log onto it (nba import --deployment)")
+        raise JobError(
+            f"deployment: the log's features ({layout.context_dim}) are not those of the deployment "
+            f"{deployment.name!r} ({len(names)}); import the brand's log onto it (nba import --deployment)"
+        )
     if space_from_dict(layout.action_space) != space:
-        raise JobError(f"deployment: the log's action space ({layout.n_actions} actions) is not that of the "
-                       f"deployment {deployment.name!r} ({space.n_actions}: channels x offers x send slots, in "
-                       "their declared order)")
+        raise JobError(
+            f"deployment: the log's action space ({layout.n_actions} actions) is not that of the "
+            f"deployment {deployment.name!r} ({space.n_actions}: channels x offers x send slots, in "
+            "their declared order)"
+        )
     others = sorted(log_deployments(log) - {deployment.digest})
     if others:
-        raise JobError(f"deployment: the log's decisions were made on another deployment ({', '.join(others)}), "
-                       f"not on the file's {deployment.digest}")
+        raise JobError(
+            f"deployment: the log's decisions were made on another deployment ({', '.join(others)}), "
+            f"not on the file's {deployment.digest}"
+        )
 
 
 def stored_deployment(log):
@@ -210,8 +218,10 @@ def log_deployment(log, given=None):
         raise JobError("deployment: the log holds no deployment; give the deployment file it was imported onto")
     check_log_deployment(log, deployment)
     if held is not None and held.digest != deployment.digest:
-        raise JobError(f"deployment: the log's decisions were made on another deployment: it holds {held.name!r} "
-                       f"({held.digest}), not the file's {deployment.name!r} ({deployment.digest})")
+        raise JobError(
+            f"deployment: the log's decisions were made on another deployment: it holds {held.name!r} "
+            f"({held.digest}), not the file's {deployment.name!r} ({deployment.digest})"
+        )
     return deployment
 
 
@@ -229,8 +239,9 @@ def propensity_source(batch) -> tuple[str, float]:
 
 def code_version() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         if out.returncode == 0:
             return out.stdout.strip()
     except OSError:
@@ -274,7 +285,7 @@ def _log_series(name: str, values: np.ndarray, steps: np.ndarray) -> None:
     now = int(time.time() * 1000)
     metrics = [Metric(name, float(v), now, int(s)) for v, s in zip(values, steps, strict=True)]
     for i in range(0, len(metrics), 1000):
-        client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
 
 
 # ----------------------------------------------------------------------------- dataset identity
@@ -293,8 +304,11 @@ class LogDigest:
         self.rows += len(decision_ids)
 
     def tags(self) -> dict[str, str]:
-        return {"dataset.uri": _safe_url(self.url), "dataset.rows": str(self.rows),
-                "dataset.digest": self._h.hexdigest()[:16]}
+        return {
+            "dataset.uri": _safe_url(self.url),
+            "dataset.rows": str(self.rows),
+            "dataset.digest": self._h.hexdigest()[:16],
+        }
 
     @classmethod
     def of(cls, url: str, decision_ids: np.ndarray) -> dict[str, str]:
@@ -342,8 +356,9 @@ def _dataset_input(tags: Mapping[str, str], context: str) -> None:
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 
-    ds = MetaDataset(source=HTTPDatasetSource(url=tags["dataset.uri"]), name="decision-log",
-                     digest=tags["dataset.digest"])
+    ds = MetaDataset(
+        source=HTTPDatasetSource(url=tags["dataset.uri"]), name="decision-log", digest=tags["dataset.digest"]
+    )
     mlflow.log_input(ds, context=context)
     mlflow.set_tags(dict(tags))
 
@@ -357,10 +372,19 @@ class SimulateResult:
     tags: dict[str, str]
 
 
-def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "business_as_usual",
-             epsilon: float = 0.2, holdout: float = 0.05, decisions: int = 20_000, seed: int = 0,
-             purpose: str = "log", params: Mapping[str, Any] | None = None,
-             progress: Progress = None) -> SimulateResult:
+def simulate(
+    log_url: str,
+    *,
+    scenario_path: str | None = None,
+    policy: str = "business_as_usual",
+    epsilon: float = 0.2,
+    holdout: float = 0.05,
+    decisions: int = 20_000,
+    seed: int = 0,
+    purpose: str = "log",
+    params: Mapping[str, Any] | None = None,
+    progress: Progress = None,
+) -> SimulateResult:
     """Run a logging policy (``policy`` mixed with ``epsilon`` uniform exploration and a no-contact
     ``holdout``, so every eligible action has support) on the bandit view and write the decision log.
 
@@ -383,23 +407,53 @@ def simulate(log_url: str, *, scenario_path: str | None = None, policy: str = "b
         raise JobError(f"decisions: must be >= 1, got {decisions}")
     logging = Explore(base, epsilon, holdout) if epsilon or holdout else base
     with _start("simulate") as run, DecisionLog(log_url) as log:
-        mlflow.log_params({"scenario": scenario.name, "policy": policy, "epsilon": epsilon, "holdout": holdout,
-                           "decisions": decisions, "seed": seed, "purpose": purpose, "batch": BANDIT_BATCH,
-                           **(params or {})})
-        replay = {"scenario": scenario_path or "default", "policy": policy, "params": dict(params or {}),
-                  "epsilon": epsilon, "holdout": holdout, "decisions": decisions, "seed": seed,
-                  "purpose": purpose, "batch": BANDIT_BATCH}
+        mlflow.log_params(
+            {
+                "scenario": scenario.name,
+                "policy": policy,
+                "epsilon": epsilon,
+                "holdout": holdout,
+                "decisions": decisions,
+                "seed": seed,
+                "purpose": purpose,
+                "batch": BANDIT_BATCH,
+                **(params or {}),
+            }
+        )
+        replay = {
+            "scenario": scenario_path or "default",
+            "policy": policy,
+            "params": dict(params or {}),
+            "epsilon": epsilon,
+            "holdout": holdout,
+            "decisions": decisions,
+            "seed": seed,
+            "purpose": purpose,
+            "batch": BANDIT_BATCH,
+        }
         try:
-            log_bandit_run(log, scenario, logging, decisions, seed, batch=BANDIT_BATCH, policy_name=logging.name,
-                           learn=False, progress=progress, purpose=purpose, provenance=simulation_provenance(replay))
+            log_bandit_run(
+                log,
+                scenario,
+                logging,
+                decisions,
+                seed,
+                batch=BANDIT_BATCH,
+                policy_name=logging.name,
+                learn=False,
+                progress=progress,
+                purpose=purpose,
+                provenance=simulation_provenance(replay),
+            )
         except ValueError as e:  # the log holds another simulation's decisions, or another layout
             raise JobError(f"log: {e}") from e
         batch = log.read(sim_reward_rule())
         tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
         mlflow.set_tag("simulation.replay", json.dumps(replay, sort_keys=True))  # for people: the log holds it
         _dataset_input(tags, "simulate")
-        mlflow.log_metrics({"mean_reward": float(batch.reward.mean()),
-                            "contact_rate": float((batch.action > 0).mean())})
+        mlflow.log_metrics(
+            {"mean_reward": float(batch.reward.mean()), "contact_rate": float((batch.action > 0).mean())}
+        )
         return SimulateResult(run.info.run_id, log_url, int(tags["dataset.rows"]), tags)
 
 
@@ -415,9 +469,20 @@ def load_world(path: str | Path | None, deployment):
         raise JobError(msg if msg.startswith("world") else f"world: {msg}") from e
 
 
-def simulate_world(log_url: str, deployment_path: str, *, world_path: str | None = None,
-                   policy: str = "uniform_random", epsilon: float = 0.2, holdout: float = 0.05, customers: int = 2000,
-                   days: int = 14, seed: int = 0, purpose: str = "log", progress: Progress = None) -> SimulateResult:
+def simulate_world(
+    log_url: str,
+    deployment_path: str,
+    *,
+    world_path: str | None = None,
+    policy: str = "uniform_random",
+    epsilon: float = 0.2,
+    holdout: float = 0.05,
+    customers: int = 2000,
+    days: int = 14,
+    seed: int = 0,
+    purpose: str = "log",
+    progress: Progress = None,
+) -> SimulateResult:
     """A decision log of a brand's own deployment, simulated: ``customers`` customers of ``(seed, purpose)``
     in the latent world of ``world_path`` (:class:`envs.world.LatentWorld`; default: its defaults for the
     deployment), one decision a day for ``days`` days by ``policy`` (a registered version or bundle of this
@@ -438,19 +503,45 @@ def simulate_world(log_url: str, deployment_path: str, *, world_path: str | None
         raise JobError(f"customers: customers and days must be >= 1, got {customers} and {days}")
     logging = Explore(base, epsilon, holdout) if epsilon or holdout else base
     with _start("simulate") as run, DecisionLog(log_url) as log:
-        mlflow.log_params({"deployment": deployment.name, "deployment.digest": deployment.digest,
-                           "world": world_path or "default", "policy": label, "epsilon": epsilon, "holdout": holdout,
-                           "customers": customers, "days": days, "seed": seed, "purpose": purpose})
+        mlflow.log_params(
+            {
+                "deployment": deployment.name,
+                "deployment.digest": deployment.digest,
+                "world": world_path or "default",
+                "policy": label,
+                "epsilon": epsilon,
+                "holdout": holdout,
+                "customers": customers,
+                "days": days,
+                "seed": seed,
+                "purpose": purpose,
+            }
+        )
         try:
-            done = simulate_log(log, deployment, world, logging, n=customers, decisions=days, seed=seed,
-                                purpose=purpose, version=version or "0", progress=progress)
+            done = simulate_log(
+                log,
+                deployment,
+                world,
+                logging,
+                n=customers,
+                decisions=days,
+                seed=seed,
+                purpose=purpose,
+                version=version or "0",
+                progress=progress,
+            )
         except ValueError as e:  # the log holds another world's decisions: nothing was written
             raise JobError(f"log: {e}") from e
         batch = log.read(deployment.reward_rule())
         tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
         _dataset_input(tags, "simulate")
-        mlflow.log_metrics({"mean_reward": done.mean_reward, "mean_expected_reward": done.mean_expected,
-                            "contact_rate": float((batch.action > 0).mean())})
+        mlflow.log_metrics(
+            {
+                "mean_reward": done.mean_reward,
+                "mean_expected_reward": done.mean_expected,
+                "contact_rate": float((batch.action > 0).mean()),
+            }
+        )
         return SimulateResult(run.info.run_id, log_url, int(tags["dataset.rows"]), tags)
 
 
@@ -527,21 +618,41 @@ def transitions_from_log(batch, gamma: float | None = None) -> dict[str, np.ndar
     has_next = np.zeros(len(order), bool)
     has_next[:-1] = cust[1:] == cust[:-1]
     rows, nxt = order[has_next], order[np.flatnonzero(has_next) + 1]
-    out = {"X": batch.context[rows], "actions": batch.action[rows], "rewards": batch.reward[rows],
-           "X_next": batch.context[nxt], "mask_next": batch.eligible[nxt],
-           "terminated": np.zeros(len(rows), bool)}
+    out = {
+        "X": batch.context[rows],
+        "actions": batch.action[rows],
+        "rewards": batch.reward[rows],
+        "X_next": batch.context[nxt],
+        "mask_next": batch.eligible[nxt],
+        "terminated": np.zeros(len(rows), bool),
+    }
     if gamma is not None:
         returns = returns_to_go(batch.reward, batch.customer_id, batch.time, gamma)
-        out |= {"returns": returns[rows], "day": (batch.time[rows] - batch.time.min()) / 86_400.0,
-                "propensities": batch.propensity[rows], "mask": batch.eligible[rows]}
+        out |= {
+            "returns": returns[rows],
+            "day": (batch.time[rows] - batch.time.min()) / 86_400.0,
+            "propensities": batch.propensity[rows],
+            "mask": batch.eligible[rows],
+        }
     return out
 
 
-def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | None = None,
-          params: Mapping[str, Any] | None = None, decisions: int = 20_000, customers: int = 4000,
-          seed: int = 0, purpose: str = "train", safe: bool | Mapping[str, Any] = True, register: bool = True,
-          plots_dir: Path | None = None, progress: Progress = None,
-          deployment_path: str | Path | None = None) -> TrainResult:
+def train(
+    policy_name: str,
+    *,
+    source: str = SIMULATOR,
+    scenario_path: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    decisions: int = 20_000,
+    customers: int = 4000,
+    seed: int = 0,
+    purpose: str = "train",
+    safe: bool | Mapping[str, Any] = True,
+    register: bool = True,
+    plots_dir: Path | None = None,
+    progress: Progress = None,
+    deployment_path: str | Path | None = None,
+) -> TrainResult:
     """Fit one policy and log it (registered under :data:`training.registry.MODEL_NAME`).
 
     ``source="simulator"``: bandits learn online on the bandit view for ``decisions`` decisions
@@ -569,9 +680,18 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
     if deployment_path is None and source != SIMULATOR:
         check_policy(policy_name, dict(params or {}))  # a typo fails before the log is opened
     if deployment_path is not None or (source != SIMULATOR and peek_deployment(source) is not None):
-        return _train_on_deployment(policy_name, source=source, deployment_path=deployment_path,
-                                    scenario_path=scenario_path, params=params, seed=seed, purpose=purpose,
-                                    safe=safe, register=register, progress=progress)
+        return _train_on_deployment(
+            policy_name,
+            source=source,
+            deployment_path=deployment_path,
+            scenario_path=scenario_path,
+            params=params,
+            seed=seed,
+            purpose=purpose,
+            safe=safe,
+            register=register,
+            progress=progress,
+        )
     import mlflow
 
     scenario = load_scenario(scenario_path)
@@ -585,33 +705,56 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
         if layout.context_dim != scenario.feature_spec.dim or layout.n_actions != scenario.action_space.n_actions:
             worlds = log_deployments(offline_log) - {"no digest"}
             offline_log.close()
-            hint = (f"; its decisions were made on a deployment ({', '.join(sorted(worlds))}): give its file "
-                    "(deployment_path, nba train --deployment)" if worlds else "")
-            raise JobError(f"source: the log's layout ({layout.context_dim} features, {layout.n_actions} actions) does "
-                           f"not match the scenario's ({scenario.feature_spec.dim}, "
-                           f"{scenario.action_space.n_actions}){hint}")
+            hint = (
+                f"; its decisions were made on a deployment ({', '.join(sorted(worlds))}): give its file "
+                "(deployment_path, nba train --deployment)"
+                if worlds
+                else ""
+            )
+            raise JobError(
+                f"source: the log's layout ({layout.context_dim} features, {layout.n_actions} actions) does "
+                f"not match the scenario's ({scenario.feature_spec.dim}, "
+                f"{scenario.action_space.n_actions}){hint}"
+            )
     tmp = Path(tempfile.mkdtemp(prefix="nba-train-")) if plots_dir is None else Path(plots_dir)
     tmp.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
     with _start("train", run_name=f"train-{policy_name}") as run:
-        mlflow.log_params({"policy": policy_name, "source": "simulator" if offline_log is None else "decision_log",
-                           "scenario": scenario.name, "seed": seed, "purpose": purpose,
-                           **{f"policy.{k}": v for k, v in (params or {}).items()}})
+        mlflow.log_params(
+            {
+                "policy": policy_name,
+                "source": "simulator" if offline_log is None else "decision_log",
+                "scenario": scenario.name,
+                "seed": seed,
+                "purpose": purpose,
+                **{f"policy.{k}": v for k, v in (params or {}).items()},
+            }
+        )
         if isinstance(policy, SPIBB):
-            mlflow.log_params({"safe": "spibb", "safe.n_min": policy.n_min, "safe.baseline": policy.baseline_name,
-                               "safe.baseline_epsilon": policy.baseline_epsilon,
-                               "safe.baseline_holdout": policy.baseline_holdout,
-                               "safe.bucket": ",".join(policy.buckets.families), "safe.group": policy.group,
-                               "safe.contacts": policy.contacts})
+            mlflow.log_params(
+                {
+                    "safe": "spibb",
+                    "safe.n_min": policy.n_min,
+                    "safe.baseline": policy.baseline_name,
+                    "safe.baseline_epsilon": policy.baseline_epsilon,
+                    "safe.baseline_holdout": policy.baseline_holdout,
+                    "safe.bucket": ",".join(policy.buckets.families),
+                    "safe.group": policy.group,
+                    "safe.contacts": policy.contacts,
+                }
+            )
         label, world = policy_label(policy), f"scenario {scenario.name}"
         if offline_log is not None:
             digest = LogDigest(source)
             metrics = _train_offline(policy, offline_log, digest, progress)
             _dataset_input(digest.tags(), "train")
             offline_log.close()
-            described = (_trained_on_log(label, digest, world) if policy_name in LEARNERS else
-                         f"{label}: rules, nothing learned (run on {digest.rows:,} decisions of "
-                         f"{digest.tags()['dataset.uri']}, {world})")
+            described = (
+                _trained_on_log(label, digest, world)
+                if policy_name in LEARNERS
+                else f"{label}: rules, nothing learned (run on {digest.rows:,} decisions of "
+                f"{digest.tags()['dataset.uri']}, {world})"
+            )
         elif isinstance(policy, OfflineLearner):
             mlflow.log_params({"customers": customers})
             metrics = _train_offline_simulator(policy, scenario, customers, seed, purpose, progress)
@@ -619,26 +762,42 @@ def train(policy_name: str, *, source: str = SIMULATOR, scenario_path: str | Non
         else:  # bandits learn online; rule-based policies just run, for their curves and mix
             mlflow.log_params({"decisions": decisions, "batch": BANDIT_BATCH})
             metrics = _train_bandit_online(policy, scenario, decisions, seed, purpose, tmp, progress)
-            described = (f"{label} trained online on {decisions:,} simulated decisions ({world}, seed {seed})"
-                         if policy_name in LEARNERS else f"{label}: rules, nothing learned ({world})")
+            described = (
+                f"{label} trained online on {decisions:,} simulated decisions ({world}, seed {seed})"
+                if policy_name in LEARNERS
+                else f"{label}: rules, nothing learned ({world})"
+            )
         mlflow.log_metrics(metrics)
         for png in sorted(tmp.glob("*.png")):
             _log_figure(png)
-        version = _log_trained(bundle_of(policy, scenario), register,
-                               source if offline_log is None else _safe_url(source), described)
+        version = _log_trained(
+            bundle_of(policy, scenario), register, source if offline_log is None else _safe_url(source), described
+        )
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
-def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str | Path | None,
-                         scenario_path: str | None, params: Mapping[str, Any] | None, seed: int, purpose: str,
-                         safe: bool | Mapping[str, Any], register: bool, progress: Progress) -> TrainResult:
+def _train_on_deployment(
+    policy_name: str,
+    *,
+    source: str,
+    deployment_path: str | Path | None,
+    scenario_path: str | None,
+    params: Mapping[str, Any] | None,
+    seed: int,
+    purpose: str,
+    safe: bool | Mapping[str, Any],
+    register: bool,
+    progress: Progress,
+) -> TrainResult:
     """:func:`train` on a brand's log imported onto its deployment: the file's (``deployment_path``) or,
     without one, the log's own."""
     import mlflow
 
     if source == SIMULATOR:
-        raise JobError("source: a deployment is trained on its own decision log (nba import --deployment), "
-                       "not on the simulator's scenario")
+        raise JobError(
+            "source: a deployment is trained on its own decision log (nba import --deployment), "
+            "not on the simulator's scenario"
+        )
     if scenario_path not in (None, "", "default"):
         raise JobError("scenario: not with a deployment (the deployment is the world the policy decides in)")
     if isinstance(safe, Mapping) and safe:
@@ -652,11 +811,20 @@ def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str 
         log.close()
         raise
     with _start("train", run_name=f"train-{policy_name}") as run:
-        mlflow.log_params({"policy": policy_name, "source": "decision_log", "deployment": deployment.name,
-                           "deployment_digest": deployment.digest, "deployment_from": "log" if given is None else
-                           "file", "reward": "deployment", "seed": seed,
-                           "purpose": purpose, "safe": "off (deployment)",
-                           **{f"policy.{k}": v for k, v in (params or {}).items()}})
+        mlflow.log_params(
+            {
+                "policy": policy_name,
+                "source": "decision_log",
+                "deployment": deployment.name,
+                "deployment_digest": deployment.digest,
+                "deployment_from": "log" if given is None else "file",
+                "reward": "deployment",
+                "seed": seed,
+                "purpose": purpose,
+                "safe": "off (deployment)",
+                **{f"policy.{k}": v for k, v in (params or {}).items()},
+            }
+        )
         digest = LogDigest(source)
         try:
             metrics = _train_offline(policy, log, digest, progress, rule=deployment.reward_rule())
@@ -664,8 +832,12 @@ def _train_on_deployment(policy_name: str, *, source: str, deployment_path: str 
             log.close()
         _dataset_input(digest.tags(), "train")
         mlflow.log_metrics(metrics)
-        version = _log_trained(Bundle.of_deployment(policy, deployment), register, _safe_url(source),
-                               _trained_on_log(policy_label(policy), digest, f"deployment {deployment.name}"))
+        version = _log_trained(
+            Bundle.of_deployment(policy, deployment),
+            register,
+            _safe_url(source),
+            _trained_on_log(policy_label(policy), digest, f"deployment {deployment.name}"),
+        )
         return TrainResult(run.info.run_id, policy, version, metrics)
 
 
@@ -673,8 +845,10 @@ def _trained_on_log(label: str, digest: LogDigest, world: str) -> str:
     """A registered version's description when it learned from a decision log: the policy, the log's rows,
     URI and digest, the world it decides in."""
     tags = digest.tags()
-    return (f"{label} trained on {digest.rows:,} decisions of {tags['dataset.uri']} "
-            f"(digest {tags['dataset.digest']}, {world})")
+    return (
+        f"{label} trained on {digest.rows:,} decisions of {tags['dataset.uri']} "
+        f"(digest {tags['dataset.digest']}, {world})"
+    )
 
 
 def _log_trained(bundle: Bundle, register: bool, trained_on: str, description: str | None = None) -> str | None:
@@ -707,8 +881,9 @@ def conservative(policy: Policy, scenario: Scenario, log_url: str, **params: Any
         raise JobError(f"safe: {e}") from e
 
 
-def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, seed: int, purpose: str, out: Path,
-                         progress: Progress) -> dict[str, float]:
+def _train_bandit_online(
+    policy: Policy, scenario: Scenario, decisions: int, seed: int, purpose: str, out: Path, progress: Progress
+) -> dict[str, float]:
     from envs.rollout import bandit_run
     from training import plots
 
@@ -726,17 +901,32 @@ def _train_bandit_online(policy: Policy, scenario: Scenario, decisions: int, see
     _log_series("cumulative_regret", regret, x)
     plots.learning_curve(x, reward, oracle, base, regret, out / "learning_curve.png", policy.name)
     space = scenario.action_space
-    plots.channel_mix({policy.name: plots.mix_of(run.actions, space.channel_of, space.n_channels)},
-                      scenario.channels, out / "channel_mix.png", "channel mix of the decisions")
-    plots.send_hour_heatmap(run.send_hour, run.segment, run.actions > 0, scenario.segments,
-                            out / "send_hours.png", f"{policy.name}: local send hour by segment")
-    return {"mean_expected_reward": float(run.expected.mean()), "normalised_score": run.normalised_score,
-            "greedy_score": run.greedy_score, "decisions_per_s": run.decisions_per_s,
-            "final_regret": float(regret[-1])}
+    plots.channel_mix(
+        {policy.name: plots.mix_of(run.actions, space.channel_of, space.n_channels)},
+        scenario.channels,
+        out / "channel_mix.png",
+        "channel mix of the decisions",
+    )
+    plots.send_hour_heatmap(
+        run.send_hour,
+        run.segment,
+        run.actions > 0,
+        scenario.segments,
+        out / "send_hours.png",
+        f"{policy.name}: local send hour by segment",
+    )
+    return {
+        "mean_expected_reward": float(run.expected.mean()),
+        "normalised_score": run.normalised_score,
+        "greedy_score": run.greedy_score,
+        "decisions_per_s": run.decisions_per_s,
+        "final_regret": float(regret[-1]),
+    }
 
 
-def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int, seed: int, purpose: str,
-                             progress: Progress) -> dict[str, float]:
+def _train_offline_simulator(
+    policy: Policy, scenario: Scenario, customers: int, seed: int, purpose: str, progress: Progress
+) -> dict[str, float]:
     import mlflow
 
     from envs.rollout import collect_transitions
@@ -751,11 +941,24 @@ def _train_offline_simulator(policy: Policy, scenario: Scenario, customers: int,
         # the value of a state counts every purchase: engagement's long-term effect acts on organic ones
         mlflow.log_param("value_reward", "total")
         returns = returns_to_go(t.rewards, t.customer, t.day, policy.params["gamma"])
-        given = {"returns": returns[keep], "day": t.day[keep], "propensities": t.propensities[keep],
-                 "mask": t.mask[keep], "state_rewards": (t.rewards - t.attributed)[keep]}
+        given = {
+            "returns": returns[keep],
+            "day": t.day[keep],
+            "propensities": t.propensities[keep],
+            "mask": t.mask[keep],
+            "state_rewards": (t.rewards - t.attributed)[keep],
+        }
         extra = {k: v for k, v in given.items() if fit_takes(policy, k)}
-    _fit_offline(policy, t.X[keep], t.actions[keep], t.attributed[keep], t.X_next[keep], t.mask_next[keep],
-                 t.terminated[keep], **extra)
+    _fit_offline(
+        policy,
+        t.X[keep],
+        t.actions[keep],
+        t.attributed[keep],
+        t.X_next[keep],
+        t.mask_next[keep],
+        t.terminated[keep],
+        **extra,
+    )
     return {"transitions": float(keep.sum())}
 
 
@@ -815,7 +1018,6 @@ def policy_label(policy: Policy) -> str:
     return f"{inner.name} (safe)" if isinstance(policy, SPIBB) and inner is not None else policy.name
 
 
-
 def _registered_bundle(ref: str) -> tuple[str, Bundle, str | None] | None:
     """The bundle ``ref`` names, with its label and registered version of :data:`training.registry.MODEL_NAME`
     (None for a bundle folder, or another model's URI): ``@alias``, a version number, a ``models:/`` URI
@@ -827,8 +1029,11 @@ def _registered_bundle(ref: str) -> tuple[str, Bundle, str | None] | None:
     name = registry.MODEL_NAME
     if ref.startswith("models:/"):
         uri, rest = ref, ref.removeprefix("models:/")
-        mine = rest.removeprefix(f"{name}/") if rest.startswith(f"{name}/") else (
-            rest.removeprefix(name) if rest.startswith(f"{name}@") else None)
+        mine = (
+            rest.removeprefix(f"{name}/")
+            if rest.startswith(f"{name}/")
+            else (rest.removeprefix(name) if rest.startswith(f"{name}@") else None)
+        )
         pinned = mine if mine is not None and (mine.isdigit() or mine.startswith("@")) else None
     elif ref.startswith("@") or ref.isdigit():
         uri, pinned = (f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}{ref}"), ref
@@ -843,8 +1048,9 @@ def _registered_bundle(ref: str) -> tuple[str, Bundle, str | None] | None:
     try:
         path = mlflow.artifacts.download_artifacts(uri)
     except MlflowException as e:
-        raise JobError(f"policy: no registered version {ref!r}" + ("" if ref.startswith("models:/") else
-                                                                   f" of {name!r}")) from e
+        raise JobError(
+            f"policy: no registered version {ref!r}" + ("" if ref.startswith("models:/") else f" of {name!r}")
+        ) from e
     b = load_bundle(Path(path) / "artifacts" / "bundle")
     version = None if pinned is None else (pinned if pinned.isdigit() else registry.alias_state(pinned[1:]).version)
     return (f"{policy_label(b.policy)} v{version}" if version else f"{policy_label(b.policy)} ({ref})"), b, version
@@ -857,14 +1063,18 @@ def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | Non
     if found is not None:
         label, b, version = found
         if b.deployment is not None:
-            raise JobError(f"policy: {ref!r} decides on the deployment {b.deployment.name!r}, not on the scenario "
-                           f"{scenario.name!r}: evaluate it on a log of its deployment")
+            raise JobError(
+                f"policy: {ref!r} decides on the deployment {b.deployment.name!r}, not on the scenario "
+                f"{scenario.name!r}: evaluate it on a log of its deployment"
+            )
         return label, b.policy, version
     untrained = (set(SEGMENTED) - set(LEARNERS)) | {"no_contact", "uniform_random"}  # learners need training
     if ref in untrained:
         return ref, build_policy(ref, scenario), None
-    raise JobError(f"policy: {ref!r} is not @alias, a version number, a bundle folder or a policy that needs no "
-                   f"training ({', '.join(sorted(untrained))})")
+    raise JobError(
+        f"policy: {ref!r} is not @alias, a version number, a bundle folder or a policy that needs no "
+        f"training ({', '.join(sorted(untrained))})"
+    )
 
 
 UNTRAINED_ON_DEPLOYMENT = ("no_contact", "uniform_random")  # need neither training nor the scenario's segments
@@ -882,22 +1092,32 @@ def resolve_deployment_target(ref: str, deployment) -> tuple[str, Policy, str | 
         if ref in UNTRAINED_ON_DEPLOYMENT:
             return ref, build_deployment_policy(ref, deployment), None
         if ref in LEARNERS:
-            raise JobError(f"policy: {ref!r} is a learner that has learned nothing yet: train it on the log first "
-                           f"(nba train --policy {ref} --source LOG) and evaluate its version")
+            raise JobError(
+                f"policy: {ref!r} is a learner that has learned nothing yet: train it on the log first "
+                f"(nba train --policy {ref} --source LOG) and evaluate its version"
+            )
         if ref in SEGMENTED:
-            raise JobError(f"policy: {ref!r} reads the scenario's segments, which the deployment "
-                           f"{deployment.name!r} does not have")
-        raise JobError(f"policy: {ref!r} is not @alias, a version number, a models:/ URI, a bundle folder or a policy "
-                       f"that needs no training ({', '.join(UNTRAINED_ON_DEPLOYMENT)})")
+            raise JobError(
+                f"policy: {ref!r} reads the scenario's segments, which the deployment {deployment.name!r} does not have"
+            )
+        raise JobError(
+            f"policy: {ref!r} is not @alias, a version number, a models:/ URI, a bundle folder or a policy "
+            f"that needs no training ({', '.join(UNTRAINED_ON_DEPLOYMENT)})"
+        )
     label, b, version = found
     space, features = deployment.action_space(), deployment.features()
     dim = getattr(b.policy, "dim", None)
-    if (getattr(b.policy, "space", None) != space or dim not in (None, features.dim)
-            or tuple(b.spec.names) != tuple(features.names)):
+    if (
+        getattr(b.policy, "space", None) != space
+        or dim not in (None, features.dim)
+        or tuple(b.spec.names) != tuple(features.names)
+    ):
         world = "the scenario's" if b.deployment is None else f"the deployment {b.deployment.name!r}'s"
-        raise JobError(f"policy: {ref!r} ({label}) decides over {b.policy.space.n_actions} actions reading "
-                       f"{len(b.spec.names)} features, {world}, not the {space.n_actions} actions and {features.dim} "
-                       f"features of the log's deployment {deployment.name!r}")
+        raise JobError(
+            f"policy: {ref!r} ({label}) decides over {b.policy.space.n_actions} actions reading "
+            f"{len(b.spec.names)} features, {world}, not the {space.n_actions} actions and {features.dim} "
+            f"features of the log's deployment {deployment.name!r}"
+        )
     return label, b.policy, version
 
 
@@ -923,8 +1143,10 @@ class EvaluateResult:
     def ranked(self) -> list[str]:
         """Labels by the :data:`RANK_BY` estimate's :data:`nba.ope.RANK_STATISTIC` (its point estimate or
         lower bound), best first; flagged ones last (never ranked above others)."""
-        return sorted(self.estimates, key=lambda k: (bool(self.flags.get(k)),
-                                                     -getattr(self.estimates[k][RANK_BY], RANK_STATISTIC)))
+        return sorted(
+            self.estimates,
+            key=lambda k: (bool(self.flags.get(k)), -getattr(self.estimates[k][RANK_BY], RANK_STATISTIC)),
+        )
 
 
 def logging_value(batch, n_bootstrap: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
@@ -943,9 +1165,17 @@ def flags_of(est: Mapping[str, Any], logged: float) -> tuple[str, ...]:
     return tuple(f for f, on in ((UNSUPPORTED, e.unsupported), (BELOW_LOGGING, e.ci_high < logged)) if on)
 
 
-def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = None, tau: float = 20.0,
-             n_bootstrap: int = 200, seed: int = 0, plots_dir: Path | None = None,
-             say: Callable[[str], None] | None = None) -> EvaluateResult:
+def evaluate(
+    log_url: str,
+    targets: list[str],
+    *,
+    scenario_path: str | None = None,
+    tau: float = 20.0,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    plots_dir: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> EvaluateResult:
     """Off-policy estimates of each target on a decision log, plus the exact value when the log came
     from the simulator (replayed from its simulate run). A registered version's figures are metrics of its
     logged model on the log's dataset, logged by a run nested in this one, and its description gets the
@@ -978,8 +1208,10 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
     deployment = peek_deployment(log_url)
     if deployment is not None:
         if scenario_path not in (None, "", "default"):
-            raise JobError(f"scenario: the log holds the decisions of the deployment {deployment.name!r}; evaluate "
-                           "them on it, without a scenario")
+            raise JobError(
+                f"scenario: the log holds the decisions of the deployment {deployment.name!r}; evaluate "
+                "them on it, without a scenario"
+            )
         resolved = [resolve_deployment_target(t, deployment) for t in targets]
         space = deployment.action_space()
     else:
@@ -999,20 +1231,33 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         ident = LogDigest.of(log_url, batch.decision_id)
         _dataset_input(ident, "evaluate")
         propensity, estimated_share = propensity_source(batch)
-        mlflow.log_params({"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed,
-                           "rank_by": RANK_BY})
-        world = {} if deployment is None else {"eval.deployment": deployment.name,
-                                               "eval.deployment_digest": deployment.digest}
-        mlflow.set_tags({"eval.propensity": propensity, **world,
-                         "eval.truth": "simulator" if deployment is None else
-                         "none: a brand's log has no simulator behind it, off-policy estimates only"})
+        mlflow.log_params(
+            {"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed, "rank_by": RANK_BY}
+        )
+        world = (
+            {}
+            if deployment is None
+            else {"eval.deployment": deployment.name, "eval.deployment_digest": deployment.digest}
+        )
+        mlflow.set_tags(
+            {
+                "eval.propensity": propensity,
+                **world,
+                "eval.truth": "simulator"
+                if deployment is None
+                else "none: a brand's log has no simulator behind it, off-policy estimates only",
+            }
+        )
         mlflow.log_metric("propensity.estimated_share", estimated_share)
         if propensity == PROPENSITY_ESTIMATED and say is not None:
-            say(f"[yellow]warning: propensity: estimated at import, not logged ({estimated_share:.0%} of the "
+            say(
+                f"[yellow]warning: propensity: estimated at import, not logged ({estimated_share:.0%} of the "
                 "decisions): the IPS and DR weights, and so every estimate below, rest on that estimate; sound "
-                "only if the old policy chose at random given the columns it was estimated from[/yellow]")
-        model = fit_reward_models(batch.context, batch.action, batch.reward, space, mask=batch.eligible, seed=seed,
-                                  clusters=batch.customer_id)
+                "only if the old policy chose at random given the columns it was estimated from[/yellow]"
+            )
+        model = fit_reward_models(
+            batch.context, batch.action, batch.reward, space, mask=batch.eligible, seed=seed, clusters=batch.customer_id
+        )
         logged = logging_value(batch, n_bootstrap, seed)
         replay = None if deployment is not None else find_simulation(log_url)
         logging = None
@@ -1020,35 +1265,52 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
             logging = replay_logging(replay)[1].probabilities(batch.context, batch.eligible)
             if not np.allclose(logging[np.arange(len(batch)), batch.action], batch.propensity, rtol=1e-6, atol=1e-9):
                 logging = None  # not the distribution that wrote this log: estimate it instead
-        mlflow.log_metrics({"logging.value": logged[0], "logging.value.ci_low": logged[1],
-                            "logging.value.ci_high": logged[2]})
+        mlflow.log_metrics(
+            {"logging.value": logged[0], "logging.value.ci_low": logged[1], "logging.value.ci_high": logged[2]}
+        )
         estimates: dict[str, dict[str, Any]] = {}
         flags: dict[str, tuple[str, ...]] = {}
         targets_probs: dict[str, np.ndarray] = {}
         for label, policy, _ in resolved:
             probs = targets_probs[label] = policy.probabilities(batch.context, batch.eligible)
-            est = ope_evaluate(probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed,
-                               logging=logging)
+            est = ope_evaluate(
+                probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed, logging=logging
+            )
             estimates[label] = est
             flags[label] = flags_of(est, logged[0])
             key = _metric_key(label.replace("@", ""))
             for name, e in est.items():
-                mlflow.log_metrics({f"{key}.{name}": e.value, f"{key}.{name}.ci_low": e.ci_low,
-                                    f"{key}.{name}.ci_high": e.ci_high})
-            mlflow.log_metrics({f"{key}.ess": est[RANK_BY].ess, f"{key}.max_weight": est[RANK_BY].max_weight,
-                                f"{key}.support_gap": est[RANK_BY].support_gap})
+                mlflow.log_metrics(
+                    {f"{key}.{name}": e.value, f"{key}.{name}.ci_low": e.ci_low, f"{key}.{name}.ci_high": e.ci_high}
+                )
+            mlflow.log_metrics(
+                {
+                    f"{key}.ess": est[RANK_BY].ess,
+                    f"{key}.max_weight": est[RANK_BY].max_weight,
+                    f"{key}.support_gap": est[RANK_BY].support_gap,
+                }
+            )
             if flags[label] and say is not None:
                 e = est[RANK_BY]
-                say(f"[yellow]warning: {label}: {', '.join(flags[label])} ({RANK_BY} {e.value:.3f} "
+                say(
+                    f"[yellow]warning: {label}: {', '.join(flags[label])} ({RANK_BY} {e.value:.3f} "
                     f"[{e.ci_low:.3f}, {e.ci_high:.3f}], logging policy {logged[0]:.3f}, "
-                    f"unsupported mass {e.support_gap:.2f})[/yellow]")
+                    f"unsupported mass {e.support_gap:.2f})[/yellow]"
+                )
         truth = logging_truth = None
         if replay is not None:
             from envs.rollout import bandit_truth
 
             sc, logging = replay_logging(replay)
-            exact = bandit_truth(sc, logging, {label: p for label, p, _ in resolved}, replay["decisions"],
-                                 replay["batch"], replay["seed"], purpose=replay["purpose"])
+            exact = bandit_truth(
+                sc,
+                logging,
+                {label: p for label, p, _ in resolved},
+                replay["decisions"],
+                replay["batch"],
+                replay["seed"],
+                purpose=replay["purpose"],
+            )
             truth = {label: exact[label] for label, _, _ in resolved}
             for label, v in truth.items():
                 mlflow.log_metric(f"{_metric_key(label.replace('@', ''))}.true_value", v)
@@ -1057,38 +1319,89 @@ def evaluate(log_url: str, targets: list[str], *, scenario_path: str | None = No
         dataset = registry.decision_log_dataset(ident["dataset.uri"], ident["dataset.digest"])
         for label, _, version in resolved:
             if version is not None:
-                _record_version_evaluation(label, version, estimates[label], flags[label], logged, estimated_share,
-                                           None if truth is None else truth[label], ident, dataset,
-                                           {"eval.propensity": propensity, **world})
+                _record_version_evaluation(
+                    label,
+                    version,
+                    estimates[label],
+                    flags[label],
+                    logged,
+                    estimated_share,
+                    None if truth is None else truth[label],
+                    ident,
+                    dataset,
+                    {"eval.propensity": propensity, **world},
+                )
         sampled = _sampled_actions(targets_probs, seed)
         if deployment is None:
             _plot_decisions(scenario, batch, sampled, out)
-        _log_figure(plots.channel_mix({label: plots.mix_of(a, space.channel_of, space.n_channels)
-                                       for label, a in sampled.items()}, space.channels, out / "channel_mix.png",
-                                      "channel mix on the evaluation log's contexts"))
-        rows = [(f"{label} · {name}", e.value, e.ci_low, e.ci_high)
-                for label, est in estimates.items() for name, e in est.items() if name in PLOTTED]
-        unsupported = {f"{label} · {name}": UNSUPPORTED for label, est in estimates.items()
-                       for name, e in est.items() if e.unsupported}
-        marks = None if truth is None else {f"{label} · {name}": truth[label]
-                                            for label in estimates for name in estimates[label]}
-        _log_figure(plots.estimate_intervals(rows, out / "ope_intervals.png",
-                                             "off-policy estimates (95% intervals; hollow grey: unsupported)",
-                                             marks, unsupported))
-        res = EvaluateResult(run.info.run_id, estimates, truth, logging_truth, logged, flags, propensity,
-                             estimated_share, deployment)
+        _log_figure(
+            plots.channel_mix(
+                {label: plots.mix_of(a, space.channel_of, space.n_channels) for label, a in sampled.items()},
+                space.channels,
+                out / "channel_mix.png",
+                "channel mix on the evaluation log's contexts",
+            )
+        )
+        rows = [
+            (f"{label} · {name}", e.value, e.ci_low, e.ci_high)
+            for label, est in estimates.items()
+            for name, e in est.items()
+            if name in PLOTTED
+        ]
+        unsupported = {
+            f"{label} · {name}": UNSUPPORTED
+            for label, est in estimates.items()
+            for name, e in est.items()
+            if e.unsupported
+        }
+        marks = (
+            None
+            if truth is None
+            else {f"{label} · {name}": truth[label] for label in estimates for name in estimates[label]}
+        )
+        _log_figure(
+            plots.estimate_intervals(
+                rows,
+                out / "ope_intervals.png",
+                "off-policy estimates (95% intervals; hollow grey: unsupported)",
+                marks,
+                unsupported,
+            )
+        )
+        res = EvaluateResult(
+            run.info.run_id, estimates, truth, logging_truth, logged, flags, propensity, estimated_share, deployment
+        )
         ranked = res.ranked()
-        rank_rows = [(label, estimates[label][RANK_BY].value, estimates[label][RANK_BY].ci_low,
-                      estimates[label][RANK_BY].ci_high) for label in ranked]
-        _log_figure(plots.estimate_intervals(
-            rank_rows, out / "ope_ranking.png", f"policies ranked by {RANK_BY} (95% intervals; hollow grey: "
-            "flagged); dashed: the logging policy's own value", None if truth is None else dict(truth),
-            {label: ", ".join(flags[label]) for label in ranked if flags[label]}, reference=logged[0]))
+        rank_rows = [
+            (
+                label,
+                estimates[label][RANK_BY].value,
+                estimates[label][RANK_BY].ci_low,
+                estimates[label][RANK_BY].ci_high,
+            )
+            for label in ranked
+        ]
+        _log_figure(
+            plots.estimate_intervals(
+                rank_rows,
+                out / "ope_ranking.png",
+                f"policies ranked by {RANK_BY} (95% intervals; hollow grey: "
+                "flagged); dashed: the logging policy's own value",
+                None if truth is None else dict(truth),
+                {label: ", ".join(flags[label]) for label in ranked if flags[label]},
+                reference=logged[0],
+            )
+        )
         return res
 
 
-def evaluation_metrics(est: Mapping[str, Any], flags: tuple[str, ...], logged: tuple[float, float, float],
-                       estimated_share: float, true_value: float | None = None) -> dict[str, float]:
+def evaluation_metrics(
+    est: Mapping[str, Any],
+    flags: tuple[str, ...],
+    logged: tuple[float, float, float],
+    estimated_share: float,
+    true_value: float | None = None,
+) -> dict[str, float]:
     """The figures of one policy's evaluation, as metrics of its model: each estimator's value per decision
     (``dr``), interval (``dr.ci_low``, ``dr.ci_high``) and support (``dr.unsupported``: 1 or 0); the
     :data:`RANK_BY` estimate's weight diagnostics (``ess``, ``max_weight``, ``unsupported_mass``,
@@ -1099,35 +1412,60 @@ def evaluation_metrics(est: Mapping[str, Any], flags: tuple[str, ...], logged: t
 
     out: dict[str, float] = {}
     for name, e in est.items():
-        out |= {name: e.value, f"{name}.ci_low": e.ci_low, f"{name}.ci_high": e.ci_high,
-                f"{name}.unsupported": float(e.unsupported)}
+        out |= {
+            name: e.value,
+            f"{name}.ci_low": e.ci_low,
+            f"{name}.ci_high": e.ci_high,
+            f"{name}.unsupported": float(e.unsupported),
+        }
     e = est[RANK_BY]
-    out |= {"ess": e.ess, "max_weight": e.max_weight, "unsupported_mass": e.unsupported_mass,
-            "support_gap": e.support_gap, **{f"flag.{f}": float(f in flags) for f in (UNSUPPORTED, BELOW_LOGGING)},
-            "logging.value": logged[0], "logging.value.ci_low": logged[1], "logging.value.ci_high": logged[2],
-            registry.ESTIMATED_SHARE: estimated_share}
+    out |= {
+        "ess": e.ess,
+        "max_weight": e.max_weight,
+        "unsupported_mass": e.unsupported_mass,
+        "support_gap": e.support_gap,
+        **{f"flag.{f}": float(f in flags) for f in (UNSUPPORTED, BELOW_LOGGING)},
+        "logging.value": logged[0],
+        "logging.value.ci_low": logged[1],
+        "logging.value.ci_high": logged[2],
+        registry.ESTIMATED_SHARE: estimated_share,
+    }
     if true_value is not None:
         out["true_value"] = true_value
     return {k: float(v) for k, v in out.items()}
 
 
-def evaluation_line(est: Mapping[str, Any], flags: tuple[str, ...], logged: float, ident: Mapping[str, str],
-                    propensity: str) -> str:
+def evaluation_line(
+    est: Mapping[str, Any], flags: tuple[str, ...], logged: float, ident: Mapping[str, str], propensity: str
+) -> str:
     """An evaluation's headline for a version's description: the :data:`RANK_BY` estimate with its
     interval, per decision, on which log, beside the logging policy's value, with its flags."""
     e = est[RANK_BY]
-    notes = [f"logging policy {logged:.4g}", *[{UNSUPPORTED: "unsupported",
-                                                BELOW_LOGGING: "below the logging policy"}[f] for f in flags]]
+    notes = [
+        f"logging policy {logged:.4g}",
+        *[{UNSUPPORTED: "unsupported", BELOW_LOGGING: "below the logging policy"}[f] for f in flags],
+    ]
     if propensity == PROPENSITY_ESTIMATED:
         notes.append("propensities estimated at import")
-    return (f"{RANK_BY.upper()} {e.value:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}] per decision on "
-            f"{int(ident['dataset.rows']):,} decisions of {ident['dataset.uri']} (digest {ident['dataset.digest']}; "
-            f"{'; '.join(notes)})")
+    return (
+        f"{RANK_BY.upper()} {e.value:.4g} [{e.ci_low:.4g}, {e.ci_high:.4g}] per decision on "
+        f"{int(ident['dataset.rows']):,} decisions of {ident['dataset.uri']} (digest {ident['dataset.digest']}; "
+        f"{'; '.join(notes)})"
+    )
 
 
-def _record_version_evaluation(label: str, version: str, est: Mapping[str, Any], flags: tuple[str, ...],
-                               logged: tuple[float, float, float], estimated_share: float, true_value: float | None,
-                               ident: Mapping[str, str], dataset, tags: Mapping[str, str]) -> None:
+def _record_version_evaluation(
+    label: str,
+    version: str,
+    est: Mapping[str, Any],
+    flags: tuple[str, ...],
+    logged: tuple[float, float, float],
+    estimated_share: float,
+    true_value: float | None,
+    ident: Mapping[str, str],
+    dataset,
+    tags: Mapping[str, str],
+) -> None:
     """A registered version's evaluation: a run nested in the evaluate run (``evaluate <label>``) logs
     :func:`evaluation_metrics` against the version's logged model and the log's dataset
     (:func:`training.registry.record_evaluation`), and the version's description gets its headline
@@ -1137,13 +1475,20 @@ def _record_version_evaluation(label: str, version: str, est: Mapping[str, Any],
     from training import registry
 
     line = evaluation_line(est, flags, logged[0], ident, tags["eval.propensity"])
-    with mlflow.start_run(run_name=f"evaluate {label}", nested=True,
-                          description=f"{label}: {line}"):
-        mlflow.set_tags({"nba.job": "evaluate.version", "code.version": code_version(), "eval.version": version,
-                         "eval.rank_by": RANK_BY, **tags})
+    with mlflow.start_run(run_name=f"evaluate {label}", nested=True, description=f"{label}: {line}"):
+        mlflow.set_tags(
+            {
+                "nba.job": "evaluate.version",
+                "code.version": code_version(),
+                "eval.version": version,
+                "eval.rank_by": RANK_BY,
+                **tags,
+            }
+        )
         _dataset_input(ident, "evaluate")
-        registry.record_evaluation(version, evaluation_metrics(est, flags, logged, estimated_share, true_value),
-                                   dataset)
+        registry.record_evaluation(
+            version, evaluation_metrics(est, flags, logged, estimated_share, true_value), dataset
+        )
     registry.describe_evaluation(version, line)
 
 
@@ -1163,14 +1508,23 @@ def _plot_decisions(scenario: Scenario, batch, sampled: Mapping[str, np.ndarray]
     space, spec = scenario.action_space, scenario.feature_spec
     X = batch.context
     segment = np.argmax(X[:, [spec.index(f"segment={s}") for s in scenario.segments]], axis=1)
-    hour = np.mod(np.degrees(np.arctan2(X[:, spec.index("local_hour_sin")], X[:, spec.index("local_hour_cos")]))
-                  / 15.0, 24.0)
+    hour = np.mod(
+        np.degrees(np.arctan2(X[:, spec.index("local_hour_sin")], X[:, spec.index("local_hour_cos")])) / 15.0, 24.0
+    )
     slot_hours = np.array([np.nan if h is None else h for h in space.send_slots])
     for k, (label, actions) in enumerate(sampled.items()):
         send = slot_hours[np.maximum(space.slot_of[actions], 0)]
         send = np.where(np.isnan(send), hour, send)
-        _log_figure(plots.send_hour_heatmap(send, segment, actions > 0, scenario.segments,
-                                            out / f"send_hours_{k}.png", f"{label}: local send hour by segment"))
+        _log_figure(
+            plots.send_hour_heatmap(
+                send,
+                segment,
+                actions > 0,
+                scenario.segments,
+                out / f"send_hours_{k}.png",
+                f"{label}: local send hour by segment",
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- A/B
@@ -1222,11 +1576,27 @@ def check_guardrails(guardrails: Any, source: str = SIMULATOR) -> tuple[Any, ...
         raise JobError(str(e)) from e
 
 
-def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: str = SIMULATOR,
-       experiment: str = "ab", scenario_path: str | None = None, customers: int = 5000, days: int = 14,
-       pre_days: int = 7, split: float = 0.5, start: float | None = None, alpha: float = 0.05, seed: int = 0,
-       purpose: str = "ab", guardrails: Any = None, truth: bool = True, require: str = "better",
-       out: Path | None = None, progress: Progress = None) -> ABResult:
+def ab(
+    *,
+    champion: str = "@champion",
+    challenger: str = "@challenger",
+    source: str = SIMULATOR,
+    experiment: str = "ab",
+    scenario_path: str | None = None,
+    customers: int = 5000,
+    days: int = 14,
+    pre_days: int = 7,
+    split: float = 0.5,
+    start: float | None = None,
+    alpha: float = 0.05,
+    seed: int = 0,
+    purpose: str = "ab",
+    guardrails: Any = None,
+    truth: bool = True,
+    require: str = "better",
+    out: Path | None = None,
+    progress: Progress = None,
+) -> ABResult:
     """Champion against challenger: simulated (both policies as arms in the journey simulator, the
     true effects known) or from a logged experiment (decisions with ``experiment`` and arms
     ``champion``/``challenger`` in a decision log). Analysed by :mod:`nba.ab` (Welch, CUPED with a
@@ -1280,28 +1650,62 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
             raise JobError(f"experiment: no decisions of experiment {experiment!r} in the log")
         versions = (_ref_version(champion), _ref_version(challenger))
     with _start("ab", run_name=f"ab-{experiment}") as run:
-        mlflow.log_params({"experiment": experiment, "source": "simulator" if source == SIMULATOR else "decision_log",
-                           "alpha": alpha, "seed": seed, "champion": champion, "challenger": challenger,
-                           "guardrails": json.dumps([g.to_dict() for g in declared]), "require": require})
+        mlflow.log_params(
+            {
+                "experiment": experiment,
+                "source": "simulator" if source == SIMULATOR else "decision_log",
+                "alpha": alpha,
+                "seed": seed,
+                "champion": champion,
+                "challenger": challenger,
+                "guardrails": json.dumps([g.to_dict() for g in declared]),
+                "require": require,
+            }
+        )
         true_effect = None
         if source == SIMULATOR:
             from envs.experiment import run_experiment
 
-            mlflow.log_params({"customers": customers, "days": days, "pre_days": pre_days, "split": split,
-                               "purpose": purpose, "truth": truth})
-            result = run_experiment(scenario, {k: v[1] for k, v in arms.items()}, n=customers, days=days, seed=seed,
-                                    purpose=purpose, experiment=experiment, control="champion", pre_days=pre_days,
-                                    splits={"champion": 1 - split, "challenger": split}, truth=truth,
-                                    progress=progress)
+            mlflow.log_params(
+                {
+                    "customers": customers,
+                    "days": days,
+                    "pre_days": pre_days,
+                    "split": split,
+                    "purpose": purpose,
+                    "truth": truth,
+                }
+            )
+            result = run_experiment(
+                scenario,
+                {k: v[1] for k, v in arms.items()},
+                n=customers,
+                days=days,
+                seed=seed,
+                purpose=purpose,
+                experiment=experiment,
+                control="champion",
+                pre_days=pre_days,
+                splits={"champion": 1 - split, "challenger": split},
+                truth=truth,
+                progress=progress,
+            )
             inputs = ab_report.simulated_inputs(result, alpha=alpha, guardrails=declared)
             true_effect = float(result.true_effect("challenger")) if truth else None
         else:
             t0 = float(min(first)) if start is None else start
             _dataset_input(digest.tags(), "ab")
             mlflow.log_params({"days": days})
-            inputs = ab_report.log_inputs(lambda: log.iter_batches(rule, experiment=experiment), experiment=experiment,
-                                          control="champion", start=t0, days=days, alpha=alpha, guardrails=declared,
-                                          guardrail_batches=lambda r: log.iter_batches(r, experiment=experiment))
+            inputs = ab_report.log_inputs(
+                lambda: log.iter_batches(rule, experiment=experiment),
+                experiment=experiment,
+                control="champion",
+                start=t0,
+                days=days,
+                alpha=alpha,
+                guardrails=declared,
+                guardrail_batches=lambda r: log.iter_batches(r, experiment=experiment),
+            )
         inputs = dataclasses.replace(inputs, require=require)
         files = ab_report.render_report(inputs, out)
         for f in files.all():
@@ -1316,30 +1720,67 @@ def ab(*, champion: str = "@champion", challenger: str = "@challenger", source: 
         decision = inputs.verdict("challenger")
         tests = inputs.guardrails.get("challenger", ())
         worse = None if inputs.true_worsening is None else inputs.true_worsening["challenger"]
-        metrics = {"diff": diff, "ci_low": lo, "ci_high": hi, "p_value": p_value, "welch_p": float(c.p_value),
-                   "promote": float(decision.promote)}
+        metrics = {
+            "diff": diff,
+            "ci_low": lo,
+            "ci_high": hi,
+            "p_value": p_value,
+            "welch_p": float(c.p_value),
+            "promote": float(decision.promote),
+        }
         if a.cuped is not None:
             metrics["cuped_variance_reduction"] = float(a.cuped.variance_reduction)
         if true_effect is not None:
             metrics["true_effect"] = true_effect
         for g in tests:
             key = f"guardrail.{_metric_key(g.guardrail.name)}"
-            metrics |= {f"{key}.worsening": g.worsening, f"{key}.bound": g.bound, f"{key}.lower": g.lower,
-                        f"{key}.margin": g.margin,
-                        f"{key}.p_value": g.p_value, f"{key}.holds": float(g.passed), f"{key}.power": g.power(),
-                        f"{key}.mean_treatment": g.mean_treatment, f"{key}.mean_control": g.mean_control}
+            metrics |= {
+                f"{key}.worsening": g.worsening,
+                f"{key}.bound": g.bound,
+                f"{key}.lower": g.lower,
+                f"{key}.margin": g.margin,
+                f"{key}.p_value": g.p_value,
+                f"{key}.holds": float(g.passed),
+                f"{key}.power": g.power(),
+                f"{key}.mean_treatment": g.mean_treatment,
+                f"{key}.mean_control": g.mean_control,
+            }
             if worse is not None:
                 metrics[f"{key}.true_worsening"] = worse[g.guardrail.name]
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         if s is not None:
             _log_series("always_valid_p", s.p_value, np.arange(1, len(s.p_value) + 1))
             _log_series("cumulative_diff", s.diff, np.arange(1, len(s.diff) + 1))
-        mlflow.set_tags({"ab.winner": winner, "ab.verdict": ab_report.verdict(a),
-                         "ab.promote": str(decision.promote).lower(), "ab.reason": decision.reason[:5000],
-                         "ab.failed_guardrails": ",".join(decision.failed), "ab.days": str(days),
-                         "ab.champion_version": versions[0] or "", "ab.challenger_version": versions[1] or ""})
-        return ABResult(run.info.run_id, winner, ab_report.verdict(a), diff, lo, hi, p_value, true_effect,
-                        files.markdown, decision.promote, decision.reason, tests, worse, days, versions[0], versions[1])
+        mlflow.set_tags(
+            {
+                "ab.winner": winner,
+                "ab.verdict": ab_report.verdict(a),
+                "ab.promote": str(decision.promote).lower(),
+                "ab.reason": decision.reason[:5000],
+                "ab.failed_guardrails": ",".join(decision.failed),
+                "ab.days": str(days),
+                "ab.champion_version": versions[0] or "",
+                "ab.challenger_version": versions[1] or "",
+            }
+        )
+        return ABResult(
+            run.info.run_id,
+            winner,
+            ab_report.verdict(a),
+            diff,
+            lo,
+            hi,
+            p_value,
+            true_effect,
+            files.markdown,
+            decision.promote,
+            decision.reason,
+            tests,
+            worse,
+            days,
+            versions[0],
+            versions[1],
+        )
 
 
 def _metric_key(name: str) -> str:
@@ -1363,15 +1804,28 @@ def ab_evidence(ab_run: str):
     if tags.get("nba.job") != "ab" or run.info.status != "FINISHED" or "ab.promote" not in tags:
         raise JobError(f"ab_run: run {ab_run!r} is not a finished A/B run with a verdict")
     return registry.ABEvidence(
-        run_id=ab_run, promote=tags["ab.promote"] == "true", reason=tags.get("ab.reason", ""),
+        run_id=ab_run,
+        promote=tags["ab.promote"] == "true",
+        reason=tags.get("ab.reason", ""),
         champion_version=tags.get("ab.champion_version") or None,
-        challenger_version=tags.get("ab.challenger_version") or None, lift=metrics["diff"], low=metrics["ci_low"],
-        high=metrics["ci_high"], days=int(tags["ab.days"]), true_lift=metrics.get("true_effect"))
+        challenger_version=tags.get("ab.challenger_version") or None,
+        lift=metrics["diff"],
+        low=metrics["ci_low"],
+        high=metrics["ci_high"],
+        days=int(tags["ab.days"]),
+        true_lift=metrics.get("true_effect"),
+    )
 
 
-def promote(*, metric: str = "dr", ab_run: str | None = None, rollback: bool = False,
-            predicted_lift: float | None = None, predicted_ci: tuple[float, float] | None = None,
-            predicted_source: str = ""):
+def promote(
+    *,
+    metric: str = "dr",
+    ab_run: str | None = None,
+    rollback: bool = False,
+    predicted_lift: float | None = None,
+    predicted_ci: tuple[float, float] | None = None,
+    predicted_source: str = "",
+):
     """Move ``champion`` to the challenger when the evidence supports it (or roll back), as a run.
 
     ``ab_run``: the id of a finished :func:`ab` run of the current champion against the current
@@ -1404,16 +1858,24 @@ def promote(*, metric: str = "dr", ab_run: str | None = None, rollback: bool = F
             raise JobError(str(e)) from e
     evidence = ab_evidence(ab_run) if ab_run else None
     with _start("promote"):
-        mlflow.log_params({"metric": metric, "ab_run": ab_run or "", "rollback": rollback,
-                           "predicted_source": predicted_source})
+        mlflow.log_params(
+            {"metric": metric, "ab_run": ab_run or "", "rollback": rollback, "predicted_source": predicted_source}
+        )
         if rollback:
             result = registry.rollback()
         else:
             result = registry.promote(metric=metric, ab=evidence, predicted=predicted)
-        mlflow.set_tags({"promotion.promoted": str(result.promoted), "promotion.reason": result.reason[:5000],
-                         "promotion.champion": result.champion or "", "promotion.previous": result.previous or "",
-                         "promotion.ab_run": ab_run or "", "promotion.rollback": str(rollback),
-                         "promotion.propensity": "" if rollback or evidence else evidence_propensity()})
+        mlflow.set_tags(
+            {
+                "promotion.promoted": str(result.promoted),
+                "promotion.reason": result.reason[:5000],
+                "promotion.champion": result.champion or "",
+                "promotion.previous": result.previous or "",
+                "promotion.ab_run": ab_run or "",
+                "promotion.rollback": str(rollback),
+                "promotion.propensity": "" if rollback or evidence else evidence_propensity(),
+            }
+        )
         if not rollback:
             mlflow.log_metrics(result.record())
         return result

@@ -20,8 +20,15 @@ def _plt():
     return plt
 
 
-def learning_curve(steps: np.ndarray, reward: np.ndarray, oracle: np.ndarray, no_contact: np.ndarray,
-                   regret: np.ndarray, path: Path, title: str) -> Path:
+def learning_curve(
+    steps: np.ndarray,
+    reward: np.ndarray,
+    oracle: np.ndarray,
+    no_contact: np.ndarray,
+    regret: np.ndarray,
+    path: Path,
+    title: str,
+) -> Path:
     """Mean expected reward per batch beside the oracle and no contact; cumulative regret."""
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -39,8 +46,14 @@ def learning_curve(steps: np.ndarray, reward: np.ndarray, oracle: np.ndarray, no
     return path
 
 
-def score_curves(curves: Mapping[str, Sequence[float]], decisions: Mapping[str, int], target: float | None, path: Path,
-                 title: str, reference_label: str = "target") -> Path:
+def score_curves(
+    curves: Mapping[str, Sequence[float]],
+    decisions: Mapping[str, int],
+    target: float | None,
+    path: Path,
+    title: str,
+    reference_label: str = "target",
+) -> Path:
     """Normalised score of each equal slice of every learner's run, drawn at the slice's middle (and a
     horizontal line at ``target``, labelled ``reference_label``, unless it is None)."""
     plt = _plt()
@@ -87,8 +100,9 @@ def mix_of(actions: np.ndarray, channel_of: np.ndarray, n_channels: int) -> np.n
     return counts / max(1, len(actions))
 
 
-def send_hour_heatmap(send_hour: np.ndarray, segment: np.ndarray, contact: np.ndarray, segments: Sequence[str],
-                      path: Path, title: str) -> Path:
+def send_hour_heatmap(
+    send_hour: np.ndarray, segment: np.ndarray, contact: np.ndarray, segments: Sequence[str], path: Path, title: str
+) -> Path:
     """Share of each segment's messages sent at each local hour of the day."""
     plt = _plt()
     grid = np.zeros((len(segments), 24))
@@ -97,8 +111,13 @@ def send_hour_heatmap(send_hour: np.ndarray, segment: np.ndarray, contact: np.nd
     grid /= np.maximum(grid.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(segments) + 1.6))
     im = ax.imshow(grid, aspect="auto", cmap="viridis")
-    ax.set(xticks=range(0, 24, 2), yticks=range(len(segments)), yticklabels=list(segments),
-           xlabel="local send hour", title=title)
+    ax.set(
+        xticks=range(0, 24, 2),
+        yticks=range(len(segments)),
+        yticklabels=list(segments),
+        xlabel="local send hour",
+        title=title,
+    )
     fig.colorbar(im, ax=ax, label="share of the segment's messages")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -106,9 +125,14 @@ def send_hour_heatmap(send_hour: np.ndarray, segment: np.ndarray, contact: np.nd
     return path
 
 
-def estimate_intervals(rows: Sequence[tuple[str, float, float, float]], path: Path, title: str,
-                       truth: Mapping[str, float] | None = None, faded: Mapping[str, str] | None = None,
-                       reference: float | None = None) -> Path:
+def estimate_intervals(
+    rows: Sequence[tuple[str, float, float, float]],
+    path: Path,
+    title: str,
+    truth: Mapping[str, float] | None = None,
+    faded: Mapping[str, str] | None = None,
+    reference: float | None = None,
+) -> Path:
     """Point estimates with their intervals, one line per (label, value, low, high); true values as marks.
 
     Labels in ``faded`` (label -> note: unsupported or flagged estimates) are drawn hollow and grey,
@@ -120,8 +144,15 @@ def estimate_intervals(rows: Sequence[tuple[str, float, float, float]], path: Pa
     y = np.arange(len(rows))[::-1]
     for yi, (label, v, lo, hi) in zip(y, rows, strict=True):
         grey = label in faded
-        ax.errorbar(v, yi, xerr=[[v - lo], [hi - v]], fmt="o", color="0.6" if grey else "C0", capsize=3,
-                    mfc="white" if grey else "C0")
+        ax.errorbar(
+            v,
+            yi,
+            xerr=[[v - lo], [hi - v]],
+            fmt="o",
+            color="0.6" if grey else "C0",
+            capsize=3,
+            mfc="white" if grey else "C0",
+        )
         if truth and label in truth:
             ax.plot(truth[label], yi, marker="x", color="C3", ms=9, ls="none")
     if truth:
@@ -139,9 +170,17 @@ def estimate_intervals(rows: Sequence[tuple[str, float, float, float]], path: Pa
     return path
 
 
-def predicted_vs_realised(predicted: np.ndarray, predicted_ci: np.ndarray, realised: np.ndarray,
-                          realised_ci: np.ndarray, promoted: np.ndarray, path: Path, title: str,
-                          truth: np.ndarray | None = None, labels: Sequence[str] | None = None) -> Path:
+def predicted_vs_realised(
+    predicted: np.ndarray,
+    predicted_ci: np.ndarray,
+    realised: np.ndarray,
+    realised_ci: np.ndarray,
+    promoted: np.ndarray,
+    path: Path,
+    title: str,
+    truth: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+) -> Path:
     """One point per promotion: the off-policy predicted lift (x, its interval) against the lift the A/B
     test realised (y, its interval), the diagonal where they agree, true lifts (simulated) as crosses.
 
@@ -156,8 +195,9 @@ def predicted_vs_realised(predicted: np.ndarray, predicted_ci: np.ndarray, reali
     promoted = np.asarray(promoted, bool)
     for sel, face, label in ((promoted, "C0", "promoted"), (~promoted, "white", "not promoted")):
         if sel.any():
-            ax.errorbar(x[sel], y[sel], xerr=xe[:, sel], yerr=ye[:, sel], fmt="o", color="C0", mfc=face, capsize=3,
-                        label=label)
+            ax.errorbar(
+                x[sel], y[sel], xerr=xe[:, sel], yerr=ye[:, sel], fmt="o", color="C0", mfc=face, capsize=3, label=label
+            )
     shown = [x, y, np.asarray(predicted_ci, float).ravel(), np.asarray(realised_ci, float).ravel()]
     if truth is not None and np.isfinite(truth).any():
         t = np.asarray(truth, float)
@@ -172,8 +212,13 @@ def predicted_vs_realised(predicted: np.ndarray, predicted_ci: np.ndarray, reali
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.4", ls="--", lw=1, label="realised = predicted")
     ax.axhline(0, color="0.8", lw=0.8)
     ax.axvline(0, color="0.8", lw=0.8)
-    ax.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), xlabel="predicted lift per decision (off-policy)",
-           ylabel="realised lift per decision (A/B test)", title=title)
+    ax.set(
+        xlim=(lo - pad, hi + pad),
+        ylim=(lo - pad, hi + pad),
+        xlabel="predicted lift per decision (off-policy)",
+        ylabel="realised lift per decision (A/B test)",
+        title=title,
+    )
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

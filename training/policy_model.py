@@ -59,8 +59,9 @@ def decide_frame(bundle: Bundle, frame: pd.DataFrame, seed: int | None = None) -
     else:
         profile, history = _profile(bundle, frame, now, tz)
         recent = RecentContacts.for_rules(len(frame), policy.space.n_channels, bundle.rules)
-        out = decide_profiles(policy, bundle.spec, bundle.rules, bundle.lifecycle, profile, history, recent,
-                              now=now, rng=rng)
+        out = decide_profiles(
+            policy, bundle.spec, bundle.rules, bundle.lifecycle, profile, history, recent, now=now, rng=rng
+        )
     return _result(bundle, out)
 
 
@@ -68,13 +69,16 @@ def _result(bundle: Bundle, out: Decided) -> pd.DataFrame:
     space, a = bundle.policy.space, out.action
     contact = a > 0
     hours = np.array([-1 if h is None else h for h in space.send_slots])
-    return pd.DataFrame({
-        "action": a,
-        "channel": np.where(contact, np.asarray(space.channels, object)[space.channel_of[a]], "none"),
-        "content": np.where(contact, np.asarray(space.contents, object)[space.content_of[a]], "none"),
-        "send_hour": np.where(contact, hours[space.slot_of[a]], -1),
-        "propensity": out.propensity, "policy": bundle.policy.name,
-    })
+    return pd.DataFrame(
+        {
+            "action": a,
+            "channel": np.where(contact, np.asarray(space.channels, object)[space.channel_of[a]], "none"),
+            "content": np.where(contact, np.asarray(space.contents, object)[space.content_of[a]], "none"),
+            "send_hour": np.where(contact, hours[space.slot_of[a]], -1),
+            "propensity": out.propensity,
+            "policy": bundle.policy.name,
+        }
+    )
 
 
 def _missing(v: Any) -> bool:
@@ -93,8 +97,10 @@ def _hours(frame: pd.DataFrame, name: str, default: float) -> np.ndarray:
             t = pd.to_datetime(col, utc=True, format="ISO8601")
         except (ValueError, TypeError, OverflowError):
             bad = next(i for i, v in enumerate(col.tolist()) if not _missing(v) and not _is_time(v))
-            raise ValueError(f"rows[{bad}].{name}: expected an ISO 8601 date-time, a datetime or hours since the "
-                             f"epoch, got {col.iloc[bad]!r}") from None
+            raise ValueError(
+                f"rows[{bad}].{name}: expected an ISO 8601 date-time, a datetime or hours since the "
+                f"epoch, got {col.iloc[bad]!r}"
+            ) from None
         h = ((t - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(hours=1)).to_numpy(np.float64, na_value=np.nan)
     return np.where(np.isnan(h), default, h)
 
@@ -123,8 +129,10 @@ def _zones(frame: pd.DataFrame, now: np.ndarray) -> np.ndarray:
         elif isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_TZ_H:
             out[i] = float(v)
         else:
-            raise ValueError(f"rows[{i}].timezone: expected a time zone name, a UTC offset or hours east of UTC "
-                             f"within {MAX_TZ_H:g}, got {v!r}")
+            raise ValueError(
+                f"rows[{i}].timezone: expected a time zone name, a UTC offset or hours east of UTC "
+                f"within {MAX_TZ_H:g}, got {v!r}"
+            )
     return out
 
 
@@ -164,8 +172,9 @@ def _profile(bundle: Bundle, frame: pd.DataFrame, now: np.ndarray, tz: np.ndarra
                 raise ValueError(f"rows[{i}].stage: unknown stage {s!r}; valid: {list(LIFECYCLE_STAGES)} or empty")
             stage[i] = stages[s]
     consent = np.array([_column(frame, f"consent={c}", True) for c in spec.channels], np.float64).T > 0.5
-    profile = Profile(segment, tz, consent, stage,
-                      np.asarray(_column(frame, "cart_active", False), np.float64) > 0.5, tenure)
+    profile = Profile(
+        segment, tz, consent, stage, np.asarray(_column(frame, "cart_active", False), np.float64) > 0.5, tenure
+    )
     history = History.empty(n, len(spec.channels))
     history.n_purchases[:] = np.asarray(_column(frame, "n_purchases", 0.0), np.float32)
     history.last_purchase[:] = _hours(frame, "last_purchase", NEVER)

@@ -51,23 +51,35 @@ def collect() -> list[PromotionPoint]:
     oldest first."""
     import mlflow
 
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                              filter_string="tags.`nba.job` = 'promote' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time ASC"])
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        filter_string="tags.`nba.job` = 'promote' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
     points = []
     for r in runs:
         m, t = r.data.metrics, r.data.tags
         if "predicted_lift" not in m or "realised_lift" not in m:
             continue
-        points.append(PromotionPoint(
-            run_id=r.info.run_id, start_ms=int(r.info.start_time), champion=t.get("promotion.champion", ""),
-            previous=t.get("promotion.previous", ""), promoted=t.get("promotion.promoted") == "True",
-            ab_run=t.get("promotion.ab_run", ""), predicted=m["predicted_lift"],
-            predicted_low=m.get("predicted_lift_low", m["predicted_lift"]),
-            predicted_high=m.get("predicted_lift_high", m["predicted_lift"]), realised=m["realised_lift"],
-            realised_low=m.get("realised_lift_low", m["realised_lift"]),
-            realised_high=m.get("realised_lift_high", m["realised_lift"]), true=m.get("true_lift", float("nan")),
-            reason=t.get("promotion.reason", "")))
+        points.append(
+            PromotionPoint(
+                run_id=r.info.run_id,
+                start_ms=int(r.info.start_time),
+                champion=t.get("promotion.champion", ""),
+                previous=t.get("promotion.previous", ""),
+                promoted=t.get("promotion.promoted") == "True",
+                ab_run=t.get("promotion.ab_run", ""),
+                predicted=m["predicted_lift"],
+                predicted_low=m.get("predicted_lift_low", m["predicted_lift"]),
+                predicted_high=m.get("predicted_lift_high", m["predicted_lift"]),
+                realised=m["realised_lift"],
+                realised_low=m.get("realised_lift_low", m["realised_lift"]),
+                realised_high=m.get("realised_lift_high", m["realised_lift"]),
+                true=m.get("true_lift", float("nan")),
+                reason=t.get("promotion.reason", ""),
+            )
+        )
     return points
 
 
@@ -82,8 +94,12 @@ class Summary:
     with_truth: int
 
     def metrics(self) -> dict[str, float]:
-        out = {"promotions": float(self.n), "promoted": float(self.promoted), "covered": float(self.covered),
-               "sign_agreement": float(self.sign_agreement)}
+        out = {
+            "promotions": float(self.n),
+            "promoted": float(self.promoted),
+            "covered": float(self.covered),
+            "sign_agreement": float(self.sign_agreement),
+        }
         if self.n:
             out["mean_error"] = self.mean_error
         return out
@@ -92,10 +108,15 @@ class Summary:
 def summarise(points: list[PromotionPoint]) -> Summary:
     err = np.array([p.realised - p.predicted for p in points])
     truth = [p for p in points if np.isfinite(p.true)]
-    return Summary(len(points), sum(p.promoted for p in points), sum(p.covered for p in points),
-                   float(err.mean()) if len(err) else float("nan"),
-                   sum(np.sign(p.realised) == np.sign(p.predicted) for p in points),
-                   sum(p.realised_low <= p.true <= p.realised_high for p in truth), len(truth))
+    return Summary(
+        len(points),
+        sum(p.promoted for p in points),
+        sum(p.covered for p in points),
+        float(err.mean()) if len(err) else float("nan"),
+        sum(np.sign(p.realised) == np.sign(p.predicted) for p in points),
+        sum(p.realised_low <= p.true <= p.realised_high for p in truth),
+        len(truth),
+    )
 
 
 @dataclass(frozen=True)
@@ -113,32 +134,55 @@ def _signed(x: float) -> str:
 
 
 def _table(points: list[PromotionPoint]) -> Table:
-    header = ["#", "promote run", "version", "moved", "predicted (interval)", "realised (always-valid interval)",
-              "true", "realised in predicted"]
+    header = [
+        "#",
+        "promote run",
+        "version",
+        "moved",
+        "predicted (interval)",
+        "realised (always-valid interval)",
+        "true",
+        "realised in predicted",
+    ]
     rows = []
     for i, p in enumerate(points, 1):
-        rows.append([str(i), p.run_id[:8], f"{p.previous} → {p.champion}" if p.promoted else p.champion,
-                     "yes" if p.promoted else "no",
-                     f"{_signed(p.predicted)} {interval(p.predicted_low, p.predicted_high, _signed)}",
-                     f"{_signed(p.realised)} {interval(p.realised_low, p.realised_high, _signed)}",
-                     "—" if not np.isfinite(p.true) else _signed(p.true), "yes" if p.covered else "no"])
+        rows.append(
+            [
+                str(i),
+                p.run_id[:8],
+                f"{p.previous} → {p.champion}" if p.promoted else p.champion,
+                "yes" if p.promoted else "no",
+                f"{_signed(p.predicted)} {interval(p.predicted_low, p.predicted_high, _signed)}",
+                f"{_signed(p.realised)} {interval(p.realised_low, p.realised_high, _signed)}",
+                "—" if not np.isfinite(p.true) else _signed(p.true),
+                "yes" if p.covered else "no",
+            ]
+        )
     return Table(header, rows)
 
 
 def _lines(s: Summary) -> list[str]:
     if not s.n:
-        return ["No promotion in this store has both an off-policy prediction and an A/B result yet: run "
-                "`nba promote --ab-run RUN --predicted-lift X --predicted-low L --predicted-high H`."]
-    out = [f"{s.n} promotion decision(s) with both lifts, {s.promoted} of which moved the champion.",
-           f"The realised lift fell inside the predicted interval {s.covered} time(s) out of {s.n}; predicted and "
-           f"realised had the same sign {s.sign_agreement} time(s); mean realised − predicted: {s.mean_error:+.4g} "
-           "per decision."]
+        return [
+            "No promotion in this store has both an off-policy prediction and an A/B result yet: run "
+            "`nba promote --ab-run RUN --predicted-lift X --predicted-low L --predicted-high H`."
+        ]
+    out = [
+        f"{s.n} promotion decision(s) with both lifts, {s.promoted} of which moved the champion.",
+        f"The realised lift fell inside the predicted interval {s.covered} time(s) out of {s.n}; predicted and "
+        f"realised had the same sign {s.sign_agreement} time(s); mean realised − predicted: {s.mean_error:+.4g} "
+        "per decision.",
+    ]
     if s.with_truth:
-        out.append(f"Simulated tests: the A/B's always-valid interval held the true lift {s.true_in_realised} time(s) "
-                   f"out of {s.with_truth}.")
-    out.append("Lifts are per decision: off-policy estimates are one decision's value (bandit view); an A/B's "
-               "difference per customer over its days is divided by its days (one decision a customer a day). "
-               "A gap between them is what one-step estimates miss: fatigue, opt-outs and churn that cost later.")
+        out.append(
+            f"Simulated tests: the A/B's always-valid interval held the true lift {s.true_in_realised} time(s) "
+            f"out of {s.with_truth}."
+        )
+    out.append(
+        "Lifts are per decision: off-policy estimates are one decision's value (bandit view); an A/B's "
+        "difference per customer over its days is divided by its days (one decision a customer a day). "
+        "A gap between them is what one-step estimates miss: fatigue, opt-outs and churn that cost later."
+    )
     return out
 
 
@@ -150,11 +194,30 @@ def render_report(points: list[PromotionPoint], out_dir: Path) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     s = summarise(points)
     image = out_dir / PLOT_PNG
-    arr = np.array([[p.predicted, p.predicted_low, p.predicted_high, p.realised, p.realised_low, p.realised_high,
-                     p.true] for p in points]).reshape(-1, 7)
-    plots.predicted_vs_realised(arr[:, 0], arr[:, 1:3], arr[:, 3], arr[:, 4:6], np.array([p.promoted for p in points]),
-                                image, "Promotions: off-policy prediction against the A/B test", truth=arr[:, 6],
-                                labels=[str(i) for i in range(1, len(points) + 1)])
-    md, page = write_pages(out_dir, "promotions", title="Promotions: predicted against realised lift",
-                           lines=_lines(s), table=_table(points), image=PLOT_PNG, reasons=[p.reason for p in points])
+    arr = np.array(
+        [
+            [p.predicted, p.predicted_low, p.predicted_high, p.realised, p.realised_low, p.realised_high, p.true]
+            for p in points
+        ]
+    ).reshape(-1, 7)
+    plots.predicted_vs_realised(
+        arr[:, 0],
+        arr[:, 1:3],
+        arr[:, 3],
+        arr[:, 4:6],
+        np.array([p.promoted for p in points]),
+        image,
+        "Promotions: off-policy prediction against the A/B test",
+        truth=arr[:, 6],
+        labels=[str(i) for i in range(1, len(points) + 1)],
+    )
+    md, page = write_pages(
+        out_dir,
+        "promotions",
+        title="Promotions: predicted against realised lift",
+        lines=_lines(s),
+        table=_table(points),
+        image=PLOT_PNG,
+        reasons=[p.reason for p in points],
+    )
     return ReportFiles(md, page, image)

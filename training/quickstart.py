@@ -76,10 +76,18 @@ class QuickstartResult:
     promotions: list[Any] = field(default_factory=list)  # training.registry.Promotion of each A/B
 
 
-def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, customers: int = 2000, seed: int = 0,
-        ab_customers: int = AB_CUSTOMERS, ab_days: int = AB_DAYS,
-        progress: Callable[[str, int], AbstractContextManager[Callable[[], None]]],
-        say: Callable[[str], None] = print) -> QuickstartResult:
+def run(
+    out: Path,
+    *,
+    decisions: int = 30_000,
+    eval_decisions: int = 20_000,
+    customers: int = 2000,
+    seed: int = 0,
+    ab_customers: int = AB_CUSTOMERS,
+    ab_days: int = AB_DAYS,
+    progress: Callable[[str, int], AbstractContextManager[Callable[[], None]]],
+    say: Callable[[str], None] = print,
+) -> QuickstartResult:
     """Run the quickstart into ``out``; ``progress(description, total)`` gives a ticking context."""
     from training import jobs, registry
 
@@ -99,19 +107,35 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
     with progress("train and register policies", len(names)) as tick:
         for name in names:
             if name == "fqi":
-                res = jobs.train("fqi", source=jobs.SIMULATOR, params=FQI_PARAMS, customers=customers, seed=seed,
-                                 purpose=JOURNEYS_PURPOSE, plots_dir=out / "plots" / name)
+                res = jobs.train(
+                    "fqi",
+                    source=jobs.SIMULATOR,
+                    params=FQI_PARAMS,
+                    customers=customers,
+                    seed=seed,
+                    purpose=JOURNEYS_PURPOSE,
+                    plots_dir=out / "plots" / name,
+                )
             else:
                 res = jobs.train(name, source=train_log, seed=seed, safe=SAFE, plots_dir=out / "plots" / name)
             versions[name] = res.version
             tick()
     say("evaluating every registered version off-policy (and against the simulator's truth)...")
-    ev = jobs.evaluate(eval_log, [versions[n] for n in names], plots_dir=out / "plots" / "evaluation", seed=seed,
-                       say=say)
+    ev = jobs.evaluate(
+        eval_log, [versions[n] for n in names], plots_dir=out / "plots" / "evaluation", seed=seed, say=say
+    )
     label_of = dict(zip(names, ev.estimates, strict=True))
     name_of = {label: name for name, label in label_of.items()}
-    rows = {n: Row(n, versions[n], ev.estimates[label_of[n]][jobs.RANK_BY], ev.flags[label_of[n]],
-                   None if ev.truth is None else ev.truth[label_of[n]]) for n in names}
+    rows = {
+        n: Row(
+            n,
+            versions[n],
+            ev.estimates[label_of[n]][jobs.RANK_BY],
+            ev.flags[label_of[n]],
+            None if ev.truth is None else ev.truth[label_of[n]],
+        )
+        for n in names
+    }
 
     # the closed loop: production is the champion; the shortlist is A/B tested against it in turn
     registry.set_alias(registry.CHAMPION, versions[PRODUCTION])
@@ -119,21 +143,37 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
     base = rows[PRODUCTION].estimate
     # a candidate's lower bound must beat the champion's estimate: the A/B that follows is too small to
     # stop a worse policy on its own (it shows harm only beyond about 4 a customer)
-    shortlist = [n for n in map(name_of.get, ev.ranked())
-                 if n != PRODUCTION and not rows[n].flags and rows[n].estimate.ci_low > base.value][:SHORTLIST]
+    shortlist = [
+        n
+        for n in map(name_of.get, ev.ranked())
+        if n != PRODUCTION and not rows[n].flags and rows[n].estimate.ci_low > base.value
+    ][:SHORTLIST]
     champion, promotions = PRODUCTION, []
     for k, name in enumerate(shortlist):
         registry.set_alias(registry.CHALLENGER, versions[name])
-        say(f"A/B test {k + 1}/{len(shortlist)}: {name} (challenger) against {champion} (champion), "
-            f"{ab_customers:,} customers x {ab_days} days")
+        say(
+            f"A/B test {k + 1}/{len(shortlist)}: {name} (challenger) against {champion} (champion), "
+            f"{ab_customers:,} customers x {ab_days} days"
+        )
         with progress(f"A/B {name} vs {champion}", ab_days) as tick:
-            ab = jobs.ab(customers=ab_customers, days=ab_days, pre_days=AB_PRE_DAYS, seed=seed, purpose=AB_PURPOSE,
-                         require=AB_REQUIRE, experiment=f"quickstart-{name}", out=out / "ab" / name,
-                         progress=tick)
+            ab = jobs.ab(
+                customers=ab_customers,
+                days=ab_days,
+                pre_days=AB_PRE_DAYS,
+                seed=seed,
+                purpose=AB_PURPOSE,
+                require=AB_REQUIRE,
+                experiment=f"quickstart-{name}",
+                out=out / "ab" / name,
+                progress=tick,
+            )
         est = rows[name].estimate
-        promo = jobs.promote(ab_run=ab.run_id, predicted_lift=est.value - base.value,
-                             predicted_ci=(est.ci_low - base.value, est.ci_high - base.value),
-                             predicted_source=f"evaluate {ev.run_id}: {jobs.RANK_BY} minus the champion's")
+        promo = jobs.promote(
+            ab_run=ab.run_id,
+            predicted_lift=est.value - base.value,
+            predicted_ci=(est.ci_low - base.value, est.ci_high - base.value),
+            predicted_source=f"evaluate {ev.run_id}: {jobs.RANK_BY} minus the champion's",
+        )
         rows[name] = dataclasses.replace(rows[name], ab=ab, promoted=promo.promoted)
         promotions.append(promo)
         if promo.promoted:
@@ -142,27 +182,53 @@ def run(out: Path, *, decisions: int = 30_000, eval_decisions: int = 20_000, cus
     runner_up = next((n for n in shortlist if n != champion), None)
     if runner_up is not None:
         registry.set_alias(registry.CHALLENGER, versions[runner_up])
-    return QuickstartResult(list(rows.values()), rows[champion], None if runner_up is None else rows[runner_up],
-                            ev.logging_truth, ev.logging_value, uri, out, time.perf_counter() - t0, promotions)
+    return QuickstartResult(
+        list(rows.values()),
+        rows[champion],
+        None if runner_up is None else rows[runner_up],
+        ev.logging_truth,
+        ev.logging_value,
+        uri,
+        out,
+        time.perf_counter() - t0,
+        promotions,
+    )
 
 
 def write_summary(res: QuickstartResult, extra: dict[str, Any]) -> Path:
     def ab(r: Row) -> dict[str, Any] | None:
         if r.ab is None:
             return None
-        return {"promote": r.ab.promote, "reason": r.ab.reason, "diff_per_customer": r.ab.diff,
-                "ci": [r.ab.ci_low, r.ab.ci_high], "true_effect": r.ab.true_effect, "run_id": r.ab.run_id}
+        return {
+            "promote": r.ab.promote,
+            "reason": r.ab.reason,
+            "diff_per_customer": r.ab.diff,
+            "ci": [r.ab.ci_low, r.ab.ci_high],
+            "true_effect": r.ab.true_effect,
+            "run_id": r.ab.run_id,
+        }
 
     summary = {
         "tracking_uri": res.tracking_uri,
         "champion": {"policy": res.champion.policy, "version": res.champion.version},
-        "challenger": None if res.challenger is None else {"policy": res.challenger.policy,
-                                                            "version": res.challenger.version},
+        "challenger": None
+        if res.challenger is None
+        else {"policy": res.challenger.policy, "version": res.challenger.version},
         "logging_policy_true_value": res.logging_truth,
         "logging_policy_value": list(res.logging_value),
-        "policies": {r.policy: {"version": r.version, "estimator": r.estimate.estimator, "estimate": r.estimate.value,
-                                "ci": [r.estimate.ci_low, r.estimate.ci_high], "flags": list(r.flags),
-                                "ab": ab(r), "promoted": r.promoted, "true_value": r.truth} for r in res.rows},
+        "policies": {
+            r.policy: {
+                "version": r.version,
+                "estimator": r.estimate.estimator,
+                "estimate": r.estimate.value,
+                "ci": [r.estimate.ci_low, r.estimate.ci_high],
+                "flags": list(r.flags),
+                "ab": ab(r),
+                "promoted": r.promoted,
+                "true_value": r.truth,
+            }
+            for r in res.rows
+        },
         "seconds": res.seconds,
         **extra,
     }

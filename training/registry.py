@@ -48,9 +48,11 @@ PROPENSITY_LOGGED, PROPENSITY_ESTIMATED = "logged", "estimated"
 DATASET_NAME = "decision-log"  # the MLflow dataset a decision log is (decision_log_dataset)
 ESTIMATED_SHARE = "propensity.estimated_share"  # evaluation metric: share of decisions whose propensity was estimated
 EVALUATED = "; evaluated "  # what separates a version's description from its evaluation's line (describe_evaluation)
-MODEL_DESCRIPTION = ("Next-best-action policies: each version is a trained policy, described by what it learned from "
-                     "and, once evaluated, its off-policy estimate. @champion serves; @challenger is the candidate "
-                     "nba promote moves it to on the evidence.")
+MODEL_DESCRIPTION = (
+    "Next-best-action policies: each version is a trained policy, described by what it learned from "
+    "and, once evaluated, its off-policy estimate. @champion serves; @challenger is the candidate "
+    "nba promote moves it to on the evidence."
+)
 CHAMPION, CHALLENGER = "champion", "challenger"
 POLICY_MODEL_FILE = Path(__file__).with_name("policy_model.py")
 REQUIREMENTS = ["numpy", "pandas", "lightgbm", "mlflow"]
@@ -99,9 +101,11 @@ def example_frame(bundle: Bundle, n: int = 2, seed: int = 0):
     now = 486_010.0 + rng.uniform(0.0, 48.0, n)  # hours since the epoch: June 2025
     iso = lambda h: pd.Timestamp(round(float(h) * 3600.0), unit="s", tz="UTC").isoformat()  # noqa: E731
     full = np.arange(n) % 2 == 0
-    rows: dict[str, list] = {"customer_id": [f"c{i}" for i in range(n)],
-                             "timezone": [("Europe/Paris", "America/New_York", "+05:30")[i % 3] for i in range(n)],
-                             "now": [iso(h) for h in now]}
+    rows: dict[str, list] = {
+        "customer_id": [f"c{i}" for i in range(n)],
+        "timezone": [("Europe/Paris", "America/New_York", "+05:30")[i % 3] for i in range(n)],
+        "now": [iso(h) for h in now],
+    }
     if bundle.deployment is not None:
         for a in bundle.deployment.attributes:
             if a.type == "category":
@@ -119,14 +123,16 @@ def example_frame(bundle: Bundle, n: int = 2, seed: int = 0):
 
     spec = bundle.spec
     some = lambda values: [v if f else None for v, f in zip(values, full, strict=True)]  # noqa: E731
-    rows |= {"segment": [spec.segments[i % len(spec.segments)] for i in range(n)],
-             "tenure_days": rng.uniform(0.0, 1000.0, n).tolist(),
-             "stage": some([LIFECYCLE_STAGES[i % len(LIFECYCLE_STAGES)] for i in range(n)]),
-             "cart_active": some([bool(i % 4 == 0) for i in range(n)]),
-             **{f"consent={c}": some([True] * n) for c in spec.channels},
-             "n_purchases": some([float(i % 3) for i in range(n)]),
-             "last_purchase": some([iso(h - 24.0 * d) for h, d in zip(now, rng.uniform(1, 90, n), strict=True)]),
-             "last_visit": some([iso(h - d) for h, d in zip(now, rng.uniform(1, 72, n), strict=True)])}
+    rows |= {
+        "segment": [spec.segments[i % len(spec.segments)] for i in range(n)],
+        "tenure_days": rng.uniform(0.0, 1000.0, n).tolist(),
+        "stage": some([LIFECYCLE_STAGES[i % len(LIFECYCLE_STAGES)] for i in range(n)]),
+        "cart_active": some([bool(i % 4 == 0) for i in range(n)]),
+        **{f"consent={c}": some([True] * n) for c in spec.channels},
+        "n_purchases": some([float(i % 3) for i in range(n)]),
+        "last_purchase": some([iso(h - 24.0 * d) for h, d in zip(now, rng.uniform(1, 90, n), strict=True)]),
+        "last_visit": some([iso(h - d) for h, d in zip(now, rng.uniform(1, 72, n), strict=True)]),
+    }
     return pd.DataFrame(rows)
 
 
@@ -137,8 +143,13 @@ def describe(bundle: Bundle, label: str | None = None) -> str:
     return name if bundle.deployment is None else f"{name} on the deployment {bundle.deployment.name}"
 
 
-def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, name: str = "policy",
-               tags: dict[str, str] | None = None, description: str | None = None):
+def log_policy(
+    bundle: Bundle,
+    registered_model_name: str | None = MODEL_NAME,
+    name: str = "policy",
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+):
     """Log ``bundle`` as a pyfunc model in the active run (and register it). Returns MLflow's ModelInfo.
 
     The registered version gets the tags ``policy`` (the policy's name) and :data:`DIGEST_TAG` (the
@@ -163,14 +174,22 @@ def log_policy(bundle: Bundle, registered_model_name: str | None = MODEL_NAME, n
         tags |= {DEPLOYMENT_TAG: bundle.deployment.name, DEPLOYMENT_DIGEST_TAG: bundle.deployment.digest}
     # MLflow prints "Successfully registered model ... / Created version ..." on every call; the
     # returned ModelInfo says the same, so keep the console for the jobs' own progress
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()), \
-            contextlib.redirect_stdout(io.StringIO()):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         path = save_bundle(bundle, Path(tmp) / "bundle")
         digest = bundle_digest(path)  # of exactly the folder MLflow copies
         info = mlflow.pyfunc.log_model(
-            name=name, python_model=str(POLICY_MODEL_FILE), artifacts={"bundle": str(path)},
-            signature=signature, input_example=example, pip_requirements=REQUIREMENTS,
-            registered_model_name=registered_model_name, tags={**tags, DIGEST_TAG: digest},
+            name=name,
+            python_model=str(POLICY_MODEL_FILE),
+            artifacts={"bundle": str(path)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=REQUIREMENTS,
+            registered_model_name=registered_model_name,
+            tags={**tags, DIGEST_TAG: digest},
         )
     if registered_model_name is not None:
         from mlflow import MlflowClient
@@ -241,8 +260,13 @@ def latest_evaluation(version: str, model_name: str = MODEL_NAME) -> Evaluation 
     if not runs:
         return None
     run_id, metrics = max(runs.items(), key=lambda kv: max(m.timestamp for m in kv[1]))
-    return Evaluation(str(version), run_id, metrics[0].dataset_digest, {m.key: float(m.value) for m in metrics},
-                      max(m.timestamp for m in metrics))
+    return Evaluation(
+        str(version),
+        run_id,
+        metrics[0].dataset_digest,
+        {m.key: float(m.value) for m in metrics},
+        max(m.timestamp for m in metrics),
+    )
 
 
 def record_evaluation(version: str, metrics: dict[str, float], dataset, model_name: str = MODEL_NAME) -> None:
@@ -259,8 +283,9 @@ def record_evaluation(version: str, metrics: dict[str, float], dataset, model_na
         raise ValueError(f"version {version} of {model_name!r} has no logged model to record an evaluation on")
     previous = latest_evaluation(version, model_name)
     stamp = max(int(time.time() * 1000), 0 if previous is None else previous.timestamp + 1)
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, model_id=model_id,
-                       dataset=dataset, timestamp=stamp)
+    mlflow.log_metrics(
+        {k: float(v) for k, v in metrics.items() if np.isfinite(v)}, model_id=model_id, dataset=dataset, timestamp=stamp
+    )
 
 
 def describe_evaluation(version: str, line: str, model_name: str = MODEL_NAME) -> str:
@@ -318,8 +343,9 @@ class Prediction:
                 field = "predicted_lift" if name == "lift" else "predicted_ci"
                 raise ValueError(f"{field}: expected a finite number, got {v!r}")
         if not self.low <= self.lift <= self.high:
-            raise ValueError(f"predicted_ci: expected low <= lift <= high, got {self.low!r} <= {self.lift!r} <= "
-                             f"{self.high!r}")
+            raise ValueError(
+                f"predicted_ci: expected low <= lift <= high, got {self.low!r} <= {self.lift!r} <= {self.high!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -360,19 +386,27 @@ class Promotion:
         ``true_lift`` (simulated A/B), ``realised_lift_per_customer``."""
         out: dict[str, float] = {}
         if self.predicted is not None:
-            out |= {"predicted_lift": self.predicted.lift, "predicted_lift_low": self.predicted.low,
-                    "predicted_lift_high": self.predicted.high}
+            out |= {
+                "predicted_lift": self.predicted.lift,
+                "predicted_lift_low": self.predicted.low,
+                "predicted_lift_high": self.predicted.high,
+            }
         if self.ab is not None:
             a = self.ab
-            out |= {"realised_lift": a.lift / a.days, "realised_lift_low": a.low / a.days,
-                    "realised_lift_high": a.high / a.days, "realised_lift_per_customer": a.lift}
+            out |= {
+                "realised_lift": a.lift / a.days,
+                "realised_lift_low": a.low / a.days,
+                "realised_lift_high": a.high / a.days,
+                "realised_lift_per_customer": a.lift,
+            }
             if a.true_lift is not None:
                 out["true_lift"] = a.true_lift / a.days
         return out
 
 
-def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | None = None,
-            predicted: Prediction | None = None) -> Promotion:
+def promote(
+    model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | None = None, predicted: Prediction | None = None
+) -> Promotion:
     """Move ``champion`` to the challenger when the evidence supports it.
 
     Evidence, in order: a finished A/B test (``ab``) of the current champion against the current
@@ -402,11 +436,15 @@ def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | N
         return refuse("challenger is already the champion")
     elif ab is not None:
         if ab.champion_version is None or ab.challenger_version is None:
-            return refuse(f"A/B run {ab.run_id} tested policies that are not registered versions, not champion "
-                          f"{champ.version} against challenger {chall.version}")
+            return refuse(
+                f"A/B run {ab.run_id} tested policies that are not registered versions, not champion "
+                f"{champ.version} against challenger {chall.version}"
+            )
         if (ab.champion_version, ab.challenger_version) != (champ.version, chall.version):
-            return refuse(f"A/B run {ab.run_id} tested version {ab.champion_version} against "
-                          f"{ab.challenger_version}, not champion {champ.version} against challenger {chall.version}")
+            return refuse(
+                f"A/B run {ab.run_id} tested version {ab.champion_version} against "
+                f"{ab.challenger_version}, not champion {champ.version} against challenger {chall.version}"
+            )
         if not ab.promote:
             return refuse(f"A/B verdict: {ab.reason}")
         reason = f"A/B verdict: {ab.reason}"
@@ -421,17 +459,23 @@ def promote(model_name: str = MODEL_NAME, metric: str = "dr", ab: ABEvidence | N
             return refuse("champion and challenger were evaluated on different datasets")
         sources = (k_eval.propensity, c_eval.propensity)
         if None not in sources and sources[0] != sources[1]:  # the same decisions, weighted otherwise
-            return refuse(f"champion and challenger were evaluated with other propensities (champion's "
-                          f"{sources[0]}, challenger's {sources[1]}): evaluate both on the same log")
+            return refuse(
+                f"champion and challenger were evaluated with other propensities (champion's "
+                f"{sources[0]}, challenger's {sources[1]}): evaluate both on the same log"
+            )
         if not c_lo > k_v:
-            return refuse(f"challenger's {metric} lower bound {c_lo:.4g} does not beat the champion's "
-                          f"estimate {k_v:.4g}")
+            return refuse(
+                f"challenger's {metric} lower bound {c_lo:.4g} does not beat the champion's estimate {k_v:.4g}"
+            )
         reason = f"challenger's {metric} lower bound {c_lo:.4g} beats the champion's estimate {k_v:.4g}"
     done = Promotion(True, reason, chall.version, champ.version, predicted, ab)
     client.set_registered_model_alias(model_name, CHAMPION, chall.version)
-    tags = {"promotion.reason": reason, "promotion.previous_champion": champ.version or "",
-            "promotion.ab_run": "" if ab is None else ab.run_id,
-            **{f"promotion.{k}": f"{v:.6g}" for k, v in done.record().items()}}
+    tags = {
+        "promotion.reason": reason,
+        "promotion.previous_champion": champ.version or "",
+        "promotion.ab_run": "" if ab is None else ab.run_id,
+        **{f"promotion.{k}": f"{v:.6g}" for k, v in done.record().items()},
+    }
     for key, value in tags.items():
         client.set_model_version_tag(model_name, chall.version, key, value)
     client.set_registered_model_tag(model_name, "champion.previous", champ.version or "")

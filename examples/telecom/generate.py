@@ -111,11 +111,33 @@ class Customers:
         plan = np.array(PLANS, dtype=object)[self.plan].tolist()
         end = [None if np.isnan(v) else float(v) for v in self.contract_end]
         complaint = [None if np.isnan(v) else _iso(int(v), 0) for v in self.complaint_min]
-        cols = zip(plan, self.revenue.tolist(), self.tenure.astype(float).tolist(), self.usage.tolist(), end,
-                   self.tier.tolist(), self.app.tolist(), self.whatsapp.tolist(), self.sms.tolist(),
-                   self.email.tolist(), complaint, strict=True)
-        names = ("plan_type", "monthly_revenue", "tenure_days", "data_usage_gb", "days_to_contract_end",
-                 "loyalty_tier", "app_user", "whatsapp_opt_in", "sms_opt_in", "email_opt_in", "last_complaint_at")
+        cols = zip(
+            plan,
+            self.revenue.tolist(),
+            self.tenure.astype(float).tolist(),
+            self.usage.tolist(),
+            end,
+            self.tier.tolist(),
+            self.app.tolist(),
+            self.whatsapp.tolist(),
+            self.sms.tolist(),
+            self.email.tolist(),
+            complaint,
+            strict=True,
+        )
+        names = (
+            "plan_type",
+            "monthly_revenue",
+            "tenure_days",
+            "data_usage_gb",
+            "days_to_contract_end",
+            "loyalty_tier",
+            "app_user",
+            "whatsapp_opt_in",
+            "sms_opt_in",
+            "email_opt_in",
+            "last_complaint_at",
+        )
         return [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in cols]
 
 
@@ -135,8 +157,20 @@ def draw_customers(n: int, start_min: int, rng: np.random.Generator) -> Customer
     recent = rng.random(n) < 0.08  # a complaint in the 60 days before the log starts
     when = start_min - rng.integers(60, 60 * 24 * 60, n)
     complaint = np.where(recent, when.astype(float), np.nan)
-    return Customers(np.array([z[1] for z in ZONES], float)[zone], plan, revenue, tenure, usage, contract_end,
-                     np.array(tier.tolist(), dtype=object), app, whatsapp, sms, email, complaint)
+    return Customers(
+        np.array([z[1] for z in ZONES], float)[zone],
+        plan,
+        revenue,
+        tenure,
+        usage,
+        contract_end,
+        np.array(tier.tolist(), dtype=object),
+        app,
+        whatsapp,
+        sms,
+        email,
+        complaint,
+    )
 
 
 def _iso(minutes: int, offset_h: float) -> str:
@@ -149,8 +183,9 @@ def _iso(minutes: int, offset_h: float) -> str:
 
 
 # ----------------------------------------------------------------------------- the logging policy
-def rule_scores(d: Deployment, c: Customers, recent: RecentContacts, now: np.ndarray,
-                now_min: np.ndarray) -> np.ndarray:
+def rule_scores(
+    d: Deployment, c: Customers, recent: RecentContacts, now: np.ndarray, now_min: np.ndarray
+) -> np.ndarray:
     """(N, A) the business rules' score of every action (no contact at 0): offer + channel + slot.
 
     Deterministic in the attributes and the recent contacts, so the rules' choice is a function of
@@ -213,8 +248,9 @@ def logging_policy(scores: np.ndarray, mask: np.ndarray, rng: np.random.Generato
 
 
 # ----------------------------------------------------------------------------- the hidden response
-def conversion_logit(d: Deployment, c: Customers, action: np.ndarray, week_contacts: np.ndarray,
-                     now_min: np.ndarray) -> np.ndarray:
+def conversion_logit(
+    d: Deployment, c: Customers, action: np.ndarray, week_contacts: np.ndarray, now_min: np.ndarray
+) -> np.ndarray:
     """(N,) log-odds of a conversion within the window for contacts ``action`` (> 0)."""
     space = d.action_space()
     o = space.content_of[action]
@@ -247,8 +283,9 @@ OPT_OUT_BASE = {"whatsapp": 0.004, "sms": 0.006, "email": 0.002, "app_push": 0.0
 
 
 # ----------------------------------------------------------------------------- the log
-def generate(deployment: Deployment, customers: int = 2000, days: int = 14, seed: int = 0,
-             start: date = START) -> list[list[str]]:
+def generate(
+    deployment: Deployment, customers: int = 2000, days: int = 14, seed: int = 0, start: date = START
+) -> list[list[str]]:
     """The log's rows (header first), as CSV cells."""
     d = deployment
     space = d.action_space()
@@ -271,8 +308,9 @@ def generate(deployment: Deployment, customers: int = 2000, days: int = 14, seed
         midnight = int(datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()) // 60
         now_min = midnight + local - (offset * 60).astype(np.int64)
         complaint = life.random(customers) < 0.002  # a complaint this morning, before the decision
-        c.complaint_min = np.where(complaint, (now_min - life.integers(30, 240, customers)).astype(float),
-                                   c.complaint_min)
+        c.complaint_min = np.where(
+            complaint, (now_min - life.integers(30, 240, customers)).astype(float), c.complaint_min
+        )
         people = [d.check_attributes(p) for p in c.rows()]
         now = now_min / 60.0
         mask = d.eligibility(people, recent, now=now, tz_offset=offset)
@@ -287,8 +325,9 @@ def generate(deployment: Deployment, customers: int = 2000, days: int = 14, seed
         p = 1.0 / (1.0 + np.exp(-conversion_logit(d, c, np.where(contact, action, 1), week, now_min)))
         u = response.random(customers)
         converted = contact & (u < p)
-        value = np.round(margin[space.content_of[action]] * MONTHS_OF_MARGIN * response.lognormal(0.0, 0.25,
-                                                                                                  customers), 2)
+        value = np.round(
+            margin[space.content_of[action]] * MONTHS_OF_MARGIN * response.lognormal(0.0, 0.25, customers), 2
+        )
         p_out = np.array([OPT_OUT_BASE[x] for x in names])[ch] + 0.012 * week_channel[rows, ch]
         opted_out = contact & ~converted & (response.random(customers) < p_out)
         for i in range(customers):
@@ -297,9 +336,20 @@ def generate(deployment: Deployment, customers: int = 2000, days: int = 14, seed
                 channel = offer = slot = ""
             else:
                 channel, offer, slot = names[ch[i]], d.offers[space.content_of[a]].name, slot_label[space.slot_of[a]]
-            out.append([f"D{day * customers + i:07d}", ids[i], _iso(int(now_min[i]), float(offset[i])),
-                        *_cells(d, people[i]), channel, offer, slot, repr(float(propensity[i])),
-                        repr(float(value[i])) if converted[i] else "", "1" if opted_out[i] else "0"])
+            out.append(
+                [
+                    f"D{day * customers + i:07d}",
+                    ids[i],
+                    _iso(int(now_min[i]), float(offset[i])),
+                    *_cells(d, people[i]),
+                    channel,
+                    offer,
+                    slot,
+                    repr(float(propensity[i])),
+                    repr(float(value[i])) if converted[i] else "",
+                    "1" if opted_out[i] else "0",
+                ]
+            )
         _live_on(d, c, action, converted, opted_out, names, consent)
     return out
 
@@ -321,8 +371,15 @@ def _cells(d: Deployment, person: dict) -> list[str]:
     return out
 
 
-def _live_on(d: Deployment, c: Customers, action: np.ndarray, converted: np.ndarray, opted_out: np.ndarray,
-             names: list[str], consent: dict[str, str | None]) -> None:
+def _live_on(
+    d: Deployment,
+    c: Customers,
+    action: np.ndarray,
+    converted: np.ndarray,
+    opted_out: np.ndarray,
+    names: list[str],
+    consent: dict[str, str | None],
+) -> None:
     """A day passes: opt-outs switch consent off, renewals and upgrades change the contract, time moves on."""
     space = d.action_space()
     ch = space.channel_of[action]
@@ -363,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = clock.perf_counter()
     rows = generate(Deployment.load(args.deployment), args.customers, args.days, args.seed, args.start)
     write_csv(rows, args.out)
-    print(f"{len(rows) - 1:,} decisions of {args.customers:,} customers over {args.days} days -> {args.out} "
-          f"({clock.perf_counter() - t0:.1f} s)")
+    print(
+        f"{len(rows) - 1:,} decisions of {args.customers:,} customers over {args.days} days -> {args.out} "
+        f"({clock.perf_counter() - t0:.1f} s)"
+    )
     return 0
 
 

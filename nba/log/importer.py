@@ -150,8 +150,9 @@ class ColumnMapping:
         if dup is not None:
             raise ValueError(f"column {dup!r}: mapped twice among context, categorical and hashed")
         if self.position is not None and POSITION in self.context:
-            raise ValueError(f"position: the feature {POSITION!r} would be named twice (a context column "
-                             f"is named {POSITION!r})")
+            raise ValueError(
+                f"position: the feature {POSITION!r} would be named twice (a context column is named {POSITION!r})"
+            )
         if self.hashed and not (isinstance(self.hash_buckets, int) and self.hash_buckets >= 1):
             raise ValueError(f"hash_buckets: must be an integer >= 1, got {self.hash_buckets!r}")
         _check_time_and_propensity(self)
@@ -159,22 +160,40 @@ class ColumnMapping:
             fixed: dict[str, tuple[str, ...]] = {}
             for column, values in self.categories.items():
                 if column not in self.categorical:
-                    raise ValueError(f"categories: {column!r} is not among the categorical columns "
-                                     f"{list(self.categorical)}")
+                    raise ValueError(
+                        f"categories: {column!r} is not among the categorical columns {list(self.categorical)}"
+                    )
                 values = (values,) if isinstance(values, str) else tuple(values)
                 bad = next((v for v in values if not isinstance(v, str) or not v or v == OTHER), None)
                 if bad is not None or len(set(values)) != len(values):
-                    raise ValueError(f"categories[{column!r}]: expected distinct non-empty strings other than "
-                                     f"{OTHER!r}, got {list(values)!r}")
+                    raise ValueError(
+                        f"categories[{column!r}]: expected distinct non-empty strings other than "
+                        f"{OTHER!r}, got {list(values)!r}"
+                    )
                 fixed[column] = values
             object.__setattr__(self, "categories", fixed)
 
     def columns(self) -> list[str]:
         """Every column of the file this mapping reads, each once, in the order they are first named."""
-        named = [self.action, self.propensity, self.time, self.reward, self.decision_id, self.customer_id,
-                 self.send_at, self.eligible, self.cost, self.position]
-        columns = [*self.context, *self.categorical, *self.hashed, *(c for c in named if c is not None),
-                   *self.propensity_by]
+        named = [
+            self.action,
+            self.propensity,
+            self.time,
+            self.reward,
+            self.decision_id,
+            self.customer_id,
+            self.send_at,
+            self.eligible,
+            self.cost,
+            self.position,
+        ]
+        columns = [
+            *self.context,
+            *self.categorical,
+            *self.hashed,
+            *(c for c in named if c is not None),
+            *self.propensity_by,
+        ]
         return list(dict.fromkeys(columns))
 
 
@@ -223,13 +242,16 @@ def _check_time_and_propensity(m: ColumnMapping | DeploymentMapping) -> None:
     if m.time is None:
         t = m.time_default
         if t is None or isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
-            raise ValueError("time_default: without a time column, give the decision time of every row "
-                             f"(hours since the epoch), got {t!r}")
+            raise ValueError(
+                "time_default: without a time column, give the decision time of every row "
+                f"(hours since the epoch), got {t!r}"
+            )
     elif m.time_default is not None:
         raise ValueError(f"time_default: only used without a time column; the time column is {m.time!r}")
     if m.propensity is not None and m.propensity_by:
-        raise ValueError("propensity_by: only used to estimate the propensity; the file has the column "
-                         f"{m.propensity!r}")
+        raise ValueError(
+            f"propensity_by: only used to estimate the propensity; the file has the column {m.propensity!r}"
+        )
 
 
 class _Fail(ValueError):
@@ -265,8 +287,14 @@ def _cells(table, column: str) -> list[Any]:
     return table.column(column).to_pylist()
 
 
-def _numbers(table, column: str, check: Callable[[np.ndarray], np.ndarray] | None = None, what: str = "a number",
-             parse: Callable[[Any], float] | None = None, hint: str = "") -> np.ndarray:
+def _numbers(
+    table,
+    column: str,
+    check: Callable[[np.ndarray], np.ndarray] | None = None,
+    what: str = "a number",
+    parse: Callable[[Any], float] | None = None,
+    hint: str = "",
+) -> np.ndarray:
     """(N,) float64 from a numeric or text column; the first bad cell raises, naming row and column
     (``hint`` follows the message of a cell that is not a number at all)."""
     import pyarrow as pa
@@ -362,18 +390,45 @@ def _eligible(table, column: str, n_actions: int) -> np.ndarray:
     return out
 
 
-def import_table(log: DecisionLog, path: str | Path, mapping: ColumnMapping, *, policy: str = "imported",
-                 version: str = "0", experiment: str = "", arm: str = "", format: str | None = None,
-                 id_prefix: str | None = None) -> int:
+def import_table(
+    log: DecisionLog,
+    path: str | Path,
+    mapping: ColumnMapping,
+    *,
+    policy: str = "imported",
+    version: str = "0",
+    experiment: str = "",
+    arm: str = "",
+    format: str | None = None,
+    id_prefix: str | None = None,
+) -> int:
     """Import one CSV or Parquet file into ``log``; returns how many decisions were new
     (:func:`import_file` returns the whole :class:`ImportResult`)."""
-    return import_file(log, path, mapping, policy=policy, version=version, experiment=experiment, arm=arm,
-                       format=format, id_prefix=id_prefix).new_decisions
+    return import_file(
+        log,
+        path,
+        mapping,
+        policy=policy,
+        version=version,
+        experiment=experiment,
+        arm=arm,
+        format=format,
+        id_prefix=id_prefix,
+    ).new_decisions
 
 
-def import_file(log: DecisionLog, path: str | Path, mapping: ColumnMapping, *, policy: str = "imported",
-                version: str = "0", experiment: str = "", arm: str = "", format: str | None = None,
-                id_prefix: str | None = None) -> ImportResult:
+def import_file(
+    log: DecisionLog,
+    path: str | Path,
+    mapping: ColumnMapping,
+    *,
+    policy: str = "imported",
+    version: str = "0",
+    experiment: str = "",
+    arm: str = "",
+    format: str | None = None,
+    id_prefix: str | None = None,
+) -> ImportResult:
     """Import one CSV or Parquet file into ``log``.
 
     Validates every row first (ValueError ``"row R, column 'C': ..."``, R the 1-based data row); checks
@@ -395,28 +450,46 @@ def import_file(log: DecisionLog, path: str | Path, mapping: ColumnMapping, *, p
     estimated = mapping.propensity is None
     name = f"{policy}{ESTIMATED_SUFFIX}" if estimated else policy
     try:
-        records, outcomes, names = _records(table, mapping, stored, path.name if id_prefix is None else id_prefix,
-                                            name, version, experiment, arm)
+        records, outcomes, names = _records(
+            table, mapping, stored, path.name if id_prefix is None else id_prefix, name, version, experiment, arm
+        )
         _validated(records, outcomes, mapping)
     except _Fail as exc:
         raise ValueError(str(exc)) from None
     n_actions = records.eligible.shape[1]
-    result = ImportResult(0, len(records), names, estimated, name, 0, mapping.propensity_by if estimated else (),
-                          mapping.time_default if mapping.time is None else None, n_actions)
+    result = ImportResult(
+        0,
+        len(records),
+        names,
+        estimated,
+        name,
+        0,
+        mapping.propensity_by if estimated else (),
+        mapping.time_default if mapping.time is None else None,
+        n_actions,
+    )
     if not len(records):
         return result
     log.set_layout(LogLayout(len(names), n_actions, names))
     new_d, new_o = log.log(records, outcomes)
-    return ImportResult(new_d, result.rows, names, estimated, name, new_o, result.propensity_by,
-                        result.time_default, n_actions)
+    return ImportResult(
+        new_d, result.rows, names, estimated, name, new_o, result.propensity_by, result.time_default, n_actions
+    )
 
 
 def _validated(decisions: DecisionRecords, outcomes: OutcomeRecords, m: ColumnMapping | DeploymentMapping) -> None:
     """The log's own checks, before anything is stored; a refusal names the file's row and column."""
     action = m.action if m.action is not None else getattr(m, "channel", None)
-    columns = {"decision_id": m.decision_id, "customer_id": m.customer_id, "time": m.time,
-               "send_at": getattr(m, "send_at", None), "propensity": m.propensity, "cost": m.cost, "action": action,
-               "eligible": getattr(m, "eligible", None)}
+    columns = {
+        "decision_id": m.decision_id,
+        "customer_id": m.customer_id,
+        "time": m.time,
+        "send_at": getattr(m, "send_at", None),
+        "propensity": m.propensity,
+        "cost": m.cost,
+        "action": action,
+        "eligible": getattr(m, "eligible", None),
+    }
     try:
         validate_decisions(decisions)
         validate_outcomes(outcomes)
@@ -447,25 +520,34 @@ def _features(table, m: ColumnMapping, stored: LogLayout | None) -> tuple[np.nda
     for c in m.hashed:
         codes, values = _labels(table, c)
         k = m.hash_buckets
-        bucket = np.array([zlib.crc32(v.encode("utf-8", "surrogatepass")) % k for v in values]
-                          + [zlib.crc32(b"") % k], np.int64)
+        bucket = np.array(
+            [zlib.crc32(v.encode("utf-8", "surrogatepass")) % k for v in values] + [zlib.crc32(b"") % k], np.int64
+        )
         blocks.append((c, [f"{c}#{b}" for b in range(k)], _one_hot(bucket[codes], k)))
     if m.position is not None:
-        x = _numbers(table, m.position, lambda v: (v == np.round(v)) & (v >= 0),
-                     "a position: an integer >= 0 (0 = the first slot)")
+        x = _numbers(
+            table,
+            m.position,
+            lambda v: (v == np.round(v)) & (v >= 0),
+            "a position: an integer >= 0 (0 = the first slot)",
+        )
         blocks.append((m.position, [POSITION], x[:, None]))
     names = tuple(name for _, block, _ in blocks for name in block)
     sources = [c for c, block, _ in blocks for _ in block]
     if stored_names is not None and names != stored_names:
-        i = next((i for i, (a, b) in enumerate(zip(names, stored_names, strict=False)) if a != b),
-                 min(len(names), len(stored_names)))
+        i = next(
+            (i for i, (a, b) in enumerate(zip(names, stored_names, strict=False)) if a != b),
+            min(len(names), len(stored_names)),
+        )
         # the file's column of the feature, or the log's when the mapping has none there
         column = sources[i] if i < len(sources) else re.split(r"[=#]", stored_names[i], maxsplit=1)[0]
         mine = repr(names[i]) if i < len(names) else "nothing"
         theirs = repr(stored_names[i]) if i < len(stored_names) else "nothing"
-        raise ValueError(f"column {column!r}: feature {i + 1} of this log is {theirs}, this mapping gives {mine} "
-                         f"(the log has {len(stored_names)} features, the mapping {len(names)}); every file of "
-                         "one log must map onto the same features")
+        raise ValueError(
+            f"column {column!r}: feature {i + 1} of this log is {theirs}, this mapping gives {mine} "
+            f"(the log has {len(stored_names)} features, the mapping {len(names)}); every file of "
+            "one log must map onto the same features"
+        )
     context = np.empty((n, len(names)), np.float32)
     j = 0
     for _, block, x in blocks:
@@ -480,27 +562,38 @@ def _one_hot(slot: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def _categories(column: str, m: ColumnMapping, stored_names: tuple[str, ...] | None, values: list[str],
-                codes: np.ndarray) -> tuple[str, ...]:
+def _categories(
+    column: str, m: ColumnMapping, stored_names: tuple[str, ...] | None, values: list[str], codes: np.ndarray
+) -> tuple[str, ...]:
     """A categorical column's categories: given, else the log layout's, else those in the file, sorted."""
     if m.categories is not None and column in m.categories:
         return tuple(m.categories[column])
     prefix = f"{column}="
     if stored_names is not None and f"{prefix}{OTHER}" in stored_names:
-        return tuple(s[len(prefix):] for s in stored_names if s.startswith(prefix) and s != f"{prefix}{OTHER}")
+        return tuple(s[len(prefix) :] for s in stored_names if s.startswith(prefix) and s != f"{prefix}{OTHER}")
     seen = sorted({values[k] for k in np.unique(codes[codes >= 0]).tolist()})
     if OTHER in seen:
-        _fail(int(np.flatnonzero(codes == values.index(OTHER))[0]), column,
-              f"the value {OTHER!r} is reserved for missing and unseen values")
+        _fail(
+            int(np.flatnonzero(codes == values.index(OTHER))[0]),
+            column,
+            f"the value {OTHER!r} is reserved for missing and unseen values",
+        )
     if len(seen) > MAX_CATEGORIES:
-        raise ValueError(f"column {column!r}: {len(seen):,} distinct values, more than {MAX_CATEGORIES:,} "
-                         "one-hot features; map it in hashed (with hash_buckets) instead")
+        raise ValueError(
+            f"column {column!r}: {len(seen):,} distinct values, more than {MAX_CATEGORIES:,} "
+            "one-hot features; map it in hashed (with hash_buckets) instead"
+        )
     return tuple(seen)
 
 
 # ----------------------------------------------------------------------------- propensity estimate
-def estimate_propensity(action: np.ndarray, n_actions: int, groups: np.ndarray | None = None,
-                        eligible: np.ndarray | None = None, prior_rows: float = PRIOR_ROWS) -> np.ndarray:
+def estimate_propensity(
+    action: np.ndarray,
+    n_actions: int,
+    groups: np.ndarray | None = None,
+    eligible: np.ndarray | None = None,
+    prior_rows: float = PRIOR_ROWS,
+) -> np.ndarray:
     """The logging policy's propensity of each logged action, estimated from the log itself.
 
     The overall frequency of action ``a`` is Laplace-smoothed, ``f(a) = (n_a + 1) / (N + A)``; within a
@@ -545,8 +638,9 @@ def _groups(table, columns: tuple[str, ...]) -> np.ndarray | None:
 
 
 # ----------------------------------------------------------------------------- records
-def _records(table, m: ColumnMapping, stored: LogLayout | None, prefix: str, policy: str, version: str,
-             experiment: str, arm: str) -> tuple[DecisionRecords, OutcomeRecords, tuple[str, ...]]:
+def _records(
+    table, m: ColumnMapping, stored: LogLayout | None, prefix: str, policy: str, version: str, experiment: str, arm: str
+) -> tuple[DecisionRecords, OutcomeRecords, tuple[str, ...]]:
     n = table.num_rows
     context, names = _features(table, m, stored)
     if m.n_actions is not None and stored is not None and m.n_actions != stored.n_actions:
@@ -558,8 +652,12 @@ def _records(table, m: ColumnMapping, stored: LogLayout | None, prefix: str, pol
             raise ValueError("n_actions: cannot be inferred from a file without rows; give it")
         n_actions = int(action_f.max()) + 1
     else:
-        action_f = _numbers(table, m.action, lambda v: (v == np.round(v)) & (v >= 0) & (v < n_actions),
-                            f"an action index in [0, {n_actions})")
+        action_f = _numbers(
+            table,
+            m.action,
+            lambda v: (v == np.round(v)) & (v >= 0) & (v < n_actions),
+            f"an action index in [0, {n_actions})",
+        )
     action = action_f.astype(np.int64)
     hours = "hours since the epoch or an ISO timestamp"
     if m.time is None:
@@ -572,8 +670,11 @@ def _records(table, m: ColumnMapping, stored: LogLayout | None, prefix: str, pol
         send_at = _numbers(table, m.send_at, None, hours, _to_hours)
         bad = np.flatnonzero(send_at < time)
         if bad.size:
-            _fail(int(bad[0]), m.send_at, f"send time {send_at[bad[0]]!r} is before the decision time "
-                                          f"{time[bad[0]]!r} (hours)")
+            _fail(
+                int(bad[0]),
+                m.send_at,
+                f"send time {send_at[bad[0]]!r} is before the decision time {time[bad[0]]!r} (hours)",
+            )
     cost = np.zeros(n) if m.cost is None else _numbers(table, m.cost, lambda v: v >= 0, "a number >= 0")
     if m.decision_id is None:
         ids = np.array([f"{prefix}:{i + 1}" for i in range(n)], dtype=object)
@@ -592,19 +693,30 @@ def _records(table, m: ColumnMapping, stored: LogLayout | None, prefix: str, pol
         if bad.size:
             _fail(int(bad[0]), m.eligible, f"the chosen action {int(action[bad[0]])} is not among the eligible ones")
     if m.propensity is None:
-        propensity = estimate_propensity(action, n_actions, _groups(table, m.propensity_by),
-                                         None if m.eligible is None else eligible)
+        propensity = estimate_propensity(
+            action, n_actions, _groups(table, m.propensity_by), None if m.eligible is None else eligible
+        )
     else:
         propensity = _numbers(table, m.propensity, lambda v: (v > 0) & (v <= 1), "a number in (0, 1]")
     decisions = DecisionRecords(
-        decision_id=ids, time=time, customer_id=customers, context=context, eligible=eligible, action=action,
-        send_at=send_at, propensity=propensity, policy=np.full(n, policy, dtype=object),
-        policy_version=np.full(n, version, dtype=object), experiment=np.full(n, experiment, dtype=object),
-        arm=np.full(n, arm, dtype=object), cost=cost,
+        decision_id=ids,
+        time=time,
+        customer_id=customers,
+        context=context,
+        eligible=eligible,
+        action=action,
+        send_at=send_at,
+        propensity=propensity,
+        policy=np.full(n, policy, dtype=object),
+        policy_version=np.full(n, version, dtype=object),
+        experiment=np.full(n, experiment, dtype=object),
+        arm=np.full(n, arm, dtype=object),
+        cost=cost,
     )
     k, reward = _rewards(table, m.reward) if m.reward is not None else (np.zeros(0, np.int64), np.zeros(0))
-    outcomes = OutcomeRecords(decision_id=ids[k], event=np.full(k.size, "converted", dtype=object),
-                              time=send_at[k], value=reward)
+    outcomes = OutcomeRecords(
+        decision_id=ids[k], event=np.full(k.size, "converted", dtype=object), time=send_at[k], value=reward
+    )
     return decisions, outcomes, names
 
 
@@ -621,8 +733,7 @@ def _rewards(table, column: str) -> tuple[np.ndarray, np.ndarray]:
             _fail(int(bad[0]), column, f"expected a finite number, got {x[bad[0]]!r}")
         return k, x[k]
     cells = col.to_pylist()
-    present = np.array([not (v is None or v == "" or (isinstance(v, float) and math.isnan(v))) for v in cells],
-                       bool)
+    present = np.array([not (v is None or v == "" or (isinstance(v, float) and math.isnan(v))) for v in cells], bool)
     k = np.flatnonzero(present)
     reward = np.empty(k.size)
     for j, i in enumerate(k.tolist()):
@@ -690,15 +801,18 @@ class DeploymentMapping:
         if self.action is not None:
             given = next((f for f in ("channel", "offer", "send_hour") if getattr(self, f) is not None), None)
             if given is not None:
-                raise ValueError(f"{given}: the action column {self.action!r} already gives the action; map either "
-                                 "one action column or channel and offer (with send_hour)")
+                raise ValueError(
+                    f"{given}: the action column {self.action!r} already gives the action; map either "
+                    "one action column or channel and offer (with send_hour)"
+                )
         elif self.channel is None or self.offer is None:
-            raise ValueError(f"{'channel' if self.channel is None else 'offer'}: map the channel and offer columns "
-                             "(with send_hour), or one action column of indices")
+            raise ValueError(
+                f"{'channel' if self.channel is None else 'offer'}: map the channel and offer columns "
+                "(with send_hour), or one action column of indices"
+            )
         _check_time_and_propensity(self)
         renames = dict(self.attributes or {})
-        bad = next(((k, v) for k, v in renames.items() if not (isinstance(k, str) and isinstance(v, str) and v)),
-                   None)
+        bad = next(((k, v) for k, v in renames.items() if not (isinstance(k, str) and isinstance(v, str) and v)), None)
         if bad is not None:
             raise ValueError(f"attributes: expected attribute name -> column name, got {bad[0]!r} -> {bad[1]!r}")
         object.__setattr__(self, "attributes", renames)
@@ -709,8 +823,20 @@ class DeploymentMapping:
 
     def columns(self) -> list[str]:
         """The columns this mapping names, attributes aside (each must be in the file)."""
-        named = [self.customer_id, self.time, self.tz_offset, self.action, self.channel, self.offer, self.send_hour,
-                 self.propensity, self.reward, self.opted_out, self.decision_id, self.cost]
+        named = [
+            self.customer_id,
+            self.time,
+            self.tz_offset,
+            self.action,
+            self.channel,
+            self.offer,
+            self.send_hour,
+            self.propensity,
+            self.reward,
+            self.opted_out,
+            self.decision_id,
+            self.cost,
+        ]
         return list(dict.fromkeys([*(c for c in named if c is not None), *self.propensity_by]))
 
 
@@ -749,36 +875,58 @@ def move_onto(log: DecisionLog, deployment: Deployment) -> Moved:
         return Moved(0, (), (), old.digest, old.digest)
     a, b = old.action_space(), deployment.action_space()
     names = lambda d: [x.name for x in d.attributes]  # noqa: E731
-    for what, mine, theirs in (("name", old.name, deployment.name), ("attributes", names(old), names(deployment)),
-                               ("channels", list(a.channels), list(b.channels)),
-                               ("send_slots", list(a.send_slots), list(b.send_slots))):
+    for what, mine, theirs in (
+        ("name", old.name, deployment.name),
+        ("attributes", names(old), names(deployment)),
+        ("channels", list(a.channels), list(b.channels)),
+        ("send_slots", list(a.send_slots), list(b.send_slots)),
+    ):
         if mine != theirs:
-            raise ValueError(f"deployment: {what} differ ({mine} in the log, {theirs} in the file): only the "
-                             "offers may change on a log; import the new world onto a new log")
+            raise ValueError(
+                f"deployment: {what} differ ({mine} in the log, {theirs} in the file): only the "
+                "offers may change on a log; import the new world onto a new log"
+            )
     if old.features().names != deployment.features().names:
-        raise ValueError("deployment: the attributes' declarations differ (types, values or ranges change the "
-                         "features): only the offers may change on a log; import onto a new log")
+        raise ValueError(
+            "deployment: the attributes' declarations differ (types, values or ranges change the "
+            "features): only the offers may change on a log; import onto a new log"
+        )
     index = {(b.channel_of[j], b.contents[b.content_of[j]], b.slot_of[j]): j for j in range(1, b.n_actions)}
-    amap = np.array([0] + [index.get((a.channel_of[i], a.contents[a.content_of[i]], a.slot_of[i]), -1)
-                           for i in range(1, a.n_actions)], np.int64)
+    amap = np.array(
+        [0]
+        + [index.get((a.channel_of[i], a.contents[a.content_of[i]], a.slot_of[i]), -1) for i in range(1, a.n_actions)],
+        np.int64,
+    )
     removed = tuple(o for o in a.contents if o not in b.contents)
     added = tuple(o for o in b.contents if o not in a.contents)
     sent = log.action_counts(-1e12)
     used = sorted({a.contents[a.content_of[i]] for i in np.flatnonzero((amap < 0) & (sent > 0))})
     if used:
-        raise ValueError(f"offers: {used} were sent in this log and the new catalogue drops them; keep them "
-                         "declared with a valid_until in the past (they stay counted by the caps and are never "
-                         "chosen again)")
+        raise ValueError(
+            f"offers: {used} were sent in this log and the new catalogue drops them; keep them "
+            "declared with a valid_until in the past (they stay counted by the caps and are never "
+            "chosen again)"
+        )
     features = deployment.features()
     layout = LogLayout(features.dim, b.n_actions, features.names, space_to_dict(b))
     moved = log.renumber_actions(layout, amap, deployment.to_dict())
     return Moved(moved, added, removed, old.digest, deployment.digest)
 
 
-def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapping: DeploymentMapping, *,
-                policy: str = "imported", version: str = "0", experiment: str = "", arm: str = "",
-                format: str | None = None, id_prefix: str | None = None,
-                allow_ineligible: bool = False) -> ImportResult:
+def import_onto(
+    log: DecisionLog,
+    path: str | Path,
+    deployment: Deployment,
+    mapping: DeploymentMapping,
+    *,
+    policy: str = "imported",
+    version: str = "0",
+    experiment: str = "",
+    arm: str = "",
+    format: str | None = None,
+    id_prefix: str | None = None,
+    allow_ineligible: bool = False,
+) -> ImportResult:
     """Import one CSV or Parquet file of a brand's decisions onto its ``deployment``, all or nothing.
 
     Each row's attributes are checked with the deployment's rules (an unknown category, a number out
@@ -806,8 +954,9 @@ def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapp
     space = deployment.action_space()
     features = deployment.features()
     text = [m.column_of(a.name) for a in deployment.attributes if a.type in ("category", "time")]
-    text += [c for c in (m.time, m.tz_offset, m.customer_id, m.decision_id, m.channel, m.offer, m.send_hour)
-             if c is not None]
+    text += [
+        c for c in (m.time, m.tz_offset, m.customer_id, m.decision_id, m.channel, m.offer, m.send_hour) if c is not None
+    ]
     try:
         table = read_table(path, format, (*text, *m.propensity_by))
     except (OSError, ValueError) as exc:
@@ -819,32 +968,57 @@ def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapp
         raise ValueError(f"column {missing[0]!r}: not in the file; columns: {table.column_names}")
     layout = LogLayout(features.dim, space.n_actions, features.names, space_to_dict(space))
     stored = log.layout()
-    if stored is not None and not ((stored.context_dim, stored.n_actions, stored.feature_names)
-                                   == (layout.context_dim, layout.n_actions, layout.feature_names)
-                                   and stored.action_space in (None, layout.action_space)):
-        raise ValueError(f"deployment: this log holds {stored.context_dim} features and {stored.n_actions} actions "
-                         f"that are not those of the deployment {deployment.name!r} ({layout.context_dim} features, "
-                         f"{layout.n_actions} actions); import onto a log of this deployment")
+    if stored is not None and not (
+        (stored.context_dim, stored.n_actions, stored.feature_names)
+        == (layout.context_dim, layout.n_actions, layout.feature_names)
+        and stored.action_space in (None, layout.action_space)
+    ):
+        raise ValueError(
+            f"deployment: this log holds {stored.context_dim} features and {stored.n_actions} actions "
+            f"that are not those of the deployment {deployment.name!r} ({layout.context_dim} features, "
+            f"{layout.n_actions} actions); import onto a log of this deployment"
+        )
     held = log.deployment()
     if held is not None:
         from nba.deployment import Deployment
 
         other = Deployment.from_dict(held)
         if other.digest != deployment.digest:
-            raise ValueError(f"deployment: this log holds the decisions of the deployment {other.name!r} "
-                             f"({other.digest[:19]}..), not of {deployment.name!r} ({deployment.digest[:19]}..); "
-                             "import onto a log of this deployment")
+            raise ValueError(
+                f"deployment: this log holds the decisions of the deployment {other.name!r} "
+                f"({other.digest[:19]}..), not of {deployment.name!r} ({deployment.digest[:19]}..); "
+                "import onto a log of this deployment"
+            )
     estimated = m.propensity is None
     name = f"{policy}{ESTIMATED_SUFFIX}" if estimated else policy
     try:
         records, outcomes, ineligible = _onto_records(
-            table, deployment, m, path.name if id_prefix is None else id_prefix, name,
-            f"{version}@{deployment.digest}", experiment, arm, allow_ineligible)
+            table,
+            deployment,
+            m,
+            path.name if id_prefix is None else id_prefix,
+            name,
+            f"{version}@{deployment.digest}",
+            experiment,
+            arm,
+            allow_ineligible,
+        )
         _validated(records, outcomes, m)
     except _Fail as exc:
         raise ValueError(str(exc)) from None
-    result = ImportResult(0, len(records), features.names, estimated, name, 0, m.propensity_by if estimated else (),
-                          m.time_default if m.time is None else None, space.n_actions, deployment.digest, ineligible)
+    result = ImportResult(
+        0,
+        len(records),
+        features.names,
+        estimated,
+        name,
+        0,
+        m.propensity_by if estimated else (),
+        m.time_default if m.time is None else None,
+        space.n_actions,
+        deployment.digest,
+        ineligible,
+    )
     if not len(records):
         return result
     log.set_deployment(deployment.to_dict())
@@ -853,8 +1027,17 @@ def import_onto(log: DecisionLog, path: str | Path, deployment: Deployment, mapp
     return replace(result, new_decisions=new_d, new_outcomes=new_o)
 
 
-def _onto_records(table, d: Deployment, m: DeploymentMapping, prefix: str, policy: str, version: str,
-                  experiment: str, arm: str, allow_ineligible: bool) -> tuple[DecisionRecords, OutcomeRecords, int]:
+def _onto_records(
+    table,
+    d: Deployment,
+    m: DeploymentMapping,
+    prefix: str,
+    policy: str,
+    version: str,
+    experiment: str,
+    arm: str,
+    allow_ineligible: bool,
+) -> tuple[DecisionRecords, OutcomeRecords, int]:
     n = table.num_rows
     space = d.action_space()
     time, tz = _times_and_zones(table, m)
@@ -875,30 +1058,57 @@ def _onto_records(table, d: Deployment, m: DeploymentMapping, prefix: str, polic
     if bad.size and not allow_ineligible:
         i = int(bad[0])
         why = ", ".join(str(r.name).lower() for r in Reason if reasons[i] & r)
-        column = m.action or (m.offer if reasons[i] & Reason.OFFER
-                              else m.send_hour if reasons[i] & Reason.QUIET_HOURS and m.send_hour else m.channel)
+        column = m.action or (
+            m.offer
+            if reasons[i] & Reason.OFFER
+            else m.send_hour
+            if reasons[i] & Reason.QUIET_HOURS and m.send_hour
+            else m.channel
+        )
         more = f" ({bad.size} rows in all)" if bad.size > 1 else ""
-        _fail(i, column, f"the deployment does not allow {space.names()[action[i]]} here ({why}){more}; "
-                         "import with allow_ineligible to keep such rows, their action added to their mask")
+        _fail(
+            i,
+            column,
+            f"the deployment does not allow {space.names()[action[i]]} here ({why}){more}; "
+            "import with allow_ineligible to keep such rows, their action added to their mask",
+        )
     if m.propensity is None:
         propensity = estimate_propensity(action, space.n_actions, _groups(table, m.propensity_by), eligible)
     else:
         propensity = _numbers(table, m.propensity, lambda v: (v > 0) & (v <= 1), "a number in (0, 1]")
     decisions = DecisionRecords(
-        decision_id=ids, time=time, customer_id=customers, context=context, eligible=eligible, action=action,
-        send_at=send_at, propensity=propensity, policy=np.full(n, policy, dtype=object),
-        policy_version=np.full(n, version, dtype=object), experiment=np.full(n, experiment, dtype=object),
-        arm=np.full(n, arm, dtype=object), cost=cost,
+        decision_id=ids,
+        time=time,
+        customer_id=customers,
+        context=context,
+        eligible=eligible,
+        action=action,
+        send_at=send_at,
+        propensity=propensity,
+        policy=np.full(n, policy, dtype=object),
+        policy_version=np.full(n, version, dtype=object),
+        experiment=np.full(n, experiment, dtype=object),
+        arm=np.full(n, arm, dtype=object),
+        cost=cost,
     )
     rows = np.concatenate([k, opted])
     events = np.array(["converted"] * k.size + ["opted_out"] * opted.size, dtype=object)
-    outcomes = OutcomeRecords(decision_id=ids[rows], event=events, time=send_at[rows],
-                              value=np.concatenate([reward, np.zeros(opted.size)]))
+    outcomes = OutcomeRecords(
+        decision_id=ids[rows], event=events, time=send_at[rows], value=np.concatenate([reward, np.zeros(opted.size)])
+    )
     return decisions, outcomes, int(bad.size)
 
 
-def _replay(d: Deployment, people: list[dict[str, Any]], customers: np.ndarray, time: np.ndarray, tz: np.ndarray,
-            action: np.ndarray, send_at: np.ndarray, bought: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _replay(
+    d: Deployment,
+    people: list[dict[str, Any]],
+    customers: np.ndarray,
+    time: np.ndarray,
+    tz: np.ndarray,
+    action: np.ndarray,
+    send_at: np.ndarray,
+    bought: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's context, eligible actions and the Reason bits of its own action (0: it was eligible), with
     the customer's history rebuilt from their earlier rows, as the decision service would have seen it.
 
@@ -962,9 +1172,14 @@ def _replay(d: Deployment, people: list[dict[str, Any]], customers: np.ndarray, 
             h = History(**{f: getattr(hist, f)[cu] for f in hist_fields}, half_life_h=hist.half_life_h)
             cols = {k: v[rows] for k, v in columns.items()}
             context[rows] = layout.build(cols, h, time[rows], tz[rows])
-            mask, bits = d.eligibility([people[i] for i in rows.tolist()],
-                                       RecentContacts(recent.times[cu], recent.any_times[cu]), now=time[rows],
-                                       tz_offset=tz[rows], reasons=True, columns=cols)
+            mask, bits = d.eligibility(
+                [people[i] for i in rows.tolist()],
+                RecentContacts(recent.times[cu], recent.any_times[cu]),
+                now=time[rows],
+                tz_offset=tz[rows],
+                reasons=True,
+                columns=cols,
+            )
             reasons[rows] = bits[np.arange(rows.size), action[rows]]
             mask[np.arange(rows.size), action[rows]] = True
             eligible[rows] = mask
@@ -1054,8 +1269,7 @@ def _zone_offset(name: Any, hours: float, row: int, column: str) -> float:
     try:
         return utc_offset(name.strip(), hours)
     except ValueError:
-        _fail(row, column, f"unknown time zone {name!r}; expected hours east of UTC or an IANA name "
-                           "(Europe/Paris)")
+        _fail(row, column, f"unknown time zone {name!r}; expected hours east of UTC or an IANA name (Europe/Paris)")
 
 
 def _flags(table, column: str) -> np.ndarray:
@@ -1088,12 +1302,18 @@ def _deployment_actions(table, space: ActionSpace, m: DeploymentMapping) -> np.n
     """(N,) action indices: from the action column, or from the channel, offer and send-hour columns."""
     n = table.num_rows
     if m.action is not None:
-        a = _numbers(table, m.action, lambda v: (v == np.round(v)) & (v >= 0) & (v < space.n_actions),
-                     f"an action index in [0, {space.n_actions})")
+        a = _numbers(
+            table,
+            m.action,
+            lambda v: (v == np.round(v)) & (v >= 0) & (v < space.n_actions),
+            f"an action index in [0, {space.n_actions})",
+        )
         return a.astype(np.int64)
     if m.send_hour is None and None not in space.send_slots:
-        raise ValueError(f"send_hour: the deployment has no \"now\" slot (its slots: {list(space.send_slots)}); "
-                         "map the send-hour column")
+        raise ValueError(
+            f'send_hour: the deployment has no "now" slot (its slots: {list(space.send_slots)}); '
+            "map the send-hour column"
+        )
     channels = table.column(m.channel).to_pylist()
     offers = table.column(m.offer).to_pylist()
     hours = [None] * n if m.send_hour is None else table.column(m.send_hour).to_pylist()
@@ -1110,8 +1330,15 @@ def _deployment_actions(table, space: ActionSpace, m: DeploymentMapping) -> np.n
     return out
 
 
-def _action_of(key: tuple, row: int, m: DeploymentMapping, space: ActionSpace, channel_at: dict[str, int],
-               offer_at: dict[str, int], slot_at: dict[int | None, int]) -> int:
+def _action_of(
+    key: tuple,
+    row: int,
+    m: DeploymentMapping,
+    space: ActionSpace,
+    channel_at: dict[str, int],
+    offer_at: dict[str, int],
+    slot_at: dict[int | None, int],
+) -> int:
     channel, offer, hour = (None if v is None or (isinstance(v, str) and not v.strip()) else v for v in key)
     if channel is None and offer is None:
         return NO_CONTACT
@@ -1133,7 +1360,7 @@ def _action_of(key: tuple, row: int, m: DeploymentMapping, space: ActionSpace, c
             _fail(row, m.send_hour, f"{hour!r} is not a send slot of the deployment; slots: {slots} (empty: now)")
         slot = int(x)
     if slot not in slot_at:
-        _fail(row, m.send_hour or m.channel, "the deployment has no \"now\" slot; give the send hour")
+        _fail(row, m.send_hour or m.channel, 'the deployment has no "now" slot; give the send hour')
     k = (channel_at[str(channel).strip()] * space.n_contents + offer_at[str(offer).strip()]) * space.n_slots
     return 1 + k + slot_at[slot]
 

@@ -27,22 +27,43 @@ def parquet_schema(layout: LogLayout, rule: RewardRule | None = None):
     """
     import pyarrow as pa
 
-    meta = {"nba.schema_version": SCHEMA_VERSION, "nba.context_dim": str(layout.context_dim),
-            "nba.n_actions": str(layout.n_actions), "nba.feature_names": json.dumps(
-                None if layout.feature_names is None else list(layout.feature_names)),
-            "nba.action_space": json.dumps(layout.action_space)}
+    meta = {
+        "nba.schema_version": SCHEMA_VERSION,
+        "nba.context_dim": str(layout.context_dim),
+        "nba.n_actions": str(layout.n_actions),
+        "nba.feature_names": json.dumps(None if layout.feature_names is None else list(layout.feature_names)),
+        "nba.action_space": json.dumps(layout.action_space),
+    }
     if rule is not None:
-        meta["nba.reward_rule"] = json.dumps({"window_h": rule.window_h, "events": list(rule.events),
-                                              "opt_out_value": rule.opt_out_value, "default": rule.default,
-                                              "subtract_cost": rule.subtract_cost})
+        meta["nba.reward_rule"] = json.dumps(
+            {
+                "window_h": rule.window_h,
+                "events": list(rule.events),
+                "opt_out_value": rule.opt_out_value,
+                "default": rule.default,
+                "subtract_cost": rule.subtract_cost,
+            }
+        )
     s, f = pa.string(), pa.float64()
-    return pa.schema([
-        ("decision_id", s), ("time", f), ("customer_id", s),
-        ("context", pa.list_(pa.float32(), max(layout.context_dim, 0))),
-        ("eligible", pa.list_(pa.bool_(), max(layout.n_actions, 0))),
-        ("action", pa.int64()), ("send_at", f), ("propensity", f), ("policy", s), ("policy_version", s),
-        ("experiment", s), ("arm", s), ("cost", f), ("reward", f),
-    ], metadata=meta)
+    return pa.schema(
+        [
+            ("decision_id", s),
+            ("time", f),
+            ("customer_id", s),
+            ("context", pa.list_(pa.float32(), max(layout.context_dim, 0))),
+            ("eligible", pa.list_(pa.bool_(), max(layout.n_actions, 0))),
+            ("action", pa.int64()),
+            ("send_at", f),
+            ("propensity", f),
+            ("policy", s),
+            ("policy_version", s),
+            ("experiment", s),
+            ("arm", s),
+            ("cost", f),
+            ("reward", f),
+        ],
+        metadata=meta,
+    )
 
 
 def batch_to_arrow(batch: LoggedBatch, schema):
@@ -62,8 +83,9 @@ def batch_to_arrow(batch: LoggedBatch, schema):
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def write_parquet(path: str | Path, batches: Iterable[LoggedBatch], layout: LogLayout,
-                  rule: RewardRule | None = None) -> int:
+def write_parquet(
+    path: str | Path, batches: Iterable[LoggedBatch], layout: LogLayout, rule: RewardRule | None = None
+) -> int:
     """Write ``batches`` (of one log, of ``layout``, rewarded by ``rule``) into one Parquet file at ``path``,
     zstd-compressed, one row group per batch; returns the rows written."""
     import pyarrow.parquet as pq
@@ -110,5 +132,9 @@ def read_parquet_layout(path: str | Path) -> LogLayout:
     if b"nba.context_dim" not in meta:
         raise ValueError(f"path: {path} is not an nba decision log export (no nba.context_dim metadata)")
     names = json.loads(meta.get(b"nba.feature_names", b"null"))
-    return LogLayout(int(meta[b"nba.context_dim"]), int(meta[b"nba.n_actions"]),
-                     None if names is None else tuple(names), json.loads(meta.get(b"nba.action_space", b"null")))
+    return LogLayout(
+        int(meta[b"nba.context_dim"]),
+        int(meta[b"nba.n_actions"]),
+        None if names is None else tuple(names),
+        json.loads(meta.get(b"nba.action_space", b"null")),
+    )

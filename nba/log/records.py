@@ -86,8 +86,10 @@ class FunnelEvents:
     def check(cls, events: Any, actions: np.ndarray) -> FunnelEvents:
         """Validated events for a batch of ``actions``; raise ValueError naming the field."""
         if not isinstance(events, FunnelEvents):
-            raise ValueError("events: a funnel learner needs the batch's funnel events: pass "
-                             f"events=FunnelEvents(opened, clicked, converted, value), got {type(events).__name__}")
+            raise ValueError(
+                "events: a funnel learner needs the batch's funnel events: pass "
+                f"events=FunnelEvents(opened, clicked, converted, value), got {type(events).__name__}"
+            )
         n = len(actions)
         out = {}
         for name in FUNNEL:
@@ -101,8 +103,10 @@ class FunnelEvents:
         if np.any(out["opened"] & (actions == 0)):
             raise ValueError("events.opened: a no-contact decision cannot be opened")
         if np.any(out["clicked"] & ~out["opened"]) or np.any(out["converted"] & ~out["clicked"]):
-            raise ValueError("events.clicked/converted: each event must follow the one before it "
-                             "(opened, then clicked, then converted)")
+            raise ValueError(
+                "events.clicked/converted: each event must follow the one before it "
+                "(opened, then clicked, then converted)"
+            )
         if np.any(value[~out["converted"]] != 0):
             raise ValueError("events.value: must be 0 where there was no conversion")
         return cls(**out, value=value)
@@ -141,10 +145,22 @@ class LoggedBatch:
     def empty(cls, context_dim: int = 0, n_actions: int = 0) -> LoggedBatch:
         """A batch of no decisions with the given layout."""
         s, f = np.empty(0, object), np.empty(0, np.float64)
-        return cls(decision_id=s, time=f, customer_id=s.copy(), context=np.empty((0, context_dim), np.float32),
-                   eligible=np.empty((0, n_actions), bool), action=np.empty(0, np.int64), send_at=f.copy(),
-                   propensity=f.copy(), policy=s.copy(), policy_version=s.copy(), experiment=s.copy(),
-                   arm=s.copy(), cost=f.copy(), reward=f.copy())
+        return cls(
+            decision_id=s,
+            time=f,
+            customer_id=s.copy(),
+            context=np.empty((0, context_dim), np.float32),
+            eligible=np.empty((0, n_actions), bool),
+            action=np.empty(0, np.int64),
+            send_at=f.copy(),
+            propensity=f.copy(),
+            policy=s.copy(),
+            policy_version=s.copy(),
+            experiment=s.copy(),
+            arm=s.copy(),
+            cost=f.copy(),
+            reward=f.copy(),
+        )
 
 
 @dataclass(frozen=True)
@@ -172,8 +188,15 @@ class ContactHistory:
     event_decision: np.ndarray  # (Q,) object str: that decision's id
 
     @classmethod
-    def from_rows(cls, customer_ids: np.ndarray, contact_customer: list[int], contacts: list[tuple],
-                  event_customer: list[int], events: list[tuple], since: float) -> ContactHistory:
+    def from_rows(
+        cls,
+        customer_ids: np.ndarray,
+        contact_customer: list[int],
+        contacts: list[tuple],
+        event_customer: list[int],
+        events: list[tuple],
+        since: float,
+    ) -> ContactHistory:
         """From row lists, wherever they were read (the log's tables, the service's memory): ``contacts``
         as ``(time, send_at, action)`` and ``events`` as ``(event, time, value, action, send_at,
         decision_id)``, each row's customer an index into ``customer_ids``. Keeps the contacts sent from
@@ -189,9 +212,15 @@ class ContactHistory:
         eorder = ekeep[np.argsort(et[ekeep], kind="stable")]
         return cls(
             customer_ids=customer_ids,
-            contact_customer=np.asarray(contact_customer, np.int64)[order], contact_time=ct[order],
-            contact_send_at=cs[order], contact_action=ca[order],
-            event_customer=np.asarray(event_customer, np.int64)[eorder], event=np.array(ee[0], dtype=object)[eorder],
-            event_time=et[eorder], event_value=np.array(ee[2], np.float64)[eorder],
-            event_action=np.array(ee[3], np.int64)[eorder], event_send_at=np.array(ee[4], np.float64)[eorder],
-            event_decision=np.array(ee[5], dtype=object)[eorder])
+            contact_customer=np.asarray(contact_customer, np.int64)[order],
+            contact_time=ct[order],
+            contact_send_at=cs[order],
+            contact_action=ca[order],
+            event_customer=np.asarray(event_customer, np.int64)[eorder],
+            event=np.array(ee[0], dtype=object)[eorder],
+            event_time=et[eorder],
+            event_value=np.array(ee[2], np.float64)[eorder],
+            event_action=np.array(ee[3], np.int64)[eorder],
+            event_send_at=np.array(ee[4], np.float64)[eorder],
+            event_decision=np.array(ee[5], dtype=object)[eorder],
+        )

@@ -33,9 +33,13 @@ class RewardRule:
 
     def to_dict(self) -> dict[str, Any]:
         """The rule as plain JSON: every field, an unbounded window (``window_h`` infinite) as ``None``."""
-        return {"window_h": None if math.isinf(self.window_h) else float(self.window_h), "events": list(self.events),
-                "opt_out_value": float(self.opt_out_value), "default": float(self.default),
-                "subtract_cost": bool(self.subtract_cost)}
+        return {
+            "window_h": None if math.isinf(self.window_h) else float(self.window_h),
+            "events": list(self.events),
+            "opt_out_value": float(self.opt_out_value),
+            "default": float(self.default),
+            "subtract_cost": bool(self.subtract_cost),
+        }
 
     @classmethod
     def from_dict(cls, data: Any, name: str = "reward_rule") -> RewardRule:
@@ -55,8 +59,10 @@ class RewardRule:
             if key == "window_h" and v is None:
                 kw[key] = math.inf
             elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ValueError(f"{name}.{key}: expected a finite number"
-                                 f"{' (or null: no end)' if key == 'window_h' else ''}, got {v!r}")
+                raise ValueError(
+                    f"{name}.{key}: expected a finite number"
+                    f"{' (or null: no end)' if key == 'window_h' else ''}, got {v!r}"
+                )
             else:
                 kw[key] = float(v)
         if "events" in data:
@@ -79,8 +85,15 @@ class RewardRule:
 DEFAULT_RULE = RewardRule()
 
 
-def join_rewards(rule: RewardRule, send_at: np.ndarray, cost: np.ndarray, row: np.ndarray, event: np.ndarray,
-                 time: np.ndarray, value: np.ndarray) -> np.ndarray:
+def join_rewards(
+    rule: RewardRule,
+    send_at: np.ndarray,
+    cost: np.ndarray,
+    row: np.ndarray,
+    event: np.ndarray,
+    time: np.ndarray,
+    value: np.ndarray,
+) -> np.ndarray:
     """(N,) rewards of N decisions from their outcome events (``row`` indexes the decision of each).
 
     ``sum(value of counted events in [send_at, send_at + window_h])`` or ``rule.default`` when none
@@ -112,4 +125,3 @@ def check_rule(rule: RewardRule) -> None:
     unknown = [e for e in rule.events if e not in EVENTS]
     if unknown:
         raise ValueError(f"rule: unknown events {unknown}; valid: {list(EVENTS)}")
-

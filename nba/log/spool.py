@@ -145,8 +145,15 @@ class Spool:
     growing when the file is emptied.
     """
 
-    def __init__(self, directory: str | Path, log: DecisionLog, *, rows_per_write: int = 50_000,
-                 replay_every_s: float = 0.25, truncate_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        log: DecisionLog,
+        *,
+        rows_per_write: int = 50_000,
+        replay_every_s: float = 0.25,
+        truncate_bytes: int = 64 << 20,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -158,8 +165,10 @@ class Spool:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise RuntimeError(f"NBA_SPOOL_DIR: {self.directory} is in use by another process; "
-                               "give every deciding process its own spool directory") from None
+            raise RuntimeError(
+                f"NBA_SPOOL_DIR: {self.directory} is in use by another process; "
+                "give every deciding process its own spool directory"
+            ) from None
         self.path = self.directory / "decisions.spool"
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._write_lock = threading.Lock()
@@ -229,8 +238,10 @@ class Spool:
 
     def _check_failed(self) -> None:
         if self._failed is not None:
-            raise SpoolFailed(f"spool {self.path}: a write or fsync failed ({self._failed}); nothing more is "
-                              "acknowledged until the process restarts") from self._failed
+            raise SpoolFailed(
+                f"spool {self.path}: a write or fsync failed ({self._failed}); nothing more is "
+                "acknowledged until the process restarts"
+            ) from self._failed
 
     @property
     def failed(self) -> str | None:
@@ -315,13 +326,20 @@ class Spool:
     def _revive(self) -> None:
         """Start another replayer if this one exited (called under the write lock)."""
         if self._child is not None and self._child.poll() is not None and not self._closed:
-            _logger.error("spool %s: the replayer exited with %s; starting another", self.path,
-                          self._child.returncode)
+            _logger.error("spool %s: the replayer exited with %s; starting another", self.path, self._child.returncode)
             self._start_replayer()
 
     def _start_replayer(self) -> None:
-        cmd = [sys.executable, "-m", "nba.log.spool", str(self.directory), self.log.namespace or "",
-               str(os.getpid()), str(self.rows_per_write), str(self.replay_every_s)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "nba.log.spool",
+            str(self.directory),
+            self.log.namespace or "",
+            str(os.getpid()),
+            str(self.rows_per_write),
+            str(self.replay_every_s),
+        ]
         env = dict(os.environ, NBA_SPOOL_LOG_URL=self.log.url)  # not on the command line: it may hold a password
         # its own session: a signal to the owner's process group (Ctrl+C, a process manager stopping the
         # worker) must not kill it before the owner's close() has had it write the spool to the log; it
@@ -336,8 +354,12 @@ class Spool:
             return
         frames, end = scan(data)
         if end < len(data):
-            _logger.warning("spool %s: dropping %d bytes of a torn, unacknowledged frame at offset %d",
-                            self.path, len(data) - end, end)
+            _logger.warning(
+                "spool %s: dropping %d bytes of a torn, unacknowledged frame at offset %d",
+                self.path,
+                len(data) - end,
+                end,
+            )
         write_frames(self.log, data, frames, self.rows_per_write, dead_letter=DeadLetter(self.directory, self._state))
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
@@ -386,7 +408,7 @@ class _State:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def rejected(error: BaseException) -> bool:
@@ -427,8 +449,9 @@ class DeadLetter:
     def add(self, refused: list[tuple[DecisionRecords, BaseException]]) -> None:
         """Append one line per single-decision batch of ``refused``, with its error, and fsync."""
         at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        lines = [json.dumps({**_plain(rec), "reason": _reason(e), "at": at}, allow_nan=False) + "\n"
-                 for rec, e in refused]  # ASCII: NULs and lone surrogates escaped
+        lines = [
+            json.dumps({**_plain(rec), "reason": _reason(e), "at": at}, allow_nan=False) + "\n" for rec, e in refused
+        ]  # ASCII: NULs and lone surrogates escaped
         new = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -443,8 +466,13 @@ class DeadLetter:
             finally:
                 os.close(dir_fd)
         self._state.set(_DEAD, self._state.get(_DEAD) + len(refused))
-        _logger.error("spool %s: the log refused %d decision(s), now in %s (first: %s)", self.path.parent,
-                      len(refused), self.path, _reason(refused[0][1]))
+        _logger.error(
+            "spool %s: the log refused %d decision(s), now in %s (first: %s)",
+            self.path.parent,
+            len(refused),
+            self.path,
+            _reason(refused[0][1]),
+        )
 
 
 def _plain(rec: DecisionRecords) -> dict[str, Any]:
@@ -466,8 +494,14 @@ def _plain(rec: DecisionRecords) -> dict[str, Any]:
     return out
 
 
-def write_frames(log: DecisionLog, data: bytes, frames: list[tuple[int, int]], rows_per_write: int,
-                 written: Callable[[int], None] | None = None, dead_letter: DeadLetter | None = None) -> None:
+def write_frames(
+    log: DecisionLog,
+    data: bytes,
+    frames: list[tuple[int, int]],
+    rows_per_write: int,
+    written: Callable[[int], None] | None = None,
+    dead_letter: DeadLetter | None = None,
+) -> None:
     """Write the ``frames`` (from :func:`scan`) of ``data`` to ``log``, up to ``rows_per_write``
     decisions of one shape per transaction, calling ``written(end)`` after each transaction with the
     end of its last frame.
@@ -507,8 +541,9 @@ def _store(log: DecisionLog, records: DecisionRecords, dead_letter: DeadLetter |
         dead_letter.add(refused)
 
 
-def _write_or_split(log: DecisionLog, records: DecisionRecords,
-                    refused: list[tuple[DecisionRecords, BaseException]]) -> None:
+def _write_or_split(
+    log: DecisionLog, records: DecisionRecords, refused: list[tuple[DecisionRecords, BaseException]]
+) -> None:
     """Write ``records`` in one transaction; if the log refuses them, each half again, down to single
     decisions, which are added to ``refused`` with their error."""
     try:
@@ -524,8 +559,15 @@ def _write_or_split(log: DecisionLog, records: DecisionRecords,
         _write_or_split(log, _rows(records, slice(half, None)), refused)
 
 
-def replay_forever(directory: Path, url: str, namespace: str | None, parent: int, rows_per_write: int,
-                   interval: float, read_bytes: int = _READ_BYTES) -> None:
+def replay_forever(
+    directory: Path,
+    url: str,
+    namespace: str | None,
+    parent: int,
+    rows_per_write: int,
+    interval: float,
+    read_bytes: int = _READ_BYTES,
+) -> None:
     """The replayer process: copy appended frames into the log until the owner sets stop (once all is
     replayed) or dies; reads at most ``read_bytes`` at a time (more for a bigger frame).
 
@@ -558,13 +600,18 @@ def replay_forever(directory: Path, url: str, namespace: str | None, parent: int
                 frames, end = scan(data)
             if not frames or (end != len(data) and len(data) == want):
                 raise RuntimeError(f"corrupt frame at offset {replayed - base + end}")
+
             def advanced(end: int, start: int = replayed) -> None:
                 st.set(_REPLAYED, start + end)
 
             write_frames(log, data, frames, rows_per_write, advanced, dead_letter)
             if failures:
-                _logger.warning("spool %s: replay resumed after %d failed attempts over %.1f s", directory,
-                                failures, time.monotonic() - outage_since)
+                _logger.warning(
+                    "spool %s: replay resumed after %d failed attempts over %.1f s",
+                    directory,
+                    failures,
+                    time.monotonic() - outage_since,
+                )
                 failures = 0
                 st.set(_FAILURES, 0)
             backoff = 0.05
@@ -576,8 +623,12 @@ def replay_forever(directory: Path, url: str, namespace: str | None, parent: int
             st.set(_FAILURES, failures)
             if failures == 1:
                 outage_since = time.monotonic()
-                _logger.error("spool %s: replay failed; the decisions stay in the spool and are retried "
-                              "until the log takes them: %s", directory, _reason(e))
+                _logger.error(
+                    "spool %s: replay failed; the decisions stay in the spool and are retried "
+                    "until the log takes them: %s",
+                    directory,
+                    _reason(e),
+                )
             else:
                 _logger.debug("spool %s: replay failed again (attempt %d): %s", directory, failures, _reason(e))
             time.sleep(backoff)
@@ -597,8 +648,9 @@ def _rows(records: DecisionRecords, rows: slice) -> DecisionRecords:
 def _concat(batch: list[DecisionRecords]) -> DecisionRecords:
     if len(batch) == 1:
         return batch[0]
-    return DecisionRecords(**{f.name: np.concatenate([getattr(b, f.name) for b in batch])
-                              for f in fields(DecisionRecords)})
+    return DecisionRecords(
+        **{f.name: np.concatenate([getattr(b, f.name) for b in batch]) for f in fields(DecisionRecords)}
+    )
 
 
 if __name__ == "__main__":

@@ -141,9 +141,16 @@ class DecisionLog:
             SQLite's automatic checkpoints.
     """
 
-    def __init__(self, url: str, *, namespace: str | None = None, layout: LogLayout | None = None,
-                 busy_timeout_s: float = 30.0, checkpoint_every_s: float | None = None,
-                 **engine_kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str | None = None,
+        layout: LogLayout | None = None,
+        busy_timeout_s: float = 30.0,
+        checkpoint_every_s: float | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
         if namespace is not None and not _NAMESPACE.match(namespace):
             raise ValueError(f"namespace: must match {_NAMESPACE.pattern}, got {namespace!r}")
         self.url = url
@@ -158,14 +165,16 @@ class DecisionLog:
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         if background and self.dialect == "sqlite":
-            self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_every_s,),
-                                                  name="nba-log-checkpoint", daemon=True)
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, args=(checkpoint_every_s,), name="nba-log-checkpoint", daemon=True
+            )
         self._writer = self.engine.execution_options(nba_write=True)
         prefix = f"{namespace}_" if namespace else ""
         md = sa.MetaData()
         seq_type = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: the rowid itself
         self.decisions = sa.Table(
-            f"{prefix}decisions", md,
+            f"{prefix}decisions",
+            md,
             sa.Column("seq", seq_type, primary_key=True, autoincrement=True),
             sa.Column("decision_id", sa.Text, nullable=False),
             sa.Column("time", sa.Double, nullable=False),
@@ -187,14 +196,16 @@ class DecisionLog:
             sa.Index(f"{prefix}decisions_send_at_action", "send_at", "action"),
         )
         self.outcomes = sa.Table(
-            f"{prefix}outcomes", md,
+            f"{prefix}outcomes",
+            md,
             sa.Column("decision_id", sa.Text, primary_key=True),
             sa.Column("event", sa.Text, primary_key=True),
             sa.Column("time", sa.Double, nullable=False),
             sa.Column("value", sa.Double, nullable=False),
         )
         self.meta = sa.Table(
-            f"{prefix}meta", md,
+            f"{prefix}meta",
+            md,
             sa.Column("key", sa.Text, primary_key=True),
             sa.Column("value", sa.Text, nullable=False),
         )
@@ -274,8 +285,12 @@ class DecisionLog:
         if "context_dim" not in rows:
             return None
         names = json.loads(rows.get("feature_names", "null"))
-        return LogLayout(int(rows["context_dim"]), int(rows["n_actions"]),
-                         None if names is None else tuple(names), json.loads(rows.get("action_space", "null")))
+        return LogLayout(
+            int(rows["context_dim"]),
+            int(rows["n_actions"]),
+            None if names is None else tuple(names),
+            json.loads(rows.get("action_space", "null")),
+        )
 
     def _set_layout(self, conn: sa.Connection, layout: LogLayout) -> LogLayout:
         """Store ``layout`` unless one is stored; check the two agree (inside the caller's transaction)."""
@@ -284,15 +299,19 @@ class DecisionLog:
         # a stored layout never changes: once read, it need not be read again in every write
         stored = self._layout if self._layout is not None else self._read_layout(conn)
         if stored is None:
-            values = {"schema_version": SCHEMA_VERSION, "context_dim": str(layout.context_dim),
-                      "n_actions": str(layout.n_actions)}
+            values = {
+                "schema_version": SCHEMA_VERSION,
+                "context_dim": str(layout.context_dim),
+                "n_actions": str(layout.n_actions),
+            }
             if layout.feature_names is not None:
                 values["feature_names"] = json.dumps(list(layout.feature_names))
             if layout.action_space is not None:
                 values["action_space"] = json.dumps(layout.action_space)
             ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(self.meta)
-            conn.execute(ins.on_conflict_do_nothing(index_elements=["key"]),
-                         [{"key": k, "value": v} for k, v in values.items()])
+            conn.execute(
+                ins.on_conflict_do_nothing(index_elements=["key"]), [{"key": k, "value": v} for k, v in values.items()]
+            )
             stored = self._read_layout(conn)
         assert stored is not None
         return self._agree(stored, layout)
@@ -307,8 +326,9 @@ class DecisionLog:
     def _agree(self, stored: LogLayout, layout: LogLayout) -> LogLayout:
         """Check ``layout`` against the ``stored`` one (ValueError naming the field) and remember it."""
         if stored.context_dim != layout.context_dim:
-            raise ValueError(f"context: this log holds {stored.context_dim} features per decision, "
-                             f"got {layout.context_dim}")
+            raise ValueError(
+                f"context: this log holds {stored.context_dim} features per decision, got {layout.context_dim}"
+            )
         if stored.n_actions != layout.n_actions:
             raise ValueError(f"eligible: this log holds {stored.n_actions} actions, got {layout.n_actions}")
         for name in ("feature_names", "action_space"):
@@ -341,8 +361,10 @@ class DecisionLog:
             conn.execute(ins.on_conflict_do_nothing(index_elements=["key"]), [{"key": DEPLOYMENT_KEY, "value": text}])
             stored = conn.execute(sa.select(m.value).where(m.key == DEPLOYMENT_KEY)).scalar_one()
             if stored != text:
-                raise ValueError(f"deployment: this log holds the decisions of the deployment {_world(stored)}, not "
-                                 f"of {_world(text)}; a log holds one deployment's decisions: import onto another log")
+                raise ValueError(
+                    f"deployment: this log holds the decisions of the deployment {_world(stored)}, not "
+                    f"of {_world(text)}; a log holds one deployment's decisions: import onto another log"
+                )
         return json.loads(text)
 
     # ------------------------------------------------------------------ provenance
@@ -378,13 +400,21 @@ class DecisionLog:
             conn.execute(ins.on_conflict_do_nothing(index_elements=["key"]), [{"key": PROVENANCE_KEY, "value": text}])
             stored = conn.execute(sa.select(m.value).where(m.key == PROVENANCE_KEY)).scalar_one()
             if stored != text:
-                raise ValueError(f"provenance: this log holds decisions that came to be otherwise "
-                                 f"({_differences(json.loads(stored), json.loads(text))}); a log holds one "
-                                 "simulation's decisions: write this one to another log")
+                raise ValueError(
+                    f"provenance: this log holds decisions that came to be otherwise "
+                    f"({_differences(json.loads(stored), json.loads(text))}); a log holds one "
+                    "simulation's decisions: write this one to another log"
+                )
         return json.loads(text)
 
-    def renumber_actions(self, layout: LogLayout, action_map: np.ndarray, deployment: dict[str, Any] | None = None,
-                         *, chunk_rows: int = 20_000) -> int:
+    def renumber_actions(
+        self,
+        layout: LogLayout,
+        action_map: np.ndarray,
+        deployment: dict[str, Any] | None = None,
+        *,
+        chunk_rows: int = 20_000,
+    ) -> int:
         """Move every decision onto a new numbering of the actions, in one transaction: ``action_map``
         (old A,) gives each old action's index under ``layout`` (-1: the action no longer exists). Each
         decision's action becomes ``action_map[action]`` and its eligibility flags move with their actions
@@ -405,8 +435,10 @@ class DecisionLog:
         amap = np.asarray(action_map, np.int64)
         kept = amap[amap >= 0]
         if amap.shape != (stored.n_actions,) or (kept >= layout.n_actions).any() or np.unique(kept).size != kept.size:
-            raise ValueError(f"action_map: expected {stored.n_actions} distinct indices in [-1, {layout.n_actions}) "
-                             f"(one per action of this log), got {amap.shape[0]} values")
+            raise ValueError(
+                f"action_map: expected {stored.n_actions} distinct indices in [-1, {layout.n_actions}) "
+                f"(one per action of this log), got {amap.shape[0]} values"
+            )
         if amap[0] != 0:
             raise ValueError("action_map: no contact (action 0) must stay action 0")
         d = self.decisions.c
@@ -416,8 +448,12 @@ class DecisionLog:
         with self._writer.begin() as conn:
             last = -1
             while True:
-                rows = conn.execute(sa.select(d.seq, d.decision_id, d.action, d.eligible).where(d.seq > last)
-                                    .order_by(d.seq).limit(chunk_rows)).all()
+                rows = conn.execute(
+                    sa.select(d.seq, d.decision_id, d.action, d.eligible)
+                    .where(d.seq > last)
+                    .order_by(d.seq)
+                    .limit(chunk_rows)
+                ).all()
                 if not rows:
                     break
                 seq, ids, taken, elig = zip(*rows, strict=True)
@@ -426,18 +462,29 @@ class DecisionLog:
                 gone = amap[action] < 0
                 if gone.any():
                     i = int(np.flatnonzero(gone)[0])
-                    raise ValueError(f"action: row {moved + i}: decision {shown(ids[i])} took action {int(action[i])}, "
-                                     f"which the new layout drops ({int(gone.sum())} such decisions in this chunk)")
-                old = np.unpackbits(np.frombuffer(b"".join(elig), np.uint8).reshape(len(rows), old_bytes), axis=1,
-                                    count=stored.n_actions, bitorder="little")
+                    raise ValueError(
+                        f"action: row {moved + i}: decision {shown(ids[i])} took action {int(action[i])}, "
+                        f"which the new layout drops ({int(gone.sum())} such decisions in this chunk)"
+                    )
+                old = np.unpackbits(
+                    np.frombuffer(b"".join(elig), np.uint8).reshape(len(rows), old_bytes),
+                    axis=1,
+                    count=stored.n_actions,
+                    bitorder="little",
+                )
                 new = np.zeros((len(rows), layout.n_actions), np.uint8)
                 new[:, amap[src]] = old[:, src]
                 packed = np.ascontiguousarray(np.packbits(new, axis=1, bitorder="little"))
                 blobs = packed.view(np.dtype((np.void, packed.shape[1]))).ravel().tolist()
-                conn.execute(self.decisions.update().where(d.seq == sa.bindparam("s"))
-                             .values(action=sa.bindparam("a"), eligible=sa.bindparam("e")),
-                             [{"s": q, "a": int(a), "e": bytes(b)}
-                              for q, a, b in zip(seq, amap[action].tolist(), blobs, strict=True)])
+                conn.execute(
+                    self.decisions.update()
+                    .where(d.seq == sa.bindparam("s"))
+                    .values(action=sa.bindparam("a"), eligible=sa.bindparam("e")),
+                    [
+                        {"s": q, "a": int(a), "e": bytes(b)}
+                        for q, a, b in zip(seq, amap[action].tolist(), blobs, strict=True)
+                    ],
+                )
                 moved += len(rows)
             values = {"context_dim": str(layout.context_dim), "n_actions": str(layout.n_actions)}
             if layout.feature_names is not None:
@@ -445,8 +492,9 @@ class DecisionLog:
             if layout.action_space is not None:
                 values["action_space"] = json.dumps(layout.action_space)
             if deployment is not None:
-                values[DEPLOYMENT_KEY] = json.dumps(deployment, separators=(",", ":"), ensure_ascii=True,
-                                                    allow_nan=False)
+                values[DEPLOYMENT_KEY] = json.dumps(
+                    deployment, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+                )
             m = self.meta.c
             conn.execute(self.meta.delete().where(m.key.in_(["action_space", "feature_names"])))
             for k, v in values.items():
@@ -476,8 +524,9 @@ class DecisionLog:
         """
         return self.log(None, records, after_decision=after_decision)[1]
 
-    def log(self, decisions: DecisionRecords | None, outcomes: OutcomeRecords | None, *,
-            after_decision: bool = False) -> tuple[int, int]:
+    def log(
+        self, decisions: DecisionRecords | None, outcomes: OutcomeRecords | None, *, after_decision: bool = False
+    ) -> tuple[int, int]:
         """Decisions and outcomes (which may follow those decisions) in one transaction, all or nothing.
 
         Returns how many decisions and outcomes were new; ``after_decision`` as in :meth:`log_outcomes`.
@@ -489,19 +538,26 @@ class DecisionLog:
         with self._writer.begin() as conn:
             return self._write(conn, v, c, after_decision)
 
-    def _write(self, conn: sa.Connection, v: ValidDecisions | None, c: dict[str, np.ndarray] | None,
-               after_decision: bool = False) -> tuple[int, int]:
+    def _write(
+        self,
+        conn: sa.Connection,
+        v: ValidDecisions | None,
+        c: dict[str, np.ndarray] | None,
+        after_decision: bool = False,
+    ) -> tuple[int, int]:
         """Validated decisions and outcomes written on ``conn``, inside its transaction."""
         new_d = new_o = 0
         if v is not None and len(v.cols["decision_id"]):
             self._set_layout(conn, LogLayout(v.context.shape[1], v.eligible.shape[1]))
             new_d = int(conn.exec_driver_sql(self._decision_sql, self._decision_rows(v)).rowcount)
         if c is not None and len(c["decision_id"]):
-            batch = {} if v is None else dict(zip(v.cols["decision_id"].tolist(), v.cols["time"].tolist(),
-                                                  strict=True))
+            batch = {} if v is None else dict(zip(v.cols["decision_id"].tolist(), v.cols["time"].tolist(), strict=True))
             self._check_known(conn, c["decision_id"], c["time"] if after_decision else None, batch)
-            out_rows = list(zip(c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(),
-                                c["value"].tolist(), strict=True))
+            out_rows = list(
+                zip(
+                    c["decision_id"].tolist(), c["event"].tolist(), c["time"].tolist(), c["value"].tolist(), strict=True
+                )
+            )
             new_o = int(conn.exec_driver_sql(self._outcome_sql, out_rows).rowcount)
         return new_d, new_o
 
@@ -523,8 +579,10 @@ class DecisionLog:
         with self._writer.begin() as conn:
             if self.dialect == "postgresql" and len(ids):
                 buckets = sorted({lock_bucket(c) for c in ids.tolist()})
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::integer[]) AS b ORDER BY b",
-                                     (self._lock_space, buckets))
+                conn.exec_driver_sql(
+                    "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::integer[]) AS b ORDER BY b",
+                    (self._lock_space, buckets),
+                )
             yield Deciding(self, conn)
 
     @staticmethod
@@ -534,13 +592,28 @@ class DecisionLog:
         packed = np.ascontiguousarray(np.packbits(v.eligible, axis=1, bitorder="little"))
         elig = packed.view(np.dtype((np.void, packed.shape[1]))).ravel().tolist()
         c = v.cols
-        return list(zip(c["decision_id"].tolist(), c["time"].tolist(), c["customer_id"].tolist(), ctx, elig,
-                        c["action"].tolist(), c["send_at"].tolist(), c["propensity"].tolist(), c["policy"].tolist(),
-                        c["policy_version"].tolist(), c["experiment"].tolist(), c["arm"].tolist(),
-                        c["cost"].tolist(), strict=True))
+        return list(
+            zip(
+                c["decision_id"].tolist(),
+                c["time"].tolist(),
+                c["customer_id"].tolist(),
+                ctx,
+                elig,
+                c["action"].tolist(),
+                c["send_at"].tolist(),
+                c["propensity"].tolist(),
+                c["policy"].tolist(),
+                c["policy_version"].tolist(),
+                c["experiment"].tolist(),
+                c["arm"].tolist(),
+                c["cost"].tolist(),
+                strict=True,
+            )
+        )
 
-    def _check_known(self, conn: sa.Connection, decision_ids: np.ndarray, times: np.ndarray | None,
-                     batch: dict[str, float]) -> None:
+    def _check_known(
+        self, conn: sa.Connection, decision_ids: np.ndarray, times: np.ndarray | None, batch: dict[str, float]
+    ) -> None:
         """ValueError naming ``decision_id`` unless every id is in ``batch`` (id -> decision time) or stored;
         with ``times``, naming ``time`` for an outcome more than :data:`OUTCOME_SKEW_H` before its decision."""
         ids = [x for x in dict.fromkeys(decision_ids.tolist()) if x not in batch]
@@ -552,14 +625,21 @@ class DecisionLog:
         missing = [x for x in ids if x not in found]
         if missing:
             row = int(np.flatnonzero(decision_ids == missing[0])[0])
-            raise ValueError(f"decision_id: row {row}: unknown decision {shown(missing[0])} "
-                             f"({len(missing)} unknown in the batch); log the decision first")
+            raise ValueError(
+                f"decision_id: row {row}: unknown decision {shown(missing[0])} "
+                f"({len(missing)} unknown in the batch); log the decision first"
+            )
         if times is None:
             return
         decided = np.fromiter(map(found.__getitem__, decision_ids.tolist()), np.float64, len(decision_ids))
-        fail_row("time", times < decided - OUTCOME_SKEW_H,
-                  lambda i: f"{shown(times[i])} is before its decision {shown(decision_ids[i])} at {shown(decided[i])} "
-                            "(hours since the epoch)")
+        fail_row(
+            "time",
+            times < decided - OUTCOME_SKEW_H,
+            lambda i: (
+                f"{shown(times[i])} is before its decision {shown(decision_ids[i])} at {shown(decided[i])} "
+                "(hours since the epoch)"
+            ),
+        )
 
     # ------------------------------------------------------------------ reads
     def count_decisions(self) -> int:
@@ -603,8 +683,11 @@ class DecisionLog:
         out: dict[str, tuple[str, int, float]] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(ids), _IN_CHUNK):
-                rows = conn.execute(sa.select(d.decision_id, d.customer_id, d.action, d.send_at)
-                                    .where(d.decision_id.in_(ids[i : i + _IN_CHUNK])))
+                rows = conn.execute(
+                    sa.select(d.decision_id, d.customer_id, d.action, d.send_at).where(
+                        d.decision_id.in_(ids[i : i + _IN_CHUNK])
+                    )
+                )
                 out.update((r[0], (r[1], int(r[2]), float(r[3]))) for r in rows)
         return out
 
@@ -625,8 +708,11 @@ class DecisionLog:
         hits: list[Any] = []
         with self.engine.connect() as conn:
             for i in range(0, n, _IN_CHUNK):
-                hits += conn.execute(sa.select(o.decision_id, o.event, o.time, o.value)
-                                     .where(o.decision_id.in_(ids[i : i + _IN_CHUNK]), o.event.in_(FUNNEL))).all()
+                hits += conn.execute(
+                    sa.select(o.decision_id, o.event, o.time, o.value).where(
+                        o.decision_id.in_(ids[i : i + _IN_CHUNK]), o.event.in_(FUNNEL)
+                    )
+                ).all()
         flags = {e: np.zeros(n, bool) for e in FUNNEL}
         value = np.zeros(n)
         if hits:
@@ -642,11 +728,16 @@ class DecisionLog:
             np.add.at(value, row[conv], v[conv])
         clicked = flags["clicked"]
         converted = flags["converted"] & clicked
-        return FunnelEvents(opened=flags["opened"] | clicked, clicked=clicked, converted=converted,
-                            value=np.where(converted, value, 0.0))
+        return FunnelEvents(
+            opened=flags["opened"] | clicked,
+            clicked=clicked,
+            converted=converted,
+            value=np.where(converted, value, 0.0),
+        )
 
-    def _filters(self, policy: str | None, experiment: str | None, since: float | None,
-                 until: float | None) -> list[sa.ColumnElement[bool]]:
+    def _filters(
+        self, policy: str | None, experiment: str | None, since: float | None, until: float | None
+    ) -> list[sa.ColumnElement[bool]]:
         d = self.decisions.c
         out: list[sa.ColumnElement[bool]] = []
         if policy is not None:
@@ -659,9 +750,16 @@ class DecisionLog:
             out.append(d.time < float(until))
         return out
 
-    def iter_batches(self, rule: RewardRule = DEFAULT_RULE, chunk_rows: int = 100_000, *, policy: str | None = None,
-                     experiment: str | None = None, since: float | None = None,
-                     until: float | None = None) -> Iterator[LoggedBatch]:
+    def iter_batches(
+        self,
+        rule: RewardRule = DEFAULT_RULE,
+        chunk_rows: int = 100_000,
+        *,
+        policy: str | None = None,
+        experiment: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[LoggedBatch]:
         """Decisions in insertion order, ``chunk_rows`` at a time, with rewards per ``rule``.
 
         Filters: ``policy`` and ``experiment`` equal, decision ``time`` in ``[since, until)``. Each
@@ -676,8 +774,22 @@ class DecisionLog:
             return
         d, o = self.decisions.c, self.outcomes.c
         filters = self._filters(policy, experiment, since, until)
-        cols = [d.seq, d.decision_id, d.time, d.customer_id, d.context, d.eligible, d.action, d.send_at,
-                d.propensity, d.policy, d.policy_version, d.experiment, d.arm, d.cost]
+        cols = [
+            d.seq,
+            d.decision_id,
+            d.time,
+            d.customer_id,
+            d.context,
+            d.eligible,
+            d.action,
+            d.send_at,
+            d.propensity,
+            d.policy,
+            d.policy_version,
+            d.experiment,
+            d.arm,
+            d.cost,
+        ]
         events = sorted(set(rule.events) | ({"opted_out"} if rule.opt_out_value else set()))
         last = -1
         while True:
@@ -689,9 +801,11 @@ class DecisionLog:
                 seq = np.fromiter((r[0] for r in rows), np.int64, len(rows))
                 hits: Sequence[Any] = []
                 if events:
-                    j = (sa.select(d.seq, o.event, o.time, o.value)
-                         .select_from(self.outcomes.join(self.decisions, d.decision_id == o.decision_id))
-                         .where(d.seq > last, d.seq <= int(seq[-1]), o.event.in_(events), *filters))
+                    j = (
+                        sa.select(d.seq, o.event, o.time, o.value)
+                        .select_from(self.outcomes.join(self.decisions, d.decision_id == o.decision_id))
+                        .where(d.seq > last, d.seq <= int(seq[-1]), o.event.in_(events), *filters)
+                    )
                     hits = conn.execute(j).all()
             yield self._decode(rows, seq, hits, layout, rule)
             last = int(seq[-1])
@@ -699,31 +813,61 @@ class DecisionLog:
                 return
 
     @staticmethod
-    def _decode(rows: Sequence[Any], seq: np.ndarray, hits: Sequence[Any], layout: LogLayout,
-                rule: RewardRule) -> LoggedBatch:
+    def _decode(
+        rows: Sequence[Any], seq: np.ndarray, hits: Sequence[Any], layout: LogLayout, rule: RewardRule
+    ) -> LoggedBatch:
         n, dim, n_act = len(rows), layout.context_dim, layout.n_actions
         c = list(zip(*rows, strict=True))
         obj = lambda k: np.array(c[k], dtype=object)  # noqa: E731
         f64 = lambda k: np.array(c[k], dtype=np.float64)  # noqa: E731
         context = np.frombuffer(b"".join(c[4]), "<f4").reshape(n, dim).astype(np.float32)
         nbytes = (n_act + 7) // 8
-        eligible = np.unpackbits(np.frombuffer(b"".join(c[5]), np.uint8).reshape(n, nbytes), axis=1,
-                                 count=n_act, bitorder="little").astype(bool)
+        eligible = np.unpackbits(
+            np.frombuffer(b"".join(c[5]), np.uint8).reshape(n, nbytes), axis=1, count=n_act, bitorder="little"
+        ).astype(bool)
         send_at, cost = f64(7), f64(13)
         if hits:
             h = list(zip(*hits, strict=True))
             row = np.searchsorted(seq, np.array(h[0], np.int64))
-            reward = join_rewards(rule, send_at, cost, row, np.array(h[1], dtype=object),
-                                  np.array(h[2], np.float64), np.array(h[3], np.float64))
+            reward = join_rewards(
+                rule,
+                send_at,
+                cost,
+                row,
+                np.array(h[1], dtype=object),
+                np.array(h[2], np.float64),
+                np.array(h[3], np.float64),
+            )
         else:
-            reward = join_rewards(rule, send_at, cost, np.zeros(0, np.int64), np.zeros(0, object),
-                                  np.zeros(0), np.zeros(0))
-        return LoggedBatch(decision_id=obj(1), time=f64(2), customer_id=obj(3), context=context, eligible=eligible,
-                           action=np.array(c[6], np.int64), send_at=send_at, propensity=f64(8), policy=obj(9),
-                           policy_version=obj(10), experiment=obj(11), arm=obj(12), cost=cost, reward=reward)
+            reward = join_rewards(
+                rule, send_at, cost, np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), np.zeros(0)
+            )
+        return LoggedBatch(
+            decision_id=obj(1),
+            time=f64(2),
+            customer_id=obj(3),
+            context=context,
+            eligible=eligible,
+            action=np.array(c[6], np.int64),
+            send_at=send_at,
+            propensity=f64(8),
+            policy=obj(9),
+            policy_version=obj(10),
+            experiment=obj(11),
+            arm=obj(12),
+            cost=cost,
+            reward=reward,
+        )
 
-    def read(self, rule: RewardRule = DEFAULT_RULE, *, policy: str | None = None, experiment: str | None = None,
-             since: float | None = None, until: float | None = None) -> LoggedBatch:
+    def read(
+        self,
+        rule: RewardRule = DEFAULT_RULE,
+        *,
+        policy: str | None = None,
+        experiment: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> LoggedBatch:
         """Every (matching) decision at once: for small logs; use :meth:`iter_batches` for large ones."""
         batches = list(self.iter_batches(rule, policy=policy, experiment=experiment, since=since, until=until))
         if not batches:
@@ -741,11 +885,13 @@ class DecisionLog:
             ids = ", ".join([ph] * k)
             engagements = ", ".join(f"'{e}'" for e in ENGAGEMENTS)
             dec, out = self.decisions.name, self.outcomes.name
-            sql = (f"SELECT customer_id, time, send_at, action FROM {dec} "
-                   f"WHERE customer_id IN ({ids}) AND action > 0 AND send_at >= {ph}",
-                   f"SELECT d.customer_id, o.event, o.time, o.value, d.action, d.send_at, o.decision_id FROM {out} o "
-                   f"JOIN {dec} d ON d.decision_id = o.decision_id "
-                   f"WHERE d.customer_id IN ({ids}) AND o.event IN ({engagements}) AND o.time >= {ph}")
+            sql = (
+                f"SELECT customer_id, time, send_at, action FROM {dec} "
+                f"WHERE customer_id IN ({ids}) AND action > 0 AND send_at >= {ph}",
+                f"SELECT d.customer_id, o.event, o.time, o.value, d.action, d.send_at, o.decision_id FROM {out} o "
+                f"JOIN {dec} d ON d.decision_id = o.decision_id "
+                f"WHERE d.customer_id IN ({ids}) AND o.event IN ({engagements}) AND o.time >= {ph}",
+            )
             self._history_sql_cache[k] = sql
         return sql
 
@@ -771,12 +917,14 @@ class DecisionLog:
             contacts += conn.exec_driver_sql(contact_sql, params).fetchall()
             events += conn.exec_driver_sql(event_sql, params).fetchall()
         cust = lambda rows: [index[r[0]] for r in rows]  # noqa: E731
-        return ContactHistory.from_rows(ids, cust(contacts), [r[1:] for r in contacts], cust(events),
-                                        [r[1:] for r in events], since)
+        return ContactHistory.from_rows(
+            ids, cust(contacts), [r[1:] for r in contacts], cust(events), [r[1:] for r in events], since
+        )
 
     # ------------------------------------------------------------------ Parquet
-    def export_parquet(self, path: str | Path, rule: RewardRule = DEFAULT_RULE, chunk_rows: int = 100_000,
-                       **filters: Any) -> int:
+    def export_parquet(
+        self, path: str | Path, rule: RewardRule = DEFAULT_RULE, chunk_rows: int = 100_000, **filters: Any
+    ) -> int:
         """Stream the log (with rewards per ``rule``) into one Parquet file; returns the rows written.
 
         See :func:`nba.log.parquet_schema` for the columns. ``filters`` as in :meth:`iter_batches`.

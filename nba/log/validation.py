@@ -36,11 +36,13 @@ def shown(x: Any) -> str:
 
 def finite_hours(name: str, value: Any) -> float:
     """``value`` as a finite number of hours, or ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
-            or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.integer | np.floating)
+        or not math.isfinite(value)
+    ):
         raise ValueError(f"{name}: expected a finite number of hours since the epoch, got {shown(value)}")
     return float(value)
-
 
 
 def storable_text(value: str) -> str | None:
@@ -149,9 +151,11 @@ def validate_decisions(records: DecisionRecords) -> ValidDecisions:
     p = _floats("propensity", records.propensity, n)
     fail_row("propensity", ~((p > 0) & (p <= 1)), lambda i: f"must be in (0, 1], got {shown(p[i])}")
     cols["propensity"] = p
-    fail_row("send_at", cols["send_at"] < cols["time"],
-             lambda i: f"must not be before the decision time {shown(cols['time'][i])}, "
-                       f"got {shown(cols['send_at'][i])}")
+    fail_row(
+        "send_at",
+        cols["send_at"] < cols["time"],
+        lambda i: f"must not be before the decision time {shown(cols['time'][i])}, got {shown(cols['send_at'][i])}",
+    )
     fail_row("cost", cols["cost"] < 0, lambda i: f"must be >= 0, got {shown(cols['cost'][i])}")
     ctx = np.asarray(records.context)
     if ctx.ndim != 2 or ctx.shape[0] != n:
@@ -187,8 +191,10 @@ def validate_outcomes(records: OutcomeRecords) -> dict[str, np.ndarray]:
     if ids.ndim != 1:
         raise ValueError(f"decision_id: expected a 1-D array, got shape {ids.shape}")
     n = ids.shape[0]
-    cols = {"decision_id": string_column("decision_id", ids, n, True),
-            "event": string_column("event", records.event, n, True)}
+    cols = {
+        "decision_id": string_column("decision_id", ids, n, True),
+        "event": string_column("event", records.event, n, True),
+    }
     known = np.isin(cols["event"].astype(str), EVENTS) if n else np.ones(0, bool)
     fail_row("event", ~known, lambda i: f"unknown event {shown(cols['event'][i])}; valid: {list(EVENTS)}")
     cols["time"] = _floats("time", records.time, n)
@@ -196,4 +202,3 @@ def validate_outcomes(records: OutcomeRecords) -> dict[str, np.ndarray]:
     if n > 1:
         _unique("event", np.char.add(np.char.add(cols["decision_id"].astype(str), "\x00"), cols["event"].astype(str)))
     return cols
-

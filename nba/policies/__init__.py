@@ -47,15 +47,46 @@ from nba.policies.sto import SendTime
 
 POLICIES: dict[str, Any] = {  # name -> policy class (each with create-time parameters and from_state)
     cls.name: cls
-    for cls in (NoContact, UniformRandom, BatchAndBlast, BusinessAsUsual, RuleBasedJourney,
-                LinUCB, LinTS, LGBMEpsilonGreedy, LGBMSquareCB, LGBMFunnel, SendTime, FittedQ,
-                TwoStageValue, SPIBB)
+    for cls in (
+        NoContact,
+        UniformRandom,
+        BatchAndBlast,
+        BusinessAsUsual,
+        RuleBasedJourney,
+        LinUCB,
+        LinTS,
+        LGBMEpsilonGreedy,
+        LGBMSquareCB,
+        LGBMFunnel,
+        SendTime,
+        FittedQ,
+        TwoStageValue,
+        SPIBB,
+    )
 }
 SEGMENTED = (BusinessAsUsual.name, RuleBasedJourney.name, SendTime.name, SPIBB.name)  # read the scenario's segments
-LEARNERS = (LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name, LGBMFunnel.name, FittedQ.name,
-            SendTime.name, TwoStageValue.name, SPIBB.name)
-PLAIN = (NoContact.name, UniformRandom.name, LinUCB.name, LinTS.name, LGBMEpsilonGreedy.name, LGBMSquareCB.name,
-         LGBMFunnel.name, FittedQ.name, TwoStageValue.name)  # run on a plain action space
+LEARNERS = (
+    LinUCB.name,
+    LinTS.name,
+    LGBMEpsilonGreedy.name,
+    LGBMSquareCB.name,
+    LGBMFunnel.name,
+    FittedQ.name,
+    SendTime.name,
+    TwoStageValue.name,
+    SPIBB.name,
+)
+PLAIN = (
+    NoContact.name,
+    UniformRandom.name,
+    LinUCB.name,
+    LinTS.name,
+    LGBMEpsilonGreedy.name,
+    LGBMSquareCB.name,
+    LGBMFunnel.name,
+    FittedQ.name,
+    TwoStageValue.name,
+)  # run on a plain action space
 CATALOGUE = (LinUCB.name, LinTS.name)  # take catalogue= (nba.catalogue) and move with with_catalogue
 
 
@@ -69,8 +100,13 @@ def as_space(space: ActionSpace | int | Iterable[str]) -> ActionSpace:
         raise ValueError(f"space: expected an ActionSpace, a number of actions or the actions' names ({e})") from None
 
 
-def create(name: str, space: ActionSpace | Catalogue | int | Iterable[str], segments: tuple[str, ...] = (),
-           dim: int | None = None, **params: Any) -> Policy:
+def create(
+    name: str,
+    space: ActionSpace | Catalogue | int | Iterable[str],
+    segments: tuple[str, ...] = (),
+    dim: int | None = None,
+    **params: Any,
+) -> Policy:
     """A new policy by name; rule-based ones need the segment names, learners the context size.
 
     ``space``: an :class:`~nba.actions.ActionSpace`, or a plain space's number of actions ``K`` (or
@@ -89,8 +125,10 @@ def create(name: str, space: ActionSpace | Catalogue | int | Iterable[str], segm
     if params.get("catalogue", 0) is None:
         del params["catalogue"]
     if "catalogue" in params and name not in CATALOGUE:
-        raise ValueError(f"catalogue: policy {name!r} does not score actions by their features; "
-                         f"the policies that take a catalogue: {list(CATALOGUE)}")
+        raise ValueError(
+            f"catalogue: policy {name!r} does not score actions by their features; "
+            f"the policies that take a catalogue: {list(CATALOGUE)}"
+        )
     space = as_space(space)
     if name in SEGMENTED:
         params.setdefault("segments", tuple(segments))
@@ -101,5 +139,15 @@ def create(name: str, space: ActionSpace | Catalogue | int | Iterable[str], segm
     return POLICIES[name](space, **params)
 
 
-__all__ = ["CATALOGUE", "PLAIN", "POLICIES", "Decisions", "Explore", "FunnelEvents", "Policy", "act", "as_space",
-           "create"]
+__all__ = [
+    "CATALOGUE",
+    "PLAIN",
+    "POLICIES",
+    "Decisions",
+    "Explore",
+    "FunnelEvents",
+    "Policy",
+    "act",
+    "as_space",
+    "create",
+]

@@ -50,8 +50,7 @@ class Policy(Protocol):
         """(N, A) action distribution for contexts ``X`` (N, d) under ``mask`` (N, A)."""
         ...
 
-    def update(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-               propensities: np.ndarray) -> Policy:
+    def update(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, propensities: np.ndarray) -> Policy:
         """Learn from a logged batch; returns self. Policies that do not learn ignore it.
 
         A learner whose ``learns_from_events`` is true (a class attribute, or a property of a wrapper
@@ -64,14 +63,16 @@ class Policy(Protocol):
         ...
 
     @classmethod
-    def from_state(cls, space: ActionSpace, params: dict[str, Any], arrays: dict[str, np.ndarray],
-                   models: dict[str, str]) -> Policy:
+    def from_state(
+        cls, space: ActionSpace, params: dict[str, Any], arrays: dict[str, np.ndarray], models: dict[str, str]
+    ) -> Policy:
         """The policy on ``space`` that :meth:`get_state` described (its parameters, arrays and model texts)."""
         ...
 
 
-def check_batch(space: ActionSpace, X: np.ndarray, mask: np.ndarray, dim: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def check_batch(
+    space: ActionSpace, X: np.ndarray, mask: np.ndarray, dim: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate a batch of contexts and its mask; raise ValueError naming the field."""
     X = np.asarray(X)
     mask = np.asarray(mask)
@@ -90,24 +91,30 @@ def check_batch(space: ActionSpace, X: np.ndarray, mask: np.ndarray, dim: int | 
         if empty.any():
             raise ValueError(f"mask: row {int(np.argmax(empty))} has no eligible action")
         if space.has_no_contact and not mask[:, 0].all():
-            raise ValueError(f"mask: no contact (action 0) must be eligible in every row; row "
-                             f"{int(np.argmin(mask[:, 0]))} excludes it")
+            raise ValueError(
+                f"mask: no contact (action 0) must be eligible in every row; row "
+                f"{int(np.argmin(mask[:, 0]))} excludes it"
+            )
     return X, mask
 
 
 def require_structured(space: ActionSpace, policy: str) -> None:
     """Raise ValueError naming ``space`` unless it has channels, contents and send slots."""
     if space.is_plain:
-        raise ValueError(f"space: policy {policy!r} decides channels, contents and send slots, and a plain "
-                         f"action space ({space.n_actions} named actions) has none; use a structured ActionSpace, "
-                         "or a policy of nba.policies.PLAIN")
+        raise ValueError(
+            f"space: policy {policy!r} decides channels, contents and send slots, and a plain "
+            f"action space ({space.n_actions} named actions) has none; use a structured ActionSpace, "
+            "or a policy of nba.policies.PLAIN"
+        )
 
 
 def require_no_contact(space: ActionSpace, what: str) -> None:
     """Raise ValueError naming ``space`` unless action 0 is no contact."""
     if not space.has_no_contact:
-        raise ValueError(f"space: {what} needs a no-contact action, and this plain action space has none "
-                         "(ActionSpace.plain(..., no_contact=True) has one)")
+        raise ValueError(
+            f"space: {what} needs a no-contact action, and this plain action space has none "
+            "(ActionSpace.plain(..., no_contact=True) has one)"
+        )
 
 
 def check_propensities(propensities: Any, n: int) -> np.ndarray:
@@ -207,8 +214,17 @@ class OfflineLearner(Protocol):
     transition's discounted return-to-go; ``day``, ``propensities``, ``mask``, ``state_rewards``) and
     reports ``progress(iteration, value)``; the class's ``fit_progress`` names that value."""
 
-    def fit(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, X_next: np.ndarray,
-            mask_next: np.ndarray, terminated: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+    def fit(
+        self,
+        X: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        X_next: np.ndarray,
+        mask_next: np.ndarray,
+        terminated: np.ndarray,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         """Fit on the transitions (``x``, ``a``, ``r``, ``x'``, the mask at ``x'``, whether ``x'`` ends the
         journey); returns the policy."""
         ...
@@ -224,8 +240,9 @@ class Explore:
 
     def __init__(self, policy: Policy, epsilon: float, holdout: float = 0.0) -> None:
         if not (0.0 <= epsilon <= 1.0 and 0.0 <= holdout <= 1.0 and epsilon + holdout <= 1.0):
-            raise ValueError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, "
-                             f"got {epsilon!r} and {holdout!r}")
+            raise ValueError(
+                f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, got {epsilon!r} and {holdout!r}"
+            )
         if holdout:
             require_no_contact(policy.space, "a no-contact holdout")
         self.policy, self.epsilon, self.holdout = policy, epsilon, holdout

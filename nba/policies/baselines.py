@@ -36,6 +36,7 @@ class _Stateless:
     space: ActionSpace
 
     if TYPE_CHECKING:  # every subclass takes the space, then its parameters by name
+
         def __init__(self, space: ActionSpace, **params: Any) -> None: ...
 
     def _params(self) -> dict[str, Any]:
@@ -98,8 +99,9 @@ class BatchAndBlast(_Stateless):
 
     name = "batch_and_blast"
 
-    def __init__(self, space: ActionSpace, channel: str = "email", content: str = "promo",
-                 send_hour: int | None = None) -> None:
+    def __init__(
+        self, space: ActionSpace, channel: str = "email", content: str = "promo", send_hour: int | None = None
+    ) -> None:
         require_structured(space, self.name)
         self.space = space
         self.channel, self.content, self.send_hour = channel, content, send_hour

@@ -48,11 +48,24 @@ class FittedQ:
     name: ClassVar[str] = "fqi"
     fit_progress: ClassVar[str] = "fqi_target_change"  # fit's progress: mean |change of the targets|
 
-    def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, iterations: int = 8,
-                 num_boost_round: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
-                 min_data_in_leaf: int = 100, min_support: int = 200, max_candidates: int = 32,
-                 bootstrap_top: int | None = None, refit_rounds: int | None = None, epsilon: float = 0.0,
-                 seed: int = 0, threads: int = 2) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        dim: int,
+        gamma: float = 0.97,
+        iterations: int = 8,
+        num_boost_round: int = 100,
+        learning_rate: float = 0.1,
+        num_leaves: int = 31,
+        min_data_in_leaf: int = 100,
+        min_support: int = 200,
+        max_candidates: int = 32,
+        bootstrap_top: int | None = None,
+        refit_rounds: int | None = None,
+        epsilon: float = 0.0,
+        seed: int = 0,
+        threads: int = 2,
+    ) -> None:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma: must be in [0, 1), got {gamma!r}")
         if iterations < 1:
@@ -62,11 +75,21 @@ class FittedQ:
         if bootstrap_top is not None and bootstrap_top < 1:
             raise ValueError(f"bootstrap_top: must be >= 1 or None, got {bootstrap_top!r}")
         self.space, self.dim = space, dim
-        self.params: dict[str, Any] = {"gamma": gamma, "iterations": iterations, "num_boost_round": num_boost_round,
-                       "learning_rate": learning_rate, "num_leaves": num_leaves,
-                       "min_data_in_leaf": min_data_in_leaf, "min_support": min_support,
-                       "max_candidates": max_candidates, "bootstrap_top": bootstrap_top, "refit_rounds": refit_rounds,
-                       "epsilon": epsilon, "seed": seed, "threads": threads}
+        self.params: dict[str, Any] = {
+            "gamma": gamma,
+            "iterations": iterations,
+            "num_boost_round": num_boost_round,
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "min_data_in_leaf": min_data_in_leaf,
+            "min_support": min_support,
+            "max_candidates": max_candidates,
+            "bootstrap_top": bootstrap_top,
+            "refit_rounds": refit_rounds,
+            "epsilon": epsilon,
+            "seed": seed,
+            "threads": threads,
+        }
         self.psi = action_design(space).astype(np.float32)
         self.candidates = ~space.is_contact  # no contact, where the space has it
         self.booster: lgb.Booster | None = None
@@ -90,18 +113,29 @@ class FittedQ:
             return np.where(ok, 0.0, -np.inf)
         return predict_eligible(self.booster, X, self.psi, ok, -np.inf, self.params["threads"], chunk)
 
-    def fit(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, X_next: np.ndarray,
-            mask_next: np.ndarray, terminated: np.ndarray,
-            progress: Callable[[int, float], None] | None = None) -> FittedQ:
+    def fit(
+        self,
+        X: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        X_next: np.ndarray,
+        mask_next: np.ndarray,
+        terminated: np.ndarray,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> FittedQ:
         """Fit on logged transitions; ``progress(iteration, mean |change of targets|)``."""
         X = np.asarray(X, np.float32)
         n = X.shape[0]
         actions = self.space.check(np.asarray(actions), "actions")
         rewards = np.asarray(rewards, np.float64)
         terminated = np.asarray(terminated, bool)
-        for name, arr, shape in (("actions", actions, (n,)), ("rewards", rewards, (n,)),
-                                 ("X_next", X_next, X.shape), ("mask_next", mask_next, (n, self.space.n_actions)),
-                                 ("terminated", terminated, (n,))):
+        for name, arr, shape in (
+            ("actions", actions, (n,)),
+            ("rewards", rewards, (n,)),
+            ("X_next", X_next, X.shape),
+            ("mask_next", mask_next, (n, self.space.n_actions)),
+            ("terminated", terminated, (n,)),
+        ):
             if np.shape(arr) != shape:
                 raise ValueError(f"{name}: expected shape {shape}, got {np.shape(arr)}")
         if X.shape[1] != self.dim:
@@ -138,8 +172,9 @@ class FittedQ:
             # iteration k + 1 boosts from Q_k towards its new targets: Q_k is a good start, so
             # ``refit_rounds`` more trees do what a fit from scratch would need many more for
             data = lgb.Dataset(design, label=targets, free_raw_data=False)
-            self.booster = lgb.train(lgb_params, data, init_model=self.booster,
-                                     num_boost_round=p["num_boost_round"] if it == 0 else refit)
+            self.booster = lgb.train(
+                lgb_params, data, init_model=self.booster, num_boost_round=p["num_boost_round"] if it == 0 else refit
+            )
             if progress is not None:
                 progress(it, change)
         return self
@@ -162,8 +197,9 @@ class FittedQ:
         q = np.full(ok.shape, -np.inf)
         if self.booster is None:
             raise RuntimeError("fit the policy before asking for its values")
-        q[rows, cols] = self.booster.predict(joint_rows(X[rows], self.psi, top[rows, cols]),
-                                             num_threads=self.params["threads"])
+        q[rows, cols] = self.booster.predict(
+            joint_rows(X[rows], self.psi, top[rows, cols]), num_threads=self.params["threads"]
+        )
         return q.max(axis=1)
 
     # ------------------------------------------------------------------ policy interface
@@ -266,32 +302,76 @@ class TwoStageValue:
     name: ClassVar[str] = "two_stage"
     fit_progress: ClassVar[str] = "target_sd"  # fit's progress: the spread of each fit's targets
 
-    def __init__(self, space: ActionSpace, dim: int, gamma: float = 0.97, weight: float = 1.0,
-                 iterations: int = 1, average: int = 1, bootstrap_top: int = 8,
-                 num_boost_round: int = 150, value_rounds: int = 200, change_rounds: int = 300,
-                 learning_rate: float = 0.05, num_leaves: int = 15, min_data_in_leaf: int = 1000,
-                 min_support: int = 300, max_candidates: int = 225, epsilon: float = 0.0, seed: int = 0,
-                 threads: int = 2) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        dim: int,
+        gamma: float = 0.97,
+        weight: float = 1.0,
+        iterations: int = 1,
+        average: int = 1,
+        bootstrap_top: int = 8,
+        num_boost_round: int = 150,
+        value_rounds: int = 200,
+        change_rounds: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_data_in_leaf: int = 1000,
+        min_support: int = 300,
+        max_candidates: int = 225,
+        epsilon: float = 0.0,
+        seed: int = 0,
+        threads: int = 2,
+    ) -> None:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma: must be in [0, 1), got {gamma!r}")
         if not (np.isfinite(weight) and weight >= 0.0):
             raise ValueError(f"weight: must be a finite number >= 0, got {weight!r}")
-        for field, count in (("value_rounds", value_rounds), ("change_rounds", change_rounds),
-                             ("iterations", iterations), ("average", average), ("bootstrap_top", bootstrap_top)):
+        for field, count in (
+            ("value_rounds", value_rounds),
+            ("change_rounds", change_rounds),
+            ("iterations", iterations),
+            ("average", average),
+            ("bootstrap_top", bootstrap_top),
+        ):
             if count < 1:
                 raise ValueError(f"{field}: must be >= 1, got {count!r}")
         if average > iterations:
             raise ValueError(f"average: must be at most iterations ({iterations}), got {average!r}")
         self.space, self.dim = space, dim
-        self.params: dict[str, Any] = {"gamma": gamma, "weight": weight, "iterations": iterations, "average": average,
-                       "bootstrap_top": bootstrap_top, "num_boost_round": num_boost_round,
-                       "value_rounds": value_rounds, "change_rounds": change_rounds, "learning_rate": learning_rate,
-                       "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf, "min_support": min_support,
-                       "max_candidates": max_candidates, "epsilon": epsilon, "seed": seed, "threads": threads}
-        self.reward = FittedQ(space, dim, gamma=0.0, iterations=1, num_boost_round=num_boost_round,
-                              learning_rate=learning_rate, num_leaves=num_leaves, min_data_in_leaf=min_data_in_leaf,
-                              min_support=min_support, max_candidates=max_candidates, epsilon=epsilon, seed=seed,
-                              threads=threads)
+        self.params: dict[str, Any] = {
+            "gamma": gamma,
+            "weight": weight,
+            "iterations": iterations,
+            "average": average,
+            "bootstrap_top": bootstrap_top,
+            "num_boost_round": num_boost_round,
+            "value_rounds": value_rounds,
+            "change_rounds": change_rounds,
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "min_data_in_leaf": min_data_in_leaf,
+            "min_support": min_support,
+            "max_candidates": max_candidates,
+            "epsilon": epsilon,
+            "seed": seed,
+            "threads": threads,
+        }
+        self.reward = FittedQ(
+            space,
+            dim,
+            gamma=0.0,
+            iterations=1,
+            num_boost_round=num_boost_round,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            min_data_in_leaf=min_data_in_leaf,
+            min_support=min_support,
+            max_candidates=max_candidates,
+            epsilon=epsilon,
+            seed=seed,
+            threads=threads,
+        )
         self.psi = self.reward.psi
         # g of the last ``average`` iterations: each a model of E[V(x') | x] and one of E[V(x') | x, a]
         # boosted from it
@@ -328,11 +408,21 @@ class TwoStageValue:
         ok = np.isfinite(q)
         return np.where(ok, q + self.params["weight"] * self.params["gamma"] * self.future(X, ok), -np.inf)
 
-    def fit(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, X_next: np.ndarray,
-            mask_next: np.ndarray, terminated: np.ndarray, returns: np.ndarray | None = None,
-            day: np.ndarray | None = None, propensities: np.ndarray | None = None, mask: np.ndarray | None = None,
-            state_rewards: np.ndarray | None = None,
-            progress: Callable[[int, float], None] | None = None) -> TwoStageValue:
+    def fit(
+        self,
+        X: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        X_next: np.ndarray,
+        mask_next: np.ndarray,
+        terminated: np.ndarray,
+        returns: np.ndarray | None = None,
+        day: np.ndarray | None = None,
+        propensities: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        state_rewards: np.ndarray | None = None,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> TwoStageValue:
         """Fit on logged transitions.
 
         ``rewards``: the immediate reward r fits; ``returns``: V's target, each transition's
@@ -358,8 +448,10 @@ class TwoStageValue:
                 raise ValueError("propensities: give both the propensities and the mask, or neither")
             propensities, mask = check_propensities(propensities, n), np.asarray(mask)
             if mask.shape != (n, self.space.n_actions) or mask.dtype != bool:
-                raise ValueError(f"mask: expected a boolean array of shape {(n, self.space.n_actions)}, got "
-                                 f"{mask.dtype} {mask.shape}")
+                raise ValueError(
+                    f"mask: expected a boolean array of shape {(n, self.space.n_actions)}, got "
+                    f"{mask.dtype} {mask.shape}"
+                )
             eligible = mask.sum(axis=1)
             if np.any(eligible == 0):
                 raise ValueError("mask: a transition has no eligible action")
@@ -396,9 +488,11 @@ class TwoStageValue:
 
         def fit_future(v_next: np.ndarray) -> tuple[lgb.Booster, lgb.Booster]:
             base = lgb.train(lgb_params, lgb.Dataset(X, label=v_next), p["num_boost_round"])
-            change = lgb.train(lgb_params, lgb.Dataset(joint, label=v_next, weight=weights,
-                                                       init_score=base.predict(X, num_threads=threads)),
-                               p["change_rounds"])
+            change = lgb.train(
+                lgb_params,
+                lgb.Dataset(joint, label=v_next, weight=weights, init_score=base.predict(X, num_threads=threads)),
+                p["change_rounds"],
+            )
             return base, change
 
         v_next = np.where(terminated, 0.0, value.predict(with_day(X_next, 1), num_threads=threads))
@@ -412,11 +506,12 @@ class TwoStageValue:
                 futures.append(fit_future(v_next))
                 if progress is not None:
                     progress(2 + it, float(v_next.std()))
-        self.futures = futures[-p["average"]:]
+        self.futures = futures[-p["average"] :]
         return self
 
-    def _bootstrap(self, X: np.ndarray, X_next: np.ndarray, mask_next: np.ndarray,
-                   state_rewards: np.ndarray | None) -> Callable[[lgb.Booster, lgb.Booster], np.ndarray]:
+    def _bootstrap(
+        self, X: np.ndarray, X_next: np.ndarray, mask_next: np.ndarray, state_rewards: np.ndarray | None
+    ) -> Callable[[lgb.Booster, lgb.Booster], np.ndarray]:
         """V_k(x') = s(x') + max over the shortlist of [r(x', a') + gamma * g_k(x', a')], as a function of g_k.
 
         The shortlist: the ``bootstrap_top`` eligible candidates the reward model rates best in each

@@ -47,23 +47,45 @@ class LGBMFunnel:
     name: ClassVar[str] = "lgbm_funnel"
     learns_from_events: ClassVar[bool] = True
 
-    def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 60, rest_rounds: int = 30,
-                 learning_rate: float = 0.15, num_leaves: int = 15, min_data_in_leaf: int = 50,
-                 min_samples: int = 1000, refit_growth: float = 1.5, gamma_scale: float = 10.0,
-                 gamma_exponent: float = 0.5, seed: int = 0, threads: int = 2) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        dim: int,
+        *,
+        num_boost_round: int = 60,
+        rest_rounds: int = 30,
+        learning_rate: float = 0.15,
+        num_leaves: int = 15,
+        min_data_in_leaf: int = 50,
+        min_samples: int = 1000,
+        refit_growth: float = 1.5,
+        gamma_scale: float = 10.0,
+        gamma_exponent: float = 0.5,
+        seed: int = 0,
+        threads: int = 2,
+    ) -> None:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
         if min(num_boost_round, rest_rounds, min_data_in_leaf) < 1 or num_leaves < 2:
-            raise ValueError("num_boost_round/rest_rounds/num_leaves/min_data_in_leaf: must be >= 1, >= 1, >= 2 "
-                             "and >= 1")
+            raise ValueError(
+                "num_boost_round/rest_rounds/num_leaves/min_data_in_leaf: must be >= 1, >= 1, >= 2 and >= 1"
+            )
         if gamma_scale <= 0:
             raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
         self.space, self.dim = space, dim
         self.params: dict[str, Any] = {
-            "num_boost_round": num_boost_round, "rest_rounds": rest_rounds, "learning_rate": learning_rate,
-            "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
-            "refit_growth": refit_growth, "gamma_scale": gamma_scale, "gamma_exponent": gamma_exponent,
-            "seed": seed, "threads": threads}
+            "num_boost_round": num_boost_round,
+            "rest_rounds": rest_rounds,
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "min_data_in_leaf": min_data_in_leaf,
+            "min_samples": min_samples,
+            "refit_growth": refit_growth,
+            "gamma_scale": gamma_scale,
+            "gamma_exponent": gamma_exponent,
+            "seed": seed,
+            "threads": threads,
+        }
         self.psi = action_design(space).astype(np.float32)
         self.X = np.zeros((0, dim), np.float32)
         self.actions = np.zeros(0, np.int64)
@@ -122,13 +144,17 @@ class LGBMFunnel:
             gain = np.ones(len(r))
             for name in STAGES:
                 gain *= self._predict(name, rows)
-            v = (np.full(len(xs), value) if isinstance(value, float)
-                 else value.predict(np.asarray(xs, np.float32), num_threads=self.params["threads"]))
+            v = (
+                np.full(len(xs), value)
+                if isinstance(value, float)
+                else value.predict(np.asarray(xs, np.float32), num_threads=self.params["threads"])
+            )
             out[start + r, c] = self._predict("rest", rows) + gain * v[r]
             if self.space.has_no_contact:
                 alone = np.flatnonzero(m[:, 0])  # no contact: the rest alone
-                out[start + alone, 0] = self._predict("rest", joint_rows(xs[alone], self.psi,
-                                                                         np.zeros(len(alone), int)))
+                out[start + alone, 0] = self._predict(
+                    "rest", joint_rows(xs[alone], self.psi, np.zeros(len(alone), int))
+                )
         return out
 
     @property
@@ -164,10 +190,19 @@ class LGBMFunnel:
     def get_state(self):
         """(parameters, with ``fitted_on`` and the models that are constants; the data learnt from, events
         included; the LightGBM models' texts)."""
-        params = {"dim": self.dim, **self.params, "fitted_on": self.fitted_on,
-                  "constant_models": {k: m for k, m in self.models.items() if isinstance(m, float)}}
-        arrays = {"X": self.X, "actions": self.actions, "rewards": self.rewards, "value": self.value,
-                  **{f"event_{k}": v for k, v in self.events.items()}}
+        params = {
+            "dim": self.dim,
+            **self.params,
+            "fitted_on": self.fitted_on,
+            "constant_models": {k: m for k, m in self.models.items() if isinstance(m, float)},
+        }
+        arrays = {
+            "X": self.X,
+            "actions": self.actions,
+            "rewards": self.rewards,
+            "value": self.value,
+            **{f"event_{k}": v for k, v in self.events.items()},
+        }
         models = {k: m.model_to_string() for k, m in self.models.items() if not isinstance(m, float)}
         return params, arrays, models
 
@@ -183,6 +218,9 @@ class LGBMFunnel:
         policy.value = np.array(arrays["value"], np.float64)
         policy.events = {k: np.array(arrays[f"event_{k}"], bool) for k in STAGES}
         policy.fitted_on = fitted_on
-        policy.models = {k: (float(constants[k]) if k in constants else lgb.Booster(model_str=models[k]))
-                         for k in MODELS if k in constants or k in models}
+        policy.models = {
+            k: (float(constants[k]) if k in constants else lgb.Booster(model_str=models[k]))
+            for k in MODELS
+            if k in constants or k in models
+        }
         return policy

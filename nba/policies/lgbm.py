@@ -42,9 +42,16 @@ def joint_rows(X: np.ndarray, psi: np.ndarray, actions: np.ndarray) -> np.ndarra
 
 def regression_params(p: dict[str, Any]) -> dict[str, Any]:
     """LightGBM regression parameters from a policy's own (deterministic, quiet)."""
-    return {"objective": "regression", "learning_rate": p["learning_rate"], "num_leaves": p["num_leaves"],
-            "min_data_in_leaf": p["min_data_in_leaf"], "seed": p["seed"], "deterministic": True,
-            "num_threads": p["threads"], "verbose": -1}
+    return {
+        "objective": "regression",
+        "learning_rate": p["learning_rate"],
+        "num_leaves": p["num_leaves"],
+        "min_data_in_leaf": p["min_data_in_leaf"],
+        "seed": p["seed"],
+        "deterministic": True,
+        "num_threads": p["threads"],
+        "verbose": -1,
+    }
 
 
 def refit_due(params: dict[str, Any], n: int, fitted_on: int) -> bool:
@@ -53,8 +60,9 @@ def refit_due(params: dict[str, Any], n: int, fitted_on: int) -> bool:
     return n >= params["min_samples"] and n >= params["refit_growth"] * fitted_on
 
 
-def predict_eligible(booster: lgb.Booster, X: np.ndarray, psi: np.ndarray, ok: np.ndarray, fill: float,
-                     threads: int, chunk: int = 8192) -> np.ndarray:
+def predict_eligible(
+    booster: lgb.Booster, X: np.ndarray, psi: np.ndarray, ok: np.ndarray, fill: float, threads: int, chunk: int = 8192
+) -> np.ndarray:
     """(N, A) predictions for the (context, action) pairs where ``ok``, ``fill`` elsewhere.
 
     Predicts at most ``chunk`` contexts' pairs at a time, and fewer where a context's pairs are wide
@@ -77,16 +85,33 @@ class _LGBMReward:
 
     name: ClassVar[str]
 
-    def __init__(self, space: ActionSpace, dim: int, *, num_boost_round: int = 100, learning_rate: float = 0.1,
-                 num_leaves: int = 31, min_data_in_leaf: int = 50, min_samples: int = 1000,
-                 refit_growth: float = 1.5, seed: int = 0, threads: int = 2) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        dim: int,
+        *,
+        num_boost_round: int = 100,
+        learning_rate: float = 0.1,
+        num_leaves: int = 31,
+        min_data_in_leaf: int = 50,
+        min_samples: int = 1000,
+        refit_growth: float = 1.5,
+        seed: int = 0,
+        threads: int = 2,
+    ) -> None:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
         self.space, self.dim = space, dim
         self.params: dict[str, Any] = {
-            "num_boost_round": num_boost_round, "learning_rate": learning_rate, "num_leaves": num_leaves,
-            "min_data_in_leaf": min_data_in_leaf, "min_samples": min_samples,
-            "refit_growth": refit_growth, "seed": seed, "threads": threads}
+            "num_boost_round": num_boost_round,
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "min_data_in_leaf": min_data_in_leaf,
+            "min_samples": min_samples,
+            "refit_growth": refit_growth,
+            "seed": seed,
+            "threads": threads,
+        }
         self.psi = action_design(space).astype(np.float32)
         self.X = np.zeros((0, dim), np.float32)
         self.actions = np.zeros(0, np.int64)
@@ -179,8 +204,9 @@ class LGBMSquareCB(_LGBMReward):
 
     name: ClassVar[str] = "lgbm_squarecb"
 
-    def __init__(self, space: ActionSpace, dim: int, gamma_scale: float = 10.0, gamma_exponent: float = 0.5,
-                 **kw: Any) -> None:
+    def __init__(
+        self, space: ActionSpace, dim: int, gamma_scale: float = 10.0, gamma_exponent: float = 0.5, **kw: Any
+    ) -> None:
         if gamma_scale <= 0:
             raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
         super().__init__(space, dim, **kw)

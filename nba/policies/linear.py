@@ -198,8 +198,9 @@ class Ridge:
 
     KEEPS = ("inverse", "factor")
 
-    def __init__(self, space: ActionSpace, dim: int, lam: float = 1.0, keep: str = "factor",
-                 catalogue: Catalogue | None = None) -> None:
+    def __init__(
+        self, space: ActionSpace, dim: int, lam: float = 1.0, keep: str = "factor", catalogue: Catalogue | None = None
+    ) -> None:
         if lam <= 0:
             raise ValueError(f"lam: must be > 0, got {lam!r}")
         if keep not in self.KEEPS:
@@ -421,8 +422,9 @@ class Ridge:
         """Take back the statistics :meth:`arrays` gave (ValueError naming ``A`` for another size)."""
         A = np.array(arrays["A"], np.float64)
         if A.shape != (self.size, self.size):
-            raise ValueError(f"A: expected shape {(self.size, self.size)} (the action and context features' size), "
-                             f"got {A.shape}")
+            raise ValueError(
+                f"A: expected shape {(self.size, self.size)} (the action and context features' size), got {A.shape}"
+            )
         self.A = A
         self.b = np.array(arrays["b"], np.float64)
         n, s, sq = arrays["reward_moments"]
@@ -481,8 +483,9 @@ def sample_scores(Xa: np.ndarray, G: np.ndarray) -> np.ndarray:
     return (Xa @ G.reshape(dx, m * a)).reshape(-1, m, a).transpose(1, 0, 2)
 
 
-def _check_update(space: ActionSpace, dim: int, X, actions, rewards, propensities=None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_update(
+    space: ActionSpace, dim: int, X, actions, rewards, propensities=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate a logged batch; raise ValueError naming the field."""
     X = np.asarray(X, np.float64)
     if X.ndim != 2 or X.shape[1] != dim:
@@ -501,20 +504,22 @@ def _check_update(space: ActionSpace, dim: int, X, actions, rewards, propensitie
 def _check_catalogue(space: ActionSpace, catalogue: Catalogue | None) -> None:
     """Refuse a catalogue of another action space (ValueError naming ``catalogue``)."""
     if catalogue is not None and (not isinstance(catalogue, Catalogue) or catalogue.space != space):
-        raise ValueError("catalogue: expected the nba.catalogue.Catalogue of the policy's action space "
-                         "(create(name, catalogue.space, dim=..., catalogue=catalogue))")
+        raise ValueError(
+            "catalogue: expected the nba.catalogue.Catalogue of the policy's action space "
+            "(create(name, catalogue.space, dim=..., catalogue=catalogue))"
+        )
 
 
-def _state_with_catalogue(catalogue: Catalogue | None, params: dict[str, Any], arrays: dict[str, np.ndarray]
-                          ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _state_with_catalogue(
+    catalogue: Catalogue | None, params: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A learner's saved state, with its catalogue's data (JSON) and matrix (array) where it has one."""
     if catalogue is None:
         return params, arrays
     return {**params, "catalogue": catalogue.to_dict()}, {**arrays, "catalogue": np.asarray(catalogue.matrix)}
 
 
-def _catalogue_of_state(space: ActionSpace, params: dict[str, Any], arrays: dict[str, np.ndarray]
-                        ) -> dict[str, Any]:
+def _catalogue_of_state(space: ActionSpace, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """A copy of ``params`` with their saved catalogue data, if any, rebuilt as a
     :class:`~nba.catalogue.Catalogue` of ``space``."""
     params = dict(params)
@@ -526,8 +531,10 @@ def _catalogue_of_state(space: ActionSpace, params: dict[str, Any], arrays: dict
 def _moved(policy, catalogue: Catalogue):
     """``policy`` rebuilt on ``catalogue`` (re-encoded under the policy's encoding) from its own state."""
     if policy.catalogue is None:
-        raise ValueError(f"catalogue: this {policy.name} scores actions by their index (it was built without a "
-                         "catalogue), so it cannot move to another catalogue")
+        raise ValueError(
+            f"catalogue: this {policy.name} scores actions by their index (it was built without a "
+            "catalogue), so it cannot move to another catalogue"
+        )
     if not isinstance(catalogue, Catalogue):
         raise ValueError(f"catalogue: expected an nba.catalogue.Catalogue, got {type(catalogue).__name__}")
     catalogue = catalogue.with_encoding(policy.catalogue.encoding)
@@ -542,8 +549,9 @@ class LinUCB:
     name: ClassVar[str] = "linucb"
 
     @pinned_blas
-    def __init__(self, space: ActionSpace, dim: int, alpha: float = 1.0, lam: float = 1.0,
-                 catalogue: Catalogue | None = None) -> None:
+    def __init__(
+        self, space: ActionSpace, dim: int, alpha: float = 1.0, lam: float = 1.0, catalogue: Catalogue | None = None
+    ) -> None:
         if alpha < 0:
             raise ValueError(f"alpha: must be >= 0, got {alpha!r}")
         _check_catalogue(space, catalogue)
@@ -593,8 +601,16 @@ class LinTS:
     name: ClassVar[str] = "lints"
 
     @pinned_blas
-    def __init__(self, space: ActionSpace, dim: int, v: float = 0.5, lam: float = 1.0, n_samples: int = 32,
-                 seed: int = 0, catalogue: Catalogue | None = None) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        dim: int,
+        v: float = 0.5,
+        lam: float = 1.0,
+        n_samples: int = 32,
+        seed: int = 0,
+        catalogue: Catalogue | None = None,
+    ) -> None:
         if v < 0:
             raise ValueError(f"v: must be >= 0, got {v!r}")
         if n_samples < 1:
@@ -654,12 +670,20 @@ class LinTS:
     def get_state(self):
         """(parameters, the generator's state and the catalogue if any; the ridge's arrays and the posterior
         samples; no models)."""
-        params: dict[str, Any] = {"dim": self.dim, "v": self.v, "lam": self.ridge.lam, "n_samples": self.n_samples,
-                                  "seed": self.seed}
+        params: dict[str, Any] = {
+            "dim": self.dim,
+            "v": self.v,
+            "lam": self.ridge.lam,
+            "n_samples": self.n_samples,
+            "seed": self.seed,
+        }
         state = self.rng.bit_generator.state
-        params["rng_state"] = {"bit_generator": state["bit_generator"],
-                               "state": {k: str(v) for k, v in state["state"].items()},
-                               "has_uint32": state["has_uint32"], "uinteger": str(state["uinteger"])}
+        params["rng_state"] = {
+            "bit_generator": state["bit_generator"],
+            "state": {k: str(v) for k, v in state["state"].items()},
+            "has_uint32": state["has_uint32"],
+            "uinteger": str(state["uinteger"]),
+        }
         return (*_state_with_catalogue(self.catalogue, params, {**self.ridge.arrays(), "samples": self.samples}), {})
 
     def with_catalogue(self, catalogue: Catalogue) -> LinTS:
@@ -680,6 +704,7 @@ class LinTS:
         policy.rng.bit_generator.state = {
             "bit_generator": rng_state["bit_generator"],
             "state": {k: int(v) for k, v in rng_state["state"].items()},
-            "has_uint32": rng_state["has_uint32"], "uinteger": int(rng_state["uinteger"]),
+            "has_uint32": rng_state["has_uint32"],
+            "uinteger": int(rng_state["uinteger"]),
         }
         return policy

@@ -114,8 +114,9 @@ class Buckets:
         return out
 
 
-def _rebuild(space: ActionSpace, name: str, params: dict[str, Any], arrays: dict[str, np.ndarray],
-             models: dict[str, str]):
+def _rebuild(
+    space: ActionSpace, name: str, params: dict[str, Any], arrays: dict[str, np.ndarray], models: dict[str, str]
+):
     from nba.policies import POLICIES
 
     return POLICIES[name].from_state(space, params, arrays, models)
@@ -155,12 +156,23 @@ class SPIBB:
 
     name: ClassVar[str] = "spibb"
 
-    def __init__(self, space: ActionSpace, segments: list[str] | tuple[str, ...], learner: Any = "lgbm_funnel",
-                 learner_params: dict[str, Any] | None = None, baseline: str = "business_as_usual",
-                 baseline_params: dict[str, Any] | None = None, baseline_epsilon: float = 0.0,
-                 baseline_holdout: float = 0.0, n_min: float = N_MIN, bucket: list[str] | tuple[str, ...] = BUCKET,
-                 group: str = "channel_content", improve: str = "greedy", contacts: str = "free",
-                 dim: int | None = None) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        segments: list[str] | tuple[str, ...],
+        learner: Any = "lgbm_funnel",
+        learner_params: dict[str, Any] | None = None,
+        baseline: str = "business_as_usual",
+        baseline_params: dict[str, Any] | None = None,
+        baseline_epsilon: float = 0.0,
+        baseline_holdout: float = 0.0,
+        n_min: float = N_MIN,
+        bucket: list[str] | tuple[str, ...] = BUCKET,
+        group: str = "channel_content",
+        improve: str = "greedy",
+        contacts: str = "free",
+        dim: int | None = None,
+    ) -> None:
         from nba.policies import LEARNERS, POLICIES, create
 
         require_structured(space, self.name)
@@ -201,8 +213,10 @@ class SPIBB:
             self.baseline = None
         else:
             if baseline not in POLICIES or baseline in LEARNERS:
-                raise ValueError(f"baseline: {baseline!r} is not a policy that needs no training; valid: "
-                                 f"{sorted(set(POLICIES) - set(LEARNERS)) + [ESTIMATE]}")
+                raise ValueError(
+                    f"baseline: {baseline!r} is not a policy that needs no training; valid: "
+                    f"{sorted(set(POLICIES) - set(LEARNERS)) + [ESTIMATE]}"
+                )
             base = create(baseline, space, self.segments, **self.baseline_params)
             eps, hold = self.baseline_epsilon, self.baseline_holdout
             self.baseline = Explore(base, eps, hold) if eps or hold else base  # Explore checks eps and hold
@@ -270,8 +284,7 @@ class SPIBB:
             rows, Xr, fr = rows[~done], Xr[~done], fr[~done]
             if rows.size == 0:
                 return out
-        pref = (self._scores(Xr, mask[rows]) if self._scores is not None
-                else self.learner.probabilities(Xr, mask[rows]))
+        pref = self._scores(Xr, mask[rows]) if self._scores is not None else self.learner.probabilities(Xr, mask[rows])
         pref = np.where(fr, np.nan_to_num(np.asarray(pref, np.float64), nan=-np.inf, posinf=np.inf), -np.inf)
         pref = np.where(fr & ~np.isfinite(pref), -1e300, pref)  # an unscored supported action still beats none
         best = masked_argmax(pref, fr)
@@ -299,11 +312,20 @@ class SPIBB:
         """(the wrapper's parameters with the learner's name and parameters; the support counts and the
         learner's arrays; the learner's models), the learner's keys prefixed ``learner.``."""
         lp, la, lm = self.learner.get_state()
-        params = {"segments": list(self.segments), "learner": self.learner.name, "learner_params": lp,
-                  "baseline": self.baseline_name, "baseline_params": self.baseline_params,
-                  "baseline_epsilon": self.baseline_epsilon, "baseline_holdout": self.baseline_holdout,
-                  "n_min": self.n_min, "bucket": list(self.buckets.families), "group": self.group,
-                  "improve": self.improve, "contacts": self.contacts}
+        params = {
+            "segments": list(self.segments),
+            "learner": self.learner.name,
+            "learner_params": lp,
+            "baseline": self.baseline_name,
+            "baseline_params": self.baseline_params,
+            "baseline_epsilon": self.baseline_epsilon,
+            "baseline_holdout": self.baseline_holdout,
+            "n_min": self.n_min,
+            "bucket": list(self.buckets.families),
+            "group": self.group,
+            "improve": self.improve,
+            "contacts": self.contacts,
+        }
         arrays = {"counts": self.counts, **{f"learner.{k}": v for k, v in la.items()}}
         return params, arrays, {f"learner.{k}": v for k, v in lm.items()}
 
@@ -312,8 +334,13 @@ class SPIBB:
         """The wrapper :meth:`get_state` described: its learner rebuilt from its state, its support counts."""
         params = dict(params)
         name, lp = params.pop("learner"), params.pop("learner_params")
-        learner = _rebuild(space, name, lp, {k[8:]: v for k, v in arrays.items() if k.startswith("learner.")},
-                           {k[8:]: v for k, v in models.items() if k.startswith("learner.")})
+        learner = _rebuild(
+            space,
+            name,
+            lp,
+            {k[8:]: v for k, v in arrays.items() if k.startswith("learner.")},
+            {k[8:]: v for k, v in models.items() if k.startswith("learner.")},
+        )
         policy = cls(space, learner=learner, **params)
         counts = np.asarray(arrays["counts"], np.int64)
         if counts.shape != policy.counts.shape:

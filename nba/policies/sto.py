@@ -51,8 +51,13 @@ class SendTimeModel:
     """Each customer's preferred send hours per channel, shrunk towards their segment's (module docstring):
     learns from contexts and sends (:meth:`update`), scores the send slots (:meth:`slot_scores`)."""
 
-    def __init__(self, spec: FeatureSpec, space: ActionSpace, prior_strength: float | None = None,
-                 design_strength: float = DESIGN_STRENGTH) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        space: ActionSpace,
+        prior_strength: float | None = None,
+        design_strength: float = DESIGN_STRENGTH,
+    ) -> None:
         if prior_strength is not None and not prior_strength >= 0:
             raise ValueError(f"prior_strength: must be >= 0 or None (estimated), got {prior_strength!r}")
         if not design_strength > 0:
@@ -71,8 +76,10 @@ class SendTimeModel:
         self.spread = np.zeros((s, c, 6))
         names = spec.names
         self._seg = [names.index(f"segment={x}") for x in spec.segments]
-        self._cols = {k: [names.index(f"{k}={ch}") for ch in space.channels]
-                      for k in ("hour_pref_cos", "hour_pref_sin", "log_contacts", "log_engaged")}
+        self._cols = {
+            k: [names.index(f"{k}={ch}") for ch in space.channels]
+            for k in ("hour_pref_cos", "hour_pref_sin", "log_contacts", "log_engaged")
+        }
         self._hour = (names.index("local_hour_sin"), names.index("local_hour_cos"))
 
     def _raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,8 +111,11 @@ class SendTimeModel:
         a = actions[rows]
         theta = self._slot_angles(X[rows])[np.arange(rows.size), self.space.slot_of[a]]
         c, s = np.cos(theta), np.sin(theta)
-        np.add.at(self.design, (seg[rows], self.space.channel_of[a]), np.stack([np.ones_like(c), c, s, c * c, s * s,
-                                                                                 c * s], axis=1))
+        np.add.at(
+            self.design,
+            (seg[rows], self.space.channel_of[a]),
+            np.stack([np.ones_like(c), c, s, c * c, s * s, c * s], axis=1),
+        )
 
     def design_covariance(self) -> np.ndarray:
         """(S, C, 2, 2) covariance of ``(cos h, sin h)`` over the sends seen, blended with ``I / 2``."""
@@ -152,8 +162,12 @@ class SendTimeModel:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The learnt moments (prior sums and counts, send hours' design, preference spread), to save."""
-        return {"sto_prior_sum": self.prior_sum, "sto_prior_n": self.prior_n, "sto_design": self.design,
-                "sto_spread": self.spread}
+        return {
+            "sto_prior_sum": self.prior_sum,
+            "sto_prior_n": self.prior_n,
+            "sto_design": self.design,
+            "sto_spread": self.spread,
+        }
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Take back the moments :meth:`arrays` saved (a state saved before the design and spread: zeros)."""
@@ -169,9 +183,16 @@ class SendTime:
 
     name: ClassVar[str] = "send_time"
 
-    def __init__(self, space: ActionSpace, segments: list[str] | tuple[str, ...], first: Any = "lints",
-                 first_params: dict[str, Any] | None = None, epsilon: float = 0.05,
-                 prior_strength: float | None = None, dim: int | None = None) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        segments: list[str] | tuple[str, ...],
+        first: Any = "lints",
+        first_params: dict[str, Any] | None = None,
+        epsilon: float = 0.05,
+        prior_strength: float | None = None,
+        dim: int | None = None,
+    ) -> None:
         from nba.policies import LEARNERS, POLICIES, create
 
         require_structured(space, self.name)
@@ -181,8 +202,9 @@ class SendTime:
         self.segments = tuple(segments)
         if isinstance(first, str):
             if first == self.name or first not in POLICIES:
-                raise ValueError(f"first: unknown first-stage policy {first!r}; valid: "
-                                 f"{sorted(set(POLICIES) - {self.name})}")
+                raise ValueError(
+                    f"first: unknown first-stage policy {first!r}; valid: {sorted(set(POLICIES) - {self.name})}"
+                )
             first_params = dict(first_params or {})
             if first in LEARNERS and dim is not None:
                 first_params.setdefault("dim", dim)
@@ -230,8 +252,13 @@ class SendTime:
         """(parameters with the first stage's name and parameters; the send-time model's moments and the first
         stage's arrays; the first stage's models), the first stage's keys prefixed ``first.``."""
         fp, fa, fm = self.first.get_state()
-        params = {"segments": list(self.segments), "first": self.first.name, "first_params": fp,
-                  "epsilon": self.epsilon, "prior_strength": self.model.prior_strength}
+        params = {
+            "segments": list(self.segments),
+            "first": self.first.name,
+            "first_params": fp,
+            "epsilon": self.epsilon,
+            "prior_strength": self.model.prior_strength,
+        }
         arrays = {**self.model.arrays(), **{f"first.{key}": v for key, v in fa.items()}}
         return params, arrays, {f"first.{key}": v for key, v in fm.items()}
 
@@ -243,8 +270,11 @@ class SendTime:
         params = dict(params)
         first_name, first_params = params.pop("first"), params.pop("first_params")
         first = POLICIES[first_name].from_state(
-            space, first_params, {key[6:]: v for key, v in arrays.items() if key.startswith("first.")},
-            {key[6:]: v for key, v in models.items() if key.startswith("first.")})
+            space,
+            first_params,
+            {key[6:]: v for key, v in arrays.items() if key.startswith("first.")},
+            {key[6:]: v for key, v in models.items() if key.startswith("first.")},
+        )
         policy = cls(space, first=first, **params)
         policy.model.restore(arrays)
         return policy

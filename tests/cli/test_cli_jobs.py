@@ -15,12 +15,27 @@ runner = CliRunner()
 
 def test_import_a_foreign_log_and_name_the_bad_cell(tmp_path):
     data = tmp_path / "offers.csv"
-    rows = ["plan,arpu,offer,revenue"] + [f"{['prepaid', 'postpaid'][i % 2]},{i % 7 * 3.5},{i % 4},"
-                                          f"{'' if i % 5 else i % 3 * 10.0}" for i in range(200)]
+    rows = ["plan,arpu,offer,revenue"] + [
+        f"{['prepaid', 'postpaid'][i % 2]},{i % 7 * 3.5},{i % 4},{'' if i % 5 else i % 3 * 10.0}" for i in range(200)
+    ]
     data.write_text("\n".join(rows) + "\n")
     log = f"sqlite:///{tmp_path}/imported.db"
-    args = ["import", str(data), "--action", "offer", "--context", "arpu", "--categorical", "plan",
-            "--reward", "revenue", "--time-default", "490000", "--log", log]
+    args = [
+        "import",
+        str(data),
+        "--action",
+        "offer",
+        "--context",
+        "arpu",
+        "--categorical",
+        "plan",
+        "--reward",
+        "revenue",
+        "--time-default",
+        "490000",
+        "--log",
+        log,
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "200 new decisions" in res.output and "estimated" in res.output
@@ -31,23 +46,74 @@ def test_import_a_foreign_log_and_name_the_bad_cell(tmp_path):
         assert stored.layout().feature_names == ("arpu", "plan=postpaid", "plan=prepaid", "plan=<other>")
     bad = tmp_path / "bad.csv"
     bad.write_text("plan,arpu,offer\nprepaid,1.0,0\npostpaid,lots,1\n")
-    res = runner.invoke(app, ["import", str(bad), "--action", "offer", "--context", "arpu", "--time-default",
-                              "490000", "--log", f"sqlite:///{tmp_path}/bad.db"])
+    res = runner.invoke(
+        app,
+        [
+            "import",
+            str(bad),
+            "--action",
+            "offer",
+            "--context",
+            "arpu",
+            "--time-default",
+            "490000",
+            "--log",
+            f"sqlite:///{tmp_path}/bad.db",
+        ],
+    )
     assert res.exit_code == 2 and "row 2, column 'arpu'" in res.output
 
 
 def test_import_a_telecom_log_onto_its_deployment(tmp_path):
     root = Path(__file__).resolve().parents[2]
     data = tmp_path / "telecom.csv"
-    subprocess.run([sys.executable, str(root / "examples" / "telecom" / "generate.py"), "--out", str(data),
-                    "--customers", "120", "--days", "3", "--seed", "5"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "telecom" / "generate.py"),
+            "--out",
+            str(data),
+            "--customers",
+            "120",
+            "--days",
+            "3",
+            "--seed",
+            "5",
+        ],
+        check=True,
+        capture_output=True,
+    )
     log = f"sqlite:///{tmp_path}/telecom.db"
     world = root / "examples" / "telecom" / "deployment.toml"
-    res = runner.invoke(app, ["import", str(data), "--deployment", str(world),
-                              "--channel", "channel", "--offer", "offer", "--send-hour", "send_hour",
-                              "--propensity", "propensity", "--reward", "reward", "--opted-out", "opted_out",
-                              "--customer-id", "customer_id", "--decision-id", "decision_id", "--time", "time",
-                              "--log", log])
+    res = runner.invoke(
+        app,
+        [
+            "import",
+            str(data),
+            "--deployment",
+            str(world),
+            "--channel",
+            "channel",
+            "--offer",
+            "offer",
+            "--send-hour",
+            "send_hour",
+            "--propensity",
+            "propensity",
+            "--reward",
+            "reward",
+            "--opted-out",
+            "opted_out",
+            "--customer-id",
+            "customer_id",
+            "--decision-id",
+            "decision_id",
+            "--time",
+            "time",
+            "--log",
+            log,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "360 new decisions" in res.output and "801 actions" in res.output and "deployment: sha256:" in res.output
     assert "kept by the log" in " ".join(res.output.split())
@@ -66,12 +132,33 @@ def test_mlproject_entry_point_runs_with_local_env(tmp_path):
     repo = Path(__file__).resolve().parents[2]
     mlflow_exe = Path(sys.executable).with_name("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     env.pop("MLFLOW_EXPERIMENT_ID", None)  # set by earlier tests' MLflow calls
-    proc = subprocess.run([str(mlflow_exe), "run", str(repo), "-e", "train", "-P", "policy=lints", "-P",
-                           "decisions=1000", "--env-manager", "local"], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            str(mlflow_exe),
+            "run",
+            str(repo),
+            "-e",
+            "train",
+            "-P",
+            "policy=lints",
+            "-P",
+            "decisions=1000",
+            "--env-manager",
+            "local",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trained lints" in proc.stdout
     import mlflow
@@ -107,9 +194,11 @@ def test_simulate_a_brands_deployment_in_its_latent_world_then_train_on_it(tmp_p
     telecom = Path(__file__).resolve().parents[2] / "examples" / "telecom"
     store = ["--root", str(tmp_path / "store")]
     world = ["--deployment", str(telecom / "deployment.toml"), "--world", str(telecom / "world.toml")]
-    for args, message in ((["--world", str(telecom / "world.toml")], "world: a latent world simulates a --deployment"),
-                          ([*world[:3], str(telecom / "deployment.toml")], "world: deployment: unknown field"),
-                          ([*world, "--scenario", str(telecom / "world.toml")], "deployment: --scenario and --param")):
+    for args, message in (
+        (["--world", str(telecom / "world.toml")], "world: a latent world simulates a --deployment"),
+        ([*world[:3], str(telecom / "deployment.toml")], "world: deployment: unknown field"),
+        ([*world, "--scenario", str(telecom / "world.toml")], "deployment: --scenario and --param"),
+    ):
         res = runner.invoke(app, ["simulate", *args, *store])
         assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
     assert not (tmp_path / "store").exists()

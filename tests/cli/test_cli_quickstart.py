@@ -16,9 +16,27 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     cwd.mkdir()
     for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):  # set by earlier tests' MLflow calls
         env.pop(k, None)
-    proc = subprocess.run([str(exe), "quickstart", "--customers", "3000", "--decisions", "4000", "--out", str(out),
-                           "--ab-customers", "600", "--ab-days", "4"],
-                          capture_output=True, text=True, env=env, timeout=900, cwd=cwd)
+    proc = subprocess.run(
+        [
+            str(exe),
+            "quickstart",
+            "--customers",
+            "3000",
+            "--decisions",
+            "4000",
+            "--out",
+            str(out),
+            "--ab-customers",
+            "600",
+            "--ab-days",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=cwd,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not any(cwd.iterdir()), sorted(p.name for p in cwd.iterdir())
     summary = json.loads((out / "summary.json").read_text())
@@ -27,8 +45,16 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     assert set(summary["policies"]) == {*BASELINES, *BANDITS, "fqi"}
     assert all(p["true_value"] is not None for p in summary["policies"].values())
     assert summary["tracking_uri"] == f"sqlite:///{out.resolve() / 'mlflow.db'}"
-    for f in ("mlflow.db", "train-log.db", "eval-log.db", "calibration/report.md", "plots/evaluation/ope_intervals.png",
-              "plots/evaluation/ope_ranking.png", "plots/fqi", "mlartifacts"):
+    for f in (
+        "mlflow.db",
+        "train-log.db",
+        "eval-log.db",
+        "calibration/report.md",
+        "plots/evaluation/ope_intervals.png",
+        "plots/evaluation/ope_ranking.png",
+        "plots/fqi",
+        "mlartifacts",
+    ):
         assert (out / f).exists(), f
     # the champion is production unless an A/B test promoted a challenger, and then it says so
     tested = {k: p for k, p in summary["policies"].items() if p["ab"] is not None}
@@ -37,7 +63,7 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     assert all(not p["flags"] for p in tested.values())  # flagged estimates never reach an A/B test
     for text in ("PASS", "champion", "mlflow ui", "nba serve --tracking-uri", "exact"):
         assert text in proc.stdout, text
-    table = proc.stdout[proc.stdout.index("Policies on the evaluation log"):proc.stdout.index("logging policy (BAU")]
+    table = proc.stdout[proc.stdout.index("Policies on the evaluation log") : proc.stdout.index("logging policy (BAU")]
     assert max(map(len, table.splitlines())) <= 80 and "…" not in table
     # the registry serves the champion
     import mlflow

@@ -12,7 +12,7 @@ runner = CliRunner()
 
 def test_scenario_check_accepts_the_default_and_names_the_bad_field(tmp_path):
     good = tmp_path / "good.toml"
-    good.write_text('[channels.sms]\ncost = 0.08\n')
+    good.write_text("[channels.sms]\ncost = 0.08\n")
     res = runner.invoke(app, ["scenario", "check", str(good)])
     assert res.exit_code == 0, res.output
     bad = tmp_path / "bad.yaml"
@@ -51,8 +51,9 @@ def test_scenario_report_beside_a_log(tmp_path):
 
     url = f"sqlite:///{tmp_path}/theirs.db"
     with DecisionLog(url) as log:
-        log_report.simulate_log(log, Scenario.default(), customers=300, days=4, seed=0, purpose="test/training/cli",
-                                warmup_days=2)
+        log_report.simulate_log(
+            log, Scenario.default(), customers=300, days=4, seed=0, purpose="test/training/cli", warmup_days=2
+        )
     res = runner.invoke(app, ["scenario", "report", "--log", url, "--n", "300", "--days", "4", "--warmup-days", "2"])
     assert res.exit_code == 0, res.output
     assert "contact rate" in res.output and "opened / delivered" in res.output

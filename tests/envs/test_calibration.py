@@ -13,6 +13,7 @@ from envs.simulation import Simulation
 
 PURPOSE = "test/envs/calibration"  # this module's customers (envs.random)
 
+
 @pytest.fixture(scope="module")
 def scenario():
     return Scenario.default()
@@ -53,9 +54,14 @@ def test_business_as_usual_beats_no_contact(scenario):
     from envs.rollout import compare_policies
     from nba.policies.baselines import BusinessAsUsual, NoContact
 
-    diff = compare_policies(scenario, BusinessAsUsual(scenario.action_space, tuple(scenario.segments)),
-                            NoContact(scenario.action_space),
-                            n=5_000, seed=4, purpose=PURPOSE)
+    diff = compare_policies(
+        scenario,
+        BusinessAsUsual(scenario.action_space, tuple(scenario.segments)),
+        NoContact(scenario.action_space),
+        n=5_000,
+        seed=4,
+        purpose=PURPOSE,
+    )
     assert diff.ci_low > 0, diff
 
 

@@ -15,8 +15,10 @@ def test_funnel_rates_are_cumulative_means_over_reachable():
     p[1] = 1.0
     f = cm.funnel_rates(("a", "b"), reachable, p, p, p, p)
     np.testing.assert_allclose(f.reach, [2 / 3, 0.0])
-    np.testing.assert_allclose([f.delivered[0], f.seen[0], f.clicked[0], f.converted[0]],
-                               [0.75, (0.25 + 1) / 2, (0.125 + 1) / 2, (0.0625 + 1) / 2])
+    np.testing.assert_allclose(
+        [f.delivered[0], f.seen[0], f.clicked[0], f.converted[0]],
+        [0.75, (0.25 + 1) / 2, (0.125 + 1) / 2, (0.0625 + 1) / 2],
+    )
     assert np.isnan(f.delivered[1])
 
 
@@ -45,8 +47,10 @@ def test_revenue_concentration_and_top_share():
 
 def test_revenue_per_buyer_by_channels_buckets_the_tail():
     labels, mean, count = cm.revenue_per_buyer_by_channels(
-        revenue=np.array([5.0, 10.0, 20.0, 40.0, 99.0, 0.0]), purchases=np.array([1, 1, 2, 1, 3, 0]),
-        channels_used=np.array([0, 1, 1, 4, 6, 2]))
+        revenue=np.array([5.0, 10.0, 20.0, 40.0, 99.0, 0.0]),
+        purchases=np.array([1, 1, 2, 1, 3, 0]),
+        channels_used=np.array([0, 1, 1, 4, 6, 2]),
+    )
     assert labels == ["0", "1", "2", "3", "4+"]
     np.testing.assert_array_equal(count, [1, 2, 0, 0, 2])
     np.testing.assert_allclose(mean[[0, 1, 4]], [5.0, 15.0, 69.5])

@@ -15,6 +15,7 @@ N, DAYS, PRE = 3000, 10, 5
 
 PURPOSE = "test/envs/experiment"  # this module's customers (envs.random)
 
+
 @pytest.fixture(scope="module")
 def scenario():
     return Scenario.default()
@@ -27,22 +28,32 @@ def _policy(sc, name):
 @pytest.fixture(scope="module")
 def ab_run(scenario):
     arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "no_contact")}
-    return run_experiment(scenario, arms, n=N, days=DAYS, seed=11, pre_days=PRE, experiment="bau-vs-silence",
-                          purpose=PURPOSE)
+    return run_experiment(
+        scenario, arms, n=N, days=DAYS, seed=11, pre_days=PRE, experiment="bau-vs-silence", purpose=PURPOSE
+    )
 
 
 @pytest.fixture(scope="module")
 def aa_run(scenario):
     bau = _policy(scenario, "business_as_usual")
-    return run_experiment(scenario, {"champion": bau, "challenger": bau}, n=N, days=DAYS, seed=12, pre_days=PRE,
-                          experiment="aa", purpose=PURPOSE)
+    return run_experiment(
+        scenario,
+        {"champion": bau, "challenger": bau},
+        n=N,
+        days=DAYS,
+        seed=12,
+        pre_days=PRE,
+        experiment="aa",
+        purpose=PURPOSE,
+    )
 
 
 def test_arms_are_hashed_assignments(ab_run):
     assert ab_run.arms == ("challenger", "champion")
     np.testing.assert_array_equal(ab_run.customer_id, customer_ids(11, N, PURPOSE))
-    np.testing.assert_array_equal(ab_run.arm, ab.assign("bau-vs-silence", ab_run.customer_id,
-                                                        {"champion": 1, "challenger": 1}))
+    np.testing.assert_array_equal(
+        ab_run.arm, ab.assign("bau-vs-silence", ab_run.customer_id, {"champion": 1, "challenger": 1})
+    )
     share = (ab_run.arm == "challenger").mean()
     assert abs(share - 0.5) < 4 * np.sqrt(0.25 / N)
     assert ab_run.daily_reward.shape == (N, DAYS) and ab_run.pre_reward.shape == (N,)
@@ -87,7 +98,8 @@ def test_guardrails_known_truth_and_daily_looks(ab_run):
     opt = ab.DEFAULT_GUARDRAILS[0]
     pot = ab_run.potential_metrics
     assert ab_run.true_worsening("challenger", opt) == pytest.approx(
-        pot["challenger"]["opted_out"].mean() - pot["champion"]["opted_out"].mean())
+        pot["challenger"]["opted_out"].mean() - pot["champion"]["opted_out"].mean()
+    )
     assert ab_run.true_worsening("challenger", opt) < 0
     tests = ab_run.guardrails("challenger", (opt, sends))
     assert [t.guardrail for t in tests] == [opt, sends]
@@ -125,8 +137,10 @@ def test_aa_is_not_significant(aa_run):
 def test_fixed_seed_is_reproducible(scenario):
     arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "batch_and_blast")}
     kw = dict(n=300, days=3, seed=5, pre_days=1, truth=False)
-    r1, r2 = run_experiment(scenario, arms, **kw, purpose=PURPOSE), run_experiment(scenario, arms, **kw,
-                                                                                   purpose=PURPOSE)
+    r1, r2 = (
+        run_experiment(scenario, arms, **kw, purpose=PURPOSE),
+        run_experiment(scenario, arms, **kw, purpose=PURPOSE),
+    )
     np.testing.assert_array_equal(r1.daily_reward, r2.daily_reward)
     np.testing.assert_array_equal(r1.pre_reward, r2.pre_reward)
     assert r1.true_daily is None
@@ -134,15 +148,23 @@ def test_fixed_seed_is_reproducible(scenario):
         r1.true_effect("challenger")
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"control": "nope"}, "control"), ({"splits": {"champion": 1}}, "splits"), ({"n": 0}, "n"),
-    ({"days": 0}, "days"), ({"pre_days": -1}, "pre_days"), ({"splits": {"champion": 1, "challenger": 0}}, "splits"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"control": "nope"}, "control"),
+        ({"splits": {"champion": 1}}, "splits"),
+        ({"n": 0}, "n"),
+        ({"days": 0}, "days"),
+        ({"pre_days": -1}, "pre_days"),
+        ({"splits": {"champion": 1, "challenger": 0}}, "splits"),
+    ],
+)
 def test_run_experiment_validates(scenario, kwargs, match):
     bau = _policy(scenario, "business_as_usual")
     with pytest.raises(ValueError, match=match):
-        run_experiment(scenario, {"champion": bau, "challenger": bau}, purpose=PURPOSE,
-                       **{"n": 10, "days": 1, **kwargs})
+        run_experiment(
+            scenario, {"champion": bau, "challenger": bau}, purpose=PURPOSE, **{"n": 10, "days": 1, **kwargs}
+        )
 
 
 def test_experiment_written_to_decision_log_analyses_the_same(scenario, tmp_path):
@@ -152,12 +174,23 @@ def test_experiment_written_to_decision_log_analyses_the_same(scenario, tmp_path
     arms = {"champion": _policy(scenario, "business_as_usual"), "challenger": _policy(scenario, "batch_and_blast")}
     log = DecisionLog(f"sqlite:///{tmp_path / 'ab.db'}")
     try:
-        r = run_experiment(scenario, arms, n=400, days=4, pre_days=2, seed=21, experiment="logged", truth=False,
-                           log=log, purpose=PURPOSE)
+        r = run_experiment(
+            scenario,
+            arms,
+            n=400,
+            days=4,
+            pre_days=2,
+            seed=21,
+            experiment="logged",
+            truth=False,
+            log=log,
+            purpose=PURPOSE,
+        )
         rule = reward_rule(penalties=False)
         totals = ab.customer_totals(log.iter_batches(rule, chunk_rows=500, experiment="logged"), experiment="logged")
-        looks = ab.daily_looks(log.iter_batches(rule, experiment="logged"), experiment="logged", start=r.start_h,
-                               days=r.days, arms=r.arms)
+        looks = ab.daily_looks(
+            log.iter_batches(rule, experiment="logged"), experiment="logged", start=r.start_h, days=r.days, arms=r.arms
+        )
         pre = ab.customer_totals(log.iter_batches(rule, experiment=""), end=r.start_h)
     finally:
         log.close()

@@ -39,8 +39,19 @@ def logged(scenario, tmp_path_factory):
     path = tmp_path_factory.mktemp("log-report") / "bau.db"
     bau = BusinessAsUsual(scenario.action_space, tuple(scenario.segments))
     with DecisionLog(f"sqlite:///{path}") as log:
-        res = run_experiment(scenario, {"bau": bau}, n=N, days=DAYS, pre_days=WARMUP, seed=3, purpose=LOG_PURPOSE,
-                             experiment="bau", control="bau", truth=False, log=log)
+        res = run_experiment(
+            scenario,
+            {"bau": bau},
+            n=N,
+            days=DAYS,
+            pre_days=WARMUP,
+            seed=3,
+            purpose=LOG_PURPOSE,
+            experiment="bau",
+            control="bau",
+            truth=False,
+            log=log,
+        )
     return path, res.start_h
 
 
@@ -56,8 +67,9 @@ def log_figs(logged) -> lr.LogFigures:
 
 @pytest.fixture(scope="module")
 def scenario_figs(scenario) -> lr.LogFigures:
-    return lr.scenario_figures(scenario, customers=2 * N, days=DAYS, seed=11, purpose=SCENARIO_PURPOSE,
-                               warmup_days=WARMUP)
+    return lr.scenario_figures(
+        scenario, customers=2 * N, days=DAYS, seed=11, purpose=SCENARIO_PURPOSE, warmup_days=WARMUP
+    )
 
 
 def _row(rows: list[lr.Row], figure: str, channel: str = "") -> lr.Row:
@@ -91,17 +103,25 @@ def test_a_log_of_the_scenario_is_close_to_the_scenario(log_figs, scenario_figs)
     (some 200 opens) strayed up to 25 %, and the rare events further: they are only checked not to
     contradict the scenario beyond their noise (no "higher" or "lower" in any of the ten)."""
     rows = lr.compare(log_figs, scenario_figs)
-    for figure, channel in [("contact rate", ""), ("no-contact share", ""), ("contacts / customer-week", ""),
-                            ("send share", "email"), ("send share", "push"),
-                            ("delivered / sent", "email"), ("delivered / sent", "push"),
-                            ("opened / delivered", "email"),
-                            ("opens / send at 08h local", ""), ("contacts to 1st conversion, median", ""),
-                            ("revenue Gini", "")]:
+    for figure, channel in [
+        ("contact rate", ""),
+        ("no-contact share", ""),
+        ("contacts / customer-week", ""),
+        ("send share", "email"),
+        ("send share", "push"),
+        ("delivered / sent", "email"),
+        ("delivered / sent", "push"),
+        ("opened / delivered", "email"),
+        ("opens / send at 08h local", ""),
+        ("contacts to 1st conversion, median", ""),
+        ("revenue Gini", ""),
+    ]:
         row = _row(rows, figure, channel)
         assert row.verdict == "close", row
     # and no figure of either side contradicts the other beyond its noise
-    assert {r.verdict for r in rows} <= {"close", "noisy", "no data"}, [r for r in rows if r.verdict in
-                                                                          ("higher", "lower")]
+    assert {r.verdict for r in rows} <= {"close", "noisy", "no data"}, [
+        r for r in rows if r.verdict in ("higher", "lower")
+    ]
     # channels business as usual never uses are not reported (it sends SMS once a month: rarely here)
     assert {"", "email", "push"} <= {r.channel for r in rows} <= {"", "email", "push", "sms"}
 
@@ -111,8 +131,10 @@ def test_opens_removed_show_a_lower_open_rate(logged, scenario, scenario_figs, t
     space = scenario.action_space
     email = np.flatnonzero(space.channel_of == space.channels.index("email")).tolist()
     with DecisionLog(f"sqlite:///{path}") as log, log.engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM outcomes WHERE event = 'opened' AND decision_id IN "
-                             f"(SELECT decision_id FROM decisions WHERE action IN ({', '.join(map(str, email))}))")
+        conn.exec_driver_sql(
+            "DELETE FROM outcomes WHERE event = 'opened' AND decision_id IN "
+            f"(SELECT decision_id FROM decisions WHERE action IN ({', '.join(map(str, email))}))"
+        )
     rows = lr.compare(_figures(path, logged[1]), scenario_figs)
     # a click still counts as an open: what is left of the email opens are the clicks
     assert _row(rows, "opened / delivered", "email").verdict == "lower"
@@ -138,8 +160,9 @@ def test_a_channel_without_sends_has_no_data(logged, scenario, scenario_figs, tm
     space = scenario.action_space
     push = ", ".join(map(str, np.flatnonzero(space.channel_of == space.channels.index("push")).tolist()))
     with DecisionLog(f"sqlite:///{path}") as log, log.engine.begin() as conn:
-        conn.exec_driver_sql(f"DELETE FROM outcomes WHERE decision_id IN "
-                             f"(SELECT decision_id FROM decisions WHERE action IN ({push}))")
+        conn.exec_driver_sql(
+            f"DELETE FROM outcomes WHERE decision_id IN (SELECT decision_id FROM decisions WHERE action IN ({push}))"
+        )
         conn.exec_driver_sql(f"DELETE FROM decisions WHERE action IN ({push})")
     figs = _figures(path, logged[1])
     assert figs.sent[space.channels.index("push")] == 0
@@ -164,8 +187,16 @@ def test_empty_logs_have_no_data(scenario, scenario_figs, tmp_path):
 
 def test_render_fits_100_columns(log_figs, scenario_figs):
     rows = lr.compare(log_figs, scenario_figs)
-    rows.append(lr.Row("a figure with a name far too long for any table of a hundred columns " * 2,
-                       "direct_mail", 1234567.0, 0.000123, math.inf, "higher"))
+    rows.append(
+        lr.Row(
+            "a figure with a name far too long for any table of a hundred columns " * 2,
+            "direct_mail",
+            1234567.0,
+            0.000123,
+            math.inf,
+            "higher",
+        )
+    )
     text = lr.render(rows, title="log vs scenario")
     lines = text.splitlines()
     assert max(map(len, lines)) <= 100
@@ -189,25 +220,55 @@ def _hand_log(url: str) -> DecisionLog:
     d6    C     24    email    delivered, converted 30 at 30 without a click
     ====  ====  ====  =======  =============================================================
     """
-    log = DecisionLog(url, layout=LogLayout(1, 3, ("tz_offset",), {"channels": ["email", "sms"],
-                                                                   "contents": ["promo"], "send_slots": [None]}))
+    log = DecisionLog(
+        url,
+        layout=LogLayout(
+            1, 3, ("tz_offset",), {"channels": ["email", "sms"], "contents": ["promo"], "send_slots": [None]}
+        ),
+    )
     who = np.array(["A", "A", "B", "B", "C", "C"], dtype=object)
     tz = {"A": 2.0, "B": 0.0, "C": -5.0}
     t = np.array([0.0, 24, 0, 24, 0, 24])
     action = np.array([1, 2, 0, 1, 1, 1])
     s = lambda v: np.full(6, v, dtype=object)  # noqa: E731
-    log.log_decisions(DecisionRecords(
-        decision_id=np.array([f"d{i}" for i in range(1, 7)], dtype=object), time=t, customer_id=who,
-        context=np.array([[tz[w] / 12] for w in who], np.float32), eligible=np.ones((6, 3), bool), action=action,
-        send_at=t, propensity=np.ones(6), policy=s("hand"), policy_version=s("0"), experiment=s(""), arm=s(""),
-        cost=np.zeros(6)))
-    events = [("d1", "delivered", 0, 0), ("d1", "opened", 0.5, 0), ("d1", "clicked", 0.5, 0),
-              ("d1", "converted", 1, 50), ("d2", "delivered", 24, 0), ("d3", "converted", 0, 10),
-              ("d4", "opened", 25, 0), ("d4", "opted_out", 25, 0), ("d6", "delivered", 24, 0),
-              ("d6", "converted", 30, 30)]
+    log.log_decisions(
+        DecisionRecords(
+            decision_id=np.array([f"d{i}" for i in range(1, 7)], dtype=object),
+            time=t,
+            customer_id=who,
+            context=np.array([[tz[w] / 12] for w in who], np.float32),
+            eligible=np.ones((6, 3), bool),
+            action=action,
+            send_at=t,
+            propensity=np.ones(6),
+            policy=s("hand"),
+            policy_version=s("0"),
+            experiment=s(""),
+            arm=s(""),
+            cost=np.zeros(6),
+        )
+    )
+    events = [
+        ("d1", "delivered", 0, 0),
+        ("d1", "opened", 0.5, 0),
+        ("d1", "clicked", 0.5, 0),
+        ("d1", "converted", 1, 50),
+        ("d2", "delivered", 24, 0),
+        ("d3", "converted", 0, 10),
+        ("d4", "opened", 25, 0),
+        ("d4", "opted_out", 25, 0),
+        ("d6", "delivered", 24, 0),
+        ("d6", "converted", 30, 30),
+    ]
     cols = list(zip(*events, strict=True))
-    log.log_outcomes(OutcomeRecords(np.array(cols[0], dtype=object), np.array(cols[1], dtype=object),
-                                    np.array(cols[2], float), np.array(cols[3], float)))
+    log.log_outcomes(
+        OutcomeRecords(
+            np.array(cols[0], dtype=object),
+            np.array(cols[1], dtype=object),
+            np.array(cols[2], float),
+            np.array(cols[3], float),
+        )
+    )
     return log
 
 
@@ -235,8 +296,17 @@ def test_figures_of_a_hand_built_log(tmp_path):
     assert f.hour_basis == "local"
     assert {h: n for h, n in enumerate(f.sent_by_hour.tolist()) if n} == {2: 2, 0: 1, 19: 2}
     assert {h: n for h, n in enumerate(f.opened_by_hour.tolist()) if n} == {2: 1, 0: 1}
-    for name in ("sent", "delivered", "opened", "clicked", "converted", "opted_out", "sent_by_hour",
-                 "opened_by_hour", "contacts_to_convert"):
+    for name in (
+        "sent",
+        "delivered",
+        "opened",
+        "clicked",
+        "converted",
+        "opted_out",
+        "sent_by_hour",
+        "opened_by_hour",
+        "contacts_to_convert",
+    ):
         assert np.array_equal(getattr(paged, name), getattr(f, name)), name
     assert paged.revenue_gini == pytest.approx(f.revenue_gini)
     assert late.decisions == early.decisions == 3
@@ -262,22 +332,25 @@ def test_a_log_without_an_action_space_counts_one_channel(tmp_path):
 
 
 # ----------------------------------------------------------------------------- pieces
-@pytest.mark.parametrize(("log", "scenario", "expected"), [
-    (lr.Figure(0.11), lr.Figure(0.1), "close"),
-    (lr.Figure(0.125), lr.Figure(0.1), "close"),  # 25 % exactly
-    (lr.Figure(0.2), lr.Figure(0.1), "higher"),
-    (lr.Figure(0.05), lr.Figure(0.1), "lower"),
-    (lr.Figure(0.0), lr.Figure(0.0), "close"),
-    (lr.Figure(0.01), lr.Figure(0.0), "higher"),
-    (lr.Figure(math.nan), lr.Figure(0.1), "no data"),
-    (lr.Figure(0.1), lr.NO_DATA, "no data"),
-    # 3 opt-outs in 1,000 sends against 6 in 1,000 (binomial standard errors 0.0017 and 0.0024): half,
-    # but only 1 standard error of the difference apart
-    (lr.Figure(0.003, 0.0017), lr.Figure(0.006, 0.0024), "noisy"),
-    (lr.Figure(0.003, 0.0017), lr.Figure(0.006), "noisy"),  # one side's error is enough
-    # 300 in 100,000 against 600 in 100,000: the same rates, now 10 standard errors apart
-    (lr.Figure(0.003, 0.00017), lr.Figure(0.006, 0.00024), "lower"),
-])
+@pytest.mark.parametrize(
+    ("log", "scenario", "expected"),
+    [
+        (lr.Figure(0.11), lr.Figure(0.1), "close"),
+        (lr.Figure(0.125), lr.Figure(0.1), "close"),  # 25 % exactly
+        (lr.Figure(0.2), lr.Figure(0.1), "higher"),
+        (lr.Figure(0.05), lr.Figure(0.1), "lower"),
+        (lr.Figure(0.0), lr.Figure(0.0), "close"),
+        (lr.Figure(0.01), lr.Figure(0.0), "higher"),
+        (lr.Figure(math.nan), lr.Figure(0.1), "no data"),
+        (lr.Figure(0.1), lr.NO_DATA, "no data"),
+        # 3 opt-outs in 1,000 sends against 6 in 1,000 (binomial standard errors 0.0017 and 0.0024): half,
+        # but only 1 standard error of the difference apart
+        (lr.Figure(0.003, 0.0017), lr.Figure(0.006, 0.0024), "noisy"),
+        (lr.Figure(0.003, 0.0017), lr.Figure(0.006), "noisy"),  # one side's error is enough
+        # 300 in 100,000 against 600 in 100,000: the same rates, now 10 standard errors apart
+        (lr.Figure(0.003, 0.00017), lr.Figure(0.006, 0.00024), "lower"),
+    ],
+)
 def test_verdicts(log, scenario, expected):
     assert lr.verdict(log, scenario) == expected
     assert expected in lr.VERDICTS

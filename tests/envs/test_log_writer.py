@@ -22,6 +22,7 @@ from nba.policies import Explore, act, create
 
 PURPOSE = "test/envs/decision_log"  # this module's customers (envs.random)
 
+
 @pytest.fixture(scope="module")
 def scenario() -> Scenario:
     return Scenario.default()
@@ -54,22 +55,50 @@ def test_a_simulated_log_records_its_provenance_before_its_first_decision(log, s
     """The replay spec and the simulator's reward rule, in the log; a run of another simulation into the
     same log is refused before it writes anything."""
     space = scenario.action_space
-    replay = {"scenario": "default", "policy": "uniform_random", "params": {}, "epsilon": 0.0, "holdout": 0.0,
-              "decisions": 300, "seed": 1, "purpose": PURPOSE, "batch": 300}
-    log_bandit_run(log, scenario, create("uniform_random", space), decisions=300, seed=1, batch=300, learn=False,
-                   purpose=PURPOSE, provenance=simulation_provenance(replay))
+    replay = {
+        "scenario": "default",
+        "policy": "uniform_random",
+        "params": {},
+        "epsilon": 0.0,
+        "holdout": 0.0,
+        "decisions": 300,
+        "seed": 1,
+        "purpose": PURPOSE,
+        "batch": 300,
+    }
+    log_bandit_run(
+        log,
+        scenario,
+        create("uniform_random", space),
+        decisions=300,
+        seed=1,
+        batch=300,
+        learn=False,
+        purpose=PURPOSE,
+        provenance=simulation_provenance(replay),
+    )
     assert log.provenance() == {"simulation": replay, "reward_rule": reward_rule(penalties=True).to_dict()}
     assert RewardRule.from_dict(log.provenance()["reward_rule"]) == reward_rule(penalties=True)
     with pytest.raises(ValueError, match=r"^provenance: .*simulation\.seed: 1 here, 2 given"):
-        log_bandit_run(log, scenario, create("uniform_random", space), decisions=300, seed=2, batch=300, learn=False,
-                       purpose=PURPOSE, provenance=simulation_provenance({**replay, "seed": 2}))
+        log_bandit_run(
+            log,
+            scenario,
+            create("uniform_random", space),
+            decisions=300,
+            seed=2,
+            batch=300,
+            learn=False,
+            purpose=PURPOSE,
+            provenance=simulation_provenance({**replay, "seed": 2}),
+        )
     assert log.count_decisions() == 300
 
 
 def test_organic_purchases_without_contact_are_logged(log, scenario):
     """No contact still earns organic revenue: a converted event on action 0, as uplift needs."""
-    summary = log_bandit_run(log, scenario, create("no_contact", scenario.action_space), decisions=4000, seed=4,
-                             batch=2000, purpose=PURPOSE)
+    summary = log_bandit_run(
+        log, scenario, create("no_contact", scenario.action_space), decisions=4000, seed=4, batch=2000, purpose=PURPOSE
+    )
     batch = log.read(reward_rule())
     assert (batch.action == 0).all() and (batch.cost == 0).all()
     assert (batch.reward > 0).sum() >= 5
@@ -78,14 +107,25 @@ def test_organic_purchases_without_contact_are_logged(log, scenario):
 
 def test_rerun_is_idempotent(log, scenario):
     space = scenario.action_space
-    first = log_bandit_run(log, scenario, create("uniform_random", space), decisions=600, seed=1, batch=300,
-                           purpose=PURPOSE)
-    again = log_bandit_run(log, scenario, create("uniform_random", space), decisions=600, seed=1, batch=300,
-                           purpose=PURPOSE)
+    first = log_bandit_run(
+        log, scenario, create("uniform_random", space), decisions=600, seed=1, batch=300, purpose=PURPOSE
+    )
+    again = log_bandit_run(
+        log, scenario, create("uniform_random", space), decisions=600, seed=1, batch=300, purpose=PURPOSE
+    )
     assert first.new_decisions == 600 and again.new_decisions == 0 and again.new_outcomes == 0
     np.testing.assert_array_equal(first.rewards, again.rewards)
-    other = log_bandit_run(log, scenario, create("uniform_random", space), decisions=300, seed=1, batch=300,
-                           experiment="exp", arm="B", purpose=PURPOSE)
+    other = log_bandit_run(
+        log,
+        scenario,
+        create("uniform_random", space),
+        decisions=300,
+        seed=1,
+        batch=300,
+        experiment="exp",
+        arm="B",
+        purpose=PURPOSE,
+    )
     assert other.new_decisions == 300
     assert len(log.read(experiment="exp")) == 300
 
@@ -93,8 +133,9 @@ def test_rerun_is_idempotent(log, scenario):
 def test_learning_policy_logs_its_propensities(log, scenario):
     space = scenario.action_space
     dim = scenario.feature_spec.dim
-    summary = log_bandit_run(log, scenario, create("linucb", space, dim=dim), decisions=400, seed=5, batch=200,
-                             purpose=PURPOSE)
+    summary = log_bandit_run(
+        log, scenario, create("linucb", space, dim=dim), decisions=400, seed=5, batch=200, purpose=PURPOSE
+    )
     ref = bandit_run(scenario, create("linucb", space, dim=dim), decisions=400, batch=200, seed=5, purpose=PURPOSE)
     np.testing.assert_array_equal(summary.rewards, ref.rewards)
     batch = log.read(reward_rule())
@@ -104,19 +145,23 @@ def test_learning_policy_logs_its_propensities(log, scenario):
 
 
 def test_event_times_and_funnel(log, scenario):
-    log_bandit_run(log, scenario, create("uniform_random", scenario.action_space), decisions=1000, seed=2,
-                   purpose=PURPOSE)
+    log_bandit_run(
+        log, scenario, create("uniform_random", scenario.action_space), decisions=1000, seed=2, purpose=PURPOSE
+    )
     batch = log.read()
     sent = batch.action > 0
     assert np.all(batch.send_at[~sent] == batch.time[~sent])
     assert np.all((batch.send_at[sent] >= batch.time[sent]) & (batch.send_at[sent] < batch.time[sent] + 24))
     # funnel: each later stage is counted under a rule that counts nothing else
-    counts = {e: (log.read(RewardRule(events=(e,), window_h=np.inf, default=0, subtract_cost=False)).reward != 0)
-              for e in ("opted_out", "churned")}
+    counts = {
+        e: (log.read(RewardRule(events=(e,), window_h=np.inf, default=0, subtract_cost=False)).reward != 0)
+        for e in ("opted_out", "churned")
+    }
     assert counts["opted_out"].sum() + counts["churned"].sum() > 0
     with log.engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "select o.event, o.time - d.send_at from outcomes o join decisions d using (decision_id)").all()
+            "select o.event, o.time - d.send_at from outcomes o join decisions d using (decision_id)"
+        ).all()
     lag = {}
     for event, dt in rows:
         lag.setdefault(event, []).append(dt)
@@ -140,8 +185,17 @@ def test_step_records_journey_view(tmp_path, scenario):
             d = act(policy, X, mask, rng)
             res = sim.step(np.where(alive, d.actions, 0))
             ids = np.array([f"j:{day}:{r}" for r in range(n)], dtype=object)
-            dec, out = step_records(sim, before, d, res, decision_ids=ids, policy="uniform_random",
-                                    experiment="journey", arm=np.where(np.arange(n) % 2, "A", "B"), rows=alive)
+            dec, out = step_records(
+                sim,
+                before,
+                d,
+                res,
+                decision_ids=ids,
+                policy="uniform_random",
+                experiment="journey",
+                arm=np.where(np.arange(n) % 2, "A", "B"),
+                rows=alive,
+            )
             store.log_decisions(dec)
             store.log_outcomes(out)
             expected.append(res.reward[alive])
@@ -169,5 +223,6 @@ def test_blocked_action_is_refused(scenario):
     from dataclasses import replace
 
     with pytest.raises(ValueError, match=rf"^action: row {blocked}: blocked by the contact policy"):
-        step_records(sim, before, replace(d, actions=bad), res, decision_ids=np.arange(50).astype(str).astype(object),
-                     policy="p")
+        step_records(
+            sim, before, replace(d, actions=bad), res, decision_ids=np.arange(50).astype(str).astype(object), policy="p"
+        )

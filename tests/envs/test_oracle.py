@@ -9,6 +9,7 @@ from nba.policies.base import masked_argmax
 
 PURPOSE = "test/envs/oracle"  # this module's customers (envs.random)
 
+
 def test_oracle_is_at_least_as_good_as_any_policy_on_exact_expectations():
     sc = Scenario.default()
     sim = Simulation(sc, 11, 2000, decision_hour=None, penalties=True, purpose=PURPOSE)
@@ -24,8 +25,9 @@ def test_oracle_is_at_least_as_good_as_any_policy_on_exact_expectations():
 
 
 def _sim(n: int, seed: int = 3) -> Simulation:
-    return Simulation(Scenario.default(), seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True,
-                      purpose=PURPOSE)
+    return Simulation(
+        Scenario.default(), seed, n, decision_hour=None, replace_rate=1 / 30, penalties=True, purpose=PURPOSE
+    )
 
 
 def _true_z(sim: Simulation) -> np.ndarray:
@@ -85,8 +87,11 @@ def test_content_posterior_concentrates_on_the_true_affinity_and_forgets_replace
 def test_content_blind_score_is_below_the_oracle_and_learns_more_from_more_clicks():
     sc = Scenario.default()
     kw = {"seed": 0, "batch": 300, "steps": 20, "draws": 8, "purpose": PURPOSE}
-    observed, prior, all_seen = (content_blind_score(sc, **kw), content_blind_score(sc, prior=True, **kw),
-                                 content_blind_score(sc, all_seen=True, **kw))
+    observed, prior, all_seen = (
+        content_blind_score(sc, **kw),
+        content_blind_score(sc, prior=True, **kw),
+        content_blind_score(sc, all_seen=True, **kw),
+    )
     # seed 0 gave 0.742, 0.718 and 0.760: knowing every trait but one already leaves a gap to the oracle
     assert 0.6 < prior < observed < all_seen < 1.0
     assert all_seen > prior + 0.02

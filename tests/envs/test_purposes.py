@@ -20,8 +20,12 @@ import numpy as np
 from envs.random import GYM, stream_keys
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [p for d in ("envs", "training", "bench", "tests", "nba", "serving") for p in sorted((ROOT / d).rglob("*.py"))
-           if p != Path(__file__).resolve()]
+SOURCES = [
+    p
+    for d in ("envs", "training", "bench", "tests", "nba", "serving")
+    for p in sorted((ROOT / d).rglob("*.py"))
+    if p != Path(__file__).resolve()
+]
 STAGE_NAMES = re.compile(r"PURPOSE|^(LOG|VALIDATION|HELD_OUT|TRAIN|EVAL|BLIND)(_[A-Z]+)?$")
 
 
@@ -40,8 +44,9 @@ def declared_purposes() -> dict[str, set[str]]:
                 found[node.value.value].add(rel)
             elif isinstance(node, ast.Assign) and node.col_offset == 0:
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
-                names += [e.id for t in node.targets if isinstance(t, ast.Tuple) for e in t.elts
-                          if isinstance(e, ast.Name)]
+                names += [
+                    e.id for t in node.targets if isinstance(t, ast.Tuple) for e in t.elts if isinstance(e, ast.Name)
+                ]
                 if any(STAGE_NAMES.search(n) for n in names):
                     for s in _strings(node.value):
                         found[s].add(rel)
@@ -56,8 +61,16 @@ def declared_purposes() -> dict[str, set[str]]:
 
 def test_the_pipelines_declare_their_purposes():
     found = declared_purposes()
-    for name in ("quickstart/train-log", "quickstart/eval-log", "quickstart/journeys", "journey/log",
-                 "journey/validation", "journey/held-out", "bench/policies", "test/envs/rollout"):
+    for name in (
+        "quickstart/train-log",
+        "quickstart/eval-log",
+        "quickstart/journeys",
+        "journey/log",
+        "journey/validation",
+        "journey/held-out",
+        "bench/policies",
+        "test/envs/rollout",
+    ):
         assert name in found, f"purpose {name!r} not found in the sources"
 
 
@@ -73,8 +86,9 @@ def test_their_streams_share_no_key():
 
 
 def _is_seed(node: ast.AST) -> bool:
-    return ((isinstance(node, ast.Name) and node.id == "seed")
-            or (isinstance(node, ast.Attribute) and node.attr == "seed"))
+    return (isinstance(node, ast.Name) and node.id == "seed") or (
+        isinstance(node, ast.Attribute) and node.attr == "seed"
+    )
 
 
 def test_no_pipeline_derives_data_from_seed_plus_k():
@@ -82,11 +96,19 @@ def test_no_pipeline_derives_data_from_seed_plus_k():
     for path in SOURCES:
         tree = ast.parse(path.read_text())
         # gymnasium's own convention, checked where the envs are tested: env.reset(seed=seed + i)
-        gym_resets = {id(k.value) for n in ast.walk(tree) if isinstance(n, ast.Call)
-                      and isinstance(n.func, ast.Attribute) and n.func.attr == "reset"
-                      for k in n.keywords if k.arg == "seed"}
+        gym_resets = {
+            id(k.value)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "reset"
+            for k in n.keywords
+            if k.arg == "seed"
+        }
         for node in ast.walk(tree):
-            if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and _is_seed(node.left)
-                    and id(node) not in gym_resets):
+            if (
+                isinstance(node, ast.BinOp)
+                and isinstance(node.op, ast.Add)
+                and _is_seed(node.left)
+                and id(node) not in gym_resets
+            ):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, f"seed + k: use a purpose of its own instead ({offenders})"

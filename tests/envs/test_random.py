@@ -113,8 +113,9 @@ def test_large_and_negative_seeds():
 
 def test_categorical_maps_uniforms_through_the_cdf():
     cdf = np.array([0.2, 0.5, 1.0])
-    np.testing.assert_array_equal(categorical(np.array([0.0, 0.19, 0.2, 0.49, 0.5, 0.99, 1.0]), cdf),
-                                  [0, 0, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(
+        categorical(np.array([0.0, 0.19, 0.2, 0.49, 0.5, 0.99, 1.0]), cdf), [0, 0, 1, 1, 2, 2, 2]
+    )
 
 
 def _unmix(z: int) -> int:

@@ -12,6 +12,7 @@ from envs.simulation import Simulation
 
 PURPOSE = "test/envs/response"  # this module's customers (envs.random)
 
+
 @pytest.fixture(scope="module")
 def scenario() -> Scenario:
     """The default scenario with a 03:00 send slot added, so "an SMS at 3 am local" is an action."""
@@ -52,13 +53,15 @@ def test_expected_reward_matches_monte_carlo(sim):
     rows.append(_first((m.fatigue_total > 0.5) & (m.breadth > 0.5) & reach[:, ch["sms"]], rows))  # tired, engaged
     rows.append(_first(m.post_purchase & reach[:, ch["direct_mail"]], rows))
     rows = np.array(rows)
-    actions = np.array([
-        0,  # no contact
-        space.index("email", "cart_reminder", None),
-        space.index("sms", "promo", 3),  # 3 am local: far from anyone's SMS peak (17 h +- a few)
-        space.index("direct_mail", "winback", None),
-        space.index("push", "welcome", 19),
-    ])
+    actions = np.array(
+        [
+            0,  # no contact
+            space.index("email", "cart_reminder", None),
+            space.index("sms", "promo", 3),  # 3 am local: far from anyone's SMS peak (17 h +- a few)
+            space.index("direct_mail", "winback", None),
+            space.index("push", "welcome", 19),
+        ]
+    )
     # the response model itself (Simulation.expected_rewards would also apply the contact policy,
     # which blocks the 03:00 SMS: see test_blocked_actions_earn_what_no_contact_earns)
     exact = response.expected_reward(sc, sim.arrays, space, tr, m, actions[None, :])[rows]  # (6, 5)
@@ -82,8 +85,11 @@ def test_expected_reward_matches_monte_carlo(sim):
         # the Monte Carlo mean is normal around the exact value with sd `se` (200k draws; the reward
         # has finite variance: a lognormal basket or a fixed penalty); 4 se bounds each of the 30
         # cells with a two-sided false-alarm probability of 6e-5 (about 2e-3 for the whole table)
-        np.testing.assert_array_less(np.abs(mc - exact[:, j]), 4 * se + 1e-12,
-                                     err_msg=f"action {space.names()[a]}: mc {mc} exact {exact[:, j]} se {se}")
+        np.testing.assert_array_less(
+            np.abs(mc - exact[:, j]),
+            4 * se + 1e-12,
+            err_msg=f"action {space.names()[a]}: mc {mc} exact {exact[:, j]} se {se}",
+        )
         # the funnel stages themselves, against their probabilities (Bernoulli standard errors)
         ps = t.p_seen[:, 0]
         q = t.p_click[:, 0] * t.p_convert[:, 0]
@@ -115,8 +121,14 @@ def test_attributed_reward_matches_its_exact_expectation_and_has_less_noise(sim)
     m, tr = sim.moment, sim.traits
     rows = np.flatnonzero(m.reachable.all(axis=1))[:4]
     assert rows.size == 4
-    actions = np.array([0, space.index("email", "promo", None), space.index("push", "cart_reminder", 19),
-                        space.index("sms", "product_reco", None)])
+    actions = np.array(
+        [
+            0,
+            space.index("email", "promo", None),
+            space.index("push", "cart_reminder", 19),
+            space.index("sms", "product_reco", None),
+        ]
+    )
     exact = response.expected_attributed_reward(sc, sa, space, tr, m, actions[None, :])[rows]
     total_exact = response.expected_reward(sc, sa, space, tr, m, actions[None, :])[rows]
     assert (exact[:, 0] == 0).all()  # no contact converts nothing
@@ -134,8 +146,9 @@ def test_attributed_reward_matches_its_exact_expectation_and_has_less_noise(sim)
         total, attributed = (r.reshape(rows.size, draws) for r in response.realised_rewards(out, penalties=True))
         se = attributed.std(axis=1, ddof=1) / np.sqrt(draws)
         # 4 standard errors: a two-sided false alarm of 6e-5 per cell
-        np.testing.assert_array_less(np.abs(attributed.mean(axis=1) - exact[:, j]), 4 * se + 1e-12,
-                                     err_msg=f"action {space.names()[a]}")
+        np.testing.assert_array_less(
+            np.abs(attributed.mean(axis=1) - exact[:, j]), 4 * se + 1e-12, err_msg=f"action {space.names()[a]}"
+        )
         np.testing.assert_allclose(total.mean(axis=1), total_exact[:, j], atol=float(5 * total.std() / np.sqrt(draws)))
         var_attributed += attributed.var(axis=1).sum()
         var_total += total.var(axis=1).sum()
@@ -144,8 +157,12 @@ def test_attributed_reward_matches_its_exact_expectation_and_has_less_noise(sim)
     assert var_attributed < 0.5 * var_total
     # the attributed uplift of a contact differs from the true one only by the organic buyers' share
     t = response.contact_terms(sc, sa, space, tr_s, m_s, actions[None, :])
-    over = (m_s.basket[:, None] * t.p_seen * m_s.p_organic[:, None]
-            * (t.p_click * t.p_convert * (1 - t.discount) + t.discount))
+    over = (
+        m_s.basket[:, None]
+        * t.p_seen
+        * m_s.p_organic[:, None]
+        * (t.p_click * t.p_convert * (1 - t.discount) + t.discount)
+    )
     # (float32 state terms: agreement to 1e-6)
     np.testing.assert_allclose(exact - (total_exact - total_exact[:, :1]), over, rtol=1e-3, atol=1e-6)
 
@@ -206,8 +223,9 @@ def test_probabilities_stay_valid_under_heavy_fatigue(scenario):
     The contact policy is switched off for this stress test (the default caps SMS at 2 a week)."""
     data = scenario.to_dict()
     data["contact"] = {"caps": [], "quiet_hours": {}, "min_gap_h": 0.0}
-    s = Simulation(Scenario.from_dict(data), seed=5, n=500, decision_hour=8, replace_rate=0.0, penalties=True,
-                   purpose=PURPOSE)
+    s = Simulation(
+        Scenario.from_dict(data), seed=5, n=500, decision_hour=8, replace_rate=0.0, penalties=True, purpose=PURPOSE
+    )
     sms = s.space.index("sms", "promo", None)
     for _ in range(30):
         s.step(np.full(s.n, sms))
@@ -230,8 +248,9 @@ def test_blocked_actions_earn_what_no_contact_earns():
     from envs.simulation import Simulation
 
     sc = Scenario.default()
-    sim = Simulation(sc, 3, 400, decision_hour=3, penalties=True,
-                     purpose=PURPOSE)  # 03:00 local: SMS and push are quiet
+    sim = Simulation(
+        sc, 3, 400, decision_hour=3, penalties=True, purpose=PURPOSE
+    )  # 03:00 local: SMS and push are quiet
     space = sim.space
     sms = space.index("sms", "promo", None)
     mask = sim.action_mask()

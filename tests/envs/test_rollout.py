@@ -62,10 +62,17 @@ def test_bandit_run_rejects_an_unknown_reward_naming_the_field():
 def _run(expected, oracle, no_contact) -> BanditRun:
     n = len(expected)
     zeros = np.zeros(n)
-    return BanditRun(rewards=zeros, expected=np.asarray(expected, float), greedy=np.asarray(expected, float),
-                     oracle=np.asarray(oracle, float),
-                     no_contact=np.asarray(no_contact, float), actions=zeros.astype(int), segment=zeros.astype(int),
-                     send_hour=zeros, seconds=1.0)
+    return BanditRun(
+        rewards=zeros,
+        expected=np.asarray(expected, float),
+        greedy=np.asarray(expected, float),
+        oracle=np.asarray(oracle, float),
+        no_contact=np.asarray(no_contact, float),
+        actions=zeros.astype(int),
+        segment=zeros.astype(int),
+        send_hour=zeros,
+        seconds=1.0,
+    )
 
 
 def test_score_curve_scores_each_slice_on_its_own():
@@ -84,7 +91,7 @@ def test_score_curve_scores_each_slice_on_its_own():
 def test_score_curve_of_a_real_run_averages_to_its_score():
     run = bandit_run(SC, Recorder(), decisions=2000, batch=500, seed=3, purpose=PURPOSE)
     curve = run.score_curve(4)
-    gains = [run.oracle[i:i + 500].mean() - run.no_contact[i:i + 500].mean() for i in range(0, 2000, 500)]
+    gains = [run.oracle[i : i + 500].mean() - run.no_contact[i : i + 500].mean() for i in range(0, 2000, 500)]
     assert np.average(curve, weights=gains) == pytest.approx(run.normalised_score)
 
 
@@ -139,5 +146,6 @@ def test_the_simulation_decides_through_the_librarys_decide_path():
             slots = send_time(sim.space, sim.state.now, sim.traits.tz_offset.astype(np.float64))
             sent = decided.action > 0
             np.testing.assert_array_equal(
-                decided.send_at[sent], slots[np.flatnonzero(sent), sim.space.slot_of[decided.action[sent]]])
+                decided.send_at[sent], slots[np.flatnonzero(sent), sim.space.slot_of[decided.action[sent]]]
+            )
             assert not sim.step(decided.action).blocked.any()

@@ -47,7 +47,10 @@ def test_default_path_loads_without_merging(default):
 
 
 def test_toml_file_merges_over_default(tmp_path, default):
-    p = _write(tmp_path, "user.toml", """
+    p = _write(
+        tmp_path,
+        "user.toml",
+        """
         name = "cheap_sms"
         [channels.sms]
         cost = 0.08
@@ -55,7 +58,8 @@ def test_toml_file_merges_over_default(tmp_path, default):
         channel_affinity = { push = 2.5 }
         [fatigue]
         channel_weight = 0.5
-    """)
+    """,
+    )
     sc = Scenario.load(p)
     assert sc.name == "cheap_sms"
     assert sc.channels["sms"].cost == 0.08
@@ -73,14 +77,18 @@ def test_toml_file_merges_over_default(tmp_path, default):
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml"])
 def test_yaml_file_merges_over_default(tmp_path, default, suffix):
-    p = _write(tmp_path, "user" + suffix, """
+    p = _write(
+        tmp_path,
+        "user" + suffix,
+        """
         channels:
           sms:
             cost: 0.08
           direct_mail:
             delivery: 0.5
         horizon_days: 30
-    """)
+    """,
+    )
     sc = Scenario.load(p)
     assert sc.channels["sms"].cost == 0.08
     assert sc.channels["direct_mail"].delivery == 0.5
@@ -117,7 +125,7 @@ BAD_FILES = {
     "segment shares do not sum to 1": ("[segments.genz]\nshare = 0.5\n", "segments.*.share"),
     "NaN": ("[channels.sms]\ncost = nan\n", "channels.sms.cost"),
     "NaN probability": ("[contents.promo]\ndiscount = nan\n", "contents.promo.discount"),
-    "string for a number": ("[channels.sms]\ncost = \"cheap\"\n", "channels.sms.cost"),
+    "string for a number": ('[channels.sms]\ncost = "cheap"\n', "channels.sms.cost"),
     "bool for a number": ("[channels.sms]\ncost = true\n", "channels.sms.cost"),
     "float for an integer": ("horizon_days = 30.5\n", "horizon_days"),
     "table for a number": ("[channels.sms.cost]\nvalue = 1\n", "channels.sms.cost"),
@@ -171,11 +179,15 @@ def test_missing_and_unknown_files(tmp_path):
 
 
 def test_use_channels_and_contents_narrow_the_action_space(tmp_path, default):
-    p = _write(tmp_path, "narrow.toml", """
+    p = _write(
+        tmp_path,
+        "narrow.toml",
+        """
         use_channels = ["sms", "email"]
         use_contents = ["promo", "cart_reminder", "winback"]
         send_slots = [10]
-    """)
+    """,
+    )
     sc = Scenario.load(p)
     assert list(sc.channels) == ["sms", "email"]  # in the order given
     assert list(sc.contents) == ["promo", "cart_reminder", "winback"]
@@ -188,7 +200,9 @@ def test_use_channels_and_contents_narrow_the_action_space(tmp_path, default):
     assert sa.cost.tolist() == [default.channels["sms"].cost, default.channels["email"].cost]
     # segment affinities are re-indexed to the kept channels
     assert sa.seg_channel_affinity[0].tolist() == [
-        default.segments["genz"].channel_affinity["sms"], default.segments["genz"].channel_affinity["email"]]
+        default.segments["genz"].channel_affinity["sms"],
+        default.segments["genz"].channel_affinity["email"],
+    ]
 
 
 def test_to_dict_from_dict_round_trip(tmp_path, default):

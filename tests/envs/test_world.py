@@ -27,8 +27,10 @@ TELECOM_WORLD = ROOT / "examples" / "telecom" / "world.toml"
 
 PLAIN = {  # a tiny brand: two attributes, two channels, three offers without features, one send slot
     "deployment": {"name": "tiny"},
-    "attributes": {"age": {"type": "number", "min": 18, "max": 99, "required": True},
-                   "vip": {"type": "boolean", "default": False}},
+    "attributes": {
+        "age": {"type": "number", "min": 18, "max": 99, "required": True},
+        "vip": {"type": "boolean", "default": False},
+    },
     "channels": {"email": {"cost": 0.01}, "sms": {"cost": 0.05, "quiet_hours": [21, 9]}},
     "offers": {"a": {}, "b": {}, "c": {}},
     "contact_policy": {"min_gap_h": 24},
@@ -50,36 +52,72 @@ def _uniform(d: Deployment):
 
 
 # ----------------------------------------------------------------------------- declaring a world
-@pytest.mark.parametrize(("data", "field"), [
-    ({"wrold": {}}, "wrold: unknown field"),
-    ({"world": {"decision_hours": [9, 8]}}, "world.decision_hours: must be"),
-    ({"world": {"start": "tomorrow"}}, "world.start: must be an ISO 8601 date"),
-    ({"population": {"time_zones": [{"utc_offset": 20}]}}, "population.time_zones[0].utc_offset: must be <= 14"),
-    ({"population": {"attributes": {"age": {}}}}, "population.attributes.age: not an attribute"),
-    ({"population": {"attributes": {"plan_type": {"weights": {"gold": 1}}}}},
-     "population.attributes.plan_type.weights.gold: not a value of plan_type"),
-    ({"population": {"attributes": {"tenure_days": {"missing": 0.1}}}},
-     "population.attributes.tenure_days.missing: a required attribute"),
-    ({"population": {"attributes": {"monthly_revenue": {"given": "loyalty_tier"}}}},
-     "population.attributes.monthly_revenue.given: 'loyalty_tier' must be declared before"),
-    ({"population": {"attributes": {"monthly_revenue": {"distribution": "lognormal", "median": -1, "sigma": 1}}}},
-     "population.attributes.monthly_revenue.median: must be > 0"),
-    ({"population": {"attributes": {"monthly_revenue": {"distribution": "lognormal", "given": "plan_type",
-                                                        "median": {"prepaid": 10}, "sigma": 1}}}},
-     "population.attributes.monthly_revenue.median: give every value of plan_type"),
-    ({"population": {"attributes": {"monthly_revenue": {"distribution": "normal", "median": 3}}}},
-     "population.attributes.monthly_revenue.median: not a parameter of the normal distribution"),
-    ({"population": {"attributes": {"app_user": {"p": 1.5}}}}, "population.attributes.app_user.p: must be <= 1"),
-    ({"response": {"channels": {"fax": {}}}}, "response.channels.fax: not a channel"),
-    ({"response": {"channels": {"sms": {"open": 2.0}}}}, "response.channels.sms.open: must be <= 1"),
-    ({"response": {"send_slots": {"11": 0.1}}}, "response.send_slots.11: not a send slot"),
-    ({"response": {"offers": {"video_pass": {"base_rate": 0}}}}, "response.offers.video_pass.base_rate: must be > 0"),
-    ({"response": {"value_feature": "category"}}, "response.value_feature: must name a number feature"),
-    ({"response": {"interactions": {"shoe_size x margin": 1.0}}},
-     'response.interactions."shoe_size x margin": unknown customer feature'),
-    ({"response": {"interactions": {"app_user x colour=red": 1.0}}},
-     'response.interactions."app_user x colour=red": unknown action feature'),
-])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"wrold": {}}, "wrold: unknown field"),
+        ({"world": {"decision_hours": [9, 8]}}, "world.decision_hours: must be"),
+        ({"world": {"start": "tomorrow"}}, "world.start: must be an ISO 8601 date"),
+        ({"population": {"time_zones": [{"utc_offset": 20}]}}, "population.time_zones[0].utc_offset: must be <= 14"),
+        ({"population": {"attributes": {"age": {}}}}, "population.attributes.age: not an attribute"),
+        (
+            {"population": {"attributes": {"plan_type": {"weights": {"gold": 1}}}}},
+            "population.attributes.plan_type.weights.gold: not a value of plan_type",
+        ),
+        (
+            {"population": {"attributes": {"tenure_days": {"missing": 0.1}}}},
+            "population.attributes.tenure_days.missing: a required attribute",
+        ),
+        (
+            {"population": {"attributes": {"monthly_revenue": {"given": "loyalty_tier"}}}},
+            "population.attributes.monthly_revenue.given: 'loyalty_tier' must be declared before",
+        ),
+        (
+            {
+                "population": {
+                    "attributes": {"monthly_revenue": {"distribution": "lognormal", "median": -1, "sigma": 1}}
+                }
+            },
+            "population.attributes.monthly_revenue.median: must be > 0",
+        ),
+        (
+            {
+                "population": {
+                    "attributes": {
+                        "monthly_revenue": {
+                            "distribution": "lognormal",
+                            "given": "plan_type",
+                            "median": {"prepaid": 10},
+                            "sigma": 1,
+                        }
+                    }
+                }
+            },
+            "population.attributes.monthly_revenue.median: give every value of plan_type",
+        ),
+        (
+            {"population": {"attributes": {"monthly_revenue": {"distribution": "normal", "median": 3}}}},
+            "population.attributes.monthly_revenue.median: not a parameter of the normal distribution",
+        ),
+        ({"population": {"attributes": {"app_user": {"p": 1.5}}}}, "population.attributes.app_user.p: must be <= 1"),
+        ({"response": {"channels": {"fax": {}}}}, "response.channels.fax: not a channel"),
+        ({"response": {"channels": {"sms": {"open": 2.0}}}}, "response.channels.sms.open: must be <= 1"),
+        ({"response": {"send_slots": {"11": 0.1}}}, "response.send_slots.11: not a send slot"),
+        (
+            {"response": {"offers": {"video_pass": {"base_rate": 0}}}},
+            "response.offers.video_pass.base_rate: must be > 0",
+        ),
+        ({"response": {"value_feature": "category"}}, "response.value_feature: must name a number feature"),
+        (
+            {"response": {"interactions": {"shoe_size x margin": 1.0}}},
+            'response.interactions."shoe_size x margin": unknown customer feature',
+        ),
+        (
+            {"response": {"interactions": {"app_user x colour=red": 1.0}}},
+            'response.interactions."app_user x colour=red": unknown action feature',
+        ),
+    ],
+)
 def test_an_invalid_world_names_its_field(telecom, data, field):
     with pytest.raises(WorldError) as e:
         LatentWorld.from_dict(data, telecom)
@@ -113,12 +151,14 @@ def test_a_default_world_simulates_any_deployment(telecom, which):
     rows = sim.attributes()
     times = [a.name for a in d.attributes if a.type == "time"]
     for r in rows:  # as a caller sends them: times as ISO 8601
-        sent = {k: datetime.fromtimestamp(v * 3600.0, UTC).isoformat() if k in times else v
-                for k, v in r.items() if v is not None}
+        sent = {
+            k: datetime.fromtimestamp(v * 3600.0, UTC).isoformat() if k in times else v
+            for k, v in r.items()
+            if v is not None
+        }
         back = d.check_attributes(sent)
         assert {k: v for k, v in back.items() if k not in times} == {k: v for k, v in r.items() if k not in times}
-        assert all((back[k] is None) == (r[k] is None) and (r[k] is None or abs(back[k] - r[k]) < 1e-6)
-                   for k in times)
+        assert all((back[k] is None) == (r[k] is None) and (r[k] is None or abs(back[k] - r[k]) < 1e-6) for k in times)
     E, M = sim.expected_rewards(), sim.action_mask()
     assert E.shape == (500, d.action_space().n_actions) and (E[:, 0] == 0).all()
     best = np.where(M, E, -np.inf).argmax(axis=1)
@@ -148,11 +188,19 @@ def _as_of(h: ContactHistory, now: np.ndarray, decided_at: dict[str, float]) -> 
     earlier = np.array([decided_at[x] for x in h.event_decision.tolist()]) < now[h.event_customer]
     ev = earlier & (h.event_time <= now[h.event_customer])
     return ContactHistory(
-        customer_ids=h.customer_ids, contact_customer=h.contact_customer[keep], contact_time=h.contact_time[keep],
-        contact_send_at=h.contact_send_at[keep], contact_action=h.contact_action[keep],
-        event_customer=h.event_customer[ev], event=h.event[ev], event_time=h.event_time[ev],
-        event_value=h.event_value[ev], event_action=h.event_action[ev], event_send_at=h.event_send_at[ev],
-        event_decision=h.event_decision[ev])
+        customer_ids=h.customer_ids,
+        contact_customer=h.contact_customer[keep],
+        contact_time=h.contact_time[keep],
+        contact_send_at=h.contact_send_at[keep],
+        contact_action=h.contact_action[keep],
+        event_customer=h.event_customer[ev],
+        event=h.event[ev],
+        event_time=h.event_time[ev],
+        event_value=h.event_value[ev],
+        event_action=h.event_action[ev],
+        event_send_at=h.event_send_at[ev],
+        event_decision=h.event_decision[ev],
+    )
 
 
 def test_the_log_rebuilds_what_the_simulation_showed_the_policy(telecom, tmp_path):
@@ -178,8 +226,16 @@ def test_the_log_rebuilds_what_the_simulation_showed_the_policy(telecom, tmp_pat
             np.testing.assert_array_equal(out.eligible, mask)
             res = sim.step(out.action)
             realised.append(res.reward)
-            log.log(*step_records(d, out, res, customers=ids, decision_ids=np.array([f"{c}/{k}" for c in ids], object),
-                                  policy=policy.name))
+            log.log(
+                *step_records(
+                    d,
+                    out,
+                    res,
+                    customers=ids,
+                    decision_ids=np.array([f"{c}/{k}" for c in ids], object),
+                    policy=policy.name,
+                )
+            )
         b = log.read(d.reward_rule())
         h = log.contact_history(ids, since=-1e9)
     row = {x: j for j, x in enumerate(b.decision_id.tolist())}
@@ -192,16 +248,33 @@ def test_the_log_rebuilds_what_the_simulation_showed_the_policy(telecom, tmp_pat
         history = history_from_log(_as_of(h, now, decided_at), np.arange(n), space, recent, now=now, tz_offset=tz)
         before = step_of < k
         usage = Usage.count(d, b.action[before], b.send_at[before], now)
-        out = decide(d, policy, rows, now=now, tz_offset=tz, rng=np.random.default_rng(0), history=history,
-                     recent=recent, allowed=allowed, usage=usage)
+        out = decide(
+            d,
+            policy,
+            rows,
+            now=now,
+            tz_offset=tz,
+            rng=np.random.default_rng(0),
+            history=history,
+            recent=recent,
+            allowed=allowed,
+            usage=usage,
+        )
         differ = np.argwhere(out.context != shown)
         assert differ.size == 0, f"step {k}: {len(differ)} features differ, first {d.features().names[differ[0][1]]}"
         np.testing.assert_array_equal(out.eligible, mask, err_msg=f"step {k}")
         np.testing.assert_array_equal(b.context[j], shown)
         np.testing.assert_allclose(b.reward[j], realised[k], rtol=0, atol=1e-9)
         bits |= int(np.bitwise_or.reduce(out.reasons, axis=None))
-    for reason in (Reason.CONSENT, Reason.QUIET_HOURS, Reason.CHANNEL_CAP, Reason.TOTAL_CAP, Reason.MIN_GAP,
-                   Reason.OFFER, Reason.BUDGET):
+    for reason in (
+        Reason.CONSENT,
+        Reason.QUIET_HOURS,
+        Reason.CHANNEL_CAP,
+        Reason.TOTAL_CAP,
+        Reason.MIN_GAP,
+        Reason.OFFER,
+        Reason.BUDGET,
+    ):
         assert bits & reason, reason.name
     last = asked[-1][4]
     names = d.features().names
@@ -213,10 +286,17 @@ def test_the_log_rebuilds_what_the_simulation_showed_the_policy(telecom, tmp_pat
 def test_an_opt_out_turns_the_channel_off_from_when_it_happens(telecom):
     """Everyone who sees a message opts out (and nobody converts): the channel's consent attribute turns
     false, and a channel without one (the call centre) is no longer allowed (RESTRICTED)."""
-    data = {"response": {"base_rate": 1e-6, "drawn_scale": 0.0, "base_spread": 0.0,
-                         "channels": {c: {"opt_out": 1.0, "open": 1.0, "hour_strength": 0.0, "delivery": 1.0,
-                                          "open_delay_h": 0.01}
-                                                           for c in ("sms", "call_centre")}}}
+    data = {
+        "response": {
+            "base_rate": 1e-6,
+            "drawn_scale": 0.0,
+            "base_spread": 0.0,
+            "channels": {
+                c: {"opt_out": 1.0, "open": 1.0, "hour_strength": 0.0, "delivery": 1.0, "open_delay_h": 0.01}
+                for c in ("sms", "call_centre")
+            },
+        }
+    }
     w = LatentWorld.from_dict(data, telecom)
     sim = WorldSimulation(telecom, w, seed=3, n=200, purpose="test/envs/world/opt-out")
     space = telecom.action_space()
@@ -277,8 +357,10 @@ def test_a_learner_beats_uniform_on_held_out_customers(telecom, world):
         res = train.step(out.action)
         learner.update(out.context, out.action, res.reward, out.propensity)
     held = WorldSimulation(d, world, seed=0, n=1000, purpose="test/envs/world/held-out")
-    value = {name: held.policy_value(held.decide(p, rng).probabilities)
-             for name, p in (("linucb", learner), ("uniform", _uniform(d)))}
+    value = {
+        name: held.policy_value(held.decide(p, rng).probabilities)
+        for name, p in (("linucb", learner), ("uniform", _uniform(d)))
+    }
     E, M = held.expected_rewards(), held.action_mask()
     oracle = np.where(M, E, -np.inf).max(axis=1).mean()
     assert value["linucb"] > value["uniform"] + 2.0, value
@@ -290,6 +372,7 @@ def test_a_learner_beats_uniform_on_held_out_customers(telecom, world):
 def test_seed_and_purpose_key_the_customers(telecom, world):
     """The same (seed, purpose) gives the same customers, whatever the number of rows, and the same luck for
     the same actions; another purpose or seed gives other, independent customers."""
+
     def sim(n=400, seed=5, purpose="test/envs/world/a"):
         return WorldSimulation(telecom, world, seed=seed, n=n, purpose=purpose)
 
@@ -316,8 +399,9 @@ def test_nba_train_learns_from_a_simulated_log(telecom, world, tmp_path, monkeyp
 
     url = f"sqlite:///{tmp_path / 'world.db'}"
     with DecisionLog(url) as log:
-        run = simulate_log(log, telecom, world, _uniform(telecom), n=150, decisions=3, seed=2,
-                           purpose="test/envs/world/log")
+        run = simulate_log(
+            log, telecom, world, _uniform(telecom), n=150, decisions=3, seed=2, purpose="test/envs/world/log"
+        )
         assert run.decisions == 450 and run.outcomes > 0 and log.count_decisions() == 450
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)

@@ -50,5 +50,3 @@ def log(db_url):
     finally:
         store.drop()
         store.close()
-
-

@@ -10,8 +10,16 @@ from nba.log import DecisionRecords, LoggedBatch
 T0 = 493_536.0  # 2026-04-21 00:00 UTC in hours since the epoch
 
 
-def make_records(n: int, d: int = 4, n_actions: int = 6, seed: int = 0, start: int = 0,
-                 customers: int = 10, policy: str = "p", experiment: str = "") -> DecisionRecords:
+def make_records(
+    n: int,
+    d: int = 4,
+    n_actions: int = 6,
+    seed: int = 0,
+    start: int = 0,
+    customers: int = 10,
+    policy: str = "p",
+    experiment: str = "",
+) -> DecisionRecords:
     rng = np.random.default_rng(seed)
     el = rng.random((n, n_actions)) < 0.6
     el[:, 0] = True

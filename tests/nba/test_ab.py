@@ -22,12 +22,19 @@ SPLITS = {"control": 0.5, "treatment": 0.5}
 def test_assignment_is_stable_across_processes():
     ids = [f"cust-{i}" for i in range(200)] + [12345, "é"]
     here = ab.assign("exp-stable", ids, {"a": 1, "b": 2, "c": 1})
-    code = ("import sys, json; from nba import ab; ids = json.loads(sys.argv[1]); "
-            "print(','.join(ab.assign('exp-stable', ids, {'c': 1, 'b': 2, 'a': 1})))")
+    code = (
+        "import sys, json; from nba import ab; ids = json.loads(sys.argv[1]); "
+        "print(','.join(ab.assign('exp-stable', ids, {'c': 1, 'b': 2, 'a': 1})))"
+    )
     import json
 
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(ids)], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+    )
     assert out.stdout.strip().split(",") == list(here)
 
 
@@ -41,8 +48,9 @@ def test_assignment_pinned_values():
     assert 0 <= expected < 1
 
 
-@pytest.mark.parametrize("splits", [{"control": 0.5, "treatment": 0.5}, {"a": 0.1, "b": 0.3, "c": 0.6},
-                                    {"champion": 9, "challenger": 1}])
+@pytest.mark.parametrize(
+    "splits", [{"control": 0.5, "treatment": 0.5}, {"a": 0.1, "b": 0.3, "c": 0.6}, {"champion": 9, "challenger": 1}]
+)
 def test_splits_respected_within_binomial_tolerance(splits):
     n = 40_000
     arm = ab.assign("exp-splits", np.arange(n), splits)
@@ -65,10 +73,17 @@ def test_assignment_independent_across_experiments_and_order_free():
     assert np.all(a1[small == "treatment"] == "treatment")
 
 
-@pytest.mark.parametrize("splits, match", [
-    ({}, "splits"), ({"a": 0}, "weight of arm 'a'"), ({"a": -1, "b": 1}, "weight"), ({"": 1}, "non-empty"),
-    ({"a": float("nan")}, "weight"), ({"a": True}, "weight"),
-])
+@pytest.mark.parametrize(
+    "splits, match",
+    [
+        ({}, "splits"),
+        ({"a": 0}, "weight of arm 'a'"),
+        ({"a": -1, "b": 1}, "weight"),
+        ({"": 1}, "non-empty"),
+        ({"a": float("nan")}, "weight"),
+        ({"a": True}, "weight"),
+    ],
+)
 def test_bad_splits(splits, match):
     with pytest.raises(ValueError, match=match):
         ab.assign("e", ["x"], splits)
@@ -176,7 +191,8 @@ def test_msprt_formula_matches_johari_equal_arms():
     n, sigma, tau, d = 500, 2.0, 0.3, 0.25
     s = ab.msprt(np.array([d]), np.array([np.sqrt(2 * sigma**2 / n)]), tau=tau)
     johari = np.sqrt(2 * sigma**2 / (2 * sigma**2 + n * tau**2)) * np.exp(
-        n**2 * tau**2 * d**2 / (4 * sigma**2 * (2 * sigma**2 + n * tau**2)))
+        n**2 * tau**2 * d**2 / (4 * sigma**2 * (2 * sigma**2 + n * tau**2))
+    )
     assert s.likelihood_ratio[0] == pytest.approx(johari)
     assert s.p_value[0] == pytest.approx(min(1, 1 / johari))
     # the confidence sequence is exactly where the likelihood ratio against theta stays below 1/alpha
@@ -265,13 +281,18 @@ def test_power_matches_simulation():
     assert rate == pytest.approx(plan.power, abs=3 * np.sqrt(0.7 * 0.3 / reps))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"mde": 0.0, "sd": 1.0}, "mde"), ({"mde": 0.1, "sd": -1.0}, "sd"),
-    ({"mde": 0.1, "sd": 1.0, "power": 1.2}, "power"),
-    ({"mde": 0.1, "sd": 1.0, "alpha": 0.0}, "alpha"), ({"mde": 0.1, "sd": 1.0, "ratio": 0.0}, "ratio"),
-    ({"mde": -0.1, "sd": 1.0, "alternative": "larger"}, "mde"),
-    ({"mde": 0.1, "sd": 1.0, "alternative": "both"}, "alternative"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mde": 0.0, "sd": 1.0}, "mde"),
+        ({"mde": 0.1, "sd": -1.0}, "sd"),
+        ({"mde": 0.1, "sd": 1.0, "power": 1.2}, "power"),
+        ({"mde": 0.1, "sd": 1.0, "alpha": 0.0}, "alpha"),
+        ({"mde": 0.1, "sd": 1.0, "ratio": 0.0}, "ratio"),
+        ({"mde": -0.1, "sd": 1.0, "alternative": "larger"}, "mde"),
+        ({"mde": 0.1, "sd": 1.0, "alternative": "both"}, "alternative"),
+    ],
+)
 def test_sample_size_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ab.sample_size(**kwargs)
@@ -283,10 +304,20 @@ def _batch(customer, arm, time, reward, experiment="exp"):
     s = lambda v: np.asarray(v, dtype=object)  # noqa: E731
     return LoggedBatch(
         decision_id=s([f"d{i}-{c}-{t}" for i, (c, t) in enumerate(zip(customer, time, strict=True))]),
-        time=np.asarray(time, np.float64), customer_id=s(customer), context=np.zeros((n, 2), np.float32),
-        eligible=np.ones((n, 3), bool), action=np.zeros(n, np.int64), send_at=np.asarray(time, np.float64),
-        propensity=np.ones(n), policy=s(["p"] * n), policy_version=s(["1"] * n),
-        experiment=s([experiment] * n), arm=s(arm), cost=np.zeros(n), reward=np.asarray(reward, np.float64))
+        time=np.asarray(time, np.float64),
+        customer_id=s(customer),
+        context=np.zeros((n, 2), np.float32),
+        eligible=np.ones((n, 3), bool),
+        action=np.zeros(n, np.int64),
+        send_at=np.asarray(time, np.float64),
+        propensity=np.ones(n),
+        policy=s(["p"] * n),
+        policy_version=s(["1"] * n),
+        experiment=s([experiment] * n),
+        arm=s(arm),
+        cost=np.zeros(n),
+        reward=np.asarray(reward, np.float64),
+    )
 
 
 def test_customer_totals_from_batches():
@@ -351,8 +382,9 @@ def test_analyse_bundles_everything():
     arm = ab.assign("exp", np.arange(n), SPLITS)
     x = rng.normal(size=n)
     daily = rng.normal(0.1 * (arm == "treatment")[:, None] + 0.5 * x[:, None], 1.0, (n, 7))
-    a = ab.analyse(daily.sum(1), arm, "treatment", "control", covariate=x,
-                   looks=ab.looks_from_daily(daily, arm), tau=0.5)
+    a = ab.analyse(
+        daily.sum(1), arm, "treatment", "control", covariate=x, looks=ab.looks_from_daily(daily, arm), tau=0.5
+    )
     assert a.cuped is not None and a.cuped.variance_reduction > 0.3
     assert a.sequential is not None and a.sequential.n_looks == 7
     assert a.sequential.diff[-1] == pytest.approx(a.comparison.diff)
@@ -375,22 +407,39 @@ def test_analysis_through_the_decision_log_store(tmp_path):
     dec_ids = np.array([f"x{i}" for i in range(m)], dtype=object)
     obj = lambda v: np.full(m, v, dtype=object)  # noqa: E731
     decisions = DecisionRecords(
-        decision_id=dec_ids, time=time, customer_id=ids[cust], context=np.zeros((m, 2), np.float32),
-        eligible=np.ones((m, 3), bool), action=np.ones(m, np.int64), send_at=time, propensity=np.ones(m),
-        policy=obj("p"), policy_version=obj("1"), experiment=obj("exp-store"), arm=arm_of[cust], cost=cost)
+        decision_id=dec_ids,
+        time=time,
+        customer_id=ids[cust],
+        context=np.zeros((m, 2), np.float32),
+        eligible=np.ones((m, 3), bool),
+        action=np.ones(m, np.int64),
+        send_at=time,
+        propensity=np.ones(m),
+        policy=obj("p"),
+        policy_version=obj("1"),
+        experiment=obj("exp-store"),
+        arm=arm_of[cust],
+        cost=cost,
+    )
     bought = rng.random(m) < 0.3
     value = np.round(rng.exponential(20.0, m), 2)
-    outcomes = OutcomeRecords(decision_id=dec_ids[bought], event=np.full(bought.sum(), "converted", dtype=object),
-                              time=time[bought] + 1.0, value=value[bought])
+    outcomes = OutcomeRecords(
+        decision_id=dec_ids[bought],
+        event=np.full(bought.sum(), "converted", dtype=object),
+        time=time[bought] + 1.0,
+        value=value[bought],
+    )
     log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
     try:
         log.log_decisions(decisions)
         log.log_outcomes(outcomes)
         rule = RewardRule(window_h=72.0, events=("converted",))
-        totals = ab.customer_totals(log.iter_batches(rule, chunk_rows=50, experiment="exp-store"),
-                                    experiment="exp-store")
-        looks = ab.daily_looks(log.iter_batches(rule, chunk_rows=70, experiment="exp-store"),
-                               experiment="exp-store", start=0.0, days=3)
+        totals = ab.customer_totals(
+            log.iter_batches(rule, chunk_rows=50, experiment="exp-store"), experiment="exp-store"
+        )
+        looks = ab.daily_looks(
+            log.iter_batches(rule, chunk_rows=70, experiment="exp-store"), experiment="exp-store", start=0.0, days=3
+        )
     finally:
         log.close()
     expected = np.bincount(cust, weights=np.where(bought, value, 0.0) - cost, minlength=n)
@@ -409,6 +458,7 @@ def test_one_sided_mixture_matches_its_integral():
     from scipy import integrate
 
     for s, v, tau in ((-0.3, 0.04, 0.2), (0.1, 0.01, 0.5), (-1.2, 0.25, 0.1)):
+
         def integrand(u, s=s, v=v, tau=tau):
             return np.exp(u * s / v - u**2 / (2 * v)) * 2 * stats.norm.pdf(u, scale=tau)
 
@@ -432,8 +482,10 @@ def test_noninferiority_fixed_horizon_known_case():
     tight = ab.noninferiority(yt, yc, ab.Guardrail("tight", "opted_out", 0.005))
     assert not tight.passed and tight.status == "breached"  # at least +0.5 point: shown worse than the margin
     few = ab.noninferiority(yt[:300], yc[:300], g)
-    assert few.status == "inconclusive" and "more customers would tell" in ab.decide(
-        ab.msprt(np.array([1.0]), np.array([0.1]), tau=1.0), [few]).reason
+    assert (
+        few.status == "inconclusive"
+        and "more customers would tell" in ab.decide(ab.msprt(np.array([1.0]), np.array([0.1]), tau=1.0), [few]).reason
+    )
     # relative, higher is better: revenue may fall at most 10%
     rt, rc = rng.gamma(2.0, 5.0, 3000), rng.gamma(2.0, 5.0, 3000) * 1.05
     r = ab.noninferiority(rt, rc, ab.Guardrail("revenue", "revenue", 0.10, better="higher", relative=True))
@@ -488,15 +540,21 @@ def test_sequential_noninferiority_passes_a_harmless_treatment_and_bounds_where_
 
 
 def test_guardrail_declarations_are_validated():
-    assert ab.Guardrail.parse("sends per customer=sent:100%") == ab.Guardrail("sends per customer", "sent", 1.0,
-                                                                                relative=True)
+    assert ab.Guardrail.parse("sends per customer=sent:100%") == ab.Guardrail(
+        "sends per customer", "sent", 1.0, relative=True
+    )
     assert ab.Guardrail.parse("opted_out:0.005") == ab.Guardrail("opted_out", "opted_out", 0.005)
     assert ab.Guardrail.parse("revenue:5%:higher").better == "higher"
     g = ab.Guardrail.parse('{"name": "churn", "metric": "churned", "margin": 0.01}')
     assert ab.Guardrail.from_dict(g.to_dict()) == g
-    for bad, match in (("sent", "expected"), ("sent:abc", "'sent': margin"), ("sent:-1", "margin"),
-                       ("sent:1:sideways", "better"), ('{"metric": "x"}', "margin: required"),
-                       ('{"metric": "x", "margin": 1, "limit": 2}', "unknown field")):
+    for bad, match in (
+        ("sent", "expected"),
+        ("sent:abc", "'sent': margin"),
+        ("sent:-1", "margin"),
+        ("sent:1:sideways", "better"),
+        ('{"metric": "x"}', "margin: required"),
+        ('{"metric": "x", "margin": 1, "limit": 2}', "unknown field"),
+    ):
         with pytest.raises(ValueError, match=match):
             ab.Guardrail.parse(bad)
     with pytest.raises(ValueError, match="guardrail.name"):

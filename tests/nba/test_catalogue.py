@@ -40,8 +40,15 @@ def test_a_deployment_catalogue_encodes_its_offers_features():
     channels = [f"channel={c.name}" for c in deployment.channels]
     slots = ["send_slot=now", "send_slot=10h", "send_slot=13h", "send_slot=18h"]
     categories = sorted({o.features["category"] for o in deployment.offers})
-    assert cat.names == ["contact", *channels, *slots, *(f"category={c}" for c in categories),
-                         "discount", "margin", "monthly_price"]
+    assert cat.names == [
+        "contact",
+        *channels,
+        *slots,
+        *(f"category={c}" for c in categories),
+        "discount",
+        "margin",
+        "monthly_price",
+    ]
     assert cat.matrix.shape == (space.n_actions, len(cat.names)) and cat.matrix.dtype == np.float64
     assert not cat.matrix.flags.writeable
     assert np.all(cat.matrix[0] == 0.0)  # no contact
@@ -66,11 +73,13 @@ def test_the_encoding_and_catalogue_are_plain_json_and_round_trip():
 
 def test_a_new_catalogue_is_encoded_the_old_way():
     old = small_catalogue()
-    offers = {"o1": OFFERS["o1"],
-              "big": {"kind": "a", "value": 3.0},  # beyond the old largest value
-              "odd": {"kind": "z", "value": 0.5},  # a kind never seen: no kind
-              "bare": {},  # no features: no kind, value 0
-              "extra": {"kind": "b", "value": 0.5, "colour": "red"}}  # colour is not in the encoding
+    offers = {
+        "o1": OFFERS["o1"],
+        "big": {"kind": "a", "value": 3.0},  # beyond the old largest value
+        "odd": {"kind": "z", "value": 0.5},  # a kind never seen: no kind
+        "bare": {},  # no features: no kind, value 0
+        "extra": {"kind": "b", "value": 0.5, "colour": "red"},
+    }  # colour is not in the encoding
     new = Catalogue(space_of(offers), offers).with_encoding(old.encoding.to_dict())
     assert new.encoding == old.encoding and new.names == old.names
     assert new.names == ["contact", "channel=email", "channel=sms", "send_slot=now", "kind=a", "kind=b", "value"]
@@ -106,37 +115,64 @@ def _other_slots():
 
 
 BAD = {
-    "channels": (lambda: Catalogue(ActionSpace(("email", "push"), ("o0",), SLOTS), {"o0": OFFERS["o0"]},
-                                   small_catalogue().encoding), r"^channels: .*added \['push'\], removed \['sms'\]"),
-    "channels-order": (lambda: Catalogue(ActionSpace(("sms", "email"), ("o0",), SLOTS), {"o0": {}},
-                                         small_catalogue().encoding), "^channels: .*another order"),
+    "channels": (
+        lambda: Catalogue(
+            ActionSpace(("email", "push"), ("o0",), SLOTS), {"o0": OFFERS["o0"]}, small_catalogue().encoding
+        ),
+        r"^channels: .*added \['push'\], removed \['sms'\]",
+    ),
+    "channels-order": (
+        lambda: Catalogue(ActionSpace(("sms", "email"), ("o0",), SLOTS), {"o0": {}}, small_catalogue().encoding),
+        "^channels: .*another order",
+    ),
     "send_slots": (_other_slots, r"^send_slots: .*added \[9\]"),
     "layout": (lambda: Catalogue.plain(["o0"], {"o0": {}}, encoding=small_catalogue().encoding), "^encoding: "),
-    "no_contact": (lambda: Catalogue.plain(["a"], {"a": {}}, no_contact=True,
-                                           encoding=Catalogue.plain(["a"], {"a": {}}).encoding), "^no_contact: "),
+    "no_contact": (
+        lambda: Catalogue.plain(["a"], {"a": {}}, no_contact=True, encoding=Catalogue.plain(["a"], {"a": {}}).encoding),
+        "^no_contact: ",
+    ),
     "value": (lambda: small_catalogue({"o0": {"value": [1]}}), r"^features\.o0\.value: "),
     "nan": (lambda: small_catalogue({"o0": {"value": float("nan")}}), r"^features\.o0\.value: "),
     "bool": (lambda: small_catalogue({"o0": {"value": True}}), r"^features\.o0\.value: "),
-    "mixed-kinds": (lambda: small_catalogue({"o0": {"kind": "a"}, "o1": {"kind": 2.0}}),
-                    r"^features\.o1\.kind: is a number here but a category in features\.o0"),
-    "kind-changed": (lambda: small_catalogue({"o0": {"kind": 1.0}}).with_encoding(small_catalogue().encoding),
-                     r"^features\.o0\.kind: is a number here but a category in the encoding"),
+    "mixed-kinds": (
+        lambda: small_catalogue({"o0": {"kind": "a"}, "o1": {"kind": 2.0}}),
+        r"^features\.o1\.kind: is a number here but a category in features\.o0",
+    ),
+    "kind-changed": (
+        lambda: small_catalogue({"o0": {"kind": 1.0}}).with_encoding(small_catalogue().encoding),
+        r"^features\.o0\.kind: is a number here but a category in the encoding",
+    ),
     "missing-offer": (lambda: Catalogue(space_of(OFFERS), {"o0": {}}), "^features: no entry for offer 'o1'"),
     "unknown-offer": (lambda: Catalogue(space_of({"o0": {}}), {"o0": {}, "zz": {}}), r"^features: \['zz'\]"),
     "encoding-format": (lambda: Encoding.from_dict({"format": 9}), r"^encoding\.format: "),
-    "encoding-scale": (lambda: Encoding.from_dict({"format": 1, "layout": "plain", "features": [
-        {"name": "v", "type": "number", "scale": 0}]}), r"^encoding\.features\[0\]\.scale: "),
-    "create-other-policy": (lambda: create("uniform_random", small_catalogue().space, catalogue=small_catalogue()),
-                            "^catalogue: "),
-    "create-catalogue-as-space": (lambda: create("no_contact", small_catalogue(), catalogue=small_catalogue()),
-                                  "^catalogue: policy 'no_contact'"),
-    "create-other-space": (lambda: create("linucb", space_of({"o0": {}}), dim=2, catalogue=small_catalogue()),
-                           "^catalogue: "),
-    "move-without-catalogue": (lambda: create("lints", space_of(OFFERS), dim=2).with_catalogue(small_catalogue()),
-                               "^catalogue: .*without a catalogue"),
-    "move-to-other-channels": (lambda: create("linucb", small_catalogue().space, dim=2, catalogue=small_catalogue())
-                               .with_catalogue(Catalogue(ActionSpace(("email",), ("o0",), SLOTS), {"o0": {}})),
-                               r"^channels: .*removed \['sms'\]"),
+    "encoding-scale": (
+        lambda: Encoding.from_dict(
+            {"format": 1, "layout": "plain", "features": [{"name": "v", "type": "number", "scale": 0}]}
+        ),
+        r"^encoding\.features\[0\]\.scale: ",
+    ),
+    "create-other-policy": (
+        lambda: create("uniform_random", small_catalogue().space, catalogue=small_catalogue()),
+        "^catalogue: ",
+    ),
+    "create-catalogue-as-space": (
+        lambda: create("no_contact", small_catalogue(), catalogue=small_catalogue()),
+        "^catalogue: policy 'no_contact'",
+    ),
+    "create-other-space": (
+        lambda: create("linucb", space_of({"o0": {}}), dim=2, catalogue=small_catalogue()),
+        "^catalogue: ",
+    ),
+    "move-without-catalogue": (
+        lambda: create("lints", space_of(OFFERS), dim=2).with_catalogue(small_catalogue()),
+        "^catalogue: .*without a catalogue",
+    ),
+    "move-to-other-channels": (
+        lambda: create("linucb", small_catalogue().space, dim=2, catalogue=small_catalogue()).with_catalogue(
+            Catalogue(ActionSpace(("email",), ("o0",), SLOTS), {"o0": {}})
+        ),
+        r"^channels: .*removed \['sms'\]",
+    ),
 }
 
 

@@ -26,9 +26,18 @@ def telecom() -> Deployment:
 def _people(d: Deployment, n: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     plans = ["prepaid", "postpaid", "business"]
-    return [d.check_attributes({"plan_type": plans[i % 3], "tenure_days": float(rng.integers(0, 2000)),
-                                "days_to_contract_end": None if i % 3 == 0 else float(rng.integers(0, 400)),
-                                "whatsapp_opt_in": bool(i % 2), "app_user": bool(i % 4 == 0)}) for i in range(n)]
+    return [
+        d.check_attributes(
+            {
+                "plan_type": plans[i % 3],
+                "tenure_days": float(rng.integers(0, 2000)),
+                "days_to_contract_end": None if i % 3 == 0 else float(rng.integers(0, 400)),
+                "whatsapp_opt_in": bool(i % 2),
+                "app_user": bool(i % 4 == 0),
+            }
+        )
+        for i in range(n)
+    ]
 
 
 def test_decisions_are_eligible_with_exact_propensities(telecom):

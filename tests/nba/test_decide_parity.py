@@ -88,8 +88,17 @@ def simulated(request, tmp_path_factory) -> Simulated:
         profile = Profile(*(np.array(getattr(p, f.name)) for f in dataclasses.fields(Profile)))
         h = sim.history
         ids = np.array([f"s{step}:{r}" for r in range(CUSTOMERS)], dtype=object)
-        asked.append(Asked(before.customer_id, ids, before.now, profile, h.n_purchases.copy(),
-                           h.last_purchase.copy(), h.last_visit.copy()))
+        asked.append(
+            Asked(
+                before.customer_id,
+                ids,
+                before.now,
+                profile,
+                h.n_purchases.copy(),
+                h.last_purchase.copy(),
+                h.last_visit.copy(),
+            )
+        )
         d = act(policy, before.context, before.eligible, rng)
         result = sim.step(d.actions)
         log.log(*step_records(sim, before, d, result, decision_ids=ids, policy=policy.name))
@@ -98,8 +107,14 @@ def simulated(request, tmp_path_factory) -> Simulated:
     log.close()
 
 
-def _as_of(h: ContactHistory, customer: np.ndarray, now: np.ndarray, decided_at: dict[str, float], *,
-           events_by_now: bool = True) -> ContactHistory:
+def _as_of(
+    h: ContactHistory,
+    customer: np.ndarray,
+    now: np.ndarray,
+    decided_at: dict[str, float],
+    *,
+    events_by_now: bool = True,
+) -> ContactHistory:
     """The contact history of decisions ``i`` (of customer ``h.customer_ids[customer[i]]`` at ``now[i]``),
     one history row each, as the log held it then: the contacts of earlier decisions (``decided_at``: each
     decision's time) and their events once they happened (all of them unless ``events_by_now``)."""
@@ -108,10 +123,19 @@ def _as_of(h: ContactHistory, customer: np.ndarray, now: np.ndarray, decided_at:
     happened = h.event_time[:, None] <= now if events_by_now else True
     q, j = np.nonzero((h.event_customer[:, None] == customer) & earlier & happened)
     return ContactHistory(
-        customer_ids=np.arange(len(now)).astype(str).astype(object), contact_customer=i,
-        contact_time=h.contact_time[p], contact_send_at=h.contact_send_at[p], contact_action=h.contact_action[p],
-        event_customer=j, event=h.event[q], event_time=h.event_time[q], event_value=h.event_value[q],
-        event_action=h.event_action[q], event_send_at=h.event_send_at[q], event_decision=h.event_decision[q])
+        customer_ids=np.arange(len(now)).astype(str).astype(object),
+        contact_customer=i,
+        contact_time=h.contact_time[p],
+        contact_send_at=h.contact_send_at[p],
+        contact_action=h.contact_action[p],
+        event_customer=j,
+        event=h.event[q],
+        event_time=h.event_time[q],
+        event_value=h.event_value[q],
+        event_action=h.event_action[q],
+        event_send_at=h.event_send_at[q],
+        event_decision=h.event_decision[q],
+    )
 
 
 def _rebuild_step(sim: Simulated, a: Asked, decided_at: dict[str, float], *, derive_stage: bool = False):
@@ -130,8 +154,17 @@ def _rebuild_step(sim: Simulated, a: Asked, decided_at: dict[str, float], *, der
     if derive_stage:
         profile = dataclasses.replace(profile, stage=np.full(n, -1, np.int8))
     policy = create("uniform_random", space)
-    return decide_profiles(policy, sc.feature_spec, sc.contact, sc.lifecycle, profile, history, recent, now=a.now,
-                           rng=np.random.default_rng(0))
+    return decide_profiles(
+        policy,
+        sc.feature_spec,
+        sc.contact,
+        sc.lifecycle,
+        profile,
+        history,
+        recent,
+        now=a.now,
+        rng=np.random.default_rng(0),
+    )
 
 
 def _logged(log: DecisionLog) -> tuple[dict[str, int], object]:
@@ -150,8 +183,9 @@ def test_the_simulated_log_rebuilds_every_context_and_mask(simulated):
         j = [row[d] for d in a.decision_id.tolist()]
         out = _rebuild_step(simulated, a, decided_at, derive_stage=k % 2 == 1)
         differ = np.argwhere(out.context != b.context[j])
-        assert differ.size == 0, (f"step {k}: {len(differ)} features differ, first row {differ[0][0]}: "
-                                  f"{names[differ[0][1]]}")
+        assert differ.size == 0, (
+            f"step {k}: {len(differ)} features differ, first row {differ[0][0]}: {names[differ[0][1]]}"
+        )
         np.testing.assert_array_equal(out.eligible, b.eligible[j], err_msg=f"step {k}")
         bits |= int(np.bitwise_or.reduce(out.reasons, axis=None))
     assert len(b) == CUSTOMERS * STEPS and (b.action > 0).mean() > 0.7
@@ -174,18 +208,25 @@ def _untimely(h: ContactHistory, now: np.ndarray, space) -> dict[str, int]:
     opens came out of the order of their decisions, purchases at the open rather than at the send."""
     c = space.channel_of
     seen = np.flatnonzero((h.event != "converted") & (h.event_action > 0))
-    out = {"scheduled": int((h.contact_send_at > now[h.contact_customer]).sum()),
-           "late_open": int((h.event_time[seen] > now[h.event_customer[seen]]).sum()),
-           "late_purchase": 0, "out_of_order": 0,
-           "at_open": int(((h.event == "converted") & (h.event_time != h.event_send_at)).sum())}
+    out = {
+        "scheduled": int((h.contact_send_at > now[h.contact_customer]).sum()),
+        "late_open": int((h.event_time[seen] > now[h.event_customer[seen]]).sum()),
+        "late_purchase": 0,
+        "out_of_order": 0,
+        "at_open": int(((h.event == "converted") & (h.event_time != h.event_send_at)).sum()),
+    }
     bought = h.event == "converted"
     out["late_purchase"] = int((h.event_time[bought] > now[h.event_customer[bought]]).sum())
     for rows, channels, decided, when in (
-            (h.contact_customer, c[h.contact_action], h.contact_time, h.contact_send_at),
-            (h.event_customer[seen], c[h.event_action[seen]], h.event_send_at[seen], h.event_time[seen])):
+        (h.contact_customer, c[h.contact_action], h.contact_time, h.contact_send_at),
+        (h.event_customer[seen], c[h.event_action[seen]], h.event_send_at[seen], h.event_time[seen]),
+    ):
         times: dict[tuple[int, int], list[tuple[float, float]]] = {}
-        for key, pair in zip(zip(rows.tolist(), channels.tolist(), strict=True),
-                             zip(decided.tolist(), when.tolist(), strict=True), strict=True):
+        for key, pair in zip(
+            zip(rows.tolist(), channels.tolist(), strict=True),
+            zip(decided.tolist(), when.tolist(), strict=True),
+            strict=True,
+        ):
             times.setdefault(key, []).append(pair)
         out["out_of_order"] += sum(sorted(p) != sorted(p, key=lambda x: x[1]) for p in times.values())
     return out
@@ -210,9 +251,17 @@ def test_the_log_holds_events_that_happen_after_the_next_decision(simulated):
 
 
 # ----------------------------------------------------------------------------- the telecom deployment
-TELECOM_MAPPING = DeploymentMapping(customer_id="customer_id", time="time", channel="channel", offer="offer",
-                                    send_hour="send_hour", propensity="propensity", reward="reward",
-                                    opted_out="opted_out", decision_id="decision_id")
+TELECOM_MAPPING = DeploymentMapping(
+    customer_id="customer_id",
+    time="time",
+    channel="channel",
+    offer="offer",
+    send_hour="send_hour",
+    propensity="propensity",
+    reward="reward",
+    opted_out="opted_out",
+    decision_id="decision_id",
+)
 CELL = {"number": float, "boolean": "true".__eq__}  # other attribute types are passed as their text
 
 
@@ -244,8 +293,16 @@ def test_the_telecom_import_equals_the_decide_path_for_every_decision(tmp_path):
     tz = np.array([requests[x][1] for x in b.decision_id.tolist()])
     recent = RecentContacts.for_rules(n, space.n_channels, d.contact_rules())
     history = history_from_log(as_of, np.arange(n), space, recent, now=b.time, tz_offset=tz)
-    out = decide(d, create("uniform_random", space), [requests[x][0] for x in b.decision_id.tolist()], now=b.time,
-                 tz_offset=tz, rng=np.random.default_rng(0), history=history, recent=recent)
+    out = decide(
+        d,
+        create("uniform_random", space),
+        [requests[x][0] for x in b.decision_id.tolist()],
+        now=b.time,
+        tz_offset=tz,
+        rng=np.random.default_rng(0),
+        history=history,
+        recent=recent,
+    )
     np.testing.assert_array_equal(out.context, b.context)
     np.testing.assert_array_equal(out.eligible, b.eligible)
     assert len(set(tz.tolist())) > 3  # three zones, before and after the switch

@@ -29,8 +29,14 @@ def telecom() -> Deployment:
 def test_the_telecom_example_declares_its_world(telecom):
     assert [c.name for c in telecom.channels] == ["whatsapp", "sms", "email", "app_push", "call_centre"]
     assert len(telecom.offers) == 40
-    assert {o.features["category"] for o in telecom.offers} == {"data", "voice", "roaming", "device", "content",
-                                                                "loyalty"}
+    assert {o.features["category"] for o in telecom.offers} == {
+        "data",
+        "voice",
+        "roaming",
+        "device",
+        "content",
+        "loyalty",
+    }
     space = telecom.action_space()
     assert space.n_actions == 1 + 5 * 40 * 4
     call = next(c for c in telecom.channels if c.name == "call_centre")
@@ -80,8 +86,15 @@ def test_the_contact_rules_run_on_the_deployments_own_channels(telecom):
     n, c = 2, space.n_channels
     now = np.full(n, JUNE + 21.0)  # 21:00 UTC
     tz = np.array([2.0, -12.0])  # 23:00 in Paris, 09:00 in Baker Island
-    mask = eligibility(space, rules, RecentContacts.empty(n, c, k=8, k_channel=2), now=now, tz_offset=tz,
-                       consent=np.ones((n, c), bool), allowed=np.ones((n, c), bool))
+    mask = eligibility(
+        space,
+        rules,
+        RecentContacts.empty(n, c, k=8, k_channel=2),
+        now=now,
+        tz_offset=tz,
+        consent=np.ones((n, c), bool),
+        allowed=np.ones((n, c), bool),
+    )
     whatsapp_now = space.index("whatsapp", "data_boost_5gb", None)
     email_now = space.index("email", "data_boost_5gb", None)
     assert not mask[0, whatsapp_now] and mask[0, email_now]
@@ -101,8 +114,11 @@ def test_request_attributes_are_checked_and_completed(telecom):
         ({"plan_type": "prepaid", "tenure_days": True}, "attributes.tenure_days", "finite number"),
         ({"plan_type": "prepaid", "tenure_days": "3"}, "attributes.tenure_days", "finite number"),
         ({"plan_type": "prepaid", "tenure_days": 3, "app_user": 1}, "attributes.app_user", "true or false"),
-        ({"plan_type": "prepaid", "tenure_days": 3, "last_complaint_at": "yesterday"}, "attributes.last_complaint_at",
-         "ISO 8601"),
+        (
+            {"plan_type": "prepaid", "tenure_days": 3, "last_complaint_at": "yesterday"},
+            "attributes.last_complaint_at",
+            "ISO 8601",
+        ),
         ({"plan_type": "prepaid", "tenure_days": 3, "shoe_size": 42}, "attributes.shoe_size", "unknown attribute"),
     ]:
         with pytest.raises(DeploymentError, match=f"^{field}: .*{message}"):
@@ -112,16 +128,25 @@ def test_request_attributes_are_checked_and_completed(telecom):
 def _minimal() -> dict:
     return {
         "deployment": {"name": "shop", "send_slots": ["now", 18]},
-        "attributes": {"tier": {"type": "category", "values": ["a", "b"], "default": "a"},
-                       "spend": {"type": "number", "min": 0, "default": 0},
-                       "sms_ok": {"type": "boolean", "default": True},
-                       "seen_at": {"type": "time"}},
+        "attributes": {
+            "tier": {"type": "category", "values": ["a", "b"], "default": "a"},
+            "spend": {"type": "number", "min": 0, "default": 0},
+            "sms_ok": {"type": "boolean", "default": True},
+            "seen_at": {"type": "time"},
+        },
         "channels": {"email": {"cost": 0.001}, "sms": {"cost": 0.05, "consent": "sms_ok", "quiet_hours": [21, 8]}},
-        "offers": {"promo": {"features": {"kind": "price", "discount": 0.1}},
-                   "news": {"features": {"kind": "content", "discount": 0.0}, "channels": ["email"],
-                            "eligible": {"tier": ["b"], "spend": {"min": 10}}}},
-        "contact_policy": {"min_gap_h": 12, "caps": [{"channel": "*", "max": 2, "days": 7},
-                                                     {"offer": "promo", "max": 1, "hours": 48}]},
+        "offers": {
+            "promo": {"features": {"kind": "price", "discount": 0.1}},
+            "news": {
+                "features": {"kind": "content", "discount": 0.0},
+                "channels": ["email"],
+                "eligible": {"tier": ["b"], "spend": {"min": 10}},
+            },
+        },
+        "contact_policy": {
+            "min_gap_h": 12,
+            "caps": [{"channel": "*", "max": 2, "days": 7}, {"offer": "promo", "max": 1, "hours": 48}],
+        },
         "reward": {"events": {"converted": "value"}, "window_h": 48},
     }
 
@@ -145,44 +170,54 @@ def _with(path: str, value) -> dict:
     return data
 
 
-@pytest.mark.parametrize("path, value, field", [
-    ("colour", "red", "colour"),
-    ("deployment/name", KeyError, "deployment.name"),
-    ("deployment/send_slots", ["now", 25], r"deployment.send_slots\[1\]"),
-    ("deployment/send_slots", ["now", "now"], "deployment.send_slots"),
-    ("attributes/tier/type", "colour", "attributes.tier.type"),
-    ("attributes/tier/values", [], "attributes.tier.values"),
-    ("attributes/tier/default", "c", "attributes.tier.default"),
-    ("attributes/spend/default", -1, "attributes.spend.default"),
-    ("attributes/spend/min", "zero", "attributes.spend.min"),
-    ("attributes/Bad-Name", {"type": "number"}, "attributes.Bad-Name"),
-    ("attributes/timezone", {"type": "category", "values": ["x"]}, "attributes.timezone"),
-    ("attributes/spend/required", True, "attributes.spend.default"),
-    ("channels", {}, "channels"),
-    ("channels/sms/consent", "tier", "channels.sms.consent"),
-    ("channels/sms/quiet_hours", [21, 21], "channels.sms.quiet_hours"),
-    ("channels/sms/cost", -0.1, "channels.sms.cost"),
-    ("channels/sms/capacity_per_day", 0, "channels.sms.capacity_per_day"),
-    ("offers/news/channels", ["fax"], r"offers.news.channels\[0\]"),
-    ("offers/news/eligible", {"age": [1]}, "offers.news.eligible.age"),
-    ("offers/news/eligible", {"tier": ["c"]}, r"offers.news.eligible.tier\[0\]"),
-    ("offers/news/eligible", {"seen_at": ["x"]}, "offers.news.eligible.seen_at"),
-    ("offers/news/eligible", {"spend": {"min": 5, "max": 1}}, "offers.news.eligible.spend"),
-    ("offers/news/features", {"kind": 3, "discount": 0.0}, "offers.news.features.kind"),
-    ("offers/news/features", {"kind": "content"}, "offers.news.features"),
-    ("offers/news", {"features": {"kind": "x", "discount": 0.0}, "valid_from": "2021-01-01",
-                     "valid_until": "2020-01-01"}, "offers.news.valid_until"),
-    ("offers/news", {"features": {"kind": "x", "discount": 0.0}, "valid_from": "soon"}, "offers.news.valid_from"),
-    ("offers/news/budget", 1.5, "offers.news.budget"),
-    ("contact_policy/caps", [{"channel": "sms", "offer": "promo", "max": 1, "days": 1}], r"contact_policy.caps\[0\]"),
-    ("contact_policy/caps", [{"offer": "gift", "max": 1, "days": 1}], r"contact_policy.caps\[0\].offer"),
-    ("contact_policy/caps", [{"channel": "*", "max": 1, "days": 1, "hours": 24}], r"contact_policy.caps\[0\]"),
-    ("contact_policy/caps", [{"channel": "*", "max": 0, "days": 1}], r"contact_policy.caps\[0\].max"),
-    ("contact_policy/min_gap_h", -1, "contact_policy.min_gap_h"),
-    ("reward/events", {"bought": "value"}, "reward.events.bought"),
-    ("reward/events", {"converted": 10.0}, "reward.events.converted"),
-    ("reward/window_h", 0, "reward.window_h"),
-])
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        ("colour", "red", "colour"),
+        ("deployment/name", KeyError, "deployment.name"),
+        ("deployment/send_slots", ["now", 25], r"deployment.send_slots\[1\]"),
+        ("deployment/send_slots", ["now", "now"], "deployment.send_slots"),
+        ("attributes/tier/type", "colour", "attributes.tier.type"),
+        ("attributes/tier/values", [], "attributes.tier.values"),
+        ("attributes/tier/default", "c", "attributes.tier.default"),
+        ("attributes/spend/default", -1, "attributes.spend.default"),
+        ("attributes/spend/min", "zero", "attributes.spend.min"),
+        ("attributes/Bad-Name", {"type": "number"}, "attributes.Bad-Name"),
+        ("attributes/timezone", {"type": "category", "values": ["x"]}, "attributes.timezone"),
+        ("attributes/spend/required", True, "attributes.spend.default"),
+        ("channels", {}, "channels"),
+        ("channels/sms/consent", "tier", "channels.sms.consent"),
+        ("channels/sms/quiet_hours", [21, 21], "channels.sms.quiet_hours"),
+        ("channels/sms/cost", -0.1, "channels.sms.cost"),
+        ("channels/sms/capacity_per_day", 0, "channels.sms.capacity_per_day"),
+        ("offers/news/channels", ["fax"], r"offers.news.channels\[0\]"),
+        ("offers/news/eligible", {"age": [1]}, "offers.news.eligible.age"),
+        ("offers/news/eligible", {"tier": ["c"]}, r"offers.news.eligible.tier\[0\]"),
+        ("offers/news/eligible", {"seen_at": ["x"]}, "offers.news.eligible.seen_at"),
+        ("offers/news/eligible", {"spend": {"min": 5, "max": 1}}, "offers.news.eligible.spend"),
+        ("offers/news/features", {"kind": 3, "discount": 0.0}, "offers.news.features.kind"),
+        ("offers/news/features", {"kind": "content"}, "offers.news.features"),
+        (
+            "offers/news",
+            {"features": {"kind": "x", "discount": 0.0}, "valid_from": "2021-01-01", "valid_until": "2020-01-01"},
+            "offers.news.valid_until",
+        ),
+        ("offers/news", {"features": {"kind": "x", "discount": 0.0}, "valid_from": "soon"}, "offers.news.valid_from"),
+        ("offers/news/budget", 1.5, "offers.news.budget"),
+        (
+            "contact_policy/caps",
+            [{"channel": "sms", "offer": "promo", "max": 1, "days": 1}],
+            r"contact_policy.caps\[0\]",
+        ),
+        ("contact_policy/caps", [{"offer": "gift", "max": 1, "days": 1}], r"contact_policy.caps\[0\].offer"),
+        ("contact_policy/caps", [{"channel": "*", "max": 1, "days": 1, "hours": 24}], r"contact_policy.caps\[0\]"),
+        ("contact_policy/caps", [{"channel": "*", "max": 0, "days": 1}], r"contact_policy.caps\[0\].max"),
+        ("contact_policy/min_gap_h", -1, "contact_policy.min_gap_h"),
+        ("reward/events", {"bought": "value"}, "reward.events.bought"),
+        ("reward/events", {"converted": 10.0}, "reward.events.converted"),
+        ("reward/window_h", 0, "reward.window_h"),
+    ],
+)
 def test_an_invalid_deployment_names_the_field(path, value, field):
     with pytest.raises(DeploymentError, match=f"^{field}: "):
         Deployment.from_dict(_with(path, value))
@@ -202,11 +237,14 @@ def test_files_that_cannot_be_read_are_named(tmp_path):
 
 
 def test_who_may_get_which_offer(telecom):
-    people = [telecom.check_attributes(a) for a in (
-        {"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30, "whatsapp_opt_in": True},
-        {"plan_type": "prepaid", "tenure_days": 120},
-        {"plan_type": "postpaid", "tenure_days": 20},  # contract end unknown
-    )]
+    people = [
+        telecom.check_attributes(a)
+        for a in (
+            {"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30, "whatsapp_opt_in": True},
+            {"plan_type": "prepaid", "tenure_days": 120},
+            {"plan_type": "postpaid", "tenure_days": 20},  # contract end unknown
+        )
+    ]
     offers = [o.name for o in telecom.offers]
     summer = 501_000.0  # 2027-02-26 in hours since the epoch: before the cruise season, in the sports pass's
     ok = telecom.offers_allowed(people, summer)
@@ -227,8 +265,10 @@ def test_the_deployments_eligibility_gives_each_exclusion_its_reason(telecom):
     from nba.eligibility import Reason, explain
 
     space = telecom.action_space()
-    people = [telecom.check_attributes({"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30}),
-              telecom.check_attributes({"plan_type": "prepaid", "tenure_days": 10, "whatsapp_opt_in": True})]
+    people = [
+        telecom.check_attributes({"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30}),
+        telecom.check_attributes({"plan_type": "prepaid", "tenure_days": 10, "whatsapp_opt_in": True}),
+    ]
     recent = RecentContacts.empty(2, space.n_channels, k=8, k_channel=2)
     mask, bits = telecom.eligibility(people, recent, now=JUNE + 10.0, tz_offset=2.0, reasons=True)  # 12:00 local
     call = space.index("call_centre", "retention_call", None)
@@ -250,10 +290,13 @@ def test_what_a_policy_sees_of_a_deployments_customers(telecom):
     assert "days_to_contract_end:missing" in names and "plan_type:missing" not in names  # required: never missing
     assert names[-3:] == ["log_purchases", "purchase_recency", "visit_recency"]
     assert "contact_load=call_centre" in names and layout.dim == len(names)
-    people = [telecom.check_attributes(a) for a in (
-        {"plan_type": "business", "tenure_days": 0, "monthly_revenue": 10000, "last_complaint_at": "2025-06-10"},
-        {"plan_type": "prepaid", "tenure_days": 364, "days_to_contract_end": 30},
-    )]
+    people = [
+        telecom.check_attributes(a)
+        for a in (
+            {"plan_type": "business", "tenure_days": 0, "monthly_revenue": 10000, "last_complaint_at": "2025-06-10"},
+            {"plan_type": "prepaid", "tenure_days": 364, "days_to_contract_end": 30},
+        )
+    ]
     history = History.empty(2, len(telecom.channels))
     history.record_contacts(np.array([1]), np.array([4]), np.array([JUNE - 2.0]))
     X = layout.build(telecom.columns(people), history, JUNE, np.array([2.0, -5.0]))
@@ -277,15 +320,25 @@ NOON = JUNE + 10.0  # 12:00 local at tz +2: the slots "now", 10 (tomorrow), 13 a
 
 def renewals(telecom, n):
     """``n`` customers who may get every offer but those for prepaid plans or silver members."""
-    return [telecom.check_attributes({"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30,
-                                      "monthly_revenue": 50})] * n
+    return [
+        telecom.check_attributes(
+            {"plan_type": "postpaid", "tenure_days": 400, "days_to_contract_end": 30, "monthly_revenue": 50}
+        )
+    ] * n
 
 
 def test_usage_counts_each_offer_in_all_and_each_channel_per_send_day(telecom):
     space = telecom.action_space()
     call, email = "call_centre", "email"
-    actions = np.array([space.index(call, "retention_call", None), space.index(call, "anniversary_gift", 10),
-                        space.index(email, "retention_call", None), 0, space.index(call, "retention_call", 13)])
+    actions = np.array(
+        [
+            space.index(call, "retention_call", None),
+            space.index(call, "anniversary_gift", 10),
+            space.index(email, "retention_call", None),
+            0,
+            space.index(call, "retention_call", 13),
+        ]
+    )
     send_at = np.array([NOON, JUNE + 32.0, JUNE - 5.0, NOON, JUNE + 48.0])  # today, tomorrow, yesterday, -, after
     usage = Usage.count(telecom, actions, send_at, NOON)
     offers = [o.name for o in telecom.offers]
@@ -300,20 +353,26 @@ def test_usage_counts_each_offer_in_all_and_each_channel_per_send_day(telecom):
     assert across.channel_sends.shape == (5, 3) and across.channel_sends[4].tolist() == [1, 1, 1]
 
 
-@pytest.mark.parametrize(("make", "field"), [
-    (lambda d: Usage(np.zeros(3), np.zeros((5, 2)), DAY), "usage.offer_sends"),
-    (lambda d: Usage(np.zeros((40, 1)), np.zeros((5, 2)), DAY), "usage.offer_sends"),
-    (lambda d: Usage(np.zeros(40), np.zeros(5), DAY), "usage.channel_sends"),
-    (lambda d: Usage(np.zeros(40), np.zeros((4, 2)), DAY), "usage.channel_sends"),
-    (lambda d: Usage(np.zeros(40), np.zeros((5, 0)), DAY), "usage.channel_sends"),
-    (lambda d: Usage(np.full(40, -1), np.zeros((5, 2)), DAY), "usage.offer_sends"),
-    (lambda d: Usage(np.zeros(40), np.full((5, 2), 0.5), DAY), "usage.channel_sends"),
-    (lambda d: Usage(np.zeros(40), np.zeros((5, 2)), float(DAY)), "usage.day"),
-    (lambda d: Usage(np.zeros(40), np.zeros((5, 2)), DAY - 2), "usage.day"),  # counts days the batch does not send on
-    (lambda d: Usage.count(d, np.array([1, 2]), np.array([NOON]), NOON), "send_at"),
-    (lambda d: Usage.count(d, np.array([801]), np.array([NOON]), NOON), "actions"),
-    (lambda d: Usage.count(d, np.array([1]), np.array([np.nan]), NOON), "send_at"),
-])
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda d: Usage(np.zeros(3), np.zeros((5, 2)), DAY), "usage.offer_sends"),
+        (lambda d: Usage(np.zeros((40, 1)), np.zeros((5, 2)), DAY), "usage.offer_sends"),
+        (lambda d: Usage(np.zeros(40), np.zeros(5), DAY), "usage.channel_sends"),
+        (lambda d: Usage(np.zeros(40), np.zeros((4, 2)), DAY), "usage.channel_sends"),
+        (lambda d: Usage(np.zeros(40), np.zeros((5, 0)), DAY), "usage.channel_sends"),
+        (lambda d: Usage(np.full(40, -1), np.zeros((5, 2)), DAY), "usage.offer_sends"),
+        (lambda d: Usage(np.zeros(40), np.full((5, 2), 0.5), DAY), "usage.channel_sends"),
+        (lambda d: Usage(np.zeros(40), np.zeros((5, 2)), float(DAY)), "usage.day"),
+        (
+            lambda d: Usage(np.zeros(40), np.zeros((5, 2)), DAY - 2),
+            "usage.day",
+        ),  # counts days the batch does not send on
+        (lambda d: Usage.count(d, np.array([1, 2]), np.array([NOON]), NOON), "send_at"),
+        (lambda d: Usage.count(d, np.array([801]), np.array([NOON]), NOON), "actions"),
+        (lambda d: Usage.count(d, np.array([1]), np.array([np.nan]), NOON), "send_at"),
+    ],
+)
 def test_usage_that_does_not_fit_raises_naming_the_field(telecom, make, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         telecom.eligibility(renewals(telecom, 1), telecom.recent(1), now=NOON, tz_offset=2.0, usage=make(telecom))
@@ -326,11 +385,17 @@ def test_the_deployment_caps_each_offer_per_customer(telecom):
     recent = telecom.recent(3)
     assert set(recent.offers) == {retention, gift} and recent.k_offer == 1
     # 90 days cap: row 0's call was exactly 90 days ago, row 1's an hour less, row 2's was another offer
-    recent.record(np.arange(3), np.full(3, 4), NOON - np.array([2160.0, 2159.0, 1.0]),
-                  offers=np.array([retention, retention, offers.index("referral_bonus")]))
+    recent.record(
+        np.arange(3),
+        np.full(3, 4),
+        NOON - np.array([2160.0, 2159.0, 1.0]),
+        offers=np.array([retention, retention, offers.index("referral_bonus")]),
+    )
     mask, bits = telecom.eligibility(renewals(telecom, 3), recent, now=NOON, tz_offset=2.0, reasons=True)
-    call_now, call_13h = space.index("call_centre", "retention_call", None), space.index("call_centre",
-                                                                                           "retention_call", 13)
+    call_now, call_13h = (
+        space.index("call_centre", "retention_call", None),
+        space.index("call_centre", "retention_call", 13),
+    )
     assert mask[0, call_now] and mask[0, call_13h]
     assert bits[1, call_now] == Reason.OFFER and mask[1, call_13h]  # 13:00 sends exactly 90 days after
     assert bits[2, call_now] == Reason.CHANNEL_CAP | Reason.MIN_GAP and mask[:, 0].all() and ((bits == 0) == mask).all()
@@ -353,8 +418,9 @@ def test_budgets_and_daily_capacities_hold_across_the_batch(telecom):
     sends[offers.index("referral_bonus")] = 10**9  # no budget: no limit
     channel = np.zeros((5, 2), np.int64)
     channel[4] = [2000, 1999]  # call centre: full today, one call left tomorrow
-    mask, bits = telecom.eligibility(people, recent, now=NOON, tz_offset=2.0, reasons=True,
-                                     usage=Usage(sends, channel, DAY))
+    mask, bits = telecom.eligibility(
+        people, recent, now=NOON, tz_offset=2.0, reasons=True, usage=Usage(sends, channel, DAY)
+    )
     gift = space.content_of == offers.index("anniversary_gift")
     call = space.channel_of == 4
     tomorrow = space.slot_of == space.send_slots.index(10)
@@ -376,8 +442,9 @@ def test_decide_passes_the_usage_through(telecom):
     space = telecom.action_space()
     policy = create("uniform_random", space)
     full = Usage(np.zeros(40, np.int64), np.array([[0, 0]] * 4 + [[2000, 2000]]), DAY)  # no calls today or tomorrow
-    out = decide(telecom, policy, renewals(telecom, 50), now=NOON, tz_offset=2.0, rng=np.random.default_rng(3),
-                 usage=full)
+    out = decide(
+        telecom, policy, renewals(telecom, 50), now=NOON, tz_offset=2.0, rng=np.random.default_rng(3), usage=full
+    )
     call = space.channel_of == 4
     assert (out.reasons[:, call] & Reason.BUDGET).all() and not out.eligible[:, call].any()
     assert not call[out.action].any()

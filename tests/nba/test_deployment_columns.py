@@ -28,22 +28,31 @@ def telecom() -> Deployment:
 @pytest.fixture(scope="module")
 def shop() -> Deployment:
     """Every attribute type, with and without defaults, required or not, bounded or not."""
-    return Deployment.from_dict({
-        "deployment": {"name": "shop", "send_slots": ["now", 18]},
-        "attributes": {"tier": {"type": "category", "values": ["a", "b", "c"], "default": "a"},
-                       "region": {"type": "category", "values": ["north", "south"], "required": True},
-                       "spend": {"type": "number", "min": 0, "max": 1000, "default": 0},
-                       "age": {"type": "number", "min": 18},
-                       "score": {"type": "number", "required": True},
-                       "sms_ok": {"type": "boolean", "default": True},
-                       "vip": {"type": "boolean"},
-                       "seen_at": {"type": "time"},
-                       "joined_at": {"type": "time", "default": "2024-01-01"}},
-        "channels": {"email": {"cost": 0.001}, "sms": {"cost": 0.05, "consent": "sms_ok", "quiet_hours": [21, 8]}},
-        "offers": {"promo": {"features": {"discount": 0.1}},
-                   "news": {"features": {"discount": 0.0}, "channels": ["email"],
-                            "eligible": {"tier": ["b", "c"], "spend": {"min": 10}, "vip": [True]}}},
-    })
+    return Deployment.from_dict(
+        {
+            "deployment": {"name": "shop", "send_slots": ["now", 18]},
+            "attributes": {
+                "tier": {"type": "category", "values": ["a", "b", "c"], "default": "a"},
+                "region": {"type": "category", "values": ["north", "south"], "required": True},
+                "spend": {"type": "number", "min": 0, "max": 1000, "default": 0},
+                "age": {"type": "number", "min": 18},
+                "score": {"type": "number", "required": True},
+                "sms_ok": {"type": "boolean", "default": True},
+                "vip": {"type": "boolean"},
+                "seen_at": {"type": "time"},
+                "joined_at": {"type": "time", "default": "2024-01-01"},
+            },
+            "channels": {"email": {"cost": 0.001}, "sms": {"cost": 0.05, "consent": "sms_ok", "quiet_hours": [21, 8]}},
+            "offers": {
+                "promo": {"features": {"discount": 0.1}},
+                "news": {
+                    "features": {"discount": 0.0},
+                    "channels": ["email"],
+                    "eligible": {"tier": ["b", "c"], "spend": {"min": 10}, "vip": [True]},
+                },
+            },
+        }
+    )
 
 
 def _valid(d: Deployment, rng: np.random.Generator) -> dict:
@@ -71,10 +80,12 @@ def _valid(d: Deployment, rng: np.random.Generator) -> dict:
 
 
 # values each attribute type refuses (and a few it takes only one at a time: a NumPy float is a float)
-BAD = {"number": ["3", True, math.nan, math.inf, 10**400, [1], -1e9, 1e9],
-       "category": ["gold", 1, True, ["a"], ""],
-       "boolean": [1, 0, "true", 1.0],
-       "time": ["yesterday", 3, True, "2025-13-01"]}
+BAD = {
+    "number": ["3", True, math.nan, math.inf, 10**400, [1], -1e9, 1e9],
+    "category": ["gold", 1, True, ["a"], ""],
+    "boolean": [1, 0, "true", 1.0],
+    "time": ["yesterday", 3, True, "2025-13-01"],
+}
 
 
 def _corrupt(d: Deployment, row: dict, rng: np.random.Generator) -> object:
@@ -191,8 +202,16 @@ def _reference_reasons(d: Deployment, people: list[dict], recent, now, tz, usage
     or channels exclude it, the counts across customers, then RESTRICTED outside the request's offers."""
     space, n = d.action_space(), len(people)
     offer_caps = d.offer_caps() if recent.offer_times is not None else ()
-    _, bits = eligibility(space, d.contact_rules(), recent, now=now, tz_offset=tz, consent=d.consent(people),
-                          reasons=True, offer_caps=offer_caps)
+    _, bits = eligibility(
+        space,
+        d.contact_rules(),
+        recent,
+        now=now,
+        tz_offset=tz,
+        consent=d.consent(people),
+        reasons=True,
+        offer_caps=offer_caps,
+    )
     ok = d.offers_allowed(people, now)[:, space.content_of[1:]]
     ok &= d.offer_channels()[space.content_of[1:], space.channel_of[1:]]
     bits[:, 1:] |= np.where(ok, 0, int(Reason.OFFER)).astype(np.uint8)
@@ -206,8 +225,9 @@ def _reference_reasons(d: Deployment, people: list[dict], recent, now, tz, usage
     return bits
 
 
-def _limit(space, bits: np.ndarray, send: np.ndarray, offer_left: np.ndarray, channel_left: np.ndarray,
-           first_day: int) -> None:
+def _limit(
+    space, bits: np.ndarray, send: np.ndarray, offer_left: np.ndarray, channel_left: np.ndarray, first_day: int
+) -> None:
     """BUDGET as nba.eligibility.limit_to_remaining documents it, row by row: what is left of an offer (of a
     channel's day) goes to the first rows that have an eligible action of it (sending that day)."""
     n = bits.shape[0]
@@ -256,13 +276,15 @@ def test_the_deployments_reasons_are_the_rules_on_top_of_the_contact_policy(whic
         budget = np.array([0 if o.budget is None else o.budget for o in d.offers])
         capacity = np.array([0 if c.capacity_per_day is None else c.capacity_per_day for c in d.channels])
         left = rng.integers(0, 4, (len(d.channels), 2))
-        usage = Usage(np.maximum(budget - rng.integers(0, 4, len(d.offers)), 0),
-                      np.maximum(capacity[:, None] - left, 0), day)
+        usage = Usage(
+            np.maximum(budget - rng.integers(0, 4, len(d.offers)), 0), np.maximum(capacity[:, None] - left, 0), day
+        )
         for u in (None, usage):
             want = _reference_reasons(d, people, recent, now, tz, u, offers)
             for attributes in (people, d.check_columns(rows)):
-                mask, bits = d.eligibility(attributes, recent, now=now, tz_offset=tz, reasons=True, usage=u,
-                                           offers=offers)
+                mask, bits = d.eligibility(
+                    attributes, recent, now=now, tz_offset=tz, reasons=True, usage=u, offers=offers
+                )
                 np.testing.assert_array_equal(bits, want)
                 budgeted += int(((bits & Reason.BUDGET) != 0).any())
                 np.testing.assert_array_equal(mask, want == 0)

@@ -103,7 +103,8 @@ def spaces(draw) -> ActionSpace:
 
 
 QUIET = st.dictionaries(
-    st.sampled_from(CHANNELS), st.tuples(st.integers(0, 23), st.integers(0, 23)).filter(lambda p: p[0] != p[1]),
+    st.sampled_from(CHANNELS),
+    st.tuples(st.integers(0, 23), st.integers(0, 23)).filter(lambda p: p[0] != p[1]),
     max_size=7,
 )
 WINDOW = st.one_of(st.sampled_from([4.0, 24.0, 168.0, 720.0]), hours(0.25, 800))
@@ -135,8 +136,9 @@ def cases(draw, max_contacts: int, ahead_h: int) -> dict:
     contact = st.tuples(OFFSETS[ahead_h], st.integers(0, c - 1))
     contacts = [[(now[i] + d, ch) for d, ch in draw(st.lists(contact, max_size=max_contacts))] for i in range(n)]
     bools = st.lists(MOSTLY, min_size=n * c, max_size=n * c)
-    case = dict(space=space, rules=rules, contacts=contacts, now=now, tz=tz,
-                consent=np.array(draw(bools), bool).reshape(n, c))
+    case = dict(
+        space=space, rules=rules, contacts=contacts, now=now, tz=tz, consent=np.array(draw(bools), bool).reshape(n, c)
+    )
     if draw(st.booleans()):
         case["allowed"] = np.array(draw(bools), bool).reshape(n, c)
     if draw(st.booleans()):
@@ -159,10 +161,19 @@ def history(case: dict, order_seed: int) -> RecentContacts:
 
 def run(case: dict, recent: RecentContacts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     kwargs = {k: case[k] for k in ("allowed", "budget_left", "cost") if k in case}
-    mask, why = eligibility(case["space"], case["rules"], recent, now=case["now"], tz_offset=case["tz"],
-                            consent=case["consent"], reasons=True, **kwargs)
-    ref = reference_reasons(case["space"], case["rules"], case["contacts"], case["now"], case["tz"], case["consent"],
-                            **kwargs)
+    mask, why = eligibility(
+        case["space"],
+        case["rules"],
+        recent,
+        now=case["now"],
+        tz_offset=case["tz"],
+        consent=case["consent"],
+        reasons=True,
+        **kwargs,
+    )
+    ref = reference_reasons(
+        case["space"], case["rules"], case["contacts"], case["now"], case["tz"], case["consent"], **kwargs
+    )
     assert mask.shape == why.shape == (len(case["contacts"]), case["space"].n_actions)
     assert mask.dtype == bool and why.dtype == np.uint8
     assert mask[:, NO_CONTACT].all() and (why[:, NO_CONTACT] == 0).all()
@@ -214,8 +225,12 @@ def masked_softmax(scores: np.ndarray, mask: np.ndarray, temperature: float) -> 
 
 
 @PROPERTY
-@given(case=cases(max_contacts=12, ahead_h=30), order_seed=st.integers(0, 2**32 - 1),
-       scale=st.sampled_from([1e-3, 1.0, 1e3]), epsilon=st.floats(0, 1))
+@given(
+    case=cases(max_contacts=12, ahead_h=30),
+    order_seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    epsilon=st.floats(0, 1),
+)
 def test_no_policy_exploring_or_not_gets_an_ineligible_action_through(case, order_seed, scale, epsilon):
     mask, _, _ = run(case, history(case, order_seed))
     rng = np.random.default_rng(order_seed)
@@ -302,7 +317,9 @@ def test_contacts_scheduled_far_ahead_can_only_make_the_answer_stricter():
         recent.record(np.array([0, 1]), np.array([0, 0]), now + offsets)
     # kept: row 0 [+31, +30, -1] (-2 dropped), row 1 [+31, +30, -30]; two within 24 h of now only in row 0
     assert eligibility(space, rules, recent, now=now, tz_offset=0.0, consent=np.array([True]))[:, 1].tolist() == [
-        False, True]
+        False,
+        True,
+    ]
     small = RecentContacts.empty(1, 1, k=2)
     for offset in (-30.0, -40.0, 30.0, 31.0):
         small.record(np.array([0]), np.array([0]), T0 + np.array([offset]))
@@ -357,8 +374,9 @@ def test_recent_contacts_from_arrays_are_sorted_and_checked():
 def test_quiet_hours_wrap_past_midnight_in_every_time_zone(tz, utc_hour, channel, slot, quiet):
     rules = ContactRules(caps=(), min_gap_h=0.0)
     recent = RecentContacts.empty(1, SPACE.n_channels)
-    mask, why = eligibility(SPACE, rules, recent, now=T0 + 24.0 * 3 + utc_hour, tz_offset=tz, consent=ALL_IN,
-                            reasons=True)
+    mask, why = eligibility(
+        SPACE, rules, recent, now=T0 + 24.0 * 3 + utc_hour, tz_offset=tz, consent=ALL_IN, reasons=True
+    )
     a = SPACE.index(channel, "promo", slot)
     assert mask[0, a] == (not quiet)
     assert why[0, a] == (Reason.QUIET_HOURS if quiet else 0)
@@ -390,9 +408,18 @@ def test_budget_and_restrictions_are_per_channel():
     space = ActionSpace(("email", "sms", "direct_mail"), ("promo",), (None,))
     rules = ContactRules(quiet_hours={}, caps=(), min_gap_h=0.0)
     recent = RecentContacts.empty(2, 3)
-    mask, why = eligibility(space, rules, recent, now=T0 + 12, tz_offset=0.0, consent=np.ones((2, 3), bool),
-                            allowed=np.array([[True, True, True], [False, True, True]]),
-                            budget_left=np.array([np.inf, 0.05, 0.5]), cost=np.array([0.0, 0.08, 0.9]), reasons=True)
+    mask, why = eligibility(
+        space,
+        rules,
+        recent,
+        now=T0 + 12,
+        tz_offset=0.0,
+        consent=np.ones((2, 3), bool),
+        allowed=np.array([[True, True, True], [False, True, True]]),
+        budget_left=np.array([np.inf, 0.05, 0.5]),
+        cost=np.array([0.0, 0.08, 0.9]),
+        reasons=True,
+    )
     assert mask.tolist() == [[True, True, False, False], [True, False, False, False]]
     assert why[1].tolist() == [0, Reason.RESTRICTED, Reason.BUDGET, Reason.BUDGET]
 
@@ -416,8 +443,9 @@ def test_explain_names_each_ineligible_action_and_its_reasons():
 
 def test_channel_slot_reasons_is_the_mask_before_it_is_copied_to_contents():
     recent = RecentContacts.empty(2, SPACE.n_channels)
-    kwargs = dict(now=np.array([T0 + 23, T0 + 12]), tz_offset=np.array([0.0, 0.0]),
-                  consent=np.ones((2, SPACE.n_channels), bool))
+    kwargs = dict(
+        now=np.array([T0 + 23, T0 + 12]), tz_offset=np.array([0.0, 0.0]), consent=np.ones((2, SPACE.n_channels), bool)
+    )
     pairs = channel_slot_reasons(SPACE, ContactRules(), recent, **kwargs)
     _, why = eligibility(SPACE, ContactRules(), recent, reasons=True, **kwargs)
     assert pairs.shape == (2, SPACE.n_channels, SPACE.n_slots)
@@ -490,8 +518,10 @@ def test_invalid_rules_raise_naming_the_field(kwargs, message):
         ({"quiet_hours": [21, 8]}, "quiet_hours: must be a table"),
         ({"caps": [{"channel": "sms", "max_count": 2, "window_h": 24, "per": "day"}]}, "caps[0].per: unknown field"),
         ({"caps": [{"channel": "sms", "max_count": 2}]}, "caps[0].window_h: missing"),
-        ({"caps": [{"max_count": 2, "window_h": 24}, {"channel": "fax", "max_count": 1, "window_h": 1}]},
-         "caps[1].channel: unknown channel 'fax'"),
+        (
+            {"caps": [{"max_count": 2, "window_h": 24}, {"channel": "fax", "max_count": 1, "window_h": 1}]},
+            "caps[1].channel: unknown channel 'fax'",
+        ),
         ({"caps": [{"max_count": 2, "window_h": 24}, 3]}, "caps[1]: must be a table"),
         ({"caps": {"sms": 2}}, "caps: must be a list"),
         ({"min_gap_h": "4h"}, "min_gap_h: must be a number"),
@@ -529,8 +559,15 @@ def test_default_rules_are_the_documented_ones():
     assert rules.quiet_hours == DEFAULT_QUIET_HOURS == {ch: (21, 8) for ch in ("sms", "push", "in_app", "web_push")}
     caps = {(cap.channel, cap.window_h): cap.max_count for cap in rules.caps}
     assert caps == {
-        ("email", 168.0): 3, ("sms", 168.0): 2, ("push", 24.0): 1, ("web_push", 24.0): 1, ("in_app", 24.0): 2,
-        ("direct_mail", 720.0): 1, ("social_ad", 168.0): 3, (None, 24.0): 2, (None, 168.0): 8,
+        ("email", 168.0): 3,
+        ("sms", 168.0): 2,
+        ("push", 24.0): 1,
+        ("web_push", 24.0): 1,
+        ("in_app", 24.0): 2,
+        ("direct_mail", 720.0): 1,
+        ("social_ad", 168.0): 3,
+        (None, 24.0): 2,
+        (None, 168.0): 8,
     }
     assert rules.caps == DEFAULT_CAPS and rules.min_gap_h == 4.0
     assert max(cap.max_count for cap in rules.caps) <= K  # the default history is long enough
@@ -558,8 +595,15 @@ def offer_reference(space, caps, contacts, now, tz):
 @given(case=cases(max_contacts=K - 1, ahead_h=30), data=st.data())
 def test_offer_caps_equal_the_reference_and_leave_the_other_rules_alone(case, data):
     space, n = case["space"], len(case["contacts"])
-    caps = tuple(data.draw(st.lists(st.builds(OfferCap, st.integers(0, space.n_contents - 1), st.integers(1, 3),
-                                              WINDOW), min_size=1, max_size=3)))
+    caps = tuple(
+        data.draw(
+            st.lists(
+                st.builds(OfferCap, st.integers(0, space.n_contents - 1), st.integers(1, 3), WINDOW),
+                min_size=1,
+                max_size=3,
+            )
+        )
+    )
     offers = [[data.draw(st.integers(0, space.n_contents - 1)) for _ in lst] for lst in case["contacts"]]
     sized = RecentContacts.for_rules(n, space.n_channels, case["rules"], caps)  # k_offer: the largest cap
     exact = RecentContacts.empty(n, space.n_channels, K, offers=sized.offers, k_offer=K)  # keeps every contact
@@ -567,14 +611,19 @@ def test_offer_caps_equal_the_reference_and_leave_the_other_rules_alone(case, da
         recent.times, recent.any_times = np.full((n, space.n_channels, K), NEVER), np.full((n, K), NEVER)
         for j in range(max(map(len, offers), default=0)):  # one contact per customer per call, as a log replays
             rows = np.array([i for i, lst in enumerate(offers) if len(lst) > j], np.int64)
-            recent.record(rows, np.array([case["contacts"][i][j][1] for i in rows]),
-                          np.array([case["contacts"][i][j][0] for i in rows]),
-                          offers=np.array([offers[i][j] for i in rows]))
+            recent.record(
+                rows,
+                np.array([case["contacts"][i][j][1] for i in rows]),
+                np.array([case["contacts"][i][j][0] for i in rows]),
+                offers=np.array([offers[i][j] for i in rows]),
+            )
     kwargs = {k: case[k] for k in ("allowed", "budget_left", "cost") if k in case}
     kwargs |= dict(now=case["now"], tz_offset=case["tz"], consent=case["consent"], reasons=True)
     _, plain = eligibility(space, case["rules"], exact, **kwargs)
-    pairs = [[(t, o) for (t, _), o in zip(lst, offs, strict=True)]
-             for lst, offs in zip(case["contacts"], offers, strict=True)]
+    pairs = [
+        [(t, o) for (t, _), o in zip(lst, offs, strict=True)]
+        for lst, offs in zip(case["contacts"], offers, strict=True)
+    ]
     ref = plain | offer_reference(space, caps, pairs, case["now"], case["tz"])
     mask, why = eligibility(space, case["rules"], exact, offer_caps=caps, **kwargs)
     assert np.array_equal(why, ref) and np.array_equal(mask, why == 0) and mask[:, NO_CONTACT].all()
@@ -589,10 +638,12 @@ def test_an_offer_cap_holds_at_its_window_edge_on_every_channel():
     recent = RecentContacts.for_rules(3, 2, rules, caps)
     assert recent.offers == (0,) and recent.k_offer == 1 and recent.offer_times.shape == (3, 1, 1)
     now = np.full(3, T0 + 12.0)
-    recent.record(np.array([0, 1, 2]), np.array([1, 1, 1]), now - np.array([720.0, 719.75, 1.0]),
-                  offers=np.array([0, 0, 1]))
-    mask, why = eligibility(space, rules, recent, now=now, tz_offset=0.0, consent=np.ones(2, bool), reasons=True,
-                            offer_caps=caps)
+    recent.record(
+        np.array([0, 1, 2]), np.array([1, 1, 1]), now - np.array([720.0, 719.75, 1.0]), offers=np.array([0, 0, 1])
+    )
+    mask, why = eligibility(
+        space, rules, recent, now=now, tz_offset=0.0, consent=np.ones(2, bool), reasons=True, offer_caps=caps
+    )
     promo, at_19h = space.content_of == 0, space.slot_of == 1
     assert mask[0].all()  # exactly 720 h ago: the window is half-open
     assert (why[1, promo & ~at_19h] == Reason.OFFER).all()  # on both channels, though the contact was by sms
@@ -619,13 +670,22 @@ def test_recording_with_offers_keeps_old_callers_working():
     with pytest.raises(ValueError, match="^offers:"):
         recent.record(np.array([0]), np.array([1]), np.array([T0]), offers=np.array([-1]))
     recent.record(np.array([0, 1]), np.array([1, 1]), np.array([T0, T0]), offers=np.array([1, 2]))
-    recent.record_decisions(SPACE, np.array([SPACE.index("email", "promo", None), 0]),
-                            send_time(SPACE, np.full(2, T0 + 1.0), np.zeros(2)))
+    recent.record_decisions(
+        SPACE, np.array([SPACE.index("email", "promo", None), 0]), send_time(SPACE, np.full(2, T0 + 1.0), np.zeros(2))
+    )
     assert recent.offer_times[:, 0].tolist() == [[T0 + 1.0, T0], [NEVER, NEVER]]  # offer 2 is not kept
     part = recent.take(np.array([0]))
     assert part.offers == recent.offers and part.offer_times.tolist() == recent.offer_times[:1].tolist()
-    bits = eligibility(SPACE, rules, part, offer_caps=caps, reasons=True, now=T0 + 30.0, tz_offset=0.0,
-                       consent=np.ones((1, SPACE.n_channels), bool))[1]
+    bits = eligibility(
+        SPACE,
+        rules,
+        part,
+        offer_caps=caps,
+        reasons=True,
+        now=T0 + 30.0,
+        tz_offset=0.0,
+        consent=np.ones((1, SPACE.n_channels), bool),
+    )[1]
     assert (bits[0, SPACE.content_of == 1] & Reason.OFFER).all()  # two promo within 240 h
     with pytest.raises(ValueError, match=r"^offer_caps\[0\].max_count: 3 exceeds the 2"):
         eligibility(SPACE, rules, recent, offer_caps=(OfferCap(1, 3, 24.0),), **kwargs)
@@ -635,11 +695,15 @@ def test_recording_with_offers_keeps_old_callers_working():
     assert (recent.offer_times[0] == NEVER).all()
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    (dict(offer=-1, max_count=1, window_h=1.0), "offer"), (dict(offer=0, max_count=0, window_h=1.0), "max_count"),
-    (dict(offer=0, max_count=1, window_h=float("inf")), "window_h"), (dict(offer=1.5, max_count=1, window_h=1.0),
-                                                                       "offer"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (dict(offer=-1, max_count=1, window_h=1.0), "offer"),
+        (dict(offer=0, max_count=0, window_h=1.0), "max_count"),
+        (dict(offer=0, max_count=1, window_h=float("inf")), "window_h"),
+        (dict(offer=1.5, max_count=1, window_h=1.0), "offer"),
+    ],
+)
 def test_an_invalid_offer_cap_raises_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         OfferCap(**kwargs)
@@ -721,13 +785,16 @@ def test_whatever_a_policy_chooses_a_batch_takes_no_more_than_is_left():
             assert (per_day <= channel_left).all()
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    (dict(offer_left=np.ones(3)), "offer_left"),
-    (dict(offer_left=np.array([1.0, np.nan])), "offer_left"),
-    (dict(channel_left=np.ones(2)), "channel_left"),
-    (dict(channel_left=np.ones((3, 2))), "channel_left"),
-    (dict(channel_left=np.full((2, 2), -np.inf)), "channel_left"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (dict(offer_left=np.ones(3)), "offer_left"),
+        (dict(offer_left=np.array([1.0, np.nan])), "offer_left"),
+        (dict(channel_left=np.ones(2)), "channel_left"),
+        (dict(channel_left=np.ones((3, 2))), "channel_left"),
+        (dict(channel_left=np.full((2, 2), -np.inf)), "channel_left"),
+    ],
+)
 def test_remaining_counts_of_the_wrong_shape_raise_naming_the_argument(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         limit_to_remaining(DAY_SPACE, *day_batch(2), **kwargs)

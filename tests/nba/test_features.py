@@ -207,8 +207,9 @@ def test_simulated_observation_ignores_latent_traits():
     from envs.scenario import Scenario
     from envs.simulation import Simulation
 
-    sim = Simulation(Scenario.default(), seed=11, n=64, decision_hour=None, replace_rate=0.0, penalties=True,
-                     purpose=PURPOSE)
+    sim = Simulation(
+        Scenario.default(), seed=11, n=64, decision_hour=None, replace_rate=0.0, penalties=True, purpose=PURPOSE
+    )
     rng = np.random.default_rng(0)
     for _ in range(3):  # give them some contact history first
         sim.step(rng.integers(0, sim.space.n_actions, sim.n))
@@ -216,8 +217,16 @@ def test_simulated_observation_ignores_latent_traits():
     er_before = sim.expected_rewards()
     tr = sim.traits
     # scramble every latent trait that is not part of the Profile
-    for name in ("omni", "channel_affinity", "content_affinity", "peak_hour", "basket", "organic_rate",
-                 "visit_rate", "sensitivity"):
+    for name in (
+        "omni",
+        "channel_affinity",
+        "content_affinity",
+        "peak_hour",
+        "basket",
+        "organic_rate",
+        "visit_rate",
+        "sensitivity",
+    ):
         arr = getattr(tr, name)
         arr[...] = rng.permutation(arr.ravel()).reshape(arr.shape) * 1.7 + 0.3
     sim._moment = None  # the cached moment reads traits; recompute it

@@ -17,8 +17,14 @@ PURPOSE = "test/nba/fqi"  # this module's customers (envs.random)
 
 SC = Scenario.default()
 SPACE, SEGMENTS, DIM = SC.action_space, tuple(SC.segments), SC.feature_spec.dim
-SMALL = {"iterations": 3, "num_boost_round": 20, "min_data_in_leaf": 20, "min_support": 5, "max_candidates": 225,
-         "threads": 1}
+SMALL = {
+    "iterations": 3,
+    "num_boost_round": 20,
+    "min_data_in_leaf": 20,
+    "min_support": 5,
+    "max_candidates": 225,
+    "threads": 1,
+}
 
 
 @functools.cache
@@ -100,8 +106,15 @@ def test_returns_to_go_rejects_mismatched_episodes_naming_the_field():
         returns_to_go(np.zeros(5), np.zeros(5), np.arange(5), 1.5)
 
 
-TWO_STAGE = {"num_boost_round": 50, "value_rounds": 100, "change_rounds": 100, "learning_rate": 0.2,
-             "min_data_in_leaf": 20, "min_support": 5, "threads": 1}
+TWO_STAGE = {
+    "num_boost_round": 50,
+    "value_rounds": 100,
+    "change_rounds": 100,
+    "learning_rate": 0.2,
+    "min_data_in_leaf": 20,
+    "min_support": 5,
+    "threads": 1,
+}
 
 
 def known_effects():
@@ -147,8 +160,16 @@ def test_two_stage_value_follows_the_value_of_the_next_state_and_stops_at_churn(
 def test_two_stage_value_at_weight_0_decides_as_its_reward_model():
     t = logged()
     policy = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE)
-    policy.fit(t.X, t.actions, t.attributed, t.X_next, t.mask_next, t.terminated,
-               returns=returns_to_go(t.rewards, t.customer, t.day, 0.97), day=t.day)
+    policy.fit(
+        t.X,
+        t.actions,
+        t.attributed,
+        t.X_next,
+        t.mask_next,
+        t.terminated,
+        returns=returns_to_go(t.rewards, t.customer, t.day, 0.97),
+        day=t.day,
+    )
     X, mask = t.X[:500], t.mask[:500]
     myopic = policy.reweighted(0.0)
     np.testing.assert_array_equal(myopic.q_values(X, mask), policy.reward.q_values(X, mask))
@@ -164,32 +185,43 @@ def test_two_stage_value_weighted_by_a_uniform_logger_fits_as_unweighted():
     args = (t.X, t.actions, t.attributed, t.X_next, t.mask_next, t.terminated)
     plain = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args)
     weighted = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args, propensities=uniform, mask=t.mask)
-    np.testing.assert_allclose(weighted.q_values(t.X[:300], t.mask[:300]), plain.q_values(t.X[:300], t.mask[:300]),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        weighted.q_values(t.X[:300], t.mask[:300]), plain.q_values(t.X[:300], t.mask[:300]), rtol=1e-9
+    )
     # the real logger's propensities do change the fit of g
-    real = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args, propensities=t.propensities,
-                                                                         mask=t.mask)
+    real = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(
+        *args, propensities=t.propensities, mask=t.mask
+    )
     assert real.futures[0][1].model_to_string() != plain.futures[0][1].model_to_string()
 
 
-@pytest.mark.parametrize(("field", "kwargs"), [
-    ("returns", {"returns": "nan"}),
-    ("returns", {"returns": np.zeros(3)}),
-    ("day", {"day": np.zeros(3)}),
-    ("propensities", {"propensities": "ones"}),
-    ("propensities", {"propensities": "zeros", "mask": "logged"}),
-    ("mask", {"propensities": "ones", "mask": "short"}),
-    ("mask", {"propensities": "ones", "mask": "empty"}),
-    ("state_rewards", {"state_rewards": "nan"}),
-    ("state_rewards", {"state_rewards": np.zeros(3)}),
-])
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("returns", {"returns": "nan"}),
+        ("returns", {"returns": np.zeros(3)}),
+        ("day", {"day": np.zeros(3)}),
+        ("propensities", {"propensities": "ones"}),
+        ("propensities", {"propensities": "zeros", "mask": "logged"}),
+        ("mask", {"propensities": "ones", "mask": "short"}),
+        ("mask", {"propensities": "ones", "mask": "empty"}),
+        ("state_rewards", {"state_rewards": "nan"}),
+        ("state_rewards", {"state_rewards": np.zeros(3)}),
+    ],
+)
 def test_two_stage_value_rejects_bad_targets_naming_the_field_and_keeps_its_state(field, kwargs):
     t = logged()
     n = len(t.actions)
     empty = t.mask.copy()
     empty[3] = False
-    named = {"nan": np.full(n, np.nan), "ones": np.ones(n), "zeros": np.zeros(n), "logged": t.mask,
-             "short": t.mask[:-1], "empty": empty}
+    named = {
+        "nan": np.full(n, np.nan),
+        "ones": np.ones(n),
+        "zeros": np.zeros(n),
+        "logged": t.mask,
+        "short": t.mask[:-1],
+        "empty": empty,
+    }
     kwargs = {k: named[v] if isinstance(v, str) else v for k, v in kwargs.items()}
     policy = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE)
     before = policy.get_state()
@@ -198,11 +230,17 @@ def test_two_stage_value_rejects_bad_targets_naming_the_field_and_keeps_its_stat
     assert policy.get_state()[2] == before[2] and np.array_equal(policy.candidates, before[1]["candidates"])
 
 
-@pytest.mark.parametrize(("field", "params"), [("weight", {"weight": -1.0}), ("gamma", {"gamma": 1.0}),
-                                               ("change_rounds", {"change_rounds": 0}),
-                                               ("iterations", {"iterations": 0}),
-                                               ("average", {"iterations": 2, "average": 3}),
-                                               ("bootstrap_top", {"bootstrap_top": 0})])
+@pytest.mark.parametrize(
+    ("field", "params"),
+    [
+        ("weight", {"weight": -1.0}),
+        ("gamma", {"gamma": 1.0}),
+        ("change_rounds", {"change_rounds": 0}),
+        ("iterations", {"iterations": 0}),
+        ("average", {"iterations": 2, "average": 3}),
+        ("bootstrap_top", {"bootstrap_top": 0}),
+    ],
+)
 def test_two_stage_value_rejects_bad_settings_naming_the_field(field, params):
     with pytest.raises(ValueError, match=f"^{field}: "):
         create("two_stage", SPACE, SEGMENTS, dim=DIM, **params)
@@ -242,7 +280,8 @@ def test_the_state_rewards_count_in_the_next_state_from_the_second_iteration():
     t, args, returns = sms_pays_now_and_ends_the_journey()
     own = np.full(len(returns), 3.0)  # every surviving day brings 3 whatever is sent
     fit = lambda **kw: create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE, **kw).fit(  # noqa: E731
-        *args, returns=returns, state_rewards=own)
+        *args, returns=returns, state_rewards=own
+    )
     one, two = fit(), fit(iterations=2)
     mask = t.mask[:2000] & one.candidates
     X, email = t.X[:2000], mask & (SPACE.channel_of == 0)
@@ -254,7 +293,8 @@ def test_the_first_iteration_is_the_two_stage_value_and_the_average_round_trips(
     t, args, returns = sms_pays_now_and_ends_the_journey()
     one = create("two_stage", SPACE, SEGMENTS, dim=DIM, **TWO_STAGE).fit(*args, returns=returns)
     three = create("two_stage", SPACE, SEGMENTS, dim=DIM, iterations=3, average=3, **TWO_STAGE).fit(
-        *args, returns=returns)
+        *args, returns=returns
+    )
     assert len(three.futures) == 3
     assert [m.model_to_string() for m in three.futures[0]] == [m.model_to_string() for m in one.futures[0]]
     X, mask = t.X[:300], t.mask[:300] & three.candidates
@@ -266,5 +306,6 @@ def test_the_first_iteration_is_the_two_stage_value_and_the_average_round_trips(
     again = type(three).from_state(SPACE, params, arrays, models)
     np.testing.assert_array_equal(again.q_values(X, t.mask[:300]), three.q_values(X, t.mask[:300]))
     last = create("two_stage", SPACE, SEGMENTS, dim=DIM, iterations=3, average=1, **TWO_STAGE).fit(
-        *args, returns=returns)
+        *args, returns=returns
+    )
     assert [m.model_to_string() for m in last.futures[0]] == [m.model_to_string() for m in three.futures[2]]

@@ -70,11 +70,16 @@ def stage(p, name: str) -> np.ndarray:
     return p._predict(name, rows).reshape(2, 50, 4).mean(axis=1)
 
 
-@pytest.mark.parametrize(("name", "exact", "tolerance"), [
-    # margins from seeds 3 to 6: the largest relative errors were 3.9 %, 9.5 % and 35 % (the conversion
-    # stage is fitted on about 400 conversions, some 50 per cell)
-    ("opened", P_OPEN, 0.1), ("clicked", P_CLICK, 0.15), ("converted", P_CONVERT, 0.5),
-])
+@pytest.mark.parametrize(
+    ("name", "exact", "tolerance"),
+    [
+        # margins from seeds 3 to 6: the largest relative errors were 3.9 %, 9.5 % and 35 % (the conversion
+        # stage is fitted on about 400 conversions, some 50 per cell)
+        ("opened", P_OPEN, 0.1),
+        ("clicked", P_CLICK, 0.15),
+        ("converted", P_CONVERT, 0.5),
+    ],
+)
 def test_each_stage_recovers_its_exact_probability(fitted, name, exact, tolerance):
     # a stage fitted on the wrong rows (clicks on every contact, conversions on every open) is off by 70 % or more
     got = stage(fitted, name)
@@ -96,7 +101,7 @@ def test_scores_are_the_funnel_times_the_value_plus_the_rest(fitted):
     rows = joint_rows(PROBE[r], fitted.psi, np.tile(np.arange(5), len(PROBE)))
     gain = np.prod([fitted._predict(name, rows) for name in ("opened", "clicked", "converted")], axis=0)
     value = np.repeat(fitted.models["value"].predict(PROBE.astype(np.float32)), 5)
-    want = (fitted._predict("rest", rows) + np.where(np.tile(np.arange(5), len(PROBE)) > 0, gain * value, 0.0))
+    want = fitted._predict("rest", rows) + np.where(np.tile(np.arange(5), len(PROBE)) > 0, gain * value, 0.0)
     np.testing.assert_allclose(scores.ravel(), want, rtol=1e-12)
     # averaged over the noise feature, the best action for each kind of customer is the exact best one
     np.testing.assert_array_equal(scores.reshape(2, 50, 5).mean(axis=1).argmax(axis=1), truth().argmax(axis=1))
@@ -105,22 +110,31 @@ def test_scores_are_the_funnel_times_the_value_plus_the_rest(fitted):
 
 
 def _events(n: int, **change) -> FunnelEvents:
-    kw = {"opened": np.zeros(n, bool), "clicked": np.zeros(n, bool), "converted": np.zeros(n, bool),
-          "value": np.zeros(n)}
+    kw = {
+        "opened": np.zeros(n, bool),
+        "clicked": np.zeros(n, bool),
+        "converted": np.zeros(n, bool),
+        "value": np.zeros(n),
+    }
     kw.update(change)
     return FunnelEvents(**kw)
 
 
-@pytest.mark.parametrize(("field", "events"), [
-    ("events", None),
-    ("events.opened", _events(10, opened=np.zeros(9, bool))),
-    ("events.clicked", _events(10, clicked=np.zeros(10, np.int64))),
-    ("events.value", _events(10, value=np.full(10, np.nan))),
-    ("events.value", _events(10, value=np.ones(10))),  # a value without a conversion
-    ("events.opened", _events(10, opened=np.ones(10, bool))),  # row 0 is no contact
-    ("events.clicked/converted", _events(10, opened=np.r_[False, np.ones(9, bool)],
-                                         converted=np.r_[False, np.ones(9, bool)])),  # converted, never clicked
-])
+@pytest.mark.parametrize(
+    ("field", "events"),
+    [
+        ("events", None),
+        ("events.opened", _events(10, opened=np.zeros(9, bool))),
+        ("events.clicked", _events(10, clicked=np.zeros(10, np.int64))),
+        ("events.value", _events(10, value=np.full(10, np.nan))),
+        ("events.value", _events(10, value=np.ones(10))),  # a value without a conversion
+        ("events.opened", _events(10, opened=np.ones(10, bool))),  # row 0 is no contact
+        (
+            "events.clicked/converted",
+            _events(10, opened=np.r_[False, np.ones(9, bool)], converted=np.r_[False, np.ones(9, bool)]),
+        ),  # converted, never clicked
+    ],
+)
 def test_bad_events_are_refused_naming_the_field_and_nothing_is_learnt(field, events):
     p = policy()
     before = p.get_state()
@@ -152,8 +166,9 @@ def test_a_simulator_step_gives_the_funnel_events_a_decision_log_reports():
 
 def test_it_learns_online_in_the_bandit_simulator():
     sc = Scenario.default()
-    p = create("lgbm_funnel", sc.action_space, dim=sc.feature_spec.dim, num_boost_round=20, min_data_in_leaf=20,
-               threads=1)
+    p = create(
+        "lgbm_funnel", sc.action_space, dim=sc.feature_spec.dim, num_boost_round=20, min_data_in_leaf=20, threads=1
+    )
     run = bandit_run(sc, p, 4000, batch=2000, seed=0, learn_from="attributed", purpose=PURPOSE)
     assert p.fitted_on == 4000 and set(p.models) == {"opened", "clicked", "converted", "value", "rest"}
     assert len(run.rewards) == 4000
@@ -162,10 +177,18 @@ def test_it_learns_online_in_the_bandit_simulator():
 def test_as_the_first_stage_of_send_time_it_gets_the_events(tmp_path):
     sc = Scenario.default()
     small = {"num_boost_round": 10, "min_data_in_leaf": 20, "threads": 1}
-    p = create("send_time", sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim, first="lgbm_funnel",
-               first_params=small)
-    assert p.learns_from_events and not create("send_time", sc.action_space, tuple(sc.segments),
-                                               dim=sc.feature_spec.dim).learns_from_events
+    p = create(
+        "send_time",
+        sc.action_space,
+        tuple(sc.segments),
+        dim=sc.feature_spec.dim,
+        first="lgbm_funnel",
+        first_params=small,
+    )
+    assert (
+        p.learns_from_events
+        and not create("send_time", sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim).learns_from_events
+    )
     bandit_run(sc, p, 2000, batch=1000, seed=1, learn_from="attributed", purpose=PURPOSE)
     assert p.first.fitted_on == 2000 and p.first.events["opened"].sum() > 0
     with pytest.raises(ValueError, match="^events"):

@@ -10,8 +10,16 @@ import pytest
 from nba.log import ColumnMapping, DecisionLog, RewardRule, import_table, importer
 from nba.log.importer import ImportResult, estimate_propensity, import_file
 
-MAPPING = ColumnMapping(context=("x1", "x2"), action="action", propensity="p", n_actions=4, time="t",
-                        reward="reward", customer_id="customer", eligible="eligible")
+MAPPING = ColumnMapping(
+    context=("x1", "x2"),
+    action="action",
+    propensity="p",
+    n_actions=4,
+    time="t",
+    reward="reward",
+    customer_id="customer",
+    eligible="eligible",
+)
 CSV = """x1,x2,action,p,t,reward,customer,eligible
 0.5,1.0,1,0.5,493536.0,3.5,c1,0 1
 -1.0,2.0,0,0.25,2026-04-21T01:00:00Z,,c2,"[0, 2, 3]"
@@ -54,8 +62,9 @@ def test_csv_import_round_trip(log, tmp_path):
 
 def test_defaults_all_eligible_and_id_column(log, tmp_path):
     text = "id,f,a,prop,time,send\nx,1,2,0.2,10,12\ny,2,0,0.8,11,11\n"
-    m = ColumnMapping(context=("f",), action="a", propensity="prop", n_actions=3, time="time",
-                      decision_id="id", send_at="send")
+    m = ColumnMapping(
+        context=("f",), action="a", propensity="prop", n_actions=3, time="time", decision_id="id", send_at="send"
+    )
     assert import_table(log, write(tmp_path, text), m) == 2
     b = log.read()
     assert b.decision_id.tolist() == ["x", "y"] and b.customer_id.tolist() == ["x", "y"]
@@ -64,18 +73,26 @@ def test_defaults_all_eligible_and_id_column(log, tmp_path):
     assert log.count_outcomes() == 0
 
 
-@pytest.mark.parametrize("row, column, cell, message", [
-    (2, "p", "abc", r"^row 2, column 'p': expected a number in \(0, 1\], got 'abc'"),
-    (3, "p", "0", r"^row 3, column 'p': expected a number in \(0, 1\], got 0"),
-    (1, "action", "4", r"^row 1, column 'action': expected an action index in \[0, 4\), got 4"),
-    (2, "action", "1.5", r"^row 2, column 'action': expected an action index"),
-    (3, "x2", "nan", r"^row 3, column 'x2': expected a finite number"),
-    (2, "t", "yesterday", r"^row 2, column 't': expected hours since the epoch or an ISO timestamp, got 'yesterday'"),
-    (1, "reward", "lots", r"^row 1, column 'reward': expected a number or an empty cell, got 'lots'"),
-    (3, "eligible", "0 1", r"^row 3, column 'eligible': the chosen action 3 is not among the eligible ones"),
-    (2, "eligible", "0 9", r"^row 2, column 'eligible': action indices must be in \[0, 4\)"),
-    (1, "customer", "", r"^row 1, column 'customer': expected a non-empty value"),
-])
+@pytest.mark.parametrize(
+    "row, column, cell, message",
+    [
+        (2, "p", "abc", r"^row 2, column 'p': expected a number in \(0, 1\], got 'abc'"),
+        (3, "p", "0", r"^row 3, column 'p': expected a number in \(0, 1\], got 0"),
+        (1, "action", "4", r"^row 1, column 'action': expected an action index in \[0, 4\), got 4"),
+        (2, "action", "1.5", r"^row 2, column 'action': expected an action index"),
+        (3, "x2", "nan", r"^row 3, column 'x2': expected a finite number"),
+        (
+            2,
+            "t",
+            "yesterday",
+            r"^row 2, column 't': expected hours since the epoch or an ISO timestamp, got 'yesterday'",
+        ),
+        (1, "reward", "lots", r"^row 1, column 'reward': expected a number or an empty cell, got 'lots'"),
+        (3, "eligible", "0 1", r"^row 3, column 'eligible': the chosen action 3 is not among the eligible ones"),
+        (2, "eligible", "0 9", r"^row 2, column 'eligible': action indices must be in \[0, 4\)"),
+        (1, "customer", "", r"^row 1, column 'customer': expected a non-empty value"),
+    ],
+)
 def test_malformed_rows_name_row_and_column(log, tmp_path, row, column, cell, message):
     lines = CSV.splitlines()
     header = lines[0].split(",")
@@ -106,12 +123,18 @@ def test_parquet_import_with_timestamps_and_lists(log, tmp_path):
     import datetime as dt
 
     t0 = dt.datetime(2026, 4, 21, tzinfo=dt.UTC)  # 493536 h since the epoch
-    table = pa.table({
-        "x1": pa.array([1.0, 2.0, 3.0], pa.float32()), "x2": [0.0, 0.5, 1.0], "action": [0, 2, 1],
-        "p": [0.5, 0.5, 0.9], "t": pa.array([t0, t0 + dt.timedelta(hours=1), t0 + dt.timedelta(hours=2)],
-                                            pa.timestamp("us", tz="UTC")),
-        "reward": [1.0, None, 2.0], "customer": ["a", "b", "a"], "eligible": [[0], [0, 2], [0, 1, 3]],
-    })
+    table = pa.table(
+        {
+            "x1": pa.array([1.0, 2.0, 3.0], pa.float32()),
+            "x2": [0.0, 0.5, 1.0],
+            "action": [0, 2, 1],
+            "p": [0.5, 0.5, 0.9],
+            "t": pa.array([t0, t0 + dt.timedelta(hours=1), t0 + dt.timedelta(hours=2)], pa.timestamp("us", tz="UTC")),
+            "reward": [1.0, None, 2.0],
+            "customer": ["a", "b", "a"],
+            "eligible": [[0], [0, 2], [0, 1, 3]],
+        }
+    )
     path = tmp_path / "log.parquet"
     pq.write_table(table, path)
     assert import_table(log, path, MAPPING) == 3
@@ -128,19 +151,32 @@ CAT_CSV = """x1,plan_type,region,action,p,t
 2.0,postpaid,,0,0.5,11
 -1.0,prepaid,south,2,0.25,12
 """
-CAT = ColumnMapping(context=("x1",), action="action", propensity="p", n_actions=3, time="t",
-                    categorical=("plan_type", "region"))
-CAT_NAMES = ("x1", "plan_type=postpaid", "plan_type=prepaid", "plan_type=<other>", "region=north", "region=south",
-             "region=<other>")
+CAT = ColumnMapping(
+    context=("x1",), action="action", propensity="p", n_actions=3, time="t", categorical=("plan_type", "region")
+)
+CAT_NAMES = (
+    "x1",
+    "plan_type=postpaid",
+    "plan_type=prepaid",
+    "plan_type=<other>",
+    "region=north",
+    "region=south",
+    "region=<other>",
+)
 
 
 def test_categorical_columns_become_one_hot_features_named_in_the_layout(log, tmp_path):
     res = import_file(log, write(tmp_path, CAT_CSV), CAT)
     assert res == ImportResult(3, 3, CAT_NAMES, False, "imported", 0, (), None, 3)
     assert log.layout().feature_names == CAT_NAMES
-    np.testing.assert_array_equal(log.read().context, [[1.5, 0, 1, 0, 1, 0, 0],
-                                                       [2.0, 1, 0, 0, 0, 0, 1],   # empty region: <other>
-                                                       [-1.0, 0, 1, 0, 0, 1, 0]])
+    np.testing.assert_array_equal(
+        log.read().context,
+        [
+            [1.5, 0, 1, 0, 1, 0, 0],
+            [2.0, 1, 0, 0, 0, 0, 1],  # empty region: <other>
+            [-1.0, 0, 1, 0, 0, 1, 0],
+        ],
+    )
 
 
 def test_a_second_file_is_encoded_with_the_first_ones_categories(log, tmp_path):
@@ -148,35 +184,64 @@ def test_a_second_file_is_encoded_with_the_first_ones_categories(log, tmp_path):
     second = "x1,plan_type,region,action,p,t\n0,business,north,1,0.5,20\n3,postpaid,east,0,0.5,21\n"
     res = import_file(log, write(tmp_path, second, "second.csv"), CAT)
     assert res.new_decisions == 2 and res.feature_names == CAT_NAMES
-    np.testing.assert_array_equal(log.read().context[3:], [[0, 0, 0, 1, 1, 0, 0],   # business: plan <other>
-                                                           [3, 1, 0, 0, 0, 0, 1]])  # east: region <other>
+    np.testing.assert_array_equal(
+        log.read().context[3:],
+        [
+            [0, 0, 0, 1, 1, 0, 0],  # business: plan <other>
+            [3, 1, 0, 0, 0, 0, 1],
+        ],
+    )  # east: region <other>
     # a numeric column that is not the log's: refused, naming it, nothing written
-    m = ColumnMapping(context=("x2",), action="action", propensity="p", n_actions=3, time="t",
-                      categorical=("plan_type", "region"))
+    m = ColumnMapping(
+        context=("x2",), action="action", propensity="p", n_actions=3, time="t", categorical=("plan_type", "region")
+    )
     third = second.replace("x1", "x2")
     with pytest.raises(ValueError, match=r"^column 'x2': feature 1 of this log is 'x1', this mapping gives 'x2'"):
         import_file(log, write(tmp_path, third, "third.csv"), m)
     # a categorical column the log does not have
-    m = ColumnMapping(context=("x1",), action="action", propensity="p", n_actions=3, time="t",
-                      categorical=("plan_type",))
-    with pytest.raises(ValueError, match=r"^column 'region': feature 5 of this log is 'region=north', this mapping "
-                                         r"gives nothing \(the log has 7 features, the mapping 4\)"):
+    m = ColumnMapping(
+        context=("x1",), action="action", propensity="p", n_actions=3, time="t", categorical=("plan_type",)
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^column 'region': feature 5 of this log is 'region=north', this mapping "
+        r"gives nothing \(the log has 7 features, the mapping 4\)",
+    ):
         import_file(log, write(tmp_path, second, "fourth.csv"), m)
     assert log.count_decisions() == 5
 
 
 def test_fixed_categories_and_the_other_column(log, tmp_path):
-    m = ColumnMapping(context=(), action="action", propensity="p", n_actions=3, time="t", categorical=("plan_type",),
-                      categories={"plan_type": ("prepaid", "business")})
+    m = ColumnMapping(
+        context=(),
+        action="action",
+        propensity="p",
+        n_actions=3,
+        time="t",
+        categorical=("plan_type",),
+        categories={"plan_type": ("prepaid", "business")},
+    )
     res = import_file(log, write(tmp_path, CAT_CSV), m)
     assert res.feature_names == ("plan_type=prepaid", "plan_type=business", "plan_type=<other>")
     np.testing.assert_array_equal(log.read().context, [[1, 0, 0], [0, 0, 1], [1, 0, 0]])  # postpaid: <other>
     with pytest.raises(ValueError, match=r"^categories: 'region' is not among the categorical columns"):
-        ColumnMapping(context=(), action="a", propensity="p", time="t", categorical=("plan_type",),
-                      categories={"region": ("north",)})
+        ColumnMapping(
+            context=(),
+            action="a",
+            propensity="p",
+            time="t",
+            categorical=("plan_type",),
+            categories={"region": ("north",)},
+        )
     with pytest.raises(ValueError, match=r"^categories\['plan_type'\]: expected distinct non-empty strings"):
-        ColumnMapping(context=(), action="a", propensity="p", time="t", categorical=("plan_type",),
-                      categories={"plan_type": ("a", "a")})
+        ColumnMapping(
+            context=(),
+            action="a",
+            propensity="p",
+            time="t",
+            categorical=("plan_type",),
+            categories={"plan_type": ("a", "a")},
+        )
 
 
 def test_numbers_as_categories_keep_their_text(log, tmp_path):
@@ -186,16 +251,28 @@ def test_numbers_as_categories_keep_their_text(log, tmp_path):
     m = ColumnMapping(context=(), action="action", propensity="p", n_actions=2, time="t", categorical=("code",))
     assert import_file(log, write(tmp_path, text), m).feature_names == ("code=007", "code=12", "code=<other>")
     path = tmp_path / "codes.parquet"
-    pq.write_table(pa.table({"code": pa.array(["12", None, "007"]).dictionary_encode(), "action": [0, 1, 1],
-                             "p": [0.5, 0.5, 0.5], "t": [4.0, 5.0, 6.0]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "code": pa.array(["12", None, "007"]).dictionary_encode(),
+                "action": [0, 1, 1],
+                "p": [0.5, 0.5, 0.5],
+                "t": [4.0, 5.0, 6.0],
+            }
+        ),
+        path,
+    )
     assert import_file(log, path, m).new_decisions == 3
     np.testing.assert_array_equal(log.read().context[3:], [[0, 1, 0], [0, 0, 1], [1, 0, 0]])
 
 
 def test_text_in_a_numeric_column_points_to_categorical(log, tmp_path):
     m = ColumnMapping(context=("x1", "plan_type"), action="action", propensity="p", n_actions=3, time="t")
-    with pytest.raises(ValueError, match=r"^row 1, column 'plan_type': expected a finite number, got 'prepaid'; a "
-                                         r"column of categories belongs in categorical"):
+    with pytest.raises(
+        ValueError,
+        match=r"^row 1, column 'plan_type': expected a finite number, got 'prepaid'; a "
+        r"column of categories belongs in categorical",
+    ):
         import_file(log, write(tmp_path, CAT_CSV), m)
     assert log.count_decisions() == 0
     with pytest.raises(ValueError, match=r"^column 'x1': mapped twice"):
@@ -206,8 +283,9 @@ def test_hashed_column_uses_a_stable_hash(log, tmp_path):
     import zlib
 
     text = "device,action,p,t\ndev-a,0,0.5,1\ndev-b,1,0.5,2\n,1,0.5,3\ndev-a,0,0.5,4\n"
-    m = ColumnMapping(context=(), action="action", propensity="p", n_actions=2, time="t", hashed=("device",),
-                      hash_buckets=8)
+    m = ColumnMapping(
+        context=(), action="action", propensity="p", n_actions=2, time="t", hashed=("device",), hash_buckets=8
+    )
     res = import_file(log, write(tmp_path, text), m)
     assert res.feature_names == tuple(f"device#{k}" for k in range(8))
     ctx = log.read().context
@@ -291,8 +369,7 @@ def test_estimated_propensity_renormalised_over_eligible_actions():
 
 def test_a_refused_text_is_named_by_row_and_column(log, tmp_path):
     path = tmp_path / "nul.parquet"
-    pq.write_table(pa.table({"customer": ["a", "b\x00c"], "action": [0, 1], "p": [0.5, 0.5], "t": [1.0, 2.0]}),
-                   path)
+    pq.write_table(pa.table({"customer": ["a", "b\x00c"], "action": [0, 1], "p": [0.5, 0.5], "t": [1.0, 2.0]}), path)
     m = ColumnMapping(context=(), action="action", propensity="p", n_actions=2, time="t", customer_id="customer")
     with pytest.raises(ValueError, match=r"^row 2, column 'customer': contains a NUL character"):
         import_file(log, path, m)
@@ -308,10 +385,21 @@ def test_twenty_thousand_rows(log, tmp_path):
     with path.open("w") as f:
         f.write("x,seg,device,slot,action,reward\n")
         for i in range(n):
-            f.write(f"{rng.normal():.4f},{seg[i]},d{rng.integers(5000)},{i % 4},{rng.integers(5)},"
-                    f"{'' if i % 3 else rng.random()}\n")
-    m = ColumnMapping(context=("x",), action="action", time_default=1.0, categorical=("seg",), hashed=("device",),
-                      hash_buckets=32, position="slot", propensity_by=("seg",), reward="reward")
+            f.write(
+                f"{rng.normal():.4f},{seg[i]},d{rng.integers(5000)},{i % 4},{rng.integers(5)},"
+                f"{'' if i % 3 else rng.random()}\n"
+            )
+    m = ColumnMapping(
+        context=("x",),
+        action="action",
+        time_default=1.0,
+        categorical=("seg",),
+        hashed=("device",),
+        hash_buckets=32,
+        position="slot",
+        propensity_by=("seg",),
+        reward="reward",
+    )
     res = import_file(log, path, m)
     assert res.new_decisions == n and len(res.feature_names) == 1 + 4 + 32 + 1
     assert res.n_actions == 5 and res.new_outcomes == -(-n // 3)
@@ -335,12 +423,24 @@ def test_import_command_end_to_end(tmp_path):
         for i in range(n):
             f.write(f"c{i % 700},{rng.gamma(2, 10):.2f},{plan[i]},{action[i]},{rng.random() if i % 2 else ''}\n")
     url = f"sqlite:///{tmp_path / 'logs' / 'brand.db'}"
-    kw = dict(action="action", context=("arpu",), categorical=("plan_type",), reward="revenue",
-              customer_id="customer", time_default=493536.0, propensity_by=("plan_type",))
+    kw = dict(
+        action="action",
+        context=("arpu",),
+        categorical=("plan_type",),
+        reward="revenue",
+        customer_id="customer",
+        time_default=493536.0,
+        propensity_by=("plan_type",),
+    )
     res = import_command(path, url, **kw)
     assert res.rows == res.new_decisions == n and res.propensity_estimated and res.n_actions == 4
-    assert res.feature_names == ("arpu", "plan_type=business", "plan_type=postpaid", "plan_type=prepaid",
-                                 "plan_type=<other>")
+    assert res.feature_names == (
+        "arpu",
+        "plan_type=business",
+        "plan_type=postpaid",
+        "plan_type=prepaid",
+        "plan_type=<other>",
+    )
     with DecisionLog(url) as log:
         b = log.read()
         assert log.layout().feature_names == res.feature_names
@@ -366,12 +466,16 @@ def test_import_command_end_to_end(tmp_path):
 # ----------------------------------------------------------------------------- onto a deployment
 SHOP = {
     "deployment": {"name": "shop", "send_slots": ["now", 18]},
-    "attributes": {"tier": {"type": "category", "values": ["basic", "plus"], "required": True},
-                   "spend": {"type": "number", "min": 0, "max": 1000, "default": 0},
-                   "sms_ok": {"type": "boolean", "default": True}},
+    "attributes": {
+        "tier": {"type": "category", "values": ["basic", "plus"], "required": True},
+        "spend": {"type": "number", "min": 0, "max": 1000, "default": 0},
+        "sms_ok": {"type": "boolean", "default": True},
+    },
     "channels": {"email": {"cost": 0.01}, "sms": {"cost": 0.05, "consent": "sms_ok", "quiet_hours": [21, 9]}},
-    "offers": {"promo": {"features": {"margin": 2.0}},
-               "vip": {"features": {"margin": 5.0}, "eligible": {"tier": ["plus"]}}},
+    "offers": {
+        "promo": {"features": {"margin": 2.0}},
+        "vip": {"features": {"margin": 5.0}, "eligible": {"tier": ["plus"]}},
+    },
     "contact_policy": {"min_gap_h": 24},
 }
 T0 = 493536.0  # 2026-04-21T00:00Z
@@ -389,13 +493,23 @@ def test_import_onto_a_deployment_rebuilds_each_customers_history(log, tmp_path,
     purchase from its send time; time zones come from the ISO offsets."""
     from nba.log.importer import DeploymentMapping, import_onto
 
-    text = ("id,who,at,tier,spend,sms_ok,ch,of,hour,p,rev\n"
-            "a1,ann,2026-04-21T10:00:00+02:00,plus,120,true,email,vip,18,0.5,7.5\n"   # sends at 18:00 local
-            "b1,bob,2026-04-21T08:00:00Z,basic,,,,,,0.9,\n"                            # no contact, defaults
-            "a2,ann,2026-04-21T12:00:00+02:00,plus,120,true,,,,0.25,\n"                # before the send: not in history
-            "a3,ann,2026-04-22T19:00:00+02:00,plus,120,false,email,promo,,0.5,\n")     # after it: in history
-    m = DeploymentMapping(customer_id="who", time="at", channel="ch", offer="of", send_hour="hour", propensity="p",
-                          reward="rev", decision_id="id")
+    text = (
+        "id,who,at,tier,spend,sms_ok,ch,of,hour,p,rev\n"
+        "a1,ann,2026-04-21T10:00:00+02:00,plus,120,true,email,vip,18,0.5,7.5\n"  # sends at 18:00 local
+        "b1,bob,2026-04-21T08:00:00Z,basic,,,,,,0.9,\n"  # no contact, defaults
+        "a2,ann,2026-04-21T12:00:00+02:00,plus,120,true,,,,0.25,\n"  # before the send: not in history
+        "a3,ann,2026-04-22T19:00:00+02:00,plus,120,false,email,promo,,0.5,\n"
+    )  # after it: in history
+    m = DeploymentMapping(
+        customer_id="who",
+        time="at",
+        channel="ch",
+        offer="of",
+        send_hour="hour",
+        propensity="p",
+        reward="rev",
+        decision_id="id",
+    )
     res = import_onto(log, write(tmp_path, text), shop, m)
     assert (res.new_decisions, res.new_outcomes, res.ineligible) == (4, 1, 0)
     assert res.deployment == shop.digest and res.n_actions == 1 + 2 * 2 * 2
@@ -420,10 +534,14 @@ def test_import_onto_a_deployment_rebuilds_each_customers_history(log, tmp_path,
     assert set(b.policy_version) == {f"0@{shop.digest}"}
     np.testing.assert_allclose(b.reward, [7.5 - 0.01, 0, 0, -0.01])
     # the same rows, a gap-breaking contact: refused naming the channel, unless allowed
-    bad = text.replace("a2,ann,2026-04-21T12:00:00+02:00,plus,120,true,,,", "a2,ann,2026-04-21T12:00:00+02:00,plus,"
-                                                                         "120,true,sms,promo,")
-    with pytest.raises(ValueError, match=r"^row 3, column 'ch': the deployment does not allow sms/promo/now here "
-                                         r"\(min_gap\)"):
+    bad = text.replace(
+        "a2,ann,2026-04-21T12:00:00+02:00,plus,120,true,,,", "a2,ann,2026-04-21T12:00:00+02:00,plus,120,true,sms,promo,"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^row 3, column 'ch': the deployment does not allow sms/promo/now here "
+        r"\(min_gap\)",
+    ):
         import_onto(log, write(tmp_path, bad, "bad.csv"), shop, m)
     assert log.count_decisions() == 4
 
@@ -433,12 +551,15 @@ def test_import_onto_with_an_action_column_zones_renames_and_estimated_propensit
 
     space = shop.action_space()
     a = space.index("sms", "promo", None)
-    text = (f"customer,t,zone,level,action\n"
-            f"c1,{T0 + 10},Europe/Paris,basic,{a}\n"   # 12:00 in Paris (summer time)
-            f"c2,{T0 + 10},America/New_York,plus,0\n"
-            f"c3,{T0 + 10},1,plus,{a}\n")
-    m = DeploymentMapping(customer_id="customer", time="t", tz_offset="zone", action="action",
-                          attributes={"tier": "level"})
+    text = (
+        f"customer,t,zone,level,action\n"
+        f"c1,{T0 + 10},Europe/Paris,basic,{a}\n"  # 12:00 in Paris (summer time)
+        f"c2,{T0 + 10},America/New_York,plus,0\n"
+        f"c3,{T0 + 10},1,plus,{a}\n"
+    )
+    m = DeploymentMapping(
+        customer_id="customer", time="t", tz_offset="zone", action="action", attributes={"tier": "level"}
+    )
     res = import_onto(log, write(tmp_path, text), shop, m)
     assert res.propensity_estimated and res.policy == "imported:estimated-propensity" and res.new_decisions == 3
     b = log.read()
@@ -449,8 +570,10 @@ def test_import_onto_with_an_action_column_zones_renames_and_estimated_propensit
     k = importer.PRIOR_ROWS
     q = (np.bincount([a, 0, a], minlength=9) + k * (np.bincount([a, 0, a], minlength=9) + 1) / 12) / (3 + k)
     np.testing.assert_allclose(b.propensity, q[b.action] / (b.eligible * q).sum(axis=1))
-    for zone, message in (("Mars/Olympus", r"^row 1, column 'zone': unknown time zone 'Mars/Olympus'"),
-                          ("15", r"^row 1, column 'zone': expected a time zone within 14 hours of UTC, got 15")):
+    for zone, message in (
+        ("Mars/Olympus", r"^row 1, column 'zone': unknown time zone 'Mars/Olympus'"),
+        ("15", r"^row 1, column 'zone': expected a time zone within 14 hours of UTC, got 15"),
+    ):
         with pytest.raises(ValueError, match=message):
             import_onto(log, write(tmp_path, text.replace("Europe/Paris", zone), "z.csv"), shop, m)
 
@@ -478,8 +601,11 @@ def test_import_onto_refusals_before_reading_rows(log, tmp_path, shop):
     assert log.count_decisions() == 0
     # a log made with other features refuses the deployment's rows, naming it
     import_table(log, write(tmp_path, CSV, "plain.csv"), MAPPING)
-    with pytest.raises(ValueError, match=r"^deployment: this log holds 2 features and 4 actions that are not those "
-                                         r"of the deployment 'shop'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^deployment: this log holds 2 features and 4 actions that are not those "
+        r"of the deployment 'shop'",
+    ):
         import_onto(log, write(tmp_path, "t,a,p,tier\n1,0,1,basic\n", "d.csv"), shop, m)
 
 
@@ -499,8 +625,11 @@ def test_the_log_keeps_the_deployment_it_was_imported_onto(log, tmp_path, shop):
     assert import_onto(log, write(tmp_path, "t,a,p,tier\n3,0,1,basic\n", "more.csv"), shop, m).new_decisions == 1
     dearer = Deployment.from_dict({**SHOP, "channels": {**SHOP["channels"], "email": {"cost": 0.02}}})
     assert dearer.action_space() == shop.action_space() and dearer.digest != shop.digest
-    with pytest.raises(ValueError, match=r"^deployment: this log holds the decisions of the deployment 'shop' "
-                                         r"\(sha256:.*\), not of 'shop'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^deployment: this log holds the decisions of the deployment 'shop' "
+        r"\(sha256:.*\), not of 'shop'",
+    ):
         import_onto(log, write(tmp_path, "t,a,p,tier\n4,0,1,basic\n", "dear.csv"), dearer, m)
     with pytest.raises(ValueError, match=r"^deployment: this log holds the decisions of the deployment 'shop'"):
         log.set_deployment(dearer.to_dict())  # the store's own check, for any writer
@@ -528,9 +657,17 @@ def test_a_log_moves_onto_its_deployments_new_catalogue(tmp_path):
     d = Deployment.load(telecom / "deployment.toml")
     rows = generate.generate(d, 100, 4, seed=1)
     url = f"sqlite:///{tmp_path / 'telecom.db'}"
-    m = DeploymentMapping(customer_id="customer_id", time="time", channel="channel", offer="offer",
-                          send_hour="send_hour", propensity="propensity", reward="reward", opted_out="opted_out",
-                          decision_id="decision_id")
+    m = DeploymentMapping(
+        customer_id="customer_id",
+        time="time",
+        channel="channel",
+        offer="offer",
+        send_hour="send_hour",
+        propensity="propensity",
+        reward="reward",
+        opted_out="opted_out",
+        decision_id="decision_id",
+    )
     with DecisionLog(url) as log:
         import_onto(log, generate.write_csv(rows, tmp_path / "t.csv"), d, m)
         before = log.read()
@@ -554,11 +691,20 @@ def test_a_log_moves_onto_its_deployments_new_catalogue(tmp_path):
 
     with DecisionLog(url) as log:
         for bad, message in (
-                ({**doc, "offers": {k: v for k, v in offers.items() if k != old.contents[old.content_of[
-                    int(np.flatnonzero(sent)[0])]]}}, r"^offers: \['.*'\] were sent in this log"),
-                ({**doc, "channels": {**doc["channels"], "web_push": {"cost": 0.001}}},
-                 r"^deployment: channels differ"),
-                ({**doc, "deployment": {**doc["deployment"], "name": "other"}}, r"^deployment: name differ")):
+            (
+                {
+                    **doc,
+                    "offers": {
+                        k: v
+                        for k, v in offers.items()
+                        if k != old.contents[old.content_of[int(np.flatnonzero(sent)[0])]]
+                    },
+                },
+                r"^offers: \['.*'\] were sent in this log",
+            ),
+            ({**doc, "channels": {**doc["channels"], "web_push": {"cost": 0.001}}}, r"^deployment: channels differ"),
+            ({**doc, "deployment": {**doc["deployment"], "name": "other"}}, r"^deployment: name differ"),
+        ):
             with pytest.raises(ValueError, match=message):
                 move_onto(log, Deployment.from_dict(bad))
         assert log.deployment() == doc and log.layout().n_actions == old.n_actions
@@ -582,20 +728,34 @@ def test_a_log_moves_onto_its_deployments_new_catalogue(tmp_path):
     assert len(dropped) == len(old.channels) * len(old.send_slots) and {k[1] for k in dropped} == {unsent[0]}
     assert not any(any(c) for key, c in now.items() if key[1] == "family_bundle")
     contacts = before.action > 0
-    assert sorted(zip(history.customer_ids[history.contact_customer].tolist(), history.contact_send_at.tolist(),
-                      names(space, history.contact_action), strict=True)) == sorted(
-        zip(before.customer_id[contacts].tolist(), before.send_at[contacts].tolist(),
-            names(old, before.action[contacts]), strict=True))
+    assert sorted(
+        zip(
+            history.customer_ids[history.contact_customer].tolist(),
+            history.contact_send_at.tolist(),
+            names(space, history.contact_action),
+            strict=True,
+        )
+    ) == sorted(
+        zip(
+            before.customer_id[contacts].tolist(),
+            before.send_at[contacts].tolist(),
+            names(old, before.action[contacts]),
+            strict=True,
+        )
+    )
 
     # back to the file as it was: the family bundle was never sent, the dropped offer comes back
     res = CliRunner().invoke(app, ["deployment", "update", str(telecom / "deployment.toml"), "--log", url])
     said = " ".join(res.output.split())
     assert res.exit_code == 0, res.output
-    assert f"moved 400 decisions onto 'telco-retention' ({new.digest[:19]}.. -> {d.digest[:19]}.., 801 actions); " \
-           f"offers added: ['{unsent[0]}'], removed: ['family_bundle']" in said
+    assert (
+        f"moved 400 decisions onto 'telco-retention' ({new.digest[:19]}.. -> {d.digest[:19]}.., 801 actions); "
+        f"offers added: ['{unsent[0]}'], removed: ['family_bundle']" in said
+    )
     with DecisionLog(url) as log:
         assert log.deployment() == doc
         assert names(old, log.read().action) == names(old, before.action)
-    res = CliRunner().invoke(app, ["deployment", "update", str(telecom / "deployment.toml"), "--log",
-                                   f"sqlite:///{tmp_path / 'empty.db'}"])
+    res = CliRunner().invoke(
+        app, ["deployment", "update", str(telecom / "deployment.toml"), "--log", f"sqlite:///{tmp_path / 'empty.db'}"]
+    )
     assert res.exit_code == 2 and "log: decision log" in res.output and "is empty" in res.output

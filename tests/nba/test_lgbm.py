@@ -24,8 +24,11 @@ def test_predict_eligible_is_the_same_in_any_chunking_and_fills_the_rest(monkeyp
     a = rng.integers(0, 9, 2000)
     x = rng.normal(size=(2000, 5))
     y = x[:, 0] * (a % 3) + a * 0.1 + rng.normal(0, 0.1, 2000)
-    booster = lgb.train({"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 20},
-                        lgb.Dataset(lgbm.joint_rows(x, psi, a), y), num_boost_round=20)
+    booster = lgb.train(
+        {"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 20},
+        lgb.Dataset(lgbm.joint_rows(x, psi, a), y),
+        num_boost_round=20,
+    )
     ok = rng.random((300, 9)) < 0.5
     whole = lgbm.predict_eligible(booster, X, psi, ok, np.nan, 1)
     r, c = np.nonzero(ok)
@@ -41,8 +44,10 @@ def test_predict_eligible_is_the_same_in_any_chunking_and_fills_the_rest(monkeyp
 @pytest.mark.parametrize("n", [0, 1])
 def test_predict_eligible_on_tiny_batches(n):
     psi = np.eye(3, dtype=np.float32)
-    booster = lgb.train({"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 1},
-                        lgb.Dataset(lgbm.joint_rows(np.zeros((10, 2)), psi, np.arange(10) % 3), np.arange(10.0)),
-                        num_boost_round=2)
+    booster = lgb.train(
+        {"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 1},
+        lgb.Dataset(lgbm.joint_rows(np.zeros((10, 2)), psi, np.arange(10) % 3), np.arange(10.0)),
+        num_boost_round=2,
+    )
     out = lgbm.predict_eligible(booster, np.zeros((n, 2)), psi, np.ones((n, 3), bool), np.nan, 1)
     assert out.shape == (n, 3) and np.isfinite(out).all()

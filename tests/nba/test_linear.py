@@ -215,8 +215,9 @@ def test_linucb_decides_as_the_refactorising_implementation():
         np.testing.assert_array_equal(policy.probabilities(X1, m1), greedy(ref.ucb(X1), m1))
         if step % 25 == 0:
             np.testing.assert_array_equal(policy.probabilities(X50, m50), greedy(ref.ucb(X50), m50))
-            np.testing.assert_allclose(policy.ridge.widths(X50), (ref.ucb(X50) - ref.ucb(X50, 0.0)) / ref.sigma,
-                                       rtol=1e-9)
+            np.testing.assert_allclose(
+                policy.ridge.widths(X50), (ref.ucb(X50) - ref.ucb(X50, 0.0)) / ref.sigma, rtol=1e-9
+            )
 
     learn_side_by_side(policy, ref, SIZES, check)
 
@@ -232,8 +233,7 @@ def test_lints_decides_as_the_refactorising_implementation():
         np.testing.assert_array_equal(policy.probabilities(X1, m1), share_of_argmax(ref.sample_scores(X1), m1))
         if step % 25 == 0:
             np.testing.assert_allclose(policy.samples, ref.samples, rtol=1e-9, atol=1e-11)
-            np.testing.assert_array_equal(policy.probabilities(X50, m50),
-                                          share_of_argmax(ref.sample_scores(X50), m50))
+            np.testing.assert_array_equal(policy.probabilities(X50, m50), share_of_argmax(ref.sample_scores(X50), m50))
 
     learn_side_by_side(policy, ref, SIZES, check)
 
@@ -295,6 +295,7 @@ def test_the_learners_compute_on_pinned_blas_threads(monkeypatch):
         def inner(*args, **kwargs):
             seen.append((fn.__name__, blas_threads()))
             return fn(*args, **kwargs)
+
         return inner
 
     monkeypatch.setattr(linear.Ridge, "add", spy(linear.Ridge.add))  # both learners' updates

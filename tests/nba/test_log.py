@@ -72,8 +72,9 @@ def test_bad_row_writes_nothing(log):
 
 def test_decisions_and_outcomes_in_one_transaction(log):
     rec = make_records(8)
-    outs = OutcomeRecords(rec.decision_id[:3], np.array(["opened", "clicked", "converted"]), rec.send_at[:3],
-                          np.array([0.0, 0.0, 9.0]))
+    outs = OutcomeRecords(
+        rec.decision_id[:3], np.array(["opened", "clicked", "converted"]), rec.send_at[:3], np.array([0.0, 0.0, 9.0])
+    )
     bad = replace(outs, event=np.array(["opened", "clicked", "bought"]))
     with pytest.raises(ValueError, match="^event: row 2"):
         log.log(rec, bad)
@@ -177,12 +178,14 @@ def test_contact_history(log):
     rec = make_records(40, customers=4)  # customer c{i % 4}, decision time T0 + i
     log.log_decisions(rec)
     ids = rec.decision_id
-    log.log_outcomes(OutcomeRecords(
-        decision_id=np.array([ids[1], ids[1], ids[5], ids[8], ids[34]]),
-        event=np.array(["opened", "delivered", "converted", "clicked", "opened"]),
-        time=rec.send_at[[1, 1, 5, 8, 34]] + 0.5,
-        value=np.array([0.0, 0.0, 12.0, 0.0, 0.0]),
-    ))
+    log.log_outcomes(
+        OutcomeRecords(
+            decision_id=np.array([ids[1], ids[1], ids[5], ids[8], ids[34]]),
+            event=np.array(["opened", "delivered", "converted", "clicked", "opened"]),
+            time=rec.send_at[[1, 1, 5, 8, 34]] + 0.5,
+            value=np.array([0.0, 0.0, 12.0, 0.0, 0.0]),
+        )
+    )
     h = log.contact_history(["c1", "c0", "unknown"], since=T0 + 4)
     assert h.customer_ids.tolist() == ["c1", "c0", "unknown"]
     want = [i for i in range(40) if i % 4 in (0, 1) and rec.action[i] > 0 and rec.send_at[i] >= T0 + 4]
@@ -314,9 +317,12 @@ def test_funnel_events_follow_each_decision_within_the_window(log):
 def test_outcomes_before_their_decision_are_refused_on_request(log):
     rec = make_records(3)
     log.log_decisions(rec)
-    early = OutcomeRecords(decision_id=np.array([rec.decision_id[0], rec.decision_id[2]]),
-                           event=np.array(["opened", "opened"]), time=np.array([rec.time[0] + 1, rec.time[2] - 1.0]),
-                           value=np.zeros(2))
+    early = OutcomeRecords(
+        decision_id=np.array([rec.decision_id[0], rec.decision_id[2]]),
+        event=np.array(["opened", "opened"]),
+        time=np.array([rec.time[0] + 1, rec.time[2] - 1.0]),
+        value=np.zeros(2),
+    )
     with pytest.raises(ValueError, match=r"^time: row 1: .* is before its decision"):
         log.log_outcomes(early, after_decision=True)
     assert log.count_outcomes() == 0
@@ -352,15 +358,22 @@ def test_the_log_keeps_one_provenance(log, db_url):
     rule = RewardRule(window_h=float("inf"), events=("converted", "opted_out"))
     doc = {"simulation": {"seed": 0, "policy": "business_as_usual", "params": {}}, "reward_rule": rule.to_dict()}
     assert log.set_provenance(doc) == doc
-    assert log.set_provenance({"reward_rule": rule.to_dict(), "simulation": {"params": {}, "policy":
-                                                                               "business_as_usual", "seed": 0}}) == doc
+    assert (
+        log.set_provenance(
+            {"reward_rule": rule.to_dict(), "simulation": {"params": {}, "policy": "business_as_usual", "seed": 0}}
+        )
+        == doc
+    )
     other = DecisionLog(db_url, namespace=log.namespace)  # a second handle reads it back
     try:
         assert other.provenance() == doc
         assert RewardRule.from_dict(other.provenance()["reward_rule"]) == rule
         changed = {**doc, "simulation": {**doc["simulation"], "seed": 1}}
-        with pytest.raises(ValueError, match=r"^provenance: this log holds decisions that came to be otherwise "
-                                             r"\(simulation\.seed: 0 here, 1 given\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"^provenance: this log holds decisions that came to be otherwise "
+            r"\(simulation\.seed: 0 here, 1 given\)",
+        ):
             other.set_provenance(changed)
     finally:
         other.close()
@@ -401,8 +414,11 @@ def test_action_counts_of_a_send_window(log):
     np.testing.assert_array_equal(counts, expected(T0))
     assert counts.sum() == sent.sum() > 0
     for since, until in ((T0 + 10, T0 + 30), (T0 + 12, T0 + 12.5), (T0 + 30, None), (T0 + 100, None)):
-        np.testing.assert_array_equal(log.action_counts(since, until), expected(since, np.inf if until is None else
-                                                                                until), err_msg=str((since, until)))
+        np.testing.assert_array_equal(
+            log.action_counts(since, until),
+            expected(since, np.inf if until is None else until),
+            err_msg=str((since, until)),
+        )
     # the end is exclusive: a send at exactly until is the next window's
     first = float(rec.send_at[sent][0])
     assert log.action_counts(first, first).sum() == 0 and log.action_counts(first, first + 1e-6).sum() == 1
@@ -420,8 +436,11 @@ def test_renumber_actions_moves_actions_and_their_flags_all_or_nothing(log):
     changes nothing, nor does a bad map."""
     rec = make_records(50, n_actions=6)
     log.log_decisions(rec)
-    log.log_outcomes(OutcomeRecords(decision_id=rec.decision_id[:3], event=np.array(["opened"] * 3),
-                                    time=rec.time[:3] + 1, value=np.zeros(3)))
+    log.log_outcomes(
+        OutcomeRecords(
+            decision_id=rec.decision_id[:3], event=np.array(["opened"] * 3), time=rec.time[:3] + 1, value=np.zeros(3)
+        )
+    )
     amap = np.array([0, 4, 1, 6, 2, 5])  # 7 actions afterwards: 3 is new
     with pytest.raises(ValueError, match=r"^action_map: no contact"):
         log.renumber_actions(LogLayout(4, 7), np.array([1, 0, 2, 3, 4, 5]))
@@ -438,8 +457,9 @@ def test_renumber_actions_moves_actions_and_their_flags_all_or_nothing(log):
     assert log.layout().n_actions == 6 and log.deployment() is None
     assert_same(log.read(), rec)  # nothing moved: the chunks before the refused one were rolled back
     counts = log.action_counts(0.0)
-    assert log.renumber_actions(LogLayout(4, 7, action_space={"k": 7}), amap, {"name": "shop", "v": 2},
-                                chunk_rows=7) == 50
+    assert (
+        log.renumber_actions(LogLayout(4, 7, action_space={"k": 7}), amap, {"name": "shop", "v": 2}, chunk_rows=7) == 50
+    )
     assert log.layout() == LogLayout(4, 7, action_space={"k": 7}) and log.deployment() == {"name": "shop", "v": 2}
     got = log.read()
     np.testing.assert_array_equal(got.action, amap[rec.action])

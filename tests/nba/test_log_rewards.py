@@ -18,12 +18,14 @@ def test_reward_join_window_default_and_cost(log):
     log.log_decisions(rec)
     s = rec.send_at
     ids = rec.decision_id
-    log.log_outcomes(OutcomeRecords(
-        decision_id=np.array([ids[0], ids[0], ids[1], ids[2], ids[3], ids[3], ids[5]]),
-        event=np.array(["converted", "opened", "converted", "converted", "opted_out", "clicked", "converted"]),
-        time=np.array([s[0] + 1, s[0] + 0.5, s[1] + 100, s[2] - 1, s[3] + 2, s[3] + 1, s[5] + 72]),
-        value=np.array([10.0, 0.0, 20.0, 30.0, -2.0, 0.0, 5.0]),
-    ))
+    log.log_outcomes(
+        OutcomeRecords(
+            decision_id=np.array([ids[0], ids[0], ids[1], ids[2], ids[3], ids[3], ids[5]]),
+            event=np.array(["converted", "opened", "converted", "converted", "opted_out", "clicked", "converted"]),
+            time=np.array([s[0] + 1, s[0] + 0.5, s[1] + 100, s[2] - 1, s[3] + 2, s[3] + 1, s[5] + 72]),
+            value=np.array([10.0, 0.0, 20.0, 30.0, -2.0, 0.0, 5.0]),
+        )
+    )
     r = log.read(RewardRule(window_h=72, default=-0.5)).reward
     # 0: converted in window; 1: too late -> default; 2: before send -> default; 3: no counted
     # event -> default; 4: nothing -> default; 5: on the window's edge, minus cost
@@ -38,12 +40,21 @@ def test_reward_join_window_default_and_cost(log):
 
 def test_reward_rule_as_json_round_trips():
     """An unbounded window is null in JSON; a field left out keeps its default; every error names the field."""
-    for rule in (RewardRule(), RewardRule(window_h=float("inf"), events=("converted", "churned"), opt_out_value=-2.0,
-                                          default=0.5, subtract_cost=False)):
+    for rule in (
+        RewardRule(),
+        RewardRule(
+            window_h=float("inf"), events=("converted", "churned"), opt_out_value=-2.0, default=0.5, subtract_cost=False
+        ),
+    ):
         data = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
         assert RewardRule.from_dict(data) == rule
-    assert RewardRule().to_dict() == {"window_h": 72.0, "events": ["converted"], "opt_out_value": 0.0,
-                                      "default": 0.0, "subtract_cost": True}
+    assert RewardRule().to_dict() == {
+        "window_h": 72.0,
+        "events": ["converted"],
+        "opt_out_value": 0.0,
+        "default": 0.0,
+        "subtract_cost": True,
+    }
     assert RewardRule.from_dict({"window_h": None}) == RewardRule(window_h=float("inf"))
     for bad, message in [
         ("72", r"^reward_rule: expected an object of \['window_h', 'events'"),

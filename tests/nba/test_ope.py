@@ -40,6 +40,7 @@ def _pairs(n_actions: int) -> np.ndarray:
 def _marginal(fn):
     """A marginal estimator on the battery's logs: pairs of actions; the logging distribution of the
     synthetic log unless the test passes its own (``logging``), or the group probabilities."""
+
     def call(args, q, **kw):
         r, a, p, t = args
         if "logging" not in kw and "logging_groups" not in kw:
@@ -50,6 +51,7 @@ def _marginal(fn):
                 kw["logging"] = known
         extra = () if fn is ope.mips else (q,)
         return fn(r, a, p, t, *extra, _pairs(t.shape[1]), **kw)
+
     return call
 
 
@@ -183,8 +185,12 @@ def _bad_inputs(log):
         "logging shape": ((r, a, p, t), q, {"logging": t[:, :2]}, r"^logging: expected shape"),
         "clusters length": ((r, a, p, t), q, {"clusters": np.arange(n - 1)}, r"^clusters: expected shape \(20,\)"),
         "clusters 2-D": ((r, a, p, t), q, {"clusters": np.arange(n)[:, None]}, r"^clusters: expected shape"),
-        "unhashable clusters": ((r, a, p, t), q, {"clusters": np.array([[1]] * n + [None], dtype=object)[:-1]},
-                                r"^clusters: ids must be hashable"),
+        "unhashable clusters": (
+            (r, a, p, t),
+            q,
+            {"clusters": np.array([[1]] * n + [None], dtype=object)[:-1]},
+            r"^clusters: ids must be hashable",
+        ),
     }
 
 
@@ -260,8 +266,9 @@ def test_switch_dr_with_infinite_threshold_is_dr_and_with_zero_is_dm(log):
     noisy_q = q + np.random.default_rng(1).normal(0, 0.3, q.shape)
     for seed in (0, 7):
         dr = ope.dr(r, a, p, t, noisy_q, seed=seed)
-        assert ope.switch_dr(r, a, p, t, noisy_q, np.inf, seed=seed) == ope.Estimate(**{**vars(dr),
-                                                                                         "estimator": "switch_dr"})
+        assert ope.switch_dr(r, a, p, t, noisy_q, np.inf, seed=seed) == ope.Estimate(
+            **{**vars(dr), "estimator": "switch_dr"}
+        )
         dm = ope.dm(r, a, p, t, noisy_q, seed=seed)
         sw0 = ope.switch_dr(r, a, p, t, noisy_q, 0.0, seed=seed)
         assert (sw0.value, sw0.ci_low, sw0.ci_high) == (dm.value, dm.ci_low, dm.ci_high)
@@ -387,10 +394,22 @@ def test_evaluate_clusters_a_logged_batch_by_customer(log):
     n = len(r)
     customers = np.array([f"u{i // 10}" for i in range(n)], dtype=object)  # 80 customers, 10 rows each
     empty = np.full(n, "", dtype=object)
-    batch = LoggedBatch(decision_id=customers, time=np.zeros(n), customer_id=customers,
-                        context=np.zeros((n, 1), np.float32), eligible=np.ones(t.shape, bool), action=a,
-                        send_at=np.zeros(n), propensity=p, policy=empty, policy_version=empty, experiment=empty,
-                        arm=empty, cost=np.zeros(n), reward=r)
+    batch = LoggedBatch(
+        decision_id=customers,
+        time=np.zeros(n),
+        customer_id=customers,
+        context=np.zeros((n, 1), np.float32),
+        eligible=np.ones(t.shape, bool),
+        action=a,
+        send_at=np.zeros(n),
+        propensity=p,
+        policy=empty,
+        policy_version=empty,
+        experiment=empty,
+        arm=empty,
+        cost=np.zeros(n),
+        reward=r,
+    )
     fields = {"action": a, "propensity": p, "reward": r}
     kw = {"q_hat": q, "tau": TAU, "seed": 4, "groups": _pairs(t.shape[1]), "logging": LOGGING[id(t)]}
     by_customer = ope.evaluate(t, batch, **kw)
@@ -408,8 +427,15 @@ def test_evaluate_clusters_a_logged_batch_by_customer(log):
 # ----------------------------------------------------------------------------- evaluate and the reward model
 def test_evaluate_equals_the_single_estimators(log):
     r, a, p, t, q, logging = log
-    out = ope.evaluate(t, {"action": a, "propensity": p, "reward": r}, q_hat=q, tau=TAU, seed=9, logging=logging,
-                       groups=_pairs(t.shape[1]))
+    out = ope.evaluate(
+        t,
+        {"action": a, "propensity": p, "reward": r},
+        q_hat=q,
+        tau=TAU,
+        seed=9,
+        logging=logging,
+        groups=_pairs(t.shape[1]),
+    )
     assert tuple(out) == ope.ESTIMATORS
     for name, e in out.items():
         assert e == CALLS[name]((r, a, p, t), q, seed=9, logging=logging)
@@ -468,9 +494,22 @@ def test_evaluate_a_policy_on_a_logged_batch():
     X, mask, er, a, p, r, _ = _logged(50_000_000, n)
     ids = np.array([f"d{i}" for i in range(n)], dtype=object)
     empty = np.full(n, "", dtype=object)
-    batch = LoggedBatch(decision_id=ids, time=np.zeros(n), customer_id=ids, context=X.astype(np.float32),
-                        eligible=mask, action=a, send_at=np.zeros(n), propensity=p, policy=empty,
-                        policy_version=empty, experiment=empty, arm=empty, cost=np.zeros(n), reward=r)
+    batch = LoggedBatch(
+        decision_id=ids,
+        time=np.zeros(n),
+        customer_id=ids,
+        context=X.astype(np.float32),
+        eligible=mask,
+        action=a,
+        send_at=np.zeros(n),
+        propensity=p,
+        policy=empty,
+        policy_version=empty,
+        experiment=empty,
+        arm=empty,
+        cost=np.zeros(n),
+        reward=r,
+    )
     policy = UniformRandom(SMALL.action_space)
     out = ope.evaluate(policy, batch, n_bootstrap=50, model_params={"num_boost_round": 20, "threads": 1})
     # the target is the logging policy: IPS and SNIPS are the mean reward; every interval covers it
@@ -559,8 +598,9 @@ def test_intervals_cover_the_simulators_true_value():
         s = slice(i * N_PER_LOG, (i + 1) * N_PER_LOG)
         data = {"action": a[s], "propensity": p[s], "reward": r[s], "customer_id": customers[s]}
         out = ope.evaluate(target[s], data, q_hat=er[s], tau=5.0, seed=i)
-        out["dr_rough_model"] = ope.dr(r[s], a[s], p[s], target[s], np.broadcast_to(rough, er[s].shape), seed=i,
-                                       clusters=customers[s])
+        out["dr_rough_model"] = ope.dr(
+            r[s], a[s], p[s], target[s], np.broadcast_to(rough, er[s].shape), seed=i, clusters=customers[s]
+        )
         for name, e in out.items():
             assert e.n_clusters == N_PER_LOG  # one decision per customer in these logs
             covered[name] += e.covers(truth)
@@ -577,8 +617,9 @@ def test_action_groups_of_the_default_space():
     cc = ope.action_groups(space, "channel_content")
     assert len(np.unique(cc)) == 1 + space.n_channels * space.n_contents and cc[0] == 0
     # actions differing only by their send slot share a group
-    same = (space.channel_of[1:, None] == space.channel_of[None, 1:]) & (space.content_of[1:, None]
-                                                                          == space.content_of[None, 1:])
+    same = (space.channel_of[1:, None] == space.channel_of[None, 1:]) & (
+        space.content_of[1:, None] == space.content_of[None, 1:]
+    )
     assert np.array_equal(cc[1:, None] == cc[None, 1:], same)
     assert np.array_equal(ope.action_groups(space, "action"), np.arange(space.n_actions))
     with pytest.raises(ValueError, match=r"^groups: unknown grouping 'slot'"):
@@ -699,8 +740,9 @@ def test_reward_model_refits_widen_dm_and_dr_intervals_by_the_models_spread():
     n = 3000
     X, mask, er, a, p, r, customers = _logged(70_000_000, n)
     params = {"num_boost_round": 20, "min_data_in_leaf": 40, "threads": 1}
-    model = ope.fit_reward_models(X, a, r, SMALL.action_space, mask=mask, refits=6, probe_rows=500,
-                                  clusters=customers, **params)
+    model = ope.fit_reward_models(
+        X, a, r, SMALL.action_space, mask=mask, refits=6, probe_rows=500, clusters=customers, **params
+    )
     assert np.array_equal(model.q_hat, ope.fit_reward_model(X, a, r, SMALL.action_space, mask=mask, **params))
     assert model.probe_delta.shape == (6, 500, er.shape[1]) and model.logged_delta.shape == (6, n)
     oob = np.isfinite(model.logged_delta).mean(axis=1)
@@ -713,7 +755,7 @@ def test_reward_model_refits_widen_dm_and_dr_intervals_by_the_models_spread():
         a_, b_ = with_spread[name], fixed[name]
         assert a_.value == b_.value and a_.model_se > 0 and b_.model_se == 0
         assert a_.std_error > b_.std_error
-        assert a_.std_error ** 2 == pytest.approx(b_.std_error ** 2 + a_.model_se ** 2, rel=0.35)
+        assert a_.std_error**2 == pytest.approx(b_.std_error**2 + a_.model_se**2, rel=0.35)
     assert with_spread["dm"].ci_high - with_spread["dm"].ci_low > fixed["dm"].ci_high - fixed["dm"].ci_low
     for name in ("ips", "snips", "mips"):
         assert with_spread[name] == fixed[name]
@@ -738,14 +780,29 @@ def test_evaluate_estimates_the_group_probabilities_without_the_logging_distribu
     assert out["mips"].value == pytest.approx(exact["mips"].value, rel=0.15)
     assert (out["ips"].value, out["ips"].ci_low) == (exact["ips"].value, exact["ips"].ci_low)
     with pytest.raises(ValueError, match=r"^data: the marginal estimators need the field 'context'"):
-        ope.evaluate(target, {k: data[k] for k in ("action", "propensity", "reward")}, q_hat=er,
-                     space=SMALL.action_space)
+        ope.evaluate(
+            target, {k: data[k] for k in ("action", "propensity", "reward")}, q_hat=er, space=SMALL.action_space
+        )
 
 
 def test_rank_leaves_unsupported_estimates_out():
     def est(value, low, unsupported=False):
-        return {"mdr": ope.Estimate("mdr", value, low, value + 1, 0.95, 100, 0.1, 50.0, 2.0, 0.0,
-                                    support_gap=0.5 if unsupported else 0.0, unsupported=unsupported)}
+        return {
+            "mdr": ope.Estimate(
+                "mdr",
+                value,
+                low,
+                value + 1,
+                0.95,
+                100,
+                0.1,
+                50.0,
+                2.0,
+                0.0,
+                support_gap=0.5 if unsupported else 0.0,
+                unsupported=unsupported,
+            )
+        }
 
     estimates = {"a": est(1.0, 0.2), "b": est(1.5, -0.5), "c": est(3.0, 2.0, unsupported=True)}
     assert ope.rank(estimates, "mdr", "value") == ["b", "a"]
@@ -766,9 +823,14 @@ def test_reward_models_carry_the_loggers_group_probabilities_for_evaluate():
     target = epsilon_greedy(er, mask, 0.1)
     data = {"action": a, "propensity": p, "reward": r, "context": X, "eligible": mask}
     out = ope.evaluate(target, data, q_hat=model, space=SMALL.action_space, n_bootstrap=20)
-    given = ope.evaluate(target, data, q_hat=model, space=SMALL.action_space, n_bootstrap=20,
-                         logging_groups=model.logging_groups)
+    given = ope.evaluate(
+        target, data, q_hat=model, space=SMALL.action_space, n_bootstrap=20, logging_groups=model.logging_groups
+    )
     assert out == given
     # every action its own group: nothing to estimate
-    assert ope.fit_reward_models(X, a, r, SMALL.action_space, mask=mask, refits=0, groups="action",
-                                 **params).logging_groups is None
+    assert (
+        ope.fit_reward_models(
+            X, a, r, SMALL.action_space, mask=mask, refits=0, groups="action", **params
+        ).logging_groups
+        is None
+    )

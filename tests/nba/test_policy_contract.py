@@ -71,8 +71,14 @@ SMALL_PARAMS: dict[str, dict] = {
     "lgbm_squarecb": _LGBM,
     "lgbm_funnel": _LGBM,
     "fqi": {"iterations": 2, "num_boost_round": 10, "min_data_in_leaf": 20, "min_support": 10, "threads": 1},
-    "two_stage": {"num_boost_round": 10, "value_rounds": 10, "change_rounds": 10, "min_data_in_leaf": 20,
-                  "min_support": 10, "threads": 1},
+    "two_stage": {
+        "num_boost_round": 10,
+        "value_rounds": 10,
+        "change_rounds": 10,
+        "min_data_in_leaf": 20,
+        "min_support": 10,
+        "threads": 1,
+    },
     # 2,000 uniform rows leave ~2 per (bucket, channel x content): n_min 2 keeps some actions supported
     "spibb": {"learner_params": _LGBM, "n_min": 2},
 }
@@ -135,9 +141,19 @@ def logged_batches() -> tuple[Batch, ...]:
         X_next, mask_next = np.ascontiguousarray(sim.observe()), sim.action_mask()
         # a replaced row's next context is another customer's: no future value to bootstrap from
         o = res.outcome
-        batch = Batch(X, d.actions, np.asarray(res.reward, np.float64), d.propensities, X_next, mask_next,
-                      res.replaced.copy(), o.seen.copy(), o.clicked.copy(), o.converted.copy(),
-                      np.where(o.converted, o.revenue, 0.0))
+        batch = Batch(
+            X,
+            d.actions,
+            np.asarray(res.reward, np.float64),
+            d.propensities,
+            X_next,
+            mask_next,
+            res.replaced.copy(),
+            o.seen.copy(),
+            o.clicked.copy(),
+            o.converted.copy(),
+            np.where(o.converted, o.revenue, 0.0),
+        )
         _read_only(*(getattr(batch, f.name) for f in fields(batch)))
         out.append(batch)
         X, mask = X_next, mask_next
@@ -179,10 +195,19 @@ def small_contexts(masks: str = "real") -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- policies
 # The scenario's contents as a catalogue: each described by its discount and a goal; the changed
 # catalogue retires "promo" and adds an offer whose goal no offer had (it encodes as no goal).
-GOALS = {"welcome": "grow", "promo": "sell", "product_reco": "sell", "cart_reminder": "sell",
-         "educational": "grow", "loyalty": "keep", "winback": "keep", "cross_sell": "sell"}
-OFFER_FEATURES = {name: {"discount": c.discount, "goal": GOALS.get(name, "grow")}
-                  for name, c in SCENARIO.contents.items()}
+GOALS = {
+    "welcome": "grow",
+    "promo": "sell",
+    "product_reco": "sell",
+    "cart_reminder": "sell",
+    "educational": "grow",
+    "loyalty": "keep",
+    "winback": "keep",
+    "cross_sell": "sell",
+}
+OFFER_FEATURES = {
+    name: {"discount": c.discount, "goal": GOALS.get(name, "grow")} for name, c in SCENARIO.contents.items()
+}
 STRUCTURED_CATALOGUE = Catalogue(SPACE, OFFER_FEATURES)
 MOVED_CATALOGUE = Catalogue(
     ActionSpace(SPACE.channels, tuple(c for c in SPACE.contents if c != "promo") + ("flash_sale",), SPACE.send_slots),
@@ -393,8 +418,9 @@ def test_save_load_gives_the_same_policy_without_pickle(name, state, tmp_path):
     X, mask = small_contexts("real")
     assert np.array_equal(loaded.probabilities(X, mask), policy.probabilities(X, mask))
     X, mask = small_contexts("thinned")  # decisions carry the probabilities too
-    assert_same_decisions(act(loaded, X, mask, np.random.default_rng(3)),
-                          act(policy, X, mask, np.random.default_rng(3)))
+    assert_same_decisions(
+        act(loaded, X, mask, np.random.default_rng(3)), act(policy, X, mask, np.random.default_rng(3))
+    )
     # saving the loaded policy writes the same state
     again = serialization.save(loaded, tmp_path / "again")
     assert json.loads((again / "policy.json").read_text()) == meta
@@ -506,8 +532,6 @@ def test_act_rejects_bad_input_naming_the_field(name, state, bad):
         act(policy, X, mask, np.random.default_rng(0))
 
 
-
-
 @pytest.mark.parametrize("width", ["fewer", "more"])
 @pytest.mark.parametrize(("name", "state"), cases())
 def test_act_rejects_the_wrong_number_of_features(name, state, width):
@@ -525,8 +549,6 @@ def test_act_rejects_the_wrong_number_of_features(name, state, width):
         assert str(e).startswith("X: "), str(e)
         return
     np.testing.assert_array_equal(p, policy.probabilities(X, mask))
-
-
 
 
 @pytest.mark.parametrize(("name", "state"), cases())
@@ -649,11 +671,15 @@ def test_a_learner_changes_its_distribution_after_enough_data(name):
 # "catalogue" is a plain space whose actions are described by features (nba.catalogue), for the
 # policies of CATALOGUE, without a no-contact action.
 K_PLAIN, DIM_PLAIN = 10, 20
-PLAIN_CATALOGUE = Catalogue.plain([f"arm{a}" for a in range(K_PLAIN)],
-                                  {f"arm{a}": {"size": float(a % 4), "colour": ("red", "blue", "green")[a % 3]}
-                                   for a in range(K_PLAIN)})
-PLAIN_SPACES = {"plain": ActionSpace.plain(K_PLAIN), "plain_nc": ActionSpace.plain(K_PLAIN, no_contact=True),
-                "catalogue": PLAIN_CATALOGUE.space}
+PLAIN_CATALOGUE = Catalogue.plain(
+    [f"arm{a}" for a in range(K_PLAIN)],
+    {f"arm{a}": {"size": float(a % 4), "colour": ("red", "blue", "green")[a % 3]} for a in range(K_PLAIN)},
+)
+PLAIN_SPACES = {
+    "plain": ActionSpace.plain(K_PLAIN),
+    "plain_nc": ActionSpace.plain(K_PLAIN, no_contact=True),
+    "catalogue": PLAIN_CATALOGUE.space,
+}
 PLAIN_THETA = np.random.default_rng(51).standard_normal((K_PLAIN, DIM_PLAIN)) / np.sqrt(DIM_PLAIN)
 
 
@@ -700,8 +726,19 @@ def plain_batches(kind: str) -> tuple[Batch, ...]:
         d = act(logger, X, mask, rng)
         rewards, opened, clicked, converted, value = plain_rewards(space, X, d.actions, rng)
         X_next, mask_next = rng.standard_normal((BATCH, DIM_PLAIN)), plain_mask(space, BATCH, rng)
-        batch = Batch(X, d.actions, rewards, d.propensities, X_next, mask_next, rng.random(BATCH) < 0.05,
-                      opened, clicked, converted, value)
+        batch = Batch(
+            X,
+            d.actions,
+            rewards,
+            d.propensities,
+            X_next,
+            mask_next,
+            rng.random(BATCH) < 0.05,
+            opened,
+            clicked,
+            converted,
+            value,
+        )
         _read_only(*(getattr(batch, f.name) for f in fields(batch)))
         out.append(batch)
         X, mask = X_next, mask_next
@@ -822,8 +859,10 @@ def test_plain_save_load_gives_the_same_policy_that_learns_the_same(kind, name, 
     loaded = serialization.load(folder)
     assert type(loaded) is type(policy) and loaded.space == PLAIN_SPACES[kind] and loaded.space.is_plain
     X, mask = plain_contexts(kind)
-    assert_same_decisions(act(loaded, X[:N_SMALL], mask[:N_SMALL], np.random.default_rng(3)),
-                          act(policy, X[:N_SMALL], mask[:N_SMALL], np.random.default_rng(3)))
+    assert_same_decisions(
+        act(loaded, X[:N_SMALL], mask[:N_SMALL], np.random.default_rng(3)),
+        act(policy, X[:N_SMALL], mask[:N_SMALL], np.random.default_rng(3)),
+    )
     if name in LEARNERS:
         batch = plain_batches(kind)[N_TRAIN : N_TRAIN + 1]
         train(policy, batch)

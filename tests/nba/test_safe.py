@@ -46,8 +46,13 @@ def log(decisions: int = 20_000, batch: int = 1000) -> dict[str, np.ndarray]:
         X, mask = np.ascontiguousarray(sim.observe()), sim.action_mask()
         d = act(pol, X, mask, rng)
         res = sim.step(d.actions)
-        for k, v in (("X", X), ("mask", mask), ("actions", d.actions), ("rewards", res.reward),
-                     ("propensities", d.propensities)):
+        for k, v in (
+            ("X", X),
+            ("mask", mask),
+            ("actions", d.actions),
+            ("rewards", res.reward),
+            ("propensities", d.propensities),
+        ):
             cols[k].append(np.asarray(v))
     out = {k: np.concatenate(v) for k, v in cols.items()}
     for v in out.values():
@@ -155,8 +160,9 @@ def test_keeping_contacts_moves_only_the_contact_mass_among_contacts(tmp_path):
     assert ((extra > 0).sum(axis=1) <= 1).all()
     moved = extra.sum(axis=1) > 0
     scores = policy.learner.scores(X[some])
-    np.testing.assert_array_equal(np.argmax(extra, axis=1)[moved],
-                                  np.argmax(np.where(free[some], scores, -np.inf), axis=1)[moved])
+    np.testing.assert_array_equal(
+        np.argmax(extra, axis=1)[moved], np.argmax(np.where(free[some], scores, -np.inf), axis=1)[moved]
+    )
     # the free mode may trade contacts for no contact and back: here it contacts more than the baseline
     assert (base.probabilities(X, mask)[:, 0] < pb[:, 0] - 1e-9).any()
     restored = serialization.load(serialization.save(policy, tmp_path / "keep"))
@@ -169,8 +175,7 @@ def test_n_min_zero_is_the_learner_greedy_and_a_huge_n_min_the_baseline():
     X, mask = eval_contexts(500)
     never = with_counts(policy, n_min=0)
     np.testing.assert_array_equal(never.probabilities(X, mask), greedy(policy.learner.scores(X), mask))
-    always = with_counts(policy, n_min=1e9, baseline="business_as_usual", baseline_epsilon=0.2,
-                         baseline_holdout=0.05)
+    always = with_counts(policy, n_min=1e9, baseline="business_as_usual", baseline_epsilon=0.2, baseline_holdout=0.05)
     np.testing.assert_array_equal(always.probabilities(X, mask), logger().probabilities(X, mask))
 
 
@@ -207,8 +212,13 @@ def test_an_estimated_baseline_is_the_logged_frequency_per_bucket_on_the_mask():
 
 # ----------------------------------------------------------------------------- parameters and state
 def test_parameters_name_the_baseline_the_threshold_and_the_buckets(tmp_path):
-    policy = fitted(baseline="business_as_usual", baseline_epsilon=0.2, baseline_holdout=0.05, n_min=25,
-                    bucket=("segment", "stage", "cart_active"))
+    policy = fitted(
+        baseline="business_as_usual",
+        baseline_epsilon=0.2,
+        baseline_holdout=0.05,
+        n_min=25,
+        bucket=("segment", "stage", "cart_active"),
+    )
     params, arrays, _ = policy.get_state()
     assert params["baseline"] == "business_as_usual"
     assert (params["baseline_epsilon"], params["baseline_holdout"], params["n_min"]) == (0.2, 0.05, 25.0)
@@ -252,9 +262,13 @@ def test_a_refused_batch_leaves_no_count():
 def test_the_safe_linucb_is_not_worse_than_the_logger_where_the_bare_one_is():
     # LinUCB learnt offline from the exploring logger's 20,000 decisions extrapolates to actions the log
     # barely tried and comes out well below the logger; wrapped, it keeps the logger's choice there.
-    policy = fitted("linucb", baseline="business_as_usual", baseline_epsilon=0.2, baseline_holdout=0.05,
-                    bucket=("segment", "stage", "cart_active"))
-    truth = bandit_truth(SCENARIO, logger(), {"bare": policy.learner, "safe": policy}, 6000, 1000, SEED,
-                         purpose=EVAL)
+    policy = fitted(
+        "linucb",
+        baseline="business_as_usual",
+        baseline_epsilon=0.2,
+        baseline_holdout=0.05,
+        bucket=("segment", "stage", "cart_active"),
+    )
+    truth = bandit_truth(SCENARIO, logger(), {"bare": policy.learner, "safe": policy}, 6000, 1000, SEED, purpose=EVAL)
     assert truth["bare"] < truth["logging"] - 0.05
     assert truth["safe"] > truth["logging"] + 0.02

@@ -99,13 +99,17 @@ def test_bundle_digest_sees_every_file(tmp_path):
 # ----------------------------------------------------------------------------- bundles that carry their deployment
 SMALL = {
     "deployment": {"name": "small-shop", "send_slots": ["now", 18]},
-    "attributes": {"plan": {"type": "category", "values": ["basic", "plus"], "required": True},
-                   "spend": {"type": "number", "min": 0, "max": 500, "default": 0},
-                   "sms_opt_in": {"type": "boolean", "default": True}},
+    "attributes": {
+        "plan": {"type": "category", "values": ["basic", "plus"], "required": True},
+        "spend": {"type": "number", "min": 0, "max": 500, "default": 0},
+        "sms_opt_in": {"type": "boolean", "default": True},
+    },
     "channels": {"email": {"cost": 0.01}, "sms": {"cost": 0.05, "consent": "sms_opt_in", "quiet_hours": [21, 9]}},
-    "offers": {"welcome": {"features": {"discount": 0.1}},
-               "upgrade": {"features": {"discount": 0.0}, "eligible": {"plan": ["basic"]}},
-               "winback": {"features": {"discount": 0.3}, "channels": ["email"]}},
+    "offers": {
+        "welcome": {"features": {"discount": 0.1}},
+        "upgrade": {"features": {"discount": 0.0}, "eligible": {"plan": ["basic"]}},
+        "winback": {"features": {"discount": 0.3}, "channels": ["email"]},
+    },
     "contact_policy": {"min_gap_h": 12, "caps": [{"channel": "*", "max": 2, "days": 7}]},
 }
 
@@ -186,6 +190,7 @@ def test_a_deployment_bundle_is_checked_on_load(tmp_path):
         load_bundle(p)
     # the order of the attributes numbers the features: the digest sees it
     p = copy("order")
+
     def reverse(w):
         w["deployment"]["attributes"] = dict(reversed(w["deployment"]["attributes"].items()))
 

@@ -49,13 +49,20 @@ def records(n: int, prefix: str = "d", d: int = 7, a: int = 13, seed: int = 0) -
     action = np.array([rng.choice(np.flatnonzero(row)) for row in eligible], np.int64)
     t = 486_000.0 + rng.random(n) * 100
     return DecisionRecords(
-        decision_id=np.array([f"{prefix}{i}" for i in range(n)], object), time=t,
+        decision_id=np.array([f"{prefix}{i}" for i in range(n)], object),
+        time=t,
         customer_id=np.array([f"c{i % 5}é" for i in range(n)], object),
         context=rng.normal(size=(n, d)).astype(np.float32) * np.float32(1e-3 + rng.random()),
-        eligible=eligible, action=action, send_at=t + rng.random(n) * 5, propensity=rng.uniform(0.01, 1, n),
-        policy=np.array(["lints"] * n, object), policy_version=np.array(["3"] * n, object),
-        experiment=np.array(["exp"] * n, object), arm=np.array(["challenger", ""] * (n // 2) + [""] * (n % 2), object),
-        cost=rng.random(n))
+        eligible=eligible,
+        action=action,
+        send_at=t + rng.random(n) * 5,
+        propensity=rng.uniform(0.01, 1, n),
+        policy=np.array(["lints"] * n, object),
+        policy_version=np.array(["3"] * n, object),
+        experiment=np.array(["exp"] * n, object),
+        arm=np.array(["challenger", ""] * (n // 2) + [""] * (n % 2), object),
+        cost=rng.random(n),
+    )
 
 
 def same(a: DecisionRecords, b: DecisionRecords) -> bool:
@@ -64,9 +71,12 @@ def same(a: DecisionRecords, b: DecisionRecords) -> bool:
 
 def logged(log: DecisionLog) -> dict[str, tuple]:
     b = log.read()
-    return {d: (float(t), c, int(a), float(p), bytes(x.tobytes()), bytes(e.tobytes()))
-            for d, t, c, a, p, x, e in zip(b.decision_id, b.time, b.customer_id, b.action, b.propensity, b.context,
-                                           b.eligible, strict=True)}
+    return {
+        d: (float(t), c, int(a), float(p), bytes(x.tobytes()), bytes(e.tobytes()))
+        for d, t, c, a, p, x, e in zip(
+            b.decision_id, b.time, b.customer_id, b.action, b.propensity, b.context, b.eligible, strict=True
+        )
+    }
 
 
 @pytest.mark.parametrize("n, d", [(1, 7), (9, 0), (250, 31), (0, 4)])
@@ -368,11 +378,14 @@ def refuse_customer(log: DecisionLog, customer_id: str) -> None:
     table = log.decisions.name
     with log.engine.begin() as conn:
         if log.dialect == "postgresql":
-            conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {table}_refused "
-                                 f"CHECK (customer_id <> '{customer_id}')")
+            conn.exec_driver_sql(
+                f"ALTER TABLE {table} ADD CONSTRAINT {table}_refused CHECK (customer_id <> '{customer_id}')"
+            )
         else:
-            conn.exec_driver_sql(f"CREATE TRIGGER {table}_refused BEFORE INSERT ON {table} "
-                                 f"WHEN NEW.customer_id = '{customer_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {table}_refused BEFORE INSERT ON {table} "
+                f"WHEN NEW.customer_id = '{customer_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
 
 
 def test_rows_the_database_refuses_go_to_the_dead_letter_one_by_one(log, tmp_path):
@@ -410,24 +423,28 @@ def test_a_frame_of_another_layout_goes_to_the_dead_letter(tmp_path):
         spool = Spool(tmp_path / "spool", log)
         try:
             assert spool.dead_letters == 2 and log.count_decisions() == 7
-            assert all(d["reason"].startswith("ValueError: context: this log holds 7 features")
-                       for d in dead_letters(spool))
+            assert all(
+                d["reason"].startswith("ValueError: context: this log holds 7 features") for d in dead_letters(spool)
+            )
         finally:
             spool.close()
 
 
-@pytest.mark.parametrize("error, refused", [
-    (ValueError("customer_id: row 0: contains a NUL character"), True),
-    (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), True),
-    (sa.exc.DataError("INSERT", (), Exception("text fields cannot contain NUL")), True),
-    (sa.exc.IntegrityError("INSERT", (), Exception("check constraint")), True),
-    (sa.exc.StatementError("bind", "INSERT", (), UnicodeEncodeError("utf-8", "\ud800", 0, 1, "no")), True),
-    (sa.exc.OperationalError("INSERT", (), Exception("connection refused")), False),
-    (sa.exc.ProgrammingError("INSERT", (), Exception("relation does not exist")), False),
-    (sa.exc.StatementError("bind", "INSERT", (), RuntimeError("pool")), False),
-    (RuntimeError("corrupt frame at offset 0"), False),
-    (OSError(5, "Input/output error"), False),
-])
+@pytest.mark.parametrize(
+    "error, refused",
+    [
+        (ValueError("customer_id: row 0: contains a NUL character"), True),
+        (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), True),
+        (sa.exc.DataError("INSERT", (), Exception("text fields cannot contain NUL")), True),
+        (sa.exc.IntegrityError("INSERT", (), Exception("check constraint")), True),
+        (sa.exc.StatementError("bind", "INSERT", (), UnicodeEncodeError("utf-8", "\ud800", 0, 1, "no")), True),
+        (sa.exc.OperationalError("INSERT", (), Exception("connection refused")), False),
+        (sa.exc.ProgrammingError("INSERT", (), Exception("relation does not exist")), False),
+        (sa.exc.StatementError("bind", "INSERT", (), RuntimeError("pool")), False),
+        (RuntimeError("corrupt frame at offset 0"), False),
+        (OSError(5, "Input/output error"), False),
+    ],
+)
 def test_only_a_refusal_of_the_decisions_themselves_is_dead_lettered(error, refused):
     assert rejected(error) is refused
 
@@ -450,6 +467,7 @@ def test_an_outage_is_logged_when_it_starts_and_when_it_ends(db_url, tmp_path, c
         def end_outage() -> None:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"CREATE DATABASE {name}")
+
     frames = [encode(records(5, f"o{k}-", seed=k)) for k in range(3)]
     (tmp_path / "decisions.spool").write_bytes(b"".join(frames))
     st = _State.create(tmp_path / "state")

@@ -23,8 +23,14 @@ P0, AMPLITUDE = 0.4, 0.9
 
 def _features(hist: History, now: np.ndarray) -> np.ndarray:
     n = len(now)
-    profile = Profile(segment=np.zeros(n, int), tz_offset=np.zeros(n), consent=np.ones((n, SPACE.n_channels), bool),
-                      stage=np.ones(n, np.int8), cart_active=np.zeros(n, bool), tenure_days=np.full(n, 100.0))
+    profile = Profile(
+        segment=np.zeros(n, int),
+        tz_offset=np.zeros(n),
+        consent=np.ones((n, SPACE.n_channels), bool),
+        stage=np.ones(n, np.int8),
+        cart_active=np.zeros(n, bool),
+        tenure_days=np.full(n, 100.0),
+    )
     return build_features(SPEC, profile, hist, now, LifecycleRules())
 
 
@@ -125,8 +131,9 @@ def test_a_state_saved_before_the_spreads_were_kept_still_loads():
     assert (restored.design == 0).all() and (restored.spread == 0).all()
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"prior_strength": -1.0}, "prior_strength"),
-                                                ({"design_strength": 0.0}, "design_strength")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [({"prior_strength": -1.0}, "prior_strength"), ({"design_strength": 0.0}, "design_strength")]
+)
 def test_bad_settings_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         SendTimeModel(SPEC, SPACE, **kwargs)

@@ -26,9 +26,17 @@ from nba.serialization import space_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "telecom" / "generate.py"
-MAPPING = DeploymentMapping(customer_id="customer_id", time="time", channel="channel", offer="offer",
-                            send_hour="send_hour", propensity="propensity", reward="reward", opted_out="opted_out",
-                            decision_id="decision_id")
+MAPPING = DeploymentMapping(
+    customer_id="customer_id",
+    time="time",
+    channel="channel",
+    offer="offer",
+    send_hour="send_hour",
+    propensity="propensity",
+    reward="reward",
+    opted_out="opted_out",
+    decision_id="decision_id",
+)
 
 
 def _generator():
@@ -47,8 +55,12 @@ def telecom() -> Deployment:
 def generated(tmp_path_factory) -> Path:
     """300 customers over 5 days, written by the script's command line."""
     out = tmp_path_factory.mktemp("telecom") / "log.csv"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--customers", "300", "--days", "5",
-                           "--seed", "0"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--customers", "300", "--days", "5", "--seed", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "1,500 decisions of 300 customers over 5 days" in done.stdout
     return out
@@ -83,8 +95,18 @@ def test_the_generator_is_deterministic_for_a_seed_and_differs_across_seeds(tele
     assert other[0] == list(_rows(generated)[0])
     assert other[1:] != [list(r.values()) for r in _rows(generated)]
     header = list(_rows(generated)[0])
-    assert header == ["decision_id", "customer_id", "time", *(a.name for a in telecom.attributes), "channel",
-                      "offer", "send_hour", "propensity", "reward", "opted_out"]
+    assert header == [
+        "decision_id",
+        "customer_id",
+        "time",
+        *(a.name for a in telecom.attributes),
+        "channel",
+        "offer",
+        "send_hour",
+        "propensity",
+        "reward",
+        "opted_out",
+    ]
 
 
 def test_the_generated_log_looks_like_an_operators(telecom, generated):
@@ -163,13 +185,25 @@ def test_the_context_equals_the_decide_paths_for_a_rebuilt_history(telecom, gene
             if a:
                 recent.record(np.array([0]), np.array([space.channel_of[a]]), np.array([sent]))
                 if sent <= now:
-                    history.record_contacts(np.array([0]), np.array([space.channel_of[a]]), np.array([sent]),
-                                            hour_of_day(np.array([sent + zone])))
+                    history.record_contacts(
+                        np.array([0]),
+                        np.array([space.channel_of[a]]),
+                        np.array([sent]),
+                        hour_of_day(np.array([sent + zone])),
+                    )
             if converted and sent <= now:
                 history.record_purchases(np.array([0]), np.array([sent]))
         attributes = telecom.check_attributes(_attributes(telecom, r))
-        out = decide(telecom, policy, [attributes], now=now, tz_offset=tz, rng=np.random.default_rng(0),
-                     history=history, recent=recent)
+        out = decide(
+            telecom,
+            policy,
+            [attributes],
+            now=now,
+            tz_offset=tz,
+            rng=np.random.default_rng(0),
+            history=history,
+            recent=recent,
+        )
         j = stored[r["decision_id"]]
         np.testing.assert_array_equal(out.context[0], b.context[j])
         np.testing.assert_array_equal(out.eligible[0], b.eligible[j])
@@ -234,24 +268,33 @@ def test_the_replay_in_small_chunks_gives_the_same_log(telecom, generated, tmp_p
 
 
 # ----------------------------------------------------------------------------- refusals
-@pytest.mark.parametrize("column, cell, message", [
-    ("offer", "fax_boost", r"^row 7, column 'offer': unknown offer 'fax_boost'; declared: \['data_boost_5gb'"),
-    ("channel", "pigeon", r"^row 7, column 'channel': unknown channel 'pigeon'; declared: \['whatsapp'"),
-    ("send_hour", "11", r"^row 7, column 'send_hour': '11' is not a send slot of the deployment"),
-    ("monthly_revenue", "12000", r"^row 7, column 'monthly_revenue': must be within \[0.0, 10000.0\], got 12000.0"),
-    ("tenure_days", "-3", r"^row 7, column 'tenure_days': must be within \[0.0, None\], got -3.0"),
-    ("plan_type", "platinum", r"^row 7, column 'plan_type': unknown value 'platinum'; valid: \['prepaid'"),
-    ("plan_type", "", r"^row 7, column 'plan_type': empty, but the attribute 'plan_type' is required"),
-    ("sms_opt_in", "maybe", r"^row 7, column 'sms_opt_in': must be true or false, got 'maybe'"),
-    ("last_complaint_at", "last week", r"^row 7, column 'last_complaint_at': must be an ISO 8601 date"),
-    ("time", "tuesday", r"^row 7, column 'time': expected hours since the epoch or an ISO timestamp, got 'tuesday'"),
-    ("opted_out", "2", r"^row 7, column 'opted_out': expected 0 or 1"),
-])
-def test_a_bad_cell_fails_naming_row_and_column_and_imports_nothing(telecom, generated, log, tmp_path, column,
-                                                                    cell, message):
+@pytest.mark.parametrize(
+    "column, cell, message",
+    [
+        ("offer", "fax_boost", r"^row 7, column 'offer': unknown offer 'fax_boost'; declared: \['data_boost_5gb'"),
+        ("channel", "pigeon", r"^row 7, column 'channel': unknown channel 'pigeon'; declared: \['whatsapp'"),
+        ("send_hour", "11", r"^row 7, column 'send_hour': '11' is not a send slot of the deployment"),
+        ("monthly_revenue", "12000", r"^row 7, column 'monthly_revenue': must be within \[0.0, 10000.0\], got 12000.0"),
+        ("tenure_days", "-3", r"^row 7, column 'tenure_days': must be within \[0.0, None\], got -3.0"),
+        ("plan_type", "platinum", r"^row 7, column 'plan_type': unknown value 'platinum'; valid: \['prepaid'"),
+        ("plan_type", "", r"^row 7, column 'plan_type': empty, but the attribute 'plan_type' is required"),
+        ("sms_opt_in", "maybe", r"^row 7, column 'sms_opt_in': must be true or false, got 'maybe'"),
+        ("last_complaint_at", "last week", r"^row 7, column 'last_complaint_at': must be an ISO 8601 date"),
+        (
+            "time",
+            "tuesday",
+            r"^row 7, column 'time': expected hours since the epoch or an ISO timestamp, got 'tuesday'",
+        ),
+        ("opted_out", "2", r"^row 7, column 'opted_out': expected 0 or 1"),
+    ],
+)
+def test_a_bad_cell_fails_naming_row_and_column_and_imports_nothing(
+    telecom, generated, log, tmp_path, column, cell, message
+):
     rows = _rows(generated)
-    target = 6 if column not in ("offer", "channel", "send_hour") else next(i for i, r in enumerate(rows)
-                                                                           if r["channel"])
+    target = (
+        6 if column not in ("offer", "channel", "send_hour") else next(i for i, r in enumerate(rows) if r["channel"])
+    )
     rows[target][column] = cell
     if target != 6:  # keep the row number of the message: move the contact row to row 7
         rows[6], rows[target] = rows[target], rows[6]
@@ -266,9 +309,12 @@ def test_an_ineligible_action_is_refused_unless_allowed(telecom, generated, log,
     i = next(i for i, r in enumerate(rows) if r["plan_type"] == "prepaid" and r["channel"] not in ("", "call_centre"))
     rows[i]["offer"] = "contract_renewal_discount"
     path = _write(tmp_path / "ineligible.csv", rows)
-    with pytest.raises(ValueError, match=rf"^row {i + 1}, column 'offer': the deployment does not allow "
-                                         rf"{rows[i]['channel']}/contract_renewal_discount/\w+ here \(offer\); "
-                                         "import with allow_ineligible"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^row {i + 1}, column 'offer': the deployment does not allow "
+        rf"{rows[i]['channel']}/contract_renewal_discount/\w+ here \(offer\); "
+        "import with allow_ineligible",
+    ):
         import_onto(log, path, telecom, MAPPING)
     assert log.count_decisions() == 0
     res = import_onto(log, path, telecom, MAPPING, allow_ineligible=True)
@@ -284,9 +330,17 @@ def test_import_command_onto_the_deployment(telecom, generated, tmp_path):
     from training.jobs import JobError
 
     url = f"sqlite:///{tmp_path / 'logs' / 'telco.db'}"
-    kw = dict(deployment=ROOT / "examples" / "telecom" / "deployment.toml", customer_id="customer_id", time="time",
-              channel="channel", offer="offer", send_hour="send_hour", reward="reward", opted_out="opted_out",
-              decision_id="decision_id")
+    kw = dict(
+        deployment=ROOT / "examples" / "telecom" / "deployment.toml",
+        customer_id="customer_id",
+        time="time",
+        channel="channel",
+        offer="offer",
+        send_hour="send_hour",
+        reward="reward",
+        opted_out="opted_out",
+        decision_id="decision_id",
+    )
     res = import_command(generated, url, propensity="propensity", **kw)
     assert res.new_decisions == 1500 and res.deployment == telecom.digest
     text = describe(res)

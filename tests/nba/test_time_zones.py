@@ -22,16 +22,28 @@ def _h(*args: int) -> float:
     return datetime(*args, tzinfo=UTC).timestamp() / 3600.0
 
 
-ZONES = ("Europe/Paris", "America/New_York", "Australia/Sydney", "Asia/Tokyo", "America/Sao_Paulo",
-         "Africa/Casablanca", "Pacific/Chatham", "Asia/Kolkata")
+ZONES = (
+    "Europe/Paris",
+    "America/New_York",
+    "Australia/Sydney",
+    "Asia/Tokyo",
+    "America/Sao_Paulo",
+    "Africa/Casablanca",
+    "Pacific/Chatham",
+    "Asia/Kolkata",
+)
 
 
 @pytest.mark.parametrize("zone", ZONES)
 def test_offsets_at_many_times_are_the_offset_at_each(zone):
     rng = np.random.default_rng(abs(hash(zone)) % 2**32)
     start = _h(2017, 1, 1)
-    hours = np.concatenate([rng.uniform(start, start + 24 * 365 * 10, 3000),  # ten years, every switch in them
-                            rng.uniform(start + 24 * 80, start + 24 * 100, 500)])  # around one spring
+    hours = np.concatenate(
+        [
+            rng.uniform(start, start + 24 * 365 * 10, 3000),  # ten years, every switch in them
+            rng.uniform(start + 24 * 80, start + 24 * 100, 500),
+        ]
+    )  # around one spring
     got = utc_offsets(zone, hours)
     want = np.array([utc_offset(zone, h) for h in hours.tolist()])
     np.testing.assert_array_equal(got, want)
@@ -65,8 +77,14 @@ def _log(contacts: list[tuple[int, float]], opened: list[int]) -> ContactHistory
     action = SPACE.index("sms", "promo", None)
     rows = [(t, t, action) for _, t in contacts]
     events = [("opened", contacts[k][1] + 1 / 60, 0.0, action, contacts[k][1], f"d{k}") for k in opened]
-    return ContactHistory.from_rows(np.array([f"c{i}" for i in range(3)], dtype=object), [c for c, _ in contacts], rows,
-                                    [contacts[k][0] for k in opened], events, since=0.0)
+    return ContactHistory.from_rows(
+        np.array([f"c{i}" for i in range(3)], dtype=object),
+        [c for c, _ in contacts],
+        rows,
+        [contacts[k][0] for k in opened],
+        events,
+        since=0.0,
+    )
 
 
 def _hour(cos: float, sin: float) -> float:
@@ -102,5 +120,12 @@ def test_zones_must_name_one_zone_per_customer():
     h = _log([(0, _h(2026, 3, 20, 9))], opened=[])
     recent = RecentContacts.empty(3, SPACE.n_channels)
     with pytest.raises(ValueError, match=r"^zones: expected one time zone per customer \(3\), got 1"):
-        history_from_log(h, np.arange(3), SPACE, recent, now=np.full(3, _h(2026, 6, 3)), tz_offset=np.full(3, 2.0),
-                         zones=["Europe/Paris"])
+        history_from_log(
+            h,
+            np.arange(3),
+            SPACE,
+            recent,
+            now=np.full(3, _h(2026, 6, 3)),
+            tz_offset=np.full(3, 2.0),
+            zones=["Europe/Paris"],
+        )

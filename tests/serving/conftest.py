@@ -54,5 +54,3 @@ def registry(tmp_path_factory) -> Registry:
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("serving")
-
-

@@ -65,8 +65,9 @@ class Server:
             time.sleep(0.3)
         raise TimeoutError(f"/readyz not {expect} after {timeout:.0f} s:\n{self.log_text()[-3000:]}")
 
-    def kill_workers_under_load(self, send, clients: int, at_least: int, token: str | None = None,
-                                whole_tree: bool = False) -> list[str]:
+    def kill_workers_under_load(
+        self, send, clients: int, at_least: int, token: str | None = None, whole_tree: bool = False
+    ) -> list[str]:
         """SIGKILL the worker processes (``whole_tree``: the server's process group and every descendant,
         the write-behind replayer included, which runs in a session of its own) while ``clients`` threads
         keep sending; return the decision ids acknowledged (HTTP 200) before the kill. ``send(client, k,
@@ -123,27 +124,55 @@ class Server:
                 self.proc.wait(10)
 
 
-def start_server(tmp: Path, env_extra: dict[str, str], via: str = "bentoml", wait: bool = True,
-                 args: list[str] | None = None, own_home: bool = True) -> Server:
+def start_server(
+    tmp: Path,
+    env_extra: dict[str, str],
+    via: str = "bentoml",
+    wait: bool = True,
+    args: list[str] | None = None,
+    own_home: bool = True,
+) -> Server:
     """Start the service on a free port of 127.0.0.1 (``via``: "bentoml" or "nba" for ``nba serve`` with
     ``args``); ``own_home``: a BentoML home of its own (else ``nba serve`` picks one)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBA_") and k != "MLFLOW_TRACKING_URI"}
-    env.update(BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", NBA_POLL_S="1",
-               NBA_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
+    env.update(
+        BENTOML_DO_NOT_TRACK="true",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        NBA_POLL_S="1",
+        NBA_CACHE_DIR=str(tmp / "cache"),
+        PYTHONUNBUFFERED="1",
+    )
     env.pop("BENTOML_HOME", None)
     if own_home:  # its own Prometheus files (BentoML empties them at each start)
         env["BENTOML_HOME"] = str(tmp / f"bentoml-{port}")
     env.update(env_extra)
     if via == "nba":
-        cmd = [str(Path(sys.executable).with_name("nba")), "serve", "--host", "127.0.0.1", "--port", str(port),
-               *(args or [])]
+        cmd = [
+            str(Path(sys.executable).with_name("nba")),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *(args or []),
+        ]
     else:
-        cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService", "--host", "127.0.0.1",
-               "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "serving.service:DecisionService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
     logfile = tmp / f"server-{port}.log"
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logfile.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=logfile.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     server = Server(f"http://127.0.0.1:{port}", proc, logfile, env)
     if wait:
         try:
@@ -156,12 +185,14 @@ def start_server(tmp: Path, env_extra: dict[str, str], via: str = "bentoml", wai
 
 def customer(cid: str | None = None, **kw) -> dict:
     """A valid decide body."""
-    body = {"customer_id": cid or f"c-{uuid.uuid4().hex[:12]}", "segment": "genz", "timezone": "Europe/Paris",
-            "tenure_days": 5.0}
+    body = {
+        "customer_id": cid or f"c-{uuid.uuid4().hex[:12]}",
+        "segment": "genz",
+        "timezone": "Europe/Paris",
+        "tenure_days": 5.0,
+    }
     body.update(kw)
     return body
-
-
 
 
 class TcpProxy:

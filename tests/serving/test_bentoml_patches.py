@@ -18,7 +18,8 @@ def test_the_installed_bentoml_is_the_one_the_patches_were_written_for():
     assert installed == bentoml_patches.BENTOML_VERSION, (
         f"BentoML {installed} is installed; serving/bentoml_patches.py was written for and checked against "
         f"{bentoml_patches.BENTOML_VERSION}. Re-check each patch there against the new BentoML's source (the "
-        "internals it replaces, how BentoML looks them up), then update BENTOML_VERSION.")
+        "internals it replaces, how BentoML looks them up), then update BENTOML_VERSION."
+    )
 
 
 def test_bentoml_builds_the_request_timeout_in_place_of_its_own():
@@ -79,8 +80,10 @@ def test_unknown_paths_reach_the_metrics_as_one_label_and_the_app_with_their_own
     assert wrapped.inner.kwargs == {"namespace": "nba", "skip_paths": ["/livez"]}
     for path in ("/decide", "/wp-admin/x.php", "/feedback"):
         asyncio.run(wrapped({"type": "http", "path": path}, None, None))
-    assert seen == {"metrics": ["/decide", bentoml_patches.UNKNOWN_PATH, "/feedback"],
-                    "app": ["/decide", "/wp-admin/x.php", "/feedback"]}
+    assert seen == {
+        "metrics": ["/decide", bentoml_patches.UNKNOWN_PATH, "/feedback"],
+        "app": ["/decide", "/wp-admin/x.php", "/feedback"],
+    }
 
 
 def test_a_request_that_failed_validation_is_one_warning_line_other_errors_keep_their_traceback():

@@ -21,13 +21,20 @@ DRILLS = {"sustained load", "kill -9", "database outage", "alias flip", "cap rac
 @pytest.mark.slow
 def test_every_drill_passes(tmp_path):
     out = tmp_path / "reliability.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "reliability.py"), "--fast", "--json", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "reliability.py"), "--fast", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-4000:]
     drills = json.loads(out.read_text())["drills"]
     assert {d["name"] for d in drills} == DRILLS
     assert {d["mode"] for d in drills if d["name"] == "kill -9"} == {
-        "SQLite write-behind, worker", "PostgreSQL write-through, whole tree"}
+        "SQLite write-behind, worker",
+        "PostgreSQL write-through, whole tree",
+    }
     for d in drills:
         may_skip = d["postgres"] and not os.environ.get("CI")
         assert d["status"] == "pass" or (may_skip and d["status"] == "skip"), d
@@ -48,8 +55,11 @@ def test_the_cap_check_finds_every_kind_of_breach():
     t = 480_000.0  # hours since the epoch
 
     def breaches(rows):
-        batch = SimpleNamespace(customer_id=np.array([r[0] for r in rows], dtype=object),
-                                action=np.array([r[1] for r in rows]), send_at=np.array([r[2] for r in rows]))
+        batch = SimpleNamespace(
+            customer_id=np.array([r[0] for r in rows], dtype=object),
+            action=np.array([r[1] for r in rows]),
+            send_at=np.array([r[2] for r in rows]),
+        )
         return cap_violations(batch, sc.contact, space)[0]
 
     assert breaches([("a", email, t), ("a", sms, t + 4), ("a", 0, t + 1), ("b", email, t)]) == 0

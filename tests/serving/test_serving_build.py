@@ -11,10 +11,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bentoml_build_offline(tmp_path):
-    env = dict(os.environ, BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true",
-               MLFLOW_DISABLE_TELEMETRY="true")
-    r = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=240)
+    env = dict(
+        os.environ, BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     bentos = list((tmp_path / "bentoml" / "bentos" / "nba").glob("*/bento.yaml"))
     assert len(bentos) == 1

@@ -14,8 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_service_keeps_its_contract(tmp_path):
     out = tmp_path / "fuzz.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "fuzz.py"), "--examples", "15", "--seed", "7",
-                           "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fuzz.py"), "--examples", "15", "--seed", "7", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["cases"] >= 300 and result["cases_failed"] == 0 and result["errors"] == 0, result

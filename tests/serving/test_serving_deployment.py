@@ -29,8 +29,14 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = ROOT / "examples" / "telecom" / "deployment.toml"
 MODEL = "telco-policy"
 NOON = datetime(2026, 6, 2, 12, 0, tzinfo=UTC).timestamp()  # a Tuesday, 14:00 in Paris
-ATTRS = {"plan_type": "postpaid", "tenure_days": 400, "monthly_revenue": 35.0, "whatsapp_opt_in": True,
-         "app_user": True, "days_to_contract_end": 30}
+ATTRS = {
+    "plan_type": "postpaid",
+    "tenure_days": 400,
+    "monthly_revenue": 35.0,
+    "whatsapp_opt_in": True,
+    "app_user": True,
+    "days_to_contract_end": 30,
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +61,17 @@ def registered(registry, telecom) -> str:
 @pytest.fixture(scope="module")
 def runtime(registry, registered, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deployment")
-    rt = Runtime.start(Settings(tracking_uri=registry.uri, model_name=MODEL, log_url=f"sqlite:///{tmp}/d.db",
-                                cache_dir=tmp / "cache", poll_s=0, seed=3, deployment=DEPLOYMENT))
+    rt = Runtime.start(
+        Settings(
+            tracking_uri=registry.uri,
+            model_name=MODEL,
+            log_url=f"sqlite:///{tmp}/d.db",
+            cache_dir=tmp / "cache",
+            poll_s=0,
+            seed=3,
+            deployment=DEPLOYMENT,
+        )
+    )
     assert rt.ready, rt.models.problems
     yield rt
     rt.close()
@@ -92,8 +107,14 @@ def test_the_logged_context_and_mask_are_the_decide_paths(runtime, telecom):
     d = _one(runtime, {"customer_id": "t-parity", "timezone": "+02:00", "attributes": ATTRS})
     X, mask, action = _stored(runtime, d["decision_id"])
     policy = runtime.models.served["champion"].bundle.policy
-    expect = decide(telecom, policy, [telecom.check_attributes(ATTRS)], now=NOON / 3600.0, tz_offset=2.0,
-                    rng=np.random.default_rng(0))
+    expect = decide(
+        telecom,
+        policy,
+        [telecom.check_attributes(ATTRS)],
+        now=NOON / 3600.0,
+        tz_offset=2.0,
+        rng=np.random.default_rng(0),
+    )
     np.testing.assert_array_equal(X, expect.context[0])
     np.testing.assert_array_equal(mask, expect.eligible[0])
     assert mask[action]
@@ -102,8 +123,16 @@ def test_the_logged_context_and_mask_are_the_decide_paths(runtime, telecom):
 def test_consent_offer_rules_and_restrictions_shape_the_mask(runtime, telecom):
     space = telecom.action_space()
     attrs = ATTRS | {"plan_type": "prepaid", "whatsapp_opt_in": False, "tenure_days": 20}
-    d = _one(runtime, {"customer_id": "t-mask", "timezone": "UTC", "attributes": attrs,
-                       "channels": ["sms", "email", "whatsapp"], "offers": ["data_boost_5gb", "phone_upgrade"]})
+    d = _one(
+        runtime,
+        {
+            "customer_id": "t-mask",
+            "timezone": "UTC",
+            "attributes": attrs,
+            "channels": ["sms", "email", "whatsapp"],
+            "offers": ["data_boost_5gb", "phone_upgrade"],
+        },
+    )
     _, mask, _ = _stored(runtime, d["decision_id"])
     contact = np.flatnonzero(mask[1:]) + 1
     channels = {space.channels[space.channel_of[a]] for a in contact}
@@ -136,17 +165,20 @@ def test_feedback_on_a_deployment_decision(runtime):
     assert not runtime.engine.feedback(d["decision_id"], "converted", NOON + 3600, 12.0)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"attributes": ATTRS | {"plan_type": "gold"}}, "attributes.plan_type: unknown value 'gold'"),
-    ({"attributes": ATTRS | {"shoe_size": 42}}, "attributes.shoe_size: unknown attribute"),
-    ({"attributes": {k: v for k, v in ATTRS.items() if k != "plan_type"}}, "attributes.plan_type: missing"),
-    ({"attributes": ATTRS | {"monthly_revenue": -3.0}}, "attributes.monthly_revenue: must be within"),
-    ({"attributes": ATTRS | {"app_user": "yes"}}, "attributes.app_user: must be true or false"),
-    ({"attributes": ATTRS | {"tenure_days": "400"}}, "attributes.tenure_days"),
-    ({"attributes": ATTRS, "segment": "genz"}, "segment: the served policy decides on the deployment"),
-    ({"attributes": ATTRS, "offers": ["free_lunch"]}, "offers: unknown offer 'free_lunch'"),
-    ({"attributes": ATTRS, "channels": ["fax"]}, "channels: unknown channel 'fax'"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"attributes": ATTRS | {"plan_type": "gold"}}, "attributes.plan_type: unknown value 'gold'"),
+        ({"attributes": ATTRS | {"shoe_size": 42}}, "attributes.shoe_size: unknown attribute"),
+        ({"attributes": {k: v for k, v in ATTRS.items() if k != "plan_type"}}, "attributes.plan_type: missing"),
+        ({"attributes": ATTRS | {"monthly_revenue": -3.0}}, "attributes.monthly_revenue: must be within"),
+        ({"attributes": ATTRS | {"app_user": "yes"}}, "attributes.app_user: must be true or false"),
+        ({"attributes": ATTRS | {"tenure_days": "400"}}, "attributes.tenure_days"),
+        ({"attributes": ATTRS, "segment": "genz"}, "segment: the served policy decides on the deployment"),
+        ({"attributes": ATTRS, "offers": ["free_lunch"]}, "offers: unknown offer 'free_lunch'"),
+        ({"attributes": ATTRS, "channels": ["fax"]}, "channels: unknown channel 'fax'"),
+    ],
+)
 def test_bad_attributes_are_refused_naming_the_field_and_nothing_is_stored(runtime, body, message):
     before = runtime.engine.log.count_decisions()
     req = DecideRequest.model_validate({"customer_id": "t-bad", "timezone": "UTC", "now": NOON} | body)
@@ -157,9 +189,15 @@ def test_bad_attributes_are_refused_naming_the_field_and_nothing_is_stored(runti
 
 
 def test_a_batch_names_the_row_of_a_bad_attribute(runtime):
-    req = DecideBatchRequest.model_validate({"now": NOON, "customers": [
-        {"customer_id": "b-0", "attributes": ATTRS},
-        {"customer_id": "b-1", "attributes": ATTRS | {"loyalty_tier": 3}}]})
+    req = DecideBatchRequest.model_validate(
+        {
+            "now": NOON,
+            "customers": [
+                {"customer_id": "b-0", "attributes": ATTRS},
+                {"customer_id": "b-1", "attributes": ATTRS | {"loyalty_tier": 3}},
+            ],
+        }
+    )
     with pytest.raises(BadRequest, match=r"^customers\[1\]\.attributes\.loyalty_tier: unknown value 3"):
         runtime.engine.prepare(req.customers, req.now, 0, batch=True)
 
@@ -184,22 +222,46 @@ def test_requests_decided_together_are_decided_as_the_decide_path_decides(runtim
     from serving.decisions import decide_batch
 
     tiers = ("none", "silver", "gold")
-    bodies = [[{"customer_id": f"tog-{j}-{i}", "timezone": "+02:00", "attributes": ATTRS | {
-        "tenure_days": float(40 * i), "loyalty_tier": tiers[i % 3], "plan_type": ("prepaid", "business")[i % 2]}}
-        for i in range(n)] for j, n in enumerate((3, 12, 1))]
-    jobs = [runtime.engine.prepare(DecideBatchRequest.model_validate({"customers": b}).customers, NOON, 0, batch=True)
-            for b in bodies]
+    bodies = [
+        [
+            {
+                "customer_id": f"tog-{j}-{i}",
+                "timezone": "+02:00",
+                "attributes": ATTRS
+                | {
+                    "tenure_days": float(40 * i),
+                    "loyalty_tier": tiers[i % 3],
+                    "plan_type": ("prepaid", "business")[i % 2],
+                },
+            }
+            for i in range(n)
+        ]
+        for j, n in enumerate((3, 12, 1))
+    ]
+    jobs = [
+        runtime.engine.prepare(DecideBatchRequest.model_validate({"customers": b}).customers, NOON, 0, batch=True)
+        for b in bodies
+    ]
     assert all(isinstance(job.rows.attributes, AttributeColumns) for job in jobs)
     ids = [c for job in jobs for c in job.rows.ids]
     now = np.full(len(ids), NOON / 3600.0)
     served = jobs[0].served
     history = runtime.engine.log.contact_history(ids, 0.0)
     decision_ids = [f"tog-{i}" for i in range(len(ids))]
-    _, records = decide_batch([(job.rows, 0) for job in jobs], served, now, history, decision_ids,
-                              np.random.default_rng(1), channel_costs={}, experiment="")
+    _, records = decide_batch(
+        [(job.rows, 0) for job in jobs],
+        served,
+        now,
+        history,
+        decision_ids,
+        np.random.default_rng(1),
+        channel_costs={},
+        experiment="",
+    )
     people = [telecom.check_attributes(c["attributes"]) for b in bodies for c in b]
-    expect = decide(telecom, served["champion"].bundle.policy, people, now=now, tz_offset=2.0,
-                    rng=np.random.default_rng(0))
+    expect = decide(
+        telecom, served["champion"].bundle.policy, people, now=now, tz_offset=2.0, rng=np.random.default_rng(0)
+    )
     np.testing.assert_array_equal(records.context, expect.context)
     np.testing.assert_array_equal(records.eligible, expect.eligible)
 
@@ -220,14 +282,31 @@ def test_a_winter_contact_keeps_its_local_hour_in_summer(runtime, telecom):
         return np.array(x, dtype=object)
 
     log = runtime.engine.log
-    log.log_decisions(DecisionRecords(
-        decision_id=strings("dst-winter", "dst-spring"), time=np.array([winter, spring]),
-        customer_id=strings("dst-1", "dst-1"), context=np.zeros((2, dim), np.float32),
-        eligible=np.ones((2, space.n_actions), bool), action=np.array([sms, sms]), send_at=np.array([winter, spring]),
-        propensity=np.array([0.5, 0.5]), policy=strings("linucb", "linucb"), policy_version=strings("1", "1"),
-        experiment=strings("", ""), arm=strings("", ""), cost=np.array([0.05, 0.05])))
-    log.log_outcomes(OutcomeRecords(decision_id=strings("dst-winter"), event=strings("opened"),
-                                    time=np.array([winter + 0.5]), value=np.array([0.0])))
+    log.log_decisions(
+        DecisionRecords(
+            decision_id=strings("dst-winter", "dst-spring"),
+            time=np.array([winter, spring]),
+            customer_id=strings("dst-1", "dst-1"),
+            context=np.zeros((2, dim), np.float32),
+            eligible=np.ones((2, space.n_actions), bool),
+            action=np.array([sms, sms]),
+            send_at=np.array([winter, spring]),
+            propensity=np.array([0.5, 0.5]),
+            policy=strings("linucb", "linucb"),
+            policy_version=strings("1", "1"),
+            experiment=strings("", ""),
+            arm=strings("", ""),
+            cost=np.array([0.05, 0.05]),
+        )
+    )
+    log.log_outcomes(
+        OutcomeRecords(
+            decision_id=strings("dst-winter"),
+            event=strings("opened"),
+            time=np.array([winter + 0.5]),
+            value=np.array([0.0]),
+        )
+    )
     now = np.array([NOON / 3600.0])
     before = log.contact_history(["dst-1"], now[0] - 90 * 24.0)  # what the service reads: its own decision after
     d = _one(runtime, {"customer_id": "dst-1", "timezone": "Europe/Paris", "attributes": ATTRS})  # June: +02:00
@@ -236,10 +315,17 @@ def test_a_winter_contact_keeps_its_local_hour_in_summer(runtime, telecom):
 
     def context(zones):
         recent = telecom.recent(1)
-        history = history_from_log(before, np.arange(1), space, recent, now=now, tz_offset=np.array([2.0]),
-                                   zones=zones)
-        return decide(telecom, policy, [telecom.check_attributes(ATTRS)], now=now, tz_offset=2.0, history=history,
-                      recent=recent, rng=np.random.default_rng(0)).context[0]
+        history = history_from_log(before, np.arange(1), space, recent, now=now, tz_offset=np.array([2.0]), zones=zones)
+        return decide(
+            telecom,
+            policy,
+            [telecom.check_attributes(ATTRS)],
+            now=now,
+            tz_offset=2.0,
+            history=history,
+            recent=recent,
+            rng=np.random.default_rng(0),
+        ).context[0]
 
     np.testing.assert_array_equal(X, context(["Europe/Paris"]))
     # sent twice at 10:00 and opened once at 10:00: no preferred hour; with today's offset the winter one
@@ -259,8 +345,15 @@ def test_a_scenario_request_to_a_deployment_service_and_back(runtime, registry, 
     req = DecideRequest.model_validate({"customer_id": "x", "segment": "genz", "tenure_days": 3.0, "now": NOON})
     with pytest.raises(BadRequest, match="^segment: the served policy decides on the deployment 'telco-retention'"):
         runtime.engine.prepare([req], req.now, 0, batch=False)
-    rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp_path}/s.db",
-                                cache_dir=tmp_path / "cache", poll_s=0, seed=1))
+    rt = Runtime.start(
+        Settings(
+            tracking_uri=registry.uri,
+            log_url=f"sqlite:///{tmp_path}/s.db",
+            cache_dir=tmp_path / "cache",
+            poll_s=0,
+            seed=1,
+        )
+    )
     try:
         req = DecideRequest.model_validate({"customer_id": "x", "attributes": ATTRS, "now": NOON})
         with pytest.raises(BadRequest, match="^attributes: the served policy decides in the simulator's world"):
@@ -276,19 +369,35 @@ def test_over_http_with_the_deployment_file(registry, registered, tmp_path):
     """BentoML serving the deployment: decide with attributes, a 422 naming the attribute with nothing stored,
     feedback, and the OpenAPI document stating the declared attributes and offers."""
     log_url = f"sqlite:///{tmp_path}/http.db"
-    server = start_server(tmp_path, {"NBA_TRACKING_URI": registry.uri, "NBA_MODEL_NAME": MODEL,
-                                     "NBA_LOG_URL": log_url, "NBA_DEPLOYMENT": str(DEPLOYMENT)})
+    server = start_server(
+        tmp_path,
+        {
+            "NBA_TRACKING_URI": registry.uri,
+            "NBA_MODEL_NAME": MODEL,
+            "NBA_LOG_URL": log_url,
+            "NBA_DEPLOYMENT": str(DEPLOYMENT),
+        },
+    )
     try:
         with server.client() as c:
-            ok = c.post("/decide", json={"customer_id": "h-1", "timezone": "Europe/Paris", "attributes": ATTRS,
-                                         "now": "2026-06-02T12:00:00Z"})
+            ok = c.post(
+                "/decide",
+                json={
+                    "customer_id": "h-1",
+                    "timezone": "Europe/Paris",
+                    "attributes": ATTRS,
+                    "now": "2026-06-02T12:00:00Z",
+                },
+            )
             assert ok.status_code == 200, ok.text
             body = ok.json()
             assert body["policy_version"] == registered and "offer_features" in body
             bad = c.post("/decide", json={"customer_id": "h-2", "attributes": ATTRS | {"plan_type": "gold"}})
             assert bad.status_code == 422 and "attributes.plan_type" in bad.json()["error"]
-            fb = c.post("/feedback", json={"decision_id": body["decision_id"], "event": "opened",
-                                           "time": "2026-06-02T13:00:00Z"})
+            fb = c.post(
+                "/feedback",
+                json={"decision_id": body["decision_id"], "event": "opened", "time": "2026-06-02T13:00:00Z"},
+            )
             assert fb.status_code == 200 and fb.json()["recorded"] is True
             doc = c.get("/docs.json").json()
             props = doc["components"]["schemas"]["DecideRequest"]["properties"]
@@ -335,8 +444,9 @@ def test_a_catalogue_learner_of_another_catalogue_is_moved_onto_the_served_one(r
     rt = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/old.db", cache_dir=tmp_path / "c2", **settings))
     try:
         assert not rt.ready
-        assert any("but the decision log holds decisions over 781 actions" in p for p in rt.models.problems), \
+        assert any("but the decision log holds decisions over 781 actions" in p for p in rt.models.problems), (
             rt.models.problems
+        )
     finally:
         rt.close()
 
@@ -360,22 +470,51 @@ def test_budgets_capacities_and_offer_caps_hold_in_the_service(registry, telecom
     mlflow.set_tracking_uri(registry.uri)
     mlflow.set_registry_uri(registry.uri)
     with mlflow.start_run():
-        info = log_policy(Bundle.of_deployment(create("uniform_random", tight.action_space()), tight),
-                          registered_model_name="telco-tight")
+        info = log_policy(
+            Bundle.of_deployment(create("uniform_random", tight.action_space()), tight),
+            registered_model_name="telco-tight",
+        )
     set_alias("champion", str(info.registered_model_version), model_name="telco-tight")
-    rt = Runtime.start(Settings(tracking_uri=registry.uri, model_name="telco-tight", poll_s=0, seed=11,
-                                deployment=path, log_url=f"sqlite:///{tmp_path}/t.db", cache_dir=tmp_path / "c"))
+    rt = Runtime.start(
+        Settings(
+            tracking_uri=registry.uri,
+            model_name="telco-tight",
+            poll_s=0,
+            seed=11,
+            deployment=path,
+            log_url=f"sqlite:///{tmp_path}/t.db",
+            cache_dir=tmp_path / "c",
+        )
+    )
     try:
         assert rt.ready, rt.models.problems
         for k in range(4):  # four batches of 30 customers, offered only what is limited
-            customers = [DecideBatchRequest.model_validate({"customers": [
-                {"customer_id": f"k{k}-{i}", "attributes": ATTRS, "channels": ["call_centre", "email"],
-                 "offers": ["data_boost_5gb", "data_boost_10gb"]} for i in range(30)]}).customers]
+            customers = [
+                DecideBatchRequest.model_validate(
+                    {
+                        "customers": [
+                            {
+                                "customer_id": f"k{k}-{i}",
+                                "attributes": ATTRS,
+                                "channels": ["call_centre", "email"],
+                                "offers": ["data_boost_5gb", "data_boost_10gb"],
+                            }
+                            for i in range(30)
+                        ]
+                    }
+                ).customers
+            ]
             job = rt.engine.prepare(customers[0], NOON + 600 * k, 0, batch=True)
             rt.engine.decide(job)
         for k in range(8):  # one customer asked again and again: retention_call at most once
-            req = DecideRequest.model_validate({"customer_id": "loyal", "attributes": ATTRS,
-                                                "offers": ["retention_call"], "now": NOON + 3600 * (k + 1)})
+            req = DecideRequest.model_validate(
+                {
+                    "customer_id": "loyal",
+                    "attributes": ATTRS,
+                    "offers": ["retention_call"],
+                    "now": NOON + 3600 * (k + 1),
+                }
+            )
             rt.engine.decide(rt.engine.prepare([req], req.now, 0, batch=False))
         batch = rt.engine.log.read()
     finally:

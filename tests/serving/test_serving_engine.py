@@ -20,10 +20,19 @@ JUNE = 486_000.0  # 2025-06-10 00:00 UTC in hours since the epoch
 JANUARY = 482_352.0  # 2025-01-10 00:00 UTC
 
 
-@pytest.mark.parametrize("name, when, offset", [
-    ("Europe/Paris", JUNE, 2.0), ("Europe/Paris", JANUARY, 1.0), ("America/New_York", JUNE, -4.0),
-    ("UTC", JUNE, 0.0), ("+05:30", JUNE, 5.5), ("UTC-3", JUNE, -3.0), ("GMT+2", JUNE, 2.0), ("-0800", JUNE, -8.0),
-])
+@pytest.mark.parametrize(
+    "name, when, offset",
+    [
+        ("Europe/Paris", JUNE, 2.0),
+        ("Europe/Paris", JANUARY, 1.0),
+        ("America/New_York", JUNE, -4.0),
+        ("UTC", JUNE, 0.0),
+        ("+05:30", JUNE, 5.5),
+        ("UTC-3", JUNE, -3.0),
+        ("GMT+2", JUNE, 2.0),
+        ("-0800", JUNE, -8.0),
+    ],
+)
 def test_time_zones(name, when, offset):
     assert tz_offset(name, when, "timezone") == offset
 
@@ -35,13 +44,24 @@ def test_unknown_time_zones_name_the_field(name):
 
 
 def test_settings_from_env():
-    s = Settings.from_env({"NBA_EXPERIMENT": "exp", "NBA_SPLITS": "champion=0.9,challenger=0.1", "NBA_POLL_S": "2",
-                           "NBA_CHANNEL_COSTS": "sms=0.05", "MLFLOW_TRACKING_URI": "sqlite:///x.db"})
+    s = Settings.from_env(
+        {
+            "NBA_EXPERIMENT": "exp",
+            "NBA_SPLITS": "champion=0.9,challenger=0.1",
+            "NBA_POLL_S": "2",
+            "NBA_CHANNEL_COSTS": "sms=0.05",
+            "MLFLOW_TRACKING_URI": "sqlite:///x.db",
+        }
+    )
     assert s.aliases == ("champion", "challenger") and s.poll_s == 2 and s.channel_costs == {"sms": 0.05}
     assert s.tracking_uri == "sqlite:///x.db" and Settings.from_env({}).aliases == ("champion",)
-    for env, var in [({"NBA_POLL_S": "soon"}, "NBA_POLL_S"), ({"NBA_SPLITS": "champion"}, "NBA_SPLITS"),
-                     ({"NBA_EXPERIMENT": "e", "NBA_SPLITS": "champion=1,loser=1"}, "NBA_SPLITS"),
-                     ({"NBA_SEED": "x"}, "NBA_SEED"), ({"NBA_HISTORY_DAYS": "-1"}, "NBA_HISTORY_DAYS")]:
+    for env, var in [
+        ({"NBA_POLL_S": "soon"}, "NBA_POLL_S"),
+        ({"NBA_SPLITS": "champion"}, "NBA_SPLITS"),
+        ({"NBA_EXPERIMENT": "e", "NBA_SPLITS": "champion=1,loser=1"}, "NBA_SPLITS"),
+        ({"NBA_SEED": "x"}, "NBA_SEED"),
+        ({"NBA_HISTORY_DAYS": "-1"}, "NBA_HISTORY_DAYS"),
+    ]:
         with pytest.raises(ValueError, match=f"^{var}"):
             Settings.from_env(env)
 
@@ -56,15 +76,27 @@ def test_rounds_keep_each_customers_order():
 @pytest.fixture(scope="module")
 def runtime(registry, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engine")
-    rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp}/d.db", cache_dir=tmp / "cache",
-                                poll_s=0, seed=1))
+    rt = Runtime.start(
+        Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp}/d.db", cache_dir=tmp / "cache", poll_s=0, seed=1)
+    )
     yield rt
     rt.engine.close()
 
 
 def _customer(cid: str, **kw):
-    base = dict(customer_id=cid, segment="genz", timezone="UTC", tenure_days=3.0, stage=None, cart_active=False,
-                consent=None, channels=None, n_purchases=0, last_purchase_at=None, last_visit_at=None)
+    base = dict(
+        customer_id=cid,
+        segment="genz",
+        timezone="UTC",
+        tenure_days=3.0,
+        stage=None,
+        cart_active=False,
+        consent=None,
+        channels=None,
+        n_purchases=0,
+        last_purchase_at=None,
+        last_visit_at=None,
+    )
     return SimpleNamespace(**(base | kw))
 
 
@@ -79,8 +111,11 @@ def test_concurrent_requests_for_one_customer_respect_the_caps(runtime):
 
 def test_two_workers_on_one_log_respect_the_caps(runtime, registry, tmp_path):
     """A second engine (another worker's) over the same log: the deciding transaction serialises them."""
-    other = Runtime.start(Settings(tracking_uri=registry.uri, log_url=runtime.engine.log.url,
-                                   cache_dir=tmp_path / "cache", poll_s=0, seed=2))
+    other = Runtime.start(
+        Settings(
+            tracking_uri=registry.uri, log_url=runtime.engine.log.url, cache_dir=tmp_path / "cache", poll_s=0, seed=2
+        )
+    )
     try:
         now = JUNE * 3600.0 + 8 * 3600.0
         engines = [runtime.engine, other.engine] * 8
@@ -126,8 +161,9 @@ def pair(registry, tmp_path):
     """Two engines on the same seed: write-through, and write-behind with a cache smaller than the population."""
     common = dict(tracking_uri=registry.uri, poll_s=0, seed=7, cache_dir=tmp_path / "cache")
     through = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/through.db", **common))
-    behind = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/behind.db", spool_dir=tmp_path / "spool",
-                                    cache_customers=40, **common))
+    behind = Runtime.start(
+        Settings(log_url=f"sqlite:///{tmp_path}/behind.db", spool_dir=tmp_path / "spool", cache_customers=40, **common)
+    )
     yield through, behind
     through.close()
     behind.close()
@@ -142,8 +178,9 @@ def _rounds_of_decisions(rt: Runtime, ids: list[str]) -> list:
     for r in range(9):
         now = (JUNE + 3 * r) * 3600.0
         chosen = core + rest[r % 3 :: 3]
-        customers = [_customer(c, segment=("genz", "senior")[i % 2], cart_active=i % 3 == 0)
-                     for i, c in enumerate(chosen)]
+        customers = [
+            _customer(c, segment=("genz", "senior")[i % 2], cart_active=i % 3 == 0) for i, c in enumerate(chosen)
+        ]
         res = rt.engine.decide(rt.engine.prepare(customers, now, 2, batch=True))
         for j, did in enumerate(res.decision_id):
             if j % 3 == r % 3:
@@ -168,6 +205,7 @@ def test_write_behind_decides_exactly_as_write_through(pair):
     assert behind.engine.spool.flush(60)
     h_mem = behind.engine.history.history(ids, JUNE - 1)
     h_log = behind.engine.log.contact_history(ids, JUNE - 1)
+
     def rows(h, kind: str, names: tuple[str, ...]) -> list[tuple]:
         who = h.customer_ids[getattr(h, f"{kind}_customer")].tolist()
         return sorted(zip(who, *(getattr(h, n).tolist() for n in names), strict=True))
@@ -249,9 +287,11 @@ def test_a_failed_spool_fsync_fails_the_requests_and_readiness(pair, monkeypatch
 def test_write_behind_settings_are_checked():
     s = Settings.from_env({"NBA_SPOOL_DIR": "/tmp/x", "NBA_CACHE_CUSTOMERS": "1000"})
     assert str(s.spool_dir) == "/tmp/x" and s.cache_customers == 1000 and Settings.from_env({}).spool_dir is None
-    for env, var in [({"NBA_SPOOL_DIR": "/tmp/x", "NBA_WORKERS": "2"}, "NBA_SPOOL_DIR"),
-                     ({"NBA_CACHE_CUSTOMERS": "0"}, "NBA_CACHE_CUSTOMERS"),
-                     ({"NBA_CACHE_CUSTOMERS": "1.5"}, "NBA_CACHE_CUSTOMERS")]:
+    for env, var in [
+        ({"NBA_SPOOL_DIR": "/tmp/x", "NBA_WORKERS": "2"}, "NBA_SPOOL_DIR"),
+        ({"NBA_CACHE_CUSTOMERS": "0"}, "NBA_CACHE_CUSTOMERS"),
+        ({"NBA_CACHE_CUSTOMERS": "1.5"}, "NBA_CACHE_CUSTOMERS"),
+    ]:
         with pytest.raises(ValueError, match=f"^{var}"):
             Settings.from_env(env)
 
@@ -266,8 +306,8 @@ def test_time_stamps_format_alike_one_by_one_and_in_bulk():
     tz = rng.choice([-9.5, -8.0, 0.0, 2.0, 5.75, 14.0], h.size)
     bulk, bulk_local = _iso(h), _iso(h, tz)
     assert bulk[0].endswith("Z") and len(bulk[0]) == 27 and bulk_local[0][-6] in "+-"
-    assert [_iso(h[i:i + 1])[0] for i in range(h.size)] == bulk
-    assert [_iso(h[i:i + 1], tz[i:i + 1])[0] for i in range(h.size)] == bulk_local
+    assert [_iso(h[i : i + 1])[0] for i in range(h.size)] == bulk
+    assert [_iso(h[i : i + 1], tz[i : i + 1])[0] for i in range(h.size)] == bulk_local
     assert _iso(np.array([0.0]), np.array([-9.5])) == ["1969-12-31T14:30:00.000000-09:30"]
 
 
@@ -296,8 +336,16 @@ def test_a_request_given_up_while_queued_is_never_decided_and_the_decider_goes_o
 def _recording_engine(registry, tmp_path, gather_ms: float = Settings.gather_ms):
     """A runtime whose decider records the size of every batch, and can hold a batch until a gate opens
     (``gate`` open, ``entered`` set as each batch reaches the decider)."""
-    rt = Runtime.start(Settings(tracking_uri=registry.uri, log_url=f"sqlite:///{tmp_path}/d.db",
-                                cache_dir=tmp_path / "cache", poll_s=0, seed=1, gather_ms=gather_ms))
+    rt = Runtime.start(
+        Settings(
+            tracking_uri=registry.uri,
+            log_url=f"sqlite:///{tmp_path}/d.db",
+            cache_dir=tmp_path / "cache",
+            poll_s=0,
+            seed=1,
+            gather_ms=gather_ms,
+        )
+    )
     sizes: list[int] = []
     gate, entered = threading.Event(), threading.Event()
     gate.set()
@@ -387,8 +435,10 @@ def test_a_row_the_log_refuses_fails_only_its_own_request(registry, tmp_path):
         now = JUNE * 3600.0 + 8 * 3600.0
         rt.engine.decide(rt.engine.prepare([_customer("warm-up")], now, 0, batch=False))  # the log's tables
         with sqlite3.connect(tmp_path / "d.db") as db:
-            db.execute("CREATE TRIGGER refuse BEFORE INSERT ON decisions WHEN NEW.customer_id = 'refused' "
-                       "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END")
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON decisions WHEN NEW.customer_id = 'refused' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END"
+            )
         gate.clear()
         entered.clear()
         held = rt.engine.submit(rt.engine.prepare([_customer("held")], now, 0, batch=False))
@@ -425,8 +475,9 @@ def test_the_service_records_its_deployment_in_the_log_and_refuses_a_log_of_anot
     data["offers"].pop("phone_upgrade")
     data["contact_policy"]["caps"] = [c for c in data["contact_policy"]["caps"] if c.get("offer") != "phone_upgrade"]
     older = Deployment.from_dict(data)
-    common = dict(tracking_uri=f"sqlite:///{tmp_path}/no-registry.db", poll_s=0, deployment=path,
-                  cache_dir=tmp_path / "cache")
+    common = dict(
+        tracking_uri=f"sqlite:///{tmp_path}/no-registry.db", poll_s=0, deployment=path, cache_dir=tmp_path / "cache"
+    )
     rt = Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/new.db", **common))
     try:
         assert rt.engine.log.deployment() == telecom.to_dict()
@@ -434,10 +485,13 @@ def test_the_service_records_its_deployment_in_the_log_and_refuses_a_log_of_anot
         rt.close()
     with DecisionLog(f"sqlite:///{tmp_path}/old.db") as log:
         log.set_deployment(older.to_dict())
-    with pytest.raises(ValueError, match=r"^NBA_DEPLOYMENT: deployment: this log holds the decisions of the "
-                                         r"deployment 'telco-retention' \(sha256:.*; if only the offers changed, move "
-                                         rf"the log onto the new file first: nba deployment update {path} --log <this "
-                                         r"log>$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^NBA_DEPLOYMENT: deployment: this log holds the decisions of the "
+        r"deployment 'telco-retention' \(sha256:.*; if only the offers changed, move "
+        rf"the log onto the new file first: nba deployment update {path} --log <this "
+        r"log>$",
+    ):
         Runtime.start(Settings(log_url=f"sqlite:///{tmp_path}/old.db", **common))
     with DecisionLog(f"sqlite:///{tmp_path}/old.db") as log:
         assert log.deployment() == older.to_dict() and log.count_decisions() == 0

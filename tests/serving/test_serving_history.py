@@ -11,24 +11,46 @@ from serving.history import HistoryCache
 
 def _decision(did: str, customer: str, t: float) -> DecisionRecords:
     one = lambda v: np.array([v], dtype=object)  # noqa: E731
-    return DecisionRecords(decision_id=one(did), time=np.array([t]), customer_id=one(customer),
-                           context=np.zeros((1, 2), np.float32), eligible=np.ones((1, 3), bool),
-                           action=np.array([2]), send_at=np.array([t + 1]), propensity=np.array([0.5]),
-                           policy=one("p"), policy_version=one("1"), experiment=one(""), arm=one(""),
-                           cost=np.zeros(1))
+    return DecisionRecords(
+        decision_id=one(did),
+        time=np.array([t]),
+        customer_id=one(customer),
+        context=np.zeros((1, 2), np.float32),
+        eligible=np.ones((1, 3), bool),
+        action=np.array([2]),
+        send_at=np.array([t + 1]),
+        propensity=np.array([0.5]),
+        policy=one("p"),
+        policy_version=one("1"),
+        experiment=one(""),
+        arm=one(""),
+        cost=np.zeros(1),
+    )
 
 
 def test_an_event_read_with_its_customer_and_also_queued_counts_once(tmp_path):
     with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
         log.log_decisions(_decision("d1", "x", 100.0))
         cache = HistoryCache(log)  # "x" is known from the log
-        log.log_outcomes(OutcomeRecords(decision_id=np.array(["d1"], object), event=np.array(["opened"], object),
-                                        time=np.array([102.0]), value=np.array([0.0])))
+        log.log_outcomes(
+            OutcomeRecords(
+                decision_id=np.array(["d1"], object),
+                event=np.array(["opened"], object),
+                time=np.array([102.0]),
+                value=np.array([0.0]),
+            )
+        )
         h = cache.history(["x"], 0.0)  # read from the log, the event with it
         assert h.event.tolist() == ["opened"] and h.contact_action.tolist() == [2]
         cache.add_event("d1", "opened", 102.0, 0.0)  # the feedback thread queues the same event
-        log.log_outcomes(OutcomeRecords(decision_id=np.array(["d1"], object), event=np.array(["clicked"], object),
-                                        time=np.array([103.0]), value=np.array([0.0])))
+        log.log_outcomes(
+            OutcomeRecords(
+                decision_id=np.array(["d1"], object),
+                event=np.array(["clicked"], object),
+                time=np.array([103.0]),
+                value=np.array([0.0]),
+            )
+        )
         cache.add_event("d1", "clicked", 103.0, 0.0)  # and a new one, committed after the read
         h = cache.history(["x"], 0.0)
         assert h.event.tolist() == ["opened", "clicked"] and h.event_decision.tolist() == ["d1", "d1"]

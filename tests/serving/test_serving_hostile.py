@@ -22,8 +22,16 @@ NOW = "2025-06-03T08:00:00Z"
 def server(registry, workdir):
     tmp = workdir / "hostile"
     tmp.mkdir()
-    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db",
-                           "NBA_TOKEN": TOKEN, "NBA_TOKEN_SCOPE": "all"}, via="nba")
+    s = start_server(
+        tmp,
+        {
+            "NBA_TRACKING_URI": registry.uri,
+            "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db",
+            "NBA_TOKEN": TOKEN,
+            "NBA_TOKEN_SCOPE": "all",
+        },
+        via="nba",
+    )
     s.db = f"sqlite:///{tmp}/decisions.db"
     yield s
     s.stop()
@@ -56,8 +64,10 @@ def raw(http: httpx.Client, path: str, body: str, content_type: str | None = "ap
 BODY = json.dumps(customer("ct-1"))
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", None, "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "application/jsonp"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", None, "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonp"],
+)
 def test_bodies_not_declared_json_get_415(http, unchanged, content_type):
     for path in ("/decide", "/decide_batch", "/feedback"):
         r = raw(http, path, BODY, content_type)
@@ -76,25 +86,31 @@ def test_json_with_a_charset_is_json(http):
     assert raw(http, "/decide", BODY, "application/json; charset=utf-8").status_code == 200
 
 
-@pytest.mark.parametrize("body, status, field", [
-    ('{"customer_id": "a", "segment": "genz", "tenure_days": 1, "n_purchases": 1' + "0" * 400 + "}", 400,
-     "n_purchases"),
-    ('{"customer_id": "a", "segment": "genz", "tenure_days": 1e400}', 400, "tenure_days"),
-    (json.dumps(customer(now="9999-12-31T23:59:59Z", timezone="Europe/Paris")), 422, "now"),
-    (json.dumps(customer(now="0001-01-01T00:00:00Z")), 422, "now"),
-    (json.dumps(customer(now=-1e12)), 422, "now"),
-    (json.dumps(customer(now=True)), 400, "now"),
-    (json.dumps(customer(last_purchase_at="0001-01-01T00:00:00Z", now=NOW)), 422, "last_purchase_at"),
-    (json.dumps(customer(alternatives=False)), 400, "alternatives"),
-    (json.dumps(customer(tenure_days=True)), 400, "tenure_days"),
-    (json.dumps(customer(cart_active=1)), 400, "cart_active"),
-    (json.dumps(customer(consent={"email": 1})), 400, "consent"),
-    (json.dumps(customer("poison\u0000id")), 400, "customer_id"),
-    # JSON's parser refuses a lone surrogate (no log could store it)
-    ('{"customer_id": "lone \\ud800 surrogate", "segment": "genz", "tenure_days": 1}', 400, "body"),
-    (json.dumps(customer(timezone="Europe/Par\u0000is")), 400, "timezone"),
-    (json.dumps(customer(channels=["em\u0000ail"])), 400, "channels"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        (
+            '{"customer_id": "a", "segment": "genz", "tenure_days": 1, "n_purchases": 1' + "0" * 400 + "}",
+            400,
+            "n_purchases",
+        ),
+        ('{"customer_id": "a", "segment": "genz", "tenure_days": 1e400}', 400, "tenure_days"),
+        (json.dumps(customer(now="9999-12-31T23:59:59Z", timezone="Europe/Paris")), 422, "now"),
+        (json.dumps(customer(now="0001-01-01T00:00:00Z")), 422, "now"),
+        (json.dumps(customer(now=-1e12)), 422, "now"),
+        (json.dumps(customer(now=True)), 400, "now"),
+        (json.dumps(customer(last_purchase_at="0001-01-01T00:00:00Z", now=NOW)), 422, "last_purchase_at"),
+        (json.dumps(customer(alternatives=False)), 400, "alternatives"),
+        (json.dumps(customer(tenure_days=True)), 400, "tenure_days"),
+        (json.dumps(customer(cart_active=1)), 400, "cart_active"),
+        (json.dumps(customer(consent={"email": 1})), 400, "consent"),
+        (json.dumps(customer("poison\u0000id")), 400, "customer_id"),
+        # JSON's parser refuses a lone surrogate (no log could store it)
+        ('{"customer_id": "lone \\ud800 surrogate", "segment": "genz", "tenure_days": 1}', 400, "body"),
+        (json.dumps(customer(timezone="Europe/Par\u0000is")), 400, "timezone"),
+        (json.dumps(customer(channels=["em\u0000ail"])), 400, "channels"),
+    ],
+)
 def test_values_that_must_be_refused(http, unchanged, body, status, field):
     r = raw(http, "/decide", body)
     assert r.status_code == status, r.text
@@ -111,10 +127,14 @@ def test_feedback_values_that_must_be_refused(http, server):
     d = http.post("/decide", json=customer(now=NOW)).json()
     before = stored(server)
     ok = {"decision_id": d["decision_id"], "event": "converted", "time": "2025-06-03T12:00:00Z", "value": 30.0}
-    for bad, status, field in [({"value": -1e308}, 400, "value"), ({"value": 1e300}, 400, "value"),
-                               ({"value": False}, 400, "value"), ({"time": "0001-01-01T00:00:00Z"}, 422, "time"),
-                               ({"time": "2025-06-03T07:00:00Z"}, 422, "time"),  # before its decision
-                               ({"decision_id": "x\u0000y"}, 400, "decision_id")]:
+    for bad, status, field in [
+        ({"value": -1e308}, 400, "value"),
+        ({"value": 1e300}, 400, "value"),
+        ({"value": False}, 400, "value"),
+        ({"time": "0001-01-01T00:00:00Z"}, 422, "time"),
+        ({"time": "2025-06-03T07:00:00Z"}, 422, "time"),  # before its decision
+        ({"decision_id": "x\u0000y"}, 400, "decision_id"),
+    ]:
         r = http.post("/feedback", json=ok | bad)
         assert r.status_code == status, (bad, r.text)
         assert r.json()["error"].startswith(field), (bad, r.text)
@@ -129,8 +149,13 @@ def test_feedback_at_its_decisions_time_is_taken(http):
 
 def test_error_bodies_never_echo_a_large_input(http, unchanged):
     huge = "x" * 1_000_000
-    for body in (customer(segment=huge), customer(huge[:201]), customer(timezone=huge[:64]),
-                 customer(segment=huge[:64]), customer(channels=[huge[:64]])):
+    for body in (
+        customer(segment=huge),
+        customer(huge[:201]),
+        customer(timezone=huge[:64]),
+        customer(segment=huge[:64]),
+        customer(channels=[huge[:64]]),
+    ):
         r = http.post("/decide", json=body)
         assert 400 <= r.status_code < 500 and len(r.content) < 2_000, (r.status_code, len(r.content))
 

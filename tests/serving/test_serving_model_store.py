@@ -55,8 +55,9 @@ def versions(registry) -> Versions:
     for name in ("business_as_usual", "uniform_random"):
         policy = create(name, sc.action_space, tuple(sc.segments))
         with mlflow.start_run():
-            infos[name] = log_policy(Bundle(policy, sc.feature_spec, sc.lifecycle, sc.contact),
-                                     registered_model_name=MODEL)
+            infos[name] = log_policy(
+                Bundle(policy, sc.feature_spec, sc.lifecycle, sc.contact), registered_model_name=MODEL
+            )
     good, broken = (str(infos[n].registered_model_version) for n in ("business_as_usual", "uniform_random"))
     mv = client.get_model_version(MODEL, good)
     untagged = str(client.create_model_version(MODEL, source=mv.source, run_id=mv.run_id).version)
@@ -323,8 +324,11 @@ def test_a_version_of_another_world_is_refused_and_the_last_good_version_kept(ve
     try:
         assert store.refresh()
         assert store.ready and store.served["champion"].version == versions.good
-        assert any("is a bundle of the deployment 'telco-retention', but the service serves a policy of the "
-                   "simulator's world" in p for p in store.problems), store.problems
+        assert any(
+            "is a bundle of the deployment 'telco-retention', but the service serves a policy of the "
+            "simulator's world" in p
+            for p in store.problems
+        ), store.problems
     finally:
         versions.set_alias("champion", versions.good)
 
@@ -339,16 +343,21 @@ def test_a_deployment_service_refuses_a_version_of_a_changed_deployment_naming_t
     path = Path(__file__).resolve().parents[2] / "examples" / "telecom" / "deployment.toml"
     world = Deployment.load(path)
     data = world.to_dict()
-    data["offers"]["sim_only_deal"] = {"features": {"category": "data", "discount": 0.5, "margin": 1.0,
-                                                    "monthly_price": 3.0}}
+    data["offers"]["sim_only_deal"] = {
+        "features": {"category": "data", "discount": 0.5, "margin": 1.0, "monthly_price": 3.0}
+    }
     changed = Deployment.from_dict(data)
     with mlflow.start_run():
-        info = log_policy(Bundle.of_deployment(create("linucb", changed.action_space(), dim=changed.features().dim),
-                                               changed), registered_model_name=MODEL)
+        info = log_policy(
+            Bundle.of_deployment(create("linucb", changed.action_space(), dim=changed.features().dim), changed),
+            registered_model_name=MODEL,
+        )
     store = ModelStore(versions.uri, MODEL, ("champion",), tmp_path, poll_s=0, deployment=world)
     assert store.refresh() and not store.ready  # the scenario's champion: another world
-    assert any("decides in the simulator's world, but the service serves the deployment 'telco-retention'" in p
-               for p in store.problems), store.problems
+    assert any(
+        "decides in the simulator's world, but the service serves the deployment 'telco-retention'" in p
+        for p in store.problems
+    ), store.problems
     versions.set_alias("champion", str(info.registered_model_version))
     try:
         assert store.refresh() and not store.ready

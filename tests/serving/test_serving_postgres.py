@@ -24,8 +24,16 @@ def pg_server(registry, workdir):
     registry.set_alias("challenger", registry.versions["uniform_random"])
     tmp = workdir / "postgres"
     tmp.mkdir()
-    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": url, "NBA_LOG_NAMESPACE": namespace,
-                           "NBA_EXPERIMENT": EXPERIMENT, "NBA_SPLITS": "champion=0.5,challenger=0.5"})
+    s = start_server(
+        tmp,
+        {
+            "NBA_TRACKING_URI": registry.uri,
+            "NBA_LOG_URL": url,
+            "NBA_LOG_NAMESPACE": namespace,
+            "NBA_EXPERIMENT": EXPERIMENT,
+            "NBA_SPLITS": "champion=0.5,challenger=0.5",
+        },
+    )
     s.log = DecisionLog(url, namespace=namespace)
     yield s
     s.stop()
@@ -74,8 +82,11 @@ def test_two_replicas_on_one_log_respect_the_caps(pg_server, workdir):
     finally:
         other.stop()
     assert all(r.status_code == 200 for r in answers)
-    sends = sorted(datetime.fromisoformat(r.json()["send_at"]).timestamp() / 3600 for r in answers
-                   if r.json()["channel"] is not None)
+    sends = sorted(
+        datetime.fromisoformat(r.json()["send_at"]).timestamp() / 3600
+        for r in answers
+        if r.json()["channel"] is not None
+    )
     assert 1 <= len(sends) <= 2 and all(y - x >= 4 for x, y in zip(sends, sends[1:], strict=False))
     served_by = {r.json()["decision_id"][:8] for r in answers}
     assert len(served_by) == 2  # both replicas decided
@@ -83,8 +94,7 @@ def test_two_replicas_on_one_log_respect_the_caps(pg_server, workdir):
 
 def test_killed_worker_loses_nothing_on_postgres(pg_server):
     def send(c, k, i):
-        return c.post("/decide_batch", json={"customers": [customer(f"pgk-{k}-{i}-{j}") for j in range(5)]},
-                      timeout=5)
+        return c.post("/decide_batch", json={"customers": [customer(f"pgk-{k}-{i}-{j}") for j in range(5)]}, timeout=5)
 
     acked = pg_server.kill_workers_under_load(send, clients=3, at_least=50)
     assert len(acked) >= 50

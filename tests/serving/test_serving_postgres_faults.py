@@ -22,8 +22,17 @@ def _start(registry, workdir, name: str, spool: bool):
     tmp = workdir / f"pg-{name}"
     tmp.mkdir()
     args = ["--spool-dir", str(tmp / "spool")] if spool else []
-    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": proxy.url(url),
-                           "NBA_LOG_NAMESPACE": namespace, "NBA_FEEDBACK_WAIT_S": "2"}, via="nba", args=args)
+    s = start_server(
+        tmp,
+        {
+            "NBA_TRACKING_URI": registry.uri,
+            "NBA_LOG_URL": proxy.url(url),
+            "NBA_LOG_NAMESPACE": namespace,
+            "NBA_FEEDBACK_WAIT_S": "2",
+        },
+        via="nba",
+        args=args,
+    )
     s.proxy = proxy
     s.log = DecisionLog(url, namespace=namespace)  # direct, not through the proxy
     return s
@@ -137,12 +146,21 @@ def _poisoned_frame(layout, ids: list[str], poison_row: int) -> bytes:
 
     n = len(ids)
     text = lambda v: np.array([v] * n, dtype=object)  # noqa: E731
-    rec = DecisionRecords(decision_id=np.array([f"{c}-d" for c in ids], dtype=object), time=np.full(n, 490_000.0),
-                          customer_id=np.array(ids, dtype=object),
-                          context=np.zeros((n, layout.context_dim), np.float32),
-                          eligible=np.ones((n, layout.n_actions), bool), action=np.zeros(n, np.int64),
-                          send_at=np.full(n, 490_000.0), propensity=np.ones(n), policy=text("business_as_usual"),
-                          policy_version=text("1"), experiment=text(""), arm=text(""), cost=np.zeros(n))
+    rec = DecisionRecords(
+        decision_id=np.array([f"{c}-d" for c in ids], dtype=object),
+        time=np.full(n, 490_000.0),
+        customer_id=np.array(ids, dtype=object),
+        context=np.zeros((n, layout.context_dim), np.float32),
+        eligible=np.ones((n, layout.n_actions), bool),
+        action=np.zeros(n, np.int64),
+        send_at=np.full(n, 490_000.0),
+        propensity=np.ones(n),
+        policy=text("business_as_usual"),
+        policy_version=text("1"),
+        experiment=text(""),
+        arm=text(""),
+        cost=np.zeros(n),
+    )
     frame = encode(rec)
     _, hl, _, _ = _HEAD.unpack_from(frame)
     header = orjson.loads(frame[_HEAD.size : _HEAD.size + hl])

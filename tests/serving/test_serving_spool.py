@@ -14,8 +14,12 @@ from nba.log.store import DecisionLog
 def server(registry, workdir):
     tmp = workdir / "spool"
     tmp.mkdir()
-    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db"},
-                     via="nba", args=["--spool-dir", str(tmp / "spool")])
+    s = start_server(
+        tmp,
+        {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db"},
+        via="nba",
+        args=["--spool-dir", str(tmp / "spool")],
+    )
     s.db = f"sqlite:///{tmp}/decisions.db"
     yield s
     s.stop()
@@ -39,9 +43,12 @@ def test_decide_then_feedback_at_once(server):
 def test_killed_worker_and_replayer_lose_no_acknowledged_decision(server):
     """SIGKILL the worker and its replayer while decisions flow: the next worker replays the spool first."""
     acked = server.kill_workers_under_load(
-        lambda c, k, i: c.post("/decide_batch", json={"customers": [customer(f"wk-{k}-{i}-{j}") for j in range(20)]},
-                               timeout=5),
-        clients=4, at_least=400)
+        lambda c, k, i: c.post(
+            "/decide_batch", json={"customers": [customer(f"wk-{k}-{i}-{j}") for j in range(20)]}, timeout=5
+        ),
+        clients=4,
+        at_least=400,
+    )
     assert len(acked) >= 400
     server.wait_ready(timeout=90)  # the arbiter restarts the worker: it replays the spool before it serves
     with DecisionLog(server.db) as log:
@@ -58,8 +65,9 @@ def test_a_clean_stop_writes_the_spool_to_the_log(registry, workdir):
     tmp = workdir / "spool-stop"
     tmp.mkdir()
     db = f"sqlite:///{tmp}/decisions.db"
-    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": db},
-                     via="nba", args=["--spool-dir", str(tmp / "spool")])
+    s = start_server(
+        tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": db}, via="nba", args=["--spool-dir", str(tmp / "spool")]
+    )
     try:
         acked = []
         with s.client() as c:

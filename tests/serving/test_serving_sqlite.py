@@ -23,8 +23,16 @@ NOW = "2025-06-03T08:00:00Z"
 def server(registry, workdir):
     tmp = workdir / "sqlite"
     tmp.mkdir()
-    s = start_server(tmp, {"NBA_TRACKING_URI": registry.uri, "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db",
-                           "NBA_TOKEN": TOKEN, "NBA_CHANNEL_COSTS": "sms=0.05,direct_mail=1"}, via="nba")
+    s = start_server(
+        tmp,
+        {
+            "NBA_TRACKING_URI": registry.uri,
+            "NBA_LOG_URL": f"sqlite:///{tmp}/decisions.db",
+            "NBA_TOKEN": TOKEN,
+            "NBA_CHANNEL_COSTS": "sms=0.05,direct_mail=1",
+        },
+        via="nba",
+    )
     s.db = f"sqlite:///{tmp}/decisions.db"
     yield s
     s.stop()
@@ -67,20 +75,24 @@ def test_caps_count_decisions_as_soon_as_made(http):
         if d["channel"] is not None:
             sends.append(np.datetime64(d["send_at"].rstrip("Z")).astype("datetime64[s]").astype(float) / 3600)
     assert 1 <= len(sends) <= 2, sends  # at most two messages a day over all channels
-    assert all(abs(a - b) >= 4 for i, a in enumerate(sends) for b in sends[i + 1:]), "minimum gap of 4 h"
+    assert all(abs(a - b) >= 4 for i, a in enumerate(sends) for b in sends[i + 1 :]), "minimum gap of 4 h"
 
 
 def test_consent_and_channel_restrictions_are_enforced(http):
     for i in range(5):
-        d = http.post("/decide", json=customer(f"optout-{i}", consent={"email": False}, channels=["email", "sms"],
-                                               now=NOW)).json()
+        d = http.post(
+            "/decide", json=customer(f"optout-{i}", consent={"email": False}, channels=["email", "sms"], now=NOW)
+        ).json()
         assert d["channel"] is None, d
 
 
 def test_decide_batch(http, server):
     before = count(server)
-    body = {"now": NOW, "alternatives": 2,
-            "customers": [customer(f"batch-{i}", timezone=["UTC", "Asia/Tokyo", "-05:00"][i % 3]) for i in range(300)]}
+    body = {
+        "now": NOW,
+        "alternatives": 2,
+        "customers": [customer(f"batch-{i}", timezone=["UTC", "Asia/Tokyo", "-05:00"][i % 3]) for i in range(300)],
+    }
     r = http.post("/decide_batch", json=body)
     assert r.status_code == 200, r.text
     DecideBatchResponse.model_validate(r.json())
@@ -90,13 +102,16 @@ def test_decide_batch(http, server):
     assert count(server) == before + 300
 
 
-@pytest.mark.parametrize("body, status, field", [
-    ({"customers": [customer("dup"), customer("dup")]}, 422, "customers[1].customer_id"),
-    ({"customers": [customer(), customer(), customer(timezone="Mars/Olympus")]}, 422, "customers[2].timezone"),
-    ({"customers": [customer(segment="boomer")]}, 422, "customers[0].segment"),
-    ({"customers": []}, 400, "customers"),
-    ({"customers": [customer(tenure_days=-1)]}, 400, "tenure_days"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"customers": [customer("dup"), customer("dup")]}, 422, "customers[1].customer_id"),
+        ({"customers": [customer(), customer(), customer(timezone="Mars/Olympus")]}, 422, "customers[2].timezone"),
+        ({"customers": [customer(segment="boomer")]}, 422, "customers[0].segment"),
+        ({"customers": []}, 400, "customers"),
+        ({"customers": [customer(tenure_days=-1)]}, 400, "tenure_days"),
+    ],
+)
 def test_bad_batches_are_refused_whole(http, server, body, status, field):
     before = count(server)
     r = http.post("/decide_batch", json=body)
@@ -113,17 +128,20 @@ def test_oversize_batch_is_refused(http, server):
     assert count(server) == before
 
 
-@pytest.mark.parametrize("body, status, field", [
-    ({"segment": "genz", "tenure_days": 1}, 400, "customer_id"),
-    (customer(tenure_days="long"), 400, "tenure_days"),
-    (customer(segment="boomer"), 422, "segment"),
-    (customer(timezone="Nowhere/Land"), 422, "timezone"),
-    (customer(timezone="+15:00"), 422, "timezone"),
-    (customer(consent={"fax": True}), 422, "consent"),
-    (customer(channels=["pigeon"]), 422, "channels"),
-    (customer(stage="zombie"), 400, "stage"),
-    (customer(colour="red"), 400, "colour"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"segment": "genz", "tenure_days": 1}, 400, "customer_id"),
+        (customer(tenure_days="long"), 400, "tenure_days"),
+        (customer(segment="boomer"), 422, "segment"),
+        (customer(timezone="Nowhere/Land"), 422, "timezone"),
+        (customer(timezone="+15:00"), 422, "timezone"),
+        (customer(consent={"fax": True}), 422, "consent"),
+        (customer(channels=["pigeon"]), 422, "channels"),
+        (customer(stage="zombie"), 400, "stage"),
+        (customer(colour="red"), 400, "colour"),
+    ],
+)
 def test_bad_input_gets_4xx_naming_the_field_and_stores_nothing(http, server, body, status, field):
     before = count(server)
     r = http.post("/decide", json=body)
@@ -215,8 +233,12 @@ def test_champion_moves_under_load_without_a_failed_request(server, http, regist
 
 def test_killed_worker_loses_no_acknowledged_decision(server):
     """SIGKILL the worker process while decisions flow: every acknowledged decision is in the log."""
-    acked = server.kill_workers_under_load(lambda c, k, i: c.post("/decide", json=customer(f"kill-{k}-{i}"), timeout=5),
-                                           clients=4, at_least=20, token=TOKEN)
+    acked = server.kill_workers_under_load(
+        lambda c, k, i: c.post("/decide", json=customer(f"kill-{k}-{i}"), timeout=5),
+        clients=4,
+        at_least=20,
+        token=TOKEN,
+    )
     assert len(acked) >= 20
     with DecisionLog(server.db) as log:
         logged = set(log.read().decision_id.tolist())

@@ -88,4 +88,3 @@ def test_other_scopes_pass_through_and_a_bad_timeout_is_refused():
     assert seen == ["lifespan"]
     with pytest.raises(ValueError, match="timeout"):
         RequestTimeout(app, 0)
-

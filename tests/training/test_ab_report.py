@@ -19,12 +19,24 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     sc = Scenario.default()
-    arms = {"champion": create("business_as_usual", sc.action_space, sc.segments),
-            "challenger": create("batch_and_blast", sc.action_space, sc.segments)}
+    arms = {
+        "champion": create("business_as_usual", sc.action_space, sc.segments),
+        "challenger": create("batch_and_blast", sc.action_space, sc.segments),
+    }
     out = tmp_path_factory.mktemp("ab") / "report"
     days: list[int] = []
-    files = abr.write_report(sc, arms, out, n=1500, days=6, pre_days=3, seed=1, experiment="exp-report",
-                             progress=days.append, purpose=PURPOSE)
+    files = abr.write_report(
+        sc,
+        arms,
+        out,
+        n=1500,
+        days=6,
+        pre_days=3,
+        seed=1,
+        experiment="exp-report",
+        progress=days.append,
+        purpose=PURPOSE,
+    )
     return out, files, days
 
 
@@ -78,18 +90,29 @@ def _log(n=600, days=5, seed=0):
     m = rows.size
     s = lambda v: np.asarray(v, dtype=object)  # noqa: E731
     return LoggedBatch(
-        decision_id=s([f"d{i}" for i in range(m)]), time=t, customer_id=ids[rows],
-        context=np.zeros((m, 1), np.float32), eligible=np.ones((m, 2), bool), action=np.zeros(m, np.int64),
-        send_at=t, propensity=np.ones(m), policy=s(["p"] * m), policy_version=s(["1"] * m),
-        experiment=np.where(in_exp, "exp-log", "").astype(object), arm=np.where(in_exp, arm[rows], "").astype(object),
-        cost=np.zeros(m), reward=reward.astype(np.float64))
+        decision_id=s([f"d{i}" for i in range(m)]),
+        time=t,
+        customer_id=ids[rows],
+        context=np.zeros((m, 1), np.float32),
+        eligible=np.ones((m, 2), bool),
+        action=np.zeros(m, np.int64),
+        send_at=t,
+        propensity=np.ones(m),
+        policy=s(["p"] * m),
+        policy_version=s(["1"] * m),
+        experiment=np.where(in_exp, "exp-log", "").astype(object),
+        arm=np.where(in_exp, arm[rows], "").astype(object),
+        cost=np.zeros(m),
+        reward=reward.astype(np.float64),
+    )
 
 
 def test_report_from_decision_log(tmp_path):
     batch = _log()
     chunks = [batch]  # a list (or a callable returning an iterator) can be read twice
-    inp = abr.log_inputs(chunks, experiment="exp-log", control="champion", start=0.0, days=5, pre_batches=[batch],
-                         pre_start=-72.0)
+    inp = abr.log_inputs(
+        chunks, experiment="exp-log", control="champion", start=0.0, days=5, pre_batches=[batch], pre_start=-72.0
+    )
     a = inp.analyses["challenger"]
     assert a.cuped is not None and a.cuped.variance_reduction > 0.2  # customers' rates persist
     assert a.sequential is not None and a.sequential.n_looks == 5
@@ -109,8 +132,10 @@ def test_guardrail_breaking_challenger_is_not_promoted():
     from envs.experiment import run_experiment
 
     sc = Scenario.default()
-    arms = {"champion": create("business_as_usual", sc.action_space, sc.segments),
-            "challenger": create("batch_and_blast", sc.action_space, sc.segments)}
+    arms = {
+        "champion": create("business_as_usual", sc.action_space, sc.segments),
+        "challenger": create("batch_and_blast", sc.action_space, sc.segments),
+    }
     res = run_experiment(sc, arms, n=1200, days=5, seed=2, experiment="exp-guard", purpose=PURPOSE)
     sends = ab.Guardrail("sends per customer", "sent", 0.05, relative=True)
     inp = abr.simulated_inputs(res, guardrails=(sends,))

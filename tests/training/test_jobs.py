@@ -118,7 +118,10 @@ def test_simulate_train_evaluate_promote(store):
     assert mlflow.get_logged_model(model_id).name == "lints-safe"  # named after its policy in the experiment's models
     on_model = {m.key: m for m in mlflow.get_logged_model(model_id).metrics if m.run_id == evaluated.run_id}
     assert (on_model["dr"].value, on_model["dr.ci_low"].value, on_model["dr.ci_high"].value) == (
-        dr.value, dr.ci_low, dr.ci_high)
+        dr.value,
+        dr.ci_low,
+        dr.ci_high,
+    )
     assert {(m.dataset_name, m.dataset_digest) for m in on_model.values()} == {(registry.DATASET_NAME, eval_digest)}
     assert on_model["true_value"].value == ev.truth[label]
     nested = mlflow.get_run(evaluated.run_id)
@@ -130,12 +133,15 @@ def test_simulate_train_evaluate_promote(store):
     # the version reads in one line: the policy, what it learned from, and the estimate with its interval
     described = mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, lints.version).description
     train_digest = run.data.tags["dataset.digest"]
-    assert described.startswith(f"lints (safe) trained on 4,000 decisions of {store['log']} (digest {train_digest}, "
-                                "scenario ")
+    assert described.startswith(
+        f"lints (safe) trained on 4,000 decisions of {store['log']} (digest {train_digest}, scenario "
+    )
     head = ev.estimates[label][jobs.RANK_BY]  # the estimate pipelines rank and promote by
-    line = (f"; evaluated {jobs.RANK_BY.upper()} {head.value:.4g} [{head.ci_low:.4g}, {head.ci_high:.4g}] per "
-            f"decision on 3,000 decisions of {store['eval']} (digest {eval_digest}; logging policy "
-            f"{ev.logging_value[0]:.4g}")
+    line = (
+        f"; evaluated {jobs.RANK_BY.upper()} {head.value:.4g} [{head.ci_low:.4g}, {head.ci_high:.4g}] per "
+        f"decision on 3,000 decisions of {store['eval']} (digest {eval_digest}; logging policy "
+        f"{ev.logging_value[0]:.4g}"
+    )
     assert line in described
 
     registry.set_alias(registry.CHAMPION, bau.version)
@@ -177,28 +183,39 @@ def test_failed_job_is_marked_failed_and_moves_no_alias(store, monkeypatch):
     monkeypatch.setattr(registry, "promote", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         jobs.promote()
-    last = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1,
-                              order_by=["attributes.start_time DESC"])[0]
+    last = mlflow.search_runs(
+        search_all_experiments=True, output_format="list", max_results=1, order_by=["attributes.start_time DESC"]
+    )[0]
     assert last.info.status == "FAILED" and last.data.tags["nba.job"] == "promote"
     assert registry.alias_state(registry.CHAMPION).version == v
 
 
 def test_train_fqi_from_the_simulator(store):
-    res = jobs.train("fqi", params={"iterations": 2, "num_boost_round": 10, "min_data_in_leaf": 50,
-                                    "min_support": 20}, customers=60, register=False)
+    res = jobs.train(
+        "fqi",
+        params={"iterations": 2, "num_boost_round": 10, "min_data_in_leaf": 50, "min_support": 20},
+        customers=60,
+        register=False,
+    )
     client = mlflow.MlflowClient()
     assert len(client.get_metric_history(res.run_id, "fqi_target_change")) == 2
     assert res.policy.booster is not None
 
 
-TWO_STAGE_SMALL = {"num_boost_round": 10, "value_rounds": 10, "change_rounds": 10, "min_data_in_leaf": 50,
-                   "min_support": 20}
+TWO_STAGE_SMALL = {
+    "num_boost_round": 10,
+    "value_rounds": 10,
+    "change_rounds": 10,
+    "min_data_in_leaf": 50,
+    "min_support": 20,
+}
 
 
 def test_train_two_stage_value_from_the_simulator(store):
     # two iterations: the second bootstraps the greedy value of the next state, organic purchases included
-    res = jobs.train("two_stage", params=TWO_STAGE_SMALL | {"iterations": 2, "average": 2}, customers=60,
-                     register=False)
+    res = jobs.train(
+        "two_stage", params=TWO_STAGE_SMALL | {"iterations": 2, "average": 2}, customers=60, register=False
+    )
     client = mlflow.MlflowClient()
     assert len(client.get_metric_history(res.run_id, "target_sd")) == 4
     assert mlflow.get_run(res.run_id).data.params["value_reward"] == "total"
@@ -225,8 +242,7 @@ def test_train_two_stage_value_from_a_decision_log(store, tmp_path):
 def test_train_the_funnel_learner_from_a_decision_log(store, tmp_path):
     url = f"sqlite:///{tmp_path / 'funnel.db'}"
     jobs.simulate(url, decisions=3000, seed=6)
-    res = jobs.train("lgbm_funnel", source=url, params={"num_boost_round": 10, "min_data_in_leaf": 20},
-                     register=False)
+    res = jobs.train("lgbm_funnel", source=url, params={"num_boost_round": 10, "min_data_in_leaf": 20}, register=False)
     policy = res.policy.learner  # in its conservative mode (test_log_trained_bandits_are_conservative)
     assert res.metrics["rows"] == 3000 and policy.fitted_on == 3000
     log = DecisionLog(url)
@@ -283,8 +299,16 @@ def test_a_failing_guardrail_blocks_the_promotion(store, tmp_path):
     bau = jobs.train("business_as_usual", decisions=1000).version
     registry.set_alias(registry.CHAMPION, nc)
     registry.set_alias(registry.CHALLENGER, bau)
-    res = jobs.ab(customers=1500, days=6, pre_days=0, seed=4, out=tmp_path / "ab", purpose=PURPOSE,
-                  guardrails=["sends per customer=sent:0.1"], truth=False)
+    res = jobs.ab(
+        customers=1500,
+        days=6,
+        pre_days=0,
+        seed=4,
+        out=tmp_path / "ab",
+        purpose=PURPOSE,
+        guardrails=["sends per customer=sent:0.1"],
+        truth=False,
+    )
     (sends,) = res.guardrails
     assert sends.status == "breached" and sends.lower > 0.1
     assert not res.promote and "sends per customer breached" in res.reason
@@ -318,12 +342,27 @@ def test_train_offline_from_an_imported_log(store, tmp_path):
         w = csv.writer(f)
         w.writerow([*names, "customer", "ts", "action", "p", "revenue"])
         for i in range(len(batch)):
-            w.writerow([*batch.context[i].tolist(), batch.customer_id[i], batch.time[i], int(batch.action[i]),
-                        batch.propensity[i], batch.reward[i]])
+            w.writerow(
+                [
+                    *batch.context[i].tolist(),
+                    batch.customer_id[i],
+                    batch.time[i],
+                    int(batch.action[i]),
+                    batch.propensity[i],
+                    batch.reward[i],
+                ]
+            )
     url = f"sqlite:///{tmp_path / 'imported.db'}"
     n_actions = Scenario.default().action_space.n_actions
-    mapping = ColumnMapping(context=names, action="action", propensity="p", n_actions=n_actions, time="ts",
-                            reward="revenue", customer_id="customer")
+    mapping = ColumnMapping(
+        context=names,
+        action="action",
+        propensity="p",
+        n_actions=n_actions,
+        time="ts",
+        reward="revenue",
+        customer_id="customer",
+    )
     with DecisionLog(url) as log:
         assert import_table(log, path, mapping) == 2000
     res = jobs.train("lints", source=url)
@@ -332,8 +371,11 @@ def test_train_offline_from_an_imported_log(store, tmp_path):
     # the log's own action frequencies where support is thin (the native log's: business as usual)
     native = jobs.train("lints", source=sim_url, register=False)
     X = batch.context[:50]
-    np.testing.assert_allclose(res.policy.learner.probabilities(X, batch.eligible[:50]),
-                               native.policy.learner.probabilities(X, batch.eligible[:50]), atol=1e-9)
+    np.testing.assert_allclose(
+        res.policy.learner.probabilities(X, batch.eligible[:50]),
+        native.policy.learner.probabilities(X, batch.eligible[:50]),
+        atol=1e-9,
+    )
     np.testing.assert_array_equal(res.policy.counts, native.policy.counts)
     assert res.policy.baseline_name == "estimate" and native.policy.baseline_name == "business_as_usual"
 
@@ -346,8 +388,10 @@ def test_ab_from_a_logged_experiment(store, tmp_path):
     from nba.policies import create
 
     sc = Scenario.default()
-    arms = {"champion": create("no_contact", sc.action_space), "challenger":
-            create("business_as_usual", sc.action_space, tuple(sc.segments))}
+    arms = {
+        "champion": create("no_contact", sc.action_space),
+        "challenger": create("business_as_usual", sc.action_space, tuple(sc.segments)),
+    }
     url = f"sqlite:///{tmp_path / 'exp.db'}"
     with DecisionLog(url) as log:
         sim = run_experiment(sc, arms, n=1200, days=5, seed=7, experiment="spring", log=log, purpose=PURPOSE)
@@ -373,8 +417,11 @@ def test_ab_from_a_logged_experiment(store, tmp_path):
 def test_unreachable_or_empty_logs_fail_before_any_run(store, tmp_path):
     before = _runs()
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    for call in (lambda: jobs.train("lints", source=empty), lambda: jobs.evaluate(empty, ["no_contact"]),
-                 lambda: jobs.ab(source=empty)):
+    for call in (
+        lambda: jobs.train("lints", source=empty),
+        lambda: jobs.evaluate(empty, ["no_contact"]),
+        lambda: jobs.ab(source=empty),
+    ):
         with pytest.raises(jobs.JobError, match="is empty"):
             call()
     with pytest.raises(jobs.JobError, match="source: cannot open decision log"):
@@ -407,22 +454,38 @@ def test_evaluation_flags_unsupported_estimates_and_policies_worse_than_the_logg
     from nba.ope import Estimate
 
     def est(value, low, high, unsupported=False):
-        return {jobs.RANK_BY: Estimate(jobs.RANK_BY, value, low, high, 0.95, 100, 0.1, 50.0, 3.0, 0.0,
-                                       unsupported=unsupported)}
+        return {
+            jobs.RANK_BY: Estimate(
+                jobs.RANK_BY, value, low, high, 0.95, 100, 0.1, 50.0, 3.0, 0.0, unsupported=unsupported
+            )
+        }
 
     assert jobs.flags_of(est(1.0, 0.8, 1.2), logged=0.9) == ()
     assert jobs.flags_of(est(0.7, 0.6, 0.85), logged=0.9) == (jobs.BELOW_LOGGING,)
     assert jobs.flags_of(est(1.0, 0.8, 1.2, True), logged=0.9) == (jobs.UNSUPPORTED,)
-    res = jobs.EvaluateResult("r", {"a": est(0.7, 0.6, 0.85), "b": est(1.5, 0.1, 2.0, True), "c": est(1.0, 0.9, 1.1)},
-                              None, None, (0.9, 0.8, 1.0), {"a": (jobs.BELOW_LOGGING,), "b": (jobs.UNSUPPORTED,),
-                                                             "c": ()})
+    res = jobs.EvaluateResult(
+        "r",
+        {"a": est(0.7, 0.6, 0.85), "b": est(1.5, 0.1, 2.0, True), "c": est(1.0, 0.9, 1.1)},
+        None,
+        None,
+        (0.9, 0.8, 1.0),
+        {"a": (jobs.BELOW_LOGGING,), "b": (jobs.UNSUPPORTED,), "c": ()},
+    )
     assert res.ranked()[0] == "c"  # the unflagged estimate first, whatever the flagged ones' values
 
 
 # ----------------------------------------------------------------------------- a brand's log on its deployment
 TELECOM = Path(__file__).resolve().parents[2] / "examples" / "telecom"
-COLUMNS = dict(channel="channel", offer="offer", send_hour="send_hour", reward="reward", opted_out="opted_out",
-               customer_id="customer_id", decision_id="decision_id", time="time")
+COLUMNS = dict(
+    channel="channel",
+    offer="offer",
+    send_hour="send_hour",
+    reward="reward",
+    opted_out="opted_out",
+    customer_id="customer_id",
+    decision_id="decision_id",
+    time="time",
+)
 
 
 @pytest.fixture(scope="module")
@@ -453,8 +516,10 @@ def telecom_log(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(store, telecom_log):
     """linucb trained on the log with the deployment file given, lints on the deployment the log holds."""
-    return {"linucb": jobs.train("linucb", source=telecom_log["url"], deployment_path=telecom_log["file"]),
-            "lints": jobs.train("lints", source=telecom_log["url"])}
+    return {
+        "linucb": jobs.train("linucb", source=telecom_log["url"], deployment_path=telecom_log["file"]),
+        "lints": jobs.train("lints", source=telecom_log["url"]),
+    }
 
 
 def _copy_log(telecom_log, path: Path, deployment: dict | None) -> str:
@@ -489,20 +554,39 @@ def test_train_on_a_deployment_log_registers_a_bundle_that_carries_it(store, tel
         assert params["deployment_from"] == source
         tags = mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, r.version).tags
         assert tags[registry.DEPLOYMENT_TAG] == "telco-retention" and tags[registry.DEPLOYMENT_DIGEST_TAG] == d.digest
-    files = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{res.version}",
-                                                     dst_path=str(tmp_path / "dl"))) / "artifacts" / "bundle"
+    files = (
+        Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{registry.MODEL_NAME}/{res.version}", dst_path=str(tmp_path / "dl")
+            )
+        )
+        / "artifacts"
+        / "bundle"
+    )
     assert mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, res.version).tags[
-        registry.DIGEST_TAG] == bundle_digest(files)
+        registry.DIGEST_TAG
+    ] == bundle_digest(files)
     bundle = load_bundle(files)
     assert bundle.deployment is not None and bundle.deployment.digest == d.digest
     assert bundle.spec.names == d.features().names and bundle.rules == d.contact_rules()
 
-    people = [d.check_attributes(p) for p in (
-        {"plan_type": "prepaid", "tenure_days": 40, "sms_opt_in": True},
-        {"plan_type": "postpaid", "tenure_days": 900, "monthly_revenue": 45, "days_to_contract_end": 20,
-         "app_user": True, "whatsapp_opt_in": True, "loyalty_tier": "gold"},
-        {"plan_type": "business", "tenure_days": 3000, "email_opt_in": False, "sms_opt_in": False},
-        {"plan_type": "prepaid", "tenure_days": 5, "data_usage_gb": 12.5})]
+    people = [
+        d.check_attributes(p)
+        for p in (
+            {"plan_type": "prepaid", "tenure_days": 40, "sms_opt_in": True},
+            {
+                "plan_type": "postpaid",
+                "tenure_days": 900,
+                "monthly_revenue": 45,
+                "days_to_contract_end": 20,
+                "app_user": True,
+                "whatsapp_opt_in": True,
+                "loyalty_tier": "gold",
+            },
+            {"plan_type": "business", "tenure_days": 3000, "email_opt_in": False, "sms_opt_in": False},
+            {"plan_type": "prepaid", "tenure_days": 5, "data_usage_gb": 12.5},
+        )
+    ]
     day = datetime(2027, 3, 26, 8, tzinfo=UTC).timestamp() / 3600.0  # the log's last day, 09:00 in Paris
     now = day + np.array([0.0, 3.0, 7.0, 11.0])  # hours since the epoch
     out = decide(bundle.deployment, bundle.policy, people, now=now, tz_offset=1.0, rng=np.random.default_rng(0))
@@ -531,8 +615,13 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     registry.set_alias(registry.CHAMPION, linucb)
     registry.set_alias(registry.CHALLENGER, lints)
     said: list[str] = []
-    ev = jobs.evaluate(telecom_log["url"], ["@champion", "@challenger", "no_contact"], n_bootstrap=20,
-                       plots_dir=tmp_path / "plots", say=said.append)
+    ev = jobs.evaluate(
+        telecom_log["url"],
+        ["@champion", "@challenger", "no_contact"],
+        n_bootstrap=20,
+        plots_dir=tmp_path / "plots",
+        say=said.append,
+    )
     assert set(ev.estimates) == {f"linucb v{linucb}", f"lints v{lints}", "no_contact"}
     assert ev.truth is None and ev.logging_truth is None and ev.deployment.digest == d.digest
     assert ev.propensity == jobs.PROPENSITY_ESTIMATED and ev.propensity_estimated_share == pytest.approx(0.25)
@@ -566,8 +655,13 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     c_lo, k_v = evals[lints].metrics["dr.ci_low"], evals[linucb].metrics["dr"]
     assert result.promoted == (c_lo > k_v)
     assert registry.alias_state(registry.CHAMPION).version == (lints if result.promoted else linucb)
-    promotion = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1,
-                                   filter_string="tags.`nba.job` = 'promote'", order_by=["attributes.start_time DESC"])
+    promotion = mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        max_results=1,
+        filter_string="tags.`nba.job` = 'promote'",
+        order_by=["attributes.start_time DESC"],
+    )
     assert promotion[0].data.tags["promotion.propensity"] == "estimated"
     # nba promote the same, on the other estimator: MDR's metrics
     registry.set_alias(registry.CHAMPION, linucb)
@@ -616,8 +710,10 @@ def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, tele
     with pytest.raises(jobs.JobError, match="^source: .*made on a deployment .*: give its file"):
         jobs.train("linucb", source=older)
     dearer = Deployment.load(other).to_dict()
-    with pytest.raises(jobs.JobError, match="^deployment: the log's decisions were made on another deployment: it "
-                                            "holds 'telco-retention'"):
+    with pytest.raises(
+        jobs.JobError,
+        match="^deployment: the log's decisions were made on another deployment: it holds 'telco-retention'",
+    ):
         jobs.train("linucb", source=_copy_log(telecom_log, tmp_path / "odd.db", dearer), deployment_path=file)
     # rule-based policies follow the scenario's segments, with the file or without
     for name in SEGMENTED:
@@ -632,25 +728,34 @@ def test_a_deployment_log_is_refused_on_another_world_before_any_run(store, tele
     with pytest.raises(jobs.JobError, match="^safe: "):
         jobs.train("linucb", source=url, deployment_path=file, safe={"n_min": 5})
     with pytest.raises(jobs.JobError, match="^scenario: not with a deployment"):
-        jobs.train("linucb", source=url, scenario_path=str(Path(jobs.__file__).parents[1] / "envs" / "scenarios"
-                                                             / "default.toml"))
+        jobs.train(
+            "linucb",
+            source=url,
+            scenario_path=str(Path(jobs.__file__).parents[1] / "envs" / "scenarios" / "default.toml"),
+        )
     # evaluation: trained policies on the log's actions and features, or the two that need no training
     version = trained["lints"].version
     for target, message in (
-            ("linucb", r"^policy: 'linucb' is a learner that has learned nothing yet: train it on the log first"),
-            ("send_time", r"^policy: 'send_time' is a learner"),
-            ("business_as_usual", r"^policy: 'business_as_usual' reads the scenario's segments"),
-            (str(folder), r"^policy: '.*' \(uniform_random\) decides over 225 actions reading \d+ features, the "
-                          r"scenario's, not the 801 actions and 58 features of the log's deployment 'telco-retention'"),
-            (f"models:/{registry.MODEL_NAME}/999", r"^policy: no registered version 'models:/nba-policy/999'"),
-            ("magic", r"^policy: 'magic' is not @alias.*no_contact, uniform_random")):
+        ("linucb", r"^policy: 'linucb' is a learner that has learned nothing yet: train it on the log first"),
+        ("send_time", r"^policy: 'send_time' is a learner"),
+        ("business_as_usual", r"^policy: 'business_as_usual' reads the scenario's segments"),
+        (
+            str(folder),
+            r"^policy: '.*' \(uniform_random\) decides over 225 actions reading \d+ features, the "
+            r"scenario's, not the 801 actions and 58 features of the log's deployment 'telco-retention'",
+        ),
+        (f"models:/{registry.MODEL_NAME}/999", r"^policy: no registered version 'models:/nba-policy/999'"),
+        ("magic", r"^policy: 'magic' is not @alias.*no_contact, uniform_random"),
+    ):
         with pytest.raises(jobs.JobError, match=message):
             jobs.evaluate(url, [target])
     with pytest.raises(jobs.JobError, match="^scenario: the log holds the decisions of the deployment"):
-        jobs.evaluate(url, [version], scenario_path=str(Path(jobs.__file__).parents[1] / "envs" / "scenarios"
-                                                         / "default.toml"))
-    with pytest.raises(jobs.JobError, match=f"^policy: '{version}' decides on the deployment 'telco-retention', not "
-                                            "on the scenario"):
+        jobs.evaluate(
+            url, [version], scenario_path=str(Path(jobs.__file__).parents[1] / "envs" / "scenarios" / "default.toml")
+        )
+    with pytest.raises(
+        jobs.JobError, match=f"^policy: '{version}' decides on the deployment 'telco-retention', not on the scenario"
+    ):
         jobs.evaluate(scenario_log, [version])
     assert _runs() == before
 
@@ -664,14 +769,16 @@ def test_nba_train_and_evaluate_find_the_deployment_in_the_log(store, telecom_lo
     root = ["--root", str(store["root"])]
     before = _runs()
     for extra in (["--deployment", str(telecom_log["file"])], []):
-        res = CliRunner().invoke(app, ["train", "--policy", "business_as_usual", "--source", telecom_log["url"],
-                                       *extra, *root])
+        res = CliRunner().invoke(
+            app, ["train", "--policy", "business_as_usual", "--source", telecom_log["url"], *extra, *root]
+        )
         said = " ".join(res.output.split())  # the console wraps long lines
         assert res.exit_code == 2 and "policy: 'business_as_usual' reads the scenario's segments" in said, res.output
     res = CliRunner().invoke(app, ["evaluate", "--policy", "lints", "--log", telecom_log["url"], *root])
     assert res.exit_code == 2 and "is a learner that has learned nothing yet" in " ".join(res.output.split())
-    res = CliRunner().invoke(app, ["train", "--policy", "lints", "--source", telecom_log["url"], "--challenger",
-                                   "--no-register", *root])
+    res = CliRunner().invoke(
+        app, ["train", "--policy", "lints", "--source", telecom_log["url"], "--challenger", "--no-register", *root]
+    )
     assert res.exit_code == 2 and "challenger: only a registered version" in res.output
     assert _runs() == before
     res = CliRunner().invoke(app, ["train", "--policy", "lints", "--source", telecom_log["url"], "--challenger", *root])

@@ -33,8 +33,17 @@ def test_a_simulated_log_is_read_the_same_under_another_tracking_store(tracking,
     url = f"sqlite:///{tmp_path / 'sim.db'}"
     tracking("simulated-here")
     sim = jobs.simulate(url, decisions=2000, seed=7, purpose=PURPOSE)
-    replay = {"scenario": "default", "policy": "business_as_usual", "params": {}, "epsilon": 0.2, "holdout": 0.05,
-              "decisions": 2000, "seed": 7, "purpose": PURPOSE, "batch": jobs.BANDIT_BATCH}
+    replay = {
+        "scenario": "default",
+        "policy": "business_as_usual",
+        "params": {},
+        "epsilon": 0.2,
+        "holdout": 0.05,
+        "decisions": 2000,
+        "seed": 7,
+        "purpose": PURPOSE,
+        "batch": jobs.BANDIT_BATCH,
+    }
     with DecisionLog(url) as log:
         assert log.provenance() == {"simulation": replay, "reward_rule": jobs.sim_reward_rule().to_dict()}
         simulated = log.read(jobs.sim_reward_rule()).reward.mean()
@@ -64,8 +73,16 @@ def test_a_log_without_provenance_gets_the_default_rule(tracking, tmp_path):
     url = f"sqlite:///{tmp_path / 'bare.db'}"
     scenario = Scenario.default()
     with DecisionLog(url) as log:
-        log_bandit_run(log, scenario, create("uniform_random", scenario.action_space), decisions=500, seed=1,
-                       batch=500, learn=False, purpose=PURPOSE)
+        log_bandit_run(
+            log,
+            scenario,
+            create("uniform_random", scenario.action_space),
+            decisions=500,
+            seed=1,
+            batch=500,
+            learn=False,
+            purpose=PURPOSE,
+        )
         assert log.provenance() is None
     assert jobs.reward_rule_for(url) == RewardRule()
     assert jobs.find_simulation(url) is None

@@ -74,8 +74,9 @@ def test_registered_version_carries_the_digest_of_its_bundle(store, tmp_path):
     version = str(info.registered_model_version)
     tag = MlflowClient().get_model_version(registry.MODEL_NAME, version).tags[registry.DIGEST_TAG]
     # what a download of the registered version gives, byte for byte
-    files = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{version}",
-                                                     dst_path=str(tmp_path / "dl")))
+    files = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{version}", dst_path=str(tmp_path / "dl"))
+    )
     assert tag == bundle_digest(files / "artifacts" / "bundle")
     assert tag == bundle_digest(save_bundle(bundle, tmp_path / "saved"))  # the folder that was saved
     assert mlflow.get_logged_model(info.model_id).tags[registry.DIGEST_TAG] == tag
@@ -143,8 +144,11 @@ def test_evaluations_are_metrics_of_the_model_on_the_dataset(store):
     assert [i.model_id for i in run.inputs.model_inputs] == [model_id]
     assert [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs] == [(registry.DATASET_NAME, "d6")]
     # queryable from the models of the experiment, by dataset and metric
-    hits = mlflow.search_logged_models(filter_string="metrics.dr > 3", output_format="list",
-                                       datasets=[{"dataset_name": registry.DATASET_NAME, "dataset_digest": "d6"}])
+    hits = mlflow.search_logged_models(
+        filter_string="metrics.dr > 3",
+        output_format="list",
+        datasets=[{"dataset_name": registry.DATASET_NAME, "dataset_digest": "d6"}],
+    )
     assert [h.model_id for h in hits] == [model_id]
 
 
@@ -167,10 +171,18 @@ def test_versions_are_described(store):
 
 
 def _evidence(champion: str, challenger: str, promote: bool, lift: float = 14.0, run_id: str = "r1"):
-    return registry.ABEvidence(run_id=run_id, promote=promote, reason="promote: ..." if promote else
-                               "do not promote: guardrail(s) failed: opt-out rate", champion_version=champion,
-                               challenger_version=challenger, lift=lift, low=lift - 7, high=lift + 7, days=14,
-                               true_lift=lift - 1.4)
+    return registry.ABEvidence(
+        run_id=run_id,
+        promote=promote,
+        reason="promote: ..." if promote else "do not promote: guardrail(s) failed: opt-out rate",
+        champion_version=champion,
+        challenger_version=challenger,
+        lift=lift,
+        low=lift - 7,
+        high=lift + 7,
+        days=14,
+        true_lift=lift - 1.4,
+    )
 
 
 def test_promote_by_ab_verdict_records_predicted_beside_realised(store):
@@ -189,9 +201,18 @@ def test_promote_by_ab_verdict_records_predicted_beside_realised(store):
     # a passing verdict on these versions moves it, the lifts per decision side by side
     p = registry.promote(ab=_evidence(v1, v2, True), predicted=predicted)
     assert p.promoted and p.champion == v2 and p.previous == v1
-    assert p.record() == pytest.approx({"predicted_lift": 0.8, "predicted_lift_low": 0.5, "predicted_lift_high": 1.1,
-                                        "realised_lift": 1.0, "realised_lift_low": 0.5, "realised_lift_high": 1.5,
-                                        "realised_lift_per_customer": 14.0, "true_lift": 0.9})
+    assert p.record() == pytest.approx(
+        {
+            "predicted_lift": 0.8,
+            "predicted_lift_low": 0.5,
+            "predicted_lift_high": 1.1,
+            "realised_lift": 1.0,
+            "realised_lift_low": 0.5,
+            "realised_lift_high": 1.5,
+            "realised_lift_per_customer": 14.0,
+            "true_lift": 0.9,
+        }
+    )
     tags = registry.alias_state(registry.CHAMPION).tags
     assert tags["promotion.ab_run"] == "r1" and float(tags["promotion.predicted_lift"]) == 0.8
     assert float(tags["promotion.realised_lift"]) == 1.0 and float(tags["promotion.true_lift"]) == pytest.approx(0.9)
@@ -210,8 +231,16 @@ def test_promotions_report_plots_predicted_against_realised(store, tmp_path):
     runs = {}
     for name, (champ, chall, ok, lift) in {"a": (v1, v2, True, 14.0), "b": (v2, v3, False, -7.0)}.items():
         with mlflow.start_run() as run:  # stands for a finished `ab` run: its tags and metrics
-            mlflow.set_tags({"nba.job": "ab", "ab.promote": str(ok).lower(), "ab.reason": f"verdict {name}",
-                             "ab.days": "14", "ab.champion_version": champ, "ab.challenger_version": chall})
+            mlflow.set_tags(
+                {
+                    "nba.job": "ab",
+                    "ab.promote": str(ok).lower(),
+                    "ab.reason": f"verdict {name}",
+                    "ab.days": "14",
+                    "ab.champion_version": champ,
+                    "ab.challenger_version": chall,
+                }
+            )
             mlflow.log_metrics({"diff": lift, "ci_low": lift - 7, "ci_high": lift + 7, "true_effect": lift + 1})
         runs[name] = run.info.run_id
     first = jobs.promote(ab_run=runs["a"], predicted_lift=0.5, predicted_ci=(0.2, 0.8))
@@ -231,8 +260,11 @@ def test_promotions_report_plots_predicted_against_realised(store, tmp_path):
     png = (tmp_path / "promotions" / promotion_report.PLOT_PNG).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     arts = {f.path for f in mlflow.MlflowClient().list_artifacts(res.run_id, "promotions_report")}
-    assert {"promotions_report/report.md", "promotions_report/report.html",
-            f"promotions_report/{promotion_report.PLOT_PNG}"} <= arts
+    assert {
+        "promotions_report/report.md",
+        "promotions_report/report.html",
+        f"promotions_report/{promotion_report.PLOT_PNG}",
+    } <= arts
 
 
 @pytest.fixture(scope="module")
@@ -270,8 +302,15 @@ def test_a_deployment_bundle_is_registered_with_its_deployment(telecom, tmp_path
     inputs = {c.name: c for c in info.signature.inputs.inputs}
     assert list(inputs) == ["customer_id", "timezone", "now", *(a.name for a in world.attributes)]
     assert inputs["plan_type"].required and not inputs["days_to_contract_end"].required
-    files = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.MODEL_NAME}/{version}",
-                                                     dst_path=str(tmp_path / "dl"))) / "artifacts" / "bundle"
+    files = (
+        Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{registry.MODEL_NAME}/{version}", dst_path=str(tmp_path / "dl")
+            )
+        )
+        / "artifacts"
+        / "bundle"
+    )
     assert tags[registry.DIGEST_TAG] == bundle_digest(files)
     back = load_bundle(files)
     assert back.deployment == world and back.policy.space == world.action_space()
@@ -285,13 +324,29 @@ def _requests(n: int, local_hour: int, **attributes) -> tuple[object, list[dict]
     import pandas as pd
 
     plans = ["prepaid", "postpaid", "business"]
-    people = [{"plan_type": plans[i % 3], "tenure_days": 30.0 + 20 * i, "monthly_revenue": 10.0 + i,
-               "days_to_contract_end": None if i % 3 == 0 else float(i % 120), "loyalty_tier": "gold",
-               "app_user": True, "whatsapp_opt_in": True, "sms_opt_in": True, "email_opt_in": True} | attributes
-              for i in range(n)]
-    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "timezone": "+02:00",
-                          "now": f"2025-06-11T{local_hour - 2:02d}:00:00Z",
-                          **{k: [p[k] for p in people] for k in people[0]}})
+    people = [
+        {
+            "plan_type": plans[i % 3],
+            "tenure_days": 30.0 + 20 * i,
+            "monthly_revenue": 10.0 + i,
+            "days_to_contract_end": None if i % 3 == 0 else float(i % 120),
+            "loyalty_tier": "gold",
+            "app_user": True,
+            "whatsapp_opt_in": True,
+            "sms_opt_in": True,
+            "email_opt_in": True,
+        }
+        | attributes
+        for i in range(n)
+    ]
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "timezone": "+02:00",
+            "now": f"2025-06-11T{local_hour - 2:02d}:00:00Z",
+            **{k: [p[k] for p in people] for k in people[0]},
+        }
+    )
     return frame, people
 
 
@@ -306,8 +361,9 @@ def test_the_deployment_pyfunc_decides_through_the_decide_path(telecom):
     out = model.predict(frame, params={"seed": 5})
     attributes = [world.check_attributes(p) for p in people]
     now = 486_010.0  # 2025-06-11T10:00Z
-    same = decide(world, create("uniform_random", space), attributes, now=now, tz_offset=2.0,
-                  rng=np.random.default_rng(5))
+    same = decide(
+        world, create("uniform_random", space), attributes, now=now, tz_offset=2.0, rng=np.random.default_rng(5)
+    )
     np.testing.assert_array_equal(out["action"], same.action)
     np.testing.assert_allclose(out["propensity"], same.propensity, rtol=1e-12)
     a = out["action"].to_numpy()

@@ -9,10 +9,17 @@ import pytest
 from training.reports import render as r
 
 
-@pytest.mark.parametrize(("x", "spec", "want"), [
-    (0.123456, ".4g", "0.1235"), (1234567.0, ".4g", "1.235e+06"), (0.5, "+.4g", "+0.5"),
-    (None, ".4g", "n/a"), (math.nan, ".4g", "n/a"), (math.inf, "+.4g", "n/a"),
-])
+@pytest.mark.parametrize(
+    ("x", "spec", "want"),
+    [
+        (0.123456, ".4g", "0.1235"),
+        (1234567.0, ".4g", "1.235e+06"),
+        (0.5, "+.4g", "+0.5"),
+        (None, ".4g", "n/a"),
+        (math.nan, ".4g", "n/a"),
+        (math.inf, "+.4g", "n/a"),
+    ],
+)
 def test_num(x, spec, want):
     assert r.num(x, spec) == want
 
@@ -34,16 +41,28 @@ def test_table_macros():
     t = r.Table(["name", "status"], [["a|b", "PASS"], ["<c>", "FAIL"], ["d", "input"]], status_col=1)
     env = r._ENV
     md = env.get_template("macros.md.j2").module.table(t)
-    assert str(md).splitlines() == ["| name | status |", "|---|---|", "| a\\|b | PASS |", "| <c> | FAIL |",
-                                    "| d | input |"]
+    assert str(md).splitlines() == [
+        "| name | status |",
+        "|---|---|",
+        "| a\\|b | PASS |",
+        "| <c> | FAIL |",
+        "| d | input |",
+    ]
     page = str(env.get_template("macros.html.j2").module.table(t))
     assert '<td class="PASS">PASS</td>' in page and '<td class="FAIL">FAIL</td>' in page
     assert "<td>&lt;c&gt;</td>" in page and "<td>input</td>" in page
 
 
 def test_write_pages(tmp_path):
-    md, page = r.write_pages(tmp_path / "out", "promotions", title="T <1>", lines=["see `cmd`"],
-                             table=r.Table(["#"], [["1"]]), image="x.png", reasons=["why"])
+    md, page = r.write_pages(
+        tmp_path / "out",
+        "promotions",
+        title="T <1>",
+        lines=["see `cmd`"],
+        table=r.Table(["#"], [["1"]]),
+        image="x.png",
+        reasons=["why"],
+    )
     assert md == tmp_path / "out" / "report.md" and page == tmp_path / "out" / "report.html"
     text = md.read_text()
     assert text.startswith("# T <1>\n\nsee `cmd`\n") and "| 1 |" in text and "1. why" in text
