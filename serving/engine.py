@@ -389,8 +389,8 @@ class Engine:
             self.log.set_deployment(deployment.to_dict())
         except ValueError as e:
             log.warning("decision log keeps its deployment: %s", short(str(e), 300))
-        except Exception as e:  # noqa: BLE001 - the log unreachable: a later batch tries again (the outage is
-            self._world_recorded = False  # the log writes' to report, not this)
+        except Exception as e:  # noqa: BLE001 - the log is unreachable: a later batch tries again
+            self._world_recorded = False  # (the log's writes report the outage, not this)
             log.debug("deployment not recorded yet: %s", e)
 
     def _decide_batch(self, batch: list[tuple[Rows, int]], served: dict[str, Served], now: np.ndarray, history: Any):
