@@ -125,7 +125,7 @@ from typing import Any
 import numpy as np
 
 from envs.random import Streams, normal
-from nba.deployment import Deployment, read_document
+from nba.deployment import Deployment, check_keys, check_table, read_document
 
 DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "lognormal": ("median", "sigma"),
@@ -148,15 +148,11 @@ def _fail(path: str, msg: str) -> None:
 
 
 def _table(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        _fail(path, f"must be a table, got {type(value).__name__}")
-    return value
+    return check_table(value, path, WorldError)
 
 
 def _keys(table: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
-    for k in table:
-        if k not in allowed:
-            _fail(f"{path}.{k}" if path else str(k), f"unknown field; valid: {list(allowed)}")
+    check_keys(table, path, allowed, WorldError)
 
 
 def _number(

@@ -106,16 +106,27 @@ def _fail(path: str, msg: str) -> NoReturn:
     raise DeploymentError(f"{path}: {msg}")
 
 
-def _table(value: Any, path: str) -> Mapping[str, Any]:
+def check_table(value: Any, path: str, error: type[ValueError]) -> Mapping[str, Any]:
+    """``value`` if it is a table (a mapping), else ``error("<path>: must be a table, got <type>")``; shared by
+    the files declared beside a deployment (the latent world of :mod:`envs.world`)."""
     if not isinstance(value, Mapping):
-        _fail(path, f"must be a table, got {type(value).__name__}")
+        raise error(f"{path}: must be a table, got {type(value).__name__}")
     return value
 
 
-def _keys(table: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
+def check_keys(table: Mapping[str, Any], path: str, allowed: tuple[str, ...], error: type[ValueError]) -> None:
+    """``error("<path>.<key>: unknown field; valid: [...]")`` for the first key of ``table`` not ``allowed``."""
     for k in table:
         if k not in allowed:
-            _fail(f"{path}.{k}" if path else str(k), f"unknown field; valid: {list(allowed)}")
+            raise error(f"{f'{path}.{k}' if path else str(k)}: unknown field; valid: {list(allowed)}")
+
+
+def _table(value: Any, path: str) -> Mapping[str, Any]:
+    return check_table(value, path, DeploymentError)
+
+
+def _keys(table: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
+    check_keys(table, path, allowed, DeploymentError)
 
 
 def _name(value: Any, path: str) -> str:
