@@ -16,7 +16,9 @@ purpose ``ope-coverage/eval/<j>``), each policy's exact value on each log's cont
 and every estimator of :func:`nba.ope.evaluate` on each log with what the pipeline has: the
 logging distribution (known for a simulated log), one cross-fitted reward model with ``--refits``
 refits per log (:func:`nba.ope.fit_reward_models`), the customers as the bootstrap's clusters.
-Extra rows: ``dm_fixed``/``dr_fixed`` (the model held fixed: the intervals before this change)
+Extra rows: every estimator again with its interval by ``--compare-interval`` (the other method of
+``nba.ope.INTERVALS``: suffix ``_t`` for studentized, ``_pct`` for percentile), ``--fixed``:
+``dm_fixed``/``dr_fixed`` (the model held fixed: the intervals before the refits)
 and, with ``--channel-content``, ``mips_cc``/``mdr_cc`` (groups of channel x content instead of
 channel). ``--estimated-logging``: the logger's group probabilities estimated from each log, as
 for a log whose logging distribution is unknown (IPS, DR, MIPS and MDR only). ``--first-log``
@@ -64,6 +66,7 @@ BATCH = 1000  # decisions per step, as jobs.BANDIT_BATCH
 TAU = 20.0  # switch-DR threshold, as jobs.evaluate's default
 EPSILON, HOLDOUT = 0.2, 0.05  # the exploring logger of jobs.simulate
 CHUNK_ROWS = 10_000  # rows per update when learning from the log, as jobs._train_offline
+SUFFIX = {"percentile": "_pct", "studentized": "_t"}  # the estimates of --compare-interval, by method
 LIGHTGBM = ("lgbm_egreedy", "lgbm_squarecb", "lgbm_funnel", "fqi")  # the policies with a `threads` parameter
 
 
@@ -193,6 +196,8 @@ def evaluate_log(
     channel_content: bool = False,
     threads: int = 1,
     estimated_logging: bool = False,
+    fixed: bool = False,
+    compare_interval: str | None = None,
 ) -> tuple[dict[str, float], Estimates, float]:
     """Exact values and every estimate of each policy on one log; also the reward model's fitting time."""
     space = next(iter(policies.values())).space
@@ -232,8 +237,12 @@ def evaluate_log(
             estimates[name] = {k: est[k] for k in ("ips", "dr", "mips", "mdr")}
             continue
         est = ope.evaluate(probs, data, q_hat=model, **kw)
-        fixed = ope.evaluate(probs, data, q_hat=model.q_hat, **kw)
-        est |= {"dm_fixed": fixed["dm"], "dr_fixed": fixed["dr"]}
+        if compare_interval:  # every estimator again, its interval by the other method
+            other = ope.evaluate(probs, data, q_hat=model, interval=compare_interval, **kw)
+            est |= {f"{k}{SUFFIX[compare_interval]}": e for k, e in other.items()}
+        if fixed:
+            held = ope.evaluate(probs, data, q_hat=model.q_hat, **kw)
+            est |= {"dm_fixed": held["dm"], "dr_fixed": held["dr"]}
         if channel_content:
             cc = ope.evaluate(probs, data, q_hat=model, groups="channel_content", **kw)
             est |= {"mips_cc": cc["mips"], "mdr_cc": cc["mdr"]}
@@ -359,6 +368,13 @@ def main() -> None:
         "given: IPS, DR, MIPS and MDR only (the support check then reads the log's counts)",
     )
     ap.add_argument("--channel-content", action="store_true", help="also the marginal estimators on channel x content")
+    ap.add_argument(
+        "--compare-interval",
+        choices=[*ope.INTERVALS, "none"],
+        default=next(m for m in ope.INTERVALS if m != ope.INTERVAL),
+        help="also every estimator with its interval by this method (suffix _t: studentized, _pct: percentile)",
+    )
+    ap.add_argument("--fixed", action="store_true", help="also DM and DR with the reward model held fixed")
     ap.add_argument("--first-log", type=int, default=0)
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="summarise these JSON outputs together")
     ap.add_argument("--json", type=Path, default=None)
@@ -406,6 +422,8 @@ def main() -> None:
             channel_content=args.channel_content,
             threads=args.threads,
             estimated_logging=args.estimated_logging,
+            fixed=args.fixed,
+            compare_interval=None if args.compare_interval == "none" else args.compare_interval,
         )
         if j == args.first_log:  # the exact values are bandit_truth's (the replay of the same logging run)
             exact = bandit_truth(
@@ -442,6 +460,8 @@ def save(args, truths, runs, wall: float, train_s: float, sim_s: list[float], fi
                 "refits": args.refits,
                 "rounds": args.rounds,
                 "seed": args.seed,
+                "interval": ope.INTERVAL,
+                "compare_interval": args.compare_interval,
                 "machine": platform.machine(),
                 "wall_s": wall,
                 "train_s": train_s,

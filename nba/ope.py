@@ -142,6 +142,11 @@ _SUM_TOL = 1e-6  # tolerance on the target's row sums
 SUPPORT_WEIGHT = 100.0
 SUPPORT_SHARE = 0.05
 
+# How the bootstrap's replicates become an interval (module docstring): their percentiles, or the
+# bootstrap-t ("studentized") interval, each replicate studentized by its own standard error.
+INTERVALS: tuple[str, ...] = ("percentile", "studentized")
+INTERVAL = "percentile"
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -253,6 +258,12 @@ def _check_options(
     if not tau >= 0:
         raise ValueError(f"tau: must be >= 0, got {tau!r}")
     return codes, float(support_weight), tau
+
+
+def _check_interval(interval: Any) -> str:
+    if interval not in INTERVALS:
+        raise ValueError(f"interval: unknown method {interval!r}; valid: {', '.join(INTERVALS)}")
+    return str(interval)
 
 
 def _check_logging(logging: Any, shape: tuple[int, int]) -> np.ndarray | None:
@@ -371,6 +382,52 @@ def _means(columns: np.ndarray, n_bootstrap: int, seed: int | None, codes: np.nd
     units[k] = np.bincount(codes, minlength=g)
     sums = _resampled_sums(units, n_bootstrap, seed)
     return sums[:, :k] / sums[:, k:]
+
+
+def _pivots(
+    ratios: Sequence[tuple[np.ndarray, np.ndarray | None]], n_bootstrap: int, seed: int | None, codes: np.ndarray | None
+) -> np.ndarray:
+    """(n_bootstrap, k) studentized bootstrap replicates of the k estimates ``sum num / sum den``.
+
+    ``ratios``: (num (n,), den (n,) or None for the rows' count) per estimate. A resample's
+    estimate m_b and its own standard error s_b (the linearised variance of a ratio of sums over
+    the resampled units, sum_c (num_c - m_b den_c)^2 / (sum_c den_c)^2 x G / (G - 1)) give
+    t_b = (m_b - m) / s_b, and the replicate returned is ``m - s t_b`` (m, s: the log's estimate and
+    standard error): the quantiles of these are the bootstrap-t interval. The units are resampled
+    with the same indices as :func:`_means` (same seed, same units). A resample whose standard
+    error is 0 gives NaN (left out of the quantiles).
+    """
+    n = len(ratios[0][0])
+    codes = np.arange(n) if codes is None else codes
+    g = int(codes.max()) + 1
+    count = np.bincount(codes, minlength=g).astype(np.float64)
+    sums: dict[int, np.ndarray] = {}  # per-unit sums of each distinct array, by identity
+
+    def unit(v: np.ndarray | None) -> np.ndarray:
+        if v is None:
+            return count
+        if id(v) not in sums:
+            sums[id(v)] = np.bincount(codes, weights=v, minlength=g)
+        return sums[id(v)]
+
+    rows = []
+    for num, den in ratios:
+        a, b = unit(num), unit(den)
+        rows += [a, b, a * a, a * b, b * b]
+    resampled = _resampled_sums(np.vstack(rows), n_bootstrap, seed)
+    scale = g / (g - 1) if g > 1 else np.nan
+    out = np.empty((n_bootstrap, len(ratios)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j, (num, den) in enumerate(ratios):
+            a, b = unit(num), unit(den)
+            m = a.sum() / b.sum()
+            s = np.sqrt(np.sum((a - m * b) ** 2) * scale) / b.sum()
+            sa, sb, saa, sab, sbb = resampled[:, 5 * j : 5 * j + 5].T
+            mb = sa / sb
+            sd = np.sqrt(np.maximum(saa - 2.0 * mb * sab + mb * mb * sbb, 0.0) * scale) / sb
+            t = np.where(sd > 0, (mb - m) / np.where(sd > 0, sd, 1.0), np.nan)
+            out[:, j] = m - s * t
+    return out
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -569,6 +626,7 @@ def _estimate(
     codes: np.ndarray | None,
     share: float,
     model: RewardModel | None,
+    interval: str = "percentile",
 ) -> dict[str, Estimate]:
     """The estimators ``names`` on the log ``x``: their terms resampled together, diagnostics, Estimates."""
     terms = {name: _ESTIMATORS[name].terms(x) for name in names}
@@ -580,6 +638,10 @@ def _estimate(
                 raise ValueError(f"target: puts no probability on any logged action; {name.upper()} is undefined")
             columns.setdefault(id(tm.weights), tm.weights)
     reps = dict(zip(columns, _means(np.vstack(list(columns.values())), n_bootstrap, seed, codes).T, strict=True))
+    pivots = {}
+    if interval == "studentized" and n_bootstrap:
+        ratios = [(tm.values, tm.weights if _ESTIMATORS[name].normalised else None) for name, tm in terms.items()]
+        pivots = dict(zip(terms, _pivots(ratios, n_bootstrap, seed, codes).T, strict=True))
     out = {}
     for name, tm in terms.items():
         spec, w = _ESTIMATORS[name], tm.weights
@@ -592,7 +654,7 @@ def _estimate(
             if (spec.model and model is not None and len(model.logged_delta) > 1)
             else None
         )
-        lo, hi, se, model_se = _interval(value, replicates, level, spread)
+        lo, hi, se, model_se = _interval(value, replicates, level, spread, pivots.get(name))
         sw, sw2 = float(w.sum()), float(np.dot(w, w))
         gap = x.group_gap if spec.marginal else x.action_gap
         out[name] = Estimate(
@@ -615,9 +677,13 @@ def _estimate(
 
 
 def _interval(
-    value: float, replicates: np.ndarray, level: float, spread: np.ndarray | None
+    value: float, replicates: np.ndarray, level: float, spread: np.ndarray | None, pivots: np.ndarray | None = None
 ) -> tuple[float, float, float, float]:
-    """(low, high, standard error, the reward model's share of it) from the replicates and the refits' shifts."""
+    """(low, high, standard error, the reward model's share of it) from the replicates and the refits' shifts.
+
+    The interval is the replicates' percentiles, or with ``pivots`` (:func:`_pivots`) the
+    studentized replicates'; the standard error is the replicates' spread either way.
+    """
     model_se = 0.0
     if spread is not None and len(replicates):
         # the reward model's refit spread (centred, scaled to an unbiased variance) added to the
@@ -626,10 +692,12 @@ def _interval(
         shift = (spread - spread.mean()) * np.sqrt(k / (k - 1))
         model_se = float(np.std(shift))
         replicates = replicates + shift[np.arange(len(replicates)) % k]
+        if pivots is not None:
+            pivots = pivots + shift[np.arange(len(pivots)) % k]
     if not len(replicates):
         return float("nan"), float("nan"), float("nan"), model_se
     tail = (1.0 - level) / 2.0
-    lo, hi = np.nanquantile(replicates, [tail, 1.0 - tail])
+    lo, hi = np.nanquantile(replicates if pivots is None else pivots, [tail, 1.0 - tail])
     return min(float(lo), value), max(float(hi), value), float(np.nanstd(replicates, ddof=1)), model_se
 
 
@@ -646,6 +714,7 @@ def _single(
     level: float,
     n_bootstrap: int,
     seed: int | None,
+    interval: str,
     logging,
     clusters,
     support_weight: float,
@@ -657,7 +726,7 @@ def _single(
     model, q = _check_model(q_hat, t.shape) if _ESTIMATORS[name].model else (None, None)
     codes, weight, tau = _check_options(len(r), level, n_bootstrap, support_weight, support_share, clusters, tau)
     x = _Log(r, a, p, t, q, _check_logging(logging, t.shape), tau, groups, logging_groups, weight)
-    return _estimate([name], x, level, n_bootstrap, seed, codes, support_share, model)[name]
+    return _estimate([name], x, level, n_bootstrap, seed, codes, support_share, model, _check_interval(interval))[name]
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -670,6 +739,7 @@ def ips(
     level: float = 0.95,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    interval: str = INTERVAL,
     logging=None,
     clusters=None,
     support_weight: float = SUPPORT_WEIGHT,
@@ -706,6 +776,7 @@ def ips(
         level=level,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        interval=interval,
         logging=logging,
         clusters=clusters,
         support_weight=support_weight,
@@ -722,6 +793,7 @@ def snips(
     level: float = 0.95,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    interval: str = INTERVAL,
     logging=None,
     clusters=None,
     support_weight: float = SUPPORT_WEIGHT,
@@ -743,6 +815,7 @@ def snips(
         level=level,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        interval=interval,
         logging=logging,
         clusters=clusters,
         support_weight=support_weight,
@@ -760,6 +833,7 @@ def dm(
     level: float = 0.95,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    interval: str = INTERVAL,
     logging=None,
     clusters=None,
     support_weight: float = SUPPORT_WEIGHT,
@@ -785,6 +859,7 @@ def dm(
         level=level,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        interval=interval,
         logging=logging,
         clusters=clusters,
         support_weight=support_weight,
@@ -802,6 +877,7 @@ def dr(
     level: float = 0.95,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    interval: str = INTERVAL,
     logging=None,
     clusters=None,
     support_weight: float = SUPPORT_WEIGHT,
@@ -823,6 +899,7 @@ def dr(
         level=level,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        interval=interval,
         logging=logging,
         clusters=clusters,
         support_weight=support_weight,
@@ -841,6 +918,7 @@ def switch_dr(
     level: float = 0.95,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    interval: str = INTERVAL,
     logging=None,
     clusters=None,
     support_weight: float = SUPPORT_WEIGHT,
@@ -864,6 +942,7 @@ def switch_dr(
         level=level,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        interval=interval,
         logging=logging,
         clusters=clusters,
         support_weight=support_weight,
@@ -883,6 +962,7 @@ def mips(
     level: float = 0.95,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    interval: str = INTERVAL,
     clusters=None,
     support_weight: float = SUPPORT_WEIGHT,
     support_share: float = SUPPORT_SHARE,
@@ -909,6 +989,7 @@ def mips(
         level=level,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        interval=interval,
         logging=logging,
         logging_groups=logging_groups,
         clusters=clusters,
@@ -930,6 +1011,7 @@ def mdr(
     level: float = 0.95,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    interval: str = INTERVAL,
     clusters=None,
     support_weight: float = SUPPORT_WEIGHT,
     support_share: float = SUPPORT_SHARE,
@@ -954,6 +1036,7 @@ def mdr(
         level=level,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        interval=interval,
         logging=logging,
         logging_groups=logging_groups,
         clusters=clusters,
@@ -1266,6 +1349,7 @@ def evaluate(
     level: float = 0.95,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    interval: str = INTERVAL,
     model_params: Mapping[str, Any] | None = None,
     clusters=None,
     cluster_by_customer: bool = True,
@@ -1361,7 +1445,7 @@ def evaluate(
             )
         logging_groups = fit_group_propensities(context, a, groups, mask=eligible, seed=0 if seed is None else seed)
     x = _Log(r, a, p, t, q, lg, tau, groups, logging_groups, weight)
-    return _estimate(ESTIMATORS, x, level, n_bootstrap, seed, codes, support_share, model)
+    return _estimate(ESTIMATORS, x, level, n_bootstrap, seed, codes, support_share, model, _check_interval(interval))
 
 
 # ----------------------------------------------------------------------------- ranking

@@ -834,3 +834,73 @@ def test_reward_models_carry_the_loggers_group_probabilities_for_evaluate():
         ).logging_groups
         is None
     )
+
+
+# ----------------------------------------------------------------------------- studentized intervals
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_studentized_interval_shares_the_estimate_and_its_resamples(name, log):
+    r, a, p, t, q, _ = log
+    ids = np.arange(len(r)) // 4  # 200 customers of 4 rows
+    pct = CALLS[name]((r, a, p, t), q, seed=4, clusters=ids, n_bootstrap=2000)
+    stu = CALLS[name]((r, a, p, t), q, seed=4, clusters=ids, n_bootstrap=2000, interval="studentized")
+    # the same estimate, resamples and standard error; only the interval's ends differ
+    assert (stu.value, stu.std_error, stu.ess, stu.n_clusters) == (pct.value, pct.std_error, pct.ess, pct.n_clusters)
+    assert (stu.ci_low, stu.ci_high) != (pct.ci_low, pct.ci_high)
+    assert stu.ci_low <= stu.value <= stu.ci_high
+    # on these near-normal terms the two agree to within the quantiles' own noise (about 0.1 se each)
+    assert abs(stu.ci_low - pct.ci_low) < 0.35 * pct.std_error and abs(stu.ci_high - pct.ci_high) < 0.35 * pct.std_error
+
+
+def _bootstrap_t(v: np.ndarray, codes: np.ndarray, n_bootstrap: int, seed: int, level: float = 0.95):
+    """The cluster bootstrap-t interval of the mean of v, written out resample by resample."""
+    g = codes.max() + 1
+    sums, sizes = np.bincount(codes, weights=v, minlength=g), np.bincount(codes, minlength=g)
+
+    def mean_se(s, k):
+        m = s.sum() / k.sum()
+        return m, np.sqrt(((s - m * k) ** 2).sum() * g / (g - 1)) / k.sum()
+
+    m, se = mean_se(sums, sizes)
+    drawn = np.random.default_rng(seed).integers(0, g, size=(n_bootstrap, g))
+    t = np.array([(mean_se(sums[d], sizes[d])[0] - m) / mean_se(sums[d], sizes[d])[1] for d in drawn])
+    lo, hi = np.quantile(t, [(1 - level) / 2, (1 + level) / 2])
+    return m - hi * se, m - lo * se
+
+
+def test_studentized_interval_is_the_bootstrap_t_interval():
+    """IPS and SNIPS on a skewed reward, customers of unequal sizes: each end equals the textbook
+    bootstrap-t's, and on right-skewed terms the interval reaches further above than below."""
+    rng = np.random.default_rng(3)
+    n, k = 3000, 4
+    ids = rng.integers(0, 700, n) * 3  # unequal clusters; ids need not be 0..G-1
+    codes = ope.cluster_codes(ids, n)
+    a = rng.integers(0, k, n)
+    p = np.full(n, 1.0 / k)
+    r = np.where(rng.random(n) < 0.03, rng.lognormal(4.0, 1.0, n), 0.0)  # rare, large purchases
+    t = np.full((n, k), 0.1)
+    t[:, 2] = 0.7
+    e = ope.ips(r, a, p, t, seed=9, n_bootstrap=300, clusters=ids, interval="studentized")
+    w = t[np.arange(n), a] / p
+    lo, hi = _bootstrap_t(w * r, codes, 300, 9)
+    assert (e.ci_low, e.ci_high) == (pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9))
+    assert e.ci_high - e.value > 1.2 * (e.value - e.ci_low)
+    s = ope.snips(r, a, p, t, seed=9, n_bootstrap=300, clusters=ids, interval="studentized")
+    # SNIPS: the ratio sum w r / sum w, its standard error linearised (w r - m w per customer)
+    g = codes.max() + 1
+    num, den = np.bincount(codes, weights=w * r, minlength=g), np.bincount(codes, weights=w, minlength=g)
+    m = num.sum() / den.sum()
+    se = np.sqrt(((num - m * den) ** 2).sum() * g / (g - 1)) / den.sum()
+    ts = []
+    for d in np.random.default_rng(9).integers(0, g, size=(300, g)):
+        mb = num[d].sum() / den[d].sum()
+        ts.append((mb - m) / (np.sqrt(((num[d] - mb * den[d]) ** 2).sum() * g / (g - 1)) / den[d].sum()))
+    tlo, thi = np.quantile(ts, [0.025, 0.975])
+    assert (s.ci_low, s.ci_high) == (pytest.approx(m - thi * se, rel=1e-9), pytest.approx(m - tlo * se, rel=1e-9))
+
+
+def test_unknown_interval_method_is_refused(log):
+    r, a, p, t, q, _ = log
+    with pytest.raises(ValueError, match=r"^interval: unknown method 'bca'; valid: percentile, studentized"):
+        ope.ips(r, a, p, t, interval="bca")
+    with pytest.raises(ValueError, match=r"^interval: unknown method"):
+        ope.evaluate(t, {"action": a, "propensity": p, "reward": r}, q_hat=q, interval="t")
