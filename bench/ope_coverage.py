@@ -33,7 +33,7 @@ mean interval width, the share of logs where it is unsupported; then, for rankin
 estimator and a statistic: the point estimate or the lower bound, unsupported estimates left out),
 how often each picks the truly best policy and its mean regret. ``--policy-param NAME.KEY=VALUE``
 passes parameters to a policy's constructor; ``--safe`` trains the bandits in their conservative
-mode (SPIBB, as ``jobs.train`` now does by default).
+mode (SPIBB with the quickstart's options, as the quickstart trains them).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from envs.scenario import Scenario  # noqa: E402
 from nba import ope  # noqa: E402
 from nba.policies import Explore, Policy, create  # noqa: E402
 from nba.policies.base import act  # noqa: E402
-from training.quickstart import BANDITS, BASELINES, FQI_PARAMS  # noqa: E402
+from training.quickstart import BANDITS, BASELINES, FQI_PARAMS, SAFE  # noqa: E402
 
 TRAIN = "ope-coverage/train"  # the bandits' training log
 JOURNEYS = "ope-coverage/fqi"  # fitted-Q's journeys
@@ -94,8 +94,8 @@ def train_policies(
 
     ``params``: constructor parameters by policy name; ``safe``: each bandit learns in its
     conservative mode (:class:`nba.policies.safe.SPIBB` around it, business as usual the baseline,
-    as ``jobs.conservative`` builds it for a simulated log); ``transform(name, policy)``: applied to
-    each learned bandit after training.
+    as ``jobs.conservative`` builds it for a simulated log, with the quickstart's ``SAFE`` options);
+    ``transform(name, policy)``: applied to each learned bandit after training.
     """
     params = dict(params or {})
     out: dict[str, Policy] = {name: build(name, scenario, params.get(name)) for name in BASELINES}
@@ -106,7 +106,7 @@ def train_policies(
             from nba.policies.safe import SPIBB
 
             policy = SPIBB(
-                scenario.action_space, tuple(scenario.segments), learner=policy, baseline="business_as_usual"
+                scenario.action_space, tuple(scenario.segments), learner=policy, baseline="business_as_usual", **SAFE
             )
         events = getattr(policy, "learns_from_events", False)
         for s in range(0, decisions, CHUNK_ROWS):
@@ -360,7 +360,9 @@ def main() -> None:
         help="LightGBM threads of the reward model and the tree policies (on a busy machine one "
         "thread is several times faster than two)",
     )
-    ap.add_argument("--safe", action="store_true", help="the bandits in their conservative mode (SPIBB), as jobs.train")
+    ap.add_argument(
+        "--safe", action="store_true", help="the bandits in their conservative mode (SPIBB), as the quickstart"
+    )
     ap.add_argument(
         "--estimated-logging",
         action="store_true",
