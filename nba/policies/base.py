@@ -127,17 +127,56 @@ def check_propensities(propensities: Any, n: int) -> np.ndarray:
     return p
 
 
+BLOCKS_FROM = 128  # actions from which :func:`sample` inverts a row block by block (faster from about 100)
+
+
 def sample(probabilities: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Invert each row's cumulative distribution at ``u`` (N,) in [0, 1)."""
-    cdf = np.cumsum(probabilities, axis=1)
-    target = u * cdf[:, -1]
-    actions = (cdf <= target[:, None]).sum(axis=1)
+    """Invert each row's cumulative distribution at ``u`` (N,) in [0, 1): the action ``a`` of the row
+    whose interval ``[cdf[a - 1], cdf[a])`` of the actions in their order holds ``u`` times the row's sum.
+
+    From ``BLOCKS_FROM`` actions on, in two steps (:func:`_sample_blocks`): the sums of blocks of consecutive
+    actions locate the block, a cumulative sum within it the action. The same inversion, summed in
+    another order: a ``u`` within rounding (about 1e-16) of an interval's end may pick its neighbour.
+    """
+    if probabilities.shape[1] >= BLOCKS_FROM:
+        actions = _sample_blocks(probabilities, u)
+    else:
+        cdf = np.cumsum(probabilities, axis=1)
+        target = u * cdf[:, -1]
+        actions = np.minimum((cdf <= target[:, None]).sum(axis=1), probabilities.shape[1] - 1)
     # guard against rounding: never land on a zero-probability action
-    actions = np.minimum(actions, probabilities.shape[1] - 1)
     bad = probabilities[np.arange(len(actions)), actions] <= 0
     if bad.any():
         actions[bad] = np.argmax(probabilities[bad] > 0, axis=1)
     return actions.astype(np.int64)
+
+
+def _sample_blocks(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """:func:`sample` over blocks of ``w`` consecutive actions (a power of two near the square root of the
+    number of actions ``A``: 32 of 801): each row's ``A / w`` block sums and their cumulative sum locate
+    the block holding the row's target, then ``w`` cumulative sums within that block its action. A row
+    costs one read of its probabilities and ``A / w + w`` additions in order, where the full cumulative
+    sum costs ``A`` additions in order (the cost of the draw over 801 actions: 4.5 of its 6 ms)."""
+    n, a = p.shape
+    w = 1 << max(1, round(np.log2(a) / 2))
+    full = a // w
+    # a row's block sums depend on that row alone (a batch decides as batches of one)
+    sums = np.einsum("ijk->ij", p[:, : full * w].reshape(n, full, w))
+    if full * w < a:
+        sums = np.concatenate([sums, p[:, full * w :].sum(axis=1, keepdims=True)], axis=1)
+    cdf = np.cumsum(sums, axis=1)
+    target = u * cdf[:, -1]
+    block = np.minimum((cdf <= target[:, None]).sum(axis=1), cdf.shape[1] - 1)
+    rows = np.arange(n)
+    cols = block[:, None] * w + np.arange(w)
+    within = p[rows[:, None], np.minimum(cols, a - 1)]
+    within[cols >= a] = 0.0  # past the last action (a last block narrower than w)
+    positive = within > 0
+    within[:, 0] += np.where(block > 0, cdf[rows, block - 1], 0.0)  # the mass of the blocks before
+    k = (np.cumsum(within, axis=1) <= target[:, None]).sum(axis=1)
+    # past the block's last action with mass only through rounding (its sum and its additions differ)
+    last = w - 1 - np.argmax(positive[:, ::-1], axis=1)
+    return block * w + np.minimum(k, last)
 
 
 def act(policy: Policy, X: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Decisions:
@@ -151,7 +190,11 @@ def act(policy: Policy, X: np.ndarray, mask: np.ndarray, rng: np.random.Generato
 # ----------------------------------------------------------------------------- distributions
 def uniform(mask: np.ndarray) -> np.ndarray:
     """(N, A) the same probability on every eligible action of each row, 0 off the mask."""
-    return mask / mask.sum(axis=1, keepdims=True)
+    # the flags times 1 / k, k counted over them as floats (exact): the numbers of mask / k, in 70 % of its time
+    out = mask.astype(np.float64)
+    with np.errstate(divide="ignore"):  # a row without eligible action: NaN, as 0 / 0
+        out *= 1.0 / out.sum(axis=1, keepdims=True)
+    return out
 
 
 TIE_RTOL = 1e-9  # scores this close count as ties
