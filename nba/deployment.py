@@ -175,9 +175,9 @@ def _hours_of(value: Any, path: str) -> float:
         try:
             t = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            _fail(path, f"must be an ISO 8601 date or date-time, got {value!r}")
+            _fail(path, f"must be an ISO 8601 date or date-time, got {_short(value)}")
     else:
-        _fail(path, f"must be an ISO 8601 date or date-time, got {value!r}")
+        _fail(path, f"must be an ISO 8601 date or date-time, got {_short(value)}")
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.timestamp() / 3600.0
@@ -233,11 +233,11 @@ class Attribute:
             return x
         if self.type == "category":
             if value not in self.values:
-                _fail(path, f"unknown value {value!r}; valid: {list(self.values)}")
+                _fail(path, f"unknown value {_short(value)}; valid: {list(self.values)}")
             return value
         if self.type == "boolean":
             if not isinstance(value, bool):
-                _fail(path, f"must be true or false, got {value!r}")
+                _fail(path, f"must be true or false, got {_short(value)}")
             return value
         return _hours_of(value, path)
 

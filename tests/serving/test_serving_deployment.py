@@ -333,11 +333,39 @@ def test_a_winter_contact_keeps_its_local_hour_in_summer(runtime, telecom):
     assert not np.array_equal(X, context(None))
 
 
-def test_attribute_values_are_json_scalars_of_bounded_size():
+@pytest.mark.parametrize(
+    ("attribute", "value", "message"),
+    [
+        ("plan_type", ["postpaid"], "unknown value ['postpaid']"),
+        ("plan_type", "p" * 5000, "unknown value 'pppp"),
+        ("plan_type", {"a": 1}, "unknown value {'a': 1}"),
+        ("tenure_days", [1.0] * 5000, "must be a finite number, got [1.0, "),
+        ("app_user", "x" * 5000, "must be true or false, got 'xxx"),
+        ("last_complaint_at", "2025-01-01" * 500, "must be an ISO 8601 date or date-time, got '2025"),
+        ("p" * 64, 1, "unknown attribute"),
+    ],
+)
+def test_attribute_values_are_json_scalars_of_the_declared_type(runtime, attribute, value, message):
+    """The schema takes an attribute's value as the JSON has it; the deployment refuses anything but a scalar of
+    the declared type, naming the attribute, without echoing a large value, and nothing is stored."""
+    req = DecideRequest.model_validate({"customer_id": "t-odd", "now": NOON, "attributes": ATTRS | {attribute: value}})
+    before = runtime.engine.log.count_decisions()
+    with pytest.raises(BadRequest) as e:
+        runtime.engine.prepare([req], req.now, 0, batch=False)
+    assert str(e.value).startswith(f"attributes.{attribute}: {message}"), str(e.value)
+    assert len(str(e.value)) < 400
+    batch = DecideBatchRequest.model_validate(
+        {"now": NOON, "customers": [{"customer_id": f"t-odd-{i}", "attributes": ATTRS} for i in range(40)]}
+    )
+    batch.customers[33].attributes = ATTRS | {attribute: value}
+    with pytest.raises(BadRequest, match=rf"^customers\[33\]\.attributes\.{attribute}: "):
+        runtime.engine.prepare(batch.customers, batch.now, 0, batch=True)
+    assert runtime.engine.log.count_decisions() == before
+
+
+def test_attribute_names_are_bounded():
     with pytest.raises(ValidationError):
-        DecideRequest.model_validate({"customer_id": "x", "attributes": {"plan_type": ["postpaid"]}})
-    with pytest.raises(ValidationError):
-        DecideRequest.model_validate({"customer_id": "x", "attributes": {"plan_type": "p" * 5000}})
+        DecideRequest.model_validate({"customer_id": "x", "attributes": {"p" * 65: 1}})
 
 
 def test_a_scenario_request_to_a_deployment_service_and_back(runtime, registry, tmp_path):
