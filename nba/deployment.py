@@ -466,6 +466,10 @@ def _column(a: Attribute, values: list[Any]) -> tuple[np.ndarray | None, int]:
     flagged here; the caller checks that row itself. The column is None when a row is flagged."""
     n = len(values)
     types = set(map(type, values))
+    if types == {_NONE} and not a.required:  # given by no row (an optional attribute requests often leave out)
+        if a.type in ("number", "time"):
+            return np.full(n, math.nan if a.default is None else a.default, np.float64), n
+        return _as_column(a, [a.default] * n), n
     if a.type == "time" or not types <= _TAKEN_AS_THEY_COME[a.type]:
         out = []
         for i, v in enumerate(values):  # one at a time: times are parsed, odd types checked as they are

@@ -8,10 +8,12 @@ Each raises :class:`serving.engine.BadRequest` (4xx, message naming the field),
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -211,13 +213,21 @@ def _decisions(job: Job, res: Result, experiment: str) -> list[dict[str, Any]]:
     (built directly: a pydantic object per decision costs more than the decision itself in a large batch)."""
     rows = job.rows
     n = len(rows.ids)
-    bundles = {id(b): b for b in res.bundles}  # one or two served versions: look each up once
-    infos = {key: _action_info(b.policy.space, b.deployment) for key, b in bundles.items()}
-    bases = {key: _alternative_bases(b.policy.space) for key, b in bundles.items()}
-    described = [infos[id(b)][a] for b, a in zip(res.bundles, res.action.tolist(), strict=True)]
-    alts = [
-        _alternatives(bases[id(b)], row) if row else [] for b, row in zip(res.bundles, res.alternatives, strict=True)
-    ]
+    actions = res.action.tolist()
+    if n and all(map(operator.is_, res.bundles, repeat(res.bundles[0]))):  # one served version decided them all
+        first = res.bundles[0]
+        described = list(map(_action_info(first.policy.space, first.deployment).__getitem__, actions))
+        base = _alternative_bases(first.policy.space)
+        alts = [_alternatives(base, row) if row else [] for row in res.alternatives]
+    else:
+        bundles = {id(b): b for b in res.bundles}  # one or two served versions: look each up once
+        infos = {key: _action_info(b.policy.space, b.deployment) for key, b in bundles.items()}
+        bases = {key: _alternative_bases(b.policy.space) for key, b in bundles.items()}
+        described = [infos[id(b)][a] for b, a in zip(res.bundles, actions, strict=True)]
+        alts = [
+            _alternatives(bases[id(b)], row) if row else []
+            for b, row in zip(res.bundles, res.alternatives, strict=True)
+        ]
     action, channel, content, hour, offer, features = zip(*described, strict=True) if n else ((),) * 6
     columns = (
         res.decision_id,

@@ -195,10 +195,13 @@ def _refuse(customers: list[Any], fields: tuple[str, ...], batch: bool, why: str
     # field, so pydantic's model_fields_set cannot tell); field by field, the first row that gives any
     n, first, name = len(customers), len(customers), ""
     try:  # every customer's fields at once, then field by field
-        rows = map(attrgetter(*fields), customers)  # a tuple per customer (the value itself for one field)
-        columns = [tuple(rows)] if len(fields) == 1 else list(zip(*rows, strict=True)) or [()] * len(fields)
+        rows = list(map(attrgetter(*fields), customers))  # a tuple per customer (the value itself for one field)
     except AttributeError:  # an object without some field: that field is not given
         columns = [tuple(getattr(c, f, None) for c in customers) for f in fields]
+    else:
+        if rows and rows.count(rows[0]) == n and _defaults(rows[0], len(fields)):
+            return  # the usual request: every customer leaves them all at their defaults
+        columns = [tuple(rows)] if len(fields) == 1 else list(zip(*rows, strict=True)) or [()] * len(fields)
     for f, values in zip(fields, columns, strict=True):
         if values.count(None) == n or values.count(False) == n:  # all None, or all False / 0
             continue
@@ -207,6 +210,11 @@ def _refuse(customers: list[Any], fields: tuple[str, ...], batch: bool, why: str
             first, name = i, f
     if first < n:
         raise BadRequest(f"{_p(first, batch)}{name}: {why}")
+
+
+def _defaults(row: Any, width: int) -> bool:
+    """Whether ``row`` (the values of ``width`` fields; the value itself for one) gives none of them."""
+    return all(v in _DEFAULTS for v in (row if width > 1 else (row,)))
 
 
 def _profiles(rows: Rows, customers: list[Any], now_h: float, tables: dict[str, dict[str, Any]], batch: bool) -> None:

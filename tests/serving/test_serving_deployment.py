@@ -363,6 +363,27 @@ def test_attribute_values_are_json_scalars_of_the_declared_type(runtime, attribu
     assert runtime.engine.log.count_decisions() == before
 
 
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        ({"tenure_days": 3.0}, "customers[0].tenure_days"),
+        ({"cart_active": True}, "customers[0].cart_active"),
+        ({"segment": "genz", "stage": "new"}, "customers[0].segment"),
+        ({"tenure_days": 0.0, "n_purchases": 0, "cart_active": False}, None),  # the defaults: nothing given
+    ],
+)
+def test_a_profile_field_every_row_gives_is_refused_at_its_first_row(runtime, extra, refused):
+    batch = DecideBatchRequest.model_validate(
+        {"now": NOON, "customers": [{"customer_id": f"t-p-{i}", "attributes": ATTRS} | extra for i in range(30)]}
+    )
+    if refused is None:
+        assert len(runtime.engine.prepare(batch.customers, batch.now, 0, batch=True).rows.ids) == 30
+        return
+    with pytest.raises(BadRequest) as e:
+        runtime.engine.prepare(batch.customers, batch.now, 0, batch=True)
+    assert str(e.value).startswith(f"{refused}: the served policy decides on the deployment"), str(e.value)
+
+
 def test_attribute_names_are_bounded():
     with pytest.raises(ValidationError):
         DecideRequest.model_validate({"customer_id": "x", "attributes": {"p" * 65: 1}})
