@@ -260,8 +260,9 @@ def history_from_log(
 
 def _zone_codes(zones: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Each customer's zone as an index into the list of the distinct zone names."""
-    code: dict[str, int] = {}
-    return np.array([code.setdefault(z, len(code)) for z in zones], np.int64), list(code)
+    names = list(dict.fromkeys(zones))  # in order of first appearance
+    code = {z: i for i, z in enumerate(names)}
+    return np.array(list(map(code.__getitem__, zones)), np.int64), names
 
 
 def _offsets(

@@ -216,7 +216,7 @@ class _Columns:
     def flags(self, name: str, rows: np.ndarray, width: int) -> np.ndarray | None:
         """(len(rows), width) bool of a per-row flag column (None for a row: all true); None when no row has any."""
         values = self(name, rows)
-        if all(v is None for v in values):
+        if values.count(None) == len(values):
             return None
         out = np.ones((len(rows), width), bool)
         for j, v in enumerate(values):

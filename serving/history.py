@@ -98,8 +98,10 @@ class HistoryCache:
             strict=True,
         ):  # one pass, one new tuple per customer
             e = get(c)
-            contacts, events = (_EMPTY, _EMPTY) if e is None else e[1:]
-            entries[c] = (position, (*contacts, (t, s, a)) if a > 0 else contacts, events)
+            if e is None:  # a customer new to the cache
+                entries[c] = (position, ((t, s, a),) if a > 0 else _EMPTY, _EMPTY)
+            else:
+                entries[c] = (position, (*e[1], (t, s, a)) if a > 0 else e[1], e[2])
         self._evict(replayed)
 
     def _evict(self, replayed: int) -> None:
