@@ -93,7 +93,7 @@ def main() -> None:
             for m, (lo, hi) in intervals.items():
                 hit[name][m].append(lo <= truth <= hi)
                 width[name][m].append(hi - lo)
-                low[name][m] += hi < truth
+                low[name][m] += int(hi < truth)
             if name == "no_contact":
                 for cut in tail:
                     big = terms > cut
