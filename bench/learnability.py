@@ -21,7 +21,8 @@ business as usual's on the same contexts:
   realised reward, as a log records it, or (ii) with its exact expected reward (no response noise);
   and (b, i) also in the quickstart's own conservative mode (``n_min`` at its default).
 
-Each training set is its own ``(seed, purpose)``. Prints the table and, with ``--json``, writes it.
+Each training set is its own ``(seed, purpose)``. Prints the realised reward's mean and spread on the
+evaluation log, then the table; with ``--json``, writes it.
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ def main() -> None:
         print(f"{label:<78} {value:7.3f} {value / v_bau - 1:+8.1%}   ({time.perf_counter() - t0:,.0f} s)", flush=True)
 
     print(f"business as usual: {v_bau:.3f} per decision on {args.eval:,} evaluation decisions (seed {args.seed})")
+    r = ev["reward"]
+    print(
+        f"the evaluation log's realised reward: mean {r.mean():.3f}, standard deviation {r.std():.2f}, "
+        f"max {r.max():,.0f}"
+    )
     oracle = np.where(mask[:, 1:], er[:, 1:], -np.inf).argmax(axis=1) + 1
     add(
         "latent oracle: the best message by truth on business as usual's contacts",
