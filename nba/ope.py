@@ -395,16 +395,17 @@ def _means(columns: np.ndarray, n_bootstrap: int, seed: int | None, codes: np.nd
 
 def _pivots(
     ratios: Sequence[tuple[np.ndarray, np.ndarray | None]], n_bootstrap: int, seed: int | None, codes: np.ndarray | None
-) -> np.ndarray:
-    """(n_bootstrap, k) studentized bootstrap replicates of the k estimates ``sum num / sum den``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n_bootstrap, k) bootstrap replicates of the k estimates ``sum num / sum den``, and their studentized ones.
 
     ``ratios``: (num (n,), den (n,) or None for the rows' count) per estimate. A resample's
     estimate m_b and its own standard error s_b (the linearised variance of a ratio of sums over
     the resampled units, sum_c (num_c - m_b den_c)^2 / (sum_c den_c)^2 x G / (G - 1)) give
-    t_b = (m_b - m) / s_b, and the replicate returned is ``m - s t_b`` (m, s: the log's estimate and
+    t_b = (m_b - m) / s_b, and the studentized replicate is ``m - s t_b`` (m, s: the log's estimate and
     standard error): the quantiles of these are the bootstrap-t interval. The units are resampled
-    with the same indices as :func:`_means` (same seed, same units). A resample whose standard
-    error is 0 gives NaN (left out of the quantiles).
+    with the same indices as :func:`_means` (same seed, same units), and the replicates returned are
+    the ones :func:`_means` (and :func:`_ratio` for a ``den``) gives, to the bit. A
+    resample whose standard error is 0 gives a NaN studentized replicate (left out of the quantiles).
     """
     n = len(ratios[0][0])
     codes = np.arange(n) if codes is None else codes
@@ -423,20 +424,22 @@ def _pivots(
     for num, den in ratios:
         a, b = unit(num), unit(den)
         rows += [a, b, a * a, a * b, b * b]
-    resampled = _resampled_sums(np.vstack(rows), n_bootstrap, seed)
+    resampled = _resampled_sums(np.vstack([*rows, count]), n_bootstrap, seed)
+    size = resampled[:, -1]  # the resampled rows: means as _means takes them (sums over it, then their ratio)
     scale = g / (g - 1) if g > 1 else np.nan
-    out = np.empty((n_bootstrap, len(ratios)))
+    means, out = np.empty((n_bootstrap, len(ratios))), np.empty((n_bootstrap, len(ratios)))
     with np.errstate(invalid="ignore", divide="ignore"):
         for j, (num, den) in enumerate(ratios):
             a, b = unit(num), unit(den)
             m = a.sum() / b.sum()
             s = np.sqrt(np.sum((a - m * b) ** 2) * scale) / b.sum()
             sa, sb, saa, sab, sbb = resampled[:, 5 * j : 5 * j + 5].T
+            means[:, j] = sa / size if den is None else _ratio(sa / size, sb / size)
             mb = sa / sb
             sd = np.sqrt(np.maximum(saa - 2.0 * mb * sab + mb * mb * sbb, 0.0) * scale) / sb
             t = np.where(sd > 0, (mb - m) / np.where(sd > 0, sd, 1.0), np.nan)
             out[:, j] = m - s * t
-    return out
+    return means, out
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -639,25 +642,32 @@ def _estimate(
 ) -> dict[str, Estimate]:
     """The estimators ``names`` on the log ``x``: their terms resampled together, diagnostics, Estimates."""
     terms = {name: _ESTIMATORS[name].terms(x) for name in names}
-    columns: dict[int, np.ndarray] = {}  # the distinct arrays to resample, by identity
     for name, tm in terms.items():
-        columns.setdefault(id(tm.values), tm.values)
-        if _ESTIMATORS[name].normalised:
-            if tm.weights.sum() <= 0:
-                raise ValueError(f"target: puts no probability on any logged action; {name.upper()} is undefined")
-            columns.setdefault(id(tm.weights), tm.weights)
-    reps = dict(zip(columns, _means(np.vstack(list(columns.values())), n_bootstrap, seed, codes).T, strict=True))
-    pivots = {}
+        if _ESTIMATORS[name].normalised and tm.weights.sum() <= 0:
+            raise ValueError(f"target: puts no probability on any logged action; {name.upper()} is undefined")
+    # each estimate a ratio of sums: its terms over the rows' count, or (normalised) w r over w
+    ratios = {name: (tm.values, tm.weights if _ESTIMATORS[name].normalised else None) for name, tm in terms.items()}
+    pivots: dict[str, np.ndarray] = {}
     if interval == "studentized" and n_bootstrap:
-        ratios = [(tm.values, tm.weights if _ESTIMATORS[name].normalised else None) for name, tm in terms.items()]
-        pivots = dict(zip(terms, _pivots(ratios, n_bootstrap, seed, codes).T, strict=True))
+        means, studentized = _pivots(list(ratios.values()), n_bootstrap, seed, codes)
+        reps = dict(zip(terms, means.T, strict=True))
+        pivots = dict(zip(terms, studentized.T, strict=True))
+    else:
+        columns: dict[int, np.ndarray] = {}  # the distinct arrays to resample, by identity
+        for num, den in ratios.values():
+            columns.setdefault(id(num), num)
+            if den is not None:
+                columns.setdefault(id(den), den)
+        mean = dict(zip(columns, _means(np.vstack(list(columns.values())), n_bootstrap, seed, codes).T, strict=True))
+        reps = {
+            name: mean[id(num)] if den is None else _ratio(mean[id(num)], mean[id(den)])
+            for name, (num, den) in ratios.items()
+        }
     out = {}
     for name, tm in terms.items():
         spec, w = _ESTIMATORS[name], tm.weights
-        if spec.normalised:
-            value, replicates = float(np.dot(w, x.r) / w.sum()), _ratio(reps[id(tm.values)], reps[id(w)])
-        else:
-            value, replicates = float(tm.values.mean()), reps[id(tm.values)]
+        replicates = reps[name]
+        value = float(np.dot(w, x.r) / w.sum()) if spec.normalised else float(tm.values.mean())
         spread = (
             model.shifts(x.t, tm.residual_weights)
             if (spec.model and model is not None and len(model.logged_delta) > 1)
