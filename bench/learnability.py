@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ope_coverage import CHUNK_ROWS, build, simulate_log  # noqa: E402
-from policies import REACH_PARAMS, REACH_ROUNDS  # noqa: E402
+from policies import exact_reward_model  # noqa: E402
 
 from envs.rollout import bandit_simulation, policy_rng  # noqa: E402
 from envs.scenario import Scenario  # noqa: E402
@@ -113,16 +113,10 @@ def learner_value(scenario, data, labels: str, ev, threads: int, n_min: float) -
 
 
 def observable_ceiling(scenario: Scenario, seed: int, contexts: int, ev, threads: int) -> np.ndarray:
-    """The message (n,) a LightGBM model of the exact expected reward scores best on each evaluation row."""
-    import lightgbm as lgb
-
-    data = uniform_data(scenario, seed, contexts, REACH)
+    """The message (n,) a LightGBM model of the exact expected reward (``bench/policies.py``'s
+    :func:`exact_reward_model`) scores best on each evaluation row."""
+    model = exact_reward_model(scenario, seed, contexts, STEPS, REACH, threads=threads)
     psi = action_design(scenario.action_space).astype(np.float32)
-    model = lgb.train(
-        {**REACH_PARAMS, "num_threads": threads},
-        lgb.Dataset(np.hstack([data["context"], psi[data["action"]]]), data["exact"]),
-        REACH_ROUNDS,
-    )
     n, a = ev["context"].shape[0], scenario.action_space.n_actions
     best = np.empty(n, np.int64)
     for rows in np.array_split(np.arange(n), max(1, n // 1000)):

@@ -315,6 +315,45 @@ class Reachable:
     settings: dict
 
 
+def exact_reward_model(
+    scenario: Scenario,
+    seed: int,
+    contexts: int,
+    steps: int,
+    purpose: str,
+    actions_per_context: int = 1,
+    progress: Callable[[int], None] | None = None,
+    threads: int = 1,
+):
+    """A LightGBM model (:data:`REACH_PARAMS`) of the *exact* expected reward on ``[x, psi(a)]``.
+
+    ``contexts`` contexts of ``(seed, purpose)``, ``contexts // steps`` customers over ``steps``
+    decisions under uniform random actions (a random moment of the day, one customer in 30 replaced
+    after each decision), each labelled for ``actions_per_context`` uniform random eligible actions with
+    their exact expected reward (``Simulation.expected_rewards``: no noise, which no learner ever sees).
+    Returns the booster; ``progress(step)`` after each step.
+    """
+    import lightgbm as lgb
+
+    psi = action_design(scenario.action_space).astype(np.float32)
+    rows = max(1, contexts // steps)
+    sim = bandit_simulation(scenario, seed, rows, purpose)
+    rng = policy_rng(seed, purpose)
+    features, labels = [], []
+    for step in range(steps):
+        X, er, mask = sim.observe(), sim.expected_rewards(), sim.action_mask()
+        p = uniform(mask)
+        actions = np.stack([sample(p, rng.random(rows)) for _ in range(actions_per_context)], axis=1)  # (n, k)
+        features.append(np.hstack([np.repeat(X, actions_per_context, axis=0), psi[actions.ravel()]]))
+        labels.append(er[np.repeat(np.arange(rows), actions_per_context), actions.ravel()])
+        sim.step(actions[:, 0])
+        if progress is not None:
+            progress(step)
+    data = lgb.Dataset(np.concatenate(features), np.concatenate(labels))
+    del features
+    return lgb.train({**REACH_PARAMS, "num_threads": threads}, data, REACH_ROUNDS)
+
+
 def reachable_ceiling(
     scenario: Scenario,
     seed: int,
@@ -326,35 +365,16 @@ def reachable_ceiling(
 ) -> Reachable:
     """The uplift of the best policy on observable features, approximated.
 
-    ``contexts`` contexts of ``(seed, REACH_TRAIN)``, ``contexts // steps`` customers over ``steps``
-    decisions under uniform random actions (the bench's stream: a random moment of the day, one
-    customer in 30 replaced after each decision), each labelled for ``actions_per_context`` uniform
-    random eligible actions with their *exact* expected reward (``Simulation.expected_rewards``: no
-    noise, which no learner ever sees); a LightGBM model (:data:`REACH_PARAMS`) of that label on
-    ``[x, psi(a)]``; its greedy policy run as the learners are (:func:`envs.rollout.bandit_run`), on
-    ``held_out`` decisions of ``(seed, REACH_HELD_OUT)``, ``held_out // steps`` customers over the same
-    ``steps`` decisions, and scored on exact expected rewards.
+    :func:`exact_reward_model` on ``contexts`` contexts of ``(seed, REACH_TRAIN)`` over ``steps``
+    decisions (the bench's stream); its greedy policy run as the learners are
+    (:func:`envs.rollout.bandit_run`), on ``held_out`` decisions of ``(seed, REACH_HELD_OUT)``,
+    ``held_out // steps`` customers over the same ``steps`` decisions, and scored on exact expected
+    rewards.
     """
-    import lightgbm as lgb
-
     t0 = time.perf_counter()
     space = scenario.action_space
-    psi = action_design(space).astype(np.float32)
     rows = max(1, contexts // steps)
-    sim = bandit_simulation(scenario, seed, rows, REACH_TRAIN)
-    rng = policy_rng(seed, REACH_TRAIN)
-    features, labels = [], []
-    for step in range(steps):
-        X, er, mask = sim.observe(), sim.expected_rewards(), sim.action_mask()
-        p = uniform(mask)
-        actions = np.stack([sample(p, rng.random(rows)) for _ in range(actions_per_context)], axis=1)  # (n, k)
-        features.append(np.hstack([np.repeat(X, actions_per_context, axis=0), psi[actions.ravel()]]))
-        labels.append(er[np.repeat(np.arange(rows), actions_per_context), actions.ravel()])
-        sim.step(actions[:, 0])
-        progress(step)
-    data = lgb.Dataset(np.concatenate(features), np.concatenate(labels))
-    del features
-    model = lgb.train(REACH_PARAMS, data, REACH_ROUNDS)
+    model = exact_reward_model(scenario, seed, contexts, steps, REACH_TRAIN, actions_per_context, progress)
     held_rows = max(1, held_out // steps)
     run = bandit_run(
         scenario, GreedyOnModel(space, model), held_rows * steps, batch=held_rows, seed=seed, purpose=REACH_HELD_OUT
