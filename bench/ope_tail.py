@@ -79,8 +79,13 @@ def main() -> None:
         for name, policy in policies.items():
             probs = policy.probabilities(log["context"], log["eligible"])
             truth = float(np.einsum("ij,ij->i", probs, log["er"]).mean())
-            kw = {"groups": groups, "logging_groups": logging_g, "n_bootstrap": args.bootstrap, "seed": j}
-            kw["clusters"] = codes
+            kw = {
+                "groups": groups,
+                "logging_groups": logging_g,
+                "n_bootstrap": args.bootstrap,
+                "seed": j,
+                "clusters": codes,
+            }
             intervals = {
                 m: (e.ci_low, e.ci_high)
                 for m in ("percentile", "studentized")
