@@ -314,6 +314,99 @@ def _dumps(data: Any) -> bytes:
     return orjson.dumps(data)
 
 
+def _batch_body(job: Job, res: Result, experiment: str) -> bytes:
+    """The :class:`serving.schemas.DecideBatchResponse` of ``job``: the bytes orjson makes of
+    ``{"decisions": _decisions(...)}``, written column by column when one served version decided every row.
+
+    A dict per decision, then orjson over them, took 1.8 ms of CPU for 1,000 decisions. Here each column
+    is written whole (one piece of text per action for its fields, the propensities in one orjson call,
+    strings as they are unless JSON escapes something in them) and the rows' pieces joined in one pass.
+    """
+    rows = job.rows
+    n = len(rows.ids)
+    first = res.bundles[0] if n else None
+    if first is None or not all(map(operator.is_, res.bundles, repeat(first))):  # none, or two served versions
+        return _dumps({"decisions": _decisions(job, res, experiment)})
+    heads, hours, alternative_heads = _action_json(first.policy.space, first.deployment)
+    actions = res.action.tolist()
+    columns = (
+        _json_contents(res.decision_id),
+        _json_contents(rows.ids),
+        list(map(heads.__getitem__, actions)),  # ","action": ... "send_at":"
+        _iso(res.send_at),
+        _iso(res.send_at, np.asarray(rows.tz)),
+        list(map(hours.__getitem__, actions)),  # ","send_hour_local": ... "propensity":
+        orjson.dumps(res.propensity.tolist())[1:-1].decode().split(","),
+        _served_json(res.policy, res.version, rows.arm, experiment),  # "policy": ... "alternatives":
+        _alternatives_json(alternative_heads, res.alternatives),
+    )
+    seps = ('{"decision_id":"', '","customer_id":"', "", "", '","send_at_local":"', "", "", ",", "", "},")
+    width = 2 * len(columns) + 1  # per row: a separator before each column, and one after the last
+    parts: list[str] = [""] * (n * width)
+    for k, sep in enumerate(seps):
+        if sep:
+            parts[2 * k :: width] = [sep] * n
+    for k, column in enumerate(columns):
+        parts[2 * k + 1 :: width] = column
+    return f'{{"decisions":[{"".join(parts)[:-1]}]}}'.encode()
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _json_contents(values: list[str]) -> list[str]:
+    """Each string as JSON writes it between its quotes (escaped as orjson escapes it)."""
+    text = "".join(values)
+    if text.isprintable() and '"' not in text and "\\" not in text:  # nothing to escape (orjson escapes only these)
+        return values
+    return [_json(v)[1:-1] for v in values]
+
+
+def _served_json(policy: list[str], version: list[str], arm: list[str], experiment: str) -> list[str]:
+    """Each row's fields from ``"policy"`` to ``"alternatives":`` (a few distinct ones: each written once)."""
+    n = len(policy)
+    served = [policy, version, arm]
+    if all(column.count(column[0]) == n for column in served):
+        served = [column[:1] for column in served]  # the usual batch: one policy, version and arm
+    keys = list(zip(*served, strict=True))
+    text = {
+        key: f'"policy":{_json(key[0])},"policy_version":{_json(key[1])},"experiment":{_json(experiment)},'
+        f'"arm":{_json(key[2])},"alternatives":'
+        for key in dict.fromkeys(keys)
+    }
+    return list(map(text.__getitem__, keys)) * (n // len(keys))
+
+
+def _alternatives_json(heads: tuple[str, ...], alternatives: list[list[tuple[int, float]]]) -> list[str]:
+    """Each row's alternatives as JSON (``[]`` for none), their probabilities written by orjson."""
+    if not any(alternatives):
+        return ["[]"] * len(alternatives)
+    probabilities = iter(orjson.dumps([p for row in alternatives for _, p in row])[1:-1].decode().split(","))
+    return [f"[{','.join(heads[a] + next(probabilities) + '}' for a, _ in row)}]" for row in alternatives]
+
+
+def _action_json(space: ActionSpace, deployment: Deployment | None) -> tuple[tuple[str, ...], ...]:
+    """Per action index, the JSON of its fields in a decision (up to ``"send_at":"``, and from
+    ``","send_hour_local"`` to ``"propensity":``) and in an alternative (up to ``"probability":``)."""
+    key = (space, None if deployment is None else deployment.digest)
+    out = _JSON.get(key)
+    if out is None:
+        if len(_JSON) > 16:
+            _JSON.clear()
+        heads, hours, alternatives = [], [], []
+        for name, channel, content, hour, offer, features in _action_info(space, deployment):
+            fields = {"action": name, "channel": channel, "content": content}
+            heads.append('",' + _json(fields | {"offer": offer, "offer_features": features})[1:-1] + ',"send_at":"')
+            hours.append(f'","send_hour_local":{_json(hour)},"propensity":')
+            alternatives.append(_json(fields | {"send_hour_local": hour})[:-1] + ',"probability":')
+        out = _JSON[key] = (tuple(heads), tuple(hours), tuple(alternatives))
+    return out
+
+
+_JSON: dict[tuple[ActionSpace, str | None], tuple[tuple[str, ...], ...]] = {}
+
+
 async def decide(rt: Runtime, req: DecideRequest) -> bytes:
     """One decision as a JSON :class:`serving.schemas.Decision`, committed to the log before it returns."""
     job = rt.engine.prepare([req], req.now, req.alternatives, batch=False)
@@ -326,7 +419,7 @@ async def decide_batch(rt: Runtime, req: DecideBatchRequest) -> bytes:
     :class:`serving.schemas.DecideBatchResponse`."""
     job = rt.engine.prepare(req.customers, req.now, req.alternatives, batch=True)
     res = await asyncio.wrap_future(rt.engine.submit(job))
-    return _dumps({"decisions": _decisions(job, res, rt.settings.experiment)})
+    return _batch_body(job, res, rt.settings.experiment)
 
 
 async def feedback(rt: Runtime, req: FeedbackRequest) -> FeedbackResponse:

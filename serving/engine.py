@@ -68,6 +68,7 @@ from serving.history import HistoryCache
 from serving.model_store import ModelStore, Served
 from serving.requests import (
     BadRequest,
+    Fields,
     LogBehind,
     NotReady,
     Rows,
@@ -198,7 +199,8 @@ class Engine:
         return assign(self.settings.experiment, ids, self._splits).tolist()
 
     def prepare(self, customers: list[Any], now: Any, alternatives: int, batch: bool) -> Job:
-        """Validate ``customers`` (objects with the :class:`serving.schemas.Customer` fields) into a Job
+        """Validate ``customers`` (objects with the :class:`serving.schemas.Customer` fields, or a
+        :class:`serving.schemas.CustomerColumns`) into a Job
         (:func:`serving.requests.validate`).
 
         Raises BadRequest naming the field (``customers[3].segment: ...``), NotReady without a policy.
@@ -207,11 +209,12 @@ class Engine:
         if "champion" not in served:
             raise NotReady(f"no policy loaded: {self.models.not_ready_reason or 'not loaded yet'}")
         now_h = checked_hours(now, time.time() / 3600.0, "now")
-        ids = [c.customer_id for c in customers]
+        fields = Fields(customers)
+        ids = fields["customer_id"]
         arm = self.arms(ids)
         alias = [a if a in served else "champion" for a in arm] if self.settings.experiment else ["champion"] * len(ids)
         tables = {a: self.tables(served[a]) for a in set(alias)}
-        return Job(validate(customers, now_h, alias, arm, served, tables, batch), now_h, served, alternatives)
+        return Job(validate(fields, now_h, alias, arm, served, tables, batch), now_h, served, alternatives)
 
     # ------------------------------------------------------------------ deciding
     def submit(self, job: Job) -> concurrent.futures.Future:

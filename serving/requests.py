@@ -25,7 +25,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Any
 
 from nba.deployment import Deployment, DeploymentError
@@ -154,8 +153,29 @@ def names_of(served: Served) -> dict[str, Any]:
     }
 
 
+class Fields:
+    """The customers of a request field by field: a :class:`serving.schemas.CustomerColumns`' lists as they
+    are, other customers' (objects with the :class:`serving.schemas.Customer` fields) read once a field; a
+    field an object lacks reads None."""
+
+    def __init__(self, customers: Sequence[Any]) -> None:
+        self.n = len(customers)
+        self._customers = customers
+        self._columns: dict[str, list[Any]] = dict(getattr(customers, "columns", None) or {})
+
+    def __getitem__(self, name: str) -> list[Any]:
+        values = self._columns.get(name)
+        if values is None:
+            values = self._columns[name] = [getattr(c, name, None) for c in self._customers]
+        return values
+
+    def given(self, name: str) -> bool:
+        """Whether some customer gives ``name`` (a value but None)."""
+        return self[name].count(None) != self.n
+
+
 def validate(
-    customers: list[Any],
+    customers: Sequence[Any] | Fields,
     now_h: float,
     alias: list[str],
     arm: list[str],
@@ -163,9 +183,11 @@ def validate(
     tables: dict[str, dict[str, Any]],
     batch: bool,
 ) -> Rows:
-    """``customers`` checked into :class:`Rows` for the versions ``served[alias[i]]`` (``tables``: their
-    :func:`names_of`, by alias); BadRequest naming the first offending field."""
-    ids = [c.customer_id for c in customers]
+    """``customers`` (or their :class:`Fields`) checked into :class:`Rows` for the versions
+    ``served[alias[i]]`` (``tables``: their :func:`names_of`, by alias); BadRequest naming the first
+    offending field."""
+    f = customers if isinstance(customers, Fields) else Fields(customers)
+    ids = f["customer_id"]
     if batch and len(set(ids)) != len(ids):
         seen: dict[str, int] = {}
         for i, c in enumerate(ids):
@@ -173,54 +195,52 @@ def validate(
                 raise BadRequest(f"customers[{i}].customer_id: duplicate of customers[{seen[c]}] ({short(c)})")
             seen[c] = i
     deployment = served[alias[0]].bundle.deployment if alias else None
-    names = [c.timezone for c in customers]
+    names = f["timezone"]
     zones = {z: tz_offset(z, now_h, f"{_p(names.index(z), batch)}timezone") for z in dict.fromkeys(names)}
-    allowed: list[list[bool] | None] = [None] * len(customers)
-    for i, c in enumerate(customers):
-        if c.channels is not None:
-            allowed[i] = _flags(tables[alias[i]]["channels"], c.channels, f"{_p(i, batch)}channels", "channel")
+    allowed = _each_flags(f, "channels", alias, tables, batch, "channel")
     rows = Rows(
         ids, alias, arm, list(map(zones.__getitem__, names)), allowed, [], [], [], [], [], [], [], [], [], [], names
     )
     if deployment is None:
-        _profiles(rows, customers, now_h, tables, batch)
+        _profiles(rows, f, now_h, tables, batch)
     else:
-        _attributes(rows, customers, deployment, tables, batch)
+        _attributes(rows, f, deployment, tables, batch)
     return rows
 
 
-def _refuse(customers: list[Any], fields: tuple[str, ...], batch: bool, why: str) -> None:
+def _each_flags(
+    f: Fields, name: str, alias: list[str], tables: dict[str, dict[str, Any]], batch: bool, what: str
+) -> list[list[bool] | None]:
+    """Per customer, :func:`_flags` of the names it gives in field ``name`` (channels, offers), None where it
+    gives none."""
+    out: list[list[bool] | None] = [None] * f.n
+    if f.given(name):
+        for i, wanted in enumerate(f[name]):
+            if wanted is not None:
+                out[i] = _flags(tables[alias[i]][f"{what}s"], wanted, f"{_p(i, batch)}{name}", what)
+    return out
+
+
+def _refuse(f: Fields, fields: tuple[str, ...], batch: bool, why: str) -> None:
     """BadRequest naming the first of ``fields`` some customer gave."""
     # a field counts as given when it holds something but its default (the HTTP front end passes every
     # field, so pydantic's model_fields_set cannot tell); field by field, the first row that gives any
-    n, first, name = len(customers), len(customers), ""
-    try:  # every customer's fields at once, then field by field
-        rows = list(map(attrgetter(*fields), customers))  # a tuple per customer (the value itself for one field)
-    except AttributeError:  # an object without some field: that field is not given
-        columns = [tuple(getattr(c, f, None) for c in customers) for f in fields]
-    else:
-        if rows and rows.count(rows[0]) == n and _defaults(rows[0], len(fields)):
-            return  # the usual request: every customer leaves them all at their defaults
-        columns = [tuple(rows)] if len(fields) == 1 else list(zip(*rows, strict=True)) or [()] * len(fields)
-    for f, values in zip(fields, columns, strict=True):
+    n, first, name = f.n, f.n, ""
+    for field_name in fields:
+        values = f[field_name]
         if values.count(None) == n or values.count(False) == n:  # all None, or all False / 0
             continue
         i = next((i for i, v in enumerate(values[:first]) if v not in _DEFAULTS), n)
         if i < first:
-            first, name = i, f
+            first, name = i, field_name
     if first < n:
         raise BadRequest(f"{_p(first, batch)}{name}: {why}")
 
 
-def _defaults(row: Any, width: int) -> bool:
-    """Whether ``row`` (the values of ``width`` fields; the value itself for one) gives none of them."""
-    return all(v in _DEFAULTS for v in (row if width > 1 else (row,)))
-
-
-def _profiles(rows: Rows, customers: list[Any], now_h: float, tables: dict[str, dict[str, Any]], batch: bool) -> None:
+def _profiles(rows: Rows, f: Fields, now_h: float, tables: dict[str, dict[str, Any]], batch: bool) -> None:
     """The profile columns of a scenario policy's rows."""
     _refuse(
-        customers,
+        f,
         DEPLOYMENT_FIELDS,
         batch,
         "the served policy decides in the simulator's world, on the "
@@ -228,11 +248,11 @@ def _profiles(rows: Rows, customers: list[Any], now_h: float, tables: dict[str, 
         "declared attributes or offers",
     )
     alias = rows.alias
-    segs = [c.segment for c in customers]
+    segs = f["segment"]
     for name in ("segment", "tenure_days"):
-        for i, c in enumerate(customers):
-            if getattr(c, name) is None:
-                raise BadRequest(f"{_p(i, batch)}{name}: missing (the served policy decides on the profile fields)")
+        if None in f[name]:
+            i = f[name].index(None)
+            raise BadRequest(f"{_p(i, batch)}{name}: missing (the served policy decides on the profile fields)")
     if len(tables) == 1:
         segment = list(map(next(iter(tables.values()))["segments"].get, segs))
     else:
@@ -242,60 +262,54 @@ def _profiles(rows: Rows, customers: list[Any], now_h: float, tables: dict[str, 
         raise BadRequest(
             f"{_p(i, batch)}segment: unknown segment {short(segs[i])}; valid: {list(tables[alias[i]]['segments'])}"
         )
-    consent: list[list[bool] | None] = [None] * len(customers)
-    for i, c in enumerate(customers):
-        if c.consent is not None:
-            channels = tables[alias[i]]["channels"]
-            consent[i] = _flags(
-                channels,
-                [ch for ch, ok in c.consent.items() if ok],
-                f"{_p(i, batch)}consent",
-                "channel",
-                also=c.consent,
-            )
+    consent: list[list[bool] | None] = [None] * f.n
+    if f.given("consent"):
+        for i, given in enumerate(f["consent"]):
+            if given is not None:
+                consent[i] = _flags(
+                    tables[alias[i]]["channels"],
+                    [ch for ch, ok in given.items() if ok],
+                    f"{_p(i, batch)}consent",
+                    "channel",
+                    also=given,
+                )
     latest = now_h + 1e-6
     stamps = {}
     for name in ("last_purchase_at", "last_visit_at"):
-        values = [getattr(c, name) for c in customers]
+        values = f[name]
         h = [NEVER if v is None else checked_hours(v, NEVER, f"{_p(i, batch)}{name}") for i, v in enumerate(values)]
         if h and max(h) > latest:
             i = next(i for i, v in enumerate(h) if v > latest)
             raise BadRequest(f"{_p(i, batch)}{name}: is after the decision time")
         stamps[name] = h
     rows.segment = segment
-    rows.tenure = [float(c.tenure_days) for c in customers]
-    rows.stage = [-1 if c.stage is None else _STAGE[c.stage] for c in customers]
-    rows.cart = [bool(c.cart_active) for c in customers]
+    rows.tenure = list(map(float, f["tenure_days"]))
+    rows.stage = [-1 if s is None else _STAGE[s] for s in f["stage"]]
+    rows.cart = list(map(bool, f["cart_active"]))
     rows.consent = consent
-    rows.n_purchases = [float(c.n_purchases) for c in customers]
+    rows.n_purchases = list(map(float, f["n_purchases"]))
     rows.last_purchase, rows.last_visit = stamps["last_purchase_at"], stamps["last_visit_at"]
 
 
-def _attributes(
-    rows: Rows, customers: list[Any], deployment: Deployment, tables: dict[str, dict[str, Any]], batch: bool
-) -> None:
+def _attributes(rows: Rows, f: Fields, deployment: Deployment, tables: dict[str, dict[str, Any]], batch: bool) -> None:
     """The attribute and offer columns of a deployment policy's rows."""
     _refuse(
-        customers,
+        f,
         PROFILE_FIELDS,
         batch,
         f"the served policy decides on the deployment {deployment.name!r}: "
         "send the customer's declared attributes (attributes: {...}) instead "
         "of the simulator's profile fields",
     )
+    given = f["attributes"]
     try:  # column by column: one pass per attribute over the batch
         out = deployment.check_columns(
-            [getattr(c, "attributes", None) or {} for c in customers],
+            [a or {} for a in given] if None in given else given,
             "customers[{i}].attributes" if batch else "attributes",
         )
     except DeploymentError as e:
         raise BadRequest(str(e)) from None
-    offers: list[list[bool] | None] = [None] * len(customers)
-    for i, c in enumerate(customers):
-        wanted = getattr(c, "offers", None)
-        if wanted is not None:
-            offers[i] = _flags(tables[rows.alias[i]]["offers"], wanted, f"{_p(i, batch)}offers", "offer")
-    rows.attributes, rows.offers = out, offers
+    rows.attributes, rows.offers = out, _each_flags(f, "offers", rows.alias, tables, batch, "offer")
 
 
 def _flags(

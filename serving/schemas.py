@@ -11,8 +11,9 @@ unknown segment ...``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -20,6 +21,8 @@ from nba.log.records import EVENTS
 from nba.log.validation import storable_text
 
 MAX_BATCH = 10_000
+MAX_ALTERNATIVES = 20  # alternatives one decision may return
+MAX_ID = 200  # characters of a customer or decision id
 MAX_PURCHASES = 1_000_000
 MAX_TENURE_DAYS = 36_525.0  # a century
 MAX_VALUE = 1e9  # largest revenue one conversion may report
@@ -29,7 +32,7 @@ MAX_ATTRIBUTES = 256  # attributes in one request
 MAX_OFFERS = 10_000  # offers one request may be restricted to
 Event = Literal[EVENTS]  # type: ignore[valid-type]  # the decision log's event names
 
-_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
 
 
 def _storable(value: str) -> str:
@@ -74,6 +77,7 @@ AttributeValue = Annotated[
 AttributeName = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_storable)]
 Time = Annotated[datetime, BeforeValidator(_no_bool)]
+Stage = Literal["new", "active", "at_risk", "lapsed"]
 
 CUSTOMER_EXAMPLE = {
     "customer_id": "c-000123",
@@ -92,9 +96,9 @@ CUSTOMER_EXAMPLE = {
 class Customer(BaseModel):
     """One customer's profile as the caller knows it; history features come from the decision log."""
 
-    model_config = ConfigDict(**_STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE})
+    model_config = ConfigDict(**STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE})
 
-    customer_id: Text = Field(min_length=1, max_length=200, description="the caller's stable customer id")
+    customer_id: Text = Field(min_length=1, max_length=MAX_ID, description="the caller's stable customer id")
     segment: Name | None = Field(
         None, description="segment name, one of the deployed policy's segments (required by a scenario policy)"
     )
@@ -102,9 +106,7 @@ class Customer(BaseModel):
     tenure_days: float | None = Field(
         None, ge=0, le=MAX_TENURE_DAYS, strict=True, description="days since sign-up (required by a scenario policy)"
     )
-    stage: Literal["new", "active", "at_risk", "lapsed"] | None = Field(
-        None, description="lifecycle stage; derived from tenure and last purchase when omitted"
-    )
+    stage: Stage | None = Field(None, description="lifecycle stage; derived from tenure and last purchase when omitted")
     cart_active: bool = Field(False, strict=True, description="an abandoned cart is open")
     consent: dict[Name, Annotated[bool, Field(strict=True)]] | None = Field(
         None,
@@ -133,18 +135,20 @@ class DecideRequest(Customer):
     """One decision: a customer, and optionally the current time and how many alternatives to return."""
 
     model_config = ConfigDict(
-        **_STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE | {"now": "2025-06-03T10:00:00Z", "alternatives": 3}}
+        **STRICT, json_schema_extra={"example": CUSTOMER_EXAMPLE | {"now": "2025-06-03T10:00:00Z", "alternatives": 3}}
     )
 
     now: Time | None = Field(None, description="decision time (default: the server's clock)")
-    alternatives: int = Field(3, ge=0, le=20, strict=True, description="how many top alternatives to return")
+    alternatives: int = Field(
+        3, ge=0, le=MAX_ALTERNATIVES, strict=True, description="how many top alternatives to return"
+    )
 
 
 class DecideBatchRequest(BaseModel):
     """Up to 10,000 customers decided at once (one transaction in the log)."""
 
     model_config = ConfigDict(
-        **_STRICT,
+        **STRICT,
         json_schema_extra={
             "example": {
                 "now": "2025-06-03T10:00:00Z",
@@ -155,8 +159,49 @@ class DecideBatchRequest(BaseModel):
     )
 
     now: Time | None = Field(None, description="decision time for every customer (default: now)")
-    alternatives: int = Field(0, ge=0, le=20, strict=True, description="top alternatives returned per customer")
+    alternatives: int = Field(
+        0, ge=0, le=MAX_ALTERNATIVES, strict=True, description="top alternatives returned per customer"
+    )
     customers: list[Customer] = Field(min_length=1, max_length=MAX_BATCH, description="distinct customers")
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> DecideBatchRequest:  # type: ignore[override]
+        """As pydantic's, read column by column where it can (:mod:`serving.batch_json`): the same request,
+        its ``customers`` a :class:`CustomerColumns`; pydantic's own parse, and its errors, otherwise."""
+        from serving.batch_json import batch_columns
+
+        fields = None if kwargs else batch_columns(json_data)
+        if fields is None:
+            return super().model_validate_json(json_data, **kwargs)
+        return cls.model_construct(**fields)
+
+
+class CustomerColumns(Sequence[Customer]):
+    """The customers of a batch as one list per field of :class:`Customer`, each value as pydantic would
+    have made it (:mod:`serving.batch_json`); it reads as the list of Customer objects they make."""
+
+    __slots__ = ("_n", "columns")
+
+    def __init__(self, columns: dict[str, list[Any]], n: int) -> None:
+        self.columns, self._n = columns, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Customer: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Customer]: ...
+
+    def __getitem__(self, i: int | slice) -> Customer | list[Customer]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(self._n)[i]]
+        i = range(self._n)[i]  # IndexError beyond the customers
+        return Customer.model_construct(**{name: col[i] for name, col in self.columns.items()})
+
+    def __iter__(self) -> Iterator[Customer]:
+        return map(self.__getitem__, range(self._n))
 
 
 class Alternative(BaseModel):
@@ -231,7 +276,7 @@ class FeedbackRequest(BaseModel):
     """An outcome event that followed a decision; sending the same (decision_id, event) again changes nothing."""
 
     model_config = ConfigDict(
-        **_STRICT,
+        **STRICT,
         json_schema_extra={
             "example": {
                 "decision_id": "6f1c0d3e9b8a4c2d8e7f6a5b4c3d2e1f",
@@ -242,7 +287,7 @@ class FeedbackRequest(BaseModel):
         },
     )
 
-    decision_id: Text = Field(min_length=1, max_length=200)
+    decision_id: Text = Field(min_length=1, max_length=MAX_ID)
     event: Event
     time: Time | None = Field(None, description="when it happened, not before its decision (default: now)")
     value: float = Field(

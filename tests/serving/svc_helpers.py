@@ -280,3 +280,45 @@ class TcpProxy:
                     sock.close()
                 except OSError:
                     pass
+
+
+def validated_both_ways(engine, body: dict) -> list:
+    """What ``engine.prepare`` makes of the batch ``body`` read by column (serving.batch_json) and read by
+    pydantic: each the Rows' fields (the attributes row by row), or the BadRequest's message."""
+    import json
+
+    from pydantic import BaseModel
+
+    from serving.requests import BadRequest
+    from serving.schemas import CustomerColumns, DecideBatchRequest
+
+    raw = json.dumps(body).encode()
+    by_column = DecideBatchRequest.model_validate_json(raw)
+    assert isinstance(by_column.customers, CustomerColumns)
+    out = []
+    for req in (by_column, BaseModel.model_validate_json.__func__(DecideBatchRequest, raw)):
+        try:
+            rows = engine.prepare(req.customers, req.now, req.alternatives, batch=True).rows
+        except BadRequest as e:
+            out.append(str(e))
+        else:
+            out.append(repr({k: list(v) if k == "attributes" else v for k, v in vars(rows).items()}))
+    return out
+
+
+ODD_IDS = ['quote"d', "back\\slash", "tab\there", "été", "ctl\x01", "del\x7f", "line\u2028sep", "😀"]
+
+
+def answered_both_ways(engine, customers: list, now: float, alternatives: int, experiment: str) -> bytes:
+    """A batch of ``customers`` (Customer fields) decided by ``engine``; asserts that its answer written column
+    by column (serving.endpoints._batch_body) is byte for byte orjson's of the dict per decision, and
+    returns it."""
+    from serving.endpoints import _batch_body, _decisions, _dumps
+    from serving.schemas import DecideBatchRequest
+
+    req = DecideBatchRequest.model_validate({"now": now, "customers": customers, "alternatives": alternatives})
+    job = engine.prepare(req.customers, req.now, req.alternatives, batch=True)
+    res = engine.decide(job)
+    body = _batch_body(job, res, experiment)
+    assert body == _dumps({"decisions": _decisions(job, res, experiment)})
+    return body

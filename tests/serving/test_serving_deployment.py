@@ -22,8 +22,8 @@ from nba.serialization import Bundle
 from serving.config import Settings
 from serving.endpoints import Runtime, _decisions
 from serving.requests import BadRequest
-from serving.schemas import DecideBatchRequest, DecideRequest
-from tests.serving.svc_helpers import start_server
+from serving.schemas import DecideBatchRequest, DecideBatchResponse, DecideRequest
+from tests.serving.svc_helpers import ODD_IDS, answered_both_ways, start_server, validated_both_ways
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = ROOT / "examples" / "telecom" / "deployment.toml"
@@ -213,6 +213,50 @@ def test_a_large_batch_names_its_first_bad_row_and_stores_nothing(runtime):
     with pytest.raises(BadRequest, match=r"^customers\[41\]\.attributes\.monthly_revenue: must be within"):
         runtime.engine.prepare(req.customers, req.now, 0, batch=True)
     assert runtime.engine.log.count_decisions() == before
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({}, None),
+        ({3: {"attributes": ATTRS | {"loyalty_tier": 3}}}, "customers[3].attributes.loyalty_tier"),
+        ({2: {"attributes": ATTRS | {"shoe_size": 42}}, 4: {"attributes": {}}}, "customers[2].attributes.shoe_size"),
+        ({1: {"attributes": ATTRS | {"monthly_revenue": 10_001}}}, "customers[1].attributes.monthly_revenue"),
+        ({1: {"attributes": ATTRS | {"tenure_days": "long"}}}, "customers[1].attributes.tenure_days"),
+        ({2: {"segment": "genz"}}, "customers[2].segment"),
+        ({2: {"channels": ["email", "fax"]}}, "customers[2].channels"),
+        ({3: {"offers": ["data_boost_5gb", "free_lunch"]}}, "customers[3].offers"),
+        ({1: {"channels": ["email"], "offers": ["data_boost_5gb"]}}, None),
+        ({4: {"timezone": "Mars/Olympus"}}, "customers[4].timezone"),
+        ({4: {"customer_id": "w-1"}}, "customers[4].customer_id"),
+        ({0: {"attributes": None}}, "customers[0].attributes.plan_type"),
+    ],
+)
+def test_a_batch_read_by_column_is_validated_as_one_read_by_pydantic(runtime, changes, named):
+    """The same rows, or the same 422 naming the same field, from either reading of the body; nothing stored."""
+    customers = [{"customer_id": f"w-{i}", "timezone": "Europe/Paris", "attributes": ATTRS} for i in range(6)]
+    for i, change in changes.items():
+        customers[i] = customers[i] | change
+    before = runtime.engine.log.count_decisions()
+    by_column, by_pydantic = validated_both_ways(runtime.engine, {"now": NOON, "customers": customers})
+    assert by_column == by_pydantic
+    assert by_column.startswith(f"{named}: " if named else "{'ids': ['w-0'"), by_column
+    assert runtime.engine.log.count_decisions() == before
+
+
+@pytest.mark.parametrize("alternatives", [0, 3])
+def test_a_batch_answer_written_by_column_is_orjsons_of_the_decisions(runtime, alternatives):
+    """Ids JSON escapes, offers with their features, local send times, alternatives: the same bytes."""
+    ids = [f"{c}-{alternatives}" for c in ODD_IDS] + [f"ans-{alternatives}-{i}" for i in range(40)]
+    zones = ["Europe/Paris", "UTC", "America/New_York", "+05:30"]
+    customers = [
+        {"customer_id": c, "timezone": zones[i % 4], "attributes": ATTRS | {"app_user": i % 2 == 0}}
+        for i, c in enumerate(ids)
+    ]
+    body = answered_both_ways(runtime.engine, customers, NOON + 3600 * alternatives, alternatives, 'exp"1')
+    decisions = DecideBatchResponse.model_validate_json(body).decisions
+    assert [d.customer_id for d in decisions] == ids
+    assert any(d.offer_features for d in decisions) and all(len(d.alternatives) <= alternatives for d in decisions)
 
 
 def test_requests_decided_together_are_decided_as_the_decide_path_decides(runtime, telecom):

@@ -15,6 +15,7 @@ from nba.log.store import DecisionLog
 from serving.config import Settings
 from serving.endpoints import Runtime
 from serving.requests import BadRequest, tz_offset
+from tests.serving.svc_helpers import ODD_IDS, answered_both_ways, validated_both_ways
 
 JUNE = 486_000.0  # 2025-06-10 00:00 UTC in hours since the epoch
 JANUARY = 482_352.0  # 2025-01-10 00:00 UTC
@@ -153,6 +154,38 @@ def test_bad_values_name_the_field(runtime):
         eng.prepare([_customer("a", consent={"fax": True})], None, 0, batch=False)
     with pytest.raises(BadRequest, match=r"^last_visit_at"):
         eng.prepare([_customer("a", last_visit_at=JUNE * 3600.0 + 10)], JUNE * 3600.0, 0, batch=False)
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({}, None),
+        ({1: {"segment": "x"}}, "customers[1].segment"),
+        ({2: {"tenure_days": None}}, "customers[2].tenure_days"),
+        ({0: {"consent": {"fax": True}}}, "customers[0].consent"),
+        ({1: {"consent": {"email": True, "sms": False}, "channels": ["email"], "stage": "lapsed"}}, None),
+        ({3: {"cart_active": True, "last_purchase_at": "2025-06-01T10:00:00Z", "n_purchases": 3}}, None),
+        ({2: {"last_visit_at": JUNE * 3600.0 + 10}}, "customers[2].last_visit_at"),
+        ({1: {"attributes": {"plan_type": "prepaid"}}}, "customers[1].attributes"),
+        ({0: {"offers": ["promo"]}}, "customers[0].offers"),
+    ],
+)
+def test_a_batch_read_by_column_is_validated_as_one_read_by_pydantic(runtime, changes, named):
+    """The same rows, or the same 422 naming the same field, from either reading of the body."""
+    customers = [{"customer_id": f"w-{i}", "segment": "genz", "tenure_days": 3 + i} for i in range(4)]
+    for i, change in changes.items():
+        customers[i] = customers[i] | change
+    by_column, by_pydantic = validated_both_ways(runtime.engine, {"now": JUNE * 3600.0, "customers": customers})
+    assert by_column == by_pydantic
+    assert by_column.startswith(f"{named}: " if named else "{'ids': ['w-0'"), by_column
+
+
+def test_a_batch_answer_written_by_column_is_orjsons_of_the_decisions(runtime):
+    customers = [
+        {"customer_id": c, "segment": "genz", "tenure_days": 30.0, "timezone": "Asia/Kolkata" if i % 2 else "UTC"}
+        for i, c in enumerate(ODD_IDS + [f"sc-{i}" for i in range(30)])
+    ]
+    answered_both_ways(runtime.engine, customers, JUNE * 3600.0, 2, "")
 
 
 # ----------------------------------------------------------------------------- write-behind (NBA_SPOOL_DIR)
