@@ -1,6 +1,6 @@
 """What bounds a learned champion in the quickstart: the problem's ceiling, or learning from its log?
 
-    python bench/learnability.py [--seed 0] [--sizes 30000,300000] [--eval 20000] [--reach 300000]
+    python bench/learnability.py [--seed 0] [--sizes 30000,100000,300000] [--eval 20000] [--reach 300000]
                                  [--threads 1] [--json out.json]
 
 The quickstart's learned bandits run in their conservative mode: they contact the customers business as
@@ -19,7 +19,13 @@ business as usual's on the same contexts:
   for thin support), fitted on ``--sizes`` decisions of
   (a) uniformly random actions or (b) the quickstart's exploring logger, each labelled (i) with the
   realised reward, as a log records it, or (ii) with its exact expected reward (no response noise);
-  and (b, i) also in the quickstart's own conservative mode (``n_min`` at its default).
+  and (b, i) also in the quickstart's own conservative mode (``n_min`` at its default);
+* **the funnel learner** (``lgbm_funnel``: the open, click and conversion probabilities and the
+  conversion's value, each a model of its own, from the decisions' funnel events), fitted on the same
+  decisions with their realised rewards and events, greedy and conservative.
+
+Before each size's rows it prints how many funnel events its training sets hold: the models of the later
+stages learn from those.
 
 Each training set is its own ``(seed, purpose)``. Prints the realised reward's mean and spread on the
 evaluation log, then the table; with ``--json``, writes it.
@@ -39,10 +45,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ope_coverage import CHUNK_ROWS, build, simulate_log  # noqa: E402
+from ope_coverage import CHUNK_ROWS, Events, build, simulate_log  # noqa: E402
 from policies import exact_reward_model  # noqa: E402
 
-from envs.rollout import bandit_simulation, policy_rng  # noqa: E402
+from envs.rollout import bandit_simulation, funnel_events, policy_rng  # noqa: E402
 from envs.scenario import Scenario  # noqa: E402
 from nba.policies.base import sample, uniform  # noqa: E402
 from nba.policies.linear import action_design  # noqa: E402
@@ -58,11 +64,12 @@ STEPS = 100  # decisions per customer slot in the uniform streams (bench/policie
 
 def uniform_data(scenario: Scenario, seed: int, n: int, purpose: str) -> dict[str, np.ndarray]:
     """``n`` decisions of uniformly random eligible actions: contexts, actions, propensities, realised and
-    exact rewards."""
+    exact rewards, and funnel events."""
     rows = max(1, n // STEPS)
     sim = bandit_simulation(scenario, seed, rows, purpose)
     rng = policy_rng(seed, purpose)
     out: dict[str, list] = {k: [] for k in ("context", "action", "propensity", "reward", "exact")}
+    events = []
     for _ in range(STEPS):
         X, er, mask = sim.observe(), sim.expected_rewards(), sim.action_mask()
         p = uniform(mask)
@@ -76,12 +83,13 @@ def uniform_data(scenario: Scenario, seed: int, n: int, purpose: str) -> dict[st
             ("exact", er[np.arange(rows), a]),
         ):
             out[k].append(np.array(v))
-    return {k: np.concatenate(v) for k, v in out.items()}
+        events.append(funnel_events(res))
+    return {**{k: np.concatenate(v) for k, v in out.items()}, "events": Events(events)}
 
 
 def logged_data(scenario: Scenario, seed: int, n: int, purpose: str) -> dict[str, np.ndarray]:
     """``n`` decisions of the quickstart's exploring logger, with the exact reward of each logged action."""
-    log = simulate_log(scenario, seed, n, purpose, keep_truth=True)
+    log = simulate_log(scenario, seed, n, purpose, keep_truth=True, keep_events=True)
     log["exact"] = log["er"][np.arange(n), log["action"]]
     return log
 
@@ -94,22 +102,33 @@ def value_keeping_contacts(baseline: np.ndarray, er: np.ndarray, mask: np.ndarra
     return float((baseline[:, 0] * er[:, 0] + (1.0 - baseline[:, 0]) * contact).mean())
 
 
-def learner_value(scenario, data, labels: str, ev, threads: int, n_min: float) -> float:
-    """Exact value of the learner fitted on ``data`` (labels: "reward" or "exact"), on business as usual's
-    contacts, on the evaluation contexts."""
+def learner_values(
+    scenario, data, labels: str, ev, threads: int, n_mins: tuple[float, ...], learner: str = "lgbm_egreedy"
+) -> list[float]:
+    """Exact values of ``learner`` fitted on ``data`` (labels: "reward" or "exact"; the funnel learner also
+    takes the decisions' events), on business as usual's contacts, on the evaluation contexts: one value
+    per ``n_min`` of the conservative mode (0: the learner's greedy message)."""
     policy = SPIBB(
         scenario.action_space,
         tuple(scenario.segments),
-        learner=build("lgbm_egreedy", scenario, {"threads": threads}),
+        learner=build(learner, scenario, {"threads": threads}),
         baseline="business_as_usual",
-        **{**SAFE, "n_min": n_min},
+        **SAFE,
     )
+    events = getattr(policy.learner, "learns_from_events", False)
     n = len(data["action"])
     for s in range(0, n, CHUNK_ROWS):  # in chunks, as the quickstart learns from its log
         rows = slice(s, s + CHUNK_ROWS)
-        policy.update(data["context"][rows], data["action"][rows], data[labels][rows], data["propensity"][rows])
-    probs = policy.probabilities(ev["context"], ev["eligible"])
-    return float(np.einsum("ij,ij->i", probs, ev["er"]).mean())
+        extra = {"events": data["events"].take(rows)} if events else {}
+        policy.update(
+            data["context"][rows], data["action"][rows], data[labels][rows], data["propensity"][rows], **extra
+        )
+    out = []
+    for n_min in n_mins:  # the support counts do not depend on n_min: one fit serves every value
+        policy.n_min = float(n_min)
+        probs = policy.probabilities(ev["context"], ev["eligible"])
+        out.append(float(np.einsum("ij,ij->i", probs, ev["er"]).mean()))
+    return out
 
 
 def observable_ceiling(scenario: Scenario, seed: int, contexts: int, ev, threads: int) -> np.ndarray:
@@ -129,7 +148,7 @@ def observable_ceiling(scenario: Scenario, seed: int, contexts: int, ev, threads
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sizes", default="30000,300000", help="training decisions, comma-separated")
+    ap.add_argument("--sizes", default="30000,100000,300000", help="training decisions, comma-separated")
     ap.add_argument("--eval", type=int, default=20_000, help="decisions of the evaluation log")
     ap.add_argument("--reach", type=int, default=300_000, help="contexts of the observable ceiling's model")
     ap.add_argument("--threads", type=int, default=1, help="LightGBM threads")
@@ -167,16 +186,20 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         uni = uniform_data(scenario, args.seed, n, f"{UNIFORM}/{n}")
         log = logged_data(scenario, args.seed, n, f"{LOGGED}/{n}")
+        for data, source in ((uni, "uniform"), (log, "logger")):
+            held = data["events"].fields
+            counts = ", ".join(f"{k} {int(held[k].sum()):,}" for k in ("opened", "clicked", "converted"))
+            print(f"{n:,} decisions, {source}: {int((data['action'] > 0).sum()):,} contacts, {counts}", flush=True)
         for data, source in ((uni, "uniform actions"), (log, "the quickstart's exploring logger")):
             for labels, what in (("exact", "exact rewards"), ("reward", "realised rewards")):
-                add(
-                    f"learner, {n:,} decisions of {source}, {what}",
-                    learner_value(scenario, data, labels, ev, args.threads, 0.0),
-                )
-        add(
-            f"learner, {n:,} decisions of the quickstart's exploring logger, realised rewards, conservative",
-            learner_value(scenario, log, "reward", ev, args.threads, N_MIN),
-        )
+                greedy, safe = learner_values(scenario, data, labels, ev, args.threads, (0.0, N_MIN))
+                add(f"learner, {n:,} decisions of {source}, {what}", greedy)
+                if source != "uniform actions" and labels == "reward":
+                    add(f"the same, conservative (n_min {N_MIN:g})", safe)
+        for data, source in ((uni, "uniform actions"), (log, "the exploring logger")):
+            greedy, safe = learner_values(scenario, data, "reward", ev, args.threads, (0.0, N_MIN), "lgbm_funnel")
+            add(f"funnel learner, {n:,} decisions of {source}, realised rewards", greedy)
+            add(f"the same, conservative (n_min {N_MIN:g})", safe)
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -125,7 +125,7 @@ def train_policies(
     return out
 
 
-class _Events:
+class Events:
     """Funnel events of a log's rows, concatenated over steps, sliced by rows."""
 
     def __init__(self, steps: list) -> None:
@@ -178,7 +178,7 @@ def simulate_log(
         customers.advance(res.replaced)
     out: dict[str, Any] = {k: np.concatenate(v) for k, v in cols.items() if v and k != "events"}
     if keep_events:
-        out["events"] = _Events(cols["events"])
+        out["events"] = Events(cols["events"])
     return out
 
 
