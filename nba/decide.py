@@ -230,8 +230,7 @@ def history_from_log(
     r, send_at, a = local[cust[keep]], h.contact_send_at[keep], h.contact_action[keep]
     ch = space.channel_of[a].astype(np.intp)
     offer = None if recent.offer_times is None else space.content_of[a].astype(np.intp)  # per-offer caps
-    zone = None if zones is None else _zone_codes(zones)
-    offset = _offsets(tz_offset, zone, r, send_at)  # each contact's UTC offset at its send time
+    offset = _offsets(tz_offset, zones, r, send_at)  # each contact's UTC offset at its send time
     for sel in _rounds(r):
         recent.record(r[sel], ch[sel], send_at[sel], None if offer is None else offer[sel])
         past = sel[send_at[sel] <= now[r[sel]]]
@@ -252,32 +251,27 @@ def history_from_log(
         _, first = np.unique(key, axis=0, return_index=True)  # events are sorted by time: first = earliest
         idx = np.sort(idx[first])
         rr, cc = r[idx], space.channel_of[ea[idx]].astype(np.intp)
-        hour = hour_of_day(es[idx] + _offsets(tz_offset, zone, rr, es[idx]))  # the engaged contact's send hour
+        hour = hour_of_day(es[idx] + _offsets(tz_offset, zones, rr, es[idx]))  # the engaged contact's send hour
         for sel in _rounds(rr):
             hist.record_engagements(rr[sel], cc[sel], t[idx][sel], hour[sel])
     return hist
 
 
-def _zone_codes(zones: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Each customer's zone as an index into the list of the distinct zone names."""
-    names = list(dict.fromkeys(zones))  # in order of first appearance
-    code = {z: i for i, z in enumerate(names)}
-    return np.array(list(map(code.__getitem__, zones)), np.int64), names
-
-
-def _offsets(
-    tz_offset: np.ndarray, zone: tuple[np.ndarray, list[str]] | None, r: np.ndarray, when: np.ndarray
-) -> np.ndarray:
+def _offsets(tz_offset: np.ndarray, zones: Sequence[str] | None, r: np.ndarray, when: np.ndarray) -> np.ndarray:
     """The UTC offset of each element (customer ``r``, time ``when``): ``tz_offset[r]``, or with the customers'
-    ``zone`` (:func:`_zone_codes`) a named zone's offset at ``when`` (fixed offsets as they are)."""
+    ``zones`` a named zone's offset at ``when`` (fixed offsets as they are). Only the zones of the customers
+    ``r`` are looked at: a batch's contacts are few beside its customers."""
     out = tz_offset[r] if tz_offset.ndim else np.full(r.shape, float(tz_offset))
-    if zone is None or r.size == 0:
+    if zones is None or r.size == 0:
         return out
-    zone_of = zone[0][r]
-    for k, name in enumerate(zone[1]):
+    zone_of = list(map(zones.__getitem__, r.tolist()))
+    names = list(dict.fromkeys(zone_of))  # in order of first appearance
+    code = {z: k for k, z in enumerate(names)}
+    codes = np.array(list(map(code.__getitem__, zone_of)), np.int64)
+    for k, name in enumerate(names):
         if fixed_offset(name) is not None:
             continue
-        sel = np.flatnonzero(zone_of == k)
+        sel = np.flatnonzero(codes == k)
         if sel.size:
             out[sel] = utc_offsets(name, when[sel])
     return out

@@ -773,12 +773,17 @@ class Deployment:
         else:
             first = n
         dicts = cast("list[dict[str, Any]]", rows)  # when plain: dict.get mapped over them
-        known = self._attribute_names()
-        if not known.issuperset(set().union(*rows)):
+        known, given = self._attribute_names(), set().union(*rows)
+        if not known.issuperset(given):
             first = min(first, next(i for i, r in enumerate(rows) if not known.issuperset(r)))
         columns: dict[str, np.ndarray] = {}
         for a in self.attributes:
-            values = list(map(dict.get, dicts, repeat(a.name))) if plain else [r.get(a.name) for r in rows]
+            if a.name not in given:  # no row gives it
+                values: list[Any] = [None] * len(rows)
+            elif plain:
+                values = list(map(dict.get, dicts, repeat(a.name)))
+            else:
+                values = [r.get(a.name) for r in rows]
             col, bad = _column(a, values)
             first = min(first, bad)
             if col is not None:

@@ -355,10 +355,10 @@ class AttributeFeatures:
                 for v in a.values:
                     out[j] = col == v
                     j += 1
-                known = np.isin(col, np.array(a.values, dtype=object))
+                known = out[j - len(a.values) : j].any(axis=0)  # one of the values (each row's one-hot)
             elif a.type == "boolean":
                 out[j] = col == True  # noqa: E712 - elementwise on an object array: None is not
-                known = np.array([v is not None for v in col.tolist()], bool)
+                known = col != None  # noqa: E711 - elementwise on an object array
                 j += 1
             else:
                 x = np.asarray(col, np.float64)

@@ -352,10 +352,10 @@ class Engine:
 
     def _ids(self, n: int) -> list[str]:
         """Unique decision ids: a random per-process prefix, the time and a counter."""
-        base = f"{self._id_prefix}{int(time.time() * 1000):x}"
+        form = f"{self._id_prefix}{int(time.time() * 1000):x}-%x"  # hexadecimal digits only, then the counter
         start = self._count
         self._count += n
-        return [f"{base}-{i:x}" for i in range(start, start + n)]
+        return list(map(form.__mod__, range(start, start + n)))
 
     def _decide(self, jobs: list[Job]) -> tuple[list[Result], int | None]:
         """The batch's results, and (write-behind) the spool position to fsync before answering them."""
