@@ -31,6 +31,7 @@ from nba.deployment import Deployment, DeploymentError
 from nba.eligibility import ZONE_HINT, utc_offset
 from nba.features import LIFECYCLE_STAGES, NEVER
 from serving.model_store import Served
+from serving.schemas import CustomerColumns
 
 _STAGE = {s: i for i, s in enumerate(LIFECYCLE_STAGES)}
 PROFILE_FIELDS = (
@@ -161,7 +162,7 @@ class Fields:
     def __init__(self, customers: Sequence[Any]) -> None:
         self.n = len(customers)
         self._customers = customers
-        self._columns: dict[str, list[Any]] = dict(getattr(customers, "columns", None) or {})
+        self._columns: dict[str, list[Any]] = dict(customers.columns) if isinstance(customers, CustomerColumns) else {}
 
     def __getitem__(self, name: str) -> list[Any]:
         values = self._columns.get(name)
