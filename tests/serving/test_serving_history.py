@@ -55,3 +55,18 @@ def test_an_event_read_with_its_customer_and_also_queued_counts_once(tmp_path):
         h = cache.history(["x"], 0.0)
         assert h.event.tolist() == ["opened", "clicked"] and h.event_decision.tolist() == ["d1", "d1"]
         assert cache.history(["x"], 102.5).event.tolist() == ["clicked"]  # the window applies
+
+
+def test_a_read_mixes_cached_logged_and_new_customers_and_refreshes_the_cached_in_order(tmp_path):
+    with DecisionLog(f"sqlite:///{tmp_path}/l.db") as log:
+        log.log_decisions(_decision("d1", "logged", 100.0))
+        cache = HistoryCache(log, max_customers=3)
+        cache.add_decisions(_decision("d2", "a", 101.0), 1, 1)
+        cache.add_decisions(_decision("d3", "b", 102.0), 2, 2)
+        # a new customer has nothing, a logged one is read once (twice asked), the cached from memory
+        h = cache.history(["new", "b", "logged", "a", "logged"], 0.0)
+        assert h.customer_ids.tolist() == ["new", "b", "logged", "a", "logged"]
+        assert h.contact_customer.tolist() == [2, 4, 3, 1] and h.contact_time.tolist() == [100, 100, 101, 102]
+        assert "new" not in cache._entries and list(cache._entries) == ["b", "a", "logged"]  # read last, kept last
+        cache.add_decisions(_decision("d4", "c", 103.0), 3, 3)  # "b", the least recently read, leaves
+        assert list(cache._entries) == ["a", "logged", "c"]
