@@ -172,6 +172,15 @@ def main() -> None:
         f"the evaluation log's realised reward: mean {r.mean():.3f}, standard deviation {r.std():.2f}, "
         f"max {r.max():,.0f}"
     )
+    # what no estimator removes: the realised reward's spread around its exact expectation (organic purchases,
+    # the basket's draw); even an on-policy mean of n decisions has this standard error
+    noise = float((r - ev["exact"]).std())
+    se = noise / np.sqrt(len(r))
+    print(
+        f"its noise around the exact expected reward: standard deviation {noise:.2f}; on {len(r):,} decisions "
+        f"a policy's value is known to +-{1.96 * se:.3f} at best (95 %, on-policy), so a 95 % lower bound "
+        f"clears business as usual's value only for a lift above {1.96 * se / v_bau:.1%}"
+    )
     oracle = np.where(mask[:, 1:], er[:, 1:], -np.inf).argmax(axis=1) + 1
     add(
         "latent oracle: the best message by truth on business as usual's contacts",
@@ -208,6 +217,7 @@ def main() -> None:
                     "eval": args.eval,
                     "reach": args.reach,
                     "business_as_usual": v_bau,
+                    "reward_noise_sd": noise,
                     "rows": [{"policy": label, "value": v, "lift": v / v_bau - 1} for label, v in rows],
                     "machine": platform.machine(),
                     "wall_s": time.perf_counter() - t0,
