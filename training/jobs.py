@@ -29,7 +29,7 @@ import numpy as np
 from envs.scenario import Scenario
 from nba.ope import RANK_ESTIMATOR, RANK_STATISTIC
 from nba.policies import LEARNERS, POLICIES, SEGMENTED, Explore, Policy, create
-from nba.policies.base import OfflineLearner
+from nba.policies.base import OfflineLearner, sample
 from nba.policies.fqi import returns_to_go
 from nba.policies.safe import ESTIMATE, SPIBB
 from nba.serialization import Bundle
@@ -1270,12 +1270,17 @@ def evaluate(
         )
         estimates: dict[str, dict[str, Any]] = {}
         flags: dict[str, tuple[str, ...]] = {}
-        targets_probs: dict[str, np.ndarray] = {}
+        # one action drawn from each target per context, for the plots: drawn as each target is evaluated, so
+        # that only one (n, A) distribution is held at a time
+        draws = np.random.default_rng(seed)
+        sampled: dict[str, np.ndarray] = {}
         for label, policy, _ in resolved:
-            probs = targets_probs[label] = policy.probabilities(batch.context, batch.eligible)
+            probs = policy.probabilities(batch.context, batch.eligible)
+            sampled[label] = sample(probs, draws.random(len(probs)))
             est = ope_evaluate(
                 probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed, logging=logging
             )
+            del probs
             estimates[label] = est
             flags[label] = flags_of(est, logged[0])
             key = _metric_key(label.replace("@", ""))
@@ -1331,7 +1336,6 @@ def evaluate(
                     dataset,
                     {"eval.propensity": propensity, **world},
                 )
-        sampled = _sampled_actions(targets_probs, seed)
         if deployment is None:
             _plot_decisions(scenario, batch, sampled, out)
         _log_figure(
@@ -1492,17 +1496,9 @@ def _record_version_evaluation(
     registry.describe_evaluation(version, line)
 
 
-def _sampled_actions(probabilities: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """One draw from each policy's distribution ``probabilities[label]`` per logged context."""
-    from nba.policies.base import sample
-
-    rng = np.random.default_rng(seed)
-    return {label: sample(probs, rng.random(len(probs))) for label, probs in probabilities.items()}
-
-
 def _plot_decisions(scenario: Scenario, batch, sampled: Mapping[str, np.ndarray], out: Path) -> None:
     """Each policy's local send hours by segment on the log's contexts (``sampled[label]``: its actions
-    there, :func:`_sampled_actions`)."""
+    there: one draw from its distribution per context)."""
     from training import plots
 
     space, spec = scenario.action_space, scenario.feature_spec

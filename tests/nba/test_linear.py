@@ -238,6 +238,23 @@ def test_lints_decides_as_the_refactorising_implementation():
     learn_side_by_side(policy, ref, SIZES, check)
 
 
+def test_lints_scores_a_large_batch_in_chunks_to_the_same_distribution(monkeypatch):
+    # a batch wider than one chunk of sampled scores is scored a chunk at a time (bounded memory): the same
+    # shares as the whole batch at once, row for row
+    import nba.policies.linear as linear
+
+    policy = LinTS(SPACE, DIM, n_samples=32, seed=3)
+    X, actions, rewards = data(200, 4)
+    policy.update(X, actions, rewards, np.ones(200))
+    Xc, mask = contexts_and_masks(300, 5)
+    whole = policy.probabilities(Xc, mask)
+    monkeypatch.setattr(linear, "SAMPLE_BYTES", 8 * 32 * SPACE.n_actions * 64)  # 64 contexts a chunk: 5 chunks
+    chunked = policy.probabilities(Xc, mask)
+    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_allclose(chunked.sum(axis=1), 1.0)
+    assert np.all(chunked[~mask] == 0)
+
+
 # ----------------------------------------------------------------------------- state
 @pytest.mark.parametrize("cls", [LinUCB, LinTS])
 def test_a_learner_saved_between_refreshes_continues_bit_for_bit(cls, tmp_path):
