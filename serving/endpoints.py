@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import operator
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -27,6 +28,8 @@ from serving.decisions import Result
 from serving.engine import BadRequest, Engine, Job, NotReady
 from serving.model_store import ModelStore
 from serving.schemas import DecideBatchRequest, DecideRequest, FeedbackRequest, FeedbackResponse
+
+T = TypeVar("T")
 
 __all__ = ["BadRequest", "NotReady", "Runtime", "decide", "decide_batch", "feedback"]
 
@@ -276,11 +279,8 @@ Info = tuple[str, str | None, str | None, int | None, str | None, dict[str, Any]
 def _action_info(space: ActionSpace, deployment: Deployment | None = None) -> tuple[Info, ...]:
     """Per action index: (name, channel, content, send hour, offer, offer features) as the responses show
     them; the offer and its declared features only for a deployment's actions. Cached per world."""
-    key = (space, None if deployment is None else deployment.digest)
-    info = _INFO.get(key)
-    if info is None:
-        if len(_INFO) > 16:
-            _INFO.clear()
+
+    def build() -> tuple[Info, ...]:
         out: list[Info] = [("no_contact", None, None, None, None, None)]
         offers = {} if deployment is None else {o.name: dict(o.features) for o in deployment.offers}
         for a, name in enumerate(space.names()[1:], start=1):
@@ -295,8 +295,26 @@ def _action_info(space: ActionSpace, deployment: Deployment | None = None) -> tu
                     offers.get(content),
                 )
             )
-        info = _INFO[key] = tuple(out)
-    return info
+        return tuple(out)
+
+    return _per_world(_INFO, space, deployment, build)
+
+
+def _per_world(
+    cache: dict[tuple[ActionSpace, str | None], T],
+    space: ActionSpace,
+    deployment: Deployment | None,
+    build: Callable[[], T],
+) -> T:
+    """``build()``, computed once per world (the action space, and the deployment's digest): a few worlds are
+    served at once, so the cache is emptied past 16 of them."""
+    key = (space, None if deployment is None else deployment.digest)
+    out = cache.get(key)
+    if out is None:
+        if len(cache) > 16:
+            cache.clear()
+        out = cache[key] = build()
+    return out
 
 
 _INFO: dict[tuple[ActionSpace, str | None], tuple[Info, ...]] = {}
@@ -389,19 +407,17 @@ def _alternatives_json(heads: tuple[str, ...], alternatives: list[list[tuple[int
 def _action_json(space: ActionSpace, deployment: Deployment | None) -> tuple[tuple[str, ...], ...]:
     """Per action index, the JSON of its fields in a decision (up to ``"send_at":"``, and from
     ``","send_hour_local"`` to ``"propensity":``) and in an alternative (up to ``"probability":``)."""
-    key = (space, None if deployment is None else deployment.digest)
-    out = _JSON.get(key)
-    if out is None:
-        if len(_JSON) > 16:
-            _JSON.clear()
+
+    def build() -> tuple[tuple[str, ...], ...]:
         heads, hours, alternatives = [], [], []
         for name, channel, content, hour, offer, features in _action_info(space, deployment):
             fields = {"action": name, "channel": channel, "content": content}
             heads.append('",' + _json(fields | {"offer": offer, "offer_features": features})[1:-1] + ',"send_at":"')
             hours.append(f'","send_hour_local":{_json(hour)},"propensity":')
             alternatives.append(_json(fields | {"send_hour_local": hour})[:-1] + ',"probability":')
-        out = _JSON[key] = (tuple(heads), tuple(hours), tuple(alternatives))
-    return out
+        return (tuple(heads), tuple(hours), tuple(alternatives))
+
+    return _per_world(_JSON, space, deployment, build)
 
 
 _JSON: dict[tuple[ActionSpace, str | None], tuple[tuple[str, ...], ...]] = {}

@@ -35,7 +35,7 @@ from nba.actions import ActionSpace
 from nba.log.records import FUNNEL as STAGES
 from nba.log.records import FunnelEvents
 from nba.policies.base import inverse_gap, uniform
-from nba.policies.lgbm import PREDICT_BYTES, joint_rows, refit_due, regression_params
+from nba.policies.lgbm import contexts_per_chunk, joint_rows, refit_due, regression_params
 from nba.policies.linear import _check_update, action_design
 
 MODELS = (*STAGES, "value", "rest")  # each stage fitted given the one before (opened: given a contact)
@@ -129,9 +129,9 @@ class LGBMFunnel:
         """(N, A) predicted reward of every action (NaN where ``mask`` is False, if given).
 
         The (context, action) rows are built once for the four models that score them, ``chunk``
-        contexts at a time, and fewer where a context's rows are wide (``PREDICT_BYTES`` of rows at most,
-        :func:`nba.policies.lgbm.predict_eligible`'s bound): memory stays bounded for large batches and large
-        catalogues."""
+        contexts at a time, and fewer where a context's rows are wide
+        (:func:`nba.policies.lgbm.contexts_per_chunk`, as for the other LightGBM learners): memory stays bounded
+        for large batches and large catalogues."""
         X = np.asarray(X)
         n, a = X.shape[0], self.space.n_actions
         mask = np.ones((n, a), bool) if mask is None else mask
@@ -139,7 +139,7 @@ class LGBMFunnel:
         if not self.models:
             return out
         value = self.models["value"]
-        step = max(1, min(chunk, PREDICT_BYTES // (a * (X.shape[1] + self.psi.shape[1]) * 4)))
+        step = contexts_per_chunk(a, X.shape[1] + self.psi.shape[1], chunk)
         for start in range(0, n, step):
             xs, m = X[start : start + step], mask[start : start + step]
             r, c = np.nonzero(m & self.space.is_contact)  # contacts: the funnel's rows

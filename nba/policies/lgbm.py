@@ -60,6 +60,12 @@ def refit_due(params: dict[str, Any], n: int, fitted_on: int) -> bool:
     return n >= params["min_samples"] and n >= params["refit_growth"] * fitted_on
 
 
+def contexts_per_chunk(n_actions: int, row_width: int, chunk: int) -> int:
+    """Contexts whose (context, action) float32 rows of ``row_width`` features fit in :data:`PREDICT_BYTES`:
+    at most ``chunk``, at least one."""
+    return max(1, min(chunk, PREDICT_BYTES // max(1, n_actions * row_width * 4)))
+
+
 def predict_eligible(
     booster: lgb.Booster, X: np.ndarray, psi: np.ndarray, ok: np.ndarray, fill: float, threads: int, chunk: int = 8192
 ) -> np.ndarray:
@@ -71,8 +77,7 @@ def predict_eligible(
     """
     out = np.full(ok.shape, fill)
     X = np.asarray(X)
-    per_context = max(1, ok.shape[1] * (X.shape[1] + psi.shape[1]) * 4)
-    step = max(1, min(chunk, PREDICT_BYTES // per_context))
+    step = contexts_per_chunk(ok.shape[1], X.shape[1] + psi.shape[1], chunk)
     for start in range(0, ok.shape[0], step):
         rows, cols = np.nonzero(ok[start : start + step])
         if rows.size:

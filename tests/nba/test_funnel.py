@@ -122,13 +122,13 @@ def _events(n: int, **change) -> FunnelEvents:
 
 def test_scores_of_a_wide_batch_come_a_bounded_chunk_at_a_time(fitted, monkeypatch):
     # rows of 7 contexts at a time where a context's rows would pass the byte bound: the same scores, row for row
-    import nba.policies.funnel as funnel
+    import nba.policies.lgbm as lgbm
 
     mask = np.ones((len(PROBE), SPACE.n_actions), bool)
     mask[::3, 2] = False
     whole = fitted.scores(PROBE, mask)
     width = SPACE.n_actions * (PROBE.shape[1] + fitted.psi.shape[1]) * 4
-    monkeypatch.setattr(funnel, "PREDICT_BYTES", 7 * width)
+    monkeypatch.setattr(lgbm, "PREDICT_BYTES", 7 * width)
     np.testing.assert_array_equal(fitted.scores(PROBE, mask), whole)
     assert np.isnan(whole[::3, 2]).all() and not np.isnan(np.delete(whole, np.s_[::3], axis=0)).any()
 
