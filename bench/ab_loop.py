@@ -1,8 +1,8 @@
 """The closed loop's A/B step: what it costs, and what its verdict says of a guardrail-breaking challenger.
 
     python bench/ab_loop.py [--sizes 1000,2000,5000] [--days 14] [--pre-days 7] [--decisions 30000]
-                            [--seed 0] [--compare-replay] [--replay-size 5000]
-                            [--json out.json]
+                            [--messages 0] [--safe] [--n-min 40] [--seed 0] [--compare-replay]
+                            [--replay-size 5000] [--json out.json]
 
 The issue's case (#26, point 4): the quickstart's ``lgbm_funnel``, fitted offline on a
 ``--decisions`` decision log of business as usual with exploration (``jobs.simulate`` +
@@ -13,6 +13,11 @@ customer +100%). For each size in ``--sizes``: the job's wall time and CPU time 
 experiment and of its counterfactual truth, analysis, report, MLflow), the primary metric's estimate
 and always-valid interval beside the true effect, every guardrail's worsening, always-valid bounds,
 status and true worsening, and the verdict.
+
+``--messages`` gives that share of the logger's contacts a random eligible message (``jobs.simulate``'s
+message exploration); ``--safe`` fits the challenger in the quickstart's conservative mode (business as
+usual's contacts kept, :data:`training.quickstart.SAFE`) with ``--n-min``: the learner that keeps the
+sends business as usual attempts and improves their messages.
 
 Beside it, at each size, business as usual against itself (an A/A test: every true worsening is 0):
 whether each guardrail can be shown to hold at that size — a harmless challenger can be promoted only
@@ -59,6 +64,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--pre-days", type=int, default=7)
     ap.add_argument("--decisions", type=int, default=30_000)
+    ap.add_argument("--messages", type=float, default=0.0, help="the logger's share of random messages")
+    ap.add_argument("--safe", action="store_true", help="the challenger in the quickstart's conservative mode")
+    ap.add_argument("--n-min", type=float, default=None, help="the conservative mode's n_min (default: its own)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-replay", action="store_true")
     ap.add_argument("--replay-size", type=int, default=5000)
@@ -74,11 +82,19 @@ def main() -> None:
     registry.use_store(root, experiment="bench-ab")
     log = f"sqlite:///{root / 'train-log.db'}"
     t0 = time.perf_counter()
-    jobs.simulate(log, decisions=args.decisions, seed=args.seed, purpose=LOG_PURPOSE)
+    jobs.simulate(log, decisions=args.decisions, seed=args.seed, purpose=LOG_PURPOSE, messages=args.messages)
     bau = jobs.train("business_as_usual", source=log, seed=args.seed).version
-    funnel = jobs.train("lgbm_funnel", source=log, seed=args.seed).version
+    safe: bool | dict = True  # jobs.train's default conservative mode (contacts free)
+    if args.safe:
+        from training.quickstart import SAFE
+
+        safe = dict(SAFE) | ({} if args.n_min is None else {"n_min": args.n_min})
+    funnel = jobs.train("lgbm_funnel", source=log, seed=args.seed, safe=safe).version
     setup = time.perf_counter() - t0
-    console.print(f"setup (log of {args.decisions:,} decisions, lgbm_funnel fitted, both registered): {setup:.0f} s")
+    console.print(
+        f"setup (log of {args.decisions:,} decisions, {args.messages:g} of its contacts with random messages; "
+        f"lgbm_funnel fitted, conservative {safe}; both registered): {setup:.0f} s"
+    )
 
     rows = []
     for n in sizes:
@@ -184,6 +200,9 @@ def main() -> None:
             json.dumps(
                 {
                     "setup_s": setup,
+                    "decisions": args.decisions,
+                    "messages": args.messages,
+                    "safe": safe,
                     "rows": rows,
                     "replay": replay,
                     "days": args.days,

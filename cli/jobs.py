@@ -149,6 +149,13 @@ def simulate(
     policy: Annotated[str, typer.Option(help="logging policy (mixed with exploration)")] = "business_as_usual",
     epsilon: Annotated[float, typer.Option(help="share of uniform exploration")] = 0.2,
     holdout: Annotated[float, typer.Option(help="share of no-contact holdout")] = 0.05,
+    messages: Annotated[
+        float,
+        typer.Option(
+            help="share of the logging policy's contacts given a random eligible message (channel, content, "
+            "send time): explores which message without changing whom to contact"
+        ),
+    ] = 0.0,
     decisions: Annotated[int, typer.Option(min=1)] = 20_000,
     seed: SeedOpt = 0,
     param: ParamOpt = None,
@@ -191,6 +198,7 @@ def simulate(
                     policy=name,
                     epsilon=epsilon,
                     holdout=holdout,
+                    messages=messages,
                     customers=customers,
                     days=days,
                     seed=seed,
@@ -208,6 +216,7 @@ def simulate(
                 policy=policy,
                 epsilon=epsilon,
                 holdout=holdout,
+                messages=messages,
                 decisions=decisions,
                 seed=seed,
                 params=params,

@@ -130,7 +130,7 @@ field, e.g. ``propensities: row 5 is 0``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -175,6 +175,9 @@ class Estimate:
     support_gap: float = 0.0  # target mass on units (actions or groups) the log does not support (support check)
     unsupported: bool = False  # support_gap > the support threshold: never rank or promote on this estimate
     model_se: float = 0.0  # the reward model's share of std_error (refit spread, see RewardModel); 0: none
+    # the bootstrap's replicates (the refits' shifts included): two estimates of one log resample the same
+    # units, so their replicates pair up row for row (lift); None where not kept
+    replicates: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def covers(self, truth: float) -> bool:
         """Whether the interval contains ``truth``."""
@@ -673,7 +676,7 @@ def _estimate(
             if (spec.model and model is not None and len(model.logged_delta) > 1)
             else None
         )
-        lo, hi, se, model_se = _interval(value, replicates, level, spread, pivots.get(name))
+        lo, hi, se, model_se, replicates = _interval(value, replicates, level, spread, pivots.get(name))
         sw, sw2 = float(w.sum()), float(np.dot(w, w))
         gap = x.group_gap if spec.marginal else x.action_gap
         out[name] = Estimate(
@@ -691,14 +694,16 @@ def _estimate(
             float(gap),
             bool(gap > share),
             model_se,
+            replicates,
         )
     return out
 
 
 def _interval(
     value: float, replicates: np.ndarray, level: float, spread: np.ndarray | None, pivots: np.ndarray | None = None
-) -> tuple[float, float, float, float]:
-    """(low, high, standard error, the reward model's share of it) from the replicates and the refits' shifts.
+) -> tuple[float, float, float, float, np.ndarray]:
+    """(low, high, standard error, the reward model's share of it, the replicates with the refits' shifts)
+    from the replicates and the refits' shifts.
 
     The interval is the replicates' percentiles, or with ``pivots`` (:func:`_pivots`) the
     studentized replicates'; the standard error is the replicates' spread either way.
@@ -714,10 +719,10 @@ def _interval(
         if pivots is not None:
             pivots = pivots + shift[np.arange(len(pivots)) % k]
     if not len(replicates):
-        return float("nan"), float("nan"), float("nan"), model_se
+        return float("nan"), float("nan"), float("nan"), model_se, replicates
     tail = (1.0 - level) / 2.0
     lo, hi = np.nanquantile(replicates if pivots is None else pivots, [tail, 1.0 - tail])
-    return min(float(lo), value), max(float(hi), value), float(np.nanstd(replicates, ddof=1)), model_se
+    return min(float(lo), value), max(float(hi), value), float(np.nanstd(replicates, ddof=1)), model_se, replicates
 
 
 def _single(
@@ -1465,6 +1470,59 @@ def evaluate(
         logging_groups = fit_group_propensities(context, a, groups, mask=eligible, seed=0 if seed is None else seed)
     x = _Log(r, a, p, t, q, lg, tau, groups, logging_groups, weight)
     return _estimate(ESTIMATORS, x, level, n_bootstrap, seed, codes, support_share, model, _check_interval(interval))
+
+
+# ----------------------------------------------------------------------------- paired lift
+@dataclass(frozen=True)
+class Lift:
+    """The paired estimate of ``V(target) - V(base)`` from two estimates of one log (:func:`lift`)."""
+
+    estimator: str
+    value: float  # the target's estimate minus the base's
+    ci_low: float  # the paired bootstrap interval: percentiles of the replicates' differences
+    ci_high: float
+    level: float
+    std_error: float  # standard deviation of the replicates' differences
+    unsupported: bool  # either estimate is unsupported: never promote on it
+
+    def covers(self, truth: float) -> bool:
+        """Whether the interval contains ``truth``."""
+        return bool(self.ci_low <= truth <= self.ci_high)
+
+
+def lift(target: Estimate, base: Estimate, level: float | None = None) -> Lift:
+    """The lift of ``target`` over ``base``, two estimates by one estimator on one log, with their seed.
+
+    Both were resampled on the same units (:func:`evaluate` with one seed and the same clusters), so
+    replicate ``b`` of each is the estimate on the same resample and their difference is the lift on it:
+    the rows where the two policies agree cancel, and the interval is that of the difference, far
+    narrower than the two intervals side by side when the policies agree on most rows. ``level``: the
+    interval's coverage (default: the estimates'). ValueError names the field when the two were not
+    estimated together (another estimator, log size or bootstrap) or kept no replicates.
+    """
+    for name, e in (("target", target), ("base", base)):
+        if e.replicates is None:
+            raise ValueError(f"{name}: the estimate kept no bootstrap replicates (estimate it with nba.ope)")
+    if target.estimator != base.estimator:
+        raise ValueError(f"base: estimator {base.estimator!r}, the target's is {target.estimator!r}")
+    shape_t = (target.n, target.n_clusters, len(target.replicates))
+    shape_b = (base.n, base.n_clusters, len(base.replicates))
+    if shape_t != shape_b:
+        raise ValueError(
+            f"base: not estimated on the target's resamples (rows, clusters, replicates: {shape_b} against {shape_t})"
+        )
+    level = target.level if level is None else float(level)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level: must be in (0, 1), got {level}")
+    value = target.value - base.value
+    diff = target.replicates - base.replicates
+    if len(diff):
+        tail = (1.0 - level) / 2.0
+        lo, hi = np.nanquantile(diff, [tail, 1.0 - tail])
+        lo, hi, se = min(float(lo), value), max(float(hi), value), float(np.nanstd(diff, ddof=1))
+    else:
+        lo = hi = se = float("nan")
+    return Lift(target.estimator, value, lo, hi, level, se, bool(target.unsupported or base.unsupported))
 
 
 # ----------------------------------------------------------------------------- ranking

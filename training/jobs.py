@@ -379,14 +379,16 @@ def simulate(
     policy: str = "business_as_usual",
     epsilon: float = 0.2,
     holdout: float = 0.05,
+    messages: float = 0.0,
     decisions: int = 20_000,
     seed: int = 0,
     purpose: str = "log",
     params: Mapping[str, Any] | None = None,
     progress: Progress = None,
 ) -> SimulateResult:
-    """Run a logging policy (``policy`` mixed with ``epsilon`` uniform exploration and a no-contact
-    ``holdout``, so every eligible action has support) on the bandit view and write the decision log.
+    """Run a logging policy (``policy`` with ``messages`` of its contacts given a random eligible message,
+    mixed with ``epsilon`` uniform exploration and a no-contact ``holdout``, so every eligible action has
+    support: :class:`nba.policies.Explore`) on the bandit view and write the decision log.
 
     The customers are those of ``(seed, purpose)``: two logs of different purposes (a training and an
     evaluation log, say) share no customer and no random stream (:mod:`envs.random`). The log records its
@@ -403,9 +405,11 @@ def simulate(
     base = build_policy(policy, scenario, params)
     if not (0 <= epsilon <= 1 and 0 <= holdout <= 1 and epsilon + holdout <= 1):
         raise JobError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, got {epsilon}, {holdout}")
+    if not 0 <= messages <= 1:
+        raise JobError(f"messages: the share of message exploration must be in [0, 1], got {messages}")
     if decisions < 1:
         raise JobError(f"decisions: must be >= 1, got {decisions}")
-    logging = Explore(base, epsilon, holdout) if epsilon or holdout else base
+    logging = explore(base, epsilon, holdout, messages)
     with _start("simulate") as run, DecisionLog(log_url) as log:
         mlflow.log_params(
             {
@@ -413,6 +417,7 @@ def simulate(
                 "policy": policy,
                 "epsilon": epsilon,
                 "holdout": holdout,
+                "messages": messages,
                 "decisions": decisions,
                 "seed": seed,
                 "purpose": purpose,
@@ -426,6 +431,7 @@ def simulate(
             "params": dict(params or {}),
             "epsilon": epsilon,
             "holdout": holdout,
+            "messages": messages,
             "decisions": decisions,
             "seed": seed,
             "purpose": purpose,
@@ -477,6 +483,7 @@ def simulate_world(
     policy: str = "uniform_random",
     epsilon: float = 0.2,
     holdout: float = 0.05,
+    messages: float = 0.0,
     customers: int = 2000,
     days: int = 14,
     seed: int = 0,
@@ -486,9 +493,10 @@ def simulate_world(
     """A decision log of a brand's own deployment, simulated: ``customers`` customers of ``(seed, purpose)``
     in the latent world of ``world_path`` (:class:`envs.world.LatentWorld`; default: its defaults for the
     deployment), one decision a day for ``days`` days by ``policy`` (a registered version or bundle of this
-    deployment, ``uniform_random`` or ``no_contact``) mixed with ``epsilon`` uniform exploration and a
-    no-contact ``holdout``. The log holds the deployment (``nba train --source`` and ``nba evaluate`` find
-    it); the run records the world's exact mean expected reward of the actions taken."""
+    deployment, ``uniform_random`` or ``no_contact``) with ``messages`` of its contacts given a random eligible
+    message, mixed with ``epsilon`` uniform exploration and a no-contact ``holdout``. The log holds the
+    deployment (``nba train --source`` and ``nba evaluate`` find it); the run records the world's exact mean
+    expected reward of the actions taken."""
     import mlflow
 
     from envs.world_simulation import simulate_log
@@ -499,9 +507,14 @@ def simulate_world(
     label, base, version = resolve_deployment_target(policy, deployment)
     if not (0 <= epsilon <= 1 and 0 <= holdout <= 1 and epsilon + holdout <= 1):
         raise JobError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, got {epsilon}, {holdout}")
+    if not 0 <= messages <= 1:
+        raise JobError(f"messages: the share of message exploration must be in [0, 1], got {messages}")
     if customers < 1 or days < 1:
         raise JobError(f"customers: customers and days must be >= 1, got {customers} and {days}")
-    logging = Explore(base, epsilon, holdout) if epsilon or holdout else base
+    try:
+        logging = explore(base, epsilon, holdout, messages)
+    except ValueError as e:  # the deployment's actions hold no no-contact action
+        raise JobError(f"messages: {e}") from e
     with _start("simulate") as run, DecisionLog(log_url) as log:
         mlflow.log_params(
             {
@@ -511,6 +524,7 @@ def simulate_world(
                 "policy": label,
                 "epsilon": epsilon,
                 "holdout": holdout,
+                "messages": messages,
                 "customers": customers,
                 "days": days,
                 "seed": seed,
@@ -585,8 +599,12 @@ def replay_logging(replay: Mapping[str, Any]) -> tuple[Scenario, Policy]:
     (:func:`find_simulation`)."""
     scenario = load_scenario(None if replay["scenario"] == "default" else replay["scenario"])
     base = build_policy(replay["policy"], scenario, replay.get("params"))
-    eps, hold = replay["epsilon"], replay["holdout"]
-    return scenario, (Explore(base, eps, hold) if eps or hold else base)
+    return scenario, explore(base, replay["epsilon"], replay["holdout"], replay.get("messages", 0.0))
+
+
+def explore(base: Policy, epsilon: float, holdout: float, messages: float = 0.0) -> Policy:
+    """``base`` with its exploration (:class:`nba.policies.Explore`), or ``base`` itself when it has none."""
+    return Explore(base, epsilon, holdout, messages) if epsilon or holdout or messages else base
 
 
 def find_simulation(log_url: str) -> dict[str, Any] | None:
@@ -1139,6 +1157,14 @@ class EvaluateResult:
     propensity: str = PROPENSITY_LOGGED  # what the weights rest on: PROPENSITY_LOGGED or PROPENSITY_ESTIMATED
     propensity_estimated_share: float = 0.0  # the share of decisions whose propensity was estimated at import
     deployment: Any = None  # the nba.deployment.Deployment of a brand's log (no simulator: no exact values)
+
+    def lift(self, label: str, base: str):
+        """The paired :data:`RANK_BY` estimate of ``label``'s value minus ``base``'s on this log
+        (:func:`nba.ope.lift`: both estimated on the same resamples, so the rows where the two policies agree
+        cancel); unsupported when either estimate is."""
+        from nba.ope import lift
+
+        return lift(self.estimates[label][RANK_BY], self.estimates[base][RANK_BY])
 
     def ranked(self) -> list[str]:
         """Labels by the :data:`RANK_BY` estimate's :data:`nba.ope.RANK_STATISTIC` (its point estimate or

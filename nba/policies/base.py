@@ -274,27 +274,47 @@ class OfflineLearner(Protocol):
 
 
 class Explore:
-    """A logging policy: ``policy`` mixed with uniform exploration and a no-contact holdout.
+    """A logging policy: ``policy`` mixed with message exploration, uniform exploration and a no-contact
+    holdout.
 
-    ``(1 - epsilon - holdout) * policy + epsilon * uniform + holdout * no contact``: gives the
-    support offline learners and off-policy estimators need, with exact propensities (a holdout needs
-    a space with a no-contact action). Not saved: rebuild it around the saved policy.
+    ``(1 - epsilon - holdout) * ((1 - messages) * policy + messages * policy's contacts with random
+    messages) + epsilon * uniform + holdout * no contact``: gives the support offline learners and
+    off-policy estimators need, with exact propensities (a holdout needs a space with a no-contact
+    action). ``messages`` explores *which message* without changing *whom* to contact: that share of
+    the policy's contact probability is spread evenly over the row's eligible contact actions (channel,
+    content and send time), so a log of business as usual's contacts covers every message at the
+    contact rate the brand already runs (``bench/learnability.py``). Not saved: rebuild it around the
+    saved policy.
     """
 
-    def __init__(self, policy: Policy, epsilon: float, holdout: float = 0.0) -> None:
+    def __init__(self, policy: Policy, epsilon: float, holdout: float = 0.0, messages: float = 0.0) -> None:
         if not (0.0 <= epsilon <= 1.0 and 0.0 <= holdout <= 1.0 and epsilon + holdout <= 1.0):
             raise ValueError(
                 f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, got {epsilon!r} and {holdout!r}"
             )
-        if holdout:
-            require_no_contact(policy.space, "a no-contact holdout")
-        self.policy, self.epsilon, self.holdout = policy, epsilon, holdout
+        if not 0.0 <= messages <= 1.0:
+            raise ValueError(f"messages: the share of message exploration must be in [0, 1], got {messages!r}")
+        if holdout or messages:
+            require_no_contact(policy.space, "a no-contact holdout" if holdout else "message exploration")
+        self.policy, self.epsilon, self.holdout, self.messages = policy, epsilon, holdout, messages
         self.space = policy.space
-        self.name = f"{policy.name}+explore{epsilon:g}" + (f"+holdout{holdout:g}" if holdout else "")
+        self.name = (
+            f"{policy.name}+explore{epsilon:g}"
+            + (f"+messages{messages:g}" if messages else "")
+            + (f"+holdout{holdout:g}" if holdout else "")
+        )
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(N, A) the wrapped policy's distribution mixed with uniform over the mask and the no-contact holdout."""
-        out = (1.0 - self.epsilon - self.holdout) * self.policy.probabilities(X, mask)
+        """(N, A) the wrapped policy's distribution, its messages explored, mixed with uniform over the mask
+        and the no-contact holdout."""
+        out = np.array(self.policy.probabilities(X, mask), dtype=np.float64)  # a copy: scaled in place below
+        if self.messages:
+            # the share ``messages`` of each row's contact probability, spread over its eligible contacts
+            contacts = mask[:, 1:].sum(axis=1)
+            move = self.messages * (1.0 - out[:, 0]) * (contacts > 0)
+            out[:, 1:] *= 1.0 - self.messages * (contacts > 0)[:, None]
+            out[:, 1:] += np.where(mask[:, 1:], (move / np.maximum(contacts, 1))[:, None], 0.0)
+        out *= 1.0 - self.epsilon - self.holdout
         out += self.epsilon * uniform(mask)
         out[:, 0] += self.holdout
         return out

@@ -271,7 +271,9 @@ class SPIBB:
             free = free.copy()
             free[:, 0] = False
         out = kept
-        rows = np.flatnonzero(free.any(axis=1))  # rows the learner is asked about: a function of the support alone
+        # the rows the learner is asked about: a supported action and baseline mass to move (with contacts kept,
+        # a row the baseline never contacts has none): a function of the support and the baseline alone
+        rows = np.flatnonzero(free.any(axis=1) & (mass > 0.0))
         if rows.size == 0:
             return out
         Xr, fr = X[rows], free[rows]

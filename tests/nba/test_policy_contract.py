@@ -52,6 +52,7 @@ from nba.policies import (
     act,
     create,
 )
+from nba.policies.base import uniform
 
 PURPOSE = "test/nba/policy_contract"  # this module's customers (envs.random)
 
@@ -803,6 +804,35 @@ def test_create_takes_a_number_of_actions_or_their_names():
     with pytest.raises(ValueError, match="^space: .*no-contact"):
         Explore(create("uniform_random", 10), epsilon=0.1, holdout=0.1)
     Explore(create("uniform_random", 10), epsilon=0.1)  # exploration alone needs no no-contact action
+
+
+def test_message_exploration_keeps_whom_to_contact_and_covers_every_message():
+    X, mask = small_contexts()
+    bau = create("business_as_usual", SPACE, SEGMENTS)
+    base = bau.probabilities(X, mask)
+    p = Explore(bau, 0.0, messages=0.6).probabilities(X, mask)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    assert np.all(p[~mask] == 0.0) and np.all(p >= 0.0)
+    np.testing.assert_allclose(p[:, 0], base[:, 0], rtol=0, atol=1e-15)  # whom to contact: unchanged
+    k = mask[:, 1:].sum(axis=1)
+    floor = 0.6 * (1.0 - base[:, 0]) / np.maximum(k, 1)
+    assert np.all(p[:, 1:][mask[:, 1:]] >= np.repeat(floor, k) - 1e-15)  # every eligible message explored
+    np.testing.assert_allclose(p[:, 1:], 0.4 * base[:, 1:] + np.where(mask[:, 1:], floor[:, None], 0.0), atol=1e-15)
+    # with uniform exploration and a holdout on top, as the quickstart logs
+    full = Explore(bau, 0.2, 0.05, messages=0.6)
+    np.testing.assert_allclose(
+        full.probabilities(X, mask), 0.75 * p + 0.2 * uniform(mask) + 0.05 * np.eye(A)[0], rtol=0, atol=1e-12
+    )
+    assert full.name == "business_as_usual+explore0.2+messages0.6+holdout0.05"
+    # no message exploration: the plain mixture, and the wrapped policy's array left as it was
+    plain = Explore(bau, 0.2, 0.05)
+    np.testing.assert_allclose(plain.probabilities(X, mask), 0.75 * base + 0.2 * uniform(mask) + 0.05 * np.eye(A)[0])
+    np.testing.assert_array_equal(bau.probabilities(X, mask), base)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"^messages: the share of message exploration must be in \[0, 1\]"):
+            Explore(bau, 0.1, messages=bad)
+    with pytest.raises(ValueError, match="^space: message exploration needs a no-contact action"):
+        Explore(create("uniform_random", 10), 0.1, messages=0.5)
 
 
 @pytest.mark.parametrize(("kind", "name", "state"), plain_cases())

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from nba.log import DecisionLog
+from nba.policies.base import uniform
 from nba.policies.fqi import returns_to_go
 from training import jobs, registry
 
@@ -75,9 +76,33 @@ def test_bad_input_fails_before_any_run(store):
         jobs.simulate(store["log"], scenario_path="/nonexistent.toml")
     with pytest.raises(jobs.JobError, match="epsilon"):
         jobs.simulate(store["log"], epsilon=1.5)
+    with pytest.raises(jobs.JobError, match=r"^messages: the share of message exploration must be in \[0, 1\]"):
+        jobs.simulate(store["log"], messages=1.5)
     with pytest.raises(jobs.JobError, match="metric"):
         jobs.promote(metric="magic")
     assert _runs() == before
+
+
+def test_simulate_with_message_exploration_records_and_replays_its_logger(store):
+    """A log of business as usual's contacts with random messages: its replay spec names the share, and the
+    logger rebuilt from it gives the logged propensities, so evaluation reads the exact logging distribution."""
+    url = f"sqlite:///{store['root'] / 'messages.db'}"
+    jobs.simulate(url, decisions=3000, seed=0, purpose="test/jobs/messages", messages=0.8)
+    replay = jobs.find_simulation(url)
+    assert replay["messages"] == 0.8 and replay["epsilon"] == 0.2
+    _, logger = jobs.replay_logging(replay)
+    assert logger.messages == 0.8 and logger.name == "business_as_usual+explore0.2+messages0.8+holdout0.05"
+    with DecisionLog(url) as log:
+        batch = log.read(jobs.sim_reward_rule())
+    probs = logger.probabilities(batch.context, batch.eligible)
+    np.testing.assert_allclose(probs[np.arange(len(batch)), batch.action], batch.propensity, rtol=1e-6)
+    # whom to contact stays business as usual's: its no-contact probability, mixed as before
+    bau = jobs.replay_logging({**replay, "epsilon": 0.0, "holdout": 0.0, "messages": 0.0})[1]
+    plain = bau.probabilities(batch.context, batch.eligible)
+    np.testing.assert_allclose(probs[:, 0], 0.75 * plain[:, 0] + 0.2 * uniform(batch.eligible)[:, 0] + 0.05)
+    # a log written before message exploration existed replays without it
+    old = {k: v for k, v in replay.items() if k != "messages"}
+    assert not getattr(jobs.replay_logging(old)[1], "messages", 0.0)
 
 
 def test_simulate_train_evaluate_promote(store):
