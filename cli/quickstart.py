@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import SeedOpt, console, progress_bar
-from training.quickstart import AB_CUSTOMERS, AB_DAYS
+from training.quickstart import AB_CUSTOMERS, AB_DAYS, PRODUCTION
 
 
 def quickstart(
@@ -106,7 +106,7 @@ def _quickstart_table(res) -> Table:
         padding=(0, 1),
         collapse_padding=True,
     )
-    for col in ("policy", "est.", "95% interval", "flag", "A/B", "exact", "role"):
+    for col in ("policy", "est.", "95% interval", "lift", "flag", "A/B", "exact", "role"):
         t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right", no_wrap=True)
     champion = res.champion.version
     challenger = None if res.challenger is None else res.challenger.version
@@ -117,11 +117,13 @@ def _quickstart_table(res) -> Table:
         ab = "" if r.ab is None else ("won" if r.ab.promote else ("guard" if guard else "lost"))
         role = {champion: "champion", challenger: "challng"}.get(r.version, "")
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
-        t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", flag, ab, truth, role)
+        low = "" if r.lift is None or r.policy == PRODUCTION else f"{r.lift.ci_low:+.2f}"
+        t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", low, flag, ab, truth, role)
     lv = res.logging_value
     t.caption = (
         f"logging policy (BAU + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}]"
         + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
+        + "\nlift: 95% lower bound of the paired lift over business as usual"
         + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
         + "\nA/B vs the champion: won (promoted), lost, guard (a guardrail failed)"
     )

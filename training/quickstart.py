@@ -11,7 +11,8 @@
    logging run and knows every expected reward), flagging estimates without support and policies
    worse than the logger;
 4. the closed loop: business as usual, today's production policy, is the starting ``champion``;
-   the best unflagged policies whose off-policy lower bound beats the champion's estimate are the
+   the unflagged policies whose paired off-policy lift over it (:func:`nba.ope.lift`: both estimated
+   on the same resamples of the evaluation log) is above 0 at its lower bound, best first, are the
    shortlist; each in turn is the ``challenger`` of a simulated A/B test on customers of their own
    (guardrails on opt-outs, churn and sends per customer; an always-valid test on the reward that
    must show no harm, since at this size it cannot resolve the lift the off-policy estimate
@@ -59,6 +60,7 @@ class Row:
     estimate: Any  # nba.ope.Estimate of training.jobs.RANK_BY
     flags: tuple[str, ...]  # training.jobs.UNSUPPORTED / BELOW_LOGGING
     truth: float | None
+    lift: Any = None  # nba.ope.Lift: the paired estimate of its value minus today's production policy's
     ab: Any = None  # training.jobs.ABResult when this policy was A/B tested against the champion
     promoted: bool = False
 
@@ -125,7 +127,6 @@ def run(
         eval_log, [versions[n] for n in names], plots_dir=out / "plots" / "evaluation", seed=seed, say=say
     )
     label_of = dict(zip(names, ev.estimates, strict=True))
-    name_of = {label: name for name, label in label_of.items()}
     rows = {
         n: Row(
             n,
@@ -133,6 +134,7 @@ def run(
             ev.estimates[label_of[n]][jobs.RANK_BY],
             ev.flags[label_of[n]],
             None if ev.truth is None else ev.truth[label_of[n]],
+            ev.lift(label_of[n], label_of[PRODUCTION]),
         )
         for n in names
     }
@@ -140,14 +142,14 @@ def run(
     # the closed loop: production is the champion; the shortlist is A/B tested against it in turn
     registry.set_alias(registry.CHAMPION, versions[PRODUCTION])
     registry.version_tags(versions[PRODUCTION], {"promotion.reason": "quickstart: today's production policy"})
-    base = rows[PRODUCTION].estimate
-    # a candidate's lower bound must beat the champion's estimate: the A/B that follows is too small to
-    # stop a worse policy on its own (it shows harm only beyond about 4 a customer)
-    shortlist = [
-        n
-        for n in map(name_of.get, ev.ranked())
-        if n != PRODUCTION and not rows[n].flags and rows[n].estimate.ci_low > base.value
-    ][:SHORTLIST]
+    # a candidate's paired lift over the champion must be above 0 at its lower bound (the A/B that follows
+    # is too small to stop a worse policy on its own: it shows harm only beyond about 4 a customer); the
+    # best lower bounds first
+    shortlist = sorted(
+        (n for n in names if n != PRODUCTION and not rows[n].flags and not rows[n].lift.unsupported),
+        key=lambda n: -rows[n].lift.ci_low,
+    )
+    shortlist = [n for n in shortlist if rows[n].lift.ci_low > 0.0][:SHORTLIST]
     champion, promotions = PRODUCTION, []
     for k, name in enumerate(shortlist):
         registry.set_alias(registry.CHALLENGER, versions[name])
@@ -167,12 +169,12 @@ def run(
                 out=out / "ab" / name,
                 progress=tick,
             )
-        est = rows[name].estimate
+        up = rows[name].lift
         promo = jobs.promote(
             ab_run=ab.run_id,
-            predicted_lift=est.value - base.value,
-            predicted_ci=(est.ci_low - base.value, est.ci_high - base.value),
-            predicted_source=f"evaluate {ev.run_id}: {jobs.RANK_BY} minus the champion's",
+            predicted_lift=up.value,
+            predicted_ci=(up.ci_low, up.ci_high),
+            predicted_source=f"evaluate {ev.run_id}: {jobs.RANK_BY}, paired lift over the champion",
         )
         rows[name] = dataclasses.replace(rows[name], ab=ab, promoted=promo.promoted)
         promotions.append(promo)
@@ -223,6 +225,9 @@ def write_summary(res: QuickstartResult, extra: dict[str, Any]) -> Path:
                 "estimate": r.estimate.value,
                 "ci": [r.estimate.ci_low, r.estimate.ci_high],
                 "flags": list(r.flags),
+                "lift_over_production": None
+                if r.lift is None
+                else {"estimate": r.lift.value, "ci": [r.lift.ci_low, r.lift.ci_high]},
                 "ab": ab(r),
                 "promoted": r.promoted,
                 "true_value": r.truth,

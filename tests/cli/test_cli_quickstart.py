@@ -61,6 +61,9 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     promoted = [k for k, p in tested.items() if p["promoted"]]
     assert summary["champion"]["policy"] == (promoted[0] if promoted else PRODUCTION)
     assert all(not p["flags"] for p in tested.values())  # flagged estimates never reach an A/B test
+    # shortlisted on the paired lift over production: its lower bound above 0
+    assert summary["policies"][PRODUCTION]["lift_over_production"] == {"estimate": 0.0, "ci": [0.0, 0.0]}
+    assert all(p["lift_over_production"]["ci"][0] > 0 for p in tested.values())
     for text in ("PASS", "champion", "mlflow ui", "nba serve --tracking-uri", "exact"):
         assert text in proc.stdout, text
     table = proc.stdout[proc.stdout.index("Policies on the evaluation log") : proc.stdout.index("logging policy (BAU")]
