@@ -22,7 +22,10 @@ business as usual's on the same contexts:
   and (b, i) also in the quickstart's own conservative mode (``n_min`` at its default);
 * **the funnel learner** (``lgbm_funnel``: the open, click and conversion probabilities and the
   conversion's value, each a model of its own, from the decisions' funnel events), fitted on the same
-  decisions with their realised rewards and events, greedy and conservative.
+  decisions with their realised rewards and events, greedy and conservative (``n_min`` 10 and the default),
+  and also on (c) the same number of decisions of the logger with message exploration
+  (``Explore(business_as_usual, 0.2, 0.05, messages=1)``: business as usual's contacts, each with a random
+  eligible message: ``nba simulate --messages 1``).
 
 Before each size's rows it prints how many funnel events its training sets hold: the models of the later
 stages learn from those.
@@ -59,6 +62,8 @@ EVAL = "learnability/eval"
 REACH = "learnability/reach"
 UNIFORM = "learnability/uniform"
 LOGGED = "learnability/logged"
+MESSAGES = "learnability/messages"
+N_MIN_LOW = 10.0  # a lighter conservative mode, for logs that spread their contacts over every message
 STEPS = 100  # decisions per customer slot in the uniform streams (bench/policies.py's reachable ceiling)
 
 
@@ -87,9 +92,10 @@ def uniform_data(scenario: Scenario, seed: int, n: int, purpose: str) -> dict[st
     return {**{k: np.concatenate(v) for k, v in out.items()}, "events": Events(events)}
 
 
-def logged_data(scenario: Scenario, seed: int, n: int, purpose: str) -> dict[str, np.ndarray]:
-    """``n`` decisions of the quickstart's exploring logger, with the exact reward of each logged action."""
-    log = simulate_log(scenario, seed, n, purpose, keep_truth=True, keep_events=True)
+def logged_data(scenario: Scenario, seed: int, n: int, purpose: str, messages: float = 0.0) -> dict[str, np.ndarray]:
+    """``n`` decisions of the quickstart's exploring logger (``messages``: that share of its contacts with a
+    random eligible message), with the exact reward of each logged action."""
+    log = simulate_log(scenario, seed, n, purpose, keep_truth=True, keep_events=True, messages=messages)
     log["exact"] = log["er"][np.arange(n), log["action"]]
     return log
 
@@ -195,7 +201,8 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         uni = uniform_data(scenario, args.seed, n, f"{UNIFORM}/{n}")
         log = logged_data(scenario, args.seed, n, f"{LOGGED}/{n}")
-        for data, source in ((uni, "uniform"), (log, "logger")):
+        msg = logged_data(scenario, args.seed, n, f"{MESSAGES}/{n}", messages=1.0)
+        for data, source in ((uni, "uniform"), (log, "logger"), (msg, "logger, random messages")):
             held = data["events"].fields
             counts = ", ".join(f"{k} {int(held[k].sum()):,}" for k in ("opened", "clicked", "converted"))
             print(f"{n:,} decisions, {source}: {int((data['action'] > 0).sum()):,} contacts, {counts}", flush=True)
@@ -205,9 +212,16 @@ def main() -> None:
                 add(f"learner, {n:,} decisions of {source}, {what}", greedy)
                 if source != "uniform actions" and labels == "reward":
                     add(f"the same, conservative (n_min {N_MIN:g})", safe)
-        for data, source in ((uni, "uniform actions"), (log, "the exploring logger")):
-            greedy, safe = learner_values(scenario, data, "reward", ev, args.threads, (0.0, N_MIN), "lgbm_funnel")
+        for data, source in (
+            (uni, "uniform actions"),
+            (log, "the exploring logger"),
+            (msg, "the logger, random messages"),
+        ):
+            greedy, low, safe = learner_values(
+                scenario, data, "reward", ev, args.threads, (0.0, N_MIN_LOW, N_MIN), "lgbm_funnel"
+            )
             add(f"funnel learner, {n:,} decisions of {source}, realised rewards", greedy)
+            add(f"the same, conservative (n_min {N_MIN_LOW:g})", low)
             add(f"the same, conservative (n_min {N_MIN:g})", safe)
     if args.json:
         args.json.write_text(

@@ -70,8 +70,10 @@ SUFFIX = {"percentile": "_pct", "studentized": "_t"}  # the estimates of --compa
 LIGHTGBM = ("lgbm_egreedy", "lgbm_squarecb", "lgbm_funnel", "fqi")  # the policies with a `threads` parameter
 
 
-def logger(scenario: Scenario) -> Explore:
-    return Explore(create("business_as_usual", scenario.action_space, tuple(scenario.segments)), EPSILON, HOLDOUT)
+def logger(scenario: Scenario, messages: float = 0.0) -> Explore:
+    """The exploring logger, ``messages`` of business as usual's contacts given a random eligible message."""
+    bau = create("business_as_usual", scenario.action_space, tuple(scenario.segments))
+    return Explore(bau, EPSILON, HOLDOUT, messages=messages)
 
 
 def build(name: str, scenario: Scenario, params: Mapping[str, Any] | None = None) -> Policy:
@@ -89,17 +91,19 @@ def train_policies(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     safe: bool = False,
     transform: Callable[[str, Policy], Policy] | None = None,
+    messages: float = 0.0,
 ) -> dict[str, Policy]:
     """The quickstart's twelve policies, trained as it trains them (module docstring), in its order.
 
     ``params``: constructor parameters by policy name; ``safe``: each bandit learns in its
     conservative mode (:class:`nba.policies.safe.SPIBB` around it, business as usual the baseline,
     as ``jobs.conservative`` builds it for a simulated log, with the quickstart's ``SAFE`` options);
-    ``transform(name, policy)``: applied to each learned bandit after training.
+    ``transform(name, policy)``: applied to each learned bandit after training; ``messages``: the
+    training log's logger explores messages that much (:func:`logger`).
     """
     params = dict(params or {})
     out: dict[str, Policy] = {name: build(name, scenario, params.get(name)) for name in BASELINES}
-    log = simulate_log(scenario, seed, decisions, TRAIN, keep_events=True)
+    log = simulate_log(scenario, seed, decisions, TRAIN, keep_events=True, messages=messages)
     for name in BANDITS:
         policy = build(name, scenario, params.get(name))
         if safe:
@@ -139,9 +143,17 @@ class Events:
 
 
 def simulate_log(
-    scenario: Scenario, seed: int, decisions: int, purpose: str, *, keep_events: bool = False, keep_truth: bool = False
+    scenario: Scenario,
+    seed: int,
+    decisions: int,
+    purpose: str,
+    *,
+    keep_events: bool = False,
+    keep_truth: bool = False,
+    messages: float = 0.0,
 ) -> dict[str, Any]:
-    """A decision log of the exploring logger in memory, as envs.log_writer.log_bandit_run writes it.
+    """A decision log of the exploring logger (``messages``: :func:`logger`) in memory, as
+    envs.log_writer.log_bandit_run writes it.
 
     Fields ``context``, ``eligible``, ``action``, ``propensity``, ``reward``, ``customer_id``,
     ``logging`` (the logger's distribution), plus ``er`` (exact expected rewards) with
@@ -150,7 +162,7 @@ def simulate_log(
     sim = bandit_simulation(scenario, seed, BATCH, purpose)
     rng = policy_rng(seed, purpose)
     customers = CustomerIds.start(BATCH, prefix=f"{purpose}/s{seed}-")
-    pol = logger(scenario)
+    pol = logger(scenario, messages)
     cols: dict[str, list] = {
         k: []
         for k in ("context", "eligible", "action", "propensity", "reward", "customer_id", "logging", "er", "events")
@@ -352,6 +364,9 @@ def main() -> None:
     ap.add_argument("--refits", type=int, default=ope.REFITS)
     ap.add_argument("--rounds", type=int, default=30, help="the reward model's boosting rounds")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--messages", type=float, default=0.0, help="share of the logger's contacts given a random eligible message"
+    )
     ap.add_argument("--policy-param", action="append", default=[])
     ap.add_argument(
         "--threads",
@@ -402,7 +417,7 @@ def main() -> None:
     params = _param(args.policy_param)
     for name in LIGHTGBM:
         params.setdefault(name, {}).setdefault("threads", args.threads)
-    policies = train_policies(scenario, args.seed, params=params, safe=args.safe)
+    policies = train_policies(scenario, args.seed, params=params, safe=args.safe, messages=args.messages)
     train_s = time.perf_counter() - t_start
     print(
         f"trained {len(policies)} policies in {train_s:.0f} s; {args.logs} evaluation logs of {args.decisions:,} "
@@ -411,7 +426,7 @@ def main() -> None:
     truths, runs, fit_s, sim_s = [], [], [], []
     for j in range(args.first_log, args.first_log + args.logs):
         t0 = time.perf_counter()
-        log = simulate_log(scenario, args.seed, args.decisions, f"{EVAL}/{j}", keep_truth=True)
+        log = simulate_log(scenario, args.seed, args.decisions, f"{EVAL}/{j}", keep_truth=True, messages=args.messages)
         sim_s.append(time.perf_counter() - t0)
         # the resampling and reward-model seed: the log's own index (its customers are (seed, EVAL/j)'s)
         truth, est, fs = evaluate_log(
@@ -429,7 +444,13 @@ def main() -> None:
         )
         if j == args.first_log:  # the exact values are bandit_truth's (the replay of the same logging run)
             exact = bandit_truth(
-                scenario, logger(scenario), policies, args.decisions, BATCH, args.seed, purpose=f"{EVAL}/{j}"
+                scenario,
+                logger(scenario, args.messages),
+                policies,
+                args.decisions,
+                BATCH,
+                args.seed,
+                purpose=f"{EVAL}/{j}",
             )
             worst = max(abs(exact[p] - truth[p]) for p in policies)
             assert worst < 1e-9, f"exact values differ from bandit_truth by {worst}"
@@ -474,7 +495,15 @@ def save(args, truths, runs, wall: float, train_s: float, sim_s: list[float], fi
                 "summary": summarise(truths, runs),
                 "ranking": ranking(truths, runs, list(runs[0][next(iter(runs[0]))])),
                 "truths": truths,
-                "estimates": [{p: {n: vars(e) for n, e in r.items()} for p, r in run.items()} for run in runs],
+                "estimates": [
+                    {
+                        p: {n: {k: v for k, v in vars(e).items() if k != "replicates"} for n, e in r.items()}
+                        for p, r in run.items()
+                    }
+                    for run in runs
+                ],
+                "messages": args.messages,
+                "safe": args.safe,
             }
         )
     )
