@@ -78,6 +78,13 @@ bounded (about 80 MB on top of the inputs, whatever n). When the percentile inte
 (a badly skewed bootstrap distribution), it is widened to contain it. ``n_bootstrap=0`` skips the
 bootstrap: the interval and standard error are then NaN.
 
+**Paired lift.** Two policies' estimates from one log with one seed resample the same units, and each
+:class:`Estimate` keeps its replicates: :func:`lift` gives ``V(target) - V(base)`` with the interval of the
+replicates' differences. The rows where the two policies agree cancel in every replicate, so when a
+candidate departs from the champion on a fifth of the rows its lift is known far better than the two
+intervals side by side say (on the quickstart's log, IPS's half-width on ``lgbm_funnel`` over business as
+usual was 0.148 paired against 0.245 combined).
+
 **How many rows.** Percentile intervals lean on the mean of the per-row terms being close to
 normal. Marketing rewards are rare, large purchases (a heavily skewed distribution), so small logs
 give intervals that fall short of the truth more often than their level says: on the simulator,
