@@ -513,8 +513,8 @@ def simulate_world(
         raise JobError(f"customers: customers and days must be >= 1, got {customers} and {days}")
     try:
         logging = explore(base, epsilon, holdout, messages)
-    except ValueError as e:  # the deployment's actions hold no no-contact action
-        raise JobError(f"messages: {e}") from e
+    except ValueError as e:  # "space: ...": the deployment's actions hold no no-contact action
+        raise JobError(str(e)) from e
     with _start("simulate") as run, DecisionLog(log_url) as log:
         mlflow.log_params(
             {
