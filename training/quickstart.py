@@ -46,7 +46,7 @@ PRODUCTION = "business_as_usual"  # the starting champion: what the brand runs t
 # the customers of each stage, all of (seed, purpose): independent of one another (envs.random)
 TRAIN_PURPOSE, EVAL_PURPOSE = "quickstart/train-log", "quickstart/eval-log"
 JOURNEYS_PURPOSE, AB_PURPOSE = "quickstart/journeys", "quickstart/ab"
-SHORTLIST = 2  # A/B tests at most: the best unflagged candidates by their off-policy estimate
+SHORTLIST = 2  # A/B tests at most: the unflagged candidates with the best lower bounds of their paired lift
 # 8,000 customers x 14 days: a harmless challenger passes the guardrails 88 % of the time (bench/ab_loop.py);
 # the primary's always-valid interval, about +-4 a customer, cannot resolve a 10-20 % lift (about +1.5):
 # the off-policy estimate predicts the lift, the test must show no harm (require="not_worse")
