@@ -65,7 +65,7 @@ from nba.policies.linear import _check_update
 BUCKET = ("segment", "stage", "cart_active")  # one-hot families of nba.features.FeatureSpec (or binary feature names)
 GROUPS = ("action", "channel_content", "channel")
 IMPROVE = ("greedy", "learner")
-CONTACTS = ("free", "keep")  # may the freed mass change how often a customer is contacted
+CONTACTS = ("free", "keep", "channel")  # may the freed mass change how often, or where, a customer is contacted
 ESTIMATE = "estimate"  # the baseline estimated from the log's counts
 N_MIN = 40  # log decisions per (bucket, group) below which an action is bootstrapped
 
@@ -151,7 +151,11 @@ class SPIBB:
         the baseline's no-contact probability stays where the log supports it, and only its contact
         mass moves to the learner's preferred supported *contact*: the policy contacts customers as
         often as the baseline, and improves the channel, content and send time of those contacts
-        (for a brand whose experiments guard the number of messages sent).
+        (for a brand whose experiments guard the number of messages sent); ``"channel"``: as ``"keep"``,
+        and the baseline's supported mass on each channel moves to the learner's preferred supported
+        contact *on that channel*: the channel plan is the baseline's (so are the sends and the
+        channels' opt-outs, which follow whom a channel reaches), and the learner chooses content and
+        send time (``improve="greedy"`` only).
     """
 
     name: ClassVar[str] = "spibb"
@@ -187,6 +191,8 @@ class SPIBB:
             raise ValueError(f"improve: unknown improvement {improve!r}; valid: {list(IMPROVE)}")
         if contacts not in CONTACTS:
             raise ValueError(f"contacts: expected one of {list(CONTACTS)}, got {contacts!r}")
+        if contacts == "channel" and improve != "greedy":
+            raise ValueError("contacts: 'channel' moves each channel's mass to one message (improve='greedy' only)")
         self.n_min, self.improve, self.group, self.contacts = float(n_min), improve, group, contacts
         self.groups = action_groups(space, group)
         self.buckets = Buckets(self.spec, tuple(bucket))
@@ -265,7 +271,7 @@ class SPIBB:
         free = mask & ~boot
         kept = np.where(boot, pb, 0.0)
         mass = 1.0 - kept.sum(axis=1)  # the baseline's probability of the supported actions
-        if self.contacts == "keep":  # the supported no-contact mass stays; only contacts move, among contacts
+        if self.contacts != "free":  # the supported no-contact mass stays; only contacts move, among contacts
             kept[:, 0] += np.where(free[:, 0], pb[:, 0], 0.0)
             mass = 1.0 - kept.sum(axis=1)
             free = free.copy()
@@ -289,8 +295,17 @@ class SPIBB:
         pref = self._scores(Xr, mask[rows]) if self._scores is not None else self.learner.probabilities(Xr, mask[rows])
         pref = np.where(fr, np.nan_to_num(np.asarray(pref, np.float64), nan=-np.inf, posinf=np.inf), -np.inf)
         pref = np.where(fr & ~np.isfinite(pref), -1e300, pref)  # an unscored supported action still beats none
-        best = masked_argmax(pref, fr)
-        out[rows, best] += mass[rows]
+        if self.contacts != "channel":
+            out[rows, masked_argmax(pref, fr)] += mass[rows]
+            return out
+        pbr = pb[rows]
+        for c in range(self.space.n_channels):  # each channel's supported mass to its best supported message
+            on = self.space.channel_of == c
+            fc = fr & on
+            moved = np.where(fc, pbr, 0.0).sum(axis=1)
+            has = np.flatnonzero(moved > 0.0)
+            if has.size:
+                out[rows[has], masked_argmax(pref[has], fc[has])] += moved[has]
         return out
 
     # ------------------------------------------------------------------ learning

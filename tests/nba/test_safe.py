@@ -170,6 +170,48 @@ def test_keeping_contacts_moves_only_the_contact_mass_among_contacts(tmp_path):
     np.testing.assert_array_equal(restored.probabilities(X, mask), p)
 
 
+def test_keeping_channels_moves_each_channels_mass_to_its_best_message(tmp_path):
+    """contacts="channel": as "keep", and the baseline's supported mass on each channel stays on that channel,
+    on the learner's best supported message there: the channel plan (so the sends) is the baseline's."""
+    base = fitted()
+    policy = with_counts(base, contacts="channel")
+    X, mask = eval_contexts()
+    p, pb = policy.probabilities(X, mask), policy.baseline_probabilities(X, mask)
+    boot = policy.bootstrapped(X, mask)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    assert np.all(p[~mask] == 0.0)
+    np.testing.assert_array_equal(p[boot], pb[boot])
+    np.testing.assert_allclose(p[:, 0], pb[:, 0], rtol=0, atol=1e-12)  # as often as the baseline
+    free = mask & ~boot
+    free[:, 0] = False
+    scores = policy.learner.scores(X)
+    moved_rows = 0
+    for c in range(SPACE.n_channels):
+        on = SPACE.channel_of == c
+        np.testing.assert_allclose(p[:, on].sum(axis=1), pb[:, on].sum(axis=1), rtol=0, atol=1e-12)
+        fc = free & on
+        extra = np.where(fc, p, 0.0)
+        moved = np.where(fc, pb, 0.0).sum(axis=1) > 0
+        assert ((extra[moved] > 0).sum(axis=1) == 1).all()  # one message a channel
+        np.testing.assert_array_equal(
+            np.argmax(extra[moved], axis=1), np.argmax(np.where(fc[moved], scores[moved], -np.inf), axis=1)
+        )
+        moved_rows += int(moved.sum())
+    assert moved_rows > 0.5 * len(X) * (pb[:, 0] < 1).mean()
+    # keeping contacts alone moves mass across channels; keeping channels does not
+    keep = with_counts(base, contacts="keep").probabilities(X, mask)
+    across = [
+        not np.allclose(keep[:, SPACE.channel_of == c].sum(1), pb[:, SPACE.channel_of == c].sum(1))
+        for c in range(SPACE.n_channels)
+    ]
+    assert any(across)
+    restored = serialization.load(serialization.save(policy, tmp_path / "channel"))
+    assert restored.contacts == "channel"
+    np.testing.assert_array_equal(restored.probabilities(X, mask), p)
+    with pytest.raises(ValueError, match=r"^contacts: 'channel' moves each channel's mass to one message"):
+        SPIBB(SPACE, SEGMENTS, learner="linucb", contacts="channel", improve="learner")
+
+
 def test_n_min_zero_is_the_learner_greedy_and_a_huge_n_min_the_baseline():
     policy = fitted()
     X, mask = eval_contexts(500)
