@@ -1,7 +1,7 @@
 """The closed loop's A/B step: what it costs, and what its verdict says of a guardrail-breaking challenger.
 
     python bench/ab_loop.py [--sizes 1000,2000,5000] [--days 14] [--pre-days 7] [--decisions 30000]
-                            [--messages 0] [--safe] [--n-min 40] [--seed 0] [--compare-replay]
+                            [--messages 0] [--safe] [--n-min 40] [--contacts keep] [--seed 0] [--compare-replay]
                             [--replay-size 5000] [--json out.json]
 
 The issue's case (#26, point 4): the quickstart's ``lgbm_funnel``, fitted offline on a
@@ -17,7 +17,8 @@ status and true worsening, and the verdict.
 ``--messages`` gives that share of the logger's contacts a random eligible message (``jobs.simulate``'s
 message exploration); ``--safe`` fits the challenger in the quickstart's conservative mode (business as
 usual's contacts kept, :data:`training.quickstart.SAFE`) with ``--n-min``: the learner that keeps the
-sends business as usual attempts and improves their messages.
+sends business as usual attempts and improves their messages; ``--contacts channel`` also keeps business
+as usual's channel (:class:`nba.policies.safe.SPIBB`), so the learner picks content and send time only.
 
 Beside it, at each size, business as usual against itself (an A/A test: every true worsening is 0):
 whether each guardrail can be shown to hold at that size — a harmless challenger can be promoted only
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--messages", type=float, default=0.0, help="the logger's share of random messages")
     ap.add_argument("--safe", action="store_true", help="the challenger in the quickstart's conservative mode")
     ap.add_argument("--n-min", type=float, default=None, help="the conservative mode's n_min (default: its own)")
+    ap.add_argument("--contacts", default=None, help="the conservative mode's contacts (default: the quickstart's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-replay", action="store_true")
     ap.add_argument("--replay-size", type=int, default=5000)
@@ -89,6 +91,7 @@ def main() -> None:
         from training.quickstart import SAFE
 
         safe = dict(SAFE) | ({} if args.n_min is None else {"n_min": args.n_min})
+        safe |= {} if args.contacts is None else {"contacts": args.contacts}
     funnel = jobs.train("lgbm_funnel", source=log, seed=args.seed, safe=safe).version
     setup = time.perf_counter() - t0
     console.print(

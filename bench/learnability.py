@@ -25,7 +25,8 @@ business as usual's on the same contexts:
   decisions with their realised rewards and events, greedy and conservative (``n_min`` 10 and the default),
   and also on (c) the same number of decisions of the logger with message exploration
   (``Explore(business_as_usual, 0.2, 0.05, messages=1)``: business as usual's contacts, each with a random
-  eligible message: ``nba simulate --messages 1``).
+  eligible message: ``nba simulate --messages 1``); and each funnel also held to business as usual's
+  channel (``contacts="channel"``: content and send time only), greedy and at ``n_min`` 10.
 
 Before each size's rows it prints how many funnel events its training sets hold: the models of the later
 stages learn from those.
@@ -109,11 +110,20 @@ def value_keeping_contacts(baseline: np.ndarray, er: np.ndarray, mask: np.ndarra
 
 
 def learner_values(
-    scenario, data, labels: str, ev, threads: int, n_mins: tuple[float, ...], learner: str = "lgbm_egreedy"
+    scenario,
+    data,
+    labels: str,
+    ev,
+    threads: int,
+    n_mins: tuple[float, ...],
+    learner: str = "lgbm_egreedy",
+    channel_n_mins: tuple[float, ...] = (),
 ) -> list[float]:
     """Exact values of ``learner`` fitted on ``data`` (labels: "reward" or "exact"; the funnel learner also
     takes the decisions' events), on business as usual's contacts, on the evaluation contexts: one value
-    per ``n_min`` of the conservative mode (0: the learner's greedy message)."""
+    per ``n_min`` of the conservative mode (0: the learner's greedy message), then one per
+    ``channel_n_mins`` held to business as usual's channel too (``contacts="channel"``); one fit serves
+    them all."""
     policy = SPIBB(
         scenario.action_space,
         tuple(scenario.segments),
@@ -130,8 +140,9 @@ def learner_values(
             data["context"][rows], data["action"][rows], data[labels][rows], data["propensity"][rows], **extra
         )
     out = []
-    for n_min in n_mins:  # the support counts do not depend on n_min: one fit serves every value
-        policy.n_min = float(n_min)
+    modes = [(n_min, SAFE["contacts"]) for n_min in n_mins] + [(n_min, "channel") for n_min in channel_n_mins]
+    for n_min, contacts in modes:  # the support counts depend on neither: one fit serves every value
+        policy.n_min, policy.contacts = float(n_min), contacts
         probs = policy.probabilities(ev["context"], ev["eligible"])
         out.append(float(np.einsum("ij,ij->i", probs, ev["er"]).mean()))
     return out
@@ -217,12 +228,14 @@ def main() -> None:
             (log, "the exploring logger"),
             (msg, "the logger, random messages"),
         ):
-            greedy, low, safe = learner_values(
-                scenario, data, "reward", ev, args.threads, (0.0, N_MIN_LOW, N_MIN), "lgbm_funnel"
+            greedy, low, safe, channel, channel_low = learner_values(
+                scenario, data, "reward", ev, args.threads, (0.0, N_MIN_LOW, N_MIN), "lgbm_funnel", (0.0, N_MIN_LOW)
             )
             add(f"funnel learner, {n:,} decisions of {source}, realised rewards", greedy)
             add(f"the same, conservative (n_min {N_MIN_LOW:g})", low)
             add(f"the same, conservative (n_min {N_MIN:g})", safe)
+            add("the same on business as usual's channel", channel)
+            add(f"the same on business as usual's channel, conservative (n_min {N_MIN_LOW:g})", channel_low)
     if args.json:
         args.json.write_text(
             json.dumps(
