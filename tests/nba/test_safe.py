@@ -140,11 +140,10 @@ def test_bootstrapped_actions_keep_the_baseline_probability_and_the_rest_goes_to
     np.testing.assert_array_equal(best, np.argmax(np.where(free, scores, -np.inf), axis=1))
 
 
-def test_keeping_contacts_moves_only_the_contact_mass_among_contacts(tmp_path):
-    """contacts="keep": where no contact is supported, its baseline probability stays, so the policy contacts as
-    often as the baseline; the freed contact mass goes to the learner's best supported contact."""
-    base = fitted()
-    policy = with_counts(base, contacts="keep")
+def contacts_kept(policy: SPIBB):
+    """A contact-keeping policy's distribution on the evaluation contexts, checked for what every such mode
+    guarantees (distributions on the mask, the baseline's probability on bootstrapped actions and on no
+    contact); returns the contexts, the mask, both distributions and the supported contacts."""
     X, mask = eval_contexts()
     p, pb = policy.probabilities(X, mask), policy.baseline_probabilities(X, mask)
     boot = policy.bootstrapped(X, mask)
@@ -154,6 +153,15 @@ def test_keeping_contacts_moves_only_the_contact_mass_among_contacts(tmp_path):
     np.testing.assert_allclose(p[:, 0], pb[:, 0], rtol=0, atol=1e-12)  # as often as the baseline
     free = mask & ~boot
     free[:, 0] = False
+    return X, mask, p, pb, free
+
+
+def test_keeping_contacts_moves_only_the_contact_mass_among_contacts(tmp_path):
+    """contacts="keep": where no contact is supported, its baseline probability stays, so the policy contacts as
+    often as the baseline; the freed contact mass goes to the learner's best supported contact."""
+    base = fitted()
+    policy = with_counts(base, contacts="keep")
+    X, mask, p, pb, free = contacts_kept(policy)
     some = free.any(axis=1)
     assert some.mean() > 0.8 and (pb[some, 0] < 1).any()  # most rows have a supported contact (0.86 here)
     extra = np.where(free, p, 0.0)[some]
@@ -175,15 +183,7 @@ def test_keeping_channels_moves_each_channels_mass_to_its_best_message(tmp_path)
     on the learner's best supported message there: the channel plan (so the sends) is the baseline's."""
     base = fitted()
     policy = with_counts(base, contacts="channel")
-    X, mask = eval_contexts()
-    p, pb = policy.probabilities(X, mask), policy.baseline_probabilities(X, mask)
-    boot = policy.bootstrapped(X, mask)
-    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-12)
-    assert np.all(p[~mask] == 0.0)
-    np.testing.assert_array_equal(p[boot], pb[boot])
-    np.testing.assert_allclose(p[:, 0], pb[:, 0], rtol=0, atol=1e-12)  # as often as the baseline
-    free = mask & ~boot
-    free[:, 0] = False
+    X, mask, p, pb, free = contacts_kept(policy)
     scores = policy.learner.scores(X)
     moved_rows = 0
     for c in range(SPACE.n_channels):
