@@ -402,14 +402,9 @@ def simulate(
     from nba.log import DecisionLog
 
     scenario = load_scenario(scenario_path)
-    base = build_policy(policy, scenario, params)
-    if not (0 <= epsilon <= 1 and 0 <= holdout <= 1 and epsilon + holdout <= 1):
-        raise JobError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, got {epsilon}, {holdout}")
-    if not 0 <= messages <= 1:
-        raise JobError(f"messages: the share of message exploration must be in [0, 1], got {messages}")
+    logging = explore(build_policy(policy, scenario, params), epsilon, holdout, messages)
     if decisions < 1:
         raise JobError(f"decisions: must be >= 1, got {decisions}")
-    logging = explore(base, epsilon, holdout, messages)
     with _start("simulate") as run, DecisionLog(log_url) as log:
         mlflow.log_params(
             {
@@ -505,16 +500,9 @@ def simulate_world(
     deployment = load_deployment(deployment_path)
     world = load_world(world_path, deployment)
     label, base, version = resolve_deployment_target(policy, deployment)
-    if not (0 <= epsilon <= 1 and 0 <= holdout <= 1 and epsilon + holdout <= 1):
-        raise JobError(f"epsilon: epsilon and holdout must be in [0, 1] with a sum <= 1, got {epsilon}, {holdout}")
-    if not 0 <= messages <= 1:
-        raise JobError(f"messages: the share of message exploration must be in [0, 1], got {messages}")
+    logging = explore(base, epsilon, holdout, messages)
     if customers < 1 or days < 1:
         raise JobError(f"customers: customers and days must be >= 1, got {customers} and {days}")
-    try:
-        logging = explore(base, epsilon, holdout, messages)
-    except ValueError as e:  # "space: ...": the deployment's actions hold no no-contact action
-        raise JobError(str(e)) from e
     with _start("simulate") as run, DecisionLog(log_url) as log:
         mlflow.log_params(
             {
@@ -603,8 +591,15 @@ def replay_logging(replay: Mapping[str, Any]) -> tuple[Scenario, Policy]:
 
 
 def explore(base: Policy, epsilon: float, holdout: float, messages: float = 0.0) -> Policy:
-    """``base`` with its exploration (:class:`nba.policies.Explore`), or ``base`` itself when it has none."""
-    return Explore(base, epsilon, holdout, messages) if epsilon or holdout or messages else base
+    """``base`` with its exploration (:class:`nba.policies.Explore`), or ``base`` itself when it has none;
+    JobError naming the field (``epsilon``, ``messages``, or ``space`` without a no-contact action) when
+    :class:`~nba.policies.Explore` refuses it."""
+    if not (epsilon or holdout or messages):
+        return base
+    try:
+        return Explore(base, epsilon, holdout, messages)
+    except ValueError as e:
+        raise JobError(str(e)) from e
 
 
 def find_simulation(log_url: str) -> dict[str, Any] | None:
