@@ -476,7 +476,6 @@ def synthetic_one_at_a_time(seed: int, decisions: int, chunk: int, progress: Cal
     for learner in learners.values():
         if isinstance(learner, VWCBExploreADF):
             learner.close()
-    floor = lints_floor(learners["lints"]) if "lints" in learners else None
     oracle, mean = er.max(axis=1).mean(), er.mean()
     out = {
         name: {
@@ -500,36 +499,6 @@ def synthetic_one_at_a_time(seed: int, decisions: int, chunk: int, progress: Cal
         "seed": seed,
         "actions": SYNTHETIC_ACTIONS,
         "features": SYNTHETIC_FEATURES,
-        "lints_floor": floor,
-    }
-
-
-def lints_floor(policy, reps: int = 300) -> dict:
-    """CPU time of the two steps every LinTS update must take, whatever else is made faster: drawing its
-    ``D x n_samples`` standard normals (the posterior samples are new after every update, and the generator's
-    stream is part of its state) and one rank-one update of its ``D x D`` Cholesky factor."""
-    import copy
-
-    from nba.policies.linear import _rank_one_update
-
-    size, m = policy.ridge.size, policy.n_samples
-    rng = np.random.default_rng(0)
-    c0 = time.thread_time()
-    for _ in range(reps):
-        rng.standard_normal((size, m))
-    normals = (time.thread_time() - c0) / reps
-    ws = copy.deepcopy(policy.ridge._ws)
-    rows = rng.standard_normal((reps, size)) * 0.01
-    c0 = time.thread_time()
-    for row in rows:
-        _rank_one_update(ws, row)
-    rank_one = (time.thread_time() - c0) / reps
-    return {
-        "size": size,
-        "n_samples": m,
-        "normals_us": normals * 1e6,
-        "rank_one_us": rank_one * 1e6,
-        "bound_cpu_decisions_per_s": 1.0 / (normals + rank_one),
     }
 
 
@@ -962,16 +931,6 @@ def main() -> None:
             f"uniform), oracle {synthetic['oracle']:.4f}, uniform {synthetic['uniform']:.4f}"
         )
         print(synthetic_table(synthetic))
-        floor = synthetic["lints_floor"]
-        if floor:
-            vw = synthetic["learners"]["vw_squarecb"]["cpu_decisions_per_s"]
-            print(
-                f"lints' floor: each update draws {floor['size']} x {floor['n_samples']} standard normals "
-                f"({floor['normals_us']:.0f} us CPU) and updates its {floor['size']} x {floor['size']} factor by "
-                f"rank one ({floor['rank_one_us']:.0f} us): at most "
-                f"{_fmt_rate(floor['bound_cpu_decisions_per_s'])} decisions/s of CPU time were nothing else done, "
-                f"against VW's {_fmt_rate(vw)} for everything"
-            )
         print()
     text, target_figures = targets(results, one_at_a_time, reachable)
     print(text)

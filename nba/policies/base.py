@@ -13,9 +13,9 @@ distribution. Hence:
 Every row of a mask has an eligible action; where the space has a no-contact action (always in a
 structured space, in a plain one if asked for: :mod:`nba.actions`), that one is eligible in every row.
 
-Randomised learners that sample parameters (Thompson sampling) draw their posterior samples when
-they *update*, from their own seeded generator, and keep them as state; their distribution is then
-the exact share of samples under which each action is best.
+Randomised learners that sample parameters (Thompson sampling) move their posterior samples when
+they *update*, with normals from their own seeded generator, and keep them as state; their
+distribution is then the exact share of samples under which each action is best.
 
 A policy implements :class:`Policy`; :func:`act` does the rest.
 """
@@ -242,12 +242,11 @@ def inverse_gap(scores: np.ndarray, mask: np.ndarray, gamma: float) -> np.ndarra
 
 def share_of_argmax(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(N, A) share of ``samples`` (M, N, A) under which each eligible action is best."""
-    m = samples.shape[0]
-    best = masked_argmax(samples, np.broadcast_to(mask[None], samples.shape), axis=2)  # (M, N)
-    out = np.zeros(mask.shape)
-    rows = np.broadcast_to(np.arange(mask.shape[0]), best.shape)
-    np.add.at(out, (rows.ravel(), best.ravel()), 1.0 / m)
-    return out
+    m, (n, a) = samples.shape[0], mask.shape
+    best = masked_argmax(samples, mask[None], axis=2)  # (M, N); the mask broadcasts over samples
+    best += np.arange(n) * a  # each (row, action) its own bin
+    counts = np.bincount(best.ravel(), minlength=n * a)
+    return (counts / m).reshape(n, a)
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ catalogue.matrix[a]]``, i.e. ``[1, contact, channel one-hot, slot one-hot, encod
 structured space, ``[1, (contact,) encoded features]`` on a plain one. The encoding is frozen with the
 catalogue, so the size of ``phi`` does not depend on which offers there are: ``policy.with_catalogue(new)``
 re-encodes ``new`` the policy's way and gives a learner on its space that keeps ``A``, ``b``, ``theta``,
-the reward moments (``sigma``) and, for LinTS, its samples and generator. A new offer is scored, and
+the reward moments (``sigma``) and, for LinTS, its normals and generator. A new offer is scored, and
 explored (its width ``phi^T A^-1 phi`` is large where its features are new), from what offers like it
 taught; a retired one is not in the new space. The catalogue is saved with the learner (its data in the
 JSON parameters, its matrix among the arrays); without one, nothing changes.
@@ -24,26 +24,28 @@ JSON parameters, its matrix among the arrays); without one, nothing changes.
 Both learners share one ridge regression (:class:`Ridge`): ``A = lambda I + sum phi phi^T`` and
 ``b = sum r phi``, accumulated in blocks (a batch adds ``x x^T`` per distinct action to the
 (g, h) blocks of that action's active features; the rows of small batches reach ``A`` together,
-in one product, when ``A`` is next read). What each learner needs of ``A`` is kept up to date at the
-cost of the batch's size, not of ``A``'s cube:
-
-* :class:`LinUCB` needs ``A^-1`` (its widths) and keeps it: a batch of ``k <= D / 8`` rows is a
-  rank-``k`` Woodbury update (``O(k D^2)``), a larger one refactorises (Cholesky, then its inverse).
-* :class:`LinTS` needs the Cholesky factor ``A = L L^T`` (its samples) and keeps it: a batch of one
-  or two rows is as many rank-one updates of ``L`` (``O(D^2)``, :func:`_rank_one_update`), a larger
-  one refactorises.
-
-Every ``D`` rows folded in incrementally, the factor or the inverse is recomputed from ``A``, so
-rounding cannot accumulate; between two such refreshes they match a fresh solve to about 1e-12
+in one product, when ``A`` is next read). Both read ``A^-1``, kept up to date at the cost of the
+batch's size, not of ``A``'s cube: a batch of ``k <= D / 8`` rows is a rank-``k`` Woodbury update
+(``O(k D^2)``; one row, Sherman-Morrison), a larger one refactorises (Cholesky, then its inverse).
+Every ``D`` rows folded in incrementally, the inverse is recomputed from ``A``, so rounding cannot
+accumulate; between two such refreshes it matches a fresh solve to about 1e-12
 (``tests/nba/test_linear.py``).
 
 * :class:`LinUCB` picks ``argmax theta.phi + alpha * sigma * sqrt(phi^T A^-1 phi)`` (exact width).
-* :class:`LinTS` draws ``n_samples`` parameter vectors ``theta + v * sigma * L^-T z`` (``A = L L^T``,
-  ``z`` standard normal from its own seeded generator, so results do not depend on the BLAS build)
-  when it updates, and its distribution is the exact share of samples under which each action wins.
-  ``z`` is drawn at the update; the samples are computed when first needed, and a few contexts
-  (``N * A <= n_samples``) are scored through ``L^-1 phi`` without them (the same numbers, summed in
-  another order).
+* :class:`LinTS` keeps ``n_samples`` posterior samples ``theta + v * sigma * A^-1 W`` and its
+  distribution is the exact share of them under which each action wins. ``W`` (D x M) are perturbed
+  right-hand sides with ``W ~ N(0, A)`` column by column, so each deviation ``A^-1 W`` is ``N(0,
+  A^-1)``, a draw from the ridge posterior. They are drawn afresh, ``W = L Z`` (``A = L L^T``, ``Z``
+  standard normals), whenever the inverse is recomputed from ``A``: at every large batch and every
+  ``D`` rows. Between two such draws each row ``phi`` learnt one at a time adds ``phi e^T`` (``e``,
+  ``M`` standard normals), which keeps ``W ~ N(0, A)`` as ``A`` grows, and ``A^-1 W`` moves with the
+  inverse at ``O(D M)`` a row: the perturbed-observation form of ensemble sampling (Lu & Van Roy,
+  2017), exact for rows the samples did not choose, approximate for the rows they did until the next
+  fresh draw. So a decision learnt one at a time costs ``M`` normals and ``O(D M)`` beside LinUCB's,
+  where redrawing at every update would cost ``D M`` normals and a triangular solve. Every normal comes
+  from the policy's own seeded generator (results do not depend on the BLAS build). A few contexts
+  are scored through ``A^-1 W`` directly, more through the samples' score matrix, built once per
+  update (the same numbers, summed in another order).
 
 ``sigma`` is the running standard deviation of observed rewards, so ``alpha`` and ``v`` are unitless.
 
@@ -61,7 +63,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.linalg.blas import dger, dtrsm, dtrsv
+from scipy.linalg.blas import dger, dtrsm
 from scipy.linalg.lapack import dpotrf, dpotri
 
 from nba.actions import ActionSpace
@@ -69,10 +71,8 @@ from nba.catalogue import Catalogue
 from nba.policies.base import check_propensities, greedy, share_of_argmax
 
 BLAS_THREADS = 1  # BLAS threads inside the linear learners' methods (module docstring)
-RANK_ONE_MAX = 2  # LinTS: a batch of at most this many rows updates the factor row by row, more refactorise
-WOODBURY_SHARE = 8  # LinUCB: a batch of at most D / WOODBURY_SHARE rows updates A^-1 by Woodbury
-SMALL_BATCH = 16  # contexts up to which widths are read off A^-1 directly (more: through a cached layout)
-BLOCK = 8  # rows per block of the rank-one update's suffix sums (_rank_one_update)
+WOODBURY_SHARE = 8  # a batch of at most D / WOODBURY_SHARE rows updates A^-1 by Woodbury
+SMALL_BATCH = 16  # contexts up to which Ridge.blocks reads A^-1 directly (more: through a cached layout)
 SAMPLE_BYTES = 1 << 26  # LinTS: bytes of (M, rows, A) sampled scores built at a time (bounded whatever the batch)
 
 
@@ -126,7 +126,7 @@ def pinned_blas(method):
     return wrapper
 
 
-# ----------------------------------------------------------------------------- factor updates
+# ----------------------------------------------------------------------------- action features
 def action_design(space: ActionSpace, catalogue: Catalogue | None = None) -> np.ndarray:
     """(A, 1 + d_a) action features with the always-on baseline column first: ``[1, space.features()]``, or
     with a catalogue (of this space), ``[1, catalogue.matrix]``."""
@@ -134,94 +134,46 @@ def action_design(space: ActionSpace, catalogue: Catalogue | None = None) -> np.
     return np.hstack([np.ones((space.n_actions, 1), np.float64), features.astype(np.float64)])
 
 
-class _RankOne:
-    """The factor's rows and the workspace of :func:`_rank_one_update` for one size ``D``: allocated once
-    (fresh temporaries of ``D^2`` doubles cost page faults on every call), on the first update (a learner
-    fed only large batches never needs it)."""
-
-    def __init__(self, size: int, block: int = BLOCK) -> None:
-        self.size, self.block = size, block
-        self.blocks = m = -(-size // block)
-        self.U = np.zeros((m * block, size))  # the factor's rows, padded with zero rows to whole blocks
-        self.out: np.ndarray | None = None  # the next factor's rows, (m * block, D)
-        self.aug: np.ndarray | None = None  # each block's rows, then the sum of all later blocks' p_i U_i
-        self.K = np.zeros((m, block, block + 1))
-        self.p = np.zeros(m * block)
-        self.strict = np.triu(np.ones((block, block)), 1)
-        self.later = np.triu(np.ones((m, m)), 1)  # later[J, K] = 1 for the blocks K after J
-        self.diag = np.arange(block)
-
-
-def _rank_one_update(ws: _RankOne, phi: np.ndarray) -> None:
-    """``U <- U'`` with ``U'^T U' = U^T U + phi phi^T`` (``U = ws.U[:D]``, upper triangular), in O(D^2).
-
-    With ``p = U^-T phi``, ``U' = M U`` where ``M = diag(d) + strict_upper(q p^T)``,
-    ``t_j = 1 + sum_{i <= j} p_i^2``, ``d_j = sqrt(t_j / t_{j-1})``, ``q_j = p_j / sqrt(t_j t_{j-1})``
-    (the Cholesky factor of ``I + p p^T``, transposed; Gill, Golub, Murray & Saunders, 1974). Row ``j``
-    of ``M U`` is ``d_j U_j + q_j sum_{i > j} p_i U_i``: a suffix sum over rows, done by blocks of
-    :data:`BLOCK` rows as one batched matrix product, ``[M_JJ | q_J] @ [U_J ; sum_{K > J} p_K^T U_K]``
-    for every block ``J``, so the work is a few passes over ``U`` instead of ``D`` Python steps.
-    """
-    n, b, m = ws.size, ws.block, ws.blocks
-    if ws.out is None or ws.aug is None:
-        ws.out, ws.aug = np.zeros_like(ws.U), np.zeros((m, b + 1, n))
-    U, out, aug = ws.U, ws.out, ws.aug
-    ws.p[:n] = dtrsv(U[:n].T, phi, lower=1)  # L p = phi with L = U^T (U's rows are L's columns)
-    p = ws.p
-    t = np.cumsum(p * p)
-    t += 1.0
-    t_before = np.empty_like(t)
-    t_before[0] = 1.0
-    t_before[1:] = t[:-1]
-    P, Q = p.reshape(m, b), (p / np.sqrt(t * t_before)).reshape(m, b)
-    K = ws.K
-    np.multiply(Q[:, :, None], P[:, None, :], out=K[:, :, :b])
-    K[:, :, :b] *= ws.strict
-    K[:, ws.diag, ws.diag] = np.sqrt(t / t_before).reshape(m, b)
-    K[:, :, b] = Q
-    U3 = U.reshape(m, b, n)
-    aug[:, :b, :] = U3
-    np.matmul(ws.later, np.matmul(P[:, None, :], U3)[:, 0, :], out=aug[:, b, :])
-    np.matmul(K, aug, out=out.reshape(m, b, n))
-    ws.U, ws.out = out, U
-
-
 # ----------------------------------------------------------------------------- ridge
 class Ridge:
-    """Ridge statistics over phi(x, a) = psi(a) (x) [x, 1], kept in (group, context) blocks.
+    """Ridge statistics over phi(x, a) = psi(a) (x) [x, 1], kept in (group, context) blocks, with ``A^-1`` kept
+    up to date incrementally (module docstring). Rows folded in incrementally reach ``A`` itself when it is
+    next read (one matrix product for all of them instead of a pass over ``A`` per row).
 
-    ``keep`` is what the learner reads besides ``theta``: ``"inverse"`` (``A^-1``, for widths) or
-    ``"factor"`` (the Cholesky factor, for posterior samples); it is kept up to date incrementally
-    (module docstring), and the other is computed from ``A`` on demand. Rows folded in incrementally
-    reach ``A`` itself when it is next read (one matrix product for all of them instead of a pass over
-    ``A`` per row).
+    Given a generator ``normals``, it also keeps ``samples`` perturbed right-hand sides ``W`` (D, M) with
+    ``W ~ N(0, A)`` column by column, and their solutions ``A^-1 W ~ N(0, A^-1)`` (``deviation``): drawn
+    afresh whenever the inverse is recomputed from ``A`` (:meth:`_factorise`), moved by ``phi e^T`` for
+    every row folded in incrementally (``e``, M standard normals from ``normals``): LinTS's samples.
     """
 
-    KEEPS = ("inverse", "factor")
-
     def __init__(
-        self, space: ActionSpace, dim: int, lam: float = 1.0, keep: str = "factor", catalogue: Catalogue | None = None
+        self,
+        space: ActionSpace,
+        dim: int,
+        lam: float = 1.0,
+        catalogue: Catalogue | None = None,
+        normals: np.random.Generator | None = None,
+        samples: int = 0,
     ) -> None:
         if lam <= 0:
             raise ValueError(f"lam: must be > 0, got {lam!r}")
-        if keep not in self.KEEPS:
-            raise ValueError(f"keep: expected one of {self.KEEPS}, got {keep!r}")
-        self.space, self.dim, self.lam, self.keep = space, dim, lam, keep
+        self.space, self.dim, self.lam = space, dim, lam
         self.psi = action_design(space, catalogue)
         self.binary = bool(np.isin(self.psi, (0.0, 1.0)).all())  # one-hots: A gains whole blocks (_add_blocks)
         self.dx = dim + 1
         self.da = self.psi.shape[1]
         self.size = self.da * self.dx
         self._A = lam * np.eye(self.size)
-        self._pending: list[np.ndarray] = []  # (k, D) rows phi already in b and the kept factor or inverse, not in A
+        self._pending: list[np.ndarray] = []  # (k, D) rows phi already in b and the inverse, not in A
         self.b = np.zeros(self.size)
         self.n = 0
         self.reward_sum = 0.0
         self.reward_sq = 0.0
-        self.since = 0  # rows folded into the kept factor or inverse since it was last computed from A
-        self._ws = _RankOne(self.size) if keep == "factor" else None
-        self._inverse: np.ndarray | None = None  # A^-1: kept (keep="inverse"), or cached from the factor
-        self._factor: np.ndarray | None = None  # L, cached from A when the inverse is kept
+        self.since = 0  # rows folded into the inverse since it was last computed from A
+        self.inverse: np.ndarray  # A^-1, kept up to date (set by _factorise)
+        # A^-1 W (D, M) for perturbed right-hand sides W, kept when ``normals`` (their generator) is given
+        self._normals = normals
+        self.deviation: np.ndarray | None = None if normals is None else np.zeros((self.size, samples))
         self._cov4: np.ndarray | None = None
         self._theta_psi: np.ndarray | None = None
         self.theta = np.zeros(self.size)
@@ -255,79 +207,60 @@ class Ridge:
         var = (self.reward_sq - self.reward_sum**2 / self.n) / (self.n - 1)
         return float(np.sqrt(max(var, 1e-12)))
 
-    # ---- the kept factor or inverse
-    @property
-    def factor(self) -> np.ndarray:
-        """Lower Cholesky factor ``L`` of ``A`` (Fortran order; computed from ``A`` if the inverse is kept)."""
-        if self._ws is not None:  # keep == "factor"
-            return self._ws.U[: self.size].T
-        if self._factor is None:
-            self._factor = _cholesky(self.A)
-        return self._factor
-
-    @property
-    def inverse(self) -> np.ndarray:
-        """``A^-1`` (computed from the factor if the factor is kept, cached until the next update)."""
-        if self._inverse is None:
-            self._inverse = _inverse_of(self.factor)
-        return self._inverse
-
-    def _factorise(self) -> None:
-        """Compute the kept factor or inverse, and ``theta``, from ``A`` and ``b``."""
+    # ---- the kept inverse
+    def _factorise(self, redraw: bool = True) -> None:
+        """Compute the inverse and ``theta`` from ``A`` and ``b``; with deviations kept (and ``redraw``), draw
+        them afresh: ``W = L Z`` (``A = L L^T``, ``Z`` standard normals), so ``A^-1 W = L^-T Z``."""
         L = _cholesky(self.A)
-        if self._ws is not None:  # keep == "factor"
-            self._ws.U[: self.size] = L.T
-        else:
-            self._inverse = _inverse_of(L)
+        self.inverse = _inverse_of(L)
         self.since = 0
+        if self._normals is not None and self.deviation is not None and redraw:
+            Z = self._normals.standard_normal(self.deviation.shape)
+            self.deviation = np.ascontiguousarray(dtrsm(1.0, L, Z, lower=1, trans_a=1))  # L^T S = Z
         self._solve()
 
     def _solve(self) -> None:
-        """``theta`` from ``b`` and the kept factor or inverse."""
-        if self.keep == "inverse":
-            self.theta = self.inverse @ self.b
-        else:
-            L = self.factor
-            self.theta = dtrsv(L, dtrsv(L, self.b, lower=1), lower=1, trans=1)
+        """``theta`` from ``b`` and the inverse."""
+        self.theta = self.inverse @ self.b
         self._changed()
 
     def _changed(self) -> None:
-        """Forget what derives from the kept factor or inverse and ``theta``."""
-        if self.keep == "factor":
-            self._inverse = None
-        self._factor = self._cov4 = self._theta_psi = None
+        """Forget what derives from the inverse and ``theta``."""
+        self._cov4 = self._theta_psi = None
 
     # ---- learning
     def add(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
-        """Fold a validated batch into ``A`` and ``b``, then into the kept factor or inverse."""
+        """Fold a validated batch into ``A`` and ``b``, then into the inverse and the deviations if kept."""
         Xa = self._aug(X)
         k = len(rewards)
         self.n += k
         self.reward_sum += float(rewards.sum())
         self.reward_sq += float((rewards**2).sum())
-        limit = RANK_ONE_MAX if self.keep == "factor" else self.size // WOODBURY_SHARE
-        if k > limit or self.since + k > self.size:
+        if k > self.size // WOODBURY_SHARE or self.since + k > self.size:
             self._add_blocks(Xa, actions, rewards)
             self._factorise()
             return
+        S, noise = self.deviation, None
+        if S is not None and self._normals is not None:
+            noise = self._normals.standard_normal((k, S.shape[1]))
         phi = (self.psi[actions][:, :, None] * Xa[:, None, :]).reshape(k, -1)  # (k, D) rows phi(x, a)
         self._pending.append(phi)
         self.since += k
-        if self._ws is not None:  # keep == "factor"
-            self.b += phi.T @ rewards
-            for row in phi:
-                _rank_one_update(self._ws, row)
-            self._solve()
-        elif k == 1:  # Sherman-Morrison, and theta moved along A^-1 phi by the residual
-            inv = self.inverse  # the kept inverse itself, updated in place
+        if k == 1:  # Sherman-Morrison, and theta moved along A^-1 phi by the residual
+            inv = self.inverse  # updated in place
             u = inv @ phi[0]
             s = 1.0 + float(phi[0] @ u)
             residual = float(rewards[0]) - float(phi[0] @ self.theta)
+            if S is not None and noise is not None:  # W += phi e^T: A^-1 W moves by A'^-1 phi (e - phi^T S)
+                self.deviation = dger(1.0 / s, noise[0] - phi[0] @ S, u, a=S.T, overwrite_a=1).T  # in place
             dger(-1.0 / s, u, u, a=inv.T, overwrite_a=1)  # symmetric: its .T is Fortran order
             self.b += float(rewards[0]) * phi[0]
             self.theta = self.theta + (residual / s) * u
             self._changed()
         else:
+            if S is not None and noise is not None:  # W += phi^T e: S' = S + U (I + phi U)^-1 (e - phi S)
+                U = self.inverse @ phi.T
+                S += U @ np.linalg.solve(np.eye(k) + phi @ U, noise - phi @ S)
             _woodbury(self.inverse, phi)
             self.b += phi.T @ rewards
             self._solve()
@@ -361,14 +294,9 @@ class Ridge:
                     A4[g, :, h, :] += grams[i]
 
     # ---- predictions
-    def scores(self, X: np.ndarray, theta: np.ndarray | None = None) -> np.ndarray:
-        """(N, A) predicted reward of every action (``theta`` (D,) or (M, D) for several)."""
-        Xa = self._aug(X)
-        if theta is None:
-            return Xa @ self.theta_psi
-        if theta.ndim == 1:
-            return Xa @ theta.reshape(self.da, self.dx).T @ self.psi.T
-        return sample_scores(Xa, score_matrix(theta, self.psi, self.dx))
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """(N, A) predicted reward of every action."""
+        return self._aug(X) @ self.theta_psi
 
     @property
     def theta_psi(self) -> np.ndarray:
@@ -383,23 +311,21 @@ class Ridge:
 
     def widths_aug(self, Xa: np.ndarray, chunk: int = 256) -> np.ndarray:
         """:meth:`widths` of contexts already carrying their intercept, ``Xa = [X, 1]``."""
-        if Xa.shape[0] <= SMALL_BATCH:
-            return np.sqrt(np.maximum(self._quadratic_small(Xa), 0.0))
-        cov4 = self._cov()
         out = np.empty((Xa.shape[0], self.space.n_actions))
         for s in range(0, Xa.shape[0], chunk):
-            x = Xa[s : s + chunk]
-            y = (x @ cov4).reshape(len(x), self.da, self.da, self.dx)
-            q = np.einsum("nghj,nj->ngh", y, x)
-            out[s : s + chunk] = np.einsum("ag,ngh,ah->na", self.psi, q, self.psi, optimize=True)
+            out[s : s + chunk] = np.einsum("ag,ngh,ah->na", self.psi, self.blocks(Xa[s : s + chunk]), self.psi)
         return np.sqrt(np.maximum(out, 0.0))
 
-    def _quadratic_small(self, Xa: np.ndarray) -> np.ndarray:
-        """(N, A) phi^T A^-1 phi for a few contexts, read off A^-1 in place (no re-laid copy)."""
+    def blocks(self, Xa: np.ndarray) -> np.ndarray:
+        """(N, da, da) ``Q_x[g, h] = x^T (A^-1)_{gh} x`` for contexts ``Xa = [X, 1]``: the covariance, over the
+        action features' groups, of the scores' posterior noise (``phi^T A^-1 phi = psi Q_x psi^T``). A few
+        contexts read ``A^-1`` in place; more go through a cached layout of it."""
         da, dx, n = self.da, self.dx, Xa.shape[0]
-        z = (self.inverse.reshape(-1, dx) @ Xa.T).reshape(da, dx, da, n)  # [g, i, h, n] = A^-1[(g, i), h-block] x_n
-        q = np.einsum("gihn,ni->ngh", z, Xa)  # x_n^T A^-1[g-block, h-block] x_n
-        return np.einsum("nga,ag->na", q @ self.psi.T, self.psi)
+        if n <= SMALL_BATCH:
+            z = (self.inverse.reshape(-1, dx) @ Xa.T).reshape(da, dx, da, n)  # [g, i, h, n] = A^-1[(g, i), h-block] x_n
+            return np.einsum("gihn,ni->ngh", z, Xa)
+        y = (Xa @ self._cov()).reshape(n, da, da, dx)
+        return np.einsum("nghj,nj->ngh", y, Xa)
 
     def _cov(self) -> np.ndarray:
         """A^-1 laid out (dx, da * da * dx) for the width computation, cached until the next update."""
@@ -410,39 +336,50 @@ class Ridge:
 
     # ---- state
     def arrays(self) -> dict[str, np.ndarray]:
-        """``A``, ``b`` and the reward moments; after incremental updates, also the kept factor (``U = L^T``)
-        or inverse, ``theta`` and the rows folded in since, so that a loaded learner continues bit for bit."""
+        """``A``, ``b``, the reward moments and the deviations if kept; after incremental updates, also the
+        kept inverse, ``theta`` and the rows folded in since, so that a loaded learner continues bit for bit."""
         out = {"A": self.A, "b": self.b, "reward_moments": np.array([self.n, self.reward_sum, self.reward_sq])}
+        if self.deviation is not None:
+            out["deviation"] = self.deviation
         if self.since:
             out["incremental_rows"] = np.array([self.since])
-            out["kept"] = self._ws.U[: self.size] if self._ws is not None else self.inverse
+            out["kept"] = self.inverse
             out["theta"] = self.theta
         return out
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        """Take back the statistics :meth:`arrays` gave (ValueError naming ``A`` for another size)."""
+        """Take back the statistics :meth:`arrays` gave (ValueError naming ``A`` for another size, and the
+        deviations where this ridge keeps them and ``arrays`` has none of their shape)."""
         A = np.array(arrays["A"], np.float64)
         if A.shape != (self.size, self.size):
             raise ValueError(
                 f"A: expected shape {(self.size, self.size)} (the action and context features' size), got {A.shape}"
             )
+        saved = None
+        if self.deviation is not None:
+            S = arrays.get("deviation")
+            if S is None or np.shape(S) != self.deviation.shape:
+                raise ValueError(
+                    f"deviation: expected shape {self.deviation.shape}, got {'none' if S is None else np.shape(S)} "
+                    "(a LinTS saved before it kept deviations: train it again)"
+                )
+            saved = np.array(S, np.float64)
         self.A = A
         self.b = np.array(arrays["b"], np.float64)
         n, s, sq = arrays["reward_moments"]
         self.n, self.reward_sum, self.reward_sq = int(n), float(s), float(sq)
         if "kept" not in arrays:
-            self._factorise()
-            return
-        kept = np.array(arrays["kept"], np.float64)
-        if kept.shape != self.A.shape:
-            raise ValueError(f"kept: expected shape {self.A.shape}, got {kept.shape}")
-        if self._ws is not None:  # keep == "factor"
-            self._ws.U[: self.size] = kept
+            self._factorise(redraw=False)
         else:
-            self._inverse = kept
-        self.since = int(np.asarray(arrays["incremental_rows"]).ravel()[0])
-        self.theta = np.array(arrays["theta"], np.float64)
-        self._changed()
+            kept = np.array(arrays["kept"], np.float64)
+            if kept.shape != self.A.shape:
+                raise ValueError(f"kept: expected shape {self.A.shape}, got {kept.shape}")
+            self.inverse = kept
+            self.since = int(np.asarray(arrays["incremental_rows"]).ravel()[0])
+            self.theta = np.array(arrays["theta"], np.float64)
+            self._changed()
+        if saved is not None:
+            self.deviation = saved
 
 
 def _cholesky(A: np.ndarray) -> np.ndarray:
@@ -557,7 +494,7 @@ class LinUCB:
             raise ValueError(f"alpha: must be >= 0, got {alpha!r}")
         _check_catalogue(space, catalogue)
         self.space, self.dim, self.alpha, self.catalogue = space, dim, alpha, catalogue
-        self.ridge = Ridge(space, dim, lam, keep="inverse", catalogue=catalogue)
+        self.ridge = Ridge(space, dim, lam, catalogue=catalogue)
 
     @pinned_blas
     def scores(self, X: np.ndarray) -> np.ndarray:
@@ -597,7 +534,8 @@ class LinUCB:
 
 
 class LinTS:
-    """Linear Thompson sampling with posterior samples drawn at update time (exact propensities)."""
+    """Linear Thompson sampling on ``n_samples`` perturbed posterior samples kept up to date (module
+    docstring): exact propensities, the share of samples under which each action wins."""
 
     name: ClassVar[str] = "lints"
 
@@ -619,25 +557,42 @@ class LinTS:
         _check_catalogue(space, catalogue)
         self.space, self.dim, self.v, self.n_samples, self.seed = space, dim, v, n_samples, seed
         self.catalogue = catalogue
-        self.ridge = Ridge(space, dim, lam, keep="factor", catalogue=catalogue)
         self.rng = np.random.default_rng(seed)
-        self._samples: np.ndarray | None = None
+        self.ridge = Ridge(space, dim, lam, catalogue=catalogue, normals=self.rng, samples=n_samples)
         self._G: np.ndarray | None = None
-        self._draw()
 
-    def _draw(self) -> None:
-        """New posterior samples, drawn from the generator now and computed when first needed (``samples``)."""
-        self._z = self.rng.standard_normal((self.ridge.size, self.n_samples))  # (D, M)
-        self._samples = self._G = None
+    @property
+    def deviation(self) -> np.ndarray:
+        """(D, M) ``A^-1 W``: the samples' deviations from ``theta`` before their scale ``v * sigma``."""
+        dev = self.ridge.deviation
+        if dev is None:  # perturbed from the constructor on
+            raise RuntimeError("LinTS's ridge keeps no deviations")
+        return dev
 
     @property
     def samples(self) -> np.ndarray:
-        """(M, D) posterior samples ``theta + v * sigma * L^-T z`` of the last update's ``z``."""
-        if self._samples is None:
-            r = self.ridge
-            noise = dtrsm(1.0, r.factor, self._z.T, side=1, lower=1)  # (M, D): z^T L^-1 = (L^-T z)^T ~ N(0, A^-1)
-            self._samples = np.ascontiguousarray(r.theta + self.v * r.sigma * noise)
-        return self._samples
+        """(M, D) the posterior samples ``theta + v * sigma * A^-1 W``."""
+        r = self.ridge
+        return r.theta + (self.v * r.sigma) * self.deviation.T
+
+    def _few(self, n: int) -> bool:
+        """Whether ``n`` contexts cost less scored through the deviations (``M (D + A d_a)`` each) than through
+        the samples' score matrix (``M A d_x`` each, once it is built for ``M A D``; kept until the next update)."""
+        r, a = self.ridge, self.space.n_actions
+        return self._G is None and n * (r.size + a * r.da - a * r.dx) < a * r.size
+
+    def _sample_scores(self, Xa: np.ndarray, G: np.ndarray | None) -> np.ndarray:
+        """(M, N, A) every action's score under each sample, for contexts ``Xa = [X, 1]``: through the score
+        matrix ``G`` if given, else through the deviations."""
+        r, m = self.ridge, self.n_samples
+        if G is not None:
+            return sample_scores(Xa, G)
+        # x through the deviations laid out (dx, da * M), then the action features: (M, N, A)
+        dev = self.deviation.reshape(r.da, r.dx, m).transpose(1, 0, 2).reshape(r.dx, -1)
+        noise = np.matmul((Xa @ dev).reshape(-1, r.da, m).transpose(2, 0, 1), r.psi.T)
+        noise *= self.v * r.sigma
+        noise += Xa @ r.theta_psi
+        return noise
 
     @pinned_blas
     def scores(self, X: np.ndarray) -> np.ndarray:
@@ -649,37 +604,32 @@ class LinTS:
         """(N, A) the share of the ``n_samples`` posterior samples under which each eligible action scores best."""
         r = self.ridge
         Xa = r._aug(X)
-        n, a = Xa.shape[0], r.psi.shape[0]
-        if self._samples is None and n * a <= self.n_samples:
-            # a few contexts: their actions' features through L^-1 cost less than the M samples through it
-            phi = (r.psi[None, :, :, None] * Xa[:, None, None, :]).reshape(-1, r.size)  # (N * A, D)
-            y = dtrsm(1.0, r.factor, phi.T, lower=1, overwrite_b=1)  # (D, N * A): L^-1 phi
-            noise = (y.T @ self._z).reshape(n, a, self.n_samples)
-            scores = (Xa @ r.theta_psi)[:, :, None] + self.v * r.sigma * noise
-            return share_of_argmax(scores.transpose(2, 0, 1), mask)
-        if self._G is None:
+        n, a = Xa.shape[0], self.space.n_actions
+        if not self._few(n) and self._G is None:
             self._G = score_matrix(self.samples, r.psi, r.dx)
+        G = self._G
         # the (M, N, A) scores a chunk of contexts at a time: memory stays bounded for large batches (an
         # evaluation log of 100,000 contexts would otherwise build 5.8 GB of them at 32 samples x 225 actions)
         step = max(1, SAMPLE_BYTES // (8 * self.n_samples * a))
         if n <= step:
-            return share_of_argmax(sample_scores(Xa, self._G), mask)
+            return share_of_argmax(self._sample_scores(Xa, G), mask)
         out = np.empty((n, a))
         for start in range(0, n, step):
             rows = slice(start, start + step)
-            out[rows] = share_of_argmax(sample_scores(Xa[rows], self._G), mask[rows])
+            out[rows] = share_of_argmax(self._sample_scores(Xa[rows], G), mask[rows])
         return out
 
     @pinned_blas
     def update(self, X, actions, rewards, propensities=None) -> LinTS:
-        """Add the batch to the ridge regression and draw new posterior samples. Returns self."""
+        """Add the batch to the ridge regression; the samples move with the posterior (drawn afresh when the
+        ridge refactorises, perturbed row by row between). Returns self."""
         self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
-        self._draw()
+        self._G = None
         return self
 
     def get_state(self):
-        """(parameters, the generator's state and the catalogue if any; the ridge's arrays and the posterior
-        samples; no models)."""
+        """(parameters, the generator's state and the catalogue if any; the ridge's arrays, its deviations
+        included; no models)."""
         params: dict[str, Any] = {
             "dim": self.dim,
             "v": self.v,
@@ -694,23 +644,21 @@ class LinTS:
             "has_uint32": state["has_uint32"],
             "uinteger": str(state["uinteger"]),
         }
-        return (*_state_with_catalogue(self.catalogue, params, {**self.ridge.arrays(), "samples": self.samples}), {})
+        return (*_state_with_catalogue(self.catalogue, params, self.ridge.arrays()), {})
 
     def with_catalogue(self, catalogue: Catalogue) -> LinTS:
-        """A LinTS on ``catalogue``'s space that keeps all this one learnt, its posterior samples and generator
-        included (module docstring, *Catalogues*)."""
+        """A LinTS on ``catalogue``'s space that keeps all this one learnt, its samples and generator included
+        (module docstring, *Catalogues*)."""
         return _moved(self, catalogue)
 
     @classmethod
     @pinned_blas
     def from_state(cls, space, params, arrays, models):
-        """The LinTS :meth:`get_state` described: same ridge, same posterior samples, same generator state."""
+        """The LinTS :meth:`get_state` described: same ridge and samples, same generator state."""
         params = _catalogue_of_state(space, params, arrays)
         rng_state = params.pop("rng_state")
         policy = cls(space, **params)
         policy.ridge.restore(arrays)
-        policy._z, policy._G = None, None  # the samples are the saved ones until the next update
-        policy._samples = np.ascontiguousarray(arrays["samples"], np.float64)
         policy.rng.bit_generator.state = {
             "bit_generator": rng_state["bit_generator"],
             "state": {k: int(v) for k, v in rng_state["state"].items()},
