@@ -26,7 +26,8 @@ Both learners share one ridge regression (:class:`Ridge`): ``A = lambda I + sum 
 (g, h) blocks of that action's active features; the rows of small batches reach ``A`` together,
 in one product, when ``A`` is next read). Both read ``A^-1``, kept up to date at the cost of the
 batch's size, not of ``A``'s cube: a batch of ``k <= D / 8`` rows is a rank-``k`` Woodbury update
-(``O(k D^2)``; one row, Sherman-Morrison), a larger one refactorises (Cholesky, then its inverse).
+(``O(k D^2)``; one row, Sherman-Morrison), a larger one refactorises (Cholesky; the inverse is
+computed from the factor when next read, so a learner fed only large batches never computes it).
 Every ``D`` rows folded in incrementally, the inverse is recomputed from ``A``, so rounding cannot
 accumulate; between two such refreshes it matches a fresh solve to about 1e-12
 (``tests/nba/test_linear.py``).
@@ -64,7 +65,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.linalg.blas import dger, dtrsm
-from scipy.linalg.lapack import dpotrf, dpotri
+from scipy.linalg.lapack import dpotrf, dpotri, dpotrs
 
 from nba.actions import ActionSpace
 from nba.catalogue import Catalogue
@@ -170,7 +171,8 @@ class Ridge:
         self.reward_sum = 0.0
         self.reward_sq = 0.0
         self.since = 0  # rows folded into the inverse since it was last computed from A
-        self.inverse: np.ndarray  # A^-1, kept up to date (set by _factorise)
+        self._inverse: np.ndarray | None = None  # A^-1, kept up to date once read (computed from _factor)
+        self._factor: np.ndarray | None = None  # A's Cholesky factor, while no row has been folded in since
         # A^-1 W (D, M) for perturbed right-hand sides W, kept when ``normals`` (their generator) is given
         self._normals = normals
         self.deviation: np.ndarray | None = None if normals is None else np.zeros((self.size, samples))
@@ -208,19 +210,33 @@ class Ridge:
         return float(np.sqrt(max(var, 1e-12)))
 
     # ---- the kept inverse
+    @property
+    def inverse(self) -> np.ndarray:
+        """``A^-1``: computed from the factor when first read after a refactorisation (a learner fed only large
+        batches never needs it), then kept up to date by every incremental update."""
+        if self._inverse is None:
+            if self._factor is None:
+                self._factor = _cholesky(self.A)
+            self._inverse = _inverse_of(self._factor)
+        return self._inverse
+
     def _factorise(self, redraw: bool = True) -> None:
-        """Compute the inverse and ``theta`` from ``A`` and ``b``; with deviations kept (and ``redraw``), draw
-        them afresh: ``W = L Z`` (``A = L L^T``, ``Z`` standard normals), so ``A^-1 W = L^-T Z``."""
-        L = _cholesky(self.A)
-        self.inverse = _inverse_of(L)
+        """Factorise ``A`` and compute ``theta`` (the inverse when next read); with deviations kept (and
+        ``redraw``), draw them afresh: ``W = L Z`` (``A = L L^T``, ``Z`` standard normals), so ``A^-1 W = L^-T Z``."""
+        L = self._factor = _cholesky(self.A)
+        self._inverse = None
         self.since = 0
         if self._normals is not None and self.deviation is not None and redraw:
             Z = self._normals.standard_normal(self.deviation.shape)
             self.deviation = np.ascontiguousarray(dtrsm(1.0, L, Z, lower=1, trans_a=1))  # L^T S = Z
-        self._solve()
+        theta, info = dpotrs(L, self.b, lower=1)
+        if info:
+            raise np.linalg.LinAlgError(f"A: singular factor (LAPACK dpotrs info {info})")
+        self.theta = theta
+        self._changed()
 
     def _solve(self) -> None:
-        """``theta`` from ``b`` and the inverse."""
+        """``theta`` from ``b`` and the kept inverse."""
         self.theta = self.inverse @ self.b
         self._changed()
 
@@ -244,10 +260,12 @@ class Ridge:
         if S is not None and self._normals is not None:
             noise = self._normals.standard_normal((k, S.shape[1]))
         phi = (self.psi[actions][:, :, None] * Xa[:, None, :]).reshape(k, -1)  # (k, D) rows phi(x, a)
+        inverse = self.inverse  # read (so computed) before the factor goes stale
+        self._factor = None
         self._pending.append(phi)
         self.since += k
         if k == 1:  # Sherman-Morrison, and theta moved along A^-1 phi by the residual
-            inv = self.inverse  # updated in place
+            inv = inverse  # updated in place
             u = inv @ phi[0]
             s = 1.0 + float(phi[0] @ u)
             residual = float(rewards[0]) - float(phi[0] @ self.theta)
@@ -259,9 +277,9 @@ class Ridge:
             self._changed()
         else:
             if S is not None and noise is not None:  # W += phi^T e: S' = S + U (I + phi U)^-1 (e - phi S)
-                U = self.inverse @ phi.T
+                U = inverse @ phi.T
                 S += U @ np.linalg.solve(np.eye(k) + phi @ U, noise - phi @ S)
-            _woodbury(self.inverse, phi)
+            _woodbury(inverse, phi)
             self.b += phi.T @ rewards
             self._solve()
 
@@ -374,7 +392,7 @@ class Ridge:
             kept = np.array(arrays["kept"], np.float64)
             if kept.shape != self.A.shape:
                 raise ValueError(f"kept: expected shape {self.A.shape}, got {kept.shape}")
-            self.inverse = kept
+            self._inverse, self._factor = kept, None
             self.since = int(np.asarray(arrays["incremental_rows"]).ravel()[0])
             self.theta = np.array(arrays["theta"], np.float64)
             self._changed()
