@@ -1356,6 +1356,7 @@ def evaluate(
                     ident,
                     dataset,
                     {"eval.propensity": propensity, **world},
+                    seed,
                 )
         if deployment is None:
             _plot_decisions(scenario, batch, sampled, out)
@@ -1490,11 +1491,13 @@ def _record_version_evaluation(
     ident: Mapping[str, str],
     dataset,
     tags: Mapping[str, str],
+    seed: int,
 ) -> None:
     """A registered version's evaluation: a run nested in the evaluate run (``evaluate <label>``) logs
     :func:`evaluation_metrics` against the version's logged model and the log's dataset
-    (:func:`training.registry.record_evaluation`), and the version's description gets its headline
-    (:func:`evaluation_line`)."""
+    (:func:`training.registry.record_evaluation`) and the estimates' bootstrap replicates (of seed ``seed``:
+    :func:`training.registry.log_replicates`, which a promotion pairs), and the version's description gets
+    its headline (:func:`evaluation_line`)."""
     import mlflow
 
     from training import registry
@@ -1514,6 +1517,7 @@ def _record_version_evaluation(
         registry.record_evaluation(
             version, evaluation_metrics(est, flags, logged, estimated_share, true_value), dataset
         )
+        registry.log_replicates(dict(est), seed)
     registry.describe_evaluation(version, line)
 
 

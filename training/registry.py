@@ -47,6 +47,7 @@ DEPLOYMENT_DIGEST_TAG = "deployment_digest"  # ... and that deployment's digest 
 PROPENSITY_LOGGED, PROPENSITY_ESTIMATED = "logged", "estimated"
 DATASET_NAME = "decision-log"  # the MLflow dataset a decision log is (decision_log_dataset)
 ESTIMATED_SHARE = "propensity.estimated_share"  # evaluation metric: share of decisions whose propensity was estimated
+REPLICATES = "replicates.npz"  # a version's evaluation run's artefact: each estimate's bootstrap replicates
 EVALUATED = "; evaluated "  # what separates a version's description from its evaluation's line (describe_evaluation)
 MODEL_DESCRIPTION = (
     "Next-best-action policies: each version is a trained policy, described by what it learned from "
@@ -288,6 +289,80 @@ def record_evaluation(version: str, metrics: dict[str, float], dataset, model_na
     )
 
 
+def log_replicates(estimates: dict[str, Any], seed: int) -> None:
+    """Log each estimate's bootstrap replicates in the active run (:data:`REPLICATES`: NumPy arrays, no
+    pickle), with what pairing them needs (``<estimator>.meta``: value, rows, clusters (-1: none), level,
+    unsupported, the bootstrap's seed), so that a later promotion can pair two versions' evaluations of
+    one log (:func:`paired_lift`)."""
+    import mlflow
+
+    arrays: dict[str, np.ndarray] = {}
+    for name, e in estimates.items():
+        if e.replicates is None:
+            continue
+        arrays[name] = np.asarray(e.replicates, np.float64)
+        clusters = -1 if e.n_clusters is None else e.n_clusters
+        arrays[f"{name}.meta"] = np.array([e.value, e.n, clusters, e.level, float(e.unsupported), seed], np.float64)
+    if not arrays:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / REPLICATES
+        np.savez(path, **arrays)
+        mlflow.log_artifact(str(path))
+
+
+def _replicated(evaluation: Evaluation, metric: str) -> tuple[Any, float] | None:
+    """The ``metric`` estimate of ``evaluation`` with its replicates (an :class:`nba.ope.Estimate`) and its
+    bootstrap's seed, from the run's :data:`REPLICATES`; None where it logged none."""
+    import mlflow
+
+    from nba.ope import Estimate
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=evaluation.run_id, artifact_path=REPLICATES)
+    except Exception:  # an evaluation logged before replicates were kept, or by hand: no such artefact
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        if metric not in saved or f"{metric}.meta" not in saved:
+            return None
+        replicates, meta = saved[metric], saved[f"{metric}.meta"]
+    value, n, clusters, level, unsupported, seed = (float(x) for x in meta)
+    nan = float("nan")
+    estimate = Estimate(
+        estimator=metric,
+        value=value,
+        ci_low=evaluation.metrics.get(f"{metric}.ci_low", nan),
+        ci_high=evaluation.metrics.get(f"{metric}.ci_high", nan),
+        level=level,
+        n=int(n),
+        std_error=float(np.nanstd(replicates, ddof=1)) if len(replicates) > 1 else nan,
+        ess=nan,
+        max_weight=nan,
+        unsupported_mass=nan,
+        n_clusters=None if clusters < 0 else int(clusters),
+        unsupported=bool(unsupported),
+        replicates=replicates,
+    )
+    return estimate, seed
+
+
+def paired_lift(challenger: Evaluation, champion: Evaluation, metric: str) -> Any:
+    """The challenger's paired ``metric`` lift over the champion (:func:`nba.ope.lift`, an
+    :class:`nba.ope.Lift`) when both evaluations kept their replicates of one log, resampled alike (the same
+    dataset, bootstrap seed, rows, clusters and number of resamples); None where they cannot be paired."""
+    from nba.ope import lift
+
+    if challenger.dataset is None or challenger.dataset != champion.dataset:
+        return None
+    c, k = _replicated(challenger, metric), _replicated(champion, metric)
+    if c is None or k is None or c[1] != k[1]:
+        return None
+    try:
+        return lift(c[0], k[0])
+    except ValueError:  # other rows, clusters or resamples: not the same resamples
+        return None
+
+
 def describe_evaluation(version: str, line: str, model_name: str = MODEL_NAME) -> str:
     """Put an evaluation's headline ``line`` in the description of ``version``, after what it was trained on
     (in place of an earlier evaluation's); returns the description."""
@@ -415,7 +490,10 @@ def promote(
     against, or a test of other versions, moves nothing. Without an A/B test, each version's latest
     off-policy evaluation (:func:`latest_evaluation`: the metrics ``<metric>`` and ``<metric>.ci_low``
     logged against its model by the evaluate job), both on the same dataset and with propensities of
-    the same kind: the challenger's lower confidence bound must beat the champion's estimate. Records
+    the same kind: where both kept their bootstrap replicates of that log, resampled alike
+    (:func:`paired_lift`), the lower bound of the challenger's paired lift over the champion must clear 0
+    (and neither estimate be unsupported), the quickstart's own rule; otherwise the challenger's lower
+    confidence bound must beat the champion's estimate. Records
     the reason, the A/B run and the lifts (:meth:`Promotion.record`: ``predicted`` beside the A/B's
     realised lift) as tags on the new champion version and the registered model; never moves an alias
     otherwise.
@@ -463,11 +541,23 @@ def promote(
                 f"champion and challenger were evaluated with other propensities (champion's "
                 f"{sources[0]}, challenger's {sources[1]}): evaluate both on the same log"
             )
-        if not c_lo > k_v:
+        paired = paired_lift(c_eval, k_eval, metric)
+        if paired is not None:
+            said = (
+                f"challenger's paired {metric} lift over the champion {paired.value:+.4g} "
+                f"[{paired.ci_low:+.4g}, {paired.ci_high:+.4g}]"
+            )
+            if paired.unsupported:
+                return refuse(f"{said} rests on an unsupported estimate")
+            if not paired.ci_low > 0:
+                return refuse(f"{said}: its lower bound does not clear 0")
+            reason = f"{said}: its lower bound clears 0"
+        elif not c_lo > k_v:
             return refuse(
                 f"challenger's {metric} lower bound {c_lo:.4g} does not beat the champion's estimate {k_v:.4g}"
             )
-        reason = f"challenger's {metric} lower bound {c_lo:.4g} beats the champion's estimate {k_v:.4g}"
+        else:
+            reason = f"challenger's {metric} lower bound {c_lo:.4g} beats the champion's estimate {k_v:.4g}"
     done = Promotion(True, reason, chall.version, champ.version, predicted, ab)
     client.set_registered_model_alias(model_name, CHAMPION, chall.version)
     tags = {

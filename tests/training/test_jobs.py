@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from nba.log import DecisionLog
+from nba.ope import lift
 from nba.policies.base import uniform
 from nba.policies.fqi import returns_to_go
 from training import jobs, registry
@@ -174,14 +175,15 @@ def test_simulate_train_evaluate_promote(store):
     result = jobs.promote()
     champion = registry.alias_state(registry.CHAMPION).version
     truth = {label.split(" v")[-1]: v for label, v in ev.truth.items()}
-    if result.promoted:
-        assert champion == lints.version and "lower bound" in result.reason
-    else:
-        assert champion == bau.version
-    # the decision agrees with the evidence the models' metrics carry
-    c_lo = evaluated.metrics["dr.ci_low"]
-    k_v = registry.latest_evaluation(bau.version).metrics["dr"]
-    assert result.promoted == (c_lo > k_v)
+    assert champion == (lints.version if result.promoted else bau.version)
+    # both evaluated on one log in one run kept their replicates: the decision is the paired lift's, the
+    # same as nba.ope.lift of the two estimates the evaluation returned
+    base = next(k for k in ev.estimates if k.endswith(f" v{bau.version}"))
+    paired = lift(ev.estimates[label]["dr"], ev.estimates[base]["dr"])
+    assert "paired dr lift" in result.reason and f"{paired.ci_low:+.4g}" in result.reason
+    assert result.promoted == (paired.ci_low > 0 and not paired.unsupported)
+    stored = registry.paired_lift(evaluated, registry.latest_evaluation(bau.version), "dr")
+    assert (stored.value, stored.ci_low, stored.ci_high) == pytest.approx((paired.value, paired.ci_low, paired.ci_high))
     assert truth  # both evaluated against the simulator
 
 
@@ -676,9 +678,10 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     assert "true value: none, a brand's log has no simulator behind it" in text
     assert "propensity: estimated at import for 25% of the decisions" in text
 
-    result = jobs.promote()  # as for scenario bundles: the challenger's dr lower bound against the champion's dr
-    c_lo, k_v = evals[lints].metrics["dr.ci_low"], evals[linucb].metrics["dr"]
-    assert result.promoted == (c_lo > k_v)
+    result = jobs.promote()  # as for scenario bundles: the challenger's paired dr lift over the champion
+    paired = registry.paired_lift(evals[lints], evals[linucb], "dr")
+    assert paired is not None and "paired dr lift" in result.reason
+    assert result.promoted == (paired.ci_low > 0 and not paired.unsupported)
     assert registry.alias_state(registry.CHAMPION).version == (lints if result.promoted else linucb)
     promotion = mlflow.search_runs(
         search_all_experiments=True,
@@ -692,7 +695,8 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     registry.set_alias(registry.CHAMPION, linucb)
     res = CliRunner().invoke(app, ["promote", "--metric", "mdr", "--root", str(store["root"])])
     assert res.exit_code == 0, res.output
-    moved = evals[lints].metrics["mdr.ci_low"] > evals[linucb].metrics["mdr"]
+    mdr = registry.paired_lift(evals[lints], evals[linucb], "mdr")
+    moved = mdr.ci_low > 0 and not mdr.unsupported
     assert ("moved" if moved else "unchanged") in res.output
     assert "rests on propensities estimated at import" in " ".join(res.output.split())
     assert registry.alias_state(registry.CHAMPION).version == (lints if moved else linucb)

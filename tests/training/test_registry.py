@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from envs.scenario import Scenario
+from nba import ope
+from nba.ope import Estimate
 from nba.policies import create
 from nba.serialization import Bundle
 from training import registry
@@ -87,10 +89,19 @@ def test_registered_version_carries_the_digest_of_its_bundle(store, tmp_path):
     assert MlflowClient().get_model_version(registry.MODEL_NAME, other).tags[registry.DIGEST_TAG] != tag
 
 
-def _evaluated(version: str, dataset: str, figures: dict[str, float]) -> None:
-    """An evaluation of ``version`` on the log whose digest is ``dataset``, recorded as the evaluate job does."""
+def _evaluated(version: str, dataset: str, figures: dict[str, float], replicated=None, seed: int = 0) -> None:
+    """An evaluation of ``version`` on the log whose digest is ``dataset``, recorded as the evaluate job does
+    (with ``replicated``, estimates whose replicates it keeps, bootstrapped with ``seed``)."""
     with mlflow.start_run():
         registry.record_evaluation(version, figures, registry.decision_log_dataset(f"sqlite:///{dataset}.db", dataset))
+        if replicated is not None:
+            registry.log_replicates(replicated, seed)
+
+
+def _estimate(value: float, replicates: np.ndarray, unsupported: bool = False) -> Estimate:
+    lo, hi = np.quantile(replicates, [0.025, 0.975])
+    return Estimate("dr", value, lo, hi, 0.95, 1000, float(np.std(replicates)), 500.0, 3.0, 0.0,
+                    n_clusters=400, unsupported=unsupported, replicates=replicates)  # fmt: skip
 
 
 def test_promote_needs_evidence_and_rolls_back(store):
@@ -390,3 +401,43 @@ def test_the_deployment_pyfunc_decides_through_the_decide_path(telecom):
     bad.loc[3, "plan_type"] = "platinum"
     with pytest.raises(ValueError, match=r"rows\[3\]\.plan_type: unknown value 'platinum'"):
         model.predict(bad)
+
+
+def test_promote_pairs_two_evaluations_of_one_log_that_kept_their_replicates(store):
+    # The challenger's own interval overlaps the champion's estimate (the unpaired rule would refuse), but
+    # the two move together resample by resample (they agree on most rows): its paired lift clears 0.
+    v1, v2 = _register("no_contact"), _register("business_as_usual")
+    registry.set_alias(registry.CHAMPION, v1)
+    registry.set_alias(registry.CHALLENGER, v2)
+    rng = np.random.default_rng(0)
+    shared = rng.normal(1.0, 0.2, 200)  # the log's resamples, which both policies' estimates follow
+    champion = _estimate(1.0, shared)
+    challenger = _estimate(1.05, shared + 0.05 + rng.normal(0.0, 0.005, 200))
+    figures = {
+        v: {"dr": e.value, "dr.ci_low": e.ci_low, "dr.ci_high": e.ci_high}
+        for v, e in ((v1, champion), (v2, challenger))
+    }
+    assert not figures[v2]["dr.ci_low"] > figures[v1]["dr"]
+    # bootstrapped with other seeds: not the same resamples, so the unpaired rule decides (and refuses)
+    _evaluated(v1, "a", figures[v1], {"dr": champion}, seed=1)
+    _evaluated(v2, "a", figures[v2], {"dr": challenger}, seed=2)
+    assert registry.paired_lift(registry.latest_evaluation(v2), registry.latest_evaluation(v1), "dr") is None
+    p = registry.promote()
+    assert not p.promoted and "does not beat the champion's estimate" in p.reason
+    # the same seed: paired, as nba.ope.lift pairs them, and the champion moves
+    _evaluated(v2, "a", figures[v2], {"dr": challenger}, seed=1)
+    paired = registry.paired_lift(registry.latest_evaluation(v2), registry.latest_evaluation(v1), "dr")
+    expected = ope.lift(challenger, champion)
+    assert (paired.value, paired.ci_low, paired.ci_high) == pytest.approx(
+        (expected.value, expected.ci_low, expected.ci_high)
+    )
+    assert paired.ci_low > 0
+    p = registry.promote()
+    assert p.promoted and "paired dr lift" in p.reason and "clears 0" in p.reason
+    assert registry.alias_state(registry.CHAMPION).version == v2
+    # an unsupported estimate never promotes, however its paired lift reads
+    registry.set_alias(registry.CHAMPION, v1)
+    _evaluated(v2, "a", figures[v2], {"dr": _estimate(1.05, challenger.replicates, unsupported=True)}, seed=1)
+    p = registry.promote()
+    assert not p.promoted and "unsupported" in p.reason
+    assert registry.alias_state(registry.CHAMPION).version == v1

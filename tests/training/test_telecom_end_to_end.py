@@ -91,7 +91,7 @@ def test_import_train_evaluate_promote_serve_feedback(store, tmp_path):
     assert "registered version 2" in _nba("train", "--policy", "lints", "--source", log, "--challenger")
     out = _nba("evaluate", "--policy", "@champion", "--policy", "@challenger", "--log", log)
     assert "linucb" in out and "lints" in out and "a brand's log has no simulator behind it" in out
-    _nba("promote")  # the challenger replaces the champion only if its lower bound beats the champion's estimate
+    _nba("promote")  # the challenger replaces the champion only if its paired lift over it clears 0
 
     served_log = f"sqlite:///{tmp_path / 'served.db'}"
     server = start_server(
