@@ -315,12 +315,13 @@ def _replicated(evaluation: Evaluation, metric: str) -> tuple[Any, float] | None
     """The ``metric`` estimate of ``evaluation`` with its replicates (an :class:`nba.ope.Estimate`) and its
     bootstrap's seed, from the run's :data:`REPLICATES`; None where it logged none."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from nba.ope import Estimate
 
     try:
         path = mlflow.artifacts.download_artifacts(run_id=evaluation.run_id, artifact_path=REPLICATES)
-    except Exception:  # an evaluation logged before replicates were kept, or by hand: no such artefact
+    except (MlflowException, OSError):  # an evaluation logged before replicates were kept, or by hand
         return None
     with np.load(path, allow_pickle=False) as saved:
         if metric not in saved or f"{metric}.meta" not in saved:
