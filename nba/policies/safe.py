@@ -195,6 +195,7 @@ class SPIBB:
             raise ValueError("contacts: 'channel' moves each channel's mass to one message (improve='greedy' only)")
         self.n_min, self.improve, self.group, self.contacts = float(n_min), improve, group, contacts
         self.groups = action_groups(space, group)
+        self._channels = [space.channel_of == c for c in range(space.n_channels)]  # contacts="channel"'s pools
         self.buckets = Buckets(self.spec, tuple(bucket))
         self.counts = np.zeros((self.buckets.n, space.n_actions), np.int64)
 
@@ -295,17 +296,17 @@ class SPIBB:
         pref = self._scores(Xr, mask[rows]) if self._scores is not None else self.learner.probabilities(Xr, mask[rows])
         pref = np.where(fr, np.nan_to_num(np.asarray(pref, np.float64), nan=-np.inf, posinf=np.inf), -np.inf)
         pref = np.where(fr & ~np.isfinite(pref), -1e300, pref)  # an unscored supported action still beats none
-        if self.contacts != "channel":
-            out[rows, masked_argmax(pref, fr)] += mass[rows]
-            return out
-        pbr = pb[rows]
-        for c in range(self.space.n_channels):  # each channel's supported mass to its best supported message
-            on = self.space.channel_of == c
-            fc = fr & on
-            moved = np.where(fc, pbr, 0.0).sum(axis=1)
+        # the pools of supported actions the mass moves within, each with the mass it moves: one pool, or with
+        # the channel plan kept, each channel's supported mass to its best supported message
+        if self.contacts == "channel":
+            pbr = pb[rows]
+            pools = [(fr & on, np.where(fr & on, pbr, 0.0).sum(axis=1)) for on in self._channels]
+        else:
+            pools = [(fr, mass[rows])]
+        for pool, moved in pools:
             has = np.flatnonzero(moved > 0.0)
             if has.size:
-                out[rows[has], masked_argmax(pref[has], fc[has])] += moved[has]
+                out[rows[has], masked_argmax(pref[has], pool[has])] += moved[has]
         return out
 
     # ------------------------------------------------------------------ learning
