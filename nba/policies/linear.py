@@ -16,7 +16,7 @@ catalogue.matrix[a]]``, i.e. ``[1, contact, channel one-hot, slot one-hot, encod
 structured space, ``[1, (contact,) encoded features]`` on a plain one. The encoding is frozen with the
 catalogue, so the size of ``phi`` does not depend on which offers there are: ``policy.with_catalogue(new)``
 re-encodes ``new`` the policy's way and gives a learner on its space that keeps ``A``, ``b``, ``theta``,
-the reward moments (``sigma``) and, for LinTS, its normals and generator. A new offer is scored, and
+the reward moments (``sigma``) and, for LinTS, its samples and generator. A new offer is scored, and
 explored (its width ``phi^T A^-1 phi`` is large where its features are new), from what offers like it
 taught; a retired one is not in the new space. The catalogue is saved with the learner (its data in the
 JSON parameters, its matrix among the arrays); without one, nothing changes.
@@ -335,9 +335,9 @@ class Ridge:
         return np.sqrt(np.maximum(out, 0.0))
 
     def blocks(self, Xa: np.ndarray) -> np.ndarray:
-        """(N, da, da) ``Q_x[g, h] = x^T (A^-1)_{gh} x`` for contexts ``Xa = [X, 1]``: the covariance, over the
-        action features' groups, of the scores' posterior noise (``phi^T A^-1 phi = psi Q_x psi^T``). A few
-        contexts read ``A^-1`` in place; more go through a cached layout of it."""
+        """(N, da, da) ``Q_x[g, h] = x^T (A^-1)_{gh} x`` for contexts ``Xa = [X, 1]``, the (g, h) blocks of
+        ``A^-1`` read at ``x``, so that ``phi^T A^-1 phi = psi Q_x psi^T``. A few contexts read ``A^-1`` in
+        place; more go through a cached layout of it."""
         da, dx, n = self.da, self.dx, Xa.shape[0]
         if n <= SMALL_BATCH:
             z = (self.inverse.reshape(-1, dx) @ Xa.T).reshape(da, dx, da, n)  # [g, i, h, n] = A^-1[(g, i), h-block] x_n
