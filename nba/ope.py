@@ -1525,13 +1525,7 @@ def lift(target: Estimate, base: Estimate, level: float | None = None) -> Lift:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level: must be in (0, 1), got {level}")
     value = target.value - base.value
-    diff = rt - rb
-    if len(diff):
-        tail = (1.0 - level) / 2.0
-        lo, hi = np.nanquantile(diff, [tail, 1.0 - tail])
-        lo, hi, se = min(float(lo), value), max(float(hi), value), float(np.nanstd(diff, ddof=1))
-    else:
-        lo = hi = se = float("nan")
+    lo, hi, se, _, _ = _interval(value, rt - rb, level, None)  # the differences' percentiles and spread
     return Lift(target.estimator, value, lo, hi, level, se, bool(target.unsupported or base.unsupported))
 
 
