@@ -300,7 +300,7 @@ class SPIBB:
         # the channel plan kept, each channel's supported mass to its best supported message
         if self.contacts == "channel":
             pbr = pb[rows]
-            pools = [(fr & on, np.where(fr & on, pbr, 0.0).sum(axis=1)) for on in self._channels]
+            pools = [(pool, np.where(pool, pbr, 0.0).sum(axis=1)) for pool in (fr & on for on in self._channels)]
         else:
             pools = [(fr, mass[rows])]
         for pool, moved in pools:
