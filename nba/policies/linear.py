@@ -331,7 +331,9 @@ class Ridge:
         """:meth:`widths` of contexts already carrying their intercept, ``Xa = [X, 1]``."""
         out = np.empty((Xa.shape[0], self.space.n_actions))
         for s in range(0, Xa.shape[0], chunk):
-            out[s : s + chunk] = np.einsum("ag,ngh,ah->na", self.psi, self.blocks(Xa[s : s + chunk]), self.psi)
+            out[s : s + chunk] = np.einsum(
+                "ag,ngh,ah->na", self.psi, self.blocks(Xa[s : s + chunk]), self.psi, optimize=True
+            )
         return np.sqrt(np.maximum(out, 0.0))
 
     def blocks(self, Xa: np.ndarray) -> np.ndarray:
