@@ -329,11 +329,13 @@ class Ridge:
 
     def widths_aug(self, Xa: np.ndarray, chunk: int = 256) -> np.ndarray:
         """:meth:`widths` of contexts already carrying their intercept, ``Xa = [X, 1]``."""
-        out = np.empty((Xa.shape[0], self.space.n_actions))
+        n_actions, da = self.space.n_actions, self.da
+        out = np.empty((Xa.shape[0], n_actions))
         for s in range(0, Xa.shape[0], chunk):
-            out[s : s + chunk] = np.einsum(
-                "ag,ngh,ah->na", self.psi, self.blocks(Xa[s : s + chunk]), self.psi, optimize=True
-            )
+            Q = self.blocks(Xa[s : s + chunk])
+            # psi Q_x psi^T's diagonal: Q_x psi^T as one product for the chunk, then each action's row of psi
+            Qp = (Q.reshape(-1, da) @ self.psi.T).reshape(len(Q), da, n_actions)
+            out[s : s + chunk] = np.einsum("nga,ag->na", Qp, self.psi)
         return np.sqrt(np.maximum(out, 0.0))
 
     def blocks(self, Xa: np.ndarray) -> np.ndarray:
