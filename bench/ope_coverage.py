@@ -20,8 +20,10 @@ Extra rows: every estimator again with its interval by ``--compare-interval`` (t
 ``nba.ope.INTERVALS``: suffix ``_t`` for studentized, ``_pct`` for percentile), ``--fixed``:
 ``dm_fixed``/``dr_fixed`` (the model held fixed: the intervals before the refits)
 and, with ``--channel-content``, ``mips_cc``/``mdr_cc`` (groups of channel x content instead of
-channel). ``--estimated-logging``: the logger's group probabilities estimated from each log, as
-for a log whose logging distribution is unknown (IPS, DR, MIPS and MDR only). ``--first-log``
+channel); ``--funnel-model``: ``dm_funnel``/``dr_funnel``/``mdr_funnel``, the reward model a
+cross-fitted ``lgbm_funnel`` model of the log's funnel events (:func:`funnel_model`, held fixed).
+``--estimated-logging``: the logger's group probabilities estimated from each log, as for a log
+whose logging distribution is unknown (IPS, DR, MIPS and MDR only). ``--first-log``
 runs logs ``first .. first + logs - 1`` (to split a run between processes); ``--merge a.json
 b.json ...`` summarises the runs of several JSON files together (the estimates flagged again with
 the current ``nba.ope.SUPPORT_SHARE`` from their stored support gaps). The JSON file is rewritten
@@ -197,6 +199,28 @@ def simulate_log(
 Estimates = dict[str, dict[str, ope.Estimate]]  # policy -> estimator -> estimate
 
 
+def funnel_model(log: Mapping[str, Any], space, seed: int, threads: int = 1, folds: int = 2) -> np.ndarray:
+    """(n, A) cross-fitted predictions of every action's reward by ``lgbm_funnel``'s model of the log's
+    funnel events (opened, clicked, converted, the conversion's value and the rest of the reward):
+    the model fitted on the other folds predicts each fold's rows; an ineligible action earns what no
+    contact earns, as in :func:`nba.ope.fit_reward_model`."""
+    from nba.log.records import FunnelEvents
+    from nba.policies.funnel import LGBMFunnel
+
+    n = len(log["reward"])
+    fold = np.random.default_rng([seed, 0xF0]).permutation(n) % folds
+    out = np.empty((n, space.n_actions))
+    for k in range(folds):
+        train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        model = LGBMFunnel(space, log["context"].shape[1], min_samples=1, seed=seed, threads=threads)
+        events = FunnelEvents(**{name: v[train] for name, v in log["events"].fields.items()})
+        model.update(log["context"][train], log["action"][train], log["reward"][train], events=events)
+        mask = log["eligible"][test]
+        scores = model.scores(log["context"][test], mask)
+        out[test] = np.where(mask, scores, scores[:, :1])
+    return out
+
+
 def evaluate_log(
     policies: Mapping[str, Policy],
     log: Mapping[str, Any],
@@ -210,6 +234,7 @@ def evaluate_log(
     estimated_logging: bool = False,
     fixed: bool = False,
     compare_interval: str | None = None,
+    funnel: bool = False,
 ) -> tuple[dict[str, float], Estimates, float]:
     """Exact values and every estimate of each policy on one log; also the reward model's fitting time."""
     space = next(iter(policies.values())).space
@@ -227,6 +252,7 @@ def evaluate_log(
         threads=threads,
     )
     fit_s = time.perf_counter() - t0
+    q_funnel = funnel_model(log, space, seed, threads) if funnel else None
     truth, estimates = {}, {}
     data = {k: log[k] for k in ("action", "propensity", "reward", "customer_id")}
     kw = {"tau": TAU, "n_bootstrap": bootstrap, "seed": seed, "logging": log["logging"], "space": space}
@@ -258,6 +284,9 @@ def evaluate_log(
         if channel_content:
             cc = ope.evaluate(probs, data, q_hat=model, groups="channel_content", **kw)
             est |= {"mips_cc": cc["mips"], "mdr_cc": cc["mdr"]}
+        if q_funnel is not None:
+            fun = ope.evaluate(probs, data, q_hat=q_funnel, **kw)
+            est |= {f"{k}_funnel": fun[k] for k in ("dm", "dr", "mdr")}
         estimates[name] = est
     return truth, estimates, fit_s
 
@@ -392,6 +421,11 @@ def main() -> None:
         help="also every estimator with its interval by this method (suffix _t: studentized, _pct: percentile)",
     )
     ap.add_argument("--fixed", action="store_true", help="also DM and DR with the reward model held fixed")
+    ap.add_argument(
+        "--funnel-model",
+        action="store_true",
+        help="also DM, DR and MDR with a cross-fitted funnel model of the log's events as the reward model",
+    )
     ap.add_argument("--first-log", type=int, default=0)
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="summarise these JSON outputs together")
     ap.add_argument("--json", type=Path, default=None)
@@ -426,7 +460,15 @@ def main() -> None:
     truths, runs, fit_s, sim_s = [], [], [], []
     for j in range(args.first_log, args.first_log + args.logs):
         t0 = time.perf_counter()
-        log = simulate_log(scenario, args.seed, args.decisions, f"{EVAL}/{j}", keep_truth=True, messages=args.messages)
+        log = simulate_log(
+            scenario,
+            args.seed,
+            args.decisions,
+            f"{EVAL}/{j}",
+            keep_truth=True,
+            keep_events=args.funnel_model,
+            messages=args.messages,
+        )
         sim_s.append(time.perf_counter() - t0)
         # the resampling and reward-model seed: the log's own index (its customers are (seed, EVAL/j)'s)
         truth, est, fs = evaluate_log(
@@ -441,6 +483,7 @@ def main() -> None:
             estimated_logging=args.estimated_logging,
             fixed=args.fixed,
             compare_interval=None if args.compare_interval == "none" else args.compare_interval,
+            funnel=args.funnel_model,
         )
         if j == args.first_log:  # the exact values are bandit_truth's (the replay of the same logging run)
             exact = bandit_truth(
