@@ -75,6 +75,7 @@ BLAS_THREADS = 1  # BLAS threads inside the linear learners' methods (module doc
 WOODBURY_SHARE = 8  # a batch of at most D / WOODBURY_SHARE rows updates A^-1 by Woodbury
 SMALL_BATCH = 16  # contexts up to which Ridge.blocks reads A^-1 directly (more: through a cached layout)
 SAMPLE_BYTES = 1 << 26  # LinTS: bytes of (M, rows, A) sampled scores built at a time (bounded whatever the batch)
+WIDTH_BYTES = 1 << 27  # LinUCB: bytes of a chunk's width temporaries (its blocks Q_x and Q_x psi^T) at most
 
 
 # ----------------------------------------------------------------------------- BLAS threads
@@ -331,6 +332,7 @@ class Ridge:
         """:meth:`widths` of contexts already carrying their intercept, ``Xa = [X, 1]``."""
         n_actions, da = self.space.n_actions, self.da
         out = np.empty((Xa.shape[0], n_actions))
+        chunk = max(1, min(chunk, WIDTH_BYTES // (8 * da * (da * self.dx + n_actions))))  # large catalogues
         for s in range(0, Xa.shape[0], chunk):
             Q = self.blocks(Xa[s : s + chunk])
             # psi Q_x psi^T's diagonal: Q_x psi^T as one product for the chunk, then each action's row of psi

@@ -217,6 +217,27 @@ def learn_side_by_side(policy, ref: Reference, sizes, check) -> None:
 SIZES = [1] * 300 + [2] * 20 + [3, 1, 50, 1, 1000] + [1] * 30
 
 
+def test_linucb_widths_in_chunks_bounded_in_bytes(monkeypatch):
+    """A large catalogue's widths go a few contexts at a time (WIDTH_BYTES): the same widths, chunk by chunk."""
+    from nba.policies import linear
+
+    policy = LinUCB(SPACE, DIM, alpha=1.0)
+    X, mask = contexts_and_masks(400, 3)
+    actions = np.array([np.flatnonzero(m)[0] for m in mask])
+    policy.update(X, actions, np.random.default_rng(4).standard_normal(400), np.full(400, 0.5))
+    X50, _ = contexts_and_masks(50, 5)
+    whole = policy.ridge.widths(X50)
+    sizes: list[int] = []
+    blocks = linear.Ridge.blocks
+    monkeypatch.setattr(linear.Ridge, "blocks", lambda self, Xa: sizes.append(len(Xa)) or blocks(self, Xa))
+    ridge = policy.ridge
+    for per_chunk in (3, 1):
+        sizes.clear()
+        monkeypatch.setattr(linear, "WIDTH_BYTES", 8 * ridge.da * (ridge.da * ridge.dx + SPACE.n_actions) * per_chunk)
+        np.testing.assert_allclose(ridge.widths(X50), whole, rtol=1e-12)
+        assert max(sizes) == per_chunk and sum(sizes) == 50
+
+
 def test_linucb_decides_as_the_refactorising_implementation():
     policy, ref = LinUCB(SPACE, DIM, alpha=1.0), Reference()
     X1, m1 = contexts_and_masks(1, 7)
