@@ -140,7 +140,7 @@ class Events:
         }
         self.cls = type(steps[0])
 
-    def take(self, rows: slice):
+    def take(self, rows: slice | np.ndarray):
         return self.cls(**{k: v[rows] for k, v in self.fields.items()})
 
 
@@ -204,7 +204,6 @@ def funnel_model(log: Mapping[str, Any], space, seed: int, threads: int = 1, fol
     funnel events (opened, clicked, converted, the conversion's value and the rest of the reward):
     the model fitted on the other folds predicts each fold's rows; an ineligible action earns what no
     contact earns, as in :func:`nba.ope.fit_reward_model`."""
-    from nba.log.records import FunnelEvents
     from nba.policies.funnel import LGBMFunnel
 
     n = len(log["reward"])
@@ -213,7 +212,7 @@ def funnel_model(log: Mapping[str, Any], space, seed: int, threads: int = 1, fol
     for k in range(folds):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         model = LGBMFunnel(space, log["context"].shape[1], min_samples=1, seed=seed, threads=threads)
-        events = FunnelEvents(**{name: v[train] for name, v in log["events"].fields.items()})
+        events = log["events"].take(train)
         model.update(log["context"][train], log["action"][train], log["reward"][train], events=events)
         mask = log["eligible"][test]
         scores = model.scores(log["context"][test], mask)
