@@ -31,6 +31,7 @@ from envs.scenario import Scenario
 from nba import ab
 from nba.log.records import LoggedBatch
 from nba.policies import Policy
+from training.plots import distinct_colors
 from training.reports.render import Table, interval, num, p_value, percent, pyplot, write_pages
 
 PRIMARY = "reward"
@@ -404,14 +405,14 @@ def _plot_cumulative(plt, inp: ABReportInputs, path: Path) -> None:
 
 def _plot_pvalues(plt, inp: ABReportInputs, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
-    colors = plt.get_cmap("tab10")
+    colors = distinct_colors(len(inp.analyses))
     for k, (t, a) in enumerate(inp.analyses.items()):
         s = a.sequential
         if s is None:
             continue
         x = np.arange(1, s.n_looks + 1)
-        ax.plot(x, np.maximum(s.p_value, 1e-12), marker="o", color=colors(k), label=f"{t}: always-valid p (mSPRT)")
-        ax.plot(x, np.maximum(s.naive_p, 1e-12), ls="--", color=colors(k), label=f"{t}: naive t-test p at each look")
+        ax.plot(x, np.maximum(s.p_value, 1e-12), marker="o", color=colors[k], label=f"{t}: always-valid p (mSPRT)")
+        ax.plot(x, np.maximum(s.naive_p, 1e-12), ls="--", color=colors[k], label=f"{t}: naive t-test p at each look")
     ax.axhline(inp.alpha, color=TRUTH_COLOR, lw=1.5, label=f"alpha = {inp.alpha:g}")
     ax.set_yscale("log")
     ax.set_ylim(top=1.5)

@@ -23,10 +23,9 @@ A logs importer only has to fill :class:`ReportInputs` from logs to get the same
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -44,7 +43,7 @@ from envs.calibration_metrics import (
     top_share,
 )
 from envs.scenario import Scenario
-from nba.actions import CHANNELS
+from training.plots import channel_colors
 from training.reports.render import Table, interval, num, percent, pyplot, write_pages
 
 DAYS = 180  # days simulated under business-as-usual ...
@@ -157,13 +156,6 @@ class Section:
     table: Table | None = None
 
 
-def _channel_colors(channels: Sequence[str]) -> dict[str, Any]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10"]
-    return {c: cmap(CHANNELS.index(c) if c in CHANNELS else i) for i, c in enumerate(channels)}
-
-
 def _target_label(t: Target) -> str:
     return f"target {num(t.value)} (tolerance {num(t.low)}–{num(t.high)})"
 
@@ -205,7 +197,7 @@ def _plot_hours(plt, inp: ReportInputs, path: Path) -> None:
     s = len(inp.segments)
     cols = min(s, 2)
     rows = int(np.ceil(s / cols))
-    colors = _channel_colors(inp.channels)
+    colors = channel_colors(inp.channels)
     fig, axes = plt.subplots(
         rows, cols, figsize=(6 * cols, 3.6 * rows), sharex=True, sharey=True, layout="constrained", squeeze=False
     )
@@ -245,7 +237,7 @@ def _plot_hours(plt, inp: ReportInputs, path: Path) -> None:
 
 def _plot_sms_delay(plt, inp: ReportInputs, path: Path) -> None:
     t = TARGETS_BY_NAME["sms_read_3min"]
-    colors = _channel_colors(inp.channels)
+    colors = channel_colors(inp.channels)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained", gridspec_kw={"width_ratios": [1.1, 1]})
     if "sms" in inp.delays:
         x, p = inp.delays["sms"]

@@ -7,8 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from nba.actions import CHANNELS
+
+LINE_STYLES = ("-", "--", "-.", ":")  # with MARKERS, told apart where colours come round again
+MARKERS = ("o", "s", "^", "D")
 
 
 def _plt():
@@ -18,6 +24,38 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def distinct_colors(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` RGBA colours, no two alike: tab10's for up to 10, tab20's for up to 20 (its ten tab10 hues
+    first, then their light tints), else ``n`` hues evenly spaced around the colour wheel."""
+    import matplotlib
+
+    if n <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return [cmap(i) for i in range(n)]
+    if n <= 20:
+        cmap = matplotlib.colormaps["tab20"]
+        return [cmap(i) for i in [*range(0, 20, 2), *range(1, 20, 2)][:n]]
+    cmap = matplotlib.colormaps["hsv"]
+    return [cmap(i / n) for i in range(n)]
+
+
+def channel_colors(channels: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
+    """A colour per channel, no two alike: every built-in channel keeps its own whichever channels a brand
+    declares (email is always the same blue), and a brand's other channels take the colours left."""
+    names = [*CHANNELS, *dict.fromkeys(c for c in channels if c not in CHANNELS)]
+    palette = distinct_colors(max(len(names), 10))
+    return {c: palette[names.index(c)] for c in channels}
+
+
+def curve_styles(n: int) -> list[dict[str, Any]]:
+    """Matplotlib line keywords for ``n`` curves, no two drawn alike: a colour each (:func:`distinct_colors`),
+    and from the eleventh on another line style and marker too, so a curve is told apart in print as well."""
+    return [
+        {"color": c, "ls": LINE_STYLES[(i // 10) % 4], "marker": MARKERS[(i // 10) % 4]}
+        for i, c in enumerate(distinct_colors(n))
+    ]
 
 
 def learning_curve(
@@ -58,9 +96,9 @@ def score_curves(
     horizontal line at ``target``, labelled ``reference_label``, unless it is None)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 5))
-    for name, curve in curves.items():
+    for (name, curve), style in zip(curves.items(), curve_styles(len(curves)), strict=True):
         k = len(curve)
-        ax.plot((np.arange(k) + 0.5) * decisions[name] / k, curve, marker="o", ms=3, label=name)
+        ax.plot((np.arange(k) + 0.5) * decisions[name] / k, curve, ms=3, label=name, **style)
     ax.axhline(1.0, color="0.3", ls="--", lw=1, label="oracle")
     if target is not None:
         ax.axhline(target, color="tab:red", ls=":", lw=1, label=f"{reference_label} {target:.3g}")
@@ -81,9 +119,9 @@ def channel_mix(shares: Mapping[str, Sequence[float]], channels: Sequence[str], 
     data = np.array([shares[n] for n in names])  # (P, 1 + C)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 3), 4))
     bottom = np.zeros(len(names))
-    colors = plt.get_cmap("tab10")
+    colors = channel_colors(channels)
     for j, label in enumerate(labels):
-        ax.bar(names, data[:, j], bottom=bottom, label=label, color="0.85" if j == 0 else colors(j - 1))
+        ax.bar(names, data[:, j], bottom=bottom, label=label, color="0.85" if j == 0 else colors[label])
         bottom += data[:, j]
     ax.set(ylabel="share of decisions", title=title, ylim=(0, 1))
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)

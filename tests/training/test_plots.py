@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from training.plots import score_curves
+from nba.actions import CHANNELS
+from training.plots import channel_colors, curve_styles, distinct_colors, score_curves
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -18,3 +19,33 @@ def test_score_curves_writes_a_png(tmp_path):
     out = score_curves(curves, {"a": 3000, "b": 20_000}, 0.85, tmp_path / "curves.png", "two learners")
     assert out == tmp_path / "curves.png"
     assert _png_size(out) == (990, 550)  # 9 x 5 inches at 110 dpi
+
+
+def test_distinct_colors_are_all_different_whatever_their_number():
+    for n in (1, 7, 10, 11, 13, 20, 21, 64):
+        colors = distinct_colors(n)
+        assert len(colors) == n
+        assert len({tuple(round(v, 6) for v in c) for c in colors}) == n, n
+    assert distinct_colors(13)[:10] == distinct_colors(10)  # the first ten keep tab10's colours
+
+
+def test_thirteen_learning_curves_are_drawn_thirteen_ways(tmp_path):
+    # bench/policies.py draws 13 learners: matplotlib's own cycle gave three pairs of them one colour
+    styles = curve_styles(13)
+    assert len({(s["color"], s["ls"], s["marker"]) for s in styles}) == 13
+    assert len({s["color"] for s in styles}) == 13
+    assert {s["ls"] for s in styles[:10]} == {"-"} and {s["ls"] for s in styles[10:]} == {"--"}
+    curves = {f"learner {i}": [0.01 * i, 0.02 * i] for i in range(13)}
+    out = score_curves(curves, dict.fromkeys(curves, 1000), None, tmp_path / "c.png", "thirteen")
+    assert _png_size(out) == (990, 550)
+
+
+def test_channel_colors_keep_the_built_in_ones_and_never_repeat():
+    builtin = channel_colors(list(CHANNELS))
+    assert channel_colors(["push", "email"]) == {"push": builtin["push"], "email": builtin["email"]}
+    brand = ["email", "push", "whatsapp", "rcs", "viber", "line", "kakao", "telegram", "wechat"]
+    colors = channel_colors(brand)
+    assert colors["email"] == builtin["email"] and colors["push"] == builtin["push"]
+    assert len(set(colors.values())) == len(brand)  # whatsapp no longer takes push's colour
+    many = [f"channel{i}" for i in range(25)]
+    assert len(set(channel_colors([*CHANNELS, *many]).values())) == len(CHANNELS) + 25
