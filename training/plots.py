@@ -42,8 +42,9 @@ def distinct_colors(n: int) -> list[tuple[float, float, float, float]]:
 
 
 def channel_colors(channels: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
-    """A colour per channel, no two alike: every built-in channel keeps its own whichever channels a brand
-    declares (email is always the same blue), and a brand's other channels take the colours left."""
+    """A colour per channel, no two alike: a built-in channel keeps its own whichever channels a brand declares
+    (email is always the same blue) while they number at most 20 with the built-in ones, and a brand's other
+    channels take the colours left."""
     names = [*CHANNELS, *dict.fromkeys(c for c in channels if c not in CHANNELS)]
     palette = distinct_colors(max(len(names), 10))
     return {c: palette[names.index(c)] for c in channels}
