@@ -82,11 +82,13 @@ def quickstart(
     )
     console.print(
         f"Everything is under [bold]{res.out}[/bold]: {summary.name}, decision logs, plots/, "
-        f"calibration/{report.name}, the MLflow store. Browse the runs with\n"
-        f"  [bold]mlflow ui --backend-store-uri {res.tracking_uri}[/bold]\n"
-        f"Serve the champion with\n  [bold]nba serve --tracking-uri {res.tracking_uri}[/bold]\n"
-        f"Done in {time.perf_counter() - t0:.0f} s."
+        f"calibration/{report.name}, the MLflow store. Browse the runs with"
     )
+    # a command is never broken over two lines (the terminal may fold it, a copy keeps it whole)
+    console.print(f"  [bold]mlflow ui --backend-store-uri {res.tracking_uri}[/bold]", soft_wrap=True)
+    console.print("Serve the champion with")
+    console.print(f"  [bold]nba serve --tracking-uri {res.tracking_uri}[/bold]", soft_wrap=True)
+    console.print(f"Done in {time.perf_counter() - t0:.0f} s.")
     if not all(c.ok for c in checks):
         console.print("[yellow]some calibration figures are outside their tolerance at this population size[/yellow]")
 

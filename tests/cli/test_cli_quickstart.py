@@ -66,6 +66,10 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     assert all(p["lift_over_production"]["ci"][0] > 0 for p in tested.values())
     for text in ("PASS", "champion", "mlflow ui", "nba serve --tracking-uri", "exact"):
         assert text in proc.stdout, text
+    # the commands to copy stay whole on their line, however narrow the terminal (the paths here pass 80 columns)
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    for command in ("mlflow ui --backend-store-uri", "nba serve --tracking-uri"):
+        assert f"{command} {summary['tracking_uri']}" in lines, command
     table = proc.stdout[proc.stdout.index("Policies on the evaluation log") : proc.stdout.index("logging policy (BAU")]
     assert max(map(len, table.splitlines())) <= 80 and "…" not in table
     # the registry serves the champion
