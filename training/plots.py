@@ -5,6 +5,7 @@ Each function takes plain arrays, writes one PNG and returns its path.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from nba.actions import CHANNELS
 
 LINE_STYLES = ("-", "--", "-.", ":")  # with MARKERS, told apart where colours come round again
 MARKERS = ("o", "s", "^", "D")
+TITLE_CHARS = 75  # a title's characters a line on an 8-inch figure
 
 
 def _plt():
@@ -179,7 +181,7 @@ def estimate_intervals(
     ``reference`` draws a dashed vertical line (the logging policy's own value, say)."""
     plt = _plt()
     faded = dict(faded or {})
-    fig, ax = plt.subplots(figsize=(8, 0.38 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(rows) + 1.5), layout="constrained")
     y = np.arange(len(rows))[::-1]
     for yi, (label, v, lo, hi) in zip(y, rows, strict=True):
         grey = label in faded
@@ -201,9 +203,10 @@ def estimate_intervals(
     if truth or reference is not None:
         ax.legend(loc="best", fontsize=8)
     labels = [f"{r[0]} ({faded[r[0]]})" if r[0] in faded else r[0] for r in rows]
-    ax.set(yticks=y, yticklabels=labels, xlabel="value per decision", title=title)
+    ax.set(yticks=y, yticklabels=labels, xlabel="value per decision")
+    # over the whole figure, folded to its width: above the axes alone, long labels pushed it past the edge
+    fig.suptitle(textwrap.fill(title, TITLE_CHARS))
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

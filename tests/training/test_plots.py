@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from nba.actions import CHANNELS
-from training.plots import channel_colors, curve_styles, distinct_colors, score_curves
+from training.plots import channel_colors, curve_styles, distinct_colors, estimate_intervals, score_curves
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -49,3 +49,25 @@ def test_channel_colors_keep_the_built_in_ones_and_never_repeat():
     assert len(set(colors.values())) == len(brand)  # whatsapp no longer takes push's colour
     many = [f"channel{i}" for i in range(25)]
     assert len(set(channel_colors([*CHANNELS, *many]).values())) == len(CHANNELS) + 25
+
+
+def test_an_estimates_long_title_stays_inside_the_figure(tmp_path, monkeypatch):
+    # the evaluation's ranking figure: its title, over the axes of long labels, ran past the right edge
+    from matplotlib.figure import Figure
+
+    seen = []
+    save = Figure.savefig
+
+    def measure(fig, *args, **kwargs):
+        save(fig, *args, **kwargs)
+        renderer = fig.canvas.get_renderer()
+        (text,) = [t for t in [*fig.texts, *(ax.title for ax in fig.axes)] if t.get_text()]  # the title, wherever
+        seen.append((text.get_text(), text.get_window_extent(renderer), fig.bbox))
+
+    monkeypatch.setattr(Figure, "savefig", measure)
+    rows = [(f"lgbm_squarecb (safe) v{i} · mdr (unsupported)", 1.0, 0.5, 1.5) for i in range(12)]
+    title = "policies ranked by mdr (95% intervals; hollow grey: flagged); dashed: the logging policy's own value"
+    estimate_intervals(rows, tmp_path / "r.png", title, reference=0.9)
+    ((text, extent, figure),) = seen
+    assert text.replace("\n", " ") == title
+    assert figure.x0 <= extent.x0 and extent.x1 <= figure.x1 and extent.y1 <= figure.y1
