@@ -40,8 +40,9 @@ def quickstart(
     console.rule("[bold]nba quickstart")
     console.print(
         f"scenario [bold]{scenario.name}[/bold]: {len(scenario.segments)} segments, "
+        f"{scenario.feature_spec.dim} observation features;\n{space.n_actions} actions = "
         f"{len(scenario.channels)} channels x {len(scenario.contents)} contents x {space.n_slots} send slots "
-        f"+ no contact = {space.n_actions} actions; {scenario.feature_spec.dim} observation features"
+        "+ no contact"
     )
 
     def progress(description: str, total: int):
@@ -77,8 +78,8 @@ def quickstart(
         else (f"[bold]{res.challenger.policy}[/bold] (version {res.challenger.version})")
     )
     console.print(
-        f"\nchampion: [bold]{res.champion.policy}[/bold] (version {res.champion.version}), "
-        f"challenger: {challenger} of registered model nba-policy"
+        f"\nchampion of registered model nba-policy: [bold]{res.champion.policy}[/bold] "
+        f"(version {res.champion.version})\nchallenger: {challenger}"
     )
     console.print(
         f"Everything is under [bold]{res.out}[/bold]: {summary.name}, decision logs, plots/, "
