@@ -73,9 +73,9 @@ from nba.policies.base import check_propensities, greedy, share_of_argmax
 
 BLAS_THREADS = 1  # BLAS threads inside the linear learners' methods (module docstring)
 WOODBURY_SHARE = 8  # a batch of at most D / WOODBURY_SHARE rows updates A^-1 by Woodbury
-SMALL_BATCH = 16  # contexts up to which Ridge.blocks reads A^-1 directly (more: through a cached layout)
+SMALL_BATCH = 16  # contexts up to which Ridge.pairs reads A^-1 directly (more: through a cached layout)
 SAMPLE_BYTES = 1 << 26  # LinTS: bytes of (M, rows, A) sampled scores built at a time (bounded whatever the batch)
-WIDTH_BYTES = 1 << 27  # LinUCB: bytes of a chunk's width temporaries (its blocks Q_x and Q_x psi^T) at most
+WIDTH_BYTES = 1 << 27  # LinUCB: bytes of a chunk's width temporaries (A^-1's pairs of blocks read at x) at most
 
 
 # ----------------------------------------------------------------------------- BLAS threads
@@ -165,6 +165,14 @@ class Ridge:
         self.dx = dim + 1
         self.da = self.psi.shape[1]
         self.size = self.da * self.dx
+        # the (g, h) block pairs, g <= h, that some action's width reads (psi_g psi_h != 0 for some action; with
+        # index one-hots, 176 of the quickstart's 441), and each action's weight on them: psi_g psi_h, twice off
+        # the diagonal, so that phi^T A^-1 phi = sum over pairs of weight * x^T (A^-1)_{gh} x
+        g, h = np.triu_indices(self.da)
+        products = self.psi[:, g] * self.psi[:, h]  # (A, da (da + 1) / 2)
+        used = np.flatnonzero(np.any(products != 0.0, axis=0))
+        self._pair_g, self._pair_h = g[used], h[used]
+        self._pair_weights = np.ascontiguousarray((products[:, used] * np.where(g[used] == h[used], 1.0, 2.0)).T)
         self._A = lam * np.eye(self.size)
         self._pending: list[np.ndarray] = []  # (k, D) rows phi already in b and the inverse, not in A
         self.b = np.zeros(self.size)
@@ -330,32 +338,30 @@ class Ridge:
 
     def widths_aug(self, Xa: np.ndarray, chunk: int = 256) -> np.ndarray:
         """:meth:`widths` of contexts already carrying their intercept, ``Xa = [X, 1]``."""
-        n_actions, da = self.space.n_actions, self.da
+        n_actions, pairs = self.space.n_actions, len(self._pair_g)
         out = np.empty((Xa.shape[0], n_actions))
-        chunk = max(1, min(chunk, WIDTH_BYTES // (8 * da * (da * self.dx + n_actions))))  # large catalogues
+        chunk = max(1, min(chunk, WIDTH_BYTES // (8 * (pairs * self.dx + pairs + n_actions))))  # large catalogues
         for s in range(0, Xa.shape[0], chunk):
-            Q = self.blocks(Xa[s : s + chunk])
-            # psi Q_x psi^T's diagonal: Q_x psi^T as one product for the chunk, then each action's row of psi
-            Qp = (Q.reshape(-1, da) @ self.psi.T).reshape(len(Q), da, n_actions)
-            out[s : s + chunk] = np.einsum("nga,ag->na", Qp, self.psi)
+            out[s : s + chunk] = self.pairs(Xa[s : s + chunk]) @ self._pair_weights
         return np.sqrt(np.maximum(out, 0.0))
 
-    def blocks(self, Xa: np.ndarray) -> np.ndarray:
-        """(N, da, da) ``Q_x[g, h] = x^T (A^-1)_{gh} x`` for contexts ``Xa = [X, 1]``, the (g, h) blocks of
-        ``A^-1`` read at ``x``, so that ``phi^T A^-1 phi = psi Q_x psi^T``. A few contexts read ``A^-1`` in
-        place; more go through a cached layout of it."""
+    def pairs(self, Xa: np.ndarray) -> np.ndarray:
+        """(N, P) ``x^T (A^-1)_{gh} x`` for contexts ``Xa = [X, 1]`` and the P block pairs ``g <= h`` some
+        action's width reads, so that ``phi^T A^-1 phi`` is their sum weighted by ``psi_g psi_h`` (twice off the
+        diagonal; :meth:`widths_aug`). A few contexts read ``A^-1`` in place; more go through a cached layout of
+        those blocks."""
         da, dx, n = self.da, self.dx, Xa.shape[0]
         if n <= SMALL_BATCH:
             z = (self.inverse.reshape(-1, dx) @ Xa.T).reshape(da, dx, da, n)  # [g, i, h, n] = A^-1[(g, i), h-block] x_n
-            return np.einsum("gihn,ni->ngh", z, Xa)
-        y = (Xa @ self._cov()).reshape(n, da, da, dx)
-        return np.einsum("nghj,nj->ngh", y, Xa)
+            return np.einsum("pin,ni->np", z[self._pair_g, :, self._pair_h, :], Xa)
+        y = (Xa @ self._cov()).reshape(n, -1, dx)
+        return np.einsum("npj,nj->np", y, Xa)
 
     def _cov(self) -> np.ndarray:
-        """A^-1 laid out (dx, da * da * dx) for the width computation, cached until the next update."""
+        """The (g, h) blocks of A^-1 that :meth:`pairs` reads, laid out (dx, P * dx), cached until the next update."""
         if self._cov4 is None:
-            cov = self.inverse
-            self._cov4 = cov.reshape(self.da, self.dx, self.da, self.dx).transpose(1, 0, 2, 3).reshape(self.dx, -1)
+            blocks = self.inverse.reshape(self.da, self.dx, self.da, self.dx)[self._pair_g, :, self._pair_h, :]
+            self._cov4 = np.ascontiguousarray(blocks.transpose(1, 0, 2)).reshape(self.dx, -1)
         return self._cov4
 
     # ---- state

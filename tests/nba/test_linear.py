@@ -150,6 +150,22 @@ def test_ridge_on_a_catalogues_real_valued_features_matches_a_fresh_solve():
     np.testing.assert_allclose(ridge.A, A, rtol=1e-13, atol=1e-11)
     np.testing.assert_allclose(ridge.b, b, rtol=1e-13, atol=1e-11)
     np.testing.assert_allclose(ridge.theta, np.linalg.solve(A, b), rtol=1e-9, atol=1e-11)
+    # widths weigh the pairs of blocks by psi_g psi_h: the same as phi^T A^-1 phi for every action
+    Xw = rng.standard_normal((40, DIM))
+    Phi = np.stack([[np.kron(psi[a], np.append(x, 1.0)) for a in range(space.n_actions)] for x in Xw])
+    dense = np.sqrt(np.einsum("nad,de,nae->na", Phi, np.linalg.inv(A), Phi))
+    for rows in (slice(0, 3), slice(None)):  # A^-1 read in place, and through the cached layout
+        np.testing.assert_allclose(ridge.widths(Xw[rows]), dense[rows], rtol=1e-9)
+
+
+def test_widths_read_only_the_pairs_of_blocks_an_action_uses():
+    # index one-hots: no action has two channels (or two contents, or two slots), so those pairs are never read
+    space = ActionSpace(tuple(f"c{i}" for i in range(7)), tuple(f"k{i}" for i in range(8)), (None, 9, 13, 19))
+    ridge = Ridge(space, 3)
+    pairs = set(zip(ridge._pair_g.tolist(), ridge._pair_h.tolist(), strict=True))
+    da, c, k, t = ridge.da, space.n_channels, space.n_contents, space.n_slots
+    assert (da, len(pairs)) == (2 + c + k + t, da + 1 + 2 * (c + k + t) + c * k + c * t + k * t)  # 21 and 176 here
+    assert (2, 3) not in pairs and (2, 2 + c) in pairs  # two channels never; a channel and a content
 
 
 def test_the_kept_inverse_and_deviations_stay_on_a_fresh_solve_between_refreshes():
@@ -228,12 +244,13 @@ def test_linucb_widths_in_chunks_bounded_in_bytes(monkeypatch):
     X50, _ = contexts_and_masks(50, 5)
     whole = policy.ridge.widths(X50)
     sizes: list[int] = []
-    blocks = linear.Ridge.blocks
-    monkeypatch.setattr(linear.Ridge, "blocks", lambda self, Xa: sizes.append(len(Xa)) or blocks(self, Xa))
+    pairs = linear.Ridge.pairs
+    monkeypatch.setattr(linear.Ridge, "pairs", lambda self, Xa: sizes.append(len(Xa)) or pairs(self, Xa))
     ridge = policy.ridge
+    p = len(ridge._pair_g)
     for per_chunk in (3, 1):
         sizes.clear()
-        monkeypatch.setattr(linear, "WIDTH_BYTES", 8 * ridge.da * (ridge.da * ridge.dx + SPACE.n_actions) * per_chunk)
+        monkeypatch.setattr(linear, "WIDTH_BYTES", 8 * (p * ridge.dx + p + SPACE.n_actions) * per_chunk)
         np.testing.assert_allclose(ridge.widths(X50), whole, rtol=1e-12)
         assert max(sizes) == per_chunk and sum(sizes) == 50
 
