@@ -296,6 +296,16 @@ def _plot_estimates(plt, inp: ABReportInputs, path: Path) -> None:
                 color = ESTIMATE_COLOR if c.p_value >= 1 - c.level else ("#2e7d32" if c.diff > 0 else "#c62828")
                 err = [[100 * (c.lift - c.lift_ci_low)], [100 * (c.lift_ci_high - c.lift)]]
                 left.errorbar(100 * c.lift, y, xerr=err, fmt="o", color=color, capsize=4)
+            else:  # a control mean of 0 (no opt-out in its arm, say) gives no relative lift: say so on the row
+                left.annotate(
+                    f"no relative lift: {inp.control}'s mean is 0",
+                    (0, y),
+                    xytext=(6, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=8,
+                    color="0.4",
+                )
             labels.append(f"{m}\n{t} vs {inp.control}" if len(treatments) > 1 else m)
             y += 1
     left.axvline(0, color="grey", lw=1)
@@ -304,7 +314,7 @@ def _plot_estimates(plt, inp: ABReportInputs, path: Path) -> None:
     left.set_xlabel("relative lift (%), treatment vs control, with CI")
     left.set_title(
         f"Lift per metric ({int(100 * next(iter(inp.analyses.values())).comparison.level)}% intervals; "
-        "green/red: significant)"
+        "green / red: significantly up / down)"
     )
     left.grid(axis="x", alpha=0.3)
     # right: difference in reward per customer, raw and CUPED, with the truth
