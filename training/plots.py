@@ -1,6 +1,7 @@
 """Figures the training and evaluation jobs log to MLflow and write as PNG.
 
-Each function takes plain arrays, writes one PNG and returns its path.
+Each figure function takes plain arrays, writes one PNG and returns its path; :func:`distinct_colors`,
+:func:`channel_colors` and :func:`curve_styles` give the series of any figure colours no two alike.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ class Ridge:
         # A^-1 W (D, M) for perturbed right-hand sides W, kept when ``normals`` (their generator) is given
         self._normals = normals
         self.deviation: np.ndarray | None = None if normals is None else np.zeros((self.size, samples))
-        self._cov4: np.ndarray | None = None
+        self._pair_layout: np.ndarray | None = None
         self._theta_psi: np.ndarray | None = None
         self.theta = np.zeros(self.size)
         self._factorise()
@@ -251,7 +251,7 @@ class Ridge:
 
     def _changed(self) -> None:
         """Forget what derives from the inverse and ``theta``."""
-        self._cov4 = self._theta_psi = None
+        self._pair_layout = self._theta_psi = None
 
     # ---- learning
     def add(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
@@ -354,15 +354,15 @@ class Ridge:
         if n <= SMALL_BATCH:
             z = (self.inverse.reshape(-1, dx) @ Xa.T).reshape(da, dx, da, n)  # [g, i, h, n] = A^-1[(g, i), h-block] x_n
             return np.einsum("pin,ni->np", z[self._pair_g, :, self._pair_h, :], Xa)
-        y = (Xa @ self._cov()).reshape(n, -1, dx)
+        y = (Xa @ self._pairs_laid_out()).reshape(n, -1, dx)
         return np.einsum("npj,nj->np", y, Xa)
 
-    def _cov(self) -> np.ndarray:
+    def _pairs_laid_out(self) -> np.ndarray:
         """The (g, h) blocks of A^-1 that :meth:`pairs` reads, laid out (dx, P * dx), cached until the next update."""
-        if self._cov4 is None:
+        if self._pair_layout is None:
             blocks = self.inverse.reshape(self.da, self.dx, self.da, self.dx)[self._pair_g, :, self._pair_h, :]
-            self._cov4 = np.ascontiguousarray(blocks.transpose(1, 0, 2)).reshape(self.dx, -1)
-        return self._cov4
+            self._pair_layout = np.ascontiguousarray(blocks.transpose(1, 0, 2)).reshape(self.dx, -1)
+        return self._pair_layout
 
     # ---- state
     def arrays(self) -> dict[str, np.ndarray]:
