@@ -1138,7 +1138,7 @@ def resolve_deployment_target(ref: str, deployment) -> tuple[str, Policy, str | 
 RANK_BY = RANK_ESTIMATOR  # the estimator the pipelines rank and promote by (nba.ope; bench/ope_coverage.py)
 BELOW_LOGGING = "below_logging"  # flag: even the upper bound is under the logging policy's own value
 UNSUPPORTED = "unsupported"  # flag: the target puts mass where the log has no support (nba.ope's check)
-PLOTTED = ("snips", "dm", "dr", "mips", "mdr")  # the estimators of the intervals plot (one row per policy each)
+PLOTTED = ("snips", "dm", "dr", "mips", "mdr")  # the estimators of the intervals plot (a panel each)
 
 
 @dataclass(frozen=True)
@@ -1368,30 +1368,16 @@ def evaluate(
                 "channel mix on the evaluation log's contexts",
             )
         )
-        rows = [
-            (f"{label} · {name}", e.value, e.ci_low, e.ci_high)
-            for label, est in estimates.items()
-            for name, e in est.items()
-            if name in PLOTTED
-        ]
-        unsupported = {
-            f"{label} · {name}": UNSUPPORTED
-            for label, est in estimates.items()
-            for name, e in est.items()
-            if e.unsupported
-        }
-        marks = (
-            None
-            if truth is None
-            else {f"{label} · {name}": truth[label] for label in estimates for name in estimates[label]}
-        )
         _log_figure(
-            plots.estimate_intervals(
-                rows,
+            plots.intervals_by_estimator(
+                {
+                    label: {n: (e.value, e.ci_low, e.ci_high, e.unsupported) for n, e in est.items() if n in PLOTTED}
+                    for label, est in estimates.items()
+                },
+                PLOTTED,
                 out / "ope_intervals.png",
-                "off-policy estimates (95% intervals; hollow grey: unsupported)",
-                marks,
-                unsupported,
+                "off-policy estimates of every policy, by estimator: 95% intervals, hollow grey where unsupported",
+                None if truth is None else dict(truth),
             )
         )
         res = EvaluateResult(

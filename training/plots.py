@@ -213,6 +213,56 @@ def estimate_intervals(
     return path
 
 
+def intervals_by_estimator(
+    estimates: Mapping[str, Mapping[str, tuple[float, float, float, bool]]],
+    estimators: Sequence[str],
+    path: Path,
+    title: str,
+    truth: Mapping[str, float] | None = None,
+) -> Path:
+    """One panel per estimator, side by side on one value axis, a row per policy in each: ``estimates[policy]
+    [estimator] = (value, low, high, unsupported)``, unsupported ones hollow and grey; true values as marks."""
+    plt = _plt()
+    policies = list(estimates)
+    fig, axes = plt.subplots(
+        1,
+        len(estimators),
+        figsize=(2.6 * len(estimators) + 2.4, 0.36 * len(policies) + 1.9),
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+        squeeze=False,
+    )
+    y = np.arange(len(policies))[::-1]
+    for ax, name in zip(axes[0], estimators, strict=True):
+        for yi, policy in zip(y, policies, strict=True):
+            if name not in estimates[policy]:
+                continue
+            v, lo, hi, unsupported = estimates[policy][name]
+            color = "0.6" if unsupported else "C0"
+            ax.errorbar(
+                v,
+                yi,
+                xerr=[[v - lo], [hi - v]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                ms=5,
+                mfc="white" if unsupported else color,
+            )
+            if truth and policy in truth:
+                ax.plot(truth[policy], yi, marker="x", color="C3", ms=8, ls="none")
+        ax.set_title(name)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set(yticks=y, yticklabels=policies)
+    fig.supxlabel("value per decision")
+    key = "; red x: the true value (simulator)" if truth else ""  # the title is the key (a legend would sit on it)
+    fig.suptitle(textwrap.fill(title + key, int(TITLE_CHARS * fig.get_figwidth() / 8)))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def predicted_vs_realised(
     predicted: np.ndarray,
     predicted_ci: np.ndarray,

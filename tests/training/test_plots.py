@@ -5,7 +5,14 @@ from __future__ import annotations
 import struct
 
 from nba.actions import CHANNELS
-from training.plots import channel_colors, curve_styles, distinct_colors, estimate_intervals, score_curves
+from training.plots import (
+    channel_colors,
+    curve_styles,
+    distinct_colors,
+    estimate_intervals,
+    intervals_by_estimator,
+    score_curves,
+)
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -71,3 +78,36 @@ def test_an_estimates_long_title_stays_inside_the_figure(tmp_path, monkeypatch):
     ((text, extent, figure),) = seen
     assert text.replace("\n", " ") == title
     assert figure.x0 <= extent.x0 and extent.x1 <= figure.x1 and extent.y1 <= figure.y1
+
+
+def test_intervals_by_estimator_draw_a_panel_each_with_a_row_per_policy(tmp_path, monkeypatch):
+    # the evaluation's ope_intervals.png: one column of 60 rows became a panel per estimator
+    from matplotlib.figure import Figure
+
+    seen = []
+    save = Figure.savefig
+
+    def measure(fig, *args, **kwargs):
+        save(fig, *args, **kwargs)
+        title = [t for t in fig.texts if t.get_text() == fig.get_suptitle()][0]
+        seen.append((fig, title.get_window_extent(fig.canvas.get_renderer())))
+
+    monkeypatch.setattr(Figure, "savefig", measure)
+    policies = [f"policy {i}" for i in range(12)]
+    estimators = ["snips", "dm", "dr", "mips", "mdr"]
+    estimates = {
+        p: {e: (1.0 + i / 10, 0.5, 2.5, (i + j) % 4 == 0) for j, e in enumerate(estimators)}
+        for i, p in enumerate(policies)
+    }
+    out = intervals_by_estimator(
+        estimates, estimators, tmp_path / "i.png", "estimates " * 20, dict.fromkeys(policies, 1)
+    )
+    ((fig, title),) = seen
+    assert [ax.get_title() for ax in fig.axes] == estimators
+    ticks = fig.axes[0].get_yticklabels()
+    assert [t.get_text() for t in ticks] == policies
+    assert [t.get_position()[1] for t in ticks] == list(range(11, -1, -1))  # the first policy on top
+    hollow = [line for ax in fig.axes for line in ax.lines if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == sum(u for p in policies for *_, u in estimates[p].values())  # the unsupported ones
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1
+    assert _png_size(out)[1] < 800  # 12 policies in rows of about 40 px, not 60 rows
