@@ -17,7 +17,7 @@ from nba.actions import CHANNELS
 
 LINE_STYLES = ("-", "--", "-.", ":")  # with MARKERS, told apart where colours come round again
 MARKERS = ("o", "s", "^", "D")
-TITLE_CHARS = 75  # a title's characters a line on an 8-inch figure
+TITLE_CHARS = 75  # a title's characters a line on an 8-inch figure (_fold_title scales them to its width)
 
 
 def _plt():
@@ -27,6 +27,11 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _fold_title(fig, title: str) -> None:
+    """``title`` over the whole figure, folded to its width: above one axes, long tick labels push it past the edge."""
+    fig.suptitle(textwrap.fill(title, int(TITLE_CHARS * fig.get_figwidth() / 8)))
 
 
 def distinct_colors(n: int) -> list[tuple[float, float, float, float]]:
@@ -205,8 +210,7 @@ def estimate_intervals(
         ax.legend(loc="best", fontsize=8)
     labels = [f"{r[0]} ({faded[r[0]]})" if r[0] in faded else r[0] for r in rows]
     ax.set(yticks=y, yticklabels=labels, xlabel="value per decision")
-    # over the whole figure, folded to its width: above the axes alone, long labels pushed it past the edge
-    fig.suptitle(textwrap.fill(title, TITLE_CHARS))
+    _fold_title(fig, title)
     ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -257,7 +261,7 @@ def intervals_by_estimator(
     axes[0, 0].set(yticks=y, yticklabels=policies)
     fig.supxlabel("value per decision")
     key = "; red x: the true value (simulator)" if truth else ""  # the title is the key (a legend would sit on it)
-    fig.suptitle(textwrap.fill(title + key, int(TITLE_CHARS * fig.get_figwidth() / 8)))
+    _fold_title(fig, title + key)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
