@@ -58,41 +58,20 @@ def test_channel_colors_keep_the_built_in_ones_and_never_repeat():
     assert len(set(channel_colors([*CHANNELS, *many]).values())) == len(CHANNELS) + 25
 
 
-def test_an_estimates_long_title_stays_inside_the_figure(tmp_path, monkeypatch):
+def test_an_estimates_long_title_stays_inside_the_figure(tmp_path, saved_figures):
     # the evaluation's ranking figure: its title, over the axes of long labels, ran past the right edge
-    from matplotlib.figure import Figure
-
-    seen = []
-    save = Figure.savefig
-
-    def measure(fig, *args, **kwargs):
-        save(fig, *args, **kwargs)
-        renderer = fig.canvas.get_renderer()
-        (text,) = [t for t in [*fig.texts, *(ax.title for ax in fig.axes)] if t.get_text()]  # the title, wherever
-        seen.append((text.get_text(), text.get_window_extent(renderer), fig.bbox))
-
-    monkeypatch.setattr(Figure, "savefig", measure)
     rows = [(f"lgbm_squarecb (safe) v{i} · mdr (unsupported)", 1.0, 0.5, 1.5) for i in range(12)]
     title = "policies ranked by mdr (95% intervals; hollow grey: flagged); dashed: the logging policy's own value"
     estimate_intervals(rows, tmp_path / "r.png", title, reference=0.9)
-    ((text, extent, figure),) = seen
-    assert text.replace("\n", " ") == title
-    assert figure.x0 <= extent.x0 and extent.x1 <= figure.x1 and extent.y1 <= figure.y1
+    ((fig, renderer),) = saved_figures
+    (text,) = [t for t in [*fig.texts, *(ax.title for ax in fig.axes)] if t.get_text()]  # the title, wherever
+    extent = text.get_window_extent(renderer)
+    assert text.get_text().replace("\n", " ") == title
+    assert fig.bbox.x0 <= extent.x0 and extent.x1 <= fig.bbox.x1 and extent.y1 <= fig.bbox.y1
 
 
-def test_intervals_by_estimator_draw_a_panel_each_with_a_row_per_policy(tmp_path, monkeypatch):
+def test_intervals_by_estimator_draw_a_panel_each_with_a_row_per_policy(tmp_path, saved_figures):
     # the evaluation's ope_intervals.png: one column of 60 rows became a panel per estimator
-    from matplotlib.figure import Figure
-
-    seen = []
-    save = Figure.savefig
-
-    def measure(fig, *args, **kwargs):
-        save(fig, *args, **kwargs)
-        title = [t for t in fig.texts if t.get_text() == fig.get_suptitle()][0]
-        seen.append((fig, title.get_window_extent(fig.canvas.get_renderer())))
-
-    monkeypatch.setattr(Figure, "savefig", measure)
     policies = [f"policy {i}" for i in range(12)]
     estimators = ["snips", "dm", "dr", "mips", "mdr"]
     estimates = {
@@ -102,7 +81,8 @@ def test_intervals_by_estimator_draw_a_panel_each_with_a_row_per_policy(tmp_path
     out = intervals_by_estimator(
         estimates, estimators, tmp_path / "i.png", "estimates " * 20, dict.fromkeys(policies, 1)
     )
-    ((fig, title),) = seen
+    ((fig, renderer),) = saved_figures
+    title = [t for t in fig.texts if t.get_text() == fig.get_suptitle()][0].get_window_extent(renderer)
     assert [ax.get_title() for ax in fig.axes] == estimators
     ticks = fig.axes[0].get_yticklabels()
     assert [t.get_text() for t in ticks] == policies
