@@ -341,31 +341,49 @@ def ranking(truths, runs, estimators) -> dict[str, Any]:
 
 
 def plot(summary: Mapping[str, Any], estimators: list[str], path: Path, logs: int) -> None:
+    """Coverage bars, a group per policy and a bar per estimator, beside a key that names the ranked estimator,
+    the hatching (unsupported on most logs) and the two reference lines (the nominal 95 %, the 90 % target)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from training.plots import distinct_colors
 
     policies = list(summary)
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = plt.subplots(figsize=(13, 5), layout="constrained")
     width = 0.8 / len(estimators)
+    colours = distinct_colors(len(estimators))
+    handles: list[Any] = []
     for k, name in enumerate(estimators):
         xs = np.arange(len(policies)) + (k - len(estimators) / 2 + 0.5) * width
         cov = [summary[p][name]["coverage_all"] for p in policies]
         uns = [summary[p][name]["unsupported"] > 0.5 for p in policies]
-        bars = ax.bar(xs, cov, width, label=name)
+        ranked = name == ope.RANK_ESTIMATOR
+        bars = ax.bar(
+            xs, cov, width, color=colours[k], edgecolor="k" if ranked else "none", linewidth=0.8 if ranked else 0
+        )
         for b, u in zip(bars, uns, strict=True):
             if u:
                 b.set_hatch("//")
                 b.set_alpha(0.4)
+        label = f"{name} (the pipeline ranks by it)" if ranked else name
+        handles.append(Patch(facecolor=colours[k], edgecolor="k" if ranked else "none", label=label))
     ax.axhline(0.95, color="k", lw=0.8, ls="--")
     ax.axhline(0.90, color="r", lw=0.8, ls=":")
+    handles += [
+        Patch(facecolor="0.85", hatch="//", edgecolor="0.3", label="unsupported on most logs"),
+        Line2D([], [], color="k", lw=0.8, ls="--", label="nominal 0.95"),
+        Line2D([], [], color="r", lw=0.8, ls=":", label="target 0.90"),
+    ]
     ax.set_xticks(np.arange(len(policies)), policies, rotation=30, ha="right")
     ax.set_ylabel(f"coverage of the exact value ({logs} logs)")
     ax.set_ylim(0, 1.02)
-    ax.set_title("95% intervals: how often they contain the exact value (hatched: unsupported on most logs)")
-    ax.legend(ncol=len(estimators), fontsize=8, loc="lower left")
-    fig.tight_layout()
+    ax.set_xlim(-0.5, len(policies) - 0.5)
+    ax.set_title("95 % intervals: how often they contain the exact value")
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
