@@ -1519,7 +1519,7 @@ def _plot_decisions(scenario: Scenario, batch, sampled: Mapping[str, np.ndarray]
         np.degrees(np.arctan2(X[:, spec.index("local_hour_sin")], X[:, spec.index("local_hour_cos")])) / 15.0, 24.0
     )
     slot_hours = np.array([np.nan if h is None else h for h in space.send_slots])
-    for k, (label, actions) in enumerate(sampled.items()):
+    for label, actions in sampled.items():
         send = slot_hours[np.maximum(space.slot_of[actions], 0)]
         send = np.where(np.isnan(send), hour, send)
         _log_figure(
@@ -1528,7 +1528,7 @@ def _plot_decisions(scenario: Scenario, batch, sampled: Mapping[str, np.ndarray]
                 segment,
                 actions > 0,
                 scenario.segments,
-                out / f"send_hours_{k}.png",
+                out / f"send_hours_{_file_stem(label)}.png",
                 f"{label}: local send hour by segment",
             )
         )
@@ -1788,6 +1788,11 @@ def ab(
             versions[0],
             versions[1],
         )
+
+
+def _file_stem(name: str) -> str:
+    """A label as a file name's stem: "lgbm_funnel (safe) v10" -> "lgbm_funnel_safe_v10", "@champion" -> "champion"."""
+    return "_".join(part for part in re.split(r"[^A-Za-z0-9.-]+", name) if part) or "unnamed"
 
 
 def _metric_key(name: str) -> str:

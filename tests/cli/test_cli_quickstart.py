@@ -56,6 +56,10 @@ def test_quickstart_console_script_end_to_end(tmp_path):
         "mlartifacts",
     ):
         assert (out / f).exists(), f
+    # a send-hour map per policy, named after it (its label, e.g. send_hours_lgbm_funnel_safe_v10.png)
+    maps = sorted(p.name for p in (out / "plots/evaluation").glob("send_hours_*.png"))
+    assert len(maps) == len(summary["policies"]), maps
+    assert all(any(m.startswith(f"send_hours_{k}_") for m in maps) for k in summary["policies"]), maps
     # the champion is production unless an A/B test promoted a challenger, and then it says so
     tested = {k: p for k, p in summary["policies"].items() if p["ab"] is not None}
     promoted = [k for k, p in tested.items() if p["promoted"]]

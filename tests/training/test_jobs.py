@@ -831,3 +831,10 @@ def test_a_deployment_learner_scores_offers_by_their_features_unless_asked_not_t
         jobs.build_deployment_policy("linucb", d, {"catalogue": "offers"})
     with pytest.raises(jobs.JobError, match="^param: catalogue is a parameter of linucb, lints only"):
         jobs.build_deployment_policy("lgbm_squarecb", d, {"catalogue": "index"})
+
+
+def test_a_label_becomes_a_file_stem_that_names_it():
+    assert jobs._file_stem("lgbm_funnel (safe) v10") == "lgbm_funnel_safe_v10"
+    assert jobs._file_stem("@champion") == "champion"
+    assert jobs._file_stem("my offer/model v2") == "my_offer_model_v2"
+    assert jobs._file_stem("(( ))") == "unnamed"
