@@ -19,7 +19,8 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,17 @@ def _start(kind: str, run_name: str | None = None):
         run = mlflow.start_run(run_name=run_name or kind, tags=tags)
     mlflow.set_tags({"nba.job": kind, "code.version": code_version()})
     return run
+
+
+@contextmanager
+def _figures_dir(plots_dir: Path | None, prefix: str) -> Iterator[Path]:
+    """Where a job draws its figures before logging them: ``plots_dir`` when given (kept, and created only
+    by what draws into it), else a temporary folder removed once the job is done (the run holds them)."""
+    if plots_dir is not None:
+        yield Path(plots_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 def _log_figure(path: Path) -> None:
@@ -729,10 +741,8 @@ def train(
                 f"not match the scenario's ({scenario.feature_spec.dim}, "
                 f"{scenario.action_space.n_actions}){hint}"
             )
-    tmp = Path(tempfile.mkdtemp(prefix="nba-train-")) if plots_dir is None else Path(plots_dir)
-    tmp.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
-    with _start("train", run_name=f"train-{policy_name}") as run:
+    with _figures_dir(plots_dir, "nba-train-") as tmp, _start("train", run_name=f"train-{policy_name}") as run:
         mlflow.log_params(
             {
                 "policy": policy_name,
@@ -900,6 +910,7 @@ def _train_bandit_online(
     from envs.rollout import bandit_run
     from training import plots
 
+    out.mkdir(parents=True, exist_ok=True)
     run = bandit_run(scenario, policy, decisions, batch=BANDIT_BATCH, seed=seed, progress=progress, purpose=purpose)
     chunks = -(-len(run.rewards) // BANDIT_BATCH)
     x = np.arange(1, chunks + 1) * BANDIT_BATCH  # decisions made at the end of each batch
@@ -1245,9 +1256,8 @@ def evaluate(
         except JobError:
             log.close()
             raise
-    out = Path(tempfile.mkdtemp(prefix="nba-eval-")) if plots_dir is None else Path(plots_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with _start("evaluate") as run, log:
+    with _figures_dir(plots_dir, "nba-eval-") as out, _start("evaluate") as run, log:
+        out.mkdir(parents=True, exist_ok=True)
         batch = log.read(reward_rule_for(log_url) if deployment is None else deployment.reward_rule())
         ident = LogDigest.of(log_url, batch.decision_id)
         _dataset_input(ident, "evaluate")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,7 +107,8 @@ def test_simulate_with_message_exploration_records_and_replays_its_logger(store)
     assert not getattr(jobs.replay_logging(old)[1], "messages", 0.0)
 
 
-def test_simulate_train_evaluate_promote(store):
+def test_simulate_train_evaluate_promote(store, monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the jobs draw figures without a plots_dir
     sim = jobs.simulate(store["log"], decisions=4000, seed=0)
     assert sim.rows == 4000
     run = mlflow.get_run(sim.run_id)
@@ -125,6 +127,10 @@ def test_simulate_train_evaluate_promote(store):
 
     ev = jobs.evaluate(store["eval"], [bau.version, lints.version], n_bootstrap=50)
     assert ev.truth is not None and set(ev.truth) == set(ev.estimates)
+    # its figures are the run's; the folder they were drawn in is gone
+    drawn = {a.path for a in mlflow.MlflowClient().list_artifacts(ev.run_id, "plots")}
+    assert {"plots/ope_intervals.png", "plots/ope_ranking.png", "plots/channel_mix.png"} <= drawn
+    assert not list(tmp_path.glob("nba-*")), list(tmp_path.glob("nba-*"))
     for label, est in ev.estimates.items():
         # the exact value on these contexts lies within the DR interval, stretched by half its width
         dr = est["dr"]
@@ -187,13 +193,23 @@ def test_simulate_train_evaluate_promote(store):
     assert truth  # both evaluated against the simulator
 
 
-def test_train_online_logs_curves_and_plots(store):
+def test_train_online_logs_curves_and_plots(store, monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     res = jobs.train("linucb", decisions=2000, register=False)
     client = mlflow.MlflowClient()
     history = client.get_metric_history(res.run_id, "cumulative_regret")
     assert len(history) == 2 and history[-1].step == 2000
     arts = {a.path for a in client.list_artifacts(res.run_id, "plots")}
     assert {"plots/learning_curve.png", "plots/channel_mix.png", "plots/send_hours.png"} <= arts
+    assert not list((tmp_path / "tmp").iterdir())  # the folder they were drawn in is gone
+    # given a folder, the figures stay there; an offline learner draws none, and leaves no empty folder
+    jobs.train("linucb", decisions=2000, register=False, plots_dir=tmp_path / "online")
+    drawn = {p.name for p in (tmp_path / "online").iterdir()}
+    assert drawn == {"learning_curve.png", "channel_mix.png", "send_hours.png"}
+    fqi = {"iterations": 1, "num_boost_round": 10, "min_data_in_leaf": 50, "min_support": 20}
+    jobs.train("fqi", customers=60, params=fqi, register=False, plots_dir=tmp_path / "offline")
+    assert not (tmp_path / "offline").exists()
     # LinUCB picks its best upper bound outright: what it took is its greedy choice
     metrics = client.get_run(res.run_id).data.metrics
     assert metrics["greedy_score"] == pytest.approx(metrics["normalised_score"])
