@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from cli.common import (
@@ -423,18 +424,26 @@ def ab(
 
 
 def _ab_table(res) -> Table:
-    t = Table(title="guardrails (non-inferiority, always valid, at the test's alpha)")
-    for col in ("guardrail", "champion", "challenger", "worsening", "upper bound", "margin", "status", "true"):
-        t.add_column(col, justify="left" if col == "guardrail" else "right")
+    """The guardrails' verdicts, readable in an 80-column terminal (only a long guardrail name wraps)."""
+    t = Table(
+        title="guardrails (non-inferiority, always valid, at the test's alpha)",
+        caption="worse by: the challenger's worsening; bound: its upper bound, which must stay below the "
+        "margin; true: the exact worsening",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,
+    )
+    for col in ("guardrail", "champion", "challenger", "worse by", "bound", "margin", "status", "true"):
+        t.add_column(col, justify="left" if col in ("guardrail", "status") else "right", no_wrap=col != "guardrail")
     for g in res.guardrails:
         gd = g.guardrail
-        fmt = (lambda x: f"{100 * x:+.1f}%") if gd.relative else (lambda x: f"{x:+.4g}")
+        fmt = (lambda x: f"{100 * x:+.1f}%") if gd.relative else (lambda x: f"{x:+.3g}")
         true = "—" if res.true_worsening is None else fmt(res.true_worsening[gd.name])
         colour = "green" if g.passed else "red"
         t.add_row(
-            f"{gd.name} ({gd.metric})",
-            f"{g.mean_control:.4g}",
-            f"{g.mean_treatment:.4g}",
+            gd.name,
+            f"{g.mean_control:.3g}",
+            f"{g.mean_treatment:.3g}",
             fmt(g.worsening),
             fmt(g.bound),
             fmt(g.margin),

@@ -185,6 +185,30 @@ def test_ab_guardrail_errors_and_the_promotions_report(tmp_path, monkeypatch):
     assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "report" / "predicted_vs_realised.png").exists()
 
 
+def test_ab_prints_its_guardrails_whole_in_80_columns(tmp_path, monkeypatch):
+    """`nba ab` of two rule-based policies in the simulator: each guardrail's row is readable in an
+    80-column terminal (names, means, worsening, bound, margin, status and truth, nothing cut)."""
+    from cli import common
+
+    for k in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards: use_store sets it
+    monkeypatch.setattr(common.console, "width", 80)
+    args = ["ab", "--champion", "business_as_usual", "--challenger", "uniform_random", "--customers", "300"]
+    args += ["--days", "3", "--pre-days", "0", "--root", str(tmp_path / "store"), "--out", str(tmp_path / "ab")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    table = res.output[res.output.index("guardrails (") : res.output.index("challenger - champion")]
+    assert max(map(len, table.splitlines())) <= 80 and "…" not in table, table
+    rows = {line.split("  ")[0]: line.split() for line in table.splitlines() if line[:1].isalpha()}
+    assert {"opt-out rate", "churn rate", "sends per"} <= set(rows), table
+    # sends per customer: uniform random sends more than business as usual, relative margin +100%
+    sends = rows["sends per"]
+    assert float(sends[3]) > float(sends[2]) and sends[6] == "+100.0%"
+    assert sends[7] in ("holds", "breached", "inconclusive")
+    assert (tmp_path / "ab" / "report.md").exists()
+
+
 def test_simulate_a_brands_deployment_in_its_latent_world_then_train_on_it(tmp_path, monkeypatch):
     """nba simulate --deployment --world writes a log that holds the deployment (nba train finds it there) and
     a run with the world's exact mean expected reward; bad files stop before the store exists."""
