@@ -324,15 +324,40 @@ def evaluate(
 
 
 def _estimates_table(res) -> Table:
-    from training.jobs import PROPENSITY_ESTIMATED, RANK_BY
+    """Every estimate, a section per policy in the ranking's order, readable in an 80-column terminal: the
+    ranked estimator's row in bold, an unsupported estimate marked on its row, a policy's flags under its
+    name, its exact value (simulated logs) on its first row."""
+    from training.jobs import BELOW_LOGGING, PROPENSITY_ESTIMATED, RANK_BY, UNSUPPORTED
 
-    t = Table(title="off-policy estimates per decision (95% bootstrap intervals)")
-    for col in ("policy", "estimator", "estimate", "95% CI", "ESS", "true value"):
-        t.add_column(col, justify="left" if col in ("policy", "estimator") else "right")
-    for label, est in res.estimates.items():
-        truth = "—" if res.truth is None else f"{res.truth[label]:.3f}"
-        for name, e in est.items():
-            t.add_row(label, name, f"{e.value:.3f}", f"[{e.ci_low:.3f}, {e.ci_high:.3f}]", f"{e.ess:,.0f}", truth)
+    t = Table(
+        title="off-policy estimates per decision (95% bootstrap intervals)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,
+    )
+    for col in ("policy", "estimator", "value", "95% interval", "ESS", "support", "exact"):
+        t.add_column(
+            col, justify="left" if col in ("policy", "estimator", "support") else "right", no_wrap=col != "policy"
+        )
+    words = {UNSUPPORTED: "flagged: unsupported", BELOW_LOGGING: "flagged: below the logger"}
+    for label in res.ranked():
+        est = res.estimates[label]
+        # the name on the first row, a flag on each of the next (the last row takes any left over)
+        cells = [label, *(f"[red]{words.get(f, 'flagged: ' + f)}[/red]" for f in res.flags.get(label, ()))]
+        cells = [*cells[: len(est) - 1], "\n".join(cells[len(est) - 1 :])] + [""] * (len(est) - len(cells))
+        for k, (name, e) in enumerate(est.items()):
+            first = k == 0
+            t.add_row(
+                cells[k],
+                name,
+                f"{e.value:.3f}",
+                f"[{e.ci_low:.3f}, {e.ci_high:.3f}]",
+                f"{e.ess:,.0f}",
+                "[red]unsupported[/red]" if e.unsupported else "",
+                ("—" if res.truth is None else f"{res.truth[label]:.3f}") if first else "",
+                style="bold" if name == RANK_BY else None,
+                end_section=k == len(est) - 1,
+            )
     notes = []
     if res.deployment is not None:
         notes.append(

@@ -242,3 +242,55 @@ def test_simulate_a_brands_deployment_in_its_latent_world_then_train_on_it(tmp_p
     assert len(run) == 1 and math.isfinite(float(run["metrics.mean_expected_reward"].iloc[0]))
     res = runner.invoke(app, ["train", "--policy", "linucb", "--source", log, *store])
     assert res.exit_code == 0 and "trained linucb: rows 360" in res.output, res.output
+
+
+def test_the_estimates_table_marks_unsupported_estimates_and_flagged_policies():
+    """`nba evaluate`'s table, in 80 columns: a section per policy in the ranking's order, its name once with
+    its flags under it, each unsupported estimate marked on its row, the exact value on the policy's first row."""
+    from rich.console import Console
+
+    from cli.jobs import _estimates_table
+    from nba.ope import Estimate
+    from training import jobs
+
+    def est(value, low, high, unsupported=()):
+        return {
+            name: Estimate(name, value, low, high, 0.95, 100, 0.1, 50.0, 3.0, 0.0, unsupported=name in unsupported)
+            for name in ("ips", jobs.RANK_BY)
+        }
+
+    res = jobs.EvaluateResult(
+        "r",
+        {
+            "lgbm_funnel (safe) v10": est(1.5, 0.1, 2.0, unsupported=(jobs.RANK_BY,)),
+            "below v2": est(0.7, 0.6, 0.85),
+            "business_as_usual v4": est(1.0, 0.9, 1.1),
+        },
+        {"lgbm_funnel (safe) v10": 1.019, "below v2": 0.7, "business_as_usual v4": 0.984},
+        0.93,
+        (0.9, 0.8, 1.0),
+        {"lgbm_funnel (safe) v10": (jobs.UNSUPPORTED,), "below v2": (jobs.BELOW_LOGGING,), "business_as_usual v4": ()},
+    )
+    console = Console(width=80, record=True, color_system=None)
+    console.print(_estimates_table(res))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in text, text
+    # the ranking's order: unflagged first, each name once, its flags under it
+    first = [line.split()[0] for line in lines if line[:1].isalpha() and not line.startswith(("policy", "flagged"))]
+    assert first == ["business_as_usual", "below", "lgbm_funnel"], text
+    at = {name: next(i for i, line in enumerate(lines) if line.startswith(name)) for name in ("below", "lgbm_funnel")}
+    assert lines[at["below"] + 1].startswith("flagged: below the logger"), text
+    assert lines[at["lgbm_funnel"] + 1].startswith("flagged: unsupported"), text
+    # the unsupported estimate is marked on its own row (mdr here), the supported one (ips) not; the exact value once
+    funnel = lines[at["lgbm_funnel"] : at["lgbm_funnel"] + 2]
+    assert "unsupported" not in funnel[0] and funnel[0].rstrip().endswith("1.019")
+    assert f" {jobs.RANK_BY} " in funnel[1] and "unsupported" in funnel[1].split(jobs.RANK_BY)[1]
+    assert text.count("1.019") == 1
+    # a policy with more flags than rows below its name lists the rest on its last row
+    one = {"x v1": {jobs.RANK_BY: res.estimates["below v2"][jobs.RANK_BY]}}
+    both = (jobs.UNSUPPORTED, jobs.BELOW_LOGGING)
+    console.print(_estimates_table(jobs.EvaluateResult("r", one, None, None, (0.9, 0.8, 1.0), {"x v1": both})))
+    tail = console.export_text().splitlines()
+    at_x = next(i for i, line in enumerate(tail) if line.startswith("x v1"))
+    assert [tail[at_x + 1].strip(), tail[at_x + 2].strip()] == ["flagged: unsupported", "flagged: below the logger"]
