@@ -117,8 +117,9 @@ def _quickstart_table(res) -> Table:
         e = r.estimate
         flag = {UNSUPPORTED: "unsupp", BELOW_LOGGING: "<logger"}.get(r.flags[0], r.flags[0]) if r.flags else ""
         guard = r.ab is not None and any(not g.passed for g in r.ab.guardrails)
-        ab = "" if r.ab is None else ("won" if r.ab.promote else ("guard" if guard else "lost"))
-        role = {champion: "champion", challenger: "challng"}.get(r.version, "")
+        passed = "won" if r.ab is not None and r.ab.winner == "challenger" else "pass"
+        ab = "" if r.ab is None else (passed if r.ab.promote else ("guard" if guard else "lost"))
+        role = {champion: "champion", challenger: "challenger"}.get(r.version, "")
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
         low = "" if r.lift is None or r.policy == PRODUCTION else f"{r.lift.ci_low:+.2f}"
         t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", low, flag, ab, truth, role)
@@ -128,7 +129,8 @@ def _quickstart_table(res) -> Table:
         + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
         + "\nlift: 95% lower bound of the paired lift over business as usual"
         + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
-        + "\nA/B vs the champion: won (promoted), lost, guard (a guardrail failed)"
+        + "\nA/B vs the champion: won = better, pass = no harm shown (both promote),"
+        + "\nlost, guard = a guardrail failed"
     )
     return t
 

@@ -180,6 +180,9 @@ def run(
         promotions.append(promo)
         if promo.promoted:
             champion = name
+            rest = shortlist[k + 1 :]
+            if rest:
+                say(f"not A/B tested: {', '.join(rest)} ({name} was promoted first; it is the champion now)")
             break
     runner_up = next((n for n in shortlist if n != champion), None)
     if runner_up is not None:

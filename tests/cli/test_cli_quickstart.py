@@ -82,3 +82,44 @@ def test_quickstart_console_script_end_to_end(tmp_path):
 
     client = mlflow.MlflowClient(tracking_uri=summary["tracking_uri"], registry_uri=summary["tracking_uri"])
     assert str(client.get_model_version_by_alias("nba-policy", "champion").version) == summary["champion"]["version"]
+
+
+def test_the_table_says_what_each_ab_verdict_was():
+    """The quickstart's table in 80 columns: an A/B that showed the challenger better reads "won", one
+    that promoted on no harm shown "pass", one that did not promote "lost" (or "guard" when a guardrail
+    failed); the roles are spelt out."""
+    from rich.console import Console
+
+    from cli.quickstart import _quickstart_table
+    from nba import ab
+    from nba.ope import Estimate, Lift
+    from training.jobs import RANK_BY, ABResult
+    from training.quickstart import PRODUCTION, QuickstartResult, Row
+
+    def row(policy, version, value, result=None, promoted=False):
+        est = Estimate(RANK_BY, value, value - 0.2, value + 0.2, 0.95, 1000, 0.1, 20.0, 0.0, 0.0)
+        lift = Lift(RANK_BY, value - 1.0, value - 1.1, value - 0.9, 0.95, 0.05, False)
+        return Row(policy, version, est, (), value, lift, result, promoted)
+
+    def tested(winner, promote, guardrail_p=0.01):
+        g = ab.Guardrail("opt-out rate", "opted_out", 0.005)
+        test = ab.GuardrailTest(g, 100, 100, 0.01, 0.01, 0.0, 0.001, 0.002, guardrail_p, 0.05, True)
+        return ABResult("r", winner, "", 0.0, -1.0, 1.0, 0.5, None, Path("r"), promote, "", (test,))
+
+    rows = [
+        row(PRODUCTION, "4", 1.0),
+        row("lgbm_funnel", "10", 1.3, tested("challenger", True), True),
+        row("linucb", "6", 1.2, tested("none", True)),
+        row("lints", "7", 1.15, tested("none", False)),
+        row("send_time", "11", 1.1, tested("none", False, guardrail_p=0.5)),
+    ]
+    res = QuickstartResult(rows, rows[1], rows[2], 0.9, (0.9, 0.8, 1.0), "sqlite://", Path("."), 1.0)
+    console = Console(width=80, record=True, color_system=None)
+    console.print(_quickstart_table(res))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text, text
+    verdicts = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()[:1].isalpha()}
+    assert "won" in verdicts["lgbm_funnel"] and "champion" in verdicts["lgbm_funnel"]
+    assert "pass" in verdicts["linucb"] and "challenger" in verdicts["linucb"]
+    assert "lost" in verdicts["lints"] and "guard" in verdicts["send_time"]
+    assert "pass = no harm shown" in text
