@@ -444,9 +444,6 @@ class ABEvidence:
     days: int
     true_lift: float | None = None  # simulated tests: the exact effect per customer
 
-    def per_decision(self, x: float | None) -> float | None:
-        return None if x is None else x / self.days
-
 
 @dataclass(frozen=True)
 class Promotion:
