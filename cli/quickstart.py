@@ -99,7 +99,7 @@ def _quickstart_table(res) -> Table:
     from rich import box
 
     from nba.ope import RANK_STATISTIC
-    from training.jobs import BELOW_LOGGING, RANK_BY, UNSUPPORTED
+    from training.jobs import BELOW_LOGGING, IN_SAMPLE, RANK_BY, UNSUPPORTED
 
     t = Table(
         title=f"Policies on the evaluation log (customers unseen in training):\nvalue per decision, "
@@ -113,9 +113,10 @@ def _quickstart_table(res) -> Table:
         t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right", no_wrap=True)
     champion = res.champion.version
     challenger = None if res.challenger is None else res.challenger.version
+    short = {UNSUPPORTED: "unsupp", BELOW_LOGGING: "<logger", IN_SAMPLE: "insamp"}
     for r in sorted(res.rows, key=lambda r: (bool(r.flags), -getattr(r.estimate, RANK_STATISTIC))):
         e = r.estimate
-        flag = {UNSUPPORTED: "unsupp", BELOW_LOGGING: "<logger"}.get(r.flags[0], r.flags[0]) if r.flags else ""
+        flag = short.get(r.flags[0], r.flags[0]) if r.flags else ""
         guard = r.ab is not None and any(not g.passed for g in r.ab.guardrails)
         passed = "won" if r.ab is not None and r.ab.winner == "challenger" else "pass"
         ab = "" if r.ab is None else (passed if r.ab.promote else ("guard" if guard else "lost"))
@@ -129,6 +130,7 @@ def _quickstart_table(res) -> Table:
         + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
         + "\nlift: 95% lower bound of the paired lift over business as usual"
         + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
+        + ("; insamp = trained on this log" if any(IN_SAMPLE in r.flags for r in res.rows) else "")
         + "\nA/B vs the champion: won = better, pass = no harm shown (both promote),"
         + "\nlost, guard = a guardrail failed"
     )

@@ -302,30 +302,37 @@ def _log_series(name: str, values: np.ndarray, steps: np.ndarray) -> None:
 
 # ----------------------------------------------------------------------------- dataset identity
 class LogDigest:
-    """``dataset.*`` tags naming a decision log: where it is, how many rows, a digest of their ids.
+    """``dataset.*`` tags naming a decision log: where it is, how many rows, a digest of its decisions.
 
-    Fed the decision ids of the rows a job reads anyway (``add`` per chunk, in log order), so naming
-    the data costs no second pass over it; the digest does not depend on how the rows were chunked.
-    """
+    The digest reads what each decision is (its id, customer, time, action and propensity), not how a job
+    rewards it, so two exports whose ids repeat (``D0000000`` ...) are still two datasets. Fed the rows a
+    job reads anyway (``add`` per chunk, in log order), so naming the data costs no second pass over it;
+    the digest does not depend on how the rows were chunked (a running hash per column)."""
 
     def __init__(self, url: str) -> None:
-        self.url, self.rows, self._h = url, 0, hashlib.sha256()
+        self.url, self.rows = url, 0
+        self._h = {k: hashlib.sha256() for k in ("decision_id", "customer_id", "time", "action", "propensity")}
 
-    def add(self, decision_ids: np.ndarray) -> None:
-        self._h.update("".join(f"{i}\n" for i in decision_ids.tolist()).encode())
-        self.rows += len(decision_ids)
+    def add(self, batch) -> None:
+        """The decisions of ``batch`` (an :class:`nba.log.LoggedBatch`), the next rows in log order."""
+        for k in ("decision_id", "customer_id"):
+            self._h[k].update("".join(f"{i}\n" for i in getattr(batch, k).tolist()).encode())
+        for k, dtype in (("time", "<f8"), ("action", "<i8"), ("propensity", "<f8")):
+            self._h[k].update(np.ascontiguousarray(getattr(batch, k), dtype=dtype).tobytes())
+        self.rows += len(batch)
 
     def tags(self) -> dict[str, str]:
+        whole = hashlib.sha256("".join(h.hexdigest() for h in self._h.values()).encode())
         return {
             "dataset.uri": _safe_url(self.url),
             "dataset.rows": str(self.rows),
-            "dataset.digest": self._h.hexdigest()[:16],
+            "dataset.digest": whole.hexdigest()[:16],
         }
 
     @classmethod
-    def of(cls, url: str, decision_ids: np.ndarray) -> dict[str, str]:
+    def of(cls, url: str, batch) -> dict[str, str]:
         d = cls(url)
-        d.add(decision_ids)
+        d.add(batch)
         return d.tags()
 
 
@@ -461,7 +468,7 @@ def simulate(
         except ValueError as e:  # the log holds another simulation's decisions, or another layout
             raise JobError(f"log: {e}") from e
         batch = log.read(sim_reward_rule())
-        tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
+        tags = LogDigest.of(log_url, batch) | {"dataset.source": SIMULATOR}
         mlflow.set_tag("simulation.replay", json.dumps(replay, sort_keys=True))  # for people: the log holds it
         _dataset_input(tags, "simulate")
         mlflow.log_metrics(
@@ -547,7 +554,7 @@ def simulate_world(
         except ValueError as e:  # the log holds another world's decisions: nothing was written
             raise JobError(f"log: {e}") from e
         batch = log.read(deployment.reward_rule())
-        tags = LogDigest.of(log_url, batch.decision_id) | {"dataset.source": SIMULATOR}
+        tags = LogDigest.of(log_url, batch) | {"dataset.source": SIMULATOR}
         _dataset_input(tags, "simulate")
         mlflow.log_metrics(
             {
@@ -1015,7 +1022,7 @@ def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress, r
     rule = reward_rule_for(log.url) if rule is None else rule
     if isinstance(policy, OfflineLearner):
         batch = log.read(rule)
-        digest.add(batch.decision_id)
+        digest.add(batch)
         t = transitions_from_log(batch, policy.params["gamma"] if fit_takes(policy, "returns") else None)
         _fit_offline(policy, **t)
         if progress is not None:
@@ -1026,7 +1033,7 @@ def _train_offline(policy: Policy, log, digest: LogDigest, progress: Progress, r
     for step, batch in enumerate(log.iter_batches(rule, chunk_rows=LOG_CHUNK)):
         extra = {"events": log.funnel_events(batch, rule.window_h)} if events else {}
         policy.update(batch.context, batch.action, batch.reward, batch.propensity, **extra)
-        digest.add(batch.decision_id)
+        digest.add(batch)
         rows += len(batch)
         mlflow.log_metric("rows_seen", rows, step=step)
         mlflow.log_metric("logged_reward", float(batch.reward.mean()), step=step)
@@ -1149,6 +1156,9 @@ def resolve_deployment_target(ref: str, deployment) -> tuple[str, Policy, str | 
 RANK_BY = RANK_ESTIMATOR  # the estimator the pipelines rank and promote by (nba.ope; bench/ope_coverage.py)
 BELOW_LOGGING = "below_logging"  # flag: even the upper bound is under the logging policy's own value
 UNSUPPORTED = "unsupported"  # flag: the target puts mass where the log has no support (nba.ope's check)
+IN_SAMPLE = "in_sample"  # flag: the version was trained on this very log, so its estimate is optimistic
+FLAGS = (UNSUPPORTED, BELOW_LOGGING, IN_SAMPLE)
+FLAG_WORDS = {UNSUPPORTED: "unsupported", BELOW_LOGGING: "below the logging policy", IN_SAMPLE: "trained on this log"}
 PLOTTED = ("snips", "dm", "dr", "mips", "mdr")  # the estimators of the intervals plot (a panel each)
 
 
@@ -1191,10 +1201,12 @@ def logging_value(batch, n_bootstrap: int, seed: int, level: float = 0.95) -> tu
     return float(batch.reward.mean()), float(lo), float(hi)
 
 
-def flags_of(est: Mapping[str, Any], logged: float) -> tuple[str, ...]:
-    """What keeps an estimate from ranking or promoting: no support, or an upper bound under the logger."""
+def flags_of(est: Mapping[str, Any], logged: float, in_sample: bool = False) -> tuple[str, ...]:
+    """What keeps an estimate from ranking or promoting: no support, an upper bound under the logger, or a
+    policy trained on the log it is evaluated on (``in_sample``: the estimate is no evidence)."""
     e = est[RANK_BY]
-    return tuple(f for f, on in ((UNSUPPORTED, e.unsupported), (BELOW_LOGGING, e.ci_high < logged)) if on)
+    on = {UNSUPPORTED: e.unsupported, BELOW_LOGGING: e.ci_high < logged, IN_SAMPLE: in_sample}
+    return tuple(f for f in FLAGS if on[f])
 
 
 def evaluate(
@@ -1217,9 +1229,10 @@ def evaluate(
     The reward model is fitted once on the log, with refits on resampled customers whose spread
     widens the DM and DR intervals (:func:`nba.ope.fit_reward_models`). Each target is flagged
     (``flag.*`` metrics; ``say`` prints a warning) when its :data:`RANK_BY` estimate is *unsupported* (it
-    puts mass on actions the log does not support) or when even its upper bound lies below the
+    puts mass on actions the log does not support), when even its upper bound lies below the
     logging policy's own value on the log (a policy learned from that log that is worse than the
-    policy that wrote it).
+    policy that wrote it), or when it is a version trained on this very log (``in_sample``: its estimate
+    is optimistic, no evidence of how it does on customers it has not seen). Flagged targets rank last.
 
     A brand's log imported onto its deployment (it holds it: :func:`stored_deployment`) is evaluated on
     that deployment: its targets are registered versions or bundle folders of policies on its actions and
@@ -1259,7 +1272,7 @@ def evaluate(
     with _figures_dir(plots_dir, "nba-eval-") as out, _start("evaluate") as run, log:
         out.mkdir(parents=True, exist_ok=True)
         batch = log.read(reward_rule_for(log_url) if deployment is None else deployment.reward_rule())
-        ident = LogDigest.of(log_url, batch.decision_id)
+        ident = LogDigest.of(log_url, batch)
         _dataset_input(ident, "evaluate")
         propensity, estimated_share = propensity_source(batch)
         mlflow.log_params(
@@ -1301,6 +1314,11 @@ def evaluate(
         )
         estimates: dict[str, dict[str, Any]] = {}
         flags: dict[str, tuple[str, ...]] = {}
+        trained_here = {
+            label
+            for label, _, version in resolved
+            if version is not None and registry.learned_from(version) == ident["dataset.digest"]
+        }
         # one action drawn from each target per context, for the plots: drawn as each target is evaluated, so
         # that only one (n, A) distribution is held at a time
         draws = np.random.default_rng(seed)
@@ -1313,7 +1331,7 @@ def evaluate(
             )
             del probs
             estimates[label] = est
-            flags[label] = flags_of(est, logged[0])
+            flags[label] = flags_of(est, logged[0], in_sample=label in trained_here)
             key = _metric_key(label.replace("@", ""))
             for name, e in est.items():
                 mlflow.log_metrics(
@@ -1328,10 +1346,16 @@ def evaluate(
             )
             if flags[label] and say is not None:
                 e = est[RANK_BY]
+                said = (
+                    "; in_sample: trained on this very log, so this estimate is optimistic: evaluate it on a "
+                    "log of its own"
+                    if IN_SAMPLE in flags[label]
+                    else ""
+                )
                 say(
                     f"[yellow]warning: {label}: {', '.join(flags[label])} ({RANK_BY} {e.value:.3f} "
                     f"[{e.ci_low:.3f}, {e.ci_high:.3f}], logging policy {logged[0]:.3f}, "
-                    f"unsupported mass {e.support_gap:.2f})[/yellow]"
+                    f"unsupported mass {e.support_gap:.2f}){said}[/yellow]"
                 )
         truth = logging_truth = None
         if replay is not None:
@@ -1427,9 +1451,9 @@ def evaluation_metrics(
     """The figures of one policy's evaluation, as metrics of its model: each estimator's value per decision
     (``dr``), interval (``dr.ci_low``, ``dr.ci_high``) and support (``dr.unsupported``: 1 or 0); the
     :data:`RANK_BY` estimate's weight diagnostics (``ess``, ``max_weight``, ``unsupported_mass``,
-    ``support_gap``); the flags (``flag.unsupported``, ``flag.below_logging``: 1 or 0); the logging policy's
-    own value (``logging.value*``); ``propensity.estimated_share``; the exact value when simulated
-    (``true_value``)."""
+    ``support_gap``); the flags (``flag.unsupported``, ``flag.below_logging``, ``flag.in_sample``: 1 or 0);
+    the logging policy's own value (``logging.value*``); ``propensity.estimated_share``; the exact value when
+    simulated (``true_value``)."""
     from training import registry
 
     out: dict[str, float] = {}
@@ -1446,7 +1470,7 @@ def evaluation_metrics(
         "max_weight": e.max_weight,
         "unsupported_mass": e.unsupported_mass,
         "support_gap": e.support_gap,
-        **{f"flag.{f}": float(f in flags) for f in (UNSUPPORTED, BELOW_LOGGING)},
+        **{f"flag.{f}": float(f in flags) for f in FLAGS},
         "logging.value": logged[0],
         "logging.value.ci_low": logged[1],
         "logging.value.ci_high": logged[2],
@@ -1465,7 +1489,7 @@ def evaluation_line(
     e = est[RANK_BY]
     notes = [
         f"logging policy {logged:.4g}",
-        *[{UNSUPPORTED: "unsupported", BELOW_LOGGING: "below the logging policy"}[f] for f in flags],
+        *[FLAG_WORDS[f] for f in flags],
     ]
     if propensity == PROPENSITY_ESTIMATED:
         notes.append("propensities estimated at import")
@@ -1662,7 +1686,7 @@ def ab(
         for b in log.iter_batches(rule, experiment=experiment):
             if len(b):
                 first.append(b.time.min())
-                digest.add(b.decision_id)
+                digest.add(b)
         if not first:
             raise JobError(f"experiment: no decisions of experiment {experiment!r} in the log")
         versions = (_ref_version(champion), _ref_version(challenger))

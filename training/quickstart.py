@@ -58,7 +58,7 @@ class Row:
     policy: str
     version: str
     estimate: Any  # nba.ope.Estimate of training.jobs.RANK_BY
-    flags: tuple[str, ...]  # training.jobs.UNSUPPORTED / BELOW_LOGGING
+    flags: tuple[str, ...]  # training.jobs.FLAGS: UNSUPPORTED, BELOW_LOGGING, IN_SAMPLE
     truth: float | None
     lift: Any = None  # nba.ope.Lift: the paired estimate of its value minus today's production policy's
     ab: Any = None  # training.jobs.ABResult when this policy was A/B tested against the champion

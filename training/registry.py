@@ -207,7 +207,7 @@ def log_policy(
 # ----------------------------------------------------------------------------- evaluations
 def decision_log_dataset(uri: str, digest: str):
     """A decision log as an MLflow dataset (identity only: the rows stay in the log): its URI (password
-    hidden) and the digest of its decision ids (``training.jobs.LogDigest``)."""
+    hidden) and the digest of its decisions (``training.jobs.LogDigest``)."""
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 
@@ -244,6 +244,21 @@ def logged_model_id(version: str, model_name: str = MODEL_NAME) -> str | None:
     mv = MlflowClient().get_model_version(model_name, str(version))
     source = mv.source or ""
     return mv.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+
+
+def learned_from(version: str, model_name: str = MODEL_NAME) -> str | None:
+    """The digest of the decision log ``version`` learned from (its training run's ``dataset.digest``); None
+    when it learned from none: trained in the simulator, or a rule-based policy that only ran on a log."""
+    from mlflow import MlflowClient
+
+    from nba.policies import LEARNERS
+
+    client = MlflowClient()
+    run_id = client.get_model_version(model_name, str(version)).run_id
+    if not run_id:
+        return None
+    run = client.get_run(run_id)
+    return run.data.tags.get("dataset.digest") if run.data.params.get("policy") in LEARNERS else None
 
 
 def latest_evaluation(version: str, model_name: str = MODEL_NAME) -> Evaluation | None:
@@ -533,6 +548,11 @@ def promote(
             return refuse(f"no {metric} evaluation on both versions (metrics {key_v}, {key_lo} on their models)")
         if c_eval.dataset != k_eval.dataset:
             return refuse("champion and challenger were evaluated on different datasets")
+        if c_eval.metrics.get("flag.in_sample"):
+            return refuse(
+                f"the challenger was evaluated on the log it was trained on (dataset {c_eval.dataset}): an "
+                "in-sample estimate is no evidence; evaluate both on a log of their own"
+            )
         sources = (k_eval.propensity, c_eval.propensity)
         if None not in sources and sources[0] != sources[1]:  # the same decisions, weighted otherwise
             return refuse(

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import mlflow
@@ -191,6 +191,77 @@ def test_simulate_train_evaluate_promote(store, monkeypatch, tmp_path):
     stored = registry.paired_lift(evaluated, registry.latest_evaluation(bau.version), "dr")
     assert (stored.value, stored.ci_low, stored.ci_high) == pytest.approx((paired.value, paired.ci_low, paired.ci_high))
     assert truth  # both evaluated against the simulator
+
+
+def test_a_log_digest_names_the_decisions_not_just_their_ids():
+    """Two exports whose decision ids repeat are two datasets; the chunks a job reads the log in, and the
+    reward a job gives it, do not change its name."""
+    from dataclasses import replace
+
+    from nba.log.records import LoggedBatch
+
+    rng = np.random.default_rng(0)
+    n = 50
+    batch = LoggedBatch(
+        decision_id=np.array([f"D{i:07d}" for i in range(n)], object),
+        time=np.sort(rng.uniform(0, 1e6, n)),
+        customer_id=np.array([f"C{i % 7:05d}" for i in range(n)], object),
+        context=rng.normal(size=(n, 3)).astype(np.float32),
+        eligible=np.ones((n, 4), bool),
+        action=rng.integers(0, 4, n),
+        send_at=np.zeros(n),
+        propensity=np.full(n, 0.25),
+        policy=np.array(["bau"] * n, object),
+        policy_version=np.array(["1"] * n, object),
+        experiment=np.array([""] * n, object),
+        arm=np.array([""] * n, object),
+        cost=np.zeros(n),
+        reward=rng.exponential(size=n),
+    )
+    whole = jobs.LogDigest.of("sqlite:///a.db", batch)
+    chunked = jobs.LogDigest("sqlite:///a.db")
+    for part in (slice(0, 13), slice(13, 40), slice(40, n)):
+        chunked.add(LoggedBatch(**{k: v[part] for k, v in vars(batch).items()}))
+    assert chunked.tags() == whole and whole["dataset.rows"] == "50"
+    assert jobs.LogDigest.of("sqlite:///a.db", replace(batch, reward=batch.reward * 2)) == whole
+    for field, other in (
+        ("action", (batch.action + 1) % 4),
+        ("time", batch.time + 86_400.0),
+        ("customer_id", np.roll(batch.customer_id, 1)),
+        ("propensity", np.full(n, 0.5)),
+    ):
+        assert (
+            jobs.LogDigest.of("sqlite:///a.db", replace(batch, **{field: other}))["dataset.digest"]
+            != whole["dataset.digest"]
+        ), field
+
+
+def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(store):
+    train_log, eval_log = (f"sqlite:///{store['root'] / f'in-sample-{k}.db'}" for k in ("train", "eval"))
+    jobs.simulate(train_log, decisions=3000, purpose="tests/in-sample/train")
+    jobs.simulate(eval_log, decisions=3000, purpose="tests/in-sample/eval")
+    bau = jobs.train("business_as_usual", source=train_log)
+    lints = jobs.train("lints", source=train_log)
+    said: list[str] = []
+    own = jobs.evaluate(train_log, [bau.version, lints.version], n_bootstrap=20, say=said.append)
+    label = next(k for k in own.estimates if k.endswith(f" v{lints.version}"))
+    base = next(k for k in own.estimates if k.endswith(f" v{bau.version}"))
+    # the learner learned from this log; business as usual only ran on it
+    assert jobs.IN_SAMPLE in own.flags[label] and jobs.IN_SAMPLE not in own.flags[base]
+    assert any(f"{label}: " in s and "in_sample: trained on this very log" in s for s in said), said
+    ranked = own.ranked()
+    assert all(ranked.index(k) < ranked.index(label) for k in ranked if not own.flags[k])  # flagged: last
+    assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 1.0
+    registry.set_alias(registry.CHAMPION, bau.version)
+    registry.set_alias(registry.CHALLENGER, lints.version)
+    refused = jobs.promote()
+    assert not refused.promoted and "evaluated on the log it was trained on" in refused.reason, refused.reason
+    assert registry.alias_state(registry.CHAMPION).version == bau.version
+    # on a log of its own the flag is gone, and the evaluation promote reads is that one
+    other = jobs.evaluate(eval_log, [bau.version, lints.version], n_bootstrap=20)
+    assert not any(jobs.IN_SAMPLE in f for f in other.flags.values())
+    assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 0.0
+    assert "trained on" not in jobs.promote().reason
 
 
 def test_train_online_logs_curves_and_plots(store, monkeypatch, tmp_path):
@@ -553,7 +624,20 @@ def telecom_log(tmp_path_factory):
     later = generate.write_csv([header, *rows[300:]], root / "later.csv")
     res = import_command(later, url, deployment=TELECOM / "deployment.toml", **COLUMNS)
     assert res.propensity_estimated and res.new_decisions == 100
-    return {"url": url, "deployment": deployment, "file": TELECOM / "deployment.toml", "root": root}
+    # another fortnight's export of the same shape (its decision ids repeat the first's): to evaluate on
+    header, *rows = generate.generate(deployment, 100, 4, seed=1, start=date(2027, 4, 5))
+    held_out = f"sqlite:///{root / 'held-out.db'}"
+    logged = generate.write_csv([header, *rows[:300]], root / "held-out-logged.csv")
+    import_command(logged, held_out, deployment=TELECOM / "deployment.toml", propensity="propensity", **COLUMNS)
+    later = generate.write_csv([header, *rows[300:]], root / "held-out-later.csv")
+    import_command(later, held_out, deployment=TELECOM / "deployment.toml", **COLUMNS)
+    return {
+        "url": url,
+        "held_out": held_out,
+        "deployment": deployment,
+        "file": TELECOM / "deployment.toml",
+        "root": root,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -693,7 +777,16 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     text = " ".join(table.export_text().split())
     assert "true value: none, a brand's log has no simulator behind it" in text
     assert "propensity: estimated at import for 25% of the decisions" in text
+    # both learned from this very log: flagged in-sample, and promote will not act on it
+    assert all(jobs.IN_SAMPLE in ev.flags[label] for label in ev.estimates if label != "no_contact")
+    refused = jobs.promote()
+    assert not refused.promoted and "evaluated on the log it was trained on" in refused.reason
 
+    # on a log of its own (another export, its ids the same): no longer in-sample
+    ev = jobs.evaluate(telecom_log["held_out"], ["@champion", "@challenger"], n_bootstrap=20)
+    assert not any(jobs.IN_SAMPLE in f for f in ev.flags.values()) and ev.propensity == jobs.PROPENSITY_ESTIMATED
+    evals = {v: registry.latest_evaluation(v) for v in (linucb, lints)}
+    assert evals[lints].dataset == evals[linucb].dataset != run.data.tags["dataset.digest"]  # two datasets
     result = jobs.promote()  # as for scenario bundles: the challenger's paired dr lift over the champion
     paired = registry.paired_lift(evals[lints], evals[linucb], "dr")
     assert paired is not None and "paired dr lift" in result.reason
