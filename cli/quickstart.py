@@ -130,7 +130,7 @@ def _quickstart_table(res) -> Table:
         + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
         + "\nlift: 95% lower bound of the paired lift over business as usual"
         + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
-        + ("; insamp = trained on this log" if any(IN_SAMPLE in r.flags for r in res.rows) else "")
+        + ("; insamp = learned from this log" if any(IN_SAMPLE in r.flags for r in res.rows) else "")
         + "\nA/B vs the champion: won = better, pass = no harm shown (both promote),"
         + "\nlost, guard = a guardrail failed"
     )

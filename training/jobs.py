@@ -312,6 +312,7 @@ class LogDigest:
     def __init__(self, url: str) -> None:
         self.url, self.rows = url, 0
         self._h = {k: hashlib.sha256() for k in ("decision_id", "customer_id", "time", "action", "propensity")}
+        self._smallest = np.empty(0, np.uint64)  # the sketch: the SKETCH_SIZE smallest decision hashes so far
 
     def add(self, batch) -> None:
         """The decisions of ``batch`` (an :class:`nba.log.LoggedBatch`), the next rows in log order."""
@@ -320,6 +321,13 @@ class LogDigest:
         for k, dtype in (("time", "<f8"), ("action", "<i8"), ("propensity", "<f8")):
             self._h[k].update(np.ascontiguousarray(getattr(batch, k), dtype=dtype).tobytes())
         self.rows += len(batch)
+        seen = np.concatenate([self._smallest, decision_hashes(batch)])
+        self._smallest = np.unique(seen)[:SKETCH_SIZE]
+
+    def sketch(self) -> LogSketch:
+        """A bottom-k sketch of the log's decisions, enough to tell how many of another log's are among them
+        (:func:`overlap`) without keeping either log."""
+        return LogSketch(self.rows, self._smallest.copy())
 
     def tags(self) -> dict[str, str]:
         whole = hashlib.sha256("".join(h.hexdigest() for h in self._h.values()).encode())
@@ -334,6 +342,53 @@ class LogDigest:
         d = cls(url)
         d.add(batch)
         return d.tags()
+
+
+SKETCH_SIZE = 512  # hashes a log's sketch keeps: the overlap of two logs is known to about ±2/sqrt(512) of it
+
+
+@dataclass(frozen=True)
+class LogSketch:
+    """The :data:`SKETCH_SIZE` smallest 64-bit hashes of a log's decisions (each by its id, customer and
+    time: :func:`decision_hashes`) and how many decisions it holds: a bottom-k sketch."""
+
+    rows: int
+    hashes: np.ndarray  # (<= SKETCH_SIZE,) uint64, sorted, distinct
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "hashes": [f"{h:016x}" for h in self.hashes.tolist()]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LogSketch:
+        return cls(int(d["rows"]), np.array([int(h, 16) for h in d["hashes"]], np.uint64))
+
+
+def decision_hashes(batch) -> np.ndarray:
+    """A stable 64-bit hash of each decision of ``batch`` by what identifies it (id, customer, time): the same
+    decision read from any copy of its log hashes the same, on any machine."""
+    keys = zip(batch.decision_id.tolist(), batch.customer_id.tolist(), batch.time.tolist(), strict=True)
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(f"{d}\x1f{c}\x1f{t!r}".encode(), digest_size=8).digest(), "little")
+            for d, c, t in keys
+        ),
+        np.uint64,
+        count=len(batch),
+    )
+
+
+def overlap(learned: LogSketch, evaluated: LogSketch) -> float:
+    """The estimated share of the ``evaluated`` log's decisions that are also in the ``learned`` one, from
+    their sketches (exact while both logs hold at most :data:`SKETCH_SIZE` decisions): the Jaccard index of
+    the two sets read off the union's bottom-k, turned into a containment. 0 when they share none."""
+    union = np.union1d(learned.hashes, evaluated.hashes)[:SKETCH_SIZE]
+    if not len(union) or not evaluated.rows:
+        return 0.0
+    both = np.intersect1d(learned.hashes, evaluated.hashes)
+    jaccard = np.isin(union, both).mean()
+    if len(union) < SKETCH_SIZE:  # both sets whole: exact counts
+        return float(len(both) / max(evaluated.rows, 1))
+    return float(min(1.0, jaccard * (learned.rows + evaluated.rows) / ((1.0 + jaccard) * evaluated.rows)))
 
 
 def log_steps(url: str) -> int:
@@ -369,17 +424,23 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _dataset_input(tags: Mapping[str, str], context: str) -> None:
-    """The log as an MLflow dataset input of the run (identity only: the rows stay in the log)."""
+def _dataset_input(tags: Mapping[str, str], context: str, digest: LogDigest | None = None) -> None:
+    """The log as an MLflow dataset input of the run (identity only: the rows stay in the log); with the
+    ``digest`` that named it, its sketch too (a training run's: evaluations tell from it how much of their
+    log the version learned from)."""
     import mlflow
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
+
+    from training import registry
 
     ds = MetaDataset(
         source=HTTPDatasetSource(url=tags["dataset.uri"]), name="decision-log", digest=tags["dataset.digest"]
     )
     mlflow.log_input(ds, context=context)
     mlflow.set_tags(dict(tags))
+    if digest is not None:
+        mlflow.log_dict(digest.sketch().to_dict(), registry.SKETCH_ARTIFACT)
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -777,7 +838,7 @@ def train(
         if offline_log is not None:
             digest = LogDigest(source)
             metrics = _train_offline(policy, offline_log, digest, progress)
-            _dataset_input(digest.tags(), "train")
+            _dataset_input(digest.tags(), "train", digest)
             offline_log.close()
             described = (
                 _trained_on_log(label, digest, world)
@@ -860,7 +921,7 @@ def _train_on_deployment(
             metrics = _train_offline(policy, log, digest, progress, rule=deployment.reward_rule())
         finally:
             log.close()
-        _dataset_input(digest.tags(), "train")
+        _dataset_input(digest.tags(), "train", digest)
         mlflow.log_metrics(metrics)
         version = _log_trained(
             Bundle.of_deployment(policy, deployment),
@@ -1156,9 +1217,10 @@ def resolve_deployment_target(ref: str, deployment) -> tuple[str, Policy, str | 
 RANK_BY = RANK_ESTIMATOR  # the estimator the pipelines rank and promote by (nba.ope; bench/ope_coverage.py)
 BELOW_LOGGING = "below_logging"  # flag: even the upper bound is under the logging policy's own value
 UNSUPPORTED = "unsupported"  # flag: the target puts mass where the log has no support (nba.ope's check)
-IN_SAMPLE = "in_sample"  # flag: the version was trained on this very log, so its estimate is optimistic
+IN_SAMPLE = "in_sample"  # flag: the version learned from this log's decisions, so its estimate is optimistic
+IN_SAMPLE_SHARE = 0.05  # ... from this share of them or more (training.jobs.learned_share)
 FLAGS = (UNSUPPORTED, BELOW_LOGGING, IN_SAMPLE)
-FLAG_WORDS = {UNSUPPORTED: "unsupported", BELOW_LOGGING: "below the logging policy", IN_SAMPLE: "trained on this log"}
+FLAG_WORDS = {UNSUPPORTED: "unsupported", BELOW_LOGGING: "below the logging policy", IN_SAMPLE: "learned from this log"}
 PLOTTED = ("snips", "dm", "dr", "mips", "mdr")  # the estimators of the intervals plot (a panel each)
 
 
@@ -1201,6 +1263,21 @@ def logging_value(batch, n_bootstrap: int, seed: int, level: float = 0.95) -> tu
     return float(batch.reward.mean()), float(lo), float(hi)
 
 
+def learned_share(version: str | None, digest: str, sketch: LogSketch) -> float:
+    """The share of a log's decisions (its ``digest`` and ``sketch``) that the registered ``version`` learned
+    from: 1 on its own training log, an estimate from the two logs' sketches on another (:func:`overlap`),
+    0 for a version that learned from no log (or a target that is no registered version)."""
+    from training import registry
+
+    found = None if version is None else registry.learned_from(version)
+    if found is None:
+        return 0.0
+    trained_digest, trained_sketch = found
+    if trained_digest == digest:
+        return 1.0
+    return 0.0 if trained_sketch is None else overlap(LogSketch.from_dict(trained_sketch), sketch)
+
+
 def flags_of(est: Mapping[str, Any], logged: float, in_sample: bool = False) -> tuple[str, ...]:
     """What keeps an estimate from ranking or promoting: no support, an upper bound under the logger, or a
     policy trained on the log it is evaluated on (``in_sample``: the estimate is no evidence)."""
@@ -1231,8 +1308,9 @@ def evaluate(
     (``flag.*`` metrics; ``say`` prints a warning) when its :data:`RANK_BY` estimate is *unsupported* (it
     puts mass on actions the log does not support), when even its upper bound lies below the
     logging policy's own value on the log (a policy learned from that log that is worse than the
-    policy that wrote it), or when it is a version trained on this very log (``in_sample``: its estimate
-    is optimistic, no evidence of how it does on customers it has not seen). Flagged targets rank last.
+    policy that wrote it), or when it is a version that learned from :data:`IN_SAMPLE_SHARE` of this log's
+    decisions or more (``in_sample``, :func:`learned_share`: its estimate is optimistic, no evidence of how
+    it does on decisions it has not seen). Flagged targets rank last.
 
     A brand's log imported onto its deployment (it holds it: :func:`stored_deployment`) is evaluated on
     that deployment: its targets are registered versions or bundle folders of policies on its actions and
@@ -1272,7 +1350,9 @@ def evaluate(
     with _figures_dir(plots_dir, "nba-eval-") as out, _start("evaluate") as run, log:
         out.mkdir(parents=True, exist_ok=True)
         batch = log.read(reward_rule_for(log_url) if deployment is None else deployment.reward_rule())
-        ident = LogDigest.of(log_url, batch)
+        named = LogDigest(log_url)
+        named.add(batch)
+        ident, evaluated = named.tags(), named.sketch()
         _dataset_input(ident, "evaluate")
         propensity, estimated_share = propensity_source(batch)
         mlflow.log_params(
@@ -1314,11 +1394,7 @@ def evaluate(
         )
         estimates: dict[str, dict[str, Any]] = {}
         flags: dict[str, tuple[str, ...]] = {}
-        trained_here = {
-            label
-            for label, _, version in resolved
-            if version is not None and registry.learned_from(version) == ident["dataset.digest"]
-        }
+        learned = {label: learned_share(version, ident["dataset.digest"], evaluated) for label, _, version in resolved}
         # one action drawn from each target per context, for the plots: drawn as each target is evaluated, so
         # that only one (n, A) distribution is held at a time
         draws = np.random.default_rng(seed)
@@ -1331,7 +1407,7 @@ def evaluate(
             )
             del probs
             estimates[label] = est
-            flags[label] = flags_of(est, logged[0], in_sample=label in trained_here)
+            flags[label] = flags_of(est, logged[0], in_sample=learned[label] >= IN_SAMPLE_SHARE)
             key = _metric_key(label.replace("@", ""))
             for name, e in est.items():
                 mlflow.log_metrics(
@@ -1342,13 +1418,14 @@ def evaluate(
                     f"{key}.ess": est[RANK_BY].ess,
                     f"{key}.max_weight": est[RANK_BY].max_weight,
                     f"{key}.support_gap": est[RANK_BY].support_gap,
+                    f"{key}.in_sample_share": learned[label],
                 }
             )
             if flags[label] and say is not None:
                 e = est[RANK_BY]
                 said = (
-                    "; in_sample: trained on this very log, so this estimate is optimistic: evaluate it on a "
-                    "log of its own"
+                    f"; in_sample: it learned from {learned[label]:.0%} of these decisions, so this estimate is "
+                    "optimistic: evaluate it on decisions of its own"
                     if IN_SAMPLE in flags[label]
                     else ""
                 )

@@ -246,10 +246,16 @@ def logged_model_id(version: str, model_name: str = MODEL_NAME) -> str | None:
     return mv.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
 
 
-def learned_from(version: str, model_name: str = MODEL_NAME) -> str | None:
-    """The digest of the decision log ``version`` learned from (its training run's ``dataset.digest``); None
-    when it learned from none: trained in the simulator, or a rule-based policy that only ran on a log."""
+SKETCH_ARTIFACT = "dataset_sketch.json"  # a training run's sketch of its log (training.jobs.LogSketch)
+
+
+def learned_from(version: str, model_name: str = MODEL_NAME) -> tuple[str, dict[str, Any] | None] | None:
+    """The decision log ``version`` learned from: its digest (the training run's ``dataset.digest``) and the
+    run's sketch of it (:data:`SKETCH_ARTIFACT`; None when the run kept none). None when it learned from no
+    log: trained in the simulator, or a rule-based policy that only ran on one."""
+    import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from nba.policies import LEARNERS
 
@@ -258,7 +264,14 @@ def learned_from(version: str, model_name: str = MODEL_NAME) -> str | None:
     if not run_id:
         return None
     run = client.get_run(run_id)
-    return run.data.tags.get("dataset.digest") if run.data.params.get("policy") in LEARNERS else None
+    digest = run.data.tags.get("dataset.digest")
+    if digest is None or run.data.params.get("policy") not in LEARNERS:
+        return None
+    try:
+        sketch = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SKETCH_ARTIFACT}")
+    except (MlflowException, OSError):
+        sketch = None
+    return digest, sketch
 
 
 def latest_evaluation(version: str, model_name: str = MODEL_NAME) -> Evaluation | None:
@@ -550,7 +563,7 @@ def promote(
             return refuse("champion and challenger were evaluated on different datasets")
         if c_eval.metrics.get("flag.in_sample"):
             return refuse(
-                f"the challenger was evaluated on the log it was trained on (dataset {c_eval.dataset}): an "
+                f"the challenger was evaluated on decisions it learned from (dataset {c_eval.dataset}): an "
                 "in-sample estimate is no evidence; evaluate both on a log of their own"
             )
         sources = (k_eval.propensity, c_eval.propensity)

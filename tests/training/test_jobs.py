@@ -193,19 +193,16 @@ def test_simulate_train_evaluate_promote(store, monkeypatch, tmp_path):
     assert truth  # both evaluated against the simulator
 
 
-def test_a_log_digest_names_the_decisions_not_just_their_ids():
-    """Two exports whose decision ids repeat are two datasets; the chunks a job reads the log in, and the
-    reward a job gives it, do not change its name."""
-    from dataclasses import replace
-
+def _decisions(first: int, n: int):
+    """Decisions ``first .. first + n - 1`` of one log (their ids, customers and times follow the index)."""
     from nba.log.records import LoggedBatch
 
-    rng = np.random.default_rng(0)
-    n = 50
-    batch = LoggedBatch(
-        decision_id=np.array([f"D{i:07d}" for i in range(n)], object),
-        time=np.sort(rng.uniform(0, 1e6, n)),
-        customer_id=np.array([f"C{i % 7:05d}" for i in range(n)], object),
+    rng = np.random.default_rng(first)
+    i = np.arange(first, first + n)
+    return LoggedBatch(
+        decision_id=np.array([f"D{k:07d}" for k in i], object),
+        time=i * 60.0,
+        customer_id=np.array([f"C{k % 7:05d}" for k in i], object),
         context=rng.normal(size=(n, 3)).astype(np.float32),
         eligible=np.ones((n, 4), bool),
         action=rng.integers(0, 4, n),
@@ -218,6 +215,17 @@ def test_a_log_digest_names_the_decisions_not_just_their_ids():
         cost=np.zeros(n),
         reward=rng.exponential(size=n),
     )
+
+
+def test_a_log_digest_names_the_decisions_not_just_their_ids():
+    """Two exports whose decision ids repeat are two datasets; the chunks a job reads the log in, and the
+    reward a job gives it, do not change its name."""
+    from dataclasses import replace
+
+    from nba.log.records import LoggedBatch
+
+    n = 50
+    batch = _decisions(0, n)
     whole = jobs.LogDigest.of("sqlite:///a.db", batch)
     chunked = jobs.LogDigest("sqlite:///a.db")
     for part in (slice(0, 13), slice(13, 40), slice(40, n)):
@@ -236,6 +244,35 @@ def test_a_log_digest_names_the_decisions_not_just_their_ids():
         ), field
 
 
+def test_two_logs_sketches_tell_how_many_decisions_they_share():
+    """The share of one log's decisions that are in another, from their sketches alone: exact on small logs,
+    within a few points on large ones (20,000 decisions each, 512 hashes a sketch), 0 when they share none."""
+
+    def sketch(*parts):
+        d = jobs.LogDigest("sqlite:///x.db")
+        for first, n in parts:
+            d.add(_decisions(first, n))
+        return d.sketch()
+
+    assert len(sketch((0, 20_000)).hashes) == jobs.SKETCH_SIZE  # bounded, whatever the log's size
+    # small logs: exact
+    assert jobs.overlap(sketch((0, 300)), sketch((200, 100))) == 1.0
+    assert jobs.overlap(sketch((0, 300)), sketch((250, 100))) == 0.5
+    assert jobs.overlap(sketch((0, 300)), sketch((300, 100))) == 0.0
+    # large logs: the estimate, in chunks or whole
+    learned = sketch((0, 7_000), (7_000, 13_000))
+    assert jobs.overlap(learned, sketch((0, 20_000))) == pytest.approx(1.0, abs=0.02)
+    for first, share in ((15_000, 0.25), (10_000, 0.5), (19_000, 0.05)):
+        assert jobs.overlap(learned, sketch((first, 20_000))) == pytest.approx(share, abs=0.08), first
+    assert jobs.overlap(learned, sketch((20_000, 20_000))) == 0.0  # none shared: exactly none
+    # the same decisions with other ids (another export) are other decisions
+    assert jobs.overlap(learned, sketch((1_000_000, 5_000))) == 0.0
+    # a sketch survives its round trip through the run's JSON artefact
+    s = sketch((0, 5_000))
+    back = jobs.LogSketch.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back.rows == s.rows and np.array_equal(back.hashes, s.hashes)
+
+
 def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(store):
     train_log, eval_log = (f"sqlite:///{store['root'] / f'in-sample-{k}.db'}" for k in ("train", "eval"))
     jobs.simulate(train_log, decisions=3000, purpose="tests/in-sample/train")
@@ -248,14 +285,14 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     base = next(k for k in own.estimates if k.endswith(f" v{bau.version}"))
     # the learner learned from this log; business as usual only ran on it
     assert jobs.IN_SAMPLE in own.flags[label] and jobs.IN_SAMPLE not in own.flags[base]
-    assert any(f"{label}: " in s and "in_sample: trained on this very log" in s for s in said), said
+    assert any(f"{label}: " in s and "in_sample: it learned from 100% of these decisions" in s for s in said), said
     ranked = own.ranked()
     assert all(ranked.index(k) < ranked.index(label) for k in ranked if not own.flags[k])  # flagged: last
     assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 1.0
     registry.set_alias(registry.CHAMPION, bau.version)
     registry.set_alias(registry.CHALLENGER, lints.version)
     refused = jobs.promote()
-    assert not refused.promoted and "evaluated on the log it was trained on" in refused.reason, refused.reason
+    assert not refused.promoted and "evaluated on decisions it learned from" in refused.reason, refused.reason
     assert registry.alias_state(registry.CHAMPION).version == bau.version
     # on a log of its own the flag is gone, and the evaluation promote reads is that one
     other = jobs.evaluate(eval_log, [bau.version, lints.version], n_bootstrap=20)
@@ -780,7 +817,19 @@ def test_evaluate_and_promote_deployment_bundles_on_their_log(store, telecom_log
     # both learned from this very log: flagged in-sample, and promote will not act on it
     assert all(jobs.IN_SAMPLE in ev.flags[label] for label in ev.estimates if label != "no_contact")
     refused = jobs.promote()
-    assert not refused.promoted and "evaluated on the log it was trained on" in refused.reason
+    assert not refused.promoted and "evaluated on decisions it learned from" in refused.reason
+    # a log that holds part of what they learned from (its first three days, imported alone: another
+    # digest) is in-sample too, from the training run's sketch
+    from training.importing import import_command
+
+    part = f"sqlite:///{telecom_log['root'] / 'part.db'}"
+    first_days = telecom_log["root"] / "logged.csv"
+    import_command(first_days, part, deployment=telecom_log["file"], propensity="propensity", **COLUMNS)
+    said.clear()
+    ev_part = jobs.evaluate(part, ["@challenger"], n_bootstrap=20, say=said.append)
+    assert mlflow.get_run(ev_part.run_id).data.tags["dataset.digest"] != run.data.tags["dataset.digest"]
+    assert jobs.IN_SAMPLE in ev_part.flags[f"lints v{lints}"]
+    assert any("in_sample: it learned from 100% of these decisions" in s for s in said), said
 
     # on a log of its own (another export, its ids the same): no longer in-sample
     ev = jobs.evaluate(telecom_log["held_out"], ["@champion", "@challenger"], n_bootstrap=20)
