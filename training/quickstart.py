@@ -122,7 +122,7 @@ def run(
                 res = jobs.train(name, source=train_log, seed=seed, safe=SAFE, plots_dir=out / "plots" / name)
             versions[name] = res.version
             tick()
-    say("evaluating every registered version off-policy (and against the simulator's truth)...")
+    say("evaluating every version off-policy, the simulator's truth beside...")
     ev = jobs.evaluate(
         eval_log, [versions[n] for n in names], plots_dir=out / "plots" / "evaluation", seed=seed, say=say
     )
