@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -280,9 +281,8 @@ def train(
             )
     if challenger:
         registry.set_alias(registry.CHALLENGER, res.version)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items())
     console.print(
-        f"trained [bold]{policy}[/bold]: {shown}; run {res.run_id}"
+        f"trained [bold]{policy}[/bold]: {_metrics_line(res.metrics)}; run {res.run_id}"
         + (f", registered version {res.version}" if res.version else "")
         + (" (@challenger)" if challenger else "")
     )
@@ -321,6 +321,11 @@ def evaluate(
             say=console.print,
         )
     console.print(_estimates_table(res))
+
+
+def _metrics_line(metrics: Mapping[str, float]) -> str:
+    """A job's metrics on one line: counts whole (``rows 28,000``), the rest to four figures."""
+    return ", ".join(f"{k} {v:,.0f}" if float(v).is_integer() else f"{k} {v:.4g}" for k, v in metrics.items())
 
 
 def _estimates_table(res) -> Table:

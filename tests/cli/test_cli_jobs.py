@@ -295,3 +295,10 @@ def test_the_estimates_table_marks_unsupported_estimates_and_flagged_policies():
     at_x = next(i for i, line in enumerate(tail) if line.startswith("x v1"))
     assert tail[at_x + 1].strip() == "flagged: unsupported"
     assert tail[at_x + 2].startswith("flagged: below the logging")
+
+
+def test_a_jobs_metrics_read_on_one_line():
+    from cli.jobs import _metrics_line
+
+    line = _metrics_line({"rows": 28_000.0, "mean_expected_reward": 0.95512, "decisions_per_s": 1_172_345.6})
+    assert line == "rows 28,000, mean_expected_reward 0.9551, decisions_per_s 1.172e+06"
