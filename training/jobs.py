@@ -1275,7 +1275,11 @@ def learned_share(version: str | None, digest: str, sketch: LogSketch) -> float:
     trained_digest, trained_sketch = found
     if trained_digest == digest:
         return 1.0
-    return 0.0 if trained_sketch is None else overlap(LogSketch.from_dict(trained_sketch), sketch)
+    try:
+        learned = None if trained_sketch is None else LogSketch.from_dict(trained_sketch)
+    except (KeyError, TypeError, ValueError):  # a sketch that is not one: as if the run kept none
+        learned = None
+    return 0.0 if learned is None else overlap(learned, sketch)
 
 
 def flags_of(est: Mapping[str, Any], logged: float, in_sample: bool = False) -> tuple[str, ...]:

@@ -269,9 +269,9 @@ def learned_from(version: str, model_name: str = MODEL_NAME) -> tuple[str, dict[
         return None
     try:
         sketch = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SKETCH_ARTIFACT}")
-    except (MlflowException, OSError):
+    except (MlflowException, OSError, ValueError):  # none kept (runs before sketches), or not JSON
         sketch = None
-    return digest, sketch
+    return digest, sketch if isinstance(sketch, dict) else None
 
 
 def latest_evaluation(version: str, model_name: str = MODEL_NAME) -> Evaluation | None:

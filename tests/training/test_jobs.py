@@ -298,7 +298,18 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     other = jobs.evaluate(eval_log, [bau.version, lints.version], n_bootstrap=20)
     assert not any(jobs.IN_SAMPLE in f for f in other.flags.values())
     assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 0.0
-    assert "trained on" not in jobs.promote().reason
+    assert "learned from" not in jobs.promote().reason
+    # from the training run's sketch alone (another digest), the training log reads as all learned from; a
+    # sketch that is not one reads as none kept, and the same digest still as all
+    with DecisionLog(train_log) as log:
+        batch = log.read(jobs.reward_rule_for(train_log))
+    named = jobs.LogDigest(train_log)
+    named.add(batch)
+    assert jobs.learned_share(lints.version, "another digest", named.sketch()) == pytest.approx(1.0)
+    mlflow.MlflowClient().log_dict(lints.run_id, {"rows": "many"}, registry.SKETCH_ARTIFACT)
+    assert jobs.learned_share(lints.version, "another digest", named.sketch()) == 0.0
+    assert jobs.learned_share(lints.version, named.tags()["dataset.digest"], named.sketch()) == 1.0
+    assert jobs.learned_share(bau.version, named.tags()["dataset.digest"], named.sketch()) == 0.0  # no learner
 
 
 def test_train_online_logs_curves_and_plots(store, monkeypatch, tmp_path):
