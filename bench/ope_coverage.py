@@ -22,6 +22,9 @@ Extra rows: every estimator again with its interval by ``--compare-interval`` (t
 and, with ``--channel-content``, ``mips_cc``/``mdr_cc`` (groups of channel x content instead of
 channel); ``--funnel-model``: ``dm_funnel``/``dr_funnel``/``mdr_funnel``, the reward model a
 cross-fitted ``lgbm_funnel`` model of the log's funnel events (:func:`funnel_model`, held fixed).
+``--in-sample``: each log is instead a training log of its own (purpose ``ope-coverage/in-sample/<j>``,
+30,000 decisions), the bandits trained again on it and then evaluated on it: what an in-sample
+evaluation claims (the baselines and fitted-Q learn nothing from it: the control).
 ``--estimated-logging``: the logger's group probabilities estimated from each log, as for a log
 whose logging distribution is unknown (IPS, DR, MIPS and MDR only). ``--first-log``
 runs logs ``first .. first + logs - 1`` (to split a run between processes); ``--merge a.json
@@ -64,6 +67,8 @@ from training.quickstart import BANDITS, BASELINES, FQI_PARAMS, SAFE  # noqa: E4
 TRAIN = "ope-coverage/train"  # the bandits' training log
 JOURNEYS = "ope-coverage/fqi"  # fitted-Q's journeys
 EVAL = "ope-coverage/eval"  # evaluation log j is the purpose f"{EVAL}/{j}"
+IN_SAMPLE_PURPOSE = "ope-coverage/in-sample"  # --in-sample: training log j, also evaluated on: f".../{j}"
+TRAIN_DECISIONS = 30_000  # the bandits' training log, as the quickstart's
 BATCH = 1000  # decisions per step, as jobs.BANDIT_BATCH
 TAU = 20.0  # switch-DR threshold, as jobs.evaluate's default
 EPSILON, HOLDOUT = 0.2, 0.05  # the exploring logger of jobs.simulate
@@ -88,12 +93,13 @@ def train_policies(
     scenario: Scenario,
     seed: int = 0,
     *,
-    decisions: int = 30_000,
+    decisions: int = TRAIN_DECISIONS,
     customers: int = 2000,
     params: Mapping[str, Mapping[str, Any]] | None = None,
     safe: bool = False,
     transform: Callable[[str, Policy], Policy] | None = None,
     messages: float = 0.0,
+    log: Mapping[str, Any] | None = None,
 ) -> dict[str, Policy]:
     """The quickstart's twelve policies, trained as it trains them (module docstring), in its order.
 
@@ -101,11 +107,14 @@ def train_policies(
     conservative mode (:class:`nba.policies.safe.SPIBB` around it, business as usual the baseline,
     as ``jobs.conservative`` builds it for a simulated log, with the quickstart's ``SAFE`` options);
     ``transform(name, policy)``: applied to each learned bandit after training; ``messages``: the
-    training log's logger explores messages that much (:func:`logger`).
+    training log's logger explores messages that much (:func:`logger`); ``log``: the training log (a
+    :func:`simulate_log` with its events), instead of the one of purpose ``TRAIN``.
     """
     params = dict(params or {})
     out: dict[str, Policy] = {name: build(name, scenario, params.get(name)) for name in BASELINES}
-    log = simulate_log(scenario, seed, decisions, TRAIN, keep_events=True, messages=messages)
+    if log is None:
+        log = simulate_log(scenario, seed, decisions, TRAIN, keep_events=True, messages=messages)
+    decisions = len(log["action"])
     for name in BANDITS:
         policy = build(name, scenario, params.get(name))
         if safe:
@@ -443,6 +452,12 @@ def main() -> None:
         action="store_true",
         help="also DM, DR and MDR with a cross-fitted funnel model of the log's events as the reward model",
     )
+    ap.add_argument(
+        "--in-sample",
+        action="store_true",
+        help="evaluate on the log the bandits learned from: log j is training log j (30,000 decisions), each "
+        "its own purpose, the policies trained again on each (what an in-sample evaluation claims)",
+    )
     ap.add_argument("--first-log", type=int, default=0)
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="summarise these JSON outputs together")
     ap.add_argument("--json", type=Path, default=None)
@@ -468,26 +483,38 @@ def main() -> None:
     params = _param(args.policy_param)
     for name in LIGHTGBM:
         params.setdefault(name, {}).setdefault("threads", args.threads)
-    policies = train_policies(scenario, args.seed, params=params, safe=args.safe, messages=args.messages)
+
+    def trained(log: Mapping[str, Any] | None = None) -> dict[str, Policy]:
+        return train_policies(scenario, args.seed, params=params, safe=args.safe, messages=args.messages, log=log)
+
+    policies = {} if args.in_sample else trained()
     train_s = time.perf_counter() - t_start
+    if args.in_sample:  # each log is a training log of its own, evaluated on after the policies learn from it
+        args.decisions = TRAIN_DECISIONS
     print(
         f"trained {len(policies)} policies in {train_s:.0f} s; {args.logs} evaluation logs of {args.decisions:,} "
-        f"decisions; {args.bootstrap} resamples; reward model {args.rounds} rounds, {args.refits} refits"
+        f"decisions{' (in sample)' if args.in_sample else ''}; {args.bootstrap} resamples; reward model "
+        f"{args.rounds} rounds, {args.refits} refits"
     )
     truths, runs, fit_s, sim_s = [], [], [], []
     for j in range(args.first_log, args.first_log + args.logs):
         t0 = time.perf_counter()
+        purpose = f"{IN_SAMPLE_PURPOSE if args.in_sample else EVAL}/{j}"
         log = simulate_log(
             scenario,
             args.seed,
             args.decisions,
-            f"{EVAL}/{j}",
+            purpose,
             keep_truth=True,
-            keep_events=args.funnel_model,
+            keep_events=args.funnel_model or args.in_sample,
             messages=args.messages,
         )
         sim_s.append(time.perf_counter() - t0)
-        # the resampling and reward-model seed: the log's own index (its customers are (seed, EVAL/j)'s)
+        if args.in_sample:
+            t1 = time.perf_counter()
+            policies = trained(log)
+            train_s += time.perf_counter() - t1
+        # the resampling and reward-model seed: the log's own index (its customers are (seed, purpose)'s)
         truth, est, fs = evaluate_log(
             policies,
             log,
@@ -510,7 +537,7 @@ def main() -> None:
                 args.decisions,
                 BATCH,
                 args.seed,
-                purpose=f"{EVAL}/{j}",
+                purpose=purpose,
             )
             worst = max(abs(exact[p] - truth[p]) for p in policies)
             assert worst < 1e-9, f"exact values differ from bandit_truth by {worst}"
@@ -552,6 +579,7 @@ def save(args, truths, runs, wall: float, train_s: float, sim_s: list[float], fi
                 "fit_s": float(np.mean(fit_s)),
                 "support_weight": ope.SUPPORT_WEIGHT,
                 "support_share": ope.SUPPORT_SHARE,
+                "in_sample": args.in_sample,
                 "summary": summarise(truths, runs),
                 "ranking": ranking(truths, runs, list(runs[0][next(iter(runs[0]))])),
                 "truths": truths,
