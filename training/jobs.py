@@ -1284,7 +1284,7 @@ def learned_share(version: str | None, digest: str, sketch: LogSketch) -> float:
 
 def flags_of(est: Mapping[str, Any], logged: float, in_sample: bool = False) -> tuple[str, ...]:
     """What keeps an estimate from ranking or promoting: no support, an upper bound under the logger, or a
-    policy trained on the log it is evaluated on (``in_sample``: the estimate is no evidence)."""
+    policy that learned from the decisions it is evaluated on (``in_sample``: the estimate is no evidence)."""
     e = est[RANK_BY]
     on = {UNSUPPORTED: e.unsupported, BELOW_LOGGING: e.ci_high < logged, IN_SAMPLE: in_sample}
     return tuple(f for f in FLAGS if on[f])
