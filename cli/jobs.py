@@ -332,7 +332,7 @@ def _estimates_table(res) -> Table:
     """Every estimate, a section per policy in the ranking's order, readable in an 80-column terminal: the
     ranked estimator's row in bold, an unsupported estimate marked on its row, a policy's flags under its
     name, its exact value (simulated logs) on its first row."""
-    from training.jobs import FLAG_WORDS, PROPENSITY_ESTIMATED, RANK_BY
+    from training.jobs import FLAG_WORDS, IN_SAMPLE, PROPENSITY_ESTIMATED, RANK_BY
 
     t = Table(
         title="off-policy estimates per decision (95% bootstrap intervals)",
@@ -347,7 +347,9 @@ def _estimates_table(res) -> Table:
     for label in res.ranked():
         est = res.estimates[label]
         # the name on the first row, a flag on each of the next (the last row takes any left over)
-        cells = [label, *(f"[red]flagged: {FLAG_WORDS.get(f, f)}[/red]" for f in res.flags.get(label, ()))]
+        share = res.learned.get(label)
+        words = {**FLAG_WORDS, IN_SAMPLE: f"learned from {share:.0%} of this log"} if share else FLAG_WORDS
+        cells = [label, *(f"[red]flagged: {words.get(f, f)}[/red]" for f in res.flags.get(label, ()))]
         cells = [*cells[: len(est) - 1], "\n".join(cells[len(est) - 1 :])] + [""] * (len(est) - len(cells))
         for k, (name, e) in enumerate(est.items()):
             first = k == 0

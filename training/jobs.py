@@ -1235,6 +1235,7 @@ class EvaluateResult:
     propensity: str = PROPENSITY_LOGGED  # what the weights rest on: PROPENSITY_LOGGED or PROPENSITY_ESTIMATED
     propensity_estimated_share: float = 0.0  # the share of decisions whose propensity was estimated at import
     deployment: Any = None  # the nba.deployment.Deployment of a brand's log (no simulator: no exact values)
+    learned: dict[str, float] = field(default_factory=dict)  # label -> share of the log it learned from
 
     def lift(self, label: str, base: str):
         """The paired :data:`RANK_BY` estimate of ``label``'s value minus ``base``'s on this log
@@ -1496,7 +1497,16 @@ def evaluate(
             )
         )
         res = EvaluateResult(
-            run.info.run_id, estimates, truth, logging_truth, logged, flags, propensity, estimated_share, deployment
+            run.info.run_id,
+            estimates,
+            truth,
+            logging_truth,
+            logged,
+            flags,
+            propensity,
+            estimated_share,
+            deployment,
+            learned,
         )
         ranked = res.ranked()
         rank_rows = [

@@ -1,6 +1,7 @@
 """The MLflow jobs' commands (``nba import``, ``simulate``, ``train``, ``ab``, ``promotions``) and the
 MLproject entry points that run them, as a user runs them."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -287,6 +288,12 @@ def test_the_estimates_table_marks_unsupported_estimates_and_flagged_policies():
     assert "unsupported" not in funnel[0] and funnel[0].rstrip().endswith("1.019")
     assert f" {jobs.RANK_BY} " in funnel[1] and "unsupported" in funnel[1].split(jobs.RANK_BY)[1]
     assert text.count("1.019") == 1
+    # the in-sample flag gives the share of the log the version learned from
+    learned = jobs.EvaluateResult(
+        "r", {"y v3": res.estimates["below v2"]}, None, None, (0.5, 0.4, 0.6), {"y v3": (jobs.IN_SAMPLE,)}
+    )
+    console.print(_estimates_table(dataclasses.replace(learned, learned={"y v3": 0.4})))
+    assert "flagged: learned from 40% of" in console.export_text()
     # a policy with more flags than rows below its name lists the rest on its last row
     one = {"x v1": {jobs.RANK_BY: res.estimates["below v2"][jobs.RANK_BY]}}
     both = (jobs.UNSUPPORTED, jobs.BELOW_LOGGING)
