@@ -261,9 +261,12 @@ def learned_from(version: str, model_name: str = MODEL_NAME) -> tuple[str, dict[
 
     client = MlflowClient()
     run_id = client.get_model_version(model_name, str(version)).run_id
-    if not run_id:
+    try:
+        run = client.get_run(run_id) if run_id else None
+    except MlflowException:  # its training run is gone from the store (deleted and collected)
+        run = None
+    if run is None:
         return None
-    run = client.get_run(run_id)
     digest = run.data.tags.get("dataset.digest")
     if digest is None or run.data.params.get("policy") not in LEARNERS:
         return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from datetime import UTC, date, datetime
@@ -310,6 +312,19 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     assert jobs.learned_share(lints.version, "another digest", named.sketch()) == 0.0
     assert jobs.learned_share(lints.version, named.tags()["dataset.digest"], named.sketch()) == 1.0
     assert jobs.learned_share(bau.version, named.tags()["dataset.digest"], named.sketch()) == 0.0  # no learner
+    # a version whose training run is gone from the store (deleted, then collected) learned from no log known
+    gone = jobs.train("lints", source=train_log)
+    mlflow.MlflowClient().delete_run(gone.run_id)
+    exe = str(Path(sys.executable).with_name("mlflow"))
+    gc = subprocess.run(
+        [exe, "gc", "--backend-store-uri", store["uri"], "--run-ids", gone.run_id],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert gc.returncode == 0, gc.stderr[-2000:]
+    assert registry.learned_from(gone.version) is None
+    assert jobs.learned_share(gone.version, named.tags()["dataset.digest"], named.sketch()) == 0.0
 
 
 def test_train_online_logs_curves_and_plots(store, monkeypatch, tmp_path):
