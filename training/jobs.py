@@ -307,12 +307,14 @@ class LogDigest:
     The digest reads what each decision is (its id, customer, time, action and propensity), not how a job
     rewards it, so two exports whose ids repeat (``D0000000`` ...) are still two datasets. Fed the rows a
     job reads anyway (``add`` per chunk, in log order), so naming the data costs no second pass over it;
-    the digest does not depend on how the rows were chunked (a running hash per column)."""
+    the digest does not depend on how the rows were chunked (a running hash per column). With ``sketch``
+    (the jobs that keep one: training, evaluation) it also gathers the log's :meth:`sketch`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, sketch: bool = False) -> None:
         self.url, self.rows = url, 0
         self._h = {k: hashlib.sha256() for k in ("decision_id", "customer_id", "time", "action", "propensity")}
-        self._smallest = np.empty(0, np.uint64)  # the sketch: the SKETCH_SIZE smallest decision hashes so far
+        # the sketch: the SKETCH_SIZE smallest decision hashes so far (None: not gathered)
+        self._smallest = np.empty(0, np.uint64) if sketch else None
 
     def add(self, batch) -> None:
         """The decisions of ``batch`` (an :class:`nba.log.LoggedBatch`), the next rows in log order."""
@@ -321,12 +323,14 @@ class LogDigest:
         for k, dtype in (("time", "<f8"), ("action", "<i8"), ("propensity", "<f8")):
             self._h[k].update(np.ascontiguousarray(getattr(batch, k), dtype=dtype).tobytes())
         self.rows += len(batch)
-        seen = np.concatenate([self._smallest, decision_hashes(batch)])
-        self._smallest = np.unique(seen)[:SKETCH_SIZE]
+        if self._smallest is not None:
+            self._smallest = np.unique(np.concatenate([self._smallest, decision_hashes(batch)]))[:SKETCH_SIZE]
 
     def sketch(self) -> LogSketch:
         """A bottom-k sketch of the log's decisions, enough to tell how many of another log's are among them
-        (:func:`overlap`) without keeping either log."""
+        (:func:`overlap`) without keeping either log; ValueError unless made with ``sketch=True``."""
+        if self._smallest is None:
+            raise ValueError("sketch: this LogDigest was made without sketch=True")
         return LogSketch(self.rows, self._smallest.copy())
 
     def tags(self) -> dict[str, str]:
@@ -424,10 +428,10 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _dataset_input(tags: Mapping[str, str], context: str, digest: LogDigest | None = None) -> None:
-    """The log as an MLflow dataset input of the run (identity only: the rows stay in the log); with the
-    ``digest`` that named it, its sketch too (a training run's: evaluations tell from it how much of their
-    log the version learned from)."""
+def _dataset_input(tags: Mapping[str, str], context: str, sketch: LogSketch | None = None) -> None:
+    """The log as an MLflow dataset input of the run (identity only: the rows stay in the log); with its
+    ``sketch`` too (a training run's: evaluations tell from it how much of their log the version learned
+    from)."""
     import mlflow
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
@@ -439,8 +443,8 @@ def _dataset_input(tags: Mapping[str, str], context: str, digest: LogDigest | No
     )
     mlflow.log_input(ds, context=context)
     mlflow.set_tags(dict(tags))
-    if digest is not None:
-        mlflow.log_dict(digest.sketch().to_dict(), registry.SKETCH_ARTIFACT)
+    if sketch is not None:
+        mlflow.log_dict(sketch.to_dict(), registry.SKETCH_ARTIFACT)
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -836,9 +840,9 @@ def train(
             )
         label, world = policy_label(policy), f"scenario {scenario.name}"
         if offline_log is not None:
-            digest = LogDigest(source)
+            digest = LogDigest(source, sketch=True)
             metrics = _train_offline(policy, offline_log, digest, progress)
-            _dataset_input(digest.tags(), "train", digest)
+            _dataset_input(digest.tags(), "train", digest.sketch())
             offline_log.close()
             described = (
                 _trained_on_log(label, digest, world)
@@ -916,12 +920,12 @@ def _train_on_deployment(
                 **{f"policy.{k}": v for k, v in (params or {}).items()},
             }
         )
-        digest = LogDigest(source)
+        digest = LogDigest(source, sketch=True)
         try:
             metrics = _train_offline(policy, log, digest, progress, rule=deployment.reward_rule())
         finally:
             log.close()
-        _dataset_input(digest.tags(), "train", digest)
+        _dataset_input(digest.tags(), "train", digest.sketch())
         mlflow.log_metrics(metrics)
         version = _log_trained(
             Bundle.of_deployment(policy, deployment),
@@ -947,7 +951,7 @@ def _log_trained(bundle: Bundle, register: bool, trained_on: str, description: s
     returned, described by ``description``: :func:`training.registry.log_policy`) when ``register``."""
     from training import registry
 
-    name = "-".join(re.findall(r"[A-Za-z0-9_.]+", policy_label(bundle.policy)))  # the logged model's: "lints-safe"
+    name = _file_stem(policy_label(bundle.policy), sep="-")  # the logged model's: "lints-safe"
     if not register:
         registry.log_policy(bundle, registered_model_name=None, name=name)
         return None
@@ -1355,7 +1359,7 @@ def evaluate(
     with _figures_dir(plots_dir, "nba-eval-") as out, _start("evaluate") as run, log:
         out.mkdir(parents=True, exist_ok=True)
         batch = log.read(reward_rule_for(log_url) if deployment is None else deployment.reward_rule())
-        named = LogDigest(log_url)
+        named = LogDigest(log_url, sketch=True)
         named.add(batch)
         ident, evaluated = named.tags(), named.sketch()
         _dataset_input(ident, "evaluate")
@@ -1915,9 +1919,11 @@ def ab(
         )
 
 
-def _file_stem(name: str) -> str:
-    """A label as a file name's stem: "lgbm_funnel (safe) v10" -> "lgbm_funnel_safe_v10", "@champion" -> "champion"."""
-    return "_".join(part for part in re.split(r"[^A-Za-z0-9.-]+", name) if part) or "unnamed"
+def _file_stem(name: str, sep: str = "_") -> str:
+    """A label as a file name's stem, its runs of letters, digits, ``_``, ``.`` and ``-`` joined by ``sep``:
+    "lgbm_funnel (safe) v10" -> "lgbm_funnel_safe_v10" (or, ``sep="-"``, a logged model's "lgbm_funnel-safe-v10"),
+    "@champion" -> "champion"."""
+    return sep.join(re.findall(r"[A-Za-z0-9_.-]+", name)) or "unnamed"
 
 
 def _metric_key(name: str) -> str:

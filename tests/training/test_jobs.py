@@ -229,7 +229,7 @@ def test_a_log_digest_names_the_decisions_not_just_their_ids():
     n = 50
     batch = _decisions(0, n)
     whole = jobs.LogDigest.of("sqlite:///a.db", batch)
-    chunked = jobs.LogDigest("sqlite:///a.db")
+    chunked = jobs.LogDigest("sqlite:///a.db", sketch=True)
     for part in (slice(0, 13), slice(13, 40), slice(40, n)):
         chunked.add(LoggedBatch(**{k: v[part] for k, v in vars(batch).items()}))
     assert chunked.tags() == whole and whole["dataset.rows"] == "50"
@@ -251,7 +251,7 @@ def test_two_logs_sketches_tell_how_many_decisions_they_share():
     within a few points on large ones (20,000 decisions each, 512 hashes a sketch), 0 when they share none."""
 
     def sketch(*parts):
-        d = jobs.LogDigest("sqlite:///x.db")
+        d = jobs.LogDigest("sqlite:///x.db", sketch=True)
         for first, n in parts:
             d.add(_decisions(first, n))
         return d.sketch()
@@ -305,7 +305,7 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     # sketch that is not one reads as none kept, and the same digest still as all
     with DecisionLog(train_log) as log:
         batch = log.read(jobs.reward_rule_for(train_log))
-    named = jobs.LogDigest(train_log)
+    named = jobs.LogDigest(train_log, sketch=True)
     named.add(batch)
     assert jobs.learned_share(lints.version, "another digest", named.sketch()) == pytest.approx(1.0)
     mlflow.MlflowClient().log_dict(lints.run_id, {"rows": "many"}, registry.SKETCH_ARTIFACT)
