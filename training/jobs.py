@@ -1526,8 +1526,8 @@ def evaluate(
             plots.estimate_intervals(
                 rank_rows,
                 out / "ope_ranking.png",
-                f"policies ranked by {RANK_BY} (95% intervals; hollow grey: "
-                "flagged); dashed: the logging policy's own value",
+                f"policies ranked by the {'lower bound' if RANK_STATISTIC == 'ci_low' else 'estimate'} of "
+                f"{RANK_BY} (95% intervals), flagged last in hollow grey",
                 None if truth is None else dict(truth),
                 {label: ", ".join(flags[label]) for label in ranked if flags[label]},
                 reference=logged[0],

@@ -205,7 +205,7 @@ def estimate_intervals(
     if truth:
         ax.plot([], [], marker="x", color="C3", ls="none", label="true value (simulator)")
     if reference is not None:
-        ax.axvline(reference, color="0.3", ls="--", lw=1, label="logging policy")
+        ax.axvline(reference, color="0.3", ls="--", lw=1, label="logging policy's own value")
     if truth or reference is not None:
         ax.legend(loc="best", fontsize=8)
     labels = [f"{r[0]} ({faded[r[0]]})" if r[0] in faded else r[0] for r in rows]

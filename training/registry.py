@@ -563,7 +563,11 @@ def promote(
         if c_lo is None or k_v is None:
             return refuse(f"no {metric} evaluation on both versions (metrics {key_v}, {key_lo} on their models)")
         if c_eval.dataset != k_eval.dataset:
-            return refuse("champion and challenger were evaluated on different datasets")
+            return refuse(
+                f"champion and challenger were last evaluated on different decision logs (champion "
+                f"{champ.version} on dataset {k_eval.dataset}, challenger {chall.version} on {c_eval.dataset}): "
+                "evaluate both on one log (nba evaluate --policy @champion --policy @challenger --log URL)"
+            )
         if c_eval.metrics.get("flag.in_sample"):
             return refuse(
                 f"the challenger was evaluated on decisions it learned from (dataset {c_eval.dataset}): an "

@@ -275,7 +275,7 @@ def test_two_logs_sketches_tell_how_many_decisions_they_share():
     assert back.rows == s.rows and np.array_equal(back.hashes, s.hashes)
 
 
-def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(store):
+def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(store, saved_figures):
     train_log, eval_log = (f"sqlite:///{store['root'] / f'in-sample-{k}.db'}" for k in ("train", "eval"))
     jobs.simulate(train_log, decisions=3000, purpose="tests/in-sample/train")
     jobs.simulate(eval_log, decisions=3000, purpose="tests/in-sample/eval")
@@ -290,6 +290,11 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     assert any(f"{label}: " in s and "in_sample: it learned from 100% of these decisions" in s for s in said), said
     ranked = own.ranked()
     assert all(ranked.index(k) < ranked.index(label) for k in ranked if not own.flags[k])  # flagged: last
+    # the ranking figure says what ranks (the lower bound) and draws the flagged version last, its flag named
+    ((fig, _),) = [f for f in saved_figures if "ranked by" in (f[0].texts[0].get_text() if f[0].texts else "")]
+    assert "ranked by the lower bound of mdr" in fig.texts[0].get_text().replace("\n", " ")
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == [f"{k} (in_sample)" if k == label else k for k in ranked]  # top to bottom, flag named
     assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 1.0
     registry.set_alias(registry.CHAMPION, bau.version)
     registry.set_alias(registry.CHALLENGER, lints.version)

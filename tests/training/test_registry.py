@@ -114,7 +114,9 @@ def test_promote_needs_evidence_and_rolls_back(store):
     # evaluated on different datasets: nothing moves
     _evaluated(v1, "a", {"dr": 1.0, "dr.ci_low": 0.9})
     _evaluated(v2, "b", {"dr": 2.0, "dr.ci_low": 1.5})
-    assert not registry.promote().promoted
+    p = registry.promote()
+    assert not p.promoted and "different decision logs" in p.reason
+    assert f"champion {v1} on dataset a, challenger {v2} on b" in p.reason and "--policy @challenger" in p.reason
     # challenger's lower bound below the champion's estimate: nothing moves
     _evaluated(v2, "a", {"dr": 2.0, "dr.ci_low": 0.95})
     p = registry.promote()
