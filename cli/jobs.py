@@ -331,7 +331,8 @@ def _metrics_line(metrics: Mapping[str, float]) -> str:
 def _estimates_table(res) -> Table:
     """Every estimate, a section per policy in the ranking's order, readable in an 80-column terminal: the
     ranked estimator's row in bold, an unsupported estimate marked on its row, a policy's flags under its
-    name, its exact value (simulated logs) on its first row."""
+    name and the policy it decides as (:meth:`training.jobs.EvaluateResult.same_as`), its exact value
+    (simulated logs) on its first row."""
     from training.jobs import FLAG_WORDS, IN_SAMPLE, PROPENSITY_ESTIMATED, RANK_BY
 
     t = Table(
@@ -350,6 +351,9 @@ def _estimates_table(res) -> Table:
         share = res.learned.get(label)
         words = {**FLAG_WORDS, IN_SAMPLE: f"learned from {share:.0%} of this log"} if share else FLAG_WORDS
         cells = [label, *(f"[red]flagged: {words.get(f, f)}[/red]" for f in res.flags.get(label, ()))]
+        twin = res.same_as(label)
+        if twin is not None:
+            cells.append(f"[dim]decides as {twin}[/dim]")
         cells = [*cells[: len(est) - 1], "\n".join(cells[len(est) - 1 :])] + [""] * (len(est) - len(cells))
         for k, (name, e) in enumerate(est.items()):
             first = k == 0

@@ -125,6 +125,7 @@ def _quickstart_table(res) -> Table:
         low = "" if r.lift is None or r.policy == PRODUCTION else f"{r.lift.ci_low:+.2f}"
         t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", low, flag, ab, truth, role)
     lv = res.logging_value
+    twins = ", ".join(f"{r.policy} = {r.same_as}" for r in res.rows if r.same_as is not None)
     t.caption = (
         f"logging policy (BAU + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}]"
         + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
@@ -133,6 +134,7 @@ def _quickstart_table(res) -> Table:
         + ("; insamp = learned from this log" if any(IN_SAMPLE in r.flags for r in res.rows) else "")
         + "\nA/B vs the champion: won = better, pass = no harm shown (both promote),"
         + "\nlost, guard = a guardrail failed"
+        + (f"\nsame decisions, one A/B: {twins}" if twins else "")
     )
     return t
 

@@ -1240,6 +1240,15 @@ class EvaluateResult:
     propensity_estimated_share: float = 0.0  # the share of decisions whose propensity was estimated at import
     deployment: Any = None  # the nba.deployment.Deployment of a brand's log (no simulator: no exact values)
     learned: dict[str, float] = field(default_factory=dict)  # label -> share of the log it learned from
+    decisions: dict[str, str] = field(default_factory=dict)  # label -> digest of its distribution on the log
+
+    def same_as(self, label: str) -> str | None:
+        """The first target before ``label`` (in the order given) whose distribution on every decision of the
+        log is ``label``'s, bit for bit: two policies that decide as one (linucb and lints in their
+        conservative mode read one ridge regression); None when there is none."""
+        mine, before = self.decisions.get(label), list(self.decisions)
+        before = before[: before.index(label)] if mine else []
+        return next((k for k in before if self.decisions[k] == mine), None)
 
     def lift(self, label: str, base: str):
         """The paired :data:`RANK_BY` estimate of ``label``'s value minus ``base``'s on this log
@@ -1256,6 +1265,15 @@ class EvaluateResult:
             self.estimates,
             key=lambda k: (bool(self.flags.get(k)), -getattr(self.estimates[k][RANK_BY], RANK_STATISTIC)),
         )
+
+
+def decisions_digest(probabilities: np.ndarray) -> str:
+    """A digest of a target's (n, A) distribution on a log's decisions: equal for two policies exactly when they
+    decide alike on every one of them (:meth:`EvaluateResult.same_as`)."""
+    p = np.ascontiguousarray(probabilities, dtype=np.float64)
+    h = hashlib.blake2b(str(p.shape).encode(), digest_size=16)
+    h.update(p)
+    return h.hexdigest()
 
 
 def logging_value(batch, n_bootstrap: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
@@ -1408,9 +1426,11 @@ def evaluate(
         # that only one (n, A) distribution is held at a time
         draws = np.random.default_rng(seed)
         sampled: dict[str, np.ndarray] = {}
+        decisions: dict[str, str] = {}
         for label, policy, _ in resolved:
             probs = policy.probabilities(batch.context, batch.eligible)
             sampled[label] = sample(probs, draws.random(len(probs)))
+            decisions[label] = decisions_digest(probs)
             est = ope_evaluate(
                 probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed, logging=logging
             )
@@ -1511,7 +1531,12 @@ def evaluate(
             estimated_share,
             deployment,
             learned,
+            decisions,
         )
+        for label in decisions:
+            twin = res.same_as(label)
+            if twin is not None:
+                mlflow.set_tag(f"{_metric_key(label.replace('@', ''))}.same_decisions_as", twin)
         ranked = res.ranked()
         rank_rows = [
             (

@@ -13,7 +13,8 @@
 4. the closed loop: business as usual, today's production policy, is the starting ``champion``;
    the unflagged policies whose paired off-policy lift over it (:func:`nba.ope.lift`: both estimated
    on the same resamples of the evaluation log) is above 0 at its lower bound, best first, are the
-   shortlist; each in turn is the ``challenger`` of a simulated A/B test on customers of their own
+   shortlist (one of the policies that decide alike on every evaluation decision: :func:`distinct`);
+   each in turn is the ``challenger`` of a simulated A/B test on customers of their own
    (guardrails on opt-outs, churn and sends per customer; an always-valid test on the reward that
    must show no harm, since at this size it cannot resolve the lift the off-policy estimate
    predicts) and ``promote`` moves ``champion`` on its verdict, recording the off-policy prediction
@@ -63,6 +64,7 @@ class Row:
     lift: Any = None  # nba.ope.Lift: the paired estimate of its value minus today's production policy's
     ab: Any = None  # training.jobs.ABResult when this policy was A/B tested against the champion
     promoted: bool = False
+    same_as: str | None = None  # the policy before it that decides alike on every evaluation decision
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ def run(
         eval_log, [versions[n] for n in names], plots_dir=out / "plots" / "evaluation", seed=seed, say=say
     )
     label_of = dict(zip(names, ev.estimates, strict=True))
+    name_of = {label: n for n, label in label_of.items()}
     rows = {
         n: Row(
             n,
@@ -135,9 +138,11 @@ def run(
             ev.flags[label_of[n]],
             None if ev.truth is None else ev.truth[label_of[n]],
             ev.lift(label_of[n], label_of[PRODUCTION]),
+            same_as=name_of.get(ev.same_as(label_of[n])),
         )
         for n in names
     }
+    decides = {n: ev.decisions[label_of[n]] for n in names}  # equal digests: the same decisions
 
     # the closed loop: production is the champion; the shortlist is A/B tested against it in turn
     registry.set_alias(registry.CHAMPION, versions[PRODUCTION])
@@ -149,7 +154,7 @@ def run(
         (n for n in names if n != PRODUCTION and not rows[n].flags and not rows[n].lift.unsupported),
         key=lambda n: -rows[n].lift.ci_low,
     )
-    shortlist = [n for n in shortlist if rows[n].lift.ci_low > 0.0][:SHORTLIST]
+    shortlist = distinct([n for n in shortlist if rows[n].lift.ci_low > 0.0], decides)[:SHORTLIST]
     champion, promotions = PRODUCTION, []
     for k, name in enumerate(shortlist):
         registry.set_alias(registry.CHALLENGER, versions[name])
@@ -184,7 +189,7 @@ def run(
             if rest:
                 say(f"not A/B tested: {', '.join(rest)} ({name} was promoted first; it is the champion now)")
             break
-    runner_up = next((n for n in shortlist if n != champion), None)
+    runner_up = next((n for n in shortlist if decides[n] != decides[champion]), None)
     if runner_up is not None:
         registry.set_alias(registry.CHALLENGER, versions[runner_up])
     return QuickstartResult(
@@ -198,6 +203,18 @@ def run(
         time.perf_counter() - t0,
         promotions,
     )
+
+
+def distinct(candidates: list[str], decides: dict[str, str]) -> list[str]:
+    """``candidates`` in their order, less each one that decides as one before it (equal
+    :func:`training.jobs.decisions_digest`): an A/B test of one tells what the other would do."""
+    seen: set[str] = set()
+    out = []
+    for n in candidates:
+        if decides[n] not in seen:
+            seen.add(decides[n])
+            out.append(n)
+    return out
 
 
 def write_summary(res: QuickstartResult, extra: dict[str, Any]) -> Path:
@@ -233,6 +250,7 @@ def write_summary(res: QuickstartResult, extra: dict[str, Any]) -> Path:
                 else {"estimate": r.lift.value, "ci": [r.lift.ci_low, r.lift.ci_high]},
                 "ab": ab(r),
                 "promoted": r.promoted,
+                "same_decisions_as": r.same_as,
                 "true_value": r.truth,
             }
             for r in res.rows

@@ -302,6 +302,14 @@ def test_the_estimates_table_marks_unsupported_estimates_and_flagged_policies():
     at_x = next(i for i, line in enumerate(tail) if line.startswith("x v1"))
     assert tail[at_x + 1].strip() == "flagged: unsupported"
     assert tail[at_x + 2].startswith("flagged: below the logging")
+    # a policy that decides as one before it says so under its name (and the first says nothing)
+    twins = {"linucb (safe) v6": res.estimates["below v2"], "lints (safe) v7": res.estimates["below v2"]}
+    same = jobs.EvaluateResult("r", twins, None, None, (0.5, 0.4, 0.6), decisions=dict.fromkeys(twins, "d"))
+    console.print(_estimates_table(same))
+    tail = console.export_text().splitlines()
+    at_t = {name: max(i for i, line in enumerate(tail) if line.startswith(name)) for name in ("linucb", "lints")}
+    assert tail[at_t["lints"] + 1].startswith("decides as linucb (safe) v6 "), tail
+    assert not tail[at_t["linucb"] + 1].strip().startswith("decides as"), tail
 
 
 def test_a_jobs_metrics_read_on_one_line():

@@ -1,5 +1,6 @@
 """``nba quickstart``: the installed console script, as the README's first command runs it."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -69,6 +70,15 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     # shortlisted on the paired lift over production: its lower bound above 0
     assert summary["policies"][PRODUCTION]["lift_over_production"] == {"estimate": 0.0, "ci": [0.0, 0.0]}
     assert all(p["lift_over_production"]["ci"][0] > 0 for p in tested.values())
+    # the learners that read one model decide alike, and say so; no two tested policies decide alike, and the
+    # challenger left is no copy of the champion
+    same = {k: p["same_decisions_as"] for k, p in summary["policies"].items() if p["same_decisions_as"]}
+    assert same == {"lints": "linucb", "lgbm_squarecb": "lgbm_egreedy"}, same
+    assert not any(same.get(k) in tested for k in tested)
+    if summary["challenger"] is not None:
+        pair = {summary["champion"]["policy"], summary["challenger"]["policy"]}
+        assert not any({k, v} == pair for k, v in same.items())
+    assert "same decisions, one A/B: lints = linucb, lgbm_squarecb =" in proc.stdout
     for text in ("PASS", "champion", "mlflow ui", "nba serve --tracking-uri", "exact"):
         assert text in proc.stdout, text
     # the commands to copy stay whole on their line, however narrow the terminal (the paths here pass 80 columns)
@@ -110,7 +120,7 @@ def test_the_table_says_what_each_ab_verdict_was():
         row(PRODUCTION, "4", 1.0),
         row("lgbm_funnel", "10", 1.3, tested("challenger", True), True),
         row("linucb", "6", 1.2, tested("none", True)),
-        row("lints", "7", 1.15, tested("none", False)),
+        dataclasses.replace(row("lints", "7", 1.15, tested("none", False)), same_as="linucb"),
         row("send_time", "11", 1.1, tested("none", False, guardrail_p=0.5)),
     ]
     res = QuickstartResult(rows, rows[1], rows[2], 0.9, (0.9, 0.8, 1.0), "sqlite://", Path("."), 1.0)
@@ -123,3 +133,16 @@ def test_the_table_says_what_each_ab_verdict_was():
     assert "pass" in verdicts["linucb"] and "challenger" in verdicts["linucb"]
     assert "lost" in verdicts["lints"] and "guard" in verdicts["send_time"]
     assert "pass = no harm shown" in text
+    assert "same decisions, one A/B: lints = linucb" in text
+
+
+def test_the_shortlist_keeps_one_of_the_policies_that_decide_alike():
+    from training.quickstart import distinct
+
+    decides = {"linucb": "a", "lints": "a", "lgbm_funnel": "b", "send_time": "c", "lgbm_egreedy": "b"}
+    assert distinct(["lints", "lgbm_funnel", "linucb", "lgbm_egreedy", "send_time"], decides) == [
+        "lints",
+        "lgbm_funnel",
+        "send_time",
+    ]
+    assert distinct([], decides) == []

@@ -302,8 +302,13 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     assert not refused.promoted and "evaluated on decisions it learned from" in refused.reason, refused.reason
     assert registry.alias_state(registry.CHAMPION).version == bau.version
     # on a log of its own the flag is gone, and the evaluation promote reads is that one
-    other = jobs.evaluate(eval_log, [bau.version, lints.version], n_bootstrap=20)
+    other = jobs.evaluate(eval_log, [bau.version, lints.version, "business_as_usual"], n_bootstrap=20)
     assert not any(jobs.IN_SAMPLE in f for f in other.flags.values())
+    # the rule by name decides as its registered version, and the run says so; the others decide as no other
+    assert other.same_as("business_as_usual") == base and other.same_as(base) is None
+    assert other.same_as(label) is None
+    tags = mlflow.MlflowClient().get_run(other.run_id).data.tags
+    assert tags["business_as_usual.same_decisions_as"] == base
     assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 0.0
     assert "learned from" not in jobs.promote().reason
     # from the training run's sketch alone (another digest), the training log reads as all learned from; a
