@@ -235,6 +235,14 @@ def train(
     customers: Annotated[int, typer.Option(min=10, help="logged customers (offline learners in the simulator)")] = 4000,
     seed: SeedOpt = 0,
     param: ParamOpt = None,
+    safe: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="the conservative mode (SPIBB) of a bandit learning from a log, on by default: 'off', or KEY=VALUE "
+            "for one of its parameters (repeatable): contacts=free|keep|channel, n_min, group, bucket, improve, "
+            "baseline_epsilon, baseline_holdout"
+        ),
+    ] = None,
     register: Annotated[bool, typer.Option(help="register the policy in the MLflow registry")] = True,
     challenger: Annotated[
         bool,
@@ -259,6 +267,8 @@ def train(
     with job_errors():
         if challenger and not register:
             raise jobs.JobError("challenger: only a registered version can be the challenger (not with --no-register)")
+        conservative = jobs.parse_safe(safe)
+        jobs.check_safe(policy, source, conservative, jobs.load_scenario(scenario))
         params = checked_params(policy, param, scenario, root)
         if source != jobs.SIMULATOR:
             total = 1 if jobs.fits_offline(policy) else jobs.log_steps(source)
@@ -275,6 +285,7 @@ def train(
                 decisions=decisions,
                 customers=customers,
                 seed=seed,
+                safe=conservative,
                 register=register,
                 progress=tick,
                 deployment_path=None if deployment is None else str(deployment),

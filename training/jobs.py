@@ -76,6 +76,48 @@ def check_policy(name: str, params: Mapping[str, Any]) -> None:
             raise JobError(f"param: {name!r} has no parameter {k!r}; valid: {', '.join(valid) or 'none'}")
 
 
+# the conservative mode's parameters a job may set (nba.policies.safe.SPIBB); its baseline follows the log's writer
+SAFE_PARAMS = ("n_min", "contacts", "group", "bucket", "improve", "baseline_epsilon", "baseline_holdout")
+
+
+def parse_safe(items: list[str] | None) -> bool | dict[str, Any]:
+    """``nba train --safe``: nothing or ``on`` (the conservative mode with its defaults: True), ``off``
+    (False), or KEY=VALUE pairs of its parameters (:data:`SAFE_PARAMS`; values read as JSON when they parse)."""
+    items = [i.strip() for i in items or []]
+    switches = [i for i in items if i in ("on", "off")]
+    pairs = [i for i in items if i not in ("on", "off")]
+    if "off" in switches and (pairs or "on" in switches):
+        raise JobError("safe: 'off' takes no parameters")
+    if not pairs:
+        return "off" not in switches
+    params = parse_params(pairs)
+    unknown = sorted(set(params) - set(SAFE_PARAMS))
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise JobError(f"safe: no parameter {names}; valid: {', '.join(SAFE_PARAMS)} (or on, off)")
+    return params
+
+
+def check_safe(policy_name: str, source: str, safe: bool | Mapping[str, Any], scenario: Scenario) -> None:
+    """Parameters of the conservative mode for a policy that has none (it applies to the learners, from a log),
+    or that it refuses: JobError naming ``safe``, before any log is read or run created."""
+    if not isinstance(safe, Mapping) or not safe or policy_name not in POLICIES:  # (check_policy names the latter)
+        return
+    if source == SIMULATOR:
+        raise JobError("safe: the conservative mode is for learning from a decision log (--source LOG)")
+    if policy_name not in LEARNERS or policy_name == SPIBB.name or fits_offline(policy_name):
+        raise JobError(f"safe: {policy_name!r} has no conservative mode (only the bandits learning from a log do)")
+    try:  # the wrapper checks its own parameters; any policy stands in for the learner here
+        SPIBB(
+            scenario.action_space,
+            tuple(scenario.segments),
+            learner=create("no_contact", scenario.action_space, tuple(scenario.segments)),
+            **safe,
+        )
+    except (TypeError, ValueError) as e:
+        raise JobError(f"safe: {e}") from e
+
+
 def load_scenario(path: str | Path | None) -> Scenario:
     from envs.scenario import ScenarioError
 
@@ -792,6 +834,7 @@ def train(
     import mlflow
 
     scenario = load_scenario(scenario_path)
+    check_safe(policy_name, source, safe, scenario)
     policy = build_policy(policy_name, scenario, params)
     offline_log = None
     if source != SIMULATOR:
@@ -835,9 +878,12 @@ def train(
                     "safe.baseline_holdout": policy.baseline_holdout,
                     "safe.bucket": ",".join(policy.buckets.families),
                     "safe.group": policy.group,
+                    "safe.improve": policy.improve,
                     "safe.contacts": policy.contacts,
                 }
             )
+        elif offline_log is not None and policy_name in LEARNERS and not isinstance(policy, OfflineLearner):
+            mlflow.log_param("safe", "off")
         label, world = policy_label(policy), f"scenario {scenario.name}"
         if offline_log is not None:
             digest = LogDigest(source, sketch=True)

@@ -630,11 +630,57 @@ def test_log_trained_bandits_are_conservative(store, tmp_path):
     params = mlflow.get_run(res.run_id).data.params
     assert params["safe"] == "spibb" and params["safe.baseline"] == "business_as_usual"
     bare = jobs.train("lints", source=url, register=False, safe=False)
-    assert isinstance(bare.policy, LinTS)
+    assert isinstance(bare.policy, LinTS) and mlflow.get_run(bare.run_id).data.params["safe"] == "off"
     # a learner by name is not a policy to evaluate: it needs training (spibb and send_time included)
     for name in ("lints", "spibb", "send_time"):
         with pytest.raises(jobs.JobError, match="needs no training"):
             jobs.resolve_target(name, jobs.load_scenario(None))
+
+
+def test_nba_train_sets_the_conservative_mode_or_turns_it_off(store, tmp_path):
+    """`nba train --safe`: its parameters (the quickstart's contacts=keep), 'off', or a bad one refused naming
+    the field before the store is touched."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    url = f"sqlite:///{tmp_path / 'safe-cli.db'}"
+    jobs.simulate(url, decisions=2000, seed=3, purpose="test/training/jobs-safe-cli")
+    root = ["--root", str(store["root"])]
+
+    def train(*extra: str):
+        res = CliRunner().invoke(app, ["train", "--policy", "lints", "--source", url, "--no-register", *extra, *root])
+        return res.exit_code, " ".join(res.output.split())
+
+    before = _runs()
+    for extra, said in (
+        (["--safe", "contacts=sometimes"], "safe: contacts: expected one of ['free', 'keep', 'channel']"),
+        (["--safe", "nmin=3"], "safe: no parameter 'nmin'; valid: n_min, contacts"),
+        (["--safe", "off", "--safe", "n_min=3"], "safe: 'off' takes no parameters"),
+        (["--safe", "n_min=-1"], "safe: n_min: must be >= 0, got -1"),
+    ):
+        code, out = train(*extra)
+        assert code == 2 and said in out, out
+    for policy, source, said in (
+        ("lints", "simulator", "is for learning from a decision log"),
+        ("fqi", url, "'fqi' has no conservative mode"),
+        ("business_as_usual", url, "'business_as_usual' has no conservative mode"),
+    ):
+        res = CliRunner().invoke(app, ["train", "--policy", policy, "--source", source, "--safe", "n_min=3", *root])
+        assert res.exit_code == 2 and said in " ".join(res.output.split()), res.output
+    assert _runs() == before
+    for extra, safe, contacts in (
+        (["--safe", "contacts=keep", "--safe", "n_min=20"], "spibb", "keep"),
+        ([], "spibb", "free"),
+        (["--safe", "off"], "off", None),
+    ):
+        code, out = train(*extra)
+        assert code == 0, out
+        run = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1)[0]
+        assert run.data.params["safe"] == safe and run.data.params.get("safe.contacts") == contacts
+        if extra[:2] == ["--safe", "contacts=keep"]:
+            assert run.data.params["safe.n_min"] == "20.0"
+        assert "trained lints" in out
 
 
 def test_evaluation_flags_unsupported_estimates_and_policies_worse_than_the_logger():
