@@ -311,16 +311,23 @@ def evaluate(
     scenario: ScenarioOpt = None,
     tau: Annotated[float, typer.Option(help="switch-DR weight threshold")] = 20.0,
     bootstrap: Annotated[int, typer.Option(min=10)] = 200,
+    interval: Annotated[
+        str,
+        typer.Option(help="bootstrap intervals: percentile, or studentized (wider; covers more where estimates skew)"),
+    ] = "percentile",
     seed: SeedOpt = 0,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
     """Off-policy estimates (IPS, SNIPS, DM, DR, switch-DR, MIPS, MDR) on a decision log, with the exact value
     beside them when the log was simulated; a brand's log imported onto its deployment is evaluated on that
     deployment (its reward, no exact value)."""
+    from nba.ope import INTERVALS
     from training import jobs
 
     with job_errors():
         jobs.load_scenario(scenario)
+        if interval not in INTERVALS:
+            raise jobs.JobError(f"interval: unknown method {interval!r}; valid: {', '.join(INTERVALS)}")
         open_store(root)
         res = jobs.evaluate(
             log,
@@ -329,6 +336,7 @@ def evaluate(
             tau=tau,
             n_bootstrap=bootstrap,
             seed=seed,
+            interval=interval,
             say=console.print,
         )
     console.print(_estimates_table(res))
@@ -347,7 +355,7 @@ def _estimates_table(res) -> Table:
     from training.jobs import FLAG_WORDS, IN_SAMPLE, PROPENSITY_ESTIMATED, RANK_BY
 
     t = Table(
-        title="off-policy estimates per decision (95% bootstrap intervals)",
+        title=f"off-policy estimates per decision (95% {res.interval} bootstrap intervals)",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         padding=0,

@@ -1287,6 +1287,7 @@ class EvaluateResult:
     deployment: Any = None  # the nba.deployment.Deployment of a brand's log (no simulator: no exact values)
     learned: dict[str, float] = field(default_factory=dict)  # label -> share of the log it learned from
     decisions: dict[str, str] = field(default_factory=dict)  # label -> digest of its distribution on the log
+    interval: str = "percentile"  # the bootstrap intervals' method (nba.ope.INTERVALS)
 
     def same_as(self, label: str) -> str | None:
         """The first target before ``label`` (in the order given) whose distribution on every decision of the
@@ -1367,6 +1368,7 @@ def evaluate(
     tau: float = 20.0,
     n_bootstrap: int = 200,
     seed: int = 0,
+    interval: str = "percentile",
     plots_dir: Path | None = None,
     say: Callable[[str], None] | None = None,
 ) -> EvaluateResult:
@@ -1374,7 +1376,8 @@ def evaluate(
     from the simulator (replayed from its simulate run). A registered version's figures are metrics of its
     logged model on the log's dataset, logged by a run nested in this one, and its description gets the
     headline estimate (:func:`_record_version_evaluation`; :func:`training.registry.latest_evaluation`
-    reads them back).
+    reads them back). ``interval``: the bootstrap intervals' method (:data:`nba.ope.INTERVALS`: percentile, or
+    studentized, wider, that covers more where the estimates are skewed; see ``bench/RESULTS.md``).
 
     The reward model is fitted once on the log, with refits on resampled customers whose spread
     widens the DM and DR intervals (:func:`nba.ope.fit_reward_models`). Each target is flagged
@@ -1394,13 +1397,15 @@ def evaluate(
     were estimated at import rather than logged, ``say`` warns that the estimates rest on that estimate."""
     import mlflow
 
+    from nba.ope import INTERVALS, fit_reward_models
     from nba.ope import evaluate as ope_evaluate
-    from nba.ope import fit_reward_models
     from training import plots, registry
 
     scenario = load_scenario(scenario_path)
     if not targets:
         raise JobError("policy: give at least one policy to evaluate")
+    if interval not in INTERVALS:
+        raise JobError(f"interval: unknown method {interval!r}; valid: {', '.join(INTERVALS)}")
     deployment = peek_deployment(log_url)
     if deployment is not None:
         if scenario_path not in (None, "", "default"):
@@ -1429,7 +1434,14 @@ def evaluate(
         _dataset_input(ident, "evaluate")
         propensity, estimated_share = propensity_source(batch)
         mlflow.log_params(
-            {"targets": ",".join(targets), "tau": tau, "n_bootstrap": n_bootstrap, "seed": seed, "rank_by": RANK_BY}
+            {
+                "targets": ",".join(targets),
+                "tau": tau,
+                "n_bootstrap": n_bootstrap,
+                "seed": seed,
+                "interval": interval,
+                "rank_by": RANK_BY,
+            }
         )
         world = (
             {}
@@ -1478,7 +1490,15 @@ def evaluate(
             sampled[label] = sample(probs, draws.random(len(probs)))
             decisions[label] = decisions_digest(probs)
             est = ope_evaluate(
-                probs, batch, q_hat=model, space=space, tau=tau, n_bootstrap=n_bootstrap, seed=seed, logging=logging
+                probs,
+                batch,
+                q_hat=model,
+                space=space,
+                tau=tau,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                logging=logging,
+                interval=interval,
             )
             del probs
             estimates[label] = est
@@ -1578,6 +1598,7 @@ def evaluate(
             deployment,
             learned,
             decisions,
+            interval,
         )
         for label in decisions:
             twin = res.same_as(label)

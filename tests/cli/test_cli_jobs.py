@@ -186,6 +186,14 @@ def test_ab_guardrail_errors_and_the_promotions_report(tmp_path, monkeypatch):
     assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "report" / "predicted_vs_realised.png").exists()
 
 
+def test_evaluate_refuses_an_unknown_interval_before_any_store_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards
+    args = ["--policy", "business_as_usual", "--log", f"sqlite:///{tmp_path / 'none.db'}", "--interval", "bca"]
+    res = runner.invoke(app, ["evaluate", *args, "--root", str(tmp_path / "store")])
+    assert res.exit_code == 2 and "interval: unknown method 'bca'; valid: percentile, studentized" in res.output
+    assert not (tmp_path / "store").exists()
+
+
 def test_ab_prints_its_guardrails_whole_in_80_columns(tmp_path, monkeypatch):
     """`nba ab` of two rule-based policies in the simulator: each guardrail's row is readable in an
     80-column terminal (names, means, worsening, bound, margin, status and truth, nothing cut)."""

@@ -311,6 +311,15 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     assert tags["business_as_usual.same_decisions_as"] == base
     assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 0.0
     assert "learned from" not in jobs.promote().reason
+    # studentized intervals on request: the same estimates, other intervals, said on the run
+    stud = jobs.evaluate(eval_log, [bau.version], n_bootstrap=20, interval="studentized")
+    e, p = stud.estimates[base][jobs.RANK_BY], other.estimates[base][jobs.RANK_BY]
+    assert e.value == p.value and (e.ci_low, e.ci_high) != (p.ci_low, p.ci_high)
+    assert mlflow.get_run(stud.run_id).data.params["interval"] == stud.interval == "studentized"
+    runs = _runs()
+    with pytest.raises(jobs.JobError, match="^interval: unknown method 'bca'; valid: percentile, studentized"):
+        jobs.evaluate(eval_log, [bau.version], interval="bca")
+    assert _runs() == runs
     # from the training run's sketch alone (another digest), the training log reads as all learned from; a
     # sketch that is not one reads as none kept, and the same digest still as all
     with DecisionLog(train_log) as log:
