@@ -315,19 +315,24 @@ def evaluate(
         str,
         typer.Option(help="bootstrap intervals: percentile, or studentized (wider; covers more where estimates skew)"),
     ] = "percentile",
+    groups: Annotated[
+        str,
+        typer.Option(
+            help="what MIPS and MDR weight on: channel, channel_content (no model bias on a change of content, where "
+            "the log supports it) or action"
+        ),
+    ] = "channel",
     seed: SeedOpt = 0,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
     """Off-policy estimates (IPS, SNIPS, DM, DR, switch-DR, MIPS, MDR) on a decision log, with the exact value
     beside them when the log was simulated; a brand's log imported onto its deployment is evaluated on that
     deployment (its reward, no exact value)."""
-    from nba.ope import INTERVALS
     from training import jobs
 
     with job_errors():
         jobs.load_scenario(scenario)
-        if interval not in INTERVALS:
-            raise jobs.JobError(f"interval: unknown method {interval!r}; valid: {', '.join(INTERVALS)}")
+        jobs.check_estimators(interval, groups)
         open_store(root)
         res = jobs.evaluate(
             log,
@@ -337,6 +342,7 @@ def evaluate(
             n_bootstrap=bootstrap,
             seed=seed,
             interval=interval,
+            groups=groups,
             say=console.print,
         )
     console.print(_estimates_table(res))
@@ -399,7 +405,8 @@ def _estimates_table(res) -> Table:
             "not logged: these estimates rest on that estimate"
         )
     notes.append(
-        f"ranked by {RANK_BY} (flagged last): {', '.join(res.ranked())}; the logging policy's own value "
+        f"ranked by {RANK_BY} (weights by {res.groups}; flagged last): {', '.join(res.ranked())}; the logging "
+        "policy's own value "
         f"{res.logging_value[0]:.3f}"
     )
     t.caption = "\n".join(notes)

@@ -1288,6 +1288,7 @@ class EvaluateResult:
     learned: dict[str, float] = field(default_factory=dict)  # label -> share of the log it learned from
     decisions: dict[str, str] = field(default_factory=dict)  # label -> digest of its distribution on the log
     interval: str = "percentile"  # the bootstrap intervals' method (nba.ope.INTERVALS)
+    groups: str = "channel"  # what MIPS and MDR weight on (nba.ope.GROUPINGS)
 
     def same_as(self, label: str) -> str | None:
         """The first target before ``label`` (in the order given) whose distribution on every decision of the
@@ -1312,6 +1313,16 @@ class EvaluateResult:
             self.estimates,
             key=lambda k: (bool(self.flags.get(k)), -getattr(self.estimates[k][RANK_BY], RANK_STATISTIC)),
         )
+
+
+def check_estimators(interval: str, groups: str) -> None:
+    """An evaluation's interval method and grouping (:func:`evaluate`), else JobError naming the field."""
+    from nba.ope import GROUPINGS, INTERVALS
+
+    if interval not in INTERVALS:
+        raise JobError(f"interval: unknown method {interval!r}; valid: {', '.join(INTERVALS)}")
+    if groups not in GROUPINGS:
+        raise JobError(f"groups: unknown grouping {groups!r}; valid: {', '.join(GROUPINGS)}")
 
 
 def decisions_digest(probabilities: np.ndarray) -> str:
@@ -1369,6 +1380,7 @@ def evaluate(
     n_bootstrap: int = 200,
     seed: int = 0,
     interval: str = "percentile",
+    groups: str = "channel",
     plots_dir: Path | None = None,
     say: Callable[[str], None] | None = None,
 ) -> EvaluateResult:
@@ -1377,7 +1389,10 @@ def evaluate(
     logged model on the log's dataset, logged by a run nested in this one, and its description gets the
     headline estimate (:func:`_record_version_evaluation`; :func:`training.registry.latest_evaluation`
     reads them back). ``interval``: the bootstrap intervals' method (:data:`nba.ope.INTERVALS`: percentile, or
-    studentized, wider, that covers more where the estimates are skewed; see ``bench/RESULTS.md``).
+    studentized, wider, that covers more where the estimates are skewed; see ``bench/RESULTS.md``). ``groups``:
+    what the marginal estimators (MIPS, MDR) weight on (:data:`nba.ope.GROUPINGS`): the action's channel, its
+    channel and content (no reward-model bias on a change of content within a channel, where a larger log
+    supports it), or the action itself.
 
     The reward model is fitted once on the log, with refits on resampled customers whose spread
     widens the DM and DR intervals (:func:`nba.ope.fit_reward_models`). Each target is flagged
@@ -1397,15 +1412,14 @@ def evaluate(
     were estimated at import rather than logged, ``say`` warns that the estimates rest on that estimate."""
     import mlflow
 
-    from nba.ope import INTERVALS, fit_reward_models
     from nba.ope import evaluate as ope_evaluate
+    from nba.ope import fit_reward_models
     from training import plots, registry
 
     scenario = load_scenario(scenario_path)
     if not targets:
         raise JobError("policy: give at least one policy to evaluate")
-    if interval not in INTERVALS:
-        raise JobError(f"interval: unknown method {interval!r}; valid: {', '.join(INTERVALS)}")
+    check_estimators(interval, groups)
     deployment = peek_deployment(log_url)
     if deployment is not None:
         if scenario_path not in (None, "", "default"):
@@ -1440,6 +1454,7 @@ def evaluate(
                 "n_bootstrap": n_bootstrap,
                 "seed": seed,
                 "interval": interval,
+                "groups": groups,
                 "rank_by": RANK_BY,
             }
         )
@@ -1499,6 +1514,7 @@ def evaluate(
                 seed=seed,
                 logging=logging,
                 interval=interval,
+                groups=groups,
             )
             del probs
             estimates[label] = est
@@ -1599,6 +1615,7 @@ def evaluate(
             learned,
             decisions,
             interval,
+            groups,
         )
         for label in decisions:
             twin = res.same_as(label)

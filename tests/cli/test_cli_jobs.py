@@ -186,11 +186,14 @@ def test_ab_guardrail_errors_and_the_promotions_report(tmp_path, monkeypatch):
     assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "report" / "predicted_vs_realised.png").exists()
 
 
-def test_evaluate_refuses_an_unknown_interval_before_any_store_exists(tmp_path, monkeypatch):
+def test_evaluate_refuses_an_unknown_interval_or_grouping_before_any_store_exists(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards
     args = ["--policy", "business_as_usual", "--log", f"sqlite:///{tmp_path / 'none.db'}", "--interval", "bca"]
     res = runner.invoke(app, ["evaluate", *args, "--root", str(tmp_path / "store")])
     assert res.exit_code == 2 and "interval: unknown method 'bca'; valid: percentile, studentized" in res.output
+    args[-2:] = ["--groups", "segment"]
+    res = runner.invoke(app, ["evaluate", *args, "--root", str(tmp_path / "store")])
+    assert res.exit_code == 2 and "groups: unknown grouping 'segment'; valid: channel," in res.output
     assert not (tmp_path / "store").exists()
 
 
@@ -291,6 +294,7 @@ def test_the_estimates_table_marks_unsupported_estimates_and_flagged_policies():
     at = {name: next(i for i, line in enumerate(lines) if line.startswith(name)) for name in ("below", "lgbm_funnel")}
     assert lines[at["below"] + 1].startswith("flagged: below the logging"), text
     assert lines[at["lgbm_funnel"] + 1].startswith("flagged: unsupported"), text
+    assert "ranked by mdr (weights by channel; flagged last)" in text
     # the unsupported estimate is marked on its own row (mdr here), the supported one (ips) not; the exact value once
     funnel = lines[at["lgbm_funnel"] : at["lgbm_funnel"] + 2]
     assert "unsupported" not in funnel[0] and funnel[0].rstrip().endswith("1.019")

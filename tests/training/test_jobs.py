@@ -316,9 +316,16 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     e, p = stud.estimates[base][jobs.RANK_BY], other.estimates[base][jobs.RANK_BY]
     assert e.value == p.value and (e.ci_low, e.ci_high) != (p.ci_low, p.ci_high)
     assert mlflow.get_run(stud.run_id).data.params["interval"] == stud.interval == "studentized"
+    # the marginal estimators weight on the grouping asked for (channel x content here), the others unchanged
+    finer = jobs.evaluate(eval_log, [bau.version], n_bootstrap=20, groups="channel_content")
+    f, o = finer.estimates[base], other.estimates[base]
+    assert f["mdr"].value != o["mdr"].value and f["dr"].value == o["dr"].value
+    assert mlflow.get_run(finer.run_id).data.params["groups"] == finer.groups == "channel_content"
     runs = _runs()
     with pytest.raises(jobs.JobError, match="^interval: unknown method 'bca'; valid: percentile, studentized"):
         jobs.evaluate(eval_log, [bau.version], interval="bca")
+    with pytest.raises(jobs.JobError, match="^groups: unknown grouping 'segment'; valid: channel, channel_content"):
+        jobs.evaluate(eval_log, [bau.version], groups="segment")
     assert _runs() == runs
     # from the training run's sketch alone (another digest), the training log reads as all learned from; a
     # sketch that is not one reads as none kept, and the same digest still as all
