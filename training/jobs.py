@@ -1577,7 +1577,7 @@ def evaluate(
                     None if truth is None else truth[label],
                     ident,
                     dataset,
-                    {"eval.propensity": propensity, **world},
+                    {"eval.propensity": propensity, "eval.interval": interval, "eval.groups": groups, **world},
                     seed,
                 )
         if deployment is None:

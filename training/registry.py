@@ -378,6 +378,18 @@ def _replicated(evaluation: Evaluation, metric: str) -> tuple[Any, float] | None
     return estimate, seed
 
 
+ESTIMATOR_SETTINGS = {"eval.interval": "percentile", "eval.groups": "channel"}  # tags, and their values before them
+
+
+def estimator_settings(evaluation: Evaluation) -> dict[str, str]:
+    """How the estimates of ``evaluation`` were made (the interval's method, what the marginal estimators weight
+    on), from its run's tags; an evaluation from before they were recorded used the defaults."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_run(evaluation.run_id).data.tags
+    return {k.removeprefix("eval."): tags.get(k, default) for k, default in ESTIMATOR_SETTINGS.items()}
+
+
 def paired_lift(challenger: Evaluation, champion: Evaluation, metric: str) -> Any:
     """The challenger's paired ``metric`` lift over the champion (:func:`nba.ope.lift`, an
     :class:`nba.ope.Lift`) when both evaluations kept their replicates of one log, resampled alike (the same
@@ -578,6 +590,12 @@ def promote(
             return refuse(
                 f"champion and challenger were evaluated with other propensities (champion's "
                 f"{sources[0]}, challenger's {sources[1]}): evaluate both on the same log"
+            )
+        settings = (estimator_settings(k_eval), estimator_settings(c_eval))
+        if settings[0] != settings[1]:  # the same metric name, another estimator
+            return refuse(
+                f"champion and challenger were evaluated with other estimators (champion's {settings[0]}, "
+                f"challenger's {settings[1]}): evaluate both with one"
             )
         paired = paired_lift(c_eval, k_eval, metric)
         if paired is not None:

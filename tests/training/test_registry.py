@@ -89,10 +89,13 @@ def test_registered_version_carries_the_digest_of_its_bundle(store, tmp_path):
     assert MlflowClient().get_model_version(registry.MODEL_NAME, other).tags[registry.DIGEST_TAG] != tag
 
 
-def _evaluated(version: str, dataset: str, figures: dict[str, float], replicated=None, seed: int = 0) -> None:
+def _evaluated(
+    version: str, dataset: str, figures: dict[str, float], replicated=None, seed: int = 0, tags=None
+) -> None:
     """An evaluation of ``version`` on the log whose digest is ``dataset``, recorded as the evaluate job does
-    (with ``replicated``, estimates whose replicates it keeps, bootstrapped with ``seed``)."""
+    (with ``replicated``, estimates whose replicates it keeps, bootstrapped with ``seed``; ``tags`` on its run)."""
     with mlflow.start_run():
+        mlflow.set_tags(tags or {})
         registry.record_evaluation(version, figures, registry.decision_log_dataset(f"sqlite:///{dataset}.db", dataset))
         if replicated is not None:
             registry.log_replicates(replicated, seed)
@@ -126,6 +129,12 @@ def test_promote_needs_evidence_and_rolls_back(store):
     _evaluated(v2, "a", {"dr": 2.0, "dr.ci_low": 1.2, registry.ESTIMATED_SHARE: 0.25})
     p = registry.promote()
     assert not p.promoted and "other propensities" in p.reason
+    # ... or by another estimator under the same name (MDR weighting by channel and content, say): nothing moves
+    finer = {"eval.groups": "channel_content", "eval.interval": "percentile"}
+    _evaluated(v2, "a", {"dr": 2.0, "dr.ci_low": 1.2, registry.ESTIMATED_SHARE: 0.0}, tags=finer)
+    p = registry.promote()
+    assert not p.promoted and "other estimators" in p.reason, p.reason
+    assert "champion's {'interval': 'percentile', 'groups': 'channel'}" in p.reason  # recorded before: the defaults
     # on the same footing it beats it: champion moves, the reason is recorded
     _evaluated(v2, "a", {"dr": 2.0, "dr.ci_low": 1.2, registry.ESTIMATED_SHARE: 0.0})
     p = registry.promote()
