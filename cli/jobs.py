@@ -406,8 +406,7 @@ def _estimates_table(res) -> Table:
         )
     notes.append(
         f"ranked by {RANK_BY} (weights by {res.groups}; flagged last): {', '.join(res.ranked())}; the logging "
-        "policy's own value "
-        f"{res.logging_value[0]:.3f}"
+        f"policy's own value {res.logging_value[0]:.3f}"
     )
     t.caption = "\n".join(notes)
     return t
