@@ -1180,7 +1180,11 @@ def _registered_bundle(ref: str) -> tuple[str, Bundle, str | None] | None:
     elif ref.startswith("@") or ref.isdigit():
         uri, pinned = (f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}{ref}"), ref
     elif Path(ref).is_dir():
-        b = load_bundle(ref)
+        folder = Path(ref) / "artifacts" / "bundle" if (Path(ref) / "MLmodel").is_file() else Path(ref)
+        try:  # a saved bundle, or a downloaded MLflow model of one
+            b = load_bundle(folder)
+        except (OSError, ValueError, KeyError) as e:
+            raise JobError(f"policy: {ref!r} is a folder but holds no bundle: {e}") from e
         return policy_label(b.policy), b, None
     else:
         return None
@@ -1196,6 +1200,48 @@ def _registered_bundle(ref: str) -> tuple[str, Bundle, str | None] | None:
     b = load_bundle(Path(path) / "artifacts" / "bundle")
     version = None if pinned is None else (pinned if pinned.isdigit() else registry.alias_state(pinned[1:]).version)
     return (f"{policy_label(b.policy)} v{version}" if version else f"{policy_label(b.policy)} ({ref})"), b, version
+
+
+def distinct_labels(
+    targets: list[str], resolved: list[tuple[str, Any, str | None]]
+) -> list[tuple[str, Any, str | None]]:
+    """Each resolved target under a label of its own: targets that share one (two bundle folders of one policy)
+    are told apart by what named them; the same target twice is refused (JobError naming ``policy``)."""
+    if len(set(targets)) < len(targets):
+        twice = next(t for t in targets if targets.count(t) > 1)
+        raise JobError(f"policy: {twice!r} is given twice")
+    labels = [label for label, _, _ in resolved]
+    return [
+        (f"{label} ({ref})" if labels.count(label) > 1 else label, policy, version)
+        for ref, (label, policy, version) in zip(targets, resolved, strict=True)
+    ]
+
+
+def training_run(ref: str, version: str | None) -> str | None:
+    """The MLflow run that trained the bundle ``ref`` names (``version``: the registered version it resolved to):
+    the version's run; for another ``models:/`` URI, or a folder holding an MLflow model (``MLmodel``, as
+    ``mlflow artifacts download`` writes it) or that model's ``artifacts/bundle``, the run its ``MLmodel`` names;
+    None for a rule by name or a bare bundle folder."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training import registry
+
+    if version is not None:
+        return mlflow.MlflowClient().get_model_version(registry.MODEL_NAME, str(version)).run_id
+    if ref.startswith("models:/"):
+        try:
+            return mlflow.models.get_model_info(ref).run_id
+        except (MlflowException, OSError):
+            return None
+    folder = Path(ref)
+    for meta in (folder / "MLmodel", folder.parent.parent / "MLmodel"):
+        if meta.is_file() and (meta.parent / "artifacts" / "bundle").is_dir():
+            import yaml
+
+            found = (yaml.safe_load(meta.read_text()) or {}).get("run_id")
+            return str(found) if found else None
+    return None
 
 
 def resolve_target(ref: str, scenario: Scenario) -> tuple[str, Policy, str | None]:
@@ -1344,13 +1390,13 @@ def logging_value(batch, n_bootstrap: int, seed: int, level: float = 0.95) -> tu
     return float(batch.reward.mean()), float(lo), float(hi)
 
 
-def learned_share(version: str | None, digest: str, sketch: LogSketch) -> float:
-    """The share of a log's decisions (its ``digest`` and ``sketch``) that the registered ``version`` learned
-    from: 1 on its own training log, an estimate from the two logs' sketches on another (:func:`overlap`),
-    0 for a version that learned from no log (or a target that is no registered version)."""
+def learned_share(run_id: str | None, digest: str, sketch: LogSketch) -> float:
+    """The share of a log's decisions (its ``digest`` and ``sketch``) that the policy of training run ``run_id``
+    (:func:`training_run`) learned from: 1 on its own training log, an estimate from the two logs' sketches on
+    another (:func:`overlap`), 0 for a policy that learned from no log known to this store."""
     from training import registry
 
-    found = None if version is None else registry.learned_from(version)
+    found = registry.learned_from(run_id)
     if found is None:
         return 0.0
     trained_digest, trained_sketch = found
@@ -1432,6 +1478,7 @@ def evaluate(
     else:
         resolved = [resolve_target(t, scenario) for t in targets]
         space = scenario.action_space
+    resolved = distinct_labels(targets, resolved)
     log = open_log(log_url, "log")
     if deployment is not None:
         try:
@@ -1494,7 +1541,10 @@ def evaluate(
         )
         estimates: dict[str, dict[str, Any]] = {}
         flags: dict[str, tuple[str, ...]] = {}
-        learned = {label: learned_share(version, ident["dataset.digest"], evaluated) for label, _, version in resolved}
+        learned = {
+            label: learned_share(training_run(ref, version), ident["dataset.digest"], evaluated)
+            for ref, (label, _, version) in zip(targets, resolved, strict=True)
+        }
         # one action drawn from each target per context, for the plots: drawn as each target is evaluated, so
         # that only one (n, A) distribution is held at a time
         draws = np.random.default_rng(seed)

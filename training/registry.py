@@ -249,21 +249,20 @@ def logged_model_id(version: str, model_name: str = MODEL_NAME) -> str | None:
 SKETCH_ARTIFACT = "dataset_sketch.json"  # a training run's sketch of its log (training.jobs.LogSketch)
 
 
-def learned_from(version: str, model_name: str = MODEL_NAME) -> tuple[str, dict[str, Any] | None] | None:
-    """The decision log ``version`` learned from: its digest (the training run's ``dataset.digest``) and the
-    run's sketch of it (:data:`SKETCH_ARTIFACT`; None when the run kept none). None when it learned from no
-    log: trained in the simulator, or a rule-based policy that only ran on one."""
+def learned_from(run_id: str | None) -> tuple[str, dict[str, Any] | None] | None:
+    """The decision log the policy of training run ``run_id`` learned from: its digest (the run's
+    ``dataset.digest``) and the run's sketch of it (:data:`SKETCH_ARTIFACT`; None when the run kept none).
+    None when it learned from no log (trained in the simulator, or a rule-based policy that only ran on one),
+    or when the run is not in this store (deleted and collected, or another store's)."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from nba.policies import LEARNERS
 
-    client = MlflowClient()
-    run_id = client.get_model_version(model_name, str(version)).run_id
     try:
-        run = client.get_run(run_id) if run_id else None
-    except MlflowException:  # its training run is gone from the store (deleted and collected)
+        run = MlflowClient().get_run(run_id) if run_id else None
+    except MlflowException:
         run = None
     if run is None:
         return None

@@ -275,7 +275,9 @@ def test_two_logs_sketches_tell_how_many_decisions_they_share():
     assert back.rows == s.rows and np.array_equal(back.hashes, s.hashes)
 
 
-def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(store, saved_figures):
+def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(
+    store, saved_figures, tmp_path
+):
     train_log, eval_log = (f"sqlite:///{store['root'] / f'in-sample-{k}.db'}" for k in ("train", "eval"))
     jobs.simulate(train_log, decisions=3000, purpose="tests/in-sample/train")
     jobs.simulate(eval_log, decisions=3000, purpose="tests/in-sample/eval")
@@ -296,6 +298,24 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert ticks == [f"{k} (in_sample)" if k == label else k for k in ranked]  # top to bottom, flag named
     assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 1.0
+    # the same version reached otherwise (its logged model's URI, its model downloaded, that model's bundle
+    # folder) is flagged too: the model names the run that trained it; a folder of no bundle is refused
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{registry.MODEL_NAME}/{lints.version}", dst_path=str(tmp_path / "m")
+        )
+    )
+    refs = [f"models:/{registry.logged_model_id(lints.version)}", str(folder), str(folder / "artifacts" / "bundle")]
+    other_ways = jobs.evaluate(train_log, refs, n_bootstrap=20)
+    assert len(other_ways.flags) == 3 and all(jobs.IN_SAMPLE in f for f in other_ways.flags.values()), other_ways.flags
+    assert set(other_ways.learned.values()) == {1.0}
+    # the two folders' policy shares a label: each is named by its folder; the same target twice is refused
+    assert f"lints (safe) ({folder})" in other_ways.estimates and f"lints (safe) ({refs[0]})" in other_ways.estimates
+    with pytest.raises(jobs.JobError, match="^policy: '.*' is given twice"):
+        jobs.evaluate(train_log, [str(folder), str(folder)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(jobs.JobError, match="^policy: '.*empty' is a folder but holds no bundle"):
+        jobs.evaluate(train_log, [str(tmp_path / "empty")])
     registry.set_alias(registry.CHAMPION, bau.version)
     registry.set_alias(registry.CHALLENGER, lints.version)
     refused = jobs.promote()
@@ -333,11 +353,11 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
         batch = log.read(jobs.reward_rule_for(train_log))
     named = jobs.LogDigest(train_log, sketch=True)
     named.add(batch)
-    assert jobs.learned_share(lints.version, "another digest", named.sketch()) == pytest.approx(1.0)
+    assert jobs.learned_share(lints.run_id, "another digest", named.sketch()) == pytest.approx(1.0)
     mlflow.MlflowClient().log_dict(lints.run_id, {"rows": "many"}, registry.SKETCH_ARTIFACT)
-    assert jobs.learned_share(lints.version, "another digest", named.sketch()) == 0.0
-    assert jobs.learned_share(lints.version, named.tags()["dataset.digest"], named.sketch()) == 1.0
-    assert jobs.learned_share(bau.version, named.tags()["dataset.digest"], named.sketch()) == 0.0  # no learner
+    assert jobs.learned_share(lints.run_id, "another digest", named.sketch()) == 0.0
+    assert jobs.learned_share(lints.run_id, named.tags()["dataset.digest"], named.sketch()) == 1.0
+    assert jobs.learned_share(bau.run_id, named.tags()["dataset.digest"], named.sketch()) == 0.0  # no learner
     # a version whose training run is gone from the store (deleted, then collected) learned from no log known
     gone = jobs.train("lints", source=train_log)
     mlflow.MlflowClient().delete_run(gone.run_id)
@@ -349,8 +369,8 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
         timeout=300,
     )
     assert gc.returncode == 0, gc.stderr[-2000:]
-    assert registry.learned_from(gone.version) is None
-    assert jobs.learned_share(gone.version, named.tags()["dataset.digest"], named.sketch()) == 0.0
+    assert registry.learned_from(gone.run_id) is None
+    assert jobs.learned_share(gone.run_id, named.tags()["dataset.digest"], named.sketch()) == 0.0
 
 
 def test_train_online_logs_curves_and_plots(store, monkeypatch, tmp_path):
