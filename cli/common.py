@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console()
 
 ScenarioOpt = Annotated[Path | None, typer.Option("--scenario", "-s", help="TOML/YAML scenario (default: built-in)")]
-SeedOpt = Annotated[int, typer.Option(help="random seed")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="random seed")]
 LogOpt = Annotated[str, typer.Option("--log", help="decision log URL (sqlite:///... or postgresql+psycopg://...)")]
 RootOpt = Annotated[Path, typer.Option("--root", help="embedded MLflow store folder when MLFLOW_TRACKING_URI is unset")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="policy parameter KEY=VALUE (repeatable)")]

@@ -332,7 +332,7 @@ def evaluate(
 
     with job_errors():
         jobs.load_scenario(scenario)
-        jobs.check_estimators(interval, groups)
+        jobs.check_estimators(interval, groups, tau)
         open_store(root)
         res = jobs.evaluate(
             log,

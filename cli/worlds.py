@@ -31,7 +31,7 @@ def journeys(
     scenario: ScenarioOpt = None,
     policy: Annotated[str, typer.Option(help=f"one of: {', '.join(JOURNEY_RULES)}")] = "business_as_usual",
     customers: Annotated[int, typer.Option(min=1)] = 10_000,
-    days: Annotated[int | None, typer.Option(help="default: the scenario's horizon")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="default: the scenario's horizon")] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Simulate customers' 90-day journeys under a policy and print their value (no contact beside it)."""

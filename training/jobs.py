@@ -65,15 +65,50 @@ def parse_params(pairs: list[str] | Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def policy_parameters(name: str) -> dict[str, Any]:
+    """The parameters a policy takes by name, with their annotated types: its constructor's, and those of
+    the constructors its ``**kw`` reaches (the LightGBM bandits' model parameters)."""
+    import typing
+
+    out: dict[str, Any] = {}
+    for klass in POLICIES[name].__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        hints = typing.get_type_hints(init)
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in (
+                "self",
+                "space",
+                "dim",
+                "segments",
+            ):
+                out.setdefault(p.name, hints.get(p.name))
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return out
+
+
 def check_policy(name: str, params: Mapping[str, Any]) -> None:
-    """Unknown policy or parameter: JobError listing the valid choices."""
+    """Unknown policy or parameter, or a value of the wrong type for a number, flag or text parameter:
+    JobError naming it (and listing the valid choices)."""
     if name not in POLICIES:
         raise JobError(f"policy: unknown policy {name!r}; valid: {', '.join(sorted(POLICIES))}")
-    sig = inspect.signature(POLICIES[name].__init__)
-    valid = [p for p in sig.parameters if p not in ("self", "space", "dim", "segments")]
-    for k in params:
+    valid = policy_parameters(name)
+    for k, v in params.items():
         if k not in valid:
             raise JobError(f"param: {name!r} has no parameter {k!r}; valid: {', '.join(valid) or 'none'}")
+        kind = valid[k]
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        wrong = (
+            (kind is int and not (number and isinstance(v, int)))
+            or (kind is float and not number)
+            or (kind is bool and not isinstance(v, bool))
+            or (kind is str and not isinstance(v, str))
+        )
+        if wrong:
+            raise JobError(f"param: {k}: expected {kind.__name__}, got {v!r}")
 
 
 # the conservative mode's parameters a job may set (nba.policies.safe.SPIBB); its baseline follows the log's writer
@@ -1361,10 +1396,13 @@ class EvaluateResult:
         )
 
 
-def check_estimators(interval: str, groups: str) -> None:
-    """An evaluation's interval method and grouping (:func:`evaluate`), else JobError naming the field."""
+def check_estimators(interval: str, groups: str, tau: float = 20.0) -> None:
+    """An evaluation's interval method, grouping and switch-DR threshold (:func:`evaluate`), else JobError
+    naming the field."""
     from nba.ope import GROUPINGS, INTERVALS
 
+    if not tau >= 0:
+        raise JobError(f"tau: the switch-DR weight threshold must be >= 0, got {tau!r}")
     if interval not in INTERVALS:
         raise JobError(f"interval: unknown method {interval!r}; valid: {', '.join(INTERVALS)}")
     if groups not in GROUPINGS:
@@ -1465,7 +1503,7 @@ def evaluate(
     scenario = load_scenario(scenario_path)
     if not targets:
         raise JobError("policy: give at least one policy to evaluate")
-    check_estimators(interval, groups)
+    check_estimators(interval, groups, tau)
     deployment = peek_deployment(log_url)
     if deployment is not None:
         if scenario_path not in (None, "", "default"):

@@ -37,7 +37,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.policies.base import check_propensities, epsilon_greedy
-from nba.policies.lgbm import joint_rows, predict_eligible, regression_params
+from nba.policies.lgbm import check_model_params, joint_rows, predict_eligible, regression_params
 from nba.policies.linear import action_design
 
 
@@ -74,6 +74,14 @@ class FittedQ:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon!r}")
         if bootstrap_top is not None and bootstrap_top < 1:
             raise ValueError(f"bootstrap_top: must be >= 1 or None, got {bootstrap_top!r}")
+        check_model_params(
+            num_boost_round=num_boost_round,
+            refit_rounds=refit_rounds,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            min_data_in_leaf=min_data_in_leaf,
+            threads=threads,
+        )
         self.space, self.dim = space, dim
         self.params: dict[str, Any] = {
             "gamma": gamma,
@@ -338,6 +346,13 @@ class TwoStageValue:
                 raise ValueError(f"{field}: must be >= 1, got {count!r}")
         if average > iterations:
             raise ValueError(f"average: must be at most iterations ({iterations}), got {average!r}")
+        check_model_params(
+            num_boost_round=num_boost_round,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            min_data_in_leaf=min_data_in_leaf,
+            threads=threads,
+        )
         self.space, self.dim = space, dim
         self.params: dict[str, Any] = {
             "gamma": gamma,

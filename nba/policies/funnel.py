@@ -35,7 +35,7 @@ from nba.actions import ActionSpace
 from nba.log.records import FUNNEL as STAGES
 from nba.log.records import FunnelEvents
 from nba.policies.base import inverse_gap, uniform
-from nba.policies.lgbm import contexts_per_chunk, joint_rows, refit_due, regression_params
+from nba.policies.lgbm import check_model_params, contexts_per_chunk, joint_rows, refit_due, regression_params
 from nba.policies.linear import _check_update, action_design
 
 MODELS = (*STAGES, "value", "rest")  # each stage fitted given the one before (opened: given a contact)
@@ -66,10 +66,14 @@ class LGBMFunnel:
     ) -> None:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
-        if min(num_boost_round, rest_rounds, min_data_in_leaf) < 1 or num_leaves < 2:
-            raise ValueError(
-                "num_boost_round/rest_rounds/num_leaves/min_data_in_leaf: must be >= 1, >= 1, >= 2 and >= 1"
-            )
+        check_model_params(
+            num_boost_round=num_boost_round,
+            rest_rounds=rest_rounds,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            min_data_in_leaf=min_data_in_leaf,
+            threads=threads,
+        )
         if gamma_scale <= 0:
             raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
         self.space, self.dim = space, dim

@@ -40,6 +40,23 @@ def joint_rows(X: np.ndarray, psi: np.ndarray, actions: np.ndarray) -> np.ndarra
     return out
 
 
+def check_model_params(**params: Any) -> None:
+    """LightGBM's model parameters as a policy takes them (any of ``num_boost_round`` and the other rounds,
+    ``learning_rate``, ``num_leaves``, ``min_data_in_leaf``, ``threads``): ValueError naming the first out of
+    range, before LightGBM meets it."""
+    for field, value in params.items():
+        if value is None:
+            continue
+        if field == "learning_rate":
+            ok, bound = bool(np.isfinite(value) and value > 0), "a finite number > 0"
+        elif field == "num_leaves":
+            ok, bound = value >= 2, ">= 2"
+        else:  # rounds, min_data_in_leaf, threads
+            ok, bound = value >= 1, ">= 1"
+        if not ok:
+            raise ValueError(f"{field}: must be {bound}, got {value!r}")
+
+
 def regression_params(p: dict[str, Any]) -> dict[str, Any]:
     """LightGBM regression parameters from a policy's own (deterministic, quiet)."""
     return {
@@ -106,6 +123,13 @@ class _LGBMReward:
     ) -> None:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
+        check_model_params(
+            num_boost_round=num_boost_round,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            min_data_in_leaf=min_data_in_leaf,
+            threads=threads,
+        )
         self.space, self.dim = space, dim
         self.params: dict[str, Any] = {
             "num_boost_round": num_boost_round,

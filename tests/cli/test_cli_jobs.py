@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -186,7 +187,7 @@ def test_ab_guardrail_errors_and_the_promotions_report(tmp_path, monkeypatch):
     assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "report" / "predicted_vs_realised.png").exists()
 
 
-def test_evaluate_refuses_an_unknown_interval_or_grouping_before_any_store_exists(tmp_path, monkeypatch):
+def test_evaluate_refuses_a_bad_interval_grouping_or_threshold_before_any_store_exists(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards
     args = ["--policy", "business_as_usual", "--log", f"sqlite:///{tmp_path / 'none.db'}", "--interval", "bca"]
     res = runner.invoke(app, ["evaluate", *args, "--root", str(tmp_path / "store")])
@@ -194,7 +195,25 @@ def test_evaluate_refuses_an_unknown_interval_or_grouping_before_any_store_exist
     args[-2:] = ["--groups", "segment"]
     res = runner.invoke(app, ["evaluate", *args, "--root", str(tmp_path / "store")])
     assert res.exit_code == 2 and "groups: unknown grouping 'segment'; valid: channel," in res.output
+    args[-2:] = ["--tau", "-1"]
+    res = runner.invoke(app, ["evaluate", *args, "--root", str(tmp_path / "store")])
+    assert res.exit_code == 2 and "tau: the switch-DR weight threshold must be >= 0, got -1.0" in res.output
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["journeys", "--days", "0"], "Invalid value for '--days'"),
+        (["evaluate", "--policy", "business_as_usual", "--seed", "-1"], "Invalid value for '--seed'"),
+        (["train", "--policy", "lgbm_egreedy", "-p", "num_boost_round=many"], "param: num_boost_round: expected int"),
+        (["train", "--policy", "lgbm_funnel", "-p", "num_leaves=1"], "param: num_leaves: must be >= 2, got 1"),
+    ],
+)
+def test_a_bad_option_is_refused_naming_it(tmp_path, monkeypatch, args, said):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards
+    res = runner.invoke(app, [*args, *(["--root", str(tmp_path / "store")] if args[0] != "journeys" else [])])
+    assert res.exit_code == 2 and said in " ".join(res.output.split()), res.output
 
 
 def test_ab_prints_its_guardrails_whole_in_80_columns(tmp_path, monkeypatch):

@@ -51,3 +51,26 @@ def test_predict_eligible_on_tiny_batches(n):
     )
     out = lgbm.predict_eligible(booster, np.zeros((n, 2)), psi, np.ones((n, 3), bool), np.nan, 1)
     assert out.shape == (n, 3) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["lgbm_egreedy", "lgbm_squarecb", "lgbm_funnel", "fqi", "two_stage"])
+@pytest.mark.parametrize(
+    ("param", "value", "said"),
+    [
+        ("num_boost_round", 0, "must be >= 1, got 0"),
+        ("learning_rate", -0.1, "must be a finite number > 0, got -0.1"),
+        ("learning_rate", float("nan"), "must be a finite number > 0, got nan"),
+        ("num_leaves", 1, "must be >= 2, got 1"),
+        ("min_data_in_leaf", 0, "must be >= 1, got 0"),
+        ("threads", 0, "must be >= 1, got 0"),
+    ],
+)
+def test_every_lightgbm_policy_refuses_a_model_parameter_out_of_range_naming_it(name, param, value, said):
+    """Its model's parameters reach the command line (nba train -p num_leaves=1): each out-of-range value is
+    refused by name when the policy is built, not by LightGBM at its first fit."""
+    from envs.scenario import Scenario
+    from nba.policies import create
+
+    sc = Scenario.default()
+    with pytest.raises(ValueError, match=f"^{param}: {said}$"):
+        create(name, sc.action_space, tuple(sc.segments), dim=sc.feature_spec.dim, **{param: value})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,19 @@ def test_bad_input_fails_before_any_run(store):
         jobs.train("magic", source=store["log"])
     with pytest.raises(jobs.JobError, match="param: 'lints' has no parameter 'alhpa'; valid: .*"):
         jobs.train("lints", params={"alhpa": 1.0})
+    # the LightGBM bandits take their model's parameters by name, and each value is of its parameter's type
+    assert "num_boost_round" in jobs.policy_parameters("lgbm_egreedy") and "kw" not in jobs.policy_parameters(
+        "lgbm_egreedy"
+    )
+    for params, said in (
+        ({"num_boost_round": "abc"}, "param: num_boost_round: expected int, got 'abc'"),
+        ({"num_boost_round": 2.5}, "param: num_boost_round: expected int, got 2.5"),
+        ({"epsilon": "high"}, "param: epsilon: expected float, got 'high'"),
+        ({"epsilon": True}, "param: epsilon: expected float, got True"),
+    ):
+        with pytest.raises(jobs.JobError, match=f"^{re.escape(said)}$"):
+            jobs.train("lgbm_egreedy", source=store["log"], params=params)
+    jobs.check_policy("lgbm_egreedy", {"num_boost_round": 20, "epsilon": 0, "learning_rate": 0.05})
     with pytest.raises(jobs.JobError, match="scenario: no such file"):
         jobs.simulate(store["log"], scenario_path="/nonexistent.toml")
     with pytest.raises(jobs.JobError, match="epsilon"):
