@@ -25,7 +25,6 @@ from nba.log.importer import (
     import_file,
     import_onto,
 )
-from nba.log.store import DecisionLog
 
 FEATURE_OPTIONS = ("context", "categorical", "hashed", "position", "n_actions", "send_at")  # not with a deployment
 DEPLOYMENT_OPTIONS = ("channel", "offer", "send_hour", "tz_offset", "opted_out", "attributes", "allow_ineligible")
@@ -76,7 +75,7 @@ def import_command(
     ``categorical``, ``hashed``, ``position``, ``n_actions``, ``send_at``) do not apply. Raises
     :class:`training.jobs.JobError` on bad input (nothing imported).
     """
-    from training.jobs import JobError
+    from training.jobs import JobError, connect_log
 
     given = dict(
         context=context,
@@ -144,7 +143,7 @@ def import_command(
             )
         if log_url.startswith("sqlite:///") and log_url != "sqlite:///:memory:":
             Path(log_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        with DecisionLog(log_url) as log:
+        with connect_log(log_url) as log:
             if deployment is not None:
                 return import_onto(
                     log, path, world, mapping, policy=policy, format=format, allow_ineligible=allow_ineligible

@@ -485,14 +485,19 @@ def log_steps(url: str) -> int:
         return max(1, -(-log.count_decisions() // LOG_CHUNK))
 
 
-def open_log(url: str, name: str = "source"):
-    """A decision log that holds decisions, or JobError naming ``name`` (before any run exists)."""
+def connect_log(url: str, name: str = "log"):
+    """The decision log at ``url`` (created if new), or JobError naming ``name`` (before any run exists)."""
     from nba.log import DecisionLog
 
     try:
-        log = DecisionLog(url)
+        return DecisionLog(url)
     except Exception as e:  # noqa: BLE001 - any driver error: the URL is what the user must fix
         raise JobError(f"{name}: cannot open decision log {_safe_url(url)!r}: {e}") from e
+
+
+def open_log(url: str, name: str = "source"):
+    """A decision log that holds decisions, or JobError naming ``name`` (before any run exists)."""
+    log = connect_log(url, name)
     if log.layout() is None or log.count_decisions() == 0:
         log.close()
         raise JobError(f"{name}: decision log {_safe_url(url)!r} is empty")
@@ -560,13 +565,12 @@ def simulate(
     import mlflow
 
     from envs.log_writer import log_bandit_run, simulation_provenance
-    from nba.log import DecisionLog
 
     scenario = load_scenario(scenario_path)
     logging = explore(build_policy(policy, scenario, params), epsilon, holdout, messages)
     if decisions < 1:
         raise JobError(f"decisions: must be >= 1, got {decisions}")
-    with _start("simulate") as run, DecisionLog(log_url) as log:
+    with connect_log(log_url) as log, _start("simulate") as run:
         mlflow.log_params(
             {
                 "scenario": scenario.name,
@@ -656,7 +660,6 @@ def simulate_world(
     import mlflow
 
     from envs.world_simulation import simulate_log
-    from nba.log import DecisionLog
 
     deployment = load_deployment(deployment_path)
     world = load_world(world_path, deployment)
@@ -664,7 +667,7 @@ def simulate_world(
     logging = explore(base, epsilon, holdout, messages)
     if customers < 1 or days < 1:
         raise JobError(f"customers: customers and days must be >= 1, got {customers} and {days}")
-    with _start("simulate") as run, DecisionLog(log_url) as log:
+    with connect_log(log_url) as log, _start("simulate") as run:
         mlflow.log_params(
             {
                 "deployment": deployment.name,

@@ -201,6 +201,9 @@ def test_evaluate_refuses_a_bad_interval_grouping_or_threshold_before_any_store_
     assert not (tmp_path / "store").exists()
 
 
+UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:1/nothing"  # no server listens on port 1
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -208,11 +211,17 @@ def test_evaluate_refuses_a_bad_interval_grouping_or_threshold_before_any_store_
         (["evaluate", "--policy", "business_as_usual", "--seed", "-1"], "Invalid value for '--seed'"),
         (["train", "--policy", "lgbm_egreedy", "-p", "num_boost_round=many"], "param: num_boost_round: expected int"),
         (["train", "--policy", "lgbm_funnel", "-p", "num_leaves=1"], "param: num_leaves: must be >= 2, got 1"),
+        (["simulate", "--log", UNREACHABLE, "--decisions", "100"], "log: cannot open decision log"),
+        (["import", "in.csv", "--log", UNREACHABLE, "--action", "a", "--time-default", "1"], "log: cannot open"),
     ],
 )
 def test_a_bad_option_is_refused_naming_it(tmp_path, monkeypatch, args, said):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards
-    res = runner.invoke(app, [*args, *(["--root", str(tmp_path / "store")] if args[0] != "journeys" else [])])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n")
+    res = runner.invoke(
+        app, [*args, *(["--root", str(tmp_path / "store")] if args[0] in ("evaluate", "train", "simulate") else [])]
+    )
     assert res.exit_code == 2 and said in " ".join(res.output.split()), res.output
 
 
