@@ -454,6 +454,7 @@ def ab(
         jobs.load_scenario(None)
         guardrails = None if not guardrail else ([] if guardrail == ["none"] else list(guardrail))
         jobs.check_guardrails(guardrails, source)
+        jobs.writable_folder(out)
         open_store(root)
         with progress_bar(f"A/B {experiment}", days) as tick:
             res = jobs.ab(
@@ -564,6 +565,7 @@ def promotions(
     from training import jobs
 
     with job_errors():
+        jobs.writable_folder(out)
         open_store(root)
         res = jobs.promotions_report(out=out)
     console.print(f"{res.n} promotion(s) with a predicted and a realised lift; report {res.report}; run {res.run_id}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import SeedOpt, console, progress_bar
+from cli.common import SeedOpt, console, job_errors, progress_bar
 from training.quickstart import AB_CUSTOMERS, AB_DAYS, PRODUCTION
 
 
@@ -32,8 +32,11 @@ def quickstart(
     evaluate them off-policy and against the truth, set champion and challenger, check calibration."""
     from envs import calibration
     from envs.scenario import Scenario
+    from training import jobs
     from training import quickstart as qs
 
+    with job_errors():
+        jobs.writable_folder(out)
     t0 = time.perf_counter()
     scenario = Scenario.default()
     space = scenario.action_space

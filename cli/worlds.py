@@ -142,6 +142,10 @@ def scenario_report(
     contacts before a conversion, revenue concentration, contact rate)."""
     sc = load_scenario(scenario)
     if log is None:
+        from training.jobs import writable_folder
+
+        with job_errors():
+            writable_folder(out)
         path = _write_report(sc, out, customers or 20_000, seed)
         console.print(f"report: [bold]{path}[/bold]")
         return

@@ -278,8 +278,10 @@ def peek_deployment(url: str):
     from nba.log import DecisionLog
 
     try:
-        log = DecisionLog(url)
+        log = None if missing_sqlite(url) else DecisionLog(url)
     except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
+        log = None
+    if log is None:
         return None
     with log:
         return stored_deployment(log)
@@ -478,11 +480,36 @@ def log_steps(url: str) -> int:
     from nba.log import DecisionLog
 
     try:
-        log = DecisionLog(url)
+        log = None if missing_sqlite(url) else DecisionLog(url)
     except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
+        log = None
+    if log is None:
         return 1
     with log:
         return max(1, -(-log.count_decisions() // LOG_CHUNK))
+
+
+def missing_sqlite(url: str) -> str | None:
+    """The path of the SQLite file ``url`` names when it does not exist (opening a log would create it, and a
+    mistyped path would read as an empty log); None otherwise, or when ``url`` is no SQLite URL."""
+    import sqlalchemy as sa
+
+    try:
+        u = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None  # connect_log names a URL it cannot parse
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") and not Path(u.database).exists():
+        return u.database
+    return None
+
+
+def writable_folder(path: str | Path, name: str = "out") -> Path:
+    """The folder ``path``, created if missing, or JobError naming ``name`` when it cannot be (before any run)."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JobError(f"{name}: cannot create the folder {str(path)!r}: {e.strerror or e}") from e
+    return Path(path)
 
 
 def connect_log(url: str, name: str = "log"):
@@ -496,7 +523,11 @@ def connect_log(url: str, name: str = "log"):
 
 
 def open_log(url: str, name: str = "source"):
-    """A decision log that holds decisions, or JobError naming ``name`` (before any run exists)."""
+    """A decision log that holds decisions, or JobError naming ``name`` (before any run exists); a SQLite file
+    that does not exist is not created (opening a log creates its tables)."""
+    missing = missing_sqlite(url)
+    if missing is not None:
+        raise JobError(f"{name}: no SQLite database at {missing!r}")
     log = connect_log(url, name)
     if log.layout() is None or log.count_decisions() == 0:
         log.close()
@@ -726,8 +757,10 @@ def log_provenance(log_url: str) -> dict[str, Any]:
     from nba.log import DecisionLog
 
     try:
-        log = DecisionLog(log_url)
+        log = None if missing_sqlite(log_url) else DecisionLog(log_url)
     except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
+        log = None
+    if log is None:
         return {}
     with log:
         return log.provenance() or {}

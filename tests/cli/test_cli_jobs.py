@@ -213,16 +213,21 @@ UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:1/nothing"  # no server lis
         (["train", "--policy", "lgbm_funnel", "-p", "num_leaves=1"], "param: num_leaves: must be >= 2, got 1"),
         (["simulate", "--log", UNREACHABLE, "--decisions", "100"], "log: cannot open decision log"),
         (["import", "in.csv", "--log", UNREACHABLE, "--action", "a", "--time-default", "1"], "log: cannot open"),
+        (["ab", "--out", "in.csv/report"], "out: cannot create the folder 'in.csv/report'"),
+        (["promotions", "--out", "in.csv/report"], "out: cannot create the folder 'in.csv/report'"),
+        (["quickstart", "--out", "in.csv/runs"], "out: cannot create the folder 'in.csv/runs'"),
+        (["scenario", "report", "--out", "in.csv/report"], "out: cannot create the folder 'in.csv/report'"),
+        (["evaluate", "--policy", "business_as_usual", "--log", "sqlite:///typo.db"], "log: no SQLite database at"),
     ],
 )
 def test_a_bad_option_is_refused_naming_it(tmp_path, monkeypatch, args, said):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored afterwards
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in.csv").write_text("a,b\n1,2\n")
-    res = runner.invoke(
-        app, [*args, *(["--root", str(tmp_path / "store")] if args[0] in ("evaluate", "train", "simulate") else [])]
-    )
+    rooted = args[0] in ("evaluate", "train", "simulate", "ab", "promotions")
+    res = runner.invoke(app, [*args, *(["--root", str(tmp_path / "store")] if rooted else [])])
     assert res.exit_code == 2 and said in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "typo.db").exists()  # a mistyped log is not created on the way
 
 
 def test_ab_prints_its_guardrails_whole_in_80_columns(tmp_path, monkeypatch):

@@ -653,14 +653,17 @@ def test_ab_from_a_logged_experiment(store, tmp_path):
 
 def test_unreachable_or_empty_logs_fail_before_any_run(store, tmp_path):
     before = _runs()
-    empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    for call in (
-        lambda: jobs.train("lints", source=empty),
-        lambda: jobs.evaluate(empty, ["no_contact"]),
-        lambda: jobs.ab(source=empty),
-    ):
-        with pytest.raises(jobs.JobError, match="is empty"):
-            call()
+    missing, empty = (f"sqlite:///{tmp_path / f'{k}.db'}" for k in ("missing", "empty"))
+    DecisionLog(empty).close()  # a log with its tables and no decision
+    for url, said in ((missing, "no SQLite database at"), (empty, "is empty")):
+        for call in (
+            lambda u: jobs.train("lints", source=u),
+            lambda u: jobs.evaluate(u, ["no_contact"]),
+            lambda u: jobs.ab(source=u),
+        ):
+            with pytest.raises(jobs.JobError, match=said):
+                call(url)
+    assert not (tmp_path / "missing.db").exists()  # a mistyped path is not created
     with pytest.raises(jobs.JobError, match="source: cannot open decision log"):
         jobs.train("lints", source="postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert _runs() == before
