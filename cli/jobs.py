@@ -303,8 +303,8 @@ def evaluate(
     policy: Annotated[
         list[str],
         typer.Option(
-            help="@alias, version, models:/ URI, bundle folder or rule-based name (repeat); on a log imported onto a "
-            "deployment: its registered versions, no_contact or uniform_random"
+            help="@alias, version, models:/ URI, bundle or downloaded model folder, or rule-based name (repeat); "
+            "on a log imported onto a deployment: its registered versions, no_contact or uniform_random"
         ),
     ],
     log: LogOpt = DEFAULT_LOG,

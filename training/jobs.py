@@ -1233,9 +1233,9 @@ def policy_label(policy: Policy) -> str:
 
 def _registered_bundle(ref: str) -> tuple[str, Bundle, str | None] | None:
     """The bundle ``ref`` names, with its label and registered version of :data:`training.registry.MODEL_NAME`
-    (None for a bundle folder, or another model's URI): ``@alias``, a version number, a ``models:/`` URI
-    or a saved bundle folder; None when ``ref`` names no bundle. JobError naming ``policy`` when it
-    names a version that does not exist."""
+    (None for a bundle folder, or another model's URI): ``@alias``, a version number, a ``models:/`` URI,
+    a saved bundle folder or a downloaded MLflow model folder; None when ``ref`` names no bundle. JobError
+    naming ``policy`` when it names a version that does not exist, or a folder that holds no bundle."""
     from nba.serialization import load_bundle
     from training import registry
 
