@@ -272,15 +272,23 @@ def stored_deployment(log):
         raise JobError(f"deployment: the deployment the log holds is not valid: {e}") from e
 
 
+def peek_log(url: str):
+    """The decision log at ``url`` to look into before a job opens it (:func:`open_log`); None when it cannot be
+    opened, or is a SQLite file that does not exist (not created here): :func:`open_log` says why, in its turn."""
+    from nba.log import DecisionLog
+
+    if missing_sqlite(url) is not None:
+        return None
+    try:
+        return DecisionLog(url)
+    except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
+        return None
+
+
 def peek_deployment(url: str):
     """The deployment the log at ``url`` holds (:func:`stored_deployment`); None when it holds none, or
     when it cannot be opened (:func:`open_log` then says why, in its turn)."""
-    from nba.log import DecisionLog
-
-    try:
-        log = None if missing_sqlite(url) else DecisionLog(url)
-    except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
-        log = None
+    log = peek_log(url)
     if log is None:
         return None
     with log:
@@ -477,12 +485,7 @@ def overlap(learned: LogSketch, evaluated: LogSketch) -> float:
 def log_steps(url: str) -> int:
     """How many batches of :data:`LOG_CHUNK` decisions training on the log at ``url`` takes (1 when it
     cannot be opened: :func:`open_log` says why, in its turn); the progress bar's length."""
-    from nba.log import DecisionLog
-
-    try:
-        log = None if missing_sqlite(url) else DecisionLog(url)
-    except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
-        log = None
+    log = peek_log(url)
     if log is None:
         return 1
     with log:
@@ -754,12 +757,7 @@ def log_provenance(log_url: str) -> dict[str, Any]:
     """How the decisions of the log at ``log_url`` came to be, as the log records it
     (:meth:`nba.log.DecisionLog.provenance`); empty when it records nothing or cannot be opened
     (:func:`open_log` says why, in its turn)."""
-    from nba.log import DecisionLog
-
-    try:
-        log = None if missing_sqlite(log_url) else DecisionLog(log_url)
-    except Exception:  # noqa: BLE001 - any driver error: open_log names it where the job opens the log
-        log = None
+    log = peek_log(log_url)
     if log is None:
         return {}
     with log:
