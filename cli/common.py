@@ -80,7 +80,7 @@ def checked_params(policy: str, param: list[str] | None, scenario: Path | None, 
 
     params = jobs.parse_params(param)
     jobs.check_policy(policy, params)
-    jobs.load_scenario(scenario)
+    jobs.build_policy(policy, jobs.load_scenario(scenario), params)  # its values too (num_leaves=1, say)
     open_store(root)
     return params
 

@@ -228,6 +228,8 @@ def test_a_bad_option_is_refused_naming_it(tmp_path, monkeypatch, args, said):
     res = runner.invoke(app, [*args, *(["--root", str(tmp_path / "store")] if rooted else [])])
     assert res.exit_code == 2 and said in " ".join(res.output.split()), res.output
     assert not (tmp_path / "typo.db").exists()  # a mistyped log is not created on the way
+    if args[0] in ("train", "ab", "promotions"):  # refused before the store is made
+        assert not (tmp_path / "store").exists()
 
 
 def test_ab_prints_its_guardrails_whole_in_80_columns(tmp_path, monkeypatch):
