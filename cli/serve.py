@@ -12,7 +12,7 @@ from cli.common import load_deployment
 
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 3000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 3000,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow registry (env NBA_TRACKING_URI)")] = None,
     log_url: Annotated[str | None, typer.Option(help="decision log URL (env NBA_LOG_URL)")] = None,
     spool_dir: Annotated[

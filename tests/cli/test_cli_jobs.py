@@ -218,6 +218,7 @@ UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:1/nothing"  # no server lis
         (["quickstart", "--out", "in.csv/runs"], "out: cannot create the folder 'in.csv/runs'"),
         (["scenario", "report", "--out", "in.csv/report"], "out: cannot create the folder 'in.csv/report'"),
         (["evaluate", "--policy", "business_as_usual", "--log", "sqlite:///typo.db"], "log: no SQLite database at"),
+        (["serve", "--port", "99999"], "Invalid value for '--port'"),
     ],
 )
 def test_a_bad_option_is_refused_naming_it(tmp_path, monkeypatch, args, said):
