@@ -74,14 +74,6 @@ class FittedQ:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon!r}")
         if bootstrap_top is not None and bootstrap_top < 1:
             raise ValueError(f"bootstrap_top: must be >= 1 or None, got {bootstrap_top!r}")
-        check_model_params(
-            num_boost_round=num_boost_round,
-            refit_rounds=refit_rounds,
-            learning_rate=learning_rate,
-            num_leaves=num_leaves,
-            min_data_in_leaf=min_data_in_leaf,
-            threads=threads,
-        )
         self.space, self.dim = space, dim
         self.params: dict[str, Any] = {
             "gamma": gamma,
@@ -98,6 +90,7 @@ class FittedQ:
             "seed": seed,
             "threads": threads,
         }
+        check_model_params(self.params)
         self.psi = action_design(space).astype(np.float32)
         self.candidates = ~space.is_contact  # no contact, where the space has it
         self.booster: lgb.Booster | None = None
@@ -346,13 +339,6 @@ class TwoStageValue:
                 raise ValueError(f"{field}: must be >= 1, got {count!r}")
         if average > iterations:
             raise ValueError(f"average: must be at most iterations ({iterations}), got {average!r}")
-        check_model_params(
-            num_boost_round=num_boost_round,
-            learning_rate=learning_rate,
-            num_leaves=num_leaves,
-            min_data_in_leaf=min_data_in_leaf,
-            threads=threads,
-        )
         self.space, self.dim = space, dim
         self.params: dict[str, Any] = {
             "gamma": gamma,
@@ -372,6 +358,7 @@ class TwoStageValue:
             "seed": seed,
             "threads": threads,
         }
+        check_model_params(self.params)
         self.reward = FittedQ(
             space,
             dim,

@@ -66,14 +66,6 @@ class LGBMFunnel:
     ) -> None:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
-        check_model_params(
-            num_boost_round=num_boost_round,
-            rest_rounds=rest_rounds,
-            learning_rate=learning_rate,
-            num_leaves=num_leaves,
-            min_data_in_leaf=min_data_in_leaf,
-            threads=threads,
-        )
         if gamma_scale <= 0:
             raise ValueError(f"gamma_scale: must be > 0, got {gamma_scale!r}")
         self.space, self.dim = space, dim
@@ -90,6 +82,7 @@ class LGBMFunnel:
             "seed": seed,
             "threads": threads,
         }
+        check_model_params(self.params)
         self.psi = action_design(space).astype(np.float32)
         self.X = np.zeros((0, dim), np.float32)
         self.actions = np.zeros(0, np.int64)

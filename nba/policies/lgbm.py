@@ -17,6 +17,7 @@ as NumPy arrays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import lightgbm as lgb
@@ -40,20 +41,24 @@ def joint_rows(X: np.ndarray, psi: np.ndarray, actions: np.ndarray) -> np.ndarra
     return out
 
 
-def check_model_params(**params: Any) -> None:
-    """LightGBM's model parameters as a policy takes them (any of ``num_boost_round`` and the other rounds,
-    ``learning_rate``, ``num_leaves``, ``min_data_in_leaf``, ``threads``): ValueError naming the first out of
-    range, before LightGBM meets it."""
-    for field, value in params.items():
-        if value is None:
-            continue
-        if field == "learning_rate":
-            ok, bound = bool(np.isfinite(value) and value > 0), "a finite number > 0"
-        elif field == "num_leaves":
-            ok, bound = value >= 2, ">= 2"
-        else:  # rounds, min_data_in_leaf, threads
-            ok, bound = value >= 1, ">= 1"
-        if not ok:
+# LightGBM's model parameters as the policies take them, and what each must be
+MODEL_BOUNDS = {
+    "num_boost_round": (lambda v: v >= 1, ">= 1"),
+    "rest_rounds": (lambda v: v >= 1, ">= 1"),
+    "refit_rounds": (lambda v: v >= 1, ">= 1"),
+    "learning_rate": (lambda v: bool(np.isfinite(v) and v > 0), "a finite number > 0"),
+    "num_leaves": (lambda v: v >= 2, ">= 2"),
+    "min_data_in_leaf": (lambda v: v >= 1, ">= 1"),
+    "threads": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def check_model_params(params: Mapping[str, Any]) -> None:
+    """A policy's parameters (its ``params``): ValueError naming the first of LightGBM's model parameters
+    (:data:`MODEL_BOUNDS`) out of range, before LightGBM meets it; a parameter left as None is not checked."""
+    for field, (ok, bound) in MODEL_BOUNDS.items():
+        value = params.get(field)
+        if value is not None and not ok(value):
             raise ValueError(f"{field}: must be {bound}, got {value!r}")
 
 
@@ -123,13 +128,6 @@ class _LGBMReward:
     ) -> None:
         if min_samples < 1 or refit_growth <= 1.0:
             raise ValueError("min_samples: must be >= 1 and refit_growth: must be > 1")
-        check_model_params(
-            num_boost_round=num_boost_round,
-            learning_rate=learning_rate,
-            num_leaves=num_leaves,
-            min_data_in_leaf=min_data_in_leaf,
-            threads=threads,
-        )
         self.space, self.dim = space, dim
         self.params: dict[str, Any] = {
             "num_boost_round": num_boost_round,
@@ -141,6 +139,7 @@ class _LGBMReward:
             "seed": seed,
             "threads": threads,
         }
+        check_model_params(self.params)
         self.psi = action_design(space).astype(np.float32)
         self.X = np.zeros((0, dim), np.float32)
         self.actions = np.zeros(0, np.int64)
