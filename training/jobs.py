@@ -476,9 +476,9 @@ def overlap(learned: LogSketch, evaluated: LogSketch) -> float:
     if not len(union) or not evaluated.rows:
         return 0.0
     both = np.intersect1d(learned.hashes, evaluated.hashes)
-    jaccard = np.isin(union, both).mean()
     if len(union) < SKETCH_SIZE:  # both sets whole: exact counts
         return float(len(both) / max(evaluated.rows, 1))
+    jaccard = np.isin(union, both).mean()
     return float(min(1.0, jaccard * (learned.rows + evaluated.rows) / ((1.0 + jaccard) * evaluated.rows)))
 
 
