@@ -36,7 +36,10 @@ Prints per policy x estimator: coverage of the exact value by the 95% interval (
 where the estimate is not marked unsupported, and over all), mean bias and its standard error,
 mean interval width, the share of logs where it is unsupported; then, for ranking rules (an
 estimator and a statistic: the point estimate or the lower bound, unsupported estimates left out),
-how often each picks the truly best policy and its mean regret. ``--policy-param NAME.KEY=VALUE``
+how often each picks the truly best policy and its mean regret; then each policy's paired lift over
+business as usual by the ranked estimator (the quickstart's shortlist, :func:`paired_lifts`, with each
+interval method measured) against its exact lift: coverage, misses below and above, width, bias, and how
+often its lower bound clears 0. ``--policy-param NAME.KEY=VALUE``
 passes parameters to a policy's constructor; ``--safe`` trains the bandits in their conservative
 mode (SPIBB with the quickstart's options, as the quickstart trains them).
 """
@@ -75,6 +78,9 @@ EPSILON, HOLDOUT = 0.2, 0.05  # the exploring logger of jobs.simulate
 CHUNK_ROWS = 10_000  # rows per update when learning from the log, as jobs._train_offline
 SUFFIX = {"percentile": "_pct", "studentized": "_t"}  # the estimates of --compare-interval, by method
 LIGHTGBM = ("lgbm_egreedy", "lgbm_squarecb", "lgbm_funnel", "fqi")  # the policies with a `threads` parameter
+ARRAYS = ("replicates", "units")  # an Estimate's arrays, left out of the JSON
+BASE = "business_as_usual"  # the champion the quickstart's shortlist pairs each candidate with
+LIFT = "lift:"  # estimates[policy][LIFT + name]: the paired lift of estimator `name` over BASE
 
 
 def logger(scenario: Scenario, messages: float = 0.0) -> Explore:
@@ -299,6 +305,45 @@ def evaluate_log(
     return truth, estimates, fit_s
 
 
+def paired_lifts(estimates: Estimates) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each policy's paired lift over business as usual by the ranked estimator (:func:`nba.ope.lift`: the
+    quickstart's shortlist), with each interval method measured (``mdr``, and ``mdr_t`` or ``mdr_pct``): policy
+    -> estimator -> the Lift's fields."""
+    if BASE not in estimates:
+        return {}
+    ranked = (ope.RANK_ESTIMATOR, *(ope.RANK_ESTIMATOR + x for x in SUFFIX.values()))
+    names = [n for n in ranked if n in estimates[BASE]]
+    return {p: {n: vars(ope.lift(est[n], estimates[BASE][n])) for n in names} for p, est in estimates.items()}
+
+
+def lift_summary(truths: list[dict[str, float]], lifts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per policy x estimator, over the logs: how often the paired lift's interval covers the exact lift over
+    business as usual (the two exact values' difference on the log's contexts), misses below / above, mean
+    width, bias; how often its lower bound clears 0 (the quickstart would A/B it) and, of those, how often the
+    exact lift is above 0."""
+    out: dict[str, Any] = {}
+    for policy in lifts[0]:
+        if policy == BASE:
+            continue
+        row = out[policy] = {"exact": float(np.mean([t[policy] - t[BASE] for t in truths]))}
+        for name in lifts[0][policy]:
+            tr = np.array([t[policy] - t[BASE] for t in truths])
+            lo = np.array([x[policy][name]["ci_low"] for x in lifts])
+            hi = np.array([x[policy][name]["ci_high"] for x in lifts])
+            value = np.array([x[policy][name]["value"] for x in lifts])
+            clear = lo > 0
+            row[name] = {
+                "coverage": float(np.mean((lo <= tr) & (tr <= hi))),
+                "misses_low": int((hi < tr).sum()),
+                "misses_high": int((lo > tr).sum()),
+                "width": float(np.mean(hi - lo)),
+                "bias": float(np.mean(value - tr)),
+                "clears_0": int(clear.sum()),
+                "clears_0_rightly": int((clear & (tr > 0)).sum()),
+            }
+    return out
+
+
 def summarise(truths: list[dict[str, float]], runs: list[dict[str, dict[str, ope.Estimate]]]) -> dict[str, Any]:
     """Per policy x estimator: coverage (supported logs, all logs), bias, width, unsupported share."""
     out: dict[str, Any] = {}
@@ -476,7 +521,9 @@ def main() -> None:
             for m in merged
             for run in m["estimates"]
         ]
-        report(truths, runs, args, sum(m["wall_s"] for m in merged), merged[0])
+        lifts = [x for m in merged for x in m.get("lifts", [])]
+        lifts = lifts if len(lifts) == len(runs) else []  # runs from before the lifts were kept: none
+        report(truths, runs, lifts, args, sum(m["wall_s"] for m in merged), merged[0])
         return
     t_start = time.perf_counter()
     scenario = Scenario.default()
@@ -496,7 +543,7 @@ def main() -> None:
         f"decisions{' (in sample)' if args.in_sample else ''}; {args.bootstrap} resamples; reward model "
         f"{args.rounds} rounds, {args.refits} refits"
     )
-    truths, runs, fit_s, sim_s = [], [], [], []
+    truths, runs, lifts, fit_s, sim_s = [], [], [], [], []
     for j in range(args.first_log, args.first_log + args.logs):
         t0 = time.perf_counter()
         purpose = f"{IN_SAMPLE_PURPOSE if args.in_sample else EVAL}/{j}"
@@ -543,22 +590,22 @@ def main() -> None:
             assert worst < 1e-9, f"exact values differ from bandit_truth by {worst}"
         truths.append(truth)
         runs.append(est)
+        lifts.append(paired_lifts(est))
         fit_s.append(fs)
         print(
             f"log {j + 1 - args.first_log}/{args.logs}: {time.perf_counter() - t0:.0f} s (reward model {fs:.0f} s)",
             flush=True,
         )
         if args.json:
-            save(args, truths, runs, time.perf_counter() - t_start, train_s, sim_s, fit_s)
+            save(args, truths, runs, lifts, time.perf_counter() - t_start, train_s, sim_s, fit_s)
     wall = time.perf_counter() - t_start
-    report(
-        truths, runs, args, wall, {"train_s": train_s, "sim_s": float(np.mean(sim_s)), "fit_s": float(np.mean(fit_s))}
-    )
+    timing = {"train_s": train_s, "sim_s": float(np.mean(sim_s)), "fit_s": float(np.mean(fit_s))}
+    report(truths, runs, lifts, args, wall, timing)
     if args.json:
-        save(args, truths, runs, wall, train_s, sim_s, fit_s)
+        save(args, truths, runs, lifts, wall, train_s, sim_s, fit_s)
 
 
-def save(args, truths, runs, wall: float, train_s: float, sim_s: list[float], fit_s: list[float]) -> None:
+def save(args, truths, runs, lifts, wall: float, train_s: float, sim_s: list[float], fit_s: list[float]) -> None:
     """The run so far as JSON (rewritten after every log)."""
     args.json.write_text(
         json.dumps(
@@ -585,11 +632,12 @@ def save(args, truths, runs, wall: float, train_s: float, sim_s: list[float], fi
                 "truths": truths,
                 "estimates": [
                     {
-                        p: {n: {k: v for k, v in vars(e).items() if k != "replicates"} for n, e in r.items()}
+                        p: {n: {k: v for k, v in vars(e).items() if k not in ARRAYS} for n, e in r.items()}
                         for p, r in run.items()
                     }
                     for run in runs
                 ],
+                "lifts": lifts,
                 "messages": args.messages,
                 "safe": args.safe,
             }
@@ -597,7 +645,7 @@ def save(args, truths, runs, wall: float, train_s: float, sim_s: list[float], fi
     )
 
 
-def report(truths, runs, args, wall: float, timing: Mapping[str, Any]) -> None:
+def report(truths, runs, lifts, args, wall: float, timing: Mapping[str, Any]) -> None:
     """Print the tables (and the plot) of a run or of merged runs."""
     names = list(runs[0][next(iter(runs[0]))])
     summary = summarise(truths, runs)
@@ -627,6 +675,20 @@ def report(truths, runs, args, wall: float, timing: Mapping[str, Any]) -> None:
     for rule, v in rank.items():
         if v["best_share"] is not None:
             print(f"  {rule:<18} {v['best_share']:>10.2f} {v['mean_regret']:>12.4f}")
+    if lifts and lifts[0]:
+        print(
+            f"\npaired lift over {BASE} (the quickstart's shortlist): coverage of the exact lift, misses below / "
+            "above, mean width, bias; logs whose lower bound clears 0 (of those, with an exact lift above 0)"
+        )
+        for policy, row in lift_summary(truths, lifts).items():
+            print(f"\n{policy} (exact lift {row['exact']:+.4f})")
+            for name, v in row.items():
+                if name != "exact":
+                    print(
+                        f"  {name:<8} cover {v['coverage']:.2f}  misses {v['misses_low']:>2} / {v['misses_high']:<2} "
+                        f"width {v['width']:.3f}  bias {v['bias']:+.4f}  clears 0: {v['clears_0']} "
+                        f"({v['clears_0_rightly']} rightly)"
+                    )
     t = {k: timing.get(k, float("nan")) for k in ("train_s", "sim_s", "fit_s")}
     print(
         f"\n{len(runs)} logs; wall time {wall:.0f} s (summed over merged runs; training {t['train_s']:.0f} s; "

@@ -85,7 +85,10 @@ candidate departs from the champion on a fifth of the rows its lift is known far
 intervals side by side say (on the quickstart's log, IPS's half-width on ``lgbm_funnel`` over business as
 usual was 0.148 paired against 0.245 combined). The lift is no less biased than its estimator, and the
 narrower interval shows the bias more: with marginal DR, two policies that weigh every group alike and
-differ only within groups are compared through the reward model alone (``bench/RESULTS.md``).
+differ only within groups are compared through the reward model alone (``bench/RESULTS.md``). The
+interval's method is the estimates': studentized estimates keep each unit's sums of their terms, and their
+lift is the bootstrap-t interval of the difference. Estimates of two seeds, or of none (fresh entropy), do
+not share their resamples and are refused.
 
 **How many rows.** Percentile intervals lean on the mean of the per-row terms being close to
 normal. Marketing rewards are rare, large purchases (a heavily skewed distribution), so small logs
@@ -184,9 +187,14 @@ class Estimate:
     support_gap: float = 0.0  # target mass on units (actions or groups) the log does not support (support check)
     unsupported: bool = False  # support_gap > the support threshold: never rank or promote on this estimate
     model_se: float = 0.0  # the reward model's share of std_error (refit spread, see RewardModel); 0: none
+    interval: str = "percentile"  # how the replicates became the interval (INTERVALS)
     # the bootstrap's replicates (the refits' shifts included): two estimates of one log resample the same
     # units, so their replicates pair up row for row (lift); None where not kept
     replicates: np.ndarray | None = field(default=None, compare=False, repr=False)
+    seed: int | None = field(default=None, compare=False)  # the resampling's seed (None: fresh entropy)
+    # each resampled unit's sum of the terms and of the denominator (its rows, or SNIPS's weights): what a
+    # studentized lift needs (lift); kept by studentized estimates only
+    units: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def covers(self, truth: float) -> bool:
         """Whether the interval contains ``truth``."""
@@ -405,25 +413,18 @@ def _means(columns: np.ndarray, n_bootstrap: int, seed: int | None, codes: np.nd
     return sums[:, :k] / sums[:, k:]
 
 
-def _pivots(
-    ratios: Sequence[tuple[np.ndarray, np.ndarray | None]], n_bootstrap: int, seed: int | None, codes: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n_bootstrap, k) bootstrap replicates of the k estimates ``sum num / sum den``, and their studentized ones.
-
-    ``ratios``: (num (n,), den (n,) or None for the rows' count) per estimate. A resample's
-    estimate m_b and its own standard error s_b (the linearised variance of a ratio of sums over
-    the resampled units, sum_c (num_c - m_b den_c)^2 / (sum_c den_c)^2 x G / (G - 1)) give
-    t_b = (m_b - m) / s_b, and the studentized replicate is ``m - s t_b`` (m, s: the log's estimate and
-    standard error): the quantiles of these are the bootstrap-t interval. The units are resampled
-    with the same indices as :func:`_means` (same seed, same units), and the replicates returned are
-    the ones :func:`_means` (and :func:`_ratio` for a ``den``) gives, to the bit. A
-    resample whose standard error is 0 gives a NaN studentized replicate (left out of the quantiles).
-    """
+def _unit_sums(
+    ratios: Sequence[tuple[np.ndarray, np.ndarray | None]], codes: np.ndarray | None
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Each estimate of ``ratios`` ((num (n,), den (n,) or None for the rows' count) each) as the sums of its
+    ``num`` and ``den`` over each resampled unit (the rows, or the clusters of ``codes``), and each unit's
+    rows: ``[(A (g,), B (g,)), ...], rows (g,)``. A ``den`` of None is the rows array itself, and arrays
+    that several estimates share are summed once (shared by identity)."""
     n = len(ratios[0][0])
     codes = np.arange(n) if codes is None else codes
     g = int(codes.max()) + 1
     count = np.bincount(codes, minlength=g).astype(np.float64)
-    sums: dict[int, np.ndarray] = {}  # per-unit sums of each distinct array, by identity
+    sums: dict[int, np.ndarray] = {}
 
     def unit(v: np.ndarray | None) -> np.ndarray:
         if v is None:
@@ -432,25 +433,66 @@ def _pivots(
             sums[id(v)] = np.bincount(codes, weights=v, minlength=g)
         return sums[id(v)]
 
-    rows = []
-    for num, den in ratios:
-        a, b = unit(num), unit(den)
-        rows += [a, b, a * a, a * b, b * b]
-    resampled = _resampled_sums(np.vstack([*rows, count]), n_bootstrap, seed)
-    size = resampled[:, -1]  # the resampled rows: means as _means takes them (sums over it, then their ratio)
+    return [(unit(num), unit(den)) for num, den in ratios], count
+
+
+def _pivots(
+    combos: Sequence[Sequence[tuple[float, tuple[np.ndarray, np.ndarray]]]],
+    count: np.ndarray | None,
+    n_bootstrap: int,
+    seed: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n_bootstrap, k) bootstrap replicates of k estimates, and their studentized ones (bootstrap-t).
+
+    Estimate j is ``sum_i s_i A_i / B_i`` over its terms ``(s_i, (A_i, B_i))`` in ``combos[j]``: one ratio
+    of sums (an estimate), or the difference of two (a lift), ``A_i`` and ``B_i`` (g,) each unit's sums of
+    the numerator and the denominator (:func:`_unit_sums`), ``count`` (g,) each unit's rows (None: not
+    known; a replicate is then ``A / B`` over the resample). A resample's estimate m_b and its own standard
+    error s_b (the linearised variance over the resampled units, sum_c n_c u_c^2 x G / (G - 1) with
+    u_c = sum_i s_i (a_ic - m_ib b_ic) / B_ib) give t_b = (m_b - m) / s_b, and the studentized replicate
+    is ``m - s t_b`` (m, s: the log's estimate and standard error): the quantiles of these are the
+    bootstrap-t interval. The units are resampled with the same indices as :func:`_means` (same seed, same
+    number of units), and a ratio's replicates are the ones :func:`_means` (and :func:`_ratio` for a
+    denominator other than the rows) gives. A resample whose standard error is 0 gives a NaN studentized
+    replicate (left out of the quantiles), or the estimate itself where it equals it (terms all alike).
+    """
+    vectors: dict[int, np.ndarray] = {} if count is None else {id(count): count}  # distinct arrays, by identity
+    for combo in combos:
+        for _, (a, b) in combo:
+            vectors.setdefault(id(a), a)
+            vectors.setdefault(id(b), b)
+    keys = list(vectors)
+    g = len(vectors[keys[0]])
+    pairs = [(i, j) for k, i in enumerate(keys) for j in keys[k:]]
+    resampled = _resampled_sums(
+        np.vstack([vectors[k] for k in keys] + [vectors[i] * vectors[j] for i, j in pairs]), n_bootstrap, seed
+    )
+    col = {k: resampled[:, c] for c, k in enumerate(keys)}
+    prod = {p: resampled[:, len(keys) + c] for c, p in enumerate(pairs)}
     scale = g / (g - 1) if g > 1 else np.nan
-    means, out = np.empty((n_bootstrap, len(ratios))), np.empty((n_bootstrap, len(ratios)))
+    means, out = np.empty((n_bootstrap, len(combos))), np.empty((n_bootstrap, len(combos)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        for j, (num, den) in enumerate(ratios):
-            a, b = unit(num), unit(den)
-            m = a.sum() / b.sum()
-            s = np.sqrt(np.sum((a - m * b) ** 2) * scale) / b.sum()
-            sa, sb, saa, sab, sbb = resampled[:, 5 * j : 5 * j + 5].T
-            means[:, j] = sa / size if den is None else _ratio(sa / size, sb / size)
-            mb = sa / sb
-            sd = np.sqrt(np.maximum(saa - 2.0 * mb * sab + mb * mb * sbb, 0.0) * scale) / sb
-            t = np.where(sd > 0, (mb - m) / np.where(sd > 0, sd, 1.0), np.nan)
-            out[:, j] = m - s * t
+        for j, combo in enumerate(combos):
+            m, u = 0.0, np.zeros(g)
+            mean, mb = np.zeros(n_bootstrap), np.zeros(n_bootstrap)
+            coef = {k: np.zeros(n_bootstrap) for k in keys}
+            for sign, (a, b) in combo:
+                m_i = a.sum() / b.sum()
+                m, u = m + sign * m_i, u + sign * (a - m_i * b) / b.sum()
+                sa, sb = col[id(a)], col[id(b)]
+                if count is None:
+                    mean += sign * sa / sb
+                else:  # as _means takes them: sums over the resampled rows, then their ratio
+                    size = col[id(count)]
+                    mean += sign * (sa / size if b is count else _ratio(sa / size, sb / size))
+                mb += sign * sa / sb
+                coef[id(a)] += sign / sb
+                coef[id(b)] -= sign * (sa / sb) / sb
+            s = np.sqrt(np.sum(u * u) * scale)
+            quad = sum((1.0 if i == k else 2.0) * coef[i] * coef[k] * prod[(i, k)] for i, k in pairs)
+            sd = np.sqrt(np.maximum(quad, 0.0) * scale)
+            t = np.where(sd > 0, (mb - m) / np.where(sd > 0, sd, 1.0), np.where(mb == m, 0.0, np.nan))
+            means[:, j], out[:, j] = mean, m - s * t
     return means, out
 
 
@@ -660,8 +702,11 @@ def _estimate(
     # each estimate a ratio of sums: its terms over the rows' count, or (normalised) w r over w
     ratios = {name: (tm.values, tm.weights if _ESTIMATORS[name].normalised else None) for name, tm in terms.items()}
     pivots: dict[str, np.ndarray] = {}
+    units: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if interval == "studentized" and n_bootstrap:
-        means, studentized = _pivots(list(ratios.values()), n_bootstrap, seed, codes)
+        sums, count = _unit_sums(list(ratios.values()), codes)
+        units = dict(zip(terms, sums, strict=True))
+        means, studentized = _pivots([[(1.0, u)] for u in sums], count, n_bootstrap, seed)
         reps = dict(zip(terms, means.T, strict=True))
         pivots = dict(zip(terms, studentized.T, strict=True))
     else:
@@ -703,7 +748,10 @@ def _estimate(
             float(gap),
             bool(gap > share),
             model_se,
+            interval,
             replicates,
+            seed,
+            units.get(name),
         )
     return out
 
@@ -1488,7 +1536,7 @@ class Lift:
 
     estimator: str
     value: float  # the target's estimate minus the base's
-    ci_low: float  # the paired bootstrap interval: percentiles of the replicates' differences
+    ci_low: float  # the paired bootstrap interval: of the replicates' differences (the estimates' method)
     ci_high: float
     level: float
     std_error: float  # standard deviation of the replicates' differences
@@ -1505,9 +1553,13 @@ def lift(target: Estimate, base: Estimate, level: float | None = None) -> Lift:
     Both were resampled on the same units (:func:`evaluate` with one seed and the same clusters), so
     replicate ``b`` of each is the estimate on the same resample and their difference is the lift on it:
     the rows where the two policies agree cancel, and the interval is that of the difference, far
-    narrower than the two intervals side by side when the policies agree on most rows. ``level``: the
-    interval's coverage (default: the estimates'). ValueError names the field when the two were not
-    estimated together (another estimator, log size or bootstrap) or kept no replicates.
+    narrower than the two intervals side by side when the policies agree on most rows. Its method is the
+    estimates' (:data:`INTERVALS`): the percentiles of the differences, or the bootstrap-t interval of the
+    difference (each resample's difference over its own standard error, from the units' sums the
+    studentized estimates keep; the reward model's refit shifts carried as in the estimates). ``level``:
+    the interval's coverage (default: the estimates'). ValueError names the field when the two were not
+    estimated together (another estimator, interval method, seed, log size or bootstrap) or kept no
+    replicates.
     """
     rt, rb = target.replicates, base.replicates
     if rt is None or rb is None:
@@ -1521,12 +1573,43 @@ def lift(target: Estimate, base: Estimate, level: float | None = None) -> Lift:
         raise ValueError(
             f"base: not estimated on the target's resamples (rows, clusters, replicates: {shape_b} against {shape_t})"
         )
+    if base.seed != target.seed:
+        raise ValueError(
+            f"base: resampled with seed {base.seed}, the target with {target.seed}: not the same resamples"
+        )
+    if target.seed is None and target is not base:
+        raise ValueError("target: resampled with seed None (fresh entropy), so no other estimate shares its resamples")
+    if base.interval != target.interval:
+        raise ValueError(f"base: its interval is {base.interval!r}, the target's {target.interval!r}")
     level = target.level if level is None else float(level)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level: must be in (0, 1), got {level}")
     value = target.value - base.value
-    lo, hi, se, _, _ = _interval(value, rt - rb, level, None)  # the differences' percentiles and spread
+    pivots = None
+    if target.interval == "studentized" and len(rt):
+        pivots = _lift_pivots(target, base)
+    lo, hi, se, _, _ = _interval(value, rt - rb, level, None, pivots)
     return Lift(target.estimator, value, lo, hi, level, se, bool(target.unsupported or base.unsupported))
+
+
+def _lift_pivots(target: Estimate, base: Estimate) -> np.ndarray:
+    """The studentized replicates of ``target``'s value minus ``base``'s (:func:`_pivots` on the two
+    estimates' unit sums, resampled as they were), shifted by the difference of their refit shifts."""
+    for name, e in (("target", target), ("base", base)):
+        if e.units is None:
+            raise ValueError(f"{name}: a studentized estimate that kept no unit sums (estimate it with nba.ope)")
+    assert target.units is not None and base.units is not None and target.replicates is not None
+    (a_t, b_t), (a_b, b_b) = target.units, base.units
+    count = None
+    if not _ESTIMATORS[target.estimator].normalised:  # both denominators are the units' rows
+        if not np.array_equal(b_t, b_b):
+            raise ValueError("base: not estimated on the target's resamples (its units hold other rows)")
+        count, b_b = b_t, b_t
+    raw, pivots = _pivots([[(1.0, (a_t, b_t)), (-1.0, (a_b, b_b))]], count, len(target.replicates), target.seed)
+    # the replicates kept carry each estimate's refit shift (_interval): their difference minus the resampled
+    # difference is the difference of the shifts, which the studentized replicates take too
+    assert base.replicates is not None
+    return pivots[:, 0] + (target.replicates - base.replicates) - raw[:, 0]
 
 
 # ----------------------------------------------------------------------------- ranking

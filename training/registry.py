@@ -322,8 +322,8 @@ def record_evaluation(version: str, metrics: dict[str, float], dataset, model_na
 def log_replicates(estimates: dict[str, Any], seed: int) -> None:
     """Log each estimate's bootstrap replicates in the active run (:data:`REPLICATES`: NumPy arrays, no
     pickle), with what pairing them needs (``<estimator>.meta``: value, rows, clusters (-1: none), level,
-    unsupported, the bootstrap's seed), so that a later promotion can pair two versions' evaluations of
-    one log (:func:`paired_lift`)."""
+    unsupported, the bootstrap's seed; a studentized estimate's unit sums, ``<estimator>.units``), so that a
+    later promotion can pair two versions' evaluations of one log (:func:`paired_lift`)."""
     import mlflow
 
     arrays: dict[str, np.ndarray] = {}
@@ -333,6 +333,8 @@ def log_replicates(estimates: dict[str, Any], seed: int) -> None:
         arrays[name] = np.asarray(e.replicates, np.float64)
         clusters = -1 if e.n_clusters is None else e.n_clusters
         arrays[f"{name}.meta"] = np.array([e.value, e.n, clusters, e.level, float(e.unsupported), seed], np.float64)
+        if e.units is not None:  # a studentized estimate's unit sums: its paired lift is studentized too
+            arrays[f"{name}.units"] = np.vstack(e.units)
     if not arrays:
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -357,6 +359,7 @@ def _replicated(evaluation: Evaluation, metric: str) -> tuple[Any, float] | None
         if metric not in saved or f"{metric}.meta" not in saved:
             return None
         replicates, meta = saved[metric], saved[f"{metric}.meta"]
+        units = saved[f"{metric}.units"] if f"{metric}.units" in saved else None
     value, n, clusters, level, unsupported, seed = (float(x) for x in meta)
     nan = float("nan")
     estimate = Estimate(
@@ -372,7 +375,10 @@ def _replicated(evaluation: Evaluation, metric: str) -> tuple[Any, float] | None
         unsupported_mass=nan,
         n_clusters=None if clusters < 0 else int(clusters),
         unsupported=bool(unsupported),
+        interval=estimator_settings(evaluation)["interval"],
         replicates=replicates,
+        seed=int(seed),
+        units=None if units is None else (units[0], units[1]),
     )
     return estimate, seed
 

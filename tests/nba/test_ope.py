@@ -10,6 +10,7 @@ independent sample of contexts.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 
 import numpy as np
@@ -926,7 +927,58 @@ def test_lift_is_the_difference_of_estimates_on_shared_resamples(name, log):
     assert wide.level == 0.99 and wide.ci_low <= up.ci_low and up.ci_high <= wide.ci_high
 
 
-def test_lift_interval_covers_the_true_lift_over_repeated_logs():
+def test_studentized_lift_is_the_bootstrap_t_interval_of_the_difference():
+    """Two studentized estimates' lift is the textbook bootstrap-t interval of their difference, resampled as
+    they were: IPS (the mean of the rows' differences), SNIPS (a difference of two ratios, its standard error
+    linearised); with a reward model, its refit shifts are carried (the lift's interval turns over with the
+    order), and a studentized lift differs from the percentile one of the same resamples."""
+    rng = np.random.default_rng(5)
+    n, k = 3000, 4
+    ids = rng.integers(0, 700, n) * 3
+    codes = ope.cluster_codes(ids, n)
+    a = rng.integers(0, k, n)
+    p = np.full(n, 1.0 / k)
+    r = np.where(rng.random(n) < 0.03, rng.lognormal(4.0, 1.0, n), 0.0)
+    t = np.full((n, k), 0.1)
+    t[:, 2] = 0.7
+    b = np.full((n, k), 0.25)
+    kw = {"seed": 9, "n_bootstrap": 300, "clusters": ids, "interval": "studentized"}
+    wt, wb = t[np.arange(n), a] / p, b[np.arange(n), a] / p
+    up = ope.lift(ope.ips(r, a, p, t, **kw), ope.ips(r, a, p, b, **kw))
+    lo, hi = _bootstrap_t((wt - wb) * r, codes, 300, 9)
+    assert (up.ci_low, up.ci_high) == (pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9))
+    plain = ope.lift(
+        ope.ips(r, a, p, t, **{**kw, "interval": "percentile"}), ope.ips(r, a, p, b, **kw | {"interval": "percentile"})
+    )
+    assert plain.std_error == pytest.approx(up.std_error) and (plain.ci_low, plain.ci_high) != (up.ci_low, up.ci_high)
+    # SNIPS: sum wt r / sum wt - sum wb r / sum wb, each customer's influence linearised
+    up = ope.lift(ope.snips(r, a, p, t, **kw), ope.snips(r, a, p, b, **kw))
+    g = codes.max() + 1
+    terms = {"wtr": wt * r, "wt": wt, "wbr": wb * r, "wb": wb}
+    unit = {x: np.bincount(codes, weights=v, minlength=g) for x, v in terms.items()}
+
+    def diff_se(d):
+        u = {x: v if d is None else v[d] for x, v in unit.items()}
+        mt, mb = u["wtr"].sum() / u["wt"].sum(), u["wbr"].sum() / u["wb"].sum()
+        infl = (u["wtr"] - mt * u["wt"]) / u["wt"].sum() - (u["wbr"] - mb * u["wb"]) / u["wb"].sum()
+        return mt - mb, np.sqrt((infl**2).sum() * g / (g - 1))
+
+    m, se = diff_se(None)
+    ts = [(diff_se(d)[0] - m) / diff_se(d)[1] for d in np.random.default_rng(9).integers(0, g, size=(300, g))]
+    tlo, thi = np.quantile(ts, [0.025, 0.975])
+    assert (up.ci_low, up.ci_high) == (pytest.approx(m - thi * se, rel=1e-9), pytest.approx(m - tlo * se, rel=1e-9))
+    # DR with a reward model's refits: each replicate moves by its refit's shift, in the lift as in the estimates
+    X = rng.normal(size=(n, 3))
+    model = ope.fit_reward_models(X, a, r, k, seed=2, refits=4, clusters=ids, num_boost_round=5, threads=1)
+    et, eb = ope.dr(r, a, p, t, model, **kw), ope.dr(r, a, p, b, model, **kw)
+    assert et.model_se > 0 and eb.model_se > 0
+    up, down = ope.lift(et, eb), ope.lift(eb, et)
+    assert (down.value, down.ci_low, down.ci_high) == pytest.approx((-up.value, -up.ci_high, -up.ci_low), rel=1e-9)
+    assert up.ci_low <= up.value <= up.ci_high and ope.lift(et, et).ci_low == ope.lift(et, et).ci_high == 0.0
+
+
+@pytest.mark.parametrize("interval", ope.INTERVALS)
+def test_lift_interval_covers_the_true_lift_over_repeated_logs(interval):
     """DR lift of a greedy-ish target over another policy, 150 logs of fixed contexts: the 90% paired
     interval covers the exact lift at about its level, and is narrower than the unpaired combination."""
     n, k, reps = 600, 5, 150
@@ -942,7 +994,7 @@ def test_lift_interval_covers_the_true_lift_over_repeated_logs():
         a = sample(logging, rng.random(n))
         r = rng.binomial(1, er[np.arange(n), a]).astype(float)
         p = logging[np.arange(n), a]
-        et, eb = (ope.dr(r, a, p, x, q, level=0.9, n_bootstrap=200, seed=i) for x in (target, base))
+        et, eb = (ope.dr(r, a, p, x, q, level=0.9, n_bootstrap=200, seed=i, interval=interval) for x in (target, base))
         up = ope.lift(et, eb)
         covered += up.covers(truth)
         paired.append(up.ci_high - up.ci_low)
@@ -967,3 +1019,16 @@ def test_lift_refuses_estimates_it_cannot_pair(log):
         ope.lift(bare, dr)
     with pytest.raises(ValueError, match=r"^level: must be in \(0, 1\)"):
         ope.lift(dr, dr, level=1.5)
+    # other resamples: another seed, or none (fresh entropy, which pairs with nothing but itself)
+    with pytest.raises(ValueError, match=r"^base: resampled with seed 1, the target with 0: not the same resamples"):
+        ope.lift(dr, ope.dr(r, a, p, t, q, seed=1))
+    loose = ope.dr(r, a, p, t, q, seed=None)
+    with pytest.raises(ValueError, match=r"^target: resampled with seed None \(fresh entropy\)"):
+        ope.lift(loose, ope.dr(r, a, p, t, q, seed=None))
+    assert ope.lift(loose, loose).value == 0.0
+    # one interval method for both; a studentized estimate pairs only with its unit sums
+    stud = ope.dr(r, a, p, t, q, interval="studentized")
+    with pytest.raises(ValueError, match=r"^base: its interval is 'studentized', the target's 'percentile'"):
+        ope.lift(dr, stud)
+    with pytest.raises(ValueError, match=r"^base: a studentized estimate that kept no unit sums"):
+        ope.lift(stud, dataclasses.replace(stud, units=None))

@@ -346,10 +346,19 @@ def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_no
     assert registry.latest_evaluation(lints.version).metrics["flag.in_sample"] == 0.0
     assert "learned from" not in jobs.promote().reason
     # studentized intervals on request: the same estimates, other intervals, said on the run
-    stud = jobs.evaluate(eval_log, [bau.version], n_bootstrap=20, interval="studentized")
+    stud = jobs.evaluate(eval_log, [bau.version, lints.version], n_bootstrap=20, interval="studentized")
     e, p = stud.estimates[base][jobs.RANK_BY], other.estimates[base][jobs.RANK_BY]
     assert e.value == p.value and (e.ci_low, e.ci_high) != (p.ci_low, p.ci_high)
     assert mlflow.get_run(stud.run_id).data.params["interval"] == stud.interval == "studentized"
+    # and so is the paired lift a promotion reads: the stored evaluations pair as the returned estimates do
+    held = stud.lift(label, base)
+    assert (held.ci_low, held.ci_high) != pytest.approx(
+        (other.lift(label, base).ci_low, other.lift(label, base).ci_high)
+    )
+    stored = registry.paired_lift(
+        registry.latest_evaluation(lints.version), registry.latest_evaluation(bau.version), jobs.RANK_BY
+    )
+    assert (stored.value, stored.ci_low, stored.ci_high) == pytest.approx((held.value, held.ci_low, held.ci_high))
     # the marginal estimators weight on the grouping asked for (channel x content here), the others unchanged
     finer = jobs.evaluate(eval_log, [bau.version], n_bootstrap=20, groups="channel_content")
     f, o = finer.estimates[base], other.estimates[base]

@@ -104,7 +104,7 @@ def _evaluated(
 def _estimate(value: float, replicates: np.ndarray, unsupported: bool = False) -> Estimate:
     lo, hi = np.quantile(replicates, [0.025, 0.975])
     return Estimate("dr", value, lo, hi, 0.95, 1000, float(np.std(replicates)), 500.0, 3.0, 0.0,
-                    n_clusters=400, unsupported=unsupported, replicates=replicates)  # fmt: skip
+                    n_clusters=400, unsupported=unsupported, replicates=replicates, seed=1)  # fmt: skip
 
 
 def test_promote_needs_evidence_and_rolls_back(store):
