@@ -65,7 +65,7 @@ from envs.scenario import Scenario  # noqa: E402
 from nba import ope  # noqa: E402
 from nba.policies import Explore, Policy, create  # noqa: E402
 from nba.policies.base import act  # noqa: E402
-from training.quickstart import BANDITS, BASELINES, FQI_PARAMS, SAFE  # noqa: E402
+from training.quickstart import BANDIT_PARAMS, BANDITS, BASELINES, FQI_PARAMS, SAFE  # noqa: E402
 
 TRAIN = "ope-coverage/train"  # the bandits' training log
 JOURNEYS = "ope-coverage/fqi"  # fitted-Q's journeys
@@ -122,7 +122,7 @@ def train_policies(
         log = simulate_log(scenario, seed, decisions, TRAIN, keep_events=True, messages=messages)
     decisions = len(log["action"])
     for name in BANDITS:
-        policy = build(name, scenario, params.get(name))
+        policy = build(name, scenario, {**BANDIT_PARAMS.get(name, {}), **params.get(name, {})})
         if safe:
             from nba.policies.safe import SPIBB
 

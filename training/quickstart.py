@@ -4,8 +4,9 @@
    and an evaluation log of other customers (their own purposes: no customer and no random stream
    in common, see :mod:`envs.random`);
 2. train the baselines, the contextual bandits (offline, from the training log, in their
-   conservative mode, contacting as often as business as usual: :data:`SAFE`) and fitted-Q (on
-   simulated journeys of customers of their own), each logged and registered in MLflow;
+   conservative mode, contacting as often as business as usual: :data:`SAFE`; ``send_time`` on business
+   as usual's messages: :data:`BANDIT_PARAMS`) and fitted-Q (on simulated journeys of customers of their
+   own), each logged and registered in MLflow;
 3. evaluate every policy off-policy on the evaluation log (:data:`training.jobs.RANK_BY`, with the
    reward model's uncertainty in the intervals), beside its exact value (the simulator replays the
    logging run and knows every expected reward), flagging estimates without support and policies
@@ -40,10 +41,13 @@ from typing import Any
 BASELINES = ("no_contact", "uniform_random", "batch_and_blast", "business_as_usual", "rule_based_journey")
 BANDITS = ("linucb", "lints", "lgbm_egreedy", "lgbm_squarecb", "lgbm_funnel", "send_time")
 FQI_PARAMS = {"iterations": 4, "num_boost_round": 60, "min_data_in_leaf": 400, "max_candidates": 24}
+PRODUCTION = "business_as_usual"  # the starting champion: what the brand runs today, the logger's base
+# send-time optimisation on today's campaigns: business as usual's messages, each at the slot its hour model
+# learns from the log's sends (the other bandits choose the message too)
+BANDIT_PARAMS: dict[str, dict[str, Any]] = {"send_time": {"first": PRODUCTION}}
 # the bandits' conservative mode: they contact customers as often as business as usual (the A/B's sends
 # guardrail), improving which message and when; where the log is thin they keep business as usual's choice
 SAFE = {"contacts": "keep"}
-PRODUCTION = "business_as_usual"  # the starting champion: what the brand runs today, the logger's base
 # the customers of each stage, all of (seed, purpose): independent of one another (envs.random)
 TRAIN_PURPOSE, EVAL_PURPOSE = "quickstart/train-log", "quickstart/eval-log"
 JOURNEYS_PURPOSE, AB_PURPOSE = "quickstart/journeys", "quickstart/ab"
@@ -122,7 +126,14 @@ def run(
                 )
             else:
                 safe = SAFE if name in BANDITS else True  # the baselines learn nothing: no conservative mode
-                res = jobs.train(name, source=train_log, seed=seed, safe=safe, plots_dir=out / "plots" / name)
+                res = jobs.train(
+                    name,
+                    source=train_log,
+                    params=BANDIT_PARAMS.get(name),
+                    seed=seed,
+                    safe=safe,
+                    plots_dir=out / "plots" / name,
+                )
             versions[name] = res.version
             tick()
     say("evaluating every version off-policy, the simulator's truth beside...")
