@@ -137,3 +137,34 @@ def test_a_state_saved_before_the_spreads_were_kept_still_loads():
 def test_bad_settings_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         SendTimeModel(SPEC, SPACE, **kwargs)
+
+
+def test_over_business_as_usual_it_keeps_whom_and_what_and_moves_only_the_send_slot(tmp_path):
+    """The quickstart's send_time: business as usual's contacts and messages, each at the slot its model
+    learns from the sends; exact on every row, and the same after a save and a load."""
+    from envs.scenario import Scenario
+    from envs.simulation import Simulation
+    from nba import serialization
+    from nba.policies import create
+
+    sc = Scenario.default()
+    sp, seg = sc.action_space, tuple(sc.segments)
+    bau = create("business_as_usual", sp, seg)
+    policy = SendTime(sp, seg, first="business_as_usual", epsilon=0.05)
+    sim = Simulation(sc, seed=0, n=3000, purpose="tests/sto/over-bau", decision_hour=None, penalties=True)
+    rng = np.random.default_rng(0)
+    for _ in range(4):  # business as usual's sends teach the hours
+        d = sim.decide(bau, rng)
+        policy.update(d.context, d.action, sim.step(d.action).reward, d.propensity)
+    d = sim.decide(bau, rng)
+    p, q = bau.probabilities(d.context, d.eligible), policy.probabilities(d.context, d.eligible)
+    n, c, k, s = len(p), sp.n_channels, sp.n_contents, sp.n_slots
+    assert np.allclose(q.sum(axis=1), 1.0) and (q[~d.eligible] == 0).all()
+    assert np.array_equal(q[:, 0], p[:, 0])  # whom: the same customers left alone
+    by_message = [x[:, 1:].reshape(n, c, k, s).sum(axis=3) for x in (p, q)]
+    assert np.allclose(by_message[0], by_message[1])  # what: the same channel and content
+    contacted = p[:, 0] < 1
+    moved = np.argmax(q[:, 1:], axis=1) != np.argmax(p[:, 1:], axis=1)
+    assert contacted.sum() > 300 and 0.1 < moved[contacted].mean()  # when: another slot for many of them
+    serialization.save(policy, tmp_path / "sto")
+    assert np.array_equal(serialization.load(tmp_path / "sto").probabilities(d.context, d.eligible), q)
