@@ -80,7 +80,6 @@ SUFFIX = {"percentile": "_pct", "studentized": "_t"}  # the estimates of --compa
 LIGHTGBM = ("lgbm_egreedy", "lgbm_squarecb", "lgbm_funnel", "fqi")  # the policies with a `threads` parameter
 ARRAYS = ("replicates", "units")  # an Estimate's arrays, left out of the JSON
 BASE = "business_as_usual"  # the champion the quickstart's shortlist pairs each candidate with
-LIFT = "lift:"  # estimates[policy][LIFT + name]: the paired lift of estimator `name` over BASE
 
 
 def logger(scenario: Scenario, messages: float = 0.0) -> Explore:
