@@ -947,9 +947,8 @@ def test_studentized_lift_is_the_bootstrap_t_interval_of_the_difference():
     up = ope.lift(ope.ips(r, a, p, t, **kw), ope.ips(r, a, p, b, **kw))
     lo, hi = _bootstrap_t((wt - wb) * r, codes, 300, 9)
     assert (up.ci_low, up.ci_high) == (pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9))
-    plain = ope.lift(
-        ope.ips(r, a, p, t, **{**kw, "interval": "percentile"}), ope.ips(r, a, p, b, **kw | {"interval": "percentile"})
-    )
+    pct = {**kw, "interval": "percentile"}
+    plain = ope.lift(ope.ips(r, a, p, t, **pct), ope.ips(r, a, p, b, **pct))
     assert plain.std_error == pytest.approx(up.std_error) and (plain.ci_low, plain.ci_high) != (up.ci_low, up.ci_high)
     # SNIPS: sum wt r / sum wt - sum wb r / sum wb, each customer's influence linearised
     up = ope.lift(ope.snips(r, a, p, t, **kw), ope.snips(r, a, p, b, **kw))
