@@ -463,7 +463,10 @@ def _pivots(
             vectors.setdefault(id(b), b)
     keys = list(vectors)
     g = len(vectors[keys[0]])
-    pairs = [(i, j) for k, i in enumerate(keys) for j in keys[k:]]
+    # the products each estimate's standard error reads: those of its own arrays, not every pair of the keys
+    own = [list(dict.fromkeys(id(v) for _, ab in combo for v in ab)) for combo in combos]
+    within = [[(i, j) for k, i in enumerate(ids) for j in ids[k:]] for ids in own]
+    pairs = list(dict.fromkeys(p for ps in within for p in ps))
     resampled = _resampled_sums(
         np.vstack([vectors[k] for k in keys] + [vectors[i] * vectors[j] for i, j in pairs]), n_bootstrap, seed
     )
@@ -475,7 +478,7 @@ def _pivots(
         for j, combo in enumerate(combos):
             m, u = 0.0, np.zeros(g)
             mean, mb = np.zeros(n_bootstrap), np.zeros(n_bootstrap)
-            coef = {k: np.zeros(n_bootstrap) for k in keys}
+            coef = {k: np.zeros(n_bootstrap) for k in own[j]}
             for sign, (a, b) in combo:
                 m_i = a.sum() / b.sum()
                 m, u = m + sign * m_i, u + sign * (a - m_i * b) / b.sum()
@@ -489,7 +492,7 @@ def _pivots(
                 coef[id(a)] += sign / sb
                 coef[id(b)] -= sign * (sa / sb) / sb
             s = np.sqrt(np.sum(u * u) * scale)
-            quad = sum((1.0 if i == k else 2.0) * coef[i] * coef[k] * prod[(i, k)] for i, k in pairs)
+            quad = sum((1.0 if i == k else 2.0) * coef[i] * coef[k] * prod[(i, k)] for i, k in within[j])
             sd = np.sqrt(np.maximum(quad, 0.0) * scale)
             t = np.where(sd > 0, (mb - m) / np.where(sd > 0, sd, 1.0), np.where(mb == m, 0.0, np.nan))
             means[:, j], out[:, j] = mean, m - s * t
