@@ -46,7 +46,7 @@ from ope_coverage import CHUNK_ROWS, TAU, build, simulate_log  # noqa: E402
 from envs.scenario import Scenario  # noqa: E402
 from nba import ope  # noqa: E402
 from nba.policies.safe import SPIBB  # noqa: E402
-from nba.policies.sto import SendTime  # noqa: E402
+from nba.policies.sto import SendTime, SendTimeModel  # noqa: E402
 from training.quickstart import BANDIT_PARAMS, SAFE, TRAIN_PURPOSE  # noqa: E402
 
 EVAL = "timing-surrogate/eval"  # evaluation log j is the purpose f"{EVAL}/{j}"
@@ -63,18 +63,10 @@ class WorstSlot:
         return -self.model.slot_scores(X)
 
 
-def send_hours(scenario: Scenario, X: np.ndarray) -> np.ndarray:
-    """(N, S) the local hour a message decided in each context goes out at, slot by slot ("now": the decision's)."""
-    names = scenario.feature_spec.names
-    now = np.arctan2(X[:, names.index("local_hour_sin")], X[:, names.index("local_hour_cos")]) * 24 / (2 * np.pi)
-    slots = scenario.action_space.send_slots
-    return np.stack([now % 24 if h is None else np.full(len(X), float(h)) for h in slots], axis=1)
-
-
-def design(scenario: Scenario, X: np.ndarray, channel: np.ndarray, hour: np.ndarray) -> np.ndarray:
-    """Features of a message on ``channel`` (n,) sent at local ``hour`` (n,) in contexts ``X`` (n, d)."""
+def design(scenario: Scenario, X: np.ndarray, channel: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Features of a message on ``channel`` (n,) sent at the local hour of angle ``t`` (n,) in contexts ``X``."""
     names, channels = scenario.feature_spec.names, scenario.action_space.channels
-    n, t = len(X), 2 * np.pi * hour / 24
+    n = len(X)
     onehot = np.zeros((n, len(channels)))
     onehot[np.arange(n), channel] = 1.0
     harmonics = np.stack([np.cos(t), np.sin(t), np.cos(2 * t), np.sin(2 * t)], axis=1)
@@ -117,14 +109,15 @@ def surrogate_lift(
     c, k, s = sp.n_channels, sp.n_contents, sp.n_slots
     X, a = log["context"], log["action"]
     events = log["events"].take(slice(None))
-    hours = send_hours(scenario, X)
+    angles = SendTimeModel(scenario.feature_spec, sp).slot_angles(X)  # (N, S) each slot's local send hour
     sent = np.flatnonzero(a > 0)
     channel, slot = (a[sent] - 1) // (k * s), (a[sent] - 1) % s
     diff = (target - base)[:, 1:].reshape(len(X), c, k, s)
-    rows, cs, _, ss = np.nonzero(np.abs(diff) > 1e-12)
-    weight = diff[np.abs(diff) > 1e-12]
-    candidates = design(scenario, X[rows], cs, hours[rows, ss])
-    features = design(scenario, X[sent], channel, hours[sent, slot])
+    moved = np.abs(diff) > 1e-12
+    rows, cs, _, ss = np.nonzero(moved)
+    weight = diff[moved]
+    candidates = design(scenario, X[rows], cs, angles[rows, ss])
+    features = design(scenario, X[sent], channel, angles[sent, slot])
     opened, value = events.opened[sent], events.value[sent]
     customer = np.unique(log["customer_id"], return_inverse=True)[1]
     g, rng = customer.max() + 1, np.random.default_rng(seed)

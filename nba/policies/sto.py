@@ -88,7 +88,7 @@ class SendTimeModel:
         vec = np.stack([X[:, self._cols["hour_pref_cos"]], X[:, self._cols["hour_pref_sin"]]], axis=-1)
         return vec * (n + 1.0)[..., None], n, np.argmax(X[:, self._seg], axis=1)
 
-    def _slot_angles(self, X: np.ndarray) -> np.ndarray:
+    def slot_angles(self, X: np.ndarray) -> np.ndarray:
         """(N, S) local send hour of each slot as an angle: the decision's own hour for "now"."""
         now = np.arctan2(X[:, self._hour[0]], X[:, self._hour[1]]).astype(np.float64)  # local hour angle
         angles = np.array([np.nan if h is None else TWO_PI_24 * h for h in self.space.send_slots])
@@ -109,7 +109,7 @@ class SendTimeModel:
         actions = np.asarray(actions)
         rows = np.flatnonzero(actions > 0)
         a = actions[rows]
-        theta = self._slot_angles(X[rows])[np.arange(rows.size), self.space.slot_of[a]]
+        theta = self.slot_angles(X[rows])[np.arange(rows.size), self.space.slot_of[a]]
         c, s = np.cos(theta), np.sin(theta)
         np.add.at(
             self.design,
@@ -157,7 +157,7 @@ class SendTimeModel:
     def slot_scores(self, X: np.ndarray) -> np.ndarray:
         """(N, C, S) score of each channel's send slots (higher: the customer responds more then)."""
         post = self.posterior(X)
-        theta = self._slot_angles(X)  # (N, S)
+        theta = self.slot_angles(X)  # (N, S)
         return post[..., 0:1] * np.cos(theta)[:, None, :] + post[..., 1:2] * np.sin(theta)[:, None, :]
 
     def arrays(self) -> dict[str, np.ndarray]:
