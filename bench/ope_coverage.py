@@ -324,9 +324,9 @@ def lift_summary(truths: list[dict[str, float]], lifts: list[Mapping[str, Any]])
     for policy in lifts[0]:
         if policy == BASE:
             continue
-        row = out[policy] = {"exact": float(np.mean([t[policy] - t[BASE] for t in truths]))}
+        tr = np.array([t[policy] - t[BASE] for t in truths])
+        row = out[policy] = {"exact": float(tr.mean())}
         for name in lifts[0][policy]:
-            tr = np.array([t[policy] - t[BASE] for t in truths])
             lo = np.array([x[policy][name]["ci_low"] for x in lifts])
             hi = np.array([x[policy][name]["ci_high"] for x in lifts])
             value = np.array([x[policy][name]["value"] for x in lifts])
