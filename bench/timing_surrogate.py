@@ -8,16 +8,10 @@ row's channel weight is business as usual's), and the action-level weights are u
 shortlist reads the reward model's difference between two slots (``bench/RESULTS.md``). This bench measures
 another line of evidence, which does not rest on the reward's noise (organic purchases, standard deviation
 about 12 per decision), on ``--logs`` evaluation logs of the quickstart's exploring logger, each of its own
-purpose (``timing-surrogate/eval/<j>``):
-
-* the probability that a message is opened, by channel and local send hour (the decision's hour for "now",
-  else the slot's), fitted on the log's contacts by a logistic regression (:func:`logistic`) on the
-  context, the channel, the hour's first two harmonics per channel, and the alignment of the hour with the
-  customer's own hour preference on that channel;
-* the value of an opened message: the conversions' value over the opened messages (no organic purchase);
-* the lift: over every decision, the difference of the two policies' probabilities of each (channel,
-  content, slot), times its opening probability, times that value; the interval from ``--refits`` refits on
-  bootstrap resamples of the customers.
+purpose (``timing-surrogate/eval/<j>``): :func:`nba.surrogate.slot_lift`, how much more often the target's
+messages are opened (a logistic model of opening by channel and local send hour, fitted on the log's
+contacts) times the conversions' value per opened message, its interval from ``--refits`` refits on
+bootstrap resamples of the customers.
 
 It assumes that once a message is opened its slot no longer matters, and it leaves out the opt-outs a better
 slot avoids: it is built to err low. Policies: ``send_time`` (conservative, trained as the quickstart trains
@@ -44,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ope_coverage import CHUNK_ROWS, TAU, build, simulate_log  # noqa: E402
 
 from envs.scenario import Scenario  # noqa: E402
-from nba import ope  # noqa: E402
+from nba import ope, surrogate  # noqa: E402
 from nba.policies.safe import SPIBB  # noqa: E402
-from nba.policies.sto import SendTime, SendTimeModel  # noqa: E402
+from nba.policies.sto import SendTime  # noqa: E402
 from training.quickstart import BANDIT_PARAMS, SAFE, TRAIN_PURPOSE  # noqa: E402
 
 EVAL = "timing-surrogate/eval"  # evaluation log j is the purpose f"{EVAL}/{j}"
@@ -61,76 +55,6 @@ class WorstSlot:
 
     def slot_scores(self, X: np.ndarray) -> np.ndarray:
         return -self.model.slot_scores(X)
-
-
-def design(scenario: Scenario, X: np.ndarray, channel: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Features of a message on ``channel`` (n,) sent at the local hour of angle ``t`` (n,) in contexts ``X``."""
-    names, channels = scenario.feature_spec.names, scenario.action_space.channels
-    n = len(X)
-    onehot = np.zeros((n, len(channels)))
-    onehot[np.arange(n), channel] = 1.0
-    harmonics = np.stack([np.cos(t), np.sin(t), np.cos(2 * t), np.sin(2 * t)], axis=1)
-    pref_cos = np.array([names.index(f"hour_pref_cos={c}") for c in channels])[channel]
-    pref_sin = np.array([names.index(f"hour_pref_sin={c}") for c in channels])[channel]
-    align = X[np.arange(n), pref_cos] * np.cos(t) + X[np.arange(n), pref_sin] * np.sin(t)
-    per_channel = (onehot[:, :, None] * harmonics[:, None, :]).reshape(n, -1)
-    return np.hstack([X, onehot, harmonics, per_channel, align[:, None]])
-
-
-def logistic(features: np.ndarray, y: np.ndarray, weight: np.ndarray, ridge: float = 1.0) -> np.ndarray:
-    """Coefficients (intercept first) of a weighted logistic regression with an L2 penalty ``ridge`` on the
-    standardised features (Newton's method); :func:`opening` applies them."""
-    mu, sd = features.mean(axis=0), features.std(axis=0) + 1e-9
-    Z = np.hstack([np.ones((len(features), 1)), (features - mu) / sd])
-    beta = np.zeros(Z.shape[1])
-    penalty = np.full(Z.shape[1], ridge)
-    penalty[0] = 0.0
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-Z @ beta))
-        grad = Z.T @ (weight * (y - p)) - penalty * beta
-        hess = (Z * (weight * p * (1 - p))[:, None]).T @ Z + np.diag(penalty)
-        step = np.linalg.solve(hess, grad)
-        beta += step
-        if np.max(np.abs(step)) < 1e-8:
-            break
-    return np.concatenate([[beta[0] - np.sum(beta[1:] * mu / sd)], beta[1:] / sd])
-
-
-def opening(beta: np.ndarray, features: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(beta[0] + features @ beta[1:])))
-
-
-def surrogate_lift(
-    scenario: Scenario, log: dict[str, Any], target: np.ndarray, base: np.ndarray, refits: int, seed: int
-) -> tuple[float, float, float]:
-    """(estimate, low, high) of V(target) - V(base) through the opening probability (module docstring), for
-    two distributions that differ only in the send slot; the 95 % interval from customer-bootstrap refits."""
-    sp = scenario.action_space
-    c, k, s = sp.n_channels, sp.n_contents, sp.n_slots
-    X, a = log["context"], log["action"]
-    events = log["events"].take(slice(None))
-    angles = SendTimeModel(scenario.feature_spec, sp).slot_angles(X)  # (N, S) each slot's local send hour
-    sent = np.flatnonzero(a > 0)
-    channel, slot = (a[sent] - 1) // (k * s), (a[sent] - 1) % s
-    diff = (target - base)[:, 1:].reshape(len(X), c, k, s)
-    moved = np.abs(diff) > 1e-12
-    rows, cs, _, ss = np.nonzero(moved)
-    weight = diff[moved]
-    candidates = design(scenario, X[rows], cs, angles[rows, ss])
-    features = design(scenario, X[sent], channel, angles[sent, slot])
-    opened, value = events.opened[sent], events.value[sent]
-    customer = np.unique(log["customer_id"], return_inverse=True)[1]
-    g, rng = customer.max() + 1, np.random.default_rng(seed)
-    out = []
-    for b in range(refits + 1):  # b = 0: the log itself; then the customers resampled
-        w = np.ones(g) if b == 0 else np.bincount(rng.integers(0, g, g), minlength=g).astype(np.float64)
-        ws = w[customer[sent]]
-        beta = logistic(features, opened.astype(np.float64), ws)
-        per_open = np.sum(ws * value * opened) / np.sum(ws * opened)
-        lift = np.bincount(rows, weights=weight * opening(beta, candidates) * per_open, minlength=len(X))
-        out.append(np.sum(w[customer] * lift) / np.sum(w[customer]))
-    lo, hi = np.quantile(out[1:], [0.025, 0.975]) if refits > 1 else (np.nan, np.nan)
-    return float(out[0]), float(min(lo, out[0])), float(max(hi, out[0]))
 
 
 def main() -> None:
@@ -170,7 +94,11 @@ def main() -> None:
         for name, pol in targets.items():
             p = pol.probabilities(log["context"], log["eligible"])
             exact = float(np.einsum("ij,ij->i", p - base, log["er"]).mean())
-            est, lo, hi = surrogate_lift(sc, log, p, base, args.refits, j)
+            up = surrogate.slot_lift(
+                p, base, log["context"], log["action"], log["events"].take(slice(None)), sp, sc.feature_spec,
+                clusters=log["customer_id"], n_bootstrap=args.refits, seed=j,
+            )  # fmt: skip
+            est, lo, hi = up.value, up.ci_low, up.ci_high
             paired = ope.lift(ope.evaluate(p, data, q_hat=model, **kw)["mdr"], mdr_base)
             rows.append(
                 {"log": j, "policy": name, "exact": exact, "surrogate": [est, lo, hi],
