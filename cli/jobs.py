@@ -322,12 +322,20 @@ def evaluate(
             "the log supports it) or action"
         ),
     ] = "channel",
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="one of --policy (today's production policy, say): each policy that changes only its send slots "
+            "gets its lift over it read through the log's opens too (simulated logs)"
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     root: RootOpt = Path("nba-runs"),
 ) -> None:
     """Off-policy estimates (IPS, SNIPS, DM, DR, switch-DR, MIPS, MDR) on a decision log, with the exact value
     beside them when the log was simulated; a brand's log imported onto its deployment is evaluated on that
-    deployment (its reward, no exact value)."""
+    deployment (its reward, no exact value). With --base, a change of send slot alone is also read through the
+    opens (nba.surrogate)."""
     from training import jobs
 
     with job_errors():
@@ -343,9 +351,17 @@ def evaluate(
             seed=seed,
             interval=interval,
             groups=groups,
+            base=base,
             say=console.print,
         )
     console.print(_estimates_table(res))
+    for label, up in res.slot_lifts.items():
+        console.print(
+            f"{label} over {res.base}, a change of send slot alone read through the opens: {up.value:+.3f} "
+            f"[{up.ci_low:+.3f}, {up.ci_high:+.3f}] per decision"
+            + (" (unsupported: it moves messages to hours the log never sent at)" if up.unsupported else "")
+            + ("" if res.truth is None else f", exact {res.truth[label] - res.truth[res.base]:+.3f}")
+        )
 
 
 def _metrics_line(metrics: Mapping[str, float]) -> str:

@@ -102,6 +102,7 @@ def _quickstart_table(res) -> Table:
     from rich import box
 
     from nba.ope import RANK_STATISTIC
+    from nba.surrogate import ESTIMATOR as OPENS
     from training.jobs import BELOW_LOGGING, IN_SAMPLE, RANK_BY, UNSUPPORTED
 
     t = Table(
@@ -126,6 +127,7 @@ def _quickstart_table(res) -> Table:
         role = {champion: "champion", challenger: "challenger"}.get(r.version, "")
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
         low = "" if r.lift is None or r.policy == PRODUCTION else f"{r.lift.ci_low:+.2f}"
+        low += "*" if low and r.lift.estimator == OPENS else ""
         t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", low, flag, ab, truth, role)
     lv = res.logging_value
     twins = ", ".join(f"{r.policy} = {r.same_as}" for r in res.rows if r.same_as is not None)
@@ -133,6 +135,11 @@ def _quickstart_table(res) -> Table:
         f"logging policy (BAU + exploration): {lv[0]:.3f} [{lv[1]:.2f}, {lv[2]:.2f}]"
         + ("" if res.logging_truth is None else f", exact {res.logging_truth:.3f}")
         + "\nlift: 95% lower bound of the paired lift over business as usual"
+        + (
+            "\n  * a change of send slot alone, read through the opens"
+            if any(r.lift is not None and r.lift.estimator == OPENS for r in res.rows)
+            else ""
+        )
         + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
         + ("; insamp = learned from this log" if any(IN_SAMPLE in r.flags for r in res.rows) else "")
         + "\nA/B vs the champion: won = better, pass = no harm shown (both promote),"

@@ -56,10 +56,10 @@ def messages(probs: np.ndarray, space: ActionSpace) -> np.ndarray:
     """(n, 1 + C x K) probability of no contact, then of each channel x content, summed over the send slots."""
     probs = np.asarray(probs, np.float64)
     k = space.n_contents
-    out = np.zeros((len(probs), 1 + space.n_channels * k))
-    out[:, 0] = probs[:, 0]
-    np.add.at(out.T, 1 + space.channel_of[1:] * k + space.content_of[1:], probs[:, 1:].T)
-    return out
+    onehot = np.zeros((space.n_actions, 1 + space.n_channels * k))
+    onehot[0, 0] = 1.0
+    onehot[np.arange(1, space.n_actions), 1 + space.channel_of[1:] * k + space.content_of[1:]] = 1.0
+    return probs @ onehot
 
 
 def slot_only(target: np.ndarray, base: np.ndarray, space: ActionSpace, atol: float = 1e-9) -> bool:
@@ -84,29 +84,48 @@ def design(spec: FeatureSpec, space: ActionSpace, X: np.ndarray, channel: np.nda
     return np.hstack([np.asarray(X, np.float64), onehot, harmonics, per_channel, align[:, None]])
 
 
-def fit_logistic(features: np.ndarray, y: np.ndarray, weight: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+def standardise(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The features' means and standard deviations (1 where a feature is constant), which
+    :func:`fit_logistic` penalises the coefficients on the scale of."""
+    sd = features.std(axis=0)
+    return features.mean(axis=0), np.where(sd > 1e-12, sd, 1.0)
+
+
+def fit_logistic(
+    features: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    ridge: float = RIDGE,
+    *,
+    scale: tuple[np.ndarray, np.ndarray] | None = None,
+    start: np.ndarray | None = None,
+) -> np.ndarray:
     """Coefficients (intercept first, on the raw features) of a weighted logistic regression with an L2
-    penalty ``ridge`` on the standardised features, by Newton's method; :func:`predict` applies them."""
-    mu, sd = features.mean(axis=0), features.std(axis=0)
-    sd = np.where(sd > 1e-12, sd, 1.0)
+    penalty ``ridge`` on the standardised features (``scale``: :func:`standardise`'s, by default the
+    features' own), by Newton's method from ``start`` (coefficients of a fit on the same features, say on
+    the whole log for a refit on a resample; default 0); :func:`predict` applies them."""
+    mu, sd = standardise(features) if scale is None else scale
     Z = np.hstack([np.ones((len(features), 1)), (features - mu) / sd])
     beta = np.zeros(Z.shape[1])
+    if start is not None:  # back to the standardised scale
+        beta[1:] = start[1:] * sd
+        beta[0] = start[0] + np.sum(start[1:] * mu)
     penalty = np.full(Z.shape[1], float(ridge))
     penalty[0] = 0.0
     for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(Z @ beta)))
+        p = 1.0 / (1.0 + np.exp(-np.clip(Z @ beta, -50.0, 50.0)))
         grad = Z.T @ (weight * (y - p)) - penalty * beta
         hess = (Z * (weight * p * (1.0 - p))[:, None]).T @ Z + np.diag(penalty + 1e-9)
         step = np.linalg.solve(hess, grad)
         beta += step
-        if np.max(np.abs(step)) < 1e-8:
+        if np.max(np.abs(step)) < 1e-5:
             break
     return np.concatenate([[beta[0] - np.sum(beta[1:] * mu / sd)], beta[1:] / sd])
 
 
 def predict(beta: np.ndarray, features: np.ndarray) -> np.ndarray:
     """The probability of opening under :func:`fit_logistic`'s coefficients."""
-    return 1.0 / (1.0 + np.exp(-(beta[0] + features @ beta[1:])))
+    return 1.0 / (1.0 + np.exp(-np.clip(beta[0] + features @ beta[1:], -50.0, 50.0)))
 
 
 def _hour(angle: np.ndarray) -> np.ndarray:
@@ -208,6 +227,7 @@ def slot_lift(
     opened, value = ev.opened[sent].astype(np.float64), ev.value[sent]
     g = int(codes.max()) + 1 if n else 0
     rng = np.random.default_rng(seed)
+    scale, full = standardise(features), None
     estimates = []
     for b in range(n_bootstrap + 1):  # b = 0: the log itself; then the units resampled
         w = np.ones(g) if b == 0 else np.bincount(rng.integers(0, g, g), minlength=g).astype(np.float64)
@@ -216,7 +236,8 @@ def slot_lift(
         if opens == 0:  # a resample without an open: no information on the slots
             estimates.append(np.nan)
             continue
-        beta = fit_logistic(features, opened, ws, ridge)
+        beta = fit_logistic(features, opened, ws, ridge, scale=scale, start=full)
+        full = beta if b == 0 else full
         per_open = np.sum(ws * opened * value) / opens
         per_row = np.bincount(rows, weights=moved * predict(beta, candidates) * per_open, minlength=n)
         estimates.append(float(np.sum(w[codes] * per_row) / np.sum(w[codes])))

@@ -1404,6 +1404,10 @@ class EvaluateResult:
     decisions: dict[str, str] = field(default_factory=dict)  # label -> digest of its distribution on the log
     interval: str = "percentile"  # the bootstrap intervals' method (nba.ope.INTERVALS)
     groups: str = "channel"  # what MIPS and MDR weight on (nba.ope.GROUPINGS)
+    base: str | None = None  # the label of the target the others were compared with (evaluate's ``base``)
+    # label -> the lift over base read through the opens (nba.surrogate.slot_lift), for the targets that change
+    # only base's send slots
+    slot_lifts: dict[str, Any] = field(default_factory=dict)
 
     def same_as(self, label: str) -> str | None:
         """The first target before ``label`` (in the order given) whose distribution on every decision of the
@@ -1420,6 +1424,14 @@ class EvaluateResult:
         from nba.ope import lift
 
         return lift(self.estimates[label][RANK_BY], self.estimates[base][RANK_BY])
+
+    def evidence(self, label: str):
+        """The lift of ``label`` over the evaluation's ``base`` that a shortlist reads: the one through the opens
+        (:attr:`slot_lifts`) where ``label`` changes only the base's send slots, which :data:`RANK_BY`'s paired
+        lift reads through its reward model alone; else :meth:`lift`."""
+        if self.base is None:
+            raise ValueError("base: this evaluation compared its targets with no base (evaluate's base)")
+        return self.slot_lifts.get(label) or self.lift(label, self.base)
 
     def ranked(self) -> list[str]:
         """Labels by the :data:`RANK_BY` estimate's :data:`nba.ope.RANK_STATISTIC` (its point estimate or
@@ -1499,6 +1511,7 @@ def evaluate(
     seed: int = 0,
     interval: str = "percentile",
     groups: str = "channel",
+    base: str | None = None,
     plots_dir: Path | None = None,
     say: Callable[[str], None] | None = None,
 ) -> EvaluateResult:
@@ -1527,17 +1540,29 @@ def evaluate(
     deployment's rule, on the decision-time contexts and masks the log holds; no scenario
     (``scenario_path``: JobError) and no exact value (no simulator behind it). Every evaluation records
     what its weights rest on (``eval.propensity``: :func:`propensity_source`); when the log's propensities
-    were estimated at import rather than logged, ``say`` warns that the estimates rest on that estimate."""
+    were estimated at import rather than logged, ``say`` warns that the estimates rest on that estimate.
+
+    ``base``: one of ``targets`` (today's production policy, say) to compare the others with. A target that
+    decides as ``base`` but for the send slots (the same probability of no contact and of each channel x
+    content on every decision: :func:`nba.surrogate.slot_only`) changes the reward through whether its
+    messages are opened, which the estimators above read through their reward model alone. Its lift over
+    ``base`` is then also read through the log's opens (:func:`nba.surrogate.slot_lift`: ``lift_opens.*``
+    metrics, :attr:`EvaluateResult.slot_lifts`), biased towards 0 but of the right sign where the other
+    lifts see nothing (``bench/timing_surrogate.py``). Simulated logs only: a deployment's features need not
+    hold the customers' hour curves."""
     import mlflow
 
     from nba.ope import evaluate as ope_evaluate
     from nba.ope import fit_reward_models
+    from nba.surrogate import slot_lift, slot_only
     from training import plots, registry
 
     scenario = load_scenario(scenario_path)
     if not targets:
         raise JobError("policy: give at least one policy to evaluate")
     check_estimators(interval, groups, tau)
+    if base is not None and base not in targets:
+        raise JobError(f"base: {base!r} is not one of the policies evaluated ({', '.join(targets)})")
     deployment = peek_deployment(log_url)
     if deployment is not None:
         if scenario_path not in (None, "", "default"):
@@ -1622,8 +1647,29 @@ def evaluate(
         draws = np.random.default_rng(seed)
         sampled: dict[str, np.ndarray] = {}
         decisions: dict[str, str] = {}
+        base_label, base_probs, events = None, None, None
+        if base is not None:
+            base_label, base_policy, _ = resolved[targets.index(base)]
+            if deployment is None:  # the opens' evidence on a change of slot (nba.surrogate)
+                base_probs = base_policy.probabilities(batch.context, batch.eligible)
+                events = log.funnel_events(batch)
+        slot_lifts: dict[str, Any] = {}
         for label, policy, _ in resolved:
             probs = policy.probabilities(batch.context, batch.eligible)
+            if base_probs is not None and label != base_label and slot_only(probs, base_probs, space):
+                if not np.array_equal(probs, base_probs):
+                    slot_lifts[label] = slot_lift(
+                        probs,
+                        base_probs,
+                        batch.context,
+                        batch.action,
+                        events,
+                        space,
+                        scenario.feature_spec,
+                        clusters=batch.customer_id,
+                        n_bootstrap=n_bootstrap,
+                        seed=seed,
+                    )
             sampled[label] = sample(probs, draws.random(len(probs)))
             decisions[label] = decisions_digest(probs)
             est = ope_evaluate(
@@ -1654,6 +1700,16 @@ def evaluate(
                     f"{key}.in_sample_share": learned[label],
                 }
             )
+            if label in slot_lifts:
+                up = slot_lifts[label]
+                mlflow.log_metrics(
+                    {
+                        f"{key}.lift_opens": up.value,
+                        f"{key}.lift_opens.ci_low": up.ci_low,
+                        f"{key}.lift_opens.ci_high": up.ci_high,
+                        f"{key}.lift_opens.unsupported": float(up.unsupported),
+                    }
+                )
             if flags[label] and say is not None:
                 e = est[RANK_BY]
                 said = (
@@ -1738,7 +1794,11 @@ def evaluate(
             decisions,
             interval,
             groups,
+            base_label,
+            slot_lifts,
         )
+        if base_label is not None:
+            mlflow.set_tag("eval.base", base_label)
         for label in decisions:
             twin = res.same_as(label)
             if twin is not None:

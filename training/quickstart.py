@@ -13,7 +13,8 @@
    worse than the logger;
 4. the closed loop: business as usual, today's production policy, is the starting ``champion``;
    the unflagged policies whose paired off-policy lift over it (:func:`nba.ope.lift`: both estimated
-   on the same resamples of the evaluation log) is above 0 at its lower bound, best first, are the
+   on the same resamples of the evaluation log; for a policy that moves only its send slots, the lift
+   read through the log's opens, :mod:`nba.surrogate`) is above 0 at its lower bound, best first, are the
    shortlist (one of the policies that decide alike on every evaluation decision: :func:`distinct`);
    each in turn is the ``challenger`` of a simulated A/B test on customers of their own
    (guardrails on opt-outs, churn and sends per customer; an always-valid test on the reward that
@@ -52,10 +53,12 @@ SAFE = {"contacts": "keep"}
 TRAIN_PURPOSE, EVAL_PURPOSE = "quickstart/train-log", "quickstart/eval-log"
 JOURNEYS_PURPOSE, AB_PURPOSE = "quickstart/journeys", "quickstart/ab"
 SHORTLIST = 2  # A/B tests at most: the unflagged candidates with the best lower bounds of their paired lift
-# 8,000 customers x 14 days: a harmless challenger passes the guardrails 88 % of the time (bench/ab_loop.py);
-# the primary's always-valid interval, about +-4 a customer, cannot resolve a 10-20 % lift (about +1.5):
-# the off-policy estimate predicts the lift, the test must show no harm (require="not_worse")
-AB_CUSTOMERS, AB_DAYS, AB_PRE_DAYS, AB_REQUIRE = 8000, 14, 7, "not_worse"
+# 16,000 customers x 14 days: a harmless challenger passes the opt-out and churn guardrails with probability
+# 0.998 (nba.ab.noninferiority_power at business as usual's rates; 0.89 at 8,000, where the quickstart's
+# send_time was refused by an inconclusive churn guardrail on 3 of 10 A/B seeds: bench/RESULTS.md); the
+# primary's always-valid interval, about +-2.5 a customer, cannot resolve a 10 % lift (about +0.5 to +1.5):
+# the off-policy evidence predicts the lift, the test must show no harm (require="not_worse")
+AB_CUSTOMERS, AB_DAYS, AB_PRE_DAYS, AB_REQUIRE = 16_000, 14, 7, "not_worse"
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,9 @@ class Row:
     estimate: Any  # nba.ope.Estimate of training.jobs.RANK_BY
     flags: tuple[str, ...]  # training.jobs.FLAGS: UNSUPPORTED, BELOW_LOGGING, IN_SAMPLE
     truth: float | None
-    lift: Any = None  # nba.ope.Lift: the paired estimate of its value minus today's production policy's
+    # nba.ope.Lift: its value minus today's production policy's, the paired RANK_BY estimate, or for a change of
+    # send slot alone the one through the opens (training.jobs.EvaluateResult.evidence)
+    lift: Any = None
     ab: Any = None  # training.jobs.ABResult when this policy was A/B tested against the champion
     promoted: bool = False
     same_as: str | None = None  # the policy before it that decides alike on every evaluation decision
@@ -97,6 +102,7 @@ def run(
     say: Callable[[str], None] = print,
 ) -> QuickstartResult:
     """Run the quickstart into ``out``; ``progress(description, total)`` gives a ticking context."""
+    from nba.surrogate import ESTIMATOR as OPENS
     from training import jobs, registry
 
     t0 = time.perf_counter()
@@ -138,7 +144,12 @@ def run(
             tick()
     say("evaluating every version off-policy, the simulator's truth beside...")
     ev = jobs.evaluate(
-        eval_log, [versions[n] for n in names], plots_dir=out / "plots" / "evaluation", seed=seed, say=say
+        eval_log,
+        [versions[n] for n in names],
+        plots_dir=out / "plots" / "evaluation",
+        seed=seed,
+        base=versions[PRODUCTION],
+        say=say,
     )
     label_of = dict(zip(names, ev.estimates, strict=True))
     name_of = {label: n for n, label in label_of.items()}
@@ -149,7 +160,7 @@ def run(
             ev.estimates[label_of[n]][jobs.RANK_BY],
             ev.flags[label_of[n]],
             None if ev.truth is None else ev.truth[label_of[n]],
-            ev.lift(label_of[n], label_of[PRODUCTION]),
+            ev.evidence(label_of[n]),
             same_as=name_of.get(ev.same_as(label_of[n])),
         )
         for n in names
@@ -191,7 +202,8 @@ def run(
             ab_run=ab.run_id,
             predicted_lift=up.value,
             predicted_ci=(up.ci_low, up.ci_high),
-            predicted_source=f"evaluate {ev.run_id}: {jobs.RANK_BY}, paired lift over the champion",
+            predicted_source=f"evaluate {ev.run_id}: {up.estimator}, lift over the champion"
+            + (" through the opens (a change of send slot)" if up.estimator == OPENS else ", paired"),
         )
         rows[name] = dataclasses.replace(rows[name], ab=ab, promoted=promo.promoted)
         promotions.append(promo)
@@ -259,7 +271,7 @@ def write_summary(res: QuickstartResult, extra: dict[str, Any]) -> Path:
                 "flags": list(r.flags),
                 "lift_over_production": None
                 if r.lift is None
-                else {"estimate": r.lift.value, "ci": [r.lift.ci_low, r.lift.ci_high]},
+                else {"estimator": r.lift.estimator, "estimate": r.lift.value, "ci": [r.lift.ci_low, r.lift.ci_high]},
                 "ab": ab(r),
                 "promoted": r.promoted,
                 "same_decisions_as": r.same_as,
