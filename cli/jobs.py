@@ -355,13 +355,22 @@ def evaluate(
             say=console.print,
         )
     console.print(_estimates_table(res))
+    for line in _slot_lift_lines(res):
+        console.print(line)
+
+
+def _slot_lift_lines(res) -> list[str]:
+    """A line per policy whose lift over the evaluation's base was read through the opens (a change of send
+    slot alone: :attr:`training.jobs.EvaluateResult.slot_lifts`), with the exact lift beside it when known."""
+    out = []
     for label, up in res.slot_lifts.items():
-        console.print(
+        exact = "" if res.truth is None else f", exact {res.truth[label] - res.truth[res.base]:+.3f}"
+        out.append(
             f"{label} over {res.base}, a change of send slot alone read through the opens: {up.value:+.3f} "
-            f"[{up.ci_low:+.3f}, {up.ci_high:+.3f}] per decision"
+            f"[{up.ci_low:+.3f}, {up.ci_high:+.3f}] per decision{exact}"
             + (" (unsupported: it moves messages to hours the log never sent at)" if up.unsupported else "")
-            + ("" if res.truth is None else f", exact {res.truth[label] - res.truth[res.base]:+.3f}")
         )
+    return out
 
 
 def _metrics_line(metrics: Mapping[str, float]) -> str:

@@ -218,6 +218,7 @@ UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:1/nothing"  # no server lis
         (["quickstart", "--out", "in.csv/runs"], "out: cannot create the folder 'in.csv/runs'"),
         (["scenario", "report", "--out", "in.csv/report"], "out: cannot create the folder 'in.csv/report'"),
         (["evaluate", "--policy", "business_as_usual", "--log", "sqlite:///typo.db"], "log: no SQLite database at"),
+        (["evaluate", "--policy", "send_time", "--base", "lints"], "base: 'lints' is not one of the policies"),
         (["serve", "--port", "99999"], "Invalid value for '--port'"),
     ],
 )
@@ -290,6 +291,26 @@ def test_simulate_a_brands_deployment_in_its_latent_world_then_train_on_it(tmp_p
     assert len(run) == 1 and math.isfinite(float(run["metrics.mean_expected_reward"].iloc[0]))
     res = runner.invoke(app, ["train", "--policy", "linucb", "--source", log, *store])
     assert res.exit_code == 0 and "trained linucb: rows 360" in res.output, res.output
+
+
+def test_a_change_of_send_slot_read_through_the_opens_gets_a_line_with_its_exact_lift():
+    from cli.jobs import _slot_lift_lines
+    from nba.ope import Lift
+    from training import jobs
+
+    up = Lift("opens", 0.042, 0.021, 0.066, 0.95, 0.011, False)
+    res = jobs.EvaluateResult(
+        "r", {}, {"bau v4": 0.984, "send_time v11": 1.099}, 0.92, base="bau v4", slot_lifts={"send_time v11": up}
+    )
+    (line,) = _slot_lift_lines(res)
+    assert line == (
+        "send_time v11 over bau v4, a change of send slot alone read through the opens: +0.042 [+0.021, +0.066] "
+        "per decision, exact +0.115"
+    )
+    thin = dataclasses.replace(res, truth=None, slot_lifts={"send_time v11": dataclasses.replace(up, unsupported=True)})
+    said = "per decision (unsupported: it moves messages to hours the log never sent at)"
+    assert _slot_lift_lines(thin)[0].endswith(said)
+    assert _slot_lift_lines(dataclasses.replace(res, slot_lifts={})) == []
 
 
 def test_the_estimates_table_marks_unsupported_estimates_and_flagged_policies():

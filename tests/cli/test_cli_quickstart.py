@@ -68,7 +68,13 @@ def test_quickstart_console_script_end_to_end(tmp_path):
     assert summary["champion"]["policy"] == (promoted[0] if promoted else PRODUCTION)
     assert all(not p["flags"] for p in tested.values())  # flagged estimates never reach an A/B test
     # shortlisted on the paired lift over production: its lower bound above 0
-    assert summary["policies"][PRODUCTION]["lift_over_production"] == {"estimate": 0.0, "ci": [0.0, 0.0]}
+    assert summary["policies"][PRODUCTION]["lift_over_production"] == {
+        "estimator": "mdr",
+        "estimate": 0.0,
+        "ci": [0.0, 0.0],
+    }
+    # send_time moves only business as usual's send slots: its lift is read through the opens
+    assert summary["policies"]["send_time"]["lift_over_production"]["estimator"] == "opens"
     assert all(p["lift_over_production"]["ci"][0] > 0 for p in tested.values())
     # the learners that read one model decide alike, and say so; no two tested policies decide alike, and the
     # challenger left is no copy of the champion
@@ -123,6 +129,7 @@ def test_the_table_says_what_each_ab_verdict_was():
         dataclasses.replace(row("lints", "7", 1.15, tested("none", False)), same_as="linucb"),
         row("send_time", "11", 1.1, tested("none", False, guardrail_p=0.5)),
     ]
+    rows[-1] = dataclasses.replace(rows[-1], lift=dataclasses.replace(rows[-1].lift, estimator="opens"))
     res = QuickstartResult(rows, rows[1], rows[2], 0.9, (0.9, 0.8, 1.0), "sqlite://", Path("."), 1.0)
     console = Console(width=80, record=True, color_system=None)
     console.print(_quickstart_table(res))
@@ -132,6 +139,10 @@ def test_the_table_says_what_each_ab_verdict_was():
     assert "won" in verdicts["lgbm_funnel"] and "champion" in verdicts["lgbm_funnel"]
     assert "pass" in verdicts["linucb"] and "challenger" in verdicts["linucb"]
     assert "lost" in verdicts["lints"] and "guard" in verdicts["send_time"]
+    # a lift read through the opens is starred, and the caption says what the star means
+    assert (
+        "+0.00*" in verdicts["send_time"] and "+0.20" in verdicts["lgbm_funnel"] and "* a change of send slot" in text
+    )
     assert "pass = no harm shown" in text
     assert "same decisions, one A/B: lints = linucb" in text
 
@@ -146,3 +157,15 @@ def test_the_shortlist_keeps_one_of_the_policies_that_decide_alike():
         "send_time",
     ]
     assert distinct([], decides) == []
+
+
+def test_the_surest_gain_is_tested_first():
+    """A narrow lift far from 0 in its own units ranks above a wide one that clears 0 by a little more."""
+    from nba.ope import Lift
+    from training.quickstart import strength
+
+    wide = Lift("mdr", 0.89, 0.05, 1.85, 0.95, 0.46, False)
+    narrow = Lift("opens", 0.029, 0.017, 0.045, 0.95, 0.007, False)
+    assert strength(narrow) > strength(wide) > 0
+    assert strength(Lift("mdr", 0.0, 0.0, 0.0, 0.95, 0.0, False)) == 0.0
+    assert strength(Lift("mdr", 0.1, 0.1, 0.1, 0.95, 0.0, False)) == float("inf")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -287,6 +288,39 @@ def test_two_logs_sketches_tell_how_many_decisions_they_share():
     s = sketch((0, 5_000))
     back = jobs.LogSketch.from_dict(json.loads(json.dumps(s.to_dict())))
     assert back.rows == s.rows and np.array_equal(back.hashes, s.hashes)
+
+
+def test_evaluate_reads_a_change_of_send_slot_over_its_base_through_the_opens(store):
+    """With a base, the target that moves only the base's send slots (the quickstart's send_time over business
+    as usual) gets its lift read through the opens too, of the exact lift's sign, logged on the run; a target
+    that changes its messages keeps the paired lift of the estimator pipelines rank by."""
+    from training.quickstart import BANDIT_PARAMS, SAFE
+
+    train, evaluation = (f"sqlite:///{store['root'] / f'slot-{k}.db'}" for k in ("train", "eval"))
+    jobs.simulate(train, decisions=8000, seed=0, purpose="tests/jobs/slot-train")
+    jobs.simulate(evaluation, decisions=8000, seed=0, purpose="tests/jobs/slot-eval")
+    bau = jobs.train("business_as_usual", source=train).version
+    sto = jobs.train("send_time", source=train, params=BANDIT_PARAMS["send_time"], safe=SAFE).version
+    before = _runs()
+    with pytest.raises(jobs.JobError, match="^base: '3x' is not one of the policies evaluated"):
+        jobs.evaluate(evaluation, [bau, sto], base="3x")
+    assert _runs() == before
+    ev = jobs.evaluate(evaluation, [bau, sto, "no_contact"], n_bootstrap=20, base=bau)
+    label = {v: k for k in ev.estimates for v in (bau, sto) if k.endswith(f" v{v}")}
+    assert ev.base == label[bau] and set(ev.slot_lifts) == {label[sto]}
+    up = ev.evidence(label[sto])
+    assert up is ev.slot_lifts[label[sto]] and up.estimator == "opens" and not up.unsupported
+    exact = ev.truth[label[sto]] - ev.truth[label[bau]]
+    assert exact > 0.05 and up.ci_low > 0  # better in truth, and the opens say so
+    # no contact changes whom: the paired lift of the estimator pipelines rank by
+    assert ev.evidence("no_contact") == ev.lift("no_contact", label[bau]) and jobs.RANK_BY == "mdr"
+    assert ev.evidence("no_contact").estimator == jobs.RANK_BY
+    run = mlflow.get_run(ev.run_id)
+    key = jobs._metric_key(label[sto])
+    assert run.data.metrics[f"{key}.lift_opens"] == up.value and run.data.tags["eval.base"] == label[bau]
+    assert run.data.metrics[f"{key}.lift_opens.ci_low"] == up.ci_low
+    with pytest.raises(ValueError, match="^base: "):
+        dataclasses.replace(ev, base=None).evidence(label[sto])
 
 
 def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(
