@@ -110,6 +110,7 @@ def _quickstart_table(res) -> Table:
         f"off-policy ({RANK_BY}, 95% interval), exact beside",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        show_edge=False,
         padding=(0, 1),
         collapse_padding=True,
     )
@@ -117,7 +118,7 @@ def _quickstart_table(res) -> Table:
         t.add_column(col, justify="left" if col in ("policy", "flag", "A/B", "role") else "right", no_wrap=True)
     champion = res.champion.version
     challenger = None if res.challenger is None else res.challenger.version
-    short = {UNSUPPORTED: "unsupp", BELOW_LOGGING: "<logger", IN_SAMPLE: "insamp"}
+    short = {UNSUPPORTED: "unsup", BELOW_LOGGING: "<log", IN_SAMPLE: "insmp"}
     for r in sorted(res.rows, key=lambda r: (bool(r.flags), -getattr(r.estimate, RANK_STATISTIC))):
         e = r.estimate
         flag = short.get(r.flags[0], r.flags[0]) if r.flags else ""
@@ -128,7 +129,7 @@ def _quickstart_table(res) -> Table:
         truth = "—" if r.truth is None else f"{r.truth:.3f}"
         low = "" if r.lift is None or r.policy == PRODUCTION else f"{r.lift.ci_low:+.2f}"
         low += "*" if low and r.lift.estimator == OPENS else ""
-        t.add_row(r.policy, f"{e.value:.3f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", low, flag, ab, truth, role)
+        t.add_row(r.policy, f"{e.value:.2f}", f"[{e.ci_low:.2f}, {e.ci_high:.2f}]", low, flag, ab, truth, role)
     lv = res.logging_value
     twins = ", ".join(f"{r.policy} = {r.same_as}" for r in res.rows if r.same_as is not None)
     t.caption = (
@@ -140,8 +141,8 @@ def _quickstart_table(res) -> Table:
             if any(r.lift is not None and r.lift.estimator == OPENS for r in res.rows)
             else ""
         )
-        + "\nflag: unsupp = no support in the log; <logger = worse than the logger"
-        + ("; insamp = learned from this log" if any(IN_SAMPLE in r.flags for r in res.rows) else "")
+        + "\nflag: unsup = no support in the log; <log = worse than the logger"
+        + ("; insmp = learned from this log" if any(IN_SAMPLE in r.flags for r in res.rows) else "")
         + "\nA/B vs the champion: won = better, pass = no harm shown (both promote),"
         + "\nlost, guard = a guardrail failed"
         + (f"\nsame decisions, one A/B: {twins}" if twins else "")

@@ -15,7 +15,8 @@
    the unflagged policies whose paired off-policy lift over it (:func:`nba.ope.lift`: both estimated
    on the same resamples of the evaluation log; for a policy that moves only its send slots, the lift
    read through the log's opens, :mod:`nba.surrogate`) is above 0 at its lower bound, the surest gain
-   first (:func:`strength`), are the shortlist (one of the policies that decide alike on every evaluation decision: :func:`distinct`);
+   first (:func:`strength`), are the shortlist (one of the policies that decide alike on every
+   evaluation decision: :func:`distinct`);
    each in turn is the ``challenger`` of a simulated A/B test on customers of their own
    (guardrails on opt-outs, churn and sends per customer; an always-valid test on the reward that
    must show no harm, since at this size it cannot resolve the lift the off-policy estimate
