@@ -1431,7 +1431,9 @@ class EvaluateResult:
         lift reads through its reward model alone; else :meth:`lift`."""
         if self.base is None:
             raise ValueError("base: this evaluation compared its targets with no base (evaluate's base)")
-        return self.slot_lifts.get(label) or self.lift(label, self.base)
+        if label in self.slot_lifts:
+            return self.slot_lifts[label]
+        return self.lift(label, self.base)
 
     def ranked(self) -> list[str]:
         """Labels by the :data:`RANK_BY` estimate's :data:`nba.ope.RANK_STATISTIC` (its point estimate or
@@ -1651,8 +1653,14 @@ def evaluate(
         if base is not None:
             base_label, base_policy, _ = resolved[targets.index(base)]
             if deployment is None:  # the opens' evidence on a change of slot (nba.surrogate)
-                base_probs = base_policy.probabilities(batch.context, batch.eligible)
                 events = log.funnel_events(batch)
+                if events.opened.any():
+                    base_probs = base_policy.probabilities(batch.context, batch.eligible)
+                elif say is not None:
+                    say(
+                        "[yellow]warning: base: no message of this log was opened, so no change of send slot can "
+                        "be read through the opens[/yellow]"
+                    )
         slot_lifts: dict[str, Any] = {}
         for label, policy, _ in resolved:
             probs = policy.probabilities(batch.context, batch.eligible)

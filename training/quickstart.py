@@ -55,7 +55,7 @@ SAFE = {"contacts": "keep"}
 # the customers of each stage, all of (seed, purpose): independent of one another (envs.random)
 TRAIN_PURPOSE, EVAL_PURPOSE = "quickstart/train-log", "quickstart/eval-log"
 JOURNEYS_PURPOSE, AB_PURPOSE = "quickstart/journeys", "quickstart/ab"
-SHORTLIST = 2  # A/B tests at most: the unflagged candidates with the best lower bounds of their paired lift
+SHORTLIST = 2  # A/B tests at most: the unflagged candidates whose lift clears 0, the surest gains (strength)
 # 16,000 customers x 14 days: a harmless challenger passes the opt-out and churn guardrails with probability
 # 0.998 (nba.ab.noninferiority_power at business as usual's rates; 0.89 at 8,000, where the quickstart's
 # send_time was refused by an inconclusive churn guardrail on 3 of 10 A/B seeds: bench/RESULTS.md); the

@@ -321,6 +321,13 @@ def test_evaluate_reads_a_change_of_send_slot_over_its_base_through_the_opens(st
     assert run.data.metrics[f"{key}.lift_opens.ci_low"] == up.ci_low
     with pytest.raises(ValueError, match="^base: "):
         dataclasses.replace(ev, base=None).evidence(label[sto])
+    # a log whose messages nobody opened says nothing of the slots: a warning, and no lift through the opens
+    silent = f"sqlite:///{store['root'] / 'slot-silent.db'}"
+    jobs.simulate(silent, decisions=2000, seed=0, policy="no_contact", epsilon=0.0, holdout=0.0, purpose="tests/silent")
+    said: list[str] = []
+    quiet = jobs.evaluate(silent, [bau, sto], n_bootstrap=10, base=bau, say=said.append)
+    assert quiet.base == label[bau] and not quiet.slot_lifts
+    assert any("no message of this log was opened" in line for line in said), said
 
 
 def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(
