@@ -1751,6 +1751,7 @@ def evaluate(
             logging_truth = exact["logging"]
             mlflow.log_metric("logging.true_value", logging_truth)
         dataset = registry.decision_log_dataset(ident["dataset.uri"], ident["dataset.digest"])
+        base_version = None if base is None else resolved[targets.index(base)][2]
         for label, _, version in resolved:
             if version is not None:
                 _record_version_evaluation(
@@ -1765,6 +1766,8 @@ def evaluate(
                     dataset,
                     {"eval.propensity": propensity, "eval.interval": interval, "eval.groups": groups, **world},
                     seed,
+                    slot_lifts.get(label) if base_version is not None else None,
+                    base_version,
                 )
         if deployment is None:
             _plot_decisions(scenario, batch, sampled, out)
@@ -1906,12 +1909,16 @@ def _record_version_evaluation(
     dataset,
     tags: Mapping[str, str],
     seed: int,
+    slot: Any = None,
+    base_version: str | None = None,
 ) -> None:
     """A registered version's evaluation: a run nested in the evaluate run (``evaluate <label>``) logs
     :func:`evaluation_metrics` against the version's logged model and the log's dataset
     (:func:`training.registry.record_evaluation`) and the estimates' bootstrap replicates (of seed ``seed``:
     :func:`training.registry.log_replicates`, which a promotion pairs), and the version's description gets
-    its headline (:func:`evaluation_line`)."""
+    its headline (:func:`evaluation_line`). ``slot``: its lift through the opens over the registered version
+    ``base_version`` (a change of send slot alone: :attr:`EvaluateResult.slot_lifts`), logged as the
+    ``lift_opens*`` metrics with the tag ``eval.base_version``, which :func:`training.registry.promote` reads."""
     import mlflow
 
     from training import registry
@@ -1928,9 +1935,16 @@ def _record_version_evaluation(
             }
         )
         _dataset_input(ident, "evaluate")
-        registry.record_evaluation(
-            version, evaluation_metrics(est, flags, logged, estimated_share, true_value), dataset
-        )
+        metrics = evaluation_metrics(est, flags, logged, estimated_share, true_value)
+        if slot is not None and base_version is not None:
+            mlflow.set_tag("eval.base_version", base_version)
+            metrics |= {
+                "lift_opens": slot.value,
+                "lift_opens.ci_low": slot.ci_low,
+                "lift_opens.ci_high": slot.ci_high,
+                "lift_opens.unsupported": float(slot.unsupported),
+            }
+        registry.record_evaluation(version, metrics, dataset)
         registry.log_replicates(dict(est), seed)
     registry.describe_evaluation(version, line)
 

@@ -276,6 +276,25 @@ def learned_from(run_id: str | None) -> tuple[str, dict[str, Any] | None] | None
     return digest, sketch if isinstance(sketch, dict) else None
 
 
+def slot_lift_over(evaluation: Evaluation, base_version: str | None) -> tuple[float, float, float, bool] | None:
+    """(value, low, high, unsupported) of the lift through the opens that ``evaluation`` holds over the version
+    ``base_version`` (``nba evaluate --base``, a change of send slot alone: ``lift_opens*`` metrics and the
+    ``eval.base_version`` tag of its run); None when it holds none over that version."""
+    from mlflow import MlflowClient
+
+    m = evaluation.metrics
+    if base_version is None or "lift_opens.ci_low" not in m or "lift_opens" not in m:
+        return None
+    if MlflowClient().get_run(evaluation.run_id).data.tags.get("eval.base_version") != str(base_version):
+        return None
+    return (
+        m["lift_opens"],
+        m["lift_opens.ci_low"],
+        m.get("lift_opens.ci_high", float("nan")),
+        bool(m.get("lift_opens.unsupported", 0.0)),
+    )
+
+
 def latest_evaluation(version: str, model_name: str = MODEL_NAME) -> Evaluation | None:
     """The figures of the last evaluation of ``version`` (the metrics its logged model holds on a decision
     log, from the run that logged them last); None when it was never evaluated."""
@@ -539,7 +558,10 @@ def promote(
     the same kind: where both kept their bootstrap replicates of that log, resampled alike
     (:func:`paired_lift`), the lower bound of the challenger's paired lift over the champion must clear 0
     (and neither estimate be unsupported), the quickstart's own rule; otherwise the challenger's lower
-    confidence bound must beat the champion's estimate. Records
+    confidence bound must beat the champion's estimate. A challenger that moves only the champion's send
+    slots, evaluated with the champion as its base (``nba evaluate --base``), is judged by its lift through
+    the opens instead (:func:`slot_lift_over`), whatever the metric: the estimators read such a change
+    through their reward model alone. Records
     the reason, the A/B run and the lifts (:meth:`Promotion.record`: ``predicted`` beside the A/B's
     realised lift) as tags on the new champion version and the registered model; never moves an alias
     otherwise.
@@ -602,8 +624,20 @@ def promote(
                 f"champion and challenger were evaluated with other estimators (champion's {settings[0]}, "
                 f"challenger's {settings[1]}): evaluate both with one"
             )
-        paired = paired_lift(c_eval, k_eval, metric)
-        if paired is not None:
+        opens = slot_lift_over(c_eval, champ.version)
+        paired = None if opens is not None else paired_lift(c_eval, k_eval, metric)
+        if opens is not None:
+            value, low, high, unsupported = opens
+            said = (
+                f"challenger's lift over the champion through the opens (it moves only the champion's send "
+                f"slots) {value:+.4g} [{low:+.4g}, {high:+.4g}]"
+            )
+            if unsupported:
+                return refuse(f"{said} is unsupported: it moves messages to hours the log never sent at")
+            if not low > 0:
+                return refuse(f"{said}: its lower bound does not clear 0")
+            reason = f"{said}: its lower bound clears 0"
+        elif paired is not None:
             said = (
                 f"challenger's paired {metric} lift over the champion {paired.value:+.4g} "
                 f"[{paired.ci_low:+.4g}, {paired.ci_high:+.4g}]"

@@ -321,6 +321,19 @@ def test_evaluate_reads_a_change_of_send_slot_over_its_base_through_the_opens(st
     assert run.data.metrics[f"{key}.lift_opens.ci_low"] == up.ci_low
     with pytest.raises(ValueError, match="^base: "):
         dataclasses.replace(ev, base=None).evidence(label[sto])
+    # nba promote without an A/B reads it too, for a challenger evaluated with the champion as its base
+    registry.set_alias(registry.CHAMPION, bau)
+    registry.set_alias(registry.CHALLENGER, sto)
+    moved = jobs.promote()
+    assert moved.promoted and "through the opens" in moved.reason and "lower bound clears 0" in moved.reason
+    assert registry.alias_state(registry.CHAMPION).version == sto
+    # the other way round (business as usual over send_time, its base now): the lower bound stays below 0
+    back = jobs.evaluate(evaluation, [sto, bau], n_bootstrap=20, base=sto)
+    assert back.slot_lifts[label[bau]].ci_high < 0
+    registry.set_alias(registry.CHALLENGER, bau)
+    kept = jobs.promote()
+    assert not kept.promoted and "through the opens" in kept.reason and "does not clear 0" in kept.reason
+    assert registry.alias_state(registry.CHAMPION).version == sto
     # a log whose messages nobody opened says nothing of the slots: a warning, and no lift through the opens
     silent = f"sqlite:///{store['root'] / 'slot-silent.db'}"
     jobs.simulate(silent, decisions=2000, seed=0, policy="no_contact", epsilon=0.0, holdout=0.0, purpose="tests/silent")
