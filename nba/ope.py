@@ -234,23 +234,32 @@ def _check_logged(
     target = np.asarray(target)
     if target.ndim != 2 or target.shape[0] != n:
         raise ValueError(f"target: expected shape ({n}, A), got {target.shape}")
-    target = target.astype(np.float64, copy=False)
     n_actions = target.shape[1]
     if actions.min() < 0 or actions.max() >= n_actions:
         i = _first_bad((actions < 0) | (actions >= n_actions))
         raise ValueError(f"actions: row {i} is {actions[i]}, outside the target's actions [0, {n_actions})")
+    return rewards, actions, propensities, check_distribution(target, "target", (n, n_actions))
+
+
+def check_distribution(probs: Any, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """``probs`` as float64 (n, A) of ``shape``, each row a distribution over the actions; ValueError naming
+    ``name`` (a wrong shape, a row not finite, a negative probability, a row that does not sum to 1)."""
+    probs = np.asarray(probs)
+    if probs.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {probs.shape}")
+    probs = probs.astype(np.float64, copy=False)
     # two passes over (n, A) with (n,) results: a NaN or infinity makes its row's sum non-finite
-    s = target.sum(axis=1)
+    s = probs.sum(axis=1)
     if not np.isfinite(s).all():
-        raise ValueError(f"target: row {_first_bad(~np.isfinite(s))} is not finite")
-    neg = target.min(axis=1) < 0
+        raise ValueError(f"{name}: row {_first_bad(~np.isfinite(s))} is not finite")
+    neg = probs.min(axis=1) < 0
     if neg.any():
-        raise ValueError(f"target: row {_first_bad(neg)} has a negative probability")
+        raise ValueError(f"{name}: row {_first_bad(neg)} has a negative probability")
     off = np.abs(s - 1.0) > _SUM_TOL
     if off.any():
         i = _first_bad(off)
-        raise ValueError(f"target: rows must sum to 1 (row {i} sums to {s[i]:.6g})")
-    return rewards, actions, propensities, target
+        raise ValueError(f"{name}: rows must sum to 1 (row {i} sums to {s[i]:.6g})")
+    return probs
 
 
 def _check_model(q_hat: Any, shape: tuple[int, int]) -> tuple[RewardModel | None, np.ndarray]:

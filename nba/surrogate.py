@@ -43,13 +43,12 @@ import numpy as np
 from nba.actions import ActionSpace
 from nba.features import TWO_PI_24, FeatureSpec
 from nba.log.records import FunnelEvents
-from nba.ope import SUPPORT_SHARE, Lift, cluster_codes
+from nba.ope import SUPPORT_SHARE, Lift, check_distribution, cluster_codes
 from nba.policies.sto import SendTimeModel
 
 ESTIMATOR = "opens"  # the Lift's estimator: a change of slot read through the opens
 MIN_SENDS = 20  # logged sends of a channel in an hour of the day below which that hour is thinly supported
 RIDGE = 1.0  # L2 penalty of the opening model on the standardised features
-_SUM_TOL = 1e-6
 
 
 def messages(probs: np.ndarray, space: ActionSpace) -> np.ndarray:
@@ -148,17 +147,7 @@ def _check(
                 raise ValueError(
                     f"spec: no feature {stat}={ch}: the opening model reads each channel's hour preference"
                 )
-    out = []
-    for name, p in (("target", target), ("base", base)):
-        p = np.asarray(p, np.float64)
-        if p.shape != (n, A):
-            raise ValueError(f"{name}: expected shape ({n}, {A}), got {p.shape}")
-        if not np.all(np.isfinite(p)) or np.any(p < 0):
-            raise ValueError(f"{name}: probabilities must be finite and >= 0")
-        bad = np.flatnonzero(np.abs(p.sum(axis=1) - 1.0) > _SUM_TOL)
-        if bad.size:
-            raise ValueError(f"{name}: row {bad[0]} sums to {p[bad[0]].sum():.6g}, not 1")
-        out.append(p)
+    out = [check_distribution(p, name, (n, A)) for name, p in (("target", target), ("base", base))]
     a = space.check(np.asarray(actions), "actions")
     if a.shape != (n,):
         raise ValueError(f"actions: expected shape ({n},), got {a.shape}")

@@ -1649,9 +1649,9 @@ def evaluate(
         draws = np.random.default_rng(seed)
         sampled: dict[str, np.ndarray] = {}
         decisions: dict[str, str] = {}
-        base_label, base_probs, events = None, None, None
+        base_label, base_version, base_probs, events = None, None, None, None
         if base is not None:
-            base_label, base_policy, _ = resolved[targets.index(base)]
+            base_label, base_policy, base_version = resolved[targets.index(base)]
             if deployment is None:  # the opens' evidence on a change of slot (nba.surrogate)
                 events = log.funnel_events(batch)
                 if events.opened.any():
@@ -1751,7 +1751,6 @@ def evaluate(
             logging_truth = exact["logging"]
             mlflow.log_metric("logging.true_value", logging_truth)
         dataset = registry.decision_log_dataset(ident["dataset.uri"], ident["dataset.digest"])
-        base_version = None if base is None else resolved[targets.index(base)][2]
         for label, _, version in resolved:
             if version is not None:
                 _record_version_evaluation(
@@ -1766,7 +1765,7 @@ def evaluate(
                     dataset,
                     {"eval.propensity": propensity, "eval.interval": interval, "eval.groups": groups, **world},
                     seed,
-                    slot_lifts.get(label) if base_version is not None else None,
+                    slot_lifts.get(label),
                     base_version,
                 )
         if deployment is None:
