@@ -344,7 +344,9 @@ def daily_looks(
 
 # ====================================================================================== fixed-horizon analysis
 def _values(name: str, y: np.ndarray, minimum: int = 2) -> np.ndarray:
-    y = np.asarray(y, np.float64).ravel()
+    y = np.asarray(y, np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"{name}: expected one value per customer (a 1-D array), got shape {y.shape}")
     if y.size < minimum:
         raise ValueError(f"{name}: needs at least {minimum} customers, got {y.size}")
     if not np.all(np.isfinite(y)):

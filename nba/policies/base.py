@@ -17,11 +17,15 @@ Randomised learners that sample parameters (Thompson sampling) move their poster
 they *update*, with normals from their own seeded generator, and keep them as state; their
 distribution is then the exact share of samples under which each action is best.
 
-A policy implements :class:`Policy`; :func:`act` does the rest.
+A policy implements :class:`Policy`; :func:`act` does the rest. The built-in policies check every batch
+they are given, by a direct call too: ``probabilities`` through :func:`checked`, ``update`` through
+:func:`check_update` (those that learn nothing from logged batches check them before ignoring them).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -47,7 +51,8 @@ class Policy(Protocol):
     space: ActionSpace
 
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(N, A) action distribution for contexts ``X`` (N, d) under ``mask`` (N, A)."""
+        """(N, A) action distribution for contexts ``X`` (N, d) under ``mask`` (N, A); a bad batch raises
+        ValueError naming ``X`` or ``mask`` (the built-in policies check it with :func:`checked`)."""
         ...
 
     def update(self, X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, propensities: np.ndarray) -> Policy:
@@ -125,6 +130,40 @@ def check_propensities(propensities: Any, n: int) -> np.ndarray:
     if not (np.all(np.isfinite(p)) and np.all(p > 0) and np.all(p <= 1)):
         raise ValueError("propensities: must be probabilities in (0, 1]")
     return p
+
+
+def check_update(
+    space: ActionSpace, dim: int | None, X: Any, actions: Any, rewards: Any, propensities: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a logged batch (``dim`` features, or any number if None); raise ValueError naming the field."""
+    X = np.asarray(X, np.float64)
+    if X.ndim != 2 or (dim is not None and X.shape[1] != dim):
+        raise ValueError(f"X: expected shape (N, {'d' if dim is None else dim}), got {X.shape}")
+    actions = space.check(np.asarray(actions), "actions")
+    rewards = np.asarray(rewards, np.float64)
+    if actions.shape != (X.shape[0],) or rewards.shape != (X.shape[0],):
+        raise ValueError(f"actions/rewards: expected shape ({X.shape[0]},), got {actions.shape} and {rewards.shape}")
+    if not (np.isfinite(X).all() and np.isfinite(rewards).all()):
+        raise ValueError("X/rewards: contain NaN or infinite values")
+    if propensities is not None:
+        check_propensities(propensities, X.shape[0])
+    return X, actions, rewards
+
+
+Probabilities = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+
+
+def checked(probabilities: Probabilities) -> Probabilities:
+    """Decorate a policy's ``probabilities`` so that it checks its batch first (:func:`check_batch`, against
+    the policy's ``dim`` if it has one): a direct call with a bad ``X`` or ``mask`` raises ValueError naming
+    it, as :func:`act` does, instead of a distribution of garbage."""
+
+    @functools.wraps(probabilities)
+    def checked_probabilities(self: Any, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        X, mask = check_batch(self.space, X, mask, getattr(self, "dim", None))
+        return probabilities(self, X, mask)
+
+    return checked_probabilities
 
 
 BLOCKS_FROM = 128  # actions from which :func:`sample` inverts a row block by block (faster from about 100)
@@ -303,6 +342,7 @@ class Explore:
             + (f"+holdout{holdout:g}" if holdout else "")
         )
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) the wrapped policy's distribution, its messages explored, mixed with uniform over the mask
         and the no-contact holdout."""

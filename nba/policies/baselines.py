@@ -26,7 +26,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.features import FeatureSpec
-from nba.policies.base import require_no_contact, require_structured, uniform
+from nba.policies.base import check_update, checked, require_no_contact, require_structured, uniform
 
 
 class _Stateless:
@@ -43,7 +43,8 @@ class _Stateless:
         return {}
 
     def update(self, X, actions, rewards, propensities):
-        """Nothing to learn: returns self unchanged."""
+        """Nothing to learn: checks the batch (ValueError naming the field) and returns self unchanged."""
+        check_update(self.space, getattr(self, "dim", None), X, actions, rewards, propensities)
         return self
 
     def get_state(self):
@@ -65,6 +66,7 @@ class NoContact(_Stateless):
         require_no_contact(space, f"policy {self.name!r}")
         self.space = space
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) probability 1 on no contact (action 0) in every row."""
         out = np.zeros(mask.shape)
@@ -80,6 +82,7 @@ class UniformRandom(_Stateless):
     def __init__(self, space: ActionSpace) -> None:
         self.space = space
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) the same probability on every eligible action of each row."""
         return uniform(mask)
@@ -110,6 +113,7 @@ class BatchAndBlast(_Stateless):
     def _params(self):
         return {"channel": self.channel, "content": self.content, "send_hour": self.send_hour}
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) probability 1 on the configured message where eligible, else on no contact."""
         return _deterministic(np.full(X.shape[0], self.action), mask)
@@ -127,6 +131,7 @@ class _Rules(_Stateless):
     def _params(self):
         return {"segments": list(self.spec.segments), "channels": list(self.spec.channels)}
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) probability 1 on the rules' action (:meth:`choose`) where eligible, else on no contact."""
         return _deterministic(self.choose(X), mask)

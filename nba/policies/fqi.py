@@ -36,7 +36,7 @@ import lightgbm as lgb
 import numpy as np
 
 from nba.actions import ActionSpace
-from nba.policies.base import check_propensities, epsilon_greedy
+from nba.policies.base import check_propensities, check_update, checked, epsilon_greedy
 from nba.policies.lgbm import check_model_params, joint_rows, predict_eligible, regression_params
 from nba.policies.linear import action_design
 
@@ -204,12 +204,15 @@ class FittedQ:
         return q.max(axis=1)
 
     # ------------------------------------------------------------------ policy interface
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) epsilon-greedy in Q over each row's eligible candidates (:meth:`eligible`)."""
         return epsilon_greedy(self.q_values(X, mask), self.eligible(mask, X.shape[0]), self.params["epsilon"])
 
     def update(self, X, actions, rewards, propensities=None) -> FittedQ:
-        """Offline learner: learns with :meth:`fit` on transitions; logged bandit batches are ignored."""
+        """Offline learner: learns with :meth:`fit` on transitions; a logged bandit batch is checked (ValueError
+        naming the field), then ignored."""
+        check_update(self.space, self.dim, X, actions, rewards, propensities)
         return self
 
     def get_state(self):
@@ -540,12 +543,15 @@ class TwoStageValue:
         return value
 
     # ------------------------------------------------------------------ policy interface
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) epsilon-greedy in ``r + weight * gamma * g`` over each row's eligible candidates."""
         return epsilon_greedy(self.q_values(X, mask), self.reward.eligible(mask, X.shape[0]), self.params["epsilon"])
 
     def update(self, X, actions, rewards, propensities=None) -> TwoStageValue:
-        """Offline learner: learns with :meth:`fit` on transitions; logged bandit batches are ignored."""
+        """Offline learner: learns with :meth:`fit` on transitions; a logged bandit batch is checked (ValueError
+        naming the field), then ignored."""
+        check_update(self.space, self.dim, X, actions, rewards, propensities)
         return self
 
     def get_state(self):

@@ -34,9 +34,9 @@ import numpy as np
 from nba.actions import ActionSpace
 from nba.log.records import FUNNEL as STAGES
 from nba.log.records import FunnelEvents
-from nba.policies.base import inverse_gap, uniform
+from nba.policies.base import check_update, checked, inverse_gap, uniform
 from nba.policies.lgbm import check_model_params, contexts_per_chunk, joint_rows, refit_due, regression_params
-from nba.policies.linear import _check_update, action_design
+from nba.policies.linear import action_design
 
 MODELS = (*STAGES, "value", "rest")  # each stage fitted given the one before (opened: given a contact)
 
@@ -162,6 +162,7 @@ class LGBMFunnel:
         """SquareCB's ``gamma``: ``gamma_scale * fitted_on ** gamma_exponent``, greedier as the fitted data grows."""
         return self.params["gamma_scale"] * max(self.fitted_on, 1) ** self.params["gamma_exponent"]
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) inverse-gap weights over the funnel's :meth:`scores` of eligible actions; uniform before the
         first fit."""
@@ -171,7 +172,7 @@ class LGBMFunnel:
 
     def update(self, X, actions, rewards, propensities=None, events: FunnelEvents | None = None):
         """Keep the batch and its funnel ``events`` (required); refit the five models when due. Returns self."""
-        X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards, propensities)
+        X, actions, rewards = check_update(self.space, self.dim, X, actions, rewards, propensities)
         # the check reads action 0 as no contact: give it each decision's contact flag instead (on a plain
         # space without no contact, action 0 is a contact like any other)
         ev = FunnelEvents.check(events, self.space.is_contact[actions].astype(np.int64))

@@ -24,8 +24,8 @@ import lightgbm as lgb
 import numpy as np
 
 from nba.actions import ActionSpace
-from nba.policies.base import epsilon_greedy, inverse_gap, uniform
-from nba.policies.linear import _check_update, action_design
+from nba.policies.base import check_update, checked, epsilon_greedy, inverse_gap, uniform
+from nba.policies.linear import action_design
 
 # bytes of LightGBM input rows built at a time by predict_eligible: bounded whatever the catalogue's size
 PREDICT_BYTES = 1 << 26
@@ -163,6 +163,7 @@ class _LGBMReward:
             return np.full((n, a), np.nan)
         return predict_eligible(self.booster, X, self.psi, mask, np.nan, self.params["threads"])
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) the exploration's distribution over the eligible actions' scores; uniform before the first fit."""
         if self.booster is None:
@@ -174,7 +175,7 @@ class _LGBMReward:
 
     def update(self, X, actions, rewards, propensities=None):
         """Keep the batch and refit the reward model when due (:func:`refit_due`). Returns self."""
-        X, actions, rewards = _check_update(self.space, self.dim, X, actions, rewards, propensities)
+        X, actions, rewards = check_update(self.space, self.dim, X, actions, rewards, propensities)
         self.X = np.vstack([self.X, X.astype(np.float32)])
         self.actions = np.concatenate([self.actions, actions])
         self.rewards = np.concatenate([self.rewards, rewards])

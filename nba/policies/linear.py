@@ -69,7 +69,7 @@ from scipy.linalg.lapack import dpotrf, dpotri, dpotrs
 
 from nba.actions import ActionSpace
 from nba.catalogue import Catalogue
-from nba.policies.base import check_propensities, greedy, share_of_argmax
+from nba.policies.base import check_update, checked, greedy, share_of_argmax
 
 BLAS_THREADS = 1  # BLAS threads inside the linear learners' methods (module docstring)
 WOODBURY_SHARE = 8  # a batch of at most D / WOODBURY_SHARE rows updates A^-1 by Woodbury
@@ -451,24 +451,6 @@ def sample_scores(Xa: np.ndarray, G: np.ndarray) -> np.ndarray:
     return (Xa @ G.reshape(dx, m * a)).reshape(-1, m, a).transpose(1, 0, 2)
 
 
-def _check_update(
-    space: ActionSpace, dim: int, X, actions, rewards, propensities=None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate a logged batch; raise ValueError naming the field."""
-    X = np.asarray(X, np.float64)
-    if X.ndim != 2 or X.shape[1] != dim:
-        raise ValueError(f"X: expected shape (N, {dim}), got {X.shape}")
-    actions = space.check(np.asarray(actions), "actions")
-    rewards = np.asarray(rewards, np.float64)
-    if actions.shape != (X.shape[0],) or rewards.shape != (X.shape[0],):
-        raise ValueError(f"actions/rewards: expected shape ({X.shape[0]},), got {actions.shape} and {rewards.shape}")
-    if not (np.isfinite(X).all() and np.isfinite(rewards).all()):
-        raise ValueError("X/rewards: contain NaN or infinite values")
-    if propensities is not None:
-        check_propensities(propensities, X.shape[0])
-    return X, actions, rewards
-
-
 def _check_catalogue(space: ActionSpace, catalogue: Catalogue | None) -> None:
     """Refuse a catalogue of another action space (ValueError naming ``catalogue``)."""
     if catalogue is not None and (not isinstance(catalogue, Catalogue) or catalogue.space != space):
@@ -532,6 +514,7 @@ class LinUCB:
         return self.ridge.scores(X)
 
     @pinned_blas
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) probability 1 on each row's eligible action of highest upper confidence bound
         (estimate + ``alpha * sigma *`` its confidence width)."""
@@ -542,7 +525,7 @@ class LinUCB:
     @pinned_blas
     def update(self, X, actions, rewards, propensities=None) -> LinUCB:
         """Add the batch to the ridge regression (its inverse kept up to date). Returns self."""
-        self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
+        self.ridge.add(*check_update(self.space, self.dim, X, actions, rewards, propensities))
         return self
 
     def with_catalogue(self, catalogue: Catalogue) -> LinUCB:
@@ -630,6 +613,7 @@ class LinTS:
         return self.ridge.scores(X)
 
     @pinned_blas
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) the share of the ``n_samples`` posterior samples under which each eligible action scores best."""
         r = self.ridge
@@ -653,7 +637,7 @@ class LinTS:
     def update(self, X, actions, rewards, propensities=None) -> LinTS:
         """Add the batch to the ridge regression; the samples move with the posterior (drawn afresh when the
         ridge refactorises, perturbed row by row between). Returns self."""
-        self.ridge.add(*_check_update(self.space, self.dim, X, actions, rewards, propensities))
+        self.ridge.add(*check_update(self.space, self.dim, X, actions, rewards, propensities))
         self._G = None
         return self
 

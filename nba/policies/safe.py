@@ -59,8 +59,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.features import FeatureSpec
-from nba.policies.base import Explore, check_propensities, masked_argmax, require_structured
-from nba.policies.linear import _check_update
+from nba.policies.base import Explore, check_propensities, check_update, checked, masked_argmax, require_structured
 
 BUCKET = ("segment", "stage", "cart_active")  # one-hot families of nba.features.FeatureSpec (or binary feature names)
 GROUPS = ("action", "channel_content", "channel")
@@ -263,6 +262,7 @@ class SPIBB:
         """(N, A) eligible actions whose support is under ``n_min``: the baseline keeps them."""
         return mask & (self.support(X) < self.n_min)
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) the baseline's probability on bootstrapped actions, the rest of its mass on the learner's
         preferred supported action (``improve="learner"``: spread as the learner's distribution over them)."""
@@ -318,7 +318,7 @@ class SPIBB:
     def update(self, X, actions, rewards, propensities=None, **extra) -> SPIBB:
         """The learner learns from the batch, then the batch's support is counted (a batch the learner
         refuses leaves no count)."""
-        Xc, a, _ = _check_update(self.space, self.dim, X, actions, rewards)
+        Xc, a, _ = check_update(self.space, self.dim, X, actions, rewards)
         if propensities is not None:
             check_propensities(propensities, Xc.shape[0])
         self.learner.update(X, actions, rewards, propensities, **extra)

@@ -42,7 +42,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.features import TWO_PI_24, FeatureSpec
-from nba.policies.base import require_structured
+from nba.policies.base import check_update, checked, require_structured
 
 DESIGN_STRENGTH = 100.0  # sends' worth of weight on the even spread of send hours (SendTimeModel)
 
@@ -216,6 +216,7 @@ class SendTime:
             raise ValueError(f"dim: the send-time model reads {spec.dim} named features, got dim={dim}")
         self.model = SendTimeModel(spec, space, prior_strength)
 
+    @checked
     def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(N, A) the first stage's probability of each (channel, content), split over its eligible send slots:
         ``1 - epsilon`` on the best-scoring slot, ``epsilon`` uniformly; no contact as the first stage has it."""
@@ -244,8 +245,9 @@ class SendTime:
     def update(self, X, actions, rewards, propensities=None, **extra) -> SendTime:
         """The first stage learns from the batch (``extra``: its funnel events), the send-time model from its
         contexts and sends. Returns self."""
+        X, actions, _ = check_update(self.space, self.dim, X, actions, rewards, propensities)
         self.first.update(X, actions, rewards, propensities, **extra)
-        self.model.update(np.asarray(X), np.asarray(actions))
+        self.model.update(X, actions)
         return self
 
     def get_state(self):

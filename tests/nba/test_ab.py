@@ -121,6 +121,10 @@ def test_compare_validates_inputs():
         ab.compare([1.0, 2.0], [1.0, np.nan])
     with pytest.raises(ValueError, match="level"):
         ab.compare([1.0, 2.0], [1.0, 2.0], level=1.0)
+    with pytest.raises(ValueError, match=r"^treatment: expected one value per customer .* shape \(2, 2\)"):
+        ab.compare([[1.0, 2.0], [3.0, 4.0]], [1.0, 2.0])  # a table is not read as its flattened cells
+    with pytest.raises(ValueError, match="^covariate_control: expected one value per customer"):
+        ab.cuped([1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [[1.0], [2.0]])
 
 
 def test_interval_coverage_of_known_difference():

@@ -524,13 +524,15 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("bad", list(BAD_INPUTS))
 @pytest.mark.parametrize(("name", "state"), cases())
-def test_act_rejects_bad_input_naming_the_field(name, state, bad):
+def test_act_and_probabilities_reject_bad_input_naming_the_field(name, state, bad):
     policy = make(name, state)
     X, mask = contexts()
     corrupt, field = BAD_INPUTS[bad]
     X, mask = corrupt(X[:20], mask[:20])
     with pytest.raises(ValueError, match=f"^{field}: "):
         act(policy, X, mask, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=f"^{field}: "):  # a direct call checks its batch too
+        policy.probabilities(X, mask)
 
 
 @pytest.mark.parametrize("width", ["fewer", "more"])
@@ -625,12 +627,13 @@ BAD_UPDATES = {
 
 
 @pytest.mark.parametrize("bad", list(BAD_UPDATES))
-@pytest.mark.parametrize(("name", "state"), cases(names=ONLINE_LEARNERS))
+@pytest.mark.parametrize(("name", "state"), cases())
 def test_update_rejects_bad_batches_and_learns_nothing(name, state, bad):
+    # every policy, those that ignore logged batches too: a bad batch is refused, naming its field
     policy = make(name, state)
     before = policy.get_state()
     batch = logged_batches()[N_TRAIN].head(50)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^(X|actions|rewards|propensities)\b[/a-z]*: "):
         policy.update(*BAD_UPDATES[bad](batch), **batch.extra(policy))
     assert_same_state(policy.get_state(), before)  # a rejected batch leaves no trace
 
