@@ -290,6 +290,7 @@ def test_two_logs_sketches_tell_how_many_decisions_they_share():
     assert back.rows == s.rows and np.array_equal(back.hashes, s.hashes)
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
 def test_evaluate_reads_a_change_of_send_slot_over_its_base_through_the_opens(store):
     """With a base, the target that moves only the base's send slots (the quickstart's send_time over business
     as usual) gets its lift read through the opens too, of the exact lift's sign, logged on the run; a target
@@ -343,6 +344,7 @@ def test_evaluate_reads_a_change_of_send_slot_over_its_base_through_the_opens(st
     assert any("no message of this log was opened" in line for line in said), said
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the path does not depend on the store
 def test_a_learner_evaluated_on_its_own_training_log_is_flagged_in_sample_and_not_promoted_on_it(
     store, saved_figures, tmp_path
 ):
