@@ -59,7 +59,7 @@ import numpy as np
 
 from nba.actions import ActionSpace
 from nba.features import FeatureSpec
-from nba.policies.base import Explore, check_propensities, check_update, checked, masked_argmax, require_structured
+from nba.policies.base import Explore, check_update, checked, masked_argmax, require_structured
 
 BUCKET = ("segment", "stage", "cart_active")  # one-hot families of nba.features.FeatureSpec (or binary feature names)
 GROUPS = ("action", "channel_content", "channel")
@@ -318,9 +318,7 @@ class SPIBB:
     def update(self, X, actions, rewards, propensities=None, **extra) -> SPIBB:
         """The learner learns from the batch, then the batch's support is counted (a batch the learner
         refuses leaves no count)."""
-        Xc, a, _ = check_update(self.space, self.dim, X, actions, rewards)
-        if propensities is not None:
-            check_propensities(propensities, Xc.shape[0])
+        Xc, a, _ = check_update(self.space, self.dim, X, actions, rewards, propensities)
         self.learner.update(X, actions, rewards, propensities, **extra)
         np.add.at(self.counts, (self.buckets.of(Xc), a), 1)
         return self
