@@ -1663,7 +1663,10 @@ def evaluate(
                     )
         slot_lifts: dict[str, Any] = {}
         for label, policy, _ in resolved:
-            probs = policy.probabilities(batch.context, batch.eligible)
+            if label == base_label and base_probs is not None:
+                probs = base_probs  # the base's own distribution, computed once
+            else:
+                probs = policy.probabilities(batch.context, batch.eligible)
             if base_probs is not None and label != base_label and slot_only(probs, base_probs, space):
                 if not np.array_equal(probs, base_probs):
                     slot_lifts[label] = slot_lift(
