@@ -33,7 +33,7 @@ from envs.scenario import Scenario
 from envs.simulation import Simulation
 from nba import ab
 from nba.policies import Decisions, Policy
-from nba.policies.base import check_batch, sample
+from nba.policies.base import distribution, sample
 
 if TYPE_CHECKING:
     from nba.log import DecisionLog
@@ -217,8 +217,7 @@ class _Run:
         for k, policy in enumerate(policies):
             rows = np.flatnonzero((arm_index == k) & asks)
             if rows.size:
-                Xr, mr = check_batch(policy.space, X[rows], mask[rows], getattr(policy, "dim", None))
-                probs[rows] = policy.probabilities(Xr, mr)
+                probs[rows] = distribution(policy, X[rows], mask[rows])
                 actions[rows] = sample(probs[rows], u[rows])
         res = sim.step(actions)
         self.actions.append(actions)

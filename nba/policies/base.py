@@ -151,6 +151,7 @@ def check_update(
 
 
 Probabilities = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+CHECKS_BATCH = "checks_batch"  # set on a :func:`checked` method: :func:`distribution` leaves the check to it
 
 
 def checked(probabilities: Probabilities) -> Probabilities:
@@ -163,6 +164,7 @@ def checked(probabilities: Probabilities) -> Probabilities:
         X, mask = check_batch(self.space, X, mask, getattr(self, "dim", None))
         return probabilities(self, X, mask)
 
+    setattr(checked_probabilities, CHECKS_BATCH, True)
     return checked_probabilities
 
 
@@ -218,11 +220,18 @@ def _sample_blocks(p: np.ndarray, u: np.ndarray) -> np.ndarray:
     return block * w + np.minimum(k, last)
 
 
+def distribution(policy: Policy, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(N, A) ``policy``'s distribution for a batch checked once (:func:`check_batch`): by the policy's own
+    ``probabilities`` where it is :func:`checked`, else here."""
+    if not getattr(policy.probabilities, CHECKS_BATCH, False):
+        X, mask = check_batch(policy.space, X, mask, getattr(policy, "dim", None))
+    return policy.probabilities(X, mask)
+
+
 def act(policy: Policy, X: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Decisions:
-    """Decide for a batch: the policy's distribution, then one uniform per row from ``rng``."""
-    X, mask = check_batch(policy.space, X, mask, getattr(policy, "dim", None))
-    probs = policy.probabilities(X, mask)
-    actions = sample(probs, rng.random(len(X)))
+    """Decide for a batch: the policy's distribution (:func:`distribution`), then one uniform per row from ``rng``."""
+    probs = distribution(policy, X, mask)
+    actions = sample(probs, rng.random(len(probs)))
     return Decisions(actions, probs[np.arange(len(actions)), actions], probs)
 
 

@@ -535,6 +535,31 @@ def test_act_and_probabilities_reject_bad_input_naming_the_field(name, state, ba
         policy.probabilities(X, mask)
 
 
+class Unchecked:
+    """A policy written elsewhere, whose ``probabilities`` checks nothing: ``act`` checks its batch for it."""
+
+    name = "unchecked"
+
+    def __init__(self) -> None:
+        self.space, self.dim, self.calls = SPACE, DIM, 0
+
+    def probabilities(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return uniform(mask)
+
+
+@pytest.mark.parametrize("bad", list(BAD_INPUTS))
+def test_act_checks_the_batch_of_a_policy_that_does_not(bad):
+    policy = Unchecked()
+    X, mask = contexts()
+    corrupt, field = BAD_INPUTS[bad]
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        act(policy, *corrupt(X[:20], mask[:20]), np.random.default_rng(0))
+    assert policy.calls == 0  # refused before the policy is asked
+    act(policy, X[:20], mask[:20], np.random.default_rng(0))
+    assert policy.calls == 1
+
+
 @pytest.mark.parametrize("width", ["fewer", "more"])
 @pytest.mark.parametrize(("name", "state"), cases())
 def test_act_rejects_the_wrong_number_of_features(name, state, width):
